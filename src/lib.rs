@@ -1,0 +1,32 @@
+//! edgefwd: a TCP port forwarder written as an explicit, edge-triggered `mio` reactor.
+//!
+//! One thread runs one loop ([`reactor`]). Every accepted client gets an upstream connection, and the two
+//! sockets form a [`pair`] in a slab. Each pair moves bytes in two independent [`pump`] directions, each
+//! through one fixed-capacity [`ring`]. Both sockets are registered once, edge-triggered, for reading and
+//! writing; the kernel's edges are cached in user space ([`readiness`]) and a bit is cleared only when a
+//! syscall proves it stale. docs/architecture.md tells the whole story with transition tables.
+//!
+//! # Layout
+//! - [`config`]: validated configuration and the size/duration syntaxes. No I/O.
+//! - [`fdlimit`]: raises RLIMIT_NOFILE at start.
+//! - [`net`]: socket2 setup (listener, non-blocking connect, options) and `io::Error` -> outcome.
+//! - [`ring`]: fixed-capacity byte ring with vectored I/O; storage borrowed from a pool while non-empty.
+//! - [`readiness`]: cached readiness of one socket.
+//! - [`token`]: `mio::Token` <-> listener / signals / (slot, side, generation).
+//! - [`timer`]: the deadline heap.
+//! - [`throttle`]: rate-limited warnings.
+//! - [`pump`]: one direction, `src -> ring -> dst`, its state machine.
+//! - [`pair`]: a client and its upstream: lifecycle, connect check, timeouts, close causes.
+//! - [`reactor`]: owns `Poll`, the listener, the slab and the timers; the loop, accept and teardown.
+
+pub mod config;
+pub mod fdlimit;
+pub mod net;
+pub mod pair;
+pub mod pump;
+pub mod reactor;
+pub mod readiness;
+pub mod ring;
+pub mod throttle;
+pub mod timer;
+pub mod token;

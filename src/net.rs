@@ -1,0 +1,187 @@
+//! Socket setup with socket2, and the reduction of `io::Error` to what the forwarder acts on.
+//!
+//! Everything that configures a socket lives here, so the reactor reads as a loop and not as a list of
+//! setsockopt calls.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mio::net::{TcpListener, TcpStream};
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+
+/// Per-socket options applied to both sides of every pair.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamOptions {
+    pub nodelay: bool,
+    pub keepalive: Option<Duration>,
+}
+
+/// Binds a non-blocking listener with SO_REUSEADDR (so a restart does not wait out TIME_WAIT) and the
+/// requested backlog. An IPv6 wildcard listener stays dual-stack only if the system default says so.
+pub fn bind_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Starts a non-blocking connect. `Ok` means the connect is in progress (or, rarely, done); completion is
+/// reported by a writable or error event and confirmed with [`connect_result`].
+pub fn start_connect(addr: SocketAddr, options: StreamOptions) -> io::Result<TcpStream> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    apply_options(&SockRef::from(&socket), options)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(err) => return Err(err),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// Applies TCP_NODELAY and keepalive to an accepted or connecting socket.
+pub fn apply_options(socket: &SockRef<'_>, options: StreamOptions) -> io::Result<()> {
+    if options.nodelay {
+        socket.set_tcp_nodelay(true)?;
+    }
+    if let Some(idle) = options.keepalive {
+        socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+    }
+    Ok(())
+}
+
+/// Where a pending connect stands, per mio's `TcpStream::connect` docs: a writable event alone proves
+/// nothing; `take_error` reports a failure, and `peer_addr` succeeding is what proves the connection.
+#[derive(Debug)]
+pub enum ConnectState {
+    Pending,
+    Connected,
+    Failed(io::Error),
+}
+
+/// Checks a connecting socket after any event on it.
+pub fn connect_result(stream: &TcpStream) -> ConnectState {
+    match stream.take_error() {
+        Ok(Some(err)) | Err(err) => return ConnectState::Failed(err),
+        Ok(None) => {}
+    }
+    match stream.peer_addr() {
+        Ok(_) => ConnectState::Connected,
+        Err(err) if err.kind() == io::ErrorKind::NotConnected => ConnectState::Pending,
+        Err(err) => ConnectState::Failed(err),
+    }
+}
+
+/// Makes the next close send RST instead of FIN: the peer must see an abort, not a clean end of stream.
+pub fn set_reset_on_close(stream: &TcpStream) {
+    // Failure only means the socket is already dead, in which case the close is an abort anyway.
+    let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+/// An I/O result reduced to the cases a pump treats differently (sozu's `SocketResult`).
+#[derive(Debug)]
+pub enum IoOutcome {
+    /// Bytes moved.
+    Done(usize),
+    /// Read returned 0: the peer sent FIN.
+    Eof,
+    /// The kernel has nothing (or no room) for us now; wait for the next edge.
+    WouldBlock,
+    /// A signal interrupted the call; try again.
+    Interrupted,
+    /// The connection is broken (reset, EPIPE, ...).
+    Failed(io::Error),
+}
+
+impl From<io::Result<usize>> for IoOutcome {
+    fn from(result: io::Result<usize>) -> IoOutcome {
+        match result {
+            Ok(0) => IoOutcome::Eof,
+            Ok(n) => IoOutcome::Done(n),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => IoOutcome::WouldBlock,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => IoOutcome::Interrupted,
+            Err(err) => IoOutcome::Failed(err),
+        }
+    }
+}
+
+/// True for the accept errors that mean "out of descriptors or memory": back off instead of spinning.
+pub fn is_resource_exhaustion(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_io_outcome_classification() {
+        assert!(matches!(IoOutcome::from(Ok(0)), IoOutcome::Eof));
+        assert!(matches!(IoOutcome::from(Ok(5)), IoOutcome::Done(5)));
+        let would_block = io::Error::from(io::ErrorKind::WouldBlock);
+        assert!(matches!(
+            IoOutcome::from(Err(would_block)),
+            IoOutcome::WouldBlock
+        ));
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert!(matches!(IoOutcome::from(Err(reset)), IoOutcome::Failed(_)));
+    }
+
+    #[test]
+    fn test_resource_exhaustion() {
+        assert!(is_resource_exhaustion(&io::Error::from_raw_os_error(
+            libc::EMFILE
+        )));
+        assert!(!is_resource_exhaustion(&io::Error::from_raw_os_error(
+            libc::ECONNRESET
+        )));
+    }
+
+    #[test]
+    fn test_connect_to_refused_port_fails_not_connected() {
+        // A real loopback port with nothing listening: the connect must end in Failed, never Connected.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("probe port");
+        let options = StreamOptions {
+            nodelay: true,
+            keepalive: None,
+        };
+        let stream = match start_connect(port, options) {
+            Ok(stream) => stream,
+            Err(err) => {
+                assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+                return;
+            }
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match connect_result(&stream) {
+                ConnectState::Failed(err) => {
+                    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+                    return;
+                }
+                ConnectState::Connected => panic!("a refused connect was reported connected"),
+                ConnectState::Pending => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "connect never resolved"
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! A connection pair: the accepted client socket, the upstream socket, and one [`Direction`] each way.
+//!
+//! The pair owns its lifecycle but never touches `Poll` or the slab: every handler returns an [`Outcome`],
+//! and the reactor alone tears a pair down. The lifecycle is two phases:
+//!
+//! | phase        | event                                      | result                                  |
+//! |--------------|--------------------------------------------|-----------------------------------------|
+//! | `Connecting` | upstream event, `peer_addr` ok             | `Established`; pump whatever is ready   |
+//! | `Connecting` | upstream event, `take_error` has an error  | close, RST to client (connect-refused)  |
+//! | `Connecting` | client FIN with nothing sent, or RST       | close both at once (client-abort)       |
+//! | `Connecting` | client FIN after sending data              | wait: the data is delivered once up     |
+//! | `Connecting` | deadline                                   | close, RST to client (connect-timeout)  |
+//! | `Established`| both directions `Closed`                   | close (client-fin / upstream-fin)       |
+//! | `Established`| a read/write error on one side             | RST on both (client-/upstream-reset)    |
+//! | `Established`| idle or half-closed past its deadline      | close (idle-timeout / fin-timeout)      |
+//!
+//! During `Connecting` nothing is read from the client: its bytes wait in the kernel (which is cheaper
+//! than holding them in a ring), and the client's cached readiness keeps the promise that they are there.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::trace;
+use mio::net::TcpStream;
+
+use crate::net::{self, ConnectState};
+use crate::pump::{Direction, End, Fault};
+use crate::readiness::{Event, Readiness};
+use crate::ring::BufPool;
+use crate::token::Side;
+
+/// Why a pair ended; printed in the close line as `cause=...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    ClientFin,
+    UpstreamFin,
+    ClientReset,
+    UpstreamReset,
+    ConnectRefused,
+    ConnectTimeout,
+    ConnectError,
+    ClientAbort,
+    IdleTimeout,
+    FinTimeout,
+    Shutdown,
+}
+
+impl Cause {
+    /// The name used in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::ClientFin => "client-fin",
+            Cause::UpstreamFin => "upstream-fin",
+            Cause::ClientReset => "client-reset",
+            Cause::UpstreamReset => "upstream-reset",
+            Cause::ConnectRefused => "connect-refused",
+            Cause::ConnectTimeout => "connect-timeout",
+            Cause::ConnectError => "connect-error",
+            Cause::ClientAbort => "client-abort",
+            Cause::IdleTimeout => "idle-timeout",
+            Cause::FinTimeout => "fin-timeout",
+            Cause::Shutdown => "shutdown",
+        }
+    }
+
+    /// Whether the surviving side(s) must see an abort (RST) rather than a FIN that would read as a clean
+    /// end of stream.
+    pub fn resets(self) -> bool {
+        !matches!(
+            self,
+            Cause::ClientFin
+                | Cause::UpstreamFin
+                | Cause::ClientAbort
+                | Cause::IdleTimeout
+                | Cause::FinTimeout
+        )
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the reactor must do with a pair after a handler ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Waiting for the kernel.
+    Open,
+    /// Its byte budget ran out with work left: run it again before sleeping.
+    Yield,
+    /// Tear it down.
+    Close(Cause),
+}
+
+/// The pair's phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Connecting,
+    Established,
+}
+
+/// The timeouts a pair checks itself against.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub connect: Duration,
+    pub idle: Option<Duration>,
+    pub fin: Duration,
+}
+
+/// How many pump rounds one wakeup may run before the loop guard steps in. Each round moves bytes,
+/// changes a state or clears a readiness bit, so reaching this means something is wrong.
+const MAX_ROUNDS: usize = 10_000;
+
+/// A client connection and its upstream.
+#[derive(Debug)]
+pub struct Pair {
+    /// Connection id for logs; also the generation in this pair's tokens.
+    pub id: u32,
+    pub client: TcpStream,
+    pub upstream: TcpStream,
+    pub client_addr: SocketAddr,
+    client_ready: Readiness,
+    upstream_ready: Readiness,
+    /// client -> upstream.
+    c2u: Direction,
+    /// upstream -> client.
+    u2c: Direction,
+    phase: Phase,
+    /// The side whose FIN came first, which names a clean close.
+    first_fin: Option<Side>,
+    pub started: Instant,
+    /// Last time bytes moved either way (idle and fin timeouts count from here).
+    last_activity: Instant,
+    /// The deadline currently armed in the reactor's timer heap for this pair.
+    pub armed: Option<Instant>,
+}
+
+impl Pair {
+    /// A pair whose upstream connect has just been started.
+    pub fn new(
+        id: u32,
+        client: TcpStream,
+        client_addr: SocketAddr,
+        upstream: TcpStream,
+        now: Instant,
+    ) -> Pair {
+        Pair {
+            id,
+            client,
+            upstream,
+            client_addr,
+            client_ready: Readiness::default(),
+            upstream_ready: Readiness::default(),
+            c2u: Direction::new("c2u"),
+            u2c: Direction::new("u2c"),
+            phase: Phase::Connecting,
+            first_fin: None,
+            started: now,
+            last_activity: now,
+            armed: None,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Bytes forwarded client -> upstream and upstream -> client.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.c2u.counters().bytes, self.u2c.counters().bytes)
+    }
+
+    /// Read and write syscalls made for this pair.
+    pub fn syscalls(&self) -> (u64, u64) {
+        let (a, b) = (self.c2u.counters(), self.u2c.counters());
+        (a.reads + b.reads, a.writes + b.writes)
+    }
+
+    fn set_phase(&mut self, next: Phase) {
+        trace!("conn={} {:?} => {:?}", self.id, self.phase, next);
+        self.phase = next;
+    }
+
+    /// Handles one readiness event on `side`, then runs the pumps.
+    pub fn on_event(
+        &mut self,
+        side: Side,
+        event: Event,
+        pool: &mut BufPool,
+        budget: usize,
+        now: Instant,
+    ) -> Outcome {
+        match side {
+            Side::Client => self.client_ready.merge(event),
+            Side::Upstream => self.upstream_ready.merge(event),
+        }
+        match self.phase {
+            Phase::Connecting => self.on_connecting_event(side, event, pool, budget, now),
+            Phase::Established => self.run(pool, budget, now),
+        }
+    }
+
+    fn on_connecting_event(
+        &mut self,
+        side: Side,
+        event: Event,
+        pool: &mut BufPool,
+        budget: usize,
+        now: Instant,
+    ) -> Outcome {
+        match side {
+            Side::Client if event.read_closed || event.error => self.check_client_left(),
+            Side::Client => Outcome::Open,
+            Side::Upstream => match net::connect_result(&self.upstream) {
+                ConnectState::Pending => Outcome::Open,
+                ConnectState::Failed(err) => Outcome::Close(connect_failure_cause(&err)),
+                ConnectState::Connected => {
+                    self.set_phase(Phase::Established);
+                    // The connect completed with an edge we just consumed; the socket is writable.
+                    self.upstream_ready.writable = true;
+                    self.run(pool, budget, now)
+                }
+            },
+        }
+    }
+
+    /// The client hung up while the upstream connect is pending. A FIN after data is a half-close that
+    /// expects an answer, so the pair waits; a FIN with nothing sent, or a reset, means the client is gone
+    /// and both sockets are freed now rather than when the connect resolves.
+    fn check_client_left(&mut self) -> Outcome {
+        let mut probe = [0u8; 1];
+        match self.client.peek(&mut probe) {
+            Ok(0) => Outcome::Close(Cause::ClientAbort),
+            Ok(_) => Outcome::Open,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Outcome::Open,
+            Err(_) => Outcome::Close(Cause::ClientAbort),
+        }
+    }
+
+    /// Pumps both directions until neither can move, the budget is spent, or the pair is finished.
+    pub fn run(&mut self, pool: &mut BufPool, budget: usize, now: Instant) -> Outcome {
+        if self.phase != Phase::Established {
+            return Outcome::Open;
+        }
+        let mut budget = budget;
+        for _ in 0..MAX_ROUNDS {
+            let progressed = match self.pump_both(pool, &mut budget) {
+                Ok(progressed) => progressed,
+                Err(cause) => return Outcome::Close(cause),
+            };
+            if progressed {
+                self.last_activity = now;
+                self.note_first_fin();
+            }
+            if self.c2u.is_closed() && self.u2c.is_closed() {
+                return Outcome::Close(match self.first_fin {
+                    Some(Side::Upstream) => Cause::UpstreamFin,
+                    _ => Cause::ClientFin,
+                });
+            }
+            if !progressed {
+                return if budget == 0 && self.has_work(pool) {
+                    Outcome::Yield
+                } else {
+                    Outcome::Open
+                };
+            }
+        }
+        log::warn!(
+            "conn={} loop guard: still busy after {MAX_ROUNDS} rounds, yielding",
+            self.id
+        );
+        Outcome::Yield
+    }
+
+    /// One round: each direction moves what it can.
+    fn pump_both(&mut self, pool: &mut BufPool, budget: &mut usize) -> Result<bool, Cause> {
+        let id = self.id;
+        let forward = self
+            .c2u
+            .pump(
+                id,
+                End {
+                    stream: &mut self.client,
+                    ready: &mut self.client_ready,
+                },
+                End {
+                    stream: &mut self.upstream,
+                    ready: &mut self.upstream_ready,
+                },
+                pool,
+                budget,
+            )
+            .map_err(|fault| fault_cause(fault, Side::Client))?;
+        let backward = self
+            .u2c
+            .pump(
+                id,
+                End {
+                    stream: &mut self.upstream,
+                    ready: &mut self.upstream_ready,
+                },
+                End {
+                    stream: &mut self.client,
+                    ready: &mut self.client_ready,
+                },
+                pool,
+                budget,
+            )
+            .map_err(|fault| fault_cause(fault, Side::Upstream))?;
+        Ok(forward || backward)
+    }
+
+    fn has_work(&self, pool: &BufPool) -> bool {
+        self.c2u
+            .has_work(&self.client_ready, &self.upstream_ready, pool)
+            || self
+                .u2c
+                .has_work(&self.upstream_ready, &self.client_ready, pool)
+    }
+
+    fn note_first_fin(&mut self) {
+        if self.first_fin.is_none() {
+            if self.c2u.saw_eof() {
+                self.first_fin = Some(Side::Client);
+            } else if self.u2c.saw_eof() {
+                self.first_fin = Some(Side::Upstream);
+            }
+        }
+    }
+
+    /// True when exactly one direction has finished: the state FIN_WAIT2/CLOSE_WAIT pile up in.
+    fn half_closed(&self) -> bool {
+        self.c2u.is_closed() != self.u2c.is_closed()
+    }
+
+    /// The next moment this pair must be looked at, and what it would mean then.
+    pub fn deadline(&self, limits: &Deadlines) -> Option<(Instant, Cause)> {
+        if self.phase == Phase::Connecting {
+            return Some((self.started + limits.connect, Cause::ConnectTimeout));
+        }
+        let idle = limits
+            .idle
+            .map(|idle| (self.last_activity + idle, Cause::IdleTimeout));
+        let fin = self
+            .half_closed()
+            .then(|| (self.last_activity + limits.fin, Cause::FinTimeout));
+        match (idle, fin) {
+            (Some(a), Some(b)) => Some(if b.0 <= a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Returns ring storage to the pool before the pair is dropped.
+    pub fn release(&mut self, pool: &mut BufPool) {
+        self.c2u.release(pool);
+        self.u2c.release(pool);
+    }
+}
+
+/// Names a pump fault by the socket it came from. `pumped_from` is the source side of the direction.
+fn fault_cause(fault: Fault, pumped_from: Side) -> Cause {
+    let faulty = match fault {
+        Fault::Src(_) => pumped_from,
+        Fault::Dst(_) => pumped_from.other(),
+    };
+    match faulty {
+        Side::Client => Cause::ClientReset,
+        Side::Upstream => Cause::UpstreamReset,
+    }
+}
+
+/// Names a failed connect.
+fn connect_failure_cause(err: &io::Error) -> Cause {
+    match err.kind() {
+        io::ErrorKind::ConnectionRefused => Cause::ConnectRefused,
+        io::ErrorKind::TimedOut => Cause::ConnectTimeout,
+        _ => Cause::ConnectError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_fault_cause_names_the_faulty_socket() {
+        let err = || io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            fault_cause(Fault::Src(err()), Side::Client),
+            Cause::ClientReset
+        );
+        assert_eq!(
+            fault_cause(Fault::Dst(err()), Side::Client),
+            Cause::UpstreamReset
+        );
+        assert_eq!(
+            fault_cause(Fault::Src(err()), Side::Upstream),
+            Cause::UpstreamReset
+        );
+        assert_eq!(
+            fault_cause(Fault::Dst(err()), Side::Upstream),
+            Cause::ClientReset
+        );
+    }
+
+    #[test]
+    fn test_clean_ends_do_not_reset() {
+        assert!(!Cause::ClientFin.resets());
+        assert!(!Cause::UpstreamFin.resets());
+        assert!(Cause::UpstreamReset.resets());
+        assert!(Cause::ConnectRefused.resets());
+        assert!(Cause::Shutdown.resets());
+    }
+
+    #[test]
+    fn test_connect_failure_causes() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(connect_failure_cause(&refused), Cause::ConnectRefused);
+        let timeout = io::Error::from(io::ErrorKind::TimedOut);
+        assert_eq!(connect_failure_cause(&timeout), Cause::ConnectTimeout);
+    }
+}

@@ -1,0 +1,392 @@
+//! One direction of a pair: bytes flow `src -> ring -> dst`, and EOF flows as `shutdown(Write)`.
+//!
+//! Each direction is its own small state machine:
+//!
+//! | state      | event                                   | next       | action                         |
+//! |------------|-----------------------------------------|------------|--------------------------------|
+//! | `Open`     | read returned bytes                     | `Open`     | hold them in the ring          |
+//! | `Open`     | read returned 0 (peer's FIN)            | `Draining` | stop reading                   |
+//! | `Draining` | ring empty                              | `Closed`   | `shutdown(Write)` on `dst`     |
+//! | any        | read or write error                     | (fault)    | the pair resets both sides     |
+//!
+//! The edge-triggered rules this code follows:
+//! - Read until WouldBlock (or a short read, see [`Readiness::after_short_read`]), never once per event:
+//!   the kernel will not repeat an edge for data we left in the queue.
+//! - When the ring is full the read stops *without* clearing `readable`. No new edge will come for data
+//!   already queued, so it is the write freeing space that lets the same loop read again.
+//! - A write is attempted only while bytes are held; the `writable` bit is cleared only by WouldBlock or
+//!   a short write, so a pump blocked on a slow reader resumes on the next EPOLLOUT edge.
+//! - A per-wakeup byte budget bounds how long one busy pair may hold the loop; the caller re-queues a pair
+//!   that still had work when its budget ran out.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+
+use log::trace;
+
+use crate::net::IoOutcome;
+use crate::readiness::Readiness;
+use crate::ring::{BufPool, Ring};
+
+/// A connected, non-blocking byte stream whose write half can be shut down (TCP; Unix sockets in tests).
+pub trait Stream: Read + Write {
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl Stream for mio::net::TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+#[cfg(test)]
+impl Stream for mio::net::UnixStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+/// Where a direction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Reading from `src` and writing to `dst`.
+    Open,
+    /// `src` sent FIN; the ring still holds bytes for `dst`.
+    Draining,
+    /// FIN passed on with `shutdown(Write)`: this direction is finished.
+    Closed,
+}
+
+/// Which socket a fault came from, so the pair can name the cause (client-reset vs upstream-reset).
+#[derive(Debug)]
+pub enum Fault {
+    Src(io::Error),
+    Dst(io::Error),
+}
+
+/// Byte and syscall counts for one direction.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    pub bytes: u64,
+    pub reads: u64,
+    pub writes: u64,
+}
+
+/// A socket and its cached readiness, as one end of a direction.
+pub struct End<'a, S> {
+    pub stream: &'a mut S,
+    pub ready: &'a mut Readiness,
+}
+
+/// One direction's ring and state.
+#[derive(Debug)]
+pub struct Direction {
+    /// "c2u" or "u2c", for trace lines.
+    label: &'static str,
+    state: State,
+    ring: Ring,
+    counters: Counters,
+}
+
+impl Direction {
+    pub fn new(label: &'static str) -> Direction {
+        Direction {
+            label,
+            state: State::Open,
+            ring: Ring::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// True once FIN has been passed on.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// True once `src` has sent FIN (whether or not the ring has drained).
+    pub fn saw_eof(&self) -> bool {
+        self.state != State::Open
+    }
+
+    /// Returns the ring's storage to the pool (teardown).
+    pub fn release(&mut self, pool: &mut BufPool) {
+        self.ring.clear(pool);
+    }
+
+    /// The single place a direction changes state, so a trace shows every transition.
+    fn set_state(&mut self, conn: u32, next: State) {
+        trace!("conn={conn} {} {:?} => {:?}", self.label, self.state, next);
+        self.state = next;
+    }
+
+    /// True if a call to [`pump`](Self::pump) could make progress now, given budget.
+    pub fn has_work(&self, src_ready: &Readiness, dst_ready: &Readiness, pool: &BufPool) -> bool {
+        let can_write = !self.ring.is_empty() && dst_ready.writable;
+        let can_read = self.state == State::Open && src_ready.readable && !self.ring.is_full(pool);
+        can_write || can_read
+    }
+
+    /// Moves as many bytes as readiness and `budget` allow. Returns whether anything happened (bytes moved
+    /// or a state changed); `budget` is decreased by the bytes read.
+    pub fn pump<S: Stream, D: Stream>(
+        &mut self,
+        conn: u32,
+        src: End<'_, S>,
+        dst: End<'_, D>,
+        pool: &mut BufPool,
+        budget: &mut usize,
+    ) -> Result<bool, Fault> {
+        let mut progressed = false;
+        loop {
+            let wrote = self.write_step(dst.stream, dst.ready, pool)?;
+            let shut = self.shutdown_step(conn, dst.stream)?;
+            let read = self.read_step(conn, src.stream, src.ready, pool, budget)?;
+            if !(wrote || shut || read) {
+                return Ok(progressed);
+            }
+            progressed = true;
+        }
+    }
+
+    /// Writes held bytes while `dst` is writable.
+    fn write_step<D: Stream>(
+        &mut self,
+        dst: &mut D,
+        dst_ready: &mut Readiness,
+        pool: &mut BufPool,
+    ) -> Result<bool, Fault> {
+        if self.ring.is_empty() || !dst_ready.writable {
+            return Ok(false);
+        }
+        let offered = self.ring.len();
+        self.counters.writes += 1;
+        match IoOutcome::from(self.ring.write_to(dst, pool)) {
+            IoOutcome::Done(n) => {
+                self.counters.bytes += n as u64;
+                if n < offered {
+                    // The send buffer filled up: EPOLLOUT will fire when it drains.
+                    dst_ready.writable = false;
+                }
+                Ok(true)
+            }
+            IoOutcome::WouldBlock => {
+                dst_ready.writable = false;
+                Ok(false)
+            }
+            IoOutcome::Interrupted => Ok(true),
+            IoOutcome::Eof => Err(Fault::Dst(io::ErrorKind::WriteZero.into())),
+            IoOutcome::Failed(err) => Err(Fault::Dst(err)),
+        }
+    }
+
+    /// Passes EOF on once everything read before it has been written.
+    fn shutdown_step<D: Stream>(&mut self, conn: u32, dst: &mut D) -> Result<bool, Fault> {
+        if self.state != State::Draining || !self.ring.is_empty() {
+            return Ok(false);
+        }
+        dst.shutdown_write().map_err(Fault::Dst)?;
+        self.set_state(conn, State::Closed);
+        Ok(true)
+    }
+
+    /// Reads into the ring while `src` is readable, the ring has room and budget remains.
+    fn read_step<S: Stream>(
+        &mut self,
+        conn: u32,
+        src: &mut S,
+        src_ready: &mut Readiness,
+        pool: &mut BufPool,
+        budget: &mut usize,
+    ) -> Result<bool, Fault> {
+        if self.state != State::Open
+            || !src_ready.readable
+            || self.ring.is_full(pool)
+            || *budget == 0
+        {
+            return Ok(false);
+        }
+        let room = pool.buffer_size() - self.ring.len();
+        self.counters.reads += 1;
+        match IoOutcome::from(self.ring.read_from(src, pool)) {
+            IoOutcome::Done(n) => {
+                *budget = budget.saturating_sub(n);
+                if n < room {
+                    src_ready.after_short_read();
+                }
+                Ok(true)
+            }
+            IoOutcome::Eof => {
+                self.set_state(conn, State::Draining);
+                Ok(true)
+            }
+            IoOutcome::WouldBlock => {
+                src_ready.readable = false;
+                Ok(false)
+            }
+            IoOutcome::Interrupted => Ok(true),
+            IoOutcome::Failed(err) => Err(Fault::Src(err)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The state machine over real non-blocking Unix socket pairs: `a` writes into `src`, the pump moves
+    //! bytes to `dst`, and `b` reads them out.
+    use super::*;
+    use mio::net::UnixStream;
+
+    struct Rig {
+        dir: Direction,
+        src: UnixStream,
+        dst: UnixStream,
+        peer_src: UnixStream,
+        peer_dst: UnixStream,
+        src_ready: Readiness,
+        dst_ready: Readiness,
+        pool: BufPool,
+    }
+
+    fn rig(buffer: usize) -> Rig {
+        let (peer_src, src) = UnixStream::pair().expect("pair");
+        let (dst, peer_dst) = UnixStream::pair().expect("pair");
+        Rig {
+            dir: Direction::new("test"),
+            src,
+            dst,
+            peer_src,
+            peer_dst,
+            src_ready: Readiness {
+                readable: true,
+                writable: true,
+                read_closed: false,
+            },
+            dst_ready: Readiness {
+                readable: true,
+                writable: true,
+                read_closed: false,
+            },
+            pool: BufPool::new(buffer),
+        }
+    }
+
+    impl Rig {
+        fn pump(&mut self, budget: usize) -> Result<bool, Fault> {
+            let mut budget = budget;
+            self.dir.pump(
+                1,
+                End {
+                    stream: &mut self.src,
+                    ready: &mut self.src_ready,
+                },
+                End {
+                    stream: &mut self.dst,
+                    ready: &mut self.dst_ready,
+                },
+                &mut self.pool,
+                &mut budget,
+            )
+        }
+
+        fn drain_peer(&mut self) -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match self.peer_dst.read(&mut buf) {
+                    Ok(0) => return out,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return out,
+                    Err(err) => panic!("{err}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn test_open_data_moves_and_ring_returns_storage() {
+        let mut rig = rig(1024);
+        rig.peer_src.write_all(b"hello").expect("write");
+        assert!(rig.pump(usize::MAX).expect("pump"));
+        assert_eq!(rig.drain_peer(), b"hello");
+        assert_eq!(rig.dir.state(), State::Open);
+        assert!(
+            !rig.src_ready.readable,
+            "drained to a short read / WouldBlock"
+        );
+        assert_eq!(
+            rig.pool.spare(),
+            1,
+            "the ring's storage went back to the pool"
+        );
+    }
+
+    #[test]
+    fn test_open_eof_drains_then_closes() {
+        let mut rig = rig(1024);
+        rig.peer_src.write_all(b"last words").expect("write");
+        rig.peer_src.shutdown(Shutdown::Write).expect("shutdown");
+        rig.src_ready.read_closed = true;
+        rig.dst_ready.writable = false; // dst blocked: data must wait in the ring
+        rig.pump(usize::MAX).expect("pump");
+        assert_eq!(rig.dir.state(), State::Draining);
+        rig.dst_ready.writable = true;
+        rig.pump(usize::MAX).expect("pump");
+        assert_eq!(rig.dir.state(), State::Closed);
+        let mut got = Vec::new();
+        rig.peer_dst.read_to_end(&mut got).expect("read to EOF");
+        assert_eq!(got, b"last words", "all data before the FIN");
+    }
+
+    #[test]
+    fn test_open_ring_full_keeps_readable_and_resumes() {
+        let mut rig = rig(1024);
+        let data: Vec<u8> = (0..8192u32).map(|i| i as u8).collect();
+        rig.peer_src.write_all(&data).expect("write");
+        rig.dst_ready.writable = false;
+        rig.pump(usize::MAX).expect("pump");
+        assert!(
+            rig.src_ready.readable,
+            "a full ring must not clear readable"
+        );
+        // The writer frees space: the same pump call must go back to reading without a new edge.
+        let mut got = Vec::new();
+        while got.len() < data.len() {
+            rig.dst_ready.writable = true;
+            rig.pump(usize::MAX).expect("pump");
+            got.extend(rig.drain_peer());
+        }
+        assert_eq!(got, data);
+    }
+
+    #[test]
+    fn test_open_budget_stops_reads_and_reports_work() {
+        let mut rig = rig(1024);
+        rig.peer_src.write_all(&[7u8; 4096]).expect("write");
+        rig.pump(1024).expect("pump");
+        assert!(rig.dir.has_work(&rig.src_ready, &rig.dst_ready, &rig.pool));
+        assert_eq!(rig.drain_peer().len(), 1024);
+    }
+
+    #[test]
+    fn test_open_dst_gone_is_dst_fault() {
+        let mut rig = rig(1024);
+        rig.peer_src.write_all(b"x").expect("write");
+        let Rig { peer_dst, .. } = &mut rig;
+        drop(std::mem::replace(
+            peer_dst,
+            UnixStream::pair().expect("pair").0,
+        ));
+        match rig.pump(usize::MAX) {
+            Err(Fault::Dst(_)) => {}
+            other => panic!("expected a dst fault, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! What the kernel has said about one socket, cached in user space.
+//!
+//! With edge-triggered epoll the kernel reports a change once. So the reactor ORs every event into this
+//! cache and a bit is cleared only when a syscall proves it stale: `read`/`write` returned WouldBlock, or a
+//! short read/write showed the kernel queue was emptied/filled. A bit left set is a promise that the next
+//! syscall will make progress (or report EOF or an error), which is what lets a pump resume on its own after
+//! backpressure without waiting for an edge that will never come.
+
+/// Cached readiness of one socket.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// A read may return data, EOF or an error.
+    pub readable: bool,
+    /// A write may accept bytes or return an error.
+    pub writable: bool,
+    /// The peer's FIN (EPOLLRDHUP) has been seen. Sticky: it is what makes a short read safe to take as
+    /// "drained" — without it, a FIN that arrived together with the last data would never be read.
+    pub read_closed: bool,
+}
+
+/// One readiness event, in the kernel's terms, reduced to what a forwarder acts on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    pub readable: bool,
+    pub writable: bool,
+    pub read_closed: bool,
+    pub write_closed: bool,
+    pub error: bool,
+}
+
+impl From<&mio::event::Event> for Event {
+    fn from(event: &mio::event::Event) -> Event {
+        Event {
+            readable: event.is_readable(),
+            writable: event.is_writable(),
+            read_closed: event.is_read_closed(),
+            write_closed: event.is_write_closed(),
+            error: event.is_error(),
+        }
+    }
+}
+
+impl Readiness {
+    /// ORs an event into the cache. An error or hang-up sets both directions so the next syscall on each
+    /// side surfaces it (as an error, EOF or EPIPE) instead of the pair waiting for an edge.
+    pub fn merge(&mut self, event: Event) {
+        self.readable |= event.readable || event.read_closed || event.error;
+        self.writable |= event.writable || event.write_closed || event.error;
+        self.read_closed |= event.read_closed;
+    }
+
+    /// A read stopped short of filling the space offered, so the receive queue is empty now; unless the
+    /// FIN is known to be pending (then one more read must return 0), the next edge will tell us of new data.
+    pub fn after_short_read(&mut self) {
+        if !self.read_closed {
+            self.readable = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_merge_is_an_or() {
+        let mut ready = Readiness::default();
+        ready.merge(Event {
+            readable: true,
+            ..Event::default()
+        });
+        ready.merge(Event {
+            writable: true,
+            ..Event::default()
+        });
+        assert!(ready.readable && ready.writable && !ready.read_closed);
+    }
+
+    #[test]
+    fn test_error_sets_both_directions() {
+        let mut ready = Readiness::default();
+        ready.merge(Event {
+            error: true,
+            ..Event::default()
+        });
+        assert!(ready.readable && ready.writable);
+    }
+
+    #[test]
+    fn test_short_read_keeps_readable_when_fin_is_pending() {
+        let mut ready = Readiness::default();
+        ready.merge(Event {
+            readable: true,
+            read_closed: true,
+            ..Event::default()
+        });
+        ready.after_short_read();
+        assert!(ready.readable, "the pending FIN must still be read");
+        let mut open = Readiness::default();
+        open.merge(Event {
+            readable: true,
+            ..Event::default()
+        });
+        open.after_short_read();
+        assert!(!open.readable);
+    }
+}
