@@ -37,6 +37,10 @@ pub struct Config {
     pub keepalive: Option<Duration>,
     /// Listen backlog.
     pub backlog: i32,
+    /// Where to serve Prometheus metrics; `None` = not served.
+    pub metrics: Option<SocketAddr>,
+    /// Log a line of counter deltas this often; `None` = never.
+    pub stats_interval: Option<Duration>,
 }
 
 /// Parses a byte size: `4096`, `16k`, `64K`, `1m`, `64KiB`, `1MB` (all multiples are binary).

@@ -17,16 +17,20 @@
 //! - [`throttle`]: rate-limited warnings.
 //! - [`pump`]: one direction, `src -> ring -> dst`, its state machine.
 //! - [`pair`]: a client and its upstream: lifecycle, connect check, timeouts, close causes.
+//! - [`metrics`]: plain-integer counters, Prometheus text, the `--stats-interval` line.
+//! - [`scrape`]: the `--metrics` HTTP responder, served inside the loop.
 //! - [`reactor`]: owns `Poll`, the listener, the slab and the timers; the loop, accept and teardown.
 
 pub mod config;
 pub mod fdlimit;
+pub mod metrics;
 pub mod net;
 pub mod pair;
 pub mod pump;
 pub mod reactor;
 pub mod readiness;
 pub mod ring;
+pub mod scrape;
 pub mod throttle;
 pub mod timer;
 pub mod token;

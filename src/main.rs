@@ -59,13 +59,29 @@ struct Cli {
     /// Listen backlog.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..))]
     backlog: i32,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics, from the same event loop.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+
+    /// Log one line of counter deltas this often (e.g. 10s) [default: off].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    stats_interval: Option<Duration>,
+
+    /// Log every readiness event and state transition (trace level; RUST_LOG is still honoured).
+    #[arg(long)]
+    trace: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    logger.format_timestamp_millis();
+    if cli.trace {
+        logger.filter_module("edgefwd", log::LevelFilter::Trace);
+    }
+    logger.init();
     match run(cli) {
         Ok(Exit::Graceful) => ExitCode::SUCCESS,
         Ok(Exit::Forced) => ExitCode::FAILURE,
@@ -94,6 +110,9 @@ fn run(cli: Cli) -> Result<Exit, String> {
             .map_or_else(|| "off".to_string(), |d| format!("{}ms", d.as_millis())),
         config.fin_timeout.as_millis(),
     );
+    if let Some(addr) = reactor.metrics_addr() {
+        info!("metrics on http://{addr}/metrics");
+    }
     reactor
         .run()
         .map_err(|err| format!("event loop failed: {err}"))
@@ -116,6 +135,8 @@ fn build_config(cli: Cli, nofile: u64) -> Result<Config, String> {
         nodelay: !cli.no_nodelay,
         keepalive: cli.keepalive,
         backlog: cli.backlog,
+        metrics: cli.metrics,
+        stats_interval: cli.stats_interval.filter(|d| !d.is_zero()),
     })
 }
 

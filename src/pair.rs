@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use log::trace;
 use mio::net::TcpStream;
 
+use crate::metrics::{Metrics, Way};
 use crate::net::{self, ConnectState};
 use crate::pump::{Direction, End, Fault};
 use crate::readiness::{Event, Readiness};
@@ -48,6 +49,21 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// Every cause, in the order of their discriminants (indexes of per-cause counters).
+    pub const ALL: [Cause; 11] = [
+        Cause::ClientFin,
+        Cause::UpstreamFin,
+        Cause::ClientReset,
+        Cause::UpstreamReset,
+        Cause::ConnectRefused,
+        Cause::ConnectTimeout,
+        Cause::ConnectError,
+        Cause::ClientAbort,
+        Cause::IdleTimeout,
+        Cause::FinTimeout,
+        Cause::Shutdown,
+    ];
+
     /// The name used in logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -103,6 +119,13 @@ pub enum Phase {
     Established,
 }
 
+/// What every pair borrows from the reactor while it runs: the buffer pool and the counters.
+#[derive(Debug)]
+pub struct Shared {
+    pub pool: BufPool,
+    pub metrics: Metrics,
+}
+
 /// The timeouts a pair checks itself against.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
@@ -155,8 +178,8 @@ impl Pair {
             client_addr,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
-            c2u: Direction::new("c2u"),
-            u2c: Direction::new("u2c"),
+            c2u: Direction::new(Way::ClientToUpstream),
+            u2c: Direction::new(Way::UpstreamToClient),
             phase: Phase::Connecting,
             first_fin: None,
             started: now,
@@ -190,7 +213,7 @@ impl Pair {
         &mut self,
         side: Side,
         event: Event,
-        pool: &mut BufPool,
+        shared: &mut Shared,
         budget: usize,
         now: Instant,
     ) -> Outcome {
@@ -199,8 +222,8 @@ impl Pair {
             Side::Upstream => self.upstream_ready.merge(event),
         }
         match self.phase {
-            Phase::Connecting => self.on_connecting_event(side, event, pool, budget, now),
-            Phase::Established => self.run(pool, budget, now),
+            Phase::Connecting => self.on_connecting_event(side, event, shared, budget, now),
+            Phase::Established => self.run(shared, budget, now),
         }
     }
 
@@ -208,7 +231,7 @@ impl Pair {
         &mut self,
         side: Side,
         event: Event,
-        pool: &mut BufPool,
+        shared: &mut Shared,
         budget: usize,
         now: Instant,
     ) -> Outcome {
@@ -219,10 +242,11 @@ impl Pair {
                 ConnectState::Pending => Outcome::Open,
                 ConnectState::Failed(err) => Outcome::Close(connect_failure_cause(&err)),
                 ConnectState::Connected => {
+                    shared.metrics.connects_ok += 1;
                     self.set_phase(Phase::Established);
                     // The connect completed with an edge we just consumed; the socket is writable.
                     self.upstream_ready.writable = true;
-                    self.run(pool, budget, now)
+                    self.run(shared, budget, now)
                 }
             },
         }
@@ -242,13 +266,13 @@ impl Pair {
     }
 
     /// Pumps both directions until neither can move, the budget is spent, or the pair is finished.
-    pub fn run(&mut self, pool: &mut BufPool, budget: usize, now: Instant) -> Outcome {
+    pub fn run(&mut self, shared: &mut Shared, budget: usize, now: Instant) -> Outcome {
         if self.phase != Phase::Established {
             return Outcome::Open;
         }
         let mut budget = budget;
         for _ in 0..MAX_ROUNDS {
-            let progressed = match self.pump_both(pool, &mut budget) {
+            let progressed = match self.pump_both(shared, &mut budget) {
                 Ok(progressed) => progressed,
                 Err(cause) => return Outcome::Close(cause),
             };
@@ -263,13 +287,14 @@ impl Pair {
                 });
             }
             if !progressed {
-                return if budget == 0 && self.has_work(pool) {
+                return if budget == 0 && self.has_work(&shared.pool) {
                     Outcome::Yield
                 } else {
                     Outcome::Open
                 };
             }
         }
+        shared.metrics.loop_guard_trips += 1;
         log::warn!(
             "conn={} loop guard: still busy after {MAX_ROUNDS} rounds, yielding",
             self.id
@@ -278,8 +303,9 @@ impl Pair {
     }
 
     /// One round: each direction moves what it can.
-    fn pump_both(&mut self, pool: &mut BufPool, budget: &mut usize) -> Result<bool, Cause> {
+    fn pump_both(&mut self, shared: &mut Shared, budget: &mut usize) -> Result<bool, Cause> {
         let id = self.id;
+        let Shared { pool, metrics } = shared;
         let forward = self
             .c2u
             .pump(
@@ -293,6 +319,7 @@ impl Pair {
                     ready: &mut self.upstream_ready,
                 },
                 pool,
+                &mut metrics.io,
                 budget,
             )
             .map_err(|fault| fault_cause(fault, Side::Client))?;
@@ -309,6 +336,7 @@ impl Pair {
                     ready: &mut self.client_ready,
                 },
                 pool,
+                &mut metrics.io,
                 budget,
             )
             .map_err(|fault| fault_cause(fault, Side::Upstream))?;

@@ -24,6 +24,7 @@ use std::net::Shutdown;
 
 use log::trace;
 
+use crate::metrics::{IoStats, Way};
 use crate::net::IoOutcome;
 use crate::readiness::Readiness;
 use crate::ring::{BufPool, Ring};
@@ -81,17 +82,17 @@ pub struct End<'a, S> {
 /// One direction's ring and state.
 #[derive(Debug)]
 pub struct Direction {
-    /// "c2u" or "u2c", for trace lines.
-    label: &'static str,
+    /// Which way this direction moves bytes (for traces and per-direction counters).
+    way: Way,
     state: State,
     ring: Ring,
     counters: Counters,
 }
 
 impl Direction {
-    pub fn new(label: &'static str) -> Direction {
+    pub fn new(way: Way) -> Direction {
         Direction {
-            label,
+            way,
             state: State::Open,
             ring: Ring::new(),
             counters: Counters::default(),
@@ -123,7 +124,12 @@ impl Direction {
 
     /// The single place a direction changes state, so a trace shows every transition.
     fn set_state(&mut self, conn: u32, next: State) {
-        trace!("conn={conn} {} {:?} => {:?}", self.label, self.state, next);
+        trace!(
+            "conn={conn} {} {:?} => {:?}",
+            self.way.label(),
+            self.state,
+            next
+        );
         self.state = next;
     }
 
@@ -139,16 +145,17 @@ impl Direction {
     pub fn pump<S: Stream, D: Stream>(
         &mut self,
         conn: u32,
-        src: End<'_, S>,
-        dst: End<'_, D>,
+        mut src: End<'_, S>,
+        mut dst: End<'_, D>,
         pool: &mut BufPool,
+        io: &mut IoStats,
         budget: &mut usize,
     ) -> Result<bool, Fault> {
         let mut progressed = false;
         loop {
-            let wrote = self.write_step(dst.stream, dst.ready, pool)?;
+            let wrote = self.write_step(&mut dst, pool, io)?;
             let shut = self.shutdown_step(conn, dst.stream)?;
-            let read = self.read_step(conn, src.stream, src.ready, pool, budget)?;
+            let read = self.read_step(conn, &mut src, pool, io, budget)?;
             if !(wrote || shut || read) {
                 return Ok(progressed);
             }
@@ -159,26 +166,31 @@ impl Direction {
     /// Writes held bytes while `dst` is writable.
     fn write_step<D: Stream>(
         &mut self,
-        dst: &mut D,
-        dst_ready: &mut Readiness,
+        dst: &mut End<'_, D>,
         pool: &mut BufPool,
+        io: &mut IoStats,
     ) -> Result<bool, Fault> {
-        if self.ring.is_empty() || !dst_ready.writable {
+        if self.ring.is_empty() || !dst.ready.writable {
             return Ok(false);
         }
         let offered = self.ring.len();
         self.counters.writes += 1;
-        match IoOutcome::from(self.ring.write_to(dst, pool)) {
+        io.writes += 1;
+        match IoOutcome::from(self.ring.write_to(dst.stream, pool)) {
             IoOutcome::Done(n) => {
                 self.counters.bytes += n as u64;
+                io.bytes[self.way as usize] += n as u64;
+                io.write_sizes.record(n as u64);
                 if n < offered {
                     // The send buffer filled up: EPOLLOUT will fire when it drains.
-                    dst_ready.writable = false;
+                    dst.ready.writable = false;
+                    io.writes_short += 1;
                 }
                 Ok(true)
             }
             IoOutcome::WouldBlock => {
-                dst_ready.writable = false;
+                dst.ready.writable = false;
+                io.writes_would_block += 1;
                 Ok(false)
             }
             IoOutcome::Interrupted => Ok(true),
@@ -201,34 +213,39 @@ impl Direction {
     fn read_step<S: Stream>(
         &mut self,
         conn: u32,
-        src: &mut S,
-        src_ready: &mut Readiness,
+        src: &mut End<'_, S>,
         pool: &mut BufPool,
+        io: &mut IoStats,
         budget: &mut usize,
     ) -> Result<bool, Fault> {
-        if self.state != State::Open
-            || !src_ready.readable
-            || self.ring.is_full(pool)
-            || *budget == 0
-        {
+        if self.state != State::Open || !src.ready.readable || *budget == 0 {
+            return Ok(false);
+        }
+        if self.ring.is_full(pool) {
+            // Backpressure. `readable` stays set: the data is still queued and no new edge will say so.
+            io.reads_ring_full += 1;
             return Ok(false);
         }
         let room = pool.buffer_size() - self.ring.len();
         self.counters.reads += 1;
-        match IoOutcome::from(self.ring.read_from(src, pool)) {
+        io.reads += 1;
+        match IoOutcome::from(self.ring.read_from(src.stream, pool)) {
             IoOutcome::Done(n) => {
                 *budget = budget.saturating_sub(n);
+                io.read_sizes.record(n as u64);
                 if n < room {
-                    src_ready.after_short_read();
+                    src.ready.after_short_read();
                 }
                 Ok(true)
             }
             IoOutcome::Eof => {
+                io.reads_eof += 1;
                 self.set_state(conn, State::Draining);
                 Ok(true)
             }
             IoOutcome::WouldBlock => {
-                src_ready.readable = false;
+                src.ready.readable = false;
+                io.reads_would_block += 1;
                 Ok(false)
             }
             IoOutcome::Interrupted => Ok(true),
@@ -253,13 +270,14 @@ mod tests {
         src_ready: Readiness,
         dst_ready: Readiness,
         pool: BufPool,
+        io: IoStats,
     }
 
     fn rig(buffer: usize) -> Rig {
         let (peer_src, src) = UnixStream::pair().expect("pair");
         let (dst, peer_dst) = UnixStream::pair().expect("pair");
         Rig {
-            dir: Direction::new("test"),
+            dir: Direction::new(Way::ClientToUpstream),
             src,
             dst,
             peer_src,
@@ -275,6 +293,7 @@ mod tests {
                 read_closed: false,
             },
             pool: BufPool::new(buffer),
+            io: IoStats::default(),
         }
     }
 
@@ -292,6 +311,7 @@ mod tests {
                     ready: &mut self.dst_ready,
                 },
                 &mut self.pool,
+                &mut self.io,
                 &mut budget,
             )
         }

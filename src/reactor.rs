@@ -18,7 +18,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, info, trace, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -27,13 +27,15 @@ use slab::Slab;
 use socket2::SockRef;
 
 use crate::config::Config;
+use crate::metrics::{Metrics, StatsTicker};
 use crate::net::{self, StreamOptions};
-use crate::pair::{Cause, Deadlines, Outcome, Pair};
+use crate::pair::{Cause, Deadlines, Outcome, Pair, Shared};
 use crate::readiness::Event;
 use crate::ring::BufPool;
+use crate::scrape::MetricsServer;
 use crate::throttle::Throttle;
 use crate::timer::{Entry, Timers};
-use crate::token::{self, PairToken, Side, GENERATION_MASK, MAX_SLOT};
+use crate::token::{self, PairToken, Side, Target, GENERATION_MASK, MAX_SLOT};
 
 /// Most connections accepted in one loop turn, so a connection flood cannot starve established pairs.
 const ACCEPT_BUDGET: usize = 256;
@@ -76,9 +78,16 @@ pub struct Reactor {
     listener_ready: bool,
     /// Accepting is paused after fd exhaustion until then.
     accept_paused_until: Option<Instant>,
+    /// Stopped at `--max-connections` with the listener still ready (counted once per stop).
+    at_limit: bool,
     signals: Signals,
     pairs: Slab<Pair>,
-    pool: BufPool,
+    /// Buffer pool and counters, lent to pairs while they run.
+    shared: Shared,
+    /// The `--metrics` endpoint.
+    metrics_server: Option<MetricsServer>,
+    /// The `--stats-interval` log line.
+    stats: Option<StatsTicker>,
     timers: Timers,
     config: Config,
     deadlines: Deadlines,
@@ -111,6 +120,14 @@ impl Reactor {
             .register(&mut listener, token::LISTENER, Interest::READABLE)
             .and_then(|()| registry.register(&mut signals, token::SIGNALS, Interest::READABLE))
             .map_err(|err| format!("cannot register with the poller: {err}"))?;
+        let metrics_server = config
+            .metrics
+            .map(|addr| {
+                MetricsServer::bind(addr, registry)
+                    .map_err(|err| format!("cannot listen for metrics on {addr}: {err}"))
+            })
+            .transpose()?;
+        let now = Instant::now();
         let deadlines = Deadlines {
             connect: config.connect_timeout,
             idle: config.idle_timeout,
@@ -127,9 +144,17 @@ impl Reactor {
             local_addr,
             listener_ready: false,
             accept_paused_until: None,
+            at_limit: false,
             signals,
             pairs: Slab::new(),
-            pool: BufPool::new(config.buffer_size),
+            shared: Shared {
+                pool: BufPool::new(config.buffer_size),
+                metrics: Metrics::default(),
+            },
+            metrics_server,
+            stats: config
+                .stats_interval
+                .map(|interval| StatsTicker::new(interval, now)),
             timers: Timers::new(),
             pair_budget: (4 * config.buffer_size).max(MIN_PAIR_BUDGET),
             deadlines,
@@ -139,13 +164,20 @@ impl Reactor {
             yielded: Vec::new(),
             drain: None,
             exhaustion_warning: Throttle::new(Duration::from_secs(5)),
-            now: Instant::now(),
+            now,
         })
     }
 
     /// The address the listener is bound to (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the metrics endpoint is bound to, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server
+            .as_ref()
+            .and_then(|server| server.local_addr().ok())
     }
 
     /// Runs until a signal-initiated shutdown completes.
@@ -159,10 +191,12 @@ impl Reactor {
                 return Err(err);
             }
             self.now = Instant::now();
-            self.dispatch_events();
+            let work_before = self.shared.metrics.work_done();
+            let events = self.dispatch_events();
             self.run_yielded();
             self.fire_timers();
             self.accept_ready();
+            self.count_turn(events, work_before);
             if let Some(exit) = self.finished() {
                 return Ok(exit);
             }
@@ -178,6 +212,7 @@ impl Reactor {
             self.timers.next_deadline(),
             self.accept_paused_until,
             self.drain.as_ref().map(|drain| drain.deadline),
+            self.stats.as_ref().map(|stats| stats.next),
         ]
         .into_iter()
         .flatten()
@@ -185,36 +220,81 @@ impl Reactor {
         .map(|deadline| deadline.saturating_duration_since(Instant::now()))
     }
 
-    fn dispatch_events(&mut self) {
+    /// Handles one `epoll_wait` batch; returns how many events it held.
+    fn dispatch_events(&mut self) -> usize {
         // Events is moved out for the batch so handlers can borrow `self` mutably; the empty stand-in
         // allocates nothing.
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let mut count = 0;
         for event in events.iter() {
-            match event.token() {
-                token::LISTENER => self.listener_ready = true,
-                token::SIGNALS => self.on_signals(),
-                other => self.on_pair_event(other, Event::from(event)),
+            count += 1;
+            let target = Target::of(event.token());
+            if log::log_enabled!(log::Level::Trace) {
+                trace_event(target, Event::from(event));
+            }
+            match target {
+                Target::Listener => self.listener_ready = true,
+                Target::Signals => self.on_signals(),
+                Target::Metrics => self.with_metrics_server(|server, _| server.on_listener_event()),
+                Target::Scrape(slot) => self.on_scrape_event(slot),
+                Target::Pair(pair) => self.on_pair_event(pair, Event::from(event)),
             }
         }
         self.events = events;
+        count
     }
 
-    fn on_pair_event(&mut self, token: Token, event: Event) {
-        let Some(PairToken {
+    /// Counts one loop turn: a turn whose events led to no work at all was a spurious wakeup.
+    fn count_turn(&mut self, events: usize, work_before: u64) {
+        let metrics = &mut self.shared.metrics;
+        metrics.polls += 1;
+        metrics.events += events as u64;
+        metrics.events_per_poll.record(events as u64);
+        if events > 0 && metrics.work_done() == work_before {
+            metrics.spurious_wakeups += 1;
+        }
+        if let Some(stats) = self.stats.as_mut().filter(|stats| stats.next <= self.now) {
+            info!(
+                "{}",
+                stats.report(&self.shared.metrics, self.pairs.len(), self.now)
+            );
+        }
+    }
+
+    fn with_metrics_server(&mut self, act: impl FnOnce(&mut MetricsServer, &mio::Registry)) {
+        if let Some(server) = self.metrics_server.as_mut() {
+            act(server, self.poll.registry());
+        }
+    }
+
+    fn on_scrape_event(&mut self, slot: usize) {
+        let Some(server) = self.metrics_server.as_mut() else {
+            return;
+        };
+        let (metrics, open) = (&mut self.shared.metrics, self.pairs.len());
+        let finished = server.on_scrape_event(slot, || {
+            let mut body = String::with_capacity(8192);
+            metrics.render(open, &mut body);
+            body
+        });
+        if finished {
+            metrics.scrapes += 1;
+        }
+    }
+
+    fn on_pair_event(&mut self, token: PairToken, event: Event) {
+        let PairToken {
             slot,
             side,
             generation,
-        }) = PairToken::decode(token)
-        else {
-            return;
-        };
+        } = token;
         let Some(pair) = self.pairs.get_mut(slot) else {
             return; // the slot was freed earlier in this batch
         };
         if pair.id != generation {
             return; // a stale event for a pair that no longer exists; the slot was reused
         }
-        let outcome = pair.on_event(side, event, &mut self.pool, self.pair_budget, self.now);
+        let outcome = pair.on_event(side, event, &mut self.shared, self.pair_budget, self.now);
         self.settle(slot, outcome);
     }
 
@@ -223,6 +303,7 @@ impl Reactor {
         match outcome {
             Outcome::Open => self.arm_timer(slot),
             Outcome::Yield => {
+                self.shared.metrics.budget_yields += 1;
                 if let Some(pair) = self.pairs.get(slot) {
                     self.yielded.push((slot, pair.id));
                 }
@@ -238,7 +319,7 @@ impl Reactor {
             let Some(pair) = self.pairs.get_mut(slot).filter(|pair| pair.id == id) else {
                 continue;
             };
-            let outcome = pair.run(&mut self.pool, self.pair_budget, self.now);
+            let outcome = pair.run(&mut self.shared, self.pair_budget, self.now);
             self.settle(slot, outcome);
         }
     }
@@ -300,15 +381,21 @@ impl Reactor {
 
     /// Accepts until WouldBlock, the connection limit, fd exhaustion or the per-turn cap.
     fn accept_ready(&mut self) {
+        let now = self.now;
+        self.with_metrics_server(|server, registry| server.accept(registry, now));
         for _ in 0..ACCEPT_BUDGET {
             if !self.can_accept() {
+                self.note_limit();
                 return;
             }
             let Some(listener) = self.listener.as_ref() else {
                 return;
             };
             match listener.accept() {
-                Ok((stream, addr)) => self.open_pair(stream, addr),
+                Ok((stream, addr)) => {
+                    self.shared.metrics.accepts += 1;
+                    self.open_pair(stream, addr);
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => self.listener_ready = false,
                 Err(err)
                     if matches!(
@@ -320,10 +407,24 @@ impl Reactor {
         }
     }
 
+    /// Counts a stop at `--max-connections` once, when it starts.
+    fn note_limit(&mut self) {
+        let at_limit = self.listener_ready && self.pairs.len() >= self.config.max_connections;
+        if at_limit && !self.at_limit {
+            self.shared.metrics.accept_pauses_limit += 1;
+            debug!(
+                "at --max-connections ({}): clients wait in the backlog",
+                self.config.max_connections
+            );
+        }
+        self.at_limit = at_limit;
+    }
+
     /// Stops accepting for a short while after fd (or memory) exhaustion. Retrying at once would spin:
     /// the queued connection stays queued and the listener stays readable.
     fn pause_accepting(&mut self, err: &io::Error) {
         self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
+        self.shared.metrics.accept_pauses_exhausted += 1;
         if let Some(suppressed) = self.exhaustion_warning.allow(self.now) {
             let kind = if net::is_resource_exhaustion(err) {
                 "out of resources"
@@ -371,6 +472,7 @@ impl Reactor {
             return;
         }
         entry.insert(pair);
+        self.shared.metrics.pairs_total += 1;
         self.arm_timer(slot);
     }
 
@@ -384,6 +486,7 @@ impl Reactor {
             self.pause_accepting(err);
         }
         net::set_reset_on_close(&client);
+        self.shared.metrics.closes[cause as usize] += 1;
         debug!("closed conn=- client={client_addr} cause={cause} c2u=0 u2c=0 duration=0ms error=\"{err}\"");
     }
 
@@ -394,7 +497,8 @@ impl Reactor {
         let Some(mut pair) = self.pairs.try_remove(slot) else {
             return;
         };
-        pair.release(&mut self.pool);
+        pair.release(&mut self.shared.pool);
+        self.shared.metrics.closes[cause as usize] += 1;
         if cause.resets() {
             net::set_reset_on_close(&pair.client);
             net::set_reset_on_close(&pair.upstream);
@@ -479,6 +583,32 @@ impl Reactor {
             drain.drained, drain.cut
         );
         Some(if forced { Exit::Forced } else { Exit::Graceful })
+    }
+}
+
+/// `--trace`: one line per readiness event, naming the connection and side.
+fn trace_event(target: Target, event: Event) {
+    let flags = [
+        (event.readable, "readable"),
+        (event.writable, "writable"),
+        (event.read_closed, "read-closed"),
+        (event.write_closed, "write-closed"),
+        (event.error, "error"),
+    ];
+    let names: Vec<&str> = flags
+        .iter()
+        .filter(|(set, _)| *set)
+        .map(|(_, name)| *name)
+        .collect();
+    match target {
+        Target::Pair(pair) => trace!(
+            "event conn={} side={:?} slot={} {}",
+            pair.generation,
+            pair.side,
+            pair.slot,
+            names.join("|")
+        ),
+        other => trace!("event {other:?} {}", names.join("|")),
     }
 }
 

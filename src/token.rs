@@ -1,4 +1,5 @@
-//! The mapping between `mio::Token` and what it names: a listener, the signal pipe, or one side of one pair.
+//! The mapping between `mio::Token` and what it names: a listener, the signal pipe, a metrics scrape, or
+//! one side of one pair.
 //!
 //! A pair token carries the slab slot, the side, and the pair's generation. The generation is what makes
 //! stale tokens harmless: when a pair is torn down while later events of the same `epoll_wait` batch still
@@ -11,8 +12,10 @@ use mio::Token;
 pub const LISTENER: Token = Token(usize::MAX);
 /// The signal pipe's token.
 pub const SIGNALS: Token = Token(usize::MAX - 1);
-/// Lowest reserved token; pair tokens stay below it.
-const RESERVED_FLOOR: usize = usize::MAX - 15;
+/// The `--metrics` listener's token.
+pub const METRICS: Token = Token(usize::MAX - 2);
+/// Most metrics scrapes served at once.
+pub const MAX_SCRAPES: usize = 64;
 
 /// Which socket of a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +44,39 @@ pub const GENERATION_MASK: u32 = if GENERATION_BITS >= 32 {
 };
 /// Largest slab slot a token can address.
 pub const MAX_SLOT: usize = (1usize << (usize::BITS - GENERATION_BITS - 1)) - 1;
+/// Lowest reserved token. Pair generations never reach `GENERATION_MASK` (the reactor wraps below it),
+/// so every pair token is smaller than this.
+const RESERVED_FLOOR: usize = (GENERATION_MASK as usize) << (usize::BITS - GENERATION_BITS);
+
+/// What a token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Listener,
+    Signals,
+    Metrics,
+    /// A metrics scrape connection, by its slot.
+    Scrape(usize),
+    Pair(PairToken),
+}
+
+impl Target {
+    /// Decodes any token the reactor registered.
+    pub fn of(token: Token) -> Target {
+        match token {
+            LISTENER => Target::Listener,
+            SIGNALS => Target::Signals,
+            METRICS => Target::Metrics,
+            Token(value) if value >= RESERVED_FLOOR => Target::Scrape(value - RESERVED_FLOOR),
+            other => Target::Pair(PairToken::decode(other)),
+        }
+    }
+}
+
+/// The token of metrics scrape connection `slot` (below [`MAX_SCRAPES`]).
+pub fn scrape_token(slot: usize) -> Token {
+    debug_assert!(slot < MAX_SCRAPES);
+    Token(RESERVED_FLOOR + slot)
+}
 
 /// The decoded form of a pair's token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,21 +98,18 @@ impl PairToken {
         Token((generation << (usize::BITS - GENERATION_BITS)) | (self.slot << 1) | side)
     }
 
-    /// Unpacks a token, or `None` for the reserved (listener, signal) tokens.
-    pub fn decode(token: Token) -> Option<PairToken> {
-        if token.0 >= RESERVED_FLOOR {
-            return None;
-        }
+    /// Unpacks a pair token (see [`Target::of`] for tokens of any kind).
+    fn decode(token: Token) -> PairToken {
         let side = if token.0 & 1 == 0 {
             Side::Client
         } else {
             Side::Upstream
         };
-        Some(PairToken {
+        PairToken {
             slot: (token.0 >> 1) & MAX_SLOT,
             side,
             generation: (token.0 >> (usize::BITS - GENERATION_BITS)) as u32,
-        })
+        }
     }
 }
 
@@ -97,14 +130,30 @@ mod tests {
                 side,
                 generation,
             };
-            assert_eq!(PairToken::decode(token.encode()), Some(token));
+            assert_eq!(Target::of(token.encode()), Target::Pair(token));
         }
     }
 
     #[test]
     fn test_reserved_tokens_are_not_pairs() {
-        assert_eq!(PairToken::decode(LISTENER), None);
-        assert_eq!(PairToken::decode(SIGNALS), None);
+        assert_eq!(Target::of(LISTENER), Target::Listener);
+        assert_eq!(Target::of(SIGNALS), Target::Signals);
+        assert_eq!(Target::of(METRICS), Target::Metrics);
+        assert_eq!(Target::of(scrape_token(0)), Target::Scrape(0));
+        assert_eq!(
+            Target::of(scrape_token(MAX_SCRAPES - 1)),
+            Target::Scrape(MAX_SCRAPES - 1)
+        );
+    }
+
+    #[test]
+    fn test_highest_pair_token_is_below_reserved() {
+        let highest = PairToken {
+            slot: MAX_SLOT,
+            side: Side::Upstream,
+            generation: GENERATION_MASK - 1,
+        };
+        assert_eq!(Target::of(highest.encode()), Target::Pair(highest));
     }
 
     #[test]

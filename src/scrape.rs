@@ -1,0 +1,262 @@
+//! One `--metrics` HTTP exchange, served inside the reactor: read a request head, write one response,
+//! close. No thread, no HTTP library: Prometheus needs nothing more than `GET /metrics`.
+//!
+//! The same edge-triggered rules apply as for pairs: read until WouldBlock, write until WouldBlock, and
+//! come back on the next edge; accept until WouldBlock. A scrape that is slow or stuck is bounded by size
+//! ([`MAX_REQUEST`]), by count ([`MAX_SCRAPES`]) and by age ([`SCRAPE_TIMEOUT`]).
+//!
+//! This is the one module besides the reactor that is handed the `Registry`: the metrics listener and its
+//! connections are a small, separate world that never meets a pair.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::debug;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry};
+use slab::Slab;
+
+use crate::net;
+use crate::token::{self, MAX_SCRAPES};
+
+/// A scrape older than this is closed when the next one arrives.
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `--metrics` listener and the scrapes in progress.
+#[derive(Debug)]
+pub struct MetricsServer {
+    listener: TcpListener,
+    /// An edge arrived that no accept has drained yet.
+    ready: bool,
+    scrapes: Slab<Scrape>,
+}
+
+impl MetricsServer {
+    /// Binds and registers the metrics listener.
+    pub fn bind(addr: SocketAddr, registry: &Registry) -> io::Result<MetricsServer> {
+        let mut listener = net::bind_listener(addr, 128)?;
+        registry.register(&mut listener, token::METRICS, Interest::READABLE)?;
+        Ok(MetricsServer {
+            listener,
+            ready: false,
+            scrapes: Slab::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Notes the listener's edge; the accepts happen after the event batch, in [`accept`](Self::accept).
+    pub fn on_listener_event(&mut self) {
+        self.ready = true;
+    }
+
+    /// Accepts until WouldBlock. Scrapes past their age are dropped first, and a connection beyond
+    /// [`MAX_SCRAPES`] is closed at once rather than left in the backlog.
+    pub fn accept(&mut self, registry: &Registry, now: Instant) {
+        if !self.ready {
+            return;
+        }
+        self.scrapes
+            .retain(|_, scrape| now.duration_since(scrape.accepted) < SCRAPE_TIMEOUT);
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, registry, now),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    self.ready = false;
+                    return;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    // EMFILE and the like: drop the edge; the next scrape attempt retries.
+                    debug!("metrics accept failed: {err}");
+                    self.ready = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(
+        &mut self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        registry: &Registry,
+        now: Instant,
+    ) {
+        if self.scrapes.len() >= MAX_SCRAPES {
+            debug!("metrics scrape from {peer} refused: {MAX_SCRAPES} in progress");
+            return;
+        }
+        let entry = self.scrapes.vacant_entry();
+        let both = Interest::READABLE | Interest::WRITABLE;
+        if registry
+            .register(&mut stream, token::scrape_token(entry.key()), both)
+            .is_ok()
+        {
+            entry.insert(Scrape::new(stream, now));
+        }
+    }
+
+    /// Advances scrape `slot` after an event; closes it and returns true when it is finished.
+    pub fn on_scrape_event(&mut self, slot: usize, render: impl FnOnce() -> String) -> bool {
+        let Some(scrape) = self.scrapes.get_mut(slot) else {
+            return false; // closed earlier in this batch
+        };
+        let finished = scrape.advance(render) == Progress::Finished;
+        if finished {
+            self.scrapes.remove(slot);
+        }
+        finished
+    }
+}
+
+/// Largest request head accepted.
+pub const MAX_REQUEST: usize = 8 * 1024;
+
+/// A scrape connection.
+#[derive(Debug)]
+pub struct Scrape {
+    pub stream: TcpStream,
+    pub accepted: Instant,
+    request: Vec<u8>,
+    /// The response, once the request head is complete.
+    response: Option<Vec<u8>>,
+    written: usize,
+}
+
+/// Where an exchange stands after an event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Waiting for more of the request or for room to write.
+    Pending,
+    /// Response written, or the client went away: close.
+    Finished,
+}
+
+impl Scrape {
+    pub fn new(stream: TcpStream, accepted: Instant) -> Scrape {
+        Scrape {
+            stream,
+            accepted,
+            request: Vec::new(),
+            response: None,
+            written: 0,
+        }
+    }
+
+    /// Advances the exchange; `render` produces the metrics body when a `GET /metrics` is complete.
+    pub fn advance(&mut self, render: impl FnOnce() -> String) -> Progress {
+        if self.response.is_none() {
+            match self.read_request() {
+                Ok(true) => self.response = Some(respond(&self.request, render)),
+                Ok(false) => return Progress::Pending,
+                Err(_) => return Progress::Finished,
+            }
+        }
+        self.write_response()
+    }
+
+    /// Reads until the head ends (`\r\n\r\n`), WouldBlock, EOF or the size bound.
+    fn read_request(&mut self) -> io::Result<bool> {
+        let mut chunk = [0u8; 1024];
+        loop {
+            if head_complete(&self.request) {
+                return Ok(true);
+            }
+            if self.request.len() >= MAX_REQUEST {
+                return Ok(true); // answered with 431 by `respond`
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.request.extend_from_slice(&chunk[..n]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    fn write_response(&mut self) -> Progress {
+        let Some(response) = self.response.as_deref() else {
+            return Progress::Pending;
+        };
+        while self.written < response.len() {
+            match self.stream.write(&response[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Progress::Pending,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Progress::Finished,
+            }
+        }
+        Progress::Finished
+    }
+}
+
+fn head_complete(request: &[u8]) -> bool {
+    request.windows(4).any(|window| window == b"\r\n\r\n")
+}
+
+/// Builds the whole HTTP response for a request head.
+fn respond(request: &[u8], render: impl FnOnce() -> String) -> Vec<u8> {
+    if !head_complete(request) {
+        return http(
+            431,
+            "Request Header Fields Too Large",
+            "text/plain",
+            "request too large\n",
+        );
+    }
+    let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path) = (parts.next(), parts.next());
+    match (method, path) {
+        (Some(b"GET"), Some(b"/metrics")) => http(
+            200,
+            "OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            &render(),
+        ),
+        (Some(b"GET"), _) => http(404, "Not Found", "text/plain", "try /metrics\n"),
+        _ => http(405, "Method Not Allowed", "text/plain", "only GET\n"),
+    }
+}
+
+fn http(status: u16, reason: &str, content_type: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(bytes: Vec<u8>) -> String {
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    #[test]
+    fn test_get_metrics_renders_body() {
+        let response = text(respond(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", || {
+            "edgefwd_polls_total 1\n".into()
+        }));
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(response.contains("Content-Length: 22\r\n"));
+        assert!(response.ends_with("\r\n\r\nedgefwd_polls_total 1\n"));
+    }
+
+    #[test]
+    fn test_other_paths_and_methods() {
+        assert!(text(respond(b"GET / HTTP/1.1\r\n\r\n", String::new)).starts_with("HTTP/1.1 404"));
+        assert!(
+            text(respond(b"POST /metrics HTTP/1.1\r\n\r\n", String::new))
+                .starts_with("HTTP/1.1 405")
+        );
+        assert!(text(respond(&[b'a'; MAX_REQUEST], String::new)).starts_with("HTTP/1.1 431"));
+    }
+}
