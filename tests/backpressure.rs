@@ -1,0 +1,117 @@
+//! Backpressure: a stalled reader makes the forwarder stop reading the other side instead of
+//! buffering; memory stays bounded by the rings; and every ring size works.
+
+mod common;
+
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::sync::mpsc::TryRecvError;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const TOTAL: u64 = 200 << 20;
+/// What the forwarder may add to its RSS while one pair is stalled with 64 KiB rings.
+const RSS_BOUND_KIB: u64 = 32 * 1024;
+
+/// The largest RSS seen over `period`, sampled every 20ms.
+fn max_rss_over(fwd: &Forwarder, period: Duration) -> u64 {
+    let deadline = Instant::now() + period;
+    let mut max = 0;
+    while Instant::now() < deadline {
+        max = max.max(fwd.rss_kib());
+        thread::sleep(Duration::from_millis(20));
+    }
+    max
+}
+
+#[test]
+fn test_established_client_stalled_upstream_floods() {
+    let (source, reports) = Backend::source(TOTAL);
+    let fwd = Forwarder::start(&["--upstream", &source.upstream_arg(), "--buffer-size", "64k"]);
+    let baseline = fwd.rss_kib();
+    let mut client = connect(fwd.addr());
+    assert!(wait_until(Duration::from_secs(5), || source.accepted() == 1));
+
+    let peak = max_rss_over(&fwd, Duration::from_secs(2));
+    assert!(
+        peak < baseline + RSS_BOUND_KIB,
+        "RSS grew from {baseline} KiB to {peak} KiB while the client did not read"
+    );
+    assert_eq!(
+        reports.try_recv().err(),
+        Some(TryRecvError::Empty),
+        "the upstream could write all {TOTAL} bytes to a client that reads nothing"
+    );
+
+    let mut checker = PatternChecker::default();
+    let mut buf = vec![0u8; 256 * 1024];
+    let end = loop {
+        match client.read(&mut buf) {
+            Ok(0) => break End::Eof,
+            Ok(n) => checker.check(&buf[..n]),
+            Err(e) => break classify(&e),
+        }
+    };
+    assert_eq!(end, End::Eof, "after {} bytes", checker.offset);
+    assert_eq!(checker.offset, TOTAL);
+    assert_eq!(checker.mismatch, None);
+    let report = reports
+        .recv_timeout(Duration::from_secs(5))
+        .expect("source report");
+    assert_eq!(report.end, End::Eof);
+    client.shutdown(Shutdown::Write).expect("shutdown");
+    fwd.wait_for_close("upstream-fin", Duration::from_secs(5));
+}
+
+#[test]
+fn test_established_upstream_stalled_client_floods() {
+    let stall = Duration::from_secs(3);
+    let (sink, reports) = Backend::sink_stalled(stall);
+    let fwd = Forwarder::start(&["--upstream", &sink.upstream_arg(), "--buffer-size", "64k"]);
+    let baseline = fwd.rss_kib();
+    let mut client = connect(fwd.addr());
+    let mut writer_side = client.try_clone().expect("try_clone");
+    let writer = thread::spawn(move || -> io::Result<()> {
+        write_pattern(&mut writer_side, TOTAL, 256 * 1024)?;
+        writer_side.shutdown(Shutdown::Write)
+    });
+    assert!(wait_until(Duration::from_secs(5), || sink.accepted() == 1));
+
+    let peak = max_rss_over(&fwd, Duration::from_secs(2));
+    assert!(
+        peak < baseline + RSS_BOUND_KIB,
+        "RSS grew from {baseline} KiB to {peak} KiB while the upstream did not read"
+    );
+    assert!(
+        !writer.is_finished(),
+        "the client could write all {TOTAL} bytes to an upstream that reads nothing"
+    );
+
+    let report = reports
+        .recv_timeout(Duration::from_secs(60))
+        .expect("sink report");
+    writer
+        .join()
+        .expect("writer thread")
+        .expect("client writes everything");
+    assert_eq!(report.end, End::Eof, "{report:?}");
+    assert_eq!(report.bytes, TOTAL);
+    assert_eq!(report.mismatch, None);
+    let (data, end) = read_until_end(&mut client, Duration::from_secs(10));
+    assert!(data.is_empty());
+    assert_eq!(end, End::Eof);
+    fwd.wait_for_close("client-fin", Duration::from_secs(5));
+}
+
+#[test]
+fn test_buffer_size_flag_forms() {
+    let echo = Backend::echo();
+    for size in ["4096", "16k", "64K", "1m", "64KiB"] {
+        let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--buffer-size", size]);
+        echo_roundtrip(fwd.addr(), 4 << 20, 100_003);
+        let close = fwd.wait_for_close("client-fin", Duration::from_secs(5));
+        assert_eq!(close.c2u, Some(4 << 20), "--buffer-size {size}");
+    }
+}

@@ -1,0 +1,1038 @@
+//! Shared harness for edgefwd's end-to-end tests: real sockets on loopback, the real binary.
+//!
+//! # Layout
+//! - [`Forwarder`]: the `edgefwd` binary on `127.0.0.1:0` (unless the test gives `--listen`), its
+//!   stderr drained by a thread into a shared string, killed and reaped on drop (also on panic, when
+//!   its log is printed to help diagnosis).
+//! - Upstreams: [`Backend`] (a thread per connection running a handler: echo, sink, source, reset),
+//!   [`Upstream`] (a listener the test accepts from itself for scripted exchanges), [`Blackhole`]
+//!   (a connect that never completes until opened), [`refused_addr`].
+//! - Data: [`pattern`] / [`PatternChecker`], a deterministic stream that covers all 256 byte values
+//!   in every 256-byte block and does not repeat for a prime period of about 1 MiB, so a lost,
+//!   duplicated or reordered chunk shows up as a mismatch.
+//! - Clients: [`connect`], [`read_until_end`], [`echo_roundtrip`], [`set_linger0`].
+//!
+//! Every blocking socket here carries read/write timeouts, and every wait has a deadline: no test
+//! can hang.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+
+/// Read/write timeout on every blocking socket the harness hands out.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a debug build may take to print its "listening on" line.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Polls `cond` every 10ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The forwarder process
+// ---------------------------------------------------------------------------------------------
+
+/// How to start the child beyond its arguments.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `RUST_LOG` for the child; `debug` when `None`, so that close causes are logged.
+    pub rust_log: Option<String>,
+    /// Sets RLIMIT_NOFILE soft = hard = this value in the child before exec.
+    pub nofile: Option<u64>,
+}
+
+/// One `closed ... cause=X c2u=N u2c=M` line of the log.
+#[derive(Clone, Debug)]
+pub struct CloseRecord {
+    pub cause: String,
+    pub c2u: Option<u64>,
+    pub u2c: Option<u64>,
+    pub line: String,
+}
+
+/// The running `edgefwd` binary.
+pub struct Forwarder {
+    child: Child,
+    addr: SocketAddr,
+    /// Everything the child wrote to stderr so far.
+    logs: Arc<Mutex<String>>,
+    /// The thread that drains stderr; it ends at EOF (child exit).
+    drain: Option<JoinHandle<()>>,
+    /// Set once the child has been reaped.
+    exited: Option<ExitStatus>,
+}
+
+impl Forwarder {
+    /// Starts `edgefwd ARGS` (plus `--listen 127.0.0.1:0` unless ARGS has `--listen`) with
+    /// `RUST_LOG=debug`, and waits for its "listening on ADDR" line.
+    pub fn start(args: &[&str]) -> Forwarder {
+        Self::start_with(args, &Options::default())
+    }
+
+    pub fn start_with(args: &[&str], opts: &Options) -> Forwarder {
+        raise_own_nofile();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefwd"));
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
+            .env("RUST_LOG", opts.rust_log.as_deref().unwrap_or("debug"))
+            .env("RUST_LOG_STYLE", "never")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(n) = opts.nofile {
+            set_child_nofile(&mut cmd, n);
+        }
+        let mut child = cmd.spawn().expect("spawn edgefwd");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&logs);
+        let drain = thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => sink
+                        .lock()
+                        .expect("log mutex")
+                        .push_str(&String::from_utf8_lossy(&line)),
+                }
+            }
+        });
+        let mut fwd = Forwarder {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            logs,
+            drain: Some(drain),
+            exited: None,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(addr) = parse_listen_addr(&fwd.logs()) {
+                fwd.addr = addr;
+                return fwd;
+            }
+            if let Some(status) = fwd.child.try_wait().expect("try_wait") {
+                fwd.exited = Some(status);
+                fwd.join_drain(Duration::from_secs(2));
+                panic!(
+                    "edgefwd exited ({status}) before listening; args {args:?}; stderr:\n{}",
+                    fwd.logs()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "edgefwd printed no 'listening on' line within {START_TIMEOUT:?}; stderr:\n{}",
+                fwd.logs()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The address it listens on, from its start line.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("log mutex").clone()
+    }
+
+    /// Waits until the log contains `needle`; returns whether it did within `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.logs().contains(needle))
+    }
+
+    /// Like [`Self::wait_for_log`] but panics with the whole log on timeout.
+    pub fn expect_log(&self, needle: &str, timeout: Duration) {
+        assert!(
+            self.wait_for_log(needle, timeout),
+            "log has no {needle:?} after {timeout:?}; log:\n{}",
+            self.logs()
+        );
+    }
+
+    /// Number of lines containing `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.logs().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// All "closed ... cause=" lines so far, parsed.
+    pub fn closes(&self) -> Vec<CloseRecord> {
+        self.logs().lines().filter_map(parse_close_line).collect()
+    }
+
+    /// Waits for a close line with `cause` and returns it; panics with the log on timeout.
+    pub fn wait_for_close(&self, cause: &str, timeout: Duration) -> CloseRecord {
+        let mut found = None;
+        wait_until(timeout, || {
+            found = self.closes().into_iter().find(|c| c.cause == cause);
+            found.is_some()
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "no close with cause={cause} after {timeout:?}; log:\n{}",
+                self.logs()
+            )
+        })
+    }
+
+    /// Waits until `n` close lines have been logged; panics with the log on timeout.
+    pub fn wait_for_n_closes(&self, n: usize, timeout: Duration) -> Vec<CloseRecord> {
+        let ok = wait_until(timeout, || self.closes().len() >= n);
+        assert!(
+            ok,
+            "expected {n} close lines after {timeout:?}; log:\n{}",
+            self.logs()
+        );
+        self.closes()
+    }
+
+    /// Open file descriptors of the child (entries of /proc/PID/fd).
+    pub fn fd_count(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("read /proc/PID/fd")
+            .count()
+    }
+
+    /// Resident set size of the child in KiB (VmRSS of /proc/PID/status).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// utime + stime of the child in clock ticks (fields 14 and 15 of /proc/PID/stat).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("read stat");
+        // The command name (field 2) may contain spaces; fields after it start at field 3.
+        let rest = &stat[stat.rfind(')').expect("')' in stat") + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields[14 - 3].parse().expect("utime");
+        let stime: u64 = fields[15 - 3].parse().expect("stime");
+        utime + stime
+    }
+
+    /// Sends `sig` (libc::SIGTERM, ...) to the child.
+    pub fn signal(&self, sig: i32) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
+        // SAFETY: kill(2) takes plain integers; the child is ours and not yet reaped (reaping happens
+        // only through `self`), so the pid cannot have been reused.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill: {}", io::Error::last_os_error());
+    }
+
+    /// Whether the child is still running.
+    pub fn is_running(&mut self) -> bool {
+        if self.exited.is_some() {
+            return false;
+        }
+        match self.child.try_wait().expect("try_wait") {
+            Some(status) => {
+                self.exited = Some(status);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Waits up to `timeout` for the child to exit; reaps it and collects the rest of its log.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            let deadline = Instant::now() + timeout;
+            loop {
+                if let Some(status) = self.child.try_wait().expect("try_wait") {
+                    self.exited = Some(status);
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.join_drain(Duration::from_secs(2));
+        self.exited
+    }
+
+    fn join_drain(&mut self, timeout: Duration) {
+        if let Some(handle) = self.drain.take() {
+            if wait_until(timeout, || handle.is_finished()) {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        self.join_drain(Duration::from_secs(2));
+        if thread::panicking() {
+            eprintln!(
+                "---- edgefwd (pid {}) stderr ----\n{}----",
+                self.pid(),
+                self.logs()
+            );
+        }
+    }
+}
+
+/// The token after "listening on ", parsed as a socket address.
+pub fn parse_listen_addr(logs: &str) -> Option<SocketAddr> {
+    let at = logs.find("listening on ")?;
+    let token = logs[at + "listening on ".len()..]
+        .split_whitespace()
+        .next()?;
+    token.parse().ok()
+}
+
+/// The value of the last `key=N` token in the log (e.g. `drained=`), if any.
+pub fn log_counter(logs: &str, key: &str) -> Option<u64> {
+    logs.split_whitespace()
+        .filter_map(|t| t.strip_prefix(key))
+        .filter_map(|v| v.trim_end_matches([',', ';']).parse().ok())
+        .next_back()
+}
+
+fn parse_close_line(line: &str) -> Option<CloseRecord> {
+    if !line.contains("closed") || !line.contains(" cause=") {
+        return None;
+    }
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|t| t.strip_prefix(key))
+            .map(str::to_owned)
+    };
+    Some(CloseRecord {
+        cause: field("cause=")?,
+        c2u: field("c2u=").and_then(|v| v.parse().ok()),
+        u2c: field("u2c=").and_then(|v| v.parse().ok()),
+        line: line.to_owned(),
+    })
+}
+
+/// Raises this test process's own soft RLIMIT_NOFILE to its hard limit (hundreds of sockets per
+/// test, several tests at once).
+fn raise_own_nofile() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    });
+}
+
+/// Makes the child start with RLIMIT_NOFILE soft = hard = `n`.
+fn set_child_nofile(cmd: &mut Command, n: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: n as libc::rlim_t,
+        rlim_max: n as libc::rlim_t,
+    };
+    // SAFETY: the closure runs in the forked child before exec; it only calls setrlimit(2), which is
+    // async-signal-safe, on a struct copied into the closure, and builds an io::Error from errno
+    // without allocating.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Runs `edgefwd ARGS` (no RUST_LOG) expecting it to exit by itself within 30s;
+/// returns (exit code, stderr).
+pub fn run_edgefwd_expect_fail(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgefwd"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("RUST_LOG_STYLE", "never")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn edgefwd");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("edgefwd {args:?} did not exit within 30s");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let stderr = reader.join().expect("stderr reader");
+    (status.code(), stderr)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data
+// ---------------------------------------------------------------------------------------------
+
+/// Period of the pattern: a prime, so it never lines up with buffer sizes.
+pub const PATTERN_PERIOD: usize = 1_048_573;
+/// Longest slice [`pattern`] returns.
+pub const PATTERN_MAX_CHUNK: usize = 1 << 20;
+
+fn pattern_base() -> &'static [u8] {
+    static BASE: OnceLock<Vec<u8>> = OnceLock::new();
+    BASE.get_or_init(|| {
+        (0..PATTERN_PERIOD + PATTERN_MAX_CHUNK)
+            .map(|i| {
+                let i = i % PATTERN_PERIOD;
+                // Within an aligned 256-byte block the low byte runs over 0..=255 and the rest is a
+                // constant XOR, so each block holds every byte value once.
+                (i as u8) ^ ((i >> 8) as u8).wrapping_mul(167) ^ ((i >> 16) as u8).wrapping_mul(29)
+            })
+            .collect()
+    })
+}
+
+/// The pattern bytes at stream offset `offset`, `len` of them (at most [`PATTERN_MAX_CHUNK`]).
+pub fn pattern(offset: u64, len: usize) -> &'static [u8] {
+    assert!(len <= PATTERN_MAX_CHUNK, "pattern chunk too long");
+    let start = (offset % PATTERN_PERIOD as u64) as usize;
+    &pattern_base()[start..start + len]
+}
+
+/// `total` bytes of the pattern from offset 0, as one vector.
+pub fn pattern_vec(total: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(total);
+    while v.len() < total {
+        let n = (total - v.len()).min(PATTERN_MAX_CHUNK);
+        v.extend_from_slice(pattern(v.len() as u64, n));
+    }
+    v
+}
+
+/// Writes pattern bytes `[0, total)` to `w` in chunks of `chunk`.
+pub fn write_pattern(w: &mut impl Write, total: u64, chunk: usize) -> io::Result<()> {
+    let chunk = chunk.min(PATTERN_MAX_CHUNK);
+    let mut off = 0;
+    while off < total {
+        let n = (total - off).min(chunk as u64) as usize;
+        w.write_all(pattern(off, n))?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Checks a received stream against the pattern, chunk by chunk.
+#[derive(Debug, Default)]
+pub struct PatternChecker {
+    /// Bytes checked so far.
+    pub offset: u64,
+    /// Offset of the first byte that differed, if any.
+    pub mismatch: Option<u64>,
+}
+
+impl PatternChecker {
+    pub fn check(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let n = data.len().min(PATTERN_MAX_CHUNK);
+            let expected = pattern(self.offset, n);
+            if self.mismatch.is_none() && &data[..n] != expected {
+                let at = data[..n]
+                    .iter()
+                    .zip(expected)
+                    .position(|(a, b)| a != b)
+                    .expect("slices differ");
+                self.mismatch = Some(self.offset + at as u64);
+            }
+            self.offset += n as u64;
+            data = &data[n..];
+        }
+    }
+}
+
+/// 64-bit FNV-1a, for small buffers.
+pub fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sockets
+// ---------------------------------------------------------------------------------------------
+
+/// How a read loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Clean EOF (FIN).
+    Eof,
+    /// ECONNRESET.
+    Reset,
+    /// The read timed out.
+    TimedOut,
+    Other(io::ErrorKind),
+}
+
+pub fn classify(e: &io::Error) -> End {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset => End::Reset,
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => End::TimedOut,
+        kind => End::Other(kind),
+    }
+}
+
+/// Sets the harness's read/write timeouts on a blocking stream.
+pub fn set_timeouts(s: &TcpStream, t: Duration) {
+    s.set_read_timeout(Some(t)).expect("set_read_timeout");
+    s.set_write_timeout(Some(t)).expect("set_write_timeout");
+}
+
+/// A client connection with [`IO_TIMEOUT`] read/write timeouts.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    set_timeouts(&s, IO_TIMEOUT);
+    s
+}
+
+/// SO_LINGER 0: dropping the stream then sends RST instead of FIN.
+pub fn set_linger0(s: &TcpStream) {
+    SockRef::from(s)
+        .set_linger(Some(Duration::ZERO))
+        .expect("set_linger(0)");
+}
+
+/// Closes `s` with RST.
+pub fn reset(s: TcpStream) {
+    set_linger0(&s);
+    drop(s);
+}
+
+/// Reads until EOF, error or `timeout` (overall); returns the bytes read and how it ended.
+pub fn read_until_end(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, End) {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (out, End::TimedOut);
+        }
+        s.set_read_timeout(Some(left)).expect("set_read_timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return (out, End::Eof),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (out, classify(&e)),
+        }
+    }
+}
+
+/// Asserts that `s` receives no data and is closed (EOF or RST) within `timeout`; returns which.
+pub fn expect_closed_without_data(s: &mut TcpStream, timeout: Duration) -> End {
+    let (data, end) = read_until_end(s, timeout);
+    assert!(
+        data.is_empty(),
+        "expected no data, got {} bytes",
+        data.len()
+    );
+    assert!(
+        matches!(end, End::Eof | End::Reset),
+        "expected EOF or reset within {timeout:?}, got {end:?}"
+    );
+    end
+}
+
+/// Asserts that nothing arrives on `s` for `quiet` (the read times out), then restores the timeout.
+pub fn expect_silence(s: &mut TcpStream, quiet: Duration) {
+    s.set_read_timeout(Some(quiet)).expect("set_read_timeout");
+    let mut buf = [0u8; 1024];
+    match s.read(&mut buf) {
+        Err(e) if classify(&e) == End::TimedOut => {}
+        Ok(0) => panic!("expected silence, got EOF"),
+        Ok(n) => panic!("expected silence, got {n} bytes"),
+        Err(e) => panic!("expected silence, got {e}"),
+    }
+    s.set_read_timeout(Some(IO_TIMEOUT))
+        .expect("set_read_timeout");
+}
+
+/// Connects to `addr`, writes `total` pattern bytes (from a second thread, in `chunk`-sized
+/// writes) then half-closes, while reading back to EOF and checking every byte against the
+/// pattern. For an echo upstream behind the forwarder.
+pub fn echo_roundtrip(addr: SocketAddr, total: u64, chunk: usize) {
+    let mut stream = connect(addr);
+    let mut writer = stream.try_clone().expect("try_clone");
+    let w = thread::spawn(move || -> io::Result<()> {
+        write_pattern(&mut writer, total, chunk)?;
+        writer.shutdown(Shutdown::Write)
+    });
+    let mut checker = PatternChecker::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let end = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break End::Eof,
+            Ok(n) => checker.check(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break classify(&e),
+        }
+    };
+    w.join()
+        .expect("writer thread")
+        .unwrap_or_else(|e| panic!("writing {total} bytes: {e}"));
+    assert_eq!(end, End::Eof, "echo stream ended with {end:?}");
+    assert_eq!(checker.mismatch, None, "echoed bytes differ");
+    assert_eq!(checker.offset, total, "echoed byte count");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstreams
+// ---------------------------------------------------------------------------------------------
+
+/// What a sink/source backend saw on one connection.
+#[derive(Clone, Debug)]
+pub struct ConnReport {
+    /// Bytes read (sink) or written (source).
+    pub bytes: u64,
+    /// First offset that differed from the pattern (sink only).
+    pub mismatch: Option<u64>,
+    /// How the connection ended.
+    pub end: End,
+}
+
+type Handler = Arc<dyn Fn(TcpStream) + Send + Sync + 'static>;
+
+/// A listener on loopback whose accept thread runs `handler` on its own thread per connection.
+/// Dropping it stops accepting; connection threads end with their sockets' timeouts.
+pub struct Backend {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Backend {
+    /// Binds `bind` (e.g. "127.0.0.1:0", "[::1]:0") and serves each connection with `handler`.
+    pub fn spawn(bind: SocketAddr, handler: impl Fn(TcpStream) + Send + Sync + 'static) -> Backend {
+        raise_own_nofile();
+        let listener = listen_socket(bind, 1024);
+        listener.set_nonblocking(true).expect("set_nonblocking");
+        let addr = listener.local_addr().expect("local_addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let handler: Handler = Arc::new(handler);
+        let (stop2, accepted2) = (Arc::clone(&stop), Arc::clone(&accepted));
+        let thread = thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false).expect("set_nonblocking");
+                        set_timeouts(&s, IO_TIMEOUT);
+                        accepted2.fetch_add(1, Ordering::SeqCst);
+                        let h = Arc::clone(&handler);
+                        thread::spawn(move || h(s));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(2))
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Backend {
+            addr,
+            stop,
+            accepted,
+            thread: Some(thread),
+        }
+    }
+
+    /// Echoes every byte; answers the client's FIN with its own.
+    pub fn echo() -> Backend {
+        Self::echo_on(loopback4())
+    }
+
+    pub fn echo_on(bind: SocketAddr) -> Backend {
+        Self::spawn(bind, echo_conn)
+    }
+
+    /// Reads everything, checks it against the pattern, reports per connection.
+    pub fn sink() -> (Backend, Receiver<ConnReport>) {
+        Self::sink_stalled(Duration::ZERO)
+    }
+
+    /// A sink that waits `stall` after accepting before it reads anything.
+    pub fn sink_stalled(stall: Duration) -> (Backend, Receiver<ConnReport>) {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let b = Self::spawn(loopback4(), move |mut s| {
+            thread::sleep(stall);
+            let report = sink_conn(&mut s);
+            let _ = tx.lock().expect("report channel").send(report);
+        });
+        (b, rx)
+    }
+
+    /// Sends `total` pattern bytes, then FIN; drains what the client sends until its EOF.
+    pub fn source(total: u64) -> (Backend, Receiver<ConnReport>) {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let b = Self::spawn(loopback4(), move |mut s| {
+            let end = match write_pattern(&mut s, total, 256 * 1024)
+                .and_then(|()| s.shutdown(Shutdown::Write))
+            {
+                Ok(()) => End::Eof,
+                Err(e) => classify(&e),
+            };
+            let _ = tx.lock().expect("report channel").send(ConnReport {
+                bytes: if end == End::Eof { total } else { 0 },
+                mismatch: None,
+                end,
+            });
+            let _ = io::copy(&mut s, &mut io::sink());
+        });
+        (b, rx)
+    }
+
+    /// Waits for the first bytes of each connection, then closes it with RST.
+    pub fn resetter() -> Backend {
+        Self::spawn(loopback4(), |mut s| {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            reset(s);
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `--upstream` value for this backend.
+    pub fn upstream_arg(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A listening socket on `bind` with the given backlog (std's own is 128: too short when the
+/// forwarder opens 200 upstream connects at once).
+pub fn listen_socket(bind: SocketAddr, backlog: i32) -> TcpListener {
+    let socket = Socket::new(Domain::for_address(bind), Type::STREAM, None).expect("socket");
+    socket.set_reuse_address(true).expect("SO_REUSEADDR");
+    socket
+        .bind(&SockAddr::from(bind))
+        .unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+    socket.listen(backlog).expect("listen");
+    socket.into()
+}
+
+pub fn loopback4() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+pub fn loopback6() -> SocketAddr {
+    "[::1]:0".parse().expect("[::1]:0")
+}
+
+/// The echo handler: copy back until EOF, then half-close.
+pub fn echo_conn(mut s: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => {
+                let _ = s.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The sink handler: read to the end, checking against the pattern.
+pub fn sink_conn(s: &mut TcpStream) -> ConnReport {
+    let mut checker = PatternChecker::default();
+    let mut buf = vec![0u8; 256 * 1024];
+    let end = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break End::Eof,
+            Ok(n) => checker.check(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break classify(&e),
+        }
+    };
+    ConnReport {
+        bytes: checker.offset,
+        mismatch: checker.mismatch,
+        end,
+    }
+}
+
+/// A listener the test accepts from itself, for scripted exchanges.
+pub struct Upstream {
+    listener: TcpListener,
+}
+
+impl Upstream {
+    pub fn bind() -> Upstream {
+        Self::bind_on(loopback4())
+    }
+
+    pub fn bind_on(addr: SocketAddr) -> Upstream {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        listener.set_nonblocking(true).expect("set_nonblocking");
+        Upstream { listener }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("local_addr")
+    }
+
+    /// The next connection within `timeout`, if any.
+    pub fn try_accept(&self, timeout: Duration) -> Option<TcpStream> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.listener.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).expect("set_nonblocking");
+                    set_timeouts(&s, IO_TIMEOUT);
+                    return Some(s);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    }
+
+    /// The next connection; panics if none arrives within `timeout`.
+    pub fn accept(&self, timeout: Duration) -> TcpStream {
+        self.try_accept(timeout)
+            .unwrap_or_else(|| panic!("upstream accepted nothing within {timeout:?}"))
+    }
+}
+
+/// An upstream whose connects stay pending: a listener with backlog 0 whose accept queue is full,
+/// so Linux drops further SYNs (the connecting side keeps retransmitting them).
+pub struct Blackhole {
+    listener: Socket,
+    /// Connections that filled the accept queue.
+    fillers: Vec<Socket>,
+    addr: SocketAddr,
+}
+
+impl Blackhole {
+    pub fn new() -> Blackhole {
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        listener
+            .bind(&SockAddr::from(loopback4()))
+            .expect("bind blackhole");
+        listener.listen(0).expect("listen(0)");
+        let addr = listener
+            .local_addr()
+            .expect("local_addr")
+            .as_socket()
+            .expect("inet address");
+        let mut fillers = Vec::new();
+        for _ in 0..8 {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            match s.connect_timeout(&SockAddr::from(addr), Duration::from_millis(200)) {
+                Ok(()) => fillers.push(s),
+                Err(e) if classify(&e) == End::TimedOut => {
+                    // This SYN was dropped: the queue is full. Dropping `s` stops its retransmits,
+                    // which could otherwise take a slot freed by `open`.
+                    assert!(!fillers.is_empty(), "blackhole: first connect timed out");
+                    return Blackhole {
+                        listener,
+                        fillers,
+                        addr,
+                    };
+                }
+                Err(e) => panic!("blackhole filler connect: {e}"),
+            }
+        }
+        panic!("blackhole: accept queue of a listen(0) socket never filled up");
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Frees the accept queue: the next SYN retransmit (about 1s, 3s, 7s after the first SYN)
+    /// completes. Returns the listener for the test to accept from.
+    pub fn open(self) -> Upstream {
+        self.listener
+            .set_nonblocking(true)
+            .expect("set_nonblocking");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut drained = 0;
+        while drained < self.fillers.len() {
+            match self.listener.accept() {
+                Ok(_) => drained += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "blackhole fillers not acceptable"
+                    );
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("accept filler: {e}"),
+            }
+        }
+        drop(self.fillers);
+        Upstream {
+            listener: self.listener.into(),
+        }
+    }
+}
+
+impl Default for Blackhole {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// An address where nothing listens: connects get RST (ECONNREFUSED).
+pub fn refused_addr() -> SocketAddr {
+    let addr = TcpListener::bind(loopback4())
+        .expect("bind")
+        .local_addr()
+        .expect("local_addr");
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => addr,
+        other => panic!("expected {addr} to refuse, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc/net/tcp
+// ---------------------------------------------------------------------------------------------
+
+/// A row of /proc/net/tcp{,6} that belongs to a given process.
+#[derive(Clone, Debug)]
+pub struct TcpRow {
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// Kernel TCP state (1 = ESTABLISHED, 10 = LISTEN).
+    pub state: u8,
+    /// Which timer is pending: 0 none, 1 retransmit, 2 keepalive (sk_timer), 4 zero-window probe.
+    pub timer: u8,
+    /// Clock ticks until that timer fires.
+    pub timer_ticks: u64,
+}
+
+/// The TCP sockets that `pid` has open, from /proc/net/tcp and /proc/net/tcp6.
+pub fn tcp_sockets_of(pid: u32) -> Vec<TcpRow> {
+    let inodes: HashSet<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .collect();
+    let port = |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap_or(""), 16).ok();
+    let mut rows = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 || !inodes.contains(f[9]) {
+                continue;
+            }
+            let (timer, when) = f[5].split_once(':').unwrap_or(("0", "0"));
+            rows.push(TcpRow {
+                local_port: port(f[1]).expect("local port"),
+                remote_port: port(f[2]).expect("remote port"),
+                state: u8::from_str_radix(f[3], 16).expect("state"),
+                timer: u8::from_str_radix(timer, 16).expect("timer"),
+                timer_ticks: u64::from_str_radix(when, 16).expect("when"),
+            });
+        }
+    }
+    rows
+}
+
+/// Clock ticks per second (for /proc figures).
+pub fn clock_ticks_per_sec() -> u64 {
+    // SAFETY: sysconf only reads a constant.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).expect("positive CLK_TCK")
+}

@@ -1,0 +1,223 @@
+//! Reactor introspection: the `--metrics` endpoint, `--trace` and `--stats-interval`, over real sockets.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{echo_roundtrip, Backend, Forwarder, Options, IO_TIMEOUT};
+
+/// The metrics address from the "metrics on http://ADDR/metrics" start line.
+fn metrics_addr(fwd: &Forwarder) -> SocketAddr {
+    fwd.expect_log("metrics on http://", Duration::from_secs(10));
+    let logs = fwd.logs();
+    let start = logs.find("metrics on http://").expect("metrics line") + "metrics on http://".len();
+    let rest = &logs[start..];
+    let end = rest.find("/metrics").expect("path after address");
+    rest[..end].parse().expect("metrics address")
+}
+
+/// One HTTP exchange; returns (status line, headers + body).
+fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to metrics");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("response until close");
+    let (status, rest) = response.split_once("\r\n").expect("status line");
+    (status.to_string(), rest.to_string())
+}
+
+/// The value of an unlabelled or labelled sample, e.g. `edgefwd_accepts_total` or
+/// `edgefwd_bytes_total{direction="c2u"}`.
+fn sample(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{body}"))
+        .parse()
+        .expect("integer sample")
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let (status, rest) = http_get(addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(rest.contains("Content-Type: text/plain; version=0.0.4"));
+    let (_, body) = rest.split_once("\r\n\r\n").expect("head/body separator");
+    body.to_string()
+}
+
+#[test]
+fn test_metrics_scrape_is_prometheus_text_and_counters_move() {
+    let backend = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &backend.upstream_arg(),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics = metrics_addr(&fwd);
+
+    let before = scrape(metrics);
+    for line in before.lines() {
+        let well_formed = line.starts_with("# HELP edgefwd_")
+            || line.starts_with("# TYPE edgefwd_")
+            || (line.starts_with("edgefwd_")
+                && line
+                    .rsplit_once(' ')
+                    .is_some_and(|(_, value)| value.parse::<u64>().is_ok()));
+        assert!(well_formed, "not Prometheus text format: {line:?}");
+    }
+    assert_eq!(sample(&before, "edgefwd_accepts_total"), 0);
+    assert_eq!(sample(&before, "edgefwd_pairs_open"), 0);
+
+    echo_roundtrip(fwd.addr(), 300_000, 16 * 1024);
+    fwd.wait_for_close("client-fin", Duration::from_secs(10));
+
+    let after = scrape(metrics);
+    assert_eq!(sample(&after, "edgefwd_accepts_total"), 1);
+    assert_eq!(sample(&after, "edgefwd_connects_ok_total"), 1);
+    assert_eq!(
+        sample(&after, "edgefwd_bytes_total{direction=\"c2u\"}"),
+        300_000
+    );
+    assert_eq!(
+        sample(&after, "edgefwd_bytes_total{direction=\"u2c\"}"),
+        300_000
+    );
+    assert_eq!(
+        sample(&after, "edgefwd_closes_total{cause=\"client-fin\"}"),
+        1
+    );
+    assert_eq!(sample(&after, "edgefwd_pairs_open"), 0);
+    assert!(sample(&after, "edgefwd_polls_total") > sample(&before, "edgefwd_polls_total"));
+    assert!(
+        sample(&after, "edgefwd_reads_total") >= 2,
+        "at least one data read and the EOF read"
+    );
+    assert!(
+        sample(&after, "edgefwd_reads_eof_total") >= 2,
+        "one FIN each way"
+    );
+    assert_eq!(
+        sample(&after, "edgefwd_read_bytes_sum"),
+        600_000,
+        "the read-size histogram saw every byte"
+    );
+    assert_eq!(sample(&after, "edgefwd_loop_guard_trips_total"), 0);
+}
+
+#[test]
+fn test_metrics_unknown_path_and_method() {
+    let backend = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &backend.upstream_arg(),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics = metrics_addr(&fwd);
+    assert_eq!(http_get(metrics, "/").0, "HTTP/1.1 404 Not Found");
+    let mut stream = TcpStream::connect(metrics).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream
+        .write_all(b"DELETE /metrics HTTP/1.1\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.1 405"), "{response}");
+}
+
+#[test]
+fn test_idle_process_makes_no_wakeups() {
+    // epoll_wait must block without a timeout when nothing is pending: over a second of idleness the
+    // only polls are the ones the scrapes themselves cause.
+    let backend = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &backend.upstream_arg(),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics = metrics_addr(&fwd);
+    let first = sample(&scrape(metrics), "edgefwd_polls_total");
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = sample(&scrape(metrics), "edgefwd_polls_total");
+    assert!(
+        second - first <= 4,
+        "{} polls while idle: something wakes the loop periodically",
+        second - first
+    );
+}
+
+#[test]
+fn test_trace_shows_events_and_transitions() {
+    let backend = Backend::echo();
+    let opts = Options {
+        rust_log: Some("info".into()),
+        ..Options::default()
+    };
+    let fwd = Forwarder::start_with(&["--upstream", &backend.upstream_arg(), "--trace"], &opts);
+    echo_roundtrip(fwd.addr(), 10_000, 4096);
+    for needle in [
+        "event conn=1 side=Client slot=0 readable",
+        "event conn=1 side=Upstream slot=0 ",
+        "conn=1 Connecting => Established",
+        "conn=1 c2u Open => Draining",
+        "conn=1 c2u Draining => Closed",
+        "conn=1 u2c Draining => Closed",
+    ] {
+        fwd.expect_log(needle, Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn test_no_trace_lines_without_the_flag() {
+    let backend = Backend::echo();
+    let opts = Options {
+        rust_log: Some("debug".into()),
+        ..Options::default()
+    };
+    let fwd = Forwarder::start_with(&["--upstream", &backend.upstream_arg()], &opts);
+    echo_roundtrip(fwd.addr(), 10_000, 4096);
+    fwd.wait_for_close("client-fin", Duration::from_secs(10));
+    assert_eq!(fwd.count_log("TRACE"), 0, "{}", fwd.logs());
+}
+
+#[test]
+fn test_stats_interval_logs_deltas() {
+    let backend = Backend::echo();
+    let opts = Options {
+        rust_log: Some("info".into()),
+        ..Options::default()
+    };
+    let fwd = Forwarder::start_with(
+        &[
+            "--upstream",
+            &backend.upstream_arg(),
+            "--stats-interval",
+            "200ms",
+        ],
+        &opts,
+    );
+    echo_roundtrip(fwd.addr(), 50_000, 4096);
+    // The exchange may straddle two intervals, so add the deltas of every line.
+    let total = |key: &str| -> u64 {
+        fwd.logs()
+            .lines()
+            .filter(|line| line.contains("stats: "))
+            .filter_map(|line| {
+                let value = line.split_once(&format!(" {key}=+"))?.1;
+                value.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum()
+    };
+    let complete = common::wait_until(Duration::from_secs(10), || {
+        total("closes") == 1 && total("u2c") == 50_000
+    });
+    assert!(complete, "stats lines:\n{}", fwd.logs());
+    assert_eq!(total("accepts"), 1);
+    assert_eq!(total("c2u"), 50_000);
+}

@@ -1,0 +1,62 @@
+//! --idle-timeout closes pairs with no traffic and spares active ones; it is off by default.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn ping(client: &mut TcpStream, msg: &[u8]) {
+    client.write_all(msg).expect("write");
+    let mut buf = vec![0u8; msg.len()];
+    client.read_exact(&mut buf).expect("read echo");
+    assert_eq!(buf, msg);
+}
+
+#[test]
+fn test_established_idle_timeout() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--idle-timeout", "1s"]);
+    let mut client = connect(fwd.addr());
+    ping(&mut client, b"ping");
+    let last_traffic = Instant::now();
+    expect_closed_without_data(&mut client, Duration::from_secs(5));
+    let after = last_traffic.elapsed();
+    assert!(
+        after >= Duration::from_millis(800),
+        "closed after {after:?}, before --idle-timeout 1s"
+    );
+    let close = fwd.wait_for_close("idle-timeout", Duration::from_secs(1));
+    assert_eq!((close.c2u, close.u2c), (Some(4), Some(4)));
+}
+
+#[test]
+fn test_established_active_pair_not_idle() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--idle-timeout", "1s"]);
+    let mut client = connect(fwd.addr());
+    for i in 0..15 {
+        ping(&mut client, format!("tick {i:02}").as_bytes());
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert!(fwd.closes().is_empty(), "log:\n{}", fwd.logs());
+    client.shutdown(Shutdown::Write).expect("shutdown");
+    let (data, end) = read_until_end(&mut client, Duration::from_secs(5));
+    assert!(data.is_empty());
+    assert_eq!(end, End::Eof);
+    fwd.wait_for_close("client-fin", Duration::from_secs(2));
+}
+
+#[test]
+fn test_established_no_idle_timeout_by_default() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg()]);
+    let mut client = connect(fwd.addr());
+    ping(&mut client, b"first");
+    thread::sleep(Duration::from_millis(2500));
+    ping(&mut client, b"second");
+    assert!(fwd.closes().is_empty(), "log:\n{}", fwd.logs());
+}
