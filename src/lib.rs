@@ -9,6 +9,8 @@
 //! # Layout
 //! - [`config`]: validated configuration and the size/duration syntaxes. No I/O.
 //! - [`fdlimit`]: raises RLIMIT_NOFILE at start.
+//! - [`balance`]: picking an upstream (round-robin, least-conn, random-two, source-hash). Pure.
+//! - [`health`]: one upstream's up/down state machine with backoff. Pure.
 //! - [`net`]: socket2 setup (listener, non-blocking connect, options) and `io::Error` -> outcome.
 //! - [`ring`]: fixed-capacity byte ring with vectored I/O; storage borrowed from a pool while non-empty.
 //! - [`readiness`]: cached readiness of one socket.
@@ -21,8 +23,10 @@
 //! - [`scrape`]: the `--metrics` HTTP responder, served inside the loop.
 //! - [`reactor`]: owns `Poll`, the listener, the slab and the timers; the loop, accept and teardown.
 
+pub mod balance;
 pub mod config;
 pub mod fdlimit;
+pub mod health;
 pub mod metrics;
 pub mod net;
 pub mod pair;
