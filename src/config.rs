@@ -1,46 +1,162 @@
 //! Validated configuration, and the parsers for the value syntaxes the CLI accepts.
 //!
-//! Nothing here does I/O: `main.rs` turns flags into a [`Config`], resolving the upstream name once at
-//! start, and the reactor only ever sees values that are already known to be good.
+//! Nothing here does I/O: `main.rs` turns flags (or [`crate::file`] a `--config` file) into a [`Config`],
+//! resolving upstream names, and the reactor only ever sees values that are already known to be good.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::balance::Algorithm;
 
 /// Default ring size per direction. 64 KiB matches the default loopback socket buffers closely enough that
 /// one `readv` usually empties the kernel's receive queue; see docs/architecture.md for the measurement.
 pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
 
-/// Everything the reactor needs to run one listener -> upstream route.
+/// Everything the reactor needs: the routes, and the settings that are not per route.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address the listener binds (port 0 lets the kernel choose; the start line logs the real one).
-    pub listen: SocketAddr,
-    /// The upstream as the user wrote it, for log lines.
-    pub upstream_name: String,
-    /// The resolved upstream address new connections go to.
-    pub upstream: SocketAddr,
+    /// At least one; each has its own listeners, upstreams and limits.
+    pub routes: Vec<RouteConfig>,
+    /// After SIGTERM/SIGINT, how long live pairs may finish before they are cut.
+    pub shutdown_timeout: Duration,
+    /// Where to serve Prometheus metrics; `None` = not served.
+    pub metrics: Option<SocketAddr>,
+    /// Log a line of counter deltas this often; `None` = never.
+    pub stats_interval: Option<Duration>,
+    /// The `--config` file, re-read on SIGHUP; `None` when the flags describe the one route.
+    pub file: Option<PathBuf>,
+}
+
+/// One route: listeners -> a balanced set of upstreams. Compared as a whole on reload: a route whose
+/// config is unchanged keeps running as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// For logs, metrics and matching on reload.
+    pub name: String,
+    /// The name was given (not defaulted to `route-N`): reload matches routes by name, else by listen set.
+    pub named: bool,
+    /// Addresses the route's listeners bind (port 0 lets the kernel choose; each start line logs the
+    /// real one).
+    pub listen: Vec<SocketAddr>,
+    /// Where connections go; at most [`MAX_UPSTREAMS`].
+    pub upstreams: Vec<UpstreamConfig>,
+    /// How an upstream is picked for each new connection.
+    pub balance: Algorithm,
     /// Capacity of each direction's ring buffer, in bytes.
     pub buffer_size: usize,
-    /// Most pairs alive at once; past it the listener is left undrained.
+    /// Most pairs of this route alive at once; past it its listeners are left undrained.
     pub max_connections: usize,
-    /// How long a non-blocking upstream connect may stay pending.
+    /// How long each non-blocking upstream connect attempt may stay pending.
     pub connect_timeout: Duration,
+    /// Most upstreams tried for one client before it is reset (each with its own `connect_timeout`).
+    pub connect_attempts: usize,
     /// Close a pair with no traffic in either direction for this long; `None` = never.
     pub idle_timeout: Option<Duration>,
     /// Close a half-closed pair with no traffic for this long.
     pub fin_timeout: Duration,
-    /// After SIGTERM/SIGINT, how long live pairs may finish before they are cut.
-    pub shutdown_timeout: Duration,
+    /// Probe every upstream with a TCP connect this often; `None` = passive health only.
+    pub health_interval: Option<Duration>,
+    /// How long a probe connect may take before it counts as a failure.
+    pub health_timeout: Duration,
+    /// Consecutive failures that mark an upstream down.
+    pub fall: u32,
+    /// Re-resolve host-name upstreams this often; `None` when all are IP literals.
+    pub resolve_interval: Option<Duration>,
     /// TCP_NODELAY on both sockets of a pair.
     pub nodelay: bool,
     /// TCP keepalive idle time on both sockets; `None` = off.
     pub keepalive: Option<Duration>,
     /// Listen backlog.
     pub backlog: i32,
-    /// Where to serve Prometheus metrics; `None` = not served.
-    pub metrics: Option<SocketAddr>,
-    /// Log a line of counter deltas this often; `None` = never.
-    pub stats_interval: Option<Duration>,
+}
+
+/// One upstream of a route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// `HOST:PORT` as the user wrote it: the name in logs and metrics, and what is re-resolved.
+    pub name: String,
+    /// The address connects go to (the first the resolver gave, for a host name).
+    pub addr: SocketAddr,
+    /// Relative share of new connections.
+    pub weight: u32,
+}
+
+/// Most upstreams in one route (a client's tried set is a 64-bit mask).
+pub const MAX_UPSTREAMS: usize = 64;
+/// Most listen addresses in one route (the token layout reserves room for this many).
+pub const MAX_LISTENERS: usize = crate::token::MAX_LISTENERS;
+/// Largest weight.
+pub const MAX_WEIGHT: u32 = 10_000;
+/// Default `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `fin_timeout`.
+pub const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default listen backlog.
+pub const DEFAULT_BACKLOG: i32 = 1024;
+/// Default `fall`.
+pub const DEFAULT_FALL: u32 = 3;
+/// Default probe timeout.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default re-resolution interval when a route has a host-name upstream.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+
+impl UpstreamConfig {
+    /// True when the host part is a name rather than an IP literal (so it is worth re-resolving).
+    pub fn is_host_name(&self) -> bool {
+        is_host_name(&self.name)
+    }
+}
+
+/// True when `HOST:PORT`'s host is a name, not an IP literal.
+pub fn is_host_name(host_port: &str) -> bool {
+    host_port.parse::<SocketAddr>().is_err()
+}
+
+/// Default `resolve_interval`: 30s when some upstream is a host name, never when all are IP literals.
+pub fn default_resolve_interval(upstreams: &[UpstreamConfig]) -> Option<Duration> {
+    upstreams
+        .iter()
+        .any(UpstreamConfig::is_host_name)
+        .then_some(DEFAULT_RESOLVE_INTERVAL)
+}
+
+/// Default `connect_attempts`: three tries, or one per upstream when there are fewer.
+pub fn default_connect_attempts(upstreams: usize) -> usize {
+    upstreams.clamp(1, 3)
+}
+
+/// Splits `HOST:PORT[,weight=N]` into the upstream and its weight (default 1, 1..=10000).
+pub fn parse_upstream_spec(text: &str) -> Result<(String, u32), String> {
+    let (addr, options) = match text.split_once(',') {
+        Some((addr, options)) => (addr.trim(), Some(options.trim())),
+        None => (text.trim(), None),
+    };
+    if !addr.contains(':') || addr.ends_with(':') {
+        return Err(format!(
+            "invalid upstream '{text}': expected HOST:PORT[,weight=N]"
+        ));
+    }
+    let weight = match options {
+        None => 1,
+        Some(option) => {
+            let value = option
+                .strip_prefix("weight=")
+                .ok_or_else(|| format!("invalid upstream '{text}': the only option is weight=N"))?;
+            parse_weight(value).map_err(|err| format!("invalid upstream '{text}': {err}"))?
+        }
+    };
+    Ok((addr.to_string(), weight))
+}
+
+/// Parses a weight, 1..=10000.
+pub fn parse_weight(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(weight) if (1..=MAX_WEIGHT).contains(&weight) => Ok(weight),
+        _ => Err(format!(
+            "weight '{text}' must be a whole number from 1 to {MAX_WEIGHT}"
+        )),
+    }
 }
 
 /// Parses a byte size: `4096`, `16k`, `64K`, `1m`, `64KiB`, `1MB` (all multiples are binary).
@@ -155,6 +271,42 @@ mod tests {
             let err = parse_duration(bad).expect_err(bad);
             assert!(err.contains(&format!("'{bad}'")), "{err}");
         }
+    }
+
+    #[test]
+    fn test_upstream_spec_with_and_without_weight() {
+        assert_eq!(
+            parse_upstream_spec("10.0.0.1:80"),
+            Ok(("10.0.0.1:80".into(), 1))
+        );
+        assert_eq!(
+            parse_upstream_spec("db.internal:5432,weight=3"),
+            Ok(("db.internal:5432".into(), 3))
+        );
+        for bad in [
+            "10.0.0.1:80,weight=0",
+            "x:1,weight=abc",
+            "x:1,wieght=2",
+            "nohost",
+            "x:",
+        ] {
+            let err = parse_upstream_spec(bad).expect_err(bad);
+            assert!(err.contains(&format!("'{bad}'")), "{err}");
+        }
+    }
+
+    #[test]
+    fn test_host_names_and_literals() {
+        assert!(!is_host_name("10.0.0.1:80"));
+        assert!(!is_host_name("[::1]:80"));
+        assert!(is_host_name("localhost:80"));
+    }
+
+    #[test]
+    fn test_default_connect_attempts() {
+        assert_eq!(default_connect_attempts(1), 1);
+        assert_eq!(default_connect_attempts(2), 2);
+        assert_eq!(default_connect_attempts(7), 3);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! # Layout
 //! - [`config`]: validated configuration and the size/duration syntaxes. No I/O.
 //! - [`fdlimit`]: raises RLIMIT_NOFILE at start.
+//! - [`file`]: the `--config` TOML file -> [`config::Config`], errors naming file, line and key.
+//! - [`resolve`]: the worker thread for blocking work (DNS, reading the file on SIGHUP), woken by a `Waker`.
 //! - [`balance`]: picking an upstream (round-robin, least-conn, random-two, source-hash). Pure.
 //! - [`health`]: one upstream's up/down state machine with backoff. Pure.
 //! - [`net`]: socket2 setup (listener, non-blocking connect, options) and `io::Error` -> outcome.
@@ -19,13 +21,16 @@
 //! - [`throttle`]: rate-limited warnings.
 //! - [`pump`]: one direction, `src -> ring -> dst`, its state machine.
 //! - [`pair`]: a client and its upstream: lifecycle, connect check, timeouts, close causes.
+//! - [`route`]: one route's listeners, upstreams (health, load), balancer, pool and settings.
 //! - [`metrics`]: plain-integer counters, Prometheus text, the `--stats-interval` line.
 //! - [`scrape`]: the `--metrics` HTTP responder, served inside the loop.
-//! - [`reactor`]: owns `Poll`, the listener, the slab and the timers; the loop, accept and teardown.
+//! - [`reactor`]: owns `Poll`, the routes, the pairs, the probes and the timers; the loop, accept,
+//!   failover, teardown and reload.
 
 pub mod balance;
 pub mod config;
 pub mod fdlimit;
+pub mod file;
 pub mod health;
 pub mod metrics;
 pub mod net;
@@ -33,7 +38,9 @@ pub mod pair;
 pub mod pump;
 pub mod reactor;
 pub mod readiness;
+pub mod resolve;
 pub mod ring;
+pub mod route;
 pub mod scrape;
 pub mod throttle;
 pub mod timer;

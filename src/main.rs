@@ -1,28 +1,63 @@
-//! The `edgefwd` binary: flags -> [`Config`], logger, fd limit, then the reactor. Nothing else.
+//! The `edgefwd` binary: flags (or a `--config` file) -> [`Config`], logger, fd limit, then the reactor.
+//! Nothing else.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use log::info;
 
-use edgefwd::config::{self, Config};
+use edgefwd::balance::Algorithm;
+use edgefwd::config::{self, Config, RouteConfig, UpstreamConfig};
 use edgefwd::fdlimit;
+use edgefwd::file::{self, Defaults, FileError};
 use edgefwd::reactor::{Exit, Reactor};
+use edgefwd::resolve;
 
-/// A TCP port forwarder: every connection accepted on --listen is forwarded to --upstream, byte for byte,
-/// by one edge-triggered event loop.
+/// The flags that describe the one route of a flag-configured forwarder; `--config` excludes them all.
+const ROUTE_FLAGS: [&str; 16] = [
+    "listen",
+    "upstream",
+    "balance",
+    "buffer_size",
+    "max_connections",
+    "connect_timeout",
+    "connect_attempts",
+    "idle_timeout",
+    "fin_timeout",
+    "health_interval",
+    "health_timeout",
+    "fall",
+    "resolve_interval",
+    "no_nodelay",
+    "keepalive",
+    "backlog",
+];
+
+/// A TCP port forwarder: every connection accepted on --listen is forwarded to one of the --upstream
+/// addresses, byte for byte, by one edge-triggered event loop.
 #[derive(Debug, Parser)]
 #[command(name = "edgefwd", version, about)]
 struct Cli {
-    /// Address to accept connections on, e.g. 0.0.0.0:8080 or [::]:8080 (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR")]
-    listen: SocketAddr,
+    /// Routes from a TOML file (several listeners and upstream sets; SIGHUP reloads it). Excludes the
+    /// per-route flags.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ROUTE_FLAGS)]
+    config: Option<PathBuf>,
 
-    /// Where to forward connections: IP:PORT or HOST:PORT (a host name is resolved once, at start).
-    #[arg(long, value_name = "HOST:PORT")]
-    upstream: String,
+    /// Address to accept connections on, e.g. 0.0.0.0:8080 or [::]:8080 (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", required_unless_present = "config")]
+    listen: Option<SocketAddr>,
+
+    /// Where to forward connections: IP:PORT or HOST:PORT, with an optional ",weight=N". Repeat for
+    /// several upstreams.
+    #[arg(long, value_name = "HOST:PORT[,weight=N]", required_unless_present = "config", value_parser = config::parse_upstream_spec)]
+    upstream: Vec<(String, u32)>,
+
+    /// How an upstream is picked for each connection: round-robin, least-conn, random-two, source-hash.
+    #[arg(long, value_name = "ALGORITHM", default_value = "round-robin", value_parser = str::parse::<Algorithm>)]
+    balance: Algorithm,
 
     /// Ring buffer size per direction of each connection (e.g. 16k, 64k, 1m).
     #[arg(long, value_name = "SIZE", default_value = "64k", value_parser = config::parse_buffer_size)]
@@ -32,9 +67,13 @@ struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: Option<u32>,
 
-    /// How long an upstream connect may take (e.g. 500ms, 5s).
+    /// How long each upstream connect attempt may take (e.g. 500ms, 5s).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = config::parse_duration)]
     connect_timeout: Duration,
+
+    /// Most upstreams tried for one client when connects fail [default: min(3, number of upstreams)].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    connect_attempts: Option<u32>,
 
     /// Close connections with no traffic in either direction for this long [default: off].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
@@ -43,6 +82,22 @@ struct Cli {
     /// Close half-closed connections with no traffic for this long.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = config::parse_duration)]
     fin_timeout: Duration,
+
+    /// Probe every upstream with a TCP connect this often (e.g. 2s) [default: off, passive health only].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    health_interval: Option<Duration>,
+
+    /// How long a health probe may take before it counts as a failure.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = config::parse_duration)]
+    health_timeout: Duration,
+
+    /// Consecutive failed connects or probes that mark an upstream down.
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_FALL, value_parser = clap::value_parser!(u32).range(1..))]
+    fall: u32,
+
+    /// Re-resolve host-name upstreams this often [default: 30s if any upstream is a host name].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    resolve_interval: Option<Duration>,
 
     /// On SIGTERM/SIGINT, how long open connections may finish before they are cut.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = config::parse_duration)]
@@ -57,20 +112,34 @@ struct Cli {
     keepalive: Option<Duration>,
 
     /// Listen backlog.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_BACKLOG, value_parser = clap::value_parser!(i32).range(1..))]
     backlog: i32,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics, from the same event loop.
+    /// Serve Prometheus metrics at http://ADDR/metrics, from the same event loop (a config file's
+    /// `metrics` wins).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
-    /// Log one line of counter deltas this often (e.g. 10s) [default: off].
+    /// Log one line of counter deltas this often (e.g. 10s) [default: off] (a config file's
+    /// `stats_interval` wins).
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     stats_interval: Option<Duration>,
 
     /// Log every readiness event and state transition (trace level; RUST_LOG is still honoured).
     #[arg(long)]
     trace: bool,
+}
+
+/// A start failure and the exit code it earns: 2 for bad input (like a bad flag), 1 otherwise.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure { code: 1, message }
+    }
 }
 
 fn main() -> ExitCode {
@@ -85,66 +154,106 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(Exit::Graceful) => ExitCode::SUCCESS,
         Ok(Exit::Forced) => ExitCode::FAILURE,
-        Err(message) => {
-            eprintln!("edgefwd: error: {message}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("edgefwd: error: {}", failure.message);
+            ExitCode::from(failure.code)
         }
     }
 }
 
-fn run(cli: Cli) -> Result<Exit, String> {
+fn run(cli: Cli) -> Result<Exit, Failure> {
     let nofile = fdlimit::raise_nofile_limit()
         .map_err(|err| format!("cannot read the file descriptor limit: {err}"))?;
-    let config = build_config(cli, nofile)?;
-    let reactor = Reactor::new(config.clone())?;
-    info!(
-        "listening on {} upstream {} ({}) buffer-size={} max-connections={} connect-timeout={}ms idle-timeout={} fin-timeout={}ms nofile={nofile}",
-        reactor.local_addr(),
-        config.upstream_name,
-        config.upstream,
-        config.buffer_size,
-        config.max_connections,
-        config.connect_timeout.as_millis(),
-        config
-            .idle_timeout
-            .map_or_else(|| "off".to_string(), |d| format!("{}ms", d.as_millis())),
-        config.fin_timeout.as_millis(),
-    );
+    let defaults = Defaults {
+        max_connections: config::default_max_connections(nofile),
+        shutdown_timeout: cli.shutdown_timeout,
+    };
+    let config = match cli.config.clone() {
+        Some(path) => from_file(&path, &cli, defaults)?,
+        None => from_flags(cli, defaults)?,
+    };
+    let reactor = Reactor::new(config, defaults)?;
+    for line in reactor.start_lines() {
+        info!("{line} nofile={nofile}");
+    }
     if let Some(addr) = reactor.metrics_addr() {
         info!("metrics on http://{addr}/metrics");
     }
-    reactor
+    Ok(reactor
         .run()
-        .map_err(|err| format!("event loop failed: {err}"))
+        .map_err(|err| format!("event loop failed: {err}"))?)
 }
 
-fn build_config(cli: Cli, nofile: u64) -> Result<Config, String> {
-    let upstream = resolve(&cli.upstream)?;
-    Ok(Config {
-        listen: cli.listen,
-        upstream_name: cli.upstream,
-        upstream,
+/// `--config FILE`; the global flags fill in what the file leaves out.
+fn from_file(path: &std::path::Path, cli: &Cli, defaults: Defaults) -> Result<Config, Failure> {
+    let mut config = file::load(path, defaults).map_err(|err| match err {
+        FileError::Invalid(message) => Failure { code: 2, message },
+        FileError::Unavailable(message) => Failure { code: 1, message },
+    })?;
+    config.metrics = config.metrics.or(cli.metrics);
+    config.stats_interval = config
+        .stats_interval
+        .or(cli.stats_interval.filter(|d| !d.is_zero()));
+    Ok(config)
+}
+
+/// The flags describe one route.
+fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
+    let listen = cli.listen.ok_or_else(|| Failure {
+        code: 2,
+        message: "--listen is required without --config".into(),
+    })?;
+    let mut upstreams: Vec<UpstreamConfig> = Vec::with_capacity(cli.upstream.len());
+    for (name, weight) in cli.upstream {
+        if upstreams.iter().any(|u| u.name == name) {
+            return Err(Failure {
+                code: 2,
+                message: format!("--upstream '{name}' is given twice"),
+            });
+        }
+        let addr = resolve::first_address(&name)?;
+        upstreams.push(UpstreamConfig { name, addr, weight });
+    }
+    if upstreams.len() > config::MAX_UPSTREAMS {
+        return Err(Failure {
+            code: 2,
+            message: format!("at most {} --upstream flags", config::MAX_UPSTREAMS),
+        });
+    }
+    let connect_attempts = cli.connect_attempts.map_or_else(
+        || config::default_connect_attempts(upstreams.len()),
+        |n| n as usize,
+    );
+    let route = RouteConfig {
+        name: "default".into(),
+        named: false,
+        listen: vec![listen],
+        connect_attempts: connect_attempts.min(upstreams.len()),
+        resolve_interval: match cli.resolve_interval {
+            Some(interval) => Some(interval).filter(|d| !d.is_zero()),
+            None => config::default_resolve_interval(&upstreams),
+        },
+        upstreams,
+        balance: cli.balance,
         buffer_size: cli.buffer_size,
         max_connections: cli
             .max_connections
-            .map_or_else(|| config::default_max_connections(nofile), |n| n as usize),
+            .map_or(defaults.max_connections, |n| n as usize),
         connect_timeout: cli.connect_timeout,
         idle_timeout: cli.idle_timeout.filter(|d| !d.is_zero()),
         fin_timeout: cli.fin_timeout,
-        shutdown_timeout: cli.shutdown_timeout,
+        health_interval: cli.health_interval.filter(|d| !d.is_zero()),
+        health_timeout: cli.health_timeout,
+        fall: cli.fall,
         nodelay: !cli.no_nodelay,
         keepalive: cli.keepalive,
         backlog: cli.backlog,
+    };
+    Ok(Config {
+        routes: vec![route],
+        shutdown_timeout: cli.shutdown_timeout,
         metrics: cli.metrics,
         stats_interval: cli.stats_interval.filter(|d| !d.is_zero()),
+        file: None,
     })
-}
-
-/// Resolves the upstream once, at start; the first address the resolver gives is used.
-fn resolve(upstream: &str) -> Result<SocketAddr, String> {
-    upstream
-        .to_socket_addrs()
-        .map_err(|err| format!("cannot resolve upstream '{upstream}': {err}"))?
-        .next()
-        .ok_or_else(|| format!("cannot resolve upstream '{upstream}': no address"))
 }

@@ -133,6 +133,8 @@ pub struct Metrics {
     pub connects_ok: u64,
     /// Pairs opened since start.
     pub pairs_total: u64,
+    /// Failed upstream connects that a pair recovered from by trying another upstream.
+    pub failovers: u64,
     /// Pairs closed, by [`Cause`] (connect failures are counted here too).
     pub closes: [u64; Cause::ALL.len()],
     /// Pair runs that used up their byte budget with work left and were re-queued.
@@ -141,6 +143,65 @@ pub struct Metrics {
     pub loop_guard_trips: u64,
     /// Metrics scrapes answered or abandoned.
     pub scrapes: u64,
+    /// SIGHUP reloads applied.
+    pub reloads_ok: u64,
+    /// SIGHUP reloads rejected (the file was invalid or a new listener could not bind).
+    pub reloads_rejected: u64,
+}
+
+/// What `/metrics` shows of one upstream of one route.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamRow<'a> {
+    pub route: &'a str,
+    pub upstream: &'a str,
+    pub up: bool,
+    pub active: usize,
+    pub connect_failures: u64,
+}
+
+/// The per-upstream series, labelled `route` and `upstream`.
+pub fn render_upstreams<'a>(rows: impl Iterator<Item = UpstreamRow<'a>> + Clone, out: &mut String) {
+    type Field = fn(&UpstreamRow<'_>) -> u64;
+    let series: [(&str, &str, &str, Field); 3] = [
+        (
+            "edgefwd_upstream_up",
+            "gauge",
+            "1 if the upstream is up, 0 if health checking marked it down",
+            |row| u64::from(row.up),
+        ),
+        (
+            "edgefwd_upstream_active",
+            "gauge",
+            "connections open or connecting to the upstream",
+            |row| row.active as u64,
+        ),
+        (
+            "edgefwd_upstream_connect_failures_total",
+            "counter",
+            "connects and probes to the upstream that failed",
+            |row| row.connect_failures,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for row in rows.clone() {
+            let _ = writeln!(
+                out,
+                "{name}{{route=\"{}\",upstream=\"{}\"}} {}",
+                escape_label(row.route),
+                escape_label(row.upstream),
+                value(&row)
+            );
+        }
+    }
+}
+
+/// Escapes a label value as the exposition format requires.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -163,7 +224,7 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self, pairs_open: usize, out: &mut String) {
-        let counters: [(&str, &str, u64); 18] = [
+        let counters: [(&str, &str, u64); 19] = [
             ("polls", "epoll_wait calls", self.polls),
             (
                 "events",
@@ -216,6 +277,11 @@ impl Metrics {
             ),
             ("pairs", "connection pairs opened", self.pairs_total),
             (
+                "failovers",
+                "failed upstream connects retried on another upstream",
+                self.failovers,
+            ),
+            (
                 "budget_yields",
                 "pair runs re-queued after using their byte budget",
                 self.budget_yields,
@@ -256,6 +322,11 @@ impl Metrics {
                 self.closed(cause)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP edgefwd_reloads_total SIGHUP reloads, by result\n# TYPE edgefwd_reloads_total counter\nedgefwd_reloads_total{{result=\"ok\"}} {}\nedgefwd_reloads_total{{result=\"rejected\"}} {}",
+            self.reloads_ok, self.reloads_rejected
+        );
         let _ = writeln!(
             out,
             "# HELP edgefwd_pairs_open connection pairs open now\n# TYPE edgefwd_pairs_open gauge\nedgefwd_pairs_open {pairs_open}"
@@ -368,6 +439,33 @@ mod tests {
     }
 
     #[test]
+    fn test_upstream_series_are_labelled() {
+        let rows = [
+            UpstreamRow {
+                route: "web",
+                upstream: "10.0.0.1:80",
+                up: true,
+                active: 2,
+                connect_failures: 0,
+            },
+            UpstreamRow {
+                route: "we\"b",
+                upstream: "b:80",
+                up: false,
+                active: 0,
+                connect_failures: 7,
+            },
+        ];
+        let mut out = String::new();
+        render_upstreams(rows.iter().copied(), &mut out);
+        assert!(out.contains("edgefwd_upstream_up{route=\"web\",upstream=\"10.0.0.1:80\"} 1\n"));
+        assert!(out.contains("edgefwd_upstream_active{route=\"web\",upstream=\"10.0.0.1:80\"} 2\n"));
+        assert!(out.contains(
+            "edgefwd_upstream_connect_failures_total{route=\"we\\\"b\",upstream=\"b:80\"} 7\n"
+        ));
+    }
+
+    #[test]
     fn test_render_is_prometheus_text() {
         let mut metrics = Metrics {
             polls: 3,
@@ -380,6 +478,7 @@ mod tests {
         assert!(out.contains("# TYPE edgefwd_polls_total counter\nedgefwd_polls_total 3\n"));
         assert!(out.contains("edgefwd_closes_total{cause=\"upstream-reset\"} 2\n"));
         assert!(out.contains("edgefwd_pairs_open 4\n"));
+        assert!(out.contains("edgefwd_reloads_total{result=\"rejected\"} 0\n"));
         assert!(out.contains("edgefwd_events_per_poll_bucket{le=\"8\"} 1\n"));
         assert!(out.contains("edgefwd_events_per_poll_bucket{le=\"+Inf\"} 1\n"));
         for line in out.lines() {

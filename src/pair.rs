@@ -6,16 +6,18 @@
 //! | phase        | event                                      | result                                  |
 //! |--------------|--------------------------------------------|-----------------------------------------|
 //! | `Connecting` | upstream event, `peer_addr` ok             | `Established`; pump whatever is ready   |
-//! | `Connecting` | upstream event, `take_error` has an error  | close, RST to client (connect-refused)  |
+//! | `Connecting` | upstream event, `take_error` has an error  | failover, or close with RST to client   |
 //! | `Connecting` | client FIN with nothing sent, or RST       | close both at once (client-abort)       |
 //! | `Connecting` | client FIN after sending data              | wait: the data is delivered once up     |
-//! | `Connecting` | deadline                                   | close, RST to client (connect-timeout)  |
+//! | `Connecting` | deadline                                   | failover, or close (connect-timeout)    |
 //! | `Established`| both directions `Closed`                   | close (client-fin / upstream-fin)       |
 //! | `Established`| a read/write error on one side             | RST on both (client-/upstream-reset)    |
 //! | `Established`| idle or half-closed past its deadline      | close (idle-timeout / fin-timeout)      |
 //!
 //! During `Connecting` nothing is read from the client: its bytes wait in the kernel (which is cheaper
 //! than holding them in a ring), and the client's cached readiness keeps the promise that they are there.
+//! That is also what makes failover safe: no byte has gone upstream, so when a connect fails the reactor
+//! may give the pair a new upstream socket ([`Pair::retry`]) and the client never knows.
 
 use std::fmt;
 use std::io;
@@ -81,6 +83,14 @@ impl Cause {
         }
     }
 
+    /// A failed upstream connect: the causes that let a pair fail over to another upstream.
+    pub fn is_connect_failure(self) -> bool {
+        matches!(
+            self,
+            Cause::ConnectRefused | Cause::ConnectTimeout | Cause::ConnectError
+        )
+    }
+
     /// Whether the surviving side(s) must see an abort (RST) rather than a FIN that would read as a clean
     /// end of stream.
     pub fn resets(self) -> bool {
@@ -119,11 +129,11 @@ pub enum Phase {
     Established,
 }
 
-/// What every pair borrows from the reactor while it runs: the buffer pool and the counters.
+/// What a pair borrows while it runs: its route's buffer pool and the reactor's counters.
 #[derive(Debug)]
-pub struct Shared {
-    pub pool: BufPool,
-    pub metrics: Metrics,
+pub struct Shared<'a> {
+    pub pool: &'a mut BufPool,
+    pub metrics: &'a mut Metrics,
 }
 
 /// The timeouts a pair checks itself against.
@@ -146,6 +156,13 @@ pub struct Pair {
     pub client: TcpStream,
     pub upstream: TcpStream,
     pub client_addr: SocketAddr,
+    /// Slab slot of the route that accepted the client (it outlives the pair, draining if removed).
+    pub route: usize,
+    /// Index, in that route, of the upstream `upstream` connects to.
+    pub upstream_index: usize,
+    /// Upstreams tried for this client (the current one included), as a bit mask of indices: a failover
+    /// never repeats one, and its population count is the number of attempts made.
+    pub tried: u64,
     client_ready: Readiness,
     upstream_ready: Readiness,
     /// client -> upstream.
@@ -156,6 +173,8 @@ pub struct Pair {
     /// The side whose FIN came first, which names a clean close.
     first_fin: Option<Side>,
     pub started: Instant,
+    /// When the current connect attempt began (each attempt has its own connect timeout).
+    attempt_started: Instant,
     /// Last time bytes moved either way (idle and fin timeouts count from here).
     last_activity: Instant,
     /// The deadline currently armed in the reactor's timer heap for this pair.
@@ -163,12 +182,13 @@ pub struct Pair {
 }
 
 impl Pair {
-    /// A pair whose upstream connect has just been started.
+    /// A pair whose upstream connect (to upstream `upstream_index` of route `route`) has just been started.
     pub fn new(
         id: u32,
-        client: TcpStream,
-        client_addr: SocketAddr,
-        upstream: TcpStream,
+        (client, client_addr): (TcpStream, SocketAddr),
+        (upstream, upstream_index): (TcpStream, usize),
+        route: usize,
+        tried: u64,
         now: Instant,
     ) -> Pair {
         Pair {
@@ -176,6 +196,9 @@ impl Pair {
             client,
             upstream,
             client_addr,
+            route,
+            upstream_index,
+            tried,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
             c2u: Direction::new(Way::ClientToUpstream),
@@ -183,6 +206,7 @@ impl Pair {
             phase: Phase::Connecting,
             first_fin: None,
             started: now,
+            attempt_started: now,
             last_activity: now,
             armed: None,
         }
@@ -201,6 +225,25 @@ impl Pair {
     pub fn syscalls(&self) -> (u64, u64) {
         let (a, b) = (self.c2u.counters(), self.u2c.counters());
         (a.reads + b.reads, a.writes + b.writes)
+    }
+
+    /// Failover: the connect to the current upstream failed, so a new connect (already started, to
+    /// upstream `index`) replaces it. Dropping the old socket closes it, which also removes it from epoll.
+    /// Events for it that are still in the current batch carry the same token and land here; they are
+    /// harmless because in `Connecting` an upstream event only triggers [`net::connect_result`] on the new
+    /// socket, which asks the kernel (`take_error`, `peer_addr`) rather than trusting the event, and the
+    /// readiness bits they set are reset below or re-proven by a syscall before they are relied on.
+    pub fn retry(&mut self, upstream: TcpStream, index: usize, tried: u64, now: Instant) {
+        debug_assert_eq!(self.phase, Phase::Connecting);
+        trace!(
+            "conn={} Connecting => Connecting (failover to upstream #{index})",
+            self.id
+        );
+        self.upstream = upstream;
+        self.upstream_index = index;
+        self.upstream_ready = Readiness::default();
+        self.tried = tried;
+        self.attempt_started = now;
     }
 
     fn set_phase(&mut self, next: Phase) {
@@ -287,7 +330,7 @@ impl Pair {
                 });
             }
             if !progressed {
-                return if budget == 0 && self.has_work(&shared.pool) {
+                return if budget == 0 && self.has_work(shared.pool) {
                     Outcome::Yield
                 } else {
                     Outcome::Open
@@ -369,7 +412,7 @@ impl Pair {
     /// The next moment this pair must be looked at, and what it would mean then.
     pub fn deadline(&self, limits: &Deadlines) -> Option<(Instant, Cause)> {
         if self.phase == Phase::Connecting {
-            return Some((self.started + limits.connect, Cause::ConnectTimeout));
+            return Some((self.attempt_started + limits.connect, Cause::ConnectTimeout));
         }
         let idle = limits
             .idle

@@ -1,50 +1,61 @@
-//! The event loop: one `Poll`, the listener, the signal pipe, a slab of pairs, and the timer heap.
+//! The event loop: one `Poll`, a slab of routes (each with its listeners), the signal pipe, a slab of pairs,
+//! health probes, the resolver's waker, and the timer heap.
 //!
-//! Only this module touches `Poll`, `Registry` and the `Slab`. One turn of the loop:
+//! Only this module touches `Poll`, `Registry` and the `Slab`s. One turn of the loop:
 //!
 //! 1. `epoll_wait`, with a timeout: zero if work is queued (a pair that used up its byte budget, a
 //!    listener we stopped draining early), else until the earliest deadline, else forever — an idle
 //!    forwarder makes no periodic wakeups.
 //! 2. Dispatch every event: OR it into the pair's cached readiness and run the pair at once. Tokens carry a
 //!    generation, so events of a pair torn down earlier in the same batch are recognised and dropped.
-//! 3. Re-run the pairs that yielded, fire due timers, accept, and check whether a shutdown is complete.
+//! 3. Re-run the pairs that yielded, fire due timers (pair deadlines, probe timeouts, probe and resolution
+//!    rounds), accept, and check whether a shutdown is complete.
 //!
-//! Accepting is done after the batch and only while the cached "listener ready" bit is set. When we stop
-//! accepting for a reason of our own (connection limit, EMFILE, the per-turn accept cap) that bit stays
-//! set: the kernel will not send another edge for connections already queued, so the loop must come back
-//! by itself — when a pair closes, when the backoff timer fires, or on the next turn.
+//! Accepting is done after the batch and only while a listener's cached "ready" bit is set. When we stop
+//! accepting for a reason of our own (a route's connection limit, EMFILE, the per-turn accept cap) that bit
+//! stays set: the kernel will not send another edge for connections already queued, so the loop must come
+//! back by itself — when a pair closes, when the backoff timer fires, or on the next turn.
+//!
+//! Failover: a pair whose upstream connect fails (refused, error, or its connect deadline) while still in
+//! `Connecting` gets a new upstream socket from its route ([`Route::connect`]), registered under the same
+//! token, until the route's `connect_attempts` are used up. Reload (SIGHUP) swaps routes without cutting a
+//! pair: see [`Reactor::reload`].
 
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, trace, warn};
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use log::{debug, error, info, trace, warn};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use socket2::SockRef;
 
-use crate::config::Config;
-use crate::metrics::{Metrics, StatsTicker};
-use crate::net::{self, StreamOptions};
-use crate::pair::{Cause, Deadlines, Outcome, Pair, Shared};
+use crate::config::{self, Config, RouteConfig};
+use crate::file::Defaults;
+use crate::metrics::{self, Metrics, StatsTicker};
+use crate::net::{self, ConnectState};
+use crate::pair::{Cause, Outcome, Pair, Phase, Shared};
 use crate::readiness::Event;
-use crate::ring::BufPool;
+use crate::resolve::{Answer, Job, Worker};
+use crate::route::{self, Listener, NoUpstream, Route};
 use crate::scrape::MetricsServer;
 use crate::throttle::Throttle;
 use crate::timer::{Entry, Timers};
-use crate::token::{self, PairToken, Side, Target, GENERATION_MASK, MAX_SLOT};
+use crate::token::{
+    self, PairToken, Side, Target, GENERATION_MASK, MAX_PROBES, MAX_ROUTES, MAX_SLOT,
+};
 
-/// Most connections accepted in one loop turn, so a connection flood cannot starve established pairs.
+/// Most connections accepted from one listener in one loop turn, so a connection flood cannot starve
+/// established pairs.
 const ACCEPT_BUDGET: usize = 256;
 /// How long accepting pauses after EMFILE/ENFILE: long enough to cost no CPU, short enough to resume fast.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Events fetched per `epoll_wait`.
 const EVENTS_CAPACITY: usize = 1024;
-/// Floor of the per-wakeup byte budget of one pair.
-const MIN_PAIR_BUDGET: usize = 1 << 20;
 
 /// How the loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,33 +78,66 @@ struct Drain {
     forced: bool,
 }
 
+/// An active health check: a plain TCP connect to one upstream, closed as soon as it completes.
+#[derive(Debug)]
+struct Probe {
+    stream: TcpStream,
+    /// Slot of the route; with `uid`, so that a slot reused by a reload is not mistaken for it.
+    route: usize,
+    uid: u64,
+    /// Index of the upstream in that route.
+    upstream: usize,
+    /// Past this (`health_timeout`) the probe counts as failed.
+    deadline: Instant,
+}
+
+/// How a route of a reloaded file relates to the running ones.
+#[derive(Debug, Clone, Copy)]
+enum Match {
+    /// Same route, same settings: left alone.
+    Kept(usize),
+    /// Same route, new settings: replaced by a new route; the old one drains.
+    Changed(usize),
+    /// A route that was not there.
+    Added,
+}
+
+/// Where a listener of a reloaded route comes from.
+#[derive(Debug)]
+enum Source {
+    /// Taken over from a replaced or removed route (slot, listener index): no gap in accepting.
+    Moved(usize, usize),
+    /// Newly bound.
+    Bound(Listener),
+}
+
 /// The single-threaded forwarder.
 pub struct Reactor {
     poll: Poll,
     events: Events,
-    /// `None` once a shutdown has begun (dropping it closes the socket, refusing new clients).
-    listener: Option<TcpListener>,
-    local_addr: SocketAddr,
-    /// The listener had an edge that no accept has yet drained to WouldBlock.
-    listener_ready: bool,
+    /// Routes by slot: pairs and listener tokens name them by slot.
+    routes: Slab<Route>,
+    /// Uid of the next route.
+    next_route_uid: u64,
     /// Accepting is paused after fd exhaustion until then.
     accept_paused_until: Option<Instant>,
-    /// Stopped at `--max-connections` with the listener still ready (counted once per stop).
-    at_limit: bool,
     signals: Signals,
     pairs: Slab<Pair>,
-    /// Buffer pool and counters, lent to pairs while they run.
-    shared: Shared,
+    /// Health probes in flight.
+    probes: Slab<Probe>,
+    /// The thread for blocking work, when there is a file to reload or a host name to re-resolve.
+    worker: Option<Worker>,
+    /// Counters, lent to pairs while they run.
+    metrics: Metrics,
     /// The `--metrics` endpoint.
     metrics_server: Option<MetricsServer>,
     /// The `--stats-interval` log line.
     stats: Option<StatsTicker>,
     timers: Timers,
+    /// The configuration in force: the one started with, or the last one a reload accepted.
     config: Config,
-    deadlines: Deadlines,
-    options: StreamOptions,
-    /// Bytes one pair may read per wakeup before it must yield.
-    pair_budget: usize,
+    /// What a reloaded file falls back on.
+    defaults: Defaults,
     /// Id (and token generation) of the next pair.
     next_id: u32,
     /// Pairs that yielded with work left: run again before the loop sleeps.
@@ -105,20 +149,14 @@ pub struct Reactor {
 }
 
 impl Reactor {
-    /// Binds the listener and sets up polling. Errors are start failures for `main` to report.
-    pub fn new(config: Config) -> Result<Reactor, String> {
-        let mut listener = net::bind_listener(config.listen, config.backlog)
-            .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|err| format!("cannot read the listener's address: {err}"))?;
+    /// Binds every route's listeners and sets up polling. Errors are start failures for `main` to report.
+    pub fn new(config: Config, defaults: Defaults) -> Result<Reactor, String> {
         let poll = Poll::new().map_err(|err| format!("cannot create the poller: {err}"))?;
-        let mut signals = Signals::new([SIGTERM, SIGINT])
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
             .map_err(|err| format!("cannot install signal handlers: {err}"))?;
         let registry = poll.registry();
         registry
-            .register(&mut listener, token::LISTENER, Interest::READABLE)
-            .and_then(|()| registry.register(&mut signals, token::SIGNALS, Interest::READABLE))
+            .register(&mut signals, token::SIGNALS, Interest::READABLE)
             .map_err(|err| format!("cannot register with the poller: {err}"))?;
         let metrics_server = config
             .metrics
@@ -127,50 +165,62 @@ impl Reactor {
                     .map_err(|err| format!("cannot listen for metrics on {addr}: {err}"))
             })
             .transpose()?;
+        let needs_worker =
+            config.file.is_some() || config.routes.iter().any(|r| r.resolve_interval.is_some());
+        let worker = if needs_worker {
+            let waker = Waker::new(registry, token::WAKER)
+                .map_err(|err| format!("cannot create the resolver's waker: {err}"))?;
+            Some(
+                Worker::spawn(waker)
+                    .map_err(|err| format!("cannot start the resolver thread: {err}"))?,
+            )
+        } else {
+            None
+        };
         let now = Instant::now();
-        let deadlines = Deadlines {
-            connect: config.connect_timeout,
-            idle: config.idle_timeout,
-            fin: config.fin_timeout,
-        };
-        let options = StreamOptions {
-            nodelay: config.nodelay,
-            keepalive: config.keepalive,
-        };
-        Ok(Reactor {
+        let mut reactor = Reactor {
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
-            listener: Some(listener),
-            local_addr,
-            listener_ready: false,
+            routes: Slab::new(),
+            next_route_uid: 1,
             accept_paused_until: None,
-            at_limit: false,
             signals,
             pairs: Slab::new(),
-            shared: Shared {
-                pool: BufPool::new(config.buffer_size),
-                metrics: Metrics::default(),
-            },
+            probes: Slab::new(),
+            worker,
+            metrics: Metrics::default(),
             metrics_server,
             stats: config
                 .stats_interval
                 .map(|interval| StatsTicker::new(interval, now)),
             timers: Timers::new(),
-            pair_budget: (4 * config.buffer_size).max(MIN_PAIR_BUDGET),
-            deadlines,
-            options,
-            config,
+            config: config.clone(),
+            defaults,
             next_id: 1,
             yielded: Vec::new(),
             drain: None,
             exhaustion_warning: Throttle::new(Duration::from_secs(5)),
             now,
-        })
+        };
+        for route in config.routes {
+            let listeners = route
+                .listen
+                .iter()
+                .map(|addr| Listener::bind(*addr, route.backlog))
+                .collect::<Result<Vec<_>, _>>()?;
+            reactor.insert_route(route, listeners)?;
+        }
+        Ok(reactor)
     }
 
-    /// The address the listener is bound to (the real port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// One `listening on ADDR route=...` line per listener, the first route's first listener first.
+    pub fn start_lines(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .flat_map(|(_, route)| {
+                (0..route.listeners.len()).filter_map(|index| route.describe_listener(index))
+            })
+            .collect()
     }
 
     /// The address the metrics endpoint is bound to, if there is one.
@@ -191,7 +241,7 @@ impl Reactor {
                 return Err(err);
             }
             self.now = Instant::now();
-            let work_before = self.shared.metrics.work_done();
+            let work_before = self.metrics.work_done();
             let events = self.dispatch_events();
             self.run_yielded();
             self.fire_timers();
@@ -205,14 +255,23 @@ impl Reactor {
 
     /// Zero when work is queued; else until the nearest deadline; else `None` (block indefinitely).
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.yielded.is_empty() || self.can_accept() {
+        if !self.yielded.is_empty() || self.any_accept_ready() {
             return Some(Duration::ZERO);
         }
+        let rounds = self
+            .routes
+            .iter()
+            .filter(|(_, route)| !route.draining)
+            .flat_map(|(_, route)| [route.next_probe, route.next_resolve])
+            .flatten()
+            .min();
         [
             self.timers.next_deadline(),
             self.accept_paused_until,
             self.drain.as_ref().map(|drain| drain.deadline),
             self.stats.as_ref().map(|stats| stats.next),
+            rounds,
+            self.probes.iter().map(|(_, probe)| probe.deadline).min(),
         ]
         .into_iter()
         .flatten()
@@ -233,10 +292,12 @@ impl Reactor {
                 trace_event(target, Event::from(event));
             }
             match target {
-                Target::Listener => self.listener_ready = true,
+                Target::Listener { route, index } => self.on_listener_event(route, index),
                 Target::Signals => self.on_signals(),
                 Target::Metrics => self.with_metrics_server(|server, _| server.on_listener_event()),
+                Target::Waker => self.on_waker(),
                 Target::Scrape(slot) => self.on_scrape_event(slot),
+                Target::Probe(slot) => self.on_probe_event(slot),
                 Target::Pair(pair) => self.on_pair_event(pair, Event::from(event)),
             }
         }
@@ -246,7 +307,7 @@ impl Reactor {
 
     /// Counts one loop turn: a turn whose events led to no work at all was a spurious wakeup.
     fn count_turn(&mut self, events: usize, work_before: u64) {
-        let metrics = &mut self.shared.metrics;
+        let metrics = &mut self.metrics;
         metrics.polls += 1;
         metrics.events += events as u64;
         metrics.events_per_poll.record(events as u64);
@@ -256,7 +317,7 @@ impl Reactor {
         if let Some(stats) = self.stats.as_mut().filter(|stats| stats.next <= self.now) {
             info!(
                 "{}",
-                stats.report(&self.shared.metrics, self.pairs.len(), self.now)
+                stats.report(&self.metrics, self.pairs.len(), self.now)
             );
         }
     }
@@ -271,14 +332,33 @@ impl Reactor {
         let Some(server) = self.metrics_server.as_mut() else {
             return;
         };
-        let (metrics, open) = (&mut self.shared.metrics, self.pairs.len());
+        let (metrics, routes, open) = (&mut self.metrics, &self.routes, self.pairs.len());
         let finished = server.on_scrape_event(slot, || {
             let mut body = String::with_capacity(8192);
             metrics.render(open, &mut body);
+            // Draining routes are left out: a replaced route and its successor share a name.
+            let rows = routes
+                .iter()
+                .filter(|(_, route)| !route.draining)
+                .flat_map(|(_, route)| route.upstream_rows());
+            metrics::render_upstreams(rows, &mut body);
             body
         });
         if finished {
             metrics.scrapes += 1;
+        }
+    }
+
+    /// Notes a listener's edge; accepts happen after the batch. An event for a token whose listener moved
+    /// or closed during a reload earlier in the batch at worst marks a listener ready that is not: its
+    /// next accept says WouldBlock and clears the bit.
+    fn on_listener_event(&mut self, route: usize, index: usize) {
+        if let Some(listener) = self
+            .routes
+            .get_mut(route)
+            .and_then(|route| route.listeners.get_mut(index))
+        {
+            listener.ready = true;
         }
     }
 
@@ -294,21 +374,34 @@ impl Reactor {
         if pair.id != generation {
             return; // a stale event for a pair that no longer exists; the slot was reused
         }
-        let outcome = pair.on_event(side, event, &mut self.shared, self.pair_budget, self.now);
+        let Some(route) = self.routes.get_mut(pair.route) else {
+            return; // cannot happen: a route outlives its pairs
+        };
+        let connecting = pair.phase() == Phase::Connecting;
+        let mut shared = Shared {
+            pool: &mut route.pool,
+            metrics: &mut self.metrics,
+        };
+        let outcome = pair.on_event(side, event, &mut shared, route.pair_budget, self.now);
+        if connecting && pair.phase() == Phase::Established {
+            route.connect_succeeded(pair.upstream_index, self.now);
+        }
         self.settle(slot, outcome);
     }
 
-    /// Acts on a pair's outcome: keep it (re-arming its timer), queue it to run again, or tear it down.
+    /// Acts on a pair's outcome: keep it (re-arming its timer), queue it to run again, fail over to
+    /// another upstream, or tear it down.
     fn settle(&mut self, slot: usize, outcome: Outcome) {
         match outcome {
             Outcome::Open => self.arm_timer(slot),
             Outcome::Yield => {
-                self.shared.metrics.budget_yields += 1;
+                self.metrics.budget_yields += 1;
                 if let Some(pair) = self.pairs.get(slot) {
                     self.yielded.push((slot, pair.id));
                 }
                 self.arm_timer(slot);
             }
+            Outcome::Close(cause) if cause.is_connect_failure() => self.failover(slot, cause),
             Outcome::Close(cause) => self.close_pair(slot, cause),
         }
     }
@@ -319,18 +412,29 @@ impl Reactor {
             let Some(pair) = self.pairs.get_mut(slot).filter(|pair| pair.id == id) else {
                 continue;
             };
-            let outcome = pair.run(&mut self.shared, self.pair_budget, self.now);
+            let Some(route) = self.routes.get_mut(pair.route) else {
+                continue;
+            };
+            let mut shared = Shared {
+                pool: &mut route.pool,
+                metrics: &mut self.metrics,
+            };
+            let outcome = pair.run(&mut shared, route.pair_budget, self.now);
             self.settle(slot, outcome);
         }
     }
 
     /// Makes sure the pair's next deadline is in the heap. Later deadlines (traffic extending an idle
-    /// timeout) are not pushed: the armed entry fires first and re-arms then.
+    /// timeout, a failover starting a new connect attempt) are not pushed: the armed entry fires first and
+    /// re-arms then.
     fn arm_timer(&mut self, slot: usize) {
         let Some(pair) = self.pairs.get_mut(slot) else {
             return;
         };
-        let Some((at, _)) = pair.deadline(&self.deadlines) else {
+        let Some(route) = self.routes.get(pair.route) else {
+            return;
+        };
+        let Some((at, _)) = pair.deadline(&route.deadlines) else {
             return;
         };
         if pair.armed.is_none_or(|armed| at < armed) {
@@ -352,7 +456,13 @@ impl Reactor {
                 continue; // the pair is gone, or an earlier deadline superseded this entry
             }
             pair.armed = None;
-            match pair.deadline(&self.deadlines) {
+            let Some(route) = self.routes.get(pair.route) else {
+                continue;
+            };
+            match pair.deadline(&route.deadlines) {
+                Some((at, cause)) if at <= self.now && cause.is_connect_failure() => {
+                    self.failover(entry.slot, cause)
+                }
                 Some((at, cause)) if at <= self.now => self.close_pair(entry.slot, cause),
                 _ => self.arm_timer(entry.slot),
             }
@@ -370,33 +480,70 @@ impl Reactor {
         {
             self.cut_all();
         }
+        self.expire_probes();
+        self.start_probes();
+        self.start_resolves();
     }
 
-    fn can_accept(&self) -> bool {
-        self.listener.is_some()
-            && self.listener_ready
-            && self.accept_paused_until.is_none()
-            && self.pairs.len() < self.config.max_connections
+    fn any_accept_ready(&self) -> bool {
+        self.accept_paused_until.is_none()
+            && self.routes.iter().any(|(_, route)| {
+                route.below_limit() && route.listeners.iter().any(|listener| listener.ready)
+            })
     }
 
-    /// Accepts until WouldBlock, the connection limit, fd exhaustion or the per-turn cap.
+    fn can_accept(&self, route: usize, index: usize) -> bool {
+        self.accept_paused_until.is_none()
+            && self.routes.get(route).is_some_and(|route| {
+                route.below_limit()
+                    && route
+                        .listeners
+                        .get(index)
+                        .is_some_and(|listener| listener.ready)
+            })
+    }
+
+    /// Accepts on every ready listener.
     fn accept_ready(&mut self) {
         let now = self.now;
         self.with_metrics_server(|server, registry| server.accept(registry, now));
+        let ready: Vec<(usize, usize)> = self
+            .routes
+            .iter()
+            .flat_map(|(key, route)| {
+                route
+                    .listeners
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, listener)| listener.ready)
+                    .map(move |(index, _)| (key, index))
+            })
+            .collect();
+        for (route, index) in ready {
+            self.accept_from(route, index);
+        }
+    }
+
+    /// Accepts until WouldBlock, the route's connection limit, fd exhaustion or the per-turn cap.
+    fn accept_from(&mut self, route: usize, index: usize) {
         for _ in 0..ACCEPT_BUDGET {
-            if !self.can_accept() {
-                self.note_limit();
+            if !self.can_accept(route, index) {
+                self.note_limit(route);
                 return;
             }
-            let Some(listener) = self.listener.as_ref() else {
+            let Some(listener) = self
+                .routes
+                .get_mut(route)
+                .and_then(|route| route.listeners.get_mut(index))
+            else {
                 return;
             };
-            match listener.accept() {
+            match listener.socket.accept() {
                 Ok((stream, addr)) => {
-                    self.shared.metrics.accepts += 1;
-                    self.open_pair(stream, addr);
+                    self.metrics.accepts += 1;
+                    self.open_pair(route, stream, addr);
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => self.listener_ready = false,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => listener.ready = false,
                 Err(err)
                     if matches!(
                         err.kind(),
@@ -407,24 +554,27 @@ impl Reactor {
         }
     }
 
-    /// Counts a stop at `--max-connections` once, when it starts.
-    fn note_limit(&mut self) {
-        let at_limit = self.listener_ready && self.pairs.len() >= self.config.max_connections;
-        if at_limit && !self.at_limit {
-            self.shared.metrics.accept_pauses_limit += 1;
+    /// Counts a route's stop at its `max_connections` once, when it starts.
+    fn note_limit(&mut self, key: usize) {
+        let Some(route) = self.routes.get_mut(key) else {
+            return;
+        };
+        let at_limit = !route.below_limit() && route.listeners.iter().any(|l| l.ready);
+        if at_limit && !route.at_limit {
+            self.metrics.accept_pauses_limit += 1;
             debug!(
-                "at --max-connections ({}): clients wait in the backlog",
-                self.config.max_connections
+                "route {} at --max-connections ({}): clients wait in the backlog",
+                route.config.name, route.config.max_connections
             );
         }
-        self.at_limit = at_limit;
+        route.at_limit = at_limit;
     }
 
     /// Stops accepting for a short while after fd (or memory) exhaustion. Retrying at once would spin:
     /// the queued connection stays queued and the listener stays readable.
     fn pause_accepting(&mut self, err: &io::Error) {
         self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
-        self.shared.metrics.accept_pauses_exhausted += 1;
+        self.metrics.accept_pauses_exhausted += 1;
         if let Some(suppressed) = self.exhaustion_warning.allow(self.now) {
             let kind = if net::is_resource_exhaustion(err) {
                 "out of resources"
@@ -439,25 +589,37 @@ impl Reactor {
         }
     }
 
-    /// Starts the upstream connect for a new client and registers both sockets.
-    fn open_pair(&mut self, client: TcpStream, client_addr: SocketAddr) {
-        if let Err(err) = net::apply_options(&SockRef::from(&client), self.options) {
+    /// Starts the upstream connect for a new client of route `key` and registers both sockets.
+    fn open_pair(&mut self, key: usize, client: TcpStream, client_addr: SocketAddr) {
+        let now = self.now;
+        let Some(route) = self.routes.get_mut(key) else {
+            return;
+        };
+        if let Err(err) = net::apply_options(&SockRef::from(&client), route.options) {
             debug!("client={client_addr} dropped: cannot set socket options: {err}");
             return;
         }
-        let upstream = match net::start_connect(self.config.upstream, self.options) {
-            Ok(upstream) => upstream,
-            Err(err) => return self.refuse_client(client, client_addr, &err),
+        let (upstream, index, tried) = match route.connect(client_addr.ip(), 0, now) {
+            Ok(connect) => connect,
+            Err(failure) => return self.refuse_client(key, client, client_addr, failure),
         };
         let id = self.next_id;
         self.next_id = (self.next_id + 1) % GENERATION_MASK;
         let entry = self.pairs.vacant_entry();
         let slot = entry.key();
         if slot > MAX_SLOT {
+            route.release(index);
             warn!("client={client_addr} dropped: no token space left");
             return;
         }
-        let mut pair = Pair::new(id, client, client_addr, upstream, self.now);
+        let mut pair = Pair::new(
+            id,
+            (client, client_addr),
+            (upstream, index),
+            key,
+            tried,
+            now,
+        );
         // Register once for both directions, edge-triggered; interest is never changed afterwards.
         let both = Interest::READABLE | Interest::WRITABLE;
         let registry = self.poll.registry();
@@ -468,16 +630,26 @@ impl Reactor {
             });
         if let Err(err) = registered {
             // Nothing was inserted; dropping the pair closes both fds, which also removes them from epoll.
+            route.release(index);
             warn!("client={client_addr} dropped: cannot register with the poller: {err}");
             return;
         }
         entry.insert(pair);
-        self.shared.metrics.pairs_total += 1;
+        route.pairs += 1;
+        self.metrics.pairs_total += 1;
         self.arm_timer(slot);
     }
 
-    /// The upstream socket could not even be created or the connect failed at once: reset the client.
-    fn refuse_client(&mut self, client: TcpStream, client_addr: SocketAddr, err: &io::Error) {
+    /// No upstream connect could even be started (every socket call failed, or nothing was left to try):
+    /// reset the client.
+    fn refuse_client(
+        &mut self,
+        key: usize,
+        client: TcpStream,
+        client_addr: SocketAddr,
+        failure: NoUpstream,
+    ) {
+        let err = &failure.error;
         let cause = match err.kind() {
             io::ErrorKind::ConnectionRefused => Cause::ConnectRefused,
             _ => Cause::ConnectError,
@@ -486,8 +658,57 @@ impl Reactor {
             self.pause_accepting(err);
         }
         net::set_reset_on_close(&client);
-        self.shared.metrics.closes[cause as usize] += 1;
-        debug!("closed conn=- client={client_addr} cause={cause} c2u=0 u2c=0 duration=0ms error=\"{err}\"");
+        self.metrics.closes[cause as usize] += 1;
+        let route = self.routes.get(key);
+        let upstream = route
+            .zip(failure.last)
+            .and_then(|(route, index)| route.upstreams.get(index))
+            .map_or("-", |upstream| upstream.name.as_str());
+        debug!(
+            "closed conn=- client={client_addr} route={} upstream={upstream} cause={cause} c2u=0 u2c=0 duration=0ms error=\"{err}\"",
+            route.map_or("-", Route::name)
+        );
+    }
+
+    /// A pair's upstream connect failed (refused, error, or its deadline). The failure counts against
+    /// that upstream's health; then the route is asked for an upstream this client has not tried yet,
+    /// within its `connect_attempts`. The new socket is registered under the pair's upstream token (see
+    /// [`Pair::retry`] for why events of the closed one are harmless). With nothing left to try, the pair
+    /// is closed and the client reset, as with a single upstream.
+    fn failover(&mut self, slot: usize, cause: Cause) {
+        let now = self.now;
+        let Some(pair) = self.pairs.get_mut(slot) else {
+            return;
+        };
+        let Some(route) = self.routes.get_mut(pair.route) else {
+            return;
+        };
+        let failed = pair.upstream_index;
+        route.connect_failed(failed, now);
+        let (mut stream, index, tried) = match route.connect(pair.client_addr.ip(), pair.tried, now)
+        {
+            Ok(next) => next,
+            Err(_) => return self.close_pair(slot, cause),
+        };
+        let token = token_of(slot, Side::Upstream, pair.id);
+        let both = Interest::READABLE | Interest::WRITABLE;
+        if let Err(err) = self.poll.registry().register(&mut stream, token, both) {
+            route.release(index);
+            warn!("conn={} cannot register a failover connect: {err}", pair.id);
+            return self.close_pair(slot, cause);
+        }
+        debug!(
+            "conn={} route={} upstream={} {cause}: failing over to upstream={} (attempt {})",
+            pair.id,
+            route.config.name,
+            route.upstreams[failed].name,
+            route.upstreams[index].name,
+            tried.count_ones()
+        );
+        route.release(failed);
+        pair.retry(stream, index, tried, now);
+        self.metrics.failovers += 1;
+        self.arm_timer(slot);
     }
 
     /// Tears a pair down: storage back to the pool, RST where the cause calls for it, one log line.
@@ -497,22 +718,29 @@ impl Reactor {
         let Some(mut pair) = self.pairs.try_remove(slot) else {
             return;
         };
-        pair.release(&mut self.shared.pool);
-        self.shared.metrics.closes[cause as usize] += 1;
+        self.metrics.closes[cause as usize] += 1;
         if cause.resets() {
             net::set_reset_on_close(&pair.client);
             net::set_reset_on_close(&pair.upstream);
         }
-        if log::log_enabled!(log::Level::Debug) {
-            let (c2u, u2c) = pair.bytes();
-            let (reads, writes) = pair.syscalls();
-            debug!(
-                "closed conn={} client={} cause={cause} c2u={c2u} u2c={u2c} duration={}ms reads={reads} writes={writes}",
-                pair.id,
-                pair.client_addr,
-                self.now.duration_since(pair.started).as_millis()
-            );
+        if let Some(route) = self.routes.get_mut(pair.route) {
+            pair.release(&mut route.pool);
+            route.pairs -= 1;
+            route.release(pair.upstream_index);
+            if log::log_enabled!(log::Level::Debug) {
+                let (c2u, u2c) = pair.bytes();
+                let (reads, writes) = pair.syscalls();
+                debug!(
+                    "closed conn={} client={} route={} upstream={} cause={cause} c2u={c2u} u2c={u2c} duration={}ms reads={reads} writes={writes}",
+                    pair.id,
+                    pair.client_addr,
+                    route.config.name,
+                    route.upstreams[pair.upstream_index].name,
+                    self.now.duration_since(pair.started).as_millis()
+                );
+            }
         }
+        self.remove_if_drained(pair.route);
         if let Some(drain) = self.drain.as_mut() {
             if cause == Cause::Shutdown {
                 drain.cut += 1;
@@ -522,9 +750,25 @@ impl Reactor {
         }
     }
 
+    /// Drops a route that a reload removed once its last pair is gone.
+    fn remove_if_drained(&mut self, key: usize) {
+        if self
+            .routes
+            .get(key)
+            .is_some_and(|route| route.draining && route.pairs == 0)
+        {
+            let route = self.routes.remove(key);
+            info!("route {}: drained, removed", route.config.name);
+        }
+    }
+
     fn on_signals(&mut self) {
         let received: Vec<i32> = self.signals.pending().collect();
         for signal in received {
+            if signal == SIGHUP {
+                self.request_reload();
+                continue;
+            }
             let name = if signal == SIGINT {
                 "SIGINT"
             } else {
@@ -543,10 +787,11 @@ impl Reactor {
         }
     }
 
-    /// Stops accepting (closing the listener refuses new clients) and lets live pairs finish.
+    /// Stops accepting (closing the listeners refuses new clients) and lets live pairs finish.
     fn begin_shutdown(&mut self, signal: &str) {
-        self.listener = None;
-        self.listener_ready = false;
+        for (_, route) in self.routes.iter_mut() {
+            route.listeners.clear();
+        }
         info!(
             "{signal}: shutting down, stopped accepting; waiting up to {}ms for {} live pairs",
             self.config.shutdown_timeout.as_millis(),
@@ -583,6 +828,460 @@ impl Reactor {
             drain.drained, drain.cut
         );
         Some(if forced { Exit::Forced } else { Exit::Graceful })
+    }
+
+    // ---- Health probes ---------------------------------------------------------------------------
+
+    /// Starts a probe round on every route whose `health_interval` has come round: one non-blocking
+    /// connect per upstream that has no probe in flight.
+    fn start_probes(&mut self) {
+        let now = self.now;
+        let due: Vec<usize> = self
+            .routes
+            .iter()
+            .filter(|(_, route)| !route.draining && route.next_probe.is_some_and(|at| at <= now))
+            .map(|(key, _)| key)
+            .collect();
+        for key in due {
+            let Some(route) = self.routes.get_mut(key) else {
+                continue;
+            };
+            route.next_probe = route.config.health_interval.map(|interval| now + interval);
+            for index in 0..route.upstreams.len() {
+                if route.upstreams[index].probing || self.probes.len() >= MAX_PROBES {
+                    continue;
+                }
+                let mut stream =
+                    match net::start_connect(route.upstreams[index].addr, route.options) {
+                        Ok(stream) => stream,
+                        Err(err) => {
+                            debug!(
+                                "probe route={} upstream={} failed: {err}",
+                                route.config.name, route.upstreams[index].name
+                            );
+                            route.connect_failed(index, now);
+                            continue;
+                        }
+                    };
+                let entry = self.probes.vacant_entry();
+                let both = Interest::READABLE | Interest::WRITABLE;
+                if let Err(err) = self.poll.registry().register(
+                    &mut stream,
+                    token::probe_token(entry.key()),
+                    both,
+                ) {
+                    warn!("cannot register a health probe: {err}");
+                    continue;
+                }
+                route.upstreams[index].probing = true;
+                entry.insert(Probe {
+                    stream,
+                    route: key,
+                    uid: route.uid,
+                    upstream: index,
+                    deadline: now + route.config.health_timeout,
+                });
+            }
+        }
+    }
+
+    /// A probe's socket had an event: done if the connect resolved either way. Probe slots are freed
+    /// during the batch but only reused after it (probes start in [`Self::fire_timers`]), and a closed
+    /// socket gets no further events, so a probe token is never stale.
+    fn on_probe_event(&mut self, slot: usize) {
+        let Some(probe) = self.probes.get(slot) else {
+            return;
+        };
+        let ok = match net::connect_result(&probe.stream) {
+            ConnectState::Pending => return,
+            ConnectState::Connected => true,
+            ConnectState::Failed(err) => {
+                trace!("probe slot={slot} failed: {err}");
+                false
+            }
+        };
+        let probe = self.probes.remove(slot);
+        self.probe_done(probe, ok);
+    }
+
+    /// Probes past their `health_timeout` count as failures.
+    fn expire_probes(&mut self) {
+        let now = self.now;
+        let expired: Vec<usize> = self
+            .probes
+            .iter()
+            .filter(|(_, probe)| probe.deadline <= now)
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in expired {
+            let probe = self.probes.remove(slot);
+            self.probe_done(probe, false);
+        }
+    }
+
+    /// Reports a finished probe to its upstream's health; dropping the probe closes its socket.
+    fn probe_done(&mut self, probe: Probe, ok: bool) {
+        let now = self.now;
+        let Some(route) = self
+            .routes
+            .get_mut(probe.route)
+            .filter(|route| route.uid == probe.uid)
+        else {
+            return; // the route was replaced or removed meanwhile
+        };
+        let Some(upstream) = route.upstreams.get_mut(probe.upstream) else {
+            return;
+        };
+        upstream.probing = false;
+        trace!(
+            "probe route={} upstream={} ok={ok}",
+            route.config.name,
+            upstream.name
+        );
+        if ok {
+            route.connect_succeeded(probe.upstream, now);
+        } else {
+            route.connect_failed(probe.upstream, now);
+        }
+    }
+
+    // ---- Re-resolution and reload: work done by the resolver thread --------------------------------
+
+    /// Sends the host-name upstreams of every route whose `resolve_interval` has come round to the
+    /// resolver thread (one job per route at a time).
+    fn start_resolves(&mut self) {
+        let now = self.now;
+        let Some(worker) = self.worker.as_ref() else {
+            return;
+        };
+        for (key, route) in self.routes.iter_mut() {
+            let (Some(at), Some(interval)) = (route.next_resolve, route.config.resolve_interval)
+            else {
+                continue;
+            };
+            if route.draining || at > now {
+                continue;
+            }
+            route.next_resolve = Some(now + interval);
+            if route.resolving {
+                continue;
+            }
+            let names: Vec<(usize, String)> = route
+                .upstreams
+                .iter()
+                .enumerate()
+                .filter(|(_, upstream)| config::is_host_name(&upstream.name))
+                .map(|(index, upstream)| (index, upstream.name.clone()))
+                .collect();
+            route.resolving = !names.is_empty()
+                && worker.submit(Job::Resolve {
+                    route: key,
+                    uid: route.uid,
+                    names,
+                });
+        }
+    }
+
+    /// The resolver thread has answers.
+    fn on_waker(&mut self) {
+        let answers: Vec<Answer> = match self.worker.as_ref() {
+            Some(worker) => worker.answers().collect(),
+            None => return,
+        };
+        for answer in answers {
+            match answer {
+                Answer::Resolved { route, uid, addrs } => self.apply_resolution(route, uid, addrs),
+                Answer::Reloaded(result) => match *result {
+                    Ok(config) => self.reload(config),
+                    Err(err) => self.reload_rejected(err.message()),
+                },
+            }
+        }
+    }
+
+    /// New addresses apply to new connections; live pairs keep the socket they have.
+    fn apply_resolution(
+        &mut self,
+        key: usize,
+        uid: u64,
+        addrs: Vec<(usize, Result<SocketAddr, String>)>,
+    ) {
+        let Some(route) = self.routes.get_mut(key).filter(|route| route.uid == uid) else {
+            return;
+        };
+        route.resolving = false;
+        for (index, result) in addrs {
+            let Some(upstream) = route.upstreams.get_mut(index) else {
+                continue;
+            };
+            match result {
+                Ok(addr) if addr != upstream.addr => {
+                    info!(
+                        "upstream {} of route {} now resolves to {addr} (was {})",
+                        upstream.name, route.config.name, upstream.addr
+                    );
+                    upstream.addr = addr;
+                }
+                Ok(_) => {}
+                Err(err) => warn!(
+                    "route {}: {err}; keeping {}",
+                    route.config.name, upstream.addr
+                ),
+            }
+        }
+    }
+
+    /// SIGHUP: the file is read, validated and resolved by the resolver thread; the answer comes back
+    /// through [`Self::on_waker`].
+    fn request_reload(&mut self) {
+        let Some(path) = self.config.file.clone() else {
+            warn!("SIGHUP ignored: no --config file to reload");
+            return;
+        };
+        info!("SIGHUP: reloading {}", path.display());
+        let job = Job::Reload {
+            path,
+            defaults: self.defaults,
+        };
+        if !self
+            .worker
+            .as_ref()
+            .is_some_and(|worker| worker.submit(job))
+        {
+            self.reload_rejected("the resolver thread is gone");
+        }
+    }
+
+    fn reload_rejected(&mut self, message: &str) {
+        self.metrics.reloads_rejected += 1;
+        error!("reload rejected, keeping the running configuration: {message}");
+    }
+
+    /// Applies a validated configuration without cutting a connection:
+    /// - routes are matched to running ones by name, or by listen addresses when unnamed;
+    /// - an unchanged route is left alone;
+    /// - a changed route is replaced by a new one (new settings, new pool) that takes over the listeners
+    ///   for addresses it keeps, and the old route drains: it accepts nothing more and goes away with its
+    ///   last pair; upstreams in both keep their health;
+    /// - a new route binds its addresses; a removed route closes its listeners and drains.
+    ///
+    /// Every new address is bound before anything changes, so a bind failure rejects the reload whole.
+    fn reload(&mut self, new: Config) {
+        if self.drain.is_some() {
+            info!("reload ignored: shutting down");
+            return;
+        }
+        let matches = self.match_routes(&new.routes);
+        let matched: HashSet<usize> = matches
+            .iter()
+            .filter_map(|m| match m {
+                Match::Kept(key) | Match::Changed(key) => Some(*key),
+                Match::Added => None,
+            })
+            .collect();
+        let replaced: Vec<usize> = matches
+            .iter()
+            .filter_map(|m| match m {
+                Match::Changed(key) => Some(*key),
+                _ => None,
+            })
+            .collect();
+        let removed: Vec<usize> = self
+            .routes
+            .iter()
+            .filter(|(key, route)| !route.draining && !matched.contains(key))
+            .map(|(key, _)| key)
+            .collect();
+        let building = matches
+            .iter()
+            .filter(|m| !matches!(m, Match::Kept(_)))
+            .count();
+        if self.routes.len() + building > MAX_ROUTES {
+            return self.reload_rejected(&format!(
+                "more than {MAX_ROUTES} routes would be alive (draining ones count)"
+            ));
+        }
+        let retiring: Vec<usize> = replaced.iter().chain(&removed).copied().collect();
+        let sources = match self.gather_listeners(&new.routes, &matches, &retiring) {
+            Ok(sources) => sources,
+            Err(message) => return self.reload_rejected(&message),
+        };
+        // From here on nothing fails as a whole.
+        let mut taken = self.retire(&retiring);
+        for ((route, found), sources) in new.routes.iter().zip(&matches).zip(sources) {
+            if let Match::Kept(_) = found {
+                continue;
+            }
+            let listeners = sources
+                .into_iter()
+                .filter_map(|source| match source {
+                    Source::Moved(key, index) => taken.remove(&(key, index)),
+                    Source::Bound(listener) => Some(listener),
+                })
+                .collect();
+            let key = match self.insert_route(route.clone(), listeners) {
+                Ok(key) => key,
+                Err(message) => {
+                    error!("reload: route {} not started: {message}", route.name);
+                    continue;
+                }
+            };
+            if let Match::Changed(old) = found {
+                if let Some((fresh, previous)) = self.routes.get2_mut(key, *old) {
+                    fresh.inherit_health(previous);
+                }
+            }
+            if let Some(fresh) = self.routes.get(key) {
+                for index in 0..fresh.listeners.len() {
+                    if let Some(line) = fresh.describe_listener(index) {
+                        info!("{line}");
+                    }
+                }
+            }
+        }
+        drop(taken); // listeners no route asked for: closing them refuses new clients there
+        for key in &removed {
+            if let Some(route) = self.routes.get(*key) {
+                info!(
+                    "route {}: removed; {} connections draining",
+                    route.config.name, route.pairs
+                );
+            }
+        }
+        for key in retiring {
+            self.remove_if_drained(key);
+        }
+        self.adopt_globals(new);
+        self.metrics.reloads_ok += 1;
+        info!(
+            "reload: {} routes (+{} -{} ~{})",
+            matches.len(),
+            matches.iter().filter(|m| matches!(m, Match::Added)).count(),
+            removed.len(),
+            replaced.len()
+        );
+    }
+
+    /// Pairs each new route with the running route it continues, if any.
+    fn match_routes(&self, new: &[RouteConfig]) -> Vec<Match> {
+        let mut used = HashSet::new();
+        new.iter()
+            .map(|config| {
+                let found = self
+                    .routes
+                    .iter()
+                    .filter(|(key, route)| !route.draining && !used.contains(key))
+                    .find(|(_, route)| route::same_route(&route.config, config));
+                match found {
+                    Some((key, route)) => {
+                        used.insert(key);
+                        if route.config == *config {
+                            Match::Kept(key)
+                        } else {
+                            Match::Changed(key)
+                        }
+                    }
+                    None => Match::Added,
+                }
+            })
+            .collect()
+    }
+
+    /// For every route to build, where each of its listeners comes from: taken over from a retiring route
+    /// that listens on the same (requested) address, or bound now. Returns an error, having closed what
+    /// it bound, if a bind fails.
+    fn gather_listeners(
+        &self,
+        routes: &[RouteConfig],
+        matches: &[Match],
+        retiring: &[usize],
+    ) -> Result<Vec<Vec<Source>>, String> {
+        let mut spare: Vec<(usize, usize, SocketAddr)> = retiring
+            .iter()
+            .filter_map(|key| self.routes.get(*key).map(|route| (*key, route)))
+            .flat_map(|(key, route)| {
+                route
+                    .listeners
+                    .iter()
+                    .enumerate()
+                    .map(move |(index, listener)| (key, index, listener.requested))
+            })
+            .collect();
+        let mut all = Vec::with_capacity(routes.len());
+        for (route, found) in routes.iter().zip(matches) {
+            let mut sources = Vec::new();
+            if !matches!(found, Match::Kept(_)) {
+                for addr in &route.listen {
+                    match spare.iter().position(|(_, _, requested)| requested == addr) {
+                        Some(at) => {
+                            let (key, index, _) = spare.swap_remove(at);
+                            sources.push(Source::Moved(key, index));
+                        }
+                        None => sources.push(Source::Bound(Listener::bind(*addr, route.backlog)?)),
+                    }
+                }
+            }
+            all.push(sources);
+        }
+        Ok(all)
+    }
+
+    /// Marks routes as draining and takes their listeners out (deregistered, still open), keyed by
+    /// (route slot, listener index), for new routes to take over.
+    fn retire(&mut self, keys: &[usize]) -> HashMap<(usize, usize), Listener> {
+        let mut taken = HashMap::new();
+        for key in keys {
+            let Some(route) = self.routes.get_mut(*key) else {
+                continue;
+            };
+            route.draining = true;
+            for (index, mut listener) in
+                std::mem::take(&mut route.listeners).into_iter().enumerate()
+            {
+                // Failure means it was not registered, which is what we want anyway.
+                let _ = self.poll.registry().deregister(&mut listener.socket);
+                taken.insert((*key, index), listener);
+            }
+        }
+        taken
+    }
+
+    /// Adds a route and registers its listeners under their tokens. Each listener is marked ready: one
+    /// taken over from another route may hold queued connections whose edge was already consumed.
+    fn insert_route(
+        &mut self,
+        config: RouteConfig,
+        mut listeners: Vec<Listener>,
+    ) -> Result<usize, String> {
+        if self.routes.len() >= MAX_ROUTES {
+            return Err(format!("more than {MAX_ROUTES} routes"));
+        }
+        let entry = self.routes.vacant_entry();
+        let key = entry.key();
+        let registry = self.poll.registry();
+        for (index, listener) in listeners.iter_mut().enumerate() {
+            registry
+                .register(
+                    &mut listener.socket,
+                    token::listener_token(key, index),
+                    Interest::READABLE,
+                )
+                .map_err(|err| format!("cannot register listener {}: {err}", listener.local))?;
+            listener.ready = true;
+        }
+        entry.insert(Route::new(self.next_route_uid, config, listeners, self.now));
+        self.next_route_uid += 1;
+        Ok(key)
+    }
+
+    /// The settings that are not per route: `shutdown_timeout` applies at once; the metrics endpoint and
+    /// the stats line are set up at start only.
+    fn adopt_globals(&mut self, new: Config) {
+        if new.metrics != self.config.metrics || new.stats_interval != self.config.stats_interval {
+            warn!("reload: changes to metrics and stats_interval take effect at the next restart");
+        }
+        self.config.shutdown_timeout = new.shutdown_timeout;
+        self.config.routes = new.routes;
     }
 }
 

@@ -1,5 +1,5 @@
-//! The mapping between `mio::Token` and what it names: a listener, the signal pipe, a metrics scrape, or
-//! one side of one pair.
+//! The mapping between `mio::Token` and what it names: a route's listener, the signal pipe, the resolver's
+//! waker, a metrics scrape, a health probe, or one side of one pair.
 //!
 //! A pair token carries the slab slot, the side, and the pair's generation. The generation is what makes
 //! stale tokens harmless: when a pair is torn down while later events of the same `epoll_wait` batch still
@@ -8,14 +8,20 @@
 
 use mio::Token;
 
-/// The listener's token.
-pub const LISTENER: Token = Token(usize::MAX);
 /// The signal pipe's token.
 pub const SIGNALS: Token = Token(usize::MAX - 1);
 /// The `--metrics` listener's token.
 pub const METRICS: Token = Token(usize::MAX - 2);
+/// The resolver thread's waker.
+pub const WAKER: Token = Token(usize::MAX - 3);
 /// Most metrics scrapes served at once.
 pub const MAX_SCRAPES: usize = 64;
+/// Most health probes in flight at once.
+pub const MAX_PROBES: usize = 4096;
+/// Most routes alive at once, draining ones included.
+pub const MAX_ROUTES: usize = 1024;
+/// Most listeners per route.
+pub const MAX_LISTENERS: usize = 16;
 
 /// Which socket of a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,17 +51,32 @@ pub const GENERATION_MASK: u32 = if GENERATION_BITS >= 32 {
 /// Largest slab slot a token can address.
 pub const MAX_SLOT: usize = (1usize << (usize::BITS - GENERATION_BITS - 1)) - 1;
 /// Lowest reserved token. Pair generations never reach `GENERATION_MASK` (the reactor wraps below it),
-/// so every pair token is smaller than this.
+/// so every pair token is smaller than this. Above it: scrapes, then probes, then listeners, laid out so
+/// the whole range fits the 2^16 reserved values a 32-bit `usize` leaves.
 const RESERVED_FLOOR: usize = (GENERATION_MASK as usize) << (usize::BITS - GENERATION_BITS);
+/// Offset of the first probe token above the floor.
+const PROBE_BASE: usize = MAX_SCRAPES;
+/// Offset of the first listener token above the floor.
+const LISTENER_BASE: usize = PROBE_BASE + MAX_PROBES;
+/// One past the last listener token's offset; below the fixed tokens at the top of the range.
+const RESERVED_END: usize = LISTENER_BASE + MAX_ROUTES * MAX_LISTENERS;
+const _: () = assert!(RESERVED_END < (1 << 16) - 4);
 
 /// What a token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
-    Listener,
+    /// Listener `index` of the route in slab slot `route`.
+    Listener {
+        route: usize,
+        index: usize,
+    },
     Signals,
     Metrics,
+    Waker,
     /// A metrics scrape connection, by its slot.
     Scrape(usize),
+    /// A health probe, by its slot.
+    Probe(usize),
     Pair(PairToken),
 }
 
@@ -63,13 +84,33 @@ impl Target {
     /// Decodes any token the reactor registered.
     pub fn of(token: Token) -> Target {
         match token {
-            LISTENER => Target::Listener,
             SIGNALS => Target::Signals,
             METRICS => Target::Metrics,
-            Token(value) if value >= RESERVED_FLOOR => Target::Scrape(value - RESERVED_FLOOR),
+            WAKER => Target::Waker,
+            Token(value) if value >= RESERVED_FLOOR => match value - RESERVED_FLOOR {
+                offset if offset < PROBE_BASE => Target::Scrape(offset),
+                offset if offset < LISTENER_BASE => Target::Probe(offset - PROBE_BASE),
+                offset => Target::Listener {
+                    route: (offset - LISTENER_BASE) / MAX_LISTENERS,
+                    index: (offset - LISTENER_BASE) % MAX_LISTENERS,
+                },
+            },
             other => Target::Pair(PairToken::decode(other)),
         }
     }
+}
+
+/// The token of listener `index` (below [`MAX_LISTENERS`]) of the route in slot `route` (below
+/// [`MAX_ROUTES`]).
+pub fn listener_token(route: usize, index: usize) -> Token {
+    debug_assert!(route < MAX_ROUTES && index < MAX_LISTENERS);
+    Token(RESERVED_FLOOR + LISTENER_BASE + route * MAX_LISTENERS + index)
+}
+
+/// The token of health probe `slot` (below [`MAX_PROBES`]).
+pub fn probe_token(slot: usize) -> Token {
+    debug_assert!(slot < MAX_PROBES);
+    Token(RESERVED_FLOOR + PROBE_BASE + slot)
 }
 
 /// The token of metrics scrape connection `slot` (below [`MAX_SCRAPES`]).
@@ -136,9 +177,20 @@ mod tests {
 
     #[test]
     fn test_reserved_tokens_are_not_pairs() {
-        assert_eq!(Target::of(LISTENER), Target::Listener);
         assert_eq!(Target::of(SIGNALS), Target::Signals);
         assert_eq!(Target::of(METRICS), Target::Metrics);
+        assert_eq!(Target::of(WAKER), Target::Waker);
+        assert_eq!(Target::of(probe_token(0)), Target::Probe(0));
+        assert_eq!(
+            Target::of(probe_token(MAX_PROBES - 1)),
+            Target::Probe(MAX_PROBES - 1)
+        );
+        for (route, index) in [(0, 0), (3, 1), (MAX_ROUTES - 1, MAX_LISTENERS - 1)] {
+            assert_eq!(
+                Target::of(listener_token(route, index)),
+                Target::Listener { route, index }
+            );
+        }
         assert_eq!(Target::of(scrape_token(0)), Target::Scrape(0));
         assert_eq!(
             Target::of(scrape_token(MAX_SCRAPES - 1)),

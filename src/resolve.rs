@@ -1,0 +1,145 @@
+//! Blocking work kept off the event loop: resolving host names (`getaddrinfo` can take seconds) and, on
+//! SIGHUP, reading and resolving the `--config` file.
+//!
+//! One worker thread takes [`Job`]s from a channel and sends [`Answer`]s back; after each answer it wakes
+//! the loop through a `mio::Waker` (an eventfd on Linux), so the reactor sleeps in `epoll_wait` as usual
+//! and drains the answers when the waker's token comes up. The reactor never waits for the worker: a
+//! resolution that hangs only delays that route's next address update. When the reactor is dropped the job
+//! channel closes and the thread ends.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread;
+
+use log::warn;
+use mio::Waker;
+
+use crate::config::Config;
+use crate::file::{self, Defaults, FileError};
+
+/// Resolves `HOST:PORT`; the first address the resolver gives is the one used.
+pub fn first_address(host_port: &str) -> Result<SocketAddr, String> {
+    host_port
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve upstream '{host_port}': {err}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve upstream '{host_port}': no address"))
+}
+
+/// Work for the thread.
+#[derive(Debug)]
+pub enum Job {
+    /// Re-resolve these upstreams (index, `HOST:PORT`) of the route in slab slot `route`, whose unique id
+    /// is `uid` (slots are reused, ids are not).
+    Resolve {
+        route: usize,
+        uid: u64,
+        names: Vec<(usize, String)>,
+    },
+    /// Read, validate and resolve the config file.
+    Reload { path: PathBuf, defaults: Defaults },
+}
+
+/// What came back.
+#[derive(Debug)]
+pub enum Answer {
+    Resolved {
+        route: usize,
+        uid: u64,
+        addrs: Vec<(usize, Result<SocketAddr, String>)>,
+    },
+    Reloaded(Box<Result<Config, FileError>>),
+}
+
+/// The worker thread's two channel ends, as the reactor holds them.
+#[derive(Debug)]
+pub struct Worker {
+    jobs: Sender<Job>,
+    answers: Receiver<Answer>,
+}
+
+impl Worker {
+    /// Starts the thread; `waker` is rung after every answer.
+    pub fn spawn(waker: Waker) -> io::Result<Worker> {
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let (answer_tx, answers) = mpsc::channel();
+        thread::Builder::new()
+            .name("resolver".into())
+            .spawn(move || {
+                for job in job_rx {
+                    if answer_tx.send(run(job)).is_err() {
+                        return;
+                    }
+                    if let Err(err) = waker.wake() {
+                        warn!("resolver cannot wake the event loop: {err}");
+                    }
+                }
+            })?;
+        Ok(Worker { jobs, answers })
+    }
+
+    /// Queues a job; `false` if the thread is gone (it only ends when the reactor drops this handle, or
+    /// if it panicked).
+    pub fn submit(&self, job: Job) -> bool {
+        self.jobs.send(job).is_ok()
+    }
+
+    /// Answers that have arrived, without waiting.
+    pub fn answers(&self) -> impl Iterator<Item = Answer> + '_ {
+        self.answers.try_iter()
+    }
+}
+
+fn run(job: Job) -> Answer {
+    match job {
+        Job::Resolve { route, uid, names } => Answer::Resolved {
+            route,
+            uid,
+            addrs: names
+                .into_iter()
+                .map(|(index, name)| (index, first_address(&name)))
+                .collect(),
+        },
+        Job::Reload { path, defaults } => Answer::Reloaded(Box::new(file::load(&path, defaults))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll, Token};
+    use std::time::Duration;
+
+    #[test]
+    fn test_answers_arrive_with_a_wakeup() {
+        let mut poll = Poll::new().expect("poll");
+        let waker = Waker::new(poll.registry(), Token(7)).expect("waker");
+        let worker = Worker::spawn(waker).expect("spawn");
+        assert!(worker.submit(Job::Resolve {
+            route: 3,
+            uid: 9,
+            names: vec![
+                (0, "127.0.0.1:80".into()),
+                (1, "no-such-host.invalid:80".into())
+            ],
+        }));
+        let mut events = Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::from_secs(30)))
+            .expect("poll");
+        assert!(events.iter().any(|event| event.token() == Token(7)));
+        let answers: Vec<Answer> = worker.answers().collect();
+        match answers.as_slice() {
+            [Answer::Resolved {
+                route: 3,
+                uid: 9,
+                addrs,
+            }] => {
+                assert_eq!(addrs[0].1, Ok("127.0.0.1:80".parse().expect("addr")));
+                assert!(addrs[1].1.is_err());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

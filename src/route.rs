@@ -1,0 +1,435 @@
+//! A route: its listeners, its upstreams with their health and load, its balancer, its buffer pool and its
+//! settings. The reactor keeps routes in a slab; a pair names its route by slot, and the route outlives its
+//! pairs: a route removed (or replaced) by a reload stops accepting and is kept, "draining", until its last
+//! pair closes, so a pair always finds its pool, its deadlines and its upstream's counters.
+//!
+//! The route owns sockets (its listeners, and the upstream connects it starts) but never registers them:
+//! that is the reactor's job. Everything here is bookkeeping: which upstream next, what a success or a
+//! failure does to its health, and the log lines that go with those changes.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use mio::net::{TcpListener, TcpStream};
+
+use crate::balance::{Balancer, Candidate};
+use crate::config::RouteConfig;
+use crate::health::{Change, Health};
+use crate::metrics::UpstreamRow;
+use crate::net::{self, StreamOptions};
+use crate::pair::Deadlines;
+use crate::ring::BufPool;
+use crate::throttle::Throttle;
+
+/// Floor of the per-wakeup byte budget of one pair.
+const MIN_PAIR_BUDGET: usize = 1 << 20;
+/// How often the "all upstreams are down" warning may repeat.
+const ALL_DOWN_WARNING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A bound listening socket.
+#[derive(Debug)]
+pub struct Listener {
+    pub socket: TcpListener,
+    /// The address the config asked for (port 0 stays 0 here): what a reload matches on.
+    pub requested: SocketAddr,
+    /// The address actually bound.
+    pub local: SocketAddr,
+    /// An edge arrived that no accept has drained to WouldBlock yet.
+    pub ready: bool,
+}
+
+impl Listener {
+    /// Binds `requested` with `backlog`; the error names the address.
+    pub fn bind(requested: SocketAddr, backlog: i32) -> Result<Listener, String> {
+        let socket = net::bind_listener(requested, backlog)
+            .map_err(|err| format!("cannot listen on {requested}: {err}"))?;
+        let local = socket
+            .local_addr()
+            .map_err(|err| format!("cannot read the address of listener {requested}: {err}"))?;
+        Ok(Listener {
+            socket,
+            requested,
+            local,
+            ready: false,
+        })
+    }
+}
+
+/// One upstream of a route, with what the balancer and health checking know about it.
+#[derive(Debug)]
+pub struct Upstream {
+    /// `HOST:PORT` as written.
+    pub name: String,
+    /// Where connects go now (re-resolution may change it).
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub health: Health,
+    /// Pairs connected or connecting to it.
+    pub active: usize,
+    /// Connects and probes that failed, since start (carried over by reloads).
+    pub connect_failures: u64,
+    /// A health probe is in flight.
+    pub probing: bool,
+}
+
+/// Why [`Route::connect`] found no upstream.
+#[derive(Debug)]
+pub struct NoUpstream {
+    /// The last upstream tried, if any.
+    pub last: Option<usize>,
+    pub error: io::Error,
+}
+
+/// A route and its running state.
+#[derive(Debug)]
+pub struct Route {
+    /// Unique over the process's life (slab slots are reused): answers from the resolver carry it.
+    pub uid: u64,
+    pub config: RouteConfig,
+    /// Bound listeners; empty once the route drains or a shutdown begins.
+    pub listeners: Vec<Listener>,
+    pub upstreams: Vec<Upstream>,
+    balancer: Balancer,
+    /// Ring storage for this route's pairs (rings are `buffer_size` long, so each route has its own).
+    pub pool: BufPool,
+    pub deadlines: Deadlines,
+    pub options: StreamOptions,
+    /// Bytes one pair may read per wakeup before it must yield.
+    pub pair_budget: usize,
+    /// Pairs open.
+    pub pairs: usize,
+    /// Removed by a reload: accepts nothing, goes away with its last pair.
+    pub draining: bool,
+    /// Stopped at `max_connections` with a listener still ready (counted once per stop).
+    pub at_limit: bool,
+    all_down_warning: Throttle,
+    /// When the next round of health probes is due.
+    pub next_probe: Option<Instant>,
+    /// When host-name upstreams are next re-resolved.
+    pub next_resolve: Option<Instant>,
+    /// A resolution job is with the resolver thread.
+    pub resolving: bool,
+}
+
+impl Route {
+    /// A route over `config`, accepting on `listeners` (already bound, not yet registered).
+    pub fn new(uid: u64, config: RouteConfig, listeners: Vec<Listener>, now: Instant) -> Route {
+        let seed = now.elapsed().as_nanos() as u64
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(uid, |d| d.as_nanos() as u64)
+            ^ uid;
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| Upstream {
+                name: u.name.clone(),
+                addr: u.addr,
+                weight: u.weight,
+                health: Health::default(),
+                active: 0,
+                connect_failures: 0,
+                probing: false,
+            })
+            .collect::<Vec<_>>();
+        Route {
+            uid,
+            balancer: Balancer::new(config.balance, upstreams.len(), seed),
+            upstreams,
+            pool: BufPool::new(config.buffer_size),
+            deadlines: Deadlines {
+                connect: config.connect_timeout,
+                idle: config.idle_timeout,
+                fin: config.fin_timeout,
+            },
+            options: StreamOptions {
+                nodelay: config.nodelay,
+                keepalive: config.keepalive,
+            },
+            pair_budget: (4 * config.buffer_size).max(MIN_PAIR_BUDGET),
+            pairs: 0,
+            draining: false,
+            at_limit: false,
+            all_down_warning: Throttle::new(ALL_DOWN_WARNING_INTERVAL),
+            next_probe: config.health_interval.map(|_| now),
+            next_resolve: config.resolve_interval.map(|interval| now + interval),
+            resolving: false,
+            listeners,
+            config,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Below `max_connections`.
+    pub fn below_limit(&self) -> bool {
+        self.pairs < self.config.max_connections
+    }
+
+    /// Picks an upstream for a client from `client` that has not been tried yet (`tried` is a bit mask),
+    /// and starts a non-blocking connect to it. An upstream whose connect fails at once (the socket call
+    /// itself failed) counts as tried and failed, and the next is picked, up to `connect_attempts` in all.
+    /// On success the upstream's `active` count includes the new connection. Returns the stream, the
+    /// upstream's index and the new tried mask.
+    pub fn connect(
+        &mut self,
+        client: IpAddr,
+        mut tried: u64,
+        now: Instant,
+    ) -> Result<(TcpStream, usize, u64), NoUpstream> {
+        let mut failure = NoUpstream {
+            last: None,
+            error: io::Error::new(io::ErrorKind::NotFound, "no upstream left to try"),
+        };
+        while (tried.count_ones() as usize) < self.config.connect_attempts {
+            let Some(index) = self.pick(client, tried, now) else {
+                break;
+            };
+            tried |= 1 << index;
+            match net::start_connect(self.upstreams[index].addr, self.options) {
+                Ok(stream) => {
+                    self.upstreams[index].active += 1;
+                    return Ok((stream, index, tried));
+                }
+                Err(error) => {
+                    self.connect_failed(index, now);
+                    let exhausted = net::is_resource_exhaustion(&error);
+                    failure = NoUpstream {
+                        last: Some(index),
+                        error,
+                    };
+                    if exhausted {
+                        break; // another upstream would fail the same way
+                    }
+                }
+            }
+        }
+        Err(failure)
+    }
+
+    /// The balancer's choice among the untried upstreams; warns (rate-limited) when it fails open.
+    fn pick(&mut self, client: IpAddr, tried: u64, now: Instant) -> Option<usize> {
+        let Route {
+            upstreams,
+            balancer,
+            config,
+            all_down_warning,
+            ..
+        } = self;
+        let candidates: Vec<Candidate<'_>> = upstreams
+            .iter_mut()
+            .enumerate()
+            .map(|(i, upstream)| Candidate {
+                up: upstream.health.eligible(now, &upstream.name),
+                key: upstream.name.as_str(),
+                weight: upstream.weight,
+                active: upstream.active,
+                tried: tried & (1 << i) != 0,
+            })
+            .collect();
+        let pick = balancer.pick(&candidates, client)?;
+        if pick.fail_open {
+            if let Some(suppressed) = all_down_warning.allow(now) {
+                warn!(
+                    "all upstreams of route {} are down; trying them anyway ({suppressed} similar warnings suppressed)",
+                    config.name
+                );
+            }
+        }
+        Some(pick.index)
+    }
+
+    /// A pair of this route no longer uses upstream `index` (it closed or failed over).
+    pub fn release(&mut self, index: usize) {
+        if let Some(upstream) = self.upstreams.get_mut(index) {
+            upstream.active = upstream.active.saturating_sub(1);
+        }
+    }
+
+    /// A connect or probe to upstream `index` completed.
+    pub fn connect_succeeded(&mut self, index: usize, now: Instant) {
+        let Some(upstream) = self.upstreams.get_mut(index) else {
+            return;
+        };
+        if upstream.health.on_success(now, &upstream.name) == Some(Change::CameUp) {
+            info!(
+                "upstream {} of route {} is up",
+                upstream.name, self.config.name
+            );
+        }
+    }
+
+    /// A connect or probe to upstream `index` failed (refused, timed out, or any other error).
+    pub fn connect_failed(&mut self, index: usize, now: Instant) {
+        let Some(upstream) = self.upstreams.get_mut(index) else {
+            return;
+        };
+        upstream.connect_failures += 1;
+        let change = upstream
+            .health
+            .on_failure(now, self.config.fall, &upstream.name);
+        if let Some(Change::WentDown { backoff }) = change {
+            warn!(
+                "upstream {} of route {} is down after {} failed connects; retrying in {}ms",
+                upstream.name,
+                self.config.name,
+                self.config.fall,
+                backoff.as_millis()
+            );
+        }
+    }
+
+    /// After a reload replaced `old` by this route: upstreams that are in both keep their health and
+    /// failure counts, so a reload neither resurrects a dead upstream nor resets a counter.
+    pub fn inherit_health(&mut self, old: &Route) {
+        for upstream in &mut self.upstreams {
+            if let Some(previous) = old.upstreams.iter().find(|u| u.name == upstream.name) {
+                upstream.health = previous.health.clone();
+                upstream.connect_failures = previous.connect_failures;
+            }
+        }
+    }
+
+    /// The start line of listener `index`: it begins with `listening on ADDR`, which tests parse.
+    pub fn describe_listener(&self, index: usize) -> Option<String> {
+        let listener = self.listeners.get(index)?;
+        let config = &self.config;
+        let upstreams: Vec<String> = self
+            .upstreams
+            .iter()
+            .map(|u| {
+                let mut text = u.name.clone();
+                if u.name != u.addr.to_string() {
+                    text.push_str(&format!("({})", u.addr));
+                }
+                if u.weight != 1 {
+                    text.push_str(&format!("*{}", u.weight));
+                }
+                text
+            })
+            .collect();
+        Some(format!(
+            "listening on {} route={} upstreams={} balance={} buffer-size={} max-connections={} connect-timeout={}ms connect-attempts={} idle-timeout={} fin-timeout={}ms health-interval={}",
+            listener.local,
+            config.name,
+            upstreams.join(","),
+            self.balancer.algorithm(),
+            config.buffer_size,
+            config.max_connections,
+            config.connect_timeout.as_millis(),
+            config.connect_attempts,
+            millis_or_off(config.idle_timeout),
+            config.fin_timeout.as_millis(),
+            millis_or_off(config.health_interval),
+        ))
+    }
+
+    /// One metrics row per upstream.
+    pub fn upstream_rows(&self) -> impl Iterator<Item = UpstreamRow<'_>> + Clone {
+        self.upstreams.iter().map(|u| UpstreamRow {
+            route: &self.config.name,
+            upstream: &u.name,
+            up: u.health.is_up(),
+            active: u.active,
+            connect_failures: u.connect_failures,
+        })
+    }
+}
+
+/// Whether a route of a reloaded file continues running route `old`: the same name when either was named,
+/// else the same set of listen addresses. A match whose settings differ replaces the old route.
+pub fn same_route(old: &RouteConfig, new: &RouteConfig) -> bool {
+    if old.named || new.named {
+        return old.named && new.named && old.name == new.name;
+    }
+    let sorted = |addrs: &[SocketAddr]| {
+        let mut addrs = addrs.to_vec();
+        addrs.sort();
+        addrs
+    };
+    sorted(&old.listen) == sorted(&new.listen)
+}
+
+fn millis_or_off(duration: Option<Duration>) -> String {
+    duration.map_or_else(|| "off".to_string(), |d| format!("{}ms", d.as_millis()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::Algorithm;
+    use crate::config::UpstreamConfig;
+
+    fn route(name: Option<&str>, listen: &[&str]) -> RouteConfig {
+        RouteConfig {
+            name: name.unwrap_or("route-1").to_string(),
+            named: name.is_some(),
+            listen: listen.iter().map(|a| a.parse().expect("addr")).collect(),
+            upstreams: vec![UpstreamConfig {
+                name: "127.0.0.1:9".into(),
+                addr: "127.0.0.1:9".parse().expect("addr"),
+                weight: 1,
+            }],
+            balance: Algorithm::RoundRobin,
+            buffer_size: 4096,
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(1),
+            connect_attempts: 1,
+            idle_timeout: None,
+            fin_timeout: Duration::from_secs(1),
+            health_interval: None,
+            health_timeout: Duration::from_secs(1),
+            fall: 3,
+            resolve_interval: None,
+            nodelay: true,
+            keepalive: None,
+            backlog: 16,
+        }
+    }
+
+    #[test]
+    fn test_named_routes_match_by_name() {
+        let old = route(Some("web"), &["127.0.0.1:80"]);
+        assert!(same_route(&old, &route(Some("web"), &["127.0.0.1:81"])));
+        assert!(!same_route(&old, &route(Some("api"), &["127.0.0.1:80"])));
+        assert!(!same_route(&old, &route(None, &["127.0.0.1:80"])));
+    }
+
+    #[test]
+    fn test_unnamed_routes_match_by_listen_set() {
+        let old = route(None, &["127.0.0.1:80", "127.0.0.1:81"]);
+        assert!(same_route(
+            &old,
+            &route(None, &["127.0.0.1:81", "127.0.0.1:80"])
+        ));
+        assert!(!same_route(&old, &route(None, &["127.0.0.1:80"])));
+    }
+
+    #[test]
+    fn test_connect_skips_tried_and_stops_at_attempts() {
+        let mut config = route(None, &["127.0.0.1:0"]);
+        config.upstreams.push(UpstreamConfig {
+            name: "127.0.0.1:10".into(),
+            addr: "127.0.0.1:10".parse().expect("addr"),
+            weight: 1,
+        });
+        config.connect_attempts = 2;
+        let now = Instant::now();
+        let mut route = Route::new(1, config, Vec::new(), now);
+        let client: IpAddr = "127.0.0.1".parse().expect("ip");
+        let (_stream, first, tried) = route.connect(client, 0, now).expect("first connect starts");
+        assert_eq!(tried, 1 << first);
+        assert_eq!(route.upstreams[first].active, 1);
+        let (_stream, second, tried) = route.connect(client, tried, now).expect("second starts");
+        assert_ne!(first, second);
+        assert_eq!(tried, 0b11);
+        let exhausted = route
+            .connect(client, tried, now)
+            .expect_err("two attempts used");
+        assert_eq!(exhausted.last, None);
+    }
+}
