@@ -1188,15 +1188,19 @@ impl Reactor {
     }
 
     /// For every route to build, where each of its listeners comes from: taken over from a retiring route
-    /// that listens on the same (requested) address, or bound now. Returns an error, having closed what
-    /// it bound, if a bind fails.
+    /// that listens on the same address (as requested, or as bound: a route that pins the port it was
+    /// given for port 0 keeps its socket), or bound now. A port-0 listener is only taken over by the route
+    /// that replaces its own (another route asking for port 0 wants a port of its own). Returns an error,
+    /// having closed what it bound, if a bind fails.
     fn gather_listeners(
         &self,
         routes: &[RouteConfig],
         matches: &[Match],
         retiring: &[usize],
     ) -> Result<Vec<Vec<Source>>, String> {
-        let mut spare: Vec<(usize, usize, SocketAddr)> = retiring
+        // (route slot, listener index, requested address, bound address)
+        type Spare = (usize, usize, SocketAddr, SocketAddr);
+        let mut spare: Vec<Spare> = retiring
             .iter()
             .filter_map(|key| self.routes.get(*key).map(|route| (*key, route)))
             .flat_map(|(key, route)| {
@@ -1204,17 +1208,25 @@ impl Reactor {
                     .listeners
                     .iter()
                     .enumerate()
-                    .map(move |(index, listener)| (key, index, listener.requested))
+                    .map(move |(index, listener)| (key, index, listener.requested, listener.local))
             })
             .collect();
         let mut all = Vec::with_capacity(routes.len());
         for (route, found) in routes.iter().zip(matches) {
             let mut sources = Vec::new();
             if !matches!(found, Match::Kept(_)) {
+                let continues = match found {
+                    Match::Changed(key) => Some(*key),
+                    _ => None,
+                };
                 for addr in &route.listen {
-                    match spare.iter().position(|(_, _, requested)| requested == addr) {
+                    let reusable = |(key, _, requested, local): &Spare| {
+                        (requested == addr && (addr.port() != 0 || continues == Some(*key)))
+                            || (addr.port() != 0 && local == addr)
+                    };
+                    match spare.iter().position(reusable) {
                         Some(at) => {
-                            let (key, index, _) = spare.swap_remove(at);
+                            let (key, index, _, _) = spare.swap_remove(at);
                             sources.push(Source::Moved(key, index));
                         }
                         None => sources.push(Source::Bound(Listener::bind(*addr, route.backlog)?)),

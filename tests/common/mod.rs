@@ -11,6 +11,8 @@
 //!   in every 256-byte block and does not repeat for a prime period of about 1 MiB, so a lost,
 //!   duplicated or reordered chunk shows up as a mismatch.
 //! - Clients: [`connect`], [`read_until_end`], [`echo_roundtrip`], [`set_linger0`].
+//! - Config files: [`ConfigFile`], a uniquely named TOML file under the temp dir, removed on drop;
+//!   [`route_addr`] finds a route's listener in the log.
 //!
 //! Every blocking socket here carries read/write timeouts, and every wait has a deadline: no test
 //! can hang.
@@ -84,7 +86,7 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Starts `edgefwd ARGS` (plus `--listen 127.0.0.1:0` unless ARGS has `--listen`) with
+    /// Starts `edgefwd ARGS` (plus `--listen 127.0.0.1:0` unless ARGS has `--listen` or `--config`) with
     /// `RUST_LOG=debug`, and waits for its "listening on ADDR" line.
     pub fn start(args: &[&str]) -> Forwarder {
         Self::start_with(args, &Options::default())
@@ -93,7 +95,7 @@ impl Forwarder {
     pub fn start_with(args: &[&str], opts: &Options) -> Forwarder {
         raise_own_nofile();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefwd"));
-        if !args.contains(&"--listen") {
+        if !args.contains(&"--listen") && !args.contains(&"--config") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
         cmd.args(args)
@@ -322,6 +324,70 @@ pub fn parse_listen_addr(logs: &str) -> Option<SocketAddr> {
         .split_whitespace()
         .next()?;
     token.parse().ok()
+}
+
+/// The address of the last `listening on ADDR route=NAME` line for route `name`.
+pub fn route_addr(logs: &str, name: &str) -> Option<SocketAddr> {
+    let tag = format!(" route={name} ");
+    logs.lines()
+        .filter(|line| line.contains(&tag))
+        .filter_map(parse_listen_addr)
+        .next_back()
+}
+
+/// A TOML file under `std::env::temp_dir()` with a unique name, removed on drop.
+pub struct ConfigFile {
+    path: std::path::PathBuf,
+}
+
+impl ConfigFile {
+    pub fn new(text: &str) -> ConfigFile {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "edgefwd-test-{}-{}.toml",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let file = ConfigFile {
+            path: std::env::temp_dir().join(name),
+        };
+        file.write(text);
+        file
+    }
+
+    /// Replaces the contents atomically (write a sibling, rename over), so a reload never reads half.
+    pub fn write(&self, text: &str) {
+        let staging = self.path.with_extension("toml.new");
+        fs::write(&staging, text).expect("write config file");
+        fs::rename(&staging, &self.path).expect("rename config file");
+    }
+
+    pub fn path(&self) -> &str {
+        self.path.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// `GET path` over HTTP/1.1 with `Connection: close`; returns (status line, body).
+pub fn http_fetch(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = connect(addr);
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let (raw, _) = read_until_end(&mut s, Duration::from_secs(10));
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
 }
 
 /// The value of the last `key=N` token in the log (e.g. `drained=`), if any.

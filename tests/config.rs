@@ -1,0 +1,113 @@
+//! `--config FILE`: several routes with their own listeners and upstreams; errors name file, line and key.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn route(name: &str, listen: &str, upstream: &Backend) -> String {
+    format!(
+        "[[route]]\nname = \"{name}\"\nlisten = {listen}\nupstreams = [\"{}\"]\n",
+        upstream.upstream_arg()
+    )
+}
+
+#[test]
+fn test_two_routes_each_to_its_own_backend() {
+    let a = Backend::echo();
+    let b = Backend::echo();
+    let file = ConfigFile::new(&format!(
+        "shutdown_timeout = \"5s\"\n\n{}\nbuffer_size = \"16k\"\n\n{}\nbalance = \"least-conn\"\n",
+        route("alpha", "\"127.0.0.1:0\"", &a),
+        route("beta", "\"127.0.0.1:0\"", &b),
+    ));
+    let fwd = Forwarder::start(&["--config", file.path()]);
+    let alpha = route_addr(&fwd.logs(), "alpha").expect("alpha listens");
+    let beta = route_addr(&fwd.logs(), "beta").expect("beta listens");
+    assert_eq!(fwd.addr(), alpha, "the first line is the first route's");
+    echo_roundtrip(alpha, 256 * 1024, 64 * 1024);
+    echo_roundtrip(beta, 256 * 1024, 64 * 1024);
+    echo_roundtrip(beta, 1024, 1024);
+    assert_eq!((a.accepted(), b.accepted()), (1, 2));
+    let closes = fwd.wait_for_n_closes(3, Duration::from_secs(5));
+    assert!(
+        closes
+            .iter()
+            .any(|c| c.line.contains("route=beta")
+                && c.line.contains(&format!("upstream={}", b.addr()))),
+        "{closes:?}"
+    );
+}
+
+#[test]
+fn test_one_route_on_several_addresses() {
+    let echo = Backend::echo();
+    let file = ConfigFile::new(&route("multi", "[\"127.0.0.1:0\", \"[::1]:0\"]", &echo));
+    let fwd = Forwarder::start(&["--config", file.path()]);
+    let addrs: Vec<_> = fwd
+        .logs()
+        .lines()
+        .filter(|l| l.contains(" route=multi "))
+        .filter_map(parse_listen_addr)
+        .collect();
+    assert_eq!(addrs.len(), 2, "{}", fwd.logs());
+    for addr in addrs {
+        echo_roundtrip(addr, 4096, 4096);
+    }
+    assert_eq!(echo.accepted(), 2);
+}
+
+#[test]
+fn test_invalid_file_names_file_line_and_key() {
+    let echo = Backend::echo();
+    let file = ConfigFile::new(&format!(
+        "{}\nconnect_timeout = \"5s\"\nbalance = \"round-robbin\"\n",
+        route("web", "\"127.0.0.1:0\"", &echo)
+    ));
+    let (code, stderr) = run_edgefwd_expect_fail(&["--config", file.path()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line:\n{stderr}");
+    let expected = format!(
+        "edgefwd: error: {}:7: route[0].balance: unknown variant",
+        file.path()
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
+}
+
+#[test]
+fn test_bad_duration_in_file_names_its_key() {
+    let echo = Backend::echo();
+    let file = ConfigFile::new(&format!(
+        "{}\nidle_timeout = \"10 minutes\"\n",
+        route("web", "\"127.0.0.1:0\"", &echo)
+    ));
+    let (code, stderr) = run_edgefwd_expect_fail(&["--config", file.path()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(":6: route[0].idle_timeout: invalid duration '10 minutes'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn test_config_excludes_route_flags() {
+    let file =
+        ConfigFile::new("[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"127.0.0.1:9\"]\n");
+    for flag in [
+        ["--listen", "127.0.0.1:0"],
+        ["--upstream", "127.0.0.1:9"],
+        ["--connect-timeout", "1s"],
+    ] {
+        let (code, stderr) = run_edgefwd_expect_fail(&["--config", file.path(), flag[0], flag[1]]);
+        assert_eq!(code, Some(2), "{flag:?}: {stderr}");
+        assert!(stderr.contains("--config"), "{stderr}");
+    }
+}
+
+#[test]
+fn test_missing_file_is_a_start_failure() {
+    let (code, stderr) = run_edgefwd_expect_fail(&["--config", "/nonexistent/edgefwd.toml"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent/edgefwd.toml"), "{stderr}");
+}

@@ -1,0 +1,199 @@
+//! Failover and health: a refused or timed-out upstream connect moves on to the next upstream, a failing
+//! upstream is marked down, and it comes back (by probe or by retry) once it accepts again.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+
+/// A port that refuses now, and can be listened on again later (nothing else is bound to it).
+fn vacant_port() -> SocketAddr {
+    refused_addr()
+}
+
+fn metrics_addr(fwd: &Forwarder) -> SocketAddr {
+    let logs = fwd.logs();
+    let start = logs.find("metrics on http://").expect("metrics line") + "metrics on http://".len();
+    let rest = &logs[start..];
+    rest[..rest.find("/metrics").expect("path")]
+        .parse()
+        .expect("metrics address")
+}
+
+#[test]
+fn test_refused_upstream_fails_over_and_is_marked_down() {
+    let down = vacant_port();
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &down.to_string(),
+        "--upstream",
+        &echo.upstream_arg(),
+        "--fall",
+        "2",
+    ]);
+    for _ in 0..10 {
+        echo_roundtrip(fwd.addr(), 4096, 4096);
+    }
+    assert_eq!(echo.accepted(), 10);
+    fwd.expect_log(
+        &format!("upstream {down} of route default is down"),
+        Duration::from_secs(5),
+    );
+    assert!(
+        fwd.closes().iter().all(|c| c.cause == "client-fin"),
+        "no client may see the down upstream:\n{}",
+        fwd.logs()
+    );
+    assert!(fwd.logs().contains("failing over to upstream="));
+}
+
+#[test]
+fn test_timed_out_connect_fails_over() {
+    let hole = Blackhole::new();
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &hole.addr().to_string(),
+        "--upstream",
+        &echo.upstream_arg(),
+        "--connect-timeout",
+        "300ms",
+    ]);
+    // Round-robin tries the black hole first; its connect times out and the client lands on the echo.
+    echo_roundtrip(fwd.addr(), 4096, 4096);
+    assert_eq!(echo.accepted(), 1);
+    fwd.expect_log("connect-timeout: failing over", Duration::from_secs(5));
+}
+
+#[test]
+fn test_attempts_are_bounded() {
+    let a = vacant_port();
+    let b = vacant_port();
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &a.to_string(),
+        "--upstream",
+        &b.to_string(),
+        "--upstream",
+        &echo.upstream_arg(),
+        "--connect-attempts",
+        "2",
+        "--fall",
+        "100",
+    ]);
+    // Round-robin order a, b, echo: the first client tries a then b, and is refused.
+    let mut s = connect(fwd.addr());
+    expect_closed_without_data(&mut s, Duration::from_secs(10));
+    fwd.wait_for_close("connect-refused", Duration::from_secs(5));
+    assert_eq!(echo.accepted(), 0, "a third attempt was made");
+}
+
+#[test]
+fn test_active_probe_brings_a_backend_back() {
+    let port = vacant_port();
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &port.to_string(),
+        "--upstream",
+        &echo.upstream_arg(),
+        "--health-interval",
+        "100ms",
+        "--fall",
+        "1",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    fwd.expect_log(
+        &format!("upstream {port} of route default is down"),
+        Duration::from_secs(10),
+    );
+    let (_, body) = http_fetch(metrics_addr(&fwd), "/metrics");
+    assert!(
+        body.contains(&format!(
+            "edgefwd_upstream_up{{route=\"default\",upstream=\"{port}\"}} 0"
+        )),
+        "{body}"
+    );
+    // The backend comes back on the same port; a probe notices without any client.
+    let back = Backend::echo_on(port);
+    fwd.expect_log(
+        &format!("upstream {port} of route default is up"),
+        Duration::from_secs(40),
+    );
+    for _ in 0..6 {
+        echo_roundtrip(fwd.addr(), 1024, 1024);
+    }
+    // Probes connect too, so count at least the three clients round-robin sends there.
+    assert!(back.accepted() >= 3, "{} accepted", back.accepted());
+    let (_, body) = http_fetch(metrics_addr(&fwd), "/metrics");
+    assert!(
+        body.contains(&format!(
+            "edgefwd_upstream_up{{route=\"default\",upstream=\"{port}\"}} 1"
+        )),
+        "{body}"
+    );
+}
+
+#[test]
+fn test_passive_retry_brings_a_backend_back() {
+    let port = vacant_port();
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &port.to_string(),
+        "--upstream",
+        &echo.upstream_arg(),
+        "--fall",
+        "1",
+    ]);
+    echo_roundtrip(fwd.addr(), 1024, 1024);
+    fwd.expect_log(
+        &format!("upstream {port} of route default is down"),
+        Duration::from_secs(5),
+    );
+    let back = Backend::echo_on(port);
+    // After the 1s backoff the next pick that lands on it is a probation try, and it succeeds.
+    let came_back = wait_until(Duration::from_secs(20), || {
+        echo_roundtrip(fwd.addr(), 1024, 1024);
+        back.accepted() > 0
+    });
+    assert!(came_back, "never sent a client to the recovered backend");
+    fwd.expect_log(
+        &format!("upstream {port} of route default is up"),
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn test_all_down_fails_open() {
+    let a = vacant_port();
+    let b = vacant_port();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &a.to_string(),
+        "--upstream",
+        &b.to_string(),
+        "--fall",
+        "1",
+    ]);
+    let mut s = connect(fwd.addr());
+    expect_closed_without_data(&mut s, Duration::from_secs(10));
+    fwd.expect_log("route default is down", Duration::from_secs(5));
+    // Both are down now (each refused once). A backend appears on one of them: the next client is
+    // still sent there, since with every upstream down they are tried anyway.
+    let back = Backend::echo_on(a);
+    wait_until(Duration::from_secs(10), || {
+        fwd.count_log("route default is down") >= 2
+    });
+    echo_roundtrip(fwd.addr(), 1024, 1024);
+    assert_eq!(back.accepted(), 1);
+    fwd.expect_log(
+        "all upstreams of route default are down; trying them anyway",
+        Duration::from_secs(5),
+    );
+}
