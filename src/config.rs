@@ -41,6 +41,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Log a line of counter deltas this often; `None` = never.
     pub stats_interval: Option<Duration>,
+    /// Move bytes with splice(2) through pipes instead of the rings (Linux).
+    pub splice: bool,
 }
 
 /// Parses a byte size: `4096`, `16k`, `64K`, `1m`, `64KiB`, `1MB` (all multiples are binary).

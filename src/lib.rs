@@ -15,6 +15,7 @@
 //! - [`token`]: `mio::Token` <-> listener / signals / (slot, side, generation).
 //! - [`timer`]: the deadline heap.
 //! - [`throttle`]: rate-limited warnings.
+//! - [`splice`]: `--splice` zero-copy pipes (Linux).
 //! - [`pump`]: one direction, `src -> ring -> dst`, its state machine.
 //! - [`pair`]: a client and its upstream: lifecycle, connect check, timeouts, close causes.
 //! - [`metrics`]: plain-integer counters, Prometheus text, the `--stats-interval` line.
@@ -31,6 +32,7 @@ pub mod reactor;
 pub mod readiness;
 pub mod ring;
 pub mod scrape;
+pub mod splice;
 pub mod throttle;
 pub mod timer;
 pub mod token;

@@ -71,6 +71,11 @@ struct Cli {
     /// Log every readiness event and state transition (trace level; RUST_LOG is still honoured).
     #[arg(long)]
     trace: bool,
+
+    /// Zero-copy: move bytes socket -> pipe -> socket with splice(2) instead of through the rings
+    /// (Linux; falls back to the rings, with a warning, where splice is unavailable).
+    #[arg(long)]
+    splice: bool,
 }
 
 fn main() -> ExitCode {
@@ -137,6 +142,7 @@ fn build_config(cli: Cli, nofile: u64) -> Result<Config, String> {
         backlog: cli.backlog,
         metrics: cli.metrics,
         stats_interval: cli.stats_interval.filter(|d| !d.is_zero()),
+        splice: cli.splice,
     })
 }
 

@@ -141,6 +141,8 @@ pub struct Metrics {
     pub loop_guard_trips: u64,
     /// Metrics scrapes answered or abandoned.
     pub scrapes: u64,
+    /// Directions that wanted to splice but fell back to the ring.
+    pub splice_fallbacks: u64,
 }
 
 impl Metrics {
@@ -163,7 +165,7 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self, pairs_open: usize, out: &mut String) {
-        let counters: [(&str, &str, u64); 18] = [
+        let counters: [(&str, &str, u64); 19] = [
             ("polls", "epoll_wait calls", self.polls),
             (
                 "events",
@@ -226,6 +228,11 @@ impl Metrics {
                 self.loop_guard_trips,
             ),
             ("scrapes", "metrics scrapes served", self.scrapes),
+            (
+                "splice_fallbacks",
+                "directions that fell back from splice to the ring",
+                self.splice_fallbacks,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(

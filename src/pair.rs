@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 use log::trace;
 use mio::net::TcpStream;
 
-use crate::metrics::{Metrics, Way};
+use crate::metrics::Way;
 use crate::net::{self, ConnectState};
-use crate::pump::{Direction, End, Fault};
+use crate::pump::{Direction, End, Fault, Shared};
 use crate::readiness::{Event, Readiness};
 use crate::ring::BufPool;
 use crate::token::Side;
@@ -119,13 +119,6 @@ pub enum Phase {
     Established,
 }
 
-/// What every pair borrows from the reactor while it runs: the buffer pool and the counters.
-#[derive(Debug)]
-pub struct Shared {
-    pub pool: BufPool,
-    pub metrics: Metrics,
-}
-
 /// The timeouts a pair checks itself against.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
@@ -170,6 +163,7 @@ impl Pair {
         client_addr: SocketAddr,
         upstream: TcpStream,
         now: Instant,
+        zero_copy: bool,
     ) -> Pair {
         Pair {
             id,
@@ -178,8 +172,8 @@ impl Pair {
             client_addr,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
-            c2u: Direction::new(Way::ClientToUpstream),
-            u2c: Direction::new(Way::UpstreamToClient),
+            c2u: Direction::new(Way::ClientToUpstream, zero_copy),
+            u2c: Direction::new(Way::UpstreamToClient, zero_copy),
             phase: Phase::Connecting,
             first_fin: None,
             started: now,
@@ -305,7 +299,6 @@ impl Pair {
     /// One round: each direction moves what it can.
     fn pump_both(&mut self, shared: &mut Shared, budget: &mut usize) -> Result<bool, Cause> {
         let id = self.id;
-        let Shared { pool, metrics } = shared;
         let forward = self
             .c2u
             .pump(
@@ -318,8 +311,7 @@ impl Pair {
                     stream: &mut self.upstream,
                     ready: &mut self.upstream_ready,
                 },
-                pool,
-                &mut metrics.io,
+                shared,
                 budget,
             )
             .map_err(|fault| fault_cause(fault, Side::Client))?;
@@ -335,8 +327,7 @@ impl Pair {
                     stream: &mut self.client,
                     ready: &mut self.client_ready,
                 },
-                pool,
-                &mut metrics.io,
+                shared,
                 budget,
             )
             .map_err(|fault| fault_cause(fault, Side::Upstream))?;
@@ -383,10 +374,10 @@ impl Pair {
         }
     }
 
-    /// Returns ring storage to the pool before the pair is dropped.
-    pub fn release(&mut self, pool: &mut BufPool) {
-        self.c2u.release(pool);
-        self.u2c.release(pool);
+    /// Returns ring storage and pipes to their pools before the pair is dropped.
+    pub fn release(&mut self, shared: &mut Shared) {
+        self.c2u.release(shared);
+        self.u2c.release(shared);
     }
 }
 

@@ -27,12 +27,14 @@ use slab::Slab;
 use socket2::SockRef;
 
 use crate::config::Config;
-use crate::metrics::{Metrics, StatsTicker};
+use crate::metrics::StatsTicker;
 use crate::net::{self, StreamOptions};
-use crate::pair::{Cause, Deadlines, Outcome, Pair, Shared};
+use crate::pair::{Cause, Deadlines, Outcome, Pair};
+use crate::pump::Shared;
 use crate::readiness::Event;
 use crate::ring::BufPool;
 use crate::scrape::MetricsServer;
+use crate::splice::PipePool;
 use crate::throttle::Throttle;
 use crate::timer::{Entry, Timers};
 use crate::token::{self, PairToken, Side, Target, GENERATION_MASK, MAX_SLOT};
@@ -43,6 +45,8 @@ const ACCEPT_BUDGET: usize = 256;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Events fetched per `epoll_wait`.
 const EVENTS_CAPACITY: usize = 1024;
+/// Empty pipes kept for `--splice` (each costs two fds, so the pool stays small).
+const MAX_SPARE_PIPES: usize = 32;
 /// Floor of the per-wakeup byte budget of one pair.
 const MIN_PAIR_BUDGET: usize = 1 << 20;
 
@@ -147,10 +151,12 @@ impl Reactor {
             at_limit: false,
             signals,
             pairs: Slab::new(),
-            shared: Shared {
-                pool: BufPool::new(config.buffer_size),
-                metrics: Metrics::default(),
-            },
+            shared: Shared::new(
+                BufPool::new(config.buffer_size),
+                config
+                    .splice
+                    .then(|| PipePool::new(config.buffer_size, MAX_SPARE_PIPES)),
+            ),
             metrics_server,
             stats: config
                 .stats_interval
@@ -425,6 +431,7 @@ impl Reactor {
     fn pause_accepting(&mut self, err: &io::Error) {
         self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
         self.shared.metrics.accept_pauses_exhausted += 1;
+        self.shed_spare_pipes();
         if let Some(suppressed) = self.exhaustion_warning.allow(self.now) {
             let kind = if net::is_resource_exhaustion(err) {
                 "out of resources"
@@ -457,7 +464,14 @@ impl Reactor {
             warn!("client={client_addr} dropped: no token space left");
             return;
         }
-        let mut pair = Pair::new(id, client, client_addr, upstream, self.now);
+        let mut pair = Pair::new(
+            id,
+            client,
+            client_addr,
+            upstream,
+            self.now,
+            self.config.splice,
+        );
         // Register once for both directions, edge-triggered; interest is never changed afterwards.
         let both = Interest::READABLE | Interest::WRITABLE;
         let registry = self.poll.registry();
@@ -497,7 +511,7 @@ impl Reactor {
         let Some(mut pair) = self.pairs.try_remove(slot) else {
             return;
         };
-        pair.release(&mut self.shared.pool);
+        pair.release(&mut self.shared);
         self.shared.metrics.closes[cause as usize] += 1;
         if cause.resets() {
             net::set_reset_on_close(&pair.client);
@@ -513,12 +527,22 @@ impl Reactor {
                 self.now.duration_since(pair.started).as_millis()
             );
         }
+        if self.pairs.is_empty() {
+            self.shed_spare_pipes();
+        }
         if let Some(drain) = self.drain.as_mut() {
             if cause == Cause::Shutdown {
                 drain.cut += 1;
             } else {
                 drain.drained += 1;
             }
+        }
+    }
+
+    /// Spare `--splice` pipes cost two fds each: give them back when fds run out or nothing runs.
+    fn shed_spare_pipes(&mut self) {
+        if let Some(pipes) = self.shared.pipes.as_mut() {
+            pipes.clear();
         }
     }
 

@@ -53,6 +53,12 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 // The forwarder process
 // ---------------------------------------------------------------------------------------------
 
+/// `EDGEFWD_TEST_SPLICE=1` runs every forwarder with `--splice`, so the same end-to-end tests cover
+/// the zero-copy path (`.ci/run` runs the suite both ways).
+pub fn splice_under_test() -> bool {
+    std::env::var_os("EDGEFWD_TEST_SPLICE").is_some_and(|v| v == "1")
+}
+
 /// How to start the child beyond its arguments.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -95,6 +101,9 @@ impl Forwarder {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefwd"));
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        if splice_under_test() && !args.contains(&"--splice") {
+            cmd.arg("--splice");
         }
         cmd.args(args)
             .env("RUST_LOG", opts.rust_log.as_deref().unwrap_or("debug"))
@@ -540,10 +549,15 @@ pub fn set_timeouts(s: &TcpStream, t: Duration) {
 
 /// A client connection with [`IO_TIMEOUT`] read/write timeouts.
 pub fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    try_connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+}
+
+/// Like [`connect`], for a peer that may reset the connection at once (connect() then fails with
+/// ECONNRESET).
+pub fn try_connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     set_timeouts(&s, IO_TIMEOUT);
-    s
+    Ok(s)
 }
 
 /// SO_LINGER 0: dropping the stream then sends RST instead of FIN.
