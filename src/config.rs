@@ -43,6 +43,8 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// Move bytes with splice(2) through pipes instead of the rings (Linux).
     pub splice: bool,
+    /// Independent reactors, one thread each, sharing the listen address with SO_REUSEPORT.
+    pub threads: usize,
 }
 
 /// Parses a byte size: `4096`, `16k`, `64K`, `1m`, `64KiB`, `1MB` (all multiples are binary).

@@ -2,6 +2,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -9,7 +10,8 @@ use log::info;
 
 use edgefwd::config::{self, Config};
 use edgefwd::fdlimit;
-use edgefwd::reactor::{Exit, Reactor};
+use edgefwd::metrics::MetricsBoard;
+use edgefwd::reactor::{Exit, Reactor, Siblings};
 
 /// A TCP port forwarder: every connection accepted on --listen is forwarded to --upstream, byte for byte,
 /// by one edge-triggered event loop.
@@ -72,6 +74,11 @@ struct Cli {
     #[arg(long)]
     trace: bool,
 
+    /// Run N independent reactors, one thread each, sharing the listen address with SO_REUSEPORT
+    /// (--max-connections is shared out evenly between them).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+
     /// Zero-copy: move bytes socket -> pipe -> socket with splice(2) instead of through the rings
     /// (Linux; falls back to the rings, with a warning, where splice is unavailable).
     #[arg(long)]
@@ -100,27 +107,60 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<Exit, String> {
     let nofile = fdlimit::raise_nofile_limit()
         .map_err(|err| format!("cannot read the file descriptor limit: {err}"))?;
-    let config = build_config(cli, nofile)?;
-    let reactor = Reactor::new(config.clone())?;
+    let mut config = build_config(cli, nofile)?;
+    let board = (config.threads > 1).then(|| Arc::new(MetricsBoard::new(config.threads)));
+    let siblings = |index| Siblings {
+        index,
+        board: board.clone(),
+    };
+    let total_connections = config.max_connections;
+    config.max_connections = total_connections.div_ceil(config.threads);
+    let first = Reactor::new(config.clone(), siblings(0))?;
+    log_start(&first, &config, total_connections, nofile);
+    // With port 0 the kernel chose a port for the first listener: the others must share that one.
+    config.listen = first.local_addr();
+    let mut others = Vec::with_capacity(config.threads.saturating_sub(1));
+    for index in 1..config.threads {
+        let reactor = Reactor::new(config.clone(), siblings(index))?;
+        let thread = std::thread::Builder::new()
+            .name(format!("reactor-{index}"))
+            .spawn(move || reactor.run())
+            .map_err(|err| format!("cannot start reactor thread {index}: {err}"))?;
+        others.push(thread);
+    }
+    let mut exit = first
+        .run()
+        .map_err(|err| format!("event loop failed: {err}"))?;
+    for thread in others {
+        match thread.join() {
+            Ok(Ok(Exit::Graceful)) => {}
+            Ok(Ok(Exit::Forced)) => exit = Exit::Forced,
+            Ok(Err(err)) => return Err(format!("event loop failed: {err}")),
+            Err(_) => return Err("a reactor thread panicked".to_string()),
+        }
+    }
+    Ok(exit)
+}
+
+fn log_start(reactor: &Reactor, config: &Config, max_connections: usize, nofile: u64) {
     info!(
-        "listening on {} upstream {} ({}) buffer-size={} max-connections={} connect-timeout={}ms idle-timeout={} fin-timeout={}ms nofile={nofile}",
+        "listening on {} upstream {} ({}) buffer-size={} max-connections={} connect-timeout={}ms idle-timeout={} fin-timeout={}ms threads={} splice={} nofile={nofile}",
         reactor.local_addr(),
         config.upstream_name,
         config.upstream,
         config.buffer_size,
-        config.max_connections,
+        max_connections,
         config.connect_timeout.as_millis(),
         config
             .idle_timeout
             .map_or_else(|| "off".to_string(), |d| format!("{}ms", d.as_millis())),
         config.fin_timeout.as_millis(),
+        config.threads,
+        config.splice,
     );
     if let Some(addr) = reactor.metrics_addr() {
         info!("metrics on http://{addr}/metrics");
     }
-    reactor
-        .run()
-        .map_err(|err| format!("event loop failed: {err}"))
 }
 
 fn build_config(cli: Cli, nofile: u64) -> Result<Config, String> {
@@ -143,6 +183,7 @@ fn build_config(cli: Cli, nofile: u64) -> Result<Config, String> {
         metrics: cli.metrics,
         stats_interval: cli.stats_interval.filter(|d| !d.is_zero()),
         splice: cli.splice,
+        threads: usize::from(cli.threads),
     })
 }
 

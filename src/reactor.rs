@@ -16,6 +16,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, trace, warn};
@@ -27,7 +28,7 @@ use slab::Slab;
 use socket2::SockRef;
 
 use crate::config::Config;
-use crate::metrics::StatsTicker;
+use crate::metrics::{MetricsBoard, StatsTicker};
 use crate::net::{self, StreamOptions};
 use crate::pair::{Cause, Deadlines, Outcome, Pair};
 use crate::pump::Shared;
@@ -71,6 +72,25 @@ struct Drain {
     forced: bool,
 }
 
+/// Where a reactor stands among the `--threads` reactors.
+#[derive(Debug, Clone)]
+pub struct Siblings {
+    /// This reactor's number; reactor 0 serves `--metrics`.
+    pub index: usize,
+    /// Where every reactor publishes its counters; `None` with a single reactor.
+    pub board: Option<Arc<MetricsBoard>>,
+}
+
+impl Siblings {
+    /// The only reactor of the process.
+    pub fn alone() -> Siblings {
+        Siblings {
+            index: 0,
+            board: None,
+        }
+    }
+}
+
 /// The single-threaded forwarder.
 pub struct Reactor {
     poll: Poll,
@@ -92,6 +112,7 @@ pub struct Reactor {
     metrics_server: Option<MetricsServer>,
     /// The `--stats-interval` log line.
     stats: Option<StatsTicker>,
+    siblings: Siblings,
     timers: Timers,
     config: Config,
     deadlines: Deadlines,
@@ -110,8 +131,8 @@ pub struct Reactor {
 
 impl Reactor {
     /// Binds the listener and sets up polling. Errors are start failures for `main` to report.
-    pub fn new(config: Config) -> Result<Reactor, String> {
-        let mut listener = net::bind_listener(config.listen, config.backlog)
+    pub fn new(config: Config, siblings: Siblings) -> Result<Reactor, String> {
+        let mut listener = net::bind_listener(config.listen, config.backlog, config.threads > 1)
             .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
         let local_addr = listener
             .local_addr()
@@ -126,6 +147,7 @@ impl Reactor {
             .map_err(|err| format!("cannot register with the poller: {err}"))?;
         let metrics_server = config
             .metrics
+            .filter(|_| siblings.index == 0)
             .map(|addr| {
                 MetricsServer::bind(addr, registry)
                     .map_err(|err| format!("cannot listen for metrics on {addr}: {err}"))
@@ -161,6 +183,7 @@ impl Reactor {
             stats: config
                 .stats_interval
                 .map(|interval| StatsTicker::new(interval, now)),
+            siblings,
             timers: Timers::new(),
             pair_budget: (4 * config.buffer_size).max(MIN_PAIR_BUDGET),
             deadlines,
@@ -259,10 +282,18 @@ impl Reactor {
         if events > 0 && metrics.work_done() == work_before {
             metrics.spurious_wakeups += 1;
         }
+        if let Some(board) = self.siblings.board.as_ref() {
+            board.publish(self.siblings.index, metrics, self.pairs.len());
+        }
         if let Some(stats) = self.stats.as_mut().filter(|stats| stats.next <= self.now) {
             info!(
                 "{}",
-                stats.report(&self.shared.metrics, self.pairs.len(), self.now)
+                stats.report(
+                    self.siblings.index,
+                    &self.shared.metrics,
+                    self.pairs.len(),
+                    self.now
+                )
             );
         }
     }
@@ -278,9 +309,17 @@ impl Reactor {
             return;
         };
         let (metrics, open) = (&mut self.shared.metrics, self.pairs.len());
+        let board = self.siblings.board.as_deref();
         let finished = server.on_scrape_event(slot, || {
             let mut body = String::with_capacity(8192);
-            metrics.render(open, &mut body);
+            match board {
+                Some(board) => {
+                    board.publish(0, metrics, open);
+                    let (total, open) = board.total();
+                    total.render(open, &mut body);
+                }
+                None => metrics.render(open, &mut body),
+            }
             body
         });
         if finished {
