@@ -45,6 +45,8 @@ pub struct Config {
     pub splice: bool,
     /// Independent reactors, one thread each, sharing the listen address with SO_REUSEPORT.
     pub threads: usize,
+    /// Never-used upstream connections each reactor keeps ready; 0 = off.
+    pub prewarm: usize,
 }
 
 /// Parses a byte size: `4096`, `16k`, `64K`, `1m`, `64KiB`, `1MB` (all multiples are binary).

@@ -20,6 +20,7 @@
 //! - [`pair`]: a client and its upstream: lifecycle, connect check, timeouts, close causes.
 //! - [`metrics`]: plain-integer counters, Prometheus text, the `--stats-interval` line.
 //! - [`scrape`]: the `--metrics` HTTP responder, served inside the loop.
+//! - [`prewarm`]: `--prewarm` pool of never-used upstream connections.
 //! - [`reactor`]: owns `Poll`, the listener, the slab and the timers; the loop, accept and teardown.
 
 pub mod config;
@@ -27,6 +28,7 @@ pub mod fdlimit;
 pub mod metrics;
 pub mod net;
 pub mod pair;
+pub mod prewarm;
 pub mod pump;
 pub mod reactor;
 pub mod readiness;

@@ -79,6 +79,11 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
 
+    /// Keep N freshly connected, never-used upstream connections ready (per reactor), so new clients
+    /// skip the connect handshake. Each is handed to one client only.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    prewarm: u16,
+
     /// Zero-copy: move bytes socket -> pipe -> socket with splice(2) instead of through the rings
     /// (Linux; falls back to the rings, with a warning, where splice is unavailable).
     #[arg(long)]
@@ -184,6 +189,7 @@ fn build_config(cli: Cli, nofile: u64) -> Result<Config, String> {
         stats_interval: cli.stats_interval.filter(|d| !d.is_zero()),
         splice: cli.splice,
         threads: usize::from(cli.threads),
+        prewarm: usize::from(cli.prewarm),
     })
 }
 

@@ -170,6 +170,10 @@ pub struct Metrics {
     pub scrapes: u64,
     /// Directions that wanted to splice but fell back to the ring.
     pub splice_fallbacks: u64,
+    /// Clients given a `--prewarm` connection.
+    pub warm_hits: u64,
+    /// Clients that found the warm pool empty and waited for a connect.
+    pub warm_misses: u64,
 }
 
 impl Metrics {
@@ -192,6 +196,8 @@ impl Metrics {
         self.loop_guard_trips += other.loop_guard_trips;
         self.scrapes += other.scrapes;
         self.splice_fallbacks += other.splice_fallbacks;
+        self.warm_hits += other.warm_hits;
+        self.warm_misses += other.warm_misses;
     }
 
     /// A figure that changes whenever the reactor did something useful; equal before and after a turn
@@ -213,7 +219,7 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self, pairs_open: usize, out: &mut String) {
-        let counters: [(&str, &str, u64); 19] = [
+        let counters: [(&str, &str, u64); 21] = [
             ("polls", "epoll_wait calls", self.polls),
             (
                 "events",
@@ -280,6 +286,16 @@ impl Metrics {
                 "splice_fallbacks",
                 "directions that fell back from splice to the ring",
                 self.splice_fallbacks,
+            ),
+            (
+                "warm_hits",
+                "clients given a prewarmed upstream connection",
+                self.warm_hits,
+            ),
+            (
+                "warm_misses",
+                "clients that found the prewarm pool empty",
+                self.warm_misses,
             ),
         ];
         for (name, help, value) in counters {

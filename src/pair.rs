@@ -182,6 +182,27 @@ impl Pair {
         }
     }
 
+    /// A pair whose upstream connection is already established (a `--prewarm` connection): it starts
+    /// `Established`, with both upstream readiness bits set so the first run finds out for itself what
+    /// the socket holds (a greeting the upstream already sent, say).
+    pub fn with_warm_upstream(
+        id: u32,
+        client: TcpStream,
+        client_addr: SocketAddr,
+        upstream: TcpStream,
+        now: Instant,
+        zero_copy: bool,
+    ) -> Pair {
+        let mut pair = Pair::new(id, client, client_addr, upstream, now, zero_copy);
+        pair.phase = Phase::Established;
+        pair.upstream_ready = Readiness {
+            readable: true,
+            writable: true,
+            read_closed: false,
+        };
+        pair
+    }
+
     pub fn phase(&self) -> Phase {
         self.phase
     }

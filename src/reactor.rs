@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::metrics::{MetricsBoard, StatsTicker};
 use crate::net::{self, StreamOptions};
 use crate::pair::{Cause, Deadlines, Outcome, Pair};
+use crate::prewarm::WarmPool;
 use crate::pump::Shared;
 use crate::readiness::Event;
 use crate::ring::BufPool;
@@ -112,6 +113,8 @@ pub struct Reactor {
     metrics_server: Option<MetricsServer>,
     /// The `--stats-interval` log line.
     stats: Option<StatsTicker>,
+    /// `--prewarm` upstream connections.
+    warm: Option<WarmPool>,
     siblings: Siblings,
     timers: Timers,
     config: Config,
@@ -184,6 +187,7 @@ impl Reactor {
                 .stats_interval
                 .map(|interval| StatsTicker::new(interval, now)),
             siblings,
+            warm: (config.prewarm > 0).then(|| WarmPool::new(config.prewarm)),
             timers: Timers::new(),
             pair_budget: (4 * config.buffer_size).max(MIN_PAIR_BUDGET),
             deadlines,
@@ -211,6 +215,7 @@ impl Reactor {
 
     /// Runs until a signal-initiated shutdown completes.
     pub fn run(mut self) -> io::Result<Exit> {
+        self.refill_warm();
         loop {
             let timeout = self.poll_timeout();
             if let Err(err) = self.poll.poll(&mut self.events, timeout) {
@@ -242,6 +247,7 @@ impl Reactor {
             self.accept_paused_until,
             self.drain.as_ref().map(|drain| drain.deadline),
             self.stats.as_ref().map(|stats| stats.next),
+            self.warm.as_ref().and_then(WarmPool::retry_at),
         ]
         .into_iter()
         .flatten()
@@ -266,6 +272,11 @@ impl Reactor {
                 Target::Signals => self.on_signals(),
                 Target::Metrics => self.with_metrics_server(|server, _| server.on_listener_event()),
                 Target::Scrape(slot) => self.on_scrape_event(slot),
+                Target::Warm(slot) => {
+                    if let Some(warm) = self.warm.as_mut() {
+                        warm.on_event(slot, self.now);
+                    }
+                }
                 Target::Pair(pair) => self.on_pair_event(pair, Event::from(event)),
             }
         }
@@ -424,10 +435,17 @@ impl Reactor {
             && self.pairs.len() < self.config.max_connections
     }
 
-    /// Accepts until WouldBlock, the connection limit, fd exhaustion or the per-turn cap.
+    /// The after-batch accept phase: metrics scrapes, clients, then the warm pool's refill (new
+    /// slots are only handed out here, after every event of the batch has been dispatched).
     fn accept_ready(&mut self) {
         let now = self.now;
         self.with_metrics_server(|server, registry| server.accept(registry, now));
+        self.accept_clients();
+        self.refill_warm();
+    }
+
+    /// Accepts until WouldBlock, the connection limit, fd exhaustion or the per-turn cap.
+    fn accept_clients(&mut self) {
         for _ in 0..ACCEPT_BUDGET {
             if !self.can_accept() {
                 self.note_limit();
@@ -491,7 +509,20 @@ impl Reactor {
             debug!("client={client_addr} dropped: cannot set socket options: {err}");
             return;
         }
-        let upstream = match net::start_connect(self.config.upstream, self.options) {
+        let warm = self.warm.as_mut().and_then(WarmPool::take);
+        let prewarmed = warm.is_some();
+        if self.warm.is_some() {
+            let metrics = &mut self.shared.metrics;
+            *(if prewarmed {
+                &mut metrics.warm_hits
+            } else {
+                &mut metrics.warm_misses
+            }) += 1;
+        }
+        let upstream = match warm.map_or_else(
+            || net::start_connect(self.config.upstream, self.options),
+            Ok,
+        ) {
             Ok(upstream) => upstream,
             Err(err) => return self.refuse_client(client, client_addr, &err),
         };
@@ -503,21 +534,22 @@ impl Reactor {
             warn!("client={client_addr} dropped: no token space left");
             return;
         }
-        let mut pair = Pair::new(
-            id,
-            client,
-            client_addr,
-            upstream,
-            self.now,
-            self.config.splice,
-        );
-        // Register once for both directions, edge-triggered; interest is never changed afterwards.
+        let (now, splice) = (self.now, self.config.splice);
+        let mut pair = if prewarmed {
+            Pair::with_warm_upstream(id, client, client_addr, upstream, now, splice)
+        } else {
+            Pair::new(id, client, client_addr, upstream, now, splice)
+        };
+        // Register once for both directions, edge-triggered; interest is never changed afterwards. A
+        // warm upstream is already registered under its pool token and moves to the pair's.
         let both = Interest::READABLE | Interest::WRITABLE;
         let registry = self.poll.registry();
+        let upstream_token = token_of(slot, Side::Upstream, id);
         let registered = registry
             .register(&mut pair.client, token_of(slot, Side::Client, id), both)
-            .and_then(|()| {
-                registry.register(&mut pair.upstream, token_of(slot, Side::Upstream, id), both)
+            .and_then(|()| match prewarmed {
+                true => registry.reregister(&mut pair.upstream, upstream_token, both),
+                false => registry.register(&mut pair.upstream, upstream_token, both),
             });
         if let Err(err) = registered {
             // Nothing was inserted; dropping the pair closes both fds, which also removes them from epoll.
@@ -527,6 +559,28 @@ impl Reactor {
         entry.insert(pair);
         self.shared.metrics.pairs_total += 1;
         self.arm_timer(slot);
+        if prewarmed {
+            // Run it now: the client's first bytes may already be queued, and no edge will repeat them.
+            let outcome = self
+                .pairs
+                .get_mut(slot)
+                .map(|pair| pair.run(&mut self.shared, self.pair_budget, self.now));
+            if let Some(outcome) = outcome {
+                self.settle(slot, outcome);
+            }
+        }
+    }
+
+    /// Tops the `--prewarm` pool up to its target (after it handed connections out or lost some).
+    fn refill_warm(&mut self) {
+        if let Some(warm) = self.warm.as_mut() {
+            warm.refill(
+                self.poll.registry(),
+                self.config.upstream,
+                self.options,
+                self.now,
+            );
+        }
     }
 
     /// The upstream socket could not even be created or the connect failed at once: reset the client.
@@ -610,6 +664,7 @@ impl Reactor {
     fn begin_shutdown(&mut self, signal: &str) {
         self.listener = None;
         self.listener_ready = false;
+        self.warm = None;
         info!(
             "{signal}: shutting down, stopped accepting; waiting up to {}ms for {} live pairs",
             self.config.shutdown_timeout.as_millis(),

@@ -16,6 +16,8 @@ pub const SIGNALS: Token = Token(usize::MAX - 1);
 pub const METRICS: Token = Token(usize::MAX - 2);
 /// Most metrics scrapes served at once.
 pub const MAX_SCRAPES: usize = 64;
+/// Most `--prewarm` connections.
+pub const MAX_WARM: usize = 1024;
 
 /// Which socket of a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +58,8 @@ pub enum Target {
     Metrics,
     /// A metrics scrape connection, by its slot.
     Scrape(usize),
+    /// A `--prewarm` upstream connection waiting for a client, by its slot.
+    Warm(usize),
     Pair(PairToken),
 }
 
@@ -66,10 +70,19 @@ impl Target {
             LISTENER => Target::Listener,
             SIGNALS => Target::Signals,
             METRICS => Target::Metrics,
+            Token(value) if value >= RESERVED_FLOOR + MAX_SCRAPES => {
+                Target::Warm(value - RESERVED_FLOOR - MAX_SCRAPES)
+            }
             Token(value) if value >= RESERVED_FLOOR => Target::Scrape(value - RESERVED_FLOOR),
             other => Target::Pair(PairToken::decode(other)),
         }
     }
+}
+
+/// The token of warm connection `slot` (below [`MAX_WARM`]).
+pub fn warm_token(slot: usize) -> Token {
+    debug_assert!(slot < MAX_WARM);
+    Token(RESERVED_FLOOR + MAX_SCRAPES + slot)
 }
 
 /// The token of metrics scrape connection `slot` (below [`MAX_SCRAPES`]).
@@ -143,6 +156,11 @@ mod tests {
         assert_eq!(
             Target::of(scrape_token(MAX_SCRAPES - 1)),
             Target::Scrape(MAX_SCRAPES - 1)
+        );
+        assert_eq!(Target::of(warm_token(0)), Target::Warm(0));
+        assert_eq!(
+            Target::of(warm_token(MAX_WARM - 1)),
+            Target::Warm(MAX_WARM - 1)
         );
     }
 
