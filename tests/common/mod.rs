@@ -510,13 +510,6 @@ impl PatternChecker {
     }
 }
 
-/// 64-bit FNV-1a, for small buffers.
-pub fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Sockets
 // ---------------------------------------------------------------------------------------------
@@ -757,15 +750,6 @@ impl Backend {
             let _ = io::copy(&mut s, &mut io::sink());
         });
         (b, rx)
-    }
-
-    /// Waits for the first bytes of each connection, then closes it with RST.
-    pub fn resetter() -> Backend {
-        Self::spawn(loopback4(), |mut s| {
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            reset(s);
-        })
     }
 
     pub fn addr(&self) -> SocketAddr {
