@@ -26,6 +26,12 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// The `--config` file, re-read on SIGHUP; `None` when the flags describe the one route.
     pub file: Option<PathBuf>,
+    /// Move bytes with splice(2) through pipes instead of the rings (Linux).
+    pub splice: bool,
+    /// Independent reactors, one thread each, sharing the listen addresses with SO_REUSEPORT.
+    pub threads: usize,
+    /// Never-used upstream connections each reactor keeps ready per route; 0 = off.
+    pub prewarm: usize,
 }
 
 /// One route: listeners -> a balanced set of upstreams. Compared as a whole on reload: a route whose

@@ -104,6 +104,10 @@ pub fn parse(
             .duration("stats_interval", raw.stats_interval.as_ref())?
             .filter(|d| !d.is_zero()),
         file: None,
+        // Flag-only settings; `main` (and a reload, from the running config) fill them in.
+        splice: false,
+        threads: 1,
+        prewarm: 0,
     })
 }
 

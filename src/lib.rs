@@ -19,11 +19,13 @@
 //! - [`token`]: `mio::Token` <-> listener / signals / (slot, side, generation).
 //! - [`timer`]: the deadline heap.
 //! - [`throttle`]: rate-limited warnings.
+//! - [`splice`]: `--splice` zero-copy pipes (Linux).
 //! - [`pump`]: one direction, `src -> ring -> dst`, its state machine.
 //! - [`pair`]: a client and its upstream: lifecycle, connect check, timeouts, close causes.
 //! - [`route`]: one route's listeners, upstreams (health, load), balancer, pool and settings.
 //! - [`metrics`]: plain-integer counters, Prometheus text, the `--stats-interval` line.
 //! - [`scrape`]: the `--metrics` HTTP responder, served inside the loop.
+//! - [`prewarm`]: `--prewarm` pool of never-used upstream connections.
 //! - [`reactor`]: owns `Poll`, the routes, the pairs, the probes and the timers; the loop, accept,
 //!   failover, teardown and reload.
 
@@ -35,6 +37,7 @@ pub mod health;
 pub mod metrics;
 pub mod net;
 pub mod pair;
+pub mod prewarm;
 pub mod pump;
 pub mod reactor;
 pub mod readiness;
@@ -42,6 +45,7 @@ pub mod resolve;
 pub mod ring;
 pub mod route;
 pub mod scrape;
+pub mod splice;
 pub mod throttle;
 pub mod timer;
 pub mod token;

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -13,7 +14,8 @@ use edgefwd::balance::Algorithm;
 use edgefwd::config::{self, Config, RouteConfig, UpstreamConfig};
 use edgefwd::fdlimit;
 use edgefwd::file::{self, Defaults, FileError};
-use edgefwd::reactor::{Exit, Reactor};
+use edgefwd::metrics::MetricsBoard;
+use edgefwd::reactor::{Exit, Reactor, Siblings};
 use edgefwd::resolve;
 
 /// The flags that describe the one route of a flag-configured forwarder; `--config` excludes them all.
@@ -128,6 +130,21 @@ struct Cli {
     /// Log every readiness event and state transition (trace level; RUST_LOG is still honoured).
     #[arg(long)]
     trace: bool,
+
+    /// Run N independent reactors, one thread each, sharing the listen address with SO_REUSEPORT
+    /// (--max-connections is shared out evenly between them).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+
+    /// Keep N freshly connected, never-used upstream connections ready (per reactor), so new clients
+    /// skip the connect handshake. Each is handed to one client only.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    prewarm: u16,
+
+    /// Zero-copy: move bytes socket -> pipe -> socket with splice(2) instead of through the rings
+    /// (Linux; falls back to the rings, with a warning, where splice is unavailable).
+    #[arg(long)]
+    splice: bool,
 }
 
 /// A start failure and the exit code it earns: 2 for bad input (like a bad flag), 1 otherwise.
@@ -168,20 +185,63 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         max_connections: config::default_max_connections(nofile),
         shutdown_timeout: cli.shutdown_timeout,
     };
-    let config = match cli.config.clone() {
+    let (splice, threads, prewarm) = (
+        cli.splice,
+        usize::from(cli.threads),
+        usize::from(cli.prewarm),
+    );
+    let mut config = match cli.config.clone() {
         Some(path) => from_file(&path, &cli, defaults)?,
         None => from_flags(cli, defaults)?,
     };
-    let reactor = Reactor::new(config, defaults)?;
-    for line in reactor.start_lines() {
-        info!("{line} nofile={nofile}");
+    config.splice = splice;
+    config.threads = threads;
+    config.prewarm = prewarm;
+    run_reactors(config, defaults, nofile)
+}
+
+/// Starts `config.threads` reactors (the first on this thread) and waits for all of them.
+fn run_reactors(mut config: Config, defaults: Defaults, nofile: u64) -> Result<Exit, Failure> {
+    let threads = config.threads;
+    let board = (threads > 1).then(|| Arc::new(MetricsBoard::new(threads)));
+    let siblings = |index| Siblings {
+        index,
+        board: board.clone(),
+    };
+    // Each reactor gets an even share of every route's connection limit.
+    for route in &mut config.routes {
+        route.max_connections = route.max_connections.div_ceil(threads);
     }
-    if let Some(addr) = reactor.metrics_addr() {
+    let first = Reactor::new(config.clone(), defaults, siblings(0))?;
+    for line in first.start_lines() {
+        info!("{line} threads={threads} nofile={nofile}");
+    }
+    if let Some(addr) = first.metrics_addr() {
         info!("metrics on http://{addr}/metrics");
     }
-    Ok(reactor
+    // With port 0 the kernel chose the first reactor's ports: the others must share exactly those.
+    first.pin_listen_addresses(&mut config);
+    let mut others = Vec::with_capacity(threads.saturating_sub(1));
+    for index in 1..threads {
+        let reactor = Reactor::new(config.clone(), defaults, siblings(index))?;
+        let thread = std::thread::Builder::new()
+            .name(format!("reactor-{index}"))
+            .spawn(move || reactor.run())
+            .map_err(|err| format!("cannot start reactor thread {index}: {err}"))?;
+        others.push(thread);
+    }
+    let mut exit = first
         .run()
-        .map_err(|err| format!("event loop failed: {err}"))?)
+        .map_err(|err| format!("event loop failed: {err}"))?;
+    for thread in others {
+        match thread.join() {
+            Ok(Ok(Exit::Graceful)) => {}
+            Ok(Ok(Exit::Forced)) => exit = Exit::Forced,
+            Ok(Err(err)) => return Err(format!("event loop failed: {err}").into()),
+            Err(_) => return Err(String::from("a reactor thread panicked").into()),
+        }
+    }
+    Ok(exit)
 }
 
 /// `--config FILE`; the global flags fill in what the file leaves out.
@@ -255,5 +315,8 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
         metrics: cli.metrics,
         stats_interval: cli.stats_interval.filter(|d| !d.is_zero()),
         file: None,
+        splice: false,
+        threads: 1,
+        prewarm: 0,
     })
 }

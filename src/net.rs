@@ -19,13 +19,18 @@ pub struct StreamOptions {
 
 /// Binds a non-blocking listener with SO_REUSEADDR (so a restart does not wait out TIME_WAIT) and the
 /// requested backlog. An IPv6 wildcard listener stays dual-stack only if the system default says so.
-pub fn bind_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+/// `reuse_port` lets several reactors bind the same address, each with its own accept queue, the
+/// kernel spreading connections over them (SO_REUSEPORT).
+pub fn bind_listener(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking().cloexec(),
         Some(Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(TcpListener::from_std(socket.into()))

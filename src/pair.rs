@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use log::trace;
 use mio::net::TcpStream;
 
-use crate::metrics::{Metrics, Way};
+use crate::metrics::Way;
 use crate::net::{self, ConnectState};
-use crate::pump::{Direction, End, Fault};
+use crate::pump::{Direction, End, Fault, Shared};
 use crate::readiness::{Event, Readiness};
 use crate::ring::BufPool;
 use crate::token::Side;
@@ -129,13 +129,6 @@ pub enum Phase {
     Established,
 }
 
-/// What a pair borrows while it runs: its route's buffer pool and the reactor's counters.
-#[derive(Debug)]
-pub struct Shared<'a> {
-    pub pool: &'a mut BufPool,
-    pub metrics: &'a mut Metrics,
-}
-
 /// The timeouts a pair checks itself against.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
@@ -190,6 +183,7 @@ impl Pair {
         route: usize,
         tried: u64,
         now: Instant,
+        zero_copy: bool,
     ) -> Pair {
         Pair {
             id,
@@ -201,8 +195,8 @@ impl Pair {
             tried,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
-            c2u: Direction::new(Way::ClientToUpstream),
-            u2c: Direction::new(Way::UpstreamToClient),
+            c2u: Direction::new(Way::ClientToUpstream, zero_copy),
+            u2c: Direction::new(Way::UpstreamToClient, zero_copy),
             phase: Phase::Connecting,
             first_fin: None,
             started: now,
@@ -210,6 +204,19 @@ impl Pair {
             last_activity: now,
             armed: None,
         }
+    }
+
+    /// Marks the upstream as an already established `--prewarm` connection: the pair starts
+    /// `Established`, with both upstream readiness bits set so the first run finds out for itself what
+    /// the socket holds (a greeting the upstream already sent, say).
+    pub fn with_warm_upstream(mut self) -> Pair {
+        self.phase = Phase::Established;
+        self.upstream_ready = Readiness {
+            readable: true,
+            writable: true,
+            read_closed: false,
+        };
+        self
     }
 
     pub fn phase(&self) -> Phase {
@@ -256,7 +263,7 @@ impl Pair {
         &mut self,
         side: Side,
         event: Event,
-        shared: &mut Shared,
+        shared: &mut Shared<'_>,
         budget: usize,
         now: Instant,
     ) -> Outcome {
@@ -274,7 +281,7 @@ impl Pair {
         &mut self,
         side: Side,
         event: Event,
-        shared: &mut Shared,
+        shared: &mut Shared<'_>,
         budget: usize,
         now: Instant,
     ) -> Outcome {
@@ -309,7 +316,7 @@ impl Pair {
     }
 
     /// Pumps both directions until neither can move, the budget is spent, or the pair is finished.
-    pub fn run(&mut self, shared: &mut Shared, budget: usize, now: Instant) -> Outcome {
+    pub fn run(&mut self, shared: &mut Shared<'_>, budget: usize, now: Instant) -> Outcome {
         if self.phase != Phase::Established {
             return Outcome::Open;
         }
@@ -346,9 +353,8 @@ impl Pair {
     }
 
     /// One round: each direction moves what it can.
-    fn pump_both(&mut self, shared: &mut Shared, budget: &mut usize) -> Result<bool, Cause> {
+    fn pump_both(&mut self, shared: &mut Shared<'_>, budget: &mut usize) -> Result<bool, Cause> {
         let id = self.id;
-        let Shared { pool, metrics } = shared;
         let forward = self
             .c2u
             .pump(
@@ -361,8 +367,7 @@ impl Pair {
                     stream: &mut self.upstream,
                     ready: &mut self.upstream_ready,
                 },
-                pool,
-                &mut metrics.io,
+                shared,
                 budget,
             )
             .map_err(|fault| fault_cause(fault, Side::Client))?;
@@ -378,8 +383,7 @@ impl Pair {
                     stream: &mut self.client,
                     ready: &mut self.client_ready,
                 },
-                pool,
-                &mut metrics.io,
+                shared,
                 budget,
             )
             .map_err(|fault| fault_cause(fault, Side::Upstream))?;
@@ -426,10 +430,10 @@ impl Pair {
         }
     }
 
-    /// Returns ring storage to the pool before the pair is dropped.
-    pub fn release(&mut self, pool: &mut BufPool) {
-        self.c2u.release(pool);
-        self.u2c.release(pool);
+    /// Returns ring storage and pipes to their pools before the pair is dropped.
+    pub fn release(&mut self, shared: &mut Shared<'_>) {
+        self.c2u.release(shared);
+        self.u2c.release(shared);
     }
 }
 

@@ -18,19 +18,23 @@
 //!   a short write, so a pump blocked on a slow reader resumes on the next EPOLLOUT edge.
 //! - A per-wakeup byte budget bounds how long one busy pair may hold the loop; the caller re-queues a pair
 //!   that still had work when its budget ran out.
+//! - With `--splice` the ring is replaced by a pipe and bytes never enter user space ([`crate::splice`]);
+//!   the states, half-close, reset and backpressure rules are the same on both paths.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 
 use log::trace;
 
-use crate::metrics::{IoStats, Way};
+use crate::metrics::{Metrics, Way};
 use crate::net::IoOutcome;
 use crate::readiness::Readiness;
 use crate::ring::{BufPool, Ring};
+use crate::splice::{Pipe, PipePool};
 
 /// A connected, non-blocking byte stream whose write half can be shut down (TCP; Unix sockets in tests).
-pub trait Stream: Read + Write {
+pub trait Stream: Read + Write + AsRawFd {
     fn shutdown_write(&self) -> io::Result<()>;
 }
 
@@ -44,6 +48,25 @@ impl Stream for mio::net::TcpStream {
 impl Stream for mio::net::UnixStream {
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+}
+
+/// What a pair borrows while it runs: its route's ring storage and pipes, and the reactor's counters.
+#[derive(Debug)]
+pub struct Shared<'a> {
+    pub pool: &'a mut BufPool,
+    /// The route's pipes for `--splice`; `None` when splicing is off.
+    pub pipes: Option<&'a mut PipePool>,
+    pub metrics: &'a mut Metrics,
+}
+
+impl Shared<'_> {
+    /// A direction could not splice and moves to the ring path: counted and logged, never silent.
+    fn splice_fallback(&mut self, err: &io::Error) {
+        self.metrics.splice_fallbacks += 1;
+        if let Some(pipes) = self.pipes.as_deref_mut() {
+            pipes.warn_fallback(err, self.metrics.splice_fallbacks);
+        }
     }
 }
 
@@ -79,22 +102,33 @@ pub struct End<'a, S> {
     pub ready: &'a mut Readiness,
 }
 
-/// One direction's ring and state.
+/// One direction's buffer and state.
 #[derive(Debug)]
 pub struct Direction {
     /// Which way this direction moves bytes (for traces and per-direction counters).
     way: Way,
     state: State,
     ring: Ring,
+    /// Splice this direction (until a fallback turns it off).
+    zero_copy: bool,
+    /// The splice buffer, present only while it holds data.
+    pipe: Option<Pipe>,
+    /// A splice into the pipe returned EAGAIN while the pipe held data: treat the pipe as full until a
+    /// splice out frees room (see [`crate::splice`] for why EAGAIN is ambiguous).
+    pipe_full: bool,
     counters: Counters,
 }
 
 impl Direction {
-    pub fn new(way: Way) -> Direction {
+    /// A direction that splices when `zero_copy` is set, else uses its ring.
+    pub fn new(way: Way, zero_copy: bool) -> Direction {
         Direction {
             way,
             state: State::Open,
             ring: Ring::new(),
+            zero_copy,
+            pipe: None,
+            pipe_full: false,
             counters: Counters::default(),
         }
     }
@@ -117,9 +151,28 @@ impl Direction {
         self.state != State::Open
     }
 
-    /// Returns the ring's storage to the pool (teardown).
-    pub fn release(&mut self, pool: &mut BufPool) {
-        self.ring.clear(pool);
+    /// Bytes read from `src` and not yet written to `dst`.
+    fn held(&self) -> usize {
+        self.ring.len() + self.pipe.as_ref().map_or(0, Pipe::len)
+    }
+
+    /// True when a read could not store a byte: backpressure. This must be checked before every read:
+    /// a read (or splice) offered zero bytes of room returns 0, which is indistinguishable from EOF.
+    fn is_full(&self, pool: &BufPool) -> bool {
+        self.pipe_full
+            || self.pipe.as_ref().is_some_and(|pipe| pipe.room() == 0)
+            || self.ring.is_full(pool)
+    }
+
+    /// Returns the ring's storage and the pipe to their pools (teardown). A pipe still holding bytes
+    /// is closed instead: its contents belong to a dead connection.
+    pub fn release(&mut self, shared: &mut Shared<'_>) {
+        self.ring.clear(shared.pool);
+        if let Some(pipe) = self.pipe.take() {
+            if let (true, Some(pipes)) = (pipe.is_empty(), shared.pipes.as_deref_mut()) {
+                pipes.give(pipe);
+            }
+        }
     }
 
     /// The single place a direction changes state, so a trace shows every transition.
@@ -135,8 +188,8 @@ impl Direction {
 
     /// True if a call to [`pump`](Self::pump) could make progress now, given budget.
     pub fn has_work(&self, src_ready: &Readiness, dst_ready: &Readiness, pool: &BufPool) -> bool {
-        let can_write = !self.ring.is_empty() && dst_ready.writable;
-        let can_read = self.state == State::Open && src_ready.readable && !self.ring.is_full(pool);
+        let can_write = self.held() > 0 && dst_ready.writable;
+        let can_read = self.state == State::Open && src_ready.readable && !self.is_full(pool);
         can_write || can_read
     }
 
@@ -147,15 +200,14 @@ impl Direction {
         conn: u32,
         mut src: End<'_, S>,
         mut dst: End<'_, D>,
-        pool: &mut BufPool,
-        io: &mut IoStats,
+        shared: &mut Shared<'_>,
         budget: &mut usize,
     ) -> Result<bool, Fault> {
         let mut progressed = false;
         loop {
-            let wrote = self.write_step(&mut dst, pool, io)?;
+            let wrote = self.write_step(&mut dst, shared)?;
             let shut = self.shutdown_step(conn, dst.stream)?;
-            let read = self.read_step(conn, &mut src, pool, io, budget)?;
+            let read = self.read_step(conn, &mut src, shared, budget)?;
             if !(wrote || shut || read) {
                 return Ok(progressed);
             }
@@ -167,16 +219,20 @@ impl Direction {
     fn write_step<D: Stream>(
         &mut self,
         dst: &mut End<'_, D>,
-        pool: &mut BufPool,
-        io: &mut IoStats,
+        shared: &mut Shared<'_>,
     ) -> Result<bool, Fault> {
-        if self.ring.is_empty() || !dst.ready.writable {
+        let offered = self.held();
+        if offered == 0 || !dst.ready.writable {
             return Ok(false);
         }
-        let offered = self.ring.len();
         self.counters.writes += 1;
+        let io = &mut shared.metrics.io;
         io.writes += 1;
-        match IoOutcome::from(self.ring.write_to(dst.stream, pool)) {
+        let result = match self.pipe.as_mut() {
+            Some(pipe) => pipe.splice_out(dst.stream.as_raw_fd()),
+            None => self.ring.write_to(dst.stream, shared.pool),
+        };
+        match IoOutcome::from(result) {
             IoOutcome::Done(n) => {
                 self.counters.bytes += n as u64;
                 io.bytes[self.way as usize] += n as u64;
@@ -186,6 +242,8 @@ impl Direction {
                     dst.ready.writable = false;
                     io.writes_short += 1;
                 }
+                self.pipe_full = false;
+                self.recycle_pipe(shared);
                 Ok(true)
             }
             IoOutcome::WouldBlock => {
@@ -199,9 +257,18 @@ impl Direction {
         }
     }
 
+    /// An emptied pipe goes back to the pool, so an idle direction holds no pipe fds.
+    fn recycle_pipe(&mut self, shared: &mut Shared<'_>) {
+        if let Some(pipe) = self.pipe.take_if(|pipe| pipe.is_empty()) {
+            if let Some(pipes) = shared.pipes.as_deref_mut() {
+                pipes.give(pipe);
+            }
+        }
+    }
+
     /// Passes EOF on once everything read before it has been written.
     fn shutdown_step<D: Stream>(&mut self, conn: u32, dst: &mut D) -> Result<bool, Fault> {
-        if self.state != State::Draining || !self.ring.is_empty() {
+        if self.state != State::Draining || self.held() > 0 {
             return Ok(false);
         }
         dst.shutdown_write().map_err(Fault::Dst)?;
@@ -209,31 +276,32 @@ impl Direction {
         Ok(true)
     }
 
-    /// Reads into the ring while `src` is readable, the ring has room and budget remains.
+    /// Reads into the ring (or pipe) while `src` is readable, there is room and budget remains.
     fn read_step<S: Stream>(
         &mut self,
         conn: u32,
         src: &mut End<'_, S>,
-        pool: &mut BufPool,
-        io: &mut IoStats,
+        shared: &mut Shared<'_>,
         budget: &mut usize,
     ) -> Result<bool, Fault> {
         if self.state != State::Open || !src.ready.readable || *budget == 0 {
             return Ok(false);
         }
-        if self.ring.is_full(pool) {
+        if self.is_full(shared.pool) {
             // Backpressure. `readable` stays set: the data is still queued and no new edge will say so.
-            io.reads_ring_full += 1;
+            shared.metrics.io.reads_ring_full += 1;
             return Ok(false);
         }
-        let room = pool.buffer_size() - self.ring.len();
         self.counters.reads += 1;
-        io.reads += 1;
-        match IoOutcome::from(self.ring.read_from(src.stream, pool)) {
+        shared.metrics.io.reads += 1;
+        let (result, short_read_drains) = self.read_into_buffer(src.stream, shared);
+        self.recycle_pipe(shared);
+        let io = &mut shared.metrics.io;
+        match IoOutcome::from(result) {
             IoOutcome::Done(n) => {
                 *budget = budget.saturating_sub(n);
                 io.read_sizes.record(n as u64);
-                if n < room {
+                if short_read_drains.is_some_and(|room| n < room) {
                     src.ready.after_short_read();
                 }
                 Ok(true)
@@ -242,6 +310,12 @@ impl Direction {
                 io.reads_eof += 1;
                 self.set_state(conn, State::Draining);
                 Ok(true)
+            }
+            IoOutcome::WouldBlock if self.held() > 0 && self.zero_copy => {
+                // Splice's EAGAIN with data in the pipe: the pipe is out of slots, the socket may
+                // still hold data. Flush first; `readable` stays set.
+                self.pipe_full = true;
+                Ok(false)
             }
             IoOutcome::WouldBlock => {
                 src.ready.readable = false;
@@ -252,6 +326,61 @@ impl Direction {
             IoOutcome::Failed(err) => Err(Fault::Src(err)),
         }
     }
+
+    /// One read into whichever buffer this direction uses. The second value is the room offered when a
+    /// short read proves the socket drained (ring path); `None` for splice, where it proves nothing.
+    fn read_into_buffer<S: Stream>(
+        &mut self,
+        src: &mut S,
+        shared: &mut Shared<'_>,
+    ) -> (io::Result<usize>, Option<usize>) {
+        if self.zero_copy {
+            match self.splice_in(src, shared) {
+                Ok(result) => return (result, None),
+                Err(err) => {
+                    shared.splice_fallback(&err);
+                    self.zero_copy = false;
+                }
+            }
+        }
+        let room = shared.pool.buffer_size() - self.ring.len();
+        (self.ring.read_from(src, shared.pool), Some(room))
+    }
+
+    /// Splices from `src` into the pipe, taking one from the pool if needed. The outer `Err` means
+    /// splicing is unavailable here (no pipe could be made, or the kernel refuses splice for these fds)
+    /// and nothing was read: the caller falls back to the ring.
+    fn splice_in<S: Stream>(
+        &mut self,
+        src: &mut S,
+        shared: &mut Shared<'_>,
+    ) -> io::Result<io::Result<usize>> {
+        let pipe = match self.pipe.as_mut() {
+            Some(pipe) => pipe,
+            None => {
+                let pipes = shared
+                    .pipes
+                    .as_deref_mut()
+                    .ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))?;
+                self.pipe.insert(pipes.take()?)
+            }
+        };
+        let result = pipe.splice_in(src.as_raw_fd());
+        match &result {
+            Err(err) if pipe.is_empty() && splice_unsupported(err) => {
+                Err(io::Error::new(err.kind(), err.to_string()))
+            }
+            _ => Ok(result),
+        }
+    }
+}
+
+/// Errors that mean "splice cannot work on these fds" rather than "this connection failed".
+fn splice_unsupported(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+    )
 }
 
 #[cfg(test)]
@@ -270,14 +399,14 @@ mod tests {
         src_ready: Readiness,
         dst_ready: Readiness,
         pool: BufPool,
-        io: IoStats,
+        metrics: Metrics,
     }
 
     fn rig(buffer: usize) -> Rig {
         let (peer_src, src) = UnixStream::pair().expect("pair");
         let (dst, peer_dst) = UnixStream::pair().expect("pair");
         Rig {
-            dir: Direction::new(Way::ClientToUpstream),
+            dir: Direction::new(Way::ClientToUpstream, false),
             src,
             dst,
             peer_src,
@@ -293,7 +422,7 @@ mod tests {
                 read_closed: false,
             },
             pool: BufPool::new(buffer),
-            io: IoStats::default(),
+            metrics: Metrics::default(),
         }
     }
 
@@ -310,8 +439,11 @@ mod tests {
                     stream: &mut self.dst,
                     ready: &mut self.dst_ready,
                 },
-                &mut self.pool,
-                &mut self.io,
+                &mut Shared {
+                    pool: &mut self.pool,
+                    pipes: None,
+                    metrics: &mut self.metrics,
+                },
                 &mut budget,
             )
         }

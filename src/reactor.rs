@@ -24,6 +24,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, trace, warn};
@@ -36,9 +37,10 @@ use socket2::SockRef;
 
 use crate::config::{self, Config, RouteConfig};
 use crate::file::Defaults;
-use crate::metrics::{self, Metrics, StatsTicker};
+use crate::metrics::{self, Metrics, MetricsBoard, StatsTicker};
 use crate::net::{self, ConnectState};
-use crate::pair::{Cause, Outcome, Pair, Phase, Shared};
+use crate::pair::{Cause, Outcome, Pair, Phase};
+use crate::prewarm::WarmPool;
 use crate::readiness::Event;
 use crate::resolve::{Answer, Job, Worker};
 use crate::route::{self, Listener, NoUpstream, Route};
@@ -111,6 +113,25 @@ enum Source {
     Bound(Listener),
 }
 
+/// Where a reactor stands among the `--threads` reactors.
+#[derive(Debug, Clone)]
+pub struct Siblings {
+    /// This reactor's number; reactor 0 serves `--metrics`.
+    pub index: usize,
+    /// Where every reactor publishes its counters; `None` with a single reactor.
+    pub board: Option<Arc<MetricsBoard>>,
+}
+
+impl Siblings {
+    /// The only reactor of the process.
+    pub fn alone() -> Siblings {
+        Siblings {
+            index: 0,
+            board: None,
+        }
+    }
+}
+
 /// The single-threaded forwarder.
 pub struct Reactor {
     poll: Poll,
@@ -133,6 +154,9 @@ pub struct Reactor {
     metrics_server: Option<MetricsServer>,
     /// The `--stats-interval` log line.
     stats: Option<StatsTicker>,
+    /// `--prewarm` upstream connections.
+    warm: Option<WarmPool>,
+    siblings: Siblings,
     timers: Timers,
     /// The configuration in force: the one started with, or the last one a reload accepted.
     config: Config,
@@ -150,7 +174,7 @@ pub struct Reactor {
 
 impl Reactor {
     /// Binds every route's listeners and sets up polling. Errors are start failures for `main` to report.
-    pub fn new(config: Config, defaults: Defaults) -> Result<Reactor, String> {
+    pub fn new(config: Config, defaults: Defaults, siblings: Siblings) -> Result<Reactor, String> {
         let poll = Poll::new().map_err(|err| format!("cannot create the poller: {err}"))?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
             .map_err(|err| format!("cannot install signal handlers: {err}"))?;
@@ -160,6 +184,7 @@ impl Reactor {
             .map_err(|err| format!("cannot register with the poller: {err}"))?;
         let metrics_server = config
             .metrics
+            .filter(|_| siblings.index == 0)
             .map(|addr| {
                 MetricsServer::bind(addr, registry)
                     .map_err(|err| format!("cannot listen for metrics on {addr}: {err}"))
@@ -193,6 +218,8 @@ impl Reactor {
             stats: config
                 .stats_interval
                 .map(|interval| StatsTicker::new(interval, now)),
+            siblings,
+            warm: (config.prewarm > 0).then(|| WarmPool::new(config.prewarm)),
             timers: Timers::new(),
             config: config.clone(),
             defaults,
@@ -206,11 +233,19 @@ impl Reactor {
             let listeners = route
                 .listen
                 .iter()
-                .map(|addr| Listener::bind(*addr, route.backlog))
+                .map(|addr| Listener::bind(*addr, route.backlog, config.threads > 1))
                 .collect::<Result<Vec<_>, _>>()?;
             reactor.insert_route(route, listeners)?;
         }
         Ok(reactor)
+    }
+
+    /// Replaces every listen address of `config` by the one this reactor actually bound, so that the
+    /// other `--threads` reactors bind the very same ports (port 0 must pick a port only once).
+    pub fn pin_listen_addresses(&self, config: &mut Config) {
+        for ((_, route), route_config) in self.routes.iter().zip(config.routes.iter_mut()) {
+            route_config.listen = route.listeners.iter().map(|l| l.local).collect();
+        }
     }
 
     /// One `listening on ADDR route=...` line per listener, the first route's first listener first.
@@ -232,6 +267,7 @@ impl Reactor {
 
     /// Runs until a signal-initiated shutdown completes.
     pub fn run(mut self) -> io::Result<Exit> {
+        self.refill_warm();
         loop {
             let timeout = self.poll_timeout();
             if let Err(err) = self.poll.poll(&mut self.events, timeout) {
@@ -272,6 +308,7 @@ impl Reactor {
             self.stats.as_ref().map(|stats| stats.next),
             rounds,
             self.probes.iter().map(|(_, probe)| probe.deadline).min(),
+            self.warm.as_ref().and_then(WarmPool::retry_at),
         ]
         .into_iter()
         .flatten()
@@ -298,6 +335,11 @@ impl Reactor {
                 Target::Waker => self.on_waker(),
                 Target::Scrape(slot) => self.on_scrape_event(slot),
                 Target::Probe(slot) => self.on_probe_event(slot),
+                Target::Warm(slot) => {
+                    if let Some(warm) = self.warm.as_mut() {
+                        warm.on_event(slot, self.now);
+                    }
+                }
                 Target::Pair(pair) => self.on_pair_event(pair, Event::from(event)),
             }
         }
@@ -314,10 +356,18 @@ impl Reactor {
         if events > 0 && metrics.work_done() == work_before {
             metrics.spurious_wakeups += 1;
         }
+        if let Some(board) = self.siblings.board.as_ref() {
+            board.publish(self.siblings.index, metrics, self.pairs.len());
+        }
         if let Some(stats) = self.stats.as_mut().filter(|stats| stats.next <= self.now) {
             info!(
                 "{}",
-                stats.report(&self.metrics, self.pairs.len(), self.now)
+                stats.report(
+                    self.siblings.index,
+                    &self.metrics,
+                    self.pairs.len(),
+                    self.now
+                )
             );
         }
     }
@@ -333,10 +383,19 @@ impl Reactor {
             return;
         };
         let (metrics, routes, open) = (&mut self.metrics, &self.routes, self.pairs.len());
+        let board = self.siblings.board.as_deref();
         let finished = server.on_scrape_event(slot, || {
             let mut body = String::with_capacity(8192);
-            metrics.render(open, &mut body);
-            // Draining routes are left out: a replaced route and its successor share a name.
+            match board {
+                Some(board) => {
+                    board.publish(0, metrics, open);
+                    let (total, open) = board.total();
+                    total.render(open, &mut body);
+                }
+                None => metrics.render(open, &mut body),
+            }
+            // Draining routes are left out: a replaced route and its successor share a name. With
+            // --threads these rows are reactor 0's view of health and load.
             let rows = routes
                 .iter()
                 .filter(|(_, route)| !route.draining)
@@ -378,11 +437,9 @@ impl Reactor {
             return; // cannot happen: a route outlives its pairs
         };
         let connecting = pair.phase() == Phase::Connecting;
-        let mut shared = Shared {
-            pool: &mut route.pool,
-            metrics: &mut self.metrics,
-        };
-        let outcome = pair.on_event(side, event, &mut shared, route.pair_budget, self.now);
+        let budget = route.pair_budget;
+        let mut shared = route.shared(&mut self.metrics);
+        let outcome = pair.on_event(side, event, &mut shared, budget, self.now);
         if connecting && pair.phase() == Phase::Established {
             route.connect_succeeded(pair.upstream_index, self.now);
         }
@@ -415,11 +472,9 @@ impl Reactor {
             let Some(route) = self.routes.get_mut(pair.route) else {
                 continue;
             };
-            let mut shared = Shared {
-                pool: &mut route.pool,
-                metrics: &mut self.metrics,
-            };
-            let outcome = pair.run(&mut shared, route.pair_budget, self.now);
+            let budget = route.pair_budget;
+            let mut shared = route.shared(&mut self.metrics);
+            let outcome = pair.run(&mut shared, budget, self.now);
             self.settle(slot, outcome);
         }
     }
@@ -503,7 +558,8 @@ impl Reactor {
             })
     }
 
-    /// Accepts on every ready listener.
+    /// The after-batch accept phase: metrics scrapes, every ready listener, then the warm pool's refill
+    /// (new slots are only handed out here, after every event of the batch has been dispatched).
     fn accept_ready(&mut self) {
         let now = self.now;
         self.with_metrics_server(|server, registry| server.accept(registry, now));
@@ -522,6 +578,7 @@ impl Reactor {
         for (route, index) in ready {
             self.accept_from(route, index);
         }
+        self.refill_warm();
     }
 
     /// Accepts until WouldBlock, the route's connection limit, fd exhaustion or the per-turn cap.
@@ -575,6 +632,7 @@ impl Reactor {
     fn pause_accepting(&mut self, err: &io::Error) {
         self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
         self.metrics.accept_pauses_exhausted += 1;
+        self.shed_spare_pipes();
         if let Some(suppressed) = self.exhaustion_warning.allow(self.now) {
             let kind = if net::is_resource_exhaustion(err) {
                 "out of resources"
@@ -599,10 +657,23 @@ impl Reactor {
             debug!("client={client_addr} dropped: cannot set socket options: {err}");
             return;
         }
-        let (upstream, index, tried) = match route.connect(client_addr.ip(), 0, now) {
+        let uid = route.uid;
+        let warm = &mut self.warm;
+        let connect = route.connect(client_addr.ip(), 0, now, |index| {
+            warm.as_mut().and_then(|pool| pool.take(uid, index))
+        });
+        let (upstream, index, tried, prewarmed) = match connect {
             Ok(connect) => connect,
             Err(failure) => return self.refuse_client(key, client, client_addr, failure),
         };
+        if warm.is_some() {
+            let metrics = &mut self.metrics;
+            *(if prewarmed {
+                &mut metrics.warm_hits
+            } else {
+                &mut metrics.warm_misses
+            }) += 1;
+        }
         let id = self.next_id;
         self.next_id = (self.next_id + 1) % GENERATION_MASK;
         let entry = self.pairs.vacant_entry();
@@ -612,21 +683,30 @@ impl Reactor {
             warn!("client={client_addr} dropped: no token space left");
             return;
         }
-        let mut pair = Pair::new(
+        let pair = Pair::new(
             id,
             (client, client_addr),
             (upstream, index),
             key,
             tried,
             now,
+            self.config.splice,
         );
-        // Register once for both directions, edge-triggered; interest is never changed afterwards.
+        let mut pair = if prewarmed {
+            pair.with_warm_upstream()
+        } else {
+            pair
+        };
+        // Register once for both directions, edge-triggered; interest is never changed afterwards. A
+        // warm upstream is already registered under its pool token and moves to the pair's.
         let both = Interest::READABLE | Interest::WRITABLE;
         let registry = self.poll.registry();
+        let upstream_token = token_of(slot, Side::Upstream, id);
         let registered = registry
             .register(&mut pair.client, token_of(slot, Side::Client, id), both)
-            .and_then(|()| {
-                registry.register(&mut pair.upstream, token_of(slot, Side::Upstream, id), both)
+            .and_then(|()| match prewarmed {
+                true => registry.reregister(&mut pair.upstream, upstream_token, both),
+                false => registry.register(&mut pair.upstream, upstream_token, both),
             });
         if let Err(err) = registered {
             // Nothing was inserted; dropping the pair closes both fds, which also removes them from epoll.
@@ -638,6 +718,29 @@ impl Reactor {
         route.pairs += 1;
         self.metrics.pairs_total += 1;
         self.arm_timer(slot);
+    }
+
+    /// Tops the `--prewarm` pool up for every accepting route, over the upstreams that are up.
+    fn refill_warm(&mut self) {
+        let Some(warm) = self.warm.as_mut() else {
+            return;
+        };
+        for (_, route) in self.routes.iter().filter(|(_, route)| !route.draining) {
+            let up: Vec<(usize, SocketAddr)> = route
+                .upstreams
+                .iter()
+                .enumerate()
+                .filter(|(_, upstream)| upstream.health.is_up())
+                .map(|(index, upstream)| (index, upstream.addr))
+                .collect();
+            warm.refill(
+                self.poll.registry(),
+                route.uid,
+                &up,
+                route.options,
+                self.now,
+            );
+        }
     }
 
     /// No upstream connect could even be started (every socket call failed, or nothing was left to try):
@@ -685,11 +788,13 @@ impl Reactor {
         };
         let failed = pair.upstream_index;
         route.connect_failed(failed, now);
-        let (mut stream, index, tried) = match route.connect(pair.client_addr.ip(), pair.tried, now)
-        {
-            Ok(next) => next,
-            Err(_) => return self.close_pair(slot, cause),
-        };
+        // A failover never takes a warm connection: the pool's are for clients not yet connecting.
+        let next = route.connect(pair.client_addr.ip(), pair.tried, now, |_| None);
+        let (mut stream, index, tried) =
+            match next.map(|(stream, index, tried, _)| (stream, index, tried)) {
+                Ok(next) => next,
+                Err(_) => return self.close_pair(slot, cause),
+            };
         let token = token_of(slot, Side::Upstream, pair.id);
         let both = Interest::READABLE | Interest::WRITABLE;
         if let Err(err) = self.poll.registry().register(&mut stream, token, both) {
@@ -724,7 +829,7 @@ impl Reactor {
             net::set_reset_on_close(&pair.upstream);
         }
         if let Some(route) = self.routes.get_mut(pair.route) {
-            pair.release(&mut route.pool);
+            pair.release(&mut route.shared(&mut self.metrics));
             route.pairs -= 1;
             route.release(pair.upstream_index);
             if log::log_enabled!(log::Level::Debug) {
@@ -741,6 +846,9 @@ impl Reactor {
             }
         }
         self.remove_if_drained(pair.route);
+        if self.pairs.is_empty() {
+            self.shed_spare_pipes();
+        }
         if let Some(drain) = self.drain.as_mut() {
             if cause == Cause::Shutdown {
                 drain.cut += 1;
@@ -759,6 +867,15 @@ impl Reactor {
         {
             let route = self.routes.remove(key);
             info!("route {}: drained, removed", route.config.name);
+        }
+    }
+
+    /// Spare `--splice` pipes cost two fds each: give them back when fds run out or nothing runs.
+    fn shed_spare_pipes(&mut self) {
+        for (_, route) in self.routes.iter_mut() {
+            if let Some(pipes) = route.pipes.as_mut() {
+                pipes.clear();
+            }
         }
     }
 
@@ -792,6 +909,7 @@ impl Reactor {
         for (_, route) in self.routes.iter_mut() {
             route.listeners.clear();
         }
+        self.warm = None;
         info!(
             "{signal}: shutting down, stopped accepting; waiting up to {}ms for {} live pairs",
             self.config.shutdown_timeout.as_millis(),
@@ -1066,10 +1184,14 @@ impl Reactor {
     /// - a new route binds its addresses; a removed route closes its listeners and drains.
     ///
     /// Every new address is bound before anything changes, so a bind failure rejects the reload whole.
-    fn reload(&mut self, new: Config) {
+    fn reload(&mut self, mut new: Config) {
         if self.drain.is_some() {
             info!("reload ignored: shutting down");
             return;
+        }
+        // As at start, each of the `--threads` reactors takes an even share of every route's limit.
+        for route in &mut new.routes {
+            route.max_connections = route.max_connections.div_ceil(self.config.threads);
         }
         let matches = self.match_routes(&new.routes);
         let matched: HashSet<usize> = matches
@@ -1229,7 +1351,11 @@ impl Reactor {
                             let (key, index, _, _) = spare.swap_remove(at);
                             sources.push(Source::Moved(key, index));
                         }
-                        None => sources.push(Source::Bound(Listener::bind(*addr, route.backlog)?)),
+                        None => sources.push(Source::Bound(Listener::bind(
+                            *addr,
+                            route.backlog,
+                            self.config.threads > 1,
+                        )?)),
                     }
                 }
             }
@@ -1247,6 +1373,9 @@ impl Reactor {
                 continue;
             };
             route.draining = true;
+            if let Some(warm) = self.warm.as_mut() {
+                warm.forget_route(route.uid);
+            }
             for (index, mut listener) in
                 std::mem::take(&mut route.listeners).into_iter().enumerate()
             {
@@ -1281,7 +1410,13 @@ impl Reactor {
                 .map_err(|err| format!("cannot register listener {}: {err}", listener.local))?;
             listener.ready = true;
         }
-        entry.insert(Route::new(self.next_route_uid, config, listeners, self.now));
+        entry.insert(Route::new(
+            self.next_route_uid,
+            config,
+            listeners,
+            self.config.splice,
+            self.now,
+        ));
         self.next_route_uid += 1;
         Ok(key)
     }

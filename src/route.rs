@@ -17,14 +17,18 @@ use mio::net::{TcpListener, TcpStream};
 use crate::balance::{Balancer, Candidate};
 use crate::config::RouteConfig;
 use crate::health::{Change, Health};
-use crate::metrics::UpstreamRow;
+use crate::metrics::{Metrics, UpstreamRow};
 use crate::net::{self, StreamOptions};
 use crate::pair::Deadlines;
+use crate::pump::Shared;
 use crate::ring::BufPool;
+use crate::splice::PipePool;
 use crate::throttle::Throttle;
 
 /// Floor of the per-wakeup byte budget of one pair.
 const MIN_PAIR_BUDGET: usize = 1 << 20;
+/// Empty pipes a route keeps for `--splice` (each costs two fds, so the pool stays small).
+pub const MAX_SPARE_PIPES: usize = 32;
 /// How often the "all upstreams are down" warning may repeat.
 const ALL_DOWN_WARNING_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -41,9 +45,10 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds `requested` with `backlog`; the error names the address.
-    pub fn bind(requested: SocketAddr, backlog: i32) -> Result<Listener, String> {
-        let socket = net::bind_listener(requested, backlog)
+    /// Binds `requested` with `backlog` (and SO_REUSEPORT when reactors share it); the error names the
+    /// address.
+    pub fn bind(requested: SocketAddr, backlog: i32, reuse_port: bool) -> Result<Listener, String> {
+        let socket = net::bind_listener(requested, backlog, reuse_port)
             .map_err(|err| format!("cannot listen on {requested}: {err}"))?;
         let local = socket
             .local_addr()
@@ -94,6 +99,8 @@ pub struct Route {
     balancer: Balancer,
     /// Ring storage for this route's pairs (rings are `buffer_size` long, so each route has its own).
     pub pool: BufPool,
+    /// Pipes for `--splice` (also `buffer_size` long); `None` when splicing is off.
+    pub pipes: Option<PipePool>,
     pub deadlines: Deadlines,
     pub options: StreamOptions,
     /// Bytes one pair may read per wakeup before it must yield.
@@ -114,8 +121,15 @@ pub struct Route {
 }
 
 impl Route {
-    /// A route over `config`, accepting on `listeners` (already bound, not yet registered).
-    pub fn new(uid: u64, config: RouteConfig, listeners: Vec<Listener>, now: Instant) -> Route {
+    /// A route over `config`, accepting on `listeners` (already bound, not yet registered); `splice`
+    /// gives it a pipe pool for `--splice`.
+    pub fn new(
+        uid: u64,
+        config: RouteConfig,
+        listeners: Vec<Listener>,
+        splice: bool,
+        now: Instant,
+    ) -> Route {
         let seed = now.elapsed().as_nanos() as u64
             ^ std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -139,6 +153,7 @@ impl Route {
             balancer: Balancer::new(config.balance, upstreams.len(), seed),
             upstreams,
             pool: BufPool::new(config.buffer_size),
+            pipes: splice.then(|| PipePool::new(config.buffer_size, MAX_SPARE_PIPES)),
             deadlines: Deadlines {
                 connect: config.connect_timeout,
                 idle: config.idle_timeout,
@@ -165,6 +180,15 @@ impl Route {
         &self.config.name
     }
 
+    /// What this route's pairs borrow while they run.
+    pub fn shared<'a>(&'a mut self, metrics: &'a mut Metrics) -> Shared<'a> {
+        Shared {
+            pool: &mut self.pool,
+            pipes: self.pipes.as_mut(),
+            metrics,
+        }
+    }
+
     /// Below `max_connections`.
     pub fn below_limit(&self) -> bool {
         self.pairs < self.config.max_connections
@@ -175,12 +199,16 @@ impl Route {
     /// itself failed) counts as tried and failed, and the next is picked, up to `connect_attempts` in all.
     /// On success the upstream's `active` count includes the new connection. Returns the stream, the
     /// upstream's index and the new tried mask.
+    ///
+    /// `warm` is asked first for an already established (`--prewarm`) connection to the picked upstream;
+    /// the last value returned says whether one was used.
     pub fn connect(
         &mut self,
         client: IpAddr,
         mut tried: u64,
         now: Instant,
-    ) -> Result<(TcpStream, usize, u64), NoUpstream> {
+        mut warm: impl FnMut(usize) -> Option<TcpStream>,
+    ) -> Result<(TcpStream, usize, u64, bool), NoUpstream> {
         let mut failure = NoUpstream {
             last: None,
             error: io::Error::new(io::ErrorKind::NotFound, "no upstream left to try"),
@@ -190,10 +218,14 @@ impl Route {
                 break;
             };
             tried |= 1 << index;
+            if let Some(stream) = warm(index) {
+                self.upstreams[index].active += 1;
+                return Ok((stream, index, tried, true));
+            }
             match net::start_connect(self.upstreams[index].addr, self.options) {
                 Ok(stream) => {
                     self.upstreams[index].active += 1;
-                    return Ok((stream, index, tried));
+                    return Ok((stream, index, tried, false));
                 }
                 Err(error) => {
                     self.connect_failed(index, now);
@@ -419,16 +451,21 @@ mod tests {
         });
         config.connect_attempts = 2;
         let now = Instant::now();
-        let mut route = Route::new(1, config, Vec::new(), now);
+        let mut route = Route::new(1, config, Vec::new(), false, now);
         let client: IpAddr = "127.0.0.1".parse().expect("ip");
-        let (_stream, first, tried) = route.connect(client, 0, now).expect("first connect starts");
+        let (_stream, first, tried, warm) = route
+            .connect(client, 0, now, |_| None)
+            .expect("first connect starts");
         assert_eq!(tried, 1 << first);
+        assert!(!warm);
         assert_eq!(route.upstreams[first].active, 1);
-        let (_stream, second, tried) = route.connect(client, tried, now).expect("second starts");
+        let (_stream, second, tried, _) = route
+            .connect(client, tried, now, |_| None)
+            .expect("second starts");
         assert_ne!(first, second);
         assert_eq!(tried, 0b11);
         let exhausted = route
-            .connect(client, tried, now)
+            .connect(client, tried, now, |_| None)
             .expect_err("two attempts used");
         assert_eq!(exhausted.last, None);
     }

@@ -35,7 +35,7 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Binds and registers the metrics listener.
     pub fn bind(addr: SocketAddr, registry: &Registry) -> io::Result<MetricsServer> {
-        let mut listener = net::bind_listener(addr, 128)?;
+        let mut listener = net::bind_listener(addr, 128, false)?;
         registry.register(&mut listener, token::METRICS, Interest::READABLE)?;
         Ok(MetricsServer {
             listener,

@@ -22,6 +22,8 @@ pub const MAX_PROBES: usize = 4096;
 pub const MAX_ROUTES: usize = 1024;
 /// Most listeners per route.
 pub const MAX_LISTENERS: usize = 16;
+/// Most `--prewarm` connections, all routes together.
+pub const MAX_WARM: usize = 1024;
 
 /// Which socket of a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +60,10 @@ const RESERVED_FLOOR: usize = (GENERATION_MASK as usize) << (usize::BITS - GENER
 const PROBE_BASE: usize = MAX_SCRAPES;
 /// Offset of the first listener token above the floor.
 const LISTENER_BASE: usize = PROBE_BASE + MAX_PROBES;
-/// One past the last listener token's offset; below the fixed tokens at the top of the range.
-const RESERVED_END: usize = LISTENER_BASE + MAX_ROUTES * MAX_LISTENERS;
+/// Offset of the first warm-connection token above the floor.
+const WARM_BASE: usize = LISTENER_BASE + MAX_ROUTES * MAX_LISTENERS;
+/// One past the last reserved offset; below the fixed tokens at the top of the range.
+const RESERVED_END: usize = WARM_BASE + MAX_WARM;
 const _: () = assert!(RESERVED_END < (1 << 16) - 4);
 
 /// What a token names.
@@ -77,6 +81,8 @@ pub enum Target {
     Scrape(usize),
     /// A health probe, by its slot.
     Probe(usize),
+    /// A `--prewarm` upstream connection waiting for a client, by its slot.
+    Warm(usize),
     Pair(PairToken),
 }
 
@@ -90,10 +96,11 @@ impl Target {
             Token(value) if value >= RESERVED_FLOOR => match value - RESERVED_FLOOR {
                 offset if offset < PROBE_BASE => Target::Scrape(offset),
                 offset if offset < LISTENER_BASE => Target::Probe(offset - PROBE_BASE),
-                offset => Target::Listener {
+                offset if offset < WARM_BASE => Target::Listener {
                     route: (offset - LISTENER_BASE) / MAX_LISTENERS,
                     index: (offset - LISTENER_BASE) % MAX_LISTENERS,
                 },
+                offset => Target::Warm(offset - WARM_BASE),
             },
             other => Target::Pair(PairToken::decode(other)),
         }
@@ -111,6 +118,12 @@ pub fn listener_token(route: usize, index: usize) -> Token {
 pub fn probe_token(slot: usize) -> Token {
     debug_assert!(slot < MAX_PROBES);
     Token(RESERVED_FLOOR + PROBE_BASE + slot)
+}
+
+/// The token of warm connection `slot` (below [`MAX_WARM`]).
+pub fn warm_token(slot: usize) -> Token {
+    debug_assert!(slot < MAX_WARM);
+    Token(RESERVED_FLOOR + WARM_BASE + slot)
 }
 
 /// The token of metrics scrape connection `slot` (below [`MAX_SCRAPES`]).
@@ -195,6 +208,11 @@ mod tests {
         assert_eq!(
             Target::of(scrape_token(MAX_SCRAPES - 1)),
             Target::Scrape(MAX_SCRAPES - 1)
+        );
+        assert_eq!(Target::of(warm_token(0)), Target::Warm(0));
+        assert_eq!(
+            Target::of(warm_token(MAX_WARM - 1)),
+            Target::Warm(MAX_WARM - 1)
         );
     }
 

@@ -90,9 +90,15 @@ fn test_upstream_reset_mid_transfer_spares_others() {
         write_pattern(&mut writer_side, 64 << 20, 64 * 1024)
     });
     let (_, end) = read_until_end(&mut bad, Duration::from_secs(10));
-    assert_eq!(end, End::Reset, "the client must see the upstream's reset");
-    // The writer fails once the forwarder has reset the client (EPIPE/ECONNRESET).
-    assert!(writer.join().expect("writer thread").is_err());
+    let written = writer.join().expect("writer thread");
+    // Linux reports a received RST once (sock_error() clears sk_err), to whichever call comes
+    // first: here the writer may get ECONNRESET and the reader a plain EOF afterwards. That the
+    // forwarder passes a reset on as a reset is asserted in reset.rs, without a second thread.
+    let write_err = written.expect_err("the writer must fail: its upstream was reset");
+    assert!(
+        end == End::Reset || write_err.kind() == io::ErrorKind::ConnectionReset,
+        "no ECONNRESET on the client: reader {end:?}, writer {write_err}"
+    );
 
     join_all(others);
     fwd.wait_for_close("upstream-reset", Duration::from_secs(5));

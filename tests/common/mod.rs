@@ -55,6 +55,12 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 // The forwarder process
 // ---------------------------------------------------------------------------------------------
 
+/// `EDGEFWD_TEST_SPLICE=1` runs every forwarder with `--splice`, so the same end-to-end tests cover
+/// the zero-copy path (`.ci/run` runs the suite both ways).
+pub fn splice_under_test() -> bool {
+    std::env::var_os("EDGEFWD_TEST_SPLICE").is_some_and(|v| v == "1")
+}
+
 /// How to start the child beyond its arguments.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -97,6 +103,9 @@ impl Forwarder {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefwd"));
         if !args.contains(&"--listen") && !args.contains(&"--config") {
             cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        if splice_under_test() && !args.contains(&"--splice") {
+            cmd.arg("--splice");
         }
         cmd.args(args)
             .env("RUST_LOG", opts.rust_log.as_deref().unwrap_or("debug"))
@@ -567,13 +576,6 @@ impl PatternChecker {
     }
 }
 
-/// 64-bit FNV-1a, for small buffers.
-pub fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Sockets
 // ---------------------------------------------------------------------------------------------
@@ -606,10 +608,15 @@ pub fn set_timeouts(s: &TcpStream, t: Duration) {
 
 /// A client connection with [`IO_TIMEOUT`] read/write timeouts.
 pub fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    try_connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+}
+
+/// Like [`connect`], for a peer that may reset the connection at once (connect() then fails with
+/// ECONNRESET).
+pub fn try_connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     set_timeouts(&s, IO_TIMEOUT);
-    s
+    Ok(s)
 }
 
 /// SO_LINGER 0: dropping the stream then sends RST instead of FIN.
@@ -809,15 +816,6 @@ impl Backend {
             let _ = io::copy(&mut s, &mut io::sink());
         });
         (b, rx)
-    }
-
-    /// Waits for the first bytes of each connection, then closes it with RST.
-    pub fn resetter() -> Backend {
-        Self::spawn(loopback4(), |mut s| {
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            reset(s);
-        })
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -1,0 +1,247 @@
+//! Zero-copy forwarding on Linux (`--splice`): bytes go socket -> pipe -> socket with splice(2) and never
+//! enter user space.
+//!
+//! The pipe plays the ring's part: its capacity bounds what a direction holds, so backpressure works the
+//! same way. Pipes are created only when a direction has data to move and go back to a bounded
+//! [`PipePool`] when they drain, so an idle pair still holds just its two sockets.
+//!
+//! One edge-triggered subtlety is specific to splice: EAGAIN from a socket -> pipe splice means either
+//! "the socket is empty" or "the pipe has no free slot" (a pipe has a fixed number of page slots, and
+//! small segments can use them up before its byte capacity). Only the first may clear the cached
+//! `readable` bit, or the direction would stall with data queued. Like HAProxy, we take EAGAIN with data
+//! in the pipe as "pipe full" (flush first, readable stays set) and EAGAIN with an empty pipe as "socket
+//! drained". For the same reason a short splice is not taken as proof that the socket is empty.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use log::warn;
+
+use crate::throttle::Throttle;
+
+/// A non-blocking pipe used as a direction's buffer, with the count of bytes it holds.
+#[derive(Debug)]
+pub struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    /// Bytes spliced in and not yet spliced out.
+    len: usize,
+    /// The pipe's byte capacity, as the kernel reports it.
+    capacity: usize,
+}
+
+impl Pipe {
+    /// Creates a pipe and asks for `size` bytes of capacity (the kernel may round it up to pages, or
+    /// refuse above /proc/sys/fs/pipe-max-size; the capacity actually granted is what counts).
+    pub fn new(size: usize) -> io::Result<Pipe> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` is a valid array of two c_ints for pipe2 to fill.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let wanted = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+        // SAFETY: F_SETPIPE_SZ / F_GETPIPE_SZ on a pipe fd we own; no pointers involved.
+        let granted = unsafe {
+            libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, wanted);
+            libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
+        };
+        if granted <= 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Pipe {
+            read,
+            write,
+            len: 0,
+            capacity: granted as usize,
+        })
+    }
+
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes that may still be spliced in.
+    pub fn room(&self) -> usize {
+        self.capacity - self.len
+    }
+
+    /// One splice from socket `src` into the pipe. `Ok(0)` is EOF.
+    pub fn splice_in(&mut self, src: RawFd) -> io::Result<usize> {
+        let moved = splice(src, self.write.as_raw_fd(), self.room())?;
+        self.len += moved;
+        Ok(moved)
+    }
+
+    /// One splice from the pipe to socket `dst`.
+    pub fn splice_out(&mut self, dst: RawFd) -> io::Result<usize> {
+        let moved = splice(self.read.as_raw_fd(), dst, self.len)?;
+        self.len -= moved;
+        Ok(moved)
+    }
+}
+
+/// One non-blocking splice(2) of up to `len` bytes.
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
+    // SAFETY: both fds are open for the duration of the call (they are borrowed from live owners), and
+    // null offsets are what splice expects for sockets and pipes.
+    let moved = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            flags,
+        )
+    };
+    if moved < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(moved as usize)
+    }
+}
+
+/// A bounded stock of empty pipes, so bursts do not pay pipe2 + fcntl each time and fds go back after
+/// a peak.
+#[derive(Debug)]
+pub struct PipePool {
+    size: usize,
+    free: Vec<Pipe>,
+    max_free: usize,
+    /// Fallbacks to the ring are logged, but not thousands of times a second.
+    fallback_warning: Throttle,
+}
+
+impl PipePool {
+    /// A pool of pipes of `size` bytes that keeps at most `max_free` spare.
+    pub fn new(size: usize, max_free: usize) -> PipePool {
+        PipePool {
+            size,
+            free: Vec::new(),
+            max_free,
+            fallback_warning: Throttle::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// Logs (rate-limited) that a direction fell back from splice to its ring.
+    pub fn warn_fallback(&mut self, err: &io::Error, total: u64) {
+        if let Some(suppressed) = self.fallback_warning.allow(Instant::now()) {
+            warn!(
+                "splice unavailable ({err}); this direction falls back to the ring ({total} fallbacks so far, {suppressed} not logged)"
+            );
+        }
+    }
+
+    /// An empty pipe, from the pool or new.
+    pub fn take(&mut self) -> io::Result<Pipe> {
+        match self.free.pop() {
+            Some(pipe) => Ok(pipe),
+            None => Pipe::new(self.size),
+        }
+    }
+
+    /// Returns an empty pipe; beyond the bound it is closed.
+    pub fn give(&mut self, pipe: Pipe) {
+        debug_assert!(pipe.is_empty(), "a pipe with data must not be reused");
+        if pipe.is_empty() && self.free.len() < self.max_free {
+            self.free.push(pipe);
+        }
+    }
+
+    /// Closes every spare pipe: fds are scarce (EMFILE) or nothing is running that would reuse them.
+    pub fn clear(&mut self) {
+        self.free.clear();
+    }
+
+    /// Pipes held spare.
+    pub fn spare(&self) -> usize {
+        self.free.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        for s in [&client, &server] {
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+        }
+        (client, server)
+    }
+
+    #[test]
+    fn test_splice_moves_bytes_socket_to_socket() {
+        let (mut a, a_peer) = tcp_pair();
+        let (b_peer, mut b) = tcp_pair();
+        a_peer.set_nonblocking(true).expect("nonblocking");
+        b_peer.set_nonblocking(true).expect("nonblocking");
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        a.write_all(&data).expect("write");
+        let mut pipe = Pipe::new(64 * 1024).expect("pipe");
+        let mut got = vec![0u8; data.len()];
+        let mut moved = 0;
+        while moved < data.len() {
+            match pipe.splice_in(a_peer.as_raw_fd()) {
+                Ok(0) => panic!("unexpected EOF"),
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => panic!("splice in: {err}"),
+            }
+            while !pipe.is_empty() {
+                moved += pipe.splice_out(b_peer.as_raw_fd()).expect("splice out");
+            }
+        }
+        b.read_exact(&mut got).expect("read");
+        assert_eq!(got, data);
+    }
+
+    #[test]
+    fn test_splice_reports_eof_and_would_block() {
+        let (a, a_peer) = tcp_pair();
+        a_peer.set_nonblocking(true).expect("nonblocking");
+        let mut pipe = Pipe::new(4096).expect("pipe");
+        let err = pipe
+            .splice_in(a_peer.as_raw_fd())
+            .expect_err("nothing queued");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        a.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        let eof = (0..500).find_map(|_| match pipe.splice_in(a_peer.as_raw_fd()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(2));
+                None
+            }
+        });
+        assert_eq!(eof, Some(0));
+    }
+
+    #[test]
+    fn test_pool_bounds_spare_pipes() {
+        let mut pool = PipePool::new(4096, 1);
+        let first = pool.take().expect("pipe");
+        let second = pool.take().expect("pipe");
+        pool.give(first);
+        pool.give(second);
+        assert_eq!(pool.spare(), 1);
+        pool.clear();
+        assert_eq!(pool.spare(), 0);
+    }
+}

@@ -1,0 +1,155 @@
+//! `--prewarm N`: never-used upstream connections kept ready, each handed to one client only.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{connect, echo_conn, loopback4, wait_until, Backend, Forwarder, IO_TIMEOUT};
+
+/// A backend that greets every connection with `conn-N\n` (N counts accepts from 1), then echoes.
+fn greeting_echo() -> Backend {
+    let counter = Arc::new(AtomicUsize::new(0));
+    Backend::spawn(loopback4(), move |mut stream: TcpStream| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        if stream.write_all(format!("conn-{n}\n").as_bytes()).is_ok() {
+            echo_conn(stream);
+        }
+    })
+}
+
+/// Reads the greeting line a client receives first.
+fn greeting(client: &TcpStream) -> String {
+    let mut line = String::new();
+    BufReader::new(client.try_clone().expect("clone"))
+        .read_line(&mut line)
+        .expect("greeting");
+    line.trim_end().to_string()
+}
+
+#[test]
+fn test_pool_fills_before_any_client_and_refills_after_use() {
+    let backend = greeting_echo();
+    let fwd = Forwarder::start(&["--upstream", &backend.upstream_arg(), "--prewarm", "4"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || backend.accepted() == 4),
+        "{} upstream connections before any client",
+        backend.accepted()
+    );
+    let mut client = connect(fwd.addr());
+    let first = greeting(&client);
+    assert!(first.starts_with("conn-"), "{first}");
+    assert!(
+        first != "conn-5",
+        "the client waited for a new connect instead of taking a warm one"
+    );
+    client.write_all(b"ping").expect("write");
+    let mut back = [0u8; 4];
+    client.read_exact(&mut back).expect("echo");
+    assert_eq!(&back, b"ping");
+    assert!(
+        wait_until(Duration::from_secs(5), || backend.accepted() == 5),
+        "the pool was not topped up after handing one out"
+    );
+}
+
+#[test]
+fn test_a_warm_connection_serves_exactly_one_client() {
+    let backend = greeting_echo();
+    let fwd = Forwarder::start(&["--upstream", &backend.upstream_arg(), "--prewarm", "2"]);
+    assert!(wait_until(Duration::from_secs(5), || backend.accepted() == 2));
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let client = connect(fwd.addr());
+        seen.push(greeting(&client));
+        client.shutdown(Shutdown::Write).expect("shutdown");
+        let mut rest = Vec::new();
+        let _ = (&client).read_to_end(&mut rest);
+        assert!(
+            rest.is_empty(),
+            "bytes from another client's stream: {rest:?}"
+        );
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "an upstream connection was reused: {seen:?}"
+    );
+}
+
+#[test]
+fn test_warm_connection_closed_by_upstream_is_replaced() {
+    // The upstream closes the first two connections as soon as it accepts them (an idle timeout of
+    // zero); later ones are served. The pool must notice and replace them, and no client may be given
+    // a dead connection.
+    let counter = Arc::new(AtomicUsize::new(0));
+    let backend = Backend::spawn(loopback4(), move |stream: TcpStream| {
+        if counter.fetch_add(1, Ordering::SeqCst) >= 2 {
+            echo_conn(stream);
+        }
+    });
+    let fwd = Forwarder::start(&["--upstream", &backend.upstream_arg(), "--prewarm", "2"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || backend.accepted() >= 4),
+        "closed warm connections were not replaced: {} accepted",
+        backend.accepted()
+    );
+    let mut client = connect(fwd.addr());
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    client.write_all(b"still alive?").expect("write");
+    let mut back = [0u8; 12];
+    client
+        .read_exact(&mut back)
+        .expect("echo through a live connection");
+    assert_eq!(&back, b"still alive?");
+}
+
+/// A backend that greets every connection with `NAME-N\n`, then echoes.
+fn named_greeter(name: &'static str) -> Backend {
+    let counter = Arc::new(AtomicUsize::new(0));
+    Backend::spawn(loopback4(), move |mut stream: TcpStream| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        if stream.write_all(format!("{name}-{n}\n").as_bytes()).is_ok() {
+            echo_conn(stream);
+        }
+    })
+}
+
+#[test]
+fn test_warm_connections_follow_the_balancer() {
+    // Two upstreams, round-robin: the pool warms both, and each client gets a warm connection to
+    // the upstream the balancer picked for it, so the split stays even.
+    let (a, b) = (named_greeter("a"), named_greeter("b"));
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &a.upstream_arg(),
+        "--upstream",
+        &b.upstream_arg(),
+        "--prewarm",
+        "2",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(5), || a.accepted() == 1
+            && b.accepted() == 1),
+        "warm connections not spread over both upstreams: a={} b={}",
+        a.accepted(),
+        b.accepted()
+    );
+    let mut per_upstream = [0usize; 2];
+    for _ in 0..4 {
+        let client = connect(fwd.addr());
+        let line = greeting(&client);
+        match line.split('-').next() {
+            Some("a") => per_upstream[0] += 1,
+            Some("b") => per_upstream[1] += 1,
+            _ => panic!("unexpected greeting {line:?}"),
+        }
+    }
+    assert_eq!(per_upstream, [2, 2], "round-robin split with prewarm");
+}

@@ -1,0 +1,148 @@
+//! `--threads N`: independent reactors sharing the listen address with SO_REUSEPORT.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use common::{connect, echo_roundtrip, log_counter, Backend, Forwarder, Options, IO_TIMEOUT};
+
+/// Sum of `key=+N` over the stats lines of reactor `reactor`.
+fn stats_total(logs: &str, reactor: usize, key: &str) -> u64 {
+    logs.lines()
+        .filter(|line| line.contains(&format!("stats: reactor={reactor} ")))
+        .filter_map(|line| {
+            let value = line.split_once(&format!(" {key}=+"))?.1;
+            value.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+fn metrics_sample(addr: SocketAddr, name: &str) -> u64 {
+    let mut stream = TcpStream::connect(addr).expect("connect to metrics");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in:\n{response}"))
+        .parse()
+        .expect("integer")
+}
+
+#[test]
+fn test_two_reactors_share_the_port_and_both_serve() {
+    let echo = Backend::echo();
+    let opts = Options {
+        rust_log: Some("info".into()),
+        ..Options::default()
+    };
+    let fwd = Forwarder::start_with(
+        &[
+            "--upstream",
+            &echo.upstream_arg(),
+            "--threads",
+            "2",
+            "--stats-interval",
+            "100ms",
+        ],
+        &opts,
+    );
+    let addr = fwd.addr();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            thread::spawn(move || {
+                for _ in 0..5 {
+                    echo_roundtrip(addr, 64 * 1024, 8192);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("echo worker");
+    }
+    let served = common::wait_until(Duration::from_secs(10), || {
+        let logs = fwd.logs();
+        stats_total(&logs, 0, "closes") + stats_total(&logs, 1, "closes") == 40
+    });
+    let logs = fwd.logs();
+    assert!(served, "40 connections not all closed:\n{logs}");
+    let (zero, one) = (
+        stats_total(&logs, 0, "accepts"),
+        stats_total(&logs, 1, "accepts"),
+    );
+    assert_eq!(zero + one, 40);
+    assert!(
+        zero > 0 && one > 0,
+        "SO_REUSEPORT should spread 40 connections over both reactors: {zero} and {one}"
+    );
+}
+
+#[test]
+fn test_metrics_sum_every_reactor() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &echo.upstream_arg(),
+        "--threads",
+        "3",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    fwd.expect_log("metrics on http://", Duration::from_secs(5));
+    let logs = fwd.logs();
+    let start = logs.find("metrics on http://").expect("line") + "metrics on http://".len();
+    let metrics: SocketAddr = logs[start..]
+        .split('/')
+        .next()
+        .expect("address")
+        .parse()
+        .expect("socket address");
+    for _ in 0..30 {
+        echo_roundtrip(fwd.addr(), 1000, 1000);
+    }
+    fwd.wait_for_n_closes(30, Duration::from_secs(10));
+    assert!(
+        common::wait_until(Duration::from_secs(5), || {
+            metrics_sample(metrics, "edgefwd_accepts_total") == 30
+        }),
+        "accepts over all reactors"
+    );
+    assert_eq!(
+        metrics_sample(metrics, "edgefwd_bytes_total{direction=\"c2u\"}"),
+        30_000
+    );
+}
+
+#[test]
+fn test_sigterm_stops_every_reactor() {
+    let echo = Backend::echo();
+    let mut fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--threads", "2"]);
+    let mut held = connect(fwd.addr());
+    held.write_all(b"ping").expect("write");
+    let mut back = [0u8; 4];
+    held.read_exact(&mut back).expect("echo");
+    fwd.signal(libc::SIGTERM);
+    thread::sleep(Duration::from_millis(200));
+    assert!(fwd.is_running(), "a live pair must be drained, not cut");
+    drop(held);
+    let status = fwd.wait_exit(Duration::from_secs(10)).expect("exit");
+    let logs = fwd.logs();
+    assert_eq!(status.code(), Some(0), "{logs}");
+    let finished: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("shutdown complete"))
+        .collect();
+    assert_eq!(finished.len(), 2, "one line per reactor:\n{logs}");
+    let drained: u64 = finished
+        .iter()
+        .filter_map(|line| log_counter(line, "drained="))
+        .sum();
+    assert_eq!(drained, 1, "{logs}");
+}
