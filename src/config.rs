@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::balance::Algorithm;
 
-/// Default ring size per direction. 64 KiB matches the default loopback socket buffers closely enough that
-/// one `readv` usually empties the kernel's receive queue; see docs/architecture.md for the measurement.
+/// Default ring size per direction: the balance between CPU per byte and the memory a busy pair holds
+/// (2 x 64 KiB); docs/architecture.md has the measurement behind it.
 pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
 
 /// Everything the reactor needs: the routes, and the settings that are not per route.

@@ -62,7 +62,7 @@ struct Cli {
     balance: Algorithm,
 
     /// Ring buffer size per direction of each connection (e.g. 16k, 64k, 1m).
-    #[arg(long, value_name = "SIZE", default_value = "64k", value_parser = config::parse_buffer_size)]
+    #[arg(long, value_name = "SIZE", default_value_t = config::DEFAULT_BUFFER_SIZE, value_parser = config::parse_buffer_size)]
     buffer_size: usize,
 
     /// Most connections open at once [default: from the fd limit, (RLIMIT_NOFILE - 32) / 2].
@@ -181,8 +181,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<Exit, Failure> {
     let nofile = fdlimit::raise_nofile_limit()
         .map_err(|err| format!("cannot read the file descriptor limit: {err}"))?;
+    // Warm upstream connections take descriptors of their own, before any client does.
+    let warm_fds = u64::from(cli.prewarm) * u64::from(cli.threads);
     let defaults = Defaults {
-        max_connections: config::default_max_connections(nofile),
+        max_connections: config::default_max_connections(nofile.saturating_sub(warm_fds)),
         shutdown_timeout: cli.shutdown_timeout,
     };
     let (splice, threads, prewarm) = (

@@ -430,6 +430,12 @@ impl Pair {
         }
     }
 
+    /// True while either direction holds bytes not yet delivered. Closing such a pair with a FIN would
+    /// let the peer take a truncated stream for a complete one, so the reactor resets it instead.
+    pub fn holds_undelivered(&self) -> bool {
+        self.c2u.held() > 0 || self.u2c.held() > 0
+    }
+
     /// Returns ring storage and pipes to their pools before the pair is dropped.
     pub fn release(&mut self, shared: &mut Shared<'_>) {
         self.c2u.release(shared);

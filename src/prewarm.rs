@@ -123,10 +123,7 @@ impl WarmPool {
         if !warm.connected {
             match net::connect_result(&warm.stream) {
                 ConnectState::Pending => {}
-                ConnectState::Connected => {
-                    warm.connected = true;
-                    self.backoff = FIRST_BACKOFF;
-                }
+                ConnectState::Connected => warm.connected = true,
                 ConnectState::Failed(err) => {
                     self.conns.remove(slot);
                     self.back_off(now, &err);
@@ -135,8 +132,15 @@ impl WarmPool {
             return;
         }
         if !still_open(&warm.stream) {
-            debug!("warm upstream connection closed by the upstream; replacing it");
+            // An upstream that accepts and hangs up at once (a balancer in front of a dead backend, a
+            // server at its limit) would otherwise be reconnected to on every turn: back off as for a
+            // failed connect.
             self.conns.remove(slot);
+            let closed = io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed by the upstream while waiting",
+            );
+            self.back_off(now, &closed);
         }
     }
 
@@ -146,6 +150,9 @@ impl WarmPool {
         let slot = self.conns.iter().find_map(|(slot, warm)| {
             (warm.connected && warm.route == route && warm.upstream == upstream).then_some(slot)
         })?;
+        // A connection that reached a client proves the upstream healthy: the next failure starts the
+        // backoff afresh. (A mere connect does not: some upstreams accept and hang up at once.)
+        self.backoff = FIRST_BACKOFF;
         Some(self.conns.remove(slot).stream)
     }
 

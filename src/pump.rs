@@ -152,7 +152,7 @@ impl Direction {
     }
 
     /// Bytes read from `src` and not yet written to `dst`.
-    fn held(&self) -> usize {
+    pub fn held(&self) -> usize {
         self.ring.len() + self.pipe.as_ref().map_or(0, Pipe::len)
     }
 

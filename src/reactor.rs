@@ -431,7 +431,7 @@ impl Reactor {
             return; // the slot was freed earlier in this batch
         };
         if pair.id != generation {
-            return; // a stale event for a pair that no longer exists; the slot was reused
+            return; // a slot reused since this token was issued (see token.rs)
         }
         let Some(route) = self.routes.get_mut(pair.route) else {
             return; // cannot happen: a route outlives its pairs
@@ -824,7 +824,9 @@ impl Reactor {
             return;
         };
         self.metrics.closes[cause as usize] += 1;
-        if cause.resets() {
+        // A timeout can fire while a stalled reader leaves bytes in a ring: those peers must see an
+        // abort, not a FIN after a stream that silently lost its tail.
+        if cause.resets() || pair.holds_undelivered() {
             net::set_reset_on_close(&pair.client);
             net::set_reset_on_close(&pair.upstream);
         }

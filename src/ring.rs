@@ -28,12 +28,13 @@ pub struct BufPool {
 const POOL_RETAIN_BYTES: usize = 2 << 20;
 
 impl BufPool {
-    /// A pool of `size`-byte buffers that keeps at most about 2 MiB of them spare.
+    /// A pool of `size`-byte buffers that keeps at most 2 MiB of them spare (none at all when a single
+    /// buffer is larger than that).
     pub fn new(size: usize) -> BufPool {
         BufPool {
             size,
             free: Vec::new(),
-            max_free: (POOL_RETAIN_BYTES / size).max(2),
+            max_free: POOL_RETAIN_BYTES / size,
         }
     }
 

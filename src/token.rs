@@ -1,10 +1,14 @@
 //! The mapping between `mio::Token` and what it names: a route's listener, the signal pipe, the resolver's
 //! waker, a metrics scrape, a health probe, or one side of one pair.
 //!
-//! A pair token carries the slab slot, the side, and the pair's generation. The generation is what makes
-//! stale tokens harmless: when a pair is torn down while later events of the same `epoll_wait` batch still
-//! name its slot, and an accept reuses that slot, the old events carry the old generation and are dropped
-//! (nginx does the same with its one-bit `instance` flag).
+//! A pair token carries the slab slot, the side, and the pair's generation (nginx keeps a one-bit
+//! `instance` flag for the same purpose). Anything that names a pair from outside the slab carries the
+//! generation with it, and a mismatch means "that pair is gone, this slot belongs to another":
+//! - entries in the timer heap and in the yield queue can outlive their pair by any amount of time;
+//! - events of one `epoll_wait` batch can name a pair torn down earlier in the same batch. This reactor
+//!   hands out new slots only after the batch (accepts run last), so such an event finds an empty slot;
+//!   the generation check stays as a second line of defence should that ordering ever change (a slot
+//!   freed and reused within a batch is the classic stale-event bug).
 
 use mio::Token;
 

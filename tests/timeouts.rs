@@ -60,3 +60,20 @@ fn test_established_no_idle_timeout_by_default() {
     ping(&mut client, b"second");
     assert!(fwd.closes().is_empty(), "log:\n{}", fwd.logs());
 }
+
+/// A pair that times out with bytes still in a ring (its reader stalled) must not end with a FIN: the
+/// client would take the truncated stream for a complete one. It is reset instead.
+#[test]
+fn test_established_idle_timeout_with_undelivered_bytes_resets() {
+    let (source, _reports) = Backend::source(64 << 20);
+    let fwd = Forwarder::start(&["--upstream", &source.upstream_arg(), "--idle-timeout", "1s"]);
+    let mut client = connect(fwd.addr());
+    // Don't read: the kernel buffers and the ring fill up, traffic stops, the idle timer runs out.
+    let close = fwd.wait_for_close("idle-timeout", Duration::from_secs(10));
+    assert!(
+        close.u2c.is_some_and(|n| n < 64 << 20),
+        "the stalled transfer could not have completed: {close:?}"
+    );
+    let (_, end) = read_until_end(&mut client, Duration::from_secs(10));
+    assert_eq!(end, End::Reset, "a truncated stream ended with a clean FIN");
+}
