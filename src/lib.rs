@@ -13,6 +13,9 @@
 //! - [`resolve`]: the worker thread for blocking work (DNS, reading the file on SIGHUP), woken by a `Waker`.
 //! - [`balance`]: picking an upstream (round-robin, least-conn, random-two, source-hash). Pure.
 //! - [`health`]: one upstream's up/down state machine with backoff. Pure.
+//! - [`proxy_protocol`]: PROXY protocol v1/v2 headers, encoded and parsed. Pure.
+//! - [`connect_request`]: the head of an HTTP CONNECT request and the status answers. Pure.
+//! - [`allow`]: the destinations a CONNECT may reach (default deny). Pure.
 //! - [`net`]: socket2 setup (listener, non-blocking connect, options) and `io::Error` -> outcome.
 //! - [`ring`]: fixed-capacity byte ring with vectored I/O; storage borrowed from a pool while non-empty.
 //! - [`readiness`]: cached readiness of one socket.
@@ -29,15 +32,20 @@
 //! - [`reactor`]: owns `Poll`, the routes, the pairs, the probes and the timers; the loop, accept,
 //!   failover, teardown and reload.
 
+pub mod allow;
 pub mod balance;
 pub mod config;
+pub mod connect_request;
 pub mod fdlimit;
 pub mod file;
+#[cfg(test)]
+mod fuzz;
 pub mod health;
 pub mod metrics;
 pub mod net;
 pub mod pair;
 pub mod prewarm;
+pub mod proxy_protocol;
 pub mod pump;
 pub mod reactor;
 pub mod readiness;
