@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::allow::AllowList;
 use crate::balance::Algorithm;
+use crate::proxy_protocol::Version;
 
 /// Default ring size per direction: the balance between CPU per byte and the memory a busy pair holds
 /// (2 x 64 KiB); docs/architecture.md has the measurement behind it.
@@ -75,6 +77,75 @@ pub struct RouteConfig {
     pub keepalive: Option<Duration>,
     /// Listen backlog.
     pub backlog: i32,
+    /// Forward to the upstreams, or act as an HTTP CONNECT proxy.
+    pub mode: Mode,
+    /// Connect mode: the destinations a CONNECT may reach (required; anything else gets 403).
+    pub allow: AllowList,
+    /// Connect mode: the `Proxy-Authorization` value clients must send (`Basic base64(USER:PASS)`).
+    pub proxy_auth: Option<String>,
+    /// Start every upstream stream with a PROXY protocol header naming the client.
+    pub send_proxy: Option<Version>,
+    /// Clients start with a PROXY protocol header (v1 or v2) whose source address replaces theirs.
+    pub accept_proxy: bool,
+    /// How long a client may take to send its PROXY header or CONNECT head.
+    pub header_timeout: Duration,
+}
+
+/// What a route does with its clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Forward each client to an upstream of the route.
+    #[default]
+    Forward,
+    /// Read an HTTP CONNECT request and tunnel to the destination it names, if the allow-list has it.
+    Connect,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Mode, String> {
+        match text {
+            "forward" => Ok(Mode::Forward),
+            "connect" => Ok(Mode::Connect),
+            _ => Err(format!(
+                "invalid mode '{text}': expected forward or connect"
+            )),
+        }
+    }
+}
+
+/// Parses `USER:PASS` into the `Proxy-Authorization` value clients must send.
+pub fn parse_credentials(text: &str) -> Result<String, String> {
+    match text.split_once(':') {
+        Some((user, _)) if !user.is_empty() => Ok(crate::connect_request::basic_credentials(text)),
+        _ => Err(String::from("invalid credentials: expected USER:PASS")),
+    }
+}
+
+/// Default `header_timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The rules that tie the connect-mode settings together: connect mode needs an allow-list (never an
+/// open proxy) and no upstreams; the allow-list and credentials mean nothing in forward mode, which
+/// needs upstreams.
+pub fn check_mode(route: &RouteConfig) -> Result<(), String> {
+    match route.mode {
+        Mode::Connect if route.allow.is_empty() => Err(String::from(
+            "connect mode needs an allow-list (--allow / allow): edgefwd is never an open proxy",
+        )),
+        Mode::Connect if !route.upstreams.is_empty() => Err(String::from(
+            "connect mode takes no upstreams: clients name their destination",
+        )),
+        Mode::Forward if !route.allow.is_empty() || route.proxy_auth.is_some() => Err(
+            String::from("allow and proxy_auth only apply to connect mode (--mode connect)"),
+        ),
+        Mode::Forward if route.upstreams.is_empty() => {
+            Err(String::from("at least one upstream is needed"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// One upstream of a route.

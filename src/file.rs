@@ -19,10 +19,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::allow::AllowList;
 use crate::balance::Algorithm;
 use crate::config::{
-    self, Config, RouteConfig, UpstreamConfig, DEFAULT_FALL, DEFAULT_HEALTH_TIMEOUT, MAX_LISTENERS,
-    MAX_UPSTREAMS,
+    self, Config, Mode, RouteConfig, UpstreamConfig, DEFAULT_FALL, DEFAULT_HEALTH_TIMEOUT,
+    MAX_LISTENERS, MAX_UPSTREAMS,
 };
 
 /// Why a file was not accepted.
@@ -126,7 +127,8 @@ struct RawFile {
 struct RawRoute {
     name: Option<Spanned<String>>,
     listen: Spanned<OneOrMany>,
-    upstreams: Spanned<Vec<RawUpstream>>,
+    /// Required in forward mode, absent in connect mode.
+    upstreams: Option<Spanned<Vec<RawUpstream>>>,
     balance: Option<Algorithm>,
     buffer_size: Option<Spanned<String>>,
     max_connections: Option<Spanned<u32>>,
@@ -141,6 +143,12 @@ struct RawRoute {
     nodelay: Option<bool>,
     keepalive: Option<Spanned<String>>,
     backlog: Option<Spanned<u32>>,
+    mode: Option<Spanned<Mode>>,
+    allow: Option<Spanned<Vec<String>>>,
+    proxy_auth: Option<Spanned<String>>,
+    send_proxy: Option<Spanned<String>>,
+    accept_proxy: Option<bool>,
+    header_timeout: Option<Spanned<String>>,
 }
 
 /// `listen = "addr"` or `listen = ["addr", ...]`.
@@ -181,8 +189,32 @@ impl Reader<'_> {
         defaults: Defaults,
     ) -> Result<RouteConfig, FileError> {
         let key = |field: &str| format!("route[{index}].{field}");
+        let span = raw.mode.as_ref().map_or(raw.listen.span(), Spanned::span);
+        let connect = raw
+            .mode
+            .as_ref()
+            .is_some_and(|mode| *mode.get_ref() == Mode::Connect);
+        if raw.upstreams.is_none() && !connect {
+            let message = "missing: a forward route needs upstreams";
+            return Err(self.error(&key("upstreams"), raw.listen.span(), message));
+        }
+        let route = self.route_settings(index, raw, defaults)?;
+        config::check_mode(&route).map_err(|err| self.error(&key("mode"), span, &err))?;
+        Ok(route)
+    }
+
+    fn route_settings(
+        &mut self,
+        index: usize,
+        raw: RawRoute,
+        defaults: Defaults,
+    ) -> Result<RouteConfig, FileError> {
+        let key = |field: &str| format!("route[{index}].{field}");
         let listen = self.listen(&key("listen"), &raw.listen)?;
-        let upstreams = self.upstreams(&key("upstreams"), &raw.upstreams)?;
+        let upstreams = match &raw.upstreams {
+            Some(upstreams) => self.upstreams(&key("upstreams"), upstreams)?,
+            None => Vec::new(),
+        };
         let connect_attempts = match &raw.connect_attempts {
             Some(n) => self.positive(&key("connect_attempts"), n)? as usize,
             None => config::default_connect_attempts(upstreams.len()),
@@ -238,6 +270,32 @@ impl Reader<'_> {
                     .map_err(|_| self.error(&key("backlog"), n.span(), "too large"))?,
                 None => config::DEFAULT_BACKLOG,
             },
+            mode: raw.mode.as_ref().map_or(Mode::Forward, |m| *m.get_ref()),
+            allow: match &raw.allow {
+                Some(rules) => AllowList::new(
+                    rules
+                        .get_ref()
+                        .iter()
+                        .map(|rule| rule.parse())
+                        .collect::<Result<_, String>>()
+                        .map_err(|err| self.error(&key("allow"), rules.span(), &err))?,
+                ),
+                None => AllowList::default(),
+            },
+            proxy_auth: match &raw.proxy_auth {
+                Some(text) => {
+                    Some(self.check(&key("proxy_auth"), text, config::parse_credentials)?)
+                }
+                None => None,
+            },
+            send_proxy: match &raw.send_proxy {
+                Some(text) => Some(self.check(&key("send_proxy"), text, str::parse)?),
+                None => None,
+            },
+            accept_proxy: raw.accept_proxy.unwrap_or(false),
+            header_timeout: self
+                .duration(&key("header_timeout"), raw.header_timeout.as_ref())?
+                .unwrap_or(config::DEFAULT_HEADER_TIMEOUT),
         })
     }
 

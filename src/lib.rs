@@ -16,6 +16,7 @@
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers, encoded and parsed. Pure.
 //! - [`connect_request`]: the head of an HTTP CONNECT request and the status answers. Pure.
 //! - [`allow`]: the destinations a CONNECT may reach (default deny). Pure.
+//! - [`greeting`]: what a client sends before forwarding starts (PROXY header, CONNECT head).
 //! - [`net`]: socket2 setup (listener, non-blocking connect, options) and `io::Error` -> outcome.
 //! - [`ring`]: fixed-capacity byte ring with vectored I/O; storage borrowed from a pool while non-empty.
 //! - [`readiness`]: cached readiness of one socket.
@@ -40,6 +41,7 @@ pub mod fdlimit;
 pub mod file;
 #[cfg(test)]
 mod fuzz;
+pub mod greeting;
 pub mod health;
 pub mod metrics;
 pub mod net;

@@ -10,16 +10,18 @@ use std::time::Duration;
 use clap::Parser;
 use log::info;
 
+use edgefwd::allow::{AllowList, Rule};
 use edgefwd::balance::Algorithm;
-use edgefwd::config::{self, Config, RouteConfig, UpstreamConfig};
+use edgefwd::config::{self, Config, Mode, RouteConfig, UpstreamConfig};
 use edgefwd::fdlimit;
 use edgefwd::file::{self, Defaults, FileError};
 use edgefwd::metrics::MetricsBoard;
+use edgefwd::proxy_protocol::Version;
 use edgefwd::reactor::{Exit, Reactor, Siblings};
 use edgefwd::resolve;
 
 /// The flags that describe the one route of a flag-configured forwarder; `--config` excludes them all.
-const ROUTE_FLAGS: [&str; 16] = [
+const ROUTE_FLAGS: [&str; 22] = [
     "listen",
     "upstream",
     "balance",
@@ -36,6 +38,12 @@ const ROUTE_FLAGS: [&str; 16] = [
     "no_nodelay",
     "keepalive",
     "backlog",
+    "mode",
+    "allow",
+    "proxy_auth",
+    "send_proxy",
+    "accept_proxy",
+    "header_timeout",
 ];
 
 /// A TCP port forwarder: every connection accepted on --listen is forwarded to one of the --upstream
@@ -54,7 +62,7 @@ struct Cli {
 
     /// Where to forward connections: IP:PORT or HOST:PORT, with an optional ",weight=N". Repeat for
     /// several upstreams.
-    #[arg(long, value_name = "HOST:PORT[,weight=N]", required_unless_present = "config", value_parser = config::parse_upstream_spec)]
+    #[arg(long, value_name = "HOST:PORT[,weight=N]", required_unless_present_any = ["config", "mode"], value_parser = config::parse_upstream_spec)]
     upstream: Vec<(String, u32)>,
 
     /// How an upstream is picked for each connection: round-robin, least-conn, random-two, source-hash.
@@ -116,6 +124,31 @@ struct Cli {
     /// Listen backlog.
     #[arg(long, value_name = "N", default_value_t = config::DEFAULT_BACKLOG, value_parser = clap::value_parser!(i32).range(1..))]
     backlog: i32,
+
+    /// forward (to the upstreams) or connect (an HTTP CONNECT proxy to the destinations --allow names).
+    #[arg(long, value_name = "MODE", value_parser = str::parse::<Mode>)]
+    mode: Option<Mode>,
+
+    /// Connect mode: a destination CONNECT may reach, e.g. 10.0.0.0/8:443, [::1]:*, .example.com:443,
+    /// *:443. Repeat for several; anything else gets 403.
+    #[arg(long, value_name = "DEST:PORT", value_parser = str::parse::<Rule>)]
+    allow: Vec<Rule>,
+
+    /// Connect mode: require these Proxy-Authorization basic credentials (407 otherwise).
+    #[arg(long, value_name = "USER:PASS", value_parser = config::parse_credentials)]
+    proxy_auth: Option<String>,
+
+    /// Start every upstream stream with a PROXY protocol header (v1 or v2) carrying the client address.
+    #[arg(long, value_name = "VERSION", value_parser = str::parse::<Version>)]
+    send_proxy: Option<Version>,
+
+    /// Clients start with a PROXY protocol header (v1 or v2, detected); its source address is the client's.
+    #[arg(long)]
+    accept_proxy: bool,
+
+    /// How long a client may take to send its PROXY header or CONNECT head (408 in connect mode).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = config::parse_duration)]
+    header_timeout: Duration,
 
     /// Serve Prometheus metrics at http://ADDR/metrics, from the same event loop (a config file's
     /// `metrics` wins).
@@ -310,7 +343,14 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
         nodelay: !cli.no_nodelay,
         keepalive: cli.keepalive,
         backlog: cli.backlog,
+        mode: cli.mode.unwrap_or_default(),
+        allow: AllowList::new(cli.allow),
+        proxy_auth: cli.proxy_auth,
+        send_proxy: cli.send_proxy,
+        accept_proxy: cli.accept_proxy,
+        header_timeout: cli.header_timeout,
     };
+    config::check_mode(&route).map_err(|message| Failure { code: 2, message })?;
     Ok(Config {
         routes: vec![route],
         shutdown_timeout: cli.shutdown_timeout,

@@ -24,8 +24,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::trace;
+use std::io::{Read, Write};
+
+use log::{debug, info, trace};
 use mio::net::TcpStream;
+
+use crate::connect_request::Status;
+use crate::greeting::{Greeting, Target, Verdict};
+use crate::proxy_protocol::{self, Version};
 
 use crate::metrics::Way;
 use crate::net::{self, ConnectState};
@@ -48,11 +54,15 @@ pub enum Cause {
     IdleTimeout,
     FinTimeout,
     Shutdown,
+    /// Turned away during its greeting: a CONNECT answered with an error status, or a bad PROXY header.
+    Rejected,
+    /// No complete greeting (PROXY header, CONNECT head) within `--header-timeout`.
+    HeaderTimeout,
 }
 
 impl Cause {
     /// Every cause, in the order of their discriminants (indexes of per-cause counters).
-    pub const ALL: [Cause; 11] = [
+    pub const ALL: [Cause; 13] = [
         Cause::ClientFin,
         Cause::UpstreamFin,
         Cause::ClientReset,
@@ -64,6 +74,8 @@ impl Cause {
         Cause::IdleTimeout,
         Cause::FinTimeout,
         Cause::Shutdown,
+        Cause::Rejected,
+        Cause::HeaderTimeout,
     ];
 
     /// The name used in logs.
@@ -80,6 +92,8 @@ impl Cause {
             Cause::IdleTimeout => "idle-timeout",
             Cause::FinTimeout => "fin-timeout",
             Cause::Shutdown => "shutdown",
+            Cause::Rejected => "rejected",
+            Cause::HeaderTimeout => "header-timeout",
         }
     }
 
@@ -101,6 +115,8 @@ impl Cause {
                 | Cause::ClientAbort
                 | Cause::IdleTimeout
                 | Cause::FinTimeout
+                | Cause::Rejected
+                | Cause::HeaderTimeout
         )
     }
 }
@@ -120,11 +136,17 @@ pub enum Outcome {
     Yield,
     /// Tear it down.
     Close(Cause),
+    /// Its greeting is complete: start the upstream connect to this target ([`Pair::begin_connect`]).
+    Connect(Target),
 }
 
 /// The pair's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Reading the client's PROXY header or CONNECT head; there is no upstream socket yet.
+    Greeting,
+    /// Writing an error status to the client (connect mode), then closing.
+    Refusing,
     Connecting,
     Established,
 }
@@ -133,13 +155,34 @@ pub enum Phase {
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
     pub connect: Duration,
+    /// How long a greeting may take (`--header-timeout`).
+    pub header: Duration,
     pub idle: Option<Duration>,
     pub fin: Duration,
 }
 
+/// `upstream_index` of a pair whose upstream is not one of its route's (a CONNECT destination, or none
+/// yet): route bookkeeping ignores it.
+pub const NO_UPSTREAM: usize = usize::MAX;
+
 /// How many pump rounds one wakeup may run before the loop guard steps in. Each round moves bytes,
 /// changes a state or clears a readiness bit, so reaching this means something is wrong.
 const MAX_ROUNDS: usize = 10_000;
+/// How long a refused client has to read its status before the connection is closed anyway.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+/// Reads a refused client's leftover bytes are discarded with, per event (the linger bounds the rest).
+const REFUSAL_DISCARD_READS: usize = 16;
+
+/// An error status being written to a refused client.
+#[derive(Debug)]
+struct Refusal {
+    response: &'static [u8],
+    written: usize,
+    /// `shutdown(Write)` was done after the response.
+    shut: bool,
+    /// Close at this moment whatever the client does.
+    until: Instant,
+}
 
 /// A client connection and its upstream.
 #[derive(Debug)]
@@ -147,7 +190,9 @@ pub struct Pair {
     /// Connection id for logs; also the generation in this pair's tokens.
     pub id: u32,
     pub client: TcpStream,
-    pub upstream: TcpStream,
+    /// `None` until a greeting is done, and again once a refusal has begun.
+    pub upstream: Option<TcpStream>,
+    /// The client's address: the peer's, or the one a PROXY header carried (`--accept-proxy`).
     pub client_addr: SocketAddr,
     /// Slab slot of the route that accepted the client (it outlives the pair, draining if removed).
     pub route: usize,
@@ -172,6 +217,15 @@ pub struct Pair {
     last_activity: Instant,
     /// The deadline currently armed in the reactor's timer heap for this pair.
     pub armed: Option<Instant>,
+    /// In `Greeting`: what has arrived of the PROXY header / CONNECT head.
+    greeting: Option<Greeting>,
+    /// In `Refusing`: the status being written.
+    refusal: Option<Refusal>,
+    /// `--send-proxy`: put a PROXY header first in the upstream stream.
+    send_proxy: Option<Version>,
+    /// The upstream is a CONNECT destination, not one of the route's upstreams: a failed connect is
+    /// answered with 502/504 instead of failing over.
+    direct: bool,
 }
 
 impl Pair {
@@ -188,7 +242,7 @@ impl Pair {
         Pair {
             id,
             client,
-            upstream,
+            upstream: Some(upstream),
             client_addr,
             route,
             upstream_index,
@@ -203,7 +257,71 @@ impl Pair {
             attempt_started: now,
             last_activity: now,
             armed: None,
+            greeting: None,
+            refusal: None,
+            send_proxy: None,
+            direct: false,
         }
+    }
+
+    /// A pair that must first read a greeting from its client; its upstream connect starts once the
+    /// greeting says where to (the pair returns [`Outcome::Connect`]).
+    pub fn greeting(
+        id: u32,
+        (client, client_addr): (TcpStream, SocketAddr),
+        route: usize,
+        greeting: Greeting,
+        now: Instant,
+        zero_copy: bool,
+    ) -> Pair {
+        Pair {
+            id,
+            client,
+            upstream: None,
+            client_addr,
+            route,
+            upstream_index: NO_UPSTREAM,
+            tried: 0,
+            client_ready: Readiness::default(),
+            upstream_ready: Readiness::default(),
+            c2u: Direction::new(Way::ClientToUpstream, zero_copy),
+            u2c: Direction::new(Way::UpstreamToClient, zero_copy),
+            phase: Phase::Greeting,
+            first_fin: None,
+            started: now,
+            attempt_started: now,
+            last_activity: now,
+            armed: None,
+            greeting: Some(greeting),
+            refusal: None,
+            send_proxy: None,
+            direct: false,
+        }
+    }
+
+    /// `--send-proxy`: the upstream stream starts with a PROXY header naming the client. A pair without
+    /// a greeting queues it now; one with a greeting when the greeting (which may carry the client's
+    /// address) is done.
+    pub fn with_send_proxy(mut self, version: Option<Version>) -> Pair {
+        self.send_proxy = version;
+        if self.greeting.is_none() {
+            self.push_proxy_header(None);
+        }
+        self
+    }
+
+    /// Queues the PROXY header: from the client's address to `destination` (the one a received header
+    /// carried) or else the address the client connected to.
+    fn push_proxy_header(&mut self, destination: Option<SocketAddr>) {
+        let Some(version) = self.send_proxy else {
+            return;
+        };
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let destination = destination
+            .or_else(|| self.client.local_addr().ok())
+            .unwrap_or(unspecified);
+        let header = proxy_protocol::encode(version, self.client_addr, destination);
+        self.c2u.push_preamble(&header);
     }
 
     /// Marks the upstream as an already established `--prewarm` connection: the pair starts
@@ -217,6 +335,17 @@ impl Pair {
             read_closed: false,
         };
         self
+    }
+
+    /// The greeting named its target and the reactor started the connect to it (upstream `index` of the
+    /// route, or [`NO_UPSTREAM`] for a CONNECT destination).
+    pub fn begin_connect(&mut self, upstream: TcpStream, index: usize, tried: u64, now: Instant) {
+        self.upstream = Some(upstream);
+        self.upstream_index = index;
+        self.tried = tried;
+        self.attempt_started = now;
+        self.upstream_ready = Readiness::default();
+        self.set_phase(Phase::Connecting);
     }
 
     pub fn phase(&self) -> Phase {
@@ -246,7 +375,7 @@ impl Pair {
             "conn={} Connecting => Connecting (failover to upstream #{index})",
             self.id
         );
-        self.upstream = upstream;
+        self.upstream = Some(upstream);
         self.upstream_index = index;
         self.upstream_ready = Readiness::default();
         self.tried = tried;
@@ -272,8 +401,181 @@ impl Pair {
             Side::Upstream => self.upstream_ready.merge(event),
         }
         match self.phase {
+            Phase::Greeting if side == Side::Client => self.read_greeting(now),
+            Phase::Greeting => Outcome::Open,
+            Phase::Refusing => self.write_refusal(),
             Phase::Connecting => self.on_connecting_event(side, event, shared, budget, now),
             Phase::Established => self.run(shared, budget, now),
+        }
+    }
+
+    /// Reads the client's greeting, never more than its stage's bound: bytes after the greeting stay in
+    /// the kernel for the pump (the readable bit stays set, so it will read them).
+    fn read_greeting(&mut self, now: Instant) -> Outcome {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let Some(greeting) = self.greeting.as_mut() else {
+                return Outcome::Open;
+            };
+            let room = greeting.room().min(chunk.len());
+            if !self.client_ready.readable {
+                return Outcome::Open;
+            }
+            if room == 0 {
+                // Cannot happen: each parser decides before its bound is reached.
+                return self.conclude(Verdict::Drop("greeting too long".into()), now);
+            }
+            match self.client.read(&mut chunk[..room]) {
+                Ok(0) => return Outcome::Close(Cause::ClientAbort),
+                Ok(n) => {
+                    greeting.extend(&chunk[..n]);
+                    match greeting.advance() {
+                        Verdict::More => {}
+                        verdict => return self.conclude(verdict, now),
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    self.client_ready.readable = false;
+                    return Outcome::Open;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Outcome::Close(Cause::ClientReset),
+            }
+        }
+    }
+
+    /// Acts on a finished greeting: connect, answer with an error, or drop.
+    fn conclude(&mut self, verdict: Verdict, now: Instant) -> Outcome {
+        let Some(greeting) = self.greeting.take() else {
+            return Outcome::Open;
+        };
+        match verdict {
+            Verdict::More => {
+                self.greeting = Some(greeting);
+                Outcome::Open
+            }
+            Verdict::Ready { target, leftover } => {
+                if let Some(source) = greeting.source {
+                    debug!(
+                        "conn={} PROXY header: client={source} (peer {})",
+                        self.id, self.client_addr
+                    );
+                    self.client_addr = source;
+                }
+                self.push_proxy_header(greeting.destination);
+                self.c2u.push_preamble(&leftover);
+                if let Target::Direct(addr) = target {
+                    debug!(
+                        "conn={} client={} CONNECT {addr}",
+                        self.id, self.client_addr
+                    );
+                    self.direct = true;
+                    self.u2c.push_preamble(Status::Established.response());
+                }
+                Outcome::Connect(target)
+            }
+            Verdict::Answer(status, why) => {
+                debug!(
+                    "conn={} client={} CONNECT refused: {} ({why})",
+                    self.id,
+                    self.client_addr,
+                    status.code()
+                );
+                self.refuse(status, now)
+            }
+            Verdict::Drop(why) => {
+                info!("conn={} client={} closed: {why}", self.id, self.client_addr);
+                Outcome::Close(Cause::Rejected)
+            }
+        }
+    }
+
+    /// Starts answering the client with an error status; whatever was queued for either side is
+    /// dropped, and so is the upstream socket if there is one.
+    fn refuse(&mut self, status: Status, now: Instant) -> Outcome {
+        self.upstream = None;
+        self.c2u.drop_preamble();
+        self.u2c.drop_preamble();
+        self.refusal = Some(Refusal {
+            response: status.response(),
+            written: 0,
+            shut: false,
+            until: now + REFUSAL_LINGER,
+        });
+        self.set_phase(Phase::Refusing);
+        self.write_refusal()
+    }
+
+    /// Writes the status (a fresh socket's send buffer takes it whole, but WouldBlock is honoured), then
+    /// `shutdown(Write)`, then discards what the client still sends until its FIN: closing a socket with
+    /// unread bytes would send an RST that can destroy the status before the client reads it.
+    fn write_refusal(&mut self) -> Outcome {
+        let Some(refusal) = self.refusal.as_mut() else {
+            return Outcome::Close(Cause::Rejected);
+        };
+        while refusal.written < refusal.response.len() {
+            match self.client.write(&refusal.response[refusal.written..]) {
+                Ok(0) => return Outcome::Close(Cause::Rejected),
+                Ok(n) => refusal.written += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Outcome::Open,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Outcome::Close(Cause::Rejected),
+            }
+        }
+        if !refusal.shut {
+            refusal.shut = true;
+            if self.client.shutdown(std::net::Shutdown::Write).is_err() {
+                return Outcome::Close(Cause::Rejected);
+            }
+        }
+        let mut sink = [0u8; 4096];
+        for _ in 0..REFUSAL_DISCARD_READS {
+            match self.client.read(&mut sink) {
+                Ok(0) => return Outcome::Close(Cause::Rejected),
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Outcome::Open,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Outcome::Close(Cause::Rejected),
+            }
+        }
+        Outcome::Open
+    }
+
+    /// The upstream connect could not even be started (the socket calls failed): a CONNECT client gets
+    /// 502, any other client is closed.
+    pub fn cannot_connect(&mut self, now: Instant) -> Outcome {
+        if self.direct {
+            self.refuse(Status::BadGateway, now)
+        } else {
+            Outcome::Close(Cause::ConnectError)
+        }
+    }
+
+    /// The pair's deadline passed with `cause`: what to do about it. A greeting that timed out is
+    /// answered 408 in connect mode; a CONNECT destination that did not answer gets 504; everything else
+    /// closes (and a connect timeout of a route upstream fails over, in the reactor).
+    pub fn expire(&mut self, cause: Cause, now: Instant) -> Outcome {
+        match self.phase {
+            Phase::Greeting if self.greeting.as_ref().is_some_and(Greeting::answers) => {
+                debug!(
+                    "conn={} client={} CONNECT head timed out",
+                    self.id, self.client_addr
+                );
+                self.greeting = None;
+                self.refuse(Status::RequestTimeout, now)
+            }
+            Phase::Greeting => {
+                info!(
+                    "conn={} client={} closed: no complete PROXY header within --header-timeout",
+                    self.id, self.client_addr
+                );
+                Outcome::Close(cause)
+            }
+            Phase::Connecting if self.direct && cause == Cause::ConnectTimeout => {
+                debug!("conn={} CONNECT destination timed out", self.id);
+                self.refuse(Status::GatewayTimeout, now)
+            }
+            _ => Outcome::Close(cause),
         }
     }
 
@@ -285,11 +587,18 @@ impl Pair {
         budget: usize,
         now: Instant,
     ) -> Outcome {
+        let Some(upstream) = self.upstream.as_ref() else {
+            return Outcome::Open;
+        };
         match side {
             Side::Client if event.read_closed || event.error => self.check_client_left(),
             Side::Client => Outcome::Open,
-            Side::Upstream => match net::connect_result(&self.upstream) {
+            Side::Upstream => match net::connect_result(upstream) {
                 ConnectState::Pending => Outcome::Open,
+                ConnectState::Failed(err) if self.direct => {
+                    debug!("conn={} CONNECT destination failed: {err}", self.id);
+                    self.refuse(Status::BadGateway, now)
+                }
                 ConnectState::Failed(err) => Outcome::Close(connect_failure_cause(&err)),
                 ConnectState::Connected => {
                     shared.metrics.connects_ok += 1;
@@ -306,6 +615,9 @@ impl Pair {
     /// expects an answer, so the pair waits; a FIN with nothing sent, or a reset, means the client is gone
     /// and both sockets are freed now rather than when the connect resolves.
     fn check_client_left(&mut self) -> Outcome {
+        if self.c2u.undelivered() > 0 {
+            return Outcome::Open; // bytes pipelined after a greeting: the client did send data
+        }
         let mut probe = [0u8; 1];
         match self.client.peek(&mut probe) {
             Ok(0) => Outcome::Close(Cause::ClientAbort),
@@ -355,6 +667,9 @@ impl Pair {
     /// One round: each direction moves what it can.
     fn pump_both(&mut self, shared: &mut Shared<'_>, budget: &mut usize) -> Result<bool, Cause> {
         let id = self.id;
+        let Some(upstream) = self.upstream.as_mut() else {
+            return Ok(false);
+        };
         let forward = self
             .c2u
             .pump(
@@ -364,7 +679,7 @@ impl Pair {
                     ready: &mut self.client_ready,
                 },
                 End {
-                    stream: &mut self.upstream,
+                    stream: &mut *upstream,
                     ready: &mut self.upstream_ready,
                 },
                 shared,
@@ -376,7 +691,7 @@ impl Pair {
             .pump(
                 id,
                 End {
-                    stream: &mut self.upstream,
+                    stream: &mut *upstream,
                     ready: &mut self.upstream_ready,
                 },
                 End {
@@ -415,8 +730,18 @@ impl Pair {
 
     /// The next moment this pair must be looked at, and what it would mean then.
     pub fn deadline(&self, limits: &Deadlines) -> Option<(Instant, Cause)> {
-        if self.phase == Phase::Connecting {
-            return Some((self.attempt_started + limits.connect, Cause::ConnectTimeout));
+        match self.phase {
+            Phase::Greeting => return Some((self.started + limits.header, Cause::HeaderTimeout)),
+            Phase::Refusing => {
+                return self
+                    .refusal
+                    .as_ref()
+                    .map(|refusal| (refusal.until, Cause::Rejected))
+            }
+            Phase::Connecting => {
+                return Some((self.attempt_started + limits.connect, Cause::ConnectTimeout))
+            }
+            Phase::Established => {}
         }
         let idle = limits
             .idle
@@ -433,7 +758,7 @@ impl Pair {
     /// True while either direction holds bytes not yet delivered. Closing such a pair with a FIN would
     /// let the peer take a truncated stream for a complete one, so the reactor resets it instead.
     pub fn holds_undelivered(&self) -> bool {
-        self.c2u.held() > 0 || self.u2c.held() > 0
+        self.c2u.undelivered() > 0 || self.u2c.undelivered() > 0
     }
 
     /// Returns ring storage and pipes to their pools before the pair is dropped.

@@ -111,6 +111,10 @@ pub struct Direction {
     ring: Ring,
     /// Splice this direction (until a fallback turns it off).
     zero_copy: bool,
+    /// Bytes that go to `dst` before anything read from `src`: a PROXY protocol header, the bytes a
+    /// client pipelined after its CONNECT head, the `200 Connection Established` line. They are moved
+    /// into the ring as room allows, and nothing is read from `src` until they all have been.
+    preamble: Vec<u8>,
     /// The splice buffer, present only while it holds data.
     pipe: Option<Pipe>,
     /// A splice into the pipe returned EAGAIN while the pipe held data: treat the pipe as full until a
@@ -127,6 +131,7 @@ impl Direction {
             state: State::Open,
             ring: Ring::new(),
             zero_copy,
+            preamble: Vec::new(),
             pipe: None,
             pipe_full: false,
             counters: Counters::default(),
@@ -154,6 +159,21 @@ impl Direction {
     /// Bytes read from `src` and not yet written to `dst`.
     pub fn held(&self) -> usize {
         self.ring.len() + self.pipe.as_ref().map_or(0, Pipe::len)
+    }
+
+    /// Bytes not yet written to `dst`, the preamble's included.
+    pub fn undelivered(&self) -> usize {
+        self.held() + self.preamble.len()
+    }
+
+    /// Forgets a queued preamble (the pair is refusing its client instead).
+    pub fn drop_preamble(&mut self) {
+        self.preamble = Vec::new();
+    }
+
+    /// Queues `bytes` to be written to `dst` before anything read from `src` (see `preamble`).
+    pub fn push_preamble(&mut self, bytes: &[u8]) {
+        self.preamble.extend_from_slice(bytes);
     }
 
     /// True when a read could not store a byte: backpressure. This must be checked before every read:
@@ -190,7 +210,8 @@ impl Direction {
     pub fn has_work(&self, src_ready: &Readiness, dst_ready: &Readiness, pool: &BufPool) -> bool {
         let can_write = self.held() > 0 && dst_ready.writable;
         let can_read = self.state == State::Open && src_ready.readable && !self.is_full(pool);
-        can_write || can_read
+        let can_feed = !self.preamble.is_empty() && !self.ring.is_full(pool);
+        can_write || can_read || can_feed
     }
 
     /// Moves as many bytes as readiness and `budget` allow. Returns whether anything happened (bytes moved
@@ -205,14 +226,27 @@ impl Direction {
     ) -> Result<bool, Fault> {
         let mut progressed = false;
         loop {
+            let fed = self.preamble_step(shared.pool);
             let wrote = self.write_step(&mut dst, shared)?;
             let shut = self.shutdown_step(conn, dst.stream)?;
             let read = self.read_step(conn, &mut src, shared, budget)?;
-            if !(wrote || shut || read) {
+            if !(fed || wrote || shut || read) {
                 return Ok(progressed);
             }
             progressed = true;
         }
+    }
+
+    /// Moves as much of the preamble into the ring as fits. The ring, not a pipe, carries it even with
+    /// `--splice`; [`Self::read_step`] waits for the ring to empty before splicing, so the order holds.
+    fn preamble_step(&mut self, pool: &mut BufPool) -> bool {
+        if self.preamble.is_empty() || self.ring.is_full(pool) {
+            return false;
+        }
+        let mut rest = self.preamble.as_slice();
+        let moved = self.ring.read_from(&mut rest, pool).unwrap_or(0);
+        self.preamble.drain(..moved);
+        moved > 0
     }
 
     /// Writes held bytes while `dst` is writable.
@@ -285,6 +319,11 @@ impl Direction {
         budget: &mut usize,
     ) -> Result<bool, Fault> {
         if self.state != State::Open || !src.ready.readable || *budget == 0 {
+            return Ok(false);
+        }
+        if !self.preamble.is_empty() || (self.zero_copy && !self.ring.is_empty()) {
+            // The preamble goes first; with --splice the pipe fills only once the ring (which carried
+            // the preamble) has drained, since a direction writes its pipe before its ring.
             return Ok(false);
         }
         if self.is_full(shared.pool) {

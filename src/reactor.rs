@@ -37,9 +37,10 @@ use socket2::SockRef;
 
 use crate::config::{self, Config, RouteConfig};
 use crate::file::Defaults;
+use crate::greeting::{Greeting, Target as ConnectTarget};
 use crate::metrics::{self, Metrics, MetricsBoard, StatsTicker};
 use crate::net::{self, ConnectState};
-use crate::pair::{Cause, Outcome, Pair, Phase};
+use crate::pair::{Cause, Outcome, Pair, Phase, NO_UPSTREAM};
 use crate::prewarm::WarmPool;
 use crate::readiness::Event;
 use crate::resolve::{Answer, Job, Worker};
@@ -460,7 +461,53 @@ impl Reactor {
             }
             Outcome::Close(cause) if cause.is_connect_failure() => self.failover(slot, cause),
             Outcome::Close(cause) => self.close_pair(slot, cause),
+            Outcome::Connect(target) => self.connect_greeted(slot, target),
         }
+    }
+
+    /// A pair's greeting is done: start its upstream connect, to an upstream of its route (balanced by
+    /// the client address, which a PROXY header may have replaced) or to the CONNECT destination, and
+    /// register the socket under the pair's upstream token.
+    fn connect_greeted(&mut self, slot: usize, target: ConnectTarget) {
+        let now = self.now;
+        let Some(pair) = self.pairs.get_mut(slot) else {
+            return;
+        };
+        let Some(route) = self.routes.get_mut(pair.route) else {
+            return;
+        };
+        let started = match target {
+            ConnectTarget::Balanced => route
+                .connect(pair.client_addr.ip(), 0, now, |_| None)
+                .map(|(stream, index, tried, _)| (stream, index, tried))
+                .map_err(|failure| failure.error),
+            ConnectTarget::Direct(addr) => {
+                net::start_connect(addr, route.options).map(|stream| (stream, NO_UPSTREAM, 0))
+            }
+        };
+        let (mut stream, index, tried) = match started {
+            Ok(started) => started,
+            Err(err) => {
+                debug!("conn={} cannot start the upstream connect: {err}", pair.id);
+                // Not a failover case: no upstream of the route was tried.
+                return match pair.cannot_connect(now) {
+                    Outcome::Close(cause) => self.close_pair(slot, cause),
+                    outcome => self.settle(slot, outcome),
+                };
+            }
+        };
+        let token = token_of(slot, Side::Upstream, pair.id);
+        let both = Interest::READABLE | Interest::WRITABLE;
+        if let Err(err) = self.poll.registry().register(&mut stream, token, both) {
+            route.release(index);
+            warn!(
+                "conn={} cannot register an upstream connect: {err}",
+                pair.id
+            );
+            return self.close_pair(slot, Cause::ConnectError);
+        }
+        pair.begin_connect(stream, index, tried, now);
+        self.arm_timer(slot);
     }
 
     fn run_yielded(&mut self) {
@@ -515,10 +562,10 @@ impl Reactor {
                 continue;
             };
             match pair.deadline(&route.deadlines) {
-                Some((at, cause)) if at <= self.now && cause.is_connect_failure() => {
-                    self.failover(entry.slot, cause)
+                Some((at, cause)) if at <= self.now => {
+                    let outcome = pair.expire(cause, self.now);
+                    self.settle(entry.slot, outcome)
                 }
-                Some((at, cause)) if at <= self.now => self.close_pair(entry.slot, cause),
                 _ => self.arm_timer(entry.slot),
             }
         }
@@ -657,6 +704,10 @@ impl Reactor {
             debug!("client={client_addr} dropped: cannot set socket options: {err}");
             return;
         }
+        if let Some(rules) = route.greeting.clone() {
+            let greeting = Greeting::new(rules);
+            return self.open_greeting_pair(key, client, client_addr, greeting);
+        }
         let uid = route.uid;
         let warm = &mut self.warm;
         let connect = route.connect(client_addr.ip(), 0, now, |index| {
@@ -692,11 +743,12 @@ impl Reactor {
             now,
             self.config.splice,
         );
-        let mut pair = if prewarmed {
+        let pair = if prewarmed {
             pair.with_warm_upstream()
         } else {
             pair
         };
+        let mut pair = pair.with_send_proxy(route.config.send_proxy);
         // Register once for both directions, edge-triggered; interest is never changed afterwards. A
         // warm upstream is already registered under its pool token and moves to the pair's.
         let both = Interest::READABLE | Interest::WRITABLE;
@@ -704,9 +756,10 @@ impl Reactor {
         let upstream_token = token_of(slot, Side::Upstream, id);
         let registered = registry
             .register(&mut pair.client, token_of(slot, Side::Client, id), both)
-            .and_then(|()| match prewarmed {
-                true => registry.reregister(&mut pair.upstream, upstream_token, both),
-                false => registry.register(&mut pair.upstream, upstream_token, both),
+            .and_then(|()| match (prewarmed, pair.upstream.as_mut()) {
+                (true, Some(upstream)) => registry.reregister(upstream, upstream_token, both),
+                (false, Some(upstream)) => registry.register(upstream, upstream_token, both),
+                (_, None) => Ok(()),
             });
         if let Err(err) = registered {
             // Nothing was inserted; dropping the pair closes both fds, which also removes them from epoll.
@@ -715,6 +768,46 @@ impl Reactor {
             return;
         }
         entry.insert(pair);
+        route.pairs += 1;
+        self.metrics.pairs_total += 1;
+        self.arm_timer(slot);
+    }
+
+    /// A client that must greet first (`--accept-proxy`, `--mode connect`): only its socket is registered;
+    /// the upstream connect starts when the pair returns [`Outcome::Connect`].
+    fn open_greeting_pair(
+        &mut self,
+        key: usize,
+        mut client: TcpStream,
+        client_addr: SocketAddr,
+        greeting: Greeting,
+    ) {
+        let Some(route) = self.routes.get_mut(key) else {
+            return;
+        };
+        let id = self.next_id;
+        self.next_id = (self.next_id + 1) % GENERATION_MASK;
+        let entry = self.pairs.vacant_entry();
+        let slot = entry.key();
+        if slot > MAX_SLOT {
+            warn!("client={client_addr} dropped: no token space left");
+            return;
+        }
+        let both = Interest::READABLE | Interest::WRITABLE;
+        let token = token_of(slot, Side::Client, id);
+        if let Err(err) = self.poll.registry().register(&mut client, token, both) {
+            warn!("client={client_addr} dropped: cannot register with the poller: {err}");
+            return;
+        }
+        let pair = Pair::greeting(
+            id,
+            (client, client_addr),
+            key,
+            greeting,
+            self.now,
+            self.config.splice,
+        );
+        entry.insert(pair.with_send_proxy(route.config.send_proxy));
         route.pairs += 1;
         self.metrics.pairs_total += 1;
         self.arm_timer(slot);
@@ -828,7 +921,9 @@ impl Reactor {
         // abort, not a FIN after a stream that silently lost its tail.
         if cause.resets() || pair.holds_undelivered() {
             net::set_reset_on_close(&pair.client);
-            net::set_reset_on_close(&pair.upstream);
+            if let Some(upstream) = pair.upstream.as_ref() {
+                net::set_reset_on_close(upstream);
+            }
         }
         if let Some(route) = self.routes.get_mut(pair.route) {
             pair.release(&mut route.shared(&mut self.metrics));
@@ -842,7 +937,9 @@ impl Reactor {
                     pair.id,
                     pair.client_addr,
                     route.config.name,
-                    route.upstreams[pair.upstream_index].name,
+                    route.upstreams
+                        .get(pair.upstream_index)
+                        .map_or("-", |upstream| upstream.name.as_str()),
                     self.now.duration_since(pair.started).as_millis()
                 );
             }

@@ -9,13 +9,15 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use mio::net::{TcpListener, TcpStream};
 
 use crate::balance::{Balancer, Candidate};
-use crate::config::RouteConfig;
+use crate::config::{Mode, RouteConfig};
+use crate::greeting::{ConnectRules, Rules};
 use crate::health::{Change, Health};
 use crate::metrics::{Metrics, UpstreamRow};
 use crate::net::{self, StreamOptions};
@@ -24,6 +26,20 @@ use crate::pump::Shared;
 use crate::ring::BufPool;
 use crate::splice::PipePool;
 use crate::throttle::Throttle;
+
+/// The greeting a route's clients owe, from its settings.
+fn greeting_rules(config: &RouteConfig) -> Option<Arc<Rules>> {
+    let connect = (config.mode == Mode::Connect).then(|| ConnectRules {
+        allow: config.allow.clone(),
+        credentials: config.proxy_auth.clone(),
+    });
+    (config.accept_proxy || connect.is_some()).then(|| {
+        Arc::new(Rules {
+            accept_proxy: config.accept_proxy,
+            connect,
+        })
+    })
+}
 
 /// Floor of the per-wakeup byte budget of one pair.
 const MIN_PAIR_BUDGET: usize = 1 << 20;
@@ -103,6 +119,9 @@ pub struct Route {
     pub pipes: Option<PipePool>,
     pub deadlines: Deadlines,
     pub options: StreamOptions,
+    /// What clients must send before forwarding starts (`--accept-proxy`, `--mode connect`); `None`:
+    /// nothing, the upstream connect starts at accept.
+    pub greeting: Option<Arc<Rules>>,
     /// Bytes one pair may read per wakeup before it must yield.
     pub pair_budget: usize,
     /// Pairs open.
@@ -154,8 +173,10 @@ impl Route {
             upstreams,
             pool: BufPool::new(config.buffer_size),
             pipes: splice.then(|| PipePool::new(config.buffer_size, MAX_SPARE_PIPES)),
+            greeting: greeting_rules(&config),
             deadlines: Deadlines {
                 connect: config.connect_timeout,
+                header: config.header_timeout,
                 idle: config.idle_timeout,
                 fin: config.fin_timeout,
             },
@@ -326,6 +347,22 @@ impl Route {
         }
     }
 
+    /// The start line's connect-mode and PROXY protocol settings, when set.
+    fn describe_extras(&self) -> String {
+        let config = &self.config;
+        let mut text = String::new();
+        if config.mode == Mode::Connect {
+            text.push_str(" mode=connect");
+        }
+        if config.accept_proxy {
+            text.push_str(" accept-proxy");
+        }
+        if let Some(version) = config.send_proxy {
+            text.push_str(&format!(" send-proxy={version:?}"));
+        }
+        text
+    }
+
     /// The start line of listener `index`: it begins with `listening on ADDR`, which tests parse.
     pub fn describe_listener(&self, index: usize) -> Option<String> {
         let listener = self.listeners.get(index)?;
@@ -357,7 +394,7 @@ impl Route {
             millis_or_off(config.idle_timeout),
             config.fin_timeout.as_millis(),
             millis_or_off(config.health_interval),
-        ))
+        ) + &self.describe_extras())
     }
 
     /// One metrics row per upstream.
@@ -420,6 +457,12 @@ mod tests {
             nodelay: true,
             keepalive: None,
             backlog: 16,
+            mode: Mode::Forward,
+            allow: crate::allow::AllowList::default(),
+            proxy_auth: None,
+            send_proxy: None,
+            accept_proxy: false,
+            header_timeout: Duration::from_secs(10),
         }
     }
 

@@ -1,0 +1,308 @@
+//! What a client must send before its bytes are forwarded: a PROXY protocol header (`--accept-proxy`),
+//! an HTTP CONNECT head (`--mode connect`), or both in that order. No I/O: the pair reads the client's
+//! first bytes into [`Greeting`] and asks [`Greeting::advance`] what they amount to.
+//!
+//! | stage     | bytes so far                         | verdict                                       |
+//! |-----------|--------------------------------------|-----------------------------------------------|
+//! | `Proxy`   | a prefix of a PROXY header           | `More`                                        |
+//! | `Proxy`   | a whole header                       | addresses kept; on to `Connect`, or `Ready`    |
+//! | `Proxy`   | not a header, or a broken one        | `Drop(reason)`: closed with a log line         |
+//! | `Connect` | no blank line yet, under 8 KiB       | `More`                                        |
+//! | `Connect` | a bad head, a denied destination...  | `Answer(status)`: the status, then close       |
+//! | `Connect` | a CONNECT to an allowed IP literal   | `Ready(Direct(addr))`                          |
+//!
+//! The buffer never holds more than the stage's bound (PROXY: 1 KiB, CONNECT: 8 KiB): the pair reads at
+//! most [`Greeting::room`] bytes, so a client that pipelines a large upload leaves it in the kernel, to
+//! be read by the normal pump. Whatever follows the header in the buffer is returned as `leftover`, to be
+//! forwarded before anything else.
+//!
+//! Host names in a CONNECT are matched against the allow-list but not resolved (resolution would need a
+//! round trip through the resolver thread): an allowed name gets 502 and a log line saying why. Only IP
+//! literals are tunnelled.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::allow::AllowList;
+use crate::connect_request::{self, Head, Host, Status};
+use crate::proxy_protocol::{self, Parsed};
+
+/// A route's greeting settings, shared by its pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// Expect a PROXY protocol header first.
+    pub accept_proxy: bool,
+    /// Expect a CONNECT head: the tunnel's rules.
+    pub connect: Option<ConnectRules>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectRules {
+    pub allow: AllowList,
+    /// The `Proxy-Authorization` value required (`Basic ...`), if any.
+    pub credentials: Option<String>,
+}
+
+/// Where the pair's upstream connect goes once the greeting is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// An upstream of the route, from its balancer (`--accept-proxy` in forward mode).
+    Balanced,
+    /// The CONNECT destination.
+    Direct(SocketAddr),
+}
+
+/// What the bytes so far amount to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Read more.
+    More,
+    /// Done: connect to `target`, then forward `leftover` before anything else the client sends.
+    Ready { target: Target, leftover: Vec<u8> },
+    /// Answer with this status and close (connect mode).
+    Answer(Status, String),
+    /// Close without an answer (a bad PROXY header), logging the reason.
+    Drop(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Proxy,
+    Connect,
+}
+
+/// A greeting in progress.
+#[derive(Debug)]
+pub struct Greeting {
+    rules: Arc<Rules>,
+    stage: Stage,
+    buf: Vec<u8>,
+    /// The addresses a PROXY header carried (`None`: none was expected, or it carried none).
+    pub source: Option<SocketAddr>,
+    pub destination: Option<SocketAddr>,
+}
+
+impl Greeting {
+    pub fn new(rules: Arc<Rules>) -> Greeting {
+        let stage = if rules.accept_proxy {
+            Stage::Proxy
+        } else {
+            Stage::Connect
+        };
+        Greeting {
+            rules,
+            stage,
+            buf: Vec::new(),
+            source: None,
+            destination: None,
+        }
+    }
+
+    /// True when the route's clients must answer a status (connect mode) rather than be dropped.
+    pub fn answers(&self) -> bool {
+        self.rules.connect.is_some()
+    }
+
+    /// How many more bytes the current stage may buffer.
+    pub fn room(&self) -> usize {
+        let bound = match self.stage {
+            Stage::Proxy => proxy_protocol::MAX_HEADER,
+            Stage::Connect => connect_request::MAX_HEAD,
+        };
+        bound.saturating_sub(self.buf.len())
+    }
+
+    /// Appends bytes read from the client.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Runs the stages over what has arrived.
+    pub fn advance(&mut self) -> Verdict {
+        if self.stage == Stage::Proxy {
+            match proxy_protocol::parse(&self.buf) {
+                Parsed::Incomplete => return Verdict::More,
+                Parsed::Invalid(reason) => return Verdict::Drop(format!("PROXY header: {reason}")),
+                Parsed::Done {
+                    header_len,
+                    source,
+                    destination,
+                } => {
+                    self.buf.drain(..header_len);
+                    self.source = source;
+                    self.destination = destination;
+                    match self.rules.connect {
+                        Some(_) => self.stage = Stage::Connect,
+                        None => return self.ready(Target::Balanced, 0),
+                    }
+                }
+            }
+        }
+        let Some(rules) = self.rules.connect.clone() else {
+            return Verdict::Drop(String::from("no greeting expected"));
+        };
+        match connect_request::parse(&self.buf) {
+            Head::Incomplete => Verdict::More,
+            Head::Refuse(status) => Verdict::Answer(status, String::from("bad request head")),
+            Head::Done { len, request } => self.decide(&rules, len, request),
+        }
+    }
+
+    /// Credentials, then the allow-list, then whether the destination can be reached.
+    fn decide(
+        &mut self,
+        rules: &ConnectRules,
+        head_len: usize,
+        request: connect_request::Request,
+    ) -> Verdict {
+        let destination = match &request.host {
+            Host::Ip(ip) => format!("{}", SocketAddr::new(*ip, request.port)),
+            Host::Name(name) => format!("{name}:{}", request.port),
+        };
+        if let Some(expected) = rules.credentials.as_deref() {
+            if !connect_request::authorized(request.authorization.as_deref(), expected) {
+                let why = match request.authorization {
+                    Some(_) => "wrong credentials",
+                    None => "no credentials",
+                };
+                return Verdict::Answer(Status::AuthRequired, format!("{why} for {destination}"));
+            }
+        }
+        if !rules.allow.allows(&request.host, request.port) {
+            return Verdict::Answer(
+                Status::Forbidden,
+                format!("{destination} is not in the allow-list"),
+            );
+        }
+        match request.host {
+            Host::Ip(ip) => self.ready(Target::Direct(SocketAddr::new(ip, request.port)), head_len),
+            Host::Name(_) => Verdict::Answer(
+                Status::BadGateway,
+                format!(
+                    "{destination}: host names are not resolved in connect mode, use an IP address"
+                ),
+            ),
+        }
+    }
+
+    fn ready(&mut self, target: Target, consumed: usize) -> Verdict {
+        let leftover = self.buf.split_off(consumed);
+        self.buf.clear();
+        Verdict::Ready { target, leftover }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy_protocol::{encode, Version};
+
+    fn rules(accept_proxy: bool, allow: &[&str], credentials: Option<&str>) -> Arc<Rules> {
+        let connect = (!allow.is_empty()).then(|| ConnectRules {
+            allow: AllowList::new(allow.iter().map(|r| r.parse().expect(r)).collect()),
+            credentials: credentials.map(connect_request::basic_credentials),
+        });
+        Arc::new(Rules {
+            accept_proxy,
+            connect,
+        })
+    }
+
+    fn feed(greeting: &mut Greeting, bytes: &[u8]) -> Verdict {
+        greeting.extend(bytes);
+        greeting.advance()
+    }
+
+    #[test]
+    fn test_connect_ready_keeps_pipelined_bytes() {
+        let mut g = Greeting::new(rules(false, &["127.0.0.0/8:*"], None));
+        assert_eq!(
+            feed(&mut g, b"CONNECT 127.0.0.1:80 HTTP/1.1\r\n"),
+            Verdict::More
+        );
+        assert_eq!(
+            feed(&mut g, b"\r\nhello"),
+            Verdict::Ready {
+                target: Target::Direct("127.0.0.1:80".parse().expect("addr")),
+                leftover: b"hello".to_vec()
+            }
+        );
+    }
+
+    #[test]
+    fn test_connect_statuses() {
+        let answer = |rules: Arc<Rules>, input: &[u8]| match feed(&mut Greeting::new(rules), input)
+        {
+            Verdict::Answer(status, _) => status.code(),
+            other => panic!("{other:?}"),
+        };
+        let open = || rules(false, &["10.0.0.0/8:443", ".example.com:443"], None);
+        assert_eq!(
+            answer(open(), b"CONNECT 11.0.0.1:443 HTTP/1.1\r\n\r\n"),
+            403
+        );
+        assert_eq!(answer(open(), b"CONNECT 10.0.0.1:80 HTTP/1.1\r\n\r\n"), 403);
+        assert_eq!(answer(open(), b"GET / HTTP/1.1\r\n\r\n"), 405);
+        assert_eq!(
+            answer(open(), b"CONNECT a.example.com:443 HTTP/1.1\r\n\r\n"),
+            502
+        );
+        let auth = || rules(false, &["*:*"], Some("u:p"));
+        assert_eq!(answer(auth(), b"CONNECT 10.0.0.1:1 HTTP/1.1\r\n\r\n"), 407);
+        assert_eq!(
+            answer(
+                auth(),
+                b"CONNECT 10.0.0.1:1 HTTP/1.1\r\nProxy-Authorization: Basic dTp4\r\n\r\n"
+            ),
+            407
+        );
+        let ok = feed(
+            &mut Greeting::new(auth()),
+            b"CONNECT 10.0.0.1:1 HTTP/1.1\r\nProxy-Authorization: Basic dTpw\r\n\r\n",
+        );
+        assert!(matches!(ok, Verdict::Ready { .. }), "{ok:?}");
+    }
+
+    #[test]
+    fn test_proxy_header_then_forward() {
+        let mut g = Greeting::new(rules(true, &[], None));
+        let header = encode(
+            Version::V2,
+            "192.0.2.9:4000".parse().expect("addr"),
+            "10.0.0.1:80".parse().expect("addr"),
+        );
+        assert_eq!(feed(&mut g, &header[..10]), Verdict::More);
+        let rest = [&header[10..], b"data"].concat();
+        assert_eq!(
+            feed(&mut g, &rest),
+            Verdict::Ready {
+                target: Target::Balanced,
+                leftover: b"data".to_vec()
+            }
+        );
+        assert_eq!(g.source, Some("192.0.2.9:4000".parse().expect("addr")));
+        assert!(matches!(
+            feed(
+                &mut Greeting::new(rules(true, &[], None)),
+                b"GET / HTTP/1.1\r\n"
+            ),
+            Verdict::Drop(_)
+        ));
+    }
+
+    #[test]
+    fn test_proxy_header_then_connect() {
+        let mut g = Greeting::new(rules(true, &["127.0.0.1:*"], None));
+        let input = b"PROXY TCP4 192.0.2.1 127.0.0.1 5 6\r\nCONNECT 127.0.0.1:9 HTTP/1.1\r\n\r\n";
+        assert!(matches!(feed(&mut g, input), Verdict::Ready { .. }));
+        assert_eq!(g.source, Some("192.0.2.1:5".parse().expect("addr")));
+    }
+
+    #[test]
+    fn test_room_is_bounded_per_stage() {
+        let mut g = Greeting::new(rules(true, &["*:*"], None));
+        assert_eq!(g.room(), proxy_protocol::MAX_HEADER);
+        assert_eq!(feed(&mut g, b"PROXY UNKNOWN\r\nCONN"), Verdict::More);
+        assert_eq!(g.room(), connect_request::MAX_HEAD - 4);
+    }
+}

@@ -1,0 +1,307 @@
+//! `--mode connect`: an HTTP CONNECT proxy with an allow-list, over real loopback sockets; every error
+//! status, the pipelined-bytes path, credentials, and a real client (curl).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
+
+fn proxy(extra: &[&str]) -> Forwarder {
+    let mut args = vec!["--mode", "connect"];
+    args.extend_from_slice(extra);
+    Forwarder::start(&args)
+}
+
+/// Sends `request` and returns everything the proxy answers until it closes.
+fn answer(fwd: &Forwarder, request: &[u8]) -> String {
+    let mut client = connect(fwd.addr());
+    client.write_all(request).expect("write request");
+    let (bytes, end) = read_until_end(&mut client, Duration::from_secs(5));
+    assert_eq!(
+        end,
+        End::Eof,
+        "the proxy must close cleanly after its answer"
+    );
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn status_of(fwd: &Forwarder, request: &[u8]) -> String {
+    let text = answer(fwd, request);
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn test_connect_tunnels_and_forwards_pipelined_bytes() {
+    let echo = Backend::echo();
+    let allow = format!("{}", echo.addr());
+    let fwd = proxy(&["--allow", &allow]);
+    let mut client = connect(fwd.addr());
+    let request = format!(
+        "CONNECT {} HTTP/1.1\r\nHost: {}\r\n\r\npipelined",
+        echo.addr(),
+        echo.addr()
+    );
+    client.write_all(request.as_bytes()).expect("write");
+    let mut got = vec![0u8; ESTABLISHED.len() + "pipelined".len()];
+    client.read_exact(&mut got).expect("read 200 and the echo");
+    assert_eq!(&got[..ESTABLISHED.len()], ESTABLISHED);
+    assert_eq!(&got[ESTABLISHED.len()..], b"pipelined");
+    client.write_all(b" and more").expect("write");
+    let mut more = [0u8; 9];
+    client.read_exact(&mut more).expect("read echo");
+    assert_eq!(&more, b" and more");
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let (rest, end) = read_until_end(&mut client, Duration::from_secs(5));
+    assert!(rest.is_empty() && end == End::Eof, "{rest:?} {end:?}");
+    let close = fwd.wait_for_close("client-fin", Duration::from_secs(5));
+    assert!(close.line.contains("upstream=-"), "{}", close.line);
+}
+
+#[test]
+fn test_connect_outside_allow_list_is_403() {
+    let echo = Backend::echo();
+    let fwd = proxy(&["--allow", "127.0.0.1:1"]);
+    let request = format!("CONNECT {} HTTP/1.1\r\n\r\n", echo.addr());
+    assert_eq!(
+        status_of(&fwd, request.as_bytes()),
+        "HTTP/1.1 403 Forbidden"
+    );
+    fwd.wait_for_close("rejected", Duration::from_secs(5));
+    assert!(
+        fwd.logs().contains("not in the allow-list"),
+        "{}",
+        fwd.logs()
+    );
+    assert_eq!(echo.accepted(), 0);
+}
+
+#[test]
+fn test_bad_requests_get_their_status() {
+    let fwd = proxy(&["--allow", "127.0.0.1:*"]);
+    let cases: [(&[u8], &str); 5] = [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "405"),
+        (b"POST http://x/ HTTP/1.1\r\n\r\n", "405"),
+        (b"CONNECT nohostport HTTP/1.1\r\n\r\n", "400"),
+        (
+            b"CONNECT 127.0.0.1:80 HTTP/1.1\r\nbroken header\r\n\r\n",
+            "400",
+        ),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n\n", "400"),
+    ];
+    for (request, code) in cases {
+        let status = status_of(&fwd, request);
+        assert!(
+            status.starts_with(&format!("HTTP/1.1 {code} ")),
+            "{:?} -> {status}",
+            String::from_utf8_lossy(request)
+        );
+    }
+}
+
+#[test]
+fn test_oversized_head_is_431() {
+    let fwd = proxy(&["--allow", "127.0.0.1:*"]);
+    let mut request = b"CONNECT 127.0.0.1:80 HTTP/1.1\r\nX-Big: ".to_vec();
+    request.extend(std::iter::repeat_n(b'a', 9000));
+    assert_eq!(
+        status_of(&fwd, &request),
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+}
+
+#[test]
+fn test_slow_head_is_408() {
+    let fwd = proxy(&["--allow", "127.0.0.1:*", "--header-timeout", "300ms"]);
+    let started = Instant::now();
+    let status = status_of(&fwd, b"CONNECT 127.0.0.1:80 HTTP/1.1\r\n");
+    assert_eq!(status, "HTTP/1.1 408 Request Timeout");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn test_unreachable_destination_is_502() {
+    let refused = refused_addr();
+    let fwd = proxy(&["--allow", "127.0.0.1:*"]);
+    let request = format!("CONNECT {refused} HTTP/1.1\r\n\r\n");
+    assert_eq!(
+        status_of(&fwd, request.as_bytes()),
+        "HTTP/1.1 502 Bad Gateway"
+    );
+}
+
+#[test]
+fn test_host_names_are_not_resolved_502() {
+    let fwd = proxy(&["--allow", ".example.com:443"]);
+    let status = status_of(&fwd, b"CONNECT www.example.com:443 HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 502 Bad Gateway");
+    assert!(fwd.logs().contains("host names are not resolved"));
+}
+
+#[test]
+fn test_connect_timeout_is_504() {
+    let hole = Blackhole::new();
+    let fwd = proxy(&["--allow", "127.0.0.1:*", "--connect-timeout", "300ms"]);
+    let request = format!("CONNECT {} HTTP/1.1\r\n\r\n", hole.addr());
+    assert_eq!(
+        status_of(&fwd, request.as_bytes()),
+        "HTTP/1.1 504 Gateway Timeout"
+    );
+}
+
+#[test]
+fn test_credentials_required_407_then_accepted() {
+    let echo = Backend::echo();
+    let fwd = proxy(&["--allow", "127.0.0.1:*", "--proxy-auth", "alice:s3cret"]);
+    let bare = format!("CONNECT {} HTTP/1.1\r\n\r\n", echo.addr());
+    let text = answer(&fwd, bare.as_bytes());
+    assert!(
+        text.starts_with("HTTP/1.1 407 Proxy Authentication Required\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Proxy-Authenticate: Basic"), "{text}");
+    let wrong = format!(
+        "CONNECT {} HTTP/1.1\r\nProxy-Authorization: Basic YWxpY2U6bm9wZQ==\r\n\r\n",
+        echo.addr()
+    );
+    assert!(status_of(&fwd, wrong.as_bytes()).contains(" 407 "));
+    // base64("alice:s3cret")
+    let right = format!(
+        "CONNECT {} HTTP/1.1\r\nProxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n\r\nping",
+        echo.addr()
+    );
+    let mut client = connect(fwd.addr());
+    client.write_all(right.as_bytes()).expect("write");
+    let mut got = vec![0u8; ESTABLISHED.len() + 4];
+    client.read_exact(&mut got).expect("read");
+    assert_eq!(&got[ESTABLISHED.len()..], b"ping");
+}
+
+#[test]
+fn test_connect_mode_needs_an_allow_list() {
+    let (code, stderr) = run_edgefwd_expect_fail(&["--listen", "127.0.0.1:0", "--mode", "connect"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("allow-list"), "{stderr}");
+    let (code, stderr) = run_edgefwd_expect_fail(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--mode",
+        "connect",
+        "--allow",
+        "10.0.0.0/33:1",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("10.0.0.0/33:1"), "{stderr}");
+}
+
+#[test]
+fn test_connect_route_from_config_file() {
+    let echo = Backend::echo();
+    let file = ConfigFile::new(&format!(
+        "[[route]]\nname = \"tunnel\"\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\nallow = [\"{}\"]\nheader_timeout = \"2s\"\n",
+        echo.addr()
+    ));
+    let fwd = Forwarder::start(&["--config", file.path()]);
+    let mut client = connect(fwd.addr());
+    let request = format!("CONNECT {} HTTP/1.1\r\n\r\nx", echo.addr());
+    client.write_all(request.as_bytes()).expect("write");
+    let mut got = vec![0u8; ESTABLISHED.len() + 1];
+    client.read_exact(&mut got).expect("read");
+    assert_eq!(&got[..ESTABLISHED.len()], ESTABLISHED);
+}
+
+/// A one-shot HTTP server on a std listener: answers every request with a fixed body.
+fn http_server() -> (SocketAddr, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handle = thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            set_timeouts(&stream, Duration::from_secs(10));
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let body = "hello through edgefwd\n";
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    (addr, handle)
+}
+
+/// `curl` on PATH, installed with apt-get if missing and we are root (as in CI).
+fn find_curl() -> bool {
+    let present = || {
+        Command::new("curl")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if present() {
+        return true;
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if root {
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl",
+            ])
+            .output();
+    }
+    present()
+}
+
+#[test]
+fn test_real_curl_through_connect_proxy() {
+    if !find_curl() {
+        eprintln!(
+            "SKIPPED test_real_curl_through_connect_proxy: curl is missing and cannot be installed"
+        );
+        return;
+    }
+    let (server, handle) = http_server();
+    let fwd = proxy(&["--allow", &server.to_string()]);
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-p",
+            "-x",
+            &format!("http://{}", fwd.addr()),
+            &format!("http://{server}/"),
+        ])
+        .output()
+        .expect("run curl");
+    assert!(
+        output.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "hello through edgefwd\n"
+    );
+    handle.join().expect("server thread");
+    let _ = TcpStream::connect(fwd.addr());
+}
