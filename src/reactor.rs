@@ -818,7 +818,9 @@ impl Reactor {
         let Some(warm) = self.warm.as_mut() else {
             return;
         };
-        for (_, route) in self.routes.iter().filter(|(_, route)| !route.draining) {
+        // Routes whose clients greet first connect after the greeting, never to a warm connection.
+        let warmable = |route: &Route| !route.draining && route.greeting.is_none();
+        for (_, route) in self.routes.iter().filter(|(_, route)| warmable(route)) {
             let up: Vec<(usize, SocketAddr)> = route
                 .upstreams
                 .iter()

@@ -1,0 +1,309 @@
+//! The PROXY protocol on real sockets: `--send-proxy v1|v2` read by a test upstream (with edgefwd's own
+//! parser) and by nginx; `--accept-proxy` fed by hand-written v1/v2 headers and by haproxy
+//! (`send-proxy-v2`); a malformed header and a missing one. nginx and haproxy run on loopback from temp
+//! config files when installed (`.ci/run` installs them); their tests say SKIPPED otherwise.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use edgefwd::proxy_protocol::{self, Parsed, Version};
+
+/// Reads from `upstream` until a whole PROXY header and `payload_len` more bytes have arrived.
+fn read_header(
+    upstream: &mut std::net::TcpStream,
+    payload_len: usize,
+) -> (Option<SocketAddr>, Option<SocketAddr>, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Parsed::Done {
+            header_len,
+            source,
+            destination,
+        } = proxy_protocol::parse(&got)
+        {
+            if got.len() >= header_len + payload_len {
+                return (source, destination, got[header_len..].to_vec());
+            }
+        }
+        let n = upstream.read(&mut chunk).expect("read from edgefwd");
+        assert!(n > 0, "EOF before the header was complete: {got:?}");
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn send_proxy_reaches_upstream(version: &str) {
+    let upstream = Upstream::bind();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &upstream.addr().to_string(),
+        "--send-proxy",
+        version,
+    ]);
+    let mut client = connect(fwd.addr());
+    client.write_all(b"payload").expect("write");
+    let mut server = upstream.accept(Duration::from_secs(5));
+    let (source, destination, rest) = read_header(&mut server, 7);
+    assert_eq!(source, Some(client.local_addr().expect("addr")));
+    assert_eq!(destination, Some(fwd.addr()));
+    assert_eq!(rest, b"payload");
+    server.write_all(b"reply").expect("write");
+    let mut reply = [0u8; 5];
+    client.read_exact(&mut reply).expect("read");
+    assert_eq!(&reply, b"reply");
+}
+
+#[test]
+fn test_send_proxy_v1() {
+    send_proxy_reaches_upstream("v1");
+}
+
+#[test]
+fn test_send_proxy_v2() {
+    send_proxy_reaches_upstream("v2");
+}
+
+/// `--accept-proxy` with a header written by hand: the payload after it is forwarded, and the close
+/// line names the carried client.
+fn accept_proxy_by_hand(header: &[u8], carried: &str) {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--accept-proxy"]);
+    let mut client = connect(fwd.addr());
+    client
+        .write_all(&[header, b"hello"].concat())
+        .expect("write");
+    let mut got = [0u8; 5];
+    client.read_exact(&mut got).expect("read echo");
+    assert_eq!(&got, b"hello");
+    drop(client);
+    let close = fwd.wait_for_close("client-fin", Duration::from_secs(5));
+    assert!(
+        close.line.contains(&format!("client={carried}")),
+        "{}",
+        close.line
+    );
+}
+
+#[test]
+fn test_accept_proxy_v1_by_hand() {
+    accept_proxy_by_hand(
+        b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 80\r\n",
+        "192.0.2.7:5555",
+    );
+}
+
+#[test]
+fn test_accept_proxy_v2_by_hand() {
+    let header = proxy_protocol::encode(
+        Version::V2,
+        "[2001:db8::9]:4444".parse().expect("addr"),
+        "[::1]:80".parse().expect("addr"),
+    );
+    accept_proxy_by_hand(&header, "[2001:db8::9]:4444");
+}
+
+/// A received header's client is the one a sent header names.
+#[test]
+fn test_accept_then_send_carries_the_client_on() {
+    let upstream = Upstream::bind();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &upstream.addr().to_string(),
+        "--accept-proxy",
+        "--send-proxy",
+        "v2",
+    ]);
+    let mut client = connect(fwd.addr());
+    client
+        .write_all(b"PROXY TCP4 198.51.100.3 203.0.113.4 1234 443\r\ndata")
+        .expect("write");
+    let mut server = upstream.accept(Duration::from_secs(5));
+    let (source, destination, rest) = read_header(&mut server, 4);
+    assert_eq!(source, Some("198.51.100.3:1234".parse().expect("addr")));
+    assert_eq!(destination, Some("203.0.113.4:443".parse().expect("addr")));
+    assert_eq!(rest, b"data");
+}
+
+#[test]
+fn test_malformed_header_closes_with_a_log_line() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--accept-proxy"]);
+    let mut client = connect(fwd.addr());
+    client.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
+    let (bytes, _) = read_until_end(&mut client, Duration::from_secs(5));
+    assert!(bytes.is_empty());
+    fwd.wait_for_close("rejected", Duration::from_secs(5));
+    fwd.expect_log("not a PROXY protocol header", Duration::from_secs(1));
+    assert_eq!(echo.accepted(), 0);
+}
+
+#[test]
+fn test_missing_header_times_out() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &echo.upstream_arg(),
+        "--accept-proxy",
+        "--header-timeout",
+        "300ms",
+    ]);
+    let mut client = connect(fwd.addr());
+    let (bytes, end) = read_until_end(&mut client, Duration::from_secs(5));
+    assert!(bytes.is_empty() && end == End::Eof, "{bytes:?} {end:?}");
+    fwd.wait_for_close("header-timeout", Duration::from_secs(2));
+    fwd.expect_log("no complete PROXY header", Duration::from_secs(1));
+}
+
+// ---- real peers ---------------------------------------------------------------------------------
+
+/// A server process started from a temp directory, killed and reaped on drop.
+struct Peer {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn installed(program: &str) -> bool {
+    Command::new("sh")
+        .args([
+            "-c",
+            &format!("command -v {program} || test -x /usr/sbin/{program}"),
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("probe port")
+        .port()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "edgefwd-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn wait_listening(addr: SocketAddr, peer: &mut Peer) {
+    let up = wait_until(Duration::from_secs(10), || try_connect(addr).is_ok());
+    if !up {
+        let _ = peer.child.kill();
+        let output = fs::read_to_string(peer.dir.join("error.log")).unwrap_or_default();
+        panic!("peer never listened on {addr}: {output}");
+    }
+}
+
+/// nginx with `listen ... proxy_protocol` answering every request with the address the header carried.
+fn start_nginx() -> (Peer, SocketAddr) {
+    let dir = temp_dir("nginx");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  server {{\n    listen {addr} proxy_protocol;\n    location / {{ return 200 \"$proxy_protocol_addr:$proxy_protocol_port\"; }}\n  }}\n}}\n"
+    );
+    fs::write(dir.join("nginx.conf"), conf).expect("write nginx.conf");
+    let child = Command::new("nginx")
+        .args(["-p", &d.to_string(), "-c", &format!("{d}/nginx.conf")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nginx");
+    let mut peer = Peer { child, dir };
+    wait_listening(addr, &mut peer);
+    (peer, addr)
+}
+
+fn nginx_sees_client(version: &str) {
+    if !installed("nginx") {
+        eprintln!("SKIPPED nginx interop ({version}): nginx is not installed");
+        return;
+    }
+    let (_nginx, addr) = start_nginx();
+    let fwd = Forwarder::start(&["--upstream", &addr.to_string(), "--send-proxy", version]);
+    let mut client = connect(fwd.addr());
+    client
+        .write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let (bytes, _) = read_until_end(&mut client, Duration::from_secs(10));
+    let text = String::from_utf8_lossy(&bytes);
+    let expected = client.local_addr().expect("addr").to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.ends_with(&expected),
+        "nginx saw another client than {expected}: {text}"
+    );
+}
+
+#[test]
+fn test_nginx_reads_send_proxy_v1() {
+    nginx_sees_client("v1");
+}
+
+#[test]
+fn test_nginx_reads_send_proxy_v2() {
+    nginx_sees_client("v2");
+}
+
+/// haproxy in front of edgefwd with `send-proxy-v2`: edgefwd logs the client haproxy saw, not haproxy.
+#[test]
+fn test_haproxy_send_proxy_v2_into_accept_proxy() {
+    if !installed("haproxy") {
+        eprintln!("SKIPPED haproxy interop: haproxy is not installed");
+        return;
+    }
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--accept-proxy"]);
+    let dir = temp_dir("haproxy");
+    let front: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let conf = format!(
+        "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 20s\n  timeout server 20s\nfrontend f\n  bind {front}\n  default_backend b\nbackend b\n  server s {} send-proxy-v2\n",
+        fwd.addr()
+    );
+    let path = dir.join("haproxy.cfg");
+    fs::write(&path, conf).expect("write haproxy.cfg");
+    let child = Command::new("haproxy")
+        .args(["-db", "-f", &path.display().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn haproxy");
+    let mut haproxy = Peer { child, dir };
+    wait_listening(front, &mut haproxy);
+    let mut client = connect(front);
+    client.write_all(b"through haproxy").expect("write");
+    let mut got = [0u8; 15];
+    client.read_exact(&mut got).expect("read echo");
+    assert_eq!(&got, b"through haproxy");
+    let me = client.local_addr().expect("addr");
+    drop(client);
+    assert!(
+        fwd.wait_for_log(
+            &format!("PROXY header: client={me}"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        fwd.logs()
+    );
+}
