@@ -1,10 +1,14 @@
 //! A connection pair: the accepted client socket, the upstream socket, and one [`Direction`] each way.
 //!
 //! The pair owns its lifecycle but never touches `Poll` or the slab: every handler returns an [`Outcome`],
-//! and the reactor alone tears a pair down. The lifecycle is two phases:
+//! and the reactor alone tears a pair down. The lifecycle is two phases, after an optional greeting:
 //!
 //! | phase        | event                                      | result                                  |
 //! |--------------|--------------------------------------------|-----------------------------------------|
+//! | `Greeting`   | client bytes complete a PROXY/CONNECT head | [`Outcome::Connect`]; then `Connecting`  |
+//! | `Greeting`   | a refused CONNECT, or its header timeout   | `Refusing`: write the status, then close |
+//! | `Greeting`   | a bad PROXY header, or its header timeout  | close (rejected / header-timeout)        |
+//! | `Refusing`   | status written, client FIN or 2s linger    | close (rejected)                        |
 //! | `Connecting` | upstream event, `peer_addr` ok             | `Established`; pump whatever is ready   |
 //! | `Connecting` | upstream event, `take_error` has an error  | failover, or close with RST to client   |
 //! | `Connecting` | client FIN with nothing sent, or RST       | close both at once (client-abort)       |
@@ -18,6 +22,12 @@
 //! than holding them in a ring), and the client's cached readiness keeps the promise that they are there.
 //! That is also what makes failover safe: no byte has gone upstream, so when a connect fails the reactor
 //! may give the pair a new upstream socket ([`Pair::retry`]) and the client never knows.
+//!
+//! A greeting ([`crate::greeting`]) is the exception: its bytes must be read to know where to connect.
+//! They are read into the greeting's bounded buffer, never past its bound, and whatever followed the
+//! header is queued as the c2u direction's preamble, so it goes upstream first, before any byte the pump
+//! reads later (as does a `--send-proxy` header). A CONNECT destination is not one of the route's
+//! upstreams: it has no failover, and a failed connect is answered 502 or 504.
 
 use std::fmt;
 use std::io;

@@ -307,3 +307,45 @@ fn test_haproxy_send_proxy_v2_into_accept_proxy() {
         fwd.logs()
     );
 }
+
+/// `--balance source-hash` hashes the carried client address, not the proxy's: clients that all come
+/// from 127.0.0.1 spread over both upstreams when their headers name different addresses, and one
+/// carried address always lands on the same upstream.
+#[test]
+fn test_source_hash_uses_the_carried_address() {
+    let (a, b) = (Backend::echo(), Backend::echo());
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &a.upstream_arg(),
+        "--upstream",
+        &b.upstream_arg(),
+        "--balance",
+        "source-hash",
+        "--accept-proxy",
+    ]);
+    let send = |ip: &str| {
+        let mut client = connect(fwd.addr());
+        let header = format!("PROXY TCP4 {ip} 127.0.0.1 1000 80\r\nx");
+        client.write_all(header.as_bytes()).expect("write");
+        let mut got = [0u8; 1];
+        client.read_exact(&mut got).expect("read echo");
+    };
+    for i in 1..=24 {
+        send(&format!("10.1.0.{i}"));
+    }
+    assert!(
+        a.accepted() > 0 && b.accepted() > 0,
+        "carried addresses all went one way: {} / {}",
+        a.accepted(),
+        b.accepted()
+    );
+    let (before_a, before_b) = (a.accepted(), b.accepted());
+    for _ in 0..8 {
+        send("10.1.0.200");
+    }
+    let moved = (a.accepted() - before_a, b.accepted() - before_b);
+    assert!(
+        moved == (8, 0) || moved == (0, 8),
+        "one address, two upstreams: {moved:?}"
+    );
+}
