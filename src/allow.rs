@@ -253,6 +253,26 @@ mod tests {
         }
     }
 
+    /// Property (fuzzed): any text parses to a rule or an error naming it, without a panic.
+    #[test]
+    fn test_property_rule_parser_never_panics() {
+        fn check(input: &[u8]) {
+            let text = String::from_utf8_lossy(input);
+            if let Err(err) = text.parse::<Rule>() {
+                assert!(err.contains(text.as_ref()), "{err}");
+            }
+        }
+        let seeds = [
+            "10.0.0.0/8:443",
+            "[2001:db8::]/32:1000-2000",
+            ".example.com:*",
+            "*:443",
+        ]
+        .map(|s| s.as_bytes().to_vec())
+        .to_vec();
+        assert!(crate::fuzz::fuzz_budget("allow_rule", &seeds, check) > 0);
+    }
+
     /// Property: a /N network rule allows exactly the addresses that share the first N bits with it.
     #[test]
     fn test_property_prefix_matches_bit_comparison() {

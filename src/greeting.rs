@@ -298,6 +298,51 @@ mod tests {
         assert_eq!(g.source, Some("192.0.2.1:5".parse().expect("addr")));
     }
 
+    /// Property (fuzzed): a greeting with both stages, fed any bytes in random pieces, never panics,
+    /// never buffers past its stage's bound, and never returns more leftover than it was given.
+    #[test]
+    fn test_property_any_bytes_in_any_pieces() {
+        fn check(input: &[u8]) {
+            let mut g = Greeting::new(rules(
+                true,
+                &["127.0.0.0/8:*", ".example.com:443"],
+                Some("u:p"),
+            ));
+            let mut fed = 0;
+            let mut pieces = crate::fuzz::Gen::new(input.len() as u64 + 1);
+            while fed < input.len() {
+                let take = (1 + pieces.below(64)).min(input.len() - fed).min(g.room());
+                if take == 0 {
+                    panic!("room exhausted while the greeting wants more");
+                }
+                g.extend(&input[fed..fed + take]);
+                fed += take;
+                match g.advance() {
+                    Verdict::More => assert!(g.room() > 0, "More with no room left"),
+                    Verdict::Ready { leftover, .. } => {
+                        assert!(leftover.len() <= fed);
+                        return;
+                    }
+                    Verdict::Answer(status, _) => {
+                        assert!(status.code() >= 400);
+                        return;
+                    }
+                    Verdict::Drop(_) => return,
+                }
+            }
+        }
+        let seeds = vec![
+            b"PROXY TCP4 192.0.2.1 127.0.0.1 5 6\r\nCONNECT 127.0.0.1:9 HTTP/1.1\r\nProxy-Authorization: Basic dTpw\r\n\r\nxyz".to_vec(),
+            [
+                encode(Version::V2, "10.0.0.1:1".parse().expect("addr"), "10.0.0.2:2".parse().expect("addr")),
+                b"CONNECT a.example.com:443 HTTP/1.1\r\n\r\n".to_vec(),
+            ]
+            .concat(),
+            b"PROXY UNKNOWN\r\nGET / HTTP/1.1\r\n\r\n".to_vec(),
+        ];
+        assert!(crate::fuzz::fuzz_budget("greeting", &seeds, check) > 0);
+    }
+
     #[test]
     fn test_room_is_bounded_per_stage() {
         let mut g = Greeting::new(rules(true, &["*:*"], None));

@@ -411,7 +411,13 @@ impl Pair {
             Side::Upstream => self.upstream_ready.merge(event),
         }
         match self.phase {
-            Phase::Greeting if side == Side::Client => self.read_greeting(now),
+            Phase::Greeting if side == Side::Client => {
+                if event.read_closed || event.error {
+                    // A FIN or RST may come without EPOLLIN: the read below is what finds out which.
+                    self.client_ready.readable = true;
+                }
+                self.read_greeting(now)
+            }
             Phase::Greeting => Outcome::Open,
             Phase::Refusing => self.write_refusal(),
             Phase::Connecting => self.on_connecting_event(side, event, shared, budget, now),
