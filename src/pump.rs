@@ -501,6 +501,36 @@ mod tests {
         }
     }
 
+    /// A preamble larger than the ring goes out whole and first, before bytes the source already holds.
+    #[test]
+    fn test_open_preamble_goes_first_even_past_ring_size() {
+        let mut rig = rig(1024);
+        let preamble: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        rig.dir.push_preamble(&preamble);
+        rig.peer_src.write_all(b"after").expect("write");
+        assert_eq!(rig.dir.undelivered(), 3000);
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            rig.pump(usize::MAX).expect("pump");
+            got.extend(rig.drain_peer());
+            rig.dst_ready.writable = true;
+        }
+        assert_eq!(&got[..3000], preamble.as_slice());
+        assert_eq!(&got[3000..], b"after");
+        assert_eq!(rig.dir.undelivered(), 0);
+    }
+
+    #[test]
+    fn test_open_dropped_preamble_is_not_sent() {
+        let mut rig = rig(1024);
+        rig.dir
+            .push_preamble(b"HTTP/1.1 200 Connection Established\r\n\r\n");
+        rig.dir.drop_preamble();
+        rig.peer_src.write_all(b"x").expect("write");
+        rig.pump(usize::MAX).expect("pump");
+        assert_eq!(rig.drain_peer(), b"x");
+    }
+
     #[test]
     fn test_open_data_moves_and_ring_returns_storage() {
         let mut rig = rig(1024);

@@ -301,3 +301,25 @@ fn test_real_curl_through_connect_proxy() {
     handle.join().expect("server thread");
     let _ = TcpStream::connect(fwd.addr());
 }
+
+/// A client that pipelines far more than the 8 KiB head bound after its CONNECT: the greeting reads
+/// only up to its bound, the rest waits in the kernel for the pump, and everything arrives in order.
+#[test]
+fn test_large_pipelined_upload_arrives_intact() {
+    let echo = Backend::echo();
+    let fwd = proxy(&["--allow", &echo.addr().to_string(), "--buffer-size", "4k"]);
+    let mut client = connect(fwd.addr());
+    let head = format!("CONNECT {} HTTP/1.1\r\n\r\n", echo.addr());
+    let body = pattern_vec(300_000);
+    let mut writer = client.try_clone().expect("clone");
+    let upload = [head.as_bytes(), &body].concat();
+    let sender = thread::spawn(move || writer.write_all(&upload).expect("upload"));
+    let mut got = vec![0u8; ESTABLISHED.len() + body.len()];
+    client.read_exact(&mut got).expect("read it all back");
+    sender.join().expect("sender");
+    assert_eq!(&got[..ESTABLISHED.len()], ESTABLISHED);
+    assert!(
+        got[ESTABLISHED.len()..] == body[..],
+        "the echoed stream differs"
+    );
+}
