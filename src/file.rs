@@ -670,6 +670,48 @@ upstreams = ["10.0.0.3:80"]
     }
 
     #[test]
+    fn test_connect_route_keys() {
+        let config = parse_text(
+            "[[route]]\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\nallow = [\"10.0.0.0/8:443\", \".example.com:*\"]\nproxy_auth = \"u:p\"\nsend_proxy = \"v2\"\naccept_proxy = true\nheader_timeout = \"3s\"\n",
+        )
+        .expect("valid");
+        let route = &config.routes[0];
+        assert_eq!(route.mode, Mode::Connect);
+        assert!(route.upstreams.is_empty());
+        assert_eq!(route.proxy_auth.as_deref(), Some("Basic dTpw"));
+        assert_eq!(route.send_proxy, Some(crate::proxy_protocol::Version::V2));
+        assert!(route.accept_proxy);
+        assert_eq!(route.header_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn test_connect_route_errors_name_line_and_key() {
+        let bad_rule = invalid(
+            "[[route]]\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\nallow = [\"10.0.0.0/99:1\"]\n",
+        );
+        assert!(
+            bad_rule.starts_with("test.toml:4: route[0].allow: invalid allow rule '10.0.0.0/99:1'"),
+            "{bad_rule}"
+        );
+        let open_proxy = invalid("[[route]]\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\n");
+        assert!(
+            open_proxy.starts_with("test.toml:3: route[0].mode: connect mode needs an allow-list"),
+            "{open_proxy}"
+        );
+        let stray = invalid(
+            "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"10.0.0.1:80\"]\nallow = [\"*:1\"]\n",
+        );
+        assert!(stray.contains("only apply to connect mode"), "{stray}");
+        let version = invalid(
+            "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"10.0.0.1:80\"]\nsend_proxy = \"v3\"\n",
+        );
+        assert!(
+            version.starts_with("test.toml:4: route[0].send_proxy"),
+            "{version}"
+        );
+    }
+
+    #[test]
     fn test_empty_file_needs_a_route() {
         assert!(invalid("").contains("no [[route]]"));
     }

@@ -200,6 +200,16 @@ fn test_connect_mode_needs_an_allow_list() {
     ]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("10.0.0.0/33:1"), "{stderr}");
+    let (code, stderr) = run_edgefwd_expect_fail(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "127.0.0.1:9",
+        "--allow",
+        "*:443",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("only apply to connect mode"), "{stderr}");
 }
 
 #[test]
