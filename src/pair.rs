@@ -772,9 +772,12 @@ impl Pair {
     }
 
     /// True while either direction holds bytes not yet delivered. Closing such a pair with a FIN would
-    /// let the peer take a truncated stream for a complete one, so the reactor resets it instead.
+    /// let the peer take a truncated stream for a complete one, so the reactor resets it instead. Before
+    /// `Established` no stream has begun: a queued preamble (a `--send-proxy` header for a client that
+    /// left while connecting) truncates nothing.
     pub fn holds_undelivered(&self) -> bool {
-        self.c2u.undelivered() > 0 || self.u2c.undelivered() > 0
+        self.phase == Phase::Established
+            && (self.c2u.undelivered() > 0 || self.u2c.undelivered() > 0)
     }
 
     /// Returns ring storage and pipes to their pools before the pair is dropped.
