@@ -6,8 +6,9 @@
 //! 1. `epoll_wait`, with a timeout: zero if work is queued (a pair that used up its byte budget, a
 //!    listener we stopped draining early), else until the earliest deadline, else forever — an idle
 //!    forwarder makes no periodic wakeups.
-//! 2. Dispatch every event: OR it into the pair's cached readiness and run the pair at once. Tokens carry a
-//!    generation, so events of a pair torn down earlier in the same batch are recognised and dropped.
+//! 2. Dispatch every event: OR it into the pair's cached readiness and run the pair at once. An event of a
+//!    pair torn down earlier in the same batch finds its slot empty (slots are handed out only after the
+//!    batch); the generation in the token is the second line of defence (see token.rs).
 //! 3. Re-run the pairs that yielded, fire due timers (pair deadlines, probe timeouts, probe and resolution
 //!    rounds), accept, and check whether a shutdown is complete.
 //!
@@ -153,7 +154,14 @@ pub struct Reactor {
 
 impl Reactor {
     /// Binds every route's listeners and sets up polling. Errors are start failures for `main` to report.
-    pub fn new(config: Config, defaults: Defaults, siblings: Siblings) -> Result<Reactor, String> {
+    /// `bind_at` gives, route by route, the addresses to bind instead of the configured ones (a
+    /// `--threads` sibling binds the ports the first reactor got); empty means the configured ones.
+    pub fn new(
+        config: Config,
+        defaults: Defaults,
+        siblings: Siblings,
+        bind_at: &[Vec<SocketAddr>],
+    ) -> Result<Reactor, String> {
         let poll = Poll::new().map_err(|err| format!("cannot create the poller: {err}"))?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
             .map_err(|err| format!("cannot install signal handlers: {err}"))?;
@@ -208,23 +216,30 @@ impl Reactor {
             exhaustion_warning: Throttle::new(Duration::from_secs(5)),
             now,
         };
-        for route in config.routes {
+        let shared_port = config.threads > 1;
+        for (index, route) in config.routes.into_iter().enumerate() {
+            let pins = bind_at.get(index);
             let listeners = route
                 .listen
                 .iter()
-                .map(|addr| Listener::bind(*addr, route.backlog, config.threads > 1))
+                .enumerate()
+                .map(|(at, requested)| {
+                    let actual = pins.and_then(|pins| pins.get(at)).unwrap_or(requested);
+                    Listener::bind_at(*requested, *actual, route.backlog, shared_port)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             reactor.insert_route(route, listeners)?;
         }
         Ok(reactor)
     }
 
-    /// Replaces every listen address of `config` by the one this reactor actually bound, so that the
-    /// other `--threads` reactors bind the very same ports (port 0 must pick a port only once).
-    pub fn pin_listen_addresses(&self, config: &mut Config) {
-        for ((_, route), route_config) in self.routes.iter().zip(config.routes.iter_mut()) {
-            route_config.listen = route.listeners.iter().map(|l| l.local).collect();
-        }
+    /// The addresses this reactor's listeners are bound to, route by route: the other `--threads`
+    /// reactors bind the very same ports (port 0 must pick a port only once).
+    pub fn bound_addresses(&self) -> Vec<Vec<SocketAddr>> {
+        self.routes
+            .iter()
+            .map(|(_, route)| route.listeners.iter().map(|l| l.local).collect())
+            .collect()
     }
 
     /// One `listening on ADDR route=...` line per listener, the first route's first listener first.
@@ -316,7 +331,8 @@ impl Reactor {
                 Target::Probe(slot) => self.on_probe_event(slot),
                 Target::Warm(slot) => {
                     if let Some(warm) = self.warm.as_mut() {
-                        warm.on_event(slot, self.now);
+                        let hung_up = event.is_read_closed() || event.is_error();
+                        warm.on_event(slot, hung_up, self.now);
                     }
                 }
                 Target::Pair(pair) => self.on_pair_event(pair, Event::from(event)),
