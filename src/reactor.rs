@@ -424,6 +424,15 @@ impl Reactor {
             return;
         };
         let Some((at, _)) = pair.deadline(&route.deadlines) else {
+            // No deadline any more (the connect succeeded and there is no idle timeout): an entry left
+            // armed would wake the loop once for nothing.
+            if let Some(at) = pair.armed.take() {
+                self.timers.cancel(&Entry {
+                    at,
+                    slot,
+                    generation: pair.id,
+                });
+            }
             return;
         };
         if pair.armed.is_none_or(|armed| at < armed) {
@@ -757,6 +766,13 @@ impl Reactor {
         let Some(mut pair) = self.pairs.try_remove(slot) else {
             return;
         };
+        if let Some(at) = pair.armed {
+            self.timers.cancel(&Entry {
+                at,
+                slot,
+                generation: pair.id,
+            });
+        }
         self.metrics.closes[cause as usize] += 1;
         // A timeout can fire while a stalled reader leaves bytes in a ring: those peers must see an
         // abort, not a FIN after a stream that silently lost its tail.

@@ -239,15 +239,17 @@ impl Route {
                     return Ok((stream, index, tried, false));
                 }
                 Err(error) => {
-                    self.connect_failed(index, now);
                     let exhausted = net::is_resource_exhaustion(&error);
                     failure = NoUpstream {
                         last: Some(index),
                         error,
                     };
                     if exhausted {
-                        break; // another upstream would fail the same way
+                        // Out of fds or memory here: not the upstream's fault, so its health is left
+                        // alone, and another upstream would fail the same way.
+                        break;
                     }
+                    self.connect_failed(index, now);
                 }
             }
         }
