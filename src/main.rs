@@ -169,8 +169,8 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
 
-    /// Keep N freshly connected, never-used upstream connections ready (per reactor), so new clients
-    /// skip the connect handshake. Each is handed to one client only.
+    /// Keep N freshly connected, never-used upstream connections ready (per route, in each reactor), so
+    /// new clients skip the connect handshake. Each is handed to one client only.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
     prewarm: u16,
 
@@ -247,7 +247,7 @@ fn run_reactors(mut config: Config, defaults: Defaults, nofile: u64) -> Result<E
     for route in &mut config.routes {
         route.max_connections = route.max_connections.div_ceil(threads);
     }
-    let first = Reactor::new(config.clone(), defaults, siblings(0))?;
+    let first = Reactor::new(config.clone(), defaults, siblings(0), &[])?;
     for line in first.start_lines() {
         info!("{line} threads={threads} nofile={nofile}");
     }
@@ -255,10 +255,10 @@ fn run_reactors(mut config: Config, defaults: Defaults, nofile: u64) -> Result<E
         info!("metrics on http://{addr}/metrics");
     }
     // With port 0 the kernel chose the first reactor's ports: the others must share exactly those.
-    first.pin_listen_addresses(&mut config);
+    let bound = first.bound_addresses();
     let mut others = Vec::with_capacity(threads.saturating_sub(1));
     for index in 1..threads {
-        let reactor = Reactor::new(config.clone(), defaults, siblings(index))?;
+        let reactor = Reactor::new(config.clone(), defaults, siblings(index), &bound)?;
         let thread = std::thread::Builder::new()
             .name(format!("reactor-{index}"))
             .spawn(move || reactor.run())

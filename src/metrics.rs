@@ -105,8 +105,12 @@ pub struct IoStats {
     pub reads_would_block: u64,
     /// Reads that returned 0 (FIN).
     pub reads_eof: u64,
-    /// Times a direction stopped reading a readable socket because its ring was full (backpressure).
+    /// Pump runs that ended with a readable socket left unread because the ring (or pipe) was full:
+    /// backpressure stalls.
     pub reads_ring_full: u64,
+    /// Reads that returned less than the room offered: the kernel queue was emptied, the usual way a
+    /// read loop ends without a WouldBlock.
+    pub reads_short: u64,
     /// write/writev calls.
     pub writes: u64,
     /// Writes that returned WouldBlock.
@@ -128,6 +132,7 @@ impl IoStats {
         self.reads_would_block += other.reads_would_block;
         self.reads_eof += other.reads_eof;
         self.reads_ring_full += other.reads_ring_full;
+        self.reads_short += other.reads_short;
         self.writes += other.writes;
         self.writes_would_block += other.writes_would_block;
         self.writes_short += other.writes_short;
@@ -269,6 +274,7 @@ impl Metrics {
     pub fn work_done(&self) -> u64 {
         self.io.bytes[0]
             + self.io.bytes[1]
+            + self.io.read_sizes.sum()
             + self.io.reads_eof
             + self.accepts
             + self.connects_ok
@@ -283,7 +289,7 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self, pairs_open: usize, out: &mut String) {
-        let counters: [(&str, &str, u64); 22] = [
+        let counters: [(&str, &str, u64); 23] = [
             ("polls", "epoll_wait calls", self.polls),
             (
                 "events",
@@ -304,8 +310,13 @@ impl Metrics {
             ("reads_eof", "reads that returned EOF", self.io.reads_eof),
             (
                 "reads_ring_full",
-                "reads skipped because the ring was full",
+                "pump runs stalled on a full ring with the socket still readable",
                 self.io.reads_ring_full,
+            ),
+            (
+                "reads_short",
+                "reads that returned less than the room offered (queue drained)",
+                self.io.reads_short,
             ),
             ("writes", "write syscalls", self.io.writes),
             (

@@ -114,24 +114,25 @@ impl WarmPool {
         }
     }
 
-    /// Handles an event on warm connection `slot`: confirms a connect, or notices that the upstream
-    /// gave up on a waiting connection.
-    pub fn on_event(&mut self, slot: usize, now: Instant) {
+    /// Handles an event on warm connection `slot` (`hung_up`: it carried read-closed or error):
+    /// confirms a connect, or notices that the upstream gave up on a waiting connection.
+    pub fn on_event(&mut self, slot: usize, hung_up: bool, now: Instant) {
         let Some(warm) = self.conns.get_mut(slot) else {
             return; // taken by a client or discarded earlier in this batch
         };
         if !warm.connected {
             match net::connect_result(&warm.stream) {
-                ConnectState::Pending => {}
+                ConnectState::Pending => return,
                 ConnectState::Connected => warm.connected = true,
                 ConnectState::Failed(err) => {
                     self.conns.remove(slot);
-                    self.back_off(now, &err);
+                    return self.back_off(now, &err);
                 }
             }
-            return;
         }
-        if !still_open(&warm.stream) {
+        // The event's read-closed/error bit is what catches a FIN that follows a greeting: a peek
+        // would see the greeting and call the connection open.
+        if hung_up || !still_open(&warm.stream) {
             // An upstream that accepts and hangs up at once (a balancer in front of a dead backend, a
             // server at its limit) would otherwise be reconnected to on every turn: back off as for a
             // failed connect.
@@ -204,7 +205,8 @@ mod tests {
                 .expect("poll");
             for event in events.iter() {
                 let slot = event.token().0 - token::warm_token(0).0;
-                pool.on_event(slot, Instant::now());
+                let hung_up = event.is_read_closed() || event.is_error();
+                pool.on_event(slot, hung_up, Instant::now());
             }
         }
     }

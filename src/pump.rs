@@ -206,6 +206,11 @@ impl Direction {
         self.state = next;
     }
 
+    /// Backpressure: the source has data the full ring (or pipe) cannot take.
+    fn stalled(&self, src_ready: &Readiness, pool: &BufPool) -> bool {
+        self.state == State::Open && src_ready.readable && self.is_full(pool)
+    }
+
     /// True if a call to [`pump`](Self::pump) could make progress now, given budget.
     pub fn has_work(&self, src_ready: &Readiness, dst_ready: &Readiness, pool: &BufPool) -> bool {
         let can_write = self.held() > 0 && dst_ready.writable;
@@ -231,6 +236,9 @@ impl Direction {
             let shut = self.shutdown_step(conn, dst.stream)?;
             let read = self.read_step(conn, &mut src, shared, budget)?;
             if !(fed || wrote || shut || read) {
+                if self.stalled(src.ready, shared.pool) {
+                    shared.metrics.io.reads_ring_full += 1;
+                }
                 return Ok(progressed);
             }
             progressed = true;
@@ -328,7 +336,6 @@ impl Direction {
         }
         if self.is_full(shared.pool) {
             // Backpressure. `readable` stays set: the data is still queued and no new edge will say so.
-            shared.metrics.io.reads_ring_full += 1;
             return Ok(false);
         }
         self.counters.reads += 1;
@@ -341,6 +348,7 @@ impl Direction {
                 *budget = budget.saturating_sub(n);
                 io.read_sizes.record(n as u64);
                 if short_read_drains.is_some_and(|room| n < room) {
+                    io.reads_short += 1;
                     src.ready.after_short_read();
                 }
                 Ok(true)

@@ -6,8 +6,9 @@
 //! 1. `epoll_wait`, with a timeout: zero if work is queued (a pair that used up its byte budget, a
 //!    listener we stopped draining early), else until the earliest deadline, else forever — an idle
 //!    forwarder makes no periodic wakeups.
-//! 2. Dispatch every event: OR it into the pair's cached readiness and run the pair at once. Tokens carry a
-//!    generation, so events of a pair torn down earlier in the same batch are recognised and dropped.
+//! 2. Dispatch every event: OR it into the pair's cached readiness and run the pair at once. An event of a
+//!    pair torn down earlier in the same batch finds its slot empty (slots are handed out only after the
+//!    batch); the generation in the token is the second line of defence (see token.rs).
 //! 3. Re-run the pairs that yielded, fire due timers (pair deadlines, probe timeouts, probe and resolution
 //!    rounds), accept, and check whether a shutdown is complete.
 //!
@@ -20,14 +21,20 @@
 //! `Connecting` gets a new upstream socket from its route ([`Route::connect`]), registered under the same
 //! token, until the route's `connect_attempts` are used up. Reload (SIGHUP) swaps routes without cutting a
 //! pair: see [`Reactor::reload`].
+//!
+//! This file is the loop, the pairs, accepting, failover and shutdown. The rest adds `impl Reactor` blocks
+//! in submodules, so `Poll`, the `Registry` and the slabs stay inside this module tree:
+//! - `reload`: SIGHUP reload, route matching, listener hand-over, draining routes;
+//! - `probes`: active health probes;
+//! - `resolution`: DNS re-resolution and the resolver thread's waker;
+//! - `observe`: per-turn counters, the stats line, `--metrics` scrapes, `--trace` lines.
 
-use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, error, info, trace, warn};
+use log::{debug, info, warn};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -35,22 +42,28 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use socket2::SockRef;
 
-use crate::config::{self, Config, RouteConfig};
+use crate::config::Config;
 use crate::file::Defaults;
 use crate::greeting::{Greeting, Target as ConnectTarget};
-use crate::metrics::{self, Metrics, MetricsBoard, StatsTicker};
-use crate::net::{self, ConnectState};
+use crate::metrics::{Metrics, MetricsBoard, StatsTicker};
+use crate::net;
 use crate::pair::{Cause, Outcome, Pair, Phase, NO_UPSTREAM};
 use crate::prewarm::WarmPool;
 use crate::readiness::Event;
-use crate::resolve::{Answer, Job, Worker};
-use crate::route::{self, Listener, NoUpstream, Route};
+use crate::resolve::Worker;
+use crate::route::{Listener, NoUpstream, Route};
 use crate::scrape::MetricsServer;
 use crate::throttle::Throttle;
 use crate::timer::{Entry, Timers};
-use crate::token::{
-    self, PairToken, Side, Target, GENERATION_MASK, MAX_PROBES, MAX_ROUTES, MAX_SLOT,
-};
+use crate::token::{self, PairToken, Side, Target, GENERATION_MASK, MAX_SLOT};
+
+mod observe;
+mod probes;
+mod reload;
+mod resolution;
+
+use observe::trace_event;
+use probes::Probe;
 
 /// Most connections accepted from one listener in one loop turn, so a connection flood cannot starve
 /// established pairs.
@@ -79,39 +92,6 @@ struct Drain {
     cut: usize,
     /// A second signal arrived.
     forced: bool,
-}
-
-/// An active health check: a plain TCP connect to one upstream, closed as soon as it completes.
-#[derive(Debug)]
-struct Probe {
-    stream: TcpStream,
-    /// Slot of the route; with `uid`, so that a slot reused by a reload is not mistaken for it.
-    route: usize,
-    uid: u64,
-    /// Index of the upstream in that route.
-    upstream: usize,
-    /// Past this (`health_timeout`) the probe counts as failed.
-    deadline: Instant,
-}
-
-/// How a route of a reloaded file relates to the running ones.
-#[derive(Debug, Clone, Copy)]
-enum Match {
-    /// Same route, same settings: left alone.
-    Kept(usize),
-    /// Same route, new settings: replaced by a new route; the old one drains.
-    Changed(usize),
-    /// A route that was not there.
-    Added,
-}
-
-/// Where a listener of a reloaded route comes from.
-#[derive(Debug)]
-enum Source {
-    /// Taken over from a replaced or removed route (slot, listener index): no gap in accepting.
-    Moved(usize, usize),
-    /// Newly bound.
-    Bound(Listener),
 }
 
 /// Where a reactor stands among the `--threads` reactors.
@@ -175,7 +155,14 @@ pub struct Reactor {
 
 impl Reactor {
     /// Binds every route's listeners and sets up polling. Errors are start failures for `main` to report.
-    pub fn new(config: Config, defaults: Defaults, siblings: Siblings) -> Result<Reactor, String> {
+    /// `bind_at` gives, route by route, the addresses to bind instead of the configured ones (a
+    /// `--threads` sibling binds the ports the first reactor got); empty means the configured ones.
+    pub fn new(
+        config: Config,
+        defaults: Defaults,
+        siblings: Siblings,
+        bind_at: &[Vec<SocketAddr>],
+    ) -> Result<Reactor, String> {
         let poll = Poll::new().map_err(|err| format!("cannot create the poller: {err}"))?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
             .map_err(|err| format!("cannot install signal handlers: {err}"))?;
@@ -230,23 +217,30 @@ impl Reactor {
             exhaustion_warning: Throttle::new(Duration::from_secs(5)),
             now,
         };
-        for route in config.routes {
+        let shared_port = config.threads > 1;
+        for (index, route) in config.routes.into_iter().enumerate() {
+            let pins = bind_at.get(index);
             let listeners = route
                 .listen
                 .iter()
-                .map(|addr| Listener::bind(*addr, route.backlog, config.threads > 1))
+                .enumerate()
+                .map(|(at, requested)| {
+                    let actual = pins.and_then(|pins| pins.get(at)).unwrap_or(requested);
+                    Listener::bind_at(*requested, *actual, route.backlog, shared_port)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             reactor.insert_route(route, listeners)?;
         }
         Ok(reactor)
     }
 
-    /// Replaces every listen address of `config` by the one this reactor actually bound, so that the
-    /// other `--threads` reactors bind the very same ports (port 0 must pick a port only once).
-    pub fn pin_listen_addresses(&self, config: &mut Config) {
-        for ((_, route), route_config) in self.routes.iter().zip(config.routes.iter_mut()) {
-            route_config.listen = route.listeners.iter().map(|l| l.local).collect();
-        }
+    /// The addresses this reactor's listeners are bound to, route by route: the other `--threads`
+    /// reactors bind the very same ports (port 0 must pick a port only once).
+    pub fn bound_addresses(&self) -> Vec<Vec<SocketAddr>> {
+        self.routes
+            .iter()
+            .map(|(_, route)| route.listeners.iter().map(|l| l.local).collect())
+            .collect()
     }
 
     /// One `listening on ADDR route=...` line per listener, the first route's first listener first.
@@ -338,7 +332,8 @@ impl Reactor {
                 Target::Probe(slot) => self.on_probe_event(slot),
                 Target::Warm(slot) => {
                     if let Some(warm) = self.warm.as_mut() {
-                        warm.on_event(slot, self.now);
+                        let hung_up = event.is_read_closed() || event.is_error();
+                        warm.on_event(slot, hung_up, self.now);
                     }
                 }
                 Target::Pair(pair) => self.on_pair_event(pair, Event::from(event)),
@@ -346,67 +341,6 @@ impl Reactor {
         }
         self.events = events;
         count
-    }
-
-    /// Counts one loop turn: a turn whose events led to no work at all was a spurious wakeup.
-    fn count_turn(&mut self, events: usize, work_before: u64) {
-        let metrics = &mut self.metrics;
-        metrics.polls += 1;
-        metrics.events += events as u64;
-        metrics.events_per_poll.record(events as u64);
-        if events > 0 && metrics.work_done() == work_before {
-            metrics.spurious_wakeups += 1;
-        }
-        if let Some(board) = self.siblings.board.as_ref() {
-            board.publish(self.siblings.index, metrics, self.pairs.len());
-        }
-        if let Some(stats) = self.stats.as_mut().filter(|stats| stats.next <= self.now) {
-            info!(
-                "{}",
-                stats.report(
-                    self.siblings.index,
-                    &self.metrics,
-                    self.pairs.len(),
-                    self.now
-                )
-            );
-        }
-    }
-
-    fn with_metrics_server(&mut self, act: impl FnOnce(&mut MetricsServer, &mio::Registry)) {
-        if let Some(server) = self.metrics_server.as_mut() {
-            act(server, self.poll.registry());
-        }
-    }
-
-    fn on_scrape_event(&mut self, slot: usize) {
-        let Some(server) = self.metrics_server.as_mut() else {
-            return;
-        };
-        let (metrics, routes, open) = (&mut self.metrics, &self.routes, self.pairs.len());
-        let board = self.siblings.board.as_deref();
-        let finished = server.on_scrape_event(slot, || {
-            let mut body = String::with_capacity(8192);
-            match board {
-                Some(board) => {
-                    board.publish(0, metrics, open);
-                    let (total, open) = board.total();
-                    total.render(open, &mut body);
-                }
-                None => metrics.render(open, &mut body),
-            }
-            // Draining routes are left out: a replaced route and its successor share a name. With
-            // --threads these rows are reactor 0's view of health and load.
-            let rows = routes
-                .iter()
-                .filter(|(_, route)| !route.draining)
-                .flat_map(|(_, route)| route.upstream_rows());
-            metrics::render_upstreams(rows, &mut body);
-            body
-        });
-        if finished {
-            metrics.scrapes += 1;
-        }
     }
 
     /// Notes a listener's edge; accepts happen after the batch. An event for a token whose listener moved
@@ -537,6 +471,15 @@ impl Reactor {
             return;
         };
         let Some((at, _)) = pair.deadline(&route.deadlines) else {
+            // No deadline any more (the connect succeeded and there is no idle timeout): an entry left
+            // armed would wake the loop once for nothing.
+            if let Some(at) = pair.armed.take() {
+                self.timers.cancel(&Entry {
+                    at,
+                    slot,
+                    generation: pair.id,
+                });
+            }
             return;
         };
         if pair.armed.is_none_or(|armed| at < armed) {
@@ -918,6 +861,13 @@ impl Reactor {
         let Some(mut pair) = self.pairs.try_remove(slot) else {
             return;
         };
+        if let Some(at) = pair.armed {
+            self.timers.cancel(&Entry {
+                at,
+                slot,
+                generation: pair.id,
+            });
+        }
         self.metrics.closes[cause as usize] += 1;
         // A timeout can fire while a stalled reader leaves bytes in a ring: those peers must see an
         // abort, not a FIN after a stream that silently lost its tail.
@@ -1047,515 +997,6 @@ impl Reactor {
             drain.drained, drain.cut
         );
         Some(if forced { Exit::Forced } else { Exit::Graceful })
-    }
-
-    // ---- Health probes ---------------------------------------------------------------------------
-
-    /// Starts a probe round on every route whose `health_interval` has come round: one non-blocking
-    /// connect per upstream that has no probe in flight.
-    fn start_probes(&mut self) {
-        let now = self.now;
-        let due: Vec<usize> = self
-            .routes
-            .iter()
-            .filter(|(_, route)| !route.draining && route.next_probe.is_some_and(|at| at <= now))
-            .map(|(key, _)| key)
-            .collect();
-        for key in due {
-            let Some(route) = self.routes.get_mut(key) else {
-                continue;
-            };
-            route.next_probe = route.config.health_interval.map(|interval| now + interval);
-            for index in 0..route.upstreams.len() {
-                if route.upstreams[index].probing || self.probes.len() >= MAX_PROBES {
-                    continue;
-                }
-                let mut stream =
-                    match net::start_connect(route.upstreams[index].addr, route.options) {
-                        Ok(stream) => stream,
-                        Err(err) => {
-                            debug!(
-                                "probe route={} upstream={} failed: {err}",
-                                route.config.name, route.upstreams[index].name
-                            );
-                            route.connect_failed(index, now);
-                            continue;
-                        }
-                    };
-                let entry = self.probes.vacant_entry();
-                let both = Interest::READABLE | Interest::WRITABLE;
-                if let Err(err) = self.poll.registry().register(
-                    &mut stream,
-                    token::probe_token(entry.key()),
-                    both,
-                ) {
-                    warn!("cannot register a health probe: {err}");
-                    continue;
-                }
-                route.upstreams[index].probing = true;
-                entry.insert(Probe {
-                    stream,
-                    route: key,
-                    uid: route.uid,
-                    upstream: index,
-                    deadline: now + route.config.health_timeout,
-                });
-            }
-        }
-    }
-
-    /// A probe's socket had an event: done if the connect resolved either way. Probe slots are freed
-    /// during the batch but only reused after it (probes start in [`Self::fire_timers`]), and a closed
-    /// socket gets no further events, so a probe token is never stale.
-    fn on_probe_event(&mut self, slot: usize) {
-        let Some(probe) = self.probes.get(slot) else {
-            return;
-        };
-        let ok = match net::connect_result(&probe.stream) {
-            ConnectState::Pending => return,
-            ConnectState::Connected => true,
-            ConnectState::Failed(err) => {
-                trace!("probe slot={slot} failed: {err}");
-                false
-            }
-        };
-        let probe = self.probes.remove(slot);
-        self.probe_done(probe, ok);
-    }
-
-    /// Probes past their `health_timeout` count as failures.
-    fn expire_probes(&mut self) {
-        let now = self.now;
-        let expired: Vec<usize> = self
-            .probes
-            .iter()
-            .filter(|(_, probe)| probe.deadline <= now)
-            .map(|(slot, _)| slot)
-            .collect();
-        for slot in expired {
-            let probe = self.probes.remove(slot);
-            self.probe_done(probe, false);
-        }
-    }
-
-    /// Reports a finished probe to its upstream's health; dropping the probe closes its socket.
-    fn probe_done(&mut self, probe: Probe, ok: bool) {
-        let now = self.now;
-        let Some(route) = self
-            .routes
-            .get_mut(probe.route)
-            .filter(|route| route.uid == probe.uid)
-        else {
-            return; // the route was replaced or removed meanwhile
-        };
-        let Some(upstream) = route.upstreams.get_mut(probe.upstream) else {
-            return;
-        };
-        upstream.probing = false;
-        trace!(
-            "probe route={} upstream={} ok={ok}",
-            route.config.name,
-            upstream.name
-        );
-        if ok {
-            route.connect_succeeded(probe.upstream, now);
-        } else {
-            route.connect_failed(probe.upstream, now);
-        }
-    }
-
-    // ---- Re-resolution and reload: work done by the resolver thread --------------------------------
-
-    /// Sends the host-name upstreams of every route whose `resolve_interval` has come round to the
-    /// resolver thread (one job per route at a time).
-    fn start_resolves(&mut self) {
-        let now = self.now;
-        let Some(worker) = self.worker.as_ref() else {
-            return;
-        };
-        for (key, route) in self.routes.iter_mut() {
-            let (Some(at), Some(interval)) = (route.next_resolve, route.config.resolve_interval)
-            else {
-                continue;
-            };
-            if route.draining || at > now {
-                continue;
-            }
-            route.next_resolve = Some(now + interval);
-            if route.resolving {
-                continue;
-            }
-            let names: Vec<(usize, String)> = route
-                .upstreams
-                .iter()
-                .enumerate()
-                .filter(|(_, upstream)| config::is_host_name(&upstream.name))
-                .map(|(index, upstream)| (index, upstream.name.clone()))
-                .collect();
-            route.resolving = !names.is_empty()
-                && worker.submit(Job::Resolve {
-                    route: key,
-                    uid: route.uid,
-                    names,
-                });
-        }
-    }
-
-    /// The resolver thread has answers.
-    fn on_waker(&mut self) {
-        let answers: Vec<Answer> = match self.worker.as_ref() {
-            Some(worker) => worker.answers().collect(),
-            None => return,
-        };
-        for answer in answers {
-            match answer {
-                Answer::Resolved { route, uid, addrs } => self.apply_resolution(route, uid, addrs),
-                Answer::Reloaded(result) => match *result {
-                    Ok(config) => self.reload(config),
-                    Err(err) => self.reload_rejected(err.message()),
-                },
-            }
-        }
-    }
-
-    /// New addresses apply to new connections; live pairs keep the socket they have.
-    fn apply_resolution(
-        &mut self,
-        key: usize,
-        uid: u64,
-        addrs: Vec<(usize, Result<SocketAddr, String>)>,
-    ) {
-        let Some(route) = self.routes.get_mut(key).filter(|route| route.uid == uid) else {
-            return;
-        };
-        route.resolving = false;
-        for (index, result) in addrs {
-            let Some(upstream) = route.upstreams.get_mut(index) else {
-                continue;
-            };
-            match result {
-                Ok(addr) if addr != upstream.addr => {
-                    info!(
-                        "upstream {} of route {} now resolves to {addr} (was {})",
-                        upstream.name, route.config.name, upstream.addr
-                    );
-                    upstream.addr = addr;
-                }
-                Ok(_) => {}
-                Err(err) => warn!(
-                    "route {}: {err}; keeping {}",
-                    route.config.name, upstream.addr
-                ),
-            }
-        }
-    }
-
-    /// SIGHUP: the file is read, validated and resolved by the resolver thread; the answer comes back
-    /// through [`Self::on_waker`].
-    fn request_reload(&mut self) {
-        let Some(path) = self.config.file.clone() else {
-            warn!("SIGHUP ignored: no --config file to reload");
-            return;
-        };
-        info!("SIGHUP: reloading {}", path.display());
-        let job = Job::Reload {
-            path,
-            defaults: self.defaults,
-        };
-        if !self
-            .worker
-            .as_ref()
-            .is_some_and(|worker| worker.submit(job))
-        {
-            self.reload_rejected("the resolver thread is gone");
-        }
-    }
-
-    fn reload_rejected(&mut self, message: &str) {
-        self.metrics.reloads_rejected += 1;
-        error!("reload rejected, keeping the running configuration: {message}");
-    }
-
-    /// Applies a validated configuration without cutting a connection:
-    /// - routes are matched to running ones by name, or by listen addresses when unnamed;
-    /// - an unchanged route is left alone;
-    /// - a changed route is replaced by a new one (new settings, new pool) that takes over the listeners
-    ///   for addresses it keeps, and the old route drains: it accepts nothing more and goes away with its
-    ///   last pair; upstreams in both keep their health;
-    /// - a new route binds its addresses; a removed route closes its listeners and drains.
-    ///
-    /// Every new address is bound before anything changes, so a bind failure rejects the reload whole.
-    fn reload(&mut self, mut new: Config) {
-        if self.drain.is_some() {
-            info!("reload ignored: shutting down");
-            return;
-        }
-        // As at start, each of the `--threads` reactors takes an even share of every route's limit.
-        for route in &mut new.routes {
-            route.max_connections = route.max_connections.div_ceil(self.config.threads);
-        }
-        let matches = self.match_routes(&new.routes);
-        let matched: HashSet<usize> = matches
-            .iter()
-            .filter_map(|m| match m {
-                Match::Kept(key) | Match::Changed(key) => Some(*key),
-                Match::Added => None,
-            })
-            .collect();
-        let replaced: Vec<usize> = matches
-            .iter()
-            .filter_map(|m| match m {
-                Match::Changed(key) => Some(*key),
-                _ => None,
-            })
-            .collect();
-        let removed: Vec<usize> = self
-            .routes
-            .iter()
-            .filter(|(key, route)| !route.draining && !matched.contains(key))
-            .map(|(key, _)| key)
-            .collect();
-        let building = matches
-            .iter()
-            .filter(|m| !matches!(m, Match::Kept(_)))
-            .count();
-        if self.routes.len() + building > MAX_ROUTES {
-            return self.reload_rejected(&format!(
-                "more than {MAX_ROUTES} routes would be alive (draining ones count)"
-            ));
-        }
-        let retiring: Vec<usize> = replaced.iter().chain(&removed).copied().collect();
-        let sources = match self.gather_listeners(&new.routes, &matches, &retiring) {
-            Ok(sources) => sources,
-            Err(message) => return self.reload_rejected(&message),
-        };
-        // From here on nothing fails as a whole.
-        let mut taken = self.retire(&retiring);
-        for ((route, found), sources) in new.routes.iter().zip(&matches).zip(sources) {
-            if let Match::Kept(_) = found {
-                continue;
-            }
-            let listeners = sources
-                .into_iter()
-                .filter_map(|source| match source {
-                    Source::Moved(key, index) => taken.remove(&(key, index)),
-                    Source::Bound(listener) => Some(listener),
-                })
-                .collect();
-            let key = match self.insert_route(route.clone(), listeners) {
-                Ok(key) => key,
-                Err(message) => {
-                    error!("reload: route {} not started: {message}", route.name);
-                    continue;
-                }
-            };
-            if let Match::Changed(old) = found {
-                if let Some((fresh, previous)) = self.routes.get2_mut(key, *old) {
-                    fresh.inherit_health(previous);
-                }
-            }
-            if let Some(fresh) = self.routes.get(key) {
-                for index in 0..fresh.listeners.len() {
-                    if let Some(line) = fresh.describe_listener(index) {
-                        info!("{line}");
-                    }
-                }
-            }
-        }
-        drop(taken); // listeners no route asked for: closing them refuses new clients there
-        for key in &removed {
-            if let Some(route) = self.routes.get(*key) {
-                info!(
-                    "route {}: removed; {} connections draining",
-                    route.config.name, route.pairs
-                );
-            }
-        }
-        for key in retiring {
-            self.remove_if_drained(key);
-        }
-        self.adopt_globals(new);
-        self.metrics.reloads_ok += 1;
-        info!(
-            "reload: {} routes (+{} -{} ~{})",
-            matches.len(),
-            matches.iter().filter(|m| matches!(m, Match::Added)).count(),
-            removed.len(),
-            replaced.len()
-        );
-    }
-
-    /// Pairs each new route with the running route it continues, if any.
-    fn match_routes(&self, new: &[RouteConfig]) -> Vec<Match> {
-        let mut used = HashSet::new();
-        new.iter()
-            .map(|config| {
-                let found = self
-                    .routes
-                    .iter()
-                    .filter(|(key, route)| !route.draining && !used.contains(key))
-                    .find(|(_, route)| route::same_route(&route.config, config));
-                match found {
-                    Some((key, route)) => {
-                        used.insert(key);
-                        if route.config == *config {
-                            Match::Kept(key)
-                        } else {
-                            Match::Changed(key)
-                        }
-                    }
-                    None => Match::Added,
-                }
-            })
-            .collect()
-    }
-
-    /// For every route to build, where each of its listeners comes from: taken over from a retiring route
-    /// that listens on the same address (as requested, or as bound: a route that pins the port it was
-    /// given for port 0 keeps its socket), or bound now. A port-0 listener is only taken over by the route
-    /// that replaces its own (another route asking for port 0 wants a port of its own). Returns an error,
-    /// having closed what it bound, if a bind fails.
-    fn gather_listeners(
-        &self,
-        routes: &[RouteConfig],
-        matches: &[Match],
-        retiring: &[usize],
-    ) -> Result<Vec<Vec<Source>>, String> {
-        // (route slot, listener index, requested address, bound address)
-        type Spare = (usize, usize, SocketAddr, SocketAddr);
-        let mut spare: Vec<Spare> = retiring
-            .iter()
-            .filter_map(|key| self.routes.get(*key).map(|route| (*key, route)))
-            .flat_map(|(key, route)| {
-                route
-                    .listeners
-                    .iter()
-                    .enumerate()
-                    .map(move |(index, listener)| (key, index, listener.requested, listener.local))
-            })
-            .collect();
-        let mut all = Vec::with_capacity(routes.len());
-        for (route, found) in routes.iter().zip(matches) {
-            let mut sources = Vec::new();
-            if !matches!(found, Match::Kept(_)) {
-                let continues = match found {
-                    Match::Changed(key) => Some(*key),
-                    _ => None,
-                };
-                for addr in &route.listen {
-                    let reusable = |(key, _, requested, local): &Spare| {
-                        (requested == addr && (addr.port() != 0 || continues == Some(*key)))
-                            || (addr.port() != 0 && local == addr)
-                    };
-                    match spare.iter().position(reusable) {
-                        Some(at) => {
-                            let (key, index, _, _) = spare.swap_remove(at);
-                            sources.push(Source::Moved(key, index));
-                        }
-                        None => sources.push(Source::Bound(Listener::bind(
-                            *addr,
-                            route.backlog,
-                            self.config.threads > 1,
-                        )?)),
-                    }
-                }
-            }
-            all.push(sources);
-        }
-        Ok(all)
-    }
-
-    /// Marks routes as draining and takes their listeners out (deregistered, still open), keyed by
-    /// (route slot, listener index), for new routes to take over.
-    fn retire(&mut self, keys: &[usize]) -> HashMap<(usize, usize), Listener> {
-        let mut taken = HashMap::new();
-        for key in keys {
-            let Some(route) = self.routes.get_mut(*key) else {
-                continue;
-            };
-            route.draining = true;
-            if let Some(warm) = self.warm.as_mut() {
-                warm.forget_route(route.uid);
-            }
-            for (index, mut listener) in
-                std::mem::take(&mut route.listeners).into_iter().enumerate()
-            {
-                // Failure means it was not registered, which is what we want anyway.
-                let _ = self.poll.registry().deregister(&mut listener.socket);
-                taken.insert((*key, index), listener);
-            }
-        }
-        taken
-    }
-
-    /// Adds a route and registers its listeners under their tokens. Each listener is marked ready: one
-    /// taken over from another route may hold queued connections whose edge was already consumed.
-    fn insert_route(
-        &mut self,
-        config: RouteConfig,
-        mut listeners: Vec<Listener>,
-    ) -> Result<usize, String> {
-        if self.routes.len() >= MAX_ROUTES {
-            return Err(format!("more than {MAX_ROUTES} routes"));
-        }
-        let entry = self.routes.vacant_entry();
-        let key = entry.key();
-        let registry = self.poll.registry();
-        for (index, listener) in listeners.iter_mut().enumerate() {
-            registry
-                .register(
-                    &mut listener.socket,
-                    token::listener_token(key, index),
-                    Interest::READABLE,
-                )
-                .map_err(|err| format!("cannot register listener {}: {err}", listener.local))?;
-            listener.ready = true;
-        }
-        entry.insert(Route::new(
-            self.next_route_uid,
-            config,
-            listeners,
-            self.config.splice,
-            self.now,
-        ));
-        self.next_route_uid += 1;
-        Ok(key)
-    }
-
-    /// The settings that are not per route: `shutdown_timeout` applies at once; the metrics endpoint and
-    /// the stats line are set up at start only.
-    fn adopt_globals(&mut self, new: Config) {
-        if new.metrics != self.config.metrics || new.stats_interval != self.config.stats_interval {
-            warn!("reload: changes to metrics and stats_interval take effect at the next restart");
-        }
-        self.config.shutdown_timeout = new.shutdown_timeout;
-        self.config.routes = new.routes;
-    }
-}
-
-/// `--trace`: one line per readiness event, naming the connection and side.
-fn trace_event(target: Target, event: Event) {
-    let flags = [
-        (event.readable, "readable"),
-        (event.writable, "writable"),
-        (event.read_closed, "read-closed"),
-        (event.write_closed, "write-closed"),
-        (event.error, "error"),
-    ];
-    let names: Vec<&str> = flags
-        .iter()
-        .filter(|(set, _)| *set)
-        .map(|(_, name)| *name)
-        .collect();
-    match target {
-        Target::Pair(pair) => trace!(
-            "event conn={} side={:?} slot={} {}",
-            pair.generation,
-            pair.side,
-            pair.slot,
-            names.join("|")
-        ),
-        other => trace!("event {other:?} {}", names.join("|")),
     }
 }
 

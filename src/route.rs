@@ -64,8 +64,19 @@ impl Listener {
     /// Binds `requested` with `backlog` (and SO_REUSEPORT when reactors share it); the error names the
     /// address.
     pub fn bind(requested: SocketAddr, backlog: i32, reuse_port: bool) -> Result<Listener, String> {
-        let socket = net::bind_listener(requested, backlog, reuse_port)
-            .map_err(|err| format!("cannot listen on {requested}: {err}"))?;
+        Listener::bind_at(requested, requested, backlog, reuse_port)
+    }
+
+    /// Binds `at` while remembering that the config asked for `requested`: a `--threads` sibling
+    /// binds the port the first reactor got for `:0`, yet must match the config's `:0` on reload.
+    pub fn bind_at(
+        requested: SocketAddr,
+        at: SocketAddr,
+        backlog: i32,
+        reuse_port: bool,
+    ) -> Result<Listener, String> {
+        let socket = net::bind_listener(at, backlog, reuse_port)
+            .map_err(|err| format!("cannot listen on {at}: {err}"))?;
         let local = socket
             .local_addr()
             .map_err(|err| format!("cannot read the address of listener {requested}: {err}"))?;
@@ -249,15 +260,17 @@ impl Route {
                     return Ok((stream, index, tried, false));
                 }
                 Err(error) => {
-                    self.connect_failed(index, now);
                     let exhausted = net::is_resource_exhaustion(&error);
                     failure = NoUpstream {
                         last: Some(index),
                         error,
                     };
                     if exhausted {
-                        break; // another upstream would fail the same way
+                        // Out of fds or memory here: not the upstream's fault, so its health is left
+                        // alone, and another upstream would fail the same way.
+                        break;
                     }
+                    self.connect_failed(index, now);
                 }
             }
         }

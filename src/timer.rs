@@ -1,13 +1,14 @@
-//! Every per-pair deadline (connect, idle, half-close) in one min-heap.
+//! Every per-pair deadline (connect, idle, half-close) in one ordered set.
 //!
-//! The heap holds at most a couple of entries per pair. Traffic that pushes a deadline later does not touch
-//! the heap: when the old entry fires, the reactor asks the pair for its real deadline and re-arms. Only a
-//! deadline that moves earlier pushes a new entry; the superseded one is recognised and skipped when it
-//! pops. The reactor sleeps until the earliest entry, or forever when the heap is empty, so an idle process
-//! makes no periodic wakeups.
+//! The set holds at most a couple of entries per pair. Traffic that pushes a deadline later does not touch
+//! it: when the old entry fires, the reactor asks the pair for its real deadline and re-arms. Only a
+//! deadline that moves earlier adds a new entry; the superseded one is recognised and skipped when it
+//! comes due. A pair that no longer has any deadline (a connect that succeeded, with no idle timeout)
+//! has its entry cancelled outright: otherwise that entry would wake an idle process once for nothing.
+//! The reactor sleeps until the earliest entry, or forever when the set is empty, so an idle process
+//! makes no wakeups at all. (An ordered set rather than a binary heap because of that cancel.)
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 /// One armed deadline: when, and which pair (slot plus generation, so a reused slot is not confused).
@@ -18,10 +19,10 @@ pub struct Entry {
     pub generation: u32,
 }
 
-/// A min-heap of deadlines.
+/// Deadlines, earliest first.
 #[derive(Debug, Default)]
 pub struct Timers {
-    heap: BinaryHeap<Reverse<Entry>>,
+    set: BTreeSet<Entry>,
 }
 
 impl Timers {
@@ -31,30 +32,35 @@ impl Timers {
 
     /// Arms a deadline.
     pub fn push(&mut self, entry: Entry) {
-        self.heap.push(Reverse(entry));
+        self.set.insert(entry);
+    }
+
+    /// Disarms a deadline armed earlier.
+    pub fn cancel(&mut self, entry: &Entry) {
+        self.set.remove(entry);
     }
 
     /// The earliest armed deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse(entry)| entry.at)
+        self.set.first().map(|entry| entry.at)
     }
 
     /// Removes and returns one entry due at `now`, earliest first.
     pub fn pop_due(&mut self, now: Instant) -> Option<Entry> {
-        match self.heap.peek() {
-            Some(Reverse(entry)) if entry.at <= now => self.heap.pop().map(|Reverse(entry)| entry),
+        match self.set.first() {
+            Some(entry) if entry.at <= now => self.set.pop_first(),
             _ => None,
         }
     }
 
     /// Entries armed (for tests and metrics).
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.set.len()
     }
 
     /// True when no deadline is armed: the reactor may block without a timeout.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.set.is_empty()
     }
 }
 
@@ -85,6 +91,21 @@ mod tests {
                 .collect();
         assert_eq!(due, vec![1, 2]);
         assert_eq!(timers.len(), 1);
+    }
+
+    #[test]
+    fn test_cancelled_entry_never_fires() {
+        let start = Instant::now();
+        let mut timers = Timers::new();
+        let entry = Entry {
+            at: start,
+            slot: 4,
+            generation: 9,
+        };
+        timers.push(entry);
+        timers.cancel(&entry);
+        assert_eq!(timers.pop_due(start + Duration::from_secs(1)), None);
+        assert!(timers.is_empty());
     }
 
     #[test]

@@ -223,3 +223,36 @@ fn test_stats_interval_logs_deltas() {
     assert_eq!(total("accepts"), 1);
     assert_eq!(total("c2u"), 50_000);
 }
+
+#[test]
+fn test_established_idle_pair_makes_no_wakeups() {
+    // The connect deadline of an established pair (with no idle timeout) must be cancelled, not left
+    // to wake the loop once for nothing when it comes due.
+    let backend = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &backend.upstream_arg(),
+        "--metrics",
+        "127.0.0.1:0",
+        "--connect-timeout",
+        "300ms",
+    ]);
+    let metrics = metrics_addr(&fwd);
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut client = common::connect(fwd.addr());
+        client.write_all(b"ping").expect("write");
+        let mut back = [0u8; 4];
+        client.read_exact(&mut back).expect("echo");
+        clients.push(client);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let first = sample(&scrape(metrics), "edgefwd_polls_total");
+    std::thread::sleep(Duration::from_millis(1200));
+    let second = sample(&scrape(metrics), "edgefwd_polls_total");
+    assert!(
+        second - first <= 4,
+        "{} polls with 20 idle pairs: stale connect deadlines woke the loop",
+        second - first
+    );
+}

@@ -153,3 +153,31 @@ fn test_warm_connections_follow_the_balancer() {
     }
     assert_eq!(per_upstream, [2, 2], "round-robin split with prewarm");
 }
+
+#[test]
+fn test_warm_connection_greeted_then_closed_is_replaced() {
+    // The first two connections get a greeting and then a FIN while they wait in the pool. A peek
+    // would see the greeting and call them open; the pool must notice the FIN and replace them, so
+    // the client gets a live connection, not a greeting followed by EOF.
+    let counter = Arc::new(AtomicUsize::new(0));
+    let backend = Backend::spawn(loopback4(), move |mut stream: TcpStream| {
+        if counter.fetch_add(1, Ordering::SeqCst) < 2 {
+            let _ = stream.write_all(b"bye\n");
+        } else {
+            echo_conn(stream);
+        }
+    });
+    let fwd = Forwarder::start(&["--upstream", &backend.upstream_arg(), "--prewarm", "2"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || backend.accepted() >= 4),
+        "greeted-then-closed warm connections were not replaced: {} accepted",
+        backend.accepted()
+    );
+    let mut client = connect(fwd.addr());
+    client.write_all(b"live?").expect("write");
+    let mut back = [0u8; 5];
+    client
+        .read_exact(&mut back)
+        .expect("echo through a live connection");
+    assert_eq!(&back, b"live?");
+}

@@ -146,3 +146,43 @@ fn test_sigterm_stops_every_reactor() {
         .sum();
     assert_eq!(drained, 1, "{logs}");
 }
+
+#[test]
+fn test_reload_keeps_the_shared_port_of_every_reactor() {
+    // The first reactor binds `:0` and its siblings bind the port it got; an unchanged file reloaded
+    // on SIGHUP must leave every reactor on that one port.
+    let echo = Backend::echo();
+    let text = format!(
+        "[[route]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\"]\n",
+        echo.upstream_arg()
+    );
+    let file = common::ConfigFile::new(&text);
+    let opts = Options {
+        rust_log: Some("info".into()),
+        ..Options::default()
+    };
+    let fwd = Forwarder::start_with(&["--config", file.path(), "--threads", "2"], &opts);
+    let listening = fwd.count_log("listening on");
+    fwd.signal(libc::SIGHUP);
+    assert!(
+        common::wait_until(Duration::from_secs(10), || fwd.count_log("reload: ") >= 2),
+        "both reactors reload:\n{}",
+        fwd.logs()
+    );
+    let logs = fwd.logs();
+    assert_eq!(
+        fwd.count_log("listening on"),
+        listening,
+        "a reactor bound a new port on reload:\n{logs}"
+    );
+    assert_eq!(
+        logs.lines()
+            .filter(|line| line.contains("reload: ") && line.contains("~0"))
+            .count(),
+        2,
+        "an unchanged route counted as changed:\n{logs}"
+    );
+    for _ in 0..10 {
+        echo_roundtrip(fwd.addr(), 1000, 1000);
+    }
+}

@@ -1,0 +1,502 @@
+//! Turning run records into the markdown tables, the target verdicts and the JSON file.
+//!
+//! Every ratio is "peer / tokio-current" for the same metric in the same run, so a reader
+//! never compares numbers from different machines or different days.
+
+use std::fmt::Write;
+
+use crate::json::Json;
+use crate::probe::{PerfReport, StraceReport};
+use crate::scenario::{Better, MetricDef, Scenario, Show, Target, Values, METRICS};
+use crate::sys::MachineInfo;
+use crate::util::{human_count, median, sig3};
+use crate::Probes;
+
+/// The peer every ratio is relative to.
+pub const BASELINE: &str = "tokio-current";
+/// The peer the targets apply to.
+pub const SUBJECT: &str = "edgefwd";
+
+/// One (scenario, peer, repeat) run.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub scenario: Scenario,
+    pub peer: String,
+    pub repeat: usize,
+    pub values: Values,
+    pub error: Option<String>,
+}
+
+/// All records of a run plus what was selected.
+pub struct Results {
+    pub records: Vec<Record>,
+    pub peers: Vec<String>,
+    pub scenarios: Vec<Scenario>,
+}
+
+impl Results {
+    /// Median over the successful repeats; NaN when there is none.
+    pub fn value(&self, sc: Scenario, peer: &str, key: &str) -> f64 {
+        let mut vals: Vec<f64> = self
+            .records
+            .iter()
+            .filter(|r| r.scenario == sc && r.peer == peer && r.error.is_none())
+            .filter_map(|r| r.values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v))
+            .collect();
+        median(&mut vals)
+    }
+
+    /// `peer / tokio-current`; NaN when either is missing.
+    pub fn ratio(&self, sc: Scenario, peer: &str, key: &str) -> f64 {
+        self.value(sc, peer, key) / self.value(sc, BASELINE, key)
+    }
+
+    /// Errors of the failed repeats of (sc, peer).
+    pub fn errors(&self, sc: Scenario, peer: &str) -> Vec<&str> {
+        self.records
+            .iter()
+            .filter(|r| r.scenario == sc && r.peer == peer)
+            .filter_map(|r| r.error.as_deref())
+            .collect()
+    }
+
+    /// The metric definitions of the selected scenarios.
+    pub fn metrics(&self, evidence: bool) -> impl Iterator<Item = &'static MetricDef> + '_ {
+        METRICS
+            .iter()
+            .filter(move |d| d.evidence() == evidence && self.scenarios.contains(&d.scenario))
+    }
+}
+
+/// Whether edgefwd met one target, with the figures.
+#[derive(Debug, Clone)]
+pub struct TargetCheck {
+    pub def: MetricDef,
+    /// edgefwd's value (in the metric's unit).
+    pub value: f64,
+    /// edgefwd / tokio-current.
+    pub ratio: f64,
+    /// None when a figure is missing (edgefwd or the baseline failed or was not run).
+    pub met: Option<bool>,
+}
+
+impl TargetCheck {
+    /// "≥ 1.25×" etc.
+    pub fn goal(&self) -> String {
+        match self.def.target {
+            Some(Target::RatioAtLeast(t)) => format!("≥ {t}×"),
+            Some(Target::RatioAtMost(t)) => format!("≤ {t}×"),
+            Some(Target::AtMost(t)) => format!("≤ {t} {}", self.def.unit),
+            None => String::new(),
+        }
+    }
+
+    /// The figure the goal is about: a ratio, or the absolute value.
+    pub fn figure(&self) -> String {
+        match self.def.target {
+            Some(Target::AtMost(_)) => format!("{} {}", sig3(self.value), self.def.unit),
+            _ => format!("{}×", sig3(self.ratio)),
+        }
+    }
+
+    /// "met" / "MISSED" / "n/a", for tables and the progress output.
+    pub fn verdict(&self) -> &'static str {
+        match self.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "n/a",
+        }
+    }
+}
+
+/// Evaluates every target of the selected scenarios.
+pub fn check_targets(res: &Results) -> Vec<TargetCheck> {
+    res.metrics(false)
+        .filter_map(|d| d.target.map(|t| (d, t)))
+        .map(|(d, t)| {
+            let value = res.value(d.scenario, SUBJECT, d.key);
+            let ratio = res.ratio(d.scenario, SUBJECT, d.key);
+            let met = match t {
+                Target::RatioAtLeast(x) => ratio.is_finite().then_some(ratio >= x),
+                Target::RatioAtMost(x) => ratio.is_finite().then_some(ratio <= x),
+                Target::AtMost(x) => value.is_finite().then_some(value <= x),
+            };
+            TargetCheck {
+                def: *d,
+                value,
+                ratio,
+                met,
+            }
+        })
+        .collect()
+}
+
+/// A value in its unit's usual style (rates get k/M).
+pub fn fmt_value(d: &MetricDef, v: f64) -> String {
+    if !v.is_finite() {
+        return "—".to_string();
+    }
+    match d.unit {
+        "req/s" | "conn/s" | "pairs" => human_count(v),
+        "%" => format!("{v:.0}"),
+        _ => sig3(v),
+    }
+}
+
+/// Metric column text: label plus unit.
+fn metric_cell(d: &MetricDef) -> String {
+    if d.unit.is_empty() {
+        d.label.to_string()
+    } else {
+        format!("{} ({})", d.label, d.unit)
+    }
+}
+
+/// One cell: the value, plus its ratio to tokio-current where a ratio means something.
+fn value_cell(res: &Results, d: &MetricDef, peer: &str) -> String {
+    let v = res.value(d.scenario, peer, d.key);
+    if !v.is_finite() {
+        return if res.errors(d.scenario, peer).is_empty() {
+            "—".to_string()
+        } else {
+            "error".to_string()
+        };
+    }
+    let mut cell = fmt_value(d, v);
+    let r = res.ratio(d.scenario, peer, d.key);
+    if peer != BASELINE && d.better != Better::Neither && r.is_finite() {
+        let _ = write!(cell, " ({}×)", sig3(r));
+    }
+    cell
+}
+
+/// The main table (evidence = false) or the evidence table (evidence = true).
+pub fn markdown_table(res: &Results, evidence: bool) -> String {
+    let checks = check_targets(res);
+    let with_targets = !evidence && res.peers.iter().any(|p| p == SUBJECT);
+    let mut out = String::from("| scenario | metric |");
+    for p in &res.peers {
+        let _ = write!(out, " {p} |");
+    }
+    if with_targets {
+        out.push_str(" edgefwd target |");
+    }
+    out.push_str("\n|---|---|");
+    for _ in &res.peers {
+        out.push_str("---:|");
+    }
+    if with_targets {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for d in res.metrics(evidence) {
+        let _ = write!(out, "| {} | {} |", d.scenario.name(), metric_cell(d));
+        for p in &res.peers {
+            let _ = write!(out, " {} |", value_cell(res, d, p));
+        }
+        if with_targets {
+            let check = checks
+                .iter()
+                .find(|c| c.def.scenario == d.scenario && c.def.key == d.key);
+            match check {
+                Some(c) => {
+                    let _ = write!(
+                        out,
+                        " {} → **{}** ({}) |",
+                        c.goal(),
+                        c.verdict(),
+                        c.figure()
+                    );
+                }
+                None => out.push_str(" |"),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Run-to-run spread (max/min - 1 over the repeats) of the charted metrics, so a reader
+/// can tell a real difference from noise. Empty with a single repeat.
+pub fn markdown_spread(res: &Results) -> String {
+    let repeats = res.records.iter().map(|r| r.repeat + 1).max().unwrap_or(1);
+    if repeats < 2 {
+        return String::new();
+    }
+    let mut out = String::from("| scenario | metric |");
+    for p in &res.peers {
+        let _ = write!(out, " {p} |");
+    }
+    out.push_str("\n|---|---|");
+    for _ in &res.peers {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    let mut rows = 0;
+    for d in res.metrics(false).filter(|d| d.show == Show::Chart) {
+        let spreads: Vec<Option<f64>> = res.peers.iter().map(|p| spread(res, d, p)).collect();
+        if spreads.iter().all(Option::is_none) {
+            continue; // a scenario run once
+        }
+        rows += 1;
+        let _ = write!(out, "| {} | {} |", d.scenario.name(), metric_cell(d));
+        for sp in spreads {
+            match sp {
+                Some(x) => {
+                    let _ = write!(out, " {:.0}% |", x * 100.0);
+                }
+                None => out.push_str(" — |"),
+            }
+        }
+        out.push('\n');
+    }
+    if rows == 0 {
+        return String::new();
+    }
+    out
+}
+
+/// max/min - 1 of one metric over the successful repeats of one peer.
+fn spread(res: &Results, d: &MetricDef, peer: &str) -> Option<f64> {
+    let vals: Vec<f64> = res
+        .records
+        .iter()
+        .filter(|r| r.scenario == d.scenario && r.peer == peer && r.error.is_none())
+        .filter_map(|r| r.values.iter().find(|(k, _)| *k == d.key).map(|(_, v)| *v))
+        .filter(|v| v.is_finite())
+        .collect();
+    let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (vals.len() >= 2 && lo > 0.0).then(|| hi / lo - 1.0)
+}
+
+/// The failed runs, one line each, so an "error" cell can be explained.
+pub fn markdown_errors(res: &Results) -> String {
+    let mut out = String::new();
+    for r in res.records.iter().filter(|r| r.error.is_some()) {
+        let _ = writeln!(
+            out,
+            "- {} / {} (repeat {}): {}",
+            r.scenario.name(),
+            r.peer,
+            r.repeat + 1,
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+    out
+}
+
+/// The syscall counts from `--strace`, per unit of work.
+pub fn markdown_strace(reports: &[StraceReport]) -> String {
+    let mut out = String::from(
+        "| scenario | peer | syscalls per unit | top syscalls per unit |\n|---|---|---:|---|\n",
+    );
+    for r in reports {
+        let top: Vec<String> = r
+            .top(6)
+            .iter()
+            .map(|(name, n)| format!("{name} {}", sig3(*n as f64 / r.units)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} per {} | {} |",
+            r.scenario.name(),
+            r.peer,
+            sig3(r.total() as f64 / r.units),
+            r.unit,
+            top.join(", ")
+        );
+    }
+    out
+}
+
+/// The `--perf` profiles: kernel share and the hottest symbols.
+pub fn markdown_perf(reports: &[PerfReport]) -> String {
+    let mut out = String::from(
+        "| scenario | peer | in kernel | hottest symbols (% of samples) |\n|---|---|---:|---|\n",
+    );
+    for r in reports {
+        let top: Vec<String> = r
+            .symbols
+            .iter()
+            .take(6)
+            .map(|(name, pct, _)| format!("{} {pct:.1}", short_symbol(name)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0}% | {} |",
+            r.scenario.name(),
+            r.peer,
+            r.kernel_pct(),
+            top.join(", ")
+        );
+    }
+    out
+}
+
+/// Keeps table cells readable: Rust paths lose their generic arguments and are cut.
+fn short_symbol(name: &str) -> String {
+    let base = name.split('<').next().unwrap_or(name);
+    let mut s: String = base.chars().take(48).collect();
+    if base.len() > 48 {
+        s.push('…');
+    }
+    s.replace('|', "\\|")
+}
+
+/// Run facts for the report and the JSON.
+pub struct RunInfo {
+    pub date: String,
+    pub command: String,
+    pub machine: MachineInfo,
+    pub pinning: String,
+    pub settings: Vec<(&'static str, Json)>,
+}
+
+/// The whole markdown report (also written to bench-results/latest.md).
+pub fn markdown_report(info: &RunInfo, res: &Results, probes: &Probes) -> String {
+    let mut out = String::new();
+    let m = &info.machine;
+    let _ = writeln!(out, "## edgefwd vs tokio — {}\n", info.date);
+    let _ = writeln!(out, "- command: `{}`", info.command);
+    let _ = writeln!(
+        out,
+        "- machine: {} CPUs, {}, Linux {}, RLIMIT_NOFILE {}",
+        m.nproc, m.cpu_model, m.kernel, m.nofile_limit
+    );
+    let _ = writeln!(out, "- {}", info.pinning);
+    let _ = writeln!(
+        out,
+        "- values are medians over repeats; (×) is the ratio to {BASELINE} in this run; CPU is the forwarder process's utime+stime"
+    );
+    let noisy = res
+        .records
+        .iter()
+        .flat_map(|r| r.values.iter())
+        .filter(|(k, _)| *k == "other_cpu")
+        .map(|(_, v)| *v)
+        .fold(0.0f64, f64::max);
+    let _ = writeln!(
+        out,
+        "- unrelated processes used at most {noisy:.0}% of a core during any measured window{}\n",
+        if noisy > crate::scenario::NOISY_PCT {
+            " — the machine was NOT quiet, treat the figures with care"
+        } else {
+            ""
+        }
+    );
+    out.push_str(&markdown_table(res, false));
+    let spread = markdown_spread(res);
+    if !spread.is_empty() {
+        out.push_str(
+            "\nRun-to-run spread of the charted figures (max/min − 1 over the repeats):\n\n",
+        );
+        out.push_str(&spread);
+    }
+    let errors = markdown_errors(res);
+    if !errors.is_empty() {
+        out.push_str("\nFailed runs:\n\n");
+        out.push_str(&errors);
+    }
+    out.push_str("\nEvidence (wakeups = voluntary context switches of the forwarder; load generator busy = bench process CPU / its cores):\n\n");
+    out.push_str(&markdown_table(res, true));
+    if !probes.strace.is_empty() {
+        out.push_str(
+            "\nSyscalls counted with `strace -c -f -p PID` (separate, untimed passes):\n\n",
+        );
+        out.push_str(&markdown_strace(&probes.strace));
+    }
+    if !probes.perf.is_empty() {
+        out.push_str("\nWhere the forwarder's CPU goes, `perf record -e cpu-clock -p PID` (separate passes):\n\n");
+        out.push_str(&markdown_perf(&probes.perf));
+    }
+    out
+}
+
+/// The JSON results file.
+pub fn json_report(info: &RunInfo, res: &Results, probes: &Probes) -> Json {
+    let m = &info.machine;
+    let machine = Json::obj(vec![
+        ("nproc", Json::Num(m.nproc as f64)),
+        ("cpu_model", Json::str(&m.cpu_model)),
+        ("kernel", Json::str(&m.kernel)),
+        ("nofile_limit", Json::Num(m.nofile_limit as f64)),
+    ]);
+    let mut summary = Vec::new();
+    for &sc in &res.scenarios {
+        for p in &res.peers {
+            let metrics: Vec<(String, Json)> = METRICS
+                .iter()
+                .filter(|d| d.scenario == sc)
+                .map(|d| (d.key.to_string(), Json::Num(res.value(sc, p, d.key))))
+                .collect();
+            let ratios: Vec<(String, Json)> = METRICS
+                .iter()
+                .filter(|d| d.scenario == sc && d.better != Better::Neither)
+                .map(|d| (d.key.to_string(), Json::Num(res.ratio(sc, p, d.key))))
+                .collect();
+            let errors: Vec<Json> = res.errors(sc, p).into_iter().map(Json::str).collect();
+            summary.push(Json::obj(vec![
+                ("scenario", Json::str(sc.name())),
+                ("peer", Json::str(p)),
+                ("metrics", Json::Obj(metrics)),
+                ("ratio_to_baseline", Json::Obj(ratios)),
+                ("errors", Json::Arr(errors)),
+            ]));
+        }
+    }
+    let runs: Vec<Json> = res
+        .records
+        .iter()
+        .map(|r| {
+            Json::obj(vec![
+                ("scenario", Json::str(r.scenario.name())),
+                ("peer", Json::str(&r.peer)),
+                ("repeat", Json::Num(r.repeat as f64)),
+                (
+                    "values",
+                    Json::Obj(
+                        r.values
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), Json::Num(*v)))
+                            .collect(),
+                    ),
+                ),
+                ("error", r.error.as_ref().map_or(Json::Null, Json::str)),
+            ])
+        })
+        .collect();
+    let targets: Vec<Json> = check_targets(res)
+        .iter()
+        .map(|c| {
+            Json::obj(vec![
+                ("scenario", Json::str(c.def.scenario.name())),
+                ("metric", Json::str(c.def.key)),
+                ("goal", Json::str(c.goal())),
+                ("edgefwd", Json::Num(c.value)),
+                ("ratio", Json::Num(c.ratio)),
+                ("met", c.met.map_or(Json::Null, Json::Bool)),
+            ])
+        })
+        .collect();
+    let strace_json: Vec<Json> = probes.strace.iter().map(StraceReport::to_json).collect();
+    let perf_json: Vec<Json> = probes.perf.iter().map(PerfReport::to_json).collect();
+    Json::obj(vec![
+        ("schema", Json::str("edgefwd-compare/1")),
+        ("date", Json::str(&info.date)),
+        ("command", Json::str(&info.command)),
+        ("machine", machine),
+        ("pinning", Json::str(&info.pinning)),
+        ("settings", Json::obj(info.settings.clone())),
+        ("baseline", Json::str(BASELINE)),
+        (
+            "peers",
+            Json::Arr(res.peers.iter().map(Json::str).collect()),
+        ),
+        ("summary", Json::Arr(summary)),
+        ("targets", Json::Arr(targets)),
+        ("runs", Json::Arr(runs)),
+        ("strace", Json::Arr(strace_json)),
+        ("perf", Json::Arr(perf_json)),
+    ])
+}

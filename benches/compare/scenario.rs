@@ -1,0 +1,530 @@
+//! The scenarios, the metrics each one reports, and how one (scenario, peer) run goes:
+//! start a backend, start the forwarder in front of it, sample the forwarder's /proc
+//! counters around the measured work, stop everything.
+//!
+//! A fresh forwarder process is started for every run, so CPU and RSS of one scenario
+//! never include leftovers of another.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backend::{start_bulk, EchoServer};
+use crate::load::{bulk_duplex, bulk_send, open_idle, Edge, RrConfig, RrEngine, RrOutcome};
+use crate::pattern::Pattern;
+use crate::peer::{self, Launch, Peer, Running};
+use crate::sys::{cpus_busy_seconds, fd_count, rss_bytes, wait_until, Snapshot};
+use crate::util::{fail, percentile, BenchResult, Context};
+
+const GIB: f64 = (1u64 << 30) as f64;
+const MIB: f64 = (1u64 << 20) as f64;
+
+/// The workloads, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scenario {
+    /// One stream, client to upstream, `bulk_mib` MiB.
+    BulkUp,
+    /// One connection carrying `bulk_mib` MiB each way at the same time.
+    BulkDuplex,
+    /// One connection, 64 B ping-pong: latency.
+    Rr1,
+    /// 100 connections, 1 KiB ping-pong: request rate and CPU per request.
+    Rr100,
+    /// 50 workers: connect, 64 B echo, close, repeat: connection rate and CPU per connection.
+    Churn,
+    /// As many idle established pairs as the fd limit allows: memory per pair.
+    Idle,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 6] = [
+        Scenario::BulkUp,
+        Scenario::BulkDuplex,
+        Scenario::Rr1,
+        Scenario::Rr100,
+        Scenario::Churn,
+        Scenario::Idle,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::BulkUp => "bulk-up",
+            Scenario::BulkDuplex => "bulk-duplex",
+            Scenario::Rr1 => "rr1",
+            Scenario::Rr100 => "rr100",
+            Scenario::Churn => "churn",
+            Scenario::Idle => "idle",
+        }
+    }
+
+    /// Accepts the exact names plus `bulk` (both bulk scenarios).
+    pub fn parse_list(s: &str) -> BenchResult<Vec<Scenario>> {
+        let mut out = Vec::new();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "bulk" => out.extend([Scenario::BulkUp, Scenario::BulkDuplex]),
+                _ => match Scenario::ALL.iter().find(|sc| sc.name() == name) {
+                    Some(sc) => out.push(*sc),
+                    None => {
+                        return fail(format!(
+                            "unknown scenario {name:?}; known: bulk, bulk-up, bulk-duplex, rr1, rr100, churn, idle"
+                        ))
+                    }
+                },
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+/// Which way is good for a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Higher,
+    Lower,
+    /// Informational (a count), no direction.
+    Neither,
+}
+
+/// A project target for edgefwd on one metric.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// edgefwd / tokio-current must be >= this.
+    RatioAtLeast(f64),
+    /// edgefwd / tokio-current must be <= this.
+    RatioAtMost(f64),
+    /// edgefwd's own value must be <= this (in the metric's unit).
+    AtMost(f64),
+}
+
+/// Where a metric is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    /// Main table and a group in the SVG chart.
+    Chart,
+    /// Main table only.
+    Table,
+    /// The evidence table (explains the main figures).
+    Evidence,
+}
+
+/// Describes one reported number.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricDef {
+    pub scenario: Scenario,
+    pub key: &'static str,
+    pub label: &'static str,
+    pub unit: &'static str,
+    pub better: Better,
+    pub target: Option<Target>,
+    pub show: Show,
+}
+
+impl MetricDef {
+    pub fn evidence(&self) -> bool {
+        self.show == Show::Evidence
+    }
+}
+
+const fn m(
+    scenario: Scenario,
+    key: &'static str,
+    label: &'static str,
+    unit: &'static str,
+    better: Better,
+    target: Option<Target>,
+    show: Show,
+) -> MetricDef {
+    MetricDef {
+        scenario,
+        key,
+        label,
+        unit,
+        better,
+        target,
+        show,
+    }
+}
+
+use Better::{Higher, Lower, Neither};
+use Scenario::{BulkDuplex, BulkUp, Churn, Idle, Rr1, Rr100};
+use Show::{Chart, Evidence, Table};
+use Target::{AtMost, RatioAtLeast, RatioAtMost};
+
+/// Every metric, in table order. The targets are the ones the project set in issue 3;
+/// "rr1 p50 no worse" is read strictly as a ratio <= 1.00, "RSS back within a few MiB"
+/// as <= 4 MiB.
+#[rustfmt::skip]
+pub const METRICS: &[MetricDef] = &[
+    m(BulkUp, "throughput", "throughput", "GiB/s", Higher, Some(RatioAtLeast(1.25)), Chart),
+    m(BulkUp, "cpu_per_gib", "CPU per GiB", "CPU s/GiB", Lower, Some(RatioAtMost(0.8)), Chart),
+    m(BulkUp, "user_per_gib", "user-space CPU per GiB", "CPU s/GiB", Lower, None, Evidence),
+    m(BulkUp, "wakeups_per_gib", "wakeups per GiB", "/GiB", Lower, None, Evidence),
+    m(BulkUp, "core_per_gib", "forwarder core busy per GiB", "s/GiB", Lower, None, Evidence),
+    m(BulkUp, "loadgen_cpu", "load generator busy", "%", Neither, None, Evidence),
+    m(BulkUp, "other_cpu", "other processes busy", "%", Neither, None, Evidence),
+    m(BulkDuplex, "throughput", "throughput (sum of both ways)", "GiB/s", Higher, Some(RatioAtLeast(1.25)), Chart),
+    m(BulkDuplex, "cpu_per_gib", "CPU per GiB", "CPU s/GiB", Lower, Some(RatioAtMost(0.8)), Chart),
+    m(BulkDuplex, "user_per_gib", "user-space CPU per GiB", "CPU s/GiB", Lower, None, Evidence),
+    m(BulkDuplex, "wakeups_per_gib", "wakeups per GiB", "/GiB", Lower, None, Evidence),
+    m(BulkDuplex, "core_per_gib", "forwarder core busy per GiB", "s/GiB", Lower, None, Evidence),
+    m(BulkDuplex, "loadgen_cpu", "load generator busy", "%", Neither, None, Evidence),
+    m(BulkDuplex, "other_cpu", "other processes busy", "%", Neither, None, Evidence),
+    m(Rr1, "p50_us", "latency p50", "µs", Lower, Some(RatioAtMost(1.0)), Chart),
+    m(Rr1, "p99_us", "latency p99", "µs", Lower, None, Table),
+    m(Rr1, "p999_us", "latency p99.9", "µs", Lower, None, Table),
+    m(Rr1, "rps", "requests/s", "req/s", Higher, None, Table),
+    m(Rr1, "cpu_per_100k", "CPU per 100k req", "CPU s", Lower, None, Table),
+    m(Rr1, "user_per_100k", "user-space CPU per 100k req", "CPU s", Lower, None, Evidence),
+    m(Rr1, "wakeups_per_req", "wakeups per request", "/req", Lower, None, Evidence),
+    m(Rr1, "core_per_100k", "forwarder core busy per 100k req", "s", Lower, None, Evidence),
+    m(Rr1, "loadgen_cpu", "load generator busy", "%", Neither, None, Evidence),
+    m(Rr1, "other_cpu", "other processes busy", "%", Neither, None, Evidence),
+    m(Rr100, "rps", "requests/s", "req/s", Higher, None, Chart),
+    m(Rr100, "p50_us", "latency p50", "µs", Lower, None, Table),
+    m(Rr100, "p99_us", "latency p99", "µs", Lower, None, Table),
+    m(Rr100, "cpu_per_100k", "CPU per 100k req", "CPU s", Lower, Some(RatioAtMost(0.8)), Chart),
+    m(Rr100, "user_per_100k", "user-space CPU per 100k req", "CPU s", Lower, None, Evidence),
+    m(Rr100, "wakeups_per_req", "wakeups per request", "/req", Lower, None, Evidence),
+    m(Rr100, "core_per_100k", "forwarder core busy per 100k req", "s", Lower, None, Evidence),
+    m(Rr100, "loadgen_cpu", "load generator busy", "%", Neither, None, Evidence),
+    m(Rr100, "other_cpu", "other processes busy", "%", Neither, None, Evidence),
+    m(Churn, "cps", "connections/s", "conn/s", Higher, None, Chart),
+    m(Churn, "p99_ms", "connection time p99", "ms", Lower, None, Table),
+    m(Churn, "cpu_per_10k", "CPU per 10k conn", "CPU s", Lower, Some(RatioAtMost(0.75)), Chart),
+    m(Churn, "errors", "failed connections", "", Lower, None, Evidence),
+    m(Churn, "user_per_10k", "user-space CPU per 10k conn", "CPU s", Lower, None, Evidence),
+    m(Churn, "wakeups_per_conn", "wakeups per connection", "/conn", Lower, None, Evidence),
+    m(Churn, "core_per_10k", "forwarder core busy per 10k conn", "s", Lower, None, Evidence),
+    m(Churn, "loadgen_cpu", "load generator busy", "%", Neither, None, Evidence),
+    m(Churn, "other_cpu", "other processes busy", "%", Neither, None, Evidence),
+    m(Idle, "pairs", "idle pairs held", "pairs", Neither, None, Table),
+    m(Idle, "rss_per_pair_kib", "RSS per pair", "KiB", Lower, Some(AtMost(1.0)), Chart),
+    m(Idle, "rss_peak_mib", "RSS with all pairs open", "MiB", Lower, None, Table),
+    m(Idle, "rss_after_close_mib", "RSS after close minus start", "MiB", Lower, Some(AtMost(4.0)), Table),
+];
+
+/// Numbers from one run, keyed by `MetricDef::key`.
+pub type Values = Vec<(&'static str, f64)>;
+
+/// Sizes and durations of this run (set by `--quick` and the options).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bulk_bytes: u64,
+    pub warmup: Duration,
+    pub measure: Duration,
+    pub idle_pairs: usize,
+    /// CPUs the load generator runs on (for its busy %).
+    pub load_cpus: usize,
+}
+
+/// Everything a run needs.
+pub struct RunCtx {
+    pub settings: Settings,
+    pub launch: Launch,
+    pub pattern: Arc<Pattern>,
+}
+
+/// Runs `sc` against `peer` once.
+pub fn run_one(sc: Scenario, peer: &Peer, ctx: &RunCtx) -> BenchResult<Values> {
+    match sc {
+        Scenario::BulkUp => run_bulk_up(peer, ctx),
+        Scenario::BulkDuplex => run_bulk_duplex(peer, ctx),
+        Scenario::Rr1 => run_rr(peer, ctx, rr_config(sc, &ctx.settings)),
+        Scenario::Rr100 => run_rr(peer, ctx, rr_config(sc, &ctx.settings)),
+        Scenario::Churn => run_rr(peer, ctx, rr_config(sc, &ctx.settings)),
+        Scenario::Idle => run_idle(peer, ctx),
+    }
+}
+
+/// The engine settings of the rr-style scenarios.
+pub fn rr_config(sc: Scenario, s: &Settings) -> RrConfig {
+    let (conns, msg, churn) = match sc {
+        Scenario::Rr1 => (1, 64, false),
+        Scenario::Churn => (50, 64, true),
+        _ => (100, 1024, false),
+    };
+    RrConfig {
+        conns,
+        msg,
+        churn,
+        warmup: s.warmup,
+        measure: s.measure,
+    }
+}
+
+/// CPU and wakeups of the forwarder, the bench and everything else over a window.
+pub struct Meter {
+    pid: Option<u32>,
+    before: Snapshot,
+    /// The forwarder's CPUs and their busy seconds at the start (only when pinned).
+    cores: Option<(Vec<usize>, f64)>,
+}
+
+/// What a `Meter` measured.
+pub struct Usage {
+    /// Forwarder CPU seconds (NaN without a forwarder process).
+    pub cpu_s: f64,
+    /// The user-space part of `cpu_s`.
+    pub user_s: f64,
+    /// Forwarder voluntary context switches (NaN without a process).
+    pub wakeups: f64,
+    /// Busy time of the forwarder's pinned CPU(s), softirq included (NaN when not pinned
+    /// or without a process).
+    pub core_s: f64,
+    /// The bench process's CPU seconds (load generator and backends).
+    pub bench_cpu_s: f64,
+    /// CPU seconds of unrelated processes (a build running next to the benchmark).
+    pub other_cpu_s: f64,
+    pub elapsed: Duration,
+}
+
+impl Meter {
+    pub fn start(pid: Option<u32>, launch: &Launch) -> BenchResult<Meter> {
+        let cores = match (pid, &launch.forwarder_cpus) {
+            (Some(_), Some(cpus)) => Some((cpus.clone(), cpus_busy_seconds(cpus)?)),
+            _ => None,
+        };
+        Ok(Meter {
+            pid,
+            before: Snapshot::take(pid)?,
+            cores,
+        })
+    }
+
+    pub fn stop(&self) -> BenchResult<Usage> {
+        let after = Snapshot::take(self.pid)?;
+        let (cpu_s, user_s, wakeups) = match self.pid {
+            Some(_) => (
+                after.fwd_cpu_s - self.before.fwd_cpu_s,
+                after.fwd_user_s - self.before.fwd_user_s,
+                after.fwd_wakeups.saturating_sub(self.before.fwd_wakeups) as f64,
+            ),
+            None => (f64::NAN, f64::NAN, f64::NAN),
+        };
+        let core_s = match &self.cores {
+            Some((cpus, before)) => cpus_busy_seconds(cpus)? - before,
+            None => f64::NAN,
+        };
+        let usage = Usage {
+            cpu_s,
+            user_s,
+            wakeups,
+            core_s,
+            bench_cpu_s: after.bench_cpu_s - self.before.bench_cpu_s,
+            other_cpu_s: after.others_since(&self.before),
+            elapsed: after.at - self.before.at,
+        };
+        // Say who disturbed the run, on the progress line, while the process still exists.
+        if other_busy(&usage) > NOISY_PCT {
+            if let Some((who, secs)) = after.top_other_since(&self.before) {
+                eprint!(
+                    "[warning: other processes used {:.0}% of a core, most {who} {secs:.2}s] ",
+                    other_busy(&usage)
+                );
+            }
+        }
+        Ok(usage)
+    }
+}
+
+/// Busy % of the load-generator cores over the window: near 100 means the numbers may
+/// be limited by the load generator rather than by the forwarder.
+fn loadgen_busy(u: &Usage, s: &Settings) -> f64 {
+    100.0 * u.bench_cpu_s / (u.elapsed.as_secs_f64() * s.load_cpus.max(1) as f64)
+}
+
+/// Above this much CPU (in % of one core) used by unrelated processes during a measured
+/// window, the run is flagged: the machine was not quiet.
+pub const NOISY_PCT: f64 = 10.0;
+
+/// CPU used by unrelated processes during the window, in % of one core.
+fn other_busy(u: &Usage) -> f64 {
+    100.0 * u.other_cpu_s / u.elapsed.as_secs_f64()
+}
+
+fn run_bulk_up(peer: &Peer, ctx: &RunCtx) -> BenchResult<Values> {
+    let bytes = ctx.settings.bulk_bytes;
+    let (baddr, backend) = start_bulk(Arc::clone(&ctx.pattern), bytes, 0)?;
+    let mut fwd = peer::start(peer, baddr, &ctx.launch)?;
+    let meter = Meter::start(fwd.pid(), &ctx.launch)?;
+    let t0 = Instant::now();
+    let client =
+        bulk_send(fwd.addr, &ctx.pattern, bytes).map_err(|e| with_child_status(e, &mut fwd))?;
+    let report = join(backend, "bulk backend").map_err(|e| with_child_status(e, &mut fwd))?;
+    let usage = meter.stop()?;
+    fwd.check_alive()?;
+    drop(client);
+    let secs = (report.eof_at - t0).as_secs_f64();
+    let gib = report.bytes as f64 / GIB;
+    Ok(bulk_values(gib, secs, &usage, &ctx.settings))
+}
+
+fn run_bulk_duplex(peer: &Peer, ctx: &RunCtx) -> BenchResult<Values> {
+    let bytes = ctx.settings.bulk_bytes;
+    let (baddr, backend) = start_bulk(Arc::clone(&ctx.pattern), bytes, bytes)?;
+    let mut fwd = peer::start(peer, baddr, &ctx.launch)?;
+    let meter = Meter::start(fwd.pid(), &ctx.launch)?;
+    let t0 = Instant::now();
+    let client =
+        bulk_duplex(fwd.addr, &ctx.pattern, bytes).map_err(|e| with_child_status(e, &mut fwd))?;
+    let server = join(backend, "bulk backend").map_err(|e| with_child_status(e, &mut fwd))?;
+    let usage = meter.stop()?;
+    fwd.check_alive()?;
+    let secs = (client.eof_at.max(server.eof_at) - t0).as_secs_f64();
+    let gib = (client.bytes + server.bytes) as f64 / GIB;
+    Ok(bulk_values(gib, secs, &usage, &ctx.settings))
+}
+
+fn bulk_values(gib: f64, secs: f64, u: &Usage, s: &Settings) -> Values {
+    vec![
+        ("throughput", gib / secs),
+        ("cpu_per_gib", u.cpu_s / gib),
+        ("user_per_gib", u.user_s / gib),
+        ("wakeups_per_gib", u.wakeups / gib),
+        ("core_per_gib", u.core_s / gib),
+        ("loadgen_cpu", loadgen_busy(u, s)),
+        ("other_cpu", other_busy(u)),
+    ]
+}
+
+fn run_rr(peer: &Peer, ctx: &RunCtx, cfg: RrConfig) -> BenchResult<Values> {
+    let echo = EchoServer::start()?;
+    let mut fwd = peer::start(peer, echo.addr, &ctx.launch)?;
+    let pid = fwd.pid();
+    let mut meter = None;
+    let mut usage = None;
+    let engine = RrEngine::new(fwd.addr, &ctx.pattern, cfg)?;
+    let outcome = engine
+        .run(|edge| {
+            match (edge, &meter) {
+                (Edge::Start, _) => meter = Some(Meter::start(pid, &ctx.launch)?),
+                (Edge::End, Some(m)) => usage = Some(m.stop()?),
+                (Edge::End, None) => {}
+            }
+            Ok(())
+        })
+        .map_err(|e| with_child_status(e, &mut fwd))?;
+    fwd.check_alive()?;
+    drop(fwd);
+    echo.stop()?;
+    let Some(usage) = usage else {
+        return fail("rr run ended without a measured window");
+    };
+    Ok(rr_values(outcome, &usage, cfg, &ctx.settings))
+}
+
+fn rr_values(mut o: RrOutcome, u: &Usage, cfg: RrConfig, s: &Settings) -> Values {
+    o.latencies_ns.sort_unstable();
+    let secs = o.elapsed.as_secs_f64();
+    let us = |p: f64| percentile(&o.latencies_ns, p) / 1e3;
+    let loadgen = ("loadgen_cpu", loadgen_busy(u, s));
+    let other = ("other_cpu", other_busy(u));
+    if cfg.churn {
+        let conns = o.connections as f64;
+        return vec![
+            ("cps", conns / secs),
+            ("p99_ms", us(99.0) / 1e3),
+            ("cpu_per_10k", u.cpu_s / conns * 1e4),
+            ("errors", o.errors as f64),
+            ("user_per_10k", u.user_s / conns * 1e4),
+            ("wakeups_per_conn", u.wakeups / conns),
+            ("core_per_10k", u.core_s / conns * 1e4),
+            loadgen,
+            other,
+        ];
+    }
+    let reqs = o.requests as f64;
+    vec![
+        ("rps", reqs / secs),
+        ("p50_us", us(50.0)),
+        ("p99_us", us(99.0)),
+        ("p999_us", us(99.9)),
+        ("cpu_per_100k", u.cpu_s / reqs * 1e5),
+        ("user_per_100k", u.user_s / reqs * 1e5),
+        ("wakeups_per_req", u.wakeups / reqs),
+        ("core_per_100k", u.core_s / reqs * 1e5),
+        loadgen,
+        other,
+    ]
+}
+
+/// Idle: RSS before, with `idle_pairs` established pairs, and after they all closed.
+fn run_idle(peer: &Peer, ctx: &RunCtx) -> BenchResult<Values> {
+    if !peer.has_process() {
+        return Ok(Vec::new()); // nothing to measure without a forwarder process
+    }
+    let echo = EchoServer::start()?;
+    let mut fwd = peer::start(peer, echo.addr, &ctx.launch)?;
+    let Some(pid) = fwd.pid() else {
+        return Ok(Vec::new());
+    };
+    // One connection first, so one-time lazy setup is not charged to the pairs; then wait
+    // until the forwarder has closed it again.
+    let fds0 = fd_count(pid)?;
+    drop(open_idle(fwd.addr, &ctx.pattern, 1)?);
+    settle_fds(pid, fds0)?;
+    let rss0 = rss_bytes(pid)?;
+    let n = ctx.settings.idle_pairs;
+    let conns = open_idle(fwd.addr, &ctx.pattern, n).map_err(|e| with_child_status(e, &mut fwd))?;
+    if !wait_until(Duration::from_secs(10), || {
+        Ok(fd_count(pid)? >= fds0 + 2 * n)
+    })? {
+        return fail(format!(
+            "forwarder holds {} fds, expected {} for {n} pairs",
+            fd_count(pid)?,
+            fds0 + 2 * n
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let rss1 = rss_bytes(pid)?;
+    drop(conns);
+    settle_fds(pid, fds0).map_err(|e| with_child_status(e, &mut fwd))?;
+    std::thread::sleep(Duration::from_millis(200));
+    let rss2 = rss_bytes(pid)?;
+    fwd.check_alive()?;
+    drop(fwd);
+    echo.stop()?;
+    Ok(vec![
+        ("pairs", n as f64),
+        (
+            "rss_per_pair_kib",
+            (rss1 as f64 - rss0 as f64) / n as f64 / 1024.0,
+        ),
+        ("rss_peak_mib", rss1 as f64 / MIB),
+        ("rss_after_close_mib", (rss2 as f64 - rss0 as f64) / MIB),
+    ])
+}
+
+/// Waits until the forwarder's fd count is back to `target` (all pairs closed).
+fn settle_fds(pid: u32, target: usize) -> BenchResult<()> {
+    let mut last = 0;
+    let reached = wait_until(Duration::from_secs(20), || {
+        last = fd_count(pid)?;
+        Ok(last <= target)
+    })?;
+    if !reached {
+        return fail(format!(
+            "forwarder still holds {last} fds (started with {target}) 20 s after all clients closed"
+        ));
+    }
+    Ok(())
+}
+
+/// Joins a backend thread, turning a panic into an error.
+fn join<T>(h: std::thread::JoinHandle<BenchResult<T>>, what: &str) -> BenchResult<T> {
+    match h.join() {
+        Ok(r) => r.ctx(what),
+        Err(_) => fail(format!("{what} thread panicked")),
+    }
+}
+
+/// If the forwarder died, its exit status explains the load error better than the
+/// socket error does; prefer it.
+fn with_child_status(e: crate::util::BenchError, fwd: &mut Running) -> crate::util::BenchError {
+    match fwd.check_alive() {
+        Err(dead) => crate::util::BenchError(format!("{e} ({dead})")),
+        Ok(()) => e,
+    }
+}

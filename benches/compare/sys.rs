@@ -1,0 +1,437 @@
+//! Linux specifics: reading a process's CPU time and memory from /proc, CPU pinning,
+//! RLIMIT_NOFILE, and a description of the machine for the report.
+//!
+//! Everything is measured from the outside (/proc of the forwarder's pid), so the same
+//! numbers come out for edgefwd, the tokio baselines and any `--against` peer.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use crate::util::{fail, BenchResult, Context};
+
+/// Counters of the whole machine's processes at one instant, split into the forwarder
+/// (its process and any children, for forking `--against` peers), the bench itself, and
+/// everything else. Deltas of two snapshots around a scenario give each one's cost.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Forwarder utime+stime (+ reaped children's), seconds; 0 without a forwarder.
+    pub fwd_cpu_s: f64,
+    /// The user-space part of `fwd_cpu_s` (the rest is kernel: socket I/O, epoll).
+    pub fwd_user_s: f64,
+    /// Voluntary context switches of all forwarder threads: each is a thread going to
+    /// sleep (usually in epoll_wait), i.e. roughly one wakeup.
+    pub fwd_wakeups: u64,
+    /// The bench process's own utime+stime (load generator and backends).
+    pub bench_cpu_s: f64,
+    /// utime+stime of every other process, by pid, to name the worst one.
+    pub others: HashMap<u32, f64>,
+    /// user+nice+system time of the whole machine (/proc/stat): with the forwarder's and
+    /// the bench's own time taken out, what is left is load that does not belong to the
+    /// benchmark, including processes that started and ended inside the window.
+    pub machine_s: f64,
+    pub at: Instant,
+}
+
+/// One row of the process table.
+struct ProcRow {
+    pid: u32,
+    ppid: u32,
+    /// utime + stime (own threads only).
+    own_s: f64,
+    /// utime alone (own threads), plus cutime.
+    user_s: f64,
+    /// cutime + cstime (children already reaped).
+    reaped_s: f64,
+}
+
+impl Snapshot {
+    /// Scans /proc once. Fails if the forwarder `fwd` is gone.
+    pub fn take(fwd: Option<u32>) -> BenchResult<Snapshot> {
+        let table = process_table();
+        let me = std::process::id();
+        let fwd_tree = match fwd {
+            Some(pid) => tree(pid, &table)?,
+            None => Vec::new(),
+        };
+        let mut snap = Snapshot {
+            fwd_cpu_s: 0.0,
+            fwd_user_s: 0.0,
+            fwd_wakeups: 0,
+            bench_cpu_s: 0.0,
+            others: HashMap::new(),
+            machine_s: machine_task_seconds()?,
+            at: Instant::now(),
+        };
+        for row in &table {
+            if fwd_tree.contains(&row.pid) {
+                snap.fwd_cpu_s += row.own_s + row.reaped_s;
+                snap.fwd_user_s += row.user_s;
+                snap.fwd_wakeups += voluntary_ctxsw(row.pid);
+            } else if row.pid == me {
+                snap.bench_cpu_s = row.own_s;
+            } else {
+                snap.others.insert(row.pid, row.own_s);
+            }
+        }
+        Ok(snap)
+    }
+
+    /// The other process that used the most CPU since `before`: (command name, seconds).
+    pub fn top_other_since(&self, before: &Snapshot) -> Option<(String, f64)> {
+        let (pid, secs) = self
+            .others
+            .iter()
+            .map(|(pid, now)| (*pid, now - before.others.get(pid).copied().unwrap_or(0.0)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        Some((format!("{} (pid {pid})", comm.trim()), secs))
+    }
+
+    /// CPU seconds used since `before` by everything but the forwarder and the bench
+    /// (kernel threads included; tick accounting makes it accurate to a few ticks).
+    pub fn others_since(&self, before: &Snapshot) -> f64 {
+        let all = self.machine_s - before.machine_s;
+        let ours = (self.fwd_cpu_s - before.fwd_cpu_s) + (self.bench_cpu_s - before.bench_cpu_s);
+        (all - ours).max(0.0)
+    }
+}
+
+/// user + nice + system seconds of all CPUs so far (the aggregate `cpu` line of
+/// /proc/stat; irq and softirq time is not in it).
+fn machine_task_seconds() -> BenchResult<f64> {
+    let stat = fs::read_to_string("/proc/stat").ctx("read /proc/stat")?;
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return fail("no cpu line in /proc/stat");
+    };
+    let ticks: u64 = line
+        .split_whitespace()
+        .skip(1)
+        .take(3)
+        .filter_map(|c| c.parse::<u64>().ok())
+        .sum();
+    Ok(ticks as f64 / clock_ticks_per_second())
+}
+
+/// Every process in /proc (threads are not listed there, only thread-group leaders,
+/// whose stat times cover all their threads).
+fn process_table() -> Vec<ProcRow> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let st = parse_stat(&stat)?;
+            Some(ProcRow {
+                pid,
+                ppid: st.ppid,
+                own_s: st.utime + st.stime,
+                user_s: st.utime + st.cutime,
+                reaped_s: st.cutime + st.cstime,
+            })
+        })
+        .collect()
+}
+
+/// `root` and all its descendants; fails when `root` is not running.
+fn tree(root: u32, table: &[ProcRow]) -> BenchResult<Vec<u32>> {
+    if !table.iter().any(|r| r.pid == root) {
+        return fail(format!(
+            "process {root} is gone (has the forwarder exited?)"
+        ));
+    }
+    let mut pids = vec![root];
+    let mut i = 0;
+    while i < pids.len() {
+        let parent = pids[i];
+        pids.extend(table.iter().filter(|r| r.ppid == parent).map(|r| r.pid));
+        i += 1;
+    }
+    Ok(pids)
+}
+
+/// `root` and its descendants, read now.
+fn tree_now(root: u32) -> BenchResult<Vec<u32>> {
+    tree(root, &process_table())
+}
+
+/// The fields of /proc/<pid>/stat the harness uses; times in seconds.
+struct Stat {
+    ppid: u32,
+    utime: f64,
+    stime: f64,
+    cutime: f64,
+    cstime: f64,
+}
+
+/// Parses a /proc/<pid>/stat line. Fields are counted after the last `)` because the
+/// command name may contain spaces or parentheses.
+fn parse_stat(stat: &str) -> Option<Stat> {
+    let close = stat.rfind(')')?;
+    // Field 3 (state) is index 0 after the ')': ppid is field 4, utime 14, stime 15,
+    // cutime 16, cstime 17 (proc(5)).
+    let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let hz = clock_ticks_per_second();
+    let secs = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(|v| v.max(0) as f64 / hz)
+    };
+    Some(Stat {
+        ppid: f.get(1)?.parse().ok()?,
+        utime: secs(11)?,
+        stime: secs(12)?,
+        cutime: secs(13)?,
+        cstime: secs(14)?,
+    })
+}
+
+/// `sysconf(_SC_CLK_TCK)`, the unit of the times in /proc/<pid>/stat (100 on Linux).
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// Sums `voluntary_ctxt_switches` over /proc/<pid>/task/*: the per-process file only
+/// covers the main thread, and tokio's multi-thread runtime works on its worker threads.
+fn voluntary_ctxsw(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        total += status_field(&status, "voluntary_ctxt_switches:").unwrap_or(0);
+    }
+    total
+}
+
+/// Reads a `Name:   value [kB]` line of a /proc status file.
+fn status_field(status: &str, name: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Busy time (everything but idle and iowait, softirq included) of `cpus` so far, in
+/// seconds, from /proc/stat. With the forwarder pinned alone on its CPU this also counts
+/// the kernel's softirq network work done on its behalf, which the kernel does not
+/// charge to the process's utime/stime.
+pub fn cpus_busy_seconds(cpus: &[usize]) -> BenchResult<f64> {
+    let stat = fs::read_to_string("/proc/stat").ctx("read /proc/stat")?;
+    let mut ticks = 0u64;
+    for &cpu in cpus {
+        let name = format!("cpu{cpu}");
+        let Some(line) = stat
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        else {
+            return fail(format!("no {name} line in /proc/stat"));
+        };
+        // user nice system idle iowait irq softirq steal ...; steal is time the
+        // hypervisor took, not work done here.
+        let cols: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        let total: u64 = cols.iter().take(7).sum();
+        let idle = cols.get(3).copied().unwrap_or(0) + cols.get(4).copied().unwrap_or(0);
+        ticks += total - idle;
+    }
+    Ok(ticks as f64 / clock_ticks_per_second())
+}
+
+/// Resident set size (VmRSS) of `pid` and its descendants, in bytes.
+pub fn rss_bytes(pid: u32) -> BenchResult<u64> {
+    let mut total = 0;
+    for p in tree_now(pid)? {
+        match fs::read_to_string(format!("/proc/{p}/status")) {
+            Ok(status) => total += status_field(&status, "VmRSS:").unwrap_or(0) * 1024,
+            // A child of a forking peer may exit between the scan and the read.
+            Err(_) if p != pid => {}
+            Err(e) => {
+                return Err(e)
+                    .with_ctx(|| format!("read /proc/{p}/status (has the forwarder exited?)"))
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Open file descriptors of `pid` and its descendants. A forwarder holds two per live
+/// pair, so this tells when all idle pairs are really open, and later really closed.
+pub fn fd_count(pid: u32) -> BenchResult<usize> {
+    let mut total = 0;
+    for p in tree_now(pid)? {
+        match fs::read_dir(format!("/proc/{p}/fd")) {
+            Ok(dir) => total += dir.count(),
+            // A child of a forking peer may exit between the scan and the listing.
+            Err(_) if p != pid => {}
+            Err(e) => {
+                return Err(e).with_ctx(|| format!("list /proc/{p}/fd (has the forwarder exited?)"))
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(
+    timeout: Duration,
+    mut cond: impl FnMut() -> BenchResult<bool>,
+) -> BenchResult<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond()? {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit and returns the new soft
+/// limit. Children inherit it, so the forwarders get the same head-room for the idle test.
+pub fn raise_nofile_limit() -> BenchResult<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error()).ctx("getrlimit(RLIMIT_NOFILE)");
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error()).ctx("setrlimit(RLIMIT_NOFILE)");
+        }
+        lim.rlim_cur = lim.rlim_max;
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// The CPUs this process may run on, in order (sched_getaffinity).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: we pass the size of the set we own.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        return (0..n).collect();
+    }
+    // SAFETY: CPU_ISSET reads the set within CPU_SETSIZE.
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// Pins the calling thread (and the threads and children it creates later) to `cpus`.
+/// Async-signal-safe, so it may run in `pre_exec` between fork and exec.
+pub fn pin_current_to(cpus: &[usize]) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: c comes from allowed_cpus(), so it is below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: we pass the size of the set we own.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Waits until `fd` is readable or `timeout` passes (poll(2)); used to accept with a
+/// deadline on a blocking std listener without spinning.
+pub fn wait_readable(fd: &impl AsRawFd, timeout: Duration) -> BenchResult<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    loop {
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc >= 0 {
+            return Ok(rc > 0);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err).ctx("poll");
+        }
+    }
+}
+
+/// Whether some socket is in LISTEN state on `port` (from /proc/net/tcp and tcp6). Lets
+/// the harness wait for an `--against` peer without connecting to it: a probe connection
+/// would reach the backend and be mistaken for the measured one.
+pub fn port_is_listening(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|path| {
+        fs::read_to_string(path).is_ok_and(|table| {
+            table.lines().skip(1).any(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                let local_port = cols
+                    .get(1)
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| u16::from_str_radix(p, 16).ok());
+                local_port == Some(port) && cols.get(3) == Some(&"0A")
+            })
+        })
+    })
+}
+
+/// What the report says about the machine: the numbers only mean something next to it.
+#[derive(Debug, Clone)]
+pub struct MachineInfo {
+    pub nproc: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub nofile_limit: u64,
+}
+
+impl MachineInfo {
+    pub fn collect(nofile_limit: u64) -> MachineInfo {
+        let cpu_model = fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".to_string());
+        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".to_string());
+        MachineInfo {
+            nproc: allowed_cpus().len(),
+            cpu_model,
+            kernel,
+            nofile_limit,
+        }
+    }
+}

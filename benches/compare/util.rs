@@ -1,0 +1,156 @@
+//! Small shared helpers: the harness's error type, number formatting and a UTC timestamp.
+//!
+//! The harness has no serde/chrono (they are not dependencies of the crate), so the few
+//! things it needs from them are written out here.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Every fallible step of the harness ends in this: a message that says what was being
+/// done and why it failed, printed once at the top and recorded per run in the results.
+#[derive(Debug, Clone)]
+pub struct BenchError(pub String);
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+pub type BenchResult<T> = Result<T, BenchError>;
+
+/// Builds an error from a message (`fail!("...")` reads better than `Err(BenchError(..))`).
+pub fn fail<T>(msg: impl Into<String>) -> BenchResult<T> {
+    Err(BenchError(msg.into()))
+}
+
+/// Adds "what we were doing" to any displayable error, like anyhow's `context`.
+pub trait Context<T> {
+    fn ctx(self, what: &str) -> BenchResult<T>;
+    fn with_ctx(self, what: impl FnOnce() -> String) -> BenchResult<T>;
+}
+
+impl<T, E: fmt::Display> Context<T> for Result<T, E> {
+    fn ctx(self, what: &str) -> BenchResult<T> {
+        self.map_err(|e| BenchError(format!("{what}: {e}")))
+    }
+
+    fn with_ctx(self, what: impl FnOnce() -> String) -> BenchResult<T> {
+        self.map_err(|e| BenchError(format!("{}: {e}", what())))
+    }
+}
+
+/// Formats a number with about three significant digits: tables stay narrow and a reader
+/// is not invited to trust digits that the run-to-run noise does not support.
+pub fn sig3(v: f64) -> String {
+    if !v.is_finite() {
+        return "n/a".to_string();
+    }
+    let a = v.abs();
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else if a >= 0.01 {
+        format!("{v:.3}")
+    } else if a == 0.0 {
+        "0".to_string()
+    } else {
+        format!("{v:.2e}")
+    }
+}
+
+/// Thousands get a `k`, millions an `M` (request and connection rates).
+pub fn human_count(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{}M", sig3(v / 1e6))
+    } else if v >= 1e3 {
+        format!("{}k", sig3(v / 1e3))
+    } else {
+        sig3(v)
+    }
+}
+
+/// Parses a size like `4096`, `16k`, `64K`, `1m`, `64KiB` (binary multiples), the same
+/// grammar as edgefwd's `--buffer-size`, so one value can be passed to both.
+pub fn parse_size(s: &str) -> BenchResult<usize> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits_end);
+    let n: usize = match num.parse() {
+        Ok(n) => n,
+        Err(_) => {
+            return fail(format!(
+                "bad size {s:?}: expected e.g. 4096, 16k, 64KiB, 1m"
+            ))
+        }
+    };
+    let mult = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        _ => return fail(format!("bad size suffix in {s:?}: use k, m, KiB or MiB")),
+    };
+    match n.checked_mul(mult) {
+        Some(v) if v > 0 => Ok(v),
+        _ => fail(format!("bad size {s:?}: must be > 0 and fit in memory")),
+    }
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` and as a file-name-safe stamp.
+pub fn utc_now() -> (String, String) {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let (h, mi, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    (
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z"),
+        format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}"),
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian, UTC).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Percentile (0..=100) of an already sorted slice, nearest-rank; NaN when empty.
+pub fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    let idx = rank.clamp(1, sorted.len()) - 1;
+    f64::from(sorted[idx])
+}
+
+/// Median of the finite values; NaN when there are none. Repeats are reduced with this.
+pub fn median(values: &mut [f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}

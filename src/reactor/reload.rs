@@ -1,0 +1,330 @@
+//! SIGHUP reload: the running routes are matched against a re-read `--config` file and swapped in place,
+//! without cutting a connection and without a moment in which a kept address refuses clients.
+//!
+//! The file is read, validated and resolved on the resolver thread; the answer arrives through the waker
+//! ([`Reactor::on_waker`]). Applying it is all or nothing: every new address is bound, and the route
+//! limit checked, before anything changes. The lifecycle and edge-triggered points:
+//! - A replaced or removed route is not dropped: pairs name their route by slab slot, so it stays,
+//!   "draining" (no listeners, no probes, no resolution, no warm connections), until its last pair closes
+//!   ([`Reactor::remove_if_drained`]). Its uid tells late answers (probes, resolutions) that it is gone.
+//! - A listener for an address the new route keeps is taken over, not re-bound: deregistered from the old
+//!   route's token, registered under the new one, and marked ready, because the edge for connections
+//!   already in its backlog may have been consumed under the old token and will not come again.
+//! - An event for a listener token moved or closed earlier in the same batch at worst marks a listener
+//!   ready that is not; its next accept returns WouldBlock and clears the bit.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+use log::{error, info, warn};
+use mio::Interest;
+
+use super::Reactor;
+use crate::config::{Config, RouteConfig};
+use crate::resolve::Job;
+use crate::route::{self, Listener, Route};
+use crate::token::{self, MAX_ROUTES};
+
+/// How a route of a reloaded file relates to the running ones.
+#[derive(Debug, Clone, Copy)]
+enum Match {
+    /// Same route, same settings: left alone.
+    Kept(usize),
+    /// Same route, new settings: replaced by a new route; the old one drains.
+    Changed(usize),
+    /// A route that was not there.
+    Added,
+}
+
+/// Where a listener of a reloaded route comes from.
+#[derive(Debug)]
+enum Source {
+    /// Taken over from a replaced or removed route (slot, listener index): no gap in accepting.
+    Moved(usize, usize),
+    /// Newly bound.
+    Bound(Listener),
+}
+
+impl Reactor {
+    /// SIGHUP: the file is read, validated and resolved by the resolver thread; the answer comes back
+    /// through [`Self::on_waker`].
+    pub(super) fn request_reload(&mut self) {
+        let Some(path) = self.config.file.clone() else {
+            warn!("SIGHUP ignored: no --config file to reload");
+            return;
+        };
+        info!("SIGHUP: reloading {}", path.display());
+        let job = Job::Reload {
+            path,
+            defaults: self.defaults,
+        };
+        if !self
+            .worker
+            .as_ref()
+            .is_some_and(|worker| worker.submit(job))
+        {
+            self.reload_rejected("the resolver thread is gone");
+        }
+    }
+
+    pub(super) fn reload_rejected(&mut self, message: &str) {
+        self.metrics.reloads_rejected += 1;
+        error!("reload rejected, keeping the running configuration: {message}");
+    }
+
+    /// Applies a validated configuration without cutting a connection:
+    /// - routes are matched to running ones by name, or by listen addresses when unnamed;
+    /// - an unchanged route is left alone;
+    /// - a changed route is replaced by a new one (new settings, new pool) that takes over the listeners
+    ///   for addresses it keeps, and the old route drains: it accepts nothing more and goes away with its
+    ///   last pair; upstreams in both keep their health;
+    /// - a new route binds its addresses; a removed route closes its listeners and drains.
+    ///
+    /// Every new address is bound before anything changes, so a bind failure rejects the reload whole.
+    pub(super) fn reload(&mut self, mut new: Config) {
+        if self.drain.is_some() {
+            info!("reload ignored: shutting down");
+            return;
+        }
+        // As at start, each of the `--threads` reactors takes an even share of every route's limit.
+        for route in &mut new.routes {
+            route.max_connections = route.max_connections.div_ceil(self.config.threads);
+        }
+        let matches = self.match_routes(&new.routes);
+        let matched: HashSet<usize> = matches
+            .iter()
+            .filter_map(|m| match m {
+                Match::Kept(key) | Match::Changed(key) => Some(*key),
+                Match::Added => None,
+            })
+            .collect();
+        let replaced: Vec<usize> = matches
+            .iter()
+            .filter_map(|m| match m {
+                Match::Changed(key) => Some(*key),
+                _ => None,
+            })
+            .collect();
+        let removed: Vec<usize> = self
+            .routes
+            .iter()
+            .filter(|(key, route)| !route.draining && !matched.contains(key))
+            .map(|(key, _)| key)
+            .collect();
+        let building = matches
+            .iter()
+            .filter(|m| !matches!(m, Match::Kept(_)))
+            .count();
+        if self.routes.len() + building > MAX_ROUTES {
+            return self.reload_rejected(&format!(
+                "more than {MAX_ROUTES} routes would be alive (draining ones count)"
+            ));
+        }
+        let retiring: Vec<usize> = replaced.iter().chain(&removed).copied().collect();
+        let sources = match self.gather_listeners(&new.routes, &matches, &retiring) {
+            Ok(sources) => sources,
+            Err(message) => return self.reload_rejected(&message),
+        };
+        // From here on nothing fails as a whole.
+        let mut taken = self.retire(&retiring);
+        for ((route, found), sources) in new.routes.iter().zip(&matches).zip(sources) {
+            if let Match::Kept(_) = found {
+                continue;
+            }
+            let listeners = sources
+                .into_iter()
+                .filter_map(|source| match source {
+                    Source::Moved(key, index) => taken.remove(&(key, index)),
+                    Source::Bound(listener) => Some(listener),
+                })
+                .collect();
+            let key = match self.insert_route(route.clone(), listeners) {
+                Ok(key) => key,
+                Err(message) => {
+                    error!("reload: route {} not started: {message}", route.name);
+                    continue;
+                }
+            };
+            if let Match::Changed(old) = found {
+                if let Some((fresh, previous)) = self.routes.get2_mut(key, *old) {
+                    fresh.inherit_health(previous);
+                }
+            }
+            if let Some(fresh) = self.routes.get(key) {
+                for index in 0..fresh.listeners.len() {
+                    if let Some(line) = fresh.describe_listener(index) {
+                        info!("{line}");
+                    }
+                }
+            }
+        }
+        drop(taken); // listeners no route asked for: closing them refuses new clients there
+        for key in &removed {
+            if let Some(route) = self.routes.get(*key) {
+                info!(
+                    "route {}: removed; {} connections draining",
+                    route.config.name, route.pairs
+                );
+            }
+        }
+        for key in retiring {
+            self.remove_if_drained(key);
+        }
+        self.adopt_globals(new);
+        self.metrics.reloads_ok += 1;
+        info!(
+            "reload: {} routes (+{} -{} ~{})",
+            matches.len(),
+            matches.iter().filter(|m| matches!(m, Match::Added)).count(),
+            removed.len(),
+            replaced.len()
+        );
+    }
+
+    /// Pairs each new route with the running route it continues, if any.
+    fn match_routes(&self, new: &[RouteConfig]) -> Vec<Match> {
+        let mut used = HashSet::new();
+        new.iter()
+            .map(|config| {
+                let found = self
+                    .routes
+                    .iter()
+                    .filter(|(key, route)| !route.draining && !used.contains(key))
+                    .find(|(_, route)| route::same_route(&route.config, config));
+                match found {
+                    Some((key, route)) => {
+                        used.insert(key);
+                        if route.config == *config {
+                            Match::Kept(key)
+                        } else {
+                            Match::Changed(key)
+                        }
+                    }
+                    None => Match::Added,
+                }
+            })
+            .collect()
+    }
+
+    /// For every route to build, where each of its listeners comes from: taken over from a retiring route
+    /// that listens on the same address (as requested, or as bound: a route that pins the port it was
+    /// given for port 0 keeps its socket), or bound now. A port-0 listener is only taken over by the route
+    /// that replaces its own (another route asking for port 0 wants a port of its own). Returns an error,
+    /// having closed what it bound, if a bind fails.
+    fn gather_listeners(
+        &self,
+        routes: &[RouteConfig],
+        matches: &[Match],
+        retiring: &[usize],
+    ) -> Result<Vec<Vec<Source>>, String> {
+        // (route slot, listener index, requested address, bound address)
+        type Spare = (usize, usize, SocketAddr, SocketAddr);
+        let mut spare: Vec<Spare> = retiring
+            .iter()
+            .filter_map(|key| self.routes.get(*key).map(|route| (*key, route)))
+            .flat_map(|(key, route)| {
+                route
+                    .listeners
+                    .iter()
+                    .enumerate()
+                    .map(move |(index, listener)| (key, index, listener.requested, listener.local))
+            })
+            .collect();
+        let mut all = Vec::with_capacity(routes.len());
+        for (route, found) in routes.iter().zip(matches) {
+            let mut sources = Vec::new();
+            if !matches!(found, Match::Kept(_)) {
+                let continues = match found {
+                    Match::Changed(key) => Some(*key),
+                    _ => None,
+                };
+                for addr in &route.listen {
+                    let reusable = |(key, _, requested, local): &Spare| {
+                        (requested == addr && (addr.port() != 0 || continues == Some(*key)))
+                            || (addr.port() != 0 && local == addr)
+                    };
+                    match spare.iter().position(reusable) {
+                        Some(at) => {
+                            let (key, index, _, _) = spare.swap_remove(at);
+                            sources.push(Source::Moved(key, index));
+                        }
+                        None => sources.push(Source::Bound(Listener::bind(
+                            *addr,
+                            route.backlog,
+                            self.config.threads > 1,
+                        )?)),
+                    }
+                }
+            }
+            all.push(sources);
+        }
+        Ok(all)
+    }
+
+    /// Marks routes as draining and takes their listeners out (deregistered, still open), keyed by
+    /// (route slot, listener index), for new routes to take over.
+    fn retire(&mut self, keys: &[usize]) -> HashMap<(usize, usize), Listener> {
+        let mut taken = HashMap::new();
+        for key in keys {
+            let Some(route) = self.routes.get_mut(*key) else {
+                continue;
+            };
+            route.draining = true;
+            if let Some(warm) = self.warm.as_mut() {
+                warm.forget_route(route.uid);
+            }
+            for (index, mut listener) in
+                std::mem::take(&mut route.listeners).into_iter().enumerate()
+            {
+                // Failure means it was not registered, which is what we want anyway.
+                let _ = self.poll.registry().deregister(&mut listener.socket);
+                taken.insert((*key, index), listener);
+            }
+        }
+        taken
+    }
+
+    /// Adds a route and registers its listeners under their tokens. Each listener is marked ready: one
+    /// taken over from another route may hold queued connections whose edge was already consumed.
+    pub(super) fn insert_route(
+        &mut self,
+        config: RouteConfig,
+        mut listeners: Vec<Listener>,
+    ) -> Result<usize, String> {
+        if self.routes.len() >= MAX_ROUTES {
+            return Err(format!("more than {MAX_ROUTES} routes"));
+        }
+        let entry = self.routes.vacant_entry();
+        let key = entry.key();
+        let registry = self.poll.registry();
+        for (index, listener) in listeners.iter_mut().enumerate() {
+            registry
+                .register(
+                    &mut listener.socket,
+                    token::listener_token(key, index),
+                    Interest::READABLE,
+                )
+                .map_err(|err| format!("cannot register listener {}: {err}", listener.local))?;
+            listener.ready = true;
+        }
+        entry.insert(Route::new(
+            self.next_route_uid,
+            config,
+            listeners,
+            self.config.splice,
+            self.now,
+        ));
+        self.next_route_uid += 1;
+        Ok(key)
+    }
+
+    /// The settings that are not per route: `shutdown_timeout` applies at once; the metrics endpoint and
+    /// the stats line are set up at start only.
+    fn adopt_globals(&mut self, new: Config) {
+        if new.metrics != self.config.metrics || new.stats_interval != self.config.stats_interval {
+            warn!("reload: changes to metrics and stats_interval take effect at the next restart");
+        }
+        self.config.shutdown_timeout = new.shutdown_timeout;
+        self.config.routes = new.routes;
+    }
+}

@@ -1,0 +1,102 @@
+//! DNS re-resolution of host-name upstreams, every `resolve_interval`, and the waker that brings answers
+//! (and reloaded files) back from the resolver thread.
+//!
+//! `getaddrinfo` blocks, so the names go to the resolver thread ([`Worker`]); it wakes the loop through a
+//! `mio::Waker` under `token::WAKER`. One edge may stand for several answers, so [`Reactor::on_waker`]
+//! drains every answer queued. A route has at most one job in flight (`Route::resolving`), and answers
+//! carry the route's uid: a reload may have replaced the route in between. A new address applies to new
+//! connects only; live pairs keep the socket they have.
+
+use std::net::SocketAddr;
+
+use log::{info, warn};
+
+use super::Reactor;
+use crate::config;
+use crate::resolve::{Answer, Job};
+
+impl Reactor {
+    /// Sends the host-name upstreams of every route whose `resolve_interval` has come round to the
+    /// resolver thread (one job per route at a time).
+    pub(super) fn start_resolves(&mut self) {
+        let now = self.now;
+        let Some(worker) = self.worker.as_ref() else {
+            return;
+        };
+        for (key, route) in self.routes.iter_mut() {
+            let (Some(at), Some(interval)) = (route.next_resolve, route.config.resolve_interval)
+            else {
+                continue;
+            };
+            if route.draining || at > now {
+                continue;
+            }
+            route.next_resolve = Some(now + interval);
+            if route.resolving {
+                continue;
+            }
+            let names: Vec<(usize, String)> = route
+                .upstreams
+                .iter()
+                .enumerate()
+                .filter(|(_, upstream)| config::is_host_name(&upstream.name))
+                .map(|(index, upstream)| (index, upstream.name.clone()))
+                .collect();
+            route.resolving = !names.is_empty()
+                && worker.submit(Job::Resolve {
+                    route: key,
+                    uid: route.uid,
+                    names,
+                });
+        }
+    }
+
+    /// The resolver thread has answers.
+    pub(super) fn on_waker(&mut self) {
+        let answers: Vec<Answer> = match self.worker.as_ref() {
+            Some(worker) => worker.answers().collect(),
+            None => return,
+        };
+        for answer in answers {
+            match answer {
+                Answer::Resolved { route, uid, addrs } => self.apply_resolution(route, uid, addrs),
+                Answer::Reloaded(result) => match *result {
+                    Ok(config) => self.reload(config),
+                    Err(err) => self.reload_rejected(err.message()),
+                },
+            }
+        }
+    }
+
+    /// New addresses apply to new connections; live pairs keep the socket they have.
+    fn apply_resolution(
+        &mut self,
+        key: usize,
+        uid: u64,
+        addrs: Vec<(usize, Result<SocketAddr, String>)>,
+    ) {
+        let Some(route) = self.routes.get_mut(key).filter(|route| route.uid == uid) else {
+            return;
+        };
+        route.resolving = false;
+        for (index, result) in addrs {
+            let Some(upstream) = route.upstreams.get_mut(index) else {
+                continue;
+            };
+            match result {
+                Ok(addr) if addr != upstream.addr => {
+                    info!(
+                        "upstream {} of route {} now resolves to {addr} (was {})",
+                        upstream.name, route.config.name, upstream.addr
+                    );
+                    upstream.addr = addr;
+                }
+                Ok(_) => {}
+                Err(err) => warn!(
+                    "route {}: {err}; keeping {}",
+                    route.config.name, upstream.addr
+                ),
+            }
+        }
+    }
+}
