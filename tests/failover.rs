@@ -13,15 +13,6 @@ fn vacant_port() -> SocketAddr {
     refused_addr()
 }
 
-fn metrics_addr(fwd: &Forwarder) -> SocketAddr {
-    let logs = fwd.logs();
-    let start = logs.find("metrics on http://").expect("metrics line") + "metrics on http://".len();
-    let rest = &logs[start..];
-    rest[..rest.find("/metrics").expect("path")]
-        .parse()
-        .expect("metrics address")
-}
-
 #[test]
 fn test_refused_upstream_fails_over_and_is_marked_down() {
     let down = vacant_port();
@@ -114,7 +105,7 @@ fn test_active_probe_brings_a_backend_back() {
         &format!("upstream {port} of route default is down"),
         Duration::from_secs(10),
     );
-    let (_, body) = http_fetch(metrics_addr(&fwd), "/metrics");
+    let (_, body) = http_fetch(fwd.metrics_addr(), "/metrics");
     assert!(
         body.contains(&format!(
             "edgefwd_upstream_up{{route=\"default\",upstream=\"{port}\"}} 0"
@@ -132,7 +123,7 @@ fn test_active_probe_brings_a_backend_back() {
     }
     // Probes connect too, so count at least the three clients round-robin sends there.
     assert!(back.accepted() >= 3, "{} accepted", back.accepted());
-    let (_, body) = http_fetch(metrics_addr(&fwd), "/metrics");
+    let (_, body) = http_fetch(fwd.metrics_addr(), "/metrics");
     assert!(
         body.contains(&format!(
             "edgefwd_upstream_up{{route=\"default\",upstream=\"{port}\"}} 1"

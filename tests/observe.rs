@@ -3,53 +3,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{echo_roundtrip, Backend, Forwarder, Options, IO_TIMEOUT};
-
-/// The metrics address from the "metrics on http://ADDR/metrics" start line.
-fn metrics_addr(fwd: &Forwarder) -> SocketAddr {
-    fwd.expect_log("metrics on http://", Duration::from_secs(10));
-    let logs = fwd.logs();
-    let start = logs.find("metrics on http://").expect("metrics line") + "metrics on http://".len();
-    let rest = &logs[start..];
-    let end = rest.find("/metrics").expect("path after address");
-    rest[..end].parse().expect("metrics address")
-}
-
-/// One HTTP exchange; returns (status line, headers + body).
-fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to metrics");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    // One write, so the request arrives as one segment and costs the forwarder one event.
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
-    stream.write_all(request.as_bytes()).expect("request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("response until close");
-    let (status, rest) = response.split_once("\r\n").expect("status line");
-    (status.to_string(), rest.to_string())
-}
-
-/// The value of an unlabelled or labelled sample, e.g. `edgefwd_accepts_total` or
-/// `edgefwd_bytes_total{direction="c2u"}`.
-fn sample(body: &str, name: &str) -> u64 {
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no sample {name} in:\n{body}"))
-        .parse()
-        .expect("integer sample")
-}
-
-fn scrape(addr: SocketAddr) -> String {
-    let (status, rest) = http_get(addr, "/metrics");
-    assert_eq!(status, "HTTP/1.1 200 OK");
-    assert!(rest.contains("Content-Type: text/plain; version=0.0.4"));
-    let (_, body) = rest.split_once("\r\n\r\n").expect("head/body separator");
-    body.to_string()
-}
+use common::{echo_roundtrip, http_get, sample, scrape, Backend, Forwarder, Options, IO_TIMEOUT};
 
 #[test]
 fn test_metrics_scrape_is_prometheus_text_and_counters_move() {
@@ -60,7 +17,7 @@ fn test_metrics_scrape_is_prometheus_text_and_counters_move() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let metrics = metrics_addr(&fwd);
+    let metrics = fwd.metrics_addr();
 
     let before = scrape(metrics);
     for line in before.lines() {
@@ -120,7 +77,7 @@ fn test_metrics_unknown_path_and_method() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let metrics = metrics_addr(&fwd);
+    let metrics = fwd.metrics_addr();
     assert_eq!(http_get(metrics, "/").0, "HTTP/1.1 404 Not Found");
     let mut stream = TcpStream::connect(metrics).expect("connect");
     stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
@@ -143,7 +100,7 @@ fn test_idle_process_makes_no_wakeups() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let metrics = metrics_addr(&fwd);
+    let metrics = fwd.metrics_addr();
     let first = sample(&scrape(metrics), "edgefwd_polls_total");
     std::thread::sleep(Duration::from_millis(1500));
     let second = sample(&scrape(metrics), "edgefwd_polls_total");
@@ -237,7 +194,7 @@ fn test_established_idle_pair_makes_no_wakeups() {
         "--connect-timeout",
         "300ms",
     ]);
-    let metrics = metrics_addr(&fwd);
+    let metrics = fwd.metrics_addr();
     let mut clients = Vec::new();
     for _ in 0..20 {
         let mut client = common::connect(fwd.addr());

@@ -3,11 +3,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use common::{connect, echo_roundtrip, log_counter, Backend, Forwarder, Options, IO_TIMEOUT};
+use common::{connect, echo_roundtrip, log_counter, Backend, Forwarder, Options};
 
 /// Sum of `key=+N` over the stats lines of reactor `reactor`.
 fn stats_total(logs: &str, reactor: usize, key: &str) -> u64 {
@@ -18,22 +17,6 @@ fn stats_total(logs: &str, reactor: usize, key: &str) -> u64 {
             value.split_whitespace().next()?.parse::<u64>().ok()
         })
         .sum()
-}
-
-fn metrics_sample(addr: SocketAddr, name: &str) -> u64 {
-    let mut stream = TcpStream::connect(addr).expect("connect to metrics");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
-        .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    response
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in:\n{response}"))
-        .parse()
-        .expect("integer")
 }
 
 #[test]
@@ -95,27 +78,22 @@ fn test_metrics_sum_every_reactor() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    fwd.expect_log("metrics on http://", Duration::from_secs(5));
-    let logs = fwd.logs();
-    let start = logs.find("metrics on http://").expect("line") + "metrics on http://".len();
-    let metrics: SocketAddr = logs[start..]
-        .split('/')
-        .next()
-        .expect("address")
-        .parse()
-        .expect("socket address");
+    let metrics = fwd.metrics_addr();
     for _ in 0..30 {
         echo_roundtrip(fwd.addr(), 1000, 1000);
     }
     fwd.wait_for_n_closes(30, Duration::from_secs(10));
     assert!(
         common::wait_until(Duration::from_secs(5), || {
-            metrics_sample(metrics, "edgefwd_accepts_total") == 30
+            common::sample(&common::scrape(metrics), "edgefwd_accepts_total") == 30
         }),
         "accepts over all reactors"
     );
     assert_eq!(
-        metrics_sample(metrics, "edgefwd_bytes_total{direction=\"c2u\"}"),
+        common::sample(
+            &common::scrape(metrics),
+            "edgefwd_bytes_total{direction=\"c2u\"}"
+        ),
         30_000
     );
 }

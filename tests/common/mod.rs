@@ -1100,3 +1100,54 @@ pub fn clock_ticks_per_sec() -> u64 {
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     u64::try_from(t).expect("positive CLK_TCK")
 }
+
+// ---------------------------------------------------------------------------------------------
+// The --metrics endpoint
+// ---------------------------------------------------------------------------------------------
+
+impl Forwarder {
+    /// The `--metrics` address, from the "metrics on http://ADDR/metrics" start line.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.expect_log("metrics on http://", Duration::from_secs(10));
+        let logs = self.logs();
+        let start =
+            logs.find("metrics on http://").expect("metrics line") + "metrics on http://".len();
+        let rest = &logs[start..];
+        let end = rest.find("/metrics").expect("path after address");
+        rest[..end].parse().expect("metrics address")
+    }
+}
+
+/// One HTTP GET; returns (status line, headers + body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to metrics");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    // One write, so the request arrives as one segment and costs the forwarder one event.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("response until close");
+    let (status, rest) = response.split_once("\r\n").expect("status line");
+    (status.to_string(), rest.to_string())
+}
+
+/// `GET /metrics`: checks the status and content type, returns the body.
+pub fn scrape(addr: SocketAddr) -> String {
+    let (status, rest) = http_get(addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(rest.contains("Content-Type: text/plain; version=0.0.4"));
+    let (_, body) = rest.split_once("\r\n\r\n").expect("head/body separator");
+    body.to_string()
+}
+
+/// The value of an unlabelled or labelled sample, e.g. `edgefwd_accepts_total` or
+/// `edgefwd_bytes_total{direction="c2u"}`.
+pub fn sample(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{body}"))
+        .parse()
+        .expect("integer sample")
+}
