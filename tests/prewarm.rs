@@ -5,20 +5,28 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{connect, echo_conn, loopback4, wait_until, Backend, Forwarder, IO_TIMEOUT};
 
-/// A backend that greets every connection with `conn-N\n` (N counts accepts from 1), then echoes.
-fn greeting_echo() -> Backend {
-    let counter = Arc::new(AtomicUsize::new(0));
-    Backend::spawn(loopback4(), move |mut stream: TcpStream| {
-        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-        if stream.write_all(format!("conn-{n}\n").as_bytes()).is_ok() {
+/// A backend that greets every connection with `conn-PORT\n` (the forwarder's port on that
+/// connection), then echoes; `greeted` lists the ports greeted so far. Names come from the connection
+/// itself, not from the order the backend's threads happen to run in.
+fn greeting_echo() -> (Backend, Arc<Mutex<Vec<String>>>) {
+    let greeted = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&greeted);
+    let backend = Backend::spawn(loopback4(), move |mut stream: TcpStream| {
+        let name = match stream.peer_addr() {
+            Ok(peer) => format!("conn-{}", peer.port()),
+            Err(_) => return,
+        };
+        record.lock().expect("greeted list").push(name.clone());
+        if stream.write_all(format!("{name}\n").as_bytes()).is_ok() {
             echo_conn(stream);
         }
-    })
+    });
+    (backend, greeted)
 }
 
 /// Reads the greeting line a client receives first.
@@ -32,19 +40,23 @@ fn greeting(client: &TcpStream) -> String {
 
 #[test]
 fn test_pool_fills_before_any_client_and_refills_after_use() {
-    let backend = greeting_echo();
+    let (backend, greeted) = greeting_echo();
     let fwd = Forwarder::start(&["--upstream", &backend.upstream_arg(), "--prewarm", "4"]);
     assert!(
-        wait_until(Duration::from_secs(5), || backend.accepted() == 4),
+        wait_until(Duration::from_secs(5), || greeted
+            .lock()
+            .expect("greeted list")
+            .len()
+            == 4),
         "{} upstream connections before any client",
         backend.accepted()
     );
+    let warm = greeted.lock().expect("greeted list").clone();
     let mut client = connect(fwd.addr());
     let first = greeting(&client);
-    assert!(first.starts_with("conn-"), "{first}");
     assert!(
-        first != "conn-5",
-        "the client waited for a new connect instead of taking a warm one"
+        warm.contains(&first),
+        "the client got {first}, not one of the warm connections {warm:?}: it waited for a new connect"
     );
     client.write_all(b"ping").expect("write");
     let mut back = [0u8; 4];
@@ -58,7 +70,7 @@ fn test_pool_fills_before_any_client_and_refills_after_use() {
 
 #[test]
 fn test_a_warm_connection_serves_exactly_one_client() {
-    let backend = greeting_echo();
+    let (backend, _) = greeting_echo();
     let fwd = Forwarder::start(&["--upstream", &backend.upstream_arg(), "--prewarm", "2"]);
     assert!(wait_until(Duration::from_secs(5), || backend.accepted() == 2));
     let mut seen = Vec::new();
