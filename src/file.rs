@@ -106,7 +106,8 @@ pub fn parse(
             .filter(|d| !d.is_zero()),
         file: None,
         // Flag-only settings; `main` (and a reload, from the running config) fill them in.
-        splice: false,
+        splice: config::Splice::default(),
+        pipe_size: config::DEFAULT_PIPE_SIZE,
         threads: 1,
         prewarm: 0,
     })

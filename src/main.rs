@@ -12,7 +12,7 @@ use log::info;
 
 use edgefwd::allow::{AllowList, Rule};
 use edgefwd::balance::Algorithm;
-use edgefwd::config::{self, Config, Mode, RouteConfig, UpstreamConfig};
+use edgefwd::config::{self, Config, Mode, RouteConfig, Splice, UpstreamConfig};
 use edgefwd::fdlimit;
 use edgefwd::file::{self, Defaults, FileError};
 use edgefwd::metrics::MetricsBoard;
@@ -174,10 +174,15 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
     prewarm: u16,
 
-    /// Zero-copy: move bytes socket -> pipe -> socket with splice(2) instead of through the rings
-    /// (Linux; falls back to the rings, with a warning, where splice is unavailable).
-    #[arg(long)]
-    splice: bool,
+    /// Zero-copy: move bytes socket -> pipe -> socket with splice(2) instead of through the rings: off,
+    /// auto (once a read fills a ring), always (`--splice` alone). Falls back to the rings, with a
+    /// warning, where splice is unavailable.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, default_value = "auto", default_missing_value = "always", value_parser = str::parse::<Splice>)]
+    splice: Splice,
+
+    /// Capacity of each splice pipe (e.g. 64k, 1m): what one direction may hold on the splice path.
+    #[arg(long, value_name = "SIZE", default_value_t = config::DEFAULT_PIPE_SIZE, value_parser = config::parse_pipe_size)]
+    pipe_size: usize,
 }
 
 /// A start failure and the exit code it earns: 2 for bad input (like a bad flag), 1 otherwise.
@@ -220,8 +225,9 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         max_connections: config::default_max_connections(nofile.saturating_sub(warm_fds)),
         shutdown_timeout: cli.shutdown_timeout,
     };
-    let (splice, threads, prewarm) = (
+    let (splice, pipe_size, threads, prewarm) = (
         cli.splice,
+        cli.pipe_size,
         usize::from(cli.threads),
         usize::from(cli.prewarm),
     );
@@ -230,6 +236,7 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         None => from_flags(cli, defaults)?,
     };
     config.splice = splice;
+    config.pipe_size = pipe_size;
     config.threads = threads;
     config.prewarm = prewarm;
     run_reactors(config, defaults, nofile)
@@ -357,7 +364,8 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
         metrics: cli.metrics,
         stats_interval: cli.stats_interval.filter(|d| !d.is_zero()),
         file: None,
-        splice: false,
+        splice: Splice::default(),
+        pipe_size: config::DEFAULT_PIPE_SIZE,
         threads: 1,
         prewarm: 0,
     })

@@ -181,6 +181,8 @@ pub struct Metrics {
     pub reloads_rejected: u64,
     /// Directions that wanted to splice but fell back to the ring.
     pub splice_fallbacks: u64,
+    /// Directions that `--splice auto` moved from the ring to a pipe (a read filled the ring).
+    pub splice_switches: u64,
     /// Clients given a `--prewarm` connection.
     pub warm_hits: u64,
     /// Clients that found the warm pool empty and waited for a connect.
@@ -262,6 +264,7 @@ impl Metrics {
         self.loop_guard_trips += other.loop_guard_trips;
         self.scrapes += other.scrapes;
         self.splice_fallbacks += other.splice_fallbacks;
+        self.splice_switches += other.splice_switches;
         self.warm_hits += other.warm_hits;
         self.warm_misses += other.warm_misses;
         self.reloads_ok += other.reloads_ok;
@@ -289,7 +292,7 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self, pairs_open: usize, out: &mut String) {
-        let counters: [(&str, &str, u64); 23] = [
+        let counters: [(&str, &str, u64); 24] = [
             ("polls", "epoll_wait calls", self.polls),
             (
                 "events",
@@ -366,6 +369,11 @@ impl Metrics {
                 "splice_fallbacks",
                 "directions that fell back from splice to the ring",
                 self.splice_fallbacks,
+            ),
+            (
+                "splice_switches",
+                "directions --splice auto moved from the ring to a pipe",
+                self.splice_switches,
             ),
             (
                 "warm_hits",

@@ -39,6 +39,7 @@ use std::io::{Read, Write};
 use log::{debug, info, trace};
 use mio::net::TcpStream;
 
+use crate::config::Splice;
 use crate::connect_request::Status;
 use crate::greeting::{Greeting, Target, Verdict};
 use crate::proxy_protocol::{self, Version};
@@ -247,7 +248,7 @@ impl Pair {
         route: usize,
         tried: u64,
         now: Instant,
-        zero_copy: bool,
+        splice: Splice,
     ) -> Pair {
         Pair {
             id,
@@ -259,8 +260,8 @@ impl Pair {
             tried,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
-            c2u: Direction::new(Way::ClientToUpstream, zero_copy),
-            u2c: Direction::new(Way::UpstreamToClient, zero_copy),
+            c2u: Direction::new(Way::ClientToUpstream, splice),
+            u2c: Direction::new(Way::UpstreamToClient, splice),
             phase: Phase::Connecting,
             first_fin: None,
             started: now,
@@ -282,7 +283,7 @@ impl Pair {
         route: usize,
         greeting: Greeting,
         now: Instant,
-        zero_copy: bool,
+        splice: Splice,
     ) -> Pair {
         Pair {
             id,
@@ -294,8 +295,8 @@ impl Pair {
             tried: 0,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
-            c2u: Direction::new(Way::ClientToUpstream, zero_copy),
-            u2c: Direction::new(Way::UpstreamToClient, zero_copy),
+            c2u: Direction::new(Way::ClientToUpstream, splice),
+            u2c: Direction::new(Way::UpstreamToClient, splice),
             phase: Phase::Greeting,
             first_fin: None,
             started: now,

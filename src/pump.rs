@@ -19,7 +19,9 @@
 //! - A per-wakeup byte budget bounds how long one busy pair may hold the loop; the caller re-queues a pair
 //!   that still had work when its budget ran out.
 //! - With `--splice` the ring is replaced by a pipe and bytes never enter user space ([`crate::splice`]);
-//!   the states, half-close, reset and backpressure rules are the same on both paths.
+//!   the states, half-close, reset and backpressure rules are the same on both paths. `--splice auto`
+//!   (the default) starts on the ring and moves to a pipe once a read fills the ring: the pipe is used
+//!   only after the ring has drained, so bytes keep their order across the switch.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -27,6 +29,7 @@ use std::os::fd::AsRawFd;
 
 use log::trace;
 
+use crate::config::Splice;
 use crate::metrics::{Metrics, Way};
 use crate::net::IoOutcome;
 use crate::readiness::Readiness;
@@ -111,6 +114,8 @@ pub struct Direction {
     ring: Ring,
     /// Splice this direction (until a fallback turns it off).
     zero_copy: bool,
+    /// `--splice auto`: set `zero_copy` once a read fills the ring.
+    auto_splice: bool,
     /// Bytes that go to `dst` before anything read from `src`: a PROXY protocol header, the bytes a
     /// client pipelined after its CONNECT head, the `200 Connection Established` line. They are moved
     /// into the ring as room allows, and nothing is read from `src` until they all have been.
@@ -124,13 +129,14 @@ pub struct Direction {
 }
 
 impl Direction {
-    /// A direction that splices when `zero_copy` is set, else uses its ring.
-    pub fn new(way: Way, zero_copy: bool) -> Direction {
+    /// A direction that splices from the start (`Always`), once its ring fills (`Auto`), or never.
+    pub fn new(way: Way, splice: Splice) -> Direction {
         Direction {
             way,
             state: State::Open,
             ring: Ring::new(),
-            zero_copy,
+            zero_copy: splice == Splice::Always,
+            auto_splice: splice == Splice::Auto,
             preamble: Vec::new(),
             pipe: None,
             pipe_full: false,
@@ -214,7 +220,7 @@ impl Direction {
     /// True if a call to [`pump`](Self::pump) could make progress now, given budget.
     pub fn has_work(&self, src_ready: &Readiness, dst_ready: &Readiness, pool: &BufPool) -> bool {
         let can_write = self.held() > 0 && dst_ready.writable;
-        let can_read = self.state == State::Open && src_ready.readable && !self.is_full(pool);
+        let can_read = src_ready.readable && self.may_read() && !self.is_full(pool);
         let can_feed = !self.preamble.is_empty() && !self.ring.is_full(pool);
         can_write || can_read || can_feed
     }
@@ -318,6 +324,31 @@ impl Direction {
         Ok(true)
     }
 
+    /// Whether `src` may be read at all now. Not after EOF; not while a preamble waits, since it goes
+    /// first; and not while a splicing direction still holds bytes in its ring (the preamble, or what was
+    /// read before `--splice auto` switched): a direction writes its pipe before its ring, so the pipe
+    /// may fill only once the ring has drained, or bytes would be reordered.
+    fn may_read(&self) -> bool {
+        self.state == State::Open
+            && self.preamble.is_empty()
+            && (!self.zero_copy || self.ring.is_empty())
+    }
+
+    /// `--splice auto`: a read that fills the ring shows a stream with more queued than a ring holds,
+    /// not a small request; from now on this direction splices (after its ring drains, see
+    /// [`Self::may_read`]). Request/response traffic never fills a ring and keeps the cheaper ring path.
+    fn maybe_switch_to_splice(&mut self, shared: &mut Shared<'_>) {
+        if self.auto_splice && self.ring.is_full(shared.pool) {
+            self.auto_splice = false;
+            self.zero_copy = true;
+            shared.metrics.splice_switches += 1;
+            trace!(
+                "{} switches to splice: a read filled its ring",
+                self.way.label()
+            );
+        }
+    }
+
     /// Reads into the ring (or pipe) while `src` is readable, there is room and budget remains.
     fn read_step<S: Stream>(
         &mut self,
@@ -326,12 +357,7 @@ impl Direction {
         shared: &mut Shared<'_>,
         budget: &mut usize,
     ) -> Result<bool, Fault> {
-        if self.state != State::Open || !src.ready.readable || *budget == 0 {
-            return Ok(false);
-        }
-        if !self.preamble.is_empty() || (self.zero_copy && !self.ring.is_empty()) {
-            // The preamble goes first; with --splice the pipe fills only once the ring (which carried
-            // the preamble) has drained, since a direction writes its pipe before its ring.
+        if !src.ready.readable || *budget == 0 || !self.may_read() {
             return Ok(false);
         }
         if self.is_full(shared.pool) {
@@ -351,6 +377,7 @@ impl Direction {
                     io.reads_short += 1;
                     src.ready.after_short_read();
                 }
+                self.maybe_switch_to_splice(shared);
                 Ok(true)
             }
             IoOutcome::Eof => {
@@ -387,6 +414,7 @@ impl Direction {
                 Err(err) => {
                     shared.splice_fallback(&err);
                     self.zero_copy = false;
+                    self.auto_splice = false;
                 }
             }
         }
@@ -453,7 +481,7 @@ mod tests {
         let (peer_src, src) = UnixStream::pair().expect("pair");
         let (dst, peer_dst) = UnixStream::pair().expect("pair");
         Rig {
-            dir: Direction::new(Way::ClientToUpstream, false),
+            dir: Direction::new(Way::ClientToUpstream, Splice::Off),
             src,
             dst,
             peer_src,

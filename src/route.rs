@@ -126,7 +126,7 @@ pub struct Route {
     balancer: Balancer,
     /// Ring storage for this route's pairs (rings are `buffer_size` long, so each route has its own).
     pub pool: BufPool,
-    /// Pipes for `--splice` (also `buffer_size` long); `None` when splicing is off.
+    /// Pipes for `--splice` (`--pipe-size` long); `None` when splicing is off.
     pub pipes: Option<PipePool>,
     pub deadlines: Deadlines,
     pub options: StreamOptions,
@@ -151,13 +151,13 @@ pub struct Route {
 }
 
 impl Route {
-    /// A route over `config`, accepting on `listeners` (already bound, not yet registered); `splice`
-    /// gives it a pipe pool for `--splice`.
+    /// A route over `config`, accepting on `listeners` (already bound, not yet registered);
+    /// `pipe_size` gives it a pool of pipes that large for `--splice`.
     pub fn new(
         uid: u64,
         config: RouteConfig,
         listeners: Vec<Listener>,
-        splice: bool,
+        pipe_size: Option<usize>,
         now: Instant,
     ) -> Route {
         let seed = now.elapsed().as_nanos() as u64
@@ -183,7 +183,7 @@ impl Route {
             balancer: Balancer::new(config.balance, upstreams.len(), seed),
             upstreams,
             pool: BufPool::new(config.buffer_size),
-            pipes: splice.then(|| PipePool::new(config.buffer_size, MAX_SPARE_PIPES)),
+            pipes: pipe_size.map(|size| PipePool::new(size, MAX_SPARE_PIPES)),
             greeting: greeting_rules(&config),
             deadlines: Deadlines {
                 connect: config.connect_timeout,
@@ -507,7 +507,7 @@ mod tests {
         });
         config.connect_attempts = 2;
         let now = Instant::now();
-        let mut route = Route::new(1, config, Vec::new(), false, now);
+        let mut route = Route::new(1, config, Vec::new(), None, now);
         let client: IpAddr = "127.0.0.1".parse().expect("ip");
         let (_stream, first, tried, warm) = route
             .connect(client, 0, now, |_| None)

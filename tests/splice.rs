@@ -1,12 +1,12 @@
-//! `--splice`: the zero-copy path's own promises. (Every other end-to-end test also runs against it
-//! with `EDGEFWD_TEST_SPLICE=1`, which `.ci/run` does.)
+//! `--splice`: the zero-copy path's own promises. (Every other end-to-end test also runs with
+//! `EDGEFWD_TEST_SPLICE=off` and `=always`, which `.ci/run` does; the default is `auto`.)
 
 mod common;
 
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{connect, echo_roundtrip, Backend, Forwarder, Options};
+use common::{connect, echo_roundtrip, sample, scrape, Backend, Forwarder, Options};
 
 /// Spare pipes the reactor keeps (src/reactor.rs MAX_SPARE_PIPES), two fds each.
 const MAX_SPARE_PIPE_FDS: usize = 2 * 32;
@@ -82,4 +82,110 @@ fn test_splice_falls_back_loudly_when_no_pipe_can_be_made() {
     echo_roundtrip(fwd.addr(), 1 << 20, 16 * 1024);
     fwd.wait_for_close("client-fin", Duration::from_secs(10));
     fwd.expect_log("falls back to the ring", Duration::from_secs(5));
+}
+
+/// `--splice auto` (the default): a stream fills a ring and moves to pipes mid-transfer. The bytes read
+/// into the ring before the switch must still go out before any spliced byte: the echo is checked
+/// byte by byte, so a reordering at the switch fails here. Small rings and small pipes make the switch
+/// happen early and the pipes fill often.
+#[test]
+fn test_splice_auto_switches_a_stream_to_pipes_in_order() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &echo.upstream_arg(),
+        "--splice",
+        "auto",
+        "--buffer-size",
+        "4k",
+        "--pipe-size",
+        "4k",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    echo_roundtrip(fwd.addr(), 8 << 20, 64 * 1024);
+    let close = fwd.wait_for_close("client-fin", Duration::from_secs(10));
+    assert_eq!(close.c2u, Some(8 << 20));
+    assert_eq!(close.u2c, Some(8 << 20));
+    let body = scrape(fwd.metrics_addr());
+    assert_eq!(
+        sample(&body, "edgefwd_splice_switches_total"),
+        2,
+        "both directions of the stream should have switched to pipes"
+    );
+    assert_eq!(sample(&body, "edgefwd_splice_fallbacks_total"), 0);
+}
+
+/// Request/response traffic never fills a ring, so `--splice auto` keeps it on the ring path (no pipe
+/// syscalls per message).
+#[test]
+fn test_splice_auto_keeps_small_exchanges_on_the_ring() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &echo.upstream_arg(),
+        "--splice",
+        "auto",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let mut client = connect(fwd.addr());
+    for i in 0..200u32 {
+        let message = format!("request {i}");
+        client.write_all(message.as_bytes()).expect("write");
+        let mut back = vec![0u8; message.len()];
+        client.read_exact(&mut back).expect("echo");
+        assert_eq!(back, message.as_bytes());
+    }
+    let body = scrape(fwd.metrics_addr());
+    assert_eq!(sample(&body, "edgefwd_splice_switches_total"), 0);
+}
+
+/// `--splice off` never makes a pipe, however much a stream carries.
+#[test]
+fn test_splice_off_never_switches() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &echo.upstream_arg(),
+        "--splice",
+        "off",
+        "--buffer-size",
+        "4k",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    echo_roundtrip(fwd.addr(), 4 << 20, 64 * 1024);
+    let body = scrape(fwd.metrics_addr());
+    assert_eq!(sample(&body, "edgefwd_splice_switches_total"), 0);
+}
+
+/// The switch under backpressure: the upstream reads nothing for a while, so the ring that triggered
+/// the switch (larger than the socket's send buffer) is written out in pieces as the upstream drains. Until the last piece is out, the pipe
+/// must stay empty; the sink checks every byte's position.
+#[test]
+fn test_splice_auto_switch_behind_a_stalled_reader_keeps_order() {
+    let (sink, reports) = Backend::sink_stalled(Duration::from_millis(500));
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &sink.upstream_arg(),
+        "--splice",
+        "auto",
+        "--buffer-size",
+        "8m",
+        "--pipe-size",
+        "16k",
+    ]);
+    let total = 32 << 20;
+    let mut client = connect(fwd.addr());
+    common::write_pattern(&mut client, total, 256 * 1024).expect("write");
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let report = reports
+        .recv_timeout(Duration::from_secs(20))
+        .expect("sink report");
+    assert_eq!(report.mismatch, None, "bytes reordered or corrupted");
+    assert_eq!(report.bytes, total);
+    assert_eq!(report.end, common::End::Eof);
 }

@@ -311,7 +311,7 @@ impl Reactor {
             self.next_route_uid,
             config,
             listeners,
-            self.config.splice,
+            self.config.pipe_size(),
             self.now,
         ));
         self.next_route_uid += 1;

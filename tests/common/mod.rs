@@ -55,10 +55,11 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 // The forwarder process
 // ---------------------------------------------------------------------------------------------
 
-/// `EDGEFWD_TEST_SPLICE=1` runs every forwarder with `--splice`, so the same end-to-end tests cover
-/// the zero-copy path (`.ci/run` runs the suite both ways).
-pub fn splice_under_test() -> bool {
-    std::env::var_os("EDGEFWD_TEST_SPLICE").is_some_and(|v| v == "1")
+/// `EDGEFWD_TEST_SPLICE=MODE` (off, auto or always) runs every forwarder with `--splice MODE`, so the same
+/// end-to-end tests cover each path: the ring alone, the ring switching to pipes (also the default), and
+/// pipes from the first byte. `.ci/run` runs the suite all three ways.
+pub fn splice_under_test() -> Option<String> {
+    std::env::var("EDGEFWD_TEST_SPLICE").ok()
 }
 
 /// How to start the child beyond its arguments.
@@ -104,8 +105,8 @@ impl Forwarder {
         if !args.contains(&"--listen") && !args.contains(&"--config") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
-        if splice_under_test() && !args.contains(&"--splice") {
-            cmd.arg("--splice");
+        if let Some(mode) = splice_under_test().filter(|_| !args.contains(&"--splice")) {
+            cmd.args(["--splice", &mode]);
         }
         cmd.args(args)
             .env("RUST_LOG", opts.rust_log.as_deref().unwrap_or("debug"))
