@@ -52,6 +52,22 @@ fn test_bad_size() {
 }
 
 #[test]
+fn test_bad_splice_mode_and_pipe_size() {
+    for (flag, value) in [
+        ("--splice", "sometimes"),
+        ("--pipe-size", "1k"),
+        ("--pipe-size", "1g"),
+        ("--pipe-size", "big"),
+    ] {
+        expect_exit(
+            &["--listen", "127.0.0.1:0", "--upstream", UP, flag, value],
+            2,
+            value,
+        );
+    }
+}
+
+#[test]
 fn test_bad_duration() {
     for flag in [
         "--connect-timeout",
