@@ -252,11 +252,7 @@ pub fn parse_upstream_spec(text: &str) -> Result<(String, u32), String> {
         Some((addr, options)) => (addr.trim(), Some(options.trim())),
         None => (text.trim(), None),
     };
-    if !addr.contains(':') || addr.ends_with(':') {
-        return Err(format!(
-            "invalid upstream '{text}': expected HOST:PORT[,weight=N]"
-        ));
-    }
+    check_host_port(addr).map_err(|why| format!("invalid upstream '{text}': {why}"))?;
     let weight = match options {
         None => 1,
         Some(option) => {
@@ -267,6 +263,49 @@ pub fn parse_upstream_spec(text: &str) -> Result<(String, u32), String> {
         }
     };
     Ok((addr.to_string(), weight))
+}
+
+/// Checks the shape of `HOST:PORT` before anything tries to resolve it, so a typo is a usage error
+/// (exit 2) rather than a "cannot resolve" start failure: a port from 1 to 65535, a bracketed IPv6
+/// literal closed, no spaces in the host.
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let expected = "expected HOST:PORT[,weight=N]";
+    let (host, port) = addr.rsplit_once(':').ok_or(expected)?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!("bad host '{host}', {expected}"));
+    }
+    if host.starts_with('[') != host.ends_with(']')
+        || (!host.starts_with('[') && host.contains(':'))
+    {
+        return Err(format!(
+            "bad host '{host}': an IPv6 address goes in brackets, e.g. [::1]:80"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port != 0 => Ok(()),
+        _ => Err(format!("bad port '{port}': must be from 1 to 65535")),
+    }
+}
+
+/// Parses a timeout that must be positive: a zero `connect_timeout`, `fin_timeout`, `health_timeout`
+/// or `header_timeout` would fail every connection at once rather than mean "off".
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("invalid timeout '{text}': must be more than zero")),
+        d => Ok(d),
+    }
+}
+
+/// Parses a TCP keepalive idle time: the kernel takes whole seconds from 1 to 32767 (TCP_KEEPIDLE), and
+/// refuses anything else on every socket, which would fail every connection.
+pub fn parse_keepalive(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.subsec_nanos() != 0 || !(1..=32767).contains(&d.as_secs()) {
+        return Err(format!(
+            "invalid keepalive '{text}': must be whole seconds from 1s to 32767s"
+        ));
+    }
+    Ok(d)
 }
 
 /// Parses a weight, 1..=10000.
@@ -421,8 +460,27 @@ mod tests {
             "x:1,wieght=2",
             "nohost",
             "x:",
+            "127.0.0.1:0",
+            "127.0.0.1:99999",
+            "bad host:80",
+            "[::1:80",
+            "::1:80",
+            ":80",
         ] {
             let err = parse_upstream_spec(bad).expect_err(bad);
+            assert!(err.contains(&format!("'{bad}'")), "{err}");
+        }
+    }
+
+    #[test]
+    fn test_timeouts_and_keepalive_bounds() {
+        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_timeout("0").is_err());
+        assert!(parse_timeout("0ms").is_err());
+        assert_eq!(parse_keepalive("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_keepalive("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["0", "500ms", "1500ms", "10h"] {
+            let err = parse_keepalive(bad).expect_err(bad);
             assert!(err.contains(&format!("'{bad}'")), "{err}");
         }
     }

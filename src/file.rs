@@ -246,26 +246,29 @@ impl Reader<'_> {
                 None => defaults.max_connections,
             },
             connect_timeout: self
-                .duration(&key("connect_timeout"), raw.connect_timeout.as_ref())?
+                .timeout(&key("connect_timeout"), raw.connect_timeout.as_ref())?
                 .unwrap_or(config::DEFAULT_CONNECT_TIMEOUT),
             idle_timeout: self
                 .duration(&key("idle_timeout"), raw.idle_timeout.as_ref())?
                 .filter(|d| !d.is_zero()),
             fin_timeout: self
-                .duration(&key("fin_timeout"), raw.fin_timeout.as_ref())?
+                .timeout(&key("fin_timeout"), raw.fin_timeout.as_ref())?
                 .unwrap_or(config::DEFAULT_FIN_TIMEOUT),
             health_interval: self
                 .duration(&key("health_interval"), raw.health_interval.as_ref())?
                 .filter(|d| !d.is_zero()),
             health_timeout: self
-                .duration(&key("health_timeout"), raw.health_timeout.as_ref())?
+                .timeout(&key("health_timeout"), raw.health_timeout.as_ref())?
                 .unwrap_or(DEFAULT_HEALTH_TIMEOUT),
             fall: match &raw.fall {
                 Some(n) => self.positive(&key("fall"), n)?,
                 None => DEFAULT_FALL,
             },
             nodelay: raw.nodelay.unwrap_or(true),
-            keepalive: self.duration(&key("keepalive"), raw.keepalive.as_ref())?,
+            keepalive: match &raw.keepalive {
+                Some(text) => Some(self.check(&key("keepalive"), text, config::parse_keepalive)?),
+                None => None,
+            },
             backlog: match &raw.backlog {
                 Some(n) => i32::try_from(self.positive(&key("backlog"), n)?)
                     .map_err(|_| self.error(&key("backlog"), n.span(), "too large"))?,
@@ -295,7 +298,7 @@ impl Reader<'_> {
             },
             accept_proxy: raw.accept_proxy.unwrap_or(false),
             header_timeout: self
-                .duration(&key("header_timeout"), raw.header_timeout.as_ref())?
+                .timeout(&key("header_timeout"), raw.header_timeout.as_ref())?
                 .unwrap_or(config::DEFAULT_HEADER_TIMEOUT),
         })
     }
@@ -402,6 +405,15 @@ impl Reader<'_> {
         raw: Option<&Spanned<String>>,
     ) -> Result<Option<Duration>, FileError> {
         raw.map(|text| self.duration_value(key, text)).transpose()
+    }
+
+    fn timeout(
+        &self,
+        key: &str,
+        raw: Option<&Spanned<String>>,
+    ) -> Result<Option<Duration>, FileError> {
+        raw.map(|text| self.check(key, text, config::parse_timeout))
+            .transpose()
     }
 
     fn duration_value(&self, key: &str, raw: &Spanned<String>) -> Result<Duration, FileError> {

@@ -78,7 +78,7 @@ struct Cli {
     max_connections: Option<u32>,
 
     /// How long each upstream connect attempt may take (e.g. 500ms, 5s).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = config::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = config::parse_timeout)]
     connect_timeout: Duration,
 
     /// Most upstreams tried for one client when connects fail [default: min(3, number of upstreams)].
@@ -90,7 +90,7 @@ struct Cli {
     idle_timeout: Option<Duration>,
 
     /// Close half-closed connections with no traffic for this long.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = config::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = config::parse_timeout)]
     fin_timeout: Duration,
 
     /// Probe every upstream with a TCP connect this often (e.g. 2s) [default: off, passive health only].
@@ -98,7 +98,7 @@ struct Cli {
     health_interval: Option<Duration>,
 
     /// How long a health probe may take before it counts as a failure.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = config::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = config::parse_timeout)]
     health_timeout: Duration,
 
     /// Consecutive failed connects or probes that mark an upstream down.
@@ -118,7 +118,7 @@ struct Cli {
     no_nodelay: bool,
 
     /// Enable TCP keepalive with this idle time on both sides (e.g. 60s) [default: off].
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_keepalive)]
     keepalive: Option<Duration>,
 
     /// Listen backlog.
@@ -147,7 +147,7 @@ struct Cli {
     accept_proxy: bool,
 
     /// How long a client may take to send its PROXY header or CONNECT head (408 in connect mode).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = config::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = config::parse_timeout)]
     header_timeout: Duration,
 
     /// Serve Prometheus metrics at http://ADDR/metrics, from the same event loop (a config file's

@@ -51,6 +51,39 @@ fn test_bad_size() {
     );
 }
 
+/// Values the kernel or the reactor could not use would fail every connection at run time, with
+/// nothing said at start: a zero timeout, or a keepalive TCP_KEEPIDLE refuses.
+#[test]
+fn test_zero_timeouts_and_unusable_keepalive() {
+    for (flag, value) in [
+        ("--connect-timeout", "0"),
+        ("--fin-timeout", "0s"),
+        ("--health-timeout", "0ms"),
+        ("--header-timeout", "0"),
+        ("--keepalive", "0"),
+        ("--keepalive", "500ms"),
+        ("--keepalive", "10h"),
+    ] {
+        expect_exit(
+            &["--listen", "127.0.0.1:0", "--upstream", UP, flag, value],
+            2,
+            value,
+        );
+    }
+}
+
+/// An upstream whose shape is wrong is a usage error (2), not a resolution failure (1).
+#[test]
+fn test_malformed_upstream_is_a_usage_error() {
+    for upstream in ["127.0.0.1:0", "127.0.0.1:99999", "bad host:80", "[::1:80"] {
+        expect_exit(
+            &["--listen", "127.0.0.1:0", "--upstream", upstream],
+            2,
+            upstream,
+        );
+    }
+}
+
 #[test]
 fn test_bad_splice_mode_and_pipe_size() {
     for (flag, value) in [

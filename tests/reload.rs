@@ -172,3 +172,22 @@ fn test_sighup_without_a_file_is_ignored() {
     fwd.expect_log("SIGHUP ignored", Duration::from_secs(5));
     echo_roundtrip(fwd.addr(), 1024, 1024);
 }
+
+/// `--metrics` from the command line is kept by a reload of a file that does not set `metrics`; that
+/// is not a change to warn about.
+#[test]
+fn test_reload_keeps_command_line_metrics_without_a_warning() {
+    let a = Backend::echo();
+    let text = route("only", "127.0.0.1:0", &[&a]);
+    let file = ConfigFile::new(&text);
+    let fwd = Forwarder::start(&["--config", file.path(), "--metrics", "127.0.0.1:0"]);
+    let metrics = fwd.metrics_addr();
+    reload(&fwd, &file, &text, "reload: ");
+    assert_eq!(
+        fwd.count_log("take effect at the next restart"),
+        0,
+        "{}",
+        fwd.logs()
+    );
+    assert!(scrape(metrics).contains("edgefwd_reloads_total"));
+}
