@@ -70,6 +70,15 @@ impl WarmPool {
         self.retry_at
     }
 
+    /// Forgets a backoff whose time has come. The reactor sleeps until `retry_at`; one left in the past
+    /// (the backoff ran out while no route had an upstream up to connect to) would make every
+    /// `epoll_wait` return at once: a busy loop.
+    pub fn expire_backoff(&mut self, now: Instant) {
+        if self.retry_at.is_some_and(|at| at <= now) {
+            self.retry_at = None;
+        }
+    }
+
     /// Connections confirmed and waiting for a client.
     pub fn ready(&self) -> usize {
         self.conns.iter().filter(|(_, warm)| warm.connected).count()
@@ -85,10 +94,10 @@ impl WarmPool {
         options: StreamOptions,
         now: Instant,
     ) {
-        if upstreams.is_empty() || self.retry_at.is_some_and(|at| now < at) {
+        self.expire_backoff(now);
+        if upstreams.is_empty() || self.retry_at.is_some() {
             return;
         }
-        self.retry_at = None;
         let mut held = self.conns.iter().filter(|(_, w)| w.route == route).count();
         while held < self.target && self.conns.len() < MAX_WARM {
             self.cursor = self.cursor.wrapping_add(1);

@@ -761,6 +761,7 @@ impl Reactor {
         let Some(warm) = self.warm.as_mut() else {
             return;
         };
+        warm.expire_backoff(self.now);
         // Routes whose clients greet first connect after the greeting, never to a warm connection.
         let warmable = |route: &Route| !route.draining && route.greeting.is_none();
         for (_, route) in self.routes.iter().filter(|(_, route)| warmable(route)) {

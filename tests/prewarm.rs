@@ -193,3 +193,33 @@ fn test_warm_connection_greeted_then_closed_is_replaced() {
         .expect("echo through a live connection");
     assert_eq!(&back, b"live?");
 }
+
+/// A route whose only upstream is down: the pool's connect backoff runs out while there is nothing to
+/// connect to. The loop must then sleep (no timers due), not wake up at once on a backoff deadline
+/// that has passed.
+#[test]
+fn test_pool_with_every_upstream_down_does_not_spin() {
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &common::refused_addr().to_string(),
+        "--prewarm",
+        "1",
+        "--fall",
+        "1",
+    ]);
+    // A client's refused connect marks the upstream down (the warm connect was refused too).
+    let mut client = connect(fwd.addr());
+    let mut buf = [0u8; 1];
+    let _ = client.read(&mut buf);
+    fwd.wait_for_close("connect-refused", Duration::from_secs(5));
+    // Past the pool's backoff.
+    std::thread::sleep(Duration::from_millis(1500));
+    let ticks = common::clock_ticks_per_sec();
+    let before = fwd.cpu_ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = fwd.cpu_ticks() - before;
+    assert!(
+        used * 4 < ticks,
+        "forwarder used {used} ticks ({ticks}/s) in 2s with nothing to do: a busy loop"
+    );
+}
