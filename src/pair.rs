@@ -237,6 +237,9 @@ pub struct Pair {
     /// The upstream is a CONNECT destination, not one of the route's upstreams: a failed connect is
     /// answered with 502/504 instead of failing over.
     direct: bool,
+    /// The client pipelined bytes after its greeting (they wait in the c2u preamble). A PROXY header we
+    /// queued ourselves is in that preamble too, so its length cannot tell whether the client sent data.
+    client_pipelined: bool,
 }
 
 impl Pair {
@@ -272,6 +275,7 @@ impl Pair {
             refusal: None,
             send_proxy: None,
             direct: false,
+            client_pipelined: false,
         }
     }
 
@@ -307,6 +311,7 @@ impl Pair {
             refusal: None,
             send_proxy: None,
             direct: false,
+            client_pipelined: false,
         }
     }
 
@@ -480,6 +485,7 @@ impl Pair {
                     self.client_addr = source;
                 }
                 self.push_proxy_header(greeting.destination);
+                self.client_pipelined = !leftover.is_empty();
                 self.c2u.push_preamble(&leftover);
                 if let Target::Direct(addr) = target {
                     debug!(
@@ -632,11 +638,10 @@ impl Pair {
     /// expects an answer, so the pair waits; a FIN with nothing sent, or a reset, means the client is gone
     /// and both sockets are freed now rather than when the connect resolves.
     fn check_client_left(&mut self) -> Outcome {
-        if self.c2u.undelivered() > 0 {
-            return Outcome::Open; // bytes pipelined after a greeting: the client did send data
-        }
         let mut probe = [0u8; 1];
         match self.client.peek(&mut probe) {
+            // Bytes pipelined after a greeting were read already: their FIN is a half-close.
+            Ok(0) if self.client_pipelined => Outcome::Open,
             Ok(0) => Outcome::Close(Cause::ClientAbort),
             Ok(_) => Outcome::Open,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Outcome::Open,

@@ -58,14 +58,14 @@ fn test_connecting_timeout() {
 
 /// The client leaves (FIN without data, or RST) while the connect is pending: both fds are freed
 /// at once, long before the 30s connect timeout.
-fn client_leaves_while_connecting(with_reset: bool) {
+/// `extra` flags may queue bytes for the upstream themselves (a `--send-proxy` header): those are not
+/// the client's, and must not make its leaving look like a half-close.
+fn client_leaves_while_connecting(with_reset: bool, extra: &[&str]) {
     let hole = Blackhole::new();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &hole.addr().to_string(),
-        "--connect-timeout",
-        "30s",
-    ]);
+    let upstream = hole.addr().to_string();
+    let mut args = vec!["--upstream", &upstream, "--connect-timeout", "30s"];
+    args.extend_from_slice(extra);
+    let fwd = Forwarder::start(&args);
     let baseline = fwd.fd_count();
     let client = connect(fwd.addr());
     assert!(
@@ -90,12 +90,22 @@ fn client_leaves_while_connecting(with_reset: bool) {
 
 #[test]
 fn test_connecting_client_fin() {
-    client_leaves_while_connecting(false);
+    client_leaves_while_connecting(false, &[]);
 }
 
 #[test]
 fn test_connecting_client_reset() {
-    client_leaves_while_connecting(true);
+    client_leaves_while_connecting(true, &[]);
+}
+
+#[test]
+fn test_connecting_client_fin_with_send_proxy() {
+    client_leaves_while_connecting(false, &["--send-proxy", "v1"]);
+}
+
+#[test]
+fn test_connecting_client_reset_with_send_proxy() {
+    client_leaves_while_connecting(true, &["--send-proxy", "v2"]);
 }
 
 /// A client that sent a request and half-closed while the connect is pending is kept, and its
