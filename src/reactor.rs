@@ -460,9 +460,9 @@ impl Reactor {
         }
     }
 
-    /// Makes sure the pair's next deadline is in the heap. Later deadlines (traffic extending an idle
-    /// timeout, a failover starting a new connect attempt) are not pushed: the armed entry fires first and
-    /// re-arms then.
+    /// Makes sure the pair's next deadline is in the set, and is its only entry there. Later deadlines
+    /// (traffic extending an idle timeout, a failover starting a new connect attempt) are not pushed: the
+    /// armed entry fires first and re-arms then. An earlier one replaces the armed entry.
     fn arm_timer(&mut self, slot: usize) {
         let Some(pair) = self.pairs.get_mut(slot) else {
             return;
@@ -483,7 +483,15 @@ impl Reactor {
             return;
         };
         if pair.armed.is_none_or(|armed| at < armed) {
-            pair.armed = Some(at);
+            // The later entry it replaces goes: left in the set it would wake the loop once for
+            // nothing, and outlive the pair (close_pair cancels only the armed one).
+            if let Some(old) = pair.armed.replace(at) {
+                self.timers.cancel(&Entry {
+                    at: old,
+                    slot,
+                    generation: pair.id,
+                });
+            }
             self.timers.push(Entry {
                 at,
                 slot,

@@ -1,10 +1,10 @@
 //! Every per-pair deadline (connect, idle, half-close) in one ordered set.
 //!
-//! The set holds at most a couple of entries per pair. Traffic that pushes a deadline later does not touch
-//! it: when the old entry fires, the reactor asks the pair for its real deadline and re-arms. Only a
-//! deadline that moves earlier adds a new entry; the superseded one is recognised and skipped when it
-//! comes due. A pair that no longer has any deadline (a connect that succeeded, with no idle timeout)
-//! has its entry cancelled outright: otherwise that entry would wake an idle process once for nothing.
+//! The set holds at most one entry per pair. Traffic that pushes a deadline later does not touch it: when
+//! the old entry fires, the reactor asks the pair for its real deadline and re-arms. A deadline that
+//! moves earlier replaces the entry (cancel, then push). A pair that no longer has any deadline (a
+//! connect that succeeded, with no idle timeout) has its entry cancelled outright, and so does a pair
+//! that closes: a stale entry would wake an idle process once for nothing.
 //! The reactor sleeps until the earliest entry, or forever when the set is empty, so an idle process
 //! makes no wakeups at all. (An ordered set rather than a binary heap because of that cancel.)
 

@@ -213,3 +213,41 @@ fn test_established_idle_pair_makes_no_wakeups() {
         second - first
     );
 }
+
+#[test]
+fn test_greeted_idle_pair_makes_no_wakeups() {
+    // A greeting pair arms its header deadline, then the earlier connect deadline replaces it. The
+    // replaced entry must go too, or it wakes the loop when the header timeout would have come due.
+    let backend = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &backend.upstream_arg(),
+        "--metrics",
+        "127.0.0.1:0",
+        "--accept-proxy",
+        "--header-timeout",
+        "1s",
+        "--connect-timeout",
+        "300ms",
+    ]);
+    let metrics = fwd.metrics_addr();
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        let mut client = common::connect(fwd.addr());
+        let header = format!("PROXY TCP4 192.0.2.1 127.0.0.1 {} 80\r\n", 1000 + i);
+        client.write_all(header.as_bytes()).expect("header");
+        client.write_all(b"ping").expect("write");
+        let mut back = [0u8; 4];
+        client.read_exact(&mut back).expect("echo");
+        clients.push(client);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let first = sample(&scrape(metrics), "edgefwd_polls_total");
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = sample(&scrape(metrics), "edgefwd_polls_total");
+    assert!(
+        second - first <= 4,
+        "{} polls with 20 idle greeted pairs: replaced deadlines woke the loop",
+        second - first
+    );
+}
