@@ -561,7 +561,9 @@ impl Pair {
                 Err(_) => return Outcome::Close(Cause::Rejected),
             }
         }
-        Outcome::Open
+        // The slice is spent and the socket may still hold bytes (and a FIN behind them). No new edge
+        // will say so: come back after the other pairs had their turn.
+        Outcome::Yield
     }
 
     /// The upstream connect could not even be started (the socket calls failed): a CONNECT client gets
@@ -651,8 +653,10 @@ impl Pair {
 
     /// Pumps both directions until neither can move, the budget is spent, or the pair is finished.
     pub fn run(&mut self, shared: &mut Shared<'_>, budget: usize, now: Instant) -> Outcome {
-        if self.phase != Phase::Established {
-            return Outcome::Open;
+        match self.phase {
+            Phase::Established => {}
+            Phase::Refusing => return self.write_refusal(),
+            _ => return Outcome::Open,
         }
         let mut budget = budget;
         for _ in 0..MAX_ROUNDS {
@@ -745,9 +749,11 @@ impl Pair {
         }
     }
 
-    /// True when exactly one direction has finished: the state FIN_WAIT2/CLOSE_WAIT pile up in.
+    /// True once either side has sent FIN: the state FIN_WAIT2/CLOSE_WAIT pile up in. Counted from the
+    /// FIN, not from passing it on: a direction still draining bytes its reader will not take (a zero
+    /// window) would otherwise keep the pair with no deadline at all.
     fn half_closed(&self) -> bool {
-        self.c2u.is_closed() != self.u2c.is_closed()
+        self.c2u.saw_eof() || self.u2c.saw_eof()
     }
 
     /// The next moment this pair must be looked at, and what it would mean then.

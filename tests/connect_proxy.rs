@@ -335,3 +335,36 @@ fn test_large_pipelined_upload_arrives_intact() {
         "the echoed stream differs"
     );
 }
+
+/// A refused client that keeps sending: the proxy discards its bytes in bounded slices, and must come
+/// back for the rest by itself (edge-triggered: no new event for bytes already queued), so the client's
+/// FIN behind them closes the pair at once, not when the 2s linger runs out.
+#[test]
+fn test_refused_client_with_a_large_body_is_closed_on_its_fin() {
+    let fwd = proxy(&["--allow", "127.0.0.1:1"]);
+    let mut client = connect(fwd.addr());
+    let mut writer = client.try_clone().expect("clone");
+    let body = thread::spawn(move || {
+        writer.write_all(b"CONNECT 127.0.0.1:2 HTTP/1.1\r\n\r\n")?;
+        writer.write_all(&vec![b'x'; 400 * 1024])?;
+        writer.shutdown(std::net::Shutdown::Write)
+    });
+    let (bytes, _) = read_until_end(&mut client, Duration::from_secs(5));
+    assert!(
+        bytes.starts_with(b"HTTP/1.1 403 Forbidden"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    body.join().expect("writer").expect("client body");
+    let close = fwd.wait_for_close("rejected", Duration::from_secs(5));
+    let duration: u64 = close
+        .line
+        .split_once("duration=")
+        .and_then(|(_, rest)| rest.split_once("ms"))
+        .and_then(|(ms, _)| ms.parse().ok())
+        .expect("duration in the close line");
+    assert!(
+        duration < 1500,
+        "closed after {duration}ms: the FIN behind the discarded body waited for the linger"
+    );
+}

@@ -123,3 +123,36 @@ fn test_half_closed_fin_timeout() {
     let close = fwd.wait_for_close("fin-timeout", Duration::from_secs(2));
     assert_eq!((close.c2u, close.u2c), (Some(1), Some(1)));
 }
+
+/// The upstream sends its whole reply and FIN; the client never reads, so the forwarder holds the rest
+/// of the reply and cannot pass the FIN on. That pair is half-closed too: --fin-timeout ends it (with a
+/// reset, since bytes are undelivered) instead of keeping it forever.
+#[test]
+fn test_fin_timeout_covers_a_fin_stuck_behind_undelivered_bytes() {
+    // 6 MiB fit in an 8 MiB ring (so the forwarder reads up to the FIN) but not in the client's
+    // socket buffers (so it cannot deliver them all).
+    let total = 6 << 20;
+    let (source, reports) = Backend::source(total);
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &source.upstream_arg(),
+        "--buffer-size",
+        "8m",
+        "--splice",
+        "off",
+        "--fin-timeout",
+        "1s",
+    ]);
+    let mut client = connect(fwd.addr());
+    let report = reports
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the source finished writing");
+    assert_eq!(report.end, End::Eof);
+    let close = fwd.wait_for_close("fin-timeout", Duration::from_secs(10));
+    assert!(
+        close.u2c.is_some_and(|n| n < total),
+        "the client read nothing, so not all could be delivered: {close:?}"
+    );
+    let (_, end) = read_until_end(&mut client, Duration::from_secs(10));
+    assert_eq!(end, End::Reset, "a truncated stream ended with a clean FIN");
+}
