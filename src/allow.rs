@@ -129,10 +129,26 @@ fn parse_dest(text: &str) -> Option<Dest> {
                 Some(_) => return None,
                 None => max,
             };
-            (prefix <= max).then_some(Dest::Net { base, prefix })
+            (prefix <= max).then_some(normalise_mapped(base, prefix))
         }
         (None, Some(_)) => None,
         (None, None) => parse_name_pattern(text).map(Dest::Name),
+    }
+}
+
+/// A network of IPv4-mapped IPv6 addresses (`[::ffff:10.0.0.0]/104`) is the IPv4 network it maps,
+/// because destinations are checked in their IPv4 form ([`in_network`]); kept as IPv6 it would
+/// silently match nothing.
+fn normalise_mapped(base: IpAddr, prefix: u8) -> Dest {
+    match base {
+        IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+            Some(v4) => Dest::Net {
+                base: IpAddr::V4(v4),
+                prefix: prefix - 96,
+            },
+            None => Dest::Net { base, prefix },
+        },
+        _ => Dest::Net { base, prefix },
     }
 }
 
@@ -209,6 +225,16 @@ mod tests {
         assert!(allow.allows(&ip("127.0.0.1"), 1));
         assert!(!allow.allows(&ip("127.0.0.2"), 1));
         assert!(!allow.allows(&name("localhost"), 443));
+    }
+
+    #[test]
+    fn test_ipv4_mapped_rules_match_both_forms() {
+        let allow = list(&["[::ffff:10.0.0.0]/104:443", "[::ffff:192.0.2.7]:80"]);
+        assert!(allow.allows(&ip("10.1.2.3"), 443));
+        assert!(allow.allows(&ip("::ffff:10.1.2.3"), 443));
+        assert!(!allow.allows(&ip("11.1.2.3"), 443));
+        assert!(allow.allows(&ip("192.0.2.7"), 80));
+        assert!(!allow.allows(&ip("192.0.2.8"), 80));
     }
 
     #[test]
