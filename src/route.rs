@@ -436,6 +436,20 @@ pub fn same_route(old: &RouteConfig, new: &RouteConfig) -> bool {
     sorted(&old.listen) == sorted(&new.listen)
 }
 
+/// Whether a matched route of a reloaded file asks for nothing the running route `old` does not already
+/// do. The resolved address of an upstream does not count (the name does): re-resolution keeps a
+/// running route's addresses current, and a route replaced only because DNS answered differently would
+/// lose its warm connections and balancer state, and count its limit afresh, for nothing.
+pub fn same_settings(old: &RouteConfig, new: &RouteConfig) -> bool {
+    let mut new = new.clone();
+    for upstream in &mut new.upstreams {
+        if let Some(running) = old.upstreams.iter().find(|u| u.name == upstream.name) {
+            upstream.addr = running.addr;
+        }
+    }
+    *old == new
+}
+
 fn millis_or_off(duration: Option<Duration>) -> String {
     duration.map_or_else(|| "off".to_string(), |d| format!("{}ms", d.as_millis()))
 }
@@ -495,6 +509,20 @@ mod tests {
             &route(None, &["127.0.0.1:81", "127.0.0.1:80"])
         ));
         assert!(!same_route(&old, &route(None, &["127.0.0.1:80"])));
+    }
+
+    #[test]
+    fn test_a_new_dns_answer_is_not_a_changed_route() {
+        let old = route(Some("web"), &["127.0.0.1:80"]);
+        let mut resolved_again = old.clone();
+        resolved_again.upstreams[0].addr = "127.0.0.2:9".parse().expect("addr");
+        assert!(same_settings(&old, &resolved_again));
+        let mut other_upstream = old.clone();
+        other_upstream.upstreams[0].name = "127.0.0.1:10".into();
+        assert!(!same_settings(&old, &other_upstream));
+        let mut other_limit = old.clone();
+        other_limit.max_connections = 11;
+        assert!(!same_settings(&old, &other_limit));
     }
 
     #[test]

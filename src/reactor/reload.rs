@@ -194,7 +194,7 @@ impl Reactor {
                 match found {
                     Some((key, route)) => {
                         used.insert(key);
-                        if route.config == *config {
+                        if route::same_settings(&route.config, config) {
                             Match::Kept(key)
                         } else {
                             Match::Changed(key)
