@@ -22,16 +22,32 @@ pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
 pub const DEFAULT_PIPE_SIZE: usize = 1 << 20;
 
 /// When a direction moves its bytes with splice(2) instead of through its ring (`--splice`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Splice {
     /// Always the ring.
     Off,
     /// The ring until one read fills it (a stream, not a request/response exchange), then a pipe, like
     /// HAProxy's `splice-auto`: small messages skip the two extra syscalls a pipe costs per chunk.
-    #[default]
     Auto,
     /// A pipe from the first byte.
     Always,
+}
+
+/// `--splice`'s default: `auto` where splice(2) exists (Linux), `off` elsewhere.
+pub const DEFAULT_SPLICE: &str = if cfg!(target_os = "linux") {
+    "auto"
+} else {
+    "off"
+};
+
+impl Default for Splice {
+    fn default() -> Splice {
+        if cfg!(target_os = "linux") {
+            Splice::Auto
+        } else {
+            Splice::Off
+        }
+    }
 }
 
 impl std::str::FromStr for Splice {

@@ -175,9 +175,9 @@ struct Cli {
     prewarm: u16,
 
     /// Zero-copy: move bytes socket -> pipe -> socket with splice(2) instead of through the rings: off,
-    /// auto (once a read fills a ring), always (`--splice` alone). Falls back to the rings, with a
-    /// warning, where splice is unavailable.
-    #[arg(long, value_name = "MODE", num_args = 0..=1, default_value = "auto", default_missing_value = "always", value_parser = str::parse::<Splice>)]
+    /// auto (once a read fills a ring; the default on Linux), always (`--splice` alone). Falls back to the
+    /// rings, with a warning, where splice is unavailable.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, default_value = config::DEFAULT_SPLICE, default_missing_value = "always", value_parser = str::parse::<Splice>)]
     splice: Splice,
 
     /// Capacity of each splice pipe (e.g. 64k, 1m): what one direction may hold on the splice path.

@@ -17,16 +17,44 @@ pub struct StreamOptions {
     pub keepalive: Option<Duration>,
 }
 
+/// A non-blocking, close-on-exec TCP socket for `addr`'s family: one socket(2) call where the flags can
+/// be given at creation, a socket(2) and an fcntl(2) elsewhere (macOS). socket2 sets close-on-exec.
+fn stream_socket(addr: SocketAddr) -> io::Result<Socket> {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    )))]
+    let socket = {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_nonblocking(true)?;
+        socket
+    };
+    Ok(socket)
+}
+
 /// Binds a non-blocking listener with SO_REUSEADDR (so a restart does not wait out TIME_WAIT) and the
 /// requested backlog. An IPv6 wildcard listener stays dual-stack only if the system default says so.
 /// `reuse_port` lets several reactors bind the same address, each with its own accept queue, the
 /// kernel spreading connections over them (SO_REUSEPORT).
 pub fn bind_listener(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        Some(Protocol::TCP),
-    )?;
+    let socket = stream_socket(addr)?;
     socket.set_reuse_address(true)?;
     if reuse_port {
         socket.set_reuse_port(true)?;
@@ -39,11 +67,7 @@ pub fn bind_listener(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Re
 /// Starts a non-blocking connect. `Ok` means the connect is in progress (or, rarely, done); completion is
 /// reported by a writable or error event and confirmed with [`connect_result`].
 pub fn start_connect(addr: SocketAddr, options: StreamOptions) -> io::Result<TcpStream> {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        Some(Protocol::TCP),
-    )?;
+    let socket = stream_socket(addr)?;
     apply_options(&SockRef::from(&socket), options)?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}

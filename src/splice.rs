@@ -13,7 +13,7 @@
 //! drained". For the same reason a short splice is not taken as proof that the socket is empty.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use log::warn;
@@ -34,7 +34,9 @@ pub struct Pipe {
 impl Pipe {
     /// Creates a pipe and asks for `size` bytes of capacity (the kernel may round it up to pages, or
     /// refuse above /proc/sys/fs/pipe-max-size; the capacity actually granted is what counts).
+    #[cfg(target_os = "linux")]
     pub fn new(size: usize) -> io::Result<Pipe> {
+        use std::os::fd::FromRawFd;
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: `fds` is a valid array of two c_ints for pipe2 to fill.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
@@ -57,6 +59,16 @@ impl Pipe {
             len: 0,
             capacity: granted as usize,
         })
+    }
+
+    /// splice(2) and resizable pipes are Linux's: elsewhere every direction stays on its ring (the
+    /// default `--splice` there is `off`; asking for it falls back loudly).
+    #[cfg(not(target_os = "linux"))]
+    pub fn new(_size: usize) -> io::Result<Pipe> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "splice(2) exists on Linux only",
+        ))
     }
 
     /// Bytes held.
@@ -90,6 +102,7 @@ impl Pipe {
 }
 
 /// One non-blocking splice(2) of up to `len` bytes.
+#[cfg(target_os = "linux")]
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
     // SAFETY: both fds are open for the duration of the call (they are borrowed from live owners), and
@@ -109,6 +122,12 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     } else {
         Ok(moved as usize)
     }
+}
+
+/// Never called: no [`Pipe`] can be made off Linux.
+#[cfg(not(target_os = "linux"))]
+fn splice(_from: RawFd, _to: RawFd, _len: usize) -> io::Result<usize> {
+    Err(io::ErrorKind::Unsupported.into())
 }
 
 /// A bounded stock of empty pipes, so bursts do not pay pipe2 + fcntl each time and fds go back after
