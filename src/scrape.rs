@@ -54,7 +54,7 @@ impl MetricsServer {
     }
 
     /// Accepts until WouldBlock. Scrapes past their age are dropped first, and a connection beyond
-    /// [`MAX_SCRAPES`] is closed at once rather than left in the backlog.
+    /// [`MAX_SCRAPES`] takes the place of the oldest rather than wait in the backlog.
     pub fn accept(&mut self, registry: &Registry, now: Instant) {
         if !self.ready {
             return;
@@ -87,8 +87,18 @@ impl MetricsServer {
         now: Instant,
     ) {
         if self.scrapes.len() >= MAX_SCRAPES {
-            debug!("metrics scrape from {peer} refused: {MAX_SCRAPES} in progress");
-            return;
+            // Full: the oldest goes. Refusing the newcomer instead would let a client that keeps idle
+            // connections open starve every real scrape, and a real scrape is answered in one turn, so
+            // the oldest is the likeliest idler.
+            let oldest = self
+                .scrapes
+                .iter()
+                .min_by_key(|(_, scrape)| scrape.accepted)
+                .map(|(key, _)| key);
+            if let Some(key) = oldest {
+                debug!("metrics: {MAX_SCRAPES} connections open, closing the oldest for {peer}");
+                self.scrapes.remove(key);
+            }
         }
         let entry = self.scrapes.vacant_entry();
         let both = Interest::READABLE | Interest::WRITABLE;

@@ -251,3 +251,22 @@ fn test_greeted_idle_pair_makes_no_wakeups() {
         second - first
     );
 }
+
+#[test]
+fn test_idle_metrics_connections_cannot_starve_a_scrape() {
+    // A client holds more connections to the metrics port than the responder keeps, sending
+    // nothing; a real scrape must still be answered (the oldest idler makes room).
+    let backend = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &backend.upstream_arg(),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics = fwd.metrics_addr();
+    let idlers: Vec<_> = (0..80).map(|_| common::connect(metrics)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let body = scrape(metrics);
+    assert!(body.contains("edgefwd_polls_total"), "{body}");
+    drop(idlers);
+}
