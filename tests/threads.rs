@@ -139,7 +139,18 @@ fn test_reload_keeps_the_shared_port_of_every_reactor() {
         rust_log: Some("info".into()),
         ..Options::default()
     };
-    let fwd = Forwarder::start_with(&["--config", file.path(), "--threads", "2"], &opts);
+    let fwd = Forwarder::start_with(
+        &[
+            "--config",
+            file.path(),
+            "--threads",
+            "2",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        &opts,
+    );
+    let metrics = fwd.metrics_addr();
     let listening = fwd.count_log("listening on");
     fwd.signal(libc::SIGHUP);
     assert!(
@@ -159,6 +170,14 @@ fn test_reload_keeps_the_shared_port_of_every_reactor() {
             .count(),
         2,
         "an unchanged route counted as changed:\n{logs}"
+    );
+    assert_eq!(
+        common::sample(
+            &common::scrape(metrics),
+            "edgefwd_reloads_total{result=\"ok\"}"
+        ),
+        1,
+        "one SIGHUP is one reload, however many reactors apply it"
     );
     for _ in 0..10 {
         echo_roundtrip(fwd.addr(), 1000, 1000);

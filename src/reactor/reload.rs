@@ -68,7 +68,7 @@ impl Reactor {
     }
 
     pub(super) fn reload_rejected(&mut self, message: &str) {
-        self.metrics.reloads_rejected += 1;
+        self.count_reload(false);
         error!("reload rejected, keeping the running configuration: {message}");
     }
 
@@ -171,7 +171,7 @@ impl Reactor {
             self.remove_if_drained(key);
         }
         self.adopt_globals(new);
-        self.metrics.reloads_ok += 1;
+        self.count_reload(true);
         info!(
             "reload: {} routes (+{} -{} ~{})",
             matches.len(),
@@ -316,6 +316,19 @@ impl Reactor {
         ));
         self.next_route_uid += 1;
         Ok(key)
+    }
+
+    /// Counts one SIGHUP once per process: with `--threads N` every reactor reloads on its own, and the
+    /// summed counters would say N reloads. Reactor 0's verdict stands for the process.
+    fn count_reload(&mut self, ok: bool) {
+        if self.siblings.index != 0 {
+            return;
+        }
+        if ok {
+            self.metrics.reloads_ok += 1;
+        } else {
+            self.metrics.reloads_rejected += 1;
+        }
     }
 
     /// The settings that are not per route: `shutdown_timeout` applies at once; the metrics endpoint and
