@@ -162,7 +162,10 @@ enum OneOrMany {
 
 /// `"HOST:PORT"`, `"HOST:PORT,weight=N"` or `{ addr = "HOST:PORT", weight = N }`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "an upstream: \"HOST:PORT[,weight=N]\" or { addr = \"HOST:PORT\", weight = N } (no other keys)"
+)]
 enum RawUpstream {
     Spec(String),
     Table(UpstreamTable),
@@ -382,9 +385,17 @@ impl Reader<'_> {
         let mut addrs = HashSet::new();
         for (index, route) in routes.iter().enumerate() {
             if !names.insert(route.name.as_str()) {
+                let why = if route.named {
+                    format!("'{}' names two routes", route.name)
+                } else {
+                    format!(
+                        "this route has no name and its default, '{}', is taken by another route: name it",
+                        route.name
+                    )
+                };
                 return Err(FileError::Invalid(format!(
-                    "{}: route[{index}].name: '{}' names two routes",
-                    self.label, route.name
+                    "{}: route[{index}].name: {why}",
+                    self.label
                 )));
             }
             for addr in route.listen.iter().filter(|addr| addr.port() != 0) {
@@ -680,6 +691,28 @@ upstreams = ["10.0.0.3:80"]
             "[[route]]\nlisten = \"127.0.0.1:7000\"\nupstreams = [\"10.0.0.1:80\"]\n[[route]]\nlisten = \"127.0.0.1:7000\"\nupstreams = [\"10.0.0.1:80\"]\n",
         );
         assert!(addrs.contains("route[1].listen"), "{addrs}");
+    }
+
+    #[test]
+    fn test_unnamed_route_clashing_with_a_named_one_is_told_to_take_a_name() {
+        let message = invalid(
+            "[[route]]\nname = \"route-2\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"10.0.0.1:80\"]\n[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"10.0.0.1:80\"]\n",
+        );
+        assert!(
+            message.contains("route[1].name") && message.contains("has no name"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn test_misspelled_upstream_table_key_says_what_an_upstream_is() {
+        let message = invalid(
+            "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [{ adr = \"10.0.0.1:80\" }]\n",
+        );
+        assert!(
+            message.contains("upstreams") && message.contains("addr = \"HOST:PORT\""),
+            "{message}"
+        );
     }
 
     #[test]
