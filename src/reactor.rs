@@ -68,6 +68,10 @@ use probes::Probe;
 /// Most connections accepted from one listener in one loop turn, so a connection flood cannot starve
 /// established pairs.
 const ACCEPT_BUDGET: usize = 256;
+/// Pair slots kept allocated once every pair has closed (see `release_pair_slots`): enough for
+/// everyday churn to reuse them without growing the slab again.
+const PAIR_SLOTS_KEPT: usize = 1024;
+
 /// How long accepting pauses after EMFILE/ENFILE: long enough to cost no CPU, short enough to resume fast.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Events fetched per `epoll_wait`.
@@ -424,7 +428,12 @@ impl Reactor {
             Err(err) => {
                 debug!("conn={} cannot start the upstream connect: {err}", pair.id);
                 // Not a failover case: no upstream of the route was tried.
-                return match pair.cannot_connect(now) {
+                let outcome = pair.cannot_connect(now);
+                if net::is_resource_exhaustion(&err) {
+                    // Out of fds: accepting more clients now would only fail the same way.
+                    self.pause_accepting(&err);
+                }
+                return match outcome {
                     Outcome::Close(cause) => self.close_pair(slot, cause),
                     outcome => self.settle(slot, outcome),
                 };
@@ -840,7 +849,12 @@ impl Reactor {
         let (mut stream, index, tried) =
             match next.map(|(stream, index, tried, _)| (stream, index, tried)) {
                 Ok(next) => next,
-                Err(_) => return self.close_pair(slot, cause),
+                Err(failure) => {
+                    if net::is_resource_exhaustion(&failure.error) {
+                        self.pause_accepting(&failure.error);
+                    }
+                    return self.close_pair(slot, cause);
+                }
             };
         let token = token_of(slot, Side::Upstream, pair.id);
         let both = Interest::READABLE | Interest::WRITABLE;
@@ -908,6 +922,7 @@ impl Reactor {
         self.remove_if_drained(pair.route);
         if self.pairs.is_empty() {
             self.shed_spare_pipes();
+            self.release_pair_slots();
         }
         if let Some(drain) = self.drain.as_mut() {
             if cause == Cause::Shutdown {
@@ -927,6 +942,16 @@ impl Reactor {
         {
             let route = self.routes.remove(key);
             info!("route {}: drained, removed", route.config.name);
+        }
+    }
+
+    /// A slab never shrinks: after a peak of N pairs it keeps N slots (a `Pair` is about half a KiB)
+    /// resident after they have all closed. When the last pair goes, a large slab is handed back to the
+    /// allocator, so RSS returns to where it started. Keys restart from 0, which tokens survive: each
+    /// carries its pair's generation, not only the slot.
+    fn release_pair_slots(&mut self) {
+        if self.pairs.capacity() > PAIR_SLOTS_KEPT {
+            self.pairs = Slab::new();
         }
     }
 

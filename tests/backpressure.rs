@@ -115,3 +115,51 @@ fn test_buffer_size_flag_forms() {
         assert_eq!(close.c2u, Some(4 << 20), "--buffer-size {size}");
     }
 }
+
+/// After a peak of thousands of pairs, all closed, the forwarder's RSS is back near where it started:
+/// the slots that held the pairs are given back, not kept for a peak that may never return.
+#[test]
+fn test_rss_returns_after_a_peak_of_pairs_closes() {
+    const PAIRS: usize = 4000;
+    let listener = listen_socket(loopback4(), 4096);
+    let upstream = listener.local_addr().expect("local_addr");
+    // The upstream holds every connection it is given, without traffic.
+    let holder = thread::spawn(move || {
+        let mut held = Vec::with_capacity(PAIRS + 1);
+        while held.len() <= PAIRS {
+            match listener.accept() {
+                Ok((stream, _)) => held.push(stream),
+                Err(_) => break,
+            }
+        }
+        held
+    });
+    let fwd = Forwarder::start(&["--upstream", &upstream.to_string()]);
+    drop(connect(fwd.addr()));
+    fwd.wait_for_close("client-abort", Duration::from_secs(5));
+    let (fds_before, rss_before) = (fwd.fd_count(), fwd.rss_kib());
+
+    let clients: Vec<_> = (0..PAIRS).map(|_| connect(fwd.addr())).collect();
+    assert!(
+        wait_until(Duration::from_secs(20), || fwd.fd_count()
+            >= fds_before + 2 * PAIRS),
+        "{} fds with {PAIRS} pairs open ({fds_before} before)",
+        fwd.fd_count()
+    );
+    let rss_peak = fwd.rss_kib();
+    // Resets, so each pair closes at once (a FIN would leave it half-closed: the upstream holds on).
+    clients.into_iter().for_each(reset);
+    assert!(
+        wait_until(Duration::from_secs(20), || fwd.fd_count() <= fds_before),
+        "{} fds after every client left ({fds_before} before)",
+        fwd.fd_count()
+    );
+    let rss_after = fwd.rss_kib();
+    assert!(
+        rss_after < rss_before + 1024,
+        "RSS {rss_before} KiB at start, {rss_peak} KiB with {PAIRS} pairs, {rss_after} KiB after they closed"
+    );
+    drop(fwd);
+    let _ = std::net::TcpStream::connect(upstream);
+    let _ = holder.join();
+}
