@@ -53,11 +53,17 @@ impl Pipe {
         if granted <= 0 {
             return Err(io::Error::last_os_error());
         }
+        let granted = granted as usize;
+        if !worth_splicing(size, granted) {
+            return Err(io::Error::other(format!(
+                "the kernel granted a {granted}-byte pipe for {size} asked (fs.pipe-user-pages-soft reached?)"
+            )));
+        }
         Ok(Pipe {
             read,
             write,
             len: 0,
-            capacity: granted as usize,
+            capacity: granted,
         })
     }
 
@@ -99,6 +105,14 @@ impl Pipe {
         self.len -= moved;
         Ok(moved)
     }
+}
+
+/// Past `fs.pipe-user-pages-soft` (16384 pages per user) an unprivileged process gets pipes of two pages,
+/// and resizing them fails. Splicing 8 KiB at a time costs more CPU per byte than the ring path does, so
+/// a pipe smaller than 64 KiB (or than asked, if less was asked) sends the direction to its ring instead.
+#[cfg(target_os = "linux")]
+fn worth_splicing(asked: usize, granted: usize) -> bool {
+    granted >= asked.min(64 * 1024)
 }
 
 /// One non-blocking splice(2) of up to `len` bytes.
@@ -250,6 +264,15 @@ mod tests {
             }
         });
         assert_eq!(eof, Some(0));
+    }
+
+    #[test]
+    fn test_a_pipe_much_smaller_than_asked_is_not_worth_splicing() {
+        assert!(worth_splicing(1 << 20, 1 << 20));
+        assert!(worth_splicing(1 << 20, 64 * 1024));
+        assert!(!worth_splicing(1 << 20, 8192));
+        assert!(worth_splicing(4096, 4096));
+        assert!(!worth_splicing(16 * 1024, 8192));
     }
 
     #[test]
