@@ -471,11 +471,16 @@ struct Fwd {
 }
 
 impl Fwd {
-    /// Starts edgefwd in front of `upstream`, with `args` added to its command line.
+    /// Starts edgefwd in front of `upstream`, with `args` added to its command line. The study is about
+    /// the ring path, so unless `args` choose a `--splice` mode it is `off` (the default `auto` would move
+    /// a stalled or bulk stream to pipes half-way through a figure).
     fn start(upstream: SocketAddr, args: &[String]) -> R<Fwd> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefwd"));
-        cmd.args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-            .arg("--upstream")
+        cmd.args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+        if !args.iter().any(|arg| arg == "--splice") {
+            cmd.args(["--splice", "off"]);
+        }
+        cmd.arg("--upstream")
             .arg(upstream.to_string())
             .args(args)
             .env_remove("RUST_LOG")
@@ -1571,7 +1576,9 @@ fn buffers(opts: &Options) -> R<()> {
             let sink = Sink::start(SinkCfg::fast())?;
             let mut args = vec!["--buffer-size".to_string(), size.to_string()];
             if splice {
-                args.push("--splice".into());
+                // Pipes as large as the ring, from the first byte, so the rows compare like with like.
+                args.extend(["--splice".into(), "always".into()]);
+                args.extend(["--pipe-size".into(), size.max(4096).to_string()]);
             }
             args.extend(opts.fwd_args.iter().cloned());
             let fwd = start_fwd(opts, sink.addr, &args)?;

@@ -20,27 +20,13 @@ pub struct StreamOptions {
 /// A non-blocking, close-on-exec TCP socket for `addr`'s family: one socket(2) call where the flags can
 /// be given at creation, a socket(2) and an fcntl(2) elsewhere (macOS). socket2 sets close-on-exec.
 fn stream_socket(addr: SocketAddr) -> io::Result<Socket> {
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    ))]
+    #[cfg(not(target_vendor = "apple"))]
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking(),
         Some(Protocol::TCP),
     )?;
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    )))]
+    #[cfg(target_vendor = "apple")]
     let socket = {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_nonblocking(true)?;

@@ -181,23 +181,19 @@ fn test_stats_interval_logs_deltas() {
     assert_eq!(total("c2u"), 50_000);
 }
 
-#[test]
-fn test_established_idle_pair_makes_no_wakeups() {
-    // The connect deadline of an established pair (with no idle timeout) must be cancelled, not left
-    // to wake the loop once for nothing when it comes due.
+/// Starts a forwarder with `args` (and `--metrics`), opens 20 pairs that each send `preamble(i)` and one
+/// echoed ping, then leaves them idle for `idle`; returns how many polls the loop made meanwhile.
+fn polls_over_idle_pairs(args: &[&str], preamble: impl Fn(usize) -> String, idle: Duration) -> u64 {
     let backend = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--metrics",
-        "127.0.0.1:0",
-        "--connect-timeout",
-        "300ms",
-    ]);
+    let upstream = backend.upstream_arg();
+    let mut all = vec!["--upstream", &upstream, "--metrics", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let fwd = Forwarder::start(&all);
     let metrics = fwd.metrics_addr();
     let mut clients = Vec::new();
-    for _ in 0..20 {
+    for i in 0..20 {
         let mut client = common::connect(fwd.addr());
+        client.write_all(preamble(i).as_bytes()).expect("preamble");
         client.write_all(b"ping").expect("write");
         let mut back = [0u8; 4];
         client.read_exact(&mut back).expect("echo");
@@ -205,12 +201,23 @@ fn test_established_idle_pair_makes_no_wakeups() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let first = sample(&scrape(metrics), "edgefwd_polls_total");
-    std::thread::sleep(Duration::from_millis(1200));
+    std::thread::sleep(idle);
     let second = sample(&scrape(metrics), "edgefwd_polls_total");
+    second - first
+}
+
+#[test]
+fn test_established_idle_pair_makes_no_wakeups() {
+    // The connect deadline of an established pair (with no idle timeout) must be cancelled, not left
+    // to wake the loop once for nothing when it comes due.
+    let polls = polls_over_idle_pairs(
+        &["--connect-timeout", "300ms"],
+        |_| String::new(),
+        Duration::from_millis(1200),
+    );
     assert!(
-        second - first <= 4,
-        "{} polls with 20 idle pairs: stale connect deadlines woke the loop",
-        second - first
+        polls <= 4,
+        "{polls} polls with 20 idle pairs: stale connect deadlines woke the loop"
     );
 }
 
@@ -218,37 +225,20 @@ fn test_established_idle_pair_makes_no_wakeups() {
 fn test_greeted_idle_pair_makes_no_wakeups() {
     // A greeting pair arms its header deadline, then the earlier connect deadline replaces it. The
     // replaced entry must go too, or it wakes the loop when the header timeout would have come due.
-    let backend = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--metrics",
-        "127.0.0.1:0",
-        "--accept-proxy",
-        "--header-timeout",
-        "1s",
-        "--connect-timeout",
-        "300ms",
-    ]);
-    let metrics = fwd.metrics_addr();
-    let mut clients = Vec::new();
-    for i in 0..20 {
-        let mut client = common::connect(fwd.addr());
-        let header = format!("PROXY TCP4 192.0.2.1 127.0.0.1 {} 80\r\n", 1000 + i);
-        client.write_all(header.as_bytes()).expect("header");
-        client.write_all(b"ping").expect("write");
-        let mut back = [0u8; 4];
-        client.read_exact(&mut back).expect("echo");
-        clients.push(client);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let first = sample(&scrape(metrics), "edgefwd_polls_total");
-    std::thread::sleep(Duration::from_millis(1500));
-    let second = sample(&scrape(metrics), "edgefwd_polls_total");
+    let polls = polls_over_idle_pairs(
+        &[
+            "--accept-proxy",
+            "--header-timeout",
+            "1s",
+            "--connect-timeout",
+            "300ms",
+        ],
+        |i| format!("PROXY TCP4 192.0.2.1 127.0.0.1 {} 80\r\n", 1000 + i),
+        Duration::from_millis(1500),
+    );
     assert!(
-        second - first <= 4,
-        "{} polls with 20 idle greeted pairs: replaced deadlines woke the loop",
-        second - first
+        polls <= 4,
+        "{polls} polls with 20 idle greeted pairs: replaced deadlines woke the loop"
     );
 }
 

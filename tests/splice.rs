@@ -8,6 +8,21 @@ use std::time::Duration;
 
 use common::{connect, echo_roundtrip, sample, scrape, Backend, Forwarder, Options};
 
+/// A forwarder to `echo` with `--splice MODE`, `--metrics` and `extra` flags.
+fn splice_forwarder(echo: &Backend, mode: &str, extra: &[&str]) -> Forwarder {
+    let upstream = echo.upstream_arg();
+    let mut args = vec![
+        "--upstream",
+        &upstream,
+        "--splice",
+        mode,
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    Forwarder::start(&args)
+}
+
 /// Spare pipes the reactor keeps (src/reactor.rs MAX_SPARE_PIPES), two fds each.
 const MAX_SPARE_PIPE_FDS: usize = 2 * 32;
 
@@ -91,18 +106,7 @@ fn test_splice_falls_back_loudly_when_no_pipe_can_be_made() {
 #[test]
 fn test_splice_auto_switches_a_stream_to_pipes_in_order() {
     let echo = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &echo.upstream_arg(),
-        "--splice",
-        "auto",
-        "--buffer-size",
-        "4k",
-        "--pipe-size",
-        "4k",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let fwd = splice_forwarder(&echo, "auto", &["--buffer-size", "4k", "--pipe-size", "4k"]);
     echo_roundtrip(fwd.addr(), 8 << 20, 64 * 1024);
     let close = fwd.wait_for_close("client-fin", Duration::from_secs(10));
     assert_eq!(close.c2u, Some(8 << 20));
@@ -121,14 +125,7 @@ fn test_splice_auto_switches_a_stream_to_pipes_in_order() {
 #[test]
 fn test_splice_auto_keeps_small_exchanges_on_the_ring() {
     let echo = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &echo.upstream_arg(),
-        "--splice",
-        "auto",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let fwd = splice_forwarder(&echo, "auto", &[]);
     let mut client = connect(fwd.addr());
     for i in 0..200u32 {
         let message = format!("request {i}");
@@ -145,24 +142,15 @@ fn test_splice_auto_keeps_small_exchanges_on_the_ring() {
 #[test]
 fn test_splice_off_never_switches() {
     let echo = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &echo.upstream_arg(),
-        "--splice",
-        "off",
-        "--buffer-size",
-        "4k",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let fwd = splice_forwarder(&echo, "off", &["--buffer-size", "4k"]);
     echo_roundtrip(fwd.addr(), 4 << 20, 64 * 1024);
     let body = scrape(fwd.metrics_addr());
     assert_eq!(sample(&body, "edgefwd_splice_switches_total"), 0);
 }
 
 /// The switch under backpressure: the upstream reads nothing for a while, so the ring that triggered
-/// the switch (larger than the socket's send buffer) is written out in pieces as the upstream drains. Until the last piece is out, the pipe
-/// must stay empty; the sink checks every byte's position.
+/// the switch (larger than the socket's send buffer) is written out in pieces as the upstream drains.
+/// Until the last piece is out, the pipe must stay empty; the sink checks every byte's position.
 #[test]
 fn test_splice_auto_switch_behind_a_stalled_reader_keeps_order() {
     let (sink, reports) = Backend::sink_stalled(Duration::from_millis(500));
