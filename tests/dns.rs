@@ -1,0 +1,104 @@
+//! DNS re-resolution: a host-name upstream is resolved again every `--resolve-interval`, and new
+//! connections follow a changed answer without a restart.
+//!
+//! The name is a made-up one that this test writes into /etc/hosts (which getaddrinfo reads), first
+//! for 127.0.0.1 and then for ::1, and removes again when it ends, however it ends. Where /etc/hosts
+//! cannot be written (not root), the test says so and does nothing.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use common::{connect, echo_conn, Backend, Forwarder};
+
+const HOSTS: &str = "/etc/hosts";
+
+/// Our line at the end of /etc/hosts; the file is put back as it was on drop.
+struct HostsEntry {
+    name: String,
+    original: String,
+}
+
+impl HostsEntry {
+    /// Adds `ip name`; `None` if /etc/hosts cannot be written here.
+    fn add(name: &str, ip: &str) -> Option<HostsEntry> {
+        let original = fs::read_to_string(HOSTS).ok()?;
+        let entry = HostsEntry {
+            name: name.into(),
+            original,
+        };
+        entry.point_to(ip).ok()?;
+        Some(entry)
+    }
+
+    /// Writes the original file plus `ip name`.
+    fn point_to(&self, ip: &str) -> std::io::Result<()> {
+        let separator = if self.original.ends_with('\n') { "" } else { "\n" };
+        let text = format!("{}{separator}{ip} {}\n", self.original, self.name);
+        fs::write(HOSTS, text)
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        let _ = fs::write(HOSTS, &self.original);
+    }
+}
+
+/// An echo backend on `bind` that first greets each connection with `label\n`.
+fn greeter(bind: SocketAddr, label: &'static str) -> Backend {
+    Backend::spawn(bind, move |mut stream: TcpStream| {
+        if stream.write_all(format!("{label}\n").as_bytes()).is_ok() {
+            echo_conn(stream);
+        }
+    })
+}
+
+/// Two greeters on the same port, one on 127.0.0.1 and one on ::1 (a port free on both is found by
+/// trying a few the kernel hands out).
+fn greeters_on_one_port() -> (Backend, Backend, u16) {
+    for _ in 0..50 {
+        let v4 = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = v4.local_addr().expect("local_addr").port();
+        if TcpListener::bind(("::1", port)).is_ok() {
+            drop(v4);
+            let a = greeter(SocketAddr::from(([127, 0, 0, 1], port)), "v4");
+            let b = greeter(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)), "v6");
+            return (a, b, port);
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and ::1");
+}
+
+fn greeting_through(fwd: &Forwarder) -> String {
+    let client = connect(fwd.addr());
+    let mut line = String::new();
+    BufReader::new(client)
+        .read_line(&mut line)
+        .expect("greeting");
+    line.trim_end().to_string()
+}
+
+#[test]
+fn test_changed_dns_answer_applies_to_new_connections() {
+    let name = format!("edgefwd-dns-test-{}.test", std::process::id());
+    let Some(entry) = HostsEntry::add(&name, "127.0.0.1") else {
+        eprintln!("skipped: {HOSTS} cannot be written here, so no name can be made to change");
+        return;
+    };
+    let (_v4, _v6, port) = greeters_on_one_port();
+    let upstream = format!("{name}:{port}");
+    let fwd = Forwarder::start(&["--upstream", &upstream, "--resolve-interval", "200ms"]);
+    assert_eq!(greeting_through(&fwd), "v4");
+
+    entry.point_to("::1").expect("rewrite /etc/hosts");
+    fwd.expect_log("now resolves to [::1]", Duration::from_secs(10));
+    assert_eq!(
+        greeting_through(&fwd),
+        "v6",
+        "a new connection went to the old address"
+    );
+}
