@@ -36,7 +36,11 @@ impl HostsEntry {
 
     /// Writes the original file plus `ip name`.
     fn point_to(&self, ip: &str) -> std::io::Result<()> {
-        let separator = if self.original.ends_with('\n') { "" } else { "\n" };
+        let separator = if self.original.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
         let text = format!("{}{separator}{ip} {}\n", self.original, self.name);
         fs::write(HOSTS, text)
     }
@@ -66,7 +70,10 @@ fn greeters_on_one_port() -> (Backend, Backend, u16) {
         if TcpListener::bind(("::1", port)).is_ok() {
             drop(v4);
             let a = greeter(SocketAddr::from(([127, 0, 0, 1], port)), "v4");
-            let b = greeter(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)), "v6");
+            let b = greeter(
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+                "v6",
+            );
             return (a, b, port);
         }
     }
