@@ -34,6 +34,9 @@ struct Warm {
     stream: TcpStream,
     /// The connect has been confirmed (take_error / peer_addr), not just started.
     connected: bool,
+    /// While connecting: when to give up (the route's connect timeout). A blackholed upstream would
+    /// otherwise hold the socket for the kernel's whole SYN retry schedule (about two minutes).
+    give_up_at: Instant,
     /// The route it was opened for (its uid, which a reload never reuses) and the upstream's index
     /// there: a client takes only a connection to the upstream its route's balancer picked for it.
     route: u64,
@@ -65,9 +68,30 @@ impl WarmPool {
         }
     }
 
-    /// When the pool wants to be refilled again after a backoff.
-    pub fn retry_at(&self) -> Option<Instant> {
-        self.retry_at
+    /// The next moment the pool needs the loop: a backoff that ends, or a connect that times out.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let connects = self
+            .conns
+            .iter()
+            .filter(|(_, warm)| !warm.connected)
+            .map(|(_, warm)| warm.give_up_at)
+            .min();
+        self.retry_at.into_iter().chain(connects).min()
+    }
+
+    /// Gives up on connects past their timeout (as on a refused connect: discard, back off).
+    pub fn expire_connects(&mut self, now: Instant) {
+        let late: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, warm)| !warm.connected && warm.give_up_at <= now)
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in late {
+            self.conns.remove(slot);
+            let err = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+            self.back_off(now, &err);
+        }
     }
 
     /// Forgets a backoff whose time has come. The reactor sleeps until `retry_at`; one left in the past
@@ -85,13 +109,14 @@ impl WarmPool {
     }
 
     /// Starts connects until route `route` has `target` connections, spread over `upstreams` (the
-    /// indices and addresses of the ones that are up), unless the pool is backing off.
+    /// indices and addresses of the ones that are up), unless the pool is backing off. Each may take
+    /// `connect_timeout`.
     pub fn refill(
         &mut self,
         registry: &Registry,
         route: u64,
         upstreams: &[(usize, SocketAddr)],
-        options: StreamOptions,
+        (options, connect_timeout): (StreamOptions, Duration),
         now: Instant,
     ) {
         self.expire_backoff(now);
@@ -113,6 +138,7 @@ impl WarmPool {
                     entry.insert(Warm {
                         stream,
                         connected: false,
+                        give_up_at: now + connect_timeout,
                         route,
                         upstream,
                     });
@@ -226,7 +252,13 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let mut poll = Poll::new().expect("poll");
         let mut pool = WarmPool::new(3);
-        pool.refill(poll.registry(), 7, &[(0, addr)], options(), Instant::now());
+        pool.refill(
+            poll.registry(),
+            7,
+            &[(0, addr)],
+            (options(), Duration::from_secs(5)),
+            Instant::now(),
+        );
         pump_until(&mut poll, &mut pool, |pool| pool.ready() == 3);
         assert!(
             pool.take(8, 0).is_none(),
@@ -249,7 +281,13 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let mut poll = Poll::new().expect("poll");
         let mut pool = WarmPool::new(1);
-        pool.refill(poll.registry(), 1, &[(0, addr)], options(), Instant::now());
+        pool.refill(
+            poll.registry(),
+            1,
+            &[(0, addr)],
+            (options(), Duration::from_secs(5)),
+            Instant::now(),
+        );
         pump_until(&mut poll, &mut pool, |pool| pool.ready() == 1);
         let (server_side, _) = listener.accept().expect("accept");
         drop(server_side);
@@ -263,8 +301,14 @@ mod tests {
             .expect("free port");
         let mut poll = Poll::new().expect("poll");
         let mut pool = WarmPool::new(2);
-        pool.refill(poll.registry(), 1, &[(0, addr)], options(), Instant::now());
-        pump_until(&mut poll, &mut pool, |pool| pool.retry_at().is_some());
+        pool.refill(
+            poll.registry(),
+            1,
+            &[(0, addr)],
+            (options(), Duration::from_secs(5)),
+            Instant::now(),
+        );
+        pump_until(&mut poll, &mut pool, |pool| pool.retry_at.is_some());
         assert_eq!(pool.ready(), 0);
     }
 }

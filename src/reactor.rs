@@ -307,7 +307,7 @@ impl Reactor {
             self.stats.as_ref().map(|stats| stats.next),
             rounds,
             self.probes.iter().map(|(_, probe)| probe.deadline).min(),
-            self.warm.as_ref().and_then(WarmPool::retry_at),
+            self.warm.as_ref().and_then(WarmPool::next_deadline),
         ]
         .into_iter()
         .flatten()
@@ -778,6 +778,7 @@ impl Reactor {
         let Some(warm) = self.warm.as_mut() else {
             return;
         };
+        warm.expire_connects(self.now);
         warm.expire_backoff(self.now);
         // Routes whose clients greet first connect after the greeting, never to a warm connection.
         let warmable = |route: &Route| !route.draining && route.greeting.is_none();
@@ -793,7 +794,7 @@ impl Reactor {
                 self.poll.registry(),
                 route.uid,
                 &up,
-                route.options,
+                (route.options, route.deadlines.connect),
                 self.now,
             );
         }

@@ -223,3 +223,22 @@ fn test_pool_with_every_upstream_down_does_not_spin() {
         "forwarder used {used} ticks ({ticks}/s) in 2s with nothing to do: a busy loop"
     );
 }
+
+/// A warm connect the upstream never answers (SYNs dropped) is given up after --connect-timeout, like
+/// a client's, instead of holding its socket through the kernel's two-minute SYN retries.
+#[test]
+fn test_warm_connect_to_a_blackhole_times_out() {
+    let hole = common::Blackhole::new();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &hole.addr().to_string(),
+        "--prewarm",
+        "1",
+        "--connect-timeout",
+        "300ms",
+    ]);
+    fwd.expect_log(
+        "warm upstream connect failed: connect timed out",
+        Duration::from_secs(3),
+    );
+}
