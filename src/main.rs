@@ -246,9 +246,11 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
 fn run_reactors(mut config: Config, defaults: Defaults, nofile: u64) -> Result<Exit, Failure> {
     let threads = config.threads;
     let board = (threads > 1).then(|| Arc::new(MetricsBoard::new(threads)));
+    let followers = Arc::default();
     let siblings = |index| Siblings {
         index,
         board: board.clone(),
+        followers: Arc::clone(&followers),
     };
     // Each reactor gets an even share of every route's connection limit.
     for route in &mut config.routes {

@@ -31,7 +31,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -50,7 +51,7 @@ use crate::net;
 use crate::pair::{Cause, Outcome, Pair, Phase, NO_UPSTREAM};
 use crate::prewarm::WarmPool;
 use crate::readiness::Event;
-use crate::resolve::Worker;
+use crate::resolve::{Job, Worker};
 use crate::route::{Listener, NoUpstream, Route};
 use crate::scrape::MetricsServer;
 use crate::throttle::Throttle;
@@ -99,21 +100,21 @@ struct Drain {
 }
 
 /// Where a reactor stands among the `--threads` reactors.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Siblings {
-    /// This reactor's number; reactor 0 serves `--metrics`.
+    /// This reactor's number; reactor 0 serves `--metrics` and leads reloads.
     pub index: usize,
     /// Where every reactor publishes its counters; `None` with a single reactor.
     pub board: Option<Arc<MetricsBoard>>,
+    /// The other reactors' resolver inboxes: reactor 0 reads a reloaded file once and hands the result
+    /// to them (see `reload`), so all apply the same configuration and bind the same ports.
+    pub followers: Arc<Mutex<Vec<Sender<Job>>>>,
 }
 
 impl Siblings {
     /// The only reactor of the process.
     pub fn alone() -> Siblings {
-        Siblings {
-            index: 0,
-            board: None,
-        }
+        Siblings::default()
     }
 }
 
@@ -142,6 +143,8 @@ pub struct Reactor {
     /// `--prewarm` upstream connections.
     warm: Option<WarmPool>,
     siblings: Siblings,
+    /// While following reactor 0's reload: route by route, the addresses it bound (see `follow`).
+    reload_pins: Vec<Vec<SocketAddr>>,
     timers: Timers,
     /// The configuration in force: the one started with, or the last one a reload accepted.
     config: Config,
@@ -194,6 +197,12 @@ impl Reactor {
         } else {
             None
         };
+        if siblings.index != 0 {
+            if let (Some(worker), Ok(mut followers)) = (worker.as_ref(), siblings.followers.lock())
+            {
+                followers.push(worker.inbox());
+            }
+        }
         let now = Instant::now();
         let mut reactor = Reactor {
             poll,
@@ -211,6 +220,7 @@ impl Reactor {
                 .stats_interval
                 .map(|interval| StatsTicker::new(interval, now)),
             siblings,
+            reload_pins: Vec::new(),
             warm: (config.prewarm > 0).then(|| WarmPool::new(config.prewarm)),
             timers: Timers::new(),
             config: config.clone(),

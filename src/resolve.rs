@@ -40,6 +40,9 @@ pub enum Job {
     },
     /// Read, validate and resolve the config file.
     Reload { path: PathBuf, defaults: Defaults },
+    /// `--threads`: the first reactor has applied `config`; this reactor follows it, binding new
+    /// listeners at `pins` (route by route, the addresses the first reactor got for them).
+    Follow(Box<(Config, Vec<Vec<SocketAddr>>)>),
 }
 
 /// What came back.
@@ -51,6 +54,8 @@ pub enum Answer {
         addrs: Vec<(usize, Result<SocketAddr, String>)>,
     },
     Reloaded(Box<Result<Config, FileError>>),
+    /// A [`Job::Follow`], handed back on the reactor's own thread.
+    Follow(Box<(Config, Vec<Vec<SocketAddr>>)>),
 }
 
 /// The worker thread's two channel ends, as the reactor holds them.
@@ -80,6 +85,11 @@ impl Worker {
         Ok(Worker { jobs, answers })
     }
 
+    /// Another thread's way to queue jobs here (the first reactor hands reloads to the others).
+    pub fn inbox(&self) -> Sender<Job> {
+        self.jobs.clone()
+    }
+
     /// Queues a job; `false` if the thread is gone (it only ends when the reactor drops this handle, or
     /// if it panicked).
     pub fn submit(&self, job: Job) -> bool {
@@ -103,6 +113,7 @@ fn run(job: Job) -> Answer {
                 .collect(),
         },
         Job::Reload { path, defaults } => Answer::Reloaded(Box::new(file::load(&path, defaults))),
+        Job::Follow(applied) => Answer::Follow(applied),
     }
 }
 

@@ -183,3 +183,49 @@ fn test_reload_keeps_the_shared_port_of_every_reactor() {
         echo_roundtrip(fwd.addr(), 1000, 1000);
     }
 }
+
+#[test]
+fn test_reload_gives_an_added_route_one_port_in_every_reactor() {
+    // A route added by a reload with port 0: the first reactor reads the file and binds, the others
+    // follow on the port it got, as at start; one file read, one port.
+    let echo = Backend::echo();
+    let route = |name: &str| {
+        format!(
+            "[[route]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\"]\n",
+            echo.upstream_arg()
+        )
+    };
+    let file = common::ConfigFile::new(&route("web"));
+    let opts = Options {
+        rust_log: Some("info".into()),
+        ..Options::default()
+    };
+    let fwd = Forwarder::start_with(&["--config", file.path(), "--threads", "2"], &opts);
+    file.write(&format!("{}{}", route("web"), route("api")));
+    fwd.signal(libc::SIGHUP);
+    let api_lines = || {
+        fwd.logs()
+            .lines()
+            .filter(|line| line.contains("listening on") && line.contains("route=api"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        common::wait_until(Duration::from_secs(10), || api_lines().len() >= 2),
+        "both reactors start the added route:\n{}",
+        fwd.logs()
+    );
+    let addrs: Vec<std::net::SocketAddr> = api_lines()
+        .iter()
+        .filter_map(|line| line.split_whitespace().skip_while(|w| *w != "on").nth(1))
+        .filter_map(|addr| addr.parse().ok())
+        .collect();
+    assert_eq!(addrs.len(), 2, "{:?}", api_lines());
+    assert_eq!(
+        addrs[0], addrs[1],
+        "the reactors bound the added route on different ports"
+    );
+    for _ in 0..10 {
+        echo_roundtrip(addrs[0], 1000, 1000);
+    }
+}

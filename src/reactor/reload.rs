@@ -49,6 +49,10 @@ impl Reactor {
     /// SIGHUP: the file is read, validated and resolved by the resolver thread; the answer comes back
     /// through [`Self::on_waker`].
     pub(super) fn request_reload(&mut self) {
+        if self.siblings.index != 0 {
+            // Reactor 0 reads the file once for all `--threads` reactors and hands it on (`follow`).
+            return;
+        }
         let Some(path) = self.config.file.clone() else {
             warn!("SIGHUP ignored: no --config file to reload");
             return;
@@ -86,6 +90,7 @@ impl Reactor {
             info!("reload ignored: shutting down");
             return;
         }
+        let handoff = self.has_followers().then(|| new.clone());
         // As at start, each of the `--threads` reactors takes an even share of every route's limit.
         for route in &mut new.routes {
             route.max_connections = route.max_connections.div_ceil(self.config.threads);
@@ -127,10 +132,14 @@ impl Reactor {
         };
         // From here on nothing fails as a whole.
         let mut taken = self.retire(&retiring);
+        // Where each route of the new configuration now runs (for the followers' pins).
+        let mut running: Vec<Option<usize>> = Vec::with_capacity(new.routes.len());
         for ((route, found), sources) in new.routes.iter().zip(&matches).zip(sources) {
-            if let Match::Kept(_) = found {
+            if let Match::Kept(key) = found {
+                running.push(Some(*key));
                 continue;
             }
+            running.push(None);
             let listeners = sources
                 .into_iter()
                 .filter_map(|source| match source {
@@ -139,7 +148,12 @@ impl Reactor {
                 })
                 .collect();
             let key = match self.insert_route(route.clone(), listeners) {
-                Ok(key) => key,
+                Ok(key) => {
+                    if let Some(slot) = running.last_mut() {
+                        *slot = Some(key);
+                    }
+                    key
+                }
                 Err(message) => {
                     error!("reload: route {} not started: {message}", route.name);
                     continue;
@@ -172,6 +186,9 @@ impl Reactor {
         }
         self.adopt_globals(new);
         self.count_reload(true);
+        if let Some(config) = handoff {
+            self.hand_on(config, &running);
+        }
         info!(
             "reload: {} routes (+{} -{} ~{})",
             matches.len(),
@@ -179,6 +196,46 @@ impl Reactor {
             removed.len(),
             replaced.len()
         );
+    }
+
+    /// `--threads`: this is reactor 0 and there are others to hand reloads on to.
+    fn has_followers(&self) -> bool {
+        self.siblings.index == 0
+            && self
+                .siblings
+                .followers
+                .lock()
+                .is_ok_and(|followers| !followers.is_empty())
+    }
+
+    /// Hands an applied configuration to the other reactors, with the addresses this reactor's routes
+    /// are bound to (`running`: for each route of `config`, its slot here), so a route added with port 0
+    /// gets the same port in every reactor, as at start.
+    fn hand_on(&self, config: Config, running: &[Option<usize>]) {
+        let pins: Vec<Vec<SocketAddr>> = running
+            .iter()
+            .map(|key| {
+                key.and_then(|key| self.routes.get(key))
+                    .map(|route| route.listeners.iter().map(|l| l.local).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let Ok(followers) = self.siblings.followers.lock() else {
+            return;
+        };
+        for inbox in followers.iter() {
+            let job = Job::Follow(Box::new((config.clone(), pins.clone())));
+            if inbox.send(job).is_err() {
+                warn!("reload: a sibling reactor is gone; it keeps its configuration");
+            }
+        }
+    }
+
+    /// `--threads`: applies the configuration reactor 0 has applied, binding new listeners where it did.
+    pub(super) fn follow(&mut self, config: Config, pins: Vec<Vec<SocketAddr>>) {
+        self.reload_pins = pins;
+        self.reload(config);
+        self.reload_pins = Vec::new();
     }
 
     /// Pairs each new route with the running route it continues, if any.
@@ -231,14 +288,15 @@ impl Reactor {
             })
             .collect();
         let mut all = Vec::with_capacity(routes.len());
-        for (route, found) in routes.iter().zip(matches) {
+        for (at, (route, found)) in routes.iter().zip(matches).enumerate() {
+            let pins = self.reload_pins.get(at);
             let mut sources = Vec::new();
             if !matches!(found, Match::Kept(_)) {
                 let continues = match found {
                     Match::Changed(key) => Some(*key),
                     _ => None,
                 };
-                for addr in &route.listen {
+                for (index, addr) in route.listen.iter().enumerate() {
                     let reusable = |(key, _, requested, local): &Spare| {
                         (requested == addr && (addr.port() != 0 || continues == Some(*key)))
                             || (addr.port() != 0 && local == addr)
@@ -248,8 +306,9 @@ impl Reactor {
                             let (key, index, _, _) = spare.swap_remove(at);
                             sources.push(Source::Moved(key, index));
                         }
-                        None => sources.push(Source::Bound(Listener::bind(
+                        None => sources.push(Source::Bound(Listener::bind_at(
                             *addr,
+                            *pins.and_then(|pins| pins.get(index)).unwrap_or(addr),
                             route.backlog,
                             self.config.threads > 1,
                         )?)),

@@ -64,6 +64,10 @@ impl Reactor {
                     Ok(config) => self.reload(config),
                     Err(err) => self.reload_rejected(err.message()),
                 },
+                Answer::Follow(applied) => {
+                    let (config, pins) = *applied;
+                    self.follow(config, pins);
+                }
             }
         }
     }
