@@ -8,16 +8,21 @@ use std::time::Duration;
 
 use common::{echo_roundtrip, http_get, sample, scrape, Backend, Forwarder, Options, IO_TIMEOUT};
 
+/// An echo backend and a forwarder to it serving `--metrics` (plus `extra` flags), and the metrics
+/// address. The backend is returned to keep it alive.
+fn echo_with_metrics(extra: &[&str]) -> (Backend, Forwarder, std::net::SocketAddr) {
+    let backend = Backend::echo();
+    let upstream = backend.upstream_arg();
+    let mut args = vec!["--upstream", &upstream, "--metrics", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let fwd = Forwarder::start(&args);
+    let metrics = fwd.metrics_addr();
+    (backend, fwd, metrics)
+}
+
 #[test]
 fn test_metrics_scrape_is_prometheus_text_and_counters_move() {
-    let backend = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
-    let metrics = fwd.metrics_addr();
+    let (_backend, fwd, metrics) = echo_with_metrics(&[]);
 
     let before = scrape(metrics);
     for line in before.lines() {
@@ -70,14 +75,7 @@ fn test_metrics_scrape_is_prometheus_text_and_counters_move() {
 
 #[test]
 fn test_metrics_unknown_path_and_method() {
-    let backend = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
-    let metrics = fwd.metrics_addr();
+    let (_backend, _fwd, metrics) = echo_with_metrics(&[]);
     assert_eq!(http_get(metrics, "/").0, "HTTP/1.1 404 Not Found");
     let mut stream = TcpStream::connect(metrics).expect("connect");
     stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
@@ -93,14 +91,7 @@ fn test_metrics_unknown_path_and_method() {
 fn test_idle_process_makes_no_wakeups() {
     // epoll_wait must block without a timeout when nothing is pending: over a second of idleness the
     // only polls are the ones the scrapes themselves cause.
-    let backend = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
-    let metrics = fwd.metrics_addr();
+    let (_backend, _fwd, metrics) = echo_with_metrics(&[]);
     let first = sample(&scrape(metrics), "edgefwd_polls_total");
     std::thread::sleep(Duration::from_millis(1500));
     let second = sample(&scrape(metrics), "edgefwd_polls_total");
@@ -184,12 +175,7 @@ fn test_stats_interval_logs_deltas() {
 /// Starts a forwarder with `args` (and `--metrics`), opens 20 pairs that each send `preamble(i)` and one
 /// echoed ping, then leaves them idle for `idle`; returns how many polls the loop made meanwhile.
 fn polls_over_idle_pairs(args: &[&str], preamble: impl Fn(usize) -> String, idle: Duration) -> u64 {
-    let backend = Backend::echo();
-    let upstream = backend.upstream_arg();
-    let mut all = vec!["--upstream", &upstream, "--metrics", "127.0.0.1:0"];
-    all.extend_from_slice(args);
-    let fwd = Forwarder::start(&all);
-    let metrics = fwd.metrics_addr();
+    let (_backend, fwd, metrics) = echo_with_metrics(args);
     let mut clients = Vec::new();
     for i in 0..20 {
         let mut client = common::connect(fwd.addr());
@@ -246,14 +232,7 @@ fn test_greeted_idle_pair_makes_no_wakeups() {
 fn test_idle_metrics_connections_cannot_starve_a_scrape() {
     // A client holds more connections to the metrics port than the responder keeps, sending
     // nothing; a real scrape must still be answered (the oldest idler makes room).
-    let backend = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
-    let metrics = fwd.metrics_addr();
+    let (_backend, _fwd, metrics) = echo_with_metrics(&[]);
     let idlers: Vec<_> = (0..80).map(|_| common::connect(metrics)).collect();
     std::thread::sleep(Duration::from_millis(200));
     let body = scrape(metrics);
