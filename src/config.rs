@@ -50,6 +50,16 @@ impl Default for Splice {
     }
 }
 
+impl std::fmt::Display for Splice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Splice::Off => "off",
+            Splice::Auto => "auto",
+            Splice::Always => "always",
+        })
+    }
+}
+
 impl std::str::FromStr for Splice {
     type Err = String;
 

@@ -257,8 +257,12 @@ fn run_reactors(mut config: Config, defaults: Defaults, nofile: u64) -> Result<E
         route.max_connections = route.max_connections.div_ceil(threads);
     }
     let first = Reactor::new(config.clone(), defaults, siblings(0), &[])?;
+    let splice = match config.splice {
+        Splice::Off => String::from("off"),
+        mode => format!("{mode} pipe-size={}", config.pipe_size),
+    };
     for line in first.start_lines() {
-        info!("{line} threads={threads} nofile={nofile}");
+        info!("{line} splice={splice} threads={threads} nofile={nofile}");
     }
     if let Some(addr) = first.metrics_addr() {
         info!("metrics on http://{addr}/metrics");
