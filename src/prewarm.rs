@@ -87,8 +87,11 @@ impl WarmPool {
             .filter(|(_, warm)| !warm.connected && warm.give_up_at <= now)
             .map(|(slot, _)| slot)
             .collect();
-        for slot in late {
+        for &slot in &late {
             self.conns.remove(slot);
+        }
+        if !late.is_empty() {
+            // One backoff step per turn, however many connects ran out together.
             let err = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
             self.back_off(now, &err);
         }

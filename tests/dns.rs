@@ -16,19 +16,27 @@ use common::{connect, echo_conn, Backend, Forwarder};
 
 const HOSTS: &str = "/etc/hosts";
 
+/// The tests of this file take turns with /etc/hosts.
+static HOSTS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Our line at the end of /etc/hosts; the file is put back as it was on drop.
 struct HostsEntry {
     name: String,
     original: String,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl HostsEntry {
     /// Adds `ip name`; `None` if /etc/hosts cannot be written here.
     fn add(name: &str, ip: &str) -> Option<HostsEntry> {
+        let turn = HOSTS_LOCK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let original = fs::read_to_string(HOSTS).ok()?;
         let entry = HostsEntry {
             name: name.into(),
             original,
+            _turn: turn,
         };
         entry.point_to(ip).ok()?;
         Some(entry)
@@ -62,8 +70,9 @@ fn greeter(bind: SocketAddr, label: &'static str) -> Backend {
 }
 
 /// Two greeters on the same port, one on 127.0.0.1 and one on ::1 (a port free on both is found by
-/// trying a few the kernel hands out).
-fn greeters_on_one_port() -> (Backend, Backend, u16) {
+/// trying a few the kernel hands out); `None` where ::1 cannot be bound at all.
+fn greeters_on_one_port() -> Option<(Backend, Backend, u16)> {
+    TcpListener::bind("[::1]:0").ok()?;
     for _ in 0..50 {
         let v4 = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         let port = v4.local_addr().expect("local_addr").port();
@@ -74,7 +83,7 @@ fn greeters_on_one_port() -> (Backend, Backend, u16) {
                 SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
                 "v6",
             );
-            return (a, b, port);
+            return Some((a, b, port));
         }
     }
     panic!("no port free on both 127.0.0.1 and ::1");
@@ -96,7 +105,10 @@ fn test_changed_dns_answer_applies_to_new_connections() {
         eprintln!("skipped: {HOSTS} cannot be written here, so no name can be made to change");
         return;
     };
-    let (_v4, _v6, port) = greeters_on_one_port();
+    let Some((_v4, _v6, port)) = greeters_on_one_port() else {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    };
     let upstream = format!("{name}:{port}");
     let fwd = Forwarder::start(&["--upstream", &upstream, "--resolve-interval", "200ms"]);
     assert_eq!(greeting_through(&fwd), "v4");
@@ -108,4 +120,29 @@ fn test_changed_dns_answer_applies_to_new_connections() {
         "v6",
         "a new connection went to the old address"
     );
+}
+
+/// With re-resolution off, a SIGHUP is how a DNS change is made to apply: the route is kept (nothing
+/// else changed) but takes the address the reloaded file resolved.
+#[test]
+fn test_sighup_applies_a_changed_dns_answer() {
+    let name = format!("edgefwd-dns-hup-{}.test", std::process::id());
+    let Some((_v4, _v6, port)) = greeters_on_one_port() else {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    };
+    let Some(entry) = HostsEntry::add(&name, "127.0.0.1") else {
+        eprintln!("skipped: {HOSTS} cannot be written here, so no name can be made to change");
+        return;
+    };
+    let text = format!(
+        "[[route]]\nname = \"dns\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{name}:{port}\"]\nresolve_interval = \"0s\"\n"
+    );
+    let file = common::ConfigFile::new(&text);
+    let fwd = Forwarder::start(&["--config", file.path()]);
+    assert_eq!(greeting_through(&fwd), "v4");
+    entry.point_to("::1").expect("rewrite /etc/hosts");
+    fwd.signal(libc::SIGHUP);
+    fwd.expect_log("now resolves to [::1]", Duration::from_secs(10));
+    assert_eq!(greeting_through(&fwd), "v6");
 }

@@ -137,6 +137,7 @@ impl Reactor {
         for ((route, found), sources) in new.routes.iter().zip(&matches).zip(sources) {
             if let Match::Kept(key) = found {
                 running.push(Some(*key));
+                self.adopt_addresses(*key, route);
                 continue;
             }
             running.push(None);
@@ -196,6 +197,24 @@ impl Reactor {
             removed.len(),
             replaced.len()
         );
+    }
+
+    /// A kept route takes the addresses the reloaded file resolved its names to (a SIGHUP is how an
+    /// operator makes a DNS change apply now), as re-resolution would.
+    fn adopt_addresses(&mut self, key: usize, config: &RouteConfig) {
+        let Some(route) = self.routes.get_mut(key) else {
+            return;
+        };
+        for upstream in route.upstreams.iter_mut() {
+            let fresh = config.upstreams.iter().find(|u| u.name == upstream.name);
+            if let Some(fresh) = fresh.filter(|fresh| fresh.addr != upstream.addr) {
+                info!(
+                    "upstream {} of route {} now resolves to {} (was {})",
+                    upstream.name, route.config.name, fresh.addr, upstream.addr
+                );
+                upstream.addr = fresh.addr;
+            }
+        }
     }
 
     /// `--threads`: this is reactor 0 and there are others to hand reloads on to.
