@@ -962,7 +962,7 @@ impl Reactor {
     /// carries its pair's generation, not only the slot.
     fn release_pair_slots(&mut self) {
         if self.pairs.capacity() > PAIR_SLOTS_KEPT {
-            self.pairs = Slab::new();
+            self.pairs = Slab::with_capacity(PAIR_SLOTS_KEPT);
         }
     }
 

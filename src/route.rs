@@ -151,6 +151,18 @@ pub struct Route {
 }
 
 impl Route {
+    /// Upstream `index` now resolves to `addr` (re-resolution, or a reloaded file): new connects go
+    /// there; live pairs keep the socket they have. Logged only when the address really changes.
+    pub fn readdress(&mut self, index: usize, addr: SocketAddr) {
+        let route = &self.config.name;
+        if let Some(upstream) = self.upstreams.get_mut(index).filter(|u| u.addr != addr) {
+            info!(
+                "upstream {} of route {route} now resolves to {addr} (was {})",
+                upstream.name, upstream.addr
+            );
+            upstream.addr = addr;
+        }
+    }
     /// A route over `config`, accepting on `listeners` (already bound, not yet registered);
     /// `pipe_size` gives it a pool of pipes that large for `--splice`.
     pub fn new(

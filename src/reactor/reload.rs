@@ -205,14 +205,9 @@ impl Reactor {
         let Some(route) = self.routes.get_mut(key) else {
             return;
         };
-        for upstream in route.upstreams.iter_mut() {
-            let fresh = config.upstreams.iter().find(|u| u.name == upstream.name);
-            if let Some(fresh) = fresh.filter(|fresh| fresh.addr != upstream.addr) {
-                info!(
-                    "upstream {} of route {} now resolves to {} (was {})",
-                    upstream.name, route.config.name, fresh.addr, upstream.addr
-                );
-                upstream.addr = fresh.addr;
+        for fresh in &config.upstreams {
+            if let Some(index) = route.upstreams.iter().position(|u| u.name == fresh.name) {
+                route.readdress(index, fresh.addr);
             }
         }
     }

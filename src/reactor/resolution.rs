@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 
-use log::{info, warn};
+use log::warn;
 
 use super::Reactor;
 use crate::config;
@@ -84,22 +84,16 @@ impl Reactor {
         };
         route.resolving = false;
         for (index, result) in addrs {
-            let Some(upstream) = route.upstreams.get_mut(index) else {
-                continue;
-            };
             match result {
-                Ok(addr) if addr != upstream.addr => {
-                    info!(
-                        "upstream {} of route {} now resolves to {addr} (was {})",
-                        upstream.name, route.config.name, upstream.addr
-                    );
-                    upstream.addr = addr;
+                Ok(addr) => route.readdress(index, addr),
+                Err(err) => {
+                    if let Some(upstream) = route.upstreams.get(index) {
+                        warn!(
+                            "route {}: {err}; keeping {}",
+                            route.config.name, upstream.addr
+                        );
+                    }
                 }
-                Ok(_) => {}
-                Err(err) => warn!(
-                    "route {}: {err}; keeping {}",
-                    route.config.name, upstream.addr
-                ),
             }
         }
     }
