@@ -383,7 +383,7 @@ impl Pair {
     /// upstream `index`) replaces it. Dropping the old socket closes it, which also removes it from epoll.
     /// Events for it that are still in the current batch carry the same token and land here; they are
     /// harmless because in `Connecting` an upstream event only triggers [`net::connect_result`] on the new
-    /// socket, which asks the kernel (`take_error`, `peer_addr`) rather than trusting the event, and the
+    /// socket, which asks the kernel (`peer_addr`, `take_error`) rather than trusting the event, and the
     /// readiness bits they set are reset below or re-proven by a syscall before they are relied on.
     pub fn retry(&mut self, upstream: TcpStream, index: usize, tried: u64, now: Instant) {
         debug_assert_eq!(self.phase, Phase::Connecting);

@@ -32,7 +32,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 struct Warm {
     stream: TcpStream,
-    /// The connect has been confirmed (take_error / peer_addr), not just started.
+    /// The connect has been confirmed (peer_addr / take_error), not just started.
     connected: bool,
     /// While connecting: when to give up (the route's connect timeout). A blackholed upstream would
     /// otherwise hold the socket for the kernel's whole SYN retry schedule (about two minutes).

@@ -2,7 +2,7 @@
 //! closed as soon as it resolves and counted as a success or failure in that upstream's health.
 //!
 //! The edge-triggered and lifecycle points:
-//! - The outcome is asked of the kernel ([`net::connect_result`]: `take_error`, then `peer_addr`), never
+//! - The outcome is asked of the kernel ([`net::connect_result`]: `peer_addr`, then `take_error`), never
 //!   read off the event: a refused connect can show up as readable, writable or error, and a spurious
 //!   event leaves the connect pending.
 //! - Probe tokens carry no generation: probe slots are freed during a batch but reused only when a round
