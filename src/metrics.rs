@@ -179,8 +179,11 @@ pub struct Metrics {
     pub reloads_ok: u64,
     /// SIGHUP reloads rejected (the file was invalid or a new listener could not bind).
     pub reloads_rejected: u64,
-    /// Directions that wanted to splice but fell back to the ring.
+    /// Directions that wanted to splice but fell back to the ring for good (splice refused).
     pub splice_fallbacks: u64,
+    /// Times a direction wanted a pipe and none was to be had (the route's pipe limit, EMFILE); it
+    /// carried on through its ring.
+    pub pipe_shortages: u64,
     /// Directions that `--splice auto` moved from the ring to a pipe (a read filled the ring).
     pub splice_switches: u64,
     /// Clients given a `--prewarm` connection.
@@ -264,6 +267,7 @@ impl Metrics {
         self.loop_guard_trips += other.loop_guard_trips;
         self.scrapes += other.scrapes;
         self.splice_fallbacks += other.splice_fallbacks;
+        self.pipe_shortages += other.pipe_shortages;
         self.splice_switches += other.splice_switches;
         self.warm_hits += other.warm_hits;
         self.warm_misses += other.warm_misses;
@@ -292,7 +296,7 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self, pairs_open: usize, out: &mut String) {
-        let counters: [(&str, &str, u64); 24] = [
+        let counters: [(&str, &str, u64); 25] = [
             ("polls", "epoll_wait calls", self.polls),
             (
                 "events",
@@ -367,8 +371,13 @@ impl Metrics {
             ("scrapes", "metrics scrapes served", self.scrapes),
             (
                 "splice_fallbacks",
-                "directions that fell back from splice to the ring",
+                "directions that fell back from splice to the ring for good",
                 self.splice_fallbacks,
+            ),
+            (
+                "pipe_shortages",
+                "times a direction found no pipe (pipe limit, EMFILE) and used its ring",
+                self.pipe_shortages,
             ),
             (
                 "splice_switches",

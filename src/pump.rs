@@ -64,11 +64,19 @@ pub struct Shared<'a> {
 }
 
 impl Shared<'_> {
-    /// A direction could not splice and moves to the ring path: counted and logged, never silent.
-    fn splice_fallback(&mut self, err: &io::Error) {
-        self.metrics.splice_fallbacks += 1;
+    /// A direction wanted a pipe and goes on through its ring instead: counted and logged, never silent.
+    /// `lasting` when splice cannot work for these fds at all; otherwise there was no pipe to be had
+    /// (the route's pipe limit, EMFILE, pipe pages), and the direction tries again later.
+    fn splice_fallback(&mut self, err: &io::Error, lasting: bool) {
+        let total = if lasting {
+            self.metrics.splice_fallbacks += 1;
+            self.metrics.splice_fallbacks
+        } else {
+            self.metrics.pipe_shortages += 1;
+            self.metrics.pipe_shortages
+        };
         if let Some(pipes) = self.pipes.as_deref_mut() {
-            pipes.warn_fallback(err, self.metrics.splice_fallbacks);
+            pipes.warn_fallback(err, lasting, total);
         }
     }
 }
@@ -194,9 +202,11 @@ impl Direction {
     /// is closed instead: its contents belong to a dead connection.
     pub fn release(&mut self, shared: &mut Shared<'_>) {
         self.ring.clear(shared.pool);
-        if let Some(pipe) = self.pipe.take() {
-            if let (true, Some(pipes)) = (pipe.is_empty(), shared.pipes.as_deref_mut()) {
+        if let (Some(pipe), Some(pipes)) = (self.pipe.take(), shared.pipes.as_deref_mut()) {
+            if pipe.is_empty() {
                 pipes.give(pipe);
+            } else {
+                pipes.discard(pipe);
             }
         }
     }
@@ -276,9 +286,11 @@ impl Direction {
         self.counters.writes += 1;
         let io = &mut shared.metrics.io;
         io.writes += 1;
+        // Pipe bytes are always newer than ring bytes (`may_read`), so a pipe with bytes means an empty
+        // ring. An empty pipe (just taken by `maybe_switch_to_splice`) leaves the ring to drain first.
         let result = match self.pipe.as_mut() {
-            Some(pipe) => pipe.splice_out(dst.stream.as_raw_fd()),
-            None => self.ring.write_to(dst.stream, shared.pool),
+            Some(pipe) if !pipe.is_empty() => pipe.splice_out(dst.stream.as_raw_fd()),
+            _ => self.ring.write_to(dst.stream, shared.pool),
         };
         match IoOutcome::from(result) {
             IoOutcome::Done(n) => {
@@ -337,15 +349,32 @@ impl Direction {
     /// `--splice auto`: a read that fills the ring shows a stream with more queued than a ring holds,
     /// not a small request; from now on this direction splices (after its ring drains, see
     /// [`Self::may_read`]). Request/response traffic never fills a ring and keeps the cheaper ring path.
+    /// The switch happens with a pipe in hand: when the route has none to give (its pipe limit, EMFILE),
+    /// the direction stays on its ring and asks again the next time a read fills it.
     fn maybe_switch_to_splice(&mut self, shared: &mut Shared<'_>) {
-        if self.auto_splice && self.ring.is_full(shared.pool) {
-            self.auto_splice = false;
-            self.zero_copy = true;
-            shared.metrics.splice_switches += 1;
-            trace!(
-                "{} switches to splice: a read filled its ring",
-                self.way.label()
-            );
+        if !self.auto_splice || !self.ring.is_full(shared.pool) {
+            return;
+        }
+        let taken = match (self.pipe.is_some(), shared.pipes.as_deref_mut()) {
+            (true, _) => Ok(()),
+            (false, Some(pipes)) => pipes.take().map(|pipe| self.pipe = Some(pipe)),
+            (false, None) => Err(io::ErrorKind::Unsupported.into()),
+        };
+        match taken {
+            Ok(()) => {
+                self.auto_splice = false;
+                self.zero_copy = true;
+                shared.metrics.splice_switches += 1;
+                trace!(
+                    "{} switches to splice: a read filled its ring",
+                    self.way.label()
+                );
+            }
+            Err(err) => {
+                let lasting = splice_refused(&err);
+                shared.splice_fallback(&err, lasting);
+                self.auto_splice = !lasting;
+            }
         }
     }
 
@@ -412,9 +441,13 @@ impl Direction {
             match self.splice_in(src, shared) {
                 Ok(result) => return (result, None),
                 Err(err) => {
-                    shared.splice_fallback(&err);
+                    // With no pipe to be had now, an `auto` or `always` direction carries on through
+                    // its ring and asks again when a read next fills it (`maybe_switch_to_splice`):
+                    // one in-memory check, or one failed pipe2, per full ring while pipes are short.
+                    let lasting = splice_refused(&err);
+                    shared.splice_fallback(&err, lasting);
                     self.zero_copy = false;
-                    self.auto_splice = false;
+                    self.auto_splice = !lasting;
                 }
             }
         }
@@ -448,6 +481,12 @@ impl Direction {
             _ => Ok(result),
         }
     }
+}
+
+/// Errors that mean "splice cannot work here" (off Linux, or refused for these fds), as opposed to "no
+/// pipe right now" (the route's pipe limit, EMFILE, a pipe the kernel would not grow).
+fn splice_refused(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::Unsupported || splice_unsupported(err)
 }
 
 /// Errors that mean "splice cannot work on these fds" rather than "this connection failed".

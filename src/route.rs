@@ -195,7 +195,13 @@ impl Route {
             balancer: Balancer::new(config.balance, upstreams.len(), seed),
             upstreams,
             pool: BufPool::new(config.buffer_size),
-            pipes: pipe_size.map(|size| PipePool::new(size, MAX_SPARE_PIPES)),
+            pipes: pipe_size.map(|size| {
+                PipePool::new(
+                    size,
+                    MAX_SPARE_PIPES,
+                    PipePool::limit_for(config.max_connections),
+                )
+            }),
             greeting: greeting_rules(&config),
             deadlines: Deadlines {
                 connect: config.connect_timeout,

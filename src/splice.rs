@@ -144,43 +144,74 @@ fn splice(_from: RawFd, _to: RawFd, _len: usize) -> io::Result<usize> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
-/// A bounded stock of empty pipes, so bursts do not pay pipe2 + fcntl each time and fds go back after
-/// a peak.
+/// A route's pipes: a bounded stock of empty ones, so bursts do not pay pipe2 + fcntl each time and fds
+/// go back after a peak, and a limit on how many may be open at all (held by directions or spare), so
+/// pipes cannot eat the descriptors sockets need. The limit follows HAProxy's `maxpipes`, a quarter of
+/// the connection limit by default ([`PipePool::limit_for`]); `default_max_connections` budgets the fds.
 #[derive(Debug)]
 pub struct PipePool {
     size: usize,
     free: Vec<Pipe>,
     max_free: usize,
-    /// Fallbacks to the ring are logged, but not thousands of times a second.
+    /// Pipes open: held by directions plus `free`.
+    open: usize,
+    /// Most pipes open at once.
+    limit: usize,
+    /// Fallbacks and shortages are logged, but not thousands of times a second.
     fallback_warning: Throttle,
 }
 
 impl PipePool {
-    /// A pool of pipes of `size` bytes that keeps at most `max_free` spare.
-    pub fn new(size: usize, max_free: usize) -> PipePool {
+    /// A pool of pipes of `size` bytes that keeps at most `max_free` spare and `limit` open.
+    pub fn new(size: usize, max_free: usize, limit: usize) -> PipePool {
         PipePool {
             size,
             free: Vec::new(),
             max_free,
+            open: 0,
+            limit,
             fallback_warning: Throttle::new(Duration::from_secs(10)),
         }
     }
 
-    /// Logs (rate-limited) that a direction fell back from splice to its ring.
-    pub fn warn_fallback(&mut self, err: &io::Error, total: u64) {
-        if let Some(suppressed) = self.fallback_warning.allow(Instant::now()) {
+    /// The pipe limit of a route allowed `max_connections` pairs: a quarter of them (HAProxy's default
+    /// `maxpipes`), and never fewer than the two a single streaming pair needs. A stream that finds no
+    /// pipe is not refused: it carries on through its ring, which costs CPU, not correctness.
+    pub fn limit_for(max_connections: usize) -> usize {
+        (max_connections / 4).max(2)
+    }
+
+    /// Logs (rate-limited) that a direction wanted a pipe and uses its ring instead: for good when
+    /// `lasting`, until its ring next fills otherwise.
+    pub fn warn_fallback(&mut self, err: &io::Error, lasting: bool, total: u64) {
+        let Some(suppressed) = self.fallback_warning.allow(Instant::now()) else {
+            return;
+        };
+        if lasting {
             warn!(
                 "splice unavailable ({err}); this direction falls back to the ring ({total} fallbacks so far, {suppressed} not logged)"
+            );
+        } else {
+            warn!(
+                "no pipe to splice with ({err}); this direction falls back to the ring until it next fills ({total} shortages so far, {suppressed} not logged)"
             );
         }
     }
 
-    /// An empty pipe, from the pool or new.
+    /// An empty pipe, from the pool or new; an error when `limit` pipes are open or pipe2 fails.
     pub fn take(&mut self) -> io::Result<Pipe> {
-        match self.free.pop() {
-            Some(pipe) => Ok(pipe),
-            None => Pipe::new(self.size),
+        if let Some(pipe) = self.free.pop() {
+            return Ok(pipe);
         }
+        if self.open >= self.limit {
+            return Err(io::Error::other(format!(
+                "all {} pipes of this route are in use",
+                self.limit
+            )));
+        }
+        let pipe = Pipe::new(self.size)?;
+        self.open += 1;
+        Ok(pipe)
     }
 
     /// Returns an empty pipe; beyond the bound it is closed.
@@ -188,17 +219,31 @@ impl PipePool {
         debug_assert!(pipe.is_empty(), "a pipe with data must not be reused");
         if pipe.is_empty() && self.free.len() < self.max_free {
             self.free.push(pipe);
+        } else {
+            self.discard(pipe);
         }
+    }
+
+    /// Closes a pipe taken from this pool that must not be reused (it holds a dead connection's bytes).
+    pub fn discard(&mut self, pipe: Pipe) {
+        drop(pipe);
+        self.open = self.open.saturating_sub(1);
     }
 
     /// Closes every spare pipe: fds are scarce (EMFILE) or nothing is running that would reuse them.
     pub fn clear(&mut self) {
+        self.open = self.open.saturating_sub(self.free.len());
         self.free.clear();
     }
 
     /// Pipes held spare.
     pub fn spare(&self) -> usize {
         self.free.len()
+    }
+
+    /// Pipes open, held or spare.
+    pub fn open(&self) -> usize {
+        self.open
     }
 }
 
@@ -277,7 +322,7 @@ mod tests {
 
     #[test]
     fn test_pool_bounds_spare_pipes() {
-        let mut pool = PipePool::new(4096, 1);
+        let mut pool = PipePool::new(4096, 1, 8);
         let first = pool.take().expect("pipe");
         let second = pool.take().expect("pipe");
         pool.give(first);
@@ -285,5 +330,42 @@ mod tests {
         assert_eq!(pool.spare(), 1);
         pool.clear();
         assert_eq!(pool.spare(), 0);
+        assert_eq!(pool.open(), 0);
+    }
+
+    #[test]
+    fn test_pool_never_opens_more_than_its_limit() {
+        let mut pool = PipePool::new(4096, 1, 2);
+        let first = pool.take().expect("pipe");
+        let mut second = pool.take().expect("pipe");
+        assert!(pool.take().is_err(), "a third pipe past a limit of 2");
+        assert_eq!(pool.open(), 2);
+        // A spare pipe is reused without opening another.
+        pool.give(first);
+        let again = pool.take().expect("the spare pipe");
+        assert_eq!(pool.open(), 2);
+        // A pipe closed with bytes in it frees its place.
+        let (mut a, a_peer) = tcp_pair();
+        a_peer.set_nonblocking(true).expect("nonblocking");
+        a.write_all(b"left behind").expect("write");
+        for _ in 0..500 {
+            if second.splice_in(a_peer.as_raw_fd()).is_ok_and(|n| n > 0) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(!second.is_empty(), "the bytes never reached the pipe");
+        pool.discard(second);
+        assert_eq!(pool.open(), 1);
+        let third = pool.take().expect("a place was freed");
+        pool.give(again);
+        pool.give(third);
+        assert_eq!((pool.open(), pool.spare()), (1, 1));
+    }
+
+    #[test]
+    fn test_pipe_limit_is_a_quarter_of_the_connections() {
+        assert_eq!(PipePool::limit_for(1000), 250);
+        assert_eq!(PipePool::limit_for(1), 2);
     }
 }

@@ -23,7 +23,7 @@ fn splice_forwarder(echo: &Backend, mode: &str, extra: &[&str]) -> Forwarder {
     Forwarder::start(&args)
 }
 
-/// Spare pipes the reactor keeps (src/reactor.rs MAX_SPARE_PIPES), two fds each.
+/// Spare pipes a route keeps (src/route.rs MAX_SPARE_PIPES), two fds each.
 const MAX_SPARE_PIPE_FDS: usize = 2 * 32;
 
 #[test]
@@ -97,6 +97,47 @@ fn test_splice_falls_back_loudly_when_no_pipe_can_be_made() {
     echo_roundtrip(fwd.addr(), 1 << 20, 16 * 1024);
     fwd.wait_for_close("client-fin", Duration::from_secs(10));
     fwd.expect_log("falls back to the ring", Duration::from_secs(5));
+}
+
+/// A route opens at most a quarter of `--max-connections` pipes (never fewer than 2), like HAProxy's
+/// `maxpipes`, so pipes cannot take the fds its sockets need. Three streams at once want six pipes
+/// from a route allowed two: the others carry on through their rings, byte-exact, and each asks again
+/// when its ring next fills (counted as shortages, not as lasting fallbacks).
+#[test]
+fn test_splice_pipe_limit_keeps_extra_streams_on_their_rings() {
+    let echo = Backend::echo();
+    let fwd = splice_forwarder(
+        &echo,
+        "auto",
+        &["--buffer-size", "4k", "--max-connections", "4"],
+    );
+    let baseline = fwd.fd_count();
+    let streams: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = fwd.addr();
+            std::thread::spawn(move || echo_roundtrip(addr, 16 << 20, 64 * 1024))
+        })
+        .collect();
+    let mut most = baseline;
+    while !streams.iter().all(|s| s.is_finished()) {
+        most = most.max(fwd.fd_count());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for stream in streams {
+        stream.join().expect("stream thread");
+    }
+    // Three pairs' sockets and two pipes. Without the limit, six pipes: 12 fds more than sockets.
+    assert!(
+        most <= baseline + 2 * 3 + 2 * 2,
+        "{most} fds at the peak (baseline {baseline}): more than 2 pipes open"
+    );
+    let body = scrape(fwd.metrics_addr());
+    assert!(
+        sample(&body, "edgefwd_pipe_shortages_total") > 0,
+        "no direction was kept from a pipe:\n{body}"
+    );
+    assert!(sample(&body, "edgefwd_splice_switches_total") >= 2);
+    assert_eq!(sample(&body, "edgefwd_splice_fallbacks_total"), 0);
 }
 
 /// `--splice auto` (the default): a stream fills a ring and moves to pipes mid-transfer. The bytes read
