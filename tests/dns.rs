@@ -32,7 +32,7 @@ impl HostsEntry {
         let turn = HOSTS_LOCK
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let original = fs::read_to_string(HOSTS).ok()?;
+        let original = without_leftovers(&fs::read_to_string(HOSTS).ok()?);
         let entry = HostsEntry {
             name: name.into(),
             original,
@@ -52,6 +52,22 @@ impl HostsEntry {
         let text = format!("{}{separator}{ip} {}\n", self.original, self.name);
         fs::write(HOSTS, text)
     }
+}
+
+/// `text` without the lines an earlier run of these tests left behind: a run that is killed (SIGKILL,
+/// a CI timeout) never reaches `Drop`, and its line would otherwise stay in /etc/hosts for good.
+fn without_leftovers(text: &str) -> String {
+    text.lines()
+        .filter(|line| !is_our_line(line))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// A line these tests write: `IP edgefwd-dns-*.test` (the `.test` TLD is reserved, RFC 2606).
+fn is_our_line(line: &str) -> bool {
+    line.split_whitespace()
+        .nth(1)
+        .is_some_and(|name| name.starts_with("edgefwd-dns-") && name.ends_with(".test"))
 }
 
 impl Drop for HostsEntry {
