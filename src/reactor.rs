@@ -559,9 +559,26 @@ impl Reactor {
 
     fn any_accept_ready(&self) -> bool {
         self.accept_paused_until.is_none()
-            && self.routes.iter().any(|(_, route)| {
+            && (self.routes.iter().any(|(_, route)| {
                 route.below_limit() && route.listeners.iter().any(|listener| listener.ready)
-            })
+            }) || self
+                .metrics_server
+                .as_ref()
+                .is_some_and(MetricsServer::is_ready))
+    }
+
+    /// Accepts queued scrapes, unless accepting is paused: the metrics listener runs out of fds like any
+    /// other, and then waits out the same pause (its edge kept) instead of spinning or losing the scrape.
+    fn accept_scrapes(&mut self) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        let now = self.now;
+        let mut failed = None;
+        self.with_metrics_server(|server, registry| failed = server.accept(registry, now));
+        if let Some(err) = failed {
+            self.pause_accepting(&err);
+        }
     }
 
     fn can_accept(&self, route: usize, index: usize) -> bool {
@@ -578,8 +595,7 @@ impl Reactor {
     /// The after-batch accept phase: metrics scrapes, every ready listener, then the warm pool's refill
     /// (new slots are only handed out here, after every event of the batch has been dispatched).
     fn accept_ready(&mut self) {
-        let now = self.now;
-        self.with_metrics_server(|server, registry| server.accept(registry, now));
+        self.accept_scrapes();
         let ready: Vec<(usize, usize)> = self
             .routes
             .iter()

@@ -48,6 +48,11 @@ impl MetricsServer {
         self.listener.local_addr()
     }
 
+    /// An edge arrived that no accept has drained yet.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
     /// Notes the listener's edge; the accepts happen after the event batch, in [`accept`](Self::accept).
     pub fn on_listener_event(&mut self) {
         self.ready = true;
@@ -55,9 +60,14 @@ impl MetricsServer {
 
     /// Accepts until WouldBlock. Scrapes past their age are dropped first, and a connection beyond
     /// [`MAX_SCRAPES`] takes the place of the oldest rather than wait in the backlog.
-    pub fn accept(&mut self, registry: &Registry, now: Instant) {
+    ///
+    /// Any other accept error (EMFILE and the like) is returned and the edge is kept: the scrape is
+    /// still queued and no new edge will announce it, so the reactor pauses accepting and calls again
+    /// when the pause ends ([`Self::is_ready`]). Dropping the edge instead left that scrape unanswered
+    /// until another one arrived.
+    pub fn accept(&mut self, registry: &Registry, now: Instant) -> Option<io::Error> {
         if !self.ready {
-            return;
+            return None;
         }
         self.scrapes
             .retain(|_, scrape| now.duration_since(scrape.accepted) < SCRAPE_TIMEOUT);
@@ -66,14 +76,12 @@ impl MetricsServer {
                 Ok((stream, peer)) => self.admit(stream, peer, registry, now),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     self.ready = false;
-                    return;
+                    return None;
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
-                    // EMFILE and the like: drop the edge; the next scrape attempt retries.
                     debug!("metrics accept failed: {err}");
-                    self.ready = false;
-                    return;
+                    return Some(err);
                 }
             }
         }

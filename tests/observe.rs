@@ -239,3 +239,57 @@ fn test_idle_metrics_connections_cannot_starve_a_scrape() {
     assert!(body.contains("edgefwd_polls_total"), "{body}");
     drop(idlers);
 }
+
+/// A scrape that arrives while the process is out of fds waits out the accept pause and is answered
+/// once fds are free, with no second scrape to announce it: the metrics listener's edge is kept, not
+/// dropped, when accept(2) fails with EMFILE.
+#[test]
+fn test_scrape_queued_under_emfile_is_answered_when_fds_free() {
+    let backend = Backend::echo();
+    let upstream = backend.upstream_arg();
+    let args = [
+        "--upstream",
+        &upstream,
+        "--metrics",
+        "127.0.0.1:0",
+        "--max-connections",
+        "1000",
+    ];
+    // Room for exactly one pair's two sockets.
+    let nofile = Forwarder::start(&args).nofile_leaving_free(2);
+    let fwd = Forwarder::start_with(
+        &args,
+        &Options {
+            nofile: Some(nofile),
+            ..Options::default()
+        },
+    );
+    let mut client = common::connect(fwd.addr());
+    client.write_all(b"ping").expect("write");
+    let mut back = [0u8; 4];
+    client.read_exact(&mut back).expect("echo");
+
+    let mut scrape = TcpStream::connect(fwd.metrics_addr()).expect("connect to metrics");
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("request");
+    fwd.expect_log("metrics accept failed", Duration::from_secs(5));
+    // Out of fds for a while: several pauses go by with the scrape still queued.
+    scrape
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let early = scrape.read(&mut [0u8; 1]);
+    assert!(early.is_err(), "answered while out of fds: {early:?}");
+
+    drop(client);
+    fwd.wait_for_close("client-fin", Duration::from_secs(10));
+    scrape.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let mut response = String::new();
+    scrape
+        .read_to_string(&mut response)
+        .expect("the queued scrape is answered once fds are free");
+    assert!(
+        response.starts_with("HTTP/1.1 200 OK"),
+        "response: {response:?}"
+    );
+}

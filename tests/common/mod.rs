@@ -236,6 +236,24 @@ impl Forwarder {
             .count()
     }
 
+    /// The RLIMIT_NOFILE at which a forwarder holding the fds this one holds now would have exactly
+    /// `free` descriptors left. A limit caps fd *numbers*, not the count: fds inherited at high numbers
+    /// (a CI runner's, say) take no slot below the limit, so they are not counted.
+    pub fn nofile_leaving_free(&self, free: usize) -> u64 {
+        let numbers: Vec<usize> = fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("read /proc/PID/fd")
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        let mut limit = free;
+        loop {
+            let below = numbers.iter().filter(|&&fd| fd < limit).count();
+            if below + free == limit {
+                return limit as u64;
+            }
+            limit = below + free;
+        }
+    }
+
     /// Resident set size of the child in KiB (VmRSS of /proc/PID/status).
     pub fn rss_kib(&self) -> u64 {
         let status =
