@@ -418,14 +418,15 @@ pub fn parse_pipe_size(text: &str) -> Result<usize, String> {
 
 /// The default connection limit for a process allowed `nofile` descriptors: each pair holds two, and a few
 /// are kept back for the listener, epoll, the signal pipe, stdio and the accept-then-refuse path. With
-/// splice on, a route may also hold a pipe (two fds) for every four pairs (`PipePool::limit_for`) plus
-/// `spare_pipes` spare ones per reactor, so each pair is budgeted 2.5 fds and the spares are set aside.
-pub fn default_max_connections(nofile: u64, splice: Splice, spare_pipes: u64) -> usize {
+/// splice on, a route may also open a pipe (two fds, spares included) for every four pairs
+/// (`PipePool::limit_for`), so each pair is budgeted 2.5 fds; the limit's floor of two pipes per route
+/// and reactor is kept back too.
+pub fn default_max_connections(nofile: u64, splice: Splice, reactors: u64) -> usize {
     const RESERVED_FDS: u64 = 32;
     let usable = nofile.saturating_sub(RESERVED_FDS);
     let pairs = match splice {
         Splice::Off => usable / 2,
-        Splice::Auto | Splice::Always => usable.saturating_sub(2 * spare_pipes) * 2 / 5,
+        Splice::Auto | Splice::Always => usable.saturating_sub(4 * reactors) * 2 / 5,
     };
     pairs.clamp(1, 1 << 20) as usize
 }
@@ -533,15 +534,17 @@ mod tests {
 
     #[test]
     fn test_default_max_connections_from_nofile() {
-        assert_eq!(default_max_connections(1024, Splice::Off, 32), 496);
-        assert_eq!(default_max_connections(10, Splice::Off, 32), 1);
+        assert_eq!(default_max_connections(1024, Splice::Off, 1), 496);
+        assert_eq!(default_max_connections(10, Splice::Off, 1), 1);
         assert_eq!(
-            default_max_connections(1 << 20, Splice::Off, 32),
+            default_max_connections(1 << 20, Splice::Off, 1),
             (1 << 20) / 2 - 16
         );
-        // 1024 - 32 reserved - 64 for 32 spare pipes = 928 fds: 371 pairs (742) and 92 pipes (184).
-        assert_eq!(default_max_connections(1024, Splice::Auto, 32), 371);
-        assert_eq!(default_max_connections(1024, Splice::Always, 32), 371);
-        assert_eq!(default_max_connections(64, Splice::Auto, 32), 1);
+        // 1024 - 32 reserved - 4 for the pipe floor = 988 fds: 395 pairs (790) and 98 pipes (196).
+        assert_eq!(default_max_connections(1024, Splice::Auto, 1), 395);
+        assert_eq!(default_max_connections(1024, Splice::Always, 1), 395);
+        // More reactors cost only their pipe floors: 16 reactors, 928 fds.
+        assert_eq!(default_max_connections(1024, Splice::Auto, 16), 371);
+        assert_eq!(default_max_connections(32, Splice::Auto, 1), 1);
     }
 }

@@ -19,7 +19,6 @@ use edgefwd::metrics::MetricsBoard;
 use edgefwd::proxy_protocol::Version;
 use edgefwd::reactor::{Exit, Reactor, Siblings};
 use edgefwd::resolve;
-use edgefwd::route;
 
 /// The flags that describe the one route of a flag-configured forwarder; `--config` excludes them all.
 const ROUTE_FLAGS: [&str; 22] = [
@@ -222,12 +221,11 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         .map_err(|err| format!("cannot read the file descriptor limit: {err}"))?;
     // Warm upstream connections take descriptors of their own, before any client does.
     let warm_fds = u64::from(cli.prewarm) * u64::from(cli.threads);
-    let spare_pipes = (route::MAX_SPARE_PIPES as u64) * u64::from(cli.threads);
     let defaults = Defaults {
         max_connections: config::default_max_connections(
             nofile.saturating_sub(warm_fds),
             cli.splice,
-            spare_pipes,
+            u64::from(cli.threads),
         ),
         shutdown_timeout: cli.shutdown_timeout,
     };

@@ -86,12 +86,15 @@ pub enum ConnectState {
 
 /// Checks a connecting socket after any event on it. `peer_addr` is asked first: on the common path, a
 /// connect that succeeded, one getpeername(2) settles it and the SO_ERROR read is skipped (one syscall
-/// less per connection). A socket still in SYN_SENT and one whose connect failed both answer ENOTCONN;
-/// only then does `take_error` tell them apart.
+/// less per connection). A socket still in SYN_SENT and one whose connect failed both answer ENOTCONN
+/// (EINVAL on macOS once a failed socket is shut down both ways); only then does `take_error` tell
+/// them apart, and name the failure (ECONNREFUSED, ...).
 pub fn connect_result(stream: &TcpStream) -> ConnectState {
     match stream.peer_addr() {
         Ok(_) => return ConnectState::Connected,
-        Err(err) if err.kind() == io::ErrorKind::NotConnected => {}
+        Err(err)
+            if err.kind() == io::ErrorKind::NotConnected
+                || err.raw_os_error() == Some(libc::EINVAL) => {}
         Err(err) => return ConnectState::Failed(err),
     }
     match stream.take_error() {

@@ -34,7 +34,7 @@ use crate::metrics::{Metrics, Way};
 use crate::net::IoOutcome;
 use crate::readiness::Readiness;
 use crate::ring::{BufPool, Ring};
-use crate::splice::{Pipe, PipePool};
+use crate::splice::{refused_for_good, Pipe, PipePool};
 
 /// A connected, non-blocking byte stream whose write half can be shut down (TCP; Unix sockets in tests).
 pub trait Stream: Read + Write + AsRawFd {
@@ -317,8 +317,13 @@ impl Direction {
         }
     }
 
-    /// An emptied pipe goes back to the pool, so an idle direction holds no pipe fds.
+    /// An emptied pipe goes back to the pool, so an idle direction holds no pipe fds. A direction that
+    /// has just switched holds an empty pipe while its ring drains ahead of it: that one is kept, or
+    /// another direction could take it meanwhile and the switch would come to nothing.
     fn recycle_pipe(&mut self, shared: &mut Shared<'_>) {
+        if !self.ring.is_empty() {
+            return;
+        }
         if let Some(pipe) = self.pipe.take_if(|pipe| pipe.is_empty()) {
             if let Some(pipes) = shared.pipes.as_deref_mut() {
                 pipes.give(pipe);
@@ -371,7 +376,7 @@ impl Direction {
                 );
             }
             Err(err) => {
-                let lasting = splice_refused(&err);
+                let lasting = refused_for_good(&err);
                 shared.splice_fallback(&err, lasting);
                 self.auto_splice = !lasting;
             }
@@ -444,7 +449,7 @@ impl Direction {
                     // With no pipe to be had now, an `auto` or `always` direction carries on through
                     // its ring and asks again when a read next fills it (`maybe_switch_to_splice`):
                     // one in-memory check, or one failed pipe2, per full ring while pipes are short.
-                    let lasting = splice_refused(&err);
+                    let lasting = refused_for_good(&err);
                     shared.splice_fallback(&err, lasting);
                     self.zero_copy = false;
                     self.auto_splice = !lasting;
@@ -475,26 +480,12 @@ impl Direction {
         };
         let result = pipe.splice_in(src.as_raw_fd());
         match &result {
-            Err(err) if pipe.is_empty() && splice_unsupported(err) => {
+            Err(err) if pipe.is_empty() && refused_for_good(err) => {
                 Err(io::Error::new(err.kind(), err.to_string()))
             }
             _ => Ok(result),
         }
     }
-}
-
-/// Errors that mean "splice cannot work here" (off Linux, or refused for these fds), as opposed to "no
-/// pipe right now" (the route's pipe limit, EMFILE, a pipe the kernel would not grow).
-fn splice_refused(err: &io::Error) -> bool {
-    err.kind() == io::ErrorKind::Unsupported || splice_unsupported(err)
-}
-
-/// Errors that mean "splice cannot work on these fds" rather than "this connection failed".
-fn splice_unsupported(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-    )
 }
 
 #[cfg(test)]
@@ -513,6 +504,7 @@ mod tests {
         src_ready: Readiness,
         dst_ready: Readiness,
         pool: BufPool,
+        pipes: Option<PipePool>,
         metrics: Metrics,
     }
 
@@ -536,6 +528,7 @@ mod tests {
                 read_closed: false,
             },
             pool: BufPool::new(buffer),
+            pipes: None,
             metrics: Metrics::default(),
         }
     }
@@ -555,7 +548,7 @@ mod tests {
                 },
                 &mut Shared {
                     pool: &mut self.pool,
-                    pipes: None,
+                    pipes: self.pipes.as_mut(),
                     metrics: &mut self.metrics,
                 },
                 &mut budget,
@@ -684,5 +677,40 @@ mod tests {
             Err(Fault::Dst(_)) => {}
             other => panic!("expected a dst fault, got {other:?}"),
         }
+    }
+
+    /// `--splice auto` switches with a pipe in hand and keeps it while its ring drains ahead of it:
+    /// were the empty pipe recycled then, another direction could take the route's last one and the
+    /// switch would end in a shortage. The bytes come out in order across the switch.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn test_auto_switch_keeps_its_pipe_while_the_ring_drains() {
+        let mut rig = rig(1024);
+        rig.dir = Direction::new(Way::ClientToUpstream, Splice::Auto);
+        rig.pipes = Some(PipePool::new(4096, 4, 2));
+        let data: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
+        rig.peer_src.write_all(&data).expect("write");
+        rig.dst_ready.writable = false;
+        rig.pump(usize::MAX).expect("pump");
+        assert_eq!(rig.metrics.splice_switches, 1, "a full ring switches");
+        rig.dir.recycle_pipe(&mut Shared {
+            pool: &mut rig.pool,
+            pipes: rig.pipes.as_mut(),
+            metrics: &mut rig.metrics,
+        });
+        let pipes = rig.pipes.as_mut().expect("pool");
+        assert_eq!((pipes.open(), pipes.spare()), (1, 0), "the pipe is kept");
+        // Another direction takes the route's other pipe.
+        let other = pipes.take().expect("the second pipe");
+        assert!(pipes.take().is_err(), "the limit is reached");
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            rig.dst_ready.writable = true;
+            rig.pump(usize::MAX).expect("pump");
+            got.extend(rig.drain_peer());
+        }
+        assert_eq!(got, data, "bytes in order across the switch");
+        assert_eq!(rig.metrics.pipe_shortages, 0);
+        drop(other);
     }
 }

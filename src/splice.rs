@@ -55,9 +55,10 @@ impl Pipe {
         }
         let granted = granted as usize;
         if !worth_splicing(size, granted) {
-            return Err(io::Error::other(format!(
-                "the kernel granted a {granted}-byte pipe for {size} asked (fs.pipe-user-pages-soft reached?)"
-            )));
+            return Err(io::Error::other(PipeTooSmall {
+                granted,
+                asked: size,
+            }));
         }
         Ok(Pipe {
             read,
@@ -144,6 +145,41 @@ fn splice(_from: RawFd, _to: RawFd, _len: usize) -> io::Result<usize> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
+/// The kernel granted a pipe too small to splice through ([`worth_splicing`]): the user is past
+/// `fs.pipe-user-pages-soft`. Unlike running out of fds or into the route's pipe limit this does not
+/// pass when one pipe closes, and each try costs pipe2, two fcntl and two close, so a direction that
+/// meets it stays on its ring.
+#[derive(Debug)]
+struct PipeTooSmall {
+    granted: usize,
+    asked: usize,
+}
+
+impl std::fmt::Display for PipeTooSmall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the kernel granted a {}-byte pipe for {} asked (fs.pipe-user-pages-soft reached?)",
+            self.granted, self.asked
+        )
+    }
+}
+
+impl std::error::Error for PipeTooSmall {}
+
+/// Whether `err` says splicing cannot work here for good, rather than "no pipe right now": splice(2)
+/// missing (off Linux) or refused for these fds, or pipes too small to be worth it.
+pub fn refused_for_good(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::Unsupported
+        || matches!(
+            err.raw_os_error(),
+            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+        )
+        || err
+            .get_ref()
+            .is_some_and(|inner| inner.is::<PipeTooSmall>())
+}
+
 /// A route's pipes: a bounded stock of empty ones, so bursts do not pay pipe2 + fcntl each time and fds
 /// go back after a peak, and a limit on how many may be open at all (held by directions or spare), so
 /// pipes cannot eat the descriptors sockets need. The limit follows HAProxy's `maxpipes`, a quarter of
@@ -157,8 +193,10 @@ pub struct PipePool {
     open: usize,
     /// Most pipes open at once.
     limit: usize,
-    /// Fallbacks and shortages are logged, but not thousands of times a second.
+    /// Fallbacks and shortages are logged, but not thousands of times a second; each on its own
+    /// clock, so a run of shortages cannot hide a lasting fallback.
     fallback_warning: Throttle,
+    shortage_warning: Throttle,
 }
 
 impl PipePool {
@@ -171,6 +209,7 @@ impl PipePool {
             open: 0,
             limit,
             fallback_warning: Throttle::new(Duration::from_secs(10)),
+            shortage_warning: Throttle::new(Duration::from_secs(10)),
         }
     }
 
@@ -184,7 +223,12 @@ impl PipePool {
     /// Logs (rate-limited) that a direction wanted a pipe and uses its ring instead: for good when
     /// `lasting`, until its ring next fills otherwise.
     pub fn warn_fallback(&mut self, err: &io::Error, lasting: bool, total: u64) {
-        let Some(suppressed) = self.fallback_warning.allow(Instant::now()) else {
+        let throttle = if lasting {
+            &mut self.fallback_warning
+        } else {
+            &mut self.shortage_warning
+        };
+        let Some(suppressed) = throttle.allow(Instant::now()) else {
             return;
         };
         if lasting {
@@ -361,6 +405,26 @@ mod tests {
         pool.give(again);
         pool.give(third);
         assert_eq!((pool.open(), pool.spare()), (1, 1));
+    }
+
+    #[test]
+    fn test_only_refusals_and_small_pipes_are_for_good() {
+        let small = io::Error::other(PipeTooSmall {
+            granted: 8192,
+            asked: 1 << 20,
+        });
+        assert!(refused_for_good(&small));
+        assert!(refused_for_good(&io::Error::from_raw_os_error(
+            libc::EINVAL
+        )));
+        assert!(refused_for_good(&io::ErrorKind::Unsupported.into()));
+        assert!(!refused_for_good(&io::Error::from_raw_os_error(
+            libc::EMFILE
+        )));
+        let mut full = PipePool::new(4096, 1, 2);
+        let _held = (full.take().expect("pipe"), full.take().expect("pipe"));
+        let limit = full.take().expect_err("past the limit");
+        assert!(!refused_for_good(&limit), "the limit passes: {limit}");
     }
 
     #[test]
