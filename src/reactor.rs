@@ -31,7 +31,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,7 +50,7 @@ use crate::net;
 use crate::pair::{Cause, Outcome, Pair, Phase, NO_UPSTREAM};
 use crate::prewarm::WarmPool;
 use crate::readiness::Event;
-use crate::resolve::{Job, Worker};
+use crate::resolve::{Inbox, Worker};
 use crate::route::{Listener, NoUpstream, Route};
 use crate::scrape::MetricsServer;
 use crate::throttle::Throttle;
@@ -106,9 +105,9 @@ pub struct Siblings {
     pub index: usize,
     /// Where every reactor publishes its counters; `None` with a single reactor.
     pub board: Option<Arc<MetricsBoard>>,
-    /// The other reactors' resolver inboxes: reactor 0 reads a reloaded file once and hands the result
+    /// The other reactors' inboxes: reactor 0 reads a reloaded file once and hands the result
     /// to them (see `reload`), so all apply the same configuration and bind the same ports.
-    pub followers: Arc<Mutex<Vec<Sender<Job>>>>,
+    pub followers: Arc<Mutex<Vec<Inbox>>>,
 }
 
 impl Siblings {

@@ -6,11 +6,17 @@
 //! and drains the answers when the waker's token comes up. The reactor never waits for the worker: a
 //! resolution that hangs only delays that route's next address update. When the reactor is dropped the job
 //! channel closes and the thread ends.
+//!
+//! With `--threads`, reactor 0 hands each applied reload to the others through their [`Inbox`]es: straight
+//! into the answer channel, with a wake, so a follower applies it on its next turn and not after whatever
+//! `getaddrinfo` its worker is blocked in. An inbox holds no end of the job channel, so it does not keep
+//! a follower's worker alive.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::thread;
 
 use log::warn;
@@ -40,9 +46,6 @@ pub enum Job {
     },
     /// Read, validate and resolve the config file.
     Reload { path: PathBuf, defaults: Defaults },
-    /// `--threads`: the first reactor has applied `config`; this reactor follows it, binding new
-    /// listeners at `pins` (route by route, the addresses the first reactor got for them).
-    Follow(Box<(Config, Vec<Vec<SocketAddr>>)>),
 }
 
 /// What came back.
@@ -54,15 +57,43 @@ pub enum Answer {
         addrs: Vec<(usize, Result<SocketAddr, String>)>,
     },
     Reloaded(Box<Result<Config, FileError>>),
-    /// A [`Job::Follow`], handed back on the reactor's own thread.
+    /// `--threads`: the first reactor has applied `config`; this reactor follows it, binding new
+    /// listeners at `pins` (route by route, the addresses the first reactor got for them). Sent
+    /// through an [`Inbox`], not by the worker.
     Follow(Box<(Config, Vec<Vec<SocketAddr>>)>),
 }
 
-/// The worker thread's two channel ends, as the reactor holds them.
+/// The worker thread's two channel ends, as the reactor holds them, and what an [`Inbox`] is made of.
 #[derive(Debug)]
 pub struct Worker {
     jobs: Sender<Job>,
     answers: Receiver<Answer>,
+    answer_tx: Sender<Answer>,
+    waker: Arc<Waker>,
+}
+
+/// Another thread's way to hand this reactor an [`Answer::Follow`] directly.
+#[derive(Debug)]
+pub struct Inbox {
+    answers: Sender<Answer>,
+    waker: Arc<Waker>,
+}
+
+impl Inbox {
+    /// Delivers an applied configuration and wakes the reactor; `false` if the reactor is gone.
+    pub fn follow(&self, config: Config, pins: Vec<Vec<SocketAddr>>) -> bool {
+        if self
+            .answers
+            .send(Answer::Follow(Box::new((config, pins))))
+            .is_err()
+        {
+            return false;
+        }
+        if let Err(err) = self.waker.wake() {
+            warn!("cannot wake a sibling reactor: {err}");
+        }
+        true
+    }
 }
 
 impl Worker {
@@ -70,24 +101,34 @@ impl Worker {
     pub fn spawn(waker: Waker) -> io::Result<Worker> {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (answer_tx, answers) = mpsc::channel();
+        let waker = Arc::new(waker);
+        let (thread_tx, thread_waker) = (answer_tx.clone(), Arc::clone(&waker));
         thread::Builder::new()
             .name("resolver".into())
             .spawn(move || {
                 for job in job_rx {
-                    if answer_tx.send(run(job)).is_err() {
+                    if thread_tx.send(run(job)).is_err() {
                         return;
                     }
-                    if let Err(err) = waker.wake() {
+                    if let Err(err) = thread_waker.wake() {
                         warn!("resolver cannot wake the event loop: {err}");
                     }
                 }
             })?;
-        Ok(Worker { jobs, answers })
+        Ok(Worker {
+            jobs,
+            answers,
+            answer_tx,
+            waker,
+        })
     }
 
-    /// Another thread's way to queue jobs here (the first reactor hands reloads to the others).
-    pub fn inbox(&self) -> Sender<Job> {
-        self.jobs.clone()
+    /// Another thread's way to hand this reactor a reload (the first reactor's, to the others).
+    pub fn inbox(&self) -> Inbox {
+        Inbox {
+            answers: self.answer_tx.clone(),
+            waker: Arc::clone(&self.waker),
+        }
     }
 
     /// Queues a job; `false` if the thread is gone (it only ends when the reactor drops this handle, or
@@ -113,7 +154,6 @@ fn run(job: Job) -> Answer {
                 .collect(),
         },
         Job::Reload { path, defaults } => Answer::Reloaded(Box::new(file::load(&path, defaults))),
-        Job::Follow(applied) => Answer::Follow(applied),
     }
 }
 

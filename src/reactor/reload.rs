@@ -238,8 +238,7 @@ impl Reactor {
             return;
         };
         for inbox in followers.iter() {
-            let job = Job::Follow(Box::new((config.clone(), pins.clone())));
-            if inbox.send(job).is_err() {
+            if !inbox.follow(config.clone(), pins.clone()) {
                 warn!("reload: a sibling reactor is gone; it keeps its configuration");
             }
         }
