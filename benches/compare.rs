@@ -128,6 +128,7 @@ fn run(opts: &Options) -> BenchResult<()> {
         launch: Launch {
             buffer_size: opts.buffer_size,
             forwarder_cpus,
+            max_connections: idle_pairs.max(1),
         },
         pattern: Arc::new(Pattern::new()),
     };
@@ -498,7 +499,7 @@ fn print_verdicts(res: &Results) {
             c.def.scenario.name(),
             c.def.label,
             c.goal(),
-            c.figure()
+            c.figure_note()
         );
     }
 }

@@ -58,6 +58,10 @@ pub struct Launch {
     pub buffer_size: usize,
     /// CPUs the forwarder is pinned to (None: no pinning).
     pub forwarder_cpus: Option<Vec<usize>>,
+    /// edgefwd's `--max-connections`: the idle scenario's pair count. Its default budgets pipe fds
+    /// under `--splice auto` (2.5 per pair, after HAProxy), which would stop it short of the pairs
+    /// the fd limit allows and the other peers hold; no other scenario comes near either figure.
+    pub max_connections: usize,
 }
 
 /// A started peer: where the load generator connects, and the process (if any).
@@ -130,6 +134,8 @@ pub fn start(peer: &Peer, upstream: SocketAddr, launch: &Launch) -> BenchResult<
             cmd.arg("--listen").arg("127.0.0.1:0");
             cmd.arg("--upstream").arg(upstream.to_string());
             cmd.arg("--buffer-size").arg(launch.buffer_size.to_string());
+            cmd.arg("--max-connections")
+                .arg(launch.max_connections.to_string());
             // Per-connection logs are DEBUG; keep them off whatever the user's RUST_LOG is,
             // or the run would measure logging.
             cmd.env("RUST_LOG", "info");
