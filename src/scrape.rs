@@ -118,16 +118,14 @@ impl MetricsServer {
         }
     }
 
-    /// Advances scrape `slot` after an event; closes it and returns true when it is finished.
-    pub fn on_scrape_event(&mut self, slot: usize, render: impl FnOnce() -> String) -> bool {
+    /// Advances scrape `slot` after an event, and closes it when it is finished.
+    pub fn on_scrape_event(&mut self, slot: usize, render: impl FnOnce() -> String) {
         let Some(scrape) = self.scrapes.get_mut(slot) else {
-            return false; // closed earlier in this batch
+            return; // closed earlier in this batch
         };
-        let finished = scrape.advance(render) == Progress::Finished;
-        if finished {
+        if scrape.advance(render) == Progress::Finished {
             self.scrapes.remove(slot);
         }
-        finished
     }
 }
 
@@ -143,7 +141,14 @@ pub struct Scrape {
     /// The response, once the request head is complete.
     response: Option<Vec<u8>>,
     written: usize,
+    /// FIN sent after the response; reading only to throw away (see [`Scrape::linger`]).
+    lingering: bool,
+    /// Bytes thrown away since.
+    discarded: usize,
 }
+
+/// Most bytes a scrape reads and drops after its response before closing anyway.
+const MAX_DISCARD: usize = 64 * 1024;
 
 /// Where an exchange stands after an event.
 #[derive(Debug, PartialEq, Eq)]
@@ -162,6 +167,8 @@ impl Scrape {
             request: Vec::new(),
             response: None,
             written: 0,
+            lingering: false,
+            discarded: 0,
         }
     }
 
@@ -174,7 +181,36 @@ impl Scrape {
                 Err(_) => return Progress::Finished,
             }
         }
-        self.write_response()
+        match self.write_response() {
+            Ok(true) => self.linger(),
+            Ok(false) => Progress::Pending,
+            Err(_) => Progress::Finished,
+        }
+    }
+
+    /// The response is out: send FIN after it, then read and drop whatever the client still sends
+    /// until its own FIN, and only then close (nginx's lingering close). Closing with unread bytes
+    /// (a request body, a pipelined second request) would make the kernel send RST, and an RST can
+    /// reach the client before it has read the response. Bounded by [`MAX_DISCARD`] and, like any
+    /// scrape, by [`SCRAPE_TIMEOUT`] and [`MAX_SCRAPES`].
+    fn linger(&mut self) -> Progress {
+        if !self.lingering {
+            if self.stream.shutdown(std::net::Shutdown::Write).is_err() {
+                return Progress::Finished;
+            }
+            self.lingering = true;
+        }
+        let mut chunk = [0u8; 1024];
+        while self.discarded < MAX_DISCARD {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Progress::Finished,
+                Ok(n) => self.discarded += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Progress::Pending,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Progress::Finished,
+            }
+        }
+        Progress::Finished
     }
 
     /// Reads until the head ends (`\r\n\r\n`), WouldBlock, EOF or the size bound.
@@ -197,19 +233,20 @@ impl Scrape {
         }
     }
 
-    fn write_response(&mut self) -> Progress {
+    /// Writes until the response is out (`Ok(true)`) or WouldBlock (`Ok(false)`).
+    fn write_response(&mut self) -> io::Result<bool> {
         let Some(response) = self.response.as_deref() else {
-            return Progress::Pending;
+            return Ok(false);
         };
         while self.written < response.len() {
             match self.stream.write(&response[self.written..]) {
                 Ok(n) => self.written += n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Progress::Pending,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Progress::Finished,
+                Err(err) => return Err(err),
             }
         }
-        Progress::Finished
+        Ok(true)
     }
 }
 

@@ -56,7 +56,7 @@ impl Reactor {
         };
         let (metrics, routes, open) = (&mut self.metrics, &self.routes, self.pairs.len());
         let board = self.siblings.board.as_deref();
-        let finished = server.on_scrape_event(slot, || {
+        server.on_scrape_event(slot, || {
             let mut body = String::with_capacity(8192);
             match board {
                 Some(board) => {
@@ -73,11 +73,10 @@ impl Reactor {
                 .filter(|(_, route)| !route.draining)
                 .flat_map(|(_, route)| route.upstream_rows());
             metrics::render_upstreams(rows, &mut body);
+            // Counted when rendered: the exchange then lingers until the client's FIN (scrape.rs).
+            metrics.scrapes += 1;
             body
         });
-        if finished {
-            metrics.scrapes += 1;
-        }
     }
 }
 
