@@ -63,6 +63,10 @@ use util::{fail, BenchResult, Context};
 /// (client socket and echo-server socket).
 const FD_HEADROOM: u64 = 1024;
 
+/// edgefwd's `--max-connections` never goes below this, so a small `--idle-max` or fd limit cannot
+/// cap it under the 100 connections of rr100 (and churn's 50), which would flatter its figures.
+const MIN_MAX_CONNECTIONS: usize = 1000;
+
 /// How long a run waits for other processes to quiet down before starting anyway.
 const QUIET_WAIT: Duration = Duration::from_secs(15);
 
@@ -128,7 +132,8 @@ fn run(opts: &Options) -> BenchResult<()> {
         launch: Launch {
             buffer_size: opts.buffer_size,
             forwarder_cpus,
-            max_connections: idle_pairs.max(1),
+            // Never below what rr100 and churn open, whatever --idle-max or the fd limit.
+            max_connections: idle_pairs.max(MIN_MAX_CONNECTIONS),
         },
         pattern: Arc::new(Pattern::new()),
     };

@@ -90,16 +90,17 @@ pub enum ConnectState {
 /// (EINVAL on macOS once a failed socket is shut down both ways); only then does `take_error` tell
 /// them apart, and name the failure (ECONNREFUSED, ...).
 pub fn connect_result(stream: &TcpStream) -> ConnectState {
-    match stream.peer_addr() {
+    let einval = match stream.peer_addr() {
         Ok(_) => return ConnectState::Connected,
-        Err(err)
-            if err.kind() == io::ErrorKind::NotConnected
-                || err.raw_os_error() == Some(libc::EINVAL) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotConnected => None,
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Some(err),
         Err(err) => return ConnectState::Failed(err),
-    }
-    match stream.take_error() {
-        Ok(Some(err)) | Err(err) => ConnectState::Failed(err),
-        Ok(None) => ConnectState::Pending,
+    };
+    match (stream.take_error(), einval) {
+        (Ok(Some(err)) | Err(err), _) => ConnectState::Failed(err),
+        // EINVAL with no error left to name: a socket that is shut down, not one still connecting.
+        (Ok(None), Some(err)) => ConnectState::Failed(err),
+        (Ok(None), None) => ConnectState::Pending,
     }
 }
 

@@ -255,6 +255,7 @@ impl Direction {
                 if self.stalled(src.ready, shared.pool) {
                     shared.metrics.io.reads_ring_full += 1;
                 }
+                self.recycle_pipe(src.ready, shared);
                 return Ok(progressed);
             }
             progressed = true;
@@ -303,7 +304,6 @@ impl Direction {
                     io.writes_short += 1;
                 }
                 self.pipe_full = false;
-                self.recycle_pipe(shared);
                 Ok(true)
             }
             IoOutcome::WouldBlock => {
@@ -317,11 +317,13 @@ impl Direction {
         }
     }
 
-    /// An emptied pipe goes back to the pool, so an idle direction holds no pipe fds. A direction that
-    /// has just switched holds an empty pipe while its ring drains ahead of it: that one is kept, or
-    /// another direction could take it meanwhile and the switch would come to nothing.
-    fn recycle_pipe(&mut self, shared: &mut Shared<'_>) {
-        if !self.ring.is_empty() {
+    /// When a pump run ends, an emptied pipe goes back to the pool, so an idle direction holds no pipe
+    /// fds. It stays while the direction is not idle: a direction that has just switched holds an empty
+    /// pipe while its ring drains ahead of it, and one that stopped on its byte budget with `src` still
+    /// readable (it is queued to run again) will splice into it next. Given back then, another pair could
+    /// take the route's last pipe meanwhile, and the switch would end in a shortage.
+    fn recycle_pipe(&mut self, src_ready: &Readiness, shared: &mut Shared<'_>) {
+        if !self.ring.is_empty() || (self.state == State::Open && src_ready.readable) {
             return;
         }
         if let Some(pipe) = self.pipe.take_if(|pipe| pipe.is_empty()) {
@@ -401,7 +403,6 @@ impl Direction {
         self.counters.reads += 1;
         shared.metrics.io.reads += 1;
         let (result, short_read_drains) = self.read_into_buffer(src.stream, shared);
-        self.recycle_pipe(shared);
         let io = &mut shared.metrics.io;
         match IoOutcome::from(result) {
             IoOutcome::Done(n) => {
@@ -693,11 +694,14 @@ mod tests {
         rig.dst_ready.writable = false;
         rig.pump(usize::MAX).expect("pump");
         assert_eq!(rig.metrics.splice_switches, 1, "a full ring switches");
-        rig.dir.recycle_pipe(&mut Shared {
-            pool: &mut rig.pool,
-            pipes: rig.pipes.as_mut(),
-            metrics: &mut rig.metrics,
-        });
+        rig.dir.recycle_pipe(
+            &Readiness::default(),
+            &mut Shared {
+                pool: &mut rig.pool,
+                pipes: rig.pipes.as_mut(),
+                metrics: &mut rig.metrics,
+            },
+        );
         let pipes = rig.pipes.as_mut().expect("pool");
         assert_eq!((pipes.open(), pipes.spare()), (1, 0), "the pipe is kept");
         // Another direction takes the route's other pipe.
@@ -710,6 +714,37 @@ mod tests {
             got.extend(rig.drain_peer());
         }
         assert_eq!(got, data, "bytes in order across the switch");
+        assert_eq!(rig.metrics.pipe_shortages, 0);
+        drop(other);
+    }
+
+    /// A direction that stops on its byte budget with `src` still readable is queued to run again, not
+    /// idle: it keeps its (empty) pipe, so no other pair can take it in between.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn test_budget_yield_keeps_the_pipe() {
+        let mut rig = rig(1024);
+        rig.dir = Direction::new(Way::ClientToUpstream, Splice::Auto);
+        rig.pipes = Some(PipePool::new(4096, 4, 2));
+        let data: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
+        rig.peer_src.write_all(&data).expect("write");
+        rig.dst_ready.writable = false;
+        rig.pump(usize::MAX).expect("pump");
+        assert_eq!(rig.metrics.splice_switches, 1);
+        // The ring drains, then the budget stops the read: the pipe is empty and src still readable.
+        rig.dst_ready.writable = true;
+        rig.pump(0).expect("pump");
+        let mut got = rig.drain_peer();
+        assert_eq!(got.len(), 1024, "the ring went out");
+        let pipes = rig.pipes.as_mut().expect("pool");
+        assert_eq!((pipes.open(), pipes.spare()), (1, 0), "the pipe is kept");
+        let other = pipes.take().expect("the route's second pipe");
+        for _ in 0..20 {
+            rig.dst_ready.writable = true;
+            rig.pump(usize::MAX).expect("pump");
+            got.extend(rig.drain_peer());
+        }
+        assert_eq!(got, data);
         assert_eq!(rig.metrics.pipe_shortages, 0);
         drop(other);
     }

@@ -144,6 +144,8 @@ pub struct Reactor {
     siblings: Siblings,
     /// While following reactor 0's reload: route by route, the addresses it bound (see `follow`).
     reload_pins: Vec<Vec<SocketAddr>>,
+    /// Reloads applied so far; re-resolution answers asked for before the latest are dropped.
+    reload_epoch: u64,
     timers: Timers,
     /// The configuration in force: the one started with, or the last one a reload accepted.
     config: Config,
@@ -220,6 +222,7 @@ impl Reactor {
                 .map(|interval| StatsTicker::new(interval, now)),
             siblings,
             reload_pins: Vec::new(),
+            reload_epoch: 0,
             warm: (config.prewarm > 0).then(|| WarmPool::new(config.prewarm)),
             timers: Timers::new(),
             config: config.clone(),
@@ -317,6 +320,9 @@ impl Reactor {
             rounds,
             self.probes.iter().map(|(_, probe)| probe.deadline).min(),
             self.warm.as_ref().and_then(WarmPool::next_deadline),
+            self.metrics_server
+                .as_ref()
+                .and_then(MetricsServer::retry_deadline),
         ]
         .into_iter()
         .flatten()
@@ -563,11 +569,12 @@ impl Reactor {
             }) || self
                 .metrics_server
                 .as_ref()
-                .is_some_and(MetricsServer::is_ready))
+                .is_some_and(|server| server.is_ready(self.now)))
     }
 
     /// Accepts queued scrapes, unless accepting is paused: the metrics listener runs out of fds like any
     /// other, and then waits out the same pause (its edge kept) instead of spinning or losing the scrape.
+    /// Errors of its own it waits out alone (`MetricsServer::accept`).
     fn accept_scrapes(&mut self) {
         if self.accept_paused_until.is_some() {
             return;

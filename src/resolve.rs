@@ -42,6 +42,8 @@ pub enum Job {
     Resolve {
         route: usize,
         uid: u64,
+        /// How many reloads the reactor had applied when it asked; see [`Answer::Resolved`].
+        epoch: u64,
         names: Vec<(usize, String)>,
     },
     /// Read, validate and resolve the config file.
@@ -51,9 +53,12 @@ pub enum Job {
 /// What came back.
 #[derive(Debug)]
 pub enum Answer {
+    /// Carries the job's `epoch`: an answer to a question asked before a reload was applied may
+    /// hold an address older than the reload's own, and is not used.
     Resolved {
         route: usize,
         uid: u64,
+        epoch: u64,
         addrs: Vec<(usize, Result<SocketAddr, String>)>,
     },
     Reloaded(Box<Result<Config, FileError>>),
@@ -145,9 +150,15 @@ impl Worker {
 
 fn run(job: Job) -> Answer {
     match job {
-        Job::Resolve { route, uid, names } => Answer::Resolved {
+        Job::Resolve {
             route,
             uid,
+            epoch,
+            names,
+        } => Answer::Resolved {
+            route,
+            uid,
+            epoch,
             addrs: names
                 .into_iter()
                 .map(|(index, name)| (index, first_address(&name)))
@@ -171,6 +182,7 @@ mod tests {
         assert!(worker.submit(Job::Resolve {
             route: 3,
             uid: 9,
+            epoch: 2,
             names: vec![
                 (0, "127.0.0.1:80".into()),
                 (1, "no-such-host.invalid:80".into())
@@ -185,6 +197,7 @@ mod tests {
             [Answer::Resolved {
                 route: 3,
                 uid: 9,
+                epoch: 2,
                 addrs,
             }] => {
                 assert_eq!(addrs[0].1, Ok("127.0.0.1:80".parse().expect("addr")));

@@ -12,12 +12,13 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::debug;
+use log::{debug, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
 use slab::Slab;
 
 use crate::net;
+use crate::throttle::Throttle;
 use crate::token::{self, MAX_SCRAPES};
 
 /// A scrape older than this is closed when the next one arrives.
@@ -29,8 +30,15 @@ pub struct MetricsServer {
     listener: TcpListener,
     /// An edge arrived that no accept has drained yet.
     ready: bool,
+    /// After an accept error other than running out of fds: the metrics listener alone waits until
+    /// then. Forwarding does not stop for a fault of the metrics endpoint.
+    retry_at: Option<Instant>,
+    error_warning: Throttle,
     scrapes: Slab<Scrape>,
 }
+
+/// How long the metrics listener waits after an accept error of its own.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 impl MetricsServer {
     /// Binds and registers the metrics listener.
@@ -40,6 +48,8 @@ impl MetricsServer {
         Ok(MetricsServer {
             listener,
             ready: false,
+            retry_at: None,
+            error_warning: Throttle::new(Duration::from_secs(10)),
             scrapes: Slab::new(),
         })
     }
@@ -48,9 +58,14 @@ impl MetricsServer {
         self.listener.local_addr()
     }
 
-    /// An edge arrived that no accept has drained yet.
-    pub fn is_ready(&self) -> bool {
-        self.ready
+    /// An edge arrived that no accept has drained yet, and no retry wait is running.
+    pub fn is_ready(&self, now: Instant) -> bool {
+        self.ready && self.retry_at.is_none_or(|at| at <= now)
+    }
+
+    /// When a queued connection is to be accepted again after an error, for the poll timeout.
+    pub fn retry_deadline(&self) -> Option<Instant> {
+        self.retry_at.filter(|_| self.ready)
     }
 
     /// Notes the listener's edge; the accepts happen after the event batch, in [`accept`](Self::accept).
@@ -61,14 +76,17 @@ impl MetricsServer {
     /// Accepts until WouldBlock. Scrapes past their age are dropped first, and a connection beyond
     /// [`MAX_SCRAPES`] takes the place of the oldest rather than wait in the backlog.
     ///
-    /// Any other accept error (EMFILE and the like) is returned and the edge is kept: the scrape is
-    /// still queued and no new edge will announce it, so the reactor pauses accepting and calls again
-    /// when the pause ends ([`Self::is_ready`]). Dropping the edge instead left that scrape unanswered
-    /// until another one arrived.
+    /// On an accept error the edge is kept: the scrape is still queued and no new edge will announce
+    /// it (dropping the edge left that scrape unanswered until another one arrived). Running out of
+    /// fds (EMFILE and the like) is the whole process's problem: the error is returned and the reactor
+    /// pauses every accept. Any other error makes this listener alone wait [`ACCEPT_RETRY`], so a
+    /// fault of the metrics endpoint never stops forwarding. A connection reset while queued
+    /// (ECONNABORTED) is skipped, as on the routes.
     pub fn accept(&mut self, registry: &Registry, now: Instant) -> Option<io::Error> {
-        if !self.ready {
+        if !self.is_ready(now) {
             return None;
         }
+        self.retry_at = None;
         self.scrapes
             .retain(|_, scrape| now.duration_since(scrape.accepted) < SCRAPE_TIMEOUT);
         loop {
@@ -78,10 +96,21 @@ impl MetricsServer {
                     self.ready = false;
                     return None;
                 }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => {
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(err) if net::is_resource_exhaustion(&err) => {
                     debug!("metrics accept failed: {err}");
                     return Some(err);
+                }
+                Err(err) => {
+                    if let Some(suppressed) = self.error_warning.allow(now) {
+                        warn!("metrics accept failed: {err}; retrying in {}ms ({suppressed} similar warnings suppressed)", ACCEPT_RETRY.as_millis());
+                    }
+                    self.retry_at = Some(now + ACCEPT_RETRY);
+                    return None;
                 }
             }
         }

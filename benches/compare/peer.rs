@@ -58,7 +58,7 @@ pub struct Launch {
     pub buffer_size: usize,
     /// CPUs the forwarder is pinned to (None: no pinning).
     pub forwarder_cpus: Option<Vec<usize>>,
-    /// edgefwd's `--max-connections`: the idle scenario's pair count. Its default budgets pipe fds
+    /// edgefwd's `--max-connections`: the idle scenario's pair count (at least 1000). Its default budgets pipe fds
     /// under `--splice auto` (2.5 per pair, after HAProxy), which would stop it short of the pairs
     /// the fd limit allows and the other peers hold; no other scenario comes near either figure.
     pub max_connections: usize,

@@ -186,6 +186,7 @@ impl Reactor {
             self.remove_if_drained(key);
         }
         self.adopt_globals(new);
+        self.reload_epoch += 1;
         self.count_reload(true);
         if let Some(config) = handoff {
             self.hand_on(config, &running);

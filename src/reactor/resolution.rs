@@ -4,8 +4,12 @@
 //! `getaddrinfo` blocks, so the names go to the resolver thread ([`Worker`]); it wakes the loop through a
 //! `mio::Waker` under `token::WAKER`. One edge may stand for several answers, so [`Reactor::on_waker`]
 //! drains every answer queued. A route has at most one job in flight (`Route::resolving`), and answers
-//! carry the route's uid: a reload may have replaced the route in between. A new address applies to new
-//! connects only; live pairs keep the socket they have.
+//! carry the route's uid: a reload may have replaced the route in between. They also carry the number of
+//! reloads applied when they were asked (`reload_epoch`): a reload resolves its names afresh, so an answer
+//! to an older question is dropped, or a `getaddrinfo` that began before the reload and ended after it
+//! would put the pre-reload address back (with `--threads`, a follower receives reloads straight from
+//! reactor 0, ahead of its own resolver's queue). A new address applies to new connects only; live pairs
+//! keep the socket they have.
 
 use std::net::SocketAddr;
 
@@ -46,6 +50,7 @@ impl Reactor {
                 && worker.submit(Job::Resolve {
                     route: key,
                     uid: route.uid,
+                    epoch: self.reload_epoch,
                     names,
                 });
         }
@@ -59,7 +64,12 @@ impl Reactor {
         };
         for answer in answers {
             match answer {
-                Answer::Resolved { route, uid, addrs } => self.apply_resolution(route, uid, addrs),
+                Answer::Resolved {
+                    route,
+                    uid,
+                    epoch,
+                    addrs,
+                } => self.apply_resolution(route, uid, epoch, addrs),
                 Answer::Reloaded(result) => match *result {
                     Ok(config) => self.reload(config),
                     Err(err) => self.reload_rejected(err.message()),
@@ -77,12 +87,16 @@ impl Reactor {
         &mut self,
         key: usize,
         uid: u64,
+        epoch: u64,
         addrs: Vec<(usize, Result<SocketAddr, String>)>,
     ) {
         let Some(route) = self.routes.get_mut(key).filter(|route| route.uid == uid) else {
             return;
         };
         route.resolving = false;
+        if epoch != self.reload_epoch {
+            return; // asked before a reload that resolved these names afresh
+        }
         for (index, result) in addrs {
             match result {
                 Ok(addr) => route.readdress(index, addr),
