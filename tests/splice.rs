@@ -112,10 +112,11 @@ fn test_splice_pipe_limit_keeps_extra_streams_on_their_rings() {
         &["--buffer-size", "4k", "--max-connections", "4"],
     );
     let baseline = fwd.fd_count();
+    // Long enough (32 MiB each) that the three overlap even on a loaded machine.
     let streams: Vec<_> = (0..3)
         .map(|_| {
             let addr = fwd.addr();
-            std::thread::spawn(move || echo_roundtrip(addr, 16 << 20, 64 * 1024))
+            std::thread::spawn(move || echo_roundtrip(addr, 32 << 20, 64 * 1024))
         })
         .collect();
     let mut most = baseline;
