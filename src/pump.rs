@@ -680,12 +680,10 @@ mod tests {
         }
     }
 
-    /// `--splice auto` switches with a pipe in hand and keeps it while its ring drains ahead of it:
-    /// were the empty pipe recycled then, another direction could take the route's last one and the
-    /// switch would end in a shortage. The bytes come out in order across the switch.
+    /// An `auto` direction over a route allowed two pipes that has just switched: 6000 bytes queued
+    /// in `src`, a full 1024-byte ring that a blocked `dst` kept, one pipe taken. Returns the bytes.
     #[cfg(target_os = "linux")]
-    #[test]
-    fn test_auto_switch_keeps_its_pipe_while_the_ring_drains() {
+    fn switched_rig() -> (Rig, Vec<u8>) {
         let mut rig = rig(1024);
         rig.dir = Direction::new(Way::ClientToUpstream, Splice::Auto);
         rig.pipes = Some(PipePool::new(4096, 4, 2));
@@ -694,6 +692,34 @@ mod tests {
         rig.dst_ready.writable = false;
         rig.pump(usize::MAX).expect("pump");
         assert_eq!(rig.metrics.splice_switches, 1, "a full ring switches");
+        (rig, data)
+    }
+
+    /// Another direction takes the route's other pipe, then `rig` runs to the end: every byte must
+    /// arrive in order, with no shortage (the direction still holds its pipe).
+    #[cfg(target_os = "linux")]
+    fn finish_beside_a_rival(mut rig: Rig, mut got: Vec<u8>, data: &[u8]) {
+        let pipes = rig.pipes.as_mut().expect("pool");
+        assert_eq!((pipes.open(), pipes.spare()), (1, 0), "the pipe is kept");
+        let rival = pipes.take().expect("the route's second pipe");
+        assert!(pipes.take().is_err(), "the limit is reached");
+        for _ in 0..20 {
+            rig.dst_ready.writable = true;
+            rig.pump(usize::MAX).expect("pump");
+            got.extend(rig.drain_peer());
+        }
+        assert_eq!(got, data, "bytes in order across the switch");
+        assert_eq!(rig.metrics.pipe_shortages, 0);
+        drop(rival);
+    }
+
+    /// `--splice auto` switches with a pipe in hand and keeps it while its ring drains ahead of it:
+    /// were the empty pipe recycled then, another direction could take the route's last one and the
+    /// switch would end in a shortage.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn test_auto_switch_keeps_its_pipe_while_the_ring_drains() {
+        let (mut rig, data) = switched_rig();
         rig.dir.recycle_pipe(
             &Readiness::default(),
             &mut Shared {
@@ -702,20 +728,7 @@ mod tests {
                 metrics: &mut rig.metrics,
             },
         );
-        let pipes = rig.pipes.as_mut().expect("pool");
-        assert_eq!((pipes.open(), pipes.spare()), (1, 0), "the pipe is kept");
-        // Another direction takes the route's other pipe.
-        let other = pipes.take().expect("the second pipe");
-        assert!(pipes.take().is_err(), "the limit is reached");
-        let mut got = Vec::new();
-        for _ in 0..20 {
-            rig.dst_ready.writable = true;
-            rig.pump(usize::MAX).expect("pump");
-            got.extend(rig.drain_peer());
-        }
-        assert_eq!(got, data, "bytes in order across the switch");
-        assert_eq!(rig.metrics.pipe_shortages, 0);
-        drop(other);
+        finish_beside_a_rival(rig, Vec::new(), &data);
     }
 
     /// A direction that stops on its byte budget with `src` still readable is queued to run again, not
@@ -723,29 +736,12 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn test_budget_yield_keeps_the_pipe() {
-        let mut rig = rig(1024);
-        rig.dir = Direction::new(Way::ClientToUpstream, Splice::Auto);
-        rig.pipes = Some(PipePool::new(4096, 4, 2));
-        let data: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
-        rig.peer_src.write_all(&data).expect("write");
-        rig.dst_ready.writable = false;
-        rig.pump(usize::MAX).expect("pump");
-        assert_eq!(rig.metrics.splice_switches, 1);
+        let (mut rig, data) = switched_rig();
         // The ring drains, then the budget stops the read: the pipe is empty and src still readable.
         rig.dst_ready.writable = true;
         rig.pump(0).expect("pump");
-        let mut got = rig.drain_peer();
+        let got = rig.drain_peer();
         assert_eq!(got.len(), 1024, "the ring went out");
-        let pipes = rig.pipes.as_mut().expect("pool");
-        assert_eq!((pipes.open(), pipes.spare()), (1, 0), "the pipe is kept");
-        let other = pipes.take().expect("the route's second pipe");
-        for _ in 0..20 {
-            rig.dst_ready.writable = true;
-            rig.pump(usize::MAX).expect("pump");
-            got.extend(rig.drain_peer());
-        }
-        assert_eq!(got, data);
-        assert_eq!(rig.metrics.pipe_shortages, 0);
-        drop(other);
+        finish_beside_a_rival(rig, got, &data);
     }
 }
