@@ -142,8 +142,6 @@ pub struct Reactor {
     /// `--prewarm` upstream connections.
     warm: Option<WarmPool>,
     siblings: Siblings,
-    /// While following reactor 0's reload: route by route, the addresses it bound (see `follow`).
-    reload_pins: Vec<Vec<SocketAddr>>,
     /// Reloads applied so far; re-resolution answers asked for before the latest are dropped.
     reload_epoch: u64,
     timers: Timers,
@@ -221,7 +219,6 @@ impl Reactor {
                 .stats_interval
                 .map(|interval| StatsTicker::new(interval, now)),
             siblings,
-            reload_pins: Vec::new(),
             reload_epoch: 0,
             warm: (config.prewarm > 0).then(|| WarmPool::new(config.prewarm)),
             timers: Timers::new(),

@@ -50,7 +50,7 @@ impl Reactor {
     /// through [`Self::on_waker`].
     pub(super) fn request_reload(&mut self) {
         if self.siblings.index != 0 {
-            // Reactor 0 reads the file once for all `--threads` reactors and hands it on (`follow`).
+            // Reactor 0 reads the file once for all `--threads` reactors and hands it on (`Answer::Follow`).
             return;
         }
         let Some(path) = self.config.file.clone() else {
@@ -85,7 +85,10 @@ impl Reactor {
     /// - a new route binds its addresses; a removed route closes its listeners and drains.
     ///
     /// Every new address is bound before anything changes, so a bind failure rejects the reload whole.
-    pub(super) fn reload(&mut self, mut new: Config) {
+    ///
+    /// `pins`, with `--threads` on a reactor other than the first: route by route, the addresses the first
+    /// reactor bound, where new listeners are bound here too (empty otherwise).
+    pub(super) fn reload(&mut self, mut new: Config, pins: &[Vec<SocketAddr>]) {
         if self.drain.is_some() {
             info!("reload ignored: shutting down");
             return;
@@ -126,7 +129,7 @@ impl Reactor {
             ));
         }
         let retiring: Vec<usize> = replaced.iter().chain(&removed).copied().collect();
-        let sources = match self.gather_listeners(&new.routes, &matches, &retiring) {
+        let sources = match self.gather_listeners(&new.routes, &matches, &retiring, pins) {
             Ok(sources) => sources,
             Err(message) => return self.reload_rejected(&message),
         };
@@ -245,13 +248,6 @@ impl Reactor {
         }
     }
 
-    /// `--threads`: applies the configuration reactor 0 has applied, binding new listeners where it did.
-    pub(super) fn follow(&mut self, config: Config, pins: Vec<Vec<SocketAddr>>) {
-        self.reload_pins = pins;
-        self.reload(config);
-        self.reload_pins = Vec::new();
-    }
-
     /// Pairs each new route with the running route it continues, if any.
     fn match_routes(&self, new: &[RouteConfig]) -> Vec<Match> {
         let mut used = HashSet::new();
@@ -287,6 +283,7 @@ impl Reactor {
         routes: &[RouteConfig],
         matches: &[Match],
         retiring: &[usize],
+        pins: &[Vec<SocketAddr>],
     ) -> Result<Vec<Vec<Source>>, String> {
         // (route slot, listener index, requested address, bound address)
         type Spare = (usize, usize, SocketAddr, SocketAddr);
@@ -303,7 +300,7 @@ impl Reactor {
             .collect();
         let mut all = Vec::with_capacity(routes.len());
         for (at, (route, found)) in routes.iter().zip(matches).enumerate() {
-            let pins = self.reload_pins.get(at);
+            let pins = pins.get(at);
             let mut sources = Vec::new();
             if !matches!(found, Match::Kept(_)) {
                 let continues = match found {

@@ -71,12 +71,13 @@ impl Reactor {
                     addrs,
                 } => self.apply_resolution(route, uid, epoch, addrs),
                 Answer::Reloaded(result) => match *result {
-                    Ok(config) => self.reload(config),
+                    Ok(config) => self.reload(config, &[]),
                     Err(err) => self.reload_rejected(err.message()),
                 },
                 Answer::Follow(applied) => {
+                    // `--threads`: apply what reactor 0 applied, binding new listeners where it did.
                     let (config, pins) = *applied;
-                    self.follow(config, pins);
+                    self.reload(config, &pins);
                 }
             }
         }
