@@ -77,20 +77,19 @@ fn test_splice_falls_back_loudly_when_no_pipe_can_be_made() {
     let echo = Backend::echo();
     // Measure what the process needs with no pair, then allow exactly one pair's two sockets: pipe2
     // then fails with EMFILE and the pair must still forward, over the ring, saying so.
-    let baseline = {
-        let probe = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--splice"]);
-        probe.fd_count() as u64
-    };
+    let upstream = echo.upstream_arg();
+    let args = [
+        "--upstream",
+        &upstream,
+        "--splice",
+        "--max-connections",
+        "1",
+    ];
+    let nofile = Forwarder::start(&args).nofile_leaving_free(2);
     let fwd = Forwarder::start_with(
-        &[
-            "--upstream",
-            &echo.upstream_arg(),
-            "--splice",
-            "--max-connections",
-            "1",
-        ],
+        &args,
         &Options {
-            nofile: Some(baseline + 2),
+            nofile: Some(nofile),
             ..Options::default()
         },
     );
