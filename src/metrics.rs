@@ -181,6 +181,9 @@ pub struct Metrics {
     pub reloads_rejected: u64,
     /// Directions that wanted to splice but fell back to the ring for good (splice refused).
     pub splice_fallbacks: u64,
+    /// Times a socket was registered without read interest because the direction reading it was blocked
+    /// (backpressure): EPOLLIN edges would only have woken the loop for nothing.
+    pub read_pauses: u64,
     /// Times a direction wanted a pipe and none was to be had (the route's pipe limit, EMFILE); it
     /// carried on through its ring.
     pub pipe_shortages: u64,
@@ -264,6 +267,7 @@ impl Metrics {
             *mine += theirs;
         }
         self.budget_yields += other.budget_yields;
+        self.read_pauses += other.read_pauses;
         self.loop_guard_trips += other.loop_guard_trips;
         self.scrapes += other.scrapes;
         self.splice_fallbacks += other.splice_fallbacks;
@@ -296,7 +300,7 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self, pairs_open: usize, out: &mut String) {
-        let counters: [(&str, &str, u64); 25] = [
+        let counters: [(&str, &str, u64); 26] = [
             ("polls", "epoll_wait calls", self.polls),
             (
                 "events",
@@ -369,6 +373,11 @@ impl Metrics {
                 self.loop_guard_trips,
             ),
             ("scrapes", "metrics scrapes served", self.scrapes),
+            (
+                "read_pauses",
+                "times a blocked direction stopped read events on its socket (backpressure)",
+                self.read_pauses,
+            ),
             (
                 "splice_fallbacks",
                 "directions that fell back from splice to the ring for good",

@@ -69,11 +69,13 @@ pub enum Cause {
     Rejected,
     /// No complete greeting (PROXY header, CONNECT head) within `--header-timeout`.
     HeaderTimeout,
+    /// The poller refused to change a socket's registration (`epoll_ctl`/`kevent` failed).
+    PollerError,
 }
 
 impl Cause {
     /// Every cause, in the order of their discriminants (indexes of per-cause counters).
-    pub const ALL: [Cause; 13] = [
+    pub const ALL: [Cause; 14] = [
         Cause::ClientFin,
         Cause::UpstreamFin,
         Cause::ClientReset,
@@ -87,6 +89,7 @@ impl Cause {
         Cause::Shutdown,
         Cause::Rejected,
         Cause::HeaderTimeout,
+        Cause::PollerError,
     ];
 
     /// The name used in logs.
@@ -105,6 +108,7 @@ impl Cause {
             Cause::Shutdown => "shutdown",
             Cause::Rejected => "rejected",
             Cause::HeaderTimeout => "header-timeout",
+            Cause::PollerError => "poller-error",
         }
     }
 
@@ -214,6 +218,10 @@ pub struct Pair {
     pub tried: u64,
     client_ready: Readiness,
     upstream_ready: Readiness,
+    /// The client's / upstream's socket is registered without read interest, because the direction
+    /// reading it is blocked ([`Pair::read_interest_change`]).
+    client_muted: bool,
+    upstream_muted: bool,
     /// client -> upstream.
     c2u: Direction,
     /// upstream -> client.
@@ -263,6 +271,8 @@ impl Pair {
             tried,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
+            client_muted: false,
+            upstream_muted: false,
             c2u: Direction::new(Way::ClientToUpstream, splice),
             u2c: Direction::new(Way::UpstreamToClient, splice),
             phase: Phase::Connecting,
@@ -299,6 +309,8 @@ impl Pair {
             tried: 0,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
+            client_muted: false,
+            upstream_muted: false,
             c2u: Direction::new(Way::ClientToUpstream, splice),
             u2c: Direction::new(Way::UpstreamToClient, splice),
             phase: Phase::Greeting,
@@ -729,6 +741,53 @@ impl Pair {
             )
             .map_err(|fault| fault_cause(fault, Side::Upstream))?;
         Ok(forward || backward)
+    }
+
+    /// Whether `side`'s socket should now be registered with read interest (`Some(true)`) or without it
+    /// (`Some(false)`), when that differs from its registration; `None` leaves it as it is.
+    ///
+    /// Edge-triggered backpressure. A direction that stops reading because its ring (or pipe) is full
+    /// keeps `readable` set: the data is still queued, and no edge will repeat it. But every segment that
+    /// arrives on the socket after that raises a new EPOLLIN edge, and each one would wake the loop only
+    /// to find the direction still full. With a fast sender and a slow upstream that was 9 wakeups in 10
+    /// (docs/epoll.md). So a blocked direction ([`Direction::reads_blocked`]) has its socket registered
+    /// for writes only: errors and hang-ups are reported whatever the interest, and the cached bit already
+    /// says there is more to read. Read interest comes back only when a read has found the socket drained
+    /// ([`Direction::awaits_readable`]), not as soon as room frees, so a transfer that stays backpressured
+    /// pays two `epoll_ctl` per stall, not per write. EPOLL_CTL_MOD (and kqueue's EV_ADD) reports the
+    /// socket's state at that moment, so data or a FIN that arrived while muted raises an event then.
+    /// Only an established pair pumps; before that both sockets keep the interest they were registered with.
+    pub fn read_interest_change(&self, side: Side, pool: &BufPool) -> Option<bool> {
+        if self.phase != Phase::Established {
+            return None;
+        }
+        let (direction, ready, muted) = match side {
+            Side::Client => (&self.c2u, &self.client_ready, self.client_muted),
+            Side::Upstream => (&self.u2c, &self.upstream_ready, self.upstream_muted),
+        };
+        if !muted && direction.reads_blocked(ready, pool) {
+            Some(false)
+        } else if muted && direction.awaits_readable(ready) {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
+    /// The reactor changed `side`'s registration as [`Pair::read_interest_change`] asked.
+    pub fn note_read_interest(&mut self, side: Side, reads: bool) {
+        match side {
+            Side::Client => self.client_muted = !reads,
+            Side::Upstream => self.upstream_muted = !reads,
+        }
+    }
+
+    /// The socket on `side`, if the pair has one.
+    pub fn socket_mut(&mut self, side: Side) -> Option<&mut TcpStream> {
+        match side {
+            Side::Client => Some(&mut self.client),
+            Side::Upstream => self.upstream.as_mut(),
+        }
     }
 
     fn has_work(&self, pool: &BufPool) -> bool {

@@ -14,6 +14,9 @@
 //!   the kernel will not repeat an edge for data we left in the queue.
 //! - When the ring is full the read stops *without* clearing `readable`. No new edge will come for data
 //!   already queued, so it is the write freeing space that lets the same loop read again.
+//! - But new data arriving on that socket does raise edges, and each would wake the loop for nothing:
+//!   while [`Direction::reads_blocked`] holds, the pair has the socket registered without read interest
+//!   ([`crate::pair::Pair::read_interest_change`]), and takes it back once a read finds it drained.
 //! - A write is attempted only while bytes are held; the `writable` bit is cleared only by WouldBlock or
 //!   a short write, so a pump blocked on a slow reader resumes on the next EPOLLOUT edge.
 //! - A per-wakeup byte budget bounds how long one busy pair may hold the loop; the caller re-queues a pair
@@ -225,6 +228,19 @@ impl Direction {
     /// Backpressure: the source has data the full ring (or pipe) cannot take.
     fn stalled(&self, src_ready: &Readiness, pool: &BufPool) -> bool {
         self.state == State::Open && src_ready.readable && self.is_full(pool)
+    }
+
+    /// Backpressure: `src` is known to hold data (or its FIN) that this direction cannot take now, because
+    /// its ring or pipe is full, or a preamble or the ring must drain before the next read. Until a write
+    /// frees room, an EPOLLIN edge on `src` would tell the pair nothing it does not know.
+    pub fn reads_blocked(&self, src_ready: &Readiness, pool: &BufPool) -> bool {
+        self.state == State::Open && src_ready.readable && (self.is_full(pool) || !self.may_read())
+    }
+
+    /// This direction still reads `src` and has found it drained: only an EPOLLIN edge can say when to
+    /// read again.
+    pub fn awaits_readable(&self, src_ready: &Readiness) -> bool {
+        self.state == State::Open && !src_ready.readable
     }
 
     /// True if a call to [`pump`](Self::pump) could make progress now, given budget.
@@ -654,6 +670,38 @@ mod tests {
             got.extend(rig.drain_peer());
         }
         assert_eq!(got, data);
+    }
+
+    /// A direction full against a dst that takes nothing is blocked (its socket may be muted); once the
+    /// dst drains it and a read finds the source empty, it awaits an edge again (read interest back).
+    #[test]
+    fn test_open_full_ring_blocks_reads_until_a_read_finds_the_source_drained() {
+        let mut rig = rig(1024);
+        rig.peer_src.write_all(&[3u8; 4096]).expect("write");
+        rig.dst_ready.writable = false;
+        rig.pump(usize::MAX).expect("pump");
+        assert!(rig.dir.reads_blocked(&rig.src_ready, &rig.pool));
+        assert!(!rig.dir.awaits_readable(&rig.src_ready));
+
+        let mut got = 0;
+        while got < 4096 {
+            rig.dst_ready.writable = true;
+            rig.pump(usize::MAX).expect("pump");
+            got += rig.drain_peer().len();
+        }
+        assert!(!rig.dir.reads_blocked(&rig.src_ready, &rig.pool));
+        assert!(
+            rig.dir.awaits_readable(&rig.src_ready),
+            "drained: only an edge says when to read"
+        );
+
+        rig.peer_src.shutdown(Shutdown::Write).expect("shutdown");
+        rig.src_ready.readable = true;
+        rig.pump(usize::MAX).expect("pump");
+        assert!(
+            !rig.dir.awaits_readable(&rig.src_ready),
+            "after EOF nothing is read again, so no read interest is needed"
+        );
     }
 
     #[test]

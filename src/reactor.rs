@@ -400,6 +400,9 @@ impl Reactor {
     /// Acts on a pair's outcome: keep it (re-arming its timer), queue it to run again, fail over to
     /// another upstream, or tear it down.
     fn settle(&mut self, slot: usize, outcome: Outcome) {
+        if matches!(outcome, Outcome::Open | Outcome::Yield) && !self.sync_read_interest(slot) {
+            return;
+        }
         match outcome {
             Outcome::Open => self.arm_timer(slot),
             Outcome::Yield => {
@@ -413,6 +416,42 @@ impl Reactor {
             Outcome::Close(cause) => self.close_pair(slot, cause),
             Outcome::Connect(target) => self.connect_greeted(slot, target),
         }
+    }
+
+    /// Registers a pair's sockets with or without read interest, as its pumps' backpressure asks
+    /// ([`Pair::read_interest_change`] explains why). False if the poller refused: the pair is closed then,
+    /// since a socket left muted would never be read again.
+    fn sync_read_interest(&mut self, slot: usize) -> bool {
+        let Some(pair) = self.pairs.get_mut(slot) else {
+            return false;
+        };
+        let Some(route) = self.routes.get(pair.route) else {
+            return true;
+        };
+        for side in [Side::Client, Side::Upstream] {
+            let Some(reads) = pair.read_interest_change(side, &route.pool) else {
+                continue;
+            };
+            let interest = if reads {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::WRITABLE
+            };
+            let (id, token) = (pair.id, token_of(slot, side, pair.id));
+            let Some(socket) = pair.socket_mut(side) else {
+                continue;
+            };
+            if let Err(err) = self.poll.registry().reregister(socket, token, interest) {
+                warn!("conn={id} cannot change the read interest of its {side:?} socket: {err}");
+                self.close_pair(slot, Cause::PollerError);
+                return false;
+            }
+            pair.note_read_interest(side, reads);
+            if !reads {
+                self.metrics.read_pauses += 1;
+            }
+        }
+        true
     }
 
     /// A pair's greeting is done: start its upstream connect, to an upstream of its route (balanced by

@@ -3,9 +3,10 @@
 
 mod common;
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::sync::mpsc::TryRecvError;
+use std::sync::mpsc::{self, TryRecvError};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -102,6 +103,73 @@ fn test_established_upstream_stalled_client_floods() {
     let (data, end) = read_until_end(&mut client, Duration::from_secs(10));
     assert!(data.is_empty());
     assert_eq!(end, End::Eof);
+    fwd.wait_for_close("client-fin", Duration::from_secs(5));
+}
+
+/// A direction blocked by a full ring (or pipe) mutes its socket's read events: segments that keep
+/// arriving from the client while the upstream reads nothing do not wake the loop one by one. What
+/// arrived while muted, data and FIN, is all delivered once the upstream reads.
+#[test]
+fn test_blocked_direction_is_not_woken_by_each_arriving_segment() {
+    const CHUNK: usize = 16 * 1024;
+    const TRICKLE: usize = 30;
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (report_tx, reports) = mpsc::channel();
+    let (go_rx, report_tx) = (Mutex::new(go_rx), Mutex::new(report_tx));
+    let upstream = Backend::spawn(loopback4(), move |mut s| {
+        let _ = go_rx.lock().expect("go").recv_timeout(IO_TIMEOUT);
+        let _ = report_tx.lock().expect("report").send(sink_conn(&mut s));
+    });
+    let upstream_arg = upstream.upstream_arg();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &upstream_arg,
+        "--buffer-size",
+        "16k",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics = fwd.metrics_addr();
+    let mut client = connect(fwd.addr());
+    client.set_nodelay(true).expect("nodelay");
+
+    // Fill the upstream's queues and the ring (or pipe) until the direction has stalled on them.
+    let mut sent = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sample(&scrape(metrics), "edgefwd_reads_ring_full_total") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no backpressure stall after {sent} bytes"
+        );
+        client.write_all(pattern(sent, CHUNK)).expect("fill");
+        sent += CHUNK as u64;
+    }
+    assert!(sample(&scrape(metrics), "edgefwd_read_pauses_total") >= 1);
+
+    let before = sample(&scrape(metrics), "edgefwd_polls_total");
+    for _ in 0..TRICKLE {
+        client.write_all(pattern(sent, 512)).expect("trickle");
+        sent += 512;
+        thread::sleep(Duration::from_millis(5));
+    }
+    client.shutdown(Shutdown::Write).expect("shutdown");
+    thread::sleep(Duration::from_millis(50));
+    // The second scrape, and the first one's lingering close, cost a few polls of their own.
+    let polls = sample(&scrape(metrics), "edgefwd_polls_total") - before;
+    assert!(
+        polls <= 8,
+        "{polls} polls while {TRICKLE} segments and a FIN reached a blocked direction"
+    );
+
+    go_tx.send(()).expect("go");
+    let report = reports.recv_timeout(IO_TIMEOUT).expect("upstream report");
+    assert_eq!(report.bytes, sent, "{report:?}");
+    assert_eq!(report.mismatch, None);
+    assert_eq!(
+        report.end,
+        End::Eof,
+        "the FIN that came while muted is passed on"
+    );
     fwd.wait_for_close("client-fin", Duration::from_secs(5));
 }
 
