@@ -188,6 +188,18 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// Reads a refused client's leftover bytes are discarded with, per event (the linger bounds the rest).
 const REFUSAL_DISCARD_READS: usize = 16;
 
+/// A socket's read interest, as far as backpressure is concerned ([`Pair::read_interest_change`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadInterest {
+    /// Registered for reads (how every socket starts).
+    Armed,
+    /// Registered for reads, and an EPOLLIN edge has come while the direction reading the socket was
+    /// blocked: it told the pair nothing, and more are likely to follow.
+    Wasted,
+    /// Registered for writes only, while the direction stays blocked.
+    Muted,
+}
+
 /// An error status being written to a refused client.
 #[derive(Debug)]
 struct Refusal {
@@ -218,10 +230,10 @@ pub struct Pair {
     pub tried: u64,
     client_ready: Readiness,
     upstream_ready: Readiness,
-    /// The client's / upstream's socket is registered without read interest, because the direction
-    /// reading it is blocked ([`Pair::read_interest_change`]).
-    client_muted: bool,
-    upstream_muted: bool,
+    /// Whether the client's / upstream's socket is registered for read events
+    /// ([`Pair::read_interest_change`]).
+    client_reads: ReadInterest,
+    upstream_reads: ReadInterest,
     /// client -> upstream.
     c2u: Direction,
     /// upstream -> client.
@@ -271,8 +283,8 @@ impl Pair {
             tried,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
-            client_muted: false,
-            upstream_muted: false,
+            client_reads: ReadInterest::Armed,
+            upstream_reads: ReadInterest::Armed,
             c2u: Direction::new(Way::ClientToUpstream, splice),
             u2c: Direction::new(Way::UpstreamToClient, splice),
             phase: Phase::Connecting,
@@ -309,8 +321,8 @@ impl Pair {
             tried: 0,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
-            client_muted: false,
-            upstream_muted: false,
+            client_reads: ReadInterest::Armed,
+            upstream_reads: ReadInterest::Armed,
             c2u: Direction::new(Way::ClientToUpstream, splice),
             u2c: Direction::new(Way::UpstreamToClient, splice),
             phase: Phase::Greeting,
@@ -424,6 +436,9 @@ impl Pair {
         budget: usize,
         now: Instant,
     ) -> Outcome {
+        if event.readable && self.reads_blocked(side, shared.pool) {
+            self.note_wasted_edge(side);
+        }
         match side {
             Side::Client => self.client_ready.merge(event),
             Side::Upstream => self.upstream_ready.merge(event),
@@ -743,43 +758,75 @@ impl Pair {
         Ok(forward || backward)
     }
 
+    /// Whether the direction reading `side`'s socket is blocked with data waiting in it
+    /// ([`Direction::reads_blocked`]). Only an established pair pumps, so only its directions block.
+    fn reads_blocked(&self, side: Side, pool: &BufPool) -> bool {
+        self.phase == Phase::Established
+            && match side {
+                Side::Client => self.c2u.reads_blocked(&self.client_ready, pool),
+                Side::Upstream => self.u2c.reads_blocked(&self.upstream_ready, pool),
+            }
+    }
+
+    fn reads_mut(&mut self, side: Side) -> &mut ReadInterest {
+        match side {
+            Side::Client => &mut self.client_reads,
+            Side::Upstream => &mut self.upstream_reads,
+        }
+    }
+
+    /// An EPOLLIN edge came for a socket whose direction was already blocked on it.
+    fn note_wasted_edge(&mut self, side: Side) {
+        let reads = self.reads_mut(side);
+        if *reads == ReadInterest::Armed {
+            *reads = ReadInterest::Wasted;
+        }
+    }
+
     /// Whether `side`'s socket should now be registered with read interest (`Some(true)`) or without it
-    /// (`Some(false)`), when that differs from its registration; `None` leaves it as it is.
+    /// (`Some(false)`), when that differs from its registration; `None` leaves it as it is. Called by the
+    /// reactor after every run of the pair.
     ///
     /// Edge-triggered backpressure. A direction that stops reading because its ring (or pipe) is full
     /// keeps `readable` set: the data is still queued, and no edge will repeat it. But every segment that
-    /// arrives on the socket after that raises a new EPOLLIN edge, and each one would wake the loop only
-    /// to find the direction still full. With a fast sender and a slow upstream that was 9 wakeups in 10
-    /// (docs/epoll.md). So a blocked direction ([`Direction::reads_blocked`]) has its socket registered
-    /// for writes only: errors and hang-ups are reported whatever the interest, and the cached bit already
-    /// says there is more to read. Read interest comes back only when a read has found the socket drained
-    /// ([`Direction::awaits_readable`]), not as soon as room frees, so a transfer that stays backpressured
-    /// pays two `epoll_ctl` per stall, not per write. EPOLL_CTL_MOD (and kqueue's EV_ADD) reports the
-    /// socket's state at that moment, so data or a FIN that arrived while muted raises an event then.
-    /// Only an established pair pumps; before that both sockets keep the interest they were registered with.
-    pub fn read_interest_change(&self, side: Side, pool: &BufPool) -> Option<bool> {
-        if self.phase != Phase::Established {
-            return None;
-        }
-        let (direction, ready, muted) = match side {
-            Side::Client => (&self.c2u, &self.client_ready, self.client_muted),
-            Side::Upstream => (&self.u2c, &self.upstream_ready, self.upstream_muted),
+    /// arrives on the socket after that raises a new EPOLLIN edge, and each one wakes the loop only to
+    /// find the direction still full: in a 4 GiB transfer to a slow reader that was 19 370 of 21 986
+    /// polls (docs/epoll.md §5.1). So once such an edge has come (`Wasted`) and the direction is still
+    /// blocked after the run, the socket is registered for writes only (`Muted`). Errors and hang-ups
+    /// still come through: epoll reports them whatever the interest, and kqueue reports a reset on the
+    /// write filter, which stays. The cached `readable` bit already says there is more to read.
+    ///
+    /// Read interest comes back when a read has found the socket drained ([`Direction::awaits_readable`]),
+    /// not as soon as room frees: a transfer that stays backpressured pays two `epoll_ctl` per stall,
+    /// not per write. Re-registering reports the socket's state at that moment (EPOLL_CTL_MOD, kqueue's
+    /// EV_ADD), so data or a FIN that arrived while muted raises an event then. It also re-reports
+    /// EPOLLOUT on a writable socket, one turn with nothing to do; that is why a stall that wastes no
+    /// edge (the usual short one) is not muted at all.
+    pub fn read_interest_change(&mut self, side: Side, pool: &BufPool) -> Option<bool> {
+        let blocked = self.reads_blocked(side, pool);
+        let drained = match side {
+            Side::Client => self.c2u.awaits_readable(&self.client_ready),
+            Side::Upstream => self.u2c.awaits_readable(&self.upstream_ready),
         };
-        if !muted && direction.reads_blocked(ready, pool) {
-            Some(false)
-        } else if muted && direction.awaits_readable(ready) {
-            Some(true)
-        } else {
-            None
+        let reads = self.reads_mut(side);
+        match *reads {
+            ReadInterest::Wasted if blocked => Some(false),
+            ReadInterest::Wasted => {
+                *reads = ReadInterest::Armed;
+                None
+            }
+            ReadInterest::Muted if drained => Some(true),
+            ReadInterest::Armed | ReadInterest::Muted => None,
         }
     }
 
     /// The reactor changed `side`'s registration as [`Pair::read_interest_change`] asked.
     pub fn note_read_interest(&mut self, side: Side, reads: bool) {
-        match side {
-            Side::Client => self.client_muted = !reads,
-            Side::Upstream => self.upstream_muted = !reads,
-        }
+        *self.reads_mut(side) = if reads {
+            ReadInterest::Armed
+        } else {
+            ReadInterest::Muted
+        };
     }
 
     /// The socket on `side`, if the pair has one.
