@@ -777,8 +777,9 @@ impl Reactor {
             pair
         };
         let mut pair = pair.with_send_proxy(route.config.send_proxy);
-        // Register once for both directions, edge-triggered; interest is never changed afterwards. A
-        // warm upstream is already registered under its pool token and moves to the pair's.
+        // Register once for both directions, edge-triggered. Interest changes afterwards only to mute a
+        // socket whose direction is blocked (`sync_read_interest`). A warm upstream is already
+        // registered under its pool token and moves to the pair's.
         let both = Interest::READABLE | Interest::WRITABLE;
         let registry = self.poll.registry();
         let upstream_token = token_of(slot, Side::Upstream, id);
