@@ -3,8 +3,9 @@
 //! One thread runs one loop ([`reactor`]). Every accepted client gets an upstream connection, and the two
 //! sockets form a [`pair`] in a slab. Each pair moves bytes in two independent [`pump`] directions, each
 //! through one fixed-capacity [`ring`]. Both sockets are registered once, edge-triggered, for reading and
-//! writing; the kernel's edges are cached in user space ([`readiness`]) and a bit is cleared only when a
-//! syscall proves it stale. docs/architecture.md tells the whole story with transition tables.
+//! writing (a socket whose direction is blocked by a slow reader is muted for reads meanwhile); the
+//! kernel's edges are cached in user space ([`readiness`]) and a bit is cleared only when a syscall proves
+//! it stale. docs/architecture.md tells the whole story with transition tables.
 //!
 //! # Layout
 //! - [`config`]: validated configuration and the size/duration syntaxes. No I/O.

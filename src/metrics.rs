@@ -184,6 +184,9 @@ pub struct Metrics {
     /// Times a socket was registered without read interest because the direction reading it was blocked
     /// (backpressure): EPOLLIN edges would only have woken the loop for nothing.
     pub read_pauses: u64,
+    /// Times a muted socket was registered for reads again, a read having found it drained. Pauses minus
+    /// resumes is how many sockets are muted now, or were when their pair closed.
+    pub read_resumes: u64,
     /// Times a direction wanted a pipe and none was to be had (the route's pipe limit, EMFILE); it
     /// carried on through its ring.
     pub pipe_shortages: u64,
@@ -268,6 +271,7 @@ impl Metrics {
         }
         self.budget_yields += other.budget_yields;
         self.read_pauses += other.read_pauses;
+        self.read_resumes += other.read_resumes;
         self.loop_guard_trips += other.loop_guard_trips;
         self.scrapes += other.scrapes;
         self.splice_fallbacks += other.splice_fallbacks;
@@ -300,7 +304,7 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self, pairs_open: usize, out: &mut String) {
-        let counters: [(&str, &str, u64); 26] = [
+        let counters: [(&str, &str, u64); 27] = [
             ("polls", "epoll_wait calls", self.polls),
             (
                 "events",
@@ -377,6 +381,11 @@ impl Metrics {
                 "read_pauses",
                 "times a blocked direction stopped read events on its socket (backpressure)",
                 self.read_pauses,
+            ),
+            (
+                "read_resumes",
+                "times a muted socket was registered for reads again (a read found it drained)",
+                self.read_resumes,
             ),
             (
                 "splice_fallbacks",

@@ -14,9 +14,10 @@
 //!   the kernel will not repeat an edge for data we left in the queue.
 //! - When the ring is full the read stops *without* clearing `readable`. No new edge will come for data
 //!   already queued, so it is the write freeing space that lets the same loop read again.
-//! - But new data arriving on that socket does raise edges, and each would wake the loop for nothing:
-//!   while [`Direction::reads_blocked`] holds, the pair has the socket registered without read interest
-//!   ([`crate::pair::Pair::read_interest_change`]), and takes it back once a read finds it drained.
+//! - But new data arriving on that socket does raise edges, and each would wake the loop for nothing.
+//!   Once one such edge has come while [`Direction::reads_blocked`] holds, the pair registers the socket
+//!   without read interest ([`crate::pair::Pair::read_interest_change`]) and takes it back once a read
+//!   finds the socket drained ([`Direction::awaits_readable`]).
 //! - A write is attempted only while bytes are held; the `writable` bit is cleared only by WouldBlock or
 //!   a short write, so a pump blocked on a slow reader resumes on the next EPOLLOUT edge.
 //! - A per-wakeup byte budget bounds how long one busy pair may hold the loop; the caller re-queues a pair

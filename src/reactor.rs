@@ -47,7 +47,7 @@ use crate::file::Defaults;
 use crate::greeting::{Greeting, Target as ConnectTarget};
 use crate::metrics::{Metrics, MetricsBoard, StatsTicker};
 use crate::net;
-use crate::pair::{Cause, Outcome, Pair, Phase, NO_UPSTREAM};
+use crate::pair::{Cause, InterestChange, Outcome, Pair, Phase, NO_UPSTREAM};
 use crate::prewarm::WarmPool;
 use crate::readiness::Event;
 use crate::resolve::{Inbox, Worker};
@@ -429,13 +429,12 @@ impl Reactor {
             return true;
         };
         for side in [Side::Client, Side::Upstream] {
-            let Some(reads) = pair.read_interest_change(side, &route.pool) else {
+            let Some(change) = pair.read_interest_change(side, &route.pool) else {
                 continue;
             };
-            let interest = if reads {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::WRITABLE
+            let interest = match change {
+                InterestChange::Mute => Interest::WRITABLE,
+                InterestChange::Unmute => Interest::READABLE | Interest::WRITABLE,
             };
             let (id, token) = (pair.id, token_of(slot, side, pair.id));
             let Some(socket) = pair.socket_mut(side) else {
@@ -446,9 +445,10 @@ impl Reactor {
                 self.close_pair(slot, Cause::PollerError);
                 return false;
             }
-            pair.note_read_interest(side, reads);
-            if !reads {
-                self.metrics.read_pauses += 1;
+            pair.note_read_interest(side, change);
+            match change {
+                InterestChange::Mute => self.metrics.read_pauses += 1,
+                InterestChange::Unmute => self.metrics.read_resumes += 1,
             }
         }
         true

@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc::{self, TryRecvError};
 use std::sync::Mutex;
 use std::thread;
@@ -106,20 +106,110 @@ fn test_established_upstream_stalled_client_floods() {
     fwd.wait_for_close("client-fin", Duration::from_secs(5));
 }
 
+/// An upstream that reads only when told: each offset received on `until` is read up to (pattern-checked),
+/// `u64::MAX` reads to EOF and ends with the report.
+fn upstream_reading_on_command() -> (Backend, mpsc::Sender<u64>, mpsc::Receiver<ConnReport>) {
+    let (until_tx, until_rx) = mpsc::channel::<u64>();
+    let (report_tx, reports) = mpsc::channel();
+    let (until_rx, report_tx) = (Mutex::new(until_rx), Mutex::new(report_tx));
+    let upstream = Backend::spawn(loopback4(), move |mut s| {
+        let mut checker = PatternChecker::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut end = None;
+        while let Ok(until) = until_rx.lock().expect("commands").recv_timeout(IO_TIMEOUT) {
+            while end.is_none() && checker.offset < until {
+                let want = (until - checker.offset).min(buf.len() as u64) as usize;
+                match s.read(&mut buf[..want]) {
+                    Ok(0) => end = Some(End::Eof),
+                    Ok(n) => checker.check(&buf[..n]),
+                    Err(e) => end = Some(classify(&e)),
+                }
+            }
+            if end.is_some() || until == u64::MAX {
+                break;
+            }
+        }
+        let report = ConnReport {
+            bytes: checker.offset,
+            mismatch: checker.mismatch,
+            end: end.unwrap_or(End::TimedOut),
+        };
+        let _ = report_tx.lock().expect("report").send(report);
+    });
+    (upstream, until_tx, reports)
+}
+
+/// Writes the next `len` pattern bytes of the stream; returns the stream offset after them.
+fn send_next(client: &mut TcpStream, sent: &mut u64, len: usize) -> u64 {
+    client.write_all(pattern(*sent, len)).expect("write");
+    *sent += len as u64;
+    *sent
+}
+
+/// Bytes the forwarder has written upstream.
+fn forwarded(metrics: SocketAddr) -> u64 {
+    sample(&scrape(metrics), "edgefwd_bytes_total{direction=\"c2u\"}")
+}
+
+/// Sends 16 KiB chunks until the c2u direction stalls on an upstream that reads nothing, and stays
+/// stalled: a send buffer can be full for a moment before the upstream's window closes.
+fn fill_until_stalled(client: &mut TcpStream, sent: &mut u64, metrics: SocketAddr) {
+    let stalls = || sample(&scrape(metrics), "edgefwd_reads_ring_full_total");
+    let before = stalls();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stalls() == before {
+        assert!(
+            Instant::now() < deadline,
+            "no backpressure stall after {sent} bytes"
+        );
+        send_next(client, sent, 16 * 1024);
+    }
+    let mut last = forwarded(metrics);
+    loop {
+        thread::sleep(Duration::from_millis(100));
+        let now = forwarded(metrics);
+        if now == last {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upstream never stopped taking bytes"
+        );
+        last = now;
+    }
+}
+
+/// Whether the forwarder's one pair has a socket muted now (pauses minus resumes).
+fn muted(metrics: SocketAddr) -> bool {
+    let body = scrape(metrics);
+    sample(&body, "edgefwd_read_pauses_total") > sample(&body, "edgefwd_read_resumes_total")
+}
+
+/// Sends 512-byte segments, 2 ms apart, until the forwarder has muted the blocked c2u socket (it may have
+/// done so already, on a chunk that arrived after the stall). At most 64: enough to fill a 16 KiB ring
+/// that the last write upstream had partly drained (the first edges then bring data the ring can take;
+/// only the next one is wasted).
+fn trickle_until_muted(client: &mut TcpStream, sent: &mut u64, metrics: SocketAddr) {
+    for _ in 0..64 {
+        if muted(metrics) {
+            return;
+        }
+        send_next(client, sent, 512);
+        thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        muted(metrics),
+        "64 segments reached a blocked direction, and its socket was never muted"
+    );
+}
+
 /// A direction blocked by a full ring (or pipe) mutes its socket's read events: segments that keep
-/// arriving from the client while the upstream reads nothing do not wake the loop one by one. What
-/// arrived while muted, data and FIN, is all delivered once the upstream reads.
+/// arriving from the client while the upstream reads nothing do not wake the loop one by one. Once the
+/// upstream drains it, the socket is read from again on new edges; and a second stall with a FIN arriving
+/// while muted still delivers every byte and the FIN.
 #[test]
 fn test_blocked_direction_is_not_woken_by_each_arriving_segment() {
-    const CHUNK: usize = 16 * 1024;
-    const TRICKLE: usize = 30;
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let (report_tx, reports) = mpsc::channel();
-    let (go_rx, report_tx) = (Mutex::new(go_rx), Mutex::new(report_tx));
-    let upstream = Backend::spawn(loopback4(), move |mut s| {
-        let _ = go_rx.lock().expect("go").recv_timeout(IO_TIMEOUT);
-        let _ = report_tx.lock().expect("report").send(sink_conn(&mut s));
-    });
+    let (upstream, read_until, reports) = upstream_reading_on_command();
     let upstream_arg = upstream.upstream_arg();
     let fwd = Forwarder::start(&[
         "--upstream",
@@ -130,61 +220,52 @@ fn test_blocked_direction_is_not_woken_by_each_arriving_segment() {
         "127.0.0.1:0",
     ]);
     let metrics = fwd.metrics_addr();
+    let counter = |name: &str| sample(&scrape(metrics), name);
     let mut client = connect(fwd.addr());
     client.set_nodelay(true).expect("nodelay");
-
-    // Fill the upstream's queues and the ring (or pipe) until the direction has stalled on them, and
-    // stays stalled: a send buffer can be full for a moment before the upstream's window closes.
     let mut sent = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let forwarded = || sample(&scrape(metrics), "edgefwd_bytes_total{direction=\"c2u\"}");
-    while sample(&scrape(metrics), "edgefwd_reads_ring_full_total") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no backpressure stall after {sent} bytes"
-        );
-        client.write_all(pattern(sent, CHUNK)).expect("fill");
-        sent += CHUNK as u64;
-    }
-    let mut last = forwarded();
-    loop {
-        thread::sleep(Duration::from_millis(100));
-        let now = forwarded();
-        if now == last {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the upstream never stopped taking bytes"
-        );
-        last = now;
-    }
 
-    // What two scrapes cost with nothing else going on (the first one's lingering close included).
+    fill_until_stalled(&mut client, &mut sent, metrics);
+    trickle_until_muted(&mut client, &mut sent, metrics);
+    // Muted: more segments arrive, and the loop sleeps through them. Only the scrapes cost polls.
     let quiet = {
-        let first = sample(&scrape(metrics), "edgefwd_polls_total");
+        let first = counter("edgefwd_polls_total");
         thread::sleep(Duration::from_millis(50));
-        sample(&scrape(metrics), "edgefwd_polls_total") - first
+        counter("edgefwd_polls_total") - first
     };
-    let before = sample(&scrape(metrics), "edgefwd_polls_total");
-    for _ in 0..TRICKLE {
-        client.write_all(pattern(sent, 512)).expect("trickle");
-        sent += 512;
+    let before = counter("edgefwd_polls_total");
+    for _ in 0..30 {
+        send_next(&mut client, &mut sent, 512);
         thread::sleep(Duration::from_millis(5));
     }
-    client.shutdown(Shutdown::Write).expect("shutdown");
-    thread::sleep(Duration::from_millis(50));
-    let body = scrape(metrics);
-    // The first segment wakes the loop, which then mutes the socket (re-registering reports EPOLLOUT
-    // once); without muting, every segment is a wakeup.
-    let polls = sample(&body, "edgefwd_polls_total") - before;
+    let polls = counter("edgefwd_polls_total") - before;
     assert!(
-        polls <= quiet + 10,
-        "{polls} polls ({quiet} for the scrapes alone) while {TRICKLE} segments and a FIN reached a blocked direction"
+        polls <= quiet + 3,
+        "{polls} polls ({quiet} for the scrapes alone) while 30 segments reached a muted socket"
     );
-    assert!(sample(&body, "edgefwd_read_pauses_total") >= 1);
 
-    go_tx.send(()).expect("go");
+    // Drained, the socket must be read from again on the next edge, chunk after chunk.
+    read_until.send(sent).expect("command");
+    assert!(
+        wait_until(IO_TIMEOUT, || forwarded(metrics) == sent),
+        "only {} of {sent} bytes forwarded once the upstream read again",
+        forwarded(metrics)
+    );
+    assert!(!muted(metrics), "drained, yet still muted");
+    for _ in 0..3 {
+        let target = send_next(&mut client, &mut sent, 16 * 1024);
+        read_until.send(target).expect("command");
+        assert!(
+            wait_until(IO_TIMEOUT, || forwarded(metrics) == target),
+            "a chunk sent after the stall was not forwarded: the socket stayed muted"
+        );
+    }
+
+    // A second stall, with the FIN arriving while muted.
+    fill_until_stalled(&mut client, &mut sent, metrics);
+    trickle_until_muted(&mut client, &mut sent, metrics);
+    client.shutdown(Shutdown::Write).expect("shutdown");
+    read_until.send(u64::MAX).expect("command");
     let report = reports.recv_timeout(IO_TIMEOUT).expect("upstream report");
     assert_eq!(report.bytes, sent, "{report:?}");
     assert_eq!(report.mismatch, None);
