@@ -1048,16 +1048,22 @@ impl Default for Blackhole {
     }
 }
 
-/// An address where nothing listens: connects get RST (ECONNREFUSED).
+/// An address where nothing listens: connects get RST (ECONNREFUSED). The port is one the kernel just
+/// handed out and took back, so a test running in parallel may bind it before we check; then another
+/// port is tried.
 pub fn refused_addr() -> SocketAddr {
-    let addr = TcpListener::bind(loopback4())
-        .expect("bind")
-        .local_addr()
-        .expect("local_addr");
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => addr,
-        other => panic!("expected {addr} to refuse, got {other:?}"),
+    let mut last = None;
+    for _ in 0..20 {
+        let addr = TcpListener::bind(loopback4())
+            .expect("bind")
+            .local_addr()
+            .expect("local_addr");
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return addr,
+            other => last = Some(format!("{addr}: {other:?}")),
+        }
     }
+    panic!("no refusing port found in 20 tries; last: {last:?}")
 }
 
 // ---------------------------------------------------------------------------------------------
