@@ -7,7 +7,7 @@ mod common;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -187,18 +187,11 @@ fn installed(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("probe port")
-        .port()
-}
-
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "edgefwd-{name}-{}-{}",
         std::process::id(),
-        free_port()
+        unused_port()
     ));
     fs::create_dir_all(&dir).expect("temp dir");
     dir
@@ -216,7 +209,9 @@ fn wait_listening(addr: SocketAddr, peer: &mut Peer) {
 /// nginx with `listen ... proxy_protocol` answering every request with the address the header carried.
 fn start_nginx() -> (Peer, SocketAddr) {
     let dir = temp_dir("nginx");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let addr: SocketAddr = format!("127.0.0.1:{}", unused_port())
+        .parse()
+        .expect("addr");
     let d = dir.display();
     let conf = format!(
         "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  server {{\n    listen {addr} proxy_protocol;\n    location / {{ return 200 \"$proxy_protocol_addr:$proxy_protocol_port\"; }}\n  }}\n}}\n"
@@ -282,7 +277,9 @@ fn test_haproxy_send_proxy_v2_into_accept_proxy() {
     let echo = Backend::echo();
     let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--accept-proxy"]);
     let dir = temp_dir("haproxy");
-    let front: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let front: SocketAddr = format!("127.0.0.1:{}", unused_port())
+        .parse()
+        .expect("addr");
     let conf = format!(
         "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 20s\n  timeout server 20s\nfrontend f\n  bind {front}\n  default_backend b\nbackend b\n  server s {} send-proxy-v2\n",
         fwd.addr()

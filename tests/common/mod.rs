@@ -1048,22 +1048,59 @@ impl Default for Blackhole {
     }
 }
 
-/// An address where nothing listens: connects get RST (ECONNREFUSED). The port is one the kernel just
-/// handed out and took back, so a test running in parallel may bind it before we check; then another
-/// port is tried.
-pub fn refused_addr() -> SocketAddr {
-    let mut last = None;
-    for _ in 0..20 {
-        let addr = TcpListener::bind(loopback4())
-            .expect("bind")
-            .local_addr()
-            .expect("local_addr");
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return addr,
-            other => last = Some(format!("{addr}: {other:?}")),
+/// A loopback port nothing is bound to, below the kernel's ephemeral range (`ip_local_port_range`). A
+/// port the kernel hands out for `bind(0)` and takes back can be handed to a test running in parallel
+/// before we use it; one below the range is never handed out, so it stays ours (the tests bind no fixed
+/// ports). For ports a test later gives to a peer (nginx, haproxy) or listens on again itself.
+pub fn unused_port() -> u16 {
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let bounds: Vec<u32> = range
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let (first, last) = match bounds[..] {
+        [first, last] => (first, last),
+        _ => (32768, 60999),
+    };
+    // Ports below the range if it leaves enough of them, else above it.
+    let (low, high) = if first >= 11_000 {
+        (10_000, first)
+    } else {
+        (last + 1, 65_536)
+    };
+    // No random crate: the clock's nanoseconds and the pid pick a start, then a stride walks the span.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = u64::from(nanos) ^ (u64::from(std::process::id()) << 20);
+    let span = u64::from(high.saturating_sub(low).max(1));
+    for i in 0..span.min(2000) {
+        let port = u64::from(low) + (seed + i * 7919) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        // Never the same port twice in one test binary, even once released: a test may listen on it later.
+        static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        let given = given.get_or_insert_with(HashSet::new);
+        if !given.contains(&port)
+            && TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).is_ok()
+        {
+            given.insert(port);
+            return port;
         }
     }
-    panic!("no refusing port found in 20 tries; last: {last:?}")
+    panic!("no unused loopback port in [{low}, {high})");
+}
+
+/// An address where nothing listens: connects get RST (ECONNREFUSED). Its port is [`unused_port`], so a
+/// test may listen on it later.
+pub fn refused_addr() -> SocketAddr {
+    let addr = SocketAddr::from(([127, 0, 0, 1], unused_port()));
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => addr,
+        other => panic!("expected {addr} to refuse, got {other:?}"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
