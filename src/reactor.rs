@@ -419,8 +419,8 @@ impl Reactor {
     }
 
     /// Registers a pair's sockets with or without read interest, as its pumps' backpressure asks
-    /// ([`Pair::read_interest_change`] explains why). False if the poller refused: the pair is closed then,
-    /// since a socket left muted would never be read again.
+    /// ([`Pair::read_interest_change`] explains why). False when the pair is gone: if the poller refuses,
+    /// the pair is closed, since a socket left muted would never be read again.
     fn sync_read_interest(&mut self, slot: usize) -> bool {
         let Some(pair) = self.pairs.get_mut(slot) else {
             return false;
