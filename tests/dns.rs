@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{connect, echo_conn, Backend, Forwarder};
+use common::{connect, echo_conn, unused_port, Backend, Forwarder};
 
 const HOSTS: &str = "/etc/hosts";
 
@@ -90,10 +90,9 @@ fn greeter(bind: SocketAddr, label: &'static str) -> Backend {
 fn greeters_on_one_port() -> Option<(Backend, Backend, u16)> {
     TcpListener::bind("[::1]:0").ok()?;
     for _ in 0..50 {
-        let v4 = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        let port = v4.local_addr().expect("local_addr").port();
+        // Below the ephemeral range, so no test running in parallel is handed it meanwhile.
+        let port = unused_port();
         if TcpListener::bind(("::1", port)).is_ok() {
-            drop(v4);
             let a = greeter(SocketAddr::from(([127, 0, 0, 1], port)), "v4");
             let b = greeter(
                 SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
