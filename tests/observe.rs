@@ -258,14 +258,7 @@ fn test_scrape_queued_under_emfile_is_answered_when_fds_free() {
         "1000",
     ];
     // Room for exactly one pair's two sockets.
-    let nofile = Forwarder::start(&args).nofile_leaving_free(2);
-    let fwd = Forwarder::start_with(
-        &args,
-        &Options {
-            nofile: Some(nofile),
-            ..Options::default()
-        },
-    );
+    let fwd = Forwarder::start_leaving_free(&args, 2);
     let mut client = common::connect(fwd.addr());
     client.write_all(b"ping").expect("write");
     let mut back = [0u8; 4];

@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{connect, echo_roundtrip, sample, scrape, Backend, Forwarder, Options};
+use common::{connect, echo_roundtrip, sample, scrape, Backend, Forwarder};
 
 /// A forwarder to `echo` with `--splice MODE`, `--metrics` and `extra` flags.
 fn splice_forwarder(echo: &Backend, mode: &str, extra: &[&str]) -> Forwarder {
@@ -85,14 +85,7 @@ fn test_splice_falls_back_loudly_when_no_pipe_can_be_made() {
         "--max-connections",
         "1",
     ];
-    let nofile = Forwarder::start(&args).nofile_leaving_free(2);
-    let fwd = Forwarder::start_with(
-        &args,
-        &Options {
-            nofile: Some(nofile),
-            ..Options::default()
-        },
-    );
+    let fwd = Forwarder::start_leaving_free(&args, 2);
     echo_roundtrip(fwd.addr(), 1 << 20, 16 * 1024);
     fwd.wait_for_close("client-fin", Duration::from_secs(10));
     fwd.expect_log("falls back to the ring", Duration::from_secs(5));

@@ -99,6 +99,20 @@ impl Forwarder {
         Self::start_with(args, &Options::default())
     }
 
+    /// Starts `edgefwd ARGS` under an RLIMIT_NOFILE that leaves it exactly `free` descriptors once it
+    /// is up: a first forwarder with the same ARGS shows how many fds it holds at rest
+    /// ([`Forwarder::nofile_leaving_free`]), and is stopped before the measured one starts.
+    pub fn start_leaving_free(args: &[&str], free: usize) -> Forwarder {
+        let nofile = Self::start(args).nofile_leaving_free(free);
+        Self::start_with(
+            args,
+            &Options {
+                nofile: Some(nofile),
+                ..Options::default()
+            },
+        )
+    }
+
     pub fn start_with(args: &[&str], opts: &Options) -> Forwarder {
         raise_own_nofile();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefwd"));
@@ -239,7 +253,7 @@ impl Forwarder {
     /// The RLIMIT_NOFILE at which a forwarder holding the fds this one holds now would have exactly
     /// `free` descriptors left. A limit caps fd *numbers*, not the count: fds inherited at high numbers
     /// (a CI runner's, say) take no slot below the limit, so they are not counted.
-    pub fn nofile_leaving_free(&self, free: usize) -> u64 {
+    fn nofile_leaving_free(&self, free: usize) -> u64 {
         let numbers: Vec<usize> = fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .expect("read /proc/PID/fd")
             .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
