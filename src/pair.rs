@@ -771,11 +771,16 @@ impl Pair {
     /// Whether the direction reading `side`'s socket is blocked with data waiting in it
     /// ([`Direction::reads_blocked`]). Only an established pair pumps, so only its directions block.
     fn reads_blocked(&self, side: Side, pool: &BufPool) -> bool {
-        self.phase == Phase::Established
-            && match side {
-                Side::Client => self.c2u.reads_blocked(&self.client_ready, pool),
-                Side::Upstream => self.u2c.reads_blocked(&self.upstream_ready, pool),
-            }
+        let (direction, ready) = self.reader_of(side);
+        self.phase == Phase::Established && direction.reads_blocked(ready, pool)
+    }
+
+    /// The direction that reads `side`'s socket, and that socket's cached readiness.
+    fn reader_of(&self, side: Side) -> (&Direction, &Readiness) {
+        match side {
+            Side::Client => (&self.c2u, &self.client_ready),
+            Side::Upstream => (&self.u2c, &self.upstream_ready),
+        }
     }
 
     fn reads_mut(&mut self, side: Side) -> &mut ReadInterest {
@@ -813,20 +818,20 @@ impl Pair {
     /// EPOLLOUT on a writable socket, one turn with nothing to do; that is why a stall that wastes no
     /// edge (the usual short one) is not muted at all.
     pub fn read_interest_change(&mut self, side: Side, pool: &BufPool) -> Option<InterestChange> {
-        let blocked = self.reads_blocked(side, pool);
-        let drained = match side {
-            Side::Client => self.c2u.awaits_readable(&self.client_ready),
-            Side::Upstream => self.u2c.awaits_readable(&self.upstream_ready),
-        };
-        let reads = self.reads_mut(side);
-        match *reads {
-            ReadInterest::Wasted if blocked => Some(InterestChange::Mute),
+        let current = *self.reads_mut(side);
+        match current {
+            ReadInterest::Armed => None,
+            ReadInterest::Wasted if self.reads_blocked(side, pool) => Some(InterestChange::Mute),
             ReadInterest::Wasted => {
-                *reads = ReadInterest::Armed;
+                *self.reads_mut(side) = ReadInterest::Armed;
                 None
             }
-            ReadInterest::Muted if drained => Some(InterestChange::Unmute),
-            ReadInterest::Armed | ReadInterest::Muted => None,
+            ReadInterest::Muted => {
+                let (direction, ready) = self.reader_of(side);
+                direction
+                    .awaits_readable(ready)
+                    .then_some(InterestChange::Unmute)
+            }
         }
     }
 
