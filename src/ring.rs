@@ -98,7 +98,8 @@ impl Ring {
         self.buf.is_some()
     }
 
-    /// One `readv` from `src` into the free space. `Ok(0)` means EOF (the ring is never full when called).
+    /// One read from `src` into the free space: `readv` when that space wraps, a plain read otherwise.
+    /// `Ok(0)` means EOF (the ring is never full when called).
     pub fn read_from<R: Read>(&mut self, src: &mut R, pool: &mut BufPool) -> io::Result<usize> {
         debug_assert!(!self.is_full(pool), "read into a full ring");
         let buf = self.buf.get_or_insert_with(|| pool.take());
@@ -111,8 +112,13 @@ impl Ring {
                 IoSliceMut::new(back),
                 IoSliceMut::new(&mut front[..self.head]),
             ];
-            let count = if self.head == 0 { 1 } else { 2 };
-            src.read_vectored(&mut slices[..count])
+            if self.head == 0 {
+                // One slice, the common case of an empty ring: a plain read, which the kernel serves
+                // without copying in and checking an iovec array (`recvfrom` rather than `readv`).
+                src.read(&mut slices[0])
+            } else {
+                src.read_vectored(&mut slices)
+            }
         } else {
             // Free space is the single gap [tail, head).
             src.read(&mut buf[tail..self.head])
