@@ -63,15 +63,40 @@ pub fn start_connect(addr: SocketAddr, options: StreamOptions) -> io::Result<Tcp
     Ok(TcpStream::from_std(socket.into()))
 }
 
-/// Applies TCP_NODELAY and keepalive to an accepted or connecting socket.
+/// Applies TCP_NODELAY and keepalive to a connecting socket.
 pub fn apply_options(socket: &SockRef<'_>, options: StreamOptions) -> io::Result<()> {
     if options.nodelay {
         socket.set_tcp_nodelay(true)?;
     }
+    apply_keepalive(socket, options)
+}
+
+fn apply_keepalive(socket: &SockRef<'_>, options: StreamOptions) -> io::Result<()> {
     if let Some(idle) = options.keepalive {
         socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
     }
     Ok(())
+}
+
+/// Whether a socket returned by accept(2) starts with its listener's TCP_NODELAY. Linux copies the
+/// listening socket's TCP state into each connection it accepts (`test_accepted_socket_inherits_nodelay`
+/// checks it), so one setsockopt on the listener replaces one per client: 1 of the 18 syscalls a short
+/// connection cost. Elsewhere each accepted socket gets its own.
+const ACCEPT_INHERITS_NODELAY: bool = cfg!(target_os = "linux");
+
+/// Sets TCP_NODELAY on a listener, on or off as its route asks: on Linux that is what its accepted
+/// sockets get ([`apply_accepted_options`]). A reload that keeps the listener sets it again, so a route
+/// that changes `nodelay` changes it for the clients that come after.
+pub fn set_listener_nodelay(listener: &TcpListener, nodelay: bool) -> io::Result<()> {
+    SockRef::from(listener).set_tcp_nodelay(nodelay)
+}
+
+/// Applies TCP_NODELAY (unless the listener passed it on) and keepalive to an accepted socket.
+pub fn apply_accepted_options(socket: &SockRef<'_>, options: StreamOptions) -> io::Result<()> {
+    if options.nodelay && !ACCEPT_INHERITS_NODELAY {
+        socket.set_tcp_nodelay(true)?;
+    }
+    apply_keepalive(socket, options)
 }
 
 /// Where a pending connect stands, per mio's `TcpStream::connect` docs: a writable event alone proves
@@ -148,6 +173,7 @@ pub fn is_resource_exhaustion(err: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::readiness::Event;
 
     #[test]
     fn test_io_outcome_classification() {
@@ -170,6 +196,116 @@ mod tests {
         assert!(!is_resource_exhaustion(&io::Error::from_raw_os_error(
             libc::ECONNRESET
         )));
+    }
+
+    /// What `ACCEPT_INHERITS_NODELAY` relies on (on Linux `apply_accepted_options` leaves TCP_NODELAY
+    /// alone, so only the listener can have set it), and a reload turning it off and on again: the
+    /// setting a client ends up with, read back from the socket accept(2) gave.
+    #[test]
+    fn test_accepted_socket_gets_the_listeners_nodelay() {
+        let options = |nodelay| StreamOptions {
+            nodelay,
+            keepalive: None,
+        };
+        let listener =
+            bind_listener("127.0.0.1:0".parse().expect("addr"), 16, false).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        for nodelay in [true, false, true] {
+            set_listener_nodelay(&listener, nodelay).expect("set on listener");
+            let _client = std::net::TcpStream::connect(addr).expect("connect");
+            let accepted = accept_within(&listener, Duration::from_secs(5));
+            apply_accepted_options(&SockRef::from(&accepted), options(nodelay)).expect("options");
+            assert_eq!(
+                accepted.nodelay().expect("read TCP_NODELAY"),
+                nodelay,
+                "the accepted socket does not have the listener's TCP_NODELAY"
+            );
+        }
+    }
+
+    /// Accepts one connection from a non-blocking listener, waiting at most `limit`.
+    fn accept_within(listener: &TcpListener, limit: Duration) -> TcpStream {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => return stream,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "nothing to accept");
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(err) => panic!("accept: {err}"),
+            }
+        }
+    }
+
+    /// The events a connecting socket's registration reports within `limit` (edge-triggered, as the
+    /// reactor registers upstreams).
+    fn connect_events(stream: &mut TcpStream, limit: Duration) -> Vec<Event> {
+        let mut poll = mio::Poll::new().expect("poll");
+        let both = mio::Interest::READABLE | mio::Interest::WRITABLE;
+        poll.registry()
+            .register(stream, mio::Token(7), both)
+            .expect("register");
+        let mut events = mio::Events::with_capacity(8);
+        let deadline = std::time::Instant::now() + limit;
+        let mut seen = Vec::new();
+        while seen.is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            poll.poll(&mut events, Some(left)).expect("poll");
+            seen.extend(events.iter().map(Event::from));
+        }
+        seen
+    }
+
+    /// What [`Event::proves_connected`] relies on, with real sockets: a connect that succeeds is proven by
+    /// its first event; one still in SYN_SENT (its SYN dropped by a listener whose accept queue is full)
+    /// and one refused report nothing that would pass for a connection.
+    #[test]
+    fn test_only_a_completed_connect_has_an_event_that_proves_it() {
+        let options = StreamOptions {
+            nodelay: true,
+            keepalive: None,
+        };
+        let listener = bind_listener("127.0.0.1:0".parse().expect("addr"), 0, false).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut first = start_connect(addr, options).expect("connect");
+        let events = connect_events(&mut first, Duration::from_secs(5));
+        assert!(
+            events.first().is_some_and(Event::proves_connected),
+            "a completed connect: {events:?}"
+        );
+        assert!(matches!(connect_result(&first), ConnectState::Connected));
+
+        // Backlog 0: the queue is full with one or two unaccepted connections, later SYNs are dropped.
+        let mut waiting: Vec<TcpStream> = (0..3)
+            .map(|_| start_connect(addr, options).expect("connect"))
+            .collect();
+        let mut stuck = waiting.pop().expect("a socket");
+        let events = connect_events(&mut stuck, Duration::from_millis(200));
+        assert!(
+            matches!(connect_result(&stuck), ConnectState::Pending),
+            "the last connect should still be in SYN_SENT"
+        );
+        assert!(
+            !events.iter().any(Event::proves_connected),
+            "SYN_SENT: {events:?}"
+        );
+
+        let refused = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("probe port");
+        if let Ok(mut stream) = start_connect(refused, options) {
+            let events = connect_events(&mut stream, Duration::from_secs(5));
+            assert!(!events.is_empty(), "a refused connect reported nothing");
+            assert!(
+                !events.iter().any(Event::proves_connected),
+                "refused: {events:?}"
+            );
+        }
+        drop(listener);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! | `Greeting`   | a refused CONNECT, or its header timeout   | `Refusing`: write the status, then close |
 //! | `Greeting`   | a bad PROXY header, or its header timeout  | close (rejected / header-timeout)        |
 //! | `Refusing`   | status written, client FIN or 2s linger    | close (rejected)                        |
-//! | `Connecting` | upstream event, `peer_addr` ok             | `Established`; pump whatever is ready   |
+//! | `Connecting` | upstream writable edge, or `peer_addr` ok  | `Established`; pump whatever is ready   |
 //! | `Connecting` | upstream event, `take_error` has an error  | failover, or close with RST to client   |
 //! | `Connecting` | client FIN with nothing sent, or RST       | close both at once (client-abort)       |
 //! | `Connecting` | client FIN after sending data              | wait: the data is delivered once up     |
@@ -415,10 +415,10 @@ impl Pair {
 
     /// Failover: the connect to the current upstream failed, so a new connect (already started, to
     /// upstream `index`) replaces it. Dropping the old socket closes it, which also removes it from epoll.
-    /// Events for it that are still in the current batch carry the same token and land here; they are
-    /// harmless because in `Connecting` an upstream event only triggers [`net::connect_result`] on the new
-    /// socket, which asks the kernel (`peer_addr`, `take_error`) rather than trusting the event, and the
-    /// readiness bits they set are reset below or re-proven by a syscall before they are relied on.
+    /// No edge of the old socket can reach the new one under their shared token: epoll reports a file at
+    /// most once per `epoll_wait`, so the event that brought the failure was the old socket's last, and a
+    /// connect timeout fires after the batch. That is what lets the new socket's first clean writable edge
+    /// prove its connect ([`Event::proves_connected`]). Its readiness starts afresh below.
     pub fn retry(&mut self, upstream: TcpStream, index: usize, tried: u64, now: Instant) {
         debug_assert_eq!(self.phase, Phase::Connecting);
         trace!(
@@ -655,6 +655,7 @@ impl Pair {
         match side {
             Side::Client if event.read_closed || event.error => self.check_client_left(),
             Side::Client => Outcome::Open,
+            Side::Upstream if event.proves_connected() => self.on_connected(shared, budget, now),
             Side::Upstream => match net::connect_result(upstream) {
                 ConnectState::Pending => Outcome::Open,
                 ConnectState::Failed(err) if self.direct => {
@@ -662,15 +663,17 @@ impl Pair {
                     self.refuse(Status::BadGateway, now)
                 }
                 ConnectState::Failed(err) => Outcome::Close(connect_failure_cause(&err)),
-                ConnectState::Connected => {
-                    shared.metrics.connects_ok += 1;
-                    self.set_phase(Phase::Established);
-                    // The connect completed with an edge we just consumed; the socket is writable.
-                    self.upstream_ready.writable = true;
-                    self.run(shared, budget, now)
-                }
+                ConnectState::Connected => self.on_connected(shared, budget, now),
             },
         }
+    }
+
+    fn on_connected(&mut self, shared: &mut Shared<'_>, budget: usize, now: Instant) -> Outcome {
+        shared.metrics.connects_ok += 1;
+        self.set_phase(Phase::Established);
+        // The connect completed with an edge we just consumed; the socket is writable.
+        self.upstream_ready.writable = true;
+        self.run(shared, budget, now)
     }
 
     /// The client hung up while the upstream connect is pending. A FIN after data is a half-close that
@@ -747,6 +750,7 @@ impl Pair {
                 },
                 shared,
                 budget,
+                self.u2c.is_closed(),
             )
             .map_err(|fault| fault_cause(fault, Side::Client))?;
         let backward = self
@@ -763,6 +767,7 @@ impl Pair {
                 },
                 shared,
                 budget,
+                self.c2u.is_closed(),
             )
             .map_err(|fault| fault_cause(fault, Side::Upstream))?;
         Ok(forward || backward)

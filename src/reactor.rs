@@ -728,7 +728,7 @@ impl Reactor {
         let Some(route) = self.routes.get_mut(key) else {
             return;
         };
-        if let Err(err) = net::apply_options(&SockRef::from(&client), route.options) {
+        if let Err(err) = net::apply_accepted_options(&SockRef::from(&client), route.options) {
             debug!("client={client_addr} dropped: cannot set socket options: {err}");
             return;
         }
@@ -902,7 +902,7 @@ impl Reactor {
     /// A pair's upstream connect failed (refused, error, or its deadline). The failure counts against
     /// that upstream's health; then the route is asked for an upstream this client has not tried yet,
     /// within its `connect_attempts`. The new socket is registered under the pair's upstream token (see
-    /// [`Pair::retry`] for why events of the closed one are harmless). With nothing left to try, the pair
+    /// [`Pair::retry`] for why no event of the closed one can reach it). With nothing left to try, the pair
     /// is closed and the client reset, as with a single upstream.
     fn failover(&mut self, slot: usize, cause: Cause) {
         let now = self.now;

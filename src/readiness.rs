@@ -40,6 +40,20 @@ impl From<&mio::event::Event> for Event {
     }
 }
 
+impl Event {
+    /// A connecting socket's first writable edge with no error and no hang-up: the connect succeeded,
+    /// and no syscall needs to confirm it (one getpeername(2) fewer per connection). The kernel gives a
+    /// socket still in SYN_SENT no EPOLLOUT (`tcp_poll`; kqueue's EVFILT_WRITE likewise waits for the
+    /// connection), and a refused, reset or timed-out connect carries EPOLLERR or EPOLLHUP (EV_EOF on
+    /// kqueue). An edge meant for an earlier socket never reaches a new one: tokens carry their pair's
+    /// generation, and a failover's new socket replaces one whose only event in the batch was the failure
+    /// being handled (timers, the other cause of failover, run after the batch). Every other event is
+    /// settled by asking the kernel ([`crate::net::connect_result`]).
+    pub fn proves_connected(&self) -> bool {
+        self.writable && !self.write_closed && !self.error
+    }
+}
+
 impl Readiness {
     /// ORs an event into the cache. An error or hang-up sets both directions so the next syscall on each
     /// side surfaces it (as an error, EOF or EPIPE) instead of the pair waiting for an edge.

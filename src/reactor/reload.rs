@@ -21,6 +21,7 @@ use mio::Interest;
 
 use super::Reactor;
 use crate::config::{Config, RouteConfig};
+use crate::net;
 use crate::resolve::Job;
 use crate::route::{self, Listener, Route};
 use crate::token::{self, MAX_ROUTES};
@@ -368,6 +369,12 @@ impl Reactor {
         let key = entry.key();
         let registry = self.poll.registry();
         for (index, listener) in listeners.iter_mut().enumerate() {
+            net::set_listener_nodelay(&listener.socket, config.nodelay).map_err(|err| {
+                format!(
+                    "cannot set TCP_NODELAY on listener {}: {err}",
+                    listener.local
+                )
+            })?;
             registry
                 .register(
                     &mut listener.socket,
