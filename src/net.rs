@@ -38,20 +38,30 @@ fn stream_socket(addr: SocketAddr) -> io::Result<Socket> {
 /// Binds a non-blocking listener with SO_REUSEADDR (so a restart does not wait out TIME_WAIT) and the
 /// requested backlog. An IPv6 wildcard listener stays dual-stack only if the system default says so.
 /// `reuse_port` lets several reactors bind the same address, each with its own accept queue, the
-/// kernel spreading connections over them (SO_REUSEPORT).
-pub fn bind_listener(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
+/// kernel spreading connections over them (SO_REUSEPORT). `nodelay` is the route's TCP_NODELAY, for
+/// the listener to pass on ([`pass_nodelay_on`]).
+pub fn bind_listener(
+    addr: SocketAddr,
+    backlog: i32,
+    reuse_port: bool,
+    nodelay: bool,
+) -> io::Result<TcpListener> {
     let socket = stream_socket(addr)?;
     socket.set_reuse_address(true)?;
     if reuse_port {
         socket.set_reuse_port(true)?;
     }
     socket.bind(&addr.into())?;
+    // Before listen(2): a connection is cloned from the listener when its handshake completes, so one
+    // completed before this call would not get the option.
+    pass_nodelay_on(&SockRef::from(&socket), nodelay)?;
     socket.listen(backlog)?;
     Ok(TcpListener::from_std(socket.into()))
 }
 
 /// Starts a non-blocking connect. `Ok` means the connect is in progress (or, rarely, done); completion is
-/// reported by a writable or error event and confirmed with [`connect_result`].
+/// reported by a writable or error event, and settled by the event alone where it can be
+/// ([`crate::readiness::Event::proves_connected`]), by [`connect_result`] otherwise.
 pub fn start_connect(addr: SocketAddr, options: StreamOptions) -> io::Result<TcpStream> {
     let socket = stream_socket(addr)?;
     apply_options(&SockRef::from(&socket), options)?;
@@ -78,17 +88,22 @@ fn apply_keepalive(socket: &SockRef<'_>, options: StreamOptions) -> io::Result<(
     Ok(())
 }
 
-/// Whether a socket returned by accept(2) starts with its listener's TCP_NODELAY. Linux copies the
-/// listening socket's TCP state into each connection it accepts (`test_accepted_socket_inherits_nodelay`
-/// checks it), so one setsockopt on the listener replaces one per client: 1 of the 18 syscalls a short
-/// connection cost. Elsewhere each accepted socket gets its own.
+/// Whether a socket returned by accept(2) starts with its listener's TCP_NODELAY. Linux clones each
+/// connection from the listening socket when its handshake completes, TCP_NODELAY included
+/// (`test_accepted_socket_gets_the_listeners_nodelay` checks it), so one setsockopt on the listener
+/// replaces one per client: 1 of the 18 syscalls a short connection cost. Elsewhere each accepted
+/// socket gets its own.
 const ACCEPT_INHERITS_NODELAY: bool = cfg!(target_os = "linux");
 
-/// Sets TCP_NODELAY on a listener, on or off as its route asks: on Linux that is what its accepted
-/// sockets get ([`apply_accepted_options`]). A reload that keeps the listener sets it again, so a route
-/// that changes `nodelay` changes it for the clients that come after.
-pub fn set_listener_nodelay(listener: &TcpListener, nodelay: bool) -> io::Result<()> {
-    SockRef::from(listener).set_tcp_nodelay(nodelay)
+/// Sets a listener's TCP_NODELAY to what its route asks, where accepted sockets inherit it (nothing
+/// elsewhere; see [`apply_accepted_options`]). A reload that keeps a listener for a route whose
+/// `nodelay` changed sets it again: connections completed after that get the new setting, those
+/// already waiting in the backlog keep the old one.
+pub fn pass_nodelay_on(listener: &SockRef<'_>, nodelay: bool) -> io::Result<()> {
+    if ACCEPT_INHERITS_NODELAY {
+        listener.set_tcp_nodelay(nodelay)?;
+    }
+    Ok(())
 }
 
 /// Applies TCP_NODELAY (unless the listener passed it on) and keepalive to an accepted socket.
@@ -99,9 +114,9 @@ pub fn apply_accepted_options(socket: &SockRef<'_>, options: StreamOptions) -> i
     apply_keepalive(socket, options)
 }
 
-/// Where a pending connect stands, per mio's `TcpStream::connect` docs: a writable event alone proves
-/// nothing; `peer_addr` succeeding is what proves the connection, and `take_error` tells a failed connect
-/// from one still in progress.
+/// Where a pending connect stands, per mio's `TcpStream::connect` docs: a writable event is not proof in
+/// general (a failed connect is writable too, with its error); `peer_addr` succeeding is what proves
+/// the connection, and `take_error` tells a failed connect from one still in progress.
 #[derive(Debug)]
 pub enum ConnectState {
     Pending,
@@ -109,7 +124,8 @@ pub enum ConnectState {
     Failed(io::Error),
 }
 
-/// Checks a connecting socket after any event on it. `peer_addr` is asked first: on the common path, a
+/// Checks a connecting socket after an event that does not settle it by itself (all of them for
+/// probes and warm connections). `peer_addr` is asked first: on the common path, a
 /// connect that succeeded, one getpeername(2) settles it and the SO_ERROR read is skipped (one syscall
 /// less per connection). A socket still in SYN_SENT and one whose connect failed both answer ENOTCONN
 /// (EINVAL on macOS once a failed socket is shut down both ways); only then does `take_error` tell
@@ -173,6 +189,7 @@ pub fn is_resource_exhaustion(err: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     use crate::readiness::Event;
 
     #[test]
@@ -208,10 +225,10 @@ mod tests {
             keepalive: None,
         };
         let listener =
-            bind_listener("127.0.0.1:0".parse().expect("addr"), 16, false).expect("bind");
+            bind_listener("127.0.0.1:0".parse().expect("addr"), 16, false, false).expect("bind");
         let addr = listener.local_addr().expect("addr");
         for nodelay in [true, false, true] {
-            set_listener_nodelay(&listener, nodelay).expect("set on listener");
+            pass_nodelay_on(&SockRef::from(&listener), nodelay).expect("set on listener");
             let _client = std::net::TcpStream::connect(addr).expect("connect");
             let accepted = accept_within(&listener, Duration::from_secs(5));
             apply_accepted_options(&SockRef::from(&accepted), options(nodelay)).expect("options");
@@ -240,6 +257,7 @@ mod tests {
 
     /// The events a connecting socket's registration reports within `limit` (edge-triggered, as the
     /// reactor registers upstreams).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn connect_events(stream: &mut TcpStream, limit: Duration) -> Vec<Event> {
         let mut poll = mio::Poll::new().expect("poll");
         let both = mio::Interest::READABLE | mio::Interest::WRITABLE;
@@ -264,12 +282,14 @@ mod tests {
     /// its first event; one still in SYN_SENT (its SYN dropped by a listener whose accept queue is full)
     /// and one refused report nothing that would pass for a connection.
     #[test]
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn test_only_a_completed_connect_has_an_event_that_proves_it() {
         let options = StreamOptions {
             nodelay: true,
             keepalive: None,
         };
-        let listener = bind_listener("127.0.0.1:0".parse().expect("addr"), 0, false).expect("bind");
+        let listener =
+            bind_listener("127.0.0.1:0".parse().expect("addr"), 0, false, true).expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut first = start_connect(addr, options).expect("connect");
         let events = connect_events(&mut first, Duration::from_secs(5));

@@ -383,6 +383,7 @@ impl Pair {
             readable: true,
             writable: true,
             read_closed: false,
+            failed: false,
         };
         self
     }
@@ -415,10 +416,13 @@ impl Pair {
 
     /// Failover: the connect to the current upstream failed, so a new connect (already started, to
     /// upstream `index`) replaces it. Dropping the old socket closes it, which also removes it from epoll.
-    /// No edge of the old socket can reach the new one under their shared token: epoll reports a file at
-    /// most once per `epoll_wait`, so the event that brought the failure was the old socket's last, and a
-    /// connect timeout fires after the batch. That is what lets the new socket's first clean writable edge
-    /// prove its connect ([`Event::proves_connected`]). Its readiness starts afresh below.
+    /// Under epoll no edge of the old socket can reach the new one under their shared token: epoll
+    /// reports a file at most once per `epoll_wait`, so the event that brought the failure was the old
+    /// socket's last, and a connect timeout fires after the batch. That is what lets the new socket's
+    /// clean writable edge prove its connect ([`Event::proves_connected`]). kqueue reports a socket's read
+    /// and write filters as two events, so there a stale one can arrive; it is harmless because there no
+    /// event proves a connect: each makes the pair ask the kernel about the new socket. Its readiness
+    /// starts afresh below.
     pub fn retry(&mut self, upstream: TcpStream, index: usize, tried: u64, now: Instant) {
         debug_assert_eq!(self.phase, Phase::Connecting);
         trace!(

@@ -1,4 +1,5 @@
-//! One direction of a pair: bytes flow `src -> ring -> dst`, and EOF flows as `shutdown(Write)`.
+//! One direction of a pair: bytes flow `src -> ring -> dst`, and EOF flows as `shutdown(Write)` (or as the
+//! close that follows at once, for the last direction of a pair to finish).
 //!
 //! Each direction is its own small state machine:
 //!
@@ -6,8 +7,11 @@
 //! |------------|-----------------------------------------|------------|--------------------------------|
 //! | `Open`     | read returned bytes                     | `Open`     | hold them in the ring          |
 //! | `Open`     | read returned 0 (peer's FIN)            | `Draining` | stop reading                   |
-//! | `Draining` | ring empty                              | `Closed`   | `shutdown(Write)` on `dst`     |
+//! | `Draining` | ring empty                              | `Closed`   | `shutdown(Write)` on `dst` [^1] |
 //! | any        | read or write error                     | (fault)    | the pair resets both sides     |
+//!
+//! [^1]: except for the last direction of a pair to finish, whose FIN the pair's close sends
+//! ([`Direction::pump`]'s `last`).
 //!
 //! The edge-triggered rules this code follows:
 //! - Read until WouldBlock (or a short read, see [`Readiness::after_short_read`]), never once per event:
@@ -92,7 +96,8 @@ pub enum State {
     Open,
     /// `src` sent FIN; the ring still holds bytes for `dst`.
     Draining,
-    /// FIN passed on with `shutdown(Write)`: this direction is finished.
+    /// FIN passed on with `shutdown(Write)`, or left to the pair's close if this direction was the last
+    /// to finish: this direction is finished.
     Closed,
 }
 
@@ -164,7 +169,7 @@ impl Direction {
         self.counters
     }
 
-    /// True once FIN has been passed on.
+    /// True once this direction has finished (its FIN passed on, or left to the pair's close).
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
     }
@@ -255,7 +260,7 @@ impl Direction {
     /// Moves as many bytes as readiness and `budget` allow. Returns whether anything happened (bytes moved
     /// or a state changed); `budget` is decreased by the bytes read. `last` says the other direction has
     /// closed already: the pair closes both sockets as soon as this one closes (see
-    /// [`Self::shutdown_step`]).
+    /// `shutdown_step`).
     pub fn pump<S: Stream, D: Stream>(
         &mut self,
         conn: u32,
@@ -269,7 +274,7 @@ impl Direction {
         loop {
             let fed = self.preamble_step(shared.pool);
             let wrote = self.write_step(&mut dst, shared)?;
-            let shut = self.shutdown_step(conn, dst.stream, last)?;
+            let shut = self.shutdown_step(conn, &mut dst, last)?;
             let read = self.read_step(conn, &mut src, shared, budget)?;
             if !(fed || wrote || shut || read) {
                 if self.stalled(src.ready, shared.pool) {
@@ -357,18 +362,19 @@ impl Direction {
     /// to close, the pair closes `dst` right after, and close(2) sends the same FIN behind the same queued
     /// bytes: the shutdown(2) is skipped (one syscall fewer per connection). close(2) would send RST
     /// instead if `dst` still had unread bytes, but `dst` is the other direction's source, which has
-    /// returned EOF, and nothing can follow a FIN.
+    /// returned EOF, and nothing can follow a FIN. A `dst` already reported failed still gets the
+    /// shutdown: its error (ENOTCONN once reset) is what names the close a reset rather than a clean end.
     fn shutdown_step<D: Stream>(
         &mut self,
         conn: u32,
-        dst: &mut D,
+        dst: &mut End<'_, D>,
         last: bool,
     ) -> Result<bool, Fault> {
         if self.state != State::Draining || self.held() > 0 {
             return Ok(false);
         }
-        if !last {
-            dst.shutdown_write().map_err(Fault::Dst)?;
+        if !last || dst.ready.failed {
+            dst.stream.shutdown_write().map_err(Fault::Dst)?;
         }
         self.set_state(conn, State::Closed);
         Ok(true)
@@ -553,11 +559,13 @@ mod tests {
                 readable: true,
                 writable: true,
                 read_closed: false,
+                failed: false,
             },
             dst_ready: Readiness {
                 readable: true,
                 writable: true,
                 read_closed: false,
+                failed: false,
             },
             pool: BufPool::new(buffer),
             pipes: None,
@@ -694,6 +702,23 @@ mod tests {
         let mut peer_dst = peer_dst;
         peer_dst.read_to_end(&mut got).expect("read to EOF");
         assert_eq!(got, b"last words", "the close ends the stream cleanly");
+    }
+
+    /// ... unless `dst` was reported failed: then the shutdown is made, so that its error (ENOTCONN on a
+    /// reset TCP socket) can name the close. Here the socket is healthy, so the FIN arrives at once.
+    #[test]
+    fn test_last_direction_shuts_down_a_failed_dst() {
+        let mut rig = rig(1024);
+        rig.peer_src.shutdown(Shutdown::Write).expect("shutdown");
+        rig.src_ready.read_closed = true;
+        rig.dst_ready.failed = true;
+        rig.pump_as(usize::MAX, true).expect("pump");
+        assert_eq!(rig.dir.state(), State::Closed);
+        let mut got = Vec::new();
+        rig.peer_dst
+            .read_to_end(&mut got)
+            .expect("EOF before dst is closed");
+        assert!(got.is_empty());
     }
 
     #[test]

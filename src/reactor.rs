@@ -239,7 +239,7 @@ impl Reactor {
                 .enumerate()
                 .map(|(at, requested)| {
                     let actual = pins.and_then(|pins| pins.get(at)).unwrap_or(requested);
-                    Listener::bind_at(*requested, *actual, route.backlog, shared_port)
+                    Listener::bind_at(*requested, *actual, &route, shared_port)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             reactor.insert_route(route, listeners)?;
@@ -902,7 +902,7 @@ impl Reactor {
     /// A pair's upstream connect failed (refused, error, or its deadline). The failure counts against
     /// that upstream's health; then the route is asked for an upstream this client has not tried yet,
     /// within its `connect_attempts`. The new socket is registered under the pair's upstream token (see
-    /// [`Pair::retry`] for why no event of the closed one can reach it). With nothing left to try, the pair
+    /// [`Pair::retry`] for why an event of the closed one cannot pass for the new one's). With nothing left to try, the pair
     /// is closed and the client reset, as with a single upstream.
     fn failover(&mut self, slot: usize, cause: Cause) {
         let now = self.now;

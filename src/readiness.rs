@@ -16,6 +16,12 @@ pub struct Readiness {
     /// The peer's FIN (EPOLLRDHUP) has been seen. Sticky: it is what makes a short read safe to take as
     /// "drained" — without it, a FIN that arrived together with the last data would never be read.
     pub read_closed: bool,
+    /// An error or hang-up (EPOLLERR, EPOLLHUP) has been seen. Sticky. A hang-up means both halves of
+    /// the connection are shut down, or it was reset. A direction that would leave its FIN to close(2)
+    /// checks it on its `dst` ([`crate::pump::Direction::pump`]'s `last`), whose write half this side has
+    /// not shut down, so there it can only mean an error: the shutdown(2) it would skip is what surfaces
+    /// that error and names the close a reset.
+    pub failed: bool,
 }
 
 /// One readiness event, in the kernel's terms, reduced to what a forwarder acts on.
@@ -40,17 +46,25 @@ impl From<&mio::event::Event> for Event {
     }
 }
 
+/// Whether a clean writable edge may settle a connect ([`Event::proves_connected`]): under epoll only.
+/// On the BSDs and macOS a socket in SYN_SENT can hold a soft error (an ICMP unreachable after several
+/// SYN retransmits) that fires EVFILT_WRITE with no EV_EOF, and a socket's read and write filters are
+/// two events in one batch, so an old socket's write event could follow its read event onto a failover
+/// socket. There every event is asked of the kernel.
+const EDGE_PROVES_CONNECT: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
 impl Event {
-    /// A connecting socket's first writable edge with no error and no hang-up: the connect succeeded,
-    /// and no syscall needs to confirm it (one getpeername(2) fewer per connection). The kernel gives a
-    /// socket still in SYN_SENT no EPOLLOUT (`tcp_poll`; kqueue's EVFILT_WRITE likewise waits for the
-    /// connection), and a refused, reset or timed-out connect carries EPOLLERR or EPOLLHUP (EV_EOF on
-    /// kqueue). An edge meant for an earlier socket never reaches a new one: tokens carry their pair's
-    /// generation, and a failover's new socket replaces one whose only event in the batch was the failure
-    /// being handled (timers, the other cause of failover, run after the batch). Every other event is
-    /// settled by asking the kernel ([`crate::net::connect_result`]).
+    /// A connecting socket's writable edge with no error and no hang-up, under epoll: the connect
+    /// succeeded, and no syscall needs to confirm it (one getpeername(2) fewer per connection). The
+    /// kernel gives a socket still in SYN_SENT no EPOLLOUT (`tcp_poll`), and a refused, reset or timed-out
+    /// connect ends in TCP_CLOSE, which reports EPOLLHUP (and EPOLLERR while the error is pending). An
+    /// edge meant for an earlier socket never reaches a new one: tokens carry their pair's generation,
+    /// and a failover's new socket replaces one whose only event in the batch was the failure being
+    /// handled (epoll reports a file at most once per `epoll_wait`; timers, the other cause of failover,
+    /// run after the batch). Every other event, and every event elsewhere than epoll
+    /// (`EDGE_PROVES_CONNECT`), is settled by asking the kernel ([`crate::net::connect_result`]).
     pub fn proves_connected(&self) -> bool {
-        self.writable && !self.write_closed && !self.error
+        EDGE_PROVES_CONNECT && self.writable && !self.write_closed && !self.error
     }
 }
 
@@ -61,6 +75,7 @@ impl Readiness {
         self.readable |= event.readable || event.read_closed || event.error;
         self.writable |= event.writable || event.write_closed || event.error;
         self.read_closed |= event.read_closed;
+        self.failed |= event.error || event.write_closed;
     }
 
     /// A read stopped short of filling the space offered, so the receive queue is empty now; unless the
@@ -88,6 +103,35 @@ mod tests {
             ..Event::default()
         });
         assert!(ready.readable && ready.writable && !ready.read_closed);
+    }
+
+    #[test]
+    fn test_error_or_hang_up_is_remembered_as_failed() {
+        for event in [
+            Event {
+                error: true,
+                ..Event::default()
+            },
+            Event {
+                write_closed: true,
+                ..Event::default()
+            },
+        ] {
+            let mut ready = Readiness::default();
+            ready.merge(event);
+            ready.merge(Event {
+                writable: true,
+                ..Event::default()
+            });
+            assert!(ready.failed, "{event:?}");
+        }
+        let mut fin = Readiness::default();
+        fin.merge(Event {
+            readable: true,
+            read_closed: true,
+            ..Event::default()
+        });
+        assert!(!fin.failed, "a FIN is not a failure");
     }
 
     #[test]

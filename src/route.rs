@@ -61,21 +61,16 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds `requested` with `backlog` (and SO_REUSEPORT when reactors share it); the error names the
-    /// address.
-    pub fn bind(requested: SocketAddr, backlog: i32, reuse_port: bool) -> Result<Listener, String> {
-        Listener::bind_at(requested, requested, backlog, reuse_port)
-    }
-
-    /// Binds `at` while remembering that the config asked for `requested`: a `--threads` sibling
-    /// binds the port the first reactor got for `:0`, yet must match the config's `:0` on reload.
+    /// Binds `at` with the route's backlog and TCP_NODELAY (and SO_REUSEPORT when reactors share it),
+    /// remembering that the config asked for `requested`: a `--threads` sibling binds the port the first
+    /// reactor got for `:0`, yet must match the config's `:0` on reload. The error names the address.
     pub fn bind_at(
         requested: SocketAddr,
         at: SocketAddr,
-        backlog: i32,
+        route: &RouteConfig,
         reuse_port: bool,
     ) -> Result<Listener, String> {
-        let socket = net::bind_listener(at, backlog, reuse_port)
+        let socket = net::bind_listener(at, route.backlog, reuse_port, route.nodelay)
             .map_err(|err| format!("cannot listen on {at}: {err}"))?;
         let local = socket
             .local_addr()

@@ -54,6 +54,43 @@ fn test_established_client_reset() {
     assert_eq!(close.c2u, Some(5));
 }
 
+/// The upstream answers and closes; the bytes the client sends after that draw a reset from it. The
+/// client's FIN then ends the last open direction, whose FIN edgefwd would leave to close(2): because the
+/// upstream socket was reported failed, the shutdown is made anyway, and the pair closes as an
+/// upstream reset, not as a clean client-fin.
+#[test]
+fn test_upstream_reset_after_its_fin_is_not_a_clean_close() {
+    let up = Upstream::bind();
+    let upstream = up.addr().to_string();
+    let fwd = Forwarder::start(&["--upstream", &upstream, "--metrics", "127.0.0.1:0"]);
+    let metrics = fwd.metrics_addr();
+    let mut client = connect(fwd.addr());
+    client.write_all(b"hello").expect("write");
+    let mut server = up.accept(WAIT);
+    let mut buf = [0u8; 5];
+    server.read_exact(&mut buf).expect("upstream reads hello");
+    server.write_all(b"bye").expect("reply");
+    drop(server);
+    let (data, end) = read_until_end(&mut client, WAIT);
+    assert_eq!((data.as_slice(), end), (&b"bye"[..], End::Eof));
+
+    client.write_all(b"late").expect("late bytes");
+    // On loopback the reset comes back within the send that carries these bytes upstream, and its
+    // event is queued before the next scrape's: once a scrape shows them sent, one more scrape's turn
+    // comes after the reset was handled.
+    let c2u = "edgefwd_bytes_total{direction=\"c2u\"}";
+    assert!(
+        wait_until(WAIT, || sample(&scrape(metrics), c2u) == 9),
+        "the late bytes were not sent upstream"
+    );
+    scrape(metrics);
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("client FIN");
+    let close = fwd.wait_for_close("upstream-reset", Duration::from_secs(5));
+    assert_eq!(close.c2u, Some(9));
+}
+
 /// Upstream writes 1 MiB and closes at once; `delay`/`step` make the client a slow reader, so
 /// most of the data is still in the forwarder (or in flight) when the FIN arrives.
 fn upstream_burst_then_fin(delay: Duration, step: usize, pause: Duration) {

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 
 use log::{error, info, warn};
 use mio::Interest;
+use socket2::SockRef;
 
 use super::Reactor;
 use crate::config::{Config, RouteConfig};
@@ -321,7 +322,7 @@ impl Reactor {
                         None => sources.push(Source::Bound(Listener::bind_at(
                             *addr,
                             *pins.and_then(|pins| pins.get(index)).unwrap_or(addr),
-                            route.backlog,
+                            route,
                             self.config.threads > 1,
                         )?)),
                     }
@@ -369,12 +370,12 @@ impl Reactor {
         let key = entry.key();
         let registry = self.poll.registry();
         for (index, listener) in listeners.iter_mut().enumerate() {
-            net::set_listener_nodelay(&listener.socket, config.nodelay).map_err(|err| {
-                format!(
-                    "cannot set TCP_NODELAY on listener {}: {err}",
-                    listener.local
-                )
-            })?;
+            // A listener taken over from a retiring route may carry another `nodelay`. Failing here
+            // cannot happen for a socket we hold; if it did, clients would only lose TCP_NODELAY.
+            if let Err(err) = net::pass_nodelay_on(&SockRef::from(&listener.socket), config.nodelay)
+            {
+                warn!("listener {}: cannot set TCP_NODELAY: {err}", listener.local);
+            }
             registry
                 .register(
                     &mut listener.socket,
