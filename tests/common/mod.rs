@@ -1108,13 +1108,18 @@ pub fn unused_port() -> u16 {
 }
 
 /// An address where nothing listens: connects get RST (ECONNREFUSED). Its port is [`unused_port`], so a
-/// test may listen on it later.
+/// test may listen on it later. A port that is found listening after all (no test of this binary holds
+/// it, so something outside does) is passed over for another.
 pub fn refused_addr() -> SocketAddr {
-    let addr = SocketAddr::from(([127, 0, 0, 1], unused_port()));
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => addr,
-        other => panic!("expected {addr} to refuse, got {other:?}"),
+    let mut last = None;
+    for _ in 0..20 {
+        let addr = SocketAddr::from(([127, 0, 0, 1], unused_port()));
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return addr,
+            other => last = Some(format!("{addr}: {other:?}")),
+        }
     }
+    panic!("no loopback port refused a connect; last: {last:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
