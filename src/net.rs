@@ -74,7 +74,7 @@ pub fn start_connect(addr: SocketAddr, options: StreamOptions) -> io::Result<Tcp
 }
 
 /// Applies TCP_NODELAY and keepalive to a connecting socket.
-pub fn apply_options(socket: &SockRef<'_>, options: StreamOptions) -> io::Result<()> {
+fn apply_options(socket: &SockRef<'_>, options: StreamOptions) -> io::Result<()> {
     if options.nodelay {
         socket.set_tcp_nodelay(true)?;
     }
