@@ -53,7 +53,7 @@ pub fn bind_listener(
     }
     socket.bind(&addr.into())?;
     // Before listen(2): a connection is cloned from the listener when its handshake completes, so one
-    // completed before this call would not get the option.
+    // completed between listen(2) and a later setsockopt would not get the option.
     pass_nodelay_on(&SockRef::from(&socket), nodelay)?;
     socket.listen(backlog)?;
     Ok(TcpListener::from_std(socket.into()))
@@ -93,12 +93,13 @@ fn apply_keepalive(socket: &SockRef<'_>, options: StreamOptions) -> io::Result<(
 /// (`test_accepted_socket_gets_the_listeners_nodelay` checks it), so one setsockopt on the listener
 /// replaces one per client: 1 of the 18 syscalls a short connection cost. Elsewhere each accepted
 /// socket gets its own.
-const ACCEPT_INHERITS_NODELAY: bool = cfg!(target_os = "linux");
+const ACCEPT_INHERITS_NODELAY: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 /// Sets a listener's TCP_NODELAY to what its route asks, where accepted sockets inherit it (nothing
-/// elsewhere; see [`apply_accepted_options`]). A reload that keeps a listener for a route whose
-/// `nodelay` changed sets it again: connections completed after that get the new setting, those
-/// already waiting in the backlog keep the old one.
+/// elsewhere; see [`apply_accepted_options`]). `bind_listener` sets it before listen(2), and
+/// `insert_route` again for every listener it registers, so a listener a reload hands to a route with
+/// another `nodelay` takes the new setting: connections completed after that get it, those already
+/// waiting in the backlog keep the old one.
 pub fn pass_nodelay_on(listener: &SockRef<'_>, nodelay: bool) -> io::Result<()> {
     if ACCEPT_INHERITS_NODELAY {
         listener.set_tcp_nodelay(nodelay)?;
