@@ -51,6 +51,30 @@ impl Results {
         self.value(sc, peer, key) / self.value(sc, BASELINE, key)
     }
 
+    /// Median over repeats of `peer / tokio-current` taken within the same repeat, and how many repeats
+    /// had both. Peers run in turn inside each repeat, so a pair shares the machine's state of that
+    /// moment; on a host whose speed drifts over minutes this is steadier than a ratio of medians.
+    pub fn paired_ratio(&self, sc: Scenario, peer: &str, key: &str) -> (f64, usize) {
+        let of = |r: &Record| r.values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        let mut ratios: Vec<f64> = self
+            .records
+            .iter()
+            .filter(|r| r.scenario == sc && r.peer == peer && r.error.is_none())
+            .filter_map(|r| {
+                let base = self.records.iter().find(|b| {
+                    b.scenario == sc
+                        && b.peer == BASELINE
+                        && b.repeat == r.repeat
+                        && b.error.is_none()
+                })?;
+                Some(of(r)? / of(base)?)
+            })
+            .filter(|x| x.is_finite())
+            .collect();
+        let pairs = ratios.len();
+        (median(&mut ratios), pairs)
+    }
+
     /// Errors of the failed repeats of (sc, peer).
     pub fn errors(&self, sc: Scenario, peer: &str) -> Vec<&str> {
         self.records
@@ -281,6 +305,49 @@ pub fn markdown_spread(res: &Results) -> String {
     out
 }
 
+/// The charted ratios again, as medians of per-repeat ratios ([`Results::paired_ratio`]). Where
+/// they differ much from the table's ratio of medians, the host's speed moved during the run. Empty with
+/// a single repeat.
+pub fn markdown_paired(res: &Results) -> String {
+    let peers: Vec<&String> = res.peers.iter().filter(|p| *p != BASELINE).collect();
+    let mut out = String::from("| scenario | metric |");
+    for p in &peers {
+        let _ = write!(out, " {p} |");
+    }
+    out.push_str("\n|---|---|");
+    for _ in &peers {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    let mut rows = 0;
+    for d in res
+        .metrics(false)
+        .filter(|d| d.show == Show::Chart && d.better != Better::Neither)
+    {
+        let cells: Vec<(f64, usize)> = peers
+            .iter()
+            .map(|p| res.paired_ratio(d.scenario, p, d.key))
+            .collect();
+        if cells.iter().all(|(_, n)| *n < 2) {
+            continue;
+        }
+        rows += 1;
+        let _ = write!(out, "| {} | {} |", d.scenario.name(), metric_cell(d));
+        for (ratio, pairs) in cells {
+            if pairs == 0 {
+                out.push_str(" — |");
+            } else {
+                let _ = write!(out, " {}× ({pairs}) |", sig3(ratio));
+            }
+        }
+        out.push('\n');
+    }
+    if rows == 0 {
+        return String::new();
+    }
+    out
+}
+
 /// max/min - 1 of one metric over the successful repeats of one peer.
 fn spread(res: &Results, d: &MetricDef, peer: &str) -> Option<f64> {
     let vals: Vec<f64> = res
@@ -418,6 +485,14 @@ pub fn markdown_report(info: &RunInfo, res: &Results, probes: &Probes) -> String
         );
         out.push_str(&spread);
     }
+    let paired = markdown_paired(res);
+    if !paired.is_empty() {
+        let _ = write!(
+            out,
+            "\nThe same ratios to {BASELINE} as medians of per-repeat ratios (peers run in turn within a repeat; number of pairs in brackets):\n\n"
+        );
+        out.push_str(&paired);
+    }
     let errors = markdown_errors(res);
     if !errors.is_empty() {
         out.push_str("\nFailed runs:\n\n");
@@ -460,12 +535,23 @@ pub fn json_report(info: &RunInfo, res: &Results, probes: &Probes) -> Json {
                 .filter(|d| d.scenario == sc && d.better != Better::Neither)
                 .map(|d| (d.key.to_string(), Json::Num(res.ratio(sc, p, d.key))))
                 .collect();
+            let paired: Vec<(String, Json)> = METRICS
+                .iter()
+                .filter(|d| d.scenario == sc && d.better != Better::Neither)
+                .map(|d| {
+                    (
+                        d.key.to_string(),
+                        Json::Num(res.paired_ratio(sc, p, d.key).0),
+                    )
+                })
+                .collect();
             let errors: Vec<Json> = res.errors(sc, p).into_iter().map(Json::str).collect();
             summary.push(Json::obj(vec![
                 ("scenario", Json::str(sc.name())),
                 ("peer", Json::str(p)),
                 ("metrics", Json::Obj(metrics)),
                 ("ratio_to_baseline", Json::Obj(ratios)),
+                ("paired_ratio_to_baseline", Json::Obj(paired)),
                 ("errors", Json::Arr(errors)),
             ]));
         }
