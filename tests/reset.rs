@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
@@ -11,8 +12,16 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-#[test]
-fn test_established_upstream_reset() {
+/// An established pair: a forwarder in front of `up`, its client, and the upstream's side, which has
+/// read the client's first 5 bytes ("hello").
+struct Hello {
+    up: Upstream,
+    fwd: Forwarder,
+    client: TcpStream,
+    server: TcpStream,
+}
+
+fn hello() -> Hello {
     let up = Upstream::bind();
     let fwd = Forwarder::start(&["--upstream", &up.addr().to_string()]);
     let mut client = connect(fwd.addr());
@@ -20,6 +29,22 @@ fn test_established_upstream_reset() {
     let mut server = up.accept(WAIT);
     let mut buf = [0u8; 5];
     server.read_exact(&mut buf).expect("upstream reads hello");
+    Hello {
+        up,
+        fwd,
+        client,
+        server,
+    }
+}
+
+#[test]
+fn test_established_upstream_reset() {
+    let Hello {
+        up: _up,
+        fwd,
+        mut client,
+        server,
+    } = hello();
     reset(server);
 
     let (data, end) = read_until_end(&mut client, WAIT);
@@ -34,13 +59,12 @@ fn test_established_upstream_reset() {
 
 #[test]
 fn test_established_client_reset() {
-    let up = Upstream::bind();
-    let fwd = Forwarder::start(&["--upstream", &up.addr().to_string()]);
-    let mut client = connect(fwd.addr());
-    client.write_all(b"hello").expect("write");
-    let mut server = up.accept(WAIT);
-    let mut buf = [0u8; 5];
-    server.read_exact(&mut buf).expect("upstream reads hello");
+    let Hello {
+        up: _up,
+        fwd,
+        client,
+        mut server,
+    } = hello();
     reset(client);
 
     let (data, end) = read_until_end(&mut server, WAIT);
@@ -60,13 +84,12 @@ fn test_established_client_reset() {
 /// upstream reset, not as a clean client-fin.
 #[test]
 fn test_upstream_reset_after_its_fin_is_not_a_clean_close() {
-    let up = Upstream::bind();
-    let fwd = Forwarder::start(&["--upstream", &up.addr().to_string()]);
-    let mut client = connect(fwd.addr());
-    client.write_all(b"hello").expect("write");
-    let mut server = up.accept(WAIT);
-    let mut buf = [0u8; 5];
-    server.read_exact(&mut buf).expect("upstream reads hello");
+    let Hello {
+        up,
+        fwd,
+        mut client,
+        mut server,
+    } = hello();
     server.write_all(b"bye").expect("reply");
     drop(server);
     let (data, end) = read_until_end(&mut client, WAIT);
