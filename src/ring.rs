@@ -105,23 +105,24 @@ impl Ring {
         let buf = self.buf.get_or_insert_with(|| pool.take());
         let cap = buf.len();
         let tail = (self.head + self.len) % cap;
-        let result = if tail >= self.head && !(self.len > 0 && tail == self.head) {
-            // Free space is [tail, cap) then [0, head).
+        // Free space runs from `tail` to the end of the buffer (and on from 0 to `head`), or it is the
+        // gap between the held bytes' end and their start.
+        let to_end = tail >= self.head && !(self.len > 0 && tail == self.head);
+        // A plain read wherever the free space is one slice: the kernel serves it without copying in and
+        // checking an iovec array (`recvfrom` rather than a one-iovec `readv`).
+        let result = if !to_end {
+            // The single gap [tail, head) in front of the held bytes.
+            src.read(&mut buf[tail..self.head])
+        } else if self.head == 0 {
+            // [tail, cap): the common case, an empty ring (which restarts at 0).
+            src.read(&mut buf[tail..])
+        } else {
+            // [tail, cap) then [0, head).
             let (front, back) = buf.split_at_mut(tail);
-            let mut slices = [
+            src.read_vectored(&mut [
                 IoSliceMut::new(back),
                 IoSliceMut::new(&mut front[..self.head]),
-            ];
-            if self.head == 0 {
-                // One slice, the common case of an empty ring: a plain read, which the kernel serves
-                // without copying in and checking an iovec array (`recvfrom` rather than `readv`).
-                src.read(&mut slices[0])
-            } else {
-                src.read_vectored(&mut slices)
-            }
-        } else {
-            // Free space is the single gap [tail, head).
-            src.read(&mut buf[tail..self.head])
+            ])
         };
         if let Ok(n) = result {
             self.len += n;
