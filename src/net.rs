@@ -96,10 +96,9 @@ fn apply_keepalive(socket: &SockRef<'_>, options: StreamOptions) -> io::Result<(
 const ACCEPT_INHERITS_NODELAY: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 /// Sets a listener's TCP_NODELAY to what its route asks, where accepted sockets inherit it (nothing
-/// elsewhere; see [`apply_accepted_options`]). `bind_listener` sets it before listen(2), and
-/// `insert_route` again for every listener it registers, so a listener a reload hands to a route with
-/// another `nodelay` takes the new setting: connections completed after that get it, those already
-/// waiting in the backlog keep the old one.
+/// elsewhere; see [`apply_accepted_options`]). `bind_listener` sets it before listen(2); a reload sets
+/// it again on a listener it hands to another route: connections completed after that get the new
+/// setting, those already waiting in the backlog keep the old one.
 pub fn pass_nodelay_on(listener: &SockRef<'_>, nodelay: bool) -> io::Result<()> {
     if ACCEPT_INHERITS_NODELAY {
         listener.set_tcp_nodelay(nodelay)?;

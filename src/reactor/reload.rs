@@ -47,6 +47,17 @@ enum Source {
     Bound(Listener),
 }
 
+/// A listener taken over by a route whose `nodelay` may differ from the retiring route's gets the new
+/// setting, which is what its accepted sockets inherit on Linux ([`net::pass_nodelay_on`]); a listener
+/// bound afresh got it before listen(2). Failing cannot happen for a socket we hold; if it did, the
+/// route's clients would only miss TCP_NODELAY, so the listener is kept.
+fn pass_nodelay_on(listener: Listener, route: &RouteConfig) -> Listener {
+    if let Err(err) = net::pass_nodelay_on(&SockRef::from(&listener.socket), route.nodelay) {
+        warn!("listener {}: cannot set TCP_NODELAY: {err}", listener.local);
+    }
+    listener
+}
+
 impl Reactor {
     /// SIGHUP: the file is read, validated and resolved by the resolver thread; the answer comes back
     /// through [`Self::on_waker`].
@@ -149,7 +160,9 @@ impl Reactor {
             let listeners = sources
                 .into_iter()
                 .filter_map(|source| match source {
-                    Source::Moved(key, index) => taken.remove(&(key, index)),
+                    Source::Moved(key, index) => taken
+                        .remove(&(key, index))
+                        .map(|listener| pass_nodelay_on(listener, route)),
                     Source::Bound(listener) => Some(listener),
                 })
                 .collect();
@@ -370,12 +383,6 @@ impl Reactor {
         let key = entry.key();
         let registry = self.poll.registry();
         for (index, listener) in listeners.iter_mut().enumerate() {
-            // A listener taken over from a retiring route may carry another `nodelay`. Failing here
-            // cannot happen for a socket we hold; if it did, clients would only lose TCP_NODELAY.
-            if let Err(err) = net::pass_nodelay_on(&SockRef::from(&listener.socket), config.nodelay)
-            {
-                warn!("listener {}: cannot set TCP_NODELAY: {err}", listener.local);
-            }
             registry
                 .register(
                     &mut listener.socket,
