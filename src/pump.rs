@@ -573,6 +573,15 @@ mod tests {
         }
     }
 
+    /// A 1 KiB rig whose source peer has sent `data` and then its FIN, with the FIN already reported.
+    fn rig_at_eof(data: &[u8]) -> Rig {
+        let mut rig = rig(1024);
+        rig.peer_src.write_all(data).expect("write");
+        rig.peer_src.shutdown(Shutdown::Write).expect("shutdown");
+        rig.src_ready.read_closed = true;
+        rig
+    }
+
     impl Rig {
         fn pump(&mut self, budget: usize) -> Result<bool, Fault> {
             self.pump_as(budget, false)
@@ -664,10 +673,7 @@ mod tests {
 
     #[test]
     fn test_open_eof_drains_then_closes() {
-        let mut rig = rig(1024);
-        rig.peer_src.write_all(b"last words").expect("write");
-        rig.peer_src.shutdown(Shutdown::Write).expect("shutdown");
-        rig.src_ready.read_closed = true;
+        let mut rig = rig_at_eof(b"last words");
         rig.dst_ready.writable = false; // dst blocked: data must wait in the ring
         rig.pump(usize::MAX).expect("pump");
         assert_eq!(rig.dir.state(), State::Draining);
@@ -683,10 +689,7 @@ mod tests {
     /// the peer until `dst` is dropped, and then all the data and the EOF do.
     #[test]
     fn test_last_direction_leaves_its_fin_to_close() {
-        let mut rig = rig(1024);
-        rig.peer_src.write_all(b"last words").expect("write");
-        rig.peer_src.shutdown(Shutdown::Write).expect("shutdown");
-        rig.src_ready.read_closed = true;
+        let mut rig = rig_at_eof(b"last words");
         rig.pump_as(usize::MAX, true).expect("pump");
         assert_eq!(rig.dir.state(), State::Closed);
         let mut got = rig.drain_peer();
@@ -708,9 +711,7 @@ mod tests {
     /// reset TCP socket) can name the close. Here the socket is healthy, so the FIN arrives at once.
     #[test]
     fn test_last_direction_shuts_down_a_failed_dst() {
-        let mut rig = rig(1024);
-        rig.peer_src.shutdown(Shutdown::Write).expect("shutdown");
-        rig.src_ready.read_closed = true;
+        let mut rig = rig_at_eof(b"");
         rig.dst_ready.failed = true;
         rig.pump_as(usize::MAX, true).expect("pump");
         assert_eq!(rig.dir.state(), State::Closed);
