@@ -24,6 +24,9 @@ usage: cargo bench --bench compare -- [OPTIONS]
                           {listen_host}, {listen_port}, {upstream}, {upstream_host},
                           {upstream_port}. It must stay in the foreground. Repeatable. e.g.
                           --against 'socat=socat TCP-LISTEN:{listen_port},bind=127.0.0.1,fork,reuseaddr TCP:{upstream}'
+                          benches/peers/ has HAProxy and nginx set up like edgefwd:
+                          --against 'haproxy=sh benches/peers/haproxy.sh {listen} {upstream}'
+                          --against 'nginx=sh benches/peers/nginx.sh {listen} {upstream}'
   --buffer-size SIZE      buffer per direction for every forwarder (default 64k)
   --bulk-mib N            MiB per direction in the bulk scenarios
   --duration SECS         measured window of rr1/rr100/churn
