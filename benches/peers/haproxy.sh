@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck disable=SC3045 # ulimit -n: dash, bash and busybox sh all have it
 # HAProxy as an `--against` peer of `cargo bench --bench compare`:
 #
 #   cargo bench --bench compare -- --against 'haproxy=sh benches/peers/haproxy.sh {listen} {upstream}'
@@ -14,7 +15,9 @@
 set -eu
 [ $# -eq 2 ] || { echo "usage: $0 LISTEN_ADDR UPSTREAM_ADDR" >&2; exit 2; }
 EDGEFWD_LISTEN=$1 EDGEFWD_UPSTREAM=$2
-# shellcheck disable=SC3045 # ulimit -n: dash, bash and busybox sh all have it
 EDGEFWD_MAXCONN=$(( ($(ulimit -n) - 64 - 2 * 256) / 2 ))
+[ "$EDGEFWD_MAXCONN" -gt 0 ] || { echo "$0: fd limit $(ulimit -n) is too low" >&2; exit 2; }
 export EDGEFWD_LISTEN EDGEFWD_UPSTREAM EDGEFWD_MAXCONN
+# haproxy.cfg tests whether EDGEFWD_SPLICE is defined, whatever its value: only 1 counts.
+[ "${EDGEFWD_SPLICE-}" = 1 ] || unset EDGEFWD_SPLICE
 exec haproxy -db -f "$(dirname "$0")/haproxy.cfg"
