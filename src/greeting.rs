@@ -10,15 +10,15 @@
 //! | `Connect` | no blank line yet, under 8 KiB       | `More`                                        |
 //! | `Connect` | a bad head, a denied destination...  | `Answer(status)`: the status, then close       |
 //! | `Connect` | a CONNECT to an allowed IP literal   | `Ready(Direct(addr))`                          |
+//! | `Connect` | a CONNECT to an allowed host name    | `Ready(Named("host:port"))`: looked up first   |
 //!
 //! The buffer never holds more than the stage's bound (PROXY: 1 KiB, CONNECT: 8 KiB): the pair reads at
 //! most [`Greeting::room`] bytes, so a client that pipelines a large upload leaves it in the kernel, to
 //! be read by the normal pump. Whatever follows the header in the buffer is returned as `leftover`, to be
 //! forwarded before anything else.
 //!
-//! Host names in a CONNECT are matched against the allow-list but not resolved (resolution would need a
-//! round trip through the resolver thread): an allowed name gets 502 and a log line saying why. Only IP
-//! literals are tunnelled.
+//! A host name is matched against the allow-list as a name, before anything is resolved; the reactor
+//! then has it looked up off the loop ([`crate::resolve::Lookup`]) and connects to its first address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,12 +44,14 @@ pub struct ConnectRules {
 }
 
 /// Where the pair's upstream connect goes once the greeting is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// An upstream of the route, from its balancer (`--accept-proxy` in forward mode).
     Balanced,
-    /// The CONNECT destination.
+    /// The CONNECT destination, an IP literal.
     Direct(SocketAddr),
+    /// The CONNECT destination, `HOST:PORT` with a host name: resolved off the loop first.
+    Named(String),
 }
 
 /// What the bytes so far amount to.
@@ -176,12 +178,7 @@ impl Greeting {
         }
         match request.host {
             Host::Ip(ip) => self.ready(Target::Direct(SocketAddr::new(ip, request.port)), head_len),
-            Host::Name(_) => Verdict::Answer(
-                Status::BadGateway,
-                format!(
-                    "{destination}: host names are not resolved in connect mode, use an IP address"
-                ),
-            ),
+            Host::Name(_) => self.ready(Target::Named(destination), head_len),
         }
     }
 
@@ -230,6 +227,18 @@ mod tests {
     }
 
     #[test]
+    fn test_connect_to_an_allowed_name_is_looked_up() {
+        let mut g = Greeting::new(rules(false, &[".example.com:443"], None));
+        assert_eq!(
+            feed(&mut g, b"CONNECT A.Example.com:443 HTTP/1.1\r\n\r\nhello"),
+            Verdict::Ready {
+                target: Target::Named("a.example.com:443".into()),
+                leftover: b"hello".to_vec()
+            }
+        );
+    }
+
+    #[test]
     fn test_connect_statuses() {
         let answer = |rules: Arc<Rules>, input: &[u8]| match feed(&mut Greeting::new(rules), input)
         {
@@ -244,8 +253,8 @@ mod tests {
         assert_eq!(answer(open(), b"CONNECT 10.0.0.1:80 HTTP/1.1\r\n\r\n"), 403);
         assert_eq!(answer(open(), b"GET / HTTP/1.1\r\n\r\n"), 405);
         assert_eq!(
-            answer(open(), b"CONNECT a.example.com:443 HTTP/1.1\r\n\r\n"),
-            502
+            answer(open(), b"CONNECT a.example.org:443 HTTP/1.1\r\n\r\n"),
+            403
         );
         let auth = || rules(false, &["*:*"], Some("u:p"));
         assert_eq!(answer(auth(), b"CONNECT 10.0.0.1:1 HTTP/1.1\r\n\r\n"), 407);

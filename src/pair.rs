@@ -9,6 +9,7 @@
 //! | `Greeting`   | a refused CONNECT, or its header timeout   | `Refusing`: write the status, then close |
 //! | `Greeting`   | a bad PROXY header, or its header timeout  | close (rejected / header-timeout)        |
 //! | `Refusing`   | status written, client FIN or 2s linger    | close (rejected)                        |
+//! | `Connecting` | (no socket) a CONNECT host name's lookup   | connect to its address; 502 if none     |
 //! | `Connecting` | upstream writable edge, or `peer_addr` ok  | `Established`; pump whatever is ready   |
 //! | `Connecting` | upstream event, `take_error` has an error  | failover, or close with RST to client   |
 //! | `Connecting` | client FIN with nothing sent, or RST       | close both at once (client-abort)       |
@@ -27,7 +28,8 @@
 //! They are read into the greeting's bounded buffer, never past its bound, and whatever followed the
 //! header is queued as the c2u direction's preamble, so it goes upstream first, before any byte the pump
 //! reads later (as does a `--send-proxy` header). A CONNECT destination is not one of the route's
-//! upstreams: it has no failover, and a failed connect is answered 502 or 504.
+//! upstreams: it has no failover, and a failed connect is answered 502 or 504. One named by host waits in
+//! `Connecting` without a socket while the reactor has it looked up ([`Pair::begin_lookup`]).
 
 use std::fmt;
 use std::io;
@@ -143,7 +145,7 @@ impl fmt::Display for Cause {
 }
 
 /// What the reactor must do with a pair after a handler ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Waiting for the kernel.
     Open,
@@ -399,6 +401,20 @@ impl Pair {
         self.set_phase(Phase::Connecting);
     }
 
+    /// A CONNECT to a host name: the reactor handed the name to the lookup threads. The pair waits in
+    /// `Connecting` with no upstream socket, under the connect deadline (504 if the name takes too long),
+    /// until the answer starts the connect ([`Pair::begin_connect`]) or fails it ([`Pair::cannot_connect`]).
+    pub fn begin_lookup(&mut self, now: Instant) {
+        self.attempt_started = now;
+        self.set_phase(Phase::Connecting);
+    }
+
+    /// Whether the pair is waiting for its CONNECT destination's address: a lookup answer for any other
+    /// pair, or for this one after its deadline answered 504, is stale.
+    pub fn awaits_address(&self) -> bool {
+        self.phase == Phase::Connecting && self.upstream.is_none()
+    }
+
     pub fn phase(&self) -> Phase {
         self.phase
     }
@@ -528,9 +544,14 @@ impl Pair {
                 self.push_proxy_header(greeting.destination);
                 self.client_pipelined = !leftover.is_empty();
                 self.c2u.push_preamble(&leftover);
-                if let Target::Direct(addr) = target {
+                let destination = match &target {
+                    Target::Balanced => None,
+                    Target::Direct(addr) => Some(addr.to_string()),
+                    Target::Named(host_port) => Some(host_port.clone()),
+                };
+                if let Some(destination) = destination {
                     debug!(
-                        "conn={} client={} CONNECT {addr}",
+                        "conn={} client={} CONNECT {destination}",
                         self.id, self.client_addr
                     );
                     self.direct = true;
@@ -653,22 +674,29 @@ impl Pair {
         budget: usize,
         now: Instant,
     ) -> Outcome {
+        if side == Side::Client {
+            let hung_up = event.read_closed || event.error;
+            return if hung_up {
+                self.check_client_left()
+            } else {
+                Outcome::Open
+            };
+        }
+        // No socket yet: the CONNECT destination's address is being looked up.
         let Some(upstream) = self.upstream.as_ref() else {
             return Outcome::Open;
         };
-        match side {
-            Side::Client if event.read_closed || event.error => self.check_client_left(),
-            Side::Client => Outcome::Open,
-            Side::Upstream if event.proves_connected() => self.on_connected(shared, budget, now),
-            Side::Upstream => match net::connect_result(upstream) {
-                ConnectState::Pending => Outcome::Open,
-                ConnectState::Failed(err) if self.direct => {
-                    debug!("conn={} CONNECT destination failed: {err}", self.id);
-                    self.refuse(Status::BadGateway, now)
-                }
-                ConnectState::Failed(err) => Outcome::Close(connect_failure_cause(&err)),
-                ConnectState::Connected => self.on_connected(shared, budget, now),
-            },
+        if event.proves_connected() {
+            return self.on_connected(shared, budget, now);
+        }
+        match net::connect_result(upstream) {
+            ConnectState::Pending => Outcome::Open,
+            ConnectState::Failed(err) if self.direct => {
+                debug!("conn={} CONNECT destination failed: {err}", self.id);
+                self.refuse(Status::BadGateway, now)
+            }
+            ConnectState::Failed(err) => Outcome::Close(connect_failure_cause(&err)),
+            ConnectState::Connected => self.on_connected(shared, budget, now),
         }
     }
 
@@ -952,6 +980,103 @@ fn connect_failure_cause(err: &io::Error) -> Cause {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::allow::AllowList;
+    use crate::greeting::{ConnectRules, Rules};
+    use crate::metrics::Metrics;
+    use std::sync::Arc;
+
+    const LIMITS: Deadlines = Deadlines {
+        connect: Duration::from_secs(5),
+        header: Duration::from_secs(10),
+        idle: None,
+        fin: Duration::from_secs(60),
+    };
+
+    /// A connect-mode pair over real loopback sockets whose client has sent `CONNECT localhost:80`, and
+    /// whose destination the reactor has handed to the lookup threads; with the client's end.
+    fn looking_up(now: Instant) -> (Pair, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (accepted, addr) = listener.accept().expect("accept");
+        accepted.set_nonblocking(true).expect("nonblocking");
+        let rules = Arc::new(Rules {
+            accept_proxy: false,
+            connect: Some(ConnectRules {
+                allow: AllowList::new(vec!["localhost:*".parse().expect("rule")]),
+                credentials: None,
+            }),
+        });
+        let greeting = Greeting::new(rules);
+        let stream = TcpStream::from_std(accepted);
+        let mut pair = Pair::greeting(1, (stream, addr), 0, greeting, now, Splice::Off);
+        client
+            .write_all(b"CONNECT localhost:80 HTTP/1.1\r\n\r\n")
+            .expect("write");
+        let readable = Event {
+            readable: true,
+            ..Event::default()
+        };
+        let outcome = run_event(&mut pair, Side::Client, readable, now);
+        assert_eq!(
+            outcome,
+            Outcome::Connect(Target::Named("localhost:80".into()))
+        );
+        pair.begin_lookup(now);
+        assert!(pair.awaits_address());
+        (pair, client)
+    }
+
+    fn run_event(pair: &mut Pair, side: Side, event: Event, now: Instant) -> Outcome {
+        let (mut pool, mut metrics) = (BufPool::new(1024), Metrics::default());
+        let mut shared = Shared {
+            pool: &mut pool,
+            pipes: None,
+            metrics: &mut metrics,
+        };
+        pair.on_event(side, event, &mut shared, 1 << 20, now)
+    }
+
+    /// The lookup runs under the connect deadline: past it the client gets 504, and the pair no longer
+    /// waits for an address, so a late answer is dropped as stale.
+    #[test]
+    fn test_a_lookup_past_the_connect_deadline_is_504() {
+        let now = Instant::now();
+        let (mut pair, mut client) = looking_up(now);
+        let later = now + Duration::from_secs(1);
+        pair.begin_lookup(later);
+        let deadline = pair.deadline(&LIMITS);
+        assert_eq!(
+            deadline,
+            Some((later + LIMITS.connect, Cause::ConnectTimeout))
+        );
+        pair.expire(Cause::ConnectTimeout, later + LIMITS.connect);
+        assert!(!pair.awaits_address());
+        assert_eq!(pair.phase(), Phase::Refusing);
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).expect("read");
+        assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");
+    }
+
+    /// A client that leaves while its destination is looked up frees the pair at once, not when the
+    /// answer comes.
+    #[test]
+    fn test_a_client_that_leaves_during_the_lookup_is_closed() {
+        let now = Instant::now();
+        let (mut pair, client) = looking_up(now);
+        client.shutdown(std::net::Shutdown::Both).expect("shutdown");
+        drop(client);
+        let hung_up = Event {
+            readable: true,
+            read_closed: true,
+            ..Event::default()
+        };
+        let outcome = run_event(&mut pair, Side::Client, hung_up, now);
+        assert_eq!(outcome, Outcome::Close(Cause::ClientAbort));
+    }
 
     #[test]
     fn test_fault_cause_names_the_faulty_socket() {

@@ -42,7 +42,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use socket2::SockRef;
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::file::Defaults;
 use crate::greeting::{Greeting, Target as ConnectTarget};
 use crate::metrics::{Metrics, MetricsBoard, StatsTicker};
@@ -50,7 +50,7 @@ use crate::net;
 use crate::pair::{Cause, InterestChange, Outcome, Pair, Phase, NO_UPSTREAM};
 use crate::prewarm::WarmPool;
 use crate::readiness::Event;
-use crate::resolve::{Inbox, Worker};
+use crate::resolve::{Inbox, Lookup, Worker};
 use crate::route::{Listener, NoUpstream, Route};
 use crate::scrape::MetricsServer;
 use crate::throttle::Throttle;
@@ -184,8 +184,13 @@ impl Reactor {
                     .map_err(|err| format!("cannot listen for metrics on {addr}: {err}"))
             })
             .transpose()?;
-        let needs_worker =
-            config.file.is_some() || config.routes.iter().any(|r| r.resolve_interval.is_some());
+        // A config file may bring a connect-mode route at any reload; a connect-mode route looks up the
+        // host names its clients ask for.
+        let needs_worker = config.file.is_some()
+            || config
+                .routes
+                .iter()
+                .any(|r| r.resolve_interval.is_some() || r.mode == Mode::Connect);
         let worker = if needs_worker {
             let waker = Waker::new(registry, token::WAKER)
                 .map_err(|err| format!("cannot create the resolver's waker: {err}"))?;
@@ -454,10 +459,49 @@ impl Reactor {
         true
     }
 
-    /// A pair's greeting is done: start its upstream connect, to an upstream of its route (balanced by
-    /// the client address, which a PROXY header may have replaced) or to the CONNECT destination, and
-    /// register the socket under the pair's upstream token.
+    /// A pair's greeting is done: connect it to an upstream of its route or to its CONNECT destination,
+    /// which is looked up first when it names a host.
     fn connect_greeted(&mut self, slot: usize, target: ConnectTarget) {
+        match target {
+            ConnectTarget::Balanced => self.start_upstream(slot, None),
+            ConnectTarget::Direct(addr) => self.start_upstream(slot, Some(addr)),
+            ConnectTarget::Named(host_port) => self.look_up(slot, host_port),
+        }
+    }
+
+    /// A CONNECT destination named by host goes to the lookup threads; the pair waits for the answer
+    /// ([`Reactor::on_looked`]) in `Connecting` without a socket, under its connect deadline.
+    fn look_up(&mut self, slot: usize, host_port: String) {
+        let now = self.now;
+        let Some(pair) = self.pairs.get_mut(slot) else {
+            return;
+        };
+        let job = Lookup {
+            pair: slot,
+            id: pair.id,
+            host_port,
+        };
+        if self
+            .worker
+            .as_mut()
+            .is_some_and(|worker| worker.lookup(job))
+        {
+            pair.begin_lookup(now);
+            self.arm_timer(slot);
+        } else {
+            warn!(
+                "conn={} no lookup thread for a CONNECT to a host name",
+                pair.id
+            );
+            let outcome = pair.cannot_connect(now);
+            self.settle(slot, outcome);
+        }
+    }
+
+    /// Starts the upstream connect, to the CONNECT `destination` or else to an upstream of the route
+    /// (balanced by the client address, which a PROXY header may have replaced), and registers the socket
+    /// under the pair's upstream token.
+    fn start_upstream(&mut self, slot: usize, destination: Option<SocketAddr>) {
         let now = self.now;
         let Some(pair) = self.pairs.get_mut(slot) else {
             return;
@@ -465,12 +509,12 @@ impl Reactor {
         let Some(route) = self.routes.get_mut(pair.route) else {
             return;
         };
-        let started = match target {
-            ConnectTarget::Balanced => route
+        let started = match destination {
+            None => route
                 .connect(pair.client_addr.ip(), 0, now, |_| None)
                 .map(|(stream, index, tried, _)| (stream, index, tried))
                 .map_err(|failure| failure.error),
-            ConnectTarget::Direct(addr) => {
+            Some(addr) => {
                 net::start_connect(addr, route.options).map(|stream| (stream, NO_UPSTREAM, 0))
             }
         };

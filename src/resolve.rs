@@ -7,6 +7,11 @@
 //! resolution that hangs only delays that route's next address update. When the reactor is dropped the job
 //! channel closes and the thread ends.
 //!
+//! CONNECT destinations named by host ([`Lookup`]) go to [`LOOKUP_THREADS`] threads of their own, started
+//! with the first one: a client's name whose DNS server is slow then holds up neither a reload nor the
+//! other clients' names (up to that many slow names at once). Their answers share the channel and the
+//! waker.
+//!
 //! With `--threads`, reactor 0 hands each applied reload to the others through their [`Inbox`]es: straight
 //! into the answer channel, with a wake, so a follower applies it on its next turn and not after whatever
 //! `getaddrinfo` its worker is blocked in. An inbox holds no end of the job channel, so it does not keep
@@ -16,7 +21,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
 use log::warn;
@@ -32,6 +37,27 @@ pub fn first_address(host_port: &str) -> Result<SocketAddr, String> {
         .map_err(|err| format!("cannot resolve upstream '{host_port}': {err}"))?
         .next()
         .ok_or_else(|| format!("cannot resolve upstream '{host_port}': no address"))
+}
+
+/// Threads resolving CONNECT destinations, so that one slow name does not hold up the others.
+pub const LOOKUP_THREADS: usize = 4;
+
+/// Resolves a CONNECT destination `HOST:PORT`; the first address the resolver gives is the one used.
+pub fn destination_address(host_port: &str) -> Result<SocketAddr, String> {
+    host_port
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve {host_port}: {err}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {host_port}: no address"))
+}
+
+/// A CONNECT destination to resolve for the pair in slab slot `pair`, whose id is `id` (slots are
+/// reused; the id tells a stale answer, as it tells a stale token).
+#[derive(Debug)]
+pub struct Lookup {
+    pub pair: usize,
+    pub id: u32,
+    pub host_port: String,
 }
 
 /// Work for the thread.
@@ -62,6 +88,12 @@ pub enum Answer {
         addrs: Vec<(usize, Result<SocketAddr, String>)>,
     },
     Reloaded(Box<Result<Config, FileError>>),
+    /// The answer to a [`Lookup`].
+    Looked {
+        pair: usize,
+        id: u32,
+        addr: Result<SocketAddr, String>,
+    },
     /// `--threads`: the first reactor has applied `config`; this reactor follows it, binding new
     /// listeners at `pins` (route by route, the addresses the first reactor got for them). Sent
     /// through an [`Inbox`], not by the worker.
@@ -72,6 +104,8 @@ pub enum Answer {
 #[derive(Debug)]
 pub struct Worker {
     jobs: Sender<Job>,
+    /// The lookup threads' queue, once the first [`Lookup`] started them.
+    lookups: Option<Sender<Lookup>>,
     answers: Receiver<Answer>,
     answer_tx: Sender<Answer>,
     waker: Arc<Waker>,
@@ -122,10 +156,60 @@ impl Worker {
             })?;
         Ok(Worker {
             jobs,
+            lookups: None,
             answers,
             answer_tx,
             waker,
         })
+    }
+
+    /// Queues a CONNECT destination, starting the lookup threads the first time; `false` if they cannot
+    /// be started or are gone.
+    pub fn lookup(&mut self, job: Lookup) -> bool {
+        if self.lookups.is_none() {
+            match self.spawn_lookups() {
+                Ok(queue) => self.lookups = Some(queue),
+                Err(err) => {
+                    warn!("cannot start the lookup threads: {err}");
+                    return false;
+                }
+            }
+        }
+        self.lookups
+            .as_ref()
+            .is_some_and(|queue| queue.send(job).is_ok())
+    }
+
+    /// The lookup threads share one queue. Each holds the queue's lock only while it waits for a job, so
+    /// the others can take the next ones while it is in `getaddrinfo`. They end when this handle drops
+    /// the queue.
+    fn spawn_lookups(&self) -> io::Result<Sender<Lookup>> {
+        let (queue, jobs) = mpsc::channel::<Lookup>();
+        let jobs = Arc::new(Mutex::new(jobs));
+        for n in 0..LOOKUP_THREADS {
+            let (jobs, answers) = (Arc::clone(&jobs), self.answer_tx.clone());
+            let waker = Arc::clone(&self.waker);
+            thread::Builder::new()
+                .name(format!("lookup-{n}"))
+                .spawn(move || loop {
+                    let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    let Ok(job) = next else {
+                        return;
+                    };
+                    let answer = Answer::Looked {
+                        pair: job.pair,
+                        id: job.id,
+                        addr: destination_address(&job.host_port),
+                    };
+                    if answers.send(answer).is_err() {
+                        return;
+                    }
+                    if let Err(err) = waker.wake() {
+                        warn!("a lookup thread cannot wake the event loop: {err}");
+                    }
+                })?;
+        }
+        Ok(queue)
     }
 
     /// Another thread's way to hand this reactor a reload (the first reactor's, to the others).
@@ -173,6 +257,52 @@ mod tests {
     use super::*;
     use mio::{Events, Poll, Token};
     use std::time::Duration;
+
+    /// Two lookups, on two of the lookup threads: each answer names its pair and id, a name that does not
+    /// resolve comes back as an error, and the waker rings for them.
+    #[test]
+    fn test_lookups_answer_their_pairs_with_a_wakeup() {
+        let mut poll = Poll::new().expect("poll");
+        let waker = Waker::new(poll.registry(), Token(7)).expect("waker");
+        let mut worker = Worker::spawn(waker).expect("spawn");
+        for (pair, id, host_port) in [(5, 50, "localhost:80"), (6, 60, "no-such-host.invalid:80")] {
+            let host_port = host_port.to_string();
+            assert!(worker.lookup(Lookup {
+                pair,
+                id,
+                host_port
+            }));
+        }
+        let (mut answers, mut woken) = (Vec::new(), false);
+        let mut events = Events::with_capacity(4);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while answers.len() < 2 && std::time::Instant::now() < deadline {
+            poll.poll(&mut events, Some(Duration::from_secs(1)))
+                .expect("poll");
+            woken |= events.iter().any(|event| event.token() == Token(7));
+            answers.extend(worker.answers());
+        }
+        assert!(woken, "no wakeup for the answers");
+        answers.sort_by_key(|answer| match answer {
+            Answer::Looked { pair, .. } => *pair,
+            _ => usize::MAX,
+        });
+        match answers.as_slice() {
+            [Answer::Looked {
+                pair: 5,
+                id: 50,
+                addr: Ok(found),
+            }, Answer::Looked {
+                pair: 6,
+                id: 60,
+                addr: Err(err),
+            }] => {
+                assert!(found.ip().is_loopback() && found.port() == 80, "{found}");
+                assert!(err.contains("no-such-host.invalid:80"), "{err}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn test_answers_arrive_with_a_wakeup() {

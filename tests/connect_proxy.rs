@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -138,12 +138,56 @@ fn test_unreachable_destination_is_502() {
     );
 }
 
+/// Where `localhost` leads first: the address edgefwd connects to for `CONNECT localhost:PORT` (127.0.0.1
+/// or ::1, as this machine's resolver orders them), so a backend bound there is the one it reaches.
+fn localhost() -> IpAddr {
+    ("localhost", 0)
+        .to_socket_addrs()
+        .expect("resolve localhost")
+        .next()
+        .expect("an address for localhost")
+        .ip()
+}
+
 #[test]
-fn test_host_names_are_not_resolved_502() {
-    let fwd = proxy(&["--allow", ".example.com:443"]);
-    let status = status_of(&fwd, b"CONNECT www.example.com:443 HTTP/1.1\r\n\r\n");
+fn test_connect_to_a_host_name_is_looked_up() {
+    let echo = Backend::echo_on(SocketAddr::new(localhost(), 0));
+    let fwd = proxy(&["--allow", "localhost:*"]);
+    let mut client = connect(fwd.addr());
+    let request = format!(
+        "CONNECT localhost:{} HTTP/1.1\r\n\r\npipelined",
+        echo.addr().port()
+    );
+    client.write_all(request.as_bytes()).expect("write");
+    let mut got = vec![0u8; ESTABLISHED.len() + "pipelined".len()];
+    client.read_exact(&mut got).expect("read 200 and the echo");
+    assert_eq!(&got[..ESTABLISHED.len()], ESTABLISHED);
+    assert_eq!(&got[ESTABLISHED.len()..], b"pipelined");
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let (rest, end) = read_until_end(&mut client, Duration::from_secs(5));
+    assert!(rest.is_empty() && end == End::Eof, "{rest:?} {end:?}");
+    fwd.wait_for_close("client-fin", Duration::from_secs(5));
+}
+
+#[test]
+fn test_a_name_that_does_not_resolve_is_502() {
+    let fwd = proxy(&["--allow", ".invalid:*"]);
+    let status = status_of(&fwd, b"CONNECT no-such-host.invalid:80 HTTP/1.1\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 502 Bad Gateway");
-    fwd.expect_log("host names are not resolved", Duration::from_secs(5));
+    fwd.expect_log(
+        "cannot resolve no-such-host.invalid:80",
+        Duration::from_secs(5),
+    );
+}
+
+/// A name outside the allow-list is refused before anything is resolved.
+#[test]
+fn test_a_name_outside_the_allow_list_is_403() {
+    let fwd = proxy(&["--allow", ".example.com:443"]);
+    let status = status_of(&fwd, b"CONNECT localhost:443 HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 403 Forbidden");
 }
 
 #[test]
@@ -229,8 +273,8 @@ fn test_connect_route_from_config_file() {
 }
 
 /// A one-shot HTTP server on a std listener: answers every request with a fixed body.
-fn http_server() -> (SocketAddr, thread::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+fn http_server(ip: IpAddr) -> (SocketAddr, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind");
     let addr = listener.local_addr().expect("addr");
     let handle = thread::spawn(move || {
         if let Ok((mut stream, _)) = listener.accept() {
@@ -277,18 +321,17 @@ fn find_curl() -> bool {
     present()
 }
 
-#[test]
-fn test_real_curl_through_connect_proxy() {
+/// `curl -p -x` through a connect-mode edgefwd to a one-shot HTTP server on `ip`, which curl names `host`
+/// in its CONNECT (curl does not resolve a proxied host itself).
+fn curl_through_proxy(test: &str, ip: IpAddr, host: &str, allow: &str) {
     if !find_curl() {
         // .ci/run installs curl: in CI a missing client is a failure, not a skip.
         assert!(std::env::var_os("CI").is_none(), "curl is required in CI");
-        eprintln!(
-            "SKIPPED test_real_curl_through_connect_proxy: curl is missing and cannot be installed"
-        );
+        eprintln!("SKIPPED {test}: curl is missing and cannot be installed");
         return;
     }
-    let (server, handle) = http_server();
-    let fwd = proxy(&["--allow", &server.to_string()]);
+    let (server, handle) = http_server(ip);
+    let fwd = proxy(&["--allow", allow]);
     let output = Command::new("curl")
         .args([
             "-sS",
@@ -297,7 +340,7 @@ fn test_real_curl_through_connect_proxy() {
             "-p",
             "-x",
             &format!("http://{}", fwd.addr()),
-            &format!("http://{server}/"),
+            &format!("http://{host}:{}/", server.port()),
         ])
         .output()
         .expect("run curl");
@@ -312,6 +355,27 @@ fn test_real_curl_through_connect_proxy() {
     );
     handle.join().expect("server thread");
     let _ = TcpStream::connect(fwd.addr());
+}
+
+#[test]
+fn test_real_curl_through_connect_proxy() {
+    let ip = IpAddr::from([127, 0, 0, 1]);
+    curl_through_proxy(
+        "test_real_curl_through_connect_proxy",
+        ip,
+        "127.0.0.1",
+        "127.0.0.1:*",
+    );
+}
+
+#[test]
+fn test_real_curl_by_host_name() {
+    curl_through_proxy(
+        "test_real_curl_by_host_name",
+        localhost(),
+        "localhost",
+        "localhost:*",
+    );
 }
 
 /// A client that pipelines far more than the 8 KiB head bound after its CONNECT: the greeting reads

@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 
-use log::warn;
+use log::{debug, warn};
 
 use super::Reactor;
 use crate::config;
@@ -74,11 +74,34 @@ impl Reactor {
                     Ok(config) => self.reload(config, &[]),
                     Err(err) => self.reload_rejected(err.message()),
                 },
+                Answer::Looked { pair, id, addr } => self.on_looked(pair, id, addr),
                 Answer::Follow(applied) => {
                     // `--threads`: apply what reactor 0 applied, binding new listeners where it did.
                     let (config, pins) = *applied;
                     self.reload(config, &pins);
                 }
+            }
+        }
+    }
+
+    /// A CONNECT destination's address came back. The pair may be gone (its client left, or its deadline
+    /// answered 504) and its slot may hold another pair since: the id and the phase tell, as a token's
+    /// generation does. A name that did not resolve is answered 502.
+    fn on_looked(&mut self, slot: usize, id: u32, addr: Result<SocketAddr, String>) {
+        let now = self.now;
+        let Some(pair) = self
+            .pairs
+            .get_mut(slot)
+            .filter(|pair| pair.id == id && pair.awaits_address())
+        else {
+            return;
+        };
+        match addr {
+            Ok(addr) => self.start_upstream(slot, Some(addr)),
+            Err(err) => {
+                debug!("conn={id} CONNECT destination: {err}");
+                let outcome = pair.cannot_connect(now);
+                self.settle(slot, outcome);
             }
         }
     }
