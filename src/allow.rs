@@ -8,7 +8,8 @@
 //! - `*`: any destination (only the port is checked, e.g. `*:443`).
 //!
 //! Names are matched as names: a rule for `10.0.0.0/8` does not allow `intranet.example` even if it
-//! resolves there, and a name rule does not allow its address given literally.
+//! resolves there, and a name rule does not allow its address given literally. Nor is an allowed name's
+//! address checked once it is looked up: the rule trusts the system resolver (search domains included).
 
 use std::net::IpAddr;
 

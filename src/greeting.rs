@@ -150,7 +150,7 @@ impl Greeting {
         }
     }
 
-    /// Credentials, then the allow-list, then whether the destination can be reached.
+    /// Credentials, then the allow-list (a host name as a name, before any lookup), then where to connect.
     fn decide(
         &mut self,
         rules: &ConnectRules,

@@ -11,7 +11,8 @@
 //! - [`config`]: validated configuration and the size/duration syntaxes. No I/O.
 //! - [`fdlimit`]: raises RLIMIT_NOFILE at start.
 //! - [`file`]: the `--config` TOML file -> [`config::Config`], errors naming file, line and key.
-//! - [`resolve`]: the worker thread for blocking work (DNS, reading the file on SIGHUP), woken by a `Waker`.
+//! - [`resolve`]: the worker threads for blocking work (DNS, reading the file on SIGHUP, CONNECT lookups),
+//!   which wake the loop through a `Waker`.
 //! - [`balance`]: picking an upstream (round-robin, least-conn, random-two, source-hash). Pure.
 //! - [`health`]: one upstream's up/down state machine with backoff. Pure.
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers, encoded and parsed. Pure.

@@ -401,12 +401,18 @@ impl Pair {
         self.set_phase(Phase::Connecting);
     }
 
-    /// A CONNECT to a host name: the reactor handed the name to the lookup threads. The pair waits in
-    /// `Connecting` with no upstream socket, under the connect deadline (504 if the name takes too long),
-    /// until the answer starts the connect ([`Pair::begin_connect`]) or fails it ([`Pair::cannot_connect`]).
-    pub fn begin_lookup(&mut self, now: Instant) {
+    /// A CONNECT to a host name, about to be looked up: the pair waits in `Connecting` with no upstream
+    /// socket, under the connect deadline (504 if the name takes too long), until the answer starts the
+    /// connect ([`Pair::begin_connect`]) or fails it ([`Pair::cannot_connect`]). A hang-up that came with
+    /// the head was cached while the greeting was read, and edge-triggered epoll will not report it again:
+    /// it is acted on now, as a later one would be.
+    pub fn begin_lookup(&mut self, now: Instant) -> Outcome {
         self.attempt_started = now;
         self.set_phase(Phase::Connecting);
+        if self.client_ready.read_closed || self.client_ready.failed {
+            return self.check_client_left();
+        }
+        Outcome::Open
     }
 
     /// Whether the pair is waiting for its CONNECT destination's address: a lookup answer for any other
@@ -992,9 +998,9 @@ mod tests {
         fin: Duration::from_secs(60),
     };
 
-    /// A connect-mode pair over real loopback sockets whose client has sent `CONNECT localhost:80`, and
-    /// whose destination the reactor has handed to the lookup threads; with the client's end.
-    fn looking_up(now: Instant) -> (Pair, std::net::TcpStream) {
+    /// A connect-mode pair over real loopback sockets whose client has sent `CONNECT localhost:80` (and
+    /// its FIN with it, if `fin`) and whose greeting is done; with the client's end.
+    fn greeted(now: Instant, fin: bool) -> (Pair, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let mut client =
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
@@ -1013,18 +1019,39 @@ mod tests {
         client
             .write_all(b"CONNECT localhost:80 HTTP/1.1\r\n\r\n")
             .expect("write");
-        let readable = Event {
+        if fin {
+            client
+                .shutdown(std::net::Shutdown::Write)
+                .expect("shutdown");
+        }
+        let head = Event {
             readable: true,
+            read_closed: fin,
             ..Event::default()
         };
-        let outcome = run_event(&mut pair, Side::Client, readable, now);
+        let outcome = run_event(&mut pair, Side::Client, head, now);
         assert_eq!(
             outcome,
             Outcome::Connect(Target::Named("localhost:80".into()))
         );
-        pair.begin_lookup(now);
+        (pair, client)
+    }
+
+    /// [`greeted`], and the reactor has handed the name to the lookup threads.
+    fn looking_up(now: Instant) -> (Pair, std::net::TcpStream) {
+        let (mut pair, client) = greeted(now, false);
+        assert_eq!(pair.begin_lookup(now), Outcome::Open);
         assert!(pair.awaits_address());
         (pair, client)
+    }
+
+    /// A FIN that came with the head was reported once, while the greeting was read: the lookup does not
+    /// begin for a client that is gone.
+    #[test]
+    fn test_a_client_gone_with_its_head_is_not_looked_up() {
+        let now = Instant::now();
+        let (mut pair, _client) = greeted(now, true);
+        assert_eq!(pair.begin_lookup(now), Outcome::Close(Cause::ClientAbort));
     }
 
     fn run_event(pair: &mut Pair, side: Side, event: Event, now: Instant) -> Outcome {
@@ -1044,7 +1071,7 @@ mod tests {
         let now = Instant::now();
         let (mut pair, mut client) = looking_up(now);
         let later = now + Duration::from_secs(1);
-        pair.begin_lookup(later);
+        assert_eq!(pair.begin_lookup(later), Outcome::Open);
         let deadline = pair.deadline(&LIMITS);
         assert_eq!(
             deadline,

@@ -26,7 +26,7 @@
 //! in submodules, so `Poll`, the `Registry` and the slabs stay inside this module tree:
 //! - `reload`: SIGHUP reload, route matching, listener hand-over, draining routes;
 //! - `probes`: active health probes;
-//! - `resolution`: DNS re-resolution and the resolver thread's waker;
+//! - `resolution`: DNS re-resolution, CONNECT lookups' answers, and the worker threads' waker;
 //! - `observe`: per-turn counters, the stats line, `--metrics` scrapes, `--trace` lines.
 
 use std::io;
@@ -50,7 +50,7 @@ use crate::net;
 use crate::pair::{Cause, InterestChange, Outcome, Pair, Phase, NO_UPSTREAM};
 use crate::prewarm::WarmPool;
 use crate::readiness::Event;
-use crate::resolve::{Inbox, Lookup, Worker};
+use crate::resolve::{Inbox, Lookup, NotQueued, Worker};
 use crate::route::{Listener, NoUpstream, Route};
 use crate::scrape::MetricsServer;
 use crate::throttle::Throttle;
@@ -131,7 +131,8 @@ pub struct Reactor {
     pairs: Slab<Pair>,
     /// Health probes in flight.
     probes: Slab<Probe>,
-    /// The thread for blocking work, when there is a file to reload or a host name to re-resolve.
+    /// The threads for blocking work, when there is a file to reload, a host name to re-resolve, or a
+    /// connect-mode route whose clients may name hosts.
     worker: Option<Worker>,
     /// Counters, lent to pairs while they run.
     metrics: Metrics,
@@ -470,32 +471,38 @@ impl Reactor {
     }
 
     /// A CONNECT destination named by host goes to the lookup threads; the pair waits for the answer
-    /// ([`Reactor::on_looked`]) in `Connecting` without a socket, under its connect deadline.
+    /// ([`Reactor::on_looked`]) in `Connecting` without a socket, under its connect deadline. A client
+    /// that has hung up already (its FIN came with its head) is not worth a lookup.
     fn look_up(&mut self, slot: usize, host_port: String) {
         let now = self.now;
         let Some(pair) = self.pairs.get_mut(slot) else {
             return;
         };
+        let Some(route) = self.routes.get(pair.route) else {
+            return;
+        };
+        let outcome = pair.begin_lookup(now);
+        if outcome != Outcome::Open {
+            return self.settle(slot, outcome);
+        }
         let job = Lookup {
             pair: slot,
             id: pair.id,
             host_port,
+            until: now + route.deadlines.connect,
         };
-        if self
-            .worker
-            .as_mut()
-            .is_some_and(|worker| worker.lookup(job))
-        {
-            pair.begin_lookup(now);
-            self.arm_timer(slot);
-        } else {
-            warn!(
-                "conn={} no lookup thread for a CONNECT to a host name",
-                pair.id
-            );
-            let outcome = pair.cannot_connect(now);
-            self.settle(slot, outcome);
-        }
+        let queued = match self.worker.as_mut() {
+            Some(worker) => worker.lookup(job),
+            None => Err(NotQueued::NoThreads),
+        };
+        let outcome = match queued {
+            Ok(()) => Outcome::Open,
+            Err(why) => {
+                debug!("conn={} CONNECT to a host name: {}", pair.id, why.reason());
+                pair.cannot_connect(now)
+            }
+        };
+        self.settle(slot, outcome);
     }
 
     /// Starts the upstream connect, to the CONNECT `destination` or else to an upstream of the route

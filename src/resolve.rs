@@ -7,10 +7,12 @@
 //! resolution that hangs only delays that route's next address update. When the reactor is dropped the job
 //! channel closes and the thread ends.
 //!
-//! CONNECT destinations named by host ([`Lookup`]) go to [`LOOKUP_THREADS`] threads of their own, started
-//! with the first one: a client's name whose DNS server is slow then holds up neither a reload nor the
-//! other clients' names (up to that many slow names at once). Their answers share the channel and the
-//! waker.
+//! CONNECT destinations named by host ([`Lookup`]) go to [`LOOKUP_THREADS`] threads of their own (per
+//! reactor), started with the first one: a client's name whose DNS server is slow then holds up no reload,
+//! and no other client's name while fewer than that many are slow at once. Names are served first come,
+//! first served from a bounded queue ([`LOOKUP_QUEUE`]); one whose client's deadline passed while it
+//! waited is answered without a lookup, so a burst of slow names cannot leave the threads working for
+//! clients long gone. Their answers share the channel and the waker.
 //!
 //! With `--threads`, reactor 0 hands each applied reload to the others through their [`Inbox`]es: straight
 //! into the answer channel, with a wake, so a follower applies it on its next turn and not after whatever
@@ -20,9 +22,10 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use log::warn;
 use mio::Waker;
@@ -42,6 +45,12 @@ pub fn first_address(host_port: &str) -> Result<SocketAddr, String> {
 /// Threads resolving CONNECT destinations, so that one slow name does not hold up the others.
 pub const LOOKUP_THREADS: usize = 4;
 
+/// CONNECT destinations that may wait for a lookup thread; a client beyond them gets 502 at once.
+pub const LOOKUP_QUEUE: usize = 1024;
+
+/// How long after the lookup threads failed to start they are not tried again (and warned about).
+const LOOKUP_RETRY: Duration = Duration::from_secs(10);
+
 /// Resolves a CONNECT destination `HOST:PORT`; the first address the resolver gives is the one used.
 pub fn destination_address(host_port: &str) -> Result<SocketAddr, String> {
     host_port
@@ -58,6 +67,26 @@ pub struct Lookup {
     pub pair: usize,
     pub id: u32,
     pub host_port: String,
+    /// The pair's connect deadline: past it the client has had its 504, and the name is not looked up.
+    pub until: Instant,
+}
+
+/// Why a [`Lookup`] was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotQueued {
+    /// [`LOOKUP_QUEUE`] names are waiting already.
+    Full,
+    /// The lookup threads could not be started (or have gone).
+    NoThreads,
+}
+
+impl NotQueued {
+    pub fn reason(self) -> &'static str {
+        match self {
+            NotQueued::Full => "the lookup queue is full",
+            NotQueued::NoThreads => "no lookup thread",
+        }
+    }
 }
 
 /// Work for the thread.
@@ -100,12 +129,15 @@ pub enum Answer {
     Follow(Box<(Config, Vec<Vec<SocketAddr>>)>),
 }
 
-/// The worker thread's two channel ends, as the reactor holds them, and what an [`Inbox`] is made of.
+/// The worker's channel ends (the resolver thread's jobs, the lookup threads' queue, the answers), as the
+/// reactor holds them, and what an [`Inbox`] is made of.
 #[derive(Debug)]
 pub struct Worker {
     jobs: Sender<Job>,
     /// The lookup threads' queue, once the first [`Lookup`] started them.
-    lookups: Option<Sender<Lookup>>,
+    lookups: Option<SyncSender<Lookup>>,
+    /// When starting the lookup threads last failed.
+    lookups_failed: Option<Instant>,
     answers: Receiver<Answer>,
     answer_tx: Sender<Answer>,
     waker: Arc<Waker>,
@@ -157,34 +189,45 @@ impl Worker {
         Ok(Worker {
             jobs,
             lookups: None,
+            lookups_failed: None,
             answers,
             answer_tx,
             waker,
         })
     }
 
-    /// Queues a CONNECT destination, starting the lookup threads the first time; `false` if they cannot
-    /// be started or are gone.
-    pub fn lookup(&mut self, job: Lookup) -> bool {
+    /// Queues a CONNECT destination, starting the lookup threads the first time (and, if that failed,
+    /// again `LOOKUP_RETRY` later, not for every client).
+    pub fn lookup(&mut self, job: Lookup) -> Result<(), NotQueued> {
         if self.lookups.is_none() {
+            let now = Instant::now();
+            if self
+                .lookups_failed
+                .is_some_and(|failed| now < failed + LOOKUP_RETRY)
+            {
+                return Err(NotQueued::NoThreads);
+            }
             match self.spawn_lookups() {
                 Ok(queue) => self.lookups = Some(queue),
                 Err(err) => {
-                    warn!("cannot start the lookup threads: {err}");
-                    return false;
+                    warn!("cannot start the lookup threads (CONNECT to host names get 502): {err}");
+                    self.lookups_failed = Some(now);
+                    return Err(NotQueued::NoThreads);
                 }
             }
         }
-        self.lookups
-            .as_ref()
-            .is_some_and(|queue| queue.send(job).is_ok())
+        let queue = self.lookups.as_ref().ok_or(NotQueued::NoThreads)?;
+        queue.try_send(job).map_err(|err| match err {
+            TrySendError::Full(_) => NotQueued::Full,
+            TrySendError::Disconnected(_) => NotQueued::NoThreads,
+        })
     }
 
     /// The lookup threads share one queue. Each holds the queue's lock only while it waits for a job, so
     /// the others can take the next ones while it is in `getaddrinfo`. They end when this handle drops
-    /// the queue.
-    fn spawn_lookups(&self) -> io::Result<Sender<Lookup>> {
-        let (queue, jobs) = mpsc::channel::<Lookup>();
+    /// the queue (or when the reactor has dropped the answer channel).
+    fn spawn_lookups(&self) -> io::Result<SyncSender<Lookup>> {
+        let (queue, jobs) = mpsc::sync_channel::<Lookup>(LOOKUP_QUEUE);
         let jobs = Arc::new(Mutex::new(jobs));
         for n in 0..LOOKUP_THREADS {
             let (jobs, answers) = (Arc::clone(&jobs), self.answer_tx.clone());
@@ -196,12 +239,7 @@ impl Worker {
                     let Ok(job) = next else {
                         return;
                     };
-                    let answer = Answer::Looked {
-                        pair: job.pair,
-                        id: job.id,
-                        addr: destination_address(&job.host_port),
-                    };
-                    if answers.send(answer).is_err() {
+                    if answers.send(look_up(job)).is_err() {
                         return;
                     }
                     if let Err(err) = waker.wake() {
@@ -229,6 +267,23 @@ impl Worker {
     /// Answers that have arrived, without waiting.
     pub fn answers(&self) -> impl Iterator<Item = Answer> + '_ {
         self.answers.try_iter()
+    }
+}
+
+/// Resolves one CONNECT destination, unless its client's deadline passed while it waited in the queue.
+fn look_up(job: Lookup) -> Answer {
+    let addr = if Instant::now() >= job.until {
+        Err(format!(
+            "{}: not looked up, the connect deadline passed while it waited for a lookup thread",
+            job.host_port
+        ))
+    } else {
+        destination_address(&job.host_port)
+    };
+    Answer::Looked {
+        pair: job.pair,
+        id: job.id,
+        addr,
     }
 }
 
@@ -265,13 +320,16 @@ mod tests {
         let mut poll = Poll::new().expect("poll");
         let waker = Waker::new(poll.registry(), Token(7)).expect("waker");
         let mut worker = Worker::spawn(waker).expect("spawn");
+        let until = std::time::Instant::now() + Duration::from_secs(60);
         for (pair, id, host_port) in [(5, 50, "localhost:80"), (6, 60, "no-such-host.invalid:80")] {
             let host_port = host_port.to_string();
-            assert!(worker.lookup(Lookup {
+            let job = Lookup {
                 pair,
                 id,
-                host_port
-            }));
+                host_port,
+                until,
+            };
+            assert_eq!(worker.lookup(job), Ok(()));
         }
         let (mut answers, mut woken) = (Vec::new(), false);
         let mut events = Events::with_capacity(4);
@@ -300,6 +358,25 @@ mod tests {
                 assert!(found.ip().is_loopback() && found.port() == 80, "{found}");
                 assert!(err.contains("no-such-host.invalid:80"), "{err}");
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A name whose client's deadline passed while it waited is answered at once, without a lookup.
+    #[test]
+    fn test_a_lookup_past_its_deadline_is_not_made() {
+        let job = Lookup {
+            pair: 1,
+            id: 2,
+            host_port: "localhost:80".into(),
+            until: std::time::Instant::now(),
+        };
+        match look_up(job) {
+            Answer::Looked {
+                pair: 1,
+                id: 2,
+                addr: Err(err),
+            } => assert!(err.contains("not looked up"), "{err}"),
             other => panic!("{other:?}"),
         }
     }

@@ -1,5 +1,6 @@
 //! DNS re-resolution of host-name upstreams, every `resolve_interval`, and the waker that brings answers
-//! (and reloaded files) back from the resolver thread.
+//! (and reloaded files) back from the resolver thread, and CONNECT destinations' addresses back from the
+//! lookup threads ([`Reactor::on_looked`]).
 //!
 //! `getaddrinfo` blocks, so the names go to the resolver thread ([`Worker`]); it wakes the loop through a
 //! `mio::Waker` under `token::WAKER`. One edge may stand for several answers, so [`Reactor::on_waker`]
