@@ -163,6 +163,8 @@ pub struct Metrics {
     pub accept_pauses_exhausted: u64,
     /// Upstream connects that completed.
     pub connects_ok: u64,
+    /// Answers from the lookup threads for CONNECT destinations named by host (addresses and failures).
+    pub lookups: u64,
     /// Pairs opened since start.
     pub pairs_total: u64,
     /// Failed upstream connects that a pair recovered from by trying another upstream.
@@ -265,6 +267,7 @@ impl Metrics {
         self.accept_pauses_limit += other.accept_pauses_limit;
         self.accept_pauses_exhausted += other.accept_pauses_exhausted;
         self.connects_ok += other.connects_ok;
+        self.lookups += other.lookups;
         self.pairs_total += other.pairs_total;
         for (mine, theirs) in self.closes.iter_mut().zip(other.closes) {
             *mine += theirs;
@@ -293,6 +296,7 @@ impl Metrics {
             + self.io.reads_eof
             + self.accepts
             + self.connects_ok
+            + self.lookups
             + self.scrapes
             + self.closes.iter().sum::<u64>()
     }
@@ -304,7 +308,7 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self, pairs_open: usize, out: &mut String) {
-        let counters: [(&str, &str, u64); 27] = [
+        let counters: [(&str, &str, u64); 28] = [
             ("polls", "epoll_wait calls", self.polls),
             (
                 "events",
@@ -359,6 +363,11 @@ impl Metrics {
                 "connects_ok",
                 "upstream connects that completed",
                 self.connects_ok,
+            ),
+            (
+                "lookups",
+                "CONNECT host names looked up (answers, failures included)",
+                self.lookups,
             ),
             ("pairs", "connection pairs opened", self.pairs_total),
             (

@@ -152,7 +152,9 @@ fn localhost() -> IpAddr {
 #[test]
 fn test_connect_to_a_host_name_is_looked_up() {
     let echo = Backend::echo_on(SocketAddr::new(localhost(), 0));
-    let fwd = proxy(&["--allow", "localhost:*"]);
+    let fwd = proxy(&["--allow", "localhost:*", "--metrics", "127.0.0.1:0"]);
+    let metrics = fwd.metrics_addr();
+    assert_eq!(sample(&scrape(metrics), "edgefwd_lookups_total"), 0);
     let mut client = connect(fwd.addr());
     let request = format!(
         "CONNECT localhost:{} HTTP/1.1\r\n\r\npipelined",
@@ -169,6 +171,9 @@ fn test_connect_to_a_host_name_is_looked_up() {
     let (rest, end) = read_until_end(&mut client, Duration::from_secs(5));
     assert!(rest.is_empty() && end == End::Eof, "{rest:?} {end:?}");
     fwd.wait_for_close("client-fin", Duration::from_secs(5));
+    let after = scrape(metrics);
+    assert_eq!(sample(&after, "edgefwd_lookups_total"), 1);
+    assert_eq!(sample(&after, "edgefwd_connects_ok_total"), 1);
 }
 
 /// A name that does not resolve gets 502. The connect timeout is long, so that a machine whose DNS

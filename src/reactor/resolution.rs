@@ -90,6 +90,7 @@ impl Reactor {
     /// generation does. A name that did not resolve is answered 502.
     fn on_looked(&mut self, slot: usize, id: u32, addr: Result<SocketAddr, String>) {
         let now = self.now;
+        self.metrics.lookups += 1;
         let Some(pair) = self
             .pairs
             .get_mut(slot)
