@@ -366,7 +366,7 @@ impl Metrics {
             ),
             (
                 "lookups",
-                "CONNECT host names looked up (answers, failures included)",
+                "answers from the CONNECT lookup threads (failures and skipped names included)",
                 self.lookups,
             ),
             ("pairs", "connection pairs opened", self.pairs_total),
@@ -572,6 +572,15 @@ impl StatsTicker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A turn that only brings CONNECT lookup answers did work: it is not a spurious wakeup.
+    #[test]
+    fn test_a_lookup_answer_is_work() {
+        let mut metrics = Metrics::default();
+        let before = metrics.work_done();
+        metrics.lookups += 1;
+        assert_ne!(metrics.work_done(), before);
+    }
 
     #[test]
     fn test_histogram_buckets_are_power_of_two_upper_bounds() {

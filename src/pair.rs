@@ -998,9 +998,9 @@ mod tests {
         fin: Duration::from_secs(60),
     };
 
-    /// A connect-mode pair over real loopback sockets whose client has sent `CONNECT localhost:80` (and
-    /// its FIN with it, if `fin`) and whose greeting is done; with the client's end.
-    fn greeted(now: Instant, fin: bool) -> (Pair, std::net::TcpStream) {
+    /// A connect-mode pair over real loopback sockets whose client has sent `CONNECT localhost:80`, then
+    /// `body`, and its FIN with them if `fin`, and whose greeting is done; with the client's end.
+    fn greeted(now: Instant, fin: bool, body: &[u8]) -> (Pair, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let mut client =
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
@@ -1016,9 +1016,8 @@ mod tests {
         let greeting = Greeting::new(rules);
         let stream = TcpStream::from_std(accepted);
         let mut pair = Pair::greeting(1, (stream, addr), 0, greeting, now, Splice::Off);
-        client
-            .write_all(b"CONNECT localhost:80 HTTP/1.1\r\n\r\n")
-            .expect("write");
+        let head = [&b"CONNECT localhost:80 HTTP/1.1\r\n\r\n"[..], body].concat();
+        client.write_all(&head).expect("write");
         if fin {
             client
                 .shutdown(std::net::Shutdown::Write)
@@ -1039,7 +1038,7 @@ mod tests {
 
     /// [`greeted`], and the reactor has handed the name to the lookup threads.
     fn looking_up(now: Instant) -> (Pair, std::net::TcpStream) {
-        let (mut pair, client) = greeted(now, false);
+        let (mut pair, client) = greeted(now, false, b"");
         assert_eq!(pair.begin_lookup(now), Outcome::Open);
         assert!(pair.awaits_address());
         (pair, client)
@@ -1050,8 +1049,18 @@ mod tests {
     #[test]
     fn test_a_client_gone_with_its_head_is_not_looked_up() {
         let now = Instant::now();
-        let (mut pair, _client) = greeted(now, true);
+        let (mut pair, _client) = greeted(now, true, b"");
         assert_eq!(pair.begin_lookup(now), Outcome::Close(Cause::ClientAbort));
+    }
+
+    /// A FIN after bytes pipelined behind the head is a half-close of an upload that wants its answer:
+    /// the lookup goes ahead.
+    #[test]
+    fn test_a_half_closed_upload_is_still_looked_up() {
+        let now = Instant::now();
+        let (mut pair, _client) = greeted(now, true, b"upload");
+        assert_eq!(pair.begin_lookup(now), Outcome::Open);
+        assert!(pair.awaits_address());
     }
 
     fn run_event(pair: &mut Pair, side: Side, event: Event, now: Instant) -> Outcome {

@@ -156,6 +156,8 @@ pub struct Reactor {
     yielded: Vec<(usize, u32)>,
     drain: Option<Drain>,
     exhaustion_warning: Throttle,
+    /// CONNECT lookups that could not be queued (a full queue, no lookup thread).
+    lookup_warning: Throttle,
     /// Time of the current loop turn, read once after `epoll_wait`.
     now: Instant,
 }
@@ -234,6 +236,7 @@ impl Reactor {
             yielded: Vec::new(),
             drain: None,
             exhaustion_warning: Throttle::new(Duration::from_secs(5)),
+            lookup_warning: Throttle::new(Duration::from_secs(10)),
             now,
         };
         let shared_port = config.threads > 1;
@@ -499,6 +502,12 @@ impl Reactor {
             Ok(()) => Outcome::Open,
             Err(why) => {
                 debug!("conn={} CONNECT to a host name: {}", pair.id, why.reason());
+                if let Some(suppressed) = self.lookup_warning.allow(now) {
+                    warn!(
+                        "CONNECT to host names answered 502: {} ({suppressed} more since the last warning)",
+                        why.reason()
+                    );
+                }
                 pair.cannot_connect(now)
             }
         };

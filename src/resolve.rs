@@ -217,10 +217,17 @@ impl Worker {
             }
         }
         let queue = self.lookups.as_ref().ok_or(NotQueued::NoThreads)?;
-        queue.try_send(job).map_err(|err| match err {
-            TrySendError::Full(_) => NotQueued::Full,
-            TrySendError::Disconnected(_) => NotQueued::NoThreads,
-        })
+        match queue.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(NotQueued::Full),
+            Err(TrySendError::Disconnected(_)) => {
+                // Every lookup thread is gone (only a panic ends one early): start them afresh later.
+                warn!("the lookup threads have stopped; starting them again in {LOOKUP_RETRY:?}");
+                self.lookups = None;
+                self.lookups_failed = Some(Instant::now());
+                Err(NotQueued::NoThreads)
+            }
+        }
     }
 
     /// The lookup threads share one queue. Each holds the queue's lock only while it waits for a job, so
@@ -333,7 +340,7 @@ mod tests {
         }
         let (mut answers, mut woken) = (Vec::new(), false);
         let mut events = Events::with_capacity(4);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + Duration::from_secs(70);
         while answers.len() < 2 && std::time::Instant::now() < deadline {
             poll.poll(&mut events, Some(Duration::from_secs(1)))
                 .expect("poll");

@@ -18,6 +18,7 @@ use log::{debug, warn};
 
 use super::Reactor;
 use crate::config;
+use crate::pair::Cause;
 use crate::resolve::{Answer, Job};
 
 impl Reactor {
@@ -87,7 +88,9 @@ impl Reactor {
 
     /// A CONNECT destination's address came back. The pair may be gone (its client left, or its deadline
     /// answered 504) and its slot may hold another pair since: the id and the phase tell, as a token's
-    /// generation does. A name that did not resolve is answered 502.
+    /// generation does. A name that did not resolve is answered 502. An answer that comes with the deadline
+    /// (answers are handled before timers in a turn; a lookup thread skips a name whose deadline passed)
+    /// is the deadline's: 504, as the timer would have answered.
     fn on_looked(&mut self, slot: usize, id: u32, addr: Result<SocketAddr, String>) {
         let now = self.now;
         self.metrics.lookups += 1;
@@ -98,6 +101,16 @@ impl Reactor {
         else {
             return;
         };
+        let Some(route) = self.routes.get(pair.route) else {
+            return;
+        };
+        if pair
+            .deadline(&route.deadlines)
+            .is_some_and(|(at, _)| at <= now)
+        {
+            let outcome = pair.expire(Cause::ConnectTimeout, now);
+            return self.settle(slot, outcome);
+        }
         match addr {
             Ok(addr) => self.start_upstream(slot, Some(addr)),
             Err(err) => {
