@@ -20,6 +20,7 @@
 //! A host name is matched against the allow-list as a name, before anything is resolved; the reactor
 //! then has it looked up off the loop ([`crate::resolve::Lookup`]) and connects to its first address.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -52,6 +53,16 @@ pub enum Target {
     Direct(SocketAddr),
     /// The CONNECT destination, `HOST:PORT` with a host name: resolved off the loop first.
     Named(String),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Balanced => f.write_str("an upstream of the route"),
+            Target::Direct(addr) => write!(f, "{addr}"),
+            Target::Named(host_port) => f.write_str(host_port),
+        }
+    }
 }
 
 /// What the bytes so far amount to.

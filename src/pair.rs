@@ -550,14 +550,9 @@ impl Pair {
                 self.push_proxy_header(greeting.destination);
                 self.client_pipelined = !leftover.is_empty();
                 self.c2u.push_preamble(&leftover);
-                let destination = match &target {
-                    Target::Balanced => None,
-                    Target::Direct(addr) => Some(addr.to_string()),
-                    Target::Named(host_port) => Some(host_port.clone()),
-                };
-                if let Some(destination) = destination {
+                if target != Target::Balanced {
                     debug!(
-                        "conn={} client={} CONNECT {destination}",
+                        "conn={} client={} CONNECT {target}",
                         self.id, self.client_addr
                     );
                     self.direct = true;

@@ -33,13 +33,23 @@ use mio::Waker;
 use crate::config::Config;
 use crate::file::{self, Defaults, FileError};
 
-/// Resolves `HOST:PORT`; the first address the resolver gives is the one used.
+/// Resolves an upstream's `HOST:PORT`; the first address the resolver gives is the one used.
 pub fn first_address(host_port: &str) -> Result<SocketAddr, String> {
+    resolve_first(host_port).map_err(|err| format!("cannot resolve upstream '{host_port}': {err}"))
+}
+
+/// Resolves a CONNECT destination `HOST:PORT`, as [`first_address`] does an upstream's.
+pub fn destination_address(host_port: &str) -> Result<SocketAddr, String> {
+    resolve_first(host_port).map_err(|err| format!("cannot resolve {host_port}: {err}"))
+}
+
+/// `getaddrinfo`, blocking: the first address it gives.
+fn resolve_first(host_port: &str) -> Result<SocketAddr, String> {
     host_port
         .to_socket_addrs()
-        .map_err(|err| format!("cannot resolve upstream '{host_port}': {err}"))?
+        .map_err(|err| err.to_string())?
         .next()
-        .ok_or_else(|| format!("cannot resolve upstream '{host_port}': no address"))
+        .ok_or_else(|| "no address".to_string())
 }
 
 /// Threads resolving CONNECT destinations, so that one slow name does not hold up the others.
@@ -50,15 +60,6 @@ pub const LOOKUP_QUEUE: usize = 1024;
 
 /// How long after the lookup threads failed to start they are not tried again (and warned about).
 const LOOKUP_RETRY: Duration = Duration::from_secs(10);
-
-/// Resolves a CONNECT destination `HOST:PORT`; the first address the resolver gives is the one used.
-pub fn destination_address(host_port: &str) -> Result<SocketAddr, String> {
-    host_port
-        .to_socket_addrs()
-        .map_err(|err| format!("cannot resolve {host_port}: {err}"))?
-        .next()
-        .ok_or_else(|| format!("cannot resolve {host_port}: no address"))
-}
 
 /// A CONNECT destination to resolve for the pair in slab slot `pair`, whose id is `id` (slots are
 /// reused; the id tells a stale answer, as it tells a stale token).
