@@ -403,16 +403,10 @@ impl Pair {
 
     /// A CONNECT to a host name, about to be looked up: the pair waits in `Connecting` with no upstream
     /// socket, under the connect deadline (504 if the name takes too long), until the answer starts the
-    /// connect ([`Pair::begin_connect`]) or fails it ([`Pair::cannot_connect`]). A hang-up that came with
-    /// the head was cached while the greeting was read, and edge-triggered epoll will not report it again:
-    /// it is acted on now, as a later one would be.
-    pub fn begin_lookup(&mut self, now: Instant) -> Outcome {
+    /// connect ([`Pair::begin_connect`]) or fails it ([`Pair::cannot_connect`]).
+    pub fn begin_lookup(&mut self, now: Instant) {
         self.attempt_started = now;
         self.set_phase(Phase::Connecting);
-        if self.client_ready.read_closed || self.client_ready.failed {
-            return self.check_client_left();
-        }
-        Outcome::Open
     }
 
     /// Whether the pair is waiting for its CONNECT destination's address: a lookup answer for any other
@@ -557,6 +551,14 @@ impl Pair {
                     );
                     self.direct = true;
                     self.u2c.push_preamble(Status::Established.response());
+                }
+                // A hang-up that came with the head was reported once, while the greeting was read, and
+                // edge-triggered epoll will not report it again: act on it now, as `Connecting` acts on a
+                // later one, before any connect or lookup is spent on a client that is gone.
+                if self.client_ready.read_closed || self.client_ready.failed {
+                    if let outcome @ Outcome::Close(_) = self.check_client_left() {
+                        return outcome;
+                    }
                 }
                 Outcome::Connect(target)
             }
@@ -994,8 +996,9 @@ mod tests {
     };
 
     /// A connect-mode pair over real loopback sockets whose client has sent `CONNECT localhost:80`, then
-    /// `body`, and its FIN with them if `fin`, and whose greeting is done; with the client's end.
-    fn greeted(now: Instant, fin: bool, body: &[u8]) -> (Pair, std::net::TcpStream) {
+    /// `body`, and its FIN with them if `fin`; with what the pair made of that one event, and the
+    /// client's end.
+    fn greeted(now: Instant, fin: bool, body: &[u8]) -> (Pair, Outcome, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let mut client =
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
@@ -1024,38 +1027,38 @@ mod tests {
             ..Event::default()
         };
         let outcome = run_event(&mut pair, Side::Client, head, now);
-        assert_eq!(
-            outcome,
-            Outcome::Connect(Target::Named("localhost:80".into()))
-        );
-        (pair, client)
+        (pair, outcome, client)
     }
 
     /// [`greeted`], and the reactor has handed the name to the lookup threads.
     fn looking_up(now: Instant) -> (Pair, std::net::TcpStream) {
-        let (mut pair, client) = greeted(now, false, b"");
-        assert_eq!(pair.begin_lookup(now), Outcome::Open);
+        let (mut pair, outcome, client) = greeted(now, false, b"");
+        assert_eq!(
+            outcome,
+            Outcome::Connect(Target::Named("localhost:80".into()))
+        );
+        pair.begin_lookup(now);
         assert!(pair.awaits_address());
         (pair, client)
     }
 
-    /// A FIN that came with the head was reported once, while the greeting was read: the lookup does not
-    /// begin for a client that is gone.
+    /// A FIN that came with the head was reported once, while the greeting was read: no lookup (or
+    /// connect) begins for a client that is gone.
     #[test]
     fn test_a_client_gone_with_its_head_is_not_looked_up() {
-        let now = Instant::now();
-        let (mut pair, _client) = greeted(now, true, b"");
-        assert_eq!(pair.begin_lookup(now), Outcome::Close(Cause::ClientAbort));
+        let (_pair, outcome, _client) = greeted(Instant::now(), true, b"");
+        assert_eq!(outcome, Outcome::Close(Cause::ClientAbort));
     }
 
     /// A FIN after bytes pipelined behind the head is a half-close of an upload that wants its answer:
     /// the lookup goes ahead.
     #[test]
     fn test_a_half_closed_upload_is_still_looked_up() {
-        let now = Instant::now();
-        let (mut pair, _client) = greeted(now, true, b"upload");
-        assert_eq!(pair.begin_lookup(now), Outcome::Open);
-        assert!(pair.awaits_address());
+        let (_pair, outcome, _client) = greeted(Instant::now(), true, b"upload");
+        assert_eq!(
+            outcome,
+            Outcome::Connect(Target::Named("localhost:80".into()))
+        );
     }
 
     fn run_event(pair: &mut Pair, side: Side, event: Event, now: Instant) -> Outcome {
@@ -1075,7 +1078,7 @@ mod tests {
         let now = Instant::now();
         let (mut pair, mut client) = looking_up(now);
         let later = now + Duration::from_secs(1);
-        assert_eq!(pair.begin_lookup(later), Outcome::Open);
+        pair.begin_lookup(later);
         let deadline = pair.deadline(&LIMITS);
         assert_eq!(
             deadline,

@@ -474,8 +474,8 @@ impl Reactor {
     }
 
     /// A CONNECT destination named by host goes to the lookup threads; the pair waits for the answer
-    /// ([`Reactor::on_looked`]) in `Connecting` without a socket, under its connect deadline. A client
-    /// that has hung up already (its FIN came with its head) is not worth a lookup.
+    /// ([`Reactor::on_looked`]) in `Connecting` without a socket, under its connect deadline, which the
+    /// job carries so that a lookup thread skips a name nobody waits for any more.
     fn look_up(&mut self, slot: usize, host_port: String) {
         let now = self.now;
         let Some(pair) = self.pairs.get_mut(slot) else {
@@ -484,15 +484,12 @@ impl Reactor {
         let Some(route) = self.routes.get(pair.route) else {
             return;
         };
-        let outcome = pair.begin_lookup(now);
-        if outcome != Outcome::Open {
-            return self.settle(slot, outcome);
-        }
+        pair.begin_lookup(now);
         let job = Lookup {
             pair: slot,
             id: pair.id,
             host_port,
-            until: now + route.deadlines.connect,
+            until: pair.deadline(&route.deadlines).map_or(now, |(at, _)| at),
         };
         let queued = match self.worker.as_mut() {
             Some(worker) => worker.lookup(job),
