@@ -372,7 +372,7 @@ impl Metrics {
             ("pairs", "connection pairs opened", self.pairs_total),
             (
                 "failovers",
-                "failed upstream connects retried on another upstream",
+                "failed upstream connects retried on another upstream, or on another address of a CONNECT destination",
                 self.failovers,
             ),
             (

@@ -9,9 +9,10 @@
 //! | `Greeting`   | a refused CONNECT, or its header timeout   | `Refusing`: write the status, then close |
 //! | `Greeting`   | a bad PROXY header, or its header timeout  | close (rejected / header-timeout)        |
 //! | `Refusing`   | status written, client FIN or 2s linger    | close (rejected)                        |
-//! | `Connecting` | (no socket) a CONNECT host name's lookup   | connect to its address; 502 if none     |
+//! | `Connecting` | (no socket) a CONNECT host name's lookup   | connect to its first address; 502 if none |
 //! | `Connecting` | upstream writable edge, or `peer_addr` ok  | `Established`; pump whatever is ready   |
 //! | `Connecting` | upstream event, `take_error` has an error  | failover, or close with RST to client   |
+//! | `Connecting` | a CONNECT destination's connect fails      | its next address, or 502 (504 deadline) |
 //! | `Connecting` | client FIN with nothing sent, or RST       | close both at once (client-abort)       |
 //! | `Connecting` | client FIN after sending data              | wait: the data is delivered once up     |
 //! | `Connecting` | deadline                                   | failover, or close (connect-timeout)    |
@@ -29,7 +30,9 @@
 //! header is queued as the c2u direction's preamble, so it goes upstream first, before any byte the pump
 //! reads later (as does a `--send-proxy` header). A CONNECT destination is not one of the route's
 //! upstreams: it has no failover, and a failed connect is answered 502 or 504. One named by host waits in
-//! `Connecting` without a socket while the reactor has it looked up ([`Pair::begin_lookup`]).
+//! `Connecting` without a socket while the reactor has it looked up ([`Pair::begin_lookup`]); if the name
+//! has several addresses, a failed connect moves on to the next one ([`Pair::on_looked`]), as failover
+//! moves on to the next upstream, and for the same reason it is safe: nothing has gone upstream yet.
 
 use std::fmt;
 use std::io;
@@ -269,6 +272,8 @@ pub struct Pair {
     /// The upstream is a CONNECT destination, not one of the route's upstreams: a failed connect is
     /// answered with 502/504 instead of failing over.
     direct: bool,
+    /// A CONNECT destination's addresses not tried yet, last to try first ([`Pair::on_looked`]).
+    next_destinations: Vec<SocketAddr>,
     /// The client pipelined bytes after its greeting (they wait in the c2u preamble). A PROXY header we
     /// queued ourselves is in that preamble too, so its length cannot tell whether the client sent data.
     client_pipelined: bool,
@@ -309,6 +314,7 @@ impl Pair {
             refusal: None,
             send_proxy: None,
             direct: false,
+            next_destinations: Vec::new(),
             client_pipelined: false,
         }
     }
@@ -347,6 +353,7 @@ impl Pair {
             refusal: None,
             send_proxy: None,
             direct: false,
+            next_destinations: Vec::new(),
             client_pipelined: false,
         }
     }
@@ -391,7 +398,9 @@ impl Pair {
     }
 
     /// The greeting named its target and the reactor started the connect to it (upstream `index` of the
-    /// route, or [`NO_UPSTREAM`] for a CONNECT destination).
+    /// route, or [`NO_UPSTREAM`] for a CONNECT destination). For a CONNECT destination's next address
+    /// the new socket replaces the failed one, which dropping closes: [`Pair::retry`] explains why no
+    /// event of the old socket can pass for the new one's under their shared token.
     pub fn begin_connect(&mut self, upstream: TcpStream, index: usize, tried: u64, now: Instant) {
         self.upstream = Some(upstream);
         self.upstream_index = index;
@@ -413,6 +422,47 @@ impl Pair {
     /// pair, or for this one after its deadline answered 504, is stale.
     pub fn awaits_address(&self) -> bool {
         self.phase == Phase::Connecting && self.upstream.is_none()
+    }
+
+    /// The CONNECT destination's lookup answered: connect to its first address and keep the others for
+    /// when that connect fails ([`Pair::next_destination`]). A name that did not resolve gets 502.
+    pub fn on_looked(&mut self, addrs: Result<Vec<SocketAddr>, String>, now: Instant) -> Outcome {
+        let mut addrs = match addrs {
+            Ok(addrs) => addrs,
+            Err(err) => {
+                debug!("conn={} CONNECT destination: {err}", self.id);
+                return self.cannot_connect(now);
+            }
+        };
+        addrs.reverse();
+        let Some(first) = addrs.pop() else {
+            return self.cannot_connect(now);
+        };
+        self.next_destinations = addrs;
+        Outcome::Connect(Target::Direct(first))
+    }
+
+    /// A connect to a CONNECT destination failed (`why`): connect to its next address, with a connect
+    /// timeout of its own, or answer `status` (502, or 504 for a deadline) when none is left.
+    fn next_destination(
+        &mut self,
+        status: Status,
+        why: &dyn fmt::Display,
+        now: Instant,
+    ) -> Outcome {
+        match self.next_destinations.pop() {
+            Some(next) => {
+                debug!(
+                    "conn={} CONNECT destination failed ({why}): trying its next address {next}",
+                    self.id
+                );
+                Outcome::Connect(Target::Direct(next))
+            }
+            None => {
+                debug!("conn={} CONNECT destination failed: {why}", self.id);
+                self.refuse(status, now)
+            }
+        }
     }
 
     pub fn phase(&self) -> Phase {
@@ -662,8 +712,7 @@ impl Pair {
                 Outcome::Close(cause)
             }
             Phase::Connecting if self.direct && cause == Cause::ConnectTimeout => {
-                debug!("conn={} CONNECT destination timed out", self.id);
-                self.refuse(Status::GatewayTimeout, now)
+                self.next_destination(Status::GatewayTimeout, &"timed out", now)
             }
             _ => Outcome::Close(cause),
         }
@@ -695,8 +744,7 @@ impl Pair {
         match net::connect_result(upstream) {
             ConnectState::Pending => Outcome::Open,
             ConnectState::Failed(err) if self.direct => {
-                debug!("conn={} CONNECT destination failed: {err}", self.id);
-                self.refuse(Status::BadGateway, now)
+                self.next_destination(Status::BadGateway, &err, now)
             }
             ConnectState::Failed(err) => Outcome::Close(connect_failure_cause(&err)),
             ConnectState::Connected => self.on_connected(shared, budget, now),
@@ -1110,6 +1158,129 @@ mod tests {
         };
         let outcome = run_event(&mut pair, Side::Client, hung_up, now);
         assert_eq!(outcome, Outcome::Close(Cause::ClientAbort));
+    }
+
+    /// A loopback address nothing listens on (its listener is gone): a connect to it is refused.
+    fn refusing_address() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    }
+
+    /// Reads what the client was answered (the pair closes its end after the status is written).
+    fn answer_to(client: &mut std::net::TcpStream) -> String {
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).expect("read");
+        answer
+    }
+
+    /// Starts the connect the pair asked for, as the reactor does, and returns it.
+    fn connect_as_asked(pair: &mut Pair, outcome: Outcome, now: Instant) -> SocketAddr {
+        let Outcome::Connect(Target::Direct(addr)) = outcome else {
+            panic!("expected a connect, got {outcome:?}");
+        };
+        let stream = TcpStream::connect(addr).expect("start connect");
+        pair.begin_connect(stream, NO_UPSTREAM, 0, now);
+        addr
+    }
+
+    /// Feeds the pair upstream error events until its refused connect is seen (loopback answers a SYN
+    /// to a closed port with an RST at once, but the non-blocking connect reports it a moment later).
+    fn refused_outcome(pair: &mut Pair, now: Instant) -> Outcome {
+        let failed = Event {
+            writable: true,
+            error: true,
+            ..Event::default()
+        };
+        let give_up = Instant::now() + Duration::from_secs(5);
+        loop {
+            let outcome = run_event(pair, Side::Upstream, failed, now);
+            let decided = outcome != Outcome::Open || pair.phase() != Phase::Connecting;
+            if decided || Instant::now() > give_up {
+                return outcome;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A name with several addresses: a refused connect moves on to the next address, in the resolver's
+    /// order, and the client is answered 502 only when none is left.
+    #[test]
+    fn test_a_refused_destination_address_moves_on_to_the_next() {
+        let now = Instant::now();
+        let (mut pair, mut client) = looking_up(now);
+        let (first, second) = (refusing_address(), refusing_address());
+        let outcome = pair.on_looked(Ok(vec![first, second]), now);
+        assert_eq!(connect_as_asked(&mut pair, outcome, now), first);
+        let outcome = refused_outcome(&mut pair, now);
+        assert_eq!(outcome, Outcome::Connect(Target::Direct(second)));
+        assert_eq!(pair.phase(), Phase::Connecting);
+        connect_as_asked(&mut pair, outcome, now);
+        assert_eq!(refused_outcome(&mut pair, now), Outcome::Open);
+        assert_eq!(pair.phase(), Phase::Refusing);
+        let answer = answer_to(&mut client);
+        assert!(answer.starts_with("HTTP/1.1 502 "), "{answer}");
+    }
+
+    /// The next address after a refused one is connected to like the first: the client's tunnel opens.
+    #[test]
+    fn test_the_next_destination_address_can_connect() {
+        let now = Instant::now();
+        let (mut pair, _client) = looking_up(now);
+        let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let live_addr = live.local_addr().expect("addr");
+        let outcome = pair.on_looked(Ok(vec![refusing_address(), live_addr]), now);
+        connect_as_asked(&mut pair, outcome, now);
+        let outcome = refused_outcome(&mut pair, now);
+        assert_eq!(connect_as_asked(&mut pair, outcome, now), live_addr);
+        live.accept().expect("accept");
+        let connected = Event {
+            writable: true,
+            ..Event::default()
+        };
+        run_event(&mut pair, Side::Upstream, connected, now);
+        assert_eq!(pair.phase(), Phase::Established);
+    }
+
+    /// A destination address that times out gives way to the next, which has a connect timeout of its
+    /// own; past the last one's, the client gets 504.
+    #[test]
+    fn test_a_destination_address_that_times_out_gives_way_to_the_next() {
+        let now = Instant::now();
+        let (mut pair, mut client) = looking_up(now);
+        let (first, second) = (refusing_address(), refusing_address());
+        let outcome = pair.on_looked(Ok(vec![first, second]), now);
+        connect_as_asked(&mut pair, outcome, now);
+        let first_deadline = now + LIMITS.connect;
+        let outcome = pair.expire(Cause::ConnectTimeout, first_deadline);
+        assert_eq!(outcome, Outcome::Connect(Target::Direct(second)));
+        connect_as_asked(&mut pair, outcome, first_deadline);
+        assert_eq!(
+            pair.deadline(&LIMITS),
+            Some((first_deadline + LIMITS.connect, Cause::ConnectTimeout))
+        );
+        pair.expire(Cause::ConnectTimeout, first_deadline + LIMITS.connect);
+        assert_eq!(pair.phase(), Phase::Refusing);
+        let answer = answer_to(&mut client);
+        assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");
+    }
+
+    /// A lookup that found nothing, or failed, is answered 502 without a connect.
+    #[test]
+    fn test_a_destination_without_addresses_is_502() {
+        for addrs in [
+            Ok(Vec::new()),
+            Err("cannot resolve x:1: no address".to_string()),
+        ] {
+            let now = Instant::now();
+            let (mut pair, mut client) = looking_up(now);
+            assert_eq!(pair.on_looked(addrs, now), Outcome::Open);
+            assert_eq!(pair.phase(), Phase::Refusing);
+            let answer = answer_to(&mut client);
+            assert!(answer.starts_with("HTTP/1.1 502 "), "{answer}");
+        }
     }
 
     #[test]

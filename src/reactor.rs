@@ -513,7 +513,8 @@ impl Reactor {
 
     /// Starts the upstream connect, to the CONNECT `destination` or else to an upstream of the route
     /// (balanced by the client address, which a PROXY header may have replaced), and registers the socket
-    /// under the pair's upstream token.
+    /// under the pair's upstream token. A CONNECT destination's next address comes here too, after the
+    /// previous one failed: the new socket replaces the failed one ([`Pair::begin_connect`]).
     fn start_upstream(&mut self, slot: usize, destination: Option<SocketAddr>) {
         let now = self.now;
         let Some(pair) = self.pairs.get_mut(slot) else {
@@ -556,6 +557,10 @@ impl Reactor {
                 pair.id
             );
             return self.close_pair(slot, Cause::ConnectError);
+        }
+        if pair.upstream.is_some() {
+            // A CONNECT destination's next address, after its previous one failed.
+            self.metrics.failovers += 1;
         }
         pair.begin_connect(stream, index, tried, now);
         self.arm_timer(slot);

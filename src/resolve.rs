@@ -35,21 +35,53 @@ use crate::file::{self, Defaults, FileError};
 
 /// Resolves an upstream's `HOST:PORT`; the first address the resolver gives is the one used.
 pub fn first_address(host_port: &str) -> Result<SocketAddr, String> {
-    resolve_first(host_port).map_err(|err| format!("cannot resolve upstream '{host_port}': {err}"))
+    resolve(host_port)
+        .and_then(|addrs| {
+            addrs
+                .into_iter()
+                .next()
+                .ok_or_else(|| "no address".to_string())
+        })
+        .map_err(|err| format!("cannot resolve upstream '{host_port}': {err}"))
 }
 
-/// Resolves a CONNECT destination `HOST:PORT`, as [`first_address`] does an upstream's.
-pub fn destination_address(host_port: &str) -> Result<SocketAddr, String> {
-    resolve_first(host_port).map_err(|err| format!("cannot resolve {host_port}: {err}"))
+/// How many of a CONNECT destination's addresses are tried, in the resolver's order, before the client
+/// gets 502 (or 504): as many as `connect_attempts` allows a route by default.
+pub const DESTINATION_ADDRESSES: usize = 3;
+
+/// Resolves a CONNECT destination `HOST:PORT` to the first [`DESTINATION_ADDRESSES`] distinct addresses
+/// the resolver gives. A name often has an IPv6 and an IPv4 address, and the first one (IPv6, by the
+/// resolver's preference) may be the one that does not answer; clients such as curl go on to the next,
+/// so a proxy in their path must too.
+pub fn destination_addresses(host_port: &str) -> Result<Vec<SocketAddr>, String> {
+    let addrs = resolve(host_port).map_err(|err| format!("cannot resolve {host_port}: {err}"))?;
+    let distinct = first_distinct(addrs, DESTINATION_ADDRESSES);
+    if distinct.is_empty() {
+        return Err(format!("cannot resolve {host_port}: no address"));
+    }
+    Ok(distinct)
 }
 
-/// `getaddrinfo`, blocking: the first address it gives.
-fn resolve_first(host_port: &str) -> Result<SocketAddr, String> {
+/// The first `max` addresses of `addrs`, each once, in their order.
+fn first_distinct(addrs: Vec<SocketAddr>, max: usize) -> Vec<SocketAddr> {
+    let mut distinct = Vec::with_capacity(max.min(addrs.len()));
+    for addr in addrs {
+        if distinct.len() == max {
+            break;
+        }
+        if !distinct.contains(&addr) {
+            distinct.push(addr);
+        }
+    }
+    distinct
+}
+
+/// `getaddrinfo`, blocking: every address it gives, in its order.
+fn resolve(host_port: &str) -> Result<Vec<SocketAddr>, String> {
     host_port
         .to_socket_addrs()
-        .map_err(|err| err.to_string())?
-        .next()
-        .ok_or_else(|| "no address".to_string())
+        .map(Iterator::collect)
+        .map_err(|err| err.to_string())
 }
 
 /// Threads resolving CONNECT destinations, so that one slow name does not hold up the others.
@@ -118,11 +150,11 @@ pub enum Answer {
         addrs: Vec<(usize, Result<SocketAddr, String>)>,
     },
     Reloaded(Box<Result<Config, FileError>>),
-    /// The answer to a [`Lookup`].
+    /// The answer to a [`Lookup`]: the destination's addresses, in the order to try them.
     Looked {
         pair: usize,
         id: u32,
-        addr: Result<SocketAddr, String>,
+        addrs: Result<Vec<SocketAddr>, String>,
     },
     /// `--threads`: the first reactor has applied `config`; this reactor follows it, binding new
     /// listeners at `pins` (route by route, the addresses the first reactor got for them). Sent
@@ -280,18 +312,18 @@ impl Worker {
 
 /// Resolves one CONNECT destination, unless its client's deadline passed while it waited in the queue.
 fn look_up(job: Lookup) -> Answer {
-    let addr = if Instant::now() >= job.until {
+    let addrs = if Instant::now() >= job.until {
         Err(format!(
             "{}: not looked up, the connect deadline passed while it waited for a lookup thread",
             job.host_port
         ))
     } else {
-        destination_address(&job.host_port)
+        destination_addresses(&job.host_port)
     };
     Answer::Looked {
         pair: job.pair,
         id: job.id,
-        addr,
+        addrs,
     }
 }
 
@@ -357,13 +389,22 @@ mod tests {
             [Answer::Looked {
                 pair: 5,
                 id: 50,
-                addr: Ok(found),
+                addrs: Ok(found),
             }, Answer::Looked {
                 pair: 6,
                 id: 60,
-                addr: Err(err),
+                addrs: Err(err),
             }] => {
-                assert!(found.ip().is_loopback() && found.port() == 80, "{found}");
+                assert!(
+                    !found.is_empty() && found.len() <= DESTINATION_ADDRESSES,
+                    "{found:?}"
+                );
+                assert!(
+                    found
+                        .iter()
+                        .all(|addr| addr.ip().is_loopback() && addr.port() == 80),
+                    "{found:?}"
+                );
                 assert!(err.contains("no-such-host.invalid:80"), "{err}");
             }
             other => panic!("{other:?}"),
@@ -383,10 +424,35 @@ mod tests {
             Answer::Looked {
                 pair: 1,
                 id: 2,
-                addr: Err(err),
+                addrs: Err(err),
             } => assert!(err.contains("not looked up"), "{err}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A destination's addresses are tried in the resolver's order, each once, at most
+    /// [`DESTINATION_ADDRESSES`] of them.
+    #[test]
+    fn test_destination_addresses_keep_order_drop_repeats_and_stop_at_the_cap() {
+        let addr = |text: &str| text.parse::<SocketAddr>().expect("addr");
+        let (v6, a, b, c) = (
+            addr("[::1]:80"),
+            addr("127.0.0.1:80"),
+            addr("127.0.0.2:80"),
+            addr("127.0.0.3:80"),
+        );
+        assert_eq!(first_distinct(vec![v6, a, v6, b, a, c], 3), vec![v6, a, b]);
+        assert_eq!(first_distinct(vec![a, a], 3), vec![a]);
+        assert_eq!(first_distinct(Vec::new(), 3), Vec::<SocketAddr>::new());
+        assert_eq!(
+            destination_addresses("127.0.0.1:443"),
+            Ok(vec![addr("127.0.0.1:443")])
+        );
+        let err = destination_addresses("no-such-host.invalid:443").expect_err("resolved");
+        assert!(
+            err.starts_with("cannot resolve no-such-host.invalid:443"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! DNS re-resolution: a host-name upstream is resolved again every `--resolve-interval`, and new
-//! connections follow a changed answer without a restart.
+//! connections follow a changed answer without a restart. And a CONNECT destination whose name has
+//! several addresses is tried at the next one when a connect fails.
 //!
-//! The name is a made-up one that this test writes into /etc/hosts (which getaddrinfo reads), first
-//! for 127.0.0.1 and then for ::1, and removes again when it ends, however it ends. Where /etc/hosts
-//! cannot be written (not root), the test says so and does nothing.
+//! The names are made-up ones that these tests write into /etc/hosts (which getaddrinfo reads), for
+//! 127.0.0.1, ::1 or both, and remove again when they end, however they end. Where /etc/hosts
+//! cannot be written (not root), a test says so and does nothing. (They are in one file because they
+//! take turns with /etc/hosts through a lock, which only works within one test binary.)
 
 mod common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use common::{connect, echo_conn, unused_port, Backend, Forwarder};
@@ -27,8 +29,8 @@ struct HostsEntry {
 }
 
 impl HostsEntry {
-    /// Adds `ip name`; `None` if /etc/hosts cannot be written here.
-    fn add(name: &str, ip: &str) -> Option<HostsEntry> {
+    /// Adds `ip name` for each of `ips`; `None` if /etc/hosts cannot be written here.
+    fn add(name: &str, ips: &[&str]) -> Option<HostsEntry> {
         let turn = HOSTS_LOCK
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -38,19 +40,22 @@ impl HostsEntry {
             original,
             _turn: turn,
         };
-        entry.point_to(ip).ok()?;
+        entry.point_to(ips).ok()?;
         Some(entry)
     }
 
-    /// Writes the original file plus `ip name`.
-    fn point_to(&self, ip: &str) -> std::io::Result<()> {
+    /// Writes the original file plus `ip name` for each of `ips`.
+    fn point_to(&self, ips: &[&str]) -> std::io::Result<()> {
         let separator = if self.original.ends_with('\n') {
             ""
         } else {
             "\n"
         };
-        let text = format!("{}{separator}{ip} {}\n", self.original, self.name);
-        fs::write(HOSTS, text)
+        let ours: String = ips
+            .iter()
+            .map(|ip| format!("{ip} {}\n", self.name))
+            .collect();
+        fs::write(HOSTS, format!("{}{separator}{ours}", self.original))
     }
 }
 
@@ -85,23 +90,16 @@ fn greeter(bind: SocketAddr, label: &'static str) -> Backend {
     })
 }
 
-/// Two greeters on the same port, one on 127.0.0.1 and one on ::1 (a port free on both is found by
-/// trying a few the kernel hands out); `None` where ::1 cannot be bound at all.
+/// Two greeters on the same port, one on 127.0.0.1 and one on ::1; `None` where ::1 cannot be bound
+/// at all.
 fn greeters_on_one_port() -> Option<(Backend, Backend, u16)> {
-    TcpListener::bind("[::1]:0").ok()?;
-    for _ in 0..50 {
-        // Below the ephemeral range, so no test running in parallel is handed it meanwhile.
-        let port = unused_port();
-        if TcpListener::bind(("::1", port)).is_ok() {
-            let a = greeter(SocketAddr::from(([127, 0, 0, 1], port)), "v4");
-            let b = greeter(
-                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
-                "v6",
-            );
-            return Some((a, b, port));
-        }
-    }
-    panic!("no port free on both 127.0.0.1 and ::1");
+    let port = port_free_on_both()?;
+    let a = greeter(SocketAddr::from(([127, 0, 0, 1], port)), "v4");
+    let b = greeter(
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        "v6",
+    );
+    Some((a, b, port))
 }
 
 fn greeting_through(fwd: &Forwarder) -> String {
@@ -116,7 +114,7 @@ fn greeting_through(fwd: &Forwarder) -> String {
 #[test]
 fn test_changed_dns_answer_applies_to_new_connections() {
     let name = format!("edgefwd-dns-test-{}.test", std::process::id());
-    let Some(entry) = HostsEntry::add(&name, "127.0.0.1") else {
+    let Some(entry) = HostsEntry::add(&name, &["127.0.0.1"]) else {
         eprintln!("skipped: {HOSTS} cannot be written here, so no name can be made to change");
         return;
     };
@@ -128,7 +126,7 @@ fn test_changed_dns_answer_applies_to_new_connections() {
     let fwd = Forwarder::start(&["--upstream", &upstream, "--resolve-interval", "200ms"]);
     assert_eq!(greeting_through(&fwd), "v4");
 
-    entry.point_to("::1").expect("rewrite /etc/hosts");
+    entry.point_to(&["::1"]).expect("rewrite /etc/hosts");
     fwd.expect_log("now resolves to [::1]", Duration::from_secs(10));
     assert_eq!(
         greeting_through(&fwd),
@@ -146,7 +144,7 @@ fn test_sighup_applies_a_changed_dns_answer() {
         eprintln!("skipped: no IPv6 loopback here");
         return;
     };
-    let Some(entry) = HostsEntry::add(&name, "127.0.0.1") else {
+    let Some(entry) = HostsEntry::add(&name, &["127.0.0.1"]) else {
         eprintln!("skipped: {HOSTS} cannot be written here, so no name can be made to change");
         return;
     };
@@ -156,8 +154,79 @@ fn test_sighup_applies_a_changed_dns_answer() {
     let file = common::ConfigFile::new(&text);
     let fwd = Forwarder::start(&["--config", file.path()]);
     assert_eq!(greeting_through(&fwd), "v4");
-    entry.point_to("::1").expect("rewrite /etc/hosts");
+    entry.point_to(&["::1"]).expect("rewrite /etc/hosts");
     fwd.signal(libc::SIGHUP);
     fwd.expect_log("now resolves to [::1]", Duration::from_secs(10));
     assert_eq!(greeting_through(&fwd), "v6");
+}
+
+/// A CONNECT to a name with two addresses, of which only the second (in the resolver's order) is
+/// listened on: the connect to the first is refused, the proxy moves on to the second, and the client
+/// gets its tunnel.
+#[test]
+fn test_connect_moves_on_to_the_next_address_of_a_name() {
+    let name = format!("edgefwd-dns-connect-{}.test", std::process::id());
+    let Some(port) = port_free_on_both() else {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    };
+    let Some(_entry) = HostsEntry::add(&name, &["127.0.0.1", "::1"]) else {
+        eprintln!("skipped: {HOSTS} cannot be written here, so no name can have two addresses");
+        return;
+    };
+    let addrs: Vec<SocketAddr> = (name.as_str(), port)
+        .to_socket_addrs()
+        .expect("resolve the name just written")
+        .collect();
+    assert_eq!(
+        addrs.len(),
+        2,
+        "{name} should have two addresses: {addrs:?}"
+    );
+    let _second = greeter(addrs[1], "second");
+    let allow = format!("{name}:*");
+    let fwd = Forwarder::start(&[
+        "--mode",
+        "connect",
+        "--allow",
+        &allow,
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let mut client = connect(fwd.addr());
+    write!(client, "CONNECT {name}:{port} HTTP/1.1\r\n\r\n").expect("write");
+    let mut reader = BufReader::new(client);
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("status");
+    assert!(status.starts_with("HTTP/1.1 200 "), "{status}");
+    let mut line = String::new();
+    while line != "\r\n" {
+        line.clear();
+        reader.read_line(&mut line).expect("head");
+    }
+    line.clear();
+    reader.read_line(&mut line).expect("greeting");
+    assert_eq!(line, "second\n");
+    fwd.expect_log(
+        &format!("trying its next address {}", addrs[1]),
+        Duration::from_secs(5),
+    );
+    let metrics = common::scrape(fwd.metrics_addr());
+    assert_eq!(common::sample(&metrics, "edgefwd_failovers_total"), 1);
+}
+
+/// A port nobody listens on, on 127.0.0.1 and on ::1 alike (found by trying a few); `None` where ::1
+/// cannot be bound at all.
+fn port_free_on_both() -> Option<u16> {
+    TcpListener::bind("[::1]:0").ok()?;
+    for _ in 0..50 {
+        // Below the ephemeral range, so no test running in parallel is handed it meanwhile.
+        let port = unused_port();
+        if TcpListener::bind(("::1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return Some(port);
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and ::1");
 }

@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 
-use log::{debug, warn};
+use log::warn;
 
 use super::Reactor;
 use crate::config;
@@ -76,7 +76,7 @@ impl Reactor {
                     Ok(config) => self.reload(config, &[]),
                     Err(err) => self.reload_rejected(err.message()),
                 },
-                Answer::Looked { pair, id, addr } => self.on_looked(pair, id, addr),
+                Answer::Looked { pair, id, addrs } => self.on_looked(pair, id, addrs),
                 Answer::Follow(applied) => {
                     // `--threads`: apply what reactor 0 applied, binding new listeners where it did.
                     let (config, pins) = *applied;
@@ -86,12 +86,12 @@ impl Reactor {
         }
     }
 
-    /// A CONNECT destination's address came back. The pair may be gone (its client left, or its deadline
+    /// A CONNECT destination's addresses came back. The pair may be gone (its client left, or its deadline
     /// answered 504) and its slot may hold another pair since: the id and the phase tell, as a token's
-    /// generation does. A name that did not resolve is answered 502. An answer that comes with the deadline
-    /// (answers are handled before timers in a turn; a lookup thread skips a name whose deadline passed)
-    /// is the deadline's: 504, as the timer would have answered.
-    fn on_looked(&mut self, slot: usize, id: u32, addr: Result<SocketAddr, String>) {
+    /// generation does. An answer that comes with the deadline (answers are handled before timers in a
+    /// turn; a lookup thread skips a name whose deadline passed) is the deadline's: 504, as the timer would
+    /// have answered. Otherwise the pair connects to the first address ([`Pair::on_looked`]), or answers 502.
+    fn on_looked(&mut self, slot: usize, id: u32, addrs: Result<Vec<SocketAddr>, String>) {
         let now = self.now;
         self.metrics.lookups += 1;
         let Some(pair) = self
@@ -104,21 +104,15 @@ impl Reactor {
         let Some(route) = self.routes.get(pair.route) else {
             return;
         };
-        if pair
+        let outcome = if pair
             .deadline(&route.deadlines)
             .is_some_and(|(at, _)| at <= now)
         {
-            let outcome = pair.expire(Cause::ConnectTimeout, now);
-            return self.settle(slot, outcome);
-        }
-        match addr {
-            Ok(addr) => self.start_upstream(slot, Some(addr)),
-            Err(err) => {
-                debug!("conn={id} CONNECT destination: {err}");
-                let outcome = pair.cannot_connect(now);
-                self.settle(slot, outcome);
-            }
-        }
+            pair.expire(Cause::ConnectTimeout, now)
+        } else {
+            pair.on_looked(addrs, now)
+        };
+        self.settle(slot, outcome);
     }
 
     /// New addresses apply to new connections; live pairs keep the socket they have.
