@@ -10,7 +10,7 @@
 //! # Layout
 //! - [`config`]: validated configuration and the size/duration syntaxes. No I/O.
 //! - [`fdlimit`]: raises RLIMIT_NOFILE at start.
-//! - [`file`]: the `--config` TOML file -> [`config::Config`], errors naming file, line and key.
+//! - [`file`](mod@file): the `--config` TOML file -> [`config::Config`], errors naming file, line and key.
 //! - [`resolve`]: the worker threads for blocking work (DNS, reading the file on SIGHUP, CONNECT lookups),
 //!   which wake the loop through a `Waker`.
 //! - [`balance`]: picking an upstream (round-robin, least-conn, random-two, source-hash). Pure.

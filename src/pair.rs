@@ -425,7 +425,7 @@ impl Pair {
     }
 
     /// The CONNECT destination's lookup answered: connect to its first address and keep the others for
-    /// when that connect fails ([`Pair::next_destination`]). A name that did not resolve gets 502.
+    /// when that connect fails (`next_destination`). A name that did not resolve gets 502.
     pub fn on_looked(&mut self, addrs: Result<Vec<SocketAddr>, String>, now: Instant) -> Outcome {
         let mut addrs = match addrs {
             Ok(addrs) => addrs,

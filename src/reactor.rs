@@ -20,7 +20,7 @@
 //! Failover: a pair whose upstream connect fails (refused, error, or its connect deadline) while still in
 //! `Connecting` gets a new upstream socket from its route ([`Route::connect`]), registered under the same
 //! token, until the route's `connect_attempts` are used up. Reload (SIGHUP) swaps routes without cutting a
-//! pair: see [`Reactor::reload`].
+//! pair: see `Reactor::reload` (in `reload.rs`).
 //!
 //! This file is the loop, the pairs, accepting, failover and shutdown. The rest adds `impl Reactor` blocks
 //! in submodules, so `Poll`, the `Registry` and the slabs stay inside this module tree:

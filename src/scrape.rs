@@ -79,7 +79,7 @@ impl MetricsServer {
     /// On an accept error the edge is kept: the scrape is still queued and no new edge will announce
     /// it (dropping the edge left that scrape unanswered until another one arrived). Running out of
     /// fds (EMFILE and the like) is the whole process's problem: the error is returned and the reactor
-    /// pauses every accept. Any other error makes this listener alone wait [`ACCEPT_RETRY`], so a
+    /// pauses every accept. Any other error makes this listener alone wait `ACCEPT_RETRY` (100 ms), so a
     /// fault of the metrics endpoint never stops forwarding. A connection reset while queued
     /// (ECONNABORTED) is skipped, as on the routes.
     pub fn accept(&mut self, registry: &Registry, now: Instant) -> Option<io::Error> {
