@@ -12,7 +12,7 @@
 //! | `Connecting` | (no socket) a CONNECT host name's lookup   | connect to its first address; 502 if none |
 //! | `Connecting` | upstream writable edge, or `peer_addr` ok  | `Established`; pump whatever is ready   |
 //! | `Connecting` | upstream event, `take_error` has an error  | failover, or close with RST to client   |
-//! | `Connecting` | a CONNECT destination's connect fails      | its next address, or 502 (504 deadline) |
+//! | `Connecting` | a CONNECT destination's connect fails      | [`Outcome::NextAddress`], or 502 (504 deadline) |
 //! | `Connecting` | client FIN with nothing sent, or RST       | close both at once (client-abort)       |
 //! | `Connecting` | client FIN after sending data              | wait: the data is delivered once up     |
 //! | `Connecting` | deadline                                   | failover, or close (connect-timeout)    |
@@ -29,7 +29,8 @@
 //! They are read into the greeting's bounded buffer, never past its bound, and whatever followed the
 //! header is queued as the c2u direction's preamble, so it goes upstream first, before any byte the pump
 //! reads later (as does a `--send-proxy` header). A CONNECT destination is not one of the route's
-//! upstreams: it has no failover, and a failed connect is answered 502 or 504. One named by host waits in
+//! upstreams: it never fails over to them, and a failed connect is answered 502 or 504 once the
+//! destination's addresses are spent. One named by host waits in
 //! `Connecting` without a socket while the reactor has it looked up ([`Pair::begin_lookup`]); if the name
 //! has several addresses, a failed connect moves on to the next one ([`Pair::on_looked`]), as failover
 //! moves on to the next upstream, and for the same reason it is safe: nothing has gone upstream yet.
@@ -158,6 +159,9 @@ pub enum Outcome {
     Close(Cause),
     /// Its greeting is complete: start the upstream connect to this target ([`Pair::begin_connect`]).
     Connect(Target),
+    /// A connect to its CONNECT destination failed, and the name has another address: connect to that
+    /// one. The failed socket is already closed, so the new connect needs no more fds than the first.
+    NextAddress(SocketAddr),
 }
 
 /// The pair's phase.
@@ -269,8 +273,9 @@ pub struct Pair {
     refusal: Option<Refusal>,
     /// `--send-proxy`: put a PROXY header first in the upstream stream.
     send_proxy: Option<Version>,
-    /// The upstream is a CONNECT destination, not one of the route's upstreams: a failed connect is
-    /// answered with 502/504 instead of failing over.
+    /// The upstream is a CONNECT destination, not one of the route's upstreams: a failed connect moves on
+    /// to the destination's next address, if any, and is then answered with 502/504, never failing over
+    /// to the route's upstreams.
     direct: bool,
     /// A CONNECT destination's addresses not tried yet, last to try first ([`Pair::on_looked`]).
     next_destinations: Vec<SocketAddr>,
@@ -398,9 +403,9 @@ impl Pair {
     }
 
     /// The greeting named its target and the reactor started the connect to it (upstream `index` of the
-    /// route, or [`NO_UPSTREAM`] for a CONNECT destination). For a CONNECT destination's next address
-    /// the new socket replaces the failed one, which dropping closes: [`Pair::retry`] explains why no
-    /// event of the old socket can pass for the new one's under their shared token.
+    /// route, or [`NO_UPSTREAM`] for a CONNECT destination, also for its next address after a failed one:
+    /// [`Pair::retry`] explains why no event of the old socket can pass for the new one's under their
+    /// shared token).
     pub fn begin_connect(&mut self, upstream: TcpStream, index: usize, tried: u64, now: Instant) {
         self.upstream = Some(upstream);
         self.upstream_index = index;
@@ -442,8 +447,16 @@ impl Pair {
         Outcome::Connect(Target::Direct(first))
     }
 
-    /// A connect to a CONNECT destination failed (`why`): connect to its next address, with a connect
-    /// timeout of its own, or answer `status` (502, or 504 for a deadline) when none is left.
+    /// The connect to a CONNECT destination failed already in `socket(2)` or `connect(2)` (no route, a
+    /// firewall's EPERM, no local port): as if the kernel had refused it.
+    pub fn destination_unreachable(&mut self, err: &io::Error, now: Instant) -> Outcome {
+        self.next_destination(Status::BadGateway, err, now)
+    }
+
+    /// A connect to a CONNECT destination failed (`why`), in the kernel or already in `connect(2)`:
+    /// connect to its next address, with a connect timeout of its own, or answer `status` (502, or 504
+    /// for a deadline) when none is left. The failed socket is dropped here, which closes it and so
+    /// removes it from epoll: nothing of it can reach the next one's registration under the same token.
     fn next_destination(
         &mut self,
         status: Status,
@@ -456,7 +469,8 @@ impl Pair {
                     "conn={} CONNECT destination failed ({why}): trying its next address {next}",
                     self.id
                 );
-                Outcome::Connect(Target::Direct(next))
+                self.upstream = None;
+                Outcome::NextAddress(next)
             }
             None => {
                 debug!("conn={} CONNECT destination failed: {why}", self.id);
@@ -1178,7 +1192,7 @@ mod tests {
 
     /// Starts the connect the pair asked for, as the reactor does, and returns it.
     fn connect_as_asked(pair: &mut Pair, outcome: Outcome, now: Instant) -> SocketAddr {
-        let Outcome::Connect(Target::Direct(addr)) = outcome else {
+        let (Outcome::Connect(Target::Direct(addr)) | Outcome::NextAddress(addr)) = outcome else {
             panic!("expected a connect, got {outcome:?}");
         };
         let stream = TcpStream::connect(addr).expect("start connect");
@@ -1215,7 +1229,8 @@ mod tests {
         let outcome = pair.on_looked(Ok(vec![first, second]), now);
         assert_eq!(connect_as_asked(&mut pair, outcome, now), first);
         let outcome = refused_outcome(&mut pair, now);
-        assert_eq!(outcome, Outcome::Connect(Target::Direct(second)));
+        assert_eq!(outcome, Outcome::NextAddress(second));
+        assert!(pair.upstream.is_none(), "the failed socket is still open");
         assert_eq!(pair.phase(), Phase::Connecting);
         connect_as_asked(&mut pair, outcome, now);
         assert_eq!(refused_outcome(&mut pair, now), Outcome::Open);
@@ -1255,7 +1270,7 @@ mod tests {
         connect_as_asked(&mut pair, outcome, now);
         let first_deadline = now + LIMITS.connect;
         let outcome = pair.expire(Cause::ConnectTimeout, first_deadline);
-        assert_eq!(outcome, Outcome::Connect(Target::Direct(second)));
+        assert_eq!(outcome, Outcome::NextAddress(second));
         connect_as_asked(&mut pair, outcome, first_deadline);
         assert_eq!(
             pair.deadline(&LIMITS),

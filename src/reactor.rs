@@ -424,6 +424,10 @@ impl Reactor {
             Outcome::Close(cause) if cause.is_connect_failure() => self.failover(slot, cause),
             Outcome::Close(cause) => self.close_pair(slot, cause),
             Outcome::Connect(target) => self.connect_greeted(slot, target),
+            Outcome::NextAddress(addr) => {
+                self.metrics.failovers += 1;
+                self.start_upstream(slot, Some(addr));
+            }
         }
     }
 
@@ -514,7 +518,9 @@ impl Reactor {
     /// Starts the upstream connect, to the CONNECT `destination` or else to an upstream of the route
     /// (balanced by the client address, which a PROXY header may have replaced), and registers the socket
     /// under the pair's upstream token. A CONNECT destination's next address comes here too, after the
-    /// previous one failed: the new socket replaces the failed one ([`Pair::begin_connect`]).
+    /// pair dropped the failed socket ([`Outcome::NextAddress`]). A connect to a CONNECT destination that
+    /// fails at once (no route, a firewall's EPERM, no local port) moves on to its next address as well;
+    /// running out of fds does not, since the next connect would fail the same way.
     fn start_upstream(&mut self, slot: usize, destination: Option<SocketAddr>) {
         let now = self.now;
         let Some(pair) = self.pairs.get_mut(slot) else {
@@ -536,9 +542,14 @@ impl Reactor {
             Ok(started) => started,
             Err(err) => {
                 debug!("conn={} cannot start the upstream connect: {err}", pair.id);
-                // Not a failover case: no upstream of the route was tried.
-                let outcome = pair.cannot_connect(now);
-                if net::is_resource_exhaustion(&err) {
+                let exhausted = net::is_resource_exhaustion(&err);
+                let outcome = if destination.is_some() && !exhausted {
+                    pair.destination_unreachable(&err, now)
+                } else {
+                    // Not a failover case: no upstream of the route was tried.
+                    pair.cannot_connect(now)
+                };
+                if exhausted {
                     // Out of fds: accepting more clients now would only fail the same way.
                     self.pause_accepting(&err);
                 }
@@ -557,10 +568,6 @@ impl Reactor {
                 pair.id
             );
             return self.close_pair(slot, Cause::ConnectError);
-        }
-        if pair.upstream.is_some() {
-            // A CONNECT destination's next address, after its previous one failed.
-            self.metrics.failovers += 1;
         }
         pair.begin_connect(stream, index, tried, now);
         self.arm_timer(slot);

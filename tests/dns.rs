@@ -12,9 +12,9 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{connect, echo_conn, unused_port, Backend, Forwarder};
+use common::{connect, echo_conn, unused_port, Backend, Blackhole, Forwarder};
 
 const HOSTS: &str = "/etc/hosts";
 
@@ -160,19 +160,18 @@ fn test_sighup_applies_a_changed_dns_answer() {
     assert_eq!(greeting_through(&fwd), "v6");
 }
 
-/// A CONNECT to a name with two addresses, of which only the second (in the resolver's order) is
-/// listened on: the connect to the first is refused, the proxy moves on to the second, and the client
-/// gets its tunnel.
-#[test]
-fn test_connect_moves_on_to_the_next_address_of_a_name() {
-    let name = format!("edgefwd-dns-connect-{}.test", std::process::id());
+/// A made-up name for 127.0.0.1 and ::1, with a port free on both (picked once the name is ours, so
+/// that no other test of this file can take it meanwhile) and the name's addresses in the resolver's
+/// order; `None`, having said why, where that cannot be done here.
+fn name_with_two_addresses(label: &str) -> Option<(HostsEntry, u16, Vec<SocketAddr>)> {
+    let name = format!("edgefwd-dns-{label}-{}.test", std::process::id());
+    let Some(entry) = HostsEntry::add(&name, &["127.0.0.1", "::1"]) else {
+        eprintln!("skipped: {HOSTS} cannot be written here, so no name can have two addresses");
+        return None;
+    };
     let Some(port) = port_free_on_both() else {
         eprintln!("skipped: no IPv6 loopback here");
-        return;
-    };
-    let Some(_entry) = HostsEntry::add(&name, &["127.0.0.1", "::1"]) else {
-        eprintln!("skipped: {HOSTS} cannot be written here, so no name can have two addresses");
-        return;
+        return None;
     };
     let addrs: Vec<SocketAddr> = (name.as_str(), port)
         .to_socket_addrs()
@@ -183,36 +182,89 @@ fn test_connect_moves_on_to_the_next_address_of_a_name() {
         2,
         "{name} should have two addresses: {addrs:?}"
     );
-    let _second = greeter(addrs[1], "second");
+    Some((entry, port, addrs))
+}
+
+/// A proxy allowing only `name`, with metrics.
+fn connect_proxy(name: &str, extra: &[&str]) -> Forwarder {
     let allow = format!("{name}:*");
-    let fwd = Forwarder::start(&[
+    let mut args = vec![
         "--mode",
         "connect",
         "--allow",
         &allow,
         "--metrics",
         "127.0.0.1:0",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    Forwarder::start(&args)
+}
+
+/// Sends `CONNECT name:port` with `pipelined` bytes behind the head; returns the status line and the
+/// reader positioned after the head.
+fn send_connect(fwd: &Forwarder, target: &str, pipelined: &str) -> (String, BufReader<TcpStream>) {
     let mut client = connect(fwd.addr());
-    write!(client, "CONNECT {name}:{port} HTTP/1.1\r\n\r\n").expect("write");
+    write!(client, "CONNECT {target} HTTP/1.1\r\n\r\n{pipelined}").expect("write");
     let mut reader = BufReader::new(client);
     let mut status = String::new();
     reader.read_line(&mut status).expect("status");
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).expect("head") == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    (status, reader)
+}
+
+/// A CONNECT to a name with two addresses, of which only the second (in the resolver's order) is
+/// listened on: the connect to the first is refused, the proxy moves on to the second, and the client
+/// gets its tunnel, with the bytes it pipelined behind the head delivered there once.
+#[test]
+fn test_connect_moves_on_to_the_next_address_of_a_name() {
+    let Some((entry, port, addrs)) = name_with_two_addresses("next") else {
+        return;
+    };
+    let _second = greeter(addrs[1], "second");
+    let fwd = connect_proxy(&entry.name, &[]);
+    let (status, mut reader) = send_connect(&fwd, &format!("{}:{port}", entry.name), "ping\n");
     assert!(status.starts_with("HTTP/1.1 200 "), "{status}");
     let mut line = String::new();
-    while line != "\r\n" {
-        line.clear();
-        reader.read_line(&mut line).expect("head");
-    }
-    line.clear();
     reader.read_line(&mut line).expect("greeting");
     assert_eq!(line, "second\n");
+    line.clear();
+    reader.read_line(&mut line).expect("echo");
+    assert_eq!(line, "ping\n");
     fwd.expect_log(
         &format!("trying its next address {}", addrs[1]),
         Duration::from_secs(5),
     );
     let metrics = common::scrape(fwd.metrics_addr());
     assert_eq!(common::sample(&metrics, "edgefwd_failovers_total"), 1);
+}
+
+/// Each address of a name gets a connect timeout of its own: with both black-holed, the second is
+/// tried once the first's timeout passes, and the client's 504 comes after the second's.
+#[test]
+fn test_each_address_of_a_name_gets_its_own_connect_timeout() {
+    let Some((entry, port, addrs)) = name_with_two_addresses("timeout") else {
+        return;
+    };
+    let _holes: Vec<Blackhole> = addrs.iter().map(|addr| Blackhole::at(*addr)).collect();
+    let timeout = Duration::from_millis(400);
+    let fwd = connect_proxy(&entry.name, &["--connect-timeout", "400ms"]);
+    let started = Instant::now();
+    let (status, _reader) = send_connect(&fwd, &format!("{}:{port}", entry.name), "");
+    assert!(status.starts_with("HTTP/1.1 504 "), "{status}");
+    assert!(
+        started.elapsed() >= 2 * timeout,
+        "504 after {:?}, before two connect timeouts",
+        started.elapsed()
+    );
+    fwd.expect_log(
+        &format!("trying its next address {}", addrs[1]),
+        Duration::from_secs(5),
+    );
 }
 
 /// A port nobody listens on, on 127.0.0.1 and on ::1 alike (found by trying a few); `None` where ::1

@@ -993,9 +993,15 @@ pub struct Blackhole {
 
 impl Blackhole {
     pub fn new() -> Blackhole {
-        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        Blackhole::at(loopback4())
+    }
+
+    /// A blackhole on `bind` (port 0: any free one).
+    pub fn at(bind: SocketAddr) -> Blackhole {
+        let domain = Domain::for_address(bind);
+        let listener = Socket::new(domain, Type::STREAM, None).expect("socket");
         listener
-            .bind(&SockAddr::from(loopback4()))
+            .bind(&SockAddr::from(bind))
             .expect("bind blackhole");
         listener.listen(0).expect("listen(0)");
         let addr = listener
@@ -1005,7 +1011,7 @@ impl Blackhole {
             .expect("inet address");
         let mut fillers = Vec::new();
         for _ in 0..8 {
-            let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            let s = Socket::new(domain, Type::STREAM, None).expect("socket");
             match s.connect_timeout(&SockAddr::from(addr), Duration::from_millis(200)) {
                 Ok(()) => fillers.push(s),
                 Err(e) if classify(&e) == End::TimedOut => {
