@@ -173,7 +173,17 @@ fn run(opts: &Options) -> BenchResult<()> {
         pinning,
         settings: settings_json(opts, &ctx.settings),
     };
-    write_outputs(opts, &info, &results, &probes, &stamp)
+    write_outputs(opts, &info, &results, &probes, &stamp)?;
+    let failed = results.records.iter().filter(|r| r.error.is_some()).count();
+    if failed > 0 {
+        // The report is written and lists them; the exit status makes a failed run (a corrupted
+        // stream, a stalled forwarder) impossible to miss in a script or in CI.
+        return fail(format!(
+            "{failed} of {} runs failed (listed under \"Failed runs\" in the report)",
+            results.records.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Forwarder on the first allowed CPU, bench (load generator, backends) on the others.
@@ -242,7 +252,7 @@ fn select_peers(opts: &Options) -> BenchResult<Vec<Peer>> {
 }
 
 /// Runs everything, peers interleaved within each repeat so slow drifts of the machine
-/// (thermal, other load) spread over all peers alike. A failed run is recorded, not fatal.
+/// (thermal, other load) spread over all peers alike. A failed run is recorded and the rest go on; the exit status reports it at the end.
 fn run_all(opts: &Options, peers: &[Peer], ctx: &RunCtx) -> Vec<Record> {
     let plan: Vec<(Scenario, usize, &Peer)> = opts
         .scenarios

@@ -6,14 +6,15 @@
 //! never include leftovers of another.
 
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::backend::{start_bulk, EchoServer};
+use crate::backend::{start_bulk, EchoServer, SinkReport};
 use crate::load::{bulk_duplex, bulk_send, open_idle, Edge, RrConfig, RrEngine, RrOutcome};
 use crate::pattern::Pattern;
 use crate::peer::{self, Launch, Peer, Running};
 use crate::sys::{cpus_busy_seconds, fd_count, rss_bytes, wait_until, Snapshot};
-use crate::util::{fail, percentile, BenchResult, Context};
+use crate::util::{fail, percentile, BenchError, BenchResult, Context};
 
 const GIB: f64 = (1u64 << 30) as f64;
 const MIB: f64 = (1u64 << 20) as f64;
@@ -352,8 +353,10 @@ fn run_bulk_up(peer: &Peer, ctx: &RunCtx) -> BenchResult<Values> {
     let mut fwd = peer::start(peer, baddr, &ctx.launch)?;
     let meter = Meter::start(fwd.pid(), &ctx.launch)?;
     let t0 = Instant::now();
-    let client =
-        bulk_send(fwd.addr, &ctx.pattern, bytes).map_err(|e| with_child_status(e, &mut fwd))?;
+    let client = match bulk_send(fwd.addr, &ctx.pattern, bytes) {
+        Ok(client) => client,
+        Err(e) => return Err(with_child_status(backend_cause(e, backend), &mut fwd)),
+    };
     let report = join(backend, "bulk backend").map_err(|e| with_child_status(e, &mut fwd))?;
     let usage = meter.stop()?;
     fwd.check_alive()?;
@@ -369,8 +372,10 @@ fn run_bulk_duplex(peer: &Peer, ctx: &RunCtx) -> BenchResult<Values> {
     let mut fwd = peer::start(peer, baddr, &ctx.launch)?;
     let meter = Meter::start(fwd.pid(), &ctx.launch)?;
     let t0 = Instant::now();
-    let client =
-        bulk_duplex(fwd.addr, &ctx.pattern, bytes).map_err(|e| with_child_status(e, &mut fwd))?;
+    let client = match bulk_duplex(fwd.addr, &ctx.pattern, bytes) {
+        Ok(client) => client,
+        Err(e) => return Err(with_child_status(backend_cause(e, backend), &mut fwd)),
+    };
     let server = join(backend, "bulk backend").map_err(|e| with_child_status(e, &mut fwd))?;
     let usage = meter.stop()?;
     fwd.check_alive()?;
@@ -526,11 +531,24 @@ fn join<T>(h: std::thread::JoinHandle<BenchResult<T>>, what: &str) -> BenchResul
     }
 }
 
+/// The client side of a bulk run failed (`e`); if the backend has failed too, its error is the
+/// cause to report: a sink that finds a corrupted byte stops reading, and the sender then stalls
+/// in a full window until its timeout, so "send timed out" would hide "corrupted stream".
+fn backend_cause(e: BenchError, backend: JoinHandle<BenchResult<SinkReport>>) -> BenchError {
+    if !backend.is_finished() {
+        return e;
+    }
+    match join(backend, "bulk backend") {
+        Err(cause) => BenchError(format!("{cause} (and then the client: {e})")),
+        Ok(_) => e,
+    }
+}
+
 /// If the forwarder died, its exit status explains the load error better than the
 /// socket error does; prefer it.
-fn with_child_status(e: crate::util::BenchError, fwd: &mut Running) -> crate::util::BenchError {
+fn with_child_status(e: BenchError, fwd: &mut Running) -> BenchError {
     match fwd.check_alive() {
-        Err(dead) => crate::util::BenchError(format!("{e} ({dead})")),
+        Err(dead) => BenchError(format!("{e} ({dead})")),
         Ok(()) => e,
     }
 }
