@@ -16,6 +16,11 @@
 //!
 //! Why separate processes: CPU time is read per process from /proc/<pid>/stat, so each
 //! forwarder must be alone in its process, and the load generator must not be in it.
+//!
+//! The modules' `#[cfg(test)]` tests run in `tests/bench_harness.rs`, which compiles them again as a
+//! test crate. Here `cargo clippy --all-targets` sets `cfg(test)` without a test harness, so the
+//! tests' `#[test]` functions vanish and their helpers and imports look unused.
+#![cfg_attr(test, allow(dead_code, unused_imports))]
 
 #[path = "compare/backend.rs"]
 mod backend;
@@ -53,7 +58,7 @@ use cli::{Options, Parsed};
 use json::Json;
 use pattern::Pattern;
 use peer::{Launch, Peer, PeerKind};
-use probe::{PerfReport, StraceReport, Tool};
+use probe::{Probes, Tool};
 use report::{Record, Results, RunInfo};
 use scenario::{RunCtx, Scenario, Settings, METRICS};
 use tokio_fwd::Flavor;
@@ -408,13 +413,6 @@ fn progress_summary(sc: Scenario, v: &scenario::Values) -> String {
         .take(2)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// What the `--strace` and `--perf` passes found.
-#[derive(Default)]
-pub struct Probes {
-    pub strace: Vec<StraceReport>,
-    pub perf: Vec<PerfReport>,
 }
 
 /// `--strace` / `--perf` passes for every forwarder process and probed scenario selected.

@@ -323,3 +323,50 @@ fn flush_pending(c: &mut EchoConn) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends `bytes` over a real loopback connection and has the sink check them.
+    fn sink(bytes: Vec<u8>, expect: u64) -> BenchResult<SinkReport> {
+        let listener = loopback_listener()?;
+        let addr = listener.local_addr().ctx("addr")?;
+        let sender = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.write_all(&bytes).expect("write");
+        });
+        let (mut conn, _) = listener.accept().ctx("accept")?;
+        prepare_blocking(&conn)?;
+        let report = sink_pattern(&mut conn, &Pattern::new(), expect);
+        sender.join().expect("sender");
+        report
+    }
+
+    fn stream(len: usize) -> Vec<u8> {
+        let p = Pattern::new();
+        (0..len).map(|i| p.at(i as u64, 1)[0]).collect()
+    }
+
+    /// Every byte a sink reads is checked: a flipped bit anywhere, or a stream cut short, fails the
+    /// run with the offending range.
+    #[test]
+    fn test_the_sink_checks_every_byte() {
+        let len = 3 * MAX_CHUNK + 12_345;
+        assert_eq!(
+            sink(stream(len), len as u64).map(|r| r.bytes).ok(),
+            Some(len as u64)
+        );
+        let mut bad = stream(len);
+        bad[len - 2] ^= 0x10;
+        let err = sink(bad, len as u64).expect_err("corruption passed").0;
+        assert!(err.starts_with("corrupted stream: bytes"), "{err}");
+        let err = sink(stream(len - 1), len as u64)
+            .expect_err("short stream passed")
+            .0;
+        assert!(
+            err.contains(&format!("stream ended after {} of {len} bytes", len - 1)),
+            "{err}"
+        );
+    }
+}

@@ -270,3 +270,70 @@ fn parse_against(v: &str) -> BenchResult<(String, String)> {
     }
     Ok((name.to_string(), cmd.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> BenchResult<Options> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        match parse(&args)? {
+            Parsed::Run(options) => Ok(*options),
+            Parsed::Help => fail("help"),
+        }
+    }
+
+    #[test]
+    fn test_options_and_the_command_line_recorded() {
+        let o = run(&[
+            "--quick",
+            "--scenarios",
+            "bulk,churn",
+            "--repeat=2",
+            "--bench",
+        ])
+        .expect("parse");
+        assert_eq!(
+            o.scenarios,
+            vec![Scenario::BulkUp, Scenario::BulkDuplex, Scenario::Churn]
+        );
+        assert_eq!((o.repeats.bulk, o.repeats.rr, o.repeats.idle), (2, 2, 2));
+        assert_eq!(o.bulk_mib, 512);
+        assert_eq!(
+            o.command,
+            "cargo bench --bench compare -- --quick --scenarios bulk,churn --repeat=2"
+        );
+        let o = run(&[
+            "--against",
+            "socat=socat A B",
+            "--against",
+            "h=sh x.sh {listen}",
+        ])
+        .expect("parse");
+        assert_eq!(
+            o.against[1],
+            ("h".to_string(), "sh x.sh {listen}".to_string())
+        );
+    }
+
+    /// Bad input is an error naming the bad value, never a panic or a silent default.
+    #[test]
+    fn test_bad_options_name_the_value() {
+        for (args, expect) in [
+            (&["--against", "nocommand"][..], "\"nocommand\""),
+            (&["--against", "bad name=cmd"][..], "\"bad name=cmd\""),
+            (&["--against", "edgefwd=cmd"][..], "built-in"),
+            (&["--scenarios", "bulk,warp"][..], "\"warp\""),
+            (&["--repeat", "0"][..], "--repeat"),
+            (&["--repeat", "x"][..], "--repeat \"x\""),
+            (&["--duration", "0"][..], "--duration"),
+            (&["--bulk-mib", "0"][..], "--bulk-mib"),
+            (&["--buffer-size", "64q"][..], "\"64q\""),
+            (&["--only"][..], "--only needs a value"),
+            (&["--fast"][..], "\"--fast\""),
+        ] {
+            let err = run(args).expect_err(expect).0;
+            assert!(err.contains(expect), "{args:?}: {err}");
+        }
+    }
+}

@@ -47,3 +47,33 @@ impl Pattern {
             .all(|(i, c)| c == self.at(offset + (i * MAX_CHUNK) as u64, c.len()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a sink sees: the right bytes at the right offset match, a flipped byte, bytes of the
+    /// stream from elsewhere (lost, repeated or crossed data) and a short window do not, also past
+    /// one `MAX_CHUNK` and across the period's wrap.
+    #[test]
+    fn test_matches_catches_flips_shifts_and_crossings() {
+        let p = Pattern::new();
+        let offset = (PERIOD - 1000) as u64;
+        let good: Vec<u8> = (0..MAX_CHUNK + 5000)
+            .map(|i| p.at(offset + i as u64, 1)[0])
+            .collect();
+        assert!(p.matches(offset, &good));
+        let mut flipped = good.clone();
+        flipped[MAX_CHUNK + 100] ^= 1;
+        assert!(!p.matches(offset, &flipped));
+        assert!(!p.matches(offset + 1, &good), "a shifted stream passed");
+        assert!(
+            !p.matches(offset + 7919, &good),
+            "another connection's bytes passed"
+        );
+        assert!(
+            p.matches(offset + PERIOD as u64, &good),
+            "the pattern repeats every PERIOD"
+        );
+    }
+}

@@ -395,3 +395,10 @@ fn parse_perf_report(text: &str) -> Vec<(String, f64, bool)> {
         })
         .collect()
 }
+
+/// What the `--strace` and `--perf` passes found.
+#[derive(Default)]
+pub struct Probes {
+    pub strace: Vec<StraceReport>,
+    pub perf: Vec<PerfReport>,
+}

@@ -6,11 +6,10 @@
 use std::fmt::Write;
 
 use crate::json::Json;
-use crate::probe::{PerfReport, StraceReport};
+use crate::probe::{PerfReport, Probes, StraceReport};
 use crate::scenario::{Better, MetricDef, Scenario, Show, Target, Values, METRICS};
 use crate::sys::MachineInfo;
 use crate::util::{human_count, median, sig3};
-use crate::Probes;
 
 /// The peer every ratio is relative to.
 pub const BASELINE: &str = "tokio-current";
@@ -614,4 +613,117 @@ pub fn json_report(info: &RunInfo, res: &Results, probes: &Probes) -> Json {
         ("strace", Json::Arr(strace_json)),
         ("perf", Json::Arr(perf_json)),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(scenario: Scenario, peer: &str, repeat: usize, values: Values) -> Record {
+        Record {
+            scenario,
+            peer: peer.to_string(),
+            repeat,
+            values,
+            error: None,
+        }
+    }
+
+    fn results(records: Vec<Record>) -> Results {
+        Results {
+            records,
+            peers: vec![SUBJECT.to_string(), BASELINE.to_string()],
+            scenarios: vec![Scenario::BulkUp, Scenario::Churn],
+        }
+    }
+
+    fn check<'a>(checks: &'a [TargetCheck], scenario: Scenario, key: &str) -> &'a TargetCheck {
+        checks
+            .iter()
+            .find(|c| c.def.scenario == scenario && c.def.key == key)
+            .expect("target checked")
+    }
+
+    /// Ratios are of medians over the repeats that did not fail, the goal's direction decides, and a
+    /// throughput goal missed with the load generator saturated is put down to the harness.
+    #[test]
+    fn test_targets_are_judged_on_medians_of_the_runs_that_completed() {
+        let churn =
+            |peer, repeat, cpu| record(Scenario::Churn, peer, repeat, vec![("cpu_per_10k", cpu)]);
+        let bulk = |peer, repeat, tput, busy| {
+            record(
+                Scenario::BulkUp,
+                peer,
+                repeat,
+                vec![
+                    ("throughput", tput),
+                    ("cpu_per_gib", 0.3),
+                    ("loadgen_cpu", busy),
+                ],
+            )
+        };
+        let mut failed = churn(SUBJECT, 3, 0.1);
+        failed.error = Some("stalled".into());
+        let res = results(vec![
+            churn(SUBJECT, 0, 0.70),
+            churn(SUBJECT, 1, 0.74),
+            churn(SUBJECT, 2, 0.90),
+            failed,
+            churn(BASELINE, 0, 1.0),
+            churn(BASELINE, 1, 1.0),
+            churn(BASELINE, 2, 1.0),
+            bulk(SUBJECT, 0, 1.2, 93.0),
+            bulk(BASELINE, 0, 1.0, 60.0),
+        ]);
+        let checks = check_targets(&res);
+        let c = check(&checks, Scenario::Churn, "cpu_per_10k");
+        assert!((c.ratio - 0.74).abs() < 1e-9, "{}", c.ratio);
+        assert_eq!(c.met, Some(true), "0.74 <= 0.75");
+        let t = check(&checks, Scenario::BulkUp, "throughput");
+        assert_eq!(t.met, Some(false), "1.2 < 1.25");
+        assert_eq!(t.loadgen_bound, Some(93.0));
+        assert!(t.figure_note().contains("the harness limits this figure"));
+        let cpu = check(&checks, Scenario::BulkUp, "cpu_per_gib");
+        assert_eq!(cpu.met, Some(false), "0.3 / 0.3 = 1 > 0.8");
+        assert_eq!(
+            cpu.loadgen_bound, None,
+            "only throughput goals are put down to the harness"
+        );
+        assert_eq!(res.errors(Scenario::Churn, SUBJECT), vec!["stalled"]);
+        assert!(markdown_errors(&res).contains("churn / edgefwd (repeat 4): stalled"));
+    }
+
+    /// Without the baseline's figure there is no verdict, not a pass.
+    #[test]
+    fn test_a_missing_baseline_gives_no_verdict() {
+        let res = results(vec![record(
+            Scenario::Churn,
+            SUBJECT,
+            0,
+            vec![("cpu_per_10k", 0.1)],
+        )]);
+        let checks = check_targets(&res);
+        assert_eq!(check(&checks, Scenario::Churn, "cpu_per_10k").met, None);
+    }
+
+    /// Paired ratios pair each repeat with the baseline's run of the same repeat, skipping repeats
+    /// where either failed.
+    #[test]
+    fn test_paired_ratios_pair_repeats() {
+        let churn =
+            |peer, repeat, cpu| record(Scenario::Churn, peer, repeat, vec![("cpu_per_10k", cpu)]);
+        let mut failed = churn(BASELINE, 2, 1.0);
+        failed.error = Some("died".into());
+        let res = results(vec![
+            churn(SUBJECT, 0, 0.8),
+            churn(SUBJECT, 1, 1.8),
+            churn(SUBJECT, 2, 0.1),
+            churn(BASELINE, 0, 1.0),
+            churn(BASELINE, 1, 2.0),
+            failed,
+        ]);
+        let (ratio, pairs) = res.paired_ratio(Scenario::Churn, SUBJECT, "cpu_per_10k");
+        assert_eq!(pairs, 2);
+        assert!((ratio - 0.85).abs() < 1e-9, "{ratio}");
+    }
 }

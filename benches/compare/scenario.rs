@@ -552,3 +552,45 @@ fn with_child_status(e: BenchError, fwd: &mut Running) -> BenchError {
         Ok(()) => e,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished<T: Send + 'static>(result: BenchResult<T>) -> JoinHandle<BenchResult<T>> {
+        let handle = std::thread::spawn(move || result);
+        while !handle.is_finished() {
+            std::thread::yield_now();
+        }
+        handle
+    }
+
+    /// A bulk run whose backend found a corrupted stream reports that, not the sender's stall after it.
+    #[test]
+    fn test_a_bulk_failure_names_the_backends_error_first() {
+        let stall = || BenchError("bulk client send: timed out".into());
+        let corrupted = finished(fail::<SinkReport>("corrupted stream: bytes 0..10 differ"));
+        let err = backend_cause(stall(), corrupted).0;
+        assert!(err.starts_with("bulk backend: corrupted stream"), "{err}");
+        assert!(
+            err.ends_with("(and then the client: bulk client send: timed out)"),
+            "{err}"
+        );
+        let fine = finished(Ok(SinkReport {
+            bytes: 1,
+            eof_at: Instant::now(),
+        }));
+        assert_eq!(
+            backend_cause(stall(), fine).0,
+            "bulk client send: timed out"
+        );
+        let running = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            fail::<SinkReport>("late")
+        });
+        assert_eq!(
+            backend_cause(stall(), running).0,
+            "bulk client send: timed out"
+        );
+    }
+}

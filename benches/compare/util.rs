@@ -135,7 +135,9 @@ pub fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    // The epsilon keeps a rank that is a whole number in exact arithmetic from being pushed up
+    // one by the representation error of p (99.9 / 100 * 1000 is 999.0000000000001).
+    let rank = ((p / 100.0) * sorted.len() as f64 - 1e-9).ceil() as usize;
     let idx = rank.clamp(1, sorted.len()) - 1;
     f64::from(sorted[idx])
 }
@@ -152,5 +154,62 @@ pub fn median(values: &mut [f64]) -> f64 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_median_ignores_failed_runs_and_averages_the_middle_pair() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut [f64::NAN, 5.0, f64::INFINITY]), 5.0);
+        assert!(median(&mut [f64::NAN]).is_nan());
+        assert!(median(&mut []).is_nan());
+    }
+
+    #[test]
+    fn test_percentile_is_nearest_rank() {
+        let sorted: Vec<u32> = (1..=1000).collect();
+        assert_eq!(percentile(&sorted, 50.0), 500.0);
+        assert_eq!(percentile(&sorted, 99.0), 990.0);
+        assert_eq!(percentile(&sorted, 99.9), 999.0);
+        assert_eq!(percentile(&sorted, 0.0), 1.0);
+        assert_eq!(percentile(&[7], 99.9), 7.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
+
+    #[test]
+    fn test_sig3_keeps_three_significant_digits() {
+        assert_eq!(sig3(1234.4), "1234");
+        assert_eq!(sig3(12.345), "12.3");
+        assert_eq!(sig3(1.2345), "1.23");
+        assert_eq!(sig3(0.12345), "0.123");
+        assert_eq!(sig3(0.0), "0");
+        assert_eq!(sig3(0.001234), "1.23e-3");
+        assert_eq!(sig3(f64::NAN), "n/a");
+        assert_eq!(human_count(71_234.0), "71.2k");
+        assert_eq!(human_count(2_500_000.0), "2.50M");
+    }
+
+    #[test]
+    fn test_parse_size_takes_edgefwds_grammar_and_names_bad_values() {
+        assert_eq!(parse_size("4096").ok(), Some(4096));
+        assert_eq!(parse_size("64k").ok(), Some(65_536));
+        assert_eq!(parse_size("64KiB").ok(), Some(65_536));
+        assert_eq!(parse_size("1m").ok(), Some(1 << 20));
+        for bad in ["", "k", "12q", "0", "-1"] {
+            let err = parse_size(bad).expect_err(bad).0;
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn test_civil_from_days() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_423), (2025, 12, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
 }
