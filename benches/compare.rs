@@ -18,9 +18,9 @@
 //! forwarder must be alone in its process, and the load generator must not be in it.
 //!
 //! The modules' `#[cfg(test)]` tests run in `tests/bench_harness.rs`, which compiles them again as a
-//! test crate. Here `cargo clippy --all-targets` sets `cfg(test)` without a test harness, so the
-//! tests' `#[test]` functions vanish and their helpers and imports look unused.
-#![cfg_attr(test, allow(dead_code, unused_imports))]
+//! test crate. Cargo builds this `harness = false` target with `cfg(test)` too, but without a test
+//! harness, so there the `#[test]` functions vanish and each test module allows the dead helpers
+//! and imports they leave.
 
 #[path = "compare/backend.rs"]
 mod backend;
@@ -62,7 +62,7 @@ use probe::{Probes, Tool};
 use report::{Record, Results, RunInfo};
 use scenario::{RunCtx, Scenario, Settings, METRICS};
 use tokio_fwd::Flavor;
-use util::{fail, BenchResult, Context};
+use util::{fail, BenchError, BenchResult, Context};
 
 /// File descriptors kept free in the bench process beyond the two per idle pair it holds
 /// (client socket and echo-server socket).
@@ -105,15 +105,37 @@ fn main() -> ExitCode {
     };
     match run(&opts) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failed::Runs(why)) => {
+            eprintln!("compare: {why}");
+            ExitCode::from(RUNS_FAILED)
+        }
+        Err(Failed::Harness(e)) => {
             eprintln!("compare: error: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// Exit status when the report is written but some runs failed (1: the harness could not run;
+/// 2: bad options), so a script can tell a broken forwarder from a broken set-up.
+const RUNS_FAILED: u8 = 3;
+
+/// How a benchmark ended without success.
+enum Failed {
+    /// It could not run or write its report.
+    Harness(BenchError),
+    /// Its report is written, and lists runs that failed.
+    Runs(String),
+}
+
+impl From<BenchError> for Failed {
+    fn from(e: BenchError) -> Failed {
+        Failed::Harness(e)
+    }
+}
+
 /// The whole benchmark: set up, run every (scenario, repeat, peer), report.
-fn run(opts: &Options) -> BenchResult<()> {
+fn run(opts: &Options) -> Result<(), Failed> {
     let nofile = sys::raise_nofile_limit()?;
     let machine = sys::MachineInfo::collect(nofile);
     // Pin before any thread exists: threads and children inherit the mask.
@@ -126,6 +148,12 @@ fn run(opts: &Options) -> BenchResult<()> {
         probe::check_available(Tool::Perf)?;
     }
     let idle_pairs = (opts.idle_max as u64).min(nofile.saturating_sub(FD_HEADROOM) / 2) as usize;
+    if idle_pairs == 0 && opts.scenarios.contains(&Scenario::Idle) {
+        eprintln!(
+            "compare: warning: the fd limit ({nofile}) leaves no room for idle pairs beyond the {FD_HEADROOM} kept free; \
+             the idle scenario measures nothing (raise it with `ulimit -n`)"
+        );
+    }
     let ctx = RunCtx {
         settings: Settings {
             bulk_bytes: opts.bulk_mib << 20,
@@ -139,6 +167,7 @@ fn run(opts: &Options) -> BenchResult<()> {
             forwarder_cpus,
             // Never below what rr100 and churn open, whatever --idle-max or the fd limit.
             max_connections: idle_pairs.max(MIN_MAX_CONNECTIONS),
+            edgefwd_bin: opts.edgefwd_bin.clone(),
         },
         pattern: Arc::new(Pattern::new()),
     };
@@ -181,12 +210,14 @@ fn run(opts: &Options) -> BenchResult<()> {
     write_outputs(opts, &info, &results, &probes, &stamp)?;
     let failed = results.records.iter().filter(|r| r.error.is_some()).count();
     if failed > 0 {
-        // The report is written and lists them; the exit status makes a failed run (a corrupted
-        // stream, a stalled forwarder) impossible to miss in a script or in CI.
-        return fail(format!(
-            "{failed} of {} runs failed (listed under \"Failed runs\" in the report)",
-            results.records.len()
-        ));
+        // The exit status makes a failed run (a corrupted stream, a stalled forwarder) impossible
+        // to miss in a script or in CI. `--strace`/`--perf` passes are evidence, not runs: theirs
+        // are reported and do not count.
+        return Err(Failed::Runs(format!(
+            "{failed} of {} runs failed: see \"Failed runs\" in {}",
+            results.records.len(),
+            opts.out_dir.join("latest.md").display()
+        )));
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use slab::Slab;
 
 use crate::pattern::{Pattern, MAX_CHUNK};
 use crate::sys::wait_readable;
-use crate::util::{fail, BenchResult, Context};
+use crate::util::{fail, BenchError, BenchResult, Context};
 
 /// How long a blocking socket may make no progress before the run is declared stalled
 /// (a dead or wedged forwarder must not hang the benchmark).
@@ -38,6 +38,29 @@ pub fn prepare_blocking(s: &TcpStream) -> BenchResult<()> {
     s.set_nodelay(true).ctx("set TCP_NODELAY")
 }
 
+/// What a failed byte check says; [`is_data_error`] looks for it.
+const CORRUPTED: &str = "corrupted stream";
+/// What a stream of the wrong length says (cut short, or longer than sent).
+const WRONG_LENGTH: &str = "stream ended after";
+
+/// Whether `msg` is the error of a byte check (a corrupted stream, one of the wrong length) or of a
+/// panic: a run that failed that way failed for that reason, whatever the other side said after it.
+pub fn is_data_error(msg: &str) -> bool {
+    msg.contains(CORRUPTED) || msg.contains(WRONG_LENGTH) || msg.contains("panicked")
+}
+
+/// A blocking socket call that made no progress for [`STALL`] (its timeout) says so in words, not
+/// as EAGAIN: the forwarder stalled, or the other side stopped.
+fn io_failure(e: io::Error, what: String) -> BenchError {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        return BenchError(format!("{what}: no progress for {STALL:?}"));
+    }
+    BenchError(format!("{what}: {e}"))
+}
+
 /// Writes `total` bytes of the pattern to `s` in large chunks, then half-closes it.
 pub fn send_pattern(s: &mut TcpStream, pattern: &Pattern, total: u64) -> BenchResult<()> {
     let mut sent = 0u64;
@@ -47,7 +70,7 @@ pub fn send_pattern(s: &mut TcpStream, pattern: &Pattern, total: u64) -> BenchRe
             Ok(0) => return fail(format!("peer closed after {sent} of {total} bytes")),
             Ok(n) => sent += n as u64,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).with_ctx(|| format!("send after {sent} of {total} bytes")),
+            Err(e) => return Err(io_failure(e, format!("send after {sent} of {total} bytes"))),
         }
     }
     s.shutdown(Shutdown::Write)
@@ -71,18 +94,23 @@ pub fn sink_pattern(s: &mut TcpStream, pattern: &Pattern, expect: u64) -> BenchR
             Ok(n) => {
                 if !pattern.matches(got, &buf[..n]) {
                     return fail(format!(
-                        "corrupted stream: bytes {got}..{} differ",
+                        "{CORRUPTED}: bytes {got}..{} differ",
                         got + n as u64
                     ));
                 }
                 got += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).with_ctx(|| format!("receive after {got} of {expect} bytes")),
+            Err(e) => {
+                return Err(io_failure(
+                    e,
+                    format!("receive after {got} of {expect} bytes"),
+                ))
+            }
         }
     }
     if got != expect {
-        return fail(format!("stream ended after {got} of {expect} bytes"));
+        return fail(format!("{WRONG_LENGTH} {got} of {expect} bytes"));
     }
     Ok(SinkReport {
         bytes: got,
@@ -325,6 +353,7 @@ fn flush_pending(c: &mut EchoConn) -> bool {
 }
 
 #[cfg(test)]
+#[allow(dead_code, unused_imports)] // see the note in benches/compare.rs
 mod tests {
     use super::*;
 
@@ -368,5 +397,13 @@ mod tests {
             err.contains(&format!("stream ended after {} of {len} bytes", len - 1)),
             "{err}"
         );
+        let err = sink(stream(len + 1), len as u64)
+            .expect_err("long stream passed")
+            .0;
+        assert!(
+            err.contains(&format!("stream ended after {} of {len} bytes", len + 1)),
+            "{err}"
+        );
+        assert!(is_data_error(&err));
     }
 }

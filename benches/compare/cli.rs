@@ -22,7 +22,8 @@ usage: cargo bench --bench compare -- [OPTIONS]
                           the names given to --against (default: all)
   --against NAME=CMD      add a peer run as `sh -c \"exec CMD\"`; CMD may use {listen},
                           {listen_host}, {listen_port}, {upstream}, {upstream_host},
-                          {upstream_port}. It must stay in the foreground. Repeatable. e.g.
+                          {upstream_port}, and {edgefwd} (the edgefwd binary under test). It
+                          must stay in the foreground. Repeatable. e.g.
                           --against 'socat=socat TCP-LISTEN:{listen_port},bind=127.0.0.1,fork,reuseaddr TCP:{upstream}'
                           benches/peers/ has HAProxy and nginx set up like edgefwd:
                           --against 'haproxy=sh benches/peers/haproxy.sh {listen} {upstream}'
@@ -44,6 +45,10 @@ usage: cargo bench --bench compare -- [OPTIONS]
   --edgefwd-bin PATH      edgefwd binary to test (default: the one cargo built)
   --out DIR               where results go (default: <crate>/bench-results)
   -h, --help              this text
+
+Exit status: 0 when every run completed; 3 when the report is written but runs failed (a
+corrupted stream, a stall, a forwarder that died: listed under \"Failed runs\"); 1 when the
+harness could not run; 2 for bad options.
 ";
 
 /// Parsed options, with `--quick` and explicit values resolved into plain numbers.
@@ -272,6 +277,7 @@ fn parse_against(v: &str) -> BenchResult<(String, String)> {
 }
 
 #[cfg(test)]
+#[allow(dead_code, unused_imports)] // see the note in benches/compare.rs
 mod tests {
     use super::*;
 
@@ -323,6 +329,8 @@ mod tests {
             (&["--against", "nocommand"][..], "\"nocommand\""),
             (&["--against", "bad name=cmd"][..], "\"bad name=cmd\""),
             (&["--against", "edgefwd=cmd"][..], "built-in"),
+            (&["--against", "=cmd"][..], "\"=cmd\""),
+            (&["--against", "x= "][..], "\"x= \""),
             (&["--scenarios", "bulk,warp"][..], "\"warp\""),
             (&["--repeat", "0"][..], "--repeat"),
             (&["--repeat", "x"][..], "--repeat \"x\""),

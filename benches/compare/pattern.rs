@@ -49,6 +49,7 @@ impl Pattern {
 }
 
 #[cfg(test)]
+#[allow(dead_code, unused_imports)] // see the note in benches/compare.rs
 mod tests {
     use super::*;
 

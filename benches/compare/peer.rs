@@ -62,6 +62,8 @@ pub struct Launch {
     /// under `--splice auto` (2.5 per pair, after HAProxy), which would stop it short of the pairs
     /// the fd limit allows and the other peers hold; no other scenario comes near either figure.
     pub max_connections: usize,
+    /// The edgefwd binary under test, for an `--against` command's `{edgefwd}`.
+    pub edgefwd_bin: PathBuf,
 }
 
 /// A started peer: where the load generator connects, and the process (if any).
@@ -189,7 +191,11 @@ fn start_external(
         .replace("{listen_port}", &port.to_string())
         .replace("{upstream}", &upstream.to_string())
         .replace("{upstream_host}", &upstream.ip().to_string())
-        .replace("{upstream_port}", &upstream.port().to_string());
+        .replace("{upstream_port}", &upstream.port().to_string())
+        .replace(
+            "{edgefwd}",
+            &shell_quoted(&launch.edgefwd_bin.to_string_lossy()),
+        );
     let mut cmd = Command::new("sh");
     // `exec` so that the pid we measure is the forwarder, not the shell.
     cmd.arg("-c").arg(format!("exec {line}"));
@@ -294,4 +300,27 @@ fn drain_stderr(
 fn listening_addr(line: &str) -> Option<SocketAddr> {
     let (_, rest) = line.split_once("listening on ")?;
     rest.split_whitespace().next()?.parse().ok()
+}
+
+/// `text` as one word for `sh`: in single quotes, each `'` written as `'\''`.
+fn shell_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+#[allow(dead_code, unused_imports)] // see the note in benches/compare.rs
+mod tests {
+    use super::*;
+
+    /// `{edgefwd}` is one word for `sh` whatever the path holds (spaces, quotes).
+    #[test]
+    fn test_shell_quoted_survives_sh() {
+        let path = "/tmp/a dir/it's edgefwd";
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf '%s|' {}", shell_quoted(path)))
+            .output()
+            .expect("run sh");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{path}|"));
+    }
 }

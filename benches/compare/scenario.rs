@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::backend::{start_bulk, EchoServer, SinkReport};
+use crate::backend::{is_data_error, start_bulk, EchoServer, SinkReport};
 use crate::load::{bulk_duplex, bulk_send, open_idle, Edge, RrConfig, RrEngine, RrOutcome};
 use crate::pattern::Pattern;
 use crate::peer::{self, Launch, Peer, Running};
@@ -531,16 +531,27 @@ fn join<T>(h: std::thread::JoinHandle<BenchResult<T>>, what: &str) -> BenchResul
     }
 }
 
-/// The client side of a bulk run failed (`e`); if the backend has failed too, its error is the
-/// cause to report: a sink that finds a corrupted byte stops reading, and the sender then stalls
-/// in a full window until its timeout, so "send timed out" would hide "corrupted stream".
+/// How long a failed bulk client waits for the backend to finish, to learn whether it failed first.
+const BACKEND_VERDICT: Duration = Duration::from_secs(1);
+
+/// The client side of a bulk run failed (`e`). If the backend failed a byte check, that is the cause
+/// to report: a sink that finds a corrupted byte stops reading and closes, and the client then sees
+/// a reset, or stalls in a full window until its timeout. The sink's thread ends a moment after its
+/// socket closes, so it gets [`BACKEND_VERDICT`] to finish; one still blocked then (both sides
+/// waiting on a stalled forwarder) leaves the client's error as the report.
 fn backend_cause(e: BenchError, backend: JoinHandle<BenchResult<SinkReport>>) -> BenchError {
+    let until = Instant::now() + BACKEND_VERDICT;
+    while !backend.is_finished() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     if !backend.is_finished() {
         return e;
     }
     match join(backend, "bulk backend") {
-        Err(cause) => BenchError(format!("{cause} (and then the client: {e})")),
-        Ok(_) => e,
+        Err(cause) if is_data_error(&cause.0) => {
+            BenchError(format!("{cause} (and then the client: {e})"))
+        }
+        _ => e,
     }
 }
 
@@ -554,6 +565,7 @@ fn with_child_status(e: BenchError, fwd: &mut Running) -> BenchError {
 }
 
 #[cfg(test)]
+#[allow(dead_code, unused_imports)] // see the note in benches/compare.rs
 mod tests {
     use super::*;
 
@@ -565,32 +577,41 @@ mod tests {
         handle
     }
 
-    /// A bulk run whose backend found a corrupted stream reports that, not the sender's stall after it.
+    /// A bulk run whose backend failed a byte check (or panicked) reports that, not the client's
+    /// reset or stall after it; any other backend error, or a backend still running, leaves the
+    /// client's error as the report.
     #[test]
     fn test_a_bulk_failure_names_the_backends_error_first() {
-        let stall = || BenchError("bulk client send: timed out".into());
+        let client = || BenchError("bulk client send: no progress for 15s".into());
         let corrupted = finished(fail::<SinkReport>("corrupted stream: bytes 0..10 differ"));
-        let err = backend_cause(stall(), corrupted).0;
+        let err = backend_cause(client(), corrupted).0;
         assert!(err.starts_with("bulk backend: corrupted stream"), "{err}");
         assert!(
-            err.ends_with("(and then the client: bulk client send: timed out)"),
+            err.ends_with("(and then the client: bulk client send: no progress for 15s)"),
             "{err}"
         );
+        let panicked: JoinHandle<BenchResult<SinkReport>> =
+            std::thread::spawn(|| panic!("test: a backend that panics"));
+        let err = backend_cause(client(), panicked).0;
+        assert!(
+            err.starts_with("bulk backend thread panicked (and then"),
+            "{err}"
+        );
+        let stalled = finished(fail::<SinkReport>(
+            "receive after 5 of 9 bytes: no progress for 15s",
+        ));
+        assert_eq!(backend_cause(client(), stalled).0, client().0);
         let fine = finished(Ok(SinkReport {
             bytes: 1,
             eof_at: Instant::now(),
         }));
-        assert_eq!(
-            backend_cause(stall(), fine).0,
-            "bulk client send: timed out"
-        );
-        let running = std::thread::spawn(|| {
-            std::thread::sleep(Duration::from_millis(200));
-            fail::<SinkReport>("late")
+        assert_eq!(backend_cause(client(), fine).0, client().0);
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let running = std::thread::spawn(move || {
+            let _ = wait.recv();
+            fail::<SinkReport>("corrupted stream: too late to be the cause")
         });
-        assert_eq!(
-            backend_cause(stall(), running).0,
-            "bulk client send: timed out"
-        );
+        assert_eq!(backend_cause(client(), running).0, client().0);
+        let _ = release.send(());
     }
 }

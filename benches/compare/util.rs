@@ -130,14 +130,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// Percentile (0..=100) of an already sorted slice, nearest-rank; NaN when empty.
+/// Percentile (0..=100, to a thousandth) of an already sorted slice, nearest-rank; NaN when empty.
 pub fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
-    // The epsilon keeps a rank that is a whole number in exact arithmetic from being pushed up
-    // one by the representation error of p (99.9 / 100 * 1000 is 999.0000000000001).
-    let rank = ((p / 100.0) * sorted.len() as f64 - 1e-9).ceil() as usize;
+    // ceil(p / 100 * n) in integers: in floating point 99.9 / 100 * 1000 is 999.0000000000001,
+    // and its ceiling would be one rank too high.
+    let milli_percent = (p.clamp(0.0, 100.0) * 1000.0).round() as u128;
+    let rank = (milli_percent * sorted.len() as u128).div_ceil(100_000) as usize;
     let idx = rank.clamp(1, sorted.len()) - 1;
     f64::from(sorted[idx])
 }
@@ -158,6 +159,7 @@ pub fn median(values: &mut [f64]) -> f64 {
 }
 
 #[cfg(test)]
+#[allow(dead_code, unused_imports)] // see the note in benches/compare.rs
 mod tests {
     use super::*;
 
@@ -179,6 +181,16 @@ mod tests {
         assert_eq!(percentile(&sorted, 0.0), 1.0);
         assert_eq!(percentile(&[7], 99.9), 7.0);
         assert!(percentile(&[], 50.0).is_nan());
+        // On 1..=n a value is its own rank, so the answer must be ceil(p * n / 100) exactly, also
+        // where p * n / 100 is a whole number that floating point overshoots.
+        for n in [1_000u32, 20_000, 999_983] {
+            let values: Vec<u32> = (1..=n).collect();
+            for milli in [50_000u64, 55_000, 99_000, 99_900, 99_990, 100_000] {
+                let expect = (milli * u64::from(n)).div_ceil(100_000) as f64;
+                let p = milli as f64 / 1000.0;
+                assert_eq!(percentile(&values, p), expect, "p{p} of {n}");
+            }
+        }
     }
 
     #[test]
