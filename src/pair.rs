@@ -1219,15 +1219,22 @@ mod tests {
         }
     }
 
+    /// [`looking_up`], and the lookup found two addresses nothing listens on: the pair is connecting to
+    /// the first. Returns the second too.
+    fn connecting_to_first_of_two(now: Instant) -> (Pair, std::net::TcpStream, SocketAddr) {
+        let (mut pair, client) = looking_up(now);
+        let (first, second) = (refusing_address(), refusing_address());
+        let outcome = pair.on_looked(Ok(vec![first, second]), now);
+        assert_eq!(connect_as_asked(&mut pair, outcome, now), first);
+        (pair, client, second)
+    }
+
     /// A name with several addresses: a refused connect moves on to the next address, in the resolver's
     /// order, and the client is answered 502 only when none is left.
     #[test]
     fn test_a_refused_destination_address_moves_on_to_the_next() {
         let now = Instant::now();
-        let (mut pair, mut client) = looking_up(now);
-        let (first, second) = (refusing_address(), refusing_address());
-        let outcome = pair.on_looked(Ok(vec![first, second]), now);
-        assert_eq!(connect_as_asked(&mut pair, outcome, now), first);
+        let (mut pair, mut client, second) = connecting_to_first_of_two(now);
         let outcome = refused_outcome(&mut pair, now);
         assert_eq!(outcome, Outcome::NextAddress(second));
         assert!(pair.upstream.is_none(), "the failed socket is still open");
@@ -1264,10 +1271,7 @@ mod tests {
     #[test]
     fn test_a_destination_address_that_times_out_gives_way_to_the_next() {
         let now = Instant::now();
-        let (mut pair, mut client) = looking_up(now);
-        let (first, second) = (refusing_address(), refusing_address());
-        let outcome = pair.on_looked(Ok(vec![first, second]), now);
-        connect_as_asked(&mut pair, outcome, now);
+        let (mut pair, mut client, second) = connecting_to_first_of_two(now);
         let first_deadline = now + LIMITS.connect;
         let outcome = pair.expire(Cause::ConnectTimeout, first_deadline);
         assert_eq!(outcome, Outcome::NextAddress(second));

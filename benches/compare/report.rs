@@ -630,6 +630,15 @@ mod tests {
         }
     }
 
+    fn churn(peer: &str, repeat: usize, cpu: f64) -> Record {
+        record(Scenario::Churn, peer, repeat, vec![("cpu_per_10k", cpu)])
+    }
+
+    fn failed(mut r: Record, why: &str) -> Record {
+        r.error = Some(why.to_string());
+        r
+    }
+
     fn results(records: Vec<Record>) -> Results {
         Results {
             records,
@@ -655,8 +664,6 @@ mod tests {
     /// `LOADGEN_SATURATED` on) is put down to the harness.
     #[test]
     fn test_targets_are_judged_on_medians_of_the_runs_that_completed() {
-        let churn =
-            |peer, repeat, cpu| record(Scenario::Churn, peer, repeat, vec![("cpu_per_10k", cpu)]);
         let bulk = |scenario, peer, tput, busy| {
             let values = vec![
                 ("throughput", tput),
@@ -666,13 +673,11 @@ mod tests {
             record(scenario, peer, 0, values)
         };
         let idle = |peer, kib| record(Scenario::Idle, peer, 0, vec![("rss_per_pair_kib", kib)]);
-        let mut failed = churn(SUBJECT, 3, 0.1);
-        failed.error = Some("stalled".into());
         let res = results(vec![
             churn(SUBJECT, 0, 0.70),
             churn(SUBJECT, 1, 0.75),
             churn(SUBJECT, 2, 0.90),
-            failed,
+            failed(churn(SUBJECT, 3, 0.1), "stalled"),
             churn(BASELINE, 0, 1.0),
             churn(BASELINE, 1, 1.0),
             churn(BASELINE, 2, 1.0),
@@ -728,17 +733,13 @@ mod tests {
     /// where either failed.
     #[test]
     fn test_paired_ratios_pair_repeats() {
-        let churn =
-            |peer, repeat, cpu| record(Scenario::Churn, peer, repeat, vec![("cpu_per_10k", cpu)]);
-        let mut failed = churn(BASELINE, 2, 1.0);
-        failed.error = Some("died".into());
         let res = results(vec![
             churn(SUBJECT, 0, 0.8),
             churn(SUBJECT, 1, 1.8),
             churn(SUBJECT, 2, 0.1),
             churn(BASELINE, 0, 1.0),
             churn(BASELINE, 1, 2.0),
-            failed,
+            failed(churn(BASELINE, 2, 1.0), "died"),
         ]);
         let (ratio, pairs) = res.paired_ratio(Scenario::Churn, SUBJECT, "cpu_per_10k");
         assert_eq!(pairs, 2);
