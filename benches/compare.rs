@@ -288,7 +288,8 @@ fn select_peers(opts: &Options) -> BenchResult<Vec<Peer>> {
 }
 
 /// Runs everything, peers interleaved within each repeat so slow drifts of the machine
-/// (thermal, other load) spread over all peers alike. A failed run is recorded and the rest go on; the exit status reports it at the end.
+/// (thermal, other load) spread over all peers alike. A failed run is recorded and the rest go
+/// on; the exit status reports it at the end.
 fn run_all(opts: &Options, peers: &[Peer], ctx: &RunCtx) -> Vec<Record> {
     let plan: Vec<(Scenario, usize, &Peer)> = opts
         .scenarios
