@@ -167,7 +167,8 @@ pub struct Metrics {
     pub lookups: u64,
     /// Pairs opened since start.
     pub pairs_total: u64,
-    /// Failed upstream connects that a pair recovered from by trying another upstream.
+    /// Failed upstream connects followed by another try: a route's next upstream, or a CONNECT
+    /// destination's next address.
     pub failovers: u64,
     /// Pairs closed, by [`Cause`] (connect failures are counted here too).
     pub closes: [u64; Cause::ALL.len()],

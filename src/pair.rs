@@ -1149,11 +1149,7 @@ mod tests {
         pair.expire(Cause::ConnectTimeout, later + LIMITS.connect);
         assert!(!pair.awaits_address());
         assert_eq!(pair.phase(), Phase::Refusing);
-        client
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        let mut answer = String::new();
-        client.read_to_string(&mut answer).expect("read");
+        let answer = answer_to(&mut client);
         assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");
     }
 
