@@ -26,6 +26,13 @@ pub struct Record {
     pub error: Option<String>,
 }
 
+impl Record {
+    /// The value of metric `key`, if this run measured it.
+    fn get(&self, key: &str) -> Option<f64> {
+        self.values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+}
+
 /// All records of a run plus what was selected.
 pub struct Results {
     pub records: Vec<Record>,
@@ -40,7 +47,7 @@ impl Results {
             .records
             .iter()
             .filter(|r| r.scenario == sc && r.peer == peer && r.error.is_none())
-            .filter_map(|r| r.values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v))
+            .filter_map(|r| r.get(key))
             .collect();
         median(&mut vals)
     }
@@ -54,7 +61,6 @@ impl Results {
     /// had both. Peers run in turn inside each repeat, so a pair shares the machine's state of that
     /// moment; on a host whose speed drifts over minutes this is steadier than a ratio of medians.
     pub fn paired_ratio(&self, sc: Scenario, peer: &str, key: &str) -> (f64, usize) {
-        let of = |r: &Record| r.values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
         let mut ratios: Vec<f64> = self
             .records
             .iter()
@@ -66,7 +72,7 @@ impl Results {
                         && b.repeat == r.repeat
                         && b.error.is_none()
                 })?;
-                Some(of(r)? / of(base)?)
+                Some(r.get(key)? / base.get(key)?)
             })
             .filter(|x| x.is_finite())
             .collect();
@@ -353,7 +359,7 @@ fn spread(res: &Results, d: &MetricDef, peer: &str) -> Option<f64> {
         .records
         .iter()
         .filter(|r| r.scenario == d.scenario && r.peer == peer && r.error.is_none())
-        .filter_map(|r| r.values.iter().find(|(k, _)| *k == d.key).map(|(_, v)| *v))
+        .filter_map(|r| r.get(d.key))
         .filter(|v| v.is_finite())
         .collect();
     let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
