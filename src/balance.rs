@@ -1,5 +1,6 @@
-//! Choosing the upstream for a new connection. Pure: no sockets, no clock; the reactor describes each
-//! upstream as a [`Candidate`] and gets back an index.
+//! Choosing the upstream for a new connection. Pure: no sockets, no clock; the route describes each
+//! endpoint (an address of an upstream, `src/endpoint.rs`) as a [`Candidate`] and gets back an index.
+//! "Upstream" below means such a candidate.
 //!
 //! Four algorithms, all weighted:
 //! - `round-robin`: nginx's smooth weighted round-robin. Every pick adds each eligible upstream's weight
@@ -13,7 +14,8 @@
 //! - `source-hash`: rendezvous (highest random weight) hashing of the client IP over the eligible upstreams.
 //!   Removing or downing one upstream moves only its own clients; everyone else keeps theirs.
 //!
-//! Which upstreams are eligible: those not yet tried for this client and not down. When every untried
+//! Which upstreams are eligible: those not excluded (tried for this client already, or an address its
+//! name no longer has) and not down. When every untried
 //! upstream is down the pick falls back to the down ones, and says so ([`Pick::fail_open`]) when no
 //! upstream at all is up: a route with no healthy upstream tries them anyway rather than refusing.
 
@@ -82,13 +84,13 @@ pub struct Candidate<'a> {
     /// A stable identity (the upstream as written), hashed by `source-hash`.
     pub key: &'a str,
     /// Relative share of connections, at least 1.
-    pub weight: u32,
+    pub weight: u64,
     /// Connections open (or connecting) to it now.
     pub active: usize,
     /// Not marked down by health checking (or its backoff has run out).
     pub up: bool,
-    /// Already tried for this client: never picked again.
-    pub tried: bool,
+    /// Never picked: already tried for this client, or not (any longer) an address of its upstream.
+    pub excluded: bool,
 }
 
 /// The outcome of a pick.
@@ -156,7 +158,7 @@ impl Balancer {
         let mut total = 0i64;
         let mut best = pool[0];
         for &i in pool {
-            let weight = i64::from(candidates[i].weight);
+            let weight = candidates[i].weight as i64;
             self.scores[i] += weight;
             total += weight;
             if self.scores[i] > self.scores[best] {
@@ -205,12 +207,12 @@ impl Balancer {
     }
 }
 
-/// Indices of the untried candidates, restricted to the up ones when `up_only`.
+/// Indices of the candidates not excluded, restricted to the up ones when `up_only`.
 fn eligible(candidates: &[Candidate<'_>], up_only: bool) -> Vec<usize> {
     candidates
         .iter()
         .enumerate()
-        .filter(|(_, c)| !c.tried && (c.up || !up_only))
+        .filter(|(_, c)| !c.excluded && (c.up || !up_only))
         .map(|(i, _)| i)
         .collect()
 }
@@ -237,7 +239,7 @@ fn rendezvous(candidates: &[Candidate<'_>], pool: &[usize], client: IpAddr) -> u
         ));
         // 53 random bits, shifted half a step off zero so ln() is finite.
         let unit = ((hash >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        f64::from(candidates[i].weight) / -unit.ln()
+        candidates[i].weight as f64 / -unit.ln()
     };
     pool.iter()
         .copied()
@@ -293,7 +295,7 @@ mod tests {
 
     const KEYS: [&str; 4] = ["a:1", "b:1", "c:1", "d:1"];
 
-    fn candidates(weights: &[u32]) -> Vec<Candidate<'static>> {
+    fn candidates(weights: &[u64]) -> Vec<Candidate<'static>> {
         weights
             .iter()
             .enumerate()
@@ -302,7 +304,7 @@ mod tests {
                 weight,
                 active: 0,
                 up: true,
-                tried: false,
+                excluded: false,
             })
             .collect()
     }
@@ -354,7 +356,7 @@ mod tests {
     #[test]
     fn test_tried_upstreams_are_never_picked_again() {
         let mut list = candidates(&[1, 1]);
-        list[0].tried = true;
+        list[0].excluded = true;
         list[1].up = false;
         for algorithm in Algorithm::ALL {
             let mut balancer = Balancer::new(algorithm, 2, 7);
@@ -368,9 +370,9 @@ mod tests {
                 },
                 "{algorithm}"
             );
-            list[1].tried = true;
+            list[1].excluded = true;
             assert_eq!(balancer.pick(&list, ip(1)), None, "{algorithm}");
-            list[1].tried = false;
+            list[1].excluded = false;
         }
     }
 

@@ -1,7 +1,8 @@
 //! Validated configuration, and the parsers for the value syntaxes the CLI accepts.
 //!
 //! Nothing here does I/O: `main.rs` turns flags (or [`crate::file`] a `--config` file) into a [`Config`],
-//! resolving upstream names, and the reactor only ever sees values that are already known to be good.
+//! resolving upstream names, and the reactor only ever sees values that are already known to be good (a
+//! name that did not resolve is not an error: its upstream starts down, `src/endpoint.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -126,7 +127,7 @@ pub struct RouteConfig {
     pub max_connections: usize,
     /// How long each non-blocking upstream connect attempt may stay pending.
     pub connect_timeout: Duration,
-    /// Most upstreams tried for one client before it is reset (each with its own `connect_timeout`).
+    /// Most endpoints tried for one client before it is reset (each with its own `connect_timeout`).
     pub connect_attempts: usize,
     /// Close a pair with no traffic in either direction for this long; `None` = never.
     pub idle_timeout: Option<Duration>,
@@ -217,18 +218,22 @@ pub fn check_mode(route: &RouteConfig) -> Result<(), String> {
     }
 }
 
+/// What an upstream's `HOST:PORT` resolved to, in the resolver's order, or why it did not.
+pub type Addresses = Result<Vec<SocketAddr>, String>;
+
 /// One upstream of a route.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// `HOST:PORT` as the user wrote it: the name in logs and metrics, and what is re-resolved.
     pub name: String,
-    /// The address connects go to (the first the resolver gave, for a host name).
-    pub addr: SocketAddr,
+    /// Its addresses when the configuration was read (an IP literal's is itself); each becomes an
+    /// endpoint, up to `endpoint::MAX_ADDRESSES`.
+    pub addrs: Addresses,
     /// Relative share of new connections.
     pub weight: u32,
 }
 
-/// Most upstreams in one route (a client's tried set is a 64-bit mask).
+/// Most upstreams in one route.
 pub const MAX_UPSTREAMS: usize = 64;
 /// Most listen addresses in one route (the token layout reserves room for this many).
 pub const MAX_LISTENERS: usize = crate::token::MAX_LISTENERS;
@@ -267,9 +272,24 @@ pub fn default_resolve_interval(upstreams: &[UpstreamConfig]) -> Option<Duration
         .then_some(DEFAULT_RESOLVE_INTERVAL)
 }
 
-/// Default `connect_attempts`: three tries, or one per upstream when there are fewer.
-pub fn default_connect_attempts(upstreams: usize) -> usize {
-    upstreams.clamp(1, 3)
+/// Default `connect_attempts`: three tries, or fewer when the route cannot have three endpoints.
+pub fn default_connect_attempts(upstreams: &[UpstreamConfig]) -> usize {
+    most_endpoints(upstreams).clamp(1, 3)
+}
+
+/// The most endpoints `upstreams` can have, and so the most attempts a client can use: one per IP
+/// literal, up to `endpoint::MAX_ADDRESSES` per host name.
+pub fn most_endpoints(upstreams: &[UpstreamConfig]) -> usize {
+    upstreams
+        .iter()
+        .map(|u| {
+            if u.is_host_name() {
+                crate::endpoint::MAX_ADDRESSES
+            } else {
+                1
+            }
+        })
+        .sum()
 }
 
 /// Splits `HOST:PORT[,weight=N]` into the upstream and its weight (default 1, 1..=10000).
@@ -529,9 +549,22 @@ mod tests {
 
     #[test]
     fn test_default_connect_attempts() {
-        assert_eq!(default_connect_attempts(1), 1);
-        assert_eq!(default_connect_attempts(2), 2);
-        assert_eq!(default_connect_attempts(7), 3);
+        let upstream = |name: &str| UpstreamConfig {
+            name: name.into(),
+            addrs: Ok(Vec::new()),
+            weight: 1,
+        };
+        let literals = |n: usize| -> Vec<UpstreamConfig> {
+            (0..n)
+                .map(|i| upstream(&format!("10.0.0.{i}:80")))
+                .collect()
+        };
+        assert_eq!(default_connect_attempts(&literals(1)), 1);
+        assert_eq!(default_connect_attempts(&literals(2)), 2);
+        assert_eq!(default_connect_attempts(&literals(7)), 3);
+        // A name may have several addresses: a client may be tried on three of them.
+        assert_eq!(default_connect_attempts(&[upstream("db.internal:80")]), 3);
+        assert_eq!(most_endpoints(&[upstream("db.internal:80")]), 16);
     }
 
     #[test]

@@ -22,8 +22,8 @@ use toml::Spanned;
 use crate::allow::AllowList;
 use crate::balance::Algorithm;
 use crate::config::{
-    self, Config, Mode, RouteConfig, UpstreamConfig, DEFAULT_FALL, DEFAULT_HEALTH_TIMEOUT,
-    MAX_LISTENERS, MAX_UPSTREAMS,
+    self, Addresses, Config, Mode, RouteConfig, UpstreamConfig, DEFAULT_FALL,
+    DEFAULT_HEALTH_TIMEOUT, MAX_LISTENERS, MAX_UPSTREAMS,
 };
 
 /// Why a file was not accepted.
@@ -31,7 +31,8 @@ use crate::config::{
 pub enum FileError {
     /// The file says something wrong (a usage error: exit 2 at start).
     Invalid(String),
-    /// The file could not be read, or a host name in it does not resolve (exit 1 at start, like the flags).
+    /// The file could not be read (exit 1 at start). A host name that does not resolve is no error: its
+    /// upstream starts down and is looked up again every `resolve_interval`.
     Unavailable(String),
 }
 
@@ -57,18 +58,23 @@ pub fn load(path: &Path, defaults: Defaults) -> Result<Config, FileError> {
     let label = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|err| FileError::Unavailable(format!("cannot read {label}: {err}")))?;
-    let mut config = parse(&label, &text, defaults, &mut crate::resolve::first_address)?;
+    let mut config = parse(
+        &label,
+        &text,
+        defaults,
+        &mut crate::resolve::upstream_addresses,
+    )?;
     config.file = Some(path.to_path_buf());
     Ok(config)
 }
 
 /// Parses and validates the text of a config file; `label` names it in errors, `resolve` turns an
-/// `HOST:PORT` into an address.
+/// `HOST:PORT` into its addresses (or says why it cannot).
 pub fn parse(
     label: &str,
     text: &str,
     defaults: Defaults,
-    resolve: &mut dyn FnMut(&str) -> Result<SocketAddr, String>,
+    resolve: &mut dyn FnMut(&str) -> Addresses,
 ) -> Result<Config, FileError> {
     let raw: RawFile = toml::from_str(text).map_err(|err| {
         let (line, key) = err
@@ -182,7 +188,7 @@ struct UpstreamTable {
 struct Reader<'a> {
     label: &'a str,
     text: &'a str,
-    resolve: &'a mut dyn FnMut(&str) -> Result<SocketAddr, String>,
+    resolve: &'a mut dyn FnMut(&str) -> Addresses,
 }
 
 impl Reader<'_> {
@@ -221,7 +227,7 @@ impl Reader<'_> {
         };
         let connect_attempts = match &raw.connect_attempts {
             Some(n) => self.positive(&key("connect_attempts"), n)? as usize,
-            None => config::default_connect_attempts(upstreams.len()),
+            None => config::default_connect_attempts(&upstreams),
         };
         let resolve_interval = match &raw.resolve_interval {
             Some(text) => {
@@ -236,7 +242,7 @@ impl Reader<'_> {
                 .map_or_else(|| format!("route-{}", index + 1), |n| n.get_ref().clone()),
             named: raw.name.is_some(),
             listen,
-            connect_attempts: connect_attempts.min(upstreams.len()),
+            connect_attempts: connect_attempts.min(config::most_endpoints(&upstreams)),
             resolve_interval,
             upstreams,
             balance: raw.balance.unwrap_or_default(),
@@ -370,11 +376,12 @@ impl Reader<'_> {
             if upstreams.iter().any(|u| u.name == name) {
                 return Err(self.error(key, raw.span(), &format!("'{name}' is listed twice")));
             }
-            let addr = (self.resolve)(&name).map_err(|err| {
-                let line = line_of(self.text, raw.span().start);
-                FileError::Unavailable(format_error(self.label, Some(line), Some(key), &err))
-            })?;
-            upstreams.push(UpstreamConfig { name, addr, weight });
+            let addrs = (self.resolve)(&name);
+            upstreams.push(UpstreamConfig {
+                name,
+                addrs,
+                weight,
+            });
         }
         Ok(upstreams)
     }
@@ -522,11 +529,14 @@ mod tests {
         shutdown_timeout: Duration::from_secs(30),
     };
 
-    fn fake_resolve(name: &str) -> Result<SocketAddr, String> {
+    fn fake_resolve(name: &str) -> Addresses {
         match name.parse() {
-            Ok(addr) => Ok(addr),
-            Err(_) if name.starts_with("known.") => Ok("10.9.9.9:80".parse().expect("addr")),
-            Err(_) => Err(format!("cannot resolve upstream '{name}'")),
+            Ok(addr) => Ok(vec![addr]),
+            Err(_) if name.starts_with("known.") => Ok(vec![
+                "10.9.9.9:80".parse().expect("addr"),
+                "10.9.9.8:80".parse().expect("addr"),
+            ]),
+            Err(_) => Err(format!("cannot resolve '{name}'")),
         }
     }
 
@@ -582,7 +592,13 @@ upstreams = ["10.0.0.3:80"]
         assert_eq!(web.listen.len(), 2);
         let weights: Vec<u32> = web.upstreams.iter().map(|u| u.weight).collect();
         assert_eq!(weights, vec![1, 3, 2]);
-        assert_eq!(web.upstreams[2].addr, "10.9.9.9:80".parse().expect("addr"));
+        assert_eq!(
+            web.upstreams[2].addrs,
+            Ok(vec![
+                "10.9.9.9:80".parse().expect("addr"),
+                "10.9.9.8:80".parse().expect("addr")
+            ])
+        );
         assert_eq!(web.balance, Algorithm::LeastConn);
         assert_eq!(web.buffer_size, 16 * 1024);
         assert_eq!(web.connect_attempts, 2);
@@ -662,20 +678,21 @@ upstreams = ["10.0.0.3:80"]
         );
     }
 
+    /// A name that does not resolve is no error: the route starts with that upstream down.
     #[test]
-    fn test_unresolvable_upstream_is_unavailable_not_invalid() {
-        let result = parse_text(
+    fn test_unresolvable_upstream_is_accepted_with_its_error() {
+        let config = parse_text(
             "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"nowhere.invalid:80\"]\n",
+        )
+        .expect("accepted");
+        let route = &config.routes[0];
+        assert_eq!(
+            route.upstreams[0].addrs,
+            Err("cannot resolve 'nowhere.invalid:80'".to_string())
         );
-        match result {
-            Err(FileError::Unavailable(message)) => {
-                assert!(
-                    message.starts_with("test.toml:3: route[0].upstreams: cannot resolve"),
-                    "{message}"
-                )
-            }
-            other => panic!("{other:?}"),
-        }
+        // A name may have several addresses: three attempts by default even with one upstream.
+        assert_eq!(route.connect_attempts, 3);
+        assert_eq!(route.resolve_interval, Some(Duration::from_secs(30)));
     }
 
     #[test]

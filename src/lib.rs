@@ -28,7 +28,9 @@
 //! - [`splice`]: `--splice` zero-copy pipes (Linux).
 //! - [`pump`]: one direction, `src -> ring -> dst`, its state machine.
 //! - [`pair`]: a client and its upstream: lifecycle, connect check, timeouts, close causes.
-//! - [`route`]: one route's listeners, upstreams (health, load), balancer, pool and settings.
+//! - [`endpoint`]: a route's upstreams and their endpoints (one per address of a name): health, load,
+//!   shared weights, the set kept current by re-resolution. Pure.
+//! - [`route`]: one route's listeners, upstreams (their endpoints), balancer, pool and settings.
 //! - [`metrics`]: plain-integer counters, Prometheus text, the `--stats-interval` line.
 //! - [`scrape`]: the `--metrics` HTTP responder, served inside the loop.
 //! - [`prewarm`]: `--prewarm` pool of never-used upstream connections.
@@ -39,6 +41,7 @@ pub mod allow;
 pub mod balance;
 pub mod config;
 pub mod connect_request;
+pub mod endpoint;
 pub mod fdlimit;
 pub mod file;
 #[cfg(test)]

@@ -81,7 +81,8 @@ struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = config::parse_timeout)]
     connect_timeout: Duration,
 
-    /// Most upstreams tried for one client when connects fail [default: min(3, number of upstreams)].
+    /// Most endpoints (upstream addresses) tried for one client when connects fail [default: 3, or
+    /// fewer when the upstreams cannot have three addresses].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     connect_attempts: Option<u32>,
 
@@ -323,8 +324,13 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
                 message: format!("--upstream '{name}' is given twice"),
             });
         }
-        let addr = resolve::first_address(&name)?;
-        upstreams.push(UpstreamConfig { name, addr, weight });
+        // A name that does not resolve is no start failure: its upstream starts down (src/endpoint.rs).
+        let addrs = resolve::upstream_addresses(&name);
+        upstreams.push(UpstreamConfig {
+            name,
+            addrs,
+            weight,
+        });
     }
     if upstreams.len() > config::MAX_UPSTREAMS {
         return Err(Failure {
@@ -333,14 +339,14 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
         });
     }
     let connect_attempts = cli.connect_attempts.map_or_else(
-        || config::default_connect_attempts(upstreams.len()),
+        || config::default_connect_attempts(&upstreams),
         |n| n as usize,
     );
     let route = RouteConfig {
         name: "default".into(),
         named: false,
         listen: vec![listen],
-        connect_attempts: connect_attempts.min(upstreams.len()),
+        connect_attempts: connect_attempts.min(config::most_endpoints(&upstreams)),
         resolve_interval: match cli.resolve_interval {
             Some(interval) => Some(interval).filter(|d| !d.is_zero()),
             None => config::default_resolve_interval(&upstreams),

@@ -47,6 +47,7 @@ use mio::net::TcpStream;
 
 use crate::config::Splice;
 use crate::connect_request::Status;
+use crate::endpoint::Tried;
 use crate::greeting::{Greeting, Target, Verdict};
 use crate::proxy_protocol::{self, Version};
 
@@ -77,11 +78,13 @@ pub enum Cause {
     HeaderTimeout,
     /// The poller refused to change a socket's registration (`epoll_ctl`/`kevent` failed).
     PollerError,
+    /// No upstream of the route resolves to an address: nothing to connect to.
+    Unresolved,
 }
 
 impl Cause {
     /// Every cause, in the order of their discriminants (indexes of per-cause counters).
-    pub const ALL: [Cause; 14] = [
+    pub const ALL: [Cause; 15] = [
         Cause::ClientFin,
         Cause::UpstreamFin,
         Cause::ClientReset,
@@ -96,6 +99,7 @@ impl Cause {
         Cause::Rejected,
         Cause::HeaderTimeout,
         Cause::PollerError,
+        Cause::Unresolved,
     ];
 
     /// The name used in logs.
@@ -115,6 +119,7 @@ impl Cause {
             Cause::Rejected => "rejected",
             Cause::HeaderTimeout => "header-timeout",
             Cause::PollerError => "poller-error",
+            Cause::Unresolved => "unresolved",
         }
     }
 
@@ -185,7 +190,7 @@ pub struct Deadlines {
     pub fin: Duration,
 }
 
-/// `upstream_index` of a pair whose upstream is not one of its route's (a CONNECT destination, or none
+/// `endpoint` of a pair whose upstream is not one of its route's (a CONNECT destination, or none
 /// yet): route bookkeeping ignores it.
 pub const NO_UPSTREAM: usize = usize::MAX;
 
@@ -242,11 +247,10 @@ pub struct Pair {
     pub client_addr: SocketAddr,
     /// Slab slot of the route that accepted the client (it outlives the pair, draining if removed).
     pub route: usize,
-    /// Index, in that route, of the upstream `upstream` connects to.
-    pub upstream_index: usize,
-    /// Upstreams tried for this client (the current one included), as a bit mask of indices: a failover
-    /// never repeats one, and its population count is the number of attempts made.
-    pub tried: u64,
+    /// Slot, in that route, of the endpoint (an address of an upstream) `upstream` connects to.
+    pub endpoint: usize,
+    /// Endpoints tried for this client (the current one included): a failover never repeats one.
+    pub tried: Tried,
     client_ready: Readiness,
     upstream_ready: Readiness,
     /// Whether the client's / upstream's socket is registered for read events
@@ -285,13 +289,13 @@ pub struct Pair {
 }
 
 impl Pair {
-    /// A pair whose upstream connect (to upstream `upstream_index` of route `route`) has just been started.
+    /// A pair whose upstream connect (to endpoint `endpoint` of route `route`) has just been started.
     pub fn new(
         id: u32,
         (client, client_addr): (TcpStream, SocketAddr),
-        (upstream, upstream_index): (TcpStream, usize),
+        (upstream, endpoint): (TcpStream, usize),
         route: usize,
-        tried: u64,
+        tried: Tried,
         now: Instant,
         splice: Splice,
     ) -> Pair {
@@ -301,7 +305,7 @@ impl Pair {
             upstream: Some(upstream),
             client_addr,
             route,
-            upstream_index,
+            endpoint,
             tried,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
@@ -340,8 +344,8 @@ impl Pair {
             upstream: None,
             client_addr,
             route,
-            upstream_index: NO_UPSTREAM,
-            tried: 0,
+            endpoint: NO_UPSTREAM,
+            tried: Tried::default(),
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
             client_reads: ReadInterest::Armed,
@@ -406,9 +410,9 @@ impl Pair {
     /// route, or [`NO_UPSTREAM`] for a CONNECT destination, also for its next address after a failed one:
     /// [`Pair::retry`] explains why no event of the old socket can pass for the new one's under their
     /// shared token).
-    pub fn begin_connect(&mut self, upstream: TcpStream, index: usize, tried: u64, now: Instant) {
+    pub fn begin_connect(&mut self, upstream: TcpStream, index: usize, tried: Tried, now: Instant) {
         self.upstream = Some(upstream);
-        self.upstream_index = index;
+        self.endpoint = index;
         self.tried = tried;
         self.attempt_started = now;
         self.upstream_ready = Readiness::default();
@@ -503,14 +507,14 @@ impl Pair {
     /// and write filters as two events, so there a stale one can arrive; it is harmless because there no
     /// event proves a connect: each makes the pair ask the kernel about the new socket. Its readiness
     /// starts afresh below.
-    pub fn retry(&mut self, upstream: TcpStream, index: usize, tried: u64, now: Instant) {
+    pub fn retry(&mut self, upstream: TcpStream, index: usize, tried: Tried, now: Instant) {
         debug_assert_eq!(self.phase, Phase::Connecting);
         trace!(
             "conn={} Connecting => Connecting (failover to upstream #{index})",
             self.id
         );
         self.upstream = Some(upstream);
-        self.upstream_index = index;
+        self.endpoint = index;
         self.upstream_ready = Readiness::default();
         self.tried = tried;
         self.attempt_started = now;
@@ -1192,7 +1196,7 @@ mod tests {
             panic!("expected a connect, got {outcome:?}");
         };
         let stream = TcpStream::connect(addr).expect("start connect");
-        pair.begin_connect(stream, NO_UPSTREAM, 0, now);
+        pair.begin_connect(stream, NO_UPSTREAM, Tried::default(), now);
         addr
     }
 

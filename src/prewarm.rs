@@ -38,7 +38,8 @@ struct Warm {
     /// otherwise hold the socket for the kernel's whole SYN retry schedule (about two minutes).
     give_up_at: Instant,
     /// The route it was opened for (its uid, which a reload never reuses) and the upstream's index
-    /// there: a client takes only a connection to the upstream its route's balancer picked for it.
+    /// there (an endpoint slot): a client takes only a connection to the endpoint its route's balancer
+    /// picked for it.
     route: u64,
     upstream: usize,
 }
@@ -193,6 +194,12 @@ impl WarmPool {
         // backoff afresh. (A mere connect does not: some upstreams accept and hang up at once.)
         self.backoff = FIRST_BACKOFF;
         Some(self.conns.remove(slot).stream)
+    }
+
+    /// Closes route `route`'s connections to the endpoints `live` says no (retired by a re-resolution).
+    pub fn forget_endpoints(&mut self, route: u64, live: impl Fn(usize) -> bool) {
+        self.conns
+            .retain(|_, warm| warm.route != route || live(warm.upstream));
     }
 
     /// Closes the connections of a route that a reload removed or replaced.

@@ -43,6 +43,7 @@ use slab::Slab;
 use socket2::SockRef;
 
 use crate::config::{Config, Mode};
+use crate::endpoint::Tried;
 use crate::file::Defaults;
 use crate::greeting::{Greeting, Target as ConnectTarget};
 use crate::metrics::{Metrics, MetricsBoard, StatsTicker};
@@ -251,7 +252,7 @@ impl Reactor {
                     Listener::bind_at(*requested, *actual, &route, shared_port)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            reactor.insert_route(route, listeners)?;
+            reactor.insert_route(route, listeners, None)?;
         }
         Ok(reactor)
     }
@@ -401,7 +402,7 @@ impl Reactor {
         let mut shared = route.shared(&mut self.metrics);
         let outcome = pair.on_event(side, event, &mut shared, budget, self.now);
         if connecting && pair.phase() == Phase::Established {
-            route.connect_succeeded(pair.upstream_index, self.now);
+            route.connect_succeeded(pair.endpoint, self.now);
         }
         self.settle(slot, outcome);
     }
@@ -531,20 +532,22 @@ impl Reactor {
         };
         let started = match destination {
             None => route
-                .connect(pair.client_addr.ip(), 0, now, |_| None)
+                .connect(pair.client_addr.ip(), Tried::default(), now, |_| None)
                 .map(|(stream, index, tried, _)| (stream, index, tried))
-                .map_err(|failure| failure.error),
-            Some(addr) => {
-                net::start_connect(addr, route.options).map(|stream| (stream, NO_UPSTREAM, 0))
-            }
+                .map_err(|failure| (failure.unresolved, failure.error)),
+            Some(addr) => net::start_connect(addr, route.options)
+                .map(|stream| (stream, NO_UPSTREAM, Tried::default()))
+                .map_err(|err| (false, err)),
         };
         let (mut stream, index, tried) = match started {
             Ok(started) => started,
-            Err(err) => {
+            Err((unresolved, err)) => {
                 debug!("conn={} cannot start the upstream connect: {err}", pair.id);
                 let exhausted = net::is_resource_exhaustion(&err);
                 let outcome = if destination.is_some() && !exhausted {
                     pair.destination_unreachable(&err, now)
+                } else if unresolved {
+                    Outcome::Close(Cause::Unresolved)
                 } else {
                     // Not a failover case: no upstream of the route was tried.
                     pair.cannot_connect(now)
@@ -807,7 +810,7 @@ impl Reactor {
         }
         let uid = route.uid;
         let warm = &mut self.warm;
-        let connect = route.connect(client_addr.ip(), 0, now, |index| {
+        let connect = route.connect(client_addr.ip(), Tried::default(), now, |index| {
             warm.as_mut().and_then(|pool| pool.take(uid, index))
         });
         let (upstream, index, tried, prewarmed) = match connect {
@@ -923,10 +926,9 @@ impl Reactor {
         for (_, route) in self.routes.iter().filter(|(_, route)| warmable(route)) {
             let up: Vec<(usize, SocketAddr)> = route
                 .upstreams
-                .iter()
-                .enumerate()
-                .filter(|(_, upstream)| upstream.health.is_up())
-                .map(|(index, upstream)| (index, upstream.addr))
+                .live()
+                .filter(|(_, endpoint)| endpoint.health.is_up())
+                .map(|(slot, endpoint)| (slot, endpoint.addr))
                 .collect();
             warm.refill(
                 self.poll.registry(),
@@ -948,10 +950,7 @@ impl Reactor {
         failure: NoUpstream,
     ) {
         let err = &failure.error;
-        let cause = match err.kind() {
-            io::ErrorKind::ConnectionRefused => Cause::ConnectRefused,
-            _ => Cause::ConnectError,
-        };
+        let cause = failure.cause();
         if net::is_resource_exhaustion(err) {
             self.pause_accepting(err);
         }
@@ -960,8 +959,7 @@ impl Reactor {
         let route = self.routes.get(key);
         let upstream = route
             .zip(failure.last)
-            .and_then(|(route, index)| route.upstreams.get(index))
-            .map_or("-", |upstream| upstream.name.as_str());
+            .map_or("-", |(route, slot)| route.endpoint_label(slot));
         debug!(
             "closed conn=- client={client_addr} route={} upstream={upstream} cause={cause} c2u=0 u2c=0 duration=0ms error=\"{err}\"",
             route.map_or("-", Route::name)
@@ -981,7 +979,7 @@ impl Reactor {
         let Some(route) = self.routes.get_mut(pair.route) else {
             return;
         };
-        let failed = pair.upstream_index;
+        let failed = pair.endpoint;
         route.connect_failed(failed, now);
         // A failover never takes a warm connection: the pool's are for clients not yet connecting.
         let next = route.connect(pair.client_addr.ip(), pair.tried, now, |_| None);
@@ -1006,9 +1004,9 @@ impl Reactor {
             "conn={} route={} upstream={} {cause}: failing over to upstream={} (attempt {})",
             pair.id,
             route.config.name,
-            route.upstreams[failed].name,
-            route.upstreams[index].name,
-            tried.count_ones()
+            route.endpoint_label(failed),
+            route.endpoint_label(index),
+            tried.count()
         );
         route.release(failed);
         pair.retry(stream, index, tried, now);
@@ -1042,7 +1040,7 @@ impl Reactor {
         if let Some(route) = self.routes.get_mut(pair.route) {
             pair.release(&mut route.shared(&mut self.metrics));
             route.pairs -= 1;
-            route.release(pair.upstream_index);
+            route.release(pair.endpoint);
             if log::log_enabled!(log::Level::Debug) {
                 let (c2u, u2c) = pair.bytes();
                 let (reads, writes) = pair.syscalls();
@@ -1051,9 +1049,7 @@ impl Reactor {
                     pair.id,
                     pair.client_addr,
                     route.config.name,
-                    route.upstreams
-                        .get(pair.upstream_index)
-                        .map_or("-", |upstream| upstream.name.as_str()),
+                    route.endpoint_label(pair.endpoint),
                     self.now.duration_since(pair.started).as_millis()
                 );
             }

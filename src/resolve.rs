@@ -30,19 +30,19 @@ use std::time::{Duration, Instant};
 use log::warn;
 use mio::Waker;
 
-use crate::config::Config;
+use crate::config::{Addresses, Config};
+use crate::endpoint::MAX_ADDRESSES;
 use crate::file::{self, Defaults, FileError};
 
-/// Resolves an upstream's `HOST:PORT`; the first address the resolver gives is the one used.
-pub fn first_address(host_port: &str) -> Result<SocketAddr, String> {
-    resolve(host_port)
-        .and_then(|addrs| {
-            addrs
-                .into_iter()
-                .next()
-                .ok_or_else(|| "no address".to_string())
-        })
-        .map_err(|err| format!("cannot resolve upstream '{host_port}': {err}"))
+/// Resolves an upstream's `HOST:PORT`: its first [`MAX_ADDRESSES`] distinct addresses, in the resolver's
+/// order, each of which becomes an endpoint.
+pub fn upstream_addresses(host_port: &str) -> Addresses {
+    let addrs = resolve(host_port).map_err(|err| format!("cannot resolve '{host_port}': {err}"))?;
+    let distinct = first_distinct(addrs, MAX_ADDRESSES);
+    if distinct.is_empty() {
+        return Err(format!("cannot resolve '{host_port}': no address"));
+    }
+    Ok(distinct)
 }
 
 /// How many of a CONNECT destination's addresses are tried, in the resolver's order, before the client
@@ -147,7 +147,7 @@ pub enum Answer {
         route: usize,
         uid: u64,
         epoch: u64,
-        addrs: Vec<(usize, Result<SocketAddr, String>)>,
+        addrs: Vec<(usize, Addresses)>,
     },
     Reloaded(Box<Result<Config, FileError>>),
     /// The answer to a [`Lookup`]: the destination's addresses, in the order to try them.
@@ -340,7 +340,7 @@ fn run(job: Job) -> Answer {
             epoch,
             addrs: names
                 .into_iter()
-                .map(|(index, name)| (index, first_address(&name)))
+                .map(|(index, name)| (index, upstream_addresses(&name)))
                 .collect(),
         },
         Job::Reload { path, defaults } => Answer::Reloaded(Box::new(file::load(&path, defaults))),
@@ -481,7 +481,7 @@ mod tests {
                 epoch: 2,
                 addrs,
             }] => {
-                assert_eq!(addrs[0].1, Ok("127.0.0.1:80".parse().expect("addr")));
+                assert_eq!(addrs[0].1, Ok(vec!["127.0.0.1:80".parse().expect("addr")]));
                 assert!(addrs[1].1.is_err());
             }
             other => panic!("{other:?}"),

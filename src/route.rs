@@ -4,8 +4,9 @@
 //! pair closes, so a pair always finds its pool, its deadlines and its upstream's counters.
 //!
 //! The route owns sockets (its listeners, and the upstream connects it starts) but never registers them:
-//! that is the reactor's job. Everything here is bookkeeping: which upstream next, what a success or a
-//! failure does to its health, and the log lines that go with those changes.
+//! that is the reactor's job. Everything here is bookkeeping: which endpoint (an address of an upstream,
+//! [`crate::endpoint`]) next, what a success, a failure or a new DNS answer does to it, and the log lines
+//! that go with those changes.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -15,13 +16,14 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use mio::net::{TcpListener, TcpStream};
 
-use crate::balance::{Balancer, Candidate};
-use crate::config::{Mode, RouteConfig};
+use crate::balance::Balancer;
+use crate::config::{Addresses, Mode, RouteConfig};
+use crate::endpoint::{Change, Endpoint, Tried, Upstreams, HOLD};
 use crate::greeting::{ConnectRules, Rules};
-use crate::health::{Change, Health};
+use crate::health;
 use crate::metrics::{Metrics, UpstreamRow};
 use crate::net::{self, StreamOptions};
-use crate::pair::Deadlines;
+use crate::pair::{Cause, Deadlines};
 use crate::pump::Shared;
 use crate::ring::BufPool;
 use crate::splice::PipePool;
@@ -45,7 +47,7 @@ fn greeting_rules(config: &RouteConfig) -> Option<Arc<Rules>> {
 const MIN_PAIR_BUDGET: usize = 1 << 20;
 /// Empty pipes a route keeps for `--splice` (each costs two fds, so the pool stays small).
 pub const MAX_SPARE_PIPES: usize = 32;
-/// How often the "all upstreams are down" warning may repeat.
+/// How often the "all upstreams are down" (or "none resolves") warning may repeat.
 const ALL_DOWN_WARNING_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A bound listening socket.
@@ -84,29 +86,27 @@ impl Listener {
     }
 }
 
-/// One upstream of a route, with what the balancer and health checking know about it.
-#[derive(Debug)]
-pub struct Upstream {
-    /// `HOST:PORT` as written.
-    pub name: String,
-    /// Where connects go now (re-resolution may change it).
-    pub addr: SocketAddr,
-    pub weight: u32,
-    pub health: Health,
-    /// Pairs connected or connecting to it.
-    pub active: usize,
-    /// Connects and probes that failed, since start (carried over by reloads).
-    pub connect_failures: u64,
-    /// A health probe is in flight.
-    pub probing: bool,
-}
-
 /// Why [`Route::connect`] found no upstream.
 #[derive(Debug)]
 pub struct NoUpstream {
-    /// The last upstream tried, if any.
+    /// The last endpoint tried, if any.
     pub last: Option<usize>,
     pub error: io::Error,
+    /// No upstream of the route resolves to an address: nothing could be tried.
+    pub unresolved: bool,
+}
+
+impl NoUpstream {
+    /// What a client turned away for this is counted as.
+    pub fn cause(&self) -> Cause {
+        if self.unresolved {
+            Cause::Unresolved
+        } else if self.error.kind() == io::ErrorKind::ConnectionRefused {
+            Cause::ConnectRefused
+        } else {
+            Cause::ConnectError
+        }
+    }
 }
 
 /// A route and its running state.
@@ -117,7 +117,8 @@ pub struct Route {
     pub config: RouteConfig,
     /// Bound listeners; empty once the route drains or a shutdown begins.
     pub listeners: Vec<Listener>,
-    pub upstreams: Vec<Upstream>,
+    /// The upstreams and their endpoints (one per address), with health and load.
+    pub upstreams: Upstreams,
     balancer: Balancer,
     /// Ring storage for this route's pairs (rings are `buffer_size` long, so each route has its own).
     pub pool: BufPool,
@@ -137,6 +138,7 @@ pub struct Route {
     /// Stopped at `max_connections` with a listener still ready (counted once per stop).
     pub at_limit: bool,
     all_down_warning: Throttle,
+    unresolved_warning: Throttle,
     /// When the next round of health probes is due.
     pub next_probe: Option<Instant>,
     /// When host-name upstreams are next re-resolved.
@@ -146,48 +148,73 @@ pub struct Route {
 }
 
 impl Route {
-    /// Upstream `index` now resolves to `addr` (re-resolution, or a reloaded file): new connects go
-    /// there; live pairs keep the socket they have. Logged only when the address really changes.
-    pub fn readdress(&mut self, index: usize, addr: SocketAddr) {
+    /// Upstream `index`'s name was looked up again (re-resolution, or a reloaded file): new addresses
+    /// become endpoints for new connects, dropped ones take no new connects while their live pairs run
+    /// on ([`Upstreams::resolved`]). Changes are logged once.
+    pub fn resolved(&mut self, index: usize, lookup: Addresses, now: Instant) {
+        let changes = self.upstreams.resolved(index, lookup, now);
+        self.report(&changes);
+    }
+
+    /// Logs what changed in the upstreams' addresses.
+    fn report(&self, changes: &[Change]) {
         let route = &self.config.name;
-        if let Some(upstream) = self.upstreams.get_mut(index).filter(|u| u.addr != addr) {
-            info!(
-                "upstream {} of route {route} now resolves to {addr} (was {})",
-                upstream.name, upstream.addr
-            );
-            upstream.addr = addr;
+        let list = self.upstreams.list();
+        let name = |index: usize| list.get(index).map_or("-", |u| u.name.as_str());
+        let addrs = |addrs: &[SocketAddr]| {
+            let texts: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            texts.join(", ")
+        };
+        for change in changes {
+            match change {
+                Change::Readdressed { upstream, was, now } => info!(
+                    "upstream {} of route {route} now resolves to {} (was {})",
+                    name(*upstream),
+                    addrs(now),
+                    was.as_deref().map_or_else(|| "unresolved".to_string(), addrs)
+                ),
+                Change::Holding { upstream, error } => warn!(
+                    "upstream {} of route {route}: {error}; keeping its addresses for up to {}s",
+                    name(*upstream),
+                    HOLD.as_secs()
+                ),
+                Change::Unresolved { upstream, error } => warn!(
+                    "upstream {} of route {route} is down: {error}; no connection goes to it until it resolves ({})",
+                    name(*upstream),
+                    self.config.resolve_interval.map_or_else(
+                        || "resolve_interval is off: a reload asks again".to_string(),
+                        |every| format!("asked again every {}ms", every.as_millis())
+                    )
+                ),
+                Change::NoRoom { upstream, addrs: left } => warn!(
+                    "upstream {} of route {route}: no endpoint slot left for {}; asked again at the next resolution",
+                    name(*upstream),
+                    addrs(left)
+                ),
+            }
         }
     }
+
     /// A route over `config`, accepting on `listeners` (already bound, not yet registered);
-    /// `pipe_size` gives it a pool of pipes that large for `--splice`.
+    /// `pipe_size` gives it a pool of pipes that large for `--splice`. With `previous` (the upstreams of
+    /// the route a reload replaces), upstreams in both keep their addresses' health and failure counts,
+    /// so a reload neither resurrects a dead endpoint nor resets a counter.
     pub fn new(
         uid: u64,
         config: RouteConfig,
         listeners: Vec<Listener>,
         pipe_size: Option<usize>,
-        now: Instant,
+        (now, previous): (Instant, Option<&Upstreams>),
     ) -> Route {
         let seed = now.elapsed().as_nanos() as u64
             ^ std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(uid, |d| d.as_nanos() as u64)
             ^ uid;
-        let upstreams = config
-            .upstreams
-            .iter()
-            .map(|u| Upstream {
-                name: u.name.clone(),
-                addr: u.addr,
-                weight: u.weight,
-                health: Health::default(),
-                active: 0,
-                connect_failures: 0,
-                probing: false,
-            })
-            .collect::<Vec<_>>();
-        Route {
+        let (upstreams, changes) = Upstreams::new(&config.upstreams, previous, now);
+        let route = Route {
             uid,
-            balancer: Balancer::new(config.balance, upstreams.len(), seed),
+            balancer: Balancer::new(config.balance, 0, seed),
             upstreams,
             pool: BufPool::new(config.buffer_size),
             pipes: pipe_size.map(|size| {
@@ -213,12 +240,15 @@ impl Route {
             draining: false,
             at_limit: false,
             all_down_warning: Throttle::new(ALL_DOWN_WARNING_INTERVAL),
+            unresolved_warning: Throttle::new(ALL_DOWN_WARNING_INTERVAL),
             next_probe: config.health_interval.map(|_| now),
             next_resolve: config.resolve_interval.map(|interval| now + interval),
             resolving: false,
             listeners,
             config,
-        }
+        };
+        route.report(&changes);
+        route
     }
 
     pub fn name(&self) -> &str {
@@ -239,59 +269,80 @@ impl Route {
         self.pairs < self.config.max_connections
     }
 
-    /// Picks an upstream for a client from `client` that has not been tried yet (`tried` is a bit mask),
-    /// and starts a non-blocking connect to it. An upstream whose connect fails at once (the socket call
-    /// itself failed) counts as tried and failed, and the next is picked, up to `connect_attempts` in all.
-    /// On success the upstream's `active` count includes the new connection. Returns the stream, the
-    /// upstream's index and the new tried mask.
+    /// Picks an endpoint for a client from `client` that has not been tried yet (`tried`), and starts a
+    /// non-blocking connect to it. An endpoint whose connect fails at once (the socket call itself
+    /// failed) counts as tried and failed, and the next is picked, up to `connect_attempts` in all. On
+    /// success the endpoint's `active` count includes the new connection. Returns the stream, the
+    /// endpoint's slot and the new tried set. A route none of whose upstreams resolves tries nothing
+    /// (and warns, rate-limited).
     ///
-    /// `warm` is asked first for an already established (`--prewarm`) connection to the picked upstream;
+    /// `warm` is asked first for an already established (`--prewarm`) connection to the picked endpoint;
     /// the last value returned says whether one was used.
     pub fn connect(
         &mut self,
         client: IpAddr,
-        mut tried: u64,
+        mut tried: Tried,
         now: Instant,
         mut warm: impl FnMut(usize) -> Option<TcpStream>,
-    ) -> Result<(TcpStream, usize, u64, bool), NoUpstream> {
+    ) -> Result<(TcpStream, usize, Tried, bool), NoUpstream> {
+        if self.upstreams.none_live() {
+            if let Some(suppressed) = self.unresolved_warning.allow(now) {
+                warn!(
+                    "no upstream of route {} resolves to an address; refusing clients ({suppressed} similar warnings suppressed)",
+                    self.config.name
+                );
+            }
+            return Err(NoUpstream {
+                last: None,
+                error: io::Error::new(io::ErrorKind::NotFound, "no upstream resolves"),
+                unresolved: true,
+            });
+        }
         let mut failure = NoUpstream {
             last: None,
             error: io::Error::new(io::ErrorKind::NotFound, "no upstream left to try"),
+            unresolved: false,
         };
-        while (tried.count_ones() as usize) < self.config.connect_attempts {
-            let Some(index) = self.pick(client, tried, now) else {
+        while tried.count() < self.config.connect_attempts {
+            let Some(slot) = self.pick(client, &tried, now) else {
                 break;
             };
-            tried |= 1 << index;
-            if let Some(stream) = warm(index) {
-                self.upstreams[index].active += 1;
-                return Ok((stream, index, tried, true));
-            }
-            match net::start_connect(self.upstreams[index].addr, self.options) {
-                Ok(stream) => {
-                    self.upstreams[index].active += 1;
-                    return Ok((stream, index, tried, false));
+            tried.insert(slot);
+            let Some(addr) = self.upstreams.get(slot).map(|e| e.addr) else {
+                break;
+            };
+            let started = match warm(slot) {
+                Some(stream) => Ok((stream, true)),
+                None => net::start_connect(addr, self.options).map(|stream| (stream, false)),
+            };
+            match started {
+                Ok((stream, prewarmed)) => {
+                    if let Some(endpoint) = self.upstreams.get_mut(slot) {
+                        endpoint.active += 1;
+                    }
+                    return Ok((stream, slot, tried, prewarmed));
                 }
                 Err(error) => {
                     let exhausted = net::is_resource_exhaustion(&error);
                     failure = NoUpstream {
-                        last: Some(index),
+                        last: Some(slot),
                         error,
+                        unresolved: false,
                     };
                     if exhausted {
-                        // Out of fds or memory here: not the upstream's fault, so its health is left
-                        // alone, and another upstream would fail the same way.
+                        // Out of fds or memory here: not the endpoint's fault, so its health is left
+                        // alone, and another endpoint would fail the same way.
                         break;
                     }
-                    self.connect_failed(index, now);
+                    self.connect_failed(slot, now);
                 }
             }
         }
         Err(failure)
     }
 
-    /// The balancer's choice among the untried upstreams; warns (rate-limited) when it fails open.
-    fn pick(&mut self, client: IpAddr, tried: u64, now: Instant) -> Option<usize> {
+    /// The balancer's choice among the untried endpoints; warns (rate-limited) when it fails open.
+    fn pick(&mut self, client: IpAddr, tried: &Tried, now: Instant) -> Option<usize> {
         let Route {
             upstreams,
             balancer,
@@ -299,17 +350,7 @@ impl Route {
             all_down_warning,
             ..
         } = self;
-        let candidates: Vec<Candidate<'_>> = upstreams
-            .iter_mut()
-            .enumerate()
-            .map(|(i, upstream)| Candidate {
-                up: upstream.health.eligible(now, &upstream.name),
-                key: upstream.name.as_str(),
-                weight: upstream.weight,
-                active: upstream.active,
-                tried: tried & (1 << i) != 0,
-            })
-            .collect();
+        let candidates = upstreams.candidates(tried, now);
         let pick = balancer.pick(&candidates, client)?;
         if pick.fail_open {
             if let Some(suppressed) = all_down_warning.allow(now) {
@@ -322,39 +363,37 @@ impl Route {
         Some(pick.index)
     }
 
-    /// A pair of this route no longer uses upstream `index` (it closed or failed over).
-    pub fn release(&mut self, index: usize) {
-        if let Some(upstream) = self.upstreams.get_mut(index) {
-            upstream.active = upstream.active.saturating_sub(1);
-        }
+    /// A pair of this route no longer uses endpoint `slot` (it closed or failed over).
+    pub fn release(&mut self, slot: usize) {
+        self.upstreams.release(slot);
     }
 
-    /// A connect or probe to upstream `index` completed.
-    pub fn connect_succeeded(&mut self, index: usize, now: Instant) {
-        let Some(upstream) = self.upstreams.get_mut(index) else {
+    /// A connect or probe to endpoint `slot` completed.
+    pub fn connect_succeeded(&mut self, slot: usize, now: Instant) {
+        let Some(endpoint) = self.upstreams.get_mut(slot) else {
             return;
         };
-        if upstream.health.on_success(now, &upstream.name) == Some(Change::CameUp) {
+        if endpoint.health.on_success(now, &endpoint.label) == Some(health::Change::CameUp) {
             info!(
                 "upstream {} of route {} is up",
-                upstream.name, self.config.name
+                endpoint.label, self.config.name
             );
         }
     }
 
-    /// A connect or probe to upstream `index` failed (refused, timed out, or any other error).
-    pub fn connect_failed(&mut self, index: usize, now: Instant) {
-        let Some(upstream) = self.upstreams.get_mut(index) else {
+    /// A connect or probe to endpoint `slot` failed (refused, timed out, or any other error).
+    pub fn connect_failed(&mut self, slot: usize, now: Instant) {
+        let Some(endpoint) = self.upstreams.get_mut(slot) else {
             return;
         };
-        upstream.connect_failures += 1;
-        let change = upstream
+        endpoint.connect_failures += 1;
+        let change = endpoint
             .health
-            .on_failure(now, self.config.fall, &upstream.name);
-        if let Some(Change::WentDown { backoff }) = change {
+            .on_failure(now, self.config.fall, &endpoint.label);
+        if let Some(health::Change::WentDown { backoff }) = change {
             warn!(
                 "upstream {} of route {} is down after {} failed connects; retrying in {}ms",
-                upstream.name,
+                endpoint.label,
                 self.config.name,
                 self.config.fall,
                 backoff.as_millis()
@@ -362,15 +401,9 @@ impl Route {
         }
     }
 
-    /// After a reload replaced `old` by this route: upstreams that are in both keep their health and
-    /// failure counts, so a reload neither resurrects a dead upstream nor resets a counter.
-    pub fn inherit_health(&mut self, old: &Route) {
-        for upstream in &mut self.upstreams {
-            if let Some(previous) = old.upstreams.iter().find(|u| u.name == upstream.name) {
-                upstream.health = previous.health.clone();
-                upstream.connect_failures = previous.connect_failures;
-            }
-        }
+    /// How endpoint `slot` is named in logs (`-` for none).
+    pub fn endpoint_label(&self, slot: usize) -> &str {
+        self.upstreams.get(slot).map_or("-", |e| e.label.as_str())
     }
 
     /// The start line's connect-mode and PROXY protocol settings, when set.
@@ -395,11 +428,20 @@ impl Route {
         let config = &self.config;
         let upstreams: Vec<String> = self
             .upstreams
+            .list()
             .iter()
-            .map(|u| {
+            .enumerate()
+            .map(|(index, u)| {
                 let mut text = u.name.clone();
-                if u.name != u.addr.to_string() {
-                    text.push_str(&format!("({})", u.addr));
+                let addrs: Vec<String> = self
+                    .upstreams
+                    .live_of(index)
+                    .map(|(_, e)| e.addr.to_string())
+                    .collect();
+                if addrs.is_empty() {
+                    text.push_str("(unresolved)");
+                } else if addrs != [u.name.as_str()] {
+                    text.push_str(&format!("({})", addrs.join(" ")));
                 }
                 if u.weight != 1 {
                     text.push_str(&format!("*{}", u.weight));
@@ -423,15 +465,39 @@ impl Route {
         ) + &self.describe_extras())
     }
 
-    /// One metrics row per upstream.
-    pub fn upstream_rows(&self) -> impl Iterator<Item = UpstreamRow<'_>> + Clone {
-        self.upstreams.iter().map(|u| UpstreamRow {
-            route: &self.config.name,
-            upstream: &u.name,
-            up: u.health.is_up(),
-            active: u.active,
-            connect_failures: u.connect_failures,
-        })
+    /// One metrics row per live endpoint, labelled as in the logs (`name (address)` for a host name),
+    /// and one row, down, for each upstream that has no address.
+    pub fn upstream_rows<'a>(&'a self) -> impl Iterator<Item = UpstreamRow<'a>> + Clone {
+        let route = self.config.name.as_str();
+        let row = move |e: &'a Endpoint| UpstreamRow {
+            route,
+            upstream: &e.label,
+            up: e.health.is_up(),
+            active: e.active,
+            connect_failures: e.connect_failures,
+        };
+        let unresolved = self
+            .upstreams
+            .list()
+            .iter()
+            .enumerate()
+            .filter_map(|(index, u)| {
+                self.upstreams
+                    .live_of(index)
+                    .next()
+                    .is_none()
+                    .then_some(UpstreamRow {
+                        route,
+                        upstream: &u.name,
+                        up: false,
+                        active: 0,
+                        connect_failures: 0,
+                    })
+            });
+        self.upstreams
+            .live()
+            .map(move |(_, e)| row(e))
+            .chain(unresolved)
     }
 }
 
@@ -450,14 +516,14 @@ pub fn same_route(old: &RouteConfig, new: &RouteConfig) -> bool {
 }
 
 /// Whether a matched route of a reloaded file asks for nothing the running route `old` does not already
-/// do. The resolved address of an upstream does not count (the name does): re-resolution keeps a
+/// do. The resolved addresses of an upstream do not count (the name does): re-resolution keeps a
 /// running route's addresses current, and a route replaced only because DNS answered differently would
 /// lose its warm connections and balancer state, and count its limit afresh, for nothing.
 pub fn same_settings(old: &RouteConfig, new: &RouteConfig) -> bool {
     let mut new = new.clone();
     for upstream in &mut new.upstreams {
         if let Some(running) = old.upstreams.iter().find(|u| u.name == upstream.name) {
-            upstream.addr = running.addr;
+            upstream.addrs = running.addrs.clone();
         }
     }
     *old == new
@@ -480,7 +546,7 @@ mod tests {
             listen: listen.iter().map(|a| a.parse().expect("addr")).collect(),
             upstreams: vec![UpstreamConfig {
                 name: "127.0.0.1:9".into(),
-                addr: "127.0.0.1:9".parse().expect("addr"),
+                addrs: Ok(vec!["127.0.0.1:9".parse().expect("addr")]),
                 weight: 1,
             }],
             balance: Algorithm::RoundRobin,
@@ -528,7 +594,7 @@ mod tests {
     fn test_a_new_dns_answer_is_not_a_changed_route() {
         let old = route(Some("web"), &["127.0.0.1:80"]);
         let mut resolved_again = old.clone();
-        resolved_again.upstreams[0].addr = "127.0.0.2:9".parse().expect("addr");
+        resolved_again.upstreams[0].addrs = Ok(vec!["127.0.0.2:9".parse().expect("addr")]);
         assert!(same_settings(&old, &resolved_again));
         let mut other_upstream = old.clone();
         other_upstream.upstreams[0].name = "127.0.0.1:10".into();
@@ -543,24 +609,24 @@ mod tests {
         let mut config = route(None, &["127.0.0.1:0"]);
         config.upstreams.push(UpstreamConfig {
             name: "127.0.0.1:10".into(),
-            addr: "127.0.0.1:10".parse().expect("addr"),
+            addrs: Ok(vec!["127.0.0.1:10".parse().expect("addr")]),
             weight: 1,
         });
         config.connect_attempts = 2;
         let now = Instant::now();
-        let mut route = Route::new(1, config, Vec::new(), None, now);
+        let mut route = Route::new(1, config, Vec::new(), None, (now, None));
         let client: IpAddr = "127.0.0.1".parse().expect("ip");
         let (_stream, first, tried, warm) = route
-            .connect(client, 0, now, |_| None)
+            .connect(client, Tried::default(), now, |_| None)
             .expect("first connect starts");
-        assert_eq!(tried, 1 << first);
+        assert!(tried.contains(first) && tried.count() == 1);
         assert!(!warm);
-        assert_eq!(route.upstreams[first].active, 1);
+        assert_eq!(route.upstreams.get(first).map(|e| e.active), Some(1));
         let (_stream, second, tried, _) = route
             .connect(client, tried, now, |_| None)
             .expect("second starts");
         assert_ne!(first, second);
-        assert_eq!(tried, 0b11);
+        assert_eq!(tried.count(), 2);
         let exhausted = route
             .connect(client, tried, now, |_| None)
             .expect_err("two attempts used");

@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::TcpListener;
+use std::time::Duration;
 
 use common::*;
 
@@ -72,7 +73,8 @@ fn test_zero_timeouts_and_unusable_keepalive() {
     }
 }
 
-/// An upstream whose shape is wrong is a usage error (2), not a resolution failure (1).
+/// An upstream whose shape is wrong is a usage error (2); a well-written name that does not resolve is
+/// no error at all (`test_a_route_with_no_resolvable_upstream_starts_and_refuses_clients`).
 #[test]
 fn test_malformed_upstream_is_a_usage_error() {
     for upstream in ["127.0.0.1:0", "127.0.0.1:99999", "bad host:80", "[::1:80"] {
@@ -167,20 +169,42 @@ fn test_port_in_use() {
     );
 }
 
+/// A route whose only upstream does not resolve still starts: the name is reported once, shown down in
+/// /metrics, and each client is reset at once and counted under `unresolved`, with a rate-limited
+/// warning, while the name is asked again every interval.
 #[test]
-fn test_unresolvable_upstream() {
-    let stderr = expect_exit(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            "no-such-host.invalid:80",
-        ],
-        1,
-        "no-such-host.invalid",
+fn test_a_route_with_no_resolvable_upstream_starts_and_refuses_clients() {
+    let name = "no-such-host.invalid:80";
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        name,
+        "--resolve-interval",
+        "200ms",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let down = format!("upstream {name} of route default is down: cannot resolve '{name}'");
+    fwd.expect_log(&down, Duration::from_secs(5));
+    for _ in 0..3 {
+        let mut client = connect(fwd.addr());
+        let end = expect_closed_without_data(&mut client, Duration::from_secs(5));
+        assert_eq!(end, End::Reset, "a refused client is reset");
+    }
+    fwd.expect_log(
+        "no upstream of route default resolves to an address; refusing clients",
+        Duration::from_secs(5),
     );
-    assert_eq!(stderr.lines().count(), 1, "one line expected:\n{stderr}");
-    assert!(stderr.starts_with("edgefwd: error:"), "{stderr}");
+    let body = scrape(fwd.metrics_addr());
+    assert_eq!(
+        sample(&body, "edgefwd_closes_total{cause=\"unresolved\"}"),
+        3
+    );
+    let up = format!("edgefwd_upstream_up{{route=\"default\",upstream=\"{name}\"}}");
+    assert_eq!(sample(&body, &up), 0);
+    // Several re-resolutions later, still one line about it.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(fwd.count_log(&down), 1, "{}", fwd.logs());
+    assert_eq!(fwd.count_log("refusing clients"), 1, "rate-limited");
 }
 
 #[test]

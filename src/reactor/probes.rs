@@ -1,5 +1,6 @@
-//! Active health checks: every `health_interval`, one non-blocking TCP connect per upstream of a route,
-//! closed as soon as it resolves and counted as a success or failure in that upstream's health.
+//! Active health checks: every `health_interval`, one non-blocking TCP connect per endpoint (address of
+//! an upstream) of a route, closed as soon as it resolves and counted as a success or failure in that
+//! endpoint's health.
 //!
 //! The edge-triggered and lifecycle points:
 //! - The outcome is asked of the kernel ([`net::connect_result`]: `peer_addr`, then `take_error`), never
@@ -28,15 +29,15 @@ pub(super) struct Probe {
     /// Slot of the route; with `uid`, so that a slot reused by a reload is not mistaken for it.
     route: usize,
     uid: u64,
-    /// Index of the upstream in that route.
-    upstream: usize,
+    /// Slot of the endpoint in that route (kept while the probe is in flight, even if retired).
+    endpoint: usize,
     /// Past this (`health_timeout`) the probe counts as failed.
     pub(super) deadline: Instant,
 }
 
 impl Reactor {
     /// Starts a probe round on every route whose `health_interval` has come round: one non-blocking
-    /// connect per upstream that has no probe in flight.
+    /// connect per live endpoint that has no probe in flight.
     pub(super) fn start_probes(&mut self) {
         let now = self.now;
         let due: Vec<usize> = self
@@ -50,22 +51,28 @@ impl Reactor {
                 continue;
             };
             route.next_probe = route.config.health_interval.map(|interval| now + interval);
-            for index in 0..route.upstreams.len() {
-                if route.upstreams[index].probing || self.probes.len() >= MAX_PROBES {
-                    continue;
+            let idle: Vec<(usize, std::net::SocketAddr)> = route
+                .upstreams
+                .live()
+                .filter(|(_, endpoint)| !endpoint.probing)
+                .map(|(slot, endpoint)| (slot, endpoint.addr))
+                .collect();
+            for (slot, addr) in idle {
+                if self.probes.len() >= MAX_PROBES {
+                    break;
                 }
-                let mut stream =
-                    match net::start_connect(route.upstreams[index].addr, route.options) {
-                        Ok(stream) => stream,
-                        Err(err) => {
-                            debug!(
-                                "probe route={} upstream={} failed: {err}",
-                                route.config.name, route.upstreams[index].name
-                            );
-                            route.connect_failed(index, now);
-                            continue;
-                        }
-                    };
+                let mut stream = match net::start_connect(addr, route.options) {
+                    Ok(stream) => stream,
+                    Err(err) => {
+                        debug!(
+                            "probe route={} upstream={} failed: {err}",
+                            route.config.name,
+                            route.endpoint_label(slot)
+                        );
+                        route.connect_failed(slot, now);
+                        continue;
+                    }
+                };
                 let entry = self.probes.vacant_entry();
                 let both = Interest::READABLE | Interest::WRITABLE;
                 if let Err(err) = self.poll.registry().register(
@@ -76,12 +83,14 @@ impl Reactor {
                     warn!("cannot register a health probe: {err}");
                     continue;
                 }
-                route.upstreams[index].probing = true;
+                if let Some(endpoint) = route.upstreams.get_mut(slot) {
+                    endpoint.probing = true;
+                }
                 entry.insert(Probe {
                     stream,
                     route: key,
                     uid: route.uid,
-                    upstream: index,
+                    endpoint: slot,
                     deadline: now + route.config.health_timeout,
                 });
             }
@@ -122,7 +131,7 @@ impl Reactor {
         }
     }
 
-    /// Reports a finished probe to its upstream's health; dropping the probe closes its socket.
+    /// Reports a finished probe to its endpoint's health; dropping the probe closes its socket.
     fn probe_done(&mut self, probe: Probe, ok: bool) {
         let now = self.now;
         let Some(route) = self
@@ -132,19 +141,17 @@ impl Reactor {
         else {
             return; // the route was replaced or removed meanwhile
         };
-        let Some(upstream) = route.upstreams.get_mut(probe.upstream) else {
-            return;
-        };
-        upstream.probing = false;
         trace!(
             "probe route={} upstream={} ok={ok}",
             route.config.name,
-            upstream.name
+            route.endpoint_label(probe.endpoint)
         );
         if ok {
-            route.connect_succeeded(probe.upstream, now);
+            route.connect_succeeded(probe.endpoint, now);
         } else {
-            route.connect_failed(probe.upstream, now);
+            route.connect_failed(probe.endpoint, now);
         }
+        // Last: a retired endpoint's slot may be freed once its probe is done.
+        route.upstreams.probe_finished(probe.endpoint);
     }
 }

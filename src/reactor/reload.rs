@@ -166,7 +166,11 @@ impl Reactor {
                     Source::Bound(listener) => Some(listener),
                 })
                 .collect();
-            let key = match self.insert_route(route.clone(), listeners) {
+            let previous = match found {
+                Match::Changed(old) => Some(*old),
+                _ => None,
+            };
+            let key = match self.insert_route(route.clone(), listeners, previous) {
                 Ok(key) => {
                     if let Some(slot) = running.last_mut() {
                         *slot = Some(key);
@@ -178,11 +182,6 @@ impl Reactor {
                     continue;
                 }
             };
-            if let Match::Changed(old) = found {
-                if let Some((fresh, previous)) = self.routes.get2_mut(key, *old) {
-                    fresh.inherit_health(previous);
-                }
-            }
             if let Some(fresh) = self.routes.get(key) {
                 for index in 0..fresh.listeners.len() {
                     if let Some(line) = fresh.describe_listener(index) {
@@ -221,14 +220,17 @@ impl Reactor {
     /// A kept route takes the addresses the reloaded file resolved its names to (a SIGHUP is how an
     /// operator makes a DNS change apply now), as re-resolution would.
     fn adopt_addresses(&mut self, key: usize, config: &RouteConfig) {
+        let now = self.now;
         let Some(route) = self.routes.get_mut(key) else {
             return;
         };
         for fresh in &config.upstreams {
-            if let Some(index) = route.upstreams.iter().position(|u| u.name == fresh.name) {
-                route.readdress(index, fresh.addr);
+            let list = route.upstreams.list();
+            if let Some(index) = list.iter().position(|u| u.name == fresh.name) {
+                route.resolved(index, fresh.addrs.clone(), now);
             }
         }
+        self.forget_retired_warm(key);
     }
 
     /// `--threads`: this is reactor 0 and there are others to hand reloads on to.
@@ -370,17 +372,20 @@ impl Reactor {
     }
 
     /// Adds a route and registers its listeners under their tokens. Each listener is marked ready: one
-    /// taken over from another route may hold queued connections whose edge was already consumed.
+    /// taken over from another route may hold queued connections whose edge was already consumed. With
+    /// `previous` (the slot of the route it replaces), its upstreams start from what that route knew of
+    /// them ([`Route::new`]).
     pub(super) fn insert_route(
         &mut self,
         config: RouteConfig,
         mut listeners: Vec<Listener>,
+        previous: Option<usize>,
     ) -> Result<usize, String> {
         if self.routes.len() >= MAX_ROUTES {
             return Err(format!("more than {MAX_ROUTES} routes"));
         }
-        let entry = self.routes.vacant_entry();
-        let key = entry.key();
+        // The slot the route will take: nothing is inserted in between.
+        let key = self.routes.vacant_key();
         let registry = self.poll.registry();
         for (index, listener) in listeners.iter_mut().enumerate() {
             registry
@@ -392,13 +397,17 @@ impl Reactor {
                 .map_err(|err| format!("cannot register listener {}: {err}", listener.local))?;
             listener.ready = true;
         }
-        entry.insert(Route::new(
+        let previous = previous
+            .and_then(|old| self.routes.get(old))
+            .map(|old| &old.upstreams);
+        let route = Route::new(
             self.next_route_uid,
             config,
             listeners,
             self.config.pipe_size(),
-            self.now,
-        ));
+            (self.now, previous),
+        );
+        let key = self.routes.insert(route);
         self.next_route_uid += 1;
         Ok(key)
     }

@@ -9,15 +9,15 @@
 //! reloads applied when they were asked (`reload_epoch`): a reload resolves its names afresh, so an answer
 //! to an older question is dropped, or a `getaddrinfo` that began before the reload and ended after it
 //! would put the pre-reload address back (with `--threads`, a follower receives reloads straight from
-//! reactor 0, ahead of its own resolver's queue). A new address applies to new connects only; live pairs
-//! keep the socket they have.
+//! reactor 0, ahead of its own resolver's queue). What an answer does to the upstream's endpoints (new
+//! addresses added, dropped ones retired, a failure held then marked down) is `endpoint::Upstreams`'s
+//! business; new connects follow it, live pairs keep the socket they have, and warm connections to a
+//! retired endpoint are closed.
 
 use std::net::SocketAddr;
 
-use log::warn;
-
 use super::Reactor;
-use crate::config;
+use crate::config::{self, Addresses};
 use crate::pair::Cause;
 use crate::resolve::{Answer, Job};
 
@@ -43,6 +43,7 @@ impl Reactor {
             }
             let names: Vec<(usize, String)> = route
                 .upstreams
+                .list()
                 .iter()
                 .enumerate()
                 .filter(|(_, upstream)| config::is_host_name(&upstream.name))
@@ -121,8 +122,9 @@ impl Reactor {
         key: usize,
         uid: u64,
         epoch: u64,
-        addrs: Vec<(usize, Result<SocketAddr, String>)>,
+        addrs: Vec<(usize, Addresses)>,
     ) {
+        let now = self.now;
         let Some(route) = self.routes.get_mut(key).filter(|route| route.uid == uid) else {
             return;
         };
@@ -130,18 +132,20 @@ impl Reactor {
         if epoch != self.reload_epoch {
             return; // asked before a reload that resolved these names afresh
         }
-        for (index, result) in addrs {
-            match result {
-                Ok(addr) => route.readdress(index, addr),
-                Err(err) => {
-                    if let Some(upstream) = route.upstreams.get(index) {
-                        warn!(
-                            "route {}: {err}; keeping {}",
-                            route.config.name, upstream.addr
-                        );
-                    }
-                }
-            }
+        for (index, lookup) in addrs {
+            route.resolved(index, lookup, now);
         }
+        self.forget_retired_warm(key);
+    }
+
+    /// Closes the warm connections of route `key` to endpoints that are no longer live: a retired
+    /// endpoint takes no new client, and its slot may later hold another address.
+    pub(super) fn forget_retired_warm(&mut self, key: usize) {
+        let (Some(warm), Some(route)) = (self.warm.as_mut(), self.routes.get(key)) else {
+            return;
+        };
+        warm.forget_endpoints(route.uid, |slot| {
+            route.upstreams.get(slot).is_some_and(|e| e.is_live())
+        });
     }
 }

@@ -1,0 +1,755 @@
+//! A route's upstreams and their *endpoints*: one endpoint per address an upstream's name resolves to
+//! (an IP literal is one endpoint). Connects, the balancer, passive and active health, the load count,
+//! `--prewarm` connections and the per-upstream metrics all work on endpoints; the upstream is the
+//! name and the weight the configuration gave, and the state of its resolution. Pure: no sockets, no
+//! DNS, no logging; the route reports the [`Change`]s this module returns.
+//!
+//! Rules:
+//! - A name contributes its first [`MAX_ADDRESSES`] distinct addresses, each an endpoint, and the
+//!   upstream's weight is shared among them: an upstream of weight W with k endpoints gives each W/k of
+//!   the route's share. To keep the balancers in integers every weight is scaled by the least common
+//!   multiple of the endpoint counts ([`Upstreams::share_weights`]): weights 1 (two addresses) and 1
+//!   (one address) become 1, 1 and 2.
+//! - Endpoints live in slots whose index never changes while anything refers to it: a pair counts
+//!   itself in its endpoint's `active` and gives it back by slot, a probe reports to its slot, and a
+//!   warm connection is filed under it. When a re-resolution drops an address its endpoint is
+//!   *retired*: it is never picked again, while its live pairs run on; its slot is freed once nothing
+//!   counts on it (no pair, no probe), and only then reused. Surviving endpoints keep their health.
+//! - A name that does not resolve when the route starts is `Unresolved`: no endpoint, nothing goes to
+//!   it, and it is asked again every `resolve_interval` (HAProxy's `init-addr last,libc,none`). A name
+//!   that resolved once and then fails keeps its addresses for [`HOLD`] (HAProxy's `hold` default: a
+//!   resolver that fails for a moment does not take working backends away), then is `Unresolved`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::balance::Candidate;
+use crate::config::{Addresses, UpstreamConfig, MAX_UPSTREAMS};
+use crate::health::Health;
+
+/// Most addresses of one name used as endpoints; the resolver's further ones are ignored.
+pub const MAX_ADDRESSES: usize = 16;
+/// Most endpoint slots of one route (retired ones that still carry pairs included).
+pub const MAX_ENDPOINTS: usize = MAX_UPSTREAMS * MAX_ADDRESSES;
+/// How long a name that resolved once keeps its addresses while its lookups fail.
+pub const HOLD: Duration = Duration::from_secs(30);
+
+/// One address of an upstream: where connects go, with its own health and load.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Index of its upstream in the route.
+    pub upstream: usize,
+    pub addr: SocketAddr,
+    /// How logs, metrics and `source-hash` name it: the upstream as written for an IP literal, else
+    /// `name (address)`.
+    pub label: String,
+    /// Its share of the route's connections, scaled (see the module doc).
+    pub weight: u64,
+    pub health: Health,
+    /// Pairs connected or connecting to it.
+    pub active: usize,
+    /// Connects and probes that failed, since it appeared (carried over by reloads).
+    pub connect_failures: u64,
+    /// A health probe is in flight.
+    pub probing: bool,
+    /// Its name no longer resolves to it: never picked, kept while pairs or a probe count on it.
+    pub retired: bool,
+}
+
+impl Endpoint {
+    fn new(upstream: usize, name: &str, addr: SocketAddr) -> Endpoint {
+        let label = if name.parse::<SocketAddr>().is_ok() {
+            name.to_string()
+        } else {
+            format!("{name} ({addr})")
+        };
+        Endpoint {
+            upstream,
+            addr,
+            label,
+            weight: 1,
+            health: Health::default(),
+            active: 0,
+            connect_failures: 0,
+            probing: false,
+            retired: false,
+        }
+    }
+
+    /// Taking new connections (not retired).
+    pub fn is_live(&self) -> bool {
+        !self.retired
+    }
+}
+
+/// Where an upstream's name stands with the resolver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// It has endpoints (an IP literal always has its one).
+    Resolved,
+    /// Lookups have failed since `since`; the addresses from before are kept until [`HOLD`] has passed.
+    Failing { since: Instant },
+    /// No address: down, no connection goes to it, until a lookup answers.
+    Unresolved { error: String },
+}
+
+/// One upstream as configured, and its resolution.
+#[derive(Debug)]
+pub struct Upstream {
+    /// `HOST:PORT` as written.
+    pub name: String,
+    pub weight: u32,
+    pub resolution: Resolution,
+}
+
+/// Something the operator should hear about, once; the route logs it with its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Upstream `upstream`'s addresses are now `now` (they were `was`; `None`: it was unresolved).
+    Readdressed {
+        upstream: usize,
+        was: Option<Vec<SocketAddr>>,
+        now: Vec<SocketAddr>,
+    },
+    /// Its lookup failed; its addresses are kept for [`HOLD`].
+    Holding { upstream: usize, error: String },
+    /// It has no address (at start, or once the hold ran out): down until it resolves.
+    Unresolved { upstream: usize, error: String },
+    /// Every endpoint slot of the route is taken: these new addresses wait for the next resolution.
+    NoRoom {
+        upstream: usize,
+        addrs: Vec<SocketAddr>,
+    },
+}
+
+/// The endpoints a client has been tried on (the current one included): a failover never repeats one,
+/// and their count is the number of attempts made. A bit per endpoint slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tried([u64; MAX_ENDPOINTS / 64]);
+
+impl Tried {
+    pub fn contains(&self, slot: usize) -> bool {
+        self.0
+            .get(slot / 64)
+            .is_some_and(|word| word & (1 << (slot % 64)) != 0)
+    }
+
+    pub fn insert(&mut self, slot: usize) {
+        if let Some(word) = self.0.get_mut(slot / 64) {
+            *word |= 1 << (slot % 64);
+        }
+    }
+
+    /// Attempts made.
+    pub fn count(&self) -> usize {
+        self.0.iter().map(|word| word.count_ones() as usize).sum()
+    }
+}
+
+/// A route's upstreams and their endpoint slots.
+#[derive(Debug)]
+pub struct Upstreams {
+    list: Vec<Upstream>,
+    slots: Vec<Option<Endpoint>>,
+}
+
+impl Upstreams {
+    /// The upstreams of `configs`, with the addresses the configuration resolved. With `previous` (the
+    /// route a reload replaces), an upstream of the same name starts from the state it had there (its
+    /// addresses with their health and failure counts, its resolution), and the configuration's fresh
+    /// lookup then applies as a re-resolution would. Returns what to report.
+    pub fn new(
+        configs: &[UpstreamConfig],
+        previous: Option<&Upstreams>,
+        now: Instant,
+    ) -> (Upstreams, Vec<Change>) {
+        let mut upstreams = Upstreams {
+            list: Vec::with_capacity(configs.len()),
+            slots: Vec::new(),
+        };
+        let mut changes = Vec::new();
+        for (index, config) in configs.iter().enumerate() {
+            let before = previous.and_then(|old| old.state_of(&config.name));
+            upstreams.list.push(Upstream {
+                name: config.name.clone(),
+                weight: config.weight,
+                resolution: Resolution::Unresolved {
+                    error: String::new(),
+                },
+            });
+            match before {
+                Some((resolution, endpoints)) => {
+                    upstreams.list[index].resolution = resolution;
+                    for old in endpoints {
+                        let mut endpoint = Endpoint::new(index, &config.name, old.addr);
+                        endpoint.health = old.health.clone();
+                        endpoint.connect_failures = old.connect_failures;
+                        upstreams.place(endpoint);
+                    }
+                    changes.extend(upstreams.resolved(index, config.addrs.clone(), now));
+                }
+                None => match distinct(&config.addrs) {
+                    Ok(addrs) => {
+                        upstreams.list[index].resolution = Resolution::Resolved;
+                        let placed = upstreams.add(index, &addrs);
+                        changes.extend(placed);
+                    }
+                    Err(error) => {
+                        upstreams.list[index].resolution = Resolution::Unresolved {
+                            error: error.clone(),
+                        };
+                        changes.push(Change::Unresolved {
+                            upstream: index,
+                            error,
+                        });
+                    }
+                },
+            }
+        }
+        upstreams.share_weights();
+        (upstreams, changes)
+    }
+
+    /// What a reload carries over for the upstream named `name`: its resolution and its live endpoints.
+    fn state_of(&self, name: &str) -> Option<(Resolution, Vec<&Endpoint>)> {
+        let index = self.list.iter().position(|u| u.name == name)?;
+        let endpoints = self.live_of(index).map(|(_, endpoint)| endpoint).collect();
+        Some((self.list[index].resolution.clone(), endpoints))
+    }
+
+    /// Upstream `index`'s name was looked up again (a re-resolution, or a reloaded file for a route that
+    /// keeps running): new addresses become endpoints, dropped ones retire, the others keep their health.
+    pub fn resolved(&mut self, index: usize, lookup: Addresses, now: Instant) -> Vec<Change> {
+        let Some(upstream) = self.list.get(index) else {
+            return Vec::new();
+        };
+        let had: Vec<SocketAddr> = self.live_of(index).map(|(_, e)| e.addr).collect();
+        let mut changes = Vec::new();
+        match (distinct(&lookup), upstream.resolution.clone()) {
+            (Ok(addrs), resolution) => {
+                let was_unresolved = matches!(resolution, Resolution::Unresolved { .. });
+                let was_failing = matches!(resolution, Resolution::Failing { .. });
+                for endpoint in self.slots.iter_mut().flatten() {
+                    if endpoint.upstream == index && !addrs.contains(&endpoint.addr) {
+                        endpoint.retired = true;
+                    }
+                }
+                let new: Vec<SocketAddr> = addrs
+                    .iter()
+                    .copied()
+                    .filter(|addr| !had.contains(addr))
+                    .collect();
+                changes.extend(self.add(index, &new));
+                self.list[index].resolution = Resolution::Resolved;
+                let now_has: Vec<SocketAddr> = self.live_of(index).map(|(_, e)| e.addr).collect();
+                if was_unresolved || was_failing || sorted(&now_has) != sorted(&had) {
+                    changes.push(Change::Readdressed {
+                        upstream: index,
+                        was: (!was_unresolved).then_some(had),
+                        now: now_has,
+                    });
+                }
+            }
+            (Err(error), Resolution::Resolved) => {
+                self.list[index].resolution = Resolution::Failing { since: now };
+                changes.push(Change::Holding {
+                    upstream: index,
+                    error,
+                });
+            }
+            (Err(error), Resolution::Failing { since }) if now.duration_since(since) >= HOLD => {
+                for endpoint in self.slots.iter_mut().flatten() {
+                    if endpoint.upstream == index {
+                        endpoint.retired = true;
+                    }
+                }
+                self.list[index].resolution = Resolution::Unresolved {
+                    error: error.clone(),
+                };
+                changes.push(Change::Unresolved {
+                    upstream: index,
+                    error,
+                });
+            }
+            (Err(_), Resolution::Failing { .. } | Resolution::Unresolved { .. }) => {}
+        }
+        self.reclaim_idle();
+        self.share_weights();
+        changes
+    }
+
+    /// Places an endpoint for each of `addrs` (all new to upstream `index`); those that find no free slot
+    /// are reported.
+    fn add(&mut self, index: usize, addrs: &[SocketAddr]) -> Option<Change> {
+        let mut no_room = Vec::new();
+        for &addr in addrs {
+            let endpoint = Endpoint::new(index, &self.list[index].name, addr);
+            if !self.place(endpoint) {
+                no_room.push(addr);
+            }
+        }
+        (!no_room.is_empty()).then_some(Change::NoRoom {
+            upstream: index,
+            addrs: no_room,
+        })
+    }
+
+    /// Puts `endpoint` in the first free slot; `false` if all [`MAX_ENDPOINTS`] are taken.
+    fn place(&mut self, endpoint: Endpoint) -> bool {
+        if let Some(free) = self.slots.iter_mut().find(|slot| slot.is_none()) {
+            *free = Some(endpoint);
+            return true;
+        }
+        if self.slots.len() >= MAX_ENDPOINTS {
+            return false;
+        }
+        self.slots.push(Some(endpoint));
+        true
+    }
+
+    /// Frees the slots of retired endpoints nothing counts on any more.
+    fn reclaim_idle(&mut self) {
+        for slot in &mut self.slots {
+            if slot
+                .as_ref()
+                .is_some_and(|e| e.retired && e.active == 0 && !e.probing)
+            {
+                *slot = None;
+            }
+        }
+        while self.slots.last().is_some_and(Option::is_none) {
+            self.slots.pop();
+        }
+    }
+
+    /// Gives every live endpoint its share of its upstream's weight: W × m / k for an upstream of weight
+    /// W with k live endpoints, m being the least common multiple of all the k (so every share is a whole
+    /// number and the proportions are exact).
+    fn share_weights(&mut self) {
+        let counts: Vec<u64> = (0..self.list.len())
+            .map(|index| self.live_of(index).count() as u64)
+            .collect();
+        let scale = counts.iter().filter(|&&k| k > 0).fold(1, |m, &k| lcm(m, k));
+        for endpoint in self.slots.iter_mut().flatten() {
+            let k = counts.get(endpoint.upstream).copied().unwrap_or(1).max(1);
+            let weight = self.list.get(endpoint.upstream).map_or(1, |u| u.weight);
+            endpoint.weight = u64::from(weight) * scale / k;
+        }
+    }
+
+    /// The live endpoints of upstream `index`, with their slots.
+    pub fn live_of(&self, index: usize) -> impl Iterator<Item = (usize, &Endpoint)> + Clone + '_ {
+        self.live().filter(move |(_, e)| e.upstream == index)
+    }
+
+    /// Every live endpoint, with its slot.
+    pub fn live(&self) -> impl Iterator<Item = (usize, &Endpoint)> + Clone + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, e)| e.as_ref().filter(|e| e.is_live()).map(|e| (slot, e)))
+    }
+
+    /// No endpoint at all takes connections: every upstream is unresolved.
+    pub fn none_live(&self) -> bool {
+        self.live().next().is_none()
+    }
+
+    pub fn get(&self, slot: usize) -> Option<&Endpoint> {
+        self.slots.get(slot).and_then(Option::as_ref)
+    }
+
+    pub fn get_mut(&mut self, slot: usize) -> Option<&mut Endpoint> {
+        self.slots.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    /// The upstreams, in configuration order.
+    pub fn list(&self) -> &[Upstream] {
+        &self.list
+    }
+
+    /// A pair (or a probe) no longer counts on endpoint `slot`; a retired endpoint goes when nothing does.
+    pub fn release(&mut self, slot: usize) {
+        if let Some(endpoint) = self.get_mut(slot) {
+            endpoint.active = endpoint.active.saturating_sub(1);
+        }
+        self.reclaim_idle();
+    }
+
+    /// A probe of endpoint `slot` has finished.
+    pub fn probe_finished(&mut self, slot: usize) {
+        if let Some(endpoint) = self.get_mut(slot) {
+            endpoint.probing = false;
+        }
+        self.reclaim_idle();
+    }
+
+    /// One candidate per slot for the balancer (a free or retired slot, or one in `tried`, is excluded).
+    pub fn candidates(&mut self, tried: &Tried, now: Instant) -> Vec<Candidate<'_>> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .map(|(slot, endpoint)| match endpoint {
+                Some(e) => Candidate {
+                    up: e.health.eligible(now, &e.label),
+                    key: e.label.as_str(),
+                    weight: e.weight,
+                    active: e.active,
+                    excluded: e.retired || tried.contains(slot),
+                },
+                None => Candidate {
+                    up: false,
+                    key: "",
+                    weight: 1,
+                    active: 0,
+                    excluded: true,
+                },
+            })
+            .collect()
+    }
+}
+
+/// The first [`MAX_ADDRESSES`] distinct addresses of a lookup, in its order; none is an error.
+fn distinct(lookup: &Addresses) -> Result<Vec<SocketAddr>, String> {
+    let addrs = lookup.as_ref().map_err(Clone::clone)?;
+    let mut out: Vec<SocketAddr> = Vec::with_capacity(addrs.len().min(MAX_ADDRESSES));
+    for addr in addrs {
+        if out.len() == MAX_ADDRESSES {
+            break;
+        }
+        if !out.contains(addr) {
+            out.push(*addr);
+        }
+    }
+    if out.is_empty() {
+        return Err(String::from("no address"));
+    }
+    Ok(out)
+}
+
+fn sorted(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut addrs = addrs.to_vec();
+    addrs.sort();
+    addrs
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    a / gcd(a, b) * b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::{Algorithm, Balancer};
+    use std::net::IpAddr;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("addr")
+    }
+
+    fn upstream(name: &str, weight: u32, addrs: &[&str]) -> UpstreamConfig {
+        UpstreamConfig {
+            name: name.into(),
+            addrs: Ok(addrs.iter().map(|a| addr(a)).collect()),
+            weight,
+        }
+    }
+
+    fn unresolved(name: &str) -> UpstreamConfig {
+        UpstreamConfig {
+            name: name.into(),
+            addrs: Err(format!("cannot resolve '{name}'")),
+            weight: 1,
+        }
+    }
+
+    /// Connections per endpoint address over `n` round-robin picks.
+    fn shares(upstreams: &mut Upstreams, n: usize) -> Vec<(SocketAddr, usize)> {
+        let mut balancer = Balancer::new(Algorithm::RoundRobin, 0, 1);
+        let client: IpAddr = "10.0.0.1".parse().expect("ip");
+        let now = Instant::now();
+        let mut counts: Vec<(SocketAddr, usize)> = Vec::new();
+        for _ in 0..n {
+            let candidates = upstreams.candidates(&Tried::default(), now);
+            let slot = balancer.pick(&candidates, client).expect("a pick").index;
+            let at = upstreams.get(slot).expect("live").addr;
+            match counts.iter_mut().find(|(a, _)| *a == at) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((at, 1)),
+            }
+        }
+        counts.sort();
+        counts
+    }
+
+    fn live_addrs(upstreams: &Upstreams, index: usize) -> Vec<SocketAddr> {
+        sorted(
+            &upstreams
+                .live_of(index)
+                .map(|(_, e)| e.addr)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn test_a_names_weight_is_shared_among_its_addresses() {
+        let now = Instant::now();
+        // Weight 1 over two addresses beside weight 1 on one: 1/4, 1/4, 1/2.
+        let configs = [
+            upstream("app.test:80", 1, &["127.0.0.1:80", "127.0.0.2:80"]),
+            upstream("127.0.0.3:80", 1, &["127.0.0.3:80"]),
+        ];
+        let (mut upstreams, changes) = Upstreams::new(&configs, None, now);
+        assert_eq!(changes, Vec::new());
+        let weights: Vec<u64> = upstreams.live().map(|(_, e)| e.weight).collect();
+        assert_eq!(weights, vec![1, 1, 2]);
+        assert_eq!(
+            shares(&mut upstreams, 400),
+            vec![
+                (addr("127.0.0.1:80"), 100),
+                (addr("127.0.0.2:80"), 100),
+                (addr("127.0.0.3:80"), 200)
+            ]
+        );
+        // Weight 3 over three addresses beside weight 2 on one: 3 : 2 between the upstreams, exactly.
+        let configs = [
+            upstream(
+                "a.test:80",
+                3,
+                &["127.0.0.1:80", "127.0.0.2:80", "127.0.0.3:80"],
+            ),
+            upstream("b.test:80", 2, &["127.0.0.4:80"]),
+        ];
+        let (mut upstreams, _) = Upstreams::new(&configs, None, now);
+        let got = shares(&mut upstreams, 500);
+        assert_eq!(got.iter().take(3).map(|(_, n)| n).sum::<usize>(), 300);
+        assert_eq!(got[3], (addr("127.0.0.4:80"), 200));
+        assert!(got.iter().take(3).all(|(_, n)| *n == 100), "{got:?}");
+    }
+
+    #[test]
+    fn test_a_lookup_adds_and_retires_addresses_and_survivors_keep_their_health() {
+        let mut now = Instant::now();
+        let configs = [upstream(
+            "app.test:80",
+            2,
+            &["127.0.0.1:80", "127.0.0.2:80"],
+        )];
+        let (mut upstreams, _) = Upstreams::new(&configs, None, now);
+        let slot_of = |upstreams: &Upstreams, a: &str| {
+            upstreams
+                .live()
+                .find(|(_, e)| e.addr == addr(a))
+                .map(|(slot, _)| slot)
+                .expect("live")
+        };
+        let first = slot_of(&upstreams, "127.0.0.1:80");
+        let second = slot_of(&upstreams, "127.0.0.2:80");
+        let endpoint = upstreams.get_mut(first).expect("first");
+        assert_eq!(endpoint.label, "app.test:80 (127.0.0.1:80)");
+        endpoint.connect_failures = 3;
+        endpoint.health.on_failure(now, 1, "x");
+        upstreams.get_mut(second).expect("second").active = 1;
+
+        now += Duration::from_secs(1);
+        let changes =
+            upstreams.resolved(0, Ok(vec![addr("127.0.0.1:80"), addr("127.0.0.3:80")]), now);
+        assert_eq!(
+            changes,
+            vec![Change::Readdressed {
+                upstream: 0,
+                was: Some(vec![addr("127.0.0.1:80"), addr("127.0.0.2:80")]),
+                now: vec![addr("127.0.0.1:80"), addr("127.0.0.3:80")],
+            }]
+        );
+        assert_eq!(
+            live_addrs(&upstreams, 0),
+            vec![addr("127.0.0.1:80"), addr("127.0.0.3:80")]
+        );
+        // The survivor kept its slot, health and count; the new one starts up.
+        let kept = upstreams.get(first).expect("kept");
+        assert_eq!((kept.connect_failures, kept.health.is_up()), (3, false));
+        assert!(upstreams
+            .get(slot_of(&upstreams, "127.0.0.3:80"))
+            .is_some_and(|e| e.health.is_up()));
+        // The dropped one is retired: never a candidate, kept while its pair lives, then freed.
+        let retired = upstreams.get(second).expect("kept for its pair");
+        assert!(retired.retired && retired.active == 1);
+        let candidates = upstreams.candidates(&Tried::default(), now);
+        assert!(candidates[second].excluded);
+        assert!(!candidates[first].excluded);
+        upstreams.release(second);
+        assert!(
+            upstreams.get(second).is_none(),
+            "an idle retired slot is freed"
+        );
+        // The same answer again changes nothing and says nothing.
+        let again =
+            upstreams.resolved(0, Ok(vec![addr("127.0.0.3:80"), addr("127.0.0.1:80")]), now);
+        assert_eq!(again, Vec::new());
+        // A freed slot is reused by the next new address.
+        upstreams.resolved(
+            0,
+            Ok(vec![
+                addr("127.0.0.1:80"),
+                addr("127.0.0.3:80"),
+                addr("127.0.0.4:80"),
+            ]),
+            now,
+        );
+        assert_eq!(
+            upstreams.get(second).map(|e| e.addr),
+            Some(addr("127.0.0.4:80"))
+        );
+        let weights: Vec<u64> = upstreams.live().map(|(_, e)| e.weight).collect();
+        assert_eq!(
+            weights,
+            vec![2, 2, 2],
+            "weight 2 over three addresses, scaled by 3"
+        );
+    }
+
+    #[test]
+    fn test_a_name_unresolved_at_start_is_down_until_it_resolves() {
+        let now = Instant::now();
+        let configs = [
+            unresolved("late.test:80"),
+            upstream("127.0.0.9:80", 1, &["127.0.0.9:80"]),
+        ];
+        let (mut upstreams, changes) = Upstreams::new(&configs, None, now);
+        assert_eq!(
+            changes,
+            vec![Change::Unresolved {
+                upstream: 0,
+                error: "cannot resolve 'late.test:80'".into()
+            }]
+        );
+        assert_eq!(live_addrs(&upstreams, 0), Vec::new());
+        assert!(!upstreams.none_live());
+        // Failing again says nothing more.
+        assert_eq!(
+            upstreams.resolved(0, Err("still not".into()), now),
+            Vec::new()
+        );
+        let changes = upstreams.resolved(0, Ok(vec![addr("127.0.0.1:80")]), now);
+        assert_eq!(
+            changes,
+            vec![Change::Readdressed {
+                upstream: 0,
+                was: None,
+                now: vec![addr("127.0.0.1:80")]
+            }]
+        );
+        assert_eq!(upstreams.list()[0].resolution, Resolution::Resolved);
+        assert_eq!(
+            shares(&mut upstreams, 4),
+            vec![(addr("127.0.0.1:80"), 2), (addr("127.0.0.9:80"), 2)]
+        );
+        // Every upstream unresolved: nothing is live.
+        let (alone, _) = Upstreams::new(&[unresolved("late.test:80")], None, now);
+        assert!(alone.none_live());
+    }
+
+    #[test]
+    fn test_a_failing_lookup_keeps_the_addresses_for_the_hold_then_goes_down() {
+        let start = Instant::now();
+        let configs = [upstream("app.test:80", 1, &["127.0.0.1:80"])];
+        let (mut upstreams, _) = Upstreams::new(&configs, None, start);
+        let changes = upstreams.resolved(0, Err("timed out".into()), start);
+        assert_eq!(
+            changes,
+            vec![Change::Holding {
+                upstream: 0,
+                error: "timed out".into()
+            }]
+        );
+        let within = start + HOLD - Duration::from_millis(1);
+        assert_eq!(
+            upstreams.resolved(0, Err("timed out".into()), within),
+            Vec::new()
+        );
+        assert_eq!(live_addrs(&upstreams, 0), vec![addr("127.0.0.1:80")]);
+        let changes = upstreams.resolved(0, Err("gone".into()), start + HOLD);
+        assert_eq!(
+            changes,
+            vec![Change::Unresolved {
+                upstream: 0,
+                error: "gone".into()
+            }]
+        );
+        assert!(upstreams.none_live());
+        // A lookup that answers within the hold ends it, and says so.
+        let (mut held, _) = Upstreams::new(&configs, None, start);
+        held.resolved(0, Err("timed out".into()), start);
+        let back = held.resolved(
+            0,
+            Ok(vec![addr("127.0.0.1:80")]),
+            start + Duration::from_secs(1),
+        );
+        assert!(matches!(
+            back.as_slice(),
+            [Change::Readdressed { was: Some(_), .. }]
+        ));
+        assert_eq!(held.list()[0].resolution, Resolution::Resolved);
+        let later = start + HOLD + Duration::from_secs(1);
+        assert!(matches!(
+            held.resolved(0, Err("x".into()), later).as_slice(),
+            [Change::Holding { .. }]
+        ));
+    }
+
+    #[test]
+    fn test_a_reload_starts_from_the_previous_state() {
+        let now = Instant::now();
+        let configs = [upstream(
+            "app.test:80",
+            1,
+            &["127.0.0.1:80", "127.0.0.2:80"],
+        )];
+        let (mut old, _) = Upstreams::new(&configs, None, now);
+        let slot = old.live().next().map(|(slot, _)| slot).expect("one");
+        old.get_mut(slot).expect("it").connect_failures = 7;
+        // The file's fresh lookup drops one address: the other keeps its count.
+        let fresh = [upstream("app.test:80", 1, &["127.0.0.1:80"])];
+        let (new, changes) = Upstreams::new(&fresh, Some(&old), now);
+        assert_eq!(live_addrs(&new, 0), vec![addr("127.0.0.1:80")]);
+        assert_eq!(new.live().next().map(|(_, e)| e.connect_failures), Some(7));
+        assert!(matches!(changes.as_slice(), [Change::Readdressed { .. }]));
+        // The file's lookup failed: the running addresses are held, as for a re-resolution.
+        let (held, changes) = Upstreams::new(&[unresolved("app.test:80")], Some(&old), now);
+        assert_eq!(live_addrs(&held, 0).len(), 2);
+        assert!(matches!(changes.as_slice(), [Change::Holding { .. }]));
+    }
+
+    #[test]
+    fn test_addresses_are_distinct_and_capped() {
+        let many: Vec<SocketAddr> = (1..=40)
+            .map(|i| SocketAddr::from(([127, 0, 0, i], 80)))
+            .chain(std::iter::once(addr("127.0.0.1:80")))
+            .collect();
+        let got = distinct(&Ok(many)).expect("some");
+        assert_eq!(got.len(), MAX_ADDRESSES);
+        assert_eq!(got[0], addr("127.0.0.1:80"));
+        assert_eq!(distinct(&Ok(Vec::new())), Err("no address".to_string()));
+    }
+
+    #[test]
+    fn test_tried_counts_each_slot_once() {
+        let mut tried = Tried::default();
+        for slot in [0, 63, 64, MAX_ENDPOINTS - 1, 63] {
+            tried.insert(slot);
+        }
+        assert_eq!(tried.count(), 4);
+        assert!(tried.contains(64) && !tried.contains(65));
+        tried.insert(MAX_ENDPOINTS); // out of range: ignored
+        assert_eq!(tried.count(), 4);
+    }
+}
