@@ -1,6 +1,8 @@
-//! DNS re-resolution: a host-name upstream is resolved again every `--resolve-interval`, and new
-//! connections follow a changed answer without a restart. And a CONNECT destination whose name has
-//! several addresses is tried at the next one when a connect fails.
+//! DNS: a host-name upstream is resolved again every `--resolve-interval`, and new connections follow
+//! a changed answer without a restart; every address of a name is an endpoint sharing its weight; a
+//! name that does not resolve starts down and joins when it does; an address dropped from a name takes
+//! no new connection while its live pair finishes. And a CONNECT destination whose name has several
+//! addresses is tried at the next one when a connect fails.
 //!
 //! The names are made-up ones that these tests write into /etc/hosts (which getaddrinfo reads), for
 //! 127.0.0.1, ::1 or both, and remove again when they end, however they end. Where /etc/hosts
@@ -10,7 +12,7 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -158,6 +160,178 @@ fn test_sighup_applies_a_changed_dns_answer() {
     fwd.signal(libc::SIGHUP);
     fwd.expect_log("now resolves to [::1]", Duration::from_secs(10));
     assert_eq!(greeting_through(&fwd), "v6");
+}
+
+/// The greeting line of a new connection through `fwd`, read byte by byte (nothing past it is
+/// consumed), and the connection, still open.
+fn open_labelled(fwd: &Forwarder) -> (String, TcpStream) {
+    let mut client = connect(fwd.addr());
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        match client.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            other => panic!("no greeting: {other:?} after {line:?}"),
+        }
+    }
+    let text = String::from_utf8(line).expect("utf-8 greeting");
+    (text.trim_end().to_string(), client)
+}
+
+/// How many of `n` new connections reached each label.
+fn labels_of(fwd: &Forwarder, n: usize) -> Vec<(String, usize)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for _ in 0..n {
+        let label = greeting_through(fwd);
+        match counts.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((label, 1)),
+        }
+    }
+    counts.sort();
+    counts
+}
+
+/// A name that does not resolve at start does not stop the start: the route runs on its other upstream,
+/// the name is down in /metrics, and once it appears in /etc/hosts it takes its share after the next
+/// re-resolution.
+#[test]
+fn test_an_unresolvable_name_starts_down_and_joins_once_it_resolves() {
+    let name = format!("edgefwd-dns-late-{}.test", std::process::id());
+    let Some(entry) = HostsEntry::add(&name, &[]) else {
+        eprintln!("skipped: {HOSTS} cannot be written here, so no name can be made to appear");
+        return;
+    };
+    let good = greeter(common::loopback4(), "good");
+    let late = greeter(common::loopback4(), "late");
+    let upstream = format!("{name}:{}", late.addr().port());
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &good.upstream_arg(),
+        "--upstream",
+        &upstream,
+        "--resolve-interval",
+        "200ms",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    fwd.expect_log(
+        &format!("upstream {upstream} of route default is down: cannot resolve '{upstream}'"),
+        Duration::from_secs(10),
+    );
+    assert_eq!(labels_of(&fwd, 4), vec![("good".to_string(), 4)]);
+    let body = common::scrape(fwd.metrics_addr());
+    let up = |label: &str| format!("edgefwd_upstream_up{{route=\"default\",upstream=\"{label}\"}}");
+    assert_eq!(common::sample(&body, &up(&upstream)), 0);
+    assert_eq!(common::sample(&body, &up(&good.upstream_arg())), 1);
+
+    entry.point_to(&["127.0.0.1"]).expect("rewrite /etc/hosts");
+    let resolved = format!(
+        "upstream {upstream} of route default now resolves to {} (was unresolved)",
+        late.addr()
+    );
+    fwd.expect_log(&resolved, Duration::from_secs(10));
+    assert_eq!(
+        labels_of(&fwd, 4),
+        vec![("good".to_string(), 2), ("late".to_string(), 2)]
+    );
+    let body = common::scrape(fwd.metrics_addr());
+    let endpoint = format!("{upstream} ({})", late.addr());
+    assert_eq!(common::sample(&body, &up(&endpoint)), 1);
+    assert!(
+        !body.contains(&up(&upstream)),
+        "the unresolved row is gone:\n{body}"
+    );
+}
+
+/// A name with two addresses (127.0.0.1 and ::1, a different backend on each) contributes both as
+/// endpoints, sharing its weight: beside an IP literal of the same weight, round-robin sends it half
+/// the clients, a quarter to each address.
+#[test]
+fn test_every_address_of_a_name_is_an_endpoint_sharing_its_weight() {
+    let Some((entry, port, _addrs)) = name_with_two_addresses("both") else {
+        return;
+    };
+    let _v4 = greeter(SocketAddr::from(([127, 0, 0, 1], port)), "v4");
+    let _v6 = greeter(
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        "v6",
+    );
+    let solo = greeter(common::loopback4(), "solo");
+    let upstream = format!("{}:{port}", entry.name);
+    let fwd = Forwarder::start(&["--upstream", &upstream, "--upstream", &solo.upstream_arg()]);
+    assert_eq!(
+        labels_of(&fwd, 40),
+        vec![
+            ("solo".to_string(), 20),
+            ("v4".to_string(), 10),
+            ("v6".to_string(), 10)
+        ]
+    );
+}
+
+/// An address dropped from a name takes no new connection after the next re-resolution, while a pair
+/// already through it runs on to its end, byte for byte; the address leaves /metrics.
+#[test]
+fn test_an_address_dropped_from_a_name_takes_no_new_connections_and_its_pair_finishes() {
+    let Some((entry, port, _addrs)) = name_with_two_addresses("drop") else {
+        return;
+    };
+    let _v4 = greeter(SocketAddr::from(([127, 0, 0, 1], port)), "v4");
+    let _v6 = greeter(
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        "v6",
+    );
+    let upstream = format!("{}:{port}", entry.name);
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &upstream,
+        "--resolve-interval",
+        "200ms",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    // Round-robin over the two addresses: one of the first two clients is on ::1; keep it open.
+    let (first, first_conn) = open_labelled(&fwd);
+    let (second, second_conn) = open_labelled(&fwd);
+    let mut live = match (first.as_str(), second.as_str()) {
+        ("v6", "v4") => first_conn,
+        ("v4", "v6") => second_conn,
+        other => panic!("two clients did not reach both addresses: {other:?}"),
+    };
+
+    entry.point_to(&["127.0.0.1"]).expect("rewrite /etc/hosts");
+    fwd.expect_log(
+        &format!("of route default now resolves to 127.0.0.1:{port} (was "),
+        Duration::from_secs(10),
+    );
+    assert_eq!(labels_of(&fwd, 6), vec![("v4".to_string(), 6)]);
+    let body = common::scrape(fwd.metrics_addr());
+    assert!(
+        !body.contains(&format!("([::1]:{port})")),
+        "a dropped address is still in /metrics:\n{body}"
+    );
+
+    let data = common::pattern_vec(512 * 1024);
+    let mut writer = live.try_clone().expect("clone");
+    let sent = data.clone();
+    let writing = std::thread::spawn(move || {
+        writer
+            .write_all(&sent)
+            .expect("write through the dropped address");
+        writer
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+    });
+    let (echoed, end) = common::read_until_end(&mut live, Duration::from_secs(30));
+    writing.join().expect("writer");
+    assert_eq!(end, common::End::Eof);
+    assert!(
+        echoed == data,
+        "the live pair lost or changed bytes ({} of {})",
+        echoed.len(),
+        data.len()
+    );
 }
 
 /// A made-up name for 127.0.0.1 and ::1, with a port free on both (picked once the name is ours, so
