@@ -8,7 +8,7 @@
 //! - A name contributes its first [`MAX_ADDRESSES`] distinct addresses, each an endpoint, and the
 //!   upstream's weight is shared among them: an upstream of weight W with k endpoints gives each W/k of
 //!   the route's share. To keep the balancers in integers every weight is scaled by the least common
-//!   multiple of the endpoint counts ([`Upstreams::share_weights`]): weights 1 (two addresses) and 1
+//!   multiple of the endpoint counts (`Upstreams::share_weights`): weights 1 (two addresses) and 1
 //!   (one address) become 1, 1 and 2.
 //! - Endpoints live in slots whose index never changes while anything refers to it: a pair counts
 //!   itself in its endpoint's `active` and gives it back by slot, a probe reports to its slot, and a
