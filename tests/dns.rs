@@ -334,6 +334,32 @@ fn test_an_address_dropped_from_a_name_takes_no_new_connections_and_its_pair_fin
     );
 }
 
+/// A name with two addresses of which only one is listened on: with the default attempts (three, since a
+/// name may have several addresses), a client whose connect to the dead address is refused fails over to
+/// the other address of the same name and never notices; the dead address is marked down.
+#[test]
+fn test_failover_moves_across_the_addresses_of_one_name() {
+    let Some((entry, port, addrs)) = name_with_two_addresses("failover") else {
+        return;
+    };
+    let _alive = greeter(addrs[1], "alive");
+    let upstream = format!("{}:{port}", entry.name);
+    let fwd = Forwarder::start(&["--upstream", &upstream, "--fall", "1"]);
+    assert!(fwd.logs().contains("connect-attempts=3"), "{}", fwd.logs());
+    assert_eq!(labels_of(&fwd, 4), vec![("alive".to_string(), 4)]);
+    fwd.expect_log(
+        &format!(
+            "upstream {upstream} ({}) of route default is down",
+            addrs[0]
+        ),
+        Duration::from_secs(5),
+    );
+    fwd.expect_log(
+        &format!("failing over to upstream={upstream} ({})", addrs[1]),
+        Duration::from_secs(5),
+    );
+}
+
 /// A made-up name for 127.0.0.1 and ::1, with a port free on both (picked once the name is ours, so
 /// that no other test of this file can take it meanwhile) and the name's addresses in the resolver's
 /// order; `None`, having said why, where that cannot be done here.
