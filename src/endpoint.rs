@@ -90,7 +90,7 @@ pub enum Resolution {
     /// Lookups have failed since `since`; the addresses from before are kept until [`HOLD`] has passed.
     Failing { since: Instant },
     /// No address: down, no connection goes to it, until a lookup answers.
-    Unresolved { error: String },
+    Unresolved,
 }
 
 /// One upstream as configured, and its resolution.
@@ -170,44 +170,42 @@ impl Upstreams {
         let mut changes = Vec::new();
         for (index, config) in configs.iter().enumerate() {
             let before = previous.and_then(|old| old.state_of(&config.name));
+            let (resolution, endpoints) = before.unwrap_or((Resolution::Unresolved, Vec::new()));
+            let carried_over = !endpoints.is_empty() || resolution != Resolution::Unresolved;
             upstreams.list.push(Upstream {
                 name: config.name.clone(),
                 weight: config.weight,
-                resolution: Resolution::Unresolved {
-                    error: String::new(),
-                },
+                resolution,
             });
-            match before {
-                Some((resolution, endpoints)) => {
-                    upstreams.list[index].resolution = resolution;
-                    for old in endpoints {
-                        let mut endpoint = Endpoint::new(index, &config.name, old.addr);
-                        endpoint.health = old.health.clone();
-                        endpoint.connect_failures = old.connect_failures;
-                        upstreams.place(endpoint);
-                    }
-                    changes.extend(upstreams.resolved(index, config.addrs.clone(), now));
-                }
-                None => match distinct(&config.addrs) {
-                    Ok(addrs) => {
-                        upstreams.list[index].resolution = Resolution::Resolved;
-                        let placed = upstreams.add(index, &addrs);
-                        changes.extend(placed);
-                    }
-                    Err(error) => {
-                        upstreams.list[index].resolution = Resolution::Unresolved {
-                            error: error.clone(),
-                        };
-                        changes.push(Change::Unresolved {
-                            upstream: index,
-                            error,
-                        });
-                    }
-                },
+            for old in endpoints {
+                let mut endpoint = Endpoint::new(index, &config.name, old.addr);
+                endpoint.health = old.health.clone();
+                endpoint.connect_failures = old.connect_failures;
+                upstreams.place(endpoint);
+            }
+            if carried_over {
+                changes.extend(upstreams.resolved(index, config.addrs.clone(), now));
+            } else {
+                changes.extend(upstreams.first_lookup(index, &config.addrs));
             }
         }
         upstreams.share_weights();
         (upstreams, changes)
+    }
+
+    /// Upstream `index` (new, unresolved) takes the addresses the configuration resolved: no change to
+    /// report but a name that did not resolve.
+    fn first_lookup(&mut self, index: usize, lookup: &Addresses) -> Option<Change> {
+        match distinct(lookup) {
+            Ok(addrs) => {
+                self.list[index].resolution = Resolution::Resolved;
+                self.add(index, &addrs)
+            }
+            Err(error) => Some(Change::Unresolved {
+                upstream: index,
+                error,
+            }),
+        }
     }
 
     /// What a reload carries over for the upstream named `name`: its resolution and its live endpoints.
@@ -227,7 +225,7 @@ impl Upstreams {
         let mut changes = Vec::new();
         match (distinct(&lookup), upstream.resolution.clone()) {
             (Ok(addrs), resolution) => {
-                let was_unresolved = matches!(resolution, Resolution::Unresolved { .. });
+                let was_unresolved = resolution == Resolution::Unresolved;
                 let was_failing = matches!(resolution, Resolution::Failing { .. });
                 for endpoint in self.slots.iter_mut().flatten() {
                     if endpoint.upstream == index && !addrs.contains(&endpoint.addr) {
@@ -263,15 +261,13 @@ impl Upstreams {
                         endpoint.retired = true;
                     }
                 }
-                self.list[index].resolution = Resolution::Unresolved {
-                    error: error.clone(),
-                };
+                self.list[index].resolution = Resolution::Unresolved;
                 changes.push(Change::Unresolved {
                     upstream: index,
                     error,
                 });
             }
-            (Err(_), Resolution::Failing { .. } | Resolution::Unresolved { .. }) => {}
+            (Err(_), Resolution::Failing { .. } | Resolution::Unresolved) => {}
         }
         self.reclaim_idle();
         self.share_weights();
@@ -309,16 +305,23 @@ impl Upstreams {
 
     /// Frees the slots of retired endpoints nothing counts on any more.
     fn reclaim_idle(&mut self) {
-        for slot in &mut self.slots {
-            if slot
-                .as_ref()
-                .is_some_and(|e| e.retired && e.active == 0 && !e.probing)
-            {
-                *slot = None;
-            }
+        for slot in 0..self.slots.len() {
+            self.reclaim(slot);
         }
-        while self.slots.last().is_some_and(Option::is_none) {
-            self.slots.pop();
+    }
+
+    /// Frees `slot` if it holds a retired endpoint nothing counts on (no pair, no probe).
+    fn reclaim(&mut self, slot: usize) {
+        if self
+            .get(slot)
+            .is_some_and(|e| e.retired && e.active == 0 && !e.probing)
+        {
+            if let Some(freed) = self.slots.get_mut(slot) {
+                *freed = None;
+            }
+            while self.slots.last().is_some_and(Option::is_none) {
+                self.slots.pop();
+            }
         }
     }
 
@@ -368,12 +371,12 @@ impl Upstreams {
         &self.list
     }
 
-    /// A pair (or a probe) no longer counts on endpoint `slot`; a retired endpoint goes when nothing does.
+    /// A pair no longer counts on endpoint `slot`; a retired endpoint goes when nothing does.
     pub fn release(&mut self, slot: usize) {
         if let Some(endpoint) = self.get_mut(slot) {
             endpoint.active = endpoint.active.saturating_sub(1);
         }
-        self.reclaim_idle();
+        self.reclaim(slot);
     }
 
     /// A probe of endpoint `slot` has finished.
@@ -381,7 +384,7 @@ impl Upstreams {
         if let Some(endpoint) = self.get_mut(slot) {
             endpoint.probing = false;
         }
-        self.reclaim_idle();
+        self.reclaim(slot);
     }
 
     /// One candidate per slot for the balancer (a free or retired slot, or one in `tried`, is excluded).

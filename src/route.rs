@@ -604,6 +604,30 @@ mod tests {
         assert!(!same_settings(&old, &other_limit));
     }
 
+    /// A route none of whose upstreams resolves tries nothing: the client is refused as `unresolved`.
+    #[test]
+    fn test_connect_with_no_resolved_upstream_is_refused_as_unresolved() {
+        let mut config = route(None, &["127.0.0.1:0"]);
+        config.upstreams[0] = UpstreamConfig {
+            name: "nowhere.test:80".into(),
+            addrs: Err("cannot resolve 'nowhere.test:80'".into()),
+            weight: 1,
+        };
+        let now = Instant::now();
+        let mut route = Route::new(1, config, Vec::new(), None, (now, None));
+        let client: IpAddr = "127.0.0.1".parse().expect("ip");
+        let refused = route
+            .connect(client, Tried::default(), now, |_| None)
+            .expect_err("nothing to connect to");
+        assert_eq!((refused.last, refused.cause()), (None, Cause::Unresolved));
+        // Once the name resolves, clients go there.
+        route.resolved(0, Ok(vec!["127.0.0.1:9".parse().expect("addr")]), now);
+        let (_stream, slot, _, _) = route
+            .connect(client, Tried::default(), now, |_| None)
+            .expect("connect starts");
+        assert_eq!(route.endpoint_label(slot), "nowhere.test:80 (127.0.0.1:9)");
+    }
+
     #[test]
     fn test_connect_skips_tried_and_stops_at_attempts() {
         let mut config = route(None, &["127.0.0.1:0"]);
