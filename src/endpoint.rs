@@ -732,6 +732,48 @@ mod tests {
         assert!(matches!(changes.as_slice(), [Change::Holding { .. }]));
     }
 
+    /// With every slot taken (64 names of 16 addresses, one retired address still carrying a pair), a
+    /// new address waits, reported, and is placed by a later answer once the slot is free.
+    #[test]
+    fn test_a_new_address_waits_when_every_slot_is_taken() {
+        let now = Instant::now();
+        let addrs = |upstream: u8, from: u8| -> Vec<String> {
+            (from..from + 16)
+                .map(|i| format!("10.{upstream}.0.{i}:80"))
+                .collect()
+        };
+        let configs: Vec<UpstreamConfig> = (0..MAX_UPSTREAMS as u8)
+            .map(|u| {
+                let list = addrs(u, 0);
+                let refs: Vec<&str> = list.iter().map(String::as_str).collect();
+                upstream(&format!("u{u}.test:80"), 1, &refs)
+            })
+            .collect();
+        let (mut upstreams, _) = Upstreams::new(&configs, None, now);
+        assert_eq!(upstreams.live().count(), MAX_ENDPOINTS);
+        let busy = upstreams
+            .live_of(0)
+            .next()
+            .map(|(slot, _)| slot)
+            .expect("one");
+        if let Some(endpoint) = upstreams.get_mut(busy) {
+            endpoint.active = 1;
+        }
+        let shifted: Vec<SocketAddr> = addrs(0, 1).iter().map(|a| addr(a)).collect();
+        let changes = upstreams.resolved(0, Ok(shifted.clone()), now);
+        assert!(
+            changes.contains(&Change::NoRoom {
+                upstream: 0,
+                addrs: vec![addr("10.0.0.16:80")]
+            }),
+            "{changes:?}"
+        );
+        assert_eq!(upstreams.live_of(0).count(), 15);
+        upstreams.release(busy);
+        upstreams.resolved(0, Ok(shifted), now);
+        assert_eq!(upstreams.live_of(0).count(), 16);
+    }
+
     #[test]
     fn test_addresses_are_distinct_and_capped() {
         let many: Vec<SocketAddr> = (1..=40)

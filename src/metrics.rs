@@ -201,7 +201,7 @@ pub struct Metrics {
     pub warm_misses: u64,
 }
 
-/// What `/metrics` shows of one upstream of one route.
+/// What `/metrics` shows of one endpoint (or one unresolved upstream) of one route.
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamRow<'a> {
     pub route: &'a str,
@@ -218,19 +218,19 @@ pub fn render_upstreams<'a>(rows: impl Iterator<Item = UpstreamRow<'a>> + Clone,
         (
             "edgefwd_upstream_up",
             "gauge",
-            "1 if the upstream is up, 0 if health checking marked it down",
+            "1 if the upstream endpoint (an address of it) is up, 0 if health checking marked it down or its name does not resolve",
             |row| u64::from(row.up),
         ),
         (
             "edgefwd_upstream_active",
             "gauge",
-            "connections open or connecting to the upstream",
+            "connections open or connecting to the upstream endpoint",
             |row| row.active as u64,
         ),
         (
             "edgefwd_upstream_connect_failures_total",
             "counter",
-            "connects and probes to the upstream that failed",
+            "connects and probes to the upstream endpoint that failed",
             |row| row.connect_failures,
         ),
     ];
