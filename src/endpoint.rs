@@ -216,62 +216,78 @@ impl Upstreams {
     }
 
     /// Upstream `index`'s name was looked up again (a re-resolution, or a reloaded file for a route that
-    /// keeps running): new addresses become endpoints, dropped ones retire, the others keep their health.
+    /// keeps running): new addresses become endpoints, dropped ones retire, the others keep their health;
+    /// a failed lookup is held, then marks the upstream down.
     pub fn resolved(&mut self, index: usize, lookup: Addresses, now: Instant) -> Vec<Change> {
-        let Some(upstream) = self.list.get(index) else {
+        let Some(resolution) = self.list.get(index).map(|u| u.resolution.clone()) else {
             return Vec::new();
         };
-        let had: Vec<SocketAddr> = self.live_of(index).map(|(_, e)| e.addr).collect();
-        let mut changes = Vec::new();
-        match (distinct(&lookup), upstream.resolution.clone()) {
-            (Ok(addrs), resolution) => {
-                let was_unresolved = resolution == Resolution::Unresolved;
-                let was_failing = matches!(resolution, Resolution::Failing { .. });
-                for endpoint in self.slots.iter_mut().flatten() {
-                    if endpoint.upstream == index && !addrs.contains(&endpoint.addr) {
-                        endpoint.retired = true;
-                    }
-                }
-                let new: Vec<SocketAddr> = addrs
-                    .iter()
-                    .copied()
-                    .filter(|addr| !had.contains(addr))
-                    .collect();
-                changes.extend(self.add(index, &new));
-                self.list[index].resolution = Resolution::Resolved;
-                let now_has: Vec<SocketAddr> = self.live_of(index).map(|(_, e)| e.addr).collect();
-                if was_unresolved || was_failing || sorted(&now_has) != sorted(&had) {
-                    changes.push(Change::Readdressed {
-                        upstream: index,
-                        was: (!was_unresolved).then_some(had),
-                        now: now_has,
-                    });
-                }
-            }
-            (Err(error), Resolution::Resolved) => {
-                self.list[index].resolution = Resolution::Failing { since: now };
-                changes.push(Change::Holding {
-                    upstream: index,
-                    error,
-                });
-            }
-            (Err(error), Resolution::Failing { since }) if now.duration_since(since) >= HOLD => {
-                for endpoint in self.slots.iter_mut().flatten() {
-                    if endpoint.upstream == index {
-                        endpoint.retired = true;
-                    }
-                }
-                self.list[index].resolution = Resolution::Unresolved;
-                changes.push(Change::Unresolved {
-                    upstream: index,
-                    error,
-                });
-            }
-            (Err(_), Resolution::Failing { .. } | Resolution::Unresolved) => {}
-        }
+        let changes = match distinct(&lookup) {
+            Ok(addrs) => self.readdress(index, &addrs, &resolution),
+            Err(error) => Vec::from_iter(self.lookup_failed(index, error, &resolution, now)),
+        };
         self.reclaim_idle();
         self.share_weights();
         changes
+    }
+
+    /// Upstream `index` resolves to `addrs`: its endpoints become exactly those (as far as slots allow).
+    fn readdress(&mut self, index: usize, addrs: &[SocketAddr], was: &Resolution) -> Vec<Change> {
+        let had: Vec<SocketAddr> = self.live_of(index).map(|(_, e)| e.addr).collect();
+        self.retire(index, addrs);
+        let new: Vec<SocketAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|addr| !had.contains(addr))
+            .collect();
+        let mut changes = Vec::from_iter(self.add(index, &new));
+        self.list[index].resolution = Resolution::Resolved;
+        let now: Vec<SocketAddr> = self.live_of(index).map(|(_, e)| e.addr).collect();
+        if *was != Resolution::Resolved || sorted(&now) != sorted(&had) {
+            changes.push(Change::Readdressed {
+                upstream: index,
+                was: (*was != Resolution::Unresolved).then_some(had),
+                now,
+            });
+        }
+        changes
+    }
+
+    /// Upstream `index`'s lookup failed: a resolved name is held for [`HOLD`], then goes down.
+    fn lookup_failed(
+        &mut self,
+        index: usize,
+        error: String,
+        was: &Resolution,
+        now: Instant,
+    ) -> Option<Change> {
+        match *was {
+            Resolution::Resolved => {
+                self.list[index].resolution = Resolution::Failing { since: now };
+                Some(Change::Holding {
+                    upstream: index,
+                    error,
+                })
+            }
+            Resolution::Failing { since } if now.duration_since(since) >= HOLD => {
+                self.retire(index, &[]);
+                self.list[index].resolution = Resolution::Unresolved;
+                Some(Change::Unresolved {
+                    upstream: index,
+                    error,
+                })
+            }
+            Resolution::Failing { .. } | Resolution::Unresolved => None,
+        }
+    }
+
+    /// Retires upstream `index`'s endpoints whose address is not in `keep`.
+    fn retire(&mut self, index: usize, keep: &[SocketAddr]) {
+        for endpoint in self.slots.iter_mut().flatten() {
+            if endpoint.upstream == index && !keep.contains(&endpoint.addr) {
+                endpoint.retired = true;
+            }
+        }
     }
 
     /// Places an endpoint for each of `addrs` (all new to upstream `index`); those that find no free slot
