@@ -554,6 +554,41 @@ mod tests {
         assert!(got.iter().take(3).all(|(_, n)| *n == 100), "{got:?}");
     }
 
+    /// `source-hash` maps clients over endpoints: both addresses of a name get clients, each client
+    /// keeps its address, and retiring one address moves only its own clients.
+    #[test]
+    fn test_source_hash_spreads_over_a_names_addresses() {
+        let now = Instant::now();
+        let three = ["127.0.0.1:80", "127.0.0.2:80", "127.0.0.3:80"];
+        let (mut upstreams, _) = Upstreams::new(&[upstream("app.test:80", 1, &three)], None, now);
+        let mut balancer = Balancer::new(Algorithm::SourceHash, 0, 1);
+        let mut pick = |upstreams: &mut Upstreams, last: u8| {
+            let client = IpAddr::from([10, 0, 0, last]);
+            let candidates = upstreams.candidates(&Tried::default(), now);
+            let slot = balancer.pick(&candidates, client).expect("a pick").index;
+            upstreams.get(slot).expect("live").addr
+        };
+        let before: Vec<SocketAddr> = (0..=255).map(|last| pick(&mut upstreams, last)).collect();
+        for each in three {
+            let share = before.iter().filter(|a| **a == addr(each)).count();
+            assert!((40..=130).contains(&share), "{share}/256 on {each}");
+        }
+        let again: Vec<SocketAddr> = (0..=255).map(|last| pick(&mut upstreams, last)).collect();
+        assert_eq!(before, again);
+        upstreams.resolved(0, Ok(vec![addr(three[0]), addr(three[2])]), now);
+        for (last, old) in before.iter().enumerate() {
+            let new = pick(&mut upstreams, last as u8);
+            if *old == addr(three[1]) {
+                assert_ne!(new, *old, "client .{last} still on the dropped address");
+            } else {
+                assert_eq!(
+                    new, *old,
+                    "client .{last} moved although its address stayed"
+                );
+            }
+        }
+    }
+
     #[test]
     fn test_a_lookup_adds_and_retires_addresses_and_survivors_keep_their_health() {
         let mut now = Instant::now();
