@@ -141,6 +141,7 @@ impl Greeting {
                     header_len,
                     source,
                     destination,
+                    ..
                 } => {
                     self.buf.drain(..header_len);
                     self.source = source;

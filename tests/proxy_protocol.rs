@@ -27,6 +27,7 @@ fn read_header(
             header_len,
             source,
             destination,
+            ..
         } = proxy_protocol::parse(&got)
         {
             if got.len() >= header_len + payload_len {
