@@ -6,7 +6,9 @@
 //! |-----------|--------------------------------------|-----------------------------------------------|
 //! | `Proxy`   | a prefix of a PROXY header           | `More`                                        |
 //! | `Proxy`   | a whole header                       | addresses kept; on to `Connect`, or `Ready`    |
-//! | `Proxy`   | not a header, or a broken one        | `Drop(reason)`: closed with a log line         |
+//! | `Proxy`   | not a header, or a broken one        | `BadProxyHeader(reason)`: on to `Refused`      |
+//! | `Proxy`   | (the pair: timeout, client gone)     | [`Greeting::give_up`]: on to `Refused`         |
+//! | `Refused` | -                                    | the pair closes; the reason is counted         |
 //! | `Connect` | no blank line yet, under 8 KiB       | `More`                                        |
 //! | `Connect` | a bad head, a denied destination...  | `Answer(status)`: the status, then close       |
 //! | `Connect` | a CONNECT to an allowed IP literal   | `Ready(Direct(addr))`                          |
@@ -27,7 +29,7 @@ use std::sync::Arc;
 
 use crate::allow::AllowList;
 use crate::connect_request::{self, Head, Host, Status};
-use crate::proxy_protocol::{self, Parsed};
+use crate::proxy_protocol::{self, Parsed, Reason};
 
 /// A route's greeting settings, shared by its pairs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +77,10 @@ pub enum Verdict {
     Ready { target: Target, leftover: Vec<u8> },
     /// Answer with this status and close (connect mode).
     Answer(Status, String),
-    /// Close without an answer (a bad PROXY header), logging the reason.
+    /// Close at once without an answer: the PROXY header broke a rule ([`Greeting::refused`] says which
+    /// from now on).
+    BadProxyHeader(Reason),
+    /// Close without an answer, logging the reason (cannot happen: a parser decides within its bound).
     Drop(String),
 }
 
@@ -83,6 +88,8 @@ pub enum Verdict {
 enum Stage {
     Proxy,
     Connect,
+    /// The PROXY header was refused, or never finished: the pair closes, counting this reason.
+    Refused(Reason),
 }
 
 /// A greeting in progress.
@@ -122,6 +129,7 @@ impl Greeting {
         let bound = match self.stage {
             Stage::Proxy => proxy_protocol::MAX_HEADER,
             Stage::Connect => connect_request::MAX_HEAD,
+            Stage::Refused(_) => 0,
         };
         bound.saturating_sub(self.buf.len())
     }
@@ -131,12 +139,35 @@ impl Greeting {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Why the PROXY header failed, once it has: refused by the parser, or given up by the pair.
+    pub fn refused(&self) -> Option<Reason> {
+        match self.stage {
+            Stage::Refused(reason) => Some(reason),
+            Stage::Proxy | Stage::Connect => None,
+        }
+    }
+
+    /// The pair gives up on a greeting (`reason`: its timeout, or the client left). Only a greeting still
+    /// waiting for its PROXY header is marked refused: a CONNECT head's failures are not the header's.
+    pub fn give_up(&mut self, reason: Reason) {
+        if self.stage == Stage::Proxy {
+            self.stage = Stage::Refused(reason);
+            self.buf = Vec::new();
+        }
+    }
+
     /// Runs the stages over what has arrived.
     pub fn advance(&mut self) -> Verdict {
+        if let Stage::Refused(reason) = self.stage {
+            return Verdict::BadProxyHeader(reason);
+        }
         if self.stage == Stage::Proxy {
             match proxy_protocol::parse(&self.buf) {
                 Parsed::Incomplete => return Verdict::More,
-                Parsed::Invalid(reason) => return Verdict::Drop(format!("PROXY header: {reason}")),
+                Parsed::Invalid(reason) => {
+                    self.give_up(reason);
+                    return Verdict::BadProxyHeader(reason);
+                }
                 Parsed::Done {
                     header_len,
                     source,
@@ -303,13 +334,34 @@ mod tests {
             }
         );
         assert_eq!(g.source, Some("192.0.2.9:4000".parse().expect("addr")));
-        assert!(matches!(
-            feed(
-                &mut Greeting::new(rules(true, &[], None)),
-                b"GET / HTTP/1.1\r\n"
-            ),
-            Verdict::Drop(_)
-        ));
+    }
+
+    #[test]
+    fn test_proxy_header_refused_stays_refused() {
+        let mut g = Greeting::new(rules(true, &[], None));
+        assert_eq!(
+            feed(&mut g, b"GET / HTTP/1.1\r\n"),
+            Verdict::BadProxyHeader(Reason::Signature)
+        );
+        assert_eq!(g.refused(), Some(Reason::Signature));
+        assert_eq!(g.room(), 0);
+        g.give_up(Reason::Timeout); // the first reason stands
+        assert_eq!(g.refused(), Some(Reason::Signature));
+    }
+
+    #[test]
+    fn test_give_up_marks_only_a_pending_proxy_header() {
+        let mut waiting = Greeting::new(rules(true, &["*:*"], None));
+        assert_eq!(feed(&mut waiting, b"PROXY TCP4 1.2"), Verdict::More);
+        waiting.give_up(Reason::ClientClosed);
+        assert_eq!(waiting.refused(), Some(Reason::ClientClosed));
+        let mut past_it = Greeting::new(rules(true, &["*:*"], None));
+        assert_eq!(feed(&mut past_it, b"PROXY UNKNOWN\r\nCONN"), Verdict::More);
+        past_it.give_up(Reason::Timeout);
+        assert_eq!(past_it.refused(), None);
+        let mut connect_only = Greeting::new(rules(false, &["*:*"], None));
+        connect_only.give_up(Reason::Timeout);
+        assert_eq!(connect_only.refused(), None);
     }
 
     #[test]
@@ -349,7 +401,7 @@ mod tests {
                         assert!(status.code() >= 400);
                         return;
                     }
-                    Verdict::Drop(_) => return,
+                    Verdict::BadProxyHeader(_) | Verdict::Drop(_) => return,
                 }
             }
         }

@@ -48,7 +48,7 @@ use mio::net::TcpStream;
 use crate::config::Splice;
 use crate::connect_request::Status;
 use crate::greeting::{Greeting, Target, Verdict};
-use crate::proxy_protocol::{self, Version};
+use crate::proxy_protocol::{self, Reason, Version};
 
 use crate::metrics::Way;
 use crate::net::{self, ConnectState};
@@ -569,7 +569,10 @@ impl Pair {
                 return self.conclude(Verdict::Drop("greeting too long".into()), now);
             }
             match self.client.read(&mut chunk[..room]) {
-                Ok(0) => return Outcome::Close(Cause::ClientAbort),
+                Ok(0) => {
+                    greeting.give_up(Reason::ClientClosed);
+                    return Outcome::Close(Cause::ClientAbort);
+                }
                 Ok(n) => {
                     greeting.extend(&chunk[..n]);
                     match greeting.advance() {
@@ -582,7 +585,10 @@ impl Pair {
                     return Outcome::Open;
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Outcome::Close(Cause::ClientReset),
+                Err(_) => {
+                    greeting.give_up(Reason::ClientClosed);
+                    return Outcome::Close(Cause::ClientReset);
+                }
             }
         }
     }
@@ -635,11 +641,23 @@ impl Pair {
                 );
                 self.refuse(status, now)
             }
+            Verdict::BadProxyHeader(_) => {
+                // Kept for the reactor, which counts and logs the reason as it closes the pair: no
+                // upstream exists yet, so nothing reaches one.
+                self.greeting = Some(greeting);
+                Outcome::Close(Cause::Rejected)
+            }
             Verdict::Drop(why) => {
                 info!("conn={} client={} closed: {why}", self.id, self.client_addr);
                 Outcome::Close(Cause::Rejected)
             }
         }
+    }
+
+    /// Why this pair's PROXY header failed (`edgefwd_proxy_header_rejected_total{reason}`), if it did:
+    /// refused by the parser, timed out, or the client left before it ended.
+    pub fn proxy_header_rejection(&self) -> Option<Reason> {
+        self.greeting.as_ref().and_then(Greeting::refused)
     }
 
     /// Starts answering the client with an error status; whatever was queued for either side is
@@ -710,20 +728,23 @@ impl Pair {
     /// closes (and a connect timeout of a route upstream fails over, in the reactor).
     pub fn expire(&mut self, cause: Cause, now: Instant) -> Outcome {
         match self.phase {
-            Phase::Greeting if self.greeting.as_ref().is_some_and(Greeting::answers) => {
-                debug!(
-                    "conn={} client={} CONNECT head timed out",
-                    self.id, self.client_addr
-                );
-                self.greeting = None;
-                self.refuse(Status::RequestTimeout, now)
-            }
             Phase::Greeting => {
-                info!(
-                    "conn={} client={} closed: no complete PROXY header within --header-timeout",
+                let Some(greeting) = self.greeting.as_mut() else {
+                    return Outcome::Close(cause);
+                };
+                // Still waiting for the PROXY header: counted (and logged) by the reactor as it closes.
+                greeting.give_up(Reason::Timeout);
+                if !greeting.answers() {
+                    return Outcome::Close(cause);
+                }
+                debug!(
+                    "conn={} client={} greeting timed out: 408",
                     self.id, self.client_addr
                 );
-                Outcome::Close(cause)
+                if greeting.refused().is_none() {
+                    self.greeting = None; // a CONNECT head's buffer: not needed while refusing
+                }
+                self.refuse(Status::RequestTimeout, now)
             }
             Phase::Connecting if self.direct && cause == Cause::ConnectTimeout => {
                 self.next_destination(Status::GatewayTimeout, &"timed out", now)

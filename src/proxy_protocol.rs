@@ -208,8 +208,8 @@ impl Reason {
             Reason::V1Fields => "v1 header needs 4 address fields",
             Reason::V1Protocol => "v1 header with an unknown protocol",
             Reason::V1Address => "v1 header with a bad address or port",
-            Reason::Timeout => "no whole header before the header timeout",
-            Reason::ClientClosed => "client closed before its header ended",
+            Reason::Timeout => "no complete PROXY header within --header-timeout",
+            Reason::ClientClosed => "the client left before its PROXY header ended",
         }
     }
 }
@@ -1127,6 +1127,12 @@ mod tests {
             assert!(label
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        }
+        for (index, reason) in Reason::ALL.into_iter().enumerate() {
+            assert_eq!(
+                reason as usize, index,
+                "{reason:?}: ALL indexes the counters"
+            );
         }
         assert_eq!(invalid(b"GET / HTTP/1.1\r\n"), Reason::Signature);
     }

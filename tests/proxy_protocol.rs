@@ -1,6 +1,7 @@
 //! The PROXY protocol on real sockets: `--send-proxy v1|v2` read by a test upstream (with edgefwd's own
 //! parser) and by nginx; `--accept-proxy` fed by hand-written v1/v2 headers and by haproxy
-//! (`send-proxy-v2`); a malformed header and a missing one. nginx and haproxy run on loopback from temp
+//! (`send-proxy-v2`); a malformed header and a missing one; every malformed v2 TLV layout closed at once,
+//! nothing sent upstream, and counted by reason in /metrics. nginx and haproxy run on loopback from temp
 //! config files when installed (`.ci/run` installs them); their tests say SKIPPED otherwise.
 
 mod common;
@@ -160,6 +161,226 @@ fn test_missing_header_times_out() {
     assert!(bytes.is_empty() && end == End::Eof, "{bytes:?} {end:?}");
     fwd.wait_for_close("header-timeout", Duration::from_secs(2));
     fwd.expect_log("no complete PROXY header", Duration::from_secs(1));
+}
+
+// ---- strict v2 validation: closed at once, nothing upstream, counted by reason -------------------
+
+/// A v2 header: PROXY over IPv4 (192.0.2.1:5000 -> 10.0.0.1:443) whose TLV area is `tlvs`.
+fn v2_inet(tlvs: &[u8]) -> Vec<u8> {
+    let mut header = proxy_protocol::V2_SIGNATURE.to_vec();
+    header.extend_from_slice(&[0x21, 0x11]);
+    header.extend_from_slice(&(12 + tlvs.len() as u16).to_be_bytes());
+    header.extend_from_slice(&[192, 0, 2, 1, 10, 0, 0, 1, 0x13, 0x88, 0x01, 0xBB]);
+    header.extend_from_slice(tlvs);
+    header
+}
+
+/// One TLV: type, big-endian length, value.
+fn tlv(kind: u8, value: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind];
+    out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// `header` with its CRC32C TLV's value (at `at`) set to the right checksum.
+fn sealed(mut header: Vec<u8>, at: usize) -> Vec<u8> {
+    header[at..at + 4].fill(0);
+    let crc = edgefwd::crc32c::checksum(&header);
+    header[at..at + 4].copy_from_slice(&crc.to_be_bytes());
+    header
+}
+
+/// Offset of the first TLV's value in [`v2_inet`]'s header.
+const FIRST_VALUE: usize = 16 + 12 + 3;
+
+/// Each malformed layout, with the reason it must be counted under.
+fn malformed_layouts() -> Vec<(&'static str, Vec<u8>)> {
+    let mut bad_crc = sealed(v2_inet(&tlv(0x03, &[0; 4])), FIRST_VALUE);
+    bad_crc[FIRST_VALUE] ^= 0x01;
+    let ssl_overrun = [0x01, 0, 0, 0, 0, 0x21, 0x00, 0x09, b'T', b'L', b'S'];
+    let mut unknown_family = v2_inet(&[]);
+    unknown_family[13] = 0x41;
+    vec![
+        // a TLV whose value runs past the declared length
+        ("tlv-overrun", v2_inet(&[0x04, 0x00, 0x05, 1, 2, 3, 4])),
+        // a TLV area that ends inside a 3-byte TLV head
+        ("tlv-truncated", v2_inet(&[0x04, 0x00])),
+        ("crc32c", bad_crc),
+        ("crc32c-length", v2_inet(&tlv(0x03, &[0; 3]))),
+        (
+            "crc32c-repeated",
+            v2_inet(&[tlv(0x03, &[0; 4]), tlv(0x03, &[0; 4])].concat()),
+        ),
+        (
+            "ssl-subtlv",
+            v2_inet(&[tlv(0x20, &ssl_overrun), tlv(0x04, &[0; 9])].concat()),
+        ),
+        ("ssl-short", v2_inet(&tlv(0x20, &[0x01, 0, 0]))),
+        ("authority-too-long", v2_inet(&tlv(0x02, &[b'a'; 256]))),
+        ("unique-id-too-long", v2_inet(&tlv(0x05, &[b'u'; 129]))),
+        ("family", unknown_family),
+        ("too-long", v2_inet(&tlv(0x04, &[0; 1000]))),
+        ("signature", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+    ]
+}
+
+fn rejected(metrics: SocketAddr, reason: &str) -> u64 {
+    let name = format!("edgefwd_proxy_header_rejected_total{{reason=\"{reason}\"}}");
+    sample(&scrape(metrics), &name)
+}
+
+/// Waits (bounded) for the `reason` counter to reach `expected`, failing with the last value seen.
+fn expect_rejected(metrics: SocketAddr, reason: &str, expected: u64) {
+    let mut seen = 0;
+    let reached = wait_until(Duration::from_secs(5), || {
+        seen = rejected(metrics, reason);
+        seen >= expected
+    });
+    assert!(
+        reached && seen == expected,
+        "{reason}: {seen}, expected {expected}"
+    );
+}
+
+/// A forwarder with `--accept-proxy` and `--metrics` (plus `extra`) in front of an upstream the test
+/// accepts from itself, so it can tell whether any connection was made.
+fn strict_forwarder(extra: &[&str]) -> (Upstream, Forwarder, SocketAddr) {
+    let upstream = Upstream::bind();
+    let upstream_arg = upstream.addr().to_string();
+    let mut args = vec![
+        "--upstream",
+        &upstream_arg,
+        "--accept-proxy",
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let fwd = Forwarder::start(&args);
+    let metrics = fwd.metrics_addr();
+    (upstream, fwd, metrics)
+}
+
+/// Sends `bytes` (then keeps the connection open) and expects edgefwd to close it within a second,
+/// without sending a byte back.
+fn expect_closed_at_once(fwd: &Forwarder, bytes: &[u8], what: &str) {
+    let mut client = connect(fwd.addr());
+    let sent = std::time::Instant::now();
+    client.write_all(bytes).expect("write");
+    let end = expect_closed_without_data(&mut client, Duration::from_secs(5));
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "{what}: closed ({end:?}) only after {took:?}"
+    );
+}
+
+/// Every malformed layout from issue 16, whole and followed by payload: the client is closed within a
+/// second, no upstream connection is made (so no byte reaches one), and the counter of its reason,
+/// present at 0 from the start, goes up by one.
+#[test]
+fn test_malformed_headers_closed_at_once_and_counted() {
+    let (upstream, fwd, metrics) = strict_forwarder(&[]);
+    let layouts = malformed_layouts();
+    for (reason, _) in &layouts {
+        assert_eq!(rejected(metrics, reason), 0, "{reason} before any client");
+    }
+    for (reason, header) in &layouts {
+        expect_closed_at_once(&fwd, &[header.as_slice(), b"payload"].concat(), reason);
+        expect_rejected(metrics, reason, 1);
+    }
+    assert!(
+        upstream.try_accept(Duration::from_millis(200)).is_none(),
+        "a malformed header reached the upstream"
+    );
+    fwd.expect_log("(PROXY header rejected, reason=", Duration::from_secs(1));
+}
+
+/// A header that is already broken by the bytes present is refused without waiting for the rest: an
+/// overrunning TLV's head, or a length field past the bound, then the client waits (the header timeout
+/// is 10s: a close within a second is the parser's).
+#[test]
+fn test_broken_prefix_closed_without_waiting_for_the_rest() {
+    let (upstream, fwd, metrics) = strict_forwarder(&[]);
+    let overrun = v2_inet(&[0x04, 0x00, 0x05, 1, 2, 3, 4]);
+    expect_closed_at_once(&fwd, &overrun[..FIRST_VALUE], "overrun head only");
+    expect_rejected(metrics, "tlv-overrun", 1);
+    let too_long = v2_inet(&tlv(0x04, &[0; 1000]));
+    expect_closed_at_once(&fwd, &too_long[..16], "length field only");
+    expect_rejected(metrics, "too-long", 1);
+    assert!(upstream.try_accept(Duration::from_millis(200)).is_none());
+}
+
+/// Well-formed headers with TLVs (a valid CRC32C, an SSL TLV with sub-TLVs, ALPN, authority), even
+/// delivered byte by byte, are accepted and the payload after them forwarded alone.
+#[test]
+fn test_valid_tlvs_accepted_byte_by_byte() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--accept-proxy"]);
+    let ssl = [
+        [0x01, 0, 0, 0, 0].as_slice(),
+        &tlv(0x21, b"TLSv1.3"),
+        &tlv(0x22, b"client.example"),
+    ]
+    .concat();
+    let tlvs = [
+        tlv(0x03, &[0; 4]),
+        tlv(0x01, b"h2"),
+        tlv(0x02, b"example.com"),
+        tlv(0x20, &ssl),
+    ]
+    .concat();
+    let header = sealed(v2_inet(&tlvs), FIRST_VALUE);
+    let mut client = connect(fwd.addr());
+    client.set_nodelay(true).expect("nodelay");
+    for byte in &header {
+        client.write_all(&[*byte]).expect("write");
+    }
+    client.write_all(b"hello").expect("write");
+    let mut got = [0u8; 5];
+    client.read_exact(&mut got).expect("read echo");
+    assert_eq!(&got, b"hello");
+    drop(client);
+    let close = fwd.wait_for_close("client-fin", Duration::from_secs(5));
+    assert!(
+        close.line.contains("client=192.0.2.1:5000"),
+        "{}",
+        close.line
+    );
+}
+
+/// A client that stops in the middle of its header is counted as `timeout`; one that leaves there as
+/// `client-closed`; neither reaches the upstream.
+#[test]
+fn test_timeout_and_client_closed_counted() {
+    let (upstream, fwd, metrics) = strict_forwarder(&["--header-timeout", "300ms"]);
+    let header = v2_inet(&tlv(0x01, b"h2"));
+    let mut waiting = connect(fwd.addr());
+    waiting.write_all(&header[..20]).expect("write");
+    expect_closed_without_data(&mut waiting, Duration::from_secs(5));
+    expect_rejected(metrics, "timeout", 1);
+    let mut leaving = connect(fwd.addr());
+    leaving.write_all(&header[..20]).expect("write");
+    leaving
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    expect_closed_without_data(&mut leaving, Duration::from_secs(5));
+    expect_rejected(metrics, "client-closed", 1);
+    reset(connect(fwd.addr()));
+    expect_rejected(metrics, "client-closed", 2);
+    assert!(upstream.try_accept(Duration::from_millis(200)).is_none());
+}
+
+/// `--threads 2`: the rejections of both reactors add up in the one exposition.
+#[test]
+fn test_rejections_merged_across_threads() {
+    let (upstream, fwd, metrics) = strict_forwarder(&["--threads", "2"]);
+    let overrun = v2_inet(&[0x04, 0x00, 0x05, 1, 2, 3, 4]);
+    for _ in 0..20 {
+        expect_closed_at_once(&fwd, &overrun, "overrun");
+    }
+    expect_rejected(metrics, "tlv-overrun", 20);
+    assert!(upstream.try_accept(Duration::from_millis(200)).is_none());
 }
 
 // ---- real peers ---------------------------------------------------------------------------------
