@@ -29,13 +29,15 @@ use std::sync::Arc;
 
 use crate::allow::AllowList;
 use crate::connect_request::{self, Head, Host, Status};
-use crate::proxy_protocol::{self, Parsed, Reason};
+use crate::proxy_protocol::{self, CarriedTlvs, Parsed, Reason};
 
 /// A route's greeting settings, shared by its pairs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
     /// Expect a PROXY protocol header first.
     pub accept_proxy: bool,
+    /// The TLVs of that header to keep for the upstream's (`--send-proxy-tlvs`).
+    pub carry_tlvs: CarriedTlvs,
     /// Expect a CONNECT head: the tunnel's rules.
     pub connect: Option<ConnectRules>,
 }
@@ -101,6 +103,9 @@ pub struct Greeting {
     /// The addresses a PROXY header carried (`None`: none was expected, or it carried none).
     pub source: Option<SocketAddr>,
     pub destination: Option<SocketAddr>,
+    /// The TLVs of the PROXY header to repeat upstream, whole (type, length, value), at most the
+    /// header's 1 KiB: held from the header until the pair builds the upstream's.
+    pub carried_tlvs: Vec<u8>,
 }
 
 impl Greeting {
@@ -116,6 +121,7 @@ impl Greeting {
             buf: Vec::new(),
             source: None,
             destination: None,
+            carried_tlvs: Vec::new(),
         }
     }
 
@@ -172,8 +178,9 @@ impl Greeting {
                     header_len,
                     source,
                     destination,
-                    ..
+                    tlvs,
                 } => {
+                    self.carried_tlvs = self.rules.carry_tlvs.copy_from(&self.buf, &tlvs);
                     self.buf.drain(..header_len);
                     self.source = source;
                     self.destination = destination;
@@ -245,6 +252,7 @@ mod tests {
         });
         Arc::new(Rules {
             accept_proxy,
+            carry_tlvs: CarriedTlvs::default(),
             connect,
         })
     }
@@ -362,6 +370,40 @@ mod tests {
         let mut connect_only = Greeting::new(rules(false, &["*:*"], None));
         connect_only.give_up(Reason::Timeout);
         assert_eq!(connect_only.refused(), None);
+    }
+
+    /// `--send-proxy-tlvs`: the TLVs asked for are kept from the header (not the others); a v1 header
+    /// has none to keep.
+    #[test]
+    fn test_proxy_header_tlvs_kept_for_upstream() {
+        let carrying = |list: &str| {
+            Arc::new(Rules {
+                accept_proxy: true,
+                carry_tlvs: CarriedTlvs::parse_list(list).expect("list"),
+                connect: None,
+            })
+        };
+        let mut header = encode(
+            Version::V2,
+            "192.0.2.9:4000".parse().expect("addr"),
+            "10.0.0.1:80".parse().expect("addr"),
+        );
+        let alpn = [0x01, 0x00, 0x02, b'h', b'2'];
+        let authority = [0x02, 0x00, 0x01, b'a'];
+        header.extend_from_slice(&[alpn.as_slice(), &authority].concat());
+        header[14..16].copy_from_slice(&(12u16 + 9).to_be_bytes());
+        let mut g = Greeting::new(carrying("alpn"));
+        assert!(matches!(
+            feed(&mut g, &[header.as_slice(), b"data"].concat()),
+            Verdict::Ready { .. }
+        ));
+        assert_eq!(g.carried_tlvs, alpn);
+        let mut v1 = Greeting::new(carrying("alpn,authority,unique_id"));
+        assert!(matches!(
+            feed(&mut v1, b"PROXY TCP4 192.0.2.1 127.0.0.1 5 6\r\n"),
+            Verdict::Ready { .. }
+        ));
+        assert!(v1.carried_tlvs.is_empty());
     }
 
     #[test]

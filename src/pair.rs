@@ -369,14 +369,15 @@ impl Pair {
     pub fn with_send_proxy(mut self, version: Option<Version>) -> Pair {
         self.send_proxy = version;
         if self.greeting.is_none() {
-            self.push_proxy_header(None);
+            self.push_proxy_header(None, &[]);
         }
         self
     }
 
     /// Queues the PROXY header: from the client's address to `destination` (the one a received header
-    /// carried) or else the address the client connected to.
-    fn push_proxy_header(&mut self, destination: Option<SocketAddr>) {
+    /// carried) or else the address the client connected to, with the `tlvs` carried from the client's
+    /// own header (`--send-proxy-tlvs`).
+    fn push_proxy_header(&mut self, destination: Option<SocketAddr>, tlvs: &[u8]) {
         let Some(version) = self.send_proxy else {
             return;
         };
@@ -384,7 +385,7 @@ impl Pair {
         let destination = destination
             .or_else(|| self.client.local_addr().ok())
             .unwrap_or(unspecified);
-        let header = proxy_protocol::encode(version, self.client_addr, destination);
+        let header = proxy_protocol::encode_with_tlvs(version, self.client_addr, destination, tlvs);
         self.c2u.push_preamble(&header);
     }
 
@@ -611,7 +612,7 @@ impl Pair {
                     );
                     self.client_addr = source;
                 }
-                self.push_proxy_header(greeting.destination);
+                self.push_proxy_header(greeting.destination, &greeting.carried_tlvs);
                 self.client_pipelined = !leftover.is_empty();
                 self.c2u.push_preamble(&leftover);
                 if target != Target::Balanced {
@@ -1089,6 +1090,7 @@ mod tests {
         accepted.set_nonblocking(true).expect("nonblocking");
         let rules = Arc::new(Rules {
             accept_proxy: false,
+            carry_tlvs: Default::default(),
             connect: Some(ConnectRules {
                 allow: AllowList::new(vec!["localhost:*".parse().expect("rule")]),
                 credentials: None,

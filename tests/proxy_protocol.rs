@@ -383,6 +383,122 @@ fn test_rejections_merged_across_threads() {
     assert!(upstream.try_accept(Duration::from_millis(200)).is_none());
 }
 
+// ---- --send-proxy-tlvs: the client's TLVs carried into the upstream header --------------------------
+
+/// Reads from `upstream` until a whole PROXY header and `payload_len` more bytes have arrived; returns
+/// the header's bytes and the payload.
+fn read_raw_header(upstream: &mut std::net::TcpStream, payload_len: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Parsed::Done { header_len, .. } = proxy_protocol::parse(&got) {
+            if got.len() >= header_len + payload_len {
+                let rest = got.split_off(header_len);
+                return (got, rest);
+            }
+        }
+        let n = upstream.read(&mut chunk).expect("read from edgefwd");
+        assert!(n > 0, "EOF before the header was complete: {got:?}");
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The value of the first TLV of `kind` in a v2 header, read with a walk of its own (not the parser's).
+fn tlv_value(header: &[u8], kind: u8) -> Option<Vec<u8>> {
+    let address_len = match header[13] {
+        0x11 => 12,
+        0x21 => 36,
+        other => panic!("family {other:#x}"),
+    };
+    let mut at = 16 + address_len;
+    while at + 3 <= header.len() {
+        let len = usize::from(u16::from_be_bytes([header[at + 1], header[at + 2]]));
+        if header[at] == kind {
+            return Some(header[at + 3..at + 3 + len].to_vec());
+        }
+        at += 3 + len;
+    }
+    None
+}
+
+/// A client v2 header with ALPN, authority, unique ID, NOOP and a custom TLV.
+fn client_header_with_tlvs() -> Vec<u8> {
+    v2_inet(
+        &[
+            tlv(0x01, b"h2"),
+            tlv(0x04, b"noop"),
+            tlv(0x02, b"example.com"),
+            tlv(0x05, b"id-42"),
+            tlv(0xE0, b"custom"),
+        ]
+        .concat(),
+    )
+}
+
+/// With `--send-proxy-tlvs alpn,authority` the upstream header repeats exactly those two TLVs of the
+/// client's header (read by a raw receiver): not the unique ID, NOOP or custom ones; a client with a
+/// v1 header, or a v2 header without TLVs, has none carried.
+#[test]
+fn test_send_proxy_tlvs_carries_only_what_is_asked() {
+    let upstream = Upstream::bind();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &upstream.addr().to_string(),
+        "--accept-proxy",
+        "--send-proxy",
+        "v2",
+        "--send-proxy-tlvs",
+        "alpn,authority",
+    ]);
+    let mut client = connect(fwd.addr());
+    client
+        .write_all(&[client_header_with_tlvs().as_slice(), b"payload"].concat())
+        .expect("write");
+    let mut server = upstream.accept(Duration::from_secs(5));
+    let (header, rest) = read_raw_header(&mut server, 7);
+    assert_eq!(rest, b"payload");
+    assert_eq!(tlv_value(&header, 0x01).as_deref(), Some(&b"h2"[..]));
+    assert_eq!(
+        tlv_value(&header, 0x02).as_deref(),
+        Some(&b"example.com"[..])
+    );
+    for absent in [0x04, 0x05, 0xE0] {
+        assert_eq!(tlv_value(&header, absent), None, "type {absent:#x} carried");
+    }
+    assert_eq!(header.len(), 16 + 12 + (3 + 2) + (3 + 11), "{header:?}");
+    let (source, _, _) = read_header_of(&header);
+    assert_eq!(source, Some("192.0.2.1:5000".parse().expect("addr")));
+
+    for (what, greeting) in [
+        (
+            "v1",
+            b"PROXY TCP4 198.51.100.7 127.0.0.1 6000 80\r\n".to_vec(),
+        ),
+        ("v2 without TLVs", v2_inet(&[])),
+    ] {
+        let mut client = connect(fwd.addr());
+        client
+            .write_all(&[greeting.as_slice(), b"x"].concat())
+            .expect("write");
+        let mut server = upstream.accept(Duration::from_secs(5));
+        let (header, rest) = read_raw_header(&mut server, 1);
+        assert_eq!(rest, b"x");
+        assert_eq!(header.len(), 16 + 12, "{what}: {header:?}");
+    }
+}
+
+fn read_header_of(header: &[u8]) -> (Option<SocketAddr>, Option<SocketAddr>, usize) {
+    match proxy_protocol::parse(header) {
+        Parsed::Done {
+            header_len,
+            source,
+            destination,
+            ..
+        } => (source, destination, header_len),
+        other => panic!("not a header: {other:?}"),
+    }
+}
+
 // ---- real peers ---------------------------------------------------------------------------------
 
 /// A server process started from a temp directory, killed and reaped on drop.
@@ -574,4 +690,76 @@ fn test_source_hash_uses_the_carried_address() {
         moved == (8, 0) || moved == (0, 8),
         "one address, two upstreams: {moved:?}"
     );
+}
+
+/// haproxy behind edgefwd, `accept-proxy` on its frontend, logging the TLVs it received
+/// (`fc_pp_authority`, `fc_pp_unique_id`) to its stdout, which the test reads from a file: a real
+/// receiver of `--send-proxy-tlvs authority,unique_id`. A client with a v1 header has none carried.
+#[test]
+fn test_haproxy_reads_carried_tlvs() {
+    if !installed("haproxy") {
+        // .ci/run installs haproxy: in CI a missing peer is a failure, not a skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "haproxy is required in CI"
+        );
+        eprintln!("SKIPPED haproxy TLV interop: haproxy is not installed");
+        return;
+    }
+    let echo = Backend::echo();
+    let dir = temp_dir("haproxy-tlv");
+    let front: SocketAddr = format!("127.0.0.1:{}", unused_port())
+        .parse()
+        .expect("addr");
+    let conf = format!(
+        "global\n  maxconn 100\n  log stdout format raw local0\ndefaults\n  mode tcp\n  log global\n  timeout connect 5s\n  timeout client 20s\n  timeout server 20s\nfrontend f\n  bind {front} accept-proxy\n  log-format \"pp auth=%[fc_pp_authority] uid=%[fc_pp_unique_id] src=%ci:%cp\"\n  default_backend b\nbackend b\n  server s {}\n",
+        echo.addr()
+    );
+    let path = dir.join("haproxy.cfg");
+    fs::write(&path, conf).expect("write haproxy.cfg");
+    let log_path = dir.join("stdout.log");
+    let log_file = fs::File::create(&log_path).expect("log file");
+    let child = Command::new("haproxy")
+        .args(["-db", "-f", &path.display().to_string()])
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn haproxy");
+    let mut haproxy = Peer { child, dir };
+    wait_listening(front, &mut haproxy);
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &front.to_string(),
+        "--accept-proxy",
+        "--send-proxy",
+        "v2",
+        "--send-proxy-tlvs",
+        "authority,unique_id",
+    ]);
+    let through = |greeting: &[u8]| {
+        let mut client = connect(fwd.addr());
+        client
+            .write_all(&[greeting, b"ping"].concat())
+            .expect("write");
+        let mut got = [0u8; 4];
+        client
+            .read_exact(&mut got)
+            .expect("read echo through haproxy");
+        assert_eq!(&got, b"ping");
+    };
+    let logged = |line: &str| {
+        let found = wait_until(Duration::from_secs(10), || {
+            fs::read_to_string(&log_path).is_ok_and(|log| log.lines().any(|l| l == line))
+        });
+        assert!(
+            found,
+            "haproxy did not log {line:?}:\n{}",
+            fs::read_to_string(&log_path).unwrap_or_default()
+        );
+    };
+    through(&client_header_with_tlvs());
+    logged("pp auth=example.com uid=id-42 src=192.0.2.1:5000");
+    through(b"PROXY TCP4 198.51.100.7 127.0.0.1 6000 80\r\n");
+    logged("pp auth=- uid=- src=198.51.100.7:6000");
 }
