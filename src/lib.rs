@@ -15,7 +15,8 @@
 //!   which wake the loop through a `Waker`.
 //! - [`balance`]: picking an upstream (round-robin, least-conn, random-two, source-hash). Pure.
 //! - [`health`]: one upstream's up/down state machine with backoff. Pure.
-//! - [`proxy_protocol`]: PROXY protocol v1/v2 headers, encoded and parsed. Pure.
+//! - [`proxy_protocol`]: PROXY protocol v1/v2 headers, encoded and parsed (TLVs walked). Pure.
+//! - [`crc32c`]: the CRC-32C a PROXY v2 header may carry. Pure.
 //! - [`connect_request`]: the head of an HTTP CONNECT request and the status answers. Pure.
 //! - [`allow`]: the destinations a CONNECT may reach (default deny). Pure.
 //! - [`greeting`]: what a client sends before forwarding starts (PROXY header, CONNECT head).
@@ -41,6 +42,7 @@ pub mod allow;
 pub mod balance;
 pub mod config;
 pub mod connect_request;
+pub mod crc32c;
 pub mod endpoint;
 pub mod fdlimit;
 pub mod file;
