@@ -158,10 +158,10 @@ pub enum Answer {
         addrs: Result<Vec<SocketAddr>, String>,
     },
     /// `--threads`: the first reactor has applied `config`; this reactor follows it, accepting from
-    /// the first reactor's listening sockets where it would bind (route by route, new descriptors of
-    /// the listeners of every route the first reactor built). Sent through an [`Inbox`], not by the
-    /// worker.
-    Follow(Box<(Config, Vec<Vec<TcpListener>>)>),
+    /// the first reactor's listening sockets where it would bind (route by route, in listen order,
+    /// new descriptors of the listeners of every route the first reactor built; `None` where one
+    /// could not be made). Sent through an [`Inbox`], not by the worker.
+    Follow(Box<(Config, Vec<Vec<Option<TcpListener>>>)>),
 }
 
 /// The worker's channel ends (the resolver thread's jobs, the lookup threads' queue, the answers), as the
@@ -187,7 +187,7 @@ pub struct Inbox {
 
 impl Inbox {
     /// Delivers an applied configuration and wakes the reactor; `false` if the reactor is gone.
-    pub fn follow(&self, config: Config, listeners: Vec<Vec<TcpListener>>) -> bool {
+    pub fn follow(&self, config: Config, listeners: Vec<Vec<Option<TcpListener>>>) -> bool {
         if self
             .answers
             .send(Answer::Follow(Box::new((config, listeners))))

@@ -300,22 +300,26 @@ fn test_reload_keeps_the_shared_port_of_every_reactor() {
 
 #[test]
 fn test_reload_gives_an_added_route_one_port_in_every_reactor() {
-    // A route added by a reload with port 0: the first reactor reads the file and binds, the others
-    // follow on the port it got, as at start; one file read, one port.
+    // A route added by a reload with port 0 on two addresses: the first reactor reads the file and
+    // binds, the other accepts from the sockets it bound, each address from its own, as at start.
     let echo = Backend::echo();
-    let route = |name: &str| {
+    let route = |name: &str, listen: &str| {
         format!(
-            "[[route]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\"]\n",
+            "[[route]]\nname = \"{name}\"\nlisten = {listen}\nupstreams = [\"{}\"]\n",
             echo.upstream_arg()
         )
     };
-    let file = common::ConfigFile::new(&route("web"));
+    let web = route("web", "\"127.0.0.1:0\"");
+    let file = common::ConfigFile::new(&web);
     let opts = Options {
         rust_log: Some("info".into()),
         ..Options::default()
     };
     let fwd = Forwarder::start_with(&["--config", file.path(), "--threads", "2"], &opts);
-    file.write(&format!("{}{}", route("web"), route("api")));
+    file.write(&format!(
+        "{web}{}",
+        route("api", "[\"127.0.0.1:0\", \"[::1]:0\"]")
+    ));
     fwd.signal(libc::SIGHUP);
     let api_lines = || {
         fwd.logs()
@@ -325,7 +329,7 @@ fn test_reload_gives_an_added_route_one_port_in_every_reactor() {
             .collect::<Vec<_>>()
     };
     assert!(
-        common::wait_until(Duration::from_secs(10), || api_lines().len() >= 2),
+        common::wait_until(Duration::from_secs(10), || api_lines().len() >= 4),
         "both reactors start the added route:\n{}",
         fwd.logs()
     );
@@ -334,12 +338,17 @@ fn test_reload_gives_an_added_route_one_port_in_every_reactor() {
         .filter_map(|line| line.split_whitespace().skip_while(|w| *w != "on").nth(1))
         .filter_map(|addr| addr.parse().ok())
         .collect();
-    assert_eq!(addrs.len(), 2, "{:?}", api_lines());
+    assert_eq!(addrs.len(), 4, "{:?}", api_lines());
+    // Reactor 0 logs its two listeners before it hands them on.
     assert_eq!(
-        addrs[0], addrs[1],
-        "the reactors bound the added route on different ports"
+        addrs[..2],
+        addrs[2..],
+        "the reactors listen on different sockets for the added route"
     );
-    for _ in 0..10 {
-        echo_roundtrip(addrs[0], 1000, 1000);
+    assert!(addrs[0].is_ipv4() && addrs[1].is_ipv6(), "{addrs:?}");
+    for addr in &addrs[..2] {
+        for _ in 0..10 {
+            echo_roundtrip(*addr, 1000, 1000);
+        }
     }
 }

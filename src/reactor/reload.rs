@@ -103,7 +103,7 @@ impl Reactor {
     /// `handed`, with `--threads` on a reactor other than the first: route by route, the listening
     /// sockets of the routes the first reactor built, which this reactor accepts from where the first
     /// one bound (empty otherwise).
-    pub(super) fn reload(&mut self, mut new: Config, handed: Vec<Vec<TcpListener>>) {
+    pub(super) fn reload(&mut self, mut new: Config, handed: Vec<Vec<Option<TcpListener>>>) {
         if self.drain.is_some() {
             info!("reload ignored: shutting down");
             return;
@@ -247,7 +247,8 @@ impl Reactor {
     /// Hands an applied configuration to the other reactors, each with its own descriptors of the
     /// listeners of the routes this reload built (`running`: for each route of `config`, its slot here
     /// if it was built), so every reactor accepts from the sockets bound here, as at start. A listener
-    /// that cannot be shared (out of fds) is left out: that follower then rejects the reload.
+    /// that cannot be shared (out of fds) is handed on as `None`: that follower then rejects the
+    /// reload.
     fn hand_on(&self, config: Config, running: &[Option<usize>]) {
         let Ok(followers) = self.siblings.followers.lock() else {
             return;
@@ -260,7 +261,7 @@ impl Reactor {
                     listeners
                         .into_iter()
                         .flat_map(|route| &route.listeners)
-                        .filter_map(|listener| match net::share_listener(&listener.socket) {
+                        .map(|listener| match net::share_listener(&listener.socket) {
                             Ok(socket) => Some(socket),
                             Err(err) => {
                                 warn!("reload: cannot share listener {}: {err}", listener.local);
@@ -312,7 +313,7 @@ impl Reactor {
         routes: &[RouteConfig],
         matches: &[Match],
         retiring: &[usize],
-        handed: Vec<Vec<TcpListener>>,
+        handed: Vec<Vec<Option<TcpListener>>>,
     ) -> Result<Vec<Vec<Source>>, String> {
         // (route slot, listener index, requested address, bound address)
         type Spare = (usize, usize, SocketAddr, SocketAddr);
@@ -330,12 +331,7 @@ impl Reactor {
         let mut handed = handed.into_iter();
         let mut all = Vec::with_capacity(routes.len());
         for (route, found) in routes.iter().zip(matches) {
-            let mut handed: Vec<Option<TcpListener>> = handed
-                .next()
-                .unwrap_or_default()
-                .into_iter()
-                .map(Some)
-                .collect();
+            let mut handed = handed.next().unwrap_or_default();
             let mut sources = Vec::new();
             if !matches!(found, Match::Kept(_)) {
                 let continues = match found {
