@@ -8,6 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,16 @@ fn assert_latency_kept(what: &str, quiet: &[Duration], loaded: &[Duration]) {
         ms(during),
         ms(before)
     );
+}
+
+/// How long the quiet latency is sampled, before and again after the slow or hostile clients.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// The tests of this file run one at a time: each measures the process it loads, and the others'
+/// load (64 client threads, ten thousand sockets) would be noise in its latency and CPU figures.
+fn alone() -> MutexGuard<'static, ()> {
+    static SOAK: Mutex<()> = Mutex::new(());
+    SOAK.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -64,6 +75,7 @@ const RSS_SLACK_KIB: u64 = 2 * 1024;
 
 #[test]
 fn test_100k_short_connections_leave_no_fd_or_memory_behind() {
+    let _alone = alone();
     let echo = EchoLoop::start(4);
     let flags = upstream_flags(&echo);
     let args: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -114,6 +126,7 @@ const MIN_IDLE_PAIRS: usize = 2_000;
 
 #[test]
 fn test_10k_idle_pairs_cost_no_cpu_and_little_memory() {
+    let _alone = alone();
     let want = 2 * IDLE_PAIRS as u64 + FD_RESERVE;
     let (limit, short) = soak::raise_nofile(want);
     let count = usize::try_from(limit.saturating_sub(FD_RESERVE) / 2)
@@ -207,6 +220,7 @@ const CUT_SLACK: Duration = Duration::from_millis(1_500);
 
 #[test]
 fn test_slow_clients_are_cut_at_the_header_deadline_and_others_keep_their_latency() {
+    let _alone = alone();
     let echo = EchoLoop::start(1);
     let upstream = &echo.upstream_args()[0];
     let timeout = format!("{}ms", HEADER_TIMEOUT.as_millis());
@@ -227,7 +241,7 @@ fn test_slow_clients_are_cut_at_the_header_deadline_and_others_keep_their_latenc
     let logs = fwd.logs();
     let route = |name| common::route_addr(&logs, name).expect("route address");
     let mut latency = Latency::connect(route("plain"), 4);
-    let mut quiet = latency.sample(250);
+    let mut quiet = latency.sample_for(QUIET);
     let drip = Drip::start(
         vec![
             (
@@ -245,13 +259,9 @@ fn test_slow_clients_are_cut_at_the_header_deadline_and_others_keep_their_latenc
         HEADER_TIMEOUT * 3 + CUT_SLACK,
     );
     // Sampled until just past the deadline, when every slow client is cut at once.
-    let until = Instant::now() + HEADER_TIMEOUT + Duration::from_millis(300);
-    let mut loaded = Vec::new();
-    while Instant::now() < until {
-        loaded.extend(latency.sample(50));
-    }
+    let loaded = latency.sample_for(HEADER_TIMEOUT + Duration::from_millis(300));
     let cuts = drip.join();
-    quiet.extend(latency.sample(250));
+    quiet.extend(latency.sample_for(QUIET));
     let cut: Vec<Duration> = cuts.iter().flatten().copied().collect();
     let (first, last) = (
         cut.iter().min().copied().unwrap_or_default(),
@@ -274,6 +284,7 @@ fn test_slow_clients_are_cut_at_the_header_deadline_and_others_keep_their_latenc
 
 #[test]
 fn test_hostile_metrics_clients_neither_slow_forwarding_nor_silence_the_endpoint() {
+    let _alone = alone();
     let echo = EchoLoop::start(1);
     let flags = upstream_flags(&echo);
     let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -281,17 +292,13 @@ fn test_hostile_metrics_clients_neither_slow_forwarding_nor_silence_the_endpoint
     let fwd = Forwarder::start_with(&args, &info_logs());
     let metrics = fwd.metrics_addr();
     let mut latency = Latency::connect(fwd.addr(), 4);
-    let mut quiet = latency.sample(250);
+    let mut quiet = latency.sample_for(QUIET);
     let window = Duration::from_secs(3);
     let hostile = soak::hostile_scrapers(metrics, window);
     thread::sleep(Duration::from_millis(500));
-    let mut loaded = Vec::new();
-    let until = Instant::now() + window - Duration::from_millis(800);
-    while Instant::now() < until {
-        loaded.extend(latency.sample(50));
-    }
+    let loaded = latency.sample_for(window - Duration::from_millis(800));
     hostile.join().expect("hostile clients");
-    quiet.extend(latency.sample(250));
+    quiet.extend(latency.sample_for(QUIET));
     assert_latency_kept("forwarding beside hostile scrapers", &quiet, &loaded);
     let body = common::scrape(metrics);
     assert!(

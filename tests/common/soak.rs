@@ -316,6 +316,18 @@ impl Latency {
     }
 }
 
+impl Latency {
+    /// [`Self::sample`] in rounds of 50 for about `window`.
+    pub fn sample_for(&mut self, window: Duration) -> Vec<Duration> {
+        let until = Instant::now() + window;
+        let mut times = Vec::new();
+        while Instant::now() < until {
+            times.extend(self.sample(50));
+        }
+        times
+    }
+}
+
 /// The `pct`th percentile (nearest rank) of `times`.
 pub fn percentile(times: &[Duration], pct: usize) -> Duration {
     let mut sorted = times.to_vec();
