@@ -93,7 +93,7 @@ pub struct Config {
     pub splice: Splice,
     /// Capacity asked of each splice pipe (the kernel may grant less).
     pub pipe_size: usize,
-    /// Independent reactors, one thread each, sharing the listen addresses with SO_REUSEPORT.
+    /// Independent reactors, one thread each, accepting from the same listening sockets.
     pub threads: usize,
     /// Never-used upstream connections each reactor keeps ready per route; 0 = off.
     pub prewarm: usize,

@@ -171,7 +171,7 @@ struct Cli {
     #[arg(long)]
     trace: bool,
 
-    /// Run N independent reactors, one thread each, sharing the listen address with SO_REUSEPORT
+    /// Run N independent reactors, one thread each, accepting from the same listening sockets
     /// (--max-connections is shared out evenly between them).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
@@ -267,7 +267,7 @@ fn run_reactors(mut config: Config, defaults: Defaults, nofile: u64) -> Result<E
     for route in &mut config.routes {
         route.max_connections = route.max_connections.div_ceil(threads);
     }
-    let first = Reactor::new(config.clone(), defaults, siblings(0), &[])?;
+    let first = Reactor::new(config.clone(), defaults, siblings(0), Vec::new())?;
     let splice = match config.splice {
         Splice::Off => String::from("off"),
         mode => format!("{mode} pipe-size={}", config.pipe_size),
@@ -278,11 +278,11 @@ fn run_reactors(mut config: Config, defaults: Defaults, nofile: u64) -> Result<E
     if let Some(addr) = first.metrics_addr() {
         info!("metrics on http://{addr}/metrics");
     }
-    // With port 0 the kernel chose the first reactor's ports: the others must share exactly those.
-    let bound = first.bound_addresses();
+    // The first reactor bound the sockets; the others accept from the same ones.
     let mut others = Vec::with_capacity(threads.saturating_sub(1));
     for index in 1..threads {
-        let reactor = Reactor::new(config.clone(), defaults, siblings(index), &bound)?;
+        let shared = first.share_listeners()?;
+        let reactor = Reactor::new(config.clone(), defaults, siblings(index), shared)?;
         let thread = std::thread::Builder::new()
             .name(format!("reactor-{index}"))
             .spawn(move || reactor.run())

@@ -37,25 +37,30 @@ fn stream_socket(addr: SocketAddr) -> io::Result<Socket> {
 
 /// Binds a non-blocking listener with SO_REUSEADDR (so a restart does not wait out TIME_WAIT) and the
 /// requested backlog. An IPv6 wildcard listener stays dual-stack only if the system default says so.
-/// `reuse_port` lets several reactors bind the same address, each with its own accept queue, the
-/// kernel spreading connections over them (SO_REUSEPORT). `nodelay` is the route's TCP_NODELAY, for
-/// the listener to pass on ([`pass_nodelay_on`]).
-pub fn bind_listener(
-    addr: SocketAddr,
-    backlog: i32,
-    reuse_port: bool,
-    nodelay: bool,
-) -> io::Result<TcpListener> {
+/// `nodelay` is the route's TCP_NODELAY, for the listener to pass on ([`pass_nodelay_on`]).
+///
+/// Never SO_REUSEPORT: the kernel admits any process of the same user into a SO_REUSEPORT group, so a
+/// second edgefwd on the address would bind it too and silently take a share of the clients. Without
+/// it that second bind fails with EADDRINUSE. `--threads` reactors share one socket instead
+/// ([`share_listener`]).
+pub fn bind_listener(addr: SocketAddr, backlog: i32, nodelay: bool) -> io::Result<TcpListener> {
     let socket = stream_socket(addr)?;
     socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
     socket.bind(&addr.into())?;
     // Before listen(2): a connection is cloned from the listener when its handshake completes, so one
     // completed between listen(2) and a later setsockopt would not get the option.
     pass_nodelay_on(&SockRef::from(&socket), nodelay)?;
     socket.listen(backlog)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Another descriptor (dup(2), close-on-exec) for the same listening socket, for another reactor to
+/// register in its own poller: one accept queue, one set of options, drained by whichever reactor
+/// calls accept(2) first. The socket stays listening until the last descriptor is closed, and an
+/// epoll registration outlives the close of its descriptor while another one keeps the socket open,
+/// so a reactor deregisters a shared listener before dropping it.
+pub fn share_listener(listener: &TcpListener) -> io::Result<TcpListener> {
+    let socket = SockRef::from(listener).try_clone()?;
     Ok(TcpListener::from_std(socket.into()))
 }
 
@@ -224,8 +229,7 @@ mod tests {
             nodelay,
             keepalive: None,
         };
-        let listener =
-            bind_listener("127.0.0.1:0".parse().expect("addr"), 16, false, true).expect("bind");
+        let listener = bind_listener("127.0.0.1:0".parse().expect("addr"), 16, true).expect("bind");
         let addr = listener.local_addr().expect("addr");
         for (at, nodelay) in [true, false, true].into_iter().enumerate() {
             // The first round checks what `bind_listener` set; the others what a reload sets.
@@ -241,6 +245,30 @@ mod tests {
                 "the accepted socket does not have the listener's TCP_NODELAY"
             );
         }
+    }
+
+    /// What `--threads` relies on: a shared descriptor accepts the clients of the one socket, and
+    /// goes on listening when the original descriptor is closed; while either is open, no other
+    /// listener can bind the address.
+    #[test]
+    fn test_shared_listener_is_the_same_socket_and_no_one_else_binds() {
+        let first = bind_listener("127.0.0.1:0".parse().expect("addr"), 16, true).expect("bind");
+        let addr = first.local_addr().expect("addr");
+        let shared = share_listener(&first).expect("share");
+        assert_eq!(shared.local_addr().expect("addr"), addr);
+        let again = bind_listener(addr, 16, true).map(|_| ());
+        assert_eq!(
+            again.map_err(|err| err.kind()),
+            Err(io::ErrorKind::AddrInUse),
+            "a second listener bound an address in use"
+        );
+        drop(first);
+        let client = std::net::TcpStream::connect(addr).expect("connect");
+        let accepted = accept_within(&shared, Duration::from_secs(5));
+        assert_eq!(
+            accepted.peer_addr().expect("peer"),
+            client.local_addr().expect("local")
+        );
     }
 
     /// Accepts one connection from a non-blocking listener, waiting at most `limit`.
@@ -291,8 +319,7 @@ mod tests {
             nodelay: true,
             keepalive: None,
         };
-        let listener =
-            bind_listener("127.0.0.1:0".parse().expect("addr"), 0, false, true).expect("bind");
+        let listener = bind_listener("127.0.0.1:0".parse().expect("addr"), 0, true).expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut first = start_connect(addr, options).expect("connect");
         let events = connect_events(&mut first, Duration::from_secs(5));

@@ -170,13 +170,14 @@ pub struct Reactor {
 
 impl Reactor {
     /// Binds every route's listeners and sets up polling. Errors are start failures for `main` to report.
-    /// `bind_at` gives, route by route, the addresses to bind instead of the configured ones (a
-    /// `--threads` sibling binds the ports the first reactor got); empty means the configured ones.
+    /// `shared` gives, route by route, the first reactor's listeners (its [`Self::share_listeners`]) for
+    /// a `--threads` sibling to accept from instead of binding; empty for the first reactor, which binds
+    /// the configured addresses.
     pub fn new(
         config: Config,
         defaults: Defaults,
         siblings: Siblings,
-        bind_at: &[Vec<SocketAddr>],
+        shared: Vec<Vec<Listener>>,
     ) -> Result<Reactor, String> {
         let poll = Poll::new().map_err(|err| format!("cannot create the poller: {err}"))?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
@@ -246,29 +247,34 @@ impl Reactor {
             proxy_header_log: Throttle::new(PROXY_HEADER_LOG_INTERVAL),
             now,
         };
-        let shared_port = config.threads > 1;
-        for (index, route) in config.routes.into_iter().enumerate() {
-            let pins = bind_at.get(index);
-            let listeners = route
-                .listen
-                .iter()
-                .enumerate()
-                .map(|(at, requested)| {
-                    let actual = pins.and_then(|pins| pins.get(at)).unwrap_or(requested);
-                    Listener::bind_at(*requested, *actual, &route, shared_port)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+        let mut shared = shared.into_iter();
+        for route in config.routes {
+            let listeners = match (reactor.siblings.index, shared.next()) {
+                (0, _) => route
+                    .listen
+                    .iter()
+                    .map(|addr| Listener::bind(*addr, &route))
+                    .collect::<Result<Vec<_>, _>>()?,
+                (_, Some(listeners)) if listeners.len() == route.listen.len() => listeners,
+                (index, _) => {
+                    return Err(format!(
+                        "reactor {index}: no listeners handed on for route {}",
+                        route.name
+                    ))
+                }
+            };
             reactor.insert_route(route, listeners, None)?;
         }
         Ok(reactor)
     }
 
-    /// The addresses this reactor's listeners are bound to, route by route: the other `--threads`
-    /// reactors bind the very same ports (port 0 must pick a port only once).
-    pub fn bound_addresses(&self) -> Vec<Vec<SocketAddr>> {
+    /// This reactor's listeners, route by route, each under a new descriptor, for another `--threads`
+    /// reactor to accept from: all reactors of the process drain the same sockets, and no other
+    /// process can join them as it could join a SO_REUSEPORT group (see [`net::bind_listener`]).
+    pub fn share_listeners(&self) -> Result<Vec<Vec<Listener>>, String> {
         self.routes
             .iter()
-            .map(|(_, route)| route.listeners.iter().map(|l| l.local).collect())
+            .map(|(_, route)| route.listeners.iter().map(Listener::share).collect())
             .collect()
     }
 
@@ -1156,8 +1162,14 @@ impl Reactor {
 
     /// Stops accepting (closing the listeners refuses new clients) and lets live pairs finish.
     fn begin_shutdown(&mut self, signal: &str) {
+        let registry = self.poll.registry();
         for (_, route) in self.routes.iter_mut() {
-            route.listeners.clear();
+            for mut listener in route.listeners.drain(..) {
+                // A `--threads` sibling's descriptor keeps the socket open, and with it this poller's
+                // registration: deregistered first, so that its clients wake only the sibling. Failure
+                // means it was not registered.
+                let _ = registry.deregister(&mut listener.socket);
+            }
         }
         self.warm = None;
         info!(

@@ -28,6 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use log::warn;
+use mio::net::TcpListener;
 use mio::Waker;
 
 use crate::config::{Addresses, Config};
@@ -156,10 +157,11 @@ pub enum Answer {
         id: u32,
         addrs: Result<Vec<SocketAddr>, String>,
     },
-    /// `--threads`: the first reactor has applied `config`; this reactor follows it, binding new
-    /// listeners at `pins` (route by route, the addresses the first reactor got for them). Sent
-    /// through an [`Inbox`], not by the worker.
-    Follow(Box<(Config, Vec<Vec<SocketAddr>>)>),
+    /// `--threads`: the first reactor has applied `config`; this reactor follows it, accepting from
+    /// the first reactor's listening sockets where it would bind (route by route, in listen order,
+    /// new descriptors of the listeners of every route the first reactor built; `None` where one
+    /// could not be made). Sent through an [`Inbox`], not by the worker.
+    Follow(Box<(Config, Vec<Vec<Option<TcpListener>>>)>),
 }
 
 /// The worker's channel ends (the resolver thread's jobs, the lookup threads' queue, the answers), as the
@@ -185,10 +187,10 @@ pub struct Inbox {
 
 impl Inbox {
     /// Delivers an applied configuration and wakes the reactor; `false` if the reactor is gone.
-    pub fn follow(&self, config: Config, pins: Vec<Vec<SocketAddr>>) -> bool {
+    pub fn follow(&self, config: Config, listeners: Vec<Vec<Option<TcpListener>>>) -> bool {
         if self
             .answers
-            .send(Answer::Follow(Box::new((config, pins))))
+            .send(Answer::Follow(Box::new((config, listeners))))
             .is_err()
         {
             return false;

@@ -64,17 +64,16 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds `at` with the route's backlog and TCP_NODELAY (and SO_REUSEPORT when reactors share it),
-    /// remembering that the config asked for `requested`: a `--threads` sibling binds the port the first
-    /// reactor got for `:0`, yet must match the config's `:0` on reload. The error names the address.
-    pub fn bind_at(
-        requested: SocketAddr,
-        at: SocketAddr,
-        route: &RouteConfig,
-        reuse_port: bool,
-    ) -> Result<Listener, String> {
-        let socket = net::bind_listener(at, route.backlog, reuse_port, route.nodelay)
-            .map_err(|err| format!("cannot listen on {at}: {err}"))?;
+    /// Binds `addr` with the route's backlog and TCP_NODELAY. The error names the address (and says
+    /// "Address already in use" when another socket, of this process or another, listens there).
+    pub fn bind(addr: SocketAddr, route: &RouteConfig) -> Result<Listener, String> {
+        let socket = net::bind_listener(addr, route.backlog, route.nodelay)
+            .map_err(|err| format!("cannot listen on {addr}: {err}"))?;
+        Listener::adopt(addr, socket)
+    }
+
+    /// A listening socket bound for `requested`, here or by another reactor ([`net::share_listener`]).
+    pub fn adopt(requested: SocketAddr, socket: TcpListener) -> Result<Listener, String> {
         let local = socket
             .local_addr()
             .map_err(|err| format!("cannot read the address of listener {requested}: {err}"))?;
@@ -84,6 +83,15 @@ impl Listener {
             local,
             ready: false,
         })
+    }
+
+    /// The same listening socket under another descriptor, for a `--threads` sibling reactor
+    /// ([`net::share_listener`]): it remembers the same requested and bound addresses, so a reload
+    /// matches it as it matches this one.
+    pub fn share(&self) -> Result<Listener, String> {
+        let socket = net::share_listener(&self.socket)
+            .map_err(|err| format!("cannot share listener {}: {err}", self.local))?;
+        Listener::adopt(self.requested, socket)
     }
 }
 

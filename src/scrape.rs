@@ -43,7 +43,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 impl MetricsServer {
     /// Binds and registers the metrics listener.
     pub fn bind(addr: SocketAddr, registry: &Registry) -> io::Result<MetricsServer> {
-        let mut listener = net::bind_listener(addr, 128, false, false)?;
+        let mut listener = net::bind_listener(addr, 128, false)?;
         registry.register(&mut listener, token::METRICS, Interest::READABLE)?;
         Ok(MetricsServer {
             listener,

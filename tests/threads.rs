@@ -1,4 +1,5 @@
-//! `--threads N`: independent reactors sharing the listen address with SO_REUSEPORT.
+//! `--threads N`: independent reactors accepting from the same listening sockets, which no other
+//! process can join.
 
 mod common;
 
@@ -19,15 +20,17 @@ fn stats_total(logs: &str, reactor: usize, key: &str) -> u64 {
         .sum()
 }
 
-#[test]
-fn test_two_reactors_share_the_port_and_both_serve() {
-    let echo = Backend::echo();
+/// Starts `edgefwd --threads 2` on `listen` in front of `echo`, with a stats line every 100 ms (per
+/// reactor, so that each one's accepts can be read).
+fn two_reactors(listen: &str, echo: &Backend) -> Forwarder {
     let opts = Options {
         rust_log: Some("info".into()),
         ..Options::default()
     };
-    let fwd = Forwarder::start_with(
+    Forwarder::start_with(
         &[
+            "--listen",
+            listen,
             "--upstream",
             &echo.upstream_arg(),
             "--threads",
@@ -36,7 +39,12 @@ fn test_two_reactors_share_the_port_and_both_serve() {
             "100ms",
         ],
         &opts,
-    );
+    )
+}
+
+/// 40 echo connections from 8 threads at once, every byte checked; returns how many each of the
+/// two reactors accepted, once all 40 are closed.
+fn serve_forty(fwd: &Forwarder) -> (u64, u64) {
     let addr = fwd.addr();
     let workers: Vec<_> = (0..8)
         .map(|_| {
@@ -60,11 +68,117 @@ fn test_two_reactors_share_the_port_and_both_serve() {
         stats_total(&logs, 0, "accepts"),
         stats_total(&logs, 1, "accepts"),
     );
-    assert_eq!(zero + one, 40);
+    assert_eq!(zero + one, 40, "{logs}");
+    (zero, one)
+}
+
+#[test]
+fn test_two_reactors_share_the_port_and_both_serve() {
+    let echo = Backend::echo();
+    let fwd = two_reactors("127.0.0.1:0", &echo);
+    let (zero, one) = serve_forty(&fwd);
     assert!(
         zero > 0 && one > 0,
-        "SO_REUSEPORT should spread 40 connections over both reactors: {zero} and {one}"
+        "40 concurrent connections should be spread over both reactors: {zero} and {one}"
     );
+}
+
+/// A second process started on the address a `--threads 2` edgefwd listens on must fail as it
+/// would against a single reactor (a SO_REUSEPORT group would have let it in, to take a share of
+/// the clients unseen), and the first must go on serving every client.
+fn second_process_is_refused(listen: &str) {
+    let echo = Backend::echo();
+    let fwd = two_reactors(listen, &echo);
+    let addr = fwd.addr().to_string();
+    for threads in ["2", "1"] {
+        let (code, stderr) = common::run_edgefwd_expect_fail(&[
+            "--listen",
+            &addr,
+            "--upstream",
+            &echo.upstream_arg(),
+            "--threads",
+            threads,
+        ]);
+        assert_eq!(
+            code,
+            Some(1),
+            "second process, --threads {threads}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("cannot listen on {addr}"))
+                && stderr.to_lowercase().contains("address already in use"),
+            "second process, --threads {threads}: {stderr}"
+        );
+    }
+    serve_forty(&fwd);
+}
+
+#[test]
+fn test_second_process_with_threads_is_refused_ipv4() {
+    second_process_is_refused("127.0.0.1:0");
+}
+
+#[test]
+fn test_second_process_with_threads_is_refused_ipv6() {
+    second_process_is_refused("[::1]:0");
+}
+
+/// A reload that adds a route on an address another process holds is rejected with "address in
+/// use", even when that process's socket admits others into its SO_REUSEPORT group, and the holder
+/// keeps all of its clients.
+#[test]
+fn test_reload_does_not_join_another_process_on_its_port() {
+    let echo = Backend::echo();
+    let holder =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    holder.set_reuse_port(true).expect("SO_REUSEPORT");
+    holder
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    holder.listen(64).expect("listen");
+    let held = holder
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet");
+    let route = |name: &str, listen: &str| {
+        format!(
+            "[[route]]\nname = \"{name}\"\nlisten = \"{listen}\"\nupstreams = [\"{}\"]\n",
+            echo.upstream_arg()
+        )
+    };
+    let file = common::ConfigFile::new(&route("web", "127.0.0.1:0"));
+    let opts = Options {
+        rust_log: Some("info".into()),
+        ..Options::default()
+    };
+    let fwd = Forwarder::start_with(&["--config", file.path(), "--threads", "2"], &opts);
+    file.write(&format!(
+        "{}{}",
+        route("web", "127.0.0.1:0"),
+        route("api", &held.to_string())
+    ));
+    fwd.signal(libc::SIGHUP);
+    assert!(
+        fwd.wait_for_log("reload rejected", Duration::from_secs(10)),
+        "a reload onto another process's port was not rejected:\n{}",
+        fwd.logs()
+    );
+    let logs = fwd.logs();
+    assert!(
+        logs.contains(&format!("cannot listen on {held}"))
+            && logs.to_lowercase().contains("address already in use"),
+        "{logs}"
+    );
+    assert!(!logs.contains("route=api"), "{logs}");
+    let holder = std::net::TcpListener::from(holder);
+    holder.set_nonblocking(true).expect("nonblocking");
+    for _ in 0..20 {
+        let _client = connect(held);
+        let accepted = common::wait_until(Duration::from_secs(5), || holder.accept().is_ok());
+        assert!(accepted, "a client of the holder went elsewhere");
+    }
+    echo_roundtrip(fwd.addr(), 1000, 1000);
 }
 
 #[test]
@@ -186,22 +300,26 @@ fn test_reload_keeps_the_shared_port_of_every_reactor() {
 
 #[test]
 fn test_reload_gives_an_added_route_one_port_in_every_reactor() {
-    // A route added by a reload with port 0: the first reactor reads the file and binds, the others
-    // follow on the port it got, as at start; one file read, one port.
+    // A route added by a reload with port 0 on two addresses: the first reactor reads the file and
+    // binds, the other accepts from the sockets it bound, each address from its own, as at start.
     let echo = Backend::echo();
-    let route = |name: &str| {
+    let route = |name: &str, listen: &str| {
         format!(
-            "[[route]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\"]\n",
+            "[[route]]\nname = \"{name}\"\nlisten = {listen}\nupstreams = [\"{}\"]\n",
             echo.upstream_arg()
         )
     };
-    let file = common::ConfigFile::new(&route("web"));
+    let web = route("web", "\"127.0.0.1:0\"");
+    let file = common::ConfigFile::new(&web);
     let opts = Options {
         rust_log: Some("info".into()),
         ..Options::default()
     };
     let fwd = Forwarder::start_with(&["--config", file.path(), "--threads", "2"], &opts);
-    file.write(&format!("{}{}", route("web"), route("api")));
+    file.write(&format!(
+        "{web}{}",
+        route("api", "[\"127.0.0.1:0\", \"[::1]:0\"]")
+    ));
     fwd.signal(libc::SIGHUP);
     let api_lines = || {
         fwd.logs()
@@ -211,7 +329,7 @@ fn test_reload_gives_an_added_route_one_port_in_every_reactor() {
             .collect::<Vec<_>>()
     };
     assert!(
-        common::wait_until(Duration::from_secs(10), || api_lines().len() >= 2),
+        common::wait_until(Duration::from_secs(10), || api_lines().len() >= 4),
         "both reactors start the added route:\n{}",
         fwd.logs()
     );
@@ -220,12 +338,17 @@ fn test_reload_gives_an_added_route_one_port_in_every_reactor() {
         .filter_map(|line| line.split_whitespace().skip_while(|w| *w != "on").nth(1))
         .filter_map(|addr| addr.parse().ok())
         .collect();
-    assert_eq!(addrs.len(), 2, "{:?}", api_lines());
+    assert_eq!(addrs.len(), 4, "{:?}", api_lines());
+    // Reactor 0 logs its two listeners before it hands them on.
     assert_eq!(
-        addrs[0], addrs[1],
-        "the reactors bound the added route on different ports"
+        addrs[..2],
+        addrs[2..],
+        "the reactors listen on different sockets for the added route"
     );
-    for _ in 0..10 {
-        echo_roundtrip(addrs[0], 1000, 1000);
+    assert!(addrs[0].is_ipv4() && addrs[1].is_ipv6(), "{addrs:?}");
+    for addr in &addrs[..2] {
+        for _ in 0..10 {
+            echo_roundtrip(*addr, 1000, 1000);
+        }
     }
 }

@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use log::{error, info, warn};
+use mio::net::TcpListener;
 use mio::Interest;
 use socket2::SockRef;
 
@@ -99,9 +100,10 @@ impl Reactor {
     ///
     /// Every new address is bound before anything changes, so a bind failure rejects the reload whole.
     ///
-    /// `pins`, with `--threads` on a reactor other than the first: route by route, the addresses the first
-    /// reactor bound, where new listeners are bound here too (empty otherwise).
-    pub(super) fn reload(&mut self, mut new: Config, pins: &[Vec<SocketAddr>]) {
+    /// `handed`, with `--threads` on a reactor other than the first: route by route, the listening
+    /// sockets of the routes the first reactor built, which this reactor accepts from where the first
+    /// one bound (empty otherwise).
+    pub(super) fn reload(&mut self, mut new: Config, handed: Vec<Vec<Option<TcpListener>>>) {
         if self.drain.is_some() {
             info!("reload ignored: shutting down");
             return;
@@ -142,17 +144,18 @@ impl Reactor {
             ));
         }
         let retiring: Vec<usize> = replaced.iter().chain(&removed).copied().collect();
-        let sources = match self.gather_listeners(&new.routes, &matches, &retiring, pins) {
+        let sources = match self.gather_listeners(&new.routes, &matches, &retiring, handed) {
             Ok(sources) => sources,
             Err(message) => return self.reload_rejected(&message),
         };
         // From here on nothing fails as a whole.
         let mut taken = self.retire(&retiring);
-        // Where each route of the new configuration now runs (for the followers' pins).
+        // Where each route built by this reload runs, for the followers to share its listeners (a kept
+        // route's are theirs already).
         let mut running: Vec<Option<usize>> = Vec::with_capacity(new.routes.len());
         for ((route, found), sources) in new.routes.iter().zip(&matches).zip(sources) {
             if let Match::Kept(key) = found {
-                running.push(Some(*key));
+                running.push(None);
                 self.adopt_addresses(*key, route);
                 continue;
             }
@@ -243,23 +246,34 @@ impl Reactor {
                 .is_ok_and(|followers| !followers.is_empty())
     }
 
-    /// Hands an applied configuration to the other reactors, with the addresses this reactor's routes
-    /// are bound to (`running`: for each route of `config`, its slot here), so a route added with port 0
-    /// gets the same port in every reactor, as at start.
+    /// Hands an applied configuration to the other reactors, each with its own descriptors of the
+    /// listeners of the routes this reload built (`running`: for each route of `config`, its slot here
+    /// if it was built), so every reactor accepts from the sockets bound here, as at start. A listener
+    /// that cannot be shared (out of fds) is handed on as `None`: that follower then rejects the
+    /// reload.
     fn hand_on(&self, config: Config, running: &[Option<usize>]) {
-        let pins: Vec<Vec<SocketAddr>> = running
-            .iter()
-            .map(|key| {
-                key.and_then(|key| self.routes.get(key))
-                    .map(|route| route.listeners.iter().map(|l| l.local).collect())
-                    .unwrap_or_default()
-            })
-            .collect();
         let Ok(followers) = self.siblings.followers.lock() else {
             return;
         };
         for inbox in followers.iter() {
-            if !inbox.follow(config.clone(), pins.clone()) {
+            let listeners = running
+                .iter()
+                .map(|key| {
+                    let listeners = key.and_then(|key| self.routes.get(key));
+                    listeners
+                        .into_iter()
+                        .flat_map(|route| &route.listeners)
+                        .map(|listener| match net::share_listener(&listener.socket) {
+                            Ok(socket) => Some(socket),
+                            Err(err) => {
+                                warn!("reload: cannot share listener {}: {err}", listener.local);
+                                None
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            if !inbox.follow(config.clone(), listeners) {
                 warn!("reload: a sibling reactor is gone; it keeps its configuration");
             }
         }
@@ -293,14 +307,15 @@ impl Reactor {
     /// For every route to build, where each of its listeners comes from: taken over from a retiring route
     /// that listens on the same address (as requested, or as bound: a route that pins the port it was
     /// given for port 0 keeps its socket), or bound now. A port-0 listener is only taken over by the route
-    /// that replaces its own (another route asking for port 0 wants a port of its own). Returns an error,
-    /// having closed what it bound, if a bind fails.
+    /// that replaces its own (another route asking for port 0 wants a port of its own). A `--threads`
+    /// follower binds nothing: where the first reactor bound, it takes the socket `handed` on (route by
+    /// route, in listen order). Returns an error, having closed what it bound, if a bind fails.
     fn gather_listeners(
         &self,
         routes: &[RouteConfig],
         matches: &[Match],
         retiring: &[usize],
-        pins: &[Vec<SocketAddr>],
+        handed: Vec<Vec<Option<TcpListener>>>,
     ) -> Result<Vec<Vec<Source>>, String> {
         // (route slot, listener index, requested address, bound address)
         type Spare = (usize, usize, SocketAddr, SocketAddr);
@@ -315,9 +330,10 @@ impl Reactor {
                     .map(move |(index, listener)| (key, index, listener.requested, listener.local))
             })
             .collect();
+        let mut handed = handed.into_iter();
         let mut all = Vec::with_capacity(routes.len());
-        for (at, (route, found)) in routes.iter().zip(matches).enumerate() {
-            let pins = pins.get(at);
+        for (route, found) in routes.iter().zip(matches) {
+            let mut handed = handed.next().unwrap_or_default();
             let mut sources = Vec::new();
             if !matches!(found, Match::Kept(_)) {
                 let continues = match found {
@@ -334,11 +350,17 @@ impl Reactor {
                             let (key, index, _, _) = spare.swap_remove(at);
                             sources.push(Source::Moved(key, index));
                         }
-                        None => sources.push(Source::Bound(Listener::bind_at(
+                        None if self.siblings.index == 0 => {
+                            sources.push(Source::Bound(Listener::bind(*addr, route)?));
+                        }
+                        None => sources.push(Source::Bound(Listener::adopt(
                             *addr,
-                            *pins.and_then(|pins| pins.get(index)).unwrap_or(addr),
-                            route,
-                            self.config.threads > 1,
+                            handed
+                                .get_mut(index)
+                                .and_then(Option::take)
+                                .ok_or_else(|| {
+                                    format!("no listener for {addr} handed on by reactor 0")
+                                })?,
                         )?)),
                     }
                 }

@@ -74,14 +74,14 @@ impl Reactor {
                     addrs,
                 } => self.apply_resolution(route, uid, epoch, addrs),
                 Answer::Reloaded(result) => match *result {
-                    Ok(config) => self.reload(config, &[]),
+                    Ok(config) => self.reload(config, Vec::new()),
                     Err(err) => self.reload_rejected(err.message()),
                 },
                 Answer::Looked { pair, id, addrs } => self.on_looked(pair, id, addrs),
                 Answer::Follow(applied) => {
-                    // `--threads`: apply what reactor 0 applied, binding new listeners where it did.
-                    let (config, pins) = *applied;
-                    self.reload(config, &pins);
+                    // `--threads`: apply what reactor 0 applied, accepting from the listeners it bound.
+                    let (config, listeners) = *applied;
+                    self.reload(config, listeners);
                 }
             }
         }
