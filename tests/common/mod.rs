@@ -18,6 +18,8 @@
 //! can hang.
 #![allow(dead_code)]
 
+pub mod chaos;
+
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -1,0 +1,331 @@
+//! Chaos: hundreds of concurrent connections, each moving hundreds of KiB to a few MiB both ways at
+//! once, through a seeded chaos proxy on each side of edgefwd (client -> proxy -> edgefwd -> proxy ->
+//! backend; `tests/common/chaos.rs`). Per connection each proxy passes bytes through, delays them,
+//! writes them one byte at a time, stalls for seconds, half-closes early or resets mid-stream, and
+//! journals what it did. Every byte is checked at both ends:
+//!
+//! - no fault that ends the stream (pass, delay, fragment, stall): every byte arrives, both ways, then
+//!   EOF: the half-close is passed on;
+//! - an early half-close: exactly the bytes before it arrive, then EOF; the other direction completes;
+//! - a reset: what arrived is an exact prefix, and each end has seen the reset, or the whole stream and
+//!   its EOF, within [`RESET_BOUND`] of it. edgefwd passes a reset on as a reset (README, Behaviour),
+//!   so a clean EOF after a cut stream fails the test.
+//!
+//! No connection may outlive [`CONN_DEADLINE`]; a failure names the connection, its plan, what the
+//! proxies did, and the seed. Afterwards edgefwd's fds are back to where they were and it still
+//! forwards a fresh connection. The seed is printed; `EDGEFWD_CHAOS_SEED=N` replays it.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::chaos::*;
+use common::*;
+
+/// How long after a planned reset both ends must have finished.
+const RESET_BOUND: Duration = Duration::from_secs(15);
+
+/// The runs share two cores with each other's hundreds of threads: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// `EDGEFWD_CHAOS_SEED`, or a fresh one from the clock.
+fn seed() -> u64 {
+    match std::env::var("EDGEFWD_CHAOS_SEED") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("EDGEFWD_CHAOS_SEED={v:?} is not an unsigned integer")),
+        Err(_) => {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            Rng::new(nanos ^ u64::from(std::process::id())).next_u64()
+        }
+    }
+}
+
+/// One chaos run.
+struct Run {
+    test: &'static str,
+    /// edgefwd flags beyond `--upstream` (and the harness's `--splice` mode).
+    args: &'static [&'static str],
+    conns: u64,
+    sizes: Sizes,
+}
+
+/// What an end saw, as the judge reads it.
+type Outcome = Result<Side, String>;
+
+fn run(run: Run) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = seed();
+    eprintln!(
+        "{}: chaos seed {seed} (replay: EDGEFWD_CHAOS_SEED={seed} cargo test --test chaos {})",
+        run.test, run.test
+    );
+    let fresh = run.conns;
+    let mut plans: HashMap<u64, Plan> = (0..run.conns)
+        .map(|id| (id, Plan::draw(seed, id, run.sizes)))
+        .collect();
+    plans.insert(fresh, Plan::benign(fresh, 256 * 1024));
+    let plans: Plans = Arc::new(plans);
+    let journal = Journal::default();
+
+    let (backend, reports) = backend(Arc::clone(&plans));
+    let back = ChaosProxy::start(
+        Hop::Back,
+        backend.addr(),
+        Arc::clone(&plans),
+        journal.clone(),
+    );
+    let upstream = back.addr().to_string();
+    let mut args = vec!["--upstream", upstream.as_str()];
+    args.extend(run.args);
+    let fwd = Forwarder::start_with(
+        &args,
+        &Options {
+            rust_log: Some("info".into()),
+            ..Options::default()
+        },
+    );
+    let front = ChaosProxy::start(Hop::Front, fwd.addr(), Arc::clone(&plans), journal.clone());
+    let baseline = fwd.fd_count();
+
+    let started = Instant::now();
+    let clients: Vec<_> = (0..run.conns)
+        .map(|id| {
+            let (addr, plan) = (front.addr(), plans[&id]);
+            thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || client(addr, plan))
+                .expect("spawn a client thread")
+        })
+        .collect();
+    let clients: Vec<Outcome> = clients
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err("client thread panicked".into()))
+        })
+        .collect();
+    let mut reported = 0;
+    let backends = collect_backends(&backend, &reports, &mut reported, started + CONN_DEADLINE);
+    let took = started.elapsed();
+
+    eprintln!(
+        "{}: {} connections, {} MiB both ways, in {took:.1?}; {}",
+        run.test,
+        run.conns,
+        plans.values().map(|p| p.up_len + p.down_len).sum::<u64>() >> 20,
+        census(&plans, &journal, run.conns)
+    );
+
+    let failures: Vec<String> = clients
+        .iter()
+        .enumerate()
+        .filter_map(|(id, client)| {
+            let id = id as u64;
+            let (plan, did) = (&plans[&id], journal.of(id));
+            judge(plan, &did, client, backends.get(&id)).err().map(|why| {
+                format!(
+                    "conn {id}: {why}\n  plan {plan:?}\n  proxies did {did:?}\n  client {client:?}\n  \
+                     backend {:?}",
+                    backends.get(&id)
+                )
+            })
+        })
+        .collect();
+    for failure in failures.iter().take(20) {
+        eprintln!("{}: seed {seed}: {failure}", run.test);
+    }
+    assert!(
+        failures.is_empty(),
+        "{}: {} of {} connections failed under chaos seed {seed} (replay: EDGEFWD_CHAOS_SEED={seed}); \
+         first: {}",
+        run.test,
+        failures.len(),
+        run.conns,
+        failures[0]
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || fwd.fd_count() <= baseline),
+        "{}: seed {seed}: edgefwd holds {} fds after every connection ended ({baseline} before)",
+        run.test,
+        fwd.fd_count()
+    );
+    let client = client(front.addr(), plans[&fresh]);
+    let backends = collect_backends(
+        &backend,
+        &reports,
+        &mut reported,
+        Instant::now() + CONN_DEADLINE,
+    );
+    if let Err(why) = judge(&plans[&fresh], &[], &client, backends.get(&fresh)) {
+        panic!(
+            "{}: seed {seed}: a fresh connection after the chaos: {why}",
+            run.test
+        );
+    }
+}
+
+/// The backend's reports, until every connection it ever accepted has reported (`reported` counts
+/// them across calls) and none arrived for a second (one reset on its way may still be accepted), or
+/// `deadline`.
+fn collect_backends(
+    backend: &Backend,
+    reports: &std::sync::mpsc::Receiver<Option<(u64, Side)>>,
+    reported: &mut usize,
+    deadline: Instant,
+) -> HashMap<u64, Side> {
+    let mut sides = HashMap::new();
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        match reports.recv_timeout(Duration::from_millis(100)) {
+            Ok(report) => {
+                *reported += 1;
+                quiet_since = Instant::now();
+                sides.extend(report);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if *reported >= backend.accepted() && quiet_since.elapsed() > Duration::from_secs(1)
+                {
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    sides
+}
+
+/// Checks one connection's two ends against its plan and what the proxies did.
+fn judge(
+    plan: &Plan,
+    did: &[(Hop, Did)],
+    client: &Outcome,
+    backend: Option<&Side>,
+) -> Result<(), String> {
+    let client = client.as_ref().map_err(|e| format!("client: {e}"))?;
+    if did.iter().any(|(_, d)| matches!(d, Did::TimedOut)) {
+        return Err("a proxy gave up on it after the connection deadline".into());
+    }
+    let reset = did.iter().find_map(|(_, d)| match d {
+        Did::Reset { when, .. } => Some(*when),
+        _ => None,
+    });
+    for (dir, receiver, sender) in [
+        (Dir::Up, backend, Some(client)),
+        (Dir::Down, Some(client), backend),
+    ] {
+        // An early half-close ends the stream where it happened; nothing past it may arrive.
+        let expected = did
+            .iter()
+            .filter_map(|(_, d)| match d {
+                Did::HalfClosed { dir: d, at } if *d == dir => Some(*at),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(plan.len(dir));
+        let Some(side) = receiver else {
+            if reset.is_some() {
+                continue; // reset before it reached the backend
+            }
+            return Err("the backend never saw it".into());
+        };
+        if let Some(at) = side.mismatch {
+            return Err(format!("{dir:?}: wrong byte at offset {at}"));
+        }
+        let whole = side.received == expected;
+        match (side.end, reset) {
+            (End::Eof, _) if whole => {}
+            (End::Reset, Some(_)) if side.received <= expected => {}
+            (end, _) => {
+                return Err(format!(
+                    "{dir:?}: {} of {expected} bytes arrived, then {end:?}",
+                    side.received
+                ))
+            }
+        }
+        if let (None, Some(sender)) = (reset, sender) {
+            if sender.sent != plan.len(dir) || sender.send_error.is_some() {
+                return Err(format!(
+                    "{dir:?}: the sender wrote {} of {} bytes ({:?}) with no reset planned",
+                    sender.sent,
+                    plan.len(dir),
+                    sender.send_error
+                ));
+            }
+        }
+    }
+    if let Some(when) = reset {
+        for (end, side) in [("client", Some(client)), ("backend", backend)] {
+            if let Some(late) =
+                side.and_then(|s| s.ended.checked_duration_since(when + RESET_BOUND))
+            {
+                return Err(format!(
+                    "the {end} ended {late:?} past {RESET_BOUND:?} after the reset"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How many connections met each fault, planned and done: "pass 98, delay 41, ...".
+fn census(plans: &Plans, journal: &Journal, conns: u64) -> String {
+    let mut planned: HashMap<&str, usize> = HashMap::new();
+    let mut resets = 0;
+    let mut half_closes = 0;
+    for id in 0..conns {
+        let plan = &plans[&id];
+        for chaos in [plan.front, plan.back] {
+            let name = match chaos {
+                Chaos::Pass => "pass",
+                Chaos::Delay { .. } => "delay",
+                Chaos::Fragment { .. } => "fragment",
+                Chaos::Stall { .. } => "stall",
+                Chaos::HalfClose { .. } => "half-close",
+                Chaos::Reset { .. } => "reset",
+            };
+            *planned.entry(name).or_default() += 1;
+        }
+        let did = journal.of(id);
+        resets += usize::from(did.iter().any(|(_, d)| matches!(d, Did::Reset { .. })));
+        half_closes += usize::from(did.iter().any(|(_, d)| matches!(d, Did::HalfClosed { .. })));
+    }
+    let mut planned: Vec<_> = planned.into_iter().collect();
+    planned.sort();
+    format!("hops planned {planned:?}; connections reset {resets}, half-closed early {half_closes}")
+}
+
+#[test]
+fn test_chaos_both_hops() {
+    run(Run {
+        test: "test_chaos_both_hops",
+        args: &[],
+        conns: 300,
+        sizes: Sizes {
+            min: 128 * 1024,
+            max: 1024 * 1024,
+            big: 3 * 1024 * 1024,
+        },
+    });
+}
+
+#[test]
+fn test_chaos_both_hops_4k_rings() {
+    run(Run {
+        test: "test_chaos_both_hops_4k_rings",
+        args: &["--buffer-size", "4k"],
+        conns: 100,
+        sizes: Sizes {
+            min: 64 * 1024,
+            max: 512 * 1024,
+            big: 2 * 1024 * 1024,
+        },
+    });
+}
