@@ -2,7 +2,9 @@
 //! once, through a seeded chaos proxy on each side of edgefwd (client -> proxy -> edgefwd -> proxy ->
 //! backend; `tests/common/chaos.rs`). Per connection each proxy passes bytes through, delays them,
 //! writes them one byte at a time, stalls for seconds, half-closes early or resets mid-stream, and
-//! journals what it did. Every byte is checked at both ends:
+//! journals what it did. Some connections have both proxies shrink their socket buffers, so a stall
+//! pushes back on edgefwd's rings at once; on some the backend answers only after the client's
+//! half-close, so a FIN that is not passed on leaves them waiting. Every byte is checked at both ends:
 //!
 //! - no fault that ends the stream (pass, delay, fragment, stall): every byte arrives, both ways, then
 //!   EOF: the half-close is passed on;
@@ -280,8 +282,11 @@ fn census(plans: &Plans, journal: &Journal, conns: u64) -> String {
     let mut planned: HashMap<&str, usize> = HashMap::new();
     let mut resets = 0;
     let mut half_closes = 0;
+    let (mut replies, mut tight) = (0, 0);
     for id in 0..conns {
         let plan = &plans[&id];
+        replies += usize::from(plan.reply_after_eof);
+        tight += usize::from(plan.tight);
         for chaos in [plan.front, plan.back] {
             let name = match chaos {
                 Chaos::Pass => "pass",
@@ -299,7 +304,10 @@ fn census(plans: &Plans, journal: &Journal, conns: u64) -> String {
     }
     let mut planned: Vec<_> = planned.into_iter().collect();
     planned.sort();
-    format!("hops planned {planned:?}; connections reset {resets}, half-closed early {half_closes}")
+    format!(
+        "hops planned {planned:?}; connections reset {resets}, half-closed early {half_closes}, \
+         answered after EOF {replies}, tight {tight}"
+    )
 }
 
 #[test]

@@ -30,6 +30,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, SockRef, Socket, Type};
+
 use super::{
     classify, loopback4, pattern, set_linger0, set_timeouts, Backend, End, PatternChecker,
     IO_TIMEOUT,
@@ -94,9 +96,10 @@ pub enum Chaos {
     Pass,
     /// Relays `chunk` bytes at a time both ways and waits `pause` after each.
     Delay { chunk: usize, pause: Duration },
-    /// Writes the first `bytes` of each direction one byte per write(2) (TCP_NODELAY: one segment
-    /// each), then relays normally.
-    Fragment { bytes: u64 },
+    /// Writes `bytes` of each direction from offset `from` on one byte per write(2) (TCP_NODELAY: one
+    /// segment each), and the rest normally: at the start of a stream, or in mid-stream when the rings
+    /// may hold bytes already.
+    Fragment { from: u64, bytes: u64 },
     /// Stops relaying `dir` for `hold` once `after` bytes went through, then resumes.
     Stall {
         dir: Dir,
@@ -132,6 +135,7 @@ impl Chaos {
                 pause: rng.millis(1, 3),
             },
             7 | 8 => Chaos::Fragment {
+                from: rng.range(0, 1) * rng.range(0, lens.0.min(lens.1) / 2),
                 bytes: rng.range(1024, 16 * 1024),
             },
             9 | 10 => Chaos::Stall {
@@ -166,14 +170,25 @@ pub struct Plan {
     pub down_from: u64,
     pub front: Chaos,
     pub back: Chaos,
+    /// The backend answers only once the up stream has ended, as a request/response protocol would:
+    /// a half-close that is not passed on leaves it waiting.
+    pub reply_after_eof: bool,
+    /// Both proxies shrink their socket buffers to [`TIGHT_BUFFER`], so their stalls and delays push
+    /// back on edgefwd's rings within tens of KiB instead of after megabytes of kernel buffering.
+    pub tight: bool,
 }
+
+/// SO_RCVBUF and SO_SNDBUF of a [`Plan::tight`] connection's proxy sockets (the kernel doubles it).
+pub const TIGHT_BUFFER: usize = 16 * 1024;
 
 impl Plan {
     /// Connection `id` of the run `seed`.
     pub fn draw(seed: u64, id: u64, sizes: Sizes) -> Plan {
         let mut rng = Rng::new(seed ^ id.wrapping_mul(0xa076_1d64_78bd_642f));
+        // A tight connection moves a few KiB per round trip: it carries no big stream.
+        let tight = rng.next_u64() % 6 == 0;
         let len = |rng: &mut Rng| {
-            if rng.next_u64() % 10 == 0 {
+            if rng.next_u64() % 10 == 0 && !tight {
                 rng.range(sizes.max, sizes.big)
             } else {
                 rng.range(sizes.min, sizes.max)
@@ -188,6 +203,8 @@ impl Plan {
             down_from: rng.next_u64() % super::PATTERN_PERIOD as u64,
             front: Chaos::draw(&mut rng, lens),
             back: Chaos::draw(&mut rng, lens),
+            reply_after_eof: rng.next_u64() % 4 == 0,
+            tight,
         }
     }
 
@@ -201,6 +218,8 @@ impl Plan {
             down_from: 0,
             front: Chaos::Pass,
             back: Chaos::Pass,
+            reply_after_eof: false,
+            tight: false,
         }
     }
 
@@ -308,8 +327,14 @@ fn proxy_one(hop: Hop, mut inbound: TcpStream, next: SocketAddr, plans: &Plans, 
         return;
     }
     let id = u64::from_be_bytes(id);
-    let chaos = plans.get(&id).map_or(Chaos::Pass, |plan| plan.chaos(hop));
-    let outbound = match TcpStream::connect_timeout(&next, Duration::from_secs(10)) {
+    let plan = plans.get(&id);
+    let chaos = plan.map_or(Chaos::Pass, |plan| plan.chaos(hop));
+    let tight = plan.is_some_and(|plan| plan.tight);
+    if tight {
+        // Best effort: a buffer the kernel refuses only makes the connection less tight.
+        let _ = shrink_buffers(&SockRef::from(&inbound));
+    }
+    let outbound = match connect_on(next, tight) {
         Ok(s) => s,
         Err(error) => {
             journal.record(
@@ -337,6 +362,22 @@ fn proxy_one(hop: Hop, mut inbound: TcpStream, next: SocketAddr, plans: &Plans, 
         set_linger0(&inbound);
         set_linger0(&outbound);
     }
+}
+
+/// A connection to the next hop, its buffers shrunk before the handshake when `tight` (the window is
+/// agreed then).
+fn connect_on(next: SocketAddr, tight: bool) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(next), Type::STREAM, None)?;
+    if tight {
+        shrink_buffers(&socket)?;
+    }
+    socket.connect_timeout(&next.into(), Duration::from_secs(10))?;
+    Ok(socket.into())
+}
+
+fn shrink_buffers(socket: &Socket) -> io::Result<()> {
+    socket.set_recv_buffer_size(TIGHT_BUFFER)?;
+    socket.set_send_buffer_size(TIGHT_BUFFER)
 }
 
 /// One direction through the proxy.
@@ -422,8 +463,10 @@ impl Flow {
         if let Some(at) = self.fault_at(chaos) {
             limit = limit.min(at - self.relayed);
         }
-        if let Chaos::Fragment { bytes } = chaos {
-            if self.relayed < bytes {
+        if let Chaos::Fragment { from, bytes } = chaos {
+            if self.relayed < from {
+                limit = limit.min(from - self.relayed);
+            } else if self.relayed < from + bytes {
                 limit = limit.min(1);
             }
         }
@@ -675,14 +718,15 @@ pub struct Side {
 }
 
 /// Sends `send_len` pattern bytes from `send_from` then `shutdown(Write)`, while reading until EOF or
-/// an error and checking every byte against the pattern from `recv_from`; both at once, until
-/// `deadline`. A receive that fails stops the sending too (the connection is gone); a send that fails
-/// lets the receive run to its end.
+/// an error and checking every byte against the pattern from `recv_from`; both at once (or, with
+/// `after_eof`, the sending once the receiving has met its EOF), until `deadline`. A receive that fails
+/// stops the sending too (the connection is gone); a send that fails lets the receive run to its end.
 pub fn exchange(
     s: &TcpStream,
     send_from: u64,
     send_len: u64,
     recv_from: u64,
+    after_eof: bool,
     deadline: Instant,
 ) -> Side {
     let mut checker = PatternChecker {
@@ -700,7 +744,8 @@ pub fn exchange(
     }
     while sending || end.is_none() {
         let mut progress = false;
-        if sending {
+        let may_send = sending && (!after_eof || end == Some(End::Eof));
+        if may_send {
             progress = true;
             if sent == send_len {
                 sending = false;
@@ -742,13 +787,14 @@ pub fn exchange(
             }
             progress |= end.is_some() || checker.offset != before;
         }
+        let may_send = sending && (!after_eof || end == Some(End::Eof));
         if !progress && (sending || end.is_none()) {
             if Instant::now() >= deadline {
                 end.get_or_insert(End::TimedOut);
                 send_error.get_or_insert(io::ErrorKind::TimedOut);
                 break;
             }
-            wait_one(s, sending, end.is_none(), deadline);
+            wait_one(s, may_send, end.is_none(), deadline);
         }
     }
     Side {
@@ -795,6 +841,7 @@ pub fn client(front: SocketAddr, plan: Plan) -> Result<Side, String> {
         plan.up_from,
         plan.up_len,
         plan.down_from,
+        false,
         deadline,
     ))
 }
@@ -813,7 +860,14 @@ pub fn backend(plans: Plans) -> (Backend, Receiver<Option<(u64, Side)>>) {
             Err(_) => None,
         };
         let report = plan.map(|plan| {
-            let side = exchange(&s, plan.down_from, plan.down_len, plan.up_from, deadline);
+            let side = exchange(
+                &s,
+                plan.down_from,
+                plan.down_len,
+                plan.up_from,
+                plan.reply_after_eof,
+                deadline,
+            );
             (plan.id, side)
         });
         let _ = tx.lock().expect("report channel").send(report);
