@@ -274,6 +274,29 @@ type Entries = HashMap<(Hop, u64), Vec<Did>>;
 #[derive(Clone, Default)]
 pub struct Journal(Arc<Mutex<Entries>>);
 
+/// Where one proxy writes what it does to one connection, at once: the test reads the journal as
+/// soon as the ends have finished, while a proxy may still be draining the rest of a half-closed stream.
+struct Log<'a> {
+    journal: &'a Journal,
+    hop: Hop,
+    id: u64,
+}
+
+impl Log<'_> {
+    fn push(&self, did: Did) {
+        self.journal.record(self.hop, self.id, did);
+    }
+
+    /// Journals a socket error that ends the connection; it is passed on as a reset (true).
+    fn passed_on(&self, error: io::Error) -> bool {
+        self.push(Did::PassedReset {
+            error: error.kind(),
+            when: Instant::now(),
+        });
+        true
+    }
+}
+
 impl Journal {
     fn record(&self, hop: Hop, id: u64, did: Did) {
         self.0
@@ -327,6 +350,7 @@ fn proxy_one(hop: Hop, mut inbound: TcpStream, next: SocketAddr, plans: &Plans, 
         return;
     }
     let id = u64::from_be_bytes(id);
+    let log = Log { journal, hop, id };
     let plan = plans.get(&id);
     let chaos = plan.map_or(Chaos::Pass, |plan| plan.chaos(hop));
     let tight = plan.is_some_and(|plan| plan.tight);
@@ -337,27 +361,16 @@ fn proxy_one(hop: Hop, mut inbound: TcpStream, next: SocketAddr, plans: &Plans, 
     let outbound = match connect_on(next, tight) {
         Ok(s) => s,
         Err(error) => {
-            journal.record(
-                hop,
-                id,
-                Did::PassedReset {
-                    error: error.kind(),
-                    when: Instant::now(),
-                },
-            );
+            log.passed_on(error);
             set_linger0(&inbound);
             return;
         }
     };
     set_timeouts(&outbound, IO_TIMEOUT);
-    let mut relay = Relay::new(chaos);
     let reset = match (&outbound).write_all(&id.to_be_bytes()) {
-        Ok(()) => relay.run(&inbound, &outbound, deadline),
-        Err(error) => passed_on(&mut relay.journal, error),
+        Ok(()) => Relay::new(chaos, log).run(&inbound, &outbound, deadline),
+        Err(error) => log.passed_on(error),
     };
-    for did in relay.journal {
-        journal.record(hop, id, did);
-    }
     if reset {
         set_linger0(&inbound);
         set_linger0(&outbound);
@@ -440,6 +453,8 @@ impl Flow {
         !self.eof && self.pending() == 0
     }
 
+    /// Bytes to write and no hold. (A shut destination has none: the FIN goes after the last byte,
+    /// and a half-close drops what was held.)
     fn wants_write(&self, now: Instant) -> bool {
         self.pending() > 0 && !self.held(now)
     }
@@ -486,7 +501,7 @@ impl Flow {
         src: &TcpStream,
         dst: &TcpStream,
         chaos: Chaos,
-        journal: &mut Vec<Did>,
+        log: &Log,
     ) -> io::Result<Step> {
         let now = Instant::now();
         if self.fault_at(chaos) == Some(self.relayed) {
@@ -494,24 +509,24 @@ impl Flow {
                 Chaos::Stall { hold, .. } => {
                     self.stalled = true;
                     self.hold_until = Some(now + hold);
-                    journal.push(Did::Stalled {
+                    log.push(Did::Stalled {
                         dir: self.dir,
                         at: self.relayed,
                     });
                 }
                 Chaos::HalfClose { .. } => {
+                    log.push(Did::HalfClosed {
+                        dir: self.dir,
+                        at: self.relayed,
+                    });
                     dst.shutdown(Shutdown::Write)?;
                     self.shut = true;
                     self.discard = true;
                     self.buf.clear();
                     self.done = 0;
-                    journal.push(Did::HalfClosed {
-                        dir: self.dir,
-                        at: self.relayed,
-                    });
                 }
                 Chaos::Reset { .. } => {
-                    journal.push(Did::Reset {
+                    log.push(Did::Reset {
                         dir: self.dir,
                         at: self.relayed,
                         when: now,
@@ -522,7 +537,7 @@ impl Flow {
             }
             return Ok(Step::Progress);
         }
-        if self.wants_write(now) && !self.shut {
+        if self.wants_write(now) {
             let limit = self.write_limit(chaos);
             match (&*dst).write(&self.buf[self.done..self.done + limit]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -568,32 +583,32 @@ impl Flow {
 
 /// Both directions of one proxied connection, driven by poll(2) (level-triggered: the simplest loop
 /// that cannot miss a wakeup).
-struct Relay {
+struct Relay<'a> {
     chaos: Chaos,
     up: Flow,
     down: Flow,
-    journal: Vec<Did>,
+    log: Log<'a>,
 }
 
-impl Relay {
-    fn new(chaos: Chaos) -> Relay {
+impl<'a> Relay<'a> {
+    fn new(chaos: Chaos, log: Log<'a>) -> Relay<'a> {
         Relay {
             chaos,
             up: Flow::new(Dir::Up),
             down: Flow::new(Dir::Down),
-            journal: Vec::new(),
+            log,
         }
     }
 
     /// Relays until both directions end (false: the sockets may close with FIN) or a reset is due
     /// (true: the caller closes both with RST): the planned one, one passed on, or the deadline's.
-    /// Everything it did is in `self.journal`.
+    /// Everything it does beyond relaying is journaled as it happens.
     fn run(&mut self, inbound: &TcpStream, outbound: &TcpStream, deadline: Instant) -> bool {
         let setup = [inbound, outbound]
             .into_iter()
             .try_for_each(|s| s.set_nonblocking(true).and_then(|()| s.set_nodelay(true)));
         if let Err(error) = setup {
-            return passed_on(&mut self.journal, error);
+            return self.log.passed_on(error);
         }
         loop {
             let mut progress = false;
@@ -601,11 +616,11 @@ impl Relay {
                 (&mut self.up, inbound, outbound),
                 (&mut self.down, outbound, inbound),
             ] {
-                match flow.step(src, dst, self.chaos, &mut self.journal) {
+                match flow.step(src, dst, self.chaos, &self.log) {
                     Ok(Step::Progress) => progress = true,
                     Ok(Step::Idle) => {}
                     Ok(Step::Reset) => return true,
-                    Err(error) => return passed_on(&mut self.journal, error),
+                    Err(error) => return self.log.passed_on(error),
                 }
             }
             if self.up.finished() && self.down.finished() {
@@ -616,12 +631,12 @@ impl Relay {
             }
             let now = Instant::now();
             if now >= deadline {
-                self.journal.push(Did::TimedOut);
+                self.log.push(Did::TimedOut);
                 return true;
             }
             match self.wait(inbound, outbound, now, deadline) {
                 Ok(None) => {}
-                Ok(Some(error)) | Err(error) => return passed_on(&mut self.journal, error),
+                Ok(Some(error)) | Err(error) => return self.log.passed_on(error),
             }
         }
     }
@@ -640,7 +655,7 @@ impl Relay {
             if reader.wants_read() {
                 events |= libc::POLLIN;
             }
-            if writer.wants_write(now) && !writer.shut {
+            if writer.wants_write(now) {
                 events |= libc::POLLOUT;
             }
             events
@@ -689,15 +704,6 @@ impl Relay {
         }
         Ok(None)
     }
-}
-
-/// Journals a socket error that ends the connection; it is passed on as a reset (true).
-fn passed_on(journal: &mut Vec<Did>, error: io::Error) -> bool {
-    journal.push(Did::PassedReset {
-        error: error.kind(),
-        when: Instant::now(),
-    });
-    true
 }
 
 /// What one end (client or backend) saw.
