@@ -20,7 +20,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::mpsc::RecvTimeoutError;
+use std::net::SocketAddr;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -69,6 +70,7 @@ fn run(run: Run) {
         "{}: chaos seed {seed} (replay: EDGEFWD_CHAOS_SEED={seed} cargo test --test chaos {})",
         run.test, run.test
     );
+    // Connections 0..conns are drawn from the seed; one more, left alone, comes after the chaos.
     let fresh = run.conns;
     let mut plans: HashMap<u64, Plan> = (0..run.conns)
         .map(|id| (id, Plan::draw(seed, id, run.sizes)))
@@ -77,10 +79,10 @@ fn run(run: Run) {
     let plans: Plans = Arc::new(plans);
     let journal = Journal::default();
 
-    let (backend, reports) = backend(Arc::clone(&plans));
+    let mut backends = Backends::start(&plans);
     let back = ChaosProxy::start(
         Hop::Back,
-        backend.addr(),
+        backends.backend.addr(),
         Arc::clone(&plans),
         journal.clone(),
     );
@@ -98,49 +100,17 @@ fn run(run: Run) {
     let baseline = fwd.fd_count();
 
     let started = Instant::now();
-    let clients: Vec<_> = (0..run.conns)
-        .map(|id| {
-            let (addr, plan) = (front.addr(), plans[&id]);
-            thread::Builder::new()
-                .stack_size(256 * 1024)
-                .spawn(move || client(addr, plan))
-                .expect("spawn a client thread")
-        })
-        .collect();
-    let clients: Vec<Outcome> = clients
-        .into_iter()
-        .map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err("client thread panicked".into()))
-        })
-        .collect();
-    let mut reported = 0;
-    let backends = collect_backends(&backend, &reports, &mut reported, started + CONN_DEADLINE);
-    let took = started.elapsed();
-
+    let clients = run_clients(front.addr(), &plans, run.conns);
+    let ends = backends.collect(started + CONN_DEADLINE);
     eprintln!(
-        "{}: {} connections, {} MiB both ways, in {took:.1?}; {}",
+        "{}: {} connections, {} MiB both ways, in {:.1?}; {}",
         run.test,
         run.conns,
         plans.values().map(|p| p.up_len + p.down_len).sum::<u64>() >> 20,
+        started.elapsed(),
         census(&plans, &journal, run.conns)
     );
-
-    let failures: Vec<String> = clients
-        .iter()
-        .enumerate()
-        .filter_map(|(id, client)| {
-            let id = id as u64;
-            let (plan, did) = (&plans[&id], journal.of(id));
-            judge(plan, &did, client, backends.get(&id)).err().map(|why| {
-                format!(
-                    "conn {id}: {why}\n  plan {plan:?}\n  proxies did {did:?}\n  client {client:?}\n  \
-                     backend {:?}",
-                    backends.get(&id)
-                )
-            })
-        })
-        .collect();
+    let failures = failures(&plans, &journal, &clients, &ends);
     for failure in failures.iter().take(20) {
         eprintln!("{}: seed {seed}: {failure}", run.test);
     }
@@ -153,6 +123,7 @@ fn run(run: Run) {
         run.conns,
         failures[0]
     );
+
     assert!(
         wait_until(Duration::from_secs(30), || fwd.fd_count() <= baseline),
         "{}: seed {seed}: edgefwd holds {} fds after every connection ended ({baseline} before)",
@@ -160,13 +131,13 @@ fn run(run: Run) {
         fwd.fd_count()
     );
     let client = client(front.addr(), plans[&fresh]);
-    let backends = collect_backends(
-        &backend,
-        &reports,
-        &mut reported,
-        Instant::now() + CONN_DEADLINE,
-    );
-    if let Err(why) = judge(&plans[&fresh], &[], &client, backends.get(&fresh)) {
+    let ends = backends.collect(Instant::now() + CONN_DEADLINE);
+    if let Err(why) = judge(
+        &plans[&fresh],
+        &journal.of(fresh),
+        &client,
+        ends.get(&fresh),
+    ) {
         panic!(
             "{}: seed {seed}: a fresh connection after the chaos: {why}",
             run.test
@@ -174,34 +145,87 @@ fn run(run: Run) {
     }
 }
 
-/// The backend's reports, until every connection it ever accepted has reported (`reported` counts
-/// them across calls) and none arrived for a second (one reset on its way may still be accepted), or
-/// `deadline`.
-fn collect_backends(
-    backend: &Backend,
-    reports: &std::sync::mpsc::Receiver<Option<(u64, Side)>>,
-    reported: &mut usize,
-    deadline: Instant,
-) -> HashMap<u64, Side> {
-    let mut sides = HashMap::new();
-    let mut quiet_since = Instant::now();
-    while Instant::now() < deadline {
-        match reports.recv_timeout(Duration::from_millis(100)) {
-            Ok(report) => {
-                *reported += 1;
-                quiet_since = Instant::now();
-                sides.extend(report);
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                if *reported >= backend.accepted() && quiet_since.elapsed() > Duration::from_secs(1)
-                {
-                    break;
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
+/// Connections `0..conns` at once, each on its own thread; what each client saw, by id.
+fn run_clients(front: SocketAddr, plans: &Plans, conns: u64) -> Vec<Outcome> {
+    let threads: Vec<_> = (0..conns)
+        .map(|id| {
+            let plan = plans[&id];
+            thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || client(front, plan))
+                .expect("spawn a client thread")
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err("client thread panicked".into()))
+        })
+        .collect()
+}
+
+/// One line per connection that fails [`judge`], naming everything needed to understand it.
+fn failures(
+    plans: &Plans,
+    journal: &Journal,
+    clients: &[Outcome],
+    ends: &HashMap<u64, Side>,
+) -> Vec<String> {
+    (0..clients.len() as u64)
+        .zip(clients)
+        .filter_map(|(id, client)| {
+            let (plan, did, backend) = (&plans[&id], journal.of(id), ends.get(&id));
+            let why = judge(plan, &did, client, backend).err()?;
+            Some(format!(
+                "conn {id}: {why}\n  plan {plan:?}\n  proxies did {did:?}\n  client {client:?}\n  \
+                 backend {backend:?}"
+            ))
+        })
+        .collect()
+}
+
+/// The backend and what it has reported so far.
+struct Backends {
+    backend: Backend,
+    reports: Receiver<Option<(u64, Side)>>,
+    /// Reports received over the whole run: one per connection the backend accepted.
+    reported: usize,
+}
+
+impl Backends {
+    fn start(plans: &Plans) -> Backends {
+        let (backend, reports) = backend(Arc::clone(plans));
+        Backends {
+            backend,
+            reports,
+            reported: 0,
         }
     }
-    sides
+
+    /// The reports that come in until every connection the backend accepted has reported and none
+    /// came for a second (a connection reset on its way may still be accepted), or `deadline`.
+    fn collect(&mut self, deadline: Instant) -> HashMap<u64, Side> {
+        let mut ends = HashMap::new();
+        let mut quiet_since = Instant::now();
+        while Instant::now() < deadline {
+            match self.reports.recv_timeout(Duration::from_millis(100)) {
+                Ok(report) => {
+                    self.reported += 1;
+                    quiet_since = Instant::now();
+                    ends.extend(report);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let all = self.reported >= self.backend.accepted();
+                    if all && quiet_since.elapsed() > Duration::from_secs(1) {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        ends
+    }
 }
 
 /// Checks one connection's two ends against its plan and what the proxies did.
