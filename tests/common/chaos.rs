@@ -127,6 +127,11 @@ impl Chaos {
             Dir::Down => lens.1,
         };
         let after = rng.range(1, len - 1);
+        // Half the fragments start the stream, half come in mid-stream.
+        let fragment_from = match rng.next_u64() % 2 {
+            0 => 0,
+            _ => rng.range(0, lens.0.min(lens.1) / 2),
+        };
         match rng.next_u64() % 15 {
             0..=4 => Chaos::Pass,
             // At most a few seconds of pauses on the longest stream.
@@ -135,7 +140,7 @@ impl Chaos {
                 pause: rng.millis(1, 3),
             },
             7 | 8 => Chaos::Fragment {
-                from: rng.range(0, 1) * rng.range(0, lens.0.min(lens.1) / 2),
+                from: fragment_from,
                 bytes: rng.range(1024, 16 * 1024),
             },
             9 | 10 => Chaos::Stall {
