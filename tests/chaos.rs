@@ -334,6 +334,41 @@ fn census(plans: &Plans, journal: &Journal, conns: u64) -> String {
     )
 }
 
+/// The replay promise: a seed draws the same plans again, different seeds draw different ones, and
+/// every planned fault lies inside its stream (so it can happen).
+#[test]
+fn test_chaos_plans_replay_from_their_seed() {
+    let sizes = Sizes {
+        min: 64 * 1024,
+        max: 512 * 1024,
+        big: 2 * 1024 * 1024,
+    };
+    let draw = |seed| {
+        (0..200)
+            .map(|id| Plan::draw(seed, id, sizes))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(draw(7), draw(7));
+    assert_ne!(draw(7), draw(8));
+    for plan in draw(7) {
+        for chaos in [plan.front, plan.back] {
+            let at = match chaos {
+                Chaos::Stall { dir, after, .. }
+                | Chaos::HalfClose { dir, after }
+                | Chaos::Reset { dir, after } => Some((dir, after)),
+                _ => None,
+            };
+            if let Some((dir, after)) = at {
+                assert!(after > 0 && after < plan.len(dir), "{plan:?}");
+            }
+        }
+        assert!(
+            plan.up_len >= sizes.min && plan.up_len <= sizes.big,
+            "{plan:?}"
+        );
+    }
+}
+
 #[test]
 fn test_chaos_both_hops() {
     run(Run {

@@ -163,7 +163,7 @@ pub struct Sizes {
 }
 
 /// One connection's script.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub id: u64,
     /// Bytes the client sends (after its id) and the backend sends.
