@@ -18,6 +18,7 @@
 //! can hang.
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod soak;
 
 use std::collections::HashSet;
