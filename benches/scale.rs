@@ -50,7 +50,7 @@ use json::Json;
 use pairs::{PairsRun, Setup};
 use pattern::Pattern;
 use report::Skipped;
-use stats::{count_label, destinations_for, parse_count};
+use stats::{count_label, destinations_for, largest_fitting, parse_count};
 use util::{fail, BenchResult, Context};
 
 const USAGE: &str = "\
@@ -88,18 +88,23 @@ scale-wait.svg.
 /// default `ip_local_port_range`, with room for whatever else the machine connects.
 const PER_DESTINATION: usize = 20_000;
 
-/// rr100's connections plus slack, counted in the fds a run needs beyond its idle pairs.
-const FD_HEADROOM: u64 = 4096;
+/// The fds a process needs beyond its share of the idle sockets: rr100's 200 sockets in each
+/// process, listeners, epoll, stdio, /proc reads.
+const FD_HEADROOM: u64 = 512;
 
 #[derive(Debug, Clone)]
 struct Options {
     pairs: bool,
     wait: bool,
     sizes: Vec<usize>,
+    /// Also run the most idle pairs the fd limit allows (`max` in `--sizes`).
+    sizes_max: bool,
     repeats: usize,
     warmup: Duration,
     measure: Duration,
     wait_sizes: Vec<usize>,
+    /// Also measure the most idle sockets the fd limit allows (`max` in `--wait-sizes`).
+    wait_max: bool,
     wait_rounds: usize,
     /// CPU time each wait sample aims for.
     wait_target_ns: f64,
@@ -123,6 +128,7 @@ fn parse(args: &[String]) -> BenchResult<Parsed> {
         } else {
             vec![0, 1_000, 10_000, 100_000]
         },
+        sizes_max: !quick,
         repeats: if quick { 1 } else { 3 },
         warmup: Duration::from_millis(if quick { 500 } else { 1000 }),
         measure: Duration::from_secs(if quick { 1 } else { 5 }),
@@ -131,6 +137,7 @@ fn parse(args: &[String]) -> BenchResult<Parsed> {
         } else {
             vec![10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000]
         },
+        wait_max: !quick,
         wait_rounds: if quick { 3 } else { 7 },
         wait_target_ns: if quick { 5e6 } else { 3e7 },
         quick,
@@ -162,8 +169,8 @@ fn parse(args: &[String]) -> BenchResult<Parsed> {
                 o.pairs = parts.contains(&"pairs");
                 o.wait = parts.contains(&"wait");
             }
-            "--sizes" => o.sizes = counts(&value()?)?,
-            "--wait-sizes" => o.wait_sizes = counts(&value()?)?,
+            "--sizes" => (o.sizes, o.sizes_max) = counts(&value()?)?,
+            "--wait-sizes" => (o.wait_sizes, o.wait_max) = counts(&value()?)?,
             "--repeats" => o.repeats = positive(flag, &value()?)?,
             "--wait-rounds" => o.wait_rounds = positive(flag, &value()?)?,
             "--warmup" => o.warmup = seconds(flag, &value()?)?,
@@ -192,8 +199,16 @@ fn parse(args: &[String]) -> BenchResult<Parsed> {
     Ok(Parsed::Run(o))
 }
 
-fn counts(text: &str) -> BenchResult<Vec<usize>> {
-    text.split(',').map(parse_count).collect()
+/// A list of counts, where `max` stands for the most the fd limit allows (returned as the flag).
+fn counts(text: &str) -> BenchResult<(Vec<usize>, bool)> {
+    let items: Vec<&str> = text.split(',').map(str::trim).collect();
+    let max = items.contains(&"max");
+    let counts = items
+        .into_iter()
+        .filter(|i| *i != "max")
+        .map(parse_count)
+        .collect::<BenchResult<_>>()?;
+    Ok((counts, max))
 }
 
 fn positive(flag: &str, text: &str) -> BenchResult<usize> {
@@ -246,6 +261,19 @@ fn run(opts: &Options) -> BenchResult<()> {
     // This process holds two sockets per idle pair (client and echo backend), edgefwd two.
     let want = (2 * max_pairs as u64).max(max_wait as u64 + 2) + FD_HEADROOM;
     let (nofile, raised) = raise_nofile_to(want)?;
+    let mut opts = opts.clone();
+    if opts.sizes_max {
+        opts.sizes.push(largest_fitting(nofile, FD_HEADROOM, 2));
+        opts.sizes.sort_unstable();
+        opts.sizes.dedup();
+    }
+    if opts.wait_max {
+        opts.wait_sizes
+            .push(largest_fitting(nofile, FD_HEADROOM, 1));
+        opts.wait_sizes.sort_unstable();
+        opts.wait_sizes.dedup();
+    }
+    let opts = &opts;
     let machine = sys::MachineInfo::collect(nofile);
     let (date, stamp) = util::utc_now();
     let load = std::fs::read_to_string("/proc/loadavg")
@@ -319,7 +347,7 @@ fn pairs_part(opts: &Options, nofile: u64) -> BenchResult<(Vec<PairsRun>, Vec<Sk
         let need = 2 * pairs as u64 + FD_HEADROOM;
         if need > nofile {
             let why = format!(
-                "needs {need} fds per process, RLIMIT_NOFILE is {nofile} (run as root to raise it)"
+                "needs {need} fds in edgefwd and in the bench, RLIMIT_NOFILE is {nofile} and could not be raised"
             );
             eprintln!("scale: skipping {} idle pairs: {why}", count_label(pairs));
             skipped.push(Skipped { pairs, why });
@@ -422,11 +450,14 @@ fn raise_nofile_to(want: u64) -> BenchResult<(u64, String)> {
     };
     // SAFETY: setrlimit only reads the struct, which lives across the call.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        let err = std::io::Error::last_os_error();
         eprintln!(
-            "scale: cannot raise RLIMIT_NOFILE to {want} ({}); larger sizes will be skipped",
-            std::io::Error::last_os_error()
+            "scale: cannot raise RLIMIT_NOFILE from {current} to {want} ({err}: raising the hard limit needs root with CAP_SYS_RESOURCE); sizes that do not fit are skipped"
         );
-        return Ok((current, String::new()));
+        return Ok((
+            current,
+            format!(" (hard limit; raising it to {want} failed: {err})"),
+        ));
     }
     Ok((want, note))
 }

@@ -104,6 +104,13 @@ pub fn destinations_for(conns: usize, per_destination: usize) -> usize {
     conns.div_ceil(per_destination.max(1)).max(1)
 }
 
+/// The largest count, rounded down to a hundred, of which `per` fds each fit in `nofile` fds with
+/// `headroom` kept free: the `max` size of the options.
+pub fn largest_fitting(nofile: u64, headroom: u64, per: u64) -> usize {
+    let n = nofile.saturating_sub(headroom) / per.max(1);
+    (n / 100 * 100) as usize
+}
+
 #[cfg(test)]
 #[allow(dead_code, unused_imports)] // see the note in benches/scale.rs
 mod tests {
@@ -157,6 +164,14 @@ mod tests {
         assert_eq!(count_label(1_500), "1.5k");
         assert_eq!(count_label(1_234), "1234");
         assert_eq!(count_label(7), "7");
+    }
+
+    #[test]
+    fn test_largest_fitting_leaves_the_headroom_and_rounds_down() {
+        assert_eq!(largest_fitting(20_000, 512, 2), 9_700);
+        assert_eq!(largest_fitting(20_000, 512, 1), 19_400);
+        assert_eq!(largest_fitting(300, 512, 2), 0);
+        assert_eq!(largest_fitting(1_048_576, 512, 2), 524_000);
     }
 
     #[test]
