@@ -195,7 +195,10 @@ fn parse(args: &[String]) -> BenchResult<Parsed> {
         .map(String::as_str)
         .filter(|a| *a != "--bench")
         .collect();
-    o.command = format!("cargo bench --bench scale -- {}", shown.join(" "));
+    o.command = match shown.is_empty() {
+        true => "cargo bench --bench scale".to_string(),
+        false => format!("cargo bench --bench scale -- {}", shown.join(" ")),
+    };
     Ok(Parsed::Run(o))
 }
 
