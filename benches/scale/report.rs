@@ -302,11 +302,12 @@ fn bounds(values: &[f64]) -> (f64, f64) {
     (lo, hi.max(lo + 1.0))
 }
 
+/// A decade of the y axis: `100 ns`, `1 µs`, `10 ms` (whole numbers, so no `sig3` padding).
 fn ns_label(ns: f64) -> String {
     match ns {
-        ns if ns >= 1e6 => format!("{} ms", sig3(ns / 1e6)),
-        ns if ns >= 1e3 => format!("{} µs", sig3(ns / 1e3)),
-        ns => format!("{} ns", sig3(ns)),
+        ns if ns >= 1e6 => format!("{:.0} ms", ns / 1e6),
+        ns if ns >= 1e3 => format!("{:.0} µs", ns / 1e3),
+        ns => format!("{ns:.0} ns"),
     }
 }
 
