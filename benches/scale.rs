@@ -6,13 +6,14 @@
 //! - `pairs`   N idle pairs held by one edgefwd while rr100 runs through it: memory per pair,
 //!   rr100 latency, CPU and wakeups per request
 //! - `wait`    the select/poll/epoll_wait curves (FFI through `libc`)
+//! - `limits`  raising RLIMIT_NOFILE (and fs.nr_open) as far as the largest size needs
 //! - `stats`   medians with their spread, per-pair and per-request arithmetic
 //! - `report`  markdown, JSON and the SVG chart
 //! - from the compare bench (`benches/compare/`, included by path, not copied): the echo backend,
 //!   the rr engine and idle-pair opener, /proc readers, the JSON printer, the byte pattern.
 //!
-//! The modules' `#[cfg(test)]` tests run in `tests/scale_harness.rs`, which compiles `stats` and
-//! `wait` again as a test crate (the compare modules' own tests run in `tests/bench_harness.rs`).
+//! The modules' `#[cfg(test)]` tests run in `tests/scale_harness.rs`, which compiles `stats`,
+//! `limits` and `wait` again as a test crate (the compare modules' own tests run in `tests/bench_harness.rs`).
 //! Here, without a test harness, the test modules vanish and allow the helpers they leave unused.
 
 #[path = "compare/backend.rs"]
@@ -21,6 +22,8 @@ mod backend;
 #[path = "compare/json.rs"]
 #[allow(dead_code)] // shared with the compare bench, which uses the rest
 mod json;
+#[path = "scale/limits.rs"]
+mod limits;
 #[path = "compare/load.rs"]
 #[allow(dead_code)] // shared with the compare bench, which uses the rest
 mod load;
@@ -263,7 +266,7 @@ fn run(opts: &Options) -> BenchResult<()> {
     };
     // This process holds two sockets per idle pair (client and echo backend), edgefwd two.
     let want = (2 * max_pairs as u64).max(max_wait as u64 + 2) + FD_HEADROOM;
-    let (nofile, raised) = raise_nofile_to(want)?;
+    let (nofile, raised) = limits::raise_nofile_to(want)?;
     let mut opts = opts.clone();
     if opts.sizes_max {
         opts.sizes.push(largest_fitting(nofile, FD_HEADROOM, 2));
@@ -428,41 +431,6 @@ fn wait_part(opts: &Options, nofile: u64) -> BenchResult<Vec<wait::Point>> {
     );
     wait::measure_sizes(&fit, opts.wait_rounds, opts.wait_target_ns, PER_DESTINATION)
         .ctx("wait curves")
-}
-
-/// Raises RLIMIT_NOFILE (soft and hard) to `want` when the hard limit is lower and this process may
-/// (root), raising fs.nr_open first if it caps it; otherwise the soft limit goes to the hard one.
-/// Returns the limit and a note of what was raised, for the report header.
-fn raise_nofile_to(want: u64) -> BenchResult<(u64, String)> {
-    let current = sys::raise_nofile_limit()?;
-    if current >= want {
-        return Ok((current, String::new()));
-    }
-    let nr_open_path = Path::new("/proc/sys/fs/nr_open");
-    let nr_open: u64 = std::fs::read_to_string(nr_open_path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    let mut note = format!(" (raised from {current})");
-    if nr_open < want && std::fs::write(nr_open_path, want.to_string()).is_ok() {
-        note.push_str(&format!("; fs.nr_open raised from {nr_open} to {want}"));
-    }
-    let lim = libc::rlimit {
-        rlim_cur: want,
-        rlim_max: want,
-    };
-    // SAFETY: setrlimit only reads the struct, which lives across the call.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        let err = std::io::Error::last_os_error();
-        eprintln!(
-            "scale: cannot raise RLIMIT_NOFILE from {current} to {want} ({err}: raising the hard limit needs root with CAP_SYS_RESOURCE); sizes that do not fit are skipped"
-        );
-        return Ok((
-            current,
-            format!(" (hard limit; raising it to {want} failed: {err})"),
-        ));
-    }
-    Ok((want, note))
 }
 
 fn write(path: &Path, text: &str) -> BenchResult<()> {
