@@ -254,32 +254,8 @@ fn main() -> ExitCode {
 }
 
 fn run(opts: &Options) -> BenchResult<()> {
-    let max_pairs = if opts.pairs {
-        opts.sizes.iter().copied().max().unwrap_or(0)
-    } else {
-        0
-    };
-    let max_wait = if opts.wait {
-        opts.wait_sizes.iter().copied().max().unwrap_or(0)
-    } else {
-        0
-    };
-    // This process holds two sockets per idle pair (client and echo backend), edgefwd two.
-    let want = (2 * max_pairs as u64).max(max_wait as u64 + 2) + FD_HEADROOM;
-    let (nofile, raised) = limits::raise_nofile_to(want)?;
-    let mut opts = opts.clone();
-    if opts.sizes_max {
-        opts.sizes.push(largest_fitting(nofile, FD_HEADROOM, 2));
-        opts.sizes.sort_unstable();
-        opts.sizes.dedup();
-    }
-    if opts.wait_max {
-        opts.wait_sizes
-            .push(largest_fitting(nofile, FD_HEADROOM, 1));
-        opts.wait_sizes.sort_unstable();
-        opts.wait_sizes.dedup();
-    }
-    let opts = &opts;
+    let (nofile, raised) = limits::raise_nofile_to(fds_wanted(opts))?;
+    let opts = &with_max_sizes(opts, nofile);
     let machine = sys::MachineInfo::collect(nofile);
     let (date, stamp) = util::utc_now();
     let load = std::fs::read_to_string("/proc/loadavg")
@@ -290,21 +266,19 @@ fn run(opts: &Options) -> BenchResult<()> {
         opts.command, machine.nproc, machine.cpu_model
     );
     eprint!("{header}");
-    let mut md = header.clone();
-    let (runs, skipped) = if opts.pairs {
-        pairs_part(opts, nofile)?
-    } else {
-        (Vec::new(), Vec::new())
+    let (runs, skipped) = match opts.pairs {
+        true => pairs_part(opts, nofile)?,
+        false => (Vec::new(), Vec::new()),
     };
+    let points = match opts.wait {
+        true => wait_part(opts, nofile)?,
+        false => Vec::new(),
+    };
+    let mut md = header;
     if opts.pairs {
         md.push_str("\n### Idle pairs held while rr100 runs through the same edgefwd\n\n");
         md.push_str(&report::pairs_table(&opts.sizes, &runs, &skipped));
     }
-    let points = if opts.wait {
-        wait_part(opts, nofile)?
-    } else {
-        Vec::new()
-    };
     if opts.wait {
         md.push_str(
             "\n### One wait call over N idle sockets and one ready socket (CPU per call)\n\n",
@@ -312,27 +286,67 @@ fn run(opts: &Options) -> BenchResult<()> {
         md.push_str(&report::wait_table(&points));
     }
     println!("\n{md}");
-    let dir = &opts.out_dir;
-    std::fs::create_dir_all(dir).with_ctx(|| format!("create {}", dir.display()))?;
     let info = vec![
         ("date", Json::str(&date)),
         ("command", Json::str(&opts.command)),
         ("cpus", Json::Num(machine.nproc as f64)),
         ("cpu_model", Json::str(&machine.cpu_model)),
+        ("load_average_at_start", Json::str(load)),
         ("nofile", Json::Num(nofile as f64)),
         ("quick", Json::Bool(opts.quick)),
         ("warmup_s", Json::Num(opts.warmup.as_secs_f64())),
         ("measure_s", Json::Num(opts.measure.as_secs_f64())),
     ];
     let json = report::json(info, &runs, &skipped, &points).pretty();
-    write(&dir.join(format!("scale-{stamp}.json")), &json)?;
-    write(&dir.join("scale-latest.json"), &json)?;
-    write(&dir.join("scale-latest.md"), &md)?;
+    write_outputs(opts, &stamp, &date, &md, &json, &points)
+}
+
+/// The fds the largest size needs in one process: this one holds two sockets per idle pair (client
+/// and echo backend), edgefwd two; the wait part one per socket.
+fn fds_wanted(opts: &Options) -> u64 {
+    let largest = |on: bool, sizes: &[usize]| match on {
+        true => sizes.iter().copied().max().unwrap_or(0) as u64,
+        false => 0,
+    };
+    (2 * largest(opts.pairs, &opts.sizes)).max(largest(opts.wait, &opts.wait_sizes) + 2)
+        + FD_HEADROOM
+}
+
+/// The options with `max` resolved to the most the fd limit allows.
+fn with_max_sizes(opts: &Options, nofile: u64) -> Options {
+    let mut o = opts.clone();
+    if o.sizes_max {
+        o.sizes.push(largest_fitting(nofile, FD_HEADROOM, 2));
+    }
+    if o.wait_max {
+        o.wait_sizes.push(largest_fitting(nofile, FD_HEADROOM, 1));
+    }
+    for sizes in [&mut o.sizes, &mut o.wait_sizes] {
+        sizes.sort_unstable();
+        sizes.dedup();
+    }
+    o
+}
+
+/// Writes scale-<stamp>.json, scale-latest.json, scale-latest.md and (with the wait part) the chart.
+fn write_outputs(
+    opts: &Options,
+    stamp: &str,
+    date: &str,
+    md: &str,
+    json: &str,
+    points: &[wait::Point],
+) -> BenchResult<()> {
+    let dir = &opts.out_dir;
+    std::fs::create_dir_all(dir).with_ctx(|| format!("create {}", dir.display()))?;
+    write(&dir.join(format!("scale-{stamp}.json")), json)?;
+    write(&dir.join("scale-latest.json"), json)?;
+    write(&dir.join("scale-latest.md"), md)?;
     if opts.wait {
         let title = format!("select, poll, epoll_wait: one call, one ready socket — {date}");
         write(
             &dir.join("scale-wait.svg"),
-            &report::wait_svg(&points, &title),
+            &report::wait_svg(points, &title),
         )?;
     }
     eprintln!(

@@ -63,9 +63,10 @@ mod tests {
         }
         let (got, note) = raise_nofile_to(current + 1).expect("setrlimit path");
         assert_eq!(raise_nofile_limit().expect("getrlimit"), got, "{note}");
-        match got == current + 1 {
-            true => assert!(note.contains(&format!("raised from {current}")), "{note}"),
-            false => assert!(got == current && note.contains("failed"), "{got} {note}"),
+        if got == current + 1 {
+            assert!(note.contains(&format!("raised from {current}")), "{note}");
+        } else {
+            assert!(got == current && note.contains("failed"), "{got} {note}");
         }
     }
 }
