@@ -6,14 +6,16 @@
 //! A run: start the echo backends and edgefwd; a short unmeasured rr100 run warms the buffer pool
 //! and allocator; edgefwd's RSS is read; the idle pairs are opened (each carries one verified echo,
 //! so both of its sockets exist in edgefwd) and RSS is read again; then the measured rr100 window:
-//! latency from the load generator, CPU and wakeups of the edgefwd process from /proc.
+//! latency from the load generator, CPU and wakeups of the edgefwd process from /proc, and its
+//! `epoll_wait` calls and events from its own counters (`--metrics`).
 //!
 //! Loopback sets its own limit: every connection to one address and port needs its own ephemeral
 //! source port, and `ip_local_port_range` has ~28k of them. So past that edgefwd listens on several
 //! ports (one route, several `listen` addresses) and forwards round-robin to as many echo backends;
 //! the number is fixed for a whole benchmark so every N sees the same topology.
 
-use std::io::{BufRead, BufReader};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 use crate::backend::EchoServer;
 use crate::load::{open_idle, Edge, RrConfig, RrEngine};
 use crate::pattern::Pattern;
-use crate::stats::{bytes_per_pair, cpu_us_per_request};
+use crate::stats::{bytes_per_pair, counter_per_request, cpu_us_per_request, parse_counters};
 use crate::sys::{fd_count, rss_bytes, wait_until, Snapshot};
 use crate::util::{fail, percentile, BenchResult, Context};
 
@@ -63,6 +65,9 @@ pub struct PairsRun {
     pub rps: f64,
     pub cpu_us_per_req: f64,
     pub wakeups_per_req: f64,
+    /// From edgefwd's own counters (`--metrics`): exact counts, untouched by the machine's noise.
+    pub polls_per_req: f64,
+    pub events_per_req: f64,
     /// CPU of other processes during the window, % of one core (the machine is shared).
     pub others_pct: f64,
     /// Seconds it took to open the idle pairs.
@@ -133,15 +138,15 @@ fn measure(
     let mut window = (None, None);
     let mut outcome = RrEngine::new(fwd.listen[0], pattern, rr(setup.warmup, setup.measure))?
         .run(|edge| {
-            let snap = Snapshot::take(Some(pid))?;
+            let edge_values = (Snapshot::take(Some(pid))?, scrape(fwd.metrics)?);
             match edge {
-                Edge::Start => window.0 = Some(snap),
-                Edge::End => window.1 = Some(snap),
+                Edge::Start => window.0 = Some(edge_values),
+                Edge::End => window.1 = Some(edge_values),
             }
             Ok(())
         })
         .ctx("measured rr100")?;
-    let (Some(start), Some(end)) = window else {
+    let (Some((start, counters0)), Some((end, counters1))) = window else {
         return fail("rr100 ended without a measured window");
     };
     drop(idle);
@@ -159,6 +164,8 @@ fn measure(
         rps: requests as f64 / outcome.elapsed.as_secs_f64(),
         cpu_us_per_req: cpu_us_per_request(end.fwd_cpu_s - start.fwd_cpu_s, requests),
         wakeups_per_req: (end.fwd_wakeups - start.fwd_wakeups) as f64 / requests.max(1) as f64,
+        polls_per_req: counter_per_request(&counters0, &counters1, "polls", requests),
+        events_per_req: counter_per_request(&counters0, &counters1, "events", requests),
         others_pct: 100.0 * end.others_since(&start) / secs,
         open_s,
     })
@@ -208,7 +215,7 @@ fn write_config(dir: &Path, upstreams: &[SocketAddr], pairs: usize) -> BenchResu
             .join(", ")
     };
     let text = format!(
-        "[[route]]\nname = \"scale\"\nlisten = [{}]\nupstreams = [{}]\nmax_connections = {}\n",
+        "metrics = \"127.0.0.1:0\"\n\n[[route]]\nname = \"scale\"\nlisten = [{}]\nupstreams = [{}]\nmax_connections = {}\n",
         quoted(vec!["127.0.0.1:0".to_string(); upstreams.len()]),
         quoted(upstreams.iter().map(SocketAddr::to_string).collect()),
         pairs + 2 * RR_CONNS + 1000,
@@ -216,6 +223,24 @@ fn write_config(dir: &Path, upstreams: &[SocketAddr], pairs: usize) -> BenchResu
     let path = dir.join("scale.toml");
     std::fs::write(&path, text).with_ctx(|| format!("write {}", path.display()))?;
     Ok(path)
+}
+
+/// edgefwd's counters, from its /metrics endpoint. The window's edges are read this way, at the cost
+/// of two scrapes (a few syscalls each) inside it.
+fn scrape(addr: SocketAddr) -> BenchResult<HashMap<String, u64>> {
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    let what = || format!("scrape http://{addr}/metrics");
+    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).with_ctx(what)?;
+    s.set_read_timeout(Some(TIMEOUT)).with_ctx(what)?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: edgefwd\r\n\r\n")
+        .with_ctx(what)?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).with_ctx(what)?;
+    let counters = parse_counters(&text);
+    if counters.is_empty() {
+        return fail(format!("{}: no counters in the reply", what()));
+    }
+    Ok(counters)
 }
 
 /// The machine's kernel slab memory, bytes.
@@ -235,6 +260,8 @@ fn slab_bytes() -> BenchResult<u64> {
 struct Fwd {
     child: Child,
     listen: Vec<SocketAddr>,
+    /// Its `--metrics` endpoint.
+    metrics: SocketAddr,
 }
 
 impl Fwd {
@@ -261,27 +288,32 @@ impl Fwd {
         let mut fwd = Fwd {
             child,
             listen: Vec::new(),
+            metrics: SocketAddr::from(([0, 0, 0, 0], 0)),
         };
         let deadline = Instant::now() + START_TIMEOUT;
         let mut seen = Vec::new();
-        while fwd.listen.len() < listeners {
+        let mut metrics = None;
+        while fwd.listen.len() < listeners || metrics.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(addr) = listening_addr(&line) {
                         fwd.listen.push(addr);
                     }
+                    metrics = metrics.or_else(|| metrics_addr(&line));
                     seen.push(line);
                 }
                 Err(_) => {
                     return fail(format!(
-                        "edgefwd printed {} of {listeners} 'listening on' lines in {START_TIMEOUT:?}: {}",
+                        "edgefwd printed {} of {listeners} 'listening on' lines{} in {START_TIMEOUT:?}: {}",
                         fwd.listen.len(),
+                        if metrics.is_none() { " and no 'metrics on'" } else { "" },
                         seen.join(" | ")
                     ))
                 }
             }
         }
+        fwd.metrics = metrics.unwrap_or(fwd.metrics);
         Ok(fwd)
     }
 
@@ -303,6 +335,12 @@ impl Drop for Fwd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The address in `metrics on http://ADDR/metrics`.
+fn metrics_addr(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.split_once("metrics on http://")?;
+    rest.split('/').next()?.parse().ok()
 }
 
 /// The token after `listening on ` as a socket address (edgefwd's start-line contract).

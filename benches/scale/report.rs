@@ -19,8 +19,8 @@ pub struct Skipped {
 /// The idle-pairs table: one row per size, each figure the median of the repeats with its range.
 pub fn pairs_table(sizes: &[usize], runs: &[PairsRun], skipped: &[Skipped]) -> String {
     let mut out = String::from(
-        "| idle pairs | runs | edgefwd RSS with the pairs | RSS per idle pair | kernel slab per pair (machine) | rr100 p50 | rr100 p99 | rr100 requests/s | edgefwd CPU per request | wakeups per request | other processes |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| idle pairs | runs | edgefwd RSS with the pairs | RSS per idle pair | kernel slab per pair (machine) | rr100 p50 | rr100 p99 | rr100 requests/s | edgefwd CPU per request | wakeups per request | epoll_wait calls per request | events per request | other processes |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for &pairs in sizes {
         let mine: Vec<&PairsRun> = runs.iter().filter(|r| r.pairs == pairs).collect();
@@ -32,7 +32,7 @@ pub fn pairs_table(sizes: &[usize], runs: &[PairsRun], skipped: &[Skipped]) -> S
         let unit = |u: &'static str| move |v: f64| format!("{}{u}", sig3(v));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             count_label(pairs),
             mine.len(),
             col(|r| r.rss_after as f64 / (1 << 20) as f64).show(unit(" MiB")),
@@ -51,13 +51,15 @@ pub fn pairs_table(sizes: &[usize], runs: &[PairsRun], skipped: &[Skipped]) -> S
             col(|r| r.rps).show(crate::util::human_count),
             col(|r| r.cpu_us_per_req).show(unit(" µs")),
             col(|r| r.wakeups_per_req).show(sig3),
+            col(|r| r.polls_per_req).show(sig3),
+            col(|r| r.events_per_req).show(sig3),
             col(|r| r.others_pct).show(unit(" %")),
         );
     }
     for s in skipped {
         let _ = writeln!(
             out,
-            "| {} | skipped: {} |||||||||| ",
+            "| {} | skipped: {} ||||||||||||",
             count_label(s.pairs),
             s.why
         );
@@ -128,6 +130,8 @@ pub fn json(
                 ("rps", num(r.rps)),
                 ("cpu_us_per_request", num(r.cpu_us_per_req)),
                 ("wakeups_per_request", num(r.wakeups_per_req)),
+                ("epoll_wait_calls_per_request", num(r.polls_per_req)),
+                ("events_per_request", num(r.events_per_req)),
                 ("other_processes_pct", num(r.others_pct)),
                 ("open_seconds", num(r.open_s)),
             ])

@@ -1,6 +1,8 @@
 //! The arithmetic behind every figure of the scale benchmark: repeats reduced to a median with
-//! its spread, memory per idle pair, CPU per request, and the decimal counts (`1k`, `100k`) the
+//! its spread, memory per idle pair, CPU and counters per request, and the decimal counts (`1k`, `100k`) the
 //! options take. Pure functions, unit-tested in `tests/scale_harness.rs`.
+
+use std::collections::HashMap;
 
 use crate::util::{fail, median, BenchResult};
 
@@ -104,6 +106,30 @@ pub fn destinations_for(conns: usize, per_destination: usize) -> usize {
     conns.div_ceil(per_destination.max(1)).max(1)
 }
 
+/// edgefwd's counters from a /metrics exposition: `edgefwd_polls_total 12` as `("polls", 12)`.
+/// Labelled series (`{cause="..."}`) and other metric types are left out.
+pub fn parse_counters(text: &str) -> HashMap<String, u64> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, value) = line.strip_prefix("edgefwd_")?.split_once("_total ")?;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// `counter` grown from `before` to `after`, per request (NaN without requests or the counter).
+pub fn counter_per_request(
+    before: &HashMap<String, u64>,
+    after: &HashMap<String, u64>,
+    counter: &str,
+    requests: u64,
+) -> f64 {
+    match (before.get(counter), after.get(counter)) {
+        (Some(b), Some(a)) if requests > 0 => a.saturating_sub(*b) as f64 / requests as f64,
+        _ => f64::NAN,
+    }
+}
+
 /// The largest count, rounded down to a hundred, of which `per` fds each fit in `nofile` fds with
 /// `headroom` kept free: the `max` size of the options.
 pub fn largest_fitting(nofile: u64, headroom: u64, per: u64) -> usize {
@@ -164,6 +190,23 @@ mod tests {
         assert_eq!(count_label(1_500), "1.5k");
         assert_eq!(count_label(1_234), "1234");
         assert_eq!(count_label(7), "7");
+    }
+
+    #[test]
+    fn test_parse_counters_reads_unlabelled_totals_only() {
+        let text =
+            "# HELP edgefwd_polls_total epoll_wait calls\n# TYPE edgefwd_polls_total counter\n\
+                    edgefwd_polls_total 12\nedgefwd_events_total 30\n\
+                    edgefwd_closes_total{cause=\"client-fin\"} 4\nedgefwd_pairs_open 7\n";
+        let c = parse_counters(text);
+        assert_eq!(c.get("polls"), Some(&12));
+        assert_eq!(c.get("events"), Some(&30));
+        assert_eq!(c.len(), 2, "{c:?}");
+        let after = parse_counters("edgefwd_polls_total 112\nedgefwd_events_total 430\n");
+        assert_eq!(counter_per_request(&c, &after, "events", 200), 2.0);
+        assert_eq!(counter_per_request(&c, &after, "polls", 50), 2.0);
+        assert!(counter_per_request(&c, &after, "reads", 50).is_nan());
+        assert!(counter_per_request(&c, &after, "polls", 0).is_nan());
     }
 
     #[test]
