@@ -228,6 +228,9 @@ fn short_label(d: &MetricDef) -> &'static str {
         "cpu_per_100k" => "CPU/req",
         "cps" => "conn/s",
         "cpu_per_10k" => "CPU/conn",
+        "overhead_per_gib" => "machine−direct/GiB",
+        "overhead_per_100k" => "machine−direct/req",
+        "overhead_per_10k" => "machine−direct/conn",
         "rss_per_pair_kib" => "RSS/pair",
         _ => d.label,
     }

@@ -31,6 +31,9 @@ pub struct Snapshot {
     /// the bench's own time taken out, what is left is load that does not belong to the
     /// benchmark, including processes that started and ended inside the window.
     pub machine_s: f64,
+    /// Busy time of the whole machine, interrupts included ([`CpuTicks::busy`]): the cost of
+    /// the work wherever the kernel did it.
+    pub machine_busy_s: f64,
     pub at: Instant,
 }
 
@@ -55,13 +58,15 @@ impl Snapshot {
             Some(pid) => tree(pid, &table)?,
             None => Vec::new(),
         };
+        let machine = machine_ticks()?;
         let mut snap = Snapshot {
             fwd_cpu_s: 0.0,
             fwd_user_s: 0.0,
             fwd_wakeups: 0,
             bench_cpu_s: 0.0,
             others: HashMap::new(),
-            machine_s: machine_task_seconds()?,
+            machine_s: ticks_to_seconds(machine.task()),
+            machine_busy_s: ticks_to_seconds(machine.busy()),
             at: Instant::now(),
         };
         for row in &table {
@@ -96,22 +101,91 @@ impl Snapshot {
         let ours = (self.fwd_cpu_s - before.fwd_cpu_s) + (self.bench_cpu_s - before.bench_cpu_s);
         (all - ours).max(0.0)
     }
+
+    /// CPU seconds the whole machine spent on the benchmark since `before`: every busy tick of
+    /// every CPU (processes, kernel threads, hard and soft interrupts) minus what unrelated
+    /// processes used ([`Snapshot::others_since`]), so a build next to the benchmark is not
+    /// charged to the forwarder. That estimate of foreign load is task time only, so interrupts
+    /// are all counted as the benchmark's own: on loopback they are.
+    pub fn machine_work_since(&self, before: &Snapshot) -> f64 {
+        let busy = self.machine_busy_s - before.machine_busy_s;
+        (busy - self.others_since(before)).max(0.0)
+    }
 }
 
-/// user + nice + system seconds of all CPUs so far (the aggregate `cpu` line of
-/// /proc/stat; irq and softirq time is not in it).
-fn machine_task_seconds() -> BenchResult<f64> {
-    let stat = fs::read_to_string("/proc/stat").ctx("read /proc/stat")?;
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return fail("no cpu line in /proc/stat");
+/// The time columns of one `cpu` line of /proc/stat, in clock ticks (proc(5)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuTicks {
+    pub user: u64,
+    pub nice: u64,
+    pub system: u64,
+    pub idle: u64,
+    pub iowait: u64,
+    pub irq: u64,
+    pub softirq: u64,
+    /// Time a hypervisor ran something else while this CPU wanted to run: not work done here.
+    pub steal: u64,
+}
+
+impl CpuTicks {
+    /// Parses `cpu  1 2 3 ...` (the aggregate line) or `cpuN 1 2 3 ...`. Kernels before 2.6.11
+    /// lack `steal`, so a short line reads it as 0; `guest` and `guest_nice` are ignored because
+    /// the kernel already counts them in `user` and `nice`. None when it is not a `cpu` line or
+    /// a column is not a number.
+    pub fn parse(line: &str) -> Option<CpuTicks> {
+        let mut cols = line.split_whitespace();
+        if !cols.next()?.starts_with("cpu") {
+            return None;
+        }
+        let nums: Vec<u64> = cols.map(str::parse).collect::<Result<_, _>>().ok()?;
+        let at = |i: usize| nums.get(i).copied();
+        Some(CpuTicks {
+            user: at(0)?,
+            nice: at(1)?,
+            system: at(2)?,
+            idle: at(3)?,
+            iowait: at(4)?,
+            irq: at(5)?,
+            softirq: at(6)?,
+            steal: at(7).unwrap_or(0),
+        })
+    }
+
+    /// Time spent running tasks, user space and kernel (what processes' utime+stime add up to).
+    pub fn task(&self) -> u64 {
+        self.user + self.nice + self.system
+    }
+
+    /// Every kind of work done on the CPU: tasks plus hard and soft interrupts. Idle and iowait
+    /// are waiting, steal is another guest's work. The network stack's receive path runs in
+    /// softirq, charged to no process, which is why whole-machine accounting reads this.
+    pub fn busy(&self) -> u64 {
+        self.task() + self.irq + self.softirq
+    }
+}
+
+/// The `cpu` line named `name` (`cpu` for the aggregate of all CPUs, `cpu0`, ...) of /proc/stat.
+pub fn cpu_line(stat: &str, name: &str) -> BenchResult<CpuTicks> {
+    let Some(line) = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+    else {
+        return fail(format!("no {name} line in /proc/stat"));
     };
-    let ticks: u64 = line
-        .split_whitespace()
-        .skip(1)
-        .take(3)
-        .filter_map(|c| c.parse::<u64>().ok())
-        .sum();
-    Ok(ticks as f64 / clock_ticks_per_second())
+    match CpuTicks::parse(line) {
+        Some(t) => Ok(t),
+        None => fail(format!("cannot parse /proc/stat line {line:?}")),
+    }
+}
+
+/// The aggregate `cpu` line of /proc/stat now: every CPU of the machine.
+fn machine_ticks() -> BenchResult<CpuTicks> {
+    let stat = fs::read_to_string("/proc/stat").ctx("read /proc/stat")?;
+    cpu_line(&stat, "cpu")
+}
+
+fn ticks_to_seconds(ticks: u64) -> f64 {
+    ticks as f64 / clock_ticks_per_second()
 }
 
 /// Every process in /proc (threads are not listed there, only thread-group leaders,
@@ -222,33 +296,17 @@ fn status_field(status: &str, name: &str) -> Option<u64> {
     line[name.len()..].split_whitespace().next()?.parse().ok()
 }
 
-/// Busy time (everything but idle and iowait, softirq included) of `cpus` so far, in
-/// seconds, from /proc/stat. With the forwarder pinned alone on its CPU this also counts
-/// the kernel's softirq network work done on its behalf, which the kernel does not
-/// charge to the process's utime/stime.
+/// Busy time ([`CpuTicks::busy`]: softirq included) of `cpus` so far, in seconds, from
+/// /proc/stat. With the forwarder pinned alone on its CPU this also counts the kernel's softirq
+/// network work done on its behalf, which the kernel does not charge to the process's
+/// utime/stime.
 pub fn cpus_busy_seconds(cpus: &[usize]) -> BenchResult<f64> {
     let stat = fs::read_to_string("/proc/stat").ctx("read /proc/stat")?;
-    let mut ticks = 0u64;
+    let mut ticks = 0;
     for &cpu in cpus {
-        let name = format!("cpu{cpu}");
-        let Some(line) = stat
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
-        else {
-            return fail(format!("no {name} line in /proc/stat"));
-        };
-        // user nice system idle iowait irq softirq steal ...; steal is time the
-        // hypervisor took, not work done here.
-        let cols: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|c| c.parse().ok())
-            .collect();
-        let total: u64 = cols.iter().take(7).sum();
-        let idle = cols.get(3).copied().unwrap_or(0) + cols.get(4).copied().unwrap_or(0);
-        ticks += total - idle;
+        ticks += cpu_line(&stat, &format!("cpu{cpu}"))?.busy();
     }
-    Ok(ticks as f64 / clock_ticks_per_second())
+    Ok(ticks_to_seconds(ticks))
 }
 
 /// Resident set size (VmRSS) of `pid` and its descendants, in bytes.
@@ -433,5 +491,92 @@ impl MachineInfo {
             kernel,
             nofile_limit,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(dead_code, unused_imports)] // see the note in benches/compare.rs
+mod tests {
+    use super::*;
+
+    const STAT: &str = "cpu  4705 150 1120 16250 520 30 95 7 11 0
+cpu0 2350 75 560 8125 260 15 45 3 11 0
+cpu1 2355 75 560 8125 260 15 50 4 0 0
+intr 1234 0 0
+ctxt 5678
+";
+
+    /// Every column lands in its field; busy leaves out idle, iowait and steal (and guest, which
+    /// is already in user); each CPU's line is found by its exact name.
+    #[test]
+    fn test_cpu_lines_parse_into_busy_and_task_time() {
+        let all = cpu_line(STAT, "cpu").expect("aggregate line");
+        assert_eq!(
+            all,
+            CpuTicks {
+                user: 4705,
+                nice: 150,
+                system: 1120,
+                idle: 16250,
+                iowait: 520,
+                irq: 30,
+                softirq: 95,
+                steal: 7,
+            }
+        );
+        assert_eq!(all.task(), 4705 + 150 + 1120);
+        assert_eq!(all.busy(), 4705 + 150 + 1120 + 30 + 95);
+        let cpu1 = cpu_line(STAT, "cpu1").expect("cpu1 line");
+        assert_eq!((cpu1.user, cpu1.softirq, cpu1.steal), (2355, 50, 4));
+        assert_eq!(
+            cpu_line(STAT, "cpu0").expect("cpu0").busy() + cpu1.busy(),
+            all.busy()
+        );
+    }
+
+    /// An old kernel's line without steal parses; other lines, a missing CPU and a column that
+    /// is not a number do not.
+    #[test]
+    fn test_bad_or_missing_cpu_lines_are_errors() {
+        let old = CpuTicks::parse("cpu 1 2 3 4 5 6 7").expect("7 columns");
+        assert_eq!((old.busy(), old.steal), (1 + 2 + 3 + 6 + 7, 0));
+        assert_eq!(CpuTicks::parse("cpu 1 2 3 4 5 6"), None, "no softirq");
+        assert_eq!(CpuTicks::parse("intr 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(CpuTicks::parse("cpu 1 2 x 4 5 6 7 8"), None);
+        let err = cpu_line(STAT, "cpu2").expect_err("no such CPU").0;
+        assert_eq!(err, "no cpu2 line in /proc/stat");
+        let err = cpu_line("cpu 1 2\n", "cpu").expect_err("too short").0;
+        assert!(err.starts_with("cannot parse /proc/stat line"), "{err}");
+    }
+
+    fn snapshot(fwd: f64, bench: f64, other: f64, task: f64, busy: f64) -> Snapshot {
+        Snapshot {
+            fwd_cpu_s: fwd,
+            fwd_user_s: 0.0,
+            fwd_wakeups: 0,
+            bench_cpu_s: bench,
+            others: HashMap::from([(1, other)]),
+            machine_s: task,
+            machine_busy_s: busy,
+            at: Instant::now(),
+        }
+    }
+
+    /// Over a window the machine's work is its busy time (interrupts included) less the task time
+    /// nobody in the benchmark accounts for; foreign load that exceeds it leaves zero, not a
+    /// negative cost.
+    #[test]
+    fn test_machine_work_over_a_window_leaves_out_foreign_load() {
+        let before = snapshot(10.0, 20.0, 5.0, 100.0, 110.0);
+        // 3 s busy, of which 0.5 s softirq; forwarder 1 s, bench 1.5 s, so 0 s foreign.
+        let quiet = snapshot(11.0, 21.5, 5.0, 102.5, 113.0);
+        assert!((quiet.others_since(&before) - 0.0).abs() < 1e-9);
+        assert!((quiet.machine_work_since(&before) - 3.0).abs() < 1e-9);
+        // The same plus a compiler's 2 s: the machine was busier, the benchmark's work is the same.
+        let busy = snapshot(11.0, 21.5, 7.0, 104.5, 115.0);
+        assert!((busy.others_since(&before) - 2.0).abs() < 1e-9);
+        assert!((busy.machine_work_since(&before) - 3.0).abs() < 1e-9);
+        let odd = snapshot(11.0, 21.5, 9.0, 110.0, 111.0);
+        assert_eq!(odd.machine_work_since(&before), 0.0);
     }
 }
