@@ -63,7 +63,7 @@ pub fn chart(res: &Results, title: &str) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<text x="{LEFT}" y="38" fill="#444">ratio to {BASELINE} (= 1×, log scale); ↑/↓ under each group says which way is better; dashed line = edgefwd target</text>"##
+        r##"<text x="{LEFT}" y="38" fill="#444">ratio to {BASELINE} (= 1×, log scale); ↑/↓ under each group says which way is better; dashed line = edgefwd target; machine−direct = the whole machine's CPU per unit less direct's</text>"##
     );
     legend(&mut s, &peers);
     grid(&mut s, lo, hi, width, &y);
