@@ -569,6 +569,22 @@ ctxt 5678
         assert!(err.starts_with("cannot parse /proc/stat line"), "{err}");
     }
 
+    /// kthreadd and its children are kernel threads; init and everything else are not.
+    #[test]
+    fn test_kernel_threads_are_kthreadd_and_its_children() {
+        let row = |pid, ppid| ProcRow {
+            pid,
+            ppid,
+            own_s: 0.0,
+            user_s: 0.0,
+            reaped_s: 0.0,
+        };
+        assert!(row(2, 0).is_kernel_thread());
+        assert!(row(15, 2).is_kernel_thread());
+        assert!(!row(1, 0).is_kernel_thread());
+        assert!(!row(300, 1).is_kernel_thread());
+    }
+
     fn snapshot(fwd: f64, bench: f64, other: f64, task: f64, busy: f64) -> Snapshot {
         with_others(fwd, bench, HashMap::from([(1, other)]), task, busy)
     }
