@@ -192,7 +192,8 @@ fn run(opts: &Options) -> Result<(), Failed> {
         opts.repeats.rr,
         opts.repeats.idle
     );
-    let records = run_all(opts, &peers, &ctx);
+    let mut records = run_all(opts, &peers, &ctx);
+    report::add_overheads(&mut records);
     let probes = run_probes(opts, &peers, &ctx);
     let results = Results {
         records,
@@ -252,7 +253,7 @@ fn plan_pinning(want: bool) -> BenchResult<(Option<Vec<usize>>, usize, String)> 
 fn select_peers(opts: &Options) -> BenchResult<Vec<Peer>> {
     let mut all = vec![
         Peer {
-            name: "direct".into(),
+            name: report::DIRECT.into(),
             kind: PeerKind::Direct,
         },
         Peer {

@@ -19,7 +19,8 @@ usage: cargo bench --bench compare -- [OPTIONS]
   --scenarios LIST        comma list of bulk, bulk-up, bulk-duplex, rr1, rr100, churn, idle
                           (default: all)
   --only LIST             comma list of peers: direct, edgefwd, tokio-current, tokio-multi and
-                          the names given to --against (default: all)
+                          the names given to --against (default: all); keep direct for the
+                          whole-machine overheads over direct
   --against NAME=CMD      add a peer run as `sh -c \"exec CMD\"`; CMD may use {listen},
                           {listen_host}, {listen_port}, {upstream}, {upstream_host},
                           {upstream_port}, and {edgefwd} (the edgefwd binary under test). It

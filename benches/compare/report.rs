@@ -15,6 +15,45 @@ use crate::util::{human_count, median, sig3};
 pub const BASELINE: &str = "tokio-current";
 /// The peer the targets apply to.
 pub const SUBJECT: &str = "edgefwd";
+/// The client talking to the backend with no forwarder: the reference for overheads.
+pub const DIRECT: &str = "direct";
+
+/// Whole-machine CPU per unit of work (a scenario's `machine_per_*` value) and the overhead
+/// derived from it: the same with a forwarder minus the same with `direct`.
+const OVERHEADS: &[(&str, &str)] = &[
+    ("machine_per_gib", "overhead_per_gib"),
+    ("machine_per_100k", "overhead_per_100k"),
+    ("machine_per_10k", "overhead_per_10k"),
+];
+
+/// Adds each forwarder's overhead over `direct` to its runs: its whole-machine CPU per unit
+/// minus `direct`'s in the same scenario and repeat. Peers run in turn within a repeat, so the
+/// two windows are moments apart; a forwarder that moves work into softirq or into its peers'
+/// system calls (splice) pays for it here, where its own CPU would not show it. A run whose
+/// `direct` failed or was not run gets no overhead, and `direct` itself none (it would be 0).
+pub fn add_overheads(records: &mut [Record]) {
+    let mut found = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        if r.peer == DIRECT || r.error.is_some() {
+            continue;
+        }
+        let direct = records.iter().find(|d| {
+            d.peer == DIRECT
+                && d.scenario == r.scenario
+                && d.repeat == r.repeat
+                && d.error.is_none()
+        });
+        let Some(direct) = direct else { continue };
+        for &(machine, overhead) in OVERHEADS {
+            if let (Some(with), Some(without)) = (r.get(machine), direct.get(machine)) {
+                found.push((i, overhead, with - without));
+            }
+        }
+    }
+    for (i, key, v) in found {
+        records[i].values.push((key, v));
+    }
+}
 
 /// One (scenario, peer, repeat) run.
 #[derive(Debug, Clone)]
@@ -210,7 +249,9 @@ fn metric_cell(d: &MetricDef) -> String {
 fn value_cell(res: &Results, d: &MetricDef, peer: &str) -> String {
     let v = res.value(d.scenario, peer, d.key);
     if !v.is_finite() {
-        return if res.errors(d.scenario, peer).is_empty() {
+        // direct is the reference of the overheads, never missing one through its errors.
+        let reference = peer == DIRECT && OVERHEADS.iter().any(|(_, o)| *o == d.key);
+        return if reference || res.errors(d.scenario, peer).is_empty() {
             "—".to_string()
         } else {
             "error".to_string()
@@ -465,6 +506,11 @@ pub fn markdown_report(info: &RunInfo, res: &Results, probes: &Probes) -> String
     let _ = writeln!(
         out,
         "- values are medians over repeats; (×) is the ratio to {BASELINE} in this run; CPU is the forwarder process's utime+stime"
+    );
+    let _ = writeln!(
+        out,
+        "- machine CPU is every busy tick of every CPU in the window (/proc/stat: processes, kernel threads, irq and softirq) minus unrelated processes' CPU; \
+         machine CPU over {DIRECT} is a forwarder's minus {DIRECT}'s in the same repeat (no figure where {DIRECT} failed or was not run)"
     );
     let noisy = res
         .records
@@ -750,5 +796,86 @@ mod tests {
         let (ratio, pairs) = res.paired_ratio(Scenario::Churn, SUBJECT, "cpu_per_10k");
         assert_eq!(pairs, 2);
         assert!((ratio - 0.85).abs() < 1e-9, "{ratio}");
+    }
+
+    fn rr100(peer: &str, repeat: usize, machine: f64) -> Record {
+        record(
+            Scenario::Rr100,
+            peer,
+            repeat,
+            vec![("cpu_per_100k", 1.0), ("machine_per_100k", machine)],
+        )
+    }
+
+    /// Each forwarder's overhead is its machine CPU minus direct's in the same repeat; direct gets
+    /// none, nor does a repeat whose direct run failed, nor a failed forwarder run; the reported
+    /// figure is the median over repeats, and its paired ratio pairs the overheads of one repeat.
+    #[test]
+    fn test_overhead_over_direct_is_taken_per_repeat() {
+        let mut records = vec![
+            rr100(DIRECT, 0, 10.0),
+            rr100(SUBJECT, 0, 13.0),
+            rr100(BASELINE, 0, 16.0),
+            rr100(DIRECT, 1, 12.0),
+            rr100(SUBJECT, 1, 14.0),
+            rr100(BASELINE, 1, 20.0),
+            failed(rr100(DIRECT, 2, 1.0), "refused"),
+            rr100(SUBJECT, 2, 50.0),
+            rr100(BASELINE, 2, 60.0),
+            rr100(DIRECT, 3, 11.0),
+            rr100(SUBJECT, 3, 15.0),
+            failed(rr100(BASELINE, 3, 19.0), "stalled"),
+        ];
+        add_overheads(&mut records);
+        let overhead = |peer: &str, repeat: usize| {
+            records
+                .iter()
+                .find(|r| r.peer == peer && r.repeat == repeat)
+                .and_then(|r| r.get("overhead_per_100k"))
+        };
+        assert_eq!(overhead(SUBJECT, 0), Some(3.0));
+        assert_eq!(overhead(BASELINE, 0), Some(6.0));
+        assert_eq!(overhead(SUBJECT, 1), Some(2.0));
+        assert_eq!(overhead(BASELINE, 1), Some(8.0));
+        assert_eq!(overhead(SUBJECT, 2), None, "direct failed in repeat 3");
+        assert_eq!(overhead(SUBJECT, 3), Some(4.0));
+        assert_eq!(overhead(BASELINE, 3), None, "a failed run has no figure");
+        assert_eq!(overhead(DIRECT, 0), None);
+        let res = Results {
+            records,
+            peers: vec![DIRECT.into(), SUBJECT.into(), BASELINE.into()],
+            scenarios: vec![Scenario::Rr100],
+        };
+        assert_eq!(
+            res.value(Scenario::Rr100, SUBJECT, "overhead_per_100k"),
+            3.0
+        );
+        assert_eq!(
+            res.value(Scenario::Rr100, BASELINE, "overhead_per_100k"),
+            7.0
+        );
+        assert!(res
+            .value(Scenario::Rr100, DIRECT, "overhead_per_100k")
+            .is_nan());
+        let (ratio, pairs) = res.paired_ratio(Scenario::Rr100, SUBJECT, "overhead_per_100k");
+        assert_eq!(pairs, 2, "repeats 1 and 2 have both overheads");
+        assert!((ratio - (0.5 + 0.25) / 2.0).abs() < 1e-9, "{ratio}");
+        let table = markdown_table(&res, false);
+        let row = table
+            .lines()
+            .find(|l| l.contains("machine CPU over direct per 100k req"))
+            .expect("overhead row");
+        assert_eq!(
+            row,
+            "| rr100 | machine CPU over direct per 100k req (CPU s) | — | 3.00 (0.429×) | 7.00 | |"
+        );
+    }
+
+    /// Without a direct run at all (`--only edgefwd,tokio-current`) there is no overhead anywhere.
+    #[test]
+    fn test_no_direct_run_gives_no_overhead() {
+        let mut records = vec![rr100(SUBJECT, 0, 13.0), rr100(BASELINE, 0, 16.0)];
+        add_overheads(&mut records);
+        assert!(records.iter().all(|r| r.get("overhead_per_100k").is_none()));
     }
 }

@@ -160,6 +160,8 @@ use Target::{AtMost, RatioAtLeast, RatioAtMost};
 pub const METRICS: &[MetricDef] = &[
     m(BulkUp, "throughput", "throughput", "GiB/s", Higher, Some(RatioAtLeast(1.25)), Chart),
     m(BulkUp, "cpu_per_gib", "CPU per GiB", "CPU s/GiB", Lower, Some(RatioAtMost(0.8)), Chart),
+    m(BulkUp, "overhead_per_gib", "machine CPU over direct per GiB", "CPU s/GiB", Lower, None, Chart),
+    m(BulkUp, "machine_per_gib", "machine CPU per GiB", "CPU s/GiB", Lower, None, Table),
     m(BulkUp, "user_per_gib", "user-space CPU per GiB", "CPU s/GiB", Lower, None, Evidence),
     m(BulkUp, "wakeups_per_gib", "wakeups per GiB", "/GiB", Lower, None, Evidence),
     m(BulkUp, "core_per_gib", "forwarder core busy per GiB", "s/GiB", Lower, None, Evidence),
@@ -168,6 +170,8 @@ pub const METRICS: &[MetricDef] = &[
     m(BulkUp, "other_cpu", "other processes busy", "%", Neither, None, Evidence),
     m(BulkDuplex, "throughput", "throughput (sum of both ways)", "GiB/s", Higher, Some(RatioAtLeast(1.25)), Chart),
     m(BulkDuplex, "cpu_per_gib", "CPU per GiB", "CPU s/GiB", Lower, Some(RatioAtMost(0.8)), Chart),
+    m(BulkDuplex, "overhead_per_gib", "machine CPU over direct per GiB", "CPU s/GiB", Lower, None, Chart),
+    m(BulkDuplex, "machine_per_gib", "machine CPU per GiB", "CPU s/GiB", Lower, None, Table),
     m(BulkDuplex, "user_per_gib", "user-space CPU per GiB", "CPU s/GiB", Lower, None, Evidence),
     m(BulkDuplex, "wakeups_per_gib", "wakeups per GiB", "/GiB", Lower, None, Evidence),
     m(BulkDuplex, "core_per_gib", "forwarder core busy per GiB", "s/GiB", Lower, None, Evidence),
@@ -179,6 +183,8 @@ pub const METRICS: &[MetricDef] = &[
     m(Rr1, "p999_us", "latency p99.9", "µs", Lower, None, Table),
     m(Rr1, "rps", "requests/s", "req/s", Higher, None, Table),
     m(Rr1, "cpu_per_100k", "CPU per 100k req", "CPU s", Lower, None, Table),
+    m(Rr1, "overhead_per_100k", "machine CPU over direct per 100k req", "CPU s", Lower, None, Table),
+    m(Rr1, "machine_per_100k", "machine CPU per 100k req", "CPU s", Lower, None, Table),
     m(Rr1, "user_per_100k", "user-space CPU per 100k req", "CPU s", Lower, None, Evidence),
     m(Rr1, "wakeups_per_req", "wakeups per request", "/req", Lower, None, Evidence),
     m(Rr1, "core_per_100k", "forwarder core busy per 100k req", "s", Lower, None, Evidence),
@@ -188,6 +194,8 @@ pub const METRICS: &[MetricDef] = &[
     m(Rr100, "p50_us", "latency p50", "µs", Lower, None, Table),
     m(Rr100, "p99_us", "latency p99", "µs", Lower, None, Table),
     m(Rr100, "cpu_per_100k", "CPU per 100k req", "CPU s", Lower, Some(RatioAtMost(0.8)), Chart),
+    m(Rr100, "overhead_per_100k", "machine CPU over direct per 100k req", "CPU s", Lower, None, Chart),
+    m(Rr100, "machine_per_100k", "machine CPU per 100k req", "CPU s", Lower, None, Table),
     m(Rr100, "user_per_100k", "user-space CPU per 100k req", "CPU s", Lower, None, Evidence),
     m(Rr100, "wakeups_per_req", "wakeups per request", "/req", Lower, None, Evidence),
     m(Rr100, "core_per_100k", "forwarder core busy per 100k req", "s", Lower, None, Evidence),
@@ -196,6 +204,8 @@ pub const METRICS: &[MetricDef] = &[
     m(Churn, "cps", "connections/s", "conn/s", Higher, None, Chart),
     m(Churn, "p99_ms", "connection time p99", "ms", Lower, None, Table),
     m(Churn, "cpu_per_10k", "CPU per 10k conn", "CPU s", Lower, Some(RatioAtMost(0.75)), Chart),
+    m(Churn, "overhead_per_10k", "machine CPU over direct per 10k conn", "CPU s", Lower, None, Chart),
+    m(Churn, "machine_per_10k", "machine CPU per 10k conn", "CPU s", Lower, None, Table),
     m(Churn, "errors", "failed connections", "", Lower, None, Evidence),
     m(Churn, "user_per_10k", "user-space CPU per 10k conn", "CPU s", Lower, None, Evidence),
     m(Churn, "wakeups_per_conn", "wakeups per connection", "/conn", Lower, None, Evidence),
@@ -280,6 +290,10 @@ pub struct Usage {
     pub bench_cpu_s: f64,
     /// CPU seconds of unrelated processes (a build running next to the benchmark).
     pub other_cpu_s: f64,
+    /// CPU seconds the whole machine spent on the benchmark: forwarder, load generator,
+    /// backends, kernel threads and interrupts, unrelated processes left out
+    /// ([`Snapshot::machine_work_since`]). Measured for `direct` too.
+    pub machine_s: f64,
     pub elapsed: Duration,
 }
 
@@ -317,6 +331,7 @@ impl Meter {
             core_s,
             bench_cpu_s: after.bench_cpu_s - self.before.bench_cpu_s,
             other_cpu_s: after.others_since(&self.before),
+            machine_s: after.machine_work_since(&self.before),
             elapsed: after.at - self.before.at,
         };
         // Say who disturbed the run, on the progress line, while the process still exists.
@@ -388,6 +403,7 @@ fn bulk_values(gib: f64, secs: f64, u: &Usage, s: &Settings) -> Values {
     vec![
         ("throughput", gib / secs),
         ("cpu_per_gib", u.cpu_s / gib),
+        ("machine_per_gib", u.machine_s / gib),
         ("user_per_gib", u.user_s / gib),
         ("wakeups_per_gib", u.wakeups / gib),
         ("core_per_gib", u.core_s / gib),
@@ -438,6 +454,7 @@ fn rr_values(mut o: RrOutcome, u: &Usage, cfg: RrConfig, s: &Settings) -> Values
             ("cps", conns / secs),
             ("p99_ms", us(99.0) / 1e3),
             ("cpu_per_10k", u.cpu_s / conns * 1e4),
+            ("machine_per_10k", u.machine_s / conns * 1e4),
             ("errors", o.errors as f64),
             ("user_per_10k", u.user_s / conns * 1e4),
             ("wakeups_per_conn", u.wakeups / conns),
@@ -453,6 +470,7 @@ fn rr_values(mut o: RrOutcome, u: &Usage, cfg: RrConfig, s: &Settings) -> Values
         ("p99_us", us(99.0)),
         ("p999_us", us(99.9)),
         ("cpu_per_100k", u.cpu_s / reqs * 1e5),
+        ("machine_per_100k", u.machine_s / reqs * 1e5),
         ("user_per_100k", u.user_s / reqs * 1e5),
         ("wakeups_per_req", u.wakeups / reqs),
         ("core_per_100k", u.core_s / reqs * 1e5),

@@ -63,7 +63,7 @@ pub fn chart(res: &Results, title: &str) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<text x="{LEFT}" y="38" fill="#444">ratio to {BASELINE} (= 1×, log scale); ↑/↓ under each group says which way is better; dashed line = edgefwd target</text>"##
+        r##"<text x="{LEFT}" y="38" fill="#444">ratio to {BASELINE} (= 1×, log scale); ↑/↓ under each group says which way is better; dashed line = edgefwd target; machine−direct = the whole machine's CPU per unit less direct's</text>"##
     );
     legend(&mut s, &peers);
     grid(&mut s, lo, hi, width, &y);
@@ -228,6 +228,9 @@ fn short_label(d: &MetricDef) -> &'static str {
         "cpu_per_100k" => "CPU/req",
         "cps" => "conn/s",
         "cpu_per_10k" => "CPU/conn",
+        "overhead_per_gib" => "machine−direct/GiB",
+        "overhead_per_100k" => "machine−direct/req",
+        "overhead_per_10k" => "machine−direct/conn",
         "rss_per_pair_kib" => "RSS/pair",
         _ => d.label,
     }
