@@ -16,6 +16,7 @@ use log::{info, warn};
 use mio::net::{TcpListener, TcpStream};
 
 use crate::balance::{Balancer, Candidate};
+use crate::budget::FdBudget;
 use crate::config::{Mode, RouteConfig};
 use crate::greeting::{ConnectRules, Rules};
 use crate::health::{Change, Health};
@@ -159,12 +160,12 @@ impl Route {
         }
     }
     /// A route over `config`, accepting on `listeners` (already bound, not yet registered);
-    /// `pipe_size` gives it a pool of pipes that large for `--splice`.
+    /// `pipes` gives it a pool of pipes that large for `--splice`, each in a slot of that fd budget.
     pub fn new(
         uid: u64,
         config: RouteConfig,
         listeners: Vec<Listener>,
-        pipe_size: Option<usize>,
+        pipes: Option<(usize, FdBudget)>,
         now: Instant,
     ) -> Route {
         let seed = now.elapsed().as_nanos() as u64
@@ -190,13 +191,7 @@ impl Route {
             balancer: Balancer::new(config.balance, upstreams.len(), seed),
             upstreams,
             pool: BufPool::new(config.buffer_size),
-            pipes: pipe_size.map(|size| {
-                PipePool::new(
-                    size,
-                    MAX_SPARE_PIPES,
-                    PipePool::limit_for(config.max_connections),
-                )
-            }),
+            pipes: pipes.map(|(size, budget)| PipePool::new(size, MAX_SPARE_PIPES, budget)),
             greeting: greeting_rules(&config),
             deadlines: Deadlines {
                 connect: config.connect_timeout,

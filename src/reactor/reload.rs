@@ -396,7 +396,9 @@ impl Reactor {
             self.next_route_uid,
             config,
             listeners,
-            self.config.pipe_size(),
+            self.config
+                .pipe_size()
+                .map(|size| (size, self.siblings.budget.clone())),
             self.now,
         ));
         self.next_route_uid += 1;
