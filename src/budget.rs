@@ -14,8 +14,9 @@
 //! One atomic counter is shared by the reactors rather than a fixed share each: `SO_REUSEPORT` spreads
 //! clients by hash, not by load, so a fixed share would keep clients waiting on a full reactor while
 //! another has room. The price is that a slot freed by one reactor is noticed by another only when it
-//! next looks: a reactor stopped at the budget retries every [`SHARED_RETRY`], and one that holds spare
-//! pipes looks every [`SPARE_CHECK`] whether clients wait for their slots.
+//! next looks: a reactor stopped at the budget retries every [`SHARED_RETRY`], and spare pipes live at
+//! most [`SPARE_CHECK`], since a reactor that holds them may have no event to wake it when another
+//! reactor's clients wait for their slots.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -51,8 +52,8 @@ const MAX_SLOTS: u64 = 1 << 20;
 /// reactor sends it no event).
 pub const SHARED_RETRY: Duration = Duration::from_millis(20);
 
-/// How often a reactor holding spare pipes in a shared budget looks whether another reactor's clients
-/// wait for their slots (it may have no event of its own to wake it).
+/// With a budget shared by several reactors, how long a spare pipe may wait for reuse before it is
+/// closed: another reactor's clients may wait for its slot, and nothing would wake its holder.
 pub const SPARE_CHECK: Duration = Duration::from_millis(100);
 
 /// Fds kept out of the budget for `threads` reactors that each keep `prewarm` warm upstream connections.

@@ -133,6 +133,8 @@ pub struct Reactor {
     /// Stopped at an fd budget shared with other reactors: look again then, since a slot another
     /// reactor frees sends this one no event.
     budget_retry_at: Option<Instant>,
+    /// With `--threads`, when the spare pipes are closed (`expire_spare_pipes`).
+    spares_expire_at: Option<Instant>,
     signals: Signals,
     pairs: Slab<Pair>,
     /// Health probes in flight.
@@ -224,6 +226,7 @@ impl Reactor {
             next_route_uid: 1,
             accept_paused_until: None,
             budget_retry_at: None,
+            spares_expire_at: None,
             signals,
             pairs: Slab::new(),
             probes: Slab::new(),
@@ -329,7 +332,7 @@ impl Reactor {
             self.timers.next_deadline(),
             self.accept_paused_until,
             self.budget_retry_at,
-            self.spare_check_at(),
+            self.spares_expire_at,
             self.drain.as_ref().map(|drain| drain.deadline),
             self.stats.as_ref().map(|stats| stats.next),
             rounds,
@@ -688,14 +691,30 @@ impl Reactor {
                     .is_some_and(|server| server.is_ready(self.now)))
     }
 
-    /// With `--threads`, when to look whether another reactor's clients wait for the slots this one's
-    /// spare pipes hold: `None` with no spare pipe, or a budget of its own.
-    fn spare_check_at(&self) -> Option<Instant> {
-        let holds_spares = self
-            .routes
-            .iter()
-            .any(|(_, route)| route.pipes.as_ref().is_some_and(|pipes| pipes.spare() > 0));
-        (self.config.threads > 1 && holds_spares).then(|| self.now + budget::SPARE_CHECK)
+    /// With `--threads`, spare pipes live at most [`budget::SPARE_CHECK`]: another reactor's clients may
+    /// wait for their slots, and nothing would wake this reactor to give them back. The first turn that
+    /// finds spares arms the deadline; the turn at or past it closes every spare. An idle reactor thus
+    /// wakes once after its last pipe went spare, then sleeps.
+    fn expire_spare_pipes(&mut self) {
+        if self.config.threads == 1 {
+            return;
+        }
+        match self.spares_expire_at {
+            Some(at) if at <= self.now => {
+                self.shed_spare_pipes();
+                self.spares_expire_at = None;
+            }
+            Some(_) => {}
+            None => {
+                let holds_spares = self
+                    .routes
+                    .iter()
+                    .any(|(_, route)| route.pipes.as_ref().is_some_and(|pipes| pipes.spare() > 0));
+                if holds_spares {
+                    self.spares_expire_at = Some(self.now + budget::SPARE_CHECK);
+                }
+            }
+        }
     }
 
     /// Accepts queued scrapes, unless accepting is paused: the metrics listener runs out of fds like any
@@ -750,6 +769,7 @@ impl Reactor {
         for (route, index) in ready {
             self.accept_from(route, index);
         }
+        self.expire_spare_pipes();
         self.refill_warm();
     }
 

@@ -229,3 +229,32 @@ fn test_threads_share_one_budget() {
     assert_eq!(fwd.fd_budget(), budget);
     budget_holds_and_releases(&fwd, &echo, &[fwd.addr()], 10, budget);
 }
+
+/// `--threads 2`: a reactor may sleep while clients of the other wait for the slots its spare pipes
+/// hold, so spare pipes are closed shortly after they go spare, even with their pair still open.
+#[test]
+fn test_threads_spare_pipes_do_not_outlive_a_pause() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &echo.upstream_arg(),
+        "--threads",
+        "2",
+        "--splice",
+        "always",
+    ]);
+    let baseline = fwd.fd_count();
+    let mut client = connect(fwd.addr());
+    let data = pattern_vec(256 * 1024);
+    client.write_all(&data).expect("write");
+    let mut back = vec![0u8; data.len()];
+    client.read_exact(&mut back).expect("echo");
+    assert!(back == data, "echo differs");
+    // The pair stays open and idle: its two sockets are all the forwarder should hold beyond its
+    // baseline once the spares have expired.
+    assert!(
+        wait_until(Duration::from_secs(5), || fwd.fd_count() <= baseline + 2),
+        "{} fds with one idle pair (baseline {baseline}): spare pipes kept",
+        fwd.fd_count()
+    );
+}
