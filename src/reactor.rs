@@ -1146,10 +1146,6 @@ impl Reactor {
             }
         }
         self.remove_if_drained(pair.route);
-        // Every pair in the slab holds a slot of the fd budget (`open_pair`): given back once its
-        // sockets are closed.
-        drop(pair);
-        self.siblings.budget.give_kept();
         if self.pairs.is_empty() {
             self.shed_spare_pipes();
             self.release_pair_slots();
@@ -1161,6 +1157,10 @@ impl Reactor {
                 drain.drained += 1;
             }
         }
+        // Every pair in the slab holds a slot of the fd budget (`open_pair`): given back once its
+        // sockets are closed, last, so that whoever sees them closed also sees the slab released.
+        drop(pair);
+        self.siblings.budget.give_kept();
     }
 
     /// Drops a route that a reload removed once its last pair is gone.
