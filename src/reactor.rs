@@ -785,11 +785,11 @@ impl Reactor {
                 self.note_budget_full(route);
                 return;
             };
-            let Some(listener) = self
-                .routes
-                .get_mut(route)
-                .and_then(|route| route.listeners.get_mut(index))
-            else {
+            let Some(listener) = self.routes.get_mut(route).and_then(|route| {
+                // Accepting again: the next stop, at either limit, is counted.
+                route.at_limit = false;
+                route.listeners.get_mut(index)
+            }) else {
                 return;
             };
             match listener.socket.accept() {
@@ -875,7 +875,8 @@ impl Reactor {
     }
 
     /// Starts the upstream connect for a new client of route `key` and registers both sockets. The pair
-    /// keeps `slot` (given back by `close_pair`); a client dropped or refused here gives it back at once.
+    /// keeps `fd_slot` (given back by `close_pair`); a client dropped or refused here gives it back at
+    /// once.
     fn open_pair(&mut self, key: usize, client: TcpStream, client_addr: SocketAddr, fd_slot: Slot) {
         let now = self.now;
         let Some(route) = self.routes.get_mut(key) else {

@@ -104,6 +104,7 @@ fn default_admits_half_the_fds_left(mode: &str) {
     assert_eq!(echo.accepted(), pairs, "a pair past the budget was opened");
     let body = scrape(fwd.metrics_addr());
     assert_eq!(sample(&body, "edgefwd_pairs_open"), pairs as u64);
+    assert!(sample(&body, "edgefwd_accept_pauses_limit_total") >= 1);
 
     // Five pairs close: the waiting client is served, and four slots are free for pipes.
     idle.truncate(pairs - 5);
