@@ -265,6 +265,30 @@ mod tests {
     }
 
     #[test]
+    fn test_reactors_racing_never_pass_the_budget() {
+        let budget = FdBudget::new(3);
+        let racers: Vec<_> = (0..4)
+            .map(|_| {
+                let budget = budget.clone();
+                std::thread::spawn(move || {
+                    let mut most = 0;
+                    for _ in 0..10_000 {
+                        let held: Vec<Slot> =
+                            (0..2).filter_map(|_| budget.take_for_pair()).collect();
+                        most = most.max(budget.used());
+                        drop(held);
+                    }
+                    most
+                })
+            })
+            .collect();
+        for racer in racers {
+            assert!(racer.join().expect("racer") <= 3);
+        }
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
     fn test_budget_is_shared_by_clones() {
         let budget = FdBudget::new(1);
         let other = budget.clone();
