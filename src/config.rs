@@ -446,23 +446,6 @@ pub fn parse_pipe_size(text: &str) -> Result<usize, String> {
     Ok(size)
 }
 
-/// The default connection limit for a process allowed `nofile` descriptors: each pair holds two, and a few
-/// are kept back for the listener, epoll, the signal pipe, stdio and the accept-then-refuse path. With
-/// splice on, a route may also open a pipe (two fds, spares included) for every four pairs
-/// (`PipePool::limit_for`), so each pair is budgeted 2.5 fds; the limit's floor of two pipes per route
-/// and reactor is kept back too. Each reactor past the first holds about four fds of its own (epoll,
-/// waker, signal pipe, listener).
-pub fn default_max_connections(nofile: u64, splice: Splice, reactors: u64) -> usize {
-    const RESERVED_FDS: u64 = 32;
-    let extra_reactors = reactors.saturating_sub(1);
-    let usable = nofile.saturating_sub(RESERVED_FDS + 4 * extra_reactors);
-    let pairs = match splice {
-        Splice::Off => usable / 2,
-        Splice::Auto | Splice::Always => usable.saturating_sub(4 * reactors) * 2 / 5,
-    };
-    pairs.clamp(1, 1 << 20) as usize
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,22 +558,5 @@ mod tests {
         // A name may have several addresses: a client may be tried on three of them.
         assert_eq!(default_connect_attempts(&[upstream("db.internal:80")]), 3);
         assert_eq!(most_endpoints(&[upstream("db.internal:80")]), 16);
-    }
-
-    #[test]
-    fn test_default_max_connections_from_nofile() {
-        assert_eq!(default_max_connections(1024, Splice::Off, 1), 496);
-        assert_eq!(default_max_connections(10, Splice::Off, 1), 1);
-        assert_eq!(
-            default_max_connections(1 << 20, Splice::Off, 1),
-            (1 << 20) / 2 - 16
-        );
-        // 1024 - 32 reserved - 4 for the pipe floor = 988 fds: 395 pairs (790) and 98 pipes (196).
-        assert_eq!(default_max_connections(1024, Splice::Auto, 1), 395);
-        assert_eq!(default_max_connections(1024, Splice::Always, 1), 395);
-        // Each further reactor: its own fds and a pipe floor. 16 reactors: 1024 - 32 - 60 - 64.
-        assert_eq!(default_max_connections(1024, Splice::Auto, 16), 347);
-        assert_eq!(default_max_connections(1024, Splice::Off, 16), 466);
-        assert_eq!(default_max_connections(32, Splice::Auto, 1), 1);
     }
 }

@@ -10,6 +10,8 @@
 //! # Layout
 //! - [`config`]: validated configuration and the size/duration syntaxes. No I/O.
 //! - [`fdlimit`]: raises RLIMIT_NOFILE at start.
+//! - [`budget`]: the process's fd budget, in slots of two fds, shared by pairs and pipes of every route
+//!   and reactor.
 //! - [`file`](mod@file): the `--config` TOML file -> [`config::Config`], errors naming file, line and key.
 //! - [`resolve`]: the worker threads for blocking work (DNS, reading the file on SIGHUP, CONNECT lookups),
 //!   which wake the loop through a `Waker`.
@@ -40,6 +42,7 @@
 
 pub mod allow;
 pub mod balance;
+pub mod budget;
 pub mod config;
 pub mod connect_request;
 pub mod crc32c;

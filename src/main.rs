@@ -12,6 +12,7 @@ use log::info;
 
 use edgefwd::allow::{AllowList, Rule};
 use edgefwd::balance::Algorithm;
+use edgefwd::budget::{self, FdBudget};
 use edgefwd::config::{self, Config, Mode, RouteConfig, Splice, UpstreamConfig};
 use edgefwd::fdlimit;
 use edgefwd::file::{self, Defaults, FileError};
@@ -74,8 +75,7 @@ struct Cli {
     #[arg(long, value_name = "SIZE", default_value_t = config::DEFAULT_BUFFER_SIZE, value_parser = config::parse_buffer_size)]
     buffer_size: usize,
 
-    /// Most connections open at once [default: from the fd limit, (RLIMIT_NOFILE - 32) / 2].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", help = budget::MAX_CONNECTIONS_HELP, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: Option<u32>,
 
     /// How long each upstream connect attempt may take (e.g. 500ms, 5s).
@@ -226,14 +226,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<Exit, Failure> {
     let nofile = fdlimit::raise_nofile_limit()
         .map_err(|err| format!("cannot read the file descriptor limit: {err}"))?;
-    // Warm upstream connections take descriptors of their own, before any client does.
-    let warm_fds = u64::from(cli.prewarm) * u64::from(cli.threads);
+    let reserve = budget::reserve(u64::from(cli.threads), u64::from(cli.prewarm));
+    let budget = FdBudget::new(budget::pairs_for(nofile, reserve));
+    // A route with no limit of its own may take the whole budget in whichever reactor its clients land
+    // (a route's limit is shared out between the reactors: `run_reactors`).
     let defaults = Defaults {
-        max_connections: config::default_max_connections(
-            nofile.saturating_sub(warm_fds),
-            cli.splice,
-            u64::from(cli.threads),
-        ),
+        max_connections: budget.slots() * usize::from(cli.threads),
         shutdown_timeout: cli.shutdown_timeout,
     };
     let (splice, pipe_size, threads, prewarm) = (
@@ -250,11 +248,21 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
     config.pipe_size = pipe_size;
     config.threads = threads;
     config.prewarm = prewarm;
-    run_reactors(config, defaults, nofile)
+    let start = format!(
+        "nofile={nofile} fd-reserve={reserve} fd-budget={}",
+        budget.slots()
+    );
+    run_reactors(config, defaults, budget, &start)
 }
 
-/// Starts `config.threads` reactors (the first on this thread) and waits for all of them.
-fn run_reactors(mut config: Config, defaults: Defaults, nofile: u64) -> Result<Exit, Failure> {
+/// Starts `config.threads` reactors (the first on this thread), sharing `budget`, and waits for all of
+/// them. `start` ends every start line.
+fn run_reactors(
+    mut config: Config,
+    defaults: Defaults,
+    budget: FdBudget,
+    start: &str,
+) -> Result<Exit, Failure> {
     let threads = config.threads;
     let board = (threads > 1).then(|| Arc::new(MetricsBoard::new(threads)));
     let followers = Arc::default();
@@ -262,6 +270,7 @@ fn run_reactors(mut config: Config, defaults: Defaults, nofile: u64) -> Result<E
         index,
         board: board.clone(),
         followers: Arc::clone(&followers),
+        budget: budget.clone(),
     };
     // Each reactor gets an even share of every route's connection limit.
     for route in &mut config.routes {
@@ -273,7 +282,7 @@ fn run_reactors(mut config: Config, defaults: Defaults, nofile: u64) -> Result<E
         mode => format!("{mode} pipe-size={}", config.pipe_size),
     };
     for line in first.start_lines() {
-        info!("{line} splice={splice} threads={threads} nofile={nofile}");
+        info!("{line} splice={splice} threads={threads} {start}");
     }
     if let Some(addr) = first.metrics_addr() {
         info!("metrics on http://{addr}/metrics");

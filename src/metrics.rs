@@ -158,7 +158,8 @@ pub struct Metrics {
     pub spurious_wakeups: u64,
     /// Connections accepted.
     pub accepts: u64,
-    /// Times accepting stopped at `--max-connections` with clients still queued.
+    /// Times accepting stopped at `--max-connections` or at the process's fd budget with clients still
+    /// queued.
     pub accept_pauses_limit: u64,
     /// Times accepting paused after EMFILE/ENFILE/ENOBUFS/ENOMEM.
     pub accept_pauses_exhausted: u64,
@@ -194,7 +195,7 @@ pub struct Metrics {
     /// Times a muted socket was registered for reads again, a read having found it drained. Pauses minus
     /// resumes is how many sockets are muted now, or were when their pair closed.
     pub read_resumes: u64,
-    /// Times a direction wanted a pipe and none was to be had (the route's pipe limit, EMFILE); it
+    /// Times a direction wanted a pipe and none was to be had (no slot in the fd budget, EMFILE); it
     /// carried on through its ring.
     pub pipe_shortages: u64,
     /// Directions that `--splice auto` moved from the ring to a pipe (a read filled the ring).
@@ -368,7 +369,7 @@ impl Metrics {
             ("accepts", "connections accepted", self.accepts),
             (
                 "accept_pauses_limit",
-                "accepting stopped at --max-connections",
+                "accepting stopped at --max-connections or the fd budget",
                 self.accept_pauses_limit,
             ),
             (
@@ -420,7 +421,7 @@ impl Metrics {
             ),
             (
                 "pipe_shortages",
-                "times a direction found no pipe (pipe limit, EMFILE) and used its ring",
+                "times a direction found no pipe (fd budget, EMFILE) and used its ring",
                 self.pipe_shortages,
             ),
             (

@@ -74,7 +74,7 @@ pub struct Shared<'a> {
 impl Shared<'_> {
     /// A direction wanted a pipe and goes on through its ring instead: counted and logged, never silent.
     /// `lasting` when splice cannot work for these fds at all; otherwise there was no pipe to be had
-    /// (the route's pipe limit, EMFILE, pipe pages), and the direction tries again later.
+    /// (no slot in the process's fd budget, EMFILE, pipe pages), and the direction tries again later.
     fn splice_fallback(&mut self, err: &io::Error, lasting: bool) {
         let total = if lasting {
             self.metrics.splice_fallbacks += 1;
@@ -393,7 +393,7 @@ impl Direction {
     /// `--splice auto`: a read that fills the ring shows a stream with more queued than a ring holds,
     /// not a small request; from now on this direction splices (after its ring drains, see
     /// [`Self::may_read`]). Request/response traffic never fills a ring and keeps the cheaper ring path.
-    /// The switch happens with a pipe in hand: when the route has none to give (its pipe limit, EMFILE),
+    /// The switch happens with a pipe in hand: when the route has none to give (no fd slot to spare, EMFILE),
     /// the direction stays on its ring and asks again the next time a read fills it.
     fn maybe_switch_to_splice(&mut self, shared: &mut Shared<'_>) {
         if !self.auto_splice || !self.ring.is_full(shared.pool) {
@@ -531,6 +531,7 @@ mod tests {
     //! The state machine over real non-blocking Unix socket pairs: `a` writes into `src`, the pump moves
     //! bytes to `dst`, and `b` reads them out.
     use super::*;
+    use crate::budget::FdBudget;
     use mio::net::UnixStream;
 
     struct Rig {
@@ -799,13 +800,13 @@ mod tests {
         }
     }
 
-    /// An `auto` direction over a route allowed two pipes that has just switched: 6000 bytes queued
+    /// An `auto` direction over a budget of two pipe slots that has just switched: 6000 bytes queued
     /// in `src`, a full 1024-byte ring that a blocked `dst` kept, one pipe taken. Returns the bytes.
     #[cfg(target_os = "linux")]
     fn switched_rig() -> (Rig, Vec<u8>) {
         let mut rig = rig(1024);
         rig.dir = Direction::new(Way::ClientToUpstream, Splice::Auto);
-        rig.pipes = Some(PipePool::new(4096, 4, 2));
+        rig.pipes = Some(PipePool::new(4096, 4, FdBudget::new(2)));
         let data: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
         rig.peer_src.write_all(&data).expect("write");
         rig.dst_ready.writable = false;
@@ -819,9 +820,9 @@ mod tests {
     #[cfg(target_os = "linux")]
     fn finish_beside_a_rival(mut rig: Rig, mut got: Vec<u8>, data: &[u8]) {
         let pipes = rig.pipes.as_mut().expect("pool");
-        assert_eq!((pipes.open(), pipes.spare()), (1, 0), "the pipe is kept");
-        let rival = pipes.take().expect("the route's second pipe");
-        assert!(pipes.take().is_err(), "the limit is reached");
+        assert_eq!(pipes.spare(), 0, "the pipe is kept");
+        let rival = pipes.take().expect("the budget's second slot");
+        assert!(pipes.take().is_err(), "the direction holds the first");
         for _ in 0..20 {
             rig.dst_ready.writable = true;
             rig.pump(usize::MAX).expect("pump");

@@ -42,6 +42,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use socket2::SockRef;
 
+use crate::budget::{self, FdBudget, Slot};
 use crate::config::{Config, Mode};
 use crate::endpoint::Tried;
 use crate::file::Defaults;
@@ -112,6 +113,8 @@ pub struct Siblings {
     /// The other reactors' inboxes: reactor 0 reads a reloaded file once and hands the result
     /// to them (see `reload`), so all apply the same configuration and bind the same ports.
     pub followers: Arc<Mutex<Vec<Inbox>>>,
+    /// The process's fd budget, shared by every reactor's pairs and pipes; unlimited by default.
+    pub budget: FdBudget,
 }
 
 impl Siblings {
@@ -131,6 +134,11 @@ pub struct Reactor {
     next_route_uid: u64,
     /// Accepting is paused after fd exhaustion until then.
     accept_paused_until: Option<Instant>,
+    /// Stopped at an fd budget shared with other reactors: look again then, since a slot another
+    /// reactor frees sends this one no event.
+    budget_retry_at: Option<Instant>,
+    /// With `--threads`, when the spare pipes are closed (`expire_spare_pipes`).
+    spares_expire_at: Option<Instant>,
     signals: Signals,
     pairs: Slab<Pair>,
     /// Health probes in flight.
@@ -224,6 +232,8 @@ impl Reactor {
             routes: Slab::new(),
             next_route_uid: 1,
             accept_paused_until: None,
+            budget_retry_at: None,
+            spares_expire_at: None,
             signals,
             pairs: Slab::new(),
             probes: Slab::new(),
@@ -334,6 +344,8 @@ impl Reactor {
         [
             self.timers.next_deadline(),
             self.accept_paused_until,
+            self.budget_retry_at,
+            self.spares_expire_at,
             self.drain.as_ref().map(|drain| drain.deadline),
             self.stats.as_ref().map(|stats| stats.next),
             rounds,
@@ -684,12 +696,40 @@ impl Reactor {
 
     fn any_accept_ready(&self) -> bool {
         self.accept_paused_until.is_none()
-            && (self.routes.iter().any(|(_, route)| {
-                route.below_limit() && route.listeners.iter().any(|listener| listener.ready)
-            }) || self
-                .metrics_server
-                .as_ref()
-                .is_some_and(|server| server.is_ready(self.now)))
+            && (self.siblings.budget.has_room()
+                && self.routes.iter().any(|(_, route)| {
+                    route.below_limit() && route.listeners.iter().any(|listener| listener.ready)
+                })
+                || self
+                    .metrics_server
+                    .as_ref()
+                    .is_some_and(|server| server.is_ready(self.now)))
+    }
+
+    /// With `--threads`, spare pipes live at most [`budget::SPARE_CHECK`]: another reactor's clients may
+    /// wait for their slots, and nothing would wake this reactor to give them back. The first turn that
+    /// finds spares arms the deadline; the turn at or past it closes every spare. An idle reactor thus
+    /// wakes once after its last pipe went spare, then sleeps.
+    fn expire_spare_pipes(&mut self) {
+        if self.config.threads == 1 {
+            return;
+        }
+        match self.spares_expire_at {
+            Some(at) if at <= self.now => {
+                self.shed_spare_pipes();
+                self.spares_expire_at = None;
+            }
+            Some(_) => {}
+            None => {
+                let holds_spares = self
+                    .routes
+                    .iter()
+                    .any(|(_, route)| route.pipes.as_ref().is_some_and(|pipes| pipes.spare() > 0));
+                if holds_spares {
+                    self.spares_expire_at = Some(self.now + budget::SPARE_CHECK);
+                }
+            }
+        }
     }
 
     /// Accepts queued scrapes, unless accepting is paused: the metrics listener runs out of fds like any
@@ -722,6 +762,13 @@ impl Reactor {
     /// (new slots are only handed out here, after every event of the batch has been dispatched).
     fn accept_ready(&mut self) {
         self.accept_scrapes();
+        if self.budget_retry_at.is_some_and(|at| at <= self.now) {
+            self.budget_retry_at = None;
+        }
+        if self.siblings.budget.is_wanted() {
+            // Clients wait for a slot, perhaps in another reactor's backlog: spares must not hold them.
+            self.shed_spare_pipes();
+        }
         let ready: Vec<(usize, usize)> = self
             .routes
             .iter()
@@ -737,27 +784,33 @@ impl Reactor {
         for (route, index) in ready {
             self.accept_from(route, index);
         }
+        self.expire_spare_pipes();
         self.refill_warm();
     }
 
-    /// Accepts until WouldBlock, the route's connection limit, fd exhaustion or the per-turn cap.
+    /// Accepts until WouldBlock, the route's connection limit, the fd budget, fd exhaustion or the
+    /// per-turn cap. Each client is accepted with a budget slot in hand, which its pair keeps.
     fn accept_from(&mut self, route: usize, index: usize) {
         for _ in 0..ACCEPT_BUDGET {
             if !self.can_accept(route, index) {
                 self.note_limit(route);
                 return;
             }
-            let Some(listener) = self
-                .routes
-                .get_mut(route)
-                .and_then(|route| route.listeners.get_mut(index))
-            else {
+            let Some(slot) = self.take_pair_slot() else {
+                self.note_budget_full(route);
+                return;
+            };
+            let Some(listener) = self.routes.get_mut(route).and_then(|route| {
+                // Accepting again: the next stop, at either limit, is counted.
+                route.at_limit = false;
+                route.listeners.get_mut(index)
+            }) else {
                 return;
             };
             match listener.socket.accept() {
                 Ok((stream, addr)) => {
                     self.metrics.accepts += 1;
-                    self.open_pair(route, stream, addr);
+                    self.open_pair(route, stream, addr, slot);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => listener.ready = false,
                 Err(err)
@@ -767,6 +820,36 @@ impl Reactor {
                     ) => {}
                 Err(err) => self.pause_accepting(&err),
             }
+        }
+    }
+
+    /// A slot of the fd budget for a new pair. When none is free and this reactor holds spare pipes, they
+    /// are closed and the slot taken from what they gave back.
+    fn take_pair_slot(&mut self) -> Option<Slot> {
+        self.siblings.budget.take_for_pair().or_else(|| {
+            self.shed_spare_pipes();
+            self.siblings.budget.take_for_pair()
+        })
+    }
+
+    /// Accepting stopped at the process's fd budget with a listener of route `key` still ready: its
+    /// clients wait in the backlog. A pair or pipe closing in this reactor frees a slot that the same
+    /// turn's accept phase uses; one freed by another reactor is found by looking again shortly.
+    fn note_budget_full(&mut self, key: usize) {
+        if self.config.threads > 1 && self.budget_retry_at.is_none() {
+            self.budget_retry_at = Some(self.now + budget::SHARED_RETRY);
+        }
+        let Some(route) = self.routes.get_mut(key) else {
+            return;
+        };
+        if !route.at_limit {
+            route.at_limit = true;
+            self.metrics.accept_pauses_limit += 1;
+            debug!(
+                "route {}: the process's fd budget of {} pairs is in use: clients wait in the backlog",
+                route.config.name,
+                self.siblings.budget.slots()
+            );
         }
     }
 
@@ -806,8 +889,10 @@ impl Reactor {
         }
     }
 
-    /// Starts the upstream connect for a new client of route `key` and registers both sockets.
-    fn open_pair(&mut self, key: usize, client: TcpStream, client_addr: SocketAddr) {
+    /// Starts the upstream connect for a new client of route `key` and registers both sockets. The pair
+    /// keeps `fd_slot` (given back by `close_pair`); a client dropped or refused here gives it back at
+    /// once.
+    fn open_pair(&mut self, key: usize, client: TcpStream, client_addr: SocketAddr, fd_slot: Slot) {
         let now = self.now;
         let Some(route) = self.routes.get_mut(key) else {
             return;
@@ -818,7 +903,7 @@ impl Reactor {
         }
         if let Some(rules) = route.greeting.clone() {
             let greeting = Greeting::new(rules);
-            return self.open_greeting_pair(key, client, client_addr, greeting);
+            return self.open_greeting_pair(key, client, client_addr, greeting, fd_slot);
         }
         let uid = route.uid;
         let warm = &mut self.warm;
@@ -881,6 +966,7 @@ impl Reactor {
             return;
         }
         entry.insert(pair);
+        fd_slot.keep();
         route.pairs += 1;
         self.metrics.pairs_total += 1;
         self.arm_timer(slot);
@@ -894,6 +980,7 @@ impl Reactor {
         mut client: TcpStream,
         client_addr: SocketAddr,
         greeting: Greeting,
+        fd_slot: Slot,
     ) {
         let Some(route) = self.routes.get_mut(key) else {
             return;
@@ -921,6 +1008,7 @@ impl Reactor {
             self.config.splice,
         );
         entry.insert(pair.with_send_proxy(route.config.send_proxy));
+        fd_slot.keep();
         route.pairs += 1;
         self.metrics.pairs_total += 1;
         self.arm_timer(slot);
@@ -1102,6 +1190,10 @@ impl Reactor {
                 drain.drained += 1;
             }
         }
+        // Every pair in the slab holds a slot of the fd budget (`open_pair`): given back once its
+        // sockets are closed, last, so that whoever sees them closed also sees the slab released.
+        drop(pair);
+        self.siblings.budget.give_kept();
     }
 
     /// Drops a route that a reload removed once its last pair is gone.

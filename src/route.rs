@@ -17,6 +17,7 @@ use log::{info, warn};
 use mio::net::{TcpListener, TcpStream};
 
 use crate::balance::Balancer;
+use crate::budget::FdBudget;
 use crate::config::{Addresses, Mode, RouteConfig};
 use crate::endpoint::{Change, Endpoint, Tried, Upstreams, HOLD};
 use crate::greeting::{ConnectRules, Rules};
@@ -205,14 +206,15 @@ impl Route {
     }
 
     /// A route over `config`, accepting on `listeners` (already bound, not yet registered);
-    /// `pipe_size` gives it a pool of pipes that large for `--splice`. With `previous` (the upstreams of
-    /// the route a reload replaces), upstreams in both keep their addresses' health and failure counts,
-    /// so a reload neither resurrects a dead endpoint nor resets a counter.
+    /// `pipes` gives it a pool of pipes that large for `--splice`, each in a slot of that fd budget.
+    /// With `previous` (the upstreams of the route a reload replaces), upstreams in both keep their
+    /// addresses' health and failure counts, so a reload neither resurrects a dead endpoint nor resets
+    /// a counter.
     pub fn new(
         uid: u64,
         config: RouteConfig,
         listeners: Vec<Listener>,
-        pipe_size: Option<usize>,
+        pipes: Option<(usize, FdBudget)>,
         (now, previous): (Instant, Option<&Upstreams>),
     ) -> Route {
         let seed = now.elapsed().as_nanos() as u64
@@ -226,13 +228,7 @@ impl Route {
             balancer: Balancer::new(config.balance, 0, seed),
             upstreams,
             pool: BufPool::new(config.buffer_size),
-            pipes: pipe_size.map(|size| {
-                PipePool::new(
-                    size,
-                    MAX_SPARE_PIPES,
-                    PipePool::limit_for(config.max_connections),
-                )
-            }),
+            pipes: pipes.map(|(size, budget)| PipePool::new(size, MAX_SPARE_PIPES, budget)),
             greeting: greeting_rules(&config),
             deadlines: Deadlines {
                 connect: config.connect_timeout,

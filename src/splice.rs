@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 
+use crate::budget::{FdBudget, Slot};
 use crate::throttle::Throttle;
 
 /// A non-blocking pipe used as a direction's buffer, with the count of bytes it holds.
@@ -25,6 +26,8 @@ use crate::throttle::Throttle;
 pub struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// The two fds' place in the process's budget, given back when the pipe closes.
+    _slot: Slot,
     /// Bytes spliced in and not yet spliced out.
     len: usize,
     /// The pipe's byte capacity, as the kernel reports it.
@@ -32,10 +35,11 @@ pub struct Pipe {
 }
 
 impl Pipe {
-    /// Creates a pipe and asks for `size` bytes of capacity (the kernel may round it up to pages, or
-    /// refuse above /proc/sys/fs/pipe-max-size; the capacity actually granted is what counts).
+    /// Creates a pipe in budget slot `slot` and asks for `size` bytes of capacity (the kernel may round it
+    /// up to pages, or refuse above /proc/sys/fs/pipe-max-size; the capacity actually granted is what
+    /// counts).
     #[cfg(target_os = "linux")]
-    pub fn new(size: usize) -> io::Result<Pipe> {
+    pub fn new(size: usize, slot: Slot) -> io::Result<Pipe> {
         use std::os::fd::FromRawFd;
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: `fds` is a valid array of two c_ints for pipe2 to fill.
@@ -63,6 +67,7 @@ impl Pipe {
         Ok(Pipe {
             read,
             write,
+            _slot: slot,
             len: 0,
             capacity: granted,
         })
@@ -71,7 +76,7 @@ impl Pipe {
     /// splice(2) and resizable pipes are Linux's: elsewhere every direction stays on its ring (the
     /// default `--splice` there is `off`; asking for it falls back loudly).
     #[cfg(not(target_os = "linux"))]
-    pub fn new(_size: usize) -> io::Result<Pipe> {
+    pub fn new(_size: usize, _slot: Slot) -> io::Result<Pipe> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "splice(2) exists on Linux only",
@@ -181,18 +186,16 @@ pub fn refused_for_good(err: &io::Error) -> bool {
 }
 
 /// A route's pipes: a bounded stock of empty ones, so bursts do not pay pipe2 + fcntl each time and fds
-/// go back after a peak, and a limit on how many may be open at all (held by directions or spare), so
-/// pipes cannot eat the descriptors sockets need. The limit follows HAProxy's `maxpipes`, a quarter of
-/// the connection limit by default ([`PipePool::limit_for`]); `default_max_connections` budgets the fds.
+/// go back after a peak. Every pipe open, held by a direction or spare, holds a slot of the process's fd
+/// budget ([`crate::budget`]), so pipes never take the fds sockets need: a pipe is made only from a slot
+/// no pair holds, and while clients wait in a backlog for a slot, pipes give theirs back instead of
+/// waiting as spares.
 #[derive(Debug)]
 pub struct PipePool {
     size: usize,
     free: Vec<Pipe>,
     max_free: usize,
-    /// Pipes open: held by directions plus `free`.
-    open: usize,
-    /// Most pipes open at once.
-    limit: usize,
+    budget: FdBudget,
     /// Fallbacks and shortages are logged, but not thousands of times a second; each on its own
     /// clock, so a run of shortages cannot hide a lasting fallback.
     fallback_warning: Throttle,
@@ -200,24 +203,17 @@ pub struct PipePool {
 }
 
 impl PipePool {
-    /// A pool of pipes of `size` bytes that keeps at most `max_free` spare and `limit` open.
-    pub fn new(size: usize, max_free: usize, limit: usize) -> PipePool {
+    /// A pool of pipes of `size` bytes that keeps at most `max_free` spare, each open pipe holding a slot
+    /// of `budget`.
+    pub fn new(size: usize, max_free: usize, budget: FdBudget) -> PipePool {
         PipePool {
             size,
             free: Vec::new(),
             max_free,
-            open: 0,
-            limit,
+            budget,
             fallback_warning: Throttle::new(Duration::from_secs(10)),
             shortage_warning: Throttle::new(Duration::from_secs(10)),
         }
-    }
-
-    /// The pipe limit of a route allowed `max_connections` pairs: a quarter of them (HAProxy's default
-    /// `maxpipes`), and never fewer than the two a single streaming pair needs. A stream that finds no
-    /// pipe is not refused: it carries on through its ring, which costs CPU, not correctness.
-    pub fn limit_for(max_connections: usize) -> usize {
-        (max_connections / 4).max(2)
     }
 
     /// Logs (rate-limited) that a direction wanted a pipe and uses its ring instead: for good when
@@ -242,52 +238,43 @@ impl PipePool {
         }
     }
 
-    /// An empty pipe, from the pool or new; an error when `limit` pipes are open or pipe2 fails.
+    /// An empty pipe, from the pool or new; an error when the fd budget has no slot to spare or pipe2
+    /// fails.
     pub fn take(&mut self) -> io::Result<Pipe> {
         if let Some(pipe) = self.free.pop() {
             return Ok(pipe);
         }
-        if self.open >= self.limit {
-            return Err(io::Error::other(format!(
-                "all {} pipes of this route are in use",
-                self.limit
-            )));
-        }
-        let pipe = Pipe::new(self.size)?;
-        self.open += 1;
-        Ok(pipe)
+        let slot = self.budget.take_for_pipe().ok_or_else(|| {
+            io::Error::other(format!(
+                "the process's {} fd slots are held by pairs and pipes, or wanted by waiting clients",
+                self.budget.slots()
+            ))
+        })?;
+        Pipe::new(self.size, slot)
     }
 
-    /// Returns an empty pipe; beyond the bound it is closed.
+    /// Returns an empty pipe; beyond the bound, or while clients wait for its slot, it is closed.
     pub fn give(&mut self, pipe: Pipe) {
         debug_assert!(pipe.is_empty(), "a pipe with data must not be reused");
-        if pipe.is_empty() && self.free.len() < self.max_free {
+        if pipe.is_empty() && self.free.len() < self.max_free && !self.budget.is_wanted() {
             self.free.push(pipe);
-        } else {
-            self.discard(pipe);
         }
     }
 
     /// Closes a pipe taken from this pool that must not be reused (it holds a dead connection's bytes).
     pub fn discard(&mut self, pipe: Pipe) {
         drop(pipe);
-        self.open = self.open.saturating_sub(1);
     }
 
-    /// Closes every spare pipe: fds are scarce (EMFILE) or nothing is running that would reuse them.
+    /// Closes every spare pipe: fds are scarce (EMFILE, clients waiting for a slot) or nothing is
+    /// running that would reuse them.
     pub fn clear(&mut self) {
-        self.open = self.open.saturating_sub(self.free.len());
         self.free.clear();
     }
 
     /// Pipes held spare.
     pub fn spare(&self) -> usize {
         self.free.len()
-    }
-
-    /// Pipes open, held or spare.
-    pub fn open(&self) -> usize {
-        self.open
     }
 }
 
@@ -309,6 +296,12 @@ mod tests {
         (client, server)
     }
 
+    fn slot() -> Slot {
+        FdBudget::default()
+            .take_for_pipe()
+            .expect("an unlimited budget")
+    }
+
     #[test]
     fn test_splice_moves_bytes_socket_to_socket() {
         let (mut a, a_peer) = tcp_pair();
@@ -317,7 +310,7 @@ mod tests {
         b_peer.set_nonblocking(true).expect("nonblocking");
         let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
         a.write_all(&data).expect("write");
-        let mut pipe = Pipe::new(64 * 1024).expect("pipe");
+        let mut pipe = Pipe::new(64 * 1024, slot()).expect("pipe");
         let mut got = vec![0u8; data.len()];
         let mut moved = 0;
         while moved < data.len() {
@@ -339,7 +332,7 @@ mod tests {
     fn test_splice_reports_eof_and_would_block() {
         let (a, a_peer) = tcp_pair();
         a_peer.set_nonblocking(true).expect("nonblocking");
-        let mut pipe = Pipe::new(4096).expect("pipe");
+        let mut pipe = Pipe::new(4096, slot()).expect("pipe");
         let err = pipe
             .splice_in(a_peer.as_raw_fd())
             .expect_err("nothing queued");
@@ -366,29 +359,32 @@ mod tests {
 
     #[test]
     fn test_pool_bounds_spare_pipes() {
-        let mut pool = PipePool::new(4096, 1, 8);
+        let budget = FdBudget::new(8);
+        let mut pool = PipePool::new(4096, 1, budget.clone());
         let first = pool.take().expect("pipe");
         let second = pool.take().expect("pipe");
         pool.give(first);
         pool.give(second);
         assert_eq!(pool.spare(), 1);
+        assert_eq!(budget.used(), 1, "the pipe past the bound was closed");
         pool.clear();
         assert_eq!(pool.spare(), 0);
-        assert_eq!(pool.open(), 0);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]
-    fn test_pool_never_opens_more_than_its_limit() {
-        let mut pool = PipePool::new(4096, 1, 2);
+    fn test_pool_never_opens_more_than_the_budget_allows() {
+        let budget = FdBudget::new(3);
+        let _pair = budget.take_for_pair().expect("a pair's slot");
+        let mut pool = PipePool::new(4096, 1, budget.clone());
         let first = pool.take().expect("pipe");
         let mut second = pool.take().expect("pipe");
-        assert!(pool.take().is_err(), "a third pipe past a limit of 2");
-        assert_eq!(pool.open(), 2);
+        assert!(pool.take().is_err(), "a third pipe past the budget");
         // A spare pipe is reused without opening another.
         pool.give(first);
         let again = pool.take().expect("the spare pipe");
-        assert_eq!(pool.open(), 2);
-        // A pipe closed with bytes in it frees its place.
+        assert_eq!(budget.used(), 3);
+        // A pipe closed with bytes in it frees its slot.
         let (mut a, a_peer) = tcp_pair();
         a_peer.set_nonblocking(true).expect("nonblocking");
         a.write_all(b"left behind").expect("write");
@@ -400,11 +396,24 @@ mod tests {
         }
         assert!(!second.is_empty(), "the bytes never reached the pipe");
         pool.discard(second);
-        assert_eq!(pool.open(), 1);
-        let third = pool.take().expect("a place was freed");
+        assert_eq!(budget.used(), 2);
+        let third = pool.take().expect("a slot was freed");
         pool.give(again);
         pool.give(third);
-        assert_eq!((pool.open(), pool.spare()), (1, 1));
+        assert_eq!((budget.used(), pool.spare()), (2, 1));
+    }
+
+    #[test]
+    fn test_pool_gives_slots_back_to_waiting_clients() {
+        let budget = FdBudget::new(2);
+        let mut pool = PipePool::new(4096, 4, budget.clone());
+        let pipe = pool.take().expect("pipe");
+        let _pair = budget.take_for_pair().expect("slot");
+        assert!(budget.take_for_pair().is_none(), "a client now waits");
+        pool.give(pipe);
+        assert_eq!(pool.spare(), 0, "not kept while a client waits");
+        assert!(pool.take().is_err(), "nor taken again");
+        assert!(budget.take_for_pair().is_some(), "the client gets the slot");
     }
 
     #[test]
@@ -421,15 +430,9 @@ mod tests {
         assert!(!refused_for_good(&io::Error::from_raw_os_error(
             libc::EMFILE
         )));
-        let mut full = PipePool::new(4096, 1, 2);
+        let mut full = PipePool::new(4096, 1, FdBudget::new(2));
         let _held = (full.take().expect("pipe"), full.take().expect("pipe"));
-        let limit = full.take().expect_err("past the limit");
+        let limit = full.take().expect_err("past the budget");
         assert!(!refused_for_good(&limit), "the limit passes: {limit}");
-    }
-
-    #[test]
-    fn test_pipe_limit_is_a_quarter_of_the_connections() {
-        assert_eq!(PipePool::limit_for(1000), 250);
-        assert_eq!(PipePool::limit_for(1), 2);
     }
 }

@@ -44,7 +44,8 @@ fn test_max_connections_extra_client_waits_then_served() {
     ping(&mut c2, b"still two");
 }
 
-/// RLIMIT_NOFILE 32 or 33 and 40 clients: whether accept(2) itself or the upstream socket(2)
+/// RLIMIT_NOFILE lowered to 32 or 33 after start (so the fd budget, computed from the limit at start,
+/// no longer protects the process) and 40 clients: whether accept(2) itself or the upstream socket(2)
 /// after it is the call that hits EMFILE depends on how many fds the process holds at rest, which
 /// differs between machines; the two limits one apart make sure both paths run everywhere.
 #[test]
@@ -61,18 +62,13 @@ fn test_emfile_one_fd_more_pauses_accepting_without_busy_loop() {
 /// (rate-limited), and serve again once fds are free.
 fn emfile_pauses_accepting(nofile: u64) {
     let echo = Backend::echo();
-    let fwd = Forwarder::start_with(
-        &[
-            "--upstream",
-            &echo.upstream_arg(),
-            "--max-connections",
-            "1000",
-        ],
-        &Options {
-            nofile: Some(nofile),
-            ..Options::default()
-        },
-    );
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &echo.upstream_arg(),
+        "--max-connections",
+        "1000",
+    ]);
+    fwd.lower_nofile(nofile);
     let baseline = fwd.fd_count();
     // A client the forwarder refuses (EMFILE on its upstream socket) may be reset before its own
     // connect() returns; that client is simply gone.

@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{connect, echo_roundtrip, sample, scrape, Backend, Forwarder};
+use common::{connect, echo_roundtrip, sample, scrape, Backend, Forwarder, Options};
 
 /// A forwarder to `echo` with `--splice MODE`, `--metrics` and `extra` flags.
 fn splice_forwarder(echo: &Backend, mode: &str, extra: &[&str]) -> Forwarder {
@@ -75,8 +75,9 @@ fn test_splice_idle_pairs_hold_no_pipes() {
 #[test]
 fn test_splice_falls_back_loudly_when_no_pipe_can_be_made() {
     let echo = Backend::echo();
-    // Measure what the process needs with no pair, then allow exactly one pair's two sockets: pipe2
-    // then fails with EMFILE and the pair must still forward, over the ring, saying so.
+    // Measure what the process needs with no pair, then allow exactly one pair's two sockets: the fd
+    // budget has no slot for a pipe (and pipe2 would fail with EMFILE), so the pair must still
+    // forward, over the ring, saying so.
     let upstream = echo.upstream_arg();
     let args = [
         "--upstream",
@@ -91,18 +92,30 @@ fn test_splice_falls_back_loudly_when_no_pipe_can_be_made() {
     fwd.expect_log("falls back to the ring", Duration::from_secs(5));
 }
 
-/// A route opens at most a quarter of `--max-connections` pipes (never fewer than 2), like HAProxy's
-/// `maxpipes`, so pipes cannot take the fds its sockets need. Three streams at once want six pipes
-/// from a route allowed two: the others carry on through their rings, byte-exact, and each asks again
-/// when its ring next fills (counted as shortages, not as lasting fallbacks).
+/// Pipes take their fds from the process's fd budget, never from the slots pairs hold: at RLIMIT_NOFILE
+/// 42 the budget is (42 - 32) / 2 = 5 slots. Three streams at once hold three and want six pipes: two
+/// get one, the others carry on through their rings, byte-exact, and each asks again when its ring next
+/// fills (counted as shortages, not as lasting fallbacks).
 #[test]
-fn test_splice_pipe_limit_keeps_extra_streams_on_their_rings() {
+fn test_splice_fd_budget_keeps_extra_streams_on_their_rings() {
     let echo = Backend::echo();
-    let fwd = splice_forwarder(
-        &echo,
+    let upstream = echo.upstream_arg();
+    let args = [
+        "--upstream",
+        upstream.as_str(),
+        "--splice",
         "auto",
-        &["--buffer-size", "4k", "--max-connections", "4"],
-    );
+        "--metrics",
+        "127.0.0.1:0",
+        "--buffer-size",
+        "4k",
+    ];
+    let options = Options {
+        nofile: Some(42),
+        ..Options::default()
+    };
+    let fwd = Forwarder::start_with(&args, &options);
+    assert_eq!(fwd.fd_budget(), 5);
     let baseline = fwd.fd_count();
     // Long enough (32 MiB each) that the three overlap even on a loaded machine.
     let streams: Vec<_> = (0..3)
@@ -119,7 +132,7 @@ fn test_splice_pipe_limit_keeps_extra_streams_on_their_rings() {
     for stream in streams {
         stream.join().expect("stream thread");
     }
-    // Three pairs' sockets and two pipes. Without the limit, six pipes: 12 fds more than sockets.
+    // Three pairs' sockets and two pipes. Without the budget, six pipes: 12 fds more than sockets.
     assert!(
         most <= baseline + 2 * 3 + 2 * 2,
         "{most} fds at the peak (baseline {baseline}): more than 2 pipes open"

@@ -426,7 +426,9 @@ impl Reactor {
             self.next_route_uid,
             config,
             listeners,
-            self.config.pipe_size(),
+            self.config
+                .pipe_size()
+                .map(|size| (size, self.siblings.budget.clone())),
             (self.now, previous),
         );
         let key = self.routes.insert(route);

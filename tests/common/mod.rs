@@ -271,6 +271,34 @@ impl Forwarder {
         }
     }
 
+    /// Lowers the running child's RLIMIT_NOFILE (soft and hard) to `n` with prlimit(2): its fd budget
+    /// stays what the start-time limit gave, so the process can now run out of fds for real (EMFILE),
+    /// as when descriptors the budget does not know about are in use.
+    pub fn lower_nofile(&self, n: u64) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
+        let lim = libc::rlimit {
+            rlim_cur: n as libc::rlim_t,
+            rlim_max: n as libc::rlim_t,
+        };
+        // SAFETY: prlimit(2) reads `lim` and writes nothing (null old limit); the child is ours and not
+        // yet reaped, so the pid cannot have been reused.
+        let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit: {}", io::Error::last_os_error());
+    }
+
+    /// The `fd-budget=N` of the start line: the most pairs the process holds at once.
+    pub fn fd_budget(&self) -> usize {
+        let logs = self.logs();
+        let rest = &logs[logs
+            .find("fd-budget=")
+            .expect("fd-budget= on the start line")
+            + 10..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest[..end].parse().expect("fd-budget value")
+    }
+
     /// Resident set size of the child in KiB (VmRSS of /proc/PID/status).
     pub fn rss_kib(&self) -> u64 {
         let status =
