@@ -18,6 +18,10 @@
 //! can hang.
 #![allow(dead_code)]
 
+pub mod model_connect;
+pub mod model_proxy;
+pub mod wiregen;
+
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
