@@ -508,7 +508,7 @@ pub fn connect_head(g: &mut Gen, target: Option<&str>) -> Wire {
                 format!("{name}:{ows}Basic YWxpY2U6czNjcmV0{ows}")
             }
             3 => "Proxy-Connection: Keep-Alive".to_string(),
-            4 if g.odds(1, 4) => {
+            4 if g.odds(1, 16) => {
                 let size = g.pick(&[MAX_NEAR - 2, MAX_NEAR - 1, MAX_NEAR, MAX_NEAR + 1]);
                 let room = size.saturating_sub(head.len() + "X-Fill: \r\n\r\n".len());
                 format!("X-Fill: {}", "f".repeat(room))
