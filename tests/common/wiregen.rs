@@ -137,13 +137,10 @@ pub fn ipv6(g: &mut Gen) -> Ipv6Addr {
 /// random case and leading zeros, `::` at a random run of zeros, or a dotted-quad tail.
 pub fn ipv6_text(g: &mut Gen, ip: Ipv6Addr) -> String {
     let s = ip.segments();
-    let group = |g: &mut Gen, v: u16| {
-        let text = match g.below(3) {
-            0 => format!("{v:x}"),
-            1 => format!("{v:04X}"),
-            _ => format!("{v:X}"),
-        };
-        text
+    let group = |g: &mut Gen, v: u16| match g.below(3) {
+        0 => format!("{v:x}"),
+        1 => format!("{v:04X}"),
+        _ => format!("{v:X}"),
     };
     match g.below(4) {
         0 => ip.to_string(),
