@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::allow::AllowList;
 use crate::balance::Algorithm;
-use crate::proxy_protocol::Version;
+use crate::proxy_protocol::{CarriedTlvs, Version};
 
 /// Default ring size per direction: the balance between CPU per byte and the memory a busy pair holds
 /// (2 x 64 KiB); docs/architecture.md has the measurement behind it.
@@ -154,6 +154,9 @@ pub struct RouteConfig {
     pub proxy_auth: Option<String>,
     /// Start every upstream stream with a PROXY protocol header naming the client.
     pub send_proxy: Option<Version>,
+    /// TLVs of the client's own v2 header repeated in the upstream's (needs `send_proxy` v2 and
+    /// `accept_proxy`: [`tlvs_have_a_source`]).
+    pub send_proxy_tlvs: CarriedTlvs,
     /// Clients start with a PROXY protocol header (v1 or v2) whose source address replaces theirs.
     pub accept_proxy: bool,
     /// How long a client may take to send its PROXY header or CONNECT head.
@@ -215,6 +218,13 @@ pub fn check_mode(route: &RouteConfig) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// Whether `send_proxy_tlvs` can work: TLVs are carried from a client's v2 header (`accept_proxy`) into
+/// a v2 header (`send_proxy` v2). An empty set needs neither.
+pub fn tlvs_have_a_source(route: &RouteConfig) -> bool {
+    route.send_proxy_tlvs.is_empty()
+        || (route.accept_proxy && route.send_proxy == Some(Version::V2))
 }
 
 /// One upstream of a route.

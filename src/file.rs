@@ -25,6 +25,7 @@ use crate::config::{
     self, Config, Mode, RouteConfig, UpstreamConfig, DEFAULT_FALL, DEFAULT_HEALTH_TIMEOUT,
     MAX_LISTENERS, MAX_UPSTREAMS,
 };
+use crate::proxy_protocol::CarriedTlvs;
 
 /// Why a file was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +149,7 @@ struct RawRoute {
     allow: Option<Spanned<Vec<String>>>,
     proxy_auth: Option<Spanned<String>>,
     send_proxy: Option<Spanned<String>>,
+    send_proxy_tlvs: Option<Spanned<Vec<String>>>,
     accept_proxy: Option<bool>,
     header_timeout: Option<Spanned<String>>,
 }
@@ -202,8 +204,16 @@ impl Reader<'_> {
             let message = "missing: a forward route needs upstreams";
             return Err(self.error(&key("upstreams"), raw.listen.span(), message));
         }
+        let tlvs_span = raw.send_proxy_tlvs.as_ref().map(Spanned::span);
         let route = self.route_settings(index, raw, defaults)?;
         config::check_mode(&route).map_err(|err| self.error(&key("mode"), span, &err))?;
+        if let (false, Some(tlvs_span)) = (config::tlvs_have_a_source(&route), tlvs_span) {
+            let message = format!(
+                "[{}] needs send_proxy = \"v2\" and accept_proxy = true (TLVs are carried from the client's v2 header into a v2 header)",
+                route.send_proxy_tlvs.names()
+            );
+            return Err(self.error(&key("send_proxy_tlvs"), tlvs_span, &message));
+        }
         Ok(route)
     }
 
@@ -298,6 +308,15 @@ impl Reader<'_> {
             send_proxy: match &raw.send_proxy {
                 Some(text) => Some(self.check(&key("send_proxy"), text, str::parse)?),
                 None => None,
+            },
+            send_proxy_tlvs: match &raw.send_proxy_tlvs {
+                Some(names) => names
+                    .get_ref()
+                    .iter()
+                    .map(|name| name.parse())
+                    .collect::<Result<_, String>>()
+                    .map_err(|err| self.error(&key("send_proxy_tlvs"), names.span(), &err))?,
+                None => CarriedTlvs::default(),
             },
             accept_proxy: raw.accept_proxy.unwrap_or(false),
             header_timeout: self
@@ -728,6 +747,37 @@ upstreams = ["10.0.0.3:80"]
         assert_eq!(route.send_proxy, Some(crate::proxy_protocol::Version::V2));
         assert!(route.accept_proxy);
         assert_eq!(route.header_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn test_send_proxy_tlvs() {
+        use crate::proxy_protocol::TlvKind;
+        let base = "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"10.0.0.1:80\"]\n";
+        let config = parse_text(&format!(
+            "{base}send_proxy = \"v2\"\naccept_proxy = true\nsend_proxy_tlvs = [\"unique_id\", \"authority\"]\n"
+        ))
+        .expect("valid");
+        let tlvs = config.routes[0].send_proxy_tlvs;
+        assert!(tlvs.contains(TlvKind::Authority) && tlvs.contains(TlvKind::UniqueId));
+        assert!(!tlvs.contains(TlvKind::Alpn));
+        let unknown = invalid(&format!(
+            "{base}send_proxy = \"v2\"\naccept_proxy = true\nsend_proxy_tlvs = [\"alpn\", \"sni\"]\n"
+        ));
+        assert!(
+            unknown.starts_with("test.toml:6: route[0].send_proxy_tlvs: unknown TLV 'sni'"),
+            "{unknown}"
+        );
+        for (settings, line) in [
+            ("send_proxy = \"v1\"\naccept_proxy = true\n", 6),
+            ("accept_proxy = true\n", 5),
+            ("send_proxy = \"v2\"\n", 5),
+        ] {
+            let alone = invalid(&format!("{base}{settings}send_proxy_tlvs = [\"alpn\"]\n"));
+            let expected = format!("test.toml:{line}: route[0].send_proxy_tlvs: [alpn] needs send_proxy = \"v2\" and accept_proxy = true");
+            assert!(alone.starts_with(&expected), "{alone}");
+        }
+        let none = parse_text(&format!("{base}send_proxy_tlvs = []\n")).expect("empty is nothing");
+        assert!(none.routes[0].send_proxy_tlvs.is_empty());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! |-----------|--------------------------------------|-----------------------------------------------|
 //! | `Proxy`   | a prefix of a PROXY header           | `More`                                        |
 //! | `Proxy`   | a whole header                       | addresses kept; on to `Connect`, or `Ready`    |
-//! | `Proxy`   | not a header, or a broken one        | `Drop(reason)`: closed with a log line         |
+//! | `Proxy`   | not a header, or a broken one        | `BadProxyHeader(reason)`: on to `Refused`      |
+//! | `Proxy`   | (the pair: timeout, client gone)     | [`Greeting::give_up`]: on to `Refused`         |
+//! | `Refused` | -                                    | the pair closes; the reason is counted         |
 //! | `Connect` | no blank line yet, under 8 KiB       | `More`                                        |
 //! | `Connect` | a bad head, a denied destination...  | `Answer(status)`: the status, then close       |
 //! | `Connect` | a CONNECT to an allowed IP literal   | `Ready(Direct(addr))`                          |
@@ -27,13 +29,15 @@ use std::sync::Arc;
 
 use crate::allow::AllowList;
 use crate::connect_request::{self, Head, Host, Status};
-use crate::proxy_protocol::{self, Parsed};
+use crate::proxy_protocol::{self, CarriedTlvs, Parsed, Reason};
 
 /// A route's greeting settings, shared by its pairs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
     /// Expect a PROXY protocol header first.
     pub accept_proxy: bool,
+    /// The TLVs of that header to keep for the upstream's (`--send-proxy-tlvs`).
+    pub carry_tlvs: CarriedTlvs,
     /// Expect a CONNECT head: the tunnel's rules.
     pub connect: Option<ConnectRules>,
 }
@@ -75,7 +79,10 @@ pub enum Verdict {
     Ready { target: Target, leftover: Vec<u8> },
     /// Answer with this status and close (connect mode).
     Answer(Status, String),
-    /// Close without an answer (a bad PROXY header), logging the reason.
+    /// Close at once without an answer: the PROXY header broke a rule ([`Greeting::refused`] says which
+    /// from now on).
+    BadProxyHeader(Reason),
+    /// Close without an answer, logging the reason (cannot happen: a parser decides within its bound).
     Drop(String),
 }
 
@@ -83,6 +90,8 @@ pub enum Verdict {
 enum Stage {
     Proxy,
     Connect,
+    /// The PROXY header was refused, or never finished: the pair closes, counting this reason.
+    Refused(Reason),
 }
 
 /// A greeting in progress.
@@ -94,6 +103,9 @@ pub struct Greeting {
     /// The addresses a PROXY header carried (`None`: none was expected, or it carried none).
     pub source: Option<SocketAddr>,
     pub destination: Option<SocketAddr>,
+    /// The TLVs of the PROXY header to repeat upstream, whole (type, length, value), at most the
+    /// header's 1 KiB: held from the header until the pair builds the upstream's.
+    pub carried_tlvs: Vec<u8>,
 }
 
 impl Greeting {
@@ -109,6 +121,7 @@ impl Greeting {
             buf: Vec::new(),
             source: None,
             destination: None,
+            carried_tlvs: Vec::new(),
         }
     }
 
@@ -122,6 +135,7 @@ impl Greeting {
         let bound = match self.stage {
             Stage::Proxy => proxy_protocol::MAX_HEADER,
             Stage::Connect => connect_request::MAX_HEAD,
+            Stage::Refused(_) => 0,
         };
         bound.saturating_sub(self.buf.len())
     }
@@ -131,18 +145,42 @@ impl Greeting {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Why the PROXY header failed, once it has: refused by the parser, or given up by the pair.
+    pub fn refused(&self) -> Option<Reason> {
+        match self.stage {
+            Stage::Refused(reason) => Some(reason),
+            Stage::Proxy | Stage::Connect => None,
+        }
+    }
+
+    /// The pair gives up on a greeting (`reason`: its timeout, or the client left). Only a greeting still
+    /// waiting for its PROXY header is marked refused: a CONNECT head's failures are not the header's.
+    pub fn give_up(&mut self, reason: Reason) {
+        if self.stage == Stage::Proxy {
+            self.stage = Stage::Refused(reason);
+            self.buf = Vec::new();
+        }
+    }
+
     /// Runs the stages over what has arrived.
     pub fn advance(&mut self) -> Verdict {
+        if let Stage::Refused(reason) = self.stage {
+            return Verdict::BadProxyHeader(reason);
+        }
         if self.stage == Stage::Proxy {
             match proxy_protocol::parse(&self.buf) {
                 Parsed::Incomplete => return Verdict::More,
-                Parsed::Invalid(reason) => return Verdict::Drop(format!("PROXY header: {reason}")),
+                Parsed::Invalid(reason) => {
+                    self.give_up(reason);
+                    return Verdict::BadProxyHeader(reason);
+                }
                 Parsed::Done {
                     header_len,
                     source,
                     destination,
-                    ..
+                    tlvs,
                 } => {
+                    self.carried_tlvs = self.rules.carry_tlvs.copy_from(&self.buf, &tlvs);
                     self.buf.drain(..header_len);
                     self.source = source;
                     self.destination = destination;
@@ -214,6 +252,7 @@ mod tests {
         });
         Arc::new(Rules {
             accept_proxy,
+            carry_tlvs: CarriedTlvs::default(),
             connect,
         })
     }
@@ -303,13 +342,68 @@ mod tests {
             }
         );
         assert_eq!(g.source, Some("192.0.2.9:4000".parse().expect("addr")));
+    }
+
+    #[test]
+    fn test_proxy_header_refused_stays_refused() {
+        let mut g = Greeting::new(rules(true, &[], None));
+        assert_eq!(
+            feed(&mut g, b"GET / HTTP/1.1\r\n"),
+            Verdict::BadProxyHeader(Reason::Signature)
+        );
+        assert_eq!(g.refused(), Some(Reason::Signature));
+        assert_eq!(g.room(), 0);
+        g.give_up(Reason::Timeout); // the first reason stands
+        assert_eq!(g.refused(), Some(Reason::Signature));
+    }
+
+    #[test]
+    fn test_give_up_marks_only_a_pending_proxy_header() {
+        let mut waiting = Greeting::new(rules(true, &["*:*"], None));
+        assert_eq!(feed(&mut waiting, b"PROXY TCP4 1.2"), Verdict::More);
+        waiting.give_up(Reason::ClientClosed);
+        assert_eq!(waiting.refused(), Some(Reason::ClientClosed));
+        let mut past_it = Greeting::new(rules(true, &["*:*"], None));
+        assert_eq!(feed(&mut past_it, b"PROXY UNKNOWN\r\nCONN"), Verdict::More);
+        past_it.give_up(Reason::Timeout);
+        assert_eq!(past_it.refused(), None);
+        let mut connect_only = Greeting::new(rules(false, &["*:*"], None));
+        connect_only.give_up(Reason::Timeout);
+        assert_eq!(connect_only.refused(), None);
+    }
+
+    /// `--send-proxy-tlvs`: the TLVs asked for are kept from the header (not the others); a v1 header
+    /// has none to keep.
+    #[test]
+    fn test_proxy_header_tlvs_kept_for_upstream() {
+        let carrying = |list: &str| {
+            Arc::new(Rules {
+                accept_proxy: true,
+                carry_tlvs: CarriedTlvs::parse_list(list).expect("list"),
+                connect: None,
+            })
+        };
+        let mut header = encode(
+            Version::V2,
+            "192.0.2.9:4000".parse().expect("addr"),
+            "10.0.0.1:80".parse().expect("addr"),
+        );
+        let alpn = [0x01, 0x00, 0x02, b'h', b'2'];
+        let authority = [0x02, 0x00, 0x01, b'a'];
+        header.extend_from_slice(&[alpn.as_slice(), &authority].concat());
+        header[14..16].copy_from_slice(&(12u16 + 9).to_be_bytes());
+        let mut g = Greeting::new(carrying("alpn"));
         assert!(matches!(
-            feed(
-                &mut Greeting::new(rules(true, &[], None)),
-                b"GET / HTTP/1.1\r\n"
-            ),
-            Verdict::Drop(_)
+            feed(&mut g, &[header.as_slice(), b"data"].concat()),
+            Verdict::Ready { .. }
         ));
+        assert_eq!(g.carried_tlvs, alpn);
+        let mut v1 = Greeting::new(carrying("alpn,authority,unique_id"));
+        assert!(matches!(
+            feed(&mut v1, b"PROXY TCP4 192.0.2.1 127.0.0.1 5 6\r\n"),
+            Verdict::Ready { .. }
+        ));
+        assert!(v1.carried_tlvs.is_empty());
     }
 
     #[test]
@@ -349,7 +443,7 @@ mod tests {
                         assert!(status.code() >= 400);
                         return;
                     }
-                    Verdict::Drop(_) => return,
+                    Verdict::BadProxyHeader(_) | Verdict::Drop(_) => return,
                 }
             }
         }

@@ -16,12 +16,12 @@ use edgefwd::config::{self, Config, Mode, RouteConfig, Splice, UpstreamConfig};
 use edgefwd::fdlimit;
 use edgefwd::file::{self, Defaults, FileError};
 use edgefwd::metrics::MetricsBoard;
-use edgefwd::proxy_protocol::Version;
+use edgefwd::proxy_protocol::{CarriedTlvs, Version};
 use edgefwd::reactor::{Exit, Reactor, Siblings};
 use edgefwd::resolve;
 
 /// The flags that describe the one route of a flag-configured forwarder; `--config` excludes them all.
-const ROUTE_FLAGS: [&str; 22] = [
+const ROUTE_FLAGS: [&str; 23] = [
     "listen",
     "upstream",
     "balance",
@@ -42,6 +42,7 @@ const ROUTE_FLAGS: [&str; 22] = [
     "allow",
     "proxy_auth",
     "send_proxy",
+    "send_proxy_tlvs",
     "accept_proxy",
     "header_timeout",
 ];
@@ -141,6 +142,11 @@ struct Cli {
     /// Start every upstream stream with a PROXY protocol header (v1 or v2) carrying the client address.
     #[arg(long, value_name = "VERSION", value_parser = str::parse::<Version>)]
     send_proxy: Option<Version>,
+
+    /// With --send-proxy v2 and --accept-proxy: repeat these TLVs of the client's v2 header in the
+    /// upstream's, any of authority,alpn,unique_id (comma-separated).
+    #[arg(long, value_name = "LIST", value_parser = CarriedTlvs::parse_list)]
+    send_proxy_tlvs: Option<CarriedTlvs>,
 
     /// Clients start with a PROXY protocol header (v1 or v2, detected); its source address is the client's.
     #[arg(long)]
@@ -364,10 +370,20 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
         allow: AllowList::new(cli.allow),
         proxy_auth: cli.proxy_auth,
         send_proxy: cli.send_proxy,
+        send_proxy_tlvs: cli.send_proxy_tlvs.unwrap_or_default(),
         accept_proxy: cli.accept_proxy,
         header_timeout: cli.header_timeout,
     };
     config::check_mode(&route).map_err(|message| Failure { code: 2, message })?;
+    if !config::tlvs_have_a_source(&route) {
+        return Err(Failure {
+            code: 2,
+            message: format!(
+                "--send-proxy-tlvs {} needs --send-proxy v2 and --accept-proxy (TLVs are carried from the client's v2 header into a v2 header)",
+                route.send_proxy_tlvs.names()
+            ),
+        });
+    }
     Ok(Config {
         routes: vec![route],
         shutdown_timeout: cli.shutdown_timeout,

@@ -10,6 +10,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::pair::Cause;
+use crate::proxy_protocol::Reason;
 
 /// A histogram with power-of-two upper bounds: 1, 2, 4, ... 2^(BUCKETS-2), then +Inf.
 #[derive(Debug, Clone)]
@@ -172,6 +173,9 @@ pub struct Metrics {
     pub failovers: u64,
     /// Pairs closed, by [`Cause`] (connect failures are counted here too).
     pub closes: [u64; Cause::ALL.len()],
+    /// Clients closed over their PROXY header (`--accept-proxy`), by [`Reason`]: refused by the parser,
+    /// timed out, or gone before it ended.
+    pub proxy_header_rejects: [u64; Reason::ALL.len()],
     /// Pair runs that used up their byte budget with work left and were re-queued.
     pub budget_yields: u64,
     /// Pair runs stopped by the loop guard (a bug if ever non-zero).
@@ -273,6 +277,13 @@ impl Metrics {
         for (mine, theirs) in self.closes.iter_mut().zip(other.closes) {
             *mine += theirs;
         }
+        for (mine, theirs) in self
+            .proxy_header_rejects
+            .iter_mut()
+            .zip(other.proxy_header_rejects)
+        {
+            *mine += theirs;
+        }
         self.budget_yields += other.budget_yields;
         self.read_pauses += other.read_pauses;
         self.read_resumes += other.read_resumes;
@@ -305,6 +316,11 @@ impl Metrics {
     /// Pairs closed for `cause`.
     pub fn closed(&self, cause: Cause) -> u64 {
         self.closes[cause as usize]
+    }
+
+    /// Clients closed over their PROXY header for `reason`.
+    pub fn proxy_header_rejected(&self, reason: Reason) -> u64 {
+        self.proxy_header_rejects[reason as usize]
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every counter.
@@ -450,6 +466,18 @@ impl Metrics {
                 out,
                 "edgefwd_closes_total{{cause=\"{cause}\"}} {}",
                 self.closed(cause)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP edgefwd_proxy_header_rejected_total clients closed over their PROXY header (--accept-proxy), by reason\n# TYPE edgefwd_proxy_header_rejected_total counter"
+        );
+        for reason in Reason::ALL {
+            let _ = writeln!(
+                out,
+                "edgefwd_proxy_header_rejected_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                self.proxy_header_rejected(reason)
             );
         }
         let _ = writeln!(
@@ -673,6 +701,25 @@ mod tests {
         assert!(out.contains(
             "edgefwd_upstream_connect_failures_total{route=\"we\\\"b\",upstream=\"b:80\"} 7\n"
         ));
+    }
+
+    /// Every reason is a series from the start (0 until it happens), and `--threads` reactors add up.
+    #[test]
+    fn test_proxy_header_rejects_by_reason_merged() {
+        let mut one = Metrics::default();
+        one.proxy_header_rejects[Reason::TlvOverrun as usize] = 2;
+        let mut other = Metrics::default();
+        other.proxy_header_rejects[Reason::TlvOverrun as usize] = 3;
+        other.proxy_header_rejects[Reason::Timeout as usize] = 1;
+        one.merge(&other);
+        let mut out = String::new();
+        one.render(0, &mut out);
+        let name = "edgefwd_proxy_header_rejected_total";
+        assert!(out.contains(&format!("{name}{{reason=\"tlv-overrun\"}} 5\n")));
+        assert!(out.contains(&format!("{name}{{reason=\"timeout\"}} 1\n")));
+        assert!(out.contains(&format!("{name}{{reason=\"crc32c\"}} 0\n")));
+        let series = out.lines().filter(|line| line.starts_with(name)).count();
+        assert_eq!(series, Reason::ALL.len());
     }
 
     #[test]

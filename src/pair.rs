@@ -48,7 +48,7 @@ use mio::net::TcpStream;
 use crate::config::Splice;
 use crate::connect_request::Status;
 use crate::greeting::{Greeting, Target, Verdict};
-use crate::proxy_protocol::{self, Version};
+use crate::proxy_protocol::{self, Reason, Version};
 
 use crate::metrics::Way;
 use crate::net::{self, ConnectState};
@@ -369,14 +369,15 @@ impl Pair {
     pub fn with_send_proxy(mut self, version: Option<Version>) -> Pair {
         self.send_proxy = version;
         if self.greeting.is_none() {
-            self.push_proxy_header(None);
+            self.push_proxy_header(None, &[]);
         }
         self
     }
 
     /// Queues the PROXY header: from the client's address to `destination` (the one a received header
-    /// carried) or else the address the client connected to.
-    fn push_proxy_header(&mut self, destination: Option<SocketAddr>) {
+    /// carried) or else the address the client connected to, with the `tlvs` carried from the client's
+    /// own header (`--send-proxy-tlvs`).
+    fn push_proxy_header(&mut self, destination: Option<SocketAddr>, tlvs: &[u8]) {
         let Some(version) = self.send_proxy else {
             return;
         };
@@ -384,7 +385,7 @@ impl Pair {
         let destination = destination
             .or_else(|| self.client.local_addr().ok())
             .unwrap_or(unspecified);
-        let header = proxy_protocol::encode(version, self.client_addr, destination);
+        let header = proxy_protocol::encode_with_tlvs(version, self.client_addr, destination, tlvs);
         self.c2u.push_preamble(&header);
     }
 
@@ -569,7 +570,10 @@ impl Pair {
                 return self.conclude(Verdict::Drop("greeting too long".into()), now);
             }
             match self.client.read(&mut chunk[..room]) {
-                Ok(0) => return Outcome::Close(Cause::ClientAbort),
+                Ok(0) => {
+                    greeting.give_up(Reason::ClientClosed);
+                    return Outcome::Close(Cause::ClientAbort);
+                }
                 Ok(n) => {
                     greeting.extend(&chunk[..n]);
                     match greeting.advance() {
@@ -582,7 +586,10 @@ impl Pair {
                     return Outcome::Open;
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Outcome::Close(Cause::ClientReset),
+                Err(_) => {
+                    greeting.give_up(Reason::ClientClosed);
+                    return Outcome::Close(Cause::ClientReset);
+                }
             }
         }
     }
@@ -605,7 +612,7 @@ impl Pair {
                     );
                     self.client_addr = source;
                 }
-                self.push_proxy_header(greeting.destination);
+                self.push_proxy_header(greeting.destination, &greeting.carried_tlvs);
                 self.client_pipelined = !leftover.is_empty();
                 self.c2u.push_preamble(&leftover);
                 if target != Target::Balanced {
@@ -635,11 +642,23 @@ impl Pair {
                 );
                 self.refuse(status, now)
             }
+            Verdict::BadProxyHeader(_) => {
+                // Kept for the reactor, which counts and logs the reason as it closes the pair: no
+                // upstream exists yet, so nothing reaches one.
+                self.greeting = Some(greeting);
+                Outcome::Close(Cause::Rejected)
+            }
             Verdict::Drop(why) => {
                 info!("conn={} client={} closed: {why}", self.id, self.client_addr);
                 Outcome::Close(Cause::Rejected)
             }
         }
+    }
+
+    /// Why this pair's PROXY header failed (`edgefwd_proxy_header_rejected_total{reason}`), if it did:
+    /// refused by the parser, timed out, or the client left before it ended.
+    pub fn proxy_header_rejection(&self) -> Option<Reason> {
+        self.greeting.as_ref().and_then(Greeting::refused)
     }
 
     /// Starts answering the client with an error status; whatever was queued for either side is
@@ -710,20 +729,23 @@ impl Pair {
     /// closes (and a connect timeout of a route upstream fails over, in the reactor).
     pub fn expire(&mut self, cause: Cause, now: Instant) -> Outcome {
         match self.phase {
-            Phase::Greeting if self.greeting.as_ref().is_some_and(Greeting::answers) => {
-                debug!(
-                    "conn={} client={} CONNECT head timed out",
-                    self.id, self.client_addr
-                );
-                self.greeting = None;
-                self.refuse(Status::RequestTimeout, now)
-            }
             Phase::Greeting => {
-                info!(
-                    "conn={} client={} closed: no complete PROXY header within --header-timeout",
+                let Some(greeting) = self.greeting.as_mut() else {
+                    return Outcome::Close(cause);
+                };
+                // Still waiting for the PROXY header: counted (and logged) by the reactor as it closes.
+                greeting.give_up(Reason::Timeout);
+                if !greeting.answers() {
+                    return Outcome::Close(cause);
+                }
+                debug!(
+                    "conn={} client={} greeting timed out: 408",
                     self.id, self.client_addr
                 );
-                Outcome::Close(cause)
+                if greeting.refused().is_none() {
+                    self.greeting = None; // a CONNECT head's buffer: not needed while refusing
+                }
+                self.refuse(Status::RequestTimeout, now)
             }
             Phase::Connecting if self.direct && cause == Cause::ConnectTimeout => {
                 self.next_destination(Status::GatewayTimeout, &"timed out", now)
@@ -1068,6 +1090,7 @@ mod tests {
         accepted.set_nonblocking(true).expect("nonblocking");
         let rules = Arc::new(Rules {
             accept_proxy: false,
+            carry_tlvs: Default::default(),
             connect: Some(ConnectRules {
                 allow: AllowList::new(vec!["localhost:*".parse().expect("rule")]),
                 credentials: None,

@@ -208,8 +208,8 @@ impl Reason {
             Reason::V1Fields => "v1 header needs 4 address fields",
             Reason::V1Protocol => "v1 header with an unknown protocol",
             Reason::V1Address => "v1 header with a bad address or port",
-            Reason::Timeout => "no whole header before the header timeout",
-            Reason::ClientClosed => "client closed before its header ended",
+            Reason::Timeout => "no complete PROXY header within --header-timeout",
+            Reason::ClientClosed => "the client left before its PROXY header ended",
         }
     }
 }
@@ -243,6 +243,15 @@ impl TlvKind {
         }
     }
 
+    /// The name `--send-proxy-tlvs` and `send_proxy_tlvs` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlvKind::Alpn => "alpn",
+            TlvKind::Authority => "authority",
+            TlvKind::UniqueId => "unique_id",
+        }
+    }
+
     fn from_code(code: u8) -> Option<TlvKind> {
         TlvKind::ALL.into_iter().find(|kind| kind.code() == code)
     }
@@ -253,6 +262,75 @@ impl TlvKind {
             TlvKind::Authority => 1,
             TlvKind::UniqueId => 2,
         }
+    }
+}
+
+impl std::str::FromStr for TlvKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<TlvKind, String> {
+        TlvKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == text)
+            .ok_or_else(|| format!("unknown TLV '{text}': expected authority, alpn or unique_id"))
+    }
+}
+
+/// The TLV kinds a route carries from its clients' v2 headers into its upstream headers
+/// (`--send-proxy-tlvs`, HAProxy's `proxy-v2-options`). Empty by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CarriedTlvs([bool; 3]);
+
+impl CarriedTlvs {
+    /// Parses `authority,alpn,unique_id` (any subset, any order; a name twice is the same as once).
+    pub fn parse_list(text: &str) -> Result<CarriedTlvs, String> {
+        text.split(',').map(str::trim).map(str::parse).collect()
+    }
+
+    pub fn contains(self, kind: TlvKind) -> bool {
+        self.0[kind.index()]
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == [false; 3]
+    }
+
+    /// The same list as `parse_list` takes, for the start line.
+    pub fn names(self) -> String {
+        let names: Vec<&str> = TlvKind::ALL
+            .into_iter()
+            .filter(|kind| self.contains(*kind))
+            .map(TlvKind::name)
+            .collect();
+        names.join(",")
+    }
+
+    /// The carried TLVs of the v2 `header` whose [`TlvSpans`] are `spans`, as bytes to put in the
+    /// upstream header (type, length, value each, in `TlvKind::ALL` order; none for a v1 header).
+    pub fn copy_from(self, header: &[u8], spans: &TlvSpans) -> Vec<u8> {
+        let mut out = Vec::new();
+        for kind in TlvKind::ALL.into_iter().filter(|kind| self.contains(*kind)) {
+            let Some(value) = spans.get(kind).and_then(|range| header.get(range)) else {
+                continue;
+            };
+            let Ok(len) = u16::try_from(value.len()) else {
+                continue; // cannot happen: the value came from a header of at most 1 KiB
+            };
+            out.push(kind.code());
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(value);
+        }
+        out
+    }
+}
+
+impl FromIterator<TlvKind> for CarriedTlvs {
+    fn from_iter<I: IntoIterator<Item = TlvKind>>(kinds: I) -> CarriedTlvs {
+        let mut set = CarriedTlvs::default();
+        for kind in kinds {
+            set.0[kind.index()] = true;
+        }
+        set
     }
 }
 
@@ -276,10 +354,22 @@ impl TlvSpans {
 /// reaching an IPv6 listener) are sent as IPv6, with the IPv4 address mapped (`::ffff:a.b.c.d`), since
 /// both versions need one family for both addresses.
 pub fn encode(version: Version, source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    encode_with_tlvs(version, source, destination, &[])
+}
+
+/// [`encode`], with `tlvs` (whole TLVs, as [`CarriedTlvs::copy_from`] makes them) after a v2 header's
+/// addresses. A v1 header has no room for them: they are left out (the configuration refuses
+/// `--send-proxy-tlvs` without `--send-proxy v2`).
+pub fn encode_with_tlvs(
+    version: Version,
+    source: SocketAddr,
+    destination: SocketAddr,
+    tlvs: &[u8],
+) -> Vec<u8> {
     let (source, destination) = same_family(source, destination);
     match version {
         Version::V1 => encode_v1(source, destination),
-        Version::V2 => encode_v2(source, destination),
+        Version::V2 => encode_v2(source, destination, tlvs),
     }
 }
 
@@ -306,26 +396,29 @@ fn encode_v1(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
     .into_bytes()
 }
 
-fn encode_v2(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + 36);
+fn encode_v2(source: SocketAddr, destination: SocketAddr, tlvs: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + 36 + tlvs.len());
     out.extend_from_slice(&V2_SIGNATURE);
     out.push(0x21); // version 2, command PROXY
+                    // Carried TLVs come from a header of at most V2_MAX bytes: the length always fits 16 bits.
+    let length = |addresses: usize| u16::try_from(addresses + tlvs.len()).unwrap_or(u16::MAX);
     match (source.ip(), destination.ip()) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {
             out.push(0x11); // AF_INET, STREAM
-            out.extend_from_slice(&12u16.to_be_bytes());
+            out.extend_from_slice(&length(12).to_be_bytes());
             out.extend_from_slice(&src.octets());
             out.extend_from_slice(&dst.octets());
         }
         (src, dst) => {
             out.push(0x21); // AF_INET6, STREAM
-            out.extend_from_slice(&36u16.to_be_bytes());
+            out.extend_from_slice(&length(36).to_be_bytes());
             out.extend_from_slice(&as_v6(src).octets());
             out.extend_from_slice(&as_v6(dst).octets());
         }
     }
     out.extend_from_slice(&source.port().to_be_bytes());
     out.extend_from_slice(&destination.port().to_be_bytes());
+    out.extend_from_slice(tlvs);
     out
 }
 
@@ -713,6 +806,7 @@ mod tests {
             b"PROXY TCP4  10.0.0.1 10.0.0.2 1 2\r\n",
             b"PROXY UDP4 10.0.0.1 10.0.0.2 1 2\r\n",
             b"PROXY TCP4 10.0.0.1 10.0.0.2 1 2\n",
+            b"PROXY UNKNOWN \n\r\n",
             b"GET / HTTP/1.1\r\n",
             b"proxy TCP4",
             b"PROXY UNKNOWN a\nb\r\n",
@@ -1147,6 +1241,62 @@ mod tests {
     }
 
     #[test]
+    fn test_carried_tlvs_parse() {
+        let all = CarriedTlvs::parse_list("authority,alpn,unique_id").expect("all three");
+        assert!(TlvKind::ALL.iter().all(|kind| all.contains(*kind)));
+        assert_eq!(all.names(), "alpn,authority,unique_id");
+        let one = CarriedTlvs::parse_list("alpn, alpn").expect("one");
+        assert!(one.contains(TlvKind::Alpn) && !one.contains(TlvKind::Authority));
+        for bad in ["", "alpn,", "sni", "ALPN", "unique-id"] {
+            let err = CarriedTlvs::parse_list(bad).expect_err(bad);
+            assert!(err.starts_with("unknown TLV '"), "{err}");
+        }
+        assert!(CarriedTlvs::default().is_empty());
+    }
+
+    /// The TLVs asked for are copied (the first of each kind), nothing else; encoded after the
+    /// addresses of the upstream header, they parse back where they were.
+    #[test]
+    fn test_carried_tlvs_copied_and_encoded() {
+        let header = inet(
+            &[
+                tlv(0x04, b"noop"),
+                tlv(0x05, b"id-1"),
+                tlv(0x02, b"example.com"),
+                tlv(0x01, b"h2"),
+                tlv(0x02, b"second.example"),
+                tlv(0xE0, b"custom"),
+            ]
+            .concat(),
+        );
+        let asked = CarriedTlvs::parse_list("authority,unique_id").expect("list");
+        let copied = asked.copy_from(&header, &spans(&header));
+        assert_eq!(
+            copied,
+            [tlv(0x02, b"example.com"), tlv(0x05, b"id-1")].concat()
+        );
+        let sent = encode_with_tlvs(
+            Version::V2,
+            addr("[2001:db8::1]:7"),
+            addr("10.0.0.1:80"),
+            &copied,
+        );
+        assert_eq!(sent.len(), 16 + 36 + copied.len());
+        let found = spans(&sent);
+        assert_eq!(
+            found.get(TlvKind::Authority).map(|range| &sent[range]),
+            Some(&b"example.com"[..])
+        );
+        assert_eq!(found.get(TlvKind::Alpn), None);
+        let v1 = b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n";
+        assert!(asked.copy_from(v1, &spans(v1)).is_empty());
+        assert_eq!(
+            encode(Version::V2, addr("1.2.3.4:1"), addr("5.6.7.8:2")).len(),
+            28
+        );
+    }
+
+    #[test]
     fn test_reason_labels_are_unique_and_kebab_case() {
         let labels: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(labels.len(), Reason::ALL.len());
@@ -1154,6 +1304,12 @@ mod tests {
             assert!(label
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        }
+        for (index, reason) in Reason::ALL.into_iter().enumerate() {
+            assert_eq!(
+                reason as usize, index,
+                "{reason:?}: ALL indexes the counters"
+            );
         }
         assert_eq!(invalid(b"GET / HTTP/1.1\r\n"), Reason::Signature);
     }

@@ -49,6 +49,7 @@ use crate::metrics::{Metrics, MetricsBoard, StatsTicker};
 use crate::net;
 use crate::pair::{Cause, InterestChange, Outcome, Pair, Phase, NO_UPSTREAM};
 use crate::prewarm::WarmPool;
+use crate::proxy_protocol::Reason;
 use crate::readiness::Event;
 use crate::resolve::{Inbox, Lookup, NotQueued, Worker};
 use crate::route::{Listener, NoUpstream, Route};
@@ -76,6 +77,8 @@ const PAIR_SLOTS_KEPT: usize = 1024;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Events fetched per `epoll_wait`.
 const EVENTS_CAPACITY: usize = 1024;
+/// At most one line per this long about clients closed over their PROXY header (per reactor).
+const PROXY_HEADER_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How the loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +161,8 @@ pub struct Reactor {
     exhaustion_warning: Throttle,
     /// CONNECT lookups that could not be queued (a full queue, no lookup thread).
     lookup_warning: Throttle,
+    /// Clients closed over their PROXY header: one info line per interval, the metric counts them all.
+    proxy_header_log: Throttle,
     /// Time of the current loop turn, read once after `epoll_wait`.
     now: Instant,
 }
@@ -237,6 +242,7 @@ impl Reactor {
             drain: None,
             exhaustion_warning: Throttle::new(Duration::from_secs(5)),
             lookup_warning: Throttle::new(Duration::from_secs(10)),
+            proxy_header_log: Throttle::new(PROXY_HEADER_LOG_INTERVAL),
             now,
         };
         let shared_port = config.threads > 1;
@@ -1016,6 +1022,27 @@ impl Reactor {
         self.arm_timer(slot);
     }
 
+    /// A client is closed over its PROXY header: counted by reason, and logged at info, rate-limited.
+    /// Info, not warning: the fault is the client's (or a scanner's), not the operator's to fix; and
+    /// rate-limited, because a hostile client can open thousands of such connections a second and must
+    /// not turn the log into the bottleneck. The counter has every one of them.
+    fn proxy_header_rejected(&mut self, pair: &Pair, reason: Reason) {
+        self.metrics.proxy_header_rejects[reason as usize] += 1;
+        if let Some(held_back) = self.proxy_header_log.allow(self.now) {
+            let more = match held_back {
+                0 => String::new(),
+                n => format!(" ({n} more since the last such line)"),
+            };
+            info!(
+                "conn={} client={} closed: {} (PROXY header rejected, reason={}){more}",
+                pair.id,
+                pair.client_addr,
+                reason.message(),
+                reason.label()
+            );
+        }
+    }
+
     /// Tears a pair down: storage back to the pool, RST where the cause calls for it, one log line.
     /// Dropping the sockets closes them, which removes them from epoll/kqueue without a deregister call
     /// (we never dup these fds, so the close is the last reference).
@@ -1031,6 +1058,9 @@ impl Reactor {
             });
         }
         self.metrics.closes[cause as usize] += 1;
+        if let Some(reason) = pair.proxy_header_rejection() {
+            self.proxy_header_rejected(&pair, reason);
+        }
         // A timeout can fire while a stalled reader leaves bytes in a ring: those peers must see an
         // abort, not a FIN after a stream that silently lost its tail.
         if cause.resets() || pair.holds_undelivered() {

@@ -36,6 +36,7 @@ fn greeting_rules(config: &RouteConfig) -> Option<Arc<Rules>> {
     (config.accept_proxy || connect.is_some()).then(|| {
         Arc::new(Rules {
             accept_proxy: config.accept_proxy,
+            carry_tlvs: config.send_proxy_tlvs,
             connect,
         })
     })
@@ -386,6 +387,12 @@ impl Route {
         if let Some(version) = config.send_proxy {
             text.push_str(&format!(" send-proxy={version:?}"));
         }
+        if !config.send_proxy_tlvs.is_empty() {
+            text.push_str(&format!(
+                " send-proxy-tlvs={}",
+                config.send_proxy_tlvs.names()
+            ));
+        }
         text
     }
 
@@ -501,6 +508,7 @@ mod tests {
             allow: crate::allow::AllowList::default(),
             proxy_auth: None,
             send_proxy: None,
+            send_proxy_tlvs: Default::default(),
             accept_proxy: false,
             header_timeout: Duration::from_secs(10),
         }
@@ -533,6 +541,12 @@ mod tests {
         let mut other_upstream = old.clone();
         other_upstream.upstreams[0].name = "127.0.0.1:10".into();
         assert!(!same_settings(&old, &other_upstream));
+        let mut other_tlvs = old.clone();
+        other_tlvs.send_proxy_tlvs = "alpn"
+            .parse()
+            .map(|kind| [kind].into_iter().collect())
+            .expect("tlv");
+        assert!(!same_settings(&old, &other_tlvs));
         let mut other_limit = old.clone();
         other_limit.max_connections = 11;
         assert!(!same_settings(&old, &other_limit));

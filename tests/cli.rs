@@ -239,3 +239,35 @@ fn test_start_line_names_bound_address() {
         quiet.logs()
     );
 }
+
+/// `--send-proxy-tlvs`: an unknown name, or the option without both `--send-proxy v2` and
+/// `--accept-proxy`, is a usage error naming the value.
+#[test]
+fn test_send_proxy_tlvs_errors() {
+    let base = ["--listen", "127.0.0.1:0", "--upstream", UP];
+    let with = |extra: &[&'static str]| [base.as_slice(), extra].concat();
+    expect_exit(
+        &with(&[
+            "--send-proxy",
+            "v2",
+            "--accept-proxy",
+            "--send-proxy-tlvs",
+            "alpn,sni",
+        ]),
+        2,
+        "unknown TLV 'sni'",
+    );
+    for missing in [
+        &["--send-proxy", "v1", "--accept-proxy"][..],
+        &["--accept-proxy"],
+        &["--send-proxy", "v2"],
+    ] {
+        let args = [with(missing), vec!["--send-proxy-tlvs", "unique_id"]].concat();
+        let stderr = expect_exit(
+            &args,
+            2,
+            "--send-proxy-tlvs unique_id needs --send-proxy v2 and --accept-proxy",
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+}

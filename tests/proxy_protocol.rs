@@ -1,6 +1,7 @@
 //! The PROXY protocol on real sockets: `--send-proxy v1|v2` read by a test upstream (with edgefwd's own
 //! parser) and by nginx; `--accept-proxy` fed by hand-written v1/v2 headers and by haproxy
-//! (`send-proxy-v2`); a malformed header and a missing one. nginx and haproxy run on loopback from temp
+//! (`send-proxy-v2`); a malformed header and a missing one; every malformed v2 TLV layout closed at once,
+//! nothing sent upstream, and counted by reason in /metrics. nginx and haproxy run on loopback from temp
 //! config files when installed (`.ci/run` installs them); their tests say SKIPPED otherwise.
 
 mod common;
@@ -160,6 +161,342 @@ fn test_missing_header_times_out() {
     assert!(bytes.is_empty() && end == End::Eof, "{bytes:?} {end:?}");
     fwd.wait_for_close("header-timeout", Duration::from_secs(2));
     fwd.expect_log("no complete PROXY header", Duration::from_secs(1));
+}
+
+// ---- strict v2 validation: closed at once, nothing upstream, counted by reason -------------------
+
+/// A v2 header: PROXY over IPv4 (192.0.2.1:5000 -> 10.0.0.1:443) whose TLV area is `tlvs`.
+fn v2_inet(tlvs: &[u8]) -> Vec<u8> {
+    let mut header = proxy_protocol::V2_SIGNATURE.to_vec();
+    header.extend_from_slice(&[0x21, 0x11]);
+    header.extend_from_slice(&(12 + tlvs.len() as u16).to_be_bytes());
+    header.extend_from_slice(&[192, 0, 2, 1, 10, 0, 0, 1, 0x13, 0x88, 0x01, 0xBB]);
+    header.extend_from_slice(tlvs);
+    header
+}
+
+/// One TLV: type, big-endian length, value.
+fn tlv(kind: u8, value: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind];
+    out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// `header` with its CRC32C TLV's value (at `at`) set to the right checksum.
+fn sealed(mut header: Vec<u8>, at: usize) -> Vec<u8> {
+    header[at..at + 4].fill(0);
+    let crc = edgefwd::crc32c::checksum(&header);
+    header[at..at + 4].copy_from_slice(&crc.to_be_bytes());
+    header
+}
+
+/// Offset of the first TLV's value in [`v2_inet`]'s header.
+const FIRST_VALUE: usize = 16 + 12 + 3;
+
+/// Each malformed layout, with the reason it must be counted under.
+fn malformed_layouts() -> Vec<(&'static str, Vec<u8>)> {
+    let mut bad_crc = sealed(v2_inet(&tlv(0x03, &[0; 4])), FIRST_VALUE);
+    bad_crc[FIRST_VALUE] ^= 0x01;
+    let ssl_overrun = [0x01, 0, 0, 0, 0, 0x21, 0x00, 0x09, b'T', b'L', b'S'];
+    let mut unknown_family = v2_inet(&[]);
+    unknown_family[13] = 0x41;
+    vec![
+        // a TLV whose value runs past the declared length
+        ("tlv-overrun", v2_inet(&[0x04, 0x00, 0x05, 1, 2, 3, 4])),
+        // a TLV area that ends inside a 3-byte TLV head
+        ("tlv-truncated", v2_inet(&[0x04, 0x00])),
+        ("crc32c", bad_crc),
+        ("crc32c-length", v2_inet(&tlv(0x03, &[0; 3]))),
+        (
+            "crc32c-repeated",
+            v2_inet(&[tlv(0x03, &[0; 4]), tlv(0x03, &[0; 4])].concat()),
+        ),
+        (
+            "ssl-subtlv",
+            v2_inet(&[tlv(0x20, &ssl_overrun), tlv(0x04, &[0; 9])].concat()),
+        ),
+        ("ssl-short", v2_inet(&tlv(0x20, &[0x01, 0, 0]))),
+        ("authority-too-long", v2_inet(&tlv(0x02, &[b'a'; 256]))),
+        ("unique-id-too-long", v2_inet(&tlv(0x05, &[b'u'; 129]))),
+        ("family", unknown_family),
+        ("too-long", v2_inet(&tlv(0x04, &[0; 1000]))),
+        ("signature", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+    ]
+}
+
+fn rejected(metrics: SocketAddr, reason: &str) -> u64 {
+    let name = format!("edgefwd_proxy_header_rejected_total{{reason=\"{reason}\"}}");
+    sample(&scrape(metrics), &name)
+}
+
+/// Waits (bounded) for the `reason` counter to reach `expected`, failing with the last value seen.
+fn expect_rejected(metrics: SocketAddr, reason: &str, expected: u64) {
+    let mut seen = 0;
+    let reached = wait_until(Duration::from_secs(5), || {
+        seen = rejected(metrics, reason);
+        seen >= expected
+    });
+    assert!(
+        reached && seen == expected,
+        "{reason}: {seen}, expected {expected}"
+    );
+}
+
+/// A forwarder with `--accept-proxy` and `--metrics` (plus `extra`) in front of an upstream the test
+/// accepts from itself, so it can tell whether any connection was made.
+fn strict_forwarder(extra: &[&str]) -> (Upstream, Forwarder, SocketAddr) {
+    let upstream = Upstream::bind();
+    let upstream_arg = upstream.addr().to_string();
+    let mut args = vec![
+        "--upstream",
+        &upstream_arg,
+        "--accept-proxy",
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let fwd = Forwarder::start(&args);
+    let metrics = fwd.metrics_addr();
+    (upstream, fwd, metrics)
+}
+
+/// Sends `bytes` (then keeps the connection open) and expects edgefwd to close it within a second,
+/// without sending a byte back.
+fn expect_closed_at_once(fwd: &Forwarder, bytes: &[u8], what: &str) {
+    let mut client = connect(fwd.addr());
+    let sent = std::time::Instant::now();
+    client.write_all(bytes).expect("write");
+    let end = expect_closed_without_data(&mut client, Duration::from_secs(5));
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "{what}: closed ({end:?}) only after {took:?}"
+    );
+}
+
+/// Every malformed layout from issue 16, whole and followed by payload: the client is closed within a
+/// second, no upstream connection is made (so no byte reaches one), and the counter of its reason,
+/// present at 0 from the start, goes up by one.
+#[test]
+fn test_malformed_headers_closed_at_once_and_counted() {
+    let (upstream, fwd, metrics) = strict_forwarder(&[]);
+    let layouts = malformed_layouts();
+    for (reason, _) in &layouts {
+        assert_eq!(rejected(metrics, reason), 0, "{reason} before any client");
+    }
+    for (reason, header) in &layouts {
+        expect_closed_at_once(&fwd, &[header.as_slice(), b"payload"].concat(), reason);
+        expect_rejected(metrics, reason, 1);
+    }
+    assert!(
+        upstream.try_accept(Duration::from_millis(200)).is_none(),
+        "a malformed header reached the upstream"
+    );
+    fwd.expect_log("(PROXY header rejected, reason=", Duration::from_secs(1));
+}
+
+/// A header that is already broken by the bytes present is refused without waiting for the rest: an
+/// overrunning TLV's head, or a length field past the bound, then the client waits (the header timeout
+/// is 10s: a close within a second is the parser's).
+#[test]
+fn test_broken_prefix_closed_without_waiting_for_the_rest() {
+    let (upstream, fwd, metrics) = strict_forwarder(&[]);
+    let overrun = v2_inet(&[0x04, 0x00, 0x05, 1, 2, 3, 4]);
+    expect_closed_at_once(&fwd, &overrun[..FIRST_VALUE], "overrun head only");
+    expect_rejected(metrics, "tlv-overrun", 1);
+    let too_long = v2_inet(&tlv(0x04, &[0; 1000]));
+    expect_closed_at_once(&fwd, &too_long[..16], "length field only");
+    expect_rejected(metrics, "too-long", 1);
+    assert!(upstream.try_accept(Duration::from_millis(200)).is_none());
+}
+
+/// Well-formed headers with TLVs (a valid CRC32C, an SSL TLV with sub-TLVs, ALPN, authority), even
+/// delivered byte by byte, are accepted and the payload after them forwarded alone.
+#[test]
+fn test_valid_tlvs_accepted_byte_by_byte() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--accept-proxy"]);
+    let ssl = [
+        [0x01, 0, 0, 0, 0].as_slice(),
+        &tlv(0x21, b"TLSv1.3"),
+        &tlv(0x22, b"client.example"),
+    ]
+    .concat();
+    let tlvs = [
+        tlv(0x03, &[0; 4]),
+        tlv(0x01, b"h2"),
+        tlv(0x02, b"example.com"),
+        tlv(0x20, &ssl),
+    ]
+    .concat();
+    let header = sealed(v2_inet(&tlvs), FIRST_VALUE);
+    let mut client = connect(fwd.addr());
+    client.set_nodelay(true).expect("nodelay");
+    for byte in &header {
+        client.write_all(&[*byte]).expect("write");
+    }
+    client.write_all(b"hello").expect("write");
+    let mut got = [0u8; 5];
+    client.read_exact(&mut got).expect("read echo");
+    assert_eq!(&got, b"hello");
+    drop(client);
+    let close = fwd.wait_for_close("client-fin", Duration::from_secs(5));
+    assert!(
+        close.line.contains("client=192.0.2.1:5000"),
+        "{}",
+        close.line
+    );
+}
+
+/// A client that stops in the middle of its header is counted as `timeout`; one that leaves there as
+/// `client-closed`; neither reaches the upstream.
+#[test]
+fn test_timeout_and_client_closed_counted() {
+    let (upstream, fwd, metrics) = strict_forwarder(&["--header-timeout", "300ms"]);
+    let header = v2_inet(&tlv(0x01, b"h2"));
+    let mut waiting = connect(fwd.addr());
+    waiting.write_all(&header[..20]).expect("write");
+    expect_closed_without_data(&mut waiting, Duration::from_secs(5));
+    expect_rejected(metrics, "timeout", 1);
+    let mut leaving = connect(fwd.addr());
+    leaving.write_all(&header[..20]).expect("write");
+    leaving
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    expect_closed_without_data(&mut leaving, Duration::from_secs(5));
+    expect_rejected(metrics, "client-closed", 1);
+    reset(connect(fwd.addr()));
+    expect_rejected(metrics, "client-closed", 2);
+    assert!(upstream.try_accept(Duration::from_millis(200)).is_none());
+}
+
+/// `--threads 2`: the rejections of both reactors add up in the one exposition.
+#[test]
+fn test_rejections_merged_across_threads() {
+    let (upstream, fwd, metrics) = strict_forwarder(&["--threads", "2"]);
+    let overrun = v2_inet(&[0x04, 0x00, 0x05, 1, 2, 3, 4]);
+    for _ in 0..20 {
+        expect_closed_at_once(&fwd, &overrun, "overrun");
+    }
+    expect_rejected(metrics, "tlv-overrun", 20);
+    assert!(upstream.try_accept(Duration::from_millis(200)).is_none());
+}
+
+// ---- --send-proxy-tlvs: the client's TLVs carried into the upstream header --------------------------
+
+/// Reads from `upstream` until a whole PROXY header and `payload_len` more bytes have arrived; returns
+/// the header's bytes and the payload.
+fn read_raw_header(upstream: &mut std::net::TcpStream, payload_len: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Parsed::Done { header_len, .. } = proxy_protocol::parse(&got) {
+            if got.len() >= header_len + payload_len {
+                let rest = got.split_off(header_len);
+                return (got, rest);
+            }
+        }
+        let n = upstream.read(&mut chunk).expect("read from edgefwd");
+        assert!(n > 0, "EOF before the header was complete: {got:?}");
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The value of the first TLV of `kind` in a v2 header, read with a walk of its own (not the parser's).
+fn tlv_value(header: &[u8], kind: u8) -> Option<Vec<u8>> {
+    let address_len = match header[13] {
+        0x11 => 12,
+        0x21 => 36,
+        other => panic!("family {other:#x}"),
+    };
+    let mut at = 16 + address_len;
+    while at + 3 <= header.len() {
+        let len = usize::from(u16::from_be_bytes([header[at + 1], header[at + 2]]));
+        if header[at] == kind {
+            return Some(header[at + 3..at + 3 + len].to_vec());
+        }
+        at += 3 + len;
+    }
+    None
+}
+
+/// A client v2 header with ALPN, authority, unique ID, NOOP and a custom TLV.
+fn client_header_with_tlvs() -> Vec<u8> {
+    v2_inet(
+        &[
+            tlv(0x01, b"h2"),
+            tlv(0x04, b"noop"),
+            tlv(0x02, b"example.com"),
+            tlv(0x05, b"id-42"),
+            tlv(0xE0, b"custom"),
+        ]
+        .concat(),
+    )
+}
+
+/// With `--send-proxy-tlvs alpn,authority` the upstream header repeats exactly those two TLVs of the
+/// client's header (read by a raw receiver): not the unique ID, NOOP or custom ones; a client with a
+/// v1 header, or a v2 header without TLVs, has none carried.
+#[test]
+fn test_send_proxy_tlvs_carries_only_what_is_asked() {
+    let upstream = Upstream::bind();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &upstream.addr().to_string(),
+        "--accept-proxy",
+        "--send-proxy",
+        "v2",
+        "--send-proxy-tlvs",
+        "alpn,authority",
+    ]);
+    let mut client = connect(fwd.addr());
+    client
+        .write_all(&[client_header_with_tlvs().as_slice(), b"payload"].concat())
+        .expect("write");
+    let mut server = upstream.accept(Duration::from_secs(5));
+    let (header, rest) = read_raw_header(&mut server, 7);
+    assert_eq!(rest, b"payload");
+    assert_eq!(tlv_value(&header, 0x01).as_deref(), Some(&b"h2"[..]));
+    assert_eq!(
+        tlv_value(&header, 0x02).as_deref(),
+        Some(&b"example.com"[..])
+    );
+    for absent in [0x04, 0x05, 0xE0] {
+        assert_eq!(tlv_value(&header, absent), None, "type {absent:#x} carried");
+    }
+    assert_eq!(header.len(), 16 + 12 + (3 + 2) + (3 + 11), "{header:?}");
+    let (source, _, _) = read_header_of(&header);
+    assert_eq!(source, Some("192.0.2.1:5000".parse().expect("addr")));
+
+    for (what, greeting) in [
+        (
+            "v1",
+            b"PROXY TCP4 198.51.100.7 127.0.0.1 6000 80\r\n".to_vec(),
+        ),
+        ("v2 without TLVs", v2_inet(&[])),
+    ] {
+        let mut client = connect(fwd.addr());
+        client
+            .write_all(&[greeting.as_slice(), b"x"].concat())
+            .expect("write");
+        let mut server = upstream.accept(Duration::from_secs(5));
+        let (header, rest) = read_raw_header(&mut server, 1);
+        assert_eq!(rest, b"x");
+        assert_eq!(header.len(), 16 + 12, "{what}: {header:?}");
+    }
+}
+
+fn read_header_of(header: &[u8]) -> (Option<SocketAddr>, Option<SocketAddr>, usize) {
+    match proxy_protocol::parse(header) {
+        Parsed::Done {
+            header_len,
+            source,
+            destination,
+            ..
+        } => (source, destination, header_len),
+        other => panic!("not a header: {other:?}"),
+    }
 }
 
 // ---- real peers ---------------------------------------------------------------------------------
@@ -353,4 +690,76 @@ fn test_source_hash_uses_the_carried_address() {
         moved == (8, 0) || moved == (0, 8),
         "one address, two upstreams: {moved:?}"
     );
+}
+
+/// haproxy behind edgefwd, `accept-proxy` on its frontend, logging the TLVs it received
+/// (`fc_pp_authority`, `fc_pp_unique_id`) to its stdout, which the test reads from a file: a real
+/// receiver of `--send-proxy-tlvs authority,unique_id`. A client with a v1 header has none carried.
+#[test]
+fn test_haproxy_reads_carried_tlvs() {
+    if !installed("haproxy") {
+        // .ci/run installs haproxy: in CI a missing peer is a failure, not a skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "haproxy is required in CI"
+        );
+        eprintln!("SKIPPED haproxy TLV interop: haproxy is not installed");
+        return;
+    }
+    let echo = Backend::echo();
+    let dir = temp_dir("haproxy-tlv");
+    let front: SocketAddr = format!("127.0.0.1:{}", unused_port())
+        .parse()
+        .expect("addr");
+    let conf = format!(
+        "global\n  maxconn 100\n  log stdout format raw local0\ndefaults\n  mode tcp\n  log global\n  timeout connect 5s\n  timeout client 20s\n  timeout server 20s\nfrontend f\n  bind {front} accept-proxy\n  log-format \"pp auth=%[fc_pp_authority] uid=%[fc_pp_unique_id] src=%ci:%cp\"\n  default_backend b\nbackend b\n  server s {}\n",
+        echo.addr()
+    );
+    let path = dir.join("haproxy.cfg");
+    fs::write(&path, conf).expect("write haproxy.cfg");
+    let log_path = dir.join("stdout.log");
+    let log_file = fs::File::create(&log_path).expect("log file");
+    let child = Command::new("haproxy")
+        .args(["-db", "-f", &path.display().to_string()])
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn haproxy");
+    let mut haproxy = Peer { child, dir };
+    wait_listening(front, &mut haproxy);
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &front.to_string(),
+        "--accept-proxy",
+        "--send-proxy",
+        "v2",
+        "--send-proxy-tlvs",
+        "authority,unique_id",
+    ]);
+    let through = |greeting: &[u8]| {
+        let mut client = connect(fwd.addr());
+        client
+            .write_all(&[greeting, b"ping"].concat())
+            .expect("write");
+        let mut got = [0u8; 4];
+        client
+            .read_exact(&mut got)
+            .expect("read echo through haproxy");
+        assert_eq!(&got, b"ping");
+    };
+    let logged = |line: &str| {
+        let found = wait_until(Duration::from_secs(10), || {
+            fs::read_to_string(&log_path).is_ok_and(|log| log.lines().any(|l| l == line))
+        });
+        assert!(
+            found,
+            "haproxy did not log {line:?}:\n{}",
+            fs::read_to_string(&log_path).unwrap_or_default()
+        );
+    };
+    through(&client_header_with_tlvs());
+    logged("pp auth=example.com uid=id-42 src=192.0.2.1:5000");
+    through(b"PROXY TCP4 198.51.100.7 127.0.0.1 6000 80\r\n");
+    logged("pp auth=- uid=- src=198.51.100.7:6000");
 }
