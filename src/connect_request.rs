@@ -6,9 +6,11 @@
 //! looked at and belong to the tunnel. A head longer than [`MAX_HEAD`] is refused (431) rather than
 //! buffered, so a client cannot make a pair hold more than that.
 //!
-//! Only what a tunnel needs is checked: the request line (`CONNECT host:port HTTP/1.x`), header lines
-//! of the form `name: value`, and the `Proxy-Authorization` header. Anything else is a 400, a method
-//! other than `CONNECT` a 405.
+//! Only what a tunnel needs is checked, strictly: the request line (`CONNECT host:port HTTP/1.x`),
+//! header lines of the form `name: value` with visible ASCII values, and at most one
+//! `Proxy-Authorization` header; no bare CR, no control byte, no byte >= 0x80. Anything else is a 400,
+//! a method other than `CONNECT` a 405. tests/common/model_connect.rs states the same grammar as a
+//! reference model, and tests/difffuzz.rs checks the two agree.
 
 use std::net::IpAddr;
 
@@ -110,41 +112,43 @@ pub enum Head {
 
 /// Parses the request head at the start of `input`.
 pub fn parse(input: &[u8]) -> Head {
-    let Some(end) = find_head_end(input) else {
+    let Some(end) = head_end(input) else {
         return if input.len() >= MAX_HEAD {
             Head::Refuse(Status::HeaderTooLarge)
         } else {
             Head::Incomplete
         };
     };
-    if end > MAX_HEAD {
-        return Head::Refuse(Status::HeaderTooLarge);
-    }
-    let Ok(text) = std::str::from_utf8(&input[..end]) else {
-        return Head::Refuse(Status::BadRequest);
-    };
-    match parse_text(text) {
+    match parse_head(&input[..end]) {
         Ok(request) => Head::Done { len: end, request },
         Err(status) => Head::Refuse(status),
     }
 }
 
-/// Length of the head including its terminating blank line (`\r\n\r\n`, or `\n\n` from lenient clients).
-fn find_head_end(input: &[u8]) -> Option<usize> {
-    let window = &input[..input.len().min(MAX_HEAD + 4)];
-    (0..window.len()).find_map(|i| {
-        if window[i..].starts_with(b"\r\n\r\n") {
-            Some(i + 4)
-        } else if window[i..].starts_with(b"\n\n") {
-            Some(i + 2)
-        } else {
-            None
+/// Length of the head up to the end of its first empty line, if that ends within [`MAX_HEAD`]. Lines
+/// end in LF; a CR right before it is part of the terminator (RFC 9112 section 2.2 lets a recipient
+/// take a bare LF as a line end, so `\r\n\r\n`, `\n\n`, `\n\r\n` and `\r\n\n` all end a head).
+fn head_end(input: &[u8]) -> Option<usize> {
+    let window = &input[..input.len().min(MAX_HEAD)];
+    let mut line_start = 0;
+    for (i, _) in window.iter().enumerate().filter(|&(_, &b)| b == b'\n') {
+        if matches!(&window[line_start..i], b"" | b"\r") {
+            return Some(i + 1);
         }
-    })
+        line_start = i + 1;
+    }
+    None
 }
 
-fn parse_text(text: &str) -> Result<Request, Status> {
-    let mut lines = text.lines();
+/// The whole head, its last line the empty one that ended it.
+fn parse_head(head: &[u8]) -> Result<Request, Status> {
+    if !plain_ascii(head) {
+        return Err(Status::BadRequest);
+    }
+    let text = std::str::from_utf8(&head[..head.len() - 1]).map_err(|_| Status::BadRequest)?;
+    let mut lines = text
+        .split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line));
     let request_line = lines.next().ok_or(Status::BadRequest)?;
     let mut parts = request_line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
@@ -152,7 +156,7 @@ fn parse_text(text: &str) -> Result<Request, Status> {
     else {
         return Err(Status::BadRequest);
     };
-    if !is_token(method) || !version.starts_with("HTTP/1.") || version.len() != 8 {
+    if !is_token(method) || !is_http1(version) {
         return Err(Status::BadRequest);
     }
     if method != "CONNECT" {
@@ -166,7 +170,11 @@ fn parse_text(text: &str) -> Result<Request, Status> {
             return Err(Status::BadRequest);
         }
         if name.eq_ignore_ascii_case("proxy-authorization") {
-            authorization = Some(value.trim().to_string());
+            if authorization.is_some() {
+                // Two sets of credentials: which one a next hop would use is a guess.
+                return Err(Status::BadRequest);
+            }
+            authorization = Some(value.trim_matches([' ', '\t']).to_string());
         }
     }
     Ok(Request {
@@ -174,6 +182,24 @@ fn parse_text(text: &str) -> Result<Request, Status> {
         port,
         authorization,
     })
+}
+
+/// Visible ASCII, SP and HTAB, and CR only right before LF: RFC 9112 forbids a bare CR and RFC 9110
+/// NUL and the other controls; bytes >= 0x80 (obs-text, which RFC 9110 still tolerates in field
+/// values) are refused too, since no header edgefwd reads may carry them.
+fn plain_ascii(head: &[u8]) -> bool {
+    head.iter().enumerate().all(|(i, &b)| match b {
+        b'\r' => head.get(i + 1) == Some(&b'\n'),
+        b'\n' | b'\t' | 0x20..=0x7E => true,
+        _ => false,
+    })
+}
+
+/// `HTTP/1.` and a digit (RFC 9112 section 2.3: HTTP-version is `HTTP/DIGIT.DIGIT`).
+fn is_http1(version: &str) -> bool {
+    version.len() == 8
+        && version.starts_with("HTTP/1.")
+        && version.bytes().last().is_some_and(|b| b.is_ascii_digit())
 }
 
 /// An RFC 9110 token: the characters a method or a header name may have.
@@ -204,7 +230,14 @@ fn parse_authority(target: &str) -> Option<(Host, u16)> {
 /// A DNS name: labels of letters, digits and hyphens, 1..63 each, 253 in all.
 fn parse_name(host: &str) -> Option<String> {
     let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    // A last label of digits only is no host name (RFC 3696 section 2); refusing it keeps `127.1` or
+    // `010.0.0.1`, which the resolver would read as IPv4 addresses, from passing as names.
+    let numeric_last = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()));
     let valid = !name.is_empty()
+        && !numeric_last
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
@@ -322,6 +355,18 @@ mod tests {
         assert_eq!(refuse(b"CONNECT [::1:1 HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(refuse(b"\xff\xfe\r\n\r\n"), 400);
         assert_eq!(refuse(b"\r\n\r\n"), 400);
+        assert_eq!(refuse(b"CONNECT x:1 HTTP/1.x\r\n\r\n"), 400);
+        assert_eq!(refuse(b"CONNECT 127.1:1 HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(refuse(b"CONNECT x:1 HTTP/1.1\r\nX: a\rb\r\n\r\n"), 400);
+        assert_eq!(refuse(b"CONNECT x:1 HTTP/1.1\r\nX: \x01\r\n\r\n"), 400);
+        assert_eq!(
+            refuse(b"CONNECT x:1 HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n"),
+            400
+        );
+        let two =
+            b"CONNECT x:1 HTTP/1.1\r\nProxy-Authorization: a\r\nproxy-authorization: b\r\n\r\n";
+        assert_eq!(refuse(two), 400);
+        assert_eq!(done(b"CONNECT x:1 HTTP/1.1\nX: y\n\r\nrest").0, 28);
         let big = [b"CONNECT x:1 HTTP/1.1\r\nX: ".as_slice(), &[b'a'; MAX_HEAD]].concat();
         assert_eq!(refuse(&big), 431);
         let big_done = [big.as_slice(), b"\r\n\r\n"].concat();

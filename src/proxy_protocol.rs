@@ -452,20 +452,12 @@ pub fn parse(input: &[u8]) -> Parsed {
 
 /// `PROXY TCP4|TCP6 SRC DST SPORT DPORT\r\n` or `PROXY UNKNOWN[ anything]\r\n`.
 fn parse_v1(input: &[u8]) -> Parsed {
-    let window = &input[..input.len().min(V1_MAX)];
-    let Some(end) = window.windows(2).position(|pair| pair == b"\r\n") else {
-        return if input.len() >= V1_MAX {
-            Parsed::Invalid(Reason::V1TooLong)
-        } else if window.contains(&b'\n') {
-            Parsed::Invalid(Reason::V1BareLf)
-        } else {
-            Parsed::Incomplete
-        };
+    let end = match v1_line_end(input) {
+        Ok(Some(end)) => end,
+        Ok(None) => return Parsed::Incomplete,
+        Err(reason) => return Parsed::Invalid(reason),
     };
     let header_len = end + 2;
-    if input[..end].contains(&b'\n') {
-        return Parsed::Invalid(Reason::V1BareLf); // as the shorter input was: refused whatever follows
-    }
     let Ok(line) = std::str::from_utf8(&input[..end]) else {
         return Parsed::Invalid(Reason::V1NotAscii);
     };
@@ -497,6 +489,33 @@ fn parse_v1(input: &[u8]) -> Parsed {
         ["PROXY", "TCP4" | "TCP6", ..] => Parsed::Invalid(Reason::V1Fields),
         _ => Parsed::Invalid(Reason::V1Protocol),
     }
+}
+
+/// Where the line's CRLF starts, once it has arrived. Strict, and decided at the first byte that
+/// breaks a rule rather than when the line ends: only printable ASCII before the CRLF (a NUL, another
+/// control byte, a bare CR or a byte >= 0x80 is refused as not ASCII, a bare LF as such), and the CRLF
+/// must still fit within [`V1_MAX`].
+fn v1_line_end(input: &[u8]) -> Result<Option<usize>, Reason> {
+    for (i, &byte) in input.iter().enumerate() {
+        // A CR at `i` ends the line at `i + 2`; any other byte needs a CRLF after it.
+        let shortest = if byte == b'\r' { i + 2 } else { i + 3 };
+        if shortest > V1_MAX {
+            return Err(Reason::V1TooLong);
+        }
+        match byte {
+            b'\r' => {
+                return match input.get(i + 1) {
+                    None => Ok(None),
+                    Some(b'\n') => Ok(Some(i)),
+                    Some(_) => Err(Reason::V1NotAscii),
+                }
+            }
+            b'\n' => return Err(Reason::V1BareLf),
+            0x20..=0x7E => {}
+            _ => return Err(Reason::V1NotAscii),
+        }
+    }
+    Ok(None)
 }
 
 fn v1_ip(text: &str, v4: bool) -> Option<IpAddr> {
@@ -790,6 +809,11 @@ mod tests {
             b"PROXY UNKNOWN \n\r\n",
             b"GET / HTTP/1.1\r\n",
             b"proxy TCP4",
+            b"PROXY UNKNOWN a\nb\r\n",
+            b"PROXY UNKNOWN a\rb\r\n",
+            b"PROXY UNKNOWN caf\xc3\xa9\r\n",
+            b"PROXY UNK\x00",
+            b"PROXY TCP4 1.2\r3",
         ] {
             assert!(
                 matches!(parse(bad), Parsed::Invalid(_)),

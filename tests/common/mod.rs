@@ -19,7 +19,10 @@
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod model_connect;
+pub mod model_proxy;
 pub mod soak;
+pub mod wiregen;
 
 use std::collections::HashSet;
 use std::fs;

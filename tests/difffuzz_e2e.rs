@@ -1,0 +1,287 @@
+//! The differential fuzzers' generator and models (tests/common/wiregen.rs, model_proxy.rs,
+//! model_connect.rs) against the built binary over loopback sockets, in whatever data-path mode CI
+//! runs (`EDGEFWD_TEST_SPLICE`). Each case is a generated, maybe mutated greeting followed by payload,
+//! delivered whole, in random pieces or byte by byte, then the client half-closes:
+//! - `--accept-proxy`: a header the model accepts means the echo backend receives exactly the bytes
+//!   after it (they come back, and nothing else); any other means the client is closed without a byte
+//!   and the backend sees no connection (its accept count equals the accepted cases at the end).
+//! - `--mode connect` allowing only a loopback echo destination: an accepted head for it gets `200`
+//!   and exactly the pipelined bytes echoed; an accepted head for anywhere else gets 403; a rejected
+//!   head gets the model's status (400, 405 or 431), an incomplete one a close without an answer;
+//!   nothing but the 200 cases reaches the echo.
+//!
+//! A few thousand connections per test, on four client threads; `EDGEFWD_FUZZ_SEED` replays and
+//! `EDGEFWD_FUZZ_CASES` scales the count.
+
+mod common;
+
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use common::model_connect::{self, Host};
+use common::model_proxy;
+use common::wiregen::{self, hex, Gen, Wire};
+use common::*;
+use edgefwd::connect_request::Status;
+
+/// Cases per test in a plain `cargo test`.
+const DEFAULT_CASES: usize = 2000;
+const THREADS: usize = 4;
+/// Longest greeting sent byte by byte (longer ones go in pieces): keeps a case within milliseconds.
+const BYTEWISE_MAX: usize = 300;
+
+#[derive(Debug, Clone, Copy)]
+enum Delivery {
+    Whole,
+    Pieces,
+    ByteByByte,
+}
+
+/// Writes `input` the way `delivery` says; errors are returned, not raised (a rejected client may be
+/// closed while it still writes).
+fn deliver(
+    s: &mut TcpStream,
+    input: &[u8],
+    delivery: Delivery,
+    g: &mut Gen,
+) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
+    match delivery {
+        Delivery::Whole => s.write_all(input)?,
+        Delivery::Pieces => {
+            let mut rest = input;
+            while !rest.is_empty() {
+                let n = (1 + g.below(rest.len().min(64))).min(rest.len());
+                s.write_all(&rest[..n])?;
+                rest = &rest[n..];
+                thread::sleep(Duration::from_micros(300));
+            }
+        }
+        Delivery::ByteByByte => {
+            for byte in input {
+                s.write_all(&[*byte])?;
+                thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+    s.shutdown(Shutdown::Write)
+}
+
+fn delivery(g: &mut Gen, len: usize) -> Delivery {
+    match g.below(10) {
+        0..=4 => Delivery::Whole,
+        5..=7 => Delivery::Pieces,
+        _ if len <= BYTEWISE_MAX => Delivery::ByteByByte,
+        _ => Delivery::Pieces,
+    }
+}
+
+/// A non-empty payload that says which case it belongs to.
+fn payload(g: &mut Gen, case: usize) -> Vec<u8> {
+    let mut bytes = format!("[case {case}]").into_bytes();
+    bytes.extend(wiregen::payload(g, 200));
+    bytes
+}
+
+/// Runs `case` on `THREADS` threads over `cases` cases; each says how it delivered its greeting and
+/// whether it reached the backend. Returns how many did, and the cases per delivery (whole, pieces,
+/// byte by byte).
+fn run_cases(
+    seed: u64,
+    cases: usize,
+    case: impl Fn(&mut Gen, usize) -> (Delivery, bool) + Sync,
+) -> (usize, [usize; 3]) {
+    let reached = AtomicUsize::new(0);
+    let by_delivery = [(); 3].map(|_| AtomicUsize::new(0));
+    let mut root = Gen::new(seed);
+    let gens: Vec<Gen> = (0..THREADS).map(|_| root.fork()).collect();
+    thread::scope(|scope| {
+        for (t, mut g) in gens.into_iter().enumerate() {
+            let (case, reached, by_delivery) = (&case, &reached, &by_delivery);
+            scope.spawn(move || {
+                for n in (t..cases).step_by(THREADS) {
+                    let (how, reached_backend) = case(&mut g.fork(), n);
+                    by_delivery[how as usize].fetch_add(1, Ordering::SeqCst);
+                    if reached_backend {
+                        reached.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    (
+        reached.load(Ordering::SeqCst),
+        by_delivery.map(|n| n.load(Ordering::SeqCst)),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// --accept-proxy
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn test_accept_proxy_forwards_exactly_what_the_model_accepts() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--accept-proxy"]);
+    let seed = wiregen::seed_from_env(0xED6E_E2E0_0001);
+    let cases = wiregen::cases_from_env(DEFAULT_CASES);
+    let (accepted, by_delivery) = run_cases(seed, cases, |g, n| proxy_case(fwd.addr(), g, n, seed));
+    assert!(
+        wait_until(Duration::from_secs(5), || echo.accepted() >= accepted),
+        "the backend saw {} connections for {accepted} accepted headers",
+        echo.accepted()
+    );
+    assert_eq!(
+        echo.accepted(),
+        accepted,
+        "rejected headers reached the backend"
+    );
+    assert!(accepted * 5 >= cases, "only {accepted} of {cases} accepted");
+    eprintln!(
+        "difffuzz e2e proxy: seed {seed:#x}, {cases} connections (whole, pieces, byte by byte: \
+         {by_delivery:?}), {accepted} accepted"
+    );
+}
+
+fn proxy_case(addr: SocketAddr, g: &mut Gen, n: usize, seed: u64) -> (Delivery, bool) {
+    let mut wire: Wire = wiregen::proxy_header(g);
+    if g.odds(1, 2) {
+        wiregen::mutate(g, &mut wire);
+    }
+    let mut input = wire.bytes;
+    input.extend(payload(g, n));
+    let how = delivery(g, input.len());
+    let verdict = model_proxy::judge(&input);
+    let context = || {
+        format!(
+            "seed {seed:#x} case {n} ({how:?}): {verdict:?}, input {}",
+            hex(&input)
+        )
+    };
+    let mut s = connect(addr);
+    let sent = deliver(&mut s, &input, how, g);
+    let (got, end) = read_until_end(&mut s, Duration::from_secs(10));
+    match verdict {
+        model_proxy::Verdict::Accept { header_len, .. } => {
+            assert!(sent.is_ok(), "{}: write failed: {sent:?}", context());
+            assert_eq!(end, End::Eof, "{}", context());
+            assert!(
+                got == input[header_len..],
+                "{}: got back {}",
+                context(),
+                hex(&got)
+            );
+            (how, true)
+        }
+        _ => {
+            assert!(got.is_empty(), "{}: got {}", context(), hex(&got));
+            assert!(
+                matches!(end, End::Eof | End::Reset),
+                "{}: {end:?}",
+                context()
+            );
+            (how, false)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// --mode connect
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn test_connect_tunnels_exactly_what_the_model_accepts() {
+    let echo = Backend::echo();
+    let allowed = echo.addr();
+    let allow = allowed.to_string();
+    let fwd = Forwarder::start(&["--mode", "connect", "--allow", &allow]);
+    let seed = wiregen::seed_from_env(0xED6E_E2E0_0002);
+    let cases = wiregen::cases_from_env(DEFAULT_CASES);
+    let (tunnels, by_delivery) = run_cases(seed, cases, |g, n| {
+        connect_case(fwd.addr(), allowed, g, n, seed)
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || echo.accepted() >= tunnels),
+        "the destination saw {} connections for {tunnels} tunnels",
+        echo.accepted()
+    );
+    assert_eq!(
+        echo.accepted(),
+        tunnels,
+        "refused heads reached the destination"
+    );
+    assert!(tunnels * 5 >= cases, "only {tunnels} of {cases} tunnels");
+    eprintln!(
+        "difffuzz e2e connect: seed {seed:#x}, {cases} connections (whole, pieces, byte by byte: \
+         {by_delivery:?}), {tunnels} tunnels"
+    );
+}
+
+fn connect_case(
+    addr: SocketAddr,
+    allowed: SocketAddr,
+    g: &mut Gen,
+    n: usize,
+    seed: u64,
+) -> (Delivery, bool) {
+    let target = allowed.to_string();
+    let allowed_target = g.odds(4, 5).then_some(target.as_str());
+    let mut wire = wiregen::connect_head(g, allowed_target);
+    if g.odds(1, 2) {
+        wiregen::mutate(g, &mut wire);
+    }
+    let mut input = wire.bytes;
+    input.extend(payload(g, n));
+    let how = delivery(g, input.len());
+    let verdict = model_connect::judge(&input);
+    let context = || {
+        format!(
+            "seed {seed:#x} case {n} ({how:?}): {verdict:?}, input {}",
+            hex(&input)
+        )
+    };
+    let mut s = connect(addr);
+    let sent = deliver(&mut s, &input, how, g);
+    let (got, end) = read_until_end(&mut s, Duration::from_secs(10));
+    let (expected, tunnel) = match &verdict {
+        model_connect::Verdict::Accept {
+            len, host, port, ..
+        } if *host == Host::Ip(allowed.ip()) && *port == allowed.port() => {
+            let mut expected = Status::Established.response().to_vec();
+            expected.extend_from_slice(&input[*len..]);
+            (expected, true)
+        }
+        model_connect::Verdict::Accept { .. } => (Status::Forbidden.response().to_vec(), false),
+        model_connect::Verdict::Reject { status, .. } => (status_response(*status), false),
+        // The client ended its stream inside the head: closed without an answer.
+        model_connect::Verdict::Incomplete => (Vec::new(), false),
+    };
+    if tunnel {
+        assert!(sent.is_ok(), "{}: write failed: {sent:?}", context());
+    }
+    assert!(
+        got == expected,
+        "{}: got {:?}",
+        context(),
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        matches!(end, End::Eof | End::Reset),
+        "{}: {end:?}",
+        context()
+    );
+    (how, tunnel)
+}
+
+fn status_response(code: u16) -> Vec<u8> {
+    let status = match code {
+        400 => Status::BadRequest,
+        405 => Status::MethodNotAllowed,
+        431 => Status::HeaderTooLarge,
+        other => panic!("the model gave status {other}"),
+    };
+    status.response().to_vec()
+}
