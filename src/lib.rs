@@ -26,6 +26,7 @@
 //! - [`token`]: `mio::Token` <-> listener / signals / (slot, side, generation).
 //! - [`timer`]: the deadline heap.
 //! - [`throttle`]: rate-limited warnings.
+//! - [`sockmap`]: `--offload sockmap`, in-kernel forwarding through a BPF sockhash (Linux).
 //! - [`splice`]: `--splice` zero-copy pipes (Linux).
 //! - [`pump`]: one direction, `src -> ring -> dst`, its state machine.
 //! - [`pair`]: a client and its upstream: lifecycle, connect check, timeouts, close causes.
@@ -62,6 +63,8 @@ pub mod resolve;
 pub mod ring;
 pub mod route;
 pub mod scrape;
+#[cfg(target_os = "linux")]
+pub mod sockmap;
 pub mod splice;
 pub mod throttle;
 pub mod timer;
