@@ -667,4 +667,101 @@ mod tests {
         p.server.read_exact(&mut got).expect("read");
         assert!(got == up);
     }
+
+    /// Writes `data` into `client` without blocking, until all of it went in or the socket has refused
+    /// for a second (the sender is held back); the bytes written.
+    fn fill(client: &mut TcpStream, data: &[u8]) -> usize {
+        client.set_nonblocking(true).expect("nonblocking");
+        let mut total = 0;
+        let mut refused_since = None;
+        while total < data.len() {
+            match client.write(&data[total..(total + 65536).min(data.len())]) {
+                Ok(n) => {
+                    total += n;
+                    refused_since = None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let since = *refused_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > Duration::from_secs(1) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        client.set_nonblocking(false).expect("blocking");
+        total
+    }
+
+    /// Fixes every buffer on the client -> server way at 128 KiB (the kernel doubles it for its own
+    /// bookkeeping and turns off autotuning) and returns their sum: all TCP itself may hold that way.
+    fn small_buffers(p: &Path) -> usize {
+        let size = 128 * 1024;
+        let client = socket2::SockRef::from(&p.client);
+        let front = socket2::SockRef::from(&p.front);
+        let back = socket2::SockRef::from(&p.back);
+        let server = socket2::SockRef::from(&p.server);
+        client.set_send_buffer_size(size).expect("SO_SNDBUF");
+        front.set_recv_buffer_size(size).expect("SO_RCVBUF");
+        back.set_send_buffer_size(size).expect("SO_SNDBUF");
+        server.set_recv_buffer_size(size).expect("SO_RCVBUF");
+        client.send_buffer_size().expect("SO_SNDBUF")
+            + front.recv_buffer_size().expect("SO_RCVBUF")
+            + back.send_buffer_size().expect("SO_SNDBUF")
+            + server.recv_buffer_size().expect("SO_RCVBUF")
+    }
+
+    /// A kernel finding (6.18), kept as a test so that a kernel which bounds the queue shows up: with the
+    /// server not reading, the client's bytes keep being taken off the front socket and queued for the
+    /// back one (the peer's psock `ingress_skb` list, which nothing bounds), far past every socket
+    /// buffer on the path. Nothing is lost: once the server reads, every byte arrives, in order.
+    #[test]
+    fn kernel_finding_a_slow_reader_does_not_bound_the_redirect_queue() {
+        let Some(offload) = offload() else { return };
+        let mut p = path();
+        let buffers = small_buffers(&p);
+        offload
+            .insert_pair(p.front.as_fd(), p.back.as_fd())
+            .expect("insert pair");
+        let data = pattern(32 << 20, 6);
+        let written = fill(&mut p.client, &data);
+        assert!(
+            written > 4 * buffers,
+            "the sender was held back after {written} bytes, within 4x the socket buffers ({buffers}): \
+             this kernel bounds the redirect queue, update docs/sockmap.md"
+        );
+        let mut got = vec![0u8; written];
+        p.server
+            .read_exact(&mut got)
+            .expect("read all that was written");
+        assert!(got[..] == data[..written], "bytes differ");
+    }
+
+    /// A kernel finding (6.18): taking a socket out of the map drops what the program had already
+    /// redirected to it and it had not yet sent (its psock queue is purged), so a pair may leave the map
+    /// only when it is done.
+    #[test]
+    fn kernel_finding_removing_a_pair_drops_the_bytes_queued_for_it() {
+        let Some(offload) = offload() else { return };
+        let mut p = path();
+        small_buffers(&p);
+        offload
+            .insert_pair(p.front.as_fd(), p.back.as_fd())
+            .expect("insert pair");
+        let data = pattern(32 << 20, 7);
+        let written = fill(&mut p.client, &data);
+        offload.remove_pair(p.front.as_fd(), p.back.as_fd());
+        p.back.shutdown(Shutdown::Write).expect("shutdown back");
+        let mut got = Vec::new();
+        p.server.read_to_end(&mut got).expect("read to EOF");
+        assert!(
+            got.len() < written,
+            "all {written} bytes arrived after the removal: this kernel keeps them, update docs/sockmap.md"
+        );
+        assert!(
+            got[..] == data[..got.len()],
+            "the bytes that arrived differ"
+        );
+    }
 }
