@@ -26,7 +26,8 @@
 //! - [`token`]: `mio::Token` <-> listener / signals / (slot, side, generation).
 //! - [`timer`]: the deadline heap.
 //! - [`throttle`]: rate-limited warnings.
-//! - [`sockmap`]: `--offload sockmap`, in-kernel forwarding through a BPF sockhash (Linux).
+//! - [`sockmap`]: in-kernel forwarding through a BPF sockhash (Linux); measured, not wired into the
+//!   reactor (docs/sockmap.md says why).
 //! - [`splice`]: `--splice` zero-copy pipes (Linux).
 //! - [`pump`]: one direction, `src -> ring -> dst`, its state machine.
 //! - [`pair`]: a client and its upstream: lifecycle, connect check, timeouts, close causes.

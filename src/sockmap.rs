@@ -1,6 +1,11 @@
-//! In-kernel forwarding with a sockmap (`--offload sockmap`, Linux only): once a pair is established,
-//! both sockets go into a `BPF_MAP_TYPE_SOCKHASH` and a stream-verdict program sends every byte that
-//! arrives on one socket out of the other, inside the kernel, without waking the reactor.
+//! In-kernel forwarding with a sockmap (Linux only): once a pair is established, both sockets go into a
+//! `BPF_MAP_TYPE_SOCKHASH` and a stream-verdict program sends every byte that arrives on one socket out
+//! of the other, inside the kernel, without waking the reactor.
+//!
+//! Not wired into the reactor: on Linux 6.18 a slow reader does not bound the kernel's redirect queue
+//! and a pair taken out of the map loses what was queued for it (the `kernel_finding_*` tests below;
+//! docs/sockmap.md has the figures). The module, its tests and `benches/sockmap.rs` are the evidence,
+//! and the starting point should a kernel bound that queue.
 //!
 //! # Why it is built this way
 //! - **No BPF toolchain.** The program is twelve instruction slots, hand-encoded below (`verdict_program`),
