@@ -34,7 +34,7 @@
 use std::ffi::CStr;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// `bpf(2)` commands used here (include/uapi/linux/bpf.h, `enum bpf_cmd`).
 const BPF_MAP_CREATE: libc::c_long = 0;
@@ -224,13 +224,13 @@ struct AttachAttr {
 
 /// Calls `bpf(cmd, attr, size_of::<A>())`, returning its non-negative result.
 ///
-/// `A` must be one of the `#[repr(C)]` attribute structs above, filled so that every pointer it carries
-/// (as a `u64`) is valid for the command for the duration of the call.
-fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a live, exclusively borrowed #[repr(C)] struct of exactly the size passed, laid
-    // out as the leading fields of `union bpf_attr` for `cmd` (the kernel zero-fills the rest); the
-    // pointers inside it are valid for the call by this function's contract, which each caller keeps
-    // by pointing them at locals that outlive the call. Exercised by every test below.
+/// # Safety
+/// `A` must be the `#[repr(C)]` attribute struct above that belongs to `cmd`, and every pointer it
+/// carries (as a `u64`) must point at memory valid, for the access `cmd` makes, until the call returns.
+unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, exclusively borrowed struct of exactly the size passed, laid out as the
+    // leading fields of `union bpf_attr` for `cmd` (the kernel zero-fills the rest); the pointers inside
+    // it are valid by this function's contract. Exercised by every test below.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -309,20 +309,22 @@ impl Offload {
             max_entries: pairs.saturating_mul(2).max(2),
             map_flags: 0,
         };
-        let map = bpf(BPF_MAP_CREATE, &mut create).map_err(|source| Error::Bpf {
+        // SAFETY: the map-create attributes for BPF_MAP_CREATE; they carry no pointers.
+        let map = unsafe { bpf(BPF_MAP_CREATE, &mut create) }.map_err(|source| Error::Bpf {
             step: "map create",
             source,
             log: String::new(),
         })?;
         let map = owned(map);
-        let program = load(map.as_fd())?;
+        let program = load(&verdict_program(map.as_raw_fd()))?;
         let mut attach = AttachAttr {
             target_fd: map.as_raw_fd() as u32,
             attach_bpf_fd: program.as_raw_fd() as u32,
             attach_type: BPF_SK_SKB_STREAM_VERDICT,
             attach_flags: 0,
         };
-        bpf(BPF_PROG_ATTACH, &mut attach).map_err(|source| Error::Bpf {
+        // SAFETY: the attach attributes for BPF_PROG_ATTACH; they carry no pointers.
+        unsafe { bpf(BPF_PROG_ATTACH, &mut attach) }.map_err(|source| Error::Bpf {
             step: "attach",
             source,
             log: String::new(),
@@ -373,7 +375,9 @@ impl Offload {
             value: &value as *const u32 as u64,
             flags: BPF_NOEXIST,
         };
-        bpf(BPF_MAP_UPDATE_ELEM, &mut attr)
+        // SAFETY: element attributes for BPF_MAP_UPDATE_ELEM; `key` (8 bytes, the map's key size) and
+        // `value` (4 bytes, its value size) are locals that outlive the call.
+        unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }
             .map(drop)
             .map_err(|source| Error::Bpf {
                 step: "map update",
@@ -391,20 +395,21 @@ impl Offload {
             value: 0,
             flags: 0,
         };
-        bpf(BPF_MAP_DELETE_ELEM, &mut attr).map(drop)
+        // SAFETY: element attributes for BPF_MAP_DELETE_ELEM; `key` (8 bytes, the map's key size) is a
+        // local that outlives the call, `value` is unused.
+        unsafe { bpf(BPF_MAP_DELETE_ELEM, &mut attr) }.map(drop)
     }
 }
 
-/// Loads [`verdict_program`] for `map`, with the verifier's log in the error when it is refused.
-fn load(map: BorrowedFd<'_>) -> Result<OwnedFd, Error> {
-    let program = verdict_program(map.as_raw_fd());
+/// Loads `program` as an SK_SKB program, with the verifier's log in the error when it is refused.
+fn load(program: &[Insn]) -> Result<OwnedFd, Error> {
     let license: &CStr = c"GPL"; // bpf_sk_redirect_hash is GPL-only.
     let mut log = vec![0u8; 64 * 1024];
     let mut name = [0u8; 16];
     name[..13].copy_from_slice(b"edgefwd_fwd\0\0");
     let mut attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_SK_SKB,
-        insn_cnt: PROGRAM_LEN as u32,
+        insn_cnt: program.len() as u32,
         insns: program.as_ptr() as u64,
         license: license.as_ptr() as u64,
         log_level: 1,
@@ -416,7 +421,10 @@ fn load(map: BorrowedFd<'_>) -> Result<OwnedFd, Error> {
         prog_ifindex: 0,
         expected_attach_type: 0,
     };
-    match bpf(BPF_PROG_LOAD, &mut attr) {
+    // SAFETY: load attributes for BPF_PROG_LOAD; `insns` points at `program` (`insn_cnt` instructions
+    // of 8 bytes), `license` at a NUL-terminated static string, `log_buf` at `log` (`log_size` writable
+    // bytes); all outlive the call.
+    match unsafe { bpf(BPF_PROG_LOAD, &mut attr) } {
         Ok(fd) => Ok(owned(fd)),
         Err(source) => {
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
@@ -434,6 +442,7 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::os::fd::AsFd;
     use std::time::Duration;
 
     /// The offload, or `None` with the reason printed when this process may not load BPF (not root) or
@@ -526,6 +535,21 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_program_brings_the_verifiers_log() {
+        if Offload::new(1).is_err() {
+            eprintln!("skipped: BPF not permitted here");
+            return;
+        }
+        // `exit` with r0 never written: the verifier refuses it and says why.
+        let refused = load(&[Insn::new(EXIT, 0, 0, 0, 0)]).expect_err("an invalid program loaded");
+        let message = refused.to_string();
+        assert!(
+            message.starts_with("bpf program load: ") && message.contains("R0 !read_ok"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn cookie_differs_per_socket_and_is_stable() {
         let p = path();
         let front = cookie(p.front.as_fd()).expect("cookie");
@@ -583,10 +607,17 @@ mod tests {
     fn a_fin_shows_as_rdhup_and_a_shutdown_passes_it_on_while_the_other_way_flows() {
         let Some(offload) = offload() else { return };
         let mut p = path();
+        let baseline = Flight::start(&p.front, &p.back);
         offload
             .insert_pair(p.front.as_fd(), p.back.as_fd())
             .expect("insert pair");
-        p.client.write_all(b"last words").expect("write");
+        let mut server = p.server.try_clone().expect("clone");
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).map(|_| got)
+        });
+        let last = pattern(2 << 20, 8);
+        p.client.write_all(&last).expect("write");
         p.client.shutdown(Shutdown::Write).expect("shutdown");
         let revents = poll_for(
             p.front.as_fd(),
@@ -597,11 +628,25 @@ mod tests {
             revents & libc::POLLRDHUP != 0,
             "the FIN did not show: {revents:#x}"
         );
-        // What the reactor does on that RDHUP: pass the FIN on.
+        // What the reactor must do on that RDHUP: wait until every byte redirected to the back socket is
+        // in its send queue (a shutdown before that cuts them off), then pass the FIN on.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while baseline.in_flight(&p.front, &p.back, true) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the redirect queue did not drain: {} bytes",
+                baseline.in_flight(&p.front, &p.back, true)
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         p.back.shutdown(Shutdown::Write).expect("shutdown back");
-        let mut got = Vec::new();
-        p.server.read_to_end(&mut got).expect("read to EOF");
-        assert_eq!(got, b"last words");
+        let got = reader.join().expect("reader").expect("read to EOF");
+        assert!(
+            got == last,
+            "{} of {} bytes arrived, or they differ",
+            got.len(),
+            last.len()
+        );
         // The other way still flows, redirected.
         let down = pattern(1 << 20, 3);
         let got = send_through(p.server.try_clone().expect("clone"), &p.client, &down);
@@ -609,6 +654,64 @@ mod tests {
             got == down,
             "server -> client bytes after half-close differ"
         );
+    }
+
+    /// The bytes a redirected direction holds inside the kernel, from `TCP_INFO` and `SIOCOUTQ`: what the
+    /// source socket received since the insert, less what reached the destination's send queue since.
+    /// `tcpi_bytes_received` counts a received FIN as one byte (it follows `rcv_nxt`), so once the FIN
+    /// has shown, one less.
+    struct Flight {
+        received: u64,
+        queued: u64,
+    }
+
+    impl Flight {
+        fn start(src: &TcpStream, dst: &TcpStream) -> Flight {
+            Flight {
+                received: tcp_info_u64(src, TCPI_BYTES_RECEIVED),
+                queued: tcp_info_u64(dst, TCPI_BYTES_ACKED) + outq(dst),
+            }
+        }
+
+        fn in_flight(&self, src: &TcpStream, dst: &TcpStream, fin_seen: bool) -> u64 {
+            let received =
+                tcp_info_u64(src, TCPI_BYTES_RECEIVED) - self.received - u64::from(fin_seen);
+            let queued = tcp_info_u64(dst, TCPI_BYTES_ACKED) + outq(dst) - self.queued;
+            received.saturating_sub(queued)
+        }
+    }
+
+    /// Offsets in `struct tcp_info` (include/uapi/linux/tcp.h).
+    const TCPI_BYTES_ACKED: usize = 120;
+    const TCPI_BYTES_RECEIVED: usize = 128;
+
+    fn tcp_info_u64(socket: &TcpStream, offset: usize) -> u64 {
+        let mut info = [0u8; 256];
+        let mut len = info.len() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `info`, a live 256-byte buffer.
+        let ret = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                info.as_mut_ptr() as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        assert_eq!(ret, 0, "TCP_INFO: {}", io::Error::last_os_error());
+        assert!(len as usize >= offset + 8, "TCP_INFO too short: {len}");
+        let mut field = [0u8; 8];
+        field.copy_from_slice(&info[offset..offset + 8]);
+        u64::from_ne_bytes(field)
+    }
+
+    /// Bytes in `socket`'s send queue (sent and unacknowledged, or not sent yet).
+    fn outq(socket: &TcpStream) -> u64 {
+        let mut value: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one c_int into `value`.
+        let ret = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut value) };
+        assert_eq!(ret, 0, "SIOCOUTQ: {}", io::Error::last_os_error());
+        value as u64
     }
 
     #[test]
