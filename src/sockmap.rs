@@ -14,7 +14,7 @@
 //! - **Keyed by socket cookie, not by 4-tuple.** `SO_COOKIE` gives user space the same 64-bit number
 //!   `bpf_get_socket_cookie(skb)` gives the program, for IPv4 and IPv6 alike, with no byte-order
 //!   traps (`struct __sk_buff` holds `remote_port` in network order and `local_port` in host order, and
-//!   an IPv4 socket's `*_ip6` fields are not a mapped address). The map holds, under each socket's
+//!   IPv4 and IPv6 sockets fill different fields). The map holds, under each socket's
 //!   cookie, its *peer*: `map[cookie(a)] = b`, `map[cookie(b)] = a`. A socket is attached to the
 //!   program when it is stored as a value, so inserting that entry is what hands it to the kernel.
 //! - **A peer not (yet) in the map passes, never drops.** `bpf_sk_redirect_hash` returns `SK_DROP`
@@ -172,7 +172,8 @@ fn verdict_program(map_fd: i32) -> [Insn; PROGRAM_LEN] {
     ]
 }
 
-/// `SO_COOKIE` (asm-generic/socket.h; libc does not export it): the socket's 64-bit cookie, the number
+/// `SO_COOKIE` (asm-generic/socket.h, the value on x86-64 and arm64; a few architectures such as sparc
+/// number it differently, and libc does not export it): the socket's 64-bit cookie, the number
 /// `bpf_get_socket_cookie` returns for it.
 const SO_COOKIE: libc::c_int = 57;
 
