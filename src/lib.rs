@@ -28,6 +28,8 @@
 //! - [`token`]: `mio::Token` <-> listener / signals / (slot, side, generation).
 //! - [`timer`]: the deadline heap.
 //! - [`throttle`]: rate-limited warnings.
+//! - [`sockmap`]: in-kernel forwarding through a BPF sockhash (Linux); measured, not wired into the
+//!   reactor (docs/sockmap.md says why).
 //! - [`splice`]: `--splice` zero-copy pipes (Linux).
 //! - [`pump`]: one direction, `src -> ring -> dst`, its state machine.
 //! - [`pair`]: a client and its upstream: lifecycle, connect check, timeouts, close causes.
@@ -65,6 +67,8 @@ pub mod resolve;
 pub mod ring;
 pub mod route;
 pub mod scrape;
+#[cfg(target_os = "linux")]
+pub mod sockmap;
 pub mod splice;
 pub mod throttle;
 pub mod timer;
