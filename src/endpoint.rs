@@ -597,6 +597,52 @@ mod tests {
         assert!(got.iter().take(3).all(|(_, n)| *n == 100), "{got:?}");
     }
 
+    /// The largest weights the arithmetic meets: every upstream at the maximum weight, with address
+    /// counts 1 to 16 (so the scale is lcm(1..=16) = 720,720), on every slot of the route. Each upstream's
+    /// endpoints still add up to its weight times the scale exactly, and the balancers' sums over all
+    /// of them stay far inside their integers (smooth round-robin adds them in an i64).
+    #[test]
+    fn test_largest_weights_stay_exact() {
+        let now = Instant::now();
+        let configs: Vec<UpstreamConfig> = (0..MAX_UPSTREAMS)
+            .map(|index| {
+                let count = index % MAX_ADDRESSES + 1;
+                let addrs: Vec<String> =
+                    (0..count).map(|n| format!("10.{index}.{n}.1:80")).collect();
+                let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+                upstream(
+                    &format!("u{index}.test:80"),
+                    crate::config::MAX_WEIGHT,
+                    &addrs,
+                )
+            })
+            .collect();
+        let (mut upstreams, changes) = Upstreams::new(&configs, None, now);
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(
+            upstreams.live().count(),
+            MAX_ENDPOINTS / 2 + MAX_UPSTREAMS / 2
+        );
+        let scale = (1..=MAX_ADDRESSES as u64).fold(1, lcm);
+        assert_eq!(scale, 720_720);
+        for index in 0..MAX_UPSTREAMS {
+            let sum: u64 = upstreams.live_of(index).map(|(_, e)| e.weight).sum();
+            assert_eq!(
+                sum,
+                u64::from(crate::config::MAX_WEIGHT) * scale,
+                "upstream {index}"
+            );
+        }
+        let total: u64 = upstreams.live().map(|(_, e)| e.weight).sum();
+        assert!(i64::try_from(total).is_ok_and(|total| total < i64::MAX / 1024));
+        let mut balancer = Balancer::new(Algorithm::RoundRobin, 0, 1);
+        let client: IpAddr = "10.0.0.1".parse().expect("ip");
+        for _ in 0..2_000 {
+            let candidates = upstreams.candidates(&Tried::default(), now);
+            assert!(balancer.pick(&candidates, client).is_some());
+        }
+    }
+
     /// `source-hash` maps clients over endpoints: both addresses of a name get clients, each client
     /// keeps its address, and retiring one address moves only its own clients.
     #[test]
