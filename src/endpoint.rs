@@ -122,27 +122,70 @@ pub enum Change {
     },
 }
 
+/// Slots a [`Tried`] keeps inline: more than the default `connect_attempts` (3), so that only a route
+/// set for long failover chains ever allocates, and then only on its failover path.
+pub const TRIED_INLINE: usize = 7;
+
 /// The endpoints a client has been tried on (the current one included): a failover never repeats one,
-/// and their count is the number of attempts made. A bit per endpoint slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Tried([u64; MAX_ENDPOINTS / 64]);
+/// and their count is the number of attempts made. Every pair holds one, idle or not, so the common
+/// case (a few attempts) is 16 bytes inline rather than a bit for each of the [`MAX_ENDPOINTS`] slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tried {
+    /// Up to [`TRIED_INLINE`] slots, the first `len` of `slots`.
+    Few { len: u8, slots: [u16; TRIED_INLINE] },
+    /// A bit per endpoint slot, once more than [`TRIED_INLINE`] have been tried.
+    Many(Box<[u64; MAX_ENDPOINTS / 64]>),
+}
+
+impl Default for Tried {
+    fn default() -> Tried {
+        Tried::Few {
+            len: 0,
+            slots: [0; TRIED_INLINE],
+        }
+    }
+}
 
 impl Tried {
     pub fn contains(&self, slot: usize) -> bool {
-        self.0
-            .get(slot / 64)
-            .is_some_and(|word| word & (1 << (slot % 64)) != 0)
+        match self {
+            Tried::Few { len, slots } => {
+                u16::try_from(slot).is_ok_and(|slot| slots[..usize::from(*len)].contains(&slot))
+            }
+            Tried::Many(bits) => bits
+                .get(slot / 64)
+                .is_some_and(|word| word & (1 << (slot % 64)) != 0),
+        }
     }
 
+    /// Adds `slot`; one out of range (no endpoint has it) is ignored.
     pub fn insert(&mut self, slot: usize) {
-        if let Some(word) = self.0.get_mut(slot / 64) {
-            *word |= 1 << (slot % 64);
+        if slot >= MAX_ENDPOINTS || self.contains(slot) {
+            return;
+        }
+        match self {
+            Tried::Few { len, slots } if usize::from(*len) < TRIED_INLINE => {
+                slots[usize::from(*len)] = slot as u16; // below MAX_ENDPOINTS, which fits
+                *len += 1;
+            }
+            Tried::Few { slots, .. } => {
+                let mut bits = Box::new([0u64; MAX_ENDPOINTS / 64]);
+                for &old in slots.iter() {
+                    bits[usize::from(old) / 64] |= 1 << (old % 64);
+                }
+                bits[slot / 64] |= 1 << (slot % 64);
+                *self = Tried::Many(bits);
+            }
+            Tried::Many(bits) => bits[slot / 64] |= 1 << (slot % 64),
         }
     }
 
     /// Attempts made.
     pub fn count(&self) -> usize {
-        self.0.iter().map(|word| word.count_ones() as usize).sum()
+        match self {
+            Tried::Few { len, .. } => usize::from(*len),
+            Tried::Many(bits) => bits.iter().map(|word| word.count_ones() as usize).sum(),
+        }
     }
 }
 
@@ -554,6 +597,52 @@ mod tests {
         assert!(got.iter().take(3).all(|(_, n)| *n == 100), "{got:?}");
     }
 
+    /// The largest weights the arithmetic meets: every upstream at the maximum weight, with address
+    /// counts 1 to 16 (so the scale is lcm(1..=16) = 720,720), on every slot of the route. Each upstream's
+    /// endpoints still add up to its weight times the scale exactly, and the balancers' sums over all
+    /// of them stay far inside their integers (smooth round-robin adds them in an i64).
+    #[test]
+    fn test_largest_weights_stay_exact() {
+        let now = Instant::now();
+        let configs: Vec<UpstreamConfig> = (0..MAX_UPSTREAMS)
+            .map(|index| {
+                let count = index % MAX_ADDRESSES + 1;
+                let addrs: Vec<String> =
+                    (0..count).map(|n| format!("10.{index}.{n}.1:80")).collect();
+                let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+                upstream(
+                    &format!("u{index}.test:80"),
+                    crate::config::MAX_WEIGHT,
+                    &addrs,
+                )
+            })
+            .collect();
+        let (mut upstreams, changes) = Upstreams::new(&configs, None, now);
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(
+            upstreams.live().count(),
+            MAX_ENDPOINTS / 2 + MAX_UPSTREAMS / 2
+        );
+        let scale = (1..=MAX_ADDRESSES as u64).fold(1, lcm);
+        assert_eq!(scale, 720_720);
+        for index in 0..MAX_UPSTREAMS {
+            let sum: u64 = upstreams.live_of(index).map(|(_, e)| e.weight).sum();
+            assert_eq!(
+                sum,
+                u64::from(crate::config::MAX_WEIGHT) * scale,
+                "upstream {index}"
+            );
+        }
+        let total: u64 = upstreams.live().map(|(_, e)| e.weight).sum();
+        assert!(i64::try_from(total).is_ok_and(|total| total < i64::MAX / 1024));
+        let mut balancer = Balancer::new(Algorithm::RoundRobin, 0, 1);
+        let client: IpAddr = "10.0.0.1".parse().expect("ip");
+        for _ in 0..2_000 {
+            let candidates = upstreams.candidates(&Tried::default(), now);
+            assert!(balancer.pick(&candidates, client).is_some());
+        }
+    }
+
     /// `source-hash` maps clients over endpoints: both addresses of a name get clients, each client
     /// keeps its address, and retiring one address moves only its own clients.
     #[test]
@@ -847,5 +936,35 @@ mod tests {
         assert!(tried.contains(64) && !tried.contains(65));
         tried.insert(MAX_ENDPOINTS); // out of range: ignored
         assert_eq!(tried.count(), 4);
+        assert!(!tried.contains(MAX_ENDPOINTS) && !tried.contains(usize::MAX));
+    }
+
+    /// Past the inline slots the set spills into a bitmap and keeps every slot it had; up to every
+    /// slot of a route can be tried.
+    #[test]
+    fn test_tried_keeps_every_slot_past_the_inline_ones() {
+        let mut tried = Tried::default();
+        let slots: Vec<usize> = (0..MAX_ENDPOINTS).map(|n| n * 37 % MAX_ENDPOINTS).collect();
+        for (n, &slot) in slots.iter().enumerate() {
+            assert!(!tried.contains(slot), "slot {slot} before it was tried");
+            tried.insert(slot);
+            tried.insert(slot);
+            assert_eq!(tried.count(), n + 1);
+            assert!(
+                slots[..=n].iter().all(|&old| tried.contains(old)),
+                "after {n}"
+            );
+            assert_eq!(
+                matches!(tried, Tried::Few { .. }),
+                n < TRIED_INLINE,
+                "after {n}"
+            );
+        }
+    }
+
+    /// Every pair holds a `Tried`: idle memory per pair (docs/soak.md) depends on it staying small.
+    #[test]
+    fn test_tried_is_small() {
+        assert!(std::mem::size_of::<Tried>() <= 16);
     }
 }

@@ -271,8 +271,9 @@ pub struct Pair {
     last_activity: Instant,
     /// The deadline currently armed in the reactor's timer heap for this pair.
     pub armed: Option<Instant>,
-    /// In `Greeting`: what has arrived of the PROXY header / CONNECT head.
-    greeting: Option<Greeting>,
+    /// In `Greeting`: what has arrived of the PROXY header / CONNECT head. Boxed: only a greeting route's
+    /// pairs have one, and only until it is read, while its ~128 bytes inline would sit in every pair.
+    greeting: Option<Box<Greeting>>,
     /// In `Refusing`: the status being written.
     refusal: Option<Refusal>,
     /// `--send-proxy`: put a PROXY header first in the upstream stream.
@@ -358,7 +359,7 @@ impl Pair {
             attempt_started: now,
             last_activity: now,
             armed: None,
-            greeting: Some(greeting),
+            greeting: Some(Box::new(greeting)),
             refusal: None,
             send_proxy: None,
             direct: false,
@@ -662,7 +663,7 @@ impl Pair {
     /// Why this pair's PROXY header failed (`edgefwd_proxy_header_rejected_total{reason}`), if it did:
     /// refused by the parser, timed out, or the client left before it ended.
     pub fn proxy_header_rejection(&self) -> Option<Reason> {
-        self.greeting.as_ref().and_then(Greeting::refused)
+        self.greeting.as_deref().and_then(Greeting::refused)
     }
 
     /// Starts answering the client with an error status; whatever was queued for either side is

@@ -42,6 +42,9 @@ struct Warm {
     /// picked for it.
     route: u64,
     upstream: usize,
+    /// Where it connects: a slot freed by a re-resolution may hold another address by the time the
+    /// pool is told ([`WarmPool::forget_endpoints`]).
+    addr: SocketAddr,
 }
 
 /// The pool of warm upstream connections, for every route.
@@ -145,6 +148,7 @@ impl WarmPool {
                         give_up_at: now + connect_timeout,
                         route,
                         upstream,
+                        addr,
                     });
                     held += 1;
                 }
@@ -196,10 +200,12 @@ impl WarmPool {
         Some(self.conns.remove(slot).stream)
     }
 
-    /// Closes route `route`'s connections to the endpoints `live` says no (retired by a re-resolution).
-    pub fn forget_endpoints(&mut self, route: u64, live: impl Fn(usize) -> bool) {
+    /// Closes route `route`'s connections that `live` says no to, asked with their endpoint slot and
+    /// address: an endpoint retired by a re-resolution takes no new client, and its slot, once freed,
+    /// may already hold another address (of any upstream of the route) when the pool is told.
+    pub fn forget_endpoints(&mut self, route: u64, live: impl Fn(usize, SocketAddr) -> bool) {
         self.conns
-            .retain(|_, warm| warm.route != route || live(warm.upstream));
+            .retain(|_, warm| warm.route != route || live(warm.upstream, warm.addr));
     }
 
     /// Closes the connections of a route that a reload removed or replaced.

@@ -1082,7 +1082,7 @@ impl Reactor {
         let failed = pair.endpoint;
         route.connect_failed(failed, now);
         // A failover never takes a warm connection: the pool's are for clients not yet connecting.
-        let next = route.connect(pair.client_addr.ip(), pair.tried, now, |_| None);
+        let next = route.connect(pair.client_addr.ip(), pair.tried.clone(), now, |_| None);
         let (mut stream, index, tried) =
             match next.map(|(stream, index, tried, _)| (stream, index, tried)) {
                 Ok(next) => next,

@@ -482,3 +482,61 @@ fn port_free_on_both() -> Option<u16> {
     }
     panic!("no port free on both 127.0.0.1 and ::1");
 }
+
+/// `--prewarm` connections are filed under their endpoint's slot. When one re-resolution drops an
+/// address of one upstream (its slot freed at once: no pair on it) and gives another upstream a new
+/// address (which takes the freed slot), the warm connections to the dropped address must close, not
+/// pass for connections to the new one: every client reaches an address its names have now.
+#[test]
+fn test_a_warm_connection_to_a_dropped_address_never_serves_the_address_that_reuses_its_slot() {
+    let name = format!("edgefwd-dns-warm-{}.test", std::process::id());
+    let Some(entry) = HostsEntry::add(&name, &["127.0.0.1"]) else {
+        eprintln!("skipped: {HOSTS} cannot be written here, so no name can be made to change");
+        return;
+    };
+    let (Some(a), Some(b)) = (port_free_on_both(), port_free_on_both()) else {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    };
+    assert_ne!(a, b, "two upstreams need two ports");
+    let _a4 = greeter(SocketAddr::from(([127, 0, 0, 1], a)), "a4");
+    let _a6 = greeter(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a)), "a6");
+    let _b4 = greeter(SocketAddr::from(([127, 0, 0, 1], b)), "b4");
+    let _b6 = greeter(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, b)), "b6");
+    let (upstream_a, upstream_b) = (format!("{name}:{a}"), format!("{name}:{b}"));
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &upstream_a,
+        "--upstream",
+        &upstream_b,
+        "--prewarm",
+        "8",
+        "--resolve-interval",
+        "200ms",
+    ]);
+    // The warm connections to both 127.0.0.1 endpoints are made and confirmed.
+    std::thread::sleep(Duration::from_millis(700));
+
+    entry.point_to(&["::1"]).expect("rewrite /etc/hosts");
+    fwd.expect_log(
+        &format!("now resolves to [::1]:{b}"),
+        Duration::from_secs(10),
+    );
+    // All at once, so that the clients outrun the refill: with the stale connections still filed
+    // under a live slot, some of them would be handed out.
+    let clients: Vec<TcpStream> = (0..16).map(|_| connect(fwd.addr())).collect();
+    let labels: Vec<String> = clients.into_iter().map(read_label).collect();
+    assert!(
+        labels.iter().all(|label| label == "a6" || label == "b6"),
+        "clients reached addresses their names no longer have: {labels:?}"
+    );
+}
+
+/// The first line a greeter sent on `client`.
+fn read_label(client: TcpStream) -> String {
+    let mut line = String::new();
+    BufReader::new(client)
+        .read_line(&mut line)
+        .expect("greeting");
+    line.trim_end().to_string()
+}

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 
 use log::{error, info, warn};
 use mio::net::TcpListener;
-use mio::Interest;
+use mio::{Interest, Registry};
 use socket2::SockRef;
 
 use super::Reactor;
@@ -408,17 +408,7 @@ impl Reactor {
         }
         // The slot the route will take: nothing is inserted in between.
         let key = self.routes.vacant_key();
-        let registry = self.poll.registry();
-        for (index, listener) in listeners.iter_mut().enumerate() {
-            registry
-                .register(
-                    &mut listener.socket,
-                    token::listener_token(key, index),
-                    Interest::READABLE,
-                )
-                .map_err(|err| format!("cannot register listener {}: {err}", listener.local))?;
-            listener.ready = true;
-        }
+        register_listeners(self.poll.registry(), key, &mut listeners)?;
         let previous = previous
             .and_then(|old| self.routes.get(old))
             .map(|old| &old.upstreams);
@@ -462,5 +452,68 @@ impl Reactor {
         }
         self.config.shutdown_timeout = new.shutdown_timeout;
         self.config.routes = new.routes;
+    }
+}
+
+/// Registers route `key`'s listeners under their tokens and marks them ready, all or none: when one
+/// fails, those registered before it are deregistered again before the error returns (and the caller
+/// drops them). A listener may be a `--threads` descriptor of a socket a sibling also holds, and the
+/// registration of such a descriptor outlives its close ([`net::share_listener`]): left behind, it
+/// would wake this poller with every new client of that socket, under a token of no route.
+fn register_listeners(
+    registry: &Registry,
+    key: usize,
+    listeners: &mut [Listener],
+) -> Result<(), String> {
+    for index in 0..listeners.len() {
+        let listener = &mut listeners[index];
+        let token = token::listener_token(key, index);
+        if let Err(err) = registry.register(&mut listener.socket, token, Interest::READABLE) {
+            let message = format!("cannot register listener {}: {err}", listener.local);
+            for registered in &mut listeners[..index] {
+                let _ = registry.deregister(&mut registered.socket);
+            }
+            return Err(message);
+        }
+        listener.ready = true;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener() -> Listener {
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let socket = net::bind_listener(addr, 16, true).expect("bind");
+        Listener::adopt(addr, socket).expect("adopt")
+    }
+
+    /// A failed registration leaves none of the route's listeners registered.
+    #[test]
+    fn test_register_listeners_all_or_none() {
+        let poll = mio::Poll::new().expect("poll");
+        let registry = poll.registry();
+        let mut listeners = vec![listener(), listener(), listener()];
+        // The second one is registered already, so registering it again fails (EEXIST).
+        registry
+            .register(&mut listeners[1].socket, mio::Token(7), Interest::READABLE)
+            .expect("register");
+        assert!(register_listeners(registry, 3, &mut listeners).is_err());
+        assert!(
+            registry.deregister(&mut listeners[0].socket).is_err(),
+            "the listener registered before the failure is still registered"
+        );
+        assert!(registry.deregister(&mut listeners[2].socket).is_err());
+
+        let mut fresh = vec![listener(), listener()];
+        register_listeners(registry, 4, &mut fresh).expect("register");
+        assert!(fresh.iter().all(|listener| listener.ready));
+        for listener in &mut fresh {
+            registry
+                .deregister(&mut listener.socket)
+                .expect("registered");
+        }
     }
 }

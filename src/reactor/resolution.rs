@@ -139,13 +139,17 @@ impl Reactor {
     }
 
     /// Closes the warm connections of route `key` to endpoints that are no longer live: a retired
-    /// endpoint takes no new client, and its slot may later hold another address.
+    /// endpoint takes no new client. Checked by address too: one lookup batch can free a slot (an
+    /// address dropped, no pair on it) and give it to another upstream's new address before this runs.
     pub(super) fn forget_retired_warm(&mut self, key: usize) {
         let (Some(warm), Some(route)) = (self.warm.as_mut(), self.routes.get(key)) else {
             return;
         };
-        warm.forget_endpoints(route.uid, |slot| {
-            route.upstreams.get(slot).is_some_and(|e| e.is_live())
+        warm.forget_endpoints(route.uid, |slot, addr| {
+            route
+                .upstreams
+                .get(slot)
+                .is_some_and(|e| e.is_live() && e.addr == addr)
         });
     }
 }
