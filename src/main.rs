@@ -22,7 +22,7 @@ use edgefwd::reactor::{Exit, Reactor, Siblings};
 use edgefwd::resolve;
 
 /// The flags that describe the one route of a flag-configured forwarder; `--config` excludes them all.
-const ROUTE_FLAGS: [&str; 23] = [
+const ROUTE_FLAGS: [&str; 24] = [
     "listen",
     "upstream",
     "balance",
@@ -32,6 +32,7 @@ const ROUTE_FLAGS: [&str; 23] = [
     "connect_attempts",
     "idle_timeout",
     "fin_timeout",
+    "max_connection_duration",
     "health_interval",
     "health_timeout",
     "fall",
@@ -94,6 +95,10 @@ struct Cli {
     /// Close half-closed connections with no traffic for this long.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = config::parse_timeout)]
     fin_timeout: Duration,
+
+    /// Close a connection this long after it was accepted, busy or not (e.g. 1h) [default: off].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    max_connection_duration: Option<Duration>,
 
     /// Probe every upstream with a TCP connect this often (e.g. 2s) [default: off, passive health only].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
@@ -375,6 +380,7 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
         connect_timeout: cli.connect_timeout,
         idle_timeout: cli.idle_timeout.filter(|d| !d.is_zero()),
         fin_timeout: cli.fin_timeout,
+        max_connection_duration: cli.max_connection_duration.filter(|d| !d.is_zero()),
         health_interval: cli.health_interval.filter(|d| !d.is_zero()),
         health_timeout: cli.health_timeout,
         fall: cli.fall,

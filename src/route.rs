@@ -235,6 +235,7 @@ impl Route {
                 header: config.header_timeout,
                 idle: config.idle_timeout,
                 fin: config.fin_timeout,
+                lifetime: config.max_connection_duration,
             },
             options: StreamOptions {
                 nodelay: config.nodelay,
@@ -415,6 +416,12 @@ impl Route {
     fn describe_extras(&self) -> String {
         let config = &self.config;
         let mut text = String::new();
+        if let Some(lifetime) = config.max_connection_duration {
+            text.push_str(&format!(
+                " max-connection-duration={}ms",
+                lifetime.as_millis()
+            ));
+        }
         if config.mode == Mode::Connect {
             text.push_str(" mode=connect");
         }
@@ -567,6 +574,7 @@ mod tests {
             connect_attempts: 1,
             idle_timeout: None,
             fin_timeout: Duration::from_secs(1),
+            max_connection_duration: None,
             health_interval: None,
             health_timeout: Duration::from_secs(1),
             fall: 3,
