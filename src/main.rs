@@ -42,18 +42,18 @@ struct Cli {
     upstream: Vec<(String, u32)>,
 
     /// How an upstream is picked for each connection: round-robin, least-conn, random-two, source-hash.
-    #[arg(long, value_name = "ALGORITHM", default_value = "round-robin", value_parser = str::parse::<Algorithm>)]
+    #[arg(long, value_name = "ALGORITHM", default_value = settings::BALANCE.flag_default(), value_parser = str::parse::<Algorithm>)]
     balance: Algorithm,
 
     /// Ring buffer size per direction of each connection (e.g. 16k, 64k, 1m).
-    #[arg(long, value_name = "SIZE", default_value_t = config::DEFAULT_BUFFER_SIZE, value_parser = config::parse_buffer_size)]
+    #[arg(long, value_name = "SIZE", default_value = settings::BUFFER_SIZE.flag_default(), value_parser = config::parse_buffer_size)]
     buffer_size: usize,
 
     #[arg(long, value_name = "N", help = budget::MAX_CONNECTIONS_HELP, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: Option<u32>,
 
     /// How long each upstream connect attempt may take (e.g. 500ms, 5s).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = config::parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = settings::CONNECT_TIMEOUT.flag_default(), value_parser = config::parse_timeout)]
     connect_timeout: Duration,
 
     /// Most endpoints (upstream addresses) tried for one client when connects fail [default: 3, or
@@ -66,7 +66,7 @@ struct Cli {
     idle_timeout: Option<Duration>,
 
     /// Close half-closed connections with no traffic for this long.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = config::parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = settings::FIN_TIMEOUT.flag_default(), value_parser = config::parse_timeout)]
     fin_timeout: Duration,
 
     /// Close a connection this long after it was accepted, busy or not (e.g. 1h) [default: off].
@@ -78,11 +78,11 @@ struct Cli {
     health_interval: Option<Duration>,
 
     /// How long a health probe may take before it counts as a failure.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = config::parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = settings::HEALTH_TIMEOUT.flag_default(), value_parser = config::parse_timeout)]
     health_timeout: Duration,
 
     /// Consecutive failed connects or probes that mark an upstream down.
-    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_FALL, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value = settings::FALL.flag_default(), value_parser = clap::value_parser!(u32).range(1..))]
     fall: u32,
 
     /// Re-resolve host-name upstreams this often [default: 30s if any upstream is a host name].
@@ -102,7 +102,7 @@ struct Cli {
     keepalive: Option<Duration>,
 
     /// Listen backlog.
-    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_BACKLOG, value_parser = clap::value_parser!(i32).range(1..))]
+    #[arg(long, value_name = "N", default_value = settings::BACKLOG.flag_default(), value_parser = clap::value_parser!(i32).range(1..))]
     backlog: i32,
 
     /// forward (to the upstreams) or connect (an HTTP CONNECT proxy to the destinations --allow names).
@@ -132,7 +132,7 @@ struct Cli {
     accept_proxy: bool,
 
     /// How long a client may take to send its PROXY header or CONNECT head (408 in connect mode).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = config::parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = settings::HEADER_TIMEOUT.flag_default(), value_parser = config::parse_timeout)]
     header_timeout: Duration,
 
     /// Serve Prometheus metrics at http://ADDR/metrics, from the same event loop (a config file's
