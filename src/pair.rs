@@ -1301,6 +1301,39 @@ mod tests {
         assert_eq!(pair.phase(), Phase::Established);
     }
 
+    /// An established pair's lifetime counts from its accept, not from its last byte, and wins over a
+    /// later idle deadline; without one the pair has no deadline at all.
+    #[test]
+    fn test_established_lifetime_deadline() {
+        let now = Instant::now();
+        let (mut pair, _client) = looking_up(now);
+        let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let outcome = pair.on_looked(Ok(vec![live.local_addr().expect("addr")]), now);
+        connect_as_asked(&mut pair, outcome, now);
+        live.accept().expect("accept");
+        let later = now + Duration::from_secs(5);
+        let connected = Event {
+            writable: true,
+            ..Event::default()
+        };
+        run_event(&mut pair, Side::Upstream, connected, later);
+        assert_eq!(pair.phase(), Phase::Established);
+        assert_eq!(pair.deadline(&LIMITS), None);
+        let limits = Deadlines {
+            idle: Some(Duration::from_secs(60)),
+            lifetime: Some(Duration::from_secs(30)),
+            ..LIMITS
+        };
+        assert_eq!(
+            pair.deadline(&limits),
+            Some((now + Duration::from_secs(30), Cause::MaxDuration))
+        );
+        assert!(
+            !Cause::MaxDuration.resets(),
+            "a policy close, like idle-timeout"
+        );
+    }
+
     /// A destination address that times out gives way to the next, which has a connect timeout of its
     /// own; past the last one's, the client gets 504.
     #[test]
