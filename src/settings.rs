@@ -581,6 +581,40 @@ mod tests {
         }
     }
 
+    /// The start line shows a setting that is usually off only when it is on.
+    #[test]
+    fn test_start_line_shows_what_is_set() {
+        let route = |extra: &str| {
+            let text = format!(
+                "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"127.0.0.1:9\"]\n{extra}"
+            );
+            let mut resolve = |name: &str| -> crate::config::Addresses {
+                name.parse()
+                    .map(|addr| vec![addr])
+                    .map_err(|_| name.to_string())
+            };
+            let defaults = crate::file::Defaults {
+                max_connections: 10,
+                shutdown_timeout: Duration::from_secs(1),
+            };
+            let config = crate::file::parse("test.toml", &text, defaults, &mut resolve);
+            config
+                .map(|mut config| config.routes.remove(0))
+                .expect("valid")
+        };
+        let plain = start_line(&route(""));
+        assert!(
+            plain.starts_with(" balance=round-robin buffer-size=65536 "),
+            "{plain}"
+        );
+        assert!(!plain.contains("max-connection-duration"), "{plain}");
+        let limited = start_line(&route("max_connection_duration = \"90s\"\n"));
+        assert!(
+            limited.contains(" max-connection-duration=90000ms "),
+            "{limited}"
+        );
+    }
+
     #[test]
     fn test_flag_default_is_the_documented_literal() {
         assert_eq!(CONNECT_TIMEOUT.flag_default(), "5s");
