@@ -133,6 +133,8 @@ pub struct RouteConfig {
     pub idle_timeout: Option<Duration>,
     /// Close a half-closed pair with no traffic for this long.
     pub fin_timeout: Duration,
+    /// Close an established pair this long after its accept, busy or not; `None` = never.
+    pub max_connection_duration: Option<Duration>,
     /// Probe every upstream with a TCP connect this often; `None` = passive health only.
     pub health_interval: Option<Duration>,
     /// How long a probe connect may take before it counts as a failure.

@@ -144,6 +144,7 @@ struct RawRoute {
     connect_attempts: Option<Spanned<u32>>,
     idle_timeout: Option<Spanned<String>>,
     fin_timeout: Option<Spanned<String>>,
+    max_connection_duration: Option<Spanned<String>>,
     health_interval: Option<Spanned<String>>,
     health_timeout: Option<Spanned<String>>,
     fall: Option<Spanned<u32>>,
@@ -273,6 +274,12 @@ impl Reader<'_> {
             fin_timeout: self
                 .timeout(&key("fin_timeout"), raw.fin_timeout.as_ref())?
                 .unwrap_or(config::DEFAULT_FIN_TIMEOUT),
+            max_connection_duration: self
+                .duration(
+                    &key("max_connection_duration"),
+                    raw.max_connection_duration.as_ref(),
+                )?
+                .filter(|d| !d.is_zero()),
             health_interval: self
                 .duration(&key("health_interval"), raw.health_interval.as_ref())?
                 .filter(|d| !d.is_zero()),

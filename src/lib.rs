@@ -9,6 +9,8 @@
 //!
 //! # Layout
 //! - [`config`]: validated configuration and the size/duration syntaxes. No I/O.
+//! - [`settings`]: every route setting declared once (key, flag, default, reload, doc line, start line);
+//!   docs/config.md's table is rendered from it.
 //! - [`fdlimit`]: raises RLIMIT_NOFILE at start.
 //! - [`budget`]: the process's fd budget, in slots of two fds, shared by pairs and pipes of every route
 //!   and reactor.
@@ -67,6 +69,7 @@ pub mod resolve;
 pub mod ring;
 pub mod route;
 pub mod scrape;
+pub mod settings;
 #[cfg(target_os = "linux")]
 pub mod sockmap;
 pub mod splice;

@@ -20,33 +20,7 @@ use edgefwd::metrics::MetricsBoard;
 use edgefwd::proxy_protocol::{CarriedTlvs, Version};
 use edgefwd::reactor::{Exit, Reactor, Siblings};
 use edgefwd::resolve;
-
-/// The flags that describe the one route of a flag-configured forwarder; `--config` excludes them all.
-const ROUTE_FLAGS: [&str; 23] = [
-    "listen",
-    "upstream",
-    "balance",
-    "buffer_size",
-    "max_connections",
-    "connect_timeout",
-    "connect_attempts",
-    "idle_timeout",
-    "fin_timeout",
-    "health_interval",
-    "health_timeout",
-    "fall",
-    "resolve_interval",
-    "no_nodelay",
-    "keepalive",
-    "backlog",
-    "mode",
-    "allow",
-    "proxy_auth",
-    "send_proxy",
-    "send_proxy_tlvs",
-    "accept_proxy",
-    "header_timeout",
-];
+use edgefwd::settings;
 
 /// A TCP port forwarder: every connection accepted on --listen is forwarded to one of the --upstream
 /// addresses, byte for byte, by one edge-triggered event loop.
@@ -55,7 +29,7 @@ const ROUTE_FLAGS: [&str; 23] = [
 struct Cli {
     /// Routes from a TOML file (several listeners and upstream sets; SIGHUP reloads it). Excludes the
     /// per-route flags.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ROUTE_FLAGS)]
+    #[arg(long, value_name = "FILE", conflicts_with_all = settings::flag_ids())]
     config: Option<PathBuf>,
 
     /// Address to accept connections on, e.g. 0.0.0.0:8080 or [::]:8080 (port 0 picks a free port).
@@ -68,18 +42,18 @@ struct Cli {
     upstream: Vec<(String, u32)>,
 
     /// How an upstream is picked for each connection: round-robin, least-conn, random-two, source-hash.
-    #[arg(long, value_name = "ALGORITHM", default_value = "round-robin", value_parser = str::parse::<Algorithm>)]
+    #[arg(long, value_name = "ALGORITHM", default_value = settings::BALANCE.flag_default(), value_parser = str::parse::<Algorithm>)]
     balance: Algorithm,
 
     /// Ring buffer size per direction of each connection (e.g. 16k, 64k, 1m).
-    #[arg(long, value_name = "SIZE", default_value_t = config::DEFAULT_BUFFER_SIZE, value_parser = config::parse_buffer_size)]
+    #[arg(long, value_name = "SIZE", default_value = settings::BUFFER_SIZE.flag_default(), value_parser = config::parse_buffer_size)]
     buffer_size: usize,
 
     #[arg(long, value_name = "N", help = budget::MAX_CONNECTIONS_HELP, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: Option<u32>,
 
     /// How long each upstream connect attempt may take (e.g. 500ms, 5s).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = config::parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = settings::CONNECT_TIMEOUT.flag_default(), value_parser = config::parse_timeout)]
     connect_timeout: Duration,
 
     /// Most endpoints (upstream addresses) tried for one client when connects fail [default: 3, or
@@ -92,19 +66,23 @@ struct Cli {
     idle_timeout: Option<Duration>,
 
     /// Close half-closed connections with no traffic for this long.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = config::parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = settings::FIN_TIMEOUT.flag_default(), value_parser = config::parse_timeout)]
     fin_timeout: Duration,
+
+    /// Close a connection this long after it was accepted, busy or not (e.g. 1h) [default: off].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    max_connection_duration: Option<Duration>,
 
     /// Probe every upstream with a TCP connect this often (e.g. 2s) [default: off, passive health only].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     health_interval: Option<Duration>,
 
     /// How long a health probe may take before it counts as a failure.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = config::parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = settings::HEALTH_TIMEOUT.flag_default(), value_parser = config::parse_timeout)]
     health_timeout: Duration,
 
     /// Consecutive failed connects or probes that mark an upstream down.
-    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_FALL, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value = settings::FALL.flag_default(), value_parser = clap::value_parser!(u32).range(1..))]
     fall: u32,
 
     /// Re-resolve host-name upstreams this often [default: 30s if any upstream is a host name].
@@ -124,7 +102,7 @@ struct Cli {
     keepalive: Option<Duration>,
 
     /// Listen backlog.
-    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_BACKLOG, value_parser = clap::value_parser!(i32).range(1..))]
+    #[arg(long, value_name = "N", default_value = settings::BACKLOG.flag_default(), value_parser = clap::value_parser!(i32).range(1..))]
     backlog: i32,
 
     /// forward (to the upstreams) or connect (an HTTP CONNECT proxy to the destinations --allow names).
@@ -154,7 +132,7 @@ struct Cli {
     accept_proxy: bool,
 
     /// How long a client may take to send its PROXY header or CONNECT head (408 in connect mode).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = config::parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = settings::HEADER_TIMEOUT.flag_default(), value_parser = config::parse_timeout)]
     header_timeout: Duration,
 
     /// Serve Prometheus metrics at http://ADDR/metrics, from the same event loop (a config file's
@@ -375,6 +353,7 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
         connect_timeout: cli.connect_timeout,
         idle_timeout: cli.idle_timeout.filter(|d| !d.is_zero()),
         fin_timeout: cli.fin_timeout,
+        max_connection_duration: cli.max_connection_duration.filter(|d| !d.is_zero()),
         health_interval: cli.health_interval.filter(|d| !d.is_zero()),
         health_timeout: cli.health_timeout,
         fall: cli.fall,
@@ -410,4 +389,174 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
         threads: 1,
         prewarm: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The flags and the file against src/settings.rs: a setting declared there but read by one of them
+    //! only, or with another default, fails here.
+
+    use super::*;
+    use clap::CommandFactory;
+    use edgefwd::config::Addresses;
+    use edgefwd::settings::{Base, OnReload, Setting, ROUTE};
+
+    const DEFAULTS: Defaults = Defaults {
+        max_connections: 100,
+        shutdown_timeout: Duration::from_secs(30),
+    };
+
+    /// The flags that are not a route's (they also work with `--config`), and clap's own.
+    const GLOBAL_FLAGS: [&str; 11] = [
+        "config",
+        "shutdown_timeout",
+        "metrics",
+        "stats_interval",
+        "trace",
+        "threads",
+        "prewarm",
+        "splice",
+        "pipe_size",
+        "help",
+        "version",
+    ];
+
+    fn base(base: Base) -> (Vec<&'static str>, &'static str) {
+        match base {
+            Base::Forward => (
+                vec![
+                    "--listen",
+                    "127.0.0.1:7",
+                    "--upstream",
+                    "127.0.0.1:9",
+                    "--upstream",
+                    "127.0.0.1:10",
+                ],
+                "listen = \"127.0.0.1:7\"\nupstreams = [\"127.0.0.1:9\", \"127.0.0.1:10\"]\n",
+            ),
+            Base::Connect => (
+                vec![
+                    "--listen",
+                    "127.0.0.1:7",
+                    "--mode",
+                    "connect",
+                    "--allow",
+                    "*:1",
+                ],
+                "listen = \"127.0.0.1:7\"\nmode = \"connect\"\nallow = [\"*:1\"]\n",
+            ),
+        }
+    }
+
+    /// The route the flags describe, named as the file's would be.
+    fn from_cli(args: &[&str]) -> RouteConfig {
+        let cli = Cli::try_parse_from(std::iter::once("edgefwd").chain(args.iter().copied()))
+            .unwrap_or_else(|err| panic!("{args:?}: {err}"));
+        let mut config = from_flags(cli, DEFAULTS)
+            .unwrap_or_else(|failure| panic!("{args:?}: {}", failure.message));
+        let mut route = config.routes.remove(0);
+        route.name = "route-1".into();
+        route
+    }
+
+    fn from_toml(table: &str) -> RouteConfig {
+        let text = format!("[[route]]\n{table}\n");
+        let mut resolve = |name: &str| -> Addresses {
+            name.parse()
+                .map(|addr| vec![addr])
+                .map_err(|_| format!("cannot resolve '{name}'"))
+        };
+        let mut config = file::parse("test.toml", &text, DEFAULTS, &mut resolve)
+            .unwrap_or_else(|err| panic!("{text}: {}", err.message()));
+        config.routes.remove(0)
+    }
+
+    fn with_example(setting: &Setting) -> Option<(RouteConfig, RouteConfig, RouteConfig)> {
+        let example = setting.example?;
+        let (mut flags, table) = base(example.base);
+        let plain = from_cli(&flags);
+        flags.extend_from_slice(example.flags);
+        let toml = format!("{table}{}\n", example.toml);
+        Some((plain, from_cli(&flags), from_toml(&toml)))
+    }
+
+    /// Nothing set: the flags and the file give the same route, so every default agrees.
+    #[test]
+    fn test_flags_and_file_have_the_same_defaults() {
+        for which in [Base::Forward, Base::Connect] {
+            let (flags, table) = base(which);
+            assert_eq!(from_cli(&flags), from_toml(table), "{which:?}");
+        }
+    }
+
+    /// Each setting's example, given as flags and as a file, is the same route, which is not the default
+    /// one, and which the reload comparison tells from it.
+    #[test]
+    fn test_every_setting_is_read_the_same_by_flags_and_file() {
+        let mut tried = 0;
+        for setting in ROUTE {
+            let Some((plain, flagged, filed)) = with_example(setting) else {
+                continue;
+            };
+            tried += 1;
+            assert_eq!(flagged, filed, "{}: flags and file disagree", setting.key);
+            assert_ne!(
+                flagged, plain,
+                "{}: the example changed nothing",
+                setting.key
+            );
+            assert_eq!(
+                !edgefwd::route::same_settings(&plain, &flagged),
+                setting.on_reload == OnReload::Replaces,
+                "{}: the reload comparison",
+                setting.key
+            );
+        }
+        assert!(tried >= ROUTE.len() - 5, "most settings have an example");
+    }
+
+    /// A default the docs give as one TOML literal is the real default.
+    #[test]
+    fn test_documented_defaults_are_the_defaults() {
+        for setting in ROUTE {
+            let Some(literal) = setting
+                .default
+                .strip_prefix('`')
+                .and_then(|rest| rest.strip_suffix('`'))
+                .filter(|inner| !inner.contains('`'))
+            else {
+                continue;
+            };
+            if setting.key == "name" {
+                continue; // `route-N` is a pattern, not a value
+            }
+            let (flags, table) = base(Base::Forward);
+            let explicit = from_toml(&format!("{table}{} = {literal}\n", setting.key));
+            assert_eq!(
+                from_cli(&flags),
+                explicit,
+                "{}: documented default {literal}",
+                setting.key
+            );
+        }
+    }
+
+    /// Every flag of the binary is a route setting of src/settings.rs or a global one.
+    #[test]
+    fn test_every_flag_is_declared() {
+        let declared = edgefwd::settings::flag_ids();
+        for arg in Cli::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            assert!(
+                declared.contains(&id) || GLOBAL_FLAGS.contains(&id),
+                "--{id} is neither a route setting in src/settings.rs nor a global flag"
+            );
+        }
+        for id in declared {
+            assert!(
+                Cli::command().get_arguments().any(|arg| arg.get_id() == id),
+                "src/settings.rs declares --{id}, which the binary does not take"
+            );
+        }
+    }
 }

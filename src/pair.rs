@@ -19,6 +19,7 @@
 //! | `Established`| both directions `Closed`                   | close (client-fin / upstream-fin)       |
 //! | `Established`| a read/write error on one side             | RST on both (client-/upstream-reset)    |
 //! | `Established`| idle or half-closed past its deadline      | close (idle-timeout / fin-timeout)      |
+//! | `Established`| older than its route's lifetime            | close (max-duration)                    |
 //!
 //! During `Connecting` nothing is read from the client: its bytes wait in the kernel (which is cheaper
 //! than holding them in a ring), and the client's cached readiness keeps the promise that they are there.
@@ -80,11 +81,13 @@ pub enum Cause {
     PollerError,
     /// No upstream of the route resolves to an address: nothing to connect to.
     Unresolved,
+    /// Established for longer than `--max-connection-duration`, busy or not.
+    MaxDuration,
 }
 
 impl Cause {
     /// Every cause, in the order of their discriminants (indexes of per-cause counters).
-    pub const ALL: [Cause; 15] = [
+    pub const ALL: [Cause; 16] = [
         Cause::ClientFin,
         Cause::UpstreamFin,
         Cause::ClientReset,
@@ -100,6 +103,7 @@ impl Cause {
         Cause::HeaderTimeout,
         Cause::PollerError,
         Cause::Unresolved,
+        Cause::MaxDuration,
     ];
 
     /// The name used in logs.
@@ -120,6 +124,7 @@ impl Cause {
             Cause::HeaderTimeout => "header-timeout",
             Cause::PollerError => "poller-error",
             Cause::Unresolved => "unresolved",
+            Cause::MaxDuration => "max-duration",
         }
     }
 
@@ -141,6 +146,7 @@ impl Cause {
                 | Cause::ClientAbort
                 | Cause::IdleTimeout
                 | Cause::FinTimeout
+                | Cause::MaxDuration
                 | Cause::Rejected
                 | Cause::HeaderTimeout
         )
@@ -188,6 +194,8 @@ pub struct Deadlines {
     pub header: Duration,
     pub idle: Option<Duration>,
     pub fin: Duration,
+    /// How long a pair may live, counted from its accept (`--max-connection-duration`); `None` = forever.
+    pub lifetime: Option<Duration>,
 }
 
 /// `endpoint` of a pair whose upstream is not one of its route's (a CONNECT destination, or none
@@ -1026,10 +1034,13 @@ impl Pair {
         let fin = self
             .half_closed()
             .then(|| (self.last_activity + limits.fin, Cause::FinTimeout));
-        match (idle, fin) {
-            (Some(a), Some(b)) => Some(if b.0 <= a.0 { b } else { a }),
-            (a, b) => a.or(b),
-        }
+        let lifetime = limits
+            .lifetime
+            .map(|lifetime| (self.started + lifetime, Cause::MaxDuration));
+        [fin, idle, lifetime]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
     }
 
     /// True while either direction holds bytes not yet delivered. Closing such a pair with a FIN would
@@ -1082,6 +1093,7 @@ mod tests {
         header: Duration::from_secs(10),
         idle: None,
         fin: Duration::from_secs(60),
+        lifetime: None,
     };
 
     /// A connect-mode pair over real loopback sockets whose client has sent `CONNECT localhost:80`, then
@@ -1288,6 +1300,39 @@ mod tests {
         };
         run_event(&mut pair, Side::Upstream, connected, now);
         assert_eq!(pair.phase(), Phase::Established);
+    }
+
+    /// An established pair's lifetime counts from its accept, not from its last byte, and wins over a
+    /// later idle deadline; without one the pair has no deadline at all.
+    #[test]
+    fn test_established_lifetime_deadline() {
+        let now = Instant::now();
+        let (mut pair, _client) = looking_up(now);
+        let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let outcome = pair.on_looked(Ok(vec![live.local_addr().expect("addr")]), now);
+        connect_as_asked(&mut pair, outcome, now);
+        live.accept().expect("accept");
+        let later = now + Duration::from_secs(5);
+        let connected = Event {
+            writable: true,
+            ..Event::default()
+        };
+        run_event(&mut pair, Side::Upstream, connected, later);
+        assert_eq!(pair.phase(), Phase::Established);
+        assert_eq!(pair.deadline(&LIMITS), None);
+        let limits = Deadlines {
+            idle: Some(Duration::from_secs(60)),
+            lifetime: Some(Duration::from_secs(30)),
+            ..LIMITS
+        };
+        assert_eq!(
+            pair.deadline(&limits),
+            Some((now + Duration::from_secs(30), Cause::MaxDuration))
+        );
+        assert!(
+            !Cause::MaxDuration.resets(),
+            "a policy close, like idle-timeout"
+        );
     }
 
     /// A destination address that times out gives way to the next, which has a connect timeout of its

@@ -27,6 +27,7 @@ use crate::net::{self, StreamOptions};
 use crate::pair::{Cause, Deadlines};
 use crate::pump::Shared;
 use crate::ring::BufPool;
+use crate::settings;
 use crate::splice::PipePool;
 use crate::throttle::Throttle;
 
@@ -235,6 +236,7 @@ impl Route {
                 header: config.header_timeout,
                 idle: config.idle_timeout,
                 fin: config.fin_timeout,
+                lifetime: config.max_connection_duration,
             },
             options: StreamOptions {
                 nodelay: config.nodelay,
@@ -411,28 +413,6 @@ impl Route {
         self.upstreams.get(slot).map_or("-", |e| e.label.as_str())
     }
 
-    /// The start line's connect-mode and PROXY protocol settings, when set.
-    fn describe_extras(&self) -> String {
-        let config = &self.config;
-        let mut text = String::new();
-        if config.mode == Mode::Connect {
-            text.push_str(" mode=connect");
-        }
-        if config.accept_proxy {
-            text.push_str(" accept-proxy");
-        }
-        if let Some(version) = config.send_proxy {
-            text.push_str(&format!(" send-proxy={version:?}"));
-        }
-        if !config.send_proxy_tlvs.is_empty() {
-            text.push_str(&format!(
-                " send-proxy-tlvs={}",
-                config.send_proxy_tlvs.names()
-            ));
-        }
-        text
-    }
-
     /// The start line of listener `index`: it begins with `listening on ADDR`, which tests parse.
     pub fn describe_listener(&self, index: usize) -> Option<String> {
         let listener = self.listeners.get(index)?;
@@ -461,19 +441,12 @@ impl Route {
             })
             .collect();
         Some(format!(
-            "listening on {} route={} upstreams={} balance={} buffer-size={} max-connections={} connect-timeout={}ms connect-attempts={} idle-timeout={} fin-timeout={}ms health-interval={}",
+            "listening on {} route={} upstreams={}{}",
             listener.local,
             config.name,
             upstreams.join(","),
-            self.balancer.algorithm(),
-            config.buffer_size,
-            config.max_connections,
-            config.connect_timeout.as_millis(),
-            config.connect_attempts,
-            millis_or_off(config.idle_timeout),
-            config.fin_timeout.as_millis(),
-            millis_or_off(config.health_interval),
-        ) + &self.describe_extras())
+            settings::start_line(config),
+        ))
     }
 
     /// One metrics row per live endpoint, labelled as in the logs (`name (address)` for a host name),
@@ -540,10 +513,6 @@ pub fn same_settings(old: &RouteConfig, new: &RouteConfig) -> bool {
     *old == new
 }
 
-fn millis_or_off(duration: Option<Duration>) -> String {
-    duration.map_or_else(|| "off".to_string(), |d| format!("{}ms", d.as_millis()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,6 +536,7 @@ mod tests {
             connect_attempts: 1,
             idle_timeout: None,
             fin_timeout: Duration::from_secs(1),
+            max_connection_duration: None,
             health_interval: None,
             health_timeout: Duration::from_secs(1),
             fall: 3,

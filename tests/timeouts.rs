@@ -1,4 +1,5 @@
 //! --idle-timeout closes pairs with no traffic and spares active ones; it is off by default.
+//! --max-connection-duration closes a pair that has lived too long, however busy; also off by default.
 
 mod common;
 
@@ -76,4 +77,58 @@ fn test_established_idle_timeout_with_undelivered_bytes_resets() {
     );
     let (_, end) = read_until_end(&mut client, Duration::from_secs(10));
     assert_eq!(end, End::Reset, "a truncated stream ended with a clean FIN");
+}
+
+/// `--max-connection-duration`: a busy echo pair older than the limit is closed (cause `max-duration`,
+/// counted in `/metrics`), while a pair that ends before it is not.
+#[test]
+fn test_established_max_connection_duration() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &echo.upstream_arg(),
+        "--max-connection-duration",
+        "2s",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics = fwd.metrics_addr();
+    let counted = "edgefwd_closes_total{cause=\"max-duration\"} ";
+    assert!(scrape(metrics).contains(&format!("{counted}0\n")));
+
+    // A short pair ends on its own, well inside the limit.
+    let mut short = connect(fwd.addr());
+    ping(&mut short, b"short");
+    short.shutdown(Shutdown::Write).expect("shutdown");
+    read_until_end(&mut short, Duration::from_secs(5));
+    fwd.wait_for_close("client-fin", Duration::from_secs(5));
+
+    // A long pair stays busy (no idle timeout could end it) until the limit closes it.
+    let opened = Instant::now();
+    let mut long = connect(fwd.addr());
+    set_timeouts(&long, Duration::from_secs(5));
+    let mut closed = false;
+    for i in 0..200 {
+        let msg = format!("tick {i:03}");
+        if long.write_all(msg.as_bytes()).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = vec![0u8; msg.len()];
+        if long.read_exact(&mut buf).is_err() {
+            closed = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let lived = opened.elapsed();
+    assert!(closed, "a busy pair outlived --max-connection-duration 2s");
+    assert!(
+        lived >= Duration::from_millis(1800),
+        "closed after {lived:?}, before --max-connection-duration 2s"
+    );
+    fwd.wait_for_close("max-duration", Duration::from_secs(5));
+    let closes = fwd.closes();
+    assert_eq!(closes.len(), 2, "log:\n{}", fwd.logs());
+    assert!(scrape(metrics).contains(&format!("{counted}1\n")));
 }

@@ -1,0 +1,635 @@
+//! Every route setting, declared once: its TOML key, its flag, its default as the docs give it, what a
+//! reload does when it changes, its doc line, how the start line shows it, and an example value.
+//!
+//! A route setting used to be written in five places that nothing tied together (the flag in `main.rs`,
+//! the field in [`crate::config`], the key in [`crate::file`], the reload comparison, docs/config.md),
+//! and they drifted. [`ROUTE`] is now the one list. What is derived from it:
+//! - the flags `--config` excludes ([`flag_ids`]);
+//! - the flags' defaults, where the default is one value ([`Setting::flag_default`]; the file's typed
+//!   defaults in [`crate::config`] are held to the same values by a test);
+//! - the start line's settings ([`start_line`]);
+//! - the key table of docs/config.md ([`docs_table`]; a test fails when the file differs).
+//!
+//! What is checked against it, by tests that fail when they drift: every setting with a flag is accepted
+//! by the flags and by the file with the same value and the same default, and its change is seen by the
+//! reload comparison (`main.rs`); every flag of the binary is a route setting here or a global one
+//! (`main.rs`); the README's flag table has a row for every flag (here). The parsing stays typed where
+//! clap and serde do it well; this table holds what was repeated by hand around them.
+//!
+//! Adding a route setting: a `const` here and its place in [`ROUTE`], a field in
+//! [`crate::config::RouteConfig`], the flag in `main.rs` (its default from the `const`), the key in
+//! [`crate::file`], and its use; the tests then say what else is missing (docs, README).
+
+use std::time::Duration;
+
+use crate::config::{Mode, RouteConfig};
+
+/// What a reload does to a running route when this setting changes in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnReload {
+    /// The setting is how a reload recognises the route (by `name`, or by `listen` when unnamed).
+    Matches,
+    /// The route is replaced: a new one with the new value takes over its listeners, and the old one
+    /// drains with the value its connections started with.
+    Replaces,
+}
+
+impl OnReload {
+    fn as_str(self) -> &'static str {
+        match self {
+            OnReload::Matches => "matches",
+            OnReload::Replaces => "replaces",
+        }
+    }
+}
+
+/// Which minimal route an [`Example`] is added to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base {
+    /// `--listen` and two `--upstream`s (so that `connect_attempts` has room below its default).
+    Forward,
+    /// `--listen`, `--mode connect` and one `--allow`.
+    Connect,
+}
+
+/// A value other than the default, written both ways: tests check that the flags and the file give the
+/// same route, and that it differs from the base route.
+#[derive(Debug, Clone, Copy)]
+pub struct Example {
+    pub base: Base,
+    /// The flags (with their values) added to the base route's.
+    pub flags: &'static [&'static str],
+    /// The lines added to the base route's `[[route]]` table.
+    pub toml: &'static str,
+}
+
+/// One route setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The TOML key in a `[[route]]` table (also the start line's label, with `-` for `_`).
+    pub key: &'static str,
+    /// The clap id of its flag (`--` and the id with `-` for `_`); `None` when only the file has it.
+    pub flag: Option<&'static str>,
+    /// The flag's value name (empty for a switch).
+    pub value: &'static str,
+    /// The default, as docs/config.md gives it (Markdown). A single backquoted literal (`` `"5s"` ``) is
+    /// TOML, and a test checks it against the real default.
+    pub default: &'static str,
+    pub on_reload: OnReload,
+    /// The meaning column of docs/config.md (Markdown, one line).
+    pub doc: &'static str,
+    /// Its value on the start line; `None` leaves it out (the default of a setting that is usually off,
+    /// or one the line shows otherwise).
+    pub show: fn(&RouteConfig) -> Option<String>,
+    /// `None` for the settings the base routes themselves exercise, and `name` (the file's only).
+    pub example: Option<Example>,
+}
+
+impl Setting {
+    /// `--flag VALUE` as the docs write it.
+    pub fn usage(&self) -> Option<String> {
+        self.flag.map(|id| {
+            let flag = format!("--{}", id.replace('_', "-"));
+            match self.value {
+                "" => flag,
+                value => format!("{flag} {value}"),
+            }
+        })
+    }
+
+    /// The flag's default, for clap: the documented default when it is one TOML literal (`` `"5s"` ``
+    /// gives `5s`), else empty (the flag is optional, and `main.rs` fills in what a missing one means).
+    pub fn flag_default(&self) -> &'static str {
+        self.default
+            .strip_prefix('`')
+            .and_then(|rest| rest.strip_suffix('`'))
+            .filter(|inner| !inner.contains('`'))
+            .map_or("", |literal| literal.trim_matches('"'))
+    }
+
+    fn label(&self) -> String {
+        self.key.replace('_', "-")
+    }
+}
+
+fn hidden(_: &RouteConfig) -> Option<String> {
+    None
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}
+
+fn millis_or_off(duration: Option<Duration>) -> Option<String> {
+    Some(duration.map_or_else(|| "off".to_string(), millis))
+}
+
+/// Every route setting, in the order of docs/config.md's table.
+pub const ROUTE: &[Setting] = &[
+    NAME,
+    LISTEN,
+    UPSTREAMS,
+    BALANCE,
+    BUFFER_SIZE,
+    MAX_CONNECTIONS,
+    CONNECT_TIMEOUT,
+    CONNECT_ATTEMPTS,
+    IDLE_TIMEOUT,
+    FIN_TIMEOUT,
+    MAX_CONNECTION_DURATION,
+    HEALTH_INTERVAL,
+    HEALTH_TIMEOUT,
+    FALL,
+    RESOLVE_INTERVAL,
+    NODELAY,
+    KEEPALIVE,
+    BACKLOG,
+    MODE,
+    ALLOW,
+    PROXY_AUTH,
+    SEND_PROXY,
+    SEND_PROXY_TLVS,
+    ACCEPT_PROXY,
+    HEADER_TIMEOUT,
+];
+
+pub const NAME: Setting = Setting {
+    key: "name",
+    flag: None,
+    value: "",
+    default: "`route-N`",
+    on_reload: OnReload::Matches,
+    doc: "names the route in logs and metrics; how a reload recognises it",
+    show: hidden,
+    example: None,
+};
+
+pub const LISTEN: Setting = Setting {
+    key: "listen",
+    flag: Some("listen"),
+    value: "ADDR",
+    default: "required",
+    on_reload: OnReload::Matches,
+    doc: "address(es) to accept on; port 0 picks a free port (logged); an unnamed route is recognised by its set of addresses",
+    show: hidden,
+    example: None,
+};
+
+pub const UPSTREAMS: Setting = Setting {
+    key: "upstreams",
+    flag: Some("upstream"),
+    value: "HOST:PORT[,weight=N]",
+    default: "required",
+    on_reload: OnReload::Replaces,
+    doc: "1..64 entries, `\"HOST:PORT\"`, `\"HOST:PORT,weight=N\"` or `{ addr, weight }`; weight 1..10000; a name's every address (up to 16) is an endpoint sharing the weight (see [Host names](#host-names)); the flag is repeated, once per upstream",
+    show: hidden,
+    example: None,
+};
+
+pub const BALANCE: Setting = Setting {
+    key: "balance",
+    flag: Some("balance"),
+    value: "ALGORITHM",
+    default: "`\"round-robin\"`",
+    on_reload: OnReload::Replaces,
+    doc: "`round-robin`, `least-conn`, `random-two`, `source-hash`",
+    show: |c| Some(c.balance.to_string()),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--balance", "least-conn"],
+        toml: "balance = \"least-conn\"",
+    }),
+};
+
+pub const BUFFER_SIZE: Setting = Setting {
+    key: "buffer_size",
+    flag: Some("buffer_size"),
+    value: "SIZE",
+    default: "`\"64k\"`",
+    on_reload: OnReload::Replaces,
+    doc: "ring size per direction (1k..256m)",
+    show: |c| Some(c.buffer_size.to_string()),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--buffer-size", "16k"],
+        toml: "buffer_size = \"16k\"",
+    }),
+};
+
+pub const MAX_CONNECTIONS: Setting = Setting {
+    key: "max_connections",
+    flag: Some("max_connections"),
+    value: "N",
+    default: "the whole fd budget",
+    on_reload: OnReload::Replaces,
+    doc: "most connections of this route at once; every route draws on one process-wide budget of `(RLIMIT_NOFILE - reserve) / 2` pairs besides (see `--max-connections` in the README), so the routes together never hold more",
+    show: |c| Some(c.max_connections.to_string()),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--max-connections", "7"],
+        toml: "max_connections = 7",
+    }),
+};
+
+pub const CONNECT_TIMEOUT: Setting = Setting {
+    key: "connect_timeout",
+    flag: Some("connect_timeout"),
+    value: "DURATION",
+    default: "`\"5s\"`",
+    on_reload: OnReload::Replaces,
+    doc: "per connect attempt",
+    show: |c| Some(millis(c.connect_timeout)),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--connect-timeout", "500ms"],
+        toml: "connect_timeout = \"500ms\"",
+    }),
+};
+
+pub const CONNECT_ATTEMPTS: Setting = Setting {
+    key: "connect_attempts",
+    flag: Some("connect_attempts"),
+    value: "N",
+    default: "`3`, or fewer when the upstreams cannot have three endpoints (IP literals count 1, names 16)",
+    on_reload: OnReload::Replaces,
+    doc: "endpoints tried for one client (at most one attempt each; they may be addresses of one name)",
+    show: |c| Some(c.connect_attempts.to_string()),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--connect-attempts", "1"],
+        toml: "connect_attempts = 1",
+    }),
+};
+
+pub const IDLE_TIMEOUT: Setting = Setting {
+    key: "idle_timeout",
+    flag: Some("idle_timeout"),
+    value: "DURATION",
+    default: "off",
+    on_reload: OnReload::Replaces,
+    doc: "close a connection idle both ways this long (`\"0\"` = off)",
+    show: |c| millis_or_off(c.idle_timeout),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--idle-timeout", "10m"],
+        toml: "idle_timeout = \"10m\"",
+    }),
+};
+
+pub const FIN_TIMEOUT: Setting = Setting {
+    key: "fin_timeout",
+    flag: Some("fin_timeout"),
+    value: "DURATION",
+    default: "`\"60s\"`",
+    on_reload: OnReload::Replaces,
+    doc: "close a half-closed connection idle this long",
+    show: |c| Some(millis(c.fin_timeout)),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--fin-timeout", "30s"],
+        toml: "fin_timeout = \"30s\"",
+    }),
+};
+
+pub const MAX_CONNECTION_DURATION: Setting = Setting {
+    key: "max_connection_duration",
+    flag: Some("max_connection_duration"),
+    value: "DURATION",
+    default: "off",
+    on_reload: OnReload::Replaces,
+    doc: "close an established connection this long after its accept, busy or not (close cause `max-duration`; `\"0\"` = off)",
+    show: |c| c.max_connection_duration.map(millis),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--max-connection-duration", "1h"],
+        toml: "max_connection_duration = \"1h\"",
+    }),
+};
+
+pub const HEALTH_INTERVAL: Setting = Setting {
+    key: "health_interval",
+    flag: Some("health_interval"),
+    value: "DURATION",
+    default: "off",
+    on_reload: OnReload::Replaces,
+    doc: "probe each upstream with a TCP connect this often",
+    show: |c| millis_or_off(c.health_interval),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--health-interval", "2s"],
+        toml: "health_interval = \"2s\"",
+    }),
+};
+
+pub const HEALTH_TIMEOUT: Setting = Setting {
+    key: "health_timeout",
+    flag: Some("health_timeout"),
+    value: "DURATION",
+    default: "`\"2s\"`",
+    on_reload: OnReload::Replaces,
+    doc: "how long a probe may take",
+    show: |c| c.health_interval.map(|_| millis(c.health_timeout)),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--health-timeout", "1s"],
+        toml: "health_timeout = \"1s\"",
+    }),
+};
+
+pub const FALL: Setting = Setting {
+    key: "fall",
+    flag: Some("fall"),
+    value: "N",
+    default: "`3`",
+    on_reload: OnReload::Replaces,
+    doc: "consecutive failures that mark an upstream down",
+    show: hidden,
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--fall", "5"],
+        toml: "fall = 5",
+    }),
+};
+
+pub const RESOLVE_INTERVAL: Setting = Setting {
+    key: "resolve_interval",
+    flag: Some("resolve_interval"),
+    value: "DURATION",
+    default: "`\"30s\"` if an upstream is a host name, else off",
+    on_reload: OnReload::Replaces,
+    doc: "how often host names are re-resolved (also how often a name that does not resolve is asked again; `\"0s\"` = off, then only a reload asks again)",
+    show: |c| c.resolve_interval.map(millis),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--resolve-interval", "5m"],
+        toml: "resolve_interval = \"5m\"",
+    }),
+};
+
+pub const NODELAY: Setting = Setting {
+    key: "nodelay",
+    flag: Some("no_nodelay"),
+    value: "",
+    default: "`true`",
+    on_reload: OnReload::Replaces,
+    doc: "TCP_NODELAY on both sides (the flag turns it off)",
+    show: |c| (!c.nodelay).then(|| "off".to_string()),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--no-nodelay"],
+        toml: "nodelay = false",
+    }),
+};
+
+pub const KEEPALIVE: Setting = Setting {
+    key: "keepalive",
+    flag: Some("keepalive"),
+    value: "DURATION",
+    default: "off",
+    on_reload: OnReload::Replaces,
+    doc: "TCP keepalive idle time on both sides (whole seconds, 1s to 32767s)",
+    show: |c| c.keepalive.map(millis),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--keepalive", "60s"],
+        toml: "keepalive = \"60s\"",
+    }),
+};
+
+pub const BACKLOG: Setting = Setting {
+    key: "backlog",
+    flag: Some("backlog"),
+    value: "N",
+    default: "`1024`",
+    on_reload: OnReload::Replaces,
+    doc: "listen backlog",
+    show: hidden,
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--backlog", "64"],
+        toml: "backlog = 64",
+    }),
+};
+
+pub const MODE: Setting = Setting {
+    key: "mode",
+    flag: Some("mode"),
+    value: "MODE",
+    default: "`\"forward\"`",
+    on_reload: OnReload::Replaces,
+    doc: "`\"forward\"`, or `\"connect\"`: an HTTP CONNECT proxy (then `upstreams` is left out and `allow` is required)",
+    show: |c| (c.mode == Mode::Connect).then(|| "connect".to_string()),
+    example: None,
+};
+
+pub const ALLOW: Setting = Setting {
+    key: "allow",
+    flag: Some("allow"),
+    value: "DEST:PORT",
+    default: "none",
+    on_reload: OnReload::Replaces,
+    doc: "connect mode: array of `\"DEST:PORT\"` rules (see below); anything else gets 403; the flag is repeated, once per rule",
+    show: hidden,
+    example: None,
+};
+
+pub const PROXY_AUTH: Setting = Setting {
+    key: "proxy_auth",
+    flag: Some("proxy_auth"),
+    value: "USER:PASS",
+    default: "off",
+    on_reload: OnReload::Replaces,
+    doc: "connect mode: `\"USER:PASS\"` clients must send as `Proxy-Authorization: Basic` (407 otherwise)",
+    show: hidden,
+    example: Some(Example {
+        base: Base::Connect,
+        flags: &["--proxy-auth", "alice:s3cret"],
+        toml: "proxy_auth = \"alice:s3cret\"",
+    }),
+};
+
+pub const SEND_PROXY: Setting = Setting {
+    key: "send_proxy",
+    flag: Some("send_proxy"),
+    value: "VERSION",
+    default: "off",
+    on_reload: OnReload::Replaces,
+    doc: "`\"v1\"` or `\"v2\"`: a PROXY protocol header first in every upstream stream",
+    show: |c| c.send_proxy.map(|version| format!("{version:?}")),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--send-proxy", "v1"],
+        toml: "send_proxy = \"v1\"",
+    }),
+};
+
+pub const SEND_PROXY_TLVS: Setting = Setting {
+    key: "send_proxy_tlvs",
+    flag: Some("send_proxy_tlvs"),
+    value: "LIST",
+    default: "`[]`",
+    on_reload: OnReload::Replaces,
+    doc: "any of `\"authority\"`, `\"alpn\"`, `\"unique_id\"`: those TLVs of the client's own v2 header are repeated in the upstream's; needs `send_proxy = \"v2\"` and `accept_proxy = true` ([carrying TLVs](proxy-protocol.md#carrying-tlvs-upstream)); the flag takes them comma-separated",
+    show: |c| (!c.send_proxy_tlvs.is_empty()).then(|| c.send_proxy_tlvs.names()),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &[
+            "--send-proxy",
+            "v2",
+            "--accept-proxy",
+            "--send-proxy-tlvs",
+            "alpn,unique_id",
+        ],
+        toml: "send_proxy = \"v2\"\naccept_proxy = true\nsend_proxy_tlvs = [\"alpn\", \"unique_id\"]",
+    }),
+};
+
+pub const ACCEPT_PROXY: Setting = Setting {
+    key: "accept_proxy",
+    flag: Some("accept_proxy"),
+    value: "",
+    default: "`false`",
+    on_reload: OnReload::Replaces,
+    doc: "clients start with a PROXY protocol header (v1/v2); its source is the client address; a malformed one closes the client ([rules](proxy-protocol.md))",
+    show: |c| c.accept_proxy.then(|| "on".to_string()),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--accept-proxy"],
+        toml: "accept_proxy = true",
+    }),
+};
+
+pub const HEADER_TIMEOUT: Setting = Setting {
+    key: "header_timeout",
+    flag: Some("header_timeout"),
+    value: "DURATION",
+    default: "`\"10s\"`",
+    on_reload: OnReload::Replaces,
+    doc: "how long a client may take to send its PROXY header or CONNECT head",
+    show: |c| (c.accept_proxy || c.mode == Mode::Connect).then(|| millis(c.header_timeout)),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--header-timeout", "3s"],
+        toml: "header_timeout = \"3s\"",
+    }),
+};
+
+/// The clap ids of every route setting's flag: what `--config` excludes.
+pub fn flag_ids() -> Vec<&'static str> {
+    ROUTE.iter().filter_map(|setting| setting.flag).collect()
+}
+
+/// The settings part of a route's start line: ` label=value` for each setting it shows.
+pub fn start_line(config: &RouteConfig) -> String {
+    ROUTE
+        .iter()
+        .filter_map(|setting| {
+            (setting.show)(config).map(|value| format!(" {}={value}", setting.label()))
+        })
+        .collect()
+}
+
+/// The key table of docs/config.md.
+pub fn docs_table() -> String {
+    let mut out =
+        String::from("| key | flag | default | on reload | meaning |\n|---|---|---|---|---|\n");
+    for setting in ROUTE {
+        let flag = setting
+            .usage()
+            .map_or_else(|| "none".to_string(), |usage| format!("`{usage}`"));
+        out.push_str(&format!(
+            "| `{}` | {flag} | {} | {} | {} |\n",
+            setting.key,
+            setting.default,
+            setting.on_reload.as_str(),
+            setting.doc
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/config.md's table is [`docs_table`]: edit the rows in [`ROUTE`], then paste the printed table.
+    #[test]
+    fn test_docs_table_is_rendered_from_the_settings() {
+        let docs = include_str!("../docs/config.md");
+        let table = docs_table();
+        let start = docs.find("\n| key |").map_or(docs.len(), |at| at + 1);
+        let written: String = docs[start..]
+            .lines()
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert!(
+            written == table,
+            "docs/config.md's key table differs from src/settings.rs; it should read:\n{table}"
+        );
+    }
+
+    /// A flag the README's flag table does not list would be a flag nobody finds.
+    #[test]
+    fn test_readme_lists_every_flag() {
+        let readme = include_str!("../README.md");
+        for usage in ROUTE.iter().filter_map(Setting::usage) {
+            assert!(
+                readme.contains(&format!("| `{usage}` |")),
+                "README.md's flag table has no row for `{usage}`"
+            );
+        }
+    }
+
+    /// The start line shows a setting that is usually off only when it is on.
+    #[test]
+    fn test_start_line_shows_what_is_set() {
+        let route = |extra: &str| {
+            let text = format!(
+                "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"127.0.0.1:9\"]\n{extra}"
+            );
+            let mut resolve = |name: &str| -> crate::config::Addresses {
+                name.parse()
+                    .map(|addr| vec![addr])
+                    .map_err(|_| name.to_string())
+            };
+            let defaults = crate::file::Defaults {
+                max_connections: 10,
+                shutdown_timeout: Duration::from_secs(1),
+            };
+            let config = crate::file::parse("test.toml", &text, defaults, &mut resolve);
+            config
+                .map(|mut config| config.routes.remove(0))
+                .expect("valid")
+        };
+        let plain = start_line(&route(""));
+        assert!(
+            plain.starts_with(" balance=round-robin buffer-size=65536 "),
+            "{plain}"
+        );
+        assert!(!plain.contains("max-connection-duration"), "{plain}");
+        let limited = start_line(&route("max_connection_duration = \"90s\"\n"));
+        assert!(
+            limited.contains(" max-connection-duration=90000ms "),
+            "{limited}"
+        );
+    }
+
+    #[test]
+    fn test_flag_default_is_the_documented_literal() {
+        assert_eq!(CONNECT_TIMEOUT.flag_default(), "5s");
+        assert_eq!(BACKLOG.flag_default(), "1024");
+        assert_eq!(IDLE_TIMEOUT.flag_default(), "");
+        assert_eq!(CONNECT_ATTEMPTS.flag_default(), "");
+    }
+
+    #[test]
+    fn test_keys_and_flags_are_unique() {
+        for (index, setting) in ROUTE.iter().enumerate() {
+            for other in &ROUTE[index + 1..] {
+                assert_ne!(setting.key, other.key);
+                assert!(setting.flag.is_none() || setting.flag != other.flag);
+            }
+        }
+    }
+}
