@@ -13,6 +13,7 @@
 //! - [`budget`]: the process's fd budget, in slots of two fds, shared by pairs and pipes of every route
 //!   and reactor.
 //! - [`file`](mod@file): the `--config` TOML file -> [`config::Config`], errors naming file, line and key.
+//! - [`dns`]: host names to addresses (blocking `getaddrinfo`), the first few of each, each once.
 //! - [`resolve`]: the worker threads for blocking work (DNS, reading the file on SIGHUP, CONNECT lookups),
 //!   which wake the loop through a `Waker`.
 //! - [`balance`]: picking an upstream (round-robin, least-conn, random-two, source-hash). Pure.
@@ -29,8 +30,10 @@
 //! - [`timer`]: the deadline heap.
 //! - [`throttle`]: rate-limited warnings.
 //! - [`splice`]: `--splice` zero-copy pipes (Linux).
+//! - [`way`]: which way bytes flow (c2u, u2c): named by pumps, logs and metrics alike.
+//! - [`close`]: why a pair closed: named by pairs, the reactor and metrics alike.
 //! - [`pump`]: one direction, `src -> ring -> dst`, its state machine.
-//! - [`pair`]: a client and its upstream: lifecycle, connect check, timeouts, close causes.
+//! - [`pair`]: a client and its upstream: lifecycle, connect check, timeouts.
 //! - [`endpoint`]: a route's upstreams and their endpoints (one per address of a name): health, load,
 //!   shared weights, the set kept current by re-resolution. Pure.
 //! - [`route`]: one route's listeners, upstreams (their endpoints), balancer, pool and settings.
@@ -43,9 +46,11 @@
 pub mod allow;
 pub mod balance;
 pub mod budget;
+pub mod close;
 pub mod config;
 pub mod connect_request;
 pub mod crc32c;
+pub mod dns;
 pub mod endpoint;
 pub mod fdlimit;
 pub mod file;
@@ -69,3 +74,4 @@ pub mod splice;
 pub mod throttle;
 pub mod timer;
 pub mod token;
+pub mod way;

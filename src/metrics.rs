@@ -9,8 +9,9 @@ use std::fmt::Write;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::pair::Cause;
+use crate::close::Cause;
 use crate::proxy_protocol::Reason;
+use crate::way::Way;
 
 /// A histogram with power-of-two upper bounds: 1, 2, 4, ... 2^(BUCKETS-2), then +Inf.
 #[derive(Debug, Clone)]
@@ -77,23 +78,6 @@ impl Histogram {
             }
         }
         let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", self.sum, self.count);
-    }
-}
-
-/// Which way bytes flow, as an index into per-direction counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Way {
-    ClientToUpstream = 0,
-    UpstreamToClient = 1,
-}
-
-impl Way {
-    /// The short name used in logs and labels.
-    pub fn label(self) -> &'static str {
-        match self {
-            Way::ClientToUpstream => "c2u",
-            Way::UpstreamToClient => "u2c",
-        }
     }
 }
 

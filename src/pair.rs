@@ -45,113 +45,19 @@ use std::io::{Read, Write};
 use log::{debug, info, trace};
 use mio::net::TcpStream;
 
+use crate::close::Cause;
 use crate::config::Splice;
 use crate::connect_request::Status;
 use crate::endpoint::Tried;
 use crate::greeting::{Greeting, Target, Verdict};
 use crate::proxy_protocol::{self, Reason, Version};
 
-use crate::metrics::Way;
 use crate::net::{self, ConnectState};
 use crate::pump::{Direction, End, Fault, Shared};
 use crate::readiness::{Event, Readiness};
 use crate::ring::BufPool;
 use crate::token::Side;
-
-/// Why a pair ended; printed in the close line as `cause=...`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
-    ClientFin,
-    UpstreamFin,
-    ClientReset,
-    UpstreamReset,
-    ConnectRefused,
-    ConnectTimeout,
-    ConnectError,
-    ClientAbort,
-    IdleTimeout,
-    FinTimeout,
-    Shutdown,
-    /// Turned away during its greeting: a CONNECT answered with an error status, or a bad PROXY header.
-    Rejected,
-    /// No complete greeting (PROXY header, CONNECT head) within `--header-timeout`.
-    HeaderTimeout,
-    /// The poller refused to change a socket's registration (`epoll_ctl`/`kevent` failed).
-    PollerError,
-    /// No upstream of the route resolves to an address: nothing to connect to.
-    Unresolved,
-}
-
-impl Cause {
-    /// Every cause, in the order of their discriminants (indexes of per-cause counters).
-    pub const ALL: [Cause; 15] = [
-        Cause::ClientFin,
-        Cause::UpstreamFin,
-        Cause::ClientReset,
-        Cause::UpstreamReset,
-        Cause::ConnectRefused,
-        Cause::ConnectTimeout,
-        Cause::ConnectError,
-        Cause::ClientAbort,
-        Cause::IdleTimeout,
-        Cause::FinTimeout,
-        Cause::Shutdown,
-        Cause::Rejected,
-        Cause::HeaderTimeout,
-        Cause::PollerError,
-        Cause::Unresolved,
-    ];
-
-    /// The name used in logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cause::ClientFin => "client-fin",
-            Cause::UpstreamFin => "upstream-fin",
-            Cause::ClientReset => "client-reset",
-            Cause::UpstreamReset => "upstream-reset",
-            Cause::ConnectRefused => "connect-refused",
-            Cause::ConnectTimeout => "connect-timeout",
-            Cause::ConnectError => "connect-error",
-            Cause::ClientAbort => "client-abort",
-            Cause::IdleTimeout => "idle-timeout",
-            Cause::FinTimeout => "fin-timeout",
-            Cause::Shutdown => "shutdown",
-            Cause::Rejected => "rejected",
-            Cause::HeaderTimeout => "header-timeout",
-            Cause::PollerError => "poller-error",
-            Cause::Unresolved => "unresolved",
-        }
-    }
-
-    /// A failed upstream connect: the causes that let a pair fail over to another upstream.
-    pub fn is_connect_failure(self) -> bool {
-        matches!(
-            self,
-            Cause::ConnectRefused | Cause::ConnectTimeout | Cause::ConnectError
-        )
-    }
-
-    /// Whether the surviving side(s) must see an abort (RST) rather than a FIN that would read as a clean
-    /// end of stream.
-    pub fn resets(self) -> bool {
-        !matches!(
-            self,
-            Cause::ClientFin
-                | Cause::UpstreamFin
-                | Cause::ClientAbort
-                | Cause::IdleTimeout
-                | Cause::FinTimeout
-                | Cause::Rejected
-                | Cause::HeaderTimeout
-        )
-    }
-}
-
-impl fmt::Display for Cause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::way::Way;
 
 /// What the reactor must do with a pair after a handler ran.
 #[derive(Debug, Clone, PartialEq, Eq)]

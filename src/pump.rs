@@ -38,11 +38,12 @@ use std::os::fd::AsRawFd;
 use log::trace;
 
 use crate::config::Splice;
-use crate::metrics::{Metrics, Way};
+use crate::metrics::Metrics;
 use crate::net::IoOutcome;
 use crate::readiness::Readiness;
 use crate::ring::{BufPool, Ring};
 use crate::splice::{refused_for_good, Pipe, PipePool};
+use crate::way::Way;
 
 /// A connected, non-blocking byte stream whose write half can be shut down (TCP; Unix sockets in tests).
 pub trait Stream: Read + Write + AsRawFd {

@@ -43,13 +43,14 @@ use slab::Slab;
 use socket2::SockRef;
 
 use crate::budget::{self, FdBudget, Slot};
+use crate::close::Cause;
 use crate::config::{Config, Mode};
 use crate::endpoint::Tried;
 use crate::file::Defaults;
 use crate::greeting::{Greeting, Target as ConnectTarget};
 use crate::metrics::{Metrics, MetricsBoard, StatsTicker};
 use crate::net;
-use crate::pair::{Cause, InterestChange, Outcome, Pair, Phase, NO_UPSTREAM};
+use crate::pair::{InterestChange, Outcome, Pair, Phase, NO_UPSTREAM};
 use crate::prewarm::WarmPool;
 use crate::proxy_protocol::Reason;
 use crate::readiness::Event;

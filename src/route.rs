@@ -18,13 +18,14 @@ use mio::net::{TcpListener, TcpStream};
 
 use crate::balance::Balancer;
 use crate::budget::FdBudget;
+use crate::close::Cause;
 use crate::config::{Addresses, Mode, RouteConfig};
 use crate::endpoint::{Change, Endpoint, Tried, Upstreams, HOLD};
 use crate::greeting::{ConnectRules, Rules};
 use crate::health;
 use crate::metrics::{Metrics, UpstreamRow};
 use crate::net::{self, StreamOptions};
-use crate::pair::{Cause, Deadlines};
+use crate::pair::Deadlines;
 use crate::pump::Shared;
 use crate::ring::BufPool;
 use crate::splice::PipePool;
