@@ -262,7 +262,7 @@ impl Route {
     }
 
     /// What this route's pairs borrow while they run.
-    pub fn shared<'a>(&'a mut self, metrics: &'a mut Metrics) -> Shared<'a> {
+    pub(crate) fn shared<'a>(&'a mut self, metrics: &'a mut Metrics) -> Shared<'a> {
         Shared {
             pool: &mut self.pool,
             pipes: self.pipes.as_mut(),
@@ -479,7 +479,7 @@ impl Route {
 
     /// One metrics row per live endpoint, labelled as in the logs (`name (address)` for a host name),
     /// and one row, down, for each upstream that has no address.
-    pub fn upstream_rows<'a>(&'a self) -> impl Iterator<Item = UpstreamRow<'a>> + Clone {
+    pub(crate) fn upstream_rows<'a>(&'a self) -> impl Iterator<Item = UpstreamRow<'a>> + Clone {
         let route = self.config.name.as_str();
         let row = move |e: &'a Endpoint| UpstreamRow {
             route,

@@ -12,6 +12,9 @@ pub enum Way {
 }
 
 impl Way {
+    /// Both ways, in the order of their discriminants (indexes of per-direction counters).
+    pub const ALL: [Way; 2] = [Way::ClientToUpstream, Way::UpstreamToClient];
+
     /// The short name used in logs and labels.
     pub fn label(self) -> &'static str {
         match self {
