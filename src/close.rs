@@ -8,7 +8,7 @@ use std::fmt;
 
 /// Why a pair ended; printed in the close line as `cause=...`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     ClientFin,
     UpstreamFin,
     ClientReset,
@@ -32,7 +32,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, in the order of their discriminants (indexes of per-cause counters).
-    pub const ALL: [Cause; 15] = [
+    pub(crate) const ALL: [Cause; 15] = [
         Cause::ClientFin,
         Cause::UpstreamFin,
         Cause::ClientReset,
@@ -51,7 +51,7 @@ impl Cause {
     ];
 
     /// The name used in logs.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Cause::ClientFin => "client-fin",
             Cause::UpstreamFin => "upstream-fin",
@@ -72,7 +72,7 @@ impl Cause {
     }
 
     /// A failed upstream connect: the causes that let a pair fail over to another upstream.
-    pub fn is_connect_failure(self) -> bool {
+    pub(crate) fn is_connect_failure(self) -> bool {
         matches!(
             self,
             Cause::ConnectRefused | Cause::ConnectTimeout | Cause::ConnectError
@@ -81,7 +81,7 @@ impl Cause {
 
     /// Whether the surviving side(s) must see an abort (RST) rather than a FIN that would read as a clean
     /// end of stream.
-    pub fn resets(self) -> bool {
+    pub(crate) fn resets(self) -> bool {
         !matches!(
             self,
             Cause::ClientFin

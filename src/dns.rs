@@ -21,13 +21,13 @@ pub fn upstream_addresses(host_port: &str) -> Addresses {
 
 /// How many of a CONNECT destination's addresses are tried, in the resolver's order, before the client
 /// gets 502 (or 504): as many as `connect_attempts` allows a route by default.
-pub const DESTINATION_ADDRESSES: usize = 3;
+pub(crate) const DESTINATION_ADDRESSES: usize = 3;
 
 /// Resolves a CONNECT destination `HOST:PORT` to the first [`DESTINATION_ADDRESSES`] distinct addresses
 /// the resolver gives. A name often has an IPv6 and an IPv4 address, and the first one (IPv6, by the
 /// resolver's preference) may be the one that does not answer; clients such as curl go on to the next,
 /// so a proxy in their path must too.
-pub fn destination_addresses(host_port: &str) -> Result<Vec<SocketAddr>, String> {
+pub(crate) fn destination_addresses(host_port: &str) -> Result<Vec<SocketAddr>, String> {
     let addrs = resolve(host_port).map_err(|err| format!("cannot resolve {host_port}: {err}"))?;
     let distinct = first_distinct(addrs, DESTINATION_ADDRESSES);
     if distinct.is_empty() {

@@ -1,18 +1,18 @@
 //! A connection pair: the accepted client socket, the upstream socket, and one [`Direction`] each way.
 //!
-//! The pair owns its lifecycle but never touches `Poll` or the slab: every handler returns an [`Outcome`],
+//! The pair owns its lifecycle but never touches `Poll` or the slab: every handler returns an `Outcome`,
 //! and the reactor alone tears a pair down. The lifecycle is two phases, after an optional greeting:
 //!
 //! | phase        | event                                      | result                                  |
 //! |--------------|--------------------------------------------|-----------------------------------------|
-//! | `Greeting`   | client bytes complete a PROXY/CONNECT head | [`Outcome::Connect`]; then `Connecting`  |
+//! | `Greeting`   | client bytes complete a PROXY/CONNECT head | `Outcome::Connect`; then `Connecting`  |
 //! | `Greeting`   | a refused CONNECT, or its header timeout   | `Refusing`: write the status, then close |
 //! | `Greeting`   | a bad PROXY header, or its header timeout  | close (rejected / header-timeout)        |
 //! | `Refusing`   | status written, client FIN or 2s linger    | close (rejected)                        |
 //! | `Connecting` | (no socket) a CONNECT host name's lookup   | connect to its first address; 502 if none |
 //! | `Connecting` | upstream writable edge, or `peer_addr` ok  | `Established`; pump whatever is ready   |
 //! | `Connecting` | upstream event, `take_error` has an error  | failover, or close with RST to client   |
-//! | `Connecting` | a CONNECT destination's connect fails      | [`Outcome::NextAddress`], or 502 (504 deadline) |
+//! | `Connecting` | a CONNECT destination's connect fails      | `Outcome::NextAddress`, or 502 (504 deadline) |
 //! | `Connecting` | client FIN with nothing sent, or RST       | close both at once (client-abort)       |
 //! | `Connecting` | client FIN after sending data              | wait: the data is delivered once up     |
 //! | `Connecting` | deadline                                   | failover, or close (connect-timeout)    |
@@ -32,7 +32,7 @@
 //! upstreams: it never fails over to them, and a failed connect is answered 502 or 504 once the
 //! destination's addresses are spent. One named by host waits in
 //! `Connecting` without a socket while the reactor has it looked up ([`Pair::begin_lookup`]); if the name
-//! has several addresses, a failed connect moves on to the next one ([`Pair::on_looked`]), as failover
+//! has several addresses, a failed connect moves on to the next one (`Pair::on_looked`), as failover
 //! moves on to the next upstream, and for the same reason it is safe: nothing has gone upstream yet.
 
 use std::fmt;
@@ -61,7 +61,7 @@ use crate::way::Way;
 
 /// What the reactor must do with a pair after a handler ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Waiting for the kernel.
     Open,
     /// Its byte budget ran out with work left: run it again before sleeping.
@@ -235,7 +235,7 @@ impl Pair {
     }
 
     /// A pair that must first read a greeting from its client; its upstream connect starts once the
-    /// greeting says where to (the pair returns [`Outcome::Connect`]).
+    /// greeting says where to (the pair returns `Outcome::Connect`).
     pub fn greeting(
         id: u32,
         (client, client_addr): (TcpStream, SocketAddr),
@@ -328,7 +328,7 @@ impl Pair {
 
     /// A CONNECT to a host name, about to be looked up: the pair waits in `Connecting` with no upstream
     /// socket, under the connect deadline (504 if the name takes too long), until the answer starts the
-    /// connect ([`Pair::begin_connect`]) or fails it ([`Pair::cannot_connect`]).
+    /// connect ([`Pair::begin_connect`]) or fails it (`Pair::cannot_connect`).
     pub fn begin_lookup(&mut self, now: Instant) {
         self.attempt_started = now;
         self.set_phase(Phase::Connecting);
@@ -342,7 +342,11 @@ impl Pair {
 
     /// The CONNECT destination's lookup answered: connect to its first address and keep the others for
     /// when that connect fails (`next_destination`). A name that did not resolve gets 502.
-    pub fn on_looked(&mut self, addrs: Result<Vec<SocketAddr>, String>, now: Instant) -> Outcome {
+    pub(crate) fn on_looked(
+        &mut self,
+        addrs: Result<Vec<SocketAddr>, String>,
+        now: Instant,
+    ) -> Outcome {
         let mut addrs = match addrs {
             Ok(addrs) => addrs,
             Err(err) => {
@@ -360,7 +364,7 @@ impl Pair {
 
     /// The connect to a CONNECT destination failed already in `socket(2)` or `connect(2)` (no route, a
     /// firewall's EPERM, no local port): as if the kernel had refused it.
-    pub fn destination_unreachable(&mut self, err: &io::Error, now: Instant) -> Outcome {
+    pub(crate) fn destination_unreachable(&mut self, err: &io::Error, now: Instant) -> Outcome {
         self.next_destination(Status::BadGateway, err, now)
     }
 
@@ -433,7 +437,7 @@ impl Pair {
     }
 
     /// Handles one readiness event on `side`, then runs the pumps.
-    pub fn on_event(
+    pub(crate) fn on_event(
         &mut self,
         side: Side,
         event: Event,
@@ -626,7 +630,7 @@ impl Pair {
 
     /// The upstream connect could not even be started (the socket calls failed): a CONNECT client gets
     /// 502, any other client is closed.
-    pub fn cannot_connect(&mut self, now: Instant) -> Outcome {
+    pub(crate) fn cannot_connect(&mut self, now: Instant) -> Outcome {
         if self.direct {
             self.refuse(Status::BadGateway, now)
         } else {
@@ -637,7 +641,7 @@ impl Pair {
     /// The pair's deadline passed with `cause`: what to do about it. A greeting that timed out is
     /// answered 408 in connect mode; a CONNECT destination that did not answer gets 504; everything else
     /// closes (and a connect timeout of a route upstream fails over, in the reactor).
-    pub fn expire(&mut self, cause: Cause, now: Instant) -> Outcome {
+    pub(crate) fn expire(&mut self, cause: Cause, now: Instant) -> Outcome {
         match self.phase {
             Phase::Greeting => {
                 let Some(greeting) = self.greeting.as_mut() else {
@@ -721,7 +725,7 @@ impl Pair {
     }
 
     /// Pumps both directions until neither can move, the budget is spent, or the pair is finished.
-    pub fn run(&mut self, shared: &mut Shared<'_>, budget: usize, now: Instant) -> Outcome {
+    pub(crate) fn run(&mut self, shared: &mut Shared<'_>, budget: usize, now: Instant) -> Outcome {
         match self.phase {
             Phase::Established => {}
             Phase::Refusing => return self.write_refusal(),
@@ -911,7 +915,7 @@ impl Pair {
     }
 
     /// The next moment this pair must be looked at, and what it would mean then.
-    pub fn deadline(&self, limits: &Deadlines) -> Option<(Instant, Cause)> {
+    pub(crate) fn deadline(&self, limits: &Deadlines) -> Option<(Instant, Cause)> {
         match self.phase {
             Phase::Greeting => return Some((self.started + limits.header, Cause::HeaderTimeout)),
             Phase::Refusing => {

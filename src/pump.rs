@@ -148,7 +148,7 @@ pub struct Direction {
 
 impl Direction {
     /// A direction that splices from the start (`Always`), once its ring fills (`Auto`), or never.
-    pub fn new(way: Way, splice: Splice) -> Direction {
+    pub(crate) fn new(way: Way, splice: Splice) -> Direction {
         Direction {
             way,
             state: State::Open,

@@ -109,7 +109,7 @@ pub struct NoUpstream {
 
 impl NoUpstream {
     /// What a client turned away for this is counted as.
-    pub fn cause(&self) -> Cause {
+    pub(crate) fn cause(&self) -> Cause {
         if self.unresolved {
             Cause::Unresolved
         } else if self.error.kind() == io::ErrorKind::ConnectionRefused {

@@ -6,17 +6,17 @@
 
 /// Which way bytes flow, as an index into per-direction counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Way {
+pub(crate) enum Way {
     ClientToUpstream = 0,
     UpstreamToClient = 1,
 }
 
 impl Way {
     /// Both ways, in the order of their discriminants (indexes of per-direction counters).
-    pub const ALL: [Way; 2] = [Way::ClientToUpstream, Way::UpstreamToClient];
+    pub(crate) const ALL: [Way; 2] = [Way::ClientToUpstream, Way::UpstreamToClient];
 
     /// The short name used in logs and labels.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Way::ClientToUpstream => "c2u",
             Way::UpstreamToClient => "u2c",
