@@ -37,7 +37,8 @@
 //! - [`endpoint`]: a route's upstreams and their endpoints (one per address of a name): health, load,
 //!   shared weights, the set kept current by re-resolution. Pure.
 //! - [`route`]: one route's listeners, upstreams (their endpoints), balancer, pool and settings.
-//! - [`metrics`]: plain-integer counters, Prometheus text, the `--stats-interval` line.
+//! - [`metrics`]: every metric one row of a table -> plain-integer counters, Prometheus text, the
+//!   `--stats-interval` line; `metric_kinds`: counter, gauge, labelled counters, histogram.
 //! - [`scrape`]: the `--metrics` HTTP responder, served inside the loop.
 //! - [`prewarm`]: `--prewarm` pool of never-used upstream connections.
 //! - [`reactor`]: owns `Poll`, the routes, the pairs, the probes and the timers; the loop, accept,
@@ -58,6 +59,7 @@ pub mod file;
 mod fuzz;
 pub mod greeting;
 pub mod health;
+mod metric_kinds;
 pub mod metrics;
 pub mod net;
 pub mod pair;

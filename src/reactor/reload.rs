@@ -23,7 +23,7 @@ use socket2::SockRef;
 
 use super::Reactor;
 use crate::config::{Config, RouteConfig};
-use crate::metrics::Reload;
+use crate::metric_kinds::Reload;
 use crate::net;
 use crate::resolve::Job;
 use crate::route::{self, Listener, Route};
