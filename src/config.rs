@@ -247,6 +247,8 @@ pub struct UpstreamConfig {
 
 /// Most upstreams in one route.
 pub const MAX_UPSTREAMS: usize = 64;
+/// Most addresses of one name used as endpoints; the resolver's further ones are ignored.
+pub const MAX_ADDRESSES: usize = 16;
 /// Most listen addresses in one route (the token layout reserves room for this many).
 pub const MAX_LISTENERS: usize = crate::token::MAX_LISTENERS;
 /// Largest weight.
@@ -290,17 +292,11 @@ pub fn default_connect_attempts(upstreams: &[UpstreamConfig]) -> usize {
 }
 
 /// The most endpoints `upstreams` can have, and so the most attempts a client can use: one per IP
-/// literal, up to `endpoint::MAX_ADDRESSES` per host name.
+/// literal, up to [`MAX_ADDRESSES`] per host name.
 pub fn most_endpoints(upstreams: &[UpstreamConfig]) -> usize {
     upstreams
         .iter()
-        .map(|u| {
-            if u.is_host_name() {
-                crate::endpoint::MAX_ADDRESSES
-            } else {
-                1
-            }
-        })
+        .map(|u| if u.is_host_name() { MAX_ADDRESSES } else { 1 })
         .sum()
 }
 

@@ -24,11 +24,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::balance::Candidate;
-use crate::config::{Addresses, UpstreamConfig, MAX_UPSTREAMS};
+use crate::config::{Addresses, UpstreamConfig, MAX_ADDRESSES, MAX_UPSTREAMS};
 use crate::health::Health;
 
-/// Most addresses of one name used as endpoints; the resolver's further ones are ignored.
-pub const MAX_ADDRESSES: usize = 16;
 /// Most endpoint slots of one route (retired ones that still carry pairs included).
 pub const MAX_ENDPOINTS: usize = MAX_UPSTREAMS * MAX_ADDRESSES;
 /// How long a name that resolved once keeps its addresses while its lookups fail.

@@ -59,12 +59,7 @@ pub fn load(path: &Path, defaults: Defaults) -> Result<Config, FileError> {
     let label = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|err| FileError::Unavailable(format!("cannot read {label}: {err}")))?;
-    let mut config = parse(
-        &label,
-        &text,
-        defaults,
-        &mut crate::resolve::upstream_addresses,
-    )?;
+    let mut config = parse(&label, &text, defaults, &mut crate::dns::upstream_addresses)?;
     config.file = Some(path.to_path_buf());
     Ok(config)
 }

@@ -21,7 +21,7 @@
 //!
 //! A host name is matched against the allow-list as a name, before anything is resolved; the reactor
 //! then has it looked up off the loop ([`crate::resolve::Lookup`]) and connects to its first address, or
-//! to the next when that fails ([`crate::pair::Pair::on_looked`]).
+//! to the next when that fails (`Pair::on_looked`).
 
 use std::fmt;
 use std::net::SocketAddr;

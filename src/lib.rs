@@ -15,6 +15,7 @@
 //! - [`budget`]: the process's fd budget, in slots of two fds, shared by pairs and pipes of every route
 //!   and reactor.
 //! - [`file`](mod@file): the `--config` TOML file -> [`config::Config`], errors naming file, line and key.
+//! - [`dns`]: host names to addresses (blocking `getaddrinfo`), the first few of each, each once.
 //! - [`resolve`]: the worker threads for blocking work (DNS, reading the file on SIGHUP, CONNECT lookups),
 //!   which wake the loop through a `Waker`.
 //! - [`balance`]: picking an upstream (round-robin, least-conn, random-two, source-hash). Pure.
@@ -33,12 +34,15 @@
 //! - [`sockmap`]: in-kernel forwarding through a BPF sockhash (Linux); measured, not wired into the
 //!   reactor (docs/sockmap.md says why).
 //! - [`splice`]: `--splice` zero-copy pipes (Linux).
+//! - [`way`]: which way bytes flow (c2u, u2c): named by pumps, logs and metrics alike.
+//! - [`close`]: why a pair closed: named by pairs, the reactor and metrics alike.
 //! - [`pump`]: one direction, `src -> ring -> dst`, its state machine.
-//! - [`pair`]: a client and its upstream: lifecycle, connect check, timeouts, close causes.
+//! - [`pair`]: a client and its upstream: lifecycle, connect check, timeouts.
 //! - [`endpoint`]: a route's upstreams and their endpoints (one per address of a name): health, load,
 //!   shared weights, the set kept current by re-resolution. Pure.
 //! - [`route`]: one route's listeners, upstreams (their endpoints), balancer, pool and settings.
-//! - [`metrics`]: plain-integer counters, Prometheus text, the `--stats-interval` line.
+//! - [`metrics`]: every metric one row of a table -> plain-integer counters, Prometheus text, the
+//!   `--stats-interval` line; `metric_kinds`: counter, gauge, labelled counters, histogram.
 //! - [`scrape`]: the `--metrics` HTTP responder, served inside the loop.
 //! - [`prewarm`]: `--prewarm` pool of never-used upstream connections.
 //! - [`reactor`]: owns `Poll`, the routes, the pairs, the probes and the timers; the loop, accept,
@@ -47,9 +51,11 @@
 pub mod allow;
 pub mod balance;
 pub mod budget;
+pub mod close;
 pub mod config;
 pub mod connect_request;
 pub mod crc32c;
+pub mod dns;
 pub mod endpoint;
 pub mod fdlimit;
 pub mod file;
@@ -57,6 +63,7 @@ pub mod file;
 mod fuzz;
 pub mod greeting;
 pub mod health;
+mod metric_kinds;
 pub mod metrics;
 pub mod net;
 pub mod pair;
@@ -76,3 +83,4 @@ pub mod splice;
 pub mod throttle;
 pub mod timer;
 pub mod token;
+pub mod way;

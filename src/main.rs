@@ -14,12 +14,12 @@ use edgefwd::allow::{AllowList, Rule};
 use edgefwd::balance::Algorithm;
 use edgefwd::budget::{self, FdBudget};
 use edgefwd::config::{self, Config, Mode, RouteConfig, Splice, UpstreamConfig};
+use edgefwd::dns;
 use edgefwd::fdlimit;
 use edgefwd::file::{self, Defaults, FileError};
 use edgefwd::metrics::MetricsBoard;
 use edgefwd::proxy_protocol::{CarriedTlvs, Version};
 use edgefwd::reactor::{Exit, Reactor, Siblings};
-use edgefwd::resolve;
 use edgefwd::settings;
 
 /// A TCP port forwarder: every connection accepted on --listen is forwarded to one of the --upstream
@@ -318,7 +318,7 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
             });
         }
         // A name that does not resolve is no start failure: its upstream starts down (src/endpoint.rs).
-        let addrs = resolve::upstream_addresses(&name);
+        let addrs = dns::upstream_addresses(&name);
         upstreams.push(UpstreamConfig {
             name,
             addrs,

@@ -2,222 +2,211 @@
 //!
 //! The counters are the raw material of docs/epoll.md: how many `epoll_wait` calls, how many events each
 //! returned, how many reads ended in WouldBlock versus a full ring versus EOF, how many bytes a syscall
-//! moved. They are exported in the Prometheus text format ([`Metrics::render`]) by the `--metrics`
+//! moved. They are exported in the Prometheus text format (`Metrics::render`) by the `--metrics`
 //! responder and summarised by `--stats-interval`.
+//!
+//! # One declaration per metric
+//!
+//! Every metric is one row of the `metrics!` table below: its field, its kind, its Prometheus name and
+//! help, and its key on the `--stats-interval` line if it has one. The `Metrics` struct, the merge of
+//! `--threads` reactors, the exposition and the stats line are all generated from that table, so a metric
+//! cannot be rendered and not merged (which would silently undercount with `--threads`). The kind is the
+//! field's type, and the type says how reactors merge it (`Metric`, in `metric_kinds`); every kind today sums, because each
+//! reactor counts only its own clients. The per-upstream rows (`render_upstreams`) are the exception:
+//! they describe the routes, which every reactor holds alike, so they are reactor 0's view, not a sum.
+//!
+//! To add a metric: add a row (a doc comment, `field: Kind = "edgefwd_name", "help"`), count it where it
+//! happens (`metrics.field += 1`), and add its lines to the pinned list in tests/metrics.rs.
 
 use std::fmt::Write;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::pair::Cause;
+use crate::close::Cause;
+use crate::metric_kinds::{family, ByLabel, Counter, Gauge, Histogram, Metric, Reload};
 use crate::proxy_protocol::Reason;
+use crate::way::Way;
 
-/// A histogram with power-of-two upper bounds: 1, 2, 4, ... 2^(BUCKETS-2), then +Inf.
-#[derive(Debug, Clone)]
-pub struct Histogram {
-    buckets: [u64; Histogram::BUCKETS],
-    sum: u64,
-    count: u64,
-}
-
-impl Default for Histogram {
-    fn default() -> Histogram {
-        Histogram {
-            buckets: [0; Histogram::BUCKETS],
-            sum: 0,
-            count: 0,
+/// Declares the metrics: one row per metric, from which the [`Metrics`] struct, its merge, its Prometheus
+/// rendering, its stats line (and, for tests, a filler of every field) are generated.
+///
+/// A row is `field: Kind = "prometheus_name", "help"`, optionally followed by `, line "key"` to put it on
+/// the `--stats-interval` line (`"{label}"` as the key writes one entry per label value).
+macro_rules! metrics {
+    ($(
+        $(#[$doc:meta])*
+        $field:ident: $kind:ty = $name:literal, $help:literal $(, line $line:literal)?;
+    )*) => {
+        /// Every figure a reactor keeps: one field per row of the [`metrics!`] table.
+        #[derive(Debug, Default, Clone)]
+        pub(crate) struct Metrics {
+            $($(#[$doc])* pub(crate) $field: $kind,)*
         }
-    }
-}
 
-impl Histogram {
-    const BUCKETS: usize = 22;
+        impl Metrics {
+            /// Adds another reactor's figures to these (`--threads`: one exposition for all reactors).
+            pub(crate) fn merge(&mut self, other: &Metrics) {
+                $(Metric::add(&mut self.$field, &other.$field);)*
+            }
 
-    /// Counts one observation.
-    pub fn record(&mut self, value: u64) {
-        // Bucket i holds values in (2^(i-1), 2^i]; bucket 0 holds 0 and 1.
-        let bucket = if value <= 1 {
-            0
-        } else {
-            (u64::BITS - (value - 1).leading_zeros()) as usize
-        };
-        self.buckets[bucket.min(Self::BUCKETS - 1)] += 1;
-        self.sum += value;
-        self.count += 1;
-    }
+            /// The Prometheus text exposition (format 0.0.4) of every metric, in the table's order.
+            pub(crate) fn render(&self, out: &mut String) {
+                $(family(out, $name, $help, &self.$field);)*
+            }
 
-    /// Number of observations.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
+            /// The `--stats-interval` entries: the change since `last` (a gauge: its value now).
+            fn line(&self, last: &Metrics, out: &mut String) {
+                $($(Metric::line(&self.$field, &last.$field, $line, out);)?)*
+            }
 
-    /// Sum of observations.
-    pub fn sum(&self) -> u64 {
-        self.sum
-    }
-
-    /// Adds another histogram's observations to this one.
-    pub fn merge(&mut self, other: &Histogram) {
-        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
-            *mine += theirs;
-        }
-        self.sum += other.sum;
-        self.count += other.count;
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, count) in self.buckets.iter().enumerate() {
-            cumulative += count;
-            if i == Self::BUCKETS - 1 {
-                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-            } else {
-                let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", 1u64 << i);
+            /// Sets every figure of every metric to a distinct non-zero value, counting from `next`.
+            #[cfg(test)]
+            fn fill(&mut self, next: &mut u64) {
+                $(Metric::fill(&mut self.$field, next);)*
             }
         }
-        let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", self.sum, self.count);
-    }
+    };
 }
 
-/// Which way bytes flow, as an index into per-direction counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Way {
-    ClientToUpstream = 0,
-    UpstreamToClient = 1,
-}
-
-impl Way {
-    /// The short name used in logs and labels.
-    pub fn label(self) -> &'static str {
-        match self {
-            Way::ClientToUpstream => "c2u",
-            Way::UpstreamToClient => "u2c",
-        }
-    }
-}
-
-/// Syscall-level counters, updated by the pumps.
-#[derive(Debug, Default, Clone)]
-pub struct IoStats {
-    /// read/readv calls.
-    pub reads: u64,
-    /// Reads that returned WouldBlock (the kernel queue was already empty).
-    pub reads_would_block: u64,
-    /// Reads that returned 0 (FIN).
-    pub reads_eof: u64,
-    /// Pump runs that ended with a readable socket left unread because the ring (or pipe) was full:
-    /// backpressure stalls.
-    pub reads_ring_full: u64,
-    /// Reads that returned less than the room offered: the kernel queue was emptied, the usual way a
-    /// read loop ends without a WouldBlock.
-    pub reads_short: u64,
-    /// write/writev calls.
-    pub writes: u64,
-    /// Writes that returned WouldBlock.
-    pub writes_would_block: u64,
-    /// Writes that took fewer bytes than offered (the send buffer filled).
-    pub writes_short: u64,
-    /// Bytes forwarded, by [`Way`].
-    pub bytes: [u64; 2],
-    /// Bytes per successful read.
-    pub read_sizes: Histogram,
-    /// Bytes per successful write.
-    pub write_sizes: Histogram,
-}
-
-impl IoStats {
-    /// Adds another reactor's counters to these.
-    pub fn merge(&mut self, other: &IoStats) {
-        self.reads += other.reads;
-        self.reads_would_block += other.reads_would_block;
-        self.reads_eof += other.reads_eof;
-        self.reads_ring_full += other.reads_ring_full;
-        self.reads_short += other.reads_short;
-        self.writes += other.writes;
-        self.writes_would_block += other.writes_would_block;
-        self.writes_short += other.writes_short;
-        self.bytes[0] += other.bytes[0];
-        self.bytes[1] += other.bytes[1];
-        self.read_sizes.merge(&other.read_sizes);
-        self.write_sizes.merge(&other.write_sizes);
-    }
-}
-
-/// Every counter the reactor keeps.
-#[derive(Debug, Default, Clone)]
-pub struct Metrics {
-    pub io: IoStats,
-    /// `epoll_wait` (or kevent) calls that returned.
-    pub polls: u64,
-    /// Events they returned.
-    pub events: u64,
-    /// Events returned per `epoll_wait`.
-    pub events_per_poll: Histogram,
-    /// Loop turns that moved no byte and changed no state (woken for nothing).
-    pub spurious_wakeups: u64,
+metrics! {
+    // Clients and their pairs.
+    /// Pairs open now; the reactor sets it before it publishes or renders.
+    pairs_open: Gauge = "edgefwd_pairs_open", "connection pairs open now", line "open";
     /// Connections accepted.
-    pub accepts: u64,
+    accepts: Counter = "edgefwd_accepts_total", "connections accepted", line "accepts";
     /// Times accepting stopped at `--max-connections` or at the process's fd budget with clients still
     /// queued.
-    pub accept_pauses_limit: u64,
+    accept_pauses_limit: Counter = "edgefwd_accept_pauses_limit_total",
+        "accepting stopped at --max-connections or the fd budget";
     /// Times accepting paused after EMFILE/ENFILE/ENOBUFS/ENOMEM.
-    pub accept_pauses_exhausted: u64,
-    /// Upstream connects that completed.
-    pub connects_ok: u64,
-    /// Answers from the lookup threads for CONNECT destinations named by host (addresses and failures).
-    pub lookups: u64,
+    accept_pauses_exhausted: Counter = "edgefwd_accept_pauses_exhausted_total",
+        "accepting paused after EMFILE/ENFILE";
     /// Pairs opened since start.
-    pub pairs_total: u64,
+    pairs_total: Counter = "edgefwd_pairs_total", "connection pairs opened";
+    /// Upstream connects that completed.
+    connects_ok: Counter = "edgefwd_connects_ok_total", "upstream connects that completed";
     /// Failed upstream connects followed by another try: a route's next upstream, or a CONNECT
     /// destination's next address.
-    pub failovers: u64,
+    failovers: Counter = "edgefwd_failovers_total",
+        "failed upstream connects retried on another upstream, or on another address of a CONNECT destination";
+    /// Answers from the lookup threads for CONNECT destinations named by host (addresses and failures).
+    lookups: Counter = "edgefwd_lookups_total",
+        "answers from the CONNECT lookup threads (failures and skipped names included)";
+    /// Clients given a `--prewarm` connection.
+    warm_hits: Counter = "edgefwd_warm_hits_total", "clients given a prewarmed upstream connection";
+    /// Clients that found the warm pool empty and waited for a connect.
+    warm_misses: Counter = "edgefwd_warm_misses_total", "clients that found the prewarm pool empty";
     /// Pairs closed, by [`Cause`] (connect failures are counted here too).
-    pub closes: [u64; Cause::ALL.len()],
+    closes: ByLabel<Cause> = "edgefwd_closes_total", "connection pairs closed, by cause",
+        line "closes";
     /// Clients closed over their PROXY header (`--accept-proxy`), by [`Reason`]: refused by the parser,
     /// timed out, or gone before it ended.
-    pub proxy_header_rejects: [u64; Reason::ALL.len()],
+    proxy_header_rejects: ByLabel<Reason> = "edgefwd_proxy_header_rejected_total",
+        "clients closed over their PROXY header (--accept-proxy), by reason";
+
+    // The loop.
+    /// `epoll_wait` (or kevent) calls that returned.
+    polls: Counter = "edgefwd_polls_total", "epoll_wait calls", line "polls";
+    /// Events they returned.
+    events: Counter = "edgefwd_events_total", "readiness events returned by epoll_wait",
+        line "events";
+    /// Events returned per `epoll_wait`.
+    events_per_poll: Histogram = "edgefwd_events_per_poll", "events returned by one epoll_wait",
+        line "events/poll";
+    /// Loop turns that moved no byte and changed no state (woken for nothing).
+    spurious_wakeups: Counter = "edgefwd_spurious_wakeups_total",
+        "loop turns that found nothing to do", line "spurious";
     /// Pair runs that used up their byte budget with work left and were re-queued.
-    pub budget_yields: u64,
+    budget_yields: Counter = "edgefwd_budget_yields_total",
+        "pair runs re-queued after using their byte budget";
     /// Pair runs stopped by the loop guard (a bug if ever non-zero).
-    pub loop_guard_trips: u64,
-    /// Metrics scrapes answered or abandoned.
-    pub scrapes: u64,
-    /// SIGHUP reloads applied.
-    pub reloads_ok: u64,
-    /// SIGHUP reloads rejected (the file was invalid or a new listener could not bind).
-    pub reloads_rejected: u64,
-    /// Directions that wanted to splice but fell back to the ring for good (splice refused).
-    pub splice_fallbacks: u64,
+    loop_guard_trips: Counter = "edgefwd_loop_guard_trips_total",
+        "pair runs stopped by the loop guard";
     /// Times a socket was registered without read interest because the direction reading it was blocked
     /// (backpressure): EPOLLIN edges would only have woken the loop for nothing.
-    pub read_pauses: u64,
+    read_pauses: Counter = "edgefwd_read_pauses_total",
+        "times a blocked direction stopped read events on its socket (backpressure)";
     /// Times a muted socket was registered for reads again, a read having found it drained. Pauses minus
     /// resumes is how many sockets are muted now, or were when their pair closed.
-    pub read_resumes: u64,
+    read_resumes: Counter = "edgefwd_read_resumes_total",
+        "times a muted socket was registered for reads again (a read found it drained)";
+    /// Metrics scrapes answered or abandoned.
+    scrapes: Counter = "edgefwd_scrapes_total", "metrics scrapes served";
+    /// SIGHUP reloads, applied or rejected (the file was invalid or a new listener could not bind).
+    reloads: ByLabel<Reload> = "edgefwd_reloads_total", "SIGHUP reloads, by result";
+
+    // Syscalls, counted by the pumps.
+    /// read/readv calls.
+    reads: Counter = "edgefwd_reads_total", "read syscalls", line "reads";
+    /// Reads that returned WouldBlock (the kernel queue was already empty).
+    reads_would_block: Counter = "edgefwd_reads_would_block_total", "reads that returned WouldBlock";
+    /// Reads that returned 0 (FIN).
+    reads_eof: Counter = "edgefwd_reads_eof_total", "reads that returned EOF";
+    /// Pump runs that ended with a readable socket left unread because the ring (or pipe) was full:
+    /// backpressure stalls.
+    reads_ring_full: Counter = "edgefwd_reads_ring_full_total",
+        "pump runs stalled on a full ring with the socket still readable";
+    /// Reads that returned less than the room offered: the kernel queue was emptied, the usual way a
+    /// read loop ends without a WouldBlock.
+    reads_short: Counter = "edgefwd_reads_short_total",
+        "reads that returned less than the room offered (queue drained)";
+    /// write/writev calls.
+    writes: Counter = "edgefwd_writes_total", "write syscalls", line "writes";
+    /// Writes that returned WouldBlock.
+    writes_would_block: Counter = "edgefwd_writes_would_block_total",
+        "writes that returned WouldBlock";
+    /// Writes that took fewer bytes than offered (the send buffer filled).
+    writes_short: Counter = "edgefwd_writes_short_total", "writes that took fewer bytes than offered";
+    /// Bytes forwarded, by [`Way`].
+    bytes: ByLabel<Way> = "edgefwd_bytes_total", "bytes forwarded", line "{label}";
+    /// Bytes per successful read.
+    read_sizes: Histogram = "edgefwd_read_bytes", "bytes moved by one read syscall";
+    /// Bytes per successful write.
+    write_sizes: Histogram = "edgefwd_write_bytes", "bytes moved by one write syscall";
+    /// Directions that wanted to splice but fell back to the ring for good (splice refused).
+    splice_fallbacks: Counter = "edgefwd_splice_fallbacks_total",
+        "directions that fell back from splice to the ring for good";
     /// Times a direction wanted a pipe and none was to be had (no slot in the fd budget, EMFILE); it
     /// carried on through its ring.
-    pub pipe_shortages: u64,
+    pipe_shortages: Counter = "edgefwd_pipe_shortages_total",
+        "times a direction found no pipe (fd budget, EMFILE) and used its ring";
     /// Directions that `--splice auto` moved from the ring to a pipe (a read filled the ring).
-    pub splice_switches: u64,
-    /// Clients given a `--prewarm` connection.
-    pub warm_hits: u64,
-    /// Clients that found the warm pool empty and waited for a connect.
-    pub warm_misses: u64,
+    splice_switches: Counter = "edgefwd_splice_switches_total",
+        "directions --splice auto moved from the ring to a pipe";
+}
+
+impl Metrics {
+    /// A figure that changes whenever the reactor did something useful; equal before and after a turn
+    /// means the turn was spurious.
+    pub(crate) fn work_done(&self) -> u64 {
+        self.bytes.total()
+            + self.read_sizes.sum()
+            + self.reads_eof
+            + self.accepts
+            + self.connects_ok
+            + self.lookups
+            + self.scrapes
+            + self.closes.total()
+    }
 }
 
 /// What `/metrics` shows of one endpoint (or one unresolved upstream) of one route.
 #[derive(Debug, Clone, Copy)]
-pub struct UpstreamRow<'a> {
-    pub route: &'a str,
-    pub upstream: &'a str,
-    pub up: bool,
-    pub active: usize,
-    pub connect_failures: u64,
+pub(crate) struct UpstreamRow<'a> {
+    pub(crate) route: &'a str,
+    pub(crate) upstream: &'a str,
+    pub(crate) up: bool,
+    pub(crate) active: usize,
+    pub(crate) connect_failures: u64,
 }
 
-/// The per-upstream series, labelled `route` and `upstream`.
-pub fn render_upstreams<'a>(rows: impl Iterator<Item = UpstreamRow<'a>> + Clone, out: &mut String) {
+/// The per-upstream series, labelled `route` and `upstream`, one row of the table below per metric. They
+/// are read from the routes when a scrape is answered, not counted: with `--threads` they are reactor 0's
+/// view of health and load (every reactor holds the same routes), never a sum.
+pub(crate) fn render_upstreams<'a>(
+    rows: impl Iterator<Item = UpstreamRow<'a>> + Clone,
+    out: &mut String,
+) {
     type Field = fn(&UpstreamRow<'_>) -> u64;
     let series: [(&str, &str, &str, Field); 3] = [
         (
@@ -261,251 +250,6 @@ fn escape_label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-impl Metrics {
-    /// Adds another reactor's counters to these (`--threads`: one exposition for all reactors).
-    pub fn merge(&mut self, other: &Metrics) {
-        self.io.merge(&other.io);
-        self.polls += other.polls;
-        self.events += other.events;
-        self.events_per_poll.merge(&other.events_per_poll);
-        self.spurious_wakeups += other.spurious_wakeups;
-        self.accepts += other.accepts;
-        self.accept_pauses_limit += other.accept_pauses_limit;
-        self.accept_pauses_exhausted += other.accept_pauses_exhausted;
-        self.connects_ok += other.connects_ok;
-        self.lookups += other.lookups;
-        self.pairs_total += other.pairs_total;
-        for (mine, theirs) in self.closes.iter_mut().zip(other.closes) {
-            *mine += theirs;
-        }
-        for (mine, theirs) in self
-            .proxy_header_rejects
-            .iter_mut()
-            .zip(other.proxy_header_rejects)
-        {
-            *mine += theirs;
-        }
-        self.budget_yields += other.budget_yields;
-        self.read_pauses += other.read_pauses;
-        self.read_resumes += other.read_resumes;
-        self.loop_guard_trips += other.loop_guard_trips;
-        self.scrapes += other.scrapes;
-        self.splice_fallbacks += other.splice_fallbacks;
-        self.pipe_shortages += other.pipe_shortages;
-        self.splice_switches += other.splice_switches;
-        self.warm_hits += other.warm_hits;
-        self.warm_misses += other.warm_misses;
-        self.reloads_ok += other.reloads_ok;
-        self.reloads_rejected += other.reloads_rejected;
-        self.failovers += other.failovers;
-    }
-
-    /// A figure that changes whenever the reactor did something useful; equal before and after a turn
-    /// means the turn was spurious.
-    pub fn work_done(&self) -> u64 {
-        self.io.bytes[0]
-            + self.io.bytes[1]
-            + self.io.read_sizes.sum()
-            + self.io.reads_eof
-            + self.accepts
-            + self.connects_ok
-            + self.lookups
-            + self.scrapes
-            + self.closes.iter().sum::<u64>()
-    }
-
-    /// Pairs closed for `cause`.
-    pub fn closed(&self, cause: Cause) -> u64 {
-        self.closes[cause as usize]
-    }
-
-    /// Clients closed over their PROXY header for `reason`.
-    pub fn proxy_header_rejected(&self, reason: Reason) -> u64 {
-        self.proxy_header_rejects[reason as usize]
-    }
-
-    /// The Prometheus text exposition (format 0.0.4) of every counter.
-    pub fn render(&self, pairs_open: usize, out: &mut String) {
-        let counters: [(&str, &str, u64); 28] = [
-            ("polls", "epoll_wait calls", self.polls),
-            (
-                "events",
-                "readiness events returned by epoll_wait",
-                self.events,
-            ),
-            (
-                "spurious_wakeups",
-                "loop turns that found nothing to do",
-                self.spurious_wakeups,
-            ),
-            ("reads", "read syscalls", self.io.reads),
-            (
-                "reads_would_block",
-                "reads that returned WouldBlock",
-                self.io.reads_would_block,
-            ),
-            ("reads_eof", "reads that returned EOF", self.io.reads_eof),
-            (
-                "reads_ring_full",
-                "pump runs stalled on a full ring with the socket still readable",
-                self.io.reads_ring_full,
-            ),
-            (
-                "reads_short",
-                "reads that returned less than the room offered (queue drained)",
-                self.io.reads_short,
-            ),
-            ("writes", "write syscalls", self.io.writes),
-            (
-                "writes_would_block",
-                "writes that returned WouldBlock",
-                self.io.writes_would_block,
-            ),
-            (
-                "writes_short",
-                "writes that took fewer bytes than offered",
-                self.io.writes_short,
-            ),
-            ("accepts", "connections accepted", self.accepts),
-            (
-                "accept_pauses_limit",
-                "accepting stopped at --max-connections or the fd budget",
-                self.accept_pauses_limit,
-            ),
-            (
-                "accept_pauses_exhausted",
-                "accepting paused after EMFILE/ENFILE",
-                self.accept_pauses_exhausted,
-            ),
-            (
-                "connects_ok",
-                "upstream connects that completed",
-                self.connects_ok,
-            ),
-            (
-                "lookups",
-                "answers from the CONNECT lookup threads (failures and skipped names included)",
-                self.lookups,
-            ),
-            ("pairs", "connection pairs opened", self.pairs_total),
-            (
-                "failovers",
-                "failed upstream connects retried on another upstream, or on another address of a CONNECT destination",
-                self.failovers,
-            ),
-            (
-                "budget_yields",
-                "pair runs re-queued after using their byte budget",
-                self.budget_yields,
-            ),
-            (
-                "loop_guard_trips",
-                "pair runs stopped by the loop guard",
-                self.loop_guard_trips,
-            ),
-            ("scrapes", "metrics scrapes served", self.scrapes),
-            (
-                "read_pauses",
-                "times a blocked direction stopped read events on its socket (backpressure)",
-                self.read_pauses,
-            ),
-            (
-                "read_resumes",
-                "times a muted socket was registered for reads again (a read found it drained)",
-                self.read_resumes,
-            ),
-            (
-                "splice_fallbacks",
-                "directions that fell back from splice to the ring for good",
-                self.splice_fallbacks,
-            ),
-            (
-                "pipe_shortages",
-                "times a direction found no pipe (fd budget, EMFILE) and used its ring",
-                self.pipe_shortages,
-            ),
-            (
-                "splice_switches",
-                "directions --splice auto moved from the ring to a pipe",
-                self.splice_switches,
-            ),
-            (
-                "warm_hits",
-                "clients given a prewarmed upstream connection",
-                self.warm_hits,
-            ),
-            (
-                "warm_misses",
-                "clients that found the prewarm pool empty",
-                self.warm_misses,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP edgefwd_{name}_total {help}\n# TYPE edgefwd_{name}_total counter\nedgefwd_{name}_total {value}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP edgefwd_bytes_total bytes forwarded\n# TYPE edgefwd_bytes_total counter"
-        );
-        for way in [Way::ClientToUpstream, Way::UpstreamToClient] {
-            let _ = writeln!(
-                out,
-                "edgefwd_bytes_total{{direction=\"{}\"}} {}",
-                way.label(),
-                self.io.bytes[way as usize]
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP edgefwd_closes_total connection pairs closed, by cause\n# TYPE edgefwd_closes_total counter"
-        );
-        for cause in Cause::ALL {
-            let _ = writeln!(
-                out,
-                "edgefwd_closes_total{{cause=\"{cause}\"}} {}",
-                self.closed(cause)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP edgefwd_proxy_header_rejected_total clients closed over their PROXY header (--accept-proxy), by reason\n# TYPE edgefwd_proxy_header_rejected_total counter"
-        );
-        for reason in Reason::ALL {
-            let _ = writeln!(
-                out,
-                "edgefwd_proxy_header_rejected_total{{reason=\"{}\"}} {}",
-                reason.label(),
-                self.proxy_header_rejected(reason)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP edgefwd_reloads_total SIGHUP reloads, by result\n# TYPE edgefwd_reloads_total counter\nedgefwd_reloads_total{{result=\"ok\"}} {}\nedgefwd_reloads_total{{result=\"rejected\"}} {}",
-            self.reloads_ok, self.reloads_rejected
-        );
-        let _ = writeln!(
-            out,
-            "# HELP edgefwd_pairs_open connection pairs open now\n# TYPE edgefwd_pairs_open gauge\nedgefwd_pairs_open {pairs_open}"
-        );
-        self.events_per_poll.render(
-            out,
-            "edgefwd_events_per_poll",
-            "events returned by one epoll_wait",
-        );
-        self.io
-            .read_sizes
-            .render(out, "edgefwd_read_bytes", "bytes moved by one read syscall");
-        self.io.write_sizes.render(
-            out,
-            "edgefwd_write_bytes",
-            "bytes moved by one write syscall",
-        );
-    }
-}
-
 /// Where the reactors of `--threads N` publish their counters for the one that serves `--metrics`.
 ///
 /// Each reactor copies its counters into its own slot at the end of every loop turn (an uncontended
@@ -513,7 +257,7 @@ impl Metrics {
 /// Nothing is shared on the hot path itself.
 #[derive(Debug)]
 pub struct MetricsBoard {
-    slots: Vec<Mutex<(Metrics, usize)>>,
+    slots: Vec<Mutex<Metrics>>,
 }
 
 impl MetricsBoard {
@@ -521,45 +265,42 @@ impl MetricsBoard {
     pub fn new(reactors: usize) -> MetricsBoard {
         MetricsBoard {
             slots: (0..reactors)
-                .map(|_| Mutex::new((Metrics::default(), 0)))
+                .map(|_| Mutex::new(Metrics::default()))
                 .collect(),
         }
     }
 
-    /// Reactor `index` publishes its counters and open pair count.
-    pub fn publish(&self, index: usize, metrics: &Metrics, pairs_open: usize) {
+    /// Reactor `index` publishes its counters (its open pairs set in them).
+    pub(crate) fn publish(&self, index: usize, metrics: &Metrics) {
         if let Some(slot) = self.slots.get(index) {
-            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            slot.0.clone_from(metrics);
-            slot.1 = pairs_open;
+            slot.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone_from(metrics);
         }
     }
 
-    /// The sum over every reactor, and the total of open pairs.
-    pub fn total(&self) -> (Metrics, usize) {
+    /// The sum over every reactor.
+    pub(crate) fn total(&self) -> Metrics {
         let mut total = Metrics::default();
-        let mut open = 0;
         for slot in &self.slots {
-            let slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            total.merge(&slot.0);
-            open += slot.1;
+            total.merge(&slot.lock().unwrap_or_else(PoisonError::into_inner));
         }
-        (total, open)
+        total
     }
 }
 
 /// `--stats-interval`: one log line of deltas per interval.
 #[derive(Debug)]
-pub struct StatsTicker {
+pub(crate) struct StatsTicker {
     interval: Duration,
     /// When the next line is due.
-    pub next: Instant,
+    pub(crate) next: Instant,
     /// The counters as of the last line.
     last: Metrics,
 }
 
 impl StatsTicker {
-    pub fn new(interval: Duration, now: Instant) -> StatsTicker {
+    pub(crate) fn new(interval: Duration, now: Instant) -> StatsTicker {
         StatsTicker {
             interval,
             next: now + interval,
@@ -567,33 +308,12 @@ impl StatsTicker {
         }
     }
 
-    /// The line for the interval that ended at `now`, and the start of the next interval.
-    pub fn report(
-        &mut self,
-        reactor: usize,
-        current: &Metrics,
-        pairs_open: usize,
-        now: Instant,
-    ) -> String {
-        let (new, old) = (current, &self.last);
-        let polls = new.polls - old.polls;
-        let events = new.events - old.events;
-        let per_poll = if polls == 0 {
-            0.0
-        } else {
-            events as f64 / polls as f64
-        };
-        let line = format!(
-            "stats: reactor={reactor} open={pairs_open} accepts=+{} closes=+{} polls=+{polls} events=+{events} events/poll={per_poll:.1} spurious=+{} reads=+{} writes=+{} c2u=+{} u2c=+{}",
-            new.accepts - old.accepts,
-            new.closes.iter().sum::<u64>() - old.closes.iter().sum::<u64>(),
-            new.spurious_wakeups - old.spurious_wakeups,
-            new.io.reads - old.io.reads,
-            new.io.writes - old.io.writes,
-            new.io.bytes[0] - old.io.bytes[0],
-            new.io.bytes[1] - old.io.bytes[1],
-        );
-        self.last = current.clone();
+    /// The line for the interval that ended at `now` (the metrics with a `line` key in the table, in its
+    /// order), and the start of the next interval.
+    pub(crate) fn report(&mut self, reactor: usize, current: &Metrics, now: Instant) -> String {
+        let mut line = format!("stats: reactor={reactor}");
+        current.line(&self.last, &mut line);
+        self.last.clone_from(current);
         self.next = now + self.interval;
         line
     }
@@ -601,6 +321,8 @@ impl StatsTicker {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     /// A turn that only brings CONNECT lookup answers did work: it is not a spurious wakeup.
@@ -612,41 +334,51 @@ mod tests {
         assert_ne!(metrics.work_done(), before);
     }
 
+    /// Every sample of an exposition, by name and labels.
+    fn samples(metrics: &Metrics) -> BTreeMap<String, u64> {
+        let mut out = String::new();
+        metrics.render(&mut out);
+        out.lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| {
+                let (name, value) = line.rsplit_once(' ').expect("name and value");
+                (name.to_string(), value.parse().expect("integer sample"))
+            })
+            .collect()
+    }
+
+    /// `--threads`: for every metric of the table, the board's total is the sum of what the reactors
+    /// published. Each reactor's every figure is set, to values distinct from the other's, by the filler
+    /// generated from the same table as the merge, so no metric can be left out of either.
     #[test]
-    fn test_histogram_buckets_are_power_of_two_upper_bounds() {
-        let mut histogram = Histogram::default();
-        for value in [0, 1, 2, 3, 4, 5, 1 << 40] {
-            histogram.record(value);
+    fn test_board_total_is_the_sum_of_every_reactor_for_every_metric() {
+        let (mut one, mut two) = (Metrics::default(), Metrics::default());
+        one.fill(&mut 0);
+        two.fill(&mut 1000);
+        let board = MetricsBoard::new(2);
+        board.publish(0, &one);
+        board.publish(1, &two);
+        let (one, two, total) = (samples(&one), samples(&two), samples(&board.total()));
+        assert_eq!(total.len(), one.len());
+        for (series, value) in &total {
+            let (a, b) = (one[series], two[series]);
+            assert!(a > 0 && b > a, "{series} not filled: {a} {b}");
+            assert_eq!(*value, a + b, "{series}");
         }
-        assert_eq!(histogram.buckets[0], 2, "0 and 1");
-        assert_eq!(histogram.buckets[1], 1, "2");
-        assert_eq!(histogram.buckets[2], 2, "3 and 4");
-        assert_eq!(histogram.buckets[3], 1, "5");
-        assert_eq!(histogram.buckets[Histogram::BUCKETS - 1], 1, "overflow");
-        assert_eq!(histogram.count(), 7);
     }
 
     #[test]
-    fn test_board_sums_reactors() {
+    fn test_a_publish_replaces_the_reactors_figures() {
         let board = MetricsBoard::new(2);
         let mut one = Metrics {
             accepts: 3,
             ..Metrics::default()
         };
-        one.io.read_sizes.record(100);
-        let two = Metrics {
-            accepts: 4,
-            polls: 1,
-            ..Metrics::default()
-        };
-        board.publish(0, &one, 5);
-        board.publish(1, &two, 6);
-        let (total, open) = board.total();
-        assert_eq!((total.accepts, total.polls, open), (7, 1, 11));
-        assert_eq!(total.io.read_sizes.sum(), 100);
+        board.publish(0, &one);
+        board.publish(1, &one);
         one.accepts = 10;
-        board.publish(0, &one, 0);
-        assert_eq!(board.total().0.accepts, 14, "a publish replaces, not adds");
+        board.publish(0, &one);
+        assert_eq!(board.total().accepts, 13, "a publish replaces, not adds");
     }
 
     #[test]
@@ -658,22 +390,28 @@ mod tests {
             events: 25,
             ..Metrics::default()
         };
-        metrics.io.bytes = [100, 7];
-        let first = ticker.report(0, &metrics, 3, start + Duration::from_secs(1));
-        assert!(
-            first.contains("open=3 ") && first.contains("polls=+10 "),
-            "{first}"
-        );
-        assert!(
-            first.contains("events/poll=2.5 ") && first.contains("c2u=+100 "),
-            "{first}"
+        metrics.pairs_open.set(3);
+        metrics.bytes[Way::ClientToUpstream] = 100;
+        metrics.bytes[Way::UpstreamToClient] = 7;
+        metrics.closes[Cause::ClientFin] = 2;
+        metrics.closes[Cause::Shutdown] = 1;
+        for events in [2, 2, 2, 2, 2, 3, 3, 3, 3, 3] {
+            metrics.events_per_poll.record(events);
+        }
+        let first = ticker.report(0, &metrics, start + Duration::from_secs(1));
+        assert_eq!(
+            first,
+            "stats: reactor=0 open=3 accepts=+0 closes=+3 polls=+10 events=+25 events/poll=2.5 \
+             spurious=+0 reads=+0 writes=+0 c2u=+100 u2c=+7"
         );
         metrics.polls = 12;
-        let second = ticker.report(0, &metrics, 3, start + Duration::from_secs(2));
+        metrics.events_per_poll.record(4);
+        let second = ticker.report(0, &metrics, start + Duration::from_secs(2));
         assert!(
-            second.contains("polls=+2 ") && second.contains("c2u=+0 "),
+            second.contains(" polls=+2 ") && second.contains(" c2u=+0 "),
             "{second}"
         );
+        assert!(second.contains(" events/poll=4.0 "), "{second}");
         assert_eq!(ticker.next, start + Duration::from_secs(3));
     }
 
@@ -708,13 +446,13 @@ mod tests {
     #[test]
     fn test_proxy_header_rejects_by_reason_merged() {
         let mut one = Metrics::default();
-        one.proxy_header_rejects[Reason::TlvOverrun as usize] = 2;
+        one.proxy_header_rejects[Reason::TlvOverrun] = 2;
         let mut other = Metrics::default();
-        other.proxy_header_rejects[Reason::TlvOverrun as usize] = 3;
-        other.proxy_header_rejects[Reason::Timeout as usize] = 1;
+        other.proxy_header_rejects[Reason::TlvOverrun] = 3;
+        other.proxy_header_rejects[Reason::Timeout] = 1;
         one.merge(&other);
         let mut out = String::new();
-        one.render(0, &mut out);
+        one.render(&mut out);
         let name = "edgefwd_proxy_header_rejected_total";
         assert!(out.contains(&format!("{name}{{reason=\"tlv-overrun\"}} 5\n")));
         assert!(out.contains(&format!("{name}{{reason=\"timeout\"}} 1\n")));
@@ -729,13 +467,14 @@ mod tests {
             polls: 3,
             ..Metrics::default()
         };
-        metrics.closes[Cause::UpstreamReset as usize] = 2;
+        metrics.pairs_open.set(4);
+        metrics.closes[Cause::UpstreamReset] = 2;
         metrics.events_per_poll.record(5);
         let mut out = String::new();
-        metrics.render(4, &mut out);
+        metrics.render(&mut out);
         assert!(out.contains("# TYPE edgefwd_polls_total counter\nedgefwd_polls_total 3\n"));
         assert!(out.contains("edgefwd_closes_total{cause=\"upstream-reset\"} 2\n"));
-        assert!(out.contains("edgefwd_pairs_open 4\n"));
+        assert!(out.contains("# TYPE edgefwd_pairs_open gauge\nedgefwd_pairs_open 4\n"));
         assert!(out.contains("edgefwd_reloads_total{result=\"rejected\"} 0\n"));
         assert!(out.contains("edgefwd_events_per_poll_bucket{le=\"8\"} 1\n"));
         assert!(out.contains("edgefwd_events_per_poll_bucket{le=\"+Inf\"} 1\n"));

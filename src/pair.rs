@@ -1,18 +1,18 @@
 //! A connection pair: the accepted client socket, the upstream socket, and one [`Direction`] each way.
 //!
-//! The pair owns its lifecycle but never touches `Poll` or the slab: every handler returns an [`Outcome`],
+//! The pair owns its lifecycle but never touches `Poll` or the slab: every handler returns an `Outcome`,
 //! and the reactor alone tears a pair down. The lifecycle is two phases, after an optional greeting:
 //!
 //! | phase        | event                                      | result                                  |
 //! |--------------|--------------------------------------------|-----------------------------------------|
-//! | `Greeting`   | client bytes complete a PROXY/CONNECT head | [`Outcome::Connect`]; then `Connecting`  |
+//! | `Greeting`   | client bytes complete a PROXY/CONNECT head | `Outcome::Connect`; then `Connecting`  |
 //! | `Greeting`   | a refused CONNECT, or its header timeout   | `Refusing`: write the status, then close |
 //! | `Greeting`   | a bad PROXY header, or its header timeout  | close (rejected / header-timeout)        |
 //! | `Refusing`   | status written, client FIN or 2s linger    | close (rejected)                        |
 //! | `Connecting` | (no socket) a CONNECT host name's lookup   | connect to its first address; 502 if none |
 //! | `Connecting` | upstream writable edge, or `peer_addr` ok  | `Established`; pump whatever is ready   |
 //! | `Connecting` | upstream event, `take_error` has an error  | failover, or close with RST to client   |
-//! | `Connecting` | a CONNECT destination's connect fails      | [`Outcome::NextAddress`], or 502 (504 deadline) |
+//! | `Connecting` | a CONNECT destination's connect fails      | `Outcome::NextAddress`, or 502 (504 deadline) |
 //! | `Connecting` | client FIN with nothing sent, or RST       | close both at once (client-abort)       |
 //! | `Connecting` | client FIN after sending data              | wait: the data is delivered once up     |
 //! | `Connecting` | deadline                                   | failover, or close (connect-timeout)    |
@@ -33,7 +33,7 @@
 //! upstreams: it never fails over to them, and a failed connect is answered 502 or 504 once the
 //! destination's addresses are spent. One named by host waits in
 //! `Connecting` without a socket while the reactor has it looked up ([`Pair::begin_lookup`]); if the name
-//! has several addresses, a failed connect moves on to the next one ([`Pair::on_looked`]), as failover
+//! has several addresses, a failed connect moves on to the next one (`Pair::on_looked`), as failover
 //! moves on to the next upstream, and for the same reason it is safe: nothing has gone upstream yet.
 
 use std::fmt;
@@ -46,122 +46,23 @@ use std::io::{Read, Write};
 use log::{debug, info, trace};
 use mio::net::TcpStream;
 
+use crate::close::Cause;
 use crate::config::Splice;
 use crate::connect_request::Status;
 use crate::endpoint::Tried;
 use crate::greeting::{Greeting, Target, Verdict};
 use crate::proxy_protocol::{self, Reason, Version};
 
-use crate::metrics::Way;
 use crate::net::{self, ConnectState};
 use crate::pump::{Direction, End, Fault, Shared};
 use crate::readiness::{Event, Readiness};
 use crate::ring::BufPool;
 use crate::token::Side;
-
-/// Why a pair ended; printed in the close line as `cause=...`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
-    ClientFin,
-    UpstreamFin,
-    ClientReset,
-    UpstreamReset,
-    ConnectRefused,
-    ConnectTimeout,
-    ConnectError,
-    ClientAbort,
-    IdleTimeout,
-    FinTimeout,
-    Shutdown,
-    /// Turned away during its greeting: a CONNECT answered with an error status, or a bad PROXY header.
-    Rejected,
-    /// No complete greeting (PROXY header, CONNECT head) within `--header-timeout`.
-    HeaderTimeout,
-    /// The poller refused to change a socket's registration (`epoll_ctl`/`kevent` failed).
-    PollerError,
-    /// No upstream of the route resolves to an address: nothing to connect to.
-    Unresolved,
-    /// Established for longer than `--max-connection-duration`, busy or not.
-    MaxDuration,
-}
-
-impl Cause {
-    /// Every cause, in the order of their discriminants (indexes of per-cause counters).
-    pub const ALL: [Cause; 16] = [
-        Cause::ClientFin,
-        Cause::UpstreamFin,
-        Cause::ClientReset,
-        Cause::UpstreamReset,
-        Cause::ConnectRefused,
-        Cause::ConnectTimeout,
-        Cause::ConnectError,
-        Cause::ClientAbort,
-        Cause::IdleTimeout,
-        Cause::FinTimeout,
-        Cause::Shutdown,
-        Cause::Rejected,
-        Cause::HeaderTimeout,
-        Cause::PollerError,
-        Cause::Unresolved,
-        Cause::MaxDuration,
-    ];
-
-    /// The name used in logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cause::ClientFin => "client-fin",
-            Cause::UpstreamFin => "upstream-fin",
-            Cause::ClientReset => "client-reset",
-            Cause::UpstreamReset => "upstream-reset",
-            Cause::ConnectRefused => "connect-refused",
-            Cause::ConnectTimeout => "connect-timeout",
-            Cause::ConnectError => "connect-error",
-            Cause::ClientAbort => "client-abort",
-            Cause::IdleTimeout => "idle-timeout",
-            Cause::FinTimeout => "fin-timeout",
-            Cause::Shutdown => "shutdown",
-            Cause::Rejected => "rejected",
-            Cause::HeaderTimeout => "header-timeout",
-            Cause::PollerError => "poller-error",
-            Cause::Unresolved => "unresolved",
-            Cause::MaxDuration => "max-duration",
-        }
-    }
-
-    /// A failed upstream connect: the causes that let a pair fail over to another upstream.
-    pub fn is_connect_failure(self) -> bool {
-        matches!(
-            self,
-            Cause::ConnectRefused | Cause::ConnectTimeout | Cause::ConnectError
-        )
-    }
-
-    /// Whether the surviving side(s) must see an abort (RST) rather than a FIN that would read as a clean
-    /// end of stream.
-    pub fn resets(self) -> bool {
-        !matches!(
-            self,
-            Cause::ClientFin
-                | Cause::UpstreamFin
-                | Cause::ClientAbort
-                | Cause::IdleTimeout
-                | Cause::FinTimeout
-                | Cause::MaxDuration
-                | Cause::Rejected
-                | Cause::HeaderTimeout
-        )
-    }
-}
-
-impl fmt::Display for Cause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::way::Way;
 
 /// What the reactor must do with a pair after a handler ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Waiting for the kernel.
     Open,
     /// Its byte budget ran out with work left: run it again before sleeping.
@@ -338,7 +239,7 @@ impl Pair {
     }
 
     /// A pair that must first read a greeting from its client; its upstream connect starts once the
-    /// greeting says where to (the pair returns [`Outcome::Connect`]).
+    /// greeting says where to (the pair returns `Outcome::Connect`).
     pub fn greeting(
         id: u32,
         (client, client_addr): (TcpStream, SocketAddr),
@@ -431,7 +332,7 @@ impl Pair {
 
     /// A CONNECT to a host name, about to be looked up: the pair waits in `Connecting` with no upstream
     /// socket, under the connect deadline (504 if the name takes too long), until the answer starts the
-    /// connect ([`Pair::begin_connect`]) or fails it ([`Pair::cannot_connect`]).
+    /// connect ([`Pair::begin_connect`]) or fails it (`Pair::cannot_connect`).
     pub fn begin_lookup(&mut self, now: Instant) {
         self.attempt_started = now;
         self.set_phase(Phase::Connecting);
@@ -445,7 +346,11 @@ impl Pair {
 
     /// The CONNECT destination's lookup answered: connect to its first address and keep the others for
     /// when that connect fails (`next_destination`). A name that did not resolve gets 502.
-    pub fn on_looked(&mut self, addrs: Result<Vec<SocketAddr>, String>, now: Instant) -> Outcome {
+    pub(crate) fn on_looked(
+        &mut self,
+        addrs: Result<Vec<SocketAddr>, String>,
+        now: Instant,
+    ) -> Outcome {
         let mut addrs = match addrs {
             Ok(addrs) => addrs,
             Err(err) => {
@@ -463,7 +368,7 @@ impl Pair {
 
     /// The connect to a CONNECT destination failed already in `socket(2)` or `connect(2)` (no route, a
     /// firewall's EPERM, no local port): as if the kernel had refused it.
-    pub fn destination_unreachable(&mut self, err: &io::Error, now: Instant) -> Outcome {
+    pub(crate) fn destination_unreachable(&mut self, err: &io::Error, now: Instant) -> Outcome {
         self.next_destination(Status::BadGateway, err, now)
     }
 
@@ -536,7 +441,7 @@ impl Pair {
     }
 
     /// Handles one readiness event on `side`, then runs the pumps.
-    pub fn on_event(
+    pub(crate) fn on_event(
         &mut self,
         side: Side,
         event: Event,
@@ -729,7 +634,7 @@ impl Pair {
 
     /// The upstream connect could not even be started (the socket calls failed): a CONNECT client gets
     /// 502, any other client is closed.
-    pub fn cannot_connect(&mut self, now: Instant) -> Outcome {
+    pub(crate) fn cannot_connect(&mut self, now: Instant) -> Outcome {
         if self.direct {
             self.refuse(Status::BadGateway, now)
         } else {
@@ -740,7 +645,7 @@ impl Pair {
     /// The pair's deadline passed with `cause`: what to do about it. A greeting that timed out is
     /// answered 408 in connect mode; a CONNECT destination that did not answer gets 504; everything else
     /// closes (and a connect timeout of a route upstream fails over, in the reactor).
-    pub fn expire(&mut self, cause: Cause, now: Instant) -> Outcome {
+    pub(crate) fn expire(&mut self, cause: Cause, now: Instant) -> Outcome {
         match self.phase {
             Phase::Greeting => {
                 let Some(greeting) = self.greeting.as_mut() else {
@@ -824,7 +729,7 @@ impl Pair {
     }
 
     /// Pumps both directions until neither can move, the budget is spent, or the pair is finished.
-    pub fn run(&mut self, shared: &mut Shared<'_>, budget: usize, now: Instant) -> Outcome {
+    pub(crate) fn run(&mut self, shared: &mut Shared<'_>, budget: usize, now: Instant) -> Outcome {
         match self.phase {
             Phase::Established => {}
             Phase::Refusing => return self.write_refusal(),
@@ -1014,7 +919,7 @@ impl Pair {
     }
 
     /// The next moment this pair must be looked at, and what it would mean then.
-    pub fn deadline(&self, limits: &Deadlines) -> Option<(Instant, Cause)> {
+    pub(crate) fn deadline(&self, limits: &Deadlines) -> Option<(Instant, Cause)> {
         match self.phase {
             Phase::Greeting => return Some((self.started + limits.header, Cause::HeaderTimeout)),
             Phase::Refusing => {

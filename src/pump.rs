@@ -38,11 +38,12 @@ use std::os::fd::AsRawFd;
 use log::trace;
 
 use crate::config::Splice;
-use crate::metrics::{Metrics, Way};
+use crate::metrics::Metrics;
 use crate::net::IoOutcome;
 use crate::readiness::Readiness;
 use crate::ring::{BufPool, Ring};
 use crate::splice::{refused_for_good, Pipe, PipePool};
+use crate::way::Way;
 
 /// A connected, non-blocking byte stream whose write half can be shut down (TCP; Unix sockets in tests).
 pub trait Stream: Read + Write + AsRawFd {
@@ -68,7 +69,7 @@ pub struct Shared<'a> {
     pub pool: &'a mut BufPool,
     /// The route's pipes for `--splice`; `None` when splicing is off.
     pub pipes: Option<&'a mut PipePool>,
-    pub metrics: &'a mut Metrics,
+    pub(crate) metrics: &'a mut Metrics,
 }
 
 impl Shared<'_> {
@@ -147,7 +148,7 @@ pub struct Direction {
 
 impl Direction {
     /// A direction that splices from the start (`Always`), once its ring fills (`Auto`), or never.
-    pub fn new(way: Way, splice: Splice) -> Direction {
+    pub(crate) fn new(way: Way, splice: Splice) -> Direction {
         Direction {
             way,
             state: State::Open,
@@ -278,7 +279,7 @@ impl Direction {
             let read = self.read_step(conn, &mut src, shared, budget)?;
             if !(fed || wrote || shut || read) {
                 if self.stalled(src.ready, shared.pool) {
-                    shared.metrics.io.reads_ring_full += 1;
+                    shared.metrics.reads_ring_full += 1;
                 }
                 self.recycle_pipe(src.ready, shared);
                 return Ok(progressed);
@@ -310,7 +311,7 @@ impl Direction {
             return Ok(false);
         }
         self.counters.writes += 1;
-        let io = &mut shared.metrics.io;
+        let io = &mut *shared.metrics;
         io.writes += 1;
         // Pipe bytes are always newer than ring bytes (`may_read`), so a pipe with bytes means an empty
         // ring. An empty pipe (just taken by `maybe_switch_to_splice`) leaves the ring to drain first.
@@ -321,7 +322,7 @@ impl Direction {
         match IoOutcome::from(result) {
             IoOutcome::Done(n) => {
                 self.counters.bytes += n as u64;
-                io.bytes[self.way as usize] += n as u64;
+                io.bytes[self.way] += n as u64;
                 io.write_sizes.record(n as u64);
                 if n < offered {
                     // The send buffer filled up: EPOLLOUT will fire when it drains.
@@ -438,9 +439,9 @@ impl Direction {
             return Ok(false);
         }
         self.counters.reads += 1;
-        shared.metrics.io.reads += 1;
+        shared.metrics.reads += 1;
         let (result, short_read_drains) = self.read_into_buffer(src.stream, shared);
-        let io = &mut shared.metrics.io;
+        let io = &mut *shared.metrics;
         match IoOutcome::from(result) {
             IoOutcome::Done(n) => {
                 *budget = budget.saturating_sub(n);

@@ -43,13 +43,14 @@ use slab::Slab;
 use socket2::SockRef;
 
 use crate::budget::{self, FdBudget, Slot};
+use crate::close::Cause;
 use crate::config::{Config, Mode};
 use crate::endpoint::Tried;
 use crate::file::Defaults;
 use crate::greeting::{Greeting, Target as ConnectTarget};
 use crate::metrics::{Metrics, MetricsBoard, StatsTicker};
 use crate::net;
-use crate::pair::{Cause, InterestChange, Outcome, Pair, Phase, NO_UPSTREAM};
+use crate::pair::{InterestChange, Outcome, Pair, Phase, NO_UPSTREAM};
 use crate::prewarm::WarmPool;
 use crate::proxy_protocol::Reason;
 use crate::readiness::Event;
@@ -1055,7 +1056,7 @@ impl Reactor {
             self.pause_accepting(err);
         }
         net::set_reset_on_close(&client);
-        self.metrics.closes[cause as usize] += 1;
+        self.metrics.closes[cause] += 1;
         let route = self.routes.get(key);
         let upstream = route
             .zip(failure.last)
@@ -1119,7 +1120,7 @@ impl Reactor {
     /// rate-limited, because a hostile client can open thousands of such connections a second and must
     /// not turn the log into the bottleneck. The counter has every one of them.
     fn proxy_header_rejected(&mut self, pair: &Pair, reason: Reason) {
-        self.metrics.proxy_header_rejects[reason as usize] += 1;
+        self.metrics.proxy_header_rejects[reason] += 1;
         if let Some(held_back) = self.proxy_header_log.allow(self.now) {
             let more = match held_back {
                 0 => String::new(),
@@ -1149,7 +1150,7 @@ impl Reactor {
                 generation: pair.id,
             });
         }
-        self.metrics.closes[cause as usize] += 1;
+        self.metrics.closes[cause] += 1;
         if let Some(reason) = pair.proxy_header_rejection() {
             self.proxy_header_rejected(&pair, reason);
         }

@@ -20,7 +20,7 @@
 //! a follower's worker alive.
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,58 +32,8 @@ use mio::net::TcpListener;
 use mio::Waker;
 
 use crate::config::{Addresses, Config};
-use crate::endpoint::MAX_ADDRESSES;
+use crate::dns::{self, destination_addresses};
 use crate::file::{self, Defaults, FileError};
-
-/// Resolves an upstream's `HOST:PORT`: its first [`MAX_ADDRESSES`] distinct addresses, in the resolver's
-/// order, each of which becomes an endpoint.
-pub fn upstream_addresses(host_port: &str) -> Addresses {
-    let addrs = resolve(host_port).map_err(|err| format!("cannot resolve '{host_port}': {err}"))?;
-    let distinct = first_distinct(addrs, MAX_ADDRESSES);
-    if distinct.is_empty() {
-        return Err(format!("cannot resolve '{host_port}': no address"));
-    }
-    Ok(distinct)
-}
-
-/// How many of a CONNECT destination's addresses are tried, in the resolver's order, before the client
-/// gets 502 (or 504): as many as `connect_attempts` allows a route by default.
-pub const DESTINATION_ADDRESSES: usize = 3;
-
-/// Resolves a CONNECT destination `HOST:PORT` to the first [`DESTINATION_ADDRESSES`] distinct addresses
-/// the resolver gives. A name often has an IPv6 and an IPv4 address, and the first one (IPv6, by the
-/// resolver's preference) may be the one that does not answer; clients such as curl go on to the next,
-/// so a proxy in their path must too.
-pub fn destination_addresses(host_port: &str) -> Result<Vec<SocketAddr>, String> {
-    let addrs = resolve(host_port).map_err(|err| format!("cannot resolve {host_port}: {err}"))?;
-    let distinct = first_distinct(addrs, DESTINATION_ADDRESSES);
-    if distinct.is_empty() {
-        return Err(format!("cannot resolve {host_port}: no address"));
-    }
-    Ok(distinct)
-}
-
-/// The first `max` addresses of `addrs`, each once, in their order.
-fn first_distinct(addrs: Vec<SocketAddr>, max: usize) -> Vec<SocketAddr> {
-    let mut distinct = Vec::with_capacity(max.min(addrs.len()));
-    for addr in addrs {
-        if distinct.len() == max {
-            break;
-        }
-        if !distinct.contains(&addr) {
-            distinct.push(addr);
-        }
-    }
-    distinct
-}
-
-/// `getaddrinfo`, blocking: every address it gives, in its order.
-fn resolve(host_port: &str) -> Result<Vec<SocketAddr>, String> {
-    host_port
-        .to_socket_addrs()
-        .map(Iterator::collect)
-        .map_err(|err| err.to_string())
-}
 
 /// Threads resolving CONNECT destinations, so that one slow name does not hold up the others.
 pub const LOOKUP_THREADS: usize = 4;
@@ -342,7 +292,7 @@ fn run(job: Job) -> Answer {
             epoch,
             addrs: names
                 .into_iter()
-                .map(|(index, name)| (index, upstream_addresses(&name)))
+                .map(|(index, name)| (index, dns::upstream_addresses(&name)))
                 .collect(),
         },
         Job::Reload { path, defaults } => Answer::Reloaded(Box::new(file::load(&path, defaults))),
@@ -398,7 +348,7 @@ mod tests {
                 addrs: Err(err),
             }] => {
                 assert!(
-                    !found.is_empty() && found.len() <= DESTINATION_ADDRESSES,
+                    !found.is_empty() && found.len() <= dns::DESTINATION_ADDRESSES,
                     "{found:?}"
                 );
                 assert!(
@@ -430,31 +380,6 @@ mod tests {
             } => assert!(err.contains("not looked up"), "{err}"),
             other => panic!("{other:?}"),
         }
-    }
-
-    /// A destination's addresses are tried in the resolver's order, each once, at most
-    /// [`DESTINATION_ADDRESSES`] of them.
-    #[test]
-    fn test_destination_addresses_keep_order_drop_repeats_and_stop_at_the_cap() {
-        let addr = |text: &str| text.parse::<SocketAddr>().expect("addr");
-        let (v6, a, b, c) = (
-            addr("[::1]:80"),
-            addr("127.0.0.1:80"),
-            addr("127.0.0.2:80"),
-            addr("127.0.0.3:80"),
-        );
-        assert_eq!(first_distinct(vec![v6, a, v6, b, a, c], 3), vec![v6, a, b]);
-        assert_eq!(first_distinct(vec![a, a], 3), vec![a]);
-        assert_eq!(first_distinct(Vec::new(), 3), Vec::<SocketAddr>::new());
-        assert_eq!(
-            destination_addresses("127.0.0.1:443"),
-            Ok(vec![addr("127.0.0.1:443")])
-        );
-        let err = destination_addresses("no-such-host.invalid:443").expect_err("resolved");
-        assert!(
-            err.starts_with("cannot resolve no-such-host.invalid:443"),
-            "{err}"
-        );
     }
 
     #[test]

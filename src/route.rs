@@ -18,13 +18,14 @@ use mio::net::{TcpListener, TcpStream};
 
 use crate::balance::Balancer;
 use crate::budget::FdBudget;
+use crate::close::Cause;
 use crate::config::{Addresses, Mode, RouteConfig};
 use crate::endpoint::{Change, Endpoint, Tried, Upstreams, HOLD};
 use crate::greeting::{ConnectRules, Rules};
 use crate::health;
 use crate::metrics::{Metrics, UpstreamRow};
 use crate::net::{self, StreamOptions};
-use crate::pair::{Cause, Deadlines};
+use crate::pair::Deadlines;
 use crate::pump::Shared;
 use crate::ring::BufPool;
 use crate::settings;
@@ -109,7 +110,7 @@ pub struct NoUpstream {
 
 impl NoUpstream {
     /// What a client turned away for this is counted as.
-    pub fn cause(&self) -> Cause {
+    pub(crate) fn cause(&self) -> Cause {
         if self.unresolved {
             Cause::Unresolved
         } else if self.error.kind() == io::ErrorKind::ConnectionRefused {
@@ -263,7 +264,7 @@ impl Route {
     }
 
     /// What this route's pairs borrow while they run.
-    pub fn shared<'a>(&'a mut self, metrics: &'a mut Metrics) -> Shared<'a> {
+    pub(crate) fn shared<'a>(&'a mut self, metrics: &'a mut Metrics) -> Shared<'a> {
         Shared {
             pool: &mut self.pool,
             pipes: self.pipes.as_mut(),
@@ -451,7 +452,7 @@ impl Route {
 
     /// One metrics row per live endpoint, labelled as in the logs (`name (address)` for a host name),
     /// and one row, down, for each upstream that has no address.
-    pub fn upstream_rows<'a>(&'a self) -> impl Iterator<Item = UpstreamRow<'a>> + Clone {
+    pub(crate) fn upstream_rows<'a>(&'a self) -> impl Iterator<Item = UpstreamRow<'a>> + Clone {
         let route = self.config.name.as_str();
         let row = move |e: &'a Endpoint| UpstreamRow {
             route,

@@ -20,26 +20,26 @@ fn stats_total(logs: &str, reactor: usize, key: &str) -> u64 {
         .sum()
 }
 
-/// Starts `edgefwd --threads 2` on `listen` in front of `echo`, with a stats line every 100 ms (per
-/// reactor, so that each one's accepts can be read).
-fn two_reactors(listen: &str, echo: &Backend) -> Forwarder {
+/// Starts `edgefwd --threads 2` on `listen` in front of `echo` (plus `extra` flags), with a stats line
+/// every 100 ms (per reactor, so that each one's counters can be read).
+fn two_reactors(listen: &str, echo: &Backend, extra: &[&str]) -> Forwarder {
     let opts = Options {
         rust_log: Some("info".into()),
         ..Options::default()
     };
-    Forwarder::start_with(
-        &[
-            "--listen",
-            listen,
-            "--upstream",
-            &echo.upstream_arg(),
-            "--threads",
-            "2",
-            "--stats-interval",
-            "100ms",
-        ],
-        &opts,
-    )
+    let upstream = echo.upstream_arg();
+    let mut args = vec![
+        "--listen",
+        listen,
+        "--upstream",
+        &upstream,
+        "--threads",
+        "2",
+        "--stats-interval",
+        "100ms",
+    ];
+    args.extend_from_slice(extra);
+    Forwarder::start_with(&args, &opts)
 }
 
 /// 40 echo connections from 8 threads at once, every byte checked; returns how many each of the
@@ -75,7 +75,7 @@ fn serve_forty(fwd: &Forwarder) -> (u64, u64) {
 #[test]
 fn test_two_reactors_share_the_port_and_both_serve() {
     let echo = Backend::echo();
-    let fwd = two_reactors("127.0.0.1:0", &echo);
+    let fwd = two_reactors("127.0.0.1:0", &echo, &[]);
     let (zero, one) = serve_forty(&fwd);
     assert!(
         zero > 0 && one > 0,
@@ -88,7 +88,7 @@ fn test_two_reactors_share_the_port_and_both_serve() {
 /// the clients unseen), and the first must go on serving every client.
 fn second_process_is_refused(listen: &str) {
     let echo = Backend::echo();
-    let fwd = two_reactors(listen, &echo);
+    let fwd = two_reactors(listen, &echo, &[]);
     let addr = fwd.addr().to_string();
     for threads in ["2", "1"] {
         let (code, stderr) = common::run_edgefwd_expect_fail(&[
@@ -210,6 +210,49 @@ fn test_metrics_sum_every_reactor() {
         ),
         30_000
     );
+}
+
+/// With `--threads 2`, every figure `/metrics` reports is the sum of what each reactor counted, as its
+/// own stats lines tell (the board's merge for every metric is unit-tested in src/metrics.rs).
+#[test]
+fn test_metrics_totals_are_the_sum_of_each_reactors_stats_lines() {
+    let echo = Backend::echo();
+    let fwd = two_reactors("127.0.0.1:0", &echo, &["--metrics", "127.0.0.1:0"]);
+    let metrics = fwd.metrics_addr();
+    let (zero, one) = serve_forty(&fwd);
+    assert!(
+        zero > 0 && one > 0,
+        "both reactors must serve: {zero} and {one}"
+    );
+    let pairs = [
+        ("accepts", "edgefwd_accepts_total"),
+        ("reads", "edgefwd_reads_total"),
+        ("writes", "edgefwd_writes_total"),
+        ("c2u", "edgefwd_bytes_total{direction=\"c2u\""),
+        ("u2c", "edgefwd_bytes_total{direction=\"u2c\""),
+        ("closes", "edgefwd_closes_total{"),
+    ];
+    // A series prefix's total: `closes` sums the sample of every cause.
+    let scraped = |body: &str, prefix: &str| -> u64 {
+        body.lines()
+            .filter(|line| line.starts_with(prefix))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum()
+    };
+    let mismatches = || -> Vec<String> {
+        let (body, logs) = (common::scrape(metrics), fwd.logs());
+        pairs
+            .iter()
+            .filter_map(|(key, prefix)| {
+                let reactors = [stats_total(&logs, 0, key), stats_total(&logs, 1, key)];
+                let total = scraped(&body, prefix);
+                (reactors[0] + reactors[1] != total || total == 0)
+                    .then(|| format!("{key}: reactors {reactors:?}, /metrics {total}"))
+            })
+            .collect()
+    };
+    let agreed = common::wait_until(Duration::from_secs(10), || mismatches().is_empty());
+    assert!(agreed, "{:?}\n{}", mismatches(), fwd.logs());
 }
 
 #[test]

@@ -19,6 +19,7 @@ impl Reactor {
     /// Counts one loop turn: a turn whose events led to no work at all was a spurious wakeup.
     pub(super) fn count_turn(&mut self, events: usize, work_before: u64) {
         let metrics = &mut self.metrics;
+        metrics.pairs_open.set(self.pairs.len());
         metrics.polls += 1;
         metrics.events += events as u64;
         metrics.events_per_poll.record(events as u64);
@@ -26,17 +27,12 @@ impl Reactor {
             metrics.spurious_wakeups += 1;
         }
         if let Some(board) = self.siblings.board.as_ref() {
-            board.publish(self.siblings.index, metrics, self.pairs.len());
+            board.publish(self.siblings.index, metrics);
         }
         if let Some(stats) = self.stats.as_mut().filter(|stats| stats.next <= self.now) {
             info!(
                 "{}",
-                stats.report(
-                    self.siblings.index,
-                    &self.metrics,
-                    self.pairs.len(),
-                    self.now
-                )
+                stats.report(self.siblings.index, &self.metrics, self.now)
             );
         }
     }
@@ -54,17 +50,17 @@ impl Reactor {
         let Some(server) = self.metrics_server.as_mut() else {
             return;
         };
-        let (metrics, routes, open) = (&mut self.metrics, &self.routes, self.pairs.len());
+        let (metrics, routes) = (&mut self.metrics, &self.routes);
+        metrics.pairs_open.set(self.pairs.len());
         let board = self.siblings.board.as_deref();
         server.on_scrape_event(slot, || {
             let mut body = String::with_capacity(8192);
             match board {
                 Some(board) => {
-                    board.publish(0, metrics, open);
-                    let (total, open) = board.total();
-                    total.render(open, &mut body);
+                    board.publish(0, metrics);
+                    board.total().render(&mut body);
                 }
-                None => metrics.render(open, &mut body),
+                None => metrics.render(&mut body),
             }
             // Draining routes are left out: a replaced route and its successor share a name. With
             // --threads these rows are reactor 0's view of health and load.

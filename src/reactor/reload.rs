@@ -23,6 +23,7 @@ use socket2::SockRef;
 
 use super::Reactor;
 use crate::config::{Config, RouteConfig};
+use crate::metric_kinds::Reload;
 use crate::net;
 use crate::resolve::Job;
 use crate::route::{self, Listener, Route};
@@ -433,9 +434,9 @@ impl Reactor {
             return;
         }
         if ok {
-            self.metrics.reloads_ok += 1;
+            self.metrics.reloads[Reload::Applied] += 1;
         } else {
-            self.metrics.reloads_rejected += 1;
+            self.metrics.reloads[Reload::Rejected] += 1;
         }
     }
 

@@ -17,8 +17,8 @@
 use std::net::SocketAddr;
 
 use super::Reactor;
+use crate::close::Cause;
 use crate::config::{self, Addresses};
-use crate::pair::Cause;
 use crate::resolve::{Answer, Job};
 
 impl Reactor {

@@ -1,0 +1,89 @@
+//! Host names to addresses: blocking `getaddrinfo`, and which of its answers are kept (the first few,
+//! each once, in the resolver's order).
+//!
+//! A leaf that blocks: only the worker threads of [`crate::resolve`] call it at run time (and `main` and
+//! the config file reader at start, before there is a loop to block).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use crate::config::{Addresses, MAX_ADDRESSES};
+
+/// Resolves an upstream's `HOST:PORT`: its first [`MAX_ADDRESSES`] distinct addresses, in the resolver's
+/// order, each of which becomes an endpoint.
+pub fn upstream_addresses(host_port: &str) -> Addresses {
+    let addrs = resolve(host_port).map_err(|err| format!("cannot resolve '{host_port}': {err}"))?;
+    let distinct = first_distinct(addrs, MAX_ADDRESSES);
+    if distinct.is_empty() {
+        return Err(format!("cannot resolve '{host_port}': no address"));
+    }
+    Ok(distinct)
+}
+
+/// How many of a CONNECT destination's addresses are tried, in the resolver's order, before the client
+/// gets 502 (or 504): as many as `connect_attempts` allows a route by default.
+pub(crate) const DESTINATION_ADDRESSES: usize = 3;
+
+/// Resolves a CONNECT destination `HOST:PORT` to the first [`DESTINATION_ADDRESSES`] distinct addresses
+/// the resolver gives. A name often has an IPv6 and an IPv4 address, and the first one (IPv6, by the
+/// resolver's preference) may be the one that does not answer; clients such as curl go on to the next,
+/// so a proxy in their path must too.
+pub(crate) fn destination_addresses(host_port: &str) -> Result<Vec<SocketAddr>, String> {
+    let addrs = resolve(host_port).map_err(|err| format!("cannot resolve {host_port}: {err}"))?;
+    let distinct = first_distinct(addrs, DESTINATION_ADDRESSES);
+    if distinct.is_empty() {
+        return Err(format!("cannot resolve {host_port}: no address"));
+    }
+    Ok(distinct)
+}
+
+/// The first `max` addresses of `addrs`, each once, in their order.
+fn first_distinct(addrs: Vec<SocketAddr>, max: usize) -> Vec<SocketAddr> {
+    let mut distinct = Vec::with_capacity(max.min(addrs.len()));
+    for addr in addrs {
+        if distinct.len() == max {
+            break;
+        }
+        if !distinct.contains(&addr) {
+            distinct.push(addr);
+        }
+    }
+    distinct
+}
+
+/// `getaddrinfo`, blocking: every address it gives, in its order.
+fn resolve(host_port: &str) -> Result<Vec<SocketAddr>, String> {
+    host_port
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A destination's addresses are tried in the resolver's order, each once, at most
+    /// [`DESTINATION_ADDRESSES`] of them.
+    #[test]
+    fn test_destination_addresses_keep_order_drop_repeats_and_stop_at_the_cap() {
+        let addr = |text: &str| text.parse::<SocketAddr>().expect("addr");
+        let (v6, a, b, c) = (
+            addr("[::1]:80"),
+            addr("127.0.0.1:80"),
+            addr("127.0.0.2:80"),
+            addr("127.0.0.3:80"),
+        );
+        assert_eq!(first_distinct(vec![v6, a, v6, b, a, c], 3), vec![v6, a, b]);
+        assert_eq!(first_distinct(vec![a, a], 3), vec![a]);
+        assert_eq!(first_distinct(Vec::new(), 3), Vec::<SocketAddr>::new());
+        assert_eq!(
+            destination_addresses("127.0.0.1:443"),
+            Ok(vec![addr("127.0.0.1:443")])
+        );
+        let err = destination_addresses("no-such-host.invalid:443").expect_err("resolved");
+        assert!(
+            err.starts_with("cannot resolve no-such-host.invalid:443"),
+            "{err}"
+        );
+    }
+}
