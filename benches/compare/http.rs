@@ -151,13 +151,15 @@ http {{
     )
 }
 
-/// Runs `wrk -c 50 -t 2 -d SECS --latency` against `target` on `cpus` and parses its report.
+/// Runs `wrk -c 50 -t 2 -d SECS --latency` (`secs` rounded up to whole seconds) against `target`
+/// on `cpus` and parses its report.
 pub fn run_wrk(target: SocketAddr, secs: f64, cpus: &[usize]) -> BenchResult<WrkReport> {
     let mut cmd = Command::new("wrk");
     cmd.arg("-c").arg(CONNECTIONS.to_string());
     cmd.arg("-t").arg(THREADS.to_string());
+    // wrk takes whole seconds only.
     cmd.arg("-d")
-        .arg(format!("{}ms", (secs * 1000.0).round() as u64));
+        .arg(format!("{}s", secs.ceil().max(1.0) as u64));
     cmd.arg("--latency");
     cmd.arg(format!("http://{target}/{FILE}"));
     cmd.stdin(Stdio::null())
@@ -170,7 +172,7 @@ pub fn run_wrk(target: SocketAddr, secs: f64, cpus: &[usize]) -> BenchResult<Wrk
         return fail(format!(
             "wrk failed ({}): {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            format!("{}{}", String::from_utf8_lossy(&out.stderr), text).trim()
         ));
     }
     parse_wrk(&text)

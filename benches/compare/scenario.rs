@@ -501,8 +501,8 @@ fn rr_values(mut o: RrOutcome, u: &Usage, cfg: RrConfig, s: &Settings) -> Values
     ]
 }
 
-/// Http: nginx, the forwarder and wrk on all CPUs; a short wrk run first (warm-up, not
-/// measured), then the measured one.
+/// Http: nginx, the forwarder and wrk on all CPUs; a one-second wrk run first (warm-up, not
+/// measured: wrk counts whole seconds), then the measured one.
 fn run_http(peer: &Peer, ctx: &RunCtx) -> BenchResult<Values> {
     let cpus = &ctx.settings.all_cpus;
     let nginx = http::Nginx::start(cpus)?;
@@ -511,8 +511,7 @@ fn run_http(peer: &Peer, ctx: &RunCtx) -> BenchResult<Values> {
         ..ctx.launch.clone()
     };
     let mut fwd = peer::start(peer, nginx.addr, &launch)?;
-    http::run_wrk(fwd.addr, ctx.settings.warmup.as_secs_f64(), cpus)
-        .map_err(|e| with_child_status(e, &mut fwd))?;
+    http::run_wrk(fwd.addr, 1.0, cpus).map_err(|e| with_child_status(e, &mut fwd))?;
     let meter = Meter::start(fwd.pid(), &launch)?;
     let report = http::run_wrk(fwd.addr, ctx.settings.http_secs, cpus)
         .map_err(|e| with_child_status(e, &mut fwd))?;
