@@ -194,6 +194,11 @@ pub struct Metrics {
     /// Times a muted socket was registered for reads again, a read having found it drained. Pauses minus
     /// resumes is how many sockets are muted now, or were when their pair closed.
     pub read_resumes: u64,
+    /// Times a socket known to be writable was registered without write interest, a redundant EPOLLOUT
+    /// edge having woken the loop for nothing.
+    pub write_drops: u64,
+    /// Times such a socket was registered for writes again, a write having found it full.
+    pub write_rearms: u64,
     /// Times a direction wanted a pipe and none was to be had (the route's pipe limit, EMFILE); it
     /// carried on through its ring.
     pub pipe_shortages: u64,
@@ -287,6 +292,8 @@ impl Metrics {
         self.budget_yields += other.budget_yields;
         self.read_pauses += other.read_pauses;
         self.read_resumes += other.read_resumes;
+        self.write_drops += other.write_drops;
+        self.write_rearms += other.write_rearms;
         self.loop_guard_trips += other.loop_guard_trips;
         self.scrapes += other.scrapes;
         self.splice_fallbacks += other.splice_fallbacks;
@@ -325,7 +332,7 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self, pairs_open: usize, out: &mut String) {
-        let counters: [(&str, &str, u64); 28] = [
+        let counters: [(&str, &str, u64); 30] = [
             ("polls", "epoll_wait calls", self.polls),
             (
                 "events",
@@ -412,6 +419,16 @@ impl Metrics {
                 "read_resumes",
                 "times a muted socket was registered for reads again (a read found it drained)",
                 self.read_resumes,
+            ),
+            (
+                "write_drops",
+                "times a writable socket stopped write events after a redundant EPOLLOUT edge",
+                self.write_drops,
+            ),
+            (
+                "write_rearms",
+                "times a socket was registered for writes again (a write found it full)",
+                self.write_rearms,
             ),
             (
                 "splice_fallbacks",
