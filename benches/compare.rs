@@ -26,6 +26,8 @@
 mod backend;
 #[path = "compare/cli.rs"]
 mod cli;
+#[path = "compare/http.rs"]
+mod http;
 #[path = "compare/json.rs"]
 mod json;
 #[path = "compare/load.rs"]
@@ -138,6 +140,16 @@ impl From<BenchError> for Failed {
 fn run(opts: &Options) -> Result<(), Failed> {
     let nofile = sys::raise_nofile_limit()?;
     let machine = sys::MachineInfo::collect(nofile);
+    // Before pinning narrows them: the http scenario runs everything on all of them.
+    let all_cpus = sys::allowed_cpus();
+    let mut opts = opts.clone();
+    if opts.scenarios.contains(&Scenario::Http) {
+        if let Some(why) = http::missing_tools() {
+            eprintln!("compare: warning: {why}");
+            opts.scenarios.retain(|&sc| sc != Scenario::Http);
+        }
+    }
+    let opts = &opts;
     // Pin before any thread exists: threads and children inherit the mask.
     let (forwarder_cpus, load_cpus, pinning) = plan_pinning(opts.pin)?;
     let peers = select_peers(opts)?;
@@ -161,6 +173,13 @@ fn run(opts: &Options) -> Result<(), Failed> {
             measure: opts.measure,
             idle_pairs,
             load_cpus,
+            all_cpus,
+            // The issue's `wrk -d 5s`; --quick keeps the smoke pass short.
+            http_secs: if opts.quick {
+                opts.measure.as_secs_f64()
+            } else {
+                5.0
+            },
         },
         launch: Launch {
             buffer_size: opts.buffer_size,

@@ -130,6 +130,13 @@ metrics! {
     /// resumes is how many sockets are muted now, or were when their pair closed.
     read_resumes: Counter = "edgefwd_read_resumes_total",
         "times a muted socket was registered for reads again (a read found it drained)";
+    /// Times a socket known to be writable was registered without write interest, a redundant EPOLLOUT
+    /// edge having woken the loop for nothing.
+    write_drops: Counter = "edgefwd_write_drops_total",
+        "times a writable socket stopped write events after a redundant EPOLLOUT edge";
+    /// Times such a socket was registered for writes again, a write having found it full.
+    write_rearms: Counter = "edgefwd_write_rearms_total",
+        "times a socket was registered for writes again (a write found it full)";
     /// Metrics scrapes answered or abandoned.
     scrapes: Counter = "edgefwd_scrapes_total", "metrics scrapes served";
     /// SIGHUP reloads, applied or rejected (the file was invalid or a new listener could not bind).

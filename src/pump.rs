@@ -20,7 +20,7 @@
 //!   already queued, so it is the write freeing space that lets the same loop read again.
 //! - But new data arriving on that socket does raise edges, and each would wake the loop for nothing.
 //!   Once one such edge has come while [`Direction::reads_blocked`] holds, the pair registers the socket
-//!   without read interest ([`crate::pair::Pair::read_interest_change`]) and takes it back once a read
+//!   without read interest ([`crate::pair::Pair::registration_change`]) and takes it back once a read
 //!   finds the socket drained ([`Direction::awaits_readable`]).
 //! - A write is attempted only while bytes are held; the `writable` bit is cleared only by WouldBlock or
 //!   a short write, so a pump blocked on a slow reader resumes on the next EPOLLOUT edge.

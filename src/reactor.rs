@@ -50,7 +50,7 @@ use crate::file::Defaults;
 use crate::greeting::{Greeting, Target as ConnectTarget};
 use crate::metrics::{Metrics, MetricsBoard, StatsTicker};
 use crate::net;
-use crate::pair::{InterestChange, Outcome, Pair, Phase, NO_UPSTREAM};
+use crate::pair::{Outcome, Pair, Phase, NO_UPSTREAM};
 use crate::prewarm::WarmPool;
 use crate::proxy_protocol::Reason;
 use crate::readiness::Event;
@@ -457,8 +457,8 @@ impl Reactor {
         }
     }
 
-    /// Registers a pair's sockets with or without read interest, as its pumps' backpressure asks
-    /// ([`Pair::read_interest_change`] explains why). False when the pair is gone: if the poller refuses,
+    /// Registers a pair's sockets with or without read and write interest, as the pair asks
+    /// ([`Pair::registration_change`] explains why). False when the pair is gone: if the poller refuses,
     /// the pair is closed, since a socket left muted would never be read again.
     fn sync_read_interest(&mut self, slot: usize) -> bool {
         let Some(pair) = self.pairs.get_mut(slot) else {
@@ -468,26 +468,35 @@ impl Reactor {
             return true;
         };
         for side in [Side::Client, Side::Upstream] {
-            let Some(change) = pair.read_interest_change(side, &route.pool) else {
+            let Some(wanted) = pair.registration_change(side, &route.pool) else {
                 continue;
             };
-            let interest = match change {
-                InterestChange::Mute => Interest::WRITABLE,
-                InterestChange::Unmute => Interest::READABLE | Interest::WRITABLE,
+            let current = pair.registration(side);
+            let interest = match (wanted.reads, wanted.writes) {
+                (true, true) => Interest::READABLE | Interest::WRITABLE,
+                (true, false) => Interest::READABLE,
+                (false, _) => Interest::WRITABLE,
             };
             let (id, token) = (pair.id, token_of(slot, side, pair.id));
             let Some(socket) = pair.socket_mut(side) else {
                 continue;
             };
             if let Err(err) = self.poll.registry().reregister(socket, token, interest) {
-                warn!("conn={id} cannot change the read interest of its {side:?} socket: {err}");
+                warn!("conn={id} cannot change the interest of its {side:?} socket: {err}");
                 self.close_pair(slot, Cause::PollerError);
                 return false;
             }
-            pair.note_read_interest(side, change);
-            match change {
-                InterestChange::Mute => self.metrics.read_pauses += 1,
-                InterestChange::Unmute => self.metrics.read_resumes += 1,
+            pair.note_registration(side, wanted);
+            let metrics = &mut self.metrics;
+            match (current.reads, wanted.reads) {
+                (true, false) => metrics.read_pauses += 1,
+                (false, true) => metrics.read_resumes += 1,
+                _ => {}
+            }
+            match (current.writes, wanted.writes) {
+                (true, false) => metrics.write_drops += 1,
+                (false, true) => metrics.write_rearms += 1,
+                _ => {}
             }
         }
         true

@@ -289,6 +289,61 @@ fn test_blocked_direction_is_not_woken_by_each_arriving_segment() {
     fwd.wait_for_close("client-fin", Duration::from_secs(5));
 }
 
+/// A socket known to be writable stops write events once a redundant EPOLLOUT edge has come, and every
+/// byte still flows. Taking a muted socket back for reads re-registers it, and `EPOLL_CTL_MOD` reports
+/// EPOLLOUT on the writable client socket at once: an edge that used to wake the loop for nothing (a
+/// spurious wakeup each stall). Then a second stall, which needs the upstream socket's EPOLLOUT edges
+/// whatever the first one dropped, and a FIN.
+#[test]
+fn test_redundant_epollout_drops_write_interest_and_bytes_still_flow() {
+    let (upstream, read_until, reports) = upstream_reading_on_command();
+    let upstream_arg = upstream.upstream_arg();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &upstream_arg,
+        "--buffer-size",
+        "16k",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics = fwd.metrics_addr();
+    let counter = |name: &str| sample(&scrape(metrics), name);
+    let mut client = connect(fwd.addr());
+    client.set_nodelay(true).expect("nodelay");
+    let mut sent = 0u64;
+
+    fill_until_stalled(&mut client, &mut sent, metrics);
+    trickle_until_muted(&mut client, &mut sent, metrics);
+    read_until.send(sent).expect("command");
+    assert!(
+        wait_until(IO_TIMEOUT, || !muted(metrics)),
+        "drained, yet still muted"
+    );
+    assert!(
+        wait_until(IO_TIMEOUT, || counter("edgefwd_write_drops_total") >= 1),
+        "the client socket was taken back for reads and kept its write interest (write drops {}, spurious wakeups {})",
+        counter("edgefwd_write_drops_total"),
+        counter("edgefwd_spurious_wakeups_total")
+    );
+    for _ in 0..3 {
+        let target = send_next(&mut client, &mut sent, 16 * 1024);
+        read_until.send(target).expect("command");
+        assert!(
+            wait_until(IO_TIMEOUT, || forwarded(metrics) == target),
+            "a chunk sent after the write interest was dropped was not forwarded"
+        );
+    }
+
+    fill_until_stalled(&mut client, &mut sent, metrics);
+    client.shutdown(Shutdown::Write).expect("shutdown");
+    read_until.send(u64::MAX).expect("command");
+    let report = reports.recv_timeout(IO_TIMEOUT).expect("upstream report");
+    assert_eq!(report.bytes, sent, "{report:?}");
+    assert_eq!(report.mismatch, None);
+    assert_eq!(report.end, End::Eof);
+    fwd.wait_for_close("client-fin", Duration::from_secs(5));
+}
+
 #[test]
 fn test_buffer_size_flag_forms() {
     let echo = Backend::echo();

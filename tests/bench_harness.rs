@@ -11,6 +11,8 @@
 mod backend;
 #[path = "../benches/compare/cli.rs"]
 mod cli;
+#[path = "../benches/compare/http.rs"]
+mod http;
 #[path = "../benches/compare/json.rs"]
 mod json;
 #[path = "../benches/compare/load.rs"]

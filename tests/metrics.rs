@@ -44,6 +44,8 @@ const SERIES: &str = r#"
 # HELP edgefwd_warm_hits_total clients given a prewarmed upstream connection
 # HELP edgefwd_warm_misses_total clients that found the prewarm pool empty
 # HELP edgefwd_write_bytes bytes moved by one write syscall
+# HELP edgefwd_write_drops_total times a writable socket stopped write events after a redundant EPOLLOUT edge
+# HELP edgefwd_write_rearms_total times a socket was registered for writes again (a write found it full)
 # HELP edgefwd_writes_short_total writes that took fewer bytes than offered
 # HELP edgefwd_writes_total write syscalls
 # HELP edgefwd_writes_would_block_total writes that returned WouldBlock
@@ -83,6 +85,8 @@ const SERIES: &str = r#"
 # TYPE edgefwd_warm_hits_total counter
 # TYPE edgefwd_warm_misses_total counter
 # TYPE edgefwd_write_bytes histogram
+# TYPE edgefwd_write_drops_total counter
+# TYPE edgefwd_write_rearms_total counter
 # TYPE edgefwd_writes_short_total counter
 # TYPE edgefwd_writes_total counter
 # TYPE edgefwd_writes_would_block_total counter
@@ -230,6 +234,8 @@ edgefwd_write_bytes_bucket{le="8"}
 edgefwd_write_bytes_bucket{le="8192"}
 edgefwd_write_bytes_count
 edgefwd_write_bytes_sum
+edgefwd_write_drops_total
+edgefwd_write_rearms_total
 edgefwd_writes_short_total
 edgefwd_writes_total
 edgefwd_writes_would_block_total

@@ -16,8 +16,9 @@ usage: cargo bench --bench compare -- [OPTIONS]
 
   --quick                 short run (about a minute): smaller transfers, 2 s windows, fewer
                           repeats
-  --scenarios LIST        comma list of bulk, bulk-up, bulk-duplex, rr1, rr100, churn, idle
-                          (default: all)
+  --scenarios LIST        comma list of bulk, bulk-up, bulk-duplex, rr1, rr100, churn, idle,
+                          http (wrk through the forwarder to nginx, unpinned; needs wrk and
+                          nginx, skipped without them) (default: all)
   --only LIST             comma list of peers: direct, edgefwd, tokio-current, tokio-multi and
                           the names given to --against (default: all); keep direct for the
                           whole-machine overheads over direct
@@ -31,10 +32,10 @@ usage: cargo bench --bench compare -- [OPTIONS]
                           --against 'nginx=sh benches/peers/nginx.sh {listen} {upstream}'
   --buffer-size SIZE      buffer per direction for every forwarder (default 64k)
   --bulk-mib N            MiB per direction in the bulk scenarios
-  --duration SECS         measured window of rr1/rr100/churn
+  --duration SECS         measured window of rr1/rr100/churn (and http with --quick; else 5 s)
   --idle-max N            cap on idle pairs (also limited by RLIMIT_NOFILE)
   --repeat N              runs per scenario and peer, the median is reported (default: bulk 5,
-                          rr1/rr100/churn 3, idle 1; --quick: bulk 3, others 1)
+                          rr1/rr100/churn/http 3, idle 1; --quick: bulk 3, others 1)
   --perf                  afterwards, profile each forwarder with `perf record -e cpu-clock`
                           in bulk-up, rr100 and churn (separate passes): kernel share, hot symbols
   --strace                afterwards, count syscalls with `strace -c -f -p PID` for bulk-up,

@@ -217,8 +217,8 @@ fn start_external(
 }
 
 /// A port that was free a moment ago (bind to :0, read it, close). Racy by nature, but
-/// only used for `--against` commands that need the port on their command line.
-fn free_port() -> BenchResult<u16> {
+/// only used for `--against` commands and nginx, which need the port on their command line.
+pub fn free_port() -> BenchResult<u16> {
     let l = TcpListener::bind("127.0.0.1:0").ctx("find a free port")?;
     Ok(l.local_addr().ctx("free port local_addr")?.port())
 }

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::backend::{is_data_error, start_bulk, EchoServer, SinkReport};
+use crate::http;
 use crate::load::{bulk_duplex, bulk_send, open_idle, Edge, RrConfig, RrEngine, RrOutcome};
 use crate::pattern::Pattern;
 use crate::peer::{self, Launch, Peer, Running};
@@ -34,16 +35,20 @@ pub enum Scenario {
     Churn,
     /// As many idle established pairs as the fd limit allows: memory per pair.
     Idle,
+    /// wrk (50 keep-alive connections) fetching 1 KiB from nginx, nothing pinned: requests/s
+    /// and latency when the forwarder shares the cores with its client and server.
+    Http,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::BulkUp,
         Scenario::BulkDuplex,
         Scenario::Rr1,
         Scenario::Rr100,
         Scenario::Churn,
         Scenario::Idle,
+        Scenario::Http,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +59,7 @@ impl Scenario {
             Scenario::Rr100 => "rr100",
             Scenario::Churn => "churn",
             Scenario::Idle => "idle",
+            Scenario::Http => "http",
         }
     }
 
@@ -67,7 +73,7 @@ impl Scenario {
                     Some(sc) => out.push(*sc),
                     None => {
                         return fail(format!(
-                            "unknown scenario {name:?}; known: bulk, bulk-up, bulk-duplex, rr1, rr100, churn, idle"
+                            "unknown scenario {name:?}; known: bulk, bulk-up, bulk-duplex, rr1, rr100, churn, idle, http"
                         ))
                     }
                 },
@@ -149,7 +155,7 @@ const fn m(
 }
 
 use Better::{Higher, Lower, Neither};
-use Scenario::{BulkDuplex, BulkUp, Churn, Idle, Rr1, Rr100};
+use Scenario::{BulkDuplex, BulkUp, Churn, Http, Idle, Rr1, Rr100};
 use Show::{Chart, Evidence, Table};
 use Target::{AtMost, RatioAtLeast, RatioAtMost};
 
@@ -216,6 +222,16 @@ pub const METRICS: &[MetricDef] = &[
     m(Idle, "rss_per_pair_kib", "RSS per pair", "KiB", Lower, Some(AtMost(1.0)), Chart),
     m(Idle, "rss_peak_mib", "RSS with all pairs open", "MiB", Lower, None, Table),
     m(Idle, "rss_after_close_mib", "RSS after close minus start", "MiB", Lower, Some(AtMost(4.0)), Table),
+    m(Http, "rps", "requests/s (wrk, unpinned)", "req/s", Higher, None, Chart),
+    m(Http, "p99_ms", "latency p99", "ms", Lower, None, Chart),
+    m(Http, "p50_ms", "latency p50", "ms", Lower, None, Table),
+    m(Http, "cpu_per_100k", "CPU per 100k req", "CPU s", Lower, None, Table),
+    m(Http, "overhead_per_100k", "machine CPU over direct per 100k req", "CPU s", Lower, None, Table),
+    m(Http, "machine_per_100k", "machine CPU per 100k req", "CPU s", Lower, None, Table),
+    m(Http, "user_per_100k", "user-space CPU per 100k req", "CPU s", Lower, None, Evidence),
+    m(Http, "wakeups_per_req", "wakeups per request", "/req", Lower, None, Evidence),
+    m(Http, "errors", "socket errors and non-2xx responses", "", Lower, None, Evidence),
+    m(Http, "other_cpu", "other processes busy", "%", Neither, None, Evidence),
 ];
 
 /// Numbers from one run, keyed by `MetricDef::key`.
@@ -230,6 +246,11 @@ pub struct Settings {
     pub idle_pairs: usize,
     /// CPUs the load generator runs on (for its busy %).
     pub load_cpus: usize,
+    /// Every CPU the bench was allowed at start, before pinning: the http scenario's processes
+    /// all run on these.
+    pub all_cpus: Vec<usize>,
+    /// The http scenario's wrk duration (5 s, or `--duration` with `--quick`).
+    pub http_secs: f64,
 }
 
 /// Everything a run needs.
@@ -248,6 +269,7 @@ pub fn run_one(sc: Scenario, peer: &Peer, ctx: &RunCtx) -> BenchResult<Values> {
         Scenario::Rr100 => run_rr(peer, ctx, rr_config(sc, &ctx.settings)),
         Scenario::Churn => run_rr(peer, ctx, rr_config(sc, &ctx.settings)),
         Scenario::Idle => run_idle(peer, ctx),
+        Scenario::Http => run_http(peer, ctx),
     }
 }
 
@@ -477,6 +499,41 @@ fn rr_values(mut o: RrOutcome, u: &Usage, cfg: RrConfig, s: &Settings) -> Values
         loadgen,
         other,
     ]
+}
+
+/// Http: nginx, the forwarder and wrk on all CPUs; a one-second wrk run first (warm-up, not
+/// measured: wrk counts whole seconds), then the measured one.
+fn run_http(peer: &Peer, ctx: &RunCtx) -> BenchResult<Values> {
+    let cpus = &ctx.settings.all_cpus;
+    let nginx = http::Nginx::start(cpus)?;
+    let launch = Launch {
+        forwarder_cpus: Some(cpus.clone()),
+        ..ctx.launch.clone()
+    };
+    let mut fwd = peer::start(peer, nginx.addr, &launch)?;
+    http::run_wrk(fwd.addr, 1.0, cpus).map_err(|e| with_child_status(e, &mut fwd))?;
+    let meter = Meter::start(fwd.pid(), &launch)?;
+    let report = http::run_wrk(fwd.addr, ctx.settings.http_secs, cpus)
+        .map_err(|e| with_child_status(e, &mut fwd))?;
+    let u = meter.stop()?;
+    fwd.check_alive()?;
+    drop(fwd);
+    drop(nginx);
+    if report.requests == 0 {
+        return fail("wrk completed no request");
+    }
+    let reqs = report.requests as f64;
+    Ok(vec![
+        ("rps", report.rps()),
+        ("p99_ms", report.p99_ms),
+        ("p50_ms", report.p50_ms),
+        ("cpu_per_100k", u.cpu_s / reqs * 1e5),
+        ("machine_per_100k", u.machine_s / reqs * 1e5),
+        ("user_per_100k", u.user_s / reqs * 1e5),
+        ("wakeups_per_req", u.wakeups / reqs),
+        ("errors", report.errors as f64),
+        ("other_cpu", other_busy(&u)),
+    ])
 }
 
 /// Idle: RSS before, with `idle_pairs` established pairs, and after they all closed.

@@ -76,8 +76,10 @@ impl Snapshot {
                 snap.fwd_cpu_s += row.own_s + row.reaped_s;
                 snap.fwd_user_s += row.user_s;
                 snap.fwd_wakeups += voluntary_ctxsw(row.pid);
-            } else if row.pid == me {
-                snap.bench_cpu_s = row.own_s;
+            } else if row.pid == me || row.ppid == me {
+                // The bench's other children (the http scenario's nginx, and wrk once reaped)
+                // are its load generator and backend.
+                snap.bench_cpu_s += row.own_s + row.reaped_s;
             } else if !row.is_kernel_thread() {
                 snap.others.insert(row.pid, row.own_s);
             }
