@@ -23,8 +23,8 @@ fn test_two_routes_each_to_its_own_backend() {
         route("beta", "\"127.0.0.1:0\"", &b),
     ));
     let fwd = Forwarder::start(&["--config", file.path()]);
-    let alpha = route_addr(&fwd.logs(), "alpha").expect("alpha listens");
-    let beta = route_addr(&fwd.logs(), "beta").expect("beta listens");
+    let alpha = fwd.route_addr("alpha");
+    let beta = fwd.route_addr("beta");
     assert_eq!(fwd.addr(), alpha, "the first line is the first route's");
     echo_roundtrip(alpha, 256 * 1024, 64 * 1024);
     echo_roundtrip(beta, 256 * 1024, 64 * 1024);

@@ -62,7 +62,7 @@ fn test_reload_adds_and_removes_a_route_while_a_transfer_is_in_flight() {
         &route("new", "127.0.0.1:0", &[&b]),
         "reload: 1 routes (+1 -1 ~0)",
     );
-    let new = route_addr(&fwd.logs(), "new").expect("the new route listens");
+    let new = fwd.route_addr("new");
     echo_roundtrip(new, 64 * 1024, 16 * 1024);
     assert_eq!(b.accepted(), 1);
     assert!(refused(old), "the removed route still accepts");
@@ -159,7 +159,7 @@ fn test_invalid_reload_is_rejected_and_the_old_config_kept() {
         route("second", "127.0.0.1:0", &[&b])
     );
     reload(&fwd, &file, &good, "reload: 2 routes (+1 -0 ~0)");
-    let second = route_addr(&fwd.logs(), "second").expect("second listens");
+    let second = fwd.route_addr("second");
     echo_roundtrip(second, 4096, 4096);
     assert_eq!(b.accepted(), 1);
 }

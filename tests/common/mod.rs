@@ -204,6 +204,18 @@ impl Forwarder {
         wait_until(timeout, || self.logs().contains(needle))
     }
 
+    /// The address route `name` listens on, from its start line, waiting up to 5 s for that line: a
+    /// file's routes (and a reload's new ones) start one after another, and a test may look before the
+    /// last one has logged.
+    pub fn route_addr(&self, name: &str) -> SocketAddr {
+        let mut found = None;
+        wait_until(Duration::from_secs(5), || {
+            found = route_addr(&self.logs(), name);
+            found.is_some()
+        });
+        found.unwrap_or_else(|| panic!("route {name} logged no start line; log:\n{}", self.logs()))
+    }
+
     /// Like [`Self::wait_for_log`] but panics with the whole log on timeout.
     pub fn expect_log(&self, needle: &str, timeout: Duration) {
         assert!(
