@@ -1,0 +1,11 @@
+//! Command-line flags of the bench harnesses, which parse by hand to keep their dependencies to
+//! the product's.
+
+/// Splits `--flag=value` into the flag and its inline value; any other argument (including a
+/// lone `--flag`, whose value is the next argument) comes back whole with no value.
+pub fn split_flag(arg: &str) -> (&str, Option<String>) {
+    match arg.split_once('=') {
+        Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_string())),
+        _ => (arg, None),
+    }
+}
