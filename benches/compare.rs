@@ -40,6 +40,8 @@ mod probe;
 mod report;
 #[path = "compare/scenario.rs"]
 mod scenario;
+#[path = "../support/mod.rs"]
+mod support;
 #[path = "compare/svg.rs"]
 mod svg;
 #[path = "compare/sys.rs"]

@@ -38,6 +38,8 @@ mod machine;
 mod sample;
 #[path = "epoll_study/strace.rs"]
 mod strace;
+#[path = "../support/mod.rs"]
+mod support;
 #[path = "epoll_study/table.rs"]
 mod table;
 #[path = "epoll_study/trace.rs"]
@@ -49,7 +51,8 @@ use std::process::ExitCode;
 
 use crate::buffers::buffers;
 use crate::cli::{parse_args, Experiment, Parsed, USAGE};
-use crate::machine::{pin_self, print_header, raise_nofile_limit};
+use crate::machine::{pin_self, print_header};
+use crate::support::nofile;
 use crate::trace::trace;
 use crate::wakeups::wakeups;
 
@@ -84,7 +87,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = raise_nofile_limit().and_then(|nofile| {
+    // 5,000 connections need ~10,000 fds here: each client socket and each echo-server socket.
+    let raised = nofile::raise_to_hard().ctx("raise RLIMIT_NOFILE to its hard limit");
+    let result = raised.and_then(|nofile| {
         if opts.pin {
             opts.fwd_cpu = Some(pin_self()?);
         }

@@ -36,6 +36,8 @@ mod pattern;
 mod report;
 #[path = "scale/stats.rs"]
 mod stats;
+#[path = "../support/mod.rs"]
+mod support;
 #[path = "compare/sys.rs"]
 #[allow(dead_code)] // shared with the compare bench, which uses the rest
 mod sys;
@@ -54,6 +56,7 @@ use pairs::{PairsRun, Setup};
 use pattern::Pattern;
 use report::Skipped;
 use stats::{count_label, destinations_for, largest_fitting, parse_count};
+use support::args::{split_flag, value_of};
 use util::{fail, BenchResult, Context};
 
 const USAGE: &str = "\
@@ -149,16 +152,8 @@ fn parse(args: &[String]) -> BenchResult<Parsed> {
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || -> BenchResult<String> {
-            match inline.clone().or_else(|| it.next().cloned()) {
-                Some(v) => Ok(v),
-                None => fail(format!("{flag} needs a value")),
-            }
-        };
+        let (flag, inline) = split_flag(arg);
+        let mut value = || value_of(flag, &inline, &mut it).or_else(fail);
         match flag {
             "-h" | "--help" => return Ok(Parsed::Help),
             // cargo bench appends --bench to every bench binary it runs.

@@ -9,3 +9,15 @@ pub fn split_flag(arg: &str) -> (&str, Option<String>) {
         _ => (arg, None),
     }
 }
+
+/// The value of `flag`: its inline value if it had one (`--flag=value`), else the next argument.
+pub fn value_of<'a>(
+    flag: &str,
+    inline: &Option<String>,
+    rest: &mut impl Iterator<Item = &'a String>,
+) -> Result<String, String> {
+    inline
+        .clone()
+        .or_else(|| rest.next().cloned())
+        .ok_or_else(|| format!("{flag} needs a value"))
+}

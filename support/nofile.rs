@@ -30,13 +30,9 @@ fn set(soft: u64, hard: u64) -> io::Result<()> {
 }
 
 /// Raises this process's soft limit to its hard limit (which needs no privilege) and returns the
-/// soft limit now in force.
+/// soft limit now in force: what the product itself does at start.
 pub fn raise_to_hard() -> io::Result<u64> {
-    let lim = get()?;
-    if lim.rlim_cur < lim.rlim_max {
-        set(lim.rlim_max, lim.rlim_max)?;
-    }
-    Ok(lim.rlim_max)
+    edgefwd::fdlimit::raise_nofile_limit()
 }
 
 /// Raises this process's limit towards `want`: soft and, if needed, hard (which takes root with

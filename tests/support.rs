@@ -69,6 +69,18 @@ fn test_split_flag_takes_an_inline_value_only_after_a_long_flag() {
     assert_eq!(args::split_flag("--conns"), ("--conns", None));
     assert_eq!(args::split_flag("-x=1"), ("-x=1", None));
     assert_eq!(args::split_flag("wakeups"), ("wakeups", None));
+    let rest = [String::from("5"), String::from("--x")];
+    let mut it = rest.iter();
+    assert_eq!(
+        args::value_of("--a", &Some("1".into()), &mut it),
+        Ok("1".into())
+    );
+    assert_eq!(args::value_of("--b", &None, &mut it), Ok("5".into()));
+    it.next();
+    assert_eq!(
+        args::value_of("--c", &None, &mut it),
+        Err("--c needs a value".into())
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::scenario::Scenario;
+use crate::support::args::{split_flag, value_of};
 use crate::util::{fail, parse_size, BenchResult, Context};
 
 pub const USAGE: &str = "\
@@ -124,17 +125,8 @@ pub fn parse(args: &[String]) -> BenchResult<Parsed> {
     let mut raw = Raw::default();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        // Accept both `--flag value` and `--flag=value`.
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || -> BenchResult<String> {
-            match inline.clone().or_else(|| it.next().cloned()) {
-                Some(v) => Ok(v),
-                None => fail(format!("{flag} needs a value")),
-            }
-        };
+        let (flag, inline) = split_flag(arg);
+        let mut value = || value_of(flag, &inline, &mut it).or_else(fail);
         match flag {
             "-h" | "--help" => return Ok(Parsed::Help),
             // cargo bench appends --bench to every bench binary it runs.

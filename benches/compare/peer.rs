@@ -14,7 +14,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::sys::{pin_current_to, port_is_listening, wait_until};
+use crate::support::procfs::port_is_listening;
+use crate::sys::{pin_current_to, wait_until};
 use crate::tokio_fwd::Flavor;
 use crate::util::{fail, BenchResult, Context};
 

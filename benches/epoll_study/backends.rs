@@ -1,17 +1,15 @@
 //! Backends: the mio echo server, the sink, one-shot scripted backends, client helpers.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener as MioListener, TcpStream as MioStream};
-use mio::{Events, Interest, Poll, Token, Waker};
-use slab::Slab;
 use socket2::{Domain, SockRef, Socket, Type};
 
+pub(crate) use crate::support::echo::EchoServer;
 use crate::{Ctx, R};
 
 /// A loopback listener with a deep backlog (5,000 connections arrive in bursts), optionally with a
@@ -29,144 +27,11 @@ fn listen_socket(backlog: i32, rcvbuf: Option<usize>) -> R<Socket> {
     Ok(socket)
 }
 
-const ECHO_LISTENER: Token = Token(usize::MAX);
-const ECHO_WAKER: Token = Token(usize::MAX - 1);
-
-/// An echo server on one mio thread: cheap enough for 5,000 connections, never the bottleneck of a
-/// 64-byte ping-pong. It echoes as it reads and passes the client's FIN back once everything is echoed.
-pub(crate) struct EchoServer {
-    pub(crate) addr: SocketAddr,
-    waker: Arc<Waker>,
-    stop: Arc<AtomicBool>,
-    pub(crate) thread: Option<JoinHandle<R<()>>>,
-}
-
-struct EchoConn {
-    pub(crate) stream: MioStream,
-    pub(crate) out: Vec<u8>,
-    eof: bool,
-}
-
-impl EchoServer {
-    pub(crate) fn start() -> R<EchoServer> {
-        let socket = listen_socket(8192, None)?;
-        socket.set_nonblocking(true).ctx("nonblocking backend")?;
-        let std_listener: TcpListener = socket.into();
-        let addr = std_listener.local_addr().ctx("backend address")?;
-        let mut listener = MioListener::from_std(std_listener);
-        let poll = Poll::new().ctx("backend poll")?;
-        poll.registry()
-            .register(&mut listener, ECHO_LISTENER, Interest::READABLE)
-            .ctx("register backend listener")?;
-        let waker = Arc::new(Waker::new(poll.registry(), ECHO_WAKER).ctx("backend waker")?);
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = thread::Builder::new()
-            .name("echo".into())
-            .spawn(move || echo_loop(poll, listener, &flag))
-            .ctx("start echo thread")?;
-        Ok(EchoServer {
-            addr,
-            waker,
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-        if let Some(thread) = self.thread.take() {
-            match thread.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => eprintln!("epoll_study: echo backend: {err}"),
-                Err(_) => eprintln!("epoll_study: echo backend panicked"),
-            }
-        }
-    }
-}
-
-fn echo_loop(mut poll: Poll, listener: MioListener, stop: &AtomicBool) -> R<()> {
-    let mut events = Events::with_capacity(1024);
-    let mut conns: Slab<EchoConn> = Slab::new();
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        if let Err(err) = poll.poll(&mut events, None) {
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(format!("echo backend poll: {err}"));
-        }
-        if stop.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        for event in events.iter() {
-            match event.token() {
-                ECHO_WAKER => {}
-                ECHO_LISTENER => loop {
-                    match listener.accept() {
-                        Ok((mut stream, _)) => {
-                            let entry = conns.vacant_entry();
-                            let both = Interest::READABLE | Interest::WRITABLE;
-                            if poll
-                                .registry()
-                                .register(&mut stream, Token(entry.key()), both)
-                                .is_ok()
-                            {
-                                entry.insert(EchoConn {
-                                    stream,
-                                    out: Vec::new(),
-                                    eof: false,
-                                });
-                            }
-                        }
-                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                        Err(err) => return Err(format!("echo backend accept: {err}")),
-                    }
-                },
-                Token(key) => {
-                    let keep = conns
-                        .get_mut(key)
-                        .is_some_and(|c| echo_service(c, &mut buf));
-                    if !keep {
-                        conns.try_remove(key);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Reads to WouldBlock, echoes what it can, and ends the connection after the client's FIN. Returns
-/// false when the connection is finished.
-fn echo_service(conn: &mut EchoConn, buf: &mut [u8]) -> bool {
-    while !conn.eof {
-        match conn.stream.read(buf) {
-            Ok(0) => conn.eof = true,
-            Ok(n) => conn.out.extend_from_slice(&buf[..n]),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    while !conn.out.is_empty() {
-        match conn.stream.write(&conn.out) {
-            Ok(n) => {
-                conn.out.drain(..n);
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    if conn.eof && conn.out.is_empty() {
-        let _ = conn.stream.shutdown(Shutdown::Write);
-        return false;
-    }
-    true
+/// Starts the echo backend (`support::echo`): one mio thread, cheap enough for 5,000 connections and
+/// never the bottleneck of a 64-byte ping-pong, with a deep backlog for connections that arrive in
+/// bursts.
+pub(crate) fn start_echo() -> R<EchoServer> {
+    EchoServer::start(1, 8192).ctx("start the echo backend")
 }
 
 /// How a sink reads.

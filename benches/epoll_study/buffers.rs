@@ -9,7 +9,8 @@ use crate::cli::{size_label, Options};
 use crate::fwd::start_fwd;
 use crate::load::bulk_send;
 use crate::sample::{pct, scrape_overhead, Sample};
-use crate::strace::{parse_strace_summary, strace_available, Strace};
+use crate::strace::{strace_available, Strace};
+use crate::support::strace::parse_summary;
 use crate::table::Table;
 use crate::R;
 
@@ -61,7 +62,7 @@ pub(crate) fn buffers(opts: &Options) -> R<()> {
             };
             let elapsed = bulk_send(fwd.listen, opts.mib << 20)?;
             let strace = match tracer {
-                Some(tracer) => Some(parse_strace_summary(&tracer.finish()?)),
+                Some(tracer) => Some(parse_summary(&tracer.finish()?)),
                 None => None,
             };
             let got = sink.received.load(Ordering::SeqCst);

@@ -1,5 +1,6 @@
 //! The command line: the experiments, their options and how they are parsed.
 
+use crate::support::args::{split_flag, value_of};
 use crate::R;
 
 pub(crate) const USAGE: &str = "\
@@ -132,16 +133,8 @@ pub(crate) fn parse_args(args: &[String]) -> R<Parsed> {
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || -> R<String> {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let (flag, inline) = split_flag(arg);
+        let mut value = || value_of(flag, &inline, &mut it);
         match flag {
             "-h" | "--help" => return Ok(Parsed::Help),
             // cargo bench appends --bench to every bench binary it runs.

@@ -9,8 +9,8 @@ use std::thread::{self};
 use std::time::Duration;
 
 use crate::cli::Options;
-use crate::machine::pin;
 use crate::sample::Sample;
+use crate::support::{cpu, nofile, procfs};
 use crate::{Ctx, R};
 
 /// How long edgefwd may take to print its addresses.
@@ -112,31 +112,13 @@ impl Fwd {
 
     /// The descriptor numbers the child holds now, sorted.
     pub(crate) fn fds(&self) -> R<Vec<u64>> {
-        let dir = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .ctx("read /proc/PID/fd of edgefwd")?;
-        let mut fds: Vec<u64> = dir
-            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-        fds.sort_unstable();
-        Ok(fds)
+        procfs::fd_numbers(self.pid()).ctx("read /proc/PID/fd of edgefwd")
     }
 
     /// Sets the running child's RLIMIT_NOFILE, soft and hard, with prlimit(2). Done after start so the
     /// limit can be the descriptors it holds now plus an exact number of spares.
-    pub(crate) fn set_nofile(&self, limit: libc::rlim_t) -> R<()> {
-        let pid = libc::pid_t::try_from(self.pid()).ctx("edgefwd pid")?;
-        let lim = libc::rlimit {
-            rlim_cur: limit,
-            rlim_max: limit,
-        };
-        // SAFETY: `lim` is a valid rlimit that prlimit only reads; the old-limit pointer may be null.
-        if unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) } != 0 {
-            return Err(format!(
-                "prlimit(edgefwd, RLIMIT_NOFILE, {limit}): {}",
-                io::Error::last_os_error()
-            ));
-        }
-        Ok(())
+    pub(crate) fn set_nofile(&self, limit: u64) -> R<()> {
+        nofile::set_for(self.pid(), limit).ctx(&format!("prlimit(edgefwd, RLIMIT_NOFILE, {limit})"))
     }
 
     pub(crate) fn signal(&self, signal: libc::c_int) {
@@ -174,7 +156,7 @@ pub(crate) fn start_fwd(opts: &Options, upstream: SocketAddr, args: &[String]) -
     let fwd = Fwd::start(upstream, args)?;
     if let Some(cpu) = opts.fwd_cpu {
         let pid = libc::pid_t::try_from(fwd.pid()).ctx("edgefwd pid")?;
-        pin(pid, &[cpu])?;
+        cpu::pin(pid, &[cpu]).ctx(&format!("sched_setaffinity({pid}, [{cpu}])"))?;
     }
     Ok(fwd)
 }

@@ -85,21 +85,6 @@ impl Drop for Strace {
     }
 }
 
-/// `(syscall, calls)` from a `strace -c` table.
-pub(crate) fn parse_strace_summary(text: &str) -> Vec<(String, u64)> {
-    text.lines()
-        .filter_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() < 5 || cols[0].parse::<f64>().is_err() {
-                return None;
-            }
-            let name = *cols.last()?;
-            (name != "total").then_some(())?;
-            Some((name.to_string(), cols[3].parse().ok()?))
-        })
-        .collect()
-}
-
 pub(crate) fn strace_available() -> bool {
     Command::new("strace")
         .arg("-V")

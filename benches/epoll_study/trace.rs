@@ -8,7 +8,7 @@ use std::thread::{self};
 use std::time::{Duration, Instant};
 
 use crate::backends::{
-    client, join_backend, one_shot, read_to_end, set_linger0, EchoServer, Sink, SinkCfg,
+    client, join_backend, one_shot, read_to_end, set_linger0, start_echo, Sink, SinkCfg,
 };
 use crate::cli::{Case, Options};
 use crate::fwd::{strip_timestamp, Fwd};
@@ -78,8 +78,8 @@ fn wait_for_line(fwd: &Fwd, needle: &str, timeout: Duration) -> bool {
 
 /// A client sends a line and half-closes; the echo backend answers and passes the FIN back.
 fn trace_normal(opts: &Options) -> R<()> {
-    let echo = EchoServer::start()?;
-    let fwd = Fwd::start(echo.addr, &trace_args(opts, &[]))?;
+    let echo = start_echo()?;
+    let fwd = Fwd::start(echo.addr(), &trace_args(opts, &[]))?;
     let mut stream = client(fwd.listen, Duration::from_secs(5))?;
     stream.write_all(b"hello\n").ctx("write")?;
     stream.shutdown(Shutdown::Write).ctx("shutdown(Write)")?;
@@ -462,8 +462,11 @@ fn emfile_client(addr: SocketAddr, i: usize) -> (Option<TcpStream>, String) {
 
 fn emfile_phase(opts: &Options, traced: bool, odd: u64) -> R<()> {
     const STALL: Duration = Duration::from_millis(1500);
-    let echo = EchoServer::start()?;
-    let fwd = Fwd::start(echo.addr, &trace_args(opts, &["--max-connections", "1000"]))?;
+    let echo = start_echo()?;
+    let fwd = Fwd::start(
+        echo.addr(),
+        &trace_args(opts, &["--max-connections", "1000"]),
+    )?;
     let before = fwd.scrape()?;
     thread::sleep(Duration::from_millis(100));
     // RLIMIT_NOFILE bounds descriptor *numbers*: a new fd gets the lowest free number, and EMFILE means
@@ -476,7 +479,7 @@ fn emfile_phase(opts: &Options, traced: bool, odd: u64) -> R<()> {
         .find(|limit| free_below(*limit) == spare)
         .ok_or("no descriptor limit leaves the wanted spares")?;
     let held = fds.iter().filter(|fd| **fd < limit).count();
-    fwd.set_nofile(limit as libc::rlim_t)?;
+    fwd.set_nofile(limit)?;
     let mark = fwd.lines().len();
     let mut clients = Vec::new();
     let mut first = Vec::new();

@@ -3,7 +3,7 @@
 use std::thread::{self};
 use std::time::{Duration, Instant};
 
-use crate::backends::EchoServer;
+use crate::backends::start_echo;
 use crate::cli::Options;
 use crate::fwd::start_fwd;
 use crate::load::PingPong;
@@ -40,8 +40,8 @@ pub(crate) fn wakeups(opts: &Options) -> R<()> {
         .flat_map(|&conns| std::iter::repeat_n(conns, opts.repeat));
     for conns in runs {
         eprintln!("[wakeups] {conns} connections ...");
-        let echo = EchoServer::start()?;
-        let fwd = start_fwd(opts, echo.addr, &opts.fwd_args)?;
+        let echo = start_echo()?;
+        let fwd = start_fwd(opts, echo.addr(), &opts.fwd_args)?;
         let mut engine = PingPong::open(fwd.listen, conns, opts.idle, opts.message)?;
         // A new pair's connect deadline stays armed after the connect succeeds and wakes the loop
         // once when it passes: keep those one-off wakeups out of the steady-state figures.

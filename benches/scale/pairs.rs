@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::backend::EchoServer;
+use crate::backend::start_echo;
 use crate::load::{open_idle, Edge, RrConfig, RrEngine};
 use crate::pattern::Pattern;
 use crate::stats::{bytes_per_pair, counter_per_request, cpu_us_per_request, parse_counters};
@@ -83,16 +83,16 @@ impl PairsRun {
 /// One run with `pairs` idle pairs.
 pub fn run(setup: &Setup, pattern: &Pattern, pairs: usize, repeat: usize) -> BenchResult<PairsRun> {
     let echoes = (0..setup.destinations)
-        .map(|_| EchoServer::start())
+        .map(|_| start_echo())
         .collect::<BenchResult<Vec<_>>>()?;
-    let upstreams: Vec<SocketAddr> = echoes.iter().map(|e| e.addr).collect();
+    let upstreams: Vec<SocketAddr> = echoes.iter().map(|e| e.addr()).collect();
     let config = write_config(&setup.scratch, &upstreams, pairs)?;
     let mut fwd = Fwd::start(&setup.edgefwd, &config, setup.destinations)?;
     let result = measure(setup, pattern, &fwd, pairs, repeat);
     let alive = fwd.check_alive();
     drop(fwd);
     for echo in echoes {
-        echo.stop()?;
+        echo.stop().ctx("echo server")?;
     }
     let run = result?;
     alive?;
