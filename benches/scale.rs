@@ -56,7 +56,7 @@ use pairs::{PairsRun, Setup};
 use pattern::Pattern;
 use report::Skipped;
 use stats::{count_label, destinations_for, largest_fitting, parse_count};
-use support::args::{split_flag, value_of};
+use support::args::{command_line, split_flag, value_of};
 use util::{fail, BenchResult, Context};
 
 const USAGE: &str = "\
@@ -188,15 +188,7 @@ fn parse(args: &[String]) -> BenchResult<Parsed> {
     if o.wait_sizes.contains(&0) {
         return fail("--wait-sizes: sizes must be at least 1");
     }
-    let shown: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| *a != "--bench")
-        .collect();
-    o.command = match shown.is_empty() {
-        true => "cargo bench --bench scale".to_string(),
-        false => format!("cargo bench --bench scale -- {}", shown.join(" ")),
-    };
+    o.command = command_line("scale", args);
     Ok(Parsed::Run(o))
 }
 

@@ -21,3 +21,17 @@ pub fn value_of<'a>(
         .or_else(|| rest.next().cloned())
         .ok_or_else(|| format!("{flag} needs a value"))
 }
+
+/// The command that reproduces this run, for the header of a report: `cargo bench --bench NAME`
+/// and the arguments, without the `--bench` that cargo appends to every bench binary's own.
+pub fn command_line(bench: &str, args: &[String]) -> String {
+    let shown: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--bench")
+        .collect();
+    match shown.is_empty() {
+        true => format!("cargo bench --bench {bench}"),
+        false => format!("cargo bench --bench {bench} -- {}", shown.join(" ")),
+    }
+}

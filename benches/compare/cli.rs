@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::scenario::Scenario;
-use crate::support::args::{split_flag, value_of};
+use crate::support::args::{command_line, split_flag, value_of};
 use crate::util::{fail, parse_size, BenchResult, Context};
 
 pub const USAGE: &str = "\
@@ -199,11 +199,6 @@ fn resolve(raw: Raw, args: &[String]) -> BenchResult<Options> {
     if bulk_mib == 0 {
         return fail("--bulk-mib must be at least 1");
     }
-    let shown: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| *a != "--bench")
-        .collect();
     Ok(Options {
         quick: raw.quick,
         buffer_size: raw.buffer_size.unwrap_or(64 * 1024),
@@ -225,11 +220,7 @@ fn resolve(raw: Raw, args: &[String]) -> BenchResult<Options> {
         out_dir: raw
             .out_dir
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results")),
-        command: if shown.is_empty() {
-            "cargo bench --bench compare".to_string()
-        } else {
-            format!("cargo bench --bench compare -- {}", shown.join(" "))
-        },
+        command: command_line("compare", args),
     })
 }
 

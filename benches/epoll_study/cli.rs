@@ -1,6 +1,6 @@
 //! The command line: the experiments, their options and how they are parsed.
 
-use crate::support::args::{split_flag, value_of};
+use crate::support::args::{command_line, split_flag, value_of};
 use crate::R;
 
 pub(crate) const USAGE: &str = "\
@@ -174,12 +174,7 @@ pub(crate) fn parse_args(args: &[String]) -> R<Parsed> {
     if opts.conns.contains(&0) || opts.message == 0 || opts.mib == 0 || opts.repeat == 0 {
         return Err("--conns, --message, --mib and --repeat must be positive".into());
     }
-    let shown: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| *a != "--bench")
-        .collect();
-    opts.command = format!("cargo bench --bench epoll_study -- {}", shown.join(" "));
+    opts.command = command_line("epoll_study", args);
     Ok(Parsed::Run(Box::new(opts)))
 }
 
