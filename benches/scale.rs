@@ -10,7 +10,8 @@
 //! - `stats`   medians with their spread, per-pair and per-request arithmetic
 //! - `report`  markdown, JSON and the SVG chart
 //! - from the compare bench (`benches/compare/`, included by path, not copied): the echo backend,
-//!   the rr engine and idle-pair opener, /proc readers, the JSON printer, the byte pattern.
+//!   the rr engine and idle-pair opener, /proc readers, the JSON printer, the byte pattern; and
+//!   the top-level `support/` that tests and benches share.
 //!
 //! The modules' `#[cfg(test)]` tests run in `tests/scale_harness.rs`, which compiles `stats`,
 //! `limits` and `wait` again as a test crate (the compare modules' own tests run in `tests/bench_harness.rs`).
