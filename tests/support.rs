@@ -9,7 +9,9 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{args, clock::Utc, cpu, echo::EchoServer, nofile, procfs, strace};
+use support::{
+    args, clock::Utc, cpu, echo::EchoServer, nofile, pattern::Repeating, procfs, strace,
+};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -166,4 +168,17 @@ fn test_echo_server_echoes_on_every_port_and_returns_the_fin() {
             payload.len()
         );
     }
+}
+
+#[test]
+fn test_repeating_pattern_windows_wrap_around_the_period() {
+    let pattern = Repeating::new(7, 10, |i| i as u8 * 3);
+    assert_eq!(pattern.period(), 7);
+    assert_eq!(pattern.at(5, 4), &[15, 18, 0, 3]);
+    assert_eq!(pattern.at(7 * 1000 + 2, 3), &[6, 9, 12]);
+    assert_eq!(
+        pattern.at(6, 100),
+        &[18, 0, 3, 6, 9, 12, 15, 18, 0, 3],
+        "at most max_chunk bytes"
+    );
 }

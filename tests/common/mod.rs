@@ -40,6 +40,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+use support::pattern::Repeating;
 
 /// Read/write timeout on every blocking socket the harness hands out.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -547,25 +548,21 @@ pub const PATTERN_PERIOD: usize = 1_048_573;
 /// Longest slice [`pattern`] returns.
 pub const PATTERN_MAX_CHUNK: usize = 1 << 20;
 
-fn pattern_base() -> &'static [u8] {
-    static BASE: OnceLock<Vec<u8>> = OnceLock::new();
+fn pattern_base() -> &'static Repeating {
+    static BASE: OnceLock<Repeating> = OnceLock::new();
     BASE.get_or_init(|| {
-        (0..PATTERN_PERIOD + PATTERN_MAX_CHUNK)
-            .map(|i| {
-                let i = i % PATTERN_PERIOD;
-                // Within an aligned 256-byte block the low byte runs over 0..=255 and the rest is a
-                // constant XOR, so each block holds every byte value once.
-                (i as u8) ^ ((i >> 8) as u8).wrapping_mul(167) ^ ((i >> 16) as u8).wrapping_mul(29)
-            })
-            .collect()
+        Repeating::new(PATTERN_PERIOD, PATTERN_MAX_CHUNK, |i| {
+            // Within an aligned 256-byte block the low byte runs over 0..=255 and the rest is a
+            // constant XOR, so each block holds every byte value once.
+            (i as u8) ^ ((i >> 8) as u8).wrapping_mul(167) ^ ((i >> 16) as u8).wrapping_mul(29)
+        })
     })
 }
 
 /// The pattern bytes at stream offset `offset`, `len` of them (at most [`PATTERN_MAX_CHUNK`]).
 pub fn pattern(offset: u64, len: usize) -> &'static [u8] {
     assert!(len <= PATTERN_MAX_CHUNK, "pattern chunk too long");
-    let start = (offset % PATTERN_PERIOD as u64) as usize;
-    &pattern_base()[start..start + len]
+    pattern_base().at(offset, len)
 }
 
 /// `total` bytes of the pattern from offset 0, as one vector.
