@@ -13,6 +13,7 @@
 //! - `cpu`: the CPUs this process may use, and pinning to some of them
 //! - `procfs`: /proc readers (fds, VmRSS, the TCP tables, the machine's description)
 //! - `echo`: the edge-triggered mio echo server that backs the load tests
+//! - `logs`: the addresses in edgefwd's start lines (`listening on`, `metrics on`)
 //! - `pattern`: the storage of a repeating byte pattern that streams carry, checked by `memcmp`
 //! - `strace`: the `strace -c` summary table
 //! - `clock`: UTC calendar time without a date library
@@ -24,6 +25,7 @@ pub mod args;
 pub mod clock;
 pub mod cpu;
 pub mod echo;
+pub mod logs;
 pub mod nofile;
 pub mod pattern;
 pub mod procfs;

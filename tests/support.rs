@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{
-    args, clock::Utc, cpu, echo::EchoServer, nofile, pattern::Repeating, procfs, strace,
+    args, clock::Utc, cpu, echo::EchoServer, logs, nofile, pattern::Repeating, procfs, strace,
 };
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -181,4 +181,17 @@ fn test_repeating_pattern_windows_wrap_around_the_period() {
         &[18, 0, 3, 6, 9, 12, 15, 18, 0, 3],
         "at most max_chunk bytes"
     );
+}
+
+#[test]
+fn test_start_lines_give_the_listen_and_metrics_addresses() {
+    let log = "[2026-12-06T21:00:00Z INFO  edgefwd] listening on 127.0.0.1:4567 route=default upstreams=1\n\
+               [2026-12-06T21:00:00Z INFO  edgefwd] metrics on http://[::1]:9100/metrics\n";
+    assert_eq!(
+        logs::listen_addr(log),
+        Some("127.0.0.1:4567".parse().unwrap())
+    );
+    assert_eq!(logs::metrics_addr(log), Some("[::1]:9100".parse().unwrap()));
+    assert_eq!(logs::listen_addr("listening on nowhere"), None);
+    assert_eq!(logs::metrics_addr("no metrics"), None);
 }

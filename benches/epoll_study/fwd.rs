@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::cli::Options;
 use crate::sample::Sample;
+use crate::support::logs::{listen_addr, metrics_addr};
 use crate::support::{cpu, nofile, procfs};
 use crate::{Ctx, R};
 
@@ -58,8 +59,8 @@ impl Fwd {
             let (mut listen, mut metrics, mut sent) = (None, None, false);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent {
-                    listen = listen.or_else(|| addr_after(&line, "listening on ", " "));
-                    metrics = metrics.or_else(|| addr_after(&line, "metrics on http://", "/"));
+                    listen = listen.or_else(|| listen_addr(&line));
+                    metrics = metrics.or_else(|| metrics_addr(&line));
                     if let (Some(l), Some(m)) = (listen, metrics) {
                         let _ = tx.send((l, m));
                         sent = true;
@@ -159,13 +160,6 @@ pub(crate) fn start_fwd(opts: &Options, upstream: SocketAddr, args: &[String]) -
         cpu::pin(pid, &[cpu]).ctx(&format!("sched_setaffinity({pid}, [{cpu}])"))?;
     }
     Ok(fwd)
-}
-
-/// The socket address after `marker`, up to `end`.
-fn addr_after(line: &str, marker: &str, end: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find(marker)? + marker.len()..];
-    let token = rest.split(end).next()?.trim();
-    token.parse().ok()
 }
 
 /// A log line without env_logger's `[timestamp ` prefix: `TRACE edgefwd::pump] conn=1 ...`.

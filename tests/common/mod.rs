@@ -379,13 +379,7 @@ impl Drop for Forwarder {
 }
 
 /// The token after "listening on ", parsed as a socket address.
-pub fn parse_listen_addr(logs: &str) -> Option<SocketAddr> {
-    let at = logs.find("listening on ")?;
-    let token = logs[at + "listening on ".len()..]
-        .split_whitespace()
-        .next()?;
-    token.parse().ok()
-}
+pub use support::logs::listen_addr as parse_listen_addr;
 
 /// The address of the last `listening on ADDR route=NAME` line for route `name`.
 pub fn route_addr(logs: &str, name: &str) -> Option<SocketAddr> {
@@ -1160,12 +1154,7 @@ impl Forwarder {
     /// The `--metrics` address, from the "metrics on http://ADDR/metrics" start line.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.expect_log("metrics on http://", Duration::from_secs(10));
-        let logs = self.logs();
-        let start =
-            logs.find("metrics on http://").expect("metrics line") + "metrics on http://".len();
-        let rest = &logs[start..];
-        let end = rest.find("/metrics").expect("path after address");
-        rest[..end].parse().expect("metrics address")
+        support::logs::metrics_addr(&self.logs()).expect("metrics address")
     }
 }
 
