@@ -7,12 +7,14 @@
 //!   `--against` commands) and cleaning them up
 //! - `tokio_fwd` the tokio baseline forwarder, run when this binary is re-executed with
 //!   `--role tokio-current|tokio-multi`
-//! - `backend`   bulk sink/source and the mio echo server behind the forwarder
+//! - `backend`   bulk sink/source behind the forwarder (the echo server is `support::echo`)
 //! - `load`      the load generator (bulk clients, the rr/churn engine, idle connections)
 //! - `scenario`  the scenarios, their metrics and targets, and one measured run
 //! - `sys`       /proc counters (CPU, RSS, fds, wakeups), CPU pinning, RLIMIT_NOFILE
 //! - `report`, `json`, `svg`  the markdown tables, results JSON and the chart
 //! - `probe`     `--strace` / `--perf`: syscall counts and CPU profiles per forwarder
+//! - `support`   `tests/support/` shared with the tests and the other benches (included
+//!   by path): RLIMIT_NOFILE, /proc readers, the echo server, CPU pinning, `strace -c`, flags
 //!
 //! Why separate processes: CPU time is read per process from /proc/<pid>/stat, so each
 //! forwarder must be alone in its process, and the load generator must not be in it.
@@ -42,6 +44,8 @@ mod probe;
 mod report;
 #[path = "compare/scenario.rs"]
 mod scenario;
+#[path = "../tests/support/mod.rs"]
+mod support;
 #[path = "compare/svg.rs"]
 mod svg;
 #[path = "compare/sys.rs"]

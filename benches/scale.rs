@@ -10,7 +10,8 @@
 //! - `stats`   medians with their spread, per-pair and per-request arithmetic
 //! - `report`  markdown, JSON and the SVG chart
 //! - from the compare bench (`benches/compare/`, included by path, not copied): the echo backend,
-//!   the rr engine and idle-pair opener, /proc readers, the JSON printer, the byte pattern.
+//!   the rr engine and idle-pair opener, /proc readers, the JSON printer, the byte pattern; and
+//!   `tests/support/` that tests and benches share.
 //!
 //! The modules' `#[cfg(test)]` tests run in `tests/scale_harness.rs`, which compiles `stats`,
 //! `limits` and `wait` again as a test crate (the compare modules' own tests run in `tests/bench_harness.rs`).
@@ -36,6 +37,8 @@ mod pattern;
 mod report;
 #[path = "scale/stats.rs"]
 mod stats;
+#[path = "../tests/support/mod.rs"]
+mod support;
 #[path = "compare/sys.rs"]
 #[allow(dead_code)] // shared with the compare bench, which uses the rest
 mod sys;
@@ -54,6 +57,7 @@ use pairs::{PairsRun, Setup};
 use pattern::Pattern;
 use report::Skipped;
 use stats::{count_label, destinations_for, largest_fitting, parse_count};
+use support::args::{command_line, split_flag, value_of};
 use util::{fail, BenchResult, Context};
 
 const USAGE: &str = "\
@@ -149,16 +153,8 @@ fn parse(args: &[String]) -> BenchResult<Parsed> {
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || -> BenchResult<String> {
-            match inline.clone().or_else(|| it.next().cloned()) {
-                Some(v) => Ok(v),
-                None => fail(format!("{flag} needs a value")),
-            }
-        };
+        let (flag, inline) = split_flag(arg);
+        let mut value = || value_of(flag, &inline, &mut it).or_else(fail);
         match flag {
             "-h" | "--help" => return Ok(Parsed::Help),
             // cargo bench appends --bench to every bench binary it runs.
@@ -193,15 +189,7 @@ fn parse(args: &[String]) -> BenchResult<Parsed> {
     if o.wait_sizes.contains(&0) {
         return fail("--wait-sizes: sizes must be at least 1");
     }
-    let shown: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| *a != "--bench")
-        .collect();
-    o.command = match shown.is_empty() {
-        true => "cargo bench --bench scale".to_string(),
-        false => format!("cargo bench --bench scale -- {}", shown.join(" ")),
-    };
+    o.command = command_line("scale", args);
     Ok(Parsed::Run(o))
 }
 

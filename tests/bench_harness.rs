@@ -27,6 +27,8 @@ mod probe;
 mod report;
 #[path = "../benches/compare/scenario.rs"]
 mod scenario;
+#[path = "support/mod.rs"]
+mod support;
 #[path = "../benches/compare/svg.rs"]
 mod svg;
 #[path = "../benches/compare/sys.rs"]

@@ -11,6 +11,8 @@
 mod limits;
 #[path = "../benches/scale/stats.rs"]
 mod stats;
+#[path = "support/mod.rs"]
+mod support;
 #[path = "../benches/compare/sys.rs"]
 mod sys;
 #[path = "../benches/compare/util.rs"]

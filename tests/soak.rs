@@ -12,7 +12,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::soak::{self, Drip, EchoLoop, Latency};
+use common::soak::{self, Drip, Latency};
+use common::support::echo::EchoServer;
+use common::support::nofile;
 use common::{ConfigFile, Forwarder, Options};
 
 /// Latency bound while slow or hostile clients are about: p99 under 100 ms and no worse than ten
@@ -50,10 +52,10 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn upstream_flags(echo: &EchoLoop) -> Vec<String> {
-    echo.upstream_args()
-        .into_iter()
-        .flat_map(|addr| [String::from("--upstream"), addr])
+fn upstream_flags(echo: &EchoServer) -> Vec<String> {
+    echo.addrs()
+        .iter()
+        .flat_map(|addr| [String::from("--upstream"), addr.to_string()])
         .collect()
 }
 
@@ -76,7 +78,7 @@ const RSS_SLACK_KIB: u64 = 2 * 1024;
 #[test]
 fn test_100k_short_connections_leave_no_fd_or_memory_behind() {
     let _alone = alone();
-    let echo = EchoLoop::start(4);
+    let echo = soak::echo_upstream(4);
     let flags = upstream_flags(&echo);
     let args: Vec<&str> = flags.iter().map(String::as_str).collect();
     let fwd = Forwarder::start_with(&args, &info_logs());
@@ -128,7 +130,7 @@ const MIN_IDLE_PAIRS: usize = 2_000;
 fn test_10k_idle_pairs_cost_no_cpu_and_little_memory() {
     let _alone = alone();
     let want = 2 * IDLE_PAIRS as u64 + FD_RESERVE;
-    let (limit, short) = soak::raise_nofile(want);
+    let (limit, short) = nofile::raise_towards(want);
     let count = usize::try_from(limit.saturating_sub(FD_RESERVE) / 2)
         .unwrap_or(IDLE_PAIRS)
         .min(IDLE_PAIRS);
@@ -139,7 +141,7 @@ fn test_10k_idle_pairs_cost_no_cpu_and_little_memory() {
         }
         println!("{why}: holding {count} idle pairs instead of {IDLE_PAIRS}");
     }
-    let echo = EchoLoop::start(1);
+    let echo = soak::echo_upstream(1);
     let mut args = upstream_flags(&echo);
     // The default limit under `--splice` budgets pipes that idle pairs never open.
     args.extend([String::from("--max-connections"), (count + 64).to_string()]);
@@ -221,8 +223,8 @@ const CUT_SLACK: Duration = Duration::from_millis(1_500);
 #[test]
 fn test_slow_clients_are_cut_at_the_header_deadline_and_others_keep_their_latency() {
     let _alone = alone();
-    let echo = EchoLoop::start(1);
-    let upstream = &echo.upstream_args()[0];
+    let echo = soak::echo_upstream(1);
+    let upstream = &echo.addr().to_string();
     let timeout = format!("{}ms", HEADER_TIMEOUT.as_millis());
     let file = ConfigFile::new(&format!(
         "[[route]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{upstream}\"]\n\
@@ -285,7 +287,7 @@ fn test_slow_clients_are_cut_at_the_header_deadline_and_others_keep_their_latenc
 #[test]
 fn test_hostile_metrics_clients_neither_slow_forwarding_nor_silence_the_endpoint() {
     let _alone = alone();
-    let echo = EchoLoop::start(1);
+    let echo = soak::echo_upstream(1);
     let flags = upstream_flags(&echo);
     let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
     args.extend(["--metrics", "127.0.0.1:0"]);

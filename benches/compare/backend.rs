@@ -1,24 +1,20 @@
 //! The servers behind the forwarder: a one-connection bulk sink (optionally also a source)
-//! on blocking threads, and a single-threaded mio echo server for everything else.
+//! on blocking threads; everything else uses the single-threaded mio echo server of
+//! `support::echo`, which the tests share.
 //!
 //! They run in the bench process on the load-generator cores. They are built to cost less
 //! than a forwarder per byte or per request: blocking 256 KiB reads for bulk (no poll at
-//! all), one shared read buffer and no per-connection allocation for echo, and a single
+//! all), one shared read buffer and no copy for echo, and a single
 //! `memcmp` against the pattern to verify.
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpListener as MioListener;
-use mio::{Events, Interest, Poll, Token, Waker};
-use slab::Slab;
-
 use crate::pattern::{Pattern, MAX_CHUNK};
+pub use crate::support::echo::EchoServer;
 use crate::sys::wait_readable;
 use crate::util::{fail, BenchError, BenchResult, Context};
 
@@ -163,193 +159,12 @@ pub fn start_bulk(
     Ok((addr, handle))
 }
 
-const LISTENER: Token = Token(usize::MAX - 1);
-const WAKER: Token = Token(usize::MAX - 2);
+/// The listen backlog of the echo server: the idle scenarios connect thousands in bursts.
+const ECHO_BACKLOG: i32 = 8192;
 
-/// One echo connection. `pending` holds echoed bytes the socket would not take yet; it
-/// is almost always empty, so it costs no allocation in the request/response scenarios.
-struct EchoConn {
-    stream: mio::net::TcpStream,
-    pending: VecDeque<u8>,
-}
-
-/// A running echo server; stopping (or dropping) it closes every connection.
-pub struct EchoServer {
-    pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    thread: Option<JoinHandle<BenchResult<()>>>,
-}
-
-impl EchoServer {
-    /// Binds on 127.0.0.1:0 and serves on one thread until stopped.
-    pub fn start() -> BenchResult<EchoServer> {
-        let std_listener = loopback_listener()?;
-        std_listener
-            .set_nonblocking(true)
-            .ctx("echo listener nonblocking")?;
-        let addr = std_listener.local_addr().ctx("echo local_addr")?;
-        let mut listener = MioListener::from_std(std_listener);
-        let poll = Poll::new().ctx("echo epoll_create")?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .ctx("register echo listener")?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER).ctx("echo waker")?);
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("echo".into())
-            .spawn(move || echo_loop(poll, listener, &s))
-            .ctx("spawn echo thread")?;
-        Ok(EchoServer {
-            addr,
-            stop,
-            waker,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops the server and reports whether it failed while running.
-    pub fn stop(mut self) -> BenchResult<()> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> BenchResult<()> {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => fail("echo server thread panicked"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        let _ = self.shutdown();
-    }
-}
-
-/// The echo server's event loop (edge-triggered: every handler runs to WouldBlock).
-fn echo_loop(mut poll: Poll, listener: MioListener, stop: &AtomicBool) -> BenchResult<()> {
-    let mut events = Events::with_capacity(1024);
-    let mut conns: Slab<EchoConn> = Slab::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    // Set when accept failed for a reason other than WouldBlock (EMFILE): the listener
-    // stays ready without a new edge, so retry it on a short poll timeout.
-    let mut accept_retry = false;
-    while !stop.load(Ordering::SeqCst) {
-        let timeout = accept_retry.then_some(Duration::from_millis(10));
-        if let Err(e) = poll.poll(&mut events, timeout) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e).ctx("echo epoll_wait");
-        }
-        if accept_retry || events.iter().any(|e| e.token() == LISTENER) {
-            accept_retry = accept_all(&poll, &listener, &mut conns)?;
-        }
-        for ev in events.iter() {
-            let k = ev.token().0;
-            if ev.token() == LISTENER || ev.token() == WAKER {
-                continue;
-            }
-            let close = match conns.get_mut(k) {
-                Some(c) => !echo_drive(c, &mut buf),
-                None => false,
-            };
-            if close {
-                conns.remove(k);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Accepts until WouldBlock; returns true when it stopped on an error (retry later).
-fn accept_all(
-    poll: &Poll,
-    listener: &MioListener,
-    conns: &mut Slab<EchoConn>,
-) -> BenchResult<bool> {
-    loop {
-        match listener.accept() {
-            Ok((mut stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                let entry = conns.vacant_entry();
-                poll.registry()
-                    .register(
-                        &mut stream,
-                        Token(entry.key()),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )
-                    .ctx("register echo connection")?;
-                entry.insert(EchoConn {
-                    stream,
-                    pending: VecDeque::new(),
-                });
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Ok(true),
-        }
-    }
-}
-
-/// Echoes what is readable; returns false when the connection is finished (EOF with
-/// nothing left to send, or an error).
-fn echo_drive(c: &mut EchoConn, buf: &mut [u8]) -> bool {
-    loop {
-        if !flush_pending(c) {
-            return false;
-        }
-        if !c.pending.is_empty() {
-            return true; // wait for a writable edge
-        }
-        match c.stream.read(buf) {
-            Ok(0) => return false,
-            Ok(n) => {
-                let written = write_some(&mut c.stream, &buf[..n]);
-                match written {
-                    Some(w) => c.pending.extend(&buf[w..n]),
-                    None => return false,
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-}
-
-/// Sends as much of `data` as the socket takes; None on a socket error.
-fn write_some(s: &mut mio::net::TcpStream, data: &[u8]) -> Option<usize> {
-    let mut off = 0;
-    while off < data.len() {
-        match s.write(&data[off..]) {
-            Ok(n) => off += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
-    Some(off)
-}
-
-/// Sends queued bytes; false on a socket error.
-fn flush_pending(c: &mut EchoConn) -> bool {
-    while !c.pending.is_empty() {
-        let (front, _) = c.pending.as_slices();
-        match write_some(&mut c.stream, front) {
-            Some(0) => return true,
-            Some(n) => {
-                c.pending.drain(..n);
-            }
-            None => return false,
-        }
-    }
-    true
+/// Starts the echo server on one port of 127.0.0.1.
+pub fn start_echo() -> BenchResult<EchoServer> {
+    EchoServer::start(1, ECHO_BACKLOG).ctx("start the echo server")
 }
 
 #[cfg(test)]

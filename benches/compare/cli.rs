@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::scenario::Scenario;
+use crate::support::args::{command_line, split_flag, value_of};
 use crate::util::{fail, parse_size, BenchResult, Context};
 
 pub const USAGE: &str = "\
@@ -125,17 +126,8 @@ pub fn parse(args: &[String]) -> BenchResult<Parsed> {
     let mut raw = Raw::default();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        // Accept both `--flag value` and `--flag=value`.
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || -> BenchResult<String> {
-            match inline.clone().or_else(|| it.next().cloned()) {
-                Some(v) => Ok(v),
-                None => fail(format!("{flag} needs a value")),
-            }
-        };
+        let (flag, inline) = split_flag(arg);
+        let mut value = || value_of(flag, &inline, &mut it).or_else(fail);
         match flag {
             "-h" | "--help" => return Ok(Parsed::Help),
             // cargo bench appends --bench to every bench binary it runs.
@@ -208,11 +200,6 @@ fn resolve(raw: Raw, args: &[String]) -> BenchResult<Options> {
     if bulk_mib == 0 {
         return fail("--bulk-mib must be at least 1");
     }
-    let shown: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| *a != "--bench")
-        .collect();
     Ok(Options {
         quick: raw.quick,
         buffer_size: raw.buffer_size.unwrap_or(64 * 1024),
@@ -234,11 +221,7 @@ fn resolve(raw: Raw, args: &[String]) -> BenchResult<Options> {
         out_dir: raw
             .out_dir
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results")),
-        command: if shown.is_empty() {
-            "cargo bench --bench compare".to_string()
-        } else {
-            format!("cargo bench --bench compare -- {}", shown.join(" "))
-        },
+        command: command_line("compare", args),
     })
 }
 

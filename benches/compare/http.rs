@@ -16,7 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::peer::free_port;
-use crate::sys::{pin_current_to, port_is_listening, wait_until};
+use crate::support::procfs::port_is_listening;
+use crate::sys::{pin_current_to, wait_until};
 use crate::util::{fail, BenchResult, Context};
 
 /// The file wrk fetches, and its size (a small request, as in the issue).

@@ -5,39 +5,35 @@
 //! multiple of any buffer size), so a lost, duplicated or reordered chunk shows up as a
 //! mismatch; rr connections start at different offsets, so crossed connections do too.
 
+use crate::support::pattern::Repeating;
+
 /// Length of the repeating pattern (a prime, see the module doc).
 pub const PERIOD: usize = 65_521;
 
 /// Largest slice a caller may ask for in one piece.
 pub const MAX_CHUNK: usize = 256 * 1024;
 
-/// The pattern, stored with `MAX_CHUNK` extra bytes so that any window of up to
-/// `MAX_CHUNK` bytes is one contiguous slice.
+/// The pattern, stored so that any window of up to `MAX_CHUNK` bytes is one contiguous slice.
 pub struct Pattern {
-    bytes: Vec<u8>,
+    bytes: Repeating,
 }
 
 impl Pattern {
     /// Fills the pattern from a fixed xorshift sequence (deterministic across runs).
     pub fn new() -> Pattern {
-        let mut bytes = vec![0u8; PERIOD + MAX_CHUNK];
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for b in bytes.iter_mut().take(PERIOD) {
+        let bytes = Repeating::new(PERIOD, MAX_CHUNK, |_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            *b = (x >> 24) as u8;
-        }
-        for i in PERIOD..bytes.len() {
-            bytes[i] = bytes[i - PERIOD];
-        }
+            (x >> 24) as u8
+        });
         Pattern { bytes }
     }
 
     /// The `len` bytes a stream carries starting at stream offset `offset`.
     pub fn at(&self, offset: u64, len: usize) -> &[u8] {
-        let start = (offset % PERIOD as u64) as usize;
-        &self.bytes[start..start + len.min(MAX_CHUNK)]
+        self.bytes.at(offset, len)
     }
 
     /// Whether `data` is what the stream should carry at `offset`.

@@ -14,7 +14,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::sys::{pin_current_to, port_is_listening, wait_until};
+use crate::support::logs::listen_addr;
+use crate::support::procfs::port_is_listening;
+use crate::sys::{pin_current_to, wait_until};
 use crate::tokio_fwd::Flavor;
 use crate::util::{fail, BenchResult, Context};
 
@@ -283,7 +285,7 @@ fn drain_stderr(
     for line in BufReader::new(stderr).lines() {
         let Ok(line) = line else { break };
         if !announced {
-            if let Some(addr) = listening_addr(&line) {
+            if let Some(addr) = listen_addr(&line) {
                 announced = true;
                 let _ = tx.send(addr);
             }
@@ -294,12 +296,6 @@ fn drain_stderr(
         }
         t.push_back(line);
     }
-}
-
-/// The token after "listening on " parsed as a socket address (the contract's rule).
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let (_, rest) = line.split_once("listening on ")?;
-    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// `text` as one word for `sh`: in single quotes, each `'` written as `'\''`.

@@ -17,11 +17,12 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::{start_bulk, EchoServer};
+use crate::backend::{start_bulk, start_echo};
 use crate::json::Json;
 use crate::load::{bulk_send, RrEngine};
 use crate::peer::{self, Peer};
 use crate::scenario::{rr_config, RunCtx, Scenario};
+use crate::support::strace;
 use crate::util::{fail, BenchResult, Context};
 
 /// The scenarios `--strace` and `--perf` cover.
@@ -117,7 +118,7 @@ pub fn check_available(tool: Tool) -> BenchResult<()> {
 /// Runs one `--strace` pass of `sc` against `peer`.
 pub fn strace(sc: Scenario, peer: &Peer, ctx: &RunCtx) -> BenchResult<StraceReport> {
     let (unit, units, text) = run_pass(sc, peer, ctx, Tool::Strace)?;
-    let calls = parse_strace_summary(&text);
+    let calls = strace::parse_summary(&text);
     if calls.is_empty() {
         return fail(format!("strace summary had no syscalls: {text:?}"));
     }
@@ -178,8 +179,8 @@ fn bulk_pass(peer: &Peer, ctx: &RunCtx, tool: Tool) -> BenchResult<Pass> {
 }
 
 fn rr_pass(sc: Scenario, peer: &Peer, ctx: &RunCtx, tool: Tool) -> BenchResult<Pass> {
-    let echo = EchoServer::start()?;
-    let fwd = peer::start(peer, echo.addr, &ctx.launch)?;
+    let echo = start_echo()?;
+    let fwd = peer::start(peer, echo.addr(), &ctx.launch)?;
     let Some(pid) = fwd.pid() else {
         return fail("nothing to trace without a forwarder process");
     };
@@ -190,7 +191,7 @@ fn rr_pass(sc: Scenario, peer: &Peer, ctx: &RunCtx, tool: Tool) -> BenchResult<P
     let outcome = RrEngine::new(fwd.addr, &ctx.pattern, cfg)?.run(|_| Ok(()))?;
     let text = probe.finish()?;
     drop(fwd);
-    echo.stop()?;
+    echo.stop().ctx("echo server")?;
     Ok(if cfg.churn {
         ("connection", outcome.connections as f64, text)
     } else {
@@ -322,23 +323,6 @@ impl Drop for Attached {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.out);
     }
-}
-
-/// Parses the `strace -c` table: `% time  seconds  usecs/call  calls  [errors]  syscall`.
-fn parse_strace_summary(text: &str) -> Vec<(String, u64)> {
-    text.lines()
-        .filter_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() < 5 || cols[0].parse::<f64>().is_err() {
-                return None;
-            }
-            let name = *cols.last()?;
-            if name == "total" {
-                return None;
-            }
-            Some((name.to_string(), cols[3].parse().ok()?))
-        })
-        .collect()
 }
 
 /// Where one forwarder's CPU went in one `--perf` pass.

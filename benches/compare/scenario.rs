@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::backend::{is_data_error, start_bulk, EchoServer, SinkReport};
+use crate::backend::{is_data_error, start_bulk, start_echo, SinkReport};
 use crate::http;
 use crate::load::{bulk_duplex, bulk_send, open_idle, Edge, RrConfig, RrEngine, RrOutcome};
 use crate::pattern::Pattern;
@@ -439,8 +439,8 @@ fn bulk_values(gib: f64, secs: f64, u: &Usage, s: &Settings) -> Values {
 }
 
 fn run_rr(peer: &Peer, ctx: &RunCtx, cfg: RrConfig) -> BenchResult<Values> {
-    let echo = EchoServer::start()?;
-    let mut fwd = peer::start(peer, echo.addr, &ctx.launch)?;
+    let echo = start_echo()?;
+    let mut fwd = peer::start(peer, echo.addr(), &ctx.launch)?;
     let pid = fwd.pid();
     let mut meter = None;
     let mut usage = None;
@@ -457,7 +457,7 @@ fn run_rr(peer: &Peer, ctx: &RunCtx, cfg: RrConfig) -> BenchResult<Values> {
         .map_err(|e| with_child_status(e, &mut fwd))?;
     fwd.check_alive()?;
     drop(fwd);
-    echo.stop()?;
+    echo.stop().ctx("echo server")?;
     let Some(usage) = usage else {
         return fail("rr run ended without a measured window");
     };
@@ -541,8 +541,8 @@ fn run_idle(peer: &Peer, ctx: &RunCtx) -> BenchResult<Values> {
     if !peer.has_process() {
         return Ok(Vec::new()); // nothing to measure without a forwarder process
     }
-    let echo = EchoServer::start()?;
-    let mut fwd = peer::start(peer, echo.addr, &ctx.launch)?;
+    let echo = start_echo()?;
+    let mut fwd = peer::start(peer, echo.addr(), &ctx.launch)?;
     let Some(pid) = fwd.pid() else {
         return Ok(Vec::new());
     };
@@ -571,7 +571,7 @@ fn run_idle(peer: &Peer, ctx: &RunCtx) -> BenchResult<Values> {
     let rss2 = rss_bytes(pid)?;
     fwd.check_alive()?;
     drop(fwd);
-    echo.stop()?;
+    echo.stop().ctx("echo server")?;
     Ok(vec![
         ("pairs", n as f64),
         (

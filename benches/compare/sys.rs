@@ -9,6 +9,8 @@ use std::fs;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use crate::support::procfs::{self, status_field};
+use crate::support::{cpu, nofile};
 use crate::util::{fail, BenchResult, Context};
 
 /// Counters of the whole machine's processes at one instant, split into the forwarder
@@ -312,12 +314,6 @@ fn voluntary_ctxsw(pid: u32) -> u64 {
     total
 }
 
-/// Reads a `Name:   value [kB]` line of a /proc status file.
-fn status_field(status: &str, name: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with(name))?;
-    line[name.len()..].split_whitespace().next()?.parse().ok()
-}
-
 /// Busy time ([`CpuTicks::busy`]: softirq included) of `cpus` so far, in seconds, from
 /// /proc/stat. With the forwarder pinned alone on its CPU this also counts the kernel's softirq
 /// network work done on its behalf, which the kernel does not charge to the process's
@@ -353,8 +349,8 @@ pub fn rss_bytes(pid: u32) -> BenchResult<u64> {
 pub fn fd_count(pid: u32) -> BenchResult<usize> {
     let mut total = 0;
     for p in tree_now(pid)? {
-        match fs::read_dir(format!("/proc/{p}/fd")) {
-            Ok(dir) => total += dir.count(),
+        match procfs::fd_count(p) {
+            Ok(count) => total += count,
             // A child of a forking peer may exit between the scan and the listing.
             Err(_) if p != pid => {}
             Err(e) => {
@@ -385,63 +381,23 @@ pub fn wait_until(
 /// Raises this process's soft RLIMIT_NOFILE to its hard limit and returns the new soft
 /// limit. Children inherit it, so the forwarders get the same head-room for the idle test.
 pub fn raise_nofile_limit() -> BenchResult<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error()).ctx("getrlimit(RLIMIT_NOFILE)");
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit only reads the struct.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(std::io::Error::last_os_error()).ctx("setrlimit(RLIMIT_NOFILE)");
-        }
-        lim.rlim_cur = lim.rlim_max;
-    }
-    Ok(lim.rlim_cur)
+    nofile::raise_to_hard().ctx("raise RLIMIT_NOFILE to its hard limit")
 }
 
-/// The CPUs this process may run on, in order (sched_getaffinity).
+/// The CPUs this process may run on, in order (sched_getaffinity; all of them if it fails).
 pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: we pass the size of the set we own.
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc != 0 {
+    cpu::allowed_cpus().unwrap_or_else(|_| {
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        return (0..n).collect();
-    }
-    // SAFETY: CPU_ISSET reads the set within CPU_SETSIZE.
-    (0..libc::CPU_SETSIZE as usize)
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
+        (0..n).collect()
+    })
 }
 
 /// Pins the calling thread (and the threads and children it creates later) to `cpus`.
 /// Async-signal-safe, so it may run in `pre_exec` between fork and exec.
 pub fn pin_current_to(cpus: &[usize]) -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &c in cpus {
-        // SAFETY: c comes from allowed_cpus(), so it is below CPU_SETSIZE.
-        unsafe { libc::CPU_SET(c, &mut set) };
-    }
-    // SAFETY: we pass the size of the set we own.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    cpu::pin(0, cpus)
 }
 
 /// Waits until `fd` is readable or `timeout` passes (poll(2)); used to accept with a
@@ -466,24 +422,6 @@ pub fn wait_readable(fd: &impl AsRawFd, timeout: Duration) -> BenchResult<bool> 
     }
 }
 
-/// Whether some socket is in LISTEN state on `port` (from /proc/net/tcp and tcp6). Lets
-/// the harness wait for an `--against` peer without connecting to it: a probe connection
-/// would reach the backend and be mistaken for the measured one.
-pub fn port_is_listening(port: u16) -> bool {
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|path| {
-        fs::read_to_string(path).is_ok_and(|table| {
-            table.lines().skip(1).any(|line| {
-                let cols: Vec<&str> = line.split_whitespace().collect();
-                let local_port = cols
-                    .get(1)
-                    .and_then(|a| a.rsplit(':').next())
-                    .and_then(|p| u16::from_str_radix(p, 16).ok());
-                local_port == Some(port) && cols.get(3) == Some(&"0A")
-            })
-        })
-    })
-}
-
 /// What the report says about the machine: the numbers only mean something next to it.
 #[derive(Debug, Clone)]
 pub struct MachineInfo {
@@ -495,18 +433,8 @@ pub struct MachineInfo {
 
 impl MachineInfo {
     pub fn collect(nofile_limit: u64) -> MachineInfo {
-        let cpu_model = fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|c| {
-                c.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, v)| v.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".to_string());
-        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".to_string());
+        let cpu_model = procfs::cpu_model().unwrap_or_else(|| "unknown".to_string());
+        let kernel = procfs::kernel_release().unwrap_or_else(|| "unknown".to_string());
         MachineInfo {
             nproc: allowed_cpus().len(),
             cpu_model,

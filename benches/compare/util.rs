@@ -4,7 +4,8 @@
 //! things it needs from them are written out here.
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::support::clock::Utc;
 
 /// Every fallible step of the harness ends in this: a message that says what was being
 /// done and why it failed, printed once at the top and recorded per run in the results.
@@ -101,33 +102,20 @@ pub fn parse_size(s: &str) -> BenchResult<usize> {
     }
 }
 
-/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` and as a file-name-safe stamp.
+/// Now as `YYYY-MM-DDTHH:MM:SSZ` and as a file-name-safe stamp.
 pub fn utc_now() -> (String, String) {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    let (h, mi, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    let Utc {
+        year: y,
+        month: mo,
+        day: d,
+        hour: h,
+        minute: mi,
+        second: s,
+    } = Utc::now();
     (
         format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z"),
         format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}"),
     )
-}
-
-/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian, UTC).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Percentile (0..=100, to a thousandth) of an already sorted slice, nearest-rank; NaN when empty.
@@ -216,12 +204,5 @@ mod tests {
             let err = parse_size(bad).expect_err(bad).0;
             assert!(err.contains(&format!("{bad:?}")), "{err}");
         }
-    }
-
-    #[test]
-    fn test_civil_from_days() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_423), (2025, 12, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
 }

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use crate::support::nofile;
 use crate::sys::raise_nofile_limit;
 use crate::util::BenchResult;
 
@@ -25,20 +26,11 @@ pub fn raise_nofile_to(want: u64) -> BenchResult<(u64, String)> {
     if nr_open < want && std::fs::write(nr_open_path, want.to_string()).is_ok() {
         note.push_str(&format!("; fs.nr_open raised from {nr_open} to {want}"));
     }
-    let lim = libc::rlimit {
-        rlim_cur: want,
-        rlim_max: want,
-    };
-    // SAFETY: setrlimit only reads the struct, which lives across the call.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        let err = std::io::Error::last_os_error();
+    if let (got, Some(why)) = nofile::raise_towards(want) {
         eprintln!(
-            "scale: cannot raise RLIMIT_NOFILE from {current} to {want} ({err}: raising the hard limit needs root with CAP_SYS_RESOURCE); sizes that do not fit are skipped"
+            "scale: {why} (raising the hard limit needs root with CAP_SYS_RESOURCE); sizes that do not fit are skipped"
         );
-        return Ok((
-            current,
-            format!(" (hard limit; raising it to {want} failed: {err})"),
-        ));
+        return Ok((got, format!(" (hard limit; {why})")));
     }
     Ok((want, note))
 }
@@ -66,7 +58,10 @@ mod tests {
         if got == current + 1 {
             assert!(note.contains(&format!("raised from {current}")), "{note}");
         } else {
-            assert!(got == current && note.contains("failed"), "{got} {note}");
+            assert!(
+                got == current && note.contains("cannot raise"),
+                "{got} {note}"
+            );
         }
     }
 }

@@ -22,10 +22,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::backend::EchoServer;
+use crate::backend::start_echo;
 use crate::load::{open_idle, Edge, RrConfig, RrEngine};
 use crate::pattern::Pattern;
 use crate::stats::{bytes_per_pair, counter_per_request, cpu_us_per_request, parse_counters};
+use crate::support::logs::{listen_addr, metrics_addr};
 use crate::sys::{fd_count, rss_bytes, wait_until, Snapshot};
 use crate::util::{fail, percentile, BenchResult, Context};
 
@@ -83,16 +84,16 @@ impl PairsRun {
 /// One run with `pairs` idle pairs.
 pub fn run(setup: &Setup, pattern: &Pattern, pairs: usize, repeat: usize) -> BenchResult<PairsRun> {
     let echoes = (0..setup.destinations)
-        .map(|_| EchoServer::start())
+        .map(|_| start_echo())
         .collect::<BenchResult<Vec<_>>>()?;
-    let upstreams: Vec<SocketAddr> = echoes.iter().map(|e| e.addr).collect();
+    let upstreams: Vec<SocketAddr> = echoes.iter().map(|e| e.addr()).collect();
     let config = write_config(&setup.scratch, &upstreams, pairs)?;
     let mut fwd = Fwd::start(&setup.edgefwd, &config, setup.destinations)?;
     let result = measure(setup, pattern, &fwd, pairs, repeat);
     let alive = fwd.check_alive();
     drop(fwd);
     for echo in echoes {
-        echo.stop()?;
+        echo.stop().ctx("echo server")?;
     }
     let run = result?;
     alive?;
@@ -297,7 +298,7 @@ impl Fwd {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(addr) = listening_addr(&line) {
+                    if let Some(addr) = listen_addr(&line) {
                         fwd.listen.push(addr);
                     }
                     metrics = metrics.or_else(|| metrics_addr(&line));
@@ -335,16 +336,4 @@ impl Drop for Fwd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The address in `metrics on http://ADDR/metrics`.
-fn metrics_addr(line: &str) -> Option<SocketAddr> {
-    let (_, rest) = line.split_once("metrics on http://")?;
-    rest.split('/').next()?.parse().ok()
-}
-
-/// The token after `listening on ` as a socket address (edgefwd's start-line contract).
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let (_, rest) = line.split_once("listening on ")?;
-    rest.split_whitespace().next()?.parse().ok()
 }

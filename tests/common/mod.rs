@@ -14,6 +14,10 @@
 //! - Config files: [`ConfigFile`], a uniquely named TOML file under the temp dir, removed on drop;
 //!   [`route_addr`] finds a route's listener in the log.
 //!
+//! - [`support`]: what the benches need too (RLIMIT_NOFILE, /proc readers, the mio echo server,
+//!   CPU pinning...), one copy in `tests/support/`, which the benches include as
+//!   well; see its own docs.
+//!
 //! Every blocking socket here carries read/write timeouts, and every wait has a deadline: no test
 //! can hang.
 #![allow(dead_code)]
@@ -22,6 +26,8 @@ pub mod chaos;
 pub mod model_connect;
 pub mod model_proxy;
 pub mod soak;
+#[path = "../support/mod.rs"]
+pub mod support;
 pub mod wiregen;
 
 use std::collections::HashSet;
@@ -37,6 +43,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+use support::pattern::Repeating;
 
 /// Read/write timeout on every blocking socket the harness hands out.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -263,24 +270,20 @@ impl Forwarder {
 
     /// Open file descriptors of the child (entries of /proc/PID/fd).
     pub fn fd_count(&self) -> usize {
-        fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .expect("read /proc/PID/fd")
-            .count()
+        support::procfs::fd_count(self.pid()).expect("read /proc/PID/fd")
     }
 
     /// The RLIMIT_NOFILE at which a forwarder holding the fds this one holds now would have exactly
     /// `free` descriptors left. A limit caps fd *numbers*, not the count: fds inherited at high numbers
     /// (a CI runner's, say) take no slot below the limit, so they are not counted.
     fn nofile_leaving_free(&self, free: usize) -> u64 {
-        let numbers: Vec<usize> = fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .expect("read /proc/PID/fd")
-            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
+        let numbers = support::procfs::fd_numbers(self.pid()).expect("read /proc/PID/fd");
+        let free = free as u64;
         let mut limit = free;
         loop {
-            let below = numbers.iter().filter(|&&fd| fd < limit).count();
+            let below = numbers.iter().filter(|&&fd| fd < limit).count() as u64;
             if below + free == limit {
-                return limit as u64;
+                return limit;
             }
             limit = below + free;
         }
@@ -290,15 +293,7 @@ impl Forwarder {
     /// stays what the start-time limit gave, so the process can now run out of fds for real (EMFILE),
     /// as when descriptors the budget does not know about are in use.
     pub fn lower_nofile(&self, n: u64) {
-        let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
-        let lim = libc::rlimit {
-            rlim_cur: n as libc::rlim_t,
-            rlim_max: n as libc::rlim_t,
-        };
-        // SAFETY: prlimit(2) reads `lim` and writes nothing (null old limit); the child is ours and not
-        // yet reaped, so the pid cannot have been reused.
-        let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
-        assert_eq!(rc, 0, "prlimit: {}", io::Error::last_os_error());
+        support::nofile::set_for(self.pid(), n).expect("prlimit");
     }
 
     /// The `fd-budget=N` of the start line: the most pairs the process holds at once.
@@ -316,14 +311,7 @@ impl Forwarder {
 
     /// Resident set size of the child in KiB (VmRSS of /proc/PID/status).
     pub fn rss_kib(&self) -> u64 {
-        let status =
-            fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS in /proc/PID/status")
+        support::procfs::rss_kib(self.pid()).expect("read /proc/PID/status")
     }
 
     /// utime + stime of the child in clock ticks (fields 14 and 15 of /proc/PID/stat).
@@ -406,13 +394,7 @@ impl Drop for Forwarder {
 }
 
 /// The token after "listening on ", parsed as a socket address.
-pub fn parse_listen_addr(logs: &str) -> Option<SocketAddr> {
-    let at = logs.find("listening on ")?;
-    let token = logs[at + "listening on ".len()..]
-        .split_whitespace()
-        .next()?;
-    token.parse().ok()
-}
+pub use support::logs::listen_addr as parse_listen_addr;
 
 /// The address of the last `listening on ADDR route=NAME` line for route `name`.
 pub fn route_addr(logs: &str, name: &str) -> Option<SocketAddr> {
@@ -508,17 +490,8 @@ fn parse_close_line(line: &str) -> Option<CloseRecord> {
 fn raise_own_nofile() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-                lim.rlim_cur = lim.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            }
-        }
+        // Best effort: a test that then runs out of fds says so itself.
+        let _ = support::nofile::raise_to_hard();
     });
 }
 
@@ -584,25 +557,21 @@ pub const PATTERN_PERIOD: usize = 1_048_573;
 /// Longest slice [`pattern`] returns.
 pub const PATTERN_MAX_CHUNK: usize = 1 << 20;
 
-fn pattern_base() -> &'static [u8] {
-    static BASE: OnceLock<Vec<u8>> = OnceLock::new();
+fn pattern_base() -> &'static Repeating {
+    static BASE: OnceLock<Repeating> = OnceLock::new();
     BASE.get_or_init(|| {
-        (0..PATTERN_PERIOD + PATTERN_MAX_CHUNK)
-            .map(|i| {
-                let i = i % PATTERN_PERIOD;
-                // Within an aligned 256-byte block the low byte runs over 0..=255 and the rest is a
-                // constant XOR, so each block holds every byte value once.
-                (i as u8) ^ ((i >> 8) as u8).wrapping_mul(167) ^ ((i >> 16) as u8).wrapping_mul(29)
-            })
-            .collect()
+        Repeating::new(PATTERN_PERIOD, PATTERN_MAX_CHUNK, |i| {
+            // Within an aligned 256-byte block the low byte runs over 0..=255 and the rest is a
+            // constant XOR, so each block holds every byte value once.
+            (i as u8) ^ ((i >> 8) as u8).wrapping_mul(167) ^ ((i >> 16) as u8).wrapping_mul(29)
+        })
     })
 }
 
 /// The pattern bytes at stream offset `offset`, `len` of them (at most [`PATTERN_MAX_CHUNK`]).
 pub fn pattern(offset: u64, len: usize) -> &'static [u8] {
     assert!(len <= PATTERN_MAX_CHUNK, "pattern chunk too long");
-    let start = (offset % PATTERN_PERIOD as u64) as usize;
-    &pattern_base()[start..start + len]
+    pattern_base().at(offset, len)
 }
 
 /// `total` bytes of the pattern from offset 0, as one vector.
@@ -1178,53 +1147,11 @@ pub fn refused_addr() -> SocketAddr {
 // /proc/net/tcp
 // ---------------------------------------------------------------------------------------------
 
-/// A row of /proc/net/tcp{,6} that belongs to a given process.
-#[derive(Clone, Debug)]
-pub struct TcpRow {
-    pub local_port: u16,
-    pub remote_port: u16,
-    /// Kernel TCP state (1 = ESTABLISHED, 10 = LISTEN).
-    pub state: u8,
-    /// Which timer is pending: 0 none, 1 retransmit, 2 keepalive (sk_timer), 4 zero-window probe.
-    pub timer: u8,
-    /// Clock ticks until that timer fires.
-    pub timer_ticks: u64,
-}
+pub use support::procfs::TcpRow;
 
 /// The TCP sockets that `pid` has open, from /proc/net/tcp and /proc/net/tcp6.
 pub fn tcp_sockets_of(pid: u32) -> Vec<TcpRow> {
-    let inodes: HashSet<String> = fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/PID/fd")
-        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
-        .filter_map(|l| {
-            l.to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')
-                .map(str::to_owned)
-        })
-        .collect();
-    let port = |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap_or(""), 16).ok();
-    let mut rows = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 10 || !inodes.contains(f[9]) {
-                continue;
-            }
-            let (timer, when) = f[5].split_once(':').unwrap_or(("0", "0"));
-            rows.push(TcpRow {
-                local_port: port(f[1]).expect("local port"),
-                remote_port: port(f[2]).expect("remote port"),
-                state: u8::from_str_radix(f[3], 16).expect("state"),
-                timer: u8::from_str_radix(timer, 16).expect("timer"),
-                timer_ticks: u64::from_str_radix(when, 16).expect("when"),
-            });
-        }
-    }
-    rows
+    support::procfs::tcp_sockets_of(pid).expect("read /proc/PID/fd")
 }
 
 /// Clock ticks per second (for /proc figures).
@@ -1242,12 +1169,7 @@ impl Forwarder {
     /// The `--metrics` address, from the "metrics on http://ADDR/metrics" start line.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.expect_log("metrics on http://", Duration::from_secs(10));
-        let logs = self.logs();
-        let start =
-            logs.find("metrics on http://").expect("metrics line") + "metrics on http://".len();
-        let rest = &logs[start..];
-        let end = rest.find("/metrics").expect("path after address");
-        rest[..end].parse().expect("metrics address")
+        support::logs::metrics_addr(&self.logs()).expect("metrics address")
     }
 }
 

@@ -1,229 +1,37 @@
 //! Helpers for the soak and limits tests (`tests/soak.rs`): load that a thread per connection
 //! cannot carry (tens of thousands of sockets), measured from outside the way an operator would.
 //!
-//! - [`EchoLoop`]: an echo upstream on one thread with its own mio poller, so 10,000 idle pairs
-//!   cost the test 10,000 sockets, not 10,000 threads (`kernel.pid_max` is often 32768).
+//! - [`echo_upstream`]: an echo upstream on one thread with its own mio poller, so 10,000 idle
+//!   pairs cost the test 10,000 sockets, not 10,000 threads (`kernel.pid_max` is often 32768).
 //! - [`short_connections`]: many connect / small echo / close cycles from several client threads,
 //!   every byte checked, spread over several 127.0.0.x source addresses.
 //! - [`Latency`]: round-trip times of small echoes over held connections, and their p99.
 //! - [`Drip`]: clients that send a byte at a time and never finish, noting when they are cut.
 //! - [`hostile_scrapers`]: the abuse a `--metrics` port may see, for a while.
-//! - [`raise_nofile`]: this process's RLIMIT_NOFILE, hard limit included (root), for the tests that
-//!   hold tens of thousands of sockets.
+//!
+//! The tests that hold tens of thousands of sockets raise RLIMIT_NOFILE with
+//! [`super::support::nofile::raise_towards`].
 //!
 //! Every socket has a deadline and every loop a limit, as in the rest of `tests/common`.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener as MioListener, TcpStream as MioStream};
-use mio::{Events, Interest, Poll, Token, Waker};
-use slab::Slab;
 use socket2::{Domain, Socket, Type};
 
+use super::support::echo::EchoServer;
 use super::IO_TIMEOUT;
-
-/// Raises this process's RLIMIT_NOFILE towards `want`: soft and, if needed, hard (which takes root
-/// with CAP_SYS_RESOURCE); where the hard limit cannot be raised, the soft one goes up to it. Returns
-/// the soft limit in force, and why it is below `want` if it is.
-pub fn raise_nofile(want: u64) -> (u64, Option<String>) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return (
-            0,
-            Some(format!("getrlimit: {}", io::Error::last_os_error())),
-        );
-    }
-    if lim.rlim_cur >= want {
-        return (lim.rlim_cur, None);
-    }
-    let set = |soft: u64, hard: u64| {
-        let wanted = libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: hard,
-        };
-        // SAFETY: setrlimit only reads the struct we pass.
-        match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } {
-            0 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
-        }
-    };
-    match set(want, lim.rlim_max.max(want)) {
-        Ok(()) => (want, None),
-        Err(err) => {
-            let why = format!(
-                "cannot raise RLIMIT_NOFILE from {}/{} to {want}: {err}",
-                lim.rlim_cur, lim.rlim_max
-            );
-            match set(lim.rlim_max, lim.rlim_max) {
-                Ok(()) => (lim.rlim_max, Some(why)),
-                Err(_) => (lim.rlim_cur, Some(why)),
-            }
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The echo upstream
 // ---------------------------------------------------------------------------------------------
 
-const WAKE: Token = Token(usize::MAX - 1);
-/// Listener `i` has token `LISTENERS_FROM + i`, far above any connection's slab key.
-const LISTENERS_FROM: usize = usize::MAX / 2;
-
-/// An echo server on 127.0.0.1, one thread, edge-triggered: each listener is a port of its own, so
-/// that edgefwd's upstream connects (which end in TIME_WAIT on edgefwd's side: it sends the first
-/// FIN) spread over several destination ports, not just the ~28k source ports of one.
-pub struct EchoLoop {
-    addrs: Vec<SocketAddr>,
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// One connection of the echo loop: what it read and has not yet written back.
-struct EchoConn {
-    stream: MioStream,
-    pending: Vec<u8>,
-    read_closed: bool,
-}
-
-impl EchoLoop {
-    pub fn start(ports: usize) -> EchoLoop {
-        let poll = Poll::new().expect("poll");
-        let waker = Arc::new(Waker::new(poll.registry(), WAKE).expect("waker"));
-        let mut listeners = Vec::with_capacity(ports);
-        for index in 0..ports {
-            let mut listener =
-                MioListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind echo");
-            poll.registry()
-                .register(
-                    &mut listener,
-                    Token(LISTENERS_FROM + index),
-                    Interest::READABLE,
-                )
-                .expect("register listener");
-            listeners.push(listener);
-        }
-        let addrs = listeners
-            .iter()
-            .map(|l| l.local_addr().expect("addr"))
-            .collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = thread::spawn(move || echo_loop(poll, listeners, &flag));
-        EchoLoop {
-            addrs,
-            stop,
-            waker,
-            thread: Some(thread),
-        }
-    }
-
-    /// `--upstream` arguments, one per port.
-    pub fn upstream_args(&self) -> Vec<String> {
-        self.addrs.iter().map(|a| a.to_string()).collect()
-    }
-}
-
-impl Drop for EchoLoop {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn echo_loop(mut poll: Poll, listeners: Vec<MioListener>, stop: &AtomicBool) {
-    let mut events = Events::with_capacity(1024);
-    let mut conns: Slab<EchoConn> = Slab::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    while !stop.load(Ordering::SeqCst) {
-        if let Err(err) = poll.poll(&mut events, Some(Duration::from_millis(200))) {
-            assert_eq!(err.kind(), io::ErrorKind::Interrupted, "echo poll: {err}");
-            continue;
-        }
-        for event in events.iter() {
-            match event.token() {
-                WAKE => {}
-                Token(t) if t >= LISTENERS_FROM => {
-                    accept_all(&poll, &listeners[t - LISTENERS_FROM], &mut conns)
-                }
-                Token(key) => {
-                    let done = conns.get_mut(key).is_none_or(|conn| !serve(conn, &mut buf));
-                    if done && conns.contains(key) {
-                        let mut conn = conns.remove(key);
-                        let _ = poll.registry().deregister(&mut conn.stream);
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn accept_all(poll: &Poll, listener: &MioListener, conns: &mut Slab<EchoConn>) {
-    loop {
-        match listener.accept() {
-            Ok((mut stream, _)) => {
-                let entry = conns.vacant_entry();
-                let both = Interest::READABLE | Interest::WRITABLE;
-                if poll
-                    .registry()
-                    .register(&mut stream, Token(entry.key()), both)
-                    .is_ok()
-                {
-                    entry.insert(EchoConn {
-                        stream,
-                        pending: Vec::new(),
-                        read_closed: false,
-                    });
-                }
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {}
-            // Out of fds or the like: the next connection's edge retries.
-            Err(_) => return,
-        }
-    }
-}
-
-/// Echoes until WouldBlock (edge-triggered); false once the connection is finished (the peer's FIN
-/// answered with ours after everything was written back) or broken.
-fn serve(conn: &mut EchoConn, buf: &mut [u8]) -> bool {
-    loop {
-        if !conn.pending.is_empty() {
-            match conn.stream.write(&conn.pending) {
-                Ok(n) => {
-                    conn.pending.drain(..n);
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        } else if conn.read_closed {
-            let _ = conn.stream.shutdown(Shutdown::Write);
-            return false;
-        } else {
-            match conn.stream.read(buf) {
-                Ok(0) => conn.read_closed = true,
-                Ok(n) => conn.pending.extend_from_slice(&buf[..n]),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-    }
+/// The echo upstream of the soak tests on `ports` ports of 127.0.0.1 (see
+/// [`super::support::echo`]).
+pub fn echo_upstream(ports: usize) -> EchoServer {
+    EchoServer::start(ports, 1024).expect("start the echo upstream")
 }
 
 // ---------------------------------------------------------------------------------------------
