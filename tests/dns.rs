@@ -6,8 +6,9 @@
 //!
 //! The names are made-up ones that these tests write into /etc/hosts (which getaddrinfo reads), for
 //! 127.0.0.1, ::1 or both, and remove again when they end, however they end. Where /etc/hosts
-//! cannot be written (not root), a test says so and does nothing. (They are in one file because they
-//! take turns with /etc/hosts through a lock, which only works within one test binary.)
+//! cannot be written (not root), a test says so and does nothing. They take turns with /etc/hosts
+//! through a lock in this process and an flock(2) on a lock file beside it, so that two runs of the
+//! suite at once (two checkouts, a developer's run beside CI's) do not rewrite each other's names.
 
 mod common;
 
@@ -27,7 +28,26 @@ static HOSTS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 struct HostsEntry {
     name: String,
     original: String,
+    /// Held until the file is put back: the other processes' turn (flock(2) on [`HOSTS_LOCK_FILE`]).
+    _process_turn: fs::File,
     _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+/// The lock file other processes running these tests take turns on.
+const HOSTS_LOCK_FILE: &str = "/tmp/edgefwd-test-etc-hosts.lock";
+
+/// Waits for this process's turn, then for every other process's, with /etc/hosts.
+fn process_turn() -> Option<fs::File> {
+    use std::os::fd::AsRawFd;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(HOSTS_LOCK_FILE)
+        .ok()?;
+    // SAFETY: flock(2) on a descriptor this function owns; the lock lives as long as the file, which
+    // the caller keeps until /etc/hosts is put back. Exercised by every test of this file.
+    (unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0).then_some(file)
 }
 
 impl HostsEntry {
@@ -36,10 +56,12 @@ impl HostsEntry {
         let turn = HOSTS_LOCK
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let process_turn = process_turn()?;
         let original = without_leftovers(&fs::read_to_string(HOSTS).ok()?);
         let entry = HostsEntry {
             name: name.into(),
             original,
+            _process_turn: process_turn,
             _turn: turn,
         };
         entry.point_to(ips).ok()?;
