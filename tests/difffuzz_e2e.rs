@@ -15,6 +15,7 @@
 
 mod common;
 
+use std::fmt::Debug;
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -146,38 +147,97 @@ fn test_accept_proxy_forwards_exactly_what_the_model_accepts() {
     );
 }
 
-fn proxy_case(addr: SocketAddr, g: &mut Gen, n: usize, seed: u64) -> (Delivery, bool) {
-    let mut wire: Wire = wiregen::proxy_header(g);
-    if g.odds(1, 2) {
-        wiregen::mutate(g, &mut wire);
+/// One case, run: the greeting (mutated half the time) and the payload sent the way `how` says, and
+/// what came back.
+struct Case<V> {
+    seed: u64,
+    n: usize,
+    how: Delivery,
+    input: Vec<u8>,
+    /// The model's verdict on `input`.
+    verdict: V,
+    /// How writing `input` ended.
+    sent: std::io::Result<()>,
+    got: Vec<u8>,
+    end: End,
+}
+
+impl<V: Debug> Case<V> {
+    /// Mutates `wire` half the time, appends the case's payload, judges the whole with `judge`, sends
+    /// it to `addr` and reads the answer to its end.
+    fn run(
+        addr: SocketAddr,
+        g: &mut Gen,
+        mut wire: Wire,
+        n: usize,
+        seed: u64,
+        judge: fn(&[u8]) -> V,
+    ) -> Self {
+        if g.odds(1, 2) {
+            wiregen::mutate(g, &mut wire);
+        }
+        let mut input = wire.bytes;
+        input.extend(payload(g, n));
+        let how = delivery(g, input.len());
+        let verdict = judge(&input);
+        let mut s = connect(addr);
+        let sent = deliver(&mut s, &input, how, g);
+        let (got, end) = read_until_end(&mut s, Duration::from_secs(10));
+        Case {
+            seed,
+            n,
+            how,
+            input,
+            verdict,
+            sent,
+            got,
+            end,
+        }
     }
-    let mut input = wire.bytes;
-    input.extend(payload(g, n));
-    let how = delivery(g, input.len());
-    let verdict = model_proxy::judge(&input);
-    let context = || {
+
+    /// What a failed assertion names: the seed and case to replay it, the verdict and the input.
+    fn context(&self) -> String {
+        let Case {
+            seed,
+            n,
+            how,
+            verdict,
+            ..
+        } = self;
         format!(
             "seed {seed:#x} case {n} ({how:?}): {verdict:?}, input {}",
-            hex(&input)
+            hex(&self.input)
         )
-    };
-    let mut s = connect(addr);
-    let sent = deliver(&mut s, &input, how, g);
-    let (got, end) = read_until_end(&mut s, Duration::from_secs(10));
+    }
+}
+
+fn proxy_case(addr: SocketAddr, g: &mut Gen, n: usize, seed: u64) -> (Delivery, bool) {
+    let wire = wiregen::proxy_header(g);
+    let case = Case::run(addr, g, wire, n, seed, model_proxy::judge);
+    let context = || case.context();
+    let Case {
+        how,
+        ref input,
+        ref verdict,
+        ref sent,
+        ref got,
+        end,
+        ..
+    } = case;
     match verdict {
         model_proxy::Verdict::Accept { header_len, .. } => {
             assert!(sent.is_ok(), "{}: write failed: {sent:?}", context());
             assert_eq!(end, End::Eof, "{}", context());
             assert!(
-                got == input[header_len..],
+                got[..] == input[*header_len..],
                 "{}: got back {}",
                 context(),
-                hex(&got)
+                hex(got)
             );
             (how, true)
         }
         _ => {
-            assert!(got.is_empty(), "{}: got {}", context(), hex(&got));
+            assert!(got.is_empty(), "{}: got {}", context(), hex(got));
             assert!(
                 matches!(end, End::Eof | End::Reset),
                 "{}: {end:?}",
@@ -229,24 +289,19 @@ fn connect_case(
 ) -> (Delivery, bool) {
     let target = allowed.to_string();
     let allowed_target = g.odds(4, 5).then_some(target.as_str());
-    let mut wire = wiregen::connect_head(g, allowed_target);
-    if g.odds(1, 2) {
-        wiregen::mutate(g, &mut wire);
-    }
-    let mut input = wire.bytes;
-    input.extend(payload(g, n));
-    let how = delivery(g, input.len());
-    let verdict = model_connect::judge(&input);
-    let context = || {
-        format!(
-            "seed {seed:#x} case {n} ({how:?}): {verdict:?}, input {}",
-            hex(&input)
-        )
-    };
-    let mut s = connect(addr);
-    let sent = deliver(&mut s, &input, how, g);
-    let (got, end) = read_until_end(&mut s, Duration::from_secs(10));
-    let (expected, tunnel) = match &verdict {
+    let wire = wiregen::connect_head(g, allowed_target);
+    let case = Case::run(addr, g, wire, n, seed, model_connect::judge);
+    let context = || case.context();
+    let Case {
+        how,
+        ref input,
+        ref verdict,
+        ref sent,
+        ref got,
+        end,
+        ..
+    } = case;
+    let (expected, tunnel) = match verdict {
         model_connect::Verdict::Accept {
             len, host, port, ..
         } if *host == Host::Ip(allowed.ip()) && *port == allowed.port() => {
@@ -263,10 +318,10 @@ fn connect_case(
         assert!(sent.is_ok(), "{}: write failed: {sent:?}", context());
     }
     assert!(
-        got == expected,
+        *got == expected,
         "{}: got {:?}",
         context(),
-        String::from_utf8_lossy(&got)
+        String::from_utf8_lossy(got)
     );
     assert!(
         matches!(end, End::Eof | End::Reset),
