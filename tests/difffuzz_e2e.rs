@@ -127,23 +127,56 @@ fn run_cases(
 fn test_accept_proxy_forwards_exactly_what_the_model_accepts() {
     let echo = Backend::echo();
     let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--accept-proxy"]);
-    let seed = wiregen::seed_from_env(0xED6E_E2E0_0001);
+    let words = Words {
+        mode: "proxy",
+        peer: "backend",
+        reached: "accepted headers",
+        refused: "rejected headers",
+    };
+    fuzz_into(&echo, 0xED6E_E2E0_0001, words, |g, n, seed| {
+        proxy_case(fwd.addr(), g, n, seed)
+    });
+}
+
+/// How [`fuzz_into`] names what it checks.
+struct Words {
+    /// The forwarder's mode, in the summary line.
+    mode: &'static str,
+    /// What the backend is to the forwarder.
+    peer: &'static str,
+    /// The cases that reached it.
+    reached: &'static str,
+    /// The cases that must not have.
+    refused: &'static str,
+}
+
+/// Runs the cases (seed and count from the environment, `default_seed` otherwise) against `peer`, an
+/// echo backend: exactly the cases that say they reached it did, and at least a fifth of them.
+fn fuzz_into(
+    peer: &Backend,
+    default_seed: u64,
+    words: Words,
+    case: impl Fn(&mut Gen, usize, u64) -> (Delivery, bool) + Sync,
+) {
+    let Words {
+        mode,
+        peer: name,
+        reached: what,
+        refused,
+    } = words;
+    let seed = wiregen::seed_from_env(default_seed);
     let cases = wiregen::cases_from_env(DEFAULT_CASES);
-    let (accepted, by_delivery) = run_cases(seed, cases, |g, n| proxy_case(fwd.addr(), g, n, seed));
+    let (reached, by_delivery) = run_cases(seed, cases, |g, n| case(g, n, seed));
     assert!(
-        wait_until(Duration::from_secs(5), || echo.accepted() >= accepted),
-        "the backend saw {} connections for {accepted} accepted headers",
-        echo.accepted()
+        wait_until(Duration::from_secs(5), || peer.accepted() >= reached),
+        "the {name} saw {} connections for {reached} {what}",
+        peer.accepted()
     );
-    assert_eq!(
-        echo.accepted(),
-        accepted,
-        "rejected headers reached the backend"
-    );
-    assert!(accepted * 5 >= cases, "only {accepted} of {cases} accepted");
+    assert_eq!(peer.accepted(), reached, "{refused} reached the {name}");
+    assert!(reached * 5 >= cases, "only {reached} of {cases} {what}");
     eprintln!(
-        "difffuzz e2e proxy: seed {seed:#x}, {cases} connections (whole, pieces, byte by byte: \
-         {by_delivery:?}), {accepted} accepted"
+        "difffuzz e2e {mode}: seed {seed:#x}, {cases} connections (whole, pieces, byte by byte: \
+         {by_delivery:?}), {reached} {what}"
     );
 }
 
@@ -258,26 +291,15 @@ fn test_connect_tunnels_exactly_what_the_model_accepts() {
     let allowed = echo.addr();
     let allow = allowed.to_string();
     let fwd = Forwarder::start(&["--mode", "connect", "--allow", &allow]);
-    let seed = wiregen::seed_from_env(0xED6E_E2E0_0002);
-    let cases = wiregen::cases_from_env(DEFAULT_CASES);
-    let (tunnels, by_delivery) = run_cases(seed, cases, |g, n| {
+    let words = Words {
+        mode: "connect",
+        peer: "destination",
+        reached: "tunnels",
+        refused: "refused heads",
+    };
+    fuzz_into(&echo, 0xED6E_E2E0_0002, words, |g, n, seed| {
         connect_case(fwd.addr(), allowed, g, n, seed)
     });
-    assert!(
-        wait_until(Duration::from_secs(5), || echo.accepted() >= tunnels),
-        "the destination saw {} connections for {tunnels} tunnels",
-        echo.accepted()
-    );
-    assert_eq!(
-        echo.accepted(),
-        tunnels,
-        "refused heads reached the destination"
-    );
-    assert!(tunnels * 5 >= cases, "only {tunnels} of {cases} tunnels");
-    eprintln!(
-        "difffuzz e2e connect: seed {seed:#x}, {cases} connections (whole, pieces, byte by byte: \
-         {by_delivery:?}), {tunnels} tunnels"
-    );
 }
 
 fn connect_case(
