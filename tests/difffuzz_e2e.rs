@@ -248,35 +248,32 @@ fn proxy_case(addr: SocketAddr, g: &mut Gen, n: usize, seed: u64) -> (Delivery, 
     let wire = wiregen::proxy_header(g);
     let case = Case::run(addr, g, wire, n, seed, model_proxy::judge);
     let context = || case.context();
-    let Case {
-        how,
-        ref input,
-        ref verdict,
-        ref sent,
-        ref got,
-        end,
-        ..
-    } = case;
-    match verdict {
+    match &case.verdict {
         model_proxy::Verdict::Accept { header_len, .. } => {
-            assert!(sent.is_ok(), "{}: write failed: {sent:?}", context());
-            assert_eq!(end, End::Eof, "{}", context());
             assert!(
-                got[..] == input[*header_len..],
+                case.sent.is_ok(),
+                "{}: write failed: {:?}",
+                context(),
+                case.sent
+            );
+            assert_eq!(case.end, End::Eof, "{}", context());
+            assert!(
+                case.got == case.input[*header_len..],
                 "{}: got back {}",
                 context(),
-                hex(got)
+                hex(&case.got)
             );
-            (how, true)
+            (case.how, true)
         }
         _ => {
-            assert!(got.is_empty(), "{}: got {}", context(), hex(got));
+            assert!(case.got.is_empty(), "{}: got {}", context(), hex(&case.got));
             assert!(
-                matches!(end, End::Eof | End::Reset),
-                "{}: {end:?}",
-                context()
+                matches!(case.end, End::Eof | End::Reset),
+                "{}: {:?}",
+                context(),
+                case.end
             );
-            (how, false)
+            (case.how, false)
         }
     }
 }
@@ -314,21 +311,12 @@ fn connect_case(
     let wire = wiregen::connect_head(g, allowed_target);
     let case = Case::run(addr, g, wire, n, seed, model_connect::judge);
     let context = || case.context();
-    let Case {
-        how,
-        ref input,
-        ref verdict,
-        ref sent,
-        ref got,
-        end,
-        ..
-    } = case;
-    let (expected, tunnel) = match verdict {
+    let (expected, tunnel) = match &case.verdict {
         model_connect::Verdict::Accept {
             len, host, port, ..
         } if *host == Host::Ip(allowed.ip()) && *port == allowed.port() => {
             let mut expected = Status::Established.response().to_vec();
-            expected.extend_from_slice(&input[*len..]);
+            expected.extend_from_slice(&case.input[*len..]);
             (expected, true)
         }
         model_connect::Verdict::Accept { .. } => (Status::Forbidden.response().to_vec(), false),
@@ -337,20 +325,26 @@ fn connect_case(
         model_connect::Verdict::Incomplete => (Vec::new(), false),
     };
     if tunnel {
-        assert!(sent.is_ok(), "{}: write failed: {sent:?}", context());
+        assert!(
+            case.sent.is_ok(),
+            "{}: write failed: {:?}",
+            context(),
+            case.sent
+        );
     }
     assert!(
-        *got == expected,
+        case.got == expected,
         "{}: got {:?}",
         context(),
-        String::from_utf8_lossy(got)
+        String::from_utf8_lossy(&case.got)
     );
     assert!(
-        matches!(end, End::Eof | End::Reset),
-        "{}: {end:?}",
-        context()
+        matches!(case.end, End::Eof | End::Reset),
+        "{}: {:?}",
+        context(),
+        case.end
     );
-    (how, tunnel)
+    (case.how, tunnel)
 }
 
 fn status_response(code: u16) -> Vec<u8> {
