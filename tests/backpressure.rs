@@ -215,12 +215,20 @@ fn trickle_until_muted(client: &mut TcpStream, sent: &mut u64, metrics: SocketAd
     );
 }
 
-/// A direction blocked by a full ring (or pipe) mutes its socket's read events: segments that keep
-/// arriving from the client while the upstream reads nothing do not wake the loop one by one. Once the
-/// upstream drains it, the socket is read from again on new edges; and a second stall with a FIN arriving
-/// while muted still delivers every byte and the FIN.
-#[test]
-fn test_blocked_direction_is_not_woken_by_each_arriving_segment() {
+/// A forwarder with 16 KiB rings in front of [`upstream_reading_on_command`], and one client whose
+/// client-to-upstream direction has been filled until stalled and then trickled into until muted.
+struct Muted {
+    /// Kept alive for the pair's life.
+    _upstream: Backend,
+    read_until: mpsc::Sender<u64>,
+    reports: mpsc::Receiver<ConnReport>,
+    fwd: Forwarder,
+    client: TcpStream,
+    /// Bytes the client has sent so far.
+    sent: u64,
+}
+
+fn muted_pair() -> Muted {
     let (upstream, read_until, reports) = upstream_reading_on_command();
     let upstream_arg = upstream.upstream_arg();
     let fwd = Forwarder::start(&[
@@ -232,13 +240,74 @@ fn test_blocked_direction_is_not_woken_by_each_arriving_segment() {
         "127.0.0.1:0",
     ]);
     let metrics = fwd.metrics_addr();
-    let counter = |name: &str| sample(&scrape(metrics), name);
     let mut client = connect(fwd.addr());
     client.set_nodelay(true).expect("nodelay");
     let mut sent = 0u64;
-
     fill_until_stalled(&mut client, &mut sent, metrics);
     trickle_until_muted(&mut client, &mut sent, metrics);
+    Muted {
+        _upstream: upstream,
+        read_until,
+        reports,
+        fwd,
+        client,
+        sent,
+    }
+}
+
+/// Three 16 KiB chunks, each read by the upstream and then forwarded in full; `what` says which failed.
+fn chunks_flow(
+    client: &mut TcpStream,
+    sent: &mut u64,
+    read_until: &mpsc::Sender<u64>,
+    metrics: SocketAddr,
+    what: &str,
+) {
+    for _ in 0..3 {
+        let target = send_next(client, sent, 16 * 1024);
+        read_until.send(target).expect("command");
+        assert!(
+            wait_until(IO_TIMEOUT, || forwarded(metrics) == target),
+            "{what}"
+        );
+    }
+}
+
+/// The client half-closes, the upstream reads everything: it got all `sent` bytes intact and then the
+/// FIN (`what` if not), and the pair closes as a client FIN.
+fn fin_passes_with_every_byte(
+    client: &TcpStream,
+    sent: u64,
+    read_until: &mpsc::Sender<u64>,
+    reports: &mpsc::Receiver<ConnReport>,
+    fwd: &Forwarder,
+    what: &str,
+) {
+    client.shutdown(Shutdown::Write).expect("shutdown");
+    read_until.send(u64::MAX).expect("command");
+    let report = reports.recv_timeout(IO_TIMEOUT).expect("upstream report");
+    assert_eq!(report.bytes, sent, "{report:?}");
+    assert_eq!(report.mismatch, None);
+    assert_eq!(report.end, End::Eof, "{what}");
+    fwd.wait_for_close("client-fin", Duration::from_secs(5));
+}
+
+/// A direction blocked by a full ring (or pipe) mutes its socket's read events: segments that keep
+/// arriving from the client while the upstream reads nothing do not wake the loop one by one. Once the
+/// upstream drains it, the socket is read from again on new edges; and a second stall with a FIN arriving
+/// while muted still delivers every byte and the FIN.
+#[test]
+fn test_blocked_direction_is_not_woken_by_each_arriving_segment() {
+    let Muted {
+        _upstream,
+        read_until,
+        reports,
+        fwd,
+        mut client,
+        mut sent,
+    } = muted_pair();
+    let metrics = fwd.metrics_addr();
+    let counter = |name: &str| sample(&scrape(metrics), name);
     // Muted: more segments arrive, and the loop sleeps through them. Only the scrapes cost polls.
     let quiet = {
         let first = counter("edgefwd_polls_total");
@@ -264,29 +333,25 @@ fn test_blocked_direction_is_not_woken_by_each_arriving_segment() {
         forwarded(metrics)
     );
     assert!(!muted(metrics), "drained, yet still muted");
-    for _ in 0..3 {
-        let target = send_next(&mut client, &mut sent, 16 * 1024);
-        read_until.send(target).expect("command");
-        assert!(
-            wait_until(IO_TIMEOUT, || forwarded(metrics) == target),
-            "a chunk sent after the stall was not forwarded: the socket stayed muted"
-        );
-    }
+    chunks_flow(
+        &mut client,
+        &mut sent,
+        &read_until,
+        metrics,
+        "a chunk sent after the stall was not forwarded: the socket stayed muted",
+    );
 
     // A second stall, with the FIN arriving while muted.
     fill_until_stalled(&mut client, &mut sent, metrics);
     trickle_until_muted(&mut client, &mut sent, metrics);
-    client.shutdown(Shutdown::Write).expect("shutdown");
-    read_until.send(u64::MAX).expect("command");
-    let report = reports.recv_timeout(IO_TIMEOUT).expect("upstream report");
-    assert_eq!(report.bytes, sent, "{report:?}");
-    assert_eq!(report.mismatch, None);
-    assert_eq!(
-        report.end,
-        End::Eof,
-        "the FIN that came while muted is passed on"
+    fin_passes_with_every_byte(
+        &client,
+        sent,
+        &read_until,
+        &reports,
+        &fwd,
+        "the FIN that came while muted is passed on",
     );
-    fwd.wait_for_close("client-fin", Duration::from_secs(5));
 }
 
 /// A socket known to be writable stops write events once a redundant EPOLLOUT edge has come, and every
@@ -296,24 +361,16 @@ fn test_blocked_direction_is_not_woken_by_each_arriving_segment() {
 /// whatever the first one dropped, and a FIN.
 #[test]
 fn test_redundant_epollout_drops_write_interest_and_bytes_still_flow() {
-    let (upstream, read_until, reports) = upstream_reading_on_command();
-    let upstream_arg = upstream.upstream_arg();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream_arg,
-        "--buffer-size",
-        "16k",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let Muted {
+        _upstream,
+        read_until,
+        reports,
+        fwd,
+        mut client,
+        mut sent,
+    } = muted_pair();
     let metrics = fwd.metrics_addr();
     let counter = |name: &str| sample(&scrape(metrics), name);
-    let mut client = connect(fwd.addr());
-    client.set_nodelay(true).expect("nodelay");
-    let mut sent = 0u64;
-
-    fill_until_stalled(&mut client, &mut sent, metrics);
-    trickle_until_muted(&mut client, &mut sent, metrics);
     read_until.send(sent).expect("command");
     assert!(
         wait_until(IO_TIMEOUT, || !muted(metrics)),
@@ -325,23 +382,23 @@ fn test_redundant_epollout_drops_write_interest_and_bytes_still_flow() {
         counter("edgefwd_write_drops_total"),
         counter("edgefwd_spurious_wakeups_total")
     );
-    for _ in 0..3 {
-        let target = send_next(&mut client, &mut sent, 16 * 1024);
-        read_until.send(target).expect("command");
-        assert!(
-            wait_until(IO_TIMEOUT, || forwarded(metrics) == target),
-            "a chunk sent after the write interest was dropped was not forwarded"
-        );
-    }
+    chunks_flow(
+        &mut client,
+        &mut sent,
+        &read_until,
+        metrics,
+        "a chunk sent after the write interest was dropped was not forwarded",
+    );
 
     fill_until_stalled(&mut client, &mut sent, metrics);
-    client.shutdown(Shutdown::Write).expect("shutdown");
-    read_until.send(u64::MAX).expect("command");
-    let report = reports.recv_timeout(IO_TIMEOUT).expect("upstream report");
-    assert_eq!(report.bytes, sent, "{report:?}");
-    assert_eq!(report.mismatch, None);
-    assert_eq!(report.end, End::Eof);
-    fwd.wait_for_close("client-fin", Duration::from_secs(5));
+    fin_passes_with_every_byte(
+        &client,
+        sent,
+        &read_until,
+        &reports,
+        &fwd,
+        "the FIN is passed on",
+    );
 }
 
 #[test]

@@ -15,6 +15,7 @@
 
 mod common;
 
+use std::fmt::Debug;
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -126,64 +127,153 @@ fn run_cases(
 fn test_accept_proxy_forwards_exactly_what_the_model_accepts() {
     let echo = Backend::echo();
     let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--accept-proxy"]);
-    let seed = wiregen::seed_from_env(0xED6E_E2E0_0001);
+    let words = Words {
+        mode: "proxy",
+        peer: "backend",
+        reached: "accepted headers",
+        refused: "rejected headers",
+    };
+    fuzz_into(&echo, 0xED6E_E2E0_0001, words, |g, n, seed| {
+        proxy_case(fwd.addr(), g, n, seed)
+    });
+}
+
+/// How [`fuzz_into`] names what it checks.
+struct Words {
+    /// The forwarder's mode, in the summary line.
+    mode: &'static str,
+    /// What the backend is to the forwarder.
+    peer: &'static str,
+    /// The cases that reached it.
+    reached: &'static str,
+    /// The cases that must not have.
+    refused: &'static str,
+}
+
+/// Runs the cases (seed and count from the environment, `default_seed` otherwise) against `peer`, an
+/// echo backend: exactly the cases that say they reached it did, and at least a fifth of them.
+fn fuzz_into(
+    peer: &Backend,
+    default_seed: u64,
+    words: Words,
+    case: impl Fn(&mut Gen, usize, u64) -> (Delivery, bool) + Sync,
+) {
+    let Words {
+        mode,
+        peer: name,
+        reached: what,
+        refused,
+    } = words;
+    let seed = wiregen::seed_from_env(default_seed);
     let cases = wiregen::cases_from_env(DEFAULT_CASES);
-    let (accepted, by_delivery) = run_cases(seed, cases, |g, n| proxy_case(fwd.addr(), g, n, seed));
+    let (reached, by_delivery) = run_cases(seed, cases, |g, n| case(g, n, seed));
     assert!(
-        wait_until(Duration::from_secs(5), || echo.accepted() >= accepted),
-        "the backend saw {} connections for {accepted} accepted headers",
-        echo.accepted()
+        wait_until(Duration::from_secs(5), || peer.accepted() >= reached),
+        "the {name} saw {} connections for {reached} {what}",
+        peer.accepted()
     );
-    assert_eq!(
-        echo.accepted(),
-        accepted,
-        "rejected headers reached the backend"
-    );
-    assert!(accepted * 5 >= cases, "only {accepted} of {cases} accepted");
+    assert_eq!(peer.accepted(), reached, "{refused} reached the {name}");
+    assert!(reached * 5 >= cases, "only {reached} of {cases} {what}");
     eprintln!(
-        "difffuzz e2e proxy: seed {seed:#x}, {cases} connections (whole, pieces, byte by byte: \
-         {by_delivery:?}), {accepted} accepted"
+        "difffuzz e2e {mode}: seed {seed:#x}, {cases} connections (whole, pieces, byte by byte: \
+         {by_delivery:?}), {reached} {what}"
     );
 }
 
-fn proxy_case(addr: SocketAddr, g: &mut Gen, n: usize, seed: u64) -> (Delivery, bool) {
-    let mut wire: Wire = wiregen::proxy_header(g);
-    if g.odds(1, 2) {
-        wiregen::mutate(g, &mut wire);
+/// One case, run: the greeting (mutated half the time) and the payload sent the way `how` says, and
+/// what came back.
+struct Case<V> {
+    seed: u64,
+    n: usize,
+    how: Delivery,
+    input: Vec<u8>,
+    /// The model's verdict on `input`.
+    verdict: V,
+    /// How writing `input` ended.
+    sent: std::io::Result<()>,
+    got: Vec<u8>,
+    end: End,
+}
+
+impl<V: Debug> Case<V> {
+    /// Mutates `wire` half the time, appends the case's payload, judges the whole with `judge`, sends
+    /// it to `addr` and reads the answer to its end.
+    fn run(
+        addr: SocketAddr,
+        g: &mut Gen,
+        mut wire: Wire,
+        n: usize,
+        seed: u64,
+        judge: fn(&[u8]) -> V,
+    ) -> Self {
+        if g.odds(1, 2) {
+            wiregen::mutate(g, &mut wire);
+        }
+        let mut input = wire.bytes;
+        input.extend(payload(g, n));
+        let how = delivery(g, input.len());
+        let verdict = judge(&input);
+        let mut s = connect(addr);
+        let sent = deliver(&mut s, &input, how, g);
+        let (got, end) = read_until_end(&mut s, Duration::from_secs(10));
+        Case {
+            seed,
+            n,
+            how,
+            input,
+            verdict,
+            sent,
+            got,
+            end,
+        }
     }
-    let mut input = wire.bytes;
-    input.extend(payload(g, n));
-    let how = delivery(g, input.len());
-    let verdict = model_proxy::judge(&input);
-    let context = || {
+
+    /// What a failed assertion names: the seed and case to replay it, the verdict and the input.
+    fn context(&self) -> String {
+        let Case {
+            seed,
+            n,
+            how,
+            verdict,
+            ..
+        } = self;
         format!(
             "seed {seed:#x} case {n} ({how:?}): {verdict:?}, input {}",
-            hex(&input)
+            hex(&self.input)
         )
-    };
-    let mut s = connect(addr);
-    let sent = deliver(&mut s, &input, how, g);
-    let (got, end) = read_until_end(&mut s, Duration::from_secs(10));
-    match verdict {
+    }
+}
+
+fn proxy_case(addr: SocketAddr, g: &mut Gen, n: usize, seed: u64) -> (Delivery, bool) {
+    let wire = wiregen::proxy_header(g);
+    let case = Case::run(addr, g, wire, n, seed, model_proxy::judge);
+    let context = || case.context();
+    match &case.verdict {
         model_proxy::Verdict::Accept { header_len, .. } => {
-            assert!(sent.is_ok(), "{}: write failed: {sent:?}", context());
-            assert_eq!(end, End::Eof, "{}", context());
             assert!(
-                got == input[header_len..],
+                case.sent.is_ok(),
+                "{}: write failed: {:?}",
+                context(),
+                case.sent
+            );
+            assert_eq!(case.end, End::Eof, "{}", context());
+            assert!(
+                case.got == case.input[*header_len..],
                 "{}: got back {}",
                 context(),
-                hex(&got)
+                hex(&case.got)
             );
-            (how, true)
+            (case.how, true)
         }
         _ => {
-            assert!(got.is_empty(), "{}: got {}", context(), hex(&got));
+            assert!(case.got.is_empty(), "{}: got {}", context(), hex(&case.got));
             assert!(
-                matches!(end, End::Eof | End::Reset),
-                "{}: {end:?}",
-                context()
+                matches!(case.end, End::Eof | End::Reset),
+                "{}: {:?}",
+                context(),
+                case.end
             );
-            (how, false)
+            (case.how, false)
         }
     }
 }
@@ -198,26 +288,15 @@ fn test_connect_tunnels_exactly_what_the_model_accepts() {
     let allowed = echo.addr();
     let allow = allowed.to_string();
     let fwd = Forwarder::start(&["--mode", "connect", "--allow", &allow]);
-    let seed = wiregen::seed_from_env(0xED6E_E2E0_0002);
-    let cases = wiregen::cases_from_env(DEFAULT_CASES);
-    let (tunnels, by_delivery) = run_cases(seed, cases, |g, n| {
+    let words = Words {
+        mode: "connect",
+        peer: "destination",
+        reached: "tunnels",
+        refused: "refused heads",
+    };
+    fuzz_into(&echo, 0xED6E_E2E0_0002, words, |g, n, seed| {
         connect_case(fwd.addr(), allowed, g, n, seed)
     });
-    assert!(
-        wait_until(Duration::from_secs(5), || echo.accepted() >= tunnels),
-        "the destination saw {} connections for {tunnels} tunnels",
-        echo.accepted()
-    );
-    assert_eq!(
-        echo.accepted(),
-        tunnels,
-        "refused heads reached the destination"
-    );
-    assert!(tunnels * 5 >= cases, "only {tunnels} of {cases} tunnels");
-    eprintln!(
-        "difffuzz e2e connect: seed {seed:#x}, {cases} connections (whole, pieces, byte by byte: \
-         {by_delivery:?}), {tunnels} tunnels"
-    );
 }
 
 fn connect_case(
@@ -229,29 +308,15 @@ fn connect_case(
 ) -> (Delivery, bool) {
     let target = allowed.to_string();
     let allowed_target = g.odds(4, 5).then_some(target.as_str());
-    let mut wire = wiregen::connect_head(g, allowed_target);
-    if g.odds(1, 2) {
-        wiregen::mutate(g, &mut wire);
-    }
-    let mut input = wire.bytes;
-    input.extend(payload(g, n));
-    let how = delivery(g, input.len());
-    let verdict = model_connect::judge(&input);
-    let context = || {
-        format!(
-            "seed {seed:#x} case {n} ({how:?}): {verdict:?}, input {}",
-            hex(&input)
-        )
-    };
-    let mut s = connect(addr);
-    let sent = deliver(&mut s, &input, how, g);
-    let (got, end) = read_until_end(&mut s, Duration::from_secs(10));
-    let (expected, tunnel) = match &verdict {
+    let wire = wiregen::connect_head(g, allowed_target);
+    let case = Case::run(addr, g, wire, n, seed, model_connect::judge);
+    let context = || case.context();
+    let (expected, tunnel) = match &case.verdict {
         model_connect::Verdict::Accept {
             len, host, port, ..
         } if *host == Host::Ip(allowed.ip()) && *port == allowed.port() => {
             let mut expected = Status::Established.response().to_vec();
-            expected.extend_from_slice(&input[*len..]);
+            expected.extend_from_slice(&case.input[*len..]);
             (expected, true)
         }
         model_connect::Verdict::Accept { .. } => (Status::Forbidden.response().to_vec(), false),
@@ -260,20 +325,26 @@ fn connect_case(
         model_connect::Verdict::Incomplete => (Vec::new(), false),
     };
     if tunnel {
-        assert!(sent.is_ok(), "{}: write failed: {sent:?}", context());
+        assert!(
+            case.sent.is_ok(),
+            "{}: write failed: {:?}",
+            context(),
+            case.sent
+        );
     }
     assert!(
-        got == expected,
+        case.got == expected,
         "{}: got {:?}",
         context(),
-        String::from_utf8_lossy(&got)
+        String::from_utf8_lossy(&case.got)
     );
     assert!(
-        matches!(end, End::Eof | End::Reset),
-        "{}: {end:?}",
-        context()
+        matches!(case.end, End::Eof | End::Reset),
+        "{}: {:?}",
+        context(),
+        case.end
     );
-    (how, tunnel)
+    (case.how, tunnel)
 }
 
 fn status_response(code: u16) -> Vec<u8> {

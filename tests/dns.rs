@@ -114,15 +114,20 @@ fn greeter(bind: SocketAddr, label: &'static str) -> Backend {
     })
 }
 
-/// Two greeters on the same port, one on 127.0.0.1 and one on ::1; `None` where ::1 cannot be bound
-/// at all.
-fn greeters_on_one_port() -> Option<(Backend, Backend, u16)> {
-    let port = port_free_on_both()?;
-    let a = greeter(SocketAddr::from(([127, 0, 0, 1], port)), "v4");
-    let b = greeter(
+/// Two greeters on `port`, "v4" on 127.0.0.1 and "v6" on ::1.
+fn greeters_on(port: u16) -> (Backend, Backend) {
+    let v4 = greeter(SocketAddr::from(([127, 0, 0, 1], port)), "v4");
+    let v6 = greeter(
         SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
         "v6",
     );
+    (v4, v6)
+}
+
+/// [`greeters_on`] a port free on both loopbacks; `None` where ::1 cannot be bound at all.
+fn greeters_on_one_port() -> Option<(Backend, Backend, u16)> {
+    let port = port_free_on_both()?;
+    let (a, b) = greeters_on(port);
     Some((a, b, port))
 }
 
@@ -274,11 +279,7 @@ fn test_every_address_of_a_name_is_an_endpoint_sharing_its_weight() {
     let Some((entry, port, _addrs)) = name_with_two_addresses("both") else {
         return;
     };
-    let _v4 = greeter(SocketAddr::from(([127, 0, 0, 1], port)), "v4");
-    let _v6 = greeter(
-        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
-        "v6",
-    );
+    let (_v4, _v6) = greeters_on(port);
     let solo = greeter(common::loopback4(), "solo");
     let upstream = format!("{}:{port}", entry.name);
     let fwd = Forwarder::start(&["--upstream", &upstream, "--upstream", &solo.upstream_arg()]);
@@ -299,11 +300,7 @@ fn test_an_address_dropped_from_a_name_takes_no_new_connections_and_its_pair_fin
     let Some((entry, port, _addrs)) = name_with_two_addresses("drop") else {
         return;
     };
-    let _v4 = greeter(SocketAddr::from(([127, 0, 0, 1], port)), "v4");
-    let _v6 = greeter(
-        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
-        "v6",
-    );
+    let (_v4, _v6) = greeters_on(port);
     let upstream = format!("{}:{port}", entry.name);
     let fwd = Forwarder::start(&[
         "--upstream",

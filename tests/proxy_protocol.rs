@@ -525,6 +525,20 @@ fn installed(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether `program` is missing, so that `test` is skipped (said on stderr). .ci/run installs every
+/// peer: in CI a missing one is a failure, not a skip.
+fn missing(program: &str, test: &str) -> bool {
+    if installed(program) {
+        return false;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{program} is required in CI"
+    );
+    eprintln!("SKIPPED {test}: {program} is not installed");
+    true
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "edgefwd-{name}-{}-{}",
@@ -567,11 +581,39 @@ fn start_nginx() -> (Peer, SocketAddr) {
     (peer, addr)
 }
 
+/// haproxy run from a temp directory named after `name`, with the configuration `conf` makes for the
+/// frontend address it is given; its stdout goes to `stdout.log` in that directory when `log_stdout`.
+/// Returns once the frontend listens.
+fn start_haproxy(
+    name: &str,
+    log_stdout: bool,
+    conf: impl FnOnce(SocketAddr) -> String,
+) -> (Peer, SocketAddr) {
+    let dir = temp_dir(name);
+    let front: SocketAddr = format!("127.0.0.1:{}", unused_port())
+        .parse()
+        .expect("addr");
+    let path = dir.join("haproxy.cfg");
+    fs::write(&path, conf(front)).expect("write haproxy.cfg");
+    let stdout = if log_stdout {
+        Stdio::from(fs::File::create(dir.join("stdout.log")).expect("log file"))
+    } else {
+        Stdio::null()
+    };
+    let child = Command::new("haproxy")
+        .args(["-db", "-f", &path.display().to_string()])
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn haproxy");
+    let mut haproxy = Peer { child, dir };
+    wait_listening(front, &mut haproxy);
+    (haproxy, front)
+}
+
 fn nginx_sees_client(version: &str) {
-    if !installed("nginx") {
-        // .ci/run installs nginx: in CI a missing peer is a failure, not a skip.
-        assert!(std::env::var_os("CI").is_none(), "nginx is required in CI");
-        eprintln!("SKIPPED nginx interop ({version}): nginx is not installed");
+    if missing("nginx", &format!("nginx interop ({version})")) {
         return;
     }
     let (_nginx, addr) = start_nginx();
@@ -603,36 +645,17 @@ fn test_nginx_reads_send_proxy_v2() {
 /// haproxy in front of edgefwd with `send-proxy-v2`: edgefwd logs the client haproxy saw, not haproxy.
 #[test]
 fn test_haproxy_send_proxy_v2_into_accept_proxy() {
-    if !installed("haproxy") {
-        // .ci/run installs haproxy: in CI a missing peer is a failure, not a skip.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "haproxy is required in CI"
-        );
-        eprintln!("SKIPPED haproxy interop: haproxy is not installed");
+    if missing("haproxy", "haproxy interop") {
         return;
     }
     let echo = Backend::echo();
     let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--accept-proxy"]);
-    let dir = temp_dir("haproxy");
-    let front: SocketAddr = format!("127.0.0.1:{}", unused_port())
-        .parse()
-        .expect("addr");
-    let conf = format!(
-        "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 20s\n  timeout server 20s\nfrontend f\n  bind {front}\n  default_backend b\nbackend b\n  server s {} send-proxy-v2\n",
-        fwd.addr()
-    );
-    let path = dir.join("haproxy.cfg");
-    fs::write(&path, conf).expect("write haproxy.cfg");
-    let child = Command::new("haproxy")
-        .args(["-db", "-f", &path.display().to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn haproxy");
-    let mut haproxy = Peer { child, dir };
-    wait_listening(front, &mut haproxy);
+    let (_haproxy, front) = start_haproxy("haproxy", false, |front| {
+        format!(
+            "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 20s\n  timeout server 20s\nfrontend f\n  bind {front}\n  default_backend b\nbackend b\n  server s {} send-proxy-v2\n",
+            fwd.addr()
+        )
+    });
     let mut client = connect(front);
     client.write_all(b"through haproxy").expect("write");
     let mut got = [0u8; 15];
@@ -697,37 +720,17 @@ fn test_source_hash_uses_the_carried_address() {
 /// receiver of `--send-proxy-tlvs authority,unique_id`. A client with a v1 header has none carried.
 #[test]
 fn test_haproxy_reads_carried_tlvs() {
-    if !installed("haproxy") {
-        // .ci/run installs haproxy: in CI a missing peer is a failure, not a skip.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "haproxy is required in CI"
-        );
-        eprintln!("SKIPPED haproxy TLV interop: haproxy is not installed");
+    if missing("haproxy", "haproxy TLV interop") {
         return;
     }
     let echo = Backend::echo();
-    let dir = temp_dir("haproxy-tlv");
-    let front: SocketAddr = format!("127.0.0.1:{}", unused_port())
-        .parse()
-        .expect("addr");
-    let conf = format!(
-        "global\n  maxconn 100\n  log stdout format raw local0\ndefaults\n  mode tcp\n  log global\n  timeout connect 5s\n  timeout client 20s\n  timeout server 20s\nfrontend f\n  bind {front} accept-proxy\n  log-format \"pp auth=%[fc_pp_authority] uid=%[fc_pp_unique_id] src=%ci:%cp\"\n  default_backend b\nbackend b\n  server s {}\n",
-        echo.addr()
-    );
-    let path = dir.join("haproxy.cfg");
-    fs::write(&path, conf).expect("write haproxy.cfg");
-    let log_path = dir.join("stdout.log");
-    let log_file = fs::File::create(&log_path).expect("log file");
-    let child = Command::new("haproxy")
-        .args(["-db", "-f", &path.display().to_string()])
-        .stdin(Stdio::null())
-        .stdout(log_file)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn haproxy");
-    let mut haproxy = Peer { child, dir };
-    wait_listening(front, &mut haproxy);
+    let (haproxy, front) = start_haproxy("haproxy-tlv", true, |front| {
+        format!(
+            "global\n  maxconn 100\n  log stdout format raw local0\ndefaults\n  mode tcp\n  log global\n  timeout connect 5s\n  timeout client 20s\n  timeout server 20s\nfrontend f\n  bind {front} accept-proxy\n  log-format \"pp auth=%[fc_pp_authority] uid=%[fc_pp_unique_id] src=%ci:%cp\"\n  default_backend b\nbackend b\n  server s {}\n",
+            echo.addr()
+        )
+    });
+    let log_path = haproxy.dir.join("stdout.log");
     let fwd = Forwarder::start(&[
         "--upstream",
         &front.to_string(),
