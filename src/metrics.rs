@@ -134,9 +134,10 @@ metrics! {
     /// edge having woken the loop for nothing.
     write_drops: Counter = "edgefwd_write_drops_total",
         "times a writable socket stopped write events after a redundant EPOLLOUT edge";
-    /// Times such a socket was registered for writes again, a write having found it full.
+    /// Times such a socket was registered for writes again: a write found it full, or its reads were
+    /// muted (backpressure), and a socket is never registered for neither.
     write_rearms: Counter = "edgefwd_write_rearms_total",
-        "times a socket was registered for writes again (a write found it full)";
+        "times a socket was registered for writes again (a write found it full, or its reads were muted)";
     /// Metrics scrapes answered or abandoned.
     scrapes: Counter = "edgefwd_scrapes_total", "metrics scrapes served";
     /// SIGHUP reloads, applied or rejected (the file was invalid or a new listener could not bind).

@@ -45,7 +45,7 @@ const SERIES: &str = r#"
 # HELP edgefwd_warm_misses_total clients that found the prewarm pool empty
 # HELP edgefwd_write_bytes bytes moved by one write syscall
 # HELP edgefwd_write_drops_total times a writable socket stopped write events after a redundant EPOLLOUT edge
-# HELP edgefwd_write_rearms_total times a socket was registered for writes again (a write found it full)
+# HELP edgefwd_write_rearms_total times a socket was registered for writes again (a write found it full, or its reads were muted)
 # HELP edgefwd_writes_short_total writes that took fewer bytes than offered
 # HELP edgefwd_writes_total write syscalls
 # HELP edgefwd_writes_would_block_total writes that returned WouldBlock
