@@ -9,35 +9,11 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-/// xorshift64*: deterministic, fast, good enough to drive tests.
-#[derive(Debug, Clone)]
-pub struct Gen(u64);
+mod gen;
+
+pub use gen::Gen;
 
 impl Gen {
-    pub fn new(seed: u64) -> Gen {
-        Gen(seed.max(1))
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform-ish in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// Up to `max` random bytes.
-    pub fn bytes(&mut self, max: usize) -> Vec<u8> {
-        let len = self.below(max + 1);
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-
     /// A random seed with 1..8 mutations applied, or (one time in eight) random bytes.
     pub fn mutated_input(&mut self, seeds: &[Vec<u8>]) -> Vec<u8> {
         if seeds.is_empty() || self.below(8) == 0 {

@@ -37,29 +37,13 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// xorshift64*: deterministic and fast.
-#[derive(Debug, Clone)]
-pub struct Gen(u64);
+#[path = "../../src/fuzz/gen.rs"]
+mod gen;
 
+pub use gen::Gen;
+
+/// What the greetings' generator adds to the shared core.
 impl Gen {
-    pub fn new(seed: u64) -> Gen {
-        Gen(seed.max(1))
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// In `0..n` (`n` > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
     /// True `n` times in `d`.
     pub fn odds(&mut self, n: usize, d: usize) -> bool {
         self.below(d) < n
@@ -67,12 +51,6 @@ impl Gen {
 
     pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
         items[self.below(items.len())]
-    }
-
-    /// Up to `max` random bytes.
-    pub fn bytes(&mut self, max: usize) -> Vec<u8> {
-        let len = self.below(max + 1);
-        (0..len).map(|_| self.next() as u8).collect()
     }
 
     /// Up to `max` printable ASCII bytes.
