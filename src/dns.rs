@@ -37,7 +37,7 @@ pub(crate) fn destination_addresses(host_port: &str) -> Result<Vec<SocketAddr>, 
 }
 
 /// The first `max` addresses of `addrs`, each once, in their order.
-fn first_distinct(addrs: Vec<SocketAddr>, max: usize) -> Vec<SocketAddr> {
+pub(crate) fn first_distinct(addrs: Vec<SocketAddr>, max: usize) -> Vec<SocketAddr> {
     let mut distinct = Vec::with_capacity(max.min(addrs.len()));
     for addr in addrs {
         if distinct.len() == max {

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::balance::Candidate;
 use crate::config::{Addresses, UpstreamConfig, MAX_ADDRESSES, MAX_UPSTREAMS};
+use crate::dns;
 use crate::health::Health;
 
 /// Most endpoint slots of one route (retired ones that still carry pairs included).
@@ -469,18 +470,12 @@ impl Upstreams {
     }
 }
 
-/// The first [`MAX_ADDRESSES`] distinct addresses of a lookup, in its order; none is an error.
+/// The first [`MAX_ADDRESSES`] distinct addresses of a lookup, in its order; none is an error. A lookup
+/// from [`dns::upstream_addresses`] already is; an address given as a literal, or a reload's, passes the
+/// same rule here.
 fn distinct(lookup: &Addresses) -> Result<Vec<SocketAddr>, String> {
     let addrs = lookup.as_ref().map_err(Clone::clone)?;
-    let mut out: Vec<SocketAddr> = Vec::with_capacity(addrs.len().min(MAX_ADDRESSES));
-    for addr in addrs {
-        if out.len() == MAX_ADDRESSES {
-            break;
-        }
-        if !out.contains(addr) {
-            out.push(*addr);
-        }
-    }
+    let out = dns::first_distinct(addrs.clone(), MAX_ADDRESSES);
     if out.is_empty() {
         return Err(String::from("no address"));
     }
