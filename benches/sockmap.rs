@@ -1,6 +1,6 @@
 //! What in-kernel forwarding with a sockmap buys on this machine, before it is wired into the reactor:
 //! one connection's request/response latency (rr1, 64-byte messages) and one-way bulk throughput, through
-//! `direct` (no forwarder), a sockmap-redirected pair ([`edgefwd::sockmap`], the forwarder process doing
+//! `direct` (no forwarder), a sockmap-redirected pair ([`edgefwd::datapath::sockmap`], the forwarder process doing
 //! nothing), and the edgefwd binary on its epoll path (`--splice off`) and with `--splice always`.
 //! Paths are interleaved round by round; medians and ratios to the epoll path are printed. Needs root for
 //! the sockmap path (it is left out, with the reason, otherwise).
@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use edgefwd::sockmap::Offload;
+use edgefwd::datapath::sockmap::Offload;
 
 const RR_TRIPS: usize = 20_000;
 const RR_SIZE: usize = 64;

@@ -10,17 +10,17 @@ use std::time::Duration;
 use clap::Parser;
 use log::info;
 
-use edgefwd::allow::{AllowList, Rule};
-use edgefwd::balance::Algorithm;
-use edgefwd::budget::{self, FdBudget};
+use edgefwd::config::dns;
+use edgefwd::config::file::{self, Defaults, FileError};
+use edgefwd::config::settings;
+use edgefwd::config::Algorithm;
 use edgefwd::config::{self, Config, Mode, RouteConfig, Splice, UpstreamConfig};
-use edgefwd::dns;
-use edgefwd::fdlimit;
-use edgefwd::file::{self, Defaults, FileError};
-use edgefwd::metrics::MetricsBoard;
-use edgefwd::proxy_protocol::{CarriedTlvs, Version};
+use edgefwd::datapath::budget::{self, FdBudget};
+use edgefwd::observe::metrics::MetricsBoard;
+use edgefwd::reactor::fdlimit;
 use edgefwd::reactor::{Exit, Reactor, Siblings};
-use edgefwd::settings;
+use edgefwd::wire::allow::{AllowList, Rule};
+use edgefwd::wire::proxy_protocol::{CarriedTlvs, Version};
 
 /// A TCP port forwarder: every connection accepted on --listen is forwarded to one of the --upstream
 /// addresses, byte for byte, by one edge-triggered event loop.
@@ -317,7 +317,7 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
                 message: format!("--upstream '{name}' is given twice"),
             });
         }
-        // A name that does not resolve is no start failure: its upstream starts down (src/endpoint.rs).
+        // A name that does not resolve is no start failure: its upstream starts down (src/upstream/endpoint.rs).
         let addrs = dns::upstream_addresses(&name);
         upstreams.push(UpstreamConfig {
             name,
@@ -393,13 +393,13 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
 
 #[cfg(test)]
 mod tests {
-    //! The flags and the file against src/settings.rs: a setting declared there but read by one of them
+    //! The flags and the file against src/config/settings.rs: a setting declared there but read by one of them
     //! only, or with another default, fails here.
 
     use super::*;
     use clap::CommandFactory;
+    use edgefwd::config::settings::{Base, OnReload, Setting, ROUTE};
     use edgefwd::config::Addresses;
-    use edgefwd::settings::{Base, OnReload, Setting, ROUTE};
 
     const DEFAULTS: Defaults = Defaults {
         max_connections: 100,
@@ -506,7 +506,7 @@ mod tests {
                 setting.key
             );
             assert_eq!(
-                !edgefwd::route::same_settings(&plain, &flagged),
+                !edgefwd::upstream::route::same_settings(&plain, &flagged),
                 setting.on_reload == OnReload::Replaces,
                 "{}: the reload comparison",
                 setting.key
@@ -541,21 +541,21 @@ mod tests {
         }
     }
 
-    /// Every flag of the binary is a route setting of src/settings.rs or a global one.
+    /// Every flag of the binary is a route setting of src/config/settings.rs or a global one.
     #[test]
     fn test_every_flag_is_declared() {
-        let declared = edgefwd::settings::flag_ids();
+        let declared = edgefwd::config::settings::flag_ids();
         for arg in Cli::command().get_arguments() {
             let id = arg.get_id().as_str();
             assert!(
                 declared.contains(&id) || GLOBAL_FLAGS.contains(&id),
-                "--{id} is neither a route setting in src/settings.rs nor a global flag"
+                "--{id} is neither a route setting in src/config/settings.rs nor a global flag"
             );
         }
         for id in declared {
             assert!(
                 Cli::command().get_arguments().any(|arg| arg.get_id() == id),
-                "src/settings.rs declares --{id}, which the binary does not take"
+                "src/config/settings.rs declares --{id}, which the binary does not take"
             );
         }
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// The reserve of one reactor without `--prewarm` (src/budget.rs).
+/// The reserve of one reactor without `--prewarm` (src/datapath/budget.rs).
 const RESERVE: u64 = 32;
 /// The reserve of two reactors: each one past the first holds four fds of its own.
 const RESERVE_TWO_THREADS: u64 = RESERVE + 4;

@@ -31,8 +31,8 @@ use std::time::Instant;
 use common::model_connect::{self, Host as ModelHost};
 use common::model_proxy;
 use common::wiregen::{self, hex, Gen, Wire};
-use edgefwd::connect_request::{self, Head, Host};
-use edgefwd::proxy_protocol::{self, Parsed};
+use edgefwd::wire::connect_request::{self, Head, Host};
+use edgefwd::wire::proxy_protocol::{self, Parsed};
 
 /// Cases per parser in a plain `cargo test`.
 const DEFAULT_CASES: usize = 200_000;

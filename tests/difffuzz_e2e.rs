@@ -26,7 +26,7 @@ use common::model_connect::{self, Host};
 use common::model_proxy;
 use common::wiregen::{self, hex, Gen, Wire};
 use common::*;
-use edgefwd::connect_request::Status;
+use edgefwd::wire::connect_request::Status;
 
 /// Cases per test in a plain `cargo test`.
 const DEFAULT_CASES: usize = 2000;

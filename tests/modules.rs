@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
-/// A module path, `["reactor", "observe"]` for src/reactor/observe.rs.
+/// A module path, `["reactor", "observe"]` for src/reactor/report.rs.
 type Module = Vec<String>;
 
 /// Every module of the library with its file's text.

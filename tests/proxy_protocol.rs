@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use edgefwd::proxy_protocol::{self, Parsed, Version};
+use edgefwd::wire::proxy_protocol::{self, Parsed, Version};
 
 /// Reads from `upstream` until a whole PROXY header and `payload_len` more bytes have arrived.
 fn read_header(
@@ -186,7 +186,7 @@ fn tlv(kind: u8, value: &[u8]) -> Vec<u8> {
 /// `header` with its CRC32C TLV's value (at `at`) set to the right checksum.
 fn sealed(mut header: Vec<u8>, at: usize) -> Vec<u8> {
     header[at..at + 4].fill(0);
-    let crc = edgefwd::crc32c::checksum(&header);
+    let crc = edgefwd::wire::crc32c::checksum(&header);
     header[at..at + 4].copy_from_slice(&crc.to_be_bytes());
     header
 }

@@ -23,7 +23,7 @@ fn splice_forwarder(echo: &Backend, mode: &str, extra: &[&str]) -> Forwarder {
     Forwarder::start(&args)
 }
 
-/// Spare pipes a route keeps (src/route.rs MAX_SPARE_PIPES), two fds each.
+/// Spare pipes a route keeps (src/upstream/route.rs MAX_SPARE_PIPES), two fds each.
 const MAX_SPARE_PIPE_FDS: usize = 2 * 32;
 
 #[test]

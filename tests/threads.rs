@@ -213,7 +213,7 @@ fn test_metrics_sum_every_reactor() {
 }
 
 /// With `--threads 2`, every figure `/metrics` reports is the sum of what each reactor counted, as its
-/// own stats lines tell (the board's merge for every metric is unit-tested in src/metrics.rs).
+/// own stats lines tell (the board's merge for every metric is unit-tested in src/observe/metrics.rs).
 #[test]
 fn test_metrics_totals_are_the_sum_of_each_reactors_stats_lines() {
     let echo = Backend::echo();

@@ -162,7 +162,7 @@ pub(crate) fn start_fwd(opts: &Options, upstream: SocketAddr, args: &[String]) -
     Ok(fwd)
 }
 
-/// A log line without env_logger's `[timestamp ` prefix: `TRACE edgefwd::pump] conn=1 ...`.
+/// A log line without env_logger's `[timestamp ` prefix: `TRACE edgefwd::datapath::pump] conn=1 ...`.
 pub(crate) fn strip_timestamp(line: &str) -> String {
     match line.strip_prefix('[').and_then(|rest| rest.split_once(' ')) {
         Some((_, rest)) => rest.to_string(),

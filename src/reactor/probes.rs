@@ -19,7 +19,7 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use super::Reactor;
-use crate::net::{self, ConnectState};
+use crate::datapath::net::{self, ConnectState};
 use crate::token::{self, MAX_PROBES};
 
 /// An active health check: a plain TCP connect to one upstream, closed as soon as it completes.

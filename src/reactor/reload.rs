@@ -23,11 +23,11 @@ use socket2::SockRef;
 
 use super::Reactor;
 use crate::config::{Config, RouteConfig};
-use crate::metric_kinds::Reload;
-use crate::net;
-use crate::resolve::Job;
-use crate::route::{self, Listener, Route};
+use crate::datapath::net;
+use crate::observe::metric_kinds::Reload;
+use crate::reactor::worker::Job;
 use crate::token::{self, MAX_ROUTES};
+use crate::upstream::route::{self, Listener, Route};
 
 /// How a route of a reloaded file relates to the running ones.
 #[derive(Debug, Clone, Copy)]

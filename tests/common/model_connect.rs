@@ -1,7 +1,7 @@
 //! A reference model of the CONNECT request head edgefwd accepts (`--mode connect`), written from RFC
 //! 9110 section 9.3.6 and RFC 9112 sections 2 to 5 plus edgefwd's documented limits (README "CONNECT
 //! proxy": an 8 KiB head, 400 / 405 / 431), for differential fuzzing of
-//! `edgefwd::connect_request::parse`. It shares no code with the parser.
+//! `edgefwd::wire::connect_request::parse`. It shares no code with the parser.
 //!
 //! The grammar, as edgefwd applies it ("when in doubt, reject"):
 //! - The head is lines ending in LF, a CR right before the LF being part of the terminator (RFC 9112

@@ -1,6 +1,6 @@
 //! A reference model of edgefwd's PROXY protocol acceptance rules (v1 and v2), written from the rule
 //! list of issue 16 (docs/proxy-protocol.md) and HAProxy's proxy-protocol.txt, for differential
-//! fuzzing of `edgefwd::proxy_protocol::parse`. It shares no code with the parser: the text forms of
+//! fuzzing of `edgefwd::wire::proxy_protocol::parse`. It shares no code with the parser: the text forms of
 //! IPv4 and IPv6 addresses, the ports, the TLV walk and CRC-32C are all written out here again, as
 //! plainly as possible, so that a mistake in one is unlikely to be the same mistake in the other.
 //!

@@ -32,7 +32,7 @@ fn set(soft: u64, hard: u64) -> io::Result<()> {
 /// Raises this process's soft limit to its hard limit (which needs no privilege) and returns the
 /// soft limit now in force: what the product itself does at start.
 pub fn raise_to_hard() -> io::Result<u64> {
-    edgefwd::fdlimit::raise_nofile_limit()
+    edgefwd::reactor::fdlimit::raise_nofile_limit()
 }
 
 /// Raises this process's limit towards `want`: soft and, if needed, hard (which takes root with

@@ -1,5 +1,5 @@
 //! Choosing the upstream for a new connection. Pure: no sockets, no clock; the route describes each
-//! endpoint (an address of an upstream, `src/endpoint.rs`) as a [`Candidate`] and gets back an index.
+//! endpoint (an address of an upstream, `src/upstream/endpoint.rs`) as a [`Candidate`] and gets back an index.
 //! "Upstream" below means such a candidate.
 //!
 //! Four algorithms, all weighted:
@@ -19,64 +19,9 @@
 //! upstream is down the pick falls back to the down ones, and says so ([`Pick::fail_open`]) when no
 //! upstream at all is up: a route with no healthy upstream tries them anyway rather than refusing.
 
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
-use serde::Deserialize;
-
-/// A balancing algorithm, as named by `--balance` and `balance =`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Algorithm {
-    #[default]
-    RoundRobin,
-    LeastConn,
-    RandomTwo,
-    SourceHash,
-}
-
-impl Algorithm {
-    /// Every algorithm, in the order the help text lists them.
-    pub const ALL: [Algorithm; 4] = [
-        Algorithm::RoundRobin,
-        Algorithm::LeastConn,
-        Algorithm::RandomTwo,
-        Algorithm::SourceHash,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::RoundRobin => "round-robin",
-            Algorithm::LeastConn => "least-conn",
-            Algorithm::RandomTwo => "random-two",
-            Algorithm::SourceHash => "source-hash",
-        }
-    }
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Algorithm {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Algorithm, String> {
-        Algorithm::ALL
-            .into_iter()
-            .find(|algorithm| algorithm.as_str() == text)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.as_str()).collect();
-                format!(
-                    "unknown balance '{text}', expected one of {}",
-                    names.join(", ")
-                )
-            })
-    }
-}
+use crate::config::Algorithm;
 
 /// What a pick needs to know about one upstream.
 #[derive(Debug, Clone, Copy)]

@@ -20,16 +20,16 @@
 //! forwarded before anything else.
 //!
 //! A host name is matched against the allow-list as a name, before anything is resolved; the reactor
-//! then has it looked up off the loop ([`crate::resolve::Lookup`]) and connects to its first address, or
+//! then has it looked up off the loop ([`crate::reactor::worker::Lookup`]) and connects to its first address, or
 //! to the next when that fails (`Pair::on_looked`).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::allow::AllowList;
-use crate::connect_request::{self, Head, Host, Status};
-use crate::proxy_protocol::{self, CarriedTlvs, Parsed, Reason};
+use crate::wire::allow::AllowList;
+use crate::wire::connect_request::{self, Head, Host, Status};
+use crate::wire::proxy_protocol::{self, CarriedTlvs, Parsed, Reason};
 
 /// A route's greeting settings, shared by its pairs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,7 +243,7 @@ impl Greeting {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy_protocol::{encode, Version};
+    use crate::wire::proxy_protocol::{encode, Version};
 
     fn rules(accept_proxy: bool, allow: &[&str], credentials: Option<&str>) -> Arc<Rules> {
         let connect = (!allow.is_empty()).then(|| ConnectRules {

@@ -23,10 +23,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::balance::Candidate;
+use crate::config::dns;
 use crate::config::{Addresses, UpstreamConfig, MAX_ADDRESSES, MAX_UPSTREAMS};
-use crate::dns;
-use crate::health::Health;
+use crate::upstream::balance::Candidate;
+use crate::upstream::health::Health;
 
 /// Most endpoint slots of one route (retired ones that still carry pairs included).
 pub const MAX_ENDPOINTS: usize = MAX_UPSTREAMS * MAX_ADDRESSES;
@@ -503,7 +503,8 @@ fn lcm(a: u64, b: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::{Algorithm, Balancer};
+    use crate::config::Algorithm;
+    use crate::upstream::balance::Balancer;
     use std::net::IpAddr;
 
     fn addr(text: &str) -> SocketAddr {

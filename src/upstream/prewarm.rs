@@ -21,7 +21,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use slab::Slab;
 
-use crate::net::{self, ConnectState, StreamOptions};
+use crate::datapath::net::{self, ConnectState, StreamOptions};
 use crate::token::{self, MAX_WARM};
 
 /// First pause after a failed warm connect; it doubles up to [`MAX_BACKOFF`] while failures continue.

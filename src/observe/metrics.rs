@@ -23,9 +23,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::close::Cause;
-use crate::metric_kinds::{family, ByLabel, Counter, Gauge, Histogram, Metric, Reload};
-use crate::proxy_protocol::Reason;
+use crate::observe::metric_kinds::{family, ByLabel, Counter, Gauge, Histogram, Metric, Reload};
 use crate::way::Way;
+use crate::wire::proxy_protocol::Reason;
 
 /// Declares the metrics: one row per metric, from which the [`Metrics`] struct, its merge, its Prometheus
 /// rendering, its stats line (and, for tests, a filler of every field) are generated.

@@ -2,7 +2,7 @@
 //! reload does when it changes, its doc line, how the start line shows it, and an example value.
 //!
 //! A route setting used to be written in five places that nothing tied together (the flag in `main.rs`,
-//! the field in [`crate::config`], the key in [`crate::file`], the reload comparison, docs/config.md),
+//! the field in [`crate::config`], the key in [`crate::config::file`], the reload comparison, docs/config.md),
 //! and they drifted. [`ROUTE`] is now the one list. What is derived from it:
 //! - the flags `--config` excludes ([`flag_ids`]);
 //! - the flags' defaults, where the default is one value ([`Setting::flag_default`]; the file's typed
@@ -18,7 +18,7 @@
 //!
 //! Adding a route setting: a `const` here and its place in [`ROUTE`], a field in
 //! [`crate::config::RouteConfig`], the flag in `main.rs` (its default from the `const`), the key in
-//! [`crate::file`], and its use; the tests then say what else is missing (docs, README).
+//! [`crate::config::file`], and its use; the tests then say what else is missing (docs, README).
 
 use std::time::Duration;
 
@@ -555,7 +555,7 @@ mod tests {
     /// docs/config.md's table is [`docs_table`]: edit the rows in [`ROUTE`], then paste the printed table.
     #[test]
     fn test_docs_table_is_rendered_from_the_settings() {
-        let docs = include_str!("../docs/config.md");
+        let docs = include_str!("../../docs/config.md");
         let table = docs_table();
         let start = docs.find("\n| key |").map_or(docs.len(), |at| at + 1);
         let written: String = docs[start..]
@@ -565,14 +565,14 @@ mod tests {
             .collect();
         assert!(
             written == table,
-            "docs/config.md's key table differs from src/settings.rs; it should read:\n{table}"
+            "docs/config.md's key table differs from src/config/settings.rs; it should read:\n{table}"
         );
     }
 
     /// A flag the README's flag table does not list would be a flag nobody finds.
     #[test]
     fn test_readme_lists_every_flag() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         for usage in ROUTE.iter().filter_map(Setting::usage) {
             assert!(
                 readme.contains(&format!("| `{usage}` |")),
@@ -593,11 +593,11 @@ mod tests {
                     .map(|addr| vec![addr])
                     .map_err(|_| name.to_string())
             };
-            let defaults = crate::file::Defaults {
+            let defaults = crate::config::file::Defaults {
                 max_connections: 10,
                 shutdown_timeout: Duration::from_secs(1),
             };
-            let config = crate::file::parse("test.toml", &text, defaults, &mut resolve);
+            let config = crate::config::file::parse("test.toml", &text, defaults, &mut resolve);
             config
                 .map(|mut config| config.routes.remove(0))
                 .expect("valid")

@@ -1,7 +1,7 @@
 //! Host names to addresses: blocking `getaddrinfo`, and which of its answers are kept (the first few,
 //! each once, in the resolver's order).
 //!
-//! A leaf that blocks: only the worker threads of [`crate::resolve`] call it at run time (and `main` and
+//! A leaf that blocks: only the worker threads of [`crate::reactor::worker`] call it at run time (and `main` and
 //! the config file reader at start, before there is a loop to block).
 
 use std::net::{SocketAddr, ToSocketAddrs};

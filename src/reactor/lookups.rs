@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use super::Reactor;
 use crate::close::Cause;
 use crate::config::{self, Addresses};
-use crate::resolve::{Answer, Job};
+use crate::reactor::worker::{Answer, Job};
 
 impl Reactor {
     /// Sends the host-name upstreams of every route whose `resolve_interval` has come round to the

@@ -21,7 +21,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 
-use crate::crc32c::Crc32c;
+use crate::wire::crc32c::Crc32c;
 
 /// The 12-byte signature that starts every v2 header.
 pub const V2_SIGNATURE: [u8; 12] = [
@@ -913,7 +913,7 @@ mod tests {
     /// with those 4 bytes zero, as the spec says).
     fn sealed(mut header: Vec<u8>, at: usize) -> Vec<u8> {
         header[at..at + 4].fill(0);
-        let crc = crate::crc32c::checksum(&header);
+        let crc = crate::wire::crc32c::checksum(&header);
         header[at..at + 4].copy_from_slice(&crc.to_be_bytes());
         header
     }

@@ -5,7 +5,7 @@
 //!
 //! The route owns sockets (its listeners, and the upstream connects it starts) but never registers them:
 //! that is the reactor's job. Everything here is bookkeeping: which endpoint (an address of an upstream,
-//! [`crate::endpoint`]) next, what a success, a failure or a new DNS answer does to it, and the log lines
+//! [`crate::upstream::endpoint`]) next, what a success, a failure or a new DNS answer does to it, and the log lines
 //! that go with those changes.
 
 use std::io;
@@ -16,21 +16,32 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use mio::net::{TcpListener, TcpStream};
 
-use crate::balance::Balancer;
-use crate::budget::FdBudget;
 use crate::close::Cause;
+use crate::config::settings;
 use crate::config::{Addresses, Mode, RouteConfig};
-use crate::endpoint::{Change, Endpoint, Tried, Upstreams, HOLD};
-use crate::greeting::{ConnectRules, Rules};
-use crate::health;
-use crate::metrics::{Metrics, UpstreamRow};
-use crate::net::{self, StreamOptions};
-use crate::pair::Deadlines;
-use crate::pump::Shared;
-use crate::ring::BufPool;
-use crate::settings;
-use crate::splice::PipePool;
+use crate::datapath::budget::FdBudget;
+use crate::datapath::net::{self, StreamOptions};
+use crate::datapath::pump::Shared;
+use crate::datapath::ring::BufPool;
+use crate::datapath::splice::PipePool;
+use crate::observe::metrics::{Metrics, UpstreamRow};
 use crate::throttle::Throttle;
+use crate::upstream::balance::Balancer;
+use crate::upstream::endpoint::{Change, Endpoint, Tried, Upstreams, HOLD};
+use crate::upstream::health;
+use crate::wire::greeting::{ConnectRules, Rules};
+
+/// The timeouts a pair checks itself against.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub connect: Duration,
+    /// How long a greeting may take (`--header-timeout`).
+    pub header: Duration,
+    pub idle: Option<Duration>,
+    pub fin: Duration,
+    /// How long a pair may live, counted from its accept (`--max-connection-duration`); `None` = forever.
+    pub lifetime: Option<Duration>,
+}
 
 /// The greeting a route's clients owe, from its settings.
 fn greeting_rules(config: &RouteConfig) -> Option<Arc<Rules>> {
@@ -517,7 +528,7 @@ pub fn same_settings(old: &RouteConfig, new: &RouteConfig) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::Algorithm;
+    use crate::config::Algorithm;
     use crate::config::UpstreamConfig;
 
     fn route(name: Option<&str>, listen: &[&str]) -> RouteConfig {
@@ -546,7 +557,7 @@ mod tests {
             keepalive: None,
             backlog: 16,
             mode: Mode::Forward,
-            allow: crate::allow::AllowList::default(),
+            allow: crate::wire::allow::AllowList::default(),
             proxy_auth: None,
             send_proxy: None,
             send_proxy_tlvs: Default::default(),

@@ -18,7 +18,7 @@ pub struct Readiness {
     pub read_closed: bool,
     /// An error or hang-up (EPOLLERR, EPOLLHUP) has been seen. Sticky. A hang-up means both halves of
     /// the connection are shut down, or it was reset. A direction that would leave its FIN to close(2)
-    /// checks it on its `dst` ([`crate::pump::Direction::pump`]'s `last`), whose write half this side has
+    /// checks it on its `dst` ([`crate::datapath::pump::Direction::pump`]'s `last`), whose write half this side has
     /// not shut down, so there it can only mean an error: the shutdown(2) it would skip is what surfaces
     /// that error and names the close a reset.
     pub failed: bool,
@@ -62,7 +62,7 @@ impl Event {
     /// and a failover's new socket replaces one whose only event in the batch was the failure being
     /// handled (epoll reports a file at most once per `epoll_wait`; timers, the other cause of failover,
     /// run after the batch). Every other event, and every event elsewhere than epoll
-    /// (`EDGE_PROVES_CONNECT`), is settled by asking the kernel ([`crate::net::connect_result`]).
+    /// (`EDGE_PROVES_CONNECT`), is settled by asking the kernel ([`crate::datapath::net::connect_result`]).
     pub fn proves_connected(&self) -> bool {
         EDGE_PROVES_CONNECT && self.writable && !self.write_closed && !self.error
     }

@@ -2,7 +2,7 @@
 //! `--stats-interval` line, the `--threads` metrics board, `--metrics` scrapes and `--trace` event lines.
 //!
 //! Counters are plain integers owned by this thread. With `--threads`, each reactor publishes a copy to the
-//! shared [`MetricsBoard`](crate::metrics::MetricsBoard) once per turn, and reactor 0, the only one that
+//! shared [`MetricsBoard`](crate::observe::metrics::MetricsBoard) once per turn, and reactor 0, the only one that
 //! serves `--metrics`, sums the board when it answers a scrape. Scrape connections are registered by the
 //! [`MetricsServer`] itself (the one other module handed the `Registry`) and follow the same edge-triggered
 //! rules as pairs.
@@ -10,9 +10,9 @@
 use log::{info, trace};
 
 use super::Reactor;
-use crate::metrics;
-use crate::readiness::Event;
-use crate::scrape::MetricsServer;
+use crate::datapath::readiness::Event;
+use crate::observe::metrics;
+use crate::reactor::scrape::MetricsServer;
 use crate::token::Target;
 
 impl Reactor {

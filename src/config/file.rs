@@ -19,13 +19,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::allow::AllowList;
-use crate::balance::Algorithm;
+use crate::config::Algorithm;
 use crate::config::{
     self, Addresses, Config, Mode, RouteConfig, UpstreamConfig, DEFAULT_FALL,
     DEFAULT_HEALTH_TIMEOUT, MAX_LISTENERS, MAX_UPSTREAMS,
 };
-use crate::proxy_protocol::CarriedTlvs;
+use crate::wire::allow::AllowList;
+use crate::wire::proxy_protocol::CarriedTlvs;
 
 /// Why a file was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +59,12 @@ pub fn load(path: &Path, defaults: Defaults) -> Result<Config, FileError> {
     let label = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|err| FileError::Unavailable(format!("cannot read {label}: {err}")))?;
-    let mut config = parse(&label, &text, defaults, &mut crate::dns::upstream_addresses)?;
+    let mut config = parse(
+        &label,
+        &text,
+        defaults,
+        &mut crate::config::dns::upstream_addresses,
+    )?;
     config.file = Some(path.to_path_buf());
     Ok(config)
 }
@@ -763,14 +768,17 @@ upstreams = ["10.0.0.3:80"]
         assert_eq!(route.mode, Mode::Connect);
         assert!(route.upstreams.is_empty());
         assert_eq!(route.proxy_auth.as_deref(), Some("Basic dTpw"));
-        assert_eq!(route.send_proxy, Some(crate::proxy_protocol::Version::V2));
+        assert_eq!(
+            route.send_proxy,
+            Some(crate::wire::proxy_protocol::Version::V2)
+        );
         assert!(route.accept_proxy);
         assert_eq!(route.header_timeout, Duration::from_secs(3));
     }
 
     #[test]
     fn test_send_proxy_tlvs() {
-        use crate::proxy_protocol::TlvKind;
+        use crate::wire::proxy_protocol::TlvKind;
         let base = "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"10.0.0.1:80\"]\n";
         let config = parse_text(&format!(
             "{base}send_proxy = \"v2\"\naccept_proxy = true\nsend_proxy_tlvs = [\"unique_id\", \"authority\"]\n"

@@ -42,32 +42,36 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use socket2::SockRef;
 
-use crate::budget::{self, FdBudget, Slot};
 use crate::close::Cause;
+use crate::config::file::Defaults;
 use crate::config::{Config, Mode};
-use crate::endpoint::Tried;
-use crate::file::Defaults;
-use crate::greeting::{Greeting, Target as ConnectTarget};
-use crate::metrics::{Metrics, MetricsBoard, StatsTicker};
-use crate::net;
-use crate::pair::{Outcome, Pair, Phase, NO_UPSTREAM};
-use crate::prewarm::WarmPool;
-use crate::proxy_protocol::Reason;
-use crate::readiness::Event;
-use crate::resolve::{Inbox, Lookup, NotQueued, Worker};
-use crate::route::{Listener, NoUpstream, Route};
-use crate::scrape::MetricsServer;
+use crate::datapath::budget::{self, FdBudget, Slot};
+use crate::datapath::net;
+use crate::datapath::readiness::Event;
+use crate::observe::metrics::{Metrics, MetricsBoard, StatsTicker};
+use crate::reactor::scrape::MetricsServer;
+use crate::reactor::timer::{Entry, Timers};
+use crate::reactor::worker::{Inbox, Lookup, NotQueued, Worker};
+use crate::session::pair::{Outcome, Pair, Phase, NO_UPSTREAM};
 use crate::throttle::Throttle;
-use crate::timer::{Entry, Timers};
 use crate::token::{self, PairToken, Side, Target, GENERATION_MASK, MAX_SLOT};
+use crate::upstream::endpoint::Tried;
+use crate::upstream::prewarm::WarmPool;
+use crate::upstream::route::{Listener, NoUpstream, Route};
+use crate::wire::greeting::{Greeting, Target as ConnectTarget};
+use crate::wire::proxy_protocol::Reason;
 
-mod observe;
+pub mod fdlimit;
+mod lookups;
 mod probes;
 mod reload;
-mod resolution;
+mod report;
+pub mod scrape;
+pub mod timer;
+pub mod worker;
 
-use observe::trace_event;
 use probes::Probe;
+use report::trace_event;
 
 /// Most connections accepted from one listener in one loop turn, so a connection flood cannot starve
 /// established pairs.

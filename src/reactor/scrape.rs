@@ -17,7 +17,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
 use slab::Slab;
 
-use crate::net;
+use crate::datapath::net;
 use crate::throttle::Throttle;
 use crate::token::{self, MAX_SCRAPES};
 

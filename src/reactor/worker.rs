@@ -31,9 +31,9 @@ use log::warn;
 use mio::net::TcpListener;
 use mio::Waker;
 
+use crate::config::dns::{self, destination_addresses};
+use crate::config::file::{self, Defaults, FileError};
 use crate::config::{Addresses, Config};
-use crate::dns::{self, destination_addresses};
-use crate::file::{self, Defaults, FileError};
 
 /// Threads resolving CONNECT destinations, so that one slow name does not hold up the others.
 pub const LOOKUP_THREADS: usize = 4;

@@ -20,13 +20,13 @@
 //!   already queued, so it is the write freeing space that lets the same loop read again.
 //! - But new data arriving on that socket does raise edges, and each would wake the loop for nothing.
 //!   Once one such edge has come while [`Direction::reads_blocked`] holds, the pair registers the socket
-//!   without read interest ([`crate::pair::Pair::registration_change`]) and takes it back once a read
+//!   without read interest ([`crate::session::pair::Pair::registration_change`]) and takes it back once a read
 //!   finds the socket drained ([`Direction::awaits_readable`]).
 //! - A write is attempted only while bytes are held; the `writable` bit is cleared only by WouldBlock or
 //!   a short write, so a pump blocked on a slow reader resumes on the next EPOLLOUT edge.
 //! - A per-wakeup byte budget bounds how long one busy pair may hold the loop; the caller re-queues a pair
 //!   that still had work when its budget ran out.
-//! - With `--splice` the ring is replaced by a pipe and bytes never enter user space ([`crate::splice`]);
+//! - With `--splice` the ring is replaced by a pipe and bytes never enter user space ([`crate::datapath::splice`]);
 //!   the states, half-close, reset and backpressure rules are the same on both paths. `--splice auto`
 //!   (the default) starts on the ring and moves to a pipe once a read fills the ring: the pipe is used
 //!   only after the ring has drained, so bytes keep their order across the switch.
@@ -38,11 +38,11 @@ use std::os::fd::AsRawFd;
 use log::trace;
 
 use crate::config::Splice;
-use crate::metrics::Metrics;
-use crate::net::IoOutcome;
-use crate::readiness::Readiness;
-use crate::ring::{BufPool, Ring};
-use crate::splice::{refused_for_good, Pipe, PipePool};
+use crate::datapath::net::IoOutcome;
+use crate::datapath::readiness::Readiness;
+use crate::datapath::ring::{BufPool, Ring};
+use crate::datapath::splice::{refused_for_good, Pipe, PipePool};
+use crate::observe::metrics::Metrics;
 use crate::way::Way;
 
 /// A connected, non-blocking byte stream whose write half can be shut down (TCP; Unix sockets in tests).
@@ -141,7 +141,7 @@ pub struct Direction {
     /// The splice buffer, present only while it holds data.
     pipe: Option<Pipe>,
     /// A splice into the pipe returned EAGAIN while the pipe held data: treat the pipe as full until a
-    /// splice out frees room (see [`crate::splice`] for why EAGAIN is ambiguous).
+    /// splice out frees room (see [`crate::datapath::splice`] for why EAGAIN is ambiguous).
     pipe_full: bool,
     counters: Counters,
 }
@@ -532,7 +532,7 @@ mod tests {
     //! The state machine over real non-blocking Unix socket pairs: `a` writes into `src`, the pump moves
     //! bytes to `dst`, and `b` reads them out.
     use super::*;
-    use crate::budget::FdBudget;
+    use crate::datapath::budget::FdBudget;
     use mio::net::UnixStream;
 
     struct Rig {

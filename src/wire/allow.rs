@@ -13,7 +13,7 @@
 
 use std::net::IpAddr;
 
-use crate::connect_request::Host;
+use crate::wire::connect_request::Host;
 
 /// One rule.
 #[derive(Debug, Clone, PartialEq, Eq)]

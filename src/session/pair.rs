@@ -26,7 +26,7 @@
 //! That is also what makes failover safe: no byte has gone upstream, so when a connect fails the reactor
 //! may give the pair a new upstream socket ([`Pair::retry`]) and the client never knows.
 //!
-//! A greeting ([`crate::greeting`]) is the exception: its bytes must be read to know where to connect.
+//! A greeting ([`crate::wire::greeting`]) is the exception: its bytes must be read to know where to connect.
 //! They are read into the greeting's bounded buffer, never past its bound, and whatever followed the
 //! header is queued as the c2u direction's preamble, so it goes upstream first, before any byte the pump
 //! reads later (as does a `--send-proxy` header). A CONNECT destination is not one of the route's
@@ -48,15 +48,16 @@ use mio::net::TcpStream;
 
 use crate::close::Cause;
 use crate::config::Splice;
-use crate::connect_request::Status;
-use crate::endpoint::Tried;
-use crate::greeting::{Greeting, Target, Verdict};
-use crate::proxy_protocol::{self, Reason, Version};
+use crate::upstream::endpoint::Tried;
+use crate::upstream::route::Deadlines;
+use crate::wire::connect_request::Status;
+use crate::wire::greeting::{Greeting, Target, Verdict};
+use crate::wire::proxy_protocol::{self, Reason, Version};
 
-use crate::net::{self, ConnectState};
-use crate::pump::{Direction, End, Fault, Shared};
-use crate::readiness::{Event, Readiness};
-use crate::ring::BufPool;
+use crate::datapath::net::{self, ConnectState};
+use crate::datapath::pump::{Direction, End, Fault, Shared};
+use crate::datapath::readiness::{Event, Readiness};
+use crate::datapath::ring::BufPool;
 use crate::token::Side;
 use crate::way::Way;
 
@@ -85,18 +86,6 @@ pub enum Phase {
     Refusing,
     Connecting,
     Established,
-}
-
-/// The timeouts a pair checks itself against.
-#[derive(Debug, Clone, Copy)]
-pub struct Deadlines {
-    pub connect: Duration,
-    /// How long a greeting may take (`--header-timeout`).
-    pub header: Duration,
-    pub idle: Option<Duration>,
-    pub fin: Duration,
-    /// How long a pair may live, counted from its accept (`--max-connection-duration`); `None` = forever.
-    pub lifetime: Option<Duration>,
 }
 
 /// `endpoint` of a pair whose upstream is not one of its route's (a CONNECT destination, or none
@@ -1110,9 +1099,9 @@ fn connect_failure_cause(err: &io::Error) -> Cause {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::allow::AllowList;
-    use crate::greeting::{ConnectRules, Rules};
-    use crate::metrics::Metrics;
+    use crate::observe::metrics::Metrics;
+    use crate::wire::allow::AllowList;
+    use crate::wire::greeting::{ConnectRules, Rules};
     use std::sync::Arc;
 
     const LIMITS: Deadlines = Deadlines {

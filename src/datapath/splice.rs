@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 
-use crate::budget::{FdBudget, Slot};
+use crate::datapath::budget::{FdBudget, Slot};
 use crate::throttle::Throttle;
 
 /// A non-blocking pipe used as a direction's buffer, with the count of bytes it holds.
@@ -187,7 +187,7 @@ pub fn refused_for_good(err: &io::Error) -> bool {
 
 /// A route's pipes: a bounded stock of empty ones, so bursts do not pay pipe2 + fcntl each time and fds
 /// go back after a peak. Every pipe open, held by a direction or spare, holds a slot of the process's fd
-/// budget ([`crate::budget`]), so pipes never take the fds sockets need: a pipe is made only from a slot
+/// budget ([`crate::datapath::budget`]), so pipes never take the fds sockets need: a pipe is made only from a slot
 /// no pair holds, and while clients wait in a backlog for a slot, pipes give theirs back instead of
 /// waiting as spares.
 #[derive(Debug)]

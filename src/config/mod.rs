@@ -1,16 +1,23 @@
 //! Validated configuration, and the parsers for the value syntaxes the CLI accepts.
 //!
-//! Nothing here does I/O: `main.rs` turns flags (or [`crate::file`] a `--config` file) into a [`Config`],
+//! Nothing here does I/O: `main.rs` turns flags (or [`crate::config::file`] a `--config` file) into a [`Config`],
 //! resolving upstream names, and the reactor only ever sees values that are already known to be good (a
-//! name that did not resolve is not an error: its upstream starts down, `src/endpoint.rs`).
+//! name that did not resolve is not an error: its upstream starts down, `src/upstream/endpoint.rs`).
 
+pub mod dns;
+pub mod file;
+pub mod settings;
+
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
-use crate::allow::AllowList;
-use crate::balance::Algorithm;
-use crate::proxy_protocol::{CarriedTlvs, Version};
+use serde::Deserialize;
+
+use crate::wire::allow::AllowList;
+use crate::wire::proxy_protocol::{CarriedTlvs, Version};
 
 /// Default ring size per direction: the balance between CPU per byte and the memory a busy pair holds
 /// (2 x 64 KiB); docs/architecture.md has the measurement behind it.
@@ -194,7 +201,9 @@ impl std::str::FromStr for Mode {
 /// Parses `USER:PASS` into the `Proxy-Authorization` value clients must send.
 pub fn parse_credentials(text: &str) -> Result<String, String> {
     match text.split_once(':') {
-        Some((user, _)) if !user.is_empty() => Ok(crate::connect_request::basic_credentials(text)),
+        Some((user, _)) if !user.is_empty() => {
+            Ok(crate::wire::connect_request::basic_credentials(text))
+        }
         _ => Err(String::from("invalid credentials: expected USER:PASS")),
     }
 }
@@ -442,6 +451,59 @@ pub fn parse_pipe_size(text: &str) -> Result<usize, String> {
         ));
     }
     Ok(size)
+}
+
+/// A balancing algorithm, as named by `--balance` and `balance =`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    #[default]
+    RoundRobin,
+    LeastConn,
+    RandomTwo,
+    SourceHash,
+}
+
+impl Algorithm {
+    /// Every algorithm, in the order the help text lists them.
+    pub const ALL: [Algorithm; 4] = [
+        Algorithm::RoundRobin,
+        Algorithm::LeastConn,
+        Algorithm::RandomTwo,
+        Algorithm::SourceHash,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::LeastConn => "least-conn",
+            Algorithm::RandomTwo => "random-two",
+            Algorithm::SourceHash => "source-hash",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Algorithm, String> {
+        Algorithm::ALL
+            .into_iter()
+            .find(|algorithm| algorithm.as_str() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.as_str()).collect();
+                format!(
+                    "unknown balance '{text}', expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The kinds of metric a row of the `metrics!` table in [`crate::metrics`] can have: how each stores its
+//! The kinds of metric a row of the `metrics!` table in [`crate::observe::metrics`] can have: how each stores its
 //! figures, sums them over the reactors of `--threads`, writes them in the Prometheus text format and
 //! sums them up on the `--stats-interval` line.
 //!
@@ -14,8 +14,8 @@ use std::marker::PhantomData;
 use std::ops::{Index, IndexMut};
 
 use crate::close::Cause;
-use crate::proxy_protocol::Reason;
 use crate::way::Way;
+use crate::wire::proxy_protocol::Reason;
 
 /// Writes one metric family: its `# HELP` and `# TYPE` lines, then its samples.
 pub(crate) fn family<M: Metric>(out: &mut String, name: &str, help: &str, metric: &M) {

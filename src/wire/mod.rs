@@ -1,0 +1,15 @@
+//! Wire formats: what a client (or an upstream) sends before forwarding starts, parsed and encoded.
+//! Everything here is pure (no sockets, no clock) and fuzzed: the parsers read untrusted bytes.
+//!
+//! - [`proxy_protocol`]: PROXY protocol v1/v2 headers, encoded and parsed (TLVs walked);
+//!   [`crc32c`]: the checksum a v2 header may carry.
+//! - [`connect_request`]: the head of an HTTP CONNECT request, and the statuses answered to it.
+//! - [`allow`]: the destinations a CONNECT may reach (default deny).
+//! - [`greeting`]: a client's greeting (PROXY header, CONNECT head, or both), read incrementally to a
+//!   verdict: where to connect, what to answer, or why to drop.
+
+pub mod allow;
+pub mod connect_request;
+pub mod crc32c;
+pub mod greeting;
+pub mod proxy_protocol;
