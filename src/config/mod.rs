@@ -2,7 +2,7 @@
 //!
 //! Nothing here does I/O: `main.rs` turns flags (or [`crate::config::file`] a `--config` file) into a [`Config`],
 //! resolving upstream names, and the reactor only ever sees values that are already known to be good (a
-//! name that did not resolve is not an error: its upstream starts down, `src/upstream/endpoint.rs`).
+//! name that did not resolve is not an error: its upstream starts down, `src/upstream/endpoint/readdress.rs`).
 
 pub mod dns;
 pub mod file;

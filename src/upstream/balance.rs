@@ -1,5 +1,5 @@
 //! Choosing the upstream for a new connection. Pure: no sockets, no clock; the route describes each
-//! endpoint (an address of an upstream, `src/upstream/endpoint.rs`) as a [`Candidate`] and gets back an index.
+//! endpoint (an address of an upstream, `src/upstream/endpoint/`) as a [`Candidate`] and gets back an index.
 //! "Upstream" below means such a candidate.
 //!
 //! Four algorithms, all weighted:
