@@ -2,10 +2,10 @@
 //!
 //! One thread runs one loop ([`reactor`]). Every accepted client gets an upstream connection, and the
 //! two sockets form a [`pair`](session::pair) in a slab. Each pair moves bytes in two independent
-//! [`pump`](datapath::pump) directions, each through one fixed-capacity [`ring`](datapath::ring). Both
+//! [`pump`](datapath::pump) directions, each through one fixed-capacity `ring` (`datapath/ring.rs`). Both
 //! sockets are registered once, edge-triggered, for reading and writing (a socket whose direction is
 //! blocked by a slow reader is muted for reads meanwhile); the kernel's edges are cached in user space
-//! ([`readiness`](datapath::readiness)) and a bit is cleared only when a syscall proves it stale.
+//! (`datapath/readiness.rs`) and a bit is cleared only when a syscall proves it stale.
 //! docs/architecture.md tells the whole story with transition tables.
 //!
 //! # Layout

@@ -1,10 +1,10 @@
 //! Moving bytes: everything between a readable socket and a writable one.
 //!
-//! - [`ring`]: fixed-capacity byte ring with vectored I/O; storage borrowed from a pool while non-empty.
-//! - [`readiness`]: one socket's cached readiness (edge-triggered: a bit is cleared only when a syscall
+//! - `ring`: fixed-capacity byte ring with vectored I/O; storage borrowed from a pool while non-empty.
+//! - `readiness`: one socket's cached readiness (edge-triggered: a bit is cleared only when a syscall
 //!   proves it stale).
 //! - [`pump`]: one direction, `src -> ring (or pipe) -> dst`, its state machine.
-//! - [`splice`]: `--splice` zero-copy pipes (Linux).
+//! - `splice`: `--splice` zero-copy pipes (Linux).
 //! - [`net`]: socket2 setup (listener, non-blocking connect, options) and `io::Error` -> outcome.
 //! - [`budget`]: the process's fd budget, in slots of two fds, shared by pairs and pipes.
 //! - [`sockmap`]: in-kernel forwarding through a BPF sockhash (Linux); measured, not wired into the
@@ -13,8 +13,8 @@
 pub mod budget;
 pub mod net;
 pub mod pump;
-pub mod readiness;
-pub mod ring;
+pub(crate) mod readiness;
+pub(crate) mod ring;
 #[cfg(target_os = "linux")]
 pub mod sockmap;
-pub mod splice;
+pub(crate) mod splice;

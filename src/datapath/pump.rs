@@ -14,7 +14,7 @@
 //! ([`Direction::pump`]'s `last`).
 //!
 //! The edge-triggered rules this code follows:
-//! - Read until WouldBlock (or a short read, see [`Readiness::after_short_read`]), never once per event:
+//! - Read until WouldBlock (or a short read, see `Readiness::after_short_read`), never once per event:
 //!   the kernel will not repeat an edge for data we left in the queue.
 //! - When the ring is full the read stops *without* clearing `readable`. No new edge will come for data
 //!   already queued, so it is the write freeing space that lets the same loop read again.
@@ -26,7 +26,7 @@
 //!   a short write, so a pump blocked on a slow reader resumes on the next EPOLLOUT edge.
 //! - A per-wakeup byte budget bounds how long one busy pair may hold the loop; the caller re-queues a pair
 //!   that still had work when its budget ran out.
-//! - With `--splice` the ring is replaced by a pipe and bytes never enter user space ([`crate::datapath::splice`]);
+//! - With `--splice` the ring is replaced by a pipe and bytes never enter user space (`datapath/splice.rs`);
 //!   the states, half-close, reset and backpressure rules are the same on both paths. `--splice auto`
 //!   (the default) starts on the ring and moves to a pipe once a read fills the ring: the pipe is used
 //!   only after the ring has drained, so bytes keep their order across the switch.

@@ -438,7 +438,7 @@ impl Pair {
     /// Under epoll no edge of the old socket can reach the new one under their shared token: epoll
     /// reports a file at most once per `epoll_wait`, so the event that brought the failure was the old
     /// socket's last, and a connect timeout fires after the batch. That is what lets the new socket's
-    /// clean writable edge prove its connect ([`Event::proves_connected`]). kqueue reports a socket's read
+    /// clean writable edge prove its connect (`Event::proves_connected`). kqueue reports a socket's read
     /// and write filters as two events, so there a stale one can arrive; it is harmless because there no
     /// event proves a connect: each makes the pair ask the kernel about the new socket. Its readiness
     /// starts afresh below.

@@ -29,7 +29,8 @@
 //!   queued meanwhile runs through the program, in order, with both peers present.
 //!
 //! The map and the program live as long as the [`Offload`]; a socket leaves the map when it is removed
-//! ([`Offload::remove_pair`]) or closed (the kernel unhashes it).
+//! (`remove_pair`, which only the tests use: the kernel finding below says a pair may leave only when
+//! it is done) or closed (the kernel unhashes it).
 //!
 //! # Layout
 //! Here the [`Offload`] (the map, a pair in and out) and its tests over real sockets; `program.rs` the
@@ -122,7 +123,8 @@ impl Offload {
 
     /// Takes the pair back out of the map (either may already be gone: a closed socket leaves by
     /// itself). Bytes already redirected stay queued on the peer's send side.
-    pub fn remove_pair(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) {
+    #[cfg(test)]
+    fn remove_pair(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) {
         for socket in [a, b] {
             if let Ok(key) = sys::cookie(socket) {
                 let _ = sys::delete(self.map.as_fd(), key);
