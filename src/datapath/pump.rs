@@ -31,9 +31,7 @@
 //!   (the default) starts on the ring and moves to a pipe once a read fills the ring: the pipe is used
 //!   only after the ring has drained, so bytes keep their order across the switch.
 
-use std::io::{self, Read, Write};
-use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::io;
 
 use log::trace;
 
@@ -42,26 +40,9 @@ use crate::datapath::net::IoOutcome;
 use crate::datapath::readiness::Readiness;
 use crate::datapath::ring::{BufPool, Ring};
 use crate::datapath::splice::{refused_for_good, Pipe, PipePool};
+use crate::datapath::stream::Stream;
 use crate::observe::metrics::Metrics;
 use crate::way::Way;
-
-/// A connected, non-blocking byte stream whose write half can be shut down (TCP; Unix sockets in tests).
-pub trait Stream: Read + Write + AsRawFd {
-    fn shutdown_write(&self) -> io::Result<()>;
-}
-
-impl Stream for mio::net::TcpStream {
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-}
-
-#[cfg(test)]
-impl Stream for mio::net::UnixStream {
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-}
 
 /// What a pair borrows while it runs: its route's ring storage and pipes, and the reactor's counters.
 #[derive(Debug)]
@@ -534,6 +515,8 @@ mod tests {
     use super::*;
     use crate::datapath::budget::FdBudget;
     use mio::net::UnixStream;
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
 
     struct Rig {
         dir: Direction,

@@ -41,8 +41,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use std::io::{Read, Write};
-
 use log::{debug, info, trace};
 use mio::net::TcpStream;
 
@@ -54,10 +52,11 @@ use crate::wire::connect_request::Status;
 use crate::wire::greeting::{Greeting, Target, Verdict};
 use crate::wire::proxy_protocol::{self, Reason, Version};
 
-use crate::datapath::net::{self, ConnectState};
+use crate::datapath::net::ConnectState;
 use crate::datapath::pump::{Direction, End, Fault, Shared};
 use crate::datapath::readiness::{Event, Readiness};
 use crate::datapath::ring::BufPool;
+use crate::datapath::stream::Socket;
 use crate::token::Side;
 use crate::way::Way;
 
@@ -156,14 +155,15 @@ struct Refusal {
     until: Instant,
 }
 
-/// A client connection and its upstream.
+/// A client connection and its upstream, over sockets of type `S` (`mio::net::TcpStream` in the
+/// reactor; a scripted stream in unit tests, [`crate::datapath::stream`]).
 #[derive(Debug)]
-pub struct Pair {
+pub struct Pair<S: Socket = TcpStream> {
     /// Connection id for logs; also the generation in this pair's tokens.
     pub id: u32,
-    pub client: TcpStream,
+    pub client: S,
     /// `None` until a greeting is done, and again once a refusal has begun.
-    pub upstream: Option<TcpStream>,
+    pub upstream: Option<S>,
     /// The client's address: the peer's, or the one a PROXY header carried (`--accept-proxy`).
     pub client_addr: SocketAddr,
     /// Slab slot of the route that accepted the client (it outlives the pair, draining if removed).
@@ -214,17 +214,17 @@ pub struct Pair {
     client_pipelined: bool,
 }
 
-impl Pair {
+impl<S: Socket> Pair<S> {
     /// A pair whose upstream connect (to endpoint `endpoint` of route `route`) has just been started.
     pub fn new(
         id: u32,
-        (client, client_addr): (TcpStream, SocketAddr),
-        (upstream, endpoint): (TcpStream, usize),
+        (client, client_addr): (S, SocketAddr),
+        (upstream, endpoint): (S, usize),
         route: usize,
         tried: Tried,
         now: Instant,
         splice: Splice,
-    ) -> Pair {
+    ) -> Pair<S> {
         Pair {
             id,
             client,
@@ -260,12 +260,12 @@ impl Pair {
     /// greeting says where to (the pair returns `Outcome::Connect`).
     pub fn greeting(
         id: u32,
-        (client, client_addr): (TcpStream, SocketAddr),
+        (client, client_addr): (S, SocketAddr),
         route: usize,
         greeting: Greeting,
         now: Instant,
         splice: Splice,
-    ) -> Pair {
+    ) -> Pair<S> {
         Pair {
             id,
             client,
@@ -300,7 +300,7 @@ impl Pair {
     /// `--send-proxy`: the upstream stream starts with a PROXY header naming the client. A pair without
     /// a greeting queues it now; one with a greeting when the greeting (which may carry the client's
     /// address) is done.
-    pub fn with_send_proxy(mut self, version: Option<Version>) -> Pair {
+    pub fn with_send_proxy(mut self, version: Option<Version>) -> Pair<S> {
         self.send_proxy = version;
         if self.greeting.is_none() {
             self.push_proxy_header(None, &[]);
@@ -326,7 +326,7 @@ impl Pair {
     /// Marks the upstream as an already established `--prewarm` connection: the pair starts
     /// `Established`, with both upstream readiness bits set so the first run finds out for itself what
     /// the socket holds (a greeting the upstream already sent, say).
-    pub fn with_warm_upstream(mut self) -> Pair {
+    pub fn with_warm_upstream(mut self) -> Pair<S> {
         self.phase = Phase::Established;
         self.upstream_ready = Readiness {
             readable: true,
@@ -341,7 +341,7 @@ impl Pair {
     /// route, or [`NO_UPSTREAM`] for a CONNECT destination, also for its next address after a failed one:
     /// [`Pair::retry`] explains why no event of the old socket can pass for the new one's under their
     /// shared token).
-    pub fn begin_connect(&mut self, upstream: TcpStream, index: usize, tried: Tried, now: Instant) {
+    pub fn begin_connect(&mut self, upstream: S, index: usize, tried: Tried, now: Instant) {
         self.upstream = Some(upstream);
         self.endpoint = index;
         self.tried = tried;
@@ -442,7 +442,7 @@ impl Pair {
     /// and write filters as two events, so there a stale one can arrive; it is harmless because there no
     /// event proves a connect: each makes the pair ask the kernel about the new socket. Its readiness
     /// starts afresh below.
-    pub fn retry(&mut self, upstream: TcpStream, index: usize, tried: Tried, now: Instant) {
+    pub fn retry(&mut self, upstream: S, index: usize, tried: Tried, now: Instant) {
         debug_assert_eq!(self.phase, Phase::Connecting);
         trace!(
             "conn={} Connecting => Connecting (failover to upstream #{index})",
@@ -636,7 +636,7 @@ impl Pair {
         }
         if !refusal.shut {
             refusal.shut = true;
-            if self.client.shutdown(std::net::Shutdown::Write).is_err() {
+            if self.client.shutdown_write().is_err() {
                 return Outcome::Close(Cause::Rejected);
             }
         }
@@ -718,7 +718,7 @@ impl Pair {
         if event.proves_connected() {
             return self.on_connected(shared, budget, now);
         }
-        match net::connect_result(upstream) {
+        match upstream.connect_result() {
             ConnectState::Pending => Outcome::Open,
             ConnectState::Failed(err) if self.direct => {
                 self.next_destination(Status::BadGateway, &err, now)
@@ -997,7 +997,7 @@ impl Pair {
     }
 
     /// The socket on `side`, if the pair has one.
-    pub fn socket_mut(&mut self, side: Side) -> Option<&mut TcpStream> {
+    pub fn socket_mut(&mut self, side: Side) -> Option<&mut S> {
         match side {
             Side::Client => Some(&mut self.client),
             Side::Upstream => self.upstream.as_mut(),
@@ -1102,6 +1102,7 @@ mod tests {
     use crate::observe::metrics::Metrics;
     use crate::wire::allow::AllowList;
     use crate::wire::greeting::{ConnectRules, Rules};
+    use std::io::{Read, Write};
     use std::sync::Arc;
 
     const LIMITS: Deadlines = Deadlines {
