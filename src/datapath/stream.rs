@@ -9,7 +9,8 @@
 //!
 //! Both are implemented for `mio::net::TcpStream`, the only socket the reactor runs. Registering a socket
 //! with `Poll` and the close-with-RST option stay the reactor's, on the concrete type: a pair never
-//! touches `Poll`.
+//! touches `Poll`. In unit tests, `script::Scripted` stands in for a socket: each read and write returns
+//! what the test scripted.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -18,6 +19,9 @@ use std::os::fd::AsRawFd;
 use mio::net::TcpStream;
 
 use crate::datapath::net::{self, ConnectState};
+
+#[cfg(test)]
+pub mod script;
 
 /// A connected, non-blocking byte stream whose write half can be shut down (TCP; Unix sockets in tests).
 /// `AsRawFd` is for splicing only: a stream that is not a kernel socket never meets a splicing direction.
