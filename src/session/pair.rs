@@ -57,6 +57,7 @@ use crate::datapath::pump::{Direction, End, Fault, Shared};
 use crate::datapath::readiness::{Event, Readiness};
 use crate::datapath::ring::BufPool;
 use crate::datapath::stream::Socket;
+use crate::session::interest::{is_redundant_write_edge, AfterRun, Input, Interest, Registration};
 use crate::token::Side;
 use crate::way::Way;
 
@@ -99,51 +100,6 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// Reads a refused client's leftover bytes are discarded with, per event (the linger bounds the rest).
 const REFUSAL_DISCARD_READS: usize = 16;
 
-/// A socket's read interest, as far as backpressure is concerned ([`Pair::read_interest_change`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadInterest {
-    /// Registered for reads (how every socket starts).
-    Armed,
-    /// Registered for reads, and an EPOLLIN edge has come while the direction reading the socket was
-    /// blocked: it told the pair nothing, and more are likely to follow.
-    Wasted,
-    /// Registered for writes only, while the direction stays blocked (and for good once it has read EOF:
-    /// nothing is read from the socket after that).
-    Muted,
-}
-
-/// A socket's write interest ([`Pair::registration_change`]): EPOLLOUT is wanted only while a write waits
-/// for room, but every socket starts with it (a connect completes on it, and most pairs never see a
-/// redundant edge, so dropping it up front would cost churn an `epoll_ctl` per socket).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WriteInterest {
-    /// Registered for writes.
-    Armed,
-    /// Registered for writes, and a writable-only edge has come for a socket already known to be writable:
-    /// it told the pair nothing, and more are likely to follow.
-    Wasted,
-    /// Registered without write interest, while the socket is known to be writable.
-    Dropped,
-}
-
-/// How a pair's socket is registered with the poller ([`Pair::registration_change`]). Never neither:
-/// a socket without read interest keeps its write interest, through which epoll reports errors and
-/// hang-ups anyway and kqueue reports a reset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Registration {
-    pub reads: bool,
-    pub writes: bool,
-}
-
-/// What [`Pair::read_interest_change`] asks the reactor to do with a socket's registration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum InterestChange {
-    /// Register it for writes only.
-    Mute,
-    /// Register it for reads and writes again.
-    Unmute,
-}
-
 /// An error status being written to a refused client.
 #[derive(Debug)]
 struct Refusal {
@@ -174,14 +130,9 @@ pub struct Pair<S: Socket = TcpStream> {
     pub tried: Tried,
     client_ready: Readiness,
     upstream_ready: Readiness,
-    /// Whether the client's / upstream's socket is registered for read events
-    /// ([`Pair::read_interest_change`]).
-    client_reads: ReadInterest,
-    upstream_reads: ReadInterest,
-    /// Whether the client's / upstream's socket is registered for write events
-    /// ([`Pair::registration_change`]).
-    client_writes: WriteInterest,
-    upstream_writes: WriteInterest,
+    /// How the client's / upstream's socket is registered with the poller ([`crate::session::interest`]).
+    client_interest: Interest,
+    upstream_interest: Interest,
     /// client -> upstream.
     c2u: Direction,
     /// upstream -> client.
@@ -235,10 +186,8 @@ impl<S: Socket> Pair<S> {
             tried,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
-            client_reads: ReadInterest::Armed,
-            upstream_reads: ReadInterest::Armed,
-            client_writes: WriteInterest::Armed,
-            upstream_writes: WriteInterest::Armed,
+            client_interest: Interest::default(),
+            upstream_interest: Interest::default(),
             c2u: Direction::new(Way::ClientToUpstream, splice),
             u2c: Direction::new(Way::UpstreamToClient, splice),
             phase: Phase::Connecting,
@@ -276,10 +225,8 @@ impl<S: Socket> Pair<S> {
             tried: Tried::default(),
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
-            client_reads: ReadInterest::Armed,
-            upstream_reads: ReadInterest::Armed,
-            client_writes: WriteInterest::Armed,
-            upstream_writes: WriteInterest::Armed,
+            client_interest: Interest::default(),
+            upstream_interest: Interest::default(),
             c2u: Direction::new(Way::ClientToUpstream, splice),
             u2c: Direction::new(Way::UpstreamToClient, splice),
             phase: Phase::Greeting,
@@ -470,10 +417,11 @@ impl<S: Socket> Pair<S> {
         now: Instant,
     ) -> Outcome {
         if event.readable && self.reads_blocked(side, shared.pool) {
-            self.note_wasted_edge(side);
+            self.interest_mut(side).on(Input::WastedReadEdge);
         }
-        if self.is_redundant_write_edge(side, event) {
-            self.note_wasted_write_edge(side);
+        let established = self.phase == Phase::Established;
+        if is_redundant_write_edge(event, established, self.ready(side).writable) {
+            self.interest_mut(side).on(Input::WastedWriteEdge);
         }
         match side {
             Side::Client => self.client_ready.merge(event),
@@ -848,152 +796,44 @@ impl<S: Socket> Pair<S> {
         }
     }
 
-    fn reads_mut(&mut self, side: Side) -> &mut ReadInterest {
+    fn ready(&self, side: Side) -> &Readiness {
         match side {
-            Side::Client => &mut self.client_reads,
-            Side::Upstream => &mut self.upstream_reads,
-        }
-    }
-
-    /// An EPOLLIN edge came for a socket whose direction was already blocked on it.
-    fn note_wasted_edge(&mut self, side: Side) {
-        let reads = self.reads_mut(side);
-        if *reads == ReadInterest::Armed {
-            *reads = ReadInterest::Wasted;
-        }
-    }
-
-    /// An established pair's EPOLLOUT edge with nothing else in it, for a socket whose cached `writable`
-    /// bit is still set: no write has found it full since the last edge, so the edge says nothing new.
-    /// With EPOLLOUT in a socket's interest, epoll reports every wake-up of the socket that finds it
-    /// writable, and most of those are not about room: an EPOLLIN wake-up whose data a read already took
-    /// (a splicing read drains the socket until EAGAIN, so the data of a segment that arrived during
-    /// the run is read before its edge is reported) comes back as EPOLLOUT alone. Under iperf3 through
-    /// `--splice auto` these were 92 % of the turns that did nothing (435 of 473).
-    fn is_redundant_write_edge(&self, side: Side, event: Event) -> bool {
-        let only_writable = event.writable
-            && !event.readable
-            && !event.read_closed
-            && !event.write_closed
-            && !event.error;
-        let ready = match side {
             Side::Client => &self.client_ready,
             Side::Upstream => &self.upstream_ready,
-        };
-        only_writable && self.phase == Phase::Established && ready.writable
-    }
-
-    fn writes_mut(&mut self, side: Side) -> &mut WriteInterest {
-        match side {
-            Side::Client => &mut self.client_writes,
-            Side::Upstream => &mut self.upstream_writes,
         }
     }
 
-    fn note_wasted_write_edge(&mut self, side: Side) {
-        let writes = self.writes_mut(side);
-        if *writes == WriteInterest::Armed {
-            *writes = WriteInterest::Wasted;
+    fn interest_mut(&mut self, side: Side) -> &mut Interest {
+        match side {
+            Side::Client => &mut self.client_interest,
+            Side::Upstream => &mut self.upstream_interest,
         }
     }
 
     /// How `side`'s socket is registered now.
     pub fn registration(&self, side: Side) -> Registration {
-        let (reads, writes) = match side {
-            Side::Client => (self.client_reads, self.client_writes),
-            Side::Upstream => (self.upstream_reads, self.upstream_writes),
-        };
-        Registration {
-            reads: reads != ReadInterest::Muted,
-            writes: writes != WriteInterest::Dropped,
+        match side {
+            Side::Client => self.client_interest.registration(),
+            Side::Upstream => self.upstream_interest.registration(),
         }
     }
 
-    /// The registration `side`'s socket should have now, when it differs from the current one. Called by
-    /// the reactor after every run of the pair; the reactor applies it and reports it back with
-    /// [`Pair::note_registration`].
-    ///
-    /// Reads follow `Pair::read_interest_change` (backpressure). Writes, as HAProxy polls them: once a redundant
-    /// EPOLLOUT edge has come (`Wasted`, `Pair::is_redundant_write_edge`) and the socket is still known
-    /// to be writable after the run, it is registered without write interest (`Dropped`); once a write
-    /// finds it full (a short write or WouldBlock cleared `writable`), write interest comes back, and
-    /// `EPOLL_CTL_MOD` reports EPOLLOUT at once if room freed meanwhile. A socket never loses both.
+    /// The registration `side`'s socket should have now, when it differs from the current one
+    /// ([`crate::session::interest`] explains when and why). Called by the reactor after every run of
+    /// the pair; the reactor applies it and reports it back with [`Pair::note_registration`].
     pub fn registration_change(&mut self, side: Side, pool: &BufPool) -> Option<Registration> {
-        let current = self.registration(side);
-        let reads = match self.read_interest_change(side, pool) {
-            Some(InterestChange::Mute) => false,
-            Some(InterestChange::Unmute) => true,
-            None => current.reads,
+        let (direction, ready) = self.reader_of(side);
+        let after = AfterRun {
+            reads_blocked: self.reads_blocked(side, pool),
+            awaits_readable: direction.awaits_readable(ready),
+            writable: ready.writable,
         };
-        let writable = match side {
-            Side::Client => self.client_ready.writable,
-            Side::Upstream => self.upstream_ready.writable,
-        };
-        let writes = match *self.writes_mut(side) {
-            WriteInterest::Armed => true,
-            WriteInterest::Wasted if writable => false,
-            WriteInterest::Wasted => {
-                *self.writes_mut(side) = WriteInterest::Armed;
-                true
-            }
-            WriteInterest::Dropped => !writable,
-        };
-        let wanted = Registration {
-            reads,
-            writes: writes || !reads,
-        };
-        (wanted != current).then_some(wanted)
+        self.interest_mut(side).on(Input::Ran(after))
     }
 
     /// The reactor registered `side`'s socket as [`Pair::registration_change`] asked.
     pub fn note_registration(&mut self, side: Side, registration: Registration) {
-        *self.reads_mut(side) = if registration.reads {
-            ReadInterest::Armed
-        } else {
-            ReadInterest::Muted
-        };
-        *self.writes_mut(side) = if registration.writes {
-            WriteInterest::Armed
-        } else {
-            WriteInterest::Dropped
-        };
-    }
-
-    /// How `side`'s socket's read interest should change now, if at all; part of
-    /// [`Pair::registration_change`]. It also settles a `Wasted` socket whose direction is no longer
-    /// blocked back to `Armed`, which needs no syscall.
-    ///
-    /// Edge-triggered backpressure. A direction that stops reading because its ring (or pipe) is full
-    /// keeps `readable` set: the data is still queued, and no edge will repeat it. But every segment that
-    /// arrives on the socket after that raises a new EPOLLIN edge, and each one wakes the loop only to
-    /// find the direction still full: in a 4 GiB transfer to a slow reader that was 16 556 of 19 381
-    /// polls (docs/epoll.md §5.1). So once such an edge has come (`Wasted`) and the direction is still
-    /// blocked after the run, the socket is registered for writes only (`Muted`). Errors and hang-ups
-    /// still come through: epoll reports them whatever the interest, and kqueue reports a reset on the
-    /// write filter, which stays. The cached `readable` bit already says there is more to read.
-    ///
-    /// Read interest comes back when a read has found the socket drained ([`Direction::awaits_readable`]),
-    /// not as soon as room frees: a transfer that stays backpressured pays two `epoll_ctl` per stall,
-    /// not per write. Re-registering reports the socket's state at that moment (EPOLL_CTL_MOD, kqueue's
-    /// EV_ADD), so data or a FIN that arrived while muted raises an event then. It also re-reports
-    /// EPOLLOUT on a writable socket, one turn with nothing to do; that is why a stall that wastes no
-    /// edge (the usual short one) is not muted at all.
-    fn read_interest_change(&mut self, side: Side, pool: &BufPool) -> Option<InterestChange> {
-        let current = *self.reads_mut(side);
-        match current {
-            ReadInterest::Armed => None,
-            ReadInterest::Wasted if self.reads_blocked(side, pool) => Some(InterestChange::Mute),
-            ReadInterest::Wasted => {
-                *self.reads_mut(side) = ReadInterest::Armed;
-                None
-            }
-            ReadInterest::Muted => {
-                let (direction, ready) = self.reader_of(side);
-                direction
-                    .awaits_readable(ready)
-                    .then_some(InterestChange::Unmute)
-            }
-        }
+        self.interest_mut(side).on(Input::Registered(registration));
     }
 
     /// The socket on `side`, if the pair has one.
