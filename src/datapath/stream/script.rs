@@ -126,11 +126,6 @@ impl Scripted {
         self.0.borrow().shutdowns
     }
 
-    /// Read steps not consumed yet.
-    pub fn unread(&self) -> usize {
-        self.0.borrow().incoming.len()
-    }
-
     /// Fills `bufs` from the front of the script, consuming it unless `peek`.
     fn serve(&self, bufs: &mut [IoSliceMut<'_>], peek: bool) -> io::Result<usize> {
         let mut script = self.0.borrow_mut();
