@@ -139,20 +139,12 @@ impl TlvSpans {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::proxy_protocol::test_headers::{addr, inet, spans, tlv};
+    use crate::wire::proxy_protocol::test_headers::{addr, inet, spans, tlv, with_carryable_tlvs};
     use crate::wire::proxy_protocol::{encode, encode_with_tlvs, Version};
 
     #[test]
     fn test_v2_carryable_tlvs_are_located() {
-        let tlvs = [
-            tlv(0x04, b"noop"),
-            tlv(0x02, b"example.com"),
-            tlv(0x01, b"h2"),
-            tlv(0x02, b"second.example"),
-            tlv(0x05, b"id-1"),
-        ]
-        .concat();
-        let header = inet(&tlvs);
+        let header = with_carryable_tlvs();
         let found = spans(&header);
         let value = |kind| found.get(kind).map(|range: Range<usize>| &header[range]);
         assert_eq!(value(TlvKind::Authority), Some(&b"example.com"[..]));
@@ -180,17 +172,7 @@ mod tests {
     /// addresses of the upstream header, they parse back where they were.
     #[test]
     fn test_carried_tlvs_copied_and_encoded() {
-        let header = inet(
-            &[
-                tlv(0x04, b"noop"),
-                tlv(0x05, b"id-1"),
-                tlv(0x02, b"example.com"),
-                tlv(0x01, b"h2"),
-                tlv(0x02, b"second.example"),
-                tlv(0xE0, b"custom"),
-            ]
-            .concat(),
-        );
+        let header = with_carryable_tlvs();
         let asked = CarriedTlvs::parse_list("authority,unique_id").expect("list");
         let copied = asked.copy_from(&header, &spans(&header));
         assert_eq!(

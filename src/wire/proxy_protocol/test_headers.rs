@@ -36,6 +36,23 @@ pub(super) fn inet(tlvs: &[u8]) -> Vec<u8> {
     v2(1, 0x11, &[INET.as_slice(), tlvs].concat())
 }
 
+/// A PROXY header over IPv4 carrying a TLV of every kind `--send-proxy-tlvs` can carry, and others
+/// around them: ALPN `h2`, a NOOP, authority `example.com`, unique ID `id-1`, a second authority
+/// (`second.example`, which the first one hides) and a custom type 0xE0.
+pub(super) fn with_carryable_tlvs() -> Vec<u8> {
+    inet(
+        &[
+            tlv(0x01, b"h2"),
+            tlv(0x04, b"noop"),
+            tlv(0x02, b"example.com"),
+            tlv(0x05, b"id-1"),
+            tlv(0x02, b"second.example"),
+            tlv(0xE0, b"custom"),
+        ]
+        .concat(),
+    )
+}
+
 /// One TLV: type, big-endian length, value.
 pub(super) fn tlv(kind: u8, value: &[u8]) -> Vec<u8> {
     let mut out = vec![kind];
