@@ -122,7 +122,8 @@ impl Offload {
 
     /// Takes the pair back out of the map (either may already be gone: a closed socket leaves by
     /// itself). Bytes already redirected stay queued on the peer's send side.
-    pub fn remove_pair(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) {
+    #[cfg(test)]
+    fn remove_pair(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) {
         for socket in [a, b] {
             if let Ok(key) = sys::cookie(socket) {
                 let _ = sys::delete(self.map.as_fd(), key);

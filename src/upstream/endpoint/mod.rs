@@ -27,8 +27,8 @@ mod readdress;
 mod tried;
 mod weights;
 
-pub use readdress::{Change, Resolution, HOLD};
-pub use tried::{Tried, TRIED_INLINE};
+pub(crate) use readdress::{Change, Resolution, HOLD};
+pub(crate) use tried::Tried;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -38,28 +38,28 @@ use crate::upstream::balance::Candidate;
 use crate::upstream::health::Health;
 
 /// Most endpoint slots of one route (retired ones that still carry pairs included).
-pub const MAX_ENDPOINTS: usize = MAX_UPSTREAMS * MAX_ADDRESSES;
+pub(crate) const MAX_ENDPOINTS: usize = MAX_UPSTREAMS * MAX_ADDRESSES;
 
 /// One address of an upstream: where connects go, with its own health and load.
 #[derive(Debug)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// Index of its upstream in the route.
-    pub upstream: usize,
-    pub addr: SocketAddr,
+    pub(crate) upstream: usize,
+    pub(crate) addr: SocketAddr,
     /// How logs, metrics and `source-hash` name it: the upstream as written for an IP literal, else
     /// `name (address)`.
-    pub label: String,
+    pub(crate) label: String,
     /// Its share of the route's connections, scaled (see the module doc).
-    pub weight: u64,
-    pub health: Health,
+    pub(crate) weight: u64,
+    pub(crate) health: Health,
     /// Pairs connected or connecting to it.
-    pub active: usize,
+    pub(crate) active: usize,
     /// Connects and probes that failed, since it appeared (carried over by reloads).
-    pub connect_failures: u64,
+    pub(crate) connect_failures: u64,
     /// A health probe is in flight.
-    pub probing: bool,
+    pub(crate) probing: bool,
     /// Its name no longer resolves to it: never picked, kept while pairs or a probe count on it.
-    pub retired: bool,
+    pub(crate) retired: bool,
 }
 
 impl Endpoint {
@@ -83,18 +83,18 @@ impl Endpoint {
     }
 
     /// Taking new connections (not retired).
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         !self.retired
     }
 }
 
 /// One upstream as configured, and its resolution.
 #[derive(Debug)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// `HOST:PORT` as written.
-    pub name: String,
-    pub weight: u32,
-    pub resolution: Resolution,
+    pub(crate) name: String,
+    pub(crate) weight: u32,
+    pub(crate) resolution: Resolution,
 }
 
 /// A route's upstreams and their endpoint slots.
@@ -109,7 +109,7 @@ impl Upstreams {
     /// route a reload replaces), an upstream of the same name starts from the state it had there (its
     /// addresses with their health and failure counts, its resolution), and the configuration's fresh
     /// lookup then applies as a re-resolution would. Returns what to report.
-    pub fn new(
+    pub(crate) fn new(
         configs: &[UpstreamConfig],
         previous: Option<&Upstreams>,
         now: Instant,
@@ -180,12 +180,12 @@ impl Upstreams {
     }
 
     /// The live endpoints of upstream `index`, with their slots.
-    pub fn live_of(&self, index: usize) -> impl Iterator<Item = (usize, &Endpoint)> + Clone + '_ {
+    pub(crate) fn live_of(&self, index: usize) -> impl Iterator<Item = (usize, &Endpoint)> + Clone + '_ {
         self.live().filter(move |(_, e)| e.upstream == index)
     }
 
     /// Every live endpoint, with its slot.
-    pub fn live(&self) -> impl Iterator<Item = (usize, &Endpoint)> + Clone + '_ {
+    pub(crate) fn live(&self) -> impl Iterator<Item = (usize, &Endpoint)> + Clone + '_ {
         self.slots
             .iter()
             .enumerate()
@@ -193,25 +193,25 @@ impl Upstreams {
     }
 
     /// No endpoint at all takes connections: every upstream is unresolved.
-    pub fn none_live(&self) -> bool {
+    pub(crate) fn none_live(&self) -> bool {
         self.live().next().is_none()
     }
 
-    pub fn get(&self, slot: usize) -> Option<&Endpoint> {
+    pub(crate) fn get(&self, slot: usize) -> Option<&Endpoint> {
         self.slots.get(slot).and_then(Option::as_ref)
     }
 
-    pub fn get_mut(&mut self, slot: usize) -> Option<&mut Endpoint> {
+    pub(crate) fn get_mut(&mut self, slot: usize) -> Option<&mut Endpoint> {
         self.slots.get_mut(slot).and_then(Option::as_mut)
     }
 
     /// The upstreams, in configuration order.
-    pub fn list(&self) -> &[Upstream] {
+    pub(crate) fn list(&self) -> &[Upstream] {
         &self.list
     }
 
     /// A pair no longer counts on endpoint `slot`; a retired endpoint goes when nothing does.
-    pub fn release(&mut self, slot: usize) {
+    pub(crate) fn release(&mut self, slot: usize) {
         if let Some(endpoint) = self.get_mut(slot) {
             endpoint.active = endpoint.active.saturating_sub(1);
         }
@@ -219,7 +219,7 @@ impl Upstreams {
     }
 
     /// A probe of endpoint `slot` has finished.
-    pub fn probe_finished(&mut self, slot: usize) {
+    pub(crate) fn probe_finished(&mut self, slot: usize) {
         if let Some(endpoint) = self.get_mut(slot) {
             endpoint.probing = false;
         }
@@ -227,7 +227,7 @@ impl Upstreams {
     }
 
     /// One candidate per slot for the balancer (a free or retired slot, or one in `tried`, is excluded).
-    pub fn candidates(&mut self, tried: &Tried, now: Instant) -> Vec<Candidate<'_>> {
+    pub(crate) fn candidates(&mut self, tried: &Tried, now: Instant) -> Vec<Candidate<'_>> {
         self.slots
             .iter_mut()
             .enumerate()

@@ -11,11 +11,11 @@ use super::{Endpoint, Upstreams};
 use crate::config::{dns, Addresses, MAX_ADDRESSES};
 
 /// How long a name that resolved once keeps its addresses while its lookups fail.
-pub const HOLD: Duration = Duration::from_secs(30);
+pub(crate) const HOLD: Duration = Duration::from_secs(30);
 
 /// Where an upstream's name stands with the resolver.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolution {
+pub(crate) enum Resolution {
     /// It has endpoints (an IP literal always has its one).
     Resolved,
     /// Lookups have failed since `since`; the addresses from before are kept until [`HOLD`] has passed.
@@ -26,7 +26,7 @@ pub enum Resolution {
 
 /// Something the operator should hear about, once; the route logs it with its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// Upstream `upstream`'s addresses are now `now` (they were `was`; `None`: it was unresolved).
     Readdressed {
         upstream: usize,
@@ -70,7 +70,7 @@ impl Upstreams {
     /// Upstream `index`'s name was looked up again (a re-resolution, or a reloaded file for a route that
     /// keeps running): new addresses become endpoints, dropped ones retire, the others keep their health;
     /// a failed lookup is held, then marks the upstream down.
-    pub fn resolved(&mut self, index: usize, lookup: Addresses, now: Instant) -> Vec<Change> {
+    pub(crate) fn resolved(&mut self, index: usize, lookup: Addresses, now: Instant) -> Vec<Change> {
         let Some(resolution) = self.list.get(index).map(|u| u.resolution.clone()) else {
             return Vec::new();
         };

@@ -5,7 +5,7 @@ use super::MAX_ENDPOINTS;
 
 /// Slots a [`Tried`] keeps inline: more than the default `connect_attempts` (3), so that only a route
 /// set for long failover chains ever allocates, and then only on its failover path.
-pub const TRIED_INLINE: usize = 7;
+pub(crate) const TRIED_INLINE: usize = 7;
 
 /// The endpoints a client has been tried on (the current one included): a failover never repeats one,
 /// and their count is the number of attempts made. Every pair holds one, idle or not, so the common
@@ -28,7 +28,7 @@ impl Default for Tried {
 }
 
 impl Tried {
-    pub fn contains(&self, slot: usize) -> bool {
+    pub(crate) fn contains(&self, slot: usize) -> bool {
         match self {
             Tried::Few { len, slots } => {
                 u16::try_from(slot).is_ok_and(|slot| slots[..usize::from(*len)].contains(&slot))
@@ -40,7 +40,7 @@ impl Tried {
     }
 
     /// Adds `slot`; one out of range (no endpoint has it) is ignored.
-    pub fn insert(&mut self, slot: usize) {
+    pub(crate) fn insert(&mut self, slot: usize) {
         if slot >= MAX_ENDPOINTS || self.contains(slot) {
             return;
         }
@@ -62,7 +62,7 @@ impl Tried {
     }
 
     /// Attempts made.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         match self {
             Tried::Few { len, .. } => usize::from(*len),
             Tried::Many(bits) => bits.iter().map(|word| word.count_ones() as usize).sum(),
