@@ -14,8 +14,8 @@
 //! One atomic counter is shared by the reactors rather than a fixed share each: a reactor's load is
 //! whatever it happened to accept (and its pipes go with its bulk streams), so a fixed share would leave
 //! slots unused on a quiet reactor while a busy one refuses pipes or clients. The price is that a slot freed by one reactor is noticed by another only when it
-//! next looks: a reactor stopped at the budget retries every `SHARED_RETRY`, and spare pipes live at
-//! most `SPARE_CHECK`, since a reactor that holds them may have no event to wake it when another
+//! next looks: a reactor stopped at the budget retries every [`SHARED_RETRY`], and spare pipes live at
+//! most [`SPARE_CHECK`], since a reactor that holds them may have no event to wake it when another
 //! reactor's clients wait for their slots.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -66,7 +66,7 @@ pub fn share_listener(listener: &TcpListener) -> io::Result<TcpListener> {
 
 /// Starts a non-blocking connect. `Ok` means the connect is in progress (or, rarely, done); completion is
 /// reported by a writable or error event, and settled by the event alone where it can be
-/// (`readiness::Event::proves_connected`), by [`connect_result`] otherwise.
+/// ([`crate::datapath::readiness::Event::proves_connected`]), by [`connect_result`] otherwise.
 pub fn start_connect(addr: SocketAddr, options: StreamOptions) -> io::Result<TcpStream> {
     let socket = stream_socket(addr)?;
     apply_options(&SockRef::from(&socket), options)?;

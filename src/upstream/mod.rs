@@ -1,8 +1,8 @@
 //! Where a client's bytes go: a route and its upstreams.
 //!
-//! - `balance`: picking an upstream (round-robin, least-conn, random-two, source-hash). Pure.
-//! - `health`: one upstream's up/down state machine with backoff. Pure.
-//! - `endpoint`: a route's upstreams and their endpoints (one per address of a name): health, load,
+//! - [`balance`]: picking an upstream (round-robin, least-conn, random-two, source-hash). Pure.
+//! - [`health`]: one upstream's up/down state machine with backoff. Pure.
+//! - [`endpoint`]: a route's upstreams and their endpoints (one per address of a name): health, load,
 //!   shared weights, the set kept current by re-resolution. Pure.
 //! - [`route`]: one route's listeners, upstreams, balancer, buffer pool and settings.
 //! - [`prewarm`]: the `--prewarm` pool of never-used upstream connections.

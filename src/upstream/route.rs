@@ -5,7 +5,7 @@
 //!
 //! The route owns sockets (its listeners, and the upstream connects it starts) but never registers them:
 //! that is the reactor's job. Everything here is bookkeeping: which endpoint (an address of an upstream,
-//! `crate::upstream::endpoint`) next, what a success, a failure or a new DNS answer does to it, and the log lines
+//! [`crate::upstream::endpoint`]) next, what a success, a failure or a new DNS answer does to it, and the log lines
 //! that go with those changes.
 
 use std::io;
@@ -173,7 +173,7 @@ pub struct Route {
 impl Route {
     /// Upstream `index`'s name was looked up again (re-resolution, or a reloaded file): new addresses
     /// become endpoints for new connects, dropped ones take no new connects while their live pairs run
-    /// on (`Upstreams::resolved`). Changes are logged once.
+    /// on ([`Upstreams::resolved`]). Changes are logged once.
     pub fn resolved(&mut self, index: usize, lookup: Addresses, now: Instant) {
         let changes = self.upstreams.resolved(index, lookup, now);
         self.report(&changes);
