@@ -27,7 +27,8 @@ mod readdress;
 mod tried;
 mod weights;
 
-pub(crate) use readdress::{Change, Resolution, HOLD};
+pub(super) use readdress::{Change, HOLD};
+use readdress::Resolution;
 pub(crate) use tried::Tried;
 
 use std::net::SocketAddr;
