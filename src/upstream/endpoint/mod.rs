@@ -27,8 +27,8 @@ mod readdress;
 mod tried;
 mod weights;
 
-pub(super) use readdress::{Change, HOLD};
 use readdress::Resolution;
+pub(super) use readdress::{Change, HOLD};
 pub(crate) use tried::Tried;
 
 use std::net::SocketAddr;
