@@ -26,7 +26,7 @@
 //! That is also what makes failover safe: no byte has gone upstream, so when a connect fails the reactor
 //! may give the pair a new upstream socket ([`Pair::retry`]) and the client never knows.
 //!
-//! A greeting ([`crate::wire::greeting`]) is the exception: its bytes must be read to know where to connect.
+//! A greeting (`crate::wire::greeting`) is the exception: its bytes must be read to know where to connect.
 //! They are read into the greeting's bounded buffer, never past its bound, and whatever followed the
 //! header is queued as the c2u direction's preamble, so it goes upstream first, before any byte the pump
 //! reads later (as does a `--send-proxy` header). A CONNECT destination is not one of the route's

@@ -5,7 +5,7 @@
 //! DNS, no logging; the route reports the [`Change`]s this module returns.
 //!
 //! Rules:
-//! - A name contributes its first [`MAX_ADDRESSES`] distinct addresses, each an endpoint, and the
+//! - A name contributes its first `MAX_ADDRESSES` distinct addresses, each an endpoint, and the
 //!   upstream's weight is shared among them: an upstream of weight W with k endpoints gives each W/k of
 //!   the route's share. To keep the balancers in integers every weight is scaled by the least common
 //!   multiple of the endpoint counts (`Upstreams::share_weights`): weights 1 (two addresses) and 1
