@@ -16,29 +16,38 @@ use std::time::Duration;
 use common::*;
 use edgefwd::wire::proxy_protocol::{self, Parsed, Version};
 
-/// Reads from `upstream` until a whole PROXY header and `payload_len` more bytes have arrived.
-fn read_header(
-    upstream: &mut std::net::TcpStream,
-    payload_len: usize,
-) -> (Option<SocketAddr>, Option<SocketAddr>, Vec<u8>) {
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 512];
-    loop {
-        if let Parsed::Done {
-            header_len,
-            source,
-            destination,
-            ..
-        } = proxy_protocol::parse(&got)
-        {
-            if got.len() >= header_len + payload_len {
-                return (source, destination, got[header_len..].to_vec());
-            }
-        }
-        let n = upstream.read(&mut chunk).expect("read from edgefwd");
-        assert!(n > 0, "EOF before the header was complete: {got:?}");
-        got.extend_from_slice(&chunk[..n]);
-    }
+/// A forwarder with `--accept-proxy --send-proxy v2` (plus `extra`) in front of an upstream the test
+/// accepts from itself, to read the header edgefwd sends.
+fn relaying_forwarder(extra: &[&str]) -> (Upstream, Forwarder) {
+    let upstream = Upstream::bind();
+    let upstream_arg = upstream.addr().to_string();
+    let mut args = vec![
+        "--upstream",
+        &upstream_arg,
+        "--accept-proxy",
+        "--send-proxy",
+        "v2",
+    ];
+    args.extend_from_slice(extra);
+    let fwd = Forwarder::start(&args);
+    (upstream, fwd)
+}
+
+/// A new client of `fwd` sends `greeting` then `payload`; returns the PROXY header the upstream then
+/// received, the payload that followed it, and the client, still open.
+fn relayed(
+    fwd: &Forwarder,
+    upstream: &Upstream,
+    greeting: &[u8],
+    payload: &[u8],
+) -> (Vec<u8>, Vec<u8>, std::net::TcpStream) {
+    let mut client = connect(fwd.addr());
+    client
+        .write_all(&[greeting, payload].concat())
+        .expect("write");
+    let mut server = upstream.accept(Duration::from_secs(5));
+    let (header, rest) = read_raw_header(&mut server, payload.len());
+    (header, rest, client)
 }
 
 fn send_proxy_reaches_upstream(version: &str) {
@@ -52,7 +61,8 @@ fn send_proxy_reaches_upstream(version: &str) {
     let mut client = connect(fwd.addr());
     client.write_all(b"payload").expect("write");
     let mut server = upstream.accept(Duration::from_secs(5));
-    let (source, destination, rest) = read_header(&mut server, 7);
+    let (header, rest) = read_raw_header(&mut server, 7);
+    let (source, destination, _) = read_header_of(&header);
     assert_eq!(source, Some(client.local_addr().expect("addr")));
     assert_eq!(destination, Some(fwd.addr()));
     assert_eq!(rest, b"payload");
@@ -114,20 +124,10 @@ fn test_accept_proxy_v2_by_hand() {
 /// A received header's client is the one a sent header names.
 #[test]
 fn test_accept_then_send_carries_the_client_on() {
-    let upstream = Upstream::bind();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream.addr().to_string(),
-        "--accept-proxy",
-        "--send-proxy",
-        "v2",
-    ]);
-    let mut client = connect(fwd.addr());
-    client
-        .write_all(b"PROXY TCP4 198.51.100.3 203.0.113.4 1234 443\r\ndata")
-        .expect("write");
-    let mut server = upstream.accept(Duration::from_secs(5));
-    let (source, destination, rest) = read_header(&mut server, 4);
+    let (upstream, fwd) = relaying_forwarder(&[]);
+    let greeting = b"PROXY TCP4 198.51.100.3 203.0.113.4 1234 443\r\n";
+    let (header, rest, _client) = relayed(&fwd, &upstream, greeting, b"data");
+    let (source, destination, _) = read_header_of(&header);
     assert_eq!(source, Some("198.51.100.3:1234".parse().expect("addr")));
     assert_eq!(destination, Some("203.0.113.4:443".parse().expect("addr")));
     assert_eq!(rest, b"data");
@@ -440,22 +440,8 @@ fn client_header_with_tlvs() -> Vec<u8> {
 /// v1 header, or a v2 header without TLVs, has none carried.
 #[test]
 fn test_send_proxy_tlvs_carries_only_what_is_asked() {
-    let upstream = Upstream::bind();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream.addr().to_string(),
-        "--accept-proxy",
-        "--send-proxy",
-        "v2",
-        "--send-proxy-tlvs",
-        "alpn,authority",
-    ]);
-    let mut client = connect(fwd.addr());
-    client
-        .write_all(&[client_header_with_tlvs().as_slice(), b"payload"].concat())
-        .expect("write");
-    let mut server = upstream.accept(Duration::from_secs(5));
-    let (header, rest) = read_raw_header(&mut server, 7);
+    let (upstream, fwd) = relaying_forwarder(&["--send-proxy-tlvs", "alpn,authority"]);
+    let (header, rest, _client) = relayed(&fwd, &upstream, &client_header_with_tlvs(), b"payload");
     assert_eq!(rest, b"payload");
     assert_eq!(tlv_value(&header, 0x01).as_deref(), Some(&b"h2"[..]));
     assert_eq!(
@@ -476,12 +462,7 @@ fn test_send_proxy_tlvs_carries_only_what_is_asked() {
         ),
         ("v2 without TLVs", v2_inet(&[])),
     ] {
-        let mut client = connect(fwd.addr());
-        client
-            .write_all(&[greeting.as_slice(), b"x"].concat())
-            .expect("write");
-        let mut server = upstream.accept(Duration::from_secs(5));
-        let (header, rest) = read_raw_header(&mut server, 1);
+        let (header, rest, _client) = relayed(&fwd, &upstream, &greeting, b"x");
         assert_eq!(rest, b"x");
         assert_eq!(header.len(), 16 + 12, "{what}: {header:?}");
     }
