@@ -142,6 +142,14 @@ fn greeters_on_one_port() -> Option<(Backend, Backend, u16)> {
     Some((a, b, port))
 }
 
+/// A forwarder over `upstreams` that re-resolves their names every 200 ms, with `extra` flags.
+fn re_resolving(upstreams: &[&str], extra: &[&str]) -> Forwarder {
+    let mut args: Vec<&str> = upstreams.iter().flat_map(|u| ["--upstream", u]).collect();
+    args.extend_from_slice(&["--resolve-interval", "200ms"]);
+    args.extend_from_slice(extra);
+    Forwarder::start(&args)
+}
+
 fn greeting_through(fwd: &Forwarder) -> String {
     let client = connect(fwd.addr());
     let mut line = String::new();
@@ -161,7 +169,7 @@ fn test_changed_dns_answer_applies_to_new_connections() {
         return;
     };
     let upstream = format!("{name}:{port}");
-    let fwd = Forwarder::start(&["--upstream", &upstream, "--resolve-interval", "200ms"]);
+    let fwd = re_resolving(&[&upstream], &[]);
     assert_eq!(greeting_through(&fwd), "v4");
 
     entry.point_to(&["::1"]).expect("rewrite /etc/hosts");
@@ -238,16 +246,10 @@ fn test_an_unresolvable_name_starts_down_and_joins_once_it_resolves() {
     let good = greeter(common::loopback4(), "good");
     let late = greeter(common::loopback4(), "late");
     let upstream = format!("{name}:{}", late.addr().port());
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &good.upstream_arg(),
-        "--upstream",
-        &upstream,
-        "--resolve-interval",
-        "200ms",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let fwd = re_resolving(
+        &[&good.upstream_arg(), &upstream],
+        &["--metrics", "127.0.0.1:0"],
+    );
     fwd.expect_log(
         &format!("upstream {upstream} of route default is down: cannot resolve '{upstream}'"),
         Duration::from_secs(10),
@@ -308,14 +310,7 @@ fn test_an_address_dropped_from_a_name_takes_no_new_connections_and_its_pair_fin
     };
     let (_v4, _v6) = greeters_on(port);
     let upstream = format!("{}:{port}", entry.name);
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream,
-        "--resolve-interval",
-        "200ms",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let fwd = re_resolving(&[&upstream], &["--metrics", "127.0.0.1:0"]);
     // Round-robin over the two addresses: one of the first two clients is on ::1; keep it open.
     let (first, first_conn) = open_labelled(&fwd);
     let (second, second_conn) = open_labelled(&fwd);
@@ -524,16 +519,7 @@ fn test_a_warm_connection_to_a_dropped_address_never_serves_the_address_that_reu
     let _b4 = greeter(SocketAddr::from(([127, 0, 0, 1], b)), "b4");
     let _b6 = greeter(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, b)), "b6");
     let (upstream_a, upstream_b) = (format!("{name}:{a}"), format!("{name}:{b}"));
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream_a,
-        "--upstream",
-        &upstream_b,
-        "--prewarm",
-        "8",
-        "--resolve-interval",
-        "200ms",
-    ]);
+    let fwd = re_resolving(&[&upstream_a, &upstream_b], &["--prewarm", "8"]);
     // The warm connections to both 127.0.0.1 endpoints are made and confirmed.
     std::thread::sleep(Duration::from_millis(700));
 

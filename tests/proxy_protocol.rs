@@ -16,21 +16,21 @@ use std::time::Duration;
 use common::*;
 use edgefwd::wire::proxy_protocol::{self, Parsed, Version};
 
-/// A forwarder with `--accept-proxy --send-proxy v2` (plus `extra`) in front of an upstream the test
-/// accepts from itself, to read the header edgefwd sends.
-fn relaying_forwarder(extra: &[&str]) -> (Upstream, Forwarder) {
+/// A forwarder with `flags` in front of an upstream the test accepts from itself, so it can read what
+/// edgefwd sends, and tell whether any connection was made.
+fn before_own_upstream(flags: &[&str]) -> (Upstream, Forwarder) {
     let upstream = Upstream::bind();
     let upstream_arg = upstream.addr().to_string();
-    let mut args = vec![
-        "--upstream",
-        &upstream_arg,
-        "--accept-proxy",
-        "--send-proxy",
-        "v2",
-    ];
-    args.extend_from_slice(extra);
+    let mut args = vec!["--upstream", upstream_arg.as_str()];
+    args.extend_from_slice(flags);
     let fwd = Forwarder::start(&args);
     (upstream, fwd)
+}
+
+/// [`before_own_upstream`] with `--accept-proxy --send-proxy v2` and `extra`: the upstream reads the
+/// header edgefwd sends for the one it received.
+fn relaying_forwarder(extra: &[&str]) -> (Upstream, Forwarder) {
+    before_own_upstream(&[&["--accept-proxy", "--send-proxy", "v2"][..], extra].concat())
 }
 
 /// A new client of `fwd` sends `greeting` then `payload`; returns the PROXY header the upstream then
@@ -51,13 +51,7 @@ fn relayed(
 }
 
 fn send_proxy_reaches_upstream(version: &str) {
-    let upstream = Upstream::bind();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream.addr().to_string(),
-        "--send-proxy",
-        version,
-    ]);
+    let (upstream, fwd) = before_own_upstream(&["--send-proxy", version]);
     let mut client = connect(fwd.addr());
     client.write_all(b"payload").expect("write");
     let mut server = upstream.accept(Duration::from_secs(5));
@@ -243,20 +237,10 @@ fn expect_rejected(metrics: SocketAddr, reason: &str, expected: u64) {
     );
 }
 
-/// A forwarder with `--accept-proxy` and `--metrics` (plus `extra`) in front of an upstream the test
-/// accepts from itself, so it can tell whether any connection was made.
+/// [`before_own_upstream`] with `--accept-proxy` and `--metrics` (plus `extra`), and its metrics address.
 fn strict_forwarder(extra: &[&str]) -> (Upstream, Forwarder, SocketAddr) {
-    let upstream = Upstream::bind();
-    let upstream_arg = upstream.addr().to_string();
-    let mut args = vec![
-        "--upstream",
-        &upstream_arg,
-        "--accept-proxy",
-        "--metrics",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    let fwd = Forwarder::start(&args);
+    let flags = [&["--accept-proxy", "--metrics", "127.0.0.1:0"][..], extra].concat();
+    let (upstream, fwd) = before_own_upstream(&flags);
     let metrics = fwd.metrics_addr();
     (upstream, fwd, metrics)
 }
