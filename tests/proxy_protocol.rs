@@ -16,47 +16,43 @@ use std::time::Duration;
 use common::*;
 use edgefwd::wire::proxy_protocol::{self, Parsed, Version};
 
-/// A forwarder with `flags` in front of an upstream the test accepts from itself, so it can read what
-/// edgefwd sends, and tell whether any connection was made.
-fn before_own_upstream(flags: &[&str]) -> (Upstream, Forwarder) {
-    let upstream = Upstream::bind();
-    let upstream_arg = upstream.addr().to_string();
-    let mut args = vec!["--upstream", upstream_arg.as_str()];
-    args.extend_from_slice(flags);
-    let fwd = Forwarder::start(&args);
-    (upstream, fwd)
-}
-
-/// [`before_own_upstream`] with `--accept-proxy --send-proxy v2` and `extra`: the upstream reads the
-/// header edgefwd sends for the one it received.
-fn relaying_forwarder(extra: &[&str]) -> (Upstream, Forwarder) {
-    before_own_upstream(&[&["--accept-proxy", "--send-proxy", "v2"][..], extra].concat())
-}
-
-/// A new client of `fwd` sends `greeting` then `payload`; returns the PROXY header the upstream then
-/// received, the payload that followed it, and the client, still open.
-fn relayed(
-    fwd: &Forwarder,
-    upstream: &Upstream,
-    greeting: &[u8],
-    payload: &[u8],
-) -> (Vec<u8>, Vec<u8>, std::net::TcpStream) {
-    let mut client = connect(fwd.addr());
-    client
-        .write_all(&[greeting, payload].concat())
-        .expect("write");
-    let mut server = upstream.accept(Duration::from_secs(5));
-    let (header, rest) = read_raw_header(&mut server, payload.len());
-    (header, rest, client)
+/// Reads from `upstream` until a whole PROXY header and `payload_len` more bytes have arrived.
+fn read_header(
+    upstream: &mut std::net::TcpStream,
+    payload_len: usize,
+) -> (Option<SocketAddr>, Option<SocketAddr>, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Parsed::Done {
+            header_len,
+            source,
+            destination,
+            ..
+        } = proxy_protocol::parse(&got)
+        {
+            if got.len() >= header_len + payload_len {
+                return (source, destination, got[header_len..].to_vec());
+            }
+        }
+        let n = upstream.read(&mut chunk).expect("read from edgefwd");
+        assert!(n > 0, "EOF before the header was complete: {got:?}");
+        got.extend_from_slice(&chunk[..n]);
+    }
 }
 
 fn send_proxy_reaches_upstream(version: &str) {
-    let (upstream, fwd) = before_own_upstream(&["--send-proxy", version]);
+    let upstream = Upstream::bind();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &upstream.addr().to_string(),
+        "--send-proxy",
+        version,
+    ]);
     let mut client = connect(fwd.addr());
     client.write_all(b"payload").expect("write");
     let mut server = upstream.accept(Duration::from_secs(5));
-    let (header, rest) = read_raw_header(&mut server, 7);
-    let (source, destination, _) = read_header_of(&header);
+    let (source, destination, rest) = read_header(&mut server, 7);
     assert_eq!(source, Some(client.local_addr().expect("addr")));
     assert_eq!(destination, Some(fwd.addr()));
     assert_eq!(rest, b"payload");
@@ -85,12 +81,6 @@ fn accept_proxy_by_hand(header: &[u8], carried: &str) {
     client
         .write_all(&[header, b"hello"].concat())
         .expect("write");
-    hello_echoed_for(&fwd, client, carried);
-}
-
-/// `client`, its header and "hello" sent, gets "hello" echoed; once it leaves, the pair's close line
-/// names `carried` as the client.
-fn hello_echoed_for(fwd: &Forwarder, mut client: std::net::TcpStream, carried: &str) {
     let mut got = [0u8; 5];
     client.read_exact(&mut got).expect("read echo");
     assert_eq!(&got, b"hello");
@@ -124,10 +114,20 @@ fn test_accept_proxy_v2_by_hand() {
 /// A received header's client is the one a sent header names.
 #[test]
 fn test_accept_then_send_carries_the_client_on() {
-    let (upstream, fwd) = relaying_forwarder(&[]);
-    let greeting = b"PROXY TCP4 198.51.100.3 203.0.113.4 1234 443\r\n";
-    let (header, rest, _client) = relayed(&fwd, &upstream, greeting, b"data");
-    let (source, destination, _) = read_header_of(&header);
+    let upstream = Upstream::bind();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &upstream.addr().to_string(),
+        "--accept-proxy",
+        "--send-proxy",
+        "v2",
+    ]);
+    let mut client = connect(fwd.addr());
+    client
+        .write_all(b"PROXY TCP4 198.51.100.3 203.0.113.4 1234 443\r\ndata")
+        .expect("write");
+    let mut server = upstream.accept(Duration::from_secs(5));
+    let (source, destination, rest) = read_header(&mut server, 4);
     assert_eq!(source, Some("198.51.100.3:1234".parse().expect("addr")));
     assert_eq!(destination, Some("203.0.113.4:443".parse().expect("addr")));
     assert_eq!(rest, b"data");
@@ -243,10 +243,20 @@ fn expect_rejected(metrics: SocketAddr, reason: &str, expected: u64) {
     );
 }
 
-/// [`before_own_upstream`] with `--accept-proxy` and `--metrics` (plus `extra`), and its metrics address.
+/// A forwarder with `--accept-proxy` and `--metrics` (plus `extra`) in front of an upstream the test
+/// accepts from itself, so it can tell whether any connection was made.
 fn strict_forwarder(extra: &[&str]) -> (Upstream, Forwarder, SocketAddr) {
-    let flags = [&["--accept-proxy", "--metrics", "127.0.0.1:0"][..], extra].concat();
-    let (upstream, fwd) = before_own_upstream(&flags);
+    let upstream = Upstream::bind();
+    let upstream_arg = upstream.addr().to_string();
+    let mut args = vec![
+        "--upstream",
+        &upstream_arg,
+        "--accept-proxy",
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let fwd = Forwarder::start(&args);
     let metrics = fwd.metrics_addr();
     (upstream, fwd, metrics)
 }
@@ -327,7 +337,16 @@ fn test_valid_tlvs_accepted_byte_by_byte() {
         client.write_all(&[*byte]).expect("write");
     }
     client.write_all(b"hello").expect("write");
-    hello_echoed_for(&fwd, client, "192.0.2.1:5000");
+    let mut got = [0u8; 5];
+    client.read_exact(&mut got).expect("read echo");
+    assert_eq!(&got, b"hello");
+    drop(client);
+    let close = fwd.wait_for_close("client-fin", Duration::from_secs(5));
+    assert!(
+        close.line.contains("client=192.0.2.1:5000"),
+        "{}",
+        close.line
+    );
 }
 
 /// A client that stops in the middle of its header is counted as `timeout`; one that leaves there as
@@ -421,8 +440,22 @@ fn client_header_with_tlvs() -> Vec<u8> {
 /// v1 header, or a v2 header without TLVs, has none carried.
 #[test]
 fn test_send_proxy_tlvs_carries_only_what_is_asked() {
-    let (upstream, fwd) = relaying_forwarder(&["--send-proxy-tlvs", "alpn,authority"]);
-    let (header, rest, _client) = relayed(&fwd, &upstream, &client_header_with_tlvs(), b"payload");
+    let upstream = Upstream::bind();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &upstream.addr().to_string(),
+        "--accept-proxy",
+        "--send-proxy",
+        "v2",
+        "--send-proxy-tlvs",
+        "alpn,authority",
+    ]);
+    let mut client = connect(fwd.addr());
+    client
+        .write_all(&[client_header_with_tlvs().as_slice(), b"payload"].concat())
+        .expect("write");
+    let mut server = upstream.accept(Duration::from_secs(5));
+    let (header, rest) = read_raw_header(&mut server, 7);
     assert_eq!(rest, b"payload");
     assert_eq!(tlv_value(&header, 0x01).as_deref(), Some(&b"h2"[..]));
     assert_eq!(
@@ -443,7 +476,12 @@ fn test_send_proxy_tlvs_carries_only_what_is_asked() {
         ),
         ("v2 without TLVs", v2_inet(&[])),
     ] {
-        let (header, rest, _client) = relayed(&fwd, &upstream, &greeting, b"x");
+        let mut client = connect(fwd.addr());
+        client
+            .write_all(&[greeting.as_slice(), b"x"].concat())
+            .expect("write");
+        let mut server = upstream.accept(Duration::from_secs(5));
+        let (header, rest) = read_raw_header(&mut server, 1);
         assert_eq!(rest, b"x");
         assert_eq!(header.len(), 16 + 12, "{what}: {header:?}");
     }
