@@ -1,5 +1,8 @@
 //! One client and its upstream, from accept to close.
 //!
 //! - [`pair`]: the two sockets, their two pump directions, the phases and deadlines.
+//! - [`interest`]: how each of a pair's sockets is registered with the poller (muted reads under
+//!   backpressure, write interest only while a write waits), one state machine per socket.
 
+pub mod interest;
 pub mod pair;
