@@ -1,7 +1,7 @@
 //! The PROXY protocol (HAProxy's spec, versions 1 and 2): a header in front of a TCP stream that carries
 //! the original client's address across a proxy. Pure: encoding and parsing, no I/O.
 //!
-//! - [`encode`] builds the header `--send-proxy v1|v2` puts first in the upstream stream.
+//! - [`encode()`] builds the header `--send-proxy v1|v2` puts first in the upstream stream.
 //! - [`parse`] reads a header from the first bytes of a stream (`--accept-proxy`), detecting the version
 //!   from the first bytes. It is given whatever has arrived so far and answers [`Parsed::Incomplete`]
 //!   until the header is whole, so the caller can keep reading into a small bounded buffer; it never
@@ -23,7 +23,7 @@
 //! # Where each part lives
 //! - this file: the bounds, [`Version`], [`Parsed`] and [`parse`], which picks the version from the
 //!   first bytes; the round-trip and mutation properties over the whole.
-//! - `encode`: [`encode`] and [`encode_with_tlvs`] (mixed families sent as IPv6).
+//! - `encode`: [`encode()`] and [`encode_with_tlvs`] (mixed families sent as IPv6).
 //! - `v1`: the v1 line, judged byte by byte.
 //! - `v2`: the v2 fixed part and addresses (rules 1 to 4, 10).
 //! - `tlv`: the walk of the v2 TLV area, SSL sub-TLVs and the CRC-32C (rules 5 to 9).
