@@ -26,8 +26,8 @@
 //! in submodules, so `Poll`, the `Registry` and the slabs stay inside this module tree:
 //! - `reload`: SIGHUP reload, route matching, listener hand-over, draining routes;
 //! - `probes`: active health probes;
-//! - `resolution`: DNS re-resolution, CONNECT lookups' answers, and the worker threads' waker;
-//! - `observe`: per-turn counters, the stats line, `--metrics` scrapes, `--trace` lines.
+//! - `lookups`: DNS re-resolution, CONNECT lookups' answers, and the worker threads' waker;
+//! - `report`: per-turn counters, the stats line, `--metrics` scrapes, `--trace` lines.
 
 use std::io;
 use std::net::SocketAddr;
