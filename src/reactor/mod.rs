@@ -22,12 +22,14 @@
 //! token, until the route's `connect_attempts` are used up. Reload (SIGHUP) swaps routes without cutting a
 //! pair: see `Reactor::reload` (in `reload.rs`).
 //!
-//! This file is the loop, the pairs, accepting, failover and shutdown. The rest adds `impl Reactor` blocks
-//! in submodules, so `Poll`, the `Registry` and the slabs stay inside this module tree:
+//! This file is the loop, event dispatch, the pairs' timers and teardown. The rest adds `impl Reactor`
+//! blocks in submodules, so `Poll`, the `Registry` and the slabs stay inside this module tree:
+//! - `accept`: the after-batch accept phase, its limits and the EMFILE pause;
+//! - `shutdown`: signals, graceful shutdown and its deadline;
 //! - `reload`: SIGHUP reload, route matching, listener hand-over, draining routes;
 //! - `probes`: active health probes;
-//! - `resolution`: DNS re-resolution, CONNECT lookups' answers, and the worker threads' waker;
-//! - `observe`: per-turn counters, the stats line, `--metrics` scrapes, `--trace` lines.
+//! - `lookups`: DNS re-resolution, CONNECT lookups' answers, and the worker threads' waker;
+//! - `report`: per-turn counters, the stats line, `--metrics` scrapes, `--trace` lines.
 
 use std::io;
 use std::net::SocketAddr;
@@ -54,34 +56,32 @@ use crate::reactor::timer::{Entry, Timers};
 use crate::reactor::worker::{Inbox, Lookup, NotQueued, Worker};
 use crate::session::pair::{Outcome, Pair, Phase, NO_UPSTREAM};
 use crate::throttle::Throttle;
-use crate::token::{self, PairToken, Side, Target, GENERATION_MASK, MAX_SLOT};
+use crate::token::{self, Owner, PairToken, Side, GENERATION_MASK, MAX_SLOT};
 use crate::upstream::endpoint::Tried;
 use crate::upstream::prewarm::WarmPool;
 use crate::upstream::route::{Listener, NoUpstream, Route};
 use crate::wire::greeting::{Greeting, Target as ConnectTarget};
 use crate::wire::proxy_protocol::Reason;
 
+mod accept;
 pub mod fdlimit;
 mod lookups;
 mod probes;
 mod reload;
 mod report;
 pub mod scrape;
+mod shutdown;
 pub mod timer;
 pub mod worker;
 
 use probes::Probe;
 use report::trace_event;
+use shutdown::Drain;
 
-/// Most connections accepted from one listener in one loop turn, so a connection flood cannot starve
-/// established pairs.
-const ACCEPT_BUDGET: usize = 256;
 /// Pair slots kept allocated once every pair has closed (see `release_pair_slots`): enough for
 /// everyday churn to reuse them without growing the slab again.
 const PAIR_SLOTS_KEPT: usize = 1024;
 
-/// How long accepting pauses after EMFILE/ENFILE: long enough to cost no CPU, short enough to resume fast.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Events fetched per `epoll_wait`.
 const EVENTS_CAPACITY: usize = 1024;
 /// At most one line per this long about clients closed over their PROXY header (per reactor).
@@ -94,18 +94,6 @@ pub enum Exit {
     Graceful,
     /// A second signal asked to stop at once.
     Forced,
-}
-
-/// Progress of a graceful shutdown.
-#[derive(Debug)]
-struct Drain {
-    deadline: Instant,
-    /// Pairs that ended on their own after the signal.
-    drained: usize,
-    /// Pairs closed by the shutdown itself.
-    cut: usize,
-    /// A second signal arrived.
-    forced: bool,
 }
 
 /// Where a reactor stands among the `--threads` reactors.
@@ -374,24 +362,24 @@ impl Reactor {
         let mut count = 0;
         for event in events.iter() {
             count += 1;
-            let target = Target::of(event.token());
+            let owner = Owner::of(event.token());
             if log::log_enabled!(log::Level::Trace) {
-                trace_event(target, Event::from(event));
+                trace_event(owner, Event::from(event));
             }
-            match target {
-                Target::Listener { route, index } => self.on_listener_event(route, index),
-                Target::Signals => self.on_signals(),
-                Target::Metrics => self.with_metrics_server(|server, _| server.on_listener_event()),
-                Target::Waker => self.on_waker(),
-                Target::Scrape(slot) => self.on_scrape_event(slot),
-                Target::Probe(slot) => self.on_probe_event(slot),
-                Target::Warm(slot) => {
+            match owner {
+                Owner::Listener { route, index } => self.on_listener_event(route, index),
+                Owner::Signals => self.on_signals(),
+                Owner::Metrics => self.with_metrics_server(|server, _| server.on_listener_event()),
+                Owner::Waker => self.on_waker(),
+                Owner::Scrape(slot) => self.on_scrape_event(slot),
+                Owner::Probe(slot) => self.on_probe_event(slot),
+                Owner::Warm(slot) => {
                     if let Some(warm) = self.warm.as_mut() {
                         let hung_up = event.is_read_closed() || event.is_error();
                         warm.on_event(slot, hung_up, self.now);
                     }
                 }
-                Target::Pair(pair) => self.on_pair_event(pair, Event::from(event)),
+                Owner::Pair(pair) => self.on_pair_event(pair, Event::from(event)),
             }
         }
         self.events = events;
@@ -708,18 +696,6 @@ impl Reactor {
         self.start_resolves();
     }
 
-    fn any_accept_ready(&self) -> bool {
-        self.accept_paused_until.is_none()
-            && (self.siblings.budget.has_room()
-                && self.routes.iter().any(|(_, route)| {
-                    route.below_limit() && route.listeners.iter().any(|listener| listener.ready)
-                })
-                || self
-                    .metrics_server
-                    .as_ref()
-                    .is_some_and(|server| server.is_ready(self.now)))
-    }
-
     /// With `--threads`, spare pipes live at most [`budget::SPARE_CHECK`]: another reactor's clients may
     /// wait for their slots, and nothing would wake this reactor to give them back. The first turn that
     /// finds spares arms the deadline; the turn at or past it closes every spare. An idle reactor thus
@@ -743,163 +719,6 @@ impl Reactor {
                     self.spares_expire_at = Some(self.now + budget::SPARE_CHECK);
                 }
             }
-        }
-    }
-
-    /// Accepts queued scrapes, unless accepting is paused: the metrics listener runs out of fds like any
-    /// other, and then waits out the same pause (its edge kept) instead of spinning or losing the scrape.
-    /// Errors of its own it waits out alone (`MetricsServer::accept`).
-    fn accept_scrapes(&mut self) {
-        if self.accept_paused_until.is_some() {
-            return;
-        }
-        let now = self.now;
-        let mut failed = None;
-        self.with_metrics_server(|server, registry| failed = server.accept(registry, now));
-        if let Some(err) = failed {
-            self.pause_accepting(&err);
-        }
-    }
-
-    fn can_accept(&self, route: usize, index: usize) -> bool {
-        self.accept_paused_until.is_none()
-            && self.routes.get(route).is_some_and(|route| {
-                route.below_limit()
-                    && route
-                        .listeners
-                        .get(index)
-                        .is_some_and(|listener| listener.ready)
-            })
-    }
-
-    /// The after-batch accept phase: metrics scrapes, every ready listener, then the warm pool's refill
-    /// (new slots are only handed out here, after every event of the batch has been dispatched).
-    fn accept_ready(&mut self) {
-        self.accept_scrapes();
-        if self.budget_retry_at.is_some_and(|at| at <= self.now) {
-            self.budget_retry_at = None;
-        }
-        if self.siblings.budget.is_wanted() {
-            // Clients wait for a slot, perhaps in another reactor's backlog: spares must not hold them.
-            self.shed_spare_pipes();
-        }
-        let ready: Vec<(usize, usize)> = self
-            .routes
-            .iter()
-            .flat_map(|(key, route)| {
-                route
-                    .listeners
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, listener)| listener.ready)
-                    .map(move |(index, _)| (key, index))
-            })
-            .collect();
-        for (route, index) in ready {
-            self.accept_from(route, index);
-        }
-        self.expire_spare_pipes();
-        self.refill_warm();
-    }
-
-    /// Accepts until WouldBlock, the route's connection limit, the fd budget, fd exhaustion or the
-    /// per-turn cap. Each client is accepted with a budget slot in hand, which its pair keeps.
-    fn accept_from(&mut self, route: usize, index: usize) {
-        for _ in 0..ACCEPT_BUDGET {
-            if !self.can_accept(route, index) {
-                self.note_limit(route);
-                return;
-            }
-            let Some(slot) = self.take_pair_slot() else {
-                self.note_budget_full(route);
-                return;
-            };
-            let Some(listener) = self.routes.get_mut(route).and_then(|route| {
-                // Accepting again: the next stop, at either limit, is counted.
-                route.at_limit = false;
-                route.listeners.get_mut(index)
-            }) else {
-                return;
-            };
-            match listener.socket.accept() {
-                Ok((stream, addr)) => {
-                    self.metrics.accepts += 1;
-                    self.open_pair(route, stream, addr, slot);
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => listener.ready = false,
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
-                Err(err) => self.pause_accepting(&err),
-            }
-        }
-    }
-
-    /// A slot of the fd budget for a new pair. When none is free and this reactor holds spare pipes, they
-    /// are closed and the slot taken from what they gave back.
-    fn take_pair_slot(&mut self) -> Option<Slot> {
-        self.siblings.budget.take_for_pair().or_else(|| {
-            self.shed_spare_pipes();
-            self.siblings.budget.take_for_pair()
-        })
-    }
-
-    /// Accepting stopped at the process's fd budget with a listener of route `key` still ready: its
-    /// clients wait in the backlog. A pair or pipe closing in this reactor frees a slot that the same
-    /// turn's accept phase uses; one freed by another reactor is found by looking again shortly.
-    fn note_budget_full(&mut self, key: usize) {
-        if self.config.threads > 1 && self.budget_retry_at.is_none() {
-            self.budget_retry_at = Some(self.now + budget::SHARED_RETRY);
-        }
-        let Some(route) = self.routes.get_mut(key) else {
-            return;
-        };
-        if !route.at_limit {
-            route.at_limit = true;
-            self.metrics.accept_pauses_limit += 1;
-            debug!(
-                "route {}: the process's fd budget of {} pairs is in use: clients wait in the backlog",
-                route.config.name,
-                self.siblings.budget.slots()
-            );
-        }
-    }
-
-    /// Counts a route's stop at its `max_connections` once, when it starts.
-    fn note_limit(&mut self, key: usize) {
-        let Some(route) = self.routes.get_mut(key) else {
-            return;
-        };
-        let at_limit = !route.below_limit() && route.listeners.iter().any(|l| l.ready);
-        if at_limit && !route.at_limit {
-            self.metrics.accept_pauses_limit += 1;
-            debug!(
-                "route {} at --max-connections ({}): clients wait in the backlog",
-                route.config.name, route.config.max_connections
-            );
-        }
-        route.at_limit = at_limit;
-    }
-
-    /// Stops accepting for a short while after fd (or memory) exhaustion. Retrying at once would spin:
-    /// the queued connection stays queued and the listener stays readable.
-    fn pause_accepting(&mut self, err: &io::Error) {
-        self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
-        self.metrics.accept_pauses_exhausted += 1;
-        self.shed_spare_pipes();
-        if let Some(suppressed) = self.exhaustion_warning.allow(self.now) {
-            let kind = if net::is_resource_exhaustion(err) {
-                "out of resources"
-            } else {
-                "unexpected error"
-            };
-            warn!(
-                "accept failed ({kind}): {err}; pausing accepts for {}ms, {} pairs open ({suppressed} similar warnings suppressed)",
-                ACCEPT_BACKOFF.as_millis(),
-                self.pairs.len()
-            );
         }
     }
 
@@ -1198,11 +1017,7 @@ impl Reactor {
             self.release_pair_slots();
         }
         if let Some(drain) = self.drain.as_mut() {
-            if cause == Cause::Shutdown {
-                drain.cut += 1;
-            } else {
-                drain.drained += 1;
-            }
+            drain.note_closed(cause);
         }
         // Every pair in the slab holds a slot of the fd budget (`open_pair`): given back once its
         // sockets are closed, last, so that whoever sees them closed also sees the slab released.
@@ -1239,81 +1054,6 @@ impl Reactor {
                 pipes.clear();
             }
         }
-    }
-
-    fn on_signals(&mut self) {
-        let received: Vec<i32> = self.signals.pending().collect();
-        for signal in received {
-            if signal == SIGHUP {
-                self.request_reload();
-                continue;
-            }
-            let name = if signal == SIGINT {
-                "SIGINT"
-            } else {
-                "SIGTERM"
-            };
-            match self.drain.as_mut() {
-                Some(drain) => {
-                    info!(
-                        "second signal ({name}): closing {} pairs now",
-                        self.pairs.len()
-                    );
-                    drain.forced = true;
-                }
-                None => self.begin_shutdown(name),
-            }
-        }
-    }
-
-    /// Stops accepting (closing the listeners refuses new clients) and lets live pairs finish.
-    fn begin_shutdown(&mut self, signal: &str) {
-        let registry = self.poll.registry();
-        for (_, route) in self.routes.iter_mut() {
-            for mut listener in route.listeners.drain(..) {
-                // A `--threads` sibling's descriptor keeps the socket open, and with it this poller's
-                // registration: deregistered first, so that its clients wake only the sibling. Failure
-                // means it was not registered.
-                let _ = registry.deregister(&mut listener.socket);
-            }
-        }
-        self.warm = None;
-        info!(
-            "{signal}: shutting down, stopped accepting; waiting up to {}ms for {} live pairs",
-            self.config.shutdown_timeout.as_millis(),
-            self.pairs.len()
-        );
-        self.drain = Some(Drain {
-            deadline: self.now + self.config.shutdown_timeout,
-            drained: 0,
-            cut: 0,
-            forced: false,
-        });
-    }
-
-    /// Closes every remaining pair with RST: their transfers did not complete.
-    fn cut_all(&mut self) {
-        let slots: Vec<usize> = self.pairs.iter().map(|(slot, _)| slot).collect();
-        for slot in slots {
-            self.close_pair(slot, Cause::Shutdown);
-        }
-    }
-
-    /// `Some` once a shutdown has nothing left to wait for.
-    fn finished(&mut self) -> Option<Exit> {
-        let forced = self.drain.as_ref()?.forced;
-        if forced {
-            self.cut_all();
-        }
-        if !self.pairs.is_empty() {
-            return None;
-        }
-        let drain = self.drain.as_ref()?;
-        info!(
-            "shutdown complete: drained={} cut={}",
-            drain.drained, drain.cut
-        );
-        Some(if forced { Exit::Forced } else { Exit::Graceful })
     }
 }
 
