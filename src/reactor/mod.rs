@@ -17,10 +17,9 @@
 //! stays set: the kernel will not send another edge for connections already queued, so the loop must come
 //! back by itself — when a pair closes, when the backoff timer fires, or on the next turn.
 //!
-//! Failover: a pair whose upstream connect fails (refused, error, or its connect deadline) while still in
-//! `Connecting` gets a new upstream socket from its route ([`Route::connect`]), registered under the same
-//! token, until the route's `connect_attempts` are used up. Reload (SIGHUP) swaps routes without cutting a
-//! pair: see `Reactor::reload` (in `reload.rs`).
+//! Getting a pair its upstream (pick, connect, fail over, look up a CONNECT destination, establish or
+//! give up) is `session::connect`'s: the reactor lends it a `Context` at each step and acts on the
+//! outcome. Reload (SIGHUP) swaps routes without cutting a pair: see `Reactor::reload` (in `reload.rs`).
 //!
 //! This file is the loop, event dispatch, the pairs' timers and teardown. The rest adds `impl Reactor`
 //! blocks in submodules, so `Poll`, the `Registry` and the slabs stay inside this module tree:
@@ -42,7 +41,6 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
-use socket2::SockRef;
 
 use crate::close::Cause;
 use crate::config::file::Defaults;
@@ -53,14 +51,13 @@ use crate::datapath::readiness::Event;
 use crate::observe::metrics::{Metrics, MetricsBoard, StatsTicker};
 use crate::reactor::scrape::MetricsServer;
 use crate::reactor::timer::{Entry, Timers};
-use crate::reactor::worker::{Inbox, Lookup, NotQueued, Worker};
-use crate::session::pair::{Outcome, Pair, Phase, NO_UPSTREAM};
+use crate::reactor::worker::{Inbox, Worker};
+use crate::session::connect::{self, Context, Lookups, Step};
+use crate::session::pair::{Outcome, Pair};
 use crate::throttle::Throttle;
 use crate::token::{self, Owner, PairToken, Side, GENERATION_MASK, MAX_SLOT};
-use crate::upstream::endpoint::Tried;
 use crate::upstream::prewarm::WarmPool;
-use crate::upstream::route::{Listener, NoUpstream, Route};
-use crate::wire::greeting::{Greeting, Target as ConnectTarget};
+use crate::upstream::route::{Listener, Route};
 use crate::wire::proxy_protocol::Reason;
 
 mod accept;
@@ -414,13 +411,9 @@ impl Reactor {
         let Some(route) = self.routes.get_mut(pair.route) else {
             return; // cannot happen: a route outlives its pairs
         };
-        let connecting = pair.phase() == Phase::Connecting;
         let budget = route.pair_budget;
         let mut shared = route.shared(&mut self.metrics);
         let outcome = pair.on_event(side, event, &mut shared, budget, self.now);
-        if connecting && pair.phase() == Phase::Established {
-            route.connect_succeeded(pair.endpoint, self.now);
-        }
         self.settle(slot, outcome);
     }
 
@@ -439,13 +432,10 @@ impl Reactor {
                 }
                 self.arm_timer(slot);
             }
-            Outcome::Close(cause) if cause.is_connect_failure() => self.failover(slot, cause),
             Outcome::Close(cause) => self.close_pair(slot, cause),
-            Outcome::Connect(target) => self.connect_greeted(slot, target),
-            Outcome::NextAddress(addr) => {
-                self.metrics.failovers += 1;
-                self.start_upstream(slot, Some(addr));
-            }
+            Outcome::Connect(target) => self.advance_connect(slot, Step::Greeted(target)),
+            Outcome::Connected => self.advance_connect(slot, Step::Connected),
+            Outcome::ConnectFailed(cause) => self.advance_connect(slot, Step::Failed(cause)),
         }
     }
 
@@ -492,114 +482,6 @@ impl Reactor {
             }
         }
         true
-    }
-
-    /// A pair's greeting is done: connect it to an upstream of its route or to its CONNECT destination,
-    /// which is looked up first when it names a host.
-    fn connect_greeted(&mut self, slot: usize, target: ConnectTarget) {
-        match target {
-            ConnectTarget::Balanced => self.start_upstream(slot, None),
-            ConnectTarget::Direct(addr) => self.start_upstream(slot, Some(addr)),
-            ConnectTarget::Named(host_port) => self.look_up(slot, host_port),
-        }
-    }
-
-    /// A CONNECT destination named by host goes to the lookup threads; the pair waits for the answer
-    /// ([`Reactor::on_looked`]) in `Connecting` without a socket, under its connect deadline, which the
-    /// job carries so that a lookup thread skips a name nobody waits for any more.
-    fn look_up(&mut self, slot: usize, host_port: String) {
-        let now = self.now;
-        let Some(pair) = self.pairs.get_mut(slot) else {
-            return;
-        };
-        let Some(route) = self.routes.get(pair.route) else {
-            return;
-        };
-        pair.begin_lookup(now);
-        let job = Lookup {
-            pair: slot,
-            id: pair.id,
-            host_port,
-            until: pair.deadline(&route.deadlines).map_or(now, |(at, _)| at),
-        };
-        let queued = match self.worker.as_mut() {
-            Some(worker) => worker.lookup(job),
-            None => Err(NotQueued::NoThreads),
-        };
-        let outcome = match queued {
-            Ok(()) => Outcome::Open,
-            Err(why) => {
-                debug!("conn={} CONNECT to a host name: {}", pair.id, why.reason());
-                if let Some(suppressed) = self.lookup_warning.allow(now) {
-                    warn!(
-                        "CONNECT to host names answered 502: {} ({suppressed} more since the last warning)",
-                        why.reason()
-                    );
-                }
-                pair.cannot_connect(now)
-            }
-        };
-        self.settle(slot, outcome);
-    }
-
-    /// Starts the upstream connect, to the CONNECT `destination` or else to an upstream of the route
-    /// (balanced by the client address, which a PROXY header may have replaced), and registers the socket
-    /// under the pair's upstream token. A CONNECT destination's next address comes here too, after the
-    /// pair dropped the failed socket ([`Outcome::NextAddress`]). A connect to a CONNECT destination that
-    /// fails at once (no route, a firewall's EPERM, no local port) moves on to its next address as well;
-    /// running out of fds does not, since the next connect would fail the same way.
-    fn start_upstream(&mut self, slot: usize, destination: Option<SocketAddr>) {
-        let now = self.now;
-        let Some(pair) = self.pairs.get_mut(slot) else {
-            return;
-        };
-        let Some(route) = self.routes.get_mut(pair.route) else {
-            return;
-        };
-        let started = match destination {
-            None => route
-                .connect(pair.client_addr.ip(), Tried::default(), now, |_| None)
-                .map(|(stream, index, tried, _)| (stream, index, tried))
-                .map_err(|failure| (failure.unresolved, failure.error)),
-            Some(addr) => net::start_connect(addr, route.options)
-                .map(|stream| (stream, NO_UPSTREAM, Tried::default()))
-                .map_err(|err| (false, err)),
-        };
-        let (mut stream, index, tried) = match started {
-            Ok(started) => started,
-            Err((unresolved, err)) => {
-                debug!("conn={} cannot start the upstream connect: {err}", pair.id);
-                let exhausted = net::is_resource_exhaustion(&err);
-                let outcome = if destination.is_some() && !exhausted {
-                    pair.destination_unreachable(&err, now)
-                } else if unresolved {
-                    Outcome::Close(Cause::Unresolved)
-                } else {
-                    // Not a failover case: no upstream of the route was tried.
-                    pair.cannot_connect(now)
-                };
-                if exhausted {
-                    // Out of fds: accepting more clients now would only fail the same way.
-                    self.pause_accepting(&err);
-                }
-                return match outcome {
-                    Outcome::Close(cause) => self.close_pair(slot, cause),
-                    outcome => self.settle(slot, outcome),
-                };
-            }
-        };
-        let token = token_of(slot, Side::Upstream, pair.id);
-        let both = Interest::READABLE | Interest::WRITABLE;
-        if let Err(err) = self.poll.registry().register(&mut stream, token, both) {
-            route.release(index);
-            warn!(
-                "conn={} cannot register an upstream connect: {err}",
-                pair.id
-            );
-            return self.close_pair(slot, Cause::ConnectError);
-        }
-        pair.begin_connect(stream, index, tried, now);
-        self.arm_timer(slot);
     }
 
     fn run_yielded(&mut self) {
@@ -722,129 +604,93 @@ impl Reactor {
         }
     }
 
-    /// Starts the upstream connect for a new client of route `key` and registers both sockets. The pair
-    /// keeps `fd_slot` (given back by `close_pair`); a client dropped or refused here gives it back at
+    /// Hands a client accepted on route `key` to the connect path, which registers its sockets; the pair
+    /// keeps `fd_slot` (given back by `close_pair`); a client dropped or refused there gives it back at
     /// once.
     fn open_pair(&mut self, key: usize, client: TcpStream, client_addr: SocketAddr, fd_slot: Slot) {
-        let now = self.now;
-        let Some(route) = self.routes.get_mut(key) else {
-            return;
-        };
-        if let Err(err) = net::apply_accepted_options(&SockRef::from(&client), route.options) {
-            debug!("client={client_addr} dropped: cannot set socket options: {err}");
-            return;
-        }
-        if let Some(rules) = route.greeting.clone() {
-            let greeting = Greeting::new(rules);
-            return self.open_greeting_pair(key, client, client_addr, greeting, fd_slot);
-        }
-        let uid = route.uid;
-        let warm = &mut self.warm;
-        let connect = route.connect(client_addr.ip(), Tried::default(), now, |index| {
-            warm.as_mut().and_then(|pool| pool.take(uid, index))
-        });
-        let (upstream, index, tried, prewarmed) = match connect {
-            Ok(connect) => connect,
-            Err(failure) => return self.refuse_client(key, client, client_addr, failure),
-        };
-        if warm.is_some() {
-            let metrics = &mut self.metrics;
-            *(if prewarmed {
-                &mut metrics.warm_hits
-            } else {
-                &mut metrics.warm_misses
-            }) += 1;
-        }
         let id = self.next_id;
         self.next_id = (self.next_id + 1) % GENERATION_MASK;
         let entry = self.pairs.vacant_entry();
         let slot = entry.key();
         if slot > MAX_SLOT {
-            route.release(index);
             warn!("client={client_addr} dropped: no token space left");
             return;
         }
-        let pair = Pair::new(
-            id,
-            (client, client_addr),
-            (upstream, index),
-            key,
-            tried,
+        let Reactor {
+            poll,
+            routes,
+            metrics,
+            warm,
+            lookup_warning,
             now,
-            self.config.splice,
-        );
-        let pair = if prewarmed {
-            pair.with_warm_upstream()
-        } else {
-            pair
-        };
-        let mut pair = pair.with_send_proxy(route.config.send_proxy);
-        // Register once for both directions, edge-triggered. Interest changes afterwards only to mute a
-        // socket whose direction is blocked (`sync_read_interest`). A warm upstream is already
-        // registered under its pool token and moves to the pair's.
-        let both = Interest::READABLE | Interest::WRITABLE;
-        let registry = self.poll.registry();
-        let upstream_token = token_of(slot, Side::Upstream, id);
-        let registered = registry
-            .register(&mut pair.client, token_of(slot, Side::Client, id), both)
-            .and_then(|()| match (prewarmed, pair.upstream.as_mut()) {
-                (true, Some(upstream)) => registry.reregister(upstream, upstream_token, both),
-                (false, Some(upstream)) => registry.register(upstream, upstream_token, both),
-                (_, None) => Ok(()),
-            });
-        if let Err(err) = registered {
-            // Nothing was inserted; dropping the pair closes both fds, which also removes them from epoll.
-            route.release(index);
-            warn!("client={client_addr} dropped: cannot register with the poller: {err}");
+            config,
+            ..
+        } = self;
+        let Some(route) = routes.get_mut(key) else {
             return;
+        };
+        let mut cx = Context {
+            registry: poll.registry(),
+            route,
+            route_key: key,
+            metrics,
+            warm: warm.as_mut(),
+            lookups: None,
+            lookup_warning,
+            now: *now,
+            exhausted: None,
+        };
+        let pair = connect::open(&mut cx, (slot, id), (client, client_addr), config.splice);
+        let exhausted = cx.exhausted.take();
+        if let Some(pair) = pair {
+            entry.insert(pair);
+            fd_slot.keep();
+            route.pairs += 1;
+            self.metrics.pairs_total += 1;
+            self.arm_timer(slot);
         }
-        entry.insert(pair);
-        fd_slot.keep();
-        route.pairs += 1;
-        self.metrics.pairs_total += 1;
-        self.arm_timer(slot);
+        if let Some(err) = exhausted {
+            self.pause_accepting(&err);
+        }
     }
 
-    /// A client that must greet first (`--accept-proxy`, `--mode connect`): only its socket is registered;
-    /// the upstream connect starts when the pair returns [`Outcome::Connect`].
-    fn open_greeting_pair(
-        &mut self,
-        key: usize,
-        mut client: TcpStream,
-        client_addr: SocketAddr,
-        greeting: Greeting,
-        fd_slot: Slot,
-    ) {
-        let Some(route) = self.routes.get_mut(key) else {
+    /// Moves the connect of the pair in `slot` on by `step` ([`connect::advance`]), then acts on the
+    /// outcome like any other.
+    fn advance_connect(&mut self, slot: usize, step: Step) {
+        let Reactor {
+            poll,
+            routes,
+            pairs,
+            metrics,
+            warm,
+            worker,
+            lookup_warning,
+            now,
+            ..
+        } = self;
+        let Some(pair) = pairs.get_mut(slot) else {
             return;
         };
-        let id = self.next_id;
-        self.next_id = (self.next_id + 1) % GENERATION_MASK;
-        let entry = self.pairs.vacant_entry();
-        let slot = entry.key();
-        if slot > MAX_SLOT {
-            warn!("client={client_addr} dropped: no token space left");
+        let key = pair.route;
+        let Some(route) = routes.get_mut(key) else {
             return;
+        };
+        let mut cx = Context {
+            registry: poll.registry(),
+            route,
+            route_key: key,
+            metrics,
+            warm: warm.as_mut(),
+            lookups: worker.as_mut().map(|worker| worker as &mut dyn Lookups),
+            lookup_warning,
+            now: *now,
+            exhausted: None,
+        };
+        let outcome = connect::advance(&mut cx, slot, pair, step);
+        if let Some(err) = cx.exhausted.take() {
+            self.pause_accepting(&err);
         }
-        let both = Interest::READABLE | Interest::WRITABLE;
-        let token = token_of(slot, Side::Client, id);
-        if let Err(err) = self.poll.registry().register(&mut client, token, both) {
-            warn!("client={client_addr} dropped: cannot register with the poller: {err}");
-            return;
-        }
-        let pair = Pair::greeting(
-            id,
-            (client, client_addr),
-            key,
-            greeting,
-            self.now,
-            self.config.splice,
-        );
-        entry.insert(pair.with_send_proxy(route.config.send_proxy));
-        fd_slot.keep();
-        route.pairs += 1;
-        self.metrics.pairs_total += 1;
-        self.arm_timer(slot);
+        self.settle(slot, outcome);
     }
 
     /// Tops the `--prewarm` pool up for every accepting route, over the upstreams that are up.
@@ -871,80 +717,6 @@ impl Reactor {
                 self.now,
             );
         }
-    }
-
-    /// No upstream connect could even be started (every socket call failed, or nothing was left to try):
-    /// reset the client.
-    fn refuse_client(
-        &mut self,
-        key: usize,
-        client: TcpStream,
-        client_addr: SocketAddr,
-        failure: NoUpstream,
-    ) {
-        let err = &failure.error;
-        let cause = failure.cause();
-        if net::is_resource_exhaustion(err) {
-            self.pause_accepting(err);
-        }
-        net::set_reset_on_close(&client);
-        self.metrics.closes[cause] += 1;
-        let route = self.routes.get(key);
-        let upstream = route
-            .zip(failure.last)
-            .map_or("-", |(route, slot)| route.endpoint_label(slot));
-        debug!(
-            "closed conn=- client={client_addr} route={} upstream={upstream} cause={cause} c2u=0 u2c=0 duration=0ms error=\"{err}\"",
-            route.map_or("-", Route::name)
-        );
-    }
-
-    /// A pair's upstream connect failed (refused, error, or its deadline). The failure counts against
-    /// that upstream's health; then the route is asked for an upstream this client has not tried yet,
-    /// within its `connect_attempts`. The new socket is registered under the pair's upstream token (see
-    /// [`Pair::retry`] for why an event of the closed one cannot pass for the new one's). With nothing left to try, the pair
-    /// is closed and the client reset, as with a single upstream.
-    fn failover(&mut self, slot: usize, cause: Cause) {
-        let now = self.now;
-        let Some(pair) = self.pairs.get_mut(slot) else {
-            return;
-        };
-        let Some(route) = self.routes.get_mut(pair.route) else {
-            return;
-        };
-        let failed = pair.endpoint;
-        route.connect_failed(failed, now);
-        // A failover never takes a warm connection: the pool's are for clients not yet connecting.
-        let next = route.connect(pair.client_addr.ip(), pair.tried.clone(), now, |_| None);
-        let (mut stream, index, tried) =
-            match next.map(|(stream, index, tried, _)| (stream, index, tried)) {
-                Ok(next) => next,
-                Err(failure) => {
-                    if net::is_resource_exhaustion(&failure.error) {
-                        self.pause_accepting(&failure.error);
-                    }
-                    return self.close_pair(slot, cause);
-                }
-            };
-        let token = token_of(slot, Side::Upstream, pair.id);
-        let both = Interest::READABLE | Interest::WRITABLE;
-        if let Err(err) = self.poll.registry().register(&mut stream, token, both) {
-            route.release(index);
-            warn!("conn={} cannot register a failover connect: {err}", pair.id);
-            return self.close_pair(slot, cause);
-        }
-        debug!(
-            "conn={} route={} upstream={} {cause}: failing over to upstream={} (attempt {})",
-            pair.id,
-            route.config.name,
-            route.endpoint_label(failed),
-            route.endpoint_label(index),
-            tried.count()
-        );
-        route.release(failed);
-        pair.retry(stream, index, tried, now);
-        self.metrics.failovers += 1;
-        self.arm_timer(slot);
     }
 
     /// A client is closed over its PROXY header: counted by reason, and logged at info, rate-limited.
@@ -997,7 +769,6 @@ impl Reactor {
         if let Some(route) = self.routes.get_mut(pair.route) {
             pair.release(&mut route.shared(&mut self.metrics));
             route.pairs -= 1;
-            route.release(pair.endpoint);
             if log::log_enabled!(log::Level::Debug) {
                 let (c2u, u2c) = pair.bytes();
                 let (reads, writes) = pair.syscalls();
@@ -1006,10 +777,11 @@ impl Reactor {
                     pair.id,
                     pair.client_addr,
                     route.config.name,
-                    route.endpoint_label(pair.endpoint),
+                    pair.lease().map_or("-", |lease| route.endpoint_label(lease.slot())),
                     self.now.duration_since(pair.started).as_millis()
                 );
             }
+            connect::release(route, &mut pair, self.now);
         }
         self.remove_if_drained(pair.route);
         if self.pairs.is_empty() {

@@ -1,5 +1,9 @@
 //! One client and its upstream, from accept to close.
 //!
 //! - [`pair`]: the two sockets, their two pump directions, the phases and deadlines.
+//! - `attempt`: the one retry policy: the next upstream (or CONNECT address) to try, or give up.
+//! - `connect`: the lifecycle of getting a pair its upstream, which the reactor calls into.
 
+pub(crate) mod attempt;
+pub(crate) mod connect;
 pub mod pair;

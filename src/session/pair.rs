@@ -9,34 +9,32 @@
 //! | `Greeting`   | a refused CONNECT, or its header timeout   | `Refusing`: write the status, then close |
 //! | `Greeting`   | a bad PROXY header, or its header timeout  | close (rejected / header-timeout)        |
 //! | `Refusing`   | status written, client FIN or 2s linger    | close (rejected)                        |
-//! | `Connecting` | (no socket) a CONNECT host name's lookup   | connect to its first address; 502 if none |
-//! | `Connecting` | upstream writable edge, or `peer_addr` ok  | `Established`; pump whatever is ready   |
-//! | `Connecting` | upstream event, `take_error` has an error  | failover, or close with RST to client   |
-//! | `Connecting` | a CONNECT destination's connect fails      | `Outcome::NextAddress`, or 502 (504 deadline) |
+//! | `Connecting` | upstream writable edge, or `peer_addr` ok  | `Outcome::Connected`: `session::connect` establishes it |
+//! | `Connecting` | upstream event, `take_error` has an error  | `Outcome::ConnectFailed`: next candidate (`Connecting`), or give up |
+//! | `Connecting` | deadline (connect timeout, or a lookup's)  | `Outcome::ConnectFailed(connect-timeout)`: likewise |
 //! | `Connecting` | client FIN with nothing sent, or RST       | close both at once (client-abort)       |
 //! | `Connecting` | client FIN after sending data              | wait: the data is delivered once up     |
-//! | `Connecting` | deadline                                   | failover, or close (connect-timeout)    |
 //! | `Established`| both directions `Closed`                   | close (client-fin / upstream-fin)       |
 //! | `Established`| a read/write error on one side             | RST on both (client-/upstream-reset)    |
 //! | `Established`| idle or half-closed past its deadline      | close (idle-timeout / fin-timeout)      |
 //! | `Established`| older than its route's lifetime            | close (max-duration)                    |
 //!
+//! `Connecting` is entered by `session::connect` (which owns getting the pair its upstream: the retry
+//! policy, registration, the route's health and lease) through [`Pair::begin_connect`] for each attempt,
+//! or [`Pair::begin_lookup`] while a CONNECT host name is looked up (no socket yet). Giving up closes a
+//! route client with RST, or answers a CONNECT client 502/504 (`Refusing`).
+//!
 //! During `Connecting` nothing is read from the client: its bytes wait in the kernel (which is cheaper
 //! than holding them in a ring), and the client's cached readiness keeps the promise that they are there.
-//! That is also what makes failover safe: no byte has gone upstream, so when a connect fails the reactor
-//! may give the pair a new upstream socket ([`Pair::retry`]) and the client never knows.
+//! That is also what makes retrying safe: no byte has gone upstream, so when a connect fails the pair
+//! may be given a new upstream socket and the client never knows.
 //!
 //! A greeting ([`crate::wire::greeting`]) is the exception: its bytes must be read to know where to connect.
 //! They are read into the greeting's bounded buffer, never past its bound, and whatever followed the
 //! header is queued as the c2u direction's preamble, so it goes upstream first, before any byte the pump
 //! reads later (as does a `--send-proxy` header). A CONNECT destination is not one of the route's
-//! upstreams: it never fails over to them, and a failed connect is answered 502 or 504 once the
-//! destination's addresses are spent. One named by host waits in
-//! `Connecting` without a socket while the reactor has it looked up ([`Pair::begin_lookup`]); if the name
-//! has several addresses, a failed connect moves on to the next one (`Pair::on_looked`), as failover
-//! moves on to the next upstream, and for the same reason it is safe: nothing has gone upstream yet.
+//! upstreams: it never fails over to them; its addresses are its candidates instead.
 
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -48,8 +46,8 @@ use mio::net::TcpStream;
 
 use crate::close::Cause;
 use crate::config::Splice;
-use crate::upstream::endpoint::Tried;
-use crate::upstream::route::Deadlines;
+use crate::session::attempt::{connect_failure_cause, Plan};
+use crate::upstream::route::{Deadlines, Lease};
 use crate::wire::connect_request::Status;
 use crate::wire::greeting::{Greeting, Target, Verdict};
 use crate::wire::proxy_protocol::{self, Reason, Version};
@@ -70,11 +68,13 @@ pub(crate) enum Outcome {
     Yield,
     /// Tear it down.
     Close(Cause),
-    /// Its greeting is complete: start the upstream connect to this target ([`Pair::begin_connect`]).
+    /// Its greeting is complete: start the upstream connect to this target (`session::connect`).
     Connect(Target),
-    /// A connect to its CONNECT destination failed, and the name has another address: connect to that
-    /// one. The failed socket is already closed, so the new connect needs no more fds than the first.
-    NextAddress(SocketAddr),
+    /// Its upstream connect completed: `session::connect` reports it to the route and establishes it.
+    Connected,
+    /// Its upstream connect failed (refused, error, or its deadline): `session::connect` tries the next
+    /// candidate or gives up.
+    ConnectFailed(Cause),
 }
 
 /// The pair's phase.
@@ -87,10 +87,6 @@ pub enum Phase {
     Connecting,
     Established,
 }
-
-/// `endpoint` of a pair whose upstream is not one of its route's (a CONNECT destination, or none
-/// yet): route bookkeeping ignores it.
-pub const NO_UPSTREAM: usize = usize::MAX;
 
 /// How many pump rounds one wakeup may run before the loop guard steps in. Each round moves bytes,
 /// changes a state or clears a readiness bit, so reaching this means something is wrong.
@@ -168,10 +164,11 @@ pub struct Pair {
     pub client_addr: SocketAddr,
     /// Slab slot of the route that accepted the client (it outlives the pair, draining if removed).
     pub route: usize,
-    /// Slot, in that route, of the endpoint (an address of an upstream) `upstream` connects to.
-    pub endpoint: usize,
-    /// Endpoints tried for this client (the current one included): a failover never repeats one.
-    pub tried: Tried,
+    /// The route endpoint `upstream` connects to, held while the pair uses it; `None` for a CONNECT
+    /// destination, and between attempts. Given back only through `session::connect`.
+    lease: Option<Lease>,
+    /// Where its connect attempts go ([`crate::session::attempt`]).
+    pub(crate) plan: Plan,
     client_ready: Readiness,
     upstream_ready: Readiness,
     /// Whether the client's / upstream's socket is registered for read events
@@ -203,25 +200,19 @@ pub struct Pair {
     refusal: Option<Refusal>,
     /// `--send-proxy`: put a PROXY header first in the upstream stream.
     send_proxy: Option<Version>,
-    /// The upstream is a CONNECT destination, not one of the route's upstreams: a failed connect moves on
-    /// to the destination's next address, if any, and is then answered with 502/504, never failing over
-    /// to the route's upstreams.
-    direct: bool,
-    /// A CONNECT destination's addresses not tried yet, last to try first ([`Pair::on_looked`]).
-    next_destinations: Vec<SocketAddr>,
     /// The client pipelined bytes after its greeting (they wait in the c2u preamble). A PROXY header we
     /// queued ourselves is in that preamble too, so its length cannot tell whether the client sent data.
     client_pipelined: bool,
 }
 
 impl Pair {
-    /// A pair whose upstream connect (to endpoint `endpoint` of route `route`) has just been started.
-    pub fn new(
+    /// A pair whose upstream connect (to the leased endpoint of route `route`) has just been started.
+    pub(crate) fn new(
         id: u32,
         (client, client_addr): (TcpStream, SocketAddr),
-        (upstream, endpoint): (TcpStream, usize),
+        (upstream, lease): (TcpStream, Option<Lease>),
         route: usize,
-        tried: Tried,
+        plan: Plan,
         now: Instant,
         splice: Splice,
     ) -> Pair {
@@ -231,8 +222,8 @@ impl Pair {
             upstream: Some(upstream),
             client_addr,
             route,
-            endpoint,
-            tried,
+            lease,
+            plan,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
             client_reads: ReadInterest::Armed,
@@ -250,8 +241,6 @@ impl Pair {
             greeting: None,
             refusal: None,
             send_proxy: None,
-            direct: false,
-            next_destinations: Vec::new(),
             client_pipelined: false,
         }
     }
@@ -272,8 +261,10 @@ impl Pair {
             upstream: None,
             client_addr,
             route,
-            endpoint: NO_UPSTREAM,
-            tried: Tried::default(),
+            lease: None,
+            plan: Plan::Upstreams {
+                tried: Default::default(),
+            },
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
             client_reads: ReadInterest::Armed,
@@ -291,8 +282,6 @@ impl Pair {
             greeting: Some(Box::new(greeting)),
             refusal: None,
             send_proxy: None,
-            direct: false,
-            next_destinations: Vec::new(),
             client_pipelined: false,
         }
     }
@@ -337,14 +326,19 @@ impl Pair {
         self
     }
 
-    /// The greeting named its target and the reactor started the connect to it (upstream `index` of the
-    /// route, or [`NO_UPSTREAM`] for a CONNECT destination, also for its next address after a failed one:
-    /// [`Pair::retry`] explains why no event of the old socket can pass for the new one's under their
-    /// shared token).
-    pub fn begin_connect(&mut self, upstream: TcpStream, index: usize, tried: Tried, now: Instant) {
+    /// A connect attempt has started (`session::connect`): to the leased endpoint, or to a CONNECT
+    /// destination's address (no lease). The pair is `Connecting` under this attempt's own connect
+    /// deadline. A socket of an earlier attempt was dropped first (`Pair::drop_upstream`), which closed
+    /// it and so removed it from epoll; the new one is registered under the same token. Under epoll no
+    /// edge of the old socket can reach the new one: epoll reports a file at most once per `epoll_wait`,
+    /// so the event that brought the failure was the old socket's last, and a connect timeout fires after
+    /// the batch. That is what lets the new socket's clean writable edge prove its connect
+    /// ([`Event::proves_connected`]). kqueue reports a socket's read and write filters as two events, so
+    /// there a stale one can arrive; it is harmless because there no event proves a connect: each makes
+    /// the pair ask the kernel about the new socket. Its readiness starts afresh below.
+    pub fn begin_connect(&mut self, upstream: TcpStream, lease: Option<Lease>, now: Instant) {
         self.upstream = Some(upstream);
-        self.endpoint = index;
-        self.tried = tried;
+        self.lease = lease;
         self.attempt_started = now;
         self.upstream_ready = Readiness::default();
         self.set_phase(Phase::Connecting);
@@ -352,70 +346,29 @@ impl Pair {
 
     /// A CONNECT to a host name, about to be looked up: the pair waits in `Connecting` with no upstream
     /// socket, under the connect deadline (504 if the name takes too long), until the answer starts the
-    /// connect ([`Pair::begin_connect`]) or fails it (`Pair::cannot_connect`).
+    /// connect or fails it.
     pub fn begin_lookup(&mut self, now: Instant) {
         self.attempt_started = now;
+        self.plan = Plan::Lookup;
         self.set_phase(Phase::Connecting);
     }
 
     /// Whether the pair is waiting for its CONNECT destination's address: a lookup answer for any other
     /// pair, or for this one after its deadline answered 504, is stale.
     pub fn awaits_address(&self) -> bool {
-        self.phase == Phase::Connecting && self.upstream.is_none()
+        self.phase == Phase::Connecting && matches!(self.plan, Plan::Lookup)
     }
 
-    /// The CONNECT destination's lookup answered: connect to its first address and keep the others for
-    /// when that connect fails (`next_destination`). A name that did not resolve gets 502.
-    pub(crate) fn on_looked(
-        &mut self,
-        addrs: Result<Vec<SocketAddr>, String>,
-        now: Instant,
-    ) -> Outcome {
-        let mut addrs = match addrs {
-            Ok(addrs) => addrs,
-            Err(err) => {
-                debug!("conn={} CONNECT destination: {err}", self.id);
-                return self.cannot_connect(now);
-            }
-        };
-        addrs.reverse();
-        let Some(first) = addrs.pop() else {
-            return self.cannot_connect(now);
-        };
-        self.next_destinations = addrs;
-        Outcome::Connect(Target::Direct(first))
+    /// Closes the upstream socket of a failed attempt (which also removes it from epoll) and hands back
+    /// the lease it held, for `session::connect` to give back.
+    pub(crate) fn drop_upstream(&mut self) -> Option<Lease> {
+        self.upstream = None;
+        self.lease.take()
     }
 
-    /// The connect to a CONNECT destination failed already in `socket(2)` or `connect(2)` (no route, a
-    /// firewall's EPERM, no local port): as if the kernel had refused it.
-    pub(crate) fn destination_unreachable(&mut self, err: &io::Error, now: Instant) -> Outcome {
-        self.next_destination(Status::BadGateway, err, now)
-    }
-
-    /// A connect to a CONNECT destination failed (`why`), in the kernel or already in `connect(2)`:
-    /// connect to its next address, with a connect timeout of its own, or answer `status` (502, or 504
-    /// for a deadline) when none is left. The failed socket is dropped here, which closes it and so
-    /// removes it from epoll: nothing of it can reach the next one's registration under the same token.
-    fn next_destination(
-        &mut self,
-        status: Status,
-        why: &dyn fmt::Display,
-        now: Instant,
-    ) -> Outcome {
-        match self.next_destinations.pop() {
-            Some(next) => {
-                debug!(
-                    "conn={} CONNECT destination failed ({why}): trying its next address {next}",
-                    self.id
-                );
-                self.upstream = None;
-                Outcome::NextAddress(next)
-            }
-            None => {
-                debug!("conn={} CONNECT destination failed: {why}", self.id);
-                self.refuse(status, now)
-            }
-        }
+    /// The route endpoint the pair holds, if any.
+    pub fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
     }
 
     pub fn phase(&self) -> Phase {
@@ -431,28 +384,6 @@ impl Pair {
     pub fn syscalls(&self) -> (u64, u64) {
         let (a, b) = (self.c2u.counters(), self.u2c.counters());
         (a.reads + b.reads, a.writes + b.writes)
-    }
-
-    /// Failover: the connect to the current upstream failed, so a new connect (already started, to
-    /// upstream `index`) replaces it. Dropping the old socket closes it, which also removes it from epoll.
-    /// Under epoll no edge of the old socket can reach the new one under their shared token: epoll
-    /// reports a file at most once per `epoll_wait`, so the event that brought the failure was the old
-    /// socket's last, and a connect timeout fires after the batch. That is what lets the new socket's
-    /// clean writable edge prove its connect ([`Event::proves_connected`]). kqueue reports a socket's read
-    /// and write filters as two events, so there a stale one can arrive; it is harmless because there no
-    /// event proves a connect: each makes the pair ask the kernel about the new socket. Its readiness
-    /// starts afresh below.
-    pub fn retry(&mut self, upstream: TcpStream, index: usize, tried: Tried, now: Instant) {
-        debug_assert_eq!(self.phase, Phase::Connecting);
-        trace!(
-            "conn={} Connecting => Connecting (failover to upstream #{index})",
-            self.id
-        );
-        self.upstream = Some(upstream);
-        self.endpoint = index;
-        self.upstream_ready = Readiness::default();
-        self.tried = tried;
-        self.attempt_started = now;
     }
 
     fn set_phase(&mut self, next: Phase) {
@@ -489,7 +420,7 @@ impl Pair {
             }
             Phase::Greeting => Outcome::Open,
             Phase::Refusing => self.write_refusal(),
-            Phase::Connecting => self.on_connecting_event(side, event, shared, budget, now),
+            Phase::Connecting => self.on_connecting_event(side, event),
             Phase::Established => self.run(shared, budget, now),
         }
     }
@@ -561,7 +492,6 @@ impl Pair {
                         "conn={} client={} CONNECT {target}",
                         self.id, self.client_addr
                     );
-                    self.direct = true;
                     self.u2c.push_preamble(Status::Established.response());
                 }
                 // A hang-up that came with the head was reported once, while the greeting was read, and
@@ -604,7 +534,7 @@ impl Pair {
 
     /// Starts answering the client with an error status; whatever was queued for either side is
     /// dropped, and so is the upstream socket if there is one.
-    fn refuse(&mut self, status: Status, now: Instant) -> Outcome {
+    pub(crate) fn refuse(&mut self, status: Status, now: Instant) -> Outcome {
         self.upstream = None;
         self.c2u.drop_preamble();
         self.u2c.drop_preamble();
@@ -655,19 +585,9 @@ impl Pair {
         Outcome::Yield
     }
 
-    /// The upstream connect could not even be started (the socket calls failed): a CONNECT client gets
-    /// 502, any other client is closed.
-    pub(crate) fn cannot_connect(&mut self, now: Instant) -> Outcome {
-        if self.direct {
-            self.refuse(Status::BadGateway, now)
-        } else {
-            Outcome::Close(Cause::ConnectError)
-        }
-    }
-
     /// The pair's deadline passed with `cause`: what to do about it. A greeting that timed out is
-    /// answered 408 in connect mode; a CONNECT destination that did not answer gets 504; everything else
-    /// closes (and a connect timeout of a route upstream fails over, in the reactor).
+    /// answered 408 in connect mode; a connect that timed out goes to `session::connect`'s retry policy;
+    /// everything else closes.
     pub(crate) fn expire(&mut self, cause: Cause, now: Instant) -> Outcome {
         match self.phase {
             Phase::Greeting => {
@@ -688,21 +608,12 @@ impl Pair {
                 }
                 self.refuse(Status::RequestTimeout, now)
             }
-            Phase::Connecting if self.direct && cause == Cause::ConnectTimeout => {
-                self.next_destination(Status::GatewayTimeout, &"timed out", now)
-            }
+            Phase::Connecting => Outcome::ConnectFailed(cause),
             _ => Outcome::Close(cause),
         }
     }
 
-    fn on_connecting_event(
-        &mut self,
-        side: Side,
-        event: Event,
-        shared: &mut Shared<'_>,
-        budget: usize,
-        now: Instant,
-    ) -> Outcome {
+    fn on_connecting_event(&mut self, side: Side, event: Event) -> Outcome {
         if side == Side::Client {
             let hung_up = event.read_closed || event.error;
             return if hung_up {
@@ -716,19 +627,25 @@ impl Pair {
             return Outcome::Open;
         };
         if event.proves_connected() {
-            return self.on_connected(shared, budget, now);
+            return Outcome::Connected;
         }
         match net::connect_result(upstream) {
             ConnectState::Pending => Outcome::Open,
-            ConnectState::Failed(err) if self.direct => {
-                self.next_destination(Status::BadGateway, &err, now)
+            ConnectState::Failed(err) => {
+                debug!("conn={} upstream connect failed: {err}", self.id);
+                Outcome::ConnectFailed(connect_failure_cause(&err))
             }
-            ConnectState::Failed(err) => Outcome::Close(connect_failure_cause(&err)),
-            ConnectState::Connected => self.on_connected(shared, budget, now),
+            ConnectState::Connected => Outcome::Connected,
         }
     }
 
-    fn on_connected(&mut self, shared: &mut Shared<'_>, budget: usize, now: Instant) -> Outcome {
+    /// The connect completed (and `session::connect` has told the route): forward.
+    pub(crate) fn establish(
+        &mut self,
+        shared: &mut Shared<'_>,
+        budget: usize,
+        now: Instant,
+    ) -> Outcome {
         shared.metrics.connects_ok += 1;
         self.set_phase(Phase::Established);
         // The connect completed with an edge we just consumed; the socket is writable.
@@ -1087,24 +1004,15 @@ fn fault_cause(fault: Fault, pumped_from: Side) -> Cause {
     }
 }
 
-/// Names a failed connect.
-fn connect_failure_cause(err: &io::Error) -> Cause {
-    match err.kind() {
-        io::ErrorKind::ConnectionRefused => Cause::ConnectRefused,
-        io::ErrorKind::TimedOut => Cause::ConnectTimeout,
-        _ => Cause::ConnectError,
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::observe::metrics::Metrics;
     use crate::wire::allow::AllowList;
     use crate::wire::greeting::{ConnectRules, Rules};
     use std::sync::Arc;
 
-    const LIMITS: Deadlines = Deadlines {
+    pub(crate) const LIMITS: Deadlines = Deadlines {
         connect: Duration::from_secs(5),
         header: Duration::from_secs(10),
         idle: None,
@@ -1115,7 +1023,11 @@ mod tests {
     /// A connect-mode pair over real loopback sockets whose client has sent `CONNECT localhost:80`, then
     /// `body`, and its FIN with them if `fin`; with what the pair made of that one event, and the
     /// client's end.
-    fn greeted(now: Instant, fin: bool, body: &[u8]) -> (Pair, Outcome, std::net::TcpStream) {
+    pub(crate) fn greeted(
+        now: Instant,
+        fin: bool,
+        body: &[u8],
+    ) -> (Pair, Outcome, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let mut client =
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
@@ -1149,7 +1061,7 @@ mod tests {
     }
 
     /// [`greeted`], and the reactor has handed the name to the lookup threads.
-    fn looking_up(now: Instant) -> (Pair, std::net::TcpStream) {
+    pub(crate) fn looking_up(now: Instant) -> (Pair, std::net::TcpStream) {
         let (mut pair, outcome, client) = greeted(now, false, b"");
         assert_eq!(
             outcome,
@@ -1179,7 +1091,7 @@ mod tests {
         );
     }
 
-    fn run_event(pair: &mut Pair, side: Side, event: Event, now: Instant) -> Outcome {
+    pub(crate) fn run_event(pair: &mut Pair, side: Side, event: Event, now: Instant) -> Outcome {
         let (mut pool, mut metrics) = (BufPool::new(1024), Metrics::default());
         let mut shared = Shared {
             pool: &mut pool,
@@ -1187,26 +1099,6 @@ mod tests {
             metrics: &mut metrics,
         };
         pair.on_event(side, event, &mut shared, 1 << 20, now)
-    }
-
-    /// The lookup runs under the connect deadline: past it the client gets 504, and the pair no longer
-    /// waits for an address, so a late answer is dropped as stale.
-    #[test]
-    fn test_a_lookup_past_the_connect_deadline_is_504() {
-        let now = Instant::now();
-        let (mut pair, mut client) = looking_up(now);
-        let later = now + Duration::from_secs(1);
-        pair.begin_lookup(later);
-        let deadline = pair.deadline(&LIMITS);
-        assert_eq!(
-            deadline,
-            Some((later + LIMITS.connect, Cause::ConnectTimeout))
-        );
-        pair.expire(Cause::ConnectTimeout, later + LIMITS.connect);
-        assert!(!pair.awaits_address());
-        assert_eq!(pair.phase(), Phase::Refusing);
-        let answer = answer_to(&mut client);
-        assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");
     }
 
     /// A client that leaves while its destination is looked up frees the pair at once, not when the
@@ -1226,98 +1118,6 @@ mod tests {
         assert_eq!(outcome, Outcome::Close(Cause::ClientAbort));
     }
 
-    /// A loopback address nothing listens on (its listener is gone): a connect to it is refused.
-    fn refusing_address() -> SocketAddr {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    }
-
-    /// Reads what the client was answered (the pair closes its end after the status is written).
-    fn answer_to(client: &mut std::net::TcpStream) -> String {
-        client
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        let mut answer = String::new();
-        client.read_to_string(&mut answer).expect("read");
-        answer
-    }
-
-    /// Starts the connect the pair asked for, as the reactor does, and returns it.
-    fn connect_as_asked(pair: &mut Pair, outcome: Outcome, now: Instant) -> SocketAddr {
-        let (Outcome::Connect(Target::Direct(addr)) | Outcome::NextAddress(addr)) = outcome else {
-            panic!("expected a connect, got {outcome:?}");
-        };
-        let stream = TcpStream::connect(addr).expect("start connect");
-        pair.begin_connect(stream, NO_UPSTREAM, Tried::default(), now);
-        addr
-    }
-
-    /// Feeds the pair upstream error events until its refused connect is seen (loopback answers a SYN
-    /// to a closed port with an RST at once, but the non-blocking connect reports it a moment later).
-    fn refused_outcome(pair: &mut Pair, now: Instant) -> Outcome {
-        let failed = Event {
-            writable: true,
-            error: true,
-            ..Event::default()
-        };
-        let give_up = Instant::now() + Duration::from_secs(5);
-        loop {
-            let outcome = run_event(pair, Side::Upstream, failed, now);
-            let decided = outcome != Outcome::Open || pair.phase() != Phase::Connecting;
-            if decided || Instant::now() > give_up {
-                return outcome;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// [`looking_up`], and the lookup found two addresses nothing listens on: the pair is connecting to
-    /// the first. Returns the second too.
-    fn connecting_to_first_of_two(now: Instant) -> (Pair, std::net::TcpStream, SocketAddr) {
-        let (mut pair, client) = looking_up(now);
-        let (first, second) = (refusing_address(), refusing_address());
-        let outcome = pair.on_looked(Ok(vec![first, second]), now);
-        assert_eq!(connect_as_asked(&mut pair, outcome, now), first);
-        (pair, client, second)
-    }
-
-    /// A name with several addresses: a refused connect moves on to the next address, in the resolver's
-    /// order, and the client is answered 502 only when none is left.
-    #[test]
-    fn test_a_refused_destination_address_moves_on_to_the_next() {
-        let now = Instant::now();
-        let (mut pair, mut client, second) = connecting_to_first_of_two(now);
-        let outcome = refused_outcome(&mut pair, now);
-        assert_eq!(outcome, Outcome::NextAddress(second));
-        assert!(pair.upstream.is_none(), "the failed socket is still open");
-        assert_eq!(pair.phase(), Phase::Connecting);
-        connect_as_asked(&mut pair, outcome, now);
-        assert_eq!(refused_outcome(&mut pair, now), Outcome::Open);
-        assert_eq!(pair.phase(), Phase::Refusing);
-        let answer = answer_to(&mut client);
-        assert!(answer.starts_with("HTTP/1.1 502 "), "{answer}");
-    }
-
-    /// The next address after a refused one is connected to like the first: the client's tunnel opens.
-    #[test]
-    fn test_the_next_destination_address_can_connect() {
-        let now = Instant::now();
-        let (mut pair, _client) = looking_up(now);
-        let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let live_addr = live.local_addr().expect("addr");
-        let outcome = pair.on_looked(Ok(vec![refusing_address(), live_addr]), now);
-        connect_as_asked(&mut pair, outcome, now);
-        let outcome = refused_outcome(&mut pair, now);
-        assert_eq!(connect_as_asked(&mut pair, outcome, now), live_addr);
-        live.accept().expect("accept");
-        let connected = Event {
-            writable: true,
-            ..Event::default()
-        };
-        run_event(&mut pair, Side::Upstream, connected, now);
-        assert_eq!(pair.phase(), Phase::Established);
-    }
-
     /// An established pair's lifetime counts from its accept, not from its last byte, and wins over a
     /// later idle deadline; without one the pair has no deadline at all.
     #[test]
@@ -1325,15 +1125,25 @@ mod tests {
         let now = Instant::now();
         let (mut pair, _client) = looking_up(now);
         let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let outcome = pair.on_looked(Ok(vec![live.local_addr().expect("addr")]), now);
-        connect_as_asked(&mut pair, outcome, now);
+        let stream = TcpStream::connect(live.local_addr().expect("addr")).expect("connect");
+        pair.begin_connect(stream, None, now);
         live.accept().expect("accept");
         let later = now + Duration::from_secs(5);
         let connected = Event {
             writable: true,
             ..Event::default()
         };
-        run_event(&mut pair, Side::Upstream, connected, later);
+        assert_eq!(
+            run_event(&mut pair, Side::Upstream, connected, later),
+            Outcome::Connected
+        );
+        let (mut pool, mut metrics) = (BufPool::new(1024), Metrics::default());
+        let mut shared = Shared {
+            pool: &mut pool,
+            pipes: None,
+            metrics: &mut metrics,
+        };
+        pair.establish(&mut shared, 1 << 20, later);
         assert_eq!(pair.phase(), Phase::Established);
         assert_eq!(pair.deadline(&LIMITS), None);
         let limits = Deadlines {
@@ -1349,42 +1159,6 @@ mod tests {
             !Cause::MaxDuration.resets(),
             "a policy close, like idle-timeout"
         );
-    }
-
-    /// A destination address that times out gives way to the next, which has a connect timeout of its
-    /// own; past the last one's, the client gets 504.
-    #[test]
-    fn test_a_destination_address_that_times_out_gives_way_to_the_next() {
-        let now = Instant::now();
-        let (mut pair, mut client, second) = connecting_to_first_of_two(now);
-        let first_deadline = now + LIMITS.connect;
-        let outcome = pair.expire(Cause::ConnectTimeout, first_deadline);
-        assert_eq!(outcome, Outcome::NextAddress(second));
-        connect_as_asked(&mut pair, outcome, first_deadline);
-        assert_eq!(
-            pair.deadline(&LIMITS),
-            Some((first_deadline + LIMITS.connect, Cause::ConnectTimeout))
-        );
-        pair.expire(Cause::ConnectTimeout, first_deadline + LIMITS.connect);
-        assert_eq!(pair.phase(), Phase::Refusing);
-        let answer = answer_to(&mut client);
-        assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");
-    }
-
-    /// A lookup that found nothing, or failed, is answered 502 without a connect.
-    #[test]
-    fn test_a_destination_without_addresses_is_502() {
-        for addrs in [
-            Ok(Vec::new()),
-            Err("cannot resolve x:1: no address".to_string()),
-        ] {
-            let now = Instant::now();
-            let (mut pair, mut client) = looking_up(now);
-            assert_eq!(pair.on_looked(addrs, now), Outcome::Open);
-            assert_eq!(pair.phase(), Phase::Refusing);
-            let answer = answer_to(&mut client);
-            assert!(answer.starts_with("HTTP/1.1 502 "), "{answer}");
-        }
     }
 
     #[test]
@@ -1415,13 +1189,5 @@ mod tests {
         assert!(Cause::UpstreamReset.resets());
         assert!(Cause::ConnectRefused.resets());
         assert!(Cause::Shutdown.resets());
-    }
-
-    #[test]
-    fn test_connect_failure_causes() {
-        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-        assert_eq!(connect_failure_cause(&refused), Cause::ConnectRefused);
-        let timeout = io::Error::from(io::ErrorKind::TimedOut);
-        assert_eq!(connect_failure_cause(&timeout), Cause::ConnectTimeout);
     }
 }
