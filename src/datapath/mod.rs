@@ -5,6 +5,7 @@
 //!   proves it stale).
 //! - [`pump`]: one direction, `src -> ring (or pipe) -> dst`, its state machine.
 //! - [`splice`]: `--splice` zero-copy pipes (Linux).
+//! - [`stream`]: the socket seam: what a pump and a pair need of a socket, as traits.
 //! - [`net`]: socket2 setup (listener, non-blocking connect, options) and `io::Error` -> outcome.
 //! - [`budget`]: the process's fd budget, in slots of two fds, shared by pairs and pipes.
 //! - [`sockmap`]: in-kernel forwarding through a BPF sockhash (Linux); measured, not wired into the
@@ -18,3 +19,4 @@ pub mod ring;
 #[cfg(target_os = "linux")]
 pub mod sockmap;
 pub mod splice;
+pub mod stream;

@@ -31,9 +31,7 @@
 //!   (the default) starts on the ring and moves to a pipe once a read fills the ring: the pipe is used
 //!   only after the ring has drained, so bytes keep their order across the switch.
 
-use std::io::{self, Read, Write};
-use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::io;
 
 use log::trace;
 
@@ -42,26 +40,9 @@ use crate::datapath::net::IoOutcome;
 use crate::datapath::readiness::Readiness;
 use crate::datapath::ring::{BufPool, Ring};
 use crate::datapath::splice::{refused_for_good, Pipe, PipePool};
+use crate::datapath::stream::Stream;
 use crate::observe::metrics::Metrics;
 use crate::way::Way;
-
-/// A connected, non-blocking byte stream whose write half can be shut down (TCP; Unix sockets in tests).
-pub trait Stream: Read + Write + AsRawFd {
-    fn shutdown_write(&self) -> io::Result<()>;
-}
-
-impl Stream for mio::net::TcpStream {
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-}
-
-#[cfg(test)]
-impl Stream for mio::net::UnixStream {
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-}
 
 /// What a pair borrows while it runs: its route's ring storage and pipes, and the reactor's counters.
 #[derive(Debug)]
@@ -530,17 +511,23 @@ impl Direction {
 #[cfg(test)]
 mod tests {
     //! The state machine over real non-blocking Unix socket pairs: `a` writes into `src`, the pump moves
-    //! bytes to `dst`, and `b` reads them out.
+    //! bytes to `dst`, and `b` reads them out; and over scripted streams ([`Scripted`]), whose every
+    //! syscall returns what the test says, for the edge-triggered traps.
     use super::*;
     use crate::datapath::budget::FdBudget;
+    use crate::datapath::stream::script::{Incoming, Outgoing, Scripted};
     use mio::net::UnixStream;
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
 
-    struct Rig {
+    /// A direction between two streams, and the peers that feed `src` and read `dst` (for a scripted
+    /// stream, a second handle on the same script).
+    struct Rig<S = UnixStream> {
         dir: Direction,
-        src: UnixStream,
-        dst: UnixStream,
-        peer_src: UnixStream,
-        peer_dst: UnixStream,
+        src: S,
+        dst: S,
+        peer_src: S,
+        peer_dst: S,
         src_ready: Readiness,
         dst_ready: Readiness,
         pool: BufPool,
@@ -548,31 +535,40 @@ mod tests {
         metrics: Metrics,
     }
 
-    fn rig(buffer: usize) -> Rig {
-        let (peer_src, src) = UnixStream::pair().expect("pair");
-        let (dst, peer_dst) = UnixStream::pair().expect("pair");
+    /// Readable and writable, as a connected socket's first events leave it.
+    const READY: Readiness = Readiness {
+        readable: true,
+        writable: true,
+        read_closed: false,
+        failed: false,
+    };
+
+    fn rig_over<S>(buffer: usize, (peer_src, src): (S, S), (dst, peer_dst): (S, S)) -> Rig<S> {
         Rig {
             dir: Direction::new(Way::ClientToUpstream, Splice::Off),
             src,
             dst,
             peer_src,
             peer_dst,
-            src_ready: Readiness {
-                readable: true,
-                writable: true,
-                read_closed: false,
-                failed: false,
-            },
-            dst_ready: Readiness {
-                readable: true,
-                writable: true,
-                read_closed: false,
-                failed: false,
-            },
+            src_ready: READY,
+            dst_ready: READY,
             pool: BufPool::new(buffer),
             pipes: None,
             metrics: Metrics::default(),
         }
+    }
+
+    fn rig(buffer: usize) -> Rig {
+        let src = UnixStream::pair().expect("pair");
+        let dst = UnixStream::pair().expect("pair");
+        rig_over(buffer, src, dst)
+    }
+
+    /// A rig over scripted streams (no splicing: they have no fd). Nothing is scripted yet: every read
+    /// and write says WouldBlock.
+    fn scripted(buffer: usize) -> Rig<Scripted> {
+        let (src, dst) = (Scripted::default(), Scripted::default());
+        rig_over(buffer, (src.clone(), src), (dst.clone(), dst))
     }
 
     /// A 1 KiB rig whose source peer has sent `data` and then its FIN, with the FIN already reported.
@@ -584,7 +580,7 @@ mod tests {
         rig
     }
 
-    impl Rig {
+    impl<S: Stream> Rig<S> {
         fn pump(&mut self, budget: usize) -> Result<bool, Fault> {
             self.pump_as(budget, false)
         }
@@ -610,7 +606,9 @@ mod tests {
                 last,
             )
         }
+    }
 
+    impl Rig {
         fn drain_peer(&mut self) -> Vec<u8> {
             let mut out = Vec::new();
             let mut buf = [0u8; 4096];
@@ -864,5 +862,134 @@ mod tests {
         let got = rig.drain_peer();
         assert_eq!(got.len(), 1024, "the ring went out");
         finish_beside_a_rival(rig, got, &data);
+    }
+
+    /// Reads that fill the room offered prove nothing about the socket: the pump goes on reading (and
+    /// writing, to make room) until a read says WouldBlock, and only that clears `readable`.
+    #[test]
+    fn test_open_full_reads_go_on_until_wouldblock() {
+        let mut rig = scripted(1024);
+        rig.peer_src
+            .incoming((0..3).map(|i| Incoming::Data(vec![i; 1024])));
+        rig.peer_dst
+            .room(usize::MAX)
+            .room(usize::MAX)
+            .room(usize::MAX);
+        assert!(rig.pump(usize::MAX).expect("pump"));
+        assert_eq!(rig.peer_src.reads(), 4, "three full reads, then WouldBlock");
+        assert!(!rig.src_ready.readable, "WouldBlock clears readable");
+        assert_eq!(rig.metrics.reads_would_block, 1);
+        assert_eq!(rig.peer_dst.written().len(), 3 * 1024);
+    }
+
+    /// A read short of the room offered shows the receive queue emptied: `readable` is cleared with no
+    /// WouldBlock read to prove it ([`Readiness::after_short_read`]), and bytes queued after it wait for
+    /// the edge their arrival raises.
+    #[test]
+    fn test_open_short_read_clears_readable_without_a_wouldblock_read() {
+        let mut rig = scripted(1024);
+        rig.peer_src.data(b"hello").data(b"edge to come");
+        rig.peer_dst.room(usize::MAX);
+        rig.pump(usize::MAX).expect("pump");
+        assert_eq!(rig.peer_src.reads(), 1);
+        assert!(!rig.src_ready.readable);
+        assert_eq!(rig.peer_dst.written(), b"hello");
+    }
+
+    /// ... unless the FIN is known to be pending: then a short read proves nothing, and the pump reads on
+    /// to the EOF, which no edge would report again.
+    #[test]
+    fn test_open_short_read_with_fin_pending_reads_on_to_eof() {
+        let mut rig = scripted(1024);
+        rig.peer_src.data(b"hello").incoming([Incoming::Eof]);
+        rig.src_ready.read_closed = true;
+        rig.peer_dst.room(usize::MAX);
+        rig.pump(usize::MAX).expect("pump");
+        assert_eq!(rig.peer_src.reads(), 2);
+        assert_eq!(rig.dir.state(), State::Closed);
+    }
+
+    /// Backpressure: a full ring stops reading with `readable` still set and makes no read syscall; once
+    /// the writer frees room the pump reads again by itself, with no new edge.
+    #[test]
+    fn test_open_full_ring_keeps_readable_and_does_not_read() {
+        let mut rig = scripted(1024);
+        rig.peer_src.data(&[1; 2048]);
+        rig.pump(usize::MAX).expect("pump");
+        assert_eq!(rig.peer_src.reads(), 1, "one read fills the ring");
+        assert!(!rig.dst_ready.writable, "dst said WouldBlock");
+        assert!(
+            rig.src_ready.readable,
+            "a full ring must not clear readable"
+        );
+        assert!(rig.dir.reads_blocked(&rig.src_ready, &rig.pool));
+        assert!(!rig.pump(usize::MAX).expect("pump"), "nothing can move");
+        assert_eq!(rig.peer_src.reads(), 1, "no read into a full ring");
+
+        rig.peer_dst.room(usize::MAX).room(usize::MAX);
+        rig.dst_ready.writable = true;
+        rig.pump(usize::MAX).expect("pump");
+        assert_eq!(rig.peer_dst.written().len(), 2048);
+        assert!(!rig.src_ready.readable, "read on until WouldBlock");
+    }
+
+    /// A write that takes less than offered shows the send buffer full: `writable` is cleared, and the
+    /// pump does not try again before the next EPOLLOUT edge.
+    #[test]
+    fn test_open_short_write_clears_writable() {
+        let mut rig = scripted(1024);
+        rig.peer_src.data(&[2; 100]);
+        rig.peer_dst.room(10).room(usize::MAX);
+        rig.pump(usize::MAX).expect("pump");
+        assert_eq!(rig.peer_dst.written().len(), 10);
+        assert_eq!(rig.peer_dst.writes(), 1, "no write after the short one");
+        assert!(!rig.dst_ready.writable);
+        assert_eq!(rig.metrics.writes_short, 1);
+    }
+
+    /// EOF, then the ring drains (across a full send buffer), then `shutdown(Write)` on `dst`, once.
+    #[test]
+    fn test_open_eof_drains_then_shuts_down_once() {
+        let mut rig = scripted(1024);
+        rig.peer_src.data(b"last words").incoming([Incoming::Eof]);
+        rig.src_ready.read_closed = true;
+        rig.peer_dst.room(4);
+        rig.pump(usize::MAX).expect("pump");
+        assert_eq!(rig.dir.state(), State::Draining);
+        assert_eq!(rig.peer_dst.shutdowns(), 0, "bytes still held");
+
+        rig.peer_dst.room(usize::MAX);
+        rig.dst_ready.writable = true;
+        rig.pump(usize::MAX).expect("pump");
+        assert_eq!(rig.dir.state(), State::Closed);
+        assert_eq!(rig.peer_dst.written(), b"last words");
+        assert_eq!(rig.peer_dst.shutdowns(), 1);
+        rig.src_ready.readable = true;
+        assert!(
+            !rig.pump(usize::MAX).expect("pump"),
+            "closed: nothing to do"
+        );
+        assert_eq!(rig.peer_dst.shutdowns(), 1, "shut down once");
+    }
+
+    /// A read error is the source's fault (the pair names it client- or upstream-reset), a write error
+    /// the destination's.
+    #[test]
+    fn test_open_io_errors_name_their_socket() {
+        let mut rig = scripted(1024);
+        rig.peer_src
+            .incoming([Incoming::Fail(io::ErrorKind::ConnectionReset)]);
+        match rig.pump(usize::MAX) {
+            Err(Fault::Src(err)) => assert_eq!(err.kind(), io::ErrorKind::ConnectionReset),
+            other => panic!("expected a src fault, got {other:?}"),
+        }
+        let mut rig = scripted(1024);
+        rig.peer_src.data(b"x");
+        rig.peer_dst
+            .outgoing([Outgoing::Fail(io::ErrorKind::BrokenPipe)]);
+        match rig.pump(usize::MAX) {
+            Err(Fault::Dst(err)) => assert_eq!(err.kind(), io::ErrorKind::BrokenPipe),
+            other => panic!("expected a dst fault, got {other:?}"),
+        }
     }
 }

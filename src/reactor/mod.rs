@@ -48,6 +48,7 @@ use crate::config::{Config, Mode};
 use crate::datapath::budget::{self, FdBudget, Slot};
 use crate::datapath::net;
 use crate::datapath::readiness::Event;
+use crate::datapath::stream::Socket;
 use crate::observe::metrics::{Metrics, MetricsBoard, StatsTicker};
 use crate::reactor::scrape::MetricsServer;
 use crate::reactor::timer::{Entry, Timers};
@@ -397,17 +398,10 @@ impl Reactor {
     }
 
     fn on_pair_event(&mut self, token: PairToken, event: Event) {
-        let PairToken {
-            slot,
-            side,
-            generation,
-        } = token;
-        let Some(pair) = self.pairs.get_mut(slot) else {
-            return; // the slot was freed earlier in this batch
+        let PairToken { slot, side, .. } = token;
+        let Some(pair) = live_pair(&mut self.pairs, token) else {
+            return; // a stale token
         };
-        if pair.id != generation {
-            return; // a slot reused since this token was issued (see token.rs)
-        }
         let Some(route) = self.routes.get_mut(pair.route) else {
             return; // cannot happen: a route outlives its pairs
         };
@@ -836,4 +830,76 @@ fn token_of(slot: usize, side: Side, generation: u32) -> Token {
         generation,
     }
     .encode()
+}
+
+/// The pair an event's token names, if it still does. A token is stale when its slot was freed earlier
+/// in the batch, or freed and reused since the token was issued: the slot's pair then has another
+/// generation (token.rs). Both happen when a pair closes while the kernel still has its events queued.
+fn live_pair<S: Socket>(pairs: &mut Slab<Pair<S>>, token: PairToken) -> Option<&mut Pair<S>> {
+    pairs
+        .get_mut(token.slot)
+        .filter(|pair| pair.id == token.generation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Splice;
+    use crate::datapath::stream::script::Scripted;
+    use crate::session::attempt::Plan;
+    use crate::upstream::endpoint::Tried;
+
+    fn pair(id: u32) -> Pair<Scripted> {
+        let (client, upstream) = (Scripted::default(), Scripted::default());
+        let addr = SocketAddr::from(([127, 0, 0, 1], 40000));
+        let now = Instant::now();
+        Pair::new(
+            id,
+            (client, addr),
+            (upstream, None),
+            0,
+            Plan::Upstreams {
+                tried: Tried::default(),
+            },
+            now,
+            Splice::Off,
+        )
+    }
+
+    fn token(slot: usize, generation: u32) -> PairToken {
+        PairToken {
+            slot,
+            side: Side::Client,
+            generation,
+        }
+    }
+
+    #[test]
+    fn test_live_pair_takes_its_own_token() {
+        let mut pairs = Slab::new();
+        let slot = pairs.insert(pair(7));
+        let found = live_pair(&mut pairs, token(slot, 7)).map(|pair| pair.id);
+        assert_eq!(found, Some(7));
+    }
+
+    /// An event for a slot freed earlier in the batch is dropped.
+    #[test]
+    fn test_freed_slot_drops_the_event() {
+        let mut pairs = Slab::new();
+        let slot = pairs.insert(pair(7));
+        pairs.remove(slot);
+        assert!(live_pair(&mut pairs, token(slot, 7)).is_none());
+    }
+
+    /// The slot is reused by a new pair within the batch: the old pair's events do not reach it.
+    #[test]
+    fn test_reused_slot_drops_the_old_generation() {
+        let mut pairs = Slab::new();
+        let slot = pairs.insert(pair(7));
+        pairs.remove(slot);
+        assert_eq!(pairs.insert(pair(8)), slot, "slab reuses the slot");
+        assert!(live_pair(&mut pairs, token(slot, 7)).is_none());
+        let found = live_pair(&mut pairs, token(slot, 8)).map(|pair| pair.id);
+        assert_eq!(found, Some(8));
+    }
 }

@@ -39,8 +39,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use std::io::{Read, Write};
-
 use log::{debug, info, trace};
 use mio::net::TcpStream;
 
@@ -52,10 +50,12 @@ use crate::wire::connect_request::Status;
 use crate::wire::greeting::{Greeting, Target, Verdict};
 use crate::wire::proxy_protocol::{self, Reason, Version};
 
-use crate::datapath::net::{self, ConnectState};
+use crate::datapath::net::ConnectState;
 use crate::datapath::pump::{Direction, End, Fault, Shared};
 use crate::datapath::readiness::{Event, Readiness};
 use crate::datapath::ring::BufPool;
+use crate::datapath::stream::Socket;
+use crate::session::interest::{is_redundant_write_edge, AfterRun, Input, Interest, Registration};
 use crate::token::Side;
 use crate::way::Way;
 
@@ -96,51 +96,6 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// Reads a refused client's leftover bytes are discarded with, per event (the linger bounds the rest).
 const REFUSAL_DISCARD_READS: usize = 16;
 
-/// A socket's read interest, as far as backpressure is concerned ([`Pair::read_interest_change`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadInterest {
-    /// Registered for reads (how every socket starts).
-    Armed,
-    /// Registered for reads, and an EPOLLIN edge has come while the direction reading the socket was
-    /// blocked: it told the pair nothing, and more are likely to follow.
-    Wasted,
-    /// Registered for writes only, while the direction stays blocked (and for good once it has read EOF:
-    /// nothing is read from the socket after that).
-    Muted,
-}
-
-/// A socket's write interest ([`Pair::registration_change`]): EPOLLOUT is wanted only while a write waits
-/// for room, but every socket starts with it (a connect completes on it, and most pairs never see a
-/// redundant edge, so dropping it up front would cost churn an `epoll_ctl` per socket).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WriteInterest {
-    /// Registered for writes.
-    Armed,
-    /// Registered for writes, and a writable-only edge has come for a socket already known to be writable:
-    /// it told the pair nothing, and more are likely to follow.
-    Wasted,
-    /// Registered without write interest, while the socket is known to be writable.
-    Dropped,
-}
-
-/// How a pair's socket is registered with the poller ([`Pair::registration_change`]). Never neither:
-/// a socket without read interest keeps its write interest, through which epoll reports errors and
-/// hang-ups anyway and kqueue reports a reset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Registration {
-    pub reads: bool,
-    pub writes: bool,
-}
-
-/// What [`Pair::read_interest_change`] asks the reactor to do with a socket's registration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum InterestChange {
-    /// Register it for writes only.
-    Mute,
-    /// Register it for reads and writes again.
-    Unmute,
-}
-
 /// An error status being written to a refused client.
 #[derive(Debug)]
 struct Refusal {
@@ -152,14 +107,15 @@ struct Refusal {
     until: Instant,
 }
 
-/// A client connection and its upstream.
+/// A client connection and its upstream, over sockets of type `S` (`mio::net::TcpStream` in the
+/// reactor; a scripted stream in unit tests, [`crate::datapath::stream`]).
 #[derive(Debug)]
-pub struct Pair {
+pub struct Pair<S: Socket = TcpStream> {
     /// Connection id for logs; also the generation in this pair's tokens.
     pub id: u32,
-    pub client: TcpStream,
+    pub client: S,
     /// `None` until a greeting is done, and again once a refusal has begun.
-    pub upstream: Option<TcpStream>,
+    pub upstream: Option<S>,
     /// The client's address: the peer's, or the one a PROXY header carried (`--accept-proxy`).
     pub client_addr: SocketAddr,
     /// Slab slot of the route that accepted the client (it outlives the pair, draining if removed).
@@ -171,14 +127,9 @@ pub struct Pair {
     pub(crate) plan: Plan,
     client_ready: Readiness,
     upstream_ready: Readiness,
-    /// Whether the client's / upstream's socket is registered for read events
-    /// ([`Pair::read_interest_change`]).
-    client_reads: ReadInterest,
-    upstream_reads: ReadInterest,
-    /// Whether the client's / upstream's socket is registered for write events
-    /// ([`Pair::registration_change`]).
-    client_writes: WriteInterest,
-    upstream_writes: WriteInterest,
+    /// How the client's / upstream's socket is registered with the poller ([`crate::session::interest`]).
+    client_interest: Interest,
+    upstream_interest: Interest,
     /// client -> upstream.
     c2u: Direction,
     /// upstream -> client.
@@ -205,17 +156,17 @@ pub struct Pair {
     client_pipelined: bool,
 }
 
-impl Pair {
+impl<S: Socket> Pair<S> {
     /// A pair whose upstream connect (to the leased endpoint of route `route`) has just been started.
     pub(crate) fn new(
         id: u32,
-        (client, client_addr): (TcpStream, SocketAddr),
-        (upstream, lease): (TcpStream, Option<Lease>),
+        (client, client_addr): (S, SocketAddr),
+        (upstream, lease): (S, Option<Lease>),
         route: usize,
         plan: Plan,
         now: Instant,
         splice: Splice,
-    ) -> Pair {
+    ) -> Pair<S> {
         Pair {
             id,
             client,
@@ -226,10 +177,8 @@ impl Pair {
             plan,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
-            client_reads: ReadInterest::Armed,
-            upstream_reads: ReadInterest::Armed,
-            client_writes: WriteInterest::Armed,
-            upstream_writes: WriteInterest::Armed,
+            client_interest: Interest::default(),
+            upstream_interest: Interest::default(),
             c2u: Direction::new(Way::ClientToUpstream, splice),
             u2c: Direction::new(Way::UpstreamToClient, splice),
             phase: Phase::Connecting,
@@ -249,12 +198,12 @@ impl Pair {
     /// greeting says where to (the pair returns `Outcome::Connect`).
     pub fn greeting(
         id: u32,
-        (client, client_addr): (TcpStream, SocketAddr),
+        (client, client_addr): (S, SocketAddr),
         route: usize,
         greeting: Greeting,
         now: Instant,
         splice: Splice,
-    ) -> Pair {
+    ) -> Pair<S> {
         Pair {
             id,
             client,
@@ -267,10 +216,8 @@ impl Pair {
             },
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
-            client_reads: ReadInterest::Armed,
-            upstream_reads: ReadInterest::Armed,
-            client_writes: WriteInterest::Armed,
-            upstream_writes: WriteInterest::Armed,
+            client_interest: Interest::default(),
+            upstream_interest: Interest::default(),
             c2u: Direction::new(Way::ClientToUpstream, splice),
             u2c: Direction::new(Way::UpstreamToClient, splice),
             phase: Phase::Greeting,
@@ -289,7 +236,7 @@ impl Pair {
     /// `--send-proxy`: the upstream stream starts with a PROXY header naming the client. A pair without
     /// a greeting queues it now; one with a greeting when the greeting (which may carry the client's
     /// address) is done.
-    pub fn with_send_proxy(mut self, version: Option<Version>) -> Pair {
+    pub fn with_send_proxy(mut self, version: Option<Version>) -> Pair<S> {
         self.send_proxy = version;
         if self.greeting.is_none() {
             self.push_proxy_header(None, &[]);
@@ -315,7 +262,7 @@ impl Pair {
     /// Marks the upstream as an already established `--prewarm` connection: the pair starts
     /// `Established`, with both upstream readiness bits set so the first run finds out for itself what
     /// the socket holds (a greeting the upstream already sent, say).
-    pub fn with_warm_upstream(mut self) -> Pair {
+    pub fn with_warm_upstream(mut self) -> Pair<S> {
         self.phase = Phase::Established;
         self.upstream_ready = Readiness {
             readable: true,
@@ -336,7 +283,7 @@ impl Pair {
     /// ([`Event::proves_connected`]). kqueue reports a socket's read and write filters as two events, so
     /// there a stale one can arrive; it is harmless because there no event proves a connect: each makes
     /// the pair ask the kernel about the new socket. Its readiness starts afresh below.
-    pub fn begin_connect(&mut self, upstream: TcpStream, lease: Option<Lease>, now: Instant) {
+    pub fn begin_connect(&mut self, upstream: S, lease: Option<Lease>, now: Instant) {
         self.upstream = Some(upstream);
         self.lease = lease;
         self.attempt_started = now;
@@ -401,10 +348,11 @@ impl Pair {
         now: Instant,
     ) -> Outcome {
         if event.readable && self.reads_blocked(side, shared.pool) {
-            self.note_wasted_edge(side);
+            self.interest_mut(side).on(Input::WastedReadEdge);
         }
-        if self.is_redundant_write_edge(side, event) {
-            self.note_wasted_write_edge(side);
+        let established = self.phase == Phase::Established;
+        if is_redundant_write_edge(event, established, self.ready(side).writable) {
+            self.interest_mut(side).on(Input::WastedWriteEdge);
         }
         match side {
             Side::Client => self.client_ready.merge(event),
@@ -566,7 +514,7 @@ impl Pair {
         }
         if !refusal.shut {
             refusal.shut = true;
-            if self.client.shutdown(std::net::Shutdown::Write).is_err() {
+            if self.client.shutdown_write().is_err() {
                 return Outcome::Close(Cause::Rejected);
             }
         }
@@ -629,7 +577,7 @@ impl Pair {
         if event.proves_connected() {
             return Outcome::Connected;
         }
-        match net::connect_result(upstream) {
+        match upstream.connect_result() {
             ConnectState::Pending => Outcome::Open,
             ConnectState::Failed(err) => {
                 debug!("conn={} upstream connect failed: {err}", self.id);
@@ -765,156 +713,48 @@ impl Pair {
         }
     }
 
-    fn reads_mut(&mut self, side: Side) -> &mut ReadInterest {
+    fn ready(&self, side: Side) -> &Readiness {
         match side {
-            Side::Client => &mut self.client_reads,
-            Side::Upstream => &mut self.upstream_reads,
-        }
-    }
-
-    /// An EPOLLIN edge came for a socket whose direction was already blocked on it.
-    fn note_wasted_edge(&mut self, side: Side) {
-        let reads = self.reads_mut(side);
-        if *reads == ReadInterest::Armed {
-            *reads = ReadInterest::Wasted;
-        }
-    }
-
-    /// An established pair's EPOLLOUT edge with nothing else in it, for a socket whose cached `writable`
-    /// bit is still set: no write has found it full since the last edge, so the edge says nothing new.
-    /// With EPOLLOUT in a socket's interest, epoll reports every wake-up of the socket that finds it
-    /// writable, and most of those are not about room: an EPOLLIN wake-up whose data a read already took
-    /// (a splicing read drains the socket until EAGAIN, so the data of a segment that arrived during
-    /// the run is read before its edge is reported) comes back as EPOLLOUT alone. Under iperf3 through
-    /// `--splice auto` these were 92 % of the turns that did nothing (435 of 473).
-    fn is_redundant_write_edge(&self, side: Side, event: Event) -> bool {
-        let only_writable = event.writable
-            && !event.readable
-            && !event.read_closed
-            && !event.write_closed
-            && !event.error;
-        let ready = match side {
             Side::Client => &self.client_ready,
             Side::Upstream => &self.upstream_ready,
-        };
-        only_writable && self.phase == Phase::Established && ready.writable
-    }
-
-    fn writes_mut(&mut self, side: Side) -> &mut WriteInterest {
-        match side {
-            Side::Client => &mut self.client_writes,
-            Side::Upstream => &mut self.upstream_writes,
         }
     }
 
-    fn note_wasted_write_edge(&mut self, side: Side) {
-        let writes = self.writes_mut(side);
-        if *writes == WriteInterest::Armed {
-            *writes = WriteInterest::Wasted;
+    fn interest_mut(&mut self, side: Side) -> &mut Interest {
+        match side {
+            Side::Client => &mut self.client_interest,
+            Side::Upstream => &mut self.upstream_interest,
         }
     }
 
     /// How `side`'s socket is registered now.
     pub fn registration(&self, side: Side) -> Registration {
-        let (reads, writes) = match side {
-            Side::Client => (self.client_reads, self.client_writes),
-            Side::Upstream => (self.upstream_reads, self.upstream_writes),
-        };
-        Registration {
-            reads: reads != ReadInterest::Muted,
-            writes: writes != WriteInterest::Dropped,
+        match side {
+            Side::Client => self.client_interest.registration(),
+            Side::Upstream => self.upstream_interest.registration(),
         }
     }
 
-    /// The registration `side`'s socket should have now, when it differs from the current one. Called by
-    /// the reactor after every run of the pair; the reactor applies it and reports it back with
-    /// [`Pair::note_registration`].
-    ///
-    /// Reads follow `Pair::read_interest_change` (backpressure). Writes, as HAProxy polls them: once a redundant
-    /// EPOLLOUT edge has come (`Wasted`, `Pair::is_redundant_write_edge`) and the socket is still known
-    /// to be writable after the run, it is registered without write interest (`Dropped`); once a write
-    /// finds it full (a short write or WouldBlock cleared `writable`), write interest comes back, and
-    /// `EPOLL_CTL_MOD` reports EPOLLOUT at once if room freed meanwhile. A socket never loses both.
+    /// The registration `side`'s socket should have now, when it differs from the current one
+    /// ([`crate::session::interest`] explains when and why). Called by the reactor after every run of
+    /// the pair; the reactor applies it and reports it back with [`Pair::note_registration`].
     pub fn registration_change(&mut self, side: Side, pool: &BufPool) -> Option<Registration> {
-        let current = self.registration(side);
-        let reads = match self.read_interest_change(side, pool) {
-            Some(InterestChange::Mute) => false,
-            Some(InterestChange::Unmute) => true,
-            None => current.reads,
+        let (direction, ready) = self.reader_of(side);
+        let after = AfterRun {
+            reads_blocked: self.reads_blocked(side, pool),
+            awaits_readable: direction.awaits_readable(ready),
+            writable: ready.writable,
         };
-        let writable = match side {
-            Side::Client => self.client_ready.writable,
-            Side::Upstream => self.upstream_ready.writable,
-        };
-        let writes = match *self.writes_mut(side) {
-            WriteInterest::Armed => true,
-            WriteInterest::Wasted if writable => false,
-            WriteInterest::Wasted => {
-                *self.writes_mut(side) = WriteInterest::Armed;
-                true
-            }
-            WriteInterest::Dropped => !writable,
-        };
-        let wanted = Registration {
-            reads,
-            writes: writes || !reads,
-        };
-        (wanted != current).then_some(wanted)
+        self.interest_mut(side).on(Input::Ran(after))
     }
 
     /// The reactor registered `side`'s socket as [`Pair::registration_change`] asked.
     pub fn note_registration(&mut self, side: Side, registration: Registration) {
-        *self.reads_mut(side) = if registration.reads {
-            ReadInterest::Armed
-        } else {
-            ReadInterest::Muted
-        };
-        *self.writes_mut(side) = if registration.writes {
-            WriteInterest::Armed
-        } else {
-            WriteInterest::Dropped
-        };
-    }
-
-    /// How `side`'s socket's read interest should change now, if at all; part of
-    /// [`Pair::registration_change`]. It also settles a `Wasted` socket whose direction is no longer
-    /// blocked back to `Armed`, which needs no syscall.
-    ///
-    /// Edge-triggered backpressure. A direction that stops reading because its ring (or pipe) is full
-    /// keeps `readable` set: the data is still queued, and no edge will repeat it. But every segment that
-    /// arrives on the socket after that raises a new EPOLLIN edge, and each one wakes the loop only to
-    /// find the direction still full: in a 4 GiB transfer to a slow reader that was 16 556 of 19 381
-    /// polls (docs/epoll.md §5.1). So once such an edge has come (`Wasted`) and the direction is still
-    /// blocked after the run, the socket is registered for writes only (`Muted`). Errors and hang-ups
-    /// still come through: epoll reports them whatever the interest, and kqueue reports a reset on the
-    /// write filter, which stays. The cached `readable` bit already says there is more to read.
-    ///
-    /// Read interest comes back when a read has found the socket drained ([`Direction::awaits_readable`]),
-    /// not as soon as room frees: a transfer that stays backpressured pays two `epoll_ctl` per stall,
-    /// not per write. Re-registering reports the socket's state at that moment (EPOLL_CTL_MOD, kqueue's
-    /// EV_ADD), so data or a FIN that arrived while muted raises an event then. It also re-reports
-    /// EPOLLOUT on a writable socket, one turn with nothing to do; that is why a stall that wastes no
-    /// edge (the usual short one) is not muted at all.
-    fn read_interest_change(&mut self, side: Side, pool: &BufPool) -> Option<InterestChange> {
-        let current = *self.reads_mut(side);
-        match current {
-            ReadInterest::Armed => None,
-            ReadInterest::Wasted if self.reads_blocked(side, pool) => Some(InterestChange::Mute),
-            ReadInterest::Wasted => {
-                *self.reads_mut(side) = ReadInterest::Armed;
-                None
-            }
-            ReadInterest::Muted => {
-                let (direction, ready) = self.reader_of(side);
-                direction
-                    .awaits_readable(ready)
-                    .then_some(InterestChange::Unmute)
-            }
-        }
+        self.interest_mut(side).on(Input::Registered(registration));
     }
 
     /// The socket on `side`, if the pair has one.
-    pub fn socket_mut(&mut self, side: Side) -> Option<&mut TcpStream> {
+    pub fn socket_mut(&mut self, side: Side) -> Option<&mut S> {
         match side {
             Side::Client => Some(&mut self.client),
             Side::Upstream => self.upstream.as_mut(),
@@ -1010,6 +850,7 @@ pub(crate) mod tests {
     use crate::observe::metrics::Metrics;
     use crate::wire::allow::AllowList;
     use crate::wire::greeting::{ConnectRules, Rules};
+    use std::io::Write;
     use std::sync::Arc;
 
     pub(crate) const LIMITS: Deadlines = Deadlines {
@@ -1019,6 +860,18 @@ pub(crate) mod tests {
         fin: Duration::from_secs(60),
         lifetime: None,
     };
+
+    /// A CONNECT greeting that allows `localhost:*` and nothing else.
+    fn connect_greeting() -> Greeting {
+        Greeting::new(Arc::new(Rules {
+            accept_proxy: false,
+            carry_tlvs: Default::default(),
+            connect: Some(ConnectRules {
+                allow: AllowList::new(vec!["localhost:*".parse().expect("rule")]),
+                credentials: None,
+            }),
+        }))
+    }
 
     /// A connect-mode pair over real loopback sockets whose client has sent `CONNECT localhost:80`, then
     /// `body`, and its FIN with them if `fin`; with what the pair made of that one event, and the
@@ -1033,17 +886,8 @@ pub(crate) mod tests {
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let (accepted, addr) = listener.accept().expect("accept");
         accepted.set_nonblocking(true).expect("nonblocking");
-        let rules = Arc::new(Rules {
-            accept_proxy: false,
-            carry_tlvs: Default::default(),
-            connect: Some(ConnectRules {
-                allow: AllowList::new(vec!["localhost:*".parse().expect("rule")]),
-                credentials: None,
-            }),
-        });
-        let greeting = Greeting::new(rules);
         let stream = TcpStream::from_std(accepted);
-        let mut pair = Pair::greeting(1, (stream, addr), 0, greeting, now, Splice::Off);
+        let mut pair = Pair::greeting(1, (stream, addr), 0, connect_greeting(), now, Splice::Off);
         let head = [&b"CONNECT localhost:80 HTTP/1.1\r\n\r\n"[..], body].concat();
         client.write_all(&head).expect("write");
         if fin {
@@ -1091,7 +935,12 @@ pub(crate) mod tests {
         );
     }
 
-    pub(crate) fn run_event(pair: &mut Pair, side: Side, event: Event, now: Instant) -> Outcome {
+    pub(crate) fn run_event<S: Socket>(
+        pair: &mut Pair<S>,
+        side: Side,
+        event: Event,
+        now: Instant,
+    ) -> Outcome {
         let (mut pool, mut metrics) = (BufPool::new(1024), Metrics::default());
         let mut shared = Shared {
             pool: &mut pool,
@@ -1189,5 +1038,432 @@ pub(crate) mod tests {
         assert!(Cause::UpstreamReset.resets());
         assert!(Cause::ConnectRefused.resets());
         assert!(Cause::Shutdown.resets());
+    }
+
+    /// Pairs over scripted streams ([`Scripted`]): each phase x event of the header's table, with every
+    /// syscall's answer chosen by the test.
+    mod scripted {
+        use super::*;
+        use crate::datapath::stream::script::{Connect, Incoming, Outgoing, Scripted};
+        use crate::session::interest::Registration;
+        use crate::upstream::endpoint::Tried;
+
+        /// The ring size of these tests' pools.
+        const RING: usize = 1024;
+        const CLIENT_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 40000);
+
+        fn readable() -> Event {
+            Event {
+                readable: true,
+                ..Event::default()
+            }
+        }
+
+        fn writable() -> Event {
+            Event {
+                writable: true,
+                ..Event::default()
+            }
+        }
+
+        /// A FIN: EPOLLIN | EPOLLRDHUP.
+        fn fin() -> Event {
+            Event {
+                readable: true,
+                read_closed: true,
+                ..Event::default()
+            }
+        }
+
+        /// What the reactor lends a pair while it runs; kept across events, as a route's pool is.
+        struct Loop {
+            pool: BufPool,
+            metrics: Metrics,
+            now: Instant,
+        }
+
+        impl Loop {
+            fn new() -> Loop {
+                Loop {
+                    pool: BufPool::new(RING),
+                    metrics: Metrics::default(),
+                    now: Instant::now(),
+                }
+            }
+
+            fn event(&mut self, pair: &mut Pair<Scripted>, side: Side, event: Event) -> Outcome {
+                let mut shared = Shared {
+                    pool: &mut self.pool,
+                    pipes: None,
+                    metrics: &mut self.metrics,
+                };
+                pair.on_event(side, event, &mut shared, 1 << 20, self.now)
+            }
+
+            /// `Outcome::Connected` handed back, as `session::connect` does once the route knows.
+            fn establish(&mut self, pair: &mut Pair<Scripted>) -> Outcome {
+                let mut shared = Shared {
+                    pool: &mut self.pool,
+                    pipes: None,
+                    metrics: &mut self.metrics,
+                };
+                pair.establish(&mut shared, 1 << 20, self.now)
+            }
+
+            /// The registration the reactor would give `side`'s socket after the run, applied.
+            fn settle(&mut self, pair: &mut Pair<Scripted>, side: Side) -> Option<Registration> {
+                let wanted = pair.registration_change(side, &self.pool);
+                if let Some(registration) = wanted {
+                    pair.note_registration(side, registration);
+                }
+                wanted
+            }
+        }
+
+        /// A pair whose connect has just been started, and handles on its client and upstream streams.
+        fn connecting(now: Instant) -> (Pair<Scripted>, Scripted, Scripted) {
+            let (client, upstream) = (Scripted::default(), Scripted::default());
+            upstream.set_connect(Connect::Pending);
+            let pair = Pair::new(
+                1,
+                (client.clone(), CLIENT_ADDR.into()),
+                (upstream.clone(), None),
+                0,
+                Plan::Upstreams {
+                    tried: Tried::default(),
+                },
+                now,
+                Splice::Off,
+            );
+            (pair, client, upstream)
+        }
+
+        /// [`connecting`], the client's first EPOLLOUT edge (a fresh socket's, on registration) has
+        /// come, and the upstream's connect has completed.
+        fn established(lp: &mut Loop) -> (Pair<Scripted>, Scripted, Scripted) {
+            let (mut pair, client, upstream) = connecting(lp.now);
+            assert_eq!(lp.event(&mut pair, Side::Client, writable()), Outcome::Open);
+            upstream.set_connect(Connect::Connected);
+            assert_eq!(
+                lp.event(&mut pair, Side::Upstream, readable()),
+                Outcome::Connected
+            );
+            assert_eq!(lp.establish(&mut pair), Outcome::Open);
+            assert_eq!(pair.phase(), Phase::Established);
+            (pair, client, upstream)
+        }
+
+        /// A connect-mode pair waiting for its client's CONNECT head.
+        fn greeting(now: Instant) -> (Pair<Scripted>, Scripted) {
+            let client = Scripted::default();
+            let pair = Pair::greeting(
+                1,
+                (client.clone(), CLIENT_ADDR.into()),
+                0,
+                connect_greeting(),
+                now,
+                Splice::Off,
+            );
+            (pair, client)
+        }
+
+        /// A head split across two edges: the first part is read to WouldBlock and kept, the second
+        /// completes it.
+        #[test]
+        fn test_greeting_head_split_across_reads() {
+            let mut lp = Loop::new();
+            let (mut pair, client) = greeting(lp.now);
+            client.data(b"CONNECT local");
+            assert_eq!(lp.event(&mut pair, Side::Client, readable()), Outcome::Open);
+            assert_eq!(client.reads(), 2, "read on to WouldBlock");
+            assert!(!pair.client_ready.readable);
+            client.data(b"host:80 HTTP/1.1\r\n").data(b"\r\n");
+            let outcome = lp.event(&mut pair, Side::Client, readable());
+            assert_eq!(
+                outcome,
+                Outcome::Connect(Target::Named("localhost:80".into()))
+            );
+        }
+
+        /// What followed the head in the same read is queued as the c2u preamble, to go upstream
+        /// before anything the pump reads later.
+        #[test]
+        fn test_greeting_pipelined_bytes_go_upstream_first() {
+            let mut lp = Loop::new();
+            let (mut pair, client) = greeting(lp.now);
+            client.data(b"CONNECT localhost:80 HTTP/1.1\r\n\r\nhello");
+            let outcome = lp.event(&mut pair, Side::Client, readable());
+            assert!(matches!(outcome, Outcome::Connect(_)), "{outcome:?}");
+            assert_eq!(pair.c2u.undelivered(), 5);
+            assert!(pair.client_pipelined);
+        }
+
+        #[test]
+        fn test_greeting_eof_is_client_abort() {
+            let mut lp = Loop::new();
+            let (mut pair, client) = greeting(lp.now);
+            client.data(b"CONNECT loc").incoming([Incoming::Eof]);
+            let outcome = lp.event(&mut pair, Side::Client, fin());
+            assert_eq!(outcome, Outcome::Close(Cause::ClientAbort));
+        }
+
+        /// An RST may come as EPOLLERR alone: the greeting reads anyway, and the read names it.
+        #[test]
+        fn test_greeting_reset_is_client_reset() {
+            let mut lp = Loop::new();
+            let (mut pair, client) = greeting(lp.now);
+            client.incoming([Incoming::Fail(io::ErrorKind::ConnectionReset)]);
+            let error = Event {
+                error: true,
+                ..Event::default()
+            };
+            let outcome = lp.event(&mut pair, Side::Client, error);
+            assert_eq!(outcome, Outcome::Close(Cause::ClientReset));
+        }
+
+        /// A refused CONNECT: the status is written, then `shutdown(Write)`, then the client's bytes are
+        /// discarded until its FIN, which closes the pair.
+        #[test]
+        fn test_refusing_writes_status_then_closes_on_client_fin() {
+            let mut lp = Loop::new();
+            let (mut pair, client) = greeting(lp.now);
+            client.data(b"CONNECT example.com:80 HTTP/1.1\r\n\r\n");
+            client.room(usize::MAX);
+            assert_eq!(lp.event(&mut pair, Side::Client, readable()), Outcome::Open);
+            assert_eq!(pair.phase(), Phase::Refusing);
+            let answer = client.written();
+            assert!(answer.starts_with(b"HTTP/1.1 403 "), "{answer:?}");
+            assert_eq!(client.shutdowns(), 1);
+            client.data(b"ignored").incoming([Incoming::Eof]);
+            let outcome = lp.event(&mut pair, Side::Client, fin());
+            assert_eq!(outcome, Outcome::Close(Cause::Rejected));
+        }
+
+        /// A client FIN with nothing sent while the upstream connects: the client is gone, both sockets
+        /// are freed now.
+        #[test]
+        fn test_connecting_client_fin_with_nothing_sent_aborts() {
+            let mut lp = Loop::new();
+            let (mut pair, client, _upstream) = connecting(lp.now);
+            client.incoming([Incoming::Eof]);
+            let outcome = lp.event(&mut pair, Side::Client, fin());
+            assert_eq!(outcome, Outcome::Close(Cause::ClientAbort));
+            assert_eq!(client.reads(), 0, "peeked, never read");
+        }
+
+        /// A FIN behind bytes the client sent is a half-close that wants its answer: the pair waits,
+        /// and the bytes stay in the kernel until the upstream is up.
+        #[test]
+        fn test_connecting_client_fin_after_data_waits() {
+            let mut lp = Loop::new();
+            let (mut pair, client, upstream) = connecting(lp.now);
+            client
+                .data(b"GET / HTTP/1.0\r\n\r\n")
+                .incoming([Incoming::Eof]);
+            assert_eq!(lp.event(&mut pair, Side::Client, fin()), Outcome::Open);
+            assert_eq!(pair.phase(), Phase::Connecting);
+            assert_eq!(client.reads(), 0);
+
+            upstream.set_connect(Connect::Connected);
+            upstream.room(usize::MAX);
+            let outcome = lp.event(&mut pair, Side::Upstream, writable());
+            assert_eq!(outcome, Outcome::Connected);
+            lp.establish(&mut pair);
+            assert_eq!(upstream.written(), b"GET / HTTP/1.0\r\n\r\n");
+            assert_eq!(upstream.shutdowns(), 1, "the half-close passed on");
+        }
+
+        /// A reset client while connecting: gone too.
+        #[test]
+        fn test_connecting_client_reset_aborts() {
+            let mut lp = Loop::new();
+            let (mut pair, client, _upstream) = connecting(lp.now);
+            client.incoming([Incoming::Fail(io::ErrorKind::ConnectionReset)]);
+            let error = Event {
+                error: true,
+                ..Event::default()
+            };
+            let outcome = lp.event(&mut pair, Side::Client, error);
+            assert_eq!(outcome, Outcome::Close(Cause::ClientAbort));
+        }
+
+        /// Under epoll a clean writable edge proves the connect: the kernel is not asked (here it would
+        /// say "pending").
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        #[test]
+        fn test_connecting_writable_edge_proves_connected() {
+            let mut lp = Loop::new();
+            let (mut pair, _client, _upstream) = connecting(lp.now);
+            assert_eq!(
+                lp.event(&mut pair, Side::Upstream, writable()),
+                Outcome::Connected
+            );
+            assert_eq!(pair.phase(), Phase::Connecting, "until the route is told");
+            assert_eq!(lp.establish(&mut pair), Outcome::Open);
+            assert_eq!(pair.phase(), Phase::Established);
+            assert!(pair.upstream_ready.writable);
+            assert_eq!(lp.metrics.connects_ok, 1);
+        }
+
+        /// Any other upstream event is settled by asking the kernel: pending, failed or connected.
+        #[test]
+        fn test_connecting_upstream_event_asks_the_kernel() {
+            let mut lp = Loop::new();
+            let (mut pair, _client, upstream) = connecting(lp.now);
+            assert_eq!(
+                lp.event(&mut pair, Side::Upstream, readable()),
+                Outcome::Open
+            );
+            assert_eq!(pair.phase(), Phase::Connecting, "still pending");
+
+            upstream.set_connect(Connect::Failed(io::ErrorKind::ConnectionRefused));
+            let refused = Event {
+                writable: true,
+                error: true,
+                ..Event::default()
+            };
+            let outcome = lp.event(&mut pair, Side::Upstream, refused);
+            assert_eq!(outcome, Outcome::ConnectFailed(Cause::ConnectRefused));
+        }
+
+        #[test]
+        fn test_connecting_deadline_is_connect_timeout() {
+            let now = Instant::now();
+            let (mut pair, _client, _upstream) = connecting(now);
+            let deadline = pair.deadline(&LIMITS);
+            assert_eq!(
+                deadline,
+                Some((now + LIMITS.connect, Cause::ConnectTimeout))
+            );
+            let outcome = pair.expire(Cause::ConnectTimeout, now + LIMITS.connect);
+            assert_eq!(outcome, Outcome::ConnectFailed(Cause::ConnectTimeout));
+        }
+
+        /// Both FINs: each direction drains and passes its FIN on; the first side to finish names the
+        /// close, and the last FIN is left to the close.
+        #[test]
+        fn test_established_both_fins_close_named_by_the_first() {
+            for first in [Side::Client, Side::Upstream] {
+                let mut lp = Loop::new();
+                let (mut pair, client, upstream) = established(&mut lp);
+                let (a, b) = match first {
+                    Side::Client => (&client, &upstream),
+                    Side::Upstream => (&upstream, &client),
+                };
+                a.data(b"bye").incoming([Incoming::Eof]);
+                b.room(usize::MAX);
+                assert_eq!(lp.event(&mut pair, first, fin()), Outcome::Open);
+                assert_eq!(b.written(), b"bye");
+                assert_eq!(b.shutdowns(), 1, "FIN passed on");
+
+                b.incoming([Incoming::Eof]);
+                let outcome = lp.event(&mut pair, first.other(), fin());
+                let cause = match first {
+                    Side::Client => Cause::ClientFin,
+                    Side::Upstream => Cause::UpstreamFin,
+                };
+                assert_eq!(outcome, Outcome::Close(cause));
+                assert_eq!(a.shutdowns(), 0, "the last FIN is the close's");
+                assert!(!cause.resets());
+            }
+        }
+
+        /// A reset on either side closes the pair with a cause that resets both.
+        #[test]
+        fn test_established_reset_on_one_side_resets_both() {
+            for (side, cause) in [
+                (Side::Client, Cause::ClientReset),
+                (Side::Upstream, Cause::UpstreamReset),
+            ] {
+                let mut lp = Loop::new();
+                let (mut pair, client, upstream) = established(&mut lp);
+                let reset = [Incoming::Fail(io::ErrorKind::ConnectionReset)];
+                match side {
+                    Side::Client => client.incoming(reset),
+                    Side::Upstream => upstream.incoming(reset),
+                };
+                let outcome = lp.event(&mut pair, side, readable());
+                assert_eq!(outcome, Outcome::Close(cause));
+                assert!(cause.resets());
+            }
+        }
+
+        /// A write error is the writing side's peer's fault: EPIPE writing to the client is a
+        /// client reset, whoever sent the bytes.
+        #[test]
+        fn test_established_write_error_names_the_written_socket() {
+            let mut lp = Loop::new();
+            let (mut pair, client, upstream) = established(&mut lp);
+            upstream.data(b"answer");
+            client.outgoing([Outgoing::Fail(io::ErrorKind::BrokenPipe)]);
+            let outcome = lp.event(&mut pair, Side::Upstream, readable());
+            assert_eq!(outcome, Outcome::Close(Cause::ClientReset));
+        }
+
+        /// Backpressure: a client that takes nothing fills the u2c ring; the upstream's next EPOLLIN
+        /// edge is wasted, so its socket is muted; once the client takes everything and a read finds the
+        /// upstream drained, read interest comes back.
+        #[test]
+        fn test_established_backpressure_mutes_reads_then_unmutes() {
+            let mut lp = Loop::new();
+            let (mut pair, client, upstream) = established(&mut lp);
+            upstream.data(&[5; 3 * RING]);
+            let before = upstream.reads();
+            assert_eq!(
+                lp.event(&mut pair, Side::Upstream, readable()),
+                Outcome::Open
+            );
+            assert_eq!(upstream.reads(), before + 1, "the ring is full");
+            assert_eq!(
+                lp.settle(&mut pair, Side::Upstream),
+                None,
+                "no edge wasted yet"
+            );
+
+            lp.event(&mut pair, Side::Upstream, readable());
+            assert_eq!(upstream.reads(), before + 1, "no read into a full ring");
+            let muted = Registration {
+                reads: false,
+                writes: true,
+            };
+            assert_eq!(lp.settle(&mut pair, Side::Upstream), Some(muted));
+
+            client.room(usize::MAX).room(usize::MAX).room(usize::MAX);
+            lp.event(&mut pair, Side::Client, writable());
+            assert_eq!(
+                client.written().len(),
+                3 * RING,
+                "resumed without an upstream edge"
+            );
+            let both = Registration {
+                reads: true,
+                writes: true,
+            };
+            assert_eq!(lp.settle(&mut pair, Side::Upstream), Some(both));
+        }
+
+        /// A pair's own EPOLLOUT edge that says nothing new drops the socket's write interest; a write
+        /// that finds the socket full brings it back.
+        #[test]
+        fn test_established_redundant_writable_edge_drops_write_interest() {
+            let mut lp = Loop::new();
+            let (mut pair, client, upstream) = established(&mut lp);
+            lp.event(&mut pair, Side::Client, writable());
+            let reads_only = Registration {
+                reads: true,
+                writes: false,
+            };
+            assert_eq!(lp.settle(&mut pair, Side::Client), Some(reads_only));
+
+            upstream.data(b"more than the client takes");
+            client.room(4);
+            lp.event(&mut pair, Side::Upstream, readable());
+            assert!(!pair.client_ready.writable, "a short write");
+            let both = Registration {
+                reads: true,
+                writes: true,
+            };
+            assert_eq!(lp.settle(&mut pair, Side::Client), Some(both));
+        }
     }
 }
