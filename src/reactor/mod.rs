@@ -756,7 +756,7 @@ impl Reactor {
         // abort, not a FIN after a stream that silently lost its tail.
         if cause.resets() || pair.holds_undelivered() {
             net::set_reset_on_close(&pair.client);
-            if let Some(upstream) = pair.upstream.as_ref() {
+            if let Some(upstream) = pair.upstream() {
                 net::set_reset_on_close(upstream);
             }
         }

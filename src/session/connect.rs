@@ -169,7 +169,7 @@ pub(crate) fn open(
         .register(&mut pair.client, token(slot, Side::Client, id), both())
         .and_then(|()| {
             let upstream_token = token(slot, Side::Upstream, id);
-            match pair.upstream.as_mut() {
+            match pair.socket_mut(Side::Upstream) {
                 Some(upstream) if started.prewarmed => {
                     registry.reregister(upstream, upstream_token, both())
                 }
@@ -192,13 +192,13 @@ pub(crate) fn open(
 pub(crate) fn advance(cx: &mut Context<'_>, slot: usize, pair: &mut Pair, step: Step) -> Outcome {
     match step {
         Step::Greeted(Target::Balanced) => {
-            pair.plan = Plan::Upstreams {
+            pair.set_plan(Plan::Upstreams {
                 tried: Tried::default(),
-            };
+            });
             attempt(cx, slot, pair, None)
         }
         Step::Greeted(Target::Direct(addr)) => {
-            pair.plan = Plan::destination(vec![addr]);
+            pair.set_plan(Plan::destination(vec![addr]));
             attempt(cx, slot, pair, None)
         }
         Step::Greeted(Target::Named(host_port)) => look_up(cx, slot, pair, host_port),
@@ -223,7 +223,7 @@ pub(crate) fn advance(cx: &mut Context<'_>, slot: usize, pair: &mut Pair, step: 
 
 /// A pair closes: the endpoint it held is given back.
 pub(crate) fn release(route: &mut Route, pair: &mut Pair, now: Instant) {
-    give_back(route, pair.drop_upstream(), None, now);
+    give_back(route, pair.take_lease(), None, now);
 }
 
 /// The one place a lease ends: after a failed attempt (which first counts against the endpoint's
@@ -248,7 +248,11 @@ fn attempt(
     failed: Option<(Failed, Option<usize>)>,
 ) -> Outcome {
     let (failed, from) = failed.map_or((None, None), |(failed, from)| (Some(failed), from));
-    let mut started = match start(cx, &mut pair.plan, pair.client_addr.ip(), failed, false) {
+    let client = pair.client_addr.ip();
+    let Some(plan) = pair.plan_mut() else {
+        return Outcome::Close(Cause::ConnectError); // not connecting: nothing to attempt
+    };
+    let mut started = match start(cx, plan, client, failed, false) {
         Ok(started) => started,
         Err((give_up, failed)) => return give_up_on(cx, pair, give_up, failed),
     };
@@ -266,6 +270,7 @@ fn attempt(
     }
     if let Some(why) = started.after {
         cx.metrics.failovers += 1;
+        let attempts = pair.plan_mut().map_or(0, |plan| plan.attempts());
         match started.lease.as_ref() {
             Some(lease) => debug!(
                 "conn={} route={} upstream={} {why}: failing over to upstream={} (attempt {})",
@@ -273,7 +278,7 @@ fn attempt(
                 cx.route.name(),
                 from.map_or("-", |slot| cx.route.endpoint_label(slot)),
                 cx.route.endpoint_label(lease.slot()),
-                pair.plan.attempts()
+                attempts
             ),
             None => debug!(
                 "conn={} CONNECT destination failed ({why}): trying its next address {}",
@@ -392,7 +397,7 @@ fn looked(
         debug!("conn={} CONNECT destination: {err}", pair.id);
         Vec::new()
     });
-    pair.plan = Plan::destination(addrs);
+    pair.set_plan(Plan::destination(addrs));
     attempt(cx, slot, pair, None)
 }
 
@@ -605,7 +610,7 @@ mod tests {
         let outcome = harness.advance(&mut pair, Step::Looked(Ok(vec![first, second])), now);
         assert_eq!(outcome, Outcome::Open);
         assert_eq!(pair.phase(), Phase::Connecting);
-        assert!(pair.upstream.is_some() && pair.lease().is_none());
+        assert!(pair.upstream().is_some() && pair.lease().is_none());
         (pair, client, second)
     }
 
@@ -645,7 +650,7 @@ mod tests {
             Outcome::Close(Cause::ConnectRefused),
             "{outcome:?}: two attempts spent"
         );
-        assert!(first.lease().is_none() && first.upstream.is_none());
+        assert!(first.lease().is_none() && first.upstream().is_none());
         assert_eq!(harness.endpoint(b), (1, 1));
         harness.assert_leases(&[&second]);
         release(&mut harness.route, &mut first, now);
@@ -697,7 +702,7 @@ mod tests {
         assert_eq!(harness.advance(&mut pair, step, now), Outcome::Open);
         assert_eq!(harness.lookups.asked, ["localhost:80"]);
         assert!(pair.awaits_address());
-        assert!(pair.upstream.is_none());
+        assert!(pair.upstream().is_none());
     }
 
     /// The lookup runs under the connect deadline: an answer that comes past it is the deadline's, 504,
@@ -730,7 +735,7 @@ mod tests {
             Outcome::Open
         );
         assert_eq!(pair.phase(), Phase::Connecting);
-        assert!(pair.upstream.is_some(), "connecting to {second}");
+        assert!(pair.upstream().is_some(), "connecting to {second}");
         assert_eq!(harness.metrics.failovers, 1);
         refused(&mut pair, now);
         harness.advance(&mut pair, Step::Failed(Cause::ConnectRefused), now);
@@ -777,7 +782,7 @@ mod tests {
         assert_eq!(outcome, Outcome::ConnectFailed(Cause::ConnectTimeout));
         let step = Step::Failed(Cause::ConnectTimeout);
         harness.advance(&mut pair, step, first_deadline);
-        assert!(pair.upstream.is_some(), "connecting to {second}");
+        assert!(pair.upstream().is_some(), "connecting to {second}");
         assert_eq!(
             pair.deadline(&limits),
             Some((first_deadline + limits.connect, Cause::ConnectTimeout))

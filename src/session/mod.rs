@@ -10,3 +10,4 @@ pub(crate) mod attempt;
 pub(crate) mod connect;
 pub mod interest;
 pub mod pair;
+pub(crate) mod refusal;

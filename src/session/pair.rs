@@ -19,6 +19,11 @@
 //! | `Established`| idle or half-closed past its deadline      | close (idle-timeout / fin-timeout)      |
 //! | `Established`| older than its route's lifetime            | close (max-duration)                    |
 //!
+//! Each phase holds what only it needs (`Stage`): `Greeting` the greeting's buffer, `Refusing` the status
+//! being written (`session::refusal`), `Connecting` the attempt's socket (none during a lookup),
+//! the lease on its endpoint, the connect plan and when the attempt began, `Established` the upstream
+//! socket and its lease. Every phase change goes through `Pair::set_stage`, which traces `from => to`.
+//!
 //! `Connecting` is entered by `session::connect` (which owns getting the pair its upstream: the retry
 //! policy, registration, the route's health and lease) through [`Pair::begin_connect`] for each attempt,
 //! or [`Pair::begin_lookup`] while a CONNECT host name is looked up (no socket yet). Giving up closes a
@@ -37,7 +42,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, info, trace};
 use mio::net::TcpStream;
@@ -56,6 +61,7 @@ use crate::datapath::readiness::{Event, Readiness};
 use crate::datapath::ring::BufPool;
 use crate::datapath::stream::Socket;
 use crate::session::interest::{is_redundant_write_edge, AfterRun, Input, Interest, Registration};
+use crate::session::refusal::{Progress, Refusal};
 use crate::token::Side;
 use crate::way::Way;
 
@@ -77,7 +83,7 @@ pub(crate) enum Outcome {
     ConnectFailed(Cause),
 }
 
-/// The pair's phase.
+/// The name of a pair's phase ([`Pair::phase`]); what each phase holds is in `Stage`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Reading the client's PROXY header or CONNECT head; there is no upstream socket yet.
@@ -88,25 +94,67 @@ pub enum Phase {
     Established,
 }
 
+/// A pair's phase and what only that phase needs. Every change goes through `Pair::set_stage`.
+#[derive(Debug)]
+enum Stage<S> {
+    /// What has arrived of the PROXY header / CONNECT head. Boxed: only a greeting route's pairs have
+    /// one, and only until it is read, while its ~128 bytes inline would sit in every pair. Kept after
+    /// a rejection, for the reactor to count the reason as it closes the pair.
+    Greeting(Box<Greeting>),
+    /// The error status being written; no upstream socket.
+    Refusing(Refusal),
+    Connecting(Connecting<S>),
+    Established(Established<S>),
+}
+
+/// An upstream connect under way ([`crate::session::connect`] drives it).
+#[derive(Debug)]
+struct Connecting<S> {
+    /// The current attempt's socket; `None` while a CONNECT host name is looked up.
+    socket: Option<S>,
+    /// The route endpoint the attempt is to; `None` for a CONNECT destination.
+    lease: Option<Lease>,
+    /// Where the attempts go ([`crate::session::attempt`]).
+    plan: Plan,
+    /// When the current attempt (or lookup) began: each has its own connect timeout.
+    since: Instant,
+    /// The client pipelined bytes after its greeting (they wait in the c2u preamble). A PROXY header we
+    /// queued ourselves is in that preamble too, so its length cannot tell whether the client sent data.
+    client_pipelined: bool,
+}
+
+/// A connected upstream.
+#[derive(Debug)]
+struct Established<S> {
+    socket: S,
+    /// The route endpoint it is connected to, held until the pair closes; `None` for a CONNECT
+    /// destination.
+    lease: Option<Lease>,
+}
+
+impl<S> Stage<S> {
+    fn phase(&self) -> Phase {
+        match self {
+            Stage::Greeting(_) => Phase::Greeting,
+            Stage::Refusing(_) => Phase::Refusing,
+            Stage::Connecting(_) => Phase::Connecting,
+            Stage::Established(_) => Phase::Established,
+        }
+    }
+
+    /// The route endpoint this stage holds, if any.
+    fn lease(&self) -> Option<&Lease> {
+        match self {
+            Stage::Connecting(connecting) => connecting.lease.as_ref(),
+            Stage::Established(established) => established.lease.as_ref(),
+            Stage::Greeting(_) | Stage::Refusing(_) => None,
+        }
+    }
+}
+
 /// How many pump rounds one wakeup may run before the loop guard steps in. Each round moves bytes,
 /// changes a state or clears a readiness bit, so reaching this means something is wrong.
 const MAX_ROUNDS: usize = 10_000;
-/// How long a refused client has to read its status before the connection is closed anyway.
-const REFUSAL_LINGER: Duration = Duration::from_secs(2);
-/// Reads a refused client's leftover bytes are discarded with, per event (the linger bounds the rest).
-const REFUSAL_DISCARD_READS: usize = 16;
-
-/// An error status being written to a refused client.
-#[derive(Debug)]
-struct Refusal {
-    response: &'static [u8],
-    written: usize,
-    /// `shutdown(Write)` was done after the response.
-    shut: bool,
-    /// Close at this moment whatever the client does.
-    until: Instant,
-}
-
 /// A client connection and its upstream, over sockets of type `S` (`mio::net::TcpStream` in the
 /// reactor; a scripted stream in unit tests, [`crate::datapath::stream`]).
 #[derive(Debug)]
@@ -114,17 +162,10 @@ pub struct Pair<S: Socket = TcpStream> {
     /// Connection id for logs; also the generation in this pair's tokens.
     pub id: u32,
     pub client: S,
-    /// `None` until a greeting is done, and again once a refusal has begun.
-    pub upstream: Option<S>,
     /// The client's address: the peer's, or the one a PROXY header carried (`--accept-proxy`).
     pub client_addr: SocketAddr,
     /// Slab slot of the route that accepted the client (it outlives the pair, draining if removed).
     pub route: usize,
-    /// The route endpoint `upstream` connects to, held while the pair uses it; `None` for a CONNECT
-    /// destination, and between attempts. Given back only through `session::connect`.
-    lease: Option<Lease>,
-    /// Where its connect attempts go ([`crate::session::attempt`]).
-    pub(crate) plan: Plan,
     client_ready: Readiness,
     upstream_ready: Readiness,
     /// How the client's / upstream's socket is registered with the poller ([`crate::session::interest`]).
@@ -134,26 +175,17 @@ pub struct Pair<S: Socket = TcpStream> {
     c2u: Direction,
     /// upstream -> client.
     u2c: Direction,
-    phase: Phase,
+    /// The phase, with what it holds: the upstream socket, the lease on its endpoint, the greeting...
+    stage: Stage<S>,
     /// The side whose FIN came first, which names a clean close.
     first_fin: Option<Side>,
     pub started: Instant,
-    /// When the current connect attempt began (each attempt has its own connect timeout).
-    attempt_started: Instant,
     /// Last time bytes moved either way (idle and fin timeouts count from here).
     last_activity: Instant,
     /// The deadline currently armed in the reactor's timer heap for this pair.
     pub armed: Option<Instant>,
-    /// In `Greeting`: what has arrived of the PROXY header / CONNECT head. Boxed: only a greeting route's
-    /// pairs have one, and only until it is read, while its ~128 bytes inline would sit in every pair.
-    greeting: Option<Box<Greeting>>,
-    /// In `Refusing`: the status being written.
-    refusal: Option<Refusal>,
     /// `--send-proxy`: put a PROXY header first in the upstream stream.
     send_proxy: Option<Version>,
-    /// The client pipelined bytes after its greeting (they wait in the c2u preamble). A PROXY header we
-    /// queued ourselves is in that preamble too, so its length cannot tell whether the client sent data.
-    client_pipelined: bool,
 }
 
 impl<S: Socket> Pair<S> {
@@ -167,30 +199,48 @@ impl<S: Socket> Pair<S> {
         now: Instant,
         splice: Splice,
     ) -> Pair<S> {
+        let connecting = Connecting {
+            socket: Some(upstream),
+            lease,
+            plan,
+            since: now,
+            client_pipelined: false,
+        };
+        Pair::with_stage(
+            id,
+            (client, client_addr),
+            route,
+            Stage::Connecting(connecting),
+            now,
+            splice,
+        )
+    }
+
+    fn with_stage(
+        id: u32,
+        (client, client_addr): (S, SocketAddr),
+        route: usize,
+        stage: Stage<S>,
+        now: Instant,
+        splice: Splice,
+    ) -> Pair<S> {
         Pair {
             id,
             client,
-            upstream: Some(upstream),
             client_addr,
             route,
-            lease,
-            plan,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
             client_interest: Interest::default(),
             upstream_interest: Interest::default(),
             c2u: Direction::new(Way::ClientToUpstream, splice),
             u2c: Direction::new(Way::UpstreamToClient, splice),
-            phase: Phase::Connecting,
+            stage,
             first_fin: None,
             started: now,
-            attempt_started: now,
             last_activity: now,
             armed: None,
-            greeting: None,
-            refusal: None,
             send_proxy: None,
-            client_pipelined: false,
         }
     }
 
@@ -204,33 +254,8 @@ impl<S: Socket> Pair<S> {
         now: Instant,
         splice: Splice,
     ) -> Pair<S> {
-        Pair {
-            id,
-            client,
-            upstream: None,
-            client_addr,
-            route,
-            lease: None,
-            plan: Plan::Upstreams {
-                tried: Default::default(),
-            },
-            client_ready: Readiness::default(),
-            upstream_ready: Readiness::default(),
-            client_interest: Interest::default(),
-            upstream_interest: Interest::default(),
-            c2u: Direction::new(Way::ClientToUpstream, splice),
-            u2c: Direction::new(Way::UpstreamToClient, splice),
-            phase: Phase::Greeting,
-            first_fin: None,
-            started: now,
-            attempt_started: now,
-            last_activity: now,
-            armed: None,
-            greeting: Some(Box::new(greeting)),
-            refusal: None,
-            send_proxy: None,
-            client_pipelined: false,
-        }
+        let stage = Stage::Greeting(Box::new(greeting));
+        Pair::with_stage(id, (client, client_addr), route, stage, now, splice)
     }
 
     /// `--send-proxy`: the upstream stream starts with a PROXY header naming the client. A pair without
@@ -238,7 +263,7 @@ impl<S: Socket> Pair<S> {
     /// address) is done.
     pub fn with_send_proxy(mut self, version: Option<Version>) -> Pair<S> {
         self.send_proxy = version;
-        if self.greeting.is_none() {
+        if self.phase() != Phase::Greeting {
             self.push_proxy_header(None, &[]);
         }
         self
@@ -263,7 +288,12 @@ impl<S: Socket> Pair<S> {
     /// `Established`, with both upstream readiness bits set so the first run finds out for itself what
     /// the socket holds (a greeting the upstream already sent, say).
     pub fn with_warm_upstream(mut self) -> Pair<S> {
-        self.phase = Phase::Established;
+        if let Stage::Connecting(connecting) = &mut self.stage {
+            if let Some(socket) = connecting.socket.take() {
+                let lease = connecting.lease.take();
+                self.set_stage(Stage::Established(Established { socket, lease }));
+            }
+        }
         self.upstream_ready = Readiness {
             readable: true,
             writable: true,
@@ -284,42 +314,98 @@ impl<S: Socket> Pair<S> {
     /// there a stale one can arrive; it is harmless because there no event proves a connect: each makes
     /// the pair ask the kernel about the new socket. Its readiness starts afresh below.
     pub fn begin_connect(&mut self, upstream: S, lease: Option<Lease>, now: Instant) {
-        self.upstream = Some(upstream);
-        self.lease = lease;
-        self.attempt_started = now;
         self.upstream_ready = Readiness::default();
-        self.set_phase(Phase::Connecting);
+        match &mut self.stage {
+            Stage::Connecting(connecting) => {
+                trace!("conn={} Connecting => Connecting (new attempt)", self.id);
+                connecting.socket = Some(upstream);
+                connecting.lease = lease;
+                connecting.since = now;
+            }
+            _ => {
+                // Not reached: `session::connect` starts attempts only for a `Connecting` pair.
+                let plan = Plan::Upstreams {
+                    tried: Default::default(),
+                };
+                self.set_stage(Stage::Connecting(Connecting {
+                    socket: Some(upstream),
+                    lease,
+                    plan,
+                    since: now,
+                    client_pipelined: false,
+                }));
+            }
+        }
     }
 
     /// A CONNECT to a host name, about to be looked up: the pair waits in `Connecting` with no upstream
     /// socket, under the connect deadline (504 if the name takes too long), until the answer starts the
     /// connect or fails it.
     pub fn begin_lookup(&mut self, now: Instant) {
-        self.attempt_started = now;
-        self.plan = Plan::Lookup;
-        self.set_phase(Phase::Connecting);
+        if let Stage::Connecting(connecting) = &mut self.stage {
+            connecting.since = now;
+            connecting.plan = Plan::Lookup;
+        }
     }
 
     /// Whether the pair is waiting for its CONNECT destination's address: a lookup answer for any other
     /// pair, or for this one after its deadline answered 504, is stale.
     pub fn awaits_address(&self) -> bool {
-        self.phase == Phase::Connecting && matches!(self.plan, Plan::Lookup)
+        matches!(&self.stage, Stage::Connecting(c) if c.socket.is_none() && matches!(c.plan, Plan::Lookup))
+    }
+
+    /// The connect plan of a `Connecting` pair (`session::connect` sets and follows it).
+    pub(crate) fn plan_mut(&mut self) -> Option<&mut Plan> {
+        match &mut self.stage {
+            Stage::Connecting(connecting) => Some(&mut connecting.plan),
+            _ => None,
+        }
+    }
+
+    /// Where a `Connecting` pair's attempts go from now on.
+    pub(crate) fn set_plan(&mut self, next: Plan) {
+        if let Some(plan) = self.plan_mut() {
+            *plan = next;
+        }
     }
 
     /// Closes the upstream socket of a failed attempt (which also removes it from epoll) and hands back
     /// the lease it held, for `session::connect` to give back.
     pub(crate) fn drop_upstream(&mut self) -> Option<Lease> {
-        self.upstream = None;
-        self.lease.take()
+        match &mut self.stage {
+            Stage::Connecting(connecting) => {
+                connecting.socket = None;
+                connecting.lease.take()
+            }
+            _ => None,
+        }
+    }
+
+    /// The lease a closing pair holds, for `session::connect` to give back.
+    pub(crate) fn take_lease(&mut self) -> Option<Lease> {
+        match &mut self.stage {
+            Stage::Connecting(connecting) => connecting.lease.take(),
+            Stage::Established(established) => established.lease.take(),
+            Stage::Greeting(_) | Stage::Refusing(_) => None,
+        }
     }
 
     /// The route endpoint the pair holds, if any.
     pub fn lease(&self) -> Option<&Lease> {
-        self.lease.as_ref()
+        self.stage.lease()
+    }
+
+    /// The upstream socket, if the pair has one.
+    pub fn upstream(&self) -> Option<&S> {
+        match &self.stage {
+            Stage::Connecting(connecting) => connecting.socket.as_ref(),
+            Stage::Established(established) => Some(&established.socket),
+            Stage::Greeting(_) | Stage::Refusing(_) => None,
+        }
     }
 
     pub fn phase(&self) -> Phase {
-        self.phase
+        self.stage.phase()
     }
 
     /// Bytes forwarded client -> upstream and upstream -> client.
@@ -333,9 +419,14 @@ impl<S: Socket> Pair<S> {
         (a.reads + b.reads, a.writes + b.writes)
     }
 
-    fn set_phase(&mut self, next: Phase) {
-        trace!("conn={} {:?} => {:?}", self.id, self.phase, next);
-        self.phase = next;
+    /// The one way a pair changes phase; returns the stage it leaves, whose data the caller may take.
+    fn set_stage(&mut self, next: Stage<S>) -> Stage<S> {
+        trace!("conn={} {:?} => {:?}", self.id, self.phase(), next.phase());
+        debug_assert!(
+            self.stage.lease().is_none() || matches!(next, Stage::Established(_)),
+            "a lease is handed over or given back, never dropped with its stage"
+        );
+        std::mem::replace(&mut self.stage, next)
     }
 
     /// Handles one readiness event on `side`, then runs the pumps.
@@ -350,7 +441,7 @@ impl<S: Socket> Pair<S> {
         if event.readable && self.reads_blocked(side, shared.pool) {
             self.interest_mut(side).on(Input::WastedReadEdge);
         }
-        let established = self.phase == Phase::Established;
+        let established = self.phase() == Phase::Established;
         if is_redundant_write_edge(event, established, self.ready(side).writable) {
             self.interest_mut(side).on(Input::WastedWriteEdge);
         }
@@ -358,7 +449,7 @@ impl<S: Socket> Pair<S> {
             Side::Client => self.client_ready.merge(event),
             Side::Upstream => self.upstream_ready.merge(event),
         }
-        match self.phase {
+        match self.phase() {
             Phase::Greeting if side == Side::Client => {
                 if event.read_closed || event.error {
                     // A FIN or RST may come without EPOLLIN: the read below is what finds out which.
@@ -378,7 +469,7 @@ impl<S: Socket> Pair<S> {
     fn read_greeting(&mut self, now: Instant) -> Outcome {
         let mut chunk = [0u8; 4096];
         loop {
-            let Some(greeting) = self.greeting.as_mut() else {
+            let Stage::Greeting(greeting) = &mut self.stage else {
                 return Outcome::Open;
             };
             let room = greeting.room().min(chunk.len());
@@ -416,15 +507,22 @@ impl<S: Socket> Pair<S> {
 
     /// Acts on a finished greeting: connect, answer with an error, or drop.
     fn conclude(&mut self, verdict: Verdict, now: Instant) -> Outcome {
-        let Some(greeting) = self.greeting.take() else {
-            return Outcome::Open;
-        };
         match verdict {
-            Verdict::More => {
-                self.greeting = Some(greeting);
-                Outcome::Open
-            }
+            Verdict::More => Outcome::Open,
             Verdict::Ready { target, leftover } => {
+                let connecting = Connecting {
+                    socket: None,
+                    lease: None,
+                    plan: Plan::Upstreams {
+                        tried: Default::default(),
+                    },
+                    since: now,
+                    client_pipelined: !leftover.is_empty(),
+                };
+                let Stage::Greeting(greeting) = self.set_stage(Stage::Connecting(connecting))
+                else {
+                    return Outcome::Open;
+                };
                 if let Some(source) = greeting.source {
                     debug!(
                         "conn={} PROXY header: client={source} (peer {})",
@@ -433,7 +531,6 @@ impl<S: Socket> Pair<S> {
                     self.client_addr = source;
                 }
                 self.push_proxy_header(greeting.destination, &greeting.carried_tlvs);
-                self.client_pipelined = !leftover.is_empty();
                 self.c2u.push_preamble(&leftover);
                 if target != Target::Balanced {
                     debug!(
@@ -461,12 +558,9 @@ impl<S: Socket> Pair<S> {
                 );
                 self.refuse(status, now)
             }
-            Verdict::BadProxyHeader(_) => {
-                // Kept for the reactor, which counts and logs the reason as it closes the pair: no
-                // upstream exists yet, so nothing reaches one.
-                self.greeting = Some(greeting);
-                Outcome::Close(Cause::Rejected)
-            }
+            // The greeting stays, for the reactor to count and log the reason as it closes the pair: no
+            // upstream exists yet, so nothing reaches one.
+            Verdict::BadProxyHeader(_) => Outcome::Close(Cause::Rejected),
             Verdict::Drop(why) => {
                 info!("conn={} client={} closed: {why}", self.id, self.client_addr);
                 Outcome::Close(Cause::Rejected)
@@ -477,71 +571,42 @@ impl<S: Socket> Pair<S> {
     /// Why this pair's PROXY header failed (`edgefwd_proxy_header_rejected_total{reason}`), if it did:
     /// refused by the parser, timed out, or the client left before it ended.
     pub fn proxy_header_rejection(&self) -> Option<Reason> {
-        self.greeting.as_deref().and_then(Greeting::refused)
+        match &self.stage {
+            Stage::Greeting(greeting) => greeting.refused(),
+            Stage::Refusing(refusal) => refusal.rejected,
+            Stage::Connecting(_) | Stage::Established(_) => None,
+        }
     }
 
     /// Starts answering the client with an error status; whatever was queued for either side is
-    /// dropped, and so is the upstream socket if there is one.
+    /// dropped, and so is the upstream socket if there is one. A PROXY header that was rejected first
+    /// (timed out) stays on record for the reactor.
     pub(crate) fn refuse(&mut self, status: Status, now: Instant) -> Outcome {
-        self.upstream = None;
         self.c2u.drop_preamble();
         self.u2c.drop_preamble();
-        self.refusal = Some(Refusal {
-            response: status.response(),
-            written: 0,
-            shut: false,
-            until: now + REFUSAL_LINGER,
-        });
-        self.set_phase(Phase::Refusing);
+        let rejected = self.proxy_header_rejection();
+        self.set_stage(Stage::Refusing(Refusal::new(status, now, rejected)));
         self.write_refusal()
     }
 
-    /// Writes the status (a fresh socket's send buffer takes it whole, but WouldBlock is honoured), then
-    /// `shutdown(Write)`, then discards what the client still sends until its FIN: closing a socket with
-    /// unread bytes would send an RST that can destroy the status before the client reads it.
+    /// Writes the status, then waits for the client's FIN ([`Refusal::write`]).
     fn write_refusal(&mut self) -> Outcome {
-        let Some(refusal) = self.refusal.as_mut() else {
+        let Stage::Refusing(refusal) = &mut self.stage else {
             return Outcome::Close(Cause::Rejected);
         };
-        while refusal.written < refusal.response.len() {
-            match self.client.write(&refusal.response[refusal.written..]) {
-                Ok(0) => return Outcome::Close(Cause::Rejected),
-                Ok(n) => refusal.written += n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Outcome::Open,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Outcome::Close(Cause::Rejected),
-            }
+        match refusal.write(&mut self.client) {
+            Progress::Waiting => Outcome::Open,
+            Progress::Yield => Outcome::Yield,
+            Progress::Done => Outcome::Close(Cause::Rejected),
         }
-        if !refusal.shut {
-            refusal.shut = true;
-            if self.client.shutdown_write().is_err() {
-                return Outcome::Close(Cause::Rejected);
-            }
-        }
-        let mut sink = [0u8; 4096];
-        for _ in 0..REFUSAL_DISCARD_READS {
-            match self.client.read(&mut sink) {
-                Ok(0) => return Outcome::Close(Cause::Rejected),
-                Ok(_) => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Outcome::Open,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Outcome::Close(Cause::Rejected),
-            }
-        }
-        // The slice is spent and the socket may still hold bytes (and a FIN behind them). No new edge
-        // will say so: come back after the other pairs had their turn.
-        Outcome::Yield
     }
 
     /// The pair's deadline passed with `cause`: what to do about it. A greeting that timed out is
     /// answered 408 in connect mode; a connect that timed out goes to `session::connect`'s retry policy;
     /// everything else closes.
     pub(crate) fn expire(&mut self, cause: Cause, now: Instant) -> Outcome {
-        match self.phase {
-            Phase::Greeting => {
-                let Some(greeting) = self.greeting.as_mut() else {
-                    return Outcome::Close(cause);
-                };
+        match &mut self.stage {
+            Stage::Greeting(greeting) => {
                 // Still waiting for the PROXY header: counted (and logged) by the reactor as it closes.
                 greeting.give_up(Reason::Timeout);
                 if !greeting.answers() {
@@ -551,12 +616,9 @@ impl<S: Socket> Pair<S> {
                     "conn={} client={} greeting timed out: 408",
                     self.id, self.client_addr
                 );
-                if greeting.refused().is_none() {
-                    self.greeting = None; // a CONNECT head's buffer: not needed while refusing
-                }
                 self.refuse(Status::RequestTimeout, now)
             }
-            Phase::Connecting => Outcome::ConnectFailed(cause),
+            Stage::Connecting(_) => Outcome::ConnectFailed(cause),
             _ => Outcome::Close(cause),
         }
     }
@@ -571,7 +633,7 @@ impl<S: Socket> Pair<S> {
             };
         }
         // No socket yet: the CONNECT destination's address is being looked up.
-        let Some(upstream) = self.upstream.as_ref() else {
+        let Some(upstream) = self.upstream() else {
             return Outcome::Open;
         };
         if event.proves_connected() {
@@ -594,8 +656,15 @@ impl<S: Socket> Pair<S> {
         budget: usize,
         now: Instant,
     ) -> Outcome {
+        let Stage::Connecting(connecting) = &mut self.stage else {
+            return self.run(shared, budget, now);
+        };
+        let Some(socket) = connecting.socket.take() else {
+            return Outcome::Open;
+        };
+        let lease = connecting.lease.take();
         shared.metrics.connects_ok += 1;
-        self.set_phase(Phase::Established);
+        self.set_stage(Stage::Established(Established { socket, lease }));
         // The connect completed with an edge we just consumed; the socket is writable.
         self.upstream_ready.writable = true;
         self.run(shared, budget, now)
@@ -605,10 +674,11 @@ impl<S: Socket> Pair<S> {
     /// expects an answer, so the pair waits; a FIN with nothing sent, or a reset, means the client is gone
     /// and both sockets are freed now rather than when the connect resolves.
     fn check_client_left(&mut self) -> Outcome {
+        let pipelined = matches!(&self.stage, Stage::Connecting(c) if c.client_pipelined);
         let mut probe = [0u8; 1];
         match self.client.peek(&mut probe) {
             // Bytes pipelined after a greeting were read already: their FIN is a half-close.
-            Ok(0) if self.client_pipelined => Outcome::Open,
+            Ok(0) if pipelined => Outcome::Open,
             Ok(0) => Outcome::Close(Cause::ClientAbort),
             Ok(_) => Outcome::Open,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Outcome::Open,
@@ -618,7 +688,7 @@ impl<S: Socket> Pair<S> {
 
     /// Pumps both directions until neither can move, the budget is spent, or the pair is finished.
     pub(crate) fn run(&mut self, shared: &mut Shared<'_>, budget: usize, now: Instant) -> Outcome {
-        match self.phase {
+        match self.phase() {
             Phase::Established => {}
             Phase::Refusing => return self.write_refusal(),
             _ => return Outcome::Open,
@@ -658,7 +728,10 @@ impl<S: Socket> Pair<S> {
     /// One round: each direction moves what it can.
     fn pump_both(&mut self, shared: &mut Shared<'_>, budget: &mut usize) -> Result<bool, Cause> {
         let id = self.id;
-        let Some(upstream) = self.upstream.as_mut() else {
+        let Stage::Established(Established {
+            socket: upstream, ..
+        }) = &mut self.stage
+        else {
             return Ok(false);
         };
         let forward = self
@@ -702,7 +775,7 @@ impl<S: Socket> Pair<S> {
     /// ([`Direction::reads_blocked`]). Only an established pair pumps, so only its directions block.
     fn reads_blocked(&self, side: Side, pool: &BufPool) -> bool {
         let (direction, ready) = self.reader_of(side);
-        self.phase == Phase::Established && direction.reads_blocked(ready, pool)
+        self.phase() == Phase::Established && direction.reads_blocked(ready, pool)
     }
 
     /// The direction that reads `side`'s socket, and that socket's cached readiness.
@@ -757,7 +830,11 @@ impl<S: Socket> Pair<S> {
     pub fn socket_mut(&mut self, side: Side) -> Option<&mut S> {
         match side {
             Side::Client => Some(&mut self.client),
-            Side::Upstream => self.upstream.as_mut(),
+            Side::Upstream => match &mut self.stage {
+                Stage::Connecting(connecting) => connecting.socket.as_mut(),
+                Stage::Established(established) => Some(&mut established.socket),
+                Stage::Greeting(_) | Stage::Refusing(_) => None,
+            },
         }
     }
 
@@ -788,18 +865,15 @@ impl<S: Socket> Pair<S> {
 
     /// The next moment this pair must be looked at, and what it would mean then.
     pub(crate) fn deadline(&self, limits: &Deadlines) -> Option<(Instant, Cause)> {
-        match self.phase {
-            Phase::Greeting => return Some((self.started + limits.header, Cause::HeaderTimeout)),
-            Phase::Refusing => {
-                return self
-                    .refusal
-                    .as_ref()
-                    .map(|refusal| (refusal.until, Cause::Rejected))
+        match &self.stage {
+            Stage::Greeting(_) => {
+                return Some((self.started + limits.header, Cause::HeaderTimeout))
             }
-            Phase::Connecting => {
-                return Some((self.attempt_started + limits.connect, Cause::ConnectTimeout))
+            Stage::Refusing(refusal) => return Some((refusal.until, Cause::Rejected)),
+            Stage::Connecting(connecting) => {
+                return Some((connecting.since + limits.connect, Cause::ConnectTimeout))
             }
-            Phase::Established => {}
+            Stage::Established(_) => {}
         }
         let idle = limits
             .idle
@@ -821,7 +895,7 @@ impl<S: Socket> Pair<S> {
     /// `Established` no stream has begun: a queued preamble (a `--send-proxy` header for a client that
     /// left while connecting) truncates nothing.
     pub fn holds_undelivered(&self) -> bool {
-        self.phase == Phase::Established
+        self.phase() == Phase::Established
             && (self.c2u.undelivered() > 0 || self.u2c.undelivered() > 0)
     }
 
@@ -852,6 +926,7 @@ pub(crate) mod tests {
     use crate::wire::greeting::{ConnectRules, Rules};
     use std::io::Write;
     use std::sync::Arc;
+    use std::time::Duration;
 
     pub(crate) const LIMITS: Deadlines = Deadlines {
         connect: Duration::from_secs(5),
@@ -1195,7 +1270,7 @@ pub(crate) mod tests {
             let outcome = lp.event(&mut pair, Side::Client, readable());
             assert!(matches!(outcome, Outcome::Connect(_)), "{outcome:?}");
             assert_eq!(pair.c2u.undelivered(), 5);
-            assert!(pair.client_pipelined);
+            assert!(matches!(&pair.stage, Stage::Connecting(c) if c.client_pipelined));
         }
 
         #[test]
