@@ -16,12 +16,10 @@
 
 use std::net::SocketAddr;
 
-use std::time::Instant;
-
 use super::Reactor;
 use crate::config::{self, Addresses};
-use crate::reactor::worker::{Answer, Job, Lookup, Worker};
-use crate::session::connect::{Lookups, Step};
+use crate::reactor::worker::{Answer, Job};
+use crate::session::connect::Step;
 
 impl Reactor {
     /// Sends the host-name upstreams of every route whose `resolve_interval` has come round to the
@@ -138,23 +136,5 @@ impl Reactor {
                 .get(slot)
                 .is_some_and(|e| e.is_live() && e.addr == addr)
         });
-    }
-}
-
-impl Lookups for Worker {
-    fn look_up(
-        &mut self,
-        slot: usize,
-        id: u32,
-        host_port: String,
-        until: Instant,
-    ) -> Result<(), &'static str> {
-        let job = Lookup {
-            pair: slot,
-            id,
-            host_port,
-            until,
-        };
-        self.lookup(job).map_err(|why| why.reason())
     }
 }

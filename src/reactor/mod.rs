@@ -21,9 +21,12 @@
 //! give up) is `session::connect`'s: the reactor lends it a `Context` at each step and acts on the
 //! outcome. Reload (SIGHUP) swaps routes without cutting a pair: see `Reactor::reload` (in `reload.rs`).
 //!
-//! This file is the loop, event dispatch, the pairs' timers and teardown. The rest adds `impl Reactor`
+//! This file is the loop, event dispatch, acting on a pair's outcome, and the pairs' timers. The rest adds `impl Reactor`
 //! blocks in submodules, so `Poll`, the `Registry` and the slabs stay inside this module tree:
 //! - `accept`: the after-batch accept phase, its limits and the EMFILE pause;
+//! - `connecting`: handing a new client and each step of its connect to `session::connect`, the
+//!   `--prewarm` refill, the lookup threads as the connect path sees them;
+//! - `teardown`: closing a pair, and what a close frees (a drained route, slab capacity, spare pipes);
 //! - `shutdown`: signals, graceful shutdown and its deadline;
 //! - `reload`: SIGHUP reload, route matching, listener hand-over, draining routes;
 //! - `probes`: active health probes;
@@ -35,8 +38,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
-use mio::net::TcpStream;
+use log::warn;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -45,23 +47,22 @@ use slab::Slab;
 use crate::close::Cause;
 use crate::config::file::Defaults;
 use crate::config::{Config, Mode};
-use crate::datapath::budget::{self, FdBudget, Slot};
-use crate::datapath::net;
+use crate::datapath::budget::FdBudget;
 use crate::datapath::readiness::Event;
 use crate::datapath::stream::Socket;
 use crate::observe::metrics::{Metrics, MetricsBoard, StatsTicker};
 use crate::reactor::scrape::MetricsServer;
 use crate::reactor::timer::{Entry, Timers};
 use crate::reactor::worker::{Inbox, Worker};
-use crate::session::connect::{self, Context, Lookups, Step};
+use crate::session::connect::Step;
 use crate::session::pair::{Outcome, Pair};
 use crate::throttle::Throttle;
-use crate::token::{self, Owner, PairToken, Side, GENERATION_MASK, MAX_SLOT};
+use crate::token::{self, Owner, PairToken, Side};
 use crate::upstream::prewarm::WarmPool;
 use crate::upstream::route::{Listener, Route};
-use crate::wire::proxy_protocol::Reason;
 
 mod accept;
+mod connecting;
 pub mod fdlimit;
 mod lookups;
 mod probes;
@@ -69,16 +70,13 @@ mod reload;
 mod report;
 pub mod scrape;
 mod shutdown;
+mod teardown;
 pub mod timer;
 pub mod worker;
 
 use probes::Probe;
 use report::trace_event;
 use shutdown::Drain;
-
-/// Pair slots kept allocated once every pair has closed (see `release_pair_slots`): enough for
-/// everyday churn to reuse them without growing the slab again.
-const PAIR_SLOTS_KEPT: usize = 1024;
 
 /// Events fetched per `epoll_wait`.
 const EVENTS_CAPACITY: usize = 1024;
@@ -271,7 +269,7 @@ impl Reactor {
 
     /// This reactor's listeners, route by route, each under a new descriptor, for another `--threads`
     /// reactor to accept from: all reactors of the process drain the same sockets, and no other
-    /// process can join them as it could join a SO_REUSEPORT group (see [`net::bind_listener`]).
+    /// process can join them as it could join a SO_REUSEPORT group (see [`crate::datapath::net::bind_listener`]).
     pub fn share_listeners(&self) -> Result<Vec<Vec<Listener>>, String> {
         self.routes
             .iter()
@@ -570,256 +568,6 @@ impl Reactor {
         self.expire_probes();
         self.start_probes();
         self.start_resolves();
-    }
-
-    /// With `--threads`, spare pipes live at most [`budget::SPARE_CHECK`]: another reactor's clients may
-    /// wait for their slots, and nothing would wake this reactor to give them back. The first turn that
-    /// finds spares arms the deadline; the turn at or past it closes every spare. An idle reactor thus
-    /// wakes once after its last pipe went spare, then sleeps.
-    fn expire_spare_pipes(&mut self) {
-        if self.config.threads == 1 {
-            return;
-        }
-        match self.spares_expire_at {
-            Some(at) if at <= self.now => {
-                self.shed_spare_pipes();
-                self.spares_expire_at = None;
-            }
-            Some(_) => {}
-            None => {
-                let holds_spares = self
-                    .routes
-                    .iter()
-                    .any(|(_, route)| route.pipes.as_ref().is_some_and(|pipes| pipes.spare() > 0));
-                if holds_spares {
-                    self.spares_expire_at = Some(self.now + budget::SPARE_CHECK);
-                }
-            }
-        }
-    }
-
-    /// Hands a client accepted on route `key` to the connect path, which registers its sockets; the pair
-    /// keeps `fd_slot` (given back by `close_pair`); a client dropped or refused there gives it back at
-    /// once.
-    fn open_pair(&mut self, key: usize, client: TcpStream, client_addr: SocketAddr, fd_slot: Slot) {
-        let id = self.next_id;
-        self.next_id = (self.next_id + 1) % GENERATION_MASK;
-        let entry = self.pairs.vacant_entry();
-        let slot = entry.key();
-        if slot > MAX_SLOT {
-            warn!("client={client_addr} dropped: no token space left");
-            return;
-        }
-        let Reactor {
-            poll,
-            routes,
-            metrics,
-            warm,
-            lookup_warning,
-            now,
-            config,
-            ..
-        } = self;
-        let Some(route) = routes.get_mut(key) else {
-            return;
-        };
-        let mut cx = Context {
-            registry: poll.registry(),
-            route,
-            route_key: key,
-            metrics,
-            warm: warm.as_mut(),
-            lookups: None,
-            lookup_warning,
-            now: *now,
-            exhausted: None,
-        };
-        let pair = connect::open(&mut cx, (slot, id), (client, client_addr), config.splice);
-        let exhausted = cx.exhausted.take();
-        if let Some(pair) = pair {
-            entry.insert(pair);
-            fd_slot.keep();
-            route.pairs += 1;
-            self.metrics.pairs_total += 1;
-            self.arm_timer(slot);
-        }
-        if let Some(err) = exhausted {
-            self.pause_accepting(&err);
-        }
-    }
-
-    /// Moves the connect of the pair in `slot` on by `step` ([`connect::advance`]), then acts on the
-    /// outcome like any other.
-    fn advance_connect(&mut self, slot: usize, step: Step) {
-        let Reactor {
-            poll,
-            routes,
-            pairs,
-            metrics,
-            warm,
-            worker,
-            lookup_warning,
-            now,
-            ..
-        } = self;
-        let Some(pair) = pairs.get_mut(slot) else {
-            return;
-        };
-        let key = pair.route;
-        let Some(route) = routes.get_mut(key) else {
-            return;
-        };
-        let mut cx = Context {
-            registry: poll.registry(),
-            route,
-            route_key: key,
-            metrics,
-            warm: warm.as_mut(),
-            lookups: worker.as_mut().map(|worker| worker as &mut dyn Lookups),
-            lookup_warning,
-            now: *now,
-            exhausted: None,
-        };
-        let outcome = connect::advance(&mut cx, slot, pair, step);
-        if let Some(err) = cx.exhausted.take() {
-            self.pause_accepting(&err);
-        }
-        self.settle(slot, outcome);
-    }
-
-    /// Tops the `--prewarm` pool up for every accepting route, over the upstreams that are up.
-    fn refill_warm(&mut self) {
-        let Some(warm) = self.warm.as_mut() else {
-            return;
-        };
-        warm.expire_connects(self.now);
-        warm.expire_backoff(self.now);
-        // Routes whose clients greet first connect after the greeting, never to a warm connection.
-        let warmable = |route: &Route| !route.draining && route.greeting.is_none();
-        for (_, route) in self.routes.iter().filter(|(_, route)| warmable(route)) {
-            let up: Vec<(usize, SocketAddr)> = route
-                .upstreams
-                .live()
-                .filter(|(_, endpoint)| endpoint.health.is_up())
-                .map(|(slot, endpoint)| (slot, endpoint.addr))
-                .collect();
-            warm.refill(
-                self.poll.registry(),
-                route.uid,
-                &up,
-                (route.options, route.deadlines.connect),
-                self.now,
-            );
-        }
-    }
-
-    /// A client is closed over its PROXY header: counted by reason, and logged at info, rate-limited.
-    /// Info, not warning: the fault is the client's (or a scanner's), not the operator's to fix; and
-    /// rate-limited, because a hostile client can open thousands of such connections a second and must
-    /// not turn the log into the bottleneck. The counter has every one of them.
-    fn proxy_header_rejected(&mut self, pair: &Pair, reason: Reason) {
-        self.metrics.proxy_header_rejects[reason] += 1;
-        if let Some(held_back) = self.proxy_header_log.allow(self.now) {
-            let more = match held_back {
-                0 => String::new(),
-                n => format!(" ({n} more since the last such line)"),
-            };
-            info!(
-                "conn={} client={} closed: {} (PROXY header rejected, reason={}){more}",
-                pair.id,
-                pair.client_addr,
-                reason.message(),
-                reason.label()
-            );
-        }
-    }
-
-    /// Tears a pair down: storage back to the pool, RST where the cause calls for it, one log line.
-    /// Dropping the sockets closes them, which removes them from epoll/kqueue without a deregister call
-    /// (we never dup these fds, so the close is the last reference).
-    fn close_pair(&mut self, slot: usize, cause: Cause) {
-        let Some(mut pair) = self.pairs.try_remove(slot) else {
-            return;
-        };
-        if let Some(at) = pair.armed {
-            self.timers.cancel(&Entry {
-                at,
-                slot,
-                generation: pair.id,
-            });
-        }
-        self.metrics.closes[cause] += 1;
-        if let Some(reason) = pair.proxy_header_rejection() {
-            self.proxy_header_rejected(&pair, reason);
-        }
-        // A timeout can fire while a stalled reader leaves bytes in a ring: those peers must see an
-        // abort, not a FIN after a stream that silently lost its tail.
-        if cause.resets() || pair.holds_undelivered() {
-            net::set_reset_on_close(&pair.client);
-            if let Some(upstream) = pair.upstream() {
-                net::set_reset_on_close(upstream);
-            }
-        }
-        if let Some(route) = self.routes.get_mut(pair.route) {
-            pair.release(&mut route.shared(&mut self.metrics));
-            route.pairs -= 1;
-            if log::log_enabled!(log::Level::Debug) {
-                let (c2u, u2c) = pair.bytes();
-                let (reads, writes) = pair.syscalls();
-                debug!(
-                    "closed conn={} client={} route={} upstream={} cause={cause} c2u={c2u} u2c={u2c} duration={}ms reads={reads} writes={writes}",
-                    pair.id,
-                    pair.client_addr,
-                    route.config.name,
-                    pair.lease().map_or("-", |lease| route.endpoint_label(lease.slot())),
-                    self.now.duration_since(pair.started).as_millis()
-                );
-            }
-            connect::release(route, &mut pair, self.now);
-        }
-        self.remove_if_drained(pair.route);
-        if self.pairs.is_empty() {
-            self.shed_spare_pipes();
-            self.release_pair_slots();
-        }
-        if let Some(drain) = self.drain.as_mut() {
-            drain.note_closed(cause);
-        }
-        // Every pair in the slab holds a slot of the fd budget (`open_pair`): given back once its
-        // sockets are closed, last, so that whoever sees them closed also sees the slab released.
-        drop(pair);
-        self.siblings.budget.give_kept();
-    }
-
-    /// Drops a route that a reload removed once its last pair is gone.
-    fn remove_if_drained(&mut self, key: usize) {
-        if self
-            .routes
-            .get(key)
-            .is_some_and(|route| route.draining && route.pairs == 0)
-        {
-            let route = self.routes.remove(key);
-            info!("route {}: drained, removed", route.config.name);
-        }
-    }
-
-    /// A slab never shrinks: after a peak of N pairs it keeps N slots (a `Pair` is about half a KiB)
-    /// resident after they have all closed. When the last pair goes, a large slab is handed back to the
-    /// allocator, so RSS returns to where it started. Keys restart from 0, which tokens survive: each
-    /// carries its pair's generation, not only the slot.
-    fn release_pair_slots(&mut self) {
-        if self.pairs.capacity() > PAIR_SLOTS_KEPT {
-            self.pairs = Slab::with_capacity(PAIR_SLOTS_KEPT);
-        }
-    }
-
-    /// Spare `--splice` pipes cost two fds each: give them back when fds run out or nothing runs.
-    fn shed_spare_pipes(&mut self) {
-        for (_, route) in self.routes.iter_mut() {
-            if let Some(pipes) = route.pipes.as_mut() {
-                pipes.clear();
-            }
-        }
     }
 }
 
