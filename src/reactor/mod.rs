@@ -53,6 +53,7 @@ use crate::observe::metrics::{Metrics, MetricsBoard, StatsTicker};
 use crate::reactor::scrape::MetricsServer;
 use crate::reactor::timer::{Entry, Timers};
 use crate::reactor::worker::{Inbox, Lookup, NotQueued, Worker};
+use crate::service::notify::Notifier;
 use crate::session::pair::{Outcome, Pair, Phase, NO_UPSTREAM};
 use crate::throttle::Throttle;
 use crate::token::{self, PairToken, Side, Target, GENERATION_MASK, MAX_SLOT};
@@ -68,6 +69,7 @@ mod probes;
 mod reload;
 mod report;
 pub mod scrape;
+mod systemd;
 pub mod timer;
 pub mod worker;
 
@@ -180,6 +182,8 @@ pub struct Reactor {
     proxy_header_log: Throttle,
     /// Time of the current loop turn, read once after `epoll_wait`.
     now: Instant,
+    /// `Type=notify`: reactor 0's line to the service manager (`systemd`).
+    notifier: Option<Notifier>,
 }
 
 impl Reactor {
@@ -262,16 +266,18 @@ impl Reactor {
             lookup_warning: Throttle::new(Duration::from_secs(10)),
             proxy_header_log: Throttle::new(PROXY_HEADER_LOG_INTERVAL),
             now,
+            notifier: None,
         };
         let mut shared = shared.into_iter();
         for route in config.routes {
+            // `shared` is also how socket-activated listeners reach reactor 0 (`service::activation`).
             let listeners = match (reactor.siblings.index, shared.next()) {
-                (0, _) => route
+                (_, Some(listeners)) if listeners.len() == route.listen.len() => listeners,
+                (0, None) => route
                     .listen
                     .iter()
                     .map(|addr| Listener::bind(*addr, &route))
                     .collect::<Result<Vec<_>, _>>()?,
-                (_, Some(listeners)) if listeners.len() == route.listen.len() => listeners,
                 (index, _) => {
                     return Err(format!(
                         "reactor {index}: no listeners handed on for route {}",
@@ -314,6 +320,7 @@ impl Reactor {
     /// Runs until a signal-initiated shutdown completes.
     pub fn run(mut self) -> io::Result<Exit> {
         self.refill_warm();
+        self.notify_ready();
         loop {
             let timeout = self.poll_timeout();
             if let Err(err) = self.poll.poll(&mut self.events, timeout) {
@@ -329,6 +336,7 @@ impl Reactor {
             self.fire_timers();
             self.accept_ready();
             self.count_turn(events, work_before);
+            self.tend_notifier();
             if let Some(exit) = self.finished() {
                 return Ok(exit);
             }
@@ -353,6 +361,7 @@ impl Reactor {
             self.budget_retry_at,
             self.spares_expire_at,
             self.drain.as_ref().map(|drain| drain.deadline),
+            self.notify_deadline(),
             self.stats.as_ref().map(|stats| stats.next),
             rounds,
             self.probes.iter().map(|(_, probe)| probe.deadline).min(),
@@ -1272,6 +1281,7 @@ impl Reactor {
             }
         }
         self.warm = None;
+        self.notify_stopping();
         info!(
             "{signal}: shutting down, stopped accepting; waiting up to {}ms for {} live pairs",
             self.config.shutdown_timeout.as_millis(),
