@@ -18,8 +18,8 @@ use edgefwd::config::{self, Config, Mode, RouteConfig, Splice, UpstreamConfig};
 use edgefwd::datapath::budget::{self, FdBudget};
 use edgefwd::observe::metrics::MetricsBoard;
 use edgefwd::reactor::fdlimit;
-use edgefwd::reactor::{Exit, Reactor, Siblings};
-use edgefwd::service::{self, activation, Handed};
+use edgefwd::reactor::{activated_listeners, Exit, Reactor, Siblings};
+use edgefwd::service::{self, Handed};
 use edgefwd::wire::allow::{AllowList, Rule};
 use edgefwd::wire::proxy_protocol::{CarriedTlvs, Version};
 
@@ -260,7 +260,7 @@ fn run_reactors(
     }
     let activated = match handed.passed {
         passed if passed.is_empty() => Vec::new(),
-        passed => activation::assign(passed, &config.routes)?,
+        passed => activated_listeners(passed, &config.routes)?,
     };
     let mut first = Reactor::new(config.clone(), defaults, siblings(0), activated)?;
     if let Some(notifier) = handed.notifier {

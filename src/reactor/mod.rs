@@ -70,6 +70,7 @@ mod reload;
 mod report;
 pub mod scrape;
 mod systemd;
+pub use systemd::activated_listeners;
 pub mod timer;
 pub mod worker;
 
@@ -270,7 +271,7 @@ impl Reactor {
         };
         let mut shared = shared.into_iter();
         for route in config.routes {
-            // `shared` is also how socket-activated listeners reach reactor 0 (`service::activation`).
+            // `shared` is also how socket-activated listeners reach reactor 0 ([`activated_listeners`]).
             let listeners = match (reactor.siblings.index, shared.next()) {
                 (_, Some(listeners)) if listeners.len() == route.listen.len() => listeners,
                 (0, None) => route

@@ -7,23 +7,21 @@
 //! which defaults to the socket unit's name). The manager keeps its own copy of each socket, so clients
 //! queue in its backlog while the service restarts: none is refused.
 //!
-//! Each socket goes to a route listen address ([`assign`]): to the route whose `name` is the socket's
-//! name (at the listen address equal to the socket's bound address, else at the route's first address
-//! still free), or else to the listen address equal to its bound address. A socket that matches no route
-//! is a start error: it was meant for something, and accepting on it under a guess, or leaving its
-//! clients queued forever, would both be wrong. A listen address no socket matched is bound as usual,
-//! as a reload binds a new address: a `.socket` unit may carry only the privileged ports.
+//! Each socket goes to a route listen address ([`plan`]; the reactor builds the listeners): to the
+//! route whose `name` is the socket's name (at the listen address equal to the socket's bound address,
+//! else at the route's first address still free), or else to the listen address equal to its bound
+//! address. A socket that matches no route is a start error: it was meant for something, and accepting
+//! on it under a guess, or leaving its clients queued forever, would both be wrong. A listen address no
+//! socket matched is bound as usual, as a reload binds a new address: a `.socket` unit may carry only
+//! the privileged ports.
+//!
+//! Only std, libc and the socket crates are used here, as in the rest of [`crate::service`].
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-use log::info;
 use mio::net::TcpListener;
-use socket2::{SockRef, Socket, Type};
-
-use crate::config::RouteConfig;
-use crate::datapath::net;
-use crate::upstream::route::Listener;
+use socket2::{Socket, Type};
 
 /// The environment variables of socket activation, unset once read so that nothing edgefwd starts
 /// takes them for its own.
@@ -116,56 +114,11 @@ fn adopt(fd: RawFd, name: String) -> Result<Passed, String> {
     })
 }
 
-/// For each route, in listen order, its listeners: the passed socket [`plan`] gives a listen address,
-/// or one bound now. Errors name the socket that matches no route, or the address that cannot be bound.
-pub fn assign(passed: Vec<Passed>, routes: &[RouteConfig]) -> Result<Vec<Vec<Listener>>, String> {
-    let shapes: Vec<(&str, &[SocketAddr])> = routes
-        .iter()
-        .map(|route| (route.name.as_str(), route.listen.as_slice()))
-        .collect();
-    let found: Vec<(&str, SocketAddr)> =
-        passed.iter().map(|p| (p.name.as_str(), p.local)).collect();
-    let plan = plan(&found, &shapes).map_err(|at| {
-        let p = &passed[at];
-        format!(
-            "socket-activation fd {} (name {:?}, bound to {}) matches no route: no route is named {:?} \
-             and none listens on {} (or they have sockets already)",
-            p.fd, p.name, p.local, p.name, p.local
-        )
-    })?;
-    let mut passed: Vec<Option<Passed>> = passed.into_iter().map(Some).collect();
-    routes
-        .iter()
-        .zip(plan)
-        .map(|(route, slots)| {
-            route
-                .listen
-                .iter()
-                .zip(slots)
-                .map(|(addr, slot)| match slot.and_then(|at| passed[at].take()) {
-                    Some(p) => {
-                        // The route's TCP_NODELAY, for accepted sockets to inherit; the backlog is the
-                        // socket unit's (`Backlog=`).
-                        net::pass_nodelay_on(&SockRef::from(&p.socket), route.nodelay)
-                            .map_err(|err| format!("socket-activation fd {}: {err}", p.fd))?;
-                        info!(
-                            "route {}: {addr} is socket-activated fd {} (name {:?}, bound to {})",
-                            route.name, p.fd, p.name, p.local
-                        );
-                        Listener::adopt(*addr, p.socket)
-                    }
-                    None => Listener::bind(*addr, route),
-                })
-                .collect()
-        })
-        .collect()
-}
-
 /// Which passed socket (by index in `passed`: (name, bound address)) serves each listen address of each
 /// route (`routes`: (name, listen addresses)); `Err(i)` when socket `i` matches none. By name first,
 /// each socket at the route's address equal to its own if free, else at the route's first free one;
 /// then the others by address.
-fn plan(
+pub fn plan(
     passed: &[(&str, SocketAddr)],
     routes: &[(&str, &[SocketAddr])],
 ) -> Result<Vec<Vec<Option<usize>>>, usize> {
