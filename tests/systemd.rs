@@ -197,29 +197,43 @@ fn test_reload_is_bracketed_by_reloading_and_ready_on_an_abstract_socket() {
     echo_roundtrip(fwd.addr(), 1024, 1024);
 }
 
+/// Times the loop's thread (the main thread, reactor 0) went to sleep and was woken, so far.
+fn loop_wakeups(fwd: &Forwarder) -> u64 {
+    let pid = fwd.pid();
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).expect("task status");
+    support::procfs::status_field(&status, "voluntary_ctxt_switches:").expect("field")
+}
+
 /// With WATCHDOG_USEC the forwarder pings every half interval, idle or not; with a WATCHDOG_PID of
-/// another process it does not.
+/// another process it does not, and then, notifying or not, an idle loop sleeps without waking.
 #[test]
-fn test_watchdog_pings_every_half_interval() {
+fn test_watchdog_pings_every_half_interval_and_only_then() {
     let backend = Backend::echo();
     let mut manager = Manager::abstract_("watchdog");
     let mut env = manager.env();
     env.push(("WATCHDOG_USEC".into(), "400000".into()));
-    let _fwd = start(&["--upstream", &backend.upstream_arg()], env);
+    let fwd = start(&["--upstream", &backend.upstream_arg()], env);
     manager.expect(0, "READY=1");
+    let before = loop_wakeups(&fwd);
     manager.collect(Duration::from_secs(2));
     // Every 200ms: about 10 in 2s; generous bounds for a loaded machine.
     let pings = manager.count("WATCHDOG=1");
     assert!((4..=20).contains(&pings), "{pings} pings in 2s");
+    assert!(loop_wakeups(&fwd) - before >= 4, "pings without wakeups?");
 
     let mut other = Manager::abstract_("watchdog-other");
     let mut env = other.env();
     env.push(("WATCHDOG_USEC".into(), "400000".into()));
     env.push(("WATCHDOG_PID".into(), "1".into()));
-    let _fwd = start(&["--upstream", &backend.upstream_arg()], env);
+    let fwd = start(&["--upstream", &backend.upstream_arg()], env);
     other.expect(0, "READY=1");
+    // Past the status interval, so that nothing held back is due either.
+    std::thread::sleep(Duration::from_millis(1200));
+    let before = loop_wakeups(&fwd);
     other.collect(Duration::from_secs(1));
     assert_eq!(other.count("WATCHDOG=1"), 0, "{:?}", other.seen);
+    assert_eq!(loop_wakeups(&fwd) - before, 0, "an idle loop woke up");
 }
 
 /// A listening socket bound here, as the `.socket` unit would.
