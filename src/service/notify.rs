@@ -130,11 +130,14 @@ impl Notifier {
 
     fn send(&mut self, message: &str) {
         if let Err(err) = self.socket.send_to_addr(message.as_bytes(), &self.to) {
-            if let Some(held) = self.send_warning.allow(Instant::now()) {
-                warn!(
-                    "cannot notify the service manager ({:?}): {err} ({held} more not sent)",
+            match self.send_warning.allow(Instant::now()) {
+                Some(0) => warn!("cannot notify the service manager ({:?}): {err}", self.to),
+                Some(held) => warn!(
+                    "cannot notify the service manager ({:?}): {err} ({held} more since the last \
+                     warning)",
                     self.to
-                );
+                ),
+                None => {}
             }
         }
     }
