@@ -283,28 +283,34 @@ fn test_activated_socket_matched_by_name() {
 
 /// An unnamed socket goes to the route listening on its address: the forwarder could not bind that
 /// address itself (the socket holds it, without SO_REUSEPORT), so a forwarded client proves it took
-/// the socket; with `--threads 2` both reactors accept from it.
+/// the socket; with `--threads 2` both reactors accept from it, and the process says READY once.
 #[test]
 fn test_activated_socket_matched_by_address_with_threads() {
     let backend = Backend::echo();
     let unit = socket_unit();
     let addr = unit.local_addr().expect("addr").to_string();
-    let fwd = activated(
-        &[
-            "--listen",
-            &addr,
-            "--upstream",
-            &backend.upstream_arg(),
-            "--threads",
-            "2",
-        ],
-        &[(&unit, "unknown")],
+    let mut manager = Manager::abstract_("threads");
+    let upstream = backend.upstream_arg();
+    let mut fwd = Forwarder::start_with(
+        &["--listen", &addr, "--upstream", &upstream, "--threads", "2"],
+        &Options {
+            listen_fds: vec![(unit.as_raw_fd(), "unknown".into())],
+            env: manager.env(),
+            ..Options::default()
+        },
     );
     assert_eq!(fwd.addr().to_string(), addr);
     drop(unit);
+    let (ready, _) = manager.expect(0, "READY=1");
     for _ in 0..8 {
         echo_roundtrip(fwd.addr(), 16 * 1024, 4 * 1024);
     }
+    fwd.signal(libc::SIGTERM);
+    manager.expect(ready, "STOPPING=1");
+    assert!(fwd.wait_exit(WAIT).is_some(), "no exit after SIGTERM");
+    manager.collect(Duration::from_millis(100));
+    assert_eq!(manager.count("READY=1"), 1, "{:?}", manager.seen);
+    assert_eq!(manager.count("STOPPING=1"), 1, "{:?}", manager.seen);
 }
 
 /// A reload that replaces the route keeps the socket-activated listener: its address never stops
