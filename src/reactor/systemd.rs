@@ -34,7 +34,7 @@ impl Reactor {
     /// Connections open in the whole process, as far as this reactor knows.
     fn live_pairs(&self) -> usize {
         match self.siblings.board.as_ref() {
-            Some(board) => usize::try_from(board.total().pairs_open.get()).unwrap_or(usize::MAX),
+            Some(board) => usize::try_from(board.pairs_open()).unwrap_or(usize::MAX),
             None => self.pairs.len(),
         }
     }
