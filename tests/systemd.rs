@@ -274,6 +274,11 @@ fn test_activated_socket_matched_by_name() {
         WAIT,
     );
     drop(unit); // the child holds its own copy, as the forwarder does systemd's
+    let stray = format!("/proc/{}/fd/100", fwd.pid());
+    assert!(
+        !std::path::Path::new(&stray).exists(),
+        "the launcher's spare copy leaked"
+    );
     echo_roundtrip(passed, 64 * 1024, 16 * 1024);
     let lines: Vec<SocketAddr> = fwd.logs().lines().filter_map(parse_listen_addr).collect();
     assert_eq!(lines.len(), 2, "{}", fwd.logs());

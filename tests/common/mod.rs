@@ -431,10 +431,11 @@ pub fn edgefwd_command(listen_fds: &[(RawFd, String)]) -> Command {
     // async-signal-safe, on descriptors the parent keeps open until spawn returns; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            // First out of the way (above any target), so that dup2 onto 3.. clobbers no source.
+            // First out of the way (above any target), so that dup2 onto 3.. clobbers no source; these
+            // copies close at exec.
             let mut high = [0; 16];
             for (slot, fd) in high.iter_mut().zip(&fds) {
-                *slot = libc::fcntl(*fd, libc::F_DUPFD, 100);
+                *slot = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100);
                 if *slot < 0 {
                     return Err(io::Error::last_os_error());
                 }
