@@ -24,7 +24,7 @@
 //!   `--prewarm`.
 //! - [`session`]: one client and its upstream: the pair, its phases and its connect path.
 //! - [`service`]: what a service manager (systemd) hands the process and expects back: `Type=notify`
-//!   notices, socket-activated listeners.
+//!   notices, socket-activated listeners. Uses no other module, so any layer may use it.
 //! - [`reactor`]: owns `Poll`, the slabs, the timers and the worker threads; dispatches events and
 //!   timers to sessions, accepts, reloads, probes, serves `--metrics`.
 

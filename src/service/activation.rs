@@ -14,8 +14,6 @@
 //! on it under a guess, or leaving its clients queued forever, would both be wrong. A listen address no
 //! socket matched is bound as usual, as a reload binds a new address: a `.socket` unit may carry only
 //! the privileged ports.
-//!
-//! Only std, libc and the socket crates are used here, as in the rest of [`crate::service`].
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};

@@ -5,6 +5,10 @@
 //!
 //! Both speak through environment variables, which [`from_env`] reads once at start, before any thread
 //! exists, and unsets: nothing the process starts should take the sockets or speak for it.
+//!
+//! Nothing here knows about routes or the reactor (it uses no other module of the crate, so any layer
+//! may use it): the reactor decides when to notify (`reactor/systemd.rs`) and which route a passed
+//! socket serves.
 
 pub mod activation;
 pub mod notify;

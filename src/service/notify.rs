@@ -22,9 +22,6 @@ use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
 use log::warn;
-
-use crate::throttle::Throttle;
-
 /// Least time between two `STATUS=` updates.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -46,7 +43,8 @@ pub struct Notifier {
     status: Option<(usize, Instant)>,
     /// A changed count held back by [`STATUS_INTERVAL`]: report it then.
     status_due: Option<Instant>,
-    send_warning: Throttle,
+    /// When the last warning about a datagram not sent was logged.
+    warned: Option<Instant>,
 }
 
 /// Why `NOTIFY_SOCKET` could not be used.
@@ -79,7 +77,7 @@ impl Notifier {
             watchdog: interval.map(|half| (now + half, half)),
             status: None,
             status_due: None,
-            send_warning: Throttle::new(SEND_WARNING_INTERVAL),
+            warned: None,
         }))
     }
 
@@ -130,14 +128,13 @@ impl Notifier {
 
     fn send(&mut self, message: &str) {
         if let Err(err) = self.socket.send_to_addr(message.as_bytes(), &self.to) {
-            match self.send_warning.allow(Instant::now()) {
-                Some(0) => warn!("cannot notify the service manager ({:?}): {err}", self.to),
-                Some(held) => warn!(
-                    "cannot notify the service manager ({:?}): {err} ({held} more since the last \
-                     warning)",
-                    self.to
-                ),
-                None => {}
+            let now = Instant::now();
+            if self
+                .warned
+                .is_none_or(|at| now >= at + SEND_WARNING_INTERVAL)
+            {
+                self.warned = Some(now);
+                warn!("cannot notify the service manager ({:?}): {err}", self.to);
             }
         }
     }
