@@ -22,6 +22,7 @@ use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
 use log::warn;
+
 /// Least time between two `STATUS=` updates.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -107,10 +108,10 @@ impl Notifier {
     /// Sends what is due at `now`: the watchdog ping, and `STATUS=` if the live connections changed
     /// (or holds it back until [`STATUS_INTERVAL`] after the last one).
     pub fn tend(&mut self, live: usize, now: Instant) {
-        if let Some((next, half)) = self.watchdog.filter(|(next, _)| *next <= now) {
+        if let Some((_, half)) = self.watchdog.filter(|(next, _)| *next <= now) {
             self.send("WATCHDOG=1");
-            // From now, not from `next`: after a stall, one ping, not a burst of late ones.
-            self.watchdog = Some((now.max(next) + half, half));
+            // From now, not from when it was due: after a stall, one ping, not a burst of late ones.
+            self.watchdog = Some((now + half, half));
         }
         let Some((reported, at)) = self.status else {
             return;
