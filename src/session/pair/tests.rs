@@ -1,0 +1,623 @@
+//! The pair's phases, over loopback sockets and over scripted streams.
+
+use super::*;
+use crate::observe::metrics::Metrics;
+use crate::wire::allow::AllowList;
+use crate::wire::greeting::{ConnectRules, Rules};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) const LIMITS: Deadlines = Deadlines {
+    connect: Duration::from_secs(5),
+    header: Duration::from_secs(10),
+    idle: None,
+    fin: Duration::from_secs(60),
+    lifetime: None,
+};
+
+/// A CONNECT greeting that allows `localhost:*` and nothing else.
+fn connect_greeting() -> Greeting {
+    Greeting::new(Arc::new(Rules {
+        accept_proxy: false,
+        carry_tlvs: Default::default(),
+        connect: Some(ConnectRules {
+            allow: AllowList::new(vec!["localhost:*".parse().expect("rule")]),
+            credentials: None,
+        }),
+    }))
+}
+
+/// A connect-mode pair over real loopback sockets whose client has sent `CONNECT localhost:80`, then
+/// `body`, and its FIN with them if `fin`; with what the pair made of that one event, and the
+/// client's end.
+pub(crate) fn greeted(
+    now: Instant,
+    fin: bool,
+    body: &[u8],
+) -> (Pair, Outcome, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut client =
+        std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (accepted, addr) = listener.accept().expect("accept");
+    accepted.set_nonblocking(true).expect("nonblocking");
+    let stream = TcpStream::from_std(accepted);
+    let mut pair = Pair::greeting(1, (stream, addr), 0, connect_greeting(), now, Splice::Off);
+    let head = [&b"CONNECT localhost:80 HTTP/1.1\r\n\r\n"[..], body].concat();
+    client.write_all(&head).expect("write");
+    if fin {
+        client
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+    }
+    let head = Event {
+        readable: true,
+        read_closed: fin,
+        ..Event::default()
+    };
+    let outcome = run_event(&mut pair, Side::Client, head, now);
+    (pair, outcome, client)
+}
+
+/// [`greeted`], and the reactor has handed the name to the lookup threads.
+pub(crate) fn looking_up(now: Instant) -> (Pair, std::net::TcpStream) {
+    let (mut pair, outcome, client) = greeted(now, false, b"");
+    assert_eq!(
+        outcome,
+        Outcome::Connect(Target::Named("localhost:80".into()))
+    );
+    pair.begin_lookup(now);
+    assert!(pair.awaits_address());
+    (pair, client)
+}
+
+/// A FIN that came with the head was reported once, while the greeting was read: no lookup (or
+/// connect) begins for a client that is gone.
+#[test]
+fn test_a_client_gone_with_its_head_is_not_looked_up() {
+    let (_pair, outcome, _client) = greeted(Instant::now(), true, b"");
+    assert_eq!(outcome, Outcome::Close(Cause::ClientAbort));
+}
+
+/// A FIN after bytes pipelined behind the head is a half-close of an upload that wants its answer:
+/// the lookup goes ahead.
+#[test]
+fn test_a_half_closed_upload_is_still_looked_up() {
+    let (_pair, outcome, _client) = greeted(Instant::now(), true, b"upload");
+    assert_eq!(
+        outcome,
+        Outcome::Connect(Target::Named("localhost:80".into()))
+    );
+}
+
+pub(crate) fn run_event<S: Socket>(
+    pair: &mut Pair<S>,
+    side: Side,
+    event: Event,
+    now: Instant,
+) -> Outcome {
+    let (mut pool, mut metrics) = (BufPool::new(1024), Metrics::default());
+    let mut shared = Shared {
+        pool: &mut pool,
+        pipes: None,
+        metrics: &mut metrics,
+    };
+    pair.on_event(side, event, &mut shared, 1 << 20, now)
+}
+
+/// A client that leaves while its destination is looked up frees the pair at once, not when the
+/// answer comes.
+#[test]
+fn test_a_client_that_leaves_during_the_lookup_is_closed() {
+    let now = Instant::now();
+    let (mut pair, client) = looking_up(now);
+    client.shutdown(std::net::Shutdown::Both).expect("shutdown");
+    drop(client);
+    let hung_up = Event {
+        readable: true,
+        read_closed: true,
+        ..Event::default()
+    };
+    let outcome = run_event(&mut pair, Side::Client, hung_up, now);
+    assert_eq!(outcome, Outcome::Close(Cause::ClientAbort));
+}
+
+/// An established pair's lifetime counts from its accept, not from its last byte, and wins over a
+/// later idle deadline; without one the pair has no deadline at all.
+#[test]
+fn test_established_lifetime_deadline() {
+    let now = Instant::now();
+    let (mut pair, _client) = looking_up(now);
+    let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let stream = TcpStream::connect(live.local_addr().expect("addr")).expect("connect");
+    pair.begin_connect(stream, None, now);
+    live.accept().expect("accept");
+    let later = now + Duration::from_secs(5);
+    let connected = Event {
+        writable: true,
+        ..Event::default()
+    };
+    assert_eq!(
+        run_event(&mut pair, Side::Upstream, connected, later),
+        Outcome::Connected
+    );
+    let (mut pool, mut metrics) = (BufPool::new(1024), Metrics::default());
+    let mut shared = Shared {
+        pool: &mut pool,
+        pipes: None,
+        metrics: &mut metrics,
+    };
+    pair.establish(&mut shared, 1 << 20, later);
+    assert_eq!(pair.phase(), Phase::Established);
+    assert_eq!(pair.deadline(&LIMITS), None);
+    let limits = Deadlines {
+        idle: Some(Duration::from_secs(60)),
+        lifetime: Some(Duration::from_secs(30)),
+        ..LIMITS
+    };
+    assert_eq!(
+        pair.deadline(&limits),
+        Some((now + Duration::from_secs(30), Cause::MaxDuration))
+    );
+    assert!(
+        !Cause::MaxDuration.resets(),
+        "a policy close, like idle-timeout"
+    );
+}
+
+#[test]
+fn test_fault_cause_names_the_faulty_socket() {
+    let err = || io::Error::from(io::ErrorKind::ConnectionReset);
+    assert_eq!(
+        fault_cause(Fault::Src(err()), Side::Client),
+        Cause::ClientReset
+    );
+    assert_eq!(
+        fault_cause(Fault::Dst(err()), Side::Client),
+        Cause::UpstreamReset
+    );
+    assert_eq!(
+        fault_cause(Fault::Src(err()), Side::Upstream),
+        Cause::UpstreamReset
+    );
+    assert_eq!(
+        fault_cause(Fault::Dst(err()), Side::Upstream),
+        Cause::ClientReset
+    );
+}
+
+#[test]
+fn test_clean_ends_do_not_reset() {
+    assert!(!Cause::ClientFin.resets());
+    assert!(!Cause::UpstreamFin.resets());
+    assert!(Cause::UpstreamReset.resets());
+    assert!(Cause::ConnectRefused.resets());
+    assert!(Cause::Shutdown.resets());
+}
+
+/// Pairs over scripted streams ([`Scripted`]): each phase x event of the header's table, with every
+/// syscall's answer chosen by the test.
+mod scripted {
+    use super::*;
+    use crate::datapath::stream::script::{Connect, Incoming, Outgoing, Scripted};
+    use crate::session::interest::Registration;
+    use crate::upstream::endpoint::Tried;
+
+    /// The ring size of these tests' pools.
+    const RING: usize = 1024;
+    const CLIENT_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 40000);
+
+    fn readable() -> Event {
+        Event {
+            readable: true,
+            ..Event::default()
+        }
+    }
+
+    fn writable() -> Event {
+        Event {
+            writable: true,
+            ..Event::default()
+        }
+    }
+
+    /// A FIN: EPOLLIN | EPOLLRDHUP.
+    fn fin() -> Event {
+        Event {
+            readable: true,
+            read_closed: true,
+            ..Event::default()
+        }
+    }
+
+    /// What the reactor lends a pair while it runs; kept across events, as a route's pool is.
+    struct Loop {
+        pool: BufPool,
+        metrics: Metrics,
+        now: Instant,
+    }
+
+    impl Loop {
+        fn new() -> Loop {
+            Loop {
+                pool: BufPool::new(RING),
+                metrics: Metrics::default(),
+                now: Instant::now(),
+            }
+        }
+
+        fn event(&mut self, pair: &mut Pair<Scripted>, side: Side, event: Event) -> Outcome {
+            let mut shared = Shared {
+                pool: &mut self.pool,
+                pipes: None,
+                metrics: &mut self.metrics,
+            };
+            pair.on_event(side, event, &mut shared, 1 << 20, self.now)
+        }
+
+        /// `Outcome::Connected` handed back, as `session::connect` does once the route knows.
+        fn establish(&mut self, pair: &mut Pair<Scripted>) -> Outcome {
+            let mut shared = Shared {
+                pool: &mut self.pool,
+                pipes: None,
+                metrics: &mut self.metrics,
+            };
+            pair.establish(&mut shared, 1 << 20, self.now)
+        }
+
+        /// The registration the reactor would give `side`'s socket after the run, applied.
+        fn settle(&mut self, pair: &mut Pair<Scripted>, side: Side) -> Option<Registration> {
+            let wanted = pair.registration_change(side, &self.pool);
+            if let Some(registration) = wanted {
+                pair.note_registration(side, registration);
+            }
+            wanted
+        }
+    }
+
+    /// A pair whose connect has just been started, and handles on its client and upstream streams.
+    fn connecting(now: Instant) -> (Pair<Scripted>, Scripted, Scripted) {
+        let (client, upstream) = (Scripted::default(), Scripted::default());
+        upstream.set_connect(Connect::Pending);
+        let pair = Pair::new(
+            1,
+            (client.clone(), CLIENT_ADDR.into()),
+            (upstream.clone(), None),
+            0,
+            Plan::Upstreams {
+                tried: Tried::default(),
+            },
+            now,
+            Splice::Off,
+        );
+        (pair, client, upstream)
+    }
+
+    /// [`connecting`], the client's first EPOLLOUT edge (a fresh socket's, on registration) has
+    /// come, and the upstream's connect has completed.
+    fn established(lp: &mut Loop) -> (Pair<Scripted>, Scripted, Scripted) {
+        let (mut pair, client, upstream) = connecting(lp.now);
+        assert_eq!(lp.event(&mut pair, Side::Client, writable()), Outcome::Open);
+        upstream.set_connect(Connect::Connected);
+        assert_eq!(
+            lp.event(&mut pair, Side::Upstream, readable()),
+            Outcome::Connected
+        );
+        assert_eq!(lp.establish(&mut pair), Outcome::Open);
+        assert_eq!(pair.phase(), Phase::Established);
+        (pair, client, upstream)
+    }
+
+    /// A connect-mode pair waiting for its client's CONNECT head.
+    fn greeting(now: Instant) -> (Pair<Scripted>, Scripted) {
+        let client = Scripted::default();
+        let pair = Pair::greeting(
+            1,
+            (client.clone(), CLIENT_ADDR.into()),
+            0,
+            connect_greeting(),
+            now,
+            Splice::Off,
+        );
+        (pair, client)
+    }
+
+    /// A head split across two edges: the first part is read to WouldBlock and kept, the second
+    /// completes it.
+    #[test]
+    fn test_greeting_head_split_across_reads() {
+        let mut lp = Loop::new();
+        let (mut pair, client) = greeting(lp.now);
+        client.data(b"CONNECT local");
+        assert_eq!(lp.event(&mut pair, Side::Client, readable()), Outcome::Open);
+        assert_eq!(client.reads(), 2, "read on to WouldBlock");
+        assert!(!pair.client_ready.readable);
+        client.data(b"host:80 HTTP/1.1\r\n").data(b"\r\n");
+        let outcome = lp.event(&mut pair, Side::Client, readable());
+        assert_eq!(
+            outcome,
+            Outcome::Connect(Target::Named("localhost:80".into()))
+        );
+    }
+
+    /// What followed the head in the same read is queued as the c2u preamble, to go upstream
+    /// before anything the pump reads later.
+    #[test]
+    fn test_greeting_pipelined_bytes_go_upstream_first() {
+        let mut lp = Loop::new();
+        let (mut pair, client) = greeting(lp.now);
+        client.data(b"CONNECT localhost:80 HTTP/1.1\r\n\r\nhello");
+        let outcome = lp.event(&mut pair, Side::Client, readable());
+        assert!(matches!(outcome, Outcome::Connect(_)), "{outcome:?}");
+        assert_eq!(pair.c2u.undelivered(), 5);
+        assert!(matches!(&pair.stage, Stage::Connecting(c) if c.client_pipelined));
+    }
+
+    #[test]
+    fn test_greeting_eof_is_client_abort() {
+        let mut lp = Loop::new();
+        let (mut pair, client) = greeting(lp.now);
+        client.data(b"CONNECT loc").incoming([Incoming::Eof]);
+        let outcome = lp.event(&mut pair, Side::Client, fin());
+        assert_eq!(outcome, Outcome::Close(Cause::ClientAbort));
+    }
+
+    /// An RST may come as EPOLLERR alone: the greeting reads anyway, and the read names it.
+    #[test]
+    fn test_greeting_reset_is_client_reset() {
+        let mut lp = Loop::new();
+        let (mut pair, client) = greeting(lp.now);
+        client.incoming([Incoming::Fail(io::ErrorKind::ConnectionReset)]);
+        let error = Event {
+            error: true,
+            ..Event::default()
+        };
+        let outcome = lp.event(&mut pair, Side::Client, error);
+        assert_eq!(outcome, Outcome::Close(Cause::ClientReset));
+    }
+
+    /// A refused CONNECT: the status is written, then `shutdown(Write)`, then the client's bytes are
+    /// discarded until its FIN, which closes the pair.
+    #[test]
+    fn test_refusing_writes_status_then_closes_on_client_fin() {
+        let mut lp = Loop::new();
+        let (mut pair, client) = greeting(lp.now);
+        client.data(b"CONNECT example.com:80 HTTP/1.1\r\n\r\n");
+        client.room(usize::MAX);
+        assert_eq!(lp.event(&mut pair, Side::Client, readable()), Outcome::Open);
+        assert_eq!(pair.phase(), Phase::Refusing);
+        let answer = client.written();
+        assert!(answer.starts_with(b"HTTP/1.1 403 "), "{answer:?}");
+        assert_eq!(client.shutdowns(), 1);
+        client.data(b"ignored").incoming([Incoming::Eof]);
+        let outcome = lp.event(&mut pair, Side::Client, fin());
+        assert_eq!(outcome, Outcome::Close(Cause::Rejected));
+    }
+
+    /// A client FIN with nothing sent while the upstream connects: the client is gone, both sockets
+    /// are freed now.
+    #[test]
+    fn test_connecting_client_fin_with_nothing_sent_aborts() {
+        let mut lp = Loop::new();
+        let (mut pair, client, _upstream) = connecting(lp.now);
+        client.incoming([Incoming::Eof]);
+        let outcome = lp.event(&mut pair, Side::Client, fin());
+        assert_eq!(outcome, Outcome::Close(Cause::ClientAbort));
+        assert_eq!(client.reads(), 0, "peeked, never read");
+    }
+
+    /// A FIN behind bytes the client sent is a half-close that wants its answer: the pair waits,
+    /// and the bytes stay in the kernel until the upstream is up.
+    #[test]
+    fn test_connecting_client_fin_after_data_waits() {
+        let mut lp = Loop::new();
+        let (mut pair, client, upstream) = connecting(lp.now);
+        client
+            .data(b"GET / HTTP/1.0\r\n\r\n")
+            .incoming([Incoming::Eof]);
+        assert_eq!(lp.event(&mut pair, Side::Client, fin()), Outcome::Open);
+        assert_eq!(pair.phase(), Phase::Connecting);
+        assert_eq!(client.reads(), 0);
+
+        upstream.set_connect(Connect::Connected);
+        upstream.room(usize::MAX);
+        let outcome = lp.event(&mut pair, Side::Upstream, writable());
+        assert_eq!(outcome, Outcome::Connected);
+        lp.establish(&mut pair);
+        assert_eq!(upstream.written(), b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(upstream.shutdowns(), 1, "the half-close passed on");
+    }
+
+    /// A reset client while connecting: gone too.
+    #[test]
+    fn test_connecting_client_reset_aborts() {
+        let mut lp = Loop::new();
+        let (mut pair, client, _upstream) = connecting(lp.now);
+        client.incoming([Incoming::Fail(io::ErrorKind::ConnectionReset)]);
+        let error = Event {
+            error: true,
+            ..Event::default()
+        };
+        let outcome = lp.event(&mut pair, Side::Client, error);
+        assert_eq!(outcome, Outcome::Close(Cause::ClientAbort));
+    }
+
+    /// Under epoll a clean writable edge proves the connect: the kernel is not asked (here it would
+    /// say "pending").
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn test_connecting_writable_edge_proves_connected() {
+        let mut lp = Loop::new();
+        let (mut pair, _client, _upstream) = connecting(lp.now);
+        assert_eq!(
+            lp.event(&mut pair, Side::Upstream, writable()),
+            Outcome::Connected
+        );
+        assert_eq!(pair.phase(), Phase::Connecting, "until the route is told");
+        assert_eq!(lp.establish(&mut pair), Outcome::Open);
+        assert_eq!(pair.phase(), Phase::Established);
+        assert!(pair.upstream_ready.writable);
+        assert_eq!(lp.metrics.connects_ok, 1);
+    }
+
+    /// Any other upstream event is settled by asking the kernel: pending, failed or connected.
+    #[test]
+    fn test_connecting_upstream_event_asks_the_kernel() {
+        let mut lp = Loop::new();
+        let (mut pair, _client, upstream) = connecting(lp.now);
+        assert_eq!(
+            lp.event(&mut pair, Side::Upstream, readable()),
+            Outcome::Open
+        );
+        assert_eq!(pair.phase(), Phase::Connecting, "still pending");
+
+        upstream.set_connect(Connect::Failed(io::ErrorKind::ConnectionRefused));
+        let refused = Event {
+            writable: true,
+            error: true,
+            ..Event::default()
+        };
+        let outcome = lp.event(&mut pair, Side::Upstream, refused);
+        assert_eq!(outcome, Outcome::ConnectFailed(Cause::ConnectRefused));
+    }
+
+    #[test]
+    fn test_connecting_deadline_is_connect_timeout() {
+        let now = Instant::now();
+        let (mut pair, _client, _upstream) = connecting(now);
+        let deadline = pair.deadline(&LIMITS);
+        assert_eq!(
+            deadline,
+            Some((now + LIMITS.connect, Cause::ConnectTimeout))
+        );
+        let outcome = pair.expire(Cause::ConnectTimeout, now + LIMITS.connect);
+        assert_eq!(outcome, Outcome::ConnectFailed(Cause::ConnectTimeout));
+    }
+
+    /// Both FINs: each direction drains and passes its FIN on; the first side to finish names the
+    /// close, and the last FIN is left to the close.
+    #[test]
+    fn test_established_both_fins_close_named_by_the_first() {
+        for first in [Side::Client, Side::Upstream] {
+            let mut lp = Loop::new();
+            let (mut pair, client, upstream) = established(&mut lp);
+            let (a, b) = match first {
+                Side::Client => (&client, &upstream),
+                Side::Upstream => (&upstream, &client),
+            };
+            a.data(b"bye").incoming([Incoming::Eof]);
+            b.room(usize::MAX);
+            assert_eq!(lp.event(&mut pair, first, fin()), Outcome::Open);
+            assert_eq!(b.written(), b"bye");
+            assert_eq!(b.shutdowns(), 1, "FIN passed on");
+
+            b.incoming([Incoming::Eof]);
+            let outcome = lp.event(&mut pair, first.other(), fin());
+            let cause = match first {
+                Side::Client => Cause::ClientFin,
+                Side::Upstream => Cause::UpstreamFin,
+            };
+            assert_eq!(outcome, Outcome::Close(cause));
+            assert_eq!(a.shutdowns(), 0, "the last FIN is the close's");
+            assert!(!cause.resets());
+        }
+    }
+
+    /// A reset on either side closes the pair with a cause that resets both.
+    #[test]
+    fn test_established_reset_on_one_side_resets_both() {
+        for (side, cause) in [
+            (Side::Client, Cause::ClientReset),
+            (Side::Upstream, Cause::UpstreamReset),
+        ] {
+            let mut lp = Loop::new();
+            let (mut pair, client, upstream) = established(&mut lp);
+            let reset = [Incoming::Fail(io::ErrorKind::ConnectionReset)];
+            match side {
+                Side::Client => client.incoming(reset),
+                Side::Upstream => upstream.incoming(reset),
+            };
+            let outcome = lp.event(&mut pair, side, readable());
+            assert_eq!(outcome, Outcome::Close(cause));
+            assert!(cause.resets());
+        }
+    }
+
+    /// A write error is the writing side's peer's fault: EPIPE writing to the client is a
+    /// client reset, whoever sent the bytes.
+    #[test]
+    fn test_established_write_error_names_the_written_socket() {
+        let mut lp = Loop::new();
+        let (mut pair, client, upstream) = established(&mut lp);
+        upstream.data(b"answer");
+        client.outgoing([Outgoing::Fail(io::ErrorKind::BrokenPipe)]);
+        let outcome = lp.event(&mut pair, Side::Upstream, readable());
+        assert_eq!(outcome, Outcome::Close(Cause::ClientReset));
+    }
+
+    /// Backpressure: a client that takes nothing fills the u2c ring; the upstream's next EPOLLIN
+    /// edge is wasted, so its socket is muted; once the client takes everything and a read finds the
+    /// upstream drained, read interest comes back.
+    #[test]
+    fn test_established_backpressure_mutes_reads_then_unmutes() {
+        let mut lp = Loop::new();
+        let (mut pair, client, upstream) = established(&mut lp);
+        upstream.data(&[5; 3 * RING]);
+        let before = upstream.reads();
+        assert_eq!(
+            lp.event(&mut pair, Side::Upstream, readable()),
+            Outcome::Open
+        );
+        assert_eq!(upstream.reads(), before + 1, "the ring is full");
+        assert_eq!(
+            lp.settle(&mut pair, Side::Upstream),
+            None,
+            "no edge wasted yet"
+        );
+
+        lp.event(&mut pair, Side::Upstream, readable());
+        assert_eq!(upstream.reads(), before + 1, "no read into a full ring");
+        let muted = Registration {
+            reads: false,
+            writes: true,
+        };
+        assert_eq!(lp.settle(&mut pair, Side::Upstream), Some(muted));
+
+        client.room(usize::MAX).room(usize::MAX).room(usize::MAX);
+        lp.event(&mut pair, Side::Client, writable());
+        assert_eq!(
+            client.written().len(),
+            3 * RING,
+            "resumed without an upstream edge"
+        );
+        let both = Registration {
+            reads: true,
+            writes: true,
+        };
+        assert_eq!(lp.settle(&mut pair, Side::Upstream), Some(both));
+    }
+
+    /// A pair's own EPOLLOUT edge that says nothing new drops the socket's write interest; a write
+    /// that finds the socket full brings it back.
+    #[test]
+    fn test_established_redundant_writable_edge_drops_write_interest() {
+        let mut lp = Loop::new();
+        let (mut pair, client, upstream) = established(&mut lp);
+        lp.event(&mut pair, Side::Client, writable());
+        let reads_only = Registration {
+            reads: true,
+            writes: false,
+        };
+        assert_eq!(lp.settle(&mut pair, Side::Client), Some(reads_only));
+
+        upstream.data(b"more than the client takes");
+        client.room(4);
+        lp.event(&mut pair, Side::Upstream, readable());
+        assert!(!pair.client_ready.writable, "a short write");
+        let both = Registration {
+            reads: true,
+            writes: true,
+        };
+        assert_eq!(lp.settle(&mut pair, Side::Client), Some(both));
+    }
+}
