@@ -494,6 +494,115 @@ mod scripted {
         assert_eq!(outcome, Outcome::ConnectFailed(Cause::ConnectTimeout));
     }
 
+    /// A route with one upstream, and a lease on it (`Route::lease` is the only way to get one).
+    fn leased() -> (crate::upstream::route::Route, Lease) {
+        let config = crate::upstream::route::tests::route(None, &["127.0.0.1:0"]);
+        let now = Instant::now();
+        let mut route =
+            crate::upstream::route::Route::new(1, config, Vec::new(), None, (now, None));
+        let client = std::net::IpAddr::from([127, 0, 0, 1]);
+        let (lease, _) = route
+            .lease(client, &mut Tried::default(), now)
+            .expect("a lease");
+        (route, lease)
+    }
+
+    /// The attempt's lease moves with its socket into `Established`, and leaves it once, to the close.
+    #[test]
+    fn test_connecting_connected_moves_the_lease_to_established() {
+        let mut lp = Loop::new();
+        let (mut route, lease) = leased();
+        let slot = lease.slot();
+        let (client, upstream) = (Scripted::default(), Scripted::default());
+        let plan = Plan::Upstreams {
+            tried: Tried::default(),
+        };
+        let addr = CLIENT_ADDR.into();
+        let mut pair = Pair::new(
+            1,
+            (client, addr),
+            (upstream.clone(), Some(lease)),
+            0,
+            plan,
+            lp.now,
+            Splice::Off,
+        );
+        upstream.set_connect(Connect::Connected);
+        assert_eq!(
+            lp.event(&mut pair, Side::Upstream, writable()),
+            Outcome::Connected
+        );
+        lp.establish(&mut pair);
+        assert_eq!(pair.phase(), Phase::Established);
+        assert_eq!(pair.lease().map(Lease::slot), Some(slot));
+        assert!(
+            pair.drop_upstream().is_none(),
+            "an established upstream is not an attempt's"
+        );
+        let lease = pair.take_lease().expect("held until the close");
+        assert!(pair.take_lease().is_none(), "taken once");
+        route.give_back(lease);
+    }
+
+    /// A failed attempt's socket is closed and its lease handed out; the pair stays `Connecting`, its
+    /// plan kept, for the next attempt, which gets a connect deadline of its own.
+    #[test]
+    fn test_connecting_failed_hands_out_the_lease_and_keeps_the_plan() {
+        let now = Instant::now();
+        let (mut route, lease) = leased();
+        let (client, upstream) = (Scripted::default(), Scripted::default());
+        let mut tried = Tried::default();
+        tried.insert(lease.slot());
+        let addr = CLIENT_ADDR.into();
+        let mut pair = Pair::new(
+            1,
+            (client, addr),
+            (upstream, Some(lease)),
+            0,
+            Plan::Upstreams { tried },
+            now,
+            Splice::Off,
+        );
+        let lease = pair.drop_upstream().expect("the attempt's lease");
+        assert!(pair.upstream().is_none() && pair.lease().is_none());
+        assert_eq!(pair.phase(), Phase::Connecting);
+        assert_eq!(pair.plan_mut().map(|plan| plan.attempts()), Some(1));
+        route.give_back(lease);
+        let later = now + Duration::from_secs(1);
+        pair.begin_connect(Scripted::default(), None, later);
+        assert_eq!(
+            pair.deadline(&LIMITS),
+            Some((later + LIMITS.connect, Cause::ConnectTimeout))
+        );
+    }
+
+    /// A CONNECT client's greeting read whole: `Connecting`, no socket yet, the `200` queued for the
+    /// client behind the connect; a refusal from `Connecting` drops it and writes the status instead.
+    #[test]
+    fn test_connecting_refused_destination_answers_instead_of_200() {
+        let lp = Loop::new();
+        let (mut pair, client) = greeting(lp.now);
+        client.data(b"CONNECT localhost:80 HTTP/1.1\r\n\r\n");
+        let head = readable();
+        let mut lp = lp;
+        let outcome = lp.event(&mut pair, Side::Client, head);
+        assert_eq!(
+            outcome,
+            Outcome::Connect(Target::Named("localhost:80".into()))
+        );
+        assert_eq!(pair.phase(), Phase::Connecting);
+        assert!(pair.upstream().is_none());
+        client.room(usize::MAX);
+        pair.refuse(Status::GatewayTimeout, lp.now);
+        assert_eq!(pair.phase(), Phase::Refusing);
+        let written = String::from_utf8_lossy(&client.written()).to_string();
+        assert!(written.starts_with("HTTP/1.1 504 "), "{written}");
+        assert_eq!(
+            pair.deadline(&LIMITS).map(|(_, cause)| cause),
+            Some(Cause::Rejected)
+        );
+    }
+
     /// Both FINs: each direction drains and passes its FIN on; the first side to finish names the
     /// close, and the last FIN is left to the close.
     #[test]
