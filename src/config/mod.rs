@@ -2,7 +2,7 @@
 //!
 //! Nothing here does I/O: `main.rs` turns flags (or [`crate::config::file`] a `--config` file) into a [`Config`],
 //! resolving upstream names, and the reactor only ever sees values that are already known to be good (a
-//! name that did not resolve is not an error: its upstream starts down, `src/upstream/endpoint.rs`).
+//! name that did not resolve is not an error: its upstream starts down, `src/upstream/endpoint/readdress.rs`).
 
 pub mod dns;
 pub mod file;
@@ -21,7 +21,7 @@ use crate::wire::proxy_protocol::{CarriedTlvs, Version};
 
 /// Default ring size per direction: the balance between CPU per byte and the memory a busy pair holds
 /// (2 x 64 KiB); docs/architecture.md has the measurement behind it.
-pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
+const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
 
 /// Default `--pipe-size`: the capacity asked of each splice pipe. Larger pipes mean fewer splice calls per
 /// byte (CPU per GiB falls from 0.62x of tokio's at 64 KiB to 0.50x at 1 MiB, docs/benchmarks.md), and an
@@ -108,7 +108,7 @@ pub struct Config {
 
 impl Config {
     /// The size of the pipes routes pool for splicing; `None` when splicing is off.
-    pub fn pipe_size(&self) -> Option<usize> {
+    pub(crate) fn pipe_size(&self) -> Option<usize> {
         (self.splice != Splice::Off).then_some(self.pipe_size)
     }
 }
@@ -209,7 +209,7 @@ pub fn parse_credentials(text: &str) -> Result<String, String> {
 }
 
 /// Default `header_timeout`.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The rules that tie the connect-mode settings together: connect mode needs an allow-list (never an
 /// open proxy) and no upstreams; the allow-list and credentials mean nothing in forward mode, which
@@ -257,33 +257,33 @@ pub struct UpstreamConfig {
 /// Most upstreams in one route.
 pub const MAX_UPSTREAMS: usize = 64;
 /// Most addresses of one name used as endpoints; the resolver's further ones are ignored.
-pub const MAX_ADDRESSES: usize = 16;
+pub(crate) const MAX_ADDRESSES: usize = 16;
 /// Most listen addresses in one route (the token layout reserves room for this many).
-pub const MAX_LISTENERS: usize = crate::token::MAX_LISTENERS;
+pub(crate) const MAX_LISTENERS: usize = crate::token::MAX_LISTENERS;
 /// Largest weight.
-pub const MAX_WEIGHT: u32 = 10_000;
+pub(crate) const MAX_WEIGHT: u32 = 10_000;
 /// Default `connect_timeout`.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `fin_timeout`.
-pub const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default listen backlog.
-pub const DEFAULT_BACKLOG: i32 = 1024;
+const DEFAULT_BACKLOG: i32 = 1024;
 /// Default `fall`.
-pub const DEFAULT_FALL: u32 = 3;
+const DEFAULT_FALL: u32 = 3;
 /// Default probe timeout.
-pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default re-resolution interval when a route has a host-name upstream.
-pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 
 impl UpstreamConfig {
     /// True when the host part is a name rather than an IP literal (so it is worth re-resolving).
-    pub fn is_host_name(&self) -> bool {
+    pub(crate) fn is_host_name(&self) -> bool {
         is_host_name(&self.name)
     }
 }
 
 /// True when `HOST:PORT`'s host is a name, not an IP literal.
-pub fn is_host_name(host_port: &str) -> bool {
+pub(crate) fn is_host_name(host_port: &str) -> bool {
     host_port.parse::<SocketAddr>().is_err()
 }
 
@@ -372,7 +372,7 @@ pub fn parse_keepalive(text: &str) -> Result<Duration, String> {
 }
 
 /// Parses a weight, 1..=10000.
-pub fn parse_weight(text: &str) -> Result<u32, String> {
+fn parse_weight(text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(weight) if (1..=MAX_WEIGHT).contains(&weight) => Ok(weight),
         _ => Err(format!(
@@ -382,52 +382,52 @@ pub fn parse_weight(text: &str) -> Result<u32, String> {
 }
 
 /// Parses a byte size: `4096`, `16k`, `64K`, `1m`, `64KiB`, `1MB` (all multiples are binary).
-pub fn parse_size(text: &str) -> Result<usize, String> {
-    let trimmed = text.trim();
-    let digits_end = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (digits, unit) = trimmed.split_at(digits_end);
-    let bad = || {
-        format!(
-            "invalid size '{text}': expected a number with an optional k, m or g suffix (e.g. 16k)"
-        )
-    };
-    let number: usize = digits.parse().map_err(|_| bad())?;
-    let multiplier: usize = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("invalid size '{text}': too large"))
+fn parse_size(text: &str) -> Result<usize, String> {
+    let expected = "expected a number with an optional k, m or g suffix (e.g. 16k)";
+    let bytes = parse_scaled(text, "size", expected, |unit| {
+        match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => Some(1),
+            "k" | "kb" | "kib" => Some(1 << 10),
+            "m" | "mb" | "mib" => Some(1 << 20),
+            "g" | "gb" | "gib" => Some(1 << 30),
+            _ => None,
+        }
+    })?;
+    usize::try_from(bytes).map_err(|_| format!("invalid size '{text}': too large"))
 }
 
 /// Parses a duration: `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let expected = "expected a number with a unit ms, s, m or h (e.g. 5s, 500ms)";
+    let millis = parse_scaled(text, "duration", expected, |unit| match unit {
+        "ms" => Some(1),
+        "" | "s" => Some(1_000),
+        "m" => Some(60_000),
+        "h" => Some(3_600_000),
+        _ => None,
+    })?;
+    Ok(Duration::from_millis(millis))
+}
+
+/// The one syntax of sizes and durations: a whole number, then a unit that `multiple_of` knows (the
+/// empty unit included), times the unit's multiple. `what` and `expected` word the error.
+fn parse_scaled(
+    text: &str,
+    what: &str,
+    expected: &str,
+    multiple_of: fn(&str) -> Option<u64>,
+) -> Result<u64, String> {
     let trimmed = text.trim();
     let digits_end = trimmed
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(trimmed.len());
     let (digits, unit) = trimmed.split_at(digits_end);
-    let bad = || {
-        format!("invalid duration '{text}': expected a number with a unit ms, s, m or h (e.g. 5s, 500ms)")
-    };
+    let bad = || format!("invalid {what} '{text}': {expected}");
     let number: u64 = digits.parse().map_err(|_| bad())?;
-    let millis_per_unit: u64 = match unit {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(bad()),
-    };
+    let multiple = multiple_of(unit).ok_or_else(bad)?;
     number
-        .checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("invalid duration '{text}': too large"))
+        .checked_mul(multiple)
+        .ok_or_else(|| format!("invalid {what} '{text}': too large"))
 }
 
 /// Parses a buffer size and checks it is usable as a ring capacity.
@@ -466,14 +466,14 @@ pub enum Algorithm {
 
 impl Algorithm {
     /// Every algorithm, in the order the help text lists them.
-    pub const ALL: [Algorithm; 4] = [
+    pub(crate) const ALL: [Algorithm; 4] = [
         Algorithm::RoundRobin,
         Algorithm::LeastConn,
         Algorithm::RandomTwo,
         Algorithm::SourceHash,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Algorithm::RoundRobin => "round-robin",
             Algorithm::LeastConn => "least-conn",

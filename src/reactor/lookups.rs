@@ -2,7 +2,7 @@
 //! (and reloaded files) back from the resolver thread, and CONNECT destinations' addresses back from the
 //! lookup threads ([`Reactor::on_looked`]).
 //!
-//! `getaddrinfo` blocks, so the names go to the resolver thread ([`Worker`]); it wakes the loop through a
+//! `getaddrinfo` blocks, so the names go to the resolver thread ([`Worker`](super::worker::Worker)); it wakes the loop through a
 //! `mio::Waker` under `token::WAKER`. One edge may stand for several answers, so [`Reactor::on_waker`]
 //! drains every answer queued. A route has at most one job in flight (`Route::resolving`), and answers
 //! carry the route's uid: a reload may have replaced the route in between. They also carry the number of

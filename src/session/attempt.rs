@@ -44,7 +44,7 @@ pub(crate) enum Failed {
     /// `socket(2)` or `connect(2)` failed at once (no route, a firewall's EPERM, no fd).
     Start(io::Error),
     /// The kernel failed it later (refused, unreachable), or its connect timeout passed: the cause the
-    /// pair reported ([`Cause::is_connect_failure`]).
+    /// pair reported.
     InFlight(Cause),
 }
 

@@ -11,5 +11,5 @@
 pub mod allow;
 pub mod connect_request;
 pub mod crc32c;
-pub mod greeting;
+pub(crate) mod greeting;
 pub mod proxy_protocol;

@@ -1,14 +1,14 @@
 //! The PROXY protocol (HAProxy's spec, versions 1 and 2): a header in front of a TCP stream that carries
 //! the original client's address across a proxy. Pure: encoding and parsing, no I/O.
 //!
-//! - [`encode`] builds the header `--send-proxy v1|v2` puts first in the upstream stream.
+//! - [`encode()`] builds the header `--send-proxy v1|v2` puts first in the upstream stream.
 //! - [`parse`] reads a header from the first bytes of a stream (`--accept-proxy`), detecting the version
 //!   from the first bytes. It is given whatever has arrived so far and answers [`Parsed::Incomplete`]
 //!   until the header is whole, so the caller can keep reading into a small bounded buffer; it never
 //!   looks past the header, and the bytes after `header_len` belong to the payload.
 //!
-//! Both versions are bounded: a v1 header is at most `V1_MAX` bytes (the spec's 107), a v2 header at
-//! most `V2_MAX` (16 bytes plus addresses plus TLVs; we refuse more than that rather than buffer
+//! Both versions are bounded: a v1 header is at most [`V1_MAX`] bytes (the spec's 107), a v2 header at
+//! most [`V2_MAX`] (16 bytes plus addresses plus TLVs; we refuse more than that rather than buffer
 //! whatever length field a peer sends).
 //!
 //! Parsing is strict: "when in doubt, reject". A v2 header's TLV area is walked, each TLV (and each
@@ -23,11 +23,12 @@
 //! # Where each part lives
 //! - this file: the bounds, [`Version`], [`Parsed`] and [`parse`], which picks the version from the
 //!   first bytes; the round-trip and mutation properties over the whole.
-//! - `encode`: [`encode`] and [`encode_with_tlvs`] (mixed families sent as IPv6).
+//! - `encode`: [`encode()`] and [`encode_with_tlvs`] (mixed families sent as IPv6).
 //! - `v1`: the v1 line, judged byte by byte.
 //! - `v2`: the v2 fixed part and addresses (rules 1 to 4, 10).
 //! - `tlv`: the walk of the v2 TLV area, SSL sub-TLVs and the CRC-32C (rules 5 to 9).
-//! - `carry`: [`TlvKind`], [`CarriedTlvs`] and [`TlvSpans`], the TLVs `--send-proxy-tlvs` carries on.
+//! - `carry`: [`TlvKind`](carry::TlvKind), [`CarriedTlvs`] and [`TlvSpans`], the TLVs
+//!   `--send-proxy-tlvs` carries on.
 //! - `reason`: [`Reason`], why a header is refused, with its metric label and log message.
 //! - `test_headers` (tests only): headers built by hand, shared with tests/proxy_protocol.rs.
 
@@ -42,8 +43,11 @@ mod tlv;
 mod v1;
 mod v2;
 
-pub use carry::{CarriedTlvs, TlvKind, TlvSpans};
-pub use encode::{encode, encode_with_tlvs};
+#[cfg(test)] // config::file's tests name the kinds
+pub(crate) use carry::TlvKind;
+pub use carry::{CarriedTlvs, TlvSpans};
+pub use encode::encode;
+pub(crate) use encode::encode_with_tlvs;
 pub use reason::Reason;
 
 /// The 12-byte signature that starts every v2 header.

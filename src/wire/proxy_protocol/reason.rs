@@ -17,7 +17,7 @@ pub enum Reason {
     Command,
     /// v2: an unknown address family or transport.
     Family,
-    /// v2: the length field makes the header longer than `V2_MAX` (1024 bytes).
+    /// v2: the length field makes the header longer than [`V2_MAX`](super::V2_MAX).
     TooLong,
     /// v2: the length field leaves no room for the family's addresses.
     ShortAddress,
@@ -39,7 +39,7 @@ pub enum Reason {
     AuthorityTooLong,
     /// v2: a `PP2_TYPE_UNIQUE_ID` value longer than 128 bytes.
     UniqueIdTooLong,
-    /// v1: no CRLF within `V1_MAX` (107) bytes.
+    /// v1: no CRLF within [`V1_MAX`](super::V1_MAX) bytes.
     V1TooLong,
     /// v1: a LF without its CR.
     V1BareLf,
@@ -59,7 +59,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order /metrics lists them.
-    pub const ALL: [Reason; 23] = [
+    pub(crate) const ALL: [Reason; 23] = [
         Reason::Signature,
         Reason::Version,
         Reason::Command,
@@ -86,7 +86,7 @@ impl Reason {
     ];
 
     /// The stable kebab-case label (a metric label value: never rename one).
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Reason::Signature => "signature",
             Reason::Version => "version",
@@ -115,7 +115,7 @@ impl Reason {
     }
 
     /// What the log line says.
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Reason::Signature => "not a PROXY protocol header",
             Reason::Version => "v2 header with a version other than 2",
