@@ -1486,6 +1486,24 @@ mod tests {
             assert_eq!(upstream.shutdowns(), 1, "the half-close passed on");
         }
 
+        /// Bytes pipelined behind a CONNECT head were read with it (they wait in the preamble), so the
+        /// FIN behind them finds nothing left to peek: it is still a half-close, and the pair waits.
+        #[test]
+        fn test_connecting_client_fin_after_pipelined_bytes_waits() {
+            let mut lp = Loop::new();
+            let (mut pair, client) = greeting(lp.now);
+            client.data(b"CONNECT localhost:80 HTTP/1.1\r\n\r\nupload");
+            let outcome = lp.event(&mut pair, Side::Client, readable());
+            assert_eq!(
+                outcome,
+                Outcome::Connect(Target::Named("localhost:80".into()))
+            );
+            pair.begin_lookup(lp.now);
+            client.incoming([Incoming::Eof]);
+            assert_eq!(lp.event(&mut pair, Side::Client, fin()), Outcome::Open);
+            assert!(pair.awaits_address());
+        }
+
         /// A reset client while connecting: gone too.
         #[test]
         fn test_connecting_client_reset_aborts() {
