@@ -26,6 +26,10 @@
 //! - [`reactor`]: owns `Poll`, the slabs, the timers and the worker threads; dispatches events and
 //!   timers to sessions, accepts, reloads, probes, serves `--metrics`.
 
+// The docs are built with `--document-private-items` (.ci/run): the internals are the textbook, so a
+// public item's doc may link a private one, whose page exists.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod close;
 pub mod config;
 pub mod datapath;

@@ -317,7 +317,7 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
                 message: format!("--upstream '{name}' is given twice"),
             });
         }
-        // A name that does not resolve is no start failure: its upstream starts down (src/upstream/endpoint.rs).
+        // A name that does not resolve is no start failure: its upstream starts down (src/upstream/endpoint/readdress.rs).
         let addrs = dns::upstream_addresses(&name);
         upstreams.push(UpstreamConfig {
             name,

@@ -5,6 +5,9 @@
 //! config files when installed (`.ci/run` installs them); their tests say SKIPPED otherwise.
 
 mod common;
+#[allow(dead_code)] // shared with the lib's unit tests, which use the rest
+#[path = "../src/wire/proxy_protocol/test_headers.rs"]
+mod test_headers;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -14,31 +17,67 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use edgefwd::wire; // test_headers names the library as `crate::wire`
 use edgefwd::wire::proxy_protocol::{self, Parsed, Version};
+use test_headers::{done, inet, sealed, ssl, tlv, with_carryable_tlvs, FIRST_VALUE};
 
-/// Reads from `upstream` until a whole PROXY header and `payload_len` more bytes have arrived.
-fn read_header(
-    upstream: &mut std::net::TcpStream,
-    payload_len: usize,
-) -> (Option<SocketAddr>, Option<SocketAddr>, Vec<u8>) {
+/// Reads from `upstream` until a whole PROXY header and `payload_len` more bytes have arrived; returns
+/// the header's bytes and the payload.
+fn read_raw_header(upstream: &mut std::net::TcpStream, payload_len: usize) -> (Vec<u8>, Vec<u8>) {
     let mut got = Vec::new();
     let mut chunk = [0u8; 512];
     loop {
-        if let Parsed::Done {
-            header_len,
-            source,
-            destination,
-            ..
-        } = proxy_protocol::parse(&got)
-        {
+        if let Parsed::Done { header_len, .. } = proxy_protocol::parse(&got) {
             if got.len() >= header_len + payload_len {
-                return (source, destination, got[header_len..].to_vec());
+                let rest = got.split_off(header_len);
+                return (got, rest);
             }
         }
         let n = upstream.read(&mut chunk).expect("read from edgefwd");
         assert!(n > 0, "EOF before the header was complete: {got:?}");
         got.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// [`read_raw_header`], returning the addresses the header carries and the payload.
+fn read_header(
+    upstream: &mut std::net::TcpStream,
+    payload_len: usize,
+) -> (Option<SocketAddr>, Option<SocketAddr>, Vec<u8>) {
+    let (header, rest) = read_raw_header(upstream, payload_len);
+    let (_, source, destination) = done(&header);
+    (source, destination, rest)
+}
+
+/// A forwarder to `upstream` that reads each client's PROXY header and sends one of its own (v2) to
+/// the upstream; `extra` flags after.
+fn relaying(upstream: SocketAddr, extra: &[&str]) -> Forwarder {
+    let upstream = upstream.to_string();
+    let mut args = vec![
+        "--upstream",
+        &upstream,
+        "--accept-proxy",
+        "--send-proxy",
+        "v2",
+    ];
+    args.extend_from_slice(extra);
+    Forwarder::start(&args)
+}
+
+/// Sends `greeting` and `payload` through `fwd` to `upstream`; returns the header the upstream received
+/// and the payload after it.
+fn relayed(
+    fwd: &Forwarder,
+    upstream: &Upstream,
+    greeting: &[u8],
+    payload: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    let mut client = connect(fwd.addr());
+    client
+        .write_all(&[greeting, payload].concat())
+        .expect("write");
+    let mut server = upstream.accept(Duration::from_secs(5));
+    read_raw_header(&mut server, payload.len())
 }
 
 fn send_proxy_reaches_upstream(version: &str) {
@@ -72,15 +111,24 @@ fn test_send_proxy_v2() {
     send_proxy_reaches_upstream("v2");
 }
 
-/// `--accept-proxy` with a header written by hand: the payload after it is forwarded, and the close
-/// line names the carried client.
-fn accept_proxy_by_hand(header: &[u8], carried: &str) {
+/// `--accept-proxy` with a header written by hand, in one write or (`bytewise`) a byte per write: the
+/// payload after it is forwarded, and the close line names the carried client.
+fn accept_proxy_by_hand(header: &[u8], carried: &str, bytewise: bool) {
     let echo = Backend::echo();
     let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--accept-proxy"]);
     let mut client = connect(fwd.addr());
-    client
-        .write_all(&[header, b"hello"].concat())
-        .expect("write");
+    if bytewise {
+        client.set_nodelay(true).expect("nodelay");
+        for byte in header {
+            client.write_all(&[*byte]).expect("write");
+        }
+        client.write_all(b"hello").expect("write");
+    } else {
+        // the payload in the header's segment: what follows the header is forwarded alone
+        client
+            .write_all(&[header, b"hello"].concat())
+            .expect("write");
+    }
     let mut got = [0u8; 5];
     client.read_exact(&mut got).expect("read echo");
     assert_eq!(&got, b"hello");
@@ -98,6 +146,7 @@ fn test_accept_proxy_v1_by_hand() {
     accept_proxy_by_hand(
         b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 80\r\n",
         "192.0.2.7:5555",
+        false,
     );
 }
 
@@ -108,26 +157,17 @@ fn test_accept_proxy_v2_by_hand() {
         "[2001:db8::9]:4444".parse().expect("addr"),
         "[::1]:80".parse().expect("addr"),
     );
-    accept_proxy_by_hand(&header, "[2001:db8::9]:4444");
+    accept_proxy_by_hand(&header, "[2001:db8::9]:4444", false);
 }
 
 /// A received header's client is the one a sent header names.
 #[test]
 fn test_accept_then_send_carries_the_client_on() {
     let upstream = Upstream::bind();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream.addr().to_string(),
-        "--accept-proxy",
-        "--send-proxy",
-        "v2",
-    ]);
-    let mut client = connect(fwd.addr());
-    client
-        .write_all(b"PROXY TCP4 198.51.100.3 203.0.113.4 1234 443\r\ndata")
-        .expect("write");
-    let mut server = upstream.accept(Duration::from_secs(5));
-    let (source, destination, rest) = read_header(&mut server, 4);
+    let fwd = relaying(upstream.addr(), &[]);
+    let greeting = b"PROXY TCP4 198.51.100.3 203.0.113.4 1234 443\r\n";
+    let (header, rest) = relayed(&fwd, &upstream, greeting, b"data");
+    let (_, source, destination) = done(&header);
     assert_eq!(source, Some("198.51.100.3:1234".parse().expect("addr")));
     assert_eq!(destination, Some("203.0.113.4:443".parse().expect("addr")));
     assert_eq!(rest, b"data");
@@ -165,62 +205,33 @@ fn test_missing_header_times_out() {
 
 // ---- strict v2 validation: closed at once, nothing upstream, counted by reason -------------------
 
-/// A v2 header: PROXY over IPv4 (192.0.2.1:5000 -> 10.0.0.1:443) whose TLV area is `tlvs`.
-fn v2_inet(tlvs: &[u8]) -> Vec<u8> {
-    let mut header = proxy_protocol::V2_SIGNATURE.to_vec();
-    header.extend_from_slice(&[0x21, 0x11]);
-    header.extend_from_slice(&(12 + tlvs.len() as u16).to_be_bytes());
-    header.extend_from_slice(&[192, 0, 2, 1, 10, 0, 0, 1, 0x13, 0x88, 0x01, 0xBB]);
-    header.extend_from_slice(tlvs);
-    header
-}
-
-/// One TLV: type, big-endian length, value.
-fn tlv(kind: u8, value: &[u8]) -> Vec<u8> {
-    let mut out = vec![kind];
-    out.extend_from_slice(&(value.len() as u16).to_be_bytes());
-    out.extend_from_slice(value);
-    out
-}
-
-/// `header` with its CRC32C TLV's value (at `at`) set to the right checksum.
-fn sealed(mut header: Vec<u8>, at: usize) -> Vec<u8> {
-    header[at..at + 4].fill(0);
-    let crc = edgefwd::wire::crc32c::checksum(&header);
-    header[at..at + 4].copy_from_slice(&crc.to_be_bytes());
-    header
-}
-
-/// Offset of the first TLV's value in [`v2_inet`]'s header.
-const FIRST_VALUE: usize = 16 + 12 + 3;
-
 /// Each malformed layout, with the reason it must be counted under.
 fn malformed_layouts() -> Vec<(&'static str, Vec<u8>)> {
-    let mut bad_crc = sealed(v2_inet(&tlv(0x03, &[0; 4])), FIRST_VALUE);
+    let mut bad_crc = sealed(inet(&tlv(0x03, &[0; 4])), FIRST_VALUE);
     bad_crc[FIRST_VALUE] ^= 0x01;
     let ssl_overrun = [0x01, 0, 0, 0, 0, 0x21, 0x00, 0x09, b'T', b'L', b'S'];
-    let mut unknown_family = v2_inet(&[]);
+    let mut unknown_family = inet(&[]);
     unknown_family[13] = 0x41;
     vec![
         // a TLV whose value runs past the declared length
-        ("tlv-overrun", v2_inet(&[0x04, 0x00, 0x05, 1, 2, 3, 4])),
+        ("tlv-overrun", inet(&[0x04, 0x00, 0x05, 1, 2, 3, 4])),
         // a TLV area that ends inside a 3-byte TLV head
-        ("tlv-truncated", v2_inet(&[0x04, 0x00])),
+        ("tlv-truncated", inet(&[0x04, 0x00])),
         ("crc32c", bad_crc),
-        ("crc32c-length", v2_inet(&tlv(0x03, &[0; 3]))),
+        ("crc32c-length", inet(&tlv(0x03, &[0; 3]))),
         (
             "crc32c-repeated",
-            v2_inet(&[tlv(0x03, &[0; 4]), tlv(0x03, &[0; 4])].concat()),
+            inet(&[tlv(0x03, &[0; 4]), tlv(0x03, &[0; 4])].concat()),
         ),
         (
             "ssl-subtlv",
-            v2_inet(&[tlv(0x20, &ssl_overrun), tlv(0x04, &[0; 9])].concat()),
+            inet(&[tlv(0x20, &ssl_overrun), tlv(0x04, &[0; 9])].concat()),
         ),
-        ("ssl-short", v2_inet(&tlv(0x20, &[0x01, 0, 0]))),
-        ("authority-too-long", v2_inet(&tlv(0x02, &[b'a'; 256]))),
-        ("unique-id-too-long", v2_inet(&tlv(0x05, &[b'u'; 129]))),
+        ("ssl-short", inet(&tlv(0x20, &[0x01, 0, 0]))),
+        ("authority-too-long", inet(&tlv(0x02, &[b'a'; 256]))),
+        ("unique-id-too-long", inet(&tlv(0x05, &[b'u'; 129]))),
         ("family", unknown_family),
-        ("too-long", v2_inet(&tlv(0x04, &[0; 1000]))),
+        ("too-long", inet(&tlv(0x04, &[0; 1000]))),
         ("signature", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
     ]
 }
@@ -302,10 +313,10 @@ fn test_malformed_headers_closed_at_once_and_counted() {
 #[test]
 fn test_broken_prefix_closed_without_waiting_for_the_rest() {
     let (upstream, fwd, metrics) = strict_forwarder(&[]);
-    let overrun = v2_inet(&[0x04, 0x00, 0x05, 1, 2, 3, 4]);
+    let overrun = inet(&[0x04, 0x00, 0x05, 1, 2, 3, 4]);
     expect_closed_at_once(&fwd, &overrun[..FIRST_VALUE], "overrun head only");
     expect_rejected(metrics, "tlv-overrun", 1);
-    let too_long = v2_inet(&tlv(0x04, &[0; 1000]));
+    let too_long = inet(&tlv(0x04, &[0; 1000]));
     expect_closed_at_once(&fwd, &too_long[..16], "length field only");
     expect_rejected(metrics, "too-long", 1);
     assert!(upstream.try_accept(Duration::from_millis(200)).is_none());
@@ -315,38 +326,16 @@ fn test_broken_prefix_closed_without_waiting_for_the_rest() {
 /// delivered byte by byte, are accepted and the payload after them forwarded alone.
 #[test]
 fn test_valid_tlvs_accepted_byte_by_byte() {
-    let echo = Backend::echo();
-    let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--accept-proxy"]);
-    let ssl = [
-        [0x01, 0, 0, 0, 0].as_slice(),
-        &tlv(0x21, b"TLSv1.3"),
-        &tlv(0x22, b"client.example"),
-    ]
-    .concat();
+    let subs = [tlv(0x21, b"TLSv1.3"), tlv(0x22, b"client.example")].concat();
     let tlvs = [
         tlv(0x03, &[0; 4]),
         tlv(0x01, b"h2"),
         tlv(0x02, b"example.com"),
-        tlv(0x20, &ssl),
+        ssl(&subs),
     ]
     .concat();
-    let header = sealed(v2_inet(&tlvs), FIRST_VALUE);
-    let mut client = connect(fwd.addr());
-    client.set_nodelay(true).expect("nodelay");
-    for byte in &header {
-        client.write_all(&[*byte]).expect("write");
-    }
-    client.write_all(b"hello").expect("write");
-    let mut got = [0u8; 5];
-    client.read_exact(&mut got).expect("read echo");
-    assert_eq!(&got, b"hello");
-    drop(client);
-    let close = fwd.wait_for_close("client-fin", Duration::from_secs(5));
-    assert!(
-        close.line.contains("client=192.0.2.1:5000"),
-        "{}",
-        close.line
-    );
+    let header = sealed(inet(&tlvs), FIRST_VALUE);
+    accept_proxy_by_hand(&header, "192.0.2.1:5000", true);
 }
 
 /// A client that stops in the middle of its header is counted as `timeout`; one that leaves there as
@@ -354,7 +343,7 @@ fn test_valid_tlvs_accepted_byte_by_byte() {
 #[test]
 fn test_timeout_and_client_closed_counted() {
     let (upstream, fwd, metrics) = strict_forwarder(&["--header-timeout", "300ms"]);
-    let header = v2_inet(&tlv(0x01, b"h2"));
+    let header = inet(&tlv(0x01, b"h2"));
     let mut waiting = connect(fwd.addr());
     waiting.write_all(&header[..20]).expect("write");
     expect_closed_without_data(&mut waiting, Duration::from_secs(5));
@@ -375,7 +364,7 @@ fn test_timeout_and_client_closed_counted() {
 #[test]
 fn test_rejections_merged_across_threads() {
     let (upstream, fwd, metrics) = strict_forwarder(&["--threads", "2"]);
-    let overrun = v2_inet(&[0x04, 0x00, 0x05, 1, 2, 3, 4]);
+    let overrun = inet(&[0x04, 0x00, 0x05, 1, 2, 3, 4]);
     for _ in 0..20 {
         expect_closed_at_once(&fwd, &overrun, "overrun");
     }
@@ -384,24 +373,6 @@ fn test_rejections_merged_across_threads() {
 }
 
 // ---- --send-proxy-tlvs: the client's TLVs carried into the upstream header --------------------------
-
-/// Reads from `upstream` until a whole PROXY header and `payload_len` more bytes have arrived; returns
-/// the header's bytes and the payload.
-fn read_raw_header(upstream: &mut std::net::TcpStream, payload_len: usize) -> (Vec<u8>, Vec<u8>) {
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 512];
-    loop {
-        if let Parsed::Done { header_len, .. } = proxy_protocol::parse(&got) {
-            if got.len() >= header_len + payload_len {
-                let rest = got.split_off(header_len);
-                return (got, rest);
-            }
-        }
-        let n = upstream.read(&mut chunk).expect("read from edgefwd");
-        assert!(n > 0, "EOF before the header was complete: {got:?}");
-        got.extend_from_slice(&chunk[..n]);
-    }
-}
 
 /// The value of the first TLV of `kind` in a v2 header, read with a walk of its own (not the parser's).
 fn tlv_value(header: &[u8], kind: u8) -> Option<Vec<u8>> {
@@ -421,41 +392,14 @@ fn tlv_value(header: &[u8], kind: u8) -> Option<Vec<u8>> {
     None
 }
 
-/// A client v2 header with ALPN, authority, unique ID, NOOP and a custom TLV.
-fn client_header_with_tlvs() -> Vec<u8> {
-    v2_inet(
-        &[
-            tlv(0x01, b"h2"),
-            tlv(0x04, b"noop"),
-            tlv(0x02, b"example.com"),
-            tlv(0x05, b"id-42"),
-            tlv(0xE0, b"custom"),
-        ]
-        .concat(),
-    )
-}
-
 /// With `--send-proxy-tlvs alpn,authority` the upstream header repeats exactly those two TLVs of the
 /// client's header (read by a raw receiver): not the unique ID, NOOP or custom ones; a client with a
 /// v1 header, or a v2 header without TLVs, has none carried.
 #[test]
 fn test_send_proxy_tlvs_carries_only_what_is_asked() {
     let upstream = Upstream::bind();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream.addr().to_string(),
-        "--accept-proxy",
-        "--send-proxy",
-        "v2",
-        "--send-proxy-tlvs",
-        "alpn,authority",
-    ]);
-    let mut client = connect(fwd.addr());
-    client
-        .write_all(&[client_header_with_tlvs().as_slice(), b"payload"].concat())
-        .expect("write");
-    let mut server = upstream.accept(Duration::from_secs(5));
-    let (header, rest) = read_raw_header(&mut server, 7);
+    let fwd = relaying(upstream.addr(), &["--send-proxy-tlvs", "alpn,authority"]);
+    let (header, rest) = relayed(&fwd, &upstream, &with_carryable_tlvs(), b"payload");
     assert_eq!(rest, b"payload");
     assert_eq!(tlv_value(&header, 0x01).as_deref(), Some(&b"h2"[..]));
     assert_eq!(
@@ -466,7 +410,7 @@ fn test_send_proxy_tlvs_carries_only_what_is_asked() {
         assert_eq!(tlv_value(&header, absent), None, "type {absent:#x} carried");
     }
     assert_eq!(header.len(), 16 + 12 + (3 + 2) + (3 + 11), "{header:?}");
-    let (source, _, _) = read_header_of(&header);
+    let (_, source, _) = done(&header);
     assert_eq!(source, Some("192.0.2.1:5000".parse().expect("addr")));
 
     for (what, greeting) in [
@@ -474,28 +418,11 @@ fn test_send_proxy_tlvs_carries_only_what_is_asked() {
             "v1",
             b"PROXY TCP4 198.51.100.7 127.0.0.1 6000 80\r\n".to_vec(),
         ),
-        ("v2 without TLVs", v2_inet(&[])),
+        ("v2 without TLVs", inet(&[])),
     ] {
-        let mut client = connect(fwd.addr());
-        client
-            .write_all(&[greeting.as_slice(), b"x"].concat())
-            .expect("write");
-        let mut server = upstream.accept(Duration::from_secs(5));
-        let (header, rest) = read_raw_header(&mut server, 1);
+        let (header, rest) = relayed(&fwd, &upstream, &greeting, b"x");
         assert_eq!(rest, b"x");
         assert_eq!(header.len(), 16 + 12, "{what}: {header:?}");
-    }
-}
-
-fn read_header_of(header: &[u8]) -> (Option<SocketAddr>, Option<SocketAddr>, usize) {
-    match proxy_protocol::parse(header) {
-        Parsed::Done {
-            header_len,
-            source,
-            destination,
-            ..
-        } => (source, destination, header_len),
-        other => panic!("not a header: {other:?}"),
     }
 }
 
@@ -731,15 +658,7 @@ fn test_haproxy_reads_carried_tlvs() {
         )
     });
     let log_path = haproxy.dir.join("stdout.log");
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &front.to_string(),
-        "--accept-proxy",
-        "--send-proxy",
-        "v2",
-        "--send-proxy-tlvs",
-        "authority,unique_id",
-    ]);
+    let fwd = relaying(front, &["--send-proxy-tlvs", "authority,unique_id"]);
     let through = |greeting: &[u8]| {
         let mut client = connect(fwd.addr());
         client
@@ -761,8 +680,8 @@ fn test_haproxy_reads_carried_tlvs() {
             fs::read_to_string(&log_path).unwrap_or_default()
         );
     };
-    through(&client_header_with_tlvs());
-    logged("pp auth=example.com uid=id-42 src=192.0.2.1:5000");
+    through(&with_carryable_tlvs());
+    logged("pp auth=example.com uid=id-1 src=192.0.2.1:5000");
     through(b"PROXY TCP4 198.51.100.7 127.0.0.1 6000 80\r\n");
     logged("pp auth=- uid=- src=198.51.100.7:6000");
 }

@@ -2,7 +2,7 @@
 //!
 //! Nothing here does I/O: `main.rs` turns flags (or [`crate::config::file`] a `--config` file) into a [`Config`],
 //! resolving upstream names, and the reactor only ever sees values that are already known to be good (a
-//! name that did not resolve is not an error: its upstream starts down, `src/upstream/endpoint.rs`).
+//! name that did not resolve is not an error: its upstream starts down, `src/upstream/endpoint/readdress.rs`).
 
 pub mod dns;
 pub mod file;
@@ -383,51 +383,51 @@ pub fn parse_weight(text: &str) -> Result<u32, String> {
 
 /// Parses a byte size: `4096`, `16k`, `64K`, `1m`, `64KiB`, `1MB` (all multiples are binary).
 pub fn parse_size(text: &str) -> Result<usize, String> {
-    let trimmed = text.trim();
-    let digits_end = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (digits, unit) = trimmed.split_at(digits_end);
-    let bad = || {
-        format!(
-            "invalid size '{text}': expected a number with an optional k, m or g suffix (e.g. 16k)"
-        )
-    };
-    let number: usize = digits.parse().map_err(|_| bad())?;
-    let multiplier: usize = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("invalid size '{text}': too large"))
+    let expected = "expected a number with an optional k, m or g suffix (e.g. 16k)";
+    let bytes = parse_scaled(text, "size", expected, |unit| {
+        match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => Some(1),
+            "k" | "kb" | "kib" => Some(1 << 10),
+            "m" | "mb" | "mib" => Some(1 << 20),
+            "g" | "gb" | "gib" => Some(1 << 30),
+            _ => None,
+        }
+    })?;
+    usize::try_from(bytes).map_err(|_| format!("invalid size '{text}': too large"))
 }
 
 /// Parses a duration: `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let expected = "expected a number with a unit ms, s, m or h (e.g. 5s, 500ms)";
+    let millis = parse_scaled(text, "duration", expected, |unit| match unit {
+        "ms" => Some(1),
+        "" | "s" => Some(1_000),
+        "m" => Some(60_000),
+        "h" => Some(3_600_000),
+        _ => None,
+    })?;
+    Ok(Duration::from_millis(millis))
+}
+
+/// The one syntax of sizes and durations: a whole number, then a unit that `multiple_of` knows (the
+/// empty unit included), times the unit's multiple. `what` and `expected` word the error.
+fn parse_scaled(
+    text: &str,
+    what: &str,
+    expected: &str,
+    multiple_of: fn(&str) -> Option<u64>,
+) -> Result<u64, String> {
     let trimmed = text.trim();
     let digits_end = trimmed
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(trimmed.len());
     let (digits, unit) = trimmed.split_at(digits_end);
-    let bad = || {
-        format!("invalid duration '{text}': expected a number with a unit ms, s, m or h (e.g. 5s, 500ms)")
-    };
+    let bad = || format!("invalid {what} '{text}': {expected}");
     let number: u64 = digits.parse().map_err(|_| bad())?;
-    let millis_per_unit: u64 = match unit {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(bad()),
-    };
+    let multiple = multiple_of(unit).ok_or_else(bad)?;
     number
-        .checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("invalid duration '{text}': too large"))
+        .checked_mul(multiple)
+        .ok_or_else(|| format!("invalid {what} '{text}': too large"))
 }
 
 /// Parses a buffer size and checks it is usable as a ring capacity.

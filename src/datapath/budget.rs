@@ -50,11 +50,11 @@ const MAX_SLOTS: u64 = 1 << 20;
 
 /// How long a reactor stopped at a shared budget waits before it looks again (a slot freed by another
 /// reactor sends it no event).
-pub const SHARED_RETRY: Duration = Duration::from_millis(20);
+pub(crate) const SHARED_RETRY: Duration = Duration::from_millis(20);
 
 /// With a budget shared by several reactors, how long a spare pipe may wait for reuse before it is
 /// closed: another reactor's clients may wait for its slot, and nothing would wake its holder.
-pub const SPARE_CHECK: Duration = Duration::from_millis(100);
+pub(crate) const SPARE_CHECK: Duration = Duration::from_millis(100);
 
 /// Fds kept out of the budget for `threads` reactors that each keep `prewarm` warm upstream connections.
 pub fn reserve(threads: u64, prewarm: u64) -> u64 {
@@ -109,20 +109,20 @@ impl FdBudget {
     }
 
     /// Slots held now.
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.inner.used.load(Ordering::Relaxed)
     }
 
     /// A slot for a new pair, or `None` when all are held; then the budget is marked wanted until a
     /// pair gets one.
-    pub fn take_for_pair(&self) -> Option<Slot> {
+    pub(crate) fn take_for_pair(&self) -> Option<Slot> {
         let slot = self.take();
         self.inner.wanted.store(slot.is_none(), Ordering::Relaxed);
         slot
     }
 
     /// A slot for a pipe: only when one is free and no client waits for it.
-    pub fn take_for_pipe(&self) -> Option<Slot> {
+    pub(crate) fn take_for_pipe(&self) -> Option<Slot> {
         if self.is_wanted() {
             return None;
         }
@@ -130,12 +130,12 @@ impl FdBudget {
     }
 
     /// Clients wait in a backlog for a slot: spare pipes should give theirs back.
-    pub fn is_wanted(&self) -> bool {
+    pub(crate) fn is_wanted(&self) -> bool {
         self.inner.wanted.load(Ordering::Relaxed)
     }
 
     /// At least one slot is free.
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         self.used() < self.inner.slots
     }
 
@@ -153,7 +153,7 @@ impl FdBudget {
     }
 
     /// Gives back a slot that [`Slot::keep`] handed over.
-    pub fn give_kept(&self) {
+    pub(crate) fn give_kept(&self) {
         self.release();
     }
 
@@ -169,7 +169,7 @@ impl FdBudget {
 
 /// One slot held; dropping it gives it back.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     /// `None` once kept.
     budget: Option<FdBudget>,
 }
@@ -177,7 +177,7 @@ pub struct Slot {
 impl Slot {
     /// Hands the slot over to a holder that gives it back with [`FdBudget::give_kept`] (the reactor,
     /// for every pair in its slab).
-    pub fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.budget = None;
     }
 }

@@ -14,9 +14,9 @@
 pub mod budget;
 pub mod net;
 pub mod pump;
-pub mod readiness;
-pub mod ring;
+pub(crate) mod readiness;
+pub(crate) mod ring;
 #[cfg(target_os = "linux")]
 pub mod sockmap;
-pub mod splice;
+pub(crate) mod splice;
 pub mod stream;

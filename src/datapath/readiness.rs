@@ -10,28 +10,28 @@
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Readiness {
     /// A read may return data, EOF or an error.
-    pub readable: bool,
+    pub(crate) readable: bool,
     /// A write may accept bytes or return an error.
-    pub writable: bool,
+    pub(crate) writable: bool,
     /// The peer's FIN (EPOLLRDHUP) has been seen. Sticky: it is what makes a short read safe to take as
     /// "drained" — without it, a FIN that arrived together with the last data would never be read.
-    pub read_closed: bool,
+    pub(crate) read_closed: bool,
     /// An error or hang-up (EPOLLERR, EPOLLHUP) has been seen. Sticky. A hang-up means both halves of
     /// the connection are shut down, or it was reset. A direction that would leave its FIN to close(2)
     /// checks it on its `dst` ([`crate::datapath::pump::Direction::pump`]'s `last`), whose write half this side has
     /// not shut down, so there it can only mean an error: the shutdown(2) it would skip is what surfaces
     /// that error and names the close a reset.
-    pub failed: bool,
+    pub(crate) failed: bool,
 }
 
 /// One readiness event, in the kernel's terms, reduced to what a forwarder acts on.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Event {
-    pub readable: bool,
-    pub writable: bool,
-    pub read_closed: bool,
-    pub write_closed: bool,
-    pub error: bool,
+pub(crate) struct Event {
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+    pub(crate) read_closed: bool,
+    pub(crate) write_closed: bool,
+    pub(crate) error: bool,
 }
 
 impl From<&mio::event::Event> for Event {
@@ -63,7 +63,7 @@ impl Event {
     /// handled (epoll reports a file at most once per `epoll_wait`; timers, the other cause of failover,
     /// run after the batch). Every other event, and every event elsewhere than epoll
     /// (`EDGE_PROVES_CONNECT`), is settled by asking the kernel ([`crate::datapath::net::connect_result`]).
-    pub fn proves_connected(&self) -> bool {
+    pub(crate) fn proves_connected(&self) -> bool {
         EDGE_PROVES_CONNECT && self.writable && !self.write_closed && !self.error
     }
 }
@@ -71,7 +71,7 @@ impl Event {
 impl Readiness {
     /// ORs an event into the cache. An error or hang-up sets both directions so the next syscall on each
     /// side surfaces it (as an error, EOF or EPIPE) instead of the pair waiting for an edge.
-    pub fn merge(&mut self, event: Event) {
+    pub(crate) fn merge(&mut self, event: Event) {
         self.readable |= event.readable || event.read_closed || event.error;
         self.writable |= event.writable || event.write_closed || event.error;
         self.read_closed |= event.read_closed;
@@ -80,7 +80,7 @@ impl Readiness {
 
     /// A read stopped short of filling the space offered, so the receive queue is empty now; unless the
     /// FIN is known to be pending (then one more read must return 0), the next edge will tell us of new data.
-    pub fn after_short_read(&mut self) {
+    pub(crate) fn after_short_read(&mut self) {
         if !self.read_closed {
             self.readable = false;
         }

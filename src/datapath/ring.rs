@@ -30,7 +30,7 @@ const POOL_RETAIN_BYTES: usize = 2 << 20;
 impl BufPool {
     /// A pool of `size`-byte buffers that keeps at most 2 MiB of them spare (none at all when a single
     /// buffer is larger than that).
-    pub fn new(size: usize) -> BufPool {
+    pub(crate) fn new(size: usize) -> BufPool {
         BufPool {
             size,
             free: Vec::new(),
@@ -39,7 +39,7 @@ impl BufPool {
     }
 
     /// The capacity of every buffer (and so every ring) this pool serves.
-    pub fn buffer_size(&self) -> usize {
+    pub(crate) fn buffer_size(&self) -> usize {
         self.size
     }
 
@@ -55,15 +55,16 @@ impl BufPool {
         }
     }
 
-    /// Buffers currently held spare (for tests and metrics).
-    pub fn spare(&self) -> usize {
+    /// Buffers currently held spare (what the tests check the pool against).
+    #[cfg(test)]
+    pub(crate) fn spare(&self) -> usize {
         self.free.len()
     }
 }
 
 /// A byte ring. Empty rings own no storage.
 #[derive(Debug, Default)]
-pub struct Ring {
+pub(crate) struct Ring {
     /// Storage, present only while `len > 0` or during a read into it.
     buf: Option<Box<[u8]>>,
     /// Index of the oldest byte.
@@ -74,33 +75,38 @@ pub struct Ring {
 
 impl Ring {
     /// An empty ring with no storage.
-    pub fn new() -> Ring {
+    pub(crate) fn new() -> Ring {
         Ring::default()
     }
 
     /// Bytes waiting to be written.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// True when nothing waits to be written.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// True when a read could not store a single byte.
-    pub fn is_full(&self, pool: &BufPool) -> bool {
+    pub(crate) fn is_full(&self, pool: &BufPool) -> bool {
         self.len == pool.buffer_size()
     }
 
-    /// True while the ring holds pool storage.
-    pub fn has_storage(&self) -> bool {
+    /// True while the ring holds pool storage (what the tests check an empty ring against).
+    #[cfg(test)]
+    pub(crate) fn has_storage(&self) -> bool {
         self.buf.is_some()
     }
 
     /// One read from `src` into the free space: `readv` when that space wraps, a plain read otherwise.
     /// `Ok(0)` means EOF (the ring is never full when called).
-    pub fn read_from<R: Read>(&mut self, src: &mut R, pool: &mut BufPool) -> io::Result<usize> {
+    pub(crate) fn read_from<R: Read>(
+        &mut self,
+        src: &mut R,
+        pool: &mut BufPool,
+    ) -> io::Result<usize> {
         debug_assert!(!self.is_full(pool), "read into a full ring");
         let buf = self.buf.get_or_insert_with(|| pool.take());
         let cap = buf.len();
@@ -132,7 +138,11 @@ impl Ring {
     }
 
     /// One `writev` of the held bytes to `dst`; storage goes back to the pool once the ring is empty.
-    pub fn write_to<W: Write>(&mut self, dst: &mut W, pool: &mut BufPool) -> io::Result<usize> {
+    pub(crate) fn write_to<W: Write>(
+        &mut self,
+        dst: &mut W,
+        pool: &mut BufPool,
+    ) -> io::Result<usize> {
         let Some(buf) = self.buf.as_deref() else {
             return Ok(0);
         };
@@ -169,7 +179,7 @@ impl Ring {
     }
 
     /// Drops the held bytes and returns the storage (the pair is being torn down).
-    pub fn clear(&mut self, pool: &mut BufPool) {
+    pub(crate) fn clear(&mut self, pool: &mut BufPool) {
         self.len = 0;
         self.release_if_empty(pool);
     }

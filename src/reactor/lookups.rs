@@ -2,7 +2,7 @@
 //! (and reloaded files) back from the resolver thread, and CONNECT destinations' addresses back from the
 //! lookup threads ([`Reactor::on_looked`]).
 //!
-//! `getaddrinfo` blocks, so the names go to the resolver thread ([`Worker`]); it wakes the loop through a
+//! `getaddrinfo` blocks, so the names go to the resolver thread ([`Worker`](super::worker::Worker)); it wakes the loop through a
 //! `mio::Waker` under `token::WAKER`. One edge may stand for several answers, so [`Reactor::on_waker`]
 //! drains every answer queued. A route has at most one job in flight (`Route::resolving`), and answers
 //! carry the route's uid: a reload may have replaced the route in between. They also carry the number of
@@ -91,7 +91,7 @@ impl Reactor {
     /// answered 504) and its slot may hold another pair since: the id and the phase tell, as a token's
     /// generation does. An answer that comes with the deadline (answers are handled before timers in a
     /// turn; a lookup thread skips a name whose deadline passed) is the deadline's: 504, as the timer would
-    /// have answered. Otherwise the pair connects to the first address ([`Pair::on_looked`]), or answers 502.
+    /// have answered. Otherwise the pair connects to the first address (`Pair::on_looked`), or answers 502.
     fn on_looked(&mut self, slot: usize, id: u32, addrs: Result<Vec<SocketAddr>, String>) {
         let now = self.now;
         self.metrics.lookups += 1;

@@ -237,7 +237,7 @@ impl Interest {
 /// before its edge is reported) comes back as EPOLLOUT alone. Under iperf3 through `--splice auto` these
 /// were 92 % of the turns that did nothing (435 of 473). Before `Established` a writable edge is news
 /// (it completes a connect).
-pub fn is_redundant_write_edge(event: Event, established: bool, writable: bool) -> bool {
+pub(crate) fn is_redundant_write_edge(event: Event, established: bool, writable: bool) -> bool {
     let only_writable = event.writable
         && !event.readable
         && !event.read_closed

@@ -1,5 +1,5 @@
 //! Choosing the upstream for a new connection. Pure: no sockets, no clock; the route describes each
-//! endpoint (an address of an upstream, `src/upstream/endpoint.rs`) as a [`Candidate`] and gets back an index.
+//! endpoint (an address of an upstream, `src/upstream/endpoint/`) as a [`Candidate`] and gets back an index.
 //! "Upstream" below means such a candidate.
 //!
 //! Four algorithms, all weighted:
@@ -25,31 +25,31 @@ use crate::config::Algorithm;
 
 /// What a pick needs to know about one upstream.
 #[derive(Debug, Clone, Copy)]
-pub struct Candidate<'a> {
+pub(crate) struct Candidate<'a> {
     /// A stable identity (the upstream as written), hashed by `source-hash`.
-    pub key: &'a str,
+    pub(crate) key: &'a str,
     /// Relative share of connections, at least 1.
-    pub weight: u64,
+    pub(crate) weight: u64,
     /// Connections open (or connecting) to it now.
-    pub active: usize,
+    pub(crate) active: usize,
     /// Not marked down by health checking (or its backoff has run out).
-    pub up: bool,
+    pub(crate) up: bool,
     /// Never picked: already tried for this client, or not (any longer) an address of its upstream.
-    pub excluded: bool,
+    pub(crate) excluded: bool,
 }
 
 /// The outcome of a pick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pick {
+pub(crate) struct Pick {
     /// Index into the candidate slice.
-    pub index: usize,
+    pub(crate) index: usize,
     /// No upstream at all is up: this one was picked although it is down.
-    pub fail_open: bool,
+    pub(crate) fail_open: bool,
 }
 
 /// One route's balancer: the algorithm and whatever memory it keeps between picks.
 #[derive(Debug, Clone)]
-pub struct Balancer {
+pub(crate) struct Balancer {
     algorithm: Algorithm,
     /// Smooth weighted round-robin scores, by upstream index.
     scores: Vec<i64>,
@@ -60,7 +60,7 @@ pub struct Balancer {
 
 impl Balancer {
     /// A balancer for `upstreams` upstreams; `seed` feeds `random-two` (any value, 0 included).
-    pub fn new(algorithm: Algorithm, upstreams: usize, seed: u64) -> Balancer {
+    pub(crate) fn new(algorithm: Algorithm, upstreams: usize, seed: u64) -> Balancer {
         Balancer {
             algorithm,
             scores: vec![0; upstreams],
@@ -69,12 +69,8 @@ impl Balancer {
         }
     }
 
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-
     /// Picks one of `candidates` for a client from `client`; `None` when every one was tried already.
-    pub fn pick(&mut self, candidates: &[Candidate<'_>], client: IpAddr) -> Option<Pick> {
+    pub(crate) fn pick(&mut self, candidates: &[Candidate<'_>], client: IpAddr) -> Option<Pick> {
         if self.scores.len() != candidates.len() {
             self.scores = vec![0; candidates.len()];
         }

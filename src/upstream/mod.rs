@@ -7,8 +7,8 @@
 //! - [`route`]: one route's listeners, upstreams, balancer, buffer pool and settings.
 //! - [`prewarm`]: the `--prewarm` pool of never-used upstream connections.
 
-pub mod balance;
-pub mod endpoint;
-pub mod health;
+pub(crate) mod balance;
+pub(crate) mod endpoint;
+pub(crate) mod health;
 pub mod prewarm;
 pub mod route;

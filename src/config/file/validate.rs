@@ -1,0 +1,527 @@
+//! The rules of a `--config` file beyond its TOML types: each value parsed by the same function as its
+//! flag's (durations, sizes, addresses, upstream specs), the rules that tie settings together
+//! ([`config::check_mode`], [`config::tlvs_have_a_source`]), unique names and listen addresses across
+//! routes, and the defaults of what the file leaves out. Each refusal names the line and the key.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::str::FromStr;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{OneOrMany, RawFile, RawRoute, RawUpstream};
+use super::{render, Defaults, FileError};
+use crate::config::{
+    self, Addresses, Config, Mode, RouteConfig, UpstreamConfig, DEFAULT_FALL,
+    DEFAULT_HEALTH_TIMEOUT, MAX_LISTENERS, MAX_UPSTREAMS,
+};
+use crate::wire::allow::AllowList;
+use crate::wire::proxy_protocol::CarriedTlvs;
+
+/// Checks every value of `raw` (the text of the file `label`) and resolves its upstreams' names.
+pub(super) fn config(
+    label: &str,
+    text: &str,
+    raw: RawFile,
+    defaults: Defaults,
+    resolve: &mut dyn FnMut(&str) -> Addresses,
+) -> Result<Config, FileError> {
+    let mut reader = Reader {
+        label,
+        text,
+        resolve,
+    };
+    let mut routes = Vec::with_capacity(raw.route.len());
+    for (index, route) in raw.route.into_iter().enumerate() {
+        routes.push(reader.route(index, route, defaults)?);
+    }
+    if routes.is_empty() {
+        let message = "no [[route]] table: at least one route is needed";
+        return Err(render::rejected(label, None, message));
+    }
+    reader.check_unique(&routes)?;
+    Ok(Config {
+        routes,
+        shutdown_timeout: reader
+            .duration("shutdown_timeout", raw.shutdown_timeout.as_ref())?
+            .unwrap_or(defaults.shutdown_timeout),
+        metrics: raw
+            .metrics
+            .as_ref()
+            .map(|addr| reader.addr("metrics", addr))
+            .transpose()?,
+        stats_interval: reader
+            .duration("stats_interval", raw.stats_interval.as_ref())?
+            .filter(|d| !d.is_zero()),
+        file: None,
+        // Flag-only settings; `main` (and a reload, from the running config) fill them in.
+        splice: config::Splice::default(),
+        pipe_size: config::DEFAULT_PIPE_SIZE,
+        threads: 1,
+        prewarm: 0,
+    })
+}
+
+/// `route[N].field`: how an error names a key of the route at `index`.
+fn key(index: usize, field: &str) -> String {
+    format!("route[{index}].{field}")
+}
+
+/// Validation state: the file's name and text (for line numbers) and the resolver.
+struct Reader<'a> {
+    label: &'a str,
+    text: &'a str,
+    resolve: &'a mut dyn FnMut(&str) -> Addresses,
+}
+
+impl Reader<'_> {
+    fn route(
+        &mut self,
+        index: usize,
+        raw: RawRoute,
+        defaults: Defaults,
+    ) -> Result<RouteConfig, FileError> {
+        let span = raw.mode.as_ref().map_or(raw.listen.span(), Spanned::span);
+        let connect = raw
+            .mode
+            .as_ref()
+            .is_some_and(|mode| *mode.get_ref() == Mode::Connect);
+        if raw.upstreams.is_none() && !connect {
+            let message = "missing: a forward route needs upstreams";
+            return Err(self.error(&key(index, "upstreams"), raw.listen.span(), message));
+        }
+        let tlvs_span = raw.send_proxy_tlvs.as_ref().map(Spanned::span);
+        let route = self.route_settings(index, raw, defaults)?;
+        config::check_mode(&route).map_err(|err| self.error(&key(index, "mode"), span, &err))?;
+        if let (false, Some(tlvs_span)) = (config::tlvs_have_a_source(&route), tlvs_span) {
+            let message = format!(
+                "[{}] needs send_proxy = \"v2\" and accept_proxy = true (TLVs are carried from the client's v2 header into a v2 header)",
+                route.send_proxy_tlvs.names()
+            );
+            return Err(self.error(&key(index, "send_proxy_tlvs"), tlvs_span, &message));
+        }
+        Ok(route)
+    }
+
+    fn route_settings(
+        &mut self,
+        index: usize,
+        raw: RawRoute,
+        defaults: Defaults,
+    ) -> Result<RouteConfig, FileError> {
+        let listen = self.listen(&key(index, "listen"), &raw.listen)?;
+        let upstreams = match &raw.upstreams {
+            Some(upstreams) => self.upstreams(&key(index, "upstreams"), upstreams)?,
+            None => Vec::new(),
+        };
+        let connect_attempts = match &raw.connect_attempts {
+            Some(n) => self.positive(&key(index, "connect_attempts"), n)? as usize,
+            None => config::default_connect_attempts(&upstreams),
+        };
+        let resolve_interval = match &raw.resolve_interval {
+            Some(text) => Some(self.duration_value(&key(index, "resolve_interval"), text)?)
+                .filter(|d| !d.is_zero()),
+            None => config::default_resolve_interval(&upstreams),
+        };
+        Ok(RouteConfig {
+            name: raw
+                .name
+                .as_ref()
+                .map_or_else(|| format!("route-{}", index + 1), |n| n.get_ref().clone()),
+            named: raw.name.is_some(),
+            listen,
+            connect_attempts: connect_attempts.min(config::most_endpoints(&upstreams)),
+            resolve_interval,
+            upstreams,
+            balance: raw.balance.unwrap_or_default(),
+            buffer_size: match &raw.buffer_size {
+                Some(text) => {
+                    self.check(&key(index, "buffer_size"), text, config::parse_buffer_size)?
+                }
+                None => config::DEFAULT_BUFFER_SIZE,
+            },
+            max_connections: match &raw.max_connections {
+                Some(n) => self.positive(&key(index, "max_connections"), n)? as usize,
+                None => defaults.max_connections,
+            },
+            connect_timeout: self
+                .timeout(&key(index, "connect_timeout"), raw.connect_timeout.as_ref())?
+                .unwrap_or(config::DEFAULT_CONNECT_TIMEOUT),
+            idle_timeout: self
+                .duration(&key(index, "idle_timeout"), raw.idle_timeout.as_ref())?
+                .filter(|d| !d.is_zero()),
+            fin_timeout: self
+                .timeout(&key(index, "fin_timeout"), raw.fin_timeout.as_ref())?
+                .unwrap_or(config::DEFAULT_FIN_TIMEOUT),
+            max_connection_duration: self
+                .duration(
+                    &key(index, "max_connection_duration"),
+                    raw.max_connection_duration.as_ref(),
+                )?
+                .filter(|d| !d.is_zero()),
+            health_interval: self
+                .duration(&key(index, "health_interval"), raw.health_interval.as_ref())?
+                .filter(|d| !d.is_zero()),
+            health_timeout: self
+                .timeout(&key(index, "health_timeout"), raw.health_timeout.as_ref())?
+                .unwrap_or(DEFAULT_HEALTH_TIMEOUT),
+            fall: match &raw.fall {
+                Some(n) => self.positive(&key(index, "fall"), n)?,
+                None => DEFAULT_FALL,
+            },
+            nodelay: raw.nodelay.unwrap_or(true),
+            keepalive: match &raw.keepalive {
+                Some(text) => {
+                    Some(self.check(&key(index, "keepalive"), text, config::parse_keepalive)?)
+                }
+                None => None,
+            },
+            backlog: match &raw.backlog {
+                Some(n) => i32::try_from(self.positive(&key(index, "backlog"), n)?)
+                    .map_err(|_| self.error(&key(index, "backlog"), n.span(), "too large"))?,
+                None => config::DEFAULT_BACKLOG,
+            },
+            mode: raw.mode.as_ref().map_or(Mode::Forward, |m| *m.get_ref()),
+            allow: match &raw.allow {
+                Some(rules) => AllowList::new(self.each(&key(index, "allow"), rules)?),
+                None => AllowList::default(),
+            },
+            proxy_auth: match &raw.proxy_auth {
+                Some(text) => {
+                    Some(self.check(&key(index, "proxy_auth"), text, config::parse_credentials)?)
+                }
+                None => None,
+            },
+            send_proxy: match &raw.send_proxy {
+                Some(text) => Some(self.check(&key(index, "send_proxy"), text, str::parse)?),
+                None => None,
+            },
+            send_proxy_tlvs: match &raw.send_proxy_tlvs {
+                Some(names) => self.each(&key(index, "send_proxy_tlvs"), names)?,
+                None => CarriedTlvs::default(),
+            },
+            accept_proxy: raw.accept_proxy.unwrap_or(false),
+            header_timeout: self
+                .timeout(&key(index, "header_timeout"), raw.header_timeout.as_ref())?
+                .unwrap_or(config::DEFAULT_HEADER_TIMEOUT),
+        })
+    }
+
+    fn listen(
+        &mut self,
+        key: &str,
+        raw: &Spanned<OneOrMany>,
+    ) -> Result<Vec<SocketAddr>, FileError> {
+        let texts: Vec<&String> = match raw.get_ref() {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many.iter().collect(),
+        };
+        if texts.is_empty() || texts.len() > MAX_LISTENERS {
+            return Err(self.error(
+                key,
+                raw.span(),
+                &format!("between 1 and {MAX_LISTENERS} addresses are needed"),
+            ));
+        }
+        let mut addrs = Vec::with_capacity(texts.len());
+        for text in texts {
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                self.error(
+                    key,
+                    raw.span(),
+                    &format!("invalid address '{text}': expected IP:PORT, e.g. 0.0.0.0:8080"),
+                )
+            })?;
+            if addr.port() != 0 && addrs.contains(&addr) {
+                return Err(self.error(key, raw.span(), &format!("{addr} is listed twice")));
+            }
+            addrs.push(addr);
+        }
+        Ok(addrs)
+    }
+
+    fn upstreams(
+        &mut self,
+        key: &str,
+        raw: &Spanned<Vec<RawUpstream>>,
+    ) -> Result<Vec<UpstreamConfig>, FileError> {
+        let list = raw.get_ref();
+        if list.is_empty() || list.len() > MAX_UPSTREAMS {
+            return Err(self.error(
+                key,
+                raw.span(),
+                &format!("between 1 and {MAX_UPSTREAMS} upstreams are needed"),
+            ));
+        }
+        let mut upstreams: Vec<UpstreamConfig> = Vec::with_capacity(list.len());
+        for entry in list {
+            let (name, weight) = match entry {
+                RawUpstream::Spec(spec) => config::parse_upstream_spec(spec),
+                RawUpstream::Table(table) => {
+                    config::parse_upstream_spec(&table.addr).and_then(|(name, _)| {
+                        match table.weight {
+                            Some(weight) => config::parse_weight(&weight.to_string())
+                                .map(|weight| (name, weight)),
+                            None => Ok((name, 1)),
+                        }
+                    })
+                }
+            }
+            .map_err(|err| self.error(key, raw.span(), &err))?;
+            if upstreams.iter().any(|u| u.name == name) {
+                return Err(self.error(key, raw.span(), &format!("'{name}' is listed twice")));
+            }
+            let addrs = (self.resolve)(&name);
+            upstreams.push(UpstreamConfig {
+                name,
+                addrs,
+                weight,
+            });
+        }
+        Ok(upstreams)
+    }
+
+    /// Route names and fixed listen addresses must be unique across routes.
+    fn check_unique(&self, routes: &[RouteConfig]) -> Result<(), FileError> {
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        for (index, route) in routes.iter().enumerate() {
+            if !names.insert(route.name.as_str()) {
+                let why = if route.named {
+                    format!("'{}' names two routes", route.name)
+                } else {
+                    format!(
+                        "this route has no name and its default, '{}', is taken by another route: name it",
+                        route.name
+                    )
+                };
+                let key = key(index, "name");
+                return Err(render::rejected(self.label, Some(&key), &why));
+            }
+            for addr in route.listen.iter().filter(|addr| addr.port() != 0) {
+                if !addrs.insert(*addr) {
+                    let key = key(index, "listen");
+                    let why = format!("{addr} is used by two routes");
+                    return Err(render::rejected(self.label, Some(&key), &why));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        raw: Option<&Spanned<String>>,
+    ) -> Result<Option<Duration>, FileError> {
+        raw.map(|text| self.duration_value(key, text)).transpose()
+    }
+
+    fn timeout(
+        &self,
+        key: &str,
+        raw: Option<&Spanned<String>>,
+    ) -> Result<Option<Duration>, FileError> {
+        raw.map(|text| self.check(key, text, config::parse_timeout))
+            .transpose()
+    }
+
+    fn duration_value(&self, key: &str, raw: &Spanned<String>) -> Result<Duration, FileError> {
+        self.check(key, raw, config::parse_duration)
+    }
+
+    fn addr(&self, key: &str, raw: &Spanned<String>) -> Result<SocketAddr, FileError> {
+        raw.get_ref().parse().map_err(|_| {
+            self.error(
+                key,
+                raw.span(),
+                &format!("invalid address '{}': expected IP:PORT", raw.get_ref()),
+            )
+        })
+    }
+
+    fn positive(&self, key: &str, raw: &Spanned<u32>) -> Result<u32, FileError> {
+        match *raw.get_ref() {
+            0 => Err(self.error(key, raw.span(), "must be at least 1")),
+            n => Ok(n),
+        }
+    }
+
+    /// Every string of a list parsed as a `T` (an allow rule, a TLV name); the first bad one refuses it.
+    fn each<T, C>(&self, key: &str, raw: &Spanned<Vec<String>>) -> Result<C, FileError>
+    where
+        T: FromStr<Err = String>,
+        C: FromIterator<T>,
+    {
+        raw.get_ref()
+            .iter()
+            .map(|text| text.parse())
+            .collect::<Result<C, String>>()
+            .map_err(|err| self.error(key, raw.span(), &err))
+    }
+
+    fn check<T>(
+        &self,
+        key: &str,
+        raw: &Spanned<String>,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<T, FileError> {
+        parse(raw.get_ref()).map_err(|err| self.error(key, raw.span(), &err))
+    }
+
+    fn error(&self, key: &str, span: Range<usize>, message: &str) -> FileError {
+        render::refused(self.label, self.text, span.start, key, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{accepts, rejects, ROUTE};
+    use crate::config::Mode;
+    use crate::wire::proxy_protocol::{TlvKind, Version};
+    use std::time::Duration;
+
+    #[test]
+    fn test_bad_duration_names_line_and_key() {
+        rejects(
+            &format!("{ROUTE}\nconnect_timeout = \"5parsecs\"\n"),
+            "test.toml:5: route[0].connect_timeout: invalid duration '5parsecs'",
+            &[],
+        );
+    }
+
+    #[test]
+    fn test_no_upstream_is_rejected() {
+        rejects(
+            "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = []\n",
+            "test.toml:3: route[0].upstreams: between 1 and",
+            &[],
+        );
+        rejects(
+            "[[route]]\nlisten = \"127.0.0.1:0\"\n",
+            "test.toml:2: route[0].upstreams: missing",
+            &[],
+        );
+    }
+
+    #[test]
+    fn test_bad_addresses_are_rejected() {
+        rejects(
+            "[[route]]\nlisten = \"nope\"\nupstreams = [\"10.0.0.1:80\"]\n",
+            "test.toml:2: route[0].listen: invalid address 'nope'",
+            &[],
+        );
+        rejects(
+            "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [{ addr = \"10.0.0.1:80\", weight = 0 }]\n",
+            "test.toml:3: route[0].upstreams: ",
+            &["weight"],
+        );
+    }
+
+    /// A name that does not resolve is no error: the route starts with that upstream down.
+    #[test]
+    fn test_unresolvable_upstream_is_accepted_with_its_error() {
+        let config =
+            accepts("[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"nowhere.invalid:80\"]\n");
+        let route = &config.routes[0];
+        assert_eq!(
+            route.upstreams[0].addrs,
+            Err("cannot resolve 'nowhere.invalid:80'".to_string())
+        );
+        // A name may have several addresses: three attempts by default even with one upstream.
+        assert_eq!(route.connect_attempts, 3);
+        assert_eq!(route.resolve_interval, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn test_duplicates_across_routes_are_rejected() {
+        let named = "name = \"a\"\n";
+        rejects(
+            &format!("{ROUTE}{named}{ROUTE}{named}"),
+            "test.toml: route[1].name: 'a' names two routes",
+            &[],
+        );
+        let fixed = ROUTE.replace("127.0.0.1:0", "127.0.0.1:7000");
+        rejects(
+            &format!("{fixed}{fixed}"),
+            "test.toml: route[1].listen: 127.0.0.1:7000 is used by two routes",
+            &[],
+        );
+    }
+
+    #[test]
+    fn test_unnamed_route_clashing_with_a_named_one_is_told_to_take_a_name() {
+        rejects(
+            &format!("{ROUTE}name = \"route-2\"\n{ROUTE}"),
+            "test.toml: route[1].name: this route has no name",
+            &[],
+        );
+    }
+
+    #[test]
+    fn test_connect_route_keys() {
+        let config = accepts("[[route]]\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\nallow = [\"10.0.0.0/8:443\", \".example.com:*\"]\nproxy_auth = \"u:p\"\nsend_proxy = \"v2\"\naccept_proxy = true\nheader_timeout = \"3s\"\n");
+        let route = &config.routes[0];
+        assert_eq!(route.mode, Mode::Connect);
+        assert!(route.upstreams.is_empty());
+        assert_eq!(route.proxy_auth.as_deref(), Some("Basic dTpw"));
+        assert_eq!(route.send_proxy, Some(Version::V2));
+        assert!(route.accept_proxy);
+        assert_eq!(route.header_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn test_send_proxy_tlvs() {
+        let config = accepts(&format!(
+            "{ROUTE}send_proxy = \"v2\"\naccept_proxy = true\nsend_proxy_tlvs = [\"unique_id\", \"authority\"]\n"
+        ));
+        let tlvs = config.routes[0].send_proxy_tlvs;
+        assert!(tlvs.contains(TlvKind::Authority) && tlvs.contains(TlvKind::UniqueId));
+        assert!(!tlvs.contains(TlvKind::Alpn));
+        rejects(
+            &format!("{ROUTE}send_proxy = \"v2\"\naccept_proxy = true\nsend_proxy_tlvs = [\"alpn\", \"sni\"]\n"),
+            "test.toml:6: route[0].send_proxy_tlvs: unknown TLV 'sni'",
+            &[],
+        );
+        for (settings, line) in [
+            ("send_proxy = \"v1\"\naccept_proxy = true\n", 6),
+            ("accept_proxy = true\n", 5),
+            ("send_proxy = \"v2\"\n", 5),
+        ] {
+            rejects(
+                &format!("{ROUTE}{settings}send_proxy_tlvs = [\"alpn\"]\n"),
+                &format!("test.toml:{line}: route[0].send_proxy_tlvs: [alpn] needs send_proxy = \"v2\" and accept_proxy = true"),
+                &[],
+            );
+        }
+        let none = accepts(&format!("{ROUTE}send_proxy_tlvs = []\n"));
+        assert!(none.routes[0].send_proxy_tlvs.is_empty());
+    }
+
+    #[test]
+    fn test_connect_route_errors_name_line_and_key() {
+        let connect = "[[route]]\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\n";
+        rejects(
+            &format!("{connect}allow = [\"10.0.0.0/99:1\"]\n"),
+            "test.toml:4: route[0].allow: invalid allow rule '10.0.0.0/99:1'",
+            &[],
+        );
+        rejects(
+            connect,
+            "test.toml:3: route[0].mode: connect mode needs an allow-list",
+            &[],
+        );
+        rejects(
+            &format!("{ROUTE}allow = [\"*:1\"]\n"),
+            "test.toml:",
+            &["only apply to connect mode"],
+        );
+        rejects(
+            &format!("{ROUTE}send_proxy = \"v3\"\n"),
+            "test.toml:4: route[0].send_proxy",
+            &[],
+        );
+    }
+}
