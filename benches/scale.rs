@@ -57,7 +57,7 @@ use pairs::{PairsRun, Setup};
 use pattern::Pattern;
 use report::Skipped;
 use stats::{count_label, destinations_for, largest_fitting, parse_count};
-use support::args::{command_line, split_flag, value_of};
+use support::args::{command_line, Flags};
 use util::{fail, BenchResult, Context};
 
 const USAGE: &str = "\
@@ -151,14 +151,12 @@ fn parse(args: &[String]) -> BenchResult<Parsed> {
         out_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results"),
         command: String::new(),
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = split_flag(arg);
-        let mut value = || value_of(flag, &inline, &mut it).or_else(fail);
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
+        let mut value = || flags.value().or_else(fail);
         match flag {
             "-h" | "--help" => return Ok(Parsed::Help),
-            // cargo bench appends --bench to every bench binary it runs.
-            "--bench" | "--quick" => {}
+            "--quick" => {}
             "--parts" => {
                 let v = value()?;
                 let parts: Vec<&str> = v.split(',').map(str::trim).collect();

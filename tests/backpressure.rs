@@ -139,80 +139,15 @@ fn upstream_reading_on_command() -> (Backend, mpsc::Sender<u64>, mpsc::Receiver<
     (upstream, until_tx, reports)
 }
 
-/// Writes the next `len` pattern bytes of the stream; returns the stream offset after them.
-fn send_next(client: &mut TcpStream, sent: &mut u64, len: usize) -> u64 {
-    client.write_all(pattern(*sent, len)).expect("write");
-    *sent += len as u64;
-    *sent
-}
-
 /// Bytes the forwarder has written upstream.
 fn forwarded(metrics: SocketAddr) -> u64 {
     sample(&scrape(metrics), "edgefwd_bytes_total{direction=\"c2u\"}")
-}
-
-/// Sends 16 KiB chunks until the c2u direction stalls on an upstream that reads nothing. A run that ended
-/// on a full ring is not enough (a send buffer can be full for a moment, and an upstream whose receive
-/// buffer grew while it read earlier takes megabytes more): stalled means bytes are held back from the
-/// upstream and that stays so for 100 ms.
-fn fill_until_stalled(client: &mut TcpStream, sent: &mut u64, metrics: SocketAddr) {
-    let stalls = || sample(&scrape(metrics), "edgefwd_reads_ring_full_total");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let before = stalls();
-        while stalls() == before {
-            assert!(
-                Instant::now() < deadline,
-                "no backpressure stall after {sent} bytes"
-            );
-            send_next(client, sent, 16 * 1024);
-        }
-        let held_back = forwarded(metrics);
-        thread::sleep(Duration::from_millis(100));
-        if forwarded(metrics) == held_back && held_back < *sent {
-            return;
-        }
-    }
 }
 
 /// Whether the forwarder's one pair has a socket muted now (pauses minus resumes).
 fn muted(metrics: SocketAddr) -> bool {
     let body = scrape(metrics);
     sample(&body, "edgefwd_read_pauses_total") > sample(&body, "edgefwd_read_resumes_total")
-}
-
-/// Sends 512-byte segments, 2 ms apart, until the forwarder has muted the blocked c2u socket (it may have
-/// done so already, on a chunk that arrived after the stall). At most 64: enough to fill a 16 KiB ring
-/// that the last write upstream had partly drained (the first edges then bring data the ring can take;
-/// only the next one is wasted).
-fn trickle_until_muted(client: &mut TcpStream, sent: &mut u64, metrics: SocketAddr) {
-    for _ in 0..64 {
-        if muted(metrics) {
-            return;
-        }
-        send_next(client, sent, 512);
-        thread::sleep(Duration::from_millis(2));
-    }
-    let body = scrape(metrics);
-    let counters: Vec<String> = [
-        "read_pauses_total",
-        "read_resumes_total",
-        "reads_ring_full_total",
-        "reads_total",
-        "reads_short_total",
-        "reads_would_block_total",
-        "polls_total",
-        "spurious_wakeups_total",
-    ]
-    .iter()
-    .map(|name| format!("{name}={}", sample(&body, &format!("edgefwd_{name}"))))
-    .collect();
-    assert!(
-        muted(metrics),
-        "64 segments reached a blocked direction, and its socket was never muted ({sent} sent, {} forwarded; {})",
-        forwarded(metrics),
-        counters.join(" ")
-    );
 }
 
 /// A forwarder with 16 KiB rings in front of [`upstream_reading_on_command`], and one client whose
@@ -223,73 +158,142 @@ struct Muted {
     read_until: mpsc::Sender<u64>,
     reports: mpsc::Receiver<ConnReport>,
     fwd: Forwarder,
+    metrics: SocketAddr,
     client: TcpStream,
     /// Bytes the client has sent so far.
     sent: u64,
 }
 
-fn muted_pair() -> Muted {
-    let (upstream, read_until, reports) = upstream_reading_on_command();
-    let upstream_arg = upstream.upstream_arg();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream_arg,
-        "--buffer-size",
-        "16k",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
-    let metrics = fwd.metrics_addr();
-    let mut client = connect(fwd.addr());
-    client.set_nodelay(true).expect("nodelay");
-    let mut sent = 0u64;
-    fill_until_stalled(&mut client, &mut sent, metrics);
-    trickle_until_muted(&mut client, &mut sent, metrics);
-    Muted {
-        _upstream: upstream,
-        read_until,
-        reports,
-        fwd,
-        client,
-        sent,
+impl Muted {
+    fn new() -> Muted {
+        let (upstream, read_until, reports) = upstream_reading_on_command();
+        let upstream_arg = upstream.upstream_arg();
+        let fwd = Forwarder::start(&[
+            "--upstream",
+            &upstream_arg,
+            "--buffer-size",
+            "16k",
+            "--metrics",
+            "127.0.0.1:0",
+        ]);
+        let metrics = fwd.metrics_addr();
+        let client = connect(fwd.addr());
+        client.set_nodelay(true).expect("nodelay");
+        let mut pair = Muted {
+            _upstream: upstream,
+            read_until,
+            reports,
+            fwd,
+            metrics,
+            client,
+            sent: 0,
+        };
+        pair.fill_until_stalled();
+        pair.trickle_until_muted();
+        pair
     }
-}
 
-/// Three 16 KiB chunks, each read by the upstream and then forwarded in full; `what` says which failed.
-fn chunks_flow(
-    client: &mut TcpStream,
-    sent: &mut u64,
-    read_until: &mpsc::Sender<u64>,
-    metrics: SocketAddr,
-    what: &str,
-) {
-    for _ in 0..3 {
-        let target = send_next(client, sent, 16 * 1024);
-        read_until.send(target).expect("command");
+    /// One counter of a fresh scrape.
+    fn counter(&self, name: &str) -> u64 {
+        sample(&scrape(self.metrics), name)
+    }
+
+    /// Writes the next `len` pattern bytes of the stream; returns the stream offset after them.
+    fn send_next(&mut self, len: usize) -> u64 {
+        self.client
+            .write_all(pattern(self.sent, len))
+            .expect("write");
+        self.sent += len as u64;
+        self.sent
+    }
+
+    /// Sends 16 KiB chunks until the c2u direction stalls on an upstream that reads nothing. A run that
+    /// ended on a full ring is not enough (a send buffer can be full for a moment, and an upstream whose
+    /// receive buffer grew while it read earlier takes megabytes more): stalled means bytes are held back
+    /// from the upstream and that stays so for 100 ms.
+    fn fill_until_stalled(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let before = self.counter("edgefwd_reads_ring_full_total");
+            while self.counter("edgefwd_reads_ring_full_total") == before {
+                assert!(
+                    Instant::now() < deadline,
+                    "no backpressure stall after {} bytes",
+                    self.sent
+                );
+                self.send_next(16 * 1024);
+            }
+            let held_back = forwarded(self.metrics);
+            thread::sleep(Duration::from_millis(100));
+            if forwarded(self.metrics) == held_back && held_back < self.sent {
+                return;
+            }
+        }
+    }
+
+    /// Sends 512-byte segments, 2 ms apart, until the forwarder has muted the blocked c2u socket (it may
+    /// have done so already, on a chunk that arrived after the stall). At most 64: enough to fill a
+    /// 16 KiB ring that the last write upstream had partly drained (the first edges then bring data the
+    /// ring can take; only the next one is wasted).
+    fn trickle_until_muted(&mut self) {
+        for _ in 0..64 {
+            if muted(self.metrics) {
+                return;
+            }
+            self.send_next(512);
+            thread::sleep(Duration::from_millis(2));
+        }
+        let body = scrape(self.metrics);
+        let counters: Vec<String> = [
+            "read_pauses_total",
+            "read_resumes_total",
+            "reads_ring_full_total",
+            "reads_total",
+            "reads_short_total",
+            "reads_would_block_total",
+            "polls_total",
+            "spurious_wakeups_total",
+        ]
+        .iter()
+        .map(|name| format!("{name}={}", sample(&body, &format!("edgefwd_{name}"))))
+        .collect();
         assert!(
-            wait_until(IO_TIMEOUT, || forwarded(metrics) == target),
-            "{what}"
+            muted(self.metrics),
+            "64 segments reached a blocked direction, and its socket was never muted ({} sent, {} forwarded; {})",
+            self.sent,
+            forwarded(self.metrics),
+            counters.join(" ")
         );
     }
-}
 
-/// The client half-closes, the upstream reads everything: it got all `sent` bytes intact and then the
-/// FIN (`what` if not), and the pair closes as a client FIN.
-fn fin_passes_with_every_byte(
-    client: &TcpStream,
-    sent: u64,
-    read_until: &mpsc::Sender<u64>,
-    reports: &mpsc::Receiver<ConnReport>,
-    fwd: &Forwarder,
-    what: &str,
-) {
-    client.shutdown(Shutdown::Write).expect("shutdown");
-    read_until.send(u64::MAX).expect("command");
-    let report = reports.recv_timeout(IO_TIMEOUT).expect("upstream report");
-    assert_eq!(report.bytes, sent, "{report:?}");
-    assert_eq!(report.mismatch, None);
-    assert_eq!(report.end, End::Eof, "{what}");
-    fwd.wait_for_close("client-fin", Duration::from_secs(5));
+    /// Three 16 KiB chunks, each read by the upstream and then forwarded in full; `what` says which
+    /// failed.
+    fn chunks_flow(&mut self, what: &str) {
+        for _ in 0..3 {
+            let target = self.send_next(16 * 1024);
+            self.read_until.send(target).expect("command");
+            assert!(
+                wait_until(IO_TIMEOUT, || forwarded(self.metrics) == target),
+                "{what}"
+            );
+        }
+    }
+
+    /// The client half-closes, the upstream reads everything: it got all bytes sent intact and then the
+    /// FIN (`what` if not), and the pair closes as a client FIN.
+    fn fin_passes_with_every_byte(self, what: &str) {
+        self.client.shutdown(Shutdown::Write).expect("shutdown");
+        self.read_until.send(u64::MAX).expect("command");
+        let report = self
+            .reports
+            .recv_timeout(IO_TIMEOUT)
+            .expect("upstream report");
+        assert_eq!(report.bytes, self.sent, "{report:?}");
+        assert_eq!(report.mismatch, None);
+        assert_eq!(report.end, End::Eof, "{what}");
+        self.fwd
+            .wait_for_close("client-fin", Duration::from_secs(5));
+    }
 }
 
 /// A direction blocked by a full ring (or pipe) mutes its socket's read events: segments that keep
@@ -298,60 +302,39 @@ fn fin_passes_with_every_byte(
 /// while muted still delivers every byte and the FIN.
 #[test]
 fn test_blocked_direction_is_not_woken_by_each_arriving_segment() {
-    let Muted {
-        _upstream,
-        read_until,
-        reports,
-        fwd,
-        mut client,
-        mut sent,
-    } = muted_pair();
-    let metrics = fwd.metrics_addr();
-    let counter = |name: &str| sample(&scrape(metrics), name);
+    let mut pair = Muted::new();
     // Muted: more segments arrive, and the loop sleeps through them. Only the scrapes cost polls.
     let quiet = {
-        let first = counter("edgefwd_polls_total");
+        let first = pair.counter("edgefwd_polls_total");
         thread::sleep(Duration::from_millis(50));
-        counter("edgefwd_polls_total") - first
+        pair.counter("edgefwd_polls_total") - first
     };
-    let before = counter("edgefwd_polls_total");
+    let before = pair.counter("edgefwd_polls_total");
     for _ in 0..30 {
-        send_next(&mut client, &mut sent, 512);
+        pair.send_next(512);
         thread::sleep(Duration::from_millis(5));
     }
-    let polls = counter("edgefwd_polls_total") - before;
+    let polls = pair.counter("edgefwd_polls_total") - before;
     assert!(
         polls <= quiet + 3,
         "{polls} polls ({quiet} for the scrapes alone) while 30 segments reached a muted socket"
     );
 
     // Drained, the socket must be read from again on the next edge, chunk after chunk.
-    read_until.send(sent).expect("command");
+    let (sent, metrics) = (pair.sent, pair.metrics);
+    pair.read_until.send(sent).expect("command");
     assert!(
         wait_until(IO_TIMEOUT, || forwarded(metrics) == sent),
         "only {} of {sent} bytes forwarded once the upstream read again",
         forwarded(metrics)
     );
     assert!(!muted(metrics), "drained, yet still muted");
-    chunks_flow(
-        &mut client,
-        &mut sent,
-        &read_until,
-        metrics,
-        "a chunk sent after the stall was not forwarded: the socket stayed muted",
-    );
+    pair.chunks_flow("a chunk sent after the stall was not forwarded: the socket stayed muted");
 
     // A second stall, with the FIN arriving while muted.
-    fill_until_stalled(&mut client, &mut sent, metrics);
-    trickle_until_muted(&mut client, &mut sent, metrics);
-    fin_passes_with_every_byte(
-        &client,
-        sent,
-        &read_until,
-        &reports,
-        &fwd,
-        "the FIN that came while muted is passed on",
-    );
+    pair.fill_until_stalled();
+    pair.trickle_until_muted();
+    pair.fin_passes_with_every_byte("the FIN that came while muted is passed on");
 }
 
 /// A socket known to be writable stops write events once a redundant EPOLLOUT edge has come, and every
@@ -361,44 +344,22 @@ fn test_blocked_direction_is_not_woken_by_each_arriving_segment() {
 /// whatever the first one dropped, and a FIN.
 #[test]
 fn test_redundant_epollout_drops_write_interest_and_bytes_still_flow() {
-    let Muted {
-        _upstream,
-        read_until,
-        reports,
-        fwd,
-        mut client,
-        mut sent,
-    } = muted_pair();
-    let metrics = fwd.metrics_addr();
-    let counter = |name: &str| sample(&scrape(metrics), name);
-    read_until.send(sent).expect("command");
+    let mut pair = Muted::new();
+    pair.read_until.send(pair.sent).expect("command");
     assert!(
-        wait_until(IO_TIMEOUT, || !muted(metrics)),
+        wait_until(IO_TIMEOUT, || !muted(pair.metrics)),
         "drained, yet still muted"
     );
     assert!(
-        wait_until(IO_TIMEOUT, || counter("edgefwd_write_drops_total") >= 1),
+        wait_until(IO_TIMEOUT, || pair.counter("edgefwd_write_drops_total") >= 1),
         "the client socket was taken back for reads and kept its write interest (write drops {}, spurious wakeups {})",
-        counter("edgefwd_write_drops_total"),
-        counter("edgefwd_spurious_wakeups_total")
+        pair.counter("edgefwd_write_drops_total"),
+        pair.counter("edgefwd_spurious_wakeups_total")
     );
-    chunks_flow(
-        &mut client,
-        &mut sent,
-        &read_until,
-        metrics,
-        "a chunk sent after the write interest was dropped was not forwarded",
-    );
+    pair.chunks_flow("a chunk sent after the write interest was dropped was not forwarded");
 
-    fill_until_stalled(&mut client, &mut sent, metrics);
-    fin_passes_with_every_byte(
-        &client,
-        sent,
-        &read_until,
-        &reports,
-        &fwd,
-        "the FIN is passed on",
-    );
+    pair.fill_until_stalled();
+    pair.fin_passes_with_every_byte("the FIN is passed on");
 }
 
 #[test]

@@ -75,20 +75,7 @@ fn answered(waiters: &mut [Waiter], want: usize, timeout: Duration) -> usize {
 fn default_admits_half_the_fds_left(mode: &str) {
     let pairs = 40;
     let echo = Backend::echo();
-    let upstream = echo.upstream_arg();
-    let args = [
-        "--upstream",
-        upstream.as_str(),
-        "--splice",
-        mode,
-        "--metrics",
-        "127.0.0.1:0",
-    ];
-    let options = Options {
-        nofile: Some(RESERVE + 2 * pairs as u64),
-        ..Options::default()
-    };
-    let fwd = Forwarder::start_with(&args, &options);
+    let fwd = splice_forwarder(&echo, mode, &[], Some(RESERVE + 2 * pairs as u64));
     assert_eq!(fwd.fd_budget(), pairs, "(nofile - reserve) / 2");
     let mut idle: Vec<Waiter> = (0..pairs)
         .map(|i| Waiter::send(fwd.addr(), format!("idle {i}")))
@@ -199,11 +186,7 @@ fn test_routes_share_one_budget() {
         })
         .collect();
     let file = ConfigFile::new(&routes);
-    let options = Options {
-        nofile: Some(RESERVE + 2 * budget as u64),
-        ..Options::default()
-    };
-    let fwd = Forwarder::start_with(&["--config", file.path()], &options);
+    let fwd = Forwarder::start_with_nofile(&["--config", file.path()], RESERVE + 2 * budget as u64);
     assert_eq!(fwd.fd_budget(), budget);
     let logs = fwd.logs();
     let addrs: Vec<SocketAddr> = ["a", "b", "c"]
@@ -219,13 +202,9 @@ fn test_routes_share_one_budget() {
 fn test_threads_share_one_budget() {
     let budget = 6;
     let echo = Backend::echo();
-    let options = Options {
-        nofile: Some(RESERVE_TWO_THREADS + 2 * budget as u64),
-        ..Options::default()
-    };
-    let fwd = Forwarder::start_with(
+    let fwd = Forwarder::start_with_nofile(
         &["--upstream", &echo.upstream_arg(), "--threads", "2"],
-        &options,
+        RESERVE_TWO_THREADS + 2 * budget as u64,
     );
     assert_eq!(fwd.fd_budget(), budget);
     budget_holds_and_releases(&fwd, &echo, &[fwd.addr()], 10, budget);

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use edgefwd::config::settings;
 
 fn route(name: &str, listen: &str, upstream: &Backend) -> String {
     format!(
@@ -110,4 +111,22 @@ fn test_missing_file_is_a_start_failure() {
     let (code, stderr) = run_edgefwd_expect_fail(&["--config", "/nonexistent/edgefwd.toml"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("/nonexistent/edgefwd.toml"), "{stderr}");
+}
+
+/// docs/config.md's key table is `settings::docs_table()`: edit the rows in `settings::ROUTE`, then paste
+/// the printed table.
+#[test]
+fn test_docs_table_is_rendered_from_the_settings() {
+    let docs = include_str!("../docs/config.md");
+    let table = settings::docs_table();
+    let start = docs.find("\n| key |").map_or(docs.len(), |at| at + 1);
+    let written: String = docs[start..]
+        .lines()
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(
+        written == table,
+        "docs/config.md's key table differs from src/config/settings.rs; it should read:\n{table}"
+    );
 }

@@ -127,13 +127,7 @@ fn run_cases(
 fn test_accept_proxy_forwards_exactly_what_the_model_accepts() {
     let echo = Backend::echo();
     let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--accept-proxy"]);
-    let words = Words {
-        mode: "proxy",
-        peer: "backend",
-        reached: "accepted headers",
-        refused: "rejected headers",
-    };
-    fuzz_into(&echo, 0xED6E_E2E0_0001, words, |g, n, seed| {
+    fuzz_into(&echo, 0xED6E_E2E0_0001, Words::PROXY, |g, n, seed| {
         proxy_case(fwd.addr(), g, n, seed)
     });
 }
@@ -148,6 +142,27 @@ struct Words {
     reached: &'static str,
     /// The cases that must not have.
     refused: &'static str,
+}
+
+impl Words {
+    /// `--accept-proxy`: the backend sees the clients whose header was accepted.
+    const PROXY: Words = Words::new("proxy", "backend", "accepted headers", "rejected headers");
+    /// `--mode connect`: the destination sees the tunnels opened.
+    const CONNECT: Words = Words::new("connect", "destination", "tunnels", "refused heads");
+
+    const fn new(
+        mode: &'static str,
+        peer: &'static str,
+        reached: &'static str,
+        refused: &'static str,
+    ) -> Words {
+        Words {
+            mode,
+            peer,
+            reached,
+            refused,
+        }
+    }
 }
 
 /// Runs the cases (seed and count from the environment, `default_seed` otherwise) against `peer`, an
@@ -288,13 +303,7 @@ fn test_connect_tunnels_exactly_what_the_model_accepts() {
     let allowed = echo.addr();
     let allow = allowed.to_string();
     let fwd = Forwarder::start(&["--mode", "connect", "--allow", &allow]);
-    let words = Words {
-        mode: "connect",
-        peer: "destination",
-        reached: "tunnels",
-        refused: "refused heads",
-    };
-    fuzz_into(&echo, 0xED6E_E2E0_0002, words, |g, n, seed| {
+    fuzz_into(&echo, 0xED6E_E2E0_0002, Words::CONNECT, |g, n, seed| {
         connect_case(fwd.addr(), allowed, g, n, seed)
     });
 }

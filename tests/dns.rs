@@ -51,6 +51,17 @@ fn process_turn() -> Option<fs::File> {
 }
 
 impl HostsEntry {
+    /// [`HostsEntry::add`] for the made-up name `edgefwd-dns-LABEL-PID.test`; where /etc/hosts cannot be
+    /// written, says that the test is skipped because no name can `what`, and gives `None`.
+    fn made_up(label: &str, ips: &[&str], what: &str) -> Option<HostsEntry> {
+        let name = format!("edgefwd-dns-{label}-{}.test", std::process::id());
+        let entry = HostsEntry::add(&name, ips);
+        if entry.is_none() {
+            eprintln!("skipped: {HOSTS} cannot be written here, so no name can {what}");
+        }
+        entry
+    }
+
     /// Adds `ip name` for each of `ips`; `None` if /etc/hosts cannot be written here.
     fn add(name: &str, ips: &[&str]) -> Option<HostsEntry> {
         let turn = HOSTS_LOCK
@@ -124,11 +135,19 @@ fn greeters_on(port: u16) -> (Backend, Backend) {
     (v4, v6)
 }
 
-/// [`greeters_on`] a port free on both loopbacks; `None` where ::1 cannot be bound at all.
+/// [`greeters_on`] a port free on both loopbacks; `None`, having said why, where ::1 cannot be bound.
 fn greeters_on_one_port() -> Option<(Backend, Backend, u16)> {
     let port = port_free_on_both()?;
     let (a, b) = greeters_on(port);
     Some((a, b, port))
+}
+
+/// A forwarder over `upstreams` that re-resolves their names every 200 ms, with `extra` flags.
+fn re_resolving(upstreams: &[&str], extra: &[&str]) -> Forwarder {
+    let mut args: Vec<&str> = upstreams.iter().flat_map(|u| ["--upstream", u]).collect();
+    args.extend_from_slice(&["--resolve-interval", "200ms"]);
+    args.extend_from_slice(extra);
+    Forwarder::start(&args)
 }
 
 fn greeting_through(fwd: &Forwarder) -> String {
@@ -142,17 +161,15 @@ fn greeting_through(fwd: &Forwarder) -> String {
 
 #[test]
 fn test_changed_dns_answer_applies_to_new_connections() {
-    let name = format!("edgefwd-dns-test-{}.test", std::process::id());
-    let Some(entry) = HostsEntry::add(&name, &["127.0.0.1"]) else {
-        eprintln!("skipped: {HOSTS} cannot be written here, so no name can be made to change");
+    let Some(entry) = HostsEntry::made_up("test", &["127.0.0.1"], "be made to change") else {
         return;
     };
+    let name = entry.name.clone();
     let Some((_v4, _v6, port)) = greeters_on_one_port() else {
-        eprintln!("skipped: no IPv6 loopback here");
         return;
     };
     let upstream = format!("{name}:{port}");
-    let fwd = Forwarder::start(&["--upstream", &upstream, "--resolve-interval", "200ms"]);
+    let fwd = re_resolving(&[&upstream], &[]);
     assert_eq!(greeting_through(&fwd), "v4");
 
     entry.point_to(&["::1"]).expect("rewrite /etc/hosts");
@@ -168,15 +185,13 @@ fn test_changed_dns_answer_applies_to_new_connections() {
 /// else changed) but takes the address the reloaded file resolved.
 #[test]
 fn test_sighup_applies_a_changed_dns_answer() {
-    let name = format!("edgefwd-dns-hup-{}.test", std::process::id());
     let Some((_v4, _v6, port)) = greeters_on_one_port() else {
-        eprintln!("skipped: no IPv6 loopback here");
         return;
     };
-    let Some(entry) = HostsEntry::add(&name, &["127.0.0.1"]) else {
-        eprintln!("skipped: {HOSTS} cannot be written here, so no name can be made to change");
+    let Some(entry) = HostsEntry::made_up("hup", &["127.0.0.1"], "be made to change") else {
         return;
     };
+    let name = entry.name.clone();
     let text = format!(
         "[[route]]\nname = \"dns\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{name}:{port}\"]\nresolve_interval = \"0s\"\n"
     );
@@ -224,24 +239,17 @@ fn labels_of(fwd: &Forwarder, n: usize) -> Vec<(String, usize)> {
 /// re-resolution.
 #[test]
 fn test_an_unresolvable_name_starts_down_and_joins_once_it_resolves() {
-    let name = format!("edgefwd-dns-late-{}.test", std::process::id());
-    let Some(entry) = HostsEntry::add(&name, &[]) else {
-        eprintln!("skipped: {HOSTS} cannot be written here, so no name can be made to appear");
+    let Some(entry) = HostsEntry::made_up("late", &[], "be made to appear") else {
         return;
     };
+    let name = entry.name.clone();
     let good = greeter(common::loopback4(), "good");
     let late = greeter(common::loopback4(), "late");
     let upstream = format!("{name}:{}", late.addr().port());
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &good.upstream_arg(),
-        "--upstream",
-        &upstream,
-        "--resolve-interval",
-        "200ms",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let fwd = re_resolving(
+        &[&good.upstream_arg(), &upstream],
+        &["--metrics", "127.0.0.1:0"],
+    );
     fwd.expect_log(
         &format!("upstream {upstream} of route default is down: cannot resolve '{upstream}'"),
         Duration::from_secs(10),
@@ -302,14 +310,7 @@ fn test_an_address_dropped_from_a_name_takes_no_new_connections_and_its_pair_fin
     };
     let (_v4, _v6) = greeters_on(port);
     let upstream = format!("{}:{port}", entry.name);
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream,
-        "--resolve-interval",
-        "200ms",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let fwd = re_resolving(&[&upstream], &["--metrics", "127.0.0.1:0"]);
     // Round-robin over the two addresses: one of the first two clients is on ::1; keep it open.
     let (first, first_conn) = open_labelled(&fwd);
     let (second, second_conn) = open_labelled(&fwd);
@@ -383,15 +384,9 @@ fn test_failover_moves_across_the_addresses_of_one_name() {
 /// that no other test of this file can take it meanwhile) and the name's addresses in the resolver's
 /// order; `None`, having said why, where that cannot be done here.
 fn name_with_two_addresses(label: &str) -> Option<(HostsEntry, u16, Vec<SocketAddr>)> {
-    let name = format!("edgefwd-dns-{label}-{}.test", std::process::id());
-    let Some(entry) = HostsEntry::add(&name, &["127.0.0.1", "::1"]) else {
-        eprintln!("skipped: {HOSTS} cannot be written here, so no name can have two addresses");
-        return None;
-    };
-    let Some(port) = port_free_on_both() else {
-        eprintln!("skipped: no IPv6 loopback here");
-        return None;
-    };
+    let entry = HostsEntry::made_up(label, &["127.0.0.1", "::1"], "have two addresses")?;
+    let name = entry.name.clone();
+    let port = port_free_on_both()?;
     let addrs: Vec<SocketAddr> = (name.as_str(), port)
         .to_socket_addrs()
         .expect("resolve the name just written")
@@ -486,10 +481,13 @@ fn test_each_address_of_a_name_gets_its_own_connect_timeout() {
     );
 }
 
-/// A port nobody listens on, on 127.0.0.1 and on ::1 alike (found by trying a few); `None` where ::1
-/// cannot be bound at all.
+/// A port nobody listens on, on 127.0.0.1 and on ::1 alike (found by trying a few); `None`, having said
+/// that the test is skipped, where ::1 cannot be bound at all.
 fn port_free_on_both() -> Option<u16> {
-    TcpListener::bind("[::1]:0").ok()?;
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback here");
+        return None;
+    }
     for _ in 0..50 {
         // Below the ephemeral range, so no test running in parallel is handed it meanwhile.
         let port = unused_port();
@@ -508,13 +506,11 @@ fn port_free_on_both() -> Option<u16> {
 /// pass for connections to the new one: every client reaches an address its names have now.
 #[test]
 fn test_a_warm_connection_to_a_dropped_address_never_serves_the_address_that_reuses_its_slot() {
-    let name = format!("edgefwd-dns-warm-{}.test", std::process::id());
-    let Some(entry) = HostsEntry::add(&name, &["127.0.0.1"]) else {
-        eprintln!("skipped: {HOSTS} cannot be written here, so no name can be made to change");
+    let Some(entry) = HostsEntry::made_up("warm", &["127.0.0.1"], "be made to change") else {
         return;
     };
+    let name = entry.name.clone();
     let (Some(a), Some(b)) = (port_free_on_both(), port_free_on_both()) else {
-        eprintln!("skipped: no IPv6 loopback here");
         return;
     };
     assert_ne!(a, b, "two upstreams need two ports");
@@ -523,16 +519,7 @@ fn test_a_warm_connection_to_a_dropped_address_never_serves_the_address_that_reu
     let _b4 = greeter(SocketAddr::from(([127, 0, 0, 1], b)), "b4");
     let _b6 = greeter(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, b)), "b6");
     let (upstream_a, upstream_b) = (format!("{name}:{a}"), format!("{name}:{b}"));
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream_a,
-        "--upstream",
-        &upstream_b,
-        "--prewarm",
-        "8",
-        "--resolve-interval",
-        "200ms",
-    ]);
+    let fwd = re_resolving(&[&upstream_a, &upstream_b], &["--prewarm", "8"]);
     // The warm connections to both 127.0.0.1 endpoints are made and confirmed.
     std::thread::sleep(Duration::from_millis(700));
 

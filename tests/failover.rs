@@ -13,26 +13,45 @@ fn vacant_port() -> SocketAddr {
     refused_addr()
 }
 
+/// A forwarder over two upstreams, a [`vacant_port`] first (round-robin tries it first) and an echo
+/// backend, with `extra` flags.
+fn vacant_then_echo(extra: &[&str]) -> (SocketAddr, Backend, Forwarder) {
+    let vacant = vacant_port();
+    let echo = Backend::echo();
+    let (vacant_arg, echo_arg) = (vacant.to_string(), echo.upstream_arg());
+    let mut args = vec!["--upstream", &vacant_arg, "--upstream", &echo_arg];
+    args.extend_from_slice(extra);
+    let fwd = Forwarder::start(&args);
+    (vacant, echo, fwd)
+}
+
+/// Waits for the log line saying that `upstream` of the default route is `state` ("up" or "down").
+fn expect_marked(fwd: &Forwarder, upstream: SocketAddr, state: &str, timeout: Duration) {
+    fwd.expect_log(
+        &format!("upstream {upstream} of route default is {state}"),
+        timeout,
+    );
+}
+
+/// Asserts that /metrics shows `upstream` of the default route with `edgefwd_upstream_up` `up`.
+fn expect_up_gauge(fwd: &Forwarder, upstream: SocketAddr, up: u8) {
+    let (_, body) = http_fetch(fwd.metrics_addr(), "/metrics");
+    assert!(
+        body.contains(&format!(
+            "edgefwd_upstream_up{{route=\"default\",upstream=\"{upstream}\"}} {up}"
+        )),
+        "{body}"
+    );
+}
+
 #[test]
 fn test_refused_upstream_fails_over_and_is_marked_down() {
-    let down = vacant_port();
-    let echo = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &down.to_string(),
-        "--upstream",
-        &echo.upstream_arg(),
-        "--fall",
-        "2",
-    ]);
+    let (down, echo, fwd) = vacant_then_echo(&["--fall", "2"]);
     for _ in 0..10 {
         echo_roundtrip(fwd.addr(), 4096, 4096);
     }
     assert_eq!(echo.accepted(), 10);
-    fwd.expect_log(
-        &format!("upstream {down} of route default is down"),
-        Duration::from_secs(5),
-    );
+    expect_marked(&fwd, down, "down", Duration::from_secs(5));
     assert!(
         fwd.closes().iter().all(|c| c.cause == "client-fin"),
         "no client may see the down upstream:\n{}",
@@ -87,13 +106,7 @@ fn test_attempts_are_bounded() {
 
 #[test]
 fn test_active_probe_brings_a_backend_back() {
-    let port = vacant_port();
-    let echo = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &port.to_string(),
-        "--upstream",
-        &echo.upstream_arg(),
+    let (port, _echo, fwd) = vacant_then_echo(&[
         "--health-interval",
         "100ms",
         "--fall",
@@ -101,54 +114,24 @@ fn test_active_probe_brings_a_backend_back() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    fwd.expect_log(
-        &format!("upstream {port} of route default is down"),
-        Duration::from_secs(10),
-    );
-    let (_, body) = http_fetch(fwd.metrics_addr(), "/metrics");
-    assert!(
-        body.contains(&format!(
-            "edgefwd_upstream_up{{route=\"default\",upstream=\"{port}\"}} 0"
-        )),
-        "{body}"
-    );
+    expect_marked(&fwd, port, "down", Duration::from_secs(10));
+    expect_up_gauge(&fwd, port, 0);
     // The backend comes back on the same port; a probe notices without any client.
     let back = Backend::echo_on(port);
-    fwd.expect_log(
-        &format!("upstream {port} of route default is up"),
-        Duration::from_secs(40),
-    );
+    expect_marked(&fwd, port, "up", Duration::from_secs(40));
     for _ in 0..6 {
         echo_roundtrip(fwd.addr(), 1024, 1024);
     }
     // Probes connect too, so count at least the three clients round-robin sends there.
     assert!(back.accepted() >= 3, "{} accepted", back.accepted());
-    let (_, body) = http_fetch(fwd.metrics_addr(), "/metrics");
-    assert!(
-        body.contains(&format!(
-            "edgefwd_upstream_up{{route=\"default\",upstream=\"{port}\"}} 1"
-        )),
-        "{body}"
-    );
+    expect_up_gauge(&fwd, port, 1);
 }
 
 #[test]
 fn test_passive_retry_brings_a_backend_back() {
-    let port = vacant_port();
-    let echo = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &port.to_string(),
-        "--upstream",
-        &echo.upstream_arg(),
-        "--fall",
-        "1",
-    ]);
+    let (port, _echo, fwd) = vacant_then_echo(&["--fall", "1"]);
     echo_roundtrip(fwd.addr(), 1024, 1024);
-    fwd.expect_log(
-        &format!("upstream {port} of route default is down"),
-        Duration::from_secs(5),
-    );
+    expect_marked(&fwd, port, "down", Duration::from_secs(5));
     let back = Backend::echo_on(port);
     // After the 1s backoff the next pick that lands on it is a probation try, and it succeeds.
     let came_back = wait_until(Duration::from_secs(20), || {
@@ -156,10 +139,7 @@ fn test_passive_retry_brings_a_backend_back() {
         back.accepted() > 0
     });
     assert!(came_back, "never sent a client to the recovered backend");
-    fwd.expect_log(
-        &format!("upstream {port} of route default is up"),
-        Duration::from_secs(5),
-    );
+    expect_marked(&fwd, port, "up", Duration::from_secs(5));
 }
 
 #[test]

@@ -50,6 +50,21 @@ fn join_all(clients: Vec<JoinHandle<()>>) {
     assert_eq!(failed, 0, "{failed} of 10 healthy pairs failed");
 }
 
+/// After one pair closed with `cause`: the ten others finished intact, the forwarder still runs and
+/// serves a new client, and all eleven of those closed with a client FIN.
+fn others_were_spared(fwd: &mut Forwarder, others: Vec<JoinHandle<()>>, cause: &str) {
+    join_all(others);
+    fwd.wait_for_close(cause, Duration::from_secs(5));
+    assert!(fwd.is_running());
+    echo_roundtrip(fwd.addr(), 1 << 20, 64 * 1024);
+    let closes = fwd.wait_for_n_closes(12, Duration::from_secs(5));
+    assert_eq!(
+        closes.iter().filter(|c| c.cause == "client-fin").count(),
+        11,
+        "{closes:?}"
+    );
+}
+
 #[test]
 fn test_client_reset_mid_transfer_spares_others() {
     let echo = Backend::spawn(loopback4(), echo_or_reset);
@@ -65,16 +80,7 @@ fn test_client_reset_mid_transfer_spares_others() {
     bad.read_exact(&mut buf).expect("some echo arrives");
     reset(bad);
 
-    join_all(others);
-    fwd.wait_for_close("client-reset", Duration::from_secs(5));
-    assert!(fwd.is_running());
-    echo_roundtrip(fwd.addr(), 1 << 20, 64 * 1024);
-    let closes = fwd.wait_for_n_closes(12, Duration::from_secs(5));
-    assert_eq!(
-        closes.iter().filter(|c| c.cause == "client-fin").count(),
-        11,
-        "{closes:?}"
-    );
+    others_were_spared(&mut fwd, others, "client-reset");
 }
 
 #[test]
@@ -100,16 +106,7 @@ fn test_upstream_reset_mid_transfer_spares_others() {
         "no ECONNRESET on the client: reader {end:?}, writer {write_err}"
     );
 
-    join_all(others);
-    fwd.wait_for_close("upstream-reset", Duration::from_secs(5));
-    assert!(fwd.is_running());
-    echo_roundtrip(fwd.addr(), 1 << 20, 64 * 1024);
-    let closes = fwd.wait_for_n_closes(12, Duration::from_secs(5));
-    assert_eq!(
-        closes.iter().filter(|c| c.cause == "client-fin").count(),
-        11,
-        "{closes:?}"
-    );
+    others_were_spared(&mut fwd, others, "upstream-reset");
 }
 
 /// The forwarder's two established sockets, once they have settled (no retransmit/probe timer).

@@ -4,16 +4,16 @@
 //!
 //! The graph is read from the source text, not from the compiler: every `crate::` path outside comments
 //! (in `use` lines and inline, tests included) is an edge from the file's module to the deepest module
-//! the path names. A module contains its submodules: an edge into `reactor::resolution` is also an edge
+//! the path names. A module contains its submodules: an edge into `reactor::lookups` is also an edge
 //! into `reactor`, and an edge out of it is also an edge out of `reactor`, but a module and its own
-//! submodules (`reactor` and `reactor::observe`, which see each other by `super::`) are one room, not a
+//! submodules (`reactor` and `reactor::report`, which see each other by `super::`) are one room, not a
 //! cycle. `main.rs` is the binary, another crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
-/// A module path, `["reactor", "observe"]` for src/reactor/report.rs.
+/// A module path, `["reactor", "report"]` for src/reactor/report.rs.
 type Module = Vec<String>;
 
 /// Every module of the library with its file's text.

@@ -6,22 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{connect, echo_roundtrip, sample, scrape, Backend, Forwarder, Options};
-
-/// A forwarder to `echo` with `--splice MODE`, `--metrics` and `extra` flags.
-fn splice_forwarder(echo: &Backend, mode: &str, extra: &[&str]) -> Forwarder {
-    let upstream = echo.upstream_arg();
-    let mut args = vec![
-        "--upstream",
-        &upstream,
-        "--splice",
-        mode,
-        "--metrics",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    Forwarder::start(&args)
-}
+use common::{connect, echo_roundtrip, sample, scrape, splice_forwarder, Backend, Forwarder};
 
 /// Spare pipes a route keeps (src/upstream/route.rs MAX_SPARE_PIPES), two fds each.
 const MAX_SPARE_PIPE_FDS: usize = 2 * 32;
@@ -99,22 +84,7 @@ fn test_splice_falls_back_loudly_when_no_pipe_can_be_made() {
 #[test]
 fn test_splice_fd_budget_keeps_extra_streams_on_their_rings() {
     let echo = Backend::echo();
-    let upstream = echo.upstream_arg();
-    let args = [
-        "--upstream",
-        upstream.as_str(),
-        "--splice",
-        "auto",
-        "--metrics",
-        "127.0.0.1:0",
-        "--buffer-size",
-        "4k",
-    ];
-    let options = Options {
-        nofile: Some(42),
-        ..Options::default()
-    };
-    let fwd = Forwarder::start_with(&args, &options);
+    let fwd = splice_forwarder(&echo, "auto", &["--buffer-size", "4k"], Some(42));
     assert_eq!(fwd.fd_budget(), 5);
     let baseline = fwd.fd_count();
     // Long enough (32 MiB each) that the three overlap even on a loaded machine.
@@ -153,7 +123,12 @@ fn test_splice_fd_budget_keeps_extra_streams_on_their_rings() {
 #[test]
 fn test_splice_auto_switches_a_stream_to_pipes_in_order() {
     let echo = Backend::echo();
-    let fwd = splice_forwarder(&echo, "auto", &["--buffer-size", "4k", "--pipe-size", "4k"]);
+    let fwd = splice_forwarder(
+        &echo,
+        "auto",
+        &["--buffer-size", "4k", "--pipe-size", "4k"],
+        None,
+    );
     echo_roundtrip(fwd.addr(), 8 << 20, 64 * 1024);
     let close = fwd.wait_for_close("client-fin", Duration::from_secs(10));
     assert_eq!(close.c2u, Some(8 << 20));
@@ -172,7 +147,7 @@ fn test_splice_auto_switches_a_stream_to_pipes_in_order() {
 #[test]
 fn test_splice_auto_keeps_small_exchanges_on_the_ring() {
     let echo = Backend::echo();
-    let fwd = splice_forwarder(&echo, "auto", &[]);
+    let fwd = splice_forwarder(&echo, "auto", &[], None);
     let mut client = connect(fwd.addr());
     for i in 0..200u32 {
         let message = format!("request {i}");
@@ -189,7 +164,7 @@ fn test_splice_auto_keeps_small_exchanges_on_the_ring() {
 #[test]
 fn test_splice_off_never_switches() {
     let echo = Backend::echo();
-    let fwd = splice_forwarder(&echo, "off", &["--buffer-size", "4k"]);
+    let fwd = splice_forwarder(&echo, "off", &["--buffer-size", "4k"], None);
     echo_roundtrip(fwd.addr(), 4 << 20, 64 * 1024);
     let body = scrape(fwd.metrics_addr());
     assert_eq!(sample(&body, "edgefwd_splice_switches_total"), 0);

@@ -86,6 +86,30 @@ fn test_split_flag_takes_an_inline_value_only_after_a_long_flag() {
 }
 
 #[test]
+fn test_flags_walk_a_command_line_passing_over_cargos_bench() {
+    let line = [
+        "--bench",
+        "--quick",
+        "--conns=1,100",
+        "--idle",
+        "5",
+        "wakeups",
+        "--out",
+    ]
+    .map(String::from);
+    let mut flags = args::Flags::new(&line);
+    assert_eq!(flags.next_flag(), Some("--quick"));
+    assert_eq!(flags.next_flag(), Some("--conns"));
+    assert_eq!(flags.value(), Ok("1,100".into()));
+    assert_eq!(flags.next_flag(), Some("--idle"));
+    assert_eq!(flags.value(), Ok("5".into()));
+    assert_eq!(flags.next_flag(), Some("wakeups"));
+    assert_eq!(flags.next_flag(), Some("--out"));
+    assert_eq!(flags.value(), Err("--out needs a value".into()));
+    assert_eq!(flags.next_flag(), None);
+}
+
+#[test]
 fn test_procfs_sees_this_process_listening_and_its_descriptors() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();

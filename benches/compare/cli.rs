@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::scenario::Scenario;
-use crate::support::args::{command_line, split_flag, value_of};
+use crate::support::args::{command_line, Flags};
 use crate::util::{fail, parse_size, BenchResult, Context};
 
 pub const USAGE: &str = "\
@@ -124,14 +124,11 @@ struct Raw {
 
 pub fn parse(args: &[String]) -> BenchResult<Parsed> {
     let mut raw = Raw::default();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = split_flag(arg);
-        let mut value = || value_of(flag, &inline, &mut it).or_else(fail);
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
+        let mut value = || flags.value().or_else(fail);
         match flag {
             "-h" | "--help" => return Ok(Parsed::Help),
-            // cargo bench appends --bench to every bench binary it runs.
-            "--bench" => {}
             "--quick" => raw.quick = true,
             "--strace" => raw.strace = true,
             "--perf" => raw.perf = true,

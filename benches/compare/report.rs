@@ -265,25 +265,27 @@ fn value_cell(res: &Results, d: &MetricDef, peer: &str) -> String {
     cell
 }
 
+/// The head of a table with a scenario and a metric column, a right-aligned column per peer and, if
+/// given, a last column `extra`.
+fn peer_table_head(peers: &[impl std::fmt::Display], extra: Option<&str>) -> String {
+    let mut head = String::from("| scenario | metric |");
+    let mut rule = String::from("|---|---|");
+    for p in peers {
+        let _ = write!(head, " {p} |");
+        rule.push_str("---:|");
+    }
+    if let Some(extra) = extra {
+        let _ = write!(head, " {extra} |");
+        rule.push_str("---|");
+    }
+    format!("{head}\n{rule}\n")
+}
+
 /// The main table (evidence = false) or the evidence table (evidence = true).
 pub fn markdown_table(res: &Results, evidence: bool) -> String {
     let checks = check_targets(res);
     let with_targets = !evidence && res.peers.iter().any(|p| p == SUBJECT);
-    let mut out = String::from("| scenario | metric |");
-    for p in &res.peers {
-        let _ = write!(out, " {p} |");
-    }
-    if with_targets {
-        out.push_str(" edgefwd target |");
-    }
-    out.push_str("\n|---|---|");
-    for _ in &res.peers {
-        out.push_str("---:|");
-    }
-    if with_targets {
-        out.push_str("---|");
-    }
-    out.push('\n');
+    let mut out = peer_table_head(&res.peers, with_targets.then_some("edgefwd target"));
     for d in res.metrics(evidence) {
         let _ = write!(out, "| {} | {} |", d.scenario.name(), metric_cell(d));
         for p in &res.peers {
@@ -318,15 +320,7 @@ pub fn markdown_spread(res: &Results) -> String {
     if repeats < 2 {
         return String::new();
     }
-    let mut out = String::from("| scenario | metric |");
-    for p in &res.peers {
-        let _ = write!(out, " {p} |");
-    }
-    out.push_str("\n|---|---|");
-    for _ in &res.peers {
-        out.push_str("---:|");
-    }
-    out.push('\n');
+    let mut out = peer_table_head(&res.peers, None);
     let mut rows = 0;
     for d in res.metrics(false).filter(|d| d.show == Show::Chart) {
         let spreads: Vec<Option<f64>> = res.peers.iter().map(|p| spread(res, d, p)).collect();
@@ -356,15 +350,7 @@ pub fn markdown_spread(res: &Results) -> String {
 /// a single repeat.
 pub fn markdown_paired(res: &Results) -> String {
     let peers: Vec<&String> = res.peers.iter().filter(|p| *p != BASELINE).collect();
-    let mut out = String::from("| scenario | metric |");
-    for p in &peers {
-        let _ = write!(out, " {p} |");
-    }
-    out.push_str("\n|---|---|");
-    for _ in &peers {
-        out.push_str("---:|");
-    }
-    out.push('\n');
+    let mut out = peer_table_head(&peers, None);
     let mut rows = 0;
     for d in res
         .metrics(false)
@@ -424,52 +410,55 @@ pub fn markdown_errors(res: &Results) -> String {
     out
 }
 
-/// The syscall counts from `--strace`, per unit of work.
-pub fn markdown_strace(reports: &[StraceReport]) -> String {
-    let mut out = String::from(
-        "| scenario | peer | syscalls per unit | top syscalls per unit |\n|---|---|---:|---|\n",
-    );
-    for r in reports {
-        let top: Vec<String> = r
-            .top(6)
-            .iter()
-            .map(|(name, n)| format!("{name} {}", sig3(*n as f64 / r.units)))
-            .collect();
+/// A table of profiled passes, a row each: scenario, peer, one `figure` and the `top` entries.
+fn profile_table<'a>(
+    figure: &str,
+    top: &str,
+    rows: impl Iterator<Item = (Scenario, &'a str, String, Vec<String>)>,
+) -> String {
+    let mut out = format!("| scenario | peer | {figure} | {top} |\n|---|---|---:|---|\n");
+    for (scenario, peer, figure, top) in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} per {} | {} |",
-            r.scenario.name(),
-            r.peer,
-            sig3(r.total() as f64 / r.units),
-            r.unit,
+            "| {} | {peer} | {figure} | {} |",
+            scenario.name(),
             top.join(", ")
         );
     }
     out
 }
 
+/// The syscall counts from `--strace`, per unit of work.
+pub fn markdown_strace(reports: &[StraceReport]) -> String {
+    let rows = reports.iter().map(|r| {
+        let top = r
+            .top(6)
+            .iter()
+            .map(|(name, n)| format!("{name} {}", sig3(*n as f64 / r.units)))
+            .collect();
+        let per_unit = format!("{} per {}", sig3(r.total() as f64 / r.units), r.unit);
+        (r.scenario, r.peer.as_str(), per_unit, top)
+    });
+    profile_table("syscalls per unit", "top syscalls per unit", rows)
+}
+
 /// The `--perf` profiles: kernel share and the hottest symbols.
 pub fn markdown_perf(reports: &[PerfReport]) -> String {
-    let mut out = String::from(
-        "| scenario | peer | in kernel | hottest symbols (% of samples) |\n|---|---|---:|---|\n",
-    );
-    for r in reports {
-        let top: Vec<String> = r
+    let rows = reports.iter().map(|r| {
+        let top = r
             .symbols
             .iter()
             .take(6)
             .map(|(name, pct, _)| format!("{} {pct:.1}", short_symbol(name)))
             .collect();
-        let _ = writeln!(
-            out,
-            "| {} | {} | {:.0}% | {} |",
-            r.scenario.name(),
-            r.peer,
-            r.kernel_pct(),
-            top.join(", ")
-        );
-    }
-    out
+        (
+            r.scenario,
+            r.peer.as_str(),
+            format!("{:.0}%", r.kernel_pct()),
+            top,
+        )
+    });
+    profile_table("in kernel", "hottest symbols (% of samples)", rows)
 }
 
 /// Keeps table cells readable: Rust paths lose their generic arguments and are cut.
@@ -671,6 +660,30 @@ pub fn json_report(info: &RunInfo, res: &Results, probes: &Probes) -> Json {
 #[allow(dead_code, unused_imports)] // see the note in benches/compare.rs
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_peer_table_head_has_a_column_per_peer_then_the_extra_one() {
+        let peers = ["direct", "edgefwd"];
+        assert_eq!(
+            peer_table_head(&peers, Some("edgefwd target")),
+            "| scenario | metric | direct | edgefwd | edgefwd target |\n|---|---|---:|---:|---|\n"
+        );
+        assert_eq!(
+            peer_table_head(&peers, None),
+            "| scenario | metric | direct | edgefwd |\n|---|---|---:|---:|\n"
+        );
+    }
+
+    #[test]
+    fn test_profile_table_has_a_row_per_pass() {
+        let top = vec!["read 2".to_string(), "write 1".to_string()];
+        let rows = [(Scenario::Rr1, "edgefwd", "3 per request".to_string(), top)];
+        assert_eq!(
+            profile_table("syscalls", "top", rows.into_iter()),
+            "| scenario | peer | syscalls | top |\n|---|---|---:|---|\n\
+             | rr1 | edgefwd | 3 per request | read 2, write 1 |\n"
+        );
+    }
 
     fn record(scenario: Scenario, peer: &str, repeat: usize, values: Values) -> Record {
         Record {

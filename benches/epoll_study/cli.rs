@@ -1,6 +1,6 @@
 //! The command line: the experiments, their options and how they are parsed.
 
-use crate::support::args::{command_line, split_flag, value_of};
+use crate::support::args::{command_line, Flags};
 use crate::R;
 
 pub(crate) const USAGE: &str = "\
@@ -131,14 +131,11 @@ pub(crate) fn parse_args(args: &[String]) -> R<Parsed> {
         fwd_cpu: None,
         command: String::new(),
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = split_flag(arg);
-        let mut value = || value_of(flag, &inline, &mut it);
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
+        let mut value = || flags.value();
         match flag {
             "-h" | "--help" => return Ok(Parsed::Help),
-            // cargo bench appends --bench to every bench binary it runs.
-            "--bench" => {}
             "--splice" => opts.splice = true,
             "--strace" => opts.strace = true,
             "--pin" => opts.pin = true,

@@ -21,7 +21,7 @@ use crate::wire::proxy_protocol::{CarriedTlvs, Version};
 
 /// Default ring size per direction: the balance between CPU per byte and the memory a busy pair holds
 /// (2 x 64 KiB); docs/architecture.md has the measurement behind it.
-pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
+const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
 
 /// Default `--pipe-size`: the capacity asked of each splice pipe. Larger pipes mean fewer splice calls per
 /// byte (CPU per GiB falls from 0.62x of tokio's at 64 KiB to 0.50x at 1 MiB, docs/benchmarks.md), and an
@@ -108,7 +108,7 @@ pub struct Config {
 
 impl Config {
     /// The size of the pipes routes pool for splicing; `None` when splicing is off.
-    pub fn pipe_size(&self) -> Option<usize> {
+    pub(crate) fn pipe_size(&self) -> Option<usize> {
         (self.splice != Splice::Off).then_some(self.pipe_size)
     }
 }
@@ -209,7 +209,7 @@ pub fn parse_credentials(text: &str) -> Result<String, String> {
 }
 
 /// Default `header_timeout`.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The rules that tie the connect-mode settings together: connect mode needs an allow-list (never an
 /// open proxy) and no upstreams; the allow-list and credentials mean nothing in forward mode, which
@@ -257,33 +257,33 @@ pub struct UpstreamConfig {
 /// Most upstreams in one route.
 pub const MAX_UPSTREAMS: usize = 64;
 /// Most addresses of one name used as endpoints; the resolver's further ones are ignored.
-pub const MAX_ADDRESSES: usize = 16;
+pub(crate) const MAX_ADDRESSES: usize = 16;
 /// Most listen addresses in one route (the token layout reserves room for this many).
-pub const MAX_LISTENERS: usize = crate::token::MAX_LISTENERS;
+pub(crate) const MAX_LISTENERS: usize = crate::token::MAX_LISTENERS;
 /// Largest weight.
-pub const MAX_WEIGHT: u32 = 10_000;
+pub(crate) const MAX_WEIGHT: u32 = 10_000;
 /// Default `connect_timeout`.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `fin_timeout`.
-pub const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default listen backlog.
-pub const DEFAULT_BACKLOG: i32 = 1024;
+const DEFAULT_BACKLOG: i32 = 1024;
 /// Default `fall`.
-pub const DEFAULT_FALL: u32 = 3;
+const DEFAULT_FALL: u32 = 3;
 /// Default probe timeout.
-pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default re-resolution interval when a route has a host-name upstream.
-pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 
 impl UpstreamConfig {
     /// True when the host part is a name rather than an IP literal (so it is worth re-resolving).
-    pub fn is_host_name(&self) -> bool {
+    pub(crate) fn is_host_name(&self) -> bool {
         is_host_name(&self.name)
     }
 }
 
 /// True when `HOST:PORT`'s host is a name, not an IP literal.
-pub fn is_host_name(host_port: &str) -> bool {
+pub(crate) fn is_host_name(host_port: &str) -> bool {
     host_port.parse::<SocketAddr>().is_err()
 }
 
@@ -301,7 +301,7 @@ pub fn default_connect_attempts(upstreams: &[UpstreamConfig]) -> usize {
 }
 
 /// The most endpoints `upstreams` can have, and so the most attempts a client can use: one per IP
-/// literal, up to [`MAX_ADDRESSES`] per host name.
+/// literal, up to `MAX_ADDRESSES` per host name.
 pub fn most_endpoints(upstreams: &[UpstreamConfig]) -> usize {
     upstreams
         .iter()
@@ -372,7 +372,7 @@ pub fn parse_keepalive(text: &str) -> Result<Duration, String> {
 }
 
 /// Parses a weight, 1..=10000.
-pub fn parse_weight(text: &str) -> Result<u32, String> {
+fn parse_weight(text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(weight) if (1..=MAX_WEIGHT).contains(&weight) => Ok(weight),
         _ => Err(format!(
@@ -382,7 +382,7 @@ pub fn parse_weight(text: &str) -> Result<u32, String> {
 }
 
 /// Parses a byte size: `4096`, `16k`, `64K`, `1m`, `64KiB`, `1MB` (all multiples are binary).
-pub fn parse_size(text: &str) -> Result<usize, String> {
+fn parse_size(text: &str) -> Result<usize, String> {
     let expected = "expected a number with an optional k, m or g suffix (e.g. 16k)";
     let bytes = parse_scaled(text, "size", expected, |unit| {
         match unit.to_ascii_lowercase().as_str() {
@@ -466,14 +466,14 @@ pub enum Algorithm {
 
 impl Algorithm {
     /// Every algorithm, in the order the help text lists them.
-    pub const ALL: [Algorithm; 4] = [
+    pub(crate) const ALL: [Algorithm; 4] = [
         Algorithm::RoundRobin,
         Algorithm::LeastConn,
         Algorithm::RandomTwo,
         Algorithm::SourceHash,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Algorithm::RoundRobin => "round-robin",
             Algorithm::LeastConn => "least-conn",

@@ -109,7 +109,7 @@ impl FdBudget {
     }
 
     /// Slots held now.
-    pub(crate) fn used(&self) -> usize {
+    pub(super) fn used(&self) -> usize {
         self.inner.used.load(Ordering::Relaxed)
     }
 
@@ -122,7 +122,7 @@ impl FdBudget {
     }
 
     /// A slot for a pipe: only when one is free and no client waits for it.
-    pub(crate) fn take_for_pipe(&self) -> Option<Slot> {
+    pub(super) fn take_for_pipe(&self) -> Option<Slot> {
         if self.is_wanted() {
             return None;
         }

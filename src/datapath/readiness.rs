@@ -80,7 +80,7 @@ impl Readiness {
 
     /// A read stopped short of filling the space offered, so the receive queue is empty now; unless the
     /// FIN is known to be pending (then one more read must return 0), the next edge will tell us of new data.
-    pub(crate) fn after_short_read(&mut self) {
+    pub(super) fn after_short_read(&mut self) {
         if !self.read_closed {
             self.readable = false;
         }

@@ -39,7 +39,7 @@ impl BufPool {
     }
 
     /// The capacity of every buffer (and so every ring) this pool serves.
-    pub(crate) fn buffer_size(&self) -> usize {
+    pub(super) fn buffer_size(&self) -> usize {
         self.size
     }
 
@@ -57,14 +57,14 @@ impl BufPool {
 
     /// Buffers currently held spare (what the tests check the pool against).
     #[cfg(test)]
-    pub(crate) fn spare(&self) -> usize {
+    pub(super) fn spare(&self) -> usize {
         self.free.len()
     }
 }
 
 /// A byte ring. Empty rings own no storage.
 #[derive(Debug, Default)]
-pub(crate) struct Ring {
+pub(super) struct Ring {
     /// Storage, present only while `len > 0` or during a read into it.
     buf: Option<Box<[u8]>>,
     /// Index of the oldest byte.
@@ -75,34 +75,34 @@ pub(crate) struct Ring {
 
 impl Ring {
     /// An empty ring with no storage.
-    pub(crate) fn new() -> Ring {
+    pub(super) fn new() -> Ring {
         Ring::default()
     }
 
     /// Bytes waiting to be written.
-    pub(crate) fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.len
     }
 
     /// True when nothing waits to be written.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// True when a read could not store a single byte.
-    pub(crate) fn is_full(&self, pool: &BufPool) -> bool {
+    pub(super) fn is_full(&self, pool: &BufPool) -> bool {
         self.len == pool.buffer_size()
     }
 
     /// True while the ring holds pool storage (what the tests check an empty ring against).
     #[cfg(test)]
-    pub(crate) fn has_storage(&self) -> bool {
+    fn has_storage(&self) -> bool {
         self.buf.is_some()
     }
 
     /// One read from `src` into the free space: `readv` when that space wraps, a plain read otherwise.
     /// `Ok(0)` means EOF (the ring is never full when called).
-    pub(crate) fn read_from<R: Read>(
+    pub(super) fn read_from<R: Read>(
         &mut self,
         src: &mut R,
         pool: &mut BufPool,
@@ -138,7 +138,7 @@ impl Ring {
     }
 
     /// One `writev` of the held bytes to `dst`; storage goes back to the pool once the ring is empty.
-    pub(crate) fn write_to<W: Write>(
+    pub(super) fn write_to<W: Write>(
         &mut self,
         dst: &mut W,
         pool: &mut BufPool,
@@ -179,7 +179,7 @@ impl Ring {
     }
 
     /// Drops the held bytes and returns the storage (the pair is being torn down).
-    pub(crate) fn clear(&mut self, pool: &mut BufPool) {
+    pub(super) fn clear(&mut self, pool: &mut BufPool) {
         self.len = 0;
         self.release_if_empty(pool);
     }

@@ -23,7 +23,7 @@ use crate::throttle::Throttle;
 
 /// A non-blocking pipe used as a direction's buffer, with the count of bytes it holds.
 #[derive(Debug)]
-pub(crate) struct Pipe {
+pub(super) struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
     /// The two fds' place in the process's budget, given back when the pipe closes.
@@ -39,7 +39,7 @@ impl Pipe {
     /// up to pages, or refuse above /proc/sys/fs/pipe-max-size; the capacity actually granted is what
     /// counts).
     #[cfg(target_os = "linux")]
-    pub(crate) fn new(size: usize, slot: Slot) -> io::Result<Pipe> {
+    fn new(size: usize, slot: Slot) -> io::Result<Pipe> {
         use std::os::fd::FromRawFd;
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: `fds` is a valid array of two c_ints for pipe2 to fill.
@@ -76,7 +76,7 @@ impl Pipe {
     /// splice(2) and resizable pipes are Linux's: elsewhere every direction stays on its ring (the
     /// default `--splice` there is `off`; asking for it falls back loudly).
     #[cfg(not(target_os = "linux"))]
-    pub(crate) fn new(_size: usize, _slot: Slot) -> io::Result<Pipe> {
+    fn new(_size: usize, _slot: Slot) -> io::Result<Pipe> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "splice(2) exists on Linux only",
@@ -84,29 +84,29 @@ impl Pipe {
     }
 
     /// Bytes held.
-    pub(crate) fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.len
     }
 
     /// True when nothing is held.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Bytes that may still be spliced in.
-    pub(crate) fn room(&self) -> usize {
+    pub(super) fn room(&self) -> usize {
         self.capacity - self.len
     }
 
     /// One splice from socket `src` into the pipe. `Ok(0)` is EOF.
-    pub(crate) fn splice_in(&mut self, src: RawFd) -> io::Result<usize> {
+    pub(super) fn splice_in(&mut self, src: RawFd) -> io::Result<usize> {
         let moved = splice(src, self.write.as_raw_fd(), self.room())?;
         self.len += moved;
         Ok(moved)
     }
 
     /// One splice from the pipe to socket `dst`.
-    pub(crate) fn splice_out(&mut self, dst: RawFd) -> io::Result<usize> {
+    pub(super) fn splice_out(&mut self, dst: RawFd) -> io::Result<usize> {
         let moved = splice(self.read.as_raw_fd(), dst, self.len)?;
         self.len -= moved;
         Ok(moved)
@@ -174,7 +174,7 @@ impl std::error::Error for PipeTooSmall {}
 
 /// Whether `err` says splicing cannot work here for good, rather than "no pipe right now": splice(2)
 /// missing (off Linux) or refused for these fds, or pipes too small to be worth it.
-pub(crate) fn refused_for_good(err: &io::Error) -> bool {
+pub(super) fn refused_for_good(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::Unsupported
         || matches!(
             err.raw_os_error(),
@@ -218,7 +218,7 @@ impl PipePool {
 
     /// Logs (rate-limited) that a direction wanted a pipe and uses its ring instead: for good when
     /// `lasting`, until its ring next fills otherwise.
-    pub(crate) fn warn_fallback(&mut self, err: &io::Error, lasting: bool, total: u64) {
+    pub(super) fn warn_fallback(&mut self, err: &io::Error, lasting: bool, total: u64) {
         let throttle = if lasting {
             &mut self.fallback_warning
         } else {
@@ -240,7 +240,7 @@ impl PipePool {
 
     /// An empty pipe, from the pool or new; an error when the fd budget has no slot to spare or pipe2
     /// fails.
-    pub(crate) fn take(&mut self) -> io::Result<Pipe> {
+    pub(super) fn take(&mut self) -> io::Result<Pipe> {
         if let Some(pipe) = self.free.pop() {
             return Ok(pipe);
         }
@@ -254,7 +254,7 @@ impl PipePool {
     }
 
     /// Returns an empty pipe; beyond the bound, or while clients wait for its slot, it is closed.
-    pub(crate) fn give(&mut self, pipe: Pipe) {
+    pub(super) fn give(&mut self, pipe: Pipe) {
         debug_assert!(pipe.is_empty(), "a pipe with data must not be reused");
         if pipe.is_empty() && self.free.len() < self.max_free && !self.budget.is_wanted() {
             self.free.push(pipe);
@@ -262,7 +262,7 @@ impl PipePool {
     }
 
     /// Closes a pipe taken from this pool that must not be reused (it holds a dead connection's bytes).
-    pub(crate) fn discard(&mut self, pipe: Pipe) {
+    pub(super) fn discard(&mut self, pipe: Pipe) {
         drop(pipe);
     }
 

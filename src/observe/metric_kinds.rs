@@ -18,7 +18,7 @@ use crate::way::Way;
 use crate::wire::proxy_protocol::Reason;
 
 /// Writes one metric family: its `# HELP` and `# TYPE` lines, then its samples.
-pub(crate) fn family<M: Metric>(out: &mut String, name: &str, help: &str, metric: &M) {
+pub(super) fn family<M: Metric>(out: &mut String, name: &str, help: &str, metric: &M) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {}", M::KIND);
     metric.samples(name, out);
 }
@@ -179,7 +179,7 @@ pub(crate) struct ByLabel<L: Label> {
 
 impl<L: Label> ByLabel<L> {
     /// The sum over every label value.
-    pub(crate) fn total(&self) -> u64 {
+    pub(super) fn total(&self) -> u64 {
         self.counts.as_ref().iter().sum()
     }
 }
@@ -297,7 +297,7 @@ impl Histogram {
     }
 
     /// Sum of observations.
-    pub(crate) fn sum(&self) -> u64 {
+    pub(super) fn sum(&self) -> u64 {
         self.sum
     }
 }

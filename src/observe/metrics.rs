@@ -45,7 +45,7 @@ macro_rules! metrics {
 
         impl Metrics {
             /// Adds another reactor's figures to these (`--threads`: one exposition for all reactors).
-            pub(crate) fn merge(&mut self, other: &Metrics) {
+            pub(super) fn merge(&mut self, other: &Metrics) {
                 $(Metric::add(&mut self.$field, &other.$field);)*
             }
 

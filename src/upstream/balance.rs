@@ -25,31 +25,31 @@ use crate::config::Algorithm;
 
 /// What a pick needs to know about one upstream.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Candidate<'a> {
+pub(super) struct Candidate<'a> {
     /// A stable identity (the upstream as written), hashed by `source-hash`.
-    pub(crate) key: &'a str,
+    pub(super) key: &'a str,
     /// Relative share of connections, at least 1.
-    pub(crate) weight: u64,
+    pub(super) weight: u64,
     /// Connections open (or connecting) to it now.
-    pub(crate) active: usize,
+    pub(super) active: usize,
     /// Not marked down by health checking (or its backoff has run out).
-    pub(crate) up: bool,
+    pub(super) up: bool,
     /// Never picked: already tried for this client, or not (any longer) an address of its upstream.
-    pub(crate) excluded: bool,
+    pub(super) excluded: bool,
 }
 
 /// The outcome of a pick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Pick {
+pub(super) struct Pick {
     /// Index into the candidate slice.
-    pub(crate) index: usize,
+    pub(super) index: usize,
     /// No upstream at all is up: this one was picked although it is down.
-    pub(crate) fail_open: bool,
+    pub(super) fail_open: bool,
 }
 
 /// One route's balancer: the algorithm and whatever memory it keeps between picks.
 #[derive(Debug, Clone)]
-pub(crate) struct Balancer {
+pub(super) struct Balancer {
     algorithm: Algorithm,
     /// Smooth weighted round-robin scores, by upstream index.
     scores: Vec<i64>,
@@ -60,7 +60,7 @@ pub(crate) struct Balancer {
 
 impl Balancer {
     /// A balancer for `upstreams` upstreams; `seed` feeds `random-two` (any value, 0 included).
-    pub(crate) fn new(algorithm: Algorithm, upstreams: usize, seed: u64) -> Balancer {
+    pub(super) fn new(algorithm: Algorithm, upstreams: usize, seed: u64) -> Balancer {
         Balancer {
             algorithm,
             scores: vec![0; upstreams],
@@ -70,7 +70,7 @@ impl Balancer {
     }
 
     /// Picks one of `candidates` for a client from `client`; `None` when every one was tried already.
-    pub(crate) fn pick(&mut self, candidates: &[Candidate<'_>], client: IpAddr) -> Option<Pick> {
+    pub(super) fn pick(&mut self, candidates: &[Candidate<'_>], client: IpAddr) -> Option<Pick> {
         if self.scores.len() != candidates.len() {
             self.scores = vec![0; candidates.len()];
         }

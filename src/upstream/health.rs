@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 use log::trace;
 
 /// Backoff after the first fall.
-pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest backoff: a dead upstream is still retried this often.
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Where an upstream stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum State {
+enum State {
     Up,
     /// Not picked (unless every upstream is down) until `until`.
     Down {
@@ -39,7 +39,7 @@ pub(crate) enum State {
 
 /// A change the operator should hear about, once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Change {
+pub(super) enum Change {
     /// Marked down; not picked again for `backoff`.
     WentDown { backoff: Duration },
     /// Back up.
@@ -68,7 +68,7 @@ impl Default for Health {
 
 impl Health {
     /// The state at `now` (a `Down` whose backoff has run out is in `Probation`).
-    pub(crate) fn state(&mut self, now: Instant, name: &str) -> State {
+    fn state(&mut self, now: Instant, name: &str) -> State {
         if let State::Down { until } = self.state {
             if until <= now {
                 self.set_state(State::Probation, name);
@@ -83,12 +83,12 @@ impl Health {
     }
 
     /// Whether the balancer may pick it without failing open.
-    pub(crate) fn eligible(&mut self, now: Instant, name: &str) -> bool {
+    pub(super) fn eligible(&mut self, now: Instant, name: &str) -> bool {
         !matches!(self.state(now, name), State::Down { .. })
     }
 
     /// A connect or probe to it completed.
-    pub(crate) fn on_success(&mut self, now: Instant, name: &str) -> Option<Change> {
+    pub(super) fn on_success(&mut self, now: Instant, name: &str) -> Option<Change> {
         self.failures = 0;
         match self.state(now, name) {
             State::Up => None,
@@ -101,7 +101,7 @@ impl Health {
     }
 
     /// A connect or probe to it was refused, timed out or failed; `fall` failures in a row take it down.
-    pub(crate) fn on_failure(&mut self, now: Instant, fall: u32, name: &str) -> Option<Change> {
+    pub(super) fn on_failure(&mut self, now: Instant, fall: u32, name: &str) -> Option<Change> {
         match self.state(now, name) {
             State::Up => {
                 self.failures += 1;

@@ -43,12 +43,12 @@ impl AllowList {
         AllowList(rules)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// Whether a CONNECT to `host:port` may go through.
-    pub fn allows(&self, host: &Host, port: u16) -> bool {
+    pub(super) fn allows(&self, host: &Host, port: u16) -> bool {
         self.0.iter().any(|rule| rule.matches(host, port))
     }
 }

@@ -252,14 +252,14 @@ fn parse_name(host: &str) -> Option<String> {
 }
 
 /// The `Proxy-Authorization` value that `USER:PASS` must be sent as: `Basic base64(USER:PASS)`.
-pub fn basic_credentials(user_pass: &str) -> String {
+pub(crate) fn basic_credentials(user_pass: &str) -> String {
     format!("Basic {}", base64(user_pass.as_bytes()))
 }
 
 /// Whether `sent` (the header's value) carries exactly the credentials `expected` (from
 /// [`basic_credentials`]). The scheme is matched without regard to case, as RFC 9110 says; the
 /// comparison looks at every byte so that its time does not depend on where a guess goes wrong.
-pub fn authorized(sent: Option<&str>, expected: &str) -> bool {
+pub(super) fn authorized(sent: Option<&str>, expected: &str) -> bool {
     let Some(sent) = sent else {
         return false;
     };

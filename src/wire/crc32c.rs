@@ -32,15 +32,15 @@ const fn table() -> [u32; 256] {
 
 /// A checksum being computed over several pieces (a header with its CRC field read as zeros).
 #[derive(Debug, Clone, Copy)]
-pub struct Crc32c(u32);
+pub(super) struct Crc32c(u32);
 
 impl Crc32c {
-    pub fn new() -> Crc32c {
+    pub(super) fn new() -> Crc32c {
         Crc32c(0xFFFF_FFFF)
     }
 
     /// Adds `bytes` to the checksum.
-    pub fn update(mut self, bytes: &[u8]) -> Crc32c {
+    pub(super) fn update(mut self, bytes: &[u8]) -> Crc32c {
         for &byte in bytes {
             self.0 = (self.0 >> 8) ^ TABLE[usize::from((self.0 as u8) ^ byte)];
         }
@@ -48,7 +48,7 @@ impl Crc32c {
     }
 
     /// The checksum of everything added.
-    pub fn finish(self) -> u32 {
+    pub(super) fn finish(self) -> u32 {
         !self.0
     }
 }

@@ -35,23 +35,23 @@ use crate::wire::proxy_protocol::{self, CarriedTlvs, Parsed, Reason};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
     /// Expect a PROXY protocol header first.
-    pub accept_proxy: bool,
+    pub(crate) accept_proxy: bool,
     /// The TLVs of that header to keep for the upstream's (`--send-proxy-tlvs`).
-    pub carry_tlvs: CarriedTlvs,
+    pub(crate) carry_tlvs: CarriedTlvs,
     /// Expect a CONNECT head: the tunnel's rules.
-    pub connect: Option<ConnectRules>,
+    pub(crate) connect: Option<ConnectRules>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectRules {
-    pub allow: AllowList,
+pub(crate) struct ConnectRules {
+    pub(crate) allow: AllowList,
     /// The `Proxy-Authorization` value required (`Basic ...`), if any.
-    pub credentials: Option<String>,
+    pub(crate) credentials: Option<String>,
 }
 
 /// Where the pair's upstream connect goes once the greeting is done.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// An upstream of the route, from its balancer (`--accept-proxy` in forward mode).
     Balanced,
     /// The CONNECT destination, an IP literal.
@@ -72,7 +72,7 @@ impl fmt::Display for Target {
 
 /// What the bytes so far amount to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Read more.
     More,
     /// Done: connect to `target`, then forward `leftover` before anything else the client sends.
@@ -101,15 +101,15 @@ pub struct Greeting {
     stage: Stage,
     buf: Vec<u8>,
     /// The addresses a PROXY header carried (`None`: none was expected, or it carried none).
-    pub source: Option<SocketAddr>,
-    pub destination: Option<SocketAddr>,
+    pub(crate) source: Option<SocketAddr>,
+    pub(crate) destination: Option<SocketAddr>,
     /// The TLVs of the PROXY header to repeat upstream, whole (type, length, value), at most the
     /// header's 1 KiB: held from the header until the pair builds the upstream's.
-    pub carried_tlvs: Vec<u8>,
+    pub(crate) carried_tlvs: Vec<u8>,
 }
 
 impl Greeting {
-    pub fn new(rules: Arc<Rules>) -> Greeting {
+    pub(crate) fn new(rules: Arc<Rules>) -> Greeting {
         let stage = if rules.accept_proxy {
             Stage::Proxy
         } else {
@@ -126,12 +126,12 @@ impl Greeting {
     }
 
     /// True when the route's clients must answer a status (connect mode) rather than be dropped.
-    pub fn answers(&self) -> bool {
+    pub(crate) fn answers(&self) -> bool {
         self.rules.connect.is_some()
     }
 
     /// How many more bytes the current stage may buffer.
-    pub fn room(&self) -> usize {
+    pub(crate) fn room(&self) -> usize {
         let bound = match self.stage {
             Stage::Proxy => proxy_protocol::MAX_HEADER,
             Stage::Connect => connect_request::MAX_HEAD,
@@ -141,12 +141,12 @@ impl Greeting {
     }
 
     /// Appends bytes read from the client.
-    pub fn extend(&mut self, bytes: &[u8]) {
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
 
     /// Why the PROXY header failed, once it has: refused by the parser, or given up by the pair.
-    pub fn refused(&self) -> Option<Reason> {
+    pub(crate) fn refused(&self) -> Option<Reason> {
         match self.stage {
             Stage::Refused(reason) => Some(reason),
             Stage::Proxy | Stage::Connect => None,
@@ -155,7 +155,7 @@ impl Greeting {
 
     /// The pair gives up on a greeting (`reason`: its timeout, or the client left). Only a greeting still
     /// waiting for its PROXY header is marked refused: a CONNECT head's failures are not the header's.
-    pub fn give_up(&mut self, reason: Reason) {
+    pub(crate) fn give_up(&mut self, reason: Reason) {
         if self.stage == Stage::Proxy {
             self.stage = Stage::Refused(reason);
             self.buf = Vec::new();
@@ -163,7 +163,7 @@ impl Greeting {
     }
 
     /// Runs the stages over what has arrived.
-    pub fn advance(&mut self) -> Verdict {
+    pub(crate) fn advance(&mut self) -> Verdict {
         if let Stage::Refused(reason) = self.stage {
             return Verdict::BadProxyHeader(reason);
         }

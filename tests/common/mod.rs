@@ -117,6 +117,11 @@ impl Forwarder {
     /// ([`Forwarder::nofile_leaving_free`]), and is stopped before the measured one starts.
     pub fn start_leaving_free(args: &[&str], free: usize) -> Forwarder {
         let nofile = Self::start(args).nofile_leaving_free(free);
+        Self::start_with_nofile(args, nofile)
+    }
+
+    /// Starts `edgefwd ARGS` under RLIMIT_NOFILE `nofile` (soft = hard).
+    pub fn start_with_nofile(args: &[&str], nofile: u64) -> Forwarder {
         Self::start_with(
             args,
             &Options {
@@ -887,6 +892,30 @@ impl Drop for Backend {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// A forwarder to `echo` with `--splice MODE`, `--metrics` and `extra` flags, under RLIMIT_NOFILE
+/// `nofile` if given.
+pub fn splice_forwarder(
+    echo: &Backend,
+    mode: &str,
+    extra: &[&str],
+    nofile: Option<u64>,
+) -> Forwarder {
+    let upstream = echo.upstream_arg();
+    let mut args = vec![
+        "--upstream",
+        &upstream,
+        "--splice",
+        mode,
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    match nofile {
+        Some(nofile) => Forwarder::start_with_nofile(&args, nofile),
+        None => Forwarder::start(&args),
     }
 }
 

@@ -22,6 +22,42 @@ pub fn value_of<'a>(
         .ok_or_else(|| format!("{flag} needs a value"))
 }
 
+/// A bench's command line, walked flag by flag: `--flag value` and `--flag=value` alike, with the
+/// `--bench` that cargo appends to every bench binary's arguments passed over.
+pub struct Flags<'a> {
+    rest: std::slice::Iter<'a, String>,
+    /// The flag last returned.
+    flag: &'a str,
+    /// Its inline value (`--flag=value`), if it had one.
+    inline: Option<String>,
+}
+
+impl<'a> Flags<'a> {
+    pub fn new(args: &'a [String]) -> Flags<'a> {
+        Flags {
+            rest: args.iter(),
+            flag: "",
+            inline: None,
+        }
+    }
+
+    /// The next flag (or bare word), `None` after the last.
+    pub fn next_flag(&mut self) -> Option<&'a str> {
+        loop {
+            let (flag, inline) = split_flag(self.rest.next()?);
+            if flag != "--bench" {
+                (self.flag, self.inline) = (flag, inline);
+                return Some(flag);
+            }
+        }
+    }
+
+    /// The value of the flag last returned: its inline value if it had one, else the next argument.
+    pub fn value(&mut self) -> Result<String, String> {
+        value_of(self.flag, &self.inline, &mut self.rest)
+    }
+}
+
 /// The command that reproduces this run, for the header of a report: `cargo bench --bench NAME`
 /// and the arguments, without the `--bench` that cargo appends to every bench binary's own.
 pub fn command_line(bench: &str, args: &[String]) -> String {

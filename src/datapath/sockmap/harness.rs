@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use super::Offload;
@@ -28,6 +28,15 @@ pub(super) struct Path {
     pub(super) front: TcpStream,
     pub(super) back: TcpStream,
     pub(super) server: TcpStream,
+}
+
+impl Path {
+    /// Hands the forwarder's two sockets to `offload`, as the reactor would once the pair is established.
+    pub(super) fn hand_to(&self, offload: &Offload) {
+        offload
+            .insert_pair(self.front.as_fd(), self.back.as_fd())
+            .expect("insert pair");
+    }
 }
 
 pub(super) fn path() -> Path {

@@ -29,7 +29,8 @@
 //!   queued meanwhile runs through the program, in order, with both peers present.
 //!
 //! The map and the program live as long as the [`Offload`]; a socket leaves the map when it is removed
-//! (`Offload::remove_pair`) or closed (the kernel unhashes it).
+//! (`remove_pair`, which only the tests use: the kernel finding below says a pair may leave only when
+//! it is done) or closed (the kernel unhashes it).
 //!
 //! # Layout
 //! Here the [`Offload`] (the map, a pair in and out) and its tests over real sockets; `program.rs` the
@@ -147,9 +148,7 @@ mod tests {
     fn a_redirected_pair_moves_bytes_both_ways_byte_exact_without_the_process() {
         let Some(offload) = offload() else { return };
         let p = path();
-        offload
-            .insert_pair(p.front.as_fd(), p.back.as_fd())
-            .expect("insert pair");
+        p.hand_to(&offload);
         let up = pattern(4 << 20, 0x5a);
         let got = send_through(p.client.try_clone().expect("clone"), &p.server, &up);
         assert!(got == up, "client -> server bytes differ");
@@ -174,9 +173,7 @@ mod tests {
         p.client.write_all(&early).expect("write early");
         p.server.write_all(&early).expect("write early");
         std::thread::sleep(Duration::from_millis(50));
-        offload
-            .insert_pair(p.front.as_fd(), p.back.as_fd())
-            .expect("insert pair");
+        p.hand_to(&offload);
         let late = pattern(200_000, 2);
         p.client.write_all(&late).expect("write late");
         let mut got = vec![0u8; early.len() + late.len()];
@@ -193,9 +190,7 @@ mod tests {
         let Some(offload) = offload() else { return };
         let mut p = path();
         let baseline = Flight::start(&p.front, &p.back);
-        offload
-            .insert_pair(p.front.as_fd(), p.back.as_fd())
-            .expect("insert pair");
+        p.hand_to(&offload);
         let mut server = p.server.try_clone().expect("clone");
         let reader = std::thread::spawn(move || {
             let mut got = Vec::new();
@@ -245,9 +240,7 @@ mod tests {
     fn a_reset_shows_as_an_error_on_the_forwarders_socket() {
         let Some(offload) = offload() else { return };
         let p = path();
-        offload
-            .insert_pair(p.front.as_fd(), p.back.as_fd())
-            .expect("insert pair");
+        p.hand_to(&offload);
         socket2::SockRef::from(&p.server)
             .set_linger(Some(Duration::ZERO))
             .expect("linger 0");
@@ -268,9 +261,7 @@ mod tests {
     fn removing_a_pair_hands_its_sockets_back_to_the_process() {
         let Some(offload) = offload() else { return };
         let mut p = path();
-        offload
-            .insert_pair(p.front.as_fd(), p.back.as_fd())
-            .expect("insert pair");
+        p.hand_to(&offload);
         offload.remove_pair(p.front.as_fd(), p.back.as_fd());
         p.client.write_all(b"to the process").expect("write");
         let mut got = [0u8; 14];
@@ -290,9 +281,7 @@ mod tests {
         let Some(offload) = offload() else { return };
         let mut p = path();
         let q = path();
-        offload
-            .insert_pair(p.front.as_fd(), p.back.as_fd())
-            .expect("insert pair");
+        p.hand_to(&offload);
         let refused = offload.insert_pair(p.front.as_fd(), q.back.as_fd());
         assert!(refused.is_err(), "a second entry for front was accepted");
         // The first pair still forwards.
@@ -312,9 +301,7 @@ mod tests {
         let Some(offload) = offload() else { return };
         let mut p = path();
         let buffers = small_buffers(&p);
-        offload
-            .insert_pair(p.front.as_fd(), p.back.as_fd())
-            .expect("insert pair");
+        p.hand_to(&offload);
         let data = pattern(32 << 20, 6);
         let written = fill(&mut p.client, &data);
         assert!(
@@ -337,9 +324,7 @@ mod tests {
         let Some(offload) = offload() else { return };
         let mut p = path();
         small_buffers(&p);
-        offload
-            .insert_pair(p.front.as_fd(), p.back.as_fd())
-            .expect("insert pair");
+        p.hand_to(&offload);
         let data = pattern(32 << 20, 7);
         let written = fill(&mut p.client, &data);
         offload.remove_pair(p.front.as_fd(), p.back.as_fd());

@@ -27,7 +27,8 @@ mod readdress;
 mod tried;
 mod weights;
 
-pub(crate) use readdress::{Change, Resolution, HOLD};
+use readdress::Resolution;
+pub(super) use readdress::{Change, HOLD};
 pub(crate) use tried::Tried;
 
 use std::net::SocketAddr;
@@ -38,19 +39,19 @@ use crate::upstream::balance::Candidate;
 use crate::upstream::health::Health;
 
 /// Most endpoint slots of one route (retired ones that still carry pairs included).
-pub(crate) const MAX_ENDPOINTS: usize = MAX_UPSTREAMS * MAX_ADDRESSES;
+const MAX_ENDPOINTS: usize = MAX_UPSTREAMS * MAX_ADDRESSES;
 
 /// One address of an upstream: where connects go, with its own health and load.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
     /// Index of its upstream in the route.
-    pub(crate) upstream: usize,
+    upstream: usize,
     pub(crate) addr: SocketAddr,
     /// How logs, metrics and `source-hash` name it: the upstream as written for an IP literal, else
     /// `name (address)`.
     pub(crate) label: String,
     /// Its share of the route's connections, scaled (see the module doc).
-    pub(crate) weight: u64,
+    weight: u64,
     pub(crate) health: Health,
     /// Pairs connected or connecting to it.
     pub(crate) active: usize,
@@ -59,7 +60,7 @@ pub(crate) struct Endpoint {
     /// A health probe is in flight.
     pub(crate) probing: bool,
     /// Its name no longer resolves to it: never picked, kept while pairs or a probe count on it.
-    pub(crate) retired: bool,
+    retired: bool,
 }
 
 impl Endpoint {
@@ -93,8 +94,8 @@ impl Endpoint {
 pub(crate) struct Upstream {
     /// `HOST:PORT` as written.
     pub(crate) name: String,
-    pub(crate) weight: u32,
-    pub(crate) resolution: Resolution,
+    pub(super) weight: u32,
+    resolution: Resolution,
 }
 
 /// A route's upstreams and their endpoint slots.
@@ -109,7 +110,7 @@ impl Upstreams {
     /// route a reload replaces), an upstream of the same name starts from the state it had there (its
     /// addresses with their health and failure counts, its resolution), and the configuration's fresh
     /// lookup then applies as a re-resolution would. Returns what to report.
-    pub(crate) fn new(
+    pub(super) fn new(
         configs: &[UpstreamConfig],
         previous: Option<&Upstreams>,
         now: Instant,
@@ -180,7 +181,7 @@ impl Upstreams {
     }
 
     /// The live endpoints of upstream `index`, with their slots.
-    pub(crate) fn live_of(
+    pub(super) fn live_of(
         &self,
         index: usize,
     ) -> impl Iterator<Item = (usize, &Endpoint)> + Clone + '_ {
@@ -196,7 +197,7 @@ impl Upstreams {
     }
 
     /// No endpoint at all takes connections: every upstream is unresolved.
-    pub(crate) fn none_live(&self) -> bool {
+    pub(super) fn none_live(&self) -> bool {
         self.live().next().is_none()
     }
 
@@ -214,7 +215,7 @@ impl Upstreams {
     }
 
     /// A pair no longer counts on endpoint `slot`; a retired endpoint goes when nothing does.
-    pub(crate) fn release(&mut self, slot: usize) {
+    pub(super) fn release(&mut self, slot: usize) {
         if let Some(endpoint) = self.get_mut(slot) {
             endpoint.active = endpoint.active.saturating_sub(1);
         }
@@ -230,7 +231,7 @@ impl Upstreams {
     }
 
     /// One candidate per slot for the balancer (a free or retired slot, or one in `tried`, is excluded).
-    pub(crate) fn candidates(&mut self, tried: &Tried, now: Instant) -> Vec<Candidate<'_>> {
+    pub(super) fn candidates(&mut self, tried: &Tried, now: Instant) -> Vec<Candidate<'_>> {
         self.slots
             .iter_mut()
             .enumerate()

@@ -15,7 +15,7 @@ pub(crate) const HOLD: Duration = Duration::from_secs(30);
 
 /// Where an upstream's name stands with the resolver.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Resolution {
+pub(super) enum Resolution {
     /// It has endpoints (an IP literal always has its one).
     Resolved,
     /// Lookups have failed since `since`; the addresses from before are kept until [`HOLD`] has passed.

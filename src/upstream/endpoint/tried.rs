@@ -5,7 +5,7 @@ use super::MAX_ENDPOINTS;
 
 /// Slots a [`Tried`] keeps inline: more than the default `connect_attempts` (3), so that only a route
 /// set for long failover chains ever allocates, and then only on its failover path.
-pub(crate) const TRIED_INLINE: usize = 7;
+const TRIED_INLINE: usize = 7;
 
 /// The endpoints a client has been tried on (the current one included): a failover never repeats one,
 /// and their count is the number of attempts made. Every pair holds one, idle or not, so the common

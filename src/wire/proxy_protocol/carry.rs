@@ -8,7 +8,7 @@ use super::tlv::{PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY, PP2_TYPE_UNIQUE_ID};
 
 /// A TLV type that can be carried from the client's v2 header to the upstream's (`--send-proxy-tlvs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TlvKind {
+pub(crate) enum TlvKind {
     /// `PP2_TYPE_ALPN` (0x01): the protocol the client's TLS handshake chose.
     Alpn,
     /// `PP2_TYPE_AUTHORITY` (0x02): the host name the client asked for (TLS SNI).
@@ -18,10 +18,10 @@ pub enum TlvKind {
 }
 
 impl TlvKind {
-    pub const ALL: [TlvKind; 3] = [TlvKind::Alpn, TlvKind::Authority, TlvKind::UniqueId];
+    pub(super) const ALL: [TlvKind; 3] = [TlvKind::Alpn, TlvKind::Authority, TlvKind::UniqueId];
 
     /// The type byte on the wire.
-    pub fn code(self) -> u8 {
+    pub(super) fn code(self) -> u8 {
         match self {
             TlvKind::Alpn => PP2_TYPE_ALPN,
             TlvKind::Authority => PP2_TYPE_AUTHORITY,
@@ -30,7 +30,7 @@ impl TlvKind {
     }
 
     /// The name `--send-proxy-tlvs` and `send_proxy_tlvs` use.
-    pub fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             TlvKind::Alpn => "alpn",
             TlvKind::Authority => "authority",
@@ -73,11 +73,11 @@ impl CarriedTlvs {
         text.split(',').map(str::trim).map(str::parse).collect()
     }
 
-    pub fn contains(self, kind: TlvKind) -> bool {
+    pub(crate) fn contains(self, kind: TlvKind) -> bool {
         self.0[kind.index()]
     }
 
-    pub fn is_empty(self) -> bool {
+    pub(crate) fn is_empty(self) -> bool {
         self.0 == [false; 3]
     }
 
@@ -93,7 +93,7 @@ impl CarriedTlvs {
 
     /// The carried TLVs of the v2 `header` whose [`TlvSpans`] are `spans`, as bytes to put in the
     /// upstream header (type, length, value each, in `TlvKind::ALL` order; none for a v1 header).
-    pub fn copy_from(self, header: &[u8], spans: &TlvSpans) -> Vec<u8> {
+    pub(crate) fn copy_from(self, header: &[u8], spans: &TlvSpans) -> Vec<u8> {
         let mut out = Vec::new();
         for kind in TlvKind::ALL.into_iter().filter(|kind| self.contains(*kind)) {
             let Some(value) = spans.get(kind).and_then(|range| header.get(range)) else {
@@ -127,7 +127,7 @@ pub struct TlvSpans([Option<Range<usize>>; 3]);
 
 impl TlvSpans {
     /// Where the value of `kind` is in the header, if it has one.
-    pub fn get(&self, kind: TlvKind) -> Option<Range<usize>> {
+    pub(super) fn get(&self, kind: TlvKind) -> Option<Range<usize>> {
         self.0[kind.index()].clone()
     }
 

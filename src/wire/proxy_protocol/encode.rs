@@ -12,10 +12,10 @@ pub fn encode(version: Version, source: SocketAddr, destination: SocketAddr) -> 
     encode_with_tlvs(version, source, destination, &[])
 }
 
-/// [`encode`], with `tlvs` (whole TLVs, as [`CarriedTlvs::copy_from`](super::CarriedTlvs::copy_from) makes them) after a v2 header's
+/// [`encode`], with `tlvs` (whole TLVs, as `CarriedTlvs::copy_from` makes them) after a v2 header's
 /// addresses. A v1 header has no room for them: they are left out (the configuration refuses
 /// `--send-proxy-tlvs` without `--send-proxy v2`).
-pub fn encode_with_tlvs(
+pub(crate) fn encode_with_tlvs(
     version: Version,
     source: SocketAddr,
     destination: SocketAddr,

@@ -27,7 +27,7 @@
 //! - `v1`: the v1 line, judged byte by byte.
 //! - `v2`: the v2 fixed part and addresses (rules 1 to 4, 10).
 //! - `tlv`: the walk of the v2 TLV area, SSL sub-TLVs and the CRC-32C (rules 5 to 9).
-//! - `carry`: [`TlvKind`], [`CarriedTlvs`] and [`TlvSpans`], the TLVs `--send-proxy-tlvs` carries on.
+//! - `carry`: `TlvKind`, [`CarriedTlvs`] and [`TlvSpans`], the TLVs `--send-proxy-tlvs` carries on.
 //! - `reason`: [`Reason`], why a header is refused, with its metric label and log message.
 //! - `test_headers` (tests only): headers built by hand, shared with tests/proxy_protocol.rs.
 
@@ -42,8 +42,11 @@ mod tlv;
 mod v1;
 mod v2;
 
-pub use carry::{CarriedTlvs, TlvKind, TlvSpans};
-pub use encode::{encode, encode_with_tlvs};
+#[cfg(test)] // config::file's tests name the kinds
+pub(crate) use carry::TlvKind;
+pub use carry::{CarriedTlvs, TlvSpans};
+pub use encode::encode;
+pub(crate) use encode::encode_with_tlvs;
 pub use reason::Reason;
 
 /// The 12-byte signature that starts every v2 header.

@@ -59,7 +59,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order /metrics lists them.
-    pub const ALL: [Reason; 23] = [
+    pub(crate) const ALL: [Reason; 23] = [
         Reason::Signature,
         Reason::Version,
         Reason::Command,
@@ -86,7 +86,7 @@ impl Reason {
     ];
 
     /// The stable kebab-case label (a metric label value: never rename one).
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Reason::Signature => "signature",
             Reason::Version => "version",
@@ -115,7 +115,7 @@ impl Reason {
     }
 
     /// What the log line says.
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Reason::Signature => "not a PROXY protocol header",
             Reason::Version => "v2 header with a version other than 2",
