@@ -198,24 +198,42 @@ fn test_refusing_writes_status_then_closes_on_client_fin() {
     assert_eq!(outcome, Outcome::Close(Cause::Rejected));
 }
 
-/// A PROXY route's client whose first bytes are not a PROXY header: closed as rejected, nothing
-/// answered, the reason kept for the reactor to count.
-#[test]
-fn test_greeting_bad_proxy_header_rejects() {
-    let mut lp = Loop::new();
+/// A PROXY route's pair waiting for its client's header.
+fn proxy_greeting(now: Instant) -> (Pair<Scripted>, Scripted) {
     let client = Scripted::default();
     let rules = Arc::new(Rules {
         accept_proxy: true,
         carry_tlvs: Default::default(),
         connect: None,
     });
-    let addr = CLIENT_ADDR.into();
     let greeting = Greeting::new(rules);
-    let mut pair = Pair::greeting(1, (client.clone(), addr), 0, greeting, lp.now, Splice::Off);
+    let addr = CLIENT_ADDR.into();
+    let pair = Pair::greeting(1, (client.clone(), addr), 0, greeting, now, Splice::Off);
+    (pair, client)
+}
+
+/// A PROXY route's client whose first bytes are not a PROXY header: closed as rejected, nothing
+/// answered, the reason kept for the reactor to count.
+#[test]
+fn test_greeting_bad_proxy_header_rejects() {
+    let mut lp = Loop::new();
+    let (mut pair, client) = proxy_greeting(lp.now);
     client.data(b"GET / HTTP/1.1\r\n\r\n");
     let outcome = lp.event(&mut pair, Side::Client, readable());
     assert_eq!(outcome, Outcome::Close(Cause::Rejected));
-    assert!(pair.proxy_header_rejection().is_some());
+    assert_eq!(pair.proxy_header_rejection(), Some(Reason::Signature));
+    assert!(client.written().is_empty());
+}
+
+/// A PROXY header that does not come in time: closed as header-timeout, nothing answered (a PROXY
+/// client speaks no protocol an answer could be written in).
+#[test]
+fn test_greeting_proxy_header_timeout_closes() {
+    let (mut pair, client) = proxy_greeting(Instant::now());
+    let (at, cause) = pair.deadline(&LIMITS).expect("a header deadline");
+    assert_eq!(cause, Cause::HeaderTimeout);
+    assert_eq!(pair.expire(cause, at), Outcome::Close(Cause::HeaderTimeout));
+    assert_eq!(pair.proxy_header_rejection(), Some(Reason::Timeout));
     assert!(client.written().is_empty());
 }
 
