@@ -11,7 +11,7 @@ use crate::wire::connect_request::Status;
 use crate::wire::proxy_protocol::Reason;
 
 /// How long a refused client has to read its status before the connection is closed anyway.
-const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+pub(super) const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// Reads a refused client's leftover bytes are discarded with, per event (the linger bounds the rest).
 const DISCARD_READS: usize = 16;
 
