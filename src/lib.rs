@@ -40,7 +40,7 @@ mod fuzz;
 pub mod observe;
 pub mod reactor;
 pub mod service;
-pub mod session;
+pub(crate) mod session;
 pub(crate) mod throttle;
 pub(crate) mod token;
 pub mod upstream;
