@@ -115,7 +115,7 @@ impl Listener {
 /// takes it by value: an endpoint is given back at most once per lease, and only there.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a lease dropped without give_back leaves its endpoint counted busy"]
-pub struct Lease {
+pub(crate) struct Lease {
     slot: usize,
 }
 
