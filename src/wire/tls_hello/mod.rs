@@ -222,13 +222,14 @@ fn server_name(data: &[u8]) -> Result<String, Reason> {
         (true, Some(HOST_NAME), Some(name)) if list.0.is_empty() => name,
         _ => return Err(Reason::ServerName),
     };
-    dns_name(name).ok_or(Reason::ServerNameSyntax)
+    host_name(name).ok_or(Reason::ServerNameSyntax)
 }
 
 /// `name` lowercased when it is a DNS host name: 1..=253 bytes of dot-separated labels of 1..=63
 /// letters, digits and inner hyphens, the last label not all digits (so no IPv4 literal; an IPv6 one
-/// has colons). No trailing dot (RFC 6066 forbids it), no underscore.
-fn dns_name(name: &[u8]) -> Option<String> {
+/// has colons). No trailing dot (RFC 6066 forbids it), no underscore. The `sni` names of the config
+/// are held to the same rule ([`crate::wire::sni`]), so that every name a route lists can match.
+pub fn host_name(name: &[u8]) -> Option<String> {
     let label_ok = |label: &[u8]| {
         (1..=63).contains(&label.len())
             && label
