@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::str::FromStr;
 
 use super::tls_hello::{self, Hello};
 
@@ -46,6 +47,27 @@ impl Pattern {
         } else {
             Pattern::Exact(name)
         })
+    }
+}
+
+impl FromStr for Pattern {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Pattern, String> {
+        Pattern::parse(text)
+    }
+}
+
+/// A config's `alpn` entry: a protocol name as a client sends it (RFC 7301: 1 to 255 bytes; the config
+/// takes visible ASCII, as every registered name is).
+pub fn parse_protocol(text: &str) -> Result<String, String> {
+    let visible = text.bytes().all(|b| b.is_ascii_graphic());
+    if (1..=255).contains(&text.len()) && visible {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "'{text}' is not an ALPN protocol name (1 to 255 visible ASCII bytes, e.g. \"h2\")"
+        ))
     }
 }
 
