@@ -13,7 +13,8 @@
 //! - a hello that matches nothing, has no `server_name`, or is ECH (its name is the public one, not
 //!   the one the client means) goes to the route marked `default`, and without one to none;
 //! - one pattern on two routes of an address is a conflict when neither lists `alpn` or both do and
-//!   share a protocol; so are two defaults: [`Table::build`] names both routes.
+//!   share a protocol; so are two defaults, and a pattern a route lists twice: [`Table::build`] names
+//!   the routes.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -136,7 +137,10 @@ impl<R: Copy> Table<R> {
                 default_name = Some(name);
                 table.default = Some(route);
             }
-            for pattern in &rule.names {
+            for (index, pattern) in rule.names.iter().enumerate() {
+                if rule.names[..index].contains(pattern) {
+                    return Err(format!("sni '{pattern}' is listed twice by route '{name}'"));
+                }
                 if let Some((_, _, first)) = owners
                     .iter()
                     .find(|(seen, alpn, _)| *seen == pattern && overlap(alpn, &rule.alpn))
@@ -326,6 +330,8 @@ mod tests {
         ])
         .expect_err("two defaults");
         assert_eq!(err, "route 'a' and route 'b' are both marked default");
+        let err = table(&[("a", rule(&["x.y", "X.y"], &[], false))]).expect_err("twice");
+        assert_eq!(err, "sni 'x.y' is listed twice by route 'a'");
         let err = table(&[
             ("a", rule(&["*.y"], &["h2", "http/1.1"], false)),
             ("b", rule(&["*.y"], &["http/1.1"], false)),
@@ -342,5 +348,143 @@ mod tests {
             ("c", rule(&["*.y"], &[], false)),
         ])
         .expect("valid");
+    }
+
+    /// Property: on random routes and hellos over a small universe of names, a table is refused exactly
+    /// when two routes conflict, and otherwise picks what the rules, read plainly over the flat list of
+    /// routes, pick; a picked route always lists a pattern matching the name, or is the default.
+    #[test]
+    fn test_property_never_a_wrong_route() {
+        let mut g = crate::fuzz::Gen::new(0x5eed_0019);
+        let labels = ["a", "b", "c"];
+        let protocols = ["h2", "http/1.1", "acme-tls/1"];
+        let name = |g: &mut crate::fuzz::Gen| {
+            let depth = 1 + g.below(3);
+            (0..depth)
+                .map(|_| labels[g.below(3)])
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        let (mut built, mut picked) = (0, 0);
+        for _ in 0..5_000 {
+            let rules: Vec<(String, Rule)> = (0..1 + g.below(4))
+                .map(|i| {
+                    let names = (0..g.below(3))
+                        .map(|_| {
+                            let text = name(&mut g);
+                            if g.below(3) == 0 {
+                                Pattern::Wildcard(text)
+                            } else {
+                                Pattern::Exact(text)
+                            }
+                        })
+                        .collect();
+                    let alpn = protocols
+                        .iter()
+                        .filter(|_| g.below(4) == 0)
+                        .map(|p| p.to_string())
+                        .collect();
+                    let rule = Rule {
+                        names,
+                        alpn,
+                        default: g.below(5) == 0,
+                    };
+                    (format!("r{i}"), rule)
+                })
+                .collect();
+            let repeated = rules.iter().any(|(_, rule)| {
+                (0..rule.names.len()).any(|i| rule.names[..i].contains(&rule.names[i]))
+            });
+            let conflict = repeated
+                || rules.iter().enumerate().any(|(i, (_, a))| {
+                    rules[i + 1..].iter().any(|(_, b)| {
+                        (a.default && b.default)
+                            || a.names
+                                .iter()
+                                .any(|p| b.names.contains(p) && overlap(&a.alpn, &b.alpn))
+                    })
+                });
+            let table = Table::build(
+                rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n, r))| (i, n.as_str(), r)),
+            );
+            assert_eq!(table.is_err(), conflict, "{rules:?}");
+            let Ok(table) = table else { continue };
+            built += 1;
+            for _ in 0..20 {
+                let offered: Vec<&str> = protocols
+                    .iter()
+                    .copied()
+                    .filter(|_| g.below(3) == 0)
+                    .collect();
+                let mut offered = offered;
+                if g.below(2) == 0 {
+                    offered.reverse();
+                }
+                let server_name = (g.below(8) != 0).then(|| name(&mut g));
+                let hello = hello(server_name.as_deref(), &offered, g.below(10) == 0);
+                let expected = reference(&rules, &hello);
+                assert_eq!(table.pick(&hello), expected, "{rules:?} {hello:?}");
+                if let Some(route) = expected {
+                    picked += 1;
+                    let rule = &rules[route].1;
+                    let listed = hello.server_name.as_deref().is_some_and(|n| {
+                        rule.names.iter().any(|p| matches(p, n)) && !hello.has_ech
+                    });
+                    assert!(listed || rule.default, "{rules:?} {hello:?}");
+                }
+            }
+        }
+        assert!(
+            built > 1_000 && picked > 10_000,
+            "{built} tables, {picked} picks"
+        );
+    }
+
+    fn matches(pattern: &Pattern, name: &str) -> bool {
+        match pattern {
+            Pattern::Exact(exact) => exact == name,
+            Pattern::Wildcard(suffix) => name
+                .strip_suffix(suffix.as_str())
+                .and_then(|head| head.strip_suffix('.'))
+                .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+        }
+    }
+
+    /// The rules of the module doc, over the flat list: exact names, then wildcards; within a tier, the
+    /// client's protocols in its order, then a route without `alpn`; then the default.
+    fn reference(rules: &[(String, Rule)], hello: &Hello) -> Option<usize> {
+        let default = rules.iter().position(|(_, rule)| rule.default);
+        let Some(name) = hello.server_name.as_deref().filter(|_| !hello.has_ech) else {
+            return default;
+        };
+        for wildcard in [false, true] {
+            let tier: Vec<usize> =
+                (0..rules.len())
+                    .filter(|&i| {
+                        rules[i].1.names.iter().any(|p| {
+                            matches!(p, Pattern::Wildcard(_)) == wildcard && matches(p, name)
+                        })
+                    })
+                    .collect();
+            for protocol in &hello.alpn {
+                let listing = tier.iter().find(|&&i| {
+                    rules[i]
+                        .1
+                        .alpn
+                        .iter()
+                        .any(|a| a.as_bytes() == protocol.as_slice())
+                });
+                if let Some(&i) = listing {
+                    return Some(i);
+                }
+            }
+            if let Some(&i) = tier.iter().find(|&&i| rules[i].1.alpn.is_empty()) {
+                return Some(i);
+            }
+        }
+        default
     }
 }

@@ -351,7 +351,8 @@ impl Reader<'_> {
                 group.push(index);
             }
         }
-        for (addr, group) in sharing.iter().filter(|(_, group)| group.len() > 1) {
+        let sni = |group: &Vec<usize>| group.iter().any(|&index| routes[index].sni.is_set());
+        for (addr, group) in sharing.iter().filter(|(_, group)| sni(group)) {
             let rules = group
                 .iter()
                 .map(|&index| (index, routes[index].name.as_str(), &routes[index].sni));
@@ -525,6 +526,11 @@ mod tests {
         rejects(
             &format!("{api}{fixed}"),
             "test.toml: route[1].listen: 127.0.0.1:7000 is used by two routes (routes may share one only with sni or default)",
+            &[],
+        );
+        rejects(
+            &format!("{fixed}sni = [\"a.example\", \"A.example\"]\n"),
+            "test.toml: listen 127.0.0.1:7000: sni 'a.example' is listed twice by route 'route-1'",
             &[],
         );
         // Well-formed: refused only because it is not served yet.
