@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Captures real ClientHellos into this folder: a loopback listener records the first bytes of each
 connection (until the client gives up, 2 s) while openssl s_client and curl connect to it.
-Run from this folder: python3 capture.py. The files are committed; tests/tls_hello.rs replays them."""
+Run from this folder: python3 capture.py. The files are committed; tests/tls_hello.rs replays them.
+Captured 2026-12-06 with OpenSSL 3.0.19 (s_client) and curl 7.88.1 (libcurl with OpenSSL 3.0.19,
+nghttp2 1.52.0) on Debian; each hello is random per run, so a new capture differs byte for byte but
+not in the names the tests expect."""
 import socket, subprocess, threading
 
 def capture(name, argv):
