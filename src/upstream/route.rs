@@ -518,6 +518,7 @@ pub(crate) mod tests {
             send_proxy_tlvs: Default::default(),
             accept_proxy: false,
             header_timeout: Duration::from_secs(10),
+            sni: Default::default(),
         }
     }
 
