@@ -25,6 +25,8 @@
 //! - [`session`]: one client and its upstream: the pair, its phases and its connect path.
 //! - [`reactor`]: owns `Poll`, the slabs, the timers and the worker threads; dispatches events and
 //!   timers to sessions, accepts, reloads, probes, serves `--metrics`.
+//! - [`service`]: the conventions of a system service at the process's edge: the `--pid-file` and
+//!   dropping root (`--user`, `--group`). Uses no other module, so any layer may use it.
 
 // The docs are built with `--document-private-items` (.ci/run): the internals are the textbook, so a
 // public item's doc may link a private one, whose page exists.
@@ -37,6 +39,7 @@ pub mod datapath;
 mod fuzz;
 pub mod observe;
 pub mod reactor;
+pub mod service;
 pub mod session;
 pub mod throttle;
 pub mod token;

@@ -106,11 +106,17 @@ fn test_config_excludes_route_flags() {
     }
 }
 
+/// A missing config file is bad input like a bad flag: exit 2 (README, Exit codes), at start and under
+/// `--check`, with the path named.
 #[test]
-fn test_missing_file_is_a_start_failure() {
-    let (code, stderr) = run_edgefwd_expect_fail(&["--config", "/nonexistent/edgefwd.toml"]);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("/nonexistent/edgefwd.toml"), "{stderr}");
+fn test_missing_file_is_a_usage_error() {
+    for check in [&[][..], &["--check"][..]] {
+        let mut args = vec!["--config", "/nonexistent/edgefwd.toml"];
+        args.extend_from_slice(check);
+        let (code, stderr) = run_edgefwd_expect_fail(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("/nonexistent/edgefwd.toml"), "{stderr}");
+    }
 }
 
 /// docs/config.md's key table is `settings::docs_table()`: edit the rows in `settings::ROUTE`, then paste
