@@ -136,3 +136,24 @@ fn test_docs_table_is_rendered_from_the_settings() {
         "docs/config.md's key table differs from src/config/settings.rs; it should read:\n{table}"
     );
 }
+
+/// Durations as TOML integers (seconds), as docs/config.md says a bare number is, start a forwarder with
+/// those values: `connect_timeout = 5` is 5 s.
+#[test]
+fn test_integer_durations_start() {
+    let echo = Backend::echo();
+    let file = ConfigFile::new(&format!(
+        "shutdown_timeout = 3\n[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\"]\nconnect_timeout = 5\nidle_timeout = 600\nbuffer_size = 16384\n",
+        echo.upstream_arg()
+    ));
+    let fwd = Forwarder::start(&["--config", file.path()]);
+    let logs = fwd.logs();
+    for shown in [
+        "connect-timeout=5000ms",
+        "idle-timeout=600000ms",
+        "buffer-size=16384",
+    ] {
+        assert!(logs.contains(shown), "{shown}:\n{logs}");
+    }
+    echo_roundtrip(fwd.addr(), 64 * 1024, 8192);
+}
