@@ -75,14 +75,6 @@ impl Cause {
         }
     }
 
-    /// A failed upstream connect: the causes that let a pair fail over to another upstream.
-    pub(crate) fn is_connect_failure(self) -> bool {
-        matches!(
-            self,
-            Cause::ConnectRefused | Cause::ConnectTimeout | Cause::ConnectError
-        )
-    }
-
     /// Whether the surviving side(s) must see an abort (RST) rather than a FIN that would read as a clean
     /// end of stream.
     pub(crate) fn resets(self) -> bool {

@@ -72,7 +72,7 @@ const _: () = assert!(RESERVED_END < (1 << 16) - 4);
 
 /// What a token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub enum Owner {
     /// Listener `index` of the route in slab slot `route`.
     Listener {
         route: usize,
@@ -90,23 +90,23 @@ pub enum Target {
     Pair(PairToken),
 }
 
-impl Target {
+impl Owner {
     /// Decodes any token the reactor registered.
-    pub fn of(token: Token) -> Target {
+    pub fn of(token: Token) -> Owner {
         match token {
-            SIGNALS => Target::Signals,
-            METRICS => Target::Metrics,
-            WAKER => Target::Waker,
+            SIGNALS => Owner::Signals,
+            METRICS => Owner::Metrics,
+            WAKER => Owner::Waker,
             Token(value) if value >= RESERVED_FLOOR => match value - RESERVED_FLOOR {
-                offset if offset < PROBE_BASE => Target::Scrape(offset),
-                offset if offset < LISTENER_BASE => Target::Probe(offset - PROBE_BASE),
-                offset if offset < WARM_BASE => Target::Listener {
+                offset if offset < PROBE_BASE => Owner::Scrape(offset),
+                offset if offset < LISTENER_BASE => Owner::Probe(offset - PROBE_BASE),
+                offset if offset < WARM_BASE => Owner::Listener {
                     route: (offset - LISTENER_BASE) / MAX_LISTENERS,
                     index: (offset - LISTENER_BASE) % MAX_LISTENERS,
                 },
-                offset => Target::Warm(offset - WARM_BASE),
+                offset => Owner::Warm(offset - WARM_BASE),
             },
-            other => Target::Pair(PairToken::decode(other)),
+            other => Owner::Pair(PairToken::decode(other)),
         }
     }
 }
@@ -156,7 +156,7 @@ impl PairToken {
         Token((generation << (usize::BITS - GENERATION_BITS)) | (self.slot << 1) | side)
     }
 
-    /// Unpacks a pair token (see [`Target::of`] for tokens of any kind).
+    /// Unpacks a pair token (see [`Owner::of`] for tokens of any kind).
     fn decode(token: Token) -> PairToken {
         let side = if token.0 & 1 == 0 {
             Side::Client
@@ -188,35 +188,35 @@ mod tests {
                 side,
                 generation,
             };
-            assert_eq!(Target::of(token.encode()), Target::Pair(token));
+            assert_eq!(Owner::of(token.encode()), Owner::Pair(token));
         }
     }
 
     #[test]
     fn test_reserved_tokens_are_not_pairs() {
-        assert_eq!(Target::of(SIGNALS), Target::Signals);
-        assert_eq!(Target::of(METRICS), Target::Metrics);
-        assert_eq!(Target::of(WAKER), Target::Waker);
-        assert_eq!(Target::of(probe_token(0)), Target::Probe(0));
+        assert_eq!(Owner::of(SIGNALS), Owner::Signals);
+        assert_eq!(Owner::of(METRICS), Owner::Metrics);
+        assert_eq!(Owner::of(WAKER), Owner::Waker);
+        assert_eq!(Owner::of(probe_token(0)), Owner::Probe(0));
         assert_eq!(
-            Target::of(probe_token(MAX_PROBES - 1)),
-            Target::Probe(MAX_PROBES - 1)
+            Owner::of(probe_token(MAX_PROBES - 1)),
+            Owner::Probe(MAX_PROBES - 1)
         );
         for (route, index) in [(0, 0), (3, 1), (MAX_ROUTES - 1, MAX_LISTENERS - 1)] {
             assert_eq!(
-                Target::of(listener_token(route, index)),
-                Target::Listener { route, index }
+                Owner::of(listener_token(route, index)),
+                Owner::Listener { route, index }
             );
         }
-        assert_eq!(Target::of(scrape_token(0)), Target::Scrape(0));
+        assert_eq!(Owner::of(scrape_token(0)), Owner::Scrape(0));
         assert_eq!(
-            Target::of(scrape_token(MAX_SCRAPES - 1)),
-            Target::Scrape(MAX_SCRAPES - 1)
+            Owner::of(scrape_token(MAX_SCRAPES - 1)),
+            Owner::Scrape(MAX_SCRAPES - 1)
         );
-        assert_eq!(Target::of(warm_token(0)), Target::Warm(0));
+        assert_eq!(Owner::of(warm_token(0)), Owner::Warm(0));
         assert_eq!(
-            Target::of(warm_token(MAX_WARM - 1)),
-            Target::Warm(MAX_WARM - 1)
+            Owner::of(warm_token(MAX_WARM - 1)),
+            Owner::Warm(MAX_WARM - 1)
         );
     }
 
@@ -227,7 +227,7 @@ mod tests {
             side: Side::Upstream,
             generation: GENERATION_MASK - 1,
         };
-        assert_eq!(Target::of(highest.encode()), Target::Pair(highest));
+        assert_eq!(Owner::of(highest.encode()), Owner::Pair(highest));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use crate::config::{Addresses, ListenSpec, MAX_ADDRESSES, MAX_LISTENERS};
 
-/// Resolves an upstream's `HOST:PORT`: its first `MAX_ADDRESSES` distinct addresses, in the resolver's
+/// Resolves an upstream's `HOST:PORT`: its first [`MAX_ADDRESSES`] distinct addresses, in the resolver's
 /// order, each of which becomes an endpoint.
 pub fn upstream_addresses(host_port: &str) -> Addresses {
     let addrs = resolve(host_port).map_err(|err| format!("cannot resolve '{host_port}': {err}"))?;

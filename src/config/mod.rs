@@ -301,7 +301,7 @@ pub fn default_connect_attempts(upstreams: &[UpstreamConfig]) -> usize {
 }
 
 /// The most endpoints `upstreams` can have, and so the most attempts a client can use: one per IP
-/// literal, up to `MAX_ADDRESSES` per host name.
+/// literal, up to [`MAX_ADDRESSES`] per host name.
 pub fn most_endpoints(upstreams: &[UpstreamConfig]) -> usize {
     upstreams
         .iter()

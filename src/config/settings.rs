@@ -7,7 +7,7 @@
 //! - the flags `--config` excludes ([`flag_ids`]);
 //! - the flags' defaults, where the default is one value ([`Setting::flag_default`]; the file's typed
 //!   defaults in [`crate::config`] are held to the same values by a test);
-//! - the start line's settings (`start_line`);
+//! - the start line's settings ([`start_line`]);
 //! - the key table of docs/config.md ([`docs_table`]; tests/config.rs fails when the file differs).
 //!
 //! What is checked against it, by tests that fail when they drift: every setting with a flag is accepted

@@ -17,9 +17,9 @@
 use std::net::SocketAddr;
 
 use super::Reactor;
-use crate::close::Cause;
 use crate::config::{self, Addresses};
 use crate::reactor::worker::{Answer, Job};
+use crate::session::connect::Step;
 
 impl Reactor {
     /// Sends the host-name upstreams of every route whose `resolve_interval` has come round to the
@@ -89,31 +89,16 @@ impl Reactor {
 
     /// A CONNECT destination's addresses came back. The pair may be gone (its client left, or its deadline
     /// answered 504) and its slot may hold another pair since: the id and the phase tell, as a token's
-    /// generation does. An answer that comes with the deadline (answers are handled before timers in a
-    /// turn; a lookup thread skips a name whose deadline passed) is the deadline's: 504, as the timer would
-    /// have answered. Otherwise the pair connects to the first address (`Pair::on_looked`), or answers 502.
+    /// generation does. The rest is the connect path's (`session::connect`).
     fn on_looked(&mut self, slot: usize, id: u32, addrs: Result<Vec<SocketAddr>, String>) {
-        let now = self.now;
         self.metrics.lookups += 1;
-        let Some(pair) = self
+        let awaited = self
             .pairs
-            .get_mut(slot)
-            .filter(|pair| pair.id == id && pair.awaits_address())
-        else {
-            return;
-        };
-        let Some(route) = self.routes.get(pair.route) else {
-            return;
-        };
-        let outcome = if pair
-            .deadline(&route.deadlines)
-            .is_some_and(|(at, _)| at <= now)
-        {
-            pair.expire(Cause::ConnectTimeout, now)
-        } else {
-            pair.on_looked(addrs, now)
-        };
-        self.settle(slot, outcome);
+            .get(slot)
+            .is_some_and(|pair| pair.id == id && pair.awaits_address());
+        if awaited {
+            self.advance_connect(slot, Step::Looked(addrs));
+        }
     }
 
     /// New addresses apply to new connections; live pairs keep the socket they have.

@@ -17,13 +17,17 @@
 //! stays set: the kernel will not send another edge for connections already queued, so the loop must come
 //! back by itself — when a pair closes, when the backoff timer fires, or on the next turn.
 //!
-//! Failover: a pair whose upstream connect fails (refused, error, or its connect deadline) while still in
-//! `Connecting` gets a new upstream socket from its route ([`Route::connect`]), registered under the same
-//! token, until the route's `connect_attempts` are used up. Reload (SIGHUP) swaps routes without cutting a
-//! pair: see `Reactor::reload` (in `reload.rs`).
+//! Getting a pair its upstream (pick, connect, fail over, look up a CONNECT destination, establish or
+//! give up) is `session::connect`'s: the reactor lends it a `Context` at each step and acts on the
+//! outcome. Reload (SIGHUP) swaps routes without cutting a pair: see `Reactor::reload` (in `reload.rs`).
 //!
-//! This file is the loop, the pairs, accepting, failover and shutdown. The rest adds `impl Reactor` blocks
-//! in submodules, so `Poll`, the `Registry` and the slabs stay inside this module tree:
+//! This file is the loop, event dispatch, acting on a pair's outcome, and the pairs' timers. The rest adds `impl Reactor`
+//! blocks in submodules, so `Poll`, the `Registry` and the slabs stay inside this module tree:
+//! - `accept`: the after-batch accept phase, its limits and the EMFILE pause;
+//! - `connecting`: handing a new client and each step of its connect to `session::connect`, the
+//!   `--prewarm` refill, the lookup threads as the connect path sees them;
+//! - `teardown`: closing a pair, and what a close frees (a drained route, slab capacity, spare pipes);
+//! - `shutdown`: signals, graceful shutdown and its deadline;
 //! - `reload`: SIGHUP reload, route matching, listener hand-over, draining routes;
 //! - `probes`: active health probes;
 //! - `lookups`: DNS re-resolution, CONNECT lookups' answers, and the worker threads' waker;
@@ -34,55 +38,46 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
-use mio::net::TcpStream;
+use log::warn;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
-use socket2::SockRef;
 
 use crate::close::Cause;
 use crate::config::file::Defaults;
 use crate::config::{Config, Mode};
-use crate::datapath::budget::{self, FdBudget, Slot};
-use crate::datapath::net;
+use crate::datapath::budget::FdBudget;
 use crate::datapath::readiness::Event;
 use crate::datapath::stream::Socket;
 use crate::observe::metrics::{Metrics, MetricsBoard, StatsTicker};
 use crate::reactor::scrape::MetricsServer;
 use crate::reactor::timer::{Entry, Timers};
-use crate::reactor::worker::{Inbox, Lookup, NotQueued, Worker};
-use crate::session::pair::{Outcome, Pair, Phase, NO_UPSTREAM};
+use crate::reactor::worker::{Inbox, Worker};
+use crate::session::connect::Step;
+use crate::session::pair::{Outcome, Pair};
 use crate::throttle::Throttle;
-use crate::token::{self, PairToken, Side, Target, GENERATION_MASK, MAX_SLOT};
-use crate::upstream::endpoint::Tried;
+use crate::token::{self, Owner, PairToken, Side};
 use crate::upstream::prewarm::WarmPool;
-use crate::upstream::route::{Listener, NoUpstream, Route};
-use crate::wire::greeting::{Greeting, Target as ConnectTarget};
-use crate::wire::proxy_protocol::Reason;
+use crate::upstream::route::{Listener, Route};
 
+mod accept;
+mod connecting;
 pub mod fdlimit;
 mod lookups;
 mod probes;
 mod reload;
 mod report;
 pub mod scrape;
+mod shutdown;
+mod teardown;
 pub mod timer;
 pub mod worker;
 
 use probes::Probe;
 use report::trace_event;
+use shutdown::Drain;
 
-/// Most connections accepted from one listener in one loop turn, so a connection flood cannot starve
-/// established pairs.
-const ACCEPT_BUDGET: usize = 256;
-/// Pair slots kept allocated once every pair has closed (see `release_pair_slots`): enough for
-/// everyday churn to reuse them without growing the slab again.
-const PAIR_SLOTS_KEPT: usize = 1024;
-
-/// How long accepting pauses after EMFILE/ENFILE: long enough to cost no CPU, short enough to resume fast.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Events fetched per `epoll_wait`.
 const EVENTS_CAPACITY: usize = 1024;
 /// At most one line per this long about clients closed over their PROXY header (per reactor).
@@ -95,18 +90,6 @@ pub enum Exit {
     Graceful,
     /// A second signal asked to stop at once.
     Forced,
-}
-
-/// Progress of a graceful shutdown.
-#[derive(Debug)]
-struct Drain {
-    deadline: Instant,
-    /// Pairs that ended on their own after the signal.
-    drained: usize,
-    /// Pairs closed by the shutdown itself.
-    cut: usize,
-    /// A second signal arrived.
-    forced: bool,
 }
 
 /// Where a reactor stands among the `--threads` reactors.
@@ -286,7 +269,7 @@ impl Reactor {
 
     /// This reactor's listeners, route by route, each under a new descriptor, for another `--threads`
     /// reactor to accept from: all reactors of the process drain the same sockets, and no other
-    /// process can join them as it could join a SO_REUSEPORT group (see [`net::bind_listener`]).
+    /// process can join them as it could join a SO_REUSEPORT group (see [`crate::datapath::net::bind_listener`]).
     pub fn share_listeners(&self) -> Result<Vec<Vec<Listener>>, String> {
         self.routes
             .iter()
@@ -375,24 +358,24 @@ impl Reactor {
         let mut count = 0;
         for event in events.iter() {
             count += 1;
-            let target = Target::of(event.token());
+            let owner = Owner::of(event.token());
             if log::log_enabled!(log::Level::Trace) {
-                trace_event(target, Event::from(event));
+                trace_event(owner, Event::from(event));
             }
-            match target {
-                Target::Listener { route, index } => self.on_listener_event(route, index),
-                Target::Signals => self.on_signals(),
-                Target::Metrics => self.with_metrics_server(|server, _| server.on_listener_event()),
-                Target::Waker => self.on_waker(),
-                Target::Scrape(slot) => self.on_scrape_event(slot),
-                Target::Probe(slot) => self.on_probe_event(slot),
-                Target::Warm(slot) => {
+            match owner {
+                Owner::Listener { route, index } => self.on_listener_event(route, index),
+                Owner::Signals => self.on_signals(),
+                Owner::Metrics => self.with_metrics_server(|server, _| server.on_listener_event()),
+                Owner::Waker => self.on_waker(),
+                Owner::Scrape(slot) => self.on_scrape_event(slot),
+                Owner::Probe(slot) => self.on_probe_event(slot),
+                Owner::Warm(slot) => {
                     if let Some(warm) = self.warm.as_mut() {
                         let hung_up = event.is_read_closed() || event.is_error();
                         warm.on_event(slot, hung_up, self.now);
                     }
                 }
-                Target::Pair(pair) => self.on_pair_event(pair, Event::from(event)),
+                Owner::Pair(pair) => self.on_pair_event(pair, Event::from(event)),
             }
         }
         self.events = events;
@@ -420,13 +403,9 @@ impl Reactor {
         let Some(route) = self.routes.get_mut(pair.route) else {
             return; // cannot happen: a route outlives its pairs
         };
-        let connecting = pair.phase() == Phase::Connecting;
         let budget = route.pair_budget;
         let mut shared = route.shared(&mut self.metrics);
         let outcome = pair.on_event(side, event, &mut shared, budget, self.now);
-        if connecting && pair.phase() == Phase::Established {
-            route.connect_succeeded(pair.endpoint, self.now);
-        }
         self.settle(slot, outcome);
     }
 
@@ -445,13 +424,10 @@ impl Reactor {
                 }
                 self.arm_timer(slot);
             }
-            Outcome::Close(cause) if cause.is_connect_failure() => self.failover(slot, cause),
             Outcome::Close(cause) => self.close_pair(slot, cause),
-            Outcome::Connect(target) => self.connect_greeted(slot, target),
-            Outcome::NextAddress(addr) => {
-                self.metrics.failovers += 1;
-                self.start_upstream(slot, Some(addr));
-            }
+            Outcome::Connect(target) => self.advance_connect(slot, Step::Greeted(target)),
+            Outcome::Connected => self.advance_connect(slot, Step::Connected),
+            Outcome::ConnectFailed(cause) => self.advance_connect(slot, Step::Failed(cause)),
         }
     }
 
@@ -498,114 +474,6 @@ impl Reactor {
             }
         }
         true
-    }
-
-    /// A pair's greeting is done: connect it to an upstream of its route or to its CONNECT destination,
-    /// which is looked up first when it names a host.
-    fn connect_greeted(&mut self, slot: usize, target: ConnectTarget) {
-        match target {
-            ConnectTarget::Balanced => self.start_upstream(slot, None),
-            ConnectTarget::Direct(addr) => self.start_upstream(slot, Some(addr)),
-            ConnectTarget::Named(host_port) => self.look_up(slot, host_port),
-        }
-    }
-
-    /// A CONNECT destination named by host goes to the lookup threads; the pair waits for the answer
-    /// ([`Reactor::on_looked`]) in `Connecting` without a socket, under its connect deadline, which the
-    /// job carries so that a lookup thread skips a name nobody waits for any more.
-    fn look_up(&mut self, slot: usize, host_port: String) {
-        let now = self.now;
-        let Some(pair) = self.pairs.get_mut(slot) else {
-            return;
-        };
-        let Some(route) = self.routes.get(pair.route) else {
-            return;
-        };
-        pair.begin_lookup(now);
-        let job = Lookup {
-            pair: slot,
-            id: pair.id,
-            host_port,
-            until: pair.deadline(&route.deadlines).map_or(now, |(at, _)| at),
-        };
-        let queued = match self.worker.as_mut() {
-            Some(worker) => worker.lookup(job),
-            None => Err(NotQueued::NoThreads),
-        };
-        let outcome = match queued {
-            Ok(()) => Outcome::Open,
-            Err(why) => {
-                debug!("conn={} CONNECT to a host name: {}", pair.id, why.reason());
-                if let Some(suppressed) = self.lookup_warning.allow(now) {
-                    warn!(
-                        "CONNECT to host names answered 502: {} ({suppressed} more since the last warning)",
-                        why.reason()
-                    );
-                }
-                pair.cannot_connect(now)
-            }
-        };
-        self.settle(slot, outcome);
-    }
-
-    /// Starts the upstream connect, to the CONNECT `destination` or else to an upstream of the route
-    /// (balanced by the client address, which a PROXY header may have replaced), and registers the socket
-    /// under the pair's upstream token. A CONNECT destination's next address comes here too, after the
-    /// pair dropped the failed socket ([`Outcome::NextAddress`]). A connect to a CONNECT destination that
-    /// fails at once (no route, a firewall's EPERM, no local port) moves on to its next address as well;
-    /// running out of fds does not, since the next connect would fail the same way.
-    fn start_upstream(&mut self, slot: usize, destination: Option<SocketAddr>) {
-        let now = self.now;
-        let Some(pair) = self.pairs.get_mut(slot) else {
-            return;
-        };
-        let Some(route) = self.routes.get_mut(pair.route) else {
-            return;
-        };
-        let started = match destination {
-            None => route
-                .connect(pair.client_addr.ip(), Tried::default(), now, |_| None)
-                .map(|(stream, index, tried, _)| (stream, index, tried))
-                .map_err(|failure| (failure.unresolved, failure.error)),
-            Some(addr) => net::start_connect(addr, route.options)
-                .map(|stream| (stream, NO_UPSTREAM, Tried::default()))
-                .map_err(|err| (false, err)),
-        };
-        let (mut stream, index, tried) = match started {
-            Ok(started) => started,
-            Err((unresolved, err)) => {
-                debug!("conn={} cannot start the upstream connect: {err}", pair.id);
-                let exhausted = net::is_resource_exhaustion(&err);
-                let outcome = if destination.is_some() && !exhausted {
-                    pair.destination_unreachable(&err, now)
-                } else if unresolved {
-                    Outcome::Close(Cause::Unresolved)
-                } else {
-                    // Not a failover case: no upstream of the route was tried.
-                    pair.cannot_connect(now)
-                };
-                if exhausted {
-                    // Out of fds: accepting more clients now would only fail the same way.
-                    self.pause_accepting(&err);
-                }
-                return match outcome {
-                    Outcome::Close(cause) => self.close_pair(slot, cause),
-                    outcome => self.settle(slot, outcome),
-                };
-            }
-        };
-        let token = token_of(slot, Side::Upstream, pair.id);
-        let both = Interest::READABLE | Interest::WRITABLE;
-        if let Err(err) = self.poll.registry().register(&mut stream, token, both) {
-            route.release(index);
-            warn!(
-                "conn={} cannot register an upstream connect: {err}",
-                pair.id
-            );
-            return self.close_pair(slot, Cause::ConnectError);
-        }
-        pair.begin_connect(stream, index, tried, now);
-        self.arm_timer(slot);
     }
 
     fn run_yielded(&mut self) {
@@ -701,614 +569,6 @@ impl Reactor {
         self.start_probes();
         self.start_resolves();
     }
-
-    fn any_accept_ready(&self) -> bool {
-        self.accept_paused_until.is_none()
-            && (self.siblings.budget.has_room()
-                && self.routes.iter().any(|(_, route)| {
-                    route.below_limit() && route.listeners.iter().any(|listener| listener.ready)
-                })
-                || self
-                    .metrics_server
-                    .as_ref()
-                    .is_some_and(|server| server.is_ready(self.now)))
-    }
-
-    /// With `--threads`, spare pipes live at most [`budget::SPARE_CHECK`]: another reactor's clients may
-    /// wait for their slots, and nothing would wake this reactor to give them back. The first turn that
-    /// finds spares arms the deadline; the turn at or past it closes every spare. An idle reactor thus
-    /// wakes once after its last pipe went spare, then sleeps.
-    fn expire_spare_pipes(&mut self) {
-        if self.config.threads == 1 {
-            return;
-        }
-        match self.spares_expire_at {
-            Some(at) if at <= self.now => {
-                self.shed_spare_pipes();
-                self.spares_expire_at = None;
-            }
-            Some(_) => {}
-            None => {
-                let holds_spares = self
-                    .routes
-                    .iter()
-                    .any(|(_, route)| route.pipes.as_ref().is_some_and(|pipes| pipes.spare() > 0));
-                if holds_spares {
-                    self.spares_expire_at = Some(self.now + budget::SPARE_CHECK);
-                }
-            }
-        }
-    }
-
-    /// Accepts queued scrapes, unless accepting is paused: the metrics listener runs out of fds like any
-    /// other, and then waits out the same pause (its edge kept) instead of spinning or losing the scrape.
-    /// Errors of its own it waits out alone (`MetricsServer::accept`).
-    fn accept_scrapes(&mut self) {
-        if self.accept_paused_until.is_some() {
-            return;
-        }
-        let now = self.now;
-        let mut failed = None;
-        self.with_metrics_server(|server, registry| failed = server.accept(registry, now));
-        if let Some(err) = failed {
-            self.pause_accepting(&err);
-        }
-    }
-
-    fn can_accept(&self, route: usize, index: usize) -> bool {
-        self.accept_paused_until.is_none()
-            && self.routes.get(route).is_some_and(|route| {
-                route.below_limit()
-                    && route
-                        .listeners
-                        .get(index)
-                        .is_some_and(|listener| listener.ready)
-            })
-    }
-
-    /// The after-batch accept phase: metrics scrapes, every ready listener, then the warm pool's refill
-    /// (new slots are only handed out here, after every event of the batch has been dispatched).
-    fn accept_ready(&mut self) {
-        self.accept_scrapes();
-        if self.budget_retry_at.is_some_and(|at| at <= self.now) {
-            self.budget_retry_at = None;
-        }
-        if self.siblings.budget.is_wanted() {
-            // Clients wait for a slot, perhaps in another reactor's backlog: spares must not hold them.
-            self.shed_spare_pipes();
-        }
-        let ready: Vec<(usize, usize)> = self
-            .routes
-            .iter()
-            .flat_map(|(key, route)| {
-                route
-                    .listeners
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, listener)| listener.ready)
-                    .map(move |(index, _)| (key, index))
-            })
-            .collect();
-        for (route, index) in ready {
-            self.accept_from(route, index);
-        }
-        self.expire_spare_pipes();
-        self.refill_warm();
-    }
-
-    /// Accepts until WouldBlock, the route's connection limit, the fd budget, fd exhaustion or the
-    /// per-turn cap. Each client is accepted with a budget slot in hand, which its pair keeps.
-    fn accept_from(&mut self, route: usize, index: usize) {
-        for _ in 0..ACCEPT_BUDGET {
-            if !self.can_accept(route, index) {
-                self.note_limit(route);
-                return;
-            }
-            let Some(slot) = self.take_pair_slot() else {
-                self.note_budget_full(route);
-                return;
-            };
-            let Some(listener) = self.routes.get_mut(route).and_then(|route| {
-                // Accepting again: the next stop, at either limit, is counted.
-                route.at_limit = false;
-                route.listeners.get_mut(index)
-            }) else {
-                return;
-            };
-            match listener.socket.accept() {
-                Ok((stream, addr)) => {
-                    self.metrics.accepts += 1;
-                    self.open_pair(route, stream, addr, slot);
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => listener.ready = false,
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
-                Err(err) => self.pause_accepting(&err),
-            }
-        }
-    }
-
-    /// A slot of the fd budget for a new pair. When none is free and this reactor holds spare pipes, they
-    /// are closed and the slot taken from what they gave back.
-    fn take_pair_slot(&mut self) -> Option<Slot> {
-        self.siblings.budget.take_for_pair().or_else(|| {
-            self.shed_spare_pipes();
-            self.siblings.budget.take_for_pair()
-        })
-    }
-
-    /// Accepting stopped at the process's fd budget with a listener of route `key` still ready: its
-    /// clients wait in the backlog. A pair or pipe closing in this reactor frees a slot that the same
-    /// turn's accept phase uses; one freed by another reactor is found by looking again shortly.
-    fn note_budget_full(&mut self, key: usize) {
-        if self.config.threads > 1 && self.budget_retry_at.is_none() {
-            self.budget_retry_at = Some(self.now + budget::SHARED_RETRY);
-        }
-        let Some(route) = self.routes.get_mut(key) else {
-            return;
-        };
-        if !route.at_limit {
-            route.at_limit = true;
-            self.metrics.accept_pauses_limit += 1;
-            debug!(
-                "route {}: the process's fd budget of {} pairs is in use: clients wait in the backlog",
-                route.config.name,
-                self.siblings.budget.slots()
-            );
-        }
-    }
-
-    /// Counts a route's stop at its `max_connections` once, when it starts.
-    fn note_limit(&mut self, key: usize) {
-        let Some(route) = self.routes.get_mut(key) else {
-            return;
-        };
-        let at_limit = !route.below_limit() && route.listeners.iter().any(|l| l.ready);
-        if at_limit && !route.at_limit {
-            self.metrics.accept_pauses_limit += 1;
-            debug!(
-                "route {} at --max-connections ({}): clients wait in the backlog",
-                route.config.name, route.config.max_connections
-            );
-        }
-        route.at_limit = at_limit;
-    }
-
-    /// Stops accepting for a short while after fd (or memory) exhaustion. Retrying at once would spin:
-    /// the queued connection stays queued and the listener stays readable.
-    fn pause_accepting(&mut self, err: &io::Error) {
-        self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
-        self.metrics.accept_pauses_exhausted += 1;
-        self.shed_spare_pipes();
-        if let Some(suppressed) = self.exhaustion_warning.allow(self.now) {
-            let kind = if net::is_resource_exhaustion(err) {
-                "out of resources"
-            } else {
-                "unexpected error"
-            };
-            warn!(
-                "accept failed ({kind}): {err}; pausing accepts for {}ms, {} pairs open ({suppressed} similar warnings suppressed)",
-                ACCEPT_BACKOFF.as_millis(),
-                self.pairs.len()
-            );
-        }
-    }
-
-    /// Starts the upstream connect for a new client of route `key` and registers both sockets. The pair
-    /// keeps `fd_slot` (given back by `close_pair`); a client dropped or refused here gives it back at
-    /// once.
-    fn open_pair(&mut self, key: usize, client: TcpStream, client_addr: SocketAddr, fd_slot: Slot) {
-        let now = self.now;
-        let Some(route) = self.routes.get_mut(key) else {
-            return;
-        };
-        if let Err(err) = net::apply_accepted_options(&SockRef::from(&client), route.options) {
-            debug!("client={client_addr} dropped: cannot set socket options: {err}");
-            return;
-        }
-        if let Some(rules) = route.greeting.clone() {
-            let greeting = Greeting::new(rules);
-            return self.open_greeting_pair(key, client, client_addr, greeting, fd_slot);
-        }
-        let uid = route.uid;
-        let warm = &mut self.warm;
-        let connect = route.connect(client_addr.ip(), Tried::default(), now, |index| {
-            warm.as_mut().and_then(|pool| pool.take(uid, index))
-        });
-        let (upstream, index, tried, prewarmed) = match connect {
-            Ok(connect) => connect,
-            Err(failure) => return self.refuse_client(key, client, client_addr, failure),
-        };
-        if warm.is_some() {
-            let metrics = &mut self.metrics;
-            *(if prewarmed {
-                &mut metrics.warm_hits
-            } else {
-                &mut metrics.warm_misses
-            }) += 1;
-        }
-        let id = self.next_id;
-        self.next_id = (self.next_id + 1) % GENERATION_MASK;
-        let entry = self.pairs.vacant_entry();
-        let slot = entry.key();
-        if slot > MAX_SLOT {
-            route.release(index);
-            warn!("client={client_addr} dropped: no token space left");
-            return;
-        }
-        let pair = Pair::new(
-            id,
-            (client, client_addr),
-            (upstream, index),
-            key,
-            tried,
-            now,
-            self.config.splice,
-        );
-        let pair = if prewarmed {
-            pair.with_warm_upstream()
-        } else {
-            pair
-        };
-        let mut pair = pair.with_send_proxy(route.config.send_proxy);
-        // Register once for both directions, edge-triggered. Interest changes afterwards only to mute a
-        // socket whose direction is blocked (`sync_read_interest`). A warm upstream is already
-        // registered under its pool token and moves to the pair's.
-        let both = Interest::READABLE | Interest::WRITABLE;
-        let registry = self.poll.registry();
-        let upstream_token = token_of(slot, Side::Upstream, id);
-        let registered = registry
-            .register(&mut pair.client, token_of(slot, Side::Client, id), both)
-            .and_then(|()| match (prewarmed, pair.upstream.as_mut()) {
-                (true, Some(upstream)) => registry.reregister(upstream, upstream_token, both),
-                (false, Some(upstream)) => registry.register(upstream, upstream_token, both),
-                (_, None) => Ok(()),
-            });
-        if let Err(err) = registered {
-            // Nothing was inserted; dropping the pair closes both fds, which also removes them from epoll.
-            route.release(index);
-            warn!("client={client_addr} dropped: cannot register with the poller: {err}");
-            return;
-        }
-        entry.insert(pair);
-        fd_slot.keep();
-        route.pairs += 1;
-        self.metrics.pairs_total += 1;
-        self.arm_timer(slot);
-    }
-
-    /// A client that must greet first (`--accept-proxy`, `--mode connect`): only its socket is registered;
-    /// the upstream connect starts when the pair returns [`Outcome::Connect`].
-    fn open_greeting_pair(
-        &mut self,
-        key: usize,
-        mut client: TcpStream,
-        client_addr: SocketAddr,
-        greeting: Greeting,
-        fd_slot: Slot,
-    ) {
-        let Some(route) = self.routes.get_mut(key) else {
-            return;
-        };
-        let id = self.next_id;
-        self.next_id = (self.next_id + 1) % GENERATION_MASK;
-        let entry = self.pairs.vacant_entry();
-        let slot = entry.key();
-        if slot > MAX_SLOT {
-            warn!("client={client_addr} dropped: no token space left");
-            return;
-        }
-        let both = Interest::READABLE | Interest::WRITABLE;
-        let token = token_of(slot, Side::Client, id);
-        if let Err(err) = self.poll.registry().register(&mut client, token, both) {
-            warn!("client={client_addr} dropped: cannot register with the poller: {err}");
-            return;
-        }
-        let pair = Pair::greeting(
-            id,
-            (client, client_addr),
-            key,
-            greeting,
-            self.now,
-            self.config.splice,
-        );
-        entry.insert(pair.with_send_proxy(route.config.send_proxy));
-        fd_slot.keep();
-        route.pairs += 1;
-        self.metrics.pairs_total += 1;
-        self.arm_timer(slot);
-    }
-
-    /// Tops the `--prewarm` pool up for every accepting route, over the upstreams that are up.
-    fn refill_warm(&mut self) {
-        let Some(warm) = self.warm.as_mut() else {
-            return;
-        };
-        warm.expire_connects(self.now);
-        warm.expire_backoff(self.now);
-        // Routes whose clients greet first connect after the greeting, never to a warm connection.
-        let warmable = |route: &Route| !route.draining && route.greeting.is_none();
-        for (_, route) in self.routes.iter().filter(|(_, route)| warmable(route)) {
-            let up: Vec<(usize, SocketAddr)> = route
-                .upstreams
-                .live()
-                .filter(|(_, endpoint)| endpoint.health.is_up())
-                .map(|(slot, endpoint)| (slot, endpoint.addr))
-                .collect();
-            warm.refill(
-                self.poll.registry(),
-                route.uid,
-                &up,
-                (route.options, route.deadlines.connect),
-                self.now,
-            );
-        }
-    }
-
-    /// No upstream connect could even be started (every socket call failed, or nothing was left to try):
-    /// reset the client.
-    fn refuse_client(
-        &mut self,
-        key: usize,
-        client: TcpStream,
-        client_addr: SocketAddr,
-        failure: NoUpstream,
-    ) {
-        let err = &failure.error;
-        let cause = failure.cause();
-        if net::is_resource_exhaustion(err) {
-            self.pause_accepting(err);
-        }
-        net::set_reset_on_close(&client);
-        self.metrics.closes[cause] += 1;
-        let route = self.routes.get(key);
-        let upstream = route
-            .zip(failure.last)
-            .map_or("-", |(route, slot)| route.endpoint_label(slot));
-        debug!(
-            "closed conn=- client={client_addr} route={} upstream={upstream} cause={cause} c2u=0 u2c=0 duration=0ms error=\"{err}\"",
-            route.map_or("-", Route::name)
-        );
-    }
-
-    /// A pair's upstream connect failed (refused, error, or its deadline). The failure counts against
-    /// that upstream's health; then the route is asked for an upstream this client has not tried yet,
-    /// within its `connect_attempts`. The new socket is registered under the pair's upstream token (see
-    /// [`Pair::retry`] for why an event of the closed one cannot pass for the new one's). With nothing left to try, the pair
-    /// is closed and the client reset, as with a single upstream.
-    fn failover(&mut self, slot: usize, cause: Cause) {
-        let now = self.now;
-        let Some(pair) = self.pairs.get_mut(slot) else {
-            return;
-        };
-        let Some(route) = self.routes.get_mut(pair.route) else {
-            return;
-        };
-        let failed = pair.endpoint;
-        route.connect_failed(failed, now);
-        // A failover never takes a warm connection: the pool's are for clients not yet connecting.
-        let next = route.connect(pair.client_addr.ip(), pair.tried.clone(), now, |_| None);
-        let (mut stream, index, tried) =
-            match next.map(|(stream, index, tried, _)| (stream, index, tried)) {
-                Ok(next) => next,
-                Err(failure) => {
-                    if net::is_resource_exhaustion(&failure.error) {
-                        self.pause_accepting(&failure.error);
-                    }
-                    return self.close_pair(slot, cause);
-                }
-            };
-        let token = token_of(slot, Side::Upstream, pair.id);
-        let both = Interest::READABLE | Interest::WRITABLE;
-        if let Err(err) = self.poll.registry().register(&mut stream, token, both) {
-            route.release(index);
-            warn!("conn={} cannot register a failover connect: {err}", pair.id);
-            return self.close_pair(slot, cause);
-        }
-        debug!(
-            "conn={} route={} upstream={} {cause}: failing over to upstream={} (attempt {})",
-            pair.id,
-            route.config.name,
-            route.endpoint_label(failed),
-            route.endpoint_label(index),
-            tried.count()
-        );
-        route.release(failed);
-        pair.retry(stream, index, tried, now);
-        self.metrics.failovers += 1;
-        self.arm_timer(slot);
-    }
-
-    /// A client is closed over its PROXY header: counted by reason, and logged at info, rate-limited.
-    /// Info, not warning: the fault is the client's (or a scanner's), not the operator's to fix; and
-    /// rate-limited, because a hostile client can open thousands of such connections a second and must
-    /// not turn the log into the bottleneck. The counter has every one of them.
-    fn proxy_header_rejected(&mut self, pair: &Pair, reason: Reason) {
-        self.metrics.proxy_header_rejects[reason] += 1;
-        if let Some(held_back) = self.proxy_header_log.allow(self.now) {
-            let more = match held_back {
-                0 => String::new(),
-                n => format!(" ({n} more since the last such line)"),
-            };
-            info!(
-                "conn={} client={} closed: {} (PROXY header rejected, reason={}){more}",
-                pair.id,
-                pair.client_addr,
-                reason.message(),
-                reason.label()
-            );
-        }
-    }
-
-    /// Tears a pair down: storage back to the pool, RST where the cause calls for it, one log line.
-    /// Dropping the sockets closes them, which removes them from epoll/kqueue without a deregister call
-    /// (we never dup these fds, so the close is the last reference).
-    fn close_pair(&mut self, slot: usize, cause: Cause) {
-        let Some(mut pair) = self.pairs.try_remove(slot) else {
-            return;
-        };
-        if let Some(at) = pair.armed {
-            self.timers.cancel(&Entry {
-                at,
-                slot,
-                generation: pair.id,
-            });
-        }
-        self.metrics.closes[cause] += 1;
-        if let Some(reason) = pair.proxy_header_rejection() {
-            self.proxy_header_rejected(&pair, reason);
-        }
-        // A timeout can fire while a stalled reader leaves bytes in a ring: those peers must see an
-        // abort, not a FIN after a stream that silently lost its tail.
-        if cause.resets() || pair.holds_undelivered() {
-            net::set_reset_on_close(&pair.client);
-            if let Some(upstream) = pair.upstream.as_ref() {
-                net::set_reset_on_close(upstream);
-            }
-        }
-        if let Some(route) = self.routes.get_mut(pair.route) {
-            pair.release(&mut route.shared(&mut self.metrics));
-            route.pairs -= 1;
-            route.release(pair.endpoint);
-            if log::log_enabled!(log::Level::Debug) {
-                let (c2u, u2c) = pair.bytes();
-                let (reads, writes) = pair.syscalls();
-                debug!(
-                    "closed conn={} client={} route={} upstream={} cause={cause} c2u={c2u} u2c={u2c} duration={}ms reads={reads} writes={writes}",
-                    pair.id,
-                    pair.client_addr,
-                    route.config.name,
-                    route.endpoint_label(pair.endpoint),
-                    self.now.duration_since(pair.started).as_millis()
-                );
-            }
-        }
-        self.remove_if_drained(pair.route);
-        if self.pairs.is_empty() {
-            self.shed_spare_pipes();
-            self.release_pair_slots();
-        }
-        if let Some(drain) = self.drain.as_mut() {
-            if cause == Cause::Shutdown {
-                drain.cut += 1;
-            } else {
-                drain.drained += 1;
-            }
-        }
-        // Every pair in the slab holds a slot of the fd budget (`open_pair`): given back once its
-        // sockets are closed, last, so that whoever sees them closed also sees the slab released.
-        drop(pair);
-        self.siblings.budget.give_kept();
-    }
-
-    /// Drops a route that a reload removed once its last pair is gone.
-    fn remove_if_drained(&mut self, key: usize) {
-        if self
-            .routes
-            .get(key)
-            .is_some_and(|route| route.draining && route.pairs == 0)
-        {
-            let route = self.routes.remove(key);
-            info!("route {}: drained, removed", route.config.name);
-        }
-    }
-
-    /// A slab never shrinks: after a peak of N pairs it keeps N slots (a `Pair` is about half a KiB)
-    /// resident after they have all closed. When the last pair goes, a large slab is handed back to the
-    /// allocator, so RSS returns to where it started. Keys restart from 0, which tokens survive: each
-    /// carries its pair's generation, not only the slot.
-    fn release_pair_slots(&mut self) {
-        if self.pairs.capacity() > PAIR_SLOTS_KEPT {
-            self.pairs = Slab::with_capacity(PAIR_SLOTS_KEPT);
-        }
-    }
-
-    /// Spare `--splice` pipes cost two fds each: give them back when fds run out or nothing runs.
-    fn shed_spare_pipes(&mut self) {
-        for (_, route) in self.routes.iter_mut() {
-            if let Some(pipes) = route.pipes.as_mut() {
-                pipes.clear();
-            }
-        }
-    }
-
-    fn on_signals(&mut self) {
-        let received: Vec<i32> = self.signals.pending().collect();
-        for signal in received {
-            if signal == SIGHUP {
-                self.request_reload();
-                continue;
-            }
-            let name = if signal == SIGINT {
-                "SIGINT"
-            } else {
-                "SIGTERM"
-            };
-            match self.drain.as_mut() {
-                Some(drain) => {
-                    info!(
-                        "second signal ({name}): closing {} pairs now",
-                        self.pairs.len()
-                    );
-                    drain.forced = true;
-                }
-                None => self.begin_shutdown(name),
-            }
-        }
-    }
-
-    /// Stops accepting (closing the listeners refuses new clients) and lets live pairs finish.
-    fn begin_shutdown(&mut self, signal: &str) {
-        let registry = self.poll.registry();
-        for (_, route) in self.routes.iter_mut() {
-            for mut listener in route.listeners.drain(..) {
-                // A `--threads` sibling's descriptor keeps the socket open, and with it this poller's
-                // registration: deregistered first, so that its clients wake only the sibling. Failure
-                // means it was not registered.
-                let _ = registry.deregister(&mut listener.socket);
-            }
-        }
-        self.warm = None;
-        info!(
-            "{signal}: shutting down, stopped accepting; waiting up to {}ms for {} live pairs",
-            self.config.shutdown_timeout.as_millis(),
-            self.pairs.len()
-        );
-        self.drain = Some(Drain {
-            deadline: self.now + self.config.shutdown_timeout,
-            drained: 0,
-            cut: 0,
-            forced: false,
-        });
-    }
-
-    /// Closes every remaining pair with RST: their transfers did not complete.
-    fn cut_all(&mut self) {
-        let slots: Vec<usize> = self.pairs.iter().map(|(slot, _)| slot).collect();
-        for slot in slots {
-            self.close_pair(slot, Cause::Shutdown);
-        }
-    }
-
-    /// `Some` once a shutdown has nothing left to wait for.
-    fn finished(&mut self) -> Option<Exit> {
-        let forced = self.drain.as_ref()?.forced;
-        if forced {
-            self.cut_all();
-        }
-        if !self.pairs.is_empty() {
-            return None;
-        }
-        let drain = self.drain.as_ref()?;
-        info!(
-            "shutdown complete: drained={} cut={}",
-            drain.drained, drain.cut
-        );
-        Some(if forced { Exit::Forced } else { Exit::Graceful })
-    }
 }
 
 fn token_of(slot: usize, side: Side, generation: u32) -> Token {
@@ -1334,6 +594,8 @@ mod tests {
     use super::*;
     use crate::config::Splice;
     use crate::datapath::stream::script::Scripted;
+    use crate::session::attempt::Plan;
+    use crate::upstream::endpoint::Tried;
 
     fn pair(id: u32) -> Pair<Scripted> {
         let (client, upstream) = (Scripted::default(), Scripted::default());
@@ -1342,9 +604,11 @@ mod tests {
         Pair::new(
             id,
             (client, addr),
-            (upstream, 0),
+            (upstream, None),
             0,
-            Tried::default(),
+            Plan::Upstreams {
+                tried: Tried::default(),
+            },
             now,
             Splice::Off,
         )

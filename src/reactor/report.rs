@@ -13,7 +13,7 @@ use super::Reactor;
 use crate::datapath::readiness::Event;
 use crate::observe::metrics;
 use crate::reactor::scrape::MetricsServer;
-use crate::token::Target;
+use crate::token::Owner;
 
 impl Reactor {
     /// Counts one loop turn: a turn whose events led to no work at all was a spurious wakeup.
@@ -77,7 +77,7 @@ impl Reactor {
 }
 
 /// `--trace`: one line per readiness event, naming the connection and side.
-pub(super) fn trace_event(target: Target, event: Event) {
+pub(super) fn trace_event(owner: Owner, event: Event) {
     let flags = [
         (event.readable, "readable"),
         (event.writable, "writable"),
@@ -90,8 +90,8 @@ pub(super) fn trace_event(target: Target, event: Event) {
         .filter(|(set, _)| *set)
         .map(|(_, name)| *name)
         .collect();
-    match target {
-        Target::Pair(pair) => trace!(
+    match owner {
+        Owner::Pair(pair) => trace!(
             "event conn={} side={:?} slot={} {}",
             pair.generation,
             pair.side,

@@ -9,45 +9,48 @@
 //! | `Greeting`   | a refused CONNECT, or its header timeout   | `Refusing`: write the status, then close |
 //! | `Greeting`   | a bad PROXY header, or its header timeout  | close (rejected / header-timeout)        |
 //! | `Refusing`   | status written, client FIN or 2s linger    | close (rejected)                        |
-//! | `Connecting` | (no socket) a CONNECT host name's lookup   | connect to its first address; 502 if none |
-//! | `Connecting` | upstream writable edge, or `peer_addr` ok  | `Established`; pump whatever is ready   |
-//! | `Connecting` | upstream event, `take_error` has an error  | failover, or close with RST to client   |
-//! | `Connecting` | a CONNECT destination's connect fails      | `Outcome::NextAddress`, or 502 (504 deadline) |
+//! | `Connecting` | upstream writable edge, or `peer_addr` ok  | `Outcome::Connected`: `session::connect` establishes it |
+//! | `Connecting` | upstream event, `take_error` has an error  | `Outcome::ConnectFailed`: next candidate (`Connecting`), or give up |
+//! | `Connecting` | deadline (connect timeout, or a lookup's)  | `Outcome::ConnectFailed(connect-timeout)`: likewise |
 //! | `Connecting` | client FIN with nothing sent, or RST       | close both at once (client-abort)       |
 //! | `Connecting` | client FIN after sending data              | wait: the data is delivered once up     |
-//! | `Connecting` | deadline                                   | failover, or close (connect-timeout)    |
 //! | `Established`| both directions `Closed`                   | close (client-fin / upstream-fin)       |
 //! | `Established`| a read/write error on one side             | RST on both (client-/upstream-reset)    |
 //! | `Established`| idle or half-closed past its deadline      | close (idle-timeout / fin-timeout)      |
 //! | `Established`| older than its route's lifetime            | close (max-duration)                    |
 //!
+//! Each phase holds what only it needs (`Stage`): `Greeting` the greeting's buffer, `Refusing` the status
+//! being written (`session::refusal`), `Connecting` the attempt's socket (none during a lookup),
+//! the lease on its endpoint, the connect plan and when the attempt began, `Established` the upstream
+//! socket and its lease. Every phase change goes through `Pair::set_stage`, which traces `from => to`.
+//!
+//! `Connecting` is entered by `session::connect` (which owns getting the pair its upstream: the retry
+//! policy, registration, the route's health and lease) through [`Pair::begin_connect`] for each attempt,
+//! or [`Pair::begin_lookup`] while a CONNECT host name is looked up (no socket yet). Giving up closes a
+//! route client with RST, or answers a CONNECT client 502/504 (`Refusing`).
+//!
 //! During `Connecting` nothing is read from the client: its bytes wait in the kernel (which is cheaper
 //! than holding them in a ring), and the client's cached readiness keeps the promise that they are there.
-//! That is also what makes failover safe: no byte has gone upstream, so when a connect fails the reactor
-//! may give the pair a new upstream socket ([`Pair::retry`]) and the client never knows.
+//! That is also what makes retrying safe: no byte has gone upstream, so when a connect fails the pair
+//! may be given a new upstream socket and the client never knows.
 //!
 //! A greeting ([`crate::wire::greeting`]) is the exception: its bytes must be read to know where to connect.
 //! They are read into the greeting's bounded buffer, never past its bound, and whatever followed the
 //! header is queued as the c2u direction's preamble, so it goes upstream first, before any byte the pump
 //! reads later (as does a `--send-proxy` header). A CONNECT destination is not one of the route's
-//! upstreams: it never fails over to them, and a failed connect is answered 502 or 504 once the
-//! destination's addresses are spent. One named by host waits in
-//! `Connecting` without a socket while the reactor has it looked up ([`Pair::begin_lookup`]); if the name
-//! has several addresses, a failed connect moves on to the next one (`Pair::on_looked`), as failover
-//! moves on to the next upstream, and for the same reason it is safe: nothing has gone upstream yet.
+//! upstreams: it never fails over to them; its addresses are its candidates instead.
 
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, info, trace};
 use mio::net::TcpStream;
 
 use crate::close::Cause;
 use crate::config::Splice;
-use crate::upstream::endpoint::Tried;
-use crate::upstream::route::Deadlines;
+use crate::session::attempt::{connect_failure_cause, Plan};
+use crate::upstream::route::{Deadlines, Lease};
 use crate::wire::connect_request::Status;
 use crate::wire::greeting::{Greeting, Target, Verdict};
 use crate::wire::proxy_protocol::{self, Reason, Version};
@@ -58,6 +61,7 @@ use crate::datapath::readiness::{Event, Readiness};
 use crate::datapath::ring::BufPool;
 use crate::datapath::stream::Socket;
 use crate::session::interest::{is_redundant_write_edge, AfterRun, Input, Interest, Registration};
+use crate::session::refusal::{Progress, Refusal};
 use crate::token::Side;
 use crate::way::Way;
 
@@ -70,14 +74,16 @@ pub(crate) enum Outcome {
     Yield,
     /// Tear it down.
     Close(Cause),
-    /// Its greeting is complete: start the upstream connect to this target ([`Pair::begin_connect`]).
+    /// Its greeting is complete: start the upstream connect to this target (`session::connect`).
     Connect(Target),
-    /// A connect to its CONNECT destination failed, and the name has another address: connect to that
-    /// one. The failed socket is already closed, so the new connect needs no more fds than the first.
-    NextAddress(SocketAddr),
+    /// Its upstream connect completed: `session::connect` reports it to the route and establishes it.
+    Connected,
+    /// Its upstream connect failed (refused, error, or its deadline): `session::connect` tries the next
+    /// candidate or gives up.
+    ConnectFailed(Cause),
 }
 
-/// The pair's phase.
+/// The name of a pair's phase ([`Pair::phase`]); what each phase holds is in `Stage`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Reading the client's PROXY header or CONNECT head; there is no upstream socket yet.
@@ -88,29 +94,67 @@ pub enum Phase {
     Established,
 }
 
-/// `endpoint` of a pair whose upstream is not one of its route's (a CONNECT destination, or none
-/// yet): route bookkeeping ignores it.
-pub const NO_UPSTREAM: usize = usize::MAX;
+/// A pair's phase and what only that phase needs. Every change goes through `Pair::set_stage`.
+#[derive(Debug)]
+enum Stage<S> {
+    /// What has arrived of the PROXY header / CONNECT head. Boxed: only a greeting route's pairs have
+    /// one, and only until it is read, while its ~128 bytes inline would sit in every pair. Kept after
+    /// a rejection, for the reactor to count the reason as it closes the pair.
+    Greeting(Box<Greeting>),
+    /// The error status being written; no upstream socket.
+    Refusing(Refusal),
+    Connecting(Connecting<S>),
+    Established(Established<S>),
+}
+
+/// An upstream connect under way ([`crate::session::connect`] drives it).
+#[derive(Debug)]
+struct Connecting<S> {
+    /// The current attempt's socket; `None` while a CONNECT host name is looked up.
+    socket: Option<S>,
+    /// The route endpoint the attempt is to; `None` for a CONNECT destination.
+    lease: Option<Lease>,
+    /// Where the attempts go ([`crate::session::attempt`]).
+    plan: Plan,
+    /// When the current attempt (or lookup) began: each has its own connect timeout.
+    since: Instant,
+    /// The client pipelined bytes after its greeting (they wait in the c2u preamble). A PROXY header we
+    /// queued ourselves is in that preamble too, so its length cannot tell whether the client sent data.
+    client_pipelined: bool,
+}
+
+/// A connected upstream.
+#[derive(Debug)]
+struct Established<S> {
+    socket: S,
+    /// The route endpoint it is connected to, held until the pair closes; `None` for a CONNECT
+    /// destination.
+    lease: Option<Lease>,
+}
+
+impl<S> Stage<S> {
+    fn phase(&self) -> Phase {
+        match self {
+            Stage::Greeting(_) => Phase::Greeting,
+            Stage::Refusing(_) => Phase::Refusing,
+            Stage::Connecting(_) => Phase::Connecting,
+            Stage::Established(_) => Phase::Established,
+        }
+    }
+
+    /// The route endpoint this stage holds, if any.
+    fn lease(&self) -> Option<&Lease> {
+        match self {
+            Stage::Connecting(connecting) => connecting.lease.as_ref(),
+            Stage::Established(established) => established.lease.as_ref(),
+            Stage::Greeting(_) | Stage::Refusing(_) => None,
+        }
+    }
+}
 
 /// How many pump rounds one wakeup may run before the loop guard steps in. Each round moves bytes,
 /// changes a state or clears a readiness bit, so reaching this means something is wrong.
 const MAX_ROUNDS: usize = 10_000;
-/// How long a refused client has to read its status before the connection is closed anyway.
-const REFUSAL_LINGER: Duration = Duration::from_secs(2);
-/// Reads a refused client's leftover bytes are discarded with, per event (the linger bounds the rest).
-const REFUSAL_DISCARD_READS: usize = 16;
-
-/// An error status being written to a refused client.
-#[derive(Debug)]
-struct Refusal {
-    response: &'static [u8],
-    written: usize,
-    /// `shutdown(Write)` was done after the response.
-    shut: bool,
-    /// Close at this moment whatever the client does.
-    until: Instant,
-}
-
 /// A client connection and its upstream, over sockets of type `S` (`mio::net::TcpStream` in the
 /// reactor; a scripted stream in unit tests, [`crate::datapath::stream`]).
 #[derive(Debug)]
@@ -118,16 +162,10 @@ pub struct Pair<S: Socket = TcpStream> {
     /// Connection id for logs; also the generation in this pair's tokens.
     pub id: u32,
     pub client: S,
-    /// `None` until a greeting is done, and again once a refusal has begun.
-    pub upstream: Option<S>,
     /// The client's address: the peer's, or the one a PROXY header carried (`--accept-proxy`).
     pub client_addr: SocketAddr,
     /// Slab slot of the route that accepted the client (it outlives the pair, draining if removed).
     pub route: usize,
-    /// Slot, in that route, of the endpoint (an address of an upstream) `upstream` connects to.
-    pub endpoint: usize,
-    /// Endpoints tried for this client (the current one included): a failover never repeats one.
-    pub tried: Tried,
     client_ready: Readiness,
     upstream_ready: Readiness,
     /// How the client's / upstream's socket is registered with the poller ([`crate::session::interest`]).
@@ -137,71 +175,72 @@ pub struct Pair<S: Socket = TcpStream> {
     c2u: Direction,
     /// upstream -> client.
     u2c: Direction,
-    phase: Phase,
+    /// The phase, with what it holds: the upstream socket, the lease on its endpoint, the greeting...
+    stage: Stage<S>,
     /// The side whose FIN came first, which names a clean close.
     first_fin: Option<Side>,
     pub started: Instant,
-    /// When the current connect attempt began (each attempt has its own connect timeout).
-    attempt_started: Instant,
     /// Last time bytes moved either way (idle and fin timeouts count from here).
     last_activity: Instant,
     /// The deadline currently armed in the reactor's timer heap for this pair.
     pub armed: Option<Instant>,
-    /// In `Greeting`: what has arrived of the PROXY header / CONNECT head. Boxed: only a greeting route's
-    /// pairs have one, and only until it is read, while its ~128 bytes inline would sit in every pair.
-    greeting: Option<Box<Greeting>>,
-    /// In `Refusing`: the status being written.
-    refusal: Option<Refusal>,
     /// `--send-proxy`: put a PROXY header first in the upstream stream.
     send_proxy: Option<Version>,
-    /// The upstream is a CONNECT destination, not one of the route's upstreams: a failed connect moves on
-    /// to the destination's next address, if any, and is then answered with 502/504, never failing over
-    /// to the route's upstreams.
-    direct: bool,
-    /// A CONNECT destination's addresses not tried yet, last to try first ([`Pair::on_looked`]).
-    next_destinations: Vec<SocketAddr>,
-    /// The client pipelined bytes after its greeting (they wait in the c2u preamble). A PROXY header we
-    /// queued ourselves is in that preamble too, so its length cannot tell whether the client sent data.
-    client_pipelined: bool,
 }
 
 impl<S: Socket> Pair<S> {
-    /// A pair whose upstream connect (to endpoint `endpoint` of route `route`) has just been started.
-    pub fn new(
+    /// A pair whose upstream connect (to the leased endpoint of route `route`) has just been started.
+    pub(crate) fn new(
         id: u32,
         (client, client_addr): (S, SocketAddr),
-        (upstream, endpoint): (S, usize),
+        (upstream, lease): (S, Option<Lease>),
         route: usize,
-        tried: Tried,
+        plan: Plan,
+        now: Instant,
+        splice: Splice,
+    ) -> Pair<S> {
+        let connecting = Connecting {
+            socket: Some(upstream),
+            lease,
+            plan,
+            since: now,
+            client_pipelined: false,
+        };
+        Pair::with_stage(
+            id,
+            (client, client_addr),
+            route,
+            Stage::Connecting(connecting),
+            now,
+            splice,
+        )
+    }
+
+    fn with_stage(
+        id: u32,
+        (client, client_addr): (S, SocketAddr),
+        route: usize,
+        stage: Stage<S>,
         now: Instant,
         splice: Splice,
     ) -> Pair<S> {
         Pair {
             id,
             client,
-            upstream: Some(upstream),
             client_addr,
             route,
-            endpoint,
-            tried,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
             client_interest: Interest::default(),
             upstream_interest: Interest::default(),
             c2u: Direction::new(Way::ClientToUpstream, splice),
             u2c: Direction::new(Way::UpstreamToClient, splice),
-            phase: Phase::Connecting,
+            stage,
             first_fin: None,
             started: now,
-            attempt_started: now,
             last_activity: now,
             armed: None,
-            greeting: None,
-            refusal: None,
             send_proxy: None,
-            direct: false,
-            next_destinations: Vec::new(),
-            client_pipelined: false,
         }
     }
 
@@ -215,33 +254,8 @@ impl<S: Socket> Pair<S> {
         now: Instant,
         splice: Splice,
     ) -> Pair<S> {
-        Pair {
-            id,
-            client,
-            upstream: None,
-            client_addr,
-            route,
-            endpoint: NO_UPSTREAM,
-            tried: Tried::default(),
-            client_ready: Readiness::default(),
-            upstream_ready: Readiness::default(),
-            client_interest: Interest::default(),
-            upstream_interest: Interest::default(),
-            c2u: Direction::new(Way::ClientToUpstream, splice),
-            u2c: Direction::new(Way::UpstreamToClient, splice),
-            phase: Phase::Greeting,
-            first_fin: None,
-            started: now,
-            attempt_started: now,
-            last_activity: now,
-            armed: None,
-            greeting: Some(Box::new(greeting)),
-            refusal: None,
-            send_proxy: None,
-            direct: false,
-            next_destinations: Vec::new(),
-            client_pipelined: false,
-        }
+        let stage = Stage::Greeting(Box::new(greeting));
+        Pair::with_stage(id, (client, client_addr), route, stage, now, splice)
     }
 
     /// `--send-proxy`: the upstream stream starts with a PROXY header naming the client. A pair without
@@ -249,7 +263,7 @@ impl<S: Socket> Pair<S> {
     /// address) is done.
     pub fn with_send_proxy(mut self, version: Option<Version>) -> Pair<S> {
         self.send_proxy = version;
-        if self.greeting.is_none() {
+        if self.phase() != Phase::Greeting {
             self.push_proxy_header(None, &[]);
         }
         self
@@ -274,7 +288,12 @@ impl<S: Socket> Pair<S> {
     /// `Established`, with both upstream readiness bits set so the first run finds out for itself what
     /// the socket holds (a greeting the upstream already sent, say).
     pub fn with_warm_upstream(mut self) -> Pair<S> {
-        self.phase = Phase::Established;
+        if let Stage::Connecting(connecting) = &mut self.stage {
+            if let Some(socket) = connecting.socket.take() {
+                let lease = connecting.lease.take();
+                self.set_stage(Stage::Established(Established { socket, lease }));
+            }
+        }
         self.upstream_ready = Readiness {
             readable: true,
             writable: true,
@@ -284,89 +303,109 @@ impl<S: Socket> Pair<S> {
         self
     }
 
-    /// The greeting named its target and the reactor started the connect to it (upstream `index` of the
-    /// route, or [`NO_UPSTREAM`] for a CONNECT destination, also for its next address after a failed one:
-    /// [`Pair::retry`] explains why no event of the old socket can pass for the new one's under their
-    /// shared token).
-    pub fn begin_connect(&mut self, upstream: S, index: usize, tried: Tried, now: Instant) {
-        self.upstream = Some(upstream);
-        self.endpoint = index;
-        self.tried = tried;
-        self.attempt_started = now;
+    /// A connect attempt has started (`session::connect`): to the leased endpoint, or to a CONNECT
+    /// destination's address (no lease). The pair is `Connecting` under this attempt's own connect
+    /// deadline. A socket of an earlier attempt was dropped first (`Pair::drop_upstream`), which closed
+    /// it and so removed it from epoll; the new one is registered under the same token. Under epoll no
+    /// edge of the old socket can reach the new one: epoll reports a file at most once per `epoll_wait`,
+    /// so the event that brought the failure was the old socket's last, and a connect timeout fires after
+    /// the batch. That is what lets the new socket's clean writable edge prove its connect
+    /// ([`Event::proves_connected`]). kqueue reports a socket's read and write filters as two events, so
+    /// there a stale one can arrive; it is harmless because there no event proves a connect: each makes
+    /// the pair ask the kernel about the new socket. Its readiness starts afresh below.
+    pub fn begin_connect(&mut self, upstream: S, lease: Option<Lease>, now: Instant) {
         self.upstream_ready = Readiness::default();
-        self.set_phase(Phase::Connecting);
+        match &mut self.stage {
+            Stage::Connecting(connecting) => {
+                trace!("conn={} Connecting => Connecting (new attempt)", self.id);
+                connecting.socket = Some(upstream);
+                connecting.lease = lease;
+                connecting.since = now;
+            }
+            _ => {
+                // Not reached: `session::connect` starts attempts only for a `Connecting` pair.
+                let plan = Plan::Upstreams {
+                    tried: Default::default(),
+                };
+                self.set_stage(Stage::Connecting(Connecting {
+                    socket: Some(upstream),
+                    lease,
+                    plan,
+                    since: now,
+                    client_pipelined: false,
+                }));
+            }
+        }
     }
 
     /// A CONNECT to a host name, about to be looked up: the pair waits in `Connecting` with no upstream
     /// socket, under the connect deadline (504 if the name takes too long), until the answer starts the
-    /// connect ([`Pair::begin_connect`]) or fails it (`Pair::cannot_connect`).
+    /// connect or fails it.
     pub fn begin_lookup(&mut self, now: Instant) {
-        self.attempt_started = now;
-        self.set_phase(Phase::Connecting);
+        if let Stage::Connecting(connecting) = &mut self.stage {
+            connecting.since = now;
+            connecting.plan = Plan::Lookup;
+        }
     }
 
     /// Whether the pair is waiting for its CONNECT destination's address: a lookup answer for any other
     /// pair, or for this one after its deadline answered 504, is stale.
     pub fn awaits_address(&self) -> bool {
-        self.phase == Phase::Connecting && self.upstream.is_none()
+        matches!(&self.stage, Stage::Connecting(c) if c.socket.is_none() && matches!(c.plan, Plan::Lookup))
     }
 
-    /// The CONNECT destination's lookup answered: connect to its first address and keep the others for
-    /// when that connect fails (`next_destination`). A name that did not resolve gets 502.
-    pub(crate) fn on_looked(
-        &mut self,
-        addrs: Result<Vec<SocketAddr>, String>,
-        now: Instant,
-    ) -> Outcome {
-        let mut addrs = match addrs {
-            Ok(addrs) => addrs,
-            Err(err) => {
-                debug!("conn={} CONNECT destination: {err}", self.id);
-                return self.cannot_connect(now);
-            }
-        };
-        addrs.reverse();
-        let Some(first) = addrs.pop() else {
-            return self.cannot_connect(now);
-        };
-        self.next_destinations = addrs;
-        Outcome::Connect(Target::Direct(first))
+    /// The connect plan of a `Connecting` pair (`session::connect` sets and follows it).
+    pub(crate) fn plan_mut(&mut self) -> Option<&mut Plan> {
+        match &mut self.stage {
+            Stage::Connecting(connecting) => Some(&mut connecting.plan),
+            _ => None,
+        }
     }
 
-    /// The connect to a CONNECT destination failed already in `socket(2)` or `connect(2)` (no route, a
-    /// firewall's EPERM, no local port): as if the kernel had refused it.
-    pub(crate) fn destination_unreachable(&mut self, err: &io::Error, now: Instant) -> Outcome {
-        self.next_destination(Status::BadGateway, err, now)
+    /// Where a `Connecting` pair's attempts go from now on.
+    pub(crate) fn set_plan(&mut self, next: Plan) {
+        if let Some(plan) = self.plan_mut() {
+            *plan = next;
+        }
     }
 
-    /// A connect to a CONNECT destination failed (`why`), in the kernel or already in `connect(2)`:
-    /// connect to its next address, with a connect timeout of its own, or answer `status` (502, or 504
-    /// for a deadline) when none is left. The failed socket is dropped here, which closes it and so
-    /// removes it from epoll: nothing of it can reach the next one's registration under the same token.
-    fn next_destination(
-        &mut self,
-        status: Status,
-        why: &dyn fmt::Display,
-        now: Instant,
-    ) -> Outcome {
-        match self.next_destinations.pop() {
-            Some(next) => {
-                debug!(
-                    "conn={} CONNECT destination failed ({why}): trying its next address {next}",
-                    self.id
-                );
-                self.upstream = None;
-                Outcome::NextAddress(next)
+    /// Closes the upstream socket of a failed attempt (which also removes it from epoll) and hands back
+    /// the lease it held, for `session::connect` to give back.
+    pub(crate) fn drop_upstream(&mut self) -> Option<Lease> {
+        match &mut self.stage {
+            Stage::Connecting(connecting) => {
+                connecting.socket = None;
+                connecting.lease.take()
             }
-            None => {
-                debug!("conn={} CONNECT destination failed: {why}", self.id);
-                self.refuse(status, now)
-            }
+            _ => None,
+        }
+    }
+
+    /// The lease a closing pair holds, for `session::connect` to give back.
+    pub(crate) fn take_lease(&mut self) -> Option<Lease> {
+        match &mut self.stage {
+            Stage::Connecting(connecting) => connecting.lease.take(),
+            Stage::Established(established) => established.lease.take(),
+            Stage::Greeting(_) | Stage::Refusing(_) => None,
+        }
+    }
+
+    /// The route endpoint the pair holds, if any.
+    pub fn lease(&self) -> Option<&Lease> {
+        self.stage.lease()
+    }
+
+    /// The upstream socket, if the pair has one.
+    pub fn upstream(&self) -> Option<&S> {
+        match &self.stage {
+            Stage::Connecting(connecting) => connecting.socket.as_ref(),
+            Stage::Established(established) => Some(&established.socket),
+            Stage::Greeting(_) | Stage::Refusing(_) => None,
         }
     }
 
     pub fn phase(&self) -> Phase {
-        self.phase
+        self.stage.phase()
     }
 
     /// Bytes forwarded client -> upstream and upstream -> client.
@@ -380,31 +419,14 @@ impl<S: Socket> Pair<S> {
         (a.reads + b.reads, a.writes + b.writes)
     }
 
-    /// Failover: the connect to the current upstream failed, so a new connect (already started, to
-    /// upstream `index`) replaces it. Dropping the old socket closes it, which also removes it from epoll.
-    /// Under epoll no edge of the old socket can reach the new one under their shared token: epoll
-    /// reports a file at most once per `epoll_wait`, so the event that brought the failure was the old
-    /// socket's last, and a connect timeout fires after the batch. That is what lets the new socket's
-    /// clean writable edge prove its connect ([`Event::proves_connected`]). kqueue reports a socket's read
-    /// and write filters as two events, so there a stale one can arrive; it is harmless because there no
-    /// event proves a connect: each makes the pair ask the kernel about the new socket. Its readiness
-    /// starts afresh below.
-    pub fn retry(&mut self, upstream: S, index: usize, tried: Tried, now: Instant) {
-        debug_assert_eq!(self.phase, Phase::Connecting);
-        trace!(
-            "conn={} Connecting => Connecting (failover to upstream #{index})",
-            self.id
+    /// The one way a pair changes phase; returns the stage it leaves, whose data the caller may take.
+    fn set_stage(&mut self, next: Stage<S>) -> Stage<S> {
+        trace!("conn={} {:?} => {:?}", self.id, self.phase(), next.phase());
+        debug_assert!(
+            self.stage.lease().is_none() || matches!(next, Stage::Established(_)),
+            "a lease is handed over or given back, never dropped with its stage"
         );
-        self.upstream = Some(upstream);
-        self.endpoint = index;
-        self.upstream_ready = Readiness::default();
-        self.tried = tried;
-        self.attempt_started = now;
-    }
-
-    fn set_phase(&mut self, next: Phase) {
-        trace!("conn={} {:?} => {:?}", self.id, self.phase, next);
-        self.phase = next;
+        std::mem::replace(&mut self.stage, next)
     }
 
     /// Handles one readiness event on `side`, then runs the pumps.
@@ -419,7 +441,7 @@ impl<S: Socket> Pair<S> {
         if event.readable && self.reads_blocked(side, shared.pool) {
             self.interest_mut(side).on(Input::WastedReadEdge);
         }
-        let established = self.phase == Phase::Established;
+        let established = self.phase() == Phase::Established;
         if is_redundant_write_edge(event, established, self.ready(side).writable) {
             self.interest_mut(side).on(Input::WastedWriteEdge);
         }
@@ -427,7 +449,7 @@ impl<S: Socket> Pair<S> {
             Side::Client => self.client_ready.merge(event),
             Side::Upstream => self.upstream_ready.merge(event),
         }
-        match self.phase {
+        match self.phase() {
             Phase::Greeting if side == Side::Client => {
                 if event.read_closed || event.error {
                     // A FIN or RST may come without EPOLLIN: the read below is what finds out which.
@@ -437,7 +459,7 @@ impl<S: Socket> Pair<S> {
             }
             Phase::Greeting => Outcome::Open,
             Phase::Refusing => self.write_refusal(),
-            Phase::Connecting => self.on_connecting_event(side, event, shared, budget, now),
+            Phase::Connecting => self.on_connecting_event(side, event),
             Phase::Established => self.run(shared, budget, now),
         }
     }
@@ -447,7 +469,7 @@ impl<S: Socket> Pair<S> {
     fn read_greeting(&mut self, now: Instant) -> Outcome {
         let mut chunk = [0u8; 4096];
         loop {
-            let Some(greeting) = self.greeting.as_mut() else {
+            let Stage::Greeting(greeting) = &mut self.stage else {
                 return Outcome::Open;
             };
             let room = greeting.room().min(chunk.len());
@@ -485,15 +507,22 @@ impl<S: Socket> Pair<S> {
 
     /// Acts on a finished greeting: connect, answer with an error, or drop.
     fn conclude(&mut self, verdict: Verdict, now: Instant) -> Outcome {
-        let Some(greeting) = self.greeting.take() else {
-            return Outcome::Open;
-        };
         match verdict {
-            Verdict::More => {
-                self.greeting = Some(greeting);
-                Outcome::Open
-            }
+            Verdict::More => Outcome::Open,
             Verdict::Ready { target, leftover } => {
+                let connecting = Connecting {
+                    socket: None,
+                    lease: None,
+                    plan: Plan::Upstreams {
+                        tried: Default::default(),
+                    },
+                    since: now,
+                    client_pipelined: !leftover.is_empty(),
+                };
+                let Stage::Greeting(greeting) = self.set_stage(Stage::Connecting(connecting))
+                else {
+                    return Outcome::Open;
+                };
                 if let Some(source) = greeting.source {
                     debug!(
                         "conn={} PROXY header: client={source} (peer {})",
@@ -502,14 +531,12 @@ impl<S: Socket> Pair<S> {
                     self.client_addr = source;
                 }
                 self.push_proxy_header(greeting.destination, &greeting.carried_tlvs);
-                self.client_pipelined = !leftover.is_empty();
                 self.c2u.push_preamble(&leftover);
                 if target != Target::Balanced {
                     debug!(
                         "conn={} client={} CONNECT {target}",
                         self.id, self.client_addr
                     );
-                    self.direct = true;
                     self.u2c.push_preamble(Status::Established.response());
                 }
                 // A hang-up that came with the head was reported once, while the greeting was read, and
@@ -531,12 +558,9 @@ impl<S: Socket> Pair<S> {
                 );
                 self.refuse(status, now)
             }
-            Verdict::BadProxyHeader(_) => {
-                // Kept for the reactor, which counts and logs the reason as it closes the pair: no
-                // upstream exists yet, so nothing reaches one.
-                self.greeting = Some(greeting);
-                Outcome::Close(Cause::Rejected)
-            }
+            // The greeting stays, for the reactor to count and log the reason as it closes the pair: no
+            // upstream exists yet, so nothing reaches one.
+            Verdict::BadProxyHeader(_) => Outcome::Close(Cause::Rejected),
             Verdict::Drop(why) => {
                 info!("conn={} client={} closed: {why}", self.id, self.client_addr);
                 Outcome::Close(Cause::Rejected)
@@ -547,81 +571,42 @@ impl<S: Socket> Pair<S> {
     /// Why this pair's PROXY header failed (`edgefwd_proxy_header_rejected_total{reason}`), if it did:
     /// refused by the parser, timed out, or the client left before it ended.
     pub fn proxy_header_rejection(&self) -> Option<Reason> {
-        self.greeting.as_deref().and_then(Greeting::refused)
+        match &self.stage {
+            Stage::Greeting(greeting) => greeting.refused(),
+            Stage::Refusing(refusal) => refusal.rejected,
+            Stage::Connecting(_) | Stage::Established(_) => None,
+        }
     }
 
     /// Starts answering the client with an error status; whatever was queued for either side is
-    /// dropped, and so is the upstream socket if there is one.
-    fn refuse(&mut self, status: Status, now: Instant) -> Outcome {
-        self.upstream = None;
+    /// dropped, and so is the upstream socket if there is one. A PROXY header that was rejected first
+    /// (timed out) stays on record for the reactor.
+    pub(crate) fn refuse(&mut self, status: Status, now: Instant) -> Outcome {
         self.c2u.drop_preamble();
         self.u2c.drop_preamble();
-        self.refusal = Some(Refusal {
-            response: status.response(),
-            written: 0,
-            shut: false,
-            until: now + REFUSAL_LINGER,
-        });
-        self.set_phase(Phase::Refusing);
+        let rejected = self.proxy_header_rejection();
+        self.set_stage(Stage::Refusing(Refusal::new(status, now, rejected)));
         self.write_refusal()
     }
 
-    /// Writes the status (a fresh socket's send buffer takes it whole, but WouldBlock is honoured), then
-    /// `shutdown(Write)`, then discards what the client still sends until its FIN: closing a socket with
-    /// unread bytes would send an RST that can destroy the status before the client reads it.
+    /// Writes the status, then waits for the client's FIN ([`Refusal::write`]).
     fn write_refusal(&mut self) -> Outcome {
-        let Some(refusal) = self.refusal.as_mut() else {
+        let Stage::Refusing(refusal) = &mut self.stage else {
             return Outcome::Close(Cause::Rejected);
         };
-        while refusal.written < refusal.response.len() {
-            match self.client.write(&refusal.response[refusal.written..]) {
-                Ok(0) => return Outcome::Close(Cause::Rejected),
-                Ok(n) => refusal.written += n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Outcome::Open,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Outcome::Close(Cause::Rejected),
-            }
-        }
-        if !refusal.shut {
-            refusal.shut = true;
-            if self.client.shutdown_write().is_err() {
-                return Outcome::Close(Cause::Rejected);
-            }
-        }
-        let mut sink = [0u8; 4096];
-        for _ in 0..REFUSAL_DISCARD_READS {
-            match self.client.read(&mut sink) {
-                Ok(0) => return Outcome::Close(Cause::Rejected),
-                Ok(_) => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Outcome::Open,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Outcome::Close(Cause::Rejected),
-            }
-        }
-        // The slice is spent and the socket may still hold bytes (and a FIN behind them). No new edge
-        // will say so: come back after the other pairs had their turn.
-        Outcome::Yield
-    }
-
-    /// The upstream connect could not even be started (the socket calls failed): a CONNECT client gets
-    /// 502, any other client is closed.
-    pub(crate) fn cannot_connect(&mut self, now: Instant) -> Outcome {
-        if self.direct {
-            self.refuse(Status::BadGateway, now)
-        } else {
-            Outcome::Close(Cause::ConnectError)
+        match refusal.write(&mut self.client) {
+            Progress::Waiting => Outcome::Open,
+            Progress::Yield => Outcome::Yield,
+            Progress::Done => Outcome::Close(Cause::Rejected),
         }
     }
 
     /// The pair's deadline passed with `cause`: what to do about it. A greeting that timed out is
-    /// answered 408 in connect mode; a CONNECT destination that did not answer gets 504; everything else
-    /// closes (and a connect timeout of a route upstream fails over, in the reactor).
+    /// answered 408 in connect mode; a connect that timed out goes to `session::connect`'s retry policy;
+    /// everything else closes.
     pub(crate) fn expire(&mut self, cause: Cause, now: Instant) -> Outcome {
-        match self.phase {
-            Phase::Greeting => {
-                let Some(greeting) = self.greeting.as_mut() else {
-                    return Outcome::Close(cause);
-                };
+        match &mut self.stage {
+            Stage::Greeting(greeting) => {
                 // Still waiting for the PROXY header: counted (and logged) by the reactor as it closes.
                 greeting.give_up(Reason::Timeout);
                 if !greeting.answers() {
@@ -631,26 +616,14 @@ impl<S: Socket> Pair<S> {
                     "conn={} client={} greeting timed out: 408",
                     self.id, self.client_addr
                 );
-                if greeting.refused().is_none() {
-                    self.greeting = None; // a CONNECT head's buffer: not needed while refusing
-                }
                 self.refuse(Status::RequestTimeout, now)
             }
-            Phase::Connecting if self.direct && cause == Cause::ConnectTimeout => {
-                self.next_destination(Status::GatewayTimeout, &"timed out", now)
-            }
+            Stage::Connecting(_) => Outcome::ConnectFailed(cause),
             _ => Outcome::Close(cause),
         }
     }
 
-    fn on_connecting_event(
-        &mut self,
-        side: Side,
-        event: Event,
-        shared: &mut Shared<'_>,
-        budget: usize,
-        now: Instant,
-    ) -> Outcome {
+    fn on_connecting_event(&mut self, side: Side, event: Event) -> Outcome {
         if side == Side::Client {
             let hung_up = event.read_closed || event.error;
             return if hung_up {
@@ -660,25 +633,38 @@ impl<S: Socket> Pair<S> {
             };
         }
         // No socket yet: the CONNECT destination's address is being looked up.
-        let Some(upstream) = self.upstream.as_ref() else {
+        let Some(upstream) = self.upstream() else {
             return Outcome::Open;
         };
         if event.proves_connected() {
-            return self.on_connected(shared, budget, now);
+            return Outcome::Connected;
         }
         match upstream.connect_result() {
             ConnectState::Pending => Outcome::Open,
-            ConnectState::Failed(err) if self.direct => {
-                self.next_destination(Status::BadGateway, &err, now)
+            ConnectState::Failed(err) => {
+                debug!("conn={} upstream connect failed: {err}", self.id);
+                Outcome::ConnectFailed(connect_failure_cause(&err))
             }
-            ConnectState::Failed(err) => Outcome::Close(connect_failure_cause(&err)),
-            ConnectState::Connected => self.on_connected(shared, budget, now),
+            ConnectState::Connected => Outcome::Connected,
         }
     }
 
-    fn on_connected(&mut self, shared: &mut Shared<'_>, budget: usize, now: Instant) -> Outcome {
+    /// The connect completed (and `session::connect` has told the route): forward.
+    pub(crate) fn establish(
+        &mut self,
+        shared: &mut Shared<'_>,
+        budget: usize,
+        now: Instant,
+    ) -> Outcome {
+        let Stage::Connecting(connecting) = &mut self.stage else {
+            return self.run(shared, budget, now);
+        };
+        let Some(socket) = connecting.socket.take() else {
+            return Outcome::Open;
+        };
+        let lease = connecting.lease.take();
         shared.metrics.connects_ok += 1;
-        self.set_phase(Phase::Established);
+        self.set_stage(Stage::Established(Established { socket, lease }));
         // The connect completed with an edge we just consumed; the socket is writable.
         self.upstream_ready.writable = true;
         self.run(shared, budget, now)
@@ -688,10 +674,11 @@ impl<S: Socket> Pair<S> {
     /// expects an answer, so the pair waits; a FIN with nothing sent, or a reset, means the client is gone
     /// and both sockets are freed now rather than when the connect resolves.
     fn check_client_left(&mut self) -> Outcome {
+        let pipelined = matches!(&self.stage, Stage::Connecting(c) if c.client_pipelined);
         let mut probe = [0u8; 1];
         match self.client.peek(&mut probe) {
             // Bytes pipelined after a greeting were read already: their FIN is a half-close.
-            Ok(0) if self.client_pipelined => Outcome::Open,
+            Ok(0) if pipelined => Outcome::Open,
             Ok(0) => Outcome::Close(Cause::ClientAbort),
             Ok(_) => Outcome::Open,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Outcome::Open,
@@ -701,7 +688,7 @@ impl<S: Socket> Pair<S> {
 
     /// Pumps both directions until neither can move, the budget is spent, or the pair is finished.
     pub(crate) fn run(&mut self, shared: &mut Shared<'_>, budget: usize, now: Instant) -> Outcome {
-        match self.phase {
+        match self.phase() {
             Phase::Established => {}
             Phase::Refusing => return self.write_refusal(),
             _ => return Outcome::Open,
@@ -741,7 +728,10 @@ impl<S: Socket> Pair<S> {
     /// One round: each direction moves what it can.
     fn pump_both(&mut self, shared: &mut Shared<'_>, budget: &mut usize) -> Result<bool, Cause> {
         let id = self.id;
-        let Some(upstream) = self.upstream.as_mut() else {
+        let Stage::Established(Established {
+            socket: upstream, ..
+        }) = &mut self.stage
+        else {
             return Ok(false);
         };
         let forward = self
@@ -785,7 +775,7 @@ impl<S: Socket> Pair<S> {
     /// ([`Direction::reads_blocked`]). Only an established pair pumps, so only its directions block.
     fn reads_blocked(&self, side: Side, pool: &BufPool) -> bool {
         let (direction, ready) = self.reader_of(side);
-        self.phase == Phase::Established && direction.reads_blocked(ready, pool)
+        self.phase() == Phase::Established && direction.reads_blocked(ready, pool)
     }
 
     /// The direction that reads `side`'s socket, and that socket's cached readiness.
@@ -840,7 +830,11 @@ impl<S: Socket> Pair<S> {
     pub fn socket_mut(&mut self, side: Side) -> Option<&mut S> {
         match side {
             Side::Client => Some(&mut self.client),
-            Side::Upstream => self.upstream.as_mut(),
+            Side::Upstream => match &mut self.stage {
+                Stage::Connecting(connecting) => connecting.socket.as_mut(),
+                Stage::Established(established) => Some(&mut established.socket),
+                Stage::Greeting(_) | Stage::Refusing(_) => None,
+            },
         }
     }
 
@@ -871,18 +865,15 @@ impl<S: Socket> Pair<S> {
 
     /// The next moment this pair must be looked at, and what it would mean then.
     pub(crate) fn deadline(&self, limits: &Deadlines) -> Option<(Instant, Cause)> {
-        match self.phase {
-            Phase::Greeting => return Some((self.started + limits.header, Cause::HeaderTimeout)),
-            Phase::Refusing => {
-                return self
-                    .refusal
-                    .as_ref()
-                    .map(|refusal| (refusal.until, Cause::Rejected))
+        match &self.stage {
+            Stage::Greeting(_) => {
+                return Some((self.started + limits.header, Cause::HeaderTimeout))
             }
-            Phase::Connecting => {
-                return Some((self.attempt_started + limits.connect, Cause::ConnectTimeout))
+            Stage::Refusing(refusal) => return Some((refusal.until, Cause::Rejected)),
+            Stage::Connecting(connecting) => {
+                return Some((connecting.since + limits.connect, Cause::ConnectTimeout))
             }
-            Phase::Established => {}
+            Stage::Established(_) => {}
         }
         let idle = limits
             .idle
@@ -904,7 +895,7 @@ impl<S: Socket> Pair<S> {
     /// `Established` no stream has begun: a queued preamble (a `--send-proxy` header for a client that
     /// left while connecting) truncates nothing.
     pub fn holds_undelivered(&self) -> bool {
-        self.phase == Phase::Established
+        self.phase() == Phase::Established
             && (self.c2u.undelivered() > 0 || self.u2c.undelivered() > 0)
     }
 
@@ -927,25 +918,17 @@ fn fault_cause(fault: Fault, pumped_from: Side) -> Cause {
     }
 }
 
-/// Names a failed connect.
-fn connect_failure_cause(err: &io::Error) -> Cause {
-    match err.kind() {
-        io::ErrorKind::ConnectionRefused => Cause::ConnectRefused,
-        io::ErrorKind::TimedOut => Cause::ConnectTimeout,
-        _ => Cause::ConnectError,
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::observe::metrics::Metrics;
     use crate::wire::allow::AllowList;
     use crate::wire::greeting::{ConnectRules, Rules};
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::sync::Arc;
+    use std::time::Duration;
 
-    const LIMITS: Deadlines = Deadlines {
+    pub(crate) const LIMITS: Deadlines = Deadlines {
         connect: Duration::from_secs(5),
         header: Duration::from_secs(10),
         idle: None,
@@ -968,7 +951,11 @@ mod tests {
     /// A connect-mode pair over real loopback sockets whose client has sent `CONNECT localhost:80`, then
     /// `body`, and its FIN with them if `fin`; with what the pair made of that one event, and the
     /// client's end.
-    fn greeted(now: Instant, fin: bool, body: &[u8]) -> (Pair, Outcome, std::net::TcpStream) {
+    pub(crate) fn greeted(
+        now: Instant,
+        fin: bool,
+        body: &[u8],
+    ) -> (Pair, Outcome, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let mut client =
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
@@ -993,7 +980,7 @@ mod tests {
     }
 
     /// [`greeted`], and the reactor has handed the name to the lookup threads.
-    fn looking_up(now: Instant) -> (Pair, std::net::TcpStream) {
+    pub(crate) fn looking_up(now: Instant) -> (Pair, std::net::TcpStream) {
         let (mut pair, outcome, client) = greeted(now, false, b"");
         assert_eq!(
             outcome,
@@ -1023,7 +1010,12 @@ mod tests {
         );
     }
 
-    fn run_event<S: Socket>(pair: &mut Pair<S>, side: Side, event: Event, now: Instant) -> Outcome {
+    pub(crate) fn run_event<S: Socket>(
+        pair: &mut Pair<S>,
+        side: Side,
+        event: Event,
+        now: Instant,
+    ) -> Outcome {
         let (mut pool, mut metrics) = (BufPool::new(1024), Metrics::default());
         let mut shared = Shared {
             pool: &mut pool,
@@ -1031,26 +1023,6 @@ mod tests {
             metrics: &mut metrics,
         };
         pair.on_event(side, event, &mut shared, 1 << 20, now)
-    }
-
-    /// The lookup runs under the connect deadline: past it the client gets 504, and the pair no longer
-    /// waits for an address, so a late answer is dropped as stale.
-    #[test]
-    fn test_a_lookup_past_the_connect_deadline_is_504() {
-        let now = Instant::now();
-        let (mut pair, mut client) = looking_up(now);
-        let later = now + Duration::from_secs(1);
-        pair.begin_lookup(later);
-        let deadline = pair.deadline(&LIMITS);
-        assert_eq!(
-            deadline,
-            Some((later + LIMITS.connect, Cause::ConnectTimeout))
-        );
-        pair.expire(Cause::ConnectTimeout, later + LIMITS.connect);
-        assert!(!pair.awaits_address());
-        assert_eq!(pair.phase(), Phase::Refusing);
-        let answer = answer_to(&mut client);
-        assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");
     }
 
     /// A client that leaves while its destination is looked up frees the pair at once, not when the
@@ -1070,98 +1042,6 @@ mod tests {
         assert_eq!(outcome, Outcome::Close(Cause::ClientAbort));
     }
 
-    /// A loopback address nothing listens on (its listener is gone): a connect to it is refused.
-    fn refusing_address() -> SocketAddr {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    }
-
-    /// Reads what the client was answered (the pair closes its end after the status is written).
-    fn answer_to(client: &mut std::net::TcpStream) -> String {
-        client
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        let mut answer = String::new();
-        client.read_to_string(&mut answer).expect("read");
-        answer
-    }
-
-    /// Starts the connect the pair asked for, as the reactor does, and returns it.
-    fn connect_as_asked(pair: &mut Pair, outcome: Outcome, now: Instant) -> SocketAddr {
-        let (Outcome::Connect(Target::Direct(addr)) | Outcome::NextAddress(addr)) = outcome else {
-            panic!("expected a connect, got {outcome:?}");
-        };
-        let stream = TcpStream::connect(addr).expect("start connect");
-        pair.begin_connect(stream, NO_UPSTREAM, Tried::default(), now);
-        addr
-    }
-
-    /// Feeds the pair upstream error events until its refused connect is seen (loopback answers a SYN
-    /// to a closed port with an RST at once, but the non-blocking connect reports it a moment later).
-    fn refused_outcome(pair: &mut Pair, now: Instant) -> Outcome {
-        let failed = Event {
-            writable: true,
-            error: true,
-            ..Event::default()
-        };
-        let give_up = Instant::now() + Duration::from_secs(5);
-        loop {
-            let outcome = run_event(pair, Side::Upstream, failed, now);
-            let decided = outcome != Outcome::Open || pair.phase() != Phase::Connecting;
-            if decided || Instant::now() > give_up {
-                return outcome;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// [`looking_up`], and the lookup found two addresses nothing listens on: the pair is connecting to
-    /// the first. Returns the second too.
-    fn connecting_to_first_of_two(now: Instant) -> (Pair, std::net::TcpStream, SocketAddr) {
-        let (mut pair, client) = looking_up(now);
-        let (first, second) = (refusing_address(), refusing_address());
-        let outcome = pair.on_looked(Ok(vec![first, second]), now);
-        assert_eq!(connect_as_asked(&mut pair, outcome, now), first);
-        (pair, client, second)
-    }
-
-    /// A name with several addresses: a refused connect moves on to the next address, in the resolver's
-    /// order, and the client is answered 502 only when none is left.
-    #[test]
-    fn test_a_refused_destination_address_moves_on_to_the_next() {
-        let now = Instant::now();
-        let (mut pair, mut client, second) = connecting_to_first_of_two(now);
-        let outcome = refused_outcome(&mut pair, now);
-        assert_eq!(outcome, Outcome::NextAddress(second));
-        assert!(pair.upstream.is_none(), "the failed socket is still open");
-        assert_eq!(pair.phase(), Phase::Connecting);
-        connect_as_asked(&mut pair, outcome, now);
-        assert_eq!(refused_outcome(&mut pair, now), Outcome::Open);
-        assert_eq!(pair.phase(), Phase::Refusing);
-        let answer = answer_to(&mut client);
-        assert!(answer.starts_with("HTTP/1.1 502 "), "{answer}");
-    }
-
-    /// The next address after a refused one is connected to like the first: the client's tunnel opens.
-    #[test]
-    fn test_the_next_destination_address_can_connect() {
-        let now = Instant::now();
-        let (mut pair, _client) = looking_up(now);
-        let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let live_addr = live.local_addr().expect("addr");
-        let outcome = pair.on_looked(Ok(vec![refusing_address(), live_addr]), now);
-        connect_as_asked(&mut pair, outcome, now);
-        let outcome = refused_outcome(&mut pair, now);
-        assert_eq!(connect_as_asked(&mut pair, outcome, now), live_addr);
-        live.accept().expect("accept");
-        let connected = Event {
-            writable: true,
-            ..Event::default()
-        };
-        run_event(&mut pair, Side::Upstream, connected, now);
-        assert_eq!(pair.phase(), Phase::Established);
-    }
-
     /// An established pair's lifetime counts from its accept, not from its last byte, and wins over a
     /// later idle deadline; without one the pair has no deadline at all.
     #[test]
@@ -1169,15 +1049,25 @@ mod tests {
         let now = Instant::now();
         let (mut pair, _client) = looking_up(now);
         let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let outcome = pair.on_looked(Ok(vec![live.local_addr().expect("addr")]), now);
-        connect_as_asked(&mut pair, outcome, now);
+        let stream = TcpStream::connect(live.local_addr().expect("addr")).expect("connect");
+        pair.begin_connect(stream, None, now);
         live.accept().expect("accept");
         let later = now + Duration::from_secs(5);
         let connected = Event {
             writable: true,
             ..Event::default()
         };
-        run_event(&mut pair, Side::Upstream, connected, later);
+        assert_eq!(
+            run_event(&mut pair, Side::Upstream, connected, later),
+            Outcome::Connected
+        );
+        let (mut pool, mut metrics) = (BufPool::new(1024), Metrics::default());
+        let mut shared = Shared {
+            pool: &mut pool,
+            pipes: None,
+            metrics: &mut metrics,
+        };
+        pair.establish(&mut shared, 1 << 20, later);
         assert_eq!(pair.phase(), Phase::Established);
         assert_eq!(pair.deadline(&LIMITS), None);
         let limits = Deadlines {
@@ -1193,42 +1083,6 @@ mod tests {
             !Cause::MaxDuration.resets(),
             "a policy close, like idle-timeout"
         );
-    }
-
-    /// A destination address that times out gives way to the next, which has a connect timeout of its
-    /// own; past the last one's, the client gets 504.
-    #[test]
-    fn test_a_destination_address_that_times_out_gives_way_to_the_next() {
-        let now = Instant::now();
-        let (mut pair, mut client, second) = connecting_to_first_of_two(now);
-        let first_deadline = now + LIMITS.connect;
-        let outcome = pair.expire(Cause::ConnectTimeout, first_deadline);
-        assert_eq!(outcome, Outcome::NextAddress(second));
-        connect_as_asked(&mut pair, outcome, first_deadline);
-        assert_eq!(
-            pair.deadline(&LIMITS),
-            Some((first_deadline + LIMITS.connect, Cause::ConnectTimeout))
-        );
-        pair.expire(Cause::ConnectTimeout, first_deadline + LIMITS.connect);
-        assert_eq!(pair.phase(), Phase::Refusing);
-        let answer = answer_to(&mut client);
-        assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");
-    }
-
-    /// A lookup that found nothing, or failed, is answered 502 without a connect.
-    #[test]
-    fn test_a_destination_without_addresses_is_502() {
-        for addrs in [
-            Ok(Vec::new()),
-            Err("cannot resolve x:1: no address".to_string()),
-        ] {
-            let now = Instant::now();
-            let (mut pair, mut client) = looking_up(now);
-            assert_eq!(pair.on_looked(addrs, now), Outcome::Open);
-            assert_eq!(pair.phase(), Phase::Refusing);
-            let answer = answer_to(&mut client);
-            assert!(answer.starts_with("HTTP/1.1 502 "), "{answer}");
-        }
     }
 
     #[test]
@@ -1261,20 +1115,13 @@ mod tests {
         assert!(Cause::Shutdown.resets());
     }
 
-    #[test]
-    fn test_connect_failure_causes() {
-        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-        assert_eq!(connect_failure_cause(&refused), Cause::ConnectRefused);
-        let timeout = io::Error::from(io::ErrorKind::TimedOut);
-        assert_eq!(connect_failure_cause(&timeout), Cause::ConnectTimeout);
-    }
-
     /// Pairs over scripted streams ([`Scripted`]): each phase x event of the header's table, with every
     /// syscall's answer chosen by the test.
     mod scripted {
         use super::*;
         use crate::datapath::stream::script::{Connect, Incoming, Outgoing, Scripted};
         use crate::session::interest::Registration;
+        use crate::upstream::endpoint::Tried;
 
         /// The ring size of these tests' pools.
         const RING: usize = 1024;
@@ -1328,6 +1175,16 @@ mod tests {
                 pair.on_event(side, event, &mut shared, 1 << 20, self.now)
             }
 
+            /// `Outcome::Connected` handed back, as `session::connect` does once the route knows.
+            fn establish(&mut self, pair: &mut Pair<Scripted>) -> Outcome {
+                let mut shared = Shared {
+                    pool: &mut self.pool,
+                    pipes: None,
+                    metrics: &mut self.metrics,
+                };
+                pair.establish(&mut shared, 1 << 20, self.now)
+            }
+
             /// The registration the reactor would give `side`'s socket after the run, applied.
             fn settle(&mut self, pair: &mut Pair<Scripted>, side: Side) -> Option<Registration> {
                 let wanted = pair.registration_change(side, &self.pool);
@@ -1345,9 +1202,11 @@ mod tests {
             let pair = Pair::new(
                 1,
                 (client.clone(), CLIENT_ADDR.into()),
-                (upstream.clone(), 0),
+                (upstream.clone(), None),
                 0,
-                Tried::default(),
+                Plan::Upstreams {
+                    tried: Tried::default(),
+                },
                 now,
                 Splice::Off,
             );
@@ -1362,8 +1221,9 @@ mod tests {
             upstream.set_connect(Connect::Connected);
             assert_eq!(
                 lp.event(&mut pair, Side::Upstream, readable()),
-                Outcome::Open
+                Outcome::Connected
             );
+            assert_eq!(lp.establish(&mut pair), Outcome::Open);
             assert_eq!(pair.phase(), Phase::Established);
             (pair, client, upstream)
         }
@@ -1410,7 +1270,7 @@ mod tests {
             let outcome = lp.event(&mut pair, Side::Client, readable());
             assert!(matches!(outcome, Outcome::Connect(_)), "{outcome:?}");
             assert_eq!(pair.c2u.undelivered(), 5);
-            assert!(pair.client_pipelined);
+            assert!(matches!(&pair.stage, Stage::Connecting(c) if c.client_pipelined));
         }
 
         #[test]
@@ -1481,7 +1341,9 @@ mod tests {
 
             upstream.set_connect(Connect::Connected);
             upstream.room(usize::MAX);
-            lp.event(&mut pair, Side::Upstream, writable());
+            let outcome = lp.event(&mut pair, Side::Upstream, writable());
+            assert_eq!(outcome, Outcome::Connected);
+            lp.establish(&mut pair);
             assert_eq!(upstream.written(), b"GET / HTTP/1.0\r\n\r\n");
             assert_eq!(upstream.shutdowns(), 1, "the half-close passed on");
         }
@@ -1509,8 +1371,10 @@ mod tests {
             let (mut pair, _client, _upstream) = connecting(lp.now);
             assert_eq!(
                 lp.event(&mut pair, Side::Upstream, writable()),
-                Outcome::Open
+                Outcome::Connected
             );
+            assert_eq!(pair.phase(), Phase::Connecting, "until the route is told");
+            assert_eq!(lp.establish(&mut pair), Outcome::Open);
             assert_eq!(pair.phase(), Phase::Established);
             assert!(pair.upstream_ready.writable);
             assert_eq!(lp.metrics.connects_ok, 1);
@@ -1534,7 +1398,7 @@ mod tests {
                 ..Event::default()
             };
             let outcome = lp.event(&mut pair, Side::Upstream, refused);
-            assert_eq!(outcome, Outcome::Close(Cause::ConnectRefused));
+            assert_eq!(outcome, Outcome::ConnectFailed(Cause::ConnectRefused));
         }
 
         #[test]
@@ -1547,7 +1411,7 @@ mod tests {
                 Some((now + LIMITS.connect, Cause::ConnectTimeout))
             );
             let outcome = pair.expire(Cause::ConnectTimeout, now + LIMITS.connect);
-            assert_eq!(outcome, Outcome::Close(Cause::ConnectTimeout));
+            assert_eq!(outcome, Outcome::ConnectFailed(Cause::ConnectTimeout));
         }
 
         /// Both FINs: each direction drains and passes its FIN on; the first side to finish names the

@@ -8,15 +8,13 @@
 //! [`crate::upstream::endpoint`]) next, what a success, a failure or a new DNS answer does to it, and the log lines
 //! that go with those changes.
 
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 
-use crate::close::Cause;
 use crate::config::settings;
 use crate::config::{Addresses, Mode, RouteConfig};
 use crate::datapath::budget::FdBudget;
@@ -109,26 +107,20 @@ impl Listener {
     }
 }
 
-/// Why [`Route::connect`] found no upstream.
-#[derive(Debug)]
-pub struct NoUpstream {
-    /// The last endpoint tried, if any.
-    pub last: Option<usize>,
-    pub error: io::Error,
-    /// No upstream of the route resolves to an address: nothing could be tried.
-    pub unresolved: bool,
+/// A client's hold on one endpoint of its route, from [`Route::lease`] to [`Route::give_back`]: while
+/// it lives, the endpoint's `active` count (least-connections balancing, the `active` metric, when a
+/// retired endpoint may go) includes the client. It is neither `Clone` nor `Copy`, and `give_back`
+/// takes it by value: an endpoint is given back at most once per lease, and only there.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a lease dropped without give_back leaves its endpoint counted busy"]
+pub struct Lease {
+    slot: usize,
 }
 
-impl NoUpstream {
-    /// What a client turned away for this is counted as.
-    pub(crate) fn cause(&self) -> Cause {
-        if self.unresolved {
-            Cause::Unresolved
-        } else if self.error.kind() == io::ErrorKind::ConnectionRefused {
-            Cause::ConnectRefused
-        } else {
-            Cause::ConnectError
-        }
+impl Lease {
+    /// The endpoint's slot in its route.
+    pub fn slot(&self) -> usize {
+        self.slot
     }
 }
 
@@ -288,76 +280,42 @@ impl Route {
         self.pairs < self.config.max_connections
     }
 
-    /// Picks an endpoint for a client from `client` that has not been tried yet (`tried`), and starts a
-    /// non-blocking connect to it. An endpoint whose connect fails at once (the socket call itself
-    /// failed) counts as tried and failed, and the next is picked, up to `connect_attempts` in all. On
-    /// success the endpoint's `active` count includes the new connection. Returns the stream, the
-    /// endpoint's slot and the new tried set. A route none of whose upstreams resolves tries nothing
-    /// (and warns, rate-limited).
-    ///
-    /// `warm` is asked first for an already established (`--prewarm`) connection to the picked endpoint;
-    /// the last value returned says whether one was used.
-    pub fn connect(
+    /// Whether no upstream of the route resolves to an address, so a client has nothing to try; warns
+    /// (rate-limited) when so.
+    pub fn unresolved(&mut self, now: Instant) -> bool {
+        if !self.upstreams.none_live() {
+            return false;
+        }
+        if let Some(suppressed) = self.unresolved_warning.allow(now) {
+            warn!(
+                "no upstream of route {} resolves to an address; refusing clients ({suppressed} similar warnings suppressed)",
+                self.config.name
+            );
+        }
+        true
+    }
+
+    /// Picks an endpoint for a client from `client` among those it has not been tried on (`tried`, to
+    /// which the pick is added) and leases it: the endpoint's `active` count includes the client until
+    /// the lease comes back to [`Route::give_back`]. `None` when no endpoint is left to pick. How many
+    /// attempts a client gets is not decided here but by its connect plan (`session::attempt`).
+    pub fn lease(
         &mut self,
         client: IpAddr,
-        mut tried: Tried,
+        tried: &mut Tried,
         now: Instant,
-        mut warm: impl FnMut(usize) -> Option<TcpStream>,
-    ) -> Result<(TcpStream, usize, Tried, bool), NoUpstream> {
-        if self.upstreams.none_live() {
-            if let Some(suppressed) = self.unresolved_warning.allow(now) {
-                warn!(
-                    "no upstream of route {} resolves to an address; refusing clients ({suppressed} similar warnings suppressed)",
-                    self.config.name
-                );
-            }
-            return Err(NoUpstream {
-                last: None,
-                error: io::Error::new(io::ErrorKind::NotFound, "no upstream resolves"),
-                unresolved: true,
-            });
-        }
-        let mut failure = NoUpstream {
-            last: None,
-            error: io::Error::new(io::ErrorKind::NotFound, "no upstream left to try"),
-            unresolved: false,
-        };
-        while tried.count() < self.config.connect_attempts {
-            let Some(slot) = self.pick(client, &tried, now) else {
-                break;
-            };
-            tried.insert(slot);
-            let Some(addr) = self.upstreams.get(slot).map(|e| e.addr) else {
-                break;
-            };
-            let started = match warm(slot) {
-                Some(stream) => Ok((stream, true)),
-                None => net::start_connect(addr, self.options).map(|stream| (stream, false)),
-            };
-            match started {
-                Ok((stream, prewarmed)) => {
-                    if let Some(endpoint) = self.upstreams.get_mut(slot) {
-                        endpoint.active += 1;
-                    }
-                    return Ok((stream, slot, tried, prewarmed));
-                }
-                Err(error) => {
-                    let exhausted = net::is_resource_exhaustion(&error);
-                    failure = NoUpstream {
-                        last: Some(slot),
-                        error,
-                        unresolved: false,
-                    };
-                    if exhausted {
-                        // Out of fds or memory here: not the endpoint's fault, so its health is left
-                        // alone, and another endpoint would fail the same way.
-                        break;
-                    }
-                    self.connect_failed(slot, now);
-                }
-            }
-        }
-        Err(failure)
+    ) -> Option<(Lease, SocketAddr)> {
+        let slot = self.pick(client, tried, now)?;
+        tried.insert(slot);
+        let endpoint = self.upstreams.get_mut(slot)?;
+        endpoint.active += 1;
+        Some((Lease { slot }, endpoint.addr))
+    }
+
+    /// The one way a lease ends, whether its connect failed over or its pair closed: the endpoint's
+    /// `active` count drops by one (and a retired endpoint goes once nothing counts on it).
+    pub fn give_back(&mut self, lease: Lease) {
+        self.upstreams.release(lease.slot);
     }
 
     /// The balancer's choice among the untried endpoints; warns (rate-limited) when it fails open.
@@ -380,11 +338,6 @@ impl Route {
             }
         }
         Some(pick.index)
-    }
-
-    /// A pair of this route no longer uses endpoint `slot` (it closed or failed over).
-    pub fn release(&mut self, slot: usize) {
-        self.upstreams.release(slot);
     }
 
     /// A connect or probe to endpoint `slot` completed.
@@ -526,12 +479,12 @@ pub fn same_settings(old: &RouteConfig, new: &RouteConfig) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::Algorithm;
     use crate::config::UpstreamConfig;
 
-    fn route(name: Option<&str>, listen: &[&str]) -> RouteConfig {
+    pub(crate) fn route(name: Option<&str>, listen: &[&str]) -> RouteConfig {
         RouteConfig {
             name: name.unwrap_or("route-1").to_string(),
             named: name.is_some(),
@@ -604,9 +557,9 @@ mod tests {
         assert!(!same_settings(&old, &other_limit));
     }
 
-    /// A route none of whose upstreams resolves tries nothing: the client is refused as `unresolved`.
+    /// A route none of whose upstreams resolves has nothing to lease; once the name resolves, it has.
     #[test]
-    fn test_connect_with_no_resolved_upstream_is_refused_as_unresolved() {
+    fn test_unresolved_route_leases_nothing() {
         let mut config = route(None, &["127.0.0.1:0"]);
         config.upstreams[0] = UpstreamConfig {
             name: "nowhere.test:80".into(),
@@ -616,44 +569,52 @@ mod tests {
         let now = Instant::now();
         let mut route = Route::new(1, config, Vec::new(), None, (now, None));
         let client: IpAddr = "127.0.0.1".parse().expect("ip");
-        let refused = route
-            .connect(client, Tried::default(), now, |_| None)
-            .expect_err("nothing to connect to");
-        assert_eq!((refused.last, refused.cause()), (None, Cause::Unresolved));
-        // Once the name resolves, clients go there.
+        assert!(route.unresolved(now));
+        assert!(route.lease(client, &mut Tried::default(), now).is_none());
         route.resolved(0, Ok(vec!["127.0.0.1:9".parse().expect("addr")]), now);
-        let (_stream, slot, _, _) = route
-            .connect(client, Tried::default(), now, |_| None)
-            .expect("connect starts");
-        assert_eq!(route.endpoint_label(slot), "nowhere.test:80 (127.0.0.1:9)");
+        assert!(!route.unresolved(now));
+        let (lease, addr) = route
+            .lease(client, &mut Tried::default(), now)
+            .expect("a lease");
+        assert_eq!(addr, "127.0.0.1:9".parse().expect("addr"));
+        assert_eq!(
+            route.endpoint_label(lease.slot()),
+            "nowhere.test:80 (127.0.0.1:9)"
+        );
+        route.give_back(lease);
     }
 
+    /// Each lease counts its endpoint busy once, a client is never leased an endpoint it was tried on,
+    /// and `give_back` uncounts exactly the lease it is given.
     #[test]
-    fn test_connect_skips_tried_and_stops_at_attempts() {
+    fn test_lease_skips_tried_and_give_back_uncounts_once() {
         let mut config = route(None, &["127.0.0.1:0"]);
         config.upstreams.push(UpstreamConfig {
             name: "127.0.0.1:10".into(),
             addrs: Ok(vec!["127.0.0.1:10".parse().expect("addr")]),
             weight: 1,
         });
-        config.connect_attempts = 2;
         let now = Instant::now();
         let mut route = Route::new(1, config, Vec::new(), None, (now, None));
         let client: IpAddr = "127.0.0.1".parse().expect("ip");
-        let (_stream, first, tried, warm) = route
-            .connect(client, Tried::default(), now, |_| None)
-            .expect("first connect starts");
-        assert!(tried.contains(first) && tried.count() == 1);
-        assert!(!warm);
-        assert_eq!(route.upstreams.get(first).map(|e| e.active), Some(1));
-        let (_stream, second, tried, _) = route
-            .connect(client, tried, now, |_| None)
-            .expect("second starts");
-        assert_ne!(first, second);
+        let active = |route: &Route, slot: usize| route.upstreams.get(slot).map(|e| e.active);
+        let mut tried = Tried::default();
+        let (first, _) = route.lease(client, &mut tried, now).expect("first");
+        let (second, _) = route.lease(client, &mut tried, now).expect("second");
+        assert_ne!(first.slot(), second.slot());
         assert_eq!(tried.count(), 2);
-        let exhausted = route
-            .connect(client, tried, now, |_| None)
-            .expect_err("two attempts used");
-        assert_eq!(exhausted.last, None);
+        assert!(route.lease(client, &mut tried, now).is_none(), "both tried");
+        let (one, two) = (first.slot(), second.slot());
+        assert_eq!(
+            (active(&route, one), active(&route, two)),
+            (Some(1), Some(1))
+        );
+        route.give_back(first);
+        assert_eq!(
+            (active(&route, one), active(&route, two)),
+            (Some(0), Some(1))
+        );
+        route.give_back(second);
+        assert_eq!(active(&route, two), Some(0));
     }
 }

@@ -5,7 +5,7 @@
 //!   [`crc32c`]: the checksum a v2 header may carry.
 //! - [`connect_request`]: the head of an HTTP CONNECT request, and the statuses answered to it.
 //! - [`allow`]: the destinations a CONNECT may reach (default deny).
-//! - `greeting`: a client's greeting (PROXY header, CONNECT head, or both), read incrementally to a
+//! - [`greeting`]: a client's greeting (PROXY header, CONNECT head, or both), read incrementally to a
 //!   verdict: where to connect, what to answer, or why to drop.
 
 pub mod allow;

@@ -49,14 +49,14 @@ pub(crate) struct Endpoint {
     pub(crate) addr: SocketAddr,
     /// How logs, metrics and `source-hash` name it: the upstream as written for an IP literal, else
     /// `name (address)`.
-    pub(super) label: String,
+    pub(crate) label: String,
     /// Its share of the route's connections, scaled (see the module doc).
     weight: u64,
     pub(crate) health: Health,
     /// Pairs connected or connecting to it.
-    pub(super) active: usize,
+    pub(crate) active: usize,
     /// Connects and probes that failed, since it appeared (carried over by reloads).
-    pub(super) connect_failures: u64,
+    pub(crate) connect_failures: u64,
     /// A health probe is in flight.
     pub(crate) probing: bool,
     /// Its name no longer resolves to it: never picked, kept while pairs or a probe count on it.

@@ -12,9 +12,9 @@ pub fn encode(version: Version, source: SocketAddr, destination: SocketAddr) -> 
     encode_with_tlvs(version, source, destination, &[])
 }
 
-/// [`encode`], with `tlvs` (whole TLVs, as `CarriedTlvs::copy_from` makes them) after a v2 header's
-/// addresses. A v1 header has no room for them: they are left out (the configuration refuses
-/// `--send-proxy-tlvs` without `--send-proxy v2`).
+/// [`encode`], with `tlvs` (whole TLVs, as [`CarriedTlvs::copy_from`](super::CarriedTlvs::copy_from)
+/// makes them) after a v2 header's addresses. A v1 header has no room for them: they are left out (the
+/// configuration refuses `--send-proxy-tlvs` without `--send-proxy v2`).
 pub(crate) fn encode_with_tlvs(
     version: Version,
     source: SocketAddr,
@@ -55,7 +55,8 @@ fn encode_v2(source: SocketAddr, destination: SocketAddr, tlvs: &[u8]) -> Vec<u8
     let mut out = Vec::with_capacity(16 + 36 + tlvs.len());
     out.extend_from_slice(&V2_SIGNATURE);
     out.push(0x21); // version 2, command PROXY
-                    // Carried TLVs come from a header of at most V2_MAX bytes: the length always fits 16 bits.
+
+    // Carried TLVs come from a header of at most V2_MAX bytes: the length always fits 16 bits.
     let length = |addresses: usize| u16::try_from(addresses + tlvs.len()).unwrap_or(u16::MAX);
     match (source.ip(), destination.ip()) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {

@@ -7,8 +7,8 @@
 //!   until the header is whole, so the caller can keep reading into a small bounded buffer; it never
 //!   looks past the header, and the bytes after `header_len` belong to the payload.
 //!
-//! Both versions are bounded: a v1 header is at most `V1_MAX` bytes (the spec's 107), a v2 header at
-//! most `V2_MAX` (16 bytes plus addresses plus TLVs; we refuse more than that rather than buffer
+//! Both versions are bounded: a v1 header is at most [`V1_MAX`] bytes (the spec's 107), a v2 header at
+//! most [`V2_MAX`] (16 bytes plus addresses plus TLVs; we refuse more than that rather than buffer
 //! whatever length field a peer sends).
 //!
 //! Parsing is strict: "when in doubt, reject". A v2 header's TLV area is walked, each TLV (and each
@@ -27,7 +27,8 @@
 //! - `v1`: the v1 line, judged byte by byte.
 //! - `v2`: the v2 fixed part and addresses (rules 1 to 4, 10).
 //! - `tlv`: the walk of the v2 TLV area, SSL sub-TLVs and the CRC-32C (rules 5 to 9).
-//! - `carry`: `TlvKind`, [`CarriedTlvs`] and [`TlvSpans`], the TLVs `--send-proxy-tlvs` carries on.
+//! - `carry`: [`TlvKind`](carry::TlvKind), [`CarriedTlvs`] and [`TlvSpans`], the TLVs
+//!   `--send-proxy-tlvs` carries on.
 //! - `reason`: [`Reason`], why a header is refused, with its metric label and log message.
 //! - `test_headers` (tests only): headers built by hand, shared with tests/proxy_protocol.rs.
 

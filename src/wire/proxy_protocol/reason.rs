@@ -17,7 +17,7 @@ pub enum Reason {
     Command,
     /// v2: an unknown address family or transport.
     Family,
-    /// v2: the length field makes the header longer than `V2_MAX` (1024 bytes).
+    /// v2: the length field makes the header longer than [`V2_MAX`](super::V2_MAX).
     TooLong,
     /// v2: the length field leaves no room for the family's addresses.
     ShortAddress,
@@ -39,7 +39,7 @@ pub enum Reason {
     AuthorityTooLong,
     /// v2: a `PP2_TYPE_UNIQUE_ID` value longer than 128 bytes.
     UniqueIdTooLong,
-    /// v1: no CRLF within `V1_MAX` (107) bytes.
+    /// v1: no CRLF within [`V1_MAX`](super::V1_MAX) bytes.
     V1TooLong,
     /// v1: a LF without its CR.
     V1BareLf,

@@ -1,0 +1,193 @@
+//! Accepting: after every batch, from each listener whose cached "ready" bit is set, until WouldBlock or
+//! a stop of our own: the route's `max_connections`, the process's fd budget, fd exhaustion (a short
+//! pause), or the per-turn cap. After such a stop the bit stays set, since the kernel sends no new edge
+//! for connections already queued: the loop comes back by itself (a pair closing, the backoff timer, the
+//! next turn). Each accepted client is handed to the connect path (`session::connect`) with its fd
+//! budget slot in hand.
+
+use std::io;
+use std::time::Duration;
+
+use log::{debug, warn};
+
+use super::Reactor;
+use crate::datapath::budget::{self, Slot};
+use crate::datapath::net;
+
+/// Most connections accepted from one listener in one loop turn, so a connection flood cannot starve
+/// established pairs.
+const ACCEPT_BUDGET: usize = 256;
+
+/// How long accepting pauses after EMFILE/ENFILE: long enough to cost no CPU, short enough to resume fast.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+impl Reactor {
+    /// The after-batch accept phase: metrics scrapes, every ready listener, then the warm pool's refill
+    /// (new slots are only handed out here, after every event of the batch has been dispatched).
+    pub(super) fn accept_ready(&mut self) {
+        self.accept_scrapes();
+        if self.budget_retry_at.is_some_and(|at| at <= self.now) {
+            self.budget_retry_at = None;
+        }
+        if self.siblings.budget.is_wanted() {
+            // Clients wait for a slot, perhaps in another reactor's backlog: spares must not hold them.
+            self.shed_spare_pipes();
+        }
+        let ready: Vec<(usize, usize)> = self
+            .routes
+            .iter()
+            .flat_map(|(key, route)| {
+                route
+                    .listeners
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, listener)| listener.ready)
+                    .map(move |(index, _)| (key, index))
+            })
+            .collect();
+        for (route, index) in ready {
+            self.accept_from(route, index);
+        }
+        self.expire_spare_pipes();
+        self.refill_warm();
+    }
+
+    /// Accepts until WouldBlock, the route's connection limit, the fd budget, fd exhaustion or the
+    /// per-turn cap. Each client is accepted with a budget slot in hand, which its pair keeps.
+    pub(super) fn accept_from(&mut self, route: usize, index: usize) {
+        for _ in 0..ACCEPT_BUDGET {
+            if !self.can_accept(route, index) {
+                self.note_limit(route);
+                return;
+            }
+            let Some(slot) = self.take_pair_slot() else {
+                self.note_budget_full(route);
+                return;
+            };
+            let Some(listener) = self.routes.get_mut(route).and_then(|route| {
+                // Accepting again: the next stop, at either limit, is counted.
+                route.at_limit = false;
+                route.listeners.get_mut(index)
+            }) else {
+                return;
+            };
+            match listener.socket.accept() {
+                Ok((stream, addr)) => {
+                    self.metrics.accepts += 1;
+                    self.open_pair(route, stream, addr, slot);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => listener.ready = false,
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(err) => self.pause_accepting(&err),
+            }
+        }
+    }
+
+    pub(super) fn can_accept(&self, route: usize, index: usize) -> bool {
+        self.accept_paused_until.is_none()
+            && self.routes.get(route).is_some_and(|route| {
+                route.below_limit()
+                    && route
+                        .listeners
+                        .get(index)
+                        .is_some_and(|listener| listener.ready)
+            })
+    }
+
+    /// A slot of the fd budget for a new pair. When none is free and this reactor holds spare pipes, they
+    /// are closed and the slot taken from what they gave back.
+    pub(super) fn take_pair_slot(&mut self) -> Option<Slot> {
+        self.siblings.budget.take_for_pair().or_else(|| {
+            self.shed_spare_pipes();
+            self.siblings.budget.take_for_pair()
+        })
+    }
+
+    /// Accepting stopped at the process's fd budget with a listener of route `key` still ready: its
+    /// clients wait in the backlog. A pair or pipe closing in this reactor frees a slot that the same
+    /// turn's accept phase uses; one freed by another reactor is found by looking again shortly.
+    pub(super) fn note_budget_full(&mut self, key: usize) {
+        if self.config.threads > 1 && self.budget_retry_at.is_none() {
+            self.budget_retry_at = Some(self.now + budget::SHARED_RETRY);
+        }
+        let Some(route) = self.routes.get_mut(key) else {
+            return;
+        };
+        if !route.at_limit {
+            route.at_limit = true;
+            self.metrics.accept_pauses_limit += 1;
+            debug!(
+                "route {}: the process's fd budget of {} pairs is in use: clients wait in the backlog",
+                route.config.name,
+                self.siblings.budget.slots()
+            );
+        }
+    }
+
+    /// Counts a route's stop at its `max_connections` once, when it starts.
+    pub(super) fn note_limit(&mut self, key: usize) {
+        let Some(route) = self.routes.get_mut(key) else {
+            return;
+        };
+        let at_limit = !route.below_limit() && route.listeners.iter().any(|l| l.ready);
+        if at_limit && !route.at_limit {
+            self.metrics.accept_pauses_limit += 1;
+            debug!(
+                "route {} at --max-connections ({}): clients wait in the backlog",
+                route.config.name, route.config.max_connections
+            );
+        }
+        route.at_limit = at_limit;
+    }
+
+    /// Stops accepting for a short while after fd (or memory) exhaustion. Retrying at once would spin:
+    /// the queued connection stays queued and the listener stays readable.
+    pub(super) fn pause_accepting(&mut self, err: &io::Error) {
+        self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
+        self.metrics.accept_pauses_exhausted += 1;
+        self.shed_spare_pipes();
+        if let Some(suppressed) = self.exhaustion_warning.allow(self.now) {
+            let kind = if net::is_resource_exhaustion(err) {
+                "out of resources"
+            } else {
+                "unexpected error"
+            };
+            warn!(
+                "accept failed ({kind}): {err}; pausing accepts for {}ms, {} pairs open ({suppressed} similar warnings suppressed)",
+                ACCEPT_BACKOFF.as_millis(),
+                self.pairs.len()
+            );
+        }
+    }
+
+    /// Accepts queued scrapes, unless accepting is paused: the metrics listener runs out of fds like any
+    /// other, and then waits out the same pause (its edge kept) instead of spinning or losing the scrape.
+    /// Errors of its own it waits out alone (`MetricsServer::accept`).
+    pub(super) fn accept_scrapes(&mut self) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        let now = self.now;
+        let mut failed = None;
+        self.with_metrics_server(|server, registry| failed = server.accept(registry, now));
+        if let Some(err) = failed {
+            self.pause_accepting(&err);
+        }
+    }
+
+    pub(super) fn any_accept_ready(&self) -> bool {
+        self.accept_paused_until.is_none()
+            && (self.siblings.budget.has_room()
+                && self.routes.iter().any(|(_, route)| {
+                    route.below_limit() && route.listeners.iter().any(|listener| listener.ready)
+                })
+                || self
+                    .metrics_server
+                    .as_ref()
+                    .is_some_and(|server| server.is_ready(self.now)))
+    }
+}

@@ -1,0 +1,159 @@
+//! The reactor's side of getting a pair its upstream: a new client goes to `session::connect::open`,
+//! and every later step of its connect (greeting done, lookup answered, connected, failed) to
+//! `session::connect::advance`, each with a `Context` lent from the reactor's fields; the reactor then
+//! acts on the outcome like on any other (`settle`). Also the `--prewarm` pool's refill, whose
+//! connections the first attempt of a client may take, and the lookup threads as `connect::Lookups`.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use log::warn;
+use mio::net::TcpStream;
+
+use super::Reactor;
+use crate::datapath::budget::Slot;
+use crate::reactor::worker::{Lookup, Worker};
+use crate::session::connect::{self, Context, Lookups, Step};
+use crate::token::{GENERATION_MASK, MAX_SLOT};
+use crate::upstream::route::Route;
+
+impl Reactor {
+    /// Hands a client accepted on route `key` to the connect path, which registers its sockets; the pair
+    /// keeps `fd_slot` (given back by `close_pair`); a client dropped or refused there gives it back at
+    /// once.
+    pub(super) fn open_pair(
+        &mut self,
+        key: usize,
+        client: TcpStream,
+        client_addr: SocketAddr,
+        fd_slot: Slot,
+    ) {
+        let id = self.next_id;
+        self.next_id = (self.next_id + 1) % GENERATION_MASK;
+        let entry = self.pairs.vacant_entry();
+        let slot = entry.key();
+        if slot > MAX_SLOT {
+            warn!("client={client_addr} dropped: no token space left");
+            return;
+        }
+        let Reactor {
+            poll,
+            routes,
+            metrics,
+            warm,
+            lookup_warning,
+            now,
+            config,
+            ..
+        } = self;
+        let Some(route) = routes.get_mut(key) else {
+            return;
+        };
+        let mut cx = Context {
+            registry: poll.registry(),
+            route,
+            route_key: key,
+            metrics,
+            warm: warm.as_mut(),
+            lookups: None,
+            lookup_warning,
+            now: *now,
+            exhausted: None,
+        };
+        let pair = connect::open(&mut cx, (slot, id), (client, client_addr), config.splice);
+        let exhausted = cx.exhausted.take();
+        if let Some(pair) = pair {
+            entry.insert(pair);
+            fd_slot.keep();
+            route.pairs += 1;
+            self.metrics.pairs_total += 1;
+            self.arm_timer(slot);
+        }
+        if let Some(err) = exhausted {
+            self.pause_accepting(&err);
+        }
+    }
+
+    /// Moves the connect of the pair in `slot` on by `step` ([`connect::advance`]), then acts on the
+    /// outcome like any other.
+    pub(super) fn advance_connect(&mut self, slot: usize, step: Step) {
+        let Reactor {
+            poll,
+            routes,
+            pairs,
+            metrics,
+            warm,
+            worker,
+            lookup_warning,
+            now,
+            ..
+        } = self;
+        let Some(pair) = pairs.get_mut(slot) else {
+            return;
+        };
+        let key = pair.route;
+        let Some(route) = routes.get_mut(key) else {
+            return;
+        };
+        let mut cx = Context {
+            registry: poll.registry(),
+            route,
+            route_key: key,
+            metrics,
+            warm: warm.as_mut(),
+            lookups: worker.as_mut().map(|worker| worker as &mut dyn Lookups),
+            lookup_warning,
+            now: *now,
+            exhausted: None,
+        };
+        let outcome = connect::advance(&mut cx, slot, pair, step);
+        if let Some(err) = cx.exhausted.take() {
+            self.pause_accepting(&err);
+        }
+        self.settle(slot, outcome);
+    }
+
+    /// Tops the `--prewarm` pool up for every accepting route, over the upstreams that are up.
+    pub(super) fn refill_warm(&mut self) {
+        let Some(warm) = self.warm.as_mut() else {
+            return;
+        };
+        warm.expire_connects(self.now);
+        warm.expire_backoff(self.now);
+        // Routes whose clients greet first connect after the greeting, never to a warm connection.
+        let warmable = |route: &Route| !route.draining && route.greeting.is_none();
+        for (_, route) in self.routes.iter().filter(|(_, route)| warmable(route)) {
+            let up: Vec<(usize, SocketAddr)> = route
+                .upstreams
+                .live()
+                .filter(|(_, endpoint)| endpoint.health.is_up())
+                .map(|(slot, endpoint)| (slot, endpoint.addr))
+                .collect();
+            warm.refill(
+                self.poll.registry(),
+                route.uid,
+                &up,
+                (route.options, route.deadlines.connect),
+                self.now,
+            );
+        }
+    }
+}
+
+impl Lookups for Worker {
+    fn look_up(
+        &mut self,
+        slot: usize,
+        id: u32,
+        host_port: String,
+        until: Instant,
+    ) -> Result<(), &'static str> {
+        let job = Lookup {
+            pair: slot,
+            id,
+            host_port,
+            until,
+        };
+        self.lookup(job).map_err(|why| why.reason())
+    }
+}

@@ -1,0 +1,111 @@
+//! Signals and shutdown. SIGHUP asks for a reload; the first SIGTERM/SIGINT stops accepting (the
+//! listeners are closed, so new clients are refused by the kernel) and lets live pairs finish until
+//! `--shutdown-timeout`, when the rest are cut with RST; a second signal cuts them at once.
+
+use std::time::Instant;
+
+use log::info;
+use signal_hook::consts::{SIGHUP, SIGINT};
+
+use super::{Exit, Reactor};
+use crate::close::Cause;
+
+/// Progress of a graceful shutdown.
+#[derive(Debug)]
+pub(super) struct Drain {
+    pub(super) deadline: Instant,
+    /// Pairs that ended on their own after the signal.
+    drained: usize,
+    /// Pairs closed by the shutdown itself.
+    cut: usize,
+    /// A second signal arrived.
+    forced: bool,
+}
+
+impl Drain {
+    /// A pair closed during the shutdown: cut by it, or ended on its own.
+    pub(super) fn note_closed(&mut self, cause: Cause) {
+        if cause == Cause::Shutdown {
+            self.cut += 1;
+        } else {
+            self.drained += 1;
+        }
+    }
+}
+
+impl Reactor {
+    pub(super) fn on_signals(&mut self) {
+        let received: Vec<i32> = self.signals.pending().collect();
+        for signal in received {
+            if signal == SIGHUP {
+                self.request_reload();
+                continue;
+            }
+            let name = if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            match self.drain.as_mut() {
+                Some(drain) => {
+                    info!(
+                        "second signal ({name}): closing {} pairs now",
+                        self.pairs.len()
+                    );
+                    drain.forced = true;
+                }
+                None => self.begin_shutdown(name),
+            }
+        }
+    }
+
+    /// Stops accepting (closing the listeners refuses new clients) and lets live pairs finish.
+    pub(super) fn begin_shutdown(&mut self, signal: &str) {
+        let registry = self.poll.registry();
+        for (_, route) in self.routes.iter_mut() {
+            for mut listener in route.listeners.drain(..) {
+                // A `--threads` sibling's descriptor keeps the socket open, and with it this poller's
+                // registration: deregistered first, so that its clients wake only the sibling. Failure
+                // means it was not registered.
+                let _ = registry.deregister(&mut listener.socket);
+            }
+        }
+        self.warm = None;
+        info!(
+            "{signal}: shutting down, stopped accepting; waiting up to {}ms for {} live pairs",
+            self.config.shutdown_timeout.as_millis(),
+            self.pairs.len()
+        );
+        self.drain = Some(Drain {
+            deadline: self.now + self.config.shutdown_timeout,
+            drained: 0,
+            cut: 0,
+            forced: false,
+        });
+    }
+
+    /// Closes every remaining pair with RST: their transfers did not complete.
+    pub(super) fn cut_all(&mut self) {
+        let slots: Vec<usize> = self.pairs.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            self.close_pair(slot, Cause::Shutdown);
+        }
+    }
+
+    /// `Some` once a shutdown has nothing left to wait for.
+    pub(super) fn finished(&mut self) -> Option<Exit> {
+        let forced = self.drain.as_ref()?.forced;
+        if forced {
+            self.cut_all();
+        }
+        if !self.pairs.is_empty() {
+            return None;
+        }
+        let drain = self.drain.as_ref()?;
+        info!(
+            "shutdown complete: drained={} cut={}",
+            drain.drained, drain.cut
+        );
+        Some(if forced { Exit::Forced } else { Exit::Graceful })
+    }
+}
