@@ -20,8 +20,7 @@ use edgefwd::datapath::budget::{self, FdBudget};
 use edgefwd::observe::metrics::MetricsBoard;
 use edgefwd::reactor::fdlimit;
 use edgefwd::reactor::{Exit, Reactor, Siblings};
-use edgefwd::service::pidfile::{self, PidFile};
-use edgefwd::service::privilege::Identity;
+use edgefwd::service::after_bind::AfterBind;
 use edgefwd::wire::allow::{AllowList, Rule};
 use edgefwd::wire::proxy_protocol::{CarriedTlvs, Version};
 
@@ -195,38 +194,6 @@ struct Cli {
     group: Option<String>,
 }
 
-/// What the flags say about the process rather than its routes: the steps between binding and running.
-struct Service {
-    pid_file: Option<PathBuf>,
-    identity: Option<Identity>,
-}
-
-impl Service {
-    /// Looks `--user` and `--group` up (an unknown name is a usage error).
-    fn from_cli(cli: &Cli) -> Result<Service, Failure> {
-        let identity = cli
-            .user
-            .as_deref()
-            .map(|user| Identity::lookup(user, cli.group.as_deref()))
-            .transpose()
-            .map_err(usage)?;
-        Ok(Service {
-            pid_file: cli.pid_file.clone(),
-            identity,
-        })
-    }
-
-    /// Every listener is bound: writes the pid file, then drops privileges. The pid file is removed when
-    /// the returned guard drops (on exit, or at once if the drop fails).
-    fn started(&self) -> Result<Option<PidFile>, Failure> {
-        let pid_file = self.pid_file.as_deref().map(PidFile::write).transpose()?;
-        if let Some(identity) = &self.identity {
-            identity.assume()?;
-        }
-        Ok(pid_file)
-    }
-}
-
 /// A validated configuration and what the process derived for it.
 struct Prepared {
     config: Config,
@@ -278,20 +245,25 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<Exit, Failure> {
-    let service = Service::from_cli(&cli)?;
-    if let Some(path) = &service.pid_file {
-        pidfile::check_free(path)?;
-    }
-    run_reactors(configure(cli)?, &service)
+    let after_bind = after_bind(&cli)?;
+    after_bind.check_free()?;
+    run_reactors(configure(cli)?, &after_bind)
+}
+
+/// `--pid-file`, `--user` and `--group`, looked up (an unknown name is bad input).
+fn after_bind(cli: &Cli) -> Result<AfterBind, Failure> {
+    AfterBind::new(
+        cli.pid_file.clone(),
+        cli.user.as_deref(),
+        cli.group.as_deref(),
+    )
+    .map_err(usage)
 }
 
 /// `--check`: everything `run` validates before binding, then one verdict line; every failure is a
 /// usage error (exit 2), as `nginx -t`'s.
 fn check(cli: Cli) -> Result<(), Failure> {
-    let service = Service::from_cli(&cli)?;
-    if let Some(path) = &service.pid_file {
-        pidfile::check_directory(path).map_err(usage)?;
-    }
+    after_bind(&cli)?.check_paths().map_err(usage)?;
     let prepared = configure(cli).map_err(|failure| usage(failure.message))?;
     for route in &prepared.config.routes {
         for upstream in &route.upstreams {
@@ -348,8 +320,8 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
 }
 
 /// Starts `config.threads` reactors (the first on this thread), sharing `budget`, and waits for all of
-/// them. Once all are bound, and before any runs, `service` writes the pid file and drops privileges.
-fn run_reactors(prepared: Prepared, service: &Service) -> Result<Exit, Failure> {
+/// them. Once all are bound, and before any runs, `after_bind` writes the pid file and drops privileges.
+fn run_reactors(prepared: Prepared, after_bind: &AfterBind) -> Result<Exit, Failure> {
     let Prepared {
         mut config,
         defaults,
@@ -381,7 +353,7 @@ fn run_reactors(prepared: Prepared, service: &Service) -> Result<Exit, Failure> 
             shared,
         )?);
     }
-    let _pid_file = service.started()?;
+    let _pid_file = after_bind.run()?;
     // Logged once the pid file is written and privileges dropped: a start line means ready.
     let splice = match config.splice {
         Splice::Off => String::from("off"),

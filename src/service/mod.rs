@@ -2,9 +2,10 @@
 //! the forwarder: the `--pid-file` ([`pidfile`]) and dropping root after binding (`--user`, `--group`:
 //! [`privilege`]).
 //!
-//! Nothing here knows about routes or the reactor: `main` calls each at its moment (the pid file once
-//! every listener is bound, then the drop), so these modules use std and libc only and any layer may use
-//! them. docs/operations.md is the operator's side of the same story.
+//! Nothing here knows about routes or the reactor: `main` runs [`after_bind`]'s steps at their moment
+//! (the pid file once every listener is bound, then the drop), so these modules use std and libc only
+//! and any layer may use them. docs/operations.md is the operator's side of the same story.
 
+pub mod after_bind;
 pub mod pidfile;
 pub mod privilege;
