@@ -19,8 +19,9 @@ use edgefwd::config::{self, Config, Mode, RouteConfig, Splice, UpstreamConfig};
 use edgefwd::datapath::budget::{self, FdBudget};
 use edgefwd::observe::metrics::MetricsBoard;
 use edgefwd::reactor::fdlimit;
-use edgefwd::reactor::{Exit, Reactor, Siblings};
+use edgefwd::reactor::{activated_listeners, Exit, Reactor, Siblings};
 use edgefwd::service::after_bind::AfterBind;
+use edgefwd::service::{self, Handed};
 use edgefwd::wire::allow::{AllowList, Rule};
 use edgefwd::wire::proxy_protocol::{CarriedTlvs, Version};
 
@@ -245,9 +246,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<Exit, Failure> {
+    // First, while this is the only thread: it changes the environment and takes descriptors 3...
+    let handed = service::from_env()?;
     let after_bind = after_bind(&cli)?;
     after_bind.check_free()?;
-    run_reactors(configure(cli)?, &after_bind)
+    run_reactors(configure(cli)?, handed, &after_bind)
 }
 
 /// `--pid-file`, `--user` and `--group`, looked up (an unknown name is bad input).
@@ -320,8 +323,14 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
 }
 
 /// Starts `config.threads` reactors (the first on this thread), sharing `budget`, and waits for all of
-/// them. Once all are bound, and before any runs, `after_bind` writes the pid file and drops privileges.
-fn run_reactors(prepared: Prepared, after_bind: &AfterBind) -> Result<Exit, Failure> {
+/// them. `handed` is what systemd passed (socket-activated listeners, which the first reactor takes
+/// instead of binding, and the notify socket, which it speaks to). Once all are bound, and before any
+/// runs, `after_bind` writes the pid file and drops privileges.
+fn run_reactors(
+    prepared: Prepared,
+    handed: Handed,
+    after_bind: &AfterBind,
+) -> Result<Exit, Failure> {
     let Prepared {
         mut config,
         defaults,
@@ -341,8 +350,15 @@ fn run_reactors(prepared: Prepared, after_bind: &AfterBind) -> Result<Exit, Fail
     for route in &mut config.routes {
         route.max_connections = route.max_connections.div_ceil(threads);
     }
-    let first = Reactor::new(config.clone(), defaults, siblings(0), Vec::new())?;
-    // The first reactor bound the sockets; the others accept from the same ones.
+    let activated = match handed.passed {
+        passed if passed.is_empty() => Vec::new(),
+        passed => activated_listeners(passed, &config.routes)?,
+    };
+    let mut first = Reactor::new(config.clone(), defaults, siblings(0), activated)?;
+    if let Some(notifier) = handed.notifier {
+        first.notify_to(notifier);
+    }
+    // The first reactor bound the sockets (or took systemd's); the others accept from the same ones.
     let mut reactors = Vec::with_capacity(threads.saturating_sub(1));
     for index in 1..threads {
         let shared = first.share_listeners()?;
