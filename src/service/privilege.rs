@@ -13,7 +13,7 @@
 //! readable by it), and a reload that adds a listener on a port below 1024 cannot bind it and is
 //! rejected with the running configuration kept.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 
 use log::info;
@@ -43,7 +43,10 @@ impl Identity {
                     lookup_group(name)?.ok_or_else(|| format!("--group {name}: no such group"))?;
                 (name.to_string(), gid)
             }
-            None => (format!("{primary_gid}"), primary_gid),
+            None => (
+                group_name(primary_gid)?.unwrap_or_else(|| primary_gid.to_string()),
+                primary_gid,
+            ),
         };
         Ok(Identity {
             user: user.to_string(),
@@ -175,6 +178,26 @@ fn lookup_group(name: &str) -> Result<Option<libc::gid_t>, String> {
     })
 }
 
+/// `getgrgid_r`: the name of group `gid`, for messages; `None` when it has none.
+fn group_name(gid: libc::gid_t) -> Result<Option<String>, String> {
+    lookup(&gid.to_string(), |buf| {
+        // SAFETY: an all-zero group is a valid value (integers and null pointers); getgrgid_r fills it.
+        let mut entry: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: as in `lookup_user`: live locals and `buf` with its length.
+        let rc =
+            unsafe { libc::getgrgid_r(gid, &mut entry, buf.as_mut_ptr(), buf.len(), &mut found) };
+        // SAFETY: when found, `gr_name` points to a NUL-terminated string inside `buf`, which is alive
+        // here; it is copied out before `buf` is reused or freed.
+        let name = (!found.is_null() && !entry.gr_name.is_null()).then(|| {
+            unsafe { CStr::from_ptr(entry.gr_name) }
+                .to_string_lossy()
+                .into_owned()
+        });
+        (rc, name)
+    })
+}
+
 /// Runs a `get*nam_r` call with a buffer that doubles on ERANGE, up to [`MAX_ENTRY_BUFFER`].
 fn lookup<T>(
     name: &str,
@@ -206,6 +229,7 @@ mod tests {
     fn test_lookup() {
         let root = Identity::lookup("root", None).expect("root exists");
         assert_eq!((root.uid, root.gid), (0, 0));
+        assert_eq!(root.group, "root", "the primary group by its name");
         let nobody = Identity::lookup("nobody", Some("root")).expect("nobody exists");
         assert_ne!(nobody.uid, 0);
         assert_eq!(nobody.gid, 0);
