@@ -46,10 +46,10 @@ use crate::way::Way;
 
 /// What a pair borrows while it runs: its route's ring storage and pipes, and the reactor's counters.
 #[derive(Debug)]
-pub struct Shared<'a> {
-    pub pool: &'a mut BufPool,
+pub(crate) struct Shared<'a> {
+    pub(crate) pool: &'a mut BufPool,
     /// The route's pipes for `--splice`; `None` when splicing is off.
-    pub pipes: Option<&'a mut PipePool>,
+    pub(crate) pipes: Option<&'a mut PipePool>,
     pub(crate) metrics: &'a mut Metrics,
 }
 
@@ -73,7 +73,7 @@ impl Shared<'_> {
 
 /// Where a direction stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+enum State {
     /// Reading from `src` and writing to `dst`.
     Open,
     /// `src` sent FIN; the ring still holds bytes for `dst`.
@@ -85,28 +85,28 @@ pub enum State {
 
 /// Which socket a fault came from, so the pair can name the cause (client-reset vs upstream-reset).
 #[derive(Debug)]
-pub enum Fault {
-    Src(io::Error),
-    Dst(io::Error),
+pub(crate) enum Fault {
+    Src,
+    Dst,
 }
 
 /// Byte and syscall counts for one direction.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Counters {
-    pub bytes: u64,
-    pub reads: u64,
-    pub writes: u64,
+pub(crate) struct Counters {
+    pub(crate) bytes: u64,
+    pub(crate) reads: u64,
+    pub(crate) writes: u64,
 }
 
 /// A socket and its cached readiness, as one end of a direction.
-pub struct End<'a, S> {
-    pub stream: &'a mut S,
-    pub ready: &'a mut Readiness,
+pub(crate) struct End<'a, S> {
+    pub(crate) stream: &'a mut S,
+    pub(crate) ready: &'a mut Readiness,
 }
 
 /// One direction's buffer and state.
 #[derive(Debug)]
-pub struct Direction {
+pub(crate) struct Direction {
     /// Which way this direction moves bytes (for traces and per-direction counters).
     way: Way,
     state: State,
@@ -143,41 +143,42 @@ impl Direction {
         }
     }
 
-    pub fn state(&self) -> State {
+    #[cfg(test)]
+    fn state(&self) -> State {
         self.state
     }
 
-    pub fn counters(&self) -> Counters {
+    pub(crate) fn counters(&self) -> Counters {
         self.counters
     }
 
     /// True once this direction has finished (its FIN passed on, or left to the pair's close).
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.state == State::Closed
     }
 
     /// True once `src` has sent FIN (whether or not the ring has drained).
-    pub fn saw_eof(&self) -> bool {
+    pub(crate) fn saw_eof(&self) -> bool {
         self.state != State::Open
     }
 
     /// Bytes read from `src` and not yet written to `dst`.
-    pub fn held(&self) -> usize {
+    fn held(&self) -> usize {
         self.ring.len() + self.pipe.as_ref().map_or(0, Pipe::len)
     }
 
     /// Bytes not yet written to `dst`, the preamble's included.
-    pub fn undelivered(&self) -> usize {
+    pub(crate) fn undelivered(&self) -> usize {
         self.held() + self.preamble.len()
     }
 
     /// Forgets a queued preamble (the pair is refusing its client instead).
-    pub fn drop_preamble(&mut self) {
+    pub(crate) fn drop_preamble(&mut self) {
         self.preamble = Vec::new();
     }
 
     /// Queues `bytes` to be written to `dst` before anything read from `src` (see `preamble`).
-    pub fn push_preamble(&mut self, bytes: &[u8]) {
+    pub(crate) fn push_preamble(&mut self, bytes: &[u8]) {
         self.preamble.extend_from_slice(bytes);
     }
 
@@ -191,7 +192,7 @@ impl Direction {
 
     /// Returns the ring's storage and the pipe to their pools (teardown). A pipe still holding bytes
     /// is closed instead: its contents belong to a dead connection.
-    pub fn release(&mut self, shared: &mut Shared<'_>) {
+    pub(crate) fn release(&mut self, shared: &mut Shared<'_>) {
         self.ring.clear(shared.pool);
         if let (Some(pipe), Some(pipes)) = (self.pipe.take(), shared.pipes.as_deref_mut()) {
             if pipe.is_empty() {
@@ -221,18 +222,23 @@ impl Direction {
     /// Backpressure: `src` is known to hold data (or its FIN) that this direction cannot take now, because
     /// its ring or pipe is full, or a preamble or the ring must drain before the next read. Until a write
     /// frees room, an EPOLLIN edge on `src` would tell the pair nothing it does not know.
-    pub fn reads_blocked(&self, src_ready: &Readiness, pool: &BufPool) -> bool {
+    pub(crate) fn reads_blocked(&self, src_ready: &Readiness, pool: &BufPool) -> bool {
         self.state == State::Open && src_ready.readable && (self.is_full(pool) || !self.may_read())
     }
 
     /// This direction still reads `src` and has found it drained: only an EPOLLIN edge can say when to
     /// read again.
-    pub fn awaits_readable(&self, src_ready: &Readiness) -> bool {
+    pub(crate) fn awaits_readable(&self, src_ready: &Readiness) -> bool {
         self.state == State::Open && !src_ready.readable
     }
 
     /// True if a call to [`pump`](Self::pump) could make progress now, given budget.
-    pub fn has_work(&self, src_ready: &Readiness, dst_ready: &Readiness, pool: &BufPool) -> bool {
+    pub(crate) fn has_work(
+        &self,
+        src_ready: &Readiness,
+        dst_ready: &Readiness,
+        pool: &BufPool,
+    ) -> bool {
         let can_write = self.held() > 0 && dst_ready.writable;
         let can_read = src_ready.readable && self.may_read() && !self.is_full(pool);
         let can_feed = !self.preamble.is_empty() && !self.ring.is_full(pool);
@@ -243,7 +249,7 @@ impl Direction {
     /// or a state changed); `budget` is decreased by the bytes read. `last` says the other direction has
     /// closed already: the pair closes both sockets as soon as this one closes (see
     /// `shutdown_step`).
-    pub fn pump<S: Stream, D: Stream>(
+    pub(crate) fn pump<S: Stream, D: Stream>(
         &mut self,
         conn: u32,
         mut src: End<'_, S>,
@@ -319,8 +325,8 @@ impl Direction {
                 Ok(false)
             }
             IoOutcome::Interrupted => Ok(true),
-            IoOutcome::Eof => Err(Fault::Dst(io::ErrorKind::WriteZero.into())),
-            IoOutcome::Failed(err) => Err(Fault::Dst(err)),
+            IoOutcome::Eof => Err(Fault::Dst),
+            IoOutcome::Failed => Err(Fault::Dst),
         }
     }
 
@@ -356,7 +362,7 @@ impl Direction {
             return Ok(false);
         }
         if !last || dst.ready.failed {
-            dst.stream.shutdown_write().map_err(Fault::Dst)?;
+            dst.stream.shutdown_write().map_err(|_| Fault::Dst)?;
         }
         self.set_state(conn, State::Closed);
         Ok(true)
@@ -451,7 +457,7 @@ impl Direction {
                 Ok(false)
             }
             IoOutcome::Interrupted => Ok(true),
-            IoOutcome::Failed(err) => Err(Fault::Src(err)),
+            IoOutcome::Failed => Err(Fault::Src),
         }
     }
 

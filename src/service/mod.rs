@@ -14,11 +14,11 @@
 //! may use it): the reactor decides when to notify (`reactor/systemd.rs`) and which route a passed
 //! socket serves.
 
-pub mod activation;
+pub(crate) mod activation;
 pub mod after_bind;
-pub mod notify;
+pub(crate) mod notify;
 pub mod pidfile;
-pub mod privilege;
+pub(crate) mod privilege;
 
 use std::env;
 use std::time::Instant;

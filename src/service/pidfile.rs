@@ -22,7 +22,7 @@ pub struct PidFile {
 
 impl PidFile {
     /// Writes this process's id to `path` atomically, unless the file names another live process.
-    pub fn write(path: &Path) -> Result<PidFile, String> {
+    pub(super) fn write(path: &Path) -> Result<PidFile, String> {
         check_free(path)?;
         let pid = std::process::id();
         let staging = staging_path(path, pid);
@@ -35,10 +35,6 @@ impl PidFile {
         Ok(PidFile {
             path: path.to_path_buf(),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -60,7 +56,7 @@ impl Drop for PidFile {
 
 /// Refuses `path` when it names a live process other than this one; absent, unreadable as a pid, or
 /// naming a process that is gone, it is free. `--check` and the start both ask.
-pub fn check_free(path: &Path) -> Result<(), String> {
+pub(super) fn check_free(path: &Path) -> Result<(), String> {
     match read_pid(path) {
         Some(pid) if pid != std::process::id() && is_alive(pid) => Err(format!(
             "pid file {} names process {pid}, which is running: stop it first, or use another --pid-file",
@@ -71,7 +67,7 @@ pub fn check_free(path: &Path) -> Result<(), String> {
 }
 
 /// Checks that `path` can be created: its directory exists (for `--check`, which writes nothing).
-pub fn check_directory(path: &Path) -> Result<(), String> {
+pub(super) fn check_directory(path: &Path) -> Result<(), String> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

@@ -20,7 +20,7 @@ use log::info;
 
 /// The user and group to run as, looked up by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     user: String,
     uid: libc::uid_t,
     group: String,
@@ -34,7 +34,7 @@ const MAX_ENTRY_BUFFER: usize = 1 << 20;
 impl Identity {
     /// Looks `user` up, and `group` if given, else the user's primary group. An unknown name is an
     /// error naming it (a usage error: `main` exits 2).
-    pub fn lookup(user: &str, group: Option<&str>) -> Result<Identity, String> {
+    pub(crate) fn lookup(user: &str, group: Option<&str>) -> Result<Identity, String> {
         let (uid, primary_gid) =
             lookup_user(user)?.ok_or_else(|| format!("--user {user}: no such user"))?;
         let (group, gid) = match group {
@@ -58,7 +58,7 @@ impl Identity {
 
     /// Becomes this user and group for good, or says why not. Already being exactly them (a process
     /// that is not root and was asked to be itself) is no error.
-    pub fn assume(&self) -> Result<(), String> {
+    pub(crate) fn assume(&self) -> Result<(), String> {
         if self.is_current() && !is_root() {
             return Ok(());
         }
@@ -127,7 +127,7 @@ impl Identity {
 }
 
 /// Whether the process runs with an effective uid of 0.
-pub fn is_root() -> bool {
+fn is_root() -> bool {
     // SAFETY: geteuid(2) takes no argument and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }

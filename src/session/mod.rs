@@ -8,6 +8,6 @@
 
 pub(crate) mod attempt;
 pub(crate) mod connect;
-pub mod interest;
-pub mod pair;
+pub(crate) mod interest;
+pub(crate) mod pair;
 pub(crate) mod refusal;

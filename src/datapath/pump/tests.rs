@@ -283,7 +283,7 @@ fn test_open_dst_gone_is_dst_fault() {
         UnixStream::pair().expect("pair").0,
     ));
     match rig.pump(usize::MAX) {
-        Err(Fault::Dst(_)) => {}
+        Err(Fault::Dst) => {}
         other => panic!("expected a dst fault, got {other:?}"),
     }
 }
@@ -469,7 +469,7 @@ fn test_open_io_errors_name_their_socket() {
     rig.peer_src
         .incoming([Incoming::Fail(io::ErrorKind::ConnectionReset)]);
     match rig.pump(usize::MAX) {
-        Err(Fault::Src(err)) => assert_eq!(err.kind(), io::ErrorKind::ConnectionReset),
+        Err(Fault::Src) => {}
         other => panic!("expected a src fault, got {other:?}"),
     }
     let mut rig = scripted(1024);
@@ -477,7 +477,7 @@ fn test_open_io_errors_name_their_socket() {
     rig.peer_dst
         .outgoing([Outgoing::Fail(io::ErrorKind::BrokenPipe)]);
     match rig.pump(usize::MAX) {
-        Err(Fault::Dst(err)) => assert_eq!(err.kind(), io::ErrorKind::BrokenPipe),
+        Err(Fault::Dst) => {}
         other => panic!("expected a dst fault, got {other:?}"),
     }
 }
