@@ -25,7 +25,7 @@ pub fn upstream_addresses(host_port: &str) -> Addresses {
 pub fn listen_addresses(text: &str) -> Addresses {
     match ListenSpec::parse(text)? {
         ListenSpec::Literal(addr) => Ok(vec![addr]),
-        ListenSpec::Name { .. } => {
+        ListenSpec::Name => {
             let addrs = resolve(text)
                 .map_err(|err| format!("listen address '{text}' does not resolve: {err}"))?;
             let distinct = first_distinct(addrs, MAX_LISTENERS);

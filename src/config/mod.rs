@@ -329,20 +329,21 @@ pub fn parse_upstream_spec(text: &str) -> Result<(String, u32), String> {
 }
 
 /// What a listen address may be, for the error that refuses one.
-pub const LISTEN_SYNTAX: &str = "expected IP:PORT, [IPv6]:PORT or HOST:PORT (a host name is resolved at start and every address it has is bound), e.g. 0.0.0.0:8080, [::]:8080, localhost:8080; port 0 picks a free port";
+const LISTEN_SYNTAX: &str = "expected IP:PORT, [IPv6]:PORT or HOST:PORT (a host name is resolved at start and every address it has is bound), e.g. 0.0.0.0:8080, [::]:8080, localhost:8080; port 0 picks a free port";
 
 /// A listen address as given (`--listen` or `listen =`): an IP literal with its port, or `HOST:PORT`
 /// whose host is a name for [`dns::listen_addresses`] (or the file's resolver) to resolve. Checked before
 /// anything is resolved, so a typo is refused as one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenSpec<'a> {
+pub(crate) enum ListenSpec {
     Literal(SocketAddr),
-    Name { host: &'a str, port: u16 },
+    /// A host name and a port, both well formed; the text itself is what is resolved.
+    Name,
 }
 
-impl<'a> ListenSpec<'a> {
+impl ListenSpec {
     /// Parses `text`, or says what is accepted.
-    pub fn parse(text: &'a str) -> Result<ListenSpec<'a>, String> {
+    pub(crate) fn parse(text: &str) -> Result<ListenSpec, String> {
         if let Ok(addr) = text.parse() {
             return Ok(ListenSpec::Literal(addr));
         }
@@ -353,7 +354,7 @@ impl<'a> ListenSpec<'a> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
         match port.parse::<u16>() {
-            Ok(port) if name_like => Ok(ListenSpec::Name { host, port }),
+            Ok(_) if name_like => Ok(ListenSpec::Name),
             _ => Err(bad()),
         }
     }

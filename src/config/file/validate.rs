@@ -249,7 +249,7 @@ impl Reader<'_> {
     fn listen_addresses(&mut self, text: &str) -> Result<Vec<SocketAddr>, String> {
         match ListenSpec::parse(text)? {
             ListenSpec::Literal(addr) => Ok(vec![addr]),
-            ListenSpec::Name { .. } => (self.resolve)(text),
+            ListenSpec::Name => (self.resolve)(text),
         }
     }
 
