@@ -93,7 +93,19 @@ fn adopt(fd: RawFd, name: String) -> Result<Passed, String> {
     }
     // SAFETY: the descriptor is open (checked above) and, LISTEN_PID being ours, was handed to this
     // process to own: nothing else in it uses descriptors it did not open, and `take` runs once.
-    let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    listening(socket, name, fd, &what)
+}
+
+/// Takes an owned descriptor as a listening TCP socket, non-blocking and close-on-exec; `what` names it
+/// in errors. Shared with the sockets a predecessor hands over (`service::upgrade`).
+pub(super) fn listening(
+    socket: OwnedFd,
+    name: String,
+    fd: RawFd,
+    what: &str,
+) -> Result<Passed, String> {
+    let socket = Socket::from(socket);
     let stream = socket.r#type().is_ok_and(|t| t == Type::STREAM);
     let listening = socket.is_listener().unwrap_or(false);
     let local = socket.local_addr().ok().and_then(|addr| addr.as_socket());

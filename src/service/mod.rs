@@ -2,6 +2,7 @@
 //!
 //! - [`notify`]: `Type=notify`, `READY=1`, reload and stop notices, `STATUS=`, the watchdog.
 //! - [`activation`]: listening sockets passed in by socket activation, matched to routes.
+//! - [`upgrade`]: listening sockets handed from a running edgefwd to its successor (`--upgrade-from`).
 //!
 //! Both speak through environment variables, which [`from_env`] reads once at start, before any thread
 //! exists, and unsets: nothing the process starts should take the sockets or speak for it.
@@ -12,6 +13,7 @@
 
 pub(crate) mod activation;
 pub(crate) mod notify;
+pub mod upgrade;
 
 use std::env;
 use std::time::Instant;
