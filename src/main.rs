@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use log::info;
+use log::{info, warn};
 
 use edgefwd::config::dns;
 use edgefwd::config::file::{self, Defaults, FileError};
@@ -19,6 +19,7 @@ use edgefwd::datapath::budget::{self, FdBudget};
 use edgefwd::observe::metrics::MetricsBoard;
 use edgefwd::reactor::fdlimit;
 use edgefwd::reactor::{activated_listeners, Exit, Reactor, Siblings};
+use edgefwd::service::upgrade::Predecessor;
 use edgefwd::service::{self, Handed};
 use edgefwd::wire::allow::{AllowList, Rule};
 use edgefwd::wire::proxy_protocol::{CarriedTlvs, Version};
@@ -155,6 +156,16 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
 
+    /// Listen on this Unix socket (mode 0600) for a successor to hand the listening sockets to: start the
+    /// new binary with the same flags plus --upgrade-from PATH.
+    #[arg(long, value_name = "PATH")]
+    upgrade_socket: Option<PathBuf>,
+
+    /// Take over the listening sockets of the edgefwd serving --upgrade-socket PATH, which then stops
+    /// accepting and drains its connections (see docs/operations.md, "Binary upgrade").
+    #[arg(long, value_name = "PATH")]
+    upgrade_from: Option<PathBuf>,
+
     /// Keep N freshly connected, never-used upstream connections ready (per route, in each reactor), so
     /// new clients skip the connect handshake. Each is handed to one client only.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
@@ -215,6 +226,10 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         max_connections: budget.slots() * usize::from(cli.threads),
         shutdown_timeout: cli.shutdown_timeout,
     };
+    let upgrades = Upgrades {
+        socket: cli.upgrade_socket.clone(),
+        from: cli.upgrade_from.clone(),
+    };
     let (splice, pipe_size, threads, prewarm) = (
         cli.splice,
         cli.pipe_size,
@@ -233,17 +248,26 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         "nofile={nofile} fd-reserve={reserve} fd-budget={}",
         budget.slots()
     );
-    run_reactors(config, defaults, budget, (handed, &start))
+    run_reactors(config, defaults, budget, (handed, &start), upgrades)
+}
+
+/// `--upgrade-socket` and `--upgrade-from`.
+struct Upgrades {
+    socket: Option<PathBuf>,
+    from: Option<PathBuf>,
 }
 
 /// Starts `config.threads` reactors (the first on this thread), sharing `budget`, and waits for all of
 /// them. `start` ends every start line; `handed` is what systemd passed (socket-activated listeners,
-/// which the first reactor takes instead of binding, and the notify socket, which it speaks to).
+/// which the first reactor takes instead of binding, and the notify socket, which it speaks to). With
+/// `--upgrade-from`, the old process's sockets are taken like socket-activated ones, and it is told to
+/// stop once every reactor has them.
 fn run_reactors(
     mut config: Config,
     defaults: Defaults,
     budget: FdBudget,
     (handed, start): (Handed, &str),
+    upgrades: Upgrades,
 ) -> Result<Exit, Failure> {
     let threads = config.threads;
     let board = (threads > 1).then(|| Arc::new(MetricsBoard::new(threads)));
@@ -258,7 +282,16 @@ fn run_reactors(
     for route in &mut config.routes {
         route.max_connections = route.max_connections.div_ceil(threads);
     }
-    let activated = match handed.passed {
+    let mut passed = handed.passed;
+    let predecessor = match upgrades.from.as_deref() {
+        Some(path) => {
+            let (predecessor, sockets) = Predecessor::connect(path)?;
+            passed.extend(sockets);
+            Some(predecessor)
+        }
+        None => None,
+    };
+    let activated = match passed {
         passed if passed.is_empty() => Vec::new(),
         passed => activated_listeners(passed, &config.routes)?,
     };
@@ -286,6 +319,20 @@ fn run_reactors(
             .spawn(move || reactor.run())
             .map_err(|err| format!("cannot start reactor thread {index}: {err}"))?;
         others.push(thread);
+    }
+    // Every reactor has the sockets registered (clients queue in the kernel meanwhile): the old process
+    // may stop accepting, then the upgrade socket is ours.
+    let took_over = predecessor.is_some();
+    if let Some(predecessor) = predecessor {
+        predecessor.take_over()?;
+        info!("upgrade: took over the listening sockets; the old process is draining");
+    }
+    if let Some(path) = upgrades.socket.as_deref() {
+        match first.serve_upgrades(path) {
+            // The old process has stopped accepting: exiting now would refuse every client.
+            Err(message) if took_over => warn!("{message}; serving without an upgrade socket"),
+            result => result?,
+        }
     }
     let mut exit = first
         .run()
@@ -418,7 +465,7 @@ mod tests {
     };
 
     /// The flags that are not a route's (they also work with `--config`), and clap's own.
-    const GLOBAL_FLAGS: [&str; 11] = [
+    const GLOBAL_FLAGS: [&str; 13] = [
         "config",
         "shutdown_timeout",
         "metrics",
@@ -428,6 +475,8 @@ mod tests {
         "prewarm",
         "splice",
         "pipe_size",
+        "upgrade_socket",
+        "upgrade_from",
         "help",
         "version",
     ];

@@ -137,9 +137,8 @@ fn receive(conn: &UnixStream) -> Result<Vec<Passed>, String> {
         .into_iter()
         .zip(fds)
         .map(|((local, name), fd)| {
-            let number = fd.as_raw_fd();
-            let what = format!("upgrade socket {local} (name {name:?})");
-            let passed = activation::listening(fd, name, number, &what)?;
+            let what = format!("upgrade fd {} (name {name:?})", fd.as_raw_fd());
+            let passed = activation::listening(fd, name, &what, true)?;
             if passed.local != local {
                 return Err(format!("{what}: is bound to {}", passed.local));
             }
