@@ -8,6 +8,7 @@ mod common;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -324,6 +325,47 @@ fn test_failed_upgrade_leaves_the_old_serving() {
     assert!(old.is_running());
 
     let mut new = hop(&mut old, port, &backend, at, "1");
+    let failures = steady.finish();
+    assert!(failures.is_empty(), "{failures:?}");
+    new.signal(libc::SIGTERM);
+    assert!(new.wait_exit(EXIT_TIMEOUT).is_some_and(|s| s.success()));
+}
+
+/// A socket-activated process hands its sockets on like bound ones: the successor, started without
+/// `LISTEN_FDS`, serves the activated socket (matched to its route by name), and no client is refused.
+#[test]
+fn test_upgrade_from_a_socket_activated_process() {
+    let backend = Backend::echo();
+    let activated = common::listen_socket(SocketAddr::from(([127, 0, 0, 1], 0)), 128);
+    let addr = activated.local_addr().expect("addr");
+    let path = socket_path("activated");
+    let at = path.to_str().expect("utf-8 path");
+    let listen = format!("127.0.0.1:{}", addr.port());
+    let upstream = backend.upstream_arg();
+    let args = [
+        "--listen",
+        &listen,
+        "--upstream",
+        &upstream,
+        "--upgrade-socket",
+        at,
+    ];
+    let mut old = Forwarder::start_with(
+        &args,
+        &common::Options {
+            listen_fds: vec![(activated.as_raw_fd(), "default".into())],
+            ..common::Options::default()
+        },
+    );
+    old.expect_log("is socket-activated fd 3", EXIT_TIMEOUT);
+    drop(activated); // only the processes hold it now
+    let steady = Steady::start(addr, 2);
+    let mut new = hop(&mut old, addr.port(), &backend, at, "1");
+    new.expect_log("is handed-over fd", EXIT_TIMEOUT);
+    let before = steady.done();
+    assert!(common::wait_until(Duration::from_secs(20), || steady
+        .done()
+        > before + 20));
     let failures = steady.finish();
     assert!(failures.is_empty(), "{failures:?}");
     new.signal(libc::SIGTERM);
