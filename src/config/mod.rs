@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::wire::allow::AllowList;
 use crate::wire::proxy_protocol::{CarriedTlvs, Version};
+use crate::wire::sni;
 
 /// Default ring size per direction: the balance between CPU per byte and the memory a busy pair holds
 /// (2 x 64 KiB); docs/architecture.md has the measurement behind it.
@@ -171,6 +172,9 @@ pub struct RouteConfig {
     pub accept_proxy: bool,
     /// How long a client may take to send its PROXY header or CONNECT head.
     pub header_timeout: Duration,
+    /// SNI routing: the server names (and ALPN protocols) this route takes on a listen address it may
+    /// share with other such routes, or `default` for the rest (file only: [`check_sni`]).
+    pub sni: sni::Rule,
 }
 
 /// What a route does with its clients.
@@ -230,6 +234,22 @@ pub fn check_mode(route: &RouteConfig) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// The SNI settings a route may combine: `alpn` narrows `sni` names (alone it would match nothing),
+/// and a connect route reads a CONNECT head, not a ClientHello.
+pub fn check_sni(route: &RouteConfig) -> Result<(), String> {
+    if !route.sni.alpn.is_empty() && route.sni.names.is_empty() {
+        return Err(String::from(
+            "alpn needs sni: it narrows the names a route takes",
+        ));
+    }
+    if route.sni.is_set() && route.mode == Mode::Connect {
+        return Err(String::from(
+            "sni and default apply to forward routes, not connect mode",
+        ));
+    }
+    Ok(())
 }
 
 /// What an upstream's `HOST:PORT` resolved to, in the resolver's order, or why it did not.

@@ -25,6 +25,7 @@
 pub mod chaos;
 pub mod model_connect;
 pub mod model_proxy;
+pub mod model_tls;
 pub mod soak;
 #[path = "../support/mod.rs"]
 pub mod support;

@@ -50,6 +50,9 @@ pub(super) struct RawRoute {
     pub(super) send_proxy_tlvs: Option<Spanned<Vec<String>>>,
     pub(super) accept_proxy: Option<bool>,
     pub(super) header_timeout: Option<Spanned<String>>,
+    pub(super) sni: Option<Spanned<Vec<String>>>,
+    pub(super) alpn: Option<Spanned<Vec<String>>>,
+    pub(super) default: Option<Spanned<bool>>,
 }
 
 /// `listen = "addr"` or `listen = ["addr", ...]`.

@@ -3,7 +3,7 @@
 //! ([`config::check_mode`], [`config::tlvs_have_a_source`]), unique names and listen addresses across
 //! routes, and the defaults of what the file leaves out. Each refusal names the line and the key.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::str::FromStr;
@@ -19,6 +19,7 @@ use crate::config::{
 };
 use crate::wire::allow::AllowList;
 use crate::wire::proxy_protocol::CarriedTlvs;
+use crate::wire::sni;
 
 /// Checks every value of `raw` (the text of the file `label`) and resolves its upstreams' names.
 pub(super) fn config(
@@ -42,6 +43,12 @@ pub(super) fn config(
         return Err(render::rejected(label, None, message));
     }
     reader.check_unique(&routes)?;
+    // SNI routing is parsed and checked above; until the reactor serves it (issue 18, part 4), a file
+    // that asks for it is refused rather than forwarded without it.
+    if let Some(index) = routes.iter().position(|route| route.sni.is_set()) {
+        let message = "SNI routing is checked but not served by this build yet";
+        return Err(render::rejected(label, Some(&key(index, "sni")), message));
+    }
     Ok(Config {
         routes,
         shutdown_timeout: reader
@@ -93,8 +100,18 @@ impl Reader<'_> {
             return Err(self.error(&key(index, "upstreams"), raw.listen.span(), message));
         }
         let tlvs_span = raw.send_proxy_tlvs.as_ref().map(Spanned::span);
+        let sni_span = [
+            raw.alpn.as_ref().map(Spanned::span),
+            raw.sni.as_ref().map(Spanned::span),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(raw.default.as_ref().map(Spanned::span))
+        .next()
+        .unwrap_or(raw.listen.span());
         let route = self.route_settings(index, raw, defaults)?;
         config::check_mode(&route).map_err(|err| self.error(&key(index, "mode"), span, &err))?;
+        config::check_sni(&route).map_err(|err| self.error(&key(index, "sni"), sni_span, &err))?;
         if let (false, Some(tlvs_span)) = (config::tlvs_have_a_source(&route), tlvs_span) {
             let message = format!(
                 "[{}] needs send_proxy = \"v2\" and accept_proxy = true (TLVs are carried from the client's v2 header into a v2 header)",
@@ -206,6 +223,22 @@ impl Reader<'_> {
             header_timeout: self
                 .timeout(&key(index, "header_timeout"), raw.header_timeout.as_ref())?
                 .unwrap_or(config::DEFAULT_HEADER_TIMEOUT),
+            sni: sni::Rule {
+                names: match &raw.sni {
+                    Some(names) => self.each(&key(index, "sni"), names)?,
+                    None => Vec::new(),
+                },
+                alpn: match &raw.alpn {
+                    Some(list) => list
+                        .get_ref()
+                        .iter()
+                        .map(|text| sni::parse_protocol(text))
+                        .collect::<Result<_, _>>()
+                        .map_err(|err| self.error(&key(index, "alpn"), list.span(), &err))?,
+                    None => Vec::new(),
+                },
+                default: raw.default.as_ref().is_some_and(|d| *d.get_ref()),
+            },
         })
     }
 
@@ -283,10 +316,12 @@ impl Reader<'_> {
         Ok(upstreams)
     }
 
-    /// Route names and fixed listen addresses must be unique across routes.
+    /// Route names must be unique across routes, and so must fixed listen addresses, except that routes
+    /// taking part in SNI routing (`sni` or `default`) may share one, when their names do not conflict
+    /// ([`sni::Table::build`] names both routes of a conflict).
     fn check_unique(&self, routes: &[RouteConfig]) -> Result<(), FileError> {
         let mut names = HashSet::new();
-        let mut addrs = HashSet::new();
+        let mut sharing: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
         for (index, route) in routes.iter().enumerate() {
             if !names.insert(route.name.as_str()) {
                 let why = if route.named {
@@ -301,11 +336,29 @@ impl Reader<'_> {
                 return Err(render::rejected(self.label, Some(&key), &why));
             }
             for addr in route.listen.iter().filter(|addr| addr.port() != 0) {
-                if !addrs.insert(*addr) {
+                let group = sharing.entry(*addr).or_default();
+                let sni = |index: usize| routes[index].sni.is_set();
+                if group
+                    .first()
+                    .is_some_and(|&first| !(sni(first) && sni(index)))
+                {
                     let key = key(index, "listen");
-                    let why = format!("{addr} is used by two routes");
+                    let why = format!(
+                        "{addr} is used by two routes (routes may share one only with sni or default)"
+                    );
                     return Err(render::rejected(self.label, Some(&key), &why));
                 }
+                group.push(index);
+            }
+        }
+        let sni = |group: &Vec<usize>| group.iter().any(|&index| routes[index].sni.is_set());
+        for (addr, group) in sharing.iter().filter(|(_, group)| sni(group)) {
+            let rules = group
+                .iter()
+                .map(|&index| (index, routes[index].name.as_str(), &routes[index].sni));
+            if let Err(why) = sni::Table::build(rules) {
+                let why = format!("listen {addr}: {why}");
+                return Err(render::rejected(self.label, None, &why));
             }
         }
         Ok(())
@@ -447,6 +500,70 @@ mod tests {
         rejects(
             &format!("{fixed}{fixed}"),
             "test.toml: route[1].listen: 127.0.0.1:7000 is used by two routes",
+            &[],
+        );
+    }
+
+    /// Routes with `sni` or `default` may share a listen address; a conflict among them names both.
+    #[test]
+    fn test_sni_routes_sharing_an_address() {
+        let fixed = ROUTE.replace("127.0.0.1:0", "127.0.0.1:7000");
+        let api =
+            format!("{fixed}name = \"api\"\nsni = [\"API.example.com\", \"*.example.com\"]\n");
+        let other = format!("{fixed}name = \"other\"\nsni = [\"api.example.com\"]\n");
+        rejects(
+            &format!("{api}{other}"),
+            "test.toml: listen 127.0.0.1:7000: sni 'api.example.com' is declared by route 'api' and route 'other'",
+            &[],
+        );
+        let fallback = format!("{fixed}name = \"fallback\"\ndefault = true\n");
+        let second = format!("{fixed}name = \"second\"\ndefault = true\n");
+        rejects(
+            &format!("{fallback}{api}{second}"),
+            "test.toml: listen 127.0.0.1:7000: route 'fallback' and route 'second' are both marked default",
+            &[],
+        );
+        rejects(
+            &format!("{api}{fixed}"),
+            "test.toml: route[1].listen: 127.0.0.1:7000 is used by two routes (routes may share one only with sni or default)",
+            &[],
+        );
+        rejects(
+            &format!("{fixed}sni = [\"a.example\", \"A.example\"]\n"),
+            "test.toml: listen 127.0.0.1:7000: sni 'a.example' is listed twice by route 'route-1'",
+            &[],
+        );
+        // Well-formed: refused only because it is not served yet.
+        let acme = format!(
+            "{fixed}name = \"acme\"\nsni = [\"api.example.com\"]\nalpn = [\"acme-tls/1\"]\n"
+        );
+        rejects(
+            &format!("{api}{acme}{fallback}"),
+            "test.toml: route[0].sni: SNI routing is checked but not served by this build yet",
+            &[],
+        );
+    }
+
+    #[test]
+    fn test_sni_values_are_checked() {
+        rejects(
+            &format!("{ROUTE}sni = [\"ok.example\", \"10.0.0.1\"]\n"),
+            "test.toml:4: route[0].sni: '10.0.0.1' is neither a host name nor *. and one",
+            &[],
+        );
+        rejects(
+            &format!("{ROUTE}sni = [\"a.example\"]\nalpn = [\"\"]\n"),
+            "test.toml:5: route[0].alpn: '' is not an ALPN protocol name",
+            &[],
+        );
+        rejects(
+            &format!("{ROUTE}alpn = [\"h2\"]\n"),
+            "test.toml:4: route[0].sni: alpn needs sni",
+            &[],
+        );
+        rejects(
+            "[[route]]\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\nallow = [\"10.0.0.0/8:443\"]\ndefault = true\n",
+            "test.toml:5: route[0].sni: sni and default apply to forward routes",
             &[],
         );
     }
