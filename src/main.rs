@@ -604,6 +604,23 @@ mod tests {
         }
     }
 
+    /// Every flag, global ones included, has a row in the README's flag table.
+    #[test]
+    fn test_every_flag_is_in_the_readme() {
+        let readme = include_str!("../README.md");
+        for arg in Cli::command().get_arguments() {
+            let Some(long) = arg.get_long().filter(|l| !["help", "version"].contains(l)) else {
+                continue;
+            };
+            let row = format!("| `--{long}");
+            let listed = readme.lines().any(|line| {
+                line.strip_prefix(&row)
+                    .is_some_and(|rest| rest.starts_with([' ', '`']))
+            });
+            assert!(listed, "README.md's flag table has no row for --{long}");
+        }
+    }
+
     /// Every flag of the binary is a route setting of src/config/settings.rs or a global one.
     #[test]
     fn test_every_flag_is_declared() {
