@@ -19,7 +19,7 @@ use edgefwd::datapath::budget::{self, FdBudget};
 use edgefwd::observe::metrics::MetricsBoard;
 use edgefwd::reactor::fdlimit;
 use edgefwd::reactor::{activated_listeners, Exit, Reactor, Siblings};
-use edgefwd::service::upgrade::Predecessor;
+use edgefwd::service::upgrade::{self, Predecessor};
 use edgefwd::service::{self, Handed};
 use edgefwd::wire::allow::{AllowList, Rule};
 use edgefwd::wire::proxy_protocol::{CarriedTlvs, Version};
@@ -291,11 +291,26 @@ fn run_reactors(
         }
         None => None,
     };
+    // The metrics listener a predecessor handed over serves this process's `--metrics` if that is the
+    // same address; otherwise it closes here, and the address is bound (the predecessor keeps its own
+    // copy until it takes over).
+    let metrics = upgrade::take_metrics(&mut passed, config.metrics);
     let activated = match passed {
         passed if passed.is_empty() => Vec::new(),
         passed => activated_listeners(passed, &config.routes)?,
     };
-    let mut first = Reactor::new(config.clone(), defaults, siblings(0), activated)?;
+    let mut first = match metrics {
+        Some(handed) => {
+            let unbound = Config {
+                metrics: None,
+                ..config.clone()
+            };
+            let mut first = Reactor::new(unbound, defaults, siblings(0), activated)?;
+            first.adopt_metrics(handed)?;
+            first
+        }
+        None => Reactor::new(config.clone(), defaults, siblings(0), activated)?,
+    };
     if let Some(notifier) = handed.notifier {
         first.notify_to(notifier);
     }

@@ -183,8 +183,13 @@ fn start(port: u16, backend: &Backend, path: &str, extra: &[&str]) -> Forwarder 
     Forwarder::start(&args)
 }
 
-/// One hop: two long transfers start on `old`, a successor takes over, `old` exits once they end.
-fn hop(old: &mut Forwarder, port: u16, backend: &Backend, path: &str, threads: &str) -> Forwarder {
+/// One hop: two long transfers start on `old`, a successor (`extra` flags) takes over, `old` exits once
+/// they end.
+fn hop(
+    old: &mut Forwarder,
+    (port, backend, path): (u16, &Backend, &str),
+    extra: &[&str],
+) -> Forwarder {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let long = [long_transfer(addr), long_transfer(addr)];
     // Both transfers are the old process's pairs (bytes come back) before the successor comes.
@@ -194,12 +199,9 @@ fn hop(old: &mut Forwarder, port: u16, backend: &Backend, path: &str, threads: &
             .all(|(_, echoed)| echoed.load(Ordering::Relaxed) > 0)),
         "the long transfers never got going"
     );
-    let new = start(
-        port,
-        backend,
-        path,
-        &["--threads", threads, "--upgrade-from", path],
-    );
+    let mut flags = vec!["--upgrade-from", path];
+    flags.extend_from_slice(extra);
+    let new = start(port, backend, path, &flags);
     new.expect_log("upgrade: took over the listening sockets", EXIT_TIMEOUT);
     old.expect_log("the successor took over", EXIT_TIMEOUT);
     assert!(
@@ -222,12 +224,15 @@ fn upgrade_twice(threads: &str) {
     let port = unused_port();
     let path = socket_path(&format!("twice-{threads}"));
     let at = path.to_str().expect("utf-8 path");
-    let mut first = start(port, &backend, at, &["--threads", threads]);
+    // The metrics port goes along with the listeners: the successor could not bind it meanwhile.
+    let metrics = format!("127.0.0.1:{}", unused_port());
+    let flags = ["--threads", threads, "--metrics", &metrics];
+    let mut first = start(port, &backend, at, &flags);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let steady = Steady::start(addr, 2);
-    let mut second = hop(&mut first, port, &backend, at, threads);
+    let mut second = hop(&mut first, (port, &backend, at), &flags);
     let after_first = steady.done();
-    let mut third = hop(&mut second, port, &backend, at, threads);
+    let mut third = hop(&mut second, (port, &backend, at), &flags);
     // The last one serves the steady clients too.
     let before = steady.done();
     assert!(common::wait_until(Duration::from_secs(20), || steady
@@ -247,6 +252,11 @@ fn upgrade_twice(threads: &str) {
         "the clients kept coming: {after_first}, {done}"
     );
     assert!(third.is_running());
+    let served = common::sample(
+        &common::scrape(third.metrics_addr()),
+        "edgefwd_accepts_total",
+    );
+    assert!(served > 0, "the last process serves the metrics port");
     third.signal(libc::SIGTERM);
     assert!(third.wait_exit(EXIT_TIMEOUT).is_some_and(|s| s.success()));
     assert!(
@@ -324,7 +334,7 @@ fn test_failed_upgrade_leaves_the_old_serving() {
         > before + 20));
     assert!(old.is_running());
 
-    let mut new = hop(&mut old, port, &backend, at, "1");
+    let mut new = hop(&mut old, (port, &backend, at), &[]);
     let failures = steady.finish();
     assert!(failures.is_empty(), "{failures:?}");
     new.signal(libc::SIGTERM);
@@ -360,7 +370,7 @@ fn test_upgrade_from_a_socket_activated_process() {
     old.expect_log("is socket-activated fd 3", EXIT_TIMEOUT);
     drop(activated); // only the processes hold it now
     let steady = Steady::start(addr, 2);
-    let mut new = hop(&mut old, addr.port(), &backend, at, "1");
+    let mut new = hop(&mut old, (addr.port(), &backend, at), &[]);
     new.expect_log("is handed-over fd", EXIT_TIMEOUT);
     let before = steady.done();
     assert!(common::wait_until(Duration::from_secs(20), || steady

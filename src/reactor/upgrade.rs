@@ -1,6 +1,7 @@
 //! Binary upgrade, the old process's side: reactor 0 serves `--upgrade-socket` ([`crate::service::upgrade`]
 //! has the exchange). A successor that connects is offered reactor 0's listening sockets (the other
-//! reactors of `--threads` hold duplicates of the same sockets, so these are all of them); when it says
+//! reactors of `--threads` hold duplicates of the same sockets, so these are all of them), and the
+//! `--metrics` listener, which the successor serves once the old one stops; when it says
 //! `take-over`, this process closes the upgrade socket and the connection, and stops accepting: it sends
 //! itself SIGTERM, so that every reactor deregisters and closes its listener descriptors and drains its
 //! pairs under `--shutdown-timeout`, exactly as on a signal from outside. Closing its descriptors closes
@@ -20,7 +21,9 @@ use log::{info, warn};
 use mio::net::{UnixListener, UnixStream};
 use mio::Interest;
 
+use super::scrape::MetricsServer;
 use super::Reactor;
+use crate::service::activation::Passed;
 use crate::service::upgrade::{self, Offered, TAKE_OVER};
 use crate::token;
 
@@ -91,6 +94,19 @@ impl Reactor {
         Ok(())
     }
 
+    /// Serves `--metrics` on the listener a predecessor handed over (see
+    /// [`upgrade::take_metrics`]) instead of binding it, which would fail while the predecessor drains:
+    /// built without `metrics`, this reactor (reactor 0) takes it now, and its address becomes the
+    /// configuration's again.
+    pub fn adopt_metrics(&mut self, handed: Passed) -> Result<(), String> {
+        let addr = handed.local;
+        let server = MetricsServer::serve(handed.socket, self.poll.registry())
+            .map_err(|err| format!("cannot serve metrics on {addr}: {err}"))?;
+        self.metrics_server = Some(server);
+        self.config.metrics = Some(addr);
+        Ok(())
+    }
+
     /// Accepts until WouldBlock: the first connection is offered the sockets, any other is closed.
     pub(super) fn on_upgrade_listener(&mut self) {
         loop {
@@ -126,6 +142,11 @@ impl Reactor {
             );
             return;
         }
+        let metrics = self.metrics_server.as_ref().and_then(|server| {
+            let listener = server.listener();
+            let local = listener.local_addr().ok()?;
+            Some((listener.as_raw_fd(), upgrade::METRICS_NAME, local))
+        });
         let offered: Vec<Offered> = self
             .routes
             .iter()
@@ -135,6 +156,7 @@ impl Reactor {
                     .iter()
                     .map(|l| (l.socket.as_raw_fd(), route.config.name.as_str(), l.local))
             })
+            .chain(metrics)
             .collect();
         if let Err(err) = upgrade::offer(&conn, &offered) {
             warn!("upgrade socket: cannot offer the listening sockets: {err}");
@@ -218,6 +240,10 @@ impl Reactor {
         drop(server);
         if let Some(mut successor) = successor {
             let _ = registry.deregister(&mut successor.conn);
+        }
+        // The successor serves the metrics port from now on (it took the listener, see `main`).
+        if let Some(metrics) = self.metrics_server.take() {
+            metrics.close(registry);
         }
         info!("upgrade: the successor took over the listening sockets; stopping");
         // Every reactor stops accepting on SIGTERM: signal-hook wakes each one's signal pipe.

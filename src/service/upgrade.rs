@@ -6,7 +6,8 @@
 //!    the text `edgefwd-upgrade 1\n`, one line `ADDR NAME\n` per listening socket (its bound address and
 //!    its route's name), `end\n`; and, as `SCM_RIGHTS` ancillary data of the same `sendmsg`, the
 //!    sockets themselves. The successor receives them ([`Predecessor::connect`]) as socket activation
-//!    receives systemd's (the same [`Passed`], matched to routes by the same plan).
+//!    receives systemd's (the same [`Passed`], matched to routes by the same plan). The `--metrics`
+//!    listener comes along under the name [`METRICS_NAME`].
 //! 2. Once its own reactors have the sockets registered, the successor writes `take-over\n`
 //!    ([`Predecessor::take_over`]). The old process closes its upgrade socket, then this connection,
 //!    and stops accepting; the successor waits for that end of file, then binds PATH itself ([`bind`]).
@@ -34,6 +35,9 @@ pub(crate) const MAX_SOCKETS: usize = 253;
 const HELLO: &str = "edgefwd-upgrade 1\n";
 /// The last line of an offer.
 const END: &str = "end\n";
+/// The name the `--metrics` listener is offered under: no route's (route names do not start with `@`,
+/// and the successor takes it out before matching the others to routes).
+pub const METRICS_NAME: &str = "@metrics";
 /// What the successor writes once it accepts on the sockets.
 pub(crate) const TAKE_OVER: &[u8] = b"take-over\n";
 /// Most bytes of text an offer may have: enough for [`MAX_SOCKETS`] lines with long route names.
@@ -164,6 +168,13 @@ fn parse(text: &str) -> Result<Vec<(SocketAddr, String)>, String> {
             Ok((addr, name.to_string()))
         })
         .collect()
+}
+
+/// Takes the `--metrics` listener out of the sockets a predecessor handed over: it is returned when it
+/// is bound to `wanted` (this process's `--metrics`), else closed.
+pub fn take_metrics(passed: &mut Vec<Passed>, wanted: Option<SocketAddr>) -> Option<Passed> {
+    let at = passed.iter().position(|p| p.name == METRICS_NAME)?;
+    Some(passed.remove(at)).filter(|p| Some(p.local) == wanted)
 }
 
 /// Listens on `path` with mode 0600. A file left there by a process that is gone (nothing accepts on
