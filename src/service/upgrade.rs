@@ -369,6 +369,36 @@ mod tests {
         assert!(err.contains("names 1 sockets but carries 0"), "{err}");
     }
 
+    /// The metrics listener is taken out of the sockets for the routes, and kept only for this
+    /// process's own `--metrics` address.
+    #[test]
+    fn test_take_metrics() {
+        let (old, new) = UnixStream::pair().expect("pair");
+        let web = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let metrics = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (lw, lm) = (
+            web.local_addr().expect("w"),
+            metrics.local_addr().expect("m"),
+        );
+        let offered = [
+            (web.as_raw_fd(), "web", lw),
+            (metrics.as_raw_fd(), METRICS_NAME, lm),
+        ];
+        offer(&old, &offered).expect("offer");
+        offer(&old, &offered).expect("offer again");
+        let mut passed = receive(&new).expect("receive");
+        let taken = take_metrics(&mut passed, Some(lm)).map(|p| p.local);
+        assert_eq!(taken, Some(lm));
+        assert_eq!(passed.iter().map(|p| p.local).collect::<Vec<_>>(), vec![lw]);
+        let mut passed = receive(&new).expect("receive");
+        assert!(take_metrics(&mut passed, Some(lw)).is_none());
+        assert_eq!(
+            passed.len(),
+            1,
+            "another metrics address: the handed one is dropped"
+        );
+    }
+
     #[test]
     fn test_parse_rejects_other_versions() {
         assert!(parse("edgefwd-upgrade 2\nend\n").is_err());
