@@ -240,6 +240,10 @@ fn upgrade_twice(threads: &str) {
         > before + 20));
     let done = steady.done();
     let failures = steady.finish();
+    eprintln!(
+        "threads={threads}: {done} short connections ({after_first} by the end of the first hop), {} failed",
+        failures.len()
+    );
     assert!(
         failures.is_empty(),
         "{} of {} connections failed across the upgrades: {:?}",
