@@ -348,6 +348,38 @@ pub fn parse_upstream_spec(text: &str) -> Result<(String, u32), String> {
     Ok((addr.to_string(), weight))
 }
 
+/// What a listen address may be, for the error that refuses one.
+const LISTEN_SYNTAX: &str = "expected IP:PORT, [IPv6]:PORT or HOST:PORT (a host name is resolved at start and every address it has is bound), e.g. 0.0.0.0:8080, [::]:8080, localhost:8080; port 0 picks a free port";
+
+/// A listen address as given (`--listen` or `listen =`): an IP literal with its port, or `HOST:PORT`
+/// whose host is a name for [`dns::listen_addresses`] (or the file's resolver) to resolve. Checked before
+/// anything is resolved, so a typo is refused as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListenSpec {
+    Literal(SocketAddr),
+    /// A host name and a port, both well formed; the text itself is what is resolved.
+    Name,
+}
+
+impl ListenSpec {
+    /// Parses `text`, or says what is accepted.
+    pub(crate) fn parse(text: &str) -> Result<ListenSpec, String> {
+        if let Ok(addr) = text.parse() {
+            return Ok(ListenSpec::Literal(addr));
+        }
+        let bad = || format!("invalid listen address '{text}': {LISTEN_SYNTAX}");
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let name_like = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+        match port.parse::<u16>() {
+            Ok(_) if name_like => Ok(ListenSpec::Name),
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// Checks the shape of `HOST:PORT` before anything tries to resolve it, so a typo is a usage error
 /// (exit 2) rather than a "cannot resolve" start failure: a port from 1 to 65535, a bracketed IPv6
 /// literal closed, no spaces in the host.

@@ -173,7 +173,7 @@ const LISTEN: Setting = Setting {
     value: "ADDR",
     default: "required",
     on_reload: OnReload::Matches,
-    doc: "address(es) to accept on; port 0 picks a free port (logged); an unnamed route is recognised by its set of addresses",
+    doc: "address(es) to accept on: `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT` (a host name is resolved at start and at each reload, and every address it has is bound); port 0 picks a free port (logged); an unnamed route is recognised by its set of addresses",
     show: hidden,
     example: None,
 };

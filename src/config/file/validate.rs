@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{OneOrMany, RawFile, RawRoute, RawUpstream};
+use super::raw::{OneOrMany, Quantity, RawFile, RawRoute, RawUpstream};
 use super::{render, Defaults, FileError};
 use crate::config::{
-    self, Addresses, Config, Mode, RouteConfig, UpstreamConfig, DEFAULT_FALL,
+    self, Addresses, Config, ListenSpec, Mode, RouteConfig, UpstreamConfig, DEFAULT_FALL,
     DEFAULT_HEALTH_TIMEOUT, MAX_LISTENERS, MAX_UPSTREAMS,
 };
 use crate::wire::allow::AllowList;
@@ -260,19 +260,30 @@ impl Reader<'_> {
         }
         let mut addrs = Vec::with_capacity(texts.len());
         for text in texts {
-            let addr: SocketAddr = text.parse().map_err(|_| {
-                self.error(
-                    key,
-                    raw.span(),
-                    &format!("invalid address '{text}': expected IP:PORT, e.g. 0.0.0.0:8080"),
-                )
-            })?;
-            if addr.port() != 0 && addrs.contains(&addr) {
-                return Err(self.error(key, raw.span(), &format!("{addr} is listed twice")));
+            for addr in self
+                .listen_addresses(text)
+                .map_err(|err| self.error(key, raw.span(), &err))?
+            {
+                if addr.port() != 0 && addrs.contains(&addr) {
+                    return Err(self.error(key, raw.span(), &format!("{addr} is listed twice")));
+                }
+                addrs.push(addr);
             }
-            addrs.push(addr);
+        }
+        if addrs.len() > MAX_LISTENERS {
+            let message = format!("{} addresses, at most {MAX_LISTENERS}", addrs.len());
+            return Err(self.error(key, raw.span(), &message));
         }
         Ok(addrs)
+    }
+
+    /// One `listen` entry's addresses: a literal, or every address of a host name (by the file's
+    /// resolver, which must answer for a listen name: there is nothing to listen on otherwise).
+    fn listen_addresses(&mut self, text: &str) -> Result<Vec<SocketAddr>, String> {
+        match ListenSpec::parse(text)? {
+            ListenSpec::Literal(addr) => Ok(vec![addr]),
+            ListenSpec::Name => (self.resolve)(text),
+        }
     }
 
     fn upstreams(
@@ -367,7 +378,7 @@ impl Reader<'_> {
     fn duration(
         &self,
         key: &str,
-        raw: Option<&Spanned<String>>,
+        raw: Option<&Spanned<Quantity>>,
     ) -> Result<Option<Duration>, FileError> {
         raw.map(|text| self.duration_value(key, text)).transpose()
     }
@@ -375,13 +386,13 @@ impl Reader<'_> {
     fn timeout(
         &self,
         key: &str,
-        raw: Option<&Spanned<String>>,
+        raw: Option<&Spanned<Quantity>>,
     ) -> Result<Option<Duration>, FileError> {
         raw.map(|text| self.check(key, text, config::parse_timeout))
             .transpose()
     }
 
-    fn duration_value(&self, key: &str, raw: &Spanned<String>) -> Result<Duration, FileError> {
+    fn duration_value(&self, key: &str, raw: &Spanned<Quantity>) -> Result<Duration, FileError> {
         self.check(key, raw, config::parse_duration)
     }
 
@@ -415,13 +426,14 @@ impl Reader<'_> {
             .map_err(|err| self.error(key, raw.span(), &err))
     }
 
-    fn check<T>(
+    /// `raw` parsed by `parse`, the flag's parser; a string or a [`Quantity`].
+    fn check<T, S: AsRef<str>>(
         &self,
         key: &str,
-        raw: &Spanned<String>,
+        raw: &Spanned<S>,
         parse: fn(&str) -> Result<T, String>,
     ) -> Result<T, FileError> {
-        parse(raw.get_ref()).map_err(|err| self.error(key, raw.span(), &err))
+        parse(raw.get_ref().as_ref()).map_err(|err| self.error(key, raw.span(), &err))
     }
 
     fn error(&self, key: &str, span: Range<usize>, message: &str) -> FileError {
@@ -445,6 +457,33 @@ mod tests {
         );
     }
 
+    /// A TOML integer is what a bare number is to the flag: seconds for a duration (global or per
+    /// route), bytes for a size; a zero timeout, a negative number or a float is still refused.
+    #[test]
+    fn test_integer_durations_and_sizes() {
+        let config = accepts(&format!(
+            "shutdown_timeout = 7\n{ROUTE}\nconnect_timeout = 5\nidle_timeout = 600\nkeepalive = 60\nbuffer_size = 16384\n"
+        ));
+        let route = &config.routes[0];
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(7));
+        assert_eq!(route.connect_timeout, Duration::from_secs(5));
+        assert_eq!(route.idle_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(route.keepalive, Some(Duration::from_secs(60)));
+        assert_eq!(route.buffer_size, 16384);
+        rejects(
+            &format!("{ROUTE}\nconnect_timeout = 0\n"),
+            "test.toml:5: route[0].connect_timeout: invalid timeout '0'",
+            &["more than zero"],
+        );
+        for (bad, shown) in [("-5", "-5"), ("1.5", "1.5"), ("true", "true")] {
+            rejects(
+                &format!("{ROUTE}\nconnect_timeout = {bad}\n"),
+                "test.toml:5: route[0].connect_timeout:",
+                &[shown, "a whole number (seconds for a duration"],
+            );
+        }
+    }
+
     #[test]
     fn test_no_upstream_is_rejected() {
         rejects(
@@ -459,12 +498,31 @@ mod tests {
         );
     }
 
+    /// A listen host name is every address the resolver gives it; one that does not resolve is refused
+    /// (unlike an upstream's, there would be nothing to listen on).
+    #[test]
+    fn test_listen_host_names() {
+        let config = accepts(
+            "[[route]]\nlisten = [\"known.web:80\", \"[::1]:81\"]\nupstreams = [\"10.0.0.1:80\"]\n",
+        );
+        let expected: Vec<std::net::SocketAddr> = ["10.9.9.9:80", "10.9.9.8:80", "[::1]:81"]
+            .iter()
+            .map(|a| a.parse().expect("addr"))
+            .collect();
+        assert_eq!(config.routes[0].listen, expected);
+        rejects(
+            "[[route]]\nlisten = \"unknown.web:80\"\nupstreams = [\"10.0.0.1:80\"]\n",
+            "test.toml:2: route[0].listen: cannot resolve 'unknown.web:80'",
+            &[],
+        );
+    }
+
     #[test]
     fn test_bad_addresses_are_rejected() {
         rejects(
             "[[route]]\nlisten = \"nope\"\nupstreams = [\"10.0.0.1:80\"]\n",
-            "test.toml:2: route[0].listen: invalid address 'nope'",
-            &[],
+            "test.toml:2: route[0].listen: invalid listen address 'nope'",
+            &["HOST:PORT", "localhost:8080"],
         );
         rejects(
             "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [{ addr = \"10.0.0.1:80\", weight = 0 }]\n",
