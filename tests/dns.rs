@@ -150,13 +150,9 @@ fn re_resolving(upstreams: &[&str], extra: &[&str]) -> Forwarder {
     Forwarder::start(&args)
 }
 
+/// The greeting line of a new connection through `fwd`.
 fn greeting_through(fwd: &Forwarder) -> String {
-    let client = connect(fwd.addr());
-    let mut line = String::new();
-    BufReader::new(client)
-        .read_line(&mut line)
-        .expect("greeting");
-    line.trim_end().to_string()
+    read_label(connect(fwd.addr()))
 }
 
 #[test]
