@@ -260,7 +260,9 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
     // First, while this is the only thread: it changes the environment and takes descriptors 3...
     let handed = service::from_env()?;
     let after_bind = after_bind(&cli)?;
-    after_bind.check_free()?;
+    if cli.upgrade_from.is_none() {
+        after_bind.check_free()?;
+    }
     let upgrades = Upgrades {
         socket: cli.upgrade_socket.clone(),
         from: cli.upgrade_from.clone(),
@@ -416,7 +418,7 @@ fn run_reactors(
             shared,
         )?);
     }
-    let _pid_file = after_bind.run()?;
+    let _pid_file = after_bind.run(predecessor.as_ref().and_then(Predecessor::pid))?;
     // Logged once the pid file is written and privileges dropped: a start line means ready.
     let splice = match config.splice {
         Splice::Off => String::from("off"),

@@ -150,7 +150,7 @@ fn re_resolving(upstreams: &[&str], extra: &[&str]) -> Forwarder {
     Forwarder::start(&args)
 }
 
-/// The greeting line of a new connection through `fwd`.
+/// The first line the greeter behind `fwd` sends a new client.
 fn greeting_through(fwd: &Forwarder) -> String {
     read_label(connect(fwd.addr()))
 }

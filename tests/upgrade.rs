@@ -226,13 +226,34 @@ fn upgrade_twice(threads: &str) {
     let at = path.to_str().expect("utf-8 path");
     // The metrics port goes along with the listeners: the successor could not bind it meanwhile.
     let metrics = format!("127.0.0.1:{}", unused_port());
-    let flags = ["--threads", threads, "--metrics", &metrics];
+    // One pid file for all: each successor takes it over from its predecessor.
+    let pid_file = socket_path(&format!("twice-{threads}.pid"));
+    let pid_at = pid_file.to_str().expect("utf-8 path");
+    let flags = [
+        "--threads",
+        threads,
+        "--metrics",
+        &metrics,
+        "--pid-file",
+        pid_at,
+    ];
+    let names = |fwd: &Forwarder| {
+        std::fs::read_to_string(&pid_file).is_ok_and(|text| text.trim() == fwd.pid().to_string())
+    };
     let mut first = start(port, &backend, at, &flags);
+    assert!(common::wait_until(Duration::from_secs(10), || names(
+        &first
+    )));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let steady = Steady::start(addr, 2);
     let mut second = hop(&mut first, (port, &backend, at), &flags);
+    assert!(names(&second), "the successor holds the pid file");
     let after_first = steady.done();
     let mut third = hop(&mut second, (port, &backend, at), &flags);
+    assert!(
+        names(&third),
+        "the pid file survives its predecessor's exit"
+    );
     // The last one serves the steady clients too.
     let before = steady.done();
     assert!(common::wait_until(Duration::from_secs(20), || steady
@@ -267,6 +288,7 @@ fn upgrade_twice(threads: &str) {
         !path.exists(),
         "the last process removes its socket at exit"
     );
+    assert!(!pid_file.exists(), "and its pid file");
 }
 
 #[test]

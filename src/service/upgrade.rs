@@ -88,6 +88,32 @@ impl Predecessor {
         Ok((Predecessor { conn }, passed))
     }
 
+    /// The old process's pid, as the kernel saw it connect (`SO_PEERCRED`): the one live process whose
+    /// `--pid-file` this one may take over.
+    pub fn pid(&self) -> Option<u32> {
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: SO_PEERCRED fills at most `len` bytes of `cred`, a plain C struct that lives for the
+        // call; the fd is the connection this value owns, open for as long as `self`.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.conn.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0)
+            .then(|| u32::try_from(cred.pid).ok())
+            .flatten()
+            .filter(|pid| *pid > 0)
+    }
+
     /// Tells the old process to stop accepting, and waits until it has let go of its upgrade socket
     /// (it closes the connection after closing that socket), so that [`bind`] may take the path.
     pub fn take_over(mut self) -> Result<(), String> {
