@@ -1,0 +1,9 @@
+//! UDP forwarding: a session per client address, each with its own connected upstream socket.
+//!
+//! - [`table`]: the sessions by client address, in recency order, bounded, with idle expiry. Pure.
+//! - [`batch`]: datagrams in batches (`recvmmsg`/`sendmmsg` on Linux).
+//!
+//! docs/udp.md has the design and its limits.
+
+pub mod batch;
+pub mod table;
