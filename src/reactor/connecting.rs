@@ -14,7 +14,7 @@ use super::Reactor;
 use crate::datapath::budget::Slot;
 use crate::reactor::worker::{Lookup, Worker};
 use crate::session::connect::{self, Context, Lookups, Step};
-use crate::token::{GENERATION_MASK, MAX_SLOT};
+use crate::token::{MAX_SLOT, PAIR_GENERATIONS};
 use crate::upstream::route::Route;
 
 impl Reactor {
@@ -29,7 +29,7 @@ impl Reactor {
         fd_slot: Slot,
     ) {
         let id = self.next_id;
-        self.next_id = (self.next_id + 1) % GENERATION_MASK;
+        self.next_id = (self.next_id + 1) % PAIR_GENERATIONS;
         let entry = self.pairs.vacant_entry();
         let slot = entry.key();
         if slot > MAX_SLOT {

@@ -46,7 +46,7 @@ use slab::Slab;
 
 use crate::close::Cause;
 use crate::config::file::Defaults;
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, Protocol};
 use crate::datapath::budget::FdBudget;
 use crate::datapath::readiness::Event;
 use crate::datapath::stream::Socket;
@@ -56,6 +56,7 @@ use crate::reactor::timer::{Entry, Timers};
 use crate::reactor::worker::{Inbox, Worker};
 use crate::session::connect::Step;
 use crate::session::pair::{Outcome, Pair};
+use crate::session::udp::forward::UdpRoute;
 use crate::throttle::Throttle;
 use crate::token::{self, Owner, PairToken, Side};
 use crate::upstream::prewarm::WarmPool;
@@ -72,6 +73,7 @@ pub mod scrape;
 mod shutdown;
 mod teardown;
 pub mod timer;
+mod udp;
 pub mod worker;
 
 use probes::Probe;
@@ -163,6 +165,10 @@ pub struct Reactor {
     proxy_header_log: Throttle,
     /// Time of the current loop turn, read once after `epoll_wait`.
     now: Instant,
+    /// UDP routes (reactor 0 only), by the slot their tokens carry.
+    udp: Slab<UdpRoute>,
+    /// UDP sockets that used their budget: run again before the loop sleeps.
+    udp_yielded: Vec<(usize, Option<usize>)>,
 }
 
 impl Reactor {
@@ -245,9 +251,17 @@ impl Reactor {
             lookup_warning: Throttle::new(Duration::from_secs(10)),
             proxy_header_log: Throttle::new(PROXY_HEADER_LOG_INTERVAL),
             now,
+            udp: Slab::new(),
+            udp_yielded: Vec::new(),
         };
         let mut shared = shared.into_iter();
         for route in config.routes {
+            if route.protocol == Protocol::Udp {
+                if reactor.siblings.index == 0 {
+                    reactor.bind_udp(route)?;
+                }
+                continue;
+            }
             let listeners = match (reactor.siblings.index, shared.next()) {
                 (0, _) => route
                     .listen
@@ -284,6 +298,7 @@ impl Reactor {
             .flat_map(|(_, route)| {
                 (0..route.listeners.len()).filter_map(|index| route.describe_listener(index))
             })
+            .chain(self.udp_start_lines())
             .collect()
     }
 
@@ -309,7 +324,9 @@ impl Reactor {
             let work_before = self.metrics.work_done();
             let events = self.dispatch_events();
             self.run_yielded();
+            self.run_udp_yielded();
             self.fire_timers();
+            self.expire_udp();
             self.accept_ready();
             self.count_turn(events, work_before);
             if let Some(exit) = self.finished() {
@@ -320,7 +337,7 @@ impl Reactor {
 
     /// Zero when work is queued; else until the nearest deadline; else `None` (block indefinitely).
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.yielded.is_empty() || self.any_accept_ready() {
+        if !self.yielded.is_empty() || !self.udp_yielded.is_empty() || self.any_accept_ready() {
             return Some(Duration::ZERO);
         }
         let rounds = self
@@ -343,6 +360,7 @@ impl Reactor {
             self.metrics_server
                 .as_ref()
                 .and_then(MetricsServer::retry_deadline),
+            self.udp_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -376,6 +394,7 @@ impl Reactor {
                     }
                 }
                 Owner::Pair(pair) => self.on_pair_event(pair, Event::from(event)),
+                Owner::Udp { route, session } => self.run_udp(route, session),
             }
         }
         self.events = events;

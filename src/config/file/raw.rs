@@ -50,6 +50,8 @@ pub(super) struct RawRoute {
     pub(super) send_proxy_tlvs: Option<Spanned<Vec<String>>>,
     pub(super) accept_proxy: Option<bool>,
     pub(super) header_timeout: Option<Spanned<String>>,
+    pub(super) udp_idle_timeout: Option<Spanned<String>>,
+    pub(super) udp_max_sessions: Option<Spanned<u32>>,
 }
 
 /// `listen = "addr"` or `listen = ["addr", ...]`.

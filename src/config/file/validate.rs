@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::raw::{OneOrMany, RawFile, RawRoute, RawUpstream};
 use super::{render, Defaults, FileError};
 use crate::config::{
-    self, Addresses, Config, Mode, RouteConfig, UpstreamConfig, DEFAULT_FALL,
+    self, Addresses, Config, Mode, Protocol, RouteConfig, UpstreamConfig, DEFAULT_FALL,
     DEFAULT_HEALTH_TIMEOUT, MAX_LISTENERS, MAX_UPSTREAMS,
 };
 use crate::wire::allow::AllowList;
@@ -93,8 +93,14 @@ impl Reader<'_> {
             return Err(self.error(&key(index, "upstreams"), raw.listen.span(), message));
         }
         let tlvs_span = raw.send_proxy_tlvs.as_ref().map(Spanned::span);
+        let upstreams_span = raw
+            .upstreams
+            .as_ref()
+            .map_or(raw.listen.span(), Spanned::span);
         let route = self.route_settings(index, raw, defaults)?;
         config::check_mode(&route).map_err(|err| self.error(&key(index, "mode"), span, &err))?;
+        config::check_protocol(&route)
+            .map_err(|err| self.error(&key(index, "upstreams"), upstreams_span, &err))?;
         if let (false, Some(tlvs_span)) = (config::tlvs_have_a_source(&route), tlvs_span) {
             let message = format!(
                 "[{}] needs send_proxy = \"v2\" and accept_proxy = true (TLVs are carried from the client's v2 header into a v2 header)",
@@ -111,7 +117,7 @@ impl Reader<'_> {
         raw: RawRoute,
         defaults: Defaults,
     ) -> Result<RouteConfig, FileError> {
-        let listen = self.listen(&key(index, "listen"), &raw.listen)?;
+        let (protocol, listen) = self.listen(&key(index, "listen"), &raw.listen)?;
         let upstreams = match &raw.upstreams {
             Some(upstreams) => self.upstreams(&key(index, "upstreams"), upstreams)?,
             None => Vec::new(),
@@ -206,6 +212,17 @@ impl Reader<'_> {
             header_timeout: self
                 .timeout(&key(index, "header_timeout"), raw.header_timeout.as_ref())?
                 .unwrap_or(config::DEFAULT_HEADER_TIMEOUT),
+            protocol,
+            udp_idle_timeout: self
+                .timeout(
+                    &key(index, "udp_idle_timeout"),
+                    raw.udp_idle_timeout.as_ref(),
+                )?
+                .unwrap_or(config::DEFAULT_UDP_IDLE_TIMEOUT),
+            udp_max_sessions: match &raw.udp_max_sessions {
+                Some(n) => self.positive(&key(index, "udp_max_sessions"), n)? as usize,
+                None => defaults.max_connections,
+            },
         })
     }
 
@@ -213,7 +230,7 @@ impl Reader<'_> {
         &mut self,
         key: &str,
         raw: &Spanned<OneOrMany>,
-    ) -> Result<Vec<SocketAddr>, FileError> {
+    ) -> Result<(Protocol, Vec<SocketAddr>), FileError> {
         let texts: Vec<&String> = match raw.get_ref() {
             OneOrMany::One(one) => vec![one],
             OneOrMany::Many(many) => many.iter().collect(),
@@ -226,20 +243,20 @@ impl Reader<'_> {
             ));
         }
         let mut addrs = Vec::with_capacity(texts.len());
+        let mut first = None;
         for text in texts {
-            let addr: SocketAddr = text.parse().map_err(|_| {
-                self.error(
-                    key,
-                    raw.span(),
-                    &format!("invalid address '{text}': expected IP:PORT, e.g. 0.0.0.0:8080"),
-                )
-            })?;
+            let (protocol, addr) =
+                config::parse_listen(text).map_err(|err| self.error(key, raw.span(), &err))?;
+            if *first.get_or_insert(protocol) != protocol {
+                let message = format!("'{text}' mixes udp and tcp listen addresses in one route");
+                return Err(self.error(key, raw.span(), &message));
+            }
             if addr.port() != 0 && addrs.contains(&addr) {
                 return Err(self.error(key, raw.span(), &format!("{addr} is listed twice")));
             }
             addrs.push(addr);
         }
-        Ok(addrs)
+        Ok((first.unwrap_or_default(), addrs))
     }
 
     fn upstreams(
@@ -273,7 +290,7 @@ impl Reader<'_> {
             if upstreams.iter().any(|u| u.name == name) {
                 return Err(self.error(key, raw.span(), &format!("'{name}' is listed twice")));
             }
-            let addrs = (self.resolve)(&name);
+            let addrs = (self.resolve)(config::split_scheme(&name).1);
             upstreams.push(UpstreamConfig {
                 name,
                 addrs,

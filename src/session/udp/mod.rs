@@ -2,8 +2,10 @@
 //!
 //! - [`table`]: the sessions by client address, in recency order, bounded, with idle expiry. Pure.
 //! - [`batch`]: datagrams in batches (`recvmmsg`/`sendmmsg` on Linux).
+//! - [`forward`]: a UDP route's sockets and the datagrams between them.
 //!
 //! docs/udp.md has the design and its limits.
 
 pub mod batch;
+pub(crate) mod forward;
 pub mod table;
