@@ -180,7 +180,7 @@ pub struct RouteConfig {
 }
 
 /// What a route forwards.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Protocol {
     /// Byte streams, a pair of connections per client.
     #[default]

@@ -300,7 +300,8 @@ impl Reader<'_> {
         Ok(upstreams)
     }
 
-    /// Route names and fixed listen addresses must be unique across routes.
+    /// Route names and fixed listen addresses must be unique across routes (a UDP and a TCP route may
+    /// share an address: they are different sockets).
     fn check_unique(&self, routes: &[RouteConfig]) -> Result<(), FileError> {
         let mut names = HashSet::new();
         let mut addrs = HashSet::new();
@@ -318,7 +319,7 @@ impl Reader<'_> {
                 return Err(render::rejected(self.label, Some(&key), &why));
             }
             for addr in route.listen.iter().filter(|addr| addr.port() != 0) {
-                if !addrs.insert(*addr) {
+                if !addrs.insert((route.protocol, *addr)) {
                     let key = key(index, "listen");
                     let why = format!("{addr} is used by two routes");
                     return Err(render::rejected(self.label, Some(&key), &why));
