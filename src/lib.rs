@@ -23,6 +23,8 @@
 //! - [`upstream`]: where bytes go: balancers, health, endpoints of a route's upstreams, the route, and
 //!   `--prewarm`.
 //! - [`session`]: one client and its upstream: the pair, its phases and its connect path.
+//! - [`service`]: what a service manager (systemd) hands the process and expects back: `Type=notify`
+//!   notices, socket-activated listeners. Uses no other module, so any layer may use it.
 //! - [`reactor`]: owns `Poll`, the slabs, the timers and the worker threads; dispatches events and
 //!   timers to sessions, accepts, reloads, probes, serves `--metrics`.
 
@@ -37,6 +39,7 @@ pub mod datapath;
 mod fuzz;
 pub mod observe;
 pub mod reactor;
+pub mod service;
 pub mod session;
 pub mod throttle;
 pub mod token;

@@ -18,7 +18,8 @@ use edgefwd::config::{self, Config, Mode, Protocol, RouteConfig, Splice, Upstrea
 use edgefwd::datapath::budget::{self, FdBudget};
 use edgefwd::observe::metrics::MetricsBoard;
 use edgefwd::reactor::fdlimit;
-use edgefwd::reactor::{Exit, Reactor, Siblings};
+use edgefwd::reactor::{activated_listeners, Exit, Reactor, Siblings};
+use edgefwd::service::{self, Handed};
 use edgefwd::wire::allow::{AllowList, Rule};
 use edgefwd::wire::proxy_protocol::{CarriedTlvs, Version};
 
@@ -213,6 +214,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<Exit, Failure> {
+    // First, while this is the only thread: it changes the environment and takes descriptors 3...
+    let handed = service::from_env()?;
     let nofile = fdlimit::raise_nofile_limit()
         .map_err(|err| format!("cannot read the file descriptor limit: {err}"))?;
     let reserve = budget::reserve(u64::from(cli.threads), u64::from(cli.prewarm));
@@ -241,16 +244,17 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         "nofile={nofile} fd-reserve={reserve} fd-budget={}",
         budget.slots()
     );
-    run_reactors(config, defaults, budget, &start)
+    run_reactors(config, defaults, budget, (handed, &start))
 }
 
 /// Starts `config.threads` reactors (the first on this thread), sharing `budget`, and waits for all of
-/// them. `start` ends every start line.
+/// them. `start` ends every start line; `handed` is what systemd passed (socket-activated listeners,
+/// which the first reactor takes instead of binding, and the notify socket, which it speaks to).
 fn run_reactors(
     mut config: Config,
     defaults: Defaults,
     budget: FdBudget,
-    start: &str,
+    (handed, start): (Handed, &str),
 ) -> Result<Exit, Failure> {
     let threads = config.threads;
     let board = (threads > 1).then(|| Arc::new(MetricsBoard::new(threads)));
@@ -265,7 +269,23 @@ fn run_reactors(
     for route in &mut config.routes {
         route.max_connections = route.max_connections.div_ceil(threads);
     }
-    let first = Reactor::new(config.clone(), defaults, siblings(0), Vec::new())?;
+    let activated = match handed.passed {
+        passed if passed.is_empty() => Vec::new(),
+        // UDP routes bind their own sockets (socket activation hands TCP listeners only).
+        passed => {
+            let tcp: Vec<RouteConfig> = config
+                .routes
+                .iter()
+                .filter(|route| route.protocol == Protocol::Tcp)
+                .cloned()
+                .collect();
+            activated_listeners(passed, &tcp)?
+        }
+    };
+    let mut first = Reactor::new(config.clone(), defaults, siblings(0), activated)?;
+    if let Some(notifier) = handed.notifier {
+        first.notify_to(notifier);
+    }
     let splice = match config.splice {
         Splice::Off => String::from("off"),
         mode => format!("{mode} pipe-size={}", config.pipe_size),

@@ -76,6 +76,10 @@ impl Gauge {
     pub(crate) fn set(&mut self, value: usize) {
         self.0 = value as u64;
     }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Metric for Gauge {

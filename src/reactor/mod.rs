@@ -32,6 +32,7 @@
 //! - `probes`: active health probes;
 //! - `lookups`: DNS re-resolution, CONNECT lookups' answers, and the worker threads' waker;
 //! - `report`: per-turn counters, the stats line, `--metrics` scrapes, `--trace` lines.
+//! - `systemd`: `Type=notify` notices (reactor 0) and socket-activated listeners.
 
 use std::io;
 use std::net::SocketAddr;
@@ -54,6 +55,7 @@ use crate::observe::metrics::{Metrics, MetricsBoard, StatsTicker};
 use crate::reactor::scrape::MetricsServer;
 use crate::reactor::timer::{Entry, Timers};
 use crate::reactor::worker::{Inbox, Worker};
+use crate::service::notify::Notifier;
 use crate::session::connect::Step;
 use crate::session::pair::{Outcome, Pair};
 use crate::session::udp::forward::UdpRoute;
@@ -71,10 +73,13 @@ mod reload;
 mod report;
 pub mod scrape;
 mod shutdown;
+mod systemd;
 mod teardown;
 pub mod timer;
 mod udp;
 pub mod worker;
+
+pub use systemd::activated_listeners;
 
 use probes::Probe;
 use report::trace_event;
@@ -165,6 +170,8 @@ pub struct Reactor {
     proxy_header_log: Throttle,
     /// Time of the current loop turn, read once after `epoll_wait`.
     now: Instant,
+    /// `Type=notify`: reactor 0's line to the service manager (`systemd`).
+    notifier: Option<Notifier>,
     /// UDP routes (reactor 0 only), by the slot their tokens carry.
     udp: Slab<UdpRoute>,
     /// UDP sockets that used their budget: run again before the loop sleeps.
@@ -251,6 +258,7 @@ impl Reactor {
             lookup_warning: Throttle::new(Duration::from_secs(10)),
             proxy_header_log: Throttle::new(PROXY_HEADER_LOG_INTERVAL),
             now,
+            notifier: None,
             udp: Slab::new(),
             udp_yielded: Vec::new(),
         };
@@ -262,13 +270,14 @@ impl Reactor {
                 }
                 continue;
             }
+            // `shared` is also how socket-activated listeners reach reactor 0 ([`activated_listeners`]).
             let listeners = match (reactor.siblings.index, shared.next()) {
-                (0, _) => route
+                (_, Some(listeners)) if listeners.len() == route.listen.len() => listeners,
+                (0, None) => route
                     .listen
                     .iter()
                     .map(|addr| Listener::bind(*addr, &route))
                     .collect::<Result<Vec<_>, _>>()?,
-                (_, Some(listeners)) if listeners.len() == route.listen.len() => listeners,
                 (index, _) => {
                     return Err(format!(
                         "reactor {index}: no listeners handed on for route {}",
@@ -312,6 +321,7 @@ impl Reactor {
     /// Runs until a signal-initiated shutdown completes.
     pub fn run(mut self) -> io::Result<Exit> {
         self.refill_warm();
+        self.notify_ready();
         loop {
             let timeout = self.poll_timeout();
             if let Err(err) = self.poll.poll(&mut self.events, timeout) {
@@ -329,6 +339,7 @@ impl Reactor {
             self.expire_udp();
             self.accept_ready();
             self.count_turn(events, work_before);
+            self.tend_notifier();
             if let Some(exit) = self.finished() {
                 return Ok(exit);
             }
@@ -353,6 +364,7 @@ impl Reactor {
             self.budget_retry_at,
             self.spares_expire_at,
             self.drain.as_ref().map(|drain| drain.deadline),
+            self.notify_deadline(),
             self.stats.as_ref().map(|stats| stats.next),
             rounds,
             self.probes.iter().map(|(_, probe)| probe.deadline).min(),

@@ -68,9 +68,10 @@ impl Reactor {
             // Reactor 0 reads the file once for all `--threads` reactors and hands it on (`Answer::Follow`).
             return;
         }
+        self.notify_reloading();
         let Some(path) = self.config.file.clone() else {
             warn!("SIGHUP ignored: no --config file to reload");
-            return;
+            return self.notify_ready();
         };
         info!("SIGHUP: reloading {}", path.display());
         let job = Job::Reload {
@@ -434,6 +435,7 @@ impl Reactor {
         if self.siblings.index != 0 {
             return;
         }
+        self.notify_ready();
         if ok {
             self.metrics.reloads[Reload::Applied] += 1;
         } else {

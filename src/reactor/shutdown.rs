@@ -71,6 +71,7 @@ impl Reactor {
             }
         }
         self.warm = None;
+        self.notify_stopping();
         info!(
             "{signal}: shutting down, stopped accepting; waiting up to {}ms for {} live pairs",
             self.config.shutdown_timeout.as_millis(),

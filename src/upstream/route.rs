@@ -3,10 +3,12 @@
 //! pairs: a route removed (or replaced) by a reload stops accepting and is kept, "draining", until its last
 //! pair closes, so a pair always finds its pool, its deadlines and its upstream's counters.
 //!
-//! The route owns sockets (its listeners, and the upstream connects it starts) but never registers them:
-//! that is the reactor's job. Everything here is bookkeeping: which endpoint (an address of an upstream,
-//! [`crate::upstream::endpoint`]) next, what a success, a failure or a new DNS answer does to it, and the log lines
-//! that go with those changes.
+//! The route owns its listeners but never registers them: that is the reactor's job. Everything else here
+//! is bookkeeping: which endpoint (an address of an upstream, [`crate::upstream::endpoint`]) a client
+//! gets next, leased ([`Lease`]) so that the endpoint's live-connection count goes down exactly once per
+//! pick ([`Route::give_back`]); what a success, a failure or a new DNS answer does to it; and the log
+//! lines that go with those changes. Connecting to the endpoint, and how many to try, is
+//! `session::connect`'s.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

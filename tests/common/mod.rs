@@ -34,6 +34,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -82,6 +83,11 @@ pub struct Options {
     pub rust_log: Option<String>,
     /// Sets RLIMIT_NOFILE soft = hard = this value in the child before exec.
     pub nofile: Option<u64>,
+    /// More environment variables for the child.
+    pub env: Vec<(String, String)>,
+    /// Listening sockets (descriptor, name) to hand over as systemd's socket activation does
+    /// ([`edgefwd_command`]).
+    pub listen_fds: Vec<(RawFd, String)>,
 }
 
 /// One `closed ... cause=X c2u=N u2c=M` line of the log.
@@ -133,7 +139,8 @@ impl Forwarder {
 
     pub fn start_with(args: &[&str], opts: &Options) -> Forwarder {
         raise_own_nofile();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefwd"));
+        let mut cmd = edgefwd_command(&opts.listen_fds);
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         if !args.contains(&"--listen") && !args.contains(&"--config") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
@@ -396,6 +403,53 @@ impl Drop for Forwarder {
             );
         }
     }
+}
+
+/// A command for the edgefwd binary. With `listen_fds`, it is started as systemd's socket activation
+/// starts a service: the sockets become descriptors 3, 4, ... (close-on-exec cleared), `LISTEN_FDS` and
+/// `LISTEN_FDNAMES` say how many and their names, and `LISTEN_PID` is the binary's pid, which only the
+/// child knows: a shell sets it to its own `$$` and execs the binary in its place.
+pub fn edgefwd_command(listen_fds: &[(RawFd, String)]) -> Command {
+    let binary = env!("CARGO_BIN_EXE_edgefwd");
+    if listen_fds.is_empty() {
+        return Command::new(binary);
+    }
+    assert!(listen_fds.len() <= 16, "at most 16 sockets to hand over");
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", binary])
+        .env("LISTEN_FDS", listen_fds.len().to_string())
+        .env(
+            "LISTEN_FDNAMES",
+            listen_fds
+                .iter()
+                .map(|(_, name)| name.as_str())
+                .collect::<Vec<_>>()
+                .join(":"),
+        );
+    let fds: Vec<RawFd> = listen_fds.iter().map(|(fd, _)| *fd).collect();
+    // SAFETY: between fork and exec the closure only makes fcntl(2) and dup2(2) calls, which are
+    // async-signal-safe, on descriptors the parent keeps open until spawn returns; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // First out of the way (above any target), so that dup2 onto 3.. clobbers no source; these
+            // copies close at exec.
+            let mut high = [0; 16];
+            for (slot, fd) in high.iter_mut().zip(&fds) {
+                *slot = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100);
+                if *slot < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for (target, fd) in (3..).zip(&high[..fds.len()]) {
+                // dup2's copy does not have close-on-exec.
+                if libc::dup2(*fd, target) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 /// The token after "listening on ", parsed as a socket address.

@@ -1,0 +1,56 @@
+//! What a service manager (systemd) hands the process and expects back.
+//!
+//! - [`notify`]: `Type=notify`, `READY=1`, reload and stop notices, `STATUS=`, the watchdog.
+//! - [`activation`]: listening sockets passed in by socket activation, matched to routes.
+//!
+//! Both speak through environment variables, which [`from_env`] reads once at start, before any thread
+//! exists, and unsets: nothing the process starts should take the sockets or speak for it.
+//!
+//! Nothing here knows about routes or the reactor (it uses no other module of the crate, so any layer
+//! may use it): the reactor decides when to notify (`reactor/systemd.rs`) and which route a passed
+//! socket serves.
+
+pub mod activation;
+pub mod notify;
+
+use std::env;
+use std::time::Instant;
+
+use activation::Passed;
+use notify::Notifier;
+
+/// What the service manager handed over.
+#[derive(Debug, Default)]
+pub struct Handed {
+    /// Where to send notices; `None` when not run under `Type=notify`.
+    pub notifier: Option<Notifier>,
+    /// Socket-activated listeners; empty when none were passed.
+    pub passed: Vec<Passed>,
+}
+
+/// Reads and unsets the variables of both protocols. Call before any thread starts: it takes
+/// ownership of the passed descriptors, and changes the environment.
+pub fn from_env() -> Result<Handed, String> {
+    let pid = std::process::id();
+    let var = |name: &str| env::var(name).ok();
+    let [listen_pid, listen_fds, names] = activation::VARIABLES.map(var);
+    let [socket, usec, watchdog_pid] = notify::VARIABLES.map(var);
+    for name in activation::VARIABLES.iter().chain(&notify::VARIABLES) {
+        env::remove_var(name);
+    }
+    let passed = activation::take(
+        listen_pid.as_deref(),
+        listen_fds.as_deref(),
+        names.as_deref(),
+        pid,
+    )?;
+    let notifier = Notifier::from_vars(
+        socket.as_deref(),
+        usec.as_deref(),
+        watchdog_pid.as_deref(),
+        pid,
+        Instant::now(),
+    )
+    .map_err(|notify::Unusable(message)| message)?;
+    Ok(Handed { notifier, passed })
+}

@@ -1,0 +1,234 @@
+//! A pair's phases and what each holds (`Stage`), and the pair's methods that move it between them:
+//! every change goes through [`Pair::set_stage`]'s one `trace!` line. A lease on a route endpoint lives in
+//! `Connecting` and `Established` only, and leaves them only through `take_lease` / `drop_upstream`
+//! (for `session::connect` to give back) or by moving into `Established`.
+
+use std::time::Instant;
+
+use log::trace;
+
+use super::{Outcome, Pair};
+use crate::datapath::pump::Shared;
+use crate::datapath::readiness::Readiness;
+use crate::datapath::stream::Socket;
+use crate::session::attempt::Plan;
+use crate::session::refusal::Refusal;
+use crate::upstream::route::Lease;
+use crate::wire::greeting::Greeting;
+
+/// The name of a pair's phase ([`Pair::phase`]); what each phase holds is in `Stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the client's PROXY header or CONNECT head; there is no upstream socket yet.
+    Greeting,
+    /// Writing an error status to the client (connect mode), then closing.
+    Refusing,
+    Connecting,
+    Established,
+}
+
+/// A pair's phase and what only that phase needs. Every change goes through `Pair::set_stage`.
+#[derive(Debug)]
+pub(super) enum Stage<S> {
+    /// What has arrived of the PROXY header / CONNECT head. Boxed: only a greeting route's pairs have
+    /// one, and only until it is read, while its ~128 bytes inline would sit in every pair. Kept after
+    /// a rejection, for the reactor to count the reason as it closes the pair.
+    Greeting(Box<Greeting>),
+    /// The error status being written; no upstream socket.
+    Refusing(Refusal),
+    Connecting(Connecting<S>),
+    Established(Established<S>),
+}
+
+/// An upstream connect under way ([`crate::session::connect`] drives it).
+#[derive(Debug)]
+pub(super) struct Connecting<S> {
+    /// The current attempt's socket; `None` while a CONNECT host name is looked up.
+    pub(super) socket: Option<S>,
+    /// The route endpoint the attempt is to; `None` for a CONNECT destination.
+    pub(super) lease: Option<Lease>,
+    /// Where the attempts go ([`crate::session::attempt`]).
+    pub(super) plan: Plan,
+    /// When the current attempt (or lookup) began: each has its own connect timeout.
+    pub(super) since: Instant,
+    /// The client pipelined bytes after its greeting (they wait in the c2u preamble). A PROXY header we
+    /// queued ourselves is in that preamble too, so its length cannot tell whether the client sent data.
+    pub(super) client_pipelined: bool,
+}
+
+/// A connected upstream.
+#[derive(Debug)]
+pub(super) struct Established<S> {
+    pub(super) socket: S,
+    /// The route endpoint it is connected to, held until the pair closes; `None` for a CONNECT
+    /// destination.
+    pub(super) lease: Option<Lease>,
+}
+
+impl<S> Stage<S> {
+    pub(super) fn phase(&self) -> Phase {
+        match self {
+            Stage::Greeting(_) => Phase::Greeting,
+            Stage::Refusing(_) => Phase::Refusing,
+            Stage::Connecting(_) => Phase::Connecting,
+            Stage::Established(_) => Phase::Established,
+        }
+    }
+
+    /// The route endpoint this stage holds, if any.
+    pub(super) fn lease(&self) -> Option<&Lease> {
+        match self {
+            Stage::Connecting(connecting) => connecting.lease.as_ref(),
+            Stage::Established(established) => established.lease.as_ref(),
+            Stage::Greeting(_) | Stage::Refusing(_) => None,
+        }
+    }
+}
+
+impl<S: Socket> Pair<S> {
+    /// A connect attempt has started (`session::connect`): to the leased endpoint, or to a CONNECT
+    /// destination's address (no lease). The pair is `Connecting` under this attempt's own connect
+    /// deadline. A socket of an earlier attempt was dropped first (`Pair::drop_upstream`), which closed
+    /// it and so removed it from epoll; the new one is registered under the same token. Under epoll no
+    /// edge of the old socket can reach the new one: epoll reports a file at most once per `epoll_wait`,
+    /// so the event that brought the failure was the old socket's last, and a connect timeout fires after
+    /// the batch. That is what lets the new socket's clean writable edge prove its connect
+    /// ([`crate::datapath::readiness::Event::proves_connected`]). kqueue reports a socket's read and write filters as two events, so
+    /// there a stale one can arrive; it is harmless because there no event proves a connect: each makes
+    /// the pair ask the kernel about the new socket. Its readiness starts afresh below.
+    pub fn begin_connect(&mut self, upstream: S, lease: Option<Lease>, now: Instant) {
+        self.upstream_ready = Readiness::default();
+        match &mut self.stage {
+            Stage::Connecting(connecting) => {
+                trace!("conn={} Connecting => Connecting (new attempt)", self.id);
+                connecting.socket = Some(upstream);
+                connecting.lease = lease;
+                connecting.since = now;
+            }
+            _ => {
+                // Not reached: `session::connect` starts attempts only for a `Connecting` pair.
+                let plan = Plan::Upstreams {
+                    tried: Default::default(),
+                };
+                self.set_stage(Stage::Connecting(Connecting {
+                    socket: Some(upstream),
+                    lease,
+                    plan,
+                    since: now,
+                    client_pipelined: false,
+                }));
+            }
+        }
+    }
+
+    /// A CONNECT to a host name, about to be looked up: the pair waits in `Connecting` with no upstream
+    /// socket, under the connect deadline (504 if the name takes too long), until the answer starts the
+    /// connect or fails it.
+    pub fn begin_lookup(&mut self, now: Instant) {
+        if let Stage::Connecting(connecting) = &mut self.stage {
+            connecting.since = now;
+            connecting.plan = Plan::Lookup;
+        }
+    }
+
+    /// Whether the pair is waiting for its CONNECT destination's address: a lookup answer for any other
+    /// pair, or for this one after its deadline answered 504, is stale.
+    pub fn awaits_address(&self) -> bool {
+        matches!(&self.stage, Stage::Connecting(c) if c.socket.is_none() && matches!(c.plan, Plan::Lookup))
+    }
+
+    /// The connect plan of a `Connecting` pair (`session::connect` sets and follows it).
+    pub(crate) fn plan_mut(&mut self) -> Option<&mut Plan> {
+        match &mut self.stage {
+            Stage::Connecting(connecting) => Some(&mut connecting.plan),
+            _ => None,
+        }
+    }
+
+    /// Where a `Connecting` pair's attempts go from now on.
+    pub(crate) fn set_plan(&mut self, next: Plan) {
+        if let Some(plan) = self.plan_mut() {
+            *plan = next;
+        }
+    }
+
+    /// Closes the upstream socket of a failed attempt (which also removes it from epoll) and hands back
+    /// the lease it held, for `session::connect` to give back.
+    pub(crate) fn drop_upstream(&mut self) -> Option<Lease> {
+        match &mut self.stage {
+            Stage::Connecting(connecting) => {
+                connecting.socket = None;
+                connecting.lease.take()
+            }
+            _ => None,
+        }
+    }
+
+    /// The lease a closing pair holds, for `session::connect` to give back.
+    pub(crate) fn take_lease(&mut self) -> Option<Lease> {
+        match &mut self.stage {
+            Stage::Connecting(connecting) => connecting.lease.take(),
+            Stage::Established(established) => established.lease.take(),
+            Stage::Greeting(_) | Stage::Refusing(_) => None,
+        }
+    }
+
+    /// The upstream socket, if the pair has one.
+    pub fn upstream(&self) -> Option<&S> {
+        match &self.stage {
+            Stage::Connecting(connecting) => connecting.socket.as_ref(),
+            Stage::Established(established) => Some(&established.socket),
+            Stage::Greeting(_) | Stage::Refusing(_) => None,
+        }
+    }
+
+    /// The one way a pair changes phase; returns the stage it leaves, whose data the caller may take.
+    pub(super) fn set_stage(&mut self, next: Stage<S>) -> Stage<S> {
+        trace!("conn={} {:?} => {:?}", self.id, self.phase(), next.phase());
+        debug_assert!(
+            self.stage.lease().is_none() || matches!(next, Stage::Established(_)),
+            "a lease is handed over or given back, never dropped with its stage"
+        );
+        std::mem::replace(&mut self.stage, next)
+    }
+
+    /// The connect completed (and `session::connect` has told the route): forward.
+    pub(crate) fn establish(
+        &mut self,
+        shared: &mut Shared<'_>,
+        budget: usize,
+        now: Instant,
+    ) -> Outcome {
+        let Stage::Connecting(connecting) = &mut self.stage else {
+            return self.run(shared, budget, now);
+        };
+        let Some(socket) = connecting.socket.take() else {
+            return Outcome::Open;
+        };
+        let lease = connecting.lease.take();
+        shared.metrics.connects_ok += 1;
+        self.set_stage(Stage::Established(Established { socket, lease }));
+        // The connect completed with an edge we just consumed; the socket is writable.
+        self.upstream_ready.writable = true;
+        self.run(shared, budget, now)
+    }
+
+    /// Marks the upstream as an already established `--prewarm` connection: the pair starts
+    /// `Established`, with both upstream readiness bits set so the first run finds out for itself what
+    /// the socket holds (a greeting the upstream already sent, say).
+    pub fn with_warm_upstream(mut self) -> Pair<S> {
+        if let Stage::Connecting(connecting) = &mut self.stage {
+            if let Some(socket) = connecting.socket.take() {
+                let lease = connecting.lease.take();
+                self.set_stage(Stage::Established(Established { socket, lease }));
+            }
+        }
+        self.upstream_ready = Readiness {
+            readable: true,
+            writable: true,
+            read_closed: false,
+            failed: false,
+        };
+        self
+    }
+}
