@@ -411,6 +411,37 @@ mod tests {
     }
 
     #[test]
+    fn test_udp_routes() {
+        let config = accepts("[[route]]\nlisten = \"udp://127.0.0.1:53\"\nupstreams = [\"udp://127.0.0.1:5353\"]\nudp_idle_timeout = \"5s\"\nudp_max_sessions = 9\n\n[[route]]\nlisten = \"127.0.0.1:53\"\nupstreams = [\"127.0.0.1:5353\"]\n");
+        let udp = &config.routes[0];
+        assert_eq!(udp.protocol, crate::config::Protocol::Udp);
+        assert_eq!(
+            udp.upstreams[0].addrs,
+            Ok(vec!["127.0.0.1:5353".parse().expect("addr")])
+        );
+        assert_eq!(
+            (udp.udp_idle_timeout, udp.udp_max_sessions),
+            (Duration::from_secs(5), 9)
+        );
+        assert_eq!(config.routes[1].protocol, crate::config::Protocol::Tcp);
+        rejects(
+            "[[route]]\nlisten = \"udp://127.0.0.1:53\"\nupstreams = [\"127.0.0.1:53\"]\n",
+            "test.toml:3: route[0].upstreams: upstream '127.0.0.1:53' is tcp but the route listens on udp://127.0.0.1:53 (udp)",
+            &[],
+        );
+        rejects(
+            "[[route]]\nlisten = [\"udp://127.0.0.1:53\", \"127.0.0.1:54\"]\nupstreams = [\"udp://127.0.0.1:53\"]\n",
+            "test.toml:2: route[0].listen: '127.0.0.1:54' mixes udp and tcp",
+            &[],
+        );
+        rejects(
+            "[[route]]\nlisten = \"udp://127.0.0.1:53\"\nupstreams = [\"udp://127.0.0.1:53\"]\nhealth_interval = \"1s\"\n",
+            "test.toml:3: route[0].upstreams: udp route udp://127.0.0.1:53 cannot take",
+            &["health_interval"],
+        );
+    }
+
+    #[test]
     fn test_no_upstream_is_rejected() {
         rejects(
             "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = []\n",
