@@ -20,8 +20,8 @@ use common::{sample, scrape, wait_until, Forwarder};
 /// How long a reply may take before the test calls it lost (generous: the machine is shared).
 const REPLY_WAIT: Duration = Duration::from_secs(3);
 
-/// What an upstream answers to a datagram.
-type Answer = fn(&[u8]) -> Vec<u8>;
+/// What an upstream answers to a datagram, if anything.
+type Answer = fn(&[u8]) -> Option<Vec<u8>>;
 
 /// A UDP upstream on loopback that answers every datagram to its sender, and notes who sent it.
 struct UdpUpstream {
@@ -33,7 +33,12 @@ struct UdpUpstream {
 
 impl UdpUpstream {
     fn echo(ip: &str) -> UdpUpstream {
-        UdpUpstream::answering(ip, |datagram| datagram.to_vec())
+        UdpUpstream::answering(ip, |datagram| Some(datagram.to_vec()))
+    }
+
+    /// Reads and never answers.
+    fn silent(ip: &str) -> UdpUpstream {
+        UdpUpstream::answering(ip, |_| None)
     }
 
     fn answering(ip: &str, answer: Answer) -> UdpUpstream {
@@ -50,7 +55,9 @@ impl UdpUpstream {
             while !flag.load(Ordering::Relaxed) {
                 if let Ok((len, from)) = socket.recv_from(&mut buf) {
                     seen.lock().expect("senders").push(from);
-                    let _ = socket.send_to(&answer(&buf[..len]), from);
+                    if let Some(reply) = answer(&buf[..len]) {
+                        let _ = socket.send_to(&reply, from);
+                    }
                 }
             }
         });
@@ -262,6 +269,28 @@ fn test_busy_session_does_not_expire() {
     assert_eq!(metric(&fwd, "edgefwd_udp_sessions_created_total"), 1);
 }
 
+/// Traffic one way is traffic: a client whose upstream never answers keeps its session while it sends.
+#[test]
+fn test_one_way_traffic_keeps_a_session() {
+    let upstream = UdpUpstream::silent("127.0.0.1");
+    let fwd = udp_forwarder(
+        "udp://127.0.0.1:0",
+        &[upstream.arg()],
+        &["--udp-idle-timeout", "1s"],
+    );
+    let socket = client("127.0.0.1");
+    let end = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < end {
+        socket
+            .send_to(b"fire and forget", fwd.addr())
+            .expect("send");
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(metric(&fwd, "edgefwd_udp_sessions_created_total"), 1);
+    assert_eq!(metric(&fwd, "edgefwd_udp_sessions_expired_total"), 0);
+    expect_metric(&fwd, "edgefwd_udp_sessions_expired_total", 1);
+}
+
 /// At `--udp-max-sessions` a new client evicts the least recently used session, counted.
 #[test]
 fn test_full_table_evicts_the_least_recently_used() {
@@ -353,9 +382,9 @@ fn test_mixed_protocols_are_refused() {
 }
 
 /// A minimal DNS server: the question copied back, with one A record, 127.0.0.7.
-fn dns_answer(query: &[u8]) -> Vec<u8> {
+fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
     if query.len() < 12 {
-        return Vec::new();
+        return None;
     }
     let mut end = 12;
     while end < query.len() && query[end] != 0 {
@@ -367,7 +396,7 @@ fn dns_answer(query: &[u8]) -> Vec<u8> {
     reply.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
     reply.extend_from_slice(&query[12..question_end]);
     reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 7]);
-    reply
+    Some(reply)
 }
 
 /// `dig`, a real DNS client, through edgefwd to a local DNS server.
