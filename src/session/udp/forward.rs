@@ -8,7 +8,8 @@
 //! client's next datagram.
 //!
 //! Every socket is registered once, edge-triggered, for reads only: a UDP send never waits for room,
-//! it drops. So a run reads until WouldBlock, at most [`DATAGRAM_BUDGET`] datagrams per wakeup (then the
+//! it drops. So a run reads until WouldBlock (or a batch shorter than asked for, which proves the queue
+//! was emptied: a datagram arriving later raises a new edge), at most [`DATAGRAM_BUDGET`] datagrams per wakeup (then the
 //! reactor queues it to go on later, like a pair that used up its byte budget, so one flood cannot
 //! starve the other sockets), and every datagram it cannot send at once (the socket would block) is
 //! dropped and counted: UDP semantics, and memory that never grows with load.
@@ -174,6 +175,11 @@ impl UdpRoute {
                 Ok(count) => {
                     self.forward_batch(count, io);
                     moved += count;
+                    if count < BATCH {
+                        // A short batch emptied the queue: a datagram that arrives from now on
+                        // brings a new edge, so the read that would say WouldBlock is saved.
+                        return Run::Drained;
+                    }
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Run::Drained,
@@ -205,6 +211,9 @@ impl UdpRoute {
                     self.table.touch(slot, io.now);
                     self.route.connect_succeeded(endpoint, io.now);
                     self.reply(client, count, io.metrics);
+                    if count < BATCH {
+                        return Run::Drained; // as for the client side: the queue was emptied
+                    }
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Run::Drained,
