@@ -120,7 +120,7 @@ fn exchange(socket: &UdpSocket, to: SocketAddr, datagram: &[u8]) -> Vec<u8> {
     panic!("no reply to a {}-byte datagram", datagram.len());
 }
 
-/// Datagram `seq` of client `id`: its length varies (0 included) and every byte says whose it is.
+/// Datagram `seq` of client `id`: its length varies (8 to 1,507 bytes) and every byte says whose it is.
 fn datagram(id: u32, seq: u32) -> Vec<u8> {
     let len = ((id * 131 + seq * 977) % 1500) as usize;
     let mut data: Vec<u8> = Vec::with_capacity(len + 8);
@@ -145,7 +145,7 @@ fn expect_metric(fwd: &Forwarder, name: &str, want: u64) {
 }
 
 /// Many clients at once, each its own session: every datagram comes back whole (same length, same
-/// bytes, an empty one included), and the upstream saw one socket per client.
+/// bytes), and the upstream saw one socket per client.
 #[test]
 fn test_datagrams_are_byte_exact_both_ways_for_many_clients() {
     let upstream = UdpUpstream::echo("127.0.0.1");
