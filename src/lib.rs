@@ -32,7 +32,7 @@
 // public item's doc may link a private one, whose page exists.
 #![allow(rustdoc::private_intra_doc_links)]
 
-pub mod close;
+pub(crate) mod close;
 pub mod config;
 pub mod datapath;
 #[cfg(test)]
@@ -40,9 +40,9 @@ mod fuzz;
 pub mod observe;
 pub mod reactor;
 pub mod service;
-pub mod session;
-pub mod throttle;
-pub mod token;
+pub(crate) mod session;
+pub(crate) mod throttle;
+pub(crate) mod token;
 pub mod upstream;
-pub mod way;
+pub(crate) mod way;
 pub mod wire;

@@ -5,14 +5,14 @@ use std::time::{Duration, Instant};
 
 /// Lets one message through per `interval` and counts the ones it held back.
 #[derive(Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     interval: Duration,
     last: Option<Instant>,
     suppressed: u64,
 }
 
 impl Throttle {
-    pub fn new(interval: Duration) -> Throttle {
+    pub(crate) fn new(interval: Duration) -> Throttle {
         Throttle {
             interval,
             last: None,
@@ -21,7 +21,7 @@ impl Throttle {
     }
 
     /// `Some(n)` when a message may be logged now, `n` being how many were held back since the last one.
-    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn allow(&mut self, now: Instant) -> Option<u64> {
         match self.last {
             Some(last) if now.duration_since(last) < self.interval => {
                 self.suppressed += 1;

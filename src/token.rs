@@ -13,21 +13,21 @@
 use mio::Token;
 
 /// The signal pipe's token.
-pub const SIGNALS: Token = Token(usize::MAX - 1);
+pub(crate) const SIGNALS: Token = Token(usize::MAX - 1);
 /// The `--metrics` listener's token.
-pub const METRICS: Token = Token(usize::MAX - 2);
+pub(crate) const METRICS: Token = Token(usize::MAX - 2);
 /// The resolver thread's waker.
-pub const WAKER: Token = Token(usize::MAX - 3);
+pub(crate) const WAKER: Token = Token(usize::MAX - 3);
 /// Most metrics scrapes served at once.
-pub const MAX_SCRAPES: usize = 64;
+pub(crate) const MAX_SCRAPES: usize = 64;
 /// Most health probes in flight at once.
-pub const MAX_PROBES: usize = 4096;
+pub(crate) const MAX_PROBES: usize = 4096;
 /// Most routes alive at once, draining ones included.
-pub const MAX_ROUTES: usize = 1024;
+pub(crate) const MAX_ROUTES: usize = 1024;
 /// Most listeners per route.
-pub const MAX_LISTENERS: usize = 16;
+pub(crate) const MAX_LISTENERS: usize = 16;
 /// Most `--prewarm` connections, all routes together.
-pub const MAX_WARM: usize = 1024;
+pub(crate) const MAX_WARM: usize = 1024;
 
 /// Which socket of a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub enum Side {
 
 impl Side {
     /// The other socket.
-    pub fn other(self) -> Side {
+    pub(crate) fn other(self) -> Side {
         match self {
             Side::Client => Side::Upstream,
             Side::Upstream => Side::Client,
@@ -49,13 +49,13 @@ impl Side {
 /// Bits of a token given to the generation; the rest (less one side bit) address the slot.
 const GENERATION_BITS: u32 = usize::BITS / 2;
 /// Mask applied to generations so they fit their field.
-pub const GENERATION_MASK: u32 = if GENERATION_BITS >= 32 {
+pub(crate) const GENERATION_MASK: u32 = if GENERATION_BITS >= 32 {
     u32::MAX
 } else {
     (1u32 << GENERATION_BITS) - 1
 };
 /// Largest slab slot a token can address.
-pub const MAX_SLOT: usize = (1usize << (usize::BITS - GENERATION_BITS - 1)) - 1;
+pub(crate) const MAX_SLOT: usize = (1usize << (usize::BITS - GENERATION_BITS - 1)) - 1;
 /// Lowest reserved token. Pair generations never reach `GENERATION_MASK` (the reactor wraps below it),
 /// so every pair token is smaller than this. Above it: scrapes, then probes, then listeners, laid out so
 /// the whole range fits the 2^16 reserved values a 32-bit `usize` leaves.
@@ -72,7 +72,7 @@ const _: () = assert!(RESERVED_END < (1 << 16) - 4);
 
 /// What a token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner {
+pub(crate) enum Owner {
     /// Listener `index` of the route in slab slot `route`.
     Listener {
         route: usize,
@@ -98,7 +98,7 @@ pub enum Owner {
 
 impl Owner {
     /// Decodes any token the reactor registered.
-    pub fn of(token: Token) -> Owner {
+    pub(crate) fn of(token: Token) -> Owner {
         match token {
             SIGNALS => Owner::Signals,
             METRICS => Owner::Metrics,
@@ -126,7 +126,7 @@ impl Owner {
 
 /// The token of listener `index` (below [`MAX_LISTENERS`]) of the route in slot `route` (below
 /// [`MAX_ROUTES`]).
-pub fn listener_token(route: usize, index: usize) -> Token {
+pub(crate) fn listener_token(route: usize, index: usize) -> Token {
     debug_assert!(route < MAX_ROUTES && index < MAX_LISTENERS);
     Token(RESERVED_FLOOR + LISTENER_BASE + route * MAX_LISTENERS + index)
 }
@@ -155,34 +155,34 @@ pub fn udp_token(route: usize, session: Option<usize>) -> Token {
 }
 
 /// The token of health probe `slot` (below [`MAX_PROBES`]).
-pub fn probe_token(slot: usize) -> Token {
+pub(crate) fn probe_token(slot: usize) -> Token {
     debug_assert!(slot < MAX_PROBES);
     Token(RESERVED_FLOOR + PROBE_BASE + slot)
 }
 
 /// The token of warm connection `slot` (below [`MAX_WARM`]).
-pub fn warm_token(slot: usize) -> Token {
+pub(crate) fn warm_token(slot: usize) -> Token {
     debug_assert!(slot < MAX_WARM);
     Token(RESERVED_FLOOR + WARM_BASE + slot)
 }
 
 /// The token of metrics scrape connection `slot` (below [`MAX_SCRAPES`]).
-pub fn scrape_token(slot: usize) -> Token {
+pub(crate) fn scrape_token(slot: usize) -> Token {
     debug_assert!(slot < MAX_SCRAPES);
     Token(RESERVED_FLOOR + slot)
 }
 
 /// The decoded form of a pair's token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PairToken {
-    pub slot: usize,
-    pub side: Side,
-    pub generation: u32,
+pub(crate) struct PairToken {
+    pub(crate) slot: usize,
+    pub(crate) side: Side,
+    pub(crate) generation: u32,
 }
 
 impl PairToken {
     /// Packs `generation | slot | side` into a token.
-    pub fn encode(self) -> Token {
+    pub(crate) fn encode(self) -> Token {
         debug_assert!(self.slot <= MAX_SLOT);
         let side = match self.side {
             Side::Client => 0,

@@ -12,11 +12,11 @@
 //!   reactor (docs/sockmap.md says why).
 
 pub mod budget;
-pub mod net;
-pub mod pump;
+pub(crate) mod net;
+pub(crate) mod pump;
 pub(crate) mod readiness;
 pub(crate) mod ring;
 #[cfg(target_os = "linux")]
 pub mod sockmap;
 pub(crate) mod splice;
-pub mod stream;
+pub(crate) mod stream;

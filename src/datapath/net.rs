@@ -12,9 +12,9 @@ use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
 /// Per-socket options applied to both sides of every pair.
 #[derive(Debug, Clone, Copy)]
-pub struct StreamOptions {
-    pub nodelay: bool,
-    pub keepalive: Option<Duration>,
+pub(crate) struct StreamOptions {
+    pub(crate) nodelay: bool,
+    pub(crate) keepalive: Option<Duration>,
 }
 
 /// A non-blocking, close-on-exec TCP socket for `addr`'s family: one socket(2) call where the flags can
@@ -43,7 +43,11 @@ fn stream_socket(addr: SocketAddr) -> io::Result<Socket> {
 /// second edgefwd on the address would bind it too and silently take a share of the clients. Without
 /// it that second bind fails with EADDRINUSE. `--threads` reactors share one socket instead
 /// ([`share_listener`]).
-pub fn bind_listener(addr: SocketAddr, backlog: i32, nodelay: bool) -> io::Result<TcpListener> {
+pub(crate) fn bind_listener(
+    addr: SocketAddr,
+    backlog: i32,
+    nodelay: bool,
+) -> io::Result<TcpListener> {
     let socket = stream_socket(addr)?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
@@ -59,7 +63,7 @@ pub fn bind_listener(addr: SocketAddr, backlog: i32, nodelay: bool) -> io::Resul
 /// calls accept(2) first. The socket stays listening until the last descriptor is closed, and an
 /// epoll registration outlives the close of its descriptor while another one keeps the socket open,
 /// so a reactor deregisters a shared listener before dropping it.
-pub fn share_listener(listener: &TcpListener) -> io::Result<TcpListener> {
+pub(crate) fn share_listener(listener: &TcpListener) -> io::Result<TcpListener> {
     let socket = SockRef::from(listener).try_clone()?;
     Ok(TcpListener::from_std(socket.into()))
 }
@@ -67,7 +71,7 @@ pub fn share_listener(listener: &TcpListener) -> io::Result<TcpListener> {
 /// Starts a non-blocking connect. `Ok` means the connect is in progress (or, rarely, done); completion is
 /// reported by a writable or error event, and settled by the event alone where it can be
 /// ([`crate::datapath::readiness::Event::proves_connected`]), by [`connect_result`] otherwise.
-pub fn start_connect(addr: SocketAddr, options: StreamOptions) -> io::Result<TcpStream> {
+pub(crate) fn start_connect(addr: SocketAddr, options: StreamOptions) -> io::Result<TcpStream> {
     let socket = stream_socket(addr)?;
     apply_options(&SockRef::from(&socket), options)?;
     match socket.connect(&addr.into()) {
@@ -104,7 +108,7 @@ const ACCEPT_INHERITS_NODELAY: bool = cfg!(any(target_os = "linux", target_os = 
 /// elsewhere; see [`apply_accepted_options`]). `bind_listener` sets it before listen(2); a reload sets
 /// it again on a listener it hands to another route: connections completed after that get the new
 /// setting, those already waiting in the backlog keep the old one.
-pub fn pass_nodelay_on(listener: &SockRef<'_>, nodelay: bool) -> io::Result<()> {
+pub(crate) fn pass_nodelay_on(listener: &SockRef<'_>, nodelay: bool) -> io::Result<()> {
     if ACCEPT_INHERITS_NODELAY {
         listener.set_tcp_nodelay(nodelay)?;
     }
@@ -112,7 +116,10 @@ pub fn pass_nodelay_on(listener: &SockRef<'_>, nodelay: bool) -> io::Result<()> 
 }
 
 /// Applies TCP_NODELAY (unless the listener passed it on) and keepalive to an accepted socket.
-pub fn apply_accepted_options(socket: &SockRef<'_>, options: StreamOptions) -> io::Result<()> {
+pub(crate) fn apply_accepted_options(
+    socket: &SockRef<'_>,
+    options: StreamOptions,
+) -> io::Result<()> {
     if options.nodelay && !ACCEPT_INHERITS_NODELAY {
         socket.set_tcp_nodelay(true)?;
     }
@@ -123,7 +130,7 @@ pub fn apply_accepted_options(socket: &SockRef<'_>, options: StreamOptions) -> i
 /// general (a failed connect is writable too, with its error); `peer_addr` succeeding is what proves
 /// the connection, and `take_error` tells a failed connect from one still in progress.
 #[derive(Debug)]
-pub enum ConnectState {
+pub(crate) enum ConnectState {
     Pending,
     Connected,
     Failed(io::Error),
@@ -135,7 +142,7 @@ pub enum ConnectState {
 /// less per connection). A socket still in SYN_SENT and one whose connect failed both answer ENOTCONN
 /// (EINVAL on macOS once a failed socket is shut down both ways); only then does `take_error` tell
 /// them apart, and name the failure (ECONNREFUSED, ...).
-pub fn connect_result(stream: &TcpStream) -> ConnectState {
+pub(crate) fn connect_result(stream: &TcpStream) -> ConnectState {
     let einval = match stream.peer_addr() {
         Ok(_) => return ConnectState::Connected,
         Err(err) if err.kind() == io::ErrorKind::NotConnected => None,
@@ -151,14 +158,14 @@ pub fn connect_result(stream: &TcpStream) -> ConnectState {
 }
 
 /// Makes the next close send RST instead of FIN: the peer must see an abort, not a clean end of stream.
-pub fn set_reset_on_close(stream: &TcpStream) {
+pub(crate) fn set_reset_on_close(stream: &TcpStream) {
     // Failure only means the socket is already dead, in which case the close is an abort anyway.
     let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
 /// An I/O result reduced to the cases a pump treats differently (sozu's `SocketResult`).
 #[derive(Debug)]
-pub enum IoOutcome {
+pub(super) enum IoOutcome {
     /// Bytes moved.
     Done(usize),
     /// Read returned 0: the peer sent FIN.
@@ -168,7 +175,7 @@ pub enum IoOutcome {
     /// A signal interrupted the call; try again.
     Interrupted,
     /// The connection is broken (reset, EPIPE, ...).
-    Failed(io::Error),
+    Failed,
 }
 
 impl From<io::Result<usize>> for IoOutcome {
@@ -178,13 +185,13 @@ impl From<io::Result<usize>> for IoOutcome {
             Ok(n) => IoOutcome::Done(n),
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => IoOutcome::WouldBlock,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => IoOutcome::Interrupted,
-            Err(err) => IoOutcome::Failed(err),
+            Err(_) => IoOutcome::Failed,
         }
     }
 }
 
 /// True for the accept errors that mean "out of descriptors or memory": back off instead of spinning.
-pub fn is_resource_exhaustion(err: &io::Error) -> bool {
+pub(crate) fn is_resource_exhaustion(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
@@ -207,7 +214,7 @@ mod tests {
             IoOutcome::WouldBlock
         ));
         let reset = io::Error::from(io::ErrorKind::ConnectionReset);
-        assert!(matches!(IoOutcome::from(Err(reset)), IoOutcome::Failed(_)));
+        assert!(matches!(IoOutcome::from(Err(reset)), IoOutcome::Failed));
     }
 
     #[test]

@@ -21,16 +21,16 @@ use mio::net::TcpStream;
 use crate::datapath::net::{self, ConnectState};
 
 #[cfg(test)]
-pub mod script;
+pub(crate) mod script;
 
 /// A connected, non-blocking byte stream whose write half can be shut down (TCP; Unix sockets in tests).
 /// `AsRawFd` is for splicing only: a stream that is not a kernel socket never meets a splicing direction.
-pub trait Stream: Read + Write + AsRawFd {
+pub(crate) trait Stream: Read + Write + AsRawFd {
     fn shutdown_write(&self) -> io::Result<()>;
 }
 
 /// A [`Stream`] that is one end of a TCP connection, as a pair sees it.
-pub trait Socket: Stream {
+pub(crate) trait Socket: Stream {
     /// Reads without consuming (`MSG_PEEK`): `Ok(0)` is a FIN with nothing before it.
     fn peek(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// Where a connect started on this socket stands ([`net::connect_result`]).

@@ -54,7 +54,7 @@ impl Reactor {
 
     /// Accepts until WouldBlock, the route's connection limit, the fd budget, fd exhaustion or the
     /// per-turn cap. Each client is accepted with a budget slot in hand, which its pair keeps.
-    pub(super) fn accept_from(&mut self, route: usize, index: usize) {
+    fn accept_from(&mut self, route: usize, index: usize) {
         for _ in 0..ACCEPT_BUDGET {
             if !self.can_accept(route, index) {
                 self.note_limit(route);
@@ -87,7 +87,7 @@ impl Reactor {
         }
     }
 
-    pub(super) fn can_accept(&self, route: usize, index: usize) -> bool {
+    fn can_accept(&self, route: usize, index: usize) -> bool {
         self.accept_paused_until.is_none()
             && self.routes.get(route).is_some_and(|route| {
                 route.below_limit()
@@ -100,7 +100,7 @@ impl Reactor {
 
     /// A slot of the fd budget for a new pair. When none is free and this reactor holds spare pipes, they
     /// are closed and the slot taken from what they gave back.
-    pub(super) fn take_pair_slot(&mut self) -> Option<Slot> {
+    fn take_pair_slot(&mut self) -> Option<Slot> {
         self.siblings.budget.take_for_pair().or_else(|| {
             self.shed_spare_pipes();
             self.siblings.budget.take_for_pair()
@@ -110,7 +110,7 @@ impl Reactor {
     /// Accepting stopped at the process's fd budget with a listener of route `key` still ready: its
     /// clients wait in the backlog. A pair or pipe closing in this reactor frees a slot that the same
     /// turn's accept phase uses; one freed by another reactor is found by looking again shortly.
-    pub(super) fn note_budget_full(&mut self, key: usize) {
+    fn note_budget_full(&mut self, key: usize) {
         if self.config.threads > 1 && self.budget_retry_at.is_none() {
             self.budget_retry_at = Some(self.now + budget::SHARED_RETRY);
         }
@@ -129,7 +129,7 @@ impl Reactor {
     }
 
     /// Counts a route's stop at its `max_connections` once, when it starts.
-    pub(super) fn note_limit(&mut self, key: usize) {
+    fn note_limit(&mut self, key: usize) {
         let Some(route) = self.routes.get_mut(key) else {
             return;
         };
@@ -167,7 +167,7 @@ impl Reactor {
     /// Accepts queued scrapes, unless accepting is paused: the metrics listener runs out of fds like any
     /// other, and then waits out the same pause (its edge kept) instead of spinning or losing the scrape.
     /// Errors of its own it waits out alone (`MetricsServer::accept`).
-    pub(super) fn accept_scrapes(&mut self) {
+    fn accept_scrapes(&mut self) {
         if self.accept_paused_until.is_some() {
             return;
         }

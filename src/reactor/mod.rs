@@ -71,11 +71,11 @@ mod lookups;
 mod probes;
 mod reload;
 mod report;
-pub mod scrape;
+pub(crate) mod scrape;
 mod shutdown;
 mod systemd;
 mod teardown;
-pub mod timer;
+pub(crate) mod timer;
 mod udp;
 pub mod worker;
 
@@ -111,13 +111,6 @@ pub struct Siblings {
     pub followers: Arc<Mutex<Vec<Inbox>>>,
     /// The process's fd budget, shared by every reactor's pairs and pipes; unlimited by default.
     pub budget: FdBudget,
-}
-
-impl Siblings {
-    /// The only reactor of the process.
-    pub fn alone() -> Siblings {
-        Siblings::default()
-    }
 }
 
 /// The single-threaded forwarder.

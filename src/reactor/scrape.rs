@@ -22,11 +22,11 @@ use crate::throttle::Throttle;
 use crate::token::{self, MAX_SCRAPES};
 
 /// A scrape older than this is closed when the next one arrives.
-pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `--metrics` listener and the scrapes in progress.
 #[derive(Debug)]
-pub struct MetricsServer {
+pub(super) struct MetricsServer {
     listener: TcpListener,
     /// An edge arrived that no accept has drained yet.
     ready: bool,
@@ -42,7 +42,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 impl MetricsServer {
     /// Binds and registers the metrics listener.
-    pub fn bind(addr: SocketAddr, registry: &Registry) -> io::Result<MetricsServer> {
+    pub(super) fn bind(addr: SocketAddr, registry: &Registry) -> io::Result<MetricsServer> {
         let mut listener = net::bind_listener(addr, 128, false)?;
         registry.register(&mut listener, token::METRICS, Interest::READABLE)?;
         Ok(MetricsServer {
@@ -54,22 +54,22 @@ impl MetricsServer {
         })
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
     /// An edge arrived that no accept has drained yet, and no retry wait is running.
-    pub fn is_ready(&self, now: Instant) -> bool {
+    pub(super) fn is_ready(&self, now: Instant) -> bool {
         self.ready && self.retry_at.is_none_or(|at| at <= now)
     }
 
     /// When a queued connection is to be accepted again after an error, for the poll timeout.
-    pub fn retry_deadline(&self) -> Option<Instant> {
+    pub(super) fn retry_deadline(&self) -> Option<Instant> {
         self.retry_at.filter(|_| self.ready)
     }
 
     /// Notes the listener's edge; the accepts happen after the event batch, in [`accept`](Self::accept).
-    pub fn on_listener_event(&mut self) {
+    pub(super) fn on_listener_event(&mut self) {
         self.ready = true;
     }
 
@@ -82,7 +82,7 @@ impl MetricsServer {
     /// pauses every accept. Any other error makes this listener alone wait `ACCEPT_RETRY` (100 ms), so a
     /// fault of the metrics endpoint never stops forwarding. A connection reset while queued
     /// (ECONNABORTED) is skipped, as on the routes.
-    pub fn accept(&mut self, registry: &Registry, now: Instant) -> Option<io::Error> {
+    pub(super) fn accept(&mut self, registry: &Registry, now: Instant) -> Option<io::Error> {
         if !self.is_ready(now) {
             return None;
         }
@@ -148,7 +148,7 @@ impl MetricsServer {
     }
 
     /// Advances scrape `slot` after an event, and closes it when it is finished.
-    pub fn on_scrape_event(&mut self, slot: usize, render: impl FnOnce() -> String) {
+    pub(super) fn on_scrape_event(&mut self, slot: usize, render: impl FnOnce() -> String) {
         let Some(scrape) = self.scrapes.get_mut(slot) else {
             return; // closed earlier in this batch
         };
@@ -159,13 +159,13 @@ impl MetricsServer {
 }
 
 /// Largest request head accepted.
-pub const MAX_REQUEST: usize = 8 * 1024;
+const MAX_REQUEST: usize = 8 * 1024;
 
 /// A scrape connection.
 #[derive(Debug)]
-pub struct Scrape {
-    pub stream: TcpStream,
-    pub accepted: Instant,
+struct Scrape {
+    stream: TcpStream,
+    accepted: Instant,
     request: Vec<u8>,
     /// The response, once the request head is complete.
     response: Option<Vec<u8>>,
@@ -181,7 +181,7 @@ const MAX_DISCARD: usize = 64 * 1024;
 
 /// Where an exchange stands after an event.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Progress {
+enum Progress {
     /// Waiting for more of the request or for room to write.
     Pending,
     /// Response written, or the client went away: close.
@@ -189,7 +189,7 @@ pub enum Progress {
 }
 
 impl Scrape {
-    pub fn new(stream: TcpStream, accepted: Instant) -> Scrape {
+    fn new(stream: TcpStream, accepted: Instant) -> Scrape {
         Scrape {
             stream,
             accepted,
@@ -202,7 +202,7 @@ impl Scrape {
     }
 
     /// Advances the exchange; `render` produces the metrics body when a `GET /metrics` is complete.
-    pub fn advance(&mut self, render: impl FnOnce() -> String) -> Progress {
+    fn advance(&mut self, render: impl FnOnce() -> String) -> Progress {
         if self.response.is_none() {
             match self.read_request() {
                 Ok(true) => self.response = Some(respond(&self.request, render)),

@@ -60,7 +60,7 @@ impl Reactor {
     }
 
     /// Stops accepting (closing the listeners refuses new clients) and lets live pairs finish.
-    pub(super) fn begin_shutdown(&mut self, signal: &str) {
+    fn begin_shutdown(&mut self, signal: &str) {
         let registry = self.poll.registry();
         for (_, route) in self.routes.iter_mut() {
             for mut listener in route.listeners.drain(..) {

@@ -23,7 +23,7 @@ impl Reactor {
     /// Info, not warning: the fault is the client's (or a scanner's), not the operator's to fix; and
     /// rate-limited, because a hostile client can open thousands of such connections a second and must
     /// not turn the log into the bottleneck. The counter has every one of them.
-    pub(super) fn proxy_header_rejected(&mut self, pair: &Pair, reason: Reason) {
+    fn proxy_header_rejected(&mut self, pair: &Pair, reason: Reason) {
         self.metrics.proxy_header_rejects[reason] += 1;
         if let Some(held_back) = self.proxy_header_log.allow(self.now) {
             let more = match held_back {
@@ -113,7 +113,7 @@ impl Reactor {
     /// resident after they have all closed. When the last pair goes, a large slab is handed back to the
     /// allocator, so RSS returns to where it started. Keys restart from 0, which tokens survive: each
     /// carries its pair's generation, not only the slot.
-    pub(super) fn release_pair_slots(&mut self) {
+    fn release_pair_slots(&mut self) {
         if self.pairs.capacity() > PAIR_SLOTS_KEPT {
             self.pairs = Slab::with_capacity(PAIR_SLOTS_KEPT);
         }

@@ -13,53 +13,55 @@ use std::time::Instant;
 
 /// One armed deadline: when, and which pair (slot plus generation, so a reused slot is not confused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Entry {
-    pub at: Instant,
-    pub slot: usize,
-    pub generation: u32,
+pub(super) struct Entry {
+    pub(super) at: Instant,
+    pub(super) slot: usize,
+    pub(super) generation: u32,
 }
 
 /// Deadlines, earliest first.
 #[derive(Debug, Default)]
-pub struct Timers {
+pub(super) struct Timers {
     set: BTreeSet<Entry>,
 }
 
 impl Timers {
-    pub fn new() -> Timers {
+    pub(super) fn new() -> Timers {
         Timers::default()
     }
 
     /// Arms a deadline.
-    pub fn push(&mut self, entry: Entry) {
+    pub(super) fn push(&mut self, entry: Entry) {
         self.set.insert(entry);
     }
 
     /// Disarms a deadline armed earlier.
-    pub fn cancel(&mut self, entry: &Entry) {
+    pub(super) fn cancel(&mut self, entry: &Entry) {
         self.set.remove(entry);
     }
 
     /// The earliest armed deadline.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.set.first().map(|entry| entry.at)
     }
 
     /// Removes and returns one entry due at `now`, earliest first.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Entry> {
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<Entry> {
         match self.set.first() {
             Some(entry) if entry.at <= now => self.set.pop_first(),
             _ => None,
         }
     }
 
-    /// Entries armed (for tests and metrics).
-    pub fn len(&self) -> usize {
+    /// Entries armed.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.set.len()
     }
 
-    /// True when no deadline is armed: the reactor may block without a timeout.
-    pub fn is_empty(&self) -> bool {
+    /// True when no deadline is armed.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.set.is_empty()
     }
 }

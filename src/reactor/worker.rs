@@ -36,10 +36,10 @@ use crate::config::file::{self, Defaults, FileError};
 use crate::config::{Addresses, Config};
 
 /// Threads resolving CONNECT destinations, so that one slow name does not hold up the others.
-pub const LOOKUP_THREADS: usize = 4;
+const LOOKUP_THREADS: usize = 4;
 
 /// CONNECT destinations that may wait for a lookup thread; a client beyond them gets 502 at once.
-pub const LOOKUP_QUEUE: usize = 1024;
+const LOOKUP_QUEUE: usize = 1024;
 
 /// How long after the lookup threads failed to start they are not tried again (and warned about).
 const LOOKUP_RETRY: Duration = Duration::from_secs(10);
@@ -47,17 +47,17 @@ const LOOKUP_RETRY: Duration = Duration::from_secs(10);
 /// A CONNECT destination to resolve for the pair in slab slot `pair`, whose id is `id` (slots are
 /// reused; the id tells a stale answer, as it tells a stale token).
 #[derive(Debug)]
-pub struct Lookup {
-    pub pair: usize,
-    pub id: u32,
-    pub host_port: String,
+pub(crate) struct Lookup {
+    pub(super) pair: usize,
+    pub(super) id: u32,
+    pub(super) host_port: String,
     /// The pair's connect deadline: past it the client has had its 504, and the name is not looked up.
-    pub until: Instant,
+    pub(super) until: Instant,
 }
 
 /// Why a [`Lookup`] was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotQueued {
+pub(super) enum NotQueued {
     /// [`LOOKUP_QUEUE`] names are waiting already.
     Full,
     /// The lookup threads could not be started (or have gone).
@@ -65,7 +65,7 @@ pub enum NotQueued {
 }
 
 impl NotQueued {
-    pub fn reason(self) -> &'static str {
+    pub(super) fn reason(self) -> &'static str {
         match self {
             NotQueued::Full => "the lookup queue is full",
             NotQueued::NoThreads => "no lookup thread",
@@ -75,7 +75,7 @@ impl NotQueued {
 
 /// Work for the thread.
 #[derive(Debug)]
-pub enum Job {
+pub(super) enum Job {
     /// Re-resolve these upstreams (index, `HOST:PORT`) of the route in slab slot `route`, whose unique id
     /// is `uid` (slots are reused, ids are not).
     Resolve {
@@ -91,7 +91,7 @@ pub enum Job {
 
 /// What came back.
 #[derive(Debug)]
-pub enum Answer {
+pub(super) enum Answer {
     /// Carries the job's `epoch`: an answer to a question asked before a reload was applied may
     /// hold an address older than the reload's own, and is not used.
     Resolved {
@@ -117,7 +117,7 @@ pub enum Answer {
 /// The worker's channel ends (the resolver thread's jobs, the lookup threads' queue, the answers), as the
 /// reactor holds them, and what an [`Inbox`] is made of.
 #[derive(Debug)]
-pub struct Worker {
+pub(super) struct Worker {
     jobs: Sender<Job>,
     /// The lookup threads' queue, once the first [`Lookup`] started them.
     lookups: Option<SyncSender<Lookup>>,
@@ -137,7 +137,7 @@ pub struct Inbox {
 
 impl Inbox {
     /// Delivers an applied configuration and wakes the reactor; `false` if the reactor is gone.
-    pub fn follow(&self, config: Config, listeners: Vec<Vec<Option<TcpListener>>>) -> bool {
+    pub(super) fn follow(&self, config: Config, listeners: Vec<Vec<Option<TcpListener>>>) -> bool {
         if self
             .answers
             .send(Answer::Follow(Box::new((config, listeners))))
@@ -154,7 +154,7 @@ impl Inbox {
 
 impl Worker {
     /// Starts the thread; `waker` is rung after every answer.
-    pub fn spawn(waker: Waker) -> io::Result<Worker> {
+    pub(super) fn spawn(waker: Waker) -> io::Result<Worker> {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (answer_tx, answers) = mpsc::channel();
         let waker = Arc::new(waker);
@@ -183,7 +183,7 @@ impl Worker {
 
     /// Queues a CONNECT destination, starting the lookup threads the first time (and, if that failed,
     /// again `LOOKUP_RETRY` later, not for every client).
-    pub fn lookup(&mut self, job: Lookup) -> Result<(), NotQueued> {
+    pub(super) fn lookup(&mut self, job: Lookup) -> Result<(), NotQueued> {
         if self.lookups.is_none() {
             let now = Instant::now();
             if self
@@ -243,7 +243,7 @@ impl Worker {
     }
 
     /// Another thread's way to hand this reactor a reload (the first reactor's, to the others).
-    pub fn inbox(&self) -> Inbox {
+    pub(super) fn inbox(&self) -> Inbox {
         Inbox {
             answers: self.answer_tx.clone(),
             waker: Arc::clone(&self.waker),
@@ -252,12 +252,12 @@ impl Worker {
 
     /// Queues a job; `false` if the thread is gone (it only ends when the reactor drops this handle, or
     /// if it panicked).
-    pub fn submit(&self, job: Job) -> bool {
+    pub(super) fn submit(&self, job: Job) -> bool {
         self.jobs.send(job).is_ok()
     }
 
     /// Answers that have arrived, without waiting.
-    pub fn answers(&self) -> impl Iterator<Item = Answer> + '_ {
+    pub(super) fn answers(&self) -> impl Iterator<Item = Answer> + '_ {
         self.answers.try_iter()
     }
 }

@@ -23,7 +23,7 @@ use socket2::{Socket, Type};
 
 /// The environment variables of socket activation, unset once read so that nothing edgefwd starts
 /// takes them for its own.
-pub const VARIABLES: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+pub(super) const VARIABLES: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
 
 /// The first passed descriptor (`SD_LISTEN_FDS_START`).
 const FIRST_FD: RawFd = 3;
@@ -34,13 +34,13 @@ const UNNAMED: &str = "unknown";
 /// One socket handed over.
 #[derive(Debug)]
 pub struct Passed {
-    pub socket: TcpListener,
+    pub(crate) socket: TcpListener,
     /// Its `LISTEN_FDNAMES` entry.
-    pub name: String,
+    pub(crate) name: String,
     /// The address it is bound to.
-    pub local: SocketAddr,
+    pub(crate) local: SocketAddr,
     /// The descriptor it came as, for messages.
-    pub fd: RawFd,
+    pub(crate) fd: RawFd,
 }
 
 /// The sockets `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` (as read from the environment) hand to
@@ -48,7 +48,7 @@ pub struct Passed {
 ///
 /// Call once, before any thread starts: it takes ownership of descriptors 3.. (and the caller then
 /// unsets the variables, so no second call can take them again).
-pub fn take(
+pub(super) fn take(
     listen_pid: Option<&str>,
     listen_fds: Option<&str>,
     names: Option<&str>,
@@ -116,7 +116,7 @@ fn adopt(fd: RawFd, name: String) -> Result<Passed, String> {
 /// route (`routes`: (name, listen addresses)); `Err(i)` when socket `i` matches none. By name first,
 /// each socket at the route's address equal to its own if free, else at the route's first free one;
 /// then the others by address.
-pub fn plan(
+pub(crate) fn plan(
     passed: &[(&str, SocketAddr)],
     routes: &[(&str, &[SocketAddr])],
 ) -> Result<Vec<Vec<Option<usize>>>, usize> {

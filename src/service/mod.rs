@@ -10,8 +10,8 @@
 //! may use it): the reactor decides when to notify (`reactor/systemd.rs`) and which route a passed
 //! socket serves.
 
-pub mod activation;
-pub mod notify;
+pub(crate) mod activation;
+pub(crate) mod notify;
 
 use std::env;
 use std::time::Instant;

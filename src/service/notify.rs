@@ -24,14 +24,14 @@ use std::time::{Duration, Instant};
 use log::warn;
 
 /// Least time between two `STATUS=` updates.
-pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// At most one warning this often about datagrams that could not be sent.
 const SEND_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The environment variables of the notify protocol, unset once read (nothing edgefwd starts should
 /// speak for it).
-pub const VARIABLES: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+pub(super) const VARIABLES: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
 
 /// The manager's notify socket and what is owed to it.
 #[derive(Debug)]
@@ -50,12 +50,12 @@ pub struct Notifier {
 
 /// Why `NOTIFY_SOCKET` could not be used.
 #[derive(Debug)]
-pub struct Unusable(pub String);
+pub(super) struct Unusable(pub(super) String);
 
 impl Notifier {
     /// The notifier `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` (as read from the environment)
     /// describe for process `pid`; `Ok(None)` without `NOTIFY_SOCKET`.
-    pub fn from_vars(
+    pub(super) fn from_vars(
         socket: Option<&str>,
         watchdog_usec: Option<&str>,
         watchdog_pid: Option<&str>,
@@ -83,31 +83,31 @@ impl Notifier {
     }
 
     /// `READY=1`, with the live connections.
-    pub fn ready(&mut self, live: usize, now: Instant) {
+    pub(crate) fn ready(&mut self, live: usize, now: Instant) {
         self.send(&format!("READY=1\n{}", status_line(live)));
         self.status = Some((live, now));
         self.status_due = None;
     }
 
     /// `RELOADING=1` and the monotonic clock.
-    pub fn reloading(&mut self) {
+    pub(crate) fn reloading(&mut self) {
         self.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
     }
 
     /// `STOPPING=1`.
-    pub fn stopping(&mut self) {
+    pub(crate) fn stopping(&mut self) {
         self.send("STOPPING=1");
     }
 
     /// The next time [`Self::tend`] has something to send, if any.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         let ping = self.watchdog.map(|(next, _)| next);
         ping.into_iter().chain(self.status_due).min()
     }
 
     /// Sends what is due at `now`: the watchdog ping, and `STATUS=` if the live connections changed
     /// (or holds it back until [`STATUS_INTERVAL`] after the last one).
-    pub fn tend(&mut self, live: usize, now: Instant) {
+    pub(crate) fn tend(&mut self, live: usize, now: Instant) {
         if let Some((_, half)) = self.watchdog.filter(|(next, _)| *next <= now) {
             self.send("WATCHDOG=1");
             // From now, not from when it was due: after a stall, one ping, not a burst of late ones.

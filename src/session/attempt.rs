@@ -40,7 +40,7 @@ pub(crate) enum Plan {
 
 /// Why a connect attempt failed.
 #[derive(Debug)]
-pub(crate) enum Failed {
+pub(super) enum Failed {
     /// `socket(2)` or `connect(2)` failed at once (no route, a firewall's EPERM, no fd).
     Start(io::Error),
     /// The kernel failed it later (refused, unreachable), or its connect timeout passed: the cause the
@@ -50,7 +50,7 @@ pub(crate) enum Failed {
 
 impl Failed {
     /// What a client that gives up after this failure is counted as.
-    pub(crate) fn cause(&self) -> Cause {
+    pub(super) fn cause(&self) -> Cause {
         match self {
             Failed::Start(err) => connect_failure_cause(err),
             Failed::InFlight(cause) => *cause,
@@ -59,14 +59,14 @@ impl Failed {
 
     /// Out of fds or memory: not the endpoint's fault (its health is left alone), and any other
     /// candidate would fail the same way.
-    pub(crate) fn exhausted(&self) -> bool {
+    pub(super) fn exhausted(&self) -> bool {
         matches!(self, Failed::Start(err) if net::is_resource_exhaustion(err))
     }
 }
 
 /// What [`Plan::next`] decided.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Next {
+pub(super) enum Next {
     /// Connect to `addr`; `lease` is the route endpoint it belongs to (none for a CONNECT destination).
     Try {
         addr: SocketAddr,
@@ -77,7 +77,7 @@ pub(crate) enum Next {
 
 /// How a pair with no candidate left ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum GiveUp {
+pub(super) enum GiveUp {
     /// A client of the route's upstreams: closed (with RST) and counted with this cause.
     Close(Cause),
     /// A CONNECT client: answered with this status.
@@ -88,7 +88,7 @@ impl Plan {
     /// The decision, after `failed` (`None` before the first attempt): the next candidate, or give up.
     /// A route candidate comes leased ([`Route::lease`]); the caller gives the lease back through
     /// `session::connect` when that attempt fails or its pair closes.
-    pub(crate) fn next(
+    pub(super) fn next(
         &mut self,
         failed: Option<&Failed>,
         route: &mut Route,
@@ -116,13 +116,13 @@ impl Plan {
     }
 
     /// A CONNECT destination's addresses, to be tried in the resolver's order.
-    pub(crate) fn destination(mut addrs: Vec<SocketAddr>) -> Plan {
+    pub(super) fn destination(mut addrs: Vec<SocketAddr>) -> Plan {
         addrs.reverse();
         Plan::Destination { left: addrs }
     }
 
     /// Route endpoints tried so far (the current one included); 0 for a CONNECT destination.
-    pub(crate) fn attempts(&self) -> usize {
+    pub(super) fn attempts(&self) -> usize {
         match self {
             Plan::Upstreams { tried } => tried.count(),
             Plan::Lookup | Plan::Destination { .. } => 0,
@@ -145,7 +145,7 @@ impl Plan {
 }
 
 /// Names a failed connect.
-pub(crate) fn connect_failure_cause(err: &io::Error) -> Cause {
+pub(super) fn connect_failure_cause(err: &io::Error) -> Cause {
     match err.kind() {
         io::ErrorKind::ConnectionRefused => Cause::ConnectRefused,
         io::ErrorKind::TimedOut => Cause::ConnectTimeout,

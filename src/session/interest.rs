@@ -83,9 +83,9 @@ enum WriteInterest {
 
 /// How a socket is registered with the poller. Never neither (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Registration {
-    pub reads: bool,
-    pub writes: bool,
+pub(crate) struct Registration {
+    pub(crate) reads: bool,
+    pub(crate) writes: bool,
 }
 
 /// What [`Interest::read_interest_change`] asks of a socket's read interest.
@@ -99,20 +99,20 @@ enum InterestChange {
 
 /// What the pair knows of one socket after a run, which decides its registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AfterRun {
+pub(super) struct AfterRun {
     /// The direction reading the socket is blocked with data waiting in it
     /// ([`crate::datapath::pump::Direction::reads_blocked`]; only an established pair's directions block).
-    pub reads_blocked: bool,
+    pub(super) reads_blocked: bool,
     /// The direction reading the socket still reads it and a read found it drained
     /// ([`crate::datapath::pump::Direction::awaits_readable`]): only an edge can say when to read again.
-    pub awaits_readable: bool,
+    pub(super) awaits_readable: bool,
     /// The socket's cached `writable` bit: no write has found it full since its last EPOLLOUT edge.
-    pub writable: bool,
+    pub(super) writable: bool,
 }
 
 /// What happens to a socket, as far as its registration is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Input {
+pub(super) enum Input {
     /// An EPOLLIN edge came while the direction reading the socket was blocked.
     WastedReadEdge,
     /// An EPOLLOUT edge told nothing new ([`is_redundant_write_edge`]).
@@ -125,7 +125,7 @@ pub enum Input {
 
 /// One socket's read and write interest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Interest {
+pub(super) struct Interest {
     reads: ReadInterest,
     writes: WriteInterest,
 }
@@ -142,7 +142,7 @@ impl Default for Interest {
 
 impl Interest {
     /// How the socket is registered now.
-    pub fn registration(&self) -> Registration {
+    pub(super) fn registration(&self) -> Registration {
         Registration {
             reads: self.reads != ReadInterest::Muted,
             writes: self.writes != WriteInterest::Dropped,
@@ -152,7 +152,7 @@ impl Interest {
     /// The transition function: every change of interest goes through here. Returns the registration
     /// the socket should have when it differs from the current one (only [`Input::Ran`] can ask for one);
     /// the reactor applies it and reports back with [`Input::Registered`].
-    pub fn on(&mut self, input: Input) -> Option<Registration> {
+    pub(super) fn on(&mut self, input: Input) -> Option<Registration> {
         match input {
             Input::WastedReadEdge => {
                 if self.reads == ReadInterest::Armed {
@@ -237,7 +237,7 @@ impl Interest {
 /// before its edge is reported) comes back as EPOLLOUT alone. Under iperf3 through `--splice auto` these
 /// were 92 % of the turns that did nothing (435 of 473). Before `Established` a writable edge is news
 /// (it completes a connect).
-pub(crate) fn is_redundant_write_edge(event: Event, established: bool, writable: bool) -> bool {
+pub(super) fn is_redundant_write_edge(event: Event, established: bool, writable: bool) -> bool {
     let only_writable = event.writable
         && !event.readable
         && !event.read_closed

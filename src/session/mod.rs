@@ -9,7 +9,7 @@
 
 pub(crate) mod attempt;
 pub(crate) mod connect;
-pub mod interest;
-pub mod pair;
-pub(crate) mod refusal;
-pub mod udp;
+mod interest;
+pub(crate) mod pair;
+mod refusal;
+pub(crate) mod udp;

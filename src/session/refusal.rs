@@ -11,27 +11,27 @@ use crate::wire::connect_request::Status;
 use crate::wire::proxy_protocol::Reason;
 
 /// How long a refused client has to read its status before the connection is closed anyway.
-pub const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+pub(super) const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// Reads a refused client's leftover bytes are discarded with, per event (the linger bounds the rest).
 const DISCARD_READS: usize = 16;
 
 /// An error status being written to a refused client.
 #[derive(Debug)]
-pub struct Refusal {
+pub(super) struct Refusal {
     response: &'static [u8],
     written: usize,
     /// `shutdown(Write)` was done after the response.
     shut: bool,
     /// Close at this moment whatever the client does.
-    pub until: Instant,
+    pub(super) until: Instant,
     /// The PROXY header before the CONNECT head was rejected for this (a timeout): the reactor counts
     /// it as it closes the pair.
-    pub rejected: Option<Reason>,
+    pub(super) rejected: Option<Reason>,
 }
 
 /// Where a refusal stands after a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
+pub(super) enum Progress {
     /// Waiting for the client (room to write, its FIN).
     Waiting,
     /// The per-event read slice is spent with bytes perhaps left: run again after the other pairs.
@@ -41,7 +41,7 @@ pub enum Progress {
 }
 
 impl Refusal {
-    pub fn new(status: Status, now: Instant, rejected: Option<Reason>) -> Refusal {
+    pub(super) fn new(status: Status, now: Instant, rejected: Option<Reason>) -> Refusal {
         Refusal {
             response: status.response(),
             written: 0,
@@ -53,7 +53,7 @@ impl Refusal {
 
     /// Writes the status (a fresh socket's send buffer takes it whole, but WouldBlock is honoured), then
     /// `shutdown(Write)`, then discards what the client sends until its FIN.
-    pub fn write<S: Socket>(&mut self, client: &mut S) -> Progress {
+    pub(super) fn write<S: Socket>(&mut self, client: &mut S) -> Progress {
         while self.written < self.response.len() {
             match client.write(&self.response[self.written..]) {
                 Ok(0) => return Progress::Done,

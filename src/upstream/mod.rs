@@ -10,5 +10,5 @@
 pub(crate) mod balance;
 pub(crate) mod endpoint;
 pub(crate) mod health;
-pub mod prewarm;
+pub(crate) mod prewarm;
 pub mod route;

@@ -49,7 +49,7 @@ struct Warm {
 
 /// The pool of warm upstream connections, for every route.
 #[derive(Debug)]
-pub struct WarmPool {
+pub(crate) struct WarmPool {
     /// How many connections (connected or connecting) to keep per route.
     target: usize,
     conns: Slab<Warm>,
@@ -62,7 +62,7 @@ pub struct WarmPool {
 
 impl WarmPool {
     /// A pool that keeps `target` connections per route (at most [`MAX_WARM`] in all).
-    pub fn new(target: usize) -> WarmPool {
+    pub(crate) fn new(target: usize) -> WarmPool {
         WarmPool {
             target,
             conns: Slab::new(),
@@ -73,7 +73,7 @@ impl WarmPool {
     }
 
     /// The next moment the pool needs the loop: a backoff that ends, or a connect that times out.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let connects = self
             .conns
             .iter()
@@ -84,7 +84,7 @@ impl WarmPool {
     }
 
     /// Gives up on connects past their timeout (as on a refused connect: discard, back off).
-    pub fn expire_connects(&mut self, now: Instant) {
+    pub(crate) fn expire_connects(&mut self, now: Instant) {
         let late: Vec<usize> = self
             .conns
             .iter()
@@ -104,21 +104,22 @@ impl WarmPool {
     /// Forgets a backoff whose time has come. The reactor sleeps until `retry_at`; one left in the past
     /// (the backoff ran out while no route had an upstream up to connect to) would make every
     /// `epoll_wait` return at once: a busy loop.
-    pub fn expire_backoff(&mut self, now: Instant) {
+    pub(crate) fn expire_backoff(&mut self, now: Instant) {
         if self.retry_at.is_some_and(|at| at <= now) {
             self.retry_at = None;
         }
     }
 
     /// Connections confirmed and waiting for a client.
-    pub fn ready(&self) -> usize {
+    #[cfg(test)]
+    fn ready(&self) -> usize {
         self.conns.iter().filter(|(_, warm)| warm.connected).count()
     }
 
     /// Starts connects until route `route` has `target` connections, spread over `upstreams` (the
     /// indices and addresses of the ones that are up), unless the pool is backing off. Each may take
     /// `connect_timeout`.
-    pub fn refill(
+    pub(crate) fn refill(
         &mut self,
         registry: &Registry,
         route: u64,
@@ -159,7 +160,7 @@ impl WarmPool {
 
     /// Handles an event on warm connection `slot` (`hung_up`: it carried read-closed or error):
     /// confirms a connect, or notices that the upstream gave up on a waiting connection.
-    pub fn on_event(&mut self, slot: usize, hung_up: bool, now: Instant) {
+    pub(crate) fn on_event(&mut self, slot: usize, hung_up: bool, now: Instant) {
         let Some(warm) = self.conns.get_mut(slot) else {
             return; // taken by a client or discarded earlier in this batch
         };
@@ -190,7 +191,7 @@ impl WarmPool {
 
     /// Hands a confirmed connection to upstream `upstream` of route `route` to a client, for good. The
     /// caller re-registers it under the pair's token.
-    pub fn take(&mut self, route: u64, upstream: usize) -> Option<TcpStream> {
+    pub(crate) fn take(&mut self, route: u64, upstream: usize) -> Option<TcpStream> {
         let slot = self.conns.iter().find_map(|(slot, warm)| {
             (warm.connected && warm.route == route && warm.upstream == upstream).then_some(slot)
         })?;
@@ -203,13 +204,17 @@ impl WarmPool {
     /// Closes route `route`'s connections that `live` says no to, asked with their endpoint slot and
     /// address: an endpoint retired by a re-resolution takes no new client, and its slot, once freed,
     /// may already hold another address (of any upstream of the route) when the pool is told.
-    pub fn forget_endpoints(&mut self, route: u64, live: impl Fn(usize, SocketAddr) -> bool) {
+    pub(crate) fn forget_endpoints(
+        &mut self,
+        route: u64,
+        live: impl Fn(usize, SocketAddr) -> bool,
+    ) {
         self.conns
             .retain(|_, warm| warm.route != route || live(warm.upstream, warm.addr));
     }
 
     /// Closes the connections of a route that a reload removed or replaced.
-    pub fn forget_route(&mut self, route: u64) {
+    pub(crate) fn forget_route(&mut self, route: u64) {
         self.conns.retain(|_, warm| warm.route != route);
     }
 

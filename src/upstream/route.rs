@@ -33,14 +33,14 @@ use crate::wire::greeting::{ConnectRules, Rules};
 
 /// The timeouts a pair checks itself against.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadlines {
-    pub connect: Duration,
+pub(crate) struct Deadlines {
+    pub(crate) connect: Duration,
     /// How long a greeting may take (`--header-timeout`).
-    pub header: Duration,
-    pub idle: Option<Duration>,
-    pub fin: Duration,
+    pub(crate) header: Duration,
+    pub(crate) idle: Option<Duration>,
+    pub(crate) fin: Duration,
     /// How long a pair may live, counted from its accept (`--max-connection-duration`); `None` = forever.
-    pub lifetime: Option<Duration>,
+    pub(crate) lifetime: Option<Duration>,
 }
 
 /// The greeting a route's clients owe, from its settings.
@@ -61,33 +61,33 @@ fn greeting_rules(config: &RouteConfig) -> Option<Arc<Rules>> {
 /// Floor of the per-wakeup byte budget of one pair.
 const MIN_PAIR_BUDGET: usize = 1 << 20;
 /// Empty pipes a route keeps for `--splice` (each costs two fds, so the pool stays small).
-pub const MAX_SPARE_PIPES: usize = 32;
+const MAX_SPARE_PIPES: usize = 32;
 /// How often the "all upstreams are down" (or "none resolves") warning may repeat.
 const ALL_DOWN_WARNING_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A bound listening socket.
 #[derive(Debug)]
 pub struct Listener {
-    pub socket: TcpListener,
+    pub(crate) socket: TcpListener,
     /// The address the config asked for (port 0 stays 0 here): what a reload matches on.
-    pub requested: SocketAddr,
+    pub(crate) requested: SocketAddr,
     /// The address actually bound.
-    pub local: SocketAddr,
+    pub(crate) local: SocketAddr,
     /// An edge arrived that no accept has drained to WouldBlock yet.
-    pub ready: bool,
+    pub(crate) ready: bool,
 }
 
 impl Listener {
     /// Binds `addr` with the route's backlog and TCP_NODELAY. The error names the address (and says
     /// "Address already in use" when another socket, of this process or another, listens there).
-    pub fn bind(addr: SocketAddr, route: &RouteConfig) -> Result<Listener, String> {
+    pub(crate) fn bind(addr: SocketAddr, route: &RouteConfig) -> Result<Listener, String> {
         let socket = net::bind_listener(addr, route.backlog, route.nodelay)
             .map_err(|err| format!("cannot listen on {addr}: {err}"))?;
         Listener::adopt(addr, socket)
     }
 
     /// A listening socket bound for `requested`, here or by another reactor ([`net::share_listener`]).
-    pub fn adopt(requested: SocketAddr, socket: TcpListener) -> Result<Listener, String> {
+    pub(crate) fn adopt(requested: SocketAddr, socket: TcpListener) -> Result<Listener, String> {
         let local = socket
             .local_addr()
             .map_err(|err| format!("cannot read the address of listener {requested}: {err}"))?;
@@ -102,7 +102,7 @@ impl Listener {
     /// The same listening socket under another descriptor, for a `--threads` sibling reactor
     /// ([`net::share_listener`]): it remembers the same requested and bound addresses, so a reload
     /// matches it as it matches this one.
-    pub fn share(&self) -> Result<Listener, String> {
+    pub(crate) fn share(&self) -> Result<Listener, String> {
         let socket = net::share_listener(&self.socket)
             .map_err(|err| format!("cannot share listener {}: {err}", self.local))?;
         Listener::adopt(self.requested, socket)
@@ -121,54 +121,54 @@ pub struct Lease {
 
 impl Lease {
     /// The endpoint's slot in its route.
-    pub fn slot(&self) -> usize {
+    pub(crate) fn slot(&self) -> usize {
         self.slot
     }
 }
 
 /// A route and its running state.
 #[derive(Debug)]
-pub struct Route {
+pub(crate) struct Route {
     /// Unique over the process's life (slab slots are reused): answers from the resolver carry it.
-    pub uid: u64,
-    pub config: RouteConfig,
+    pub(crate) uid: u64,
+    pub(crate) config: RouteConfig,
     /// Bound listeners; empty once the route drains or a shutdown begins.
-    pub listeners: Vec<Listener>,
+    pub(crate) listeners: Vec<Listener>,
     /// The upstreams and their endpoints (one per address), with health and load.
-    pub upstreams: Upstreams,
+    pub(crate) upstreams: Upstreams,
     balancer: Balancer,
     /// Ring storage for this route's pairs (rings are `buffer_size` long, so each route has its own).
-    pub pool: BufPool,
+    pub(crate) pool: BufPool,
     /// Pipes for `--splice` (`--pipe-size` long); `None` when splicing is off.
-    pub pipes: Option<PipePool>,
-    pub deadlines: Deadlines,
-    pub options: StreamOptions,
+    pub(crate) pipes: Option<PipePool>,
+    pub(crate) deadlines: Deadlines,
+    pub(crate) options: StreamOptions,
     /// What clients must send before forwarding starts (`--accept-proxy`, `--mode connect`); `None`:
     /// nothing, the upstream connect starts at accept.
-    pub greeting: Option<Arc<Rules>>,
+    pub(crate) greeting: Option<Arc<Rules>>,
     /// Bytes one pair may read per wakeup before it must yield.
-    pub pair_budget: usize,
+    pub(crate) pair_budget: usize,
     /// Pairs open.
-    pub pairs: usize,
+    pub(crate) pairs: usize,
     /// Removed by a reload: accepts nothing, goes away with its last pair.
-    pub draining: bool,
+    pub(crate) draining: bool,
     /// Stopped at `max_connections` with a listener still ready (counted once per stop).
-    pub at_limit: bool,
+    pub(crate) at_limit: bool,
     all_down_warning: Throttle,
     unresolved_warning: Throttle,
     /// When the next round of health probes is due.
-    pub next_probe: Option<Instant>,
+    pub(crate) next_probe: Option<Instant>,
     /// When host-name upstreams are next re-resolved.
-    pub next_resolve: Option<Instant>,
+    pub(crate) next_resolve: Option<Instant>,
     /// A resolution job is with the resolver thread.
-    pub resolving: bool,
+    pub(crate) resolving: bool,
 }
 
 impl Route {
     /// Upstream `index`'s name was looked up again (re-resolution, or a reloaded file): new addresses
     /// become endpoints for new connects, dropped ones take no new connects while their live pairs run
     /// on ([`Upstreams::resolved`]). Changes are logged once.
-    pub fn resolved(&mut self, index: usize, lookup: Addresses, now: Instant) {
+    pub(crate) fn resolved(&mut self, index: usize, lookup: Addresses, now: Instant) {
         let changes = self.upstreams.resolved(index, lookup, now);
         self.report(&changes);
     }
@@ -217,7 +217,7 @@ impl Route {
     /// With `previous` (the upstreams of the route a reload replaces), upstreams in both keep their
     /// addresses' health and failure counts, so a reload neither resurrects a dead endpoint nor resets
     /// a counter.
-    pub fn new(
+    pub(crate) fn new(
         uid: u64,
         config: RouteConfig,
         listeners: Vec<Listener>,
@@ -264,7 +264,7 @@ impl Route {
         route
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.config.name
     }
 
@@ -278,13 +278,13 @@ impl Route {
     }
 
     /// Below `max_connections`.
-    pub fn below_limit(&self) -> bool {
+    pub(crate) fn below_limit(&self) -> bool {
         self.pairs < self.config.max_connections
     }
 
     /// Whether no upstream of the route resolves to an address, so a client has nothing to try; warns
     /// (rate-limited) when so.
-    pub fn unresolved(&mut self, now: Instant) -> bool {
+    pub(crate) fn unresolved(&mut self, now: Instant) -> bool {
         if !self.upstreams.none_live() {
             return false;
         }
@@ -301,7 +301,7 @@ impl Route {
     /// which the pick is added) and leases it: the endpoint's `active` count includes the client until
     /// the lease comes back to [`Route::give_back`]. `None` when no endpoint is left to pick. How many
     /// attempts a client gets is not decided here but by its connect plan (`session::attempt`).
-    pub fn lease(
+    pub(crate) fn lease(
         &mut self,
         client: IpAddr,
         tried: &mut Tried,
@@ -316,7 +316,7 @@ impl Route {
 
     /// The one way a lease ends, whether its connect failed over or its pair closed: the endpoint's
     /// `active` count drops by one (and a retired endpoint goes once nothing counts on it).
-    pub fn give_back(&mut self, lease: Lease) {
+    pub(crate) fn give_back(&mut self, lease: Lease) {
         self.upstreams.release(lease.slot);
     }
 
@@ -343,7 +343,7 @@ impl Route {
     }
 
     /// A connect or probe to endpoint `slot` completed.
-    pub fn connect_succeeded(&mut self, slot: usize, now: Instant) {
+    pub(crate) fn connect_succeeded(&mut self, slot: usize, now: Instant) {
         let Some(endpoint) = self.upstreams.get_mut(slot) else {
             return;
         };
@@ -356,7 +356,7 @@ impl Route {
     }
 
     /// A connect or probe to endpoint `slot` failed (refused, timed out, or any other error).
-    pub fn connect_failed(&mut self, slot: usize, now: Instant) {
+    pub(crate) fn connect_failed(&mut self, slot: usize, now: Instant) {
         let Some(endpoint) = self.upstreams.get_mut(slot) else {
             return;
         };
@@ -376,12 +376,12 @@ impl Route {
     }
 
     /// How endpoint `slot` is named in logs (`-` for none).
-    pub fn endpoint_label(&self, slot: usize) -> &str {
+    pub(crate) fn endpoint_label(&self, slot: usize) -> &str {
         self.upstreams.get(slot).map_or("-", |e| e.label.as_str())
     }
 
     /// The start line of listener `index`: it begins with `listening on ADDR`, which tests parse.
-    pub fn describe_listener(&self, index: usize) -> Option<String> {
+    pub(crate) fn describe_listener(&self, index: usize) -> Option<String> {
         let listener = self.listeners.get(index)?;
         let config = &self.config;
         let upstreams: Vec<String> = self
@@ -454,7 +454,7 @@ impl Route {
 
 /// Whether a route of a reloaded file continues running route `old`: the same name when either was named,
 /// else the same set of listen addresses. A match whose settings differ replaces the old route.
-pub fn same_route(old: &RouteConfig, new: &RouteConfig) -> bool {
+pub(crate) fn same_route(old: &RouteConfig, new: &RouteConfig) -> bool {
     if old.named || new.named {
         return old.named && new.named && old.name == new.name;
     }

@@ -33,7 +33,7 @@ use crate::wire::proxy_protocol::{self, CarriedTlvs, Parsed, Reason};
 
 /// A route's greeting settings, shared by its pairs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rules {
+pub(crate) struct Rules {
     /// Expect a PROXY protocol header first.
     pub(crate) accept_proxy: bool,
     /// The TLVs of that header to keep for the upstream's (`--send-proxy-tlvs`).
@@ -96,7 +96,7 @@ enum Stage {
 
 /// A greeting in progress.
 #[derive(Debug)]
-pub struct Greeting {
+pub(crate) struct Greeting {
     rules: Arc<Rules>,
     stage: Stage,
     buf: Vec<u8>,

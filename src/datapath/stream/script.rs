@@ -20,7 +20,7 @@ use crate::datapath::stream::{Socket, Stream};
 
 /// What the next read (or peek) finds.
 #[derive(Debug)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     /// Bytes queued in the socket. A read smaller than them takes a prefix; the rest stays first.
     Data(Vec<u8>),
     /// The peer's FIN: this read and every later one return 0.
@@ -31,7 +31,7 @@ pub enum Incoming {
 
 /// What the next write finds.
 #[derive(Debug)]
-pub enum Outgoing {
+pub(crate) enum Outgoing {
     /// Room for at most this many bytes in the send buffer; a bigger write is short.
     Room(usize),
     /// An error (`WouldBlock` for a full send buffer, `BrokenPipe`...).
@@ -40,7 +40,7 @@ pub enum Outgoing {
 
 /// Where a connect started on the stream stands ([`Socket::connect_result`]), as a copyable script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Connect {
+pub(crate) enum Connect {
     Pending,
     Connected,
     Failed(io::ErrorKind),
@@ -62,7 +62,7 @@ struct Script {
 /// A scripted stream (see the module docs). Not a kernel socket: its fd is -1, so any syscall on it
 /// fails with EBADF; directions over it must not splice (tests use `Splice::Off`).
 #[derive(Debug, Clone)]
-pub struct Scripted(Rc<RefCell<Script>>);
+pub(crate) struct Scripted(Rc<RefCell<Script>>);
 
 impl Default for Scripted {
     fn default() -> Scripted {
@@ -81,48 +81,48 @@ impl Default for Scripted {
 
 impl Scripted {
     /// Queues what the next reads find.
-    pub fn incoming(&self, steps: impl IntoIterator<Item = Incoming>) -> &Scripted {
+    pub(crate) fn incoming(&self, steps: impl IntoIterator<Item = Incoming>) -> &Scripted {
         self.0.borrow_mut().incoming.extend(steps);
         self
     }
 
     /// Queues bytes for the next read.
-    pub fn data(&self, bytes: &[u8]) -> &Scripted {
+    pub(crate) fn data(&self, bytes: &[u8]) -> &Scripted {
         self.incoming([Incoming::Data(bytes.to_vec())])
     }
 
     /// Queues what the next writes find.
-    pub fn outgoing(&self, steps: impl IntoIterator<Item = Outgoing>) -> &Scripted {
+    pub(crate) fn outgoing(&self, steps: impl IntoIterator<Item = Outgoing>) -> &Scripted {
         self.0.borrow_mut().outgoing.extend(steps);
         self
     }
 
     /// Queues room for `n` more bytes, taken by the next write.
-    pub fn room(&self, n: usize) -> &Scripted {
+    pub(crate) fn room(&self, n: usize) -> &Scripted {
         self.outgoing([Outgoing::Room(n)])
     }
 
-    pub fn set_connect(&self, connect: Connect) {
+    pub(crate) fn set_connect(&self, connect: Connect) {
         self.0.borrow_mut().connect = connect;
     }
 
     /// Everything written so far.
-    pub fn written(&self) -> Vec<u8> {
+    pub(crate) fn written(&self) -> Vec<u8> {
         self.0.borrow().written.clone()
     }
 
     /// Read calls made (each `read` or `read_vectored`, whatever it returned).
-    pub fn reads(&self) -> usize {
+    pub(crate) fn reads(&self) -> usize {
         self.0.borrow().reads
     }
 
     /// Write calls made.
-    pub fn writes(&self) -> usize {
+    pub(crate) fn writes(&self) -> usize {
         self.0.borrow().writes
     }
 
     /// `shutdown_write` calls made.
-    pub fn shutdowns(&self) -> usize {
+    pub(crate) fn shutdowns(&self) -> usize {
         self.0.borrow().shutdowns
     }
 

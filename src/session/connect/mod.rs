@@ -54,20 +54,20 @@ pub(crate) trait Lookups {
 /// What the connect path borrows from the reactor for one call.
 pub(crate) struct Context<'a> {
     /// To register each attempt's socket under the pair's upstream token.
-    pub registry: &'a Registry,
+    pub(crate) registry: &'a Registry,
     /// The pair's route, and its slab slot.
-    pub route: &'a mut Route,
-    pub route_key: usize,
-    pub metrics: &'a mut Metrics,
+    pub(crate) route: &'a mut Route,
+    pub(crate) route_key: usize,
+    pub(crate) metrics: &'a mut Metrics,
     /// `--prewarm` connections, taken only for a client's first attempt at accept.
-    pub warm: Option<&'a mut WarmPool>,
+    pub(crate) warm: Option<&'a mut WarmPool>,
     /// The lookup threads, if they exist.
-    pub lookups: Option<&'a mut dyn Lookups>,
+    pub(crate) lookups: Option<&'a mut dyn Lookups>,
     /// Lookups that could not be queued are warned about at most this often.
-    pub lookup_warning: &'a mut Throttle,
-    pub now: Instant,
+    pub(crate) lookup_warning: &'a mut Throttle,
+    pub(crate) now: Instant,
     /// Set when a connect failed for want of fds or memory: the reactor pauses accepting.
-    pub exhausted: Option<io::Error>,
+    pub(crate) exhausted: Option<io::Error>,
 }
 
 /// A moment in a pair's connect, reported by the reactor.

@@ -125,7 +125,7 @@ impl<S: Socket> Pair<S> {
 
     /// Why this pair's PROXY header failed (`edgefwd_proxy_header_rejected_total{reason}`), if it did:
     /// refused by the parser, timed out, or the client left before it ended.
-    pub fn proxy_header_rejection(&self) -> Option<Reason> {
+    pub(crate) fn proxy_header_rejection(&self) -> Option<Reason> {
         match &self.stage {
             Stage::Greeting(greeting) => greeting.refused(),
             Stage::Refusing(refusal) => refusal.rejected,
@@ -159,7 +159,7 @@ impl<S: Socket> Pair<S> {
     /// Queues the PROXY header: from the client's address to `destination` (the one a received header
     /// carried) or else the address the client connected to, with the `tlvs` carried from the client's
     /// own header (`--send-proxy-tlvs`).
-    pub(super) fn push_proxy_header(&mut self, destination: Option<SocketAddr>, tlvs: &[u8]) {
+    fn push_proxy_header(&mut self, destination: Option<SocketAddr>, tlvs: &[u8]) {
         let Some(version) = self.send_proxy else {
             return;
         };
@@ -174,7 +174,7 @@ impl<S: Socket> Pair<S> {
     /// `--send-proxy`: the upstream stream starts with a PROXY header naming the client. A pair without
     /// a greeting queues it now; one with a greeting when the greeting (which may carry the client's
     /// address) is done.
-    pub fn with_send_proxy(mut self, version: Option<Version>) -> Pair<S> {
+    pub(crate) fn with_send_proxy(mut self, version: Option<Version>) -> Pair<S> {
         self.send_proxy = version;
         if self.phase() != Phase::Greeting {
             self.push_proxy_header(None, &[]);

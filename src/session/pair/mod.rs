@@ -67,7 +67,7 @@ use crate::way::Way;
 mod greeting;
 mod stage;
 
-pub use stage::Phase;
+pub(super) use stage::Phase;
 use stage::{Connecting, Established, Stage};
 
 /// What the reactor must do with a pair after a handler ran.
@@ -94,14 +94,14 @@ const MAX_ROUNDS: usize = 10_000;
 /// A client connection and its upstream, over sockets of type `S` (`mio::net::TcpStream` in the
 /// reactor; a scripted stream in unit tests, [`crate::datapath::stream`]).
 #[derive(Debug)]
-pub struct Pair<S: Socket = TcpStream> {
+pub(crate) struct Pair<S: Socket = TcpStream> {
     /// Connection id for logs; also the generation in this pair's tokens.
-    pub id: u32,
-    pub client: S,
+    pub(crate) id: u32,
+    pub(crate) client: S,
     /// The client's address: the peer's, or the one a PROXY header carried (`--accept-proxy`).
-    pub client_addr: SocketAddr,
+    pub(crate) client_addr: SocketAddr,
     /// Slab slot of the route that accepted the client (it outlives the pair, draining if removed).
-    pub route: usize,
+    pub(crate) route: usize,
     client_ready: Readiness,
     upstream_ready: Readiness,
     /// How the client's / upstream's socket is registered with the poller ([`crate::session::interest`]).
@@ -115,11 +115,11 @@ pub struct Pair<S: Socket = TcpStream> {
     stage: Stage<S>,
     /// The side whose FIN came first, which names a clean close.
     first_fin: Option<Side>,
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// Last time bytes moved either way (idle and fin timeouts count from here).
     last_activity: Instant,
     /// The deadline currently armed in the reactor's timer heap for this pair.
-    pub armed: Option<Instant>,
+    pub(crate) armed: Option<Instant>,
     /// `--send-proxy`: put a PROXY header first in the upstream stream.
     send_proxy: Option<Version>,
 }
@@ -182,7 +182,7 @@ impl<S: Socket> Pair<S> {
 
     /// A pair that must first read a greeting from its client; its upstream connect starts once the
     /// greeting says where to (the pair returns `Outcome::Connect`).
-    pub fn greeting(
+    pub(super) fn greeting(
         id: u32,
         (client, client_addr): (S, SocketAddr),
         route: usize,
@@ -195,21 +195,21 @@ impl<S: Socket> Pair<S> {
     }
 
     /// The route endpoint the pair holds, if any.
-    pub fn lease(&self) -> Option<&Lease> {
+    pub(crate) fn lease(&self) -> Option<&Lease> {
         self.stage.lease()
     }
 
-    pub fn phase(&self) -> Phase {
+    pub(super) fn phase(&self) -> Phase {
         self.stage.phase()
     }
 
     /// Bytes forwarded client -> upstream and upstream -> client.
-    pub fn bytes(&self) -> (u64, u64) {
+    pub(crate) fn bytes(&self) -> (u64, u64) {
         (self.c2u.counters().bytes, self.u2c.counters().bytes)
     }
 
     /// Read and write syscalls made for this pair.
-    pub fn syscalls(&self) -> (u64, u64) {
+    pub(crate) fn syscalls(&self) -> (u64, u64) {
         let (a, b) = (self.c2u.counters(), self.u2c.counters());
         (a.reads + b.reads, a.writes + b.writes)
     }
@@ -428,7 +428,7 @@ impl<S: Socket> Pair<S> {
     }
 
     /// How `side`'s socket is registered now.
-    pub fn registration(&self, side: Side) -> Registration {
+    pub(crate) fn registration(&self, side: Side) -> Registration {
         match side {
             Side::Client => self.client_interest.registration(),
             Side::Upstream => self.upstream_interest.registration(),
@@ -438,7 +438,11 @@ impl<S: Socket> Pair<S> {
     /// The registration `side`'s socket should have now, when it differs from the current one
     /// ([`crate::session::interest`] explains when and why). Called by the reactor after every run of
     /// the pair; the reactor applies it and reports it back with [`Pair::note_registration`].
-    pub fn registration_change(&mut self, side: Side, pool: &BufPool) -> Option<Registration> {
+    pub(crate) fn registration_change(
+        &mut self,
+        side: Side,
+        pool: &BufPool,
+    ) -> Option<Registration> {
         let (direction, ready) = self.reader_of(side);
         let after = AfterRun {
             reads_blocked: self.reads_blocked(side, pool),
@@ -449,12 +453,12 @@ impl<S: Socket> Pair<S> {
     }
 
     /// The reactor registered `side`'s socket as [`Pair::registration_change`] asked.
-    pub fn note_registration(&mut self, side: Side, registration: Registration) {
+    pub(crate) fn note_registration(&mut self, side: Side, registration: Registration) {
         self.interest_mut(side).on(Input::Registered(registration));
     }
 
     /// The socket on `side`, if the pair has one.
-    pub fn socket_mut(&mut self, side: Side) -> Option<&mut S> {
+    pub(crate) fn socket_mut(&mut self, side: Side) -> Option<&mut S> {
         match side {
             Side::Client => Some(&mut self.client),
             Side::Upstream => match &mut self.stage {
@@ -521,13 +525,13 @@ impl<S: Socket> Pair<S> {
     /// let the peer take a truncated stream for a complete one, so the reactor resets it instead. Before
     /// `Established` no stream has begun: a queued preamble (a `--send-proxy` header for a client that
     /// left while connecting) truncates nothing.
-    pub fn holds_undelivered(&self) -> bool {
+    pub(crate) fn holds_undelivered(&self) -> bool {
         self.phase() == Phase::Established
             && (self.c2u.undelivered() > 0 || self.u2c.undelivered() > 0)
     }
 
     /// Returns ring storage and pipes to their pools before the pair is dropped.
-    pub fn release(&mut self, shared: &mut Shared<'_>) {
+    pub(crate) fn release(&mut self, shared: &mut Shared<'_>) {
         self.c2u.release(shared);
         self.u2c.release(shared);
     }
@@ -536,8 +540,8 @@ impl<S: Socket> Pair<S> {
 /// Names a pump fault by the socket it came from. `pumped_from` is the source side of the direction.
 fn fault_cause(fault: Fault, pumped_from: Side) -> Cause {
     let faulty = match fault {
-        Fault::Src(_) => pumped_from,
-        Fault::Dst(_) => pumped_from.other(),
+        Fault::Src => pumped_from,
+        Fault::Dst => pumped_from.other(),
     };
     match faulty {
         Side::Client => Cause::ClientReset,

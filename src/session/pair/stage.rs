@@ -18,7 +18,7 @@ use crate::wire::greeting::Greeting;
 
 /// The name of a pair's phase ([`Pair::phase`]); what each phase holds is in `Stage`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Reading the client's PROXY header or CONNECT head; there is no upstream socket yet.
     Greeting,
     /// Writing an error status to the client (connect mode), then closing.
@@ -62,7 +62,7 @@ pub(super) struct Established<S> {
     pub(super) socket: S,
     /// The route endpoint it is connected to, held until the pair closes; `None` for a CONNECT
     /// destination.
-    pub(super) lease: Option<Lease>,
+    lease: Option<Lease>,
 }
 
 impl<S> Stage<S> {
@@ -96,7 +96,7 @@ impl<S: Socket> Pair<S> {
     /// ([`crate::datapath::readiness::Event::proves_connected`]). kqueue reports a socket's read and write filters as two events, so
     /// there a stale one can arrive; it is harmless because there no event proves a connect: each makes
     /// the pair ask the kernel about the new socket. Its readiness starts afresh below.
-    pub fn begin_connect(&mut self, upstream: S, lease: Option<Lease>, now: Instant) {
+    pub(crate) fn begin_connect(&mut self, upstream: S, lease: Option<Lease>, now: Instant) {
         self.upstream_ready = Readiness::default();
         match &mut self.stage {
             Stage::Connecting(connecting) => {
@@ -124,7 +124,7 @@ impl<S: Socket> Pair<S> {
     /// A CONNECT to a host name, about to be looked up: the pair waits in `Connecting` with no upstream
     /// socket, under the connect deadline (504 if the name takes too long), until the answer starts the
     /// connect or fails it.
-    pub fn begin_lookup(&mut self, now: Instant) {
+    pub(crate) fn begin_lookup(&mut self, now: Instant) {
         if let Stage::Connecting(connecting) = &mut self.stage {
             connecting.since = now;
             connecting.plan = Plan::Lookup;
@@ -133,7 +133,7 @@ impl<S: Socket> Pair<S> {
 
     /// Whether the pair is waiting for its CONNECT destination's address: a lookup answer for any other
     /// pair, or for this one after its deadline answered 504, is stale.
-    pub fn awaits_address(&self) -> bool {
+    pub(crate) fn awaits_address(&self) -> bool {
         matches!(&self.stage, Stage::Connecting(c) if c.socket.is_none() && matches!(c.plan, Plan::Lookup))
     }
 
@@ -174,7 +174,7 @@ impl<S: Socket> Pair<S> {
     }
 
     /// The upstream socket, if the pair has one.
-    pub fn upstream(&self) -> Option<&S> {
+    pub(crate) fn upstream(&self) -> Option<&S> {
         match &self.stage {
             Stage::Connecting(connecting) => connecting.socket.as_ref(),
             Stage::Established(established) => Some(&established.socket),
@@ -216,7 +216,7 @@ impl<S: Socket> Pair<S> {
     /// Marks the upstream as an already established `--prewarm` connection: the pair starts
     /// `Established`, with both upstream readiness bits set so the first run finds out for itself what
     /// the socket holds (a greeting the upstream already sent, say).
-    pub fn with_warm_upstream(mut self) -> Pair<S> {
+    pub(crate) fn with_warm_upstream(mut self) -> Pair<S> {
         if let Stage::Connecting(connecting) = &mut self.stage {
             if let Some(socket) = connecting.socket.take() {
                 let lease = connecting.lease.take();

@@ -47,15 +47,6 @@ impl Batch {
         }
     }
 
-    /// How many datagrams the last [`Batch::recv`] got.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// Datagram `index` of the last receive and its sender (`None` if the kernel gave none, as on a
     /// connected socket some platforms do).
     pub fn get(&self, index: usize) -> (&[u8], Option<SocketAddr>) {

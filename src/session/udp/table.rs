@@ -64,6 +64,7 @@ impl<S> Table<S> {
         self.entries.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -149,6 +150,7 @@ impl<S> Table<S> {
     }
 
     /// Every session's slot, least recently used first.
+    #[cfg(test)]
     pub fn slots(&self) -> Vec<usize> {
         let mut out = Vec::with_capacity(self.entries.len());
         let mut at = self.front;

@@ -4,6 +4,7 @@
 use super::*;
 use crate::datapath::stream::script::{Connect, Incoming, Outgoing, Scripted};
 use crate::session::interest::Registration;
+use crate::session::refusal::REFUSAL_LINGER;
 use crate::upstream::endpoint::Tried;
 
 /// The ring size of these tests' pools.
@@ -197,6 +198,64 @@ fn test_refusing_writes_status_then_closes_on_client_fin() {
     assert_eq!(outcome, Outcome::Close(Cause::Rejected));
 }
 
+/// A PROXY route's pair waiting for its client's header.
+fn proxy_greeting(now: Instant) -> (Pair<Scripted>, Scripted) {
+    let client = Scripted::default();
+    let rules = Arc::new(Rules {
+        accept_proxy: true,
+        carry_tlvs: Default::default(),
+        connect: None,
+    });
+    let greeting = Greeting::new(rules);
+    let addr = CLIENT_ADDR.into();
+    let pair = Pair::greeting(1, (client.clone(), addr), 0, greeting, now, Splice::Off);
+    (pair, client)
+}
+
+/// A PROXY route's client whose first bytes are not a PROXY header: closed as rejected, nothing
+/// answered, the reason kept for the reactor to count.
+#[test]
+fn test_greeting_bad_proxy_header_rejects() {
+    let mut lp = Loop::new();
+    let (mut pair, client) = proxy_greeting(lp.now);
+    client.data(b"GET / HTTP/1.1\r\n\r\n");
+    let outcome = lp.event(&mut pair, Side::Client, readable());
+    assert_eq!(outcome, Outcome::Close(Cause::Rejected));
+    assert_eq!(pair.proxy_header_rejection(), Some(Reason::Signature));
+    assert!(client.written().is_empty());
+}
+
+/// A PROXY header that does not come in time: closed as header-timeout, nothing answered (a PROXY
+/// client speaks no protocol an answer could be written in).
+#[test]
+fn test_greeting_proxy_header_timeout_closes() {
+    let (mut pair, client) = proxy_greeting(Instant::now());
+    let (at, cause) = pair.deadline(&LIMITS).expect("a header deadline");
+    assert_eq!(cause, Cause::HeaderTimeout);
+    assert_eq!(pair.expire(cause, at), Outcome::Close(Cause::HeaderTimeout));
+    assert_eq!(pair.proxy_header_rejection(), Some(Reason::Timeout));
+    assert!(client.written().is_empty());
+}
+
+/// A CONNECT head that does not come in time is answered 408; the refusal then lingers for the
+/// client's FIN, and its own deadline closes it.
+#[test]
+fn test_greeting_timeout_answers_408_then_the_linger_closes() {
+    let lp = Loop::new();
+    let (mut pair, client) = greeting(lp.now);
+    client.room(usize::MAX);
+    let (at, cause) = pair.deadline(&LIMITS).expect("a header deadline");
+    assert_eq!((at, cause), (lp.now + LIMITS.header, Cause::HeaderTimeout));
+    assert_eq!(pair.expire(cause, at), Outcome::Open);
+    assert_eq!(pair.phase(), Phase::Refusing);
+    let answer = client.written();
+    assert!(answer.starts_with(b"HTTP/1.1 408 "), "{answer:?}");
+    let linger = pair.deadline(&LIMITS);
+    assert_eq!(linger, Some((at + REFUSAL_LINGER, Cause::Rejected)));
+    let outcome = pair.expire(Cause::Rejected, at + REFUSAL_LINGER);
+    assert_eq!(outcome, Outcome::Close(Cause::Rejected));
+}
+
 /// A client FIN with nothing sent while the upstream connects: the client is gone, both sockets
 /// are freed now.
 #[test]
@@ -229,6 +288,24 @@ fn test_connecting_client_fin_after_data_waits() {
     lp.establish(&mut pair);
     assert_eq!(upstream.written(), b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(upstream.shutdowns(), 1, "the half-close passed on");
+}
+
+/// Bytes pipelined behind a CONNECT head were read with it (they wait in the preamble), so the FIN
+/// behind them finds nothing left to peek: it is still a half-close, and the pair waits.
+#[test]
+fn test_connecting_client_fin_after_pipelined_bytes_waits() {
+    let mut lp = Loop::new();
+    let (mut pair, client) = greeting(lp.now);
+    client.data(b"CONNECT localhost:80 HTTP/1.1\r\n\r\nupload");
+    let outcome = lp.event(&mut pair, Side::Client, readable());
+    assert_eq!(
+        outcome,
+        Outcome::Connect(Target::Named("localhost:80".into()))
+    );
+    pair.begin_lookup(lp.now);
+    client.incoming([Incoming::Eof]);
+    assert_eq!(lp.event(&mut pair, Side::Client, fin()), Outcome::Open);
+    assert!(pair.awaits_address());
 }
 
 /// A reset client while connecting: gone too.
@@ -530,4 +607,43 @@ fn test_established_redundant_writable_edge_drops_write_interest() {
         writes: true,
     };
     assert_eq!(lp.settle(&mut pair, Side::Client), Some(both));
+}
+
+/// An established pair has no deadline without an idle limit until a FIN: from then on it has a FIN
+/// timeout, counted from the last byte moved.
+#[test]
+fn test_established_half_closed_past_its_deadline_is_fin_timeout() {
+    let mut lp = Loop::new();
+    let (mut pair, client, upstream) = established(&mut lp);
+    assert_eq!(pair.deadline(&LIMITS), None);
+    client.incoming([Incoming::Eof]);
+    assert_eq!(lp.event(&mut pair, Side::Client, fin()), Outcome::Open);
+    assert_eq!(upstream.shutdowns(), 1);
+    let (at, cause) = pair.deadline(&LIMITS).expect("a FIN timeout");
+    assert_eq!((at, cause), (lp.now + LIMITS.fin, Cause::FinTimeout));
+    assert_eq!(pair.expire(cause, at), Outcome::Close(Cause::FinTimeout));
+}
+
+/// The idle deadline counts from the last byte: traffic pushes it back.
+#[test]
+fn test_established_idle_deadline_moves_with_bytes() {
+    let limits = Deadlines {
+        idle: Some(Duration::from_secs(60)),
+        ..LIMITS
+    };
+    let mut lp = Loop::new();
+    let start = lp.now;
+    let (mut pair, client, upstream) = established(&mut lp);
+    let idle = Some((start + Duration::from_secs(60), Cause::IdleTimeout));
+    assert_eq!(pair.deadline(&limits), idle);
+    lp.now += Duration::from_secs(30);
+    client.data(b"ping");
+    upstream.room(usize::MAX);
+    lp.event(&mut pair, Side::Client, readable());
+    let idle = Some((lp.now + Duration::from_secs(60), Cause::IdleTimeout));
+    assert_eq!(pair.deadline(&limits), idle);
+    assert_eq!(
+        pair.expire(Cause::IdleTimeout, lp.now),
+        Outcome::Close(Cause::IdleTimeout)
+    );
 }
