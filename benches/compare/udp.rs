@@ -354,15 +354,16 @@ impl Forwarder {
 
 impl Drop for Forwarder {
     fn drop(&mut self) {
+        // socat's forked children outlive their parent: end them too.
+        let children: Vec<String> = children_of(self.child.id())
+            .iter()
+            .map(u32::to_string)
+            .collect();
+        if !children.is_empty() {
+            let _ = Command::new("kill").arg("-9").args(&children).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // socat's forked children outlive their parent: end them too.
-        for pid in children_of(self.child.id()) {
-            // SAFETY: kill(2) with a pid read from /proc and a valid signal has no memory effects.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-        }
     }
 }
 
@@ -468,6 +469,16 @@ mod tests {
         let spin = Instant::now();
         while spin.elapsed() < Duration::from_millis(50) {}
         assert!(stat_fields(me).expect("own stat").1 >= ticks);
+    }
+
+    /// The CPU of a process tree: this test process has used some, and it only grows.
+    #[test]
+    fn test_tree_cpu_seconds_reads_this_process() {
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(100) {}
+        let first = tree_cpu_seconds(&[std::process::id()]);
+        assert!(first > 0.0);
+        assert!(tree_cpu_seconds(&[std::process::id()]) >= first);
     }
 
     /// A client counts what it sent, what came back, and what it gave up on.

@@ -13,12 +13,12 @@ use std::net::SocketAddr;
 use mio::net::UdpSocket;
 
 /// Datagrams moved by one syscall at most.
-pub const BATCH: usize = 16;
+pub(crate) const BATCH: usize = 16;
 /// Bytes per datagram slot: above any UDP payload over IPv4 or IPv6 (without jumbograms).
-pub const SLOT: usize = 65_536;
+pub(crate) const SLOT: usize = 65_536;
 
 /// Received datagrams: `count` of them, each a slot's first `len` bytes, with its sender.
-pub struct Batch {
+pub(crate) struct Batch {
     buffers: Box<[u8]>,
     lens: [usize; BATCH],
     peers: [Option<SocketAddr>; BATCH],
@@ -38,7 +38,7 @@ impl Default for Batch {
 }
 
 impl Batch {
-    pub fn new() -> Batch {
+    pub(crate) fn new() -> Batch {
         Batch {
             buffers: vec![0; BATCH * SLOT].into_boxed_slice(),
             lens: [0; BATCH],
@@ -49,7 +49,7 @@ impl Batch {
 
     /// Datagram `index` of the last receive and its sender (`None` if the kernel gave none, as on a
     /// connected socket some platforms do).
-    pub fn get(&self, index: usize) -> (&[u8], Option<SocketAddr>) {
+    pub(crate) fn get(&self, index: usize) -> (&[u8], Option<SocketAddr>) {
         let start = index * SLOT;
         let len = self.lens.get(index).copied().unwrap_or(0);
         let data = self.buffers.get(start..start + len).unwrap_or(&[]);
@@ -58,7 +58,7 @@ impl Batch {
 
     /// Receives up to `limit` (at most [`BATCH`]) datagrams; `Ok(0)` never happens (an empty queue is
     /// WouldBlock).
-    pub fn recv(&mut self, socket: &UdpSocket, limit: usize) -> io::Result<usize> {
+    pub(crate) fn recv(&mut self, socket: &UdpSocket, limit: usize) -> io::Result<usize> {
         self.count = 0;
         let limit = limit.clamp(1, BATCH);
         self.count = sys::recv(
@@ -74,7 +74,7 @@ impl Batch {
 
 /// Sends `datagrams` (each to `to`, or to the connected peer when `None`) in as few syscalls as the
 /// platform allows; returns how many were sent before an error, and the error if one stopped it.
-pub fn send(
+pub(crate) fn send(
     socket: &UdpSocket,
     datagrams: &[&[u8]],
     to: Option<SocketAddr>,

@@ -36,11 +36,11 @@ use crate::upstream::route::{Lease, Route};
 use crate::way::Way;
 
 /// Datagrams one socket may move per wakeup before it yields to the rest of the loop.
-pub const DATAGRAM_BUDGET: usize = 16 * BATCH;
+pub(crate) const DATAGRAM_BUDGET: usize = 16 * BATCH;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Run {
+pub(crate) enum Run {
     /// The socket said WouldBlock (or is gone): the next edge brings it back.
     Drained,
     /// It used its budget with datagrams possibly left: run it again before sleeping.
@@ -48,10 +48,10 @@ pub enum Run {
 }
 
 /// What the reactor lends a run.
-pub struct Io<'a> {
-    pub registry: &'a Registry,
-    pub metrics: &'a mut Metrics,
-    pub now: Instant,
+pub(crate) struct Io<'a> {
+    pub(crate) registry: &'a Registry,
+    pub(crate) metrics: &'a mut Metrics,
+    pub(crate) now: Instant,
 }
 
 /// A session's upstream socket and what it holds.
@@ -74,9 +74,9 @@ struct Session {
 
 /// A UDP route: a socket clients send to, and a session per client.
 #[derive(Debug)]
-pub struct UdpRoute {
+pub(crate) struct UdpRoute {
     /// Upstreams, balancer and health, as a TCP route has them (its TCP listeners stay empty).
-    pub route: Route,
+    pub(crate) route: Route,
     socket: UdpSocket,
     local: SocketAddr,
     /// This route's slot among the reactor's UDP routes: the high bits of its tokens.
@@ -90,7 +90,7 @@ pub struct UdpRoute {
 
 impl UdpRoute {
     /// Binds `config`'s listen address as UDP route `index`; its sessions draw sockets from `budget`.
-    pub fn bind(
+    pub(crate) fn bind(
         index: usize,
         uid: u64,
         config: RouteConfig,
@@ -120,28 +120,28 @@ impl UdpRoute {
     }
 
     /// Registers the client-facing socket, edge-triggered, for reads.
-    pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
+    pub(crate) fn register(&mut self, registry: &Registry) -> io::Result<()> {
         let token = token::udp_token(self.index, None);
         registry.register(&mut self.socket, token, Interest::READABLE)
     }
 
     /// The address clients send to.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
     /// Sessions open.
-    pub fn sessions(&self) -> usize {
+    pub(crate) fn sessions(&self) -> usize {
         self.table.len()
     }
 
     /// When the least recently used session expires.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.table.next_deadline()
     }
 
     /// Closes every session idle for the timeout.
-    pub fn expire(&mut self, io: &mut Io<'_>) {
+    pub(crate) fn expire(&mut self, io: &mut Io<'_>) {
         while let Some(removed) = self.table.expire(io.now) {
             io.metrics.udp_sessions_expired += 1;
             close(removed, &mut self.route, io.registry);
@@ -149,7 +149,7 @@ impl UdpRoute {
     }
 
     /// The start line: `listening on udp://ADDR route=NAME upstreams=... settings`.
-    pub fn start_line(&self) -> String {
+    pub(crate) fn start_line(&self) -> String {
         let upstreams: Vec<&str> = self
             .route
             .config
@@ -168,7 +168,7 @@ impl UdpRoute {
 
     /// Client datagrams: read in batches until WouldBlock or the budget, each sent on its client's
     /// session (made on its first datagram).
-    pub fn on_client_readable(&mut self, io: &mut Io<'_>) -> Run {
+    pub(crate) fn on_client_readable(&mut self, io: &mut Io<'_>) -> Run {
         let mut moved = 0;
         while moved < DATAGRAM_BUDGET {
             match self.batch.recv(&self.socket, BATCH) {
@@ -195,7 +195,7 @@ impl UdpRoute {
     }
 
     /// Upstream replies on session `slot`'s socket: read in batches, sent to its client in batches.
-    pub fn on_upstream_readable(&mut self, slot: usize, io: &mut Io<'_>) -> Run {
+    pub(crate) fn on_upstream_readable(&mut self, slot: usize, io: &mut Io<'_>) -> Run {
         let Some(client) = self.table.client(slot) else {
             return Run::Drained;
         };

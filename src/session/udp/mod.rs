@@ -6,6 +6,6 @@
 //!
 //! docs/udp.md has the design and its limits.
 
-pub mod batch;
+pub(crate) mod batch;
 pub(crate) mod forward;
-pub mod table;
+pub(crate) mod table;

@@ -33,7 +33,7 @@ struct Entry<S> {
 
 /// Sessions by client address, in recency order, at most `limit` of them.
 #[derive(Debug)]
-pub struct Table<S> {
+pub(crate) struct Table<S> {
     entries: Slab<Entry<S>>,
     by_client: HashMap<SocketAddr, usize>,
     /// Least recently used: the next to expire, the first evicted.
@@ -45,11 +45,11 @@ pub struct Table<S> {
 }
 
 /// A session taken out of the table, with its client's address.
-pub type Removed<S> = (SocketAddr, S);
+pub(crate) type Removed<S> = (SocketAddr, S);
 
 impl<S> Table<S> {
     /// An empty table of at most `limit` sessions (at least 1), each closed after `idle` without traffic.
-    pub fn new(limit: usize, idle: Duration) -> Table<S> {
+    pub(crate) fn new(limit: usize, idle: Duration) -> Table<S> {
         Table {
             entries: Slab::new(),
             by_client: HashMap::new(),
@@ -60,31 +60,31 @@ impl<S> Table<S> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// The slot of `client`'s session.
-    pub fn find(&self, client: &SocketAddr) -> Option<usize> {
+    pub(crate) fn find(&self, client: &SocketAddr) -> Option<usize> {
         self.by_client.get(client).copied()
     }
 
-    pub fn get_mut(&mut self, slot: usize) -> Option<&mut S> {
+    pub(crate) fn get_mut(&mut self, slot: usize) -> Option<&mut S> {
         self.entries.get_mut(slot).map(|entry| &mut entry.session)
     }
 
     /// The client address of the session in `slot`.
-    pub fn client(&self, slot: usize) -> Option<SocketAddr> {
+    pub(crate) fn client(&self, slot: usize) -> Option<SocketAddr> {
         self.entries.get(slot).map(|entry| entry.client)
     }
 
     /// A datagram crossed the session in `slot` at `now`: it becomes the most recently used.
-    pub fn touch(&mut self, slot: usize, now: Instant) {
+    pub(crate) fn touch(&mut self, slot: usize, now: Instant) {
         if !self.entries.contains(slot) {
             return;
         }
@@ -97,7 +97,7 @@ impl<S> Table<S> {
 
     /// Adds `client`'s session (the caller found none) as the most recently used, and returns its slot.
     /// When the table is full, the least recently used session makes room and is returned with it.
-    pub fn insert(
+    pub(crate) fn insert(
         &mut self,
         client: SocketAddr,
         session: S,
@@ -121,7 +121,7 @@ impl<S> Table<S> {
     }
 
     /// Takes the session in `slot` out of the table.
-    pub fn remove(&mut self, slot: usize) -> Option<Removed<S>> {
+    pub(crate) fn remove(&mut self, slot: usize) -> Option<Removed<S>> {
         if !self.entries.contains(slot) {
             return None;
         }
@@ -132,7 +132,7 @@ impl<S> Table<S> {
     }
 
     /// When the least recently used session expires, if there is one.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.front
             .and_then(|slot| self.entries.get(slot))
             .map(|entry| entry.last + self.idle)
@@ -140,7 +140,7 @@ impl<S> Table<S> {
 
     /// Takes out the least recently used session if it has been idle for the timeout at `now`; call
     /// until `None` to expire every idle session (they are in deadline order).
-    pub fn expire(&mut self, now: Instant) -> Option<Removed<S>> {
+    pub(crate) fn expire(&mut self, now: Instant) -> Option<Removed<S>> {
         let due = self.next_deadline().is_some_and(|deadline| deadline <= now);
         if due {
             self.front.and_then(|slot| self.remove(slot))
@@ -151,7 +151,7 @@ impl<S> Table<S> {
 
     /// Every session's slot, least recently used first.
     #[cfg(test)]
-    pub fn slots(&self) -> Vec<usize> {
+    pub(crate) fn slots(&self) -> Vec<usize> {
         let mut out = Vec::with_capacity(self.entries.len());
         let mut at = self.front;
         while let Some(slot) = at {
