@@ -328,6 +328,7 @@ impl Reactor {
             let events = self.dispatch_events();
             self.run_yielded();
             self.run_udp_yielded();
+            self.flush_udp();
             self.fire_timers();
             self.expire_udp();
             self.accept_ready();

@@ -63,6 +63,13 @@ impl Reactor {
         }
     }
 
+    /// Sends every UDP route's queued replies: once per loop turn, after the events and the yields.
+    pub(super) fn flush_udp(&mut self) {
+        for (_, udp) in self.udp.iter_mut() {
+            udp.flush(&mut self.metrics);
+        }
+    }
+
     /// Closes idle sessions, and sets the sessions gauge.
     pub(super) fn expire_udp(&mut self) {
         let mut open = 0;

@@ -72,17 +72,23 @@ impl Batch {
     }
 }
 
-/// Sends `datagrams` (each to `to`, or to the connected peer when `None`) in as few syscalls as the
-/// platform allows; returns how many were sent before an error, and the error if one stopped it.
+/// Sends `datagrams` in as few syscalls as the platform allows, from `socket` to `to`: empty for the
+/// connected peer, one address for all of them, or one address per datagram. Returns how many were
+/// sent before an error, and the error if one stopped it.
 pub(crate) fn send(
     socket: &UdpSocket,
     datagrams: &[&[u8]],
-    to: Option<SocketAddr>,
+    to: &[SocketAddr],
 ) -> (usize, Option<io::Error>) {
     let mut sent = 0;
     while sent < datagrams.len() {
         let end = (sent + BATCH).min(datagrams.len());
-        match sys::send(socket, &datagrams[sent..end], to) {
+        let dests = if to.len() > 1 {
+            to.get(sent..end).unwrap_or(&[])
+        } else {
+            to
+        };
+        match sys::send(socket, &datagrams[sent..end], dests) {
             Ok(0) => return (sent, Some(io::ErrorKind::WriteZero.into())),
             Ok(count) => sent += count,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -90,6 +96,90 @@ pub(crate) fn send(
         }
     }
     (sent, None)
+}
+
+/// Where datagram `index` of a send goes (see [`send`]).
+fn destination(to: &[SocketAddr], index: usize) -> Option<SocketAddr> {
+    match to {
+        [] => None,
+        [all] => Some(*all),
+        each => each.get(index).copied(),
+    }
+}
+
+/// Replies waiting to leave by one socket, each for its own client: the replies of many sessions
+/// found ready in one loop turn go out in one `sendmmsg` instead of one each. Copied in (a copy costs
+/// far less than a syscall), flushed when full and at the end of every loop turn.
+pub(crate) struct Outbox {
+    buffers: Box<[u8]>,
+    lens: [usize; BATCH],
+    dests: [SocketAddr; BATCH],
+    count: usize,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+/// What a flush did: datagrams and bytes sent, datagrams dropped, and the error that dropped them.
+#[derive(Debug, Default)]
+pub(crate) struct Flushed {
+    pub(crate) sent: u64,
+    pub(crate) bytes: u64,
+    pub(crate) dropped: u64,
+    pub(crate) error: Option<io::Error>,
+}
+
+impl Outbox {
+    pub(crate) fn new() -> Outbox {
+        Outbox {
+            buffers: vec![0; BATCH * SLOT].into_boxed_slice(),
+            lens: [0; BATCH],
+            dests: [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH],
+            count: 0,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Queues a copy of `datagram` for `to`; true when the outbox is full (flush it before the next).
+    pub(crate) fn push(&mut self, datagram: &[u8], to: SocketAddr) -> bool {
+        let index = self.count;
+        let len = datagram.len().min(SLOT);
+        if let Some(slot) = self.buffers.get_mut(index * SLOT..index * SLOT + len) {
+            slot.copy_from_slice(&datagram[..len]);
+            self.lens[index] = len;
+            self.dests[index] = to;
+            self.count += 1;
+        }
+        self.count >= BATCH
+    }
+
+    /// Sends what is queued from `socket`, each datagram to its client; whatever the socket refuses
+    /// is dropped (never kept for later: UDP semantics, bounded memory).
+    pub(crate) fn flush(&mut self, socket: &UdpSocket) -> Flushed {
+        let count = std::mem::take(&mut self.count);
+        let mut datagrams: [&[u8]; BATCH] = [&[]; BATCH];
+        for (index, datagram) in datagrams.iter_mut().enumerate().take(count) {
+            *datagram = self
+                .buffers
+                .get(index * SLOT..index * SLOT + self.lens[index])
+                .unwrap_or(&[]);
+        }
+        let (sent, error) = send(socket, &datagrams[..count], &self.dests[..count]);
+        Flushed {
+            sent: sent as u64,
+            bytes: datagrams[..sent].iter().map(|d| d.len() as u64).sum(),
+            dropped: (count - sent) as u64,
+            error,
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -101,7 +191,7 @@ mod sys {
 
     use mio::net::UdpSocket;
 
-    use super::{BATCH, SLOT};
+    use super::{destination, BATCH, SLOT};
 
     pub(super) fn recv(
         socket: &UdpSocket,
@@ -155,10 +245,14 @@ mod sys {
     pub(super) fn send(
         socket: &UdpSocket,
         datagrams: &[&[u8]],
-        to: Option<SocketAddr>,
+        to: &[SocketAddr],
     ) -> io::Result<usize> {
         let count = datagrams.len().min(BATCH);
-        let name = to.map(socket2::SockAddr::from);
+        let names: [Option<socket2::SockAddr>; BATCH] = std::array::from_fn(|index| {
+            destination(to, index)
+                .filter(|_| index < count)
+                .map(socket2::SockAddr::from)
+        });
         // SAFETY: all-zero bytes are a valid value of these plain C structs (null pointers, zero
         // lengths); every pointer the kernel uses is set below before the call.
         let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
@@ -170,7 +264,7 @@ mod sys {
                 iov_len: datagram.len(),
             };
             let header = &mut messages[index].msg_hdr;
-            if let Some(name) = name.as_ref() {
+            if let Some(name) = names[index].as_ref() {
                 header.msg_name = name.as_ptr() as *mut libc::c_void;
                 header.msg_namelen = name.len();
             }
@@ -179,7 +273,7 @@ mod sys {
         }
         // SAFETY: `messages[..count]` each point at one live iovec over a datagram borrowed for the
         // whole call (sendmmsg only reads through iov_base, despite its `*mut` type) and, when `to` is
-        // given, at the SockAddr `name`, alive until the end of this function, with its true length.
+        // given, at its SockAddr in `names`, alive until the end of this function, with its true length.
         let sent = unsafe {
             libc::sendmmsg(
                 socket.as_raw_fd(),
@@ -263,11 +357,11 @@ mod sys {
     pub(super) fn send(
         socket: &UdpSocket,
         datagrams: &[&[u8]],
-        to: Option<SocketAddr>,
+        to: &[SocketAddr],
     ) -> io::Result<usize> {
         let mut sent = 0;
-        for datagram in datagrams {
-            let result = match to {
+        for (index, datagram) in datagrams.iter().enumerate() {
+            let result = match super::destination(to, index) {
                 Some(to) => socket.send_to(datagram, to),
                 None => socket.send(datagram),
             };
@@ -320,7 +414,7 @@ mod tests {
             .chain([big.clone()])
             .collect();
         let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
-        let (sent, error) = send(&a, &refs, Some(to));
+        let (sent, error) = send(&a, &refs, &[to]);
         assert_eq!((sent, error.map(|e| e.kind())), (datagrams.len(), None));
         let mut batch = Batch::new();
         let mut got: Vec<Vec<u8>> = Vec::new();
@@ -344,7 +438,7 @@ mod tests {
         let mut batch = Batch::new();
         let empty = batch.recv(&b, BATCH).map_err(|e| e.kind());
         assert_eq!(empty.err(), Some(io::ErrorKind::WouldBlock));
-        let (sent, error) = send(&a, &[b"one", b"", b"three"], None);
+        let (sent, error) = send(&a, &[b"one", b"", b"three"], &[]);
         assert_eq!((sent, error.is_none()), (3, true));
         let mut got = Vec::new();
         while got.len() < 3 {
@@ -354,6 +448,39 @@ mod tests {
         assert_eq!(got, vec![b"one".to_vec(), Vec::new(), b"three".to_vec()]);
     }
 
+    /// An outbox sends each datagram to its own destination, in one flush, and reports what it sent.
+    #[test]
+    fn test_outbox_sends_each_to_its_own() {
+        let (a, b) = pair();
+        let c = UdpSocket::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let (to_b, to_c) = (b.local_addr().expect("addr"), c.local_addr().expect("addr"));
+        let mut outbox = Outbox::new();
+        assert!(outbox.is_empty());
+        for index in 0..BATCH {
+            let to = if index % 2 == 0 { to_b } else { to_c };
+            let full = outbox.push(&[index as u8; 10], to);
+            assert_eq!(full, index == BATCH - 1);
+        }
+        let flushed = outbox.flush(&a);
+        assert_eq!(
+            (flushed.sent, flushed.bytes, flushed.dropped),
+            (BATCH as u64, 10 * BATCH as u64, 0)
+        );
+        assert!(flushed.error.is_none() && outbox.is_empty());
+        let mut batch = Batch::new();
+        for (socket, parity) in [(&b, 0), (&c, 1)] {
+            let mut got = Vec::new();
+            while got.len() < BATCH / 2 {
+                let count = recv_some(&mut batch, socket);
+                got.extend((0..count).map(|i| batch.get(i).0[0]));
+            }
+            assert!(
+                got.iter().all(|first| usize::from(*first) % 2 == parity),
+                "{got:?}"
+            );
+        }
+    }
+
     /// A connected socket whose peer has no listener gets the ICMP error back as ECONNREFUSED.
     #[test]
     fn test_refused_peer_is_reported() {
@@ -361,7 +488,7 @@ mod tests {
         let gone = b.local_addr().expect("addr");
         drop(b);
         a.connect(gone).expect("connect");
-        let _ = send(&a, &[b"ping"], None);
+        let _ = send(&a, &[b"ping"], &[]);
         let mut batch = Batch::new();
         let mut refused = false;
         for _ in 0..500 {

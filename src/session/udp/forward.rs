@@ -27,7 +27,7 @@ use crate::config::RouteConfig;
 use crate::datapath::budget::{FdBudget, Slot};
 use crate::observe::metric_kinds::UdpDrop;
 use crate::observe::metrics::Metrics;
-use crate::session::udp::batch::{self, Batch, BATCH};
+use crate::session::udp::batch::{self, Batch, Outbox, BATCH};
 use crate::session::udp::table::{Removed, Table};
 use crate::throttle::Throttle;
 use crate::token::{self, MAX_UDP_SESSIONS};
@@ -83,6 +83,8 @@ pub(crate) struct UdpRoute {
     index: usize,
     table: Table<Session>,
     batch: Batch,
+    /// Replies for the clients, sent together at the end of the loop turn (or when full).
+    outbox: Outbox,
     budget: FdBudget,
     /// A session that could not get a socket (fd budget, EMFILE) or an upstream is logged rarely.
     shortage_warning: Throttle,
@@ -114,6 +116,7 @@ impl UdpRoute {
             index,
             table,
             batch: Batch::new(),
+            outbox: Outbox::new(),
             budget,
             shortage_warning: Throttle::new(std::time::Duration::from_secs(5)),
         })
@@ -236,21 +239,30 @@ impl UdpRoute {
         Run::Yielded
     }
 
-    /// Sends the first `count` datagrams of the batch to `client` from the route's socket.
+    /// Queues the first `count` datagrams of the batch for `client`, flushing the outbox when full.
     fn reply(&mut self, client: SocketAddr, count: usize, metrics: &mut Metrics) {
-        let mut datagrams: [&[u8]; BATCH] = [&[]; BATCH];
-        for (index, datagram) in datagrams.iter_mut().enumerate().take(count) {
-            *datagram = self.batch.get(index).0;
+        for index in 0..count {
+            let (datagram, _) = self.batch.get(index);
+            if self.outbox.push(datagram, client) {
+                self.flush(metrics);
+            }
         }
-        let datagrams = &datagrams[..count.min(BATCH)];
-        let (sent, error) = batch::send(&self.socket, datagrams, Some(client));
-        count_sent(metrics, Way::UpstreamToClient, &datagrams[..sent]);
-        if let Some(err) = error {
+    }
+
+    /// Sends the queued replies, each to its client, from the route's socket.
+    pub(crate) fn flush(&mut self, metrics: &mut Metrics) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let flushed = self.outbox.flush(&self.socket);
+        metrics.udp_datagrams[Way::UpstreamToClient] += flushed.sent;
+        metrics.udp_bytes[Way::UpstreamToClient] += flushed.bytes;
+        if let Some(err) = flushed.error {
             let cause = match err.kind() {
                 io::ErrorKind::WouldBlock => UdpDrop::ClientBusy,
                 _ => UdpDrop::Error,
             };
-            metrics.udp_drops[cause] += (datagrams.len() - sent) as u64;
+            metrics.udp_drops[cause] += flushed.dropped;
         }
     }
 
@@ -298,7 +310,7 @@ impl UdpRoute {
         let Some(link) = self.table.get_mut(slot).and_then(|s| s.link.as_ref()) else {
             return;
         };
-        let (sent, error) = batch::send(&link.socket, datagrams, None);
+        let (sent, error) = batch::send(&link.socket, datagrams, &[]);
         count_sent(io.metrics, Way::ClientToUpstream, &datagrams[..sent]);
         let Some(err) = error else {
             return;
