@@ -12,7 +12,9 @@
 //! was emptied: a datagram arriving later raises a new edge), at most [`DATAGRAM_BUDGET`] datagrams per wakeup (then the
 //! reactor queues it to go on later, like a pair that used up its byte budget, so one flood cannot
 //! starve the other sockets), and every datagram it cannot send at once (the socket would block) is
-//! dropped and counted: UDP semantics, and memory that never grows with load.
+//! dropped and counted: UDP semantics, and memory that never grows with load. Replies are copied into
+//! the route's [`Outbox`] and leave together, each to its client, in one `sendmmsg` when it is full
+//! and at the end of the loop turn (`flush`).
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
