@@ -68,11 +68,22 @@ struct Figures {
 /// Runs every scenario against every peer and prints (and writes) the table.
 pub fn run(opts: &Options) -> BenchResult<()> {
     let echo = Echo::start()?;
-    let peers = ["direct", "edgefwd", "socat", "tokio-udp"];
+    let socat = Command::new("socat")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
+    if !socat {
+        eprintln!("udp: warning: socat is not installed; its rows are left out");
+    }
+    let peers: Vec<&str> = ["direct", "edgefwd", "socat", "tokio-udp"]
+        .into_iter()
+        .filter(|peer| socat || *peer != "socat")
+        .collect();
     let window = opts.measure;
     let mut rows = Vec::new();
     for shape in SHAPES {
-        for peer in peers {
+        for &peer in &peers {
             if opts
                 .only
                 .as_ref()
