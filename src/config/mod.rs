@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::wire::allow::AllowList;
 use crate::wire::proxy_protocol::{CarriedTlvs, Version};
+use crate::wire::sni;
 
 /// Default ring size per direction: the balance between CPU per byte and the memory a busy pair holds
 /// (2 x 64 KiB); docs/architecture.md has the measurement behind it.
@@ -177,10 +178,13 @@ pub struct RouteConfig {
     pub udp_idle_timeout: Duration,
     /// UDP: most sessions at once; a new client past it evicts the least recently used.
     pub udp_max_sessions: usize,
+    /// SNI routing: the server names (and ALPN protocols) this route takes on a listen address it may
+    /// share with other such routes, or `default` for the rest (file only: [`check_sni`]).
+    pub sni: sni::Rule,
 }
 
 /// What a route forwards.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {
     /// Byte streams, a pair of connections per client.
     #[default]
@@ -210,14 +214,6 @@ pub fn split_scheme(text: &str) -> (Protocol, &str) {
         Some(rest) => (Protocol::Udp, rest),
         None => (Protocol::Tcp, text),
     }
-}
-
-/// Parses a listen address, `IP:PORT` (TCP) or `udp://IP:PORT`.
-pub fn parse_listen(text: &str) -> Result<(Protocol, SocketAddr), String> {
-    let (protocol, addr) = split_scheme(text);
-    addr.parse().map(|addr| (protocol, addr)).map_err(|_| {
-        format!("invalid address '{text}': expected IP:PORT or udp://IP:PORT, e.g. 0.0.0.0:8080")
-    })
 }
 
 /// The rules of a UDP route: its upstreams are all `udp://` (a TCP route's none), it has one listen
@@ -320,6 +316,22 @@ pub fn check_mode(route: &RouteConfig) -> Result<(), String> {
     }
 }
 
+/// The SNI settings a route may combine: `alpn` narrows `sni` names (alone it would match nothing),
+/// and a connect route reads a CONNECT head, not a ClientHello.
+pub fn check_sni(route: &RouteConfig) -> Result<(), String> {
+    if !route.sni.alpn.is_empty() && route.sni.names.is_empty() {
+        return Err(String::from(
+            "alpn needs sni: it narrows the names a route takes",
+        ));
+    }
+    if route.sni.is_set() && route.mode == Mode::Connect {
+        return Err(String::from(
+            "sni and default apply to forward routes, not connect mode",
+        ));
+    }
+    Ok(())
+}
+
 /// What an upstream's `HOST:PORT` resolved to, in the resolver's order, or why it did not.
 pub type Addresses = Result<Vec<SocketAddr>, String>;
 
@@ -416,6 +428,38 @@ pub fn parse_upstream_spec(text: &str) -> Result<(String, u32), String> {
         }
     };
     Ok((addr.to_string(), weight))
+}
+
+/// What a listen address may be, for the error that refuses one.
+const LISTEN_SYNTAX: &str = "expected IP:PORT, [IPv6]:PORT or HOST:PORT (a host name is resolved at start and every address it has is bound), e.g. 0.0.0.0:8080, [::]:8080, localhost:8080; port 0 picks a free port";
+
+/// A listen address as given (`--listen` or `listen =`): an IP literal with its port, or `HOST:PORT`
+/// whose host is a name for [`dns::listen_addresses`] (or the file's resolver) to resolve. Checked before
+/// anything is resolved, so a typo is refused as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListenSpec {
+    Literal(SocketAddr),
+    /// A host name and a port, both well formed; the text itself is what is resolved.
+    Name,
+}
+
+impl ListenSpec {
+    /// Parses `text`, or says what is accepted.
+    pub(crate) fn parse(text: &str) -> Result<ListenSpec, String> {
+        if let Ok(addr) = text.parse() {
+            return Ok(ListenSpec::Literal(addr));
+        }
+        let bad = || format!("invalid listen address '{text}': {LISTEN_SYNTAX}");
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let name_like = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+        match port.parse::<u16>() {
+            Ok(_) if name_like => Ok(ListenSpec::Name),
+            _ => Err(bad()),
+        }
+    }
 }
 
 /// Checks the shape of `HOST:PORT` before anything tries to resolve it, so a typo is a usage error

@@ -115,7 +115,7 @@ impl Listener {
 /// takes it by value: an endpoint is given back at most once per lease, and only there.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a lease dropped without give_back leaves its endpoint counted busy"]
-pub struct Lease {
+pub(crate) struct Lease {
     slot: usize,
 }
 
@@ -521,6 +521,7 @@ pub(crate) mod tests {
             protocol: crate::config::Protocol::Tcp,
             udp_idle_timeout: Duration::from_secs(60),
             udp_max_sessions: 10,
+            sni: Default::default(),
         }
     }
 
