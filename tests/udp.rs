@@ -537,3 +537,22 @@ fn counts(upstreams: &[UdpUpstream]) -> HashMap<usize, usize> {
         .map(|(i, u)| (i, u.senders.lock().expect("senders").len()))
         .collect()
 }
+
+/// With `--threads 2` the UDP route is served (by the first reactor), and a SIGHUP reload of its file
+/// keeps it serving.
+#[test]
+fn test_udp_route_survives_threads_and_reload() {
+    let upstream = UdpUpstream::echo("127.0.0.1");
+    let config = common::ConfigFile::new(&format!(
+        "[[route]]\nname = \"dns\"\nlisten = \"udp://127.0.0.1:0\"\nupstreams = [\"{}\"]\n",
+        upstream.arg()
+    ));
+    let fwd = Forwarder::start(&["--config", config.path(), "--threads", "2"]);
+    let to = fwd.route_addr("dns");
+    let socket = client("127.0.0.1");
+    assert_eq!(exchange(&socket, to, b"before"), b"before");
+    fwd.signal(libc::SIGHUP);
+    fwd.expect_log("reload: ", Duration::from_secs(10));
+    assert_eq!(exchange(&socket, to, b"after"), b"after");
+    assert_eq!(fwd.count_log("listening on udp://"), 1, "{}", fwd.logs());
+}
