@@ -15,7 +15,7 @@ use edgefwd::config::dns;
 use edgefwd::config::file::{self, Defaults, FileError};
 use edgefwd::config::settings;
 use edgefwd::config::Algorithm;
-use edgefwd::config::{self, Config, Mode, RouteConfig, Splice, UpstreamConfig};
+use edgefwd::config::{self, Config, Mode, Protocol, RouteConfig, Splice, UpstreamConfig};
 use edgefwd::datapath::budget::{self, FdBudget};
 use edgefwd::observe::metrics::MetricsBoard;
 use edgefwd::reactor::fdlimit;
@@ -38,7 +38,7 @@ struct Cli {
 
     /// Address to accept connections on: IP:PORT, [IPv6]:PORT or HOST:PORT, e.g. 0.0.0.0:8080, [::]:8080,
     /// localhost:8080 (a host name is resolved at start and every address bound; port 0 picks a free
-    /// port).
+    /// port); udp://ADDR forwards UDP datagrams instead (then every upstream is udp:// too).
     #[arg(long, value_name = "ADDR", required_unless_present = "config")]
     listen: Option<String>,
 
@@ -140,6 +140,16 @@ struct Cli {
     /// How long a client may take to send its PROXY header or CONNECT head (408 in connect mode).
     #[arg(long, value_name = "DURATION", default_value = settings::HEADER_TIMEOUT.flag_default(), value_parser = config::parse_timeout)]
     header_timeout: Duration,
+
+    /// UDP routes: close a session (a client address and its upstream socket) with no datagram either
+    /// way for this long.
+    #[arg(long, value_name = "DURATION", default_value = settings::UDP_IDLE_TIMEOUT.flag_default(), value_parser = config::parse_timeout)]
+    udp_idle_timeout: Duration,
+
+    /// UDP routes: most sessions at once (each holds a socket, counted in the fd budget); a new client
+    /// past it evicts the least recently used [default: the whole fd budget].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    udp_max_sessions: Option<u32>,
 
     /// Serve Prometheus metrics at http://ADDR/metrics, from the same event loop (a config file's
     /// `metrics` wins).
@@ -390,7 +400,16 @@ fn run_reactors(
     let metrics = upgrade::take_metrics(&mut passed, config.metrics);
     let activated = match passed {
         passed if passed.is_empty() => Vec::new(),
-        passed => activated_listeners(passed, &config.routes)?,
+        // UDP routes bind their own sockets (socket activation hands TCP listeners only).
+        passed => {
+            let tcp: Vec<RouteConfig> = config
+                .routes
+                .iter()
+                .filter(|route| route.protocol == Protocol::Tcp)
+                .cloned()
+                .collect();
+            activated_listeners(passed, &tcp)?
+        }
     };
     let mut first = match metrics {
         Some(handed) => {
@@ -481,10 +500,13 @@ fn from_file(path: &std::path::Path, cli: &Cli, defaults: Defaults) -> Result<Co
 
 /// The flags describe one route.
 fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
-    let listen = cli
+    let (protocol, listen) = cli
         .listen
         .ok_or_else(|| String::from("--listen is required without --config"))
-        .and_then(|text| dns::listen_addresses(&text))
+        .and_then(|text| {
+            let (protocol, rest) = config::split_scheme(&text);
+            dns::listen_addresses(rest).map(|addrs| (protocol, addrs))
+        })
         .map_err(usage)?;
     let mut upstreams: Vec<UpstreamConfig> = Vec::with_capacity(cli.upstream.len());
     for (name, weight) in cli.upstream {
@@ -544,9 +566,15 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
         send_proxy_tlvs: cli.send_proxy_tlvs.unwrap_or_default(),
         accept_proxy: cli.accept_proxy,
         header_timeout: cli.header_timeout,
+        protocol,
+        udp_idle_timeout: cli.udp_idle_timeout,
+        udp_max_sessions: cli
+            .udp_max_sessions
+            .map_or(defaults.max_connections, |n| n as usize),
         sni: Default::default(),
     };
     config::check_mode(&route).map_err(|message| Failure { code: 2, message })?;
+    config::check_protocol(&route).map_err(|message| Failure { code: 2, message })?;
     if !config::tlvs_have_a_source(&route) {
         return Err(Failure {
             code: 2,
@@ -618,6 +646,17 @@ mod tests {
                 ],
                 "listen = \"127.0.0.1:7\"\nupstreams = [\"127.0.0.1:9\", \"127.0.0.1:10\"]\n",
             ),
+            Base::Udp => (
+                vec![
+                    "--listen",
+                    "udp://127.0.0.1:7",
+                    "--upstream",
+                    "udp://127.0.0.1:9",
+                    "--upstream",
+                    "udp://127.0.0.1:10",
+                ],
+                "listen = \"udp://127.0.0.1:7\"\nupstreams = [\"udp://127.0.0.1:9\", \"udp://127.0.0.1:10\"]\n",
+            ),
             Base::Connect => (
                 vec![
                     "--listen",
@@ -667,7 +706,7 @@ mod tests {
     /// Nothing set: the flags and the file give the same route, so every default agrees.
     #[test]
     fn test_flags_and_file_have_the_same_defaults() {
-        for which in [Base::Forward, Base::Connect] {
+        for which in [Base::Forward, Base::Connect, Base::Udp] {
             let (flags, table) = base(which);
             assert_eq!(from_cli(&flags), from_toml(table), "{which:?}");
         }
@@ -716,7 +755,7 @@ mod tests {
             if setting.key == "name" {
                 continue; // `route-N` is a pattern, not a value
             }
-            let (flags, table) = base(Base::Forward);
+            let (flags, table) = base(setting.example.map_or(Base::Forward, |e| e.base));
             let explicit = from_toml(&format!("{table}{} = {literal}\n", setting.key));
             assert_eq!(
                 from_cli(&flags),

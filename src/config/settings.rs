@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use crate::config::{Mode, RouteConfig};
+use crate::config::{Mode, Protocol, RouteConfig};
 
 /// What a reload does to a running route when this setting changes in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,8 @@ pub enum Base {
     Forward,
     /// `--listen`, `--mode connect` and one `--allow`.
     Connect,
+    /// `--listen udp://` and two `--upstream udp://`s.
+    Udp,
 }
 
 /// A value other than the default, written both ways: tests check that the flags and the file give the
@@ -154,6 +156,8 @@ pub const ROUTE: &[Setting] = &[
     SNI,
     ALPN,
     DEFAULT,
+    UDP_IDLE_TIMEOUT,
+    UDP_MAX_SESSIONS,
 ];
 
 const NAME: Setting = Setting {
@@ -560,6 +564,36 @@ fn join<T: std::fmt::Display>(items: &[T]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+pub const UDP_IDLE_TIMEOUT: Setting = Setting {
+    key: "udp_idle_timeout",
+    flag: Some("udp_idle_timeout"),
+    value: "DURATION",
+    default: "`\"60s\"`",
+    on_reload: OnReload::Replaces,
+    doc: "udp routes: close a session with no datagram either way this long ([UDP](udp.md)); ignored by tcp routes",
+    show: |c| (c.protocol == Protocol::Udp).then(|| millis(c.udp_idle_timeout)),
+    example: Some(Example {
+        base: Base::Udp,
+        flags: &["--udp-idle-timeout", "5s"],
+        toml: "udp_idle_timeout = \"5s\"",
+    }),
+};
+
+const UDP_MAX_SESSIONS: Setting = Setting {
+    key: "udp_max_sessions",
+    flag: Some("udp_max_sessions"),
+    value: "N",
+    default: "the fd budget",
+    on_reload: OnReload::Replaces,
+    doc: "udp routes: most sessions (client addresses) at once, each holding one socket; a new client past it evicts the least recently used; ignored by tcp routes",
+    show: |c| (c.protocol == Protocol::Udp).then(|| c.udp_max_sessions.to_string()),
+    example: Some(Example {
+        base: Base::Udp,
+        flags: &["--udp-max-sessions", "7"],
+        toml: "udp_max_sessions = 7",
+    }),
+};
 
 /// The clap ids of every route setting's flag: what `--config` excludes.
 pub fn flag_ids() -> Vec<&'static str> {

@@ -174,6 +174,49 @@ impl Label for Reload {
     }
 }
 
+/// Why a UDP datagram was dropped: the `cause` of `edgefwd_udp_drops_total` (docs/udp.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UdpDrop {
+    /// The session's upstream socket would block (its send buffer is full).
+    UpstreamBusy = 0,
+    /// The client-facing socket would block.
+    ClientBusy = 1,
+    /// The upstream answered with ICMP port unreachable (ECONNREFUSED): the datagram before it was lost.
+    Refused = 2,
+    /// No upstream endpoint to send to (none resolves).
+    NoUpstream = 3,
+    /// No socket for a new session: the fd budget, EMFILE, or bind/connect failed.
+    NoSocket = 4,
+    /// Any other send error.
+    Error = 5,
+}
+
+impl Label for UdpDrop {
+    const NAME: &'static str = "cause";
+    const ALL: &'static [UdpDrop] = &[
+        UdpDrop::UpstreamBusy,
+        UdpDrop::ClientBusy,
+        UdpDrop::Refused,
+        UdpDrop::NoUpstream,
+        UdpDrop::NoSocket,
+        UdpDrop::Error,
+    ];
+    type Counts = [u64; 6];
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn value(self) -> &'static str {
+        match self {
+            UdpDrop::UpstreamBusy => "upstream_would_block",
+            UdpDrop::ClientBusy => "client_would_block",
+            UdpDrop::Refused => "upstream_refused",
+            UdpDrop::NoUpstream => "no_upstream",
+            UdpDrop::NoSocket => "no_socket",
+            UdpDrop::Error => "send_error",
+        }
+    }
+}
+
 /// Counters by label value, one series each (0 until it happens), summed over reactors value by value.
 /// Indexed by the label: `metrics.closes[cause] += 1`.
 pub(crate) struct ByLabel<L: Label> {

@@ -23,7 +23,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::close::Cause;
-use crate::observe::metric_kinds::{family, ByLabel, Counter, Gauge, Histogram, Metric, Reload};
+use crate::observe::metric_kinds::{
+    family, ByLabel, Counter, Gauge, Histogram, Metric, Reload, UdpDrop,
+};
 use crate::way::Way;
 use crate::wire::proxy_protocol::Reason;
 
@@ -181,6 +183,25 @@ metrics! {
     /// Directions that `--splice auto` moved from the ring to a pipe (a read filled the ring).
     splice_switches: Counter = "edgefwd_splice_switches_total",
         "directions --splice auto moved from the ring to a pipe";
+
+    // UDP routes (docs/udp.md).
+    /// UDP sessions open now; the reactor sets it before it publishes or renders.
+    udp_sessions_open: Gauge = "edgefwd_udp_sessions_open", "UDP sessions open now";
+    /// UDP sessions opened: a datagram from a client address with none.
+    udp_sessions_created: Counter = "edgefwd_udp_sessions_created_total",
+        "UDP sessions opened (a datagram from a new client address)";
+    /// UDP sessions closed to make room at `udp_max_sessions` (the least recently used).
+    udp_sessions_evicted: Counter = "edgefwd_udp_sessions_evicted_total",
+        "UDP sessions closed for a new one at udp_max_sessions (least recently used first)";
+    /// UDP sessions closed after `udp_idle_timeout` without a datagram either way.
+    udp_sessions_expired: Counter = "edgefwd_udp_sessions_expired_total",
+        "UDP sessions closed after udp_idle_timeout without a datagram";
+    /// UDP datagrams forwarded, by [`Way`].
+    udp_datagrams: ByLabel<Way> = "edgefwd_udp_datagrams_total", "UDP datagrams forwarded";
+    /// UDP payload bytes forwarded, by [`Way`].
+    udp_bytes: ByLabel<Way> = "edgefwd_udp_bytes_total", "UDP payload bytes forwarded";
+    /// UDP datagrams dropped, by [`UdpDrop`].
+    udp_drops: ByLabel<UdpDrop> = "edgefwd_udp_drops_total", "UDP datagrams dropped, by cause";
 }
 
 impl Metrics {
@@ -195,6 +216,8 @@ impl Metrics {
             + self.lookups
             + self.scrapes
             + self.closes.total()
+            + self.udp_datagrams.total()
+            + self.udp_drops.total()
     }
 }
 

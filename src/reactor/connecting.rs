@@ -18,7 +18,7 @@ use crate::observe::metrics::Metrics;
 use crate::reactor::worker::{Lookup, Worker};
 use crate::session::connect::{self, Context, Lookups, Step};
 use crate::throttle::Throttle;
-use crate::token::{GENERATION_MASK, MAX_SLOT};
+use crate::token::{MAX_SLOT, PAIR_GENERATIONS};
 use crate::upstream::prewarm::WarmPool;
 use crate::upstream::route::Route;
 
@@ -34,7 +34,7 @@ impl Reactor {
         fd_slot: Slot,
     ) {
         let id = self.next_id;
-        self.next_id = (self.next_id + 1) % GENERATION_MASK;
+        self.next_id = (self.next_id + 1) % PAIR_GENERATIONS;
         let entry = self.pairs.vacant_entry();
         let slot = entry.key();
         if slot > MAX_SLOT {

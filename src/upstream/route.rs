@@ -518,6 +518,9 @@ pub(crate) mod tests {
             send_proxy_tlvs: Default::default(),
             accept_proxy: false,
             header_timeout: Duration::from_secs(10),
+            protocol: crate::config::Protocol::Tcp,
+            udp_idle_timeout: Duration::from_secs(60),
+            udp_max_sessions: 10,
             sni: Default::default(),
         }
     }

@@ -57,6 +57,8 @@ pub(super) struct RawRoute {
     pub(super) sni: Option<Spanned<Vec<String>>>,
     pub(super) alpn: Option<Spanned<Vec<String>>>,
     pub(super) default: Option<Spanned<bool>>,
+    pub(super) udp_idle_timeout: Option<Spanned<Quantity>>,
+    pub(super) udp_max_sessions: Option<Spanned<u32>>,
 }
 
 /// `listen = "addr"` or `listen = ["addr", ...]`.
