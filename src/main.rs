@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use log::info;
 
+use edgefwd::config::clients::{Cidr, ClientAcl, ClientPrefix, Rate};
 use edgefwd::config::dns;
 use edgefwd::config::file::{self, Defaults, FileError};
 use edgefwd::config::settings;
@@ -135,6 +136,35 @@ struct Cli {
     /// How long a client may take to send its PROXY header or CONNECT head (408 in connect mode).
     #[arg(long, value_name = "DURATION", default_value = settings::HEADER_TIMEOUT.flag_default(), value_parser = config::parse_timeout)]
     header_timeout: Duration,
+
+    /// Most connections open at once from one client (see --per-client-prefix); more are reset at
+    /// accept [default: no limit].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_conns_per_client: Option<u32>,
+
+    /// Most new connections from one client per window, e.g. 20/10s; more are reset at accept
+    /// [default: no limit].
+    #[arg(long, value_name = "N/DURATION", value_parser = str::parse::<Rate>)]
+    conn_rate_per_client: Option<Rate>,
+
+    /// How much of an address is one client for the per-client limits: V4,V6 prefix lengths
+    /// (32,128 = each address; 24,64 = each IPv4 /24 and IPv6 /64).
+    #[arg(long, value_name = "V4,V6", default_value = settings::PER_CLIENT_PREFIX.flag_default(), value_parser = str::parse::<ClientPrefix>)]
+    per_client_prefix: ClientPrefix,
+
+    /// Clients from this network (CIDR) may connect; repeat for several. With any, the rest may not.
+    #[arg(long, value_name = "CIDR", value_parser = str::parse::<Cidr>)]
+    client_allow: Vec<Cidr>,
+
+    /// Clients from this network (CIDR) are reset at once; repeat for several (the most specific
+    /// rule of both lists wins, deny on a tie).
+    #[arg(long, value_name = "CIDR", value_parser = str::parse::<Cidr>)]
+    client_deny: Vec<Cidr>,
+
+    /// At --max-connections this long with clients queued: they are accepted and reset instead of
+    /// waiting on [default: off].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    queue_timeout: Option<Duration>,
 
     /// Serve Prometheus metrics at http://ADDR/metrics, from the same event loop (a config file's
     /// `metrics` wins).
@@ -378,6 +408,14 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
         send_proxy_tlvs: cli.send_proxy_tlvs.unwrap_or_default(),
         accept_proxy: cli.accept_proxy,
         header_timeout: cli.header_timeout,
+        max_conns_per_client: cli.max_conns_per_client,
+        conn_rate_per_client: cli.conn_rate_per_client,
+        per_client_prefix: cli.per_client_prefix,
+        client_acl: ClientAcl {
+            allow: cli.client_allow,
+            deny: cli.client_deny,
+        },
+        queue_timeout: cli.queue_timeout.filter(|d| !d.is_zero()),
     };
     config::check_mode(&route).map_err(|message| Failure { code: 2, message })?;
     if !config::tlvs_have_a_source(&route) {

@@ -152,6 +152,45 @@ impl Label for Reason {
     }
 }
 
+/// Why a client was reset as it arrived: the `limit` of `edgefwd_client_rejects_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientReject {
+    /// `client_allow` / `client_deny` kept it out.
+    Denied = 0,
+    /// `max_conns_per_client`.
+    MaxConns,
+    /// `conn_rate_per_client`.
+    Rate,
+    /// The route's per-client table was full of clients still counted.
+    TableFull,
+    /// It waited in the backlog of a route at `max_connections` past `queue_timeout`.
+    QueueTimeout,
+}
+
+impl Label for ClientReject {
+    const NAME: &'static str = "limit";
+    const ALL: &'static [ClientReject] = &[
+        ClientReject::Denied,
+        ClientReject::MaxConns,
+        ClientReject::Rate,
+        ClientReject::TableFull,
+        ClientReject::QueueTimeout,
+    ];
+    type Counts = [u64; 5];
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn value(self) -> &'static str {
+        match self {
+            ClientReject::Denied => "acl",
+            ClientReject::MaxConns => "max-conns",
+            ClientReject::Rate => "rate",
+            ClientReject::TableFull => "table-full",
+            ClientReject::QueueTimeout => "queue-timeout",
+        }
+    }
+}
+
 /// How a SIGHUP reload ended: the `result` of `edgefwd_reloads_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reload {

@@ -23,7 +23,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::close::Cause;
-use crate::observe::metric_kinds::{family, ByLabel, Counter, Gauge, Histogram, Metric, Reload};
+use crate::observe::metric_kinds::{
+    family, ByLabel, ClientReject, Counter, Gauge, Histogram, Metric, Reload,
+};
 use crate::way::Way;
 use crate::wire::proxy_protocol::Reason;
 
@@ -103,6 +105,11 @@ metrics! {
     /// timed out, or gone before it ended.
     proxy_header_rejects: ByLabel<Reason> = "edgefwd_proxy_header_rejected_total",
         "clients closed over their PROXY header (--accept-proxy), by reason";
+    /// Clients reset as they arrived, by [`ClientReject`]: `client_allow`/`client_deny`, a per-client
+    /// limit, a full per-client table, or `queue_timeout`. Summed over routes (and reactors): the
+    /// route is on the debug line of each.
+    client_rejects: ByLabel<ClientReject> = "edgefwd_client_rejects_total",
+        "clients reset at arrival by client_allow/client_deny, a per-client limit or queue_timeout, by limit";
 
     // The loop.
     /// `epoll_wait` (or kevent) calls that returned.

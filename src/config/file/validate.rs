@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use super::raw::{OneOrMany, RawFile, RawRoute, RawUpstream};
 use super::{render, Defaults, FileError};
+use crate::config::clients::{ClientAcl, ClientPrefix};
 use crate::config::{
     self, Addresses, Config, Mode, RouteConfig, UpstreamConfig, DEFAULT_FALL,
     DEFAULT_HEALTH_TIMEOUT, MAX_LISTENERS, MAX_UPSTREAMS,
@@ -206,6 +207,33 @@ impl Reader<'_> {
             header_timeout: self
                 .timeout(&key(index, "header_timeout"), raw.header_timeout.as_ref())?
                 .unwrap_or(config::DEFAULT_HEADER_TIMEOUT),
+            max_conns_per_client: match &raw.max_conns_per_client {
+                Some(n) => Some(self.positive(&key(index, "max_conns_per_client"), n)?),
+                None => None,
+            },
+            conn_rate_per_client: match &raw.conn_rate_per_client {
+                Some(text) => {
+                    Some(self.check(&key(index, "conn_rate_per_client"), text, str::parse)?)
+                }
+                None => None,
+            },
+            per_client_prefix: match &raw.per_client_prefix {
+                Some(text) => self.check(&key(index, "per_client_prefix"), text, str::parse)?,
+                None => ClientPrefix::default(),
+            },
+            client_acl: ClientAcl {
+                allow: match &raw.client_allow {
+                    Some(rules) => self.each(&key(index, "client_allow"), rules)?,
+                    None => Vec::new(),
+                },
+                deny: match &raw.client_deny {
+                    Some(rules) => self.each(&key(index, "client_deny"), rules)?,
+                    None => Vec::new(),
+                },
+            },
+            queue_timeout: self
+                .duration(&key(index, "queue_timeout"), raw.queue_timeout.as_ref())?
+                .filter(|d| !d.is_zero()),
         })
     }
 
