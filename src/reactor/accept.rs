@@ -176,6 +176,14 @@ impl Reactor {
         let Some(route) = self.routes.get_mut(key) else {
             return;
         };
+        if !route.below_limit() {
+            // A ready bit left from the accept that filled the route may be stale: only a client really
+            // queued starts the stop (and `queue_timeout`'s clock). Cleared, the bit comes back with the
+            // next client's edge.
+            for listener in route.listeners.iter_mut().filter(|l| l.ready) {
+                listener.ready = net::has_queued(&listener.socket);
+            }
+        }
         let at_limit = !route.below_limit() && route.listeners.iter().any(|l| l.ready);
         if at_limit && !route.at_limit {
             route.full_since = Some(self.now);
