@@ -605,7 +605,7 @@ const QUEUE_TIMEOUT: Setting = Setting {
     value: "DURATION",
     default: "off",
     on_reload: OnReload::Replaces,
-    doc: "once the route has been at `max_connections` this long without taking one queued client, the clients queued are accepted and reset (RST) instead of waiting on (`\"0\"` = off)",
+    doc: "once the route has been at `max_connections` this long with a client queued and none taken, the clients queued are accepted and reset (RST) instead of waiting on ([what it measures](operations.md#per-client-limits-and-access); `\"0\"` = off)",
     show: |c| c.queue_timeout.map(millis),
     example: Some(Example {
         base: Base::Forward,

@@ -2,8 +2,12 @@
 //! a stop of our own: the route's `max_connections`, the process's fd budget, fd exhaustion (a short
 //! pause), or the per-turn cap. After such a stop the bit stays set, since the kernel sends no new edge
 //! for connections already queued: the loop comes back by itself (a pair closing, the backoff timer, the
-//! next turn). Each accepted client is handed to the connect path (`session::connect`) with its fd
-//! budget slot in hand.
+//! next turn); at `max_connections` it stays set only while a client is really queued (`note_limit`).
+//! Each accepted client is first checked against the route's `client_allow`/`client_deny` and
+//! per-client limits (unless `accept_proxy` defers that to the header's address), and reset if refused;
+//! the rest are handed to the connect path (`session::connect`) with their fd budget slot in hand. A
+//! route stuck at `max_connections` for `queue_timeout` has its queued clients accepted and reset
+//! (`flush_queue`; docs/operations.md says exactly what is timed).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
