@@ -117,7 +117,7 @@ impl Listener {
 /// takes it by value: an endpoint is given back at most once per lease, and only there.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a lease dropped without give_back leaves its endpoint counted busy"]
-pub struct Lease {
+pub(crate) struct Lease {
     slot: usize,
 }
 
@@ -553,6 +553,7 @@ pub(crate) mod tests {
             per_client_prefix: Default::default(),
             client_acl: Default::default(),
             queue_timeout: None,
+            sni: Default::default(),
         }
     }
 
