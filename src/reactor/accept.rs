@@ -55,6 +55,7 @@ impl Reactor {
         let overdue: Vec<usize> = self
             .routes
             .iter()
+            .filter(|_| self.accept_paused_until.is_none())
             .filter(|(_, route)| route.queue_deadline().is_some_and(|at| at <= self.now))
             .map(|(key, _)| key)
             .collect();
