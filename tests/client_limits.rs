@@ -59,10 +59,11 @@ fn expect_reset(mut client: TcpStream) {
     assert_eq!(end, End::Reset, "a refused client must see RST");
 }
 
+/// `edgefwd_client_rejects_total{route="default",limit=LIMIT}`.
 fn rejects(fwd: &Forwarder, limit: &str) -> u64 {
     sample(
         &scrape(fwd.metrics_addr()),
-        &format!("edgefwd_client_rejects_total{{limit=\"{limit}\"}}"),
+        &format!("edgefwd_client_rejects_total{{route=\"default\",limit=\"{limit}\"}}"),
     )
 }
 
@@ -248,7 +249,7 @@ fn test_reload_changes_max_conns_per_client() {
     let echo = Backend::echo();
     let text = |most: u32, listen: &str| {
         format!(
-            "[[route]]\nname = \"web\"\nlisten = \"{listen}\"\nupstreams = [\"{}\"]\nmax_conns_per_client = {most}\n",
+            "metrics = \"127.0.0.1:0\"\n[[route]]\nname = \"web\"\nlisten = \"{listen}\"\nupstreams = [\"{}\"]\nmax_conns_per_client = {most}\n",
             echo.upstream_arg()
         )
     };
@@ -272,4 +273,13 @@ fn test_reload_changes_max_conns_per_client() {
     let _a = served("127.0.0.1", addr);
     let _b = served("127.0.0.1", addr);
     reset_at_once("127.0.0.1", addr);
+    // Counted under the route's name, across the replacement.
+    let body = scrape(fwd.metrics_addr());
+    assert_eq!(
+        sample(
+            &body,
+            "edgefwd_client_rejects_total{route=\"web\",limit=\"max-conns\"}"
+        ),
+        2
+    );
 }

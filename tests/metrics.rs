@@ -15,7 +15,7 @@ const SERIES: &str = r#"
 # HELP edgefwd_accepts_total connections accepted
 # HELP edgefwd_budget_yields_total pair runs re-queued after using their byte budget
 # HELP edgefwd_bytes_total bytes forwarded
-# HELP edgefwd_client_rejects_total clients reset at arrival by client_allow/client_deny, a per-client limit or queue_timeout, by limit
+# HELP edgefwd_client_rejects_total clients reset at arrival by client_allow/client_deny, a per-client limit or queue_timeout, by route and limit
 # HELP edgefwd_closes_total connection pairs closed, by cause
 # HELP edgefwd_connects_ok_total upstream connects that completed
 # HELP edgefwd_events_per_poll events returned by one epoll_wait
@@ -100,7 +100,6 @@ edgefwd_accepts_total
 edgefwd_budget_yields_total
 edgefwd_bytes_total{direction="c2u"}
 edgefwd_bytes_total{direction="u2c"}
-edgefwd_client_rejects_total{limit=*} acl max-conns queue-timeout rate table-full
 edgefwd_closes_total{cause=*} client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
 edgefwd_connects_ok_total
 HISTOGRAM edgefwd_events_per_poll

@@ -123,7 +123,9 @@ impl Reactor {
         match route.admit_client(addr.ip(), self.now) {
             Ok(client_key) => Some(client_key),
             Err(why) => {
-                self.metrics.client_rejects[why] += 1;
+                self.metrics
+                    .client_rejects
+                    .count(&route.config.name, why, 1);
                 debug!(
                     "client={addr} route={} reset at accept: {}",
                     route.config.name,
@@ -248,7 +250,13 @@ impl Reactor {
             );
         }
         self.metrics.accepts += flushed;
-        self.metrics.client_rejects[ClientReject::QueueTimeout] += flushed;
+        if flushed > 0 {
+            self.metrics.client_rejects.count(
+                &route.config.name,
+                ClientReject::QueueTimeout,
+                flushed,
+            );
+        }
         if let Some(err) = exhausted {
             self.pause_accepting(&err);
         }

@@ -247,7 +247,9 @@ fn admit_greeted(cx: &mut Context<'_>, pair: &mut Pair) -> Result<(), Outcome> {
             Ok(())
         }
         Err(why) => {
-            cx.metrics.client_rejects[why] += 1;
+            cx.metrics
+                .client_rejects
+                .count(&cx.route.config.name, why, 1);
             debug!(
                 "conn={} client={} route={} reset: {}",
                 pair.id,
