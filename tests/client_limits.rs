@@ -283,3 +283,27 @@ fn test_reload_changes_max_conns_per_client() {
         2
     );
 }
+
+/// A bad value is refused at start, naming it, with status 2.
+#[test]
+fn test_bad_values_exit_2_naming_them() {
+    for (flag, value) in [
+        ("--client-deny", "10.0.0.1/8"),
+        ("--client-allow", "::1/129"),
+        ("--conn-rate-per-client", "5"),
+        ("--per-client-prefix", "24"),
+        ("--max-conns-per-client", "0"),
+        ("--queue-timeout", "soon"),
+    ] {
+        let (code, stderr) = run_edgefwd_expect_fail(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:9",
+            flag,
+            value,
+        ]);
+        assert_eq!(code, Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(value), "{flag} {value}: {stderr}");
+    }
+}
