@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use log::{info, warn};
 
+use edgefwd::config::clients::{Cidr, ClientAcl, ClientPrefix, Rate};
 use edgefwd::config::dns;
 use edgefwd::config::file::{self, Defaults, FileError};
 use edgefwd::config::settings;
@@ -150,6 +151,34 @@ struct Cli {
     /// past it evicts the least recently used [default: the whole fd budget].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     udp_max_sessions: Option<u32>,
+    /// Most connections open at once from one client (see --per-client-prefix); more are reset at
+    /// accept [default: no limit].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_conns_per_client: Option<u32>,
+
+    /// Most new connections from one client per window, e.g. 20/10s; more are reset at accept
+    /// [default: no limit].
+    #[arg(long, value_name = "N/DURATION", value_parser = str::parse::<Rate>)]
+    conn_rate_per_client: Option<Rate>,
+
+    /// How much of an address is one client for the per-client limits: V4,V6 prefix lengths
+    /// (32,128 = each address; 24,64 = each IPv4 /24 and IPv6 /64).
+    #[arg(long, value_name = "V4,V6", default_value = settings::PER_CLIENT_PREFIX.flag_default(), value_parser = str::parse::<ClientPrefix>)]
+    per_client_prefix: ClientPrefix,
+
+    /// Clients from this network (CIDR) may connect; repeat for several. With any, the rest may not.
+    #[arg(long, value_name = "CIDR", value_parser = str::parse::<Cidr>)]
+    client_allow: Vec<Cidr>,
+
+    /// Clients from this network (CIDR) are reset at once; repeat for several (the most specific
+    /// rule of both lists wins, deny on a tie).
+    #[arg(long, value_name = "CIDR", value_parser = str::parse::<Cidr>)]
+    client_deny: Vec<Cidr>,
+
+    /// At --max-connections this long with clients queued: they are accepted and reset instead of
+    /// waiting on [default: off].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    queue_timeout: Option<Duration>,
 
     /// Serve Prometheus metrics at http://ADDR/metrics, from the same event loop (a config file's
     /// `metrics` wins).
@@ -571,6 +600,14 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
         udp_max_sessions: cli
             .udp_max_sessions
             .map_or(defaults.max_connections, |n| n as usize),
+        max_conns_per_client: cli.max_conns_per_client,
+        conn_rate_per_client: cli.conn_rate_per_client,
+        per_client_prefix: cli.per_client_prefix,
+        client_acl: ClientAcl {
+            allow: cli.client_allow,
+            deny: cli.client_deny,
+        },
+        queue_timeout: cli.queue_timeout.filter(|d| !d.is_zero()),
         sni: Default::default(),
     };
     config::check_mode(&route).map_err(|message| Failure { code: 2, message })?;

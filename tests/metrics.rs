@@ -15,6 +15,7 @@ const SERIES: &str = r#"
 # HELP edgefwd_accepts_total connections accepted
 # HELP edgefwd_budget_yields_total pair runs re-queued after using their byte budget
 # HELP edgefwd_bytes_total bytes forwarded
+# HELP edgefwd_client_rejects_total clients reset at arrival by client_allow/client_deny, a per-client limit or queue_timeout, by route and limit
 # HELP edgefwd_closes_total connection pairs closed, by cause
 # HELP edgefwd_connects_ok_total upstream connects that completed
 # HELP edgefwd_events_per_poll events returned by one epoll_wait
@@ -63,6 +64,7 @@ const SERIES: &str = r#"
 # TYPE edgefwd_accepts_total counter
 # TYPE edgefwd_budget_yields_total counter
 # TYPE edgefwd_bytes_total counter
+# TYPE edgefwd_client_rejects_total counter
 # TYPE edgefwd_closes_total counter
 # TYPE edgefwd_connects_ok_total counter
 # TYPE edgefwd_events_per_poll histogram

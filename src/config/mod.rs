@@ -4,6 +4,7 @@
 //! resolving upstream names, and the reactor only ever sees values that are already known to be good (a
 //! name that did not resolve is not an error: its upstream starts down, `src/upstream/endpoint/readdress.rs`).
 
+pub mod clients;
 pub mod dns;
 pub mod file;
 pub mod settings;
@@ -178,6 +179,16 @@ pub struct RouteConfig {
     pub udp_idle_timeout: Duration,
     /// UDP: most sessions at once; a new client past it evicts the least recently used.
     pub udp_max_sessions: usize,
+    /// Most connections open at once from one client (a key of `per_client_prefix`); `None` = no limit.
+    pub max_conns_per_client: Option<u32>,
+    /// Most new connections from one client per window; `None` = no limit.
+    pub conn_rate_per_client: Option<clients::Rate>,
+    /// How much of an address is one client for the two limits above.
+    pub per_client_prefix: clients::ClientPrefix,
+    /// Who may connect to the listeners (`client_allow`, `client_deny`).
+    pub client_acl: clients::ClientAcl,
+    /// At `max_connections` this long with clients queued: they are accepted and closed; `None` = off.
+    pub queue_timeout: Option<Duration>,
     /// SNI routing: the server names (and ALPN protocols) this route takes on a listen address it may
     /// share with other such routes, or `default` for the rest (file only: [`check_sni`]).
     pub sni: sni::Rule,

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use crate::close::Cause;
 use crate::observe::metric_kinds::{
-    family, ByLabel, Counter, Gauge, Histogram, Metric, Reload, UdpDrop,
+    escape_label, family, ByLabel, ByRoute, ClientReject, Counter, Gauge, Histogram, Metric,
+    Reload, UdpDrop,
 };
 use crate::way::Way;
 use crate::wire::proxy_protocol::Reason;
@@ -105,6 +106,11 @@ metrics! {
     /// timed out, or gone before it ended.
     proxy_header_rejects: ByLabel<Reason> = "edgefwd_proxy_header_rejected_total",
         "clients closed over their PROXY header (--accept-proxy), by reason";
+    /// Clients reset as they arrived, by route and [`ClientReject`]: `client_allow`/`client_deny`, a
+    /// per-client limit, a full per-client table, or `queue_timeout`. A route's series appear with its
+    /// first such client.
+    client_rejects: ByRoute<ClientReject> = "edgefwd_client_rejects_total",
+        "clients reset at arrival by client_allow/client_deny, a per-client limit or queue_timeout, by route and limit";
 
     // The loop.
     /// `epoll_wait` (or kevent) calls that returned.
@@ -271,14 +277,6 @@ pub(crate) fn render_upstreams<'a>(
             );
         }
     }
-}
-
-/// Escapes a label value as the exposition format requires.
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Where the reactors of `--threads N` publish their counters for the one that serves `--metrics`.

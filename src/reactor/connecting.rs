@@ -4,7 +4,7 @@
 //! acts on the outcome like on any other (`settle`). Also the `--prewarm` pool's refill, whose
 //! connections the first attempt of a client may take, and the lookup threads as `connect::Lookups`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use log::warn;
@@ -31,6 +31,7 @@ impl Reactor {
         key: usize,
         client: TcpStream,
         client_addr: SocketAddr,
+        client_key: Option<IpAddr>,
         fd_slot: Slot,
     ) {
         let id = self.next_id;
@@ -56,12 +57,15 @@ impl Reactor {
         };
         let pair = connect::open(&mut cx, (slot, id), (client, client_addr), config.splice);
         let exhausted = cx.exhausted.take();
-        if let Some(pair) = pair {
+        if let Some(mut pair) = pair {
+            pair.client_key = client_key;
             cx.route.pairs += 1;
             entry.insert(pair);
             fd_slot.keep();
             self.metrics.pairs_total += 1;
             self.arm_timer(slot);
+        } else if let Some(key) = client_key {
+            cx.route.release_client(key, *now);
         }
         if let Some(err) = exhausted {
             self.pause_accepting(&err);

@@ -355,7 +355,7 @@ impl Reactor {
             .routes
             .iter()
             .filter(|(_, route)| !route.draining)
-            .flat_map(|(_, route)| [route.next_probe, route.next_resolve])
+            .flat_map(|(_, route)| [route.next_probe, route.next_resolve, route.queue_deadline()])
             .flatten()
             .min();
         [

@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use super::raw::{OneOrMany, Quantity, RawFile, RawRoute, RawUpstream};
 use super::{render, Defaults, FileError};
+use crate::config::clients::{ClientAcl, ClientPrefix};
 use crate::config::{
     self, Addresses, Config, ListenSpec, Mode, Protocol, RouteConfig, UpstreamConfig, DEFAULT_FALL,
     DEFAULT_HEALTH_TIMEOUT, MAX_LISTENERS, MAX_UPSTREAMS,
@@ -240,6 +241,33 @@ impl Reader<'_> {
                 Some(n) => self.positive(&key(index, "udp_max_sessions"), n)? as usize,
                 None => defaults.max_connections,
             },
+            max_conns_per_client: match &raw.max_conns_per_client {
+                Some(n) => Some(self.positive(&key(index, "max_conns_per_client"), n)?),
+                None => None,
+            },
+            conn_rate_per_client: match &raw.conn_rate_per_client {
+                Some(text) => {
+                    Some(self.check(&key(index, "conn_rate_per_client"), text, str::parse)?)
+                }
+                None => None,
+            },
+            per_client_prefix: match &raw.per_client_prefix {
+                Some(text) => self.check(&key(index, "per_client_prefix"), text, str::parse)?,
+                None => ClientPrefix::default(),
+            },
+            client_acl: ClientAcl {
+                allow: match &raw.client_allow {
+                    Some(rules) => self.each(&key(index, "client_allow"), rules)?,
+                    None => Vec::new(),
+                },
+                deny: match &raw.client_deny {
+                    Some(rules) => self.each(&key(index, "client_deny"), rules)?,
+                    None => Vec::new(),
+                },
+            },
+            queue_timeout: self
+                .duration(&key(index, "queue_timeout"), raw.queue_timeout.as_ref())?
+                .filter(|d| !d.is_zero()),
             sni: sni::Rule {
                 names: match &raw.sni {
                     Some(names) => self.each(&key(index, "sni"), names)?,
