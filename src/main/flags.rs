@@ -121,7 +121,7 @@ pub(super) fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure
 
 #[cfg(test)]
 mod tests {
-    //! The flags and the file against src/config/settings.rs: a setting declared there but read by one of them
+    //! The flags and the file against src/config/settings/: a setting declared there but read by one of them
     //! only, or with another default, fails here.
 
     use super::*;
@@ -291,7 +291,7 @@ mod tests {
     }
 
     /// The README's flag table has a row for every flag of the binary, global ones included (the route
-    /// settings' rows are also checked against their declarations, in src/config/settings.rs).
+    /// settings' rows are also checked against their declarations, in src/config/settings/).
     #[test]
     fn test_readme_lists_every_flag() {
         let readme = include_str!("../../README.md");
@@ -309,7 +309,7 @@ mod tests {
         }
     }
 
-    /// Every flag of the binary is a route setting of src/config/settings.rs or a global one.
+    /// Every flag of the binary is a route setting of src/config/settings/ or a global one.
     #[test]
     fn test_every_flag_is_declared() {
         let declared = edgefwd::config::settings::flag_ids();
@@ -317,13 +317,13 @@ mod tests {
             let id = arg.get_id().as_str();
             assert!(
                 declared.contains(&id) || GLOBAL_FLAGS.contains(&id),
-                "--{id} is neither a route setting in src/config/settings.rs nor a global flag"
+                "--{id} is neither a route setting in src/config/settings/ nor a global flag"
             );
         }
         for id in declared {
             assert!(
                 Cli::command().get_arguments().any(|arg| arg.get_id() == id),
-                "src/config/settings.rs declares --{id}, which the binary does not take"
+                "src/config/settings/ declares --{id}, which the binary does not take"
             );
         }
     }

@@ -12,13 +12,14 @@
 //!
 //! What is checked against it, by tests that fail when they drift: every setting with a flag is accepted
 //! by the flags and by the file with the same value and the same default, and its change is seen by the
-//! reload comparison (`main.rs`); every flag of the binary is a route setting here or a global one
-//! (`main.rs`); the README's flag table has a row for every flag (here). The parsing stays typed where
-//! clap and serde do it well; this table holds what was repeated by hand around them.
+//! reload comparison (`src/main/flags.rs`); every flag of the binary is a route setting here or a global
+//! one (`src/main/flags.rs`); the README's flag table has a row for every flag (here). The parsing stays
+//! typed where clap and serde do it well; this table holds what was repeated by hand around them.
 //!
 //! Adding a route setting: a `const` in `table.rs` and its place in [`ROUTE`], a field in
-//! [`crate::config::RouteConfig`], the flag in `main.rs` (its default from the `const`), the key in
-//! [`crate::config::file`], and its use; the tests then say what else is missing (docs, README).
+//! [`crate::config::RouteConfig`], the flag in `main.rs` (its default from the `const`) and its reading in
+//! `src/main/flags.rs`, the key in [`crate::config::file`], and its use; the tests then say what else is
+//! missing (docs, README).
 
 mod table;
 
@@ -104,7 +105,8 @@ impl Setting {
     }
 
     /// The flag's default, for clap: the documented default when it is one TOML literal (`` `"5s"` ``
-    /// gives `5s`), else empty (the flag is optional, and `main.rs` fills in what a missing one means).
+    /// gives `5s`), else empty (the flag is optional, and `src/main/flags.rs` fills in what a missing one
+    /// means).
     pub fn flag_default(&self) -> &'static str {
         self.default
             .strip_prefix('`')
