@@ -133,7 +133,7 @@ fn test_docs_table_is_rendered_from_the_settings() {
         .collect();
     assert!(
         written == table,
-        "docs/config.md's key table differs from src/config/settings.rs; it should read:\n{table}"
+        "docs/config.md's key table differs from src/config/settings/table.rs; it should read:\n{table}"
     );
 }
 

@@ -7,7 +7,7 @@
 //! the path names. A module contains its submodules: an edge into `reactor::lookups` is also an edge
 //! into `reactor`, and an edge out of it is also an edge out of `reactor`, but a module and its own
 //! submodules (`reactor` and `reactor::report`, which see each other by `super::`) are one room, not a
-//! cycle. `main.rs` is the binary, another crate.
+//! cycle. `main.rs` is the binary, another crate, and so are the modules under `src/main/`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -30,6 +30,11 @@ fn modules(dir: &Path, prefix: &[String], found: &mut BTreeMap<Module, String>) 
             .expect("utf-8 name")
             .to_string();
         if path.is_dir() {
+            if prefix.is_empty() && name == "main" {
+                // src/main/ holds the binary's own modules (`#[path]` from main.rs): another crate,
+                // like main.rs itself, not a folder of the library.
+                continue;
+            }
             let mut inner = prefix.to_vec();
             inner.push(name);
             modules(&path, &inner, found);

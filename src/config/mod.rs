@@ -9,13 +9,20 @@ pub mod dns;
 pub mod file;
 pub mod settings;
 
+mod algorithm;
+mod quantity;
+mod splice;
+
+pub use algorithm::Algorithm;
+pub use quantity::{
+    parse_buffer_size, parse_duration, parse_keepalive, parse_pipe_size, parse_timeout,
+};
+pub use splice::{Splice, DEFAULT_PIPE_SIZE, DEFAULT_SPLICE};
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
-
-use serde::Deserialize;
 
 use crate::wire::allow::AllowList;
 use crate::wire::proxy_protocol::{CarriedTlvs, Version};
@@ -24,66 +31,6 @@ use crate::wire::sni;
 /// Default ring size per direction: the balance between CPU per byte and the memory a busy pair holds
 /// (2 x 64 KiB); docs/architecture.md has the measurement behind it.
 const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
-
-/// Default `--pipe-size`: the capacity asked of each splice pipe. Larger pipes mean fewer splice calls per
-/// byte (CPU per GiB falls from 0.62x of tokio's at 64 KiB to 0.50x at 1 MiB, docs/benchmarks.md), and an
-/// empty pipe costs only its slot array, because pages are held only while data is in flight. 1 MiB is
-/// also Linux's default `/proc/sys/fs/pipe-max-size`, the most an unprivileged process may ask for.
-pub const DEFAULT_PIPE_SIZE: usize = 1 << 20;
-
-/// When a direction moves its bytes with splice(2) instead of through its ring (`--splice`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Splice {
-    /// Always the ring.
-    Off,
-    /// The ring until one read fills it (a stream, not a request/response exchange), then a pipe, like
-    /// HAProxy's `splice-auto`: small messages skip the two extra syscalls a pipe costs per chunk.
-    Auto,
-    /// A pipe from the first byte.
-    Always,
-}
-
-/// `--splice`'s default: `auto` where splice(2) exists (Linux), `off` elsewhere.
-pub const DEFAULT_SPLICE: &str = if cfg!(target_os = "linux") {
-    "auto"
-} else {
-    "off"
-};
-
-impl Default for Splice {
-    fn default() -> Splice {
-        if cfg!(target_os = "linux") {
-            Splice::Auto
-        } else {
-            Splice::Off
-        }
-    }
-}
-
-impl std::fmt::Display for Splice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Splice::Off => "off",
-            Splice::Auto => "auto",
-            Splice::Always => "always",
-        })
-    }
-}
-
-impl std::str::FromStr for Splice {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Splice, String> {
-        match text {
-            "off" => Ok(Splice::Off),
-            "auto" => Ok(Splice::Auto),
-            "always" | "on" => Ok(Splice::Always),
-            _ => Err(format!(
-                "invalid splice mode '{text}': expected off, auto or always"
-            )),
-        }
-    }
-}
 
 /// Everything the reactor needs: the routes, and the settings that are not per route.
 #[derive(Debug, Clone)]
@@ -495,27 +442,6 @@ fn check_host_port(addr: &str) -> Result<(), String> {
     }
 }
 
-/// Parses a timeout that must be positive: a zero `connect_timeout`, `fin_timeout`, `health_timeout`
-/// or `header_timeout` would fail every connection at once rather than mean "off".
-pub fn parse_timeout(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        d if d.is_zero() => Err(format!("invalid timeout '{text}': must be more than zero")),
-        d => Ok(d),
-    }
-}
-
-/// Parses a TCP keepalive idle time: the kernel takes whole seconds from 1 to 32767 (TCP_KEEPIDLE), and
-/// refuses anything else on every socket, which would fail every connection.
-pub fn parse_keepalive(text: &str) -> Result<Duration, String> {
-    let d = parse_duration(text)?;
-    if d.subsec_nanos() != 0 || !(1..=32767).contains(&d.as_secs()) {
-        return Err(format!(
-            "invalid keepalive '{text}': must be whole seconds from 1s to 32767s"
-        ));
-    }
-    Ok(d)
-}
-
 /// Parses a weight, 1..=10000.
 fn parse_weight(text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
@@ -526,176 +452,9 @@ fn parse_weight(text: &str) -> Result<u32, String> {
     }
 }
 
-/// Parses a byte size: `4096`, `16k`, `64K`, `1m`, `64KiB`, `1MB` (all multiples are binary).
-fn parse_size(text: &str) -> Result<usize, String> {
-    let expected = "expected a number with an optional k, m or g suffix (e.g. 16k)";
-    let bytes = parse_scaled(text, "size", expected, |unit| {
-        match unit.to_ascii_lowercase().as_str() {
-            "" | "b" => Some(1),
-            "k" | "kb" | "kib" => Some(1 << 10),
-            "m" | "mb" | "mib" => Some(1 << 20),
-            "g" | "gb" | "gib" => Some(1 << 30),
-            _ => None,
-        }
-    })?;
-    usize::try_from(bytes).map_err(|_| format!("invalid size '{text}': too large"))
-}
-
-/// Parses a duration: `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let expected = "expected a number with a unit ms, s, m or h (e.g. 5s, 500ms)";
-    let millis = parse_scaled(text, "duration", expected, |unit| match unit {
-        "ms" => Some(1),
-        "" | "s" => Some(1_000),
-        "m" => Some(60_000),
-        "h" => Some(3_600_000),
-        _ => None,
-    })?;
-    Ok(Duration::from_millis(millis))
-}
-
-/// The one syntax of sizes and durations: a whole number, then a unit that `multiple_of` knows (the
-/// empty unit included), times the unit's multiple. `what` and `expected` word the error.
-fn parse_scaled(
-    text: &str,
-    what: &str,
-    expected: &str,
-    multiple_of: fn(&str) -> Option<u64>,
-) -> Result<u64, String> {
-    let trimmed = text.trim();
-    let digits_end = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (digits, unit) = trimmed.split_at(digits_end);
-    let bad = || format!("invalid {what} '{text}': {expected}");
-    let number: u64 = digits.parse().map_err(|_| bad())?;
-    let multiple = multiple_of(unit).ok_or_else(bad)?;
-    number
-        .checked_mul(multiple)
-        .ok_or_else(|| format!("invalid {what} '{text}': too large"))
-}
-
-/// Parses a buffer size and checks it is usable as a ring capacity.
-pub fn parse_buffer_size(text: &str) -> Result<usize, String> {
-    let size = parse_size(text)?;
-    if !(1024..=(256 << 20)).contains(&size) {
-        return Err(format!(
-            "invalid buffer size '{text}': must be between 1k and 256m"
-        ));
-    }
-    Ok(size)
-}
-
-/// Parses a `--pipe-size` and checks it is one the kernel can grant (a page to 64 MiB; above
-/// `/proc/sys/fs/pipe-max-size` only a privileged process gets it, and the others keep what the kernel gives).
-pub fn parse_pipe_size(text: &str) -> Result<usize, String> {
-    let size = parse_size(text)?;
-    if !(4096..=(64 << 20)).contains(&size) {
-        return Err(format!(
-            "invalid pipe size '{text}': must be between 4k and 64m"
-        ));
-    }
-    Ok(size)
-}
-
-/// A balancing algorithm, as named by `--balance` and `balance =`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Algorithm {
-    #[default]
-    RoundRobin,
-    LeastConn,
-    RandomTwo,
-    SourceHash,
-}
-
-impl Algorithm {
-    /// Every algorithm, in the order the help text lists them.
-    pub(crate) const ALL: [Algorithm; 4] = [
-        Algorithm::RoundRobin,
-        Algorithm::LeastConn,
-        Algorithm::RandomTwo,
-        Algorithm::SourceHash,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::RoundRobin => "round-robin",
-            Algorithm::LeastConn => "least-conn",
-            Algorithm::RandomTwo => "random-two",
-            Algorithm::SourceHash => "source-hash",
-        }
-    }
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Algorithm {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Algorithm, String> {
-        Algorithm::ALL
-            .into_iter()
-            .find(|algorithm| algorithm.as_str() == text)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.as_str()).collect();
-                format!(
-                    "unknown balance '{text}', expected one of {}",
-                    names.join(", ")
-                )
-            })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn test_size_suffixes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("16k"), Ok(16 * 1024));
-        assert_eq!(parse_size("64K"), Ok(64 * 1024));
-        assert_eq!(parse_size("1m"), Ok(1 << 20));
-        assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
-        assert_eq!(parse_size("2g"), Ok(2 << 30));
-    }
-
-    #[test]
-    fn test_size_rejects_garbage_and_names_it() {
-        for bad in ["", "k", "12q", "-5", "1.5m", "99999999999999999999k"] {
-            let err = parse_size(bad).expect_err(bad);
-            assert!(err.contains(&format!("'{bad}'")), "{err}");
-        }
-    }
-
-    #[test]
-    fn test_buffer_size_bounds() {
-        assert!(parse_buffer_size("512").is_err());
-        assert!(parse_buffer_size("1g").is_err());
-        assert_eq!(parse_buffer_size("16k"), Ok(16384));
-    }
-
-    #[test]
-    fn test_duration_units() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-    }
-
-    #[test]
-    fn test_duration_rejects_garbage_and_names_it() {
-        for bad in ["", "s", "5parsecs", "1.5s", "-1s", "5 s"] {
-            let err = parse_duration(bad).expect_err(bad);
-            assert!(err.contains(&format!("'{bad}'")), "{err}");
-        }
-    }
 
     #[test]
     fn test_upstream_spec_with_and_without_weight() {
@@ -721,19 +480,6 @@ mod tests {
             ":80",
         ] {
             let err = parse_upstream_spec(bad).expect_err(bad);
-            assert!(err.contains(&format!("'{bad}'")), "{err}");
-        }
-    }
-
-    #[test]
-    fn test_timeouts_and_keepalive_bounds() {
-        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_timeout("0").is_err());
-        assert!(parse_timeout("0ms").is_err());
-        assert_eq!(parse_keepalive("60s"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_keepalive("2m"), Ok(Duration::from_secs(120)));
-        for bad in ["0", "500ms", "1500ms", "10h"] {
-            let err = parse_keepalive(bad).expect_err(bad);
             assert!(err.contains(&format!("'{bad}'")), "{err}");
         }
     }

@@ -3,15 +3,14 @@
 //! ([`config::check_mode`], [`config::tlvs_have_a_source`]), unique names and listen addresses across
 //! routes, and the defaults of what the file leaves out. Each refusal names the line and the key.
 
-use std::collections::{BTreeMap, HashSet};
+mod unique;
+mod values;
+
 use std::net::SocketAddr;
-use std::ops::Range;
-use std::str::FromStr;
-use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{OneOrMany, Quantity, RawFile, RawRoute, RawUpstream};
+use super::raw::{OneOrMany, RawFile, RawRoute, RawUpstream};
 use super::{render, Defaults, FileError};
 use crate::config::clients::{ClientAcl, ClientPrefix};
 use crate::config::{
@@ -377,120 +376,6 @@ impl Reader<'_> {
         }
         Ok(upstreams)
     }
-
-    /// Route names must be unique across routes, and so must fixed listen addresses, except that routes
-    /// taking part in SNI routing (`sni` or `default`) may share one, when their names do not conflict
-    /// ([`sni::Table::build`] names both routes of a conflict). A UDP and a TCP route may share an
-    /// address: they are different sockets.
-    fn check_unique(&self, routes: &[RouteConfig]) -> Result<(), FileError> {
-        let mut names = HashSet::new();
-        let mut sharing: BTreeMap<(Protocol, SocketAddr), Vec<usize>> = BTreeMap::new();
-        for (index, route) in routes.iter().enumerate() {
-            if !names.insert(route.name.as_str()) {
-                let why = if route.named {
-                    format!("'{}' names two routes", route.name)
-                } else {
-                    format!(
-                        "this route has no name and its default, '{}', is taken by another route: name it",
-                        route.name
-                    )
-                };
-                let key = key(index, "name");
-                return Err(render::rejected(self.label, Some(&key), &why));
-            }
-            for addr in route.listen.iter().filter(|addr| addr.port() != 0) {
-                let group = sharing.entry((route.protocol, *addr)).or_default();
-                let sni = |index: usize| routes[index].sni.is_set();
-                if group
-                    .first()
-                    .is_some_and(|&first| !(sni(first) && sni(index)))
-                {
-                    let key = key(index, "listen");
-                    let why = format!(
-                        "{addr} is used by two routes (routes may share one only with sni or default)"
-                    );
-                    return Err(render::rejected(self.label, Some(&key), &why));
-                }
-                group.push(index);
-            }
-        }
-        let sni = |group: &Vec<usize>| group.iter().any(|&index| routes[index].sni.is_set());
-        for ((_, addr), group) in sharing.iter().filter(|(_, group)| sni(group)) {
-            let rules = group
-                .iter()
-                .map(|&index| (index, routes[index].name.as_str(), &routes[index].sni));
-            if let Err(why) = sni::Table::build(rules) {
-                let why = format!("listen {addr}: {why}");
-                return Err(render::rejected(self.label, None, &why));
-            }
-        }
-        Ok(())
-    }
-
-    fn duration(
-        &self,
-        key: &str,
-        raw: Option<&Spanned<Quantity>>,
-    ) -> Result<Option<Duration>, FileError> {
-        raw.map(|text| self.duration_value(key, text)).transpose()
-    }
-
-    fn timeout(
-        &self,
-        key: &str,
-        raw: Option<&Spanned<Quantity>>,
-    ) -> Result<Option<Duration>, FileError> {
-        raw.map(|text| self.check(key, text, config::parse_timeout))
-            .transpose()
-    }
-
-    fn duration_value(&self, key: &str, raw: &Spanned<Quantity>) -> Result<Duration, FileError> {
-        self.check(key, raw, config::parse_duration)
-    }
-
-    fn addr(&self, key: &str, raw: &Spanned<String>) -> Result<SocketAddr, FileError> {
-        raw.get_ref().parse().map_err(|_| {
-            self.error(
-                key,
-                raw.span(),
-                &format!("invalid address '{}': expected IP:PORT", raw.get_ref()),
-            )
-        })
-    }
-
-    fn positive(&self, key: &str, raw: &Spanned<u32>) -> Result<u32, FileError> {
-        match *raw.get_ref() {
-            0 => Err(self.error(key, raw.span(), "must be at least 1")),
-            n => Ok(n),
-        }
-    }
-
-    /// Every string of a list parsed as a `T` (an allow rule, a TLV name); the first bad one refuses it.
-    fn each<T, C>(&self, key: &str, raw: &Spanned<Vec<String>>) -> Result<C, FileError>
-    where
-        T: FromStr<Err = String>,
-        C: FromIterator<T>,
-    {
-        raw.get_ref()
-            .iter()
-            .map(|text| text.parse())
-            .collect::<Result<C, String>>()
-            .map_err(|err| self.error(key, raw.span(), &err))
-    }
-
-    /// `raw` parsed by `parse`, the flag's parser; a string or a [`Quantity`].
-    fn check<T, S: AsRef<str>>(
-        &self,
-        key: &str,
-        raw: &Spanned<S>,
-        parse: fn(&str) -> Result<T, String>,
-    ) -> Result<T, FileError> {
-        parse(raw.get_ref().as_ref()).map_err(|err| self.error(key, raw.span(), &err))
-    }
-
-    fn error(&self, key: &str, span: Range<usize>, message: &str) -> FileError {
-        render::refused(self.label, self.text, span.start, key, message)
-    }
 }
 
 #[cfg(test)]
@@ -499,42 +384,6 @@ mod tests {
     use crate::config::Mode;
     use crate::wire::proxy_protocol::{TlvKind, Version};
     use std::time::Duration;
-
-    #[test]
-    fn test_bad_duration_names_line_and_key() {
-        rejects(
-            &format!("{ROUTE}\nconnect_timeout = \"5parsecs\"\n"),
-            "test.toml:5: route[0].connect_timeout: invalid duration '5parsecs'",
-            &[],
-        );
-    }
-
-    /// A TOML integer is what a bare number is to the flag: seconds for a duration (global or per
-    /// route), bytes for a size; a zero timeout, a negative number or a float is still refused.
-    #[test]
-    fn test_integer_durations_and_sizes() {
-        let config = accepts(&format!(
-            "shutdown_timeout = 7\n{ROUTE}\nconnect_timeout = 5\nidle_timeout = 600\nkeepalive = 60\nbuffer_size = 16384\n"
-        ));
-        let route = &config.routes[0];
-        assert_eq!(config.shutdown_timeout, Duration::from_secs(7));
-        assert_eq!(route.connect_timeout, Duration::from_secs(5));
-        assert_eq!(route.idle_timeout, Some(Duration::from_secs(600)));
-        assert_eq!(route.keepalive, Some(Duration::from_secs(60)));
-        assert_eq!(route.buffer_size, 16384);
-        rejects(
-            &format!("{ROUTE}\nconnect_timeout = 0\n"),
-            "test.toml:5: route[0].connect_timeout: invalid timeout '0'",
-            &["more than zero"],
-        );
-        for (bad, shown) in [("-5", "-5"), ("1.5", "1.5"), ("true", "true")] {
-            rejects(
-                &format!("{ROUTE}\nconnect_timeout = {bad}\n"),
-                "test.toml:5: route[0].connect_timeout:",
-                &[shown, "a whole number (seconds for a duration"],
-            );
-        }
-    }
 
     #[test]
     fn test_udp_routes() {
@@ -630,62 +479,6 @@ mod tests {
     }
 
     #[test]
-    fn test_duplicates_across_routes_are_rejected() {
-        let named = "name = \"a\"\n";
-        rejects(
-            &format!("{ROUTE}{named}{ROUTE}{named}"),
-            "test.toml: route[1].name: 'a' names two routes",
-            &[],
-        );
-        let fixed = ROUTE.replace("127.0.0.1:0", "127.0.0.1:7000");
-        rejects(
-            &format!("{fixed}{fixed}"),
-            "test.toml: route[1].listen: 127.0.0.1:7000 is used by two routes",
-            &[],
-        );
-    }
-
-    /// Routes with `sni` or `default` may share a listen address; a conflict among them names both.
-    #[test]
-    fn test_sni_routes_sharing_an_address() {
-        let fixed = ROUTE.replace("127.0.0.1:0", "127.0.0.1:7000");
-        let api =
-            format!("{fixed}name = \"api\"\nsni = [\"API.example.com\", \"*.example.com\"]\n");
-        let other = format!("{fixed}name = \"other\"\nsni = [\"api.example.com\"]\n");
-        rejects(
-            &format!("{api}{other}"),
-            "test.toml: listen 127.0.0.1:7000: sni 'api.example.com' is declared by route 'api' and route 'other'",
-            &[],
-        );
-        let fallback = format!("{fixed}name = \"fallback\"\ndefault = true\n");
-        let second = format!("{fixed}name = \"second\"\ndefault = true\n");
-        rejects(
-            &format!("{fallback}{api}{second}"),
-            "test.toml: listen 127.0.0.1:7000: route 'fallback' and route 'second' are both marked default",
-            &[],
-        );
-        rejects(
-            &format!("{api}{fixed}"),
-            "test.toml: route[1].listen: 127.0.0.1:7000 is used by two routes (routes may share one only with sni or default)",
-            &[],
-        );
-        rejects(
-            &format!("{fixed}sni = [\"a.example\", \"A.example\"]\n"),
-            "test.toml: listen 127.0.0.1:7000: sni 'a.example' is listed twice by route 'route-1'",
-            &[],
-        );
-        // Well-formed: refused only because it is not served yet.
-        let acme = format!(
-            "{fixed}name = \"acme\"\nsni = [\"api.example.com\"]\nalpn = [\"acme-tls/1\"]\n"
-        );
-        rejects(
-            &format!("{api}{acme}{fallback}"),
-            "test.toml: route[0].sni: SNI routing is checked but not served by this build yet",
-            &[],
-        );
-    }
-
-    #[test]
     fn test_sni_values_are_checked() {
         rejects(
             &format!("{ROUTE}sni = [\"ok.example\", \"10.0.0.1\"]\n"),
@@ -705,15 +498,6 @@ mod tests {
         rejects(
             "[[route]]\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\nallow = [\"10.0.0.0/8:443\"]\ndefault = true\n",
             "test.toml:5: route[0].sni: sni and default apply to forward routes",
-            &[],
-        );
-    }
-
-    #[test]
-    fn test_unnamed_route_clashing_with_a_named_one_is_told_to_take_a_name() {
-        rejects(
-            &format!("{ROUTE}name = \"route-2\"\n{ROUTE}"),
-            "test.toml: route[1].name: this route has no name",
             &[],
         );
     }

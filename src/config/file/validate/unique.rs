@@ -1,0 +1,131 @@
+//! The checks across routes: unique names, and listen addresses shared only by SNI routes whose names
+//! do not conflict.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+
+use super::super::{render, FileError};
+use super::{key, Reader};
+use crate::config::{Protocol, RouteConfig};
+use crate::wire::sni;
+
+impl Reader<'_> {
+    /// Route names must be unique across routes, and so must fixed listen addresses, except that routes
+    /// taking part in SNI routing (`sni` or `default`) may share one, when their names do not conflict
+    /// ([`sni::Table::build`] names both routes of a conflict). A UDP and a TCP route may share an
+    /// address: they are different sockets.
+    pub(super) fn check_unique(&self, routes: &[RouteConfig]) -> Result<(), FileError> {
+        let mut names = HashSet::new();
+        let mut sharing: BTreeMap<(Protocol, SocketAddr), Vec<usize>> = BTreeMap::new();
+        for (index, route) in routes.iter().enumerate() {
+            if !names.insert(route.name.as_str()) {
+                let why = if route.named {
+                    format!("'{}' names two routes", route.name)
+                } else {
+                    format!(
+                        "this route has no name and its default, '{}', is taken by another route: name it",
+                        route.name
+                    )
+                };
+                let key = key(index, "name");
+                return Err(render::rejected(self.label, Some(&key), &why));
+            }
+            for addr in route.listen.iter().filter(|addr| addr.port() != 0) {
+                let group = sharing.entry((route.protocol, *addr)).or_default();
+                let sni = |index: usize| routes[index].sni.is_set();
+                if group
+                    .first()
+                    .is_some_and(|&first| !(sni(first) && sni(index)))
+                {
+                    let key = key(index, "listen");
+                    let why = format!(
+                        "{addr} is used by two routes (routes may share one only with sni or default)"
+                    );
+                    return Err(render::rejected(self.label, Some(&key), &why));
+                }
+                group.push(index);
+            }
+        }
+        let sni = |group: &Vec<usize>| group.iter().any(|&index| routes[index].sni.is_set());
+        for ((_, addr), group) in sharing.iter().filter(|(_, group)| sni(group)) {
+            let rules = group
+                .iter()
+                .map(|&index| (index, routes[index].name.as_str(), &routes[index].sni));
+            if let Err(why) = sni::Table::build(rules) {
+                let why = format!("listen {addr}: {why}");
+                return Err(render::rejected(self.label, None, &why));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::file::tests::{rejects, ROUTE};
+
+    #[test]
+    fn test_duplicates_across_routes_are_rejected() {
+        let named = "name = \"a\"\n";
+        rejects(
+            &format!("{ROUTE}{named}{ROUTE}{named}"),
+            "test.toml: route[1].name: 'a' names two routes",
+            &[],
+        );
+        let fixed = ROUTE.replace("127.0.0.1:0", "127.0.0.1:7000");
+        rejects(
+            &format!("{fixed}{fixed}"),
+            "test.toml: route[1].listen: 127.0.0.1:7000 is used by two routes",
+            &[],
+        );
+    }
+
+    /// Routes with `sni` or `default` may share a listen address; a conflict among them names both.
+    #[test]
+    fn test_sni_routes_sharing_an_address() {
+        let fixed = ROUTE.replace("127.0.0.1:0", "127.0.0.1:7000");
+        let api =
+            format!("{fixed}name = \"api\"\nsni = [\"API.example.com\", \"*.example.com\"]\n");
+        let other = format!("{fixed}name = \"other\"\nsni = [\"api.example.com\"]\n");
+        rejects(
+            &format!("{api}{other}"),
+            "test.toml: listen 127.0.0.1:7000: sni 'api.example.com' is declared by route 'api' and route 'other'",
+            &[],
+        );
+        let fallback = format!("{fixed}name = \"fallback\"\ndefault = true\n");
+        let second = format!("{fixed}name = \"second\"\ndefault = true\n");
+        rejects(
+            &format!("{fallback}{api}{second}"),
+            "test.toml: listen 127.0.0.1:7000: route 'fallback' and route 'second' are both marked default",
+            &[],
+        );
+        rejects(
+            &format!("{api}{fixed}"),
+            "test.toml: route[1].listen: 127.0.0.1:7000 is used by two routes (routes may share one only with sni or default)",
+            &[],
+        );
+        rejects(
+            &format!("{fixed}sni = [\"a.example\", \"A.example\"]\n"),
+            "test.toml: listen 127.0.0.1:7000: sni 'a.example' is listed twice by route 'route-1'",
+            &[],
+        );
+        // Well-formed: refused only because it is not served yet.
+        let acme = format!(
+            "{fixed}name = \"acme\"\nsni = [\"api.example.com\"]\nalpn = [\"acme-tls/1\"]\n"
+        );
+        rejects(
+            &format!("{api}{acme}{fallback}"),
+            "test.toml: route[0].sni: SNI routing is checked but not served by this build yet",
+            &[],
+        );
+    }
+
+    #[test]
+    fn test_unnamed_route_clashing_with_a_named_one_is_told_to_take_a_name() {
+        rejects(
+            &format!("{ROUTE}name = \"route-2\"\n{ROUTE}"),
+            "test.toml: route[1].name: this route has no name",
+            &[],
+        );
+    }
+}
