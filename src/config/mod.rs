@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod file;
 pub mod settings;
+pub mod unix;
 
 use std::fmt;
 use std::net::SocketAddr;
