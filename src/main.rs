@@ -13,6 +13,7 @@ use log::info;
 use edgefwd::config::dns;
 use edgefwd::config::file::{self, Defaults, FileError};
 use edgefwd::config::settings;
+use edgefwd::config::unix::{self, ListenAddr};
 use edgefwd::config::Algorithm;
 use edgefwd::config::{self, Config, Mode, RouteConfig, Splice, UpstreamConfig};
 use edgefwd::datapath::budget::{self, FdBudget};
@@ -33,9 +34,10 @@ struct Cli {
     #[arg(long, value_name = "FILE", conflicts_with_all = settings::flag_ids())]
     config: Option<PathBuf>,
 
-    /// Address to accept connections on, e.g. 0.0.0.0:8080 or [::]:8080 (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR", required_unless_present = "config")]
-    listen: Option<SocketAddr>,
+    /// Address to accept connections on, e.g. 0.0.0.0:8080 or [::]:8080 (port 0 picks a free port), or a
+    /// Unix socket: unix:/PATH or unix:@NAME (abstract, Linux).
+    #[arg(long, value_name = "ADDR", required_unless_present = "config", value_parser = str::parse::<ListenAddr>)]
+    listen: Option<ListenAddr>,
 
     /// Where to forward connections: IP:PORT or HOST:PORT, with an optional ",weight=N". Repeat for
     /// several upstreams.
@@ -105,6 +107,10 @@ struct Cli {
     /// Listen backlog.
     #[arg(long, value_name = "N", default_value = settings::BACKLOG.flag_default(), value_parser = clap::value_parser!(i32).range(1..))]
     backlog: i32,
+
+    /// Permission bits (octal) of a unix:/PATH listener's socket file.
+    #[arg(long, value_name = "OCTAL", default_value = settings::UNIX_MODE.flag_default(), value_parser = unix::parse_mode)]
+    unix_mode: u32,
 
     /// forward (to the upstreams) or connect (an HTTP CONNECT proxy to the destinations --allow names).
     #[arg(long, value_name = "MODE", value_parser = str::parse::<Mode>)]
@@ -349,7 +355,15 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
     let route = RouteConfig {
         name: "default".into(),
         named: false,
-        listen: vec![listen],
+        listen: match &listen {
+            ListenAddr::Tcp(addr) => vec![*addr],
+            ListenAddr::Unix(_) => Vec::new(),
+        },
+        listen_unix: match listen {
+            ListenAddr::Unix(addr) => vec![addr],
+            ListenAddr::Tcp(_) => Vec::new(),
+        },
+        unix_mode: cli.unix_mode,
         connect_attempts: connect_attempts.min(config::most_endpoints(&upstreams)),
         resolve_interval: match cli.resolve_interval {
             Some(interval) => Some(interval).filter(|d| !d.is_zero()),

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use log::warn;
-use mio::net::TcpStream;
 
 use super::Reactor;
 use crate::datapath::budget::Slot;
+use crate::datapath::stream::Conn;
 use crate::reactor::worker::{Lookup, Worker};
 use crate::session::connect::{self, Context, Lookups, Step};
 use crate::token::{GENERATION_MASK, MAX_SLOT};
@@ -24,7 +24,7 @@ impl Reactor {
     pub(super) fn open_pair(
         &mut self,
         key: usize,
-        client: TcpStream,
+        client: Conn,
         client_addr: SocketAddr,
         fd_slot: Slot,
     ) {

@@ -18,12 +18,14 @@ use log::{info, warn};
 use mio::net::TcpListener;
 
 use crate::config::settings;
+use crate::config::unix::UnixAddr;
 use crate::config::{Addresses, Mode, RouteConfig};
 use crate::datapath::budget::FdBudget;
 use crate::datapath::net::{self, StreamOptions};
 use crate::datapath::pump::Shared;
 use crate::datapath::ring::BufPool;
 use crate::datapath::splice::PipePool;
+use crate::datapath::unix::{self, SocketFile};
 use crate::observe::metrics::{Metrics, UpstreamRow};
 use crate::throttle::Throttle;
 use crate::upstream::balance::Balancer;
@@ -109,6 +111,31 @@ impl Listener {
     }
 }
 
+/// A bound Unix stream listener (`unix:/path` or `unix:@name`). Only the first reactor binds and
+/// accepts on these (docs/unix-sockets.md): `--threads` siblings accept TCP only.
+#[derive(Debug)]
+pub(crate) struct UnixListening {
+    pub(crate) socket: mio::net::UnixListener,
+    pub(crate) addr: UnixAddr,
+    /// An edge arrived that no accept has drained to WouldBlock yet.
+    pub(crate) ready: bool,
+    /// Removes the socket file when the listener goes (declared after `socket`: closed first).
+    _file: Option<SocketFile>,
+}
+
+impl UnixListening {
+    /// Binds `addr` with the route's `unix_mode` and backlog ([`unix::bind`]).
+    pub(crate) fn bind(addr: &UnixAddr, route: &RouteConfig) -> Result<UnixListening, String> {
+        let (socket, file) = unix::bind(addr, route.unix_mode, route.backlog)?;
+        Ok(UnixListening {
+            socket,
+            addr: addr.clone(),
+            ready: false,
+            _file: file,
+        })
+    }
+}
+
 /// A client's hold on one endpoint of its route, from [`Route::lease`] to [`Route::give_back`]: while
 /// it lives, the endpoint's `active` count (least-connections balancing, the `active` metric, when a
 /// retired endpoint may go) includes the client. It is neither `Clone` nor `Copy`, and `give_back`
@@ -134,6 +161,8 @@ pub(crate) struct Route {
     pub(crate) config: RouteConfig,
     /// Bound listeners; empty once the route drains or a shutdown begins.
     pub(crate) listeners: Vec<Listener>,
+    /// Bound Unix listeners (first reactor only); emptied with `listeners`.
+    pub(crate) unix_listeners: Vec<UnixListening>,
     /// The upstreams and their endpoints (one per address), with health and load.
     pub(crate) upstreams: Upstreams,
     balancer: Balancer,
@@ -258,6 +287,7 @@ impl Route {
             next_resolve: config.resolve_interval.map(|interval| now + interval),
             resolving: false,
             listeners,
+            unix_listeners: Vec::new(),
             config,
         };
         route.report(&changes);
@@ -380,9 +410,26 @@ impl Route {
         self.upstreams.get(slot).map_or("-", |e| e.label.as_str())
     }
 
-    /// The start line of listener `index`: it begins with `listening on ADDR`, which tests parse.
+    /// TCP and Unix listeners together: the range of [`Route::describe_listener`]'s index.
+    pub(crate) fn listener_count(&self) -> usize {
+        self.listeners.len() + self.unix_listeners.len()
+    }
+
+    /// Whether any listener, TCP or Unix, has connections waiting.
+    pub(crate) fn any_listener_ready(&self) -> bool {
+        self.listeners.iter().any(|l| l.ready) || self.unix_listeners.iter().any(|l| l.ready)
+    }
+
+    /// The start line of listener `index` (TCP ones first, then Unix ones): it begins with
+    /// `listening on ADDR`, which tests parse.
     pub(crate) fn describe_listener(&self, index: usize) -> Option<String> {
-        let listener = self.listeners.get(index)?;
+        let local = match self.listeners.get(index) {
+            Some(listener) => listener.local.to_string(),
+            None => {
+                let unix = index.checked_sub(self.listeners.len())?;
+                self.unix_listeners.get(unix)?.addr.to_string()
+            }
+        };
         let config = &self.config;
         let upstreams: Vec<String> = self
             .upstreams
@@ -409,7 +456,7 @@ impl Route {
             .collect();
         Some(format!(
             "listening on {} route={} upstreams={}{}",
-            listener.local,
+            local,
             config.name,
             upstreams.join(","),
             settings::start_line(config),
@@ -463,7 +510,13 @@ pub(crate) fn same_route(old: &RouteConfig, new: &RouteConfig) -> bool {
         addrs.sort();
         addrs
     };
-    sorted(&old.listen) == sorted(&new.listen)
+    sorted(&old.listen) == sorted(&new.listen) && {
+        let mut old = old.listen_unix.clone();
+        let mut new = new.listen_unix.clone();
+        old.sort();
+        new.sort();
+        old == new
+    }
 }
 
 /// Whether a matched route of a reloaded file asks for nothing the running route `old` does not already
@@ -491,6 +544,8 @@ pub(crate) mod tests {
             name: name.unwrap_or("route-1").to_string(),
             named: name.is_some(),
             listen: listen.iter().map(|a| a.parse().expect("addr")).collect(),
+            listen_unix: Vec::new(),
+            unix_mode: crate::config::DEFAULT_UNIX_MODE,
             upstreams: vec![UpstreamConfig {
                 name: "127.0.0.1:9".into(),
                 addrs: Ok(vec!["127.0.0.1:9".parse().expect("addr")]),

@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use super::raw::{OneOrMany, RawFile, RawRoute, RawUpstream};
 use super::{render, Defaults, FileError};
+use crate::config::unix::{self, ListenAddr, UnixAddr};
 use crate::config::{
     self, Addresses, Config, Mode, RouteConfig, UpstreamConfig, DEFAULT_FALL,
     DEFAULT_HEALTH_TIMEOUT, MAX_LISTENERS, MAX_UPSTREAMS,
@@ -111,7 +112,7 @@ impl Reader<'_> {
         raw: RawRoute,
         defaults: Defaults,
     ) -> Result<RouteConfig, FileError> {
-        let listen = self.listen(&key(index, "listen"), &raw.listen)?;
+        let (listen, listen_unix) = self.listen(&key(index, "listen"), &raw.listen)?;
         let upstreams = match &raw.upstreams {
             Some(upstreams) => self.upstreams(&key(index, "upstreams"), upstreams)?,
             None => Vec::new(),
@@ -132,6 +133,7 @@ impl Reader<'_> {
                 .map_or_else(|| format!("route-{}", index + 1), |n| n.get_ref().clone()),
             named: raw.name.is_some(),
             listen,
+            listen_unix,
             connect_attempts: connect_attempts.min(config::most_endpoints(&upstreams)),
             resolve_interval,
             upstreams,
@@ -183,6 +185,10 @@ impl Reader<'_> {
                     .map_err(|_| self.error(&key(index, "backlog"), n.span(), "too large"))?,
                 None => config::DEFAULT_BACKLOG,
             },
+            unix_mode: match &raw.unix_mode {
+                Some(text) => self.check(&key(index, "unix_mode"), text, unix::parse_mode)?,
+                None => config::DEFAULT_UNIX_MODE,
+            },
             mode: raw.mode.as_ref().map_or(Mode::Forward, |m| *m.get_ref()),
             allow: match &raw.allow {
                 Some(rules) => AllowList::new(self.each(&key(index, "allow"), rules)?),
@@ -213,7 +219,7 @@ impl Reader<'_> {
         &mut self,
         key: &str,
         raw: &Spanned<OneOrMany>,
-    ) -> Result<Vec<SocketAddr>, FileError> {
+    ) -> Result<(Vec<SocketAddr>, Vec<UnixAddr>), FileError> {
         let texts: Vec<&String> = match raw.get_ref() {
             OneOrMany::One(one) => vec![one],
             OneOrMany::Many(many) => many.iter().collect(),
@@ -226,20 +232,29 @@ impl Reader<'_> {
             ));
         }
         let mut addrs = Vec::with_capacity(texts.len());
+        let mut unix_addrs = Vec::new();
         for text in texts {
-            let addr: SocketAddr = text.parse().map_err(|_| {
-                self.error(
-                    key,
-                    raw.span(),
-                    &format!("invalid address '{text}': expected IP:PORT, e.g. 0.0.0.0:8080"),
-                )
-            })?;
+            let addr = match text.parse::<ListenAddr>() {
+                Ok(ListenAddr::Tcp(addr)) => addr,
+                Ok(ListenAddr::Unix(addr)) => {
+                    if unix_addrs.contains(&addr) {
+                        return Err(self.error(
+                            key,
+                            raw.span(),
+                            &format!("{addr} is listed twice"),
+                        ));
+                    }
+                    unix_addrs.push(addr);
+                    continue;
+                }
+                Err(message) => return Err(self.error(key, raw.span(), &message)),
+            };
             if addr.port() != 0 && addrs.contains(&addr) {
                 return Err(self.error(key, raw.span(), &format!("{addr} is listed twice")));
             }
             addrs.push(addr);
         }
-        Ok(addrs)
+        Ok((addrs, unix_addrs))
     }
 
     fn upstreams(
@@ -287,6 +302,7 @@ impl Reader<'_> {
     fn check_unique(&self, routes: &[RouteConfig]) -> Result<(), FileError> {
         let mut names = HashSet::new();
         let mut addrs = HashSet::new();
+        let mut unix_addrs = HashSet::new();
         for (index, route) in routes.iter().enumerate() {
             if !names.insert(route.name.as_str()) {
                 let why = if route.named {
@@ -302,6 +318,13 @@ impl Reader<'_> {
             }
             for addr in route.listen.iter().filter(|addr| addr.port() != 0) {
                 if !addrs.insert(*addr) {
+                    let key = key(index, "listen");
+                    let why = format!("{addr} is used by two routes");
+                    return Err(render::rejected(self.label, Some(&key), &why));
+                }
+            }
+            for addr in &route.listen_unix {
+                if !unix_addrs.insert(addr.clone()) {
                     let key = key(index, "listen");
                     let why = format!("{addr} is used by two routes");
                     return Err(render::rejected(self.label, Some(&key), &why));
