@@ -203,3 +203,38 @@ impl Source for Conn {
         each!(self, stream => stream.deregister(registry))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected pair of non-blocking Unix streams, as `Conn`s.
+    fn unix_pair() -> (Conn, Conn) {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        (Conn::Unix(a), Conn::Unix(b))
+    }
+
+    #[test]
+    fn test_unix_peek_does_not_consume() {
+        let (mut a, b) = unix_pair();
+        a.write_all(b"hello").expect("write");
+        let mut peeked = [0u8; 16];
+        assert_eq!(b.peek(&mut peeked).expect("peek"), 5);
+        assert_eq!(&peeked[..5], b"hello");
+        let mut b = b;
+        let mut read = [0u8; 16];
+        assert_eq!(b.read(&mut read).expect("read"), 5, "the peeked bytes are still there");
+        assert_eq!(&read[..5], b"hello");
+        a.shutdown_write().expect("shutdown");
+        assert_eq!(b.peek(&mut peeked).expect("peek at the FIN"), 0);
+    }
+
+    #[test]
+    fn test_unix_conn_has_no_ip_address_and_is_connected() {
+        let (a, _b) = unix_pair();
+        assert!(a.local_addr().is_err());
+        assert!(matches!(a.connect_result(), ConnectState::Connected));
+        assert!(a.tcp().is_none());
+        a.reset_on_close();
+    }
+}
