@@ -27,6 +27,8 @@
 //!   notices, socket-activated listeners. Uses no other module, so any layer may use it.
 //! - [`reactor`]: owns `Poll`, the slabs, the timers and the worker threads; dispatches events and
 //!   timers to sessions, accepts, reloads, probes, serves `--metrics`.
+//! - [`service`]: the conventions of a system service at the process's edge: the `--pid-file` and
+//!   dropping root (`--user`, `--group`). Uses no other module, so any layer may use it.
 
 // The docs are built with `--document-private-items` (.ci/run): the internals are the textbook, so a
 // public item's doc may link a private one, whose page exists.

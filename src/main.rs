@@ -1,5 +1,6 @@
-//! The `edgefwd` binary: flags (or a `--config` file) -> [`Config`], logger, fd limit, then the reactor.
-//! Nothing else.
+//! The `edgefwd` binary: flags (or a `--config` file) -> [`Config`], logger, fd limit, then the reactor;
+//! or, with `--check`, the same validation and a verdict. Around the reactors' start, the service steps
+//! in their order: bind (the reactors), write the `--pid-file`, drop to `--user`, then run. Nothing else.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,18 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use log::info;
+use log::{info, warn};
 
 use edgefwd::config::dns;
 use edgefwd::config::file::{self, Defaults, FileError};
 use edgefwd::config::settings;
-use edgefwd::config::unix::{self, ListenAddr};
+use edgefwd::config::unix::{self, UnixAddr};
 use edgefwd::config::Algorithm;
 use edgefwd::config::{self, Config, Mode, RouteConfig, Splice, UpstreamConfig};
 use edgefwd::datapath::budget::{self, FdBudget};
 use edgefwd::observe::metrics::MetricsBoard;
 use edgefwd::reactor::fdlimit;
 use edgefwd::reactor::{activated_listeners, Exit, Reactor, Siblings};
+use edgefwd::service::after_bind::AfterBind;
 use edgefwd::service::{self, Handed};
 use edgefwd::wire::allow::{AllowList, Rule};
 use edgefwd::wire::proxy_protocol::{CarriedTlvs, Version};
@@ -34,10 +36,11 @@ struct Cli {
     #[arg(long, value_name = "FILE", conflicts_with_all = settings::flag_ids())]
     config: Option<PathBuf>,
 
-    /// Address to accept connections on, e.g. 0.0.0.0:8080 or [::]:8080 (port 0 picks a free port), or a
-    /// Unix socket: unix:/PATH or unix:@NAME (abstract, Linux).
-    #[arg(long, value_name = "ADDR", required_unless_present = "config", value_parser = str::parse::<ListenAddr>)]
-    listen: Option<ListenAddr>,
+    /// Address to accept connections on: IP:PORT, [IPv6]:PORT or HOST:PORT, e.g. 0.0.0.0:8080, [::]:8080,
+    /// localhost:8080 (a host name is resolved at start and every address bound; port 0 picks a free
+    /// port), or a Unix socket: unix:/PATH or unix:@NAME (abstract, Linux).
+    #[arg(long, value_name = "ADDR", required_unless_present = "config")]
+    listen: Option<String>,
 
     /// Where to forward connections: IP:PORT or HOST:PORT, with an optional ",weight=N". Repeat for
     /// several upstreams.
@@ -175,6 +178,35 @@ struct Cli {
     /// Capacity of each splice pipe (e.g. 64k, 1m): what one direction may hold on the splice path.
     #[arg(long, value_name = "SIZE", default_value_t = config::DEFAULT_PIPE_SIZE, value_parser = config::parse_pipe_size)]
     pipe_size: usize,
+
+    /// Check the configuration (the flags or the --config file, --user, --group, --pid-file's directory)
+    /// and exit: "configuration OK (N routes)" and 0, or the error and 2. Binds nothing, starts nothing;
+    /// an upstream name that does not resolve is a warning.
+    #[arg(short = 't', long)]
+    check: bool,
+
+    /// Write the process id to FILE once every listener is bound (atomically); removed on exit. A file
+    /// naming a running process is an error, a stale one is replaced.
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+
+    /// Once every listener is bound and the pid file written, run as this user (started as root); the
+    /// drop is verified, and a failed one stops the start.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+
+    /// With --user: the group to run as [default: the user's primary group].
+    #[arg(long, value_name = "NAME", requires = "user")]
+    group: Option<String>,
+}
+
+/// A validated configuration and what the process derived for it.
+struct Prepared {
+    config: Config,
+    defaults: Defaults,
+    budget: FdBudget,
+    /// Ends every start line: the fd limit, reserve and budget.
+    start: String,
 }
 
 /// A start failure and the exit code it earns: 2 for bad input (like a bad flag), 1 otherwise.
@@ -189,6 +221,11 @@ impl From<String> for Failure {
     }
 }
 
+/// Bad input: exit 2, like a bad flag.
+fn usage(message: String) -> Failure {
+    Failure { code: 2, message }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut logger =
@@ -198,7 +235,12 @@ fn main() -> ExitCode {
         logger.filter_module("edgefwd", log::LevelFilter::Trace);
     }
     logger.init();
-    match run(cli) {
+    let outcome = if cli.check {
+        check(cli).map(|()| Exit::Graceful)
+    } else {
+        run(cli)
+    };
+    match outcome {
         Ok(Exit::Graceful) => ExitCode::SUCCESS,
         Ok(Exit::Forced) => ExitCode::FAILURE,
         Err(failure) => {
@@ -211,6 +253,44 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<Exit, Failure> {
     // First, while this is the only thread: it changes the environment and takes descriptors 3...
     let handed = service::from_env()?;
+    let after_bind = after_bind(&cli)?;
+    after_bind.check_free()?;
+    run_reactors(configure(cli)?, handed, &after_bind)
+}
+
+/// `--pid-file`, `--user` and `--group`, looked up (an unknown name is bad input).
+fn after_bind(cli: &Cli) -> Result<AfterBind, Failure> {
+    AfterBind::new(
+        cli.pid_file.clone(),
+        cli.user.as_deref(),
+        cli.group.as_deref(),
+    )
+    .map_err(usage)
+}
+
+/// `--check`: everything `run` validates before binding, then one verdict line; every failure is a
+/// usage error (exit 2), as `nginx -t`'s.
+fn check(cli: Cli) -> Result<(), Failure> {
+    after_bind(&cli)?.check_paths().map_err(usage)?;
+    let prepared = configure(cli).map_err(|failure| usage(failure.message))?;
+    for route in &prepared.config.routes {
+        for upstream in &route.upstreams {
+            if let Err(why) = &upstream.addrs {
+                warn!(
+                    "route {}: upstream {}: {why} (it would start down, and be asked again every resolve_interval)",
+                    route.name, upstream.name
+                );
+            }
+        }
+    }
+    let routes = prepared.config.routes.len();
+    let plural = if routes == 1 { "" } else { "s" };
+    println!("configuration OK ({routes} route{plural})");
+    Ok(())
+}
+
+/// The flags or the file, validated, with the fd budget they run under.
+fn configure(cli: Cli) -> Result<Prepared, Failure> {
     let nofile = fdlimit::raise_nofile_limit()
         .map_err(|err| format!("cannot read the file descriptor limit: {err}"))?;
     let reserve = budget::reserve(u64::from(cli.threads), u64::from(cli.prewarm));
@@ -239,18 +319,29 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         "nofile={nofile} fd-reserve={reserve} fd-budget={}",
         budget.slots()
     );
-    run_reactors(config, defaults, budget, (handed, &start))
+    Ok(Prepared {
+        config,
+        defaults,
+        budget,
+        start,
+    })
 }
 
 /// Starts `config.threads` reactors (the first on this thread), sharing `budget`, and waits for all of
-/// them. `start` ends every start line; `handed` is what systemd passed (socket-activated listeners,
-/// which the first reactor takes instead of binding, and the notify socket, which it speaks to).
+/// them. `handed` is what systemd passed (socket-activated listeners, which the first reactor takes
+/// instead of binding, and the notify socket, which it speaks to). Once all are bound, and before any
+/// runs, `after_bind` writes the pid file and drops privileges.
 fn run_reactors(
-    mut config: Config,
-    defaults: Defaults,
-    budget: FdBudget,
-    (handed, start): (Handed, &str),
+    prepared: Prepared,
+    handed: Handed,
+    after_bind: &AfterBind,
 ) -> Result<Exit, Failure> {
+    let Prepared {
+        mut config,
+        defaults,
+        budget,
+        start,
+    } = prepared;
     let threads = config.threads;
     let board = (threads > 1).then(|| Arc::new(MetricsBoard::new(threads)));
     let followers = Arc::default();
@@ -272,6 +363,19 @@ fn run_reactors(
     if let Some(notifier) = handed.notifier {
         first.notify_to(notifier);
     }
+    // The first reactor bound the sockets (or took systemd's); the others accept from the same ones.
+    let mut reactors = Vec::with_capacity(threads.saturating_sub(1));
+    for index in 1..threads {
+        let shared = first.share_listeners()?;
+        reactors.push(Reactor::new(
+            config.clone(),
+            defaults,
+            siblings(index),
+            shared,
+        )?);
+    }
+    let _pid_file = after_bind.run()?;
+    // Logged once the pid file is written and privileges dropped: a start line means ready.
     let splice = match config.splice {
         Splice::Off => String::from("off"),
         mode => format!("{mode} pipe-size={}", config.pipe_size),
@@ -282,11 +386,8 @@ fn run_reactors(
     if let Some(addr) = first.metrics_addr() {
         info!("metrics on http://{addr}/metrics");
     }
-    // The first reactor bound the sockets; the others accept from the same ones.
-    let mut others = Vec::with_capacity(threads.saturating_sub(1));
-    for index in 1..threads {
-        let shared = first.share_listeners()?;
-        let reactor = Reactor::new(config.clone(), defaults, siblings(index), shared)?;
+    let mut others = Vec::with_capacity(reactors.len());
+    for (index, reactor) in (1..).zip(reactors) {
         let thread = std::thread::Builder::new()
             .name(format!("reactor-{index}"))
             .spawn(move || reactor.run())
@@ -310,8 +411,8 @@ fn run_reactors(
 /// `--config FILE`; the global flags fill in what the file leaves out.
 fn from_file(path: &std::path::Path, cli: &Cli, defaults: Defaults) -> Result<Config, Failure> {
     let mut config = file::load(path, defaults).map_err(|err| match err {
-        FileError::Invalid(message) => Failure { code: 2, message },
-        FileError::Unavailable(message) => Failure { code: 1, message },
+        // A file that cannot be read is a bad `--config` as much as one that says something wrong.
+        FileError::Invalid(message) | FileError::Unavailable(message) => usage(message),
     })?;
     config.metrics = config.metrics.or(cli.metrics);
     config.stats_interval = config
@@ -322,10 +423,15 @@ fn from_file(path: &std::path::Path, cli: &Cli, defaults: Defaults) -> Result<Co
 
 /// The flags describe one route.
 fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
-    let listen = cli.listen.ok_or_else(|| Failure {
-        code: 2,
-        message: "--listen is required without --config".into(),
-    })?;
+    let text = cli
+        .listen
+        .ok_or_else(|| String::from("--listen is required without --config"))
+        .map_err(usage)?;
+    let (listen, listen_unix) = if UnixAddr::is_unix(&text) {
+        (Vec::new(), vec![text.parse::<UnixAddr>().map_err(usage)?])
+    } else {
+        (dns::listen_addresses(&text).map_err(usage)?, Vec::new())
+    };
     let mut upstreams: Vec<UpstreamConfig> = Vec::with_capacity(cli.upstream.len());
     for (name, weight) in cli.upstream {
         if upstreams.iter().any(|u| u.name == name) {
@@ -355,14 +461,8 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
     let route = RouteConfig {
         name: "default".into(),
         named: false,
-        listen: match &listen {
-            ListenAddr::Tcp(addr) => vec![*addr],
-            ListenAddr::Unix(_) => Vec::new(),
-        },
-        listen_unix: match listen {
-            ListenAddr::Unix(addr) => vec![addr],
-            ListenAddr::Tcp(_) => Vec::new(),
-        },
+        listen,
+        listen_unix,
         unix_mode: cli.unix_mode,
         connect_attempts: connect_attempts.min(config::most_endpoints(&upstreams)),
         resolve_interval: match cli.resolve_interval {
@@ -392,6 +492,7 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
         send_proxy_tlvs: cli.send_proxy_tlvs.unwrap_or_default(),
         accept_proxy: cli.accept_proxy,
         header_timeout: cli.header_timeout,
+        sni: Default::default(),
     };
     config::check_mode(&route).map_err(|message| Failure { code: 2, message })?;
     if !config::tlvs_have_a_source(&route) {
@@ -432,8 +533,12 @@ mod tests {
     };
 
     /// The flags that are not a route's (they also work with `--config`), and clap's own.
-    const GLOBAL_FLAGS: [&str; 11] = [
+    const GLOBAL_FLAGS: [&str; 15] = [
         "config",
+        "check",
+        "pid_file",
+        "user",
+        "group",
         "shutdown_timeout",
         "metrics",
         "stats_interval",
@@ -537,7 +642,9 @@ mod tests {
                 setting.key
             );
         }
-        assert!(tried >= ROUTE.len() - 5, "most settings have an example");
+        // Without one: name, listen, upstreams, mode, allow (the base routes), and the file-only SNI
+        // settings sni, alpn, default (several routes on one address; the flags make one route).
+        assert!(tried >= ROUTE.len() - 8, "most settings have an example");
     }
 
     /// A default the docs give as one TOML literal is the real default.
@@ -562,6 +669,25 @@ mod tests {
                 explicit,
                 "{}: documented default {literal}",
                 setting.key
+            );
+        }
+    }
+
+    /// The README's flag table has a row for every flag of the binary, global ones included (the route
+    /// settings' rows are also checked against their declarations, in src/config/settings.rs).
+    #[test]
+    fn test_readme_lists_every_flag() {
+        let readme = include_str!("../README.md");
+        for arg in Cli::command().get_arguments() {
+            let Some(long) = arg
+                .get_long()
+                .filter(|long| !["help", "version"].contains(long))
+            else {
+                continue;
+            };
+            assert!(
+                readme.contains(&format!("| `--{long}")),
+                "README.md's flag table has no row for --{long}"
             );
         }
     }

@@ -31,7 +31,7 @@ pub(crate) const MAX_WARM: usize = 1024;
 
 /// Which socket of a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     Client,
     Upstream,
 }

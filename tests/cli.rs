@@ -300,3 +300,148 @@ fn test_send_proxy_tlvs_errors() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
 }
+
+/// `--listen HOST:PORT`: the name is resolved at start and every address it has is bound, each with its
+/// start line, and each forwards. What cannot be a listen address, or a name that does not resolve, is
+/// a usage error saying what is accepted.
+#[test]
+fn test_listen_host_name_binds_every_address() {
+    use std::collections::BTreeSet;
+    use std::net::{IpAddr, ToSocketAddrs};
+    let echo = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--listen",
+        "localhost:0",
+        "--upstream",
+        &echo.upstream_arg(),
+    ]);
+    let expected: BTreeSet<IpAddr> = ("localhost", 0)
+        .to_socket_addrs()
+        .expect("localhost resolves")
+        .map(|addr| addr.ip())
+        .collect();
+    let bound: Vec<std::net::SocketAddr> =
+        fwd.logs().lines().filter_map(parse_listen_addr).collect();
+    let ips: BTreeSet<IpAddr> = bound.iter().map(|addr| addr.ip()).collect();
+    assert_eq!(
+        ips,
+        expected,
+        "one listener per address of localhost:\n{}",
+        fwd.logs()
+    );
+    assert_eq!(bound.len(), expected.len(), "{}", fwd.logs());
+    for addr in bound {
+        echo_roundtrip(addr, 64 * 1024, 8192);
+    }
+    for bad in ["localhost:http", "local host:80", "::1:80"] {
+        expect_exit(&["--listen", bad, "--upstream", UP], 2, "HOST:PORT");
+    }
+    expect_exit(
+        &["--listen", "no-such-host.invalid:80", "--upstream", UP],
+        2,
+        "no-such-host.invalid:80",
+    );
+}
+
+/// An upstream the quick start itself starts, killed when the test ends.
+struct Upstream(std::process::Child);
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The README's quick start works as written on a fresh machine: its first command starts an upstream,
+/// its second forwards to it. Both are read from the README and run as they are, on free ports (the
+/// only change: `127.0.0.1:8080` becomes port 0, `8000` a free port) and with the binary under test in
+/// place of `cargo run --release --`; a page is then fetched through the forwarder. The third command
+/// is `cargo test`, this very run.
+#[test]
+fn test_readme_quick_start_forwards() {
+    let readme = include_str!("../README.md");
+    let quick = readme
+        .split("## Quick start")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("README has a Quick start sh block");
+    let commands: Vec<&str> = quick
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    assert_eq!(
+        commands.len(),
+        3,
+        "upstream, forwarder, tests: {commands:?}"
+    );
+    assert_eq!(commands[2], "cargo test");
+    let upstream = commands[0]
+        .strip_suffix(" &")
+        .expect("the upstream runs in the background");
+    let forward = commands[1]
+        .strip_prefix("cargo run --release -- ")
+        .expect("the forwarder runs with cargo run --release");
+
+    let port = {
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("addr").port().to_string()
+    };
+    let words: Vec<String> = upstream
+        .split_whitespace()
+        .map(|word| {
+            if word == "8000" {
+                port.clone()
+            } else {
+                word.into()
+            }
+        })
+        .collect();
+    assert!(
+        words.contains(&port),
+        "the upstream listens on 8000: {upstream}"
+    );
+    let root = std::env::temp_dir().join(format!("edgefwd-quickstart-{}", std::process::id()));
+    std::fs::create_dir_all(&root).expect("mkdir");
+    std::fs::write(root.join("hello.txt"), "hello through edgefwd\n").expect("write page");
+    let spawned = std::process::Command::new(&words[0])
+        .args(&words[1..])
+        .current_dir(&root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(child) = spawned else {
+        eprintln!(
+            "skipped: cannot run `{}` (.ci/run installs python3)",
+            words[0]
+        );
+        return;
+    };
+    let _upstream = Upstream(child);
+    let up_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    assert!(
+        wait_until(Duration::from_secs(20), || try_connect(up_addr).is_ok()),
+        "`{upstream}` did not listen"
+    );
+
+    let args: Vec<String> = forward
+        .split_whitespace()
+        .map(|word| match word {
+            "127.0.0.1:8080" => "127.0.0.1:0".into(),
+            "127.0.0.1:8000" => up_addr.to_string(),
+            other => other.into(),
+        })
+        .collect();
+    assert!(
+        args.contains(&up_addr.to_string()),
+        "forwards to 8000: {forward}"
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let fwd = Forwarder::start(&args);
+    let (status, body) = http_fetch(fwd.addr(), "/hello.txt");
+    let _ = std::fs::remove_dir_all(&root);
+    assert!(status.contains(" 200 "), "{status}");
+    assert_eq!(body, "hello through edgefwd\n");
+}

@@ -106,11 +106,17 @@ fn test_config_excludes_route_flags() {
     }
 }
 
+/// A missing config file is bad input like a bad flag: exit 2 (README, Exit codes), at start and under
+/// `--check`, with the path named.
 #[test]
-fn test_missing_file_is_a_start_failure() {
-    let (code, stderr) = run_edgefwd_expect_fail(&["--config", "/nonexistent/edgefwd.toml"]);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("/nonexistent/edgefwd.toml"), "{stderr}");
+fn test_missing_file_is_a_usage_error() {
+    for check in [&[][..], &["--check"][..]] {
+        let mut args = vec!["--config", "/nonexistent/edgefwd.toml"];
+        args.extend_from_slice(check);
+        let (code, stderr) = run_edgefwd_expect_fail(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("/nonexistent/edgefwd.toml"), "{stderr}");
+    }
 }
 
 /// docs/config.md's key table is `settings::docs_table()`: edit the rows in `settings::ROUTE`, then paste
@@ -129,4 +135,25 @@ fn test_docs_table_is_rendered_from_the_settings() {
         written == table,
         "docs/config.md's key table differs from src/config/settings.rs; it should read:\n{table}"
     );
+}
+
+/// Durations as TOML integers (seconds), as docs/config.md says a bare number is, start a forwarder with
+/// those values: `connect_timeout = 5` is 5 s.
+#[test]
+fn test_integer_durations_start() {
+    let echo = Backend::echo();
+    let file = ConfigFile::new(&format!(
+        "shutdown_timeout = 3\n[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\"]\nconnect_timeout = 5\nidle_timeout = 600\nbuffer_size = 16384\n",
+        echo.upstream_arg()
+    ));
+    let fwd = Forwarder::start(&["--config", file.path()]);
+    let logs = fwd.logs();
+    for shown in [
+        "connect-timeout=5000ms",
+        "idle-timeout=600000ms",
+        "buffer-size=16384",
+    ] {
+        assert!(logs.contains(shown), "{shown}:\n{logs}");
+    }
+    echo_roundtrip(fwd.addr(), 64 * 1024, 8192);
 }

@@ -546,3 +546,27 @@ fn read_label(client: TcpStream) -> String {
         .expect("greeting");
     line.trim_end().to_string()
 }
+
+/// `--listen NAME:PORT` binds every address the name has: a name for 127.0.0.1 and ::1 gets two
+/// listeners, each with its start line, and each forwards.
+#[test]
+fn test_listen_name_binds_each_address() {
+    let Some(entry) = HostsEntry::made_up("listen", &["127.0.0.1", "::1"], "have two addresses")
+    else {
+        return;
+    };
+    let echo = Backend::echo();
+    let listen = format!("{}:0", entry.name);
+    let fwd = Forwarder::start(&["--listen", &listen, "--upstream", &echo.upstream_arg()]);
+    let bound: Vec<SocketAddr> = fwd
+        .logs()
+        .lines()
+        .filter_map(common::parse_listen_addr)
+        .collect();
+    let mut ips: Vec<String> = bound.iter().map(|addr| addr.ip().to_string()).collect();
+    ips.sort();
+    assert_eq!(ips, ["127.0.0.1", "::1"], "{}", fwd.logs());
+    for addr in bound {
+        common::echo_roundtrip(addr, 64 * 1024, 8192);
+    }
+}

@@ -6,7 +6,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use crate::config::{Addresses, MAX_ADDRESSES};
+use crate::config::{Addresses, ListenSpec, MAX_ADDRESSES, MAX_LISTENERS};
 
 /// Resolves an upstream's `HOST:PORT`: its first [`MAX_ADDRESSES`] distinct addresses, in the resolver's
 /// order, each of which becomes an endpoint.
@@ -17,6 +17,26 @@ pub fn upstream_addresses(host_port: &str) -> Addresses {
         return Err(format!("cannot resolve '{host_port}': no address"));
     }
     Ok(distinct)
+}
+
+/// Resolves a listen address: an IP literal is itself, a `HOST:PORT` every distinct address its name has
+/// (`localhost:8080` is usually `127.0.0.1:8080` and `[::1]:8080`), each to be bound. A name that does
+/// not resolve is an error, unlike an upstream's: there is nothing to listen on.
+pub fn listen_addresses(text: &str) -> Addresses {
+    match ListenSpec::parse(text)? {
+        ListenSpec::Literal(addr) => Ok(vec![addr]),
+        ListenSpec::Name => {
+            let addrs = resolve(text)
+                .map_err(|err| format!("listen address '{text}' does not resolve: {err}"))?;
+            let distinct = first_distinct(addrs, MAX_LISTENERS);
+            if distinct.is_empty() {
+                return Err(format!(
+                    "listen address '{text}' does not resolve: no address"
+                ));
+            }
+            Ok(distinct)
+        }
+    }
 }
 
 /// How many of a CONNECT destination's addresses are tried, in the resolver's order, before the client
@@ -61,6 +81,32 @@ fn resolve(host_port: &str) -> Result<Vec<SocketAddr>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A listen address: a literal is itself, `localhost` every loopback address it has, and a typo or a
+    /// name that does not resolve is refused with what is accepted.
+    #[test]
+    fn test_listen_addresses() {
+        let addr = |text: &str| text.parse::<SocketAddr>().expect("addr");
+        assert_eq!(listen_addresses("[::1]:0"), Ok(vec![addr("[::1]:0")]));
+        let local = listen_addresses("localhost:8080").expect("localhost resolves");
+        assert!(local.contains(&addr("127.0.0.1:8080")), "{local:?}");
+        assert!(local
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 8080));
+        for bad in [
+            "nope",
+            "localhost:http",
+            "local host:80",
+            ":80",
+            "::1:80",
+            "host:65536",
+        ] {
+            let err = listen_addresses(bad).expect_err(bad);
+            assert!(err.contains(bad) && err.contains("HOST:PORT"), "{err}");
+        }
+        let err = listen_addresses("no-such-host.invalid:80").expect_err("resolved");
+        assert!(err.contains("does not resolve"), "{err}");
+    }
 
     /// A destination's addresses are tried in the resolver's order, each once, at most
     /// [`DESTINATION_ADDRESSES`] of them.

@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use crate::wire::allow::AllowList;
 use crate::wire::proxy_protocol::{CarriedTlvs, Version};
+use crate::wire::sni;
 
 /// Default ring size per direction: the balance between CPU per byte and the memory a busy pair holds
 /// (2 x 64 KiB); docs/architecture.md has the measurement behind it.
@@ -176,6 +177,9 @@ pub struct RouteConfig {
     pub accept_proxy: bool,
     /// How long a client may take to send its PROXY header or CONNECT head.
     pub header_timeout: Duration,
+    /// SNI routing: the server names (and ALPN protocols) this route takes on a listen address it may
+    /// share with other such routes, or `default` for the rest (file only: [`check_sni`]).
+    pub sni: sni::Rule,
 }
 
 /// What a route does with its clients.
@@ -235,6 +239,22 @@ pub fn check_mode(route: &RouteConfig) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// The SNI settings a route may combine: `alpn` narrows `sni` names (alone it would match nothing),
+/// and a connect route reads a CONNECT head, not a ClientHello.
+pub fn check_sni(route: &RouteConfig) -> Result<(), String> {
+    if !route.sni.alpn.is_empty() && route.sni.names.is_empty() {
+        return Err(String::from(
+            "alpn needs sni: it narrows the names a route takes",
+        ));
+    }
+    if route.sni.is_set() && route.mode == Mode::Connect {
+        return Err(String::from(
+            "sni and default apply to forward routes, not connect mode",
+        ));
+    }
+    Ok(())
 }
 
 /// What an upstream's `HOST:PORT` resolved to, in the resolver's order, or why it did not.
@@ -333,6 +353,38 @@ pub fn parse_upstream_spec(text: &str) -> Result<(String, u32), String> {
         }
     };
     Ok((addr.to_string(), weight))
+}
+
+/// What a listen address may be, for the error that refuses one.
+const LISTEN_SYNTAX: &str = "expected IP:PORT, [IPv6]:PORT or HOST:PORT (a host name is resolved at start and every address it has is bound), e.g. 0.0.0.0:8080, [::]:8080, localhost:8080; port 0 picks a free port";
+
+/// A listen address as given (`--listen` or `listen =`): an IP literal with its port, or `HOST:PORT`
+/// whose host is a name for [`dns::listen_addresses`] (or the file's resolver) to resolve. Checked before
+/// anything is resolved, so a typo is refused as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListenSpec {
+    Literal(SocketAddr),
+    /// A host name and a port, both well formed; the text itself is what is resolved.
+    Name,
+}
+
+impl ListenSpec {
+    /// Parses `text`, or says what is accepted.
+    pub(crate) fn parse(text: &str) -> Result<ListenSpec, String> {
+        if let Ok(addr) = text.parse() {
+            return Ok(ListenSpec::Literal(addr));
+        }
+        let bad = || format!("invalid listen address '{text}': {LISTEN_SYNTAX}");
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let name_like = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+        match port.parse::<u16>() {
+            Ok(_) if name_like => Ok(ListenSpec::Name),
+            _ => Err(bad()),
+        }
+    }
 }
 
 /// Checks the shape of `HOST:PORT` before anything tries to resolve it, so a typo is a usage error

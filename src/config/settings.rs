@@ -152,6 +152,9 @@ pub const ROUTE: &[Setting] = &[
     SEND_PROXY_TLVS,
     ACCEPT_PROXY,
     HEADER_TIMEOUT,
+    SNI,
+    ALPN,
+    DEFAULT,
 ];
 
 const NAME: Setting = Setting {
@@ -171,7 +174,7 @@ const LISTEN: Setting = Setting {
     value: "ADDR",
     default: "required",
     on_reload: OnReload::Matches,
-    doc: "address(es) to accept on: `IP:PORT` (port 0 picks a free port, logged), `unix:/PATH` or `unix:@NAME` ([Unix sockets](unix-sockets.md)); an unnamed route is recognised by its set of addresses",
+    doc: "address(es) to accept on: `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT` (a host name is resolved at start and at each reload, and every address it has is bound), `unix:/PATH` or `unix:@NAME` ([Unix sockets](unix-sockets.md)); port 0 picks a free port (logged); an unnamed route is recognised by its set of addresses",
     show: hidden,
     example: None,
 };
@@ -529,6 +532,50 @@ pub const HEADER_TIMEOUT: Setting = Setting {
         toml: "header_timeout = \"3s\"",
     }),
 };
+
+// SNI routing is file-only: several routes sharing one listen address is something only a file can
+// declare (the flags make one route).
+
+const SNI: Setting = Setting {
+    key: "sni",
+    flag: None,
+    value: "",
+    default: "none",
+    on_reload: OnReload::Replaces,
+    doc: "TLS server names this route takes, `\"api.example.com\"` or `\"*.example.com\"` (one label), read from the client's ClientHello without terminating TLS; routes with `sni` or `default` may share a listen address ([SNI routing](tls-sni.md))",
+    show: |c| (!c.sni.names.is_empty()).then(|| join(&c.sni.names)),
+    example: None,
+};
+
+const ALPN: Setting = Setting {
+    key: "alpn",
+    flag: None,
+    value: "",
+    default: "any",
+    on_reload: OnReload::Replaces,
+    doc: "with `sni`: the route takes a name's hellos only when the client offers one of these protocols (e.g. `[\"acme-tls/1\"]`); it wins over a route of the same name without `alpn`",
+    show: |c| (!c.sni.alpn.is_empty()).then(|| join(&c.sni.alpn)),
+    example: None,
+};
+
+const DEFAULT: Setting = Setting {
+    key: "default",
+    flag: None,
+    value: "",
+    default: "`false`",
+    on_reload: OnReload::Replaces,
+    doc: "SNI routing: this route takes the hellos no route's `sni` matches, those without a name and ECH ones; without one they get an `unrecognized_name` alert",
+    show: |c| c.sni.default.then(|| "on".to_string()),
+    example: None,
+};
+
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// The clap ids of every route setting's flag: what `--config` excludes.
 pub fn flag_ids() -> Vec<&'static str> {

@@ -3,7 +3,6 @@
 //! gone with the last descriptor). Parsing only; binding is `datapath::unix`'s.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -70,26 +69,6 @@ impl fmt::Display for UnixAddr {
     }
 }
 
-/// One `listen` address: `IP:PORT` or a Unix address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
-    Tcp(SocketAddr),
-    Unix(UnixAddr),
-}
-
-impl FromStr for ListenAddr {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<ListenAddr, String> {
-        if UnixAddr::is_unix(text) {
-            return text.parse().map(ListenAddr::Unix);
-        }
-        text.parse().map(ListenAddr::Tcp).map_err(|_| {
-            format!("invalid address '{text}': expected IP:PORT (e.g. 0.0.0.0:8080), unix:/PATH or unix:@NAME")
-        })
-    }
-}
-
 /// Parses a `unix_mode` value: octal permission bits, e.g. `660` or `0660`.
 pub fn parse_mode(text: &str) -> Result<u32, String> {
     u32::from_str_radix(text, 8)
@@ -128,23 +107,6 @@ mod tests {
         }
         let long = format!("unix:/{}", "x".repeat(200));
         assert!(long.parse::<UnixAddr>().is_err());
-    }
-
-    #[test]
-    fn test_listen_addresses_are_tcp_or_unix() {
-        assert_eq!(
-            "127.0.0.1:80".parse::<ListenAddr>(),
-            Ok(ListenAddr::Tcp("127.0.0.1:80".parse().expect("addr")))
-        );
-        assert_eq!(
-            "unix:@a".parse::<ListenAddr>(),
-            Ok(ListenAddr::Unix(UnixAddr::Abstract("a".into())))
-        );
-        let err = "nope".parse::<ListenAddr>().expect_err("bad");
-        assert!(
-            err.contains("'nope'") && err.contains("unix:/PATH"),
-            "{err}"
-        );
     }
 
     #[test]

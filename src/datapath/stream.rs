@@ -223,7 +223,11 @@ mod tests {
         assert_eq!(&peeked[..5], b"hello");
         let mut b = b;
         let mut read = [0u8; 16];
-        assert_eq!(b.read(&mut read).expect("read"), 5, "the peeked bytes are still there");
+        assert_eq!(
+            b.read(&mut read).expect("read"),
+            5,
+            "the peeked bytes are still there"
+        );
         assert_eq!(&read[..5], b"hello");
         a.shutdown_write().expect("shutdown");
         assert_eq!(b.peek(&mut peeked).expect("peek at the FIN"), 0);

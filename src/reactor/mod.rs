@@ -70,11 +70,11 @@ mod lookups;
 mod probes;
 mod reload;
 mod report;
-pub(crate) mod scrape;
+mod scrape;
 mod shutdown;
 mod systemd;
 mod teardown;
-pub(crate) mod timer;
+mod timer;
 pub mod worker;
 
 pub use systemd::activated_listeners;

@@ -1,9 +1,13 @@
-//! What a service manager (systemd) hands the process and expects back.
+//! The process as a system service: what a service manager (systemd) hands the process and expects
+//! back, and the conventions HAProxy and nginx follow once bound.
 //!
 //! - [`notify`]: `Type=notify`, `READY=1`, reload and stop notices, `STATUS=`, the watchdog.
 //! - [`activation`]: listening sockets passed in by socket activation, matched to routes.
+//! - [`pidfile`]: `--pid-file`, written once every listener is bound, removed on exit.
+//! - [`privilege`]: dropping root to `--user`/`--group` after binding, verified.
+//! - [`after_bind`]: those two steps in their order, which `main` runs once the reactors are bound.
 //!
-//! Both speak through environment variables, which [`from_env`] reads once at start, before any thread
+//! systemd's two speak through environment variables, which [`from_env`] reads once at start, before any thread
 //! exists, and unsets: nothing the process starts should take the sockets or speak for it.
 //!
 //! Nothing here knows about routes or the reactor (it uses no other module of the crate, so any layer
@@ -11,7 +15,10 @@
 //! socket serves.
 
 pub(crate) mod activation;
+pub mod after_bind;
 pub(crate) mod notify;
+pub mod pidfile;
+pub(crate) mod privilege;
 
 use std::env;
 use std::time::Instant;

@@ -8,6 +8,6 @@
 
 pub(crate) mod attempt;
 pub(crate) mod connect;
-pub(crate) mod interest;
+mod interest;
 pub(crate) mod pair;
-pub(crate) mod refusal;
+mod refusal;

@@ -142,7 +142,7 @@ impl UnixListening {
 /// takes it by value: an endpoint is given back at most once per lease, and only there.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a lease dropped without give_back leaves its endpoint counted busy"]
-pub struct Lease {
+pub(crate) struct Lease {
     slot: usize,
 }
 
@@ -573,6 +573,7 @@ pub(crate) mod tests {
             send_proxy_tlvs: Default::default(),
             accept_proxy: false,
             header_timeout: Duration::from_secs(10),
+            sni: Default::default(),
         }
     }
 

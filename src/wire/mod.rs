@@ -7,9 +7,13 @@
 //! - [`allow`]: the destinations a CONNECT may reach (default deny).
 //! - [`greeting`]: a client's greeting (PROXY header, CONNECT head, or both), read incrementally to a
 //!   verdict: where to connect, what to answer, or why to drop.
+//! - [`tls_hello`]: a TLS ClientHello, read without being consumed, for SNI routing; [`sni`]: which
+//!   route of a shared listen address takes it.
 
 pub mod allow;
 pub mod connect_request;
 pub mod crc32c;
 pub(crate) mod greeting;
 pub mod proxy_protocol;
+pub mod sni;
+pub mod tls_hello;

@@ -25,6 +25,7 @@
 pub mod chaos;
 pub mod model_connect;
 pub mod model_proxy;
+pub mod model_tls;
 pub mod soak;
 #[path = "../support/mod.rs"]
 pub mod support;
@@ -576,21 +577,31 @@ fn set_child_nofile(cmd: &mut Command, n: u64) {
 /// Runs `edgefwd ARGS` (no RUST_LOG) expecting it to exit by itself within 30s;
 /// returns (exit code, stderr).
 pub fn run_edgefwd_expect_fail(args: &[&str]) -> (Option<i32>, String) {
+    let (code, _, stderr) = run_edgefwd_to_exit(args);
+    (code, stderr)
+}
+
+/// Runs `edgefwd ARGS` (no RUST_LOG) expecting it to exit by itself within 30s;
+/// returns (exit code, stdout, stderr).
+pub fn run_edgefwd_to_exit(args: &[&str]) -> (Option<i32>, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_edgefwd"))
         .args(args)
         .env_remove("RUST_LOG")
         .env("RUST_LOG_STYLE", "never")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn edgefwd");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = pipe.read_to_string(&mut s);
+            s
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("stdout is piped")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("stderr is piped")));
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -603,8 +614,9 @@ pub fn run_edgefwd_expect_fail(args: &[&str]) -> (Option<i32>, String) {
         }
         thread::sleep(Duration::from_millis(10));
     };
-    let stderr = reader.join().expect("stderr reader");
-    (status.code(), stderr)
+    let stdout = stdout.join().expect("stdout reader");
+    let stderr = stderr.join().expect("stderr reader");
+    (status.code(), stdout, stderr)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ use crate::config::{Addresses, Config};
 pub enum FileError {
     /// The file says something wrong (a usage error: exit 2 at start).
     Invalid(String),
-    /// The file could not be read (exit 1 at start). A host name that does not resolve is no error: its
+    /// The file could not be read (also exit 2 at start: a `--config` that names no readable file is bad input too). A host name that does not resolve is no error: its
     /// upstream starts down and is looked up again every `resolve_interval`.
     Unavailable(String),
 }

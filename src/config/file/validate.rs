@@ -3,7 +3,7 @@
 //! ([`config::check_mode`], [`config::tlvs_have_a_source`]), unique names and listen addresses across
 //! routes, and the defaults of what the file leaves out. Each refusal names the line and the key.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::str::FromStr;
@@ -11,15 +11,16 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{OneOrMany, RawFile, RawRoute, RawUpstream};
+use super::raw::{OneOrMany, Quantity, RawFile, RawRoute, RawUpstream};
 use super::{render, Defaults, FileError};
-use crate::config::unix::{self, ListenAddr, UnixAddr};
+use crate::config::unix::{self, UnixAddr};
 use crate::config::{
-    self, Addresses, Config, Mode, RouteConfig, UpstreamConfig, DEFAULT_FALL,
+    self, Addresses, Config, ListenSpec, Mode, RouteConfig, UpstreamConfig, DEFAULT_FALL,
     DEFAULT_HEALTH_TIMEOUT, MAX_LISTENERS, MAX_UPSTREAMS,
 };
 use crate::wire::allow::AllowList;
 use crate::wire::proxy_protocol::CarriedTlvs;
+use crate::wire::sni;
 
 /// Checks every value of `raw` (the text of the file `label`) and resolves its upstreams' names.
 pub(super) fn config(
@@ -43,6 +44,12 @@ pub(super) fn config(
         return Err(render::rejected(label, None, message));
     }
     reader.check_unique(&routes)?;
+    // SNI routing is parsed and checked above; until the reactor serves it (issue 18, part 4), a file
+    // that asks for it is refused rather than forwarded without it.
+    if let Some(index) = routes.iter().position(|route| route.sni.is_set()) {
+        let message = "SNI routing is checked but not served by this build yet";
+        return Err(render::rejected(label, Some(&key(index, "sni")), message));
+    }
     Ok(Config {
         routes,
         shutdown_timeout: reader
@@ -94,8 +101,18 @@ impl Reader<'_> {
             return Err(self.error(&key(index, "upstreams"), raw.listen.span(), message));
         }
         let tlvs_span = raw.send_proxy_tlvs.as_ref().map(Spanned::span);
+        let sni_span = [
+            raw.alpn.as_ref().map(Spanned::span),
+            raw.sni.as_ref().map(Spanned::span),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(raw.default.as_ref().map(Spanned::span))
+        .next()
+        .unwrap_or(raw.listen.span());
         let route = self.route_settings(index, raw, defaults)?;
         config::check_mode(&route).map_err(|err| self.error(&key(index, "mode"), span, &err))?;
+        config::check_sni(&route).map_err(|err| self.error(&key(index, "sni"), sni_span, &err))?;
         if let (false, Some(tlvs_span)) = (config::tlvs_have_a_source(&route), tlvs_span) {
             let message = format!(
                 "[{}] needs send_proxy = \"v2\" and accept_proxy = true (TLVs are carried from the client's v2 header into a v2 header)",
@@ -212,6 +229,22 @@ impl Reader<'_> {
             header_timeout: self
                 .timeout(&key(index, "header_timeout"), raw.header_timeout.as_ref())?
                 .unwrap_or(config::DEFAULT_HEADER_TIMEOUT),
+            sni: sni::Rule {
+                names: match &raw.sni {
+                    Some(names) => self.each(&key(index, "sni"), names)?,
+                    None => Vec::new(),
+                },
+                alpn: match &raw.alpn {
+                    Some(list) => list
+                        .get_ref()
+                        .iter()
+                        .map(|text| sni::parse_protocol(text))
+                        .collect::<Result<_, _>>()
+                        .map_err(|err| self.error(&key(index, "alpn"), list.span(), &err))?,
+                    None => Vec::new(),
+                },
+                default: raw.default.as_ref().is_some_and(|d| *d.get_ref()),
+            },
         })
     }
 
@@ -234,27 +267,40 @@ impl Reader<'_> {
         let mut addrs = Vec::with_capacity(texts.len());
         let mut unix_addrs = Vec::new();
         for text in texts {
-            let addr = match text.parse::<ListenAddr>() {
-                Ok(ListenAddr::Tcp(addr)) => addr,
-                Ok(ListenAddr::Unix(addr)) => {
-                    if unix_addrs.contains(&addr) {
-                        return Err(self.error(
-                            key,
-                            raw.span(),
-                            &format!("{addr} is listed twice"),
-                        ));
-                    }
-                    unix_addrs.push(addr);
-                    continue;
+            if UnixAddr::is_unix(text) {
+                let addr: UnixAddr = text
+                    .parse()
+                    .map_err(|err: String| self.error(key, raw.span(), &err))?;
+                if unix_addrs.contains(&addr) {
+                    return Err(self.error(key, raw.span(), &format!("{addr} is listed twice")));
                 }
-                Err(message) => return Err(self.error(key, raw.span(), &message)),
-            };
-            if addr.port() != 0 && addrs.contains(&addr) {
-                return Err(self.error(key, raw.span(), &format!("{addr} is listed twice")));
+                unix_addrs.push(addr);
+                continue;
             }
-            addrs.push(addr);
+            for addr in self
+                .listen_addresses(text)
+                .map_err(|err| self.error(key, raw.span(), &err))?
+            {
+                if addr.port() != 0 && addrs.contains(&addr) {
+                    return Err(self.error(key, raw.span(), &format!("{addr} is listed twice")));
+                }
+                addrs.push(addr);
+            }
+        }
+        if addrs.len() > MAX_LISTENERS {
+            let message = format!("{} addresses, at most {MAX_LISTENERS}", addrs.len());
+            return Err(self.error(key, raw.span(), &message));
         }
         Ok((addrs, unix_addrs))
+    }
+
+    /// One `listen` entry's addresses: a literal, or every address of a host name (by the file's
+    /// resolver, which must answer for a listen name: there is nothing to listen on otherwise).
+    fn listen_addresses(&mut self, text: &str) -> Result<Vec<SocketAddr>, String> {
+        match ListenSpec::parse(text)? {
+            ListenSpec::Literal(addr) => Ok(vec![addr]),
+            ListenSpec::Name => (self.resolve)(text),
+        }
     }
 
     fn upstreams(
@@ -298,10 +344,12 @@ impl Reader<'_> {
         Ok(upstreams)
     }
 
-    /// Route names and fixed listen addresses must be unique across routes.
+    /// Route names must be unique across routes, and so must fixed listen addresses, except that routes
+    /// taking part in SNI routing (`sni` or `default`) may share one, when their names do not conflict
+    /// ([`sni::Table::build`] names both routes of a conflict).
     fn check_unique(&self, routes: &[RouteConfig]) -> Result<(), FileError> {
         let mut names = HashSet::new();
-        let mut addrs = HashSet::new();
+        let mut sharing: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
         let mut unix_addrs = HashSet::new();
         for (index, route) in routes.iter().enumerate() {
             if !names.insert(route.name.as_str()) {
@@ -317,18 +365,42 @@ impl Reader<'_> {
                 return Err(render::rejected(self.label, Some(&key), &why));
             }
             for addr in route.listen.iter().filter(|addr| addr.port() != 0) {
-                if !addrs.insert(*addr) {
+                let group = sharing.entry(*addr).or_default();
+                let sni = |index: usize| routes[index].sni.is_set();
+                if group
+                    .first()
+                    .is_some_and(|&first| !(sni(first) && sni(index)))
+                {
                     let key = key(index, "listen");
-                    let why = format!("{addr} is used by two routes");
+                    let why = format!(
+                        "{addr} is used by two routes (routes may share one only with sni or default)"
+                    );
                     return Err(render::rejected(self.label, Some(&key), &why));
                 }
+                group.push(index);
             }
+        }
+        let sni = |group: &Vec<usize>| group.iter().any(|&index| routes[index].sni.is_set());
+        for (addr, group) in sharing.iter().filter(|(_, group)| sni(group)) {
+            let rules = group
+                .iter()
+                .map(|&index| (index, routes[index].name.as_str(), &routes[index].sni));
+            if let Err(why) = sni::Table::build(rules) {
+                let why = format!("listen {addr}: {why}");
+                return Err(render::rejected(self.label, None, &why));
+            }
+        }
+        for (index, route) in routes.iter().enumerate() {
             for addr in &route.listen_unix {
-                if !unix_addrs.insert(addr.clone()) {
-                    let key = key(index, "listen");
-                    let why = format!("{addr} is used by two routes");
-                    return Err(render::rejected(self.label, Some(&key), &why));
-                }
+                let why = if route.sni.is_set() {
+                    format!("{addr}: a Unix listener takes no part in SNI routing (sni or default)")
+                } else if !unix_addrs.insert(addr.clone()) {
+                    format!("{addr} is used by two routes")
+                } else {
+                    continue;
+                };
+                let key = key(index, "listen");
+                return Err(render::rejected(self.label, Some(&key), &why));
             }
         }
         Ok(())
@@ -337,7 +409,7 @@ impl Reader<'_> {
     fn duration(
         &self,
         key: &str,
-        raw: Option<&Spanned<String>>,
+        raw: Option<&Spanned<Quantity>>,
     ) -> Result<Option<Duration>, FileError> {
         raw.map(|text| self.duration_value(key, text)).transpose()
     }
@@ -345,13 +417,13 @@ impl Reader<'_> {
     fn timeout(
         &self,
         key: &str,
-        raw: Option<&Spanned<String>>,
+        raw: Option<&Spanned<Quantity>>,
     ) -> Result<Option<Duration>, FileError> {
         raw.map(|text| self.check(key, text, config::parse_timeout))
             .transpose()
     }
 
-    fn duration_value(&self, key: &str, raw: &Spanned<String>) -> Result<Duration, FileError> {
+    fn duration_value(&self, key: &str, raw: &Spanned<Quantity>) -> Result<Duration, FileError> {
         self.check(key, raw, config::parse_duration)
     }
 
@@ -385,13 +457,14 @@ impl Reader<'_> {
             .map_err(|err| self.error(key, raw.span(), &err))
     }
 
-    fn check<T>(
+    /// `raw` parsed by `parse`, the flag's parser; a string or a [`Quantity`].
+    fn check<T, S: AsRef<str>>(
         &self,
         key: &str,
-        raw: &Spanned<String>,
+        raw: &Spanned<S>,
         parse: fn(&str) -> Result<T, String>,
     ) -> Result<T, FileError> {
-        parse(raw.get_ref()).map_err(|err| self.error(key, raw.span(), &err))
+        parse(raw.get_ref().as_ref()).map_err(|err| self.error(key, raw.span(), &err))
     }
 
     fn error(&self, key: &str, span: Range<usize>, message: &str) -> FileError {
@@ -415,6 +488,33 @@ mod tests {
         );
     }
 
+    /// A TOML integer is what a bare number is to the flag: seconds for a duration (global or per
+    /// route), bytes for a size; a zero timeout, a negative number or a float is still refused.
+    #[test]
+    fn test_integer_durations_and_sizes() {
+        let config = accepts(&format!(
+            "shutdown_timeout = 7\n{ROUTE}\nconnect_timeout = 5\nidle_timeout = 600\nkeepalive = 60\nbuffer_size = 16384\n"
+        ));
+        let route = &config.routes[0];
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(7));
+        assert_eq!(route.connect_timeout, Duration::from_secs(5));
+        assert_eq!(route.idle_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(route.keepalive, Some(Duration::from_secs(60)));
+        assert_eq!(route.buffer_size, 16384);
+        rejects(
+            &format!("{ROUTE}\nconnect_timeout = 0\n"),
+            "test.toml:5: route[0].connect_timeout: invalid timeout '0'",
+            &["more than zero"],
+        );
+        for (bad, shown) in [("-5", "-5"), ("1.5", "1.5"), ("true", "true")] {
+            rejects(
+                &format!("{ROUTE}\nconnect_timeout = {bad}\n"),
+                "test.toml:5: route[0].connect_timeout:",
+                &[shown, "a whole number (seconds for a duration"],
+            );
+        }
+    }
+
     #[test]
     fn test_no_upstream_is_rejected() {
         rejects(
@@ -429,12 +529,31 @@ mod tests {
         );
     }
 
+    /// A listen host name is every address the resolver gives it; one that does not resolve is refused
+    /// (unlike an upstream's, there would be nothing to listen on).
+    #[test]
+    fn test_listen_host_names() {
+        let config = accepts(
+            "[[route]]\nlisten = [\"known.web:80\", \"[::1]:81\"]\nupstreams = [\"10.0.0.1:80\"]\n",
+        );
+        let expected: Vec<std::net::SocketAddr> = ["10.9.9.9:80", "10.9.9.8:80", "[::1]:81"]
+            .iter()
+            .map(|a| a.parse().expect("addr"))
+            .collect();
+        assert_eq!(config.routes[0].listen, expected);
+        rejects(
+            "[[route]]\nlisten = \"unknown.web:80\"\nupstreams = [\"10.0.0.1:80\"]\n",
+            "test.toml:2: route[0].listen: cannot resolve 'unknown.web:80'",
+            &[],
+        );
+    }
+
     #[test]
     fn test_bad_addresses_are_rejected() {
         rejects(
             "[[route]]\nlisten = \"nope\"\nupstreams = [\"10.0.0.1:80\"]\n",
-            "test.toml:2: route[0].listen: invalid address 'nope'",
-            &[],
+            "test.toml:2: route[0].listen: invalid listen address 'nope'",
+            &["HOST:PORT", "localhost:8080"],
         );
         rejects(
             "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [{ addr = \"10.0.0.1:80\", weight = 0 }]\n",
@@ -470,6 +589,70 @@ mod tests {
         rejects(
             &format!("{fixed}{fixed}"),
             "test.toml: route[1].listen: 127.0.0.1:7000 is used by two routes",
+            &[],
+        );
+    }
+
+    /// Routes with `sni` or `default` may share a listen address; a conflict among them names both.
+    #[test]
+    fn test_sni_routes_sharing_an_address() {
+        let fixed = ROUTE.replace("127.0.0.1:0", "127.0.0.1:7000");
+        let api =
+            format!("{fixed}name = \"api\"\nsni = [\"API.example.com\", \"*.example.com\"]\n");
+        let other = format!("{fixed}name = \"other\"\nsni = [\"api.example.com\"]\n");
+        rejects(
+            &format!("{api}{other}"),
+            "test.toml: listen 127.0.0.1:7000: sni 'api.example.com' is declared by route 'api' and route 'other'",
+            &[],
+        );
+        let fallback = format!("{fixed}name = \"fallback\"\ndefault = true\n");
+        let second = format!("{fixed}name = \"second\"\ndefault = true\n");
+        rejects(
+            &format!("{fallback}{api}{second}"),
+            "test.toml: listen 127.0.0.1:7000: route 'fallback' and route 'second' are both marked default",
+            &[],
+        );
+        rejects(
+            &format!("{api}{fixed}"),
+            "test.toml: route[1].listen: 127.0.0.1:7000 is used by two routes (routes may share one only with sni or default)",
+            &[],
+        );
+        rejects(
+            &format!("{fixed}sni = [\"a.example\", \"A.example\"]\n"),
+            "test.toml: listen 127.0.0.1:7000: sni 'a.example' is listed twice by route 'route-1'",
+            &[],
+        );
+        // Well-formed: refused only because it is not served yet.
+        let acme = format!(
+            "{fixed}name = \"acme\"\nsni = [\"api.example.com\"]\nalpn = [\"acme-tls/1\"]\n"
+        );
+        rejects(
+            &format!("{api}{acme}{fallback}"),
+            "test.toml: route[0].sni: SNI routing is checked but not served by this build yet",
+            &[],
+        );
+    }
+
+    #[test]
+    fn test_sni_values_are_checked() {
+        rejects(
+            &format!("{ROUTE}sni = [\"ok.example\", \"10.0.0.1\"]\n"),
+            "test.toml:4: route[0].sni: '10.0.0.1' is neither a host name nor *. and one",
+            &[],
+        );
+        rejects(
+            &format!("{ROUTE}sni = [\"a.example\"]\nalpn = [\"\"]\n"),
+            "test.toml:5: route[0].alpn: '' is not an ALPN protocol name",
+            &[],
+        );
+        rejects(
+            &format!("{ROUTE}alpn = [\"h2\"]\n"),
+            "test.toml:4: route[0].sni: alpn needs sni",
+            &[],
+        );
+        rejects(
+            "[[route]]\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\nallow = [\"10.0.0.0/8:443\"]\ndefault = true\n",
+            "test.toml:5: route[0].sni: sni and default apply to forward routes",
             &[],
         );
     }
