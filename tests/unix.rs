@@ -379,3 +379,55 @@ fn test_curl_over_the_unix_socket() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), body);
 }
+
+/// A reload that replaces the route keeps its Unix listener (a client connected before it still gets
+/// its bytes, new ones are accepted, the file is not removed and bound again); a reload that drops the
+/// route closes the listener and removes the file.
+#[test]
+fn test_reload_keeps_then_drops_the_unix_listener() {
+    let dir = TempDir::new();
+    let path = dir.sock("reload.sock");
+    let echo = Backend::echo();
+    let unix = format!("unix:{}", path.display());
+    let route = |extra: &str| {
+        format!(
+            "[[route]]\nname = \"u\"\nlisten = [\"127.0.0.1:0\", \"{unix}\"]\nupstreams = [\"{}\"]\n{extra}\n",
+            echo.addr()
+        )
+    };
+    let (fwd, config) = start_route(&unix, &echo.addr().to_string(), "");
+    let before = unix_client(|| UnixStream::connect(&path));
+    let identity = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::symlink_metadata(path).expect("socket file");
+        (meta.ino(), meta.ctime_nsec())
+    };
+    let first = identity(&path);
+    let reload = |text: &str, expect: &str| {
+        let seen = fwd.count_log(expect);
+        config.write(text);
+        fwd.signal(libc::SIGHUP);
+        assert!(
+            wait_until(WAIT, || fwd.count_log(expect) > seen),
+            "no {expect:?} after SIGHUP; log:\n{}",
+            fwd.logs()
+        );
+    };
+    reload(
+        &route("buffer_size = \"32k\""),
+        "reload: 1 routes (+0 -0 ~1)",
+    );
+    assert_eq!(identity(&path), first, "the same socket file");
+    echo_exact(before, 256 * 1024);
+    echo_exact(unix_client(|| UnixStream::connect(&path)), 256 * 1024);
+
+    let other = format!(
+        "[[route]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\"]\n",
+        echo.addr()
+    );
+    reload(&other, "reload: 1 routes (+1 -1 ~0)");
+    assert!(
+        wait_until(WAIT, || !path.exists()),
+        "the dropped route's socket file is removed"
+    );
+}
