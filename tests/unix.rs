@@ -431,3 +431,39 @@ fn test_reload_keeps_then_drops_the_unix_listener() {
         "the dropped route's socket file is removed"
     );
 }
+
+/// SIGTERM while a Unix client's transfer is under way: the listener closes at once (its file goes,
+/// new clients are refused), the pair finishes byte-exact, then the process exits cleanly.
+#[test]
+fn test_graceful_shutdown_finishes_a_unix_pair() {
+    let dir = TempDir::new();
+    let path = dir.sock("drain.sock");
+    let echo = Backend::echo();
+    let fwd = UnixOnly::start(&path, &["--upstream", &echo.addr().to_string()]);
+    let total = 2 << 20;
+    let mut client = unix_client(|| UnixStream::connect(&path));
+    let half = pattern_vec(total);
+    client.write_all(&half[..total / 2]).expect("first half");
+    let mut back = vec![0u8; total / 2];
+    client.read_exact(&mut back).expect("first half echoed");
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+    unsafe { libc::kill(fwd.child.id() as i32, libc::SIGTERM) };
+    assert!(
+        wait_until(WAIT, || !path.exists()),
+        "the socket file goes when the drain begins"
+    );
+    assert!(
+        UnixStream::connect(&path).is_err(),
+        "new clients are refused"
+    );
+    client.write_all(&half[total / 2..]).expect("second half");
+    client.shutdown(Shutdown::Write).expect("FIN");
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).expect("read to the end");
+    back.extend_from_slice(&rest);
+    assert!(
+        back == half,
+        "the transfer finished byte-exact across the drain"
+    );
+    assert!(fwd.stop().success(), "a clean exit once the pair is done");
+}
