@@ -593,6 +593,54 @@ mod tests {
         );
     }
 
+    /// Unix listen addresses: with TCP ones on a route, each once across routes, never with SNI; the
+    /// mode is octal.
+    #[test]
+    fn test_unix_listen_addresses() {
+        let both = ROUTE.replace(
+            "\"127.0.0.1:0\"",
+            "[\"127.0.0.1:0\", \"unix:/run/a.sock\", \"unix:@b\"]",
+        );
+        let config = accepts(&format!("{both}unix_mode = \"0600\"\n"));
+        let route = &config.routes[0];
+        assert_eq!(route.listen.len(), 1);
+        assert_eq!(
+            route.listen_unix,
+            vec![
+                crate::config::unix::UnixAddr::Path("/run/a.sock".into()),
+                crate::config::unix::UnixAddr::Abstract("b".into())
+            ]
+        );
+        assert_eq!(route.unix_mode, 0o600);
+        assert_eq!(accepts(&both).routes[0].unix_mode, 0o660);
+        let only = ROUTE.replace("\"127.0.0.1:0\"", "\"unix:/run/a.sock\"");
+        rejects(
+            &format!("{only}name = \"x\"\n{only}name = \"y\"\n"),
+            "test.toml: route[1].listen: unix:/run/a.sock is used by two routes",
+            &[],
+        );
+        rejects(
+            &format!("{only}default = true\n"),
+            "test.toml: route[0].listen: unix:/run/a.sock: a Unix listener takes no part in SNI routing",
+            &[],
+        );
+        rejects(
+            &ROUTE.replace("\"127.0.0.1:0\"", "[\"unix:@b\", \"unix:@b\"]"),
+            "test.toml:2: route[0].listen: unix:@b is listed twice",
+            &[],
+        );
+        rejects(
+            &ROUTE.replace("\"127.0.0.1:0\"", "\"unix:\""),
+            "test.toml:2: route[0].listen: invalid Unix address 'unix:'",
+            &[],
+        );
+        rejects(
+            &format!("{only}unix_mode = \"0999\"\n"),
+            "test.toml:",
+            &["unix_mode", "invalid unix mode '0999'"],
+        );
+    }
+
     /// Routes with `sni` or `default` may share a listen address; a conflict among them names both.
     #[test]
     fn test_sni_routes_sharing_an_address() {
