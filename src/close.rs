@@ -101,16 +101,11 @@ impl fmt::Display for Cause {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::label_table::assert_label_table;
 
     /// `ALL[i] as usize == i` is what per-cause counters index by, and each label names one cause.
     #[test]
     fn test_all_is_in_discriminant_order_with_distinct_labels() {
-        for (index, cause) in Cause::ALL.into_iter().enumerate() {
-            assert_eq!(cause as usize, index, "{cause}");
-        }
-        let mut labels: Vec<&str> = Cause::ALL.iter().map(|cause| cause.as_str()).collect();
-        labels.sort_unstable();
-        labels.dedup();
-        assert_eq!(labels.len(), Cause::ALL.len());
+        assert_label_table(&Cause::ALL, |cause| cause as usize, Cause::as_str);
     }
 }

@@ -39,6 +39,8 @@ pub mod config;
 pub mod datapath;
 #[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod label_table;
 pub mod observe;
 pub mod reactor;
 pub mod service;

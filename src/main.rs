@@ -22,6 +22,7 @@ use edgefwd::observe::metrics::MetricsBoard;
 use edgefwd::reactor::fdlimit;
 use edgefwd::reactor::{activated_listeners, Exit, Reactor, Siblings};
 use edgefwd::service::after_bind::AfterBind;
+use edgefwd::service::upgrade::{self, Predecessor};
 use edgefwd::service::{self, Handed};
 use edgefwd::wire::allow::{AllowList, Rule};
 use edgefwd::wire::proxy_protocol::{CarriedTlvs, Version};
@@ -164,6 +165,16 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
 
+    /// Listen on this Unix socket (mode 0600) for a successor to hand the listening sockets to: start the
+    /// new binary with the same flags plus --upgrade-from PATH.
+    #[arg(long, value_name = "PATH")]
+    upgrade_socket: Option<PathBuf>,
+
+    /// Take over the listening sockets of the edgefwd serving --upgrade-socket PATH, which then stops
+    /// accepting and drains its connections (see docs/operations.md, "Binary upgrade").
+    #[arg(long, value_name = "PATH")]
+    upgrade_from: Option<PathBuf>,
+
     /// Keep N freshly connected, never-used upstream connections ready (per route, in each reactor), so
     /// new clients skip the connect handshake. Each is handed to one client only.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
@@ -254,8 +265,14 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
     // First, while this is the only thread: it changes the environment and takes descriptors 3...
     let handed = service::from_env()?;
     let after_bind = after_bind(&cli)?;
-    after_bind.check_free()?;
-    run_reactors(configure(cli)?, handed, &after_bind)
+    if cli.upgrade_from.is_none() {
+        after_bind.check_free()?;
+    }
+    let upgrades = Upgrades {
+        socket: cli.upgrade_socket.clone(),
+        from: cli.upgrade_from.clone(),
+    };
+    run_reactors(configure(cli)?, handed, &after_bind, upgrades)
 }
 
 /// `--pid-file`, `--user` and `--group`, looked up (an unknown name is bad input).
@@ -327,14 +344,22 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
     })
 }
 
+/// `--upgrade-socket` and `--upgrade-from`.
+struct Upgrades {
+    socket: Option<PathBuf>,
+    from: Option<PathBuf>,
+}
+
 /// Starts `config.threads` reactors (the first on this thread), sharing `budget`, and waits for all of
 /// them. `handed` is what systemd passed (socket-activated listeners, which the first reactor takes
 /// instead of binding, and the notify socket, which it speaks to). Once all are bound, and before any
-/// runs, `after_bind` writes the pid file and drops privileges.
+/// runs, `after_bind` writes the pid file and drops privileges. With `--upgrade-from`, the old process's
+/// sockets are taken like socket-activated ones, and it is told to stop once every reactor has them.
 fn run_reactors(
     prepared: Prepared,
     handed: Handed,
     after_bind: &AfterBind,
+    upgrades: Upgrades,
 ) -> Result<Exit, Failure> {
     let Prepared {
         mut config,
@@ -355,11 +380,35 @@ fn run_reactors(
     for route in &mut config.routes {
         route.max_connections = route.max_connections.div_ceil(threads);
     }
-    let activated = match handed.passed {
+    let mut passed = handed.passed;
+    let predecessor = match upgrades.from.as_deref() {
+        Some(path) => {
+            let (predecessor, sockets) = Predecessor::connect(path)?;
+            passed.extend(sockets);
+            Some(predecessor)
+        }
+        None => None,
+    };
+    // The metrics listener a predecessor handed over serves this process's `--metrics` if that is the
+    // same address; otherwise it closes here, and the address is bound (the predecessor keeps its own
+    // copy until it takes over).
+    let metrics = upgrade::take_metrics(&mut passed, config.metrics);
+    let activated = match passed {
         passed if passed.is_empty() => Vec::new(),
         passed => activated_listeners(passed, &config.routes)?,
     };
-    let mut first = Reactor::new(config.clone(), defaults, siblings(0), activated)?;
+    let mut first = match metrics {
+        Some(handed) => {
+            let unbound = Config {
+                metrics: None,
+                ..config.clone()
+            };
+            let mut first = Reactor::new(unbound, defaults, siblings(0), activated)?;
+            first.adopt_metrics(handed)?;
+            first
+        }
+        None => Reactor::new(config.clone(), defaults, siblings(0), activated)?,
+    };
     if let Some(notifier) = handed.notifier {
         first.notify_to(notifier);
     }
@@ -374,7 +423,7 @@ fn run_reactors(
             shared,
         )?);
     }
-    let _pid_file = after_bind.run()?;
+    let _pid_file = after_bind.run(predecessor.as_ref().and_then(Predecessor::pid))?;
     // Logged once the pid file is written and privileges dropped: a start line means ready.
     let splice = match config.splice {
         Splice::Off => String::from("off"),
@@ -393,6 +442,20 @@ fn run_reactors(
             .spawn(move || reactor.run())
             .map_err(|err| format!("cannot start reactor thread {index}: {err}"))?;
         others.push(thread);
+    }
+    // Every reactor has the sockets registered (clients queue in the kernel meanwhile): the old process
+    // may stop accepting, then the upgrade socket is ours.
+    let took_over = predecessor.is_some();
+    if let Some(predecessor) = predecessor {
+        predecessor.take_over()?;
+        info!("upgrade: took over the listening sockets; the old process is draining");
+    }
+    if let Some(path) = upgrades.socket.as_deref() {
+        match first.serve_upgrades(path) {
+            // The old process has stopped accepting: exiting now would refuse every client.
+            Err(message) if took_over => warn!("{message}; serving without an upgrade socket"),
+            result => result?,
+        }
     }
     let mut exit = first
         .run()
@@ -533,7 +596,7 @@ mod tests {
     };
 
     /// The flags that are not a route's (they also work with `--config`), and clap's own.
-    const GLOBAL_FLAGS: [&str; 15] = [
+    const GLOBAL_FLAGS: [&str; 17] = [
         "config",
         "check",
         "pid_file",
@@ -547,6 +610,8 @@ mod tests {
         "prewarm",
         "splice",
         "pipe_size",
+        "upgrade_socket",
+        "upgrade_from",
         "help",
         "version",
     ];

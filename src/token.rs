@@ -1,5 +1,5 @@
 //! The mapping between `mio::Token` and what it names: a route's listener, the signal pipe, the resolver's
-//! waker, a metrics scrape, a health probe, or one side of one pair.
+//! waker, the upgrade socket and its successor, a metrics scrape, a health probe, or one side of one pair.
 //!
 //! A pair token carries the slab slot, the side, and the pair's generation (nginx keeps a one-bit
 //! `instance` flag for the same purpose). Anything that names a pair from outside the slab carries the
@@ -18,6 +18,10 @@ pub(crate) const SIGNALS: Token = Token(usize::MAX - 1);
 pub(crate) const METRICS: Token = Token(usize::MAX - 2);
 /// The resolver thread's waker.
 pub(crate) const WAKER: Token = Token(usize::MAX - 3);
+/// The `--upgrade-socket` listener's token.
+pub(crate) const UPGRADE: Token = Token(usize::MAX - 4);
+/// The token of the connection from a successor (`--upgrade-from`), one at a time.
+pub(crate) const SUCCESSOR: Token = Token(usize::MAX - 5);
 /// Most metrics scrapes served at once.
 pub(crate) const MAX_SCRAPES: usize = 64;
 /// Most health probes in flight at once.
@@ -70,7 +74,7 @@ const UNIX_LISTENER_BASE: usize = LISTENER_BASE + MAX_ROUTES * MAX_LISTENERS;
 const WARM_BASE: usize = UNIX_LISTENER_BASE + MAX_ROUTES * MAX_LISTENERS;
 /// One past the last reserved offset; below the fixed tokens at the top of the range.
 const RESERVED_END: usize = WARM_BASE + MAX_WARM;
-const _: () = assert!(RESERVED_END < (1 << 16) - 4);
+const _: () = assert!(RESERVED_END < (1 << 16) - 6);
 
 /// What a token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +92,8 @@ pub(crate) enum Owner {
     Signals,
     Metrics,
     Waker,
+    Upgrade,
+    Successor,
     /// A metrics scrape connection, by its slot.
     Scrape(usize),
     /// A health probe, by its slot.
@@ -104,6 +110,8 @@ impl Owner {
             SIGNALS => Owner::Signals,
             METRICS => Owner::Metrics,
             WAKER => Owner::Waker,
+            UPGRADE => Owner::Upgrade,
+            SUCCESSOR => Owner::Successor,
             Token(value) if value >= RESERVED_FLOOR => match value - RESERVED_FLOOR {
                 offset if offset < PROBE_BASE => Owner::Scrape(offset),
                 offset if offset < LISTENER_BASE => Owner::Probe(offset - PROBE_BASE),
@@ -214,6 +222,8 @@ mod tests {
         assert_eq!(Owner::of(SIGNALS), Owner::Signals);
         assert_eq!(Owner::of(METRICS), Owner::Metrics);
         assert_eq!(Owner::of(WAKER), Owner::Waker);
+        assert_eq!(Owner::of(UPGRADE), Owner::Upgrade);
+        assert_eq!(Owner::of(SUCCESSOR), Owner::Successor);
         assert_eq!(Owner::of(probe_token(0)), Owner::Probe(0));
         assert_eq!(
             Owner::of(probe_token(MAX_PROBES - 1)),

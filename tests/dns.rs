@@ -150,13 +150,9 @@ fn re_resolving(upstreams: &[&str], extra: &[&str]) -> Forwarder {
     Forwarder::start(&args)
 }
 
+/// The first line the greeter behind `fwd` sends a new client.
 fn greeting_through(fwd: &Forwarder) -> String {
-    let client = connect(fwd.addr());
-    let mut line = String::new();
-    BufReader::new(client)
-        .read_line(&mut line)
-        .expect("greeting");
-    line.trim_end().to_string()
+    read_label(connect(fwd.addr()))
 }
 
 #[test]

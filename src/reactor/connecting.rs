@@ -8,13 +8,18 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use log::warn;
+use mio::Poll;
+use slab::Slab;
 
 use super::Reactor;
 use crate::datapath::budget::Slot;
 use crate::datapath::stream::Conn;
+use crate::observe::metrics::Metrics;
 use crate::reactor::worker::{Lookup, Worker};
 use crate::session::connect::{self, Context, Lookups, Step};
+use crate::throttle::Throttle;
 use crate::token::{GENERATION_MASK, MAX_SLOT};
+use crate::upstream::prewarm::WarmPool;
 use crate::upstream::route::Route;
 
 impl Reactor {
@@ -46,26 +51,15 @@ impl Reactor {
             config,
             ..
         } = self;
-        let Some(route) = routes.get_mut(key) else {
+        let Some(mut cx) = context(poll, routes, key, metrics, warm, lookup_warning, *now) else {
             return;
-        };
-        let mut cx = Context {
-            registry: poll.registry(),
-            route,
-            route_key: key,
-            metrics,
-            warm: warm.as_mut(),
-            lookups: None,
-            lookup_warning,
-            now: *now,
-            exhausted: None,
         };
         let pair = connect::open(&mut cx, (slot, id), (client, client_addr), config.splice);
         let exhausted = cx.exhausted.take();
         if let Some(pair) = pair {
+            cx.route.pairs += 1;
             entry.insert(pair);
             fd_slot.keep();
-            route.pairs += 1;
             self.metrics.pairs_total += 1;
             self.arm_timer(slot);
         }
@@ -91,21 +85,18 @@ impl Reactor {
         let Some(pair) = pairs.get_mut(slot) else {
             return;
         };
-        let key = pair.route;
-        let Some(route) = routes.get_mut(key) else {
+        let Some(mut cx) = context(
+            poll,
+            routes,
+            pair.route,
+            metrics,
+            warm,
+            lookup_warning,
+            *now,
+        ) else {
             return;
         };
-        let mut cx = Context {
-            registry: poll.registry(),
-            route,
-            route_key: key,
-            metrics,
-            warm: warm.as_mut(),
-            lookups: worker.as_mut().map(|worker| worker as &mut dyn Lookups),
-            lookup_warning,
-            now: *now,
-            exhausted: None,
-        };
+        cx.lookups = worker.as_mut().map(|worker| worker as &mut dyn Lookups);
         let outcome = connect::advance(&mut cx, slot, pair, step);
         if let Some(err) = cx.exhausted.take() {
             self.pause_accepting(&err);
@@ -138,6 +129,31 @@ impl Reactor {
             );
         }
     }
+}
+
+/// What the connect path borrows from the reactor's fields for a pair of route `key` (`None`: no such
+/// route). The lookup threads are left out: only a CONNECT past its greeting asks them, in `advance`,
+/// whose caller lends them.
+fn context<'a>(
+    poll: &'a Poll,
+    routes: &'a mut Slab<Route>,
+    key: usize,
+    metrics: &'a mut Metrics,
+    warm: &'a mut Option<WarmPool>,
+    lookup_warning: &'a mut Throttle,
+    now: Instant,
+) -> Option<Context<'a>> {
+    Some(Context {
+        registry: poll.registry(),
+        route: routes.get_mut(key)?,
+        route_key: key,
+        metrics,
+        warm: warm.as_mut(),
+        lookups: None,
+        lookup_warning,
+        now,
+        exhausted: None,
+    })
 }
 
 impl Lookups for Worker {

@@ -33,6 +33,7 @@
 //! - `lookups`: DNS re-resolution, CONNECT lookups' answers, and the worker threads' waker;
 //! - `report`: per-turn counters, the stats line, `--metrics` scrapes, `--trace` lines.
 //! - `systemd`: `Type=notify` notices (reactor 0) and socket-activated listeners.
+//! - `upgrade`: `--upgrade-socket` (reactor 0): handing the listening sockets to a successor.
 
 use std::io;
 use std::net::SocketAddr;
@@ -75,6 +76,7 @@ mod shutdown;
 mod systemd;
 mod teardown;
 mod timer;
+mod upgrade;
 pub mod worker;
 
 pub use systemd::activated_listeners;
@@ -82,6 +84,7 @@ pub use systemd::activated_listeners;
 use probes::Probe;
 use report::trace_event;
 use shutdown::Drain;
+use upgrade::UpgradeServer;
 
 /// Events fetched per `epoll_wait`.
 const EVENTS_CAPACITY: usize = 1024;
@@ -163,6 +166,8 @@ pub struct Reactor {
     now: Instant,
     /// `Type=notify`: reactor 0's line to the service manager (`systemd`).
     notifier: Option<Notifier>,
+    /// `--upgrade-socket`: reactor 0's line to a successor (`upgrade`).
+    upgrade: Option<UpgradeServer>,
 }
 
 impl Reactor {
@@ -246,6 +251,7 @@ impl Reactor {
             proxy_header_log: Throttle::new(PROXY_HEADER_LOG_INTERVAL),
             now,
             notifier: None,
+            upgrade: None,
         };
         let mut shared = shared.into_iter();
         for route in config.routes {
@@ -341,6 +347,7 @@ impl Reactor {
             self.spares_expire_at,
             self.drain.as_ref().map(|drain| drain.deadline),
             self.notify_deadline(),
+            self.upgrade.as_ref().and_then(UpgradeServer::deadline),
             self.stats.as_ref().map(|stats| stats.next),
             rounds,
             self.probes.iter().map(|(_, probe)| probe.deadline).min(),
@@ -373,6 +380,8 @@ impl Reactor {
                 Owner::Signals => self.on_signals(),
                 Owner::Metrics => self.with_metrics_server(|server, _| server.on_listener_event()),
                 Owner::Waker => self.on_waker(),
+                Owner::Upgrade => self.on_upgrade_listener(),
+                Owner::Successor => self.on_successor_event(),
                 Owner::Scrape(slot) => self.on_scrape_event(slot),
                 Owner::Probe(slot) => self.on_probe_event(slot),
                 Owner::Warm(slot) => {
@@ -582,6 +591,7 @@ impl Reactor {
         {
             self.cut_all();
         }
+        self.expire_successor();
         self.expire_probes();
         self.start_probes();
         self.start_resolves();

@@ -43,7 +43,15 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 impl MetricsServer {
     /// Binds and registers the metrics listener.
     pub(super) fn bind(addr: SocketAddr, registry: &Registry) -> io::Result<MetricsServer> {
-        let mut listener = net::bind_listener(addr, 128, false)?;
+        let listener = net::bind_listener(addr, 128, false)?;
+        MetricsServer::serve(listener, registry)
+    }
+
+    /// Registers a listener bound already: one a predecessor handed over at a binary upgrade.
+    pub(super) fn serve(
+        mut listener: TcpListener,
+        registry: &Registry,
+    ) -> io::Result<MetricsServer> {
         registry.register(&mut listener, token::METRICS, Interest::READABLE)?;
         Ok(MetricsServer {
             listener,
@@ -52,6 +60,17 @@ impl MetricsServer {
             error_warning: Throttle::new(Duration::from_secs(10)),
             scrapes: Slab::new(),
         })
+    }
+
+    /// The listener, for a successor to take over (`upgrade`).
+    pub(super) fn listener(&self) -> &TcpListener {
+        &self.listener
+    }
+
+    /// Stops serving: the listener is deregistered (a successor holds the same socket, which must wake
+    /// only it), then closed with the scrapes in progress.
+    pub(super) fn close(mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.listener);
     }
 
     pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {

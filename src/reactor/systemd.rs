@@ -10,7 +10,8 @@
 //! wakeup).
 //!
 //! Socket activation ([`crate::service::activation`]) reaches the reactor as the listeners of reactor 0,
-//! built by [`activated_listeners`]; the others of `--threads` share them as they share bound ones.
+//! built by [`activated_listeners`]; the others of `--threads` share them as they share bound ones. So
+//! do the sockets a predecessor hands over at a binary upgrade ([`crate::service::upgrade`]).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -98,9 +99,14 @@ pub fn activated_listeners(
     let plan = activation::plan(&found, &shapes).map_err(|at| {
         let p = &passed[at];
         format!(
-            "socket-activation fd {} (name {:?}, bound to {}) matches no route: no route is named {:?} \
+            "{} {} (name {:?}, bound to {}) matches no route: no route is named {:?} \
              and none listens on {} (or they have sockets already)",
-            p.fd, p.name, p.local, p.name, p.local
+            source(p).0,
+            p.fd,
+            p.name,
+            p.local,
+            p.name,
+            p.local
         )
     })?;
     let mut passed: Vec<Option<Passed>> = passed.into_iter().map(Some).collect();
@@ -117,10 +123,14 @@ pub fn activated_listeners(
                         // The route's TCP_NODELAY, for accepted sockets to inherit; the backlog is the
                         // socket unit's (`Backlog=`).
                         net::pass_nodelay_on(&SockRef::from(&p.socket), route.nodelay)
-                            .map_err(|err| format!("socket-activation fd {}: {err}", p.fd))?;
+                            .map_err(|err| format!("{} {}: {err}", source(&p).0, p.fd))?;
                         info!(
-                            "route {}: {addr} is socket-activated fd {} (name {:?}, bound to {})",
-                            route.name, p.fd, p.name, p.local
+                            "route {}: {addr} is {} {} (name {:?}, bound to {})",
+                            route.name,
+                            source(&p).1,
+                            p.fd,
+                            p.name,
+                            p.local
                         );
                         Listener::adopt(*addr, p.socket)
                     }
@@ -129,4 +139,13 @@ pub fn activated_listeners(
                 .collect()
         })
         .collect()
+}
+
+/// How messages name where a socket came from: (noun, adjective).
+fn source(p: &Passed) -> (&'static str, &'static str) {
+    if p.handed_over {
+        ("upgrade fd", "handed-over fd")
+    } else {
+        ("socket-activation fd", "socket-activated fd")
+    }
 }

@@ -16,7 +16,7 @@
 //! the privileged ports.
 
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use mio::net::TcpListener;
 use socket2::{Socket, Type};
@@ -41,6 +41,8 @@ pub struct Passed {
     pub(crate) local: SocketAddr,
     /// The descriptor it came as, for messages.
     pub(crate) fd: RawFd,
+    /// It came from the process this one upgrades (`service::upgrade`), not from the service manager.
+    pub(crate) handed_over: bool,
 }
 
 /// The sockets `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` (as read from the environment) hand to
@@ -93,7 +95,20 @@ fn adopt(fd: RawFd, name: String) -> Result<Passed, String> {
     }
     // SAFETY: the descriptor is open (checked above) and, LISTEN_PID being ours, was handed to this
     // process to own: nothing else in it uses descriptors it did not open, and `take` runs once.
-    let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    listening(socket, name, &what, false)
+}
+
+/// Takes an owned descriptor as a listening TCP socket, non-blocking and close-on-exec; `what` names it
+/// in errors. Shared with the sockets a predecessor hands over (`service::upgrade`: `handed_over`).
+pub(super) fn listening(
+    socket: OwnedFd,
+    name: String,
+    what: &str,
+    handed_over: bool,
+) -> Result<Passed, String> {
+    let fd = socket.as_raw_fd();
+    let socket = Socket::from(socket);
     let stream = socket.r#type().is_ok_and(|t| t == Type::STREAM);
     let listening = socket.is_listener().unwrap_or(false);
     let local = socket.local_addr().ok().and_then(|addr| addr.as_socket());
@@ -109,6 +124,7 @@ fn adopt(fd: RawFd, name: String) -> Result<Passed, String> {
         name,
         local,
         fd,
+        handed_over,
     })
 }
 

@@ -26,9 +26,13 @@ impl AfterBind {
         Ok(AfterBind { pid_file, identity })
     }
 
-    /// Before binding: the pid file names no running process (a start failure otherwise).
+    /// Before binding: the pid file names no running process (a start failure otherwise). A start
+    /// with `--upgrade-from` skips this: its predecessor holds the file, and [`AfterBind::run`] checks
+    /// once the predecessor's pid is known.
     pub fn check_free(&self) -> Result<(), String> {
-        self.pid_file.as_deref().map_or(Ok(()), pidfile::check_free)
+        self.pid_file
+            .as_deref()
+            .map_or(Ok(()), |path| pidfile::check_free(path, None))
     }
 
     /// For `--check`, which writes nothing: the pid file's directory exists.
@@ -38,10 +42,15 @@ impl AfterBind {
             .map_or(Ok(()), pidfile::check_directory)
     }
 
-    /// Every listener is bound: writes the pid file, then drops privileges. The pid file is removed when
-    /// the returned guard drops (on exit, or at once when the drop fails and the start stops).
-    pub fn run(&self) -> Result<Option<PidFile>, String> {
-        let pid_file = self.pid_file.as_deref().map(PidFile::write).transpose()?;
+    /// Every listener is bound: writes the pid file (taking it from `predecessor`, the `--upgrade-from`
+    /// process, if it names that one), then drops privileges. The pid file is removed when the returned
+    /// guard drops (on exit, or at once when the drop fails and the start stops).
+    pub fn run(&self, predecessor: Option<u32>) -> Result<Option<PidFile>, String> {
+        let pid_file = self
+            .pid_file
+            .as_deref()
+            .map(|path| PidFile::write(path, predecessor))
+            .transpose()?;
         if let Some(identity) = &self.identity {
             identity.assume()?;
         }

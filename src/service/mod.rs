@@ -3,6 +3,7 @@
 //!
 //! - [`notify`]: `Type=notify`, `READY=1`, reload and stop notices, `STATUS=`, the watchdog.
 //! - [`activation`]: listening sockets passed in by socket activation, matched to routes.
+//! - [`upgrade`]: listening sockets handed from a running edgefwd to its successor (`--upgrade-from`).
 //! - [`pidfile`]: `--pid-file`, written once every listener is bound, removed on exit.
 //! - [`privilege`]: dropping root to `--user`/`--group` after binding, verified.
 //! - [`after_bind`]: those two steps in their order, which `main` runs once the reactors are bound.
@@ -19,6 +20,7 @@ pub mod after_bind;
 pub(crate) mod notify;
 pub mod pidfile;
 pub(crate) mod privilege;
+pub mod upgrade;
 
 use std::env;
 use std::time::Instant;

@@ -6,7 +6,9 @@
 //! replaced; one naming a live process is an error, because two forwarders sharing one pid file would
 //! make every signal sent through it reach the wrong one. A process is live when `kill(pid, 0)` finds
 //! it (`EPERM` included: it exists, under another user). The file is removed on exit only while it
-//! still names this process, so a successor that already replaced it keeps its own.
+//! still names this process, so a successor that already replaced it keeps its own. The one live
+//! process a start may take the file from is its `--upgrade-from` predecessor (its pid learnt from the
+//! kernel, `SO_PEERCRED` on the upgrade connection): that one is about to drain and exit.
 
 use std::fs;
 use std::io;
@@ -21,9 +23,10 @@ pub struct PidFile {
 }
 
 impl PidFile {
-    /// Writes this process's id to `path` atomically, unless the file names another live process.
-    pub(super) fn write(path: &Path) -> Result<PidFile, String> {
-        check_free(path)?;
+    /// Writes this process's id to `path` atomically, unless the file names another live process than
+    /// `predecessor`.
+    pub(super) fn write(path: &Path, predecessor: Option<u32>) -> Result<PidFile, String> {
+        check_free(path, predecessor)?;
         let pid = std::process::id();
         let staging = staging_path(path, pid);
         let written =
@@ -54,11 +57,11 @@ impl Drop for PidFile {
     }
 }
 
-/// Refuses `path` when it names a live process other than this one; absent, unreadable as a pid, or
-/// naming a process that is gone, it is free. `--check` and the start both ask.
-pub(super) fn check_free(path: &Path) -> Result<(), String> {
+/// Refuses `path` when it names a live process other than this one and `predecessor`; absent,
+/// unreadable as a pid, or naming a process that is gone, it is free. `--check` and the start both ask.
+pub(super) fn check_free(path: &Path, predecessor: Option<u32>) -> Result<(), String> {
     match read_pid(path) {
-        Some(pid) if pid != std::process::id() && is_alive(pid) => Err(format!(
+        Some(pid) if pid != std::process::id() && Some(pid) != predecessor && is_alive(pid) => Err(format!(
             "pid file {} names process {pid}, which is running: stop it first, or use another --pid-file",
             path.display()
         )),
@@ -121,7 +124,7 @@ mod tests {
     #[test]
     fn test_written_then_removed() {
         let path = temp_path("write");
-        let file = PidFile::write(&path).expect("write");
+        let file = PidFile::write(&path, None).expect("write");
         assert_eq!(
             fs::read_to_string(&path).expect("read"),
             format!("{}\n", std::process::id())
@@ -137,7 +140,7 @@ mod tests {
     fn test_live_refused_stale_replaced() {
         let path = temp_path("live");
         fs::write(&path, "1\n").expect("write");
-        let err = PidFile::write(&path).expect_err("pid 1 is live");
+        let err = PidFile::write(&path, None).expect_err("pid 1 is live");
         assert!(
             err.contains("process 1") && err.contains(&*path.to_string_lossy()),
             "{err}"
@@ -149,17 +152,30 @@ mod tests {
             std::process::id().to_string(),
         ] {
             fs::write(&path, &stale).expect("write");
-            let file = PidFile::write(&path).unwrap_or_else(|err| panic!("{stale:?}: {err}"));
+            let file = PidFile::write(&path, None).unwrap_or_else(|err| panic!("{stale:?}: {err}"));
             assert_eq!(read_pid(&path), Some(std::process::id()), "{stale:?}");
             drop(file);
         }
+    }
+
+    /// The live process an upgrade takes over from (pid 1 stands in for it) gives the file up; any
+    /// other live process still keeps it.
+    #[test]
+    fn test_predecessors_file_taken_over() {
+        let path = temp_path("predecessor");
+        fs::write(&path, "1\n").expect("write");
+        assert!(PidFile::write(&path, Some(gone_pid())).is_err());
+        let file = PidFile::write(&path, Some(1)).expect("the predecessor's file is taken over");
+        assert_eq!(read_pid(&path), Some(std::process::id()));
+        drop(file);
+        assert!(!path.exists());
     }
 
     /// A file another process took over since is not removed.
     #[test]
     fn test_successors_file_kept() {
         let path = temp_path("successor");
-        let file = PidFile::write(&path).expect("write");
+        let file = PidFile::write(&path, None).expect("write");
         fs::write(&path, "1\n").expect("overwrite");
         drop(file);
         assert_eq!(fs::read_to_string(&path).expect("kept"), "1\n");

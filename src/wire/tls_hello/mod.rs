@@ -379,28 +379,18 @@ mod tests {
 
     #[test]
     fn test_not_tls_is_refused_at_the_first_byte() {
-        assert_eq!(parse(b"G"), Parsed::Reject(Reason::NotHandshake));
-        assert_eq!(parse(b"\x16\x02"), Parsed::Reject(Reason::RecordVersion));
-        assert_eq!(
-            parse(b"\x16\x03\x04"),
-            Parsed::Reject(Reason::RecordVersion)
-        );
-        assert_eq!(
-            parse(b"\x16\x03\x00"),
-            Parsed::Reject(Reason::RecordVersion)
-        );
-        assert_eq!(
-            parse(b"\x16\x03\x01\x00\x00"),
-            Parsed::Reject(Reason::RecordLength)
-        );
-        assert_eq!(
-            parse(b"\x16\x03\x01\x40\x01"),
-            Parsed::Reject(Reason::RecordLength)
-        );
-        assert_eq!(
-            parse(b"\x16\x03\x01\x00\x04\x02"),
-            Parsed::Reject(Reason::HandshakeType)
-        );
+        let refused: [(&[u8], Reason); 7] = [
+            (b"G", Reason::NotHandshake),
+            (b"\x16\x02", Reason::RecordVersion),
+            (b"\x16\x03\x04", Reason::RecordVersion),
+            (b"\x16\x03\x00", Reason::RecordVersion),
+            (b"\x16\x03\x01\x00\x00", Reason::RecordLength),
+            (b"\x16\x03\x01\x40\x01", Reason::RecordLength),
+            (b"\x16\x03\x01\x00\x04\x02", Reason::HandshakeType),
+        ];
+        for (input, reason) in refused {
+            assert_eq!(parse(input), Parsed::Reject(reason), "{input:?}");
+        }
         // An alert record between the hello's fragments.
         let message = message(&[sni(b"a.b")]);
         let split = [records(&message[..10], 10), b"\x15\x03\x03".to_vec()].concat();

@@ -116,21 +116,10 @@ impl fmt::Display for Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::label_table::assert_label_table;
 
     #[test]
     fn test_reason_labels_are_unique_and_kebab_case() {
-        let labels: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.label()).collect();
-        assert_eq!(labels.len(), Reason::ALL.len());
-        for label in labels {
-            assert!(label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
-        }
-        for (index, reason) in Reason::ALL.into_iter().enumerate() {
-            assert_eq!(
-                reason as usize, index,
-                "{reason:?}: ALL is in declaration order"
-            );
-        }
+        assert_label_table(&Reason::ALL, |reason| reason as usize, Reason::label);
     }
 }
