@@ -13,6 +13,7 @@
 //! - `sys`       /proc counters (CPU, RSS, fds, wakeups), CPU pinning, RLIMIT_NOFILE
 //! - `report`, `json`, `svg`  the markdown tables, results JSON and the chart
 //! - `probe`     `--strace` / `--perf`: syscall counts and CPU profiles per forwarder
+//! - `udp`       `--udp`: the UDP scenarios, their peers (socat, a tokio UDP forwarder) and table
 //! - `support`   `tests/support/` shared with the tests and the other benches (included
 //!   by path): RLIMIT_NOFILE, /proc readers, the echo server, CPU pinning, `strace -c`, flags
 //!
@@ -52,6 +53,8 @@ mod svg;
 mod sys;
 #[path = "compare/tokio_fwd.rs"]
 mod tokio_fwd;
+#[path = "compare/udp.rs"]
+mod udp;
 #[path = "compare/util.rs"]
 mod util;
 
@@ -89,6 +92,15 @@ const NOISY_RETRIES: usize = 2;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "tokio-udp") {
+        return match udp::run_tokio_role(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("compare role: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.iter().any(|a| a == "--role") {
         return match tokio_fwd::run_role(&args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -142,6 +154,9 @@ impl From<BenchError> for Failed {
 
 /// The whole benchmark: set up, run every (scenario, repeat, peer), report.
 fn run(opts: &Options) -> Result<(), Failed> {
+    if opts.udp {
+        return Ok(udp::run(opts)?);
+    }
     let nofile = sys::raise_nofile_limit()?;
     let machine = sys::MachineInfo::collect(nofile);
     // Before pinning narrows them: the http scenario runs everything on all of them.

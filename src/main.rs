@@ -11,12 +11,13 @@ use std::time::Duration;
 use clap::Parser;
 use log::{info, warn};
 
+use edgefwd::config::clients::{Cidr, ClientAcl, ClientPrefix, Rate};
 use edgefwd::config::dns;
 use edgefwd::config::file::{self, Defaults, FileError};
 use edgefwd::config::settings;
 use edgefwd::config::unix::{self, UnixAddr};
 use edgefwd::config::Algorithm;
-use edgefwd::config::{self, Config, Mode, RouteConfig, Splice, UpstreamConfig};
+use edgefwd::config::{self, Config, Mode, Protocol, RouteConfig, Splice, UpstreamConfig};
 use edgefwd::datapath::budget::{self, FdBudget};
 use edgefwd::observe::metrics::MetricsBoard;
 use edgefwd::reactor::fdlimit;
@@ -39,7 +40,8 @@ struct Cli {
 
     /// Address to accept connections on: IP:PORT, [IPv6]:PORT or HOST:PORT, e.g. 0.0.0.0:8080, [::]:8080,
     /// localhost:8080 (a host name is resolved at start and every address bound; port 0 picks a free
-    /// port), or a Unix socket: unix:/PATH or unix:@NAME (abstract, Linux).
+    /// port); udp://ADDR forwards UDP datagrams instead (then every upstream is udp:// too); unix:/PATH
+    /// or unix:@NAME (abstract, Linux) accepts on a Unix stream socket.
     #[arg(long, value_name = "ADDR", required_unless_present = "config")]
     listen: Option<String>,
 
@@ -145,6 +147,44 @@ struct Cli {
     /// How long a client may take to send its PROXY header or CONNECT head (408 in connect mode).
     #[arg(long, value_name = "DURATION", default_value = settings::HEADER_TIMEOUT.flag_default(), value_parser = config::parse_timeout)]
     header_timeout: Duration,
+
+    /// UDP routes: close a session (a client address and its upstream socket) with no datagram either
+    /// way for this long.
+    #[arg(long, value_name = "DURATION", default_value = settings::UDP_IDLE_TIMEOUT.flag_default(), value_parser = config::parse_timeout)]
+    udp_idle_timeout: Duration,
+
+    /// UDP routes: most sessions at once (each holds a socket, counted in the fd budget); a new client
+    /// past it evicts the least recently used [default: the whole fd budget].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    udp_max_sessions: Option<u32>,
+    /// Most connections open at once from one client (see --per-client-prefix); more are reset at
+    /// accept [default: no limit].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_conns_per_client: Option<u32>,
+
+    /// Most new connections from one client per window, e.g. 20/10s; more are reset at accept
+    /// [default: no limit].
+    #[arg(long, value_name = "N/DURATION", value_parser = str::parse::<Rate>)]
+    conn_rate_per_client: Option<Rate>,
+
+    /// How much of an address is one client for the per-client limits: V4,V6 prefix lengths
+    /// (32,128 = each address; 24,64 = each IPv4 /24 and IPv6 /64).
+    #[arg(long, value_name = "V4,V6", default_value = settings::PER_CLIENT_PREFIX.flag_default(), value_parser = str::parse::<ClientPrefix>)]
+    per_client_prefix: ClientPrefix,
+
+    /// Clients from this network (CIDR) may connect; repeat for several. With any, the rest may not.
+    #[arg(long, value_name = "CIDR", value_parser = str::parse::<Cidr>)]
+    client_allow: Vec<Cidr>,
+
+    /// Clients from this network (CIDR) are reset at once; repeat for several (the most specific
+    /// rule of both lists wins, deny on a tie).
+    #[arg(long, value_name = "CIDR", value_parser = str::parse::<Cidr>)]
+    client_deny: Vec<Cidr>,
+
+    /// At --max-connections this long with clients queued: they are accepted and reset instead of
+    /// waiting on [default: off].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    queue_timeout: Option<Duration>,
 
     /// Serve Prometheus metrics at http://ADDR/metrics, from the same event loop (a config file's
     /// `metrics` wins).
@@ -395,7 +435,16 @@ fn run_reactors(
     let metrics = upgrade::take_metrics(&mut passed, config.metrics);
     let activated = match passed {
         passed if passed.is_empty() => Vec::new(),
-        passed => activated_listeners(passed, &config.routes)?,
+        // UDP routes bind their own sockets (socket activation hands TCP listeners only).
+        passed => {
+            let tcp: Vec<RouteConfig> = config
+                .routes
+                .iter()
+                .filter(|route| route.protocol == Protocol::Tcp)
+                .cloned()
+                .collect();
+            activated_listeners(passed, &tcp)?
+        }
     };
     let mut first = match metrics {
         Some(handed) => {
@@ -490,10 +539,13 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
         .listen
         .ok_or_else(|| String::from("--listen is required without --config"))
         .map_err(usage)?;
-    let (listen, listen_unix) = if UnixAddr::is_unix(&text) {
-        (Vec::new(), vec![text.parse::<UnixAddr>().map_err(usage)?])
+    let (protocol, listen, listen_unix) = if UnixAddr::is_unix(&text) {
+        let addr = text.parse::<UnixAddr>().map_err(usage)?;
+        (Protocol::Tcp, Vec::new(), vec![addr])
     } else {
-        (dns::listen_addresses(&text).map_err(usage)?, Vec::new())
+        let (protocol, rest) = config::split_scheme(&text);
+        let addrs = dns::listen_addresses(rest).map_err(usage)?;
+        (protocol, addrs, Vec::new())
     };
     let mut upstreams: Vec<UpstreamConfig> = Vec::with_capacity(cli.upstream.len());
     for (name, weight) in cli.upstream {
@@ -555,9 +607,23 @@ fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
         send_proxy_tlvs: cli.send_proxy_tlvs.unwrap_or_default(),
         accept_proxy: cli.accept_proxy,
         header_timeout: cli.header_timeout,
+        protocol,
+        udp_idle_timeout: cli.udp_idle_timeout,
+        udp_max_sessions: cli
+            .udp_max_sessions
+            .map_or(defaults.max_connections, |n| n as usize),
+        max_conns_per_client: cli.max_conns_per_client,
+        conn_rate_per_client: cli.conn_rate_per_client,
+        per_client_prefix: cli.per_client_prefix,
+        client_acl: ClientAcl {
+            allow: cli.client_allow,
+            deny: cli.client_deny,
+        },
+        queue_timeout: cli.queue_timeout.filter(|d| !d.is_zero()),
         sni: Default::default(),
     };
     config::check_mode(&route).map_err(|message| Failure { code: 2, message })?;
+    config::check_protocol(&route).map_err(|message| Failure { code: 2, message })?;
     if !config::tlvs_have_a_source(&route) {
         return Err(Failure {
             code: 2,
@@ -629,6 +695,17 @@ mod tests {
                 ],
                 "listen = \"127.0.0.1:7\"\nupstreams = [\"127.0.0.1:9\", \"127.0.0.1:10\"]\n",
             ),
+            Base::Udp => (
+                vec![
+                    "--listen",
+                    "udp://127.0.0.1:7",
+                    "--upstream",
+                    "udp://127.0.0.1:9",
+                    "--upstream",
+                    "udp://127.0.0.1:10",
+                ],
+                "listen = \"udp://127.0.0.1:7\"\nupstreams = [\"udp://127.0.0.1:9\", \"udp://127.0.0.1:10\"]\n",
+            ),
             Base::Connect => (
                 vec![
                     "--listen",
@@ -678,7 +755,7 @@ mod tests {
     /// Nothing set: the flags and the file give the same route, so every default agrees.
     #[test]
     fn test_flags_and_file_have_the_same_defaults() {
-        for which in [Base::Forward, Base::Connect] {
+        for which in [Base::Forward, Base::Connect, Base::Udp] {
             let (flags, table) = base(which);
             assert_eq!(from_cli(&flags), from_toml(table), "{which:?}");
         }
@@ -727,7 +804,7 @@ mod tests {
             if setting.key == "name" {
                 continue; // `route-N` is a pattern, not a value
             }
-            let (flags, table) = base(Base::Forward);
+            let (flags, table) = base(setting.example.map_or(Base::Forward, |e| e.base));
             let explicit = from_toml(&format!("{table}{} = {literal}\n", setting.key));
             assert_eq!(
                 from_cli(&flags),

@@ -1,5 +1,6 @@
 //! The mapping between `mio::Token` and what it names: a route's listener, the signal pipe, the resolver's
-//! waker, the upgrade socket and its successor, a metrics scrape, a health probe, or one side of one pair.
+//! waker, the upgrade socket and its successor, a metrics scrape, a health probe, one side of one pair,
+//! or a socket of a UDP route.
 //!
 //! A pair token carries the slab slot, the side, and the pair's generation (nginx keeps a one-bit
 //! `instance` flag for the same purpose). Anything that names a pair from outside the slab carries the
@@ -101,6 +102,12 @@ pub(crate) enum Owner {
     /// A `--prewarm` upstream connection waiting for a client, by its slot.
     Warm(usize),
     Pair(PairToken),
+    /// A socket of the UDP route in slot `route`: its client-facing socket (`None`) or the upstream
+    /// socket of the session in that table slot.
+    Udp {
+        route: usize,
+        session: Option<usize>,
+    },
 }
 
 impl Owner {
@@ -125,6 +132,13 @@ impl Owner {
                 },
                 offset => Owner::Warm(offset - WARM_BASE),
             },
+            Token(value) if value >> (usize::BITS - GENERATION_BITS) == UDP_GENERATION as usize => {
+                let field = (value >> 1) & MAX_SLOT;
+                Owner::Udp {
+                    route: field >> UDP_SESSION_BITS,
+                    session: (field & MAX_UDP_SESSIONS).checked_sub(1),
+                }
+            }
             other => Owner::Pair(PairToken::decode(other)),
         }
     }
@@ -141,6 +155,29 @@ pub(crate) fn listener_token(route: usize, index: usize) -> Token {
 pub(crate) fn unix_listener_token(route: usize, index: usize) -> Token {
     debug_assert!(route < MAX_ROUTES && index < MAX_LISTENERS);
     Token(RESERVED_FLOOR + UNIX_LISTENER_BASE + route * MAX_LISTENERS + index)
+}
+
+/// The generation field value that marks a UDP token: pairs' generations stay below it (the reactor
+/// wraps them at [`PAIR_GENERATIONS`]), so a UDP socket's token can never be a live pair's.
+const UDP_GENERATION: u32 = GENERATION_MASK - 1;
+/// Pair generations are below this.
+pub const PAIR_GENERATIONS: u32 = UDP_GENERATION;
+/// Most UDP routes (the high bits of a UDP token's slot field).
+pub const MAX_UDP_ROUTES: usize = 64;
+/// Bits of a UDP token's slot field for the session (the rest name the route).
+const UDP_SESSION_BITS: u32 = MAX_SLOT.count_ones() - MAX_UDP_ROUTES.trailing_zeros();
+/// Most sessions of one UDP route: the session field less the value for the route's own socket.
+pub const MAX_UDP_SESSIONS: usize = (1 << UDP_SESSION_BITS) - 1;
+
+/// The token of UDP route `route`'s client-facing socket (`None`) or of its session `session`'s
+/// upstream socket (below [`MAX_UDP_SESSIONS`]). No generation: a stale event for a reused slot only
+/// costs one read that finds nothing (UDP sockets are read until WouldBlock, no readiness is cached).
+pub fn udp_token(route: usize, session: Option<usize>) -> Token {
+    debug_assert!(route < MAX_UDP_ROUTES);
+    let session = session.map_or(0, |slot| slot + 1);
+    debug_assert!(session <= MAX_UDP_SESSIONS);
+    let field = (route << UDP_SESSION_BITS) | session;
+    Token(((UDP_GENERATION as usize) << (usize::BITS - GENERATION_BITS)) | (field << 1))
 }
 
 /// The token of health probe `slot` (below [`MAX_PROBES`]).
@@ -206,7 +243,7 @@ mod tests {
             (0, Side::Client, 0),
             (1, Side::Upstream, 1),
             (MAX_SLOT, Side::Upstream, 7),
-            (12345, Side::Client, GENERATION_MASK - 1),
+            (12345, Side::Client, PAIR_GENERATIONS - 1),
         ] {
             let token = PairToken {
                 slot,
@@ -252,11 +289,27 @@ mod tests {
     }
 
     #[test]
+    fn test_udp_tokens_round_trip() {
+        for (route, session) in [
+            (0, None),
+            (0, Some(0)),
+            (3, Some(77)),
+            (MAX_UDP_ROUTES - 1, None),
+            (MAX_UDP_ROUTES - 1, Some(MAX_UDP_SESSIONS - 1)),
+        ] {
+            assert_eq!(
+                Owner::of(udp_token(route, session)),
+                Owner::Udp { route, session }
+            );
+        }
+    }
+
+    #[test]
     fn test_highest_pair_token_is_below_reserved() {
         let highest = PairToken {
             slot: MAX_SLOT,
             side: Side::Upstream,
-            generation: GENERATION_MASK - 1,
+            generation: PAIR_GENERATIONS - 1,
         };
         assert_eq!(Owner::of(highest.encode()), Owner::Pair(highest));
     }

@@ -35,5 +35,7 @@ mod svg;
 mod sys;
 #[path = "../benches/compare/tokio_fwd.rs"]
 mod tokio_fwd;
+#[path = "../benches/compare/udp.rs"]
+mod udp;
 #[path = "../benches/compare/util.rs"]
 mod util;

@@ -15,6 +15,7 @@ const SERIES: &str = r#"
 # HELP edgefwd_accepts_total connections accepted
 # HELP edgefwd_budget_yields_total pair runs re-queued after using their byte budget
 # HELP edgefwd_bytes_total bytes forwarded
+# HELP edgefwd_client_rejects_total clients reset at arrival by client_allow/client_deny, a per-client limit or queue_timeout, by route and limit
 # HELP edgefwd_closes_total connection pairs closed, by cause
 # HELP edgefwd_connects_ok_total upstream connects that completed
 # HELP edgefwd_events_per_poll events returned by one epoll_wait
@@ -40,6 +41,13 @@ const SERIES: &str = r#"
 # HELP edgefwd_splice_fallbacks_total directions that fell back from splice to the ring for good
 # HELP edgefwd_splice_switches_total directions --splice auto moved from the ring to a pipe
 # HELP edgefwd_spurious_wakeups_total loop turns that found nothing to do
+# HELP edgefwd_udp_bytes_total UDP payload bytes forwarded
+# HELP edgefwd_udp_datagrams_total UDP datagrams forwarded
+# HELP edgefwd_udp_drops_total UDP datagrams dropped, by cause
+# HELP edgefwd_udp_sessions_created_total UDP sessions opened (a datagram from a new client address)
+# HELP edgefwd_udp_sessions_evicted_total UDP sessions closed for a new one at udp_max_sessions (least recently used first)
+# HELP edgefwd_udp_sessions_expired_total UDP sessions closed after udp_idle_timeout without a datagram
+# HELP edgefwd_udp_sessions_open UDP sessions open now
 # HELP edgefwd_upstream_active connections open or connecting to the upstream endpoint
 # HELP edgefwd_upstream_connect_failures_total connects and probes to the upstream endpoint that failed
 # HELP edgefwd_upstream_up 1 if the upstream endpoint (an address of it) is up, 0 if health checking marked it down or its name does not resolve
@@ -56,6 +64,7 @@ const SERIES: &str = r#"
 # TYPE edgefwd_accepts_total counter
 # TYPE edgefwd_budget_yields_total counter
 # TYPE edgefwd_bytes_total counter
+# TYPE edgefwd_client_rejects_total counter
 # TYPE edgefwd_closes_total counter
 # TYPE edgefwd_connects_ok_total counter
 # TYPE edgefwd_events_per_poll histogram
@@ -81,6 +90,13 @@ const SERIES: &str = r#"
 # TYPE edgefwd_splice_fallbacks_total counter
 # TYPE edgefwd_splice_switches_total counter
 # TYPE edgefwd_spurious_wakeups_total counter
+# TYPE edgefwd_udp_bytes_total counter
+# TYPE edgefwd_udp_datagrams_total counter
+# TYPE edgefwd_udp_drops_total counter
+# TYPE edgefwd_udp_sessions_created_total counter
+# TYPE edgefwd_udp_sessions_evicted_total counter
+# TYPE edgefwd_udp_sessions_expired_total counter
+# TYPE edgefwd_udp_sessions_open gauge
 # TYPE edgefwd_upstream_active gauge
 # TYPE edgefwd_upstream_connect_failures_total counter
 # TYPE edgefwd_upstream_up gauge
@@ -124,6 +140,15 @@ edgefwd_scrapes_total
 edgefwd_splice_fallbacks_total
 edgefwd_splice_switches_total
 edgefwd_spurious_wakeups_total
+edgefwd_udp_bytes_total{direction="c2u"}
+edgefwd_udp_bytes_total{direction="u2c"}
+edgefwd_udp_datagrams_total{direction="c2u"}
+edgefwd_udp_datagrams_total{direction="u2c"}
+edgefwd_udp_drops_total{cause=*} upstream_would_block client_would_block upstream_refused no_upstream no_socket send_error
+edgefwd_udp_sessions_created_total
+edgefwd_udp_sessions_evicted_total
+edgefwd_udp_sessions_expired_total
+edgefwd_udp_sessions_open
 edgefwd_upstream_active{route="default",upstream="UPSTREAM"}
 edgefwd_upstream_connect_failures_total{route="default",upstream="UPSTREAM"}
 edgefwd_upstream_up{route="default",upstream="UPSTREAM"}

@@ -37,6 +37,10 @@ usage: cargo bench --bench compare -- [OPTIONS]
   --idle-max N            cap on idle pairs (also limited by RLIMIT_NOFILE)
   --repeat N              runs per scenario and peer, the median is reported (default: bulk 5,
                           rr1/rr100/churn/http 3, idle 1; --quick: bulk 3, others 1)
+  --udp                   instead of the TCP scenarios: UDP forwarding (1 and 100 clients, 64 B
+                          and 1,400 B datagrams) through direct, edgefwd (udp://), socat
+                          (UDP4-LISTEN,fork; needs socat) and a tokio UDP forwarder: round
+                          trips/s, CPU per million, loss (--only and --duration apply)
   --perf                  afterwards, profile each forwarder with `perf record -e cpu-clock`
                           in bulk-up, rr100 and churn (separate passes): kernel share, hot symbols
   --strace                afterwards, count syscalls with `strace -c -f -p PID` for bulk-up,
@@ -76,6 +80,8 @@ pub struct Options {
     pub out_dir: PathBuf,
     /// The command line as given, for the report.
     pub command: String,
+    /// Run the UDP scenarios (`udp.rs`) instead of the TCP ones.
+    pub udp: bool,
 }
 
 /// Runs per (scenario, peer), by kind of scenario.
@@ -116,6 +122,7 @@ struct Raw {
     repeat: Option<usize>,
     strace: bool,
     perf: bool,
+    udp: bool,
     no_pin: bool,
     no_wait_quiet: bool,
     edgefwd_bin: Option<PathBuf>,
@@ -132,6 +139,7 @@ pub fn parse(args: &[String]) -> BenchResult<Parsed> {
             "--quick" => raw.quick = true,
             "--strace" => raw.strace = true,
             "--perf" => raw.perf = true,
+            "--udp" => raw.udp = true,
             "--no-pin" => raw.no_pin = true,
             "--no-wait-quiet" => raw.no_wait_quiet = true,
             "--buffer-size" => raw.buffer_size = Some(parse_size(&value()?)?),
@@ -219,6 +227,7 @@ fn resolve(raw: Raw, args: &[String]) -> BenchResult<Options> {
             .out_dir
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results")),
         command: command_line("compare", args),
+        udp: raw.udp,
     })
 }
 

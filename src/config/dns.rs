@@ -11,6 +11,7 @@ use crate::config::{Addresses, ListenSpec, MAX_ADDRESSES, MAX_LISTENERS};
 /// Resolves an upstream's `HOST:PORT`: its first [`MAX_ADDRESSES`] distinct addresses, in the resolver's
 /// order, each of which becomes an endpoint.
 pub fn upstream_addresses(host_port: &str) -> Addresses {
+    let host_port = super::split_scheme(host_port).1;
     let addrs = resolve(host_port).map_err(|err| format!("cannot resolve '{host_port}': {err}"))?;
     let distinct = first_distinct(addrs, MAX_ADDRESSES);
     if distinct.is_empty() {

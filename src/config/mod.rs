@@ -4,6 +4,7 @@
 //! resolving upstream names, and the reactor only ever sees values that are already known to be good (a
 //! name that did not resolve is not an error: its upstream starts down, `src/upstream/endpoint/readdress.rs`).
 
+pub mod clients;
 pub mod dns;
 pub mod file;
 pub mod settings;
@@ -177,9 +178,99 @@ pub struct RouteConfig {
     pub accept_proxy: bool,
     /// How long a client may take to send its PROXY header or CONNECT head.
     pub header_timeout: Duration,
+    /// TCP streams, or UDP datagrams (`udp://` on the listen address and every upstream).
+    pub protocol: Protocol,
+    /// UDP: close a session with no datagram either way for this long.
+    pub udp_idle_timeout: Duration,
+    /// UDP: most sessions at once; a new client past it evicts the least recently used.
+    pub udp_max_sessions: usize,
+    /// Most connections open at once from one client (a key of `per_client_prefix`); `None` = no limit.
+    pub max_conns_per_client: Option<u32>,
+    /// Most new connections from one client per window; `None` = no limit.
+    pub conn_rate_per_client: Option<clients::Rate>,
+    /// How much of an address is one client for the two limits above.
+    pub per_client_prefix: clients::ClientPrefix,
+    /// Who may connect to the listeners (`client_allow`, `client_deny`).
+    pub client_acl: clients::ClientAcl,
+    /// At `max_connections` this long with clients queued: they are accepted and closed; `None` = off.
+    pub queue_timeout: Option<Duration>,
     /// SNI routing: the server names (and ALPN protocols) this route takes on a listen address it may
     /// share with other such routes, or `default` for the rest (file only: [`check_sni`]).
     pub sni: sni::Rule,
+}
+
+/// What a route forwards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// Byte streams, a pair of connections per client.
+    #[default]
+    Tcp,
+    /// Datagrams, a session per client address (docs/udp.md).
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// The prefix that makes an address UDP.
+pub const UDP_SCHEME: &str = "udp://";
+
+/// Default `udp_idle_timeout`.
+pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Splits the optional `udp://` off an address: the protocol and the rest.
+pub fn split_scheme(text: &str) -> (Protocol, &str) {
+    match text.strip_prefix(UDP_SCHEME) {
+        Some(rest) => (Protocol::Udp, rest),
+        None => (Protocol::Tcp, text),
+    }
+}
+
+/// The rules of a UDP route: its upstreams are all `udp://` (a TCP route's none), it has one listen
+/// address, and it takes none of the settings that only mean something for a stream.
+pub fn check_protocol(route: &RouteConfig) -> Result<(), String> {
+    let listen = |addr: &SocketAddr| match route.protocol {
+        Protocol::Udp => format!("{UDP_SCHEME}{addr}"),
+        Protocol::Tcp => addr.to_string(),
+    };
+    let shown = route.listen.first().map(listen).unwrap_or_default();
+    if let Some(upstream) = route
+        .upstreams
+        .iter()
+        .find(|u| split_scheme(&u.name).0 != route.protocol)
+    {
+        return Err(format!(
+            "upstream '{}' is {} but the route listens on {shown} ({}): a route forwards udp to udp or tcp to tcp",
+            upstream.name,
+            split_scheme(&upstream.name).0,
+            route.protocol
+        ));
+    }
+    if route.protocol == Protocol::Tcp {
+        return Ok(());
+    }
+    let stream_only = [
+        (route.listen.len() > 1, "more than one listen address"),
+        (route.mode == Mode::Connect, "mode = connect"),
+        (route.send_proxy.is_some(), "send_proxy"),
+        (route.accept_proxy, "accept_proxy"),
+        (
+            route.health_interval.is_some(),
+            "health_interval (TCP probes)",
+        ),
+    ];
+    match stream_only.iter().find(|(set, _)| *set) {
+        Some((_, what)) => Err(format!(
+            "udp route {shown} cannot take {what}: see docs/udp.md for what a udp route supports"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// What a route does with its clients.
@@ -311,7 +402,7 @@ impl UpstreamConfig {
 
 /// True when `HOST:PORT`'s host is a name, not an IP literal.
 pub(crate) fn is_host_name(host_port: &str) -> bool {
-    host_port.parse::<SocketAddr>().is_err()
+    split_scheme(host_port).1.parse::<SocketAddr>().is_err()
 }
 
 /// Default `resolve_interval`: 30s when some upstream is a host name, never when all are IP literals.
@@ -336,13 +427,15 @@ pub fn most_endpoints(upstreams: &[UpstreamConfig]) -> usize {
         .sum()
 }
 
-/// Splits `HOST:PORT[,weight=N]` into the upstream and its weight (default 1, 1..=10000).
+/// Splits `[udp://]HOST:PORT[,weight=N]` into the upstream (its `udp://` kept) and its weight
+/// (default 1, 1..=10000).
 pub fn parse_upstream_spec(text: &str) -> Result<(String, u32), String> {
     let (addr, options) = match text.split_once(',') {
         Some((addr, options)) => (addr.trim(), Some(options.trim())),
         None => (text.trim(), None),
     };
-    check_host_port(addr).map_err(|why| format!("invalid upstream '{text}': {why}"))?;
+    check_host_port(split_scheme(addr).1)
+        .map_err(|why| format!("invalid upstream '{text}': {why}"))?;
     let weight = match options {
         None => 1,
         Some(option) => {

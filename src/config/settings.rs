@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use crate::config::{Mode, RouteConfig};
+use crate::config::{Mode, Protocol, RouteConfig};
 
 /// What a reload does to a running route when this setting changes in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,8 @@ pub enum Base {
     Forward,
     /// `--listen`, `--mode connect` and one `--allow`.
     Connect,
+    /// `--listen udp://` and two `--upstream udp://`s.
+    Udp,
 }
 
 /// A value other than the default, written both ways: tests check that the flags and the file give the
@@ -152,9 +154,18 @@ pub const ROUTE: &[Setting] = &[
     SEND_PROXY_TLVS,
     ACCEPT_PROXY,
     HEADER_TIMEOUT,
+    // Per-client limits and listener access (docs/operations.md#per-client-limits).
+    MAX_CONNS_PER_CLIENT,
+    CONN_RATE_PER_CLIENT,
+    PER_CLIENT_PREFIX,
+    CLIENT_ALLOW,
+    CLIENT_DENY,
+    QUEUE_TIMEOUT,
     SNI,
     ALPN,
     DEFAULT,
+    UDP_IDLE_TIMEOUT,
+    UDP_MAX_SESSIONS,
 ];
 
 const NAME: Setting = Setting {
@@ -533,6 +544,98 @@ pub const HEADER_TIMEOUT: Setting = Setting {
     }),
 };
 
+const MAX_CONNS_PER_CLIENT: Setting = Setting {
+    key: "max_conns_per_client",
+    flag: Some("max_conns_per_client"),
+    value: "N",
+    default: "off",
+    on_reload: OnReload::Replaces,
+    doc: "most connections open at once from one client (a `per_client_prefix` network); more are reset (RST) at accept, or after the PROXY header with `accept_proxy`; a reload that replaces the route counts afresh",
+    show: |c| c.max_conns_per_client.map(|n| n.to_string()),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--max-conns-per-client", "4"],
+        toml: "max_conns_per_client = 4",
+    }),
+};
+
+const CONN_RATE_PER_CLIENT: Setting = Setting {
+    key: "conn_rate_per_client",
+    flag: Some("conn_rate_per_client"),
+    value: "N/DURATION",
+    default: "off",
+    on_reload: OnReload::Replaces,
+    doc: "`\"N/DURATION\"`: most new connections from one client in each fixed window (from its first connection); more are reset (RST); a reload that replaces the route counts afresh",
+    show: |c| c.conn_rate_per_client.map(|rate| rate.to_string()),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--conn-rate-per-client", "20/10s"],
+        toml: "conn_rate_per_client = \"20/10s\"",
+    }),
+};
+
+pub const PER_CLIENT_PREFIX: Setting = Setting {
+    key: "per_client_prefix",
+    flag: Some("per_client_prefix"),
+    value: "V4,V6",
+    default: "`\"32,128\"`",
+    on_reload: OnReload::Replaces,
+    doc: "what one client is for the two limits above: IPv4 and IPv6 prefix lengths (`\"24,64\"`: each /24 and /64)",
+    show: |c| {
+        (c.max_conns_per_client.is_some() || c.conn_rate_per_client.is_some())
+            .then(|| c.per_client_prefix.to_string())
+    },
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--per-client-prefix", "24,64"],
+        toml: "per_client_prefix = \"24,64\"",
+    }),
+};
+
+const CLIENT_ALLOW: Setting = Setting {
+    key: "client_allow",
+    flag: Some("client_allow"),
+    value: "CIDR",
+    default: "`[]`",
+    on_reload: OnReload::Replaces,
+    doc: "CIDRs whose clients may connect; when any is given, an address no rule matches is reset at once; the most specific rule of `client_allow` and `client_deny` wins, deny on a tie (not `allow`, which is connect mode's destinations); the flag is repeated",
+    show: |c| (!c.client_acl.allow.is_empty()).then(|| c.client_acl.allow.len().to_string()),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--client-allow", "10.0.0.0/8", "--client-allow", "::1"],
+        toml: "client_allow = [\"10.0.0.0/8\", \"::1\"]",
+    }),
+};
+
+const CLIENT_DENY: Setting = Setting {
+    key: "client_deny",
+    flag: Some("client_deny"),
+    value: "CIDR",
+    default: "`[]`",
+    on_reload: OnReload::Replaces,
+    doc: "CIDRs whose clients are reset (RST) at once, checked on the PROXY header's address with `accept_proxy`; the flag is repeated",
+    show: |c| (!c.client_acl.deny.is_empty()).then(|| c.client_acl.deny.len().to_string()),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--client-deny", "192.0.2.0/24"],
+        toml: "client_deny = [\"192.0.2.0/24\"]",
+    }),
+};
+
+const QUEUE_TIMEOUT: Setting = Setting {
+    key: "queue_timeout",
+    flag: Some("queue_timeout"),
+    value: "DURATION",
+    default: "off",
+    on_reload: OnReload::Replaces,
+    doc: "once the route has been at `max_connections` this long with a client queued and none taken, the clients queued are accepted and reset (RST) instead of waiting on ([what it measures](operations.md#per-client-limits-and-access); `\"0\"` = off)",
+    show: |c| c.queue_timeout.map(millis),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--queue-timeout", "2s"],
+        toml: "queue_timeout = \"2s\"",
+    }),
+};
 // SNI routing is file-only: several routes sharing one listen address is something only a file can
 // declare (the flags make one route).
 
@@ -576,6 +679,36 @@ fn join<T: std::fmt::Display>(items: &[T]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+pub const UDP_IDLE_TIMEOUT: Setting = Setting {
+    key: "udp_idle_timeout",
+    flag: Some("udp_idle_timeout"),
+    value: "DURATION",
+    default: "`\"60s\"`",
+    on_reload: OnReload::Replaces,
+    doc: "udp routes: close a session with no datagram either way this long ([UDP](udp.md)); ignored by tcp routes",
+    show: |c| (c.protocol == Protocol::Udp).then(|| millis(c.udp_idle_timeout)),
+    example: Some(Example {
+        base: Base::Udp,
+        flags: &["--udp-idle-timeout", "5s"],
+        toml: "udp_idle_timeout = \"5s\"",
+    }),
+};
+
+const UDP_MAX_SESSIONS: Setting = Setting {
+    key: "udp_max_sessions",
+    flag: Some("udp_max_sessions"),
+    value: "N",
+    default: "the fd budget",
+    on_reload: OnReload::Replaces,
+    doc: "udp routes: most sessions (client addresses) at once, each holding one socket; a new client past it evicts the least recently used; ignored by tcp routes",
+    show: |c| (c.protocol == Protocol::Udp).then(|| c.udp_max_sessions.to_string()),
+    example: Some(Example {
+        base: Base::Udp,
+        flags: &["--udp-max-sessions", "7"],
+        toml: "udp_max_sessions = 7",
+    }),
+};
 
 /// The clap ids of every route setting's flag: what `--config` excludes.
 pub fn flag_ids() -> Vec<&'static str> {

@@ -163,6 +163,24 @@ pub(crate) fn set_reset_on_close(stream: &TcpStream) {
     let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
+/// Whether a connection waits in `listener`'s accept queue, asked without taking it: poll(2) with a
+/// zero timeout. A listener's cached ready bit may be stale (set when accepting stopped at a limit
+/// before a WouldBlock proved the queue empty); this asks the kernel. An error answers yes: the
+/// accept that follows will say what is wrong.
+pub(crate) fn has_queued(listener: &TcpListener) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut entry = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `entry` is one initialised pollfd that outlives the call and nfds is 1, so poll reads
+    // and writes (only `revents`) inside it; the descriptor is the listener's, open while borrowed.
+    // A zero timeout never blocks.
+    let ready = unsafe { libc::poll(&mut entry, 1, 0) };
+    ready != 0
+}
+
 /// An I/O result reduced to the cases a pump treats differently (sozu's `SocketResult`).
 #[derive(Debug)]
 pub(super) enum IoOutcome {
@@ -203,6 +221,22 @@ mod tests {
     use super::*;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     use crate::datapath::readiness::Event;
+
+    /// `has_queued` sees a connection the kernel completed and not yet accepted, and only that.
+    #[test]
+    fn test_has_queued_sees_the_accept_queue() {
+        let listener = bind_listener("127.0.0.1:0".parse().expect("addr"), 16, true).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        assert!(!has_queued(&listener));
+        let _client = std::net::TcpStream::connect(addr).expect("connect");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !has_queued(&listener) {
+            assert!(std::time::Instant::now() < deadline, "never queued");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (_accepted, _) = listener.accept().expect("accept");
+        assert!(!has_queued(&listener));
+    }
 
     #[test]
     fn test_io_outcome_classification() {

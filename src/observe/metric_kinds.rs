@@ -8,7 +8,9 @@
 //! | `Gauge` | sum: each reactor holds its share | `name value` |
 //! | `ByLabel<L>` | sum, label value by label value | one series per value of `L`, 0 until it happens |
 //! | `Histogram` | sum, bucket by bucket | `_bucket{le}`, `_sum`, `_count` |
+//! | `ByRoute<L>` | sum, route name by route name, then label value by label value | one series per route (from its first count) and value of `L` |
 
+use std::collections::BTreeMap;
 use std::fmt::{self, Write};
 use std::marker::PhantomData;
 use std::ops::{Index, IndexMut};
@@ -152,6 +154,45 @@ impl Label for Reason {
     }
 }
 
+/// Why a client was reset as it arrived: the `limit` of `edgefwd_client_rejects_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientReject {
+    /// `client_allow` / `client_deny` kept it out.
+    Denied = 0,
+    /// `max_conns_per_client`.
+    MaxConns,
+    /// `conn_rate_per_client`.
+    Rate,
+    /// The route's per-client table was full of clients still counted.
+    TableFull,
+    /// It waited in the backlog of a route at `max_connections` past `queue_timeout`.
+    QueueTimeout,
+}
+
+impl Label for ClientReject {
+    const NAME: &'static str = "limit";
+    const ALL: &'static [ClientReject] = &[
+        ClientReject::Denied,
+        ClientReject::MaxConns,
+        ClientReject::Rate,
+        ClientReject::TableFull,
+        ClientReject::QueueTimeout,
+    ];
+    type Counts = [u64; 5];
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn value(self) -> &'static str {
+        match self {
+            ClientReject::Denied => "acl",
+            ClientReject::MaxConns => "max-conns",
+            ClientReject::Rate => "rate",
+            ClientReject::TableFull => "table-full",
+            ClientReject::QueueTimeout => "queue-timeout",
+        }
+    }
+}
+
 /// How a SIGHUP reload ended: the `result` of `edgefwd_reloads_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reload {
@@ -170,6 +211,49 @@ impl Label for Reload {
         match self {
             Reload::Applied => "ok",
             Reload::Rejected => "rejected",
+        }
+    }
+}
+
+/// Why a UDP datagram was dropped: the `cause` of `edgefwd_udp_drops_total` (docs/udp.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UdpDrop {
+    /// The session's upstream socket would block (its send buffer is full).
+    UpstreamBusy = 0,
+    /// The client-facing socket would block.
+    ClientBusy = 1,
+    /// The upstream answered with ICMP port unreachable (ECONNREFUSED): the datagram before it was lost.
+    Refused = 2,
+    /// No upstream endpoint to send to (none resolves).
+    NoUpstream = 3,
+    /// No socket for a new session: the fd budget, EMFILE, or bind/connect failed.
+    NoSocket = 4,
+    /// Any other send error.
+    Error = 5,
+}
+
+impl Label for UdpDrop {
+    const NAME: &'static str = "cause";
+    const ALL: &'static [UdpDrop] = &[
+        UdpDrop::UpstreamBusy,
+        UdpDrop::ClientBusy,
+        UdpDrop::Refused,
+        UdpDrop::NoUpstream,
+        UdpDrop::NoSocket,
+        UdpDrop::Error,
+    ];
+    type Counts = [u64; 6];
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn value(self) -> &'static str {
+        match self {
+            UdpDrop::UpstreamBusy => "upstream_would_block",
+            UdpDrop::ClientBusy => "client_would_block",
+            UdpDrop::Refused => "upstream_refused",
+            UdpDrop::NoUpstream => "no_upstream",
+            UdpDrop::NoSocket => "no_socket",
+            UdpDrop::Error => "send_error",
         }
     }
 }
@@ -263,6 +347,99 @@ impl<L: Label> Metric for ByLabel<L> {
             self[label] = take(next);
         }
     }
+}
+
+/// Counters by route name and label value: `metrics.client_rejects.count("web", why)`. Bounded like the
+/// routes (names are the config's, never a client's); a route's series appear with its first count, and
+/// a route replaced by a reload goes on counting under its name.
+#[derive(Debug)]
+pub(crate) struct ByRoute<L: Label> {
+    routes: BTreeMap<String, ByLabel<L>>,
+}
+
+impl<L: Label> Default for ByRoute<L> {
+    fn default() -> Self {
+        ByRoute {
+            routes: BTreeMap::new(),
+        }
+    }
+}
+
+impl<L: Label> Clone for ByRoute<L> {
+    fn clone(&self) -> Self {
+        ByRoute {
+            routes: self.routes.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.routes.clone_from(&source.routes);
+    }
+}
+
+impl<L: Label> ByRoute<L> {
+    /// Counts `n` of `label` for route `route`.
+    pub(crate) fn count(&mut self, route: &str, label: L, n: u64) {
+        match self.routes.get_mut(route) {
+            Some(counts) => counts[label] += n,
+            None => {
+                let mut counts = ByLabel::default();
+                counts[label] += n;
+                self.routes.insert(route.to_string(), counts);
+            }
+        }
+    }
+
+    /// Route `route`'s count of `label`.
+    #[cfg(test)]
+    pub(crate) fn get(&self, route: &str, label: L) -> u64 {
+        self.routes.get(route).map_or(0, |counts| counts[label])
+    }
+}
+
+impl<L: Label> Metric for ByRoute<L> {
+    const KIND: &'static str = "counter";
+
+    fn add(&mut self, other: &Self) {
+        for (route, counts) in &other.routes {
+            self.routes.entry(route.clone()).or_default().add(counts);
+        }
+    }
+
+    fn samples(&self, name: &str, out: &mut String) {
+        for (route, counts) in &self.routes {
+            for &label in L::ALL {
+                let _ = writeln!(
+                    out,
+                    "{name}{{route=\"{}\",{}=\"{}\"}} {}",
+                    escape_label(route),
+                    L::NAME,
+                    label.value(),
+                    counts[label]
+                );
+            }
+        }
+    }
+
+    fn line(&self, last: &Self, key: &str, out: &mut String) {
+        let total = |of: &Self| of.routes.values().map(ByLabel::total).sum::<u64>();
+        let _ = write!(out, " {key}=+{}", total(self) - total(last));
+    }
+
+    #[cfg(test)]
+    fn fill(&mut self, next: &mut u64) {
+        let mut counts = ByLabel::default();
+        counts.fill(next);
+        self.routes.insert("filled".to_string(), counts);
+    }
+}
+
+/// Escapes a label value as the exposition format requires.
+pub(crate) fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// A histogram with power-of-two upper bounds: 1, 2, 4, ... 2^(BUCKETS-2), then +Inf. Summed over
@@ -369,6 +546,30 @@ mod tests {
         assert_eq!(histogram.count, 7);
     }
 
+    /// Per-route counters: merged route by route, every label value written for a route once it counts,
+    /// the route name escaped.
+    #[test]
+    fn test_by_route_merges_and_renders_per_route() {
+        let mut one = ByRoute::<ClientReject>::default();
+        one.count("web", ClientReject::Rate, 2);
+        let mut two = ByRoute::<ClientReject>::default();
+        two.count("web", ClientReject::Rate, 1);
+        two.count("d\"b", ClientReject::Denied, 1);
+        one.add(&two);
+        assert_eq!(one.get("web", ClientReject::Rate), 3);
+        assert_eq!(one.get("d\"b", ClientReject::Denied), 1);
+        assert_eq!(one.get("other", ClientReject::Denied), 0);
+        let mut out = String::new();
+        one.samples("x", &mut out);
+        assert!(out.contains("x{route=\"web\",limit=\"rate\"} 3\n"), "{out}");
+        assert!(out.contains("x{route=\"web\",limit=\"acl\"} 0\n"), "{out}");
+        assert!(
+            out.contains("x{route=\"d\\\"b\",limit=\"acl\"} 1\n"),
+            "{out}"
+        );
+        assert_eq!(out.lines().count(), 2 * ClientReject::ALL.len());
+    }
+
     /// Each label's `ALL` is in the order of its indexes, which the counts are kept by.
     #[test]
     fn test_labels_index_in_order() {
@@ -384,6 +585,7 @@ mod tests {
             );
         }
         check::<Way>();
+        check::<ClientReject>();
         check::<Cause>();
         check::<Reason>();
         check::<Reload>();

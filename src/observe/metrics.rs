@@ -23,7 +23,10 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::close::Cause;
-use crate::observe::metric_kinds::{family, ByLabel, Counter, Gauge, Histogram, Metric, Reload};
+use crate::observe::metric_kinds::{
+    escape_label, family, ByLabel, ByRoute, ClientReject, Counter, Gauge, Histogram, Metric,
+    Reload, UdpDrop,
+};
 use crate::way::Way;
 use crate::wire::proxy_protocol::Reason;
 
@@ -103,6 +106,11 @@ metrics! {
     /// timed out, or gone before it ended.
     proxy_header_rejects: ByLabel<Reason> = "edgefwd_proxy_header_rejected_total",
         "clients closed over their PROXY header (--accept-proxy), by reason";
+    /// Clients reset as they arrived, by route and [`ClientReject`]: `client_allow`/`client_deny`, a
+    /// per-client limit, a full per-client table, or `queue_timeout`. A route's series appear with its
+    /// first such client.
+    client_rejects: ByRoute<ClientReject> = "edgefwd_client_rejects_total",
+        "clients reset at arrival by client_allow/client_deny, a per-client limit or queue_timeout, by route and limit";
 
     // The loop.
     /// `epoll_wait` (or kevent) calls that returned.
@@ -181,6 +189,25 @@ metrics! {
     /// Directions that `--splice auto` moved from the ring to a pipe (a read filled the ring).
     splice_switches: Counter = "edgefwd_splice_switches_total",
         "directions --splice auto moved from the ring to a pipe";
+
+    // UDP routes (docs/udp.md).
+    /// UDP sessions open now; the reactor sets it before it publishes or renders.
+    udp_sessions_open: Gauge = "edgefwd_udp_sessions_open", "UDP sessions open now";
+    /// UDP sessions opened: a datagram from a client address with none.
+    udp_sessions_created: Counter = "edgefwd_udp_sessions_created_total",
+        "UDP sessions opened (a datagram from a new client address)";
+    /// UDP sessions closed to make room at `udp_max_sessions` (the least recently used).
+    udp_sessions_evicted: Counter = "edgefwd_udp_sessions_evicted_total",
+        "UDP sessions closed for a new one at udp_max_sessions (least recently used first)";
+    /// UDP sessions closed after `udp_idle_timeout` without a datagram either way.
+    udp_sessions_expired: Counter = "edgefwd_udp_sessions_expired_total",
+        "UDP sessions closed after udp_idle_timeout without a datagram";
+    /// UDP datagrams forwarded, by [`Way`].
+    udp_datagrams: ByLabel<Way> = "edgefwd_udp_datagrams_total", "UDP datagrams forwarded";
+    /// UDP payload bytes forwarded, by [`Way`].
+    udp_bytes: ByLabel<Way> = "edgefwd_udp_bytes_total", "UDP payload bytes forwarded";
+    /// UDP datagrams dropped, by [`UdpDrop`].
+    udp_drops: ByLabel<UdpDrop> = "edgefwd_udp_drops_total", "UDP datagrams dropped, by cause";
 }
 
 impl Metrics {
@@ -195,6 +222,8 @@ impl Metrics {
             + self.lookups
             + self.scrapes
             + self.closes.total()
+            + self.udp_datagrams.total()
+            + self.udp_drops.total()
     }
 }
 
@@ -248,14 +277,6 @@ pub(crate) fn render_upstreams<'a>(
             );
         }
     }
-}
-
-/// Escapes a label value as the exposition format requires.
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Where the reactors of `--threads N` publish their counters for the one that serves `--metrics`.

@@ -2,19 +2,25 @@
 //! a stop of our own: the route's `max_connections`, the process's fd budget, fd exhaustion (a short
 //! pause), or the per-turn cap. After such a stop the bit stays set, since the kernel sends no new edge
 //! for connections already queued: the loop comes back by itself (a pair closing, the backoff timer, the
-//! next turn). Each accepted client is handed to the connect path (`session::connect`) with its fd
-//! budget slot in hand.
+//! next turn); at `max_connections` it stays set only while a client is really queued (`note_limit`).
+//! Each accepted client is first checked against the route's `client_allow`/`client_deny` and
+//! per-client limits (unless `accept_proxy` defers that to the header's address), and reset if refused;
+//! the rest are handed to the connect path (`session::connect`) with their fd budget slot in hand. A
+//! route stuck at `max_connections` for `queue_timeout` has its queued clients accepted and reset
+//! (`flush_queue`; docs/operations.md says exactly what is timed).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use log::{debug, warn};
+use mio::net::TcpStream;
 
 use super::Reactor;
 use crate::datapath::budget::{self, Slot};
 use crate::datapath::net;
 use crate::datapath::stream::Conn;
+use crate::observe::metric_kinds::{ClientReject, Label};
 
 /// Most connections accepted from one listener in one loop turn, so a connection flood cannot starve
 /// established pairs.
@@ -65,6 +71,16 @@ impl Reactor {
                     .map(move |(index, _)| (key, index))
             })
             .collect();
+        let overdue: Vec<usize> = self
+            .routes
+            .iter()
+            .filter(|_| self.accept_paused_until.is_none())
+            .filter(|(_, route)| route.queue_deadline().is_some_and(|at| at <= self.now))
+            .map(|(key, _)| key)
+            .collect();
+        for route in overdue {
+            self.flush_queue(route);
+        }
         for (route, index) in ready {
             self.accept_from(route, index);
         }
@@ -85,8 +101,9 @@ impl Reactor {
                 return;
             };
             let Some(listener) = self.routes.get_mut(route).and_then(|route| {
-                // Accepting again: the next stop, at either limit, is counted.
+                // Accepting again: the next stop, at either limit, is counted (and timed).
                 route.at_limit = false;
+                route.full_since = None;
                 route.listeners.get_mut(index)
             }) else {
                 return;
@@ -94,7 +111,9 @@ impl Reactor {
             match listener.socket.accept() {
                 Ok((stream, addr)) => {
                     self.metrics.accepts += 1;
-                    self.open_pair(route, Conn::Tcp(stream), addr, slot);
+                    if let Some(key) = self.admit(route, &stream, addr) {
+                        self.open_pair(route, Conn::Tcp(stream), addr, key, slot);
+                    }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => listener.ready = false,
                 Err(err)
@@ -129,7 +148,8 @@ impl Reactor {
             match listener.socket.accept() {
                 Ok((stream, _)) => {
                     self.metrics.accepts += 1;
-                    self.open_pair(route, Conn::Unix(stream), UNIX_CLIENT, slot);
+                    // No IP address: no `client_allow`/`client_deny` nor per-client limit applies.
+                    self.open_pair(route, Conn::Unix(stream), UNIX_CLIENT, None, slot);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => listener.ready = false,
                 Err(err)
@@ -138,6 +158,36 @@ impl Reactor {
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                     ) => {}
                 Err(err) => self.pause_accepting(&err),
+            }
+        }
+    }
+
+    /// The route's `client_allow`/`client_deny` and per-client limits, on the peer's address (with
+    /// `accept_proxy` they wait for the header's: `session::connect`). `None`: the client is reset
+    /// (linger 0, then dropped) and counted; else admitted, perhaps under a key of the client table.
+    fn admit(
+        &mut self,
+        key: usize,
+        stream: &TcpStream,
+        addr: SocketAddr,
+    ) -> Option<Option<IpAddr>> {
+        let route = self.routes.get_mut(key)?;
+        if route.config.accept_proxy {
+            return Some(None);
+        }
+        match route.admit_client(addr.ip(), self.now) {
+            Ok(client_key) => Some(client_key),
+            Err(why) => {
+                self.metrics
+                    .client_rejects
+                    .count(&route.config.name, why, 1);
+                debug!(
+                    "client={addr} route={} reset at accept: {}",
+                    route.config.name,
+                    why.value()
+                );
+                net::set_reset_on_close(stream);
+                None
             }
         }
     }
@@ -199,8 +249,17 @@ impl Reactor {
         let Some(route) = self.routes.get_mut(key) else {
             return;
         };
+        if !route.below_limit() {
+            // A ready bit left from the accept that filled the route may be stale: only a client really
+            // queued starts the stop (and `queue_timeout`'s clock). Cleared, the bit comes back with the
+            // next client's edge.
+            for listener in route.listeners.iter_mut().filter(|l| l.ready) {
+                listener.ready = net::has_queued(&listener.socket);
+            }
+        }
         let at_limit = !route.below_limit() && route.any_listener_ready();
         if at_limit && !route.at_limit {
+            route.full_since = Some(self.now);
             self.metrics.accept_pauses_limit += 1;
             debug!(
                 "route {} at --max-connections ({}): clients wait in the backlog",
@@ -208,6 +267,65 @@ impl Reactor {
             );
         }
         route.at_limit = at_limit;
+        if !at_limit {
+            route.full_since = None;
+        }
+    }
+
+    /// `queue_timeout`: route `key` has been at `max_connections` that long without taking one queued
+    /// client, so the clients queued on its ready listeners are accepted and reset (at most
+    /// `ACCEPT_BUDGET` per listener and turn; the rest next turn). Then the clock is off until the
+    /// next client queues behind the limit.
+    fn flush_queue(&mut self, key: usize) {
+        let mut flushed = 0u64;
+        let mut exhausted = None;
+        let Some(route) = self.routes.get_mut(key) else {
+            return;
+        };
+        'listeners: for listener in route.listeners.iter_mut().filter(|l| l.ready) {
+            for _ in 0..ACCEPT_BUDGET {
+                match listener.socket.accept() {
+                    Ok((stream, _)) => {
+                        net::set_reset_on_close(&stream);
+                        flushed += 1;
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        listener.ready = false;
+                        break;
+                    }
+                    Err(err)
+                        if matches!(
+                            err.kind(),
+                            io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                        ) => {}
+                    Err(err) => {
+                        exhausted = Some(err);
+                        break 'listeners;
+                    }
+                }
+            }
+        }
+        if !route.listeners.iter().any(|l| l.ready) {
+            route.at_limit = false;
+            route.full_since = None;
+        }
+        if flushed > 0 {
+            debug!(
+                "route {}: {flushed} queued clients reset after --queue-timeout at --max-connections ({})",
+                route.config.name, route.config.max_connections
+            );
+        }
+        self.metrics.accepts += flushed;
+        if flushed > 0 {
+            self.metrics.client_rejects.count(
+                &route.config.name,
+                ClientReject::QueueTimeout,
+                flushed,
+            );
+        }
+        if let Some(err) = exhausted {
+            self.pause_accepting(&err);
+        }
     }
 
     /// Stops accepting for a short while after fd (or memory) exhaustion. Retrying at once would spin:

@@ -4,7 +4,7 @@
 //! acts on the outcome like on any other (`settle`). Also the `--prewarm` pool's refill, whose
 //! connections the first attempt of a client may take, and the lookup threads as `connect::Lookups`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use log::warn;
@@ -18,7 +18,7 @@ use crate::observe::metrics::Metrics;
 use crate::reactor::worker::{Lookup, Worker};
 use crate::session::connect::{self, Context, Lookups, Step};
 use crate::throttle::Throttle;
-use crate::token::{GENERATION_MASK, MAX_SLOT};
+use crate::token::{MAX_SLOT, PAIR_GENERATIONS};
 use crate::upstream::prewarm::WarmPool;
 use crate::upstream::route::Route;
 
@@ -31,10 +31,11 @@ impl Reactor {
         key: usize,
         client: Conn,
         client_addr: SocketAddr,
+        client_key: Option<IpAddr>,
         fd_slot: Slot,
     ) {
         let id = self.next_id;
-        self.next_id = (self.next_id + 1) % GENERATION_MASK;
+        self.next_id = (self.next_id + 1) % PAIR_GENERATIONS;
         let entry = self.pairs.vacant_entry();
         let slot = entry.key();
         if slot > MAX_SLOT {
@@ -56,12 +57,15 @@ impl Reactor {
         };
         let pair = connect::open(&mut cx, (slot, id), (client, client_addr), config.splice);
         let exhausted = cx.exhausted.take();
-        if let Some(pair) = pair {
+        if let Some(mut pair) = pair {
+            pair.client_key = client_key;
             cx.route.pairs += 1;
             entry.insert(pair);
             fd_slot.keep();
             self.metrics.pairs_total += 1;
             self.arm_timer(slot);
+        } else if let Some(key) = client_key {
+            cx.route.release_client(key, *now);
         }
         if let Some(err) = exhausted {
             self.pause_accepting(&err);

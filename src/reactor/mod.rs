@@ -48,7 +48,7 @@ use slab::Slab;
 
 use crate::close::Cause;
 use crate::config::file::Defaults;
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, Protocol};
 use crate::datapath::budget::FdBudget;
 use crate::datapath::readiness::Event;
 use crate::datapath::stream::Socket;
@@ -59,6 +59,7 @@ use crate::reactor::worker::{Inbox, Worker};
 use crate::service::notify::Notifier;
 use crate::session::connect::Step;
 use crate::session::pair::{Outcome, Pair};
+use crate::session::udp::forward::UdpRoute;
 use crate::throttle::Throttle;
 use crate::token::{self, Owner, PairToken, Side};
 use crate::upstream::prewarm::WarmPool;
@@ -76,6 +77,7 @@ mod shutdown;
 mod systemd;
 mod teardown;
 mod timer;
+mod udp;
 mod upgrade;
 pub mod worker;
 
@@ -168,6 +170,10 @@ pub struct Reactor {
     notifier: Option<Notifier>,
     /// `--upgrade-socket`: reactor 0's line to a successor (`upgrade`).
     upgrade: Option<UpgradeServer>,
+    /// UDP routes (reactor 0 only), by the slot their tokens carry.
+    udp: Slab<UdpRoute>,
+    /// UDP sockets that used their budget: run again before the loop sleeps.
+    udp_yielded: Vec<(usize, Option<usize>)>,
 }
 
 impl Reactor {
@@ -252,9 +258,17 @@ impl Reactor {
             now,
             notifier: None,
             upgrade: None,
+            udp: Slab::new(),
+            udp_yielded: Vec::new(),
         };
         let mut shared = shared.into_iter();
         for route in config.routes {
+            if route.protocol == Protocol::Udp {
+                if reactor.siblings.index == 0 {
+                    reactor.bind_udp(route)?;
+                }
+                continue;
+            }
             // `shared` is also how socket-activated listeners reach reactor 0 ([`activated_listeners`]).
             let listeners = match (reactor.siblings.index, shared.next()) {
                 (_, Some(listeners)) if listeners.len() == route.listen.len() => listeners,
@@ -292,6 +306,7 @@ impl Reactor {
             .flat_map(|(_, route)| {
                 (0..route.listener_count()).filter_map(|index| route.describe_listener(index))
             })
+            .chain(self.udp_start_lines())
             .collect()
     }
 
@@ -318,7 +333,10 @@ impl Reactor {
             let work_before = self.metrics.work_done();
             let events = self.dispatch_events();
             self.run_yielded();
+            self.run_udp_yielded();
+            self.flush_udp();
             self.fire_timers();
+            self.expire_udp();
             self.accept_ready();
             self.count_turn(events, work_before);
             self.tend_notifier();
@@ -330,14 +348,14 @@ impl Reactor {
 
     /// Zero when work is queued; else until the nearest deadline; else `None` (block indefinitely).
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.yielded.is_empty() || self.any_accept_ready() {
+        if !self.yielded.is_empty() || !self.udp_yielded.is_empty() || self.any_accept_ready() {
             return Some(Duration::ZERO);
         }
         let rounds = self
             .routes
             .iter()
             .filter(|(_, route)| !route.draining)
-            .flat_map(|(_, route)| [route.next_probe, route.next_resolve])
+            .flat_map(|(_, route)| [route.next_probe, route.next_resolve, route.queue_deadline()])
             .flatten()
             .min();
         [
@@ -355,6 +373,7 @@ impl Reactor {
             self.metrics_server
                 .as_ref()
                 .and_then(MetricsServer::retry_deadline),
+            self.udp_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -391,6 +410,7 @@ impl Reactor {
                     }
                 }
                 Owner::Pair(pair) => self.on_pair_event(pair, Event::from(event)),
+                Owner::Udp { route, session } => self.run_udp(route, session),
             }
         }
         self.events = events;

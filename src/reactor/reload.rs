@@ -110,6 +110,7 @@ impl Reactor {
             info!("reload ignored: shutting down");
             return;
         }
+        self.keep_udp_routes(&mut new.routes);
         let handoff = self.has_followers().then(|| new.clone());
         // As at start, each of the `--threads` reactors takes an even share of every route's limit.
         for route in &mut new.routes {

@@ -5,9 +5,11 @@
 //!   backpressure, write interest only while a write waits), one state machine per socket.
 //! - `attempt`: the one retry policy: the next upstream (or CONNECT address) to try, or give up.
 //! - `connect`: the lifecycle of getting a pair its upstream, which the reactor calls into.
+//! - [`udp`]: UDP sessions, one per client address, and their datagrams.
 
 pub(crate) mod attempt;
 pub(crate) mod connect;
 mod interest;
 pub(crate) mod pair;
 mod refusal;
+pub(crate) mod udp;

@@ -8,6 +8,7 @@
 //! - [`prewarm`]: the `--prewarm` pool of never-used upstream connections.
 
 pub(crate) mod balance;
+pub(crate) mod clients;
 pub(crate) mod endpoint;
 pub(crate) mod health;
 pub(crate) mod prewarm;

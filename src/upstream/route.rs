@@ -26,9 +26,11 @@ use crate::datapath::pump::Shared;
 use crate::datapath::ring::BufPool;
 use crate::datapath::splice::PipePool;
 use crate::datapath::unix::{self, SocketFile};
+use crate::observe::metric_kinds::ClientReject;
 use crate::observe::metrics::{Metrics, UpstreamRow};
 use crate::throttle::Throttle;
 use crate::upstream::balance::Balancer;
+use crate::upstream::clients::ClientTable;
 use crate::upstream::endpoint::{Change, Endpoint, Tried, Upstreams, HOLD};
 use crate::upstream::health;
 use crate::wire::greeting::{ConnectRules, Rules};
@@ -183,6 +185,11 @@ pub(crate) struct Route {
     pub(crate) draining: bool,
     /// Stopped at `max_connections` with a listener still ready (counted once per stop).
     pub(crate) at_limit: bool,
+    /// Since when the route has been stopped at `max_connections` with clients queued, as far as
+    /// `queue_timeout` is concerned (restarted each time the queue is flushed).
+    pub(crate) full_since: Option<Instant>,
+    /// Open connections and rate windows per client (`max_conns_per_client`, `conn_rate_per_client`).
+    pub(crate) clients: ClientTable,
     all_down_warning: Throttle,
     unresolved_warning: Throttle,
     /// When the next round of health probes is due.
@@ -281,6 +288,8 @@ impl Route {
             pairs: 0,
             draining: false,
             at_limit: false,
+            full_since: None,
+            clients: ClientTable::default(),
             all_down_warning: Throttle::new(ALL_DOWN_WARNING_INTERVAL),
             unresolved_warning: Throttle::new(ALL_DOWN_WARNING_INTERVAL),
             next_probe: config.health_interval.map(|_| now),
@@ -292,6 +301,27 @@ impl Route {
         };
         route.report(&changes);
         route
+    }
+
+    /// Whether a client from `addr` may connect now ([`ClientTable::admit`]).
+    pub(crate) fn admit_client(
+        &mut self,
+        addr: IpAddr,
+        now: Instant,
+    ) -> Result<Option<IpAddr>, ClientReject> {
+        self.clients.admit(addr, &self.config, now)
+    }
+
+    /// A connection admitted under `key` closed.
+    pub(crate) fn release_client(&mut self, key: IpAddr, now: Instant) {
+        self.clients.release(key, &self.config, now);
+    }
+
+    /// When queued clients of this route are next due to be flushed by `queue_timeout`.
+    pub(crate) fn queue_deadline(&self) -> Option<Instant> {
+        self.full_since
+            .zip(self.config.queue_timeout)
+            .map(|(since, timeout)| since + timeout)
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -573,6 +603,14 @@ pub(crate) mod tests {
             send_proxy_tlvs: Default::default(),
             accept_proxy: false,
             header_timeout: Duration::from_secs(10),
+            protocol: crate::config::Protocol::Tcp,
+            udp_idle_timeout: Duration::from_secs(60),
+            udp_max_sessions: 10,
+            max_conns_per_client: None,
+            conn_rate_per_client: None,
+            per_client_prefix: Default::default(),
+            client_acl: Default::default(),
+            queue_timeout: None,
             sni: Default::default(),
         }
     }

@@ -4,10 +4,12 @@
 
 use std::net::SocketAddr;
 
-/// The token after the first `listening on ` in `text`, as a socket address.
+/// The token after the first `listening on ` in `text`, as a socket address (a UDP route's
+/// `udp://ADDR` gives ADDR).
 pub fn listen_addr(text: &str) -> Option<SocketAddr> {
     let (_, rest) = text.split_once("listening on ")?;
-    rest.split_whitespace().next()?.parse().ok()
+    let token = rest.split_whitespace().next()?;
+    token.strip_prefix("udp://").unwrap_or(token).parse().ok()
 }
 
 /// The address in the first `metrics on http://ADDR/metrics` in `text`.

@@ -55,9 +55,17 @@ pub(super) struct RawRoute {
     pub(super) send_proxy_tlvs: Option<Spanned<Vec<String>>>,
     pub(super) accept_proxy: Option<bool>,
     pub(super) header_timeout: Option<Spanned<Quantity>>,
+    pub(super) max_conns_per_client: Option<Spanned<u32>>,
+    pub(super) conn_rate_per_client: Option<Spanned<String>>,
+    pub(super) per_client_prefix: Option<Spanned<String>>,
+    pub(super) client_allow: Option<Spanned<Vec<String>>>,
+    pub(super) client_deny: Option<Spanned<Vec<String>>>,
+    pub(super) queue_timeout: Option<Spanned<Quantity>>,
     pub(super) sni: Option<Spanned<Vec<String>>>,
     pub(super) alpn: Option<Spanned<Vec<String>>>,
     pub(super) default: Option<Spanned<bool>>,
+    pub(super) udp_idle_timeout: Option<Spanned<Quantity>>,
+    pub(super) udp_max_sessions: Option<Spanned<u32>>,
 }
 
 /// `listen = "addr"` or `listen = ["addr", ...]`.

@@ -13,9 +13,10 @@ use toml::Spanned;
 
 use super::raw::{OneOrMany, Quantity, RawFile, RawRoute, RawUpstream};
 use super::{render, Defaults, FileError};
+use crate::config::clients::{ClientAcl, ClientPrefix};
 use crate::config::unix::{self, UnixAddr};
 use crate::config::{
-    self, Addresses, Config, ListenSpec, Mode, RouteConfig, UpstreamConfig, DEFAULT_FALL,
+    self, Addresses, Config, ListenSpec, Mode, Protocol, RouteConfig, UpstreamConfig, DEFAULT_FALL,
     DEFAULT_HEALTH_TIMEOUT, MAX_LISTENERS, MAX_UPSTREAMS,
 };
 use crate::wire::allow::AllowList;
@@ -110,9 +111,15 @@ impl Reader<'_> {
         .chain(raw.default.as_ref().map(Spanned::span))
         .next()
         .unwrap_or(raw.listen.span());
+        let upstreams_span = raw
+            .upstreams
+            .as_ref()
+            .map_or(raw.listen.span(), Spanned::span);
         let route = self.route_settings(index, raw, defaults)?;
         config::check_mode(&route).map_err(|err| self.error(&key(index, "mode"), span, &err))?;
         config::check_sni(&route).map_err(|err| self.error(&key(index, "sni"), sni_span, &err))?;
+        config::check_protocol(&route)
+            .map_err(|err| self.error(&key(index, "upstreams"), upstreams_span, &err))?;
         if let (false, Some(tlvs_span)) = (config::tlvs_have_a_source(&route), tlvs_span) {
             let message = format!(
                 "[{}] needs send_proxy = \"v2\" and accept_proxy = true (TLVs are carried from the client's v2 header into a v2 header)",
@@ -129,7 +136,7 @@ impl Reader<'_> {
         raw: RawRoute,
         defaults: Defaults,
     ) -> Result<RouteConfig, FileError> {
-        let (listen, listen_unix) = self.listen(&key(index, "listen"), &raw.listen)?;
+        let (protocol, listen, listen_unix) = self.listen(&key(index, "listen"), &raw.listen)?;
         let upstreams = match &raw.upstreams {
             Some(upstreams) => self.upstreams(&key(index, "upstreams"), upstreams)?,
             None => Vec::new(),
@@ -229,6 +236,44 @@ impl Reader<'_> {
             header_timeout: self
                 .timeout(&key(index, "header_timeout"), raw.header_timeout.as_ref())?
                 .unwrap_or(config::DEFAULT_HEADER_TIMEOUT),
+            protocol,
+            udp_idle_timeout: self
+                .timeout(
+                    &key(index, "udp_idle_timeout"),
+                    raw.udp_idle_timeout.as_ref(),
+                )?
+                .unwrap_or(config::DEFAULT_UDP_IDLE_TIMEOUT),
+            udp_max_sessions: match &raw.udp_max_sessions {
+                Some(n) => self.positive(&key(index, "udp_max_sessions"), n)? as usize,
+                None => defaults.max_connections,
+            },
+            max_conns_per_client: match &raw.max_conns_per_client {
+                Some(n) => Some(self.positive(&key(index, "max_conns_per_client"), n)?),
+                None => None,
+            },
+            conn_rate_per_client: match &raw.conn_rate_per_client {
+                Some(text) => {
+                    Some(self.check(&key(index, "conn_rate_per_client"), text, str::parse)?)
+                }
+                None => None,
+            },
+            per_client_prefix: match &raw.per_client_prefix {
+                Some(text) => self.check(&key(index, "per_client_prefix"), text, str::parse)?,
+                None => ClientPrefix::default(),
+            },
+            client_acl: ClientAcl {
+                allow: match &raw.client_allow {
+                    Some(rules) => self.each(&key(index, "client_allow"), rules)?,
+                    None => Vec::new(),
+                },
+                deny: match &raw.client_deny {
+                    Some(rules) => self.each(&key(index, "client_deny"), rules)?,
+                    None => Vec::new(),
+                },
+            },
+            queue_timeout: self
+                .duration(&key(index, "queue_timeout"), raw.queue_timeout.as_ref())?
+                .filter(|d| !d.is_zero()),
             sni: sni::Rule {
                 names: match &raw.sni {
                     Some(names) => self.each(&key(index, "sni"), names)?,
@@ -252,7 +297,7 @@ impl Reader<'_> {
         &mut self,
         key: &str,
         raw: &Spanned<OneOrMany>,
-    ) -> Result<(Vec<SocketAddr>, Vec<UnixAddr>), FileError> {
+    ) -> Result<(Protocol, Vec<SocketAddr>, Vec<UnixAddr>), FileError> {
         let texts: Vec<&String> = match raw.get_ref() {
             OneOrMany::One(one) => vec![one],
             OneOrMany::Many(many) => many.iter().collect(),
@@ -266,7 +311,17 @@ impl Reader<'_> {
         }
         let mut addrs = Vec::with_capacity(texts.len());
         let mut unix_addrs = Vec::new();
+        let mut first = None;
         for text in texts {
+            let (protocol, rest) = if UnixAddr::is_unix(text) {
+                (Protocol::Tcp, text.as_str())
+            } else {
+                config::split_scheme(text)
+            };
+            if *first.get_or_insert(protocol) != protocol {
+                let message = format!("'{text}' mixes udp and tcp listen addresses in one route");
+                return Err(self.error(key, raw.span(), &message));
+            }
             if UnixAddr::is_unix(text) {
                 let addr: UnixAddr = text
                     .parse()
@@ -278,7 +333,7 @@ impl Reader<'_> {
                 continue;
             }
             for addr in self
-                .listen_addresses(text)
+                .listen_addresses(rest)
                 .map_err(|err| self.error(key, raw.span(), &err))?
             {
                 if addr.port() != 0 && addrs.contains(&addr) {
@@ -291,7 +346,7 @@ impl Reader<'_> {
             let message = format!("{} addresses, at most {MAX_LISTENERS}", addrs.len());
             return Err(self.error(key, raw.span(), &message));
         }
-        Ok((addrs, unix_addrs))
+        Ok((first.unwrap_or_default(), addrs, unix_addrs))
     }
 
     /// One `listen` entry's addresses: a literal, or every address of a host name (by the file's
@@ -334,7 +389,7 @@ impl Reader<'_> {
             if upstreams.iter().any(|u| u.name == name) {
                 return Err(self.error(key, raw.span(), &format!("'{name}' is listed twice")));
             }
-            let addrs = (self.resolve)(&name);
+            let addrs = (self.resolve)(config::split_scheme(&name).1);
             upstreams.push(UpstreamConfig {
                 name,
                 addrs,
@@ -346,10 +401,11 @@ impl Reader<'_> {
 
     /// Route names must be unique across routes, and so must fixed listen addresses, except that routes
     /// taking part in SNI routing (`sni` or `default`) may share one, when their names do not conflict
-    /// ([`sni::Table::build`] names both routes of a conflict).
+    /// ([`sni::Table::build`] names both routes of a conflict). A UDP and a TCP route may share an
+    /// address: they are different sockets.
     fn check_unique(&self, routes: &[RouteConfig]) -> Result<(), FileError> {
         let mut names = HashSet::new();
-        let mut sharing: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
+        let mut sharing: BTreeMap<(Protocol, SocketAddr), Vec<usize>> = BTreeMap::new();
         let mut unix_addrs = HashSet::new();
         for (index, route) in routes.iter().enumerate() {
             if !names.insert(route.name.as_str()) {
@@ -365,7 +421,7 @@ impl Reader<'_> {
                 return Err(render::rejected(self.label, Some(&key), &why));
             }
             for addr in route.listen.iter().filter(|addr| addr.port() != 0) {
-                let group = sharing.entry(*addr).or_default();
+                let group = sharing.entry((route.protocol, *addr)).or_default();
                 let sni = |index: usize| routes[index].sni.is_set();
                 if group
                     .first()
@@ -381,7 +437,7 @@ impl Reader<'_> {
             }
         }
         let sni = |group: &Vec<usize>| group.iter().any(|&index| routes[index].sni.is_set());
-        for (addr, group) in sharing.iter().filter(|(_, group)| sni(group)) {
+        for ((_, addr), group) in sharing.iter().filter(|(_, group)| sni(group)) {
             let rules = group
                 .iter()
                 .map(|&index| (index, routes[index].name.as_str(), &routes[index].sni));
@@ -513,6 +569,37 @@ mod tests {
                 &[shown, "a whole number (seconds for a duration"],
             );
         }
+    }
+
+    #[test]
+    fn test_udp_routes() {
+        let config = accepts("[[route]]\nlisten = \"udp://127.0.0.1:53\"\nupstreams = [\"udp://127.0.0.1:5353\"]\nudp_idle_timeout = \"5s\"\nudp_max_sessions = 9\n\n[[route]]\nlisten = \"127.0.0.1:53\"\nupstreams = [\"127.0.0.1:5353\"]\n");
+        let udp = &config.routes[0];
+        assert_eq!(udp.protocol, crate::config::Protocol::Udp);
+        assert_eq!(
+            udp.upstreams[0].addrs,
+            Ok(vec!["127.0.0.1:5353".parse().expect("addr")])
+        );
+        assert_eq!(
+            (udp.udp_idle_timeout, udp.udp_max_sessions),
+            (Duration::from_secs(5), 9)
+        );
+        assert_eq!(config.routes[1].protocol, crate::config::Protocol::Tcp);
+        rejects(
+            "[[route]]\nlisten = \"udp://127.0.0.1:53\"\nupstreams = [\"127.0.0.1:53\"]\n",
+            "test.toml:3: route[0].upstreams: upstream '127.0.0.1:53' is tcp but the route listens on udp://127.0.0.1:53 (udp)",
+            &[],
+        );
+        rejects(
+            "[[route]]\nlisten = [\"udp://127.0.0.1:53\", \"127.0.0.1:54\"]\nupstreams = [\"udp://127.0.0.1:53\"]\n",
+            "test.toml:2: route[0].listen: '127.0.0.1:54' mixes udp and tcp",
+            &[],
+        );
+        rejects(
+            "[[route]]\nlisten = \"udp://127.0.0.1:53\"\nupstreams = [\"udp://127.0.0.1:53\"]\nhealth_interval = \"1s\"\n",
+            "test.toml:3: route[0].upstreams: udp route udp://127.0.0.1:53 cannot take",
+            &["health_interval"],
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::close::Cause;
 use crate::config::Splice;
 use crate::datapath::net;
 use crate::datapath::stream::Conn;
+use crate::observe::metric_kinds::Label;
 use crate::observe::metrics::Metrics;
 use crate::session::attempt::{Failed, GiveUp, Next, Plan};
 use crate::session::pair::{Outcome, Pair};
@@ -193,6 +194,11 @@ pub(crate) fn open(
 /// outcome again: `Open` (an attempt under way, a lookup queued, or an established pair waiting),
 /// `Yield`, or `Close`.
 pub(crate) fn advance(cx: &mut Context<'_>, slot: usize, pair: &mut Pair, step: Step) -> Outcome {
+    if matches!(step, Step::Greeted(_)) {
+        if let Err(outcome) = admit_greeted(cx, pair) {
+            return outcome;
+        }
+    }
     match step {
         Step::Greeted(Target::Balanced) => {
             pair.set_plan(Plan::Upstreams {
@@ -227,6 +233,37 @@ pub(crate) fn advance(cx: &mut Context<'_>, slot: usize, pair: &mut Pair, step: 
 /// A pair closes: the endpoint it held is given back.
 pub(crate) fn release(route: &mut Route, pair: &mut Pair, now: Instant) {
     give_back(route, pair.take_lease(), None, now);
+    if let Some(key) = pair.client_key.take() {
+        route.release_client(key, now);
+    }
+}
+
+/// With `accept_proxy`, the per-client checks wait for the address the header carries: this is
+/// where they happen. A client refused is reset (and counted by why).
+fn admit_greeted(cx: &mut Context<'_>, pair: &mut Pair) -> Result<(), Outcome> {
+    if !cx.route.config.accept_proxy {
+        return Ok(());
+    }
+    match cx.route.admit_client(pair.client_addr.ip(), cx.now) {
+        Ok(key) => {
+            pair.client_key = key;
+            Ok(())
+        }
+        Err(why) => {
+            cx.metrics
+                .client_rejects
+                .count(&cx.route.config.name, why, 1);
+            debug!(
+                "conn={} client={} route={} reset: {}",
+                pair.id,
+                pair.client_addr,
+                cx.route.config.name,
+                why.value()
+            );
+            pair.client.reset_on_close();
+            Err(Outcome::Close(Cause::Rejected))
+        }
+    }
 }
 
 /// The one place a lease ends: after a failed attempt (which first counts against the endpoint's

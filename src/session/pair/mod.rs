@@ -41,7 +41,7 @@
 //! upstreams: it never fails over to them; its addresses are its candidates instead.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::datapath::stream::Conn;
@@ -122,6 +122,9 @@ pub(crate) struct Pair<S: Socket = Conn> {
     pub(crate) armed: Option<Instant>,
     /// `--send-proxy`: put a PROXY header first in the upstream stream.
     send_proxy: Option<Version>,
+    /// The key its route's per-client table counts it under, if the route has per-client limits:
+    /// given back when the pair closes (`connect::release`).
+    pub(crate) client_key: Option<IpAddr>,
 }
 
 impl<S: Socket> Pair<S> {
@@ -177,6 +180,7 @@ impl<S: Socket> Pair<S> {
             last_activity: now,
             armed: None,
             send_proxy: None,
+            client_key: None,
         }
     }
 
