@@ -17,6 +17,7 @@ use log::{info, warn};
 use edgefwd::config::clients::{Cidr, ClientPrefix, Rate};
 use edgefwd::config::file::{self, Defaults, FileError};
 use edgefwd::config::settings;
+use edgefwd::config::unix;
 use edgefwd::config::Algorithm;
 use edgefwd::config::{self, Config, Mode, Protocol, RouteConfig, Splice};
 use edgefwd::datapath::budget::{self, FdBudget};
@@ -41,7 +42,8 @@ struct Cli {
 
     /// Address to accept connections on: IP:PORT, [IPv6]:PORT or HOST:PORT, e.g. 0.0.0.0:8080, [::]:8080,
     /// localhost:8080 (a host name is resolved at start and every address bound; port 0 picks a free
-    /// port); udp://ADDR forwards UDP datagrams instead (then every upstream is udp:// too).
+    /// port); udp://ADDR forwards UDP datagrams instead (then every upstream is udp:// too); unix:/PATH
+    /// or unix:@NAME (abstract, Linux) accepts on a Unix stream socket.
     #[arg(long, value_name = "ADDR", required_unless_present = "config")]
     listen: Option<String>,
 
@@ -113,6 +115,10 @@ struct Cli {
     /// Listen backlog.
     #[arg(long, value_name = "N", default_value = settings::BACKLOG.flag_default(), value_parser = clap::value_parser!(i32).range(1..))]
     backlog: i32,
+
+    /// Permission bits (octal) of a unix:/PATH listener's socket file.
+    #[arg(long, value_name = "OCTAL", default_value = settings::UNIX_MODE.flag_default(), value_parser = unix::parse_mode)]
+    unix_mode: u32,
 
     /// forward (to the upstreams) or connect (an HTTP CONNECT proxy to the destinations --allow names).
     #[arg(long, value_name = "MODE", value_parser = str::parse::<Mode>)]

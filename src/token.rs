@@ -69,8 +69,10 @@ const RESERVED_FLOOR: usize = (GENERATION_MASK as usize) << (usize::BITS - GENER
 const PROBE_BASE: usize = MAX_SCRAPES;
 /// Offset of the first listener token above the floor.
 const LISTENER_BASE: usize = PROBE_BASE + MAX_PROBES;
+/// Offset of the first Unix listener token above the floor.
+const UNIX_LISTENER_BASE: usize = LISTENER_BASE + MAX_ROUTES * MAX_LISTENERS;
 /// Offset of the first warm-connection token above the floor.
-const WARM_BASE: usize = LISTENER_BASE + MAX_ROUTES * MAX_LISTENERS;
+const WARM_BASE: usize = UNIX_LISTENER_BASE + MAX_ROUTES * MAX_LISTENERS;
 /// One past the last reserved offset; below the fixed tokens at the top of the range.
 const RESERVED_END: usize = WARM_BASE + MAX_WARM;
 const _: () = assert!(RESERVED_END < (1 << 16) - 6);
@@ -80,6 +82,11 @@ const _: () = assert!(RESERVED_END < (1 << 16) - 6);
 pub(crate) enum Owner {
     /// Listener `index` of the route in slab slot `route`.
     Listener {
+        route: usize,
+        index: usize,
+    },
+    /// Unix listener `index` of the route in slab slot `route`.
+    UnixListener {
         route: usize,
         index: usize,
     },
@@ -115,9 +122,13 @@ impl Owner {
             Token(value) if value >= RESERVED_FLOOR => match value - RESERVED_FLOOR {
                 offset if offset < PROBE_BASE => Owner::Scrape(offset),
                 offset if offset < LISTENER_BASE => Owner::Probe(offset - PROBE_BASE),
-                offset if offset < WARM_BASE => Owner::Listener {
+                offset if offset < UNIX_LISTENER_BASE => Owner::Listener {
                     route: (offset - LISTENER_BASE) / MAX_LISTENERS,
                     index: (offset - LISTENER_BASE) % MAX_LISTENERS,
+                },
+                offset if offset < WARM_BASE => Owner::UnixListener {
+                    route: (offset - UNIX_LISTENER_BASE) / MAX_LISTENERS,
+                    index: (offset - UNIX_LISTENER_BASE) % MAX_LISTENERS,
                 },
                 offset => Owner::Warm(offset - WARM_BASE),
             },
@@ -138,6 +149,12 @@ impl Owner {
 pub(crate) fn listener_token(route: usize, index: usize) -> Token {
     debug_assert!(route < MAX_ROUTES && index < MAX_LISTENERS);
     Token(RESERVED_FLOOR + LISTENER_BASE + route * MAX_LISTENERS + index)
+}
+
+/// The token of Unix listener `index` (below [`MAX_LISTENERS`]) of the route in slot `route`.
+pub(crate) fn unix_listener_token(route: usize, index: usize) -> Token {
+    debug_assert!(route < MAX_ROUTES && index < MAX_LISTENERS);
+    Token(RESERVED_FLOOR + UNIX_LISTENER_BASE + route * MAX_LISTENERS + index)
 }
 
 /// The generation field value that marks a UDP token: pairs' generations stay below it (the reactor
@@ -253,6 +270,10 @@ mod tests {
             assert_eq!(
                 Owner::of(listener_token(route, index)),
                 Owner::Listener { route, index }
+            );
+            assert_eq!(
+                Owner::of(unix_listener_token(route, index)),
+                Owner::UnixListener { route, index }
             );
         }
         assert_eq!(Owner::of(scrape_token(0)), Owner::Scrape(0));

@@ -180,7 +180,13 @@ fn start(port: u16, backend: &Backend, path: &str, extra: &[&str]) -> Forwarder 
         "60s",
     ];
     args.extend_from_slice(extra);
-    Forwarder::start(&args)
+    let fwd = Forwarder::start(&args);
+    // A first process binds its upgrade socket just after its listeners (a successor, only once it
+    // has taken over): connecting before that finds no file.
+    if !extra.contains(&"--upgrade-from") {
+        fwd.expect_log("upgrade socket on", EXIT_TIMEOUT);
+    }
+    fwd
 }
 
 /// One hop: two long transfers start on `old`, a successor (`extra` flags) takes over, `old` exits once
@@ -394,6 +400,7 @@ fn test_upgrade_from_a_socket_activated_process() {
         },
     );
     old.expect_log("is socket-activated fd 3", EXIT_TIMEOUT);
+    old.expect_log("upgrade socket on", EXIT_TIMEOUT);
     drop(activated); // only the processes hold it now
     let steady = Steady::start(addr, 2);
     let mut new = hop(&mut old, (addr.port(), &backend, at), &[]);

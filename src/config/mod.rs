@@ -8,6 +8,7 @@ pub mod clients;
 pub mod dns;
 pub mod file;
 pub mod settings;
+pub mod unix;
 
 mod algorithm;
 mod quantity;
@@ -73,6 +74,10 @@ pub struct RouteConfig {
     /// Addresses the route's listeners bind (port 0 lets the kernel choose; each start line logs the
     /// real one).
     pub listen: Vec<SocketAddr>,
+    /// Unix stream sockets the route's listeners bind besides (`unix:/path`, `unix:@name`).
+    pub listen_unix: Vec<unix::UnixAddr>,
+    /// Permission bits of the socket files of `listen_unix` paths.
+    pub unix_mode: u32,
     /// Where connections go; at most [`MAX_UPSTREAMS`].
     pub upstreams: Vec<UpstreamConfig>,
     /// How an upstream is picked for each new connection.
@@ -324,6 +329,8 @@ pub(crate) const MAX_WEIGHT: u32 = 10_000;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `fin_timeout`.
 const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `unix_mode`: owner and group may connect.
+pub const DEFAULT_UNIX_MODE: u32 = 0o660;
 /// Default listen backlog.
 const DEFAULT_BACKLOG: i32 = 1024;
 /// Default `fall`.

@@ -6,6 +6,7 @@
 //! - [`pump`]: one direction, `src -> ring (or pipe) -> dst`, its state machine.
 //! - [`splice`]: `--splice` zero-copy pipes (Linux).
 //! - [`stream`]: the socket seam: what a pump and a pair need of a socket, as traits.
+//! - [`unix`]: Unix domain listeners: the file's mode, stale files replaced, live ones refused.
 //! - [`net`]: socket2 setup (listener, non-blocking connect, options) and `io::Error` -> outcome.
 //! - [`budget`]: the process's fd budget, in slots of two fds, shared by pairs and pipes.
 //! - [`sockmap`]: in-kernel forwarding through a BPF sockhash (Linux); measured, not wired into the
@@ -20,3 +21,4 @@ pub(crate) mod ring;
 pub mod sockmap;
 pub(crate) mod splice;
 pub(crate) mod stream;
+pub mod unix;

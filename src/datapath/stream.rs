@@ -7,16 +7,21 @@
 //!   upstream connects (is a FIN a half-close or a client that left?), ask a connecting socket where its
 //!   connect stands, and the address the client connected to (a `--send-proxy` header's destination).
 //!
-//! Both are implemented for `mio::net::TcpStream`, the only socket the reactor runs. Registering a socket
-//! with `Poll` and the close-with-RST option stay the reactor's, on the concrete type: a pair never
-//! touches `Poll`. In unit tests, `script::Scripted` stands in for a socket: each read and write returns
+//! Both are implemented for `mio::net::TcpStream`, and for [`Conn`], the socket the reactor runs: TCP or
+//! a Unix stream, each side of a pair on its own (a Unix client may have a TCP upstream). `Conn` is an
+//! enum, not a trait object: a read or write is one predictable branch, inlined, with no dynamic
+//! dispatch, and `Pair` stays one type (a generic pair per mix would make four types that the slab, the
+//! connect path and the reactor would each have to name). Registering a socket with `Poll` and the
+//! close-with-RST option stay the reactor's: a pair never touches `Poll`. In unit tests, `script::Scripted` stands in for a socket: each read and write returns
 //! what the test scripted.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 
-use mio::net::TcpStream;
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
 
 use crate::datapath::net::{self, ConnectState};
 
@@ -59,9 +64,181 @@ impl Socket for TcpStream {
     }
 }
 
-#[cfg(test)]
-impl Stream for mio::net::UnixStream {
+impl Stream for UnixStream {
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+}
+
+/// One side of a pair as the reactor runs it: a TCP stream or a Unix stream.
+#[derive(Debug)]
+pub(crate) enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Conn {
+    /// The TCP stream, for the options only TCP has (TCP_NODELAY, keepalive).
+    pub(crate) fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Conn::Tcp(stream) => Some(stream),
+            Conn::Unix(_) => None,
+        }
+    }
+
+    /// [`net::set_reset_on_close`] on TCP. A Unix stream has no RST: its peer sees the close as an end
+    /// of stream, or ECONNRESET when the close left bytes unread (Linux).
+    pub(crate) fn reset_on_close(&self) {
+        if let Some(stream) = self.tcp() {
+            net::set_reset_on_close(stream);
+        }
+    }
+}
+
+/// Calls `$body` with `$stream` bound to the inner stream, whichever kind it is.
+macro_rules! each {
+    ($conn:expr, $stream:ident => $body:expr) => {
+        match $conn {
+            Conn::Tcp($stream) => $body,
+            Conn::Unix($stream) => $body,
+        }
+    };
+}
+
+impl Read for Conn {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        each!(self, stream => stream.read(buf))
+    }
+
+    #[inline]
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        each!(self, stream => stream.read_vectored(bufs))
+    }
+}
+
+impl Write for Conn {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        each!(self, stream => stream.write(buf))
+    }
+
+    #[inline]
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        each!(self, stream => stream.write_vectored(bufs))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        each!(self, stream => stream.flush())
+    }
+}
+
+impl AsRawFd for Conn {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        each!(self, stream => stream.as_raw_fd())
+    }
+}
+
+impl Stream for Conn {
+    fn shutdown_write(&self) -> io::Result<()> {
+        each!(self, stream => stream.shutdown_write())
+    }
+}
+
+impl Socket for Conn {
+    fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(stream) => stream.peek(buf),
+            // mio's UnixStream has no peek: recv(2) with MSG_PEEK through socket2.
+            Conn::Unix(stream) => {
+                // SAFETY: `recv` writes initialised bytes only, into the first `n` it returns; a
+                // `&mut [u8]` seen as `&mut [MaybeUninit<u8>]` is sound (u8 has no invalid values) as
+                // long as nothing uninitialised is written back, which recv(2) never does.
+                let uninit =
+                    unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+                socket2::SockRef::from(stream).peek(uninit)
+            }
+        }
+    }
+
+    fn connect_result(&self) -> ConnectState {
+        match self {
+            Conn::Tcp(stream) => net::connect_result(stream),
+            // Unix streams reach a pair accepted, never connecting.
+            Conn::Unix(_) => ConnectState::Connected,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Conn::Tcp(stream) => stream.local_addr(),
+            Conn::Unix(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a Unix socket has no IP address",
+            )),
+        }
+    }
+}
+
+impl Source for Conn {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        each!(self, stream => stream.register(registry, token, interests))
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        each!(self, stream => stream.reregister(registry, token, interests))
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        each!(self, stream => stream.deregister(registry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected pair of non-blocking Unix streams, as `Conn`s.
+    fn unix_pair() -> (Conn, Conn) {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        (Conn::Unix(a), Conn::Unix(b))
+    }
+
+    #[test]
+    fn test_unix_peek_does_not_consume() {
+        let (mut a, b) = unix_pair();
+        a.write_all(b"hello").expect("write");
+        let mut peeked = [0u8; 16];
+        assert_eq!(b.peek(&mut peeked).expect("peek"), 5);
+        assert_eq!(&peeked[..5], b"hello");
+        let mut b = b;
+        let mut read = [0u8; 16];
+        assert_eq!(
+            b.read(&mut read).expect("read"),
+            5,
+            "the peeked bytes are still there"
+        );
+        assert_eq!(&read[..5], b"hello");
+        a.shutdown_write().expect("shutdown");
+        assert_eq!(b.peek(&mut peeked).expect("peek at the FIN"), 0);
+    }
+
+    #[test]
+    fn test_unix_conn_has_no_ip_address_and_is_connected() {
+        let (a, _b) = unix_pair();
+        assert!(a.local_addr().is_err());
+        assert!(matches!(a.connect_result(), ConnectState::Connected));
+        assert!(a.tcp().is_none());
+        a.reset_on_close();
     }
 }

@@ -7,21 +7,26 @@
 use edgefwd::config::clients::ClientAcl;
 use edgefwd::config::dns;
 use edgefwd::config::file::Defaults;
-use edgefwd::config::{self, Config, RouteConfig, Splice, UpstreamConfig};
+use edgefwd::config::unix::UnixAddr;
+use edgefwd::config::{self, Config, Protocol, RouteConfig, Splice, UpstreamConfig};
 use edgefwd::wire::allow::AllowList;
 
 use super::{usage, Cli, Failure};
 
 /// The flags describe one route.
 pub(super) fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure> {
-    let (protocol, listen) = cli
+    let text = cli
         .listen
         .ok_or_else(|| String::from("--listen is required without --config"))
-        .and_then(|text| {
-            let (protocol, rest) = config::split_scheme(&text);
-            dns::listen_addresses(rest).map(|addrs| (protocol, addrs))
-        })
         .map_err(usage)?;
+    let (protocol, listen, listen_unix) = if UnixAddr::is_unix(&text) {
+        let addr = text.parse::<UnixAddr>().map_err(usage)?;
+        (Protocol::Tcp, Vec::new(), vec![addr])
+    } else {
+        let (protocol, rest) = config::split_scheme(&text);
+        let addrs = dns::listen_addresses(rest).map_err(usage)?;
+        (protocol, addrs, Vec::new())
+    };
     let mut upstreams: Vec<UpstreamConfig> = Vec::with_capacity(cli.upstream.len());
     for (name, weight) in cli.upstream {
         if upstreams.iter().any(|u| u.name == name) {
@@ -52,6 +57,8 @@ pub(super) fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure
         name: "default".into(),
         named: false,
         listen,
+        listen_unix,
+        unix_mode: cli.unix_mode,
         connect_attempts: connect_attempts.min(config::most_endpoints(&upstreams)),
         resolve_interval: match cli.resolve_interval {
             Some(interval) => Some(interval).filter(|d| !d.is_zero()),

@@ -10,7 +10,7 @@
 //! (`flush_queue`; docs/operations.md says exactly what is timed).
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use log::{debug, warn};
@@ -19,11 +19,15 @@ use mio::net::TcpStream;
 use super::Reactor;
 use crate::datapath::budget::{self, Slot};
 use crate::datapath::net;
+use crate::datapath::stream::Conn;
 use crate::observe::metric_kinds::{ClientReject, Label};
 
 /// Most connections accepted from one listener in one loop turn, so a connection flood cannot starve
 /// established pairs.
 const ACCEPT_BUDGET: usize = 256;
+
+/// The address a Unix client's pair carries: it has no IP address (`accept_from_unix`).
+const UNIX_CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 /// How long accepting pauses after EMFILE/ENFILE: long enough to cost no CPU, short enough to resume fast.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -39,6 +43,21 @@ impl Reactor {
         if self.siblings.budget.is_wanted() {
             // Clients wait for a slot, perhaps in another reactor's backlog: spares must not hold them.
             self.shed_spare_pipes();
+        }
+        let unix_ready: Vec<(usize, usize)> = self
+            .routes
+            .iter()
+            .flat_map(|(key, route)| {
+                route
+                    .unix_listeners
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, listener)| listener.ready)
+                    .map(move |(index, _)| (key, index))
+            })
+            .collect();
+        for (route, index) in unix_ready {
+            self.accept_from_unix(route, index);
         }
         let ready: Vec<(usize, usize)> = self
             .routes
@@ -93,8 +112,44 @@ impl Reactor {
                 Ok((stream, addr)) => {
                     self.metrics.accepts += 1;
                     if let Some(key) = self.admit(route, &stream, addr) {
-                        self.open_pair(route, stream, addr, key, slot);
+                        self.open_pair(route, Conn::Tcp(stream), addr, key, slot);
                     }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => listener.ready = false,
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(err) => self.pause_accepting(&err),
+            }
+        }
+    }
+
+    /// [`Reactor::accept_from`] for a Unix listener. A Unix client has no IP address: its pair names it
+    /// `0.0.0.0:0` in logs and balances it as that (`source-hash` sends every Unix client to one
+    /// upstream), and a PROXY header sent for it is v1 `UNKNOWN` or v2 `LOCAL` (docs/unix-sockets.md).
+    fn accept_from_unix(&mut self, route: usize, index: usize) {
+        for _ in 0..ACCEPT_BUDGET {
+            if !self.can_accept_unix(route, index) {
+                self.note_limit(route);
+                return;
+            }
+            let Some(slot) = self.take_pair_slot() else {
+                self.note_budget_full(route);
+                return;
+            };
+            let Some(listener) = self.routes.get_mut(route).and_then(|route| {
+                route.at_limit = false;
+                route.unix_listeners.get_mut(index)
+            }) else {
+                return;
+            };
+            match listener.socket.accept() {
+                Ok((stream, _)) => {
+                    self.metrics.accepts += 1;
+                    // No IP address: no `client_allow`/`client_deny` nor per-client limit applies.
+                    self.open_pair(route, Conn::Unix(stream), UNIX_CLIENT, None, slot);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => listener.ready = false,
                 Err(err)
@@ -135,6 +190,17 @@ impl Reactor {
                 None
             }
         }
+    }
+
+    fn can_accept_unix(&self, route: usize, index: usize) -> bool {
+        self.accept_paused_until.is_none()
+            && self.routes.get(route).is_some_and(|route| {
+                route.below_limit()
+                    && route
+                        .unix_listeners
+                        .get(index)
+                        .is_some_and(|listener| listener.ready)
+            })
     }
 
     fn can_accept(&self, route: usize, index: usize) -> bool {
@@ -191,7 +257,7 @@ impl Reactor {
                 listener.ready = net::has_queued(&listener.socket);
             }
         }
-        let at_limit = !route.below_limit() && route.listeners.iter().any(|l| l.ready);
+        let at_limit = !route.below_limit() && route.any_listener_ready();
         if at_limit && !route.at_limit {
             route.full_since = Some(self.now);
             self.metrics.accept_pauses_limit += 1;
@@ -300,9 +366,10 @@ impl Reactor {
     pub(super) fn any_accept_ready(&self) -> bool {
         self.accept_paused_until.is_none()
             && (self.siblings.budget.has_room()
-                && self.routes.iter().any(|(_, route)| {
-                    route.below_limit() && route.listeners.iter().any(|listener| listener.ready)
-                })
+                && self
+                    .routes
+                    .iter()
+                    .any(|(_, route)| route.below_limit() && route.any_listener_ready())
                 || self
                     .metrics_server
                     .as_ref()

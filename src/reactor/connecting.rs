@@ -8,12 +8,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use log::warn;
-use mio::net::TcpStream;
 use mio::Poll;
 use slab::Slab;
 
 use super::Reactor;
 use crate::datapath::budget::Slot;
+use crate::datapath::stream::Conn;
 use crate::observe::metrics::Metrics;
 use crate::reactor::worker::{Lookup, Worker};
 use crate::session::connect::{self, Context, Lookups, Step};
@@ -29,7 +29,7 @@ impl Reactor {
     pub(super) fn open_pair(
         &mut self,
         key: usize,
-        client: TcpStream,
+        client: Conn,
         client_addr: SocketAddr,
         client_key: Option<IpAddr>,
         fd_slot: Slot,

@@ -284,7 +284,7 @@ impl Reactor {
                     ))
                 }
             };
-            reactor.insert_route(route, listeners, None)?;
+            reactor.insert_route(route, listeners, None, &mut Vec::new())?;
         }
         Ok(reactor)
     }
@@ -304,7 +304,7 @@ impl Reactor {
         self.routes
             .iter()
             .flat_map(|(_, route)| {
-                (0..route.listeners.len()).filter_map(|index| route.describe_listener(index))
+                (0..route.listener_count()).filter_map(|index| route.describe_listener(index))
             })
             .chain(self.udp_start_lines())
             .collect()
@@ -395,6 +395,7 @@ impl Reactor {
             }
             match owner {
                 Owner::Listener { route, index } => self.on_listener_event(route, index),
+                Owner::UnixListener { route, index } => self.on_unix_listener_event(route, index),
                 Owner::Signals => self.on_signals(),
                 Owner::Metrics => self.with_metrics_server(|server, _| server.on_listener_event()),
                 Owner::Waker => self.on_waker(),
@@ -424,6 +425,17 @@ impl Reactor {
             .routes
             .get_mut(route)
             .and_then(|route| route.listeners.get_mut(index))
+        {
+            listener.ready = true;
+        }
+    }
+
+    /// [`Reactor::on_listener_event`] for a Unix listener.
+    fn on_unix_listener_event(&mut self, route: usize, index: usize) {
+        if let Some(listener) = self
+            .routes
+            .get_mut(route)
+            .and_then(|route| route.unix_listeners.get_mut(index))
         {
             listener.ready = true;
         }

@@ -27,7 +27,7 @@ use crate::datapath::net;
 use crate::observe::metric_kinds::Reload;
 use crate::reactor::worker::Job;
 use crate::token::{self, MAX_ROUTES};
-use crate::upstream::route::{self, Listener, Route};
+use crate::upstream::route::{self, Listener, Route, UnixListening};
 
 /// How a route of a reloaded file relates to the running ones.
 #[derive(Debug, Clone, Copy)]
@@ -152,7 +152,8 @@ impl Reactor {
             Err(message) => return self.reload_rejected(&message),
         };
         // From here on nothing fails as a whole.
-        let mut taken = self.retire(&retiring);
+        let mut spare_unix = Vec::new();
+        let mut taken = self.retire(&retiring, &mut spare_unix);
         // Where each route built by this reload runs, for the followers to share its listeners (a kept
         // route's are theirs already).
         let mut running: Vec<Option<usize>> = Vec::with_capacity(new.routes.len());
@@ -176,7 +177,7 @@ impl Reactor {
                 Match::Changed(old) => Some(*old),
                 _ => None,
             };
-            let key = match self.insert_route(route.clone(), listeners, previous) {
+            let key = match self.insert_route(route.clone(), listeners, previous, &mut spare_unix) {
                 Ok(key) => {
                     if let Some(slot) = running.last_mut() {
                         *slot = Some(key);
@@ -189,14 +190,16 @@ impl Reactor {
                 }
             };
             if let Some(fresh) = self.routes.get(key) {
-                for index in 0..fresh.listeners.len() {
+                for index in 0..fresh.listener_count() {
                     if let Some(line) = fresh.describe_listener(index) {
                         info!("{line}");
                     }
                 }
             }
         }
-        drop(taken); // listeners no route asked for: closing them refuses new clients there
+        // Listeners no route asked for: closing them refuses new clients there (a Unix one removes its file).
+        drop(taken);
+        drop(spare_unix);
         for key in &removed {
             if let Some(route) = self.routes.get(*key) {
                 info!(
@@ -375,7 +378,11 @@ impl Reactor {
 
     /// Marks routes as draining and takes their listeners out (deregistered, still open), keyed by
     /// (route slot, listener index), for new routes to take over.
-    fn retire(&mut self, keys: &[usize]) -> HashMap<(usize, usize), Listener> {
+    fn retire(
+        &mut self,
+        keys: &[usize],
+        spare_unix: &mut Vec<UnixListening>,
+    ) -> HashMap<(usize, usize), Listener> {
         let mut taken = HashMap::new();
         for key in keys {
             let Some(route) = self.routes.get_mut(*key) else {
@@ -384,6 +391,10 @@ impl Reactor {
             route.draining = true;
             if let Some(warm) = self.warm.as_mut() {
                 warm.forget_route(route.uid);
+            }
+            for mut listener in std::mem::take(&mut route.unix_listeners) {
+                let _ = self.poll.registry().deregister(&mut listener.socket);
+                spare_unix.push(listener);
             }
             for (index, mut listener) in
                 std::mem::take(&mut route.listeners).into_iter().enumerate()
@@ -405,13 +416,25 @@ impl Reactor {
         config: RouteConfig,
         mut listeners: Vec<Listener>,
         previous: Option<usize>,
+        spare_unix: &mut Vec<UnixListening>,
     ) -> Result<usize, String> {
         if self.routes.len() >= MAX_ROUTES {
             return Err(format!("more than {MAX_ROUTES} routes"));
         }
         // The slot the route will take: nothing is inserted in between.
         let key = self.routes.vacant_key();
-        register_listeners(self.poll.registry(), key, &mut listeners)?;
+        let mut unix_listeners = if self.siblings.index == 0 {
+            unix_listeners_for(&config, spare_unix)?
+        } else {
+            Vec::new()
+        };
+        register_unix_listeners(self.poll.registry(), key, &mut unix_listeners)?;
+        if let Err(err) = register_listeners(self.poll.registry(), key, &mut listeners) {
+            for listener in &mut unix_listeners {
+                let _ = self.poll.registry().deregister(&mut listener.socket);
+            }
+            return Err(err);
+        }
         let previous = previous
             .and_then(|old| self.routes.get(old))
             .map(|old| &old.upstreams);
@@ -424,6 +447,8 @@ impl Reactor {
                 .map(|size| (size, self.siblings.budget.clone())),
             (self.now, previous),
         );
+        let mut route = route;
+        route.unix_listeners = unix_listeners;
         let key = self.routes.insert(route);
         self.next_route_uid += 1;
         Ok(key)
@@ -464,6 +489,45 @@ impl Reactor {
 /// drops them). A listener may be a `--threads` descriptor of a socket a sibling also holds, and the
 /// registration of such a descriptor outlives its close ([`net::share_listener`]): left behind, it
 /// would wake this poller with every new client of that socket, under a token of no route.
+/// The Unix listeners of `config`: each taken from `spare` (those of the routes a reload retires, still
+/// listening, so no client is refused meanwhile and our own socket is not mistaken for a live stranger)
+/// or else bound.
+fn unix_listeners_for(
+    config: &RouteConfig,
+    spare: &mut Vec<UnixListening>,
+) -> Result<Vec<UnixListening>, String> {
+    config
+        .listen_unix
+        .iter()
+        .map(|addr| match spare.iter().position(|l| l.addr == *addr) {
+            Some(at) => Ok(spare.swap_remove(at)),
+            None => UnixListening::bind(addr, config),
+        })
+        .collect()
+}
+
+/// Registers Unix listeners under their tokens, all or none; each is marked ready (one taken over may
+/// hold queued connections whose edge was consumed).
+fn register_unix_listeners(
+    registry: &Registry,
+    key: usize,
+    listeners: &mut [UnixListening],
+) -> Result<(), String> {
+    for index in 0..listeners.len() {
+        let listener = &mut listeners[index];
+        let token = token::unix_listener_token(key, index);
+        if let Err(err) = registry.register(&mut listener.socket, token, Interest::READABLE) {
+            let message = format!("cannot register listener {}: {err}", listener.addr);
+            for registered in &mut listeners[..index] {
+                let _ = registry.deregister(&mut registered.socket);
+            }
+            return Err(message);
+        }
+        listener.ready = true;
+    }
+    Ok(())
+}
+
 fn register_listeners(
     registry: &Registry,
     key: usize,

@@ -69,6 +69,9 @@ impl Reactor {
                 // means it was not registered.
                 let _ = registry.deregister(&mut listener.socket);
             }
+            for mut listener in route.unix_listeners.drain(..) {
+                let _ = registry.deregister(&mut listener.socket);
+            }
         }
         self.warm = None;
         self.notify_stopping();

@@ -8,7 +8,6 @@ use slab::Slab;
 use super::Reactor;
 use crate::close::Cause;
 use crate::datapath::budget;
-use crate::datapath::net;
 use crate::reactor::timer::Entry;
 use crate::session::connect;
 use crate::session::pair::Pair;
@@ -61,9 +60,9 @@ impl Reactor {
         // A timeout can fire while a stalled reader leaves bytes in a ring: those peers must see an
         // abort, not a FIN after a stream that silently lost its tail.
         if cause.resets() || pair.holds_undelivered() {
-            net::set_reset_on_close(&pair.client);
+            pair.client.reset_on_close();
             if let Some(upstream) = pair.upstream() {
-                net::set_reset_on_close(upstream);
+                upstream.reset_on_close();
             }
         }
         if let Some(route) = self.routes.get_mut(pair.route) {

@@ -4,6 +4,7 @@
 //! - [`health`]: one upstream's up/down state machine with backoff. Pure.
 //! - [`endpoint`]: a route's upstreams and their endpoints (one per address of a name): health, load,
 //!   shared weights, the set kept current by re-resolution. Pure.
+//! - [`listener`]: a route's listening sockets, TCP and Unix, with their `ready` bits.
 //! - [`route`]: one route's listeners, upstreams, balancer, buffer pool and settings.
 //! - [`prewarm`]: the `--prewarm` pool of never-used upstream connections.
 
@@ -11,5 +12,6 @@ pub(crate) mod balance;
 pub(crate) mod clients;
 pub(crate) mod endpoint;
 pub(crate) mod health;
+pub mod listener;
 pub(crate) mod prewarm;
 pub mod route;

@@ -15,12 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
-use mio::net::TcpListener;
 
 use crate::config::settings;
 use crate::config::{Addresses, Mode, RouteConfig};
 use crate::datapath::budget::FdBudget;
-use crate::datapath::net::{self, StreamOptions};
+use crate::datapath::net::StreamOptions;
 use crate::datapath::pump::Shared;
 use crate::datapath::ring::BufPool;
 use crate::datapath::splice::PipePool;
@@ -32,6 +31,9 @@ use crate::upstream::clients::ClientTable;
 use crate::upstream::endpoint::{Change, Endpoint, Tried, Upstreams, HOLD};
 use crate::upstream::health;
 use crate::wire::greeting::{ConnectRules, Rules};
+
+pub use crate::upstream::listener::Listener;
+pub(crate) use crate::upstream::listener::UnixListening;
 
 /// The timeouts a pair checks itself against.
 #[derive(Debug, Clone, Copy)]
@@ -67,50 +69,6 @@ const MAX_SPARE_PIPES: usize = 32;
 /// How often the "all upstreams are down" (or "none resolves") warning may repeat.
 const ALL_DOWN_WARNING_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A bound listening socket.
-#[derive(Debug)]
-pub struct Listener {
-    pub(crate) socket: TcpListener,
-    /// The address the config asked for (port 0 stays 0 here): what a reload matches on.
-    pub(crate) requested: SocketAddr,
-    /// The address actually bound.
-    pub(crate) local: SocketAddr,
-    /// An edge arrived that no accept has drained to WouldBlock yet.
-    pub(crate) ready: bool,
-}
-
-impl Listener {
-    /// Binds `addr` with the route's backlog and TCP_NODELAY. The error names the address (and says
-    /// "Address already in use" when another socket, of this process or another, listens there).
-    pub(crate) fn bind(addr: SocketAddr, route: &RouteConfig) -> Result<Listener, String> {
-        let socket = net::bind_listener(addr, route.backlog, route.nodelay)
-            .map_err(|err| format!("cannot listen on {addr}: {err}"))?;
-        Listener::adopt(addr, socket)
-    }
-
-    /// A listening socket bound for `requested`, here or by another reactor ([`net::share_listener`]).
-    pub(crate) fn adopt(requested: SocketAddr, socket: TcpListener) -> Result<Listener, String> {
-        let local = socket
-            .local_addr()
-            .map_err(|err| format!("cannot read the address of listener {requested}: {err}"))?;
-        Ok(Listener {
-            socket,
-            requested,
-            local,
-            ready: false,
-        })
-    }
-
-    /// The same listening socket under another descriptor, for a `--threads` sibling reactor
-    /// ([`net::share_listener`]): it remembers the same requested and bound addresses, so a reload
-    /// matches it as it matches this one.
-    pub(crate) fn share(&self) -> Result<Listener, String> {
-        let socket = net::share_listener(&self.socket)
-            .map_err(|err| format!("cannot share listener {}: {err}", self.local))?;
-        Listener::adopt(self.requested, socket)
-    }
-}
-
 /// A client's hold on one endpoint of its route, from [`Route::lease`] to [`Route::give_back`]: while
 /// it lives, the endpoint's `active` count (least-connections balancing, the `active` metric, when a
 /// retired endpoint may go) includes the client. It is neither `Clone` nor `Copy`, and `give_back`
@@ -136,6 +94,8 @@ pub(crate) struct Route {
     pub(crate) config: RouteConfig,
     /// Bound listeners; empty once the route drains or a shutdown begins.
     pub(crate) listeners: Vec<Listener>,
+    /// Bound Unix listeners (first reactor only); emptied with `listeners`.
+    pub(crate) unix_listeners: Vec<UnixListening>,
     /// The upstreams and their endpoints (one per address), with health and load.
     pub(crate) upstreams: Upstreams,
     balancer: Balancer,
@@ -267,6 +227,7 @@ impl Route {
             next_resolve: config.resolve_interval.map(|interval| now + interval),
             resolving: false,
             listeners,
+            unix_listeners: Vec::new(),
             config,
         };
         route.report(&changes);
@@ -410,9 +371,26 @@ impl Route {
         self.upstreams.get(slot).map_or("-", |e| e.label.as_str())
     }
 
-    /// The start line of listener `index`: it begins with `listening on ADDR`, which tests parse.
+    /// TCP and Unix listeners together: the range of [`Route::describe_listener`]'s index.
+    pub(crate) fn listener_count(&self) -> usize {
+        self.listeners.len() + self.unix_listeners.len()
+    }
+
+    /// Whether any listener, TCP or Unix, has connections waiting.
+    pub(crate) fn any_listener_ready(&self) -> bool {
+        self.listeners.iter().any(|l| l.ready) || self.unix_listeners.iter().any(|l| l.ready)
+    }
+
+    /// The start line of listener `index` (TCP ones first, then Unix ones): it begins with
+    /// `listening on ADDR`, which tests parse.
     pub(crate) fn describe_listener(&self, index: usize) -> Option<String> {
-        let listener = self.listeners.get(index)?;
+        let local = match self.listeners.get(index) {
+            Some(listener) => listener.local.to_string(),
+            None => {
+                let unix = index.checked_sub(self.listeners.len())?;
+                self.unix_listeners.get(unix)?.addr.to_string()
+            }
+        };
         let config = &self.config;
         let upstreams: Vec<String> = self
             .upstreams
@@ -439,7 +417,7 @@ impl Route {
             .collect();
         Some(format!(
             "listening on {} route={} upstreams={}{}",
-            listener.local,
+            local,
             config.name,
             upstreams.join(","),
             settings::start_line(config),
@@ -493,7 +471,13 @@ pub(crate) fn same_route(old: &RouteConfig, new: &RouteConfig) -> bool {
         addrs.sort();
         addrs
     };
-    sorted(&old.listen) == sorted(&new.listen)
+    sorted(&old.listen) == sorted(&new.listen) && {
+        let mut old = old.listen_unix.clone();
+        let mut new = new.listen_unix.clone();
+        old.sort();
+        new.sort();
+        old == new
+    }
 }
 
 /// Whether a matched route of a reloaded file asks for nothing the running route `old` does not already
@@ -521,6 +505,8 @@ pub(crate) mod tests {
             name: name.unwrap_or("route-1").to_string(),
             named: name.is_some(),
             listen: listen.iter().map(|a| a.parse().expect("addr")).collect(),
+            listen_unix: Vec::new(),
+            unix_mode: crate::config::DEFAULT_UNIX_MODE,
             upstreams: vec![UpstreamConfig {
                 name: "127.0.0.1:9".into(),
                 addrs: Ok(vec!["127.0.0.1:9".parse().expect("addr")]),

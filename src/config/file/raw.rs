@@ -47,6 +47,7 @@ pub(super) struct RawRoute {
     pub(super) nodelay: Option<bool>,
     pub(super) keepalive: Option<Spanned<Quantity>>,
     pub(super) backlog: Option<Spanned<u32>>,
+    pub(super) unix_mode: Option<Spanned<String>>,
     pub(super) mode: Option<Spanned<Mode>>,
     pub(super) allow: Option<Spanned<Vec<String>>>,
     pub(super) proxy_auth: Option<Spanned<String>>,

@@ -24,6 +24,7 @@ pub const ROUTE: &[Setting] = &[
     NODELAY,
     KEEPALIVE,
     BACKLOG,
+    UNIX_MODE,
     MODE,
     ALLOW,
     PROXY_AUTH,
@@ -62,7 +63,7 @@ const LISTEN: Setting = Setting {
     value: "ADDR",
     default: "required",
     on_reload: OnReload::Matches,
-    doc: "address(es) to accept on: `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT` (a host name is resolved at start and at each reload, and every address it has is bound); port 0 picks a free port (logged); an unnamed route is recognised by its set of addresses",
+    doc: "address(es) to accept on: `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT` (a host name is resolved at start and at each reload, and every address it has is bound), `unix:/PATH` or `unix:@NAME` ([Unix sockets](unix-sockets.md)); port 0 picks a free port (logged); an unnamed route is recognised by its set of addresses",
     show: hidden,
     example: None,
 };
@@ -300,6 +301,21 @@ pub const BACKLOG: Setting = Setting {
         base: Base::Forward,
         flags: &["--backlog", "64"],
         toml: "backlog = 64",
+    }),
+};
+
+pub const UNIX_MODE: Setting = Setting {
+    key: "unix_mode",
+    flag: Some("unix_mode"),
+    value: "OCTAL",
+    default: "`\"0660\"`",
+    on_reload: OnReload::Replaces,
+    doc: "permission bits of the socket files of `unix:/PATH` listeners ([Unix sockets](unix-sockets.md))",
+    show: |c| (!c.listen_unix.is_empty()).then(|| format!("{:04o}", c.unix_mode)),
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--unix-mode", "600"],
+        toml: "unix_mode = \"600\"",
     }),
 };
 

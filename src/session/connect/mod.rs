@@ -28,6 +28,7 @@ use socket2::SockRef;
 use crate::close::Cause;
 use crate::config::Splice;
 use crate::datapath::net;
+use crate::datapath::stream::Conn;
 use crate::observe::metric_kinds::Label;
 use crate::observe::metrics::Metrics;
 use crate::session::attempt::{Failed, GiveUp, Next, Plan};
@@ -100,12 +101,14 @@ struct Started {
 pub(crate) fn open(
     cx: &mut Context<'_>,
     (slot, id): (usize, u32),
-    (client, client_addr): (TcpStream, SocketAddr),
+    (client, client_addr): (Conn, SocketAddr),
     splice: Splice,
 ) -> Option<Pair> {
-    if let Err(err) = net::apply_accepted_options(&SockRef::from(&client), cx.route.options) {
-        debug!("client={client_addr} dropped: cannot set socket options: {err}");
-        return None;
+    if let Some(tcp) = client.tcp() {
+        if let Err(err) = net::apply_accepted_options(&SockRef::from(tcp), cx.route.options) {
+            debug!("client={client_addr} dropped: cannot set socket options: {err}");
+            return None;
+        }
     }
     let send_proxy = cx.route.config.send_proxy;
     if let Some(rules) = cx.route.greeting.clone() {
@@ -146,7 +149,7 @@ pub(crate) fn open(
             &mut metrics.warm_misses
         }) += 1;
     }
-    let upstream = (started.stream, started.lease);
+    let upstream = (Conn::Tcp(started.stream), started.lease);
     let pair = Pair::new(
         id,
         (client, client_addr),
@@ -257,7 +260,7 @@ fn admit_greeted(cx: &mut Context<'_>, pair: &mut Pair) -> Result<(), Outcome> {
                 cx.route.config.name,
                 why.value()
             );
-            net::set_reset_on_close(&pair.client);
+            pair.client.reset_on_close();
             Err(Outcome::Close(Cause::Rejected))
         }
     }
@@ -323,7 +326,7 @@ fn attempt(
             ),
         }
     }
-    pair.begin_connect(started.stream, started.lease, cx.now);
+    pair.begin_connect(Conn::Tcp(started.stream), started.lease, cx.now);
     Outcome::Open
 }
 
@@ -441,7 +444,7 @@ fn looked(
 /// A client with nothing to connect to at accept: reset at once, counted and logged as a closed pair.
 fn refuse_client(
     cx: &mut Context<'_>,
-    client: &TcpStream,
+    client: &Conn,
     client_addr: SocketAddr,
     give_up: GiveUp,
     failed: Option<Failed>,
@@ -456,7 +459,7 @@ fn refuse_client(
         _ => "no upstream left to try".to_string(),
     };
     note_exhaustion(cx, failed);
-    net::set_reset_on_close(client);
+    client.reset_on_close();
     cx.metrics.closes[cause] += 1;
     debug!(
         "closed conn=- client={client_addr} route={} upstream=- cause={cause} c2u=0 u2c=0 duration=0ms error=\"{error}\"",

@@ -91,7 +91,13 @@ impl Harness {
         let (accepted, addr) = listener.accept().expect("accept");
         accepted.set_nonblocking(true).expect("nonblocking");
         let accepted = TcpStream::from_std(accepted);
-        let pair = open(&mut self.cx(now), (0, id), (accepted, addr), Splice::Off).expect("a pair");
+        let pair = open(
+            &mut self.cx(now),
+            (0, id),
+            (Conn::Tcp(accepted), addr),
+            Splice::Off,
+        )
+        .expect("a pair");
         (pair, client)
     }
 

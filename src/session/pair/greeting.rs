@@ -163,11 +163,14 @@ impl<S: Socket> Pair<S> {
         let Some(version) = self.send_proxy else {
             return;
         };
-        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-        let destination = destination
-            .or_else(|| self.client.local_addr().ok())
-            .unwrap_or(unspecified);
-        let header = proxy_protocol::encode_with_tlvs(version, self.client_addr, destination, tlvs);
+        // A Unix client has no IP address to send (its socket answers no `local_addr`), unless a PROXY
+        // header it sent carried some.
+        let header = match destination.map_or_else(|| self.client.local_addr(), Ok) {
+            Ok(destination) => {
+                proxy_protocol::encode_with_tlvs(version, self.client_addr, destination, tlvs)
+            }
+            Err(_) => proxy_protocol::encode_unknown(version, tlvs),
+        };
         self.c2u.push_preamble(&header);
     }
 

@@ -44,8 +44,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use crate::datapath::stream::Conn;
 use log::debug;
-use mio::net::TcpStream;
 
 use crate::close::Cause;
 use crate::config::Splice;
@@ -94,7 +94,7 @@ const MAX_ROUNDS: usize = 10_000;
 /// A client connection and its upstream, over sockets of type `S` (`mio::net::TcpStream` in the
 /// reactor; a scripted stream in unit tests, [`crate::datapath::stream`]).
 #[derive(Debug)]
-pub(crate) struct Pair<S: Socket = TcpStream> {
+pub(crate) struct Pair<S: Socket = Conn> {
     /// Connection id for logs; also the generation in this pair's tokens.
     pub(crate) id: u32,
     pub(crate) client: S,

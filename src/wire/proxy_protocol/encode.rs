@@ -28,6 +28,25 @@ pub(crate) fn encode_with_tlvs(
     }
 }
 
+/// A header for a client whose addresses are not IP ones (a Unix stream client, say): v1 `PROXY
+/// UNKNOWN`, v2 the PROXY command with the `AF_UNSPEC` family and no address block (the spec's
+/// "unknown, unspecified or unsupported protocol": the receiver uses the connection's own endpoints).
+/// Not `LOCAL`, which means a connection the proxy opened for itself, not one it relays. v2 keeps `tlvs`.
+pub(crate) fn encode_unknown(version: Version, tlvs: &[u8]) -> Vec<u8> {
+    match version {
+        Version::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        Version::V2 => {
+            let mut out = Vec::with_capacity(16 + tlvs.len());
+            out.extend_from_slice(&V2_SIGNATURE);
+            out.push(0x21); // version 2, command PROXY
+            out.push(0x00); // AF_UNSPEC, UNSPEC
+            out.extend_from_slice(&u16::try_from(tlvs.len()).unwrap_or(u16::MAX).to_be_bytes());
+            out.extend_from_slice(tlvs);
+            out
+        }
+    }
+}
+
 fn same_family(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
     if a.is_ipv4() == b.is_ipv4() {
         return (a, b);
@@ -89,6 +108,25 @@ fn as_v6(ip: IpAddr) -> Ipv6Addr {
 mod tests {
     use super::*;
     use crate::wire::proxy_protocol::test_headers::addr;
+
+    #[test]
+    fn test_unknown_addresses_parse_back_as_unknown() {
+        use crate::wire::proxy_protocol::{parse, Parsed};
+        assert_eq!(encode_unknown(Version::V1, &[]), b"PROXY UNKNOWN\r\n");
+        for version in [Version::V1, Version::V2] {
+            let header = encode_unknown(version, &[]);
+            match parse(&header) {
+                Parsed::Done {
+                    header_len, source, ..
+                } => {
+                    assert_eq!(header_len, header.len());
+                    assert_eq!(source, None, "{version:?}");
+                }
+                other => panic!("{version:?}: {other:?}"),
+            }
+        }
+        assert_eq!(&encode_unknown(Version::V2, &[])[12..], &[0x21, 0x00, 0, 0]);
+    }
 
     #[test]
     fn test_mixed_families_are_sent_as_ipv6() {

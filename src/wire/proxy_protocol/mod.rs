@@ -23,7 +23,8 @@
 //! # Where each part lives
 //! - this file: the bounds, [`Version`], [`Parsed`] and [`parse`], which picks the version from the
 //!   first bytes; the round-trip and mutation properties over the whole.
-//! - `encode`: [`encode()`] and [`encode_with_tlvs`] (mixed families sent as IPv6).
+//! - `encode`: [`encode()`] and [`encode_with_tlvs`] (mixed families sent as IPv6); [`encode_unknown`]
+//!   for a client without IP addresses (Unix).
 //! - `v1`: the v1 line, judged byte by byte.
 //! - `v2`: the v2 fixed part and addresses (rules 1 to 4, 10).
 //! - `tlv`: the walk of the v2 TLV area, SSL sub-TLVs and the CRC-32C (rules 5 to 9).
@@ -47,7 +48,7 @@ mod v2;
 pub(crate) use carry::TlvKind;
 pub use carry::{CarriedTlvs, TlvSpans};
 pub use encode::encode;
-pub(crate) use encode::encode_with_tlvs;
+pub(crate) use encode::{encode_unknown, encode_with_tlvs};
 pub use reason::Reason;
 
 /// The 12-byte signature that starts every v2 header.

@@ -13,6 +13,7 @@ use toml::Spanned;
 use super::raw::{OneOrMany, RawFile, RawRoute, RawUpstream};
 use super::{render, Defaults, FileError};
 use crate::config::clients::{ClientAcl, ClientPrefix};
+use crate::config::unix::{self, UnixAddr};
 use crate::config::{
     self, Addresses, Config, ListenSpec, Mode, Protocol, RouteConfig, UpstreamConfig, DEFAULT_FALL,
     DEFAULT_HEALTH_TIMEOUT, MAX_LISTENERS, MAX_UPSTREAMS,
@@ -134,7 +135,7 @@ impl Reader<'_> {
         raw: RawRoute,
         defaults: Defaults,
     ) -> Result<RouteConfig, FileError> {
-        let (protocol, listen) = self.listen(&key(index, "listen"), &raw.listen)?;
+        let (protocol, listen, listen_unix) = self.listen(&key(index, "listen"), &raw.listen)?;
         let upstreams = match &raw.upstreams {
             Some(upstreams) => self.upstreams(&key(index, "upstreams"), upstreams)?,
             None => Vec::new(),
@@ -155,6 +156,7 @@ impl Reader<'_> {
                 .map_or_else(|| format!("route-{}", index + 1), |n| n.get_ref().clone()),
             named: raw.name.is_some(),
             listen,
+            listen_unix,
             connect_attempts: connect_attempts.min(config::most_endpoints(&upstreams)),
             resolve_interval,
             upstreams,
@@ -205,6 +207,10 @@ impl Reader<'_> {
                 Some(n) => i32::try_from(self.positive(&key(index, "backlog"), n)?)
                     .map_err(|_| self.error(&key(index, "backlog"), n.span(), "too large"))?,
                 None => config::DEFAULT_BACKLOG,
+            },
+            unix_mode: match &raw.unix_mode {
+                Some(text) => self.check(&key(index, "unix_mode"), text, unix::parse_mode)?,
+                None => config::DEFAULT_UNIX_MODE,
             },
             mode: raw.mode.as_ref().map_or(Mode::Forward, |m| *m.get_ref()),
             allow: match &raw.allow {
@@ -290,7 +296,7 @@ impl Reader<'_> {
         &mut self,
         key: &str,
         raw: &Spanned<OneOrMany>,
-    ) -> Result<(Protocol, Vec<SocketAddr>), FileError> {
+    ) -> Result<(Protocol, Vec<SocketAddr>, Vec<UnixAddr>), FileError> {
         let texts: Vec<&String> = match raw.get_ref() {
             OneOrMany::One(one) => vec![one],
             OneOrMany::Many(many) => many.iter().collect(),
@@ -303,12 +309,27 @@ impl Reader<'_> {
             ));
         }
         let mut addrs = Vec::with_capacity(texts.len());
+        let mut unix_addrs = Vec::new();
         let mut first = None;
         for text in texts {
-            let (protocol, rest) = config::split_scheme(text);
+            let (protocol, rest) = if UnixAddr::is_unix(text) {
+                (Protocol::Tcp, text.as_str())
+            } else {
+                config::split_scheme(text)
+            };
             if *first.get_or_insert(protocol) != protocol {
                 let message = format!("'{text}' mixes udp and tcp listen addresses in one route");
                 return Err(self.error(key, raw.span(), &message));
+            }
+            if UnixAddr::is_unix(text) {
+                let addr: UnixAddr = text
+                    .parse()
+                    .map_err(|err: String| self.error(key, raw.span(), &err))?;
+                if unix_addrs.contains(&addr) {
+                    return Err(self.error(key, raw.span(), &format!("{addr} is listed twice")));
+                }
+                unix_addrs.push(addr);
+                continue;
             }
             for addr in self
                 .listen_addresses(rest)
@@ -324,7 +345,7 @@ impl Reader<'_> {
             let message = format!("{} addresses, at most {MAX_LISTENERS}", addrs.len());
             return Err(self.error(key, raw.span(), &message));
         }
-        Ok((first.unwrap_or_default(), addrs))
+        Ok((first.unwrap_or_default(), addrs, unix_addrs))
     }
 
     /// One `listen` entry's addresses: a literal, or every address of a host name (by the file's
@@ -476,6 +497,94 @@ mod tests {
         // A name may have several addresses: three attempts by default even with one upstream.
         assert_eq!(route.connect_attempts, 3);
         assert_eq!(route.resolve_interval, Some(Duration::from_secs(30)));
+    }
+
+    /// Unix listen addresses: with TCP ones on a route, each once across routes, never with SNI; the
+    /// mode is octal.
+    #[test]
+    fn test_unix_listen_addresses() {
+        let both = ROUTE.replace(
+            "\"127.0.0.1:0\"",
+            "[\"127.0.0.1:0\", \"unix:/run/a.sock\", \"unix:@b\"]",
+        );
+        let config = accepts(&format!("{both}unix_mode = \"0600\"\n"));
+        let route = &config.routes[0];
+        assert_eq!(route.listen.len(), 1);
+        assert_eq!(
+            route.listen_unix,
+            vec![
+                crate::config::unix::UnixAddr::Path("/run/a.sock".into()),
+                crate::config::unix::UnixAddr::Abstract("b".into())
+            ]
+        );
+        assert_eq!(route.unix_mode, 0o600);
+        assert_eq!(accepts(&both).routes[0].unix_mode, 0o660);
+        let only = ROUTE.replace("\"127.0.0.1:0\"", "\"unix:/run/a.sock\"");
+        rejects(
+            &format!("{only}name = \"x\"\n{only}name = \"y\"\n"),
+            "test.toml: route[1].listen: unix:/run/a.sock is used by two routes",
+            &[],
+        );
+        rejects(
+            &format!("{only}default = true\n"),
+            "test.toml: route[0].listen: unix:/run/a.sock: a Unix listener takes no part in SNI routing",
+            &[],
+        );
+        rejects(
+            &ROUTE.replace("\"127.0.0.1:0\"", "[\"unix:@b\", \"unix:@b\"]"),
+            "test.toml:2: route[0].listen: unix:@b is listed twice",
+            &[],
+        );
+        rejects(
+            &ROUTE.replace("\"127.0.0.1:0\"", "\"unix:\""),
+            "test.toml:2: route[0].listen: invalid Unix address 'unix:'",
+            &[],
+        );
+        rejects(
+            &format!("{only}unix_mode = \"0999\"\n"),
+            "test.toml:",
+            &["unix_mode", "invalid unix mode '0999'"],
+        );
+    }
+
+    /// Routes with `sni` or `default` may share a listen address; a conflict among them names both.
+    #[test]
+    fn test_sni_routes_sharing_an_address() {
+        let fixed = ROUTE.replace("127.0.0.1:0", "127.0.0.1:7000");
+        let api =
+            format!("{fixed}name = \"api\"\nsni = [\"API.example.com\", \"*.example.com\"]\n");
+        let other = format!("{fixed}name = \"other\"\nsni = [\"api.example.com\"]\n");
+        rejects(
+            &format!("{api}{other}"),
+            "test.toml: listen 127.0.0.1:7000: sni 'api.example.com' is declared by route 'api' and route 'other'",
+            &[],
+        );
+        let fallback = format!("{fixed}name = \"fallback\"\ndefault = true\n");
+        let second = format!("{fixed}name = \"second\"\ndefault = true\n");
+        rejects(
+            &format!("{fallback}{api}{second}"),
+            "test.toml: listen 127.0.0.1:7000: route 'fallback' and route 'second' are both marked default",
+            &[],
+        );
+        rejects(
+            &format!("{api}{fixed}"),
+            "test.toml: route[1].listen: 127.0.0.1:7000 is used by two routes (routes may share one only with sni or default)",
+            &[],
+        );
+        rejects(
+            &format!("{fixed}sni = [\"a.example\", \"A.example\"]\n"),
+            "test.toml: listen 127.0.0.1:7000: sni 'a.example' is listed twice by route 'route-1'",
+            &[],
+        );
+        // Well-formed: refused only because it is not served yet.
+        let acme = format!(
+            "{fixed}name = \"acme\"\nsni = [\"api.example.com\"]\nalpn = [\"acme-tls/1\"]\n"
+        );
+        rejects(
+            &format!("{api}{acme}{fallback}"),
+            "test.toml: route[0].sni: SNI routing is checked but not served by this build yet",
+            &[],
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ impl Reader<'_> {
     pub(super) fn check_unique(&self, routes: &[RouteConfig]) -> Result<(), FileError> {
         let mut names = HashSet::new();
         let mut sharing: BTreeMap<(Protocol, SocketAddr), Vec<usize>> = BTreeMap::new();
+        let mut unix_addrs = HashSet::new();
         for (index, route) in routes.iter().enumerate() {
             if !names.insert(route.name.as_str()) {
                 let why = if route.named {
@@ -54,6 +55,19 @@ impl Reader<'_> {
             if let Err(why) = sni::Table::build(rules) {
                 let why = format!("listen {addr}: {why}");
                 return Err(render::rejected(self.label, None, &why));
+            }
+        }
+        for (index, route) in routes.iter().enumerate() {
+            for addr in &route.listen_unix {
+                let why = if route.sni.is_set() {
+                    format!("{addr}: a Unix listener takes no part in SNI routing (sni or default)")
+                } else if !unix_addrs.insert(addr.clone()) {
+                    format!("{addr} is used by two routes")
+                } else {
+                    continue;
+                };
+                let key = key(index, "listen");
+                return Err(render::rejected(self.label, Some(&key), &why));
             }
         }
         Ok(())

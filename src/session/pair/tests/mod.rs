@@ -4,6 +4,7 @@ use super::*;
 use crate::observe::metrics::Metrics;
 use crate::wire::allow::AllowList;
 use crate::wire::greeting::{ConnectRules, Rules};
+use mio::net::TcpStream;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +39,14 @@ fn greeted(now: Instant, fin: bool, body: &[u8]) -> (Pair, Outcome, std::net::Tc
     let (accepted, addr) = listener.accept().expect("accept");
     accepted.set_nonblocking(true).expect("nonblocking");
     let stream = TcpStream::from_std(accepted);
-    let mut pair = Pair::greeting(1, (stream, addr), 0, connect_greeting(), now, Splice::Off);
+    let mut pair = Pair::greeting(
+        1,
+        (Conn::Tcp(stream), addr),
+        0,
+        connect_greeting(),
+        now,
+        Splice::Off,
+    );
     let head = [&b"CONNECT localhost:80 HTTP/1.1\r\n\r\n"[..], body].concat();
     client.write_all(&head).expect("write");
     if fin {
@@ -126,7 +134,7 @@ fn test_established_lifetime_deadline() {
     let (mut pair, _client) = looking_up(now);
     let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let stream = TcpStream::connect(live.local_addr().expect("addr")).expect("connect");
-    pair.begin_connect(stream, None, now);
+    pair.begin_connect(Conn::Tcp(stream), None, now);
     live.accept().expect("accept");
     let later = now + Duration::from_secs(5);
     let connected = Event {

@@ -1,0 +1,513 @@
+//! Unix domain stream listeners (docs/unix-sockets.md): byte-exact forwarding from a Unix client to a
+//! TCP upstream (path and abstract listeners, TCP and Unix on one route), half-close both ways, the
+//! socket file's mode and its removal at exit, a stale file replaced, a live socket refused, the PROXY
+//! header a Unix client gets, and a real client (curl --unix-socket). CI runs this file in every
+//! `--splice` mode (`EDGEFWD_TEST_SPLICE`), which puts splice(2) between a Unix stream and TCP.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A fresh directory for socket files, removed (with whatever is left in it) when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "edgefwd-unix-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    fn sock(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An abstract name no other test process uses.
+fn abstract_name(tag: &str) -> String {
+    format!("edgefwd-test-{tag}-{}", std::process::id())
+}
+
+/// A forwarder whose one route listens on 127.0.0.1:0 (whose start line `Forwarder::start` waits for)
+/// and on `unix`, with `extra` TOML lines.
+fn start_route(unix: &str, upstream: &str, extra: &str) -> (Forwarder, ConfigFile) {
+    let config = ConfigFile::new(&format!(
+        "[[route]]\nname = \"u\"\nlisten = [\"127.0.0.1:0\", \"{unix}\"]\nupstreams = [\"{upstream}\"]\n{extra}\n"
+    ));
+    let fwd = Forwarder::start(&["--config", config.path()]);
+    fwd.expect_log(&format!("listening on {unix} route=u"), WAIT);
+    (fwd, config)
+}
+
+/// A connected client with bounded reads and writes.
+fn unix_client(connect: impl FnOnce() -> std::io::Result<UnixStream>) -> UnixStream {
+    let stream = connect().expect("connect to the Unix listener");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    stream.set_write_timeout(Some(WAIT)).expect("timeout");
+    stream
+}
+
+#[cfg(target_os = "linux")]
+fn connect_abstract(name: &str) -> std::io::Result<UnixStream> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    UnixStream::connect_addr(&addr)
+}
+
+/// Sends `total` pattern bytes through `stream` to an echo upstream, half-closes, and checks that the
+/// same bytes come back in order, then the end of stream.
+fn echo_exact(stream: UnixStream, total: usize) {
+    let mut writer = stream.try_clone().expect("clone");
+    let sender = thread::spawn(move || {
+        write_pattern(&mut writer, total as u64, 64 * 1024).expect("write");
+        writer.shutdown(Shutdown::Write).expect("shutdown(Write)");
+    });
+    let mut reader = stream;
+    let mut back = Vec::with_capacity(total);
+    reader.read_to_end(&mut back).expect("read until the end");
+    sender.join().expect("sender");
+    assert_eq!(back.len(), total, "bytes echoed");
+    assert!(back == pattern_vec(total), "the echoed bytes differ");
+}
+
+#[test]
+fn test_unix_path_client_to_tcp_upstream_is_byte_exact() {
+    let dir = TempDir::new();
+    let path = dir.sock("in.sock");
+    let echo = Backend::echo();
+    let unix = format!("unix:{}", path.display());
+    let (fwd, _config) = start_route(&unix, &echo.addr().to_string(), "");
+    echo_exact(unix_client(|| UnixStream::connect(&path)), 8 << 20);
+    // Several at once, and a TCP client of the same route besides.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.clone();
+            thread::spawn(move || echo_exact(unix_client(|| UnixStream::connect(&path)), 1 << 20))
+        })
+        .collect();
+    echo_roundtrip(fwd.addr(), 1 << 20, 16 * 1024);
+    for client in clients {
+        client.join().expect("client");
+    }
+    fwd.wait_for_n_closes(6, WAIT);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn test_abstract_client_to_tcp_upstream_is_byte_exact() {
+    let name = abstract_name("abs");
+    let echo = Backend::echo();
+    let (_fwd, _config) = start_route(&format!("unix:@{name}"), &echo.addr().to_string(), "");
+    echo_exact(unix_client(|| connect_abstract(&name)), 4 << 20);
+}
+
+#[test]
+fn test_half_close_passes_both_ways() {
+    let dir = TempDir::new();
+    let path = dir.sock("half.sock");
+    let up = Upstream::bind();
+    let unix = format!("unix:{}", path.display());
+    let (_fwd, _config) = start_route(&unix, &up.addr().to_string(), "");
+
+    // The client finishes first: the upstream sees its FIN and can still answer.
+    let mut client = unix_client(|| UnixStream::connect(&path));
+    let mut upstream = up.try_accept(WAIT).expect("upstream connection");
+    client.write_all(b"request").expect("write");
+    client.shutdown(Shutdown::Write).expect("shutdown(Write)");
+    let mut got = Vec::new();
+    upstream
+        .read_to_end(&mut got)
+        .expect("upstream reads to the FIN");
+    assert_eq!(got, b"request");
+    upstream
+        .write_all(b"answer")
+        .expect("upstream answers after the FIN");
+    upstream.shutdown(Shutdown::Write).expect("upstream FIN");
+    let mut answer = Vec::new();
+    client
+        .read_to_end(&mut answer)
+        .expect("client reads to the FIN");
+    assert_eq!(answer, b"answer");
+
+    // The upstream finishes first: the client sees the end of stream and can still send.
+    let mut client = unix_client(|| UnixStream::connect(&path));
+    let mut upstream = up.try_accept(WAIT).expect("upstream connection");
+    upstream.write_all(b"banner").expect("write");
+    upstream.shutdown(Shutdown::Write).expect("upstream FIN");
+    let mut banner = Vec::new();
+    client
+        .read_to_end(&mut banner)
+        .expect("client reads to the FIN");
+    assert_eq!(banner, b"banner");
+    client
+        .write_all(b"late")
+        .expect("client writes after the FIN");
+    client.shutdown(Shutdown::Write).expect("client FIN");
+    let mut late = Vec::new();
+    upstream
+        .read_to_end(&mut late)
+        .expect("upstream reads to the FIN");
+    assert_eq!(late, b"late");
+}
+
+/// `edgefwd --listen unix:PATH ...` started by hand: `Forwarder::start` waits for a TCP start line.
+struct UnixOnly {
+    child: Child,
+}
+
+impl UnixOnly {
+    fn start(path: &Path, extra: &[&str]) -> UnixOnly {
+        let mut cmd = edgefwd_command(&[]);
+        cmd.arg("--listen").arg(format!("unix:{}", path.display()));
+        if let Some(mode) = splice_under_test() {
+            cmd.args(["--splice", &mode]);
+        }
+        let child = cmd
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn edgefwd");
+        let started = UnixOnly { child };
+        assert!(
+            wait_until(WAIT, || UnixStream::connect(path).is_ok()),
+            "nothing listens on {} within {WAIT:?}",
+            path.display()
+        );
+        started
+    }
+
+    /// SIGTERM, then the exit within the bound.
+    fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let mut status = None;
+        assert!(
+            wait_until(WAIT, || {
+                status = self.child.try_wait().expect("try_wait");
+                status.is_some()
+            }),
+            "edgefwd did not exit within {WAIT:?} of SIGTERM"
+        );
+        status.expect("exited")
+    }
+}
+
+impl Drop for UnixOnly {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn test_flags_file_mode_and_removal_at_exit() {
+    let dir = TempDir::new();
+    let path = dir.sock("flags.sock");
+    let echo = Backend::echo();
+    let upstream = echo.addr().to_string();
+    let fwd = UnixOnly::start(&path, &["--upstream", &upstream, "--unix-mode", "600"]);
+    let meta = fs::symlink_metadata(&path).expect("socket file");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "the file's mode");
+    echo_exact(unix_client(|| UnixStream::connect(&path)), 1 << 20);
+    assert!(fwd.stop().success(), "a clean exit");
+    assert!(!path.exists(), "the socket file is removed at a clean exit");
+
+    // The default mode.
+    let fwd = UnixOnly::start(&path, &["--upstream", &upstream]);
+    let mode = fs::symlink_metadata(&path)
+        .expect("file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660, "the default mode");
+    drop(fwd);
+}
+
+#[test]
+fn test_stale_file_is_replaced() {
+    let dir = TempDir::new();
+    let path = dir.sock("stale.sock");
+    // A socket whose process went without removing it: connect(2) says ECONNREFUSED.
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+    assert!(UnixStream::connect(&path).is_err());
+    let echo = Backend::echo();
+    let _fwd = UnixOnly::start(&path, &["--upstream", &echo.addr().to_string()]);
+    echo_exact(unix_client(|| UnixStream::connect(&path)), 64 * 1024);
+}
+
+#[test]
+fn test_live_socket_is_not_stolen() {
+    let dir = TempDir::new();
+    let path = dir.sock("live.sock");
+    let owner = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    let listen = format!("unix:{}", path.display());
+    let (code, stderr) =
+        run_edgefwd_expect_fail(&["--listen", &listen, "--upstream", "127.0.0.1:9"]);
+    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {stderr}");
+    assert!(
+        stderr.contains(&format!("another process listens on {}", path.display())),
+        "{stderr}"
+    );
+    // The owner's socket is untouched and still takes clients.
+    let _client = UnixStream::connect(&path).expect("the live socket still accepts");
+    owner.accept().expect("accept");
+
+    // A file that is not a socket is not removed either.
+    let plain = dir.sock("plain");
+    fs::write(&plain, b"data").expect("write");
+    let listen = format!("unix:{}", plain.display());
+    let (code, stderr) =
+        run_edgefwd_expect_fail(&["--listen", &listen, "--upstream", "127.0.0.1:9"]);
+    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {stderr}");
+    assert!(stderr.contains("is not a socket"), "{stderr}");
+    assert_eq!(fs::read(&plain).expect("still there"), b"data");
+}
+
+#[test]
+fn test_bad_unix_address_is_a_usage_error() {
+    let (code, stderr) =
+        run_edgefwd_expect_fail(&["--listen", "unix:", "--upstream", "127.0.0.1:9"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("invalid Unix address 'unix:'"), "{stderr}");
+    let (code, stderr) = run_edgefwd_expect_fail(&[
+        "--listen",
+        "unix:/tmp/x.sock",
+        "--unix-mode",
+        "999",
+        "--upstream",
+        "127.0.0.1:9",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("invalid unix mode '999'"), "{stderr}");
+}
+
+#[test]
+fn test_send_proxy_names_a_unix_client_unknown() {
+    let dir = TempDir::new();
+    let path = dir.sock("proxy.sock");
+    let up = Upstream::bind();
+    let unix = format!("unix:{}", path.display());
+    for (version, header) in [
+        ("v1", b"PROXY UNKNOWN\r\n".to_vec()),
+        (
+            "v2",
+            [&b"\r\n\r\n\0\r\nQUIT\n"[..], &[0x21, 0x00, 0x00, 0x00][..]].concat(),
+        ),
+    ] {
+        let (_fwd, _config) = start_route(
+            &unix,
+            &up.addr().to_string(),
+            &format!("send_proxy = \"{version}\""),
+        );
+        let mut client = unix_client(|| UnixStream::connect(&path));
+        client.write_all(b"payload").expect("write");
+        client.shutdown(Shutdown::Write).expect("FIN");
+        let mut upstream = up.try_accept(WAIT).expect("upstream connection");
+        let mut got = Vec::new();
+        upstream.read_to_end(&mut got).expect("read");
+        assert_eq!(got, [&header[..], b"payload"].concat(), "{version}");
+    }
+}
+
+/// A real client: curl over the Unix socket, through edgefwd, to a local HTTP server.
+#[test]
+fn test_curl_over_the_unix_socket() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("skipped: curl is not installed (.ci/run installs it)");
+        return;
+    }
+    let dir = TempDir::new();
+    let path = dir.sock("http.sock");
+    let body = "hello over a unix socket\n";
+    let http = Backend::spawn("127.0.0.1:0".parse().expect("addr"), move |mut stream| {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    });
+    let (_fwd, _config) = start_route(
+        &format!("unix:{}", path.display()),
+        &http.addr().to_string(),
+        "",
+    );
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--unix-socket"])
+        .arg(&path)
+        .arg("http://localhost/")
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), body);
+}
+
+/// A reload that replaces the route keeps its Unix listener (a client connected before it still gets
+/// its bytes, new ones are accepted, the file is not removed and bound again); a reload that drops the
+/// route closes the listener and removes the file.
+#[test]
+fn test_reload_keeps_then_drops_the_unix_listener() {
+    let dir = TempDir::new();
+    let path = dir.sock("reload.sock");
+    let echo = Backend::echo();
+    let unix = format!("unix:{}", path.display());
+    let route = |extra: &str| {
+        format!(
+            "[[route]]\nname = \"u\"\nlisten = [\"127.0.0.1:0\", \"{unix}\"]\nupstreams = [\"{}\"]\n{extra}\n",
+            echo.addr()
+        )
+    };
+    let (fwd, config) = start_route(&unix, &echo.addr().to_string(), "");
+    let before = unix_client(|| UnixStream::connect(&path));
+    let identity = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::symlink_metadata(path).expect("socket file");
+        (meta.ino(), meta.ctime_nsec())
+    };
+    let first = identity(&path);
+    let reload = |text: &str, expect: &str| {
+        let seen = fwd.count_log(expect);
+        config.write(text);
+        fwd.signal(libc::SIGHUP);
+        assert!(
+            wait_until(WAIT, || fwd.count_log(expect) > seen),
+            "no {expect:?} after SIGHUP; log:\n{}",
+            fwd.logs()
+        );
+    };
+    reload(
+        &route("buffer_size = \"32k\""),
+        "reload: 1 routes (+0 -0 ~1)",
+    );
+    assert_eq!(identity(&path), first, "the same socket file");
+    echo_exact(before, 256 * 1024);
+    echo_exact(unix_client(|| UnixStream::connect(&path)), 256 * 1024);
+
+    let other = format!(
+        "[[route]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\"]\n",
+        echo.addr()
+    );
+    reload(&other, "reload: 1 routes (+1 -1 ~0)");
+    assert!(
+        wait_until(WAIT, || !path.exists()),
+        "the dropped route's socket file is removed"
+    );
+}
+
+/// SIGTERM while a Unix client's transfer is under way: the listener closes at once (its file goes,
+/// new clients are refused), the pair finishes byte-exact, then the process exits cleanly.
+#[test]
+fn test_graceful_shutdown_finishes_a_unix_pair() {
+    let dir = TempDir::new();
+    let path = dir.sock("drain.sock");
+    let echo = Backend::echo();
+    let fwd = UnixOnly::start(&path, &["--upstream", &echo.addr().to_string()]);
+    let total = 2 << 20;
+    let mut client = unix_client(|| UnixStream::connect(&path));
+    let half = pattern_vec(total);
+    client.write_all(&half[..total / 2]).expect("first half");
+    let mut back = vec![0u8; total / 2];
+    client.read_exact(&mut back).expect("first half echoed");
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+    unsafe { libc::kill(fwd.child.id() as i32, libc::SIGTERM) };
+    assert!(
+        wait_until(WAIT, || !path.exists()),
+        "the socket file goes when the drain begins"
+    );
+    assert!(
+        UnixStream::connect(&path).is_err(),
+        "new clients are refused"
+    );
+    client.write_all(&half[total / 2..]).expect("second half");
+    client.shutdown(Shutdown::Write).expect("FIN");
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).expect("read to the end");
+    back.extend_from_slice(&rest);
+    assert!(
+        back == half,
+        "the transfer finished byte-exact across the drain"
+    );
+    assert!(fwd.stop().success(), "a clean exit once the pair is done");
+}
+
+/// Backpressure from a TCP upstream that does not read reaches the Unix client: its writes stop
+/// (WouldBlock) after a bounded amount, and everything written arrives once the upstream reads.
+#[test]
+fn test_backpressure_reaches_the_unix_client() {
+    let dir = TempDir::new();
+    let path = dir.sock("slow.sock");
+    let up = Upstream::bind();
+    let unix = format!("unix:{}", path.display());
+    let (_fwd, _config) = start_route(&unix, &up.addr().to_string(), "");
+    let mut client = unix_client(|| UnixStream::connect(&path));
+    let mut upstream = up.try_accept(WAIT).expect("upstream connection");
+    client.set_nonblocking(true).expect("nonblocking");
+    let chunk = pattern_vec(64 * 1024);
+    let mut written = 0usize;
+    let mut quiet_since = std::time::Instant::now();
+    // Write until the writes have been refused for a while: the whole path is full.
+    while quiet_since.elapsed() < Duration::from_millis(500) {
+        match client.write(&chunk[written % chunk.len()..]) {
+            Ok(n) => {
+                written += n;
+                quiet_since = std::time::Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+        assert!(
+            written < 256 << 20,
+            "no backpressure: {written} bytes taken"
+        );
+    }
+    assert!(written > 0);
+    client.set_nonblocking(false).expect("blocking");
+    client.shutdown(Shutdown::Write).expect("FIN");
+    let mut got = Vec::new();
+    upstream
+        .read_to_end(&mut got)
+        .expect("upstream reads it all");
+    assert_eq!(got.len(), written, "every byte written arrives");
+    let expected: Vec<u8> = chunk.iter().copied().cycle().take(written).collect();
+    assert!(got == expected, "the bytes arrive in order");
+}
