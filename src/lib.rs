@@ -23,12 +23,11 @@
 //! - [`upstream`]: where bytes go: balancers, health, endpoints of a route's upstreams, the route, and
 //!   `--prewarm`.
 //! - [`session`]: one client and its upstream: the pair, its phases and its connect path.
-//! - [`service`]: what a service manager (systemd) hands the process and expects back: `Type=notify`
-//!   notices, socket-activated listeners. Uses no other module, so any layer may use it.
+//! - [`service`]: the process as a system service: what a service manager (systemd) hands it and
+//!   expects back (`Type=notify` notices, socket-activated listeners), the `--pid-file`, dropping root
+//!   (`--user`, `--group`), the binary upgrade's hand-over. Uses no other module, so any layer may use it.
 //! - [`reactor`]: owns `Poll`, the slabs, the timers and the worker threads; dispatches events and
 //!   timers to sessions, accepts, reloads, probes, serves `--metrics`.
-//! - [`service`]: the conventions of a system service at the process's edge: the `--pid-file` and
-//!   dropping root (`--user`, `--group`). Uses no other module, so any layer may use it.
 
 // The docs are built with `--document-private-items` (.ci/run): the internals are the textbook, so a
 // public item's doc may link a private one, whose page exists.
