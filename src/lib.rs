@@ -18,11 +18,13 @@
 //! - [`config`]: the validated configuration, every route setting declared once, the `--config` file,
 //!   host names to addresses. No sockets.
 //! - [`observe`]: the metrics table, its kinds and its Prometheus text.
-//! - [`datapath`]: moving bytes: ring, cached readiness, one direction's pump, splice pipes, socket
-//!   setup, the fd budget, the sockmap experiment.
-//! - [`upstream`]: where bytes go: balancers, health, endpoints of a route's upstreams, the route, and
-//!   `--prewarm`.
-//! - [`session`]: one client and its upstream: the pair, its phases and its connect path.
+//! - [`datapath`]: moving bytes: ring, cached readiness, one direction's pump, splice pipes, the socket
+//!   seam (`stream`: what a pump and a pair need of a socket), TCP and Unix socket setup, the fd
+//!   budget, the sockmap experiment.
+//! - [`upstream`]: where bytes go: balancers, health, endpoints of a route's upstreams, per-client
+//!   limits, the route and its listeners, and `--prewarm`.
+//! - [`session`]: one client and its upstream: the pair, its phases, its registration (`interest`), its
+//!   connect path (`connect`, with one retry policy in `attempt`); and UDP sessions (`udp`).
 //! - [`service`]: the process as a system service: what a service manager (systemd) hands it and
 //!   expects back (`Type=notify` notices, socket-activated listeners), the `--pid-file`, dropping root
 //!   (`--user`, `--group`), the binary upgrade's hand-over. Uses no other module, so any layer may use it.

@@ -1,7 +1,8 @@
 //! The event loop: one `Poll`, a slab of routes (each with its listeners), the signal pipe, a slab of pairs,
 //! health probes, the resolver's waker, and the timer heap.
 //!
-//! Only this module touches `Poll`, `Registry` and the `Slab`s. One turn of the loop:
+//! Only this module tree owns `Poll` and the `Slab`s; the `Registry` is lent for one call to modules that
+//! register sockets of their own (`session::connect`, `upstream::prewarm`). One turn of the loop:
 //!
 //! 1. `epoll_wait`, with a timeout: zero if work is queued (a pair that used up its byte budget, a
 //!    listener we stopped draining early), else until the earliest deadline, else forever — an idle
