@@ -20,10 +20,10 @@
 //!
 //! Getting a pair its upstream (pick, connect, fail over, look up a CONNECT destination, establish or
 //! give up) is `session::connect`'s: the reactor lends it a `Context` at each step and acts on the
-//! outcome. Reload (SIGHUP) swaps routes without cutting a pair: see `Reactor::reload` (in `reload.rs`).
+//! outcome. Reload (SIGHUP) swaps routes without cutting a pair (`reload.rs`).
 //!
-//! This file is the loop, event dispatch, acting on a pair's outcome, and the pairs' timers. The rest adds `impl Reactor`
-//! blocks in submodules, so `Poll`, the `Registry` and the slabs stay inside this module tree:
+//! This file is the loop, event dispatch, acting on a pair's outcome, and the pairs' timers; the rest
+//! are `impl Reactor` blocks in submodules, so `Poll` and the slabs stay in this module tree:
 //! - `accept`: the after-batch accept phase, its limits and the EMFILE pause;
 //! - `connecting`: handing a new client and each step of its connect to `session::connect`, the
 //!   `--prewarm` refill, the lookup threads as the connect path sees them;
