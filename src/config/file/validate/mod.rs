@@ -547,46 +547,6 @@ mod tests {
         );
     }
 
-    /// Routes with `sni` or `default` may share a listen address; a conflict among them names both.
-    #[test]
-    fn test_sni_routes_sharing_an_address() {
-        let fixed = ROUTE.replace("127.0.0.1:0", "127.0.0.1:7000");
-        let api =
-            format!("{fixed}name = \"api\"\nsni = [\"API.example.com\", \"*.example.com\"]\n");
-        let other = format!("{fixed}name = \"other\"\nsni = [\"api.example.com\"]\n");
-        rejects(
-            &format!("{api}{other}"),
-            "test.toml: listen 127.0.0.1:7000: sni 'api.example.com' is declared by route 'api' and route 'other'",
-            &[],
-        );
-        let fallback = format!("{fixed}name = \"fallback\"\ndefault = true\n");
-        let second = format!("{fixed}name = \"second\"\ndefault = true\n");
-        rejects(
-            &format!("{fallback}{api}{second}"),
-            "test.toml: listen 127.0.0.1:7000: route 'fallback' and route 'second' are both marked default",
-            &[],
-        );
-        rejects(
-            &format!("{api}{fixed}"),
-            "test.toml: route[1].listen: 127.0.0.1:7000 is used by two routes (routes may share one only with sni or default)",
-            &[],
-        );
-        rejects(
-            &format!("{fixed}sni = [\"a.example\", \"A.example\"]\n"),
-            "test.toml: listen 127.0.0.1:7000: sni 'a.example' is listed twice by route 'route-1'",
-            &[],
-        );
-        // Well-formed: refused only because it is not served yet.
-        let acme = format!(
-            "{fixed}name = \"acme\"\nsni = [\"api.example.com\"]\nalpn = [\"acme-tls/1\"]\n"
-        );
-        rejects(
-            &format!("{api}{acme}{fallback}"),
-            "test.toml: route[0].sni: SNI routing is checked but not served by this build yet",
-            &[],
-        );
-    }
-
     #[test]
     fn test_sni_values_are_checked() {
         rejects(
