@@ -26,8 +26,15 @@ use crate::observe::metric_kinds::{ClientReject, Label};
 /// established pairs.
 const ACCEPT_BUDGET: usize = 256;
 
-/// The address a Unix client's pair carries: it has no IP address (`accept_from_unix`).
+/// The address a Unix client's pair carries: it has no IP address (`accept_one`).
 const UNIX_CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+/// One of a route's listening sockets, by kind and index.
+#[derive(Debug, Clone, Copy)]
+enum Listening {
+    Tcp(usize),
+    Unix(usize),
+}
 
 /// How long accepting pauses after EMFILE/ENFILE: long enough to cost no CPU, short enough to resume fast.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -44,31 +51,20 @@ impl Reactor {
             // Clients wait for a slot, perhaps in another reactor's backlog: spares must not hold them.
             self.shed_spare_pipes();
         }
-        let unix_ready: Vec<(usize, usize)> = self
+        let ready: Vec<(usize, Listening)> = self
             .routes
             .iter()
             .flat_map(|(key, route)| {
-                route
-                    .unix_listeners
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, listener)| listener.ready)
-                    .map(move |(index, _)| (key, index))
-            })
-            .collect();
-        for (route, index) in unix_ready {
-            self.accept_from_unix(route, index);
-        }
-        let ready: Vec<(usize, usize)> = self
-            .routes
-            .iter()
-            .flat_map(|(key, route)| {
-                route
-                    .listeners
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, listener)| listener.ready)
-                    .map(move |(index, _)| (key, index))
+                let unix = route.unix_listeners.iter().map(|l| l.ready);
+                let tcp = route.listeners.iter().map(|l| l.ready);
+                unix.enumerate()
+                    .filter(|(_, ready)| *ready)
+                    .map(move |(index, _)| (key, Listening::Unix(index)))
+                    .chain(
+                        tcp.enumerate()
+                            .filter(|(_, ready)| *ready)
+                            .map(move |(index, _)| (key, Listening::Tcp(index))),
+                    )
             })
             .collect();
         let overdue: Vec<usize> = self
@@ -81,8 +77,8 @@ impl Reactor {
         for route in overdue {
             self.flush_queue(route);
         }
-        for (route, index) in ready {
-            self.accept_from(route, index);
+        for (route, listening) in ready {
+            self.accept_from(route, listening);
         }
         self.expire_spare_pipes();
         self.refill_warm();
@@ -90,9 +86,9 @@ impl Reactor {
 
     /// Accepts until WouldBlock, the route's connection limit, the fd budget, fd exhaustion or the
     /// per-turn cap. Each client is accepted with a budget slot in hand, which its pair keeps.
-    fn accept_from(&mut self, route: usize, index: usize) {
+    fn accept_from(&mut self, route: usize, listening: Listening) {
         for _ in 0..ACCEPT_BUDGET {
-            if !self.can_accept(route, index) {
+            if !self.can_accept(route, listening) {
                 self.note_limit(route);
                 return;
             }
@@ -100,66 +96,64 @@ impl Reactor {
                 self.note_budget_full(route);
                 return;
             };
-            let Some(listener) = self.routes.get_mut(route).and_then(|route| {
-                // Accepting again: the next stop, at either limit, is counted (and timed).
-                route.at_limit = false;
-                route.full_since = None;
-                route.listeners.get_mut(index)
-            }) else {
-                return;
-            };
-            match listener.socket.accept() {
-                Ok((stream, addr)) => {
+            match self.accept_one(route, listening) {
+                None => return,
+                Some(Ok((conn, addr))) => {
                     self.metrics.accepts += 1;
-                    if let Some(key) = self.admit(route, &stream, addr) {
-                        self.open_pair(route, Conn::Tcp(stream), addr, key, slot);
+                    let key = match &conn {
+                        Conn::Tcp(stream) => self.admit(route, stream, addr),
+                        // No IP address: no `client_allow`/`client_deny` nor per-client limit applies.
+                        Conn::Unix(_) => Some(None),
+                    };
+                    if let Some(key) = key {
+                        self.open_pair(route, conn, addr, key, slot);
                     }
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => listener.ready = false,
-                Err(err)
+                Some(Err(err)) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Some(Err(err))
                     if matches!(
                         err.kind(),
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                     ) => {}
-                Err(err) => self.pause_accepting(&err),
+                Some(Err(err)) => self.pause_accepting(&err),
             }
         }
     }
 
-    /// [`Reactor::accept_from`] for a Unix listener. A Unix client has no IP address: its pair names it
-    /// `0.0.0.0:0` in logs and balances it as that (`source-hash` sends every Unix client to one
-    /// upstream), and a PROXY header sent for it is v1 `UNKNOWN` or v2 `LOCAL` (docs/unix-sockets.md).
-    fn accept_from_unix(&mut self, route: usize, index: usize) {
-        for _ in 0..ACCEPT_BUDGET {
-            if !self.can_accept_unix(route, index) {
-                self.note_limit(route);
-                return;
+    /// One `accept(2)` on a route's listener; WouldBlock clears its ready bit. A Unix client has no IP
+    /// address: its pair names it `0.0.0.0:0` in logs and balances it as that (`source-hash` sends every
+    /// Unix client to one upstream), and a PROXY header sent for it is v1 `UNKNOWN` or v2 `UNSPEC`
+    /// (docs/unix-sockets.md). `None` when the route or listener is gone.
+    fn accept_one(
+        &mut self,
+        route: usize,
+        listening: Listening,
+    ) -> Option<io::Result<(Conn, SocketAddr)>> {
+        let route = self.routes.get_mut(route)?;
+        // Accepting again: the next stop, at either limit, is counted (and timed).
+        route.at_limit = false;
+        route.full_since = None;
+        let (accepted, ready) = match listening {
+            Listening::Tcp(index) => {
+                let listener = route.listeners.get_mut(index)?;
+                let accepted = listener.socket.accept();
+                let accepted = accepted.map(|(stream, addr)| (Conn::Tcp(stream), addr));
+                (accepted, &mut listener.ready)
             }
-            let Some(slot) = self.take_pair_slot() else {
-                self.note_budget_full(route);
-                return;
-            };
-            let Some(listener) = self.routes.get_mut(route).and_then(|route| {
-                route.at_limit = false;
-                route.unix_listeners.get_mut(index)
-            }) else {
-                return;
-            };
-            match listener.socket.accept() {
-                Ok((stream, _)) => {
-                    self.metrics.accepts += 1;
-                    // No IP address: no `client_allow`/`client_deny` nor per-client limit applies.
-                    self.open_pair(route, Conn::Unix(stream), UNIX_CLIENT, None, slot);
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => listener.ready = false,
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
-                Err(err) => self.pause_accepting(&err),
+            Listening::Unix(index) => {
+                let listener = route.unix_listeners.get_mut(index)?;
+                let accepted = listener.socket.accept();
+                let accepted = accepted.map(|(stream, _)| (Conn::Unix(stream), UNIX_CLIENT));
+                (accepted, &mut listener.ready)
             }
+        };
+        if accepted
+            .as_ref()
+            .is_err_and(|err| err.kind() == io::ErrorKind::WouldBlock)
+        {
+            *ready = false;
         }
+        Some(accepted)
     }
 
     /// The route's `client_allow`/`client_deny` and per-client limits, on the peer's address (with
@@ -192,25 +186,14 @@ impl Reactor {
         }
     }
 
-    fn can_accept_unix(&self, route: usize, index: usize) -> bool {
+    fn can_accept(&self, route: usize, listening: Listening) -> bool {
         self.accept_paused_until.is_none()
             && self.routes.get(route).is_some_and(|route| {
-                route.below_limit()
-                    && route
-                        .unix_listeners
-                        .get(index)
-                        .is_some_and(|listener| listener.ready)
-            })
-    }
-
-    fn can_accept(&self, route: usize, index: usize) -> bool {
-        self.accept_paused_until.is_none()
-            && self.routes.get(route).is_some_and(|route| {
-                route.below_limit()
-                    && route
-                        .listeners
-                        .get(index)
-                        .is_some_and(|listener| listener.ready)
+                let ready = match listening {
+                    Listening::Tcp(index) => route.listeners.get(index).map(|l| l.ready),
+                    Listening::Unix(index) => route.unix_listeners.get(index).map(|l| l.ready),
+                };
+                route.below_limit() && ready == Some(true)
             })
     }
 
