@@ -162,19 +162,7 @@ mod tests {
     }
 
     fn limits(extra: impl FnOnce(&mut RouteConfig)) -> RouteConfig {
-        let text = "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"127.0.0.1:9\"]\n";
-        let mut resolve = |name: &str| -> crate::config::Addresses {
-            name.parse()
-                .map(|addr| vec![addr])
-                .map_err(|_| name.to_string())
-        };
-        let defaults = crate::config::file::Defaults {
-            max_connections: 10,
-            shutdown_timeout: Duration::from_secs(1),
-        };
-        let mut config = crate::config::file::parse("test.toml", text, defaults, &mut resolve)
-            .map(|mut config| config.routes.remove(0))
-            .expect("valid");
+        let mut config = crate::config::file::test_route("");
         extra(&mut config);
         config
     }

@@ -77,6 +77,26 @@ pub fn parse(
     validate::config(label, text, raw, defaults, resolve)
 }
 
+/// For unit tests: the one route of a file listening on `127.0.0.1:0` with upstream `127.0.0.1:9`, plus
+/// the TOML lines `extra`; names are IP literals, resolved without DNS.
+#[cfg(test)]
+pub(crate) fn test_route(extra: &str) -> crate::config::RouteConfig {
+    let text =
+        format!("[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"127.0.0.1:9\"]\n{extra}");
+    let mut resolve = |name: &str| -> Addresses {
+        name.parse()
+            .map(|addr| vec![addr])
+            .map_err(|_| name.to_string())
+    };
+    let defaults = Defaults {
+        max_connections: 10,
+        shutdown_timeout: Duration::from_secs(1),
+    };
+    parse("test.toml", &text, defaults, &mut resolve)
+        .map(|mut config| config.routes.remove(0))
+        .expect("valid")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

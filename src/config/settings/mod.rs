@@ -185,24 +185,7 @@ mod tests {
     /// The start line shows a setting that is usually off only when it is on.
     #[test]
     fn test_start_line_shows_what_is_set() {
-        let route = |extra: &str| {
-            let text = format!(
-                "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"127.0.0.1:9\"]\n{extra}"
-            );
-            let mut resolve = |name: &str| -> crate::config::Addresses {
-                name.parse()
-                    .map(|addr| vec![addr])
-                    .map_err(|_| name.to_string())
-            };
-            let defaults = crate::config::file::Defaults {
-                max_connections: 10,
-                shutdown_timeout: Duration::from_secs(1),
-            };
-            let config = crate::config::file::parse("test.toml", &text, defaults, &mut resolve);
-            config
-                .map(|mut config| config.routes.remove(0))
-                .expect("valid")
-        };
+        let route = crate::config::file::test_route;
         let plain = start_line(&route(""));
         assert!(
             plain.starts_with(" balance=round-robin buffer-size=65536 "),
