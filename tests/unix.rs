@@ -1,8 +1,9 @@
 //! Unix domain stream listeners (docs/unix-sockets.md): byte-exact forwarding from a Unix client to a
 //! TCP upstream (path and abstract listeners, TCP and Unix on one route), half-close both ways, the
 //! socket file's mode and its removal at exit, a stale file replaced, a live socket refused, the PROXY
-//! header a Unix client gets, and a real client (curl --unix-socket). CI runs this file in every
-//! `--splice` mode (`EDGEFWD_TEST_SPLICE`), which puts splice(2) between a Unix stream and TCP.
+//! header a Unix client gets, `queue_timeout` for a queued Unix client, and a real client (curl
+//! --unix-socket). CI runs this file in every `--splice` mode (`EDGEFWD_TEST_SPLICE`), which puts
+//! splice(2) between a Unix stream and TCP.
 
 mod common;
 
