@@ -1,8 +1,9 @@
 //! Unix domain stream listeners (docs/unix-sockets.md): byte-exact forwarding from a Unix client to a
 //! TCP upstream (path and abstract listeners, TCP and Unix on one route), half-close both ways, the
 //! socket file's mode and its removal at exit, a stale file replaced, a live socket refused, the PROXY
-//! header a Unix client gets, and a real client (curl --unix-socket). CI runs this file in every
-//! `--splice` mode (`EDGEFWD_TEST_SPLICE`), which puts splice(2) between a Unix stream and TCP.
+//! header a Unix client gets, `queue_timeout` for a queued Unix client, and a real client (curl
+//! --unix-socket). CI runs this file in every `--splice` mode (`EDGEFWD_TEST_SPLICE`), which puts
+//! splice(2) between a Unix stream and TCP.
 
 mod common;
 
@@ -115,6 +116,39 @@ fn test_unix_path_client_to_tcp_upstream_is_byte_exact() {
         client.join().expect("client");
     }
     fwd.wait_for_n_closes(6, WAIT);
+}
+
+/// `queue_timeout` covers a route's Unix listeners too: a Unix client queued behind `max_connections`
+/// is accepted and closed while the pair holding the route is still served.
+#[test]
+fn test_queue_timeout_closes_a_queued_unix_client() {
+    let dir = TempDir::new();
+    let path = dir.sock("in.sock");
+    let echo = Backend::echo();
+    let unix = format!("unix:{}", path.display());
+    let extra = "max_connections = 1\nqueue_timeout = \"1s\"";
+    let (fwd, _config) = start_route(&unix, &echo.addr().to_string(), extra);
+    let mut held = std::net::TcpStream::connect(fwd.addr()).expect("connect");
+    set_timeouts(&held, WAIT);
+    let ping = |held: &mut std::net::TcpStream| {
+        held.write_all(b"hello").expect("write");
+        let mut back = [0u8; 5];
+        held.read_exact(&mut back).expect("read the echo");
+        assert_eq!(&back, b"hello");
+    };
+    ping(&mut held);
+    let mut queued = unix_client(|| UnixStream::connect(&path));
+    queued.write_all(b"waiting").expect("write");
+    // Closed with its bytes unread, the Unix socket resets its peer; the wait's timeout is a failure.
+    let mut back = Vec::new();
+    match queued.read_to_end(&mut back) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the queued Unix client is not closed within {WAIT:?}: {e}"),
+    }
+    assert!(back.is_empty(), "a queued client gets no bytes");
+    ping(&mut held);
+    assert_eq!(echo.accepted(), 1);
 }
 
 #[cfg(target_os = "linux")]

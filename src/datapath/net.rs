@@ -167,8 +167,7 @@ pub(crate) fn set_reset_on_close(stream: &TcpStream) {
 /// zero timeout. A listener's cached ready bit may be stale (set when accepting stopped at a limit
 /// before a WouldBlock proved the queue empty); this asks the kernel. An error answers yes: the
 /// accept that follows will say what is wrong.
-pub(crate) fn has_queued(listener: &TcpListener) -> bool {
-    use std::os::fd::AsRawFd;
+pub(crate) fn has_queued(listener: &impl std::os::fd::AsRawFd) -> bool {
     let mut entry = libc::pollfd {
         fd: listener.as_raw_fd(),
         events: libc::POLLIN,

@@ -239,6 +239,9 @@ impl Reactor {
             for listener in route.listeners.iter_mut().filter(|l| l.ready) {
                 listener.ready = net::has_queued(&listener.socket);
             }
+            for listener in route.unix_listeners.iter_mut().filter(|l| l.ready) {
+                listener.ready = net::has_queued(&listener.socket);
+            }
         }
         let at_limit = !route.below_limit() && route.any_listener_ready();
         if at_limit && !route.at_limit {
@@ -265,30 +268,28 @@ impl Reactor {
         let Some(route) = self.routes.get_mut(key) else {
             return;
         };
-        'listeners: for listener in route.listeners.iter_mut().filter(|l| l.ready) {
-            for _ in 0..ACCEPT_BUDGET {
-                match listener.socket.accept() {
-                    Ok((stream, _)) => {
-                        net::set_reset_on_close(&stream);
-                        flushed += 1;
-                    }
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                        listener.ready = false;
-                        break;
-                    }
-                    Err(err)
-                        if matches!(
-                            err.kind(),
-                            io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                        ) => {}
-                    Err(err) => {
-                        exhausted = Some(err);
-                        break 'listeners;
-                    }
-                }
+        for listener in route.listeners.iter_mut().filter(|l| l.ready) {
+            let socket = &listener.socket;
+            let accept = || {
+                socket
+                    .accept()
+                    .map(|(stream, _)| net::set_reset_on_close(&stream))
+            };
+            flushed += reset_queued(accept, &mut listener.ready, &mut exhausted);
+            if exhausted.is_some() {
+                break;
             }
         }
-        if !route.listeners.iter().any(|l| l.ready) {
+        // A Unix client is accepted and closed: no linger to set, it sees the close at once.
+        for listener in route.unix_listeners.iter_mut().filter(|l| l.ready) {
+            if exhausted.is_some() {
+                break;
+            }
+            let socket = &listener.socket;
+            let accept = || socket.accept().map(drop);
+            flushed += reset_queued(accept, &mut listener.ready, &mut exhausted);
+        }
+        if !route.any_listener_ready() {
             route.at_limit = false;
             route.full_since = None;
         }
@@ -358,4 +359,34 @@ impl Reactor {
                     .as_ref()
                     .is_some_and(|server| server.is_ready(self.now)))
     }
+}
+
+/// Accepts and drops (`accept` sets up the reset) up to `ACCEPT_BUDGET` clients queued on one listener
+/// (`flush_queue`); WouldBlock clears its `ready` bit, any other error but a transient one is kept in
+/// `exhausted` and stops. The count flushed.
+fn reset_queued(
+    mut accept: impl FnMut() -> io::Result<()>,
+    ready: &mut bool,
+    exhausted: &mut Option<io::Error>,
+) -> u64 {
+    let mut flushed = 0;
+    for _ in 0..ACCEPT_BUDGET {
+        match accept() {
+            Ok(()) => flushed += 1,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                *ready = false;
+                break;
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                ) => {}
+            Err(err) => {
+                *exhausted = Some(err);
+                break;
+            }
+        }
+    }
+    flushed
 }
