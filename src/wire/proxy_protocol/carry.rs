@@ -4,7 +4,10 @@
 
 use std::ops::Range;
 
-use super::tlv::{PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY, PP2_TYPE_UNIQUE_ID};
+/// The spec's codes of the TLV types that can be carried (the TLV walk in `tlv` checks their lengths).
+const PP2_TYPE_ALPN: u8 = 0x01;
+pub(super) const PP2_TYPE_AUTHORITY: u8 = 0x02;
+pub(super) const PP2_TYPE_UNIQUE_ID: u8 = 0x05;
 
 /// A TLV type that can be carried from the client's v2 header to the upstream's (`--send-proxy-tlvs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,15 +3,12 @@
 //! and match the header; authority and unique ID values are bounded. The walk runs over whatever has
 //! arrived, so a broken TLV is refused before the rest of the header comes.
 
-use super::carry::{TlvKind, TlvSpans};
+use super::carry::{TlvKind, TlvSpans, PP2_TYPE_AUTHORITY, PP2_TYPE_UNIQUE_ID};
 use super::Reason;
 use crate::wire::crc32c::Crc32c;
 
 /// PROXY v2 TLV types edgefwd looks at (spec section 2.2).
-pub(super) const PP2_TYPE_ALPN: u8 = 0x01;
-pub(super) const PP2_TYPE_AUTHORITY: u8 = 0x02;
 const PP2_TYPE_CRC32C: u8 = 0x03;
-pub(super) const PP2_TYPE_UNIQUE_ID: u8 = 0x05;
 const PP2_TYPE_SSL: u8 = 0x20;
 /// Longest `PP2_TYPE_AUTHORITY` value (HAProxy's limit: a host name).
 const AUTHORITY_MAX: usize = 255;
