@@ -89,6 +89,37 @@ fn crate_paths(code: &str) -> Vec<Vec<String>> {
     paths
 }
 
+/// The paths after every `super::` (or `super::super::`...) in `code` of `module`, made absolute: in
+/// `a::b`, `super::c::C` is `a::c::C`. Siblings inside a folder see each other this way, so a cycle
+/// between them would hide from [`crate_paths`]. (In an inline `mod tests`, `super` is the file's own
+/// module: read as its parent instead, it names no sibling unless one has that item's name.)
+fn super_paths(code: &str, module: &[String]) -> Vec<Vec<String>> {
+    let mut paths = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("super::") {
+        let before = rest[..at].chars().next_back();
+        let mut after = &rest[at..];
+        let mut depth = 0;
+        while let Some(next) = after.strip_prefix("super::") {
+            depth += 1;
+            after = next;
+        }
+        rest = after;
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+            || depth > module.len()
+        {
+            continue;
+        }
+        let base = &module[..module.len() - depth];
+        let absolute = |tail: Vec<String>| [base.to_vec(), tail].concat();
+        match after.strip_prefix('{') {
+            Some(group) => paths.extend(group_items(group).into_iter().map(segments).map(absolute)),
+            None => paths.push(absolute(segments(after))),
+        }
+    }
+    paths
+}
+
 /// The items of a `{...}` group whose opening brace is just before `text`, split at its own commas.
 fn group_items(text: &str) -> Vec<&str> {
     let (mut items, mut depth, mut start) = (Vec::new(), 0, 0);
@@ -157,7 +188,11 @@ fn graph(known: &BTreeMap<Module, String>) -> BTreeMap<Module, BTreeSet<Module>>
     for (module, text) in known {
         graph.entry(module.clone()).or_default();
         for line in text.lines() {
-            for path in crate_paths(code_of(line)) {
+            let code = code_of(line);
+            for path in crate_paths(code)
+                .into_iter()
+                .chain(super_paths(code, module))
+            {
                 if let Some(target) = module_of(&path, known) {
                     add_edges(module, &target, &mut graph);
                 }
@@ -253,13 +288,21 @@ fn test_the_reader_finds_paths_and_cycles() {
             words(&["d", "inner"]),
             "use crate::d::E; // crate::a".to_string(),
         ),
+        // Siblings in one folder, through `super::`.
+        (words(&["e"]), String::new()),
+        (words(&["e", "x"]), "use super::{y::Y, Z};".to_string()),
+        (words(&["e", "y"]), "use super::x::X;".to_string()),
     ]
     .into_iter()
     .collect();
     let found = cycles(&graph(&known));
     assert_eq!(
         found,
-        ["a -> b -> c::inner -> a", "c -> a -> b -> c"],
+        [
+            "a -> b -> c::inner -> a",
+            "c -> a -> b -> c",
+            "e::x -> e::y -> e::x"
+        ],
         "a module contains its submodules"
     );
 }
