@@ -42,6 +42,15 @@ impl SocketFile {
     }
 }
 
+impl SocketFile {
+    /// Lets go of the path without removing it: another process took it over (a binary upgrade's
+    /// successor binds there next). Forgetting the guard leaks its path buffer, once, in a process
+    /// that is about to exit.
+    pub(crate) fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for SocketFile {
     fn drop(&mut self) {
         let ours =

@@ -13,8 +13,7 @@
 
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -23,6 +22,8 @@ use mio::Interest;
 
 use super::scrape::MetricsServer;
 use super::Reactor;
+use crate::config::unix::UnixAddr;
+use crate::datapath::unix::{self, SocketFile};
 use crate::service::activation::Passed;
 use crate::service::upgrade::{self, Offered, TAKE_OVER};
 use crate::token;
@@ -30,6 +31,8 @@ use crate::token;
 /// How long a successor may take between connecting and `take-over` (building its reactors, in a debug
 /// build on a loaded machine included).
 const SUCCESSOR_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections the upgrade socket queues: one successor at a time is served.
+const UPGRADE_BACKLOG: i32 = 4;
 /// Most bytes read from a successor: `take-over\n` and no more.
 const MAX_REPLY: usize = TAKE_OVER.len();
 
@@ -37,12 +40,9 @@ const MAX_REPLY: usize = TAKE_OVER.len();
 #[derive(Debug)]
 pub(super) struct UpgradeServer {
     listener: UnixListener,
-    path: PathBuf,
-    /// The socket file's (device, inode): removed at exit only if it is still this one.
-    identity: Option<(u64, u64)>,
+    /// Removes the socket file at exit if it is still ours; `None` once a successor took the path over.
+    file: Option<SocketFile>,
     successor: Option<Successor>,
-    /// The successor took over, and the path with it: not removed at exit.
-    handed_over: bool,
 }
 
 #[derive(Debug)]
@@ -50,21 +50,6 @@ struct Successor {
     conn: UnixStream,
     deadline: Instant,
     said: Vec<u8>,
-}
-
-impl Drop for UpgradeServer {
-    /// Removes the socket file, unless a successor took it over or it is another's now.
-    fn drop(&mut self) {
-        if !self.handed_over && identity(&self.path) == self.identity {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-fn identity(path: &Path) -> Option<(u64, u64)> {
-    std::fs::symlink_metadata(path)
-        .ok()
-        .map(|meta| (meta.dev(), meta.ino()))
 }
 
 impl UpgradeServer {
@@ -77,8 +62,11 @@ impl UpgradeServer {
 impl Reactor {
     /// Serves `--upgrade-socket` at `path` from this reactor (reactor 0).
     pub fn serve_upgrades(&mut self, path: &Path) -> Result<(), String> {
-        let listener = upgrade::bind(path)?;
-        let mut listener = UnixListener::from_std(listener);
+        // Mode 0600 is set between bind and listen, and a stale file is replaced, a live one refused,
+        // as for any Unix listener.
+        let addr = UnixAddr::Path(path.to_path_buf());
+        let (mut listener, file) = unix::bind(&addr, 0o600, UPGRADE_BACKLOG)
+            .map_err(|err| format!("--upgrade-socket: {err}"))?;
         self.poll
             .registry()
             .register(&mut listener, token::UPGRADE, Interest::READABLE)
@@ -86,10 +74,8 @@ impl Reactor {
         info!("upgrade socket on {}", path.display());
         self.upgrade = Some(UpgradeServer {
             listener,
-            path: path.to_path_buf(),
-            identity: identity(path),
+            file,
             successor: None,
-            handed_over: false,
         });
         Ok(())
     }
@@ -233,7 +219,10 @@ impl Reactor {
         let Some(mut server) = self.upgrade.take() else {
             return;
         };
-        server.handed_over = true;
+        // The path is the successor's now: it binds there as soon as the connection ends.
+        if let Some(file) = server.file.take() {
+            file.keep();
+        }
         let registry = self.poll.registry();
         let _ = registry.deregister(&mut server.listener);
         let successor = server.successor.take();

@@ -10,7 +10,7 @@
 //!    listener comes along under the name [`METRICS_NAME`].
 //! 2. Once its own reactors have the sockets registered, the successor writes `take-over\n`
 //!    ([`Predecessor::take_over`]). The old process closes its upgrade socket, then this connection,
-//!    and stops accepting; the successor waits for that end of file, then binds PATH itself ([`bind`]).
+//!    and stops accepting; the successor waits for that end of file, then binds PATH itself (`reactor::upgrade`, through `datapath::unix::bind`).
 //!
 //! The sockets are never closed in between: both processes hold them for a moment, and clients wait
 //! in the kernel's accept queue, which neither process owns alone. If the successor dies before step 2,
@@ -22,8 +22,7 @@ use std::io::{self, Read, Write};
 use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -115,7 +114,7 @@ impl Predecessor {
     }
 
     /// Tells the old process to stop accepting, and waits until it has let go of its upgrade socket
-    /// (it closes the connection after closing that socket), so that [`bind`] may take the path.
+    /// (it closes the connection after closing that socket), so that the successor may bind the path.
     pub fn take_over(mut self) -> Result<(), String> {
         self.conn
             .write_all(TAKE_OVER)
@@ -201,39 +200,6 @@ fn parse(text: &str) -> Result<Vec<(SocketAddr, String)>, String> {
 pub fn take_metrics(passed: &mut Vec<Passed>, wanted: Option<SocketAddr>) -> Option<Passed> {
     let at = passed.iter().position(|p| p.name == METRICS_NAME)?;
     Some(passed.remove(at)).filter(|p| Some(p.local) == wanted)
-}
-
-/// Listens on `path` with mode 0600. A file left there by a process that is gone (nothing accepts on
-/// it) is replaced; one something still accepts on is an error naming it.
-pub fn bind(path: &Path) -> Result<UnixListener, String> {
-    let at = path.display();
-    match UnixStream::connect(path) {
-        Ok(_) => {
-            return Err(format!(
-                "--upgrade-socket {at}: another process listens there (a running edgefwd? upgrade \
-                 from it with --upgrade-from {at})"
-            ))
-        }
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(_) => {
-            let is_socket =
-                std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket());
-            if !is_socket {
-                return Err(format!(
-                    "--upgrade-socket {at}: exists and is not a socket; not replacing it"
-                ));
-            }
-            std::fs::remove_file(path).map_err(|err| {
-                format!("--upgrade-socket {at}: cannot remove the stale socket: {err}")
-            })?;
-        }
-    }
-    let listener =
-        UnixListener::bind(path).map_err(|err| format!("--upgrade-socket {at}: {err}"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| listener.set_nonblocking(true))
-        .map_err(|err| format!("--upgrade-socket {at}: {err}"))?;
-    Ok(listener)
 }
 
 /// An all-zero `msghdr` pointing at `iov` and at `control` (empty: none).
@@ -430,21 +396,5 @@ mod tests {
         assert!(parse("edgefwd-upgrade 2\nend\n").is_err());
         assert_eq!(parse(&format!("{HELLO}{END}")), Ok(vec![]));
         assert!(parse(&format!("{HELLO}nonsense\n{END}")).is_err());
-    }
-
-    /// A stale socket file is replaced with a 0600 one; a live one is an error naming it.
-    #[test]
-    fn test_bind_replaces_stale_refuses_live() {
-        let path =
-            std::env::temp_dir().join(format!("edgefwd-upgrade-{}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        drop(UnixListener::bind(&path).expect("stale"));
-        let live = bind(&path).expect("replaces the stale file");
-        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let err = bind(&path).expect_err("live");
-        assert!(err.contains(&path.display().to_string()), "{err}");
-        drop(live);
-        let _ = std::fs::remove_file(&path);
     }
 }
