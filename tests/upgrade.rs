@@ -250,6 +250,14 @@ fn upgrade_twice(threads: &str) {
     assert!(common::wait_until(Duration::from_secs(10), || names(
         &first
     )));
+    let mode = std::fs::metadata(&path)
+        .expect("the upgrade socket")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600,
+        "only the owner may hand the sockets over"
+    );
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let steady = Steady::start(addr, 2);
     let mut second = hop(&mut first, (port, &backend, at), &flags);
