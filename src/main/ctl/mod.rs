@@ -185,7 +185,8 @@ fn client(ctl: &Ctl) -> Result<Client, Failure> {
     })
 }
 
-/// The token file's first line (a trailing newline is not part of it).
+/// The token file's content without surrounding whitespace (a trailing newline is not part of the
+/// token): read as the server reads its own `--admin-token` file, so both may use the same file.
 fn read_token(path: &std::path::Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|err| {
         format!(
@@ -194,7 +195,7 @@ fn read_token(path: &std::path::Path) -> Result<String, String> {
             plain(&err)
         )
     })?;
-    let token = text.lines().next().unwrap_or("").trim();
+    let token = text.trim();
     if token.is_empty() {
         return Err(format!(
             "--admin-token {}: the file is empty",
@@ -460,7 +461,7 @@ mod tests {
     #[test]
     fn test_token_file() {
         let path = std::env::temp_dir().join(format!("edgefwd-ctl-token-{}", std::process::id()));
-        std::fs::write(&path, "s3cret\n").expect("write");
+        std::fs::write(&path, "  s3cret\n").expect("write");
         assert_eq!(read_token(&path), Ok(String::from("s3cret")));
         std::fs::write(&path, "\n").expect("write");
         assert!(read_token(&path).expect_err("empty").contains("empty"));
