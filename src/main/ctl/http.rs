@@ -9,29 +9,34 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use edgefwd::config::unix::UnixAddr;
 
 /// The most of an answer read (head and body): a server far past it is not the admin API.
 const MAX_RESPONSE: u64 = 64 << 20;
 
-/// Where the admin API listens: `IP:PORT` / `HOST:PORT`, or `unix:/PATH`.
+/// Where the admin API listens: `IP:PORT` / `HOST:PORT`, or `unix:/PATH` / `unix:@NAME` (Linux's
+/// abstract names), as the server's `--admin` takes them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     Tcp(String),
-    Unix(PathBuf),
+    Unix(UnixAddr),
 }
 
 impl Endpoint {
-    /// `unix:/PATH` or a TCP address; anything else (an empty string, a path without `unix:`, a
-    /// TCP address without a port) is refused with a line naming it.
+    /// `unix:/PATH`, `unix:@NAME` or a TCP address; anything else (an empty string, a path without
+    /// `unix:`, a TCP address without a port) is refused with a line naming it.
     pub(crate) fn parse(text: &str) -> Result<Endpoint, String> {
-        if let Some(path) = text.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(format!("--admin '{text}': expected unix:/PATH"));
-            }
-            return Ok(Endpoint::Unix(PathBuf::from(path)));
+        if UnixAddr::is_unix(text) {
+            return text
+                .parse()
+                .map(Endpoint::Unix)
+                .map_err(|why| format!("--admin: {why}"));
         }
         let port = text
             .rsplit_once(':')
@@ -50,7 +55,7 @@ impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Endpoint::Tcp(addr) => f.write_str(addr),
-            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+            Endpoint::Unix(addr) => addr.fmt(f),
         }
     }
 }
@@ -118,8 +123,7 @@ impl Client {
                     io::Error::new(io::ErrorKind::NotFound, "the name has no address")
                 }))
             }
-            // A Unix connect does not wait on a peer's handshake: it succeeds or fails at once.
-            Endpoint::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
+            Endpoint::Unix(addr) => connect_unix(addr).map(Stream::Unix),
         }
     }
 
@@ -144,6 +148,22 @@ impl Client {
         request.push_str(body);
         request
     }
+}
+
+/// A Unix connect does not wait on a peer's handshake: it succeeds or fails at once. Through socket2,
+/// which spells an abstract name (a leading NUL) on every platform the forwarder builds for.
+fn connect_unix(addr: &UnixAddr) -> io::Result<UnixStream> {
+    let sockaddr = match addr {
+        UnixAddr::Path(path) => SockAddr::unix(path)?,
+        UnixAddr::Abstract(name) => {
+            let mut bytes = vec![0u8];
+            bytes.extend_from_slice(name.as_bytes());
+            SockAddr::unix(std::ffi::OsStr::from_bytes(&bytes))?
+        }
+    };
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.connect(&sockaddr)?;
+    Ok(socket.into())
 }
 
 /// Writes `request`, then reads the answer into `raw` until the server closes, each step bounded by
@@ -305,7 +325,13 @@ mod tests {
         );
         assert_eq!(
             Endpoint::parse("unix:/run/edgefwd/admin.sock"),
-            Ok(Endpoint::Unix("/run/edgefwd/admin.sock".into()))
+            Ok(Endpoint::Unix(UnixAddr::Path(
+                "/run/edgefwd/admin.sock".into()
+            )))
+        );
+        assert_eq!(
+            Endpoint::parse("unix:@edgefwd-admin"),
+            Ok(Endpoint::Unix(UnixAddr::Abstract("edgefwd-admin".into())))
         );
         for bad in [
             "",
@@ -352,13 +378,38 @@ mod tests {
                 .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 27\r\n\r\n{\"error\":\"no connection 9\"}")
                 .expect("answer");
         });
-        let answer = client(Endpoint::Unix(path.clone()))
+        let answer = client(Endpoint::Unix(UnixAddr::Path(path.clone())))
             .request("DELETE", "/connections/9?how=rst", None)
             .expect("answer");
         server.join().expect("server");
         let _ = std::fs::remove_file(&path);
         assert_eq!(answer.status, 404);
         assert_eq!(answer.body, "{\"error\":\"no connection 9\"}");
+    }
+
+    /// `unix:@NAME`: Linux's abstract namespace, which the server's `--admin` also takes.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn test_request_over_abstract_name() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("edgefwd-ctl-test-{}", std::process::id());
+        let addr =
+            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("name");
+        let listener = std::os::unix::net::UnixListener::bind_addr(&addr).expect("bind");
+        let server = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut head = [0u8; 256];
+            let _ = stream.read(&mut head).expect("read");
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]")
+                .expect("answer");
+        });
+        let endpoint = Endpoint::parse(&format!("unix:@{name}")).expect("endpoint");
+        let answer = client(endpoint)
+            .request("GET", "/routes", None)
+            .expect("answer");
+        server.join().expect("server");
+        assert_eq!((answer.status, answer.body.as_str()), (200, "[]"));
     }
 
     #[test]

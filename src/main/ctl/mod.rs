@@ -41,7 +41,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// steer them.
 #[derive(Debug, Args)]
 pub(super) struct Ctl {
-    /// The admin API: IP:PORT, HOST:PORT or unix:/PATH [default: $EDGEFWD_ADMIN, else 127.0.0.1:9091].
+    /// The admin API: IP:PORT, HOST:PORT, unix:/PATH or unix:@NAME [default: $EDGEFWD_ADMIN, else 127.0.0.1:9091].
     #[arg(long, value_name = "ADDR", global = true)]
     admin: Option<String>,
 
