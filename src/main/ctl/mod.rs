@@ -12,6 +12,7 @@
 //!
 //! A binary-only module (`#[path]` from `main.rs`, under `src/main/`, which tests/modules.rs skips).
 
+mod counters;
 mod http;
 mod table;
 mod terminal;
@@ -278,15 +279,7 @@ fn call(client: &Client, method: &str, path: &str, body: Option<&str>) -> Result
     let at = &client.endpoint;
     let response = client
         .request(method, path, body)
-        .map_err(|err| match err {
-            Error::Unreachable(err) => {
-                format!("cannot reach the admin API at {at}: {}", plain(&err))
-            }
-            Error::Exchange(err) => {
-                format!("the admin API at {at} did not answer: {}", plain(&err))
-            }
-            Error::Malformed(why) => format!("the admin API at {at} answered no HTTP: {why}"),
-        })?;
+        .map_err(|err| describe(&format!("the admin API at {at}"), err))?;
     let json = serde_json::from_str::<Value>(&response.body);
     let reason = |json: &Result<Value, _>| match json {
         Ok(Value::Object(map)) => map
@@ -321,6 +314,15 @@ fn call(client: &Client, method: &str, path: &str, body: Option<&str>) -> Result
         text: response.body,
         json,
     })
+}
+
+/// A failed request as one line about `server` ("the admin API at 127.0.0.1:9091").
+fn describe(server: &str, err: Error) -> String {
+    match err {
+        Error::Unreachable(err) => format!("cannot reach {server}: {}", plain(&err)),
+        Error::Exchange(err) => format!("{server} did not answer: {}", plain(&err)),
+        Error::Malformed(why) => format!("{server} answered no HTTP: {why}"),
+    }
 }
 
 /// An I/O error as words: "connection refused", without the "(os error 111)" a user cannot act on.

@@ -9,10 +9,12 @@
 //! A pair's rate is the growth of its byte counts between two samples over the time between them; a
 //! pair new since the sample before counts all its bytes. A pair that closed between two samples has
 //! left no count to compare, so the bytes it moved since the sample before are missing from the routes'
-//! and upstreams' rates: over a busy stream of short connections they read low. The header's traffic
-//! line says which it shows: with `--metrics ADDR` it is the growth of `edgefwd_bytes_total`, every
-//! byte forwarded, closed pairs included; without, the sum of the live pairs'. The first frame has no
-//! sample before it and shows `-`; `--once` therefore samples twice, one `--interval` apart.
+//! and upstreams' rates: over a busy stream of short connections they read low. With `--metrics ADDR`
+//! the rates come from the server's byte counters instead ([`Counters`]), every byte forwarded, closed
+//! pairs included: the header's from `edgefwd_bytes_total`, a route's or an upstream's from its own
+//! series where the server exports them (else from its live pairs, as without). The header's traffic
+//! line says which it shows. The first frame has no sample before it and shows `-`; `--once` therefore
+//! samples twice, one `--interval` apart.
 //!
 //! # The terminal
 //! Frames are drawn with plain ANSI escapes (clear, home, hide the cursor) when stdout is a terminal,
@@ -34,10 +36,11 @@ use signal_hook::iterator::Signals;
 
 use edgefwd::config;
 
+use super::counters::{Counters, Rates};
 use super::http::{Client, Endpoint};
 use super::table::{age_cell, bytes_cell, cell, flag, number, rate, Align, Table};
 use super::terminal::Keys;
-use super::{call, plain, print, Failure};
+use super::{call, describe, plain, print, Failure};
 
 /// Rows of each pair list (busiest, stuck) in one frame.
 const PAIR_ROWS: usize = 10;
@@ -70,8 +73,8 @@ pub(crate) struct Sample {
     connections: Vec<Value>,
     routes: Vec<Value>,
     upstreams: Vec<Value>,
-    /// `edgefwd_bytes_total` by way (c2u, u2c), when `--metrics` is given.
-    bytes_total: Option<[u64; 2]>,
+    /// The byte counters of `--metrics`, when given.
+    counters: Option<Counters>,
 }
 
 /// Runs the view until `q`, a signal or `--iterations`; or prints one frame with `--once`.
@@ -236,7 +239,7 @@ fn sample(client: &Client, metrics: Option<&Client>) -> Result<Sample, Failure> 
     let connections = list("/connections")?;
     let routes = list("/routes")?;
     let upstreams = list("/upstreams")?;
-    let bytes_total = match metrics {
+    let counters = match metrics {
         Some(metrics) => Some(scrape(metrics)?),
         None => None,
     };
@@ -245,48 +248,24 @@ fn sample(client: &Client, metrics: Option<&Client>) -> Result<Sample, Failure> 
         connections,
         routes,
         upstreams,
-        bytes_total,
+        counters,
     })
 }
 
-/// `edgefwd_bytes_total` of the `--metrics` endpoint.
-fn scrape(metrics: &Client) -> Result<[u64; 2], Failure> {
+/// The byte counters of the `--metrics` endpoint.
+fn scrape(metrics: &Client) -> Result<Counters, Failure> {
     let at = &metrics.endpoint;
     let answer = metrics
         .request("GET", "/metrics", None)
-        .map_err(|err| format!("cannot read --metrics {at}: {err:?}"))?;
+        .map_err(|err| describe(&format!("--metrics {at}"), err))?;
     if answer.status != 200 {
         return Err(Failure::from(format!(
             "--metrics {at} answered HTTP {}",
             answer.status
         )));
     }
-    bytes_total(&answer.body)
+    Counters::parse(&answer.body)
         .ok_or_else(|| Failure::from(format!("--metrics {at} has no edgefwd_bytes_total")))
-}
-
-/// The sum of every `edgefwd_bytes_total` sample of each way (whatever other labels they carry).
-fn bytes_total(exposition: &str) -> Option<[u64; 2]> {
-    let mut total = [0u64; 2];
-    let mut seen = false;
-    for line in exposition.lines() {
-        let Some(rest) = line.strip_prefix("edgefwd_bytes_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.split_once("} ") else {
-            continue;
-        };
-        let way = match labels {
-            l if l.contains("direction=\"c2u\"") => 0,
-            l if l.contains("direction=\"u2c\"") => 1,
-            _ => continue,
-        };
-        if let Ok(value) = value.trim().parse::<f64>() {
-            total[way] += value as u64;
-            seen = true;
-        }
-    }
-    seen.then_some(total)
 }
 
 /// Each live pair's rates (c2u, u2c) in bytes per second since `before`, by the pair's index in
@@ -329,10 +308,6 @@ impl Load {
             [c + c2u, u + u2c]
         });
     }
-
-    fn rate(&self, way: usize) -> String {
-        rate(self.rates.map(|rates| rates[way]))
-    }
 }
 
 /// One frame: the header, the routes, the upstreams, the busiest pairs, the stuck pairs.
@@ -353,17 +328,26 @@ pub(crate) fn frame(title: &str, before: Option<&Sample>, now: &Sample) -> Strin
     if before.is_some() && all.rates.is_none() {
         all.rates = Some([0.0, 0.0]);
     }
+    let metered = before.and_then(|before| {
+        let elapsed = now.at.duration_since(before.at);
+        Some(
+            now.counters
+                .as_ref()?
+                .rates_since(before.counters.as_ref()?, elapsed),
+        )
+    });
+    let metered = metered.as_ref();
     let mut out = format!("{title}\n");
-    out.push_str(&header(before, now, &all));
-    out.push_str(&routes_table(now, &routes, before.is_some()));
-    out.push_str(&upstreams_table(now, &upstreams, before.is_some()));
+    out.push_str(&header(now, &all, metered));
+    out.push_str(&routes_table(now, &routes, metered, before.is_some()));
+    out.push_str(&upstreams_table(now, &upstreams, metered, before.is_some()));
     out.push_str(&busiest(now, &rates));
     out.push_str(&stuck(now));
     out
 }
 
 /// Pairs open, traffic, upstream states.
-fn header(before: Option<&Sample>, now: &Sample, all: &Load) -> String {
+fn header(now: &Sample, all: &Load, metered: Option<&Rates>) -> String {
     let phases = |phase: &str| {
         now.connections
             .iter()
@@ -376,13 +360,8 @@ fn header(before: Option<&Sample>, now: &Sample, all: &Load) -> String {
         all.stuck,
         phases("connecting")
     );
-    let counted = before.and_then(|before| {
-        let (was, is) = (before.bytes_total?, now.bytes_total?);
-        let seconds = now.at.duration_since(before.at).as_secs_f64().max(1e-3);
-        Some([0, 1].map(|way| is[way].saturating_sub(was[way]) as f64 / seconds))
-    });
-    let (traffic, whose) = match (counted, now.bytes_total) {
-        (Some(rates), _) => (Some(rates), "every pair, from --metrics"),
+    let (traffic, whose) = match (metered, &now.counters) {
+        (Some(rates), _) => (Some(rates.total), "every pair, from --metrics"),
         (None, Some(_)) => (None, "every pair, from --metrics"),
         (None, None) => (
             all.rates,
@@ -416,7 +395,12 @@ fn header(before: Option<&Sample>, now: &Sample, all: &Load) -> String {
 }
 
 /// Per route: pairs, stuck, throughput, upstreams up.
-fn routes_table(now: &Sample, loads: &BTreeMap<String, Load>, rated: bool) -> String {
+fn routes_table(
+    now: &Sample,
+    loads: &BTreeMap<String, Load>,
+    metered: Option<&Rates>,
+    rated: bool,
+) -> String {
     let mut table = Table::new(&[
         ("ROUTE", Align::Left),
         ("PAIRS", Align::Right),
@@ -433,6 +417,9 @@ fn routes_table(now: &Sample, loads: &BTreeMap<String, Load>, rated: bool) -> St
     for route in &now.routes {
         let name = cell(route, "name");
         let load = loads.get(&name).unwrap_or(&idle);
+        let rates = metered
+            .and_then(|metered| metered.routes.get(&name).copied())
+            .or(load.rates);
         let theirs = now.upstreams.iter().filter(|u| cell(u, "route") == name);
         let (total, up) = theirs.fold((0, 0), |(total, up), u| {
             (total + 1, up + usize::from(cell(u, "health") == "up"))
@@ -443,8 +430,8 @@ fn routes_table(now: &Sample, loads: &BTreeMap<String, Load>, rated: bool) -> St
                 .get("pairs")
                 .map_or_else(|| load.pairs.to_string(), |_| cell(route, "pairs")),
             load.stuck.to_string(),
-            load.rate(0),
-            load.rate(1),
+            rate(rates.map(|r| r[0])),
+            rate(rates.map(|r| r[1])),
             format!("{up}/{total}"),
             cell(route, "max_connections"),
         ]);
@@ -453,7 +440,12 @@ fn routes_table(now: &Sample, loads: &BTreeMap<String, Load>, rated: bool) -> St
 }
 
 /// Per upstream: state, pairs, throughput, failures.
-fn upstreams_table(now: &Sample, loads: &BTreeMap<(String, String), Load>, rated: bool) -> String {
+fn upstreams_table(
+    now: &Sample,
+    loads: &BTreeMap<(String, String), Load>,
+    metered: Option<&Rates>,
+    rated: bool,
+) -> String {
     let mut table = Table::new(&[
         ("ROUTE", Align::Left),
         ("UPSTREAM", Align::Left),
@@ -472,6 +464,9 @@ fn upstreams_table(now: &Sample, loads: &BTreeMap<(String, String), Load>, rated
     for upstream in &now.upstreams {
         let key = (cell(upstream, "route"), cell(upstream, "address"));
         let load = loads.get(&key).unwrap_or(&idle);
+        let rates = metered
+            .and_then(|metered| metered.upstreams.get(&key).copied())
+            .or(load.rates);
         table.row(vec![
             key.0.clone(),
             key.1.clone(),
@@ -479,8 +474,8 @@ fn upstreams_table(now: &Sample, loads: &BTreeMap<(String, String), Load>, rated
             cell(upstream, "admin"),
             cell(upstream, "weight"),
             cell(upstream, "active"),
-            load.rate(0),
-            load.rate(1),
+            rate(rates.map(|r| r[0])),
+            rate(rates.map(|r| r[1])),
             cell(upstream, "connect_failures"),
         ]);
     }
@@ -591,7 +586,7 @@ mod tests {
         })
     }
 
-    fn sample(at: Instant, connections: Vec<Value>, bytes_total: Option<[u64; 2]>) -> Sample {
+    fn sample(at: Instant, connections: Vec<Value>, counters: Option<Counters>) -> Sample {
         Sample {
             at,
             connections,
@@ -611,7 +606,7 @@ mod tests {
                      "admin": "enabled", "weight": 1, "active": 0, "failures": 4, "connect_failures": 9}]"#,
             )
             .expect("upstreams"),
-            bytes_total,
+            counters,
         }
     }
 
@@ -702,35 +697,45 @@ ID  ROUTE  CLIENT           UPSTREAM        PHASE          AGE  IDLE  HELD C2U  
         assert!(text.ends_with("STUCK PAIRS: no stuck pairs\n"), "{text}");
     }
 
-    /// With --metrics the header's traffic is the counters' growth, closed pairs included.
+    /// With --metrics the rates are the counters' growth, closed pairs included: the header's, and a
+    /// route's or upstream's where the server has its series (db's upstream has none: its live pairs).
     #[test]
-    fn test_header_traffic_from_metrics() {
+    fn test_rates_from_metrics() {
         let t0 = Instant::now();
-        let before = sample(t0, vec![], Some([1_000, 0]));
+        let counters = |total: u64, web: u64| {
+            Counters::parse(&format!(
+                "edgefwd_bytes_total{{direction=\"c2u\"}} {total}\n\
+                 edgefwd_bytes_total{{direction=\"u2c\"}} 1024\n\
+                 edgefwd_route_bytes_total{{route=\"web\",direction=\"c2u\"}} {web}\n\
+                 edgefwd_upstream_bytes_total{{route=\"web\",upstream=\"127.0.0.1:9001\",direction=\"c2u\"}} {web}\n"
+            ))
+        };
+        let before = sample(t0, vec![], counters(1_000, 0));
         let now = sample(
             t0 + Duration::from_secs(1),
-            vec![],
-            Some([1_000 + 3072, 1024]),
+            vec![pair(5, "db", "127.0.0.1:9002", 512, 0, false)],
+            counters(1_000 + 3072, 2048),
         );
         let text = frame("t", Some(&before), &now);
         assert!(
-            text.contains("traffic: c2u 3.0K/s  u2c 1.0K/s  (every pair, from --metrics)"),
+            text.contains("traffic: c2u 3.0K/s  u2c 0/s  (every pair, from --metrics)"),
             "{text}"
         );
         assert!(
-            text.contains("BUSIEST PAIRS: no pair moved bytes"),
+            text.contains("\nweb        2      0  2.0K/s    0/s  2/2  1024\n"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn test_bytes_total_of_exposition() {
-        let text = "# TYPE edgefwd_bytes_total counter\n\
-                    edgefwd_bytes_total{direction=\"c2u\"} 100\n\
-                    edgefwd_bytes_total{direction=\"u2c\"} 7\n\
-                    edgefwd_bytes_total{route=\"db\",direction=\"c2u\"} 5\n\
-                    edgefwd_bytes_totalx{direction=\"c2u\"} 1000\n";
-        assert_eq!(bytes_total(text), Some([105, 7]));
-        assert_eq!(bytes_total("edgefwd_pairs_open 3\n"), None);
+        assert!(
+            text.contains("\ndb         0      0   512/s    0/s  0/1    10\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("127.0.0.1:9001  up      draining       2       1  2.0K/s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("127.0.0.1:9002  down    enabled        1       0   512/s"),
+            "{text}"
+        );
     }
 }
