@@ -114,7 +114,7 @@ edgefwd_accepts_total
 edgefwd_budget_yields_total
 edgefwd_bytes_total{direction="c2u"}
 edgefwd_bytes_total{direction="u2c"}
-edgefwd_closes_total{cause=*} client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
+edgefwd_closes_total{cause=*} admin client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
 edgefwd_connects_ok_total
 HISTOGRAM edgefwd_events_per_poll
 edgefwd_events_total

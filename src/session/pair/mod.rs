@@ -67,7 +67,7 @@ use crate::way::Way;
 mod greeting;
 mod stage;
 
-pub(super) use stage::Phase;
+pub(crate) use stage::Phase;
 use stage::{Connecting, Established, Stage};
 
 /// What the reactor must do with a pair after a handler ran.
@@ -203,7 +203,7 @@ impl<S: Socket> Pair<S> {
         self.stage.lease()
     }
 
-    pub(super) fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         self.stage.phase()
     }
 
