@@ -43,15 +43,22 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Args)]
 pub(super) struct Ctl {
     /// The admin API: IP:PORT, HOST:PORT, unix:/PATH or unix:@NAME [default: $EDGEFWD_ADMIN, else 127.0.0.1:9091].
-    #[arg(long, value_name = "ADDR", global = true)]
+    // The ids differ from the forwarder's `--admin` and `--admin-token`: clap hands a global
+    // argument's value up to the parent command too, where those ids have other types.
+    #[arg(id = "ctl_admin", long = "admin", value_name = "ADDR", global = true)]
     admin: Option<String>,
 
     /// A file holding the bearer token the admin API was started with (its --admin-token).
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(
+        id = "ctl_admin_token",
+        long = "admin-token",
+        value_name = "FILE",
+        global = true
+    )]
     admin_token: Option<PathBuf>,
 
     /// Print the admin API's JSON answer unchanged instead of a table.
-    #[arg(long, global = true)]
+    #[arg(id = "ctl_json", long = "json", global = true)]
     json: bool,
 
     #[command(subcommand)]
@@ -445,6 +452,41 @@ mod tests {
             let err = parse(args).expect_err(named);
             assert_eq!(err.exit_code(), 2, "{args:?}");
             assert!(err.to_string().contains(named), "{args:?}: {err}");
+        }
+    }
+
+    /// Through the binary's own parser: `ctl`'s shared flags, before or after the command, do not
+    /// collide with the forwarder's flags of the same names.
+    #[test]
+    fn test_the_binary_parses_ctl() {
+        use crate::{Cli, Command as Binary};
+        for args in [
+            &[
+                "edgefwd",
+                "ctl",
+                "--admin",
+                "unix:/a.sock",
+                "--admin-token",
+                "/t",
+                "routes",
+            ][..],
+            &[
+                "edgefwd",
+                "ctl",
+                "routes",
+                "--admin",
+                "unix:/a.sock",
+                "--admin-token",
+                "/t",
+            ][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|err| panic!("{args:?}: {err}"));
+            let Some(Binary::Ctl(ctl)) = cli.command else {
+                panic!("{args:?}: not ctl");
+            };
+            assert_eq!(ctl.admin.as_deref(), Some("unix:/a.sock"), "{args:?}");
+            assert_eq!(ctl.admin_token, Some(PathBuf::from("/t")), "{args:?}");
+            assert!(matches!(ctl.command, Command::Ask(Ask::Routes)));
         }
     }
 

@@ -1,0 +1,390 @@
+//! `edgefwd ctl` against a real edgefwd serving `--admin`: the commands a user types, their tables and
+//! exit codes, with real pairs on loopback held open while the client looks at them.
+//!
+//! Each test runs the binary twice over: the forwarder (`Forwarder`, with `--admin 127.0.0.1:0` or a
+//! Unix socket) and `edgefwd ctl ...` as a child that must exit by itself (`run_edgefwd_to_exit`).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// The admin address from the forwarder's "admin API on http://ADDR/" start line.
+fn admin_addr(fwd: &Forwarder) -> String {
+    fwd.expect_log("admin API on http://", START_TIMEOUT);
+    let logs = fwd.logs();
+    let (_, rest) = logs.split_once("admin API on http://").expect("admin line");
+    rest.split('/').next().expect("address").to_string()
+}
+
+/// `edgefwd ctl --admin ADMIN ARGS`: (exit code, stdout, stderr).
+fn ctl(admin: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["ctl", "--admin", admin];
+    all.extend_from_slice(args);
+    run_edgefwd_to_exit(&all)
+}
+
+/// `edgefwd ctl --admin ADMIN ARGS`, which must succeed; its stdout.
+fn ctl_ok(admin: &str, args: &[&str]) -> String {
+    let (code, stdout, stderr) = ctl(admin, args);
+    assert_eq!(
+        code,
+        Some(0),
+        "ctl {args:?}: stderr {stderr}\nstdout {stdout}"
+    );
+    stdout
+}
+
+/// The live pairs as JSON (`ctl connections --json`).
+fn pairs(admin: &str) -> Vec<Value> {
+    let text = ctl_ok(admin, &["connections", "--json"]);
+    match serde_json::from_str(&text) {
+        Ok(Value::Array(pairs)) => pairs,
+        other => panic!("ctl connections --json printed no JSON list: {other:?}\n{text}"),
+    }
+}
+
+/// The id of the pair whose client is `client`, waiting for it to be listed.
+fn id_of(admin: &str, client: SocketAddr) -> String {
+    let mut found = None;
+    let listed = wait_until(Duration::from_secs(10), || {
+        found = pairs(admin)
+            .into_iter()
+            .find(|pair| pair["client"] == client.to_string())
+            .and_then(|pair| pair["id"].as_u64());
+        found.is_some()
+    });
+    assert!(listed, "pair of client {client} never listed");
+    found.map(|id| id.to_string()).unwrap_or_default()
+}
+
+/// A client whose 1000 bytes the upstream has read: an established pair, held open by both ends.
+fn held_pair(fwd: &Forwarder, upstream: &Upstream) -> (TcpStream, TcpStream) {
+    let mut client = connect(fwd.addr());
+    client.write_all(&[7u8; 1000]).expect("client write");
+    let mut server = upstream.accept(IO_TIMEOUT);
+    let mut got = [0u8; 1000];
+    server.read_exact(&mut got).expect("upstream read");
+    (client, server)
+}
+
+/// The line of `table` that contains `needle`.
+fn line_with<'t>(table: &'t str, needle: &str) -> &'t str {
+    table
+        .lines()
+        .find(|line| line.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle} in:\n{table}"))
+}
+
+/// `connections` lists a held pair, `connection ID` shows it with its diagnosis and events, `close ID`
+/// closes it (FIN: both peers read EOF) and the list is then empty.
+#[test]
+fn test_ctl_lists_shows_and_closes_a_held_pair() {
+    let upstream = Upstream::bind();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &upstream.addr().to_string(),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&fwd);
+    let (mut client, mut server) = held_pair(&fwd, &upstream);
+    let me = client.local_addr().expect("client addr");
+    let id = id_of(&admin, me);
+
+    let table = ctl_ok(&admin, &["connections"]);
+    assert!(table.starts_with("ID  ROUTE"), "{table}");
+    let row = line_with(&table, &me.to_string());
+    assert!(row.trim_start().starts_with(&format!("{id} ")), "{row}");
+    for cell in [upstream.addr().to_string().as_str(), "established", "1000"] {
+        assert!(row.contains(cell), "no {cell} in {row}");
+    }
+
+    let detail = ctl_ok(&admin, &["connection", &id]);
+    assert!(
+        detail.starts_with(&format!("connection {id}\n")),
+        "{detail}"
+    );
+    for field in [
+        String::from("\n  client -> upstream  1000 forwarded, "),
+        format!("\n  client              {me}\n"),
+        format!("\n  upstream            {}\n", upstream.addr()),
+        String::from("\n  phase               established\n"),
+    ] {
+        assert!(detail.contains(&field), "no {field:?} in\n{detail}");
+    }
+
+    assert_eq!(
+        ctl_ok(&admin, &["close", &id]),
+        format!("closed connection {id} (fin)\n")
+    );
+    assert_eq!(read_until_end(&mut client, IO_TIMEOUT).1, End::Eof);
+    assert_eq!(read_until_end(&mut server, IO_TIMEOUT).1, End::Eof);
+    assert!(
+        wait_until(Duration::from_secs(10), || ctl_ok(&admin, &["connections"])
+            == "no connections\n"),
+        "the closed pair is still listed"
+    );
+    // Gone: asking for it again is a run-time failure naming it.
+    let (code, _, stderr) = ctl(&admin, &["connection", &id]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("edgefwd: error: ") && stderr.contains(&id),
+        "{stderr}"
+    );
+}
+
+/// `close ID --rst` resets both peers; filters reach the server (`--route` of another route lists nothing).
+#[test]
+fn test_ctl_close_rst_and_filters() {
+    let upstream = Upstream::bind();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &upstream.addr().to_string(),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&fwd);
+    let (mut client, _server) = held_pair(&fwd, &upstream);
+    let id = id_of(&admin, client.local_addr().expect("client addr"));
+    assert_eq!(
+        ctl_ok(&admin, &["connections", "--route", "no-such-route"]),
+        "no connections\n"
+    );
+    assert_eq!(
+        ctl_ok(&admin, &["connections", "--older-than", "1h"]),
+        "no connections\n"
+    );
+    let all = ctl_ok(&admin, &["connections", "--older-than", "0s"]);
+    let me = client.local_addr().expect("client addr").to_string();
+    assert!(
+        line_with(&all, &me)
+            .trim_start()
+            .starts_with(&format!("{id} ")),
+        "{all}"
+    );
+    assert_eq!(
+        ctl_ok(&admin, &["close", &id, "--rst"]),
+        format!("closed connection {id} (rst)\n")
+    );
+    assert_eq!(read_until_end(&mut client, IO_TIMEOUT).1, End::Reset);
+}
+
+/// `drain ADDR`: the table shows it draining and new clients go to the other upstream only; `enable`
+/// undoes it; `weight` sets a weight; `routes` and `upstreams` list them.
+#[test]
+fn test_ctl_drain_enable_and_weight() {
+    let (a, b) = (Backend::echo(), Backend::echo());
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &a.upstream_arg(),
+        "--upstream",
+        &b.upstream_arg(),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&fwd);
+    let a_addr = a.addr().to_string();
+    let drained = ctl_ok(&admin, &["drain", &a_addr]);
+    assert!(
+        line_with(&drained, &a_addr).contains(" draining "),
+        "{drained}"
+    );
+    let listed = ctl_ok(&admin, &["upstreams"]);
+    assert!(
+        line_with(&listed, &a_addr).contains(" draining "),
+        "{listed}"
+    );
+    assert!(
+        line_with(&listed, &b.addr().to_string()).contains(" enabled "),
+        "{listed}"
+    );
+    let before = a.accepted();
+    for _ in 0..4 {
+        echo_roundtrip(fwd.addr(), 1000, 1000);
+    }
+    assert_eq!(a.accepted(), before, "a drained upstream took new clients");
+
+    let enabled = ctl_ok(&admin, &["enable", &a_addr]);
+    assert!(
+        line_with(&enabled, &a_addr).contains(" enabled "),
+        "{enabled}"
+    );
+    let weighted = ctl_ok(&admin, &["weight", &a_addr, "3"]);
+    let row: Vec<&str> = line_with(&weighted, &a_addr).split_whitespace().collect();
+    assert_eq!(row[5], "3", "WEIGHT column of {row:?}");
+
+    let routes = ctl_ok(&admin, &["routes"]);
+    assert!(routes.starts_with("NAME  "), "{routes}");
+    assert_eq!(routes.lines().count(), 2, "{routes}");
+}
+
+/// `top --once` with --threads 2: one frame, no escapes, both pairs counted whichever reactor holds
+/// them, and the streaming one among the busiest with a rate.
+#[test]
+fn test_ctl_top_once() {
+    let (sink, _reports) = Backend::sink();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &sink.upstream_arg(),
+        "--admin",
+        "127.0.0.1:0",
+        "--threads",
+        "2",
+    ]);
+    let admin = admin_addr(&fwd);
+    let idle = connect(fwd.addr());
+    let mut streaming = connect(fwd.addr());
+    let stream_id = id_of(&admin, streaming.local_addr().expect("addr"));
+    id_of(&admin, idle.local_addr().expect("addr"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let chunk = vec![1u8; 16 * 1024];
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if streaming.write_all(&chunk).is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let (code, frame, stderr) = ctl(&admin, &["top", "--once", "--interval", "500ms"]);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        !frame.contains('\x1b'),
+        "escapes in --once output:\n{frame}"
+    );
+    assert!(frame.contains("\npairs: 2 open, "), "{frame}");
+    assert!(
+        frame.contains("\nROUTES\n") && frame.contains("\nUPSTREAMS\n"),
+        "{frame}"
+    );
+    assert!(
+        line_with(&frame, &sink.addr().to_string()).contains(" up "),
+        "{frame}"
+    );
+    let busiest = frame
+        .split("\nBUSIEST PAIRS\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no busiest pairs:\n{frame}"));
+    let top_row: Vec<&str> = busiest
+        .lines()
+        .nth(1)
+        .expect("a row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(top_row[0], stream_id, "{frame}");
+    assert!(
+        top_row[5].ends_with("/s") && top_row[5] != "0/s",
+        "c2u rate of {top_row:?}"
+    );
+}
+
+/// No admin API there: exit 1 and one line naming the address and the reason; `top` alike.
+#[test]
+fn test_ctl_unreachable_admin() {
+    let addr = refused_addr().to_string();
+    for args in [
+        &["routes"][..],
+        &["top", "--once", "--interval", "100ms"][..],
+    ] {
+        let (code, stdout, stderr) = ctl(&addr, args);
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!("edgefwd: error: cannot reach the admin API at {addr}: connection refused\n")
+        );
+        assert!(stdout.is_empty(), "{stdout}");
+    }
+}
+
+/// Bad arguments exit 2 with a line naming the value: the client's own checks, and a value the server
+/// refuses (400).
+#[test]
+fn test_ctl_bad_arguments() {
+    let refused = refused_addr().to_string();
+    for (args, named) in [
+        (&["connection", "seventeen"][..], "seventeen"),
+        (&["connections", "--older-than", "soon"][..], "soon"),
+        (&["drain", "app.internal"][..], "app.internal"),
+    ] {
+        let (code, _, stderr) = ctl(&refused, args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+    let (code, _, stderr) = run_edgefwd_to_exit(&["ctl", "--admin", "nowhere", "routes"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("'nowhere'"), "{stderr}");
+
+    let backend = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &backend.upstream_arg(),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&fwd);
+    let (code, _, stderr) = ctl(&admin, &["weight", &backend.addr().to_string(), "0"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("edgefwd: error: PUT /upstreams/"),
+        "{stderr}"
+    );
+}
+
+/// A Unix socket admin API with a token: without `--admin-token` the server's 401 is exit 1 saying
+/// what to give; with it, the answer; `EDGEFWD_ADMIN` stands in for `--admin`.
+#[test]
+fn test_ctl_unix_socket_and_token() {
+    let dir = std::env::temp_dir().join(format!("edgefwd-ctl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (socket, token) = (dir.join("admin.sock"), dir.join("token"));
+    std::fs::write(&token, "s3cret-token\n").expect("token");
+    let admin = format!("unix:{}", socket.display());
+    let backend = Backend::echo();
+    let _fwd = Forwarder::start(&[
+        "--upstream",
+        &backend.upstream_arg(),
+        "--admin",
+        &admin,
+        "--admin-token",
+        token.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        wait_until(START_TIMEOUT, || socket.exists()),
+        "no admin socket"
+    );
+    let (code, _, stderr) = ctl(&admin, &["upstreams"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--admin-token FILE"), "{stderr}");
+    let listed = ctl_ok(
+        &admin,
+        &["upstreams", "--admin-token", token.to_str().expect("utf-8")],
+    );
+    assert!(listed.contains(&backend.addr().to_string()), "{listed}");
+
+    let (code, stdout, stderr) = run_edgefwd_to_exit_with_env(
+        &[
+            "ctl",
+            "routes",
+            "--admin-token",
+            token.to_str().expect("utf-8"),
+        ],
+        &[("EDGEFWD_ADMIN", &admin)],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("NAME  "), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
