@@ -1,6 +1,7 @@
 //! The `edgefwd` binary: flags (or a `--config` file) -> [`Config`], logger, fd limit, then the reactor;
 //! or, with `--check`, the same validation and a verdict. Around the reactors' start, the service steps
-//! in their order: bind (the reactors), write the `--pid-file`, drop to `--user`, then run. Nothing else.
+//! in their order: bind (the reactors), write the `--pid-file`, drop to `--user`, then run. Nothing else;
+//! `edgefwd ctl ...` is the admin API's client instead (`src/main/ctl/`), which starts no reactor.
 
 #[path = "main/ctl/mod.rs"]
 mod ctl;
