@@ -75,6 +75,8 @@ pub(crate) struct Sample {
     upstreams: Vec<Value>,
     /// The byte counters of `--metrics`, when given.
     counters: Option<Counters>,
+    /// The diagnosis of each stuck pair the frame lists, by id (GET /connections/ID).
+    diagnoses: HashMap<u64, String>,
 }
 
 /// Runs the view until `q`, a signal or `--iterations`; or prints one frame with `--once`.
@@ -243,12 +245,24 @@ fn sample(client: &Client, metrics: Option<&Client>) -> Result<Sample, Failure> 
         Some(metrics) => Some(scrape(metrics)?),
         None => None,
     };
+    let mut diagnoses = HashMap::new();
+    for pair in stuck_first(&connections).into_iter().take(PAIR_ROWS) {
+        let id = number(pair, "id");
+        // A pair gone since the list (404) just goes without its diagnosis.
+        let Ok(answer) = call(client, "GET", &format!("/connections/{id}"), None) else {
+            continue;
+        };
+        if let Some(diagnosis) = answer.json.get("diagnosis").and_then(Value::as_str) {
+            diagnoses.insert(id, diagnosis.to_string());
+        }
+    }
     Ok(Sample {
         at,
         connections,
         routes,
         upstreams,
         counters,
+        diagnoses,
     })
 }
 
@@ -524,13 +538,7 @@ fn busiest(now: &Sample, rates: &[Option<[f64; 2]>]) -> String {
 
 /// The stuck pairs, longest idle first.
 fn stuck(now: &Sample) -> String {
-    let mut stuck: Vec<&Value> = now
-        .connections
-        .iter()
-        .filter(|p| flag(p, "stuck"))
-        .collect();
-    let idle = |pair: &Value| pair.get("idle_ms").and_then(Value::as_f64).unwrap_or(0.0);
-    stuck.sort_by(|a, b| idle(b).total_cmp(&idle(a)));
+    let stuck = stuck_first(&now.connections);
     let mut table = Table::new(&[
         ("ID", Align::Right),
         ("ROUTE", Align::Left),
@@ -541,8 +549,10 @@ fn stuck(now: &Sample) -> String {
         ("IDLE", Align::Right),
         ("HELD C2U", Align::Right),
         ("HELD U2C", Align::Right),
+        ("WHY", Align::Left),
     ]);
     for pair in stuck.iter().take(PAIR_ROWS) {
+        let why = now.diagnoses.get(&number(pair, "id"));
         table.row(vec![
             cell(pair, "id"),
             cell(pair, "route"),
@@ -553,6 +563,7 @@ fn stuck(now: &Sample) -> String {
             age_cell(pair, "idle_ms"),
             bytes_cell(pair, "c2u_held"),
             bytes_cell(pair, "u2c_held"),
+            why.map_or_else(|| String::from("-"), String::clone),
         ]);
     }
     let mut out = section("STUCK PAIRS", &table, "no stuck pairs");
@@ -563,6 +574,14 @@ fn stuck(now: &Sample) -> String {
         ));
     }
     out
+}
+
+/// The stuck pairs, the longest idle first.
+fn stuck_first(connections: &[Value]) -> Vec<&Value> {
+    let mut stuck: Vec<&Value> = connections.iter().filter(|p| flag(p, "stuck")).collect();
+    let idle = |pair: &Value| pair.get("idle_ms").and_then(Value::as_f64).unwrap_or(0.0);
+    stuck.sort_by(|a, b| idle(b).total_cmp(&idle(a)));
+    stuck
 }
 
 /// A blank line, the section's title, its table or a line saying it is empty.
@@ -607,6 +626,7 @@ mod tests {
             )
             .expect("upstreams"),
             counters,
+            diagnoses: HashMap::new(),
         }
     }
 
@@ -633,6 +653,9 @@ mod tests {
             ],
             None,
         );
+        let mut now = now;
+        now.diagnoses
+            .insert(2, String::from("upstream has not read for 5.0 s"));
         let text = frame("edgefwd top", Some(&before), &now);
         let expected = "\
 edgefwd top
@@ -657,8 +680,8 @@ ID  ROUTE  CLIENT           UPSTREAM          AGE   C2U/S   U2C/S   C2U   U2C
  3  web    127.0.0.1:50003  127.0.0.1:9001  12.4s  1.0K/s     0/s  2.0K     0
 
 STUCK PAIRS
-ID  ROUTE  CLIENT           UPSTREAM        PHASE          AGE  IDLE  HELD C2U  HELD U2C
- 2  web    127.0.0.1:50002  127.0.0.1:9001  established  12.4s  5.0s         0     64.0K
+ID  ROUTE  CLIENT           UPSTREAM        PHASE          AGE  IDLE  HELD C2U  HELD U2C  WHY
+ 2  web    127.0.0.1:50002  127.0.0.1:9001  established  12.4s  5.0s         0     64.0K  upstream has not read for 5.0 s
 ";
         assert_eq!(text, expected);
     }
