@@ -28,6 +28,7 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use edgefwd::config;
+use edgefwd::config::unix::UnixAddr;
 
 use super::{usage, Failure};
 use http::{Client, Endpoint, Error};
@@ -124,12 +125,29 @@ enum Ask {
 /// The upstream an action names.
 #[derive(Debug, Args)]
 struct Target {
-    /// The upstream's address as `ctl upstreams` shows it (127.0.0.1:9000, [::1]:9000).
-    #[arg(value_name = "ADDR")]
-    addr: SocketAddr,
+    /// The upstream's address as `ctl upstreams` shows it (127.0.0.1:9000, [::1]:9000, unix:/PATH).
+    #[arg(value_name = "ADDR", value_parser = upstream_addr)]
+    addr: UpstreamAddr,
     /// Only the upstream of this route [default: every route's with that address].
     #[arg(long, value_name = "NAME")]
     route: Option<String>,
+}
+
+/// An upstream address as the server names one: a socket address, or a Unix socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum UpstreamAddr {
+    Socket(SocketAddr),
+    Unix(UnixAddr),
+}
+
+/// `IP:PORT` or `unix:/PATH` / `unix:@NAME`; a host name is refused, the server knowing addresses only.
+fn upstream_addr(text: &str) -> Result<UpstreamAddr, String> {
+    if UnixAddr::is_unix(text) {
+        return text.parse().map(UpstreamAddr::Unix);
+    }
+    text.parse().map(UpstreamAddr::Socket).map_err(|_| {
+        format!("'{text}' is not an upstream address: expected IP:PORT, [IPv6]:PORT or unix:/PATH as `ctl upstreams` shows it")
+    })
 }
 
 /// A duration flag that is checked here (a bad one exits 2 before any request) and sent as typed.
@@ -252,11 +270,16 @@ fn request(ask: &Ask) -> (&'static str, String, Option<String>) {
 }
 
 impl Target {
-    /// `/upstreams/ADDR/ACTION`, with `?route=` when one is named.
+    /// `/upstreams/ADDR/ACTION`, with `?route=` when one is named. A socket address goes as it is
+    /// (`[::1]:9000`); a Unix one percent-encoded, its slashes being no path separators.
     fn path(&self, action: &str) -> String {
+        let addr = match &self.addr {
+            UpstreamAddr::Socket(addr) => addr.to_string(),
+            UpstreamAddr::Unix(addr) => encode(&addr.to_string()),
+        };
         match &self.route {
-            Some(route) => format!("/upstreams/{}/{action}?route={}", self.addr, encode(route)),
-            None => format!("/upstreams/{}/{action}", self.addr),
+            Some(route) => format!("/upstreams/{addr}/{action}?route={}", encode(route)),
+            None => format!("/upstreams/{addr}/{action}"),
         }
     }
 }
@@ -417,6 +440,10 @@ mod tests {
         assert_eq!(
             path_of(&["disable", "127.0.0.1:9000"]).1,
             "/upstreams/127.0.0.1:9000/disable"
+        );
+        assert_eq!(
+            path_of(&["drain", "unix:/run/app.sock"]).1,
+            "/upstreams/unix%3A%2Frun%2Fapp.sock/drain"
         );
         assert_eq!(
             path_of(&["enable", "127.0.0.1:9000"]).1,
