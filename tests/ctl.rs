@@ -388,3 +388,145 @@ fn test_ctl_unix_socket_and_token() {
     assert!(stdout.starts_with("NAME  "), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A pseudo-terminal: (controller, terminal), closed on drop.
+fn pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let (mut controller, mut terminal) = (-1, -1);
+    // SAFETY: the two out-pointers are valid ints; the name, termios and window size pointers may be
+    // null (openpty then uses defaults and writes no name).
+    let rc = unsafe {
+        libc::openpty(
+            &mut controller,
+            &mut terminal,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty succeeded: both are open descriptors nothing else owns.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(controller),
+            std::os::fd::OwnedFd::from_raw_fd(terminal),
+        )
+    }
+}
+
+/// The local modes (`c_lflag`) of a terminal.
+fn local_modes(terminal: &std::os::fd::OwnedFd) -> libc::tcflag_t {
+    use std::os::fd::AsRawFd;
+    // SAFETY: all zeroes is a valid termios (plain integers), and tcgetattr overwrites it.
+    let mut termios: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open (borrowed), and `termios` is a writable struct of the right type.
+    let rc = unsafe { libc::tcgetattr(terminal.as_raw_fd(), &mut termios) };
+    assert_eq!(rc, 0, "tcgetattr: {}", std::io::Error::last_os_error());
+    termios.c_lflag
+}
+
+/// `ctl top` on a terminal (a pty), as a user runs it: frames on a cleared screen with the cursor
+/// hidden, keys read one at a time without echo; `q` (no Enter) quits, SIGINT too, and either way the
+/// terminal's modes are as before and the cursor shown again.
+#[test]
+fn test_ctl_top_on_a_terminal_quits_and_restores_it() {
+    use std::sync::Mutex;
+    let backend = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &backend.upstream_arg(),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&fwd);
+    for quit in ["q", "SIGINT"] {
+        let (controller, terminal) = pty();
+        let before = local_modes(&terminal);
+        assert_ne!(before & libc::ICANON, 0, "a new pty starts canonical");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgefwd"))
+            .args(["ctl", "--admin", &admin, "top", "--interval", "200ms"])
+            .stdin(terminal.try_clone().expect("dup"))
+            .stdout(terminal.try_clone().expect("dup"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn ctl top");
+        let screen = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = std::fs::File::from(controller.try_clone().expect("dup"));
+        let sink = Arc::clone(&screen);
+        // Ends when every copy of the terminal side is closed (EIO), after the child and this test.
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = reader.read(&mut chunk) {
+                sink.lock().expect("screen").extend_from_slice(&chunk[..n]);
+            }
+        });
+        let shown = |needle: &str| {
+            String::from_utf8_lossy(&screen.lock().expect("screen")).contains(needle)
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || shown("edgefwd top: admin")),
+            "no frame on the terminal"
+        );
+        let during = local_modes(&terminal);
+        assert_eq!(
+            during & (libc::ICANON | libc::ECHO),
+            0,
+            "{quit}: keys not read one at a time"
+        );
+        match quit {
+            "q" => {
+                let mut keys = std::fs::File::from(controller.try_clone().expect("dup"));
+                keys.write_all(b"q").expect("type q");
+            }
+            // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+            _ => assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0),
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{quit}: ctl top did not quit");
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success(), "{quit}: {status}");
+        assert_eq!(
+            local_modes(&terminal),
+            before,
+            "{quit}: terminal modes not restored"
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || shown("\x1b[?25h")),
+            "{quit}: cursor not shown again"
+        );
+        assert!(
+            shown("\x1b[?25l") && shown("\x1b[H\x1b[2J"),
+            "{quit}: no screen escapes"
+        );
+    }
+}
+
+/// `top --iterations N` with stdout a pipe: N frames one after another, no escapes; the first has no
+/// rates yet, the next have.
+#[test]
+fn test_ctl_top_iterations_to_a_pipe() {
+    let backend = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &backend.upstream_arg(),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&fwd);
+    let (code, out, stderr) = ctl(&admin, &["top", "--iterations", "2", "--interval", "100ms"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!out.contains('\x1b'), "{out}");
+    assert_eq!(out.matches("edgefwd top: admin").count(), 2, "{out}");
+    let second = out.rfind("edgefwd top: admin").expect("second frame");
+    assert!(out[..second].contains("traffic: c2u -  u2c -"), "{out}");
+    assert!(out[second..].contains("traffic: c2u 0/s  u2c 0/s"), "{out}");
+}
