@@ -411,12 +411,15 @@ fn run_reactors(
     } = prepared;
     let threads = config.threads;
     let board = (threads > 1).then(|| Arc::new(MetricsBoard::new(threads)));
-    let followers = Arc::default();
+    // One set of everything shared (followers' inboxes, per-client tables), cloned into each reactor.
+    let shared = Siblings {
+        board,
+        budget,
+        ..Siblings::default()
+    };
     let siblings = |index| Siblings {
         index,
-        board: board.clone(),
-        followers: Arc::clone(&followers),
-        budget: budget.clone(),
+        ..shared.clone()
     };
     // Each reactor gets an even share of every route's connection limit.
     for route in &mut config.routes {

@@ -63,6 +63,7 @@ use crate::session::pair::{Outcome, Pair};
 use crate::session::udp::forward::UdpRoute;
 use crate::throttle::Throttle;
 use crate::token::{self, Owner, PairToken, Side};
+use crate::upstream::clients::ClientTables;
 use crate::upstream::prewarm::WarmPool;
 use crate::upstream::route::{Listener, Route};
 
@@ -115,6 +116,8 @@ pub struct Siblings {
     pub followers: Arc<Mutex<Vec<Inbox>>>,
     /// The process's fd budget, shared by every reactor's pairs and pipes; unlimited by default.
     pub budget: FdBudget,
+    /// The routes' per-client tables, shared by every reactor (`upstream::clients`).
+    pub clients: ClientTables,
 }
 
 /// The single-threaded forwarder.
