@@ -21,12 +21,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use log::{debug, warn};
-use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use socket2::SockRef;
 
 use crate::close::Cause;
-use crate::config::Splice;
+use crate::config::{Splice, UpstreamAddr};
 use crate::datapath::net;
 use crate::datapath::stream::Conn;
 use crate::observe::metric_kinds::Label;
@@ -87,11 +86,11 @@ pub(crate) enum Step {
 
 /// A connect the policy chose and the kernel accepted to start.
 struct Started {
-    stream: TcpStream,
+    stream: Conn,
     lease: Option<Lease>,
     /// A `--prewarm` connection, already established.
     prewarmed: bool,
-    addr: SocketAddr,
+    addr: UpstreamAddr,
     /// The failure of the attempt before this one, if this is a retry.
     after: Option<Cause>,
 }
@@ -149,7 +148,7 @@ pub(crate) fn open(
             &mut metrics.warm_misses
         }) += 1;
     }
-    let upstream = (Conn::Tcp(started.stream), started.lease);
+    let upstream = (started.stream, started.lease);
     let pair = Pair::new(
         id,
         (client, client_addr),
@@ -326,7 +325,7 @@ fn attempt(
             ),
         }
     }
-    pair.begin_connect(Conn::Tcp(started.stream), started.lease, cx.now);
+    pair.begin_connect(started.stream, started.lease, cx.now);
     Outcome::Open
 }
 
@@ -351,7 +350,7 @@ fn start(
         };
         let started = match prewarmed {
             Some(stream) => Ok((stream, true)),
-            None => net::start_connect(addr, cx.route.options).map(|stream| (stream, false)),
+            None => Conn::connect(&addr, cx.route.options).map(|stream| (stream, false)),
         };
         match started {
             Ok((stream, prewarmed)) => {
