@@ -91,7 +91,8 @@ struct Started {
     /// A `--prewarm` connection, already established.
     prewarmed: bool,
     addr: UpstreamAddr,
-    /// The failure of the attempt before this one, if this is a retry.
+    /// The failure of the caller's attempt before this one, if this is a retry of it (attempts that
+    /// failed to start inside [`start`] are counted and logged there).
     after: Option<Cause>,
 }
 
@@ -330,7 +331,8 @@ fn attempt(
 }
 
 /// Asks the policy for candidates until a connect starts or it gives up; a connect that fails at once
-/// is a failed attempt like any other. `warm`: a route candidate may be a `--prewarm` connection.
+/// (always so for a Unix upstream: a missing file, nobody listening) is a failed attempt like any
+/// other, and the next candidate a failover. `warm`: a route candidate may be a `--prewarm` connection.
 fn start(
     cx: &mut Context<'_>,
     plan: &mut Plan,
@@ -338,11 +340,22 @@ fn start(
     mut failed: Option<Failed>,
     warm: bool,
 ) -> Result<Started, (GiveUp, Option<Failed>)> {
+    let after = failed.as_ref().map(Failed::cause);
+    // An attempt that failed to start here: where it went.
+    let mut failed_here: Option<UpstreamAddr> = None;
     loop {
         let (addr, lease) = match plan.next(failed.as_ref(), cx.route, client, cx.now) {
             Next::Try { addr, lease } => (addr, lease),
             Next::GiveUp(give_up) => return Err((give_up, failed)),
         };
+        if let (Some(from), Some(why)) = (failed_here.take(), failed.as_ref()) {
+            cx.metrics.failovers += 1;
+            debug!(
+                "route={} upstream={from} {}: failing over to upstream={addr}",
+                cx.route.name(),
+                why.cause()
+            );
+        }
         let uid = cx.route.uid;
         let prewarmed = match (warm, lease.as_ref(), cx.warm.as_deref_mut()) {
             (true, Some(lease), Some(pool)) => pool.take(uid, lease.slot()),
@@ -359,7 +372,7 @@ fn start(
                     lease,
                     prewarmed,
                     addr,
-                    after: failed.as_ref().map(Failed::cause),
+                    after,
                 })
             }
             Err(err) => {
@@ -367,6 +380,7 @@ fn start(
                 let failure = Failed::Start(err);
                 give_back(cx.route, lease, Some(&failure), cx.now);
                 failed = Some(failure);
+                failed_here = Some(addr);
             }
         }
     }
