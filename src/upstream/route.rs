@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::config::settings;
-use crate::config::{Addresses, Mode, RouteConfig};
+use crate::config::{Mode, RouteConfig, UpstreamAddr, UpstreamAddresses};
 use crate::datapath::budget::FdBudget;
 use crate::datapath::net::StreamOptions;
 use crate::datapath::pump::Shared;
@@ -136,7 +136,7 @@ impl Route {
     /// Upstream `index`'s name was looked up again (re-resolution, or a reloaded file): new addresses
     /// become endpoints for new connects, dropped ones take no new connects while their live pairs run
     /// on ([`Upstreams::resolved`]). Changes are logged once.
-    pub(crate) fn resolved(&mut self, index: usize, lookup: Addresses, now: Instant) {
+    pub(crate) fn resolved(&mut self, index: usize, lookup: UpstreamAddresses, now: Instant) {
         let changes = self.upstreams.resolved(index, lookup, now);
         self.report(&changes);
     }
@@ -146,7 +146,7 @@ impl Route {
         let route = &self.config.name;
         let list = self.upstreams.list();
         let name = |index: usize| list.get(index).map_or("-", |u| u.name.as_str());
-        let addrs = |addrs: &[SocketAddr]| {
+        let addrs = |addrs: &[UpstreamAddr]| {
             let texts: Vec<String> = addrs.iter().map(ToString::to_string).collect();
             texts.join(", ")
         };
@@ -298,12 +298,12 @@ impl Route {
         client: IpAddr,
         tried: &mut Tried,
         now: Instant,
-    ) -> Option<(Lease, SocketAddr)> {
+    ) -> Option<(Lease, UpstreamAddr)> {
         let slot = self.pick(client, tried, now)?;
         tried.insert(slot);
         let endpoint = self.upstreams.get_mut(slot)?;
         endpoint.active += 1;
-        Some((Lease { slot }, endpoint.addr))
+        Some((Lease { slot }, endpoint.addr.clone()))
     }
 
     /// The one way a lease ends, whether its connect failed over or its pair closed: the endpoint's
@@ -599,7 +599,8 @@ pub(crate) mod tests {
         let client: IpAddr = "127.0.0.1".parse().expect("ip");
         assert!(route.unresolved(now));
         assert!(route.lease(client, &mut Tried::default(), now).is_none());
-        route.resolved(0, Ok(vec!["127.0.0.1:9".parse().expect("addr")]), now);
+        let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        route.resolved(0, Ok(vec![addr.into()]), now);
         assert!(!route.unresolved(now));
         let (lease, addr) = route
             .lease(client, &mut Tried::default(), now)
