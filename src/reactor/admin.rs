@@ -419,7 +419,7 @@ impl Reactor {
             } => {
                 for (_, route) in self.routes.iter_mut() {
                     let chosen = only.as_deref().is_none_or(|name| name == route.name());
-                    if !route.draining && chosen && route.upstreams.steer(*addr, *change) {
+                    if !route.draining && chosen && route.upstreams.steer(addr, *change) {
                         part.upstreams
                             .extend(upstream_rows(route).filter(|row| row.address == *addr));
                     }
@@ -529,10 +529,10 @@ fn upstream_rows(route: &Route) -> impl Iterator<Item = UpstreamRow> + '_ {
     let upstreams = &route.upstreams;
     upstreams.live().map(move |(_, endpoint)| UpstreamRow {
         route: route.name().to_string(),
-        address: endpoint.addr,
+        address: endpoint.addr.clone(),
         name: upstreams.name_of(endpoint).to_string(),
         up: endpoint.health.is_up(),
-        admin: upstreams.setting(endpoint.addr).state.as_str(),
+        admin: upstreams.setting(&endpoint.addr).state.as_str(),
         weight: upstreams.weight_of(endpoint),
         active: endpoint.active,
         failures: endpoint.health.failures(),

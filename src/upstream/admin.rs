@@ -8,8 +8,7 @@
 //! route name, as reloads match routes: `Upstreams::new`), so they last until undone. With `--threads`
 //! each reactor holds its own copy, and the admin server puts every change to all of them.
 
-use std::net::SocketAddr;
-
+use crate::config::UpstreamAddr;
 use crate::observe::admin::Change;
 
 /// An address's admin state.
@@ -54,19 +53,19 @@ pub(crate) struct Setting {
 
 /// A route's settings, by address; addresses with nothing set are not kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Settings(Vec<(SocketAddr, Setting)>);
+pub(crate) struct Settings(Vec<(UpstreamAddr, Setting)>);
 
 impl Settings {
     /// What is set on `addr` (the default when nothing is).
-    pub(crate) fn get(&self, addr: SocketAddr) -> Setting {
+    pub(crate) fn get(&self, addr: &UpstreamAddr) -> Setting {
         self.0
             .iter()
-            .find(|(at, _)| *at == addr)
+            .find(|(at, _)| at == addr)
             .map_or_else(Setting::default, |(_, setting)| *setting)
     }
 
     /// Applies `change` to `addr`. `Enable` undoes drain and disable, not a weight.
-    pub(crate) fn apply(&mut self, addr: SocketAddr, change: Change) {
+    pub(crate) fn apply(&mut self, addr: &UpstreamAddr, change: Change) {
         let mut setting = self.get(addr);
         match change {
             Change::Drain => setting.state = State::Draining,
@@ -74,9 +73,9 @@ impl Settings {
             Change::Enable => setting.state = State::Enabled,
             Change::Weight(weight) => setting.weight = Some(weight),
         }
-        self.0.retain(|(at, _)| *at != addr);
+        self.0.retain(|(at, _)| at != addr);
         if setting != Setting::default() {
-            self.0.push((addr, setting));
+            self.0.push((addr.clone(), setting));
         }
     }
 }
@@ -85,33 +84,33 @@ impl Settings {
 mod tests {
     use super::*;
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    fn addr(port: u16) -> UpstreamAddr {
+        UpstreamAddr::Inet(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     #[test]
     fn test_enabled_drain_enable() {
         let mut settings = Settings::default();
-        assert!(settings.get(addr(1)).state.takes_new());
-        settings.apply(addr(1), Change::Drain);
-        assert_eq!(settings.get(addr(1)).state, State::Draining);
-        assert!(!settings.get(addr(1)).state.takes_new());
-        assert!(settings.get(addr(1)).state.probed());
-        assert_eq!(settings.get(addr(2)), Setting::default());
-        settings.apply(addr(1), Change::Enable);
+        assert!(settings.get(&addr(1)).state.takes_new());
+        settings.apply(&addr(1), Change::Drain);
+        assert_eq!(settings.get(&addr(1)).state, State::Draining);
+        assert!(!settings.get(&addr(1)).state.takes_new());
+        assert!(settings.get(&addr(1)).state.probed());
+        assert_eq!(settings.get(&addr(2)), Setting::default());
+        settings.apply(&addr(1), Change::Enable);
         assert_eq!(settings, Settings::default(), "nothing set is not kept");
     }
 
     #[test]
     fn test_disabled_is_not_probed_and_enable_keeps_the_weight() {
         let mut settings = Settings::default();
-        settings.apply(addr(1), Change::Weight(5));
-        settings.apply(addr(1), Change::Disable);
-        let setting = settings.get(addr(1));
+        settings.apply(&addr(1), Change::Weight(5));
+        settings.apply(&addr(1), Change::Disable);
+        let setting = settings.get(&addr(1));
         assert!(!setting.state.takes_new() && !setting.state.probed());
-        settings.apply(addr(1), Change::Enable);
+        settings.apply(&addr(1), Change::Enable);
         assert_eq!(
-            settings.get(addr(1)),
+            settings.get(&addr(1)),
             Setting {
                 state: State::Enabled,
                 weight: Some(5)

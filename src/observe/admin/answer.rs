@@ -3,7 +3,7 @@
 //! (`reactor::admin`) and each answers a [`Part`]; [`answer`] merges them into the one JSON body the
 //! client gets: connections in id order, routes by name, upstream addresses by route and address.
 
-use std::net::SocketAddr;
+use crate::config::UpstreamAddr;
 
 use super::json::{array, Object};
 use super::{Refusal, Request};
@@ -89,7 +89,7 @@ impl RouteRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UpstreamRow {
     pub(crate) route: String,
-    pub(crate) address: SocketAddr,
+    pub(crate) address: UpstreamAddr,
     /// The upstream as configured (`app:9000`, or the address itself).
     pub(crate) name: String,
     /// Health checking has it up (with `--threads`: every reactor has).

@@ -12,10 +12,9 @@ mod json;
 pub(crate) use answer::{answer, ConnectionRow, Part, RouteRow, UpstreamRow};
 pub(crate) use json::quote;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::{parse_duration, MAX_WEIGHT};
+use crate::config::{parse_duration, UpstreamAddr, MAX_WEIGHT};
 
 /// What a client asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +31,7 @@ pub(crate) enum Request {
     Upstreams,
     /// `POST /upstreams/ADDR/{drain,disable,enable}`, `PUT /upstreams/ADDR/weight`.
     Steer {
-        addr: SocketAddr,
+        addr: UpstreamAddr,
         /// `?route=NAME`: that route's upstream only; `None`: every route's.
         route: Option<String>,
         change: Change,
@@ -202,10 +201,12 @@ fn route(method: &str, path: &[&str], query: &Query, body: &[u8]) -> Result<Requ
                 ("weight", _) => return Err(wrong("PUT")),
                 _ => return Err(not_found(path)),
             };
-            let addr = addr.parse::<SocketAddr>().map_err(|_| {
+            let addr = addr.parse::<UpstreamAddr>().map_err(|_| {
                 Refusal::new(
                     400,
-                    format!("bad upstream address '{addr}': expected IP:PORT or [IPv6]:PORT"),
+                    format!(
+                        "bad upstream address '{addr}': expected IP:PORT, [IPv6]:PORT or unix:PATH"
+                    ),
                 )
             })?;
             Ok(Request::Steer {

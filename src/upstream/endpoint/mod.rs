@@ -31,10 +31,9 @@ use readdress::Resolution;
 pub(super) use readdress::{Change, HOLD};
 pub(crate) use tried::Tried;
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::config::{UpstreamConfig, MAX_ADDRESSES, MAX_UPSTREAMS};
+use crate::config::{UpstreamAddr, UpstreamConfig, MAX_ADDRESSES, MAX_UPSTREAMS};
 use crate::observe::admin::Change as Steer;
 use crate::upstream::admin::{Setting, Settings};
 use crate::upstream::balance::Candidate;
@@ -48,9 +47,9 @@ const MAX_ENDPOINTS: usize = MAX_UPSTREAMS * MAX_ADDRESSES;
 pub(crate) struct Endpoint {
     /// Index of its upstream in the route.
     upstream: usize,
-    pub(crate) addr: SocketAddr,
-    /// How logs, metrics and `source-hash` name it: the upstream as written for an IP literal, else
-    /// `name (address)`.
+    pub(crate) addr: UpstreamAddr,
+    /// How logs, metrics and `source-hash` name it: the upstream as written for an IP literal or a Unix
+    /// socket, else `name (address)`.
     pub(crate) label: String,
     /// Its share of the route's connections, scaled (see the module doc).
     weight: u64,
@@ -66,8 +65,8 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    fn new(upstream: usize, name: &str, addr: SocketAddr) -> Endpoint {
-        let label = if name.parse::<SocketAddr>().is_ok() {
+    fn new(upstream: usize, name: &str, addr: UpstreamAddr) -> Endpoint {
+        let label = if !crate::config::is_host_name(name) {
             name.to_string()
         } else {
             format!("{name} ({addr})")
@@ -136,7 +135,7 @@ impl Upstreams {
                 resolution,
             });
             for old in endpoints {
-                let mut endpoint = Endpoint::new(index, &config.name, old.addr);
+                let mut endpoint = Endpoint::new(index, &config.name, old.addr.clone());
                 endpoint.health = old.health.clone();
                 endpoint.connect_failures = old.connect_failures;
                 upstreams.place(endpoint);
@@ -221,13 +220,13 @@ impl Upstreams {
     }
 
     /// What the admin API set on `addr`.
-    pub(crate) fn setting(&self, addr: SocketAddr) -> Setting {
+    pub(crate) fn setting(&self, addr: &UpstreamAddr) -> Setting {
         self.admin.get(addr)
     }
 
     /// Applies an admin API change to `addr`, if it is a live endpoint's; `false` if it is not.
-    pub(crate) fn steer(&mut self, addr: SocketAddr, change: Steer) -> bool {
-        if !self.live().any(|(_, e)| e.addr == addr) {
+    pub(crate) fn steer(&mut self, addr: &UpstreamAddr, change: Steer) -> bool {
+        if !self.live().any(|(_, e)| e.addr == *addr) {
             return false;
         }
         self.admin.apply(addr, change);
@@ -238,7 +237,7 @@ impl Upstreams {
     /// The weight endpoint `e` is shown with: the admin API's, else its upstream's as configured.
     pub(crate) fn weight_of(&self, e: &Endpoint) -> u32 {
         self.admin
-            .get(e.addr)
+            .get(&e.addr)
             .weight
             .unwrap_or_else(|| self.list.get(e.upstream).map_or(1, |u| u.weight))
     }
@@ -279,7 +278,7 @@ impl Upstreams {
                     active: e.active,
                     excluded: e.retired
                         || tried.contains(slot)
-                        || !admin.get(e.addr).state.takes_new(),
+                        || !admin.get(&e.addr).state.takes_new(),
                 },
                 None => Candidate {
                     up: false,
@@ -298,10 +297,10 @@ mod tests {
     use super::*;
     use crate::config::Algorithm;
     use crate::upstream::balance::Balancer;
-    use std::net::IpAddr;
+    use std::net::{IpAddr, SocketAddr};
 
-    pub(super) fn addr(text: &str) -> SocketAddr {
-        text.parse().expect("addr")
+    pub(super) fn addr(text: &str) -> UpstreamAddr {
+        UpstreamAddr::Inet(text.parse::<SocketAddr>().expect("addr"))
     }
 
     pub(super) fn upstream(name: &str, weight: u32, addrs: &[&str]) -> UpstreamConfig {
@@ -321,15 +320,15 @@ mod tests {
     }
 
     /// Connections per endpoint address over `n` round-robin picks.
-    pub(super) fn shares(upstreams: &mut Upstreams, n: usize) -> Vec<(SocketAddr, usize)> {
+    pub(super) fn shares(upstreams: &mut Upstreams, n: usize) -> Vec<(UpstreamAddr, usize)> {
         let mut balancer = Balancer::new(Algorithm::RoundRobin, 0, 1);
         let client: IpAddr = "10.0.0.1".parse().expect("ip");
         let now = Instant::now();
-        let mut counts: Vec<(SocketAddr, usize)> = Vec::new();
+        let mut counts: Vec<(UpstreamAddr, usize)> = Vec::new();
         for _ in 0..n {
             let candidates = upstreams.candidates(&Tried::default(), now);
             let slot = balancer.pick(&candidates, client).expect("a pick").index;
-            let at = upstreams.get(slot).expect("live").addr;
+            let at = upstreams.get(slot).expect("live").addr.clone();
             match counts.iter_mut().find(|(a, _)| *a == at) {
                 Some((_, count)) => *count += 1,
                 None => counts.push((at, 1)),
@@ -339,8 +338,11 @@ mod tests {
         counts
     }
 
-    pub(super) fn live_addrs(upstreams: &Upstreams, index: usize) -> Vec<SocketAddr> {
-        let mut addrs: Vec<SocketAddr> = upstreams.live_of(index).map(|(_, e)| e.addr).collect();
+    pub(super) fn live_addrs(upstreams: &Upstreams, index: usize) -> Vec<UpstreamAddr> {
+        let mut addrs: Vec<UpstreamAddr> = upstreams
+            .live_of(index)
+            .map(|(_, e)| e.addr.clone())
+            .collect();
         addrs.sort();
         addrs
     }
@@ -355,18 +357,18 @@ mod tests {
             upstream("127.0.0.2:1", 1, &["127.0.0.2:1"]),
         ];
         let (mut upstreams, _) = Upstreams::new(&configs, None, now);
-        assert!(upstreams.steer(addr("127.0.0.1:1"), Steer::Weight(3)));
+        assert!(upstreams.steer(&addr("127.0.0.1:1"), Steer::Weight(3)));
         let weighted = vec![(addr("127.0.0.1:1"), 300), (addr("127.0.0.2:1"), 100)];
         assert_eq!(shares(&mut upstreams, 400), weighted);
-        assert!(upstreams.steer(addr("127.0.0.1:1"), Steer::Drain));
+        assert!(upstreams.steer(&addr("127.0.0.1:1"), Steer::Drain));
         assert_eq!(shares(&mut upstreams, 10), vec![(addr("127.0.0.2:1"), 10)]);
         assert!(
-            !upstreams.steer(addr("127.0.0.9:1"), Steer::Drain),
+            !upstreams.steer(&addr("127.0.0.9:1"), Steer::Drain),
             "not an endpoint"
         );
         let (mut reloaded, _) = Upstreams::new(&configs, Some(&upstreams), now);
         assert_eq!(shares(&mut reloaded, 10), vec![(addr("127.0.0.2:1"), 10)]);
-        assert!(reloaded.steer(addr("127.0.0.1:1"), Steer::Enable));
+        assert!(reloaded.steer(&addr("127.0.0.1:1"), Steer::Enable));
         assert_eq!(shares(&mut reloaded, 400), weighted);
     }
 
@@ -397,7 +399,7 @@ mod tests {
         if let Some(endpoint) = upstreams.get_mut(busy) {
             endpoint.active = 1;
         }
-        let shifted: Vec<SocketAddr> = addrs(0, 1).iter().map(|a| addr(a)).collect();
+        let shifted: Vec<UpstreamAddr> = addrs(0, 1).iter().map(|a| addr(a)).collect();
         let changes = upstreams.resolved(0, Ok(shifted.clone()), now);
         assert!(
             changes.contains(&Change::NoRoom {
