@@ -530,3 +530,32 @@ fn test_ctl_top_iterations_to_a_pipe() {
     assert!(out[..second].contains("traffic: c2u -  u2c -"), "{out}");
     assert!(out[second..].contains("traffic: c2u 0/s  u2c 0/s"), "{out}");
 }
+
+/// A Unix upstream (`unix:/PATH`) is steered by its address as `ctl upstreams` shows it; the client
+/// sends it as one percent-encoded path segment.
+#[test]
+fn test_ctl_drain_a_unix_upstream() {
+    let path = std::env::temp_dir().join(format!("edgefwd-ctl-up-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind upstream");
+    let upstream = format!("unix:{}", path.display());
+    let fwd = Forwarder::start(&["--upstream", &upstream, "--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&fwd);
+    let listed = ctl_ok(&admin, &["upstreams"]);
+    assert!(
+        line_with(&listed, &upstream).contains(" enabled "),
+        "{listed}"
+    );
+    let drained = ctl_ok(&admin, &["drain", &upstream, "--route", "default"]);
+    assert!(
+        line_with(&drained, &upstream).contains(" draining "),
+        "{drained}"
+    );
+    let enabled = ctl_ok(&admin, &["enable", &upstream]);
+    assert!(
+        line_with(&enabled, &upstream).contains(" enabled "),
+        "{enabled}"
+    );
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+}
