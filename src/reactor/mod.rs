@@ -59,6 +59,7 @@ use crate::reactor::timer::{Entry, Timers};
 use crate::reactor::worker::{Inbox, Worker};
 use crate::service::notify::Notifier;
 use crate::session::connect::Step;
+use crate::session::pair::diagnosis::{self, Limits};
 use crate::session::pair::{Outcome, Pair};
 use crate::session::udp::forward::UdpRoute;
 use crate::throttle::Throttle;
@@ -593,6 +594,7 @@ impl Reactor {
             };
             match pair.deadline(&route.deadlines) {
                 Some((at, cause)) if at <= self.now => {
+                    diagnosis::log_expiry(pair, &Limits::of(route), cause, self.now);
                     let outcome = pair.expire(cause, self.now);
                     self.settle(entry.slot, outcome)
                 }
@@ -652,7 +654,7 @@ mod tests {
         Pair::new(
             id,
             (client, addr),
-            (upstream, None),
+            (upstream, addr, None),
             0,
             Plan::Upstreams {
                 tried: Tried::default(),
