@@ -55,7 +55,7 @@ use crate::datapath::stream::Conn;
 use log::debug;
 
 use crate::close::Cause;
-use crate::config::Splice;
+use crate::config::{Splice, UpstreamAddr};
 use crate::session::attempt::{connect_failure_cause, Plan};
 use crate::upstream::route::{Deadlines, Lease};
 use crate::wire::connect_request::Status;
@@ -148,7 +148,7 @@ impl<S: Socket> Pair<S> {
     pub(crate) fn new(
         id: u32,
         (client, client_addr): (S, SocketAddr),
-        (upstream, addr, lease): (S, SocketAddr, Option<Lease>),
+        (upstream, addr, lease): (S, UpstreamAddr, Option<Lease>),
         route: usize,
         plan: Plan,
         now: Instant,

@@ -3,7 +3,6 @@
 //! `Connecting` and `Established` only, and leaves them only through `take_lease` / `drop_upstream`
 //! (for `session::connect` to give back) or by moving into `Established`.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use log::trace;
@@ -11,6 +10,7 @@ use log::trace;
 use super::phase::Phase;
 use super::recorder::Happening;
 use super::{Outcome, Pair};
+use crate::config::UpstreamAddr;
 use crate::datapath::pump::Shared;
 use crate::datapath::readiness::Readiness;
 use crate::datapath::stream::Socket;
@@ -39,7 +39,7 @@ pub(super) struct Connecting<S> {
     pub(super) socket: Option<S>,
     /// The address of the current attempt, or of the last one once it failed (for the access log's
     /// `upstream`); `None` before the first.
-    pub(super) addr: Option<SocketAddr>,
+    pub(super) addr: Option<UpstreamAddr>,
     /// The route endpoint the attempt is to; `None` for a CONNECT destination.
     pub(super) lease: Option<Lease>,
     /// Where the attempts go ([`crate::session::attempt`]).
@@ -56,7 +56,7 @@ pub(super) struct Connecting<S> {
 pub(super) struct Established<S> {
     pub(super) socket: S,
     /// The address it is connected to.
-    pub(super) addr: SocketAddr,
+    pub(super) addr: UpstreamAddr,
     /// The route endpoint it is connected to, held until the pair closes; `None` for a CONNECT
     /// destination.
     lease: Option<Lease>,
@@ -95,7 +95,7 @@ impl<S: Socket> Pair<S> {
     /// the pair ask the kernel about the new socket. Its readiness starts afresh below.
     pub(crate) fn begin_connect(
         &mut self,
-        (upstream, addr): (S, SocketAddr),
+        (upstream, addr): (S, UpstreamAddr),
         lease: Option<Lease>,
         now: Instant,
     ) {
@@ -185,10 +185,10 @@ impl<S: Socket> Pair<S> {
     }
 
     /// The upstream address connected to, or the last one tried; `None` if no attempt started.
-    pub(crate) fn upstream_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn upstream_addr(&self) -> Option<&UpstreamAddr> {
         match &self.stage {
-            Stage::Connecting(connecting) => connecting.addr,
-            Stage::Established(established) => Some(established.addr),
+            Stage::Connecting(connecting) => connecting.addr.as_ref(),
+            Stage::Established(established) => Some(&established.addr),
             Stage::Greeting(_) | Stage::Refusing(_) => None,
         }
     }
@@ -225,8 +225,12 @@ impl<S: Socket> Pair<S> {
         let Stage::Connecting(connecting) = &mut self.stage else {
             return self.run(shared, budget, now);
         };
-        let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr) else {
-            return Outcome::Open;
+        let (socket, addr) = match (connecting.socket.take(), connecting.addr.take()) {
+            (Some(socket), Some(addr)) => (socket, addr),
+            (socket, addr) => {
+                (connecting.socket, connecting.addr) = (socket, addr);
+                return Outcome::Open;
+            }
         };
         let lease = connecting.lease.take();
         shared.metrics.connects_ok += 1;
@@ -246,7 +250,7 @@ impl<S: Socket> Pair<S> {
     /// the socket holds (a greeting the upstream already sent, say).
     pub(crate) fn with_warm_upstream(mut self) -> Pair<S> {
         if let Stage::Connecting(connecting) = &mut self.stage {
-            if let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr) {
+            if let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr.take()) {
                 let lease = connecting.lease.take();
                 let established = Established {
                     socket,

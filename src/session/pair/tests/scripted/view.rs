@@ -74,7 +74,10 @@ fn test_view_greeting() {
             bound: crate::wire::connect_request::MAX_HEAD
         }
     );
-    assert_eq!((view.upstream, view.upstream_interest), (None, Watch(None)));
+    assert_eq!(
+        (&view.upstream, view.upstream_interest),
+        (&None, Watch(None))
+    );
     assert_eq!(view.age_ms, 1200);
     assert!(!view.stuck);
     let json = serde_json::to_value(&view).expect("serializes");
@@ -128,7 +131,7 @@ fn test_view_connecting() {
     let mut pair = Pair::new(
         1,
         (client, CLIENT_ADDR.into()),
-        (upstream.clone(), UPSTREAM_ADDR.into(), None),
+        (upstream.clone(), upstream_addr(), None),
         0,
         Plan::Upstreams { tried },
         now,
@@ -143,7 +146,7 @@ fn test_view_connecting() {
             for_ms: 1800
         }
     );
-    assert_eq!(view.upstream, Some(UPSTREAM_ADDR.into()));
+    assert_eq!(view.upstream, Some(upstream_addr()));
     assert_eq!(
         view.upstream_interest.0.map(|r| (r.reads, r.writes)),
         Some((true, true))
@@ -169,7 +172,7 @@ fn test_view_connecting() {
     if let Some(Plan::Upstreams { tried }) = pair.plan_mut() {
         tried.insert(1);
     }
-    pair.begin_connect((Scripted::default(), UPSTREAM_ADDR.into()), None, later);
+    pair.begin_connect((Scripted::default(), upstream_addr()), None, later);
     assert_eq!(
         pair.view(later).phase,
         Step::Connecting {
