@@ -163,6 +163,9 @@ fn test_connections_routes_upstreams_with_filters() {
         jq("length", &get(admin, "/connections?older_than=0ms")),
         "2"
     );
+    // Idle pairs holding nothing are not stuck.
+    assert_eq!(jq("length", &get(admin, "/connections?stuck=1")), "0");
+    assert_eq!(jq("[.[].stuck] | any", &list), "false");
     let (status, body) = curl(&[], &format!("http://{admin}/connections?older_than=soon"));
     assert_eq!(status, 400);
     assert!(jq(".error", &body).contains("'soon'"), "{body}");
@@ -233,6 +236,52 @@ fn test_delete_closes_with_rst_or_fin() {
         send(admin, "DELETE", "/connections/1?how=slam", None).0,
         400
     );
+}
+
+/// An upstream that accepts and never reads: the client's bytes fill the kernel buffers and the
+/// upstream-bound ring, the pair stops moving, and after 5 s `?stuck=1` finds it; `GET /connections/ID`
+/// says why in words and shows its flight recorder (docs/operations.md's worked example).
+#[test]
+fn test_stuck_pair_is_found_and_diagnosed() {
+    if !tools() {
+        return;
+    }
+    let (deaf, _reports) = Backend::sink_stalled(Duration::from_secs(30));
+    let fwd = Forwarder::start(&["--upstream", &deaf.upstream_arg(), "--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&fwd);
+    let client = connect(fwd.addr());
+    let mut writer = client.try_clone().expect("clone");
+    writer
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let chunk = vec![0u8; 64 * 1024];
+    while writer.write(&chunk).is_ok() {}
+    let mut stuck = String::new();
+    let found = wait_until(Duration::from_secs(15), || {
+        stuck = get(admin, "/connections?stuck=1");
+        jq("length", &stuck) == "1"
+    });
+    assert!(found, "no stuck pair: {}", get(admin, "/connections"));
+    assert_eq!(jq(".[0].c2u_held > 0", &stuck), "true", "{stuck}");
+    let id = jq(".[0].id", &stuck);
+    let one = get(admin, &format!("/connections/{id}"));
+    let diagnosis = jq(".diagnosis", &one);
+    assert!(
+        diagnosis.contains("upstream has not read") && diagnosis.contains("upstream-bound"),
+        "{diagnosis}"
+    );
+    assert_eq!(
+        jq(".events[0].event | startswith(\"accepted\")", &one),
+        "true",
+        "{one}"
+    );
+    assert_eq!(jq(".events | length <= 32", &one), "true");
+    assert_eq!(
+        jq(".[0] | has(\"diagnosis\")", &stuck),
+        "false",
+        "lists carry no diagnosis"
+    );
+    drop((client, writer));
 }
 
 /// Which of two backends the pair of `client` went to.

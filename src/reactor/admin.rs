@@ -24,6 +24,7 @@ use log::warn;
 use mio::event::Source;
 use mio::net::{TcpListener, UnixListener};
 use mio::{Interest, Registry, Token};
+use serde::Serialize;
 
 use super::exchange::{http, Accept, Front, Progress, Request as Http};
 use super::worker::Ask;
@@ -34,14 +35,30 @@ use crate::datapath::net;
 use crate::datapath::stream::Conn;
 use crate::datapath::unix::{self, SocketFile};
 use crate::observe::admin::{
-    self, answer, ConnectionRow, Filter, How, Part, Refusal, Request, RouteRow, UpstreamRow,
+    self, answer, Filter, How, Part, Refusal, Request, RouteRow, UpstreamRow,
 };
-use crate::session::pair::{Pair, Phase};
+use crate::session::pair::diagnosis::{diagnose, Limits};
+use crate::session::pair::recorder::EventView;
+use crate::session::pair::{Pair, PairView};
 use crate::token::{self, MAX_ADMIN};
 use crate::upstream::route::Route;
 
 /// How long a request waits for the other reactors' parts.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The connection object (docs/admin.md): the pair's view under its process-wide id and its route's
+/// name; `GET /connections/ID` adds the diagnosis and the flight recorder's events.
+#[derive(Debug, Serialize)]
+struct Connection<'a> {
+    id: u64,
+    route: &'a str,
+    #[serde(flatten)]
+    view: PairView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diagnosis: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<EventView>>,
+}
 
 /// The admin listener: TCP, or a Unix socket.
 #[derive(Debug)]
@@ -382,21 +399,17 @@ impl Reactor {
         let mut part = Part::default();
         match request {
             Request::Connections(filter) => {
-                let now = self.now;
                 part.connections = self
                     .pairs
                     .iter()
-                    .filter(|(_, pair)| self.keeps(pair, filter, now))
-                    .filter_map(|(_, pair)| self.connection_row(pair))
-                    .map(|row| (row.id, row.to_json()))
+                    .filter_map(|(_, pair)| self.connection(pair, Some(filter)))
                     .collect();
             }
             Request::Connection(id) => {
                 part.connections = self
                     .pair_slot(*id)
                     .and_then(|slot| self.pairs.get(slot))
-                    .and_then(|pair| self.connection_row(pair))
-                    .map(|row| (row.id, row.to_json()))
+                    .and_then(|pair| self.connection(pair, None))
                     .into_iter()
                     .collect();
             }
@@ -455,36 +468,40 @@ impl Reactor {
             .map(|(slot, _)| slot)
     }
 
-    /// Whether `pair` passes `filter`.
-    fn keeps(&self, pair: &Pair, filter: &Filter, now: Instant) -> bool {
-        let route_ok = filter.route.as_deref().is_none_or(|name| {
-            self.routes
-                .get(pair.route)
-                .is_some_and(|route| route.name() == name)
-        });
-        let age = now.saturating_duration_since(pair.started);
-        let old_enough = filter.older_than.is_none_or(|least| age >= least);
-        // `stuck` needs the pair's view (issue 19, `rec`); until then no pair is reported stuck.
-        route_ok && old_enough && !filter.stuck
-    }
-
-    fn connection_row(&self, pair: &Pair) -> Option<ConnectionRow> {
+    /// The connection object of `pair`, rendered, with its id: with `filter` (a list) only if the pair
+    /// passes it, and without diagnosis and events; without (one connection asked for by id), with them.
+    fn connection(&self, pair: &Pair, filter: Option<&Filter>) -> Option<(u64, String)> {
         let route = self.routes.get(pair.route)?;
-        let upstream = pair
-            .lease()
-            .and_then(|lease| route.upstreams.get(lease.slot()))
-            .map(|endpoint| endpoint.addr.to_string());
-        let (c2u_bytes, u2c_bytes) = pair.bytes();
-        Some(ConnectionRow {
-            id: self.global_id(pair),
-            route: route.name().to_string(),
-            client: pair.client_addr.to_string(),
-            upstream,
-            phase: phase_name(pair.phase()),
-            age_ms: self.now.saturating_duration_since(pair.started).as_millis(),
-            c2u_bytes,
-            u2c_bytes,
-        })
+        let view = pair.view(self.now);
+        if let Some(filter) = filter {
+            let route_ok = filter
+                .route
+                .as_deref()
+                .is_none_or(|name| name == route.name());
+            let age = Duration::from_millis(view.age_ms);
+            let old_enough = filter.older_than.is_none_or(|least| age >= least);
+            if !(route_ok && old_enough && (view.stuck || !filter.stuck)) {
+                return None;
+            }
+        }
+        let (diagnosis, events) = match filter {
+            Some(_) => (None, None),
+            None => (
+                Some(diagnose(&view, &Limits::of(route))),
+                Some(pair.events()),
+            ),
+        };
+        let id = self.global_id(pair);
+        let connection = Connection {
+            id,
+            route: route.name(),
+            view,
+            diagnosis,
+            events,
+        };
+        serde_json::to_string(&connection)
+            .ok()
+            .map(|json| (id, json))
     }
 
     /// `DELETE /connections/ID`: `rst` resets both sockets; `fin` closes them, which sends FIN (or
@@ -499,15 +516,6 @@ impl Reactor {
             }
         }
         self.close_pair(slot, Cause::Admin);
-    }
-}
-
-fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Greeting => "greeting",
-        Phase::Refusing => "refusing",
-        Phase::Connecting => "connecting",
-        Phase::Established => "established",
     }
 }
 

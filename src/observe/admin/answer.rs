@@ -3,15 +3,18 @@
 //! (`reactor::admin`) and each answers a [`Part`]; [`answer`] merges them into the one JSON body the
 //! client gets: connections in id order, routes by name, upstream addresses by route and address.
 
-use crate::config::UpstreamAddr;
+use std::fmt::Display;
 
-use super::json::{array, Object};
+use serde::{Serialize, Serializer};
+
 use super::{Refusal, Request};
+use crate::config::UpstreamAddr;
 
 /// One reactor's answer to a request.
 #[derive(Debug, Default)]
 pub(crate) struct Part {
-    /// Connection objects, rendered, with their ids: those the filters kept, or the one asked for.
+    /// Connection objects, rendered as JSON, with their ids: those the filters kept, or the one asked
+    /// for (the connection object is `session::pair::PairView` under the reactor's id and route name).
     pub(crate) connections: Vec<(u64, String)>,
     /// `GET /routes`: one row per route this reactor runs (draining ones left out).
     pub(crate) routes: Vec<RouteRow>,
@@ -21,38 +24,8 @@ pub(crate) struct Part {
     pub(crate) closed: bool,
 }
 
-/// The fields of a connection object this module renders ([`ConnectionRow::to_json`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ConnectionRow {
-    /// Unique among live pairs process-wide.
-    pub(crate) id: u64,
-    pub(crate) route: String,
-    pub(crate) client: String,
-    /// `None` while the pair has no upstream (greeting, lookup).
-    pub(crate) upstream: Option<String>,
-    pub(crate) phase: &'static str,
-    pub(crate) age_ms: u128,
-    pub(crate) c2u_bytes: u64,
-    pub(crate) u2c_bytes: u64,
-}
-
-impl ConnectionRow {
-    pub(crate) fn to_json(&self) -> String {
-        Object::new()
-            .raw("id", self.id)
-            .text("route", &self.route)
-            .text("client", &self.client)
-            .text_or_null("upstream", self.upstream.as_deref())
-            .text("phase", self.phase)
-            .raw("age_ms", self.age_ms)
-            .raw("c2u_bytes", self.c2u_bytes)
-            .raw("u2c_bytes", self.u2c_bytes)
-            .finish()
-    }
-}
-
 /// A route as `GET /routes` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct RouteRow {
     pub(crate) name: String,
     pub(crate) listen: Vec<String>,
@@ -66,18 +39,6 @@ pub(crate) struct RouteRow {
 }
 
 impl RouteRow {
-    fn to_json(&self) -> String {
-        let listen: Vec<String> = self.listen.iter().map(|addr| super::quote(addr)).collect();
-        Object::new()
-            .text("name", &self.name)
-            .raw("listen", array(listen))
-            .text("balance", &self.balance)
-            .raw("pairs", self.pairs)
-            .raw("max_connections", self.max_connections)
-            .raw("upstreams", self.upstreams)
-            .finish()
-    }
-
     /// Adds another reactor's view of the same route.
     fn absorb(&mut self, other: &RouteRow) {
         self.pairs += other.pairs;
@@ -86,13 +47,15 @@ impl RouteRow {
 }
 
 /// An upstream address (an endpoint) as `GET /upstreams` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct UpstreamRow {
     pub(crate) route: String,
+    #[serde(serialize_with = "as_text")]
     pub(crate) address: UpstreamAddr,
     /// The upstream as configured (`app:9000`, or the address itself).
     pub(crate) name: String,
-    /// Health checking has it up (with `--threads`: every reactor has).
+    /// Health checking has it up (with `--threads`: every reactor has); `"health": "up"|"down"`.
+    #[serde(rename = "health", serialize_with = "up_or_down")]
     pub(crate) up: bool,
     /// `enabled`, `draining` or `disabled`.
     pub(crate) admin: &'static str,
@@ -107,26 +70,30 @@ pub(crate) struct UpstreamRow {
 }
 
 impl UpstreamRow {
-    fn to_json(&self) -> String {
-        Object::new()
-            .text("route", &self.route)
-            .text("address", &self.address.to_string())
-            .text("name", &self.name)
-            .text("health", if self.up { "up" } else { "down" })
-            .text("admin", self.admin)
-            .raw("weight", self.weight)
-            .raw("active", self.active)
-            .raw("failures", self.failures)
-            .raw("connect_failures", self.connect_failures)
-            .finish()
-    }
-
     fn absorb(&mut self, other: &UpstreamRow) {
         self.up &= other.up;
         self.active += other.active;
         self.failures = self.failures.max(other.failures);
         self.connect_failures += other.connect_failures;
     }
+}
+
+fn as_text<Z: Serializer>(value: &impl Display, serializer: Z) -> Result<Z::Ok, Z::Error> {
+    serializer.collect_str(value)
+}
+
+fn up_or_down<Z: Serializer>(up: &bool, serializer: Z) -> Result<Z::Ok, Z::Error> {
+    serializer.serialize_str(if *up { "up" } else { "down" })
+}
+
+/// `[a,b,...]` of values rendered as JSON already.
+fn array(items: impl IntoIterator<Item = String>) -> String {
+    format!("[{}]", items.into_iter().collect::<Vec<_>>().join(","))
+}
+
+/// `value` as JSON; the rows here always serialize (strings, numbers and lists of them).
+fn json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
 }
 
 /// Merges every reactor's part of the answer to `request` into the JSON body.
@@ -144,16 +111,13 @@ pub(crate) fn answer(request: &Request, parts: Vec<Part>) -> Result<String, Refu
             .into_iter()
             .flat_map(|part| part.connections)
             .find(|(found, _)| found == id)
-            .map(|(_, json)| json)
+            .map(|(_, object)| object)
             .ok_or_else(|| no_connection(*id))?,
         Request::Close { id, how } => {
             if !parts.iter().any(|part| part.closed) {
                 return Err(no_connection(*id));
             }
-            Object::new()
-                .raw("closed", id)
-                .text("how", how.as_str())
-                .finish()
+            serde_json::json!({ "closed": id, "how": how.as_str() }).to_string()
         }
         Request::Routes => {
             let rows = merge(
@@ -161,7 +125,7 @@ pub(crate) fn answer(request: &Request, parts: Vec<Part>) -> Result<String, Refu
                 |a, b| a.name == b.name,
                 RouteRow::absorb,
             );
-            array(rows.iter().map(RouteRow::to_json))
+            json(&rows)
         }
         Request::Upstreams => upstreams(parts),
         Request::Steer { addr, route, .. } => {
@@ -187,7 +151,7 @@ fn upstreams(parts: Vec<Part>) -> String {
         |a, b| a.route == b.route && a.address == b.address,
         UpstreamRow::absorb,
     );
-    array(rows.iter().map(UpstreamRow::to_json))
+    json(&rows)
 }
 
 fn no_connection(id: u64) -> Refusal {

@@ -7,10 +7,8 @@
 //! parser this small can be read whole and tested byte by byte. docs/admin.md is the reference.
 
 mod answer;
-mod json;
 
-pub(crate) use answer::{answer, ConnectionRow, Part, RouteRow, UpstreamRow};
-pub(crate) use json::quote;
+pub(crate) use answer::{answer, Part, RouteRow, UpstreamRow};
 
 use std::time::Duration;
 
@@ -97,7 +95,7 @@ impl Refusal {
 
     /// The JSON body.
     pub(crate) fn body(&self) -> String {
-        format!("{{\"error\":{}}}\n", quote(&self.message))
+        serde_json::json!({ "error": self.message }).to_string() + "\n"
     }
 }
 

@@ -10,6 +10,11 @@ use crate::upstream::endpoint::Tried;
 /// The ring size of these tests' pools.
 const RING: usize = 1024;
 const CLIENT_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 40000);
+const UPSTREAM_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 8000);
+
+fn upstream_addr() -> UpstreamAddr {
+    std::net::SocketAddr::from(UPSTREAM_ADDR).into()
+}
 
 fn readable() -> Event {
     Event {
@@ -86,7 +91,7 @@ fn connecting(now: Instant) -> (Pair<Scripted>, Scripted, Scripted) {
     let pair = Pair::new(
         1,
         (client.clone(), CLIENT_ADDR.into()),
-        (upstream.clone(), None),
+        (upstream.clone(), upstream_addr(), None),
         0,
         Plan::Upstreams {
             tried: Tried::default(),
@@ -400,7 +405,7 @@ fn test_connecting_connected_moves_the_lease_to_established() {
     let mut pair = Pair::new(
         1,
         (client, addr),
-        (upstream.clone(), Some(lease)),
+        (upstream.clone(), upstream_addr(), Some(lease)),
         0,
         plan,
         lp.now,
@@ -436,7 +441,7 @@ fn test_connecting_failed_hands_out_the_lease_and_keeps_the_plan() {
     let mut pair = Pair::new(
         1,
         (client, addr),
-        (upstream, Some(lease)),
+        (upstream, upstream_addr(), Some(lease)),
         0,
         Plan::Upstreams { tried },
         now,
@@ -448,7 +453,7 @@ fn test_connecting_failed_hands_out_the_lease_and_keeps_the_plan() {
     assert_eq!(pair.plan_mut().map(|plan| plan.attempts()), Some(1));
     route.give_back(lease);
     let later = now + Duration::from_secs(1);
-    pair.begin_connect(Scripted::default(), None, later);
+    pair.begin_connect((Scripted::default(), upstream_addr()), None, later);
     assert_eq!(
         pair.deadline(&LIMITS),
         Some((later + LIMITS.connect, Cause::ConnectTimeout))
@@ -647,3 +652,5 @@ fn test_established_idle_deadline_moves_with_bytes() {
         Outcome::Close(Cause::IdleTimeout)
     );
 }
+
+mod view;
