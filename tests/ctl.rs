@@ -113,7 +113,8 @@ fn test_ctl_lists_shows_and_closes_a_held_pair() {
         "{detail}"
     );
     for field in [
-        String::from("\n  client -> upstream  1000 forwarded, "),
+        String::from("\n  client -> upstream  1000 forwarded, 0 held, "),
+        String::from("\n  stuck               no\n"),
         format!("\n  client              {me}\n"),
         format!("\n  upstream            {}\n", upstream.addr()),
         String::from("\n  phase               established\n"),
@@ -121,6 +122,15 @@ fn test_ctl_lists_shows_and_closes_a_held_pair() {
         assert!(detail.contains(&field), "no {field:?} in\n{detail}");
     }
 
+    assert!(!detail.contains("\ndiagnosis: -\n"), "{detail}");
+    let first = detail
+        .split_once("oldest first):\n")
+        .and_then(|(_, timeline)| timeline.lines().nth(1))
+        .unwrap_or_else(|| panic!("no timeline:\n{detail}"));
+    assert!(
+        first.trim_start().starts_with("0.0ms") && first.contains("accepted"),
+        "{detail}"
+    );
     assert_eq!(
         ctl_ok(&admin, &["close", &id]),
         format!("closed connection {id} (fin)\n")
@@ -558,4 +568,69 @@ fn test_ctl_drain_a_unix_upstream() {
     );
     drop(listener);
     let _ = std::fs::remove_file(&path);
+}
+
+/// A pair whose upstream stops reading: once it has held bytes unmoved for 5 s, `connections --stuck`
+/// lists it, `connection ID` says why in plain words, with what is held and the flight recorder's
+/// timeline from the accept, and `top` lists it among the stuck pairs with its diagnosis.
+#[test]
+fn test_ctl_explains_a_stuck_pair() {
+    let upstream = Upstream::bind();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &upstream.addr().to_string(),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&fwd);
+    let mut client = connect(fwd.addr());
+    let _server = upstream.accept(IO_TIMEOUT);
+    // More than the rings, pipes and socket buffers hold: the last writes block, then time out.
+    client
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("write timeout");
+    let chunk = vec![9u8; 256 * 1024];
+    for _ in 0..64 {
+        if client.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let id = id_of(&admin, client.local_addr().expect("client addr"));
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            ctl_ok(&admin, &["connections", "--stuck"])
+                .contains(&client.local_addr().expect("addr").to_string())
+        }),
+        "the pair never listed as stuck"
+    );
+    let detail = ctl_ok(&admin, &["connection", &id]);
+    assert!(detail.contains("\n  stuck               yes\n"), "{detail}");
+    let c2u = line_with(&detail, "client -> upstream");
+    assert!(!c2u.contains(" 0 held"), "nothing held c2u: {detail}");
+    let diagnosis = line_with(&detail, "diagnosis: ");
+    assert!(diagnosis.contains("upstream has not read for"), "{detail}");
+    let timeline: Vec<&str> = detail
+        .split_once("oldest first):\n")
+        .unwrap_or_else(|| panic!("no timeline:\n{detail}"))
+        .1
+        .lines()
+        .skip(1)
+        .collect();
+    // The recorder keeps the last 32: a pair that filled its rings has pushed its accept out.
+    assert!((2..=32).contains(&timeline.len()), "{detail}");
+    assert!(
+        timeline
+            .iter()
+            .any(|line| line.contains("client reads muted")),
+        "{detail}"
+    );
+
+    let frame = ctl_ok(&admin, &["top", "--once", "--interval", "100ms"]);
+    let stuck = frame
+        .split_once("\nSTUCK PAIRS\n")
+        .unwrap_or_else(|| panic!("no stuck pairs:\n{frame}"))
+        .1;
+    let row = line_with(stuck, &client.local_addr().expect("addr").to_string());
+    assert!(row.trim_start().starts_with(&format!("{id} ")), "{frame}");
+    assert!(row.contains("upstream has not read for"), "{frame}");
 }
