@@ -3,8 +3,8 @@
 //!
 //! Each subcommand is one request ([`http`]) and one answer printed as an aligned table ([`view`],
 //! [`table`]), or the server's JSON unchanged with `--json`; `ctl top` ([`top`]) repeats requests to
-//! draw a live view. This side uses no reactor and nothing of the forwarder but its duration syntax:
-//! it is a plain blocking client.
+//! draw a live view. This side uses no reactor and nothing of the forwarder but its syntax of durations
+//! and Unix addresses: it is a plain blocking client.
 //!
 //! Failures are one line naming what failed; the exit code says whose fault it is: 2 for bad arguments
 //! (clap's own, a bad `--admin`, a token file that cannot be read, a value the server answers 400 to),
