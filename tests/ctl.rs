@@ -399,19 +399,25 @@ fn test_ctl_unix_socket_and_token() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A pseudo-terminal: (controller, terminal), closed on drop.
-fn pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+/// A pseudo-terminal of `columns` x 24: (controller, terminal), closed on drop.
+fn pty(columns: u16) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
     use std::os::fd::FromRawFd;
     let (mut controller, mut terminal) = (-1, -1);
-    // SAFETY: the two out-pointers are valid ints; the name, termios and window size pointers may be
-    // null (openpty then uses defaults and writes no name).
+    let size = libc::winsize {
+        ws_row: 24,
+        ws_col: columns,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: the two out-pointers are valid ints, the window size a valid struct openpty only reads;
+    // the name and termios pointers may be null (openpty then writes no name, uses default settings).
     let rc = unsafe {
         libc::openpty(
             &mut controller,
             &mut terminal,
             std::ptr::null_mut(),
             std::ptr::null(),
-            std::ptr::null(),
+            &size,
         )
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
@@ -435,8 +441,8 @@ fn local_modes(terminal: &std::os::fd::OwnedFd) -> libc::tcflag_t {
     termios.c_lflag
 }
 
-/// `ctl top` on a terminal (a pty), as a user runs it: frames on a cleared screen with the cursor
-/// hidden, keys read one at a time without echo; `q` (no Enter) quits, SIGINT too, and either way the
+/// `ctl top` on a terminal (a pty, 60 columns), as a user runs it: frames on a cleared screen with
+/// the cursor hidden, no line wider than the terminal, keys read one at a time without echo; `q` (no Enter) quits, SIGINT too, and either way the
 /// terminal's modes are as before and the cursor shown again.
 #[test]
 fn test_ctl_top_on_a_terminal_quits_and_restores_it() {
@@ -450,7 +456,7 @@ fn test_ctl_top_on_a_terminal_quits_and_restores_it() {
     ]);
     let admin = admin_addr(&fwd);
     for quit in ["q", "SIGINT"] {
-        let (controller, terminal) = pty();
+        let (controller, terminal) = pty(60);
         let before = local_modes(&terminal);
         assert_ne!(before & libc::ICANON, 0, "a new pty starts canonical");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgefwd"))
@@ -517,6 +523,17 @@ fn test_ctl_top_on_a_terminal_quits_and_restores_it() {
             shown("\x1b[?25l") && shown("\x1b[H\x1b[2J"),
             "{quit}: no screen escapes"
         );
+        let text = String::from_utf8_lossy(&screen.lock().expect("screen")).to_string();
+        let last = text.rsplit("\x1b[H\x1b[2J").next().unwrap_or_default();
+        let frame = last.split('\x1b').next().unwrap_or_default();
+        assert!(frame.contains("UPSTREAMS"), "{quit}: {frame:?}");
+        for line in frame.split('\n') {
+            let line = line.trim_end_matches('\r');
+            assert!(
+                line.chars().count() <= 60,
+                "{quit}: wider than the terminal: {line:?}"
+            );
+        }
     }
 }
 

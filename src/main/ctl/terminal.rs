@@ -40,6 +40,17 @@ impl Drop for Keys<'_> {
     }
 }
 
+/// The width in columns of the terminal on `fd`, asked at each frame (a window may be resized);
+/// `None` if it is no terminal or does not say.
+pub(crate) fn width(fd: BorrowedFd<'_>) -> Option<usize> {
+    // SAFETY: `winsize` is four integers, for which all zeroes is a valid value.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open for the borrow's lifetime, and TIOCGWINSZ writes one `winsize`
+    // into the valid, writable struct it is given.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
+}
+
 /// The terminal settings of `fd`, `None` if it is no terminal.
 fn settings(fd: BorrowedFd<'_>) -> io::Result<Option<libc::termios>> {
     // SAFETY: `termios` is a plain C struct of integers and arrays, for which all zeroes is a valid
@@ -72,18 +83,25 @@ mod tests {
     use super::*;
     use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
-    /// A pseudo-terminal's two ends (controller, terminal), closed on drop.
-    fn pty() -> (OwnedFd, OwnedFd) {
+    /// A pseudo-terminal's two ends (controller, terminal) of `columns` x 24, closed on drop.
+    fn pty(columns: u16) -> (OwnedFd, OwnedFd) {
         let (mut controller, mut terminal) = (-1, -1);
-        // SAFETY: the two out-pointers are valid ints; the name, termios and window size pointers
-        // may be null (openpty then uses defaults and writes no name).
+        let size = libc::winsize {
+            ws_row: 24,
+            ws_col: columns,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: the two out-pointers are valid ints, the window size a valid struct openpty only
+        // reads; the name and termios pointers may be null (openpty then writes no name and uses
+        // default settings).
         let rc = unsafe {
             libc::openpty(
                 &mut controller,
                 &mut terminal,
                 std::ptr::null_mut(),
                 std::ptr::null(),
-                std::ptr::null(),
+                &size,
             )
         };
         assert_eq!(rc, 0, "openpty: {}", io::Error::last_os_error());
@@ -106,7 +124,7 @@ mod tests {
     /// On a terminal: canonical mode and echo are off while `Keys` lives, back as they were after.
     #[test]
     fn test_keys_switch_and_restore_a_terminal() {
-        let (_controller, terminal) = pty();
+        let (_controller, terminal) = pty(80);
         let before = lflag(terminal.as_fd());
         assert_ne!(before & libc::ICANON, 0, "a new pty starts canonical");
         let keys = Keys::start(terminal.as_fd())
@@ -117,6 +135,14 @@ mod tests {
         assert_ne!(during & libc::ISIG, 0, "Ctrl-C still signals");
         drop(keys);
         assert_eq!(lflag(terminal.as_fd()), before);
+    }
+
+    #[test]
+    fn test_width_of_a_terminal() {
+        let (_controller, terminal) = pty(57);
+        assert_eq!(width(terminal.as_fd()), Some(57));
+        let null = std::fs::File::open("/dev/null").expect("/dev/null");
+        assert_eq!(width(null.as_fd()), None);
     }
 
     /// Not a terminal (stdin from /dev/null): nothing to switch, no error.

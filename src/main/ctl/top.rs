@@ -18,7 +18,8 @@
 //!
 //! # The terminal
 //! Frames are drawn with plain ANSI escapes (clear, home, hide the cursor) when stdout is a terminal,
-//! and never with `--once` or when stdout is a pipe (frames then follow one another). Keys are read
+//! each line cut to its width, and never with `--once` or when stdout is a pipe (frames then follow
+//! one another, whole). Keys are read
 //! one at a time ([`Keys`]); `q`, Ctrl-C, SIGTERM or SIGHUP end the view and the terminal's settings
 //! and cursor are restored on the way out, whatever the way out.
 
@@ -39,7 +40,7 @@ use edgefwd::config;
 use super::counters::{Counters, Rates};
 use super::http::{Client, Endpoint};
 use super::table::{age_cell, bytes_cell, cell, flag, number, rate, Align, Table};
-use super::terminal::Keys;
+use super::terminal::{self, Keys};
 use super::{call, describe, plain, print, Failure};
 
 /// Rows of each pair list (busiest, stuck) in one frame.
@@ -208,8 +209,14 @@ impl Screen {
         Screen { terminal }
     }
 
+    /// On a terminal, each line is cut to its width: a wrapped line would push the frame's top out of
+    /// view.
     fn draw(&self, frame: &str) -> Result<(), Failure> {
         if self.terminal {
+            let frame = match terminal::width(io::stdout().as_fd()) {
+                Some(width) => clip(frame, width),
+                None => frame.to_string(),
+            };
             print(&format!("\x1b[H\x1b[2J{frame}"))
         } else {
             print(&format!("{frame}\n"))
@@ -224,6 +231,16 @@ impl Drop for Screen {
             let _ = out.write_all(b"\x1b[?25h").and_then(|()| out.flush());
         }
     }
+}
+
+/// Every line of `text` cut to `width` characters.
+fn clip(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        out.extend(line.chars().take(width));
+        out.push('\n');
+    }
+    out
 }
 
 /// GET /connections, /routes, /upstreams, and the byte counters of `--metrics`.
@@ -718,6 +735,11 @@ ID  ROUTE  CLIENT           UPSTREAM        PHASE          AGE  IDLE  HELD C2U  
             "{text}"
         );
         assert!(text.ends_with("STUCK PAIRS: no stuck pairs\n"), "{text}");
+    }
+
+    #[test]
+    fn test_clip_to_width() {
+        assert_eq!(clip("abcdef\nab\n\nxyz", 3), "abc\nab\n\nxyz\n");
     }
 
     /// With --metrics the rates are the counters' growth, closed pairs included: the header's, and a
