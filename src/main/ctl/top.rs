@@ -60,8 +60,9 @@ pub(crate) struct TopArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     iterations: Option<u64>,
 
-    /// The same edgefwd's --metrics address: the header's traffic then counts every byte forwarded,
-    /// pairs that closed between refreshes included.
+    /// The same edgefwd's --metrics address: the rates then count every byte forwarded, pairs that
+    /// closed between refreshes included (the header's, and a route's or upstream's where the server
+    /// exports its series).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 }
