@@ -33,6 +33,15 @@ pub(crate) struct Rates {
     pub(crate) upstreams: BTreeMap<(String, String), [f64; 2]>,
 }
 
+impl Rates {
+    /// An upstream address's rates. The metrics name an endpoint as its upstream was written when that
+    /// is its address (an IP literal, a Unix socket), else `name (address)`: both are tried.
+    pub(crate) fn upstream(&self, route: &str, address: &str, name: &str) -> Option<[f64; 2]> {
+        let by = |label: String| self.upstreams.get(&(route.to_string(), label)).copied();
+        by(address.to_string()).or_else(|| by(format!("{name} ({address})")))
+    }
+}
+
 impl Counters {
     /// The counters of `exposition`; `None` if it has no `edgefwd_bytes_total` (not edgefwd's).
     pub(crate) fn parse(exposition: &str) -> Option<Counters> {
@@ -193,5 +202,26 @@ edgefwd_pairs_open 3
         assert_eq!(rates.routes.get("web"), Some(&[2048.0, 0.0]));
         assert_eq!(rates.routes.get("new"), None);
         assert_eq!(rates.upstreams.len(), 1);
+    }
+
+    /// A host-name upstream's series is labelled `name (address)`; an address's, the address.
+    #[test]
+    fn test_upstream_rates_by_address_or_label() {
+        let mut rates = Rates::default();
+        let key = |label: &str| (String::from("web"), label.to_string());
+        rates.upstreams.insert(key("[::1]:9000"), [1.0, 2.0]);
+        rates
+            .upstreams
+            .insert(key("app:80 (10.0.0.1:80)"), [3.0, 4.0]);
+        assert_eq!(
+            rates.upstream("web", "[::1]:9000", "[::1]:9000"),
+            Some([1.0, 2.0])
+        );
+        assert_eq!(
+            rates.upstream("web", "10.0.0.1:80", "app:80"),
+            Some([3.0, 4.0])
+        );
+        assert_eq!(rates.upstream("web", "10.0.0.2:80", "app:80"), None);
+        assert_eq!(rates.upstream("db", "[::1]:9000", "[::1]:9000"), None);
     }
 }

@@ -497,7 +497,7 @@ fn upstreams_table(
         let key = (cell(upstream, "route"), cell(upstream, "address"));
         let load = loads.get(&key).unwrap_or(&idle);
         let rates = metered
-            .and_then(|metered| metered.upstreams.get(&key).copied())
+            .and_then(|metered| metered.upstream(&key.0, &key.1, &cell(upstream, "name")))
             .or(load.rates);
         table.row(vec![
             key.0.clone(),
