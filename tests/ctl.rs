@@ -651,3 +651,39 @@ fn test_ctl_explains_a_stuck_pair() {
     assert!(row.trim_start().starts_with(&format!("{id} ")), "{frame}");
     assert!(row.contains("upstream has not read for"), "{frame}");
 }
+
+/// `top --metrics`: a pair that opens, moves 1 MiB and closes between the two samples of `--once`
+/// leaves no live pair to measure, yet the header's traffic (from `edgefwd_bytes_total`) counts it.
+#[test]
+fn test_ctl_top_counts_closed_pairs_from_metrics() {
+    let backend = Backend::echo();
+    let fwd = Forwarder::start(&[
+        "--upstream",
+        &backend.upstream_arg(),
+        "--admin",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let (admin, metrics) = (admin_addr(&fwd), fwd.metrics_addr().to_string());
+    let top = thread::spawn(move || {
+        ctl(
+            &admin,
+            &["top", "--once", "--interval", "3s", "--metrics", &metrics],
+        )
+    });
+    // Well after the first sample, well before the second.
+    thread::sleep(Duration::from_millis(1000));
+    echo_roundtrip(fwd.addr(), 1 << 20, 64 * 1024);
+    let (code, frame, stderr) = top.join().expect("top");
+    assert_eq!(code, Some(0), "{stderr}");
+    let traffic = line_with(&frame, "traffic: ");
+    assert!(traffic.ends_with("(every pair, from --metrics)"), "{frame}");
+    let c2u: Vec<&str> = traffic.split_whitespace().collect();
+    assert_eq!(c2u[1], "c2u", "{traffic}");
+    assert!(
+        c2u[2].ends_with("K/s"),
+        "1 MiB over 3 s is some hundred K/s: {traffic}"
+    );
+    assert!(frame.contains("pairs: 0 open"), "{frame}");
+}
