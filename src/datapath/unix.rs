@@ -34,7 +34,8 @@ pub struct SocketFile {
 }
 
 impl SocketFile {
-    fn created(path: &Path) -> io::Result<SocketFile> {
+    /// The socket file now at `path` (this process bound it, or took its listener over).
+    pub(crate) fn created(path: &Path) -> io::Result<SocketFile> {
         let meta = fs::symlink_metadata(path)?;
         Ok(SocketFile {
             path: path.to_path_buf(),

@@ -27,7 +27,7 @@ use crate::observe::metric_kinds::ClientReject;
 use crate::observe::metrics::{Metrics, UpstreamRow};
 use crate::throttle::Throttle;
 use crate::upstream::balance::Balancer;
-use crate::upstream::clients::ClientTable;
+use crate::upstream::clients::SharedClients;
 use crate::upstream::endpoint::{Change, Endpoint, Tried, Upstreams, HOLD};
 use crate::upstream::health;
 use crate::wire::greeting::{ConnectRules, Rules};
@@ -119,8 +119,9 @@ pub(crate) struct Route {
     /// Since when the route has been stopped at `max_connections` with clients queued, as far as
     /// `queue_timeout` is concerned (restarted each time the queue is flushed).
     pub(crate) full_since: Option<Instant>,
-    /// Open connections and rate windows per client (`max_conns_per_client`, `conn_rate_per_client`).
-    pub(crate) clients: ClientTable,
+    /// Open connections and rate windows per client (`max_conns_per_client`, `conn_rate_per_client`):
+    /// a table of its own until the reactor gives it the one shared by the route's name.
+    pub(crate) clients: SharedClients,
     all_down_warning: Throttle,
     unresolved_warning: Throttle,
     /// When the next round of health probes is due.
@@ -220,7 +221,7 @@ impl Route {
             draining: false,
             at_limit: false,
             full_since: None,
-            clients: ClientTable::default(),
+            clients: SharedClients::default(),
             all_down_warning: Throttle::new(ALL_DOWN_WARNING_INTERVAL),
             unresolved_warning: Throttle::new(ALL_DOWN_WARNING_INTERVAL),
             next_probe: config.health_interval.map(|_| now),
@@ -234,9 +235,9 @@ impl Route {
         route
     }
 
-    /// Whether a client from `addr` may connect now ([`ClientTable::admit`]).
+    /// Whether a client from `addr` may connect now ([`SharedClients::admit`]).
     pub(crate) fn admit_client(
-        &mut self,
+        &self,
         addr: IpAddr,
         now: Instant,
     ) -> Result<Option<IpAddr>, ClientReject> {
@@ -244,7 +245,7 @@ impl Route {
     }
 
     /// A connection admitted under `key` closed.
-    pub(crate) fn release_client(&mut self, key: IpAddr, now: Instant) {
+    pub(crate) fn release_client(&self, key: IpAddr, now: Instant) {
         self.clients.release(key, &self.config, now);
     }
 
