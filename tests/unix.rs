@@ -951,3 +951,50 @@ fn test_bad_unix_upstream_is_a_usage_error() {
         assert!(stderr.contains(says), "{bad}: {stderr}");
     }
 }
+
+/// `--threads 2`: both reactors connect to a Unix upstream; 40 clients at once, every byte checked.
+#[test]
+fn test_two_reactors_forward_to_a_unix_upstream() {
+    let dir = TempDir::new();
+    let upstream = format!("unix:{}", dir.sock("up.sock").display());
+    let echo = UnixEcho::on(&upstream);
+    let opts = Options {
+        rust_log: Some("info".into()),
+        ..Options::default()
+    };
+    let args = [
+        "--upstream",
+        &upstream,
+        "--threads",
+        "2",
+        "--stats-interval",
+        "100ms",
+    ];
+    let fwd = Forwarder::start_with(&args, &opts);
+    let addr = fwd.addr();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            thread::spawn(move || {
+                for _ in 0..5 {
+                    echo_roundtrip(addr, 64 * 1024, 8192);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("client");
+    }
+    assert_eq!(echo.accepted(), 40);
+    let closes = |logs: &str| stats_total(logs, 0, "closes") + stats_total(logs, 1, "closes");
+    assert!(
+        wait_until(WAIT, || closes(&fwd.logs()) == 40),
+        "40 pairs not all closed:\n{}",
+        fwd.logs()
+    );
+    let logs = fwd.logs();
+    let (zero, one) = (
+        stats_total(&logs, 0, "accepts"),
+        stats_total(&logs, 1, "accepts"),
+    );
+    assert!(zero > 0 && one > 0, "both reactors serve: {zero} and {one}");
+}
