@@ -770,6 +770,11 @@ fn test_failover_from_missing_and_refused_unix_paths_to_a_live_one() {
         echo_roundtrip(fwd.addr(), 64 * 1024, 16 * 1024);
     }
     assert_eq!(echo.accepted(), 6, "every client reached the live upstream");
+    // Failed at once by connect(2), never left pending until the connect timeout.
+    fwd.expect_log(&format!("{missing} connect-error: failing over"), WAIT);
+    fwd.expect_log(&format!("{stale} connect-refused: failing over"), WAIT);
+    let logs = fwd.logs();
+    assert!(!logs.contains("connect-timeout:"), "{logs}");
     fwd.expect_log(&format!("failing over to upstream={live}"), WAIT);
     for dead in [&missing, &stale] {
         fwd.expect_log(&format!("upstream {dead} of route u is down"), WAIT);
