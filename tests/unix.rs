@@ -1003,3 +1003,74 @@ fn test_two_reactors_forward_to_a_unix_upstream() {
     );
     assert!(zero > 0 && one > 0, "both reactors serve: {zero} and {one}");
 }
+
+/// Backpressure from a Unix upstream that does not read reaches the TCP client: its writes stop after
+/// a bounded amount, and everything written arrives, in order, once the upstream reads.
+#[test]
+fn test_backpressure_from_a_unix_upstream_reaches_the_tcp_client() {
+    let dir = TempDir::new();
+    let upstream = format!("unix:{}", dir.sock("slow.sock").display());
+    let listener = bind_unix(&upstream);
+    let (fwd, _config) = start_upstreams(None, &[&upstream], "");
+    let mut client = connect(fwd.addr());
+    let mut up = accept_unix(&listener);
+    client.set_nonblocking(true).expect("nonblocking");
+    let chunk = pattern_vec(64 * 1024);
+    let mut written = 0usize;
+    let mut quiet_since = std::time::Instant::now();
+    // Write until the writes have been refused for a while: the whole path is full.
+    while quiet_since.elapsed() < Duration::from_millis(500) {
+        match client.write(&chunk[written % chunk.len()..]) {
+            Ok(n) => {
+                written += n;
+                quiet_since = std::time::Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+        assert!(
+            written < 256 << 20,
+            "no backpressure: {written} bytes taken"
+        );
+    }
+    assert!(written > 0);
+    client.set_nonblocking(false).expect("blocking");
+    client.shutdown(Shutdown::Write).expect("FIN");
+    let mut got = Vec::new();
+    up.read_to_end(&mut got).expect("upstream reads it all");
+    assert_eq!(got.len(), written, "every byte written arrives");
+    let expected: Vec<u8> = chunk.iter().copied().cycle().take(written).collect();
+    assert!(got == expected, "the bytes arrive in order");
+}
+
+/// SIGTERM while a TCP client's transfer to a Unix upstream is under way: the pair finishes
+/// byte-exact, then the process exits cleanly.
+#[test]
+fn test_graceful_shutdown_finishes_a_pair_to_a_unix_upstream() {
+    let dir = TempDir::new();
+    let upstream = format!("unix:{}", dir.sock("drain.sock").display());
+    let echo = UnixEcho::on(&upstream);
+    let (mut fwd, _config) = start_upstreams(None, &[&upstream], "");
+    let total = 2 << 20;
+    let mut client = connect(fwd.addr());
+    let data = pattern_vec(total);
+    client.write_all(&data[..total / 2]).expect("first half");
+    let mut back = vec![0u8; total / 2];
+    client.read_exact(&mut back).expect("first half echoed");
+    fwd.signal(libc::SIGTERM);
+    fwd.expect_log("SIGTERM", WAIT);
+    client.write_all(&data[total / 2..]).expect("second half");
+    client.shutdown(Shutdown::Write).expect("FIN");
+    let (rest, end) = read_until_end(&mut client, WAIT);
+    assert_eq!(end, End::Eof);
+    back.extend_from_slice(&rest);
+    assert!(
+        back == data,
+        "the transfer finished byte-exact across the drain"
+    );
+    let status = fwd.wait_exit(WAIT).expect("exits once the pair is done");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(echo.accepted(), 1);
+}
