@@ -1074,3 +1074,30 @@ fn test_graceful_shutdown_finishes_a_pair_to_a_unix_upstream() {
     assert!(status.success(), "{status:?}");
     assert_eq!(echo.accepted(), 1);
 }
+
+/// The balancers pick Unix endpoints as they pick TCP ones: round-robin by weight (1:3 over 8 clients
+/// gives 2 and 6), and `source-hash` keeps one client address on one upstream.
+#[test]
+fn test_balancers_over_unix_upstreams_weights_and_source_hash() {
+    let dir = TempDir::new();
+    let light = format!("unix:{}", dir.sock("light.sock").display());
+    let heavy = format!("unix:{}", dir.sock("heavy.sock").display());
+    let heavy_weighted = format!("{heavy},weight=3");
+    let (echo_light, echo_heavy) = (UnixEcho::on(&light), UnixEcho::on(&heavy));
+    let (fwd, _config) = start_upstreams(None, &[&light, &heavy_weighted], "");
+    for _ in 0..8 {
+        echo_roundtrip(fwd.addr(), 4096, 4096);
+    }
+    assert_eq!((echo_light.accepted(), echo_heavy.accepted()), (2, 6));
+    drop(fwd);
+
+    let (fwd, _config) = start_upstreams(None, &[&light, &heavy], "balance = \"source-hash\"");
+    for _ in 0..6 {
+        echo_roundtrip(fwd.addr(), 4096, 4096);
+    }
+    let added = (echo_light.accepted() - 2, echo_heavy.accepted() - 6);
+    assert!(
+        added == (6, 0) || added == (0, 6),
+        "one client, one upstream: {added:?}"
+    );
+}
