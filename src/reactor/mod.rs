@@ -60,6 +60,7 @@ use crate::reactor::worker::{Inbox, Worker};
 use crate::service::notify::Notifier;
 use crate::service::upgrade::PassedUnix;
 use crate::session::connect::Step;
+use crate::session::pair::diagnosis::{self, Limits};
 use crate::session::pair::{Outcome, Pair};
 use crate::session::udp::forward::UdpRoute;
 use crate::throttle::Throttle;
@@ -609,6 +610,7 @@ impl Reactor {
             };
             match pair.deadline(&route.deadlines) {
                 Some((at, cause)) if at <= self.now => {
+                    diagnosis::log_expiry(pair, &Limits::of(route), cause, self.now);
                     let outcome = pair.expire(cause, self.now);
                     self.settle(entry.slot, outcome)
                 }
@@ -668,7 +670,7 @@ mod tests {
         Pair::new(
             id,
             (client, addr),
-            (upstream, None),
+            (upstream, addr.into(), None),
             0,
             Plan::Upstreams {
                 tried: Tried::default(),

@@ -149,7 +149,7 @@ pub(crate) fn open(
             &mut metrics.warm_misses
         }) += 1;
     }
-    let upstream = (started.stream, started.lease);
+    let upstream = (started.stream, started.addr, started.lease);
     let pair = Pair::new(
         id,
         (client, client_addr),
@@ -326,7 +326,7 @@ fn attempt(
             ),
         }
     }
-    pair.begin_connect(started.stream, started.lease, cx.now);
+    pair.begin_connect((started.stream, started.addr), started.lease, cx.now);
     Outcome::Open
 }
 
