@@ -22,6 +22,7 @@ use edgefwd::config::Algorithm;
 use edgefwd::config::{self, Config, Mode, Protocol, RouteConfig, Splice};
 use edgefwd::datapath::budget::{self, FdBudget};
 use edgefwd::observe::metrics::MetricsBoard;
+use edgefwd::observe::routed::RouteBoard;
 use edgefwd::reactor::fdlimit;
 use edgefwd::reactor::{activated_listeners, Exit, Reactor, Siblings};
 use edgefwd::service::after_bind::AfterBind;
@@ -412,9 +413,13 @@ fn run_reactors(
     let threads = config.threads;
     let board = (threads > 1).then(|| Arc::new(MetricsBoard::new(threads)));
     let followers = Arc::default();
+    let routes = Arc::new(RouteBoard::new(threads));
+    let stopped = Arc::default();
     let siblings = |index| Siblings {
         index,
         board: board.clone(),
+        routes: Arc::clone(&routes),
+        stopped: Arc::clone(&stopped),
         followers: Arc::clone(&followers),
         budget: budget.clone(),
     };

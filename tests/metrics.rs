@@ -6,7 +6,7 @@ mod common;
 use common::{scrape, Backend, Forwarder};
 
 /// Every line of a scrape of a fresh forwarder with one upstream, values cut off, sorted. The upstream's
-/// address is written `UPSTREAM`. Two lines stand for several ([`written_out`]): `HISTOGRAM NAME` for
+/// address is written `UPSTREAM`. Lines need not be sorted. Two lines stand for several ([`written_out`]): `HISTOGRAM NAME` for
 /// the series of histogram NAME, and `NAME{LABEL=*} V1 V2 ...` for `NAME{LABEL="V1"}`, `NAME{LABEL="V2"}`
 /// and so on. Adding a metric adds its lines here.
 const SERIES: &str = r#"
@@ -160,6 +160,46 @@ edgefwd_write_rearms_total
 edgefwd_writes_short_total
 edgefwd_writes_total
 edgefwd_writes_would_block_total
+# HELP edgefwd_route_accepts_total connections accepted, by route
+# TYPE edgefwd_route_accepts_total counter
+# HELP edgefwd_route_pairs_total connection pairs opened, by route
+# TYPE edgefwd_route_pairs_total counter
+# HELP edgefwd_route_connects_ok_total upstream connects that completed, by route
+# TYPE edgefwd_route_connects_ok_total counter
+# HELP edgefwd_route_connect_failures_total upstream connect attempts that failed (refused, timed out, or not started), by route
+# TYPE edgefwd_route_connect_failures_total counter
+# HELP edgefwd_route_failovers_total failed upstream connects retried on another upstream or address, by route
+# TYPE edgefwd_route_failovers_total counter
+# HELP edgefwd_route_bytes_total bytes forwarded, by route and direction
+# TYPE edgefwd_route_bytes_total counter
+# HELP edgefwd_route_closes_total connection pairs closed, by route and cause
+# TYPE edgefwd_route_closes_total counter
+# HELP edgefwd_upstream_connect_seconds time from the start of an upstream connect attempt to its completion, by route
+# TYPE edgefwd_upstream_connect_seconds histogram
+# HELP edgefwd_connection_duration_seconds time from accept to close of a connection pair, by route
+# TYPE edgefwd_connection_duration_seconds histogram
+# HELP edgefwd_upstream_connects_ok_total connects to the upstream endpoint that completed
+# TYPE edgefwd_upstream_connects_ok_total counter
+# HELP edgefwd_upstream_bytes_total bytes forwarded with the upstream endpoint, by direction
+# TYPE edgefwd_upstream_bytes_total counter
+# HELP edgefwd_upstream_closes_total connection pairs closed while connected or connecting to the upstream endpoint, by cause
+# TYPE edgefwd_upstream_closes_total counter
+edgefwd_route_accepts_total{route="default"}
+edgefwd_route_pairs_total{route="default"}
+edgefwd_route_connects_ok_total{route="default"}
+edgefwd_route_connect_failures_total{route="default"}
+edgefwd_route_failovers_total{route="default"}
+edgefwd_route_bytes_total{route="default",direction=*} c2u u2c
+edgefwd_route_closes_total{route="default",cause=*} client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
+edgefwd_upstream_connect_seconds_bucket{route="default",le=*} 0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 +Inf
+edgefwd_upstream_connect_seconds_count{route="default"}
+edgefwd_upstream_connect_seconds_sum{route="default"}
+edgefwd_connection_duration_seconds_bucket{route="default",le=*} 0.001 0.01 0.1 1 10 60 300 3600 86400 +Inf
+edgefwd_connection_duration_seconds_count{route="default"}
+edgefwd_connection_duration_seconds_sum{route="default"}
+edgefwd_upstream_connects_ok_total{route="default",upstream="UPSTREAM"}
+edgefwd_upstream_bytes_total{route="default",upstream="UPSTREAM",direction=*} c2u u2c
+edgefwd_upstream_closes_total{route="default",upstream="UPSTREAM",cause=*} client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
 "#;
 
 /// The upper bounds of every histogram's buckets: powers of two up to 1 MiB, then `+Inf`.

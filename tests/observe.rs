@@ -332,3 +332,119 @@ fn test_scrape_with_unread_bytes_is_not_cut_by_a_reset() {
         .expect("a number");
     assert_eq!(body.len(), length, "the response was cut short");
 }
+
+/// A `--config` file of two routes on loopback: `web` to `web_upstream`, `dead` to `dead_upstream`.
+fn two_routes(web_upstream: &str, dead_upstream: &str) -> common::ConfigFile {
+    common::ConfigFile::new(&format!(
+        "[[route]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{web_upstream}\"]\n\
+         [[route]]\nname = \"dead\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{dead_upstream}\"]\n\
+         connect_timeout = \"300ms\"\n"
+    ))
+}
+
+/// The per-route and per-upstream series, with `threads` reactors: traffic counts on its route and
+/// upstream while the pair is still open, a refused connect on the other route, closes by route and
+/// cause, and both histograms; the `--threads` reactors' figures add up.
+fn check_route_series(threads: &str) {
+    let echo = Backend::echo();
+    let dead = common::refused_addr().to_string();
+    let file = two_routes(&echo.upstream_arg(), &dead);
+    let fwd = Forwarder::start(&[
+        "--config",
+        file.path(),
+        "--metrics",
+        "127.0.0.1:0",
+        "--threads",
+        threads,
+    ]);
+    let metrics = fwd.metrics_addr();
+    let (web, dead_route) = (fwd.route_addr("web"), fwd.route_addr("dead"));
+    for _ in 0..3 {
+        echo_roundtrip(web, 100_000, 16 * 1024);
+    }
+    // A pair still open: what it forwarded so far is counted already.
+    let mut open = common::connect(web);
+    let chunk = vec![7u8; 65_536];
+    open.write_all(&chunk).expect("write");
+    let mut back = vec![0u8; chunk.len()];
+    open.read_exact(&mut back).expect("echo");
+    let mut refused = common::connect(dead_route);
+    common::expect_closed_without_data(&mut refused, IO_TIMEOUT);
+    let web_label = |name: &str, rest: &str| format!("{name}{{route=\"web\"{rest}}}");
+    let upstream = format!("route=\"web\",upstream=\"{}\"", echo.upstream_arg());
+    let expected = [
+        (web_label("edgefwd_route_accepts_total", ""), 4),
+        (web_label("edgefwd_route_pairs_total", ""), 4),
+        (web_label("edgefwd_route_connects_ok_total", ""), 4),
+        (
+            web_label("edgefwd_route_bytes_total", ",direction=\"c2u\""),
+            365_536,
+        ),
+        (
+            web_label("edgefwd_route_bytes_total", ",direction=\"u2c\""),
+            365_536,
+        ),
+        (
+            web_label("edgefwd_route_closes_total", ",cause=\"client-fin\""),
+            3,
+        ),
+        (web_label("edgefwd_upstream_connect_seconds_count", ""), 4),
+        (
+            web_label("edgefwd_connection_duration_seconds_count", ""),
+            3,
+        ),
+        (
+            web_label("edgefwd_connection_duration_seconds_bucket", ",le=\"+Inf\""),
+            3,
+        ),
+        (
+            format!("edgefwd_upstream_bytes_total{{{upstream},direction=\"c2u\"}}"),
+            365_536,
+        ),
+        (
+            format!("edgefwd_upstream_connects_ok_total{{{upstream}}}"),
+            4,
+        ),
+        (
+            format!("edgefwd_upstream_closes_total{{{upstream},cause=\"client-fin\"}}"),
+            3,
+        ),
+        ("edgefwd_route_accepts_total{route=\"dead\"}".into(), 1),
+        ("edgefwd_route_connects_ok_total{route=\"dead\"}".into(), 0),
+        (
+            "edgefwd_route_connect_failures_total{route=\"dead\"}".into(),
+            1,
+        ),
+        (
+            "edgefwd_route_closes_total{route=\"dead\",cause=\"connect-refused\"}".into(),
+            1,
+        ),
+        (
+            "edgefwd_route_closes_total{route=\"web\",cause=\"connect-refused\"}".into(),
+            0,
+        ),
+        ("edgefwd_bytes_total{direction=\"c2u\"}".into(), 365_536),
+    ];
+    let mismatches = || -> Vec<String> {
+        let body = scrape(metrics);
+        expected
+            .iter()
+            .filter(|(series, value)| sample(&body, series) != *value)
+            .map(|(series, value)| format!("{series}: {} != {value}", sample(&body, series)))
+            .collect()
+    };
+    // With --threads, a reactor's last close may land just after the client saw it.
+    let agreed = common::wait_until(Duration::from_secs(10), || mismatches().is_empty());
+    assert!(agreed, "{:?}\n{}", mismatches(), scrape(metrics));
+    drop(open);
+}
+
+#[test]
+fn test_route_and_upstream_series() {
+    check_route_series("1");
+}
+
+#[test]
+fn test_route_and_upstream_series_with_threads() {
+    check_route_series("2");
+}
