@@ -3,7 +3,11 @@
 
 mod common;
 
-use common::{scrape, Backend, Forwarder};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{echo_roundtrip, sample, scrape, Backend, Forwarder, IO_TIMEOUT};
 
 /// Every line of a scrape of a fresh forwarder with one upstream, values cut off, sorted. The upstream's
 /// address is written `UPSTREAM`. Lines need not be sorted. Two lines stand for several ([`written_out`]): `HISTOGRAM NAME` for
@@ -268,5 +272,70 @@ fn test_metrics_series_are_pinned() {
         actual,
         pinned(),
         "the /metrics series changed; if on purpose, update SERIES:\n{actual}"
+    );
+}
+
+/// A real scrape passes `promtool check metrics` (Prometheus's own linter: names, units, suffixes,
+/// histogram shape) after traffic on two routes, connect failures and closes of several causes.
+#[test]
+fn test_scrape_passes_promtool() {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        // .ci/run installs promtool: in CI a missing linter is a failure, not a skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is required in CI"
+        );
+        eprintln!("SKIPPED test_scrape_passes_promtool: promtool is missing (.ci/run installs it)");
+        return;
+    }
+    let echo = Backend::echo();
+    let dead = common::refused_addr();
+    let file = common::ConfigFile::new(&format!(
+        "[[route]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\"]\n\
+         [[route]]\nname = \"dead\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{dead}\"]\n",
+        echo.upstream_arg()
+    ));
+    let fwd = Forwarder::start(&["--config", file.path(), "--metrics", "127.0.0.1:0"]);
+    let (web, dead_route) = (fwd.route_addr("web"), fwd.route_addr("dead"));
+    echo_roundtrip(web, 200_000, 16 * 1024);
+    let mut aborted = common::connect(web);
+    aborted.write_all(b"ping").expect("write");
+    common::reset(aborted);
+    let mut refused = common::connect(dead_route);
+    common::expect_closed_without_data(&mut refused, IO_TIMEOUT);
+    fwd.wait_for_close("client-reset", Duration::from_secs(10));
+    let body = scrape(fwd.metrics_addr());
+    for series in [
+        "edgefwd_route_closes_total{route=\"web\",cause=\"client-fin\"}",
+        "edgefwd_route_closes_total{route=\"web\",cause=\"client-reset\"}",
+        "edgefwd_route_closes_total{route=\"dead\",cause=\"connect-refused\"}",
+        "edgefwd_route_connect_failures_total{route=\"dead\"}",
+        "edgefwd_upstream_connect_seconds_count{route=\"web\"}",
+        "edgefwd_connection_duration_seconds_count{route=\"web\"}",
+    ] {
+        assert!(sample(&body, series) > 0, "{series} not counted:\n{body}");
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("feed promtool");
+    let output = promtool.wait_with_output().expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{body}"
     );
 }

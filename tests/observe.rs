@@ -448,3 +448,128 @@ fn test_route_and_upstream_series() {
 fn test_route_and_upstream_series_with_threads() {
     check_route_series("2");
 }
+
+/// Options for a forwarder whose info lines are what is checked.
+fn info_log() -> Options {
+    Options {
+        rust_log: Some("info".into()),
+        ..Options::default()
+    }
+}
+
+/// Reaching `max_connections` with clients queued logs one warning with how many wait, and the next
+/// stop within the interval is counted but not logged again.
+#[test]
+fn test_connection_limit_is_warned_once_with_the_count_waiting() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start_with(
+        &[
+            "--upstream",
+            &echo.upstream_arg(),
+            "--max-connections",
+            "1",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        &info_log(),
+    );
+    let metrics = fwd.metrics_addr();
+    let mut held = common::connect(fwd.addr());
+    held.write_all(b"ping").expect("write");
+    held.read_exact(&mut [0u8; 4]).expect("echo");
+    let queued: Vec<TcpStream> = (0..2).map(|_| common::connect(fwd.addr())).collect();
+    fwd.expect_log("at its connection limit", Duration::from_secs(10));
+    let logs = fwd.logs();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("at its connection limit"))
+        .expect("the warning");
+    assert!(
+        line.contains(" WARN ") && line.contains("max_connections 1"),
+        "{line}"
+    );
+    let waiting = line
+        .split_once("; ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(matches!(waiting, Some(1..=2)), "{line}");
+    // The held pair closes: the first queued client takes its place, the second waits: a second stop.
+    drop(held);
+    let stopped_again = common::wait_until(Duration::from_secs(10), || {
+        sample(&scrape(metrics), "edgefwd_accept_pauses_limit_total") >= 2
+    });
+    assert!(stopped_again, "{}", fwd.logs());
+    assert_eq!(
+        fwd.count_log("at its connection limit"),
+        1,
+        "{}",
+        fwd.logs()
+    );
+    drop(queued);
+}
+
+/// A refused upstream connect is logged at info with the upstream and the client, at most once a
+/// second however many fail.
+#[test]
+fn test_refused_connect_is_logged_rate_limited() {
+    let dead = common::refused_addr();
+    let fwd = Forwarder::start_with(&["--upstream", &dead.to_string()], &info_log());
+    let start = std::time::Instant::now();
+    for _ in 0..20 {
+        let mut client = common::connect(fwd.addr());
+        common::expect_closed_without_data(&mut client, IO_TIMEOUT);
+    }
+    let elapsed = start.elapsed();
+    let needle = format!("upstream connect refused: upstream={dead} client=127.0.0.1:");
+    fwd.expect_log(&needle, Duration::from_secs(10));
+    let lines = fwd.count_log("upstream connect refused");
+    let allowed = elapsed.as_secs() as usize + 1;
+    assert!(
+        lines <= allowed,
+        "{lines} lines in {elapsed:?}:\n{}",
+        fwd.logs()
+    );
+    assert!(fwd.logs().contains(" INFO "), "{}", fwd.logs());
+}
+
+/// A timed-out upstream connect is logged at info with the upstream and the client.
+#[test]
+fn test_timed_out_connect_is_logged() {
+    let hole = common::Blackhole::new();
+    let upstream = hole.addr().to_string();
+    let fwd = Forwarder::start_with(
+        &["--upstream", &upstream, "--connect-timeout", "200ms"],
+        &info_log(),
+    );
+    let mut client = common::connect(fwd.addr());
+    common::expect_closed_without_data(&mut client, IO_TIMEOUT);
+    let needle = format!("upstream connect timed out: upstream={upstream} client=127.0.0.1:");
+    fwd.expect_log(&needle, Duration::from_secs(10));
+}
+
+/// With `--threads 2`, the lines about the process (start, reload, shutdown) are logged once each.
+#[test]
+fn test_process_lines_are_logged_once_with_threads() {
+    let echo = Backend::echo();
+    let file = common::ConfigFile::new(&format!(
+        "[[route]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\"]\n",
+        echo.upstream_arg()
+    ));
+    let mut fwd = Forwarder::start_with(&["--config", file.path(), "--threads", "2"], &info_log());
+    echo_roundtrip(fwd.addr(), 1000, 1000);
+    fwd.signal(libc::SIGHUP);
+    fwd.expect_log("reload: 1 routes", Duration::from_secs(10));
+    fwd.signal(libc::SIGTERM);
+    let status = fwd.wait_exit(Duration::from_secs(10)).expect("exit");
+    let logs = fwd.logs();
+    assert_eq!(status.code(), Some(0), "{logs}");
+    for line in [
+        "listening on",
+        "SIGHUP: reloading",
+        "reload: 1 routes",
+        "SIGTERM: shutting down",
+        "shutdown complete: drained=0 cut=0",
+    ] {
+        assert_eq!(fwd.count_log(line), 1, "{line}:\n{logs}");
+    }
+}
