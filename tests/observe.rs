@@ -577,3 +577,33 @@ fn test_process_lines_are_logged_once_with_threads() {
         assert_eq!(fwd.count_log(line), 1, "{line}:\n{logs}");
     }
 }
+
+/// A reload that replaces route `web` (a changed setting) and removes `old`: `web` counts on in its
+/// series, `old`'s are no longer shown (the label set stays as small as the configuration).
+#[test]
+fn test_reload_keeps_a_replaced_routes_series_and_drops_a_removed_ones() {
+    let echo = Backend::echo();
+    let route = |name: &str, timeout: &str| {
+        format!(
+            "[[route]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\"]\nconnect_timeout = \"{timeout}\"\n",
+            echo.upstream_arg()
+        )
+    };
+    let file = common::ConfigFile::new(&format!("{}{}", route("web", "5s"), route("old", "5s")));
+    let fwd = Forwarder::start(&["--config", file.path(), "--metrics", "127.0.0.1:0"]);
+    let metrics = fwd.metrics_addr();
+    echo_roundtrip(fwd.route_addr("web"), 1000, 1000);
+    let before = scrape(metrics);
+    assert!(before.contains("route=\"old\""), "{before}");
+    file.write(&route("web", "4s"));
+    fwd.signal(libc::SIGHUP);
+    fwd.expect_log("reload: 1 routes (+0 -1 ~1)", Duration::from_secs(10));
+    echo_roundtrip(fwd.route_addr("web"), 1000, 1000);
+    let accepts = "edgefwd_route_accepts_total{route=\"web\"}";
+    let counted = common::wait_until(Duration::from_secs(10), || {
+        sample(&scrape(metrics), accepts) == 2
+    });
+    let after = scrape(metrics);
+    assert!(counted, "{after}");
+    assert!(!after.contains("route=\"old\""), "{after}");
+}
