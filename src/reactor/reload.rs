@@ -441,6 +441,7 @@ impl Reactor {
         let previous = previous
             .and_then(|old| self.routes.get(old))
             .map(|old| &old.upstreams);
+        let clients = self.siblings.clients.route(&config.name);
         let route = Route::new(
             self.next_route_uid,
             config,
@@ -452,6 +453,7 @@ impl Reactor {
         );
         let mut route = route;
         route.unix_listeners = unix_listeners;
+        route.clients = clients;
         route.count_in((self.siblings.routes).route(&route.config.name, self.siblings.index));
         let key = self.routes.insert(route);
         self.next_route_uid += 1;
