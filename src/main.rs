@@ -26,6 +26,7 @@ use edgefwd::config::Algorithm;
 use edgefwd::config::{self, Config, Mode, Protocol, RouteConfig, Splice};
 use edgefwd::datapath::budget::{self, FdBudget};
 use edgefwd::observe::metrics::MetricsBoard;
+use edgefwd::observe::routed::RouteBoard;
 use edgefwd::reactor::fdlimit;
 use edgefwd::reactor::{activated_listeners, Exit, Inherited, Reactor, Siblings};
 use edgefwd::service::after_bind::AfterBind;
@@ -56,8 +57,8 @@ struct Cli {
     #[arg(long, value_name = "ADDR", required_unless_present = "config")]
     listen: Option<String>,
 
-    /// Where to forward connections: IP:PORT or HOST:PORT, with an optional ",weight=N". Repeat for
-    /// several upstreams.
+    /// Where to forward connections: IP:PORT, HOST:PORT, or a Unix stream socket unix:/PATH or
+    /// unix:@NAME, with an optional ",weight=N". Repeat for several upstreams.
     #[arg(long, value_name = "HOST:PORT[,weight=N]", required_unless_present_any = ["config", "mode"], value_parser = config::parse_upstream_spec)]
     upstream: Vec<(String, u32)>,
 
@@ -465,10 +466,12 @@ fn run_reactors(
     } = prepared;
     let threads = config.threads;
     let board = (threads > 1).then(|| Arc::new(MetricsBoard::new(threads)));
-    // One set of everything shared (followers' inboxes, per-client tables), cloned into each reactor.
+    // One set of everything shared (followers' inboxes, per-client tables, the per-route figures),
+    // cloned into each reactor.
     let shared = Siblings {
         board,
         budget,
+        routes: Arc::new(RouteBoard::new(threads)),
         ..Siblings::default()
     };
     let siblings = |index| Siblings {

@@ -74,7 +74,7 @@ const UPSTREAMS: Setting = Setting {
     value: "HOST:PORT[,weight=N]",
     default: "required",
     on_reload: OnReload::Replaces,
-    doc: "1..64 entries, `\"HOST:PORT\"`, `\"HOST:PORT,weight=N\"` or `{ addr, weight }`; weight 1..10000; a name's every address (up to 16) is an endpoint sharing the weight (see [Host names](#host-names)); the flag is repeated, once per upstream",
+    doc: "1..64 entries, `\"HOST:PORT\"`, `\"HOST:PORT,weight=N\"` or `{ addr, weight }`; weight 1..10000; a name's every address (up to 16) is an endpoint sharing the weight (see [Host names](#host-names)); `unix:/PATH` or `unix:@NAME` is a Unix stream socket ([Unix sockets](unix-sockets.md)); the flag is repeated, once per upstream",
     show: hidden,
     example: None,
 };

@@ -35,6 +35,7 @@ use std::time::Instant;
 
 use crate::config::{UpstreamAddr, UpstreamConfig, MAX_ADDRESSES, MAX_UPSTREAMS};
 use crate::observe::admin::Change as Steer;
+use crate::observe::routed::UpstreamCounts;
 use crate::upstream::admin::{Setting, Settings};
 use crate::upstream::balance::Candidate;
 use crate::upstream::health::Health;
@@ -60,6 +61,8 @@ pub(crate) struct Endpoint {
     pub(crate) connect_failures: u64,
     /// A health probe is in flight.
     pub(crate) probing: bool,
+    /// Its series of the per-upstream metrics, taken from the route's when it first connects.
+    pub(crate) counts: Option<UpstreamCounts>,
     /// Its name no longer resolves to it: never picked, kept while pairs or a probe count on it.
     retired: bool,
 }
@@ -80,6 +83,7 @@ impl Endpoint {
             active: 0,
             connect_failures: 0,
             probing: false,
+            counts: None,
             retired: false,
         }
     }
