@@ -96,6 +96,10 @@ struct Cli {
     #[arg(long, value_name = "N", default_value = settings::FALL.flag_default(), value_parser = clap::value_parser!(u32).range(1..))]
     fall: u32,
 
+    /// Consecutive successful connects or probes that mark a down upstream up again.
+    #[arg(long, value_name = "N", default_value = settings::RISE.flag_default(), value_parser = clap::value_parser!(u32).range(1..))]
+    rise: u32,
+
     /// Re-resolve host-name upstreams this often [default: 30s if any upstream is a host name].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     resolve_interval: Option<Duration>,

@@ -102,6 +102,8 @@ pub struct RouteConfig {
     pub health_timeout: Duration,
     /// Consecutive failures that mark an upstream down.
     pub fall: u32,
+    /// Consecutive successes that mark a down upstream up again.
+    pub rise: u32,
     /// Re-resolve host-name upstreams this often; `None` when all are IP literals.
     pub resolve_interval: Option<Duration>,
     /// TCP_NODELAY on both sockets of a pair.
@@ -335,6 +337,8 @@ pub const DEFAULT_UNIX_MODE: u32 = 0o660;
 const DEFAULT_BACKLOG: i32 = 1024;
 /// Default `fall`.
 const DEFAULT_FALL: u32 = 3;
+/// Default `rise`.
+const DEFAULT_RISE: u32 = 2;
 /// Default probe timeout.
 const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default re-resolution interval when a route has a host-name upstream.

@@ -77,6 +77,7 @@ pub(super) fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure
         health_interval: cli.health_interval.filter(|d| !d.is_zero()),
         health_timeout: cli.health_timeout,
         fall: cli.fall,
+        rise: cli.rise,
         nodelay: !cli.no_nodelay,
         keepalive: cli.keepalive,
         backlog: cli.backlog,

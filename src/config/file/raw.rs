@@ -43,6 +43,7 @@ pub(super) struct RawRoute {
     pub(super) health_interval: Option<Spanned<Quantity>>,
     pub(super) health_timeout: Option<Spanned<Quantity>>,
     pub(super) fall: Option<Spanned<u32>>,
+    pub(super) rise: Option<Spanned<u32>>,
     pub(super) resolve_interval: Option<Spanned<Quantity>>,
     pub(super) nodelay: Option<bool>,
     pub(super) keepalive: Option<Spanned<Quantity>>,

@@ -20,6 +20,7 @@ pub const ROUTE: &[Setting] = &[
     HEALTH_INTERVAL,
     HEALTH_TIMEOUT,
     FALL,
+    RISE,
     RESOLVE_INTERVAL,
     NODELAY,
     KEEPALIVE,
@@ -241,6 +242,21 @@ pub const FALL: Setting = Setting {
         base: Base::Forward,
         flags: &["--fall", "5"],
         toml: "fall = 5",
+    }),
+};
+
+pub const RISE: Setting = Setting {
+    key: "rise",
+    flag: Some("rise"),
+    value: "N",
+    default: "`2`",
+    on_reload: OnReload::Replaces,
+    doc: "consecutive successes (probes, or connects) that mark a down upstream up again; with `health_interval`, a down upstream gets no client until then",
+    show: hidden,
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--rise", "3"],
+        toml: "rise = 3",
     }),
 };
 

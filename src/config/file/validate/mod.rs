@@ -16,7 +16,7 @@ use crate::config::clients::{ClientAcl, ClientPrefix};
 use crate::config::unix::{self, UnixAddr};
 use crate::config::{
     self, Addresses, Config, ListenSpec, Mode, Protocol, RouteConfig, UpstreamConfig, DEFAULT_FALL,
-    DEFAULT_HEALTH_TIMEOUT, MAX_LISTENERS, MAX_UPSTREAMS,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_RISE, MAX_LISTENERS, MAX_UPSTREAMS,
 };
 use crate::wire::allow::AllowList;
 use crate::wire::proxy_protocol::CarriedTlvs;
@@ -195,6 +195,10 @@ impl Reader<'_> {
             fall: match &raw.fall {
                 Some(n) => self.positive(&key(index, "fall"), n)?,
                 None => DEFAULT_FALL,
+            },
+            rise: match &raw.rise {
+                Some(n) => self.positive(&key(index, "rise"), n)?,
+                None => DEFAULT_RISE,
             },
             nodelay: raw.nodelay.unwrap_or(true),
             keepalive: match &raw.keepalive {
