@@ -104,6 +104,10 @@ pub struct RouteConfig {
     pub fall: u32,
     /// Consecutive successes that mark a down upstream up again.
     pub rise: u32,
+    /// What a probe writes once connected (`health_send`); `None`: nothing.
+    pub health_send: Option<Vec<u8>>,
+    /// The prefix a probe's answer must start with (`health_expect`); `None`: none is read.
+    pub health_expect: Option<Vec<u8>>,
     /// Re-resolve host-name upstreams this often; `None` when all are IP literals.
     pub resolve_interval: Option<Duration>,
     /// TCP_NODELAY on both sockets of a pair.

@@ -78,6 +78,8 @@ pub(super) fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure
         health_timeout: cli.health_timeout,
         fall: cli.fall,
         rise: cli.rise,
+        health_send: cli.health_send,
+        health_expect: cli.health_expect,
         nodelay: !cli.no_nodelay,
         keepalive: cli.keepalive,
         backlog: cli.backlog,

@@ -536,6 +536,8 @@ pub(crate) mod tests {
             health_timeout: Duration::from_secs(1),
             fall: 3,
             rise: 2,
+            health_send: None,
+            health_expect: None,
             resolve_interval: None,
             nodelay: true,
             keepalive: None,

@@ -44,6 +44,8 @@ pub(super) struct RawRoute {
     pub(super) health_timeout: Option<Spanned<Quantity>>,
     pub(super) fall: Option<Spanned<u32>>,
     pub(super) rise: Option<Spanned<u32>>,
+    pub(super) health_send: Option<Spanned<String>>,
+    pub(super) health_expect: Option<Spanned<String>>,
     pub(super) resolve_interval: Option<Spanned<Quantity>>,
     pub(super) nodelay: Option<bool>,
     pub(super) keepalive: Option<Spanned<Quantity>>,

@@ -21,6 +21,7 @@ use crate::config::{
 use crate::wire::allow::AllowList;
 use crate::wire::proxy_protocol::CarriedTlvs;
 use crate::wire::sni;
+use crate::wire::tcp_check;
 
 /// Checks every value of `raw` (the text of the file `label`) and resolves its upstreams' names.
 pub(super) fn config(
@@ -199,6 +200,18 @@ impl Reader<'_> {
             rise: match &raw.rise {
                 Some(n) => self.positive(&key(index, "rise"), n)?,
                 None => DEFAULT_RISE,
+            },
+            health_send: match &raw.health_send {
+                Some(text) => {
+                    Some(self.check(&key(index, "health_send"), text, tcp_check::unescape)?)
+                }
+                None => None,
+            },
+            health_expect: match &raw.health_expect {
+                Some(text) => {
+                    Some(self.check(&key(index, "health_expect"), text, tcp_check::unescape)?)
+                }
+                None => None,
             },
             nodelay: raw.nodelay.unwrap_or(true),
             keepalive: match &raw.keepalive {
