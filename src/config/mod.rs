@@ -217,6 +217,8 @@ pub fn check_protocol(route: &RouteConfig) -> Result<(), String> {
             route.health_interval.is_some(),
             "health_interval (TCP probes)",
         ),
+        (route.health_send.is_some(), "health_send (TCP probes)"),
+        (route.health_expect.is_some(), "health_expect (TCP probes)"),
     ];
     match stream_only.iter().find(|(set, _)| *set) {
         Some((_, what)) => Err(format!(

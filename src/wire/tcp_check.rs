@@ -167,4 +167,44 @@ mod tests {
         assert_eq!(expect.feed(b"OK\n"), Verdict::Mismatch);
         assert_eq!(expect.to_string(), "expected \"OK\\r\\n\", got \"OK\\n\"");
     }
+
+    /// Mutated probe texts: `unescape` never panics, and what it accepts is 1..=1024 bytes that, each
+    /// written back as `\xHH`, read the same; an answer fed in two pieces gets the verdict its prefix
+    /// deserves.
+    #[test]
+    fn test_fuzz_unescape_and_expect() {
+        fn check(input: &[u8]) {
+            let Ok(text) = std::str::from_utf8(input) else {
+                return;
+            };
+            let Ok(bytes) = unescape(text) else {
+                return;
+            };
+            assert!((1..=MAX_BYTES).contains(&bytes.len()));
+            let hex: String = bytes.iter().map(|b| format!("\\x{b:02x}")).collect();
+            assert_eq!(unescape(&hex).as_ref(), Ok(&bytes));
+            let mut expect = Expect::new(bytes.clone());
+            let (head, tail) = input.split_at(input.len() / 2);
+            let first = expect.feed(head);
+            let verdict = if first == Verdict::More {
+                expect.feed(tail)
+            } else {
+                first
+            };
+            let answer: Vec<u8> = input.iter().copied().take(bytes.len()).collect();
+            let expected = if !bytes.starts_with(&answer) {
+                Verdict::Mismatch
+            } else if answer.len() == bytes.len() {
+                Verdict::Matched
+            } else {
+                Verdict::More
+            };
+            assert_eq!(verdict, expected);
+        }
+        let seeds: Vec<Vec<u8>> = ["PING\\r\\n", "+PONG", "\\x00\\xff\\t\\\\", "220 "]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        assert!(crate::fuzz::fuzz_budget("tcp_check", &seeds, check) > 0);
+    }
 }

@@ -452,6 +452,11 @@ mod tests {
             "test.toml:3: route[0].upstreams: udp route udp://127.0.0.1:53 cannot take",
             &["health_interval"],
         );
+        rejects(
+            "[[route]]\nlisten = \"udp://127.0.0.1:53\"\nupstreams = [\"udp://127.0.0.1:53\"]\nhealth_expect = \"+PONG\"\n",
+            "test.toml:3: route[0].upstreams: udp route udp://127.0.0.1:53 cannot take",
+            &["health_expect"],
+        );
     }
 
     #[test]
