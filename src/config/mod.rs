@@ -104,6 +104,12 @@ pub struct RouteConfig {
     pub health_timeout: Duration,
     /// Consecutive failures that mark an upstream down.
     pub fall: u32,
+    /// Consecutive successes that mark a down upstream up again.
+    pub rise: u32,
+    /// What a probe writes once connected (`health_send`); `None`: nothing.
+    pub health_send: Option<Vec<u8>>,
+    /// The prefix a probe's answer must start with (`health_expect`); `None`: none is read.
+    pub health_expect: Option<Vec<u8>>,
     /// Re-resolve host-name upstreams this often; `None` when all are IP literals.
     pub resolve_interval: Option<Duration>,
     /// TCP_NODELAY on both sockets of a pair.
@@ -213,6 +219,8 @@ pub fn check_protocol(route: &RouteConfig) -> Result<(), String> {
             route.health_interval.is_some(),
             "health_interval (TCP probes)",
         ),
+        (route.health_send.is_some(), "health_send (TCP probes)"),
+        (route.health_expect.is_some(), "health_expect (TCP probes)"),
     ];
     match stream_only.iter().find(|(set, _)| *set) {
         Some((_, what)) => Err(format!(
@@ -339,6 +347,8 @@ pub const DEFAULT_UNIX_MODE: u32 = 0o660;
 const DEFAULT_BACKLOG: i32 = 1024;
 /// Default `fall`.
 const DEFAULT_FALL: u32 = 3;
+/// Default `rise`.
+const DEFAULT_RISE: u32 = 2;
 /// Default probe timeout.
 const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default re-resolution interval when a route has a host-name upstream.

@@ -64,6 +64,15 @@ fn greeting_rules(config: &RouteConfig) -> Option<Arc<Rules>> {
     })
 }
 
+/// What the route's settings make of its upstreams' health evidence.
+fn health_policy(config: &RouteConfig) -> health::Policy {
+    health::Policy {
+        fall: config.fall,
+        rise: config.rise,
+        probed: config.health_interval.is_some(),
+    }
+}
+
 /// Floor of the per-wakeup byte budget of one pair.
 const MIN_PAIR_BUDGET: usize = 1 << 20;
 /// Empty pipes a route keeps for `--splice` (each costs two fds, so the pool stays small).
@@ -375,7 +384,7 @@ impl Route {
             all_down_warning,
             ..
         } = self;
-        let candidates = upstreams.candidates(tried, now);
+        let candidates = upstreams.candidates(tried, now, config.health_interval.is_some());
         let pick = balancer.pick(&candidates, client)?;
         if pick.fail_open {
             if let Some(suppressed) = all_down_warning.allow(now) {
@@ -393,7 +402,9 @@ impl Route {
         let Some(endpoint) = self.upstreams.get_mut(slot) else {
             return;
         };
-        if endpoint.health.on_success(now, &endpoint.label) == Some(health::Change::CameUp) {
+        let policy = health_policy(&self.config);
+        if endpoint.health.on_success(now, policy, &endpoint.label) == Some(health::Change::CameUp)
+        {
             info!(
                 "upstream {} of route {} is up",
                 endpoint.label, self.config.name
@@ -409,7 +420,7 @@ impl Route {
         endpoint.connect_failures += 1;
         let change = endpoint
             .health
-            .on_failure(now, self.config.fall, &endpoint.label);
+            .on_failure(now, health_policy(&self.config), &endpoint.label);
         if let Some(health::Change::WentDown { backoff }) = change {
             warn!(
                 "upstream {} of route {} is down after {} failed connects; retrying in {}ms",
@@ -578,6 +589,9 @@ pub(crate) mod tests {
             health_interval: None,
             health_timeout: Duration::from_secs(1),
             fall: 3,
+            rise: 2,
+            health_send: None,
+            health_expect: None,
             resolve_interval: None,
             nodelay: true,
             keepalive: None,
