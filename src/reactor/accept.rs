@@ -16,7 +16,7 @@ use std::time::Duration;
 use log::{debug, warn};
 use mio::net::TcpStream;
 
-use super::Reactor;
+use super::{sni, Reactor};
 use crate::datapath::budget::{self, Slot};
 use crate::datapath::net;
 use crate::datapath::stream::Conn;
@@ -87,6 +87,15 @@ impl Reactor {
     /// Accepts until WouldBlock, the route's connection limit, the fd budget, fd exhaustion or the
     /// per-turn cap. Each client is accepted with a budget slot in hand, which its pair keeps.
     fn accept_from(&mut self, route: usize, listening: Listening) {
+        // An SNI listener's clients send a ClientHello first.
+        let greeting = match listening {
+            Listening::Tcp(index) => self
+                .routes
+                .get(route)
+                .and_then(|route| route.listeners.get(index))
+                .and_then(|listener| listener.greeting.clone()),
+            Listening::Unix(_) => None,
+        };
         for _ in 0..ACCEPT_BUDGET {
             if !self.can_accept(route, listening) {
                 self.note_limit(route);
@@ -106,7 +115,7 @@ impl Reactor {
                         Conn::Unix(_) => Some(None),
                     };
                     if let Some(key) = key {
-                        self.open_pair(route, conn, addr, key, slot);
+                        self.open_pair(route, conn, addr, key, slot, greeting.clone());
                     }
                 }
                 Some(Err(err)) if err.kind() == io::ErrorKind::WouldBlock => {}
@@ -166,7 +175,7 @@ impl Reactor {
         addr: SocketAddr,
     ) -> Option<Option<IpAddr>> {
         let route = self.routes.get_mut(key)?;
-        if route.config.accept_proxy {
+        if route.config.accept_proxy || sni::routes_by_hello(route) {
             return Some(None);
         }
         match route.admit_client(addr.ip(), self.now) {

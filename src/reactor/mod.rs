@@ -65,6 +65,7 @@ use crate::throttle::Throttle;
 use crate::token::{self, Owner, PairToken, Side};
 use crate::upstream::prewarm::WarmPool;
 use crate::upstream::route::{Listener, Route};
+use crate::wire::greeting::Target;
 
 mod accept;
 mod connecting;
@@ -75,6 +76,7 @@ mod reload;
 mod report;
 mod scrape;
 mod shutdown;
+mod sni;
 mod systemd;
 mod teardown;
 mod timer;
@@ -263,7 +265,10 @@ impl Reactor {
             udp_yielded: Vec::new(),
         };
         let mut shared = shared.into_iter();
-        for route in config.routes {
+        for (index, route) in config.routes.iter().enumerate() {
+            let route = route.clone();
+            // Routes sharing an address (SNI routing) share its socket: the first one holds it.
+            let bound = crate::config::bound_addresses(&config.routes, index);
             if route.protocol == Protocol::Udp {
                 if reactor.siblings.index == 0 {
                     reactor.bind_udp(route)?;
@@ -272,9 +277,8 @@ impl Reactor {
             }
             // `shared` is also how socket-activated listeners reach reactor 0 ([`activated_listeners`]).
             let listeners = match (reactor.siblings.index, shared.next()) {
-                (_, Some(listeners)) if listeners.len() == route.listen.len() => listeners,
-                (0, None) => route
-                    .listen
+                (_, Some(listeners)) if listeners.len() == bound.len() => listeners,
+                (0, None) => bound
                     .iter()
                     .map(|addr| Listener::bind(*addr, &route))
                     .collect::<Result<Vec<_>, _>>()?,
@@ -287,6 +291,7 @@ impl Reactor {
             };
             reactor.insert_route(route, listeners, None, &mut Vec::new())?;
         }
+        reactor.assign_sni();
         Ok(reactor)
     }
 
@@ -472,7 +477,14 @@ impl Reactor {
                 self.arm_timer(slot);
             }
             Outcome::Close(cause) => self.close_pair(slot, cause),
-            Outcome::Connect(target) => self.advance_connect(slot, Step::Greeted(target)),
+            Outcome::Connect(target) => {
+                if let Target::Routed(routed) = &target {
+                    if !self.route_by_hello(slot, routed) {
+                        return;
+                    }
+                }
+                self.advance_connect(slot, Step::Greeted(target))
+            }
             Outcome::Connected => self.advance_connect(slot, Step::Connected),
             Outcome::ConnectFailed(cause) => self.advance_connect(slot, Step::Failed(cause)),
         }

@@ -57,6 +57,9 @@ impl Reactor {
         if let Some(reason) = pair.proxy_header_rejection() {
             self.proxy_header_rejected(&pair, reason);
         }
+        if let Some(reason) = pair.sni_rejected {
+            self.metrics.sni_rejects[reason] += 1;
+        }
         // A timeout can fire while a stalled reader leaves bytes in a ring: those peers must see an
         // abort, not a FIN after a stream that silently lost its tail.
         if cause.resets() || pair.holds_undelivered() {
