@@ -520,6 +520,14 @@ fn test_reload_adds_a_name_and_keeps_the_socket() {
     fwd.expect_log("reload: 2 routes", IO);
     assert_eq!(curl_who("b.test", addr), "c.test", "removed again");
     assert_eq!(listening_inode(fwd.pid(), addr.port()), before);
+    // Without `a`, the route that held the socket: `c` holds it now, the same socket.
+    file.write(&route("c", addr, c.addr, "default = true"));
+    fwd.signal(libc::SIGHUP);
+    fwd.expect_log("reload: 1 routes", IO);
+    for _ in 0..4 {
+        assert_eq!(curl_who("a.test", addr), "c.test", "a removed");
+    }
+    assert_eq!(listening_inode(fwd.pid(), addr.port()), before);
 }
 
 /// The inode of the socket process `pid` listens on at 127.0.0.1:`port` (from /proc/PID/net/tcp).
