@@ -111,6 +111,8 @@ fn test_hello_split_byte_by_byte_reaches_its_route_unchanged() {
     };
     let (fwd, _file, addr) = start(text, &["--threads", "2"]);
     let metrics = fwd.metrics_addr();
+    fwd.expect_log(&format!("listening on {addr} route=api "), IO);
+    fwd.expect_log(&format!("sharing {addr} route=rest "), IO);
     for round in 0..4 {
         let mut client = connect(addr);
         write_byte_by_byte(&mut client, HELLO_API);

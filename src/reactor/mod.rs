@@ -310,7 +310,9 @@ impl Reactor {
         self.routes
             .iter()
             .flat_map(|(_, route)| {
-                (0..route.listener_count()).filter_map(|index| route.describe_listener(index))
+                (0..route.listener_count())
+                    .filter_map(|index| route.describe_listener(index))
+                    .chain(route.describe_shared())
             })
             .chain(self.udp_start_lines())
             .collect()

@@ -195,6 +195,9 @@ impl Reactor {
                         info!("{line}");
                     }
                 }
+                if let Some(line) = fresh.describe_shared() {
+                    info!("{line}");
+                }
             }
         }
         // Listeners no route asked for: closing them refuses new clients there (a Unix one removes its file).

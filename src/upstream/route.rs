@@ -429,7 +429,38 @@ impl Route {
                 self.unix_listeners.get(unix)?.addr.to_string()
             }
         };
-        let config = &self.config;
+        Some(format!(
+            "listening on {} route={} upstreams={}{}",
+            local,
+            self.config.name,
+            self.upstreams_text(),
+            settings::start_line(&self.config),
+        ))
+    }
+
+    /// The start line of the addresses this route serves through a socket an earlier route of the
+    /// file holds (SNI routing): `sharing ADDR... route=...`, or `None` when it holds all of its own.
+    pub(crate) fn describe_shared(&self) -> Option<String> {
+        let shared: Vec<String> = self
+            .config
+            .listen
+            .iter()
+            .filter(|addr| !self.listeners.iter().any(|l| l.requested == **addr))
+            .map(ToString::to_string)
+            .collect();
+        (!shared.is_empty() && !self.draining && self.config.sni.is_set()).then(|| {
+            format!(
+                "sharing {} route={} upstreams={}{}",
+                shared.join(","),
+                self.config.name,
+                self.upstreams_text(),
+                settings::start_line(&self.config),
+            )
+        })
+    }
+
+    /// The upstreams as a start line gives them: names, their addresses when they differ, weights.
+    fn upstreams_text(&self) -> String {
         let upstreams: Vec<String> = self
             .upstreams
             .list()
@@ -453,13 +484,7 @@ impl Route {
                 text
             })
             .collect();
-        Some(format!(
-            "listening on {} route={} upstreams={}{}",
-            local,
-            config.name,
-            upstreams.join(","),
-            settings::start_line(config),
-        ))
+        upstreams.join(",")
     }
 
     /// One metrics row per live endpoint, labelled as in the logs (`name (address)` for a host name),
