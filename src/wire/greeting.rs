@@ -1,6 +1,7 @@
 //! What a client must send before its bytes are forwarded: a PROXY protocol header (`--accept-proxy`),
-//! an HTTP CONNECT head (`--mode connect`), or both in that order. No I/O: the pair reads the client's
-//! first bytes into [`Greeting`] and asks [`Greeting::advance`] what they amount to.
+//! an HTTP CONNECT head (`--mode connect`), or a TLS ClientHello (a listener of SNI routing), the
+//! header first when there is one. No I/O: the pair reads the client's first bytes into [`Greeting`]
+//! and asks [`Greeting::advance`] what they amount to.
 //!
 //! | stage     | bytes so far                         | verdict                                       |
 //! |-----------|--------------------------------------|-----------------------------------------------|
@@ -13,8 +14,13 @@
 //! | `Connect` | a bad head, a denied destination...  | `Answer(status)`: the status, then close       |
 //! | `Connect` | a CONNECT to an allowed IP literal   | `Ready(Direct(addr))`                          |
 //! | `Connect` | a CONNECT to an allowed host name    | `Ready(Named("host:port"))`: looked up first   |
+//! | `Hello`   | a prefix of a ClientHello            | `More`                                        |
+//! | `Hello`   | a hello a route takes                | `Ready(Routed)`: every byte read is leftover  |
+//! | `Hello`   | a hello no route takes, no default   | `NoRoute`: the `unrecognized_name` alert, close |
+//! | `Hello`   | not a ClientHello (a rule broken)    | `BadHello(reason)`: close, nothing sent        |
 //!
-//! The buffer never holds more than the stage's bound (PROXY: 1 KiB, CONNECT: 8 KiB): the pair reads at
+//! The buffer never holds more than the stage's bound (PROXY: 1 KiB, CONNECT: 8 KiB, ClientHello:
+//! 16 KiB): the pair reads at
 //! most [`Greeting::room`] bytes, so a client that pipelines a large upload leaves it in the kernel, to
 //! be read by the normal pump. Whatever follows the header in the buffer is returned as `leftover`, to be
 //! forwarded before anything else.
