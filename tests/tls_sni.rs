@@ -204,6 +204,33 @@ fn test_junk_truncated_and_oversized_are_closed_with_nothing_upstream() {
     );
 }
 
+/// `client_deny` is the chosen route's: a client it denies is reset once its hello names that route,
+/// and reaches the other route with a hello for it.
+#[test]
+fn test_client_deny_is_the_chosen_routes() {
+    let (api, rest) = (Backend::echo(), Backend::echo());
+    let text = |port| {
+        let listen = SocketAddr::from(([127, 0, 0, 1], port));
+        let deny = "client_deny = [\"127.0.0.0/8\"]";
+        route(
+            "api",
+            listen,
+            api.addr(),
+            &format!("sni = [\"api.example.com\"]\n{deny}"),
+        ) + &route("rest", listen, rest.addr(), "default = true")
+    };
+    let (fwd, _file, addr) = start(text, &[]);
+    let mut denied = connect(addr);
+    denied.write_all(HELLO_API).expect("hello");
+    expect_closed_without_data(&mut denied, Duration::from_secs(5));
+    let mut allowed = connect(addr);
+    allowed.write_all(HELLO_NONE).expect("hello");
+    assert_eq!(read_exactly(&mut allowed, HELLO_NONE.len()), HELLO_NONE);
+    assert_eq!((api.accepted(), rest.accepted()), (0, 1));
+    let name = "edgefwd_client_rejects_total{route=\"api\",limit=\"acl\"}";
+    assert_eq!(sample(&scrape(fwd.metrics_addr()), name), 1);
+}
+
 /// A hello that does not come within `header_timeout` closes the client, counted `timeout`.
 #[test]
 fn test_hello_timeout_closes() {

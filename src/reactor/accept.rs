@@ -4,7 +4,8 @@
 //! for connections already queued: the loop comes back by itself (a pair closing, the backoff timer, the
 //! next turn); at `max_connections` it stays set only while a client is really queued (`note_limit`).
 //! Each accepted client is first checked against the route's `client_allow`/`client_deny` and
-//! per-client limits (unless `accept_proxy` defers that to the header's address), and reset if refused;
+//! per-client limits (unless `accept_proxy` defers that to the header's address, or an SNI listener to
+//! the route the client's ClientHello chooses), and reset if refused;
 //! the rest are handed to the connect path (`session::connect`) with their fd budget slot in hand. A
 //! route stuck at `max_connections` for `queue_timeout` has its queued clients accepted and reset
 //! (`flush_queue`; docs/operations.md says exactly what is timed).
@@ -16,7 +17,7 @@ use std::time::Duration;
 use log::{debug, warn};
 use mio::net::TcpStream;
 
-use super::{sni, Reactor};
+use super::Reactor;
 use crate::datapath::budget::{self, Slot};
 use crate::datapath::net;
 use crate::datapath::stream::Conn;
@@ -110,6 +111,8 @@ impl Reactor {
                 Some(Ok((conn, addr))) => {
                     self.metrics.accepts += 1;
                     let key = match &conn {
+                        // Asked of the route the ClientHello chooses (`session::connect`).
+                        Conn::Tcp(_) if greeting.is_some() => Some(None),
                         Conn::Tcp(stream) => self.admit(route, stream, addr),
                         // No IP address: no `client_allow`/`client_deny` nor per-client limit applies.
                         Conn::Unix(_) => Some(None),
@@ -175,7 +178,7 @@ impl Reactor {
         addr: SocketAddr,
     ) -> Option<Option<IpAddr>> {
         let route = self.routes.get_mut(key)?;
-        if route.config.accept_proxy || sni::routes_by_hello(route) {
+        if route.config.accept_proxy {
             return Some(None);
         }
         match route.admit_client(addr.ip(), self.now) {

@@ -14,7 +14,7 @@ use log::debug;
 use super::Reactor;
 use crate::close::Cause;
 use crate::observe::metric_kinds::SniReject;
-use crate::upstream::route::{self, Route};
+use crate::upstream::route;
 use crate::wire::greeting::Routed;
 
 impl Reactor {
@@ -80,10 +80,4 @@ impl Reactor {
         self.metrics.sni_routed.count(name, routed.via, 1);
         true
     }
-}
-
-/// Whether a route's pairs come through SNI listeners only (every listener of a route with `sni` or
-/// `default` reads a ClientHello): their per-client checks wait for the chosen route.
-pub(super) fn routes_by_hello(route: &Route) -> bool {
-    route.config.sni.is_set()
 }
