@@ -129,6 +129,12 @@ fn test_hello_split_byte_by_byte_reaches_its_route_unchanged() {
     assert_eq!((api.accepted(), rest.accepted()), (4, 1));
     assert_eq!(routed(metrics, "api", "name"), 4);
     assert_eq!(routed(metrics, "rest", "default"), 1);
+    // The socket's route counts the accepts; each route the pairs its hellos chose.
+    let body = scrape(metrics);
+    let series = |name: &str, route: &str| sample(&body, &format!("{name}{{route=\"{route}\"}}"));
+    assert_eq!(series("edgefwd_route_accepts_total", "api"), 5);
+    assert_eq!(series("edgefwd_route_pairs_total", "api"), 4);
+    assert_eq!(series("edgefwd_route_pairs_total", "rest"), 1);
 }
 
 /// No route takes `www.example.com` and there is no default: the client reads the fatal
@@ -197,6 +203,15 @@ fn test_junk_truncated_and_oversized_are_closed_with_nothing_upstream() {
     client.shutdown(Shutdown::Write).expect("FIN");
     expect_closed_without_data(&mut client, Duration::from_secs(5));
     expect_rejected(metrics, "client-closed", 1);
+    // Refused before a hello chose a route: pairs of the route holding the socket.
+    let body = scrape(metrics);
+    let pairs = |route: &str| {
+        sample(
+            &body,
+            &format!("edgefwd_route_pairs_total{{route=\"{route}\"}}"),
+        )
+    };
+    assert_eq!((pairs("api"), pairs("rest")), (4, 0));
     assert_eq!(
         (api.accepted(), rest.accepted()),
         (0, 0),

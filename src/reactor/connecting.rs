@@ -13,6 +13,7 @@ use mio::Poll;
 use slab::Slab;
 
 use super::Reactor;
+use crate::config::UpstreamAddr;
 use crate::datapath::budget::Slot;
 use crate::datapath::stream::Conn;
 use crate::observe::metrics::Metrics;
@@ -64,6 +65,9 @@ impl Reactor {
         if let Some(mut pair) = pair {
             pair.client_key = client_key;
             cx.route.pairs += 1;
+            if !pair.awaits_route {
+                cx.route.counts.paired();
+            }
             entry.insert(pair);
             fd_slot.keep();
             self.metrics.pairs_total += 1;
@@ -124,11 +128,11 @@ impl Reactor {
             !route.draining && route.greeting.is_none() && !route.config.sni.is_set()
         };
         for (_, route) in self.routes.iter().filter(|(_, route)| warmable(route)) {
-            let up: Vec<(usize, SocketAddr)> = route
+            let up: Vec<(usize, UpstreamAddr)> = route
                 .upstreams
                 .live()
                 .filter(|(_, endpoint)| endpoint.health.is_up())
-                .map(|(slot, endpoint)| (slot, endpoint.addr))
+                .map(|(slot, endpoint)| (slot, endpoint.addr.clone()))
                 .collect();
             warm.refill(
                 self.poll.registry(),

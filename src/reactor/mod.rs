@@ -54,15 +54,19 @@ use crate::datapath::budget::FdBudget;
 use crate::datapath::readiness::Event;
 use crate::datapath::stream::Socket;
 use crate::observe::metrics::{Metrics, MetricsBoard, StatsTicker};
+use crate::observe::routed::RouteBoard;
 use crate::reactor::scrape::MetricsServer;
 use crate::reactor::timer::{Entry, Timers};
 use crate::reactor::worker::{Inbox, Worker};
 use crate::service::notify::Notifier;
+use crate::service::upgrade::PassedUnix;
 use crate::session::connect::Step;
+use crate::session::pair::diagnosis::{self, Limits};
 use crate::session::pair::{Outcome, Pair};
 use crate::session::udp::forward::UdpRoute;
 use crate::throttle::Throttle;
 use crate::token::{self, Owner, PairToken, Side};
+use crate::upstream::clients::ClientTables;
 use crate::upstream::prewarm::WarmPool;
 use crate::upstream::route::{Listener, Route};
 use crate::wire::greeting::Target;
@@ -89,6 +93,7 @@ pub use systemd::activated_listeners;
 use probes::Probe;
 use report::trace_event;
 use shutdown::Drain;
+pub use shutdown::Stopped;
 use upgrade::UpgradeServer;
 
 /// Events fetched per `epoll_wait`.
@@ -112,11 +117,29 @@ pub struct Siblings {
     pub index: usize,
     /// Where every reactor publishes its counters; `None` with a single reactor.
     pub board: Option<Arc<MetricsBoard>>,
+    /// Every route's figures by route and upstream, shared by every reactor (one alone included).
+    pub routes: Arc<RouteBoard>,
+    /// The reactors done shutting down: the last one logs the process's end, once.
+    pub stopped: Arc<Mutex<Stopped>>,
     /// The other reactors' inboxes: reactor 0 reads a reloaded file once and hands the result
     /// to them (see `reload`), so all apply the same configuration and bind the same ports.
     pub followers: Arc<Mutex<Vec<Inbox>>>,
     /// The process's fd budget, shared by every reactor's pairs and pipes; unlimited by default.
     pub budget: FdBudget,
+    /// The routes' per-client tables, shared by every reactor (`upstream::clients`).
+    pub clients: ClientTables,
+}
+
+/// Listening sockets a reactor takes instead of binding.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// TCP, route by route: the first reactor's listeners (its [`Reactor::share_listeners`]) for a
+    /// `--threads` sibling to accept from; for the first reactor, the sockets systemd or a predecessor
+    /// passed, placed by [`activated_listeners`] (empty: it binds the configured addresses).
+    pub tcp: Vec<Vec<Listener>>,
+    /// Unix stream listeners a predecessor handed over (binary upgrade; the first reactor only): each
+    /// serves the route listening at its address instead of a new bind.
+    pub unix: Vec<PassedUnix>,
 }
 
 /// The single-threaded forwarder.
@@ -181,14 +204,12 @@ pub struct Reactor {
 
 impl Reactor {
     /// Binds every route's listeners and sets up polling. Errors are start failures for `main` to report.
-    /// `shared` gives, route by route, the first reactor's listeners (its [`Self::share_listeners`]) for
-    /// a `--threads` sibling to accept from instead of binding; empty for the first reactor, which binds
-    /// the configured addresses.
+    /// `inherited` gives the listening sockets to take instead of binding ([`Inherited`]).
     pub fn new(
         config: Config,
         defaults: Defaults,
         siblings: Siblings,
-        shared: Vec<Vec<Listener>>,
+        inherited: Inherited,
     ) -> Result<Reactor, String> {
         let poll = Poll::new().map_err(|err| format!("cannot create the poller: {err}"))?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
@@ -264,7 +285,8 @@ impl Reactor {
             udp: Slab::new(),
             udp_yielded: Vec::new(),
         };
-        let mut shared = shared.into_iter();
+        let mut shared = inherited.tcp.into_iter();
+        let mut handed_unix = upgrade::adopt_unix(inherited.unix);
         for (index, route) in config.routes.iter().enumerate() {
             let route = route.clone();
             // Routes sharing an address (SNI routing) share its socket: the first one holds it.
@@ -289,8 +311,9 @@ impl Reactor {
                     ))
                 }
             };
-            reactor.insert_route(route, listeners, None, &mut Vec::new())?;
+            reactor.insert_route(route, listeners, None, &mut handed_unix)?;
         }
+        upgrade::close_unwanted(handed_unix);
         reactor.assign_sni();
         Ok(reactor)
     }
@@ -466,6 +489,7 @@ impl Reactor {
     /// Acts on a pair's outcome: keep it (re-arming its timer), queue it to run again, fail over to
     /// another upstream, or tear it down.
     fn settle(&mut self, slot: usize, outcome: Outcome) {
+        self.account(slot);
         if matches!(outcome, Outcome::Open | Outcome::Yield) && !self.sync_read_interest(slot) {
             return;
         }
@@ -607,6 +631,7 @@ impl Reactor {
             };
             match pair.deadline(&route.deadlines) {
                 Some((at, cause)) if at <= self.now => {
+                    diagnosis::log_expiry(pair, &Limits::of(route), cause, self.now);
                     let outcome = pair.expire(cause, self.now);
                     self.settle(entry.slot, outcome)
                 }
@@ -626,7 +651,7 @@ impl Reactor {
         {
             self.cut_all();
         }
-        self.expire_successor();
+        self.upgrade_due();
         self.expire_probes();
         self.start_probes();
         self.start_resolves();
@@ -666,7 +691,7 @@ mod tests {
         Pair::new(
             id,
             (client, addr),
-            (upstream, None),
+            (upstream, addr.into(), None),
             0,
             Plan::Upstreams {
                 tried: Tried::default(),

@@ -7,7 +7,8 @@
 //! by name, so a reload that replaces it is followed, and the pair moves: its count, and from then
 //! on its limits, deadlines, buffers, balancer and `--send-proxy` are the chosen route's. The move is
 //! made before the connect starts, so the lease and the per-client limits are taken on that route
-//! only.
+//! only. In the per-route series the socket's route counts the accept, and the chosen route the pair
+//! (the route holding the socket does, for a client refused before its hello chose one).
 
 use log::debug;
 
@@ -66,6 +67,7 @@ impl Reactor {
             self.close_pair(slot, Cause::Rejected);
             return false;
         }
+        pair.awaits_route = false;
         let to = found.map_or(from, |(to, _)| to);
         if to != from {
             pair.route = to;
@@ -76,6 +78,9 @@ impl Reactor {
                 route.pairs += 1;
             }
             self.remove_if_drained(from);
+        }
+        if let Some(route) = self.routes.get(to) {
+            route.counts.paired();
         }
         self.metrics.sni_routed.count(name, routed.via, 1);
         true

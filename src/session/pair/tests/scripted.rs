@@ -11,6 +11,7 @@ use crate::upstream::endpoint::Tried;
 /// The ring size of these tests' pools.
 const RING: usize = 1024;
 const CLIENT_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 40000);
+const UPSTREAM_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 8000);
 
 fn readable() -> Event {
     Event {
@@ -87,7 +88,11 @@ fn connecting(now: Instant) -> (Pair<Scripted>, Scripted, Scripted) {
     let pair = Pair::new(
         1,
         (client.clone(), CLIENT_ADDR.into()),
-        (upstream.clone(), None),
+        (
+            upstream.clone(),
+            SocketAddr::from(UPSTREAM_ADDR).into(),
+            None,
+        ),
         0,
         Plan::Upstreams {
             tried: Tried::default(),
@@ -293,7 +298,8 @@ fn test_greeting_hello_routes_and_goes_upstream_unchanged() {
     assert_eq!(pair.sni.as_deref(), Some("api.example.com"));
     assert!(client.written().is_empty());
     let upstream = Scripted::default();
-    pair.begin_connect(upstream.clone(), None, lp.now);
+    let addr = SocketAddr::from(UPSTREAM_ADDR).into();
+    pair.begin_connect((upstream.clone(), addr), None, lp.now);
     upstream.set_connect(Connect::Connected);
     upstream.room(usize::MAX);
     assert_eq!(
@@ -524,7 +530,11 @@ fn test_connecting_connected_moves_the_lease_to_established() {
     let mut pair = Pair::new(
         1,
         (client, addr),
-        (upstream.clone(), Some(lease)),
+        (
+            upstream.clone(),
+            SocketAddr::from(UPSTREAM_ADDR).into(),
+            Some(lease),
+        ),
         0,
         plan,
         lp.now,
@@ -560,7 +570,11 @@ fn test_connecting_failed_hands_out_the_lease_and_keeps_the_plan() {
     let mut pair = Pair::new(
         1,
         (client, addr),
-        (upstream, Some(lease)),
+        (
+            upstream,
+            SocketAddr::from(UPSTREAM_ADDR).into(),
+            Some(lease),
+        ),
         0,
         Plan::Upstreams { tried },
         now,
@@ -572,7 +586,11 @@ fn test_connecting_failed_hands_out_the_lease_and_keeps_the_plan() {
     assert_eq!(pair.plan_mut().map(|plan| plan.attempts()), Some(1));
     route.give_back(lease);
     let later = now + Duration::from_secs(1);
-    pair.begin_connect(Scripted::default(), None, later);
+    pair.begin_connect(
+        (Scripted::default(), SocketAddr::from(UPSTREAM_ADDR).into()),
+        None,
+        later,
+    );
     assert_eq!(
         pair.deadline(&LIMITS),
         Some((later + LIMITS.connect, Cause::ConnectTimeout))
@@ -771,3 +789,5 @@ fn test_established_idle_deadline_moves_with_bytes() {
         Outcome::Close(Cause::IdleTimeout)
     );
 }
+
+mod view;
