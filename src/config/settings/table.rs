@@ -461,8 +461,11 @@ pub const HEADER_TIMEOUT: Setting = Setting {
     value: "DURATION",
     default: "`\"10s\"`",
     on_reload: OnReload::Replaces,
-    doc: "how long a client may take to send its PROXY header or CONNECT head",
-    show: |c| (c.accept_proxy || c.mode == Mode::Connect).then(|| millis(c.header_timeout)),
+    doc: "how long a client may take to send its PROXY header, CONNECT head or TLS ClientHello (SNI routing)",
+    show: |c| {
+        (c.accept_proxy || c.mode == Mode::Connect || c.sni.is_set())
+            .then(|| millis(c.header_timeout))
+    },
     example: Some(Example {
         base: Base::Forward,
         flags: &["--header-timeout", "3s"],
