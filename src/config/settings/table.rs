@@ -20,6 +20,9 @@ pub const ROUTE: &[Setting] = &[
     HEALTH_INTERVAL,
     HEALTH_TIMEOUT,
     FALL,
+    RISE,
+    HEALTH_SEND,
+    HEALTH_EXPECT,
     RESOLVE_INTERVAL,
     NODELAY,
     KEEPALIVE,
@@ -244,6 +247,51 @@ pub const FALL: Setting = Setting {
     }),
 };
 
+pub const RISE: Setting = Setting {
+    key: "rise",
+    flag: Some("rise"),
+    value: "N",
+    default: "`2`",
+    on_reload: OnReload::Replaces,
+    doc: "consecutive successes (probes, or connects) that mark a down upstream up again; with `health_interval`, a down upstream gets no client until then",
+    show: hidden,
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--rise", "3"],
+        toml: "rise = 3",
+    }),
+};
+
+const HEALTH_SEND: Setting = Setting {
+    key: "health_send",
+    flag: Some("health_send"),
+    value: "TEXT",
+    default: "off",
+    on_reload: OnReload::Replaces,
+    doc: "what each probe writes once connected, at most 1 KiB, with the escapes `\\r` `\\n` `\\t` `\\\\` `\\xHH` (`\"PING\\r\\n\"`); probes run with `health_interval` ([operations.md](operations.md#health-checks))",
+    show: hidden,
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--health-send", "PING\\r\\n"],
+        toml: "health_send = \"PING\\\\r\\\\n\"",
+    }),
+};
+
+const HEALTH_EXPECT: Setting = Setting {
+    key: "health_expect",
+    flag: Some("health_expect"),
+    value: "TEXT",
+    default: "off",
+    on_reload: OnReload::Replaces,
+    doc: "the prefix each probe's answer must start with (at most 1 KiB, escaped as `health_send`; `\"+PONG\"`): read until it came, a byte differs, the upstream closes or `health_timeout`; anything but the prefix is a failure",
+    show: hidden,
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--health-expect", "+PONG"],
+        toml: "health_expect = \"+PONG\"",
+    }),
+};
+
 const RESOLVE_INTERVAL: Setting = Setting {
     key: "resolve_interval",
     flag: Some("resolve_interval"),
@@ -413,8 +461,11 @@ pub const HEADER_TIMEOUT: Setting = Setting {
     value: "DURATION",
     default: "`\"10s\"`",
     on_reload: OnReload::Replaces,
-    doc: "how long a client may take to send its PROXY header or CONNECT head",
-    show: |c| (c.accept_proxy || c.mode == Mode::Connect).then(|| millis(c.header_timeout)),
+    doc: "how long a client may take to send its PROXY header, CONNECT head or TLS ClientHello (SNI routing)",
+    show: |c| {
+        (c.accept_proxy || c.mode == Mode::Connect || c.sni.is_set())
+            .then(|| millis(c.header_timeout))
+    },
     example: Some(Example {
         base: Base::Forward,
         flags: &["--header-timeout", "3s"],

@@ -268,15 +268,21 @@ impl Upstreams {
     }
 
     /// One candidate per slot for the balancer (a free or retired slot, one in `tried`, or one the admin
-    /// API drained or disabled, is excluded).
-    pub(super) fn candidates(&mut self, tried: &Tried, now: Instant) -> Vec<Candidate<'_>> {
+    /// API drained or disabled, is excluded); `probed`: the route runs health probes
+    /// (`health::Policy::probed`).
+    pub(super) fn candidates(
+        &mut self,
+        tried: &Tried,
+        now: Instant,
+        probed: bool,
+    ) -> Vec<Candidate<'_>> {
         let admin = &self.admin;
         self.slots
             .iter_mut()
             .enumerate()
             .map(|(slot, endpoint)| match endpoint {
                 Some(e) => Candidate {
-                    up: e.health.eligible(now, &e.label),
+                    up: e.health.eligible(now, probed, &e.label),
                     key: e.label.as_str(),
                     weight: e.weight,
                     active: e.active,
@@ -330,7 +336,7 @@ mod tests {
         let now = Instant::now();
         let mut counts: Vec<(UpstreamAddr, usize)> = Vec::new();
         for _ in 0..n {
-            let candidates = upstreams.candidates(&Tried::default(), now);
+            let candidates = upstreams.candidates(&Tried::default(), now, false);
             let slot = balancer.pick(&candidates, client).expect("a pick").index;
             let at = upstreams.get(slot).expect("live").addr.clone();
             match counts.iter_mut().find(|(a, _)| *a == at) {
