@@ -1,7 +1,10 @@
 //! The `edgefwd` binary: flags (or a `--config` file) -> [`Config`], logger, fd limit, then the reactor;
 //! or, with `--check`, the same validation and a verdict. Around the reactors' start, the service steps
-//! in their order: bind (the reactors), write the `--pid-file`, drop to `--user`, then run. Nothing else.
+//! in their order: bind (the reactors), write the `--pid-file`, drop to `--user`, then run. Nothing else;
+//! `edgefwd ctl ...` is the admin API's client instead (`src/main/ctl/`), which starts no reactor.
 
+#[path = "main/ctl/mod.rs"]
+mod ctl;
 #[path = "main/flags.rs"]
 mod flags;
 
@@ -40,7 +43,12 @@ type ProbeText = Vec<u8>;
 /// addresses, byte for byte, by one edge-triggered event loop.
 #[derive(Debug, Parser)]
 #[command(name = "edgefwd", version, about)]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// `edgefwd ctl ...`: the admin API's client instead of the forwarder.
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Routes from a TOML file (several listeners and upstream sets; SIGHUP reloads it). Excludes the
     /// per-route flags.
     #[arg(long, value_name = "FILE", conflicts_with_all = settings::flag_ids())]
@@ -282,6 +290,12 @@ struct Cli {
     group: Option<String>,
 }
 
+/// What `edgefwd` runs besides the forwarder.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    Ctl(ctl::Ctl),
+}
+
 /// A validated configuration and what the process derived for it.
 struct Prepared {
     config: Config,
@@ -309,7 +323,10 @@ fn usage(message: String) -> Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::Ctl(command)) = cli.command.take() {
+        return exit(ctl::run(command).map(|()| Exit::Graceful));
+    }
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     logger.format_timestamp_millis();
@@ -322,6 +339,11 @@ fn main() -> ExitCode {
     } else {
         run(cli)
     };
+    exit(outcome)
+}
+
+/// The exit code of an outcome, with the failure's line on stderr.
+fn exit(outcome: Result<Exit, Failure>) -> ExitCode {
     match outcome {
         Ok(Exit::Graceful) => ExitCode::SUCCESS,
         Ok(Exit::Forced) => ExitCode::FAILURE,

@@ -198,7 +198,7 @@ impl AdminServer {
     }
 
     pub(super) fn accept(&mut self, registry: &Registry, now: Instant) -> Option<io::Error> {
-        self.front.accept(registry, now).1
+        self.front.accept(registry, now)
     }
 
     /// Reads exchange `slot`; a whole request comes back to be put to the reactors, anything else

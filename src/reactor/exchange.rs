@@ -122,30 +122,25 @@ impl<L: Accept> Front<L> {
     }
 
     /// Accepts until WouldBlock. Exchanges past their age are dropped first, and a connection beyond
-    /// `max` takes the place of the oldest rather than wait in the backlog. Returns the slots admitted.
+    /// `max` takes the place of the oldest rather than wait in the backlog.
     ///
     /// On an accept error the edge is kept: the connection is still queued and no new edge will
     /// announce it. Running out of fds (EMFILE and the like) is the whole process's problem: the error
     /// is returned and the reactor pauses every accept. Any other error makes this listener alone wait
     /// `ACCEPT_RETRY` (100 ms). A connection reset while queued (ECONNABORTED) is skipped.
-    pub(super) fn accept(
-        &mut self,
-        registry: &Registry,
-        now: Instant,
-    ) -> (Vec<usize>, Option<io::Error>) {
-        let mut admitted = Vec::new();
+    pub(super) fn accept(&mut self, registry: &Registry, now: Instant) -> Option<io::Error> {
         if !self.is_ready(now) {
-            return (admitted, None);
+            return None;
         }
         self.retry_at = None;
         self.exchanges
             .retain(|_, exchange| now.duration_since(exchange.accepted) < EXCHANGE_TIMEOUT);
         loop {
             match self.listener.accept_one() {
-                Ok(stream) => admitted.extend(self.admit(stream, registry, now)),
+                Ok(stream) => self.admit(stream, registry, now),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     self.ready = false;
-                    return (admitted, None);
+                    return None;
                 }
                 Err(err)
                     if matches!(
@@ -154,20 +149,20 @@ impl<L: Accept> Front<L> {
                     ) => {}
                 Err(err) if net::is_resource_exhaustion(&err) => {
                     debug!("{} accept failed: {err}", self.name);
-                    return (admitted, Some(err));
+                    return Some(err);
                 }
                 Err(err) => {
                     if let Some(suppressed) = self.error_warning.allow(now) {
                         warn!("{} accept failed: {err}; retrying in {}ms ({suppressed} similar warnings suppressed)", self.name, ACCEPT_RETRY.as_millis());
                     }
                     self.retry_at = Some(now + ACCEPT_RETRY);
-                    return (admitted, None);
+                    return None;
                 }
             }
         }
     }
 
-    fn admit(&mut self, mut stream: L::Stream, registry: &Registry, now: Instant) -> Option<usize> {
+    fn admit(&mut self, mut stream: L::Stream, registry: &Registry, now: Instant) {
         if self.exchanges.len() >= self.max {
             // Full: the oldest goes. Refusing the newcomer instead would let a client that keeps idle
             // connections open starve every real request, and a real one is answered in one turn, so
@@ -186,14 +181,14 @@ impl<L: Accept> Front<L> {
             }
         }
         let entry = self.exchanges.vacant_entry();
-        let key = entry.key();
         let both = Interest::READABLE | Interest::WRITABLE;
-        registry
-            .register(&mut stream, (self.token_of)(key), both)
-            .ok()?;
-        entry.insert(Exchange::new(stream, now, self.next_serial));
-        self.next_serial += 1;
-        Some(key)
+        if registry
+            .register(&mut stream, (self.token_of)(entry.key()), both)
+            .is_ok()
+        {
+            entry.insert(Exchange::new(stream, now, self.next_serial));
+            self.next_serial += 1;
+        }
     }
 }
 
@@ -227,6 +222,9 @@ pub(super) struct Exchange<S> {
     request: Vec<u8>,
     /// The response, once there is one (the request may wait for its answer: `admin`).
     response: Option<Vec<u8>>,
+    /// The request is whole and waits for its answer ([`Exchange::reply`]): events are ignored
+    /// meanwhile, so a late edge (the client's FIN, a writable edge) cannot put the request again.
+    parked: bool,
     written: usize,
     /// FIN sent after the response; reading only to throw away (see [`Exchange::linger`]).
     lingering: bool,
@@ -242,6 +240,7 @@ impl<S: Stream> Exchange<S> {
             serial,
             request: Vec::new(),
             response: None,
+            parked: false,
             written: 0,
             lingering: false,
             discarded: 0,
@@ -255,13 +254,19 @@ impl<S: Stream> Exchange<S> {
         &mut self,
         respond: impl FnOnce(Request<'_>) -> Option<Vec<u8>>,
     ) -> Progress {
+        if self.parked {
+            return Progress::Pending;
+        }
         if self.response.is_none() {
             match self.read_request() {
                 Ok(true) => {
                     let request = split(&self.request).unwrap_or(Request::TooLarge);
                     match respond(request) {
                         Some(response) => self.response = Some(response),
-                        None => return Progress::Pending,
+                        None => {
+                            self.parked = true;
+                            return Progress::Pending;
+                        }
                     }
                 }
                 Ok(false) => return Progress::Pending,
@@ -273,6 +278,7 @@ impl<S: Stream> Exchange<S> {
 
     /// The answer a parked request waited for: written at once, as far as the socket takes it.
     pub(super) fn reply(&mut self, response: Vec<u8>) -> Progress {
+        self.parked = false;
         self.response = Some(response);
         self.send()
     }
@@ -403,6 +409,32 @@ mod tests {
                 body: b"123"
             })
         );
+    }
+
+    /// A parked request is put once: later events (the client's FIN here) do not read or answer it
+    /// again; the reply is written, then FIN, then the exchange finishes at the client's FIN.
+    #[test]
+    fn test_parked_request_is_put_once() {
+        use crate::datapath::stream::script::{Incoming, Scripted};
+        let stream = Scripted::default();
+        stream.data(b"DELETE /connections/1 HTTP/1.1\r\n\r\n");
+        let mut exchange = Exchange::new(stream.clone(), Instant::now(), 0);
+        let mut asked = 0;
+        let mut park = |_: Request<'_>| {
+            asked += 1;
+            None
+        };
+        assert_eq!(exchange.advance(&mut park), Progress::Pending);
+        stream.incoming([Incoming::Eof]);
+        assert_eq!(exchange.advance(&mut park), Progress::Pending);
+        assert_eq!(asked, 1, "the request was put again");
+        stream.room(1024);
+        assert_eq!(
+            exchange.reply(b"HTTP/1.1 200 OK\r\n\r\n".to_vec()),
+            Progress::Finished
+        );
+        assert_eq!(stream.written(), b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(stream.shutdowns(), 1);
     }
 
     #[test]

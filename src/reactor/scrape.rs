@@ -67,7 +67,7 @@ impl MetricsServer {
 
     /// Accepts queued scrapes ([`Front::accept`]); an fd exhaustion error is the reactor's to handle.
     pub(super) fn accept(&mut self, registry: &Registry, now: Instant) -> Option<io::Error> {
-        self.front.accept(registry, now).1
+        self.front.accept(registry, now)
     }
 
     /// Advances scrape `slot` after an event, and closes it when it is finished.
