@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::Parser;
 use log::{info, warn};
 
+use edgefwd::config::access_log::{self, AccessLog};
 use edgefwd::config::clients::{Cidr, ClientPrefix, Rate};
 use edgefwd::config::file::{self, Defaults, FileError};
 use edgefwd::config::settings;
@@ -21,6 +22,7 @@ use edgefwd::config::unix;
 use edgefwd::config::Algorithm;
 use edgefwd::config::{self, Config, Mode, Protocol, RouteConfig, Splice};
 use edgefwd::datapath::budget::{self, FdBudget};
+use edgefwd::observe::access_log::writer::AccessLog as AccessLogHandle;
 use edgefwd::observe::metrics::MetricsBoard;
 use edgefwd::reactor::fdlimit;
 use edgefwd::reactor::{activated_listeners, Exit, Reactor, Siblings};
@@ -232,6 +234,15 @@ struct Cli {
     #[arg(long, value_name = "SIZE", default_value_t = config::DEFAULT_PIPE_SIZE, value_parser = config::parse_pipe_size)]
     pipe_size: usize,
 
+    /// Write one line per finished connection to this file (appended; SIGUSR1 reopens it), or to
+    /// standard output with "-" [default: off] (a config file's `access_log` wins).
+    #[arg(long, value_name = "-|PATH", value_parser = str::parse::<access_log::Destination>)]
+    access_log: Option<access_log::Destination>,
+
+    /// The access log's lines: text (logfmt, key=value) or json (one object per line).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = str::parse::<access_log::Format>)]
+    log_format: access_log::Format,
+
     /// Check the configuration (the flags or the --config file, --user, --group, --pid-file's directory)
     /// and exit: "configuration OK (N routes)" and 0, or the error and 2. Binds nothing, starts nothing;
     /// an upstream name that does not resolve is a warning.
@@ -360,6 +371,10 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
         max_connections: budget.slots() * usize::from(cli.threads),
         shutdown_timeout: cli.shutdown_timeout,
     };
+    let access_log = AccessLog {
+        destination: cli.access_log.clone(),
+        format: cli.log_format,
+    };
     let (splice, pipe_size, threads, prewarm) = (
         cli.splice,
         cli.pipe_size,
@@ -374,6 +389,10 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
     config.pipe_size = pipe_size;
     config.threads = threads;
     config.prewarm = prewarm;
+    // The file's `access_log` (with its `log_format`) wins over the flags.
+    if config.access_log.destination.is_none() {
+        config.access_log = access_log;
+    }
     let start = format!(
         "nofile={nofile} fd-reserve={reserve} fd-budget={}",
         budget.slots()
@@ -412,11 +431,14 @@ fn run_reactors(
     let threads = config.threads;
     let board = (threads > 1).then(|| Arc::new(MetricsBoard::new(threads)));
     let followers = Arc::default();
+    // Opened here, before `after_bind` drops root: a log directory only root may write to works.
+    let (access_log, writer) = AccessLogHandle::start(&config.access_log)?.unzip();
     let siblings = |index| Siblings {
         index,
         board: board.clone(),
         followers: Arc::clone(&followers),
         budget: budget.clone(),
+        access_log: access_log.clone(),
     };
     // Each reactor gets an even share of every route's connection limit.
     for route in &mut config.routes {
@@ -518,6 +540,11 @@ fn run_reactors(
             Ok(Err(err)) => return Err(format!("event loop failed: {err}").into()),
             Err(_) => return Err(String::from("a reactor thread panicked").into()),
         }
+    }
+    // Every reactor has dropped its end of the queue: the writer writes out the last lines and stops.
+    drop(access_log);
+    if let Some(writer) = writer {
+        writer.finish();
     }
     Ok(exit)
 }

@@ -111,6 +111,9 @@ metrics! {
     /// first such client.
     client_rejects: ByRoute<ClientReject> = "edgefwd_client_rejects_total",
         "clients reset at arrival by client_allow/client_deny, a per-client limit or queue_timeout, by route and limit";
+    /// `--access-log` lines dropped: the writer thread's queue was full (a slow disk, a stalled pipe).
+    access_log_dropped: Counter = "edgefwd_access_log_dropped_total",
+        "access log lines dropped because the writer's queue was full";
 
     // The loop.
     /// `epoll_wait` (or kevent) calls that returned.

@@ -181,6 +181,7 @@ impl Reactor {
                     why.value()
                 );
                 net::set_reset_on_close(stream);
+                self.log_turned_away(key, addr, why.value());
                 None
             }
         }

@@ -50,11 +50,13 @@ impl Reactor {
             lookup_warning,
             now,
             config,
+            siblings,
             ..
         } = self;
         let Some(mut cx) = context(poll, routes, key, metrics, warm, lookup_warning, *now) else {
             return;
         };
+        cx.access_log = siblings.access_log.as_ref();
         let pair = connect::open(&mut cx, (slot, id), (client, client_addr), config.splice);
         let exhausted = cx.exhausted.take();
         if let Some(mut pair) = pair {
@@ -157,6 +159,7 @@ fn context<'a>(
         lookup_warning,
         now,
         exhausted: None,
+        access_log: None,
     })
 }
 

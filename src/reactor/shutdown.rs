@@ -1,11 +1,12 @@
-//! Signals and shutdown. SIGHUP asks for a reload; the first SIGTERM/SIGINT stops accepting (the
+//! Signals and shutdown. SIGHUP asks for a reload; SIGUSR1 reopens the `--access-log` file (reactor 0
+//! passes it on; every reactor takes the signal, so that none dies of it, access log or not); the first SIGTERM/SIGINT stops accepting (the
 //! listeners are closed, so new clients are refused by the kernel) and lets live pairs finish until
 //! `--shutdown-timeout`, when the rest are cut with RST; a second signal cuts them at once.
 
 use std::time::Instant;
 
 use log::info;
-use signal_hook::consts::{SIGHUP, SIGINT};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGUSR1};
 
 use super::{Exit, Reactor};
 use crate::close::Cause;
@@ -39,6 +40,10 @@ impl Reactor {
         for signal in received {
             if signal == SIGHUP {
                 self.request_reload();
+                continue;
+            }
+            if signal == SIGUSR1 {
+                self.reopen_access_log();
                 continue;
             }
             let name = if signal == SIGINT {

@@ -18,6 +18,8 @@ const DISCARD_READS: usize = 16;
 /// An error status being written to a refused client.
 #[derive(Debug)]
 pub(super) struct Refusal {
+    /// The status being answered (the access log's `status`).
+    pub(super) status: Status,
     response: &'static [u8],
     written: usize,
     /// `shutdown(Write)` was done after the response.
@@ -43,6 +45,7 @@ pub(super) enum Progress {
 impl Refusal {
     pub(super) fn new(status: Status, now: Instant, rejected: Option<Reason>) -> Refusal {
         Refusal {
+            status,
             response: status.response(),
             written: 0,
             shut: false,

@@ -29,6 +29,8 @@ use crate::close::Cause;
 use crate::config::Splice;
 use crate::datapath::net;
 use crate::datapath::stream::Conn;
+use crate::observe::access_log::writer::AccessLog;
+use crate::observe::access_log::Record;
 use crate::observe::metric_kinds::Label;
 use crate::observe::metrics::Metrics;
 use crate::session::attempt::{Failed, GiveUp, Next, Plan};
@@ -70,6 +72,8 @@ pub(crate) struct Context<'a> {
     pub(crate) now: Instant,
     /// Set when a connect failed for want of fds or memory: the reactor pauses accepting.
     pub(crate) exhausted: Option<io::Error>,
+    /// `--access-log`: a client reset at accept with nothing to connect to gets its line here.
+    pub(crate) access_log: Option<&'a AccessLog>,
 }
 
 /// A moment in a pair's connect, reported by the reactor.
@@ -149,7 +153,7 @@ pub(crate) fn open(
             &mut metrics.warm_misses
         }) += 1;
     }
-    let upstream = (Conn::Tcp(started.stream), started.lease);
+    let upstream = (Conn::Tcp(started.stream), started.addr, started.lease);
     let pair = Pair::new(
         id,
         (client, client_addr),
@@ -261,6 +265,7 @@ fn admit_greeted(cx: &mut Context<'_>, pair: &mut Pair) -> Result<(), Outcome> {
                 why.value()
             );
             pair.client.reset_on_close();
+            pair.note_limit(why.value());
             Err(Outcome::Close(Cause::Rejected))
         }
     }
@@ -326,7 +331,8 @@ fn attempt(
             ),
         }
     }
-    pair.begin_connect(Conn::Tcp(started.stream), started.lease, cx.now);
+    let upstream = (Conn::Tcp(started.stream), started.addr);
+    pair.begin_connect(upstream, started.lease, cx.now);
     Outcome::Open
 }
 
@@ -461,6 +467,12 @@ fn refuse_client(
     note_exhaustion(cx, failed);
     client.reset_on_close();
     cx.metrics.closes[cause] += 1;
+    if let Some(log) = cx.access_log {
+        let record = Record::turned_away(cx.route.name(), client_addr, cause.as_str());
+        if !log.offer(record) {
+            cx.metrics.access_log_dropped += 1;
+        }
+    }
     debug!(
         "closed conn=- client={client_addr} route={} upstream=- cause={cause} c2u=0 u2c=0 duration=0ms error=\"{error}\"",
         cx.route.name()

@@ -67,6 +67,7 @@ impl<S: Socket> Pair<S> {
             Verdict::Ready { target, leftover } => {
                 let connecting = Connecting {
                     socket: None,
+                    addr: None,
                     lease: None,
                     plan: Plan::Upstreams {
                         tried: Default::default(),
@@ -83,11 +84,16 @@ impl<S: Socket> Pair<S> {
                         "conn={} PROXY header: client={source} (peer {})",
                         self.id, self.client_addr
                     );
+                    let peer = self.client_addr;
+                    let details = self.details_mut();
+                    details.proxy_peer = Some(peer);
+                    details.proxy_dst = greeting.destination;
                     self.client_addr = source;
                 }
                 self.push_proxy_header(greeting.destination, &greeting.carried_tlvs);
                 self.c2u.push_preamble(&leftover);
                 if target != Target::Balanced {
+                    self.details_mut().connect_target = Some(target.to_string());
                     debug!(
                         "conn={} client={} CONNECT {target}",
                         self.id, self.client_addr

@@ -60,10 +60,12 @@ use crate::datapath::pump::{Direction, End, Fault, Shared};
 use crate::datapath::readiness::{Event, Readiness};
 use crate::datapath::ring::BufPool;
 use crate::datapath::stream::Socket;
+use crate::observe::access_log::Details;
 use crate::session::interest::{is_redundant_write_edge, AfterRun, Input, Interest, Registration};
 use crate::token::Side;
 use crate::way::Way;
 
+mod access;
 mod greeting;
 mod stage;
 
@@ -125,6 +127,9 @@ pub(crate) struct Pair<S: Socket = Conn> {
     /// The key its route's per-client table counts it under, if the route has per-client limits:
     /// given back when the pair closes (`connect::release`).
     pub(crate) client_key: Option<IpAddr>,
+    /// What the access log says of this pair beyond what every pair has (a PROXY header's addresses,
+    /// a CONNECT target, the limit that turned it away); boxed, and `None` for most pairs.
+    details: Option<Box<Details>>,
 }
 
 impl<S: Socket> Pair<S> {
@@ -132,7 +137,7 @@ impl<S: Socket> Pair<S> {
     pub(crate) fn new(
         id: u32,
         (client, client_addr): (S, SocketAddr),
-        (upstream, lease): (S, Option<Lease>),
+        (upstream, addr, lease): (S, SocketAddr, Option<Lease>),
         route: usize,
         plan: Plan,
         now: Instant,
@@ -140,6 +145,7 @@ impl<S: Socket> Pair<S> {
     ) -> Pair<S> {
         let connecting = Connecting {
             socket: Some(upstream),
+            addr: Some(addr),
             lease,
             plan,
             since: now,
@@ -181,6 +187,7 @@ impl<S: Socket> Pair<S> {
             armed: None,
             send_proxy: None,
             client_key: None,
+            details: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! `Connecting` and `Established` only, and leaves them only through `take_lease` / `drop_upstream`
 //! (for `session::connect` to give back) or by moving into `Established`.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use log::trace;
@@ -45,6 +46,9 @@ pub(super) enum Stage<S> {
 pub(super) struct Connecting<S> {
     /// The current attempt's socket; `None` while a CONNECT host name is looked up.
     pub(super) socket: Option<S>,
+    /// The address of the current attempt, or of the last one once it failed (for the access log's
+    /// `upstream`); `None` before the first.
+    pub(super) addr: Option<SocketAddr>,
     /// The route endpoint the attempt is to; `None` for a CONNECT destination.
     pub(super) lease: Option<Lease>,
     /// Where the attempts go ([`crate::session::attempt`]).
@@ -60,6 +64,10 @@ pub(super) struct Connecting<S> {
 #[derive(Debug)]
 pub(super) struct Established<S> {
     pub(super) socket: S,
+    /// The address it is connected to.
+    pub(super) addr: SocketAddr,
+    /// When the connect completed (the pair's accept, for a `--prewarm` connection).
+    pub(super) since: Instant,
     /// The route endpoint it is connected to, held until the pair closes; `None` for a CONNECT
     /// destination.
     lease: Option<Lease>,
@@ -96,12 +104,18 @@ impl<S: Socket> Pair<S> {
     /// ([`crate::datapath::readiness::Event::proves_connected`]). kqueue reports a socket's read and write filters as two events, so
     /// there a stale one can arrive; it is harmless because there no event proves a connect: each makes
     /// the pair ask the kernel about the new socket. Its readiness starts afresh below.
-    pub(crate) fn begin_connect(&mut self, upstream: S, lease: Option<Lease>, now: Instant) {
+    pub(crate) fn begin_connect(
+        &mut self,
+        (upstream, addr): (S, SocketAddr),
+        lease: Option<Lease>,
+        now: Instant,
+    ) {
         self.upstream_ready = Readiness::default();
         match &mut self.stage {
             Stage::Connecting(connecting) => {
                 trace!("conn={} Connecting => Connecting (new attempt)", self.id);
                 connecting.socket = Some(upstream);
+                connecting.addr = Some(addr);
                 connecting.lease = lease;
                 connecting.since = now;
             }
@@ -112,6 +126,7 @@ impl<S: Socket> Pair<S> {
                 };
                 self.set_stage(Stage::Connecting(Connecting {
                     socket: Some(upstream),
+                    addr: Some(addr),
                     lease,
                     plan,
                     since: now,
@@ -173,6 +188,23 @@ impl<S: Socket> Pair<S> {
         }
     }
 
+    /// The upstream address connected to, or the last one tried; `None` if no attempt started.
+    pub(crate) fn upstream_addr(&self) -> Option<SocketAddr> {
+        match &self.stage {
+            Stage::Connecting(connecting) => connecting.addr,
+            Stage::Established(established) => Some(established.addr),
+            Stage::Greeting(_) | Stage::Refusing(_) => None,
+        }
+    }
+
+    /// How long the upstream connect took from the accept; `None` unless it completed.
+    pub(crate) fn connect_time(&self) -> Option<std::time::Duration> {
+        match &self.stage {
+            Stage::Established(established) => Some(established.since.duration_since(self.started)),
+            _ => None,
+        }
+    }
+
     /// The upstream socket, if the pair has one.
     pub(crate) fn upstream(&self) -> Option<&S> {
         match &self.stage {
@@ -202,12 +234,17 @@ impl<S: Socket> Pair<S> {
         let Stage::Connecting(connecting) = &mut self.stage else {
             return self.run(shared, budget, now);
         };
-        let Some(socket) = connecting.socket.take() else {
+        let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr) else {
             return Outcome::Open;
         };
         let lease = connecting.lease.take();
         shared.metrics.connects_ok += 1;
-        self.set_stage(Stage::Established(Established { socket, lease }));
+        self.set_stage(Stage::Established(Established {
+            socket,
+            addr,
+            since: now,
+            lease,
+        }));
         // The connect completed with an edge we just consumed; the socket is writable.
         self.upstream_ready.writable = true;
         self.run(shared, budget, now)
@@ -218,9 +255,15 @@ impl<S: Socket> Pair<S> {
     /// the socket holds (a greeting the upstream already sent, say).
     pub(crate) fn with_warm_upstream(mut self) -> Pair<S> {
         if let Stage::Connecting(connecting) = &mut self.stage {
-            if let Some(socket) = connecting.socket.take() {
+            if let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr) {
                 let lease = connecting.lease.take();
-                self.set_stage(Stage::Established(Established { socket, lease }));
+                let since = self.started;
+                self.set_stage(Stage::Established(Established {
+                    socket,
+                    addr,
+                    since,
+                    lease,
+                }));
             }
         }
         self.upstream_ready = Readiness {

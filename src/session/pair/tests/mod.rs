@@ -134,7 +134,8 @@ fn test_established_lifetime_deadline() {
     let (mut pair, _client) = looking_up(now);
     let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let stream = TcpStream::connect(live.local_addr().expect("addr")).expect("connect");
-    pair.begin_connect(Conn::Tcp(stream), None, now);
+    let upstream = live.local_addr().expect("addr");
+    pair.begin_connect((Conn::Tcp(stream), upstream), None, now);
     live.accept().expect("accept");
     let later = now + Duration::from_secs(5);
     let connected = Event {
