@@ -394,6 +394,36 @@ fn test_client_refused_by_acl() {
     assert_eq!(fields["upstream"], "-");
 }
 
+/// A client queued at `--max-connections` past `--queue-timeout` is reset, and logged as such.
+#[test]
+fn test_queue_timeout_line() {
+    let backend = Backend::echo();
+    let log = LogPath::new("queue");
+    let args = [
+        "--upstream",
+        &backend.upstream_arg(),
+        "--max-connections",
+        "1",
+        "--queue-timeout",
+        "200ms",
+        "--access-log",
+        log.arg(),
+    ];
+    let fwd = Forwarder::start(&args);
+    let mut held = connect(fwd.addr());
+    held.write_all(b"held").expect("write");
+    let mut echoed = [0u8; 4];
+    held.read_exact(&mut echoed)
+        .expect("the first client is served");
+    let mut queued = connect(fwd.addr());
+    let client = queued.local_addr().expect("address");
+    expect_closed_without_data(&mut queued, Duration::from_secs(15));
+    let fields = by_key(logfmt(&log.wait_lines(1)[0]));
+    assert_eq!(fields["client"], client.to_string());
+    assert_eq!(fields["cause"], "rejected");
+    assert_eq!(fields["limit"], "queue-timeout");
+}
+
 /// `curl -p -x` through a connect-mode route: the target curl asked for, the upstream reached, the
 /// `200` line counted; then a destination the allow-list refuses: `rejected`, status 403.
 #[test]
