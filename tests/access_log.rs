@@ -355,6 +355,17 @@ fn test_accept_proxy_logs_the_real_client() {
     assert_eq!(fields["proxy_dst"], "198.51.100.9:443");
     // The header is not forwarded: only the 4 bytes after it went upstream.
     assert_eq!(fields["c2u_bytes"], "4");
+    // A malformed header: closed before any upstream connect, and why.
+    let mut bad = connect(fwd.addr());
+    let peer = bad.local_addr().expect("address");
+    bad.write_all(b"PROXY TCP4 not-an-address\r\n")
+        .expect("write");
+    expect_closed_without_data(&mut bad, Duration::from_secs(10));
+    let fields = by_key(logfmt(&log.wait_lines(2)[1]));
+    assert_eq!(fields["client"], peer.to_string());
+    assert_eq!(fields["cause"], "rejected");
+    assert_eq!(fields["upstream"], "-");
+    assert!(fields.contains_key("proxy_reject"), "{fields:?}");
 }
 
 /// A client the route's ACL refuses gets a line: `rejected`, and the limit that said no.
@@ -734,6 +745,78 @@ fn test_threads_share_one_file() {
     clients.sort();
     logged.sort();
     assert_eq!(logged, clients, "one line per connection");
+}
+
+/// `--user`: the file is opened before root is dropped, so a directory only root may enter works; the
+/// writer thread runs as the user too. A reopen there fails (the user may not create the file): the
+/// writer warns and keeps writing to the file it has.
+#[test]
+fn test_opened_before_the_privilege_drop() {
+    // SAFETY: geteuid(2) takes no argument and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("SKIPPED test_opened_before_the_privilege_drop: needs root");
+        return;
+    }
+    let dir = LogPath::new("rootdir");
+    fs::create_dir(&dir.0).expect("mkdir");
+    let cleanup = RemoveDir(dir.0.clone());
+    fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod 0700");
+    let path = dir.0.join("access.log");
+    let backend = Backend::echo();
+    let args = [
+        "--upstream",
+        &backend.upstream_arg(),
+        "--user",
+        "nobody",
+        "--group",
+        "nogroup",
+        "--access-log",
+        path.to_str().expect("utf-8"),
+    ];
+    let fwd = Forwarder::start(&args);
+    fwd.expect_log("running as user nobody", Duration::from_secs(5));
+    let first = echo_roundtrip_from(fwd.addr(), 5);
+    assert!(wait_until(LINE_TIMEOUT, || lines_of(&path).len() == 1));
+    let writer_uid = fs::read_dir(format!("/proc/{}/task", fwd.pid()))
+        .expect("tasks")
+        .filter_map(|task| {
+            let task = task.ok()?.path();
+            let comm = fs::read_to_string(task.join("comm")).ok()?;
+            (comm.trim() == "access-log").then(|| fs::read_to_string(task.join("status")).ok())?
+        })
+        .find_map(|status| {
+            let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+            uids.split_whitespace().next().map(str::to_owned)
+        })
+        .expect("an access-log thread");
+    let nobody = Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .expect("id");
+    assert_eq!(writer_uid, String::from_utf8_lossy(&nobody.stdout).trim());
+    let rotated = dir.0.join("access.log.1");
+    fs::rename(&path, &rotated).expect("rename");
+    fwd.signal(libc::SIGUSR1);
+    fwd.expect_log("access log: cannot reopen", Duration::from_secs(10));
+    let second = echo_roundtrip_from(fwd.addr(), 6);
+    assert!(wait_until(LINE_TIMEOUT, || lines_of(&rotated).len() == 2));
+    let clients: Vec<String> = lines_of(&rotated)
+        .iter()
+        .map(|line| by_key(logfmt(line))["client"].clone())
+        .collect();
+    assert_eq!(clients, [first.to_string(), second.to_string()]);
+    drop(cleanup);
+}
+
+/// Removes a directory and what it holds on drop.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A bad `--log-format` is a usage error naming the value; a log file that cannot be opened stops the
