@@ -25,7 +25,7 @@ use edgefwd::datapath::budget::{self, FdBudget};
 use edgefwd::observe::access_log::writer::AccessLog as AccessLogHandle;
 use edgefwd::observe::metrics::MetricsBoard;
 use edgefwd::reactor::fdlimit;
-use edgefwd::reactor::{activated_listeners, Exit, Reactor, Siblings};
+use edgefwd::reactor::{activated_listeners, Exit, Inherited, Reactor, Siblings};
 use edgefwd::service::after_bind::AfterBind;
 use edgefwd::service::upgrade::{self, Predecessor};
 use edgefwd::service::{self, Handed};
@@ -430,25 +430,31 @@ fn run_reactors(
     } = prepared;
     let threads = config.threads;
     let board = (threads > 1).then(|| Arc::new(MetricsBoard::new(threads)));
-    let followers = Arc::default();
     // Opened here, before `after_bind` drops root: a log directory only root may write to works.
     let (access_log, writer) = AccessLogHandle::start(&config.access_log)?.unzip();
+    // One set of everything shared (followers' inboxes, per-client tables, the access log's queue),
+    // cloned into each reactor.
+    let shared = Siblings {
+        board,
+        budget,
+        access_log,
+        ..Siblings::default()
+    };
     let siblings = |index| Siblings {
         index,
-        board: board.clone(),
-        followers: Arc::clone(&followers),
-        budget: budget.clone(),
-        access_log: access_log.clone(),
+        ..shared.clone()
     };
     // Each reactor gets an even share of every route's connection limit.
     for route in &mut config.routes {
         route.max_connections = route.max_connections.div_ceil(threads);
     }
     let mut passed = handed.passed;
+    let mut handed_unix = Vec::new();
     let predecessor = match upgrades.from.as_deref() {
         Some(path) => {
-            let (predecessor, sockets) = Predecessor::connect(path)?;
+            let (predecessor, sockets, unix) = Predecessor::connect(path)?;
             passed.extend(sockets);
+            handed_unix = unix;
             Some(predecessor)
         }
         None => None,
@@ -470,17 +476,21 @@ fn run_reactors(
             activated_listeners(passed, &tcp)?
         }
     };
+    let inherited = Inherited {
+        tcp: activated,
+        unix: handed_unix,
+    };
     let mut first = match metrics {
         Some(handed) => {
             let unbound = Config {
                 metrics: None,
                 ..config.clone()
             };
-            let mut first = Reactor::new(unbound, defaults, siblings(0), activated)?;
+            let mut first = Reactor::new(unbound, defaults, siblings(0), inherited)?;
             first.adopt_metrics(handed)?;
             first
         }
-        None => Reactor::new(config.clone(), defaults, siblings(0), activated)?,
+        None => Reactor::new(config.clone(), defaults, siblings(0), inherited)?,
     };
     if let Some(notifier) = handed.notifier {
         first.notify_to(notifier);
@@ -488,7 +498,10 @@ fn run_reactors(
     // The first reactor bound the sockets (or took systemd's); the others accept from the same ones.
     let mut reactors = Vec::with_capacity(threads.saturating_sub(1));
     for index in 1..threads {
-        let shared = first.share_listeners()?;
+        let shared = Inherited {
+            tcp: first.share_listeners()?,
+            ..Inherited::default()
+        };
         reactors.push(Reactor::new(
             config.clone(),
             defaults,
@@ -521,6 +534,7 @@ fn run_reactors(
     let took_over = predecessor.is_some();
     if let Some(predecessor) = predecessor {
         predecessor.take_over()?;
+        first.own_socket_files();
         info!("upgrade: took over the listening sockets; the old process is draining");
     }
     if let Some(path) = upgrades.socket.as_deref() {
@@ -542,7 +556,7 @@ fn run_reactors(
         }
     }
     // Every reactor has dropped its end of the queue: the writer writes out the last lines and stops.
-    drop(access_log);
+    drop(shared);
     if let Some(writer) = writer {
         writer.finish();
     }

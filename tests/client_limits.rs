@@ -269,9 +269,9 @@ fn test_reload_changes_max_conns_per_client() {
         "no reload; log:\n{}",
         fwd.logs()
     );
-    // The replaced route counts afresh: the live connection stays with the old, draining one.
+    // The replacing route shares the old one's table (by name): the live connection, left with the
+    // old, draining route, still counts against the new limit of 2.
     let _a = served("127.0.0.1", addr);
-    let _b = served("127.0.0.1", addr);
     reset_at_once("127.0.0.1", addr);
     // Counted under the route's name, across the replacement.
     let body = scrape(fwd.metrics_addr());
@@ -282,6 +282,75 @@ fn test_reload_changes_max_conns_per_client() {
         ),
         2
     );
+    // Once it closes, its room is the new route's.
+    drop(_live);
+    fwd.wait_for_close("client-fin", Duration::from_secs(5));
+    let _b = served("127.0.0.1", addr);
+}
+
+/// With `--threads 2` both reactors accept from the one socket, and a client's connections are
+/// counted once for the route, whichever reactor took them: `--max-conns-per-client 3` lets exactly
+/// 3 in. Clients keep coming (every one held open) until each reactor's stats line shows it accepted
+/// some and at least 4 came, so that tables per reactor would have let at least 4 in.
+#[test]
+fn test_threads_share_one_client_table() {
+    let echo = Backend::echo();
+    let opts = Options {
+        rust_log: Some("info".into()),
+        ..Options::default()
+    };
+    let fwd = Forwarder::start_with(
+        &[
+            "--upstream",
+            &echo.upstream_arg(),
+            "--threads",
+            "2",
+            "--stats-interval",
+            "50ms",
+            "--max-conns-per-client",
+            "3",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        &opts,
+    );
+    let accepts = |reactor| stats_total(&fwd.logs(), reactor, "accepts");
+    let (mut held, mut refused) = (Vec::new(), 0u64);
+    for _round in 0..30 {
+        for _ in 0..4 {
+            match try_connect_from("127.0.0.1", fwd.addr()) {
+                Ok(mut client) => {
+                    let _ = client.write_all(b"hello");
+                    let mut buf = [0u8; 5];
+                    match client.read_exact(&mut buf) {
+                        Ok(()) => held.push(client),
+                        Err(e) if classify(&e) == End::Reset => refused += 1,
+                        Err(e) => panic!("neither served nor reset: {e}"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => refused += 1,
+                Err(e) => panic!("connect: {e}"),
+            }
+        }
+        let total = held.len() as u64 + refused;
+        // The stats lines come every 50 ms: wait for them to cover every client so far.
+        wait_until(Duration::from_secs(5), || accepts(0) + accepts(1) == total);
+        if accepts(0) > 0 && accepts(1) > 0 {
+            break;
+        }
+    }
+    let (zero, one) = (accepts(0), accepts(1));
+    assert!(
+        zero > 0 && one > 0,
+        "both reactors must accept for the test to mean anything: {zero} and {one}"
+    );
+    assert_eq!(
+        held.len(),
+        3,
+        "one client, limit 3, reactors accepted {zero} and {one}"
+    );
+    assert_eq!(rejects(&fwd, "max-conns"), refused);
+    assert_eq!(echo.accepted(), 3);
 }
 
 /// A bad value is refused at start, naming it, with status 2.

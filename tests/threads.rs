@@ -7,18 +7,7 @@ use std::io::{Read, Write};
 use std::thread;
 use std::time::Duration;
 
-use common::{connect, echo_roundtrip, log_counter, Backend, Forwarder, Options};
-
-/// Sum of `key=+N` over the stats lines of reactor `reactor`.
-fn stats_total(logs: &str, reactor: usize, key: &str) -> u64 {
-    logs.lines()
-        .filter(|line| line.contains(&format!("stats: reactor={reactor} ")))
-        .filter_map(|line| {
-            let value = line.split_once(&format!(" {key}=+"))?.1;
-            value.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum()
-}
+use common::{connect, echo_roundtrip, log_counter, stats_total, Backend, Forwarder, Options};
 
 /// Starts `edgefwd --threads 2` on `listen` in front of `echo` (plus `extra` flags), with a stats line
 /// every 100 ms (per reactor, so that each one's counters can be read).

@@ -1,14 +1,16 @@
 //! Binary upgrade (`--upgrade-socket` / `--upgrade-from`): the binary hands its listening sockets to
 //! itself while clients keep coming. New connections at a steady rate, each echoing a pattern, and long
 //! transfers, across two hops: not one is refused or reset, every byte comes back, each old process exits
-//! once its own pairs have drained. Also with `--threads 2`, and a successor that dies before taking
-//! over (the old one keeps serving).
+//! once its own pairs have drained. Also with `--threads 2`, over a Unix listener (handed over, never
+//! bound again), with the old process out of fds when its successor comes, and a successor that dies
+//! before taking over (the old one keeps serving).
 
 mod common;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +37,13 @@ fn socket_path(tag: &str) -> PathBuf {
     path
 }
 
+/// Where [`Steady`] clients connect.
+#[derive(Debug, Clone)]
+enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
 /// Clients that open a new connection every [`RATE`] until stopped, each echoing [`SHORT`] pattern
 /// bytes; every failure is kept, with what it was.
 struct Steady {
@@ -45,18 +54,19 @@ struct Steady {
 }
 
 impl Steady {
-    fn start(addr: SocketAddr, threads: usize) -> Steady {
+    fn start(target: Target, threads: usize) -> Steady {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..threads)
             .map(|t| {
                 let (stop, done, failures) = (stop.clone(), done.clone(), failures.clone());
+                let target = target.clone();
                 thread::spawn(move || {
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let offset = (t as u64 * 1_000_003 + n * 4099) % (1 << 20);
-                        match short_echo(addr, offset) {
+                        match short_echo(&target, offset) {
                             Ok(()) => {
                                 done.fetch_add(1, Ordering::Relaxed);
                             }
@@ -95,14 +105,26 @@ impl Steady {
 }
 
 /// One short connection: write the pattern at `offset`, half-close, read it all back, expect EOF.
-fn short_echo(addr: SocketAddr, offset: u64) -> io::Result<()> {
-    let mut stream = TcpStream::connect(addr)?;
-    set_timeouts(&stream, IO_TIMEOUT);
+fn short_echo(target: &Target, offset: u64) -> io::Result<()> {
     let sent = pattern(offset, SHORT);
-    stream.write_all(sent)?;
-    stream.shutdown(Shutdown::Write)?;
     let mut back = Vec::with_capacity(SHORT);
-    stream.read_to_end(&mut back)?;
+    match target {
+        Target::Tcp(addr) => {
+            let mut stream = TcpStream::connect(addr)?;
+            set_timeouts(&stream, IO_TIMEOUT);
+            stream.write_all(sent)?;
+            stream.shutdown(Shutdown::Write)?;
+            stream.read_to_end(&mut back)?;
+        }
+        Target::Unix(path) => {
+            let mut stream = UnixStream::connect(path)?;
+            stream.set_read_timeout(Some(IO_TIMEOUT))?;
+            stream.set_write_timeout(Some(IO_TIMEOUT))?;
+            stream.write_all(sent)?;
+            stream.shutdown(Shutdown::Write)?;
+            stream.read_to_end(&mut back)?;
+        }
+    }
     if back != sent {
         return Err(io::Error::other(format!(
             "echoed {} bytes, not the {SHORT} sent",
@@ -165,20 +187,17 @@ fn check_long(transfer: Transfer) {
     );
 }
 
-/// Starts `edgefwd` with the common flags plus `extra`.
+/// Starts `edgefwd` with the common flags plus `extra` (whose `--config`, if any, gives the route
+/// instead of `--listen 127.0.0.1:PORT --upstream BACKEND`).
 fn start(port: u16, backend: &Backend, path: &str, extra: &[&str]) -> Forwarder {
     let listen = format!("127.0.0.1:{port}");
     let upstream = backend.upstream_arg();
-    let mut args = vec![
-        "--listen",
-        &listen,
-        "--upstream",
-        &upstream,
-        "--upgrade-socket",
-        path,
-        "--shutdown-timeout",
-        "60s",
-    ];
+    let mut args = if extra.contains(&"--config") {
+        Vec::new()
+    } else {
+        vec!["--listen", &listen, "--upstream", &upstream]
+    };
+    args.extend(["--upgrade-socket", path, "--shutdown-timeout", "60s"]);
     args.extend_from_slice(extra);
     let fwd = Forwarder::start(&args);
     // A first process binds its upgrade socket just after its listeners (a successor, only once it
@@ -259,7 +278,7 @@ fn upgrade_twice(threads: &str) {
         "only the owner may hand the sockets over"
     );
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let steady = Steady::start(addr, 2);
+    let steady = Steady::start(Target::Tcp(addr), 2);
     let mut second = hop(&mut first, (port, &backend, at), &flags);
     assert!(names(&second), "the successor holds the pid file");
     let after_first = steady.done();
@@ -326,7 +345,7 @@ fn test_failed_upgrade_leaves_the_old_serving() {
     let at = path.to_str().expect("utf-8 path");
     let mut old = start(port, &backend, at, &[]);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let steady = Steady::start(addr, 1);
+    let steady = Steady::start(Target::Tcp(addr), 1);
 
     let mut offer = Vec::new();
     let mut peek = UnixStream::connect(&path).expect("connect to the upgrade socket");
@@ -410,7 +429,7 @@ fn test_upgrade_from_a_socket_activated_process() {
     old.expect_log("is socket-activated fd 3", EXIT_TIMEOUT);
     old.expect_log("upgrade socket on", EXIT_TIMEOUT);
     drop(activated); // only the processes hold it now
-    let steady = Steady::start(addr, 2);
+    let steady = Steady::start(Target::Tcp(addr), 2);
     let mut new = hop(&mut old, (addr.port(), &backend, at), &[]);
     new.expect_log("is handed-over fd", EXIT_TIMEOUT);
     let before = steady.done();
@@ -421,4 +440,110 @@ fn test_upgrade_from_a_socket_activated_process() {
     assert!(failures.is_empty(), "{failures:?}");
     new.signal(libc::SIGTERM);
     assert!(new.wait_exit(EXIT_TIMEOUT).is_some_and(|s| s.success()));
+}
+
+/// A route listening on TCP and on a Unix path: the successor takes the Unix listener over (the file
+/// keeps its inode: it was neither removed nor bound again), steady clients over the Unix socket meet
+/// no failure across the hop, the old process leaves the file behind when it exits, and the last
+/// process removes it at its own exit.
+#[test]
+fn test_upgrade_hands_over_unix_listeners() {
+    let backend = Backend::echo();
+    let port = unused_port();
+    let path = socket_path("unix");
+    let at = path.to_str().expect("utf-8 path");
+    let unix = socket_path("unix-listener");
+    let file = common::ConfigFile::new(&format!(
+        "[[route]]\nname = \"web\"\nlisten = [\"127.0.0.1:{port}\", \"unix:{}\"]\nupstreams = [\"{}\"]\n",
+        unix.display(),
+        backend.upstream_arg()
+    ));
+    let flags = ["--config", file.path()];
+    let mut old = start(port, &backend, at, &flags);
+    let inode = std::fs::metadata(&unix)
+        .expect("the Unix listener's file")
+        .ino();
+    let steady = Steady::start(Target::Unix(unix.clone()), 2);
+    assert!(common::wait_until(Duration::from_secs(20), || steady
+        .done()
+        > 20));
+    let mut new = hop(&mut old, (port, &backend, at), &flags);
+    assert_eq!(
+        std::fs::metadata(&unix).map(|m| m.ino()).ok(),
+        Some(inode),
+        "the socket file must outlive the old process, untouched"
+    );
+    let before = steady.done();
+    assert!(
+        common::wait_until(Duration::from_secs(20), || steady.done() > before + 20),
+        "the successor serves the Unix clients"
+    );
+    let done = steady.done();
+    let failures = steady.finish();
+    assert!(
+        failures.is_empty(),
+        "{} of {} Unix connections failed across the upgrade: {:?}",
+        failures.len(),
+        done + failures.len() as u64,
+        &failures[..failures.len().min(10)]
+    );
+    new.signal(libc::SIGTERM);
+    assert!(new.wait_exit(EXIT_TIMEOUT).is_some_and(|s| s.success()));
+    assert!(!unix.exists(), "the last process removes the socket file");
+}
+
+/// The old process is out of descriptors when its successor connects: the upgrade socket's accept
+/// fails (EMFILE) and, edge-triggered, would never be told again; it is retried after the accept
+/// pause, and succeeds once pairs closing give fds back, so the successor takes over.
+#[test]
+fn test_upgrade_socket_accept_retries_after_emfile() {
+    let backend = Backend::echo();
+    let port = unused_port();
+    let path = socket_path("emfile");
+    let at = path.to_str().expect("utf-8 path");
+    let mut old = start(port, &backend, at, &[]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let clients: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut client = common::connect(addr);
+            client.write_all(b"ping").expect("write");
+            let mut buf = [0u8; 4];
+            client.read_exact(&mut buf).expect("echo");
+            client
+        })
+        .collect();
+    // The lowest free descriptor number: a limit there leaves none, and fds are handed out lowest
+    // first, so the clients' pairs (opened last) sit below it and give it room when they close.
+    let numbers = common::support::procfs::fd_numbers(old.pid()).expect("/proc/PID/fd");
+    let first_free = (0..).find(|n| !numbers.contains(n)).expect("a free number");
+    old.lower_nofile(first_free);
+    let successor = {
+        let backend_arg = backend.upstream_arg();
+        let at = at.to_string();
+        thread::spawn(move || {
+            let listen = format!("127.0.0.1:{port}");
+            Forwarder::start(&[
+                "--listen",
+                &listen,
+                "--upstream",
+                &backend_arg,
+                "--upgrade-from",
+                &at,
+                "--upgrade-socket",
+                &at,
+            ])
+        })
+    };
+    old.expect_log("Too many open files", EXIT_TIMEOUT);
+    assert!(
+        !old.logs().contains("offered"),
+        "the accept failed: nothing offered yet"
+    );
+    drop(clients); // their pairs close, and give fds back
+    let new = successor.join().expect("the successor starts");
+    new.expect_log("upgrade: took over the listening sockets", EXIT_TIMEOUT);
+    old.expect_log("the successor took over", EXIT_TIMEOUT);
+    let status = old.wait_exit(EXIT_TIMEOUT).expect("the old process exits");
+    assert!(status.success(), "old process: {status}");
+    short_echo(&Target::Tcp(addr), 0).expect("the successor serves");
 }

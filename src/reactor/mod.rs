@@ -61,11 +61,14 @@ use crate::reactor::scrape::MetricsServer;
 use crate::reactor::timer::{Entry, Timers};
 use crate::reactor::worker::{Inbox, Worker};
 use crate::service::notify::Notifier;
+use crate::service::upgrade::PassedUnix;
 use crate::session::connect::Step;
+use crate::session::pair::diagnosis::{self, Limits};
 use crate::session::pair::{Outcome, Pair};
 use crate::session::udp::forward::UdpRoute;
 use crate::throttle::Throttle;
 use crate::token::{self, Owner, PairToken, Side};
+use crate::upstream::clients::ClientTables;
 use crate::upstream::prewarm::WarmPool;
 use crate::upstream::route::{Listener, Route};
 
@@ -121,6 +124,20 @@ pub struct Siblings {
     pub budget: FdBudget,
     /// `--access-log`: the one writer thread's queue, which every reactor offers its lines to.
     pub access_log: Option<AccessLog>,
+    /// The routes' per-client tables, shared by every reactor (`upstream::clients`).
+    pub clients: ClientTables,
+}
+
+/// Listening sockets a reactor takes instead of binding.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// TCP, route by route: the first reactor's listeners (its [`Reactor::share_listeners`]) for a
+    /// `--threads` sibling to accept from; for the first reactor, the sockets systemd or a predecessor
+    /// passed, placed by [`activated_listeners`] (empty: it binds the configured addresses).
+    pub tcp: Vec<Vec<Listener>>,
+    /// Unix stream listeners a predecessor handed over (binary upgrade; the first reactor only): each
+    /// serves the route listening at its address instead of a new bind.
+    pub unix: Vec<PassedUnix>,
 }
 
 /// The single-threaded forwarder.
@@ -185,14 +202,12 @@ pub struct Reactor {
 
 impl Reactor {
     /// Binds every route's listeners and sets up polling. Errors are start failures for `main` to report.
-    /// `shared` gives, route by route, the first reactor's listeners (its [`Self::share_listeners`]) for
-    /// a `--threads` sibling to accept from instead of binding; empty for the first reactor, which binds
-    /// the configured addresses.
+    /// `inherited` gives the listening sockets to take instead of binding ([`Inherited`]).
     pub fn new(
         config: Config,
         defaults: Defaults,
         siblings: Siblings,
-        shared: Vec<Vec<Listener>>,
+        inherited: Inherited,
     ) -> Result<Reactor, String> {
         let poll = Poll::new().map_err(|err| format!("cannot create the poller: {err}"))?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
@@ -268,7 +283,8 @@ impl Reactor {
             udp: Slab::new(),
             udp_yielded: Vec::new(),
         };
-        let mut shared = shared.into_iter();
+        let mut shared = inherited.tcp.into_iter();
+        let mut handed_unix = upgrade::adopt_unix(inherited.unix);
         for route in config.routes {
             if route.protocol == Protocol::Udp {
                 if reactor.siblings.index == 0 {
@@ -291,8 +307,9 @@ impl Reactor {
                     ))
                 }
             };
-            reactor.insert_route(route, listeners, None, &mut Vec::new())?;
+            reactor.insert_route(route, listeners, None, &mut handed_unix)?;
         }
+        upgrade::close_unwanted(handed_unix);
         Ok(reactor)
     }
 
@@ -599,6 +616,7 @@ impl Reactor {
             };
             match pair.deadline(&route.deadlines) {
                 Some((at, cause)) if at <= self.now => {
+                    diagnosis::log_expiry(pair, &Limits::of(route), cause, self.now);
                     let outcome = pair.expire(cause, self.now);
                     self.settle(entry.slot, outcome)
                 }
@@ -618,7 +636,7 @@ impl Reactor {
         {
             self.cut_all();
         }
-        self.expire_successor();
+        self.upgrade_due();
         self.expire_probes();
         self.start_probes();
         self.start_resolves();
@@ -658,7 +676,7 @@ mod tests {
         Pair::new(
             id,
             (client, addr),
-            (upstream, addr, None),
+            (upstream, addr.into(), None),
             0,
             Plan::Upstreams {
                 tried: Tried::default(),

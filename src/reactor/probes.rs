@@ -1,9 +1,9 @@
-//! Active health checks: every `health_interval`, one non-blocking TCP connect per endpoint (address of
+//! Active health checks: every `health_interval`, one non-blocking connect per endpoint (address of
 //! an upstream) of a route, closed as soon as it resolves and counted as a success or failure in that
 //! endpoint's health.
 //!
 //! The edge-triggered and lifecycle points:
-//! - The outcome is asked of the kernel ([`net::connect_result`]: `peer_addr`, then `take_error`), never
+//! - The outcome is asked of the kernel ([`Socket::connect_result`]: `peer_addr`, then `take_error`), never
 //!   read off the event: a refused connect can show up as readable, writable or error, and a spurious
 //!   event leaves the connect pending.
 //! - Probe tokens carry no generation: probe slots are freed during a batch but reused only when a round
@@ -15,17 +15,19 @@
 use std::time::Instant;
 
 use log::{debug, trace, warn};
-use mio::net::TcpStream;
 use mio::Interest;
 
 use super::Reactor;
-use crate::datapath::net::{self, ConnectState};
+use crate::config::UpstreamAddr;
+use crate::datapath::net::ConnectState;
+use crate::datapath::stream::{Conn, Socket};
 use crate::token::{self, MAX_PROBES};
 
-/// An active health check: a plain TCP connect to one upstream, closed as soon as it completes.
+/// An active health check: a plain connect (TCP, or a Unix stream for a `unix:` upstream) to one
+/// upstream, closed as soon as it completes.
 #[derive(Debug)]
 pub(super) struct Probe {
-    stream: TcpStream,
+    stream: Conn,
     /// Slot of the route; with `uid`, so that a slot reused by a reload is not mistaken for it.
     route: usize,
     uid: u64,
@@ -51,17 +53,17 @@ impl Reactor {
                 continue;
             };
             route.next_probe = route.config.health_interval.map(|interval| now + interval);
-            let idle: Vec<(usize, std::net::SocketAddr)> = route
+            let idle: Vec<(usize, UpstreamAddr)> = route
                 .upstreams
                 .live()
                 .filter(|(_, endpoint)| !endpoint.probing)
-                .map(|(slot, endpoint)| (slot, endpoint.addr))
+                .map(|(slot, endpoint)| (slot, endpoint.addr.clone()))
                 .collect();
             for (slot, addr) in idle {
                 if self.probes.len() >= MAX_PROBES {
                     break;
                 }
-                let mut stream = match net::start_connect(addr, route.options) {
+                let mut stream = match Conn::connect(&addr, route.options) {
                     Ok(stream) => stream,
                     Err(err) => {
                         debug!(
@@ -104,7 +106,7 @@ impl Reactor {
         let Some(probe) = self.probes.get(slot) else {
             return;
         };
-        let ok = match net::connect_result(&probe.stream) {
+        let ok = match probe.stream.connect_result() {
             ConnectState::Pending => return,
             ConnectState::Connected => true,
             ConnectState::Failed(err) => {

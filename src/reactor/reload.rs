@@ -438,6 +438,7 @@ impl Reactor {
         let previous = previous
             .and_then(|old| self.routes.get(old))
             .map(|old| &old.upstreams);
+        let clients = self.siblings.clients.route(&config.name);
         let route = Route::new(
             self.next_route_uid,
             config,
@@ -449,6 +450,7 @@ impl Reactor {
         );
         let mut route = route;
         route.unix_listeners = unix_listeners;
+        route.clients = clients;
         let key = self.routes.insert(route);
         self.next_route_uid += 1;
         Ok(key)

@@ -3,18 +3,24 @@
 //!
 //! The exchange, in order:
 //! 1. The successor connects to PATH. The old process answers at once with one message ([`offer`]):
-//!    the text `edgefwd-upgrade 1\n`, one line `ADDR NAME\n` per listening socket (its bound address and
-//!    its route's name), `end\n`; and, as `SCM_RIGHTS` ancillary data of the same `sendmsg`, the
-//!    sockets themselves. The successor receives them ([`Predecessor::connect`]) as socket activation
-//!    receives systemd's (the same [`Passed`], matched to routes by the same plan). The `--metrics`
-//!    listener comes along under the name [`METRICS_NAME`].
+//!    the text `edgefwd-upgrade 1\n`, one line `ADDR NAME\n` per listening TCP socket (its bound
+//!    address and its route's name) and `unix NAME\n` per Unix stream listener, `end\n`; and, as
+//!    `SCM_RIGHTS` ancillary data of the same `sendmsg`, the sockets themselves. The successor receives
+//!    them ([`Predecessor::connect`]): the TCP ones as socket activation receives systemd's (the same
+//!    [`Passed`], matched to routes by the same plan), the Unix ones as [`PassedUnix`], which reactor 0
+//!    takes instead of binding a listen address equal to the socket's own (read from the socket: a path
+//!    may hold any byte, so it stays out of the text). The `--metrics` listener comes along under the
+//!    name [`METRICS_NAME`].
 //! 2. Once its own reactors have the sockets registered, the successor writes `take-over\n`
 //!    ([`Predecessor::take_over`]). The old process closes its upgrade socket, then this connection,
 //!    and stops accepting; the successor waits for that end of file, then binds PATH itself (`reactor::upgrade`, through `datapath::unix::bind`).
 //!
 //! The sockets are never closed in between: both processes hold them for a moment, and clients wait
 //! in the kernel's accept queue, which neither process owns alone. If the successor dies before step 2,
-//! the old process sees the connection end without `take-over` and keeps serving.
+//! the old process sees the connection end without `take-over` and keeps serving. A Unix listener's
+//! file is never unlinked nor bound again: the old process leaves it in place when it exits after the
+//! hand-over, and the successor owns it (removes it at its own exit) only from step 2 on, so a
+//! successor that dies before cannot take the file from under the old process.
 //!
 //! Like the rest of `service`, this uses no other module of the crate.
 
@@ -22,9 +28,11 @@ use std::io::{self, Read, Write};
 use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixStream};
 use std::path::Path;
 use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
 
 use super::activation::{self, Passed};
 
@@ -44,8 +52,28 @@ const MAX_OFFER: usize = 64 * 1024;
 /// How long the successor waits for each step of the old process (a busy debug build included).
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One listening socket to offer: its descriptor, its route's name, its bound address.
-pub(crate) type Offered<'a> = (RawFd, &'a str, SocketAddr);
+/// The word an offer line has for a Unix listener where a TCP one has its address.
+const UNIX: &str = "unix";
+
+/// What an offered listening socket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// TCP, bound to this address.
+    Tcp(SocketAddr),
+    /// Unix stream: the successor reads its address from the socket.
+    Unix,
+}
+
+/// One listening socket to offer: its descriptor, its route's name, what it is.
+pub(crate) type Offered<'a> = (RawFd, &'a str, Kind);
+
+/// A Unix stream listener a predecessor handed over: non-blocking, close-on-exec.
+#[derive(Debug)]
+pub struct PassedUnix {
+    pub(crate) socket: mio::net::UnixListener,
+    /// The address it is bound to, as the socket says.
+    pub(crate) local: UnixSocketAddr,
+}
 
 /// Sends the offer (the text and the sockets, in one message) on the connection `conn`.
 pub(crate) fn offer(conn: &impl AsRawFd, sockets: &[Offered]) -> io::Result<()> {
@@ -56,8 +84,11 @@ pub(crate) fn offer(conn: &impl AsRawFd, sockets: &[Offered]) -> io::Result<()> 
         )));
     }
     let mut text = String::from(HELLO);
-    for (_, name, local) in sockets {
-        text.push_str(&format!("{local} {name}\n"));
+    for (_, name, kind) in sockets {
+        match kind {
+            Kind::Tcp(local) => text.push_str(&format!("{local} {name}\n")),
+            Kind::Unix => text.push_str(&format!("{UNIX} {name}\n")),
+        }
     }
     text.push_str(END);
     let fds: Vec<RawFd> = sockets.iter().map(|(fd, _, _)| *fd).collect();
@@ -75,16 +106,17 @@ pub struct Predecessor {
 }
 
 impl Predecessor {
-    /// Connects to the old process's upgrade socket at `path` and receives its listening sockets.
-    pub fn connect(path: &Path) -> Result<(Predecessor, Vec<Passed>), String> {
+    /// Connects to the old process's upgrade socket at `path` and receives its listening sockets: TCP
+    /// and Unix.
+    pub fn connect(path: &Path) -> Result<(Predecessor, Vec<Passed>, Vec<PassedUnix>), String> {
         let at = path.display();
         let conn = UnixStream::connect(path)
             .map_err(|err| format!("--upgrade-from {at}: cannot connect: {err}"))?;
         conn.set_read_timeout(Some(STEP_TIMEOUT))
             .and_then(|()| conn.set_write_timeout(Some(STEP_TIMEOUT)))
             .map_err(|err| format!("--upgrade-from {at}: {err}"))?;
-        let passed = receive(&conn).map_err(|err| format!("--upgrade-from {at}: {err}"))?;
-        Ok((Predecessor { conn }, passed))
+        let (passed, unix) = receive(&conn).map_err(|err| format!("--upgrade-from {at}: {err}"))?;
+        Ok((Predecessor { conn }, passed, unix))
     }
 
     /// The old process's pid, as the kernel saw it connect (`SO_PEERCRED`): the one live process whose
@@ -136,8 +168,9 @@ impl Predecessor {
     }
 }
 
-/// Receives an offer: the sockets, each with its route's name, checked to be listening TCP sockets.
-fn receive(conn: &UnixStream) -> Result<Vec<Passed>, String> {
+/// Receives an offer: the TCP sockets, each with its route's name, and the Unix ones, each checked to
+/// be a listening socket of its kind.
+fn receive(conn: &UnixStream) -> Result<(Vec<Passed>, Vec<PassedUnix>), String> {
     let mut data = vec![0u8; MAX_OFFER];
     let (got, fds) = recv_with_fds(conn.as_raw_fd(), &mut data)
         .map_err(|err| format!("cannot receive the sockets: {err}"))?;
@@ -162,22 +195,48 @@ fn receive(conn: &UnixStream) -> Result<Vec<Passed>, String> {
             fds.len()
         ));
     }
-    lines
-        .into_iter()
-        .zip(fds)
-        .map(|((local, name), fd)| {
-            let what = format!("upgrade fd {} (name {name:?})", fd.as_raw_fd());
-            let passed = activation::listening(fd, name, &what, true)?;
-            if passed.local != local {
-                return Err(format!("{what}: is bound to {}", passed.local));
+    let (mut tcp, mut unix) = (Vec::new(), Vec::new());
+    for ((kind, name), fd) in lines.into_iter().zip(fds) {
+        let what = format!("upgrade fd {} (name {name:?})", fd.as_raw_fd());
+        match kind {
+            Kind::Tcp(local) => {
+                let passed = activation::listening(fd, name, &what, true)?;
+                if passed.local != local {
+                    return Err(format!("{what}: is bound to {}", passed.local));
+                }
+                tcp.push(passed);
             }
-            Ok(passed)
-        })
-        .collect()
+            Kind::Unix => unix.push(unix_listening(fd, &what)?),
+        }
+    }
+    Ok((tcp, unix))
 }
 
-/// The `ADDR NAME` lines of an offer's text.
-fn parse(text: &str) -> Result<Vec<(SocketAddr, String)>, String> {
+/// Takes an owned descriptor as a listening Unix stream socket, non-blocking and close-on-exec.
+fn unix_listening(socket: OwnedFd, what: &str) -> Result<PassedUnix, String> {
+    let socket = Socket::from(socket);
+    let unix = socket.domain().is_ok_and(|d| d == Domain::UNIX);
+    let stream = socket.r#type().is_ok_and(|t| t == Type::STREAM);
+    let listening = socket.is_listener().unwrap_or(false);
+    if !(unix && stream && listening) {
+        return Err(format!("{what}: not a listening Unix stream socket"));
+    }
+    socket
+        .set_nonblocking(true)
+        .and_then(|()| socket.set_cloexec(true))
+        .map_err(|err| format!("{what}: {err}"))?;
+    let listener = std::os::unix::net::UnixListener::from(OwnedFd::from(socket));
+    let local = listener
+        .local_addr()
+        .map_err(|err| format!("{what}: {err}"))?;
+    Ok(PassedUnix {
+        socket: mio::net::UnixListener::from_std(listener),
+        local,
+    })
+}
+
+/// The `ADDR NAME` and `unix NAME` lines of an offer's text.
+fn parse(text: &str) -> Result<Vec<(Kind, String)>, String> {
     let body = text
         .strip_prefix(HELLO)
         .and_then(|rest| rest.strip_suffix(END))
@@ -187,10 +246,14 @@ fn parse(text: &str) -> Result<Vec<(SocketAddr, String)>, String> {
             let (addr, name) = line
                 .split_once(' ')
                 .ok_or_else(|| format!("bad offer line {line:?}"))?;
-            let addr = addr
-                .parse()
-                .map_err(|_| format!("bad address in offer line {line:?}"))?;
-            Ok((addr, name.to_string()))
+            let kind = match addr {
+                UNIX => Kind::Unix,
+                addr => Kind::Tcp(
+                    addr.parse()
+                        .map_err(|_| format!("bad address in offer line {line:?}"))?,
+                ),
+            };
+            Ok((kind, name.to_string()))
         })
         .collect()
 }
@@ -317,11 +380,14 @@ mod tests {
         let queued = std::net::TcpStream::connect(la).expect("connect");
         offer(
             &old,
-            &[(a.as_raw_fd(), "web", la), (b.as_raw_fd(), "api two", lb)],
+            &[
+                (a.as_raw_fd(), "web", Kind::Tcp(la)),
+                (b.as_raw_fd(), "api two", Kind::Tcp(lb)),
+            ],
         )
         .expect("offer");
         drop(a); // the sender lets go; the socket lives on in the message
-        let passed = receive(&new).expect("receive");
+        let (passed, _) = receive(&new).expect("receive");
         let got: Vec<(&str, SocketAddr)> =
             passed.iter().map(|p| (p.name.as_str(), p.local)).collect();
         assert_eq!(got, vec![("web", la), ("api two", lb)]);
@@ -349,7 +415,7 @@ mod tests {
         let (old, new) = UnixStream::pair().expect("pair");
         let (x, _y) = UnixStream::pair().expect("pair");
         let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        offer(&old, &[(x.as_raw_fd(), "web", addr)]).expect("offer");
+        offer(&old, &[(x.as_raw_fd(), "web", Kind::Tcp(addr))]).expect("offer");
         let err = receive(&new).expect_err("not a listener");
         assert!(err.contains("not a listening TCP socket"), "{err}");
         let text = format!("{HELLO}{addr} web\n{END}");
@@ -373,16 +439,16 @@ mod tests {
             metrics.local_addr().expect("m"),
         );
         let offered = [
-            (web.as_raw_fd(), "web", lw),
-            (metrics.as_raw_fd(), METRICS_NAME, lm),
+            (web.as_raw_fd(), "web", Kind::Tcp(lw)),
+            (metrics.as_raw_fd(), METRICS_NAME, Kind::Tcp(lm)),
         ];
         offer(&old, &offered).expect("offer");
         offer(&old, &offered).expect("offer again");
-        let mut passed = receive(&new).expect("receive");
+        let (mut passed, _) = receive(&new).expect("receive");
         let taken = take_metrics(&mut passed, Some(lm)).map(|p| p.local);
         assert_eq!(taken, Some(lm));
         assert_eq!(passed.iter().map(|p| p.local).collect::<Vec<_>>(), vec![lw]);
-        let mut passed = receive(&new).expect("receive");
+        let (mut passed, _) = receive(&new).expect("receive");
         assert!(take_metrics(&mut passed, Some(lw)).is_none());
         assert_eq!(
             passed.len(),
@@ -396,5 +462,49 @@ mod tests {
         assert!(parse("edgefwd-upgrade 2\nend\n").is_err());
         assert_eq!(parse(&format!("{HELLO}{END}")), Ok(vec![]));
         assert!(parse(&format!("{HELLO}nonsense\n{END}")).is_err());
+    }
+
+    /// A Unix listener goes as `unix NAME`, and arrives with its own address, still accepting the
+    /// connection queued before; a descriptor offered as Unix that is not one is refused.
+    #[test]
+    fn test_offer_and_receive_carry_unix_listeners() {
+        let (old, new) = UnixStream::pair().expect("pair");
+        let path = std::env::temp_dir().join(format!("edgefwd-offer-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let lt = tcp.local_addr().expect("addr");
+        let queued = UnixStream::connect(&path).expect("connect");
+        offer(
+            &old,
+            &[
+                (listener.as_raw_fd(), "web", Kind::Unix),
+                (tcp.as_raw_fd(), "web", Kind::Tcp(lt)),
+            ],
+        )
+        .expect("offer");
+        drop(listener);
+        let (passed, unix) = receive(&new).expect("receive");
+        assert_eq!(passed.iter().map(|p| p.local).collect::<Vec<_>>(), vec![lt]);
+        let [handed] = <[PassedUnix; 1]>::try_from(unix).expect("one Unix listener");
+        assert_eq!(handed.local.as_pathname(), Some(path.as_path()));
+        let mut accepted = None;
+        for _ in 0..500 {
+            if let Ok((stream, _)) = handed.socket.accept() {
+                accepted = Some(stream);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let accepted = accepted.expect("the queued client is accepted through the handed socket");
+        assert_eq!(
+            accepted.peer_addr().expect("peer").as_pathname(),
+            queued.local_addr().expect("local").as_pathname()
+        );
+        let _ = std::fs::remove_file(&path);
+
+        offer(&old, &[(tcp.as_raw_fd(), "web", Kind::Unix)]).expect("offer");
+        let err = receive(&new).expect_err("a TCP socket offered as Unix");
+        assert!(err.contains("not a listening Unix stream socket"), "{err}");
     }
 }

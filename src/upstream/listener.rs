@@ -63,8 +63,10 @@ pub(crate) struct UnixListening {
     pub(crate) addr: UnixAddr,
     /// An edge arrived that no accept has drained to WouldBlock yet.
     pub(crate) ready: bool,
-    /// Removes the socket file when the listener goes (declared after `socket`: closed first).
-    _file: Option<SocketFile>,
+    /// Removes the socket file when the listener goes (declared after `socket`: closed first). `None`
+    /// for an abstract name, and for a listener a predecessor handed over until the hand-over is done
+    /// ([`UnixListening::own_file`]).
+    file: Option<SocketFile>,
 }
 
 impl UnixListening {
@@ -75,7 +77,37 @@ impl UnixListening {
             socket,
             addr: addr.clone(),
             ready: false,
-            _file: file,
+            file,
         })
+    }
+
+    /// A listener a predecessor bound at `addr` and handed over (binary upgrade): its file is not
+    /// this process's to remove until the predecessor has let go ([`UnixListening::own_file`]).
+    pub(crate) fn handed(socket: mio::net::UnixListener, addr: UnixAddr) -> UnixListening {
+        UnixListening {
+            socket,
+            addr,
+            ready: false,
+            file: None,
+        }
+    }
+
+    /// The predecessor let go: the socket file at this handed-over listener's path is this process's
+    /// now, removed when the listener goes. A listener with its file already, or an abstract one, is
+    /// left as it is.
+    pub(crate) fn own_file(&mut self) -> Result<(), String> {
+        if let (None, UnixAddr::Path(path)) = (&self.file, &self.addr) {
+            let file = SocketFile::created(path)
+                .map_err(|err| format!("cannot own the socket file {}: {err}", path.display()))?;
+            self.file = Some(file);
+        }
+        Ok(())
+    }
+
+    /// A successor took this listener over: its file stays when the listener goes.
+    pub(crate) fn keep_file(&mut self) {
+        if let Some(file) = self.file.take() {
+            file.keep();
+        }
     }
 }

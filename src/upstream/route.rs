@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::config::settings;
-use crate::config::{Addresses, Mode, RouteConfig};
+use crate::config::{Mode, RouteConfig, UpstreamAddr, UpstreamAddresses};
 use crate::datapath::budget::FdBudget;
 use crate::datapath::net::StreamOptions;
 use crate::datapath::pump::Shared;
@@ -27,7 +27,7 @@ use crate::observe::metric_kinds::ClientReject;
 use crate::observe::metrics::{Metrics, UpstreamRow};
 use crate::throttle::Throttle;
 use crate::upstream::balance::Balancer;
-use crate::upstream::clients::ClientTable;
+use crate::upstream::clients::SharedClients;
 use crate::upstream::endpoint::{Change, Endpoint, Tried, Upstreams, HOLD};
 use crate::upstream::health;
 use crate::wire::greeting::{ConnectRules, Rules};
@@ -119,8 +119,9 @@ pub(crate) struct Route {
     /// Since when the route has been stopped at `max_connections` with clients queued, as far as
     /// `queue_timeout` is concerned (restarted each time the queue is flushed).
     pub(crate) full_since: Option<Instant>,
-    /// Open connections and rate windows per client (`max_conns_per_client`, `conn_rate_per_client`).
-    pub(crate) clients: ClientTable,
+    /// Open connections and rate windows per client (`max_conns_per_client`, `conn_rate_per_client`):
+    /// a table of its own until the reactor gives it the one shared by the route's name.
+    pub(crate) clients: SharedClients,
     all_down_warning: Throttle,
     unresolved_warning: Throttle,
     /// When the next round of health probes is due.
@@ -135,7 +136,7 @@ impl Route {
     /// Upstream `index`'s name was looked up again (re-resolution, or a reloaded file): new addresses
     /// become endpoints for new connects, dropped ones take no new connects while their live pairs run
     /// on ([`Upstreams::resolved`]). Changes are logged once.
-    pub(crate) fn resolved(&mut self, index: usize, lookup: Addresses, now: Instant) {
+    pub(crate) fn resolved(&mut self, index: usize, lookup: UpstreamAddresses, now: Instant) {
         let changes = self.upstreams.resolved(index, lookup, now);
         self.report(&changes);
     }
@@ -145,7 +146,7 @@ impl Route {
         let route = &self.config.name;
         let list = self.upstreams.list();
         let name = |index: usize| list.get(index).map_or("-", |u| u.name.as_str());
-        let addrs = |addrs: &[SocketAddr]| {
+        let addrs = |addrs: &[UpstreamAddr]| {
             let texts: Vec<String> = addrs.iter().map(ToString::to_string).collect();
             texts.join(", ")
         };
@@ -220,7 +221,7 @@ impl Route {
             draining: false,
             at_limit: false,
             full_since: None,
-            clients: ClientTable::default(),
+            clients: SharedClients::default(),
             all_down_warning: Throttle::new(ALL_DOWN_WARNING_INTERVAL),
             unresolved_warning: Throttle::new(ALL_DOWN_WARNING_INTERVAL),
             next_probe: config.health_interval.map(|_| now),
@@ -234,9 +235,9 @@ impl Route {
         route
     }
 
-    /// Whether a client from `addr` may connect now ([`ClientTable::admit`]).
+    /// Whether a client from `addr` may connect now ([`SharedClients::admit`]).
     pub(crate) fn admit_client(
-        &mut self,
+        &self,
         addr: IpAddr,
         now: Instant,
     ) -> Result<Option<IpAddr>, ClientReject> {
@@ -244,7 +245,7 @@ impl Route {
     }
 
     /// A connection admitted under `key` closed.
-    pub(crate) fn release_client(&mut self, key: IpAddr, now: Instant) {
+    pub(crate) fn release_client(&self, key: IpAddr, now: Instant) {
         self.clients.release(key, &self.config, now);
     }
 
@@ -297,12 +298,12 @@ impl Route {
         client: IpAddr,
         tried: &mut Tried,
         now: Instant,
-    ) -> Option<(Lease, SocketAddr)> {
+    ) -> Option<(Lease, UpstreamAddr)> {
         let slot = self.pick(client, tried, now)?;
         tried.insert(slot);
         let endpoint = self.upstreams.get_mut(slot)?;
         endpoint.active += 1;
-        Some((Lease { slot }, endpoint.addr))
+        Some((Lease { slot }, endpoint.addr.clone()))
     }
 
     /// The one way a lease ends, whether its connect failed over or its pair closed: the endpoint's
@@ -598,7 +599,8 @@ pub(crate) mod tests {
         let client: IpAddr = "127.0.0.1".parse().expect("ip");
         assert!(route.unresolved(now));
         assert!(route.lease(client, &mut Tried::default(), now).is_none());
-        route.resolved(0, Ok(vec!["127.0.0.1:9".parse().expect("addr")]), now);
+        let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        route.resolved(0, Ok(vec![addr.into()]), now);
         assert!(!route.unresolved(now));
         let (lease, addr) = route
             .lease(client, &mut Tried::default(), now)

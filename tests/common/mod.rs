@@ -528,6 +528,18 @@ pub fn log_counter(logs: &str, key: &str) -> Option<u64> {
         .next_back()
 }
 
+/// Sum of `key=+N` over the `--stats-interval` lines of reactor `reactor` (`--threads`): what that
+/// reactor alone counted.
+pub fn stats_total(logs: &str, reactor: usize, key: &str) -> u64 {
+    logs.lines()
+        .filter(|line| line.contains(&format!("stats: reactor={reactor} ")))
+        .filter_map(|line| {
+            let value = line.split_once(&format!(" {key}=+"))?.1;
+            value.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 fn parse_close_line(line: &str) -> Option<CloseRecord> {
     if !line.contains("closed") || !line.contains(" cause=") {
         return None;

@@ -428,7 +428,7 @@ const MAX_CONNS_PER_CLIENT: Setting = Setting {
     value: "N",
     default: "off",
     on_reload: OnReload::Replaces,
-    doc: "most connections open at once from one client (a `per_client_prefix` network); more are reset (RST) at accept, or after the PROXY header with `accept_proxy`; a reload that replaces the route counts afresh",
+    doc: "most connections open at once from one client (a `per_client_prefix` network); more are reset (RST) at accept, or after the PROXY header with `accept_proxy`; a reload that replaces the route keeps counting (the table goes by route name)",
     show: |c| c.max_conns_per_client.map(|n| n.to_string()),
     example: Some(Example {
         base: Base::Forward,
@@ -443,7 +443,7 @@ const CONN_RATE_PER_CLIENT: Setting = Setting {
     value: "N/DURATION",
     default: "off",
     on_reload: OnReload::Replaces,
-    doc: "`\"N/DURATION\"`: most new connections from one client in each fixed window (from its first connection); more are reset (RST); a reload that replaces the route counts afresh",
+    doc: "`\"N/DURATION\"`: most new connections from one client in each fixed window (from its first connection); more are reset (RST); a reload that replaces the route keeps counting (the table goes by route name)",
     show: |c| c.conn_rate_per_client.map(|rate| rate.to_string()),
     example: Some(Example {
         base: Base::Forward,

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::access_log::Format;
+use crate::config::UpstreamAddr;
 
 /// One finished connection, as the reactor saw it.
 #[derive(Debug, Clone)]
@@ -28,7 +29,7 @@ pub(crate) struct Record {
     /// The client: the peer, or the source a PROXY header carried (`--accept-proxy`).
     pub(crate) client: SocketAddr,
     /// The upstream address connected to, or the last one tried; `None` if none was.
-    pub(crate) upstream: Option<SocketAddr>,
+    pub(crate) upstream: Option<UpstreamAddr>,
     /// Bytes forwarded client -> upstream (the PROXY header edgefwd sends included).
     pub(crate) c2u_bytes: u64,
     /// Bytes forwarded upstream -> client (a CONNECT `200` line included).
@@ -116,11 +117,15 @@ impl Record {
     /// The line in `format`, newline included, appended to `out`.
     pub(crate) fn render(&self, format: Format, out: &mut String) {
         let time = rfc3339_millis(self.time);
+        let upstream = self.upstream.as_ref().map(ToString::to_string);
         let mut fields = vec![
             ("time", Value::Text(&time)),
             ("route", Value::Text(&self.route)),
             ("client", Value::Addr(self.client)),
-            ("upstream", self.upstream.map_or(Value::Absent, Value::Addr)),
+            (
+                "upstream",
+                upstream.as_deref().map_or(Value::Absent, Value::Text),
+            ),
             ("c2u_bytes", Value::Count(self.c2u_bytes)),
             ("u2c_bytes", Value::Count(self.u2c_bytes)),
             ("duration_ms", Value::Millis(self.duration)),
@@ -293,7 +298,7 @@ mod tests {
             time: UNIX_EPOCH + Duration::from_millis(1_796_606_234_123),
             route: String::from("web"),
             client: SocketAddr::from(([127, 0, 0, 1], 40000)),
-            upstream: Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
+            upstream: Some(SocketAddr::from(([127, 0, 0, 1], 8000)).into()),
             c2u_bytes: 12,
             u2c_bytes: 3456,
             duration: Duration::from_micros(12_345_678),

@@ -21,12 +21,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use log::{debug, warn};
-use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use socket2::SockRef;
 
 use crate::close::Cause;
-use crate::config::Splice;
+use crate::config::{Splice, UpstreamAddr};
 use crate::datapath::net;
 use crate::datapath::stream::Conn;
 use crate::observe::access_log::writer::AccessLog;
@@ -91,12 +90,13 @@ pub(crate) enum Step {
 
 /// A connect the policy chose and the kernel accepted to start.
 struct Started {
-    stream: TcpStream,
+    stream: Conn,
     lease: Option<Lease>,
     /// A `--prewarm` connection, already established.
     prewarmed: bool,
-    addr: SocketAddr,
-    /// The failure of the attempt before this one, if this is a retry.
+    addr: UpstreamAddr,
+    /// The failure of the caller's attempt before this one, if this is a retry of it (attempts that
+    /// failed to start inside [`start`] are counted and logged there).
     after: Option<Cause>,
 }
 
@@ -153,7 +153,7 @@ pub(crate) fn open(
             &mut metrics.warm_misses
         }) += 1;
     }
-    let upstream = (Conn::Tcp(started.stream), started.addr, started.lease);
+    let upstream = (started.stream, started.addr, started.lease);
     let pair = Pair::new(
         id,
         (client, client_addr),
@@ -331,13 +331,13 @@ fn attempt(
             ),
         }
     }
-    let upstream = (Conn::Tcp(started.stream), started.addr);
-    pair.begin_connect(upstream, started.lease, cx.now);
+    pair.begin_connect((started.stream, started.addr), started.lease, cx.now);
     Outcome::Open
 }
 
 /// Asks the policy for candidates until a connect starts or it gives up; a connect that fails at once
-/// is a failed attempt like any other. `warm`: a route candidate may be a `--prewarm` connection.
+/// (always so for a Unix upstream: a missing file, nobody listening) is a failed attempt like any
+/// other, and the next candidate a failover. `warm`: a route candidate may be a `--prewarm` connection.
 fn start(
     cx: &mut Context<'_>,
     plan: &mut Plan,
@@ -345,11 +345,22 @@ fn start(
     mut failed: Option<Failed>,
     warm: bool,
 ) -> Result<Started, (GiveUp, Option<Failed>)> {
+    let after = failed.as_ref().map(Failed::cause);
+    // An attempt that failed to start here: where it went.
+    let mut failed_here: Option<UpstreamAddr> = None;
     loop {
         let (addr, lease) = match plan.next(failed.as_ref(), cx.route, client, cx.now) {
             Next::Try { addr, lease } => (addr, lease),
             Next::GiveUp(give_up) => return Err((give_up, failed)),
         };
+        if let (Some(from), Some(why)) = (failed_here.take(), failed.as_ref()) {
+            cx.metrics.failovers += 1;
+            debug!(
+                "route={} upstream={from} {}: failing over to upstream={addr}",
+                cx.route.name(),
+                why.cause()
+            );
+        }
         let uid = cx.route.uid;
         let prewarmed = match (warm, lease.as_ref(), cx.warm.as_deref_mut()) {
             (true, Some(lease), Some(pool)) => pool.take(uid, lease.slot()),
@@ -357,7 +368,7 @@ fn start(
         };
         let started = match prewarmed {
             Some(stream) => Ok((stream, true)),
-            None => net::start_connect(addr, cx.route.options).map(|stream| (stream, false)),
+            None => Conn::connect(&addr, cx.route.options).map(|stream| (stream, false)),
         };
         match started {
             Ok((stream, prewarmed)) => {
@@ -366,7 +377,7 @@ fn start(
                     lease,
                     prewarmed,
                     addr,
-                    after: failed.as_ref().map(Failed::cause),
+                    after,
                 })
             }
             Err(err) => {
@@ -374,6 +385,7 @@ fn start(
                 let failure = Failed::Start(err);
                 give_back(cx.route, lease, Some(&failure), cx.now);
                 failed = Some(failure);
+                failed_here = Some(addr);
             }
         }
     }

@@ -4,7 +4,8 @@
 
 use std::time::{Instant, SystemTime};
 
-use super::stage::{Phase, Stage};
+use super::phase::Phase;
+use super::stage::Stage;
 use super::Pair;
 use crate::close::Cause;
 use crate::datapath::stream::Socket;
@@ -47,7 +48,7 @@ impl<S: Socket> Pair<S> {
             time: SystemTime::now(),
             route: route.to_owned(),
             client: self.client_addr,
-            upstream: self.upstream_addr(),
+            upstream: self.upstream_addr().cloned(),
             c2u_bytes,
             u2c_bytes,
             duration: now.duration_since(self.started),

@@ -3,11 +3,13 @@
 //! `Connecting` and `Established` only, and leaves them only through `take_lease` / `drop_upstream`
 //! (for `session::connect` to give back) or by moving into `Established`.
 
-use std::net::SocketAddr;
-use std::time::Instant;
+use crate::config::UpstreamAddr;
+use std::time::{Duration, Instant};
 
 use log::trace;
 
+use super::phase::Phase;
+use super::recorder::Happening;
 use super::{Outcome, Pair};
 use crate::datapath::pump::Shared;
 use crate::datapath::readiness::Readiness;
@@ -16,17 +18,6 @@ use crate::session::attempt::Plan;
 use crate::session::refusal::Refusal;
 use crate::upstream::route::Lease;
 use crate::wire::greeting::Greeting;
-
-/// The name of a pair's phase ([`Pair::phase`]); what each phase holds is in `Stage`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Reading the client's PROXY header or CONNECT head; there is no upstream socket yet.
-    Greeting,
-    /// Writing an error status to the client (connect mode), then closing.
-    Refusing,
-    Connecting,
-    Established,
-}
 
 /// A pair's phase and what only that phase needs. Every change goes through `Pair::set_stage`.
 #[derive(Debug)]
@@ -48,7 +39,7 @@ pub(super) struct Connecting<S> {
     pub(super) socket: Option<S>,
     /// The address of the current attempt, or of the last one once it failed (for the access log's
     /// `upstream`); `None` before the first.
-    pub(super) addr: Option<SocketAddr>,
+    pub(super) addr: Option<UpstreamAddr>,
     /// The route endpoint the attempt is to; `None` for a CONNECT destination.
     pub(super) lease: Option<Lease>,
     /// Where the attempts go ([`crate::session::attempt`]).
@@ -65,7 +56,7 @@ pub(super) struct Connecting<S> {
 pub(super) struct Established<S> {
     pub(super) socket: S,
     /// The address it is connected to.
-    pub(super) addr: SocketAddr,
+    pub(super) addr: UpstreamAddr,
     /// When the connect completed (the pair's accept, for a `--prewarm` connection).
     pub(super) since: Instant,
     /// The route endpoint it is connected to, held until the pair closes; `None` for a CONNECT
@@ -106,7 +97,7 @@ impl<S: Socket> Pair<S> {
     /// the pair ask the kernel about the new socket. Its readiness starts afresh below.
     pub(crate) fn begin_connect(
         &mut self,
-        (upstream, addr): (S, SocketAddr),
+        (upstream, addr): (S, UpstreamAddr),
         lease: Option<Lease>,
         now: Instant,
     ) {
@@ -118,20 +109,26 @@ impl<S: Socket> Pair<S> {
                 connecting.addr = Some(addr);
                 connecting.lease = lease;
                 connecting.since = now;
+                let attempt = u8::try_from(connecting.plan.attempts()).unwrap_or(u8::MAX);
+                self.recorder
+                    .record(self.started, now, Happening::Attempt(attempt));
             }
             _ => {
                 // Not reached: `session::connect` starts attempts only for a `Connecting` pair.
                 let plan = Plan::Upstreams {
                     tried: Default::default(),
                 };
-                self.set_stage(Stage::Connecting(Connecting {
-                    socket: Some(upstream),
-                    addr: Some(addr),
-                    lease,
-                    plan,
-                    since: now,
-                    client_pipelined: false,
-                }));
+                self.set_stage(
+                    Stage::Connecting(Connecting {
+                        socket: Some(upstream),
+                        addr: Some(addr),
+                        lease,
+                        plan,
+                        since: now,
+                        client_pipelined: false,
+                    }),
+                    now,
+                );
             }
         }
     }
@@ -143,6 +140,7 @@ impl<S: Socket> Pair<S> {
         if let Stage::Connecting(connecting) = &mut self.stage {
             connecting.since = now;
             connecting.plan = Plan::Lookup;
+            self.recorder.record(self.started, now, Happening::Lookup);
         }
     }
 
@@ -189,16 +187,16 @@ impl<S: Socket> Pair<S> {
     }
 
     /// The upstream address connected to, or the last one tried; `None` if no attempt started.
-    pub(crate) fn upstream_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn upstream_addr(&self) -> Option<&UpstreamAddr> {
         match &self.stage {
-            Stage::Connecting(connecting) => connecting.addr,
-            Stage::Established(established) => Some(established.addr),
+            Stage::Connecting(connecting) => connecting.addr.as_ref(),
+            Stage::Established(established) => Some(&established.addr),
             Stage::Greeting(_) | Stage::Refusing(_) => None,
         }
     }
 
     /// How long the upstream connect took from the accept; `None` unless it completed.
-    pub(crate) fn connect_time(&self) -> Option<std::time::Duration> {
+    pub(crate) fn connect_time(&self) -> Option<Duration> {
         match &self.stage {
             Stage::Established(established) => Some(established.since.duration_since(self.started)),
             _ => None,
@@ -215,8 +213,11 @@ impl<S: Socket> Pair<S> {
     }
 
     /// The one way a pair changes phase; returns the stage it leaves, whose data the caller may take.
-    pub(super) fn set_stage(&mut self, next: Stage<S>) -> Stage<S> {
+    /// The change is traced and goes in the flight recorder.
+    pub(super) fn set_stage(&mut self, next: Stage<S>, now: Instant) -> Stage<S> {
         trace!("conn={} {:?} => {:?}", self.id, self.phase(), next.phase());
+        let change = Happening::Stage(self.phase(), next.phase());
+        self.recorder.record(self.started, now, change);
         debug_assert!(
             self.stage.lease().is_none() || matches!(next, Stage::Established(_)),
             "a lease is handed over or given back, never dropped with its stage"
@@ -234,17 +235,18 @@ impl<S: Socket> Pair<S> {
         let Stage::Connecting(connecting) = &mut self.stage else {
             return self.run(shared, budget, now);
         };
-        let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr) else {
+        let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr.clone()) else {
             return Outcome::Open;
         };
         let lease = connecting.lease.take();
         shared.metrics.connects_ok += 1;
-        self.set_stage(Stage::Established(Established {
+        let established = Established {
             socket,
             addr,
             since: now,
             lease,
-        }));
+        };
+        self.set_stage(Stage::Established(established), now);
         // The connect completed with an edge we just consumed; the socket is writable.
         self.upstream_ready.writable = true;
         self.run(shared, budget, now)
@@ -255,15 +257,17 @@ impl<S: Socket> Pair<S> {
     /// the socket holds (a greeting the upstream already sent, say).
     pub(crate) fn with_warm_upstream(mut self) -> Pair<S> {
         if let Stage::Connecting(connecting) = &mut self.stage {
-            if let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr) {
+            if let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr.clone())
+            {
                 let lease = connecting.lease.take();
-                let since = self.started;
-                self.set_stage(Stage::Established(Established {
+                let established = Established {
                     socket,
                     addr,
-                    since,
+                    since: self.started,
                     lease,
-                }));
+                };
+                // Made established: its accept is now.
+                self.set_stage(Stage::Established(established), self.started);
             }
         }
         self.upstream_ready = Readiness {

@@ -135,7 +135,7 @@ fn test_established_lifetime_deadline() {
     let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let stream = TcpStream::connect(live.local_addr().expect("addr")).expect("connect");
     let upstream = live.local_addr().expect("addr");
-    pair.begin_connect((Conn::Tcp(stream), upstream), None, now);
+    pair.begin_connect((Conn::Tcp(stream), upstream.into()), None, now);
     live.accept().expect("accept");
     let later = now + Duration::from_secs(5);
     let connected = Event {
@@ -172,6 +172,7 @@ fn test_established_lifetime_deadline() {
 
 #[test]
 fn test_fault_cause_names_the_faulty_socket() {
+    let fault_cause = |fault, side| reset_cause(faulty_side(fault, side));
     assert_eq!(fault_cause(Fault::Src, Side::Client), Cause::ClientReset);
     assert_eq!(fault_cause(Fault::Dst, Side::Client), Cause::UpstreamReset);
     assert_eq!(
