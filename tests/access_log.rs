@@ -599,6 +599,16 @@ fn test_sigusr1_reopens_after_a_rename() {
     assert!(fwd.logs().contains("listening on"), "still running");
 }
 
+/// Without `--access-log`, SIGUSR1 is ignored: a logrotate script sending it kills nothing.
+#[test]
+fn test_sigusr1_without_an_access_log_is_ignored() {
+    let backend = Backend::echo();
+    let mut fwd = Forwarder::start(&["--upstream", &backend.upstream_arg()]);
+    fwd.signal(libc::SIGUSR1);
+    echo_roundtrip_from(fwd.addr(), 10);
+    assert!(fwd.is_running());
+}
+
 /// A writer stuck on a FIFO nobody reads: lines past the queue are dropped and counted, and forwarding
 /// goes on meanwhile. Then the FIFO is read: every line not counted as dropped arrives, whole. Set up
 /// from a file with two routes: one whose ACL refuses every client (the cheapest line there is) and
