@@ -243,9 +243,9 @@ struct Cli {
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = str::parse::<access_log::Format>)]
     log_format: access_log::Format,
 
-    /// Check the configuration (the flags or the --config file, --user, --group, --pid-file's directory)
-    /// and exit: "configuration OK (N routes)" and 0, or the error and 2. Binds nothing, starts nothing;
-    /// an upstream name that does not resolve is a warning.
+    /// Check the configuration (the flags or the --config file, --user, --group, the directories of
+    /// --pid-file and --access-log) and exit: "configuration OK (N routes)" and 0, or the error and 2.
+    /// Binds nothing, starts nothing; an upstream name that does not resolve is a warning.
     #[arg(short = 't', long)]
     check: bool,
 
@@ -338,11 +338,12 @@ fn after_bind(cli: &Cli) -> Result<AfterBind, Failure> {
     .map_err(usage)
 }
 
-/// `--check`: everything `run` validates before binding, then one verdict line; every failure is a
-/// usage error (exit 2), as `nginx -t`'s.
+/// `--check`: everything `run` validates before binding (and the `--access-log` file's directory),
+/// then one verdict line; every failure is a usage error (exit 2), as `nginx -t`'s.
 fn check(cli: Cli) -> Result<(), Failure> {
     after_bind(&cli)?.check_paths().map_err(usage)?;
     let prepared = configure(cli).map_err(|failure| usage(failure.message))?;
+    AccessLogHandle::check(&prepared.config.access_log).map_err(usage)?;
     for route in &prepared.config.routes {
         for upstream in &route.upstreams {
             if let Err(why) = &upstream.addrs {

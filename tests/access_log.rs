@@ -830,7 +830,7 @@ impl Drop for RemoveDir {
 }
 
 /// A bad `--log-format` is a usage error naming the value; a log file that cannot be opened stops the
-/// start.
+/// start; `--check` finds a missing directory.
 #[test]
 fn test_bad_settings() {
     let (code, stderr) = run_edgefwd_expect_fail(&[
@@ -854,6 +854,22 @@ fn test_bad_settings() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("cannot open access log /nonexistent-dir/access.log"),
+        "{stderr}"
+    );
+    let (code, stderr) = run_edgefwd_expect_fail(&[
+        "--check",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "127.0.0.1:9",
+        "--access-log",
+        "/nonexistent-dir/access.log",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "access log /nonexistent-dir/access.log: directory /nonexistent-dir does not exist"
+        ),
         "{stderr}"
     );
 }

@@ -96,6 +96,26 @@ impl AccessLog {
         Ok(Some((AccessLog { queue, reopen }, Writer { thread })))
     }
 
+    /// `--check`: the file's directory exists (whether the file can be opened is known only when it is).
+    pub fn check(settings: &access_log::AccessLog) -> Result<(), String> {
+        let Some(Destination::File(path)) = &settings.destination else {
+            return Ok(());
+        };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        if dir.is_dir() {
+            Ok(())
+        } else {
+            Err(format!(
+                "access log {}: directory {} does not exist",
+                path.display(),
+                dir.display()
+            ))
+        }
+    }
+
     /// Offers a line without waiting; false when it was dropped (the queue is full).
     pub(crate) fn offer(&self, record: Record) -> bool {
         match self.queue.try_send(Message::Line(record)) {
