@@ -24,6 +24,7 @@ use edgefwd::config::{self, Config, Mode, Protocol, RouteConfig, Splice};
 use edgefwd::datapath::budget::{self, FdBudget};
 use edgefwd::observe::access_log::writer::AccessLog as AccessLogHandle;
 use edgefwd::observe::metrics::MetricsBoard;
+use edgefwd::observe::routed::RouteBoard;
 use edgefwd::reactor::fdlimit;
 use edgefwd::reactor::{activated_listeners, Exit, Inherited, Reactor, Siblings};
 use edgefwd::service::after_bind::AfterBind;
@@ -433,11 +434,12 @@ fn run_reactors(
     let board = (threads > 1).then(|| Arc::new(MetricsBoard::new(threads)));
     // Opened here, before `after_bind` drops root: a log directory only root may write to works.
     let (access_log, writer) = AccessLogHandle::start(&config.access_log)?.unzip();
-    // One set of everything shared (followers' inboxes, per-client tables, the access log's queue),
-    // cloned into each reactor.
+    // One set of everything shared (followers' inboxes, per-client tables, the per-route figures, the
+    // access log's queue), cloned into each reactor.
     let shared = Siblings {
         board,
         budget,
+        routes: Arc::new(RouteBoard::new(threads)),
         access_log,
         ..Siblings::default()
     };

@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use log::{error, info, warn};
+use log::{error, info, log, warn};
 use mio::net::TcpListener;
 use mio::{Interest, Registry};
 use socket2::SockRef;
@@ -192,7 +192,7 @@ impl Reactor {
             if let Some(fresh) = self.routes.get(key) {
                 for index in 0..fresh.listener_count() {
                     if let Some(line) = fresh.describe_listener(index) {
-                        info!("{line}");
+                        log!(self.process_level(), "{line}");
                     }
                 }
             }
@@ -202,9 +202,11 @@ impl Reactor {
         drop(spare_unix);
         for key in &removed {
             if let Some(route) = self.routes.get(*key) {
-                info!(
+                log!(
+                    self.process_level(),
                     "route {}: removed; {} connections draining",
-                    route.config.name, route.pairs
+                    route.config.name,
+                    route.pairs
                 );
             }
         }
@@ -217,7 +219,8 @@ impl Reactor {
         if let Some(config) = handoff {
             self.hand_on(config, &running);
         }
-        info!(
+        log!(
+            self.process_level(),
             "reload: {} routes (+{} -{} ~{})",
             matches.len(),
             matches.iter().filter(|m| matches!(m, Match::Added)).count(),
@@ -451,6 +454,7 @@ impl Reactor {
         let mut route = route;
         route.unix_listeners = unix_listeners;
         route.clients = clients;
+        route.count_in((self.siblings.routes).route(&route.config.name, self.siblings.index));
         let key = self.routes.insert(route);
         self.next_route_uid += 1;
         Ok(key)
@@ -471,8 +475,9 @@ impl Reactor {
     }
 
     /// The settings that are not per route: `shutdown_timeout` applies at once; the metrics endpoint,
-    /// the stats line and the access log are set up at start only. The file leaving them out is not a change: the running
-    /// values may come from the command line (`--metrics`, `--stats-interval`), which a reload keeps.
+    /// the stats line and the access log are set up at start only. The file leaving them out is not a
+    /// change: the running values may come from the command line (`--metrics`, `--stats-interval`,
+    /// `--access-log`), which a reload keeps.
     fn adopt_globals(&mut self, new: Config) {
         let metrics_changed = new.metrics.is_some_and(|m| Some(m) != self.config.metrics);
         let stats_changed = new

@@ -1,9 +1,9 @@
 //! Tearing a pair down, in one place: storage back to the pools, RST where the cause calls for it, the
 //! endpoint's lease back (`session::connect::release`), one debug line and one `--access-log` line,
-//! and the fd budget slot last. Also
-//! what a close may free: a drained route, a large slab, spare `--splice` pipes.
+//! and the fd budget slot last. Also what a close may free: a drained route, a large slab, spare
+//! `--splice` pipes.
 
-use log::{debug, info};
+use log::{debug, info, log};
 use slab::Slab;
 
 use super::Reactor;
@@ -12,6 +12,7 @@ use crate::datapath::budget;
 use crate::reactor::timer::Entry;
 use crate::session::connect;
 use crate::session::pair::Pair;
+use crate::upstream::route::Lease;
 use crate::wire::proxy_protocol::Reason;
 
 /// Pair slots kept allocated once every pair has closed (see `release_pair_slots`): enough for
@@ -44,6 +45,7 @@ impl Reactor {
     /// Dropping the sockets closes them, which removes them from epoll/kqueue without a deregister call
     /// (we never dup these fds, so the close is the last reference).
     pub(super) fn close_pair(&mut self, slot: usize, cause: Cause) {
+        self.account(slot);
         let Some(mut pair) = self.pairs.try_remove(slot) else {
             return;
         };
@@ -70,6 +72,13 @@ impl Reactor {
         if let Some(route) = self.routes.get_mut(pair.route) {
             if self.siblings.access_log.is_some() {
                 record = Some(pair.access_record(&route.config.name, cause, self.now));
+            }
+            route
+                .counts
+                .closed(cause, self.now.duration_since(pair.started));
+            let endpoint = pair.lease().map(Lease::slot);
+            if let Some(upstream) = endpoint.and_then(|slot| route.upstream_counts(slot)) {
+                upstream.closed(cause);
             }
             pair.release(&mut route.shared(&mut self.metrics));
             route.pairs -= 1;
@@ -112,7 +121,11 @@ impl Reactor {
             .is_some_and(|route| route.draining && route.pairs == 0)
         {
             let route = self.routes.remove(key);
-            info!("route {}: drained, removed", route.config.name);
+            log!(
+                self.process_level(),
+                "route {}: drained, removed",
+                route.config.name
+            );
         }
     }
 
