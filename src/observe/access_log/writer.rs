@@ -49,7 +49,7 @@ const WRITE_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 enum Message {
     Line(Record),
-    /// Wake up: SIGUSR1 set the reopen flag.
+    /// SIGUSR1 set the reopen flag: the lines before this one go to the old file.
     Reopen,
 }
 
@@ -142,8 +142,10 @@ fn write_lines(lines: &Receiver<Message>, mut sink: Sink, format: Format, reopen
         let mut next = Some(first);
         let mut open = true;
         while let Some(message) = next.take() {
-            if let Message::Line(record) = message {
-                record.render(format, &mut buffer);
+            match message {
+                Message::Line(record) => record.render(format, &mut buffer),
+                // The lines queued before the signal go to the old file, those after it to the new.
+                Message::Reopen => take_reopen(reopen, &mut sink, &mut buffer, &mut warning),
             }
             if buffer.len() >= BUFFER_BYTES || Instant::now() >= ends {
                 break;
@@ -155,14 +157,22 @@ fn write_lines(lines: &Receiver<Message>, mut sink: Sink, format: Format, reopen
             }
         }
         sink.write_out(&mut buffer, &mut warning);
-        if reopen.swap(false, Ordering::AcqRel) {
-            sink.reopen();
-        }
+        // A signal whose `Reopen` found the queue full, or is still on its way.
+        take_reopen(reopen, &mut sink, &mut buffer, &mut warning);
         if !open {
             break;
         }
     }
     sink.write_out(&mut buffer, &mut warning);
+}
+
+/// If SIGUSR1 asked for it (and no earlier call took it): writes out what the buffer holds to the file
+/// it was meant for, then opens the path again.
+fn take_reopen(reopen: &AtomicBool, sink: &mut Sink, buffer: &mut String, warning: &mut Throttle) {
+    if reopen.swap(false, Ordering::AcqRel) {
+        sink.write_out(buffer, warning);
+        sink.reopen();
+    }
 }
 
 /// Where lines are written.
@@ -227,4 +237,45 @@ fn open_file(path: &Path) -> io::Result<File> {
         .create(true)
         .mode(FILE_MODE)
         .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn line(port: u16) -> Record {
+        Record::turned_away("r", SocketAddr::from(([127, 0, 0, 1], port)), "rejected")
+    }
+
+    /// Lines queued before a reopen go to the renamed file, lines after it to the new one, when the
+    /// writer takes them all in one batch (run here on this thread, so the batch is certain).
+    #[test]
+    fn test_reopen_splits_one_batch_at_the_signal() {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("edgefwd-writer-{}.log", std::process::id()));
+        let rotated = path.with_extension("log.1");
+        let sink = Sink::open(Destination::File(path.clone())).expect("open");
+        let (queue, lines) = mpsc::sync_channel(4);
+        let flag = AtomicBool::new(false);
+        queue.send(Message::Line(line(1))).expect("queued");
+        std::fs::rename(&path, &rotated).expect("rename");
+        // What `AccessLog::reopen` does.
+        flag.store(true, Ordering::Release);
+        queue.send(Message::Reopen).expect("queued");
+        queue.send(Message::Line(line(2))).expect("queued");
+        drop(queue);
+        write_lines(&lines, sink, Format::Text, &flag);
+        let old = std::fs::read_to_string(&rotated).expect("the renamed file");
+        let new = std::fs::read_to_string(&path).expect("the new file");
+        let _ = (std::fs::remove_file(&path), std::fs::remove_file(&rotated));
+        assert!(
+            old.contains("client=127.0.0.1:1 ") && old.lines().count() == 1,
+            "{old}"
+        );
+        assert!(
+            new.contains("client=127.0.0.1:2 ") && new.lines().count() == 1,
+            "{new}"
+        );
+    }
 }
