@@ -294,6 +294,29 @@ fn test_json_lines() {
         "a number: {}",
         lines[0]
     );
+    // jq, as a user reads the file: every line an object, the numbers numbers.
+    let Ok(jq) = Command::new("jq")
+        .args([
+            "-r",
+            r#""\(.client) \(.c2u_bytes + .u2c_bytes) \(.connect_ms | type)""#,
+            log.arg(),
+        ])
+        .output()
+    else {
+        // .ci/run installs jq: in CI a missing client is a failure, not a skip.
+        assert!(std::env::var_os("CI").is_none(), "jq is required in CI");
+        eprintln!("SKIPPED the jq part of test_json_lines: jq is missing");
+        return;
+    };
+    assert!(
+        jq.status.success(),
+        "{}",
+        String::from_utf8_lossy(&jq.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&jq.stdout),
+        format!("{first} 2 number\n{second} 140000 number\n")
+    );
 }
 
 /// An upstream that refuses: `connect-refused`, the upstream tried, no connect time, no path.
