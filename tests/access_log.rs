@@ -622,6 +622,34 @@ fn test_sigusr1_reopens_after_a_rename() {
     assert!(fwd.logs().contains("listening on"), "still running");
 }
 
+/// A pair cut by the shutdown gets its line (`cause=shutdown`), written before the process exits.
+#[test]
+fn test_shutdown_cut_is_logged_before_exit() {
+    let backend = Backend::echo();
+    let log = LogPath::new("shutdown");
+    let args = [
+        "--upstream",
+        &backend.upstream_arg(),
+        "--shutdown-timeout",
+        "100ms",
+        "--access-log",
+        log.arg(),
+    ];
+    let mut fwd = Forwarder::start(&args);
+    let mut held = connect(fwd.addr());
+    held.write_all(b"held").expect("write");
+    let mut echoed = [0u8; 4];
+    held.read_exact(&mut echoed).expect("echoed");
+    fwd.signal(libc::SIGTERM);
+    let status = fwd.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{status}");
+    let lines = log.lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let fields = by_key(logfmt(&lines[0]));
+    assert_eq!(fields["cause"], "shutdown");
+    assert_eq!(fields["c2u_bytes"], "4");
+}
+
 /// Without `--access-log`, SIGUSR1 is ignored: a logrotate script sending it kills nothing.
 #[test]
 fn test_sigusr1_without_an_access_log_is_ignored() {
