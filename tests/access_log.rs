@@ -391,6 +391,36 @@ fn test_accept_proxy_logs_the_real_client() {
     assert!(fields.contains_key("proxy_reject"), "{fields:?}");
 }
 
+/// SNI routing: the server name of the ClientHello that chose the route (a real curl hello for
+/// `api.example.com`, from the reader's corpus) is the line's `sni`.
+#[test]
+fn test_sni_names_the_server_name() {
+    const HELLO_API: &[u8] = include_bytes!("corpus/tls/curl-resolve.bin");
+    let backend = Backend::echo();
+    let log = LogPath::new("sni");
+    let config = ConfigFile::new(&format!(
+        "access_log = \"{}\"\n\n[[route]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\n\
+         upstreams = [\"{}\"]\nsni = [\"api.example.com\"]\n",
+        log.arg(),
+        backend.addr()
+    ));
+    let fwd = Forwarder::start(&["--config", config.path()]);
+    let mut stream = connect(fwd.route_addr("api"));
+    stream.write_all(HELLO_API).expect("write");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let (echoed, _) = read_until_end(&mut stream, Duration::from_secs(10));
+    assert_eq!(
+        echoed, HELLO_API,
+        "the hello reached the route's upstream unchanged"
+    );
+    let fields = by_key(logfmt(&log.wait_lines(1)[0]));
+    assert_eq!(fields["route"], "api");
+    assert_eq!(fields["sni"], "api.example.com");
+    assert_eq!(fields["c2u_bytes"], HELLO_API.len().to_string());
+}
+
 /// A client the route's ACL refuses gets a line: `rejected`, and the limit that said no.
 #[test]
 fn test_client_refused_by_acl() {

@@ -81,8 +81,8 @@ pub(crate) struct Details {
     /// `limit`: the ACL or per-client limit that turned the client away
     /// (`edgefwd_client_rejects_total{limit}`).
     pub(crate) limit: Option<&'static str>,
-    /// `sni`: the TLS server name the client asked for. Reserved for SNI routing (docs/tls-sni.md),
-    /// which fills it when it reads a ClientHello; nothing sets it yet.
+    /// `sni`: the server name of the TLS ClientHello that chose the route (SNI routing,
+    /// docs/tls-sni.md).
     pub(crate) sni: Option<String>,
 }
 

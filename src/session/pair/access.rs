@@ -1,11 +1,11 @@
 //! What a closing pair tells the access log ([`crate::observe::access_log`]): its plain fields, read
 //! from its stage as it closes, and the details gathered on the way (a PROXY header's addresses, a
-//! CONNECT target, the limit that turned it away), kept boxed in the pair only when there are some.
+//! CONNECT target and the status it was refused with, the limit that turned it away), kept boxed in
+//! the pair only when there are some; the ClientHello's server name joins them at the close.
 
 use std::time::{Instant, SystemTime};
 
 use super::phase::Phase;
-use super::stage::Stage;
 use super::Pair;
 use crate::close::Cause;
 use crate::datapath::stream::Socket;
@@ -34,15 +34,11 @@ impl<S: Socket> Pair<S> {
                 Path::Ring
             }
         });
-        let status = match &self.stage {
-            Stage::Refusing(refusal) => Some(refusal.status.code()),
-            _ => None,
-        };
-        let proxy_reject = self.proxy_header_rejection().map(|reason| reason.label());
-        if status.is_some() || proxy_reject.is_some() {
-            let details = self.details_mut();
-            details.status = status;
-            details.proxy_reject = proxy_reject;
+        if let Some(reason) = self.proxy_header_rejection() {
+            self.details_mut().proxy_reject = Some(reason.label());
+        }
+        if let Some(name) = self.sni.take() {
+            self.details_mut().sni = Some(name.into());
         }
         Record {
             time: SystemTime::now(),
