@@ -15,6 +15,7 @@ use clap::Parser;
 use log::{info, warn};
 
 use edgefwd::config::access_log::{self, AccessLog};
+use edgefwd::config::admin::AdminAddr;
 use edgefwd::config::clients::{Cidr, ClientPrefix, Rate};
 use edgefwd::config::file::{self, Defaults, FileError};
 use edgefwd::config::settings;
@@ -212,6 +213,17 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
+    /// Serve the admin API (see docs/admin.md) at ADDR: IP:PORT, localhost:PORT or unix:/PATH (mode
+    /// 0600), from the same event loop [default: off] (a config file's `admin` wins). Loopback or Unix
+    /// only, unless --admin-token is given.
+    #[arg(long, value_name = "ADDR", value_parser = str::parse::<AdminAddr>)]
+    admin: Option<AdminAddr>,
+
+    /// Every admin request must carry `Authorization: Bearer TOKEN`, TOKEN being this file's content
+    /// (surrounding whitespace dropped); allows a non-loopback --admin.
+    #[arg(long, value_name = "FILE")]
+    admin_token: Option<PathBuf>,
+
     /// Log one line of counter deltas this often (e.g. 10s) [default: off] (a config file's
     /// `stats_interval` wins).
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
@@ -393,6 +405,7 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
         destination: cli.access_log.clone(),
         format: cli.log_format,
     };
+    let admin_token = cli.admin_token.as_deref().map(read_token).transpose()?;
     let (splice, pipe_size, threads, prewarm) = (
         cli.splice,
         cli.pipe_size,
@@ -411,6 +424,10 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
     if config.access_log.destination.is_none() {
         config.access_log = access_log;
     }
+    config.admin_token = admin_token;
+    if let Some(admin) = &config.admin {
+        admin.check(config.admin_token.is_some()).map_err(usage)?;
+    }
     let start = format!(
         "nofile={nofile} fd-reserve={reserve} fd-budget={}",
         budget.slots()
@@ -421,6 +438,21 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
         budget,
         start,
     })
+}
+
+/// `--admin-token FILE`: the token is the file's content without surrounding whitespace; a file that
+/// cannot be read, or holds no token, is a bad flag.
+fn read_token(path: &std::path::Path) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| usage(format!("--admin-token {}: {err}", path.display())))?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(usage(format!(
+            "--admin-token {}: expected one token with no spaces in the file",
+            path.display()
+        )));
+    }
+    Ok(token.to_string())
 }
 
 /// `--upgrade-socket` and `--upgrade-from`.
@@ -540,6 +572,11 @@ fn run_reactors(
     if let Some(addr) = first.metrics_addr() {
         info!("metrics on http://{addr}/metrics");
     }
+    match (first.admin_addr(), &config.admin) {
+        (Some(addr), _) => info!("admin API on http://{addr}/"),
+        (None, Some(addr)) => info!("admin API on {addr}"),
+        (None, None) => {}
+    }
     let mut others = Vec::with_capacity(reactors.len());
     for (index, reactor) in (1..).zip(reactors) {
         let thread = std::thread::Builder::new()
@@ -589,6 +626,7 @@ fn from_file(path: &std::path::Path, cli: &Cli, defaults: Defaults) -> Result<Co
         FileError::Invalid(message) | FileError::Unavailable(message) => usage(message),
     })?;
     config.metrics = config.metrics.or(cli.metrics);
+    config.admin = config.admin.take().or_else(|| cli.admin.clone());
     config.stats_interval = config
         .stats_interval
         .or(cli.stats_interval.filter(|d| !d.is_zero()));
