@@ -4,6 +4,7 @@
 //! resolving upstream names, and the reactor only ever sees values that are already known to be good (a
 //! name that did not resolve is not an error: its upstream starts down, `src/upstream/endpoint/readdress.rs`).
 
+pub mod access_log;
 pub mod admin;
 pub mod clients;
 pub mod dns;
@@ -61,6 +62,8 @@ pub struct Config {
     pub threads: usize,
     /// Never-used upstream connections each reactor keeps ready per route; 0 = off.
     pub prewarm: usize,
+    /// `--access-log` and `--log-format` (or the file's `access_log`, `log_format`): read at start.
+    pub access_log: access_log::AccessLog,
 }
 
 impl Config {

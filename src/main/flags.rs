@@ -128,6 +128,8 @@ pub(super) fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure
         pipe_size: config::DEFAULT_PIPE_SIZE,
         threads: 1,
         prewarm: 0,
+        // A global setting: `configure` fills it in for the flags and the file alike.
+        access_log: Default::default(),
     })
 }
 
@@ -149,7 +151,7 @@ mod tests {
     };
 
     /// The flags that are not a route's (they also work with `--config`), and clap's own.
-    const GLOBAL_FLAGS: [&str; 19] = [
+    const GLOBAL_FLAGS: [&str; 21] = [
         "config",
         "check",
         "pid_file",
@@ -167,6 +169,8 @@ mod tests {
         "pipe_size",
         "upgrade_socket",
         "upgrade_from",
+        "access_log",
+        "log_format",
         "help",
         "version",
     ];

@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use super::raw::{OneOrMany, RawFile, RawRoute, RawUpstream};
 use super::{render, Defaults, FileError};
+use crate::config::access_log::AccessLog;
 use crate::config::clients::{ClientAcl, ClientPrefix};
 use crate::config::unix::{self, UnixAddr};
 use crate::config::{
@@ -71,6 +72,19 @@ pub(super) fn config(
         pipe_size: config::DEFAULT_PIPE_SIZE,
         threads: 1,
         prewarm: 0,
+        access_log: AccessLog {
+            destination: raw
+                .access_log
+                .as_ref()
+                .map(|path| reader.check("access_log", path, str::parse))
+                .transpose()?,
+            format: raw
+                .log_format
+                .as_ref()
+                .map(|format| reader.check("log_format", format, str::parse))
+                .transpose()?
+                .unwrap_or_default(),
+        },
     })
 }
 
