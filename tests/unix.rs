@@ -545,3 +545,409 @@ fn test_backpressure_reaches_the_unix_client() {
     let expected: Vec<u8> = chunk.iter().copied().cycle().take(written).collect();
     assert!(got == expected, "the bytes arrive in order");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Unix upstreams: `upstreams = ["unix:/PATH"]`, `["unix:@NAME"]`
+// ---------------------------------------------------------------------------------------------
+
+/// Binds a Unix stream listener on `addr` (`unix:/PATH` or, on Linux, `unix:@NAME`).
+fn bind_unix(addr: &str) -> std::os::unix::net::UnixListener {
+    match addr.strip_prefix("unix:@") {
+        #[cfg(target_os = "linux")]
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let at = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+                .expect("abstract name");
+            std::os::unix::net::UnixListener::bind_addr(&at).expect("bind abstract")
+        }
+        _ => {
+            let path = addr.strip_prefix("unix:").expect("unix: address");
+            std::os::unix::net::UnixListener::bind(path).expect("bind path")
+        }
+    }
+}
+
+/// The next connection on `listener` within [`WAIT`], with bounded reads and writes.
+fn accept_unix(listener: &std::os::unix::net::UnixListener) -> UnixStream {
+    listener.set_nonblocking(true).expect("nonblocking");
+    let mut accepted = None;
+    let got = wait_until(WAIT, || match listener.accept() {
+        Ok((stream, _)) => {
+            accepted = Some(stream);
+            true
+        }
+        Err(_) => false,
+    });
+    assert!(
+        got,
+        "no connection reached the Unix upstream within {WAIT:?}"
+    );
+    unix_client(|| {
+        let stream = accepted.take().expect("accepted");
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    })
+}
+
+/// A Unix stream echo upstream: every connection on its own thread, echoed until its end of stream,
+/// then shut down for writing. Stopped and joined when dropped.
+struct UnixEcho {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepted: std::sync::Arc<AtomicUsize>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl UnixEcho {
+    fn on(addr: &str) -> UnixEcho {
+        let listener = bind_unix(addr);
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (stop.clone(), accepted.clone());
+        let thread = thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        thread::spawn(move || echo_unix(stream));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        UnixEcho {
+            stop,
+            accepted,
+            thread: Some(thread),
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for UnixEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn echo_unix(mut stream: UnixStream) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(WAIT));
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if stream.write_all(&buf[..n]).is_ok() => {}
+            _ => return,
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// A forwarder whose one route `u` listens on 127.0.0.1:0 (and `unix`, if given) and forwards to
+/// `upstreams` (TOML strings), with `extra` TOML lines.
+fn start_upstreams(unix: Option<&str>, upstreams: &[&str], extra: &str) -> (Forwarder, ConfigFile) {
+    let listen = match unix {
+        Some(unix) => format!("[\"127.0.0.1:0\", \"{unix}\"]"),
+        None => "\"127.0.0.1:0\"".to_string(),
+    };
+    let list: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
+    let config = ConfigFile::new(&format!(
+        "[[route]]\nname = \"u\"\nlisten = {listen}\nupstreams = [{}]\n{extra}\n",
+        list.join(", ")
+    ));
+    let fwd = Forwarder::start(&["--config", config.path()]);
+    fwd.expect_log("listening on 127.0.0.1:", WAIT);
+    (fwd, config)
+}
+
+/// TCP clients to a `unix:/PATH` upstream: byte-exact both ways, MiBs, several at once.
+#[test]
+fn test_tcp_client_to_unix_path_upstream_is_byte_exact() {
+    let dir = TempDir::new();
+    let upstream = format!("unix:{}", dir.sock("up.sock").display());
+    let echo = UnixEcho::on(&upstream);
+    let (fwd, _config) = start_upstreams(None, &[&upstream], "");
+    fwd.expect_log(&format!("upstreams={upstream} "), WAIT);
+    echo_roundtrip(fwd.addr(), 8 << 20, 64 * 1024);
+    let addr = fwd.addr();
+    let clients: Vec<_> = (0..4)
+        .map(|_| thread::spawn(move || echo_roundtrip(addr, 1 << 20, 16 * 1024)))
+        .collect();
+    for client in clients {
+        client.join().expect("client");
+    }
+    assert_eq!(echo.accepted(), 5);
+    fwd.wait_for_n_closes(5, WAIT);
+}
+
+/// Unix clients to Unix upstreams, path to abstract and abstract to path: byte-exact both ways.
+#[cfg(target_os = "linux")]
+#[test]
+fn test_unix_client_to_unix_upstream_path_and_abstract_are_byte_exact() {
+    let dir = TempDir::new();
+    // A path listener forwarding to an abstract upstream.
+    let path = dir.sock("in.sock");
+    let abstract_up = format!("unix:@{}", abstract_name("up"));
+    let echo = UnixEcho::on(&abstract_up);
+    let unix = format!("unix:{}", path.display());
+    let (_fwd, _config) = start_upstreams(Some(&unix), &[&abstract_up], "");
+    echo_exact(unix_client(|| UnixStream::connect(&path)), 4 << 20);
+    assert_eq!(echo.accepted(), 1);
+
+    // An abstract listener forwarding to a path upstream.
+    let name = abstract_name("in");
+    let path_up = format!("unix:{}", dir.sock("up.sock").display());
+    let echo = UnixEcho::on(&path_up);
+    let (_fwd, _config) = start_upstreams(Some(&format!("unix:@{name}")), &[&path_up], "");
+    echo_exact(unix_client(|| connect_abstract(&name)), 4 << 20);
+    assert_eq!(echo.accepted(), 1);
+}
+
+/// Half-close each way between a TCP client and a Unix upstream: a FIN passes as a shutdown(SHUT_WR)
+/// and the other direction keeps flowing.
+#[test]
+fn test_half_close_passes_both_ways_to_a_unix_upstream() {
+    let dir = TempDir::new();
+    let upstream = format!("unix:{}", dir.sock("half.sock").display());
+    let listener = bind_unix(&upstream);
+    let (fwd, _config) = start_upstreams(None, &[&upstream], "");
+
+    // The client finishes first: the upstream sees the end of stream and can still answer.
+    let mut client = connect(fwd.addr());
+    let mut up = accept_unix(&listener);
+    client.write_all(b"request").expect("write");
+    client.shutdown(Shutdown::Write).expect("shutdown(Write)");
+    let mut got = Vec::new();
+    up.read_to_end(&mut got).expect("upstream reads to the end");
+    assert_eq!(got, b"request");
+    up.write_all(b"answer")
+        .expect("upstream answers after the FIN");
+    up.shutdown(Shutdown::Write).expect("upstream shutdown");
+    let (answer, end) = read_until_end(&mut client, WAIT);
+    assert_eq!((answer.as_slice(), end), (&b"answer"[..], End::Eof));
+
+    // The upstream finishes first: the client sees the FIN and can still send.
+    let mut client = connect(fwd.addr());
+    let mut up = accept_unix(&listener);
+    up.write_all(b"banner").expect("write");
+    up.shutdown(Shutdown::Write).expect("upstream shutdown");
+    let mut banner = [0u8; 6];
+    client.read_exact(&mut banner).expect("banner");
+    assert_eq!(&banner, b"banner");
+    let mut fin = [0u8; 1];
+    assert_eq!(client.read(&mut fin).expect("the FIN"), 0);
+    client
+        .write_all(b"late")
+        .expect("client writes after the FIN");
+    client.shutdown(Shutdown::Write).expect("client FIN");
+    let mut late = Vec::new();
+    up.read_to_end(&mut late)
+        .expect("upstream reads to the end");
+    assert_eq!(late, b"late");
+}
+
+/// A missing socket file (ENOENT) and a stale one nobody listens on (ECONNREFUSED) are failed
+/// connects: every client fails over to the live Unix upstream, the failures count against the dead
+/// two, which are marked down after `fall` of them.
+#[test]
+fn test_failover_from_missing_and_refused_unix_paths_to_a_live_one() {
+    let dir = TempDir::new();
+    let missing = format!("unix:{}", dir.sock("missing.sock").display());
+    let stale = dir.sock("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
+    let stale = format!("unix:{}", stale.display());
+    let live = format!("unix:{}", dir.sock("live.sock").display());
+    let echo = UnixEcho::on(&live);
+    let (fwd, _config) = start_upstreams(None, &[&missing, &stale, &live], "fall = 2");
+    for _ in 0..6 {
+        echo_roundtrip(fwd.addr(), 64 * 1024, 16 * 1024);
+    }
+    assert_eq!(echo.accepted(), 6, "every client reached the live upstream");
+    fwd.expect_log(&format!("failing over to upstream={live}"), WAIT);
+    for dead in [&missing, &stale] {
+        fwd.expect_log(&format!("upstream {dead} of route u is down"), WAIT);
+    }
+    let closes = fwd.wait_for_n_closes(6, WAIT);
+    let served =
+        |c: &CloseRecord| c.line.contains(&format!("upstream={live} ")) && c.u2c == Some(64 * 1024);
+    assert!(closes.iter().all(served), "{closes:?}");
+}
+
+/// `--send-proxy v2` to a Unix upstream: the header names the TCP client (its address and port) and
+/// the address it connected to, as for a TCP upstream, parsed on the upstream's side; then the bytes.
+#[test]
+fn test_send_proxy_v2_to_a_unix_upstream_names_the_tcp_client() {
+    let dir = TempDir::new();
+    let upstream = format!("unix:{}", dir.sock("proxy.sock").display());
+    let listener = bind_unix(&upstream);
+    let (fwd, _config) = start_upstreams(None, &[&upstream], "send_proxy = \"v2\"");
+    let mut client = connect(fwd.addr());
+    client.write_all(b"payload").expect("write");
+    client.shutdown(Shutdown::Write).expect("FIN");
+    let mut up = accept_unix(&listener);
+    let mut head = [0u8; 16];
+    up.read_exact(&mut head).expect("the v2 header");
+    assert_eq!(&head[..12], b"\r\n\r\n\0\r\nQUIT\n", "the v2 signature");
+    assert_eq!(head[12], 0x21, "version 2, PROXY command");
+    assert_eq!(head[13], 0x11, "AF_INET, STREAM");
+    let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
+    assert_eq!(len, 12, "two IPv4 addresses and ports, no TLV");
+    let mut addrs = [0u8; 12];
+    up.read_exact(&mut addrs).expect("the addresses");
+    let at = |ip: &[u8], port: &[u8]| {
+        let ip = std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]);
+        std::net::SocketAddr::from((ip, u16::from_be_bytes([port[0], port[1]])))
+    };
+    let source = at(&addrs[0..4], &addrs[8..10]);
+    let destination = at(&addrs[4..8], &addrs[10..12]);
+    assert_eq!(source, client.local_addr().expect("client address"));
+    assert_eq!(destination, fwd.addr());
+    let mut rest = Vec::new();
+    up.read_to_end(&mut rest).expect("the payload");
+    assert_eq!(rest, b"payload");
+}
+
+/// `--prewarm` and health probes work on Unix upstreams: clients take warm Unix connections, probes
+/// mark a missing socket down, and /metrics labels both endpoints by their `unix:` address.
+#[test]
+fn test_prewarm_probes_and_metrics_of_unix_upstreams() {
+    let dir = TempDir::new();
+    let live = format!("unix:{}", dir.sock("live.sock").display());
+    let missing = format!("unix:{}", dir.sock("missing.sock").display());
+    let echo = UnixEcho::on(&live);
+    let config = ConfigFile::new(&format!(
+        "[[route]]\nname = \"u\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{live}\", \"{missing}\"]\nhealth_interval = \"100ms\"\nfall = 1\n"
+    ));
+    let fwd = Forwarder::start(&[
+        "--config",
+        config.path(),
+        "--prewarm",
+        "2",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    fwd.expect_log(&format!("upstream {missing} of route u is down"), WAIT);
+    assert!(
+        wait_until(WAIT, || echo.accepted() >= 2),
+        "the pool opened its warm Unix connections"
+    );
+    for _ in 0..3 {
+        echo_roundtrip(fwd.addr(), 64 * 1024, 16 * 1024);
+    }
+    let body = scrape(fwd.metrics_addr());
+    assert!(sample(&body, "edgefwd_warm_hits_total") >= 1, "{body}");
+    let row = |name: &str, upstream: &str| format!("{name}{{route=\"u\",upstream=\"{upstream}\"}}");
+    assert_eq!(sample(&body, &row("edgefwd_upstream_up", &live)), 1);
+    assert_eq!(sample(&body, &row("edgefwd_upstream_up", &missing)), 0);
+    assert!(
+        sample(
+            &body,
+            &row("edgefwd_upstream_connect_failures_total", &missing)
+        ) >= 1
+    );
+}
+
+/// A real server behind a Unix upstream: Python's http.server on a Unix socket, fetched through
+/// edgefwd's TCP port by curl.
+#[test]
+fn test_curl_through_edgefwd_to_python_http_server_on_a_unix_socket() {
+    let has = |tool: &str| Command::new(tool).arg("--version").output().is_ok();
+    if !has("curl") || !has("python3") {
+        eprintln!("skipped: curl or python3 is not installed (.ci/run installs both)");
+        return;
+    }
+    let dir = TempDir::new();
+    let sock = dir.sock("http.sock");
+    let root = dir.sock("www");
+    fs::create_dir_all(&root).expect("www");
+    fs::write(root.join("hello.txt"), "served over a unix socket\n").expect("file");
+    let server = "import http.server, socketserver, sys\n\
+        class H(http.server.SimpleHTTPRequestHandler):\n\
+        \x20   def address_string(self): return 'unix'\n\
+        class S(socketserver.ThreadingMixIn, socketserver.UnixStreamServer): daemon_threads = True\n\
+        S(sys.argv[1], lambda *a: H(*a, directory=sys.argv[2])).serve_forever()\n";
+    let mut python = ChildGuard(
+        Command::new("python3")
+            .args(["-c", server])
+            .arg(&sock)
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn python3"),
+    );
+    assert!(
+        wait_until(WAIT, || UnixStream::connect(&sock).is_ok()),
+        "python's server never listened"
+    );
+    let upstream = format!("unix:{}", sock.display());
+    let (fwd, _config) = start_upstreams(None, &[&upstream], "");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("http://{}/hello.txt", fwd.addr()))
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "served over a unix socket\n"
+    );
+    let _ = python.0.kill();
+}
+
+/// Kills and reaps its child when dropped, whatever the test's outcome.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A reload moves a route from one Unix upstream to another: new clients go to the new one.
+#[test]
+fn test_reload_moves_a_route_to_another_unix_upstream() {
+    let dir = TempDir::new();
+    let first = format!("unix:{}", dir.sock("a.sock").display());
+    let second = format!("unix:{}", dir.sock("b.sock").display());
+    let (echo_a, echo_b) = (UnixEcho::on(&first), UnixEcho::on(&second));
+    let (fwd, config) = start_upstreams(None, &[&first], "");
+    echo_roundtrip(fwd.addr(), 64 * 1024, 16 * 1024);
+    let text =
+        format!("[[route]]\nname = \"u\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{second}\"]\n");
+    config.write(&text);
+    fwd.signal(libc::SIGHUP);
+    fwd.expect_log("reload: 1 routes", WAIT);
+    let addr = fwd.route_addr("u");
+    echo_roundtrip(addr, 64 * 1024, 16 * 1024);
+    assert_eq!((echo_a.accepted(), echo_b.accepted()), (1, 1));
+}
+
+/// Bad Unix upstream addresses are usage errors naming the value.
+#[test]
+fn test_bad_unix_upstream_is_a_usage_error() {
+    for (bad, says) in [
+        ("unix:", "invalid upstream 'unix:'"),
+        ("unix:@", "invalid upstream 'unix:@'"),
+        (
+            "unix:/a.sock,weight=0",
+            "invalid upstream 'unix:/a.sock,weight=0'",
+        ),
+    ] {
+        let (code, stderr) = run_edgefwd_expect_fail(&["--upstream", bad]);
+        assert_eq!(code, Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains(says), "{bad}: {stderr}");
+    }
+}

@@ -62,6 +62,9 @@ const SHAPES: [Shape; 4] = [
 struct Figures {
     round_trips_per_sec: f64,
     cpu_sec_per_million: f64,
+    /// The kernel's part of `cpu_sec_per_million` (system time): the floor no user-space change
+    /// lowers, which bounds how far ahead of a peer any forwarder built on the same syscalls can be.
+    sys_sec_per_million: f64,
     loss: f64,
 }
 
@@ -100,11 +103,12 @@ pub fn run(opts: &Options) -> BenchResult<()> {
                 }
             };
             eprintln!(
-                "udp {} clients x {} B, {peer}: {} rt/s, {} CPU s per 1M rt, loss {:.3}%",
+                "udp {} clients x {} B, {peer}: {} rt/s, {} CPU s ({} sys) per 1M rt, loss {:.3}%",
                 shape.clients,
                 shape.size,
                 sig3(figures.round_trips_per_sec),
                 sig3(figures.cpu_sec_per_million),
+                sig3(figures.sys_sec_per_million),
                 figures.loss * 100.0
             );
             rows.push((shape, peer, figures));
@@ -122,11 +126,11 @@ pub fn run(opts: &Options) -> BenchResult<()> {
 
 fn render(rows: &[(Shape, &str, Figures)], window: Duration) -> String {
     let mut out = String::from(
-        "| clients | datagram | peer | round trips/s | CPU s per 1M round trips | loss |\n|---|---|---|---|---|---|\n",
+        "| clients | datagram | peer | round trips/s | CPU s per 1M round trips | of which sys | loss |\n|---|---|---|---|---|---|---|\n",
     );
     for (shape, peer, f) in rows {
         out.push_str(&format!(
-            "| {} | {} B | {peer} | {} | {} | {:.3}% |\n",
+            "| {} | {} B | {peer} | {} | {} | {} | {:.3}% |\n",
             shape.clients,
             shape.size,
             sig3(f.round_trips_per_sec),
@@ -134,6 +138,11 @@ fn render(rows: &[(Shape, &str, Figures)], window: Duration) -> String {
                 "-".to_string()
             } else {
                 sig3(f.cpu_sec_per_million)
+            },
+            if *peer == "direct" {
+                "-".to_string()
+            } else {
+                sig3(f.sys_sec_per_million)
             },
             f.loss * 100.0
         ));
@@ -155,7 +164,7 @@ fn measure(to: SocketAddr, pids: &[u32], shape: Shape, window: Duration) -> Benc
     let payload = vec![0x5a_u8; shape.size];
     let mut buf = vec![0u8; 65_536];
     let start = Instant::now();
-    let (mut cpu_start, mut counted_start) = (0.0, Counts::default());
+    let (mut cpu_start, mut counted_start) = (Cpu::default(), Counts::default());
     let mut measuring = false;
     let end = start + WARMUP + window;
     loop {
@@ -172,17 +181,14 @@ fn measure(to: SocketAddr, pids: &[u32], shape: Shape, window: Duration) -> Benc
             client.turn(to, &payload, &mut buf, now);
         }
     }
-    let cpu = tree_cpu_seconds(pids) - cpu_start;
+    let cpu = tree_cpu_seconds(pids).since(cpu_start);
     let counted = Counts::sum(&clients).since(&counted_start);
     let secs = window.as_secs_f64();
     let replies = counted.received as f64;
     Ok(Figures {
         round_trips_per_sec: replies / secs,
-        cpu_sec_per_million: if replies > 0.0 {
-            cpu / replies * 1e6
-        } else {
-            0.0
-        },
+        cpu_sec_per_million: per_million(cpu.user + cpu.sys, replies),
+        sys_sec_per_million: per_million(cpu.sys, replies),
         loss: if counted.sent > 0 {
             counted.lost as f64 / counted.sent as f64
         } else {
@@ -394,31 +400,59 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// (parent pid, utime + stime in ticks) of `pid`.
-fn stat_fields(pid: u32) -> Option<(u32, u64)> {
+fn per_million(seconds: f64, replies: f64) -> f64 {
+    if replies > 0.0 {
+        seconds / replies * 1e6
+    } else {
+        0.0
+    }
+}
+
+/// CPU seconds, user-space and kernel apart.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    user: f64,
+    sys: f64,
+}
+
+impl Cpu {
+    fn since(self, start: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - start.user,
+            sys: self.sys - start.sys,
+        }
+    }
+}
+
+/// (parent pid, (utime, stime) in ticks) of `pid`.
+fn stat_fields(pid: u32) -> Option<(u32, (u64, u64))> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ppid = fields.get(1)?.parse().ok()?;
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((ppid, utime + stime))
+    Some((ppid, (utime, stime)))
 }
 
-/// CPU seconds of `pids` and their children (socat forks one per client).
-fn tree_cpu_seconds(pids: &[u32]) -> f64 {
+/// CPU seconds of `pids` and their children (socat forks one per client), user and system apart.
+fn tree_cpu_seconds(pids: &[u32]) -> Cpu {
     // SAFETY: sysconf has no memory effects.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let mut ticks = 0;
+    let (mut user, mut sys) = (0, 0);
     for &pid in pids {
-        ticks += stat_fields(pid).map_or(0, |f| f.1);
-        ticks += children_of(pid)
+        let tree = stat_fields(pid)
             .into_iter()
-            .filter_map(stat_fields)
-            .map(|f| f.1)
-            .sum::<u64>();
+            .chain(children_of(pid).into_iter().filter_map(stat_fields));
+        for (_, (u, s)) in tree {
+            user += u;
+            sys += s;
+        }
     }
-    ticks as f64 / hz
+    Cpu {
+        user: user as f64 / hz,
+        sys: sys as f64 / hz,
+    }
 }
 
 /// `--role tokio-udp --listen ADDR --upstream ADDR`: the tokio UDP forwarder.
@@ -475,11 +509,13 @@ mod tests {
     #[test]
     fn test_stat_fields_of_this_process() {
         let me = std::process::id();
-        let (ppid, ticks) = stat_fields(me).expect("own stat");
+        let (ppid, (user, sys)) = stat_fields(me).expect("own stat");
+        let ticks = user + sys;
         assert_eq!(ppid, std::os::unix::process::parent_id());
         let spin = Instant::now();
         while spin.elapsed() < Duration::from_millis(50) {}
-        assert!(stat_fields(me).expect("own stat").1 >= ticks);
+        let (_, (user, sys)) = stat_fields(me).expect("own stat");
+        assert!(user + sys >= ticks);
     }
 
     /// The CPU of a process tree: this test process has used some, and it only grows.
@@ -488,8 +524,9 @@ mod tests {
         let spin = Instant::now();
         while spin.elapsed() < Duration::from_millis(100) {}
         let first = tree_cpu_seconds(&[std::process::id()]);
-        assert!(first > 0.0);
-        assert!(tree_cpu_seconds(&[std::process::id()]) >= first);
+        assert!(first.user > 0.0, "a spinning loop is user time");
+        let then = tree_cpu_seconds(&[std::process::id()]);
+        assert!(then.user >= first.user && then.sys >= first.sys);
     }
 
     /// A client counts what it sent, what came back, and what it gave up on.

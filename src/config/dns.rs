@@ -58,7 +58,7 @@ pub(crate) fn destination_addresses(host_port: &str) -> Result<Vec<SocketAddr>, 
 }
 
 /// The first `max` addresses of `addrs`, each once, in their order.
-pub(crate) fn first_distinct(addrs: Vec<SocketAddr>, max: usize) -> Vec<SocketAddr> {
+pub(crate) fn first_distinct<A: PartialEq>(addrs: Vec<A>, max: usize) -> Vec<A> {
     let mut distinct = Vec::with_capacity(max.min(addrs.len()));
     for addr in addrs {
         if distinct.len() == max {
@@ -120,9 +120,15 @@ mod tests {
             addr("127.0.0.2:80"),
             addr("127.0.0.3:80"),
         );
-        assert_eq!(first_distinct(vec![v6, a, v6, b, a, c], 3), vec![v6, a, b]);
-        assert_eq!(first_distinct(vec![a, a], 3), vec![a]);
-        assert_eq!(first_distinct(Vec::new(), 3), Vec::<SocketAddr>::new());
+        assert_eq!(
+            first_distinct::<SocketAddr>(vec![v6, a, v6, b, a, c], 3),
+            vec![v6, a, b]
+        );
+        assert_eq!(first_distinct::<SocketAddr>(vec![a, a], 3), vec![a]);
+        assert_eq!(
+            first_distinct::<SocketAddr>(Vec::new(), 3),
+            Vec::<SocketAddr>::new()
+        );
         assert_eq!(
             destination_addresses("127.0.0.1:443"),
             Ok(vec![addr("127.0.0.1:443")])

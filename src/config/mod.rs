@@ -9,6 +9,7 @@ pub mod dns;
 pub mod file;
 pub mod settings;
 pub mod unix;
+pub mod upstream_addr;
 
 mod algorithm;
 mod quantity;
@@ -19,6 +20,7 @@ pub use quantity::{
     parse_buffer_size, parse_duration, parse_keepalive, parse_pipe_size, parse_timeout,
 };
 pub use splice::{Splice, DEFAULT_PIPE_SIZE, DEFAULT_SPLICE};
+pub use upstream_addr::{UpstreamAddr, UpstreamAddresses};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -303,7 +305,8 @@ pub fn check_sni(route: &RouteConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// What an upstream's `HOST:PORT` resolved to, in the resolver's order, or why it did not.
+/// What a `HOST:PORT` (a listen address, a CONNECT destination) resolved to, in the resolver's order,
+/// or why it did not.
 pub type Addresses = Result<Vec<SocketAddr>, String>;
 
 /// Whether `send_proxy_tlvs` can work: TLVs are carried from a client's v2 header (`accept_proxy`) into
@@ -316,11 +319,12 @@ pub fn tlvs_have_a_source(route: &RouteConfig) -> bool {
 /// One upstream of a route.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
-    /// `HOST:PORT` as the user wrote it: the name in logs and metrics, and what is re-resolved.
+    /// `HOST:PORT` or `unix:PATH` as the user wrote it: the name in logs and metrics, and what is
+    /// re-resolved (a host name only).
     pub name: String,
-    /// Its addresses when the configuration was read (an IP literal's is itself); each becomes an
-    /// endpoint, up to `endpoint::MAX_ADDRESSES`.
-    pub addrs: Addresses,
+    /// Its addresses when the configuration was read (an IP literal's, or a Unix socket's, is itself);
+    /// each becomes an endpoint, up to `endpoint::MAX_ADDRESSES`.
+    pub addrs: UpstreamAddresses,
     /// Relative share of new connections.
     pub weight: u32,
 }
@@ -357,9 +361,9 @@ impl UpstreamConfig {
     }
 }
 
-/// True when `HOST:PORT`'s host is a name, not an IP literal.
+/// True when `HOST:PORT`'s host is a name, not an IP literal (a `unix:` address is no host name).
 pub(crate) fn is_host_name(host_port: &str) -> bool {
-    split_scheme(host_port).1.parse::<SocketAddr>().is_err()
+    !unix::UnixAddr::is_unix(host_port) && split_scheme(host_port).1.parse::<SocketAddr>().is_err()
 }
 
 /// Default `resolve_interval`: 30s when some upstream is a host name, never when all are IP literals.
@@ -384,15 +388,27 @@ pub fn most_endpoints(upstreams: &[UpstreamConfig]) -> usize {
         .sum()
 }
 
-/// Splits `[udp://]HOST:PORT[,weight=N]` into the upstream (its `udp://` kept) and its weight
-/// (default 1, 1..=10000).
+/// Splits `[udp://]HOST:PORT[,weight=N]` or `unix:PATH[,weight=N]` into the upstream (its `udp://`
+/// kept) and its weight (default 1, 1..=10000).
 pub fn parse_upstream_spec(text: &str) -> Result<(String, u32), String> {
     let (addr, options) = match text.split_once(',') {
+        // A path may hold commas: only a last `,weight=N` ends a Unix one.
+        _ if unix::UnixAddr::is_unix(text) => match text.rsplit_once(',') {
+            Some((addr, option)) if option.trim().starts_with("weight=") => {
+                (addr.trim(), Some(option.trim()))
+            }
+            _ => (text.trim(), None),
+        },
         Some((addr, options)) => (addr.trim(), Some(options.trim())),
         None => (text.trim(), None),
     };
-    check_host_port(split_scheme(addr).1)
-        .map_err(|why| format!("invalid upstream '{text}': {why}"))?;
+    if unix::UnixAddr::is_unix(addr) {
+        addr.parse::<unix::UnixAddr>()
+            .map_err(|why| format!("invalid upstream '{text}': {why}"))?;
+    } else {
+        check_host_port(split_scheme(addr).1)
+            .map_err(|why| format!("invalid upstream '{text}': {why}"))?;
+    }
     let weight = match options {
         None => 1,
         Some(option) => {
@@ -483,6 +499,15 @@ mod tests {
             parse_upstream_spec("db.internal:5432,weight=3"),
             Ok(("db.internal:5432".into(), 3))
         );
+        // A Unix path may hold commas; only a last `,weight=N` is an option.
+        assert_eq!(
+            parse_upstream_spec("unix:/run/a,b.sock,weight=2"),
+            Ok(("unix:/run/a,b.sock".into(), 2))
+        );
+        assert_eq!(
+            parse_upstream_spec("unix:@app"),
+            Ok(("unix:@app".into(), 1))
+        );
         for bad in [
             "10.0.0.1:80,weight=0",
             "x:1,weight=abc",
@@ -495,6 +520,9 @@ mod tests {
             "[::1:80",
             "::1:80",
             ":80",
+            "unix:",
+            "unix:@",
+            "unix:/a,weight=0",
         ] {
             let err = parse_upstream_spec(bad).expect_err(bad);
             assert!(err.contains(&format!("'{bad}'")), "{err}");
@@ -506,6 +534,8 @@ mod tests {
         assert!(!is_host_name("10.0.0.1:80"));
         assert!(!is_host_name("[::1]:80"));
         assert!(is_host_name("localhost:80"));
+        assert!(!is_host_name("unix:/run/app.sock"));
+        assert!(!is_host_name("unix:@app"));
     }
 
     #[test]

@@ -152,6 +152,11 @@ impl Direction {
         self.counters
     }
 
+    /// True while this direction splices (`--splice`), rather than going through its ring.
+    pub(crate) fn splices(&self) -> bool {
+        self.zero_copy
+    }
+
     /// True once this direction has finished (its FIN passed on, or left to the pair's close).
     pub(crate) fn is_closed(&self) -> bool {
         self.state == State::Closed

@@ -23,7 +23,9 @@ use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use crate::datapath::net::{self, ConnectState};
+use crate::config::UpstreamAddr;
+use crate::datapath::net::{self, ConnectState, StreamOptions};
+use crate::datapath::unix;
 
 #[cfg(test)]
 pub(crate) mod script;
@@ -78,6 +80,16 @@ pub(crate) enum Conn {
 }
 
 impl Conn {
+    /// Starts a non-blocking connect to an upstream (or a probe of one): TCP with `options`, or a Unix
+    /// stream ([`unix::start_connect`], whose failures are immediate). `Err` is a connect that failed
+    /// to start, which counts as a failed attempt.
+    pub(crate) fn connect(addr: &UpstreamAddr, options: StreamOptions) -> io::Result<Conn> {
+        match addr {
+            UpstreamAddr::Inet(addr) => net::start_connect(*addr, options).map(Conn::Tcp),
+            UpstreamAddr::Unix(addr) => unix::start_connect(addr).map(Conn::Unix),
+        }
+    }
+
     /// The TCP stream, for the options only TCP has (TCP_NODELAY, keepalive).
     pub(crate) fn tcp(&self) -> Option<&TcpStream> {
         match self {
@@ -164,8 +176,18 @@ impl Socket for Conn {
     fn connect_result(&self) -> ConnectState {
         match self {
             Conn::Tcp(stream) => net::connect_result(stream),
-            // Unix streams reach a pair accepted, never connecting.
-            Conn::Unix(_) => ConnectState::Connected,
+            // As for TCP: a peer proves the connection (on Linux a Unix connect is settled inside
+            // connect(2), [`unix::start_connect`]); without one, a pending error is its failure.
+            Conn::Unix(stream) => match stream.peer_addr() {
+                Ok(_) => ConnectState::Connected,
+                Err(err) if err.kind() == io::ErrorKind::NotConnected => {
+                    match stream.take_error() {
+                        Ok(Some(err)) | Err(err) => ConnectState::Failed(err),
+                        Ok(None) => ConnectState::Pending,
+                    }
+                }
+                Err(err) => ConnectState::Failed(err),
+            },
         }
     }
 

@@ -66,6 +66,35 @@ fn identity(meta: &fs::Metadata) -> (u64, u64, i64, i64) {
     (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
 }
 
+/// The kernel's address for `addr`: a path, or an abstract name after its leading NUL.
+fn sockaddr(addr: &UnixAddr) -> io::Result<SockAddr> {
+    match addr {
+        UnixAddr::Path(path) => SockAddr::unix(path),
+        UnixAddr::Abstract(name) => {
+            let mut bytes = vec![0u8];
+            bytes.extend_from_slice(name.as_bytes());
+            SockAddr::unix(OsStr::from_bytes(&bytes))
+        }
+    }
+}
+
+/// Starts a non-blocking, close-on-exec connect to the Unix stream socket `addr` (an upstream, or a
+/// probe of one). Unlike TCP's, a Unix connect is settled inside connect(2): it succeeds at once when
+/// the listener's backlog has room, and fails at once otherwise: ECONNREFUSED (nobody listens), EAGAIN
+/// (Linux: the backlog is full), ENOENT (no such file), EACCES (the file's mode). A failure
+/// is an `Err` here, which the connect path counts as a failed attempt and fails over from, as it does a
+/// TCP connect refused. EINPROGRESS, which POSIX allows, is taken as a connect under way: its outcome
+/// is asked like a TCP one's.
+pub(crate) fn start_connect(addr: &UnixAddr) -> io::Result<mio::net::UnixStream> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM.nonblocking(), None)?;
+    match socket.connect(&sockaddr(addr)?) {
+        Ok(()) => {}
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(err) => return Err(err),
+    }
+    Ok(mio::net::UnixStream::from_std(socket.into()))
+}
+
 /// Binds a non-blocking, close-on-exec Unix stream listener on `addr` with `backlog`; a path gets the
 /// permission bits `mode` and its [`SocketFile`]. The error names the address.
 pub fn bind(
@@ -75,10 +104,8 @@ pub fn bind(
 ) -> Result<(mio::net::UnixListener, Option<SocketFile>), String> {
     let fail = |err: io::Error| format!("cannot listen on {addr}: {err}");
     match addr {
-        UnixAddr::Abstract(name) => {
-            let mut bytes = vec![0u8];
-            bytes.extend_from_slice(name.as_bytes());
-            let sockaddr = SockAddr::unix(OsStr::from_bytes(&bytes)).map_err(fail)?;
+        UnixAddr::Abstract(_) => {
+            let sockaddr = sockaddr(addr).map_err(fail)?;
             let socket = listening(&sockaddr, None, backlog).map_err(|err| match err.kind() {
                 io::ErrorKind::AddrInUse => {
                     format!("cannot listen on {addr}: another socket listens there")
@@ -88,7 +115,7 @@ pub fn bind(
             Ok((socket, None))
         }
         UnixAddr::Path(path) => {
-            let sockaddr = SockAddr::unix(path).map_err(fail)?;
+            let sockaddr = sockaddr(addr).map_err(fail)?;
             let socket = match listening(&sockaddr, Some((path, mode)), backlog) {
                 Err(err) if err.kind() == io::ErrorKind::AddrInUse => {
                     remove_if_stale(addr, path)?;

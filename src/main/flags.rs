@@ -36,7 +36,7 @@ pub(super) fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure
             });
         }
         // A name that does not resolve is no start failure: its upstream starts down (src/upstream/endpoint/readdress.rs).
-        let addrs = dns::upstream_addresses(&name);
+        let addrs = config::upstream_addr::addresses_of(&name, &mut dns::upstream_addresses);
         upstreams.push(UpstreamConfig {
             name,
             addrs,

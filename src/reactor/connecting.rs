@@ -12,6 +12,7 @@ use mio::Poll;
 use slab::Slab;
 
 use super::Reactor;
+use crate::config::UpstreamAddr;
 use crate::datapath::budget::Slot;
 use crate::datapath::stream::Conn;
 use crate::observe::metrics::Metrics;
@@ -60,6 +61,7 @@ impl Reactor {
         if let Some(mut pair) = pair {
             pair.client_key = client_key;
             cx.route.pairs += 1;
+            cx.route.counts.paired();
             entry.insert(pair);
             fd_slot.keep();
             self.metrics.pairs_total += 1;
@@ -118,11 +120,11 @@ impl Reactor {
         // Routes whose clients greet first connect after the greeting, never to a warm connection.
         let warmable = |route: &Route| !route.draining && route.greeting.is_none();
         for (_, route) in self.routes.iter().filter(|(_, route)| warmable(route)) {
-            let up: Vec<(usize, SocketAddr)> = route
+            let up: Vec<(usize, UpstreamAddr)> = route
                 .upstreams
                 .live()
                 .filter(|(_, endpoint)| endpoint.health.is_up())
-                .map(|(slot, endpoint)| (slot, endpoint.addr))
+                .map(|(slot, endpoint)| (slot, endpoint.addr.clone()))
                 .collect();
             warm.refill(
                 self.poll.registry(),

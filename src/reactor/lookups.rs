@@ -17,7 +17,7 @@
 use std::net::SocketAddr;
 
 use super::Reactor;
-use crate::config::{self, Addresses};
+use crate::config::{self, UpstreamAddresses};
 use crate::reactor::worker::{Answer, Job};
 use crate::session::connect::Step;
 
@@ -107,7 +107,7 @@ impl Reactor {
         key: usize,
         uid: u64,
         epoch: u64,
-        addrs: Vec<(usize, Addresses)>,
+        addrs: Vec<(usize, UpstreamAddresses)>,
     ) {
         let now = self.now;
         let Some(route) = self.routes.get_mut(key).filter(|route| route.uid == uid) else {
@@ -134,7 +134,7 @@ impl Reactor {
             route
                 .upstreams
                 .get(slot)
-                .is_some_and(|e| e.is_live() && e.addr == addr)
+                .is_some_and(|e| e.is_live() && e.addr == *addr)
         });
     }
 }

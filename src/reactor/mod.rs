@@ -54,12 +54,14 @@ use crate::datapath::budget::FdBudget;
 use crate::datapath::readiness::Event;
 use crate::datapath::stream::Socket;
 use crate::observe::metrics::{Metrics, MetricsBoard, StatsTicker};
+use crate::observe::routed::RouteBoard;
 use crate::reactor::scrape::MetricsServer;
 use crate::reactor::timer::{Entry, Timers};
 use crate::reactor::worker::{Inbox, Worker};
 use crate::service::notify::Notifier;
 use crate::service::upgrade::PassedUnix;
 use crate::session::connect::Step;
+use crate::session::pair::diagnosis::{self, Limits};
 use crate::session::pair::{Outcome, Pair};
 use crate::session::udp::forward::UdpRoute;
 use crate::throttle::Throttle;
@@ -89,6 +91,7 @@ pub use systemd::activated_listeners;
 use probes::Probe;
 use report::trace_event;
 use shutdown::Drain;
+pub use shutdown::Stopped;
 use upgrade::UpgradeServer;
 
 /// Events fetched per `epoll_wait`.
@@ -112,6 +115,10 @@ pub struct Siblings {
     pub index: usize,
     /// Where every reactor publishes its counters; `None` with a single reactor.
     pub board: Option<Arc<MetricsBoard>>,
+    /// Every route's figures by route and upstream, shared by every reactor (one alone included).
+    pub routes: Arc<RouteBoard>,
+    /// The reactors done shutting down: the last one logs the process's end, once.
+    pub stopped: Arc<Mutex<Stopped>>,
     /// The other reactors' inboxes: reactor 0 reads a reloaded file once and hands the result
     /// to them (see `reload`), so all apply the same configuration and bind the same ports.
     pub followers: Arc<Mutex<Vec<Inbox>>>,
@@ -475,6 +482,7 @@ impl Reactor {
     /// Acts on a pair's outcome: keep it (re-arming its timer), queue it to run again, fail over to
     /// another upstream, or tear it down.
     fn settle(&mut self, slot: usize, outcome: Outcome) {
+        self.account(slot);
         if matches!(outcome, Outcome::Open | Outcome::Yield) && !self.sync_read_interest(slot) {
             return;
         }
@@ -609,6 +617,7 @@ impl Reactor {
             };
             match pair.deadline(&route.deadlines) {
                 Some((at, cause)) if at <= self.now => {
+                    diagnosis::log_expiry(pair, &Limits::of(route), cause, self.now);
                     let outcome = pair.expire(cause, self.now);
                     self.settle(entry.slot, outcome)
                 }
@@ -668,7 +677,7 @@ mod tests {
         Pair::new(
             id,
             (client, addr),
-            (upstream, None),
+            (upstream, addr.into(), None),
             0,
             Plan::Upstreams {
                 tried: Tried::default(),

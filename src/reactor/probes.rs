@@ -1,5 +1,5 @@
-//! Active health checks: every `health_interval`, one non-blocking TCP connect per endpoint (address of
-//! an upstream) of a route, counted as a success or failure in that endpoint's health. A plain probe is
+//! Active health checks: every `health_interval`, one non-blocking connect (TCP, or a Unix stream for a `unix:`
+//! upstream) per endpoint (address of an upstream) of a route, counted as a success or failure in that endpoint's health. A plain probe is
 //! done once the connect resolves. With `health_send` / `health_expect` (HAProxy's `tcp-check` in its
 //! simplest form) the probe goes on, a small state machine ([`Stage`]): connect, write the bytes, read
 //! until the answer starts with the expected prefix (`wire::tcp_check::Expect`: at most that many bytes
@@ -20,7 +20,7 @@
 //! | any          | `health_timeout` passed                | failure      |
 //!
 //! The edge-triggered and lifecycle points:
-//! - The outcome is asked of the kernel ([`net::connect_result`]: `peer_addr`, then `take_error`), never
+//! - The outcome is asked of the kernel ([`Socket::connect_result`]: `peer_addr`, then `take_error`), never
 //!   read off the event: a refused connect can show up as readable, writable or error, and a spurious
 //!   event leaves the connect pending.
 //! - Probe tokens carry no generation: probe slots are freed during a batch but reused only when a round
@@ -36,11 +36,12 @@ use std::io::{self, Read, Write};
 use std::time::Instant;
 
 use log::{debug, trace, warn};
-use mio::net::TcpStream;
 use mio::Interest;
 
 use super::Reactor;
-use crate::datapath::net::{self, ConnectState};
+use crate::config::UpstreamAddr;
+use crate::datapath::net::ConnectState;
+use crate::datapath::stream::{Conn, Socket};
 use crate::token::{self, MAX_PROBES};
 use crate::wire::tcp_check::{Expect, Verdict, MAX_BYTES};
 
@@ -55,11 +56,11 @@ enum Stage {
     Expecting(Expect),
 }
 
-/// An active health check of one upstream: a TCP connect, then the route's `health_send` /
-/// `health_expect` if it has them.
+/// An active health check of one upstream: a connect (TCP, or a Unix stream for a `unix:` upstream),
+/// then the route's `health_send` / `health_expect` if it has them.
 #[derive(Debug)]
 pub(super) struct Probe {
-    stream: TcpStream,
+    stream: Conn,
     stage: Stage,
     /// The route's `health_send` and `health_expect` when the probe started (a reload may replace the
     /// route meanwhile).
@@ -80,7 +81,7 @@ impl Probe {
     fn advance(&mut self) -> Option<Result<(), String>> {
         loop {
             let next = match &mut self.stage {
-                Stage::Connecting => match net::connect_result(&self.stream) {
+                Stage::Connecting => match self.stream.connect_result() {
                     ConnectState::Pending => return None,
                     ConnectState::Failed(err) => return Some(Err(format!("connect: {err}"))),
                     ConnectState::Connected => match self.send {
@@ -170,17 +171,17 @@ impl Reactor {
                 continue;
             };
             route.next_probe = route.config.health_interval.map(|interval| now + interval);
-            let idle: Vec<(usize, std::net::SocketAddr)> = route
+            let idle: Vec<(usize, UpstreamAddr)> = route
                 .upstreams
                 .live()
                 .filter(|(_, endpoint)| !endpoint.probing)
-                .map(|(slot, endpoint)| (slot, endpoint.addr))
+                .map(|(slot, endpoint)| (slot, endpoint.addr.clone()))
                 .collect();
             for (slot, addr) in idle {
                 if self.probes.len() >= MAX_PROBES {
                     break;
                 }
-                let mut stream = match net::start_connect(addr, route.options) {
+                let mut stream = match Conn::connect(&addr, route.options) {
                     Ok(stream) => stream,
                     Err(err) => {
                         debug!(

@@ -33,7 +33,7 @@ use mio::Waker;
 
 use crate::config::dns::{self, destination_addresses};
 use crate::config::file::{self, Defaults, FileError};
-use crate::config::{Addresses, Config};
+use crate::config::{upstream_addr, Config, UpstreamAddresses};
 
 /// Threads resolving CONNECT destinations, so that one slow name does not hold up the others.
 const LOOKUP_THREADS: usize = 4;
@@ -98,7 +98,7 @@ pub(super) enum Answer {
         route: usize,
         uid: u64,
         epoch: u64,
-        addrs: Vec<(usize, Addresses)>,
+        addrs: Vec<(usize, UpstreamAddresses)>,
     },
     Reloaded(Box<Result<Config, FileError>>),
     /// The answer to a [`Lookup`]: the destination's addresses, in the order to try them.
@@ -292,7 +292,10 @@ fn run(job: Job) -> Answer {
             epoch,
             addrs: names
                 .into_iter()
-                .map(|(index, name)| (index, dns::upstream_addresses(&name)))
+                .map(|(index, name)| {
+                    let addrs = upstream_addr::addresses_of(&name, &mut dns::upstream_addresses);
+                    (index, addrs)
+                })
                 .collect(),
         },
         Job::Reload { path, defaults } => Answer::Reloaded(Box::new(file::load(&path, defaults))),

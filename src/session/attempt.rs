@@ -21,6 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::close::Cause;
+use crate::config::UpstreamAddr;
 use crate::datapath::net;
 use crate::upstream::endpoint::Tried;
 use crate::upstream::route::{Lease, Route};
@@ -69,7 +70,7 @@ impl Failed {
 pub(super) enum Next {
     /// Connect to `addr`; `lease` is the route endpoint it belongs to (none for a CONNECT destination).
     Try {
-        addr: SocketAddr,
+        addr: UpstreamAddr,
         lease: Option<Lease>,
     },
     GiveUp(GiveUp),
@@ -107,7 +108,7 @@ impl Plan {
                 .lease(client, tried, now)
                 .map(|(lease, addr)| (addr, Some(lease))),
             Plan::Lookup => None,
-            Plan::Destination { left } => left.pop().map(|addr| (addr, None)),
+            Plan::Destination { left } => left.pop().map(|addr| (addr.into(), None)),
         };
         match candidate {
             Some((addr, lease)) => Next::Try { addr, lease },
@@ -165,7 +166,7 @@ mod tests {
         config.upstreams = (1..=3)
             .map(|port| UpstreamConfig {
                 name: format!("127.0.0.1:{port}"),
-                addrs: Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]),
+                addrs: Ok(vec![addr(port).into()]),
                 weight: 1,
             })
             .collect();
@@ -180,7 +181,7 @@ mod tests {
     const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     /// The lease of a `Try`, given back (a test's stand-in for the attempt that used it).
-    fn tried(next: Next, route: &mut Route) -> SocketAddr {
+    fn tried(next: Next, route: &mut Route) -> UpstreamAddr {
         let Next::Try { addr, lease } = next else {
             panic!("expected a try, got {next:?}");
         };
@@ -270,12 +271,12 @@ mod tests {
         let mut plan = Plan::destination(vec![addr(1), addr(2)]);
         assert_eq!(
             tried(plan.next(None, &mut route, CLIENT, now), &mut route),
-            addr(1)
+            addr(1).into()
         );
         let next = plan.next(Some(&refused()), &mut route, CLIENT, now);
         assert_eq!(
             tried(next, &mut route),
-            addr(2),
+            addr(2).into(),
             "not capped at the route's one attempt"
         );
         assert_eq!(

@@ -13,15 +13,15 @@
 //! the `Registry` for its own sockets.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::debug;
-use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use slab::Slab;
 
-use crate::datapath::net::{self, ConnectState, StreamOptions};
+use crate::config::UpstreamAddr;
+use crate::datapath::net::{ConnectState, StreamOptions};
+use crate::datapath::stream::{Conn, Socket};
 use crate::token::{self, MAX_WARM};
 
 /// First pause after a failed warm connect; it doubles up to [`MAX_BACKOFF`] while failures continue.
@@ -31,7 +31,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// One pre-opened upstream connection.
 #[derive(Debug)]
 struct Warm {
-    stream: TcpStream,
+    /// TCP, or a Unix stream to a `unix:` upstream.
+    stream: Conn,
     /// The connect has been confirmed (peer_addr / take_error), not just started.
     connected: bool,
     /// While connecting: when to give up (the route's connect timeout). A blackholed upstream would
@@ -44,7 +45,7 @@ struct Warm {
     upstream: usize,
     /// Where it connects: a slot freed by a re-resolution may hold another address by the time the
     /// pool is told ([`WarmPool::forget_endpoints`]).
-    addr: SocketAddr,
+    addr: UpstreamAddr,
 }
 
 /// The pool of warm upstream connections, for every route.
@@ -123,7 +124,7 @@ impl WarmPool {
         &mut self,
         registry: &Registry,
         route: u64,
-        upstreams: &[(usize, SocketAddr)],
+        upstreams: &[(usize, UpstreamAddr)],
         (options, connect_timeout): (StreamOptions, Duration),
         now: Instant,
     ) {
@@ -134,9 +135,9 @@ impl WarmPool {
         let mut held = self.conns.iter().filter(|(_, w)| w.route == route).count();
         while held < self.target && self.conns.len() < MAX_WARM {
             self.cursor = self.cursor.wrapping_add(1);
-            let (upstream, addr) = upstreams[self.cursor % upstreams.len()];
+            let (upstream, addr) = &upstreams[self.cursor % upstreams.len()];
             let entry = self.conns.vacant_entry();
-            let started = net::start_connect(addr, options).and_then(|mut stream| {
+            let started = Conn::connect(addr, options).and_then(|mut stream| {
                 let both = Interest::READABLE | Interest::WRITABLE;
                 registry.register(&mut stream, token::warm_token(entry.key()), both)?;
                 Ok(stream)
@@ -148,8 +149,8 @@ impl WarmPool {
                         connected: false,
                         give_up_at: now + connect_timeout,
                         route,
-                        upstream,
-                        addr,
+                        upstream: *upstream,
+                        addr: addr.clone(),
                     });
                     held += 1;
                 }
@@ -165,7 +166,7 @@ impl WarmPool {
             return; // taken by a client or discarded earlier in this batch
         };
         if !warm.connected {
-            match net::connect_result(&warm.stream) {
+            match warm.stream.connect_result() {
                 ConnectState::Pending => return,
                 ConnectState::Connected => warm.connected = true,
                 ConnectState::Failed(err) => {
@@ -191,7 +192,7 @@ impl WarmPool {
 
     /// Hands a confirmed connection to upstream `upstream` of route `route` to a client, for good. The
     /// caller re-registers it under the pair's token.
-    pub(crate) fn take(&mut self, route: u64, upstream: usize) -> Option<TcpStream> {
+    pub(crate) fn take(&mut self, route: u64, upstream: usize) -> Option<Conn> {
         let slot = self.conns.iter().find_map(|(slot, warm)| {
             (warm.connected && warm.route == route && warm.upstream == upstream).then_some(slot)
         })?;
@@ -207,10 +208,10 @@ impl WarmPool {
     pub(crate) fn forget_endpoints(
         &mut self,
         route: u64,
-        live: impl Fn(usize, SocketAddr) -> bool,
+        live: impl Fn(usize, &UpstreamAddr) -> bool,
     ) {
         self.conns
-            .retain(|_, warm| warm.route != route || live(warm.upstream, warm.addr));
+            .retain(|_, warm| warm.route != route || live(warm.upstream, &warm.addr));
     }
 
     /// Closes the connections of a route that a reload removed or replaced.
@@ -230,7 +231,7 @@ impl WarmPool {
 
 /// A waiting connection is still usable unless a peek finds EOF or an error. Data waiting is fine: it
 /// is the upstream's greeting and belongs to whoever takes the connection.
-fn still_open(stream: &TcpStream) -> bool {
+fn still_open(stream: &Conn) -> bool {
     let mut probe = [0u8; 1];
     match stream.peek(&mut probe) {
         Ok(0) => false,
@@ -276,7 +277,7 @@ mod tests {
         pool.refill(
             poll.registry(),
             7,
-            &[(0, addr)],
+            &[(0, addr.into())],
             (options(), Duration::from_secs(5)),
             Instant::now(),
         );
@@ -291,7 +292,7 @@ mod tests {
         );
         let first = pool.take(7, 0).expect("a warm connection");
         assert_eq!(pool.ready(), 2, "taken connections leave the pool for good");
-        assert!(first.peer_addr().is_ok());
+        assert!(matches!(first.connect_result(), ConnectState::Connected));
         pool.forget_route(7);
         assert_eq!(pool.ready(), 0);
     }
@@ -305,7 +306,7 @@ mod tests {
         pool.refill(
             poll.registry(),
             1,
-            &[(0, addr)],
+            &[(0, addr.into())],
             (options(), Duration::from_secs(5)),
             Instant::now(),
         );
@@ -325,7 +326,7 @@ mod tests {
         pool.refill(
             poll.registry(),
             1,
-            &[(0, addr)],
+            &[(0, addr.into())],
             (options(), Duration::from_secs(5)),
             Instant::now(),
         );

@@ -140,6 +140,16 @@ impl Greeting {
         bound.saturating_sub(self.buf.len())
     }
 
+    /// What the greeting is reading now (`"PROXY header"`, `"CONNECT head"`), how many bytes of it have
+    /// arrived and how many it may take at most: a stuck greeting's diagnosis.
+    pub(crate) fn progress(&self) -> (&'static str, usize, usize) {
+        let read = self.buf.len();
+        match self.stage {
+            Stage::Proxy | Stage::Refused(_) => ("PROXY header", read, proxy_protocol::MAX_HEADER),
+            Stage::Connect => ("CONNECT head", read, connect_request::MAX_HEAD),
+        }
+    }
+
     /// Appends bytes read from the client.
     pub(crate) fn extend(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);

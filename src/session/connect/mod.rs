@@ -18,15 +18,14 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use log::{debug, warn};
-use mio::net::TcpStream;
+use log::{debug, info, warn};
 use mio::{Interest, Registry};
 use socket2::SockRef;
 
 use crate::close::Cause;
-use crate::config::Splice;
+use crate::config::{Splice, UpstreamAddr};
 use crate::datapath::net;
 use crate::datapath::stream::Conn;
 use crate::observe::metric_kinds::Label;
@@ -87,12 +86,13 @@ pub(crate) enum Step {
 
 /// A connect the policy chose and the kernel accepted to start.
 struct Started {
-    stream: TcpStream,
+    stream: Conn,
     lease: Option<Lease>,
     /// A `--prewarm` connection, already established.
     prewarmed: bool,
-    addr: SocketAddr,
-    /// The failure of the attempt before this one, if this is a retry.
+    addr: UpstreamAddr,
+    /// The failure of the caller's attempt before this one, if this is a retry of it (attempts that
+    /// failed to start inside [`start`] are counted and logged there).
     after: Option<Cause>,
 }
 
@@ -149,7 +149,7 @@ pub(crate) fn open(
             &mut metrics.warm_misses
         }) += 1;
     }
-    let upstream = (Conn::Tcp(started.stream), started.lease);
+    let upstream = (started.stream, started.addr, started.lease);
     let pair = Pair::new(
         id,
         (client, client_addr),
@@ -213,21 +213,54 @@ pub(crate) fn advance(cx: &mut Context<'_>, slot: usize, pair: &mut Pair, step: 
         Step::Greeted(Target::Named(host_port)) => look_up(cx, slot, pair, host_port),
         Step::Looked(addrs) => looked(cx, slot, pair, addrs),
         Step::Connected => {
+            if let Some(started) = pair.attempt_started() {
+                (cx.route.counts).connected(cx.now.saturating_duration_since(started));
+            }
             if let Some(lease) = pair.lease() {
                 cx.route.connect_succeeded(lease.slot(), cx.now);
+                if let Some(upstream) = cx.route.upstream_counts(lease.slot()) {
+                    upstream.connected();
+                }
             }
             let budget = cx.route.pair_budget;
             let mut shared = cx.route.shared(cx.metrics);
             pair.establish(&mut shared, budget, cx.now)
         }
         Step::Failed(cause) => {
+            cx.route.counts.connect_failed();
             let lease = pair.drop_upstream();
             let from = lease.as_ref().map(Lease::slot);
+            log_failure(cx, pair, from, cause);
             let failed = Failed::InFlight(cause);
             give_back(cx.route, lease, Some(&failed), cx.now);
             attempt(cx, slot, pair, Some((failed, from)))
         }
     }
+}
+
+/// A refused or timed-out upstream connect, at info, at most once a second per route (with how many
+/// were held back): the operator sees which upstream fails and for whom, without a flood when one is
+/// down under load. Other failures are the host's (no route, fds) and are logged where they arise.
+fn log_failure(cx: &mut Context<'_>, pair: &Pair, endpoint: Option<usize>, cause: Cause) {
+    let what = match cause {
+        Cause::ConnectRefused => "refused",
+        Cause::ConnectTimeout => "timed out",
+        _ => return,
+    };
+    let Some(held_back) = cx.route.connect_failure_log.allow(cx.now) else {
+        return;
+    };
+    let more = match held_back {
+        0 => String::new(),
+        n => format!(" ({n} more since the last such line)"),
+    };
+    info!(
+        "route {}: upstream connect {what}: upstream={} client={} conn={}{more}",
+        cx.route.name(),
+        endpoint.map_or("-", |slot| cx.route.endpoint_label(slot)),
+        pair.client_addr,
+        pair.id
+    );
 }
 
 /// A pair closes: the endpoint it held is given back.
@@ -310,6 +343,7 @@ fn attempt(
     }
     if let Some(why) = started.after {
         cx.metrics.failovers += 1;
+        cx.route.counts.failed_over();
         let attempts = pair.plan_mut().map_or(0, |plan| plan.attempts());
         match started.lease.as_ref() {
             Some(lease) => debug!(
@@ -326,12 +360,13 @@ fn attempt(
             ),
         }
     }
-    pair.begin_connect(Conn::Tcp(started.stream), started.lease, cx.now);
+    pair.begin_connect((started.stream, started.addr), started.lease, cx.now);
     Outcome::Open
 }
 
 /// Asks the policy for candidates until a connect starts or it gives up; a connect that fails at once
-/// is a failed attempt like any other. `warm`: a route candidate may be a `--prewarm` connection.
+/// (always so for a Unix upstream: a missing file, nobody listening) is a failed attempt like any
+/// other, and the next candidate a failover. `warm`: a route candidate may be a `--prewarm` connection.
 fn start(
     cx: &mut Context<'_>,
     plan: &mut Plan,
@@ -339,11 +374,23 @@ fn start(
     mut failed: Option<Failed>,
     warm: bool,
 ) -> Result<Started, (GiveUp, Option<Failed>)> {
+    let after = failed.as_ref().map(Failed::cause);
+    // An attempt that failed to start here: where it went.
+    let mut failed_here: Option<UpstreamAddr> = None;
     loop {
         let (addr, lease) = match plan.next(failed.as_ref(), cx.route, client, cx.now) {
             Next::Try { addr, lease } => (addr, lease),
             Next::GiveUp(give_up) => return Err((give_up, failed)),
         };
+        if let (Some(from), Some(why)) = (failed_here.take(), failed.as_ref()) {
+            cx.metrics.failovers += 1;
+            cx.route.counts.failed_over();
+            debug!(
+                "route={} upstream={from} {}: failing over to upstream={addr}",
+                cx.route.name(),
+                why.cause()
+            );
+        }
         let uid = cx.route.uid;
         let prewarmed = match (warm, lease.as_ref(), cx.warm.as_deref_mut()) {
             (true, Some(lease), Some(pool)) => pool.take(uid, lease.slot()),
@@ -351,7 +398,7 @@ fn start(
         };
         let started = match prewarmed {
             Some(stream) => Ok((stream, true)),
-            None => net::start_connect(addr, cx.route.options).map(|stream| (stream, false)),
+            None => Conn::connect(&addr, cx.route.options).map(|stream| (stream, false)),
         };
         match started {
             Ok((stream, prewarmed)) => {
@@ -360,14 +407,16 @@ fn start(
                     lease,
                     prewarmed,
                     addr,
-                    after: failed.as_ref().map(Failed::cause),
+                    after,
                 })
             }
             Err(err) => {
                 debug!("cannot start a connect to {addr}: {err}");
+                cx.route.counts.connect_failed();
                 let failure = Failed::Start(err);
                 give_back(cx.route, lease, Some(&failure), cx.now);
                 failed = Some(failure);
+                failed_here = Some(addr);
             }
         }
     }
@@ -461,6 +510,7 @@ fn refuse_client(
     note_exhaustion(cx, failed);
     client.reset_on_close();
     cx.metrics.closes[cause] += 1;
+    cx.route.counts.closed(cause, Duration::ZERO);
     debug!(
         "closed conn=- client={client_addr} route={} upstream=- cause={cause} c2u=0 u2c=0 duration=0ms error=\"{error}\"",
         cx.route.name()

@@ -49,7 +49,7 @@ impl Harness {
                 .iter()
                 .map(|addr| UpstreamConfig {
                     name: addr.to_string(),
-                    addrs: Ok(vec![*addr]),
+                    addrs: Ok(vec![(*addr).into()]),
                     weight: 1,
                 })
                 .collect();
@@ -90,7 +90,7 @@ impl Harness {
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let (accepted, addr) = listener.accept().expect("accept");
         accepted.set_nonblocking(true).expect("nonblocking");
-        let accepted = TcpStream::from_std(accepted);
+        let accepted = mio::net::TcpStream::from_std(accepted);
         let pair = open(
             &mut self.cx(now),
             (0, id),

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use log::{debug, info};
 
-use super::stage::{Connecting, Phase, Stage};
+use super::phase::Phase;
+use super::stage::{Connecting, Stage};
 use super::{Outcome, Pair};
 use crate::close::Cause;
 use crate::datapath::stream::Socket;
@@ -67,6 +68,7 @@ impl<S: Socket> Pair<S> {
             Verdict::Ready { target, leftover } => {
                 let connecting = Connecting {
                     socket: None,
+                    addr: None,
                     lease: None,
                     plan: Plan::Upstreams {
                         tried: Default::default(),
@@ -74,7 +76,7 @@ impl<S: Socket> Pair<S> {
                     since: now,
                     client_pipelined: !leftover.is_empty(),
                 };
-                let Stage::Greeting(greeting) = self.set_stage(Stage::Connecting(connecting))
+                let Stage::Greeting(greeting) = self.set_stage(Stage::Connecting(connecting), now)
                 else {
                     return Outcome::Open;
                 };
@@ -140,7 +142,7 @@ impl<S: Socket> Pair<S> {
         self.c2u.drop_preamble();
         self.u2c.drop_preamble();
         let rejected = self.proxy_header_rejection();
-        self.set_stage(Stage::Refusing(Refusal::new(status, now, rejected)));
+        self.set_stage(Stage::Refusing(Refusal::new(status, now, rejected)), now);
         self.write_refusal()
     }
 

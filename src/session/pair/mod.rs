@@ -39,11 +39,19 @@
 //! header is queued as the c2u direction's preamble, so it goes upstream first, before any byte the pump
 //! reads later (as does a `--send-proxy` header). A CONNECT destination is not one of the route's
 //! upstreams: it never fails over to them; its addresses are its candidates instead.
+//!
+//! Seen from outside (the admin API, docs/admin.md): [`Pair::view`] copies what an operator asks about
+//! the pair into a [`PairView`] (`view`); `diagnosis` says in one sentence why it is not moving; and
+//! every handler writes what happened into the pair's flight recorder (`recorder`), a fixed ring of
+//! its last 32 events: readiness edges, phase changes (in `Pair::set_stage`), connect attempts,
+//! interest changes, faults, deadlines and the close. Each direction's last move is kept too
+//! (`moved`), which is what tells which side stopped reading.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use crate::config::UpstreamAddr;
 use crate::datapath::stream::Conn;
 use log::debug;
 
@@ -64,11 +72,17 @@ use crate::session::interest::{is_redundant_write_edge, AfterRun, Input, Interes
 use crate::token::Side;
 use crate::way::Way;
 
+pub(crate) mod diagnosis;
 mod greeting;
+mod phase;
+pub(crate) mod recorder;
 mod stage;
+pub(crate) mod view;
 
-pub(super) use stage::Phase;
+pub(super) use phase::Phase;
+use recorder::{Change, Happening, Recorder};
 use stage::{Connecting, Established, Stage};
+pub(crate) use view::PairView;
 
 /// What the reactor must do with a pair after a handler ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,12 +130,17 @@ pub(crate) struct Pair<S: Socket = Conn> {
     /// The side whose FIN came first, which names a clean close.
     first_fin: Option<Side>,
     pub(crate) started: Instant,
-    /// Last time bytes moved either way (idle and fin timeouts count from here).
-    last_activity: Instant,
+    /// Last time each direction moved bytes (or a FIN), c2u then u2c: the later one is the pair's last
+    /// activity, which idle and fin timeouts count from; each alone says which side has stopped.
+    moved: [Instant; 2],
+    /// The flight recorder: the pair's last few events, for the admin API.
+    recorder: Recorder,
     /// The deadline currently armed in the reactor's timer heap for this pair.
     pub(crate) armed: Option<Instant>,
     /// `--send-proxy`: put a PROXY header first in the upstream stream.
     send_proxy: Option<Version>,
+    /// Bytes (c2u, u2c) already added to its route's and upstream's series (`unaccounted`).
+    accounted: (u64, u64),
     /// The key its route's per-client table counts it under, if the route has per-client limits:
     /// given back when the pair closes (`connect::release`).
     pub(crate) client_key: Option<IpAddr>,
@@ -132,7 +151,7 @@ impl<S: Socket> Pair<S> {
     pub(crate) fn new(
         id: u32,
         (client, client_addr): (S, SocketAddr),
-        (upstream, lease): (S, Option<Lease>),
+        (upstream, addr, lease): (S, UpstreamAddr, Option<Lease>),
         route: usize,
         plan: Plan,
         now: Instant,
@@ -140,6 +159,7 @@ impl<S: Socket> Pair<S> {
     ) -> Pair<S> {
         let connecting = Connecting {
             socket: Some(upstream),
+            addr: Some(addr),
             lease,
             plan,
             since: now,
@@ -174,12 +194,14 @@ impl<S: Socket> Pair<S> {
             upstream_interest: Interest::default(),
             c2u: Direction::new(Way::ClientToUpstream, splice),
             u2c: Direction::new(Way::UpstreamToClient, splice),
+            recorder: Recorder::new(stage.phase()),
             stage,
             first_fin: None,
             started: now,
-            last_activity: now,
+            moved: [now; 2],
             armed: None,
             send_proxy: None,
+            accounted: (0, 0),
             client_key: None,
         }
     }
@@ -212,6 +234,23 @@ impl<S: Socket> Pair<S> {
         (self.c2u.counters().bytes, self.u2c.counters().bytes)
     }
 
+    /// Bytes (c2u, u2c) forwarded since the last call: what the route's and upstream's series have not
+    /// counted yet. The reactor asks after every run, so a long transfer counts as it goes.
+    pub(crate) fn unaccounted(&mut self) -> (u64, u64) {
+        let (c2u, u2c) = self.bytes();
+        let (done_c2u, done_u2c) = std::mem::replace(&mut self.accounted, (c2u, u2c));
+        (c2u - done_c2u, u2c - done_u2c)
+    }
+
+    /// When the current upstream connect attempt started, while one is under way (a socket, not a
+    /// lookup).
+    pub(crate) fn attempt_started(&self) -> Option<Instant> {
+        match &self.stage {
+            Stage::Connecting(connecting) if connecting.socket.is_some() => Some(connecting.since),
+            _ => None,
+        }
+    }
+
     /// Read and write syscalls made for this pair.
     pub(crate) fn syscalls(&self) -> (u64, u64) {
         let (a, b) = (self.c2u.counters(), self.u2c.counters());
@@ -220,6 +259,21 @@ impl<S: Socket> Pair<S> {
 
     /// Handles one readiness event on `side`, then runs the pumps.
     pub(crate) fn on_event(
+        &mut self,
+        side: Side,
+        event: Event,
+        shared: &mut Shared<'_>,
+        budget: usize,
+        now: Instant,
+    ) -> Outcome {
+        let edge = Happening::Edge(side, event.into());
+        self.recorder.record(self.started, now, edge);
+        let outcome = self.dispatch(side, event, shared, budget, now);
+        self.recorded(outcome, now)
+    }
+
+    /// [`Pair::on_event`] once the event is recorded.
+    fn dispatch(
         &mut self,
         side: Side,
         event: Event,
@@ -249,14 +303,32 @@ impl<S: Socket> Pair<S> {
             Phase::Greeting => Outcome::Open,
             Phase::Refusing => self.write_refusal(),
             Phase::Connecting => self.on_connecting_event(side, event),
-            Phase::Established => self.run(shared, budget, now),
+            Phase::Established => self.pump(shared, budget, now),
         }
+    }
+
+    /// Records an outcome that ends the pair or its connect attempt, and hands it on.
+    fn recorded(&mut self, outcome: Outcome, now: Instant) -> Outcome {
+        let what = match outcome {
+            Outcome::Close(cause) => Happening::Closing(cause),
+            Outcome::ConnectFailed(cause) => Happening::ConnectFailed(cause),
+            _ => return outcome,
+        };
+        self.recorder.record(self.started, now, what);
+        outcome
     }
 
     /// The pair's deadline passed with `cause`: what to do about it. A greeting that timed out is
     /// answered 408 in connect mode; a connect that timed out goes to `session::connect`'s retry policy;
     /// everything else closes.
     pub(crate) fn expire(&mut self, cause: Cause, now: Instant) -> Outcome {
+        self.recorder
+            .record(self.started, now, Happening::Expired(cause));
+        let outcome = self.expire_stage(cause, now);
+        self.recorded(outcome, now)
+    }
+
+    fn expire_stage(&mut self, cause: Cause, now: Instant) -> Outcome {
         match &mut self.stage {
             Stage::Greeting(greeting) => {
                 // Still waiting for the PROXY header: counted (and logged) by the reactor as it closes.
@@ -319,6 +391,12 @@ impl<S: Socket> Pair<S> {
 
     /// Pumps both directions until neither can move, the budget is spent, or the pair is finished.
     pub(crate) fn run(&mut self, shared: &mut Shared<'_>, budget: usize, now: Instant) -> Outcome {
+        let outcome = self.pump(shared, budget, now);
+        self.recorded(outcome, now)
+    }
+
+    /// [`Pair::run`], for callers that record its outcome themselves.
+    fn pump(&mut self, shared: &mut Shared<'_>, budget: usize, now: Instant) -> Outcome {
         match self.phase() {
             Phase::Established => {}
             Phase::Refusing => return self.write_refusal(),
@@ -326,12 +404,21 @@ impl<S: Socket> Pair<S> {
         }
         let mut budget = budget;
         for _ in 0..MAX_ROUNDS {
-            let progressed = match self.pump_both(shared, &mut budget) {
-                Ok(progressed) => progressed,
-                Err(cause) => return Outcome::Close(cause),
+            let moved = match self.pump_both(shared, &mut budget) {
+                Ok(moved) => moved,
+                Err(faulty) => {
+                    self.recorder
+                        .record(self.started, now, Happening::Fault(faulty));
+                    return Outcome::Close(reset_cause(faulty));
+                }
             };
+            for (when, moved) in self.moved.iter_mut().zip(moved) {
+                if moved {
+                    *when = now;
+                }
+            }
+            let progressed = moved.contains(&true);
             if progressed {
-                self.last_activity = now;
                 self.note_first_fin();
             }
             if self.c2u.is_closed() && self.u2c.is_closed() {
@@ -356,14 +443,18 @@ impl<S: Socket> Pair<S> {
         Outcome::Yield
     }
 
-    /// One round: each direction moves what it can.
-    fn pump_both(&mut self, shared: &mut Shared<'_>, budget: &mut usize) -> Result<bool, Cause> {
+    /// One round: each direction moves what it can. Says which moved (c2u, u2c), or which socket failed.
+    fn pump_both(
+        &mut self,
+        shared: &mut Shared<'_>,
+        budget: &mut usize,
+    ) -> Result<[bool; 2], Side> {
         let id = self.id;
         let Stage::Established(Established {
             socket: upstream, ..
         }) = &mut self.stage
         else {
-            return Ok(false);
+            return Ok([false; 2]);
         };
         let forward = self
             .c2u
@@ -381,7 +472,7 @@ impl<S: Socket> Pair<S> {
                 budget,
                 self.u2c.is_closed(),
             )
-            .map_err(|fault| fault_cause(fault, Side::Client))?;
+            .map_err(|fault| faulty_side(fault, Side::Client))?;
         let backward = self
             .u2c
             .pump(
@@ -398,8 +489,8 @@ impl<S: Socket> Pair<S> {
                 budget,
                 self.c2u.is_closed(),
             )
-            .map_err(|fault| fault_cause(fault, Side::Upstream))?;
-        Ok(forward || backward)
+            .map_err(|fault| faulty_side(fault, Side::Upstream))?;
+        Ok([forward, backward])
     }
 
     /// Whether the direction reading `side`'s socket is blocked with data waiting in it
@@ -458,7 +549,11 @@ impl<S: Socket> Pair<S> {
 
     /// The reactor registered `side`'s socket as [`Pair::registration_change`] asked.
     pub(crate) fn note_registration(&mut self, side: Side, registration: Registration) {
+        let before = self.registration(side);
         self.interest_mut(side).on(Input::Registered(registration));
+        let change = Change::new(before, registration);
+        self.recorder
+            .record_after(Happening::Interest(side, change));
     }
 
     /// The socket on `side`, if the pair has one.
@@ -491,6 +586,11 @@ impl<S: Socket> Pair<S> {
         }
     }
 
+    /// Last time bytes (or a FIN) moved either way.
+    fn last_activity(&self) -> Instant {
+        self.moved[0].max(self.moved[1])
+    }
+
     /// True once either side has sent FIN: the state FIN_WAIT2/CLOSE_WAIT pile up in. Counted from the
     /// FIN, not from passing it on: a direction still draining bytes its reader will not take (a zero
     /// window) would otherwise keep the pair with no deadline at all.
@@ -512,10 +612,10 @@ impl<S: Socket> Pair<S> {
         }
         let idle = limits
             .idle
-            .map(|idle| (self.last_activity + idle, Cause::IdleTimeout));
+            .map(|idle| (self.last_activity() + idle, Cause::IdleTimeout));
         let fin = self
             .half_closed()
-            .then(|| (self.last_activity + limits.fin, Cause::FinTimeout));
+            .then(|| (self.last_activity() + limits.fin, Cause::FinTimeout));
         let lifetime = limits
             .lifetime
             .map(|lifetime| (self.started + lifetime, Cause::MaxDuration));
@@ -541,15 +641,19 @@ impl<S: Socket> Pair<S> {
     }
 }
 
-/// Names a pump fault by the socket it came from. `pumped_from` is the source side of the direction.
-fn fault_cause(fault: Fault, pumped_from: Side) -> Cause {
-    let faulty = match fault {
-        Fault::Src => pumped_from,
-        Fault::Dst => pumped_from.other(),
-    };
+/// The close cause of a pair one of whose sockets failed.
+fn reset_cause(faulty: Side) -> Cause {
     match faulty {
         Side::Client => Cause::ClientReset,
         Side::Upstream => Cause::UpstreamReset,
+    }
+}
+
+/// The socket a pump fault came from. `pumped_from` is the source side of the direction.
+fn faulty_side(fault: Fault, pumped_from: Side) -> Side {
+    match fault {
+        Fault::Src => pumped_from,
+        Fault::Dst => pumped_from.other(),
     }
 }
 

@@ -3,10 +3,13 @@
 //! `Connecting` and `Established` only, and leaves them only through `take_lease` / `drop_upstream`
 //! (for `session::connect` to give back) or by moving into `Established`.
 
+use crate::config::UpstreamAddr;
 use std::time::Instant;
 
 use log::trace;
 
+use super::phase::Phase;
+use super::recorder::Happening;
 use super::{Outcome, Pair};
 use crate::datapath::pump::Shared;
 use crate::datapath::readiness::Readiness;
@@ -15,17 +18,6 @@ use crate::session::attempt::Plan;
 use crate::session::refusal::Refusal;
 use crate::upstream::route::Lease;
 use crate::wire::greeting::Greeting;
-
-/// The name of a pair's phase ([`Pair::phase`]); what each phase holds is in `Stage`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Reading the client's PROXY header or CONNECT head; there is no upstream socket yet.
-    Greeting,
-    /// Writing an error status to the client (connect mode), then closing.
-    Refusing,
-    Connecting,
-    Established,
-}
 
 /// A pair's phase and what only that phase needs. Every change goes through `Pair::set_stage`.
 #[derive(Debug)]
@@ -45,6 +37,9 @@ pub(super) enum Stage<S> {
 pub(super) struct Connecting<S> {
     /// The current attempt's socket; `None` while a CONNECT host name is looked up.
     pub(super) socket: Option<S>,
+    /// The address of the current attempt, or of the last one once it failed (for the access log's
+    /// `upstream`); `None` before the first.
+    pub(super) addr: Option<UpstreamAddr>,
     /// The route endpoint the attempt is to; `None` for a CONNECT destination.
     pub(super) lease: Option<Lease>,
     /// Where the attempts go ([`crate::session::attempt`]).
@@ -60,6 +55,8 @@ pub(super) struct Connecting<S> {
 #[derive(Debug)]
 pub(super) struct Established<S> {
     pub(super) socket: S,
+    /// The address it is connected to.
+    pub(super) addr: UpstreamAddr,
     /// The route endpoint it is connected to, held until the pair closes; `None` for a CONNECT
     /// destination.
     lease: Option<Lease>,
@@ -96,27 +93,40 @@ impl<S: Socket> Pair<S> {
     /// ([`crate::datapath::readiness::Event::proves_connected`]). kqueue reports a socket's read and write filters as two events, so
     /// there a stale one can arrive; it is harmless because there no event proves a connect: each makes
     /// the pair ask the kernel about the new socket. Its readiness starts afresh below.
-    pub(crate) fn begin_connect(&mut self, upstream: S, lease: Option<Lease>, now: Instant) {
+    pub(crate) fn begin_connect(
+        &mut self,
+        (upstream, addr): (S, UpstreamAddr),
+        lease: Option<Lease>,
+        now: Instant,
+    ) {
         self.upstream_ready = Readiness::default();
         match &mut self.stage {
             Stage::Connecting(connecting) => {
                 trace!("conn={} Connecting => Connecting (new attempt)", self.id);
                 connecting.socket = Some(upstream);
+                connecting.addr = Some(addr);
                 connecting.lease = lease;
                 connecting.since = now;
+                let attempt = u8::try_from(connecting.plan.attempts()).unwrap_or(u8::MAX);
+                self.recorder
+                    .record(self.started, now, Happening::Attempt(attempt));
             }
             _ => {
                 // Not reached: `session::connect` starts attempts only for a `Connecting` pair.
                 let plan = Plan::Upstreams {
                     tried: Default::default(),
                 };
-                self.set_stage(Stage::Connecting(Connecting {
-                    socket: Some(upstream),
-                    lease,
-                    plan,
-                    since: now,
-                    client_pipelined: false,
-                }));
+                self.set_stage(
+                    Stage::Connecting(Connecting {
+                        socket: Some(upstream),
+                        addr: Some(addr),
+                        lease,
+                        plan,
+                        since: now,
+                        client_pipelined: false,
+                    }),
+                    now,
+                );
             }
         }
     }
@@ -128,6 +138,7 @@ impl<S: Socket> Pair<S> {
         if let Stage::Connecting(connecting) = &mut self.stage {
             connecting.since = now;
             connecting.plan = Plan::Lookup;
+            self.recorder.record(self.started, now, Happening::Lookup);
         }
     }
 
@@ -173,6 +184,15 @@ impl<S: Socket> Pair<S> {
         }
     }
 
+    /// The upstream address connected to, or the last one tried; `None` if no attempt started.
+    pub(crate) fn upstream_addr(&self) -> Option<&UpstreamAddr> {
+        match &self.stage {
+            Stage::Connecting(connecting) => connecting.addr.as_ref(),
+            Stage::Established(established) => Some(&established.addr),
+            Stage::Greeting(_) | Stage::Refusing(_) => None,
+        }
+    }
+
     /// The upstream socket, if the pair has one.
     pub(crate) fn upstream(&self) -> Option<&S> {
         match &self.stage {
@@ -183,8 +203,11 @@ impl<S: Socket> Pair<S> {
     }
 
     /// The one way a pair changes phase; returns the stage it leaves, whose data the caller may take.
-    pub(super) fn set_stage(&mut self, next: Stage<S>) -> Stage<S> {
+    /// The change is traced and goes in the flight recorder.
+    pub(super) fn set_stage(&mut self, next: Stage<S>, now: Instant) -> Stage<S> {
         trace!("conn={} {:?} => {:?}", self.id, self.phase(), next.phase());
+        let change = Happening::Stage(self.phase(), next.phase());
+        self.recorder.record(self.started, now, change);
         debug_assert!(
             self.stage.lease().is_none() || matches!(next, Stage::Established(_)),
             "a lease is handed over or given back, never dropped with its stage"
@@ -202,12 +225,17 @@ impl<S: Socket> Pair<S> {
         let Stage::Connecting(connecting) = &mut self.stage else {
             return self.run(shared, budget, now);
         };
-        let Some(socket) = connecting.socket.take() else {
+        let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr.clone()) else {
             return Outcome::Open;
         };
         let lease = connecting.lease.take();
         shared.metrics.connects_ok += 1;
-        self.set_stage(Stage::Established(Established { socket, lease }));
+        let established = Established {
+            socket,
+            addr,
+            lease,
+        };
+        self.set_stage(Stage::Established(established), now);
         // The connect completed with an edge we just consumed; the socket is writable.
         self.upstream_ready.writable = true;
         self.run(shared, budget, now)
@@ -218,9 +246,16 @@ impl<S: Socket> Pair<S> {
     /// the socket holds (a greeting the upstream already sent, say).
     pub(crate) fn with_warm_upstream(mut self) -> Pair<S> {
         if let Stage::Connecting(connecting) = &mut self.stage {
-            if let Some(socket) = connecting.socket.take() {
+            if let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr.clone())
+            {
                 let lease = connecting.lease.take();
-                self.set_stage(Stage::Established(Established { socket, lease }));
+                let established = Established {
+                    socket,
+                    addr,
+                    lease,
+                };
+                // Made established: its accept is now.
+                self.set_stage(Stage::Established(established), self.started);
             }
         }
         self.upstream_ready = Readiness {

@@ -25,7 +25,7 @@ use log::{debug, warn};
 use mio::net::UdpSocket;
 use mio::{Interest, Registry};
 
-use crate::config::RouteConfig;
+use crate::config::{RouteConfig, UpstreamAddr};
 use crate::datapath::budget::{FdBudget, Slot};
 use crate::observe::metric_kinds::UdpDrop;
 use crate::observe::metrics::Metrics;
@@ -365,7 +365,11 @@ impl UdpRoute {
                 session.tried = Tried::default();
                 route.lease(client.ip(), &mut session.tried, io.now)
             });
-        let Some((lease, addr)) = leased else {
+        // A udp route's upstreams are all `udp://HOST:PORT` (`config::check_protocol`): IP addresses.
+        let Some((lease, UpstreamAddr::Inet(addr))) = leased else {
+            if let Some((lease, _)) = leased {
+                route.give_back(lease);
+            }
             return Err(UdpDrop::NoUpstream);
         };
         let Some(fd_slot) = budget.take_for_pair() else {

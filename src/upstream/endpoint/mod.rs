@@ -31,10 +31,10 @@ use readdress::Resolution;
 pub(super) use readdress::{Change, HOLD};
 pub(crate) use tried::Tried;
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::config::{UpstreamConfig, MAX_ADDRESSES, MAX_UPSTREAMS};
+use crate::config::{UpstreamAddr, UpstreamConfig, MAX_ADDRESSES, MAX_UPSTREAMS};
+use crate::observe::routed::UpstreamCounts;
 use crate::upstream::balance::Candidate;
 use crate::upstream::health::Health;
 
@@ -46,9 +46,9 @@ const MAX_ENDPOINTS: usize = MAX_UPSTREAMS * MAX_ADDRESSES;
 pub(crate) struct Endpoint {
     /// Index of its upstream in the route.
     upstream: usize,
-    pub(crate) addr: SocketAddr,
-    /// How logs, metrics and `source-hash` name it: the upstream as written for an IP literal, else
-    /// `name (address)`.
+    pub(crate) addr: UpstreamAddr,
+    /// How logs, metrics and `source-hash` name it: the upstream as written for an IP literal or a Unix
+    /// socket, else `name (address)`.
     pub(crate) label: String,
     /// Its share of the route's connections, scaled (see the module doc).
     weight: u64,
@@ -59,13 +59,15 @@ pub(crate) struct Endpoint {
     pub(crate) connect_failures: u64,
     /// A health probe is in flight.
     pub(crate) probing: bool,
+    /// Its series of the per-upstream metrics, taken from the route's when it first connects.
+    pub(crate) counts: Option<UpstreamCounts>,
     /// Its name no longer resolves to it: never picked, kept while pairs or a probe count on it.
     retired: bool,
 }
 
 impl Endpoint {
-    fn new(upstream: usize, name: &str, addr: SocketAddr) -> Endpoint {
-        let label = if name.parse::<SocketAddr>().is_ok() {
+    fn new(upstream: usize, name: &str, addr: UpstreamAddr) -> Endpoint {
+        let label = if !crate::config::is_host_name(name) {
             name.to_string()
         } else {
             format!("{name} ({addr})")
@@ -79,6 +81,7 @@ impl Endpoint {
             active: 0,
             connect_failures: 0,
             probing: false,
+            counts: None,
             retired: false,
         }
     }
@@ -130,7 +133,7 @@ impl Upstreams {
                 resolution,
             });
             for old in endpoints {
-                let mut endpoint = Endpoint::new(index, &config.name, old.addr);
+                let mut endpoint = Endpoint::new(index, &config.name, old.addr.clone());
                 endpoint.health = old.health.clone();
                 endpoint.connect_failures = old.connect_failures;
                 upstreams.place(endpoint);
@@ -266,10 +269,10 @@ mod tests {
     use super::*;
     use crate::config::Algorithm;
     use crate::upstream::balance::Balancer;
-    use std::net::IpAddr;
+    use std::net::{IpAddr, SocketAddr};
 
-    pub(super) fn addr(text: &str) -> SocketAddr {
-        text.parse().expect("addr")
+    pub(super) fn addr(text: &str) -> UpstreamAddr {
+        UpstreamAddr::Inet(text.parse::<SocketAddr>().expect("addr"))
     }
 
     pub(super) fn upstream(name: &str, weight: u32, addrs: &[&str]) -> UpstreamConfig {
@@ -289,15 +292,15 @@ mod tests {
     }
 
     /// Connections per endpoint address over `n` round-robin picks.
-    pub(super) fn shares(upstreams: &mut Upstreams, n: usize) -> Vec<(SocketAddr, usize)> {
+    pub(super) fn shares(upstreams: &mut Upstreams, n: usize) -> Vec<(UpstreamAddr, usize)> {
         let mut balancer = Balancer::new(Algorithm::RoundRobin, 0, 1);
         let client: IpAddr = "10.0.0.1".parse().expect("ip");
         let now = Instant::now();
-        let mut counts: Vec<(SocketAddr, usize)> = Vec::new();
+        let mut counts: Vec<(UpstreamAddr, usize)> = Vec::new();
         for _ in 0..n {
             let candidates = upstreams.candidates(&Tried::default(), now, false);
             let slot = balancer.pick(&candidates, client).expect("a pick").index;
-            let at = upstreams.get(slot).expect("live").addr;
+            let at = upstreams.get(slot).expect("live").addr.clone();
             match counts.iter_mut().find(|(a, _)| *a == at) {
                 Some((_, count)) => *count += 1,
                 None => counts.push((at, 1)),
@@ -307,8 +310,11 @@ mod tests {
         counts
     }
 
-    pub(super) fn live_addrs(upstreams: &Upstreams, index: usize) -> Vec<SocketAddr> {
-        let mut addrs: Vec<SocketAddr> = upstreams.live_of(index).map(|(_, e)| e.addr).collect();
+    pub(super) fn live_addrs(upstreams: &Upstreams, index: usize) -> Vec<UpstreamAddr> {
+        let mut addrs: Vec<UpstreamAddr> = upstreams
+            .live_of(index)
+            .map(|(_, e)| e.addr.clone())
+            .collect();
         addrs.sort();
         addrs
     }
@@ -340,7 +346,7 @@ mod tests {
         if let Some(endpoint) = upstreams.get_mut(busy) {
             endpoint.active = 1;
         }
-        let shifted: Vec<SocketAddr> = addrs(0, 1).iter().map(|a| addr(a)).collect();
+        let shifted: Vec<UpstreamAddr> = addrs(0, 1).iter().map(|a| addr(a)).collect();
         let changes = upstreams.resolved(0, Ok(shifted.clone()), now);
         assert!(
             changes.contains(&Change::NoRoom {

@@ -4,11 +4,10 @@
 //! slot, health and failure count. A lookup that fails holds a resolved name's addresses for [`HOLD`],
 //! then leaves it `Unresolved`; each step that the operator should hear about is a [`Change`].
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{Endpoint, Upstreams};
-use crate::config::{dns, Addresses, MAX_ADDRESSES};
+use crate::config::{dns, UpstreamAddr, UpstreamAddresses, MAX_ADDRESSES};
 
 /// How long a name that resolved once keeps its addresses while its lookups fail.
 pub(crate) const HOLD: Duration = Duration::from_secs(30);
@@ -30,8 +29,8 @@ pub(crate) enum Change {
     /// Upstream `upstream`'s addresses are now `now` (they were `was`; `None`: it was unresolved).
     Readdressed {
         upstream: usize,
-        was: Option<Vec<SocketAddr>>,
-        now: Vec<SocketAddr>,
+        was: Option<Vec<UpstreamAddr>>,
+        now: Vec<UpstreamAddr>,
     },
     /// Its lookup failed; its addresses are kept for [`HOLD`].
     Holding { upstream: usize, error: String },
@@ -40,14 +39,18 @@ pub(crate) enum Change {
     /// Every endpoint slot of the route is taken: these new addresses wait for the next resolution.
     NoRoom {
         upstream: usize,
-        addrs: Vec<SocketAddr>,
+        addrs: Vec<UpstreamAddr>,
     },
 }
 
 impl Upstreams {
     /// Upstream `index` (new, unresolved) takes the addresses the configuration resolved: no change to
     /// report but a name that did not resolve.
-    pub(super) fn first_lookup(&mut self, index: usize, lookup: &Addresses) -> Option<Change> {
+    pub(super) fn first_lookup(
+        &mut self,
+        index: usize,
+        lookup: &UpstreamAddresses,
+    ) -> Option<Change> {
         match distinct(lookup) {
             Ok(addrs) => {
                 self.list[index].resolution = Resolution::Resolved;
@@ -73,7 +76,7 @@ impl Upstreams {
     pub(crate) fn resolved(
         &mut self,
         index: usize,
-        lookup: Addresses,
+        lookup: UpstreamAddresses,
         now: Instant,
     ) -> Vec<Change> {
         let Some(resolution) = self.list.get(index).map(|u| u.resolution.clone()) else {
@@ -89,17 +92,17 @@ impl Upstreams {
     }
 
     /// Upstream `index` resolves to `addrs`: its endpoints become exactly those (as far as slots allow).
-    fn readdress(&mut self, index: usize, addrs: &[SocketAddr], was: &Resolution) -> Vec<Change> {
-        let had: Vec<SocketAddr> = self.live_of(index).map(|(_, e)| e.addr).collect();
+    fn readdress(&mut self, index: usize, addrs: &[UpstreamAddr], was: &Resolution) -> Vec<Change> {
+        let had: Vec<UpstreamAddr> = self.live_of(index).map(|(_, e)| e.addr.clone()).collect();
         self.retire(index, addrs);
-        let new: Vec<SocketAddr> = addrs
+        let new: Vec<UpstreamAddr> = addrs
             .iter()
-            .copied()
             .filter(|addr| !had.contains(addr))
+            .cloned()
             .collect();
         let mut changes = Vec::from_iter(self.add(index, &new));
         self.list[index].resolution = Resolution::Resolved;
-        let now: Vec<SocketAddr> = self.live_of(index).map(|(_, e)| e.addr).collect();
+        let now: Vec<UpstreamAddr> = self.live_of(index).map(|(_, e)| e.addr.clone()).collect();
         if *was != Resolution::Resolved || sorted(&now) != sorted(&had) {
             changes.push(Change::Readdressed {
                 upstream: index,
@@ -139,7 +142,7 @@ impl Upstreams {
     }
 
     /// Retires upstream `index`'s endpoints whose address is not in `keep`.
-    fn retire(&mut self, index: usize, keep: &[SocketAddr]) {
+    fn retire(&mut self, index: usize, keep: &[UpstreamAddr]) {
         for endpoint in self.slots.iter_mut().flatten() {
             if endpoint.upstream == index && !keep.contains(&endpoint.addr) {
                 endpoint.retired = true;
@@ -149,12 +152,12 @@ impl Upstreams {
 
     /// Places an endpoint for each of `addrs` (all new to upstream `index`); those that find no free slot
     /// are reported.
-    fn add(&mut self, index: usize, addrs: &[SocketAddr]) -> Option<Change> {
+    fn add(&mut self, index: usize, addrs: &[UpstreamAddr]) -> Option<Change> {
         let mut no_room = Vec::new();
-        for &addr in addrs {
-            let endpoint = Endpoint::new(index, &self.list[index].name, addr);
+        for addr in addrs {
+            let endpoint = Endpoint::new(index, &self.list[index].name, addr.clone());
             if !self.place(endpoint) {
-                no_room.push(addr);
+                no_room.push(addr.clone());
             }
         }
         (!no_room.is_empty()).then_some(Change::NoRoom {
@@ -167,7 +170,7 @@ impl Upstreams {
 /// The first [`MAX_ADDRESSES`] distinct addresses of a lookup, in its order; none is an error. A lookup
 /// from [`dns::upstream_addresses`] already is; an address given as a literal, or a reload's, passes the
 /// same rule here.
-fn distinct(lookup: &Addresses) -> Result<Vec<SocketAddr>, String> {
+fn distinct(lookup: &UpstreamAddresses) -> Result<Vec<UpstreamAddr>, String> {
     let addrs = lookup.as_ref().map_err(Clone::clone)?;
     let out = dns::first_distinct(addrs.clone(), MAX_ADDRESSES);
     if out.is_empty() {
@@ -176,7 +179,7 @@ fn distinct(lookup: &Addresses) -> Result<Vec<SocketAddr>, String> {
     Ok(out)
 }
 
-fn sorted(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+fn sorted(addrs: &[UpstreamAddr]) -> Vec<UpstreamAddr> {
     let mut addrs = addrs.to_vec();
     addrs.sort();
     addrs
@@ -264,7 +267,7 @@ mod tests {
             now,
         );
         assert_eq!(
-            upstreams.get(second).map(|e| e.addr),
+            upstreams.get(second).map(|e| e.addr.clone()),
             Some(addr("127.0.0.4:80"))
         );
         let weights: Vec<u64> = upstreams.live().map(|(_, e)| e.weight).collect();
@@ -389,8 +392,8 @@ mod tests {
 
     #[test]
     fn test_addresses_are_distinct_and_capped() {
-        let many: Vec<SocketAddr> = (1..=40)
-            .map(|i| SocketAddr::from(([127, 0, 0, i], 80)))
+        let many: Vec<UpstreamAddr> = (1..=40)
+            .map(|i| std::net::SocketAddr::from(([127, 0, 0, i], 80)).into())
             .chain(std::iter::once(addr("127.0.0.1:80")))
             .collect();
         let got = distinct(&Ok(many)).expect("some");

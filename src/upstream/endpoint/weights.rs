@@ -36,12 +36,14 @@ fn lcm(a: u64, b: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, SocketAddr};
+    use std::net::IpAddr;
     use std::time::Instant;
 
     use super::super::tests::{addr, shares, upstream};
     use super::*;
-    use crate::config::{Algorithm, UpstreamConfig, MAX_ADDRESSES, MAX_UPSTREAMS, MAX_WEIGHT};
+    use crate::config::{
+        Algorithm, UpstreamAddr, UpstreamConfig, MAX_ADDRESSES, MAX_UPSTREAMS, MAX_WEIGHT,
+    };
     use crate::upstream::balance::Balancer;
     use crate::upstream::endpoint::{Tried, MAX_ENDPOINTS};
 
@@ -131,14 +133,14 @@ mod tests {
             let client = IpAddr::from([10, 0, 0, last]);
             let candidates = upstreams.candidates(&Tried::default(), now, false);
             let slot = balancer.pick(&candidates, client).expect("a pick").index;
-            upstreams.get(slot).expect("live").addr
+            upstreams.get(slot).expect("live").addr.clone()
         };
-        let before: Vec<SocketAddr> = (0..=255).map(|last| pick(&mut upstreams, last)).collect();
+        let before: Vec<UpstreamAddr> = (0..=255).map(|last| pick(&mut upstreams, last)).collect();
         for each in three {
             let share = before.iter().filter(|a| **a == addr(each)).count();
             assert!((40..=130).contains(&share), "{share}/256 on {each}");
         }
-        let again: Vec<SocketAddr> = (0..=255).map(|last| pick(&mut upstreams, last)).collect();
+        let again: Vec<UpstreamAddr> = (0..=255).map(|last| pick(&mut upstreams, last)).collect();
         assert_eq!(before, again);
         upstreams.resolved(0, Ok(vec![addr(three[0]), addr(three[2])]), now);
         for (last, old) in before.iter().enumerate() {

@@ -405,7 +405,7 @@ impl Reader<'_> {
             if upstreams.iter().any(|u| u.name == name) {
                 return Err(self.error(key, raw.span(), &format!("'{name}' is listed twice")));
             }
-            let addrs = (self.resolve)(config::split_scheme(&name).1);
+            let addrs = config::upstream_addr::addresses_of(&name, self.resolve);
             upstreams.push(UpstreamConfig {
                 name,
                 addrs,

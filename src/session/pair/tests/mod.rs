@@ -134,7 +134,8 @@ fn test_established_lifetime_deadline() {
     let (mut pair, _client) = looking_up(now);
     let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let stream = TcpStream::connect(live.local_addr().expect("addr")).expect("connect");
-    pair.begin_connect(Conn::Tcp(stream), None, now);
+    let upstream = live.local_addr().expect("addr");
+    pair.begin_connect((Conn::Tcp(stream), upstream.into()), None, now);
     live.accept().expect("accept");
     let later = now + Duration::from_secs(5);
     let connected = Event {
@@ -171,6 +172,7 @@ fn test_established_lifetime_deadline() {
 
 #[test]
 fn test_fault_cause_names_the_faulty_socket() {
+    let fault_cause = |fault, side| reset_cause(faulty_side(fault, side));
     assert_eq!(fault_cause(Fault::Src, Side::Client), Cause::ClientReset);
     assert_eq!(fault_cause(Fault::Dst, Side::Client), Cause::UpstreamReset);
     assert_eq!(
