@@ -272,8 +272,8 @@ const HEALTH_SEND: Setting = Setting {
     show: hidden,
     example: Some(Example {
         base: Base::Forward,
-        flags: &["--health-send", "PING\\r\\n"],
-        toml: "health_send = \"PING\\\\r\\\\n\"",
+        flags: &["--health-interval", "2s", "--health-send", "PING\\r\\n"],
+        toml: "health_interval = \"2s\"\nhealth_send = \"PING\\\\r\\\\n\"",
     }),
 };
 
@@ -287,8 +287,8 @@ const HEALTH_EXPECT: Setting = Setting {
     show: hidden,
     example: Some(Example {
         base: Base::Forward,
-        flags: &["--health-expect", "+PONG"],
-        toml: "health_expect = \"+PONG\"",
+        flags: &["--health-interval", "2s", "--health-expect", "+PONG"],
+        toml: "health_interval = \"2s\"\nhealth_expect = \"+PONG\"",
     }),
 };
 
