@@ -268,7 +268,7 @@ const HEALTH_SEND: Setting = Setting {
     value: "TEXT",
     default: "off",
     on_reload: OnReload::Replaces,
-    doc: "what each probe writes once connected, at most 1 KiB, with the escapes `\\r` `\\n` `\\t` `\\\\` `\\xHH` (`\"PING\\r\\n\"`); probes run with `health_interval` ([operations.md](operations.md#health-checks))",
+    doc: "what each probe writes once connected, at most 1 KiB, with the escapes `\\r` `\\n` `\\t` `\\\\` `\\xHH` (`\"PING\\r\\n\"`); needs `health_interval` (refused without: no probe would send it) ([operations.md](operations.md#health-checks))",
     show: hidden,
     example: Some(Example {
         base: Base::Forward,
