@@ -52,8 +52,8 @@ struct Cli {
     #[arg(long, value_name = "ADDR", required_unless_present = "config")]
     listen: Option<String>,
 
-    /// Where to forward connections: IP:PORT or HOST:PORT, with an optional ",weight=N". Repeat for
-    /// several upstreams.
+    /// Where to forward connections: IP:PORT, HOST:PORT, or a Unix stream socket unix:/PATH or
+    /// unix:@NAME, with an optional ",weight=N". Repeat for several upstreams.
     #[arg(long, value_name = "HOST:PORT[,weight=N]", required_unless_present_any = ["config", "mode"], value_parser = config::parse_upstream_spec)]
     upstream: Vec<(String, u32)>,
 

@@ -320,6 +320,45 @@ pub fn check_sni(route: &RouteConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// The listen addresses route `index` of `routes` binds: its own, less a fixed address an earlier TCP
+/// route of the list already listens on. Routes share an address only through SNI routing (the file's
+/// checks), and then the first of them in the file holds the one socket; the others are reached
+/// through its ClientHello ([`sni_group`]). UDP routes bind sockets of their own.
+pub fn bound_addresses(routes: &[RouteConfig], index: usize) -> Vec<SocketAddr> {
+    let Some(route) = routes.get(index) else {
+        return Vec::new();
+    };
+    let earlier = |addr: &SocketAddr| {
+        routes[..index]
+            .iter()
+            .any(|other| other.protocol == route.protocol && other.listen.contains(addr))
+    };
+    route
+        .listen
+        .iter()
+        .filter(|addr| addr.port() == 0 || route.protocol == Protocol::Udp || !earlier(addr))
+        .copied()
+        .collect()
+}
+
+/// The routes a ClientHello on route `index`'s listener for `addr` chooses among, in file order: every
+/// TCP route listening on that fixed address, or the route alone on a port-0 one. Empty when none of
+/// them takes part in SNI routing (a plain listener).
+pub fn sni_group(routes: &[RouteConfig], index: usize, addr: SocketAddr) -> Vec<usize> {
+    let group: Vec<usize> = if addr.port() == 0 {
+        vec![index]
+    } else {
+        (0..routes.len())
+            .filter(|&at| routes[at].protocol == Protocol::Tcp && routes[at].listen.contains(&addr))
+            .collect()
+    };
+    if group.iter().any(|&at| routes[at].sni.is_set()) {
+        group
+    } else {
+        Vec::new()
+    }
+}
+
 /// What a `HOST:PORT` (a listen address, a CONNECT destination) resolved to, in the resolver's order,
 /// or why it did not.
 pub type Addresses = Result<Vec<SocketAddr>, String>;

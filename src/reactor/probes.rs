@@ -1,10 +1,11 @@
-//! Active health checks: every `health_interval`, one non-blocking connect (TCP, or a Unix stream for a `unix:`
-//! upstream) per endpoint (address of an upstream) of a route, counted as a success or failure in that endpoint's health. A plain probe is
-//! done once the connect resolves. With `health_send` / `health_expect` (HAProxy's `tcp-check` in its
-//! simplest form) the probe goes on, a small state machine ([`Stage`]): connect, write the bytes, read
-//! until the answer starts with the expected prefix (`wire::tcp_check::Expect`: at most that many bytes
-//! are read, and the first byte that differs fails it at once), all within `health_timeout`. The socket
-//! is closed as soon as the verdict is in.
+//! Active health checks: every `health_interval`, one non-blocking connect (TCP, or a Unix stream for
+//! a `unix:` upstream) per endpoint (address of an upstream) of a route, counted as a success or
+//! failure in that endpoint's health. A plain probe is done once the connect resolves. With
+//! `health_send` / `health_expect` (HAProxy's `tcp-check` in its simplest form) the probe goes on, a
+//! small state machine ([`Stage`]): connect, write the bytes, read until the answer starts with the
+//! expected prefix (`wire::tcp_check::Expect`: at most that many bytes are read, and the first byte
+//! that differs fails it at once), all within `health_timeout`. The socket is closed as soon as the
+//! verdict is in.
 //!
 //! | stage        | event                                  | next         |
 //! |--------------|----------------------------------------|--------------|

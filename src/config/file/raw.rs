@@ -83,7 +83,7 @@ pub(super) enum OneOrMany {
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "an upstream: \"HOST:PORT[,weight=N]\" or { addr = \"HOST:PORT\", weight = N } (no other keys)"
+    expecting = "an upstream: \"HOST:PORT[,weight=N]\", \"unix:PATH[,weight=N]\" or { addr = \"HOST:PORT\", weight = N } (no other keys)"
 )]
 pub(super) enum RawUpstream {
     Spec(String),

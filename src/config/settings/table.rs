@@ -77,7 +77,7 @@ const UPSTREAMS: Setting = Setting {
     value: "HOST:PORT[,weight=N]",
     default: "required",
     on_reload: OnReload::Replaces,
-    doc: "1..64 entries, `\"HOST:PORT\"`, `\"HOST:PORT,weight=N\"` or `{ addr, weight }`; weight 1..10000; a name's every address (up to 16) is an endpoint sharing the weight (see [Host names](#host-names)); the flag is repeated, once per upstream",
+    doc: "1..64 entries, `\"HOST:PORT\"`, `\"HOST:PORT,weight=N\"` or `{ addr, weight }`; weight 1..10000; a name's every address (up to 16) is an endpoint sharing the weight (see [Host names](#host-names)); `unix:/PATH` or `unix:@NAME` is a Unix stream socket ([Unix sockets](unix-sockets.md)); the flag is repeated, once per upstream",
     show: hidden,
     example: None,
 };
@@ -461,8 +461,11 @@ pub const HEADER_TIMEOUT: Setting = Setting {
     value: "DURATION",
     default: "`\"10s\"`",
     on_reload: OnReload::Replaces,
-    doc: "how long a client may take to send its PROXY header or CONNECT head",
-    show: |c| (c.accept_proxy || c.mode == Mode::Connect).then(|| millis(c.header_timeout)),
+    doc: "how long a client may take to send its PROXY header, CONNECT head or TLS ClientHello (SNI routing)",
+    show: |c| {
+        (c.accept_proxy || c.mode == Mode::Connect || c.sni.is_set())
+            .then(|| millis(c.header_timeout))
+    },
     example: Some(Example {
         base: Base::Forward,
         flags: &["--header-timeout", "3s"],

@@ -45,12 +45,6 @@ pub(super) fn config(
         return Err(render::rejected(label, None, message));
     }
     reader.check_unique(&routes)?;
-    // SNI routing is parsed and checked above; until the reactor serves it (issue 18, part 4), a file
-    // that asks for it is refused rather than forwarded without it.
-    if let Some(index) = routes.iter().position(|route| route.sni.is_set()) {
-        let message = "SNI routing is checked but not served by this build yet";
-        return Err(render::rejected(label, Some(&key(index, "sni")), message));
-    }
     Ok(Config {
         routes,
         shutdown_timeout: reader
