@@ -22,6 +22,7 @@ use edgefwd::config::Algorithm;
 use edgefwd::config::{self, Config, Mode, Protocol, RouteConfig, Splice};
 use edgefwd::datapath::budget::{self, FdBudget};
 use edgefwd::observe::metrics::MetricsBoard;
+use edgefwd::observe::routed::RouteBoard;
 use edgefwd::reactor::fdlimit;
 use edgefwd::reactor::{activated_listeners, Exit, Inherited, Reactor, Siblings};
 use edgefwd::service::after_bind::AfterBind;
@@ -411,10 +412,12 @@ fn run_reactors(
     } = prepared;
     let threads = config.threads;
     let board = (threads > 1).then(|| Arc::new(MetricsBoard::new(threads)));
-    // One set of everything shared (followers' inboxes, per-client tables), cloned into each reactor.
+    // One set of everything shared (followers' inboxes, per-client tables, the per-route figures),
+    // cloned into each reactor.
     let shared = Siblings {
         board,
         budget,
+        routes: Arc::new(RouteBoard::new(threads)),
         ..Siblings::default()
     };
     let siblings = |index| Siblings {

@@ -3,10 +3,14 @@
 
 mod common;
 
-use common::{scrape, Backend, Forwarder};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{echo_roundtrip, sample, scrape, Backend, Forwarder, IO_TIMEOUT};
 
 /// Every line of a scrape of a fresh forwarder with one upstream, values cut off, sorted. The upstream's
-/// address is written `UPSTREAM`. Two lines stand for several ([`written_out`]): `HISTOGRAM NAME` for
+/// address is written `UPSTREAM`. Lines need not be sorted. Two lines stand for several ([`written_out`]): `HISTOGRAM NAME` for
 /// the series of histogram NAME, and `NAME{LABEL=*} V1 V2 ...` for `NAME{LABEL="V1"}`, `NAME{LABEL="V2"}`
 /// and so on. Adding a metric adds its lines here.
 const SERIES: &str = r#"
@@ -160,6 +164,46 @@ edgefwd_write_rearms_total
 edgefwd_writes_short_total
 edgefwd_writes_total
 edgefwd_writes_would_block_total
+# HELP edgefwd_route_accepts_total connections accepted, by route
+# TYPE edgefwd_route_accepts_total counter
+# HELP edgefwd_route_pairs_total connection pairs opened, by route
+# TYPE edgefwd_route_pairs_total counter
+# HELP edgefwd_route_connects_ok_total upstream connects that completed, by route
+# TYPE edgefwd_route_connects_ok_total counter
+# HELP edgefwd_route_connect_failures_total upstream connect attempts that failed (refused, timed out, or not started), by route
+# TYPE edgefwd_route_connect_failures_total counter
+# HELP edgefwd_route_failovers_total failed upstream connects retried on another upstream or address, by route
+# TYPE edgefwd_route_failovers_total counter
+# HELP edgefwd_route_bytes_total bytes forwarded, by route and direction
+# TYPE edgefwd_route_bytes_total counter
+# HELP edgefwd_route_closes_total connection pairs closed, by route and cause
+# TYPE edgefwd_route_closes_total counter
+# HELP edgefwd_upstream_connect_seconds time from the start of an upstream connect attempt to its completion, by route
+# TYPE edgefwd_upstream_connect_seconds histogram
+# HELP edgefwd_connection_duration_seconds time from accept to close of a connection pair, by route
+# TYPE edgefwd_connection_duration_seconds histogram
+# HELP edgefwd_upstream_connects_ok_total connects to the upstream endpoint that completed
+# TYPE edgefwd_upstream_connects_ok_total counter
+# HELP edgefwd_upstream_bytes_total bytes forwarded with the upstream endpoint, by direction
+# TYPE edgefwd_upstream_bytes_total counter
+# HELP edgefwd_upstream_closes_total connection pairs closed while connected or connecting to the upstream endpoint, by cause
+# TYPE edgefwd_upstream_closes_total counter
+edgefwd_route_accepts_total{route="default"}
+edgefwd_route_pairs_total{route="default"}
+edgefwd_route_connects_ok_total{route="default"}
+edgefwd_route_connect_failures_total{route="default"}
+edgefwd_route_failovers_total{route="default"}
+edgefwd_route_bytes_total{route="default",direction=*} c2u u2c
+edgefwd_route_closes_total{route="default",cause=*} client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
+edgefwd_upstream_connect_seconds_bucket{route="default",le=*} 0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 +Inf
+edgefwd_upstream_connect_seconds_count{route="default"}
+edgefwd_upstream_connect_seconds_sum{route="default"}
+edgefwd_connection_duration_seconds_bucket{route="default",le=*} 0.001 0.01 0.1 1 10 60 300 3600 86400 +Inf
+edgefwd_connection_duration_seconds_count{route="default"}
+edgefwd_connection_duration_seconds_sum{route="default"}
+edgefwd_upstream_connects_ok_total{route="default",upstream="UPSTREAM"}
+edgefwd_upstream_bytes_total{route="default",upstream="UPSTREAM",direction=*} c2u u2c
+edgefwd_upstream_closes_total{route="default",upstream="UPSTREAM",cause=*} client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
 "#;
 
 /// The upper bounds of every histogram's buckets: powers of two up to 1 MiB, then `+Inf`.
@@ -228,5 +272,72 @@ fn test_metrics_series_are_pinned() {
         actual,
         pinned(),
         "the /metrics series changed; if on purpose, update SERIES:\n{actual}"
+    );
+}
+
+/// A real scrape passes `promtool check metrics` (Prometheus's own linter: names, units, suffixes,
+/// histogram shape) after traffic on two routes, connect failures and closes of several causes.
+#[test]
+fn test_scrape_passes_promtool() {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        // .ci/run installs promtool: in CI a missing linter is a failure, not a skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is required in CI"
+        );
+        eprintln!("SKIPPED test_scrape_passes_promtool: promtool is missing (.ci/run installs it)");
+        return;
+    }
+    let echo = Backend::echo();
+    let dead = common::refused_addr();
+    let file = common::ConfigFile::new(&format!(
+        "[[route]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\"]\n\
+         [[route]]\nname = \"dead\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{dead}\"]\n",
+        echo.upstream_arg()
+    ));
+    let fwd = Forwarder::start(&["--config", file.path(), "--metrics", "127.0.0.1:0"]);
+    let (web, dead_route) = (fwd.route_addr("web"), fwd.route_addr("dead"));
+    echo_roundtrip(web, 200_000, 16 * 1024);
+    let mut aborted = common::connect(web);
+    aborted.write_all(b"ping").expect("write");
+    common::reset(aborted);
+    // Reset at once, the client may see it as its connect fails.
+    if let Ok(mut refused) = common::try_connect(dead_route) {
+        common::expect_closed_without_data(&mut refused, IO_TIMEOUT);
+    }
+    fwd.wait_for_close("client-reset", Duration::from_secs(10));
+    let body = scrape(fwd.metrics_addr());
+    for series in [
+        "edgefwd_route_closes_total{route=\"web\",cause=\"client-fin\"}",
+        "edgefwd_route_closes_total{route=\"web\",cause=\"client-reset\"}",
+        "edgefwd_route_closes_total{route=\"dead\",cause=\"connect-refused\"}",
+        "edgefwd_route_connect_failures_total{route=\"dead\"}",
+        "edgefwd_upstream_connect_seconds_count{route=\"web\"}",
+        "edgefwd_connection_duration_seconds_count{route=\"web\"}",
+    ] {
+        assert!(sample(&body, series) > 0, "{series} not counted:\n{body}");
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("feed promtool");
+    let output = promtool.wait_with_output().expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{body}"
     );
 }

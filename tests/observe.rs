@@ -332,3 +332,278 @@ fn test_scrape_with_unread_bytes_is_not_cut_by_a_reset() {
         .expect("a number");
     assert_eq!(body.len(), length, "the response was cut short");
 }
+
+/// A `--config` file of two routes on loopback: `web` to `web_upstream`, `dead` to `dead_upstream`.
+fn two_routes(web_upstream: &str, dead_upstream: &str) -> common::ConfigFile {
+    common::ConfigFile::new(&format!(
+        "[[route]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{web_upstream}\"]\n\
+         [[route]]\nname = \"dead\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{dead_upstream}\"]\n\
+         connect_timeout = \"300ms\"\n"
+    ))
+}
+
+/// The per-route and per-upstream series, with `threads` reactors: traffic counts on its route and
+/// upstream while the pair is still open, a refused connect on the other route, closes by route and
+/// cause, and both histograms; the `--threads` reactors' figures add up.
+fn check_route_series(threads: &str) {
+    let echo = Backend::echo();
+    let dead = common::refused_addr().to_string();
+    let file = two_routes(&echo.upstream_arg(), &dead);
+    let fwd = Forwarder::start(&[
+        "--config",
+        file.path(),
+        "--metrics",
+        "127.0.0.1:0",
+        "--threads",
+        threads,
+    ]);
+    let metrics = fwd.metrics_addr();
+    let (web, dead_route) = (fwd.route_addr("web"), fwd.route_addr("dead"));
+    for _ in 0..3 {
+        echo_roundtrip(web, 100_000, 16 * 1024);
+    }
+    // A pair still open: what it forwarded so far is counted already.
+    let mut open = common::connect(web);
+    let chunk = vec![7u8; 65_536];
+    open.write_all(&chunk).expect("write");
+    let mut back = vec![0u8; chunk.len()];
+    open.read_exact(&mut back).expect("echo");
+    // Reset at once, the client may see it as its connect fails.
+    if let Ok(mut refused) = common::try_connect(dead_route) {
+        common::expect_closed_without_data(&mut refused, IO_TIMEOUT);
+    }
+    let web_label = |name: &str, rest: &str| format!("{name}{{route=\"web\"{rest}}}");
+    let upstream = format!("route=\"web\",upstream=\"{}\"", echo.upstream_arg());
+    let expected = [
+        (web_label("edgefwd_route_accepts_total", ""), 4),
+        (web_label("edgefwd_route_pairs_total", ""), 4),
+        (web_label("edgefwd_route_connects_ok_total", ""), 4),
+        (
+            web_label("edgefwd_route_bytes_total", ",direction=\"c2u\""),
+            365_536,
+        ),
+        (
+            web_label("edgefwd_route_bytes_total", ",direction=\"u2c\""),
+            365_536,
+        ),
+        (
+            web_label("edgefwd_route_closes_total", ",cause=\"client-fin\""),
+            3,
+        ),
+        (web_label("edgefwd_upstream_connect_seconds_count", ""), 4),
+        (
+            web_label("edgefwd_connection_duration_seconds_count", ""),
+            3,
+        ),
+        (
+            web_label("edgefwd_connection_duration_seconds_bucket", ",le=\"+Inf\""),
+            3,
+        ),
+        (
+            format!("edgefwd_upstream_bytes_total{{{upstream},direction=\"c2u\"}}"),
+            365_536,
+        ),
+        (
+            format!("edgefwd_upstream_connects_ok_total{{{upstream}}}"),
+            4,
+        ),
+        (
+            format!("edgefwd_upstream_closes_total{{{upstream},cause=\"client-fin\"}}"),
+            3,
+        ),
+        ("edgefwd_route_accepts_total{route=\"dead\"}".into(), 1),
+        ("edgefwd_route_connects_ok_total{route=\"dead\"}".into(), 0),
+        (
+            "edgefwd_route_connect_failures_total{route=\"dead\"}".into(),
+            1,
+        ),
+        (
+            "edgefwd_route_closes_total{route=\"dead\",cause=\"connect-refused\"}".into(),
+            1,
+        ),
+        (
+            "edgefwd_route_closes_total{route=\"web\",cause=\"connect-refused\"}".into(),
+            0,
+        ),
+        ("edgefwd_bytes_total{direction=\"c2u\"}".into(), 365_536),
+    ];
+    let mismatches = || -> Vec<String> {
+        let body = scrape(metrics);
+        expected
+            .iter()
+            .filter(|(series, value)| sample(&body, series) != *value)
+            .map(|(series, value)| format!("{series}: {} != {value}", sample(&body, series)))
+            .collect()
+    };
+    // With --threads, a reactor's last close may land just after the client saw it.
+    let agreed = common::wait_until(Duration::from_secs(10), || mismatches().is_empty());
+    assert!(agreed, "{:?}\n{}", mismatches(), scrape(metrics));
+    drop(open);
+}
+
+#[test]
+fn test_route_and_upstream_series() {
+    check_route_series("1");
+}
+
+#[test]
+fn test_route_and_upstream_series_with_threads() {
+    check_route_series("2");
+}
+
+/// Options for a forwarder whose info lines are what is checked.
+fn info_log() -> Options {
+    Options {
+        rust_log: Some("info".into()),
+        ..Options::default()
+    }
+}
+
+/// Reaching `max_connections` with clients queued logs one warning with how many wait, and the next
+/// stop within the interval is counted but not logged again.
+#[test]
+fn test_connection_limit_is_warned_once_with_the_count_waiting() {
+    let echo = Backend::echo();
+    let fwd = Forwarder::start_with(
+        &[
+            "--upstream",
+            &echo.upstream_arg(),
+            "--max-connections",
+            "1",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        &info_log(),
+    );
+    let metrics = fwd.metrics_addr();
+    let mut held = common::connect(fwd.addr());
+    held.write_all(b"ping").expect("write");
+    held.read_exact(&mut [0u8; 4]).expect("echo");
+    let queued: Vec<TcpStream> = (0..2).map(|_| common::connect(fwd.addr())).collect();
+    fwd.expect_log("at its connection limit", Duration::from_secs(10));
+    let logs = fwd.logs();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("at its connection limit"))
+        .expect("the warning");
+    assert!(
+        line.contains(" WARN ") && line.contains("max_connections 1"),
+        "{line}"
+    );
+    let waiting = line
+        .split_once("; ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(matches!(waiting, Some(1..=2)), "{line}");
+    // The held pair closes: the first queued client takes its place, the second waits: a second stop.
+    drop(held);
+    let stopped_again = common::wait_until(Duration::from_secs(10), || {
+        sample(&scrape(metrics), "edgefwd_accept_pauses_limit_total") >= 2
+    });
+    assert!(stopped_again, "{}", fwd.logs());
+    assert_eq!(
+        fwd.count_log("at its connection limit"),
+        1,
+        "{}",
+        fwd.logs()
+    );
+    drop(queued);
+}
+
+/// A refused upstream connect is logged at info with the upstream and the client, at most once a
+/// second however many fail.
+#[test]
+fn test_refused_connect_is_logged_rate_limited() {
+    let dead = common::refused_addr();
+    let fwd = Forwarder::start_with(&["--upstream", &dead.to_string()], &info_log());
+    let start = std::time::Instant::now();
+    for _ in 0..20 {
+        // Reset at once, the client may see it as its connect fails.
+        if let Ok(mut client) = common::try_connect(fwd.addr()) {
+            common::expect_closed_without_data(&mut client, IO_TIMEOUT);
+        }
+    }
+    let elapsed = start.elapsed();
+    let needle = format!("upstream connect refused: upstream={dead} client=127.0.0.1:");
+    fwd.expect_log(&needle, Duration::from_secs(10));
+    let lines = fwd.count_log("upstream connect refused");
+    let allowed = elapsed.as_secs() as usize + 1;
+    assert!(
+        lines <= allowed,
+        "{lines} lines in {elapsed:?}:\n{}",
+        fwd.logs()
+    );
+    assert!(fwd.logs().contains(" INFO "), "{}", fwd.logs());
+}
+
+/// A timed-out upstream connect is logged at info with the upstream and the client.
+#[test]
+fn test_timed_out_connect_is_logged() {
+    let hole = common::Blackhole::new();
+    let upstream = hole.addr().to_string();
+    let fwd = Forwarder::start_with(
+        &["--upstream", &upstream, "--connect-timeout", "200ms"],
+        &info_log(),
+    );
+    let mut client = common::connect(fwd.addr());
+    common::expect_closed_without_data(&mut client, IO_TIMEOUT);
+    let needle = format!("upstream connect timed out: upstream={upstream} client=127.0.0.1:");
+    fwd.expect_log(&needle, Duration::from_secs(10));
+}
+
+/// With `--threads 2`, the lines about the process (start, reload, shutdown) are logged once each.
+#[test]
+fn test_process_lines_are_logged_once_with_threads() {
+    let echo = Backend::echo();
+    let file = common::ConfigFile::new(&format!(
+        "[[route]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\"]\n",
+        echo.upstream_arg()
+    ));
+    let mut fwd = Forwarder::start_with(&["--config", file.path(), "--threads", "2"], &info_log());
+    echo_roundtrip(fwd.addr(), 1000, 1000);
+    fwd.signal(libc::SIGHUP);
+    fwd.expect_log("reload: 1 routes", Duration::from_secs(10));
+    fwd.signal(libc::SIGTERM);
+    let status = fwd.wait_exit(Duration::from_secs(10)).expect("exit");
+    let logs = fwd.logs();
+    assert_eq!(status.code(), Some(0), "{logs}");
+    for line in [
+        "listening on",
+        "SIGHUP: reloading",
+        "reload: 1 routes",
+        "SIGTERM: shutting down",
+        "shutdown complete: drained=0 cut=0",
+    ] {
+        assert_eq!(fwd.count_log(line), 1, "{line}:\n{logs}");
+    }
+}
+
+/// A reload that replaces route `web` (a changed setting) and removes `old`: `web` counts on in its
+/// series, `old`'s are no longer shown (the label set stays as small as the configuration).
+#[test]
+fn test_reload_keeps_a_replaced_routes_series_and_drops_a_removed_ones() {
+    let echo = Backend::echo();
+    let route = |name: &str, timeout: &str| {
+        format!(
+            "[[route]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\"]\nconnect_timeout = \"{timeout}\"\n",
+            echo.upstream_arg()
+        )
+    };
+    let file = common::ConfigFile::new(&format!("{}{}", route("web", "5s"), route("old", "5s")));
+    let fwd = Forwarder::start(&["--config", file.path(), "--metrics", "127.0.0.1:0"]);
+    let metrics = fwd.metrics_addr();
+    echo_roundtrip(fwd.route_addr("web"), 1000, 1000);
+    let before = scrape(metrics);
+    assert!(before.contains("route=\"old\""), "{before}");
+    file.write(&route("web", "4s"));
+    fwd.signal(libc::SIGHUP);
+    fwd.expect_log("reload: 1 routes (+0 -1 ~1)", Duration::from_secs(10));
+    echo_roundtrip(fwd.route_addr("web"), 1000, 1000);
+    let accepts = "edgefwd_route_accepts_total{route=\"web\"}";
+    let counted = common::wait_until(Duration::from_secs(10), || {
+        sample(&scrape(metrics), accepts) == 2
+    });
+    let after = scrape(metrics);
+    assert!(counted, "{after}");
+    assert!(!after.contains("route=\"old\""), "{after}");
+}

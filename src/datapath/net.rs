@@ -180,6 +180,34 @@ pub(crate) fn has_queued(listener: &impl std::os::fd::AsRawFd) -> bool {
     ready != 0
 }
 
+/// How many connections wait in a TCP `listener`'s accept queue: for a listening socket, Linux reports
+/// its accept backlog in `TCP_INFO`'s `tcpi_unacked`. `None` if the kernel does not say.
+#[cfg(target_os = "linux")]
+pub(crate) fn queued(listener: &impl std::os::fd::AsRawFd) -> Option<u32> {
+    // SAFETY: `tcp_info` is a C struct of integers, for which all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info`, which is that large and outlives the
+    // call, and stores the length it wrote in `len`; the descriptor is the listener's, open while
+    // borrowed.
+    let ret = unsafe {
+        libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::addr_of_mut!(info).cast(),
+            &mut len,
+        )
+    };
+    (ret == 0).then_some(info.tcpi_unacked)
+}
+
+/// How many connections wait in a TCP listener's accept queue: not asked off Linux.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn queued(_listener: &impl std::os::fd::AsRawFd) -> Option<u32> {
+    None
+}
+
 /// An I/O result reduced to the cases a pump treats differently (sozu's `SocketResult`).
 #[derive(Debug)]
 pub(super) enum IoOutcome {
@@ -220,6 +248,25 @@ mod tests {
     use super::*;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     use crate::datapath::readiness::Event;
+
+    /// `queued` counts the connections the kernel completed and nobody accepted yet.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn test_queued_counts_the_accept_queue() {
+        let listener = bind_listener("127.0.0.1:0".parse().expect("addr"), 16, true).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        assert_eq!(queued(&listener), Some(0));
+        let _clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while queued(&listener) != Some(3) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(queued(&listener), Some(3));
+        let _ = listener.accept().expect("accept");
+        assert_eq!(queued(&listener), Some(2));
+    }
 
     /// `has_queued` sees a connection the kernel completed and not yet accepted, and only that.
     #[test]

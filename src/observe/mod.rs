@@ -1,6 +1,8 @@
 //! What the process counts: every metric declared once in [`metrics`]'s table, over the kinds in
 //! `metric_kinds` (counter, gauge, labelled counters, histogram), rendered as Prometheus text and the
-//! `--stats-interval` line. The `--metrics` HTTP responder is the reactor's (`reactor::scrape`).
+//! `--stats-interval` line; and in [`routed`], the figures labelled by route and upstream, which the
+//! reactors share rather than copy. The `--metrics` HTTP responder is the reactor's (`reactor::scrape`).
 
 pub(crate) mod metric_kinds;
 pub mod metrics;
+pub mod routed;

@@ -21,6 +21,7 @@ use crate::datapath::budget::{self, Slot};
 use crate::datapath::net;
 use crate::datapath::stream::Conn;
 use crate::observe::metric_kinds::{ClientReject, Label};
+use crate::upstream::route::Route;
 
 /// Most connections accepted from one listener in one loop turn, so a connection flood cannot starve
 /// established pairs.
@@ -100,6 +101,9 @@ impl Reactor {
                 None => return,
                 Some(Ok((conn, addr))) => {
                     self.metrics.accepts += 1;
+                    if let Some(route) = self.routes.get(route) {
+                        route.counts.accepted(1);
+                    }
                     let key = match &conn {
                         Conn::Tcp(stream) => self.admit(route, stream, addr),
                         // No IP address: no `client_allow`/`client_deny` nor per-client limit applies.
@@ -247,10 +251,16 @@ impl Reactor {
         if at_limit && !route.at_limit {
             route.full_since = Some(self.now);
             self.metrics.accept_pauses_limit += 1;
-            debug!(
-                "route {} at --max-connections ({}): clients wait in the backlog",
-                route.config.name, route.config.max_connections
-            );
+            if let Some(held_back) = route.limit_warning.allow(self.now) {
+                warn!(
+                    "route {}: at its connection limit ({} open, max_connections {}); {} clients waiting in the backlog{}",
+                    route.config.name,
+                    route.pairs,
+                    route.config.max_connections,
+                    waiting(route),
+                    more_since(held_back)
+                );
+            }
         }
         route.at_limit = at_limit;
         if !at_limit {
@@ -301,6 +311,7 @@ impl Reactor {
         }
         self.metrics.accepts += flushed;
         if flushed > 0 {
+            route.counts.accepted(flushed);
             self.metrics.client_rejects.count(
                 &route.config.name,
                 ClientReject::QueueTimeout,
@@ -389,4 +400,28 @@ fn reset_queued(
         }
     }
     flushed
+}
+
+/// The clients waiting in a route's listen backlogs: the kernel's count for a TCP listener, at least one
+/// for a Unix listener with a connection queued.
+fn waiting(route: &Route) -> String {
+    let tcp = route.listeners.iter().map(|l| net::queued(&l.socket));
+    let unix = route
+        .unix_listeners
+        .iter()
+        .map(|l| net::has_queued(&l.socket));
+    let unix = unix.filter(|&queued| queued).count() as u64;
+    match tcp.sum::<Option<u32>>() {
+        Some(tcp) if unix == 0 => (u64::from(tcp)).to_string(),
+        Some(tcp) => format!("at least {}", u64::from(tcp) + unix),
+        None => "some".to_string(),
+    }
+}
+
+/// ` (N more since the last such line)` for a throttled line that held N back, or nothing.
+fn more_since(held_back: u64) -> String {
+    match held_back {
+        0 => String::new(),
+        n => format!(" ({n} more since the last such line)"),
+    }
 }

@@ -61,6 +61,7 @@ impl Reactor {
         if let Some(mut pair) = pair {
             pair.client_key = client_key;
             cx.route.pairs += 1;
+            cx.route.counts.paired();
             entry.insert(pair);
             fd_slot.keep();
             self.metrics.pairs_total += 1;

@@ -54,6 +54,7 @@ use crate::datapath::budget::FdBudget;
 use crate::datapath::readiness::Event;
 use crate::datapath::stream::Socket;
 use crate::observe::metrics::{Metrics, MetricsBoard, StatsTicker};
+use crate::observe::routed::RouteBoard;
 use crate::reactor::scrape::MetricsServer;
 use crate::reactor::timer::{Entry, Timers};
 use crate::reactor::worker::{Inbox, Worker};
@@ -90,6 +91,7 @@ pub use systemd::activated_listeners;
 use probes::Probe;
 use report::trace_event;
 use shutdown::Drain;
+pub use shutdown::Stopped;
 use upgrade::UpgradeServer;
 
 /// Events fetched per `epoll_wait`.
@@ -113,6 +115,10 @@ pub struct Siblings {
     pub index: usize,
     /// Where every reactor publishes its counters; `None` with a single reactor.
     pub board: Option<Arc<MetricsBoard>>,
+    /// Every route's figures by route and upstream, shared by every reactor (one alone included).
+    pub routes: Arc<RouteBoard>,
+    /// The reactors done shutting down: the last one logs the process's end, once.
+    pub stopped: Arc<Mutex<Stopped>>,
     /// The other reactors' inboxes: reactor 0 reads a reloaded file once and hands the result
     /// to them (see `reload`), so all apply the same configuration and bind the same ports.
     pub followers: Arc<Mutex<Vec<Inbox>>>,
@@ -476,6 +482,7 @@ impl Reactor {
     /// Acts on a pair's outcome: keep it (re-arming its timer), queue it to run again, fail over to
     /// another upstream, or tear it down.
     fn settle(&mut self, slot: usize, outcome: Outcome) {
+        self.account(slot);
         if matches!(outcome, Outcome::Open | Outcome::Yield) && !self.sync_read_interest(slot) {
             return;
         }

@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use log::{error, info, warn};
+use log::{error, info, log, warn};
 use mio::net::TcpListener;
 use mio::{Interest, Registry};
 use socket2::SockRef;
@@ -192,7 +192,7 @@ impl Reactor {
             if let Some(fresh) = self.routes.get(key) {
                 for index in 0..fresh.listener_count() {
                     if let Some(line) = fresh.describe_listener(index) {
-                        info!("{line}");
+                        log!(self.process_level(), "{line}");
                     }
                 }
             }
@@ -202,9 +202,11 @@ impl Reactor {
         drop(spare_unix);
         for key in &removed {
             if let Some(route) = self.routes.get(*key) {
-                info!(
+                log!(
+                    self.process_level(),
                     "route {}: removed; {} connections draining",
-                    route.config.name, route.pairs
+                    route.config.name,
+                    route.pairs
                 );
             }
         }
@@ -217,7 +219,8 @@ impl Reactor {
         if let Some(config) = handoff {
             self.hand_on(config, &running);
         }
-        info!(
+        log!(
+            self.process_level(),
             "reload: {} routes (+{} -{} ~{})",
             matches.len(),
             matches.iter().filter(|m| matches!(m, Match::Added)).count(),
@@ -451,6 +454,7 @@ impl Reactor {
         let mut route = route;
         route.unix_listeners = unix_listeners;
         route.clients = clients;
+        route.count_in((self.siblings.routes).route(&route.config.name, self.siblings.index));
         let key = self.routes.insert(route);
         self.next_route_uid += 1;
         Ok(key)

@@ -14,6 +14,7 @@ use crate::datapath::readiness::Event;
 use crate::observe::metrics;
 use crate::reactor::scrape::MetricsServer;
 use crate::token::Owner;
+use crate::upstream::route::Lease;
 
 impl Reactor {
     /// Counts one loop turn: a turn whose events led to no work at all was a spurious wakeup.
@@ -37,6 +38,38 @@ impl Reactor {
         }
     }
 
+    /// Adds what the pair in `slot` forwarded since it was last asked to its route's and upstream's
+    /// series: after every run, so that a long transfer shows while it runs (two subtractions and a few
+    /// stores; docs/benchmarks.md has its cost).
+    pub(super) fn account(&mut self, slot: usize) {
+        let Some(pair) = self.pairs.get_mut(slot) else {
+            return;
+        };
+        let bytes = pair.unaccounted();
+        if bytes == (0, 0) {
+            return;
+        }
+        let endpoint = pair.lease().map(Lease::slot);
+        if let Some(route) = self.routes.get_mut(pair.route) {
+            route.forwarded(endpoint, bytes);
+        }
+    }
+
+    /// The level of a line about the whole process (a reload, a shutdown): info from reactor 0, debug
+    /// from its `--threads` siblings, which would only say it again.
+    pub(super) fn process_level(&self) -> log::Level {
+        if self.siblings.index == 0 {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        }
+    }
+
+    /// Pairs open in every reactor (as last published, with `--threads`).
+    pub(super) fn pairs_everywhere(&self) -> u64 {
+        (self.siblings.board.as_ref()).map_or(self.pairs.len() as u64, |board| board.pairs_open())
+    }
+
     pub(super) fn with_metrics_server(
         &mut self,
         act: impl FnOnce(&mut MetricsServer, &mio::Registry),
@@ -53,6 +86,7 @@ impl Reactor {
         let (metrics, routes) = (&mut self.metrics, &self.routes);
         metrics.pairs_open.set(self.pairs.len());
         let board = self.siblings.board.as_deref();
+        let routed = &self.siblings.routes;
         server.on_scrape_event(slot, || {
             let mut body = String::with_capacity(8192);
             match board {
@@ -69,6 +103,7 @@ impl Reactor {
                 .filter(|(_, route)| !route.draining)
                 .flat_map(|(_, route)| route.upstream_rows());
             metrics::render_upstreams(rows, &mut body);
+            routed.render(&mut body);
             // Counted when rendered: the exchange then lingers until the client's FIN (scrape.rs).
             metrics.scrapes += 1;
             body

@@ -1,14 +1,27 @@
 //! Signals and shutdown. SIGHUP asks for a reload; the first SIGTERM/SIGINT stops accepting (the
 //! listeners are closed, so new clients are refused by the kernel) and lets live pairs finish until
 //! `--shutdown-timeout`, when the rest are cut with RST; a second signal cuts them at once.
+//!
+//! With `--threads N` every reactor gets the signal and drains its own pairs, but the process says so
+//! once: reactor 0 logs the start (with every reactor's pairs), and whichever reactor finishes last logs
+//! the end with the sums of all ([`Stopped`]); the others log theirs at debug.
 
+use std::sync::PoisonError;
 use std::time::Instant;
 
-use log::info;
+use log::{debug, info, log};
 use signal_hook::consts::{SIGHUP, SIGINT};
 
 use super::{Exit, Reactor};
 use crate::close::Cause;
+
+/// The reactors that have finished their shutdown, and what they drained and cut, summed.
+#[derive(Debug, Default)]
+pub struct Stopped {
+    reactors: usize,
+    drained: usize,
+    cut: usize,
+}
 
 /// Progress of a graceful shutdown.
 #[derive(Debug)]
@@ -46,12 +59,10 @@ impl Reactor {
             } else {
                 "SIGTERM"
             };
+            let (level, pairs) = (self.process_level(), self.pairs_everywhere());
             match self.drain.as_mut() {
                 Some(drain) => {
-                    info!(
-                        "second signal ({name}): closing {} pairs now",
-                        self.pairs.len()
-                    );
+                    log!(level, "second signal ({name}): closing {pairs} pairs now");
                     drain.forced = true;
                 }
                 None => self.begin_shutdown(name),
@@ -75,10 +86,11 @@ impl Reactor {
         }
         self.warm = None;
         self.notify_stopping();
-        info!(
+        log!(
+            self.process_level(),
             "{signal}: shutting down, stopped accepting; waiting up to {}ms for {} live pairs",
             self.config.shutdown_timeout.as_millis(),
-            self.pairs.len()
+            self.pairs_everywhere()
         );
         self.drain = Some(Drain {
             deadline: self.now + self.config.shutdown_timeout,
@@ -106,10 +118,21 @@ impl Reactor {
             return None;
         }
         let drain = self.drain.as_ref()?;
-        info!(
-            "shutdown complete: drained={} cut={}",
-            drain.drained, drain.cut
-        );
+        let mut stopped = (self.siblings.stopped.lock()).unwrap_or_else(PoisonError::into_inner);
+        stopped.reactors += 1;
+        stopped.drained += drain.drained;
+        stopped.cut += drain.cut;
+        if stopped.reactors >= self.config.threads {
+            info!(
+                "shutdown complete: drained={} cut={}",
+                stopped.drained, stopped.cut
+            );
+        } else {
+            debug!(
+                "reactor {}: shutdown complete: drained={} cut={}",
+                self.siblings.index, drain.drained, drain.cut
+            );
+        }
         Some(if forced { Exit::Forced } else { Exit::Graceful })
     }
 }

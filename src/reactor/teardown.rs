@@ -2,7 +2,7 @@
 //! endpoint's lease back (`session::connect::release`), one log line, and the fd budget slot last. Also
 //! what a close may free: a drained route, a large slab, spare `--splice` pipes.
 
-use log::{debug, info};
+use log::{debug, info, log};
 use slab::Slab;
 
 use super::Reactor;
@@ -11,6 +11,7 @@ use crate::datapath::budget;
 use crate::reactor::timer::Entry;
 use crate::session::connect;
 use crate::session::pair::Pair;
+use crate::upstream::route::Lease;
 use crate::wire::proxy_protocol::Reason;
 
 /// Pair slots kept allocated once every pair has closed (see `release_pair_slots`): enough for
@@ -43,6 +44,7 @@ impl Reactor {
     /// Dropping the sockets closes them, which removes them from epoll/kqueue without a deregister call
     /// (we never dup these fds, so the close is the last reference).
     pub(super) fn close_pair(&mut self, slot: usize, cause: Cause) {
+        self.account(slot);
         let Some(mut pair) = self.pairs.try_remove(slot) else {
             return;
         };
@@ -66,6 +68,13 @@ impl Reactor {
             }
         }
         if let Some(route) = self.routes.get_mut(pair.route) {
+            route
+                .counts
+                .closed(cause, self.now.duration_since(pair.started));
+            let endpoint = pair.lease().map(Lease::slot);
+            if let Some(upstream) = endpoint.and_then(|slot| route.upstream_counts(slot)) {
+                upstream.closed(cause);
+            }
             pair.release(&mut route.shared(&mut self.metrics));
             route.pairs -= 1;
             if log::log_enabled!(log::Level::Debug) {
@@ -104,7 +113,11 @@ impl Reactor {
             .is_some_and(|route| route.draining && route.pairs == 0)
         {
             let route = self.routes.remove(key);
-            info!("route {}: drained, removed", route.config.name);
+            log!(
+                self.process_level(),
+                "route {}: drained, removed",
+                route.config.name
+            );
         }
     }
 

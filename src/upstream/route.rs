@@ -25,11 +25,13 @@ use crate::datapath::ring::BufPool;
 use crate::datapath::splice::PipePool;
 use crate::observe::metric_kinds::ClientReject;
 use crate::observe::metrics::{Metrics, UpstreamRow};
+use crate::observe::routed::{RouteCounts, UpstreamCounts};
 use crate::throttle::Throttle;
 use crate::upstream::balance::Balancer;
 use crate::upstream::clients::SharedClients;
 use crate::upstream::endpoint::{Change, Endpoint, Tried, Upstreams, HOLD};
 use crate::upstream::health;
+use crate::way::Way;
 use crate::wire::greeting::{ConnectRules, Rules};
 
 pub use crate::upstream::listener::Listener;
@@ -69,6 +71,10 @@ const MAX_SPARE_PIPES: usize = 32;
 /// How often the "all upstreams are down" (or "none resolves") warning may repeat.
 const ALL_DOWN_WARNING_INTERVAL: Duration = Duration::from_secs(5);
 
+/// At most one info line a second about a route's refused or timed-out upstream connects: a dead
+/// upstream under load fails thousands a second, and `edgefwd_route_connect_failures_total` counts them.
+const CONNECT_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A client's hold on one endpoint of its route, from [`Route::lease`] to [`Route::give_back`]: while
 /// it lives, the endpoint's `active` count (least-connections balancing, the `active` metric, when a
 /// retired endpoint may go) includes the client. It is neither `Clone` nor `Copy`, and `give_back`
@@ -98,6 +104,9 @@ pub(crate) struct Route {
     pub(crate) unix_listeners: Vec<UnixListening>,
     /// The upstreams and their endpoints (one per address), with health and load.
     pub(crate) upstreams: Upstreams,
+    /// Its series of the per-route metrics: set by the reactor that makes the route (by name, so a
+    /// reload's successor counts on in the same series); counted nowhere read until then.
+    pub(crate) counts: RouteCounts,
     balancer: Balancer,
     /// Ring storage for this route's pairs (rings are `buffer_size` long, so each route has its own).
     pub(crate) pool: BufPool,
@@ -124,6 +133,10 @@ pub(crate) struct Route {
     pub(crate) clients: SharedClients,
     all_down_warning: Throttle,
     unresolved_warning: Throttle,
+    /// Warnings that the route reached `max_connections` with clients waiting.
+    pub(crate) limit_warning: Throttle,
+    /// Info lines about refused and timed-out upstream connects.
+    pub(crate) connect_failure_log: Throttle,
     /// When the next round of health probes is due.
     pub(crate) next_probe: Option<Instant>,
     /// When host-name upstreams are next re-resolved.
@@ -202,6 +215,7 @@ impl Route {
             uid,
             balancer: Balancer::new(config.balance, 0, seed),
             upstreams,
+            counts: RouteCounts::default(),
             pool: BufPool::new(config.buffer_size),
             pipes: pipes.map(|(size, budget)| PipePool::new(size, MAX_SPARE_PIPES, budget)),
             greeting: greeting_rules(&config),
@@ -224,6 +238,8 @@ impl Route {
             clients: SharedClients::default(),
             all_down_warning: Throttle::new(ALL_DOWN_WARNING_INTERVAL),
             unresolved_warning: Throttle::new(ALL_DOWN_WARNING_INTERVAL),
+            limit_warning: Throttle::new(ALL_DOWN_WARNING_INTERVAL),
+            connect_failure_log: Throttle::new(CONNECT_FAILURE_LOG_INTERVAL),
             next_probe: config.health_interval.map(|_| now),
             next_resolve: config.resolve_interval.map(|interval| now + interval),
             resolving: false,
@@ -258,6 +274,44 @@ impl Route {
 
     pub(crate) fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Counts in `counts` from now on, and each endpoint in its series there (one that appears later
+    /// takes its series at its first connect).
+    pub(crate) fn count_in(&mut self, counts: RouteCounts) {
+        self.counts = counts;
+        let slots: Vec<usize> = self.upstreams.live().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            self.upstream_counts(slot);
+        }
+    }
+
+    /// The per-upstream series of endpoint `slot` (taken from the route's on first use); `None` for a
+    /// free slot.
+    pub(crate) fn upstream_counts(&mut self, slot: usize) -> Option<&UpstreamCounts> {
+        let endpoint = self.upstreams.get_mut(slot)?;
+        let counts = &self.counts;
+        Some(
+            endpoint
+                .counts
+                .get_or_insert_with(|| counts.upstream(&endpoint.label)),
+        )
+    }
+
+    /// A pair of this route, connected to endpoint `slot` if any, forwarded `bytes` (c2u, u2c) more.
+    pub(crate) fn forwarded(&mut self, slot: Option<usize>, bytes: (u64, u64)) {
+        let moved = [
+            (Way::ClientToUpstream, bytes.0),
+            (Way::UpstreamToClient, bytes.1),
+        ];
+        for (way, n) in moved {
+            self.counts.forwarded(way, n);
+        }
+        if let Some(upstream) = slot.and_then(|slot| self.upstream_counts(slot)) {
+            for (way, n) in moved {
+                upstream.forwarded(way, n);
+            }
+        }
     }
 
     /// What this route's pairs borrow while they run.

@@ -18,9 +18,9 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use mio::{Interest, Registry};
 use socket2::SockRef;
 
@@ -213,21 +213,54 @@ pub(crate) fn advance(cx: &mut Context<'_>, slot: usize, pair: &mut Pair, step: 
         Step::Greeted(Target::Named(host_port)) => look_up(cx, slot, pair, host_port),
         Step::Looked(addrs) => looked(cx, slot, pair, addrs),
         Step::Connected => {
+            if let Some(started) = pair.attempt_started() {
+                (cx.route.counts).connected(cx.now.saturating_duration_since(started));
+            }
             if let Some(lease) = pair.lease() {
                 cx.route.connect_succeeded(lease.slot(), cx.now);
+                if let Some(upstream) = cx.route.upstream_counts(lease.slot()) {
+                    upstream.connected();
+                }
             }
             let budget = cx.route.pair_budget;
             let mut shared = cx.route.shared(cx.metrics);
             pair.establish(&mut shared, budget, cx.now)
         }
         Step::Failed(cause) => {
+            cx.route.counts.connect_failed();
             let lease = pair.drop_upstream();
             let from = lease.as_ref().map(Lease::slot);
+            log_failure(cx, pair, from, cause);
             let failed = Failed::InFlight(cause);
             give_back(cx.route, lease, Some(&failed), cx.now);
             attempt(cx, slot, pair, Some((failed, from)))
         }
     }
+}
+
+/// A refused or timed-out upstream connect, at info, at most once a second per route (with how many
+/// were held back): the operator sees which upstream fails and for whom, without a flood when one is
+/// down under load. Other failures are the host's (no route, fds) and are logged where they arise.
+fn log_failure(cx: &mut Context<'_>, pair: &Pair, endpoint: Option<usize>, cause: Cause) {
+    let what = match cause {
+        Cause::ConnectRefused => "refused",
+        Cause::ConnectTimeout => "timed out",
+        _ => return,
+    };
+    let Some(held_back) = cx.route.connect_failure_log.allow(cx.now) else {
+        return;
+    };
+    let more = match held_back {
+        0 => String::new(),
+        n => format!(" ({n} more since the last such line)"),
+    };
+    info!(
+        "route {}: upstream connect {what}: upstream={} client={} conn={}{more}",
+        cx.route.name(),
+        endpoint.map_or("-", |slot| cx.route.endpoint_label(slot)),
+        pair.client_addr,
+        pair.id
+    );
 }
 
 /// A pair closes: the endpoint it held is given back.
@@ -310,6 +343,7 @@ fn attempt(
     }
     if let Some(why) = started.after {
         cx.metrics.failovers += 1;
+        cx.route.counts.failed_over();
         let attempts = pair.plan_mut().map_or(0, |plan| plan.attempts());
         match started.lease.as_ref() {
             Some(lease) => debug!(
@@ -326,8 +360,7 @@ fn attempt(
             ),
         }
     }
-    let upstream = (started.stream, started.addr);
-    pair.begin_connect(upstream, started.lease, cx.now);
+    pair.begin_connect((started.stream, started.addr), started.lease, cx.now);
     Outcome::Open
 }
 
@@ -351,6 +384,7 @@ fn start(
         };
         if let (Some(from), Some(why)) = (failed_here.take(), failed.as_ref()) {
             cx.metrics.failovers += 1;
+            cx.route.counts.failed_over();
             debug!(
                 "route={} upstream={from} {}: failing over to upstream={addr}",
                 cx.route.name(),
@@ -378,6 +412,7 @@ fn start(
             }
             Err(err) => {
                 debug!("cannot start a connect to {addr}: {err}");
+                cx.route.counts.connect_failed();
                 let failure = Failed::Start(err);
                 give_back(cx.route, lease, Some(&failure), cx.now);
                 failed = Some(failure);
@@ -475,6 +510,7 @@ fn refuse_client(
     note_exhaustion(cx, failed);
     client.reset_on_close();
     cx.metrics.closes[cause] += 1;
+    cx.route.counts.closed(cause, Duration::ZERO);
     debug!(
         "closed conn=- client={client_addr} route={} upstream=- cause={cause} c2u=0 u2c=0 duration=0ms error=\"{error}\"",
         cx.route.name()

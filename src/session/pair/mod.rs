@@ -51,11 +51,12 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use crate::config::UpstreamAddr;
 use crate::datapath::stream::Conn;
 use log::debug;
 
 use crate::close::Cause;
-use crate::config::{Splice, UpstreamAddr};
+use crate::config::Splice;
 use crate::session::attempt::{connect_failure_cause, Plan};
 use crate::upstream::route::{Deadlines, Lease};
 use crate::wire::connect_request::Status;
@@ -138,6 +139,8 @@ pub(crate) struct Pair<S: Socket = Conn> {
     pub(crate) armed: Option<Instant>,
     /// `--send-proxy`: put a PROXY header first in the upstream stream.
     send_proxy: Option<Version>,
+    /// Bytes (c2u, u2c) already added to its route's and upstream's series (`unaccounted`).
+    accounted: (u64, u64),
     /// The key its route's per-client table counts it under, if the route has per-client limits:
     /// given back when the pair closes (`connect::release`).
     pub(crate) client_key: Option<IpAddr>,
@@ -198,6 +201,7 @@ impl<S: Socket> Pair<S> {
             moved: [now; 2],
             armed: None,
             send_proxy: None,
+            accounted: (0, 0),
             client_key: None,
         }
     }
@@ -228,6 +232,23 @@ impl<S: Socket> Pair<S> {
     /// Bytes forwarded client -> upstream and upstream -> client.
     pub(crate) fn bytes(&self) -> (u64, u64) {
         (self.c2u.counters().bytes, self.u2c.counters().bytes)
+    }
+
+    /// Bytes (c2u, u2c) forwarded since the last call: what the route's and upstream's series have not
+    /// counted yet. The reactor asks after every run, so a long transfer counts as it goes.
+    pub(crate) fn unaccounted(&mut self) -> (u64, u64) {
+        let (c2u, u2c) = self.bytes();
+        let (done_c2u, done_u2c) = std::mem::replace(&mut self.accounted, (c2u, u2c));
+        (c2u - done_c2u, u2c - done_u2c)
+    }
+
+    /// When the current upstream connect attempt started, while one is under way (a socket, not a
+    /// lookup).
+    pub(crate) fn attempt_started(&self) -> Option<Instant> {
+        match &self.stage {
+            Stage::Connecting(connecting) if connecting.socket.is_some() => Some(connecting.since),
+            _ => None,
+        }
     }
 
     /// Read and write syscalls made for this pair.

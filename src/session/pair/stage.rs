@@ -3,6 +3,7 @@
 //! `Connecting` and `Established` only, and leaves them only through `take_lease` / `drop_upstream`
 //! (for `session::connect` to give back) or by moving into `Established`.
 
+use crate::config::UpstreamAddr;
 use std::time::Instant;
 
 use log::trace;
@@ -10,7 +11,6 @@ use log::trace;
 use super::phase::Phase;
 use super::recorder::Happening;
 use super::{Outcome, Pair};
-use crate::config::UpstreamAddr;
 use crate::datapath::pump::Shared;
 use crate::datapath::readiness::Readiness;
 use crate::datapath::stream::Socket;
@@ -225,12 +225,8 @@ impl<S: Socket> Pair<S> {
         let Stage::Connecting(connecting) = &mut self.stage else {
             return self.run(shared, budget, now);
         };
-        let (socket, addr) = match (connecting.socket.take(), connecting.addr.take()) {
-            (Some(socket), Some(addr)) => (socket, addr),
-            (socket, addr) => {
-                (connecting.socket, connecting.addr) = (socket, addr);
-                return Outcome::Open;
-            }
+        let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr.clone()) else {
+            return Outcome::Open;
         };
         let lease = connecting.lease.take();
         shared.metrics.connects_ok += 1;
@@ -250,7 +246,8 @@ impl<S: Socket> Pair<S> {
     /// the socket holds (a greeting the upstream already sent, say).
     pub(crate) fn with_warm_upstream(mut self) -> Pair<S> {
         if let Stage::Connecting(connecting) = &mut self.stage {
-            if let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr.take()) {
+            if let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr.clone())
+            {
                 let lease = connecting.lease.take();
                 let established = Established {
                     socket,

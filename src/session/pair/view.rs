@@ -25,7 +25,6 @@ use serde::{Serialize, Serializer};
 use super::recorder::EventView;
 use super::stage::Stage;
 use super::{Pair, Phase};
-use crate::config::UpstreamAddr;
 use crate::datapath::stream::Socket;
 use crate::session::attempt::Plan;
 use crate::session::interest::Registration;
@@ -142,8 +141,7 @@ pub(crate) struct PairView {
     pub(crate) client: SocketAddr,
     /// The upstream connected or being connected to (the last one tried between attempts); `None`
     /// before the first attempt (a greeting, a CONNECT lookup).
-    #[serde(serialize_with = "as_text")]
-    pub(crate) upstream: Option<UpstreamAddr>,
+    pub(crate) upstream: Option<String>,
     pub(crate) phase: Step,
     pub(crate) age_ms: u64,
     /// Since bytes last moved either way.
@@ -171,14 +169,6 @@ pub(crate) struct PairView {
     pub(crate) c2u_still_ms: u64,
     #[serde(skip)]
     pub(crate) u2c_still_ms: u64,
-}
-
-/// An upstream address as it is written (`127.0.0.1:8080`, `unix:/run/app.sock`), or null.
-fn as_text<Z: Serializer>(addr: &Option<UpstreamAddr>, serializer: Z) -> Result<Z::Ok, Z::Error> {
-    match addr {
-        Some(addr) => serializer.collect_str(addr),
-        None => serializer.serialize_none(),
-    }
 }
 
 /// Milliseconds from `then` to `now`, 0 if `then` is later.
@@ -212,7 +202,7 @@ impl<S: Socket> Pair<S> {
             conn: self.id,
             route: self.route,
             client: self.client_addr,
-            upstream: self.upstream_addr().cloned(),
+            upstream: self.upstream_addr().map(ToString::to_string),
             phase: self.step(now),
             age_ms: millis(self.started, now),
             idle_ms: millis(self.last_activity(), now),

@@ -34,6 +34,7 @@ pub(crate) use tried::Tried;
 use std::time::Instant;
 
 use crate::config::{UpstreamAddr, UpstreamConfig, MAX_ADDRESSES, MAX_UPSTREAMS};
+use crate::observe::routed::UpstreamCounts;
 use crate::upstream::balance::Candidate;
 use crate::upstream::health::Health;
 
@@ -58,6 +59,8 @@ pub(crate) struct Endpoint {
     pub(crate) connect_failures: u64,
     /// A health probe is in flight.
     pub(crate) probing: bool,
+    /// Its series of the per-upstream metrics, taken from the route's when it first connects.
+    pub(crate) counts: Option<UpstreamCounts>,
     /// Its name no longer resolves to it: never picked, kept while pairs or a probe count on it.
     retired: bool,
 }
@@ -78,6 +81,7 @@ impl Endpoint {
             active: 0,
             connect_failures: 0,
             probing: false,
+            counts: None,
             retired: false,
         }
     }

@@ -3,7 +3,6 @@
 use super::*;
 use crate::session::interest::Registration;
 use crate::session::pair::view::Path;
-use std::net::SocketAddr;
 
 const LIMITS: Limits = Limits {
     deadlines: Deadlines {
@@ -31,7 +30,7 @@ fn quiet() -> PairView {
         conn: 1,
         route: 0,
         client: ([127, 0, 0, 1], 50312).into(),
-        upstream: Some(SocketAddr::from(([127, 0, 0, 1], 8080)).into()),
+        upstream: Some("127.0.0.1:8080".to_string()),
         phase: Step::Established,
         age_ms: 45_000,
         idle_ms: 40_000,

@@ -12,10 +12,6 @@ const RING: usize = 1024;
 const CLIENT_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 40000);
 const UPSTREAM_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 8000);
 
-fn upstream_addr() -> UpstreamAddr {
-    std::net::SocketAddr::from(UPSTREAM_ADDR).into()
-}
-
 fn readable() -> Event {
     Event {
         readable: true,
@@ -91,7 +87,11 @@ fn connecting(now: Instant) -> (Pair<Scripted>, Scripted, Scripted) {
     let pair = Pair::new(
         1,
         (client.clone(), CLIENT_ADDR.into()),
-        (upstream.clone(), upstream_addr(), None),
+        (
+            upstream.clone(),
+            SocketAddr::from(UPSTREAM_ADDR).into(),
+            None,
+        ),
         0,
         Plan::Upstreams {
             tried: Tried::default(),
@@ -405,7 +405,11 @@ fn test_connecting_connected_moves_the_lease_to_established() {
     let mut pair = Pair::new(
         1,
         (client, addr),
-        (upstream.clone(), upstream_addr(), Some(lease)),
+        (
+            upstream.clone(),
+            SocketAddr::from(UPSTREAM_ADDR).into(),
+            Some(lease),
+        ),
         0,
         plan,
         lp.now,
@@ -441,7 +445,11 @@ fn test_connecting_failed_hands_out_the_lease_and_keeps_the_plan() {
     let mut pair = Pair::new(
         1,
         (client, addr),
-        (upstream, upstream_addr(), Some(lease)),
+        (
+            upstream,
+            SocketAddr::from(UPSTREAM_ADDR).into(),
+            Some(lease),
+        ),
         0,
         Plan::Upstreams { tried },
         now,
@@ -453,7 +461,11 @@ fn test_connecting_failed_hands_out_the_lease_and_keeps_the_plan() {
     assert_eq!(pair.plan_mut().map(|plan| plan.attempts()), Some(1));
     route.give_back(lease);
     let later = now + Duration::from_secs(1);
-    pair.begin_connect((Scripted::default(), upstream_addr()), None, later);
+    pair.begin_connect(
+        (Scripted::default(), SocketAddr::from(UPSTREAM_ADDR).into()),
+        None,
+        later,
+    );
     assert_eq!(
         pair.deadline(&LIMITS),
         Some((later + LIMITS.connect, Cause::ConnectTimeout))

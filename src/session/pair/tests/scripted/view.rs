@@ -131,7 +131,11 @@ fn test_view_connecting() {
     let mut pair = Pair::new(
         1,
         (client, CLIENT_ADDR.into()),
-        (upstream.clone(), upstream_addr(), None),
+        (
+            upstream.clone(),
+            SocketAddr::from(UPSTREAM_ADDR).into(),
+            None,
+        ),
         0,
         Plan::Upstreams { tried },
         now,
@@ -146,7 +150,10 @@ fn test_view_connecting() {
             for_ms: 1800
         }
     );
-    assert_eq!(view.upstream, Some(upstream_addr()));
+    assert_eq!(
+        view.upstream,
+        Some(SocketAddr::from(UPSTREAM_ADDR).to_string())
+    );
     assert_eq!(
         view.upstream_interest.0.map(|r| (r.reads, r.writes)),
         Some((true, true))
@@ -172,7 +179,11 @@ fn test_view_connecting() {
     if let Some(Plan::Upstreams { tried }) = pair.plan_mut() {
         tried.insert(1);
     }
-    pair.begin_connect((Scripted::default(), upstream_addr()), None, later);
+    pair.begin_connect(
+        (Scripted::default(), SocketAddr::from(UPSTREAM_ADDR).into()),
+        None,
+        later,
+    );
     assert_eq!(
         pair.view(later).phase,
         Step::Connecting {
