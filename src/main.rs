@@ -30,6 +30,10 @@ use edgefwd::service::upgrade::{self, Predecessor};
 use edgefwd::service::{self, Handed};
 use edgefwd::wire::allow::Rule;
 use edgefwd::wire::proxy_protocol::{CarriedTlvs, Version};
+use edgefwd::wire::tcp_check;
+
+/// `--health-send` / `--health-expect` bytes: one value (clap would take a `Vec<u8>` as many).
+type ProbeText = Vec<u8>;
 
 /// A TCP port forwarder: every connection accepted on --listen is forwarded to one of the --upstream
 /// addresses, byte for byte, by one edge-triggered event loop.
@@ -48,8 +52,8 @@ struct Cli {
     #[arg(long, value_name = "ADDR", required_unless_present = "config")]
     listen: Option<String>,
 
-    /// Where to forward connections: IP:PORT or HOST:PORT, with an optional ",weight=N". Repeat for
-    /// several upstreams.
+    /// Where to forward connections: IP:PORT, HOST:PORT, or a Unix stream socket unix:/PATH or
+    /// unix:@NAME, with an optional ",weight=N". Repeat for several upstreams.
     #[arg(long, value_name = "HOST:PORT[,weight=N]", required_unless_present_any = ["config", "mode"], value_parser = config::parse_upstream_spec)]
     upstream: Vec<(String, u32)>,
 
@@ -96,6 +100,18 @@ struct Cli {
     /// Consecutive failed connects or probes that mark an upstream down.
     #[arg(long, value_name = "N", default_value = settings::FALL.flag_default(), value_parser = clap::value_parser!(u32).range(1..))]
     fall: u32,
+
+    /// Consecutive successful connects or probes that mark a down upstream up again.
+    #[arg(long, value_name = "N", default_value = settings::RISE.flag_default(), value_parser = clap::value_parser!(u32).range(1..))]
+    rise: u32,
+
+    /// What each health probe writes once connected: text with \r \n \t \\ \xHH escapes (e.g. "PING\r\n").
+    #[arg(long, value_name = "TEXT", value_parser = tcp_check::unescape)]
+    health_send: Option<ProbeText>,
+
+    /// The prefix each health probe's answer must start with, escaped as --health-send (e.g. "+PONG").
+    #[arg(long, value_name = "TEXT", value_parser = tcp_check::unescape)]
+    health_expect: Option<ProbeText>,
 
     /// Re-resolve host-name upstreams this often [default: 30s if any upstream is a host name].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]

@@ -32,6 +32,8 @@ const SERIES: &str = r#"
 # HELP edgefwd_pipe_shortages_total times a direction found no pipe (fd budget, EMFILE) and used its ring
 # HELP edgefwd_polls_total epoll_wait calls
 # HELP edgefwd_proxy_header_rejected_total clients closed over their PROXY header (--accept-proxy), by reason
+# HELP edgefwd_sni_rejected_total clients of an SNI listener closed before a route took them, by reason
+# HELP edgefwd_sni_routed_total clients routed by the server name of their TLS ClientHello, by route and how (name or default)
 # HELP edgefwd_read_bytes bytes moved by one read syscall
 # HELP edgefwd_read_pauses_total times a blocked direction stopped read events on its socket (backpressure)
 # HELP edgefwd_read_resumes_total times a muted socket was registered for reads again (a read found it drained)
@@ -81,6 +83,8 @@ const SERIES: &str = r#"
 # TYPE edgefwd_pipe_shortages_total counter
 # TYPE edgefwd_polls_total counter
 # TYPE edgefwd_proxy_header_rejected_total counter
+# TYPE edgefwd_sni_rejected_total counter
+# TYPE edgefwd_sni_routed_total counter
 # TYPE edgefwd_read_bytes histogram
 # TYPE edgefwd_read_pauses_total counter
 # TYPE edgefwd_read_resumes_total counter
@@ -130,6 +134,7 @@ edgefwd_pairs_total
 edgefwd_pipe_shortages_total
 edgefwd_polls_total
 edgefwd_proxy_header_rejected_total{reason=*} authority-too-long client-closed command crc32c crc32c-length crc32c-repeated family short-address signature ssl-short ssl-subtlv timeout tlv-overrun tlv-truncated too-long unique-id-too-long v1-address v1-bare-lf v1-fields v1-not-ascii v1-protocol v1-too-long version
+edgefwd_sni_rejected_total{reason=*} not-handshake record-version record-length handshake-type too-long trailing-data hello-version session-id cipher-suites compression extensions duplicate-extension psk-not-last server-name server-name-syntax alpn no-route route-full timeout client-closed
 HISTOGRAM edgefwd_read_bytes
 edgefwd_read_pauses_total
 edgefwd_read_resumes_total

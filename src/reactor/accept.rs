@@ -4,7 +4,8 @@
 //! for connections already queued: the loop comes back by itself (a pair closing, the backoff timer, the
 //! next turn); at `max_connections` it stays set only while a client is really queued (`note_limit`).
 //! Each accepted client is first checked against the route's `client_allow`/`client_deny` and
-//! per-client limits (unless `accept_proxy` defers that to the header's address), and reset if refused;
+//! per-client limits (unless `accept_proxy` defers that to the header's address, or an SNI listener to
+//! the route the client's ClientHello chooses), and reset if refused;
 //! the rest are handed to the connect path (`session::connect`) with their fd budget slot in hand. A
 //! route stuck at `max_connections` for `queue_timeout` has its queued clients accepted and reset
 //! (`flush_queue`; docs/operations.md says exactly what is timed).
@@ -88,6 +89,15 @@ impl Reactor {
     /// Accepts until WouldBlock, the route's connection limit, the fd budget, fd exhaustion or the
     /// per-turn cap. Each client is accepted with a budget slot in hand, which its pair keeps.
     fn accept_from(&mut self, route: usize, listening: Listening) {
+        // An SNI listener's clients send a ClientHello first.
+        let greeting = match listening {
+            Listening::Tcp(index) => self
+                .routes
+                .get(route)
+                .and_then(|route| route.listeners.get(index))
+                .and_then(|listener| listener.greeting.clone()),
+            Listening::Unix(_) => None,
+        };
         for _ in 0..ACCEPT_BUDGET {
             if !self.can_accept(route, listening) {
                 self.note_limit(route);
@@ -105,12 +115,14 @@ impl Reactor {
                         route.counts.accepted(1);
                     }
                     let key = match &conn {
+                        // Asked of the route the ClientHello chooses (`session::connect`).
+                        Conn::Tcp(_) if greeting.is_some() => Some(None),
                         Conn::Tcp(stream) => self.admit(route, stream, addr),
                         // No IP address: no `client_allow`/`client_deny` nor per-client limit applies.
                         Conn::Unix(_) => Some(None),
                     };
                     if let Some(key) = key {
-                        self.open_pair(route, conn, addr, key, slot);
+                        self.open_pair(route, conn, addr, key, slot, greeting.clone());
                     }
                 }
                 Some(Err(err)) if err.kind() == io::ErrorKind::WouldBlock => {}

@@ -69,6 +69,7 @@ use crate::token::{self, Owner, PairToken, Side};
 use crate::upstream::clients::ClientTables;
 use crate::upstream::prewarm::WarmPool;
 use crate::upstream::route::{Listener, Route};
+use crate::wire::greeting::Target;
 
 mod accept;
 mod connecting;
@@ -79,6 +80,7 @@ mod reload;
 mod report;
 mod scrape;
 mod shutdown;
+mod sni;
 mod systemd;
 mod teardown;
 mod timer;
@@ -285,7 +287,10 @@ impl Reactor {
         };
         let mut shared = inherited.tcp.into_iter();
         let mut handed_unix = upgrade::adopt_unix(inherited.unix);
-        for route in config.routes {
+        for (index, route) in config.routes.iter().enumerate() {
+            let route = route.clone();
+            // Routes sharing an address (SNI routing) share its socket: the first one holds it.
+            let bound = crate::config::bound_addresses(&config.routes, index);
             if route.protocol == Protocol::Udp {
                 if reactor.siblings.index == 0 {
                     reactor.bind_udp(route)?;
@@ -294,9 +299,8 @@ impl Reactor {
             }
             // `shared` is also how socket-activated listeners reach reactor 0 ([`activated_listeners`]).
             let listeners = match (reactor.siblings.index, shared.next()) {
-                (_, Some(listeners)) if listeners.len() == route.listen.len() => listeners,
-                (0, None) => route
-                    .listen
+                (_, Some(listeners)) if listeners.len() == bound.len() => listeners,
+                (0, None) => bound
                     .iter()
                     .map(|addr| Listener::bind(*addr, &route))
                     .collect::<Result<Vec<_>, _>>()?,
@@ -310,6 +314,7 @@ impl Reactor {
             reactor.insert_route(route, listeners, None, &mut handed_unix)?;
         }
         upgrade::close_unwanted(handed_unix);
+        reactor.assign_sni();
         Ok(reactor)
     }
 
@@ -328,7 +333,9 @@ impl Reactor {
         self.routes
             .iter()
             .flat_map(|(_, route)| {
-                (0..route.listener_count()).filter_map(|index| route.describe_listener(index))
+                (0..route.listener_count())
+                    .filter_map(|index| route.describe_listener(index))
+                    .chain(route.describe_shared())
             })
             .chain(self.udp_start_lines())
             .collect()
@@ -496,7 +503,14 @@ impl Reactor {
                 self.arm_timer(slot);
             }
             Outcome::Close(cause) => self.close_pair(slot, cause),
-            Outcome::Connect(target) => self.advance_connect(slot, Step::Greeted(target)),
+            Outcome::Connect(target) => {
+                if let Target::Routed(routed) = &target {
+                    if !self.route_by_hello(slot, routed) {
+                        return;
+                    }
+                }
+                self.advance_connect(slot, Step::Greeted(target))
+            }
             Outcome::Connected => self.advance_connect(slot, Step::Connected),
             Outcome::ConnectFailed(cause) => self.advance_connect(slot, Step::Failed(cause)),
         }

@@ -59,6 +59,9 @@ impl Reactor {
         if let Some(reason) = pair.proxy_header_rejection() {
             self.proxy_header_rejected(&pair, reason);
         }
+        if let Some(reason) = pair.sni_rejected {
+            self.metrics.sni_rejects[reason] += 1;
+        }
         // A timeout can fire while a stalled reader leaves bytes in a ring: those peers must see an
         // abort, not a FIN after a stream that silently lost its tail.
         if cause.resets() || pair.holds_undelivered() {
@@ -68,6 +71,10 @@ impl Reactor {
             }
         }
         if let Some(route) = self.routes.get_mut(pair.route) {
+            if pair.awaits_route {
+                // Refused before its ClientHello chose a route: a pair of the route holding the socket.
+                route.counts.paired();
+            }
             route
                 .counts
                 .closed(cause, self.now.duration_since(pair.started));

@@ -43,6 +43,9 @@ pub(super) struct RawRoute {
     pub(super) health_interval: Option<Spanned<Quantity>>,
     pub(super) health_timeout: Option<Spanned<Quantity>>,
     pub(super) fall: Option<Spanned<u32>>,
+    pub(super) rise: Option<Spanned<u32>>,
+    pub(super) health_send: Option<Spanned<String>>,
+    pub(super) health_expect: Option<Spanned<String>>,
     pub(super) resolve_interval: Option<Spanned<Quantity>>,
     pub(super) nodelay: Option<bool>,
     pub(super) keepalive: Option<Spanned<Quantity>>,
@@ -80,7 +83,7 @@ pub(super) enum OneOrMany {
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "an upstream: \"HOST:PORT[,weight=N]\" or { addr = \"HOST:PORT\", weight = N } (no other keys)"
+    expecting = "an upstream: \"HOST:PORT[,weight=N]\", \"unix:PATH[,weight=N]\" or { addr = \"HOST:PORT\", weight = N } (no other keys)"
 )]
 pub(super) enum RawUpstream {
     Spec(String),

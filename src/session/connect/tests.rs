@@ -95,6 +95,7 @@ impl Harness {
             &mut self.cx(now),
             (0, id),
             (Conn::Tcp(accepted), addr),
+            None,
             Splice::Off,
         )
         .expect("a pair");

@@ -233,14 +233,20 @@ impl Upstreams {
         self.reclaim(slot);
     }
 
-    /// One candidate per slot for the balancer (a free or retired slot, or one in `tried`, is excluded).
-    pub(super) fn candidates(&mut self, tried: &Tried, now: Instant) -> Vec<Candidate<'_>> {
+    /// One candidate per slot for the balancer (a free or retired slot, or one in `tried`, is excluded);
+    /// `probed`: the route runs health probes (`health::Policy::probed`).
+    pub(super) fn candidates(
+        &mut self,
+        tried: &Tried,
+        now: Instant,
+        probed: bool,
+    ) -> Vec<Candidate<'_>> {
         self.slots
             .iter_mut()
             .enumerate()
             .map(|(slot, endpoint)| match endpoint {
                 Some(e) => Candidate {
-                    up: e.health.eligible(now, &e.label),
+                    up: e.health.eligible(now, probed, &e.label),
                     key: e.label.as_str(),
                     weight: e.weight,
                     active: e.active,
@@ -292,7 +298,7 @@ mod tests {
         let now = Instant::now();
         let mut counts: Vec<(UpstreamAddr, usize)> = Vec::new();
         for _ in 0..n {
-            let candidates = upstreams.candidates(&Tried::default(), now);
+            let candidates = upstreams.candidates(&Tried::default(), now, false);
             let slot = balancer.pick(&candidates, client).expect("a pick").index;
             let at = upstreams.get(slot).expect("live").addr.clone();
             match counts.iter_mut().find(|(a, _)| *a == at) {

@@ -116,7 +116,7 @@ mod tests {
         let mut balancer = Balancer::new(Algorithm::RoundRobin, 0, 1);
         let client: IpAddr = "10.0.0.1".parse().expect("ip");
         for _ in 0..2_000 {
-            let candidates = upstreams.candidates(&Tried::default(), now);
+            let candidates = upstreams.candidates(&Tried::default(), now, false);
             assert!(balancer.pick(&candidates, client).is_some());
         }
     }
@@ -131,7 +131,7 @@ mod tests {
         let mut balancer = Balancer::new(Algorithm::SourceHash, 0, 1);
         let mut pick = |upstreams: &mut Upstreams, last: u8| {
             let client = IpAddr::from([10, 0, 0, last]);
-            let candidates = upstreams.candidates(&Tried::default(), now);
+            let candidates = upstreams.candidates(&Tried::default(), now, false);
             let slot = balancer.pick(&candidates, client).expect("a pick").index;
             upstreams.get(slot).expect("live").addr.clone()
         };

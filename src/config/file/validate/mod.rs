@@ -16,11 +16,12 @@ use crate::config::clients::{ClientAcl, ClientPrefix};
 use crate::config::unix::{self, UnixAddr};
 use crate::config::{
     self, Addresses, Config, ListenSpec, Mode, Protocol, RouteConfig, UpstreamConfig, DEFAULT_FALL,
-    DEFAULT_HEALTH_TIMEOUT, MAX_LISTENERS, MAX_UPSTREAMS,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_RISE, MAX_LISTENERS, MAX_UPSTREAMS,
 };
 use crate::wire::allow::AllowList;
 use crate::wire::proxy_protocol::CarriedTlvs;
 use crate::wire::sni;
+use crate::wire::tcp_check;
 
 /// Checks every value of `raw` (the text of the file `label`) and resolves its upstreams' names.
 pub(super) fn config(
@@ -44,12 +45,6 @@ pub(super) fn config(
         return Err(render::rejected(label, None, message));
     }
     reader.check_unique(&routes)?;
-    // SNI routing is parsed and checked above; until the reactor serves it (issue 18, part 4), a file
-    // that asks for it is refused rather than forwarded without it.
-    if let Some(index) = routes.iter().position(|route| route.sni.is_set()) {
-        let message = "SNI routing is checked but not served by this build yet";
-        return Err(render::rejected(label, Some(&key(index, "sni")), message));
-    }
     Ok(Config {
         routes,
         shutdown_timeout: reader
@@ -195,6 +190,22 @@ impl Reader<'_> {
             fall: match &raw.fall {
                 Some(n) => self.positive(&key(index, "fall"), n)?,
                 None => DEFAULT_FALL,
+            },
+            rise: match &raw.rise {
+                Some(n) => self.positive(&key(index, "rise"), n)?,
+                None => DEFAULT_RISE,
+            },
+            health_send: match &raw.health_send {
+                Some(text) => {
+                    Some(self.check(&key(index, "health_send"), text, tcp_check::unescape)?)
+                }
+                None => None,
+            },
+            health_expect: match &raw.health_expect {
+                Some(text) => {
+                    Some(self.check(&key(index, "health_expect"), text, tcp_check::unescape)?)
+                }
+                None => None,
             },
             nodelay: raw.nodelay.unwrap_or(true),
             keepalive: match &raw.keepalive {
@@ -434,6 +445,11 @@ mod tests {
             "[[route]]\nlisten = \"udp://127.0.0.1:53\"\nupstreams = [\"udp://127.0.0.1:53\"]\nhealth_interval = \"1s\"\n",
             "test.toml:3: route[0].upstreams: udp route udp://127.0.0.1:53 cannot take",
             &["health_interval"],
+        );
+        rejects(
+            "[[route]]\nlisten = \"udp://127.0.0.1:53\"\nupstreams = [\"udp://127.0.0.1:53\"]\nhealth_expect = \"+PONG\"\n",
+            "test.toml:3: route[0].upstreams: udp route udp://127.0.0.1:53 cannot take",
+            &["health_expect"],
         );
     }
 
