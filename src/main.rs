@@ -1,7 +1,10 @@
 //! The `edgefwd` binary: flags (or a `--config` file) -> [`Config`], logger, fd limit, then the reactor;
 //! or, with `--check`, the same validation and a verdict. Around the reactors' start, the service steps
-//! in their order: bind (the reactors), write the `--pid-file`, drop to `--user`, then run. Nothing else.
+//! in their order: bind (the reactors), write the `--pid-file`, drop to `--user`, then run. Nothing else;
+//! `edgefwd ctl ...` is the admin API's client instead (`src/main/ctl/`), which starts no reactor.
 
+#[path = "main/ctl/mod.rs"]
+mod ctl;
 #[path = "main/flags.rs"]
 mod flags;
 
@@ -14,6 +17,7 @@ use std::time::Duration;
 use clap::Parser;
 use log::{info, warn};
 
+use edgefwd::config::admin::AdminAddr;
 use edgefwd::config::clients::{Cidr, ClientPrefix, Rate};
 use edgefwd::config::file::{self, Defaults, FileError};
 use edgefwd::config::settings;
@@ -39,7 +43,12 @@ type ProbeText = Vec<u8>;
 /// addresses, byte for byte, by one edge-triggered event loop.
 #[derive(Debug, Parser)]
 #[command(name = "edgefwd", version, about)]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// `edgefwd ctl ...`: the admin API's client instead of the forwarder.
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Routes from a TOML file (several listeners and upstream sets; SIGHUP reloads it). Excludes the
     /// per-route flags.
     #[arg(long, value_name = "FILE", conflicts_with_all = settings::flag_ids())]
@@ -210,6 +219,17 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
+    /// Serve the admin API (see docs/admin.md) at ADDR: IP:PORT, localhost:PORT or unix:/PATH (mode
+    /// 0600), from the same event loop [default: off] (a config file's `admin` wins). Loopback or Unix
+    /// only, unless --admin-token is given.
+    #[arg(long, value_name = "ADDR", value_parser = str::parse::<AdminAddr>)]
+    admin: Option<AdminAddr>,
+
+    /// Every admin request must carry `Authorization: Bearer TOKEN`, TOKEN being this file's content
+    /// (surrounding whitespace dropped); allows a non-loopback --admin.
+    #[arg(long, value_name = "FILE")]
+    admin_token: Option<PathBuf>,
+
     /// Log one line of counter deltas this often (e.g. 10s) [default: off] (a config file's
     /// `stats_interval` wins).
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
@@ -270,6 +290,12 @@ struct Cli {
     group: Option<String>,
 }
 
+/// What `edgefwd` runs besides the forwarder.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    Ctl(ctl::Ctl),
+}
+
 /// A validated configuration and what the process derived for it.
 struct Prepared {
     config: Config,
@@ -297,7 +323,10 @@ fn usage(message: String) -> Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::Ctl(command)) = cli.command.take() {
+        return exit(ctl::run(command).map(|()| Exit::Graceful));
+    }
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     logger.format_timestamp_millis();
@@ -310,6 +339,11 @@ fn main() -> ExitCode {
     } else {
         run(cli)
     };
+    exit(outcome)
+}
+
+/// The exit code of an outcome, with the failure's line on stderr.
+fn exit(outcome: Result<Exit, Failure>) -> ExitCode {
     match outcome {
         Ok(Exit::Graceful) => ExitCode::SUCCESS,
         Ok(Exit::Forced) => ExitCode::FAILURE,
@@ -377,6 +411,7 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
         max_connections: budget.slots() * usize::from(cli.threads),
         shutdown_timeout: cli.shutdown_timeout,
     };
+    let admin_token = cli.admin_token.as_deref().map(read_token).transpose()?;
     let (splice, pipe_size, threads, prewarm) = (
         cli.splice,
         cli.pipe_size,
@@ -391,6 +426,10 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
     config.pipe_size = pipe_size;
     config.threads = threads;
     config.prewarm = prewarm;
+    config.admin_token = admin_token;
+    if let Some(admin) = &config.admin {
+        admin.check(config.admin_token.is_some()).map_err(usage)?;
+    }
     let start = format!(
         "nofile={nofile} fd-reserve={reserve} fd-budget={}",
         budget.slots()
@@ -401,6 +440,21 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
         budget,
         start,
     })
+}
+
+/// `--admin-token FILE`: the token is the file's content without surrounding whitespace; a file that
+/// cannot be read, or holds no token, is a bad flag.
+fn read_token(path: &std::path::Path) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| usage(format!("--admin-token {}: {err}", path.display())))?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(usage(format!(
+            "--admin-token {}: expected one token with no spaces in the file",
+            path.display()
+        )));
+    }
+    Ok(token.to_string())
 }
 
 /// `--upgrade-socket` and `--upgrade-from`.
@@ -517,6 +571,11 @@ fn run_reactors(
     if let Some(addr) = first.metrics_addr() {
         info!("metrics on http://{addr}/metrics");
     }
+    match (first.admin_addr(), &config.admin) {
+        (Some(addr), _) => info!("admin API on http://{addr}/"),
+        (None, Some(addr)) => info!("admin API on {addr}"),
+        (None, None) => {}
+    }
     let mut others = Vec::with_capacity(reactors.len());
     for (index, reactor) in (1..).zip(reactors) {
         let thread = std::thread::Builder::new()
@@ -561,6 +620,7 @@ fn from_file(path: &std::path::Path, cli: &Cli, defaults: Defaults) -> Result<Co
         FileError::Invalid(message) | FileError::Unavailable(message) => usage(message),
     })?;
     config.metrics = config.metrics.or(cli.metrics);
+    config.admin = config.admin.take().or_else(|| cli.admin.clone());
     config.stats_interval = config
         .stats_interval
         .or(cli.stats_interval.filter(|d| !d.is_zero()));

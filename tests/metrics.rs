@@ -122,7 +122,7 @@ edgefwd_accepts_total
 edgefwd_budget_yields_total
 edgefwd_bytes_total{direction="c2u"}
 edgefwd_bytes_total{direction="u2c"}
-edgefwd_closes_total{cause=*} client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
+edgefwd_closes_total{cause=*} admin client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
 edgefwd_connects_ok_total
 HISTOGRAM edgefwd_events_per_poll
 edgefwd_events_total
@@ -199,7 +199,7 @@ edgefwd_route_connects_ok_total{route="default"}
 edgefwd_route_connect_failures_total{route="default"}
 edgefwd_route_failovers_total{route="default"}
 edgefwd_route_bytes_total{route="default",direction=*} c2u u2c
-edgefwd_route_closes_total{route="default",cause=*} client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
+edgefwd_route_closes_total{route="default",cause=*} admin client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
 edgefwd_upstream_connect_seconds_bucket{route="default",le=*} 0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 +Inf
 edgefwd_upstream_connect_seconds_count{route="default"}
 edgefwd_upstream_connect_seconds_sum{route="default"}
@@ -208,7 +208,7 @@ edgefwd_connection_duration_seconds_count{route="default"}
 edgefwd_connection_duration_seconds_sum{route="default"}
 edgefwd_upstream_connects_ok_total{route="default",upstream="UPSTREAM"}
 edgefwd_upstream_bytes_total{route="default",upstream="UPSTREAM",direction=*} c2u u2c
-edgefwd_upstream_closes_total{route="default",upstream="UPSTREAM",cause=*} client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
+edgefwd_upstream_closes_total{route="default",upstream="UPSTREAM",cause=*} admin client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
 "#;
 
 /// The upper bounds of every histogram's buckets: powers of two up to 1 MiB, then `+Inf`.

@@ -4,6 +4,7 @@
 //! resolving upstream names, and the reactor only ever sees values that are already known to be good (a
 //! name that did not resolve is not an error: its upstream starts down, `src/upstream/endpoint/readdress.rs`).
 
+pub mod admin;
 pub mod clients;
 pub mod dns;
 pub mod file;
@@ -44,6 +45,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Where to serve Prometheus metrics; `None` = not served.
     pub metrics: Option<SocketAddr>,
+    /// Where to serve the admin API (`--admin`, `admin`); `None` = not served.
+    pub admin: Option<admin::AdminAddr>,
+    /// The bearer token every admin request must carry (`--admin-token FILE`'s content); `None`: none.
+    pub admin_token: Option<String>,
     /// Log a line of counter deltas this often; `None` = never.
     pub stats_interval: Option<Duration>,
     /// The `--config` file, re-read on SIGHUP; `None` when the flags describe the one route.

@@ -120,6 +120,8 @@ pub(super) fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure
         routes: vec![route],
         shutdown_timeout: cli.shutdown_timeout,
         metrics: cli.metrics,
+        admin: cli.admin,
+        admin_token: None,
         stats_interval: cli.stats_interval.filter(|d| !d.is_zero()),
         file: None,
         splice: Splice::default(),
@@ -147,7 +149,7 @@ mod tests {
     };
 
     /// The flags that are not a route's (they also work with `--config`), and clap's own.
-    const GLOBAL_FLAGS: [&str; 17] = [
+    const GLOBAL_FLAGS: [&str; 19] = [
         "config",
         "check",
         "pid_file",
@@ -155,6 +157,8 @@ mod tests {
         "group",
         "shutdown_timeout",
         "metrics",
+        "admin",
+        "admin_token",
         "stats_interval",
         "trace",
         "threads",

@@ -46,6 +46,7 @@ impl Reactor {
     /// (new slots are only handed out here, after every event of the batch has been dispatched).
     pub(super) fn accept_ready(&mut self) {
         self.accept_scrapes();
+        self.accept_admin();
         if self.budget_retry_at.is_some_and(|at| at <= self.now) {
             self.budget_retry_at = None;
         }
@@ -379,6 +380,10 @@ impl Reactor {
                     .any(|(_, route)| route.below_limit() && route.any_listener_ready())
                 || self
                     .metrics_server
+                    .as_ref()
+                    .is_some_and(|server| server.is_ready(self.now))
+                || self
+                    .admin
                     .as_ref()
                     .is_some_and(|server| server.is_ready(self.now)))
     }

@@ -33,6 +33,8 @@
 //! - `probes`: active health probes;
 //! - `lookups`: DNS re-resolution, CONNECT lookups' answers, and the worker threads' waker;
 //! - `report`: per-turn counters, the stats line, `--metrics` scrapes, `--trace` lines.
+//! - `exchange`: the small HTTP servers beside the routes (`scrape` for `--metrics`, `admin`).
+//! - `admin`: the `--admin` API (reactor 0), which puts each request to every reactor.
 //! - `systemd`: `Type=notify` notices (reactor 0) and socket-activated listeners.
 //! - `upgrade`: `--upgrade-socket` (reactor 0): handing the listening sockets to a successor.
 
@@ -72,7 +74,9 @@ use crate::upstream::route::{Listener, Route};
 use crate::wire::greeting::Target;
 
 mod accept;
+mod admin;
 mod connecting;
+mod exchange;
 pub mod fdlimit;
 mod lookups;
 mod probes;
@@ -90,6 +94,7 @@ pub mod worker;
 
 pub use systemd::activated_listeners;
 
+use admin::AdminServer;
 use probes::Probe;
 use report::trace_event;
 use shutdown::Drain;
@@ -168,6 +173,8 @@ pub struct Reactor {
     metrics: Metrics,
     /// The `--metrics` endpoint.
     metrics_server: Option<MetricsServer>,
+    /// The `--admin` endpoint (reactor 0).
+    admin: Option<AdminServer>,
     /// The `--stats-interval` log line.
     stats: Option<StatsTicker>,
     /// `--prewarm` upstream connections.
@@ -228,7 +235,9 @@ impl Reactor {
             .transpose()?;
         // A config file may bring a connect-mode route at any reload; a connect-mode route looks up the
         // host names its clients ask for.
+        // With --admin, reactors put admin requests to each other through their inboxes (`admin`).
         let needs_worker = config.file.is_some()
+            || config.admin.is_some()
             || config
                 .routes
                 .iter()
@@ -264,6 +273,7 @@ impl Reactor {
             worker,
             metrics: Metrics::default(),
             metrics_server,
+            admin: None,
             stats: config
                 .stats_interval
                 .map(|interval| StatsTicker::new(interval, now)),
@@ -285,6 +295,7 @@ impl Reactor {
             udp: Slab::new(),
             udp_yielded: Vec::new(),
         };
+        reactor.bind_admin()?;
         let mut shared = inherited.tcp.into_iter();
         let mut handed_unix = upgrade::adopt_unix(inherited.unix);
         for (index, route) in config.routes.iter().enumerate() {
@@ -404,6 +415,7 @@ impl Reactor {
             self.metrics_server
                 .as_ref()
                 .and_then(MetricsServer::retry_deadline),
+            self.admin.as_ref().and_then(AdminServer::deadline),
             self.udp_deadline(),
         ]
         .into_iter()
@@ -433,6 +445,8 @@ impl Reactor {
                 Owner::Upgrade => self.on_upgrade_listener(),
                 Owner::Successor => self.on_successor_event(),
                 Owner::Scrape(slot) => self.on_scrape_event(slot),
+                Owner::Admin => self.on_admin_listener_event(),
+                Owner::AdminExchange(slot) => self.on_admin_event(slot),
                 Owner::Probe(slot) => self.on_probe_event(slot),
                 Owner::Warm(slot) => {
                     if let Some(warm) = self.warm.as_mut() {
@@ -652,6 +666,7 @@ impl Reactor {
             self.cut_all();
         }
         self.upgrade_due();
+        self.expire_admin();
         self.expire_probes();
         self.start_probes();
         self.start_resolves();

@@ -157,7 +157,7 @@ impl Probe {
 
 impl Reactor {
     /// Starts a probe round on every route whose `health_interval` has come round: one non-blocking
-    /// connect per live endpoint that has no probe in flight.
+    /// connect per live endpoint that has no probe in flight and that the admin API has not disabled.
     pub(super) fn start_probes(&mut self) {
         let now = self.now;
         let due: Vec<usize> = self
@@ -175,6 +175,7 @@ impl Reactor {
                 .upstreams
                 .live()
                 .filter(|(_, endpoint)| !endpoint.probing)
+                .filter(|(_, endpoint)| route.upstreams.setting(&endpoint.addr).state.probed())
                 .map(|(slot, endpoint)| (slot, endpoint.addr.clone()))
                 .collect();
             for (slot, addr) in idle {

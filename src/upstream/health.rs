@@ -106,6 +106,11 @@ impl Health {
         self.state == State::Up
     }
 
+    /// Consecutive failures counted while up.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
+    }
+
     /// Whether the balancer may pick it without failing open.
     pub(super) fn eligible(&mut self, now: Instant, probed: bool, name: &str) -> bool {
         !matches!(self.state(now, probed, name), State::Down { .. })

@@ -151,6 +151,7 @@ mod tests {
             r#"
 shutdown_timeout = "5s"
 metrics = "127.0.0.1:9100"
+admin = "unix:/run/edgefwd/admin.sock"
 
 [[route]]
 name = "web"
@@ -179,6 +180,10 @@ upstreams = ["10.0.0.3:80"]
         assert_eq!(
             config.metrics,
             Some("127.0.0.1:9100".parse().expect("addr"))
+        );
+        assert_eq!(
+            config.admin,
+            Some("unix:/run/edgefwd/admin.sock".parse().expect("admin"))
         );
         let web = &config.routes[0];
         assert_eq!((web.name.as_str(), web.named), ("web", true));
@@ -210,5 +215,11 @@ upstreams = ["10.0.0.3:80"]
     fn test_empty_file_needs_a_route() {
         rejects("", "test.toml: no [[route]]", &[]);
         rejects("stats_interval = \"5s\"\n", "test.toml: no [[route]]", &[]);
+    }
+
+    #[test]
+    fn test_bad_admin_address_names_its_line() {
+        let text = format!("admin = \"admin.example:9091\"\n{ROUTE}");
+        rejects(&text, "test.toml:1: admin: ", &["'admin.example:9091'"]);
     }
 }

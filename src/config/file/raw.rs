@@ -19,6 +19,7 @@ use crate::config::{Algorithm, Mode};
 pub(super) struct RawFile {
     pub(super) shutdown_timeout: Option<Spanned<Quantity>>,
     pub(super) metrics: Option<Spanned<String>>,
+    pub(super) admin: Option<Spanned<String>>,
     pub(super) stats_interval: Option<Spanned<Quantity>>,
     #[serde(default)]
     pub(super) route: Vec<RawRoute>,

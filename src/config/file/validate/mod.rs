@@ -55,6 +55,13 @@ pub(super) fn config(
             .as_ref()
             .map(|addr| reader.addr("metrics", addr))
             .transpose()?,
+        admin: raw
+            .admin
+            .as_ref()
+            .map(|addr| reader.admin(addr))
+            .transpose()?,
+        // Flag-only: `main` reads `--admin-token FILE`.
+        admin_token: None,
         stats_interval: reader
             .duration("stats_interval", raw.stats_interval.as_ref())?
             .filter(|d| !d.is_zero()),
