@@ -30,11 +30,14 @@ pub(crate) enum Cause {
     Unresolved,
     /// Established for longer than `--max-connection-duration`, busy or not.
     MaxDuration,
+    /// Closed by the admin API (`DELETE /connections/ID`); with `?how=rst` the reactor resets both
+    /// sockets itself.
+    Admin,
 }
 
 impl Cause {
     /// Every cause, in the order of their discriminants (indexes of per-cause counters).
-    pub(crate) const ALL: [Cause; 16] = [
+    pub(crate) const ALL: [Cause; 17] = [
         Cause::ClientFin,
         Cause::UpstreamFin,
         Cause::ClientReset,
@@ -51,6 +54,7 @@ impl Cause {
         Cause::PollerError,
         Cause::Unresolved,
         Cause::MaxDuration,
+        Cause::Admin,
     ];
 
     /// The name used in logs.
@@ -72,6 +76,7 @@ impl Cause {
             Cause::PollerError => "poller-error",
             Cause::Unresolved => "unresolved",
             Cause::MaxDuration => "max-duration",
+            Cause::Admin => "admin",
         }
     }
 
@@ -86,6 +91,7 @@ impl Cause {
                 | Cause::IdleTimeout
                 | Cause::FinTimeout
                 | Cause::MaxDuration
+                | Cause::Admin
                 | Cause::Rejected
                 | Cause::HeaderTimeout
         )

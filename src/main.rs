@@ -1,7 +1,10 @@
 //! The `edgefwd` binary: flags (or a `--config` file) -> [`Config`], logger, fd limit, then the reactor;
 //! or, with `--check`, the same validation and a verdict. Around the reactors' start, the service steps
-//! in their order: bind (the reactors), write the `--pid-file`, drop to `--user`, then run. Nothing else.
+//! in their order: bind (the reactors), write the `--pid-file`, drop to `--user`, then run. Nothing else;
+//! `edgefwd ctl ...` is the admin API's client instead (`src/main/ctl/`), which starts no reactor.
 
+#[path = "main/ctl/mod.rs"]
+mod ctl;
 #[path = "main/flags.rs"]
 mod flags;
 
@@ -14,6 +17,8 @@ use std::time::Duration;
 use clap::Parser;
 use log::{info, warn};
 
+use edgefwd::config::access_log::{self, AccessLog};
+use edgefwd::config::admin::AdminAddr;
 use edgefwd::config::clients::{Cidr, ClientPrefix, Rate};
 use edgefwd::config::file::{self, Defaults, FileError};
 use edgefwd::config::settings;
@@ -21,6 +26,7 @@ use edgefwd::config::unix;
 use edgefwd::config::Algorithm;
 use edgefwd::config::{self, Config, Mode, Protocol, RouteConfig, Splice};
 use edgefwd::datapath::budget::{self, FdBudget};
+use edgefwd::observe::access_log::writer::AccessLog as AccessLogHandle;
 use edgefwd::observe::metrics::MetricsBoard;
 use edgefwd::observe::routed::RouteBoard;
 use edgefwd::reactor::fdlimit;
@@ -30,12 +36,21 @@ use edgefwd::service::upgrade::{self, Predecessor};
 use edgefwd::service::{self, Handed};
 use edgefwd::wire::allow::Rule;
 use edgefwd::wire::proxy_protocol::{CarriedTlvs, Version};
+use edgefwd::wire::tcp_check;
+
+/// `--health-send` / `--health-expect` bytes: one value (clap would take a `Vec<u8>` as many).
+type ProbeText = Vec<u8>;
 
 /// A TCP port forwarder: every connection accepted on --listen is forwarded to one of the --upstream
 /// addresses, byte for byte, by one edge-triggered event loop.
 #[derive(Debug, Parser)]
 #[command(name = "edgefwd", version, about)]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// `edgefwd ctl ...`: the admin API's client instead of the forwarder.
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Routes from a TOML file (several listeners and upstream sets; SIGHUP reloads it). Excludes the
     /// per-route flags.
     #[arg(long, value_name = "FILE", conflicts_with_all = settings::flag_ids())]
@@ -48,8 +63,8 @@ struct Cli {
     #[arg(long, value_name = "ADDR", required_unless_present = "config")]
     listen: Option<String>,
 
-    /// Where to forward connections: IP:PORT or HOST:PORT, with an optional ",weight=N". Repeat for
-    /// several upstreams.
+    /// Where to forward connections: IP:PORT, HOST:PORT, or a Unix stream socket unix:/PATH or
+    /// unix:@NAME, with an optional ",weight=N". Repeat for several upstreams.
     #[arg(long, value_name = "HOST:PORT[,weight=N]", required_unless_present_any = ["config", "mode"], value_parser = config::parse_upstream_spec)]
     upstream: Vec<(String, u32)>,
 
@@ -96,6 +111,18 @@ struct Cli {
     /// Consecutive failed connects or probes that mark an upstream down.
     #[arg(long, value_name = "N", default_value = settings::FALL.flag_default(), value_parser = clap::value_parser!(u32).range(1..))]
     fall: u32,
+
+    /// Consecutive successful connects or probes that mark a down upstream up again.
+    #[arg(long, value_name = "N", default_value = settings::RISE.flag_default(), value_parser = clap::value_parser!(u32).range(1..))]
+    rise: u32,
+
+    /// What each health probe writes once connected: text with \r \n \t \\ \xHH escapes (e.g. "PING\r\n").
+    #[arg(long, value_name = "TEXT", value_parser = tcp_check::unescape)]
+    health_send: Option<ProbeText>,
+
+    /// The prefix each health probe's answer must start with, escaped as --health-send (e.g. "+PONG").
+    #[arg(long, value_name = "TEXT", value_parser = tcp_check::unescape)]
+    health_expect: Option<ProbeText>,
 
     /// Re-resolve host-name upstreams this often [default: 30s if any upstream is a host name].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
@@ -194,6 +221,17 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
+    /// Serve the admin API (see docs/admin.md) at ADDR: IP:PORT, localhost:PORT or unix:/PATH (mode
+    /// 0600), from the same event loop [default: off] (a config file's `admin` wins). Loopback or Unix
+    /// only, unless --admin-token is given.
+    #[arg(long, value_name = "ADDR", value_parser = str::parse::<AdminAddr>)]
+    admin: Option<AdminAddr>,
+
+    /// Every admin request must carry `Authorization: Bearer TOKEN`, TOKEN being this file's content
+    /// (surrounding whitespace dropped); allows a non-loopback --admin.
+    #[arg(long, value_name = "FILE")]
+    admin_token: Option<PathBuf>,
+
     /// Log one line of counter deltas this often (e.g. 10s) [default: off] (a config file's
     /// `stats_interval` wins).
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
@@ -233,9 +271,18 @@ struct Cli {
     #[arg(long, value_name = "SIZE", default_value_t = config::DEFAULT_PIPE_SIZE, value_parser = config::parse_pipe_size)]
     pipe_size: usize,
 
-    /// Check the configuration (the flags or the --config file, --user, --group, --pid-file's directory)
-    /// and exit: "configuration OK (N routes)" and 0, or the error and 2. Binds nothing, starts nothing;
-    /// an upstream name that does not resolve is a warning.
+    /// Write one line per finished connection to this file (appended; SIGUSR1 reopens it), or to
+    /// standard output with "-" [default: off] (a config file's `access_log` wins).
+    #[arg(long, value_name = "-|PATH", value_parser = str::parse::<access_log::Destination>)]
+    access_log: Option<access_log::Destination>,
+
+    /// The access log's lines: text (logfmt, key=value) or json (one object per line).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = str::parse::<access_log::Format>)]
+    log_format: access_log::Format,
+
+    /// Check the configuration (the flags or the --config file, --user, --group, the directories of
+    /// --pid-file and --access-log) and exit: "configuration OK (N routes)" and 0, or the error and 2.
+    /// Binds nothing, starts nothing; an upstream name that does not resolve is a warning.
     #[arg(short = 't', long)]
     check: bool,
 
@@ -252,6 +299,12 @@ struct Cli {
     /// With --user: the group to run as [default: the user's primary group].
     #[arg(long, value_name = "NAME", requires = "user")]
     group: Option<String>,
+}
+
+/// What `edgefwd` runs besides the forwarder.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    Ctl(ctl::Ctl),
 }
 
 /// A validated configuration and what the process derived for it.
@@ -281,7 +334,10 @@ fn usage(message: String) -> Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::Ctl(command)) = cli.command.take() {
+        return exit(ctl::run(command).map(|()| Exit::Graceful));
+    }
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     logger.format_timestamp_millis();
@@ -294,6 +350,11 @@ fn main() -> ExitCode {
     } else {
         run(cli)
     };
+    exit(outcome)
+}
+
+/// The exit code of an outcome, with the failure's line on stderr.
+fn exit(outcome: Result<Exit, Failure>) -> ExitCode {
     match outcome {
         Ok(Exit::Graceful) => ExitCode::SUCCESS,
         Ok(Exit::Forced) => ExitCode::FAILURE,
@@ -328,11 +389,12 @@ fn after_bind(cli: &Cli) -> Result<AfterBind, Failure> {
     .map_err(usage)
 }
 
-/// `--check`: everything `run` validates before binding, then one verdict line; every failure is a
-/// usage error (exit 2), as `nginx -t`'s.
+/// `--check`: everything `run` validates before binding (and the `--access-log` file's directory),
+/// then one verdict line; every failure is a usage error (exit 2), as `nginx -t`'s.
 fn check(cli: Cli) -> Result<(), Failure> {
     after_bind(&cli)?.check_paths().map_err(usage)?;
     let prepared = configure(cli).map_err(|failure| usage(failure.message))?;
+    AccessLogHandle::check(&prepared.config.access_log).map_err(usage)?;
     for route in &prepared.config.routes {
         for upstream in &route.upstreams {
             if let Err(why) = &upstream.addrs {
@@ -361,6 +423,11 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
         max_connections: budget.slots() * usize::from(cli.threads),
         shutdown_timeout: cli.shutdown_timeout,
     };
+    let access_log = AccessLog {
+        destination: cli.access_log.clone(),
+        format: cli.log_format,
+    };
+    let admin_token = cli.admin_token.as_deref().map(read_token).transpose()?;
     let (splice, pipe_size, threads, prewarm) = (
         cli.splice,
         cli.pipe_size,
@@ -375,6 +442,14 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
     config.pipe_size = pipe_size;
     config.threads = threads;
     config.prewarm = prewarm;
+    // The file's `access_log` (with its `log_format`) wins over the flags.
+    if config.access_log.destination.is_none() {
+        config.access_log = access_log;
+    }
+    config.admin_token = admin_token;
+    if let Some(admin) = &config.admin {
+        admin.check(config.admin_token.is_some()).map_err(usage)?;
+    }
     let start = format!(
         "nofile={nofile} fd-reserve={reserve} fd-budget={}",
         budget.slots()
@@ -385,6 +460,21 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
         budget,
         start,
     })
+}
+
+/// `--admin-token FILE`: the token is the file's content without surrounding whitespace; a file that
+/// cannot be read, or holds no token, is a bad flag.
+fn read_token(path: &std::path::Path) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| usage(format!("--admin-token {}: {err}", path.display())))?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(usage(format!(
+            "--admin-token {}: expected one token with no spaces in the file",
+            path.display()
+        )));
+    }
+    Ok(token.to_string())
 }
 
 /// `--upgrade-socket` and `--upgrade-from`.
@@ -412,12 +502,15 @@ fn run_reactors(
     } = prepared;
     let threads = config.threads;
     let board = (threads > 1).then(|| Arc::new(MetricsBoard::new(threads)));
-    // One set of everything shared (followers' inboxes, per-client tables, the per-route figures),
-    // cloned into each reactor.
+    // Opened here, before `after_bind` drops root: a log directory only root may write to works.
+    let (access_log, writer) = AccessLogHandle::start(&config.access_log)?.unzip();
+    // One set of everything shared (followers' inboxes, per-client tables, the per-route figures, the
+    // access log's queue), cloned into each reactor.
     let shared = Siblings {
         board,
         budget,
         routes: Arc::new(RouteBoard::new(threads)),
+        access_log,
         ..Siblings::default()
     };
     let siblings = |index| Siblings {
@@ -501,6 +594,11 @@ fn run_reactors(
     if let Some(addr) = first.metrics_addr() {
         info!("metrics on http://{addr}/metrics");
     }
+    match (first.admin_addr(), &config.admin) {
+        (Some(addr), _) => info!("admin API on http://{addr}/"),
+        (None, Some(addr)) => info!("admin API on {addr}"),
+        (None, None) => {}
+    }
     let mut others = Vec::with_capacity(reactors.len());
     for (index, reactor) in (1..).zip(reactors) {
         let thread = std::thread::Builder::new()
@@ -535,6 +633,11 @@ fn run_reactors(
             Err(_) => return Err(String::from("a reactor thread panicked").into()),
         }
     }
+    // Every reactor has dropped its end of the queue: the writer writes out the last lines and stops.
+    drop(shared);
+    if let Some(writer) = writer {
+        writer.finish();
+    }
     Ok(exit)
 }
 
@@ -545,6 +648,7 @@ fn from_file(path: &std::path::Path, cli: &Cli, defaults: Defaults) -> Result<Co
         FileError::Invalid(message) | FileError::Unavailable(message) => usage(message),
     })?;
     config.metrics = config.metrics.or(cli.metrics);
+    config.admin = config.admin.take().or_else(|| cli.admin.clone());
     config.stats_interval = config
         .stats_interval
         .or(cli.stats_interval.filter(|d| !d.is_zero()));

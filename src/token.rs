@@ -23,6 +23,8 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 3);
 pub(crate) const UPGRADE: Token = Token(usize::MAX - 4);
 /// The token of the connection from a successor (`--upgrade-from`), one at a time.
 pub(crate) const SUCCESSOR: Token = Token(usize::MAX - 5);
+/// The `--admin` listener's token.
+pub(crate) const ADMIN: Token = Token(usize::MAX - 6);
 /// Most metrics scrapes served at once.
 pub(crate) const MAX_SCRAPES: usize = 64;
 /// Most health probes in flight at once.
@@ -33,6 +35,8 @@ pub(crate) const MAX_ROUTES: usize = 1024;
 pub(crate) const MAX_LISTENERS: usize = 16;
 /// Most `--prewarm` connections, all routes together.
 pub(crate) const MAX_WARM: usize = 1024;
+/// Most admin API connections served at once.
+pub(crate) const MAX_ADMIN: usize = 16;
 
 /// Which socket of a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +77,11 @@ const LISTENER_BASE: usize = PROBE_BASE + MAX_PROBES;
 const UNIX_LISTENER_BASE: usize = LISTENER_BASE + MAX_ROUTES * MAX_LISTENERS;
 /// Offset of the first warm-connection token above the floor.
 const WARM_BASE: usize = UNIX_LISTENER_BASE + MAX_ROUTES * MAX_LISTENERS;
+/// Offset of the first admin connection token above the floor.
+const ADMIN_BASE: usize = WARM_BASE + MAX_WARM;
 /// One past the last reserved offset; below the fixed tokens at the top of the range.
-const RESERVED_END: usize = WARM_BASE + MAX_WARM;
-const _: () = assert!(RESERVED_END < (1 << 16) - 6);
+const RESERVED_END: usize = ADMIN_BASE + MAX_ADMIN;
+const _: () = assert!(RESERVED_END < (1 << 16) - 7);
 
 /// What a token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +107,10 @@ pub(crate) enum Owner {
     Probe(usize),
     /// A `--prewarm` upstream connection waiting for a client, by its slot.
     Warm(usize),
+    /// The `--admin` listener.
+    Admin,
+    /// An admin API connection, by its slot.
+    AdminExchange(usize),
     Pair(PairToken),
     /// A socket of the UDP route in slot `route`: its client-facing socket (`None`) or the upstream
     /// socket of the session in that table slot.
@@ -119,6 +129,7 @@ impl Owner {
             WAKER => Owner::Waker,
             UPGRADE => Owner::Upgrade,
             SUCCESSOR => Owner::Successor,
+            ADMIN => Owner::Admin,
             Token(value) if value >= RESERVED_FLOOR => match value - RESERVED_FLOOR {
                 offset if offset < PROBE_BASE => Owner::Scrape(offset),
                 offset if offset < LISTENER_BASE => Owner::Probe(offset - PROBE_BASE),
@@ -130,7 +141,8 @@ impl Owner {
                     route: (offset - UNIX_LISTENER_BASE) / MAX_LISTENERS,
                     index: (offset - UNIX_LISTENER_BASE) % MAX_LISTENERS,
                 },
-                offset => Owner::Warm(offset - WARM_BASE),
+                offset if offset < ADMIN_BASE => Owner::Warm(offset - WARM_BASE),
+                offset => Owner::AdminExchange(offset - ADMIN_BASE),
             },
             Token(value) if value >> (usize::BITS - GENERATION_BITS) == UDP_GENERATION as usize => {
                 let field = (value >> 1) & MAX_SLOT;
@@ -190,6 +202,12 @@ pub(crate) fn probe_token(slot: usize) -> Token {
 pub(crate) fn warm_token(slot: usize) -> Token {
     debug_assert!(slot < MAX_WARM);
     Token(RESERVED_FLOOR + WARM_BASE + slot)
+}
+
+/// The token of admin API connection `slot` (below [`MAX_ADMIN`]).
+pub(crate) fn admin_token(slot: usize) -> Token {
+    debug_assert!(slot < MAX_ADMIN);
+    Token(RESERVED_FLOOR + ADMIN_BASE + slot)
 }
 
 /// The token of metrics scrape connection `slot` (below [`MAX_SCRAPES`]).
@@ -285,6 +303,12 @@ mod tests {
         assert_eq!(
             Owner::of(warm_token(MAX_WARM - 1)),
             Owner::Warm(MAX_WARM - 1)
+        );
+        assert_eq!(Owner::of(ADMIN), Owner::Admin);
+        assert_eq!(Owner::of(admin_token(0)), Owner::AdminExchange(0));
+        assert_eq!(
+            Owner::of(admin_token(MAX_ADMIN - 1)),
+            Owner::AdminExchange(MAX_ADMIN - 1)
         );
     }
 

@@ -3,7 +3,11 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::Duration;
 
 use common::*;
@@ -133,12 +137,61 @@ fn test_passive_retry_brings_a_backend_back() {
     echo_roundtrip(fwd.addr(), 1024, 1024);
     expect_marked(&fwd, port, "down", Duration::from_secs(5));
     let back = Backend::echo_on(port);
-    // After the 1s backoff the next pick that lands on it is a probation try, and it succeeds.
+    // After the 1s backoff the picks that land on it are probation tries; `--rise` (2 by default) of
+    // them in a row bring it up.
     let came_back = wait_until(Duration::from_secs(20), || {
         echo_roundtrip(fwd.addr(), 1024, 1024);
-        back.accepted() > 0
+        back.accepted() >= 2
     });
-    assert!(came_back, "never sent a client to the recovered backend");
+    assert!(came_back, "never sent clients to the recovered backend");
+    expect_marked(&fwd, port, "up", Duration::from_secs(5));
+}
+
+/// With probes, an upstream that comes back gets clients again only after `--rise` probes in a row
+/// have succeeded. The recovered upstream tells them apart, in the order they connected (accepted one
+/// by one): a probe connects and closes without a byte, a client sends its bytes. With probes every
+/// 400 ms and `--rise 3`, the third success comes after the 1 s backoff has run out: a backoff that
+/// let clients try it (probation) would show here.
+#[test]
+fn test_rise_probes_in_a_row_before_clients_come_back() {
+    let (port, _echo, fwd) =
+        vacant_then_echo(&["--health-interval", "400ms", "--fall", "1", "--rise", "3"]);
+    expect_marked(&fwd, port, "down", Duration::from_secs(10));
+    let back = Upstream::bind_on(port);
+    let seen: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let recorder = {
+        let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Some(mut conn) = back.try_accept(Duration::from_millis(50)) else {
+                    continue;
+                };
+                let mut first = [0u8; 1];
+                if matches!(conn.read(&mut first), Ok(1)) {
+                    seen.lock().expect("log").push("client");
+                    let _ = conn.write_all(&first);
+                    thread::spawn(move || echo_conn(conn));
+                } else {
+                    seen.lock().expect("log").push("probe");
+                }
+            }
+        })
+    };
+    // Clients all along, round-robin over both upstreams: the recovered one is skipped while down.
+    let served = wait_until(Duration::from_secs(30), || {
+        echo_roundtrip(fwd.addr(), 1024, 1024);
+        seen.lock().expect("log").contains(&"client")
+    });
+    stop.store(true, Ordering::Relaxed);
+    recorder.join().expect("recorder");
+    assert!(served, "no client reached the recovered upstream");
+    let seen = seen.lock().expect("log").clone();
+    let probes_first = seen.iter().take_while(|what| **what == "probe").count();
+    assert!(
+        probes_first >= 3,
+        "a client came after {probes_first} probes ({seen:?}); --rise 3"
+    );
     expect_marked(&fwd, port, "up", Duration::from_secs(5));
 }
 

@@ -17,6 +17,7 @@ const SERIES: &str = r#"
 # HELP edgefwd_accept_pauses_exhausted_total accepting paused after EMFILE/ENFILE
 # HELP edgefwd_accept_pauses_limit_total accepting stopped at --max-connections or the fd budget
 # HELP edgefwd_accepts_total connections accepted
+# HELP edgefwd_access_log_dropped_total access log lines dropped because the writer's queue was full
 # HELP edgefwd_budget_yields_total pair runs re-queued after using their byte budget
 # HELP edgefwd_bytes_total bytes forwarded
 # HELP edgefwd_client_rejects_total clients reset at arrival by client_allow/client_deny, a per-client limit or queue_timeout, by route and limit
@@ -32,6 +33,8 @@ const SERIES: &str = r#"
 # HELP edgefwd_pipe_shortages_total times a direction found no pipe (fd budget, EMFILE) and used its ring
 # HELP edgefwd_polls_total epoll_wait calls
 # HELP edgefwd_proxy_header_rejected_total clients closed over their PROXY header (--accept-proxy), by reason
+# HELP edgefwd_sni_rejected_total clients of an SNI listener closed before a route took them, by reason
+# HELP edgefwd_sni_routed_total clients routed by the server name of their TLS ClientHello, by route and how (name or default)
 # HELP edgefwd_read_bytes bytes moved by one read syscall
 # HELP edgefwd_read_pauses_total times a blocked direction stopped read events on its socket (backpressure)
 # HELP edgefwd_read_resumes_total times a muted socket was registered for reads again (a read found it drained)
@@ -66,6 +69,7 @@ const SERIES: &str = r#"
 # TYPE edgefwd_accept_pauses_exhausted_total counter
 # TYPE edgefwd_accept_pauses_limit_total counter
 # TYPE edgefwd_accepts_total counter
+# TYPE edgefwd_access_log_dropped_total counter
 # TYPE edgefwd_budget_yields_total counter
 # TYPE edgefwd_bytes_total counter
 # TYPE edgefwd_client_rejects_total counter
@@ -81,6 +85,8 @@ const SERIES: &str = r#"
 # TYPE edgefwd_pipe_shortages_total counter
 # TYPE edgefwd_polls_total counter
 # TYPE edgefwd_proxy_header_rejected_total counter
+# TYPE edgefwd_sni_rejected_total counter
+# TYPE edgefwd_sni_routed_total counter
 # TYPE edgefwd_read_bytes histogram
 # TYPE edgefwd_read_pauses_total counter
 # TYPE edgefwd_read_resumes_total counter
@@ -115,10 +121,11 @@ const SERIES: &str = r#"
 edgefwd_accept_pauses_exhausted_total
 edgefwd_accept_pauses_limit_total
 edgefwd_accepts_total
+edgefwd_access_log_dropped_total
 edgefwd_budget_yields_total
 edgefwd_bytes_total{direction="c2u"}
 edgefwd_bytes_total{direction="u2c"}
-edgefwd_closes_total{cause=*} client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
+edgefwd_closes_total{cause=*} admin client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
 edgefwd_connects_ok_total
 HISTOGRAM edgefwd_events_per_poll
 edgefwd_events_total
@@ -130,6 +137,7 @@ edgefwd_pairs_total
 edgefwd_pipe_shortages_total
 edgefwd_polls_total
 edgefwd_proxy_header_rejected_total{reason=*} authority-too-long client-closed command crc32c crc32c-length crc32c-repeated family short-address signature ssl-short ssl-subtlv timeout tlv-overrun tlv-truncated too-long unique-id-too-long v1-address v1-bare-lf v1-fields v1-not-ascii v1-protocol v1-too-long version
+edgefwd_sni_rejected_total{reason=*} not-handshake record-version record-length handshake-type too-long trailing-data hello-version session-id cipher-suites compression extensions duplicate-extension psk-not-last server-name server-name-syntax alpn no-route route-full timeout client-closed
 HISTOGRAM edgefwd_read_bytes
 edgefwd_read_pauses_total
 edgefwd_read_resumes_total
@@ -194,7 +202,7 @@ edgefwd_route_connects_ok_total{route="default"}
 edgefwd_route_connect_failures_total{route="default"}
 edgefwd_route_failovers_total{route="default"}
 edgefwd_route_bytes_total{route="default",direction=*} c2u u2c
-edgefwd_route_closes_total{route="default",cause=*} client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
+edgefwd_route_closes_total{route="default",cause=*} admin client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
 edgefwd_upstream_connect_seconds_bucket{route="default",le=*} 0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 +Inf
 edgefwd_upstream_connect_seconds_count{route="default"}
 edgefwd_upstream_connect_seconds_sum{route="default"}
@@ -203,7 +211,7 @@ edgefwd_connection_duration_seconds_count{route="default"}
 edgefwd_connection_duration_seconds_sum{route="default"}
 edgefwd_upstream_connects_ok_total{route="default",upstream="UPSTREAM"}
 edgefwd_upstream_bytes_total{route="default",upstream="UPSTREAM",direction=*} c2u u2c
-edgefwd_upstream_closes_total{route="default",upstream="UPSTREAM",cause=*} client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
+edgefwd_upstream_closes_total{route="default",upstream="UPSTREAM",cause=*} admin client-abort client-fin client-reset connect-error connect-refused connect-timeout fin-timeout header-timeout idle-timeout max-duration poller-error rejected shutdown unresolved upstream-fin upstream-reset
 "#;
 
 /// The upper bounds of every histogram's buckets: powers of two up to 1 MiB, then `+Inf`.

@@ -770,6 +770,11 @@ fn test_failover_from_missing_and_refused_unix_paths_to_a_live_one() {
         echo_roundtrip(fwd.addr(), 64 * 1024, 16 * 1024);
     }
     assert_eq!(echo.accepted(), 6, "every client reached the live upstream");
+    // Failed at once by connect(2), never left pending until the connect timeout.
+    fwd.expect_log(&format!("{missing} connect-error: failing over"), WAIT);
+    fwd.expect_log(&format!("{stale} connect-refused: failing over"), WAIT);
+    let logs = fwd.logs();
+    assert!(!logs.contains("connect-timeout:"), "{logs}");
     fwd.expect_log(&format!("failing over to upstream={live}"), WAIT);
     for dead in [&missing, &stale] {
         fwd.expect_log(&format!("upstream {dead} of route u is down"), WAIT);
@@ -950,4 +955,149 @@ fn test_bad_unix_upstream_is_a_usage_error() {
         assert_eq!(code, Some(2), "{bad}: {stderr}");
         assert!(stderr.contains(says), "{bad}: {stderr}");
     }
+}
+
+/// `--threads 2`: both reactors connect to a Unix upstream; 40 clients at once, every byte checked.
+#[test]
+fn test_two_reactors_forward_to_a_unix_upstream() {
+    let dir = TempDir::new();
+    let upstream = format!("unix:{}", dir.sock("up.sock").display());
+    let echo = UnixEcho::on(&upstream);
+    let opts = Options {
+        rust_log: Some("info".into()),
+        ..Options::default()
+    };
+    let args = [
+        "--upstream",
+        &upstream,
+        "--threads",
+        "2",
+        "--stats-interval",
+        "100ms",
+    ];
+    let fwd = Forwarder::start_with(&args, &opts);
+    let addr = fwd.addr();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            thread::spawn(move || {
+                for _ in 0..5 {
+                    echo_roundtrip(addr, 64 * 1024, 8192);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("client");
+    }
+    assert_eq!(echo.accepted(), 40);
+    let closes = |logs: &str| stats_total(logs, 0, "closes") + stats_total(logs, 1, "closes");
+    assert!(
+        wait_until(WAIT, || closes(&fwd.logs()) == 40),
+        "40 pairs not all closed:\n{}",
+        fwd.logs()
+    );
+    let logs = fwd.logs();
+    let (zero, one) = (
+        stats_total(&logs, 0, "accepts"),
+        stats_total(&logs, 1, "accepts"),
+    );
+    assert!(zero > 0 && one > 0, "both reactors serve: {zero} and {one}");
+}
+
+/// Backpressure from a Unix upstream that does not read reaches the TCP client: its writes stop after
+/// a bounded amount, and everything written arrives, in order, once the upstream reads.
+#[test]
+fn test_backpressure_from_a_unix_upstream_reaches_the_tcp_client() {
+    let dir = TempDir::new();
+    let upstream = format!("unix:{}", dir.sock("slow.sock").display());
+    let listener = bind_unix(&upstream);
+    let (fwd, _config) = start_upstreams(None, &[&upstream], "");
+    let mut client = connect(fwd.addr());
+    let mut up = accept_unix(&listener);
+    client.set_nonblocking(true).expect("nonblocking");
+    let chunk = pattern_vec(64 * 1024);
+    let mut written = 0usize;
+    let mut quiet_since = std::time::Instant::now();
+    // Write until the writes have been refused for a while: the whole path is full.
+    while quiet_since.elapsed() < Duration::from_millis(500) {
+        match client.write(&chunk[written % chunk.len()..]) {
+            Ok(n) => {
+                written += n;
+                quiet_since = std::time::Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+        assert!(
+            written < 256 << 20,
+            "no backpressure: {written} bytes taken"
+        );
+    }
+    assert!(written > 0);
+    client.set_nonblocking(false).expect("blocking");
+    client.shutdown(Shutdown::Write).expect("FIN");
+    let mut got = Vec::new();
+    up.read_to_end(&mut got).expect("upstream reads it all");
+    assert_eq!(got.len(), written, "every byte written arrives");
+    let expected: Vec<u8> = chunk.iter().copied().cycle().take(written).collect();
+    assert!(got == expected, "the bytes arrive in order");
+}
+
+/// SIGTERM while a TCP client's transfer to a Unix upstream is under way: the pair finishes
+/// byte-exact, then the process exits cleanly.
+#[test]
+fn test_graceful_shutdown_finishes_a_pair_to_a_unix_upstream() {
+    let dir = TempDir::new();
+    let upstream = format!("unix:{}", dir.sock("drain.sock").display());
+    let echo = UnixEcho::on(&upstream);
+    let (mut fwd, _config) = start_upstreams(None, &[&upstream], "");
+    let total = 2 << 20;
+    let mut client = connect(fwd.addr());
+    let data = pattern_vec(total);
+    client.write_all(&data[..total / 2]).expect("first half");
+    let mut back = vec![0u8; total / 2];
+    client.read_exact(&mut back).expect("first half echoed");
+    fwd.signal(libc::SIGTERM);
+    fwd.expect_log("SIGTERM", WAIT);
+    client.write_all(&data[total / 2..]).expect("second half");
+    client.shutdown(Shutdown::Write).expect("FIN");
+    let (rest, end) = read_until_end(&mut client, WAIT);
+    assert_eq!(end, End::Eof);
+    back.extend_from_slice(&rest);
+    assert!(
+        back == data,
+        "the transfer finished byte-exact across the drain"
+    );
+    let status = fwd.wait_exit(WAIT).expect("exits once the pair is done");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(echo.accepted(), 1);
+}
+
+/// The balancers pick Unix endpoints as they pick TCP ones: round-robin by weight (1:3 over 8 clients
+/// gives 2 and 6), and `source-hash` keeps one client address on one upstream.
+#[test]
+fn test_balancers_over_unix_upstreams_weights_and_source_hash() {
+    let dir = TempDir::new();
+    let light = format!("unix:{}", dir.sock("light.sock").display());
+    let heavy = format!("unix:{}", dir.sock("heavy.sock").display());
+    let heavy_weighted = format!("{heavy},weight=3");
+    let (echo_light, echo_heavy) = (UnixEcho::on(&light), UnixEcho::on(&heavy));
+    let (fwd, _config) = start_upstreams(None, &[&light, &heavy_weighted], "");
+    for _ in 0..8 {
+        echo_roundtrip(fwd.addr(), 4096, 4096);
+    }
+    assert_eq!((echo_light.accepted(), echo_heavy.accepted()), (2, 6));
+    drop(fwd);
+
+    let (fwd, _config) = start_upstreams(None, &[&light, &heavy], "balance = \"source-hash\"");
+    for _ in 0..6 {
+        echo_roundtrip(fwd.addr(), 4096, 4096);
+    }
+    let added = (echo_light.accepted() - 2, echo_heavy.accepted() - 6);
+    assert!(
+        added == (6, 0) || added == (0, 6),
+        "one client, one upstream: {added:?}"
+    );
 }

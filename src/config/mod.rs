@@ -4,6 +4,8 @@
 //! resolving upstream names, and the reactor only ever sees values that are already known to be good (a
 //! name that did not resolve is not an error: its upstream starts down, `src/upstream/endpoint/readdress.rs`).
 
+pub mod access_log;
+pub mod admin;
 pub mod clients;
 pub mod dns;
 pub mod file;
@@ -44,6 +46,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Where to serve Prometheus metrics; `None` = not served.
     pub metrics: Option<SocketAddr>,
+    /// Where to serve the admin API (`--admin`, `admin`); `None` = not served.
+    pub admin: Option<admin::AdminAddr>,
+    /// The bearer token every admin request must carry (`--admin-token FILE`'s content); `None`: none.
+    pub admin_token: Option<String>,
     /// Log a line of counter deltas this often; `None` = never.
     pub stats_interval: Option<Duration>,
     /// The `--config` file, re-read on SIGHUP; `None` when the flags describe the one route.
@@ -56,6 +62,8 @@ pub struct Config {
     pub threads: usize,
     /// Never-used upstream connections each reactor keeps ready per route; 0 = off.
     pub prewarm: usize,
+    /// `--access-log` and `--log-format` (or the file's `access_log`, `log_format`): read at start.
+    pub access_log: access_log::AccessLog,
 }
 
 impl Config {
@@ -104,6 +112,12 @@ pub struct RouteConfig {
     pub health_timeout: Duration,
     /// Consecutive failures that mark an upstream down.
     pub fall: u32,
+    /// Consecutive successes that mark a down upstream up again.
+    pub rise: u32,
+    /// What a probe writes once connected (`health_send`); `None`: nothing.
+    pub health_send: Option<Vec<u8>>,
+    /// The prefix a probe's answer must start with (`health_expect`); `None`: none is read.
+    pub health_expect: Option<Vec<u8>>,
     /// Re-resolve host-name upstreams this often; `None` when all are IP literals.
     pub resolve_interval: Option<Duration>,
     /// TCP_NODELAY on both sockets of a pair.
@@ -213,12 +227,29 @@ pub fn check_protocol(route: &RouteConfig) -> Result<(), String> {
             route.health_interval.is_some(),
             "health_interval (TCP probes)",
         ),
+        (route.health_send.is_some(), "health_send (TCP probes)"),
+        (route.health_expect.is_some(), "health_expect (TCP probes)"),
     ];
     match stream_only.iter().find(|(set, _)| *set) {
         Some((_, what)) => Err(format!(
             "udp route {shown} cannot take {what}: see docs/udp.md for what a udp route supports"
         )),
         None => Ok(()),
+    }
+}
+
+/// `health_send` and `health_expect` are what a probe says and hears: without `health_interval` no
+/// probe runs, and a setting that would do nothing is refused rather than ignored.
+pub fn check_probe(route: &RouteConfig) -> Result<(), String> {
+    let set = [
+        (route.health_send.is_some(), "health_send"),
+        (route.health_expect.is_some(), "health_expect"),
+    ];
+    match set.iter().find(|(on, _)| *on) {
+        Some((_, key)) if route.health_interval.is_none() => Err(format!(
+            "{key} is set but health_interval is off: no probe would send or expect anything"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -297,6 +328,45 @@ pub fn check_sni(route: &RouteConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// The listen addresses route `index` of `routes` binds: its own, less a fixed address an earlier TCP
+/// route of the list already listens on. Routes share an address only through SNI routing (the file's
+/// checks), and then the first of them in the file holds the one socket; the others are reached
+/// through its ClientHello ([`sni_group`]). UDP routes bind sockets of their own.
+pub fn bound_addresses(routes: &[RouteConfig], index: usize) -> Vec<SocketAddr> {
+    let Some(route) = routes.get(index) else {
+        return Vec::new();
+    };
+    let earlier = |addr: &SocketAddr| {
+        routes[..index]
+            .iter()
+            .any(|other| other.protocol == route.protocol && other.listen.contains(addr))
+    };
+    route
+        .listen
+        .iter()
+        .filter(|addr| addr.port() == 0 || route.protocol == Protocol::Udp || !earlier(addr))
+        .copied()
+        .collect()
+}
+
+/// The routes a ClientHello on route `index`'s listener for `addr` chooses among, in file order: every
+/// TCP route listening on that fixed address, or the route alone on a port-0 one. Empty when none of
+/// them takes part in SNI routing (a plain listener).
+pub fn sni_group(routes: &[RouteConfig], index: usize, addr: SocketAddr) -> Vec<usize> {
+    let group: Vec<usize> = if addr.port() == 0 {
+        vec![index]
+    } else {
+        (0..routes.len())
+            .filter(|&at| routes[at].protocol == Protocol::Tcp && routes[at].listen.contains(&addr))
+            .collect()
+    };
+    if group.iter().any(|&at| routes[at].sni.is_set()) {
+        group
+    } else {
+        Vec::new()
+    }
+}
+
 /// What a `HOST:PORT` (a listen address, a CONNECT destination) resolved to, in the resolver's order,
 /// or why it did not.
 pub type Addresses = Result<Vec<SocketAddr>, String>;
@@ -339,6 +409,8 @@ pub const DEFAULT_UNIX_MODE: u32 = 0o660;
 const DEFAULT_BACKLOG: i32 = 1024;
 /// Default `fall`.
 const DEFAULT_FALL: u32 = 3;
+/// Default `rise`.
+const DEFAULT_RISE: u32 = 2;
 /// Default probe timeout.
 const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default re-resolution interval when a route has a host-name upstream.

@@ -31,12 +31,6 @@ impl From<SocketAddr> for UpstreamAddr {
     }
 }
 
-impl From<UnixAddr> for UpstreamAddr {
-    fn from(addr: UnixAddr) -> UpstreamAddr {
-        UpstreamAddr::Unix(addr)
-    }
-}
-
 impl FromStr for UpstreamAddr {
     type Err = String;
 
@@ -79,7 +73,7 @@ mod tests {
         let inet = UpstreamAddr::from("[::1]:80".parse::<SocketAddr>().expect("addr"));
         assert_eq!(inet.to_string(), "[::1]:80");
         let unix: UnixAddr = "unix:@app".parse().expect("unix");
-        assert_eq!(UpstreamAddr::from(unix).to_string(), "unix:@app");
+        assert_eq!(UpstreamAddr::Unix(unix).to_string(), "unix:@app");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Unix domain stream listeners: bound with the route's file mode, replacing a stale socket file but
-//! never a live one, and removing their file when they go.
+//! never a live one, and removing their file when they go. And connects to Unix upstreams
+//! ([`start_connect`]).
 //!
 //! A socket file outlives the process that bound it: after a crash (or `kill -9`) the next start finds
 //! it, and bind(2) fails with EADDRINUSE although nobody listens. Whether somebody does is only known by

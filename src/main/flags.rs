@@ -77,6 +77,9 @@ pub(super) fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure
         health_interval: cli.health_interval.filter(|d| !d.is_zero()),
         health_timeout: cli.health_timeout,
         fall: cli.fall,
+        rise: cli.rise,
+        health_send: cli.health_send,
+        health_expect: cli.health_expect,
         nodelay: !cli.no_nodelay,
         keepalive: cli.keepalive,
         backlog: cli.backlog,
@@ -104,6 +107,7 @@ pub(super) fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure
     };
     config::check_mode(&route).map_err(|message| Failure { code: 2, message })?;
     config::check_protocol(&route).map_err(|message| Failure { code: 2, message })?;
+    config::check_probe(&route).map_err(|message| Failure { code: 2, message })?;
     if !config::tlvs_have_a_source(&route) {
         return Err(Failure {
             code: 2,
@@ -117,12 +121,16 @@ pub(super) fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure
         routes: vec![route],
         shutdown_timeout: cli.shutdown_timeout,
         metrics: cli.metrics,
+        admin: cli.admin,
+        admin_token: None,
         stats_interval: cli.stats_interval.filter(|d| !d.is_zero()),
         file: None,
         splice: Splice::default(),
         pipe_size: config::DEFAULT_PIPE_SIZE,
         threads: 1,
         prewarm: 0,
+        // A global setting: `configure` fills it in for the flags and the file alike.
+        access_log: Default::default(),
     })
 }
 
@@ -144,7 +152,7 @@ mod tests {
     };
 
     /// The flags that are not a route's (they also work with `--config`), and clap's own.
-    const GLOBAL_FLAGS: [&str; 17] = [
+    const GLOBAL_FLAGS: [&str; 21] = [
         "config",
         "check",
         "pid_file",
@@ -152,6 +160,8 @@ mod tests {
         "group",
         "shutdown_timeout",
         "metrics",
+        "admin",
+        "admin_token",
         "stats_interval",
         "trace",
         "threads",
@@ -160,6 +170,8 @@ mod tests {
         "pipe_size",
         "upgrade_socket",
         "upgrade_from",
+        "access_log",
+        "log_format",
         "help",
         "version",
     ];

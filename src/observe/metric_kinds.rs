@@ -18,6 +18,8 @@ use std::ops::{Index, IndexMut};
 use crate::close::Cause;
 use crate::way::Way;
 use crate::wire::proxy_protocol::Reason;
+use crate::wire::sni::Via;
+use crate::wire::tls_hello;
 
 /// Writes one metric family: its `# HELP` and `# TYPE` lines, then its samples.
 pub(super) fn family<M: Metric>(out: &mut String, name: &str, help: &str, metric: &M) {
@@ -189,6 +191,79 @@ impl Label for ClientReject {
             ClientReject::Rate => "rate",
             ClientReject::TableFull => "table-full",
             ClientReject::QueueTimeout => "queue-timeout",
+        }
+    }
+}
+
+/// Why a client of an SNI listener was closed before it reached a route: the `reason` of
+/// `edgefwd_sni_rejected_total` (docs/tls-sni.md). Its first bytes broke a rule of the ClientHello
+/// reader, or the hello named no route (`no-route`, answered with the `unrecognized_name` alert), its
+/// route was at `max_connections` (`route-full`), the hello did not come within `header_timeout`
+/// (`timeout`), or the client left before it ended (`client-closed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SniReject {
+    Hello(tls_hello::Reason),
+    NoRoute,
+    RouteFull,
+    Timeout,
+    ClientClosed,
+}
+
+/// How many reasons the ClientHello reader has: [`SniReject`]'s own come after them.
+const HELLO_REASONS: usize = tls_hello::Reason::ALL.len();
+
+impl SniReject {
+    /// Every value, the reader's reasons in their order first.
+    const ALL: [SniReject; HELLO_REASONS + 4] = {
+        let mut all = [SniReject::NoRoute; HELLO_REASONS + 4];
+        let mut at = 0;
+        while at < HELLO_REASONS {
+            all[at] = SniReject::Hello(tls_hello::Reason::ALL[at]);
+            at += 1;
+        }
+        all[HELLO_REASONS + 1] = SniReject::RouteFull;
+        all[HELLO_REASONS + 2] = SniReject::Timeout;
+        all[HELLO_REASONS + 3] = SniReject::ClientClosed;
+        all
+    };
+}
+
+impl Label for SniReject {
+    const NAME: &'static str = "reason";
+    const ALL: &'static [SniReject] = &SniReject::ALL;
+    type Counts = [u64; HELLO_REASONS + 4];
+    fn index(self) -> usize {
+        match self {
+            SniReject::Hello(reason) => reason as usize,
+            SniReject::NoRoute => HELLO_REASONS,
+            SniReject::RouteFull => HELLO_REASONS + 1,
+            SniReject::Timeout => HELLO_REASONS + 2,
+            SniReject::ClientClosed => HELLO_REASONS + 3,
+        }
+    }
+    fn value(self) -> &'static str {
+        match self {
+            SniReject::Hello(reason) => reason.label(),
+            SniReject::NoRoute => "no-route",
+            SniReject::RouteFull => "route-full",
+            SniReject::Timeout => "timeout",
+            SniReject::ClientClosed => "client-closed",
+        }
+    }
+}
+
+/// How a ClientHello found its route: the `by` label of `edgefwd_sni_routed_total`.
+impl Label for Via {
+    const NAME: &'static str = "by";
+    const ALL: &'static [Via] = &[Via::Name, Via::Default];
+    type Counts = [u64; 2];
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn value(self) -> &'static str {
+        match self {
+            Via::Name => "name",
+            Via::Default => "default",
         }
     }
 }
@@ -589,5 +664,10 @@ mod tests {
         check::<Cause>();
         check::<Reason>();
         check::<Reload>();
+        check::<SniReject>();
+        check::<Via>();
+        let labels: std::collections::HashSet<_> =
+            SniReject::ALL.iter().map(|r| r.value()).collect();
+        assert_eq!(labels.len(), SniReject::ALL.len(), "SNI reasons unique");
     }
 }

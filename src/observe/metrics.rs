@@ -25,10 +25,11 @@ use std::time::{Duration, Instant};
 use crate::close::Cause;
 use crate::observe::metric_kinds::{
     escape_label, family, ByLabel, ByRoute, ClientReject, Counter, Gauge, Histogram, Metric,
-    Reload, UdpDrop,
+    Reload, SniReject, UdpDrop,
 };
 use crate::way::Way;
 use crate::wire::proxy_protocol::Reason;
+use crate::wire::sni::Via;
 
 /// Declares the metrics: one row per metric, from which the [`Metrics`] struct, its merge, its Prometheus
 /// rendering, its stats line (and, for tests, a filler of every field) are generated.
@@ -111,6 +112,16 @@ metrics! {
     /// first such client.
     client_rejects: ByRoute<ClientReject> = "edgefwd_client_rejects_total",
         "clients reset at arrival by client_allow/client_deny, a per-client limit or queue_timeout, by route and limit";
+    /// Clients of an SNI listener routed by their ClientHello, by route and [`Via`] (by name, or as
+    /// the default). A route's series appear with its first client.
+    sni_routed: ByRoute<Via> = "edgefwd_sni_routed_total",
+        "clients routed by the server name of their TLS ClientHello, by route and how (name or default)";
+    /// Clients of an SNI listener closed before reaching a route, by [`SniReject`].
+    sni_rejects: ByLabel<SniReject> = "edgefwd_sni_rejected_total",
+        "clients of an SNI listener closed before a route took them, by reason";
+    /// `--access-log` lines dropped: the writer thread's queue was full (a slow disk, a stalled pipe).
+    access_log_dropped: Counter = "edgefwd_access_log_dropped_total",
+        "access log lines dropped because the writer's queue was full";
 
     // The loop.
     /// `epoll_wait` (or kevent) calls that returned.

@@ -4,7 +4,8 @@
 //! for connections already queued: the loop comes back by itself (a pair closing, the backoff timer, the
 //! next turn); at `max_connections` it stays set only while a client is really queued (`note_limit`).
 //! Each accepted client is first checked against the route's `client_allow`/`client_deny` and
-//! per-client limits (unless `accept_proxy` defers that to the header's address), and reset if refused;
+//! per-client limits (unless `accept_proxy` defers that to the header's address, or an SNI listener to
+//! the route the client's ClientHello chooses), and reset if refused;
 //! the rest are handed to the connect path (`session::connect`) with their fd budget slot in hand. A
 //! route stuck at `max_connections` for `queue_timeout` has its queued clients accepted and reset
 //! (`flush_queue`; docs/operations.md says exactly what is timed).
@@ -45,6 +46,7 @@ impl Reactor {
     /// (new slots are only handed out here, after every event of the batch has been dispatched).
     pub(super) fn accept_ready(&mut self) {
         self.accept_scrapes();
+        self.accept_admin();
         if self.budget_retry_at.is_some_and(|at| at <= self.now) {
             self.budget_retry_at = None;
         }
@@ -88,6 +90,15 @@ impl Reactor {
     /// Accepts until WouldBlock, the route's connection limit, the fd budget, fd exhaustion or the
     /// per-turn cap. Each client is accepted with a budget slot in hand, which its pair keeps.
     fn accept_from(&mut self, route: usize, listening: Listening) {
+        // An SNI listener's clients send a ClientHello first.
+        let greeting = match listening {
+            Listening::Tcp(index) => self
+                .routes
+                .get(route)
+                .and_then(|route| route.listeners.get(index))
+                .and_then(|listener| listener.greeting.clone()),
+            Listening::Unix(_) => None,
+        };
         for _ in 0..ACCEPT_BUDGET {
             if !self.can_accept(route, listening) {
                 self.note_limit(route);
@@ -105,12 +116,14 @@ impl Reactor {
                         route.counts.accepted(1);
                     }
                     let key = match &conn {
+                        // Asked of the route the ClientHello chooses (`session::connect`).
+                        Conn::Tcp(_) if greeting.is_some() => Some(None),
                         Conn::Tcp(stream) => self.admit(route, stream, addr),
                         // No IP address: no `client_allow`/`client_deny` nor per-client limit applies.
                         Conn::Unix(_) => Some(None),
                     };
                     if let Some(key) = key {
-                        self.open_pair(route, conn, addr, key, slot);
+                        self.open_pair(route, conn, addr, key, slot, greeting.clone());
                     }
                 }
                 Some(Err(err)) if err.kind() == io::ErrorKind::WouldBlock => {}
@@ -185,6 +198,7 @@ impl Reactor {
                     why.value()
                 );
                 net::set_reset_on_close(stream);
+                self.log_turned_away(key, addr, why.value());
                 None
             }
         }
@@ -278,12 +292,15 @@ impl Reactor {
         let Some(route) = self.routes.get_mut(key) else {
             return;
         };
+        // Their addresses, for the access log (a Unix client's is `UNIX_CLIENT`).
+        let mut clients = Vec::new();
         for listener in route.listeners.iter_mut().filter(|l| l.ready) {
             let socket = &listener.socket;
             let accept = || {
-                socket
-                    .accept()
-                    .map(|(stream, _)| net::set_reset_on_close(&stream))
+                socket.accept().map(|(stream, addr)| {
+                    net::set_reset_on_close(&stream);
+                    clients.push(addr);
+                })
             };
             flushed += reset_queued(accept, &mut listener.ready, &mut exhausted);
             if exhausted.is_some() {
@@ -296,7 +313,7 @@ impl Reactor {
                 break;
             }
             let socket = &listener.socket;
-            let accept = || socket.accept().map(drop);
+            let accept = || socket.accept().map(|_| clients.push(UNIX_CLIENT));
             flushed += reset_queued(accept, &mut listener.ready, &mut exhausted);
         }
         if !route.any_listener_ready() {
@@ -317,6 +334,9 @@ impl Reactor {
                 ClientReject::QueueTimeout,
                 flushed,
             );
+        }
+        for client in clients {
+            self.log_turned_away(key, client, ClientReject::QueueTimeout.value());
         }
         if let Some(err) = exhausted {
             self.pause_accepting(&err);
@@ -367,6 +387,10 @@ impl Reactor {
                     .any(|(_, route)| route.below_limit() && route.any_listener_ready())
                 || self
                     .metrics_server
+                    .as_ref()
+                    .is_some_and(|server| server.is_ready(self.now))
+                || self
+                    .admin
                     .as_ref()
                     .is_some_and(|server| server.is_ready(self.now)))
     }

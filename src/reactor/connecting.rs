@@ -5,6 +5,7 @@
 //! connections the first attempt of a client may take, and the lookup threads as `connect::Lookups`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::warn;
@@ -22,6 +23,7 @@ use crate::throttle::Throttle;
 use crate::token::{MAX_SLOT, PAIR_GENERATIONS};
 use crate::upstream::prewarm::WarmPool;
 use crate::upstream::route::Route;
+use crate::wire::greeting::Rules;
 
 impl Reactor {
     /// Hands a client accepted on route `key` to the connect path, which registers its sockets; the pair
@@ -34,6 +36,7 @@ impl Reactor {
         client_addr: SocketAddr,
         client_key: Option<IpAddr>,
         fd_slot: Slot,
+        greeting: Option<Arc<Rules>>,
     ) {
         let id = self.next_id;
         self.next_id = (self.next_id + 1) % PAIR_GENERATIONS;
@@ -51,17 +54,22 @@ impl Reactor {
             lookup_warning,
             now,
             config,
+            siblings,
             ..
         } = self;
         let Some(mut cx) = context(poll, routes, key, metrics, warm, lookup_warning, *now) else {
             return;
         };
-        let pair = connect::open(&mut cx, (slot, id), (client, client_addr), config.splice);
+        cx.access_log = siblings.access_log.as_ref();
+        let accepted = (client, client_addr);
+        let pair = connect::open(&mut cx, (slot, id), accepted, greeting, config.splice);
         let exhausted = cx.exhausted.take();
         if let Some(mut pair) = pair {
             pair.client_key = client_key;
             cx.route.pairs += 1;
-            cx.route.counts.paired();
+            if !pair.awaits_route {
+                cx.route.counts.paired();
+            }
             entry.insert(pair);
             fd_slot.keep();
             self.metrics.pairs_total += 1;
@@ -118,7 +126,9 @@ impl Reactor {
         warm.expire_connects(self.now);
         warm.expire_backoff(self.now);
         // Routes whose clients greet first connect after the greeting, never to a warm connection.
-        let warmable = |route: &Route| !route.draining && route.greeting.is_none();
+        let warmable = |route: &Route| {
+            !route.draining && route.greeting.is_none() && !route.config.sni.is_set()
+        };
         for (_, route) in self.routes.iter().filter(|(_, route)| warmable(route)) {
             let up: Vec<(usize, UpstreamAddr)> = route
                 .upstreams
@@ -159,6 +169,7 @@ fn context<'a>(
         lookup_warning,
         now,
         exhausted: None,
+        access_log: None,
     })
 }
 

@@ -83,6 +83,8 @@ impl Reactor {
                     let (config, listeners) = *applied;
                     self.reload(config, listeners);
                 }
+                Answer::Ask(ask) => self.on_admin_ask(*ask),
+                Answer::Part { ticket, part } => self.on_admin_part(ticket, *part),
             }
         }
     }

@@ -27,12 +27,16 @@
 //! - `accept`: the after-batch accept phase, its limits and the EMFILE pause;
 //! - `connecting`: handing a new client and each step of its connect to `session::connect`, the
 //!   `--prewarm` refill, the lookup threads as the connect path sees them;
-//! - `teardown`: closing a pair, and what a close frees (a drained route, slab capacity, spare pipes);
+//! - `teardown`: closing a pair (and its access log line), and what a close frees (a drained route,
+//!   slab capacity, spare pipes);
+//! - `access_log`: offering lines to the `--access-log` writer, and SIGUSR1;
 //! - `shutdown`: signals, graceful shutdown and its deadline;
 //! - `reload`: SIGHUP reload, route matching, listener hand-over, draining routes;
 //! - `probes`: active health probes;
 //! - `lookups`: DNS re-resolution, CONNECT lookups' answers, and the worker threads' waker;
 //! - `report`: per-turn counters, the stats line, `--metrics` scrapes, `--trace` lines.
+//! - `exchange`: the small HTTP servers beside the routes (`scrape` for `--metrics`, `admin`).
+//! - `admin`: the `--admin` API (reactor 0), which puts each request to every reactor.
 //! - `systemd`: `Type=notify` notices (reactor 0) and socket-activated listeners.
 //! - `upgrade`: `--upgrade-socket` (reactor 0): handing the listening sockets to a successor.
 
@@ -43,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -53,6 +57,7 @@ use crate::config::{Config, Mode, Protocol};
 use crate::datapath::budget::FdBudget;
 use crate::datapath::readiness::Event;
 use crate::datapath::stream::Socket;
+use crate::observe::access_log::writer::AccessLog;
 use crate::observe::metrics::{Metrics, MetricsBoard, StatsTicker};
 use crate::observe::routed::RouteBoard;
 use crate::reactor::scrape::MetricsServer;
@@ -69,9 +74,13 @@ use crate::token::{self, Owner, PairToken, Side};
 use crate::upstream::clients::ClientTables;
 use crate::upstream::prewarm::WarmPool;
 use crate::upstream::route::{Listener, Route};
+use crate::wire::greeting::Target;
 
 mod accept;
+mod access_log;
+mod admin;
 mod connecting;
+mod exchange;
 pub mod fdlimit;
 mod lookups;
 mod probes;
@@ -79,6 +88,7 @@ mod reload;
 mod report;
 mod scrape;
 mod shutdown;
+mod sni;
 mod systemd;
 mod teardown;
 mod timer;
@@ -88,6 +98,7 @@ pub mod worker;
 
 pub use systemd::activated_listeners;
 
+use admin::AdminServer;
 use probes::Probe;
 use report::trace_event;
 use shutdown::Drain;
@@ -124,6 +135,8 @@ pub struct Siblings {
     pub followers: Arc<Mutex<Vec<Inbox>>>,
     /// The process's fd budget, shared by every reactor's pairs and pipes; unlimited by default.
     pub budget: FdBudget,
+    /// `--access-log`: the one writer thread's queue, which every reactor offers its lines to.
+    pub access_log: Option<AccessLog>,
     /// The routes' per-client tables, shared by every reactor (`upstream::clients`).
     pub clients: ClientTables,
 }
@@ -166,6 +179,8 @@ pub struct Reactor {
     metrics: Metrics,
     /// The `--metrics` endpoint.
     metrics_server: Option<MetricsServer>,
+    /// The `--admin` endpoint (reactor 0).
+    admin: Option<AdminServer>,
     /// The `--stats-interval` log line.
     stats: Option<StatsTicker>,
     /// `--prewarm` upstream connections.
@@ -210,7 +225,7 @@ impl Reactor {
         inherited: Inherited,
     ) -> Result<Reactor, String> {
         let poll = Poll::new().map_err(|err| format!("cannot create the poller: {err}"))?;
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
             .map_err(|err| format!("cannot install signal handlers: {err}"))?;
         let registry = poll.registry();
         registry
@@ -226,7 +241,9 @@ impl Reactor {
             .transpose()?;
         // A config file may bring a connect-mode route at any reload; a connect-mode route looks up the
         // host names its clients ask for.
+        // With --admin, reactors put admin requests to each other through their inboxes (`admin`).
         let needs_worker = config.file.is_some()
+            || config.admin.is_some()
             || config
                 .routes
                 .iter()
@@ -262,6 +279,7 @@ impl Reactor {
             worker,
             metrics: Metrics::default(),
             metrics_server,
+            admin: None,
             stats: config
                 .stats_interval
                 .map(|interval| StatsTicker::new(interval, now)),
@@ -283,9 +301,13 @@ impl Reactor {
             udp: Slab::new(),
             udp_yielded: Vec::new(),
         };
+        reactor.bind_admin()?;
         let mut shared = inherited.tcp.into_iter();
         let mut handed_unix = upgrade::adopt_unix(inherited.unix);
-        for route in config.routes {
+        for (index, route) in config.routes.iter().enumerate() {
+            let route = route.clone();
+            // Routes sharing an address (SNI routing) share its socket: the first one holds it.
+            let bound = crate::config::bound_addresses(&config.routes, index);
             if route.protocol == Protocol::Udp {
                 if reactor.siblings.index == 0 {
                     reactor.bind_udp(route)?;
@@ -294,9 +316,8 @@ impl Reactor {
             }
             // `shared` is also how socket-activated listeners reach reactor 0 ([`activated_listeners`]).
             let listeners = match (reactor.siblings.index, shared.next()) {
-                (_, Some(listeners)) if listeners.len() == route.listen.len() => listeners,
-                (0, None) => route
-                    .listen
+                (_, Some(listeners)) if listeners.len() == bound.len() => listeners,
+                (0, None) => bound
                     .iter()
                     .map(|addr| Listener::bind(*addr, &route))
                     .collect::<Result<Vec<_>, _>>()?,
@@ -310,6 +331,7 @@ impl Reactor {
             reactor.insert_route(route, listeners, None, &mut handed_unix)?;
         }
         upgrade::close_unwanted(handed_unix);
+        reactor.assign_sni();
         Ok(reactor)
     }
 
@@ -328,7 +350,9 @@ impl Reactor {
         self.routes
             .iter()
             .flat_map(|(_, route)| {
-                (0..route.listener_count()).filter_map(|index| route.describe_listener(index))
+                (0..route.listener_count())
+                    .filter_map(|index| route.describe_listener(index))
+                    .chain(route.describe_shared())
             })
             .chain(self.udp_start_lines())
             .collect()
@@ -397,6 +421,7 @@ impl Reactor {
             self.metrics_server
                 .as_ref()
                 .and_then(MetricsServer::retry_deadline),
+            self.admin.as_ref().and_then(AdminServer::deadline),
             self.udp_deadline(),
         ]
         .into_iter()
@@ -426,6 +451,8 @@ impl Reactor {
                 Owner::Upgrade => self.on_upgrade_listener(),
                 Owner::Successor => self.on_successor_event(),
                 Owner::Scrape(slot) => self.on_scrape_event(slot),
+                Owner::Admin => self.on_admin_listener_event(),
+                Owner::AdminExchange(slot) => self.on_admin_event(slot),
                 Owner::Probe(slot) => self.on_probe_event(slot),
                 Owner::Warm(slot) => {
                     if let Some(warm) = self.warm.as_mut() {
@@ -496,7 +523,14 @@ impl Reactor {
                 self.arm_timer(slot);
             }
             Outcome::Close(cause) => self.close_pair(slot, cause),
-            Outcome::Connect(target) => self.advance_connect(slot, Step::Greeted(target)),
+            Outcome::Connect(target) => {
+                if let Target::Routed(routed) = &target {
+                    if !self.route_by_hello(slot, routed) {
+                        return;
+                    }
+                }
+                self.advance_connect(slot, Step::Greeted(target))
+            }
             Outcome::Connected => self.advance_connect(slot, Step::Connected),
             Outcome::ConnectFailed(cause) => self.advance_connect(slot, Step::Failed(cause)),
         }
@@ -638,6 +672,7 @@ impl Reactor {
             self.cut_all();
         }
         self.upgrade_due();
+        self.expire_admin();
         self.expire_probes();
         self.start_probes();
         self.start_resolves();

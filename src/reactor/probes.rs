@@ -1,6 +1,24 @@
-//! Active health checks: every `health_interval`, one non-blocking connect per endpoint (address of
-//! an upstream) of a route, closed as soon as it resolves and counted as a success or failure in that
-//! endpoint's health.
+//! Active health checks: every `health_interval`, one non-blocking connect (TCP, or a Unix stream for
+//! a `unix:` upstream) per endpoint (address of an upstream) of a route, counted as a success or
+//! failure in that endpoint's health. A plain probe is done once the connect resolves. With
+//! `health_send` / `health_expect` (HAProxy's `tcp-check` in its simplest form) the probe goes on, a
+//! small state machine ([`Stage`]): connect, write the bytes, read until the answer starts with the
+//! expected prefix (`wire::tcp_check::Expect`: at most that many bytes are read, and the first byte
+//! that differs fails it at once), all within `health_timeout`. The socket is closed as soon as the
+//! verdict is in.
+//!
+//! | stage        | event                                  | next         |
+//! |--------------|----------------------------------------|--------------|
+//! | `Connecting` | connect failed                         | failure      |
+//! | `Connecting` | connected, `health_send` set           | `Sending`    |
+//! | `Connecting` | connected, only `health_expect` set    | `Expecting`  |
+//! | `Connecting` | connected, neither set                 | success      |
+//! | `Sending`    | all written, `health_expect` set       | `Expecting`  |
+//! | `Sending`    | all written, no `health_expect`        | success      |
+//! | `Sending`    | write error                            | failure      |
+//! | `Expecting`  | the prefix came                        | success      |
+//! | `Expecting`  | a byte differs, end of stream, error   | failure      |
+//! | any          | `health_timeout` passed                | failure      |
 //!
 //! The edge-triggered and lifecycle points:
 //! - The outcome is asked of the kernel ([`Socket::connect_result`]: `peer_addr`, then `take_error`), never
@@ -11,7 +29,11 @@
 //! - A probe names its route by slot and uid: a reload may replace the route while the probe is in flight.
 //! - Probe deadlines and each route's next round are inputs of the poll timeout; nothing else wakes the
 //!   loop for them.
+//! - Registered once for reading and writing, edge-triggered: each event runs the probe until the
+//!   socket says WouldBlock ([`Probe::advance`]), so bytes that came with the connect's edge, or while
+//!   it was still sending, are read without waiting for another edge.
 
+use std::io::{self, Read, Write};
 use std::time::Instant;
 
 use log::{debug, trace, warn};
@@ -22,12 +44,29 @@ use crate::config::UpstreamAddr;
 use crate::datapath::net::ConnectState;
 use crate::datapath::stream::{Conn, Socket};
 use crate::token::{self, MAX_PROBES};
+use crate::wire::tcp_check::{Expect, Verdict, MAX_BYTES};
 
-/// An active health check: a plain connect (TCP, or a Unix stream for a `unix:` upstream) to one
-/// upstream, closed as soon as it completes.
+/// Where a probe stands.
+#[derive(Debug)]
+enum Stage {
+    /// The connect is in flight.
+    Connecting,
+    /// Writing `health_send`; this much of it is written.
+    Sending { written: usize },
+    /// Reading the answer until the expected prefix, or a byte that differs, has come.
+    Expecting(Expect),
+}
+
+/// An active health check of one upstream: a connect (TCP, or a Unix stream for a `unix:` upstream),
+/// then the route's `health_send` / `health_expect` if it has them.
 #[derive(Debug)]
 pub(super) struct Probe {
     stream: Conn,
+    stage: Stage,
+    /// The route's `health_send` and `health_expect` when the probe started (a reload may replace the
+    /// route meanwhile).
+    send: Option<Vec<u8>>,
+    expect: Option<Vec<u8>>,
     /// Slot of the route; with `uid`, so that a slot reused by a reload is not mistaken for it.
     route: usize,
     uid: u64,
@@ -37,9 +76,89 @@ pub(super) struct Probe {
     pub(super) deadline: Instant,
 }
 
+impl Probe {
+    /// Runs the probe as far as its socket lets it: `None` while it waits for an event, else its
+    /// verdict (a failure says why).
+    fn advance(&mut self) -> Option<Result<(), String>> {
+        loop {
+            let next = match &mut self.stage {
+                Stage::Connecting => match self.stream.connect_result() {
+                    ConnectState::Pending => return None,
+                    ConnectState::Failed(err) => return Some(Err(format!("connect: {err}"))),
+                    ConnectState::Connected => match self.send {
+                        Some(_) => Stage::Sending { written: 0 },
+                        None => match self.expecting() {
+                            Some(stage) => stage,
+                            None => return Some(Ok(())),
+                        },
+                    },
+                },
+                Stage::Sending { written } => {
+                    let send = self.send.as_deref().unwrap_or_default();
+                    match self.stream.write(send.get(*written..).unwrap_or_default()) {
+                        Ok(0) if *written < send.len() => {
+                            return Some(Err(String::from("send: the socket took nothing")))
+                        }
+                        Ok(n) => {
+                            *written += n;
+                            if *written < send.len() {
+                                continue;
+                            }
+                            match self.expecting() {
+                                Some(stage) => stage,
+                                None => return Some(Ok(())),
+                            }
+                        }
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => return None,
+                        Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(err) => return Some(Err(format!("send: {err}"))),
+                    }
+                }
+                Stage::Expecting(expect) => {
+                    let mut buf = [0u8; MAX_BYTES];
+                    let room = expect.wanted().min(MAX_BYTES);
+                    match self.stream.read(&mut buf[..room]) {
+                        Ok(0) => return Some(Err(format!("closed: {expect}"))),
+                        Ok(n) => match expect.feed(&buf[..n]) {
+                            Verdict::Matched => return Some(Ok(())),
+                            Verdict::Mismatch => return Some(Err(expect.to_string())),
+                            Verdict::More => continue,
+                        },
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => return None,
+                        Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(err) => return Some(Err(format!("read: {err}: {expect}"))),
+                    }
+                }
+            };
+            self.set_stage(next);
+        }
+    }
+
+    /// The stage after the connect or the send: `Expecting` with `health_expect`; `None` without,
+    /// when the probe has succeeded.
+    fn expecting(&self) -> Option<Stage> {
+        let want = self.expect.clone()?;
+        Some(Stage::Expecting(Expect::new(want)))
+    }
+
+    fn set_stage(&mut self, next: Stage) {
+        trace!("probe {:?} => {:?}", self.stage, next);
+        self.stage = next;
+    }
+
+    /// What a probe past its deadline was still waiting for.
+    fn waiting_for(&self) -> String {
+        match &self.stage {
+            Stage::Connecting => String::from("no connect within health_timeout"),
+            Stage::Sending { .. } => String::from("could not send within health_timeout"),
+            Stage::Expecting(expect) => format!("no answer within health_timeout: {expect}"),
+        }
+    }
+}
+
 impl Reactor {
     /// Starts a probe round on every route whose `health_interval` has come round: one non-blocking
-    /// connect per live endpoint that has no probe in flight.
+    /// connect per live endpoint that has no probe in flight and that the admin API has not disabled.
     pub(super) fn start_probes(&mut self) {
         let now = self.now;
         let due: Vec<usize> = self
@@ -57,6 +176,7 @@ impl Reactor {
                 .upstreams
                 .live()
                 .filter(|(_, endpoint)| !endpoint.probing)
+                .filter(|(_, endpoint)| route.upstreams.setting(&endpoint.addr).state.probed())
                 .map(|(slot, endpoint)| (slot, endpoint.addr.clone()))
                 .collect();
             for (slot, addr) in idle {
@@ -90,6 +210,9 @@ impl Reactor {
                 }
                 entry.insert(Probe {
                     stream,
+                    stage: Stage::Connecting,
+                    send: route.config.health_send.clone(),
+                    expect: route.config.health_expect.clone(),
                     route: key,
                     uid: route.uid,
                     endpoint: slot,
@@ -99,23 +222,19 @@ impl Reactor {
         }
     }
 
-    /// A probe's socket had an event: done if the connect resolved either way. Probe slots are freed
-    /// during the batch but only reused after it (probes start in [`Self::fire_timers`]), and a closed
-    /// socket gets no further events, so a probe token is never stale.
+    /// A probe's socket had an event: the probe goes as far as it can, and is done once it has a
+    /// verdict. Probe slots are freed during the batch but only reused after it (probes start in
+    /// [`Self::fire_timers`]), and a closed socket gets no further events, so a probe token is never
+    /// stale.
     pub(super) fn on_probe_event(&mut self, slot: usize) {
-        let Some(probe) = self.probes.get(slot) else {
+        let Some(probe) = self.probes.get_mut(slot) else {
             return;
         };
-        let ok = match probe.stream.connect_result() {
-            ConnectState::Pending => return,
-            ConnectState::Connected => true,
-            ConnectState::Failed(err) => {
-                trace!("probe slot={slot} failed: {err}");
-                false
-            }
+        let Some(verdict) = probe.advance() else {
+            return;
         };
         let probe = self.probes.remove(slot);
-        self.probe_done(probe, ok);
+        self.probe_done(probe, verdict);
     }
 
     /// Probes past their `health_timeout` count as failures.
@@ -129,12 +248,14 @@ impl Reactor {
             .collect();
         for slot in expired {
             let probe = self.probes.remove(slot);
-            self.probe_done(probe, false);
+            let why = probe.waiting_for();
+            self.probe_done(probe, Err(why));
         }
     }
 
-    /// Reports a finished probe to its endpoint's health; dropping the probe closes its socket.
-    fn probe_done(&mut self, probe: Probe, ok: bool) {
+    /// Reports a finished probe to its endpoint's health (a failure, with why, at debug level); dropping
+    /// the probe closes its socket.
+    fn probe_done(&mut self, probe: Probe, verdict: Result<(), String>) {
         let now = self.now;
         let Some(route) = self
             .routes
@@ -143,15 +264,23 @@ impl Reactor {
         else {
             return; // the route was replaced or removed meanwhile
         };
-        trace!(
-            "probe route={} upstream={} ok={ok}",
-            route.config.name,
-            route.endpoint_label(probe.endpoint)
-        );
-        if ok {
-            route.connect_succeeded(probe.endpoint, now);
-        } else {
-            route.connect_failed(probe.endpoint, now);
+        match verdict {
+            Ok(()) => {
+                trace!(
+                    "probe route={} upstream={} ok",
+                    route.config.name,
+                    route.endpoint_label(probe.endpoint)
+                );
+                route.connect_succeeded(probe.endpoint, now);
+            }
+            Err(why) => {
+                debug!(
+                    "probe route={} upstream={} failed: {why}",
+                    route.config.name,
+                    route.endpoint_label(probe.endpoint)
+                );
+                route.connect_failed(probe.endpoint, now);
+            }
         }
         // Last: a retired endpoint's slot may be freed once its probe is done.
         route.upstreams.probe_finished(probe.endpoint);

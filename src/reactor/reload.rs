@@ -195,6 +195,9 @@ impl Reactor {
                         log!(self.process_level(), "{line}");
                     }
                 }
+                if let Some(line) = fresh.describe_shared() {
+                    info!("{line}");
+                }
             }
         }
         // Listeners no route asked for: closing them refuses new clients there (a Unix one removes its file).
@@ -214,6 +217,7 @@ impl Reactor {
             self.remove_if_drained(key);
         }
         self.adopt_globals(new);
+        self.assign_sni();
         self.reload_epoch += 1;
         self.count_reload(true);
         if let Some(config) = handoff {
@@ -288,11 +292,14 @@ impl Reactor {
         }
     }
 
-    /// Pairs each new route with the running route it continues, if any.
+    /// Pairs each new route with the running route it continues, if any. A route whose settings are
+    /// the same but which is to hold other sockets (an SNI route that now comes first on a shared
+    /// address, or no longer does) is replaced too, so that its listeners are handed over.
     fn match_routes(&self, new: &[RouteConfig]) -> Vec<Match> {
         let mut used = HashSet::new();
         new.iter()
-            .map(|config| {
+            .enumerate()
+            .map(|(index, config)| {
                 let found = self
                     .routes
                     .iter()
@@ -301,7 +308,10 @@ impl Reactor {
                 match found {
                     Some((key, route)) => {
                         used.insert(key);
-                        if route::same_settings(&route.config, config) {
+                        let holds: Vec<SocketAddr> =
+                            route.listeners.iter().map(|l| l.requested).collect();
+                        let same_sockets = holds == crate::config::bound_addresses(new, index);
+                        if route::same_settings(&route.config, config) && same_sockets {
                             Match::Kept(key)
                         } else {
                             Match::Changed(key)
@@ -341,7 +351,7 @@ impl Reactor {
             .collect();
         let mut handed = handed.into_iter();
         let mut all = Vec::with_capacity(routes.len());
-        for (route, found) in routes.iter().zip(matches) {
+        for (route_index, (route, found)) in routes.iter().zip(matches).enumerate() {
             let mut handed = handed.next().unwrap_or_default();
             let mut sources = Vec::new();
             if !matches!(found, Match::Kept(_)) {
@@ -349,7 +359,9 @@ impl Reactor {
                     Match::Changed(key) => Some(*key),
                     _ => None,
                 };
-                for (index, addr) in route.listen.iter().enumerate() {
+                // Routes sharing an address (SNI routing) share its socket: the first one holds it.
+                let bound = crate::config::bound_addresses(routes, route_index);
+                for (index, addr) in bound.iter().enumerate() {
                     let reusable = |(key, _, requested, local): &Spare| {
                         (requested == addr && (addr.port() != 0 || continues == Some(*key)))
                             || (addr.port() != 0 && local == addr)
@@ -474,16 +486,20 @@ impl Reactor {
         }
     }
 
-    /// The settings that are not per route: `shutdown_timeout` applies at once; the metrics endpoint and
-    /// the stats line are set up at start only. The file leaving them out is not a change: the running
-    /// values may come from the command line (`--metrics`, `--stats-interval`), which a reload keeps.
+    /// The settings that are not per route: `shutdown_timeout` applies at once; the metrics endpoint,
+    /// the admin API, the stats line and the access log are set up at start only. The file leaving them
+    /// out is not a change: the running values may come from the command line (`--metrics`,
+    /// `--stats-interval`, `--access-log`), which a reload keeps.
     fn adopt_globals(&mut self, new: Config) {
         let metrics_changed = new.metrics.is_some_and(|m| Some(m) != self.config.metrics);
         let stats_changed = new
             .stats_interval
             .is_some_and(|d| Some(d) != self.config.stats_interval);
-        if metrics_changed || stats_changed {
-            warn!("reload: changes to metrics and stats_interval take effect at the next restart");
+        let admin_changed = new.admin.is_some() && new.admin != self.config.admin;
+        let log_changed =
+            new.access_log.destination.is_some() && new.access_log != self.config.access_log;
+        if metrics_changed || stats_changed || admin_changed || log_changed {
+            warn!("reload: changes to metrics, admin, stats_interval and access_log take effect at the next restart");
         }
         self.config.shutdown_timeout = new.shutdown_timeout;
         self.config.routes = new.routes;

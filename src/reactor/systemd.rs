@@ -90,9 +90,14 @@ pub fn activated_listeners(
     passed: Vec<Passed>,
     routes: &[RouteConfig],
 ) -> Result<Vec<Vec<Listener>>, String> {
+    // Routes sharing an address (SNI routing) share its socket: the first one holds it.
+    let bound: Vec<Vec<SocketAddr>> = (0..routes.len())
+        .map(|index| crate::config::bound_addresses(routes, index))
+        .collect();
     let shapes: Vec<(&str, &[SocketAddr])> = routes
         .iter()
-        .map(|route| (route.name.as_str(), route.listen.as_slice()))
+        .zip(&bound)
+        .map(|(route, bound)| (route.name.as_str(), bound.as_slice()))
         .collect();
     let found: Vec<(&str, SocketAddr)> =
         passed.iter().map(|p| (p.name.as_str(), p.local)).collect();
@@ -113,9 +118,9 @@ pub fn activated_listeners(
     routes
         .iter()
         .zip(plan)
-        .map(|(route, slots)| {
-            route
-                .listen
+        .zip(&bound)
+        .map(|((route, slots), bound)| {
+            bound
                 .iter()
                 .zip(slots)
                 .map(|(addr, slot)| match slot.and_then(|at| passed[at].take()) {

@@ -34,6 +34,7 @@ use mio::Waker;
 use crate::config::dns::{self, destination_addresses};
 use crate::config::file::{self, Defaults, FileError};
 use crate::config::{upstream_addr, Config, UpstreamAddresses};
+use crate::observe::admin::{Part, Request};
 
 /// Threads resolving CONNECT destinations, so that one slow name does not hold up the others.
 const LOOKUP_THREADS: usize = 4;
@@ -112,6 +113,23 @@ pub(super) enum Answer {
     /// new descriptors of the listeners of every route the first reactor built; `None` where one
     /// could not be made). Sent through an [`Inbox`], not by the worker.
     Follow(Box<(Config, Vec<Vec<Option<TcpListener>>>)>),
+    /// `--admin` with `--threads`: an admin request reactor 0 puts to this reactor, whose part of the
+    /// answer goes back through the ask's `reply` (`reactor::admin`).
+    Ask(Box<Ask>),
+    /// Another reactor's part of the answer to ask `ticket`.
+    Part {
+        ticket: u64,
+        part: Box<Part>,
+    },
+}
+
+/// An admin request put to another reactor.
+#[derive(Debug)]
+pub(super) struct Ask {
+    pub(super) ticket: u64,
+    pub(super) request: Arc<Request>,
+    /// The asking reactor's inbox.
+    pub(super) reply: Inbox,
 }
 
 /// The worker's channel ends (the resolver thread's jobs, the lookup threads' queue, the answers), as the
@@ -128,8 +146,9 @@ pub(super) struct Worker {
     waker: Arc<Waker>,
 }
 
-/// Another thread's way to hand this reactor an [`Answer::Follow`] directly.
-#[derive(Debug)]
+/// Another thread's way to hand this reactor an [`Answer::Follow`] directly, or an admin [`Ask`] or
+/// [`Part`].
+#[derive(Debug, Clone)]
 pub struct Inbox {
     answers: Sender<Answer>,
     waker: Arc<Waker>,
@@ -138,11 +157,24 @@ pub struct Inbox {
 impl Inbox {
     /// Delivers an applied configuration and wakes the reactor; `false` if the reactor is gone.
     pub(super) fn follow(&self, config: Config, listeners: Vec<Vec<Option<TcpListener>>>) -> bool {
-        if self
-            .answers
-            .send(Answer::Follow(Box::new((config, listeners))))
-            .is_err()
-        {
+        self.deliver(Answer::Follow(Box::new((config, listeners))))
+    }
+
+    /// Delivers an admin request; `false` if the reactor is gone.
+    pub(super) fn ask(&self, ask: Ask) -> bool {
+        self.deliver(Answer::Ask(Box::new(ask)))
+    }
+
+    /// Delivers a reactor's part of an admin answer; `false` if the asking reactor is gone.
+    pub(super) fn answer(&self, ticket: u64, part: Part) -> bool {
+        self.deliver(Answer::Part {
+            ticket,
+            part: Box::new(part),
+        })
+    }
+
+    fn deliver(&self, answer: Answer) -> bool {
+        if self.answers.send(answer).is_err() {
             return false;
         }
         if let Err(err) = self.waker.wake() {

@@ -1,5 +1,5 @@
-//! Answering a CONNECT client with an error status (the bytes are [`Status::response`]'s), the socket
-//! part: write the status, `shutdown(Write)`, then discard what the client still sends until its FIN,
+//! Answering a CONNECT client with an error status (the bytes are [`Status::response`]'s), or an SNI
+//! client whose hello names no route with the TLS `unrecognized_name` alert, the socket part: write the status, `shutdown(Write)`, then discard what the client still sends until its FIN,
 //! and close after [`REFUSAL_LINGER`] whatever the client does. Closing a socket with unread bytes would
 //! send an RST that can destroy the status before the client reads it.
 
@@ -7,6 +7,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::datapath::stream::Socket;
+#[cfg(doc)]
 use crate::wire::connect_request::Status;
 use crate::wire::proxy_protocol::Reason;
 
@@ -41,9 +42,11 @@ pub(super) enum Progress {
 }
 
 impl Refusal {
-    pub(super) fn new(status: Status, now: Instant, rejected: Option<Reason>) -> Refusal {
+    /// A refusal writing `response`: a CONNECT client's [`Status::response`], or the TLS alert an SNI
+    /// client with no route gets.
+    pub(super) fn new(response: &'static [u8], now: Instant, rejected: Option<Reason>) -> Refusal {
         Refusal {
-            response: status.response(),
+            response,
             written: 0,
             shut: false,
             until: now + REFUSAL_LINGER,

@@ -1,20 +1,29 @@
 //! Health of one upstream, from passive evidence (the outcome of real connects) and active probes.
-//! Pure: the reactor reports each success or failure with the time, and asks whether the upstream may be
-//! picked.
+//! Pure: the reactor reports each success or failure with the time and the route's [`Policy`] (`fall`,
+//! `rise`, whether probes run), and asks whether the upstream may be picked.
 //!
-//! | state       | event                                  | next        | effect                                  |
-//! |-------------|----------------------------------------|-------------|-----------------------------------------|
-//! | `Up`        | connect or probe succeeded             | `Up`        | failure count reset                     |
-//! | `Up`        | failure, count < `fall`                | `Up`        | count + 1                               |
-//! | `Up`        | failure, count reaches `fall`          | `Down`      | backoff 1s; logged "down"               |
-//! | `Down`      | backoff ran out                        | `Probation` | eligible again                          |
-//! | `Down`      | success (a probe, or a connect begun earlier) | `Up` | backoff reset; logged "up"              |
-//! | `Down`      | failure (connects begun earlier, fail-open tries) | `Down` | nothing: the backoff already runs |
-//! | `Probation` | success                                | `Up`        | backoff reset; logged "up"              |
-//! | `Probation` | failure                                | `Down`      | backoff doubled, capped at 30s          |
+//! | state       | event                                           | next        | effect                                   |
+//! |-------------|-------------------------------------------------|-------------|------------------------------------------|
+//! | `Up`        | connect or probe succeeded                      | `Up`        | failure count reset                      |
+//! | `Up`        | failure, count < `fall`                         | `Up`        | count + 1                                |
+//! | `Up`        | failure, count reaches `fall`                   | `Down`      | backoff 1s; logged "down"                |
+//! | `Down`      | backoff ran out, no probes                      | `Probation` | eligible again                           |
+//! | `Down`      | backoff ran out, probes run                     | `Down`      | nothing: only probes bring it back       |
+//! | `Down`      | success (a probe, a connect begun earlier), count < `rise` | `Down` | count + 1                  |
+//! | `Down`      | success, count reaches `rise`                   | `Up`        | backoff reset; logged "up"               |
+//! | `Down`      | failure (a probe, connects begun earlier, fail-open tries) | `Down` | success count reset; the backoff runs on |
+//! | `Probation` | success, count < `rise`                         | `Probation` | count + 1 (still eligible)               |
+//! | `Probation` | success, count reaches `rise`                   | `Up`        | backoff reset; logged "up"               |
+//! | `Probation` | failure                                         | `Down`      | backoff doubled, capped at 30s; success count reset |
+//!
+//! `rise` counts consecutive successes, so any failure while down starts the count again. With probes
+//! (`health_interval`), a down upstream gets no client to find out (no `Probation`): it is picked again
+//! only after `rise` probes in a row succeeded, as HAProxy's `rise` does; it is still tried when every
+//! upstream of the route is down (fail open), and those tries count. Without probes, the backoff's end
+//! is the only way back: clients are the probes, `rise` of them must connect in a row.
 //!
 //! `Down` and `Probation` both read as "down" in logs and metrics: probation only means the balancer may
-//! send one more client to find out.
+//! send clients to find out.
 
 use std::time::{Duration, Instant};
 
@@ -25,15 +34,27 @@ const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest backoff: a dead upstream is still retried this often.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// What a route makes of the evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Policy {
+    /// Consecutive failures that take an upstream down.
+    pub(crate) fall: u32,
+    /// Consecutive successes that bring it back up.
+    pub(crate) rise: u32,
+    /// Active probes run (`health_interval`): they alone bring a down upstream back.
+    pub(crate) probed: bool,
+}
+
 /// Where an upstream stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Up,
-    /// Not picked (unless every upstream is down) until `until`.
+    /// Not picked (unless every upstream is down) until `until`, or, with probes, until `rise` of them
+    /// succeeded.
     Down {
         until: Instant,
     },
-    /// The backoff ran out: the next outcome decides.
+    /// The backoff ran out (no probes): the next outcomes decide.
     Probation,
 }
 
@@ -52,6 +73,8 @@ pub(crate) struct Health {
     state: State,
     /// Consecutive failures while `Up`.
     failures: u32,
+    /// Consecutive successes while `Down` or in `Probation`.
+    successes: u32,
     /// The backoff the current (or next) `Down` period lasts.
     backoff: Duration,
 }
@@ -61,16 +84,17 @@ impl Default for Health {
         Health {
             state: State::Up,
             failures: 0,
+            successes: 0,
             backoff: INITIAL_BACKOFF,
         }
     }
 }
 
 impl Health {
-    /// The state at `now` (a `Down` whose backoff has run out is in `Probation`).
-    fn state(&mut self, now: Instant, name: &str) -> State {
+    /// The state at `now` (without probes, a `Down` whose backoff has run out is in `Probation`).
+    fn state(&mut self, now: Instant, probed: bool, name: &str) -> State {
         if let State::Down { until } = self.state {
-            if until <= now {
+            if until <= now && !probed {
                 self.set_state(State::Probation, name);
             }
         }
@@ -82,17 +106,32 @@ impl Health {
         self.state == State::Up
     }
 
-    /// Whether the balancer may pick it without failing open.
-    pub(super) fn eligible(&mut self, now: Instant, name: &str) -> bool {
-        !matches!(self.state(now, name), State::Down { .. })
+    /// Consecutive failures counted while up.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
     }
 
-    /// A connect or probe to it completed.
-    pub(super) fn on_success(&mut self, now: Instant, name: &str) -> Option<Change> {
+    /// Whether the balancer may pick it without failing open.
+    pub(super) fn eligible(&mut self, now: Instant, probed: bool, name: &str) -> bool {
+        !matches!(self.state(now, probed, name), State::Down { .. })
+    }
+
+    /// A connect or probe to it completed; `rise` in a row bring it back up.
+    pub(super) fn on_success(
+        &mut self,
+        now: Instant,
+        policy: Policy,
+        name: &str,
+    ) -> Option<Change> {
         self.failures = 0;
-        match self.state(now, name) {
+        match self.state(now, policy.probed, name) {
             State::Up => None,
             State::Down { .. } | State::Probation => {
+                self.successes += 1;
+                if self.successes < policy.rise {
+                    return None;
+                }
+                self.successes = 0;
                 self.backoff = INITIAL_BACKOFF;
                 self.set_state(State::Up, name);
                 Some(Change::CameUp)
@@ -101,14 +140,20 @@ impl Health {
     }
 
     /// A connect or probe to it was refused, timed out or failed; `fall` failures in a row take it down.
-    pub(super) fn on_failure(&mut self, now: Instant, fall: u32, name: &str) -> Option<Change> {
-        match self.state(now, name) {
+    pub(super) fn on_failure(
+        &mut self,
+        now: Instant,
+        policy: Policy,
+        name: &str,
+    ) -> Option<Change> {
+        match self.state(now, policy.probed, name) {
             State::Up => {
                 self.failures += 1;
-                if self.failures < fall {
+                if self.failures < policy.fall {
                     return None;
                 }
                 self.failures = 0;
+                self.successes = 0;
                 self.backoff = INITIAL_BACKOFF;
                 self.set_state(
                     State::Down {
@@ -120,8 +165,12 @@ impl Health {
                     backoff: self.backoff,
                 })
             }
-            State::Down { .. } => None,
+            State::Down { .. } => {
+                self.successes = 0;
+                None
+            }
             State::Probation => {
+                self.successes = 0;
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                 self.set_state(
                     State::Down {
@@ -146,13 +195,30 @@ mod tests {
 
     const NAME: &str = "test:1";
 
-    fn down_after(fall: u32, now: Instant) -> Health {
+    /// `fall` and `rise`, passive (no probes).
+    fn passive(fall: u32, rise: u32) -> Policy {
+        Policy {
+            fall,
+            rise,
+            probed: false,
+        }
+    }
+
+    fn probed(fall: u32, rise: u32) -> Policy {
+        Policy {
+            fall,
+            rise,
+            probed: true,
+        }
+    }
+
+    fn down_after(policy: Policy, now: Instant) -> Health {
         let mut health = Health::default();
-        for _ in 1..fall {
-            assert_eq!(health.on_failure(now, fall, NAME), None);
+        for _ in 1..policy.fall {
+            assert_eq!(health.on_failure(now, policy, NAME), None);
         }
         assert_eq!(
-            health.on_failure(now, fall, NAME),
+            health.on_failure(now, policy, NAME),
             Some(Change::WentDown {
                 backoff: INITIAL_BACKOFF
             })
@@ -161,90 +227,161 @@ mod tests {
     }
 
     #[test]
-    fn test_up_failures_below_fall_stay_up() {
+    fn test_up_success_stays_up_and_resets_failures() {
         let now = Instant::now();
+        let policy = passive(3, 2);
         let mut health = Health::default();
-        assert_eq!(health.on_failure(now, 3, NAME), None);
-        assert_eq!(health.on_failure(now, 3, NAME), None);
+        assert_eq!(health.on_failure(now, policy, NAME), None);
+        assert_eq!(health.on_failure(now, policy, NAME), None);
         assert!(health.is_up());
         // A success in between resets the count.
-        assert_eq!(health.on_success(now, NAME), None);
-        assert_eq!(health.on_failure(now, 3, NAME), None);
-        assert_eq!(health.on_failure(now, 3, NAME), None);
+        assert_eq!(health.on_success(now, policy, NAME), None);
+        assert_eq!(health.on_failure(now, policy, NAME), None);
+        assert_eq!(health.on_failure(now, policy, NAME), None);
         assert!(health.is_up());
     }
 
     #[test]
-    fn test_up_fall_failures_go_down() {
+    fn test_up_failure_reaching_fall_goes_down() {
         let now = Instant::now();
-        let mut health = down_after(3, now);
+        let mut health = down_after(passive(3, 2), now);
         assert!(!health.is_up());
-        assert!(!health.eligible(now, NAME));
+        assert!(!health.eligible(now, false, NAME));
     }
 
     #[test]
-    fn test_down_backoff_expiry_gives_probation() {
+    fn test_down_backoff_out_without_probes_gives_probation() {
         let now = Instant::now();
-        let mut health = down_after(1, now);
-        assert_eq!(health.state(now + INITIAL_BACKOFF, NAME), State::Probation);
-        assert!(health.eligible(now + INITIAL_BACKOFF, NAME));
-        assert!(!health.is_up());
-    }
-
-    #[test]
-    fn test_probation_success_comes_up() {
-        let now = Instant::now();
-        let mut health = down_after(1, now);
+        let mut health = down_after(passive(1, 2), now);
         let later = now + INITIAL_BACKOFF;
-        assert_eq!(health.on_success(later, NAME), Some(Change::CameUp));
+        assert_eq!(health.state(later, false, NAME), State::Probation);
+        assert!(health.eligible(later, false, NAME));
+        assert!(!health.is_up());
+    }
+
+    #[test]
+    fn test_down_backoff_out_with_probes_stays_down() {
+        let now = Instant::now();
+        let mut health = down_after(probed(1, 2), now);
+        let much_later = now + MAX_BACKOFF * 2;
+        assert!(matches!(
+            health.state(much_later, true, NAME),
+            State::Down { .. }
+        ));
+        assert!(!health.eligible(much_later, true, NAME));
+    }
+
+    #[test]
+    fn test_down_success_below_rise_stays_down() {
+        let now = Instant::now();
+        let policy = probed(1, 3);
+        let mut health = down_after(policy, now);
+        assert_eq!(health.on_success(now, policy, NAME), None);
+        assert_eq!(health.on_success(now, policy, NAME), None);
+        assert!(!health.eligible(now, true, NAME));
+        assert!(!health.is_up());
+    }
+
+    #[test]
+    fn test_down_success_reaching_rise_comes_up() {
+        let now = Instant::now();
+        let policy = probed(2, 2);
+        let mut health = down_after(policy, now);
+        assert_eq!(health.on_success(now, policy, NAME), None);
+        assert_eq!(health.on_success(now, policy, NAME), Some(Change::CameUp));
+        assert!(health.is_up());
+        assert!(health.eligible(now, true, NAME));
+        // rise 1: one success is enough (the behaviour before `rise` existed).
+        let mut health = down_after(passive(1, 1), now);
+        assert_eq!(
+            health.on_success(now, passive(1, 1), NAME),
+            Some(Change::CameUp)
+        );
+    }
+
+    #[test]
+    fn test_down_failure_restarts_the_rise_count() {
+        let now = Instant::now();
+        let policy = probed(1, 2);
+        let mut health = down_after(policy, now);
+        assert_eq!(health.on_success(now, policy, NAME), None);
+        assert_eq!(health.on_failure(now, policy, NAME), None);
+        assert_eq!(
+            health.on_success(now, policy, NAME),
+            None,
+            "count restarted"
+        );
+        assert_eq!(health.on_success(now, policy, NAME), Some(Change::CameUp));
+    }
+
+    #[test]
+    fn test_down_failure_does_not_extend_backoff() {
+        let now = Instant::now();
+        let policy = passive(1, 2);
+        let mut health = down_after(policy, now);
+        assert_eq!(
+            health.on_failure(now + Duration::from_millis(500), policy, NAME),
+            None
+        );
+        assert_eq!(
+            health.state(now + INITIAL_BACKOFF, false, NAME),
+            State::Probation
+        );
+    }
+
+    #[test]
+    fn test_probation_success_below_rise_stays_in_probation() {
+        let now = Instant::now();
+        let policy = passive(1, 3);
+        let mut health = down_after(policy, now);
+        let later = now + INITIAL_BACKOFF;
+        assert_eq!(health.on_success(later, policy, NAME), None);
+        assert_eq!(health.on_success(later, policy, NAME), None);
+        assert_eq!(health.state(later, false, NAME), State::Probation);
+        assert!(health.eligible(later, false, NAME));
+    }
+
+    #[test]
+    fn test_probation_success_reaching_rise_comes_up() {
+        let now = Instant::now();
+        let policy = passive(1, 2);
+        let mut health = down_after(policy, now);
+        let later = now + INITIAL_BACKOFF;
+        assert_eq!(health.on_success(later, policy, NAME), None);
+        assert_eq!(health.on_success(later, policy, NAME), Some(Change::CameUp));
         assert!(health.is_up());
     }
 
     #[test]
     fn test_probation_failure_doubles_backoff_up_to_the_cap() {
+        let policy = passive(1, 2);
         let mut now = Instant::now();
-        let mut health = down_after(1, now);
+        let mut health = down_after(policy, now);
         let mut expected = INITIAL_BACKOFF;
         for _ in 0..8 {
             now += expected;
-            assert_eq!(health.state(now, NAME), State::Probation);
-            assert_eq!(health.on_failure(now, 1, NAME), None);
+            assert_eq!(health.state(now, false, NAME), State::Probation);
+            // One success, then a failure: the count starts over at the next probation.
+            assert_eq!(health.on_success(now, policy, NAME), None);
+            assert_eq!(health.on_failure(now, policy, NAME), None);
             expected = (expected * 2).min(MAX_BACKOFF);
             assert_eq!(
-                health.state(now, NAME),
+                health.state(now, false, NAME),
                 State::Down {
                     until: now + expected
                 }
             );
         }
         assert_eq!(expected, MAX_BACKOFF);
-        // A success resets the backoff: the next fall starts over at 1s.
+        // `rise` successes reset the backoff: the next fall starts over at 1s.
         now += expected;
-        assert_eq!(health.on_success(now, NAME), Some(Change::CameUp));
+        assert_eq!(health.on_success(now, policy, NAME), None);
+        assert_eq!(health.on_success(now, policy, NAME), Some(Change::CameUp));
         assert_eq!(
-            health.on_failure(now, 1, NAME),
+            health.on_failure(now, policy, NAME),
             Some(Change::WentDown {
                 backoff: INITIAL_BACKOFF
             })
         );
-    }
-
-    #[test]
-    fn test_down_failure_does_not_extend_backoff() {
-        let now = Instant::now();
-        let mut health = down_after(1, now);
-        assert_eq!(
-            health.on_failure(now + Duration::from_millis(500), 1, NAME),
-            None
-        );
-        assert_eq!(health.state(now + INITIAL_BACKOFF, NAME), State::Probation);
-    }
-
-    #[test]
-    fn test_down_success_comes_up_at_once() {
-        let now = Instant::now();
-        let mut health = down_after(2, now);
-        assert_eq!(health.on_success(now, NAME), Some(Change::CameUp));
-        assert!(health.eligible(now, NAME));
     }
 }

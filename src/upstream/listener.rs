@@ -3,6 +3,7 @@
 //! `ready` bit the accept phase drains to WouldBlock.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use mio::net::TcpListener;
 
@@ -10,6 +11,7 @@ use crate::config::unix::UnixAddr;
 use crate::config::RouteConfig;
 use crate::datapath::net;
 use crate::datapath::unix::{self, SocketFile};
+use crate::wire::greeting::Rules;
 
 /// A bound listening socket.
 #[derive(Debug)]
@@ -21,6 +23,9 @@ pub struct Listener {
     pub(crate) local: SocketAddr,
     /// An edge arrived that no accept has drained to WouldBlock yet.
     pub(crate) ready: bool,
+    /// What its clients send first when that is not its route's: a ClientHello, on a listener of SNI
+    /// routing (`upstream::route::sni_rules`; set by the reactor from the configuration in force).
+    pub(crate) greeting: Option<Arc<Rules>>,
 }
 
 impl Listener {
@@ -42,6 +47,7 @@ impl Listener {
             requested,
             local,
             ready: false,
+            greeting: None,
         })
     }
 

@@ -1,5 +1,6 @@
 //! Where a client's bytes go: a route and its upstreams.
 //!
+//! - [`admin`]: what the admin API set on upstream addresses: drained, disabled, a weight. Pure.
 //! - [`balance`]: picking an upstream (round-robin, least-conn, random-two, source-hash). Pure.
 //! - [`health`]: one upstream's up/down state machine with backoff. Pure.
 //! - [`endpoint`]: a route's upstreams and their endpoints (one per address of a name): health, load,
@@ -8,6 +9,7 @@
 //! - [`route`]: one route's listeners, upstreams, balancer, buffer pool and settings.
 //! - [`prewarm`]: the `--prewarm` pool of never-used upstream connections.
 
+pub(crate) mod admin;
 pub(crate) mod balance;
 pub(crate) mod clients;
 pub(crate) mod endpoint;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::config::settings;
+use crate::config::{self, settings};
 use crate::config::{Mode, RouteConfig, UpstreamAddr, UpstreamAddresses};
 use crate::datapath::budget::FdBudget;
 use crate::datapath::net::StreamOptions;
@@ -32,7 +32,8 @@ use crate::upstream::clients::SharedClients;
 use crate::upstream::endpoint::{Change, Endpoint, Tried, Upstreams, HOLD};
 use crate::upstream::health;
 use crate::way::Way;
-use crate::wire::greeting::{ConnectRules, Rules};
+use crate::wire::greeting::{Choice, ConnectRules, Rules, SniRules};
+use crate::wire::sni;
 
 pub use crate::upstream::listener::Listener;
 pub(crate) use crate::upstream::listener::UnixListening;
@@ -60,8 +61,54 @@ fn greeting_rules(config: &RouteConfig) -> Option<Arc<Rules>> {
             accept_proxy: config.accept_proxy,
             carry_tlvs: config.send_proxy_tlvs,
             connect,
+            sni: None,
         })
     })
+}
+
+/// What the route's settings make of its upstreams' health evidence.
+fn health_policy(config: &RouteConfig) -> health::Policy {
+    health::Policy {
+        fall: config.fall,
+        rise: config.rise,
+        probed: config.health_interval.is_some(),
+    }
+}
+
+/// The greeting of route `index`'s listener for `addr` when it serves SNI routing (`None`: a plain
+/// listener): the PROXY header if the routes take one (they agree: the file's checks), then the
+/// ClientHello, whose server name chooses among the routes of [`config::sni_group`], in file order.
+pub(crate) fn sni_rules(
+    routes: &[RouteConfig],
+    index: usize,
+    addr: SocketAddr,
+) -> Option<Arc<Rules>> {
+    let group = config::sni_group(routes, index, addr);
+    if group.is_empty() {
+        return None;
+    }
+    let holder = routes.get(index)?;
+    let members = || group.iter().filter_map(|&at| routes.get(at));
+    let rules = members()
+        .enumerate()
+        .map(|(at, route)| (at, route.name.as_str(), &route.sni));
+    // The file's checks refused a conflict; a table that fails here serves no hello (a plain listener).
+    let table = sni::Table::build(rules).ok()?;
+    let choices = members()
+        .map(|route| Choice {
+            route: route.name.clone(),
+            send_proxy: route.send_proxy,
+        })
+        .collect();
+    Some(Arc::new(Rules {
+        accept_proxy: holder.accept_proxy,
+        carry_tlvs: holder.send_proxy_tlvs,
+        connect: None,
+        sni: Some(SniRules {
+            table,
+            routes: choices,
+        }),
+    }))
 }
 
 /// Floor of the per-wakeup byte budget of one pair.
@@ -375,7 +422,7 @@ impl Route {
             all_down_warning,
             ..
         } = self;
-        let candidates = upstreams.candidates(tried, now);
+        let candidates = upstreams.candidates(tried, now, config.health_interval.is_some());
         let pick = balancer.pick(&candidates, client)?;
         if pick.fail_open {
             if let Some(suppressed) = all_down_warning.allow(now) {
@@ -393,7 +440,9 @@ impl Route {
         let Some(endpoint) = self.upstreams.get_mut(slot) else {
             return;
         };
-        if endpoint.health.on_success(now, &endpoint.label) == Some(health::Change::CameUp) {
+        let policy = health_policy(&self.config);
+        if endpoint.health.on_success(now, policy, &endpoint.label) == Some(health::Change::CameUp)
+        {
             info!(
                 "upstream {} of route {} is up",
                 endpoint.label, self.config.name
@@ -409,7 +458,7 @@ impl Route {
         endpoint.connect_failures += 1;
         let change = endpoint
             .health
-            .on_failure(now, self.config.fall, &endpoint.label);
+            .on_failure(now, health_policy(&self.config), &endpoint.label);
         if let Some(health::Change::WentDown { backoff }) = change {
             warn!(
                 "upstream {} of route {} is down after {} failed connects; retrying in {}ms",
@@ -446,7 +495,38 @@ impl Route {
                 self.unix_listeners.get(unix)?.addr.to_string()
             }
         };
-        let config = &self.config;
+        Some(format!(
+            "listening on {} route={} upstreams={}{}",
+            local,
+            self.config.name,
+            self.upstreams_text(),
+            settings::start_line(&self.config),
+        ))
+    }
+
+    /// The start line of the addresses this route serves through a socket an earlier route of the
+    /// file holds (SNI routing): `sharing ADDR... route=...`, or `None` when it holds all of its own.
+    pub(crate) fn describe_shared(&self) -> Option<String> {
+        let shared: Vec<String> = self
+            .config
+            .listen
+            .iter()
+            .filter(|addr| !self.listeners.iter().any(|l| l.requested == **addr))
+            .map(ToString::to_string)
+            .collect();
+        (!shared.is_empty() && !self.draining && self.config.sni.is_set()).then(|| {
+            format!(
+                "sharing {} route={} upstreams={}{}",
+                shared.join(","),
+                self.config.name,
+                self.upstreams_text(),
+                settings::start_line(&self.config),
+            )
+        })
+    }
+
+    /// The upstreams as a start line gives them: names, their addresses when they differ, weights.
+    fn upstreams_text(&self) -> String {
         let upstreams: Vec<String> = self
             .upstreams
             .list()
@@ -470,13 +550,7 @@ impl Route {
                 text
             })
             .collect();
-        Some(format!(
-            "listening on {} route={} upstreams={}{}",
-            local,
-            config.name,
-            upstreams.join(","),
-            settings::start_line(config),
-        ))
+        upstreams.join(",")
     }
 
     /// One metrics row per live endpoint, labelled as in the logs (`name (address)` for a host name),
@@ -578,6 +652,9 @@ pub(crate) mod tests {
             health_interval: None,
             health_timeout: Duration::from_secs(1),
             fall: 3,
+            rise: 2,
+            health_send: None,
+            health_expect: None,
             resolve_interval: None,
             nodelay: true,
             keepalive: None,
@@ -599,6 +676,27 @@ pub(crate) mod tests {
             queue_timeout: None,
             sni: Default::default(),
         }
+    }
+
+    /// Only a listener of an SNI route reads a ClientHello; its table holds every route of its
+    /// address, in file order, each with its own `send_proxy`.
+    #[test]
+    fn test_sni_rules_only_for_sni_listeners() {
+        let plain = route(Some("plain"), &["127.0.0.1:7000"]);
+        let addr = plain.listen[0];
+        assert!(sni_rules(std::slice::from_ref(&plain), 0, addr).is_none());
+        let mut api = route(Some("api"), &["127.0.0.1:7000"]);
+        api.sni.names = vec!["api.example.com".parse().expect("pattern")];
+        let mut rest = route(Some("rest"), &["127.0.0.1:7000"]);
+        rest.sni.default = true;
+        rest.send_proxy = Some(crate::wire::proxy_protocol::Version::V2);
+        let routes = [api, rest, route(Some("other"), &["127.0.0.1:7001"])];
+        let rules = sni_rules(&routes, 0, addr).expect("an SNI listener");
+        let sni = rules.sni.as_ref().expect("reads a hello");
+        let names: Vec<_> = sni.routes.iter().map(|c| c.route.as_str()).collect();
+        assert_eq!(names, ["api", "rest"]);
+        assert_eq!(sni.routes[1].send_proxy, routes[1].send_proxy);
+        assert!(sni_rules(&routes, 2, routes[2].listen[0]).is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What a client must send before its bytes are forwarded: a PROXY protocol header (`--accept-proxy`),
-//! an HTTP CONNECT head (`--mode connect`), or both in that order. No I/O: the pair reads the client's
-//! first bytes into [`Greeting`] and asks [`Greeting::advance`] what they amount to.
+//! an HTTP CONNECT head (`--mode connect`), or a TLS ClientHello (a listener of SNI routing), the
+//! header first when there is one. No I/O: the pair reads the client's first bytes into [`Greeting`]
+//! and asks [`Greeting::advance`] what they amount to.
 //!
 //! | stage     | bytes so far                         | verdict                                       |
 //! |-----------|--------------------------------------|-----------------------------------------------|
@@ -13,8 +14,13 @@
 //! | `Connect` | a bad head, a denied destination...  | `Answer(status)`: the status, then close       |
 //! | `Connect` | a CONNECT to an allowed IP literal   | `Ready(Direct(addr))`                          |
 //! | `Connect` | a CONNECT to an allowed host name    | `Ready(Named("host:port"))`: looked up first   |
+//! | `Hello`   | a prefix of a ClientHello            | `More`                                        |
+//! | `Hello`   | a hello a route takes                | `Ready(Routed)`: every byte read is leftover  |
+//! | `Hello`   | a hello no route takes, no default   | `NoRoute`: the `unrecognized_name` alert, close |
+//! | `Hello`   | not a ClientHello (a rule broken)    | `BadHello(reason)`: close, nothing sent        |
 //!
-//! The buffer never holds more than the stage's bound (PROXY: 1 KiB, CONNECT: 8 KiB): the pair reads at
+//! The buffer never holds more than the stage's bound (PROXY: 1 KiB, CONNECT: 8 KiB, ClientHello:
+//! 16 KiB): the pair reads at
 //! most [`Greeting::room`] bytes, so a client that pipelines a large upload leaves it in the kernel, to
 //! be read by the normal pump. Whatever follows the header in the buffer is returned as `leftover`, to be
 //! forwarded before anything else.
@@ -29,10 +35,12 @@ use std::sync::Arc;
 
 use crate::wire::allow::AllowList;
 use crate::wire::connect_request::{self, Head, Host, Status};
-use crate::wire::proxy_protocol::{self, CarriedTlvs, Parsed, Reason};
+use crate::wire::proxy_protocol::{self, CarriedTlvs, Parsed, Reason, Version};
+use crate::wire::sni::{self, Via};
+use crate::wire::tls_hello;
 
-/// A route's greeting settings, shared by its pairs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A route's greeting settings, shared by its pairs (or a shared listener's, for SNI routing).
+#[derive(Debug, Clone)]
 pub(crate) struct Rules {
     /// Expect a PROXY protocol header first.
     pub(crate) accept_proxy: bool,
@@ -40,6 +48,35 @@ pub(crate) struct Rules {
     pub(crate) carry_tlvs: CarriedTlvs,
     /// Expect a CONNECT head: the tunnel's rules.
     pub(crate) connect: Option<ConnectRules>,
+    /// Expect a TLS ClientHello, read without consuming it: the routes its server name chooses among.
+    pub(crate) sni: Option<SniRules>,
+}
+
+/// SNI routing on one listener: which of its routes a ClientHello is for.
+#[derive(Debug, Clone)]
+pub(crate) struct SniRules {
+    /// Patterns to an index of `routes`.
+    pub(crate) table: sni::Table<usize>,
+    pub(crate) routes: Vec<Choice>,
+}
+
+/// A route a ClientHello may choose, with what the pair needs of it before it moves there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Choice {
+    /// The route's name (names are unique; the reactor finds the route by it).
+    pub(crate) route: String,
+    /// Its `--send-proxy`: the header goes upstream before the hello.
+    pub(crate) send_proxy: Option<Version>,
+}
+
+/// A ClientHello's route, as chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Routed {
+    pub(crate) choice: Choice,
+    /// The hello's server name, lowercased (`None`: it had none, or was ECH).
+    pub(crate) server_name: Option<String>,
+    /// Chosen by that name, or as the default.
+    pub(crate) via: Via,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +95,8 @@ pub(crate) enum Target {
     Direct(SocketAddr),
     /// The CONNECT destination, `HOST:PORT` with a host name: resolved off the loop first.
     Named(String),
+    /// An upstream of the route a ClientHello chose (SNI routing): the pair moves there first.
+    Routed(Box<Routed>),
 }
 
 impl fmt::Display for Target {
@@ -66,6 +105,7 @@ impl fmt::Display for Target {
             Target::Balanced => f.write_str("an upstream of the route"),
             Target::Direct(addr) => write!(f, "{addr}"),
             Target::Named(host_port) => f.write_str(host_port),
+            Target::Routed(routed) => write!(f, "an upstream of route {}", routed.choice.route),
         }
     }
 }
@@ -84,12 +124,18 @@ pub(crate) enum Verdict {
     BadProxyHeader(Reason),
     /// Close without an answer, logging the reason (cannot happen: a parser decides within its bound).
     Drop(String),
+    /// Close at once, nothing sent anywhere: the bytes are not a ClientHello edgefwd routes.
+    BadHello(tls_hello::Reason),
+    /// A ClientHello no route takes and no default: answer the `unrecognized_name` alert, then close.
+    NoRoute(Option<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Proxy,
     Connect,
+    /// Reading a ClientHello (SNI routing).
+    Hello,
     /// The PROXY header was refused, or never finished: the pair closes, counting this reason.
     Refused(Reason),
 }
@@ -113,7 +159,7 @@ impl Greeting {
         let stage = if rules.accept_proxy {
             Stage::Proxy
         } else {
-            Stage::Connect
+            Greeting::after_proxy(&rules)
         };
         Greeting {
             rules,
@@ -123,6 +169,21 @@ impl Greeting {
             destination: None,
             carried_tlvs: Vec::new(),
         }
+    }
+
+    /// What follows the PROXY header (or comes first without one).
+    fn after_proxy(rules: &Rules) -> Stage {
+        if rules.sni.is_some() {
+            Stage::Hello
+        } else {
+            Stage::Connect
+        }
+    }
+
+    /// Whether the greeting is (still) waiting for a ClientHello: a timeout or a client leaving now is
+    /// a rejected hello.
+    pub(crate) fn reading_hello(&self) -> bool {
+        self.stage == Stage::Hello
     }
 
     /// True when the route's clients must answer a status (connect mode) rather than be dropped.
@@ -135,18 +196,20 @@ impl Greeting {
         let bound = match self.stage {
             Stage::Proxy => proxy_protocol::MAX_HEADER,
             Stage::Connect => connect_request::MAX_HEAD,
+            Stage::Hello => tls_hello::MAX_HELLO,
             Stage::Refused(_) => 0,
         };
         bound.saturating_sub(self.buf.len())
     }
 
-    /// What the greeting is reading now (`"PROXY header"`, `"CONNECT head"`), how many bytes of it have
+    /// What the greeting is reading now (`"PROXY header"`, `"CONNECT head"`, `"TLS ClientHello"`), how many bytes of it have
     /// arrived and how many it may take at most: a stuck greeting's diagnosis.
     pub(crate) fn progress(&self) -> (&'static str, usize, usize) {
         let read = self.buf.len();
         match self.stage {
             Stage::Proxy | Stage::Refused(_) => ("PROXY header", read, proxy_protocol::MAX_HEADER),
             Stage::Connect => ("CONNECT head", read, connect_request::MAX_HEAD),
+            Stage::Hello => ("TLS ClientHello", read, tls_hello::MAX_HELLO),
         }
     }
 
@@ -159,7 +222,7 @@ impl Greeting {
     pub(crate) fn refused(&self) -> Option<Reason> {
         match self.stage {
             Stage::Refused(reason) => Some(reason),
-            Stage::Proxy | Stage::Connect => None,
+            Stage::Proxy | Stage::Connect | Stage::Hello => None,
         }
     }
 
@@ -194,12 +257,15 @@ impl Greeting {
                     self.buf.drain(..header_len);
                     self.source = source;
                     self.destination = destination;
-                    match self.rules.connect {
-                        Some(_) => self.stage = Stage::Connect,
-                        None => return self.ready(Target::Balanced, 0),
+                    match (&self.rules.connect, &self.rules.sni) {
+                        (None, None) => return self.ready(Target::Balanced, 0),
+                        _ => self.stage = Greeting::after_proxy(&self.rules),
                     }
                 }
             }
+        }
+        if self.stage == Stage::Hello {
+            return self.hello();
         }
         let Some(rules) = self.rules.connect.clone() else {
             return Verdict::Drop(String::from("no greeting expected"));
@@ -209,6 +275,32 @@ impl Greeting {
             Head::Refuse(status) => Verdict::Answer(status, String::from("bad request head")),
             Head::Done { len, request } => self.decide(&rules, len, request),
         }
+    }
+
+    /// The ClientHello so far: wait, refuse, or the route its server name chooses. The hello is not
+    /// consumed: every byte read (the hello and whatever followed it) is the leftover, forwarded as is.
+    fn hello(&mut self) -> Verdict {
+        let Some(rules) = self.rules.sni.as_ref() else {
+            return Verdict::Drop(String::from("no ClientHello expected"));
+        };
+        let hello = match tls_hello::parse(&self.buf) {
+            tls_hello::Parsed::Incomplete => return Verdict::More,
+            tls_hello::Parsed::Reject(reason) => return Verdict::BadHello(reason),
+            tls_hello::Parsed::Hello(hello) => hello,
+        };
+        let server_name = hello.server_name.clone().filter(|_| !hello.has_ech);
+        let Some((index, via)) = rules.table.choose(&hello) else {
+            return Verdict::NoRoute(server_name);
+        };
+        let Some(choice) = rules.routes.get(index).cloned() else {
+            return Verdict::Drop(String::from("SNI table names no route"));
+        };
+        let routed = Routed {
+            choice,
+            server_name,
+            via,
+        };
+        self.ready(Target::Routed(Box::new(routed)), 0)
     }
 
     /// Credentials, then the allow-list (a host name as a name, before any lookup), then where to connect.
@@ -264,6 +356,7 @@ mod tests {
             accept_proxy,
             carry_tlvs: CarriedTlvs::default(),
             connect,
+            sni: None,
         })
     }
 
@@ -391,6 +484,7 @@ mod tests {
                 accept_proxy: true,
                 carry_tlvs: CarriedTlvs::parse_list(list).expect("list"),
                 connect: None,
+                sni: None,
             })
         };
         let mut header = encode(
@@ -453,7 +547,10 @@ mod tests {
                         assert!(status.code() >= 400);
                         return;
                     }
-                    Verdict::BadProxyHeader(_) | Verdict::Drop(_) => return,
+                    Verdict::BadProxyHeader(_)
+                    | Verdict::Drop(_)
+                    | Verdict::BadHello(_)
+                    | Verdict::NoRoute(_) => return,
                 }
             }
         }
@@ -467,6 +564,100 @@ mod tests {
             b"PROXY UNKNOWN\r\nGET / HTTP/1.1\r\n\r\n".to_vec(),
         ];
         assert!(crate::fuzz::fuzz_budget("greeting", &seeds, check) > 0);
+    }
+
+    /// Rules for a listener shared by `api` (`api.example.com`, PROXY v1 upstream) and, when
+    /// `with_default`, `fallback`.
+    fn sni_rules(accept_proxy: bool, with_default: bool) -> Arc<Rules> {
+        let api = sni::Rule {
+            names: vec![sni::Pattern::parse("api.example.com").expect("pattern")],
+            ..Default::default()
+        };
+        let fallback = sni::Rule {
+            default: true,
+            ..Default::default()
+        };
+        let mut rules = vec![(0, "api", &api)];
+        if with_default {
+            rules.push((1, "fallback", &fallback));
+        }
+        let choice = |route: &str, send_proxy| Choice {
+            route: route.into(),
+            send_proxy,
+        };
+        Arc::new(Rules {
+            accept_proxy,
+            carry_tlvs: CarriedTlvs::default(),
+            connect: None,
+            sni: Some(SniRules {
+                table: sni::Table::build(rules).expect("table"),
+                routes: vec![choice("api", Some(Version::V1)), choice("fallback", None)],
+            }),
+        })
+    }
+
+    fn routed(verdict: Verdict) -> (Routed, Vec<u8>) {
+        match verdict {
+            Verdict::Ready {
+                target: Target::Routed(routed),
+                leftover,
+            } => (*routed, leftover),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A real hello, one byte at a time: `More` until its last byte, then its route, with every byte
+    /// read as the leftover (the hello goes upstream unchanged), never more buffered than the bound.
+    #[test]
+    fn test_hello_split_byte_by_byte_routes_by_name() {
+        let hello = include_bytes!("../../tests/corpus/tls/curl-resolve.bin");
+        let mut g = Greeting::new(sni_rules(false, true));
+        assert_eq!(g.room(), tls_hello::MAX_HELLO);
+        for byte in &hello[..hello.len() - 1] {
+            assert_eq!(feed(&mut g, &[*byte]), Verdict::More);
+        }
+        let (routed, leftover) = routed(feed(&mut g, &hello[hello.len() - 1..]));
+        assert_eq!(routed.choice.route, "api");
+        assert_eq!(routed.choice.send_proxy, Some(Version::V1));
+        assert_eq!(routed.server_name.as_deref(), Some("api.example.com"));
+        assert_eq!(routed.via, Via::Name);
+        assert_eq!(leftover, hello);
+    }
+
+    /// No server name: the default route; none: the alert's verdict. Not TLS: refused at the first byte.
+    #[test]
+    fn test_hello_default_no_route_and_junk() {
+        let none = include_bytes!("../../tests/corpus/tls/openssl-no-sni.bin");
+        let (routed, _) = routed(feed(&mut Greeting::new(sni_rules(false, true)), none));
+        assert_eq!(
+            (routed.choice.route.as_str(), routed.via),
+            ("fallback", Via::Default)
+        );
+        let other = include_bytes!("../../tests/corpus/tls/openssl-sni-alpn.bin");
+        assert!(matches!(
+            feed(&mut Greeting::new(sni_rules(false, false)), other),
+            Verdict::NoRoute(Some(_))
+        ));
+        assert_eq!(
+            feed(&mut Greeting::new(sni_rules(false, true)), b"G"),
+            Verdict::BadHello(tls_hello::Reason::NotHandshake)
+        );
+    }
+
+    /// `--accept-proxy` then SNI: the header is taken off, the hello (and what follows) kept.
+    #[test]
+    fn test_proxy_header_then_hello() {
+        let hello = include_bytes!("../../tests/corpus/tls/curl-resolve.bin");
+        let header = b"PROXY TCP4 192.0.2.1 127.0.0.1 5 6\r\n";
+        let mut g = Greeting::new(sni_rules(true, false));
+        assert_eq!(g.room(), proxy_protocol::MAX_HEADER);
+        assert!(!g.reading_hello());
+        assert_eq!(feed(&mut g, header), Verdict::More);
+        assert!(g.reading_hello());
+        let (routed, leftover) = routed(feed(&mut g, &[hello.as_slice(), b"early"].concat()));
+        assert_eq!(routed.choice.route, "api");
+        assert_eq!(leftover, [hello.as_slice(), b"early"].concat());
+        assert_eq!(g.source, Some("192.0.2.1:5".parse().expect("addr")));
     }
 
     #[test]

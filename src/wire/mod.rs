@@ -9,6 +9,7 @@
 //!   verdict: where to connect, what to answer, or why to drop.
 //! - [`tls_hello`]: a TLS ClientHello, read without being consumed, for SNI routing; [`sni`]: which
 //!   route of a shared listen address takes it.
+//! - [`tcp_check`]: a health probe's `health_send` / `health_expect`, and the verdict on an answer.
 
 pub mod allow;
 pub mod connect_request;
@@ -16,4 +17,5 @@ pub mod crc32c;
 pub(crate) mod greeting;
 pub mod proxy_protocol;
 pub mod sni;
+pub mod tcp_check;
 pub mod tls_hello;

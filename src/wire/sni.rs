@@ -22,6 +22,10 @@ use std::str::FromStr;
 
 use super::tls_hello::{self, Hello};
 
+/// What a client whose hello no route takes is sent before the close: a TLS record (alert, version
+/// 3.3, length 2) holding a fatal (2) `unrecognized_name` (112) alert, RFC 8446 section 6.2.
+pub const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
 /// One entry of a route's `sni` list.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Pattern {
@@ -98,6 +102,15 @@ impl Rule {
     }
 }
 
+/// How [`Table::choose`] found a hello's route: the `by` label of `edgefwd_sni_routed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// An `sni` pattern of the route matched the server name.
+    Name = 0,
+    /// The route is the default: no name, ECH, or no pattern matched.
+    Default = 1,
+}
+
 /// The routes sharing one listen address, indexed by pattern; `R` is what names a route (its index
 /// in the caller's list).
 #[derive(Debug, Clone)]
@@ -170,6 +183,11 @@ impl<R: Copy> Table<R> {
 
     /// The route for `hello`, or `None` (then the client gets an `unrecognized_name` alert).
     pub fn pick(&self, hello: &Hello) -> Option<R> {
+        self.choose(hello).map(|(route, _)| route)
+    }
+
+    /// [`Table::pick`], saying whether the route took the hello by its name or as the default.
+    pub fn choose(&self, hello: &Hello) -> Option<(R, Via)> {
         let name = hello.server_name.as_deref().filter(|_| !hello.has_ech);
         name.and_then(|name| {
             self.exact
@@ -180,7 +198,8 @@ impl<R: Copy> Table<R> {
                     by_alpn(self.wildcard.get(parent)?, &hello.alpn)
                 })
         })
-        .or(self.default)
+        .map(|route| (route, Via::Name))
+        .or(self.default.map(|route| (route, Via::Default)))
     }
 }
 
@@ -283,6 +302,15 @@ mod tests {
         assert_eq!(t.pick(&hello(None, &[], false)), Some(2));
         // An ECH hello's name is the public one: default, even when it matches.
         assert_eq!(t.pick(&hello(Some("api.example.com"), &[], true)), Some(2));
+        // `choose` says how: a default route that a name matches was chosen by the name.
+        let named = |name| t.choose(&hello(Some(name), &[], false));
+        assert_eq!(named("api.example.com"), Some((1, Via::Name)));
+        assert_eq!(named("www.example.com"), Some((0, Via::Name)));
+        assert_eq!(named("example.com"), Some((2, Via::Default)));
+        let t = table(&[("both", rule(&["a.example"], &[], true))]).expect("valid");
+        let choose = |name: Option<&str>| t.choose(&hello(name, &[], false));
+        assert_eq!(choose(Some("a.example")), Some((0, Via::Name)));
+        assert_eq!(choose(None), Some((0, Via::Default)));
     }
 
     #[test]

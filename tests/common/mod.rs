@@ -596,8 +596,17 @@ pub fn run_edgefwd_expect_fail(args: &[&str]) -> (Option<i32>, String) {
 /// Runs `edgefwd ARGS` (no RUST_LOG) expecting it to exit by itself within 30s;
 /// returns (exit code, stdout, stderr).
 pub fn run_edgefwd_to_exit(args: &[&str]) -> (Option<i32>, String, String) {
+    run_edgefwd_to_exit_with_env(args, &[])
+}
+
+/// [`run_edgefwd_to_exit`] with more environment variables for the child.
+pub fn run_edgefwd_to_exit_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_edgefwd"))
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
         .env("RUST_LOG_STYLE", "never")
         .stdin(Stdio::null())

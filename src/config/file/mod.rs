@@ -151,6 +151,7 @@ mod tests {
             r#"
 shutdown_timeout = "5s"
 metrics = "127.0.0.1:9100"
+admin = "unix:/run/edgefwd/admin.sock"
 
 [[route]]
 name = "web"
@@ -180,6 +181,10 @@ upstreams = ["10.0.0.3:80"]
             config.metrics,
             Some("127.0.0.1:9100".parse().expect("addr"))
         );
+        assert_eq!(
+            config.admin,
+            Some("unix:/run/edgefwd/admin.sock".parse().expect("admin"))
+        );
         let web = &config.routes[0];
         assert_eq!((web.name.as_str(), web.named), ("web", true));
         assert_eq!(web.listen.len(), 2);
@@ -206,9 +211,36 @@ upstreams = ["10.0.0.3:80"]
         assert_eq!(second.resolve_interval, None);
     }
 
+    /// `access_log` and `log_format` are top-level keys, off and `text` when absent; a bad format names
+    /// its line and value.
+    #[test]
+    fn test_access_log_keys() {
+        use crate::config::access_log::{Destination, Format};
+        let config = accepts(&format!(
+            "access_log = \"/var/log/edgefwd.log\"\nlog_format = \"json\"\n{ROUTE}"
+        ));
+        let path = std::path::PathBuf::from("/var/log/edgefwd.log");
+        assert_eq!(config.access_log.destination, Some(Destination::File(path)));
+        assert_eq!(config.access_log.format, Format::Json);
+        let plain = accepts(ROUTE);
+        assert_eq!(plain.access_log.destination, None);
+        assert_eq!(plain.access_log.format, Format::Text);
+        rejects(
+            &format!("log_format = \"xml\"\n{ROUTE}"),
+            "test.toml:1: log_format: invalid log format 'xml'",
+            &[],
+        );
+    }
+
     #[test]
     fn test_empty_file_needs_a_route() {
         rejects("", "test.toml: no [[route]]", &[]);
         rejects("stats_interval = \"5s\"\n", "test.toml: no [[route]]", &[]);
+    }
+
+    #[test]
+    fn test_bad_admin_address_names_its_line() {
+        let text = format!("admin = \"admin.example:9091\"\n{ROUTE}");
+        rejects(&text, "test.toml:1: admin: ", &["'admin.example:9091'"]);
     }
 }

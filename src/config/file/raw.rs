@@ -19,7 +19,10 @@ use crate::config::{Algorithm, Mode};
 pub(super) struct RawFile {
     pub(super) shutdown_timeout: Option<Spanned<Quantity>>,
     pub(super) metrics: Option<Spanned<String>>,
+    pub(super) admin: Option<Spanned<String>>,
     pub(super) stats_interval: Option<Spanned<Quantity>>,
+    pub(super) access_log: Option<Spanned<String>>,
+    pub(super) log_format: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) route: Vec<RawRoute>,
 }
@@ -43,6 +46,9 @@ pub(super) struct RawRoute {
     pub(super) health_interval: Option<Spanned<Quantity>>,
     pub(super) health_timeout: Option<Spanned<Quantity>>,
     pub(super) fall: Option<Spanned<u32>>,
+    pub(super) rise: Option<Spanned<u32>>,
+    pub(super) health_send: Option<Spanned<String>>,
+    pub(super) health_expect: Option<Spanned<String>>,
     pub(super) resolve_interval: Option<Spanned<Quantity>>,
     pub(super) nodelay: Option<bool>,
     pub(super) keepalive: Option<Spanned<Quantity>>,
@@ -80,7 +86,7 @@ pub(super) enum OneOrMany {
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "an upstream: \"HOST:PORT[,weight=N]\" or { addr = \"HOST:PORT\", weight = N } (no other keys)"
+    expecting = "an upstream: \"HOST:PORT[,weight=N]\", \"unix:PATH[,weight=N]\" or { addr = \"HOST:PORT\", weight = N } (no other keys)"
 )]
 pub(super) enum RawUpstream {
     Spec(String),

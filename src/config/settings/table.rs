@@ -20,6 +20,9 @@ pub const ROUTE: &[Setting] = &[
     HEALTH_INTERVAL,
     HEALTH_TIMEOUT,
     FALL,
+    RISE,
+    HEALTH_SEND,
+    HEALTH_EXPECT,
     RESOLVE_INTERVAL,
     NODELAY,
     KEEPALIVE,
@@ -74,7 +77,7 @@ const UPSTREAMS: Setting = Setting {
     value: "HOST:PORT[,weight=N]",
     default: "required",
     on_reload: OnReload::Replaces,
-    doc: "1..64 entries, `\"HOST:PORT\"`, `\"HOST:PORT,weight=N\"` or `{ addr, weight }`; weight 1..10000; a name's every address (up to 16) is an endpoint sharing the weight (see [Host names](#host-names)); the flag is repeated, once per upstream",
+    doc: "1..64 entries, `\"HOST:PORT\"`, `\"HOST:PORT,weight=N\"` or `{ addr, weight }`; weight 1..10000; a name's every address (up to 16) is an endpoint sharing the weight (see [Host names](#host-names)); `unix:/PATH` or `unix:@NAME` is a Unix stream socket ([Unix sockets](unix-sockets.md)); the flag is repeated, once per upstream",
     show: hidden,
     example: None,
 };
@@ -241,6 +244,51 @@ pub const FALL: Setting = Setting {
         base: Base::Forward,
         flags: &["--fall", "5"],
         toml: "fall = 5",
+    }),
+};
+
+pub const RISE: Setting = Setting {
+    key: "rise",
+    flag: Some("rise"),
+    value: "N",
+    default: "`2`",
+    on_reload: OnReload::Replaces,
+    doc: "consecutive successes (probes, or connects) that mark a down upstream up again; with `health_interval`, a down upstream gets no client until then",
+    show: hidden,
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--rise", "3"],
+        toml: "rise = 3",
+    }),
+};
+
+const HEALTH_SEND: Setting = Setting {
+    key: "health_send",
+    flag: Some("health_send"),
+    value: "TEXT",
+    default: "off",
+    on_reload: OnReload::Replaces,
+    doc: "what each probe writes once connected, at most 1 KiB, with the escapes `\\r` `\\n` `\\t` `\\\\` `\\xHH` (`\"PING\\r\\n\"`); needs `health_interval` (refused without: no probe would send it) ([operations.md](operations.md#health-checks))",
+    show: hidden,
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--health-interval", "2s", "--health-send", "PING\\r\\n"],
+        toml: "health_interval = \"2s\"\nhealth_send = \"PING\\\\r\\\\n\"",
+    }),
+};
+
+const HEALTH_EXPECT: Setting = Setting {
+    key: "health_expect",
+    flag: Some("health_expect"),
+    value: "TEXT",
+    default: "off",
+    on_reload: OnReload::Replaces,
+    doc: "the prefix each probe's answer must start with (at most 1 KiB, escaped as `health_send`; `\"+PONG\"`): read until it came, a byte differs, the upstream closes or `health_timeout`; anything but the prefix is a failure",
+    show: hidden,
+    example: Some(Example {
+        base: Base::Forward,
+        flags: &["--health-interval", "2s", "--health-expect", "+PONG"],
+        toml: "health_interval = \"2s\"\nhealth_expect = \"+PONG\"",
     }),
 };
 
@@ -413,8 +461,11 @@ pub const HEADER_TIMEOUT: Setting = Setting {
     value: "DURATION",
     default: "`\"10s\"`",
     on_reload: OnReload::Replaces,
-    doc: "how long a client may take to send its PROXY header or CONNECT head",
-    show: |c| (c.accept_proxy || c.mode == Mode::Connect).then(|| millis(c.header_timeout)),
+    doc: "how long a client may take to send its PROXY header, CONNECT head or TLS ClientHello (SNI routing)",
+    show: |c| {
+        (c.accept_proxy || c.mode == Mode::Connect || c.sni.is_set())
+            .then(|| millis(c.header_timeout))
+    },
     example: Some(Example {
         base: Base::Forward,
         flags: &["--header-timeout", "3s"],

@@ -18,6 +18,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -28,6 +29,8 @@ use crate::close::Cause;
 use crate::config::{Splice, UpstreamAddr};
 use crate::datapath::net;
 use crate::datapath::stream::Conn;
+use crate::observe::access_log::writer::AccessLog;
+use crate::observe::access_log::Record;
 use crate::observe::metric_kinds::Label;
 use crate::observe::metrics::Metrics;
 use crate::session::attempt::{Failed, GiveUp, Next, Plan};
@@ -37,7 +40,7 @@ use crate::token::{PairToken, Side};
 use crate::upstream::endpoint::Tried;
 use crate::upstream::prewarm::WarmPool;
 use crate::upstream::route::{Lease, Route};
-use crate::wire::greeting::{Greeting, Target};
+use crate::wire::greeting::{Greeting, Rules, Target};
 
 /// The lookup threads, as far as a CONNECT to a host name needs them.
 pub(crate) trait Lookups {
@@ -69,6 +72,8 @@ pub(crate) struct Context<'a> {
     pub(crate) now: Instant,
     /// Set when a connect failed for want of fds or memory: the reactor pauses accepting.
     pub(crate) exhausted: Option<io::Error>,
+    /// `--access-log`: a client reset at accept with nothing to connect to gets its line here.
+    pub(crate) access_log: Option<&'a AccessLog>,
 }
 
 /// A moment in a pair's connect, reported by the reactor.
@@ -97,11 +102,13 @@ struct Started {
 }
 
 /// A client accepted on `cx.route`: the pair to put in slab slot `slot` with id `id`, or `None` when the
-/// client was dropped (or reset: nothing to connect to) here.
+/// client was dropped (or reset: nothing to connect to) here. `greeting`: what its listener expects
+/// first when that is not the route's (an SNI listener's ClientHello).
 pub(crate) fn open(
     cx: &mut Context<'_>,
     (slot, id): (usize, u32),
     (client, client_addr): (Conn, SocketAddr),
+    greeting: Option<Arc<Rules>>,
     splice: Splice,
 ) -> Option<Pair> {
     if let Some(tcp) = client.tcp() {
@@ -111,7 +118,7 @@ pub(crate) fn open(
         }
     }
     let send_proxy = cx.route.config.send_proxy;
-    if let Some(rules) = cx.route.greeting.clone() {
+    if let Some(rules) = greeting.or_else(|| cx.route.greeting.clone()) {
         let mut client = client;
         if let Err(err) = cx
             .registry
@@ -120,8 +127,9 @@ pub(crate) fn open(
             warn!("client={client_addr} dropped: cannot register with the poller: {err}");
             return None;
         }
+        let awaits_route = rules.sni.is_some();
         let greeting = Greeting::new(rules);
-        let pair = Pair::greeting(
+        let mut pair = Pair::greeting(
             id,
             (client, client_addr),
             cx.route_key,
@@ -129,6 +137,7 @@ pub(crate) fn open(
             cx.now,
             splice,
         );
+        pair.awaits_route = awaits_route;
         return Some(pair.with_send_proxy(send_proxy));
     }
     let mut plan = Plan::Upstreams {
@@ -200,7 +209,8 @@ pub(crate) fn advance(cx: &mut Context<'_>, slot: usize, pair: &mut Pair, step: 
         }
     }
     match step {
-        Step::Greeted(Target::Balanced) => {
+        // A ClientHello's route: the reactor has moved the pair there already.
+        Step::Greeted(Target::Balanced | Target::Routed(_)) => {
             pair.set_plan(Plan::Upstreams {
                 tried: Tried::default(),
             });
@@ -271,10 +281,11 @@ pub(crate) fn release(route: &mut Route, pair: &mut Pair, now: Instant) {
     }
 }
 
-/// With `accept_proxy`, the per-client checks wait for the address the header carries: this is
-/// where they happen. A client refused is reset (and counted by why).
+/// With `accept_proxy`, the per-client checks wait for the address the header carries, and with SNI
+/// routing for the route the ClientHello chooses: this is where they happen. A client refused is
+/// reset (and counted by why).
 fn admit_greeted(cx: &mut Context<'_>, pair: &mut Pair) -> Result<(), Outcome> {
-    if !cx.route.config.accept_proxy {
+    if !cx.route.config.accept_proxy && !cx.route.config.sni.is_set() {
         return Ok(());
     }
     match cx.route.admit_client(pair.client_addr.ip(), cx.now) {
@@ -294,6 +305,7 @@ fn admit_greeted(cx: &mut Context<'_>, pair: &mut Pair) -> Result<(), Outcome> {
                 why.value()
             );
             pair.client.reset_on_close();
+            pair.note_limit(why.value());
             Err(Outcome::Close(Cause::Rejected))
         }
     }
@@ -510,6 +522,12 @@ fn refuse_client(
     note_exhaustion(cx, failed);
     client.reset_on_close();
     cx.metrics.closes[cause] += 1;
+    if let Some(log) = cx.access_log {
+        let record = Record::turned_away(cx.route.name(), client_addr, cause.as_str());
+        if !log.offer(record) {
+            cx.metrics.access_log_dropped += 1;
+        }
+    }
     cx.route.counts.closed(cause, Duration::ZERO);
     debug!(
         "closed conn=- client={client_addr} route={} upstream=- cause={cause} c2u=0 u2c=0 duration=0ms error=\"{error}\"",

@@ -76,6 +76,7 @@ impl Harness {
             lookup_warning: &mut self.warning,
             now,
             exhausted: None,
+            access_log: None,
         }
     }
 
@@ -95,6 +96,7 @@ impl Harness {
             &mut self.cx(now),
             (0, id),
             (Conn::Tcp(accepted), addr),
+            None,
             Splice::Off,
         )
         .expect("a pair");

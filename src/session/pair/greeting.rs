@@ -1,5 +1,6 @@
-//! The phases before a connect: reading the client's greeting (a PROXY header, a CONNECT head) and
-//! refusing a CONNECT client with an error status, and the PROXY header a pair sends upstream
+//! The phases before a connect: reading the client's greeting (a PROXY header, a CONNECT head, a TLS
+//! ClientHello) and refusing a CONNECT client with an error status (an SNI client with no route with a
+//! TLS alert), and the PROXY header a pair sends upstream
 //! (`--send-proxy`).
 
 use std::io;
@@ -13,11 +14,13 @@ use super::stage::{Connecting, Stage};
 use super::{Outcome, Pair};
 use crate::close::Cause;
 use crate::datapath::stream::Socket;
+use crate::observe::metric_kinds::SniReject;
 use crate::session::attempt::Plan;
 use crate::session::refusal::{Progress, Refusal};
 use crate::wire::connect_request::Status;
 use crate::wire::greeting::{Target, Verdict};
 use crate::wire::proxy_protocol::{self, Reason, Version};
+use crate::wire::sni::UNRECOGNIZED_NAME_ALERT;
 
 impl<S: Socket> Pair<S> {
     /// Reads the client's greeting, never more than its stage's bound: bytes after the greeting stay in
@@ -39,6 +42,7 @@ impl<S: Socket> Pair<S> {
             match self.client.read(&mut chunk[..room]) {
                 Ok(0) => {
                     greeting.give_up(Reason::ClientClosed);
+                    self.hello_given_up(SniReject::ClientClosed);
                     return Outcome::Close(Cause::ClientAbort);
                 }
                 Ok(n) => {
@@ -55,9 +59,18 @@ impl<S: Socket> Pair<S> {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     greeting.give_up(Reason::ClientClosed);
+                    self.hello_given_up(SniReject::ClientClosed);
                     return Outcome::Close(Cause::ClientReset);
                 }
             }
+        }
+    }
+
+    /// The pair gives up on the ClientHello it was waiting for (`why`: its timeout, or the client
+    /// left), for the reactor to count as it closes the pair. Nothing if it was not reading one.
+    pub(super) fn hello_given_up(&mut self, why: SniReject) {
+        if matches!(&self.stage, Stage::Greeting(greeting) if greeting.reading_hello()) {
+            self.sni_rejected = Some(why);
         }
     }
 
@@ -66,6 +79,11 @@ impl<S: Socket> Pair<S> {
         match verdict {
             Verdict::More => Outcome::Open,
             Verdict::Ready { target, leftover } => {
+                if let Target::Routed(routed) = &target {
+                    // The route's own `--send-proxy`, and its header before the hello.
+                    self.send_proxy = routed.choice.send_proxy;
+                    self.sni = routed.server_name.as_deref().map(Box::from);
+                }
                 let connecting = Connecting {
                     socket: None,
                     addr: None,
@@ -85,11 +103,16 @@ impl<S: Socket> Pair<S> {
                         "conn={} PROXY header: client={source} (peer {})",
                         self.id, self.client_addr
                     );
+                    let peer = self.client_addr;
+                    let details = self.details_mut();
+                    details.proxy_peer = Some(peer);
+                    details.proxy_dst = greeting.destination;
                     self.client_addr = source;
                 }
                 self.push_proxy_header(greeting.destination, &greeting.carried_tlvs);
                 self.c2u.push_preamble(&leftover);
-                if target != Target::Balanced {
+                if matches!(target, Target::Direct(_) | Target::Named(_)) {
+                    self.details_mut().connect_target = Some(target.to_string());
                     debug!(
                         "conn={} client={} CONNECT {target}",
                         self.id, self.client_addr
@@ -122,6 +145,27 @@ impl<S: Socket> Pair<S> {
                 info!("conn={} client={} closed: {why}", self.id, self.client_addr);
                 Outcome::Close(Cause::Rejected)
             }
+            // Nothing was sent upstream (there is no upstream yet), nor is anything sent to the client.
+            Verdict::BadHello(reason) => {
+                debug!(
+                    "conn={} client={} closed: {reason} (ClientHello rejected, reason={})",
+                    self.id,
+                    self.client_addr,
+                    reason.label()
+                );
+                self.sni_rejected = Some(SniReject::Hello(reason));
+                Outcome::Close(Cause::Rejected)
+            }
+            Verdict::NoRoute(name) => {
+                debug!(
+                    "conn={} client={} server name {} matches no route and none is default: unrecognized_name",
+                    self.id,
+                    self.client_addr,
+                    name.as_deref().unwrap_or("(none)")
+                );
+                self.sni_rejected = Some(SniReject::NoRoute);
+                self.answer(&UNRECOGNIZED_NAME_ALERT, now)
+            }
         }
     }
 
@@ -139,10 +183,16 @@ impl<S: Socket> Pair<S> {
     /// dropped, and so is the upstream socket if there is one. A PROXY header that was rejected first
     /// (timed out) stays on record for the reactor.
     pub(crate) fn refuse(&mut self, status: Status, now: Instant) -> Outcome {
+        self.details_mut().status = Some(status.code());
+        self.answer(status.response(), now)
+    }
+
+    /// [`Pair::refuse`] with any answer: a status, or a TLS alert.
+    fn answer(&mut self, response: &'static [u8], now: Instant) -> Outcome {
         self.c2u.drop_preamble();
         self.u2c.drop_preamble();
         let rejected = self.proxy_header_rejection();
-        self.set_stage(Stage::Refusing(Refusal::new(status, now, rejected)), now);
+        self.set_stage(Stage::Refusing(Refusal::new(response, now, rejected)), now);
         self.write_refusal()
     }
 

@@ -8,6 +8,9 @@
 //! | `Greeting`   | client bytes complete a PROXY/CONNECT head | `Outcome::Connect`; then `Connecting`  |
 //! | `Greeting`   | a refused CONNECT, or its header timeout   | `Refusing`: write the status, then close |
 //! | `Greeting`   | a bad PROXY header, or its header timeout  | close (rejected / header-timeout)        |
+//! | `Greeting`   | a ClientHello a route takes (SNI)          | `Outcome::Connect(Routed)`: the reactor moves the pair to that route; then `Connecting` |
+//! | `Greeting`   | a ClientHello no route takes, no default   | `Refusing`: the `unrecognized_name` alert, then close |
+//! | `Greeting`   | not a ClientHello, its timeout, client gone | close (rejected / header-timeout / client-abort), nothing sent |
 //! | `Refusing`   | status written, client FIN or 2s linger    | close (rejected)                        |
 //! | `Connecting` | upstream writable edge, or `peer_addr` ok  | `Outcome::Connected`: `session::connect` establishes it |
 //! | `Connecting` | upstream event, `take_error` has an error  | `Outcome::ConnectFailed`: next candidate (`Connecting`), or give up |
@@ -57,6 +60,7 @@ use log::debug;
 
 use crate::close::Cause;
 use crate::config::Splice;
+use crate::observe::metric_kinds::SniReject;
 use crate::session::attempt::{connect_failure_cause, Plan};
 use crate::upstream::route::{Deadlines, Lease};
 use crate::wire::connect_request::Status;
@@ -68,10 +72,12 @@ use crate::datapath::pump::{Direction, End, Fault, Shared};
 use crate::datapath::readiness::{Event, Readiness};
 use crate::datapath::ring::BufPool;
 use crate::datapath::stream::Socket;
+use crate::observe::access_log::Details;
 use crate::session::interest::{is_redundant_write_edge, AfterRun, Input, Interest, Registration};
 use crate::token::Side;
 use crate::way::Way;
 
+mod access;
 pub(crate) mod diagnosis;
 mod greeting;
 mod phase;
@@ -144,6 +150,17 @@ pub(crate) struct Pair<S: Socket = Conn> {
     /// The key its route's per-client table counts it under, if the route has per-client limits:
     /// given back when the pair closes (`connect::release`).
     pub(crate) client_key: Option<IpAddr>,
+    /// What the access log says of this pair beyond what every pair has (a PROXY header's addresses,
+    /// a CONNECT target, the limit that turned it away); boxed, and `None` for most pairs.
+    details: Option<Box<Details>>,
+    /// The server name of the ClientHello that chose its route (SNI routing; `None` for a hello
+    /// without one, an ECH hello, or no SNI listener): what an access log prints.
+    pub(crate) sni: Option<Box<str>>,
+    /// Why the ClientHello it was to send was refused, if so: the reactor counts it as it closes.
+    pub(crate) sni_rejected: Option<SniReject>,
+    /// Accepted on an SNI listener and not yet moved to the route its ClientHello chooses: its
+    /// route's per-route counts (`observe::routed`) wait for that, or for its close.
+    pub(crate) awaits_route: bool,
 }
 
 impl<S: Socket> Pair<S> {
@@ -203,6 +220,10 @@ impl<S: Socket> Pair<S> {
             send_proxy: None,
             accounted: (0, 0),
             client_key: None,
+            details: None,
+            sni: None,
+            sni_rejected: None,
+            awaits_route: false,
         }
     }
 
@@ -331,8 +352,12 @@ impl<S: Socket> Pair<S> {
     fn expire_stage(&mut self, cause: Cause, now: Instant) -> Outcome {
         match &mut self.stage {
             Stage::Greeting(greeting) => {
-                // Still waiting for the PROXY header: counted (and logged) by the reactor as it closes.
+                // Still waiting for the PROXY header or the ClientHello: counted (and logged) by the
+                // reactor as it closes.
                 greeting.give_up(Reason::Timeout);
+                if greeting.reading_hello() {
+                    self.sni_rejected = Some(SniReject::Timeout);
+                }
                 if !greeting.answers() {
                     return Outcome::Close(cause);
                 }

@@ -181,8 +181,10 @@ impl Stamp {
         Stamp { ms, frac }
     }
 
+    /// In milliseconds, rounded to the microsecond (the JSON need not show 1/256ths).
     fn millis(self) -> f64 {
-        f64::from(self.ms) + f64::from(self.frac) / 256.0
+        let exact = f64::from(self.ms) + f64::from(self.frac) / 256.0;
+        (exact * 1000.0).round() / 1000.0
     }
 }
 

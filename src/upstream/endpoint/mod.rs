@@ -34,7 +34,9 @@ pub(crate) use tried::Tried;
 use std::time::Instant;
 
 use crate::config::{UpstreamAddr, UpstreamConfig, MAX_ADDRESSES, MAX_UPSTREAMS};
+use crate::observe::admin::Change as Steer;
 use crate::observe::routed::UpstreamCounts;
+use crate::upstream::admin::{Setting, Settings};
 use crate::upstream::balance::Candidate;
 use crate::upstream::health::Health;
 
@@ -106,13 +108,16 @@ pub(crate) struct Upstream {
 pub struct Upstreams {
     list: Vec<Upstream>,
     slots: Vec<Option<Endpoint>>,
+    /// What the admin API set on addresses (drained, disabled, weights), carried over by reloads.
+    admin: Settings,
 }
 
 impl Upstreams {
     /// The upstreams of `configs`, with the addresses the configuration resolved. With `previous` (the
     /// route a reload replaces), an upstream of the same name starts from the state it had there (its
     /// addresses with their health and failure counts, its resolution), and the configuration's fresh
-    /// lookup then applies as a re-resolution would. Returns what to report.
+    /// lookup then applies as a re-resolution would; and the admin API's settings carry over whole, by
+    /// address. Returns what to report.
     pub(super) fn new(
         configs: &[UpstreamConfig],
         previous: Option<&Upstreams>,
@@ -121,6 +126,7 @@ impl Upstreams {
         let mut upstreams = Upstreams {
             list: Vec::with_capacity(configs.len()),
             slots: Vec::new(),
+            admin: previous.map(|old| old.admin.clone()).unwrap_or_default(),
         };
         let mut changes = Vec::new();
         for (index, config) in configs.iter().enumerate() {
@@ -217,6 +223,34 @@ impl Upstreams {
         &self.list
     }
 
+    /// What the admin API set on `addr`.
+    pub(crate) fn setting(&self, addr: &UpstreamAddr) -> Setting {
+        self.admin.get(addr)
+    }
+
+    /// Applies an admin API change to `addr`, if it is a live endpoint's; `false` if it is not.
+    pub(crate) fn steer(&mut self, addr: &UpstreamAddr, change: Steer) -> bool {
+        if !self.live().any(|(_, e)| e.addr == *addr) {
+            return false;
+        }
+        self.admin.apply(addr, change);
+        self.share_weights();
+        true
+    }
+
+    /// The weight endpoint `e` is shown with: the admin API's, else its upstream's as configured.
+    pub(crate) fn weight_of(&self, e: &Endpoint) -> u32 {
+        self.admin
+            .get(&e.addr)
+            .weight
+            .unwrap_or_else(|| self.list.get(e.upstream).map_or(1, |u| u.weight))
+    }
+
+    /// The name of endpoint `e`'s upstream, as configured.
+    pub(crate) fn name_of(&self, e: &Endpoint) -> &str {
+        self.list.get(e.upstream).map_or("-", |u| u.name.as_str())
+    }
+
     /// A pair no longer counts on endpoint `slot`; a retired endpoint goes when nothing does.
     pub(super) fn release(&mut self, slot: usize) {
         if let Some(endpoint) = self.get_mut(slot) {
@@ -233,18 +267,28 @@ impl Upstreams {
         self.reclaim(slot);
     }
 
-    /// One candidate per slot for the balancer (a free or retired slot, or one in `tried`, is excluded).
-    pub(super) fn candidates(&mut self, tried: &Tried, now: Instant) -> Vec<Candidate<'_>> {
+    /// One candidate per slot for the balancer (a free or retired slot, one in `tried`, or one the admin
+    /// API drained or disabled, is excluded); `probed`: the route runs health probes
+    /// (`health::Policy::probed`).
+    pub(super) fn candidates(
+        &mut self,
+        tried: &Tried,
+        now: Instant,
+        probed: bool,
+    ) -> Vec<Candidate<'_>> {
+        let admin = &self.admin;
         self.slots
             .iter_mut()
             .enumerate()
             .map(|(slot, endpoint)| match endpoint {
                 Some(e) => Candidate {
-                    up: e.health.eligible(now, &e.label),
+                    up: e.health.eligible(now, probed, &e.label),
                     key: e.label.as_str(),
                     weight: e.weight,
                     active: e.active,
-                    excluded: e.retired || tried.contains(slot),
+                    excluded: e.retired
+                        || tried.contains(slot)
+                        || !admin.get(&e.addr).state.takes_new(),
                 },
                 None => Candidate {
                     up: false,
@@ -292,7 +336,7 @@ mod tests {
         let now = Instant::now();
         let mut counts: Vec<(UpstreamAddr, usize)> = Vec::new();
         for _ in 0..n {
-            let candidates = upstreams.candidates(&Tried::default(), now);
+            let candidates = upstreams.candidates(&Tried::default(), now, false);
             let slot = balancer.pick(&candidates, client).expect("a pick").index;
             let at = upstreams.get(slot).expect("live").addr.clone();
             match counts.iter_mut().find(|(a, _)| *a == at) {
@@ -311,6 +355,31 @@ mod tests {
             .collect();
         addrs.sort();
         addrs
+    }
+
+    /// A drained address takes no new picks, a weight set through the admin API changes the shares, and
+    /// both survive a reload (a new `Upstreams` built with the old one as `previous`).
+    #[test]
+    fn test_admin_drain_and_weight_steer_new_picks() {
+        let now = Instant::now();
+        let configs = [
+            upstream("127.0.0.1:1", 1, &["127.0.0.1:1"]),
+            upstream("127.0.0.2:1", 1, &["127.0.0.2:1"]),
+        ];
+        let (mut upstreams, _) = Upstreams::new(&configs, None, now);
+        assert!(upstreams.steer(&addr("127.0.0.1:1"), Steer::Weight(3)));
+        let weighted = vec![(addr("127.0.0.1:1"), 300), (addr("127.0.0.2:1"), 100)];
+        assert_eq!(shares(&mut upstreams, 400), weighted);
+        assert!(upstreams.steer(&addr("127.0.0.1:1"), Steer::Drain));
+        assert_eq!(shares(&mut upstreams, 10), vec![(addr("127.0.0.2:1"), 10)]);
+        assert!(
+            !upstreams.steer(&addr("127.0.0.9:1"), Steer::Drain),
+            "not an endpoint"
+        );
+        let (mut reloaded, _) = Upstreams::new(&configs, Some(&upstreams), now);
+        assert_eq!(shares(&mut reloaded, 10), vec![(addr("127.0.0.2:1"), 10)]);
+        assert!(reloaded.steer(&addr("127.0.0.1:1"), Steer::Enable));
+        assert_eq!(shares(&mut reloaded, 400), weighted);
     }
 
     /// With every slot taken (64 names of 16 addresses, one retired address still carrying a pair), a

@@ -212,7 +212,12 @@ mod tests {
         let endpoint = upstreams.get_mut(first).expect("first");
         assert_eq!(endpoint.label, "app.test:80 (127.0.0.1:80)");
         endpoint.connect_failures = 3;
-        endpoint.health.on_failure(now, 1, "x");
+        let fall_at_once = crate::upstream::health::Policy {
+            fall: 1,
+            rise: 1,
+            probed: false,
+        };
+        endpoint.health.on_failure(now, fall_at_once, "x");
         upstreams.get_mut(second).expect("second").active = 1;
 
         now += Duration::from_secs(1);
@@ -239,7 +244,7 @@ mod tests {
         // The dropped one is retired: never a candidate, kept while its pair lives, then freed.
         let retired = upstreams.get(second).expect("kept for its pair");
         assert!(retired.retired && retired.active == 1);
-        let candidates = upstreams.candidates(&Tried::default(), now);
+        let candidates = upstreams.candidates(&Tried::default(), now, false);
         assert!(candidates[second].excluded);
         assert!(!candidates[first].excluded);
         upstreams.release(second);

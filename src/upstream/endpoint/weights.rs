@@ -8,7 +8,8 @@ use super::Upstreams;
 impl Upstreams {
     /// Gives every live endpoint its share of its upstream's weight: W × m / k for an upstream of weight
     /// W with k live endpoints, m being the least common multiple of all the k (so every share is a whole
-    /// number and the proportions are exact).
+    /// number and the proportions are exact). An address the admin API gave a weight w gets w × m: the
+    /// share of an upstream of weight w with that one address.
     pub(super) fn share_weights(&mut self) {
         let counts: Vec<u64> = (0..self.list.len())
             .map(|index| self.live_of(index).count() as u64)
@@ -16,8 +17,13 @@ impl Upstreams {
         let scale = counts.iter().filter(|&&k| k > 0).fold(1, |m, &k| lcm(m, k));
         for endpoint in self.slots.iter_mut().flatten() {
             let k = counts.get(endpoint.upstream).copied().unwrap_or(1).max(1);
-            let weight = self.list.get(endpoint.upstream).map_or(1, |u| u.weight);
-            endpoint.weight = u64::from(weight) * scale / k;
+            endpoint.weight = match self.admin.get(&endpoint.addr).weight {
+                Some(weight) => u64::from(weight) * scale,
+                None => {
+                    let weight = self.list.get(endpoint.upstream).map_or(1, |u| u.weight);
+                    u64::from(weight) * scale / k
+                }
+            };
         }
     }
 }
@@ -116,7 +122,7 @@ mod tests {
         let mut balancer = Balancer::new(Algorithm::RoundRobin, 0, 1);
         let client: IpAddr = "10.0.0.1".parse().expect("ip");
         for _ in 0..2_000 {
-            let candidates = upstreams.candidates(&Tried::default(), now);
+            let candidates = upstreams.candidates(&Tried::default(), now, false);
             assert!(balancer.pick(&candidates, client).is_some());
         }
     }
@@ -131,7 +137,7 @@ mod tests {
         let mut balancer = Balancer::new(Algorithm::SourceHash, 0, 1);
         let mut pick = |upstreams: &mut Upstreams, last: u8| {
             let client = IpAddr::from([10, 0, 0, last]);
-            let candidates = upstreams.candidates(&Tried::default(), now);
+            let candidates = upstreams.candidates(&Tried::default(), now, false);
             let slot = balancer.pick(&candidates, client).expect("a pick").index;
             upstreams.get(slot).expect("live").addr.clone()
         };

@@ -12,15 +12,17 @@ use toml::Spanned;
 
 use super::raw::{OneOrMany, RawFile, RawRoute, RawUpstream};
 use super::{render, Defaults, FileError};
+use crate::config::access_log::AccessLog;
 use crate::config::clients::{ClientAcl, ClientPrefix};
 use crate::config::unix::{self, UnixAddr};
 use crate::config::{
     self, Addresses, Config, ListenSpec, Mode, Protocol, RouteConfig, UpstreamConfig, DEFAULT_FALL,
-    DEFAULT_HEALTH_TIMEOUT, MAX_LISTENERS, MAX_UPSTREAMS,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_RISE, MAX_LISTENERS, MAX_UPSTREAMS,
 };
 use crate::wire::allow::AllowList;
 use crate::wire::proxy_protocol::CarriedTlvs;
 use crate::wire::sni;
+use crate::wire::tcp_check;
 
 /// Checks every value of `raw` (the text of the file `label`) and resolves its upstreams' names.
 pub(super) fn config(
@@ -44,12 +46,6 @@ pub(super) fn config(
         return Err(render::rejected(label, None, message));
     }
     reader.check_unique(&routes)?;
-    // SNI routing is parsed and checked above; until the reactor serves it (issue 18, part 4), a file
-    // that asks for it is refused rather than forwarded without it.
-    if let Some(index) = routes.iter().position(|route| route.sni.is_set()) {
-        let message = "SNI routing is checked but not served by this build yet";
-        return Err(render::rejected(label, Some(&key(index, "sni")), message));
-    }
     Ok(Config {
         routes,
         shutdown_timeout: reader
@@ -60,6 +56,13 @@ pub(super) fn config(
             .as_ref()
             .map(|addr| reader.addr("metrics", addr))
             .transpose()?,
+        admin: raw
+            .admin
+            .as_ref()
+            .map(|addr| reader.admin(addr))
+            .transpose()?,
+        // Flag-only: `main` reads `--admin-token FILE`.
+        admin_token: None,
         stats_interval: reader
             .duration("stats_interval", raw.stats_interval.as_ref())?
             .filter(|d| !d.is_zero()),
@@ -69,6 +72,19 @@ pub(super) fn config(
         pipe_size: config::DEFAULT_PIPE_SIZE,
         threads: 1,
         prewarm: 0,
+        access_log: AccessLog {
+            destination: raw
+                .access_log
+                .as_ref()
+                .map(|path| reader.check("access_log", path, str::parse))
+                .transpose()?,
+            format: raw
+                .log_format
+                .as_ref()
+                .map(|format| reader.check("log_format", format, str::parse))
+                .transpose()?
+                .unwrap_or_default(),
+        },
     })
 }
 
@@ -114,11 +130,18 @@ impl Reader<'_> {
             .upstreams
             .as_ref()
             .map_or(raw.listen.span(), Spanned::span);
+        let probe_span = match (&raw.health_send, &raw.health_expect) {
+            (Some(text), _) => ("health_send", text.span()),
+            (None, Some(text)) => ("health_expect", text.span()),
+            (None, None) => ("health_interval", raw.listen.span()),
+        };
         let route = self.route_settings(index, raw, defaults)?;
         config::check_mode(&route).map_err(|err| self.error(&key(index, "mode"), span, &err))?;
         config::check_sni(&route).map_err(|err| self.error(&key(index, "sni"), sni_span, &err))?;
         config::check_protocol(&route)
             .map_err(|err| self.error(&key(index, "upstreams"), upstreams_span, &err))?;
+        config::check_probe(&route)
+            .map_err(|err| self.error(&key(index, probe_span.0), probe_span.1, &err))?;
         if let (false, Some(tlvs_span)) = (config::tlvs_have_a_source(&route), tlvs_span) {
             let message = format!(
                 "[{}] needs send_proxy = \"v2\" and accept_proxy = true (TLVs are carried from the client's v2 header into a v2 header)",
@@ -195,6 +218,22 @@ impl Reader<'_> {
             fall: match &raw.fall {
                 Some(n) => self.positive(&key(index, "fall"), n)?,
                 None => DEFAULT_FALL,
+            },
+            rise: match &raw.rise {
+                Some(n) => self.positive(&key(index, "rise"), n)?,
+                None => DEFAULT_RISE,
+            },
+            health_send: match &raw.health_send {
+                Some(text) => {
+                    Some(self.check(&key(index, "health_send"), text, tcp_check::unescape)?)
+                }
+                None => None,
+            },
+            health_expect: match &raw.health_expect {
+                Some(text) => {
+                    Some(self.check(&key(index, "health_expect"), text, tcp_check::unescape)?)
+                }
+                None => None,
             },
             nodelay: raw.nodelay.unwrap_or(true),
             keepalive: match &raw.keepalive {
@@ -434,6 +473,16 @@ mod tests {
             "[[route]]\nlisten = \"udp://127.0.0.1:53\"\nupstreams = [\"udp://127.0.0.1:53\"]\nhealth_interval = \"1s\"\n",
             "test.toml:3: route[0].upstreams: udp route udp://127.0.0.1:53 cannot take",
             &["health_interval"],
+        );
+        rejects(
+            "[[route]]\nlisten = \"udp://127.0.0.1:53\"\nupstreams = [\"udp://127.0.0.1:53\"]\nhealth_expect = \"+PONG\"\n",
+            "test.toml:3: route[0].upstreams: udp route udp://127.0.0.1:53 cannot take",
+            &["health_expect"],
+        );
+        rejects(
+            "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"127.0.0.1:9\"]\nhealth_expect = \"+PONG\"\n",
+            "test.toml:4: route[0].health_expect: health_expect is set but health_interval is off",
+            &[],
         );
     }
 

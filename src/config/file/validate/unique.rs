@@ -56,6 +56,10 @@ impl Reader<'_> {
                 let why = format!("listen {addr}: {why}");
                 return Err(render::rejected(self.label, None, &why));
             }
+            if let Some(why) = greeting_mismatch(routes, group) {
+                let why = format!("listen {addr}: {why}");
+                return Err(render::rejected(self.label, None, &why));
+            }
         }
         for (index, route) in routes.iter().enumerate() {
             for addr in &route.listen_unix {
@@ -74,9 +78,32 @@ impl Reader<'_> {
     }
 }
 
+/// Routes sharing an address read what comes before the ClientHello (a PROXY header) and the hello
+/// itself before it is known which of them the client is for, so they must agree on how: the same
+/// `accept_proxy`, `send_proxy_tlvs` and `header_timeout`. The first disagreement, naming both routes.
+fn greeting_mismatch(routes: &[RouteConfig], group: &[usize]) -> Option<String> {
+    let first = &routes[*group.first()?];
+    group.iter().map(|&index| &routes[index]).find_map(|route| {
+        let differs = if route.accept_proxy != first.accept_proxy {
+            "accept_proxy"
+        } else if route.send_proxy_tlvs != first.send_proxy_tlvs {
+            "send_proxy_tlvs"
+        } else if route.header_timeout != first.header_timeout {
+            "header_timeout"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "route '{}' and route '{}' differ in {differs} (routes sharing an address read the PROXY header and ClientHello before either is chosen, so they must agree)",
+            first.name, route.name
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use crate::config::file::tests::{rejects, ROUTE};
+    use crate::config;
+    use crate::config::file::tests::{accepts, rejects, ROUTE};
 
     #[test]
     fn test_duplicates_across_routes_are_rejected() {
@@ -123,15 +150,35 @@ mod tests {
             "test.toml: listen 127.0.0.1:7000: sni 'a.example' is listed twice by route 'route-1'",
             &[],
         );
-        // Well-formed: refused only because it is not served yet.
-        let acme = format!(
-            "{fixed}name = \"acme\"\nsni = [\"api.example.com\"]\nalpn = [\"acme-tls/1\"]\n"
-        );
         rejects(
-            &format!("{api}{acme}{fallback}"),
-            "test.toml: route[0].sni: SNI routing is checked but not served by this build yet",
+            &format!("{api}{fixed}name = \"late\"\ndefault = true\nheader_timeout = \"1s\"\n"),
+            "test.toml: listen 127.0.0.1:7000: route 'api' and route 'late' differ in header_timeout",
             &[],
         );
+        rejects(
+            &format!("{api}{fixed}name = \"pp\"\ndefault = true\naccept_proxy = true\n"),
+            "test.toml: listen 127.0.0.1:7000: route 'api' and route 'pp' differ in accept_proxy",
+            &[],
+        );
+    }
+
+    /// A well-formed SNI group: the first route holds the socket, every route is in its group.
+    #[test]
+    fn test_sni_group_shares_one_socket() {
+        let fixed = ROUTE.replace("127.0.0.1:0", "127.0.0.1:7000");
+        let config = accepts(&format!(
+            "{fixed}name = \"api\"\nsni = [\"api.example.com\"]\n\
+             {fixed}name = \"acme\"\nsni = [\"api.example.com\"]\nalpn = [\"acme-tls/1\"]\n\
+             {fixed}name = \"fallback\"\ndefault = true\n{ROUTE}"
+        ));
+        let addr = "127.0.0.1:7000".parse().expect("addr");
+        let bound = |index| config::bound_addresses(&config.routes, index);
+        assert_eq!(bound(0), vec![addr]);
+        assert!(bound(1).is_empty() && bound(2).is_empty());
+        assert_eq!(config::sni_group(&config.routes, 0, addr), vec![0, 1, 2]);
+        let plain = config.routes[3].listen[0];
+        assert_eq!(bound(3), vec![plain], "a port-0 route binds its own");
+        assert!(config::sni_group(&config.routes, 3, plain).is_empty());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::super::raw::Quantity;
 use super::super::{render, FileError};
 use super::Reader;
 use crate::config;
+use crate::config::admin::AdminAddr;
 
 impl Reader<'_> {
     pub(super) fn duration(
@@ -47,6 +48,13 @@ impl Reader<'_> {
                 &format!("invalid address '{}': expected IP:PORT", raw.get_ref()),
             )
         })
+    }
+
+    /// The top-level `admin` address (the `--admin` syntax).
+    pub(super) fn admin(&self, raw: &Spanned<String>) -> Result<AdminAddr, FileError> {
+        raw.get_ref()
+            .parse()
+            .map_err(|message: String| self.error("admin", raw.span(), &message))
     }
 
     pub(super) fn positive(&self, key: &str, raw: &Spanned<u32>) -> Result<u32, FileError> {

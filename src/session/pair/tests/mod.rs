@@ -26,6 +26,7 @@ fn connect_greeting() -> Greeting {
             allow: AllowList::new(vec!["localhost:*".parse().expect("rule")]),
             credentials: None,
         }),
+        sni: None,
     }))
 }
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::datapath::stream::script::{Connect, Incoming, Outgoing, Scripted};
+use crate::observe::metric_kinds::SniReject;
 use crate::session::interest::Registration;
 use crate::session::refusal::REFUSAL_LINGER;
 use crate::upstream::endpoint::Tried;
@@ -210,6 +211,7 @@ fn proxy_greeting(now: Instant) -> (Pair<Scripted>, Scripted) {
         accept_proxy: true,
         carry_tlvs: Default::default(),
         connect: None,
+        sni: None,
     });
     let greeting = Greeting::new(rules);
     let addr = CLIENT_ADDR.into();
@@ -240,6 +242,129 @@ fn test_greeting_proxy_header_timeout_closes() {
     assert_eq!(pair.expire(cause, at), Outcome::Close(Cause::HeaderTimeout));
     assert_eq!(pair.proxy_header_rejection(), Some(Reason::Timeout));
     assert!(client.written().is_empty());
+}
+
+/// A pair on an SNI listener of two routes: `api` (`api.example.com`, `--send-proxy v1`) and, when
+/// `with_default`, `fallback`; waiting for its ClientHello.
+fn hello_greeting(now: Instant, with_default: bool) -> (Pair<Scripted>, Scripted) {
+    let fixed = "listen = \"127.0.0.1:7000\"\nupstreams = [\"127.0.0.1:9\"]\n";
+    let mut text = format!(
+        "[[route]]\nname = \"api\"\n{fixed}sni = [\"api.example.com\"]\nsend_proxy = \"v1\"\n"
+    );
+    if with_default {
+        text.push_str(&format!(
+            "[[route]]\nname = \"fallback\"\n{fixed}default = true\n"
+        ));
+    }
+    let mut resolve = |name: &str| -> crate::config::Addresses {
+        name.parse()
+            .map(|addr| vec![addr])
+            .map_err(|_| name.to_string())
+    };
+    let defaults = crate::config::file::Defaults {
+        max_connections: 10,
+        shutdown_timeout: Duration::from_secs(1),
+    };
+    let config =
+        crate::config::file::parse("test.toml", &text, defaults, &mut resolve).expect("config");
+    let rules = crate::upstream::route::sni_rules(&config.routes, 0, config.routes[0].listen[0])
+        .expect("an SNI listener");
+    let client = Scripted::default();
+    let greeting = Greeting::new(rules);
+    let pair = Pair::greeting(
+        1,
+        (client.clone(), CLIENT_ADDR.into()),
+        0,
+        greeting,
+        now,
+        Splice::Off,
+    );
+    (pair, client)
+}
+
+/// A ClientHello for `api`: the pair asks to connect to that route, with the route's own
+/// `--send-proxy` header first upstream and then the hello, byte for byte; its name is on the pair.
+#[test]
+fn test_greeting_hello_routes_and_goes_upstream_unchanged() {
+    let mut lp = Loop::new();
+    let (mut pair, client) = hello_greeting(lp.now, true);
+    let hello = include_bytes!("../../../../tests/corpus/tls/curl-resolve.bin");
+    client.data(hello);
+    let Outcome::Connect(Target::Routed(routed)) = lp.event(&mut pair, Side::Client, readable())
+    else {
+        panic!("not routed");
+    };
+    assert_eq!(routed.choice.route, "api");
+    assert_eq!(pair.sni.as_deref(), Some("api.example.com"));
+    assert!(client.written().is_empty());
+    let upstream = Scripted::default();
+    let addr = SocketAddr::from(UPSTREAM_ADDR).into();
+    pair.begin_connect((upstream.clone(), addr), None, lp.now);
+    upstream.set_connect(Connect::Connected);
+    upstream.room(usize::MAX);
+    assert_eq!(
+        lp.event(&mut pair, Side::Upstream, writable()),
+        Outcome::Connected
+    );
+    lp.establish(&mut pair);
+    let sent = upstream.written();
+    let header = b"PROXY TCP4 127.0.0.1 ";
+    assert!(sent.starts_with(header), "{sent:?}");
+    assert!(
+        sent.ends_with(hello),
+        "the hello follows the header unchanged"
+    );
+    assert_eq!(pair.sni_rejected, None);
+}
+
+/// No route takes the name and there is no default: the fatal `unrecognized_name` alert, then the
+/// refusal's linger; counted as `no-route`.
+#[test]
+fn test_greeting_hello_without_route_answers_the_alert() {
+    let mut lp = Loop::new();
+    let (mut pair, client) = hello_greeting(lp.now, false);
+    client.room(usize::MAX);
+    client.data(include_bytes!(
+        "../../../../tests/corpus/tls/openssl-sni-alpn.bin"
+    ));
+    let outcome = lp.event(&mut pair, Side::Client, readable());
+    assert_ne!(outcome, Outcome::Close(Cause::Rejected), "answered first");
+    assert_eq!(pair.phase(), Phase::Refusing);
+    assert_eq!(client.written(), crate::wire::sni::UNRECOGNIZED_NAME_ALERT);
+    assert_eq!(pair.sni_rejected, Some(SniReject::NoRoute));
+}
+
+/// Bytes that are not a ClientHello: closed at once, nothing written, the reason kept.
+#[test]
+fn test_greeting_junk_instead_of_hello_closes_silently() {
+    let mut lp = Loop::new();
+    let (mut pair, client) = hello_greeting(lp.now, true);
+    client.data(b"GET / HTTP/1.1\r\n\r\n");
+    let outcome = lp.event(&mut pair, Side::Client, readable());
+    assert_eq!(outcome, Outcome::Close(Cause::Rejected));
+    assert!(client.written().is_empty());
+    let reason = crate::wire::tls_hello::Reason::NotHandshake;
+    assert_eq!(pair.sni_rejected, Some(SniReject::Hello(reason)));
+}
+
+/// A hello that does not come within the header timeout: closed, counted as `timeout`; a client
+/// that leaves halfway: `client-closed`.
+#[test]
+fn test_greeting_hello_timeout_and_client_gone() {
+    let (mut pair, client) = hello_greeting(Instant::now(), true);
+    let (at, cause) = pair.deadline(&LIMITS).expect("a header deadline");
+    assert_eq!(cause, Cause::HeaderTimeout);
+    assert_eq!(pair.expire(cause, at), Outcome::Close(Cause::HeaderTimeout));
+    assert_eq!(pair.sni_rejected, Some(SniReject::Timeout));
+    assert!(client.written().is_empty());
+    let mut lp = Loop::new();
+    let (mut pair, client) = hello_greeting(lp.now, true);
+    client.data(&[0x16, 0x03, 0x01]).incoming([Incoming::Eof]);
+    assert_eq!(
+        lp.event(&mut pair, Side::Client, fin()),
+        Outcome::Close(Cause::ClientAbort)
+    );
+    assert_eq!(pair.sni_rejected, Some(SniReject::ClientClosed));
 }
 
 /// A CONNECT head that does not come in time is answered 408; the refusal then lingers for the
