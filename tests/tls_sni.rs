@@ -137,6 +137,21 @@ fn test_hello_split_byte_by_byte_reaches_its_route_unchanged() {
     assert_eq!(series("edgefwd_route_pairs_total", "rest"), 1);
 }
 
+/// `sni = []` is refused, naming the key, rather than silently making a plain route.
+#[test]
+fn test_empty_sni_list_is_refused() {
+    let echo = Backend::echo();
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let file = ConfigFile::new(&route("api", listen, echo.addr(), "sni = []"));
+    let (code, stderr) = common::run_edgefwd_expect_fail(&["--config", file.path()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line:\n{stderr}");
+    assert!(
+        stderr.contains(":5: route[0].sni: sni = [] lists no name"),
+        "{stderr}"
+    );
+}
+
 /// The admin API's connection object names the server name a pair was routed by, and `null` for a
 /// pair whose hello carried none (routed to the default).
 #[test]

@@ -307,6 +307,14 @@ impl Reader<'_> {
                 .filter(|d| !d.is_zero()),
             sni: sni::Rule {
                 names: match &raw.sni {
+                    // An empty list would silently make a plain route: say so instead.
+                    Some(names) if names.get_ref().is_empty() => {
+                        return Err(self.error(
+                            &key(index, "sni"),
+                            names.span(),
+                            "sni = [] lists no name: list at least one, or leave sni out",
+                        ));
+                    }
                     Some(names) => self.each(&key(index, "sni"), names)?,
                     None => Vec::new(),
                 },
@@ -594,6 +602,11 @@ mod tests {
         rejects(
             &format!("{ROUTE}sni = [\"a.example\"]\nalpn = [\"\"]\n"),
             "test.toml:5: route[0].alpn: '' is not an ALPN protocol name",
+            &[],
+        );
+        rejects(
+            &format!("{ROUTE}sni = []\n"),
+            "test.toml:4: route[0].sni: sni = [] lists no name",
             &[],
         );
         rejects(
