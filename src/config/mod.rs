@@ -238,6 +238,21 @@ pub fn check_protocol(route: &RouteConfig) -> Result<(), String> {
     }
 }
 
+/// `health_send` and `health_expect` are what a probe says and hears: without `health_interval` no
+/// probe runs, and a setting that would do nothing is refused rather than ignored.
+pub fn check_probe(route: &RouteConfig) -> Result<(), String> {
+    let set = [
+        (route.health_send.is_some(), "health_send"),
+        (route.health_expect.is_some(), "health_expect"),
+    ];
+    match set.iter().find(|(on, _)| *on) {
+        Some((_, key)) if route.health_interval.is_none() => Err(format!(
+            "{key} is set but health_interval is off: no probe would send or expect anything"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What a route does with its clients.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -107,6 +107,7 @@ pub(super) fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure
     };
     config::check_mode(&route).map_err(|message| Failure { code: 2, message })?;
     config::check_protocol(&route).map_err(|message| Failure { code: 2, message })?;
+    config::check_probe(&route).map_err(|message| Failure { code: 2, message })?;
     if !config::tlvs_have_a_source(&route) {
         return Err(Failure {
             code: 2,

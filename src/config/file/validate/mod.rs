@@ -130,11 +130,18 @@ impl Reader<'_> {
             .upstreams
             .as_ref()
             .map_or(raw.listen.span(), Spanned::span);
+        let probe_span = match (&raw.health_send, &raw.health_expect) {
+            (Some(text), _) => ("health_send", text.span()),
+            (None, Some(text)) => ("health_expect", text.span()),
+            (None, None) => ("health_interval", raw.listen.span()),
+        };
         let route = self.route_settings(index, raw, defaults)?;
         config::check_mode(&route).map_err(|err| self.error(&key(index, "mode"), span, &err))?;
         config::check_sni(&route).map_err(|err| self.error(&key(index, "sni"), sni_span, &err))?;
         config::check_protocol(&route)
             .map_err(|err| self.error(&key(index, "upstreams"), upstreams_span, &err))?;
+        config::check_probe(&route)
+            .map_err(|err| self.error(&key(index, probe_span.0), probe_span.1, &err))?;
         if let (false, Some(tlvs_span)) = (config::tlvs_have_a_source(&route), tlvs_span) {
             let message = format!(
                 "[{}] needs send_proxy = \"v2\" and accept_proxy = true (TLVs are carried from the client's v2 header into a v2 header)",
@@ -479,6 +486,11 @@ mod tests {
             "[[route]]\nlisten = \"udp://127.0.0.1:53\"\nupstreams = [\"udp://127.0.0.1:53\"]\nhealth_expect = \"+PONG\"\n",
             "test.toml:3: route[0].upstreams: udp route udp://127.0.0.1:53 cannot take",
             &["health_expect"],
+        );
+        rejects(
+            "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"127.0.0.1:9\"]\nhealth_expect = \"+PONG\"\n",
+            "test.toml:4: route[0].health_expect: health_expect is set but health_interval is off",
+            &[],
         );
     }
 
