@@ -137,19 +137,22 @@ fn test_hello_split_byte_by_byte_reaches_its_route_unchanged() {
     assert_eq!(series("edgefwd_route_pairs_total", "rest"), 1);
 }
 
-/// `sni = []` is refused, naming the key, rather than silently making a plain route.
+/// A bad SNI setting exits 2 with one line naming the key the operator wrote: `sni = []` (which
+/// would silently make a plain route), `alpn` without `sni`.
 #[test]
-fn test_empty_sni_list_is_refused() {
+fn test_bad_sni_settings_name_their_key() {
     let echo = Backend::echo();
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let file = ConfigFile::new(&route("api", listen, echo.addr(), "sni = []"));
-    let (code, stderr) = common::run_edgefwd_expect_fail(&["--config", file.path()]);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line:\n{stderr}");
-    assert!(
-        stderr.contains(":5: route[0].sni: sni = [] lists no name"),
-        "{stderr}"
-    );
+    for (extra, expected) in [
+        ("sni = []", ":5: route[0].sni: sni = [] lists no name"),
+        ("alpn = [\"h2\"]", ":5: route[0].alpn: alpn needs sni"),
+    ] {
+        let file = ConfigFile::new(&route("api", listen, echo.addr(), extra));
+        let (code, stderr) = common::run_edgefwd_expect_fail(&["--config", file.path()]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line:\n{stderr}");
+        assert!(stderr.contains(expected), "{extra}: {stderr}");
+    }
 }
 
 /// The admin API's connection object names the server name a pair was routed by, and `null` for a
