@@ -118,6 +118,8 @@ fn test_ctl_lists_shows_and_closes_a_held_pair() {
         format!("\n  client              {me}\n"),
         format!("\n  upstream            {}\n", upstream.addr()),
         String::from("\n  phase               established\n"),
+        // Not an SNI route: no server name.
+        String::from("\n  sni                 -\n"),
     ] {
         assert!(detail.contains(&field), "no {field:?} in\n{detail}");
     }

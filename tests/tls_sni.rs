@@ -137,6 +137,68 @@ fn test_hello_split_byte_by_byte_reaches_its_route_unchanged() {
     assert_eq!(series("edgefwd_route_pairs_total", "rest"), 1);
 }
 
+/// A bad SNI setting exits 2 with one line naming the key the operator wrote: `sni = []` (which
+/// would silently make a plain route), `alpn` without `sni`.
+#[test]
+fn test_bad_sni_settings_name_their_key() {
+    let echo = Backend::echo();
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    for (extra, expected) in [
+        ("sni = []", ":5: route[0].sni: sni = [] lists no name"),
+        ("alpn = [\"h2\"]", ":5: route[0].alpn: alpn needs sni"),
+    ] {
+        let file = ConfigFile::new(&route("api", listen, echo.addr(), extra));
+        let (code, stderr) = common::run_edgefwd_expect_fail(&["--config", file.path()]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line:\n{stderr}");
+        assert!(stderr.contains(expected), "{extra}: {stderr}");
+    }
+}
+
+/// The admin API's connection object names the server name a pair was routed by, and `null` for a
+/// pair whose hello carried none (routed to the default).
+#[test]
+fn test_admin_connection_shows_the_routing_name() {
+    let (api, rest) = (Backend::echo(), Backend::echo());
+    let text = |port| {
+        let listen = SocketAddr::from(([127, 0, 0, 1], port));
+        route("api", listen, api.addr(), "sni = [\"api.example.com\"]")
+            + &route("rest", listen, rest.addr(), "default = true")
+    };
+    let (fwd, _file, addr) = start(text, &["--admin", "127.0.0.1:0"]);
+    let admin = fwd.admin_addr();
+    let mut named = connect(addr);
+    named.write_all(HELLO_API).expect("hello");
+    assert_eq!(read_exactly(&mut named, HELLO_API.len()), HELLO_API);
+    let mut nameless = connect(addr);
+    nameless.write_all(HELLO_NONE).expect("hello");
+    assert_eq!(read_exactly(&mut nameless, HELLO_NONE.len()), HELLO_NONE);
+
+    let (status, rest_of) = common::http_get(admin, "/connections");
+    assert!(status.contains(" 200 "), "{status}");
+    let (_, body) = rest_of.split_once("\r\n\r\n").expect("head/body separator");
+    let list: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    let sni_of = |client: &TcpStream| {
+        let local = client.local_addr().expect("local").to_string();
+        let pairs = list.as_array().expect("a list");
+        let pair = pairs
+            .iter()
+            .find(|pair| pair["client"] == local.as_str())
+            .unwrap_or_else(|| panic!("no pair for {local} in {body}"));
+        (pair["route"].clone(), pair["sni"].clone())
+    };
+    assert_eq!(
+        sni_of(&named),
+        ("api".into(), "api.example.com".into()),
+        "{body}"
+    );
+    assert_eq!(
+        sni_of(&nameless),
+        ("rest".into(), serde_json::Value::Null),
+        "{body}"
+    );
+}
+
 /// No route takes `www.example.com` and there is no default: the client reads the fatal
 /// `unrecognized_name` alert, then the close; no upstream sees a connection.
 #[test]

@@ -1287,6 +1287,17 @@ impl Forwarder {
         self.expect_log("metrics on http://", Duration::from_secs(10));
         support::logs::metrics_addr(&self.logs()).expect("metrics address")
     }
+
+    /// The `--admin` address, from the "admin API on http://ADDR/" start line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.expect_log("admin API on http://", Duration::from_secs(10));
+        let logs = self.logs();
+        let (_, rest) = logs.split_once("admin API on http://").expect("admin line");
+        rest.split('/')
+            .next()
+            .and_then(|addr| addr.parse().ok())
+            .expect("admin address")
+    }
 }
 
 /// One HTTP GET; returns (status line, headers + body).

@@ -15,11 +15,12 @@ pub(crate) fn unexpected(what: &str) -> String {
 }
 
 /// The fields `connection ID` prints in its own layout; the rest are listed after them.
-const KNOWN_FIELDS: [&str; 21] = [
+const KNOWN_FIELDS: [&str; 22] = [
     "id",
     "route",
     "client",
     "upstream",
+    "sni",
     "phase",
     "age_ms",
     "idle_ms",
@@ -129,6 +130,10 @@ pub(crate) fn connection(pair: &Value) -> Result<String, String> {
     field("route", cell(pair, "route"));
     field("client", cell(pair, "client"));
     field("upstream", cell(pair, "upstream"));
+    // A server older than the field does not send it.
+    if object.contains_key("sni") {
+        field("sni", cell(pair, "sni"));
+    }
     field("phase", cell(pair, "phase"));
     field("age", age_cell(pair, "age_ms"));
     field("idle", age_cell(pair, "idle_ms"));
@@ -279,7 +284,7 @@ mod tests {
     /// The connection object of docs/admin.md (the contract's example).
     pub(crate) const PAIR: &str = r#"{
         "id": 17, "route": "web", "client": "127.0.0.1:50312", "upstream": "127.0.0.1:8080",
-        "phase": "established", "age_ms": 12403, "idle_ms": 12399,
+        "sni": null, "phase": "established", "age_ms": 12403, "idle_ms": 12399,
         "c2u_bytes": 1024, "u2c_bytes": 65536, "c2u_held": 0, "u2c_held": 65536,
         "c2u_path": "ring", "u2c_path": "splice", "client_interest": "r", "upstream_interest": "w",
         "client_read_closed": false, "client_write_closed": false,
@@ -330,6 +335,7 @@ connection 17
   route               web
   client              127.0.0.1:50312
   upstream            127.0.0.1:8080
+  sni                 -
   phase               established
   age                 12.4s
   idle                12.3s

@@ -141,6 +141,9 @@ pub(crate) struct PairView {
     /// The upstream connected or being connected to (the last one tried between attempts); `None`
     /// before the first attempt (a greeting, a CONNECT lookup).
     pub(crate) upstream: Option<String>,
+    /// The server name of the ClientHello the pair was routed by (`sni` routes); `None` when the
+    /// route is not an SNI route or the hello carried no name.
+    pub(crate) sni: Option<Box<str>>,
     pub(crate) phase: Step,
     pub(crate) age_ms: u64,
     /// Since bytes last moved either way.
@@ -202,6 +205,7 @@ impl<S: Socket> Pair<S> {
             route: self.route,
             client: self.client_addr,
             upstream: self.upstream_addr().map(ToString::to_string),
+            sni: self.sni.clone(),
             phase: self.step(now),
             age_ms: millis(self.started, now),
             idle_ms: millis(self.last_activity(), now),

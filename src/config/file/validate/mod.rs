@@ -117,15 +117,13 @@ impl Reader<'_> {
             return Err(self.error(&key(index, "upstreams"), raw.listen.span(), message));
         }
         let tlvs_span = raw.send_proxy_tlvs.as_ref().map(Spanned::span);
-        let sni_span = [
-            raw.alpn.as_ref().map(Spanned::span),
-            raw.sni.as_ref().map(Spanned::span),
-        ]
-        .into_iter()
-        .flatten()
-        .chain(raw.default.as_ref().map(Spanned::span))
-        .next()
-        .unwrap_or(raw.listen.span());
+        // The key an SNI rule's error names: the one the operator wrote that breaks it.
+        let sni_span = match (&raw.sni, &raw.alpn, &raw.default) {
+            (Some(names), _, _) => ("sni", names.span()),
+            (None, Some(alpn), _) => ("alpn", alpn.span()),
+            (None, None, Some(default)) => ("default", default.span()),
+            (None, None, None) => ("sni", raw.listen.span()),
+        };
         let upstreams_span = raw
             .upstreams
             .as_ref()
@@ -137,7 +135,8 @@ impl Reader<'_> {
         };
         let route = self.route_settings(index, raw, defaults)?;
         config::check_mode(&route).map_err(|err| self.error(&key(index, "mode"), span, &err))?;
-        config::check_sni(&route).map_err(|err| self.error(&key(index, "sni"), sni_span, &err))?;
+        config::check_sni(&route)
+            .map_err(|err| self.error(&key(index, sni_span.0), sni_span.1, &err))?;
         config::check_protocol(&route)
             .map_err(|err| self.error(&key(index, "upstreams"), upstreams_span, &err))?;
         config::check_probe(&route)
@@ -314,6 +313,14 @@ impl Reader<'_> {
                 .filter(|d| !d.is_zero()),
             sni: sni::Rule {
                 names: match &raw.sni {
+                    // An empty list would silently make a plain route: say so instead.
+                    Some(names) if names.get_ref().is_empty() => {
+                        return Err(self.error(
+                            &key(index, "sni"),
+                            names.span(),
+                            "sni = [] lists no name: list at least one, or leave sni out",
+                        ));
+                    }
                     Some(names) => self.each(&key(index, "sni"), names)?,
                     None => Vec::new(),
                 },
@@ -609,13 +616,18 @@ mod tests {
             &[],
         );
         rejects(
+            &format!("{ROUTE}sni = []\n"),
+            "test.toml:4: route[0].sni: sni = [] lists no name",
+            &[],
+        );
+        rejects(
             &format!("{ROUTE}alpn = [\"h2\"]\n"),
-            "test.toml:4: route[0].sni: alpn needs sni",
+            "test.toml:4: route[0].alpn: alpn needs sni",
             &[],
         );
         rejects(
             "[[route]]\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\nallow = [\"10.0.0.0/8:443\"]\ndefault = true\n",
-            "test.toml:5: route[0].sni: sni and default apply to forward routes",
+            "test.toml:5: route[0].default: sni and default apply to forward routes",
             &[],
         );
     }

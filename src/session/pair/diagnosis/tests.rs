@@ -31,6 +31,7 @@ fn quiet() -> PairView {
         route: 0,
         client: ([127, 0, 0, 1], 50312).into(),
         upstream: Some("127.0.0.1:8080".to_string()),
+        sni: None,
         phase: Step::Established,
         age_ms: 45_000,
         idle_ms: 40_000,

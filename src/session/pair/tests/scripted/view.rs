@@ -29,6 +29,7 @@ fn test_view_serializes_the_contract_keys() {
     let mut contract = vec![
         "client",
         "upstream",
+        "sni",
         "phase",
         "age_ms",
         "idle_ms",
@@ -51,6 +52,7 @@ fn test_view_serializes_the_contract_keys() {
     assert_eq!(sorted, contract);
     assert_eq!(json["client"], "127.0.0.1:40000");
     assert_eq!(json["upstream"], "127.0.0.1:8000");
+    assert_eq!(json["sni"], serde_json::Value::Null);
     assert_eq!(json["phase"], "established");
     assert_eq!(json["c2u_path"], "ring");
     assert_eq!(json["client_interest"], "rw");
