@@ -17,6 +17,7 @@ use std::time::Duration;
 use clap::Parser;
 use log::{info, warn};
 
+use edgefwd::config::access_log::{self, AccessLog};
 use edgefwd::config::admin::AdminAddr;
 use edgefwd::config::clients::{Cidr, ClientPrefix, Rate};
 use edgefwd::config::file::{self, Defaults, FileError};
@@ -25,6 +26,7 @@ use edgefwd::config::unix;
 use edgefwd::config::Algorithm;
 use edgefwd::config::{self, Config, Mode, Protocol, RouteConfig, Splice};
 use edgefwd::datapath::budget::{self, FdBudget};
+use edgefwd::observe::access_log::writer::AccessLog as AccessLogHandle;
 use edgefwd::observe::metrics::MetricsBoard;
 use edgefwd::observe::routed::RouteBoard;
 use edgefwd::reactor::fdlimit;
@@ -269,9 +271,18 @@ struct Cli {
     #[arg(long, value_name = "SIZE", default_value_t = config::DEFAULT_PIPE_SIZE, value_parser = config::parse_pipe_size)]
     pipe_size: usize,
 
-    /// Check the configuration (the flags or the --config file, --user, --group, --pid-file's directory)
-    /// and exit: "configuration OK (N routes)" and 0, or the error and 2. Binds nothing, starts nothing;
-    /// an upstream name that does not resolve is a warning.
+    /// Write one line per finished connection to this file (appended; SIGUSR1 reopens it), or to
+    /// standard output with "-" [default: off] (a config file's `access_log` wins).
+    #[arg(long, value_name = "-|PATH", value_parser = str::parse::<access_log::Destination>)]
+    access_log: Option<access_log::Destination>,
+
+    /// The access log's lines: text (logfmt, key=value) or json (one object per line).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = str::parse::<access_log::Format>)]
+    log_format: access_log::Format,
+
+    /// Check the configuration (the flags or the --config file, --user, --group, the directories of
+    /// --pid-file and --access-log) and exit: "configuration OK (N routes)" and 0, or the error and 2.
+    /// Binds nothing, starts nothing; an upstream name that does not resolve is a warning.
     #[arg(short = 't', long)]
     check: bool,
 
@@ -378,11 +389,12 @@ fn after_bind(cli: &Cli) -> Result<AfterBind, Failure> {
     .map_err(usage)
 }
 
-/// `--check`: everything `run` validates before binding, then one verdict line; every failure is a
-/// usage error (exit 2), as `nginx -t`'s.
+/// `--check`: everything `run` validates before binding (and the `--access-log` file's directory),
+/// then one verdict line; every failure is a usage error (exit 2), as `nginx -t`'s.
 fn check(cli: Cli) -> Result<(), Failure> {
     after_bind(&cli)?.check_paths().map_err(usage)?;
     let prepared = configure(cli).map_err(|failure| usage(failure.message))?;
+    AccessLogHandle::check(&prepared.config.access_log).map_err(usage)?;
     for route in &prepared.config.routes {
         for upstream in &route.upstreams {
             if let Err(why) = &upstream.addrs {
@@ -411,6 +423,10 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
         max_connections: budget.slots() * usize::from(cli.threads),
         shutdown_timeout: cli.shutdown_timeout,
     };
+    let access_log = AccessLog {
+        destination: cli.access_log.clone(),
+        format: cli.log_format,
+    };
     let admin_token = cli.admin_token.as_deref().map(read_token).transpose()?;
     let (splice, pipe_size, threads, prewarm) = (
         cli.splice,
@@ -426,6 +442,10 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
     config.pipe_size = pipe_size;
     config.threads = threads;
     config.prewarm = prewarm;
+    // The file's `access_log` (with its `log_format`) wins over the flags.
+    if config.access_log.destination.is_none() {
+        config.access_log = access_log;
+    }
     config.admin_token = admin_token;
     if let Some(admin) = &config.admin {
         admin.check(config.admin_token.is_some()).map_err(usage)?;
@@ -482,12 +502,15 @@ fn run_reactors(
     } = prepared;
     let threads = config.threads;
     let board = (threads > 1).then(|| Arc::new(MetricsBoard::new(threads)));
-    // One set of everything shared (followers' inboxes, per-client tables, the per-route figures),
-    // cloned into each reactor.
+    // Opened here, before `after_bind` drops root: a log directory only root may write to works.
+    let (access_log, writer) = AccessLogHandle::start(&config.access_log)?.unzip();
+    // One set of everything shared (followers' inboxes, per-client tables, the per-route figures, the
+    // access log's queue), cloned into each reactor.
     let shared = Siblings {
         board,
         budget,
         routes: Arc::new(RouteBoard::new(threads)),
+        access_log,
         ..Siblings::default()
     };
     let siblings = |index| Siblings {
@@ -609,6 +632,11 @@ fn run_reactors(
             Ok(Err(err)) => return Err(format!("event loop failed: {err}").into()),
             Err(_) => return Err(String::from("a reactor thread panicked").into()),
         }
+    }
+    // Every reactor has dropped its end of the queue: the writer writes out the last lines and stops.
+    drop(shared);
+    if let Some(writer) = writer {
+        writer.finish();
     }
     Ok(exit)
 }

@@ -46,12 +46,16 @@ fn test_one_route_on_several_addresses() {
     let echo = Backend::echo();
     let file = ConfigFile::new(&route("multi", "[\"127.0.0.1:0\", \"[::1]:0\"]", &echo));
     let fwd = Forwarder::start(&["--config", file.path()]);
-    let addrs: Vec<_> = fwd
-        .logs()
-        .lines()
-        .filter(|l| l.contains(" route=multi "))
-        .filter_map(parse_listen_addr)
-        .collect();
+    // The start returns at the first listener's line; the second may be logged a moment later.
+    let listening = |fwd: &Forwarder| -> Vec<_> {
+        fwd.logs()
+            .lines()
+            .filter(|l| l.contains(" route=multi "))
+            .filter_map(parse_listen_addr)
+            .collect()
+    };
+    wait_until(Duration::from_secs(5), || listening(&fwd).len() >= 2);
+    let addrs = listening(&fwd);
     assert_eq!(addrs.len(), 2, "{}", fwd.logs());
     for addr in addrs {
         echo_roundtrip(addr, 4096, 4096);

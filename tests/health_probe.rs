@@ -185,7 +185,7 @@ fn test_expect_alone_reads_a_greeting() {
 }
 
 /// An empty text or a bad escape is refused at start with status 2, naming the value, from a flag as
-/// from the file.
+/// from the file; so is either without `--health-interval`.
 #[test]
 fn test_bad_send_and_expect_exit_2_naming_them() {
     for (flag, value, why) in [
@@ -205,8 +205,22 @@ fn test_bad_send_and_expect_exit_2_naming_them() {
         assert!(stderr.contains(&format!("\"{value}\"")), "{stderr}");
         assert!(stderr.contains(why), "{stderr}");
     }
+    // Without --health-interval no probe would use them: refused, not ignored.
+    let (code, stderr) = run_edgefwd_expect_fail(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "127.0.0.1:9",
+        "--health-expect",
+        "+PONG",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("health_expect is set but health_interval is off"),
+        "{stderr}"
+    );
     let file = ConfigFile::new(
-        "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"127.0.0.1:9\"]\nhealth_expect = ''\n",
+        "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"127.0.0.1:9\"]\nhealth_interval = \"1s\"\nhealth_expect = ''\n",
     );
     let (code, stderr) = run_edgefwd_expect_fail(&["--config", file.path()]);
     assert_eq!(code, Some(2), "{stderr}");

@@ -17,6 +17,7 @@ const SERIES: &str = r#"
 # HELP edgefwd_accept_pauses_exhausted_total accepting paused after EMFILE/ENFILE
 # HELP edgefwd_accept_pauses_limit_total accepting stopped at --max-connections or the fd budget
 # HELP edgefwd_accepts_total connections accepted
+# HELP edgefwd_access_log_dropped_total access log lines dropped because the writer's queue was full
 # HELP edgefwd_budget_yields_total pair runs re-queued after using their byte budget
 # HELP edgefwd_bytes_total bytes forwarded
 # HELP edgefwd_client_rejects_total clients reset at arrival by client_allow/client_deny, a per-client limit or queue_timeout, by route and limit
@@ -68,6 +69,7 @@ const SERIES: &str = r#"
 # TYPE edgefwd_accept_pauses_exhausted_total counter
 # TYPE edgefwd_accept_pauses_limit_total counter
 # TYPE edgefwd_accepts_total counter
+# TYPE edgefwd_access_log_dropped_total counter
 # TYPE edgefwd_budget_yields_total counter
 # TYPE edgefwd_bytes_total counter
 # TYPE edgefwd_client_rejects_total counter
@@ -119,6 +121,7 @@ const SERIES: &str = r#"
 edgefwd_accept_pauses_exhausted_total
 edgefwd_accept_pauses_limit_total
 edgefwd_accepts_total
+edgefwd_access_log_dropped_total
 edgefwd_budget_yields_total
 edgefwd_bytes_total{direction="c2u"}
 edgefwd_bytes_total{direction="u2c"}

@@ -246,6 +246,29 @@ fn test_client_deny_is_the_chosen_routes() {
     assert_eq!(sample(&scrape(fwd.metrics_addr()), name), 1);
 }
 
+/// `alpn`: of two routes for one name, the one listing a protocol the client offers (OpenSSL's hello
+/// offers `h2`) takes its hello, and the route without `alpn` takes a hello offering none.
+#[test]
+fn test_alpn_picks_among_routes_of_one_name() {
+    let (h2, plain) = (Backend::echo(), Backend::echo());
+    let text = |port| {
+        let listen = SocketAddr::from(([127, 0, 0, 1], port));
+        let name = "sni = [\"www.example.com\", \"api.example.com\"]";
+        route("h2", listen, h2.addr(), &format!("{name}\nalpn = [\"h2\"]"))
+            + &route("plain", listen, plain.addr(), name)
+    };
+    let (_fwd, _file, addr) = start(text, &[]);
+    let mut client = connect(addr);
+    client.write_all(HELLO_WWW).expect("hello with h2");
+    assert_eq!(read_exactly(&mut client, HELLO_WWW.len()), HELLO_WWW);
+    assert_eq!((h2.accepted(), plain.accepted()), (1, 0));
+    let no_alpn: &[u8] = include_bytes!("corpus/tls/openssl-sni.bin");
+    let mut client = connect(addr);
+    client.write_all(no_alpn).expect("api.example.com, no ALPN");
+    assert_eq!(read_exactly(&mut client, no_alpn.len()), no_alpn);
+    assert_eq!((h2.accepted(), plain.accepted()), (1, 1));
+}
+
 /// A hello that does not come within `header_timeout` closes the client, counted `timeout`.
 #[test]
 fn test_hello_timeout_closes() {

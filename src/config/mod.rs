@@ -4,6 +4,7 @@
 //! resolving upstream names, and the reactor only ever sees values that are already known to be good (a
 //! name that did not resolve is not an error: its upstream starts down, `src/upstream/endpoint/readdress.rs`).
 
+pub mod access_log;
 pub mod admin;
 pub mod clients;
 pub mod dns;
@@ -61,6 +62,8 @@ pub struct Config {
     pub threads: usize,
     /// Never-used upstream connections each reactor keeps ready per route; 0 = off.
     pub prewarm: usize,
+    /// `--access-log` and `--log-format` (or the file's `access_log`, `log_format`): read at start.
+    pub access_log: access_log::AccessLog,
 }
 
 impl Config {
@@ -232,6 +235,21 @@ pub fn check_protocol(route: &RouteConfig) -> Result<(), String> {
             "udp route {shown} cannot take {what}: see docs/udp.md for what a udp route supports"
         )),
         None => Ok(()),
+    }
+}
+
+/// `health_send` and `health_expect` are what a probe says and hears: without `health_interval` no
+/// probe runs, and a setting that would do nothing is refused rather than ignored.
+pub fn check_probe(route: &RouteConfig) -> Result<(), String> {
+    let set = [
+        (route.health_send.is_some(), "health_send"),
+        (route.health_expect.is_some(), "health_expect"),
+    ];
+    match set.iter().find(|(on, _)| *on) {
+        Some((_, key)) if route.health_interval.is_none() => Err(format!(
+            "{key} is set but health_interval is off: no probe would send or expect anything"
+        )),
+        _ => Ok(()),
     }
 }
 

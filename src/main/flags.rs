@@ -107,6 +107,7 @@ pub(super) fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure
     };
     config::check_mode(&route).map_err(|message| Failure { code: 2, message })?;
     config::check_protocol(&route).map_err(|message| Failure { code: 2, message })?;
+    config::check_probe(&route).map_err(|message| Failure { code: 2, message })?;
     if !config::tlvs_have_a_source(&route) {
         return Err(Failure {
             code: 2,
@@ -128,6 +129,8 @@ pub(super) fn from_flags(cli: Cli, defaults: Defaults) -> Result<Config, Failure
         pipe_size: config::DEFAULT_PIPE_SIZE,
         threads: 1,
         prewarm: 0,
+        // A global setting: `configure` fills it in for the flags and the file alike.
+        access_log: Default::default(),
     })
 }
 
@@ -149,7 +152,7 @@ mod tests {
     };
 
     /// The flags that are not a route's (they also work with `--config`), and clap's own.
-    const GLOBAL_FLAGS: [&str; 19] = [
+    const GLOBAL_FLAGS: [&str; 21] = [
         "config",
         "check",
         "pid_file",
@@ -167,6 +170,8 @@ mod tests {
         "pipe_size",
         "upgrade_socket",
         "upgrade_from",
+        "access_log",
+        "log_format",
         "help",
         "version",
     ];

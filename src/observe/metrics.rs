@@ -119,6 +119,9 @@ metrics! {
     /// Clients of an SNI listener closed before reaching a route, by [`SniReject`].
     sni_rejects: ByLabel<SniReject> = "edgefwd_sni_rejected_total",
         "clients of an SNI listener closed before a route took them, by reason";
+    /// `--access-log` lines dropped: the writer thread's queue was full (a slow disk, a stalled pipe).
+    access_log_dropped: Counter = "edgefwd_access_log_dropped_total",
+        "access log lines dropped because the writer's queue was full";
 
     // The loop.
     /// `epoll_wait` (or kevent) calls that returned.

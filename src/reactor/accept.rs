@@ -198,6 +198,7 @@ impl Reactor {
                     why.value()
                 );
                 net::set_reset_on_close(stream);
+                self.log_turned_away(key, addr, why.value());
                 None
             }
         }
@@ -291,12 +292,15 @@ impl Reactor {
         let Some(route) = self.routes.get_mut(key) else {
             return;
         };
+        // Their addresses, for the access log (a Unix client's is `UNIX_CLIENT`).
+        let mut clients = Vec::new();
         for listener in route.listeners.iter_mut().filter(|l| l.ready) {
             let socket = &listener.socket;
             let accept = || {
-                socket
-                    .accept()
-                    .map(|(stream, _)| net::set_reset_on_close(&stream))
+                socket.accept().map(|(stream, addr)| {
+                    net::set_reset_on_close(&stream);
+                    clients.push(addr);
+                })
             };
             flushed += reset_queued(accept, &mut listener.ready, &mut exhausted);
             if exhausted.is_some() {
@@ -309,7 +313,7 @@ impl Reactor {
                 break;
             }
             let socket = &listener.socket;
-            let accept = || socket.accept().map(drop);
+            let accept = || socket.accept().map(|_| clients.push(UNIX_CLIENT));
             flushed += reset_queued(accept, &mut listener.ready, &mut exhausted);
         }
         if !route.any_listener_ready() {
@@ -330,6 +334,9 @@ impl Reactor {
                 ClientReject::QueueTimeout,
                 flushed,
             );
+        }
+        for client in clients {
+            self.log_turned_away(key, client, ClientReject::QueueTimeout.value());
         }
         if let Some(err) = exhausted {
             self.pause_accepting(&err);

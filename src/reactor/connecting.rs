@@ -54,11 +54,13 @@ impl Reactor {
             lookup_warning,
             now,
             config,
+            siblings,
             ..
         } = self;
         let Some(mut cx) = context(poll, routes, key, metrics, warm, lookup_warning, *now) else {
             return;
         };
+        cx.access_log = siblings.access_log.as_ref();
         let accepted = (client, client_addr);
         let pair = connect::open(&mut cx, (slot, id), accepted, greeting, config.splice);
         let exhausted = cx.exhausted.take();
@@ -167,6 +169,7 @@ fn context<'a>(
         lookup_warning,
         now,
         exhausted: None,
+        access_log: None,
     })
 }
 

@@ -27,7 +27,9 @@
 //! - `accept`: the after-batch accept phase, its limits and the EMFILE pause;
 //! - `connecting`: handing a new client and each step of its connect to `session::connect`, the
 //!   `--prewarm` refill, the lookup threads as the connect path sees them;
-//! - `teardown`: closing a pair, and what a close frees (a drained route, slab capacity, spare pipes);
+//! - `teardown`: closing a pair (and its access log line), and what a close frees (a drained route,
+//!   slab capacity, spare pipes);
+//! - `access_log`: offering lines to the `--access-log` writer, and SIGUSR1;
 //! - `shutdown`: signals, graceful shutdown and its deadline;
 //! - `reload`: SIGHUP reload, route matching, listener hand-over, draining routes;
 //! - `probes`: active health probes;
@@ -45,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -55,6 +57,7 @@ use crate::config::{Config, Mode, Protocol};
 use crate::datapath::budget::FdBudget;
 use crate::datapath::readiness::Event;
 use crate::datapath::stream::Socket;
+use crate::observe::access_log::writer::AccessLog;
 use crate::observe::metrics::{Metrics, MetricsBoard, StatsTicker};
 use crate::observe::routed::RouteBoard;
 use crate::reactor::scrape::MetricsServer;
@@ -74,6 +77,7 @@ use crate::upstream::route::{Listener, Route};
 use crate::wire::greeting::Target;
 
 mod accept;
+mod access_log;
 mod admin;
 mod connecting;
 mod exchange;
@@ -131,6 +135,8 @@ pub struct Siblings {
     pub followers: Arc<Mutex<Vec<Inbox>>>,
     /// The process's fd budget, shared by every reactor's pairs and pipes; unlimited by default.
     pub budget: FdBudget,
+    /// `--access-log`: the one writer thread's queue, which every reactor offers its lines to.
+    pub access_log: Option<AccessLog>,
     /// The routes' per-client tables, shared by every reactor (`upstream::clients`).
     pub clients: ClientTables,
 }
@@ -219,7 +225,7 @@ impl Reactor {
         inherited: Inherited,
     ) -> Result<Reactor, String> {
         let poll = Poll::new().map_err(|err| format!("cannot create the poller: {err}"))?;
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
             .map_err(|err| format!("cannot install signal handlers: {err}"))?;
         let registry = poll.registry();
         registry

@@ -1,10 +1,11 @@
-//! Active health checks: every `health_interval`, one non-blocking connect (TCP, or a Unix stream for a `unix:` upstream) per endpoint (address of
-//! an upstream) of a route, counted as a success or failure in that endpoint's health. A plain probe is
-//! done once the connect resolves. With `health_send` / `health_expect` (HAProxy's `tcp-check` in its
-//! simplest form) the probe goes on, a small state machine ([`Stage`]): connect, write the bytes, read
-//! until the answer starts with the expected prefix (`wire::tcp_check::Expect`: at most that many bytes
-//! are read, and the first byte that differs fails it at once), all within `health_timeout`. The socket
-//! is closed as soon as the verdict is in.
+//! Active health checks: every `health_interval`, one non-blocking connect (TCP, or a Unix stream for
+//! a `unix:` upstream) per endpoint (address of an upstream) of a route, counted as a success or
+//! failure in that endpoint's health. A plain probe is done once the connect resolves. With
+//! `health_send` / `health_expect` (HAProxy's `tcp-check` in its simplest form) the probe goes on, a
+//! small state machine ([`Stage`]): connect, write the bytes, read until the answer starts with the
+//! expected prefix (`wire::tcp_check::Expect`: at most that many bytes are read, and the first byte
+//! that differs fails it at once), all within `health_timeout`. The socket is closed as soon as the
+//! verdict is in.
 //!
 //! | stage        | event                                  | next         |
 //! |--------------|----------------------------------------|--------------|
@@ -56,8 +57,8 @@ enum Stage {
     Expecting(Expect),
 }
 
-/// An active health check of one upstream: a TCP connect, then the route's `health_send` /
-/// `health_expect` if it has them.
+/// An active health check of one upstream: a connect (TCP, or a Unix stream for a `unix:` upstream),
+/// then the route's `health_send` / `health_expect` if it has them.
 #[derive(Debug)]
 pub(super) struct Probe {
     stream: Conn,

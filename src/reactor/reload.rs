@@ -486,17 +486,20 @@ impl Reactor {
         }
     }
 
-    /// The settings that are not per route: `shutdown_timeout` applies at once; the metrics endpoint, the
-    /// admin API and the stats line are set up at start only. The file leaving them out is not a change: the running
-    /// values may come from the command line (`--metrics`, `--stats-interval`), which a reload keeps.
+    /// The settings that are not per route: `shutdown_timeout` applies at once; the metrics endpoint,
+    /// the admin API, the stats line and the access log are set up at start only. The file leaving them
+    /// out is not a change: the running values may come from the command line (`--metrics`,
+    /// `--stats-interval`, `--access-log`), which a reload keeps.
     fn adopt_globals(&mut self, new: Config) {
         let metrics_changed = new.metrics.is_some_and(|m| Some(m) != self.config.metrics);
         let stats_changed = new
             .stats_interval
             .is_some_and(|d| Some(d) != self.config.stats_interval);
         let admin_changed = new.admin.is_some() && new.admin != self.config.admin;
-        if metrics_changed || stats_changed || admin_changed {
-            warn!("reload: changes to metrics, admin and stats_interval take effect at the next restart");
+        let log_changed =
+            new.access_log.destination.is_some() && new.access_log != self.config.access_log;
+        if metrics_changed || stats_changed || admin_changed || log_changed {
+            warn!("reload: changes to metrics, admin, stats_interval and access_log take effect at the next restart");
         }
         self.config.shutdown_timeout = new.shutdown_timeout;
         self.config.routes = new.routes;

@@ -1,6 +1,8 @@
-//! Signals and shutdown. SIGHUP asks for a reload; the first SIGTERM/SIGINT stops accepting (the
-//! listeners are closed, so new clients are refused by the kernel) and lets live pairs finish until
-//! `--shutdown-timeout`, when the rest are cut with RST; a second signal cuts them at once.
+//! Signals and shutdown. SIGHUP asks for a reload; SIGUSR1 reopens the `--access-log` file (reactor 0
+//! passes it on; every reactor takes the signal, so that none dies of it, access log or not); the
+//! first SIGTERM/SIGINT stops accepting (the listeners are closed, so new clients are refused by the
+//! kernel) and lets live pairs finish until `--shutdown-timeout`, when the rest are cut with RST; a
+//! second signal cuts them at once.
 //!
 //! With `--threads N` every reactor gets the signal and drains its own pairs, but the process says so
 //! once: reactor 0 logs the start (with every reactor's pairs), and whichever reactor finishes last logs
@@ -10,7 +12,7 @@ use std::sync::PoisonError;
 use std::time::Instant;
 
 use log::{debug, info, log};
-use signal_hook::consts::{SIGHUP, SIGINT};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGUSR1};
 
 use super::{Exit, Reactor};
 use crate::close::Cause;
@@ -52,6 +54,10 @@ impl Reactor {
         for signal in received {
             if signal == SIGHUP {
                 self.request_reload();
+                continue;
+            }
+            if signal == SIGUSR1 {
+                self.reopen_access_log();
                 continue;
             }
             let name = if signal == SIGINT {

@@ -1,6 +1,7 @@
 //! Tearing a pair down, in one place: storage back to the pools, RST where the cause calls for it, the
-//! endpoint's lease back (`session::connect::release`), one log line, and the fd budget slot last. Also
-//! what a close may free: a drained route, a large slab, spare `--splice` pipes.
+//! endpoint's lease back (`session::connect::release`), one debug line and one `--access-log` line,
+//! and the fd budget slot last. Also what a close may free: a drained route, a large slab, spare
+//! `--splice` pipes.
 
 use log::{debug, info, log};
 use slab::Slab;
@@ -70,7 +71,11 @@ impl Reactor {
                 upstream.reset_on_close();
             }
         }
+        let mut record = None;
         if let Some(route) = self.routes.get_mut(pair.route) {
+            if self.siblings.access_log.is_some() {
+                record = Some(pair.access_record(&route.config.name, cause, self.now));
+            }
             if pair.awaits_route {
                 // Refused before its ClientHello chose a route: a pair of the route holding the socket.
                 route.counts.paired();
@@ -97,6 +102,9 @@ impl Reactor {
                 );
             }
             connect::release(route, &mut pair, self.now);
+        }
+        if let Some(record) = record {
+            self.log_access(record);
         }
         self.remove_if_drained(pair.route);
         if self.pairs.is_empty() {

@@ -211,6 +211,27 @@ upstreams = ["10.0.0.3:80"]
         assert_eq!(second.resolve_interval, None);
     }
 
+    /// `access_log` and `log_format` are top-level keys, off and `text` when absent; a bad format names
+    /// its line and value.
+    #[test]
+    fn test_access_log_keys() {
+        use crate::config::access_log::{Destination, Format};
+        let config = accepts(&format!(
+            "access_log = \"/var/log/edgefwd.log\"\nlog_format = \"json\"\n{ROUTE}"
+        ));
+        let path = std::path::PathBuf::from("/var/log/edgefwd.log");
+        assert_eq!(config.access_log.destination, Some(Destination::File(path)));
+        assert_eq!(config.access_log.format, Format::Json);
+        let plain = accepts(ROUTE);
+        assert_eq!(plain.access_log.destination, None);
+        assert_eq!(plain.access_log.format, Format::Text);
+        rejects(
+            &format!("log_format = \"xml\"\n{ROUTE}"),
+            "test.toml:1: log_format: invalid log format 'xml'",
+            &[],
+        );
+    }
+
     #[test]
     fn test_empty_file_needs_a_route() {
         rejects("", "test.toml: no [[route]]", &[]);

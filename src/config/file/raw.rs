@@ -21,6 +21,8 @@ pub(super) struct RawFile {
     pub(super) metrics: Option<Spanned<String>>,
     pub(super) admin: Option<Spanned<String>>,
     pub(super) stats_interval: Option<Spanned<Quantity>>,
+    pub(super) access_log: Option<Spanned<String>>,
+    pub(super) log_format: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) route: Vec<RawRoute>,
 }

@@ -268,12 +268,12 @@ const HEALTH_SEND: Setting = Setting {
     value: "TEXT",
     default: "off",
     on_reload: OnReload::Replaces,
-    doc: "what each probe writes once connected, at most 1 KiB, with the escapes `\\r` `\\n` `\\t` `\\\\` `\\xHH` (`\"PING\\r\\n\"`); probes run with `health_interval` ([operations.md](operations.md#health-checks))",
+    doc: "what each probe writes once connected, at most 1 KiB, with the escapes `\\r` `\\n` `\\t` `\\\\` `\\xHH` (`\"PING\\r\\n\"`); needs `health_interval` (refused without: no probe would send it) ([operations.md](operations.md#health-checks))",
     show: hidden,
     example: Some(Example {
         base: Base::Forward,
-        flags: &["--health-send", "PING\\r\\n"],
-        toml: "health_send = \"PING\\\\r\\\\n\"",
+        flags: &["--health-interval", "2s", "--health-send", "PING\\r\\n"],
+        toml: "health_interval = \"2s\"\nhealth_send = \"PING\\\\r\\\\n\"",
     }),
 };
 
@@ -287,8 +287,8 @@ const HEALTH_EXPECT: Setting = Setting {
     show: hidden,
     example: Some(Example {
         base: Base::Forward,
-        flags: &["--health-expect", "+PONG"],
-        toml: "health_expect = \"+PONG\"",
+        flags: &["--health-interval", "2s", "--health-expect", "+PONG"],
+        toml: "health_interval = \"2s\"\nhealth_expect = \"+PONG\"",
     }),
 };
 

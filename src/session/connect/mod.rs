@@ -29,6 +29,8 @@ use crate::close::Cause;
 use crate::config::{Splice, UpstreamAddr};
 use crate::datapath::net;
 use crate::datapath::stream::Conn;
+use crate::observe::access_log::writer::AccessLog;
+use crate::observe::access_log::Record;
 use crate::observe::metric_kinds::Label;
 use crate::observe::metrics::Metrics;
 use crate::session::attempt::{Failed, GiveUp, Next, Plan};
@@ -70,6 +72,8 @@ pub(crate) struct Context<'a> {
     pub(crate) now: Instant,
     /// Set when a connect failed for want of fds or memory: the reactor pauses accepting.
     pub(crate) exhausted: Option<io::Error>,
+    /// `--access-log`: a client reset at accept with nothing to connect to gets its line here.
+    pub(crate) access_log: Option<&'a AccessLog>,
 }
 
 /// A moment in a pair's connect, reported by the reactor.
@@ -301,6 +305,7 @@ fn admit_greeted(cx: &mut Context<'_>, pair: &mut Pair) -> Result<(), Outcome> {
                 why.value()
             );
             pair.client.reset_on_close();
+            pair.note_limit(why.value());
             Err(Outcome::Close(Cause::Rejected))
         }
     }
@@ -517,6 +522,12 @@ fn refuse_client(
     note_exhaustion(cx, failed);
     client.reset_on_close();
     cx.metrics.closes[cause] += 1;
+    if let Some(log) = cx.access_log {
+        let record = Record::turned_away(cx.route.name(), client_addr, cause.as_str());
+        if !log.offer(record) {
+            cx.metrics.access_log_dropped += 1;
+        }
+    }
     cx.route.counts.closed(cause, Duration::ZERO);
     debug!(
         "closed conn=- client={client_addr} route={} upstream=- cause={cause} c2u=0 u2c=0 duration=0ms error=\"{error}\"",

@@ -76,6 +76,7 @@ impl Harness {
             lookup_warning: &mut self.warning,
             now,
             exhausted: None,
+            access_log: None,
         }
     }
 

@@ -103,11 +103,16 @@ impl<S: Socket> Pair<S> {
                         "conn={} PROXY header: client={source} (peer {})",
                         self.id, self.client_addr
                     );
+                    let peer = self.client_addr;
+                    let details = self.details_mut();
+                    details.proxy_peer = Some(peer);
+                    details.proxy_dst = greeting.destination;
                     self.client_addr = source;
                 }
                 self.push_proxy_header(greeting.destination, &greeting.carried_tlvs);
                 self.c2u.push_preamble(&leftover);
                 if matches!(target, Target::Direct(_) | Target::Named(_)) {
+                    self.details_mut().connect_target = Some(target.to_string());
                     debug!(
                         "conn={} client={} CONNECT {target}",
                         self.id, self.client_addr
@@ -178,6 +183,7 @@ impl<S: Socket> Pair<S> {
     /// dropped, and so is the upstream socket if there is one. A PROXY header that was rejected first
     /// (timed out) stays on record for the reactor.
     pub(crate) fn refuse(&mut self, status: Status, now: Instant) -> Outcome {
+        self.details_mut().status = Some(status.code());
         self.answer(status.response(), now)
     }
 

@@ -72,10 +72,12 @@ use crate::datapath::pump::{Direction, End, Fault, Shared};
 use crate::datapath::readiness::{Event, Readiness};
 use crate::datapath::ring::BufPool;
 use crate::datapath::stream::Socket;
+use crate::observe::access_log::Details;
 use crate::session::interest::{is_redundant_write_edge, AfterRun, Input, Interest, Registration};
 use crate::token::Side;
 use crate::way::Way;
 
+mod access;
 pub(crate) mod diagnosis;
 mod greeting;
 mod phase;
@@ -148,6 +150,9 @@ pub(crate) struct Pair<S: Socket = Conn> {
     /// The key its route's per-client table counts it under, if the route has per-client limits:
     /// given back when the pair closes (`connect::release`).
     pub(crate) client_key: Option<IpAddr>,
+    /// What the access log says of this pair beyond what every pair has (a PROXY header's addresses,
+    /// a CONNECT target, the limit that turned it away); boxed, and `None` for most pairs.
+    details: Option<Box<Details>>,
     /// The server name of the ClientHello that chose its route (SNI routing; `None` for a hello
     /// without one, an ECH hello, or no SNI listener): what an access log prints.
     pub(crate) sni: Option<Box<str>>,
@@ -215,6 +220,7 @@ impl<S: Socket> Pair<S> {
             send_proxy: None,
             accounted: (0, 0),
             client_key: None,
+            details: None,
             sni: None,
             sni_rejected: None,
             awaits_route: false,

@@ -4,7 +4,7 @@
 //! (for `session::connect` to give back) or by moving into `Established`.
 
 use crate::config::UpstreamAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::trace;
 
@@ -57,6 +57,8 @@ pub(super) struct Established<S> {
     pub(super) socket: S,
     /// The address it is connected to.
     pub(super) addr: UpstreamAddr,
+    /// When the connect completed (the pair's accept, for a `--prewarm` connection).
+    pub(super) since: Instant,
     /// The route endpoint it is connected to, held until the pair closes; `None` for a CONNECT
     /// destination.
     lease: Option<Lease>,
@@ -193,6 +195,14 @@ impl<S: Socket> Pair<S> {
         }
     }
 
+    /// How long the upstream connect took from the accept; `None` unless it completed.
+    pub(crate) fn connect_time(&self) -> Option<Duration> {
+        match &self.stage {
+            Stage::Established(established) => Some(established.since.duration_since(self.started)),
+            _ => None,
+        }
+    }
+
     /// The upstream socket, if the pair has one.
     pub(crate) fn upstream(&self) -> Option<&S> {
         match &self.stage {
@@ -233,6 +243,7 @@ impl<S: Socket> Pair<S> {
         let established = Established {
             socket,
             addr,
+            since: now,
             lease,
         };
         self.set_stage(Stage::Established(established), now);
@@ -252,6 +263,7 @@ impl<S: Socket> Pair<S> {
                 let established = Established {
                     socket,
                     addr,
+                    since: self.started,
                     lease,
                 };
                 // Made established: its accept is now.

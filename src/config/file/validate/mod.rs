@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use super::raw::{OneOrMany, RawFile, RawRoute, RawUpstream};
 use super::{render, Defaults, FileError};
+use crate::config::access_log::AccessLog;
 use crate::config::clients::{ClientAcl, ClientPrefix};
 use crate::config::unix::{self, UnixAddr};
 use crate::config::{
@@ -71,6 +72,19 @@ pub(super) fn config(
         pipe_size: config::DEFAULT_PIPE_SIZE,
         threads: 1,
         prewarm: 0,
+        access_log: AccessLog {
+            destination: raw
+                .access_log
+                .as_ref()
+                .map(|path| reader.check("access_log", path, str::parse))
+                .transpose()?,
+            format: raw
+                .log_format
+                .as_ref()
+                .map(|format| reader.check("log_format", format, str::parse))
+                .transpose()?
+                .unwrap_or_default(),
+        },
     })
 }
 
@@ -116,11 +130,18 @@ impl Reader<'_> {
             .upstreams
             .as_ref()
             .map_or(raw.listen.span(), Spanned::span);
+        let probe_span = match (&raw.health_send, &raw.health_expect) {
+            (Some(text), _) => ("health_send", text.span()),
+            (None, Some(text)) => ("health_expect", text.span()),
+            (None, None) => ("health_interval", raw.listen.span()),
+        };
         let route = self.route_settings(index, raw, defaults)?;
         config::check_mode(&route).map_err(|err| self.error(&key(index, "mode"), span, &err))?;
         config::check_sni(&route).map_err(|err| self.error(&key(index, "sni"), sni_span, &err))?;
         config::check_protocol(&route)
             .map_err(|err| self.error(&key(index, "upstreams"), upstreams_span, &err))?;
+        config::check_probe(&route)
+            .map_err(|err| self.error(&key(index, probe_span.0), probe_span.1, &err))?;
         if let (false, Some(tlvs_span)) = (config::tlvs_have_a_source(&route), tlvs_span) {
             let message = format!(
                 "[{}] needs send_proxy = \"v2\" and accept_proxy = true (TLVs are carried from the client's v2 header into a v2 header)",
@@ -457,6 +478,11 @@ mod tests {
             "[[route]]\nlisten = \"udp://127.0.0.1:53\"\nupstreams = [\"udp://127.0.0.1:53\"]\nhealth_expect = \"+PONG\"\n",
             "test.toml:3: route[0].upstreams: udp route udp://127.0.0.1:53 cannot take",
             &["health_expect"],
+        );
+        rejects(
+            "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"127.0.0.1:9\"]\nhealth_expect = \"+PONG\"\n",
+            "test.toml:4: route[0].health_expect: health_expect is set but health_interval is off",
+            &[],
         );
     }
 
