@@ -577,9 +577,11 @@ fn live_pair(addr: SocketAddr) -> TcpStream {
 /// flags: the successor starts (it takes the admin listener over instead of binding it, which the
 /// draining old process would make fail), and the same admin address answers from the successor
 /// while the old process still runs: `GET /connections` lists a pair opened after the hand-over and
-/// not the old process's pair. A Unix socket's `file` keeps its inode (neither removed nor bound
+/// not the old process's pair (with `--threads 2`, whose other reactor may hold either). A Unix socket's `file` keeps its inode (neither removed nor bound
 /// again, also when the old process exits), and the last process removes it at its exit.
 fn upgrade_with_admin(tag: &str, spec: &str, args: &[&str], url: &str, file: Option<&Path>) {
+    // Two reactors: reactor 0 serves the API, and hands it over, for both.
+    let threads = ["--threads", "2"];
     let inode = || {
         file.and_then(|file| std::fs::metadata(file).ok())
             .map(|m| m.ino())
@@ -588,7 +590,7 @@ fn upgrade_with_admin(tag: &str, spec: &str, args: &[&str], url: &str, file: Opt
     let port = unused_port();
     let path = socket_path(tag);
     let at = path.to_str().expect("utf-8 path");
-    let flags = ["--admin", spec];
+    let flags = ["--admin", spec, threads[0], threads[1]];
     let mut old = start(port, &backend, at, &flags);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let held = live_pair(addr);
@@ -596,7 +598,12 @@ fn upgrade_with_admin(tag: &str, spec: &str, args: &[&str], url: &str, file: Opt
     let before = curl_ok(args, url).expect("the old process answers admin requests");
     assert!(before.contains(&held_port), "{before}");
     let first_inode = inode();
-    let mut new = start(port, &backend, at, &["--upgrade-from", at, "--admin", spec]);
+    let mut new = start(
+        port,
+        &backend,
+        at,
+        &[&["--upgrade-from", at], &flags[..]].concat(),
+    );
     new.expect_log("upgrade: took over the listening sockets", EXIT_TIMEOUT);
     old.expect_log("the successor took over", EXIT_TIMEOUT);
     assert!(old.is_running(), "the old process drains its held pair");
