@@ -1,11 +1,10 @@
 //! A pair seen from outside: [`PairView`], a plain copy of what an operator asks about one live
 //! connection (the admin API's Connection object, docs/admin.md), taken in one call without a syscall.
 //!
-//! The view carries two kinds of fields. Those the API shows are serialized under the contract's names
-//! (/work/flags/s4/admin-api.md); the route's name and the process-wide id are the reactor's to add
-//! (`conn` and `route` here are the pair's own id and its route's slot). The others are what the
-//! diagnosis needs besides (`session::diagnosis`): what the phase waits for, and when each direction
-//! last moved.
+//! The view carries two kinds of fields. Those the API shows are serialized under the API's names
+//! (docs/admin.md); the route's name and the process-wide id are the reactor's to add (`conn` and
+//! `route` here are the pair's own id and its route's slot). The others are what the diagnosis needs
+//! besides (`super::diagnosis`): what the phase waits for, and when each direction last moved.
 //!
 //! `stuck` ([`PairView::is_stuck`]) is one rule with no setting, so `?stuck=1` needs nothing but the
 //! view: a pair is stuck when
