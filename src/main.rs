@@ -536,6 +536,12 @@ fn run_reactors(
     // same address; otherwise it closes here, and the address is bound (the predecessor keeps its own
     // copy until it takes over).
     let metrics = upgrade::take_metrics(&mut passed, config.metrics);
+    // So is the TCP admin listener (a Unix one is found by its path, like a route's).
+    let admin_tcp = match config.admin {
+        Some(AdminAddr::Tcp(addr)) => Some(addr),
+        _ => None,
+    };
+    let admin = upgrade::take_admin(&mut passed, admin_tcp);
     let activated = match passed {
         passed if passed.is_empty() => Vec::new(),
         // UDP routes bind their own sockets (socket activation hands TCP listeners only).
@@ -552,6 +558,7 @@ fn run_reactors(
     let inherited = Inherited {
         tcp: activated,
         unix: handed_unix,
+        admin,
     };
     let mut first = match metrics {
         Some(handed) => {

@@ -12,7 +12,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -546,4 +546,107 @@ fn test_upgrade_socket_accept_retries_after_emfile() {
     let status = old.wait_exit(EXIT_TIMEOUT).expect("the old process exits");
     assert!(status.success(), "old process: {status}");
     short_echo(&Target::Tcp(addr), 0).expect("the successor serves");
+}
+
+/// `curl` of `url` with `args` (`--unix-socket PATH` for a Unix admin socket): the body of a 200
+/// answer, `None` for anything else (no answer included).
+fn curl_ok(args: &[&str], url: &str) -> Option<String> {
+    let output = std::process::Command::new("curl")
+        .args(["-s", "-f", "-g", "--max-time", "10"])
+        .args(args)
+        .arg(url)
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// An echo connection to `addr` that has round-tripped a byte (a live pair), held open.
+fn live_pair(addr: SocketAddr) -> TcpStream {
+    let mut conn = common::connect(addr);
+    set_timeouts(&conn, IO_TIMEOUT);
+    conn.write_all(b"x").expect("write");
+    let mut byte = [0u8; 1];
+    conn.read_exact(&mut byte).expect("echo");
+    conn
+}
+
+/// A process with `--admin` (`spec`, asked with `curl` plus `args` at `url`) is upgraded with the same
+/// flags: the successor starts (it takes the admin listener over instead of binding it, which the
+/// draining old process would make fail), and the same admin address answers from the successor
+/// while the old process still runs: `GET /connections` lists a pair opened after the hand-over and
+/// not the old process's pair (with `--threads 2`, whose other reactor may hold either). A Unix socket's `file` keeps its inode (neither removed nor bound
+/// again, also when the old process exits), and the last process removes it at its exit.
+fn upgrade_with_admin(tag: &str, spec: &str, args: &[&str], url: &str, file: Option<&Path>) {
+    // Two reactors: reactor 0 serves the API, and hands it over, for both.
+    let threads = ["--threads", "2"];
+    let inode = || {
+        file.and_then(|file| std::fs::metadata(file).ok())
+            .map(|m| m.ino())
+    };
+    let backend = Backend::echo();
+    let port = unused_port();
+    let path = socket_path(tag);
+    let at = path.to_str().expect("utf-8 path");
+    let flags = ["--admin", spec, threads[0], threads[1]];
+    let mut old = start(port, &backend, at, &flags);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let held = live_pair(addr);
+    let held_port = format!(":{}\"", held.local_addr().expect("addr").port());
+    let before = curl_ok(args, url).expect("the old process answers admin requests");
+    assert!(before.contains(&held_port), "{before}");
+    let first_inode = inode();
+    let mut new = start(
+        port,
+        &backend,
+        at,
+        &[&["--upgrade-from", at], &flags[..]].concat(),
+    );
+    new.expect_log("upgrade: took over the listening sockets", EXIT_TIMEOUT);
+    old.expect_log("the successor took over", EXIT_TIMEOUT);
+    assert!(old.is_running(), "the old process drains its held pair");
+    let fresh = live_pair(addr);
+    let fresh_port = format!(":{}\"", fresh.local_addr().expect("addr").port());
+    let after = curl_ok(args, url).expect("the admin address answers after the upgrade");
+    assert!(
+        after.contains(&fresh_port) && !after.contains(&held_port),
+        "the successor answers, not the old process: {after}"
+    );
+    drop(held);
+    let status = old.wait_exit(EXIT_TIMEOUT).expect("the old process exits");
+    assert!(status.success(), "old process: {status}");
+    assert_eq!(
+        inode(),
+        first_inode,
+        "the socket file must outlive the old process, untouched"
+    );
+    let last = curl_ok(args, url).expect("the admin address outlives the old process");
+    assert!(last.contains(&fresh_port), "{last}");
+    drop(fresh);
+    new.signal(libc::SIGTERM);
+    assert!(new.wait_exit(EXIT_TIMEOUT).is_some_and(|s| s.success()));
+    if let Some(file) = file {
+        assert!(!file.exists(), "the last process removes the socket file");
+    }
+}
+
+/// `--admin 127.0.0.1:PORT` across an upgrade with the same flags.
+#[test]
+fn test_upgrade_hands_over_the_tcp_admin_listener() {
+    let admin = format!("127.0.0.1:{}", unused_port());
+    let url = format!("http://{admin}/connections");
+    upgrade_with_admin("admin-tcp", &admin, &[], &url, None);
+}
+
+/// `--admin unix:/path` across an upgrade with the same flags.
+#[test]
+fn test_upgrade_hands_over_the_unix_admin_listener() {
+    let socket = socket_path("admin-unix-listener");
+    let at = socket.to_str().expect("utf-8 path");
+    let spec = format!("unix:{at}");
+    let curl = ["--unix-socket", at];
+    let url = "http://admin/connections";
+    upgrade_with_admin("admin-unix", &spec, &curl, url, Some(&socket));
 }

@@ -17,6 +17,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,17 +32,20 @@ use super::worker::Ask;
 use super::Reactor;
 use crate::close::Cause;
 use crate::config::admin::AdminAddr;
+use crate::config::unix::UnixAddr;
 use crate::datapath::net;
 use crate::datapath::stream::Conn;
 use crate::datapath::unix::{self, SocketFile};
 use crate::observe::admin::{
     self, answer, Filter, How, Part, Refusal, Request, RouteRow, UpstreamRow,
 };
+use crate::service::activation::Passed;
+use crate::service::upgrade::Kind;
 use crate::session::pair::diagnosis::{diagnose, Limits};
 use crate::session::pair::recorder::EventView;
 use crate::session::pair::{Pair, PairView};
 use crate::token::{self, MAX_ADMIN};
-use crate::upstream::route::Route;
+use crate::upstream::route::{Route, UnixListening};
 
 /// How long a request waits for the other reactors' parts.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -117,8 +121,9 @@ pub(super) struct AdminServer {
     front: Front<AdminListener>,
     /// `--admin-token`: what `Authorization: Bearer` must say.
     token: Option<String>,
-    /// A Unix socket's file, removed when the server goes.
-    _file: Option<SocketFile>,
+    /// A Unix socket's file, removed when the server goes; `None` for TCP, an abstract name, a
+    /// listener a successor took over, or one handed over until the predecessor has let go.
+    file: Option<SocketFile>,
     /// Requests waiting for other reactors' parts.
     waiting: Vec<Waiting>,
     next_ticket: u64,
@@ -139,23 +144,28 @@ struct Waiting {
 }
 
 impl AdminServer {
-    /// Binds and registers the admin listener: TCP, or a Unix socket file of mode 0600.
-    pub(super) fn bind(
-        addr: &AdminAddr,
-        token: Option<String>,
-        registry: &Registry,
-    ) -> Result<AdminServer, String> {
-        let (listener, file) = match addr {
+    /// Binds the admin listener: TCP, or a Unix socket file of mode 0600.
+    fn bind(addr: &AdminAddr) -> Result<(AdminListener, Option<SocketFile>), String> {
+        match addr {
             AdminAddr::Tcp(at) => {
                 let listener = net::bind_listener(*at, 128, false)
                     .map_err(|err| format!("cannot listen for the admin API on {at}: {err}"))?;
-                (AdminListener::Tcp(listener), None)
+                Ok((AdminListener::Tcp(listener), None))
             }
             AdminAddr::Unix(at) => {
                 let (listener, file) = unix::bind(at, 0o600, 128)?;
-                (AdminListener::Unix(listener), file)
+                Ok((AdminListener::Unix(listener), file))
             }
-        };
+        }
+    }
+
+    /// Registers `listener` and serves the admin API on it.
+    fn serve(
+        listener: AdminListener,
+        file: Option<SocketFile>,
+        token: Option<String>,
+        registry: &Registry,
+    ) -> Result<AdminServer, String> {
         let tokens = (
             "admin",
             token::ADMIN,
@@ -166,10 +176,41 @@ impl AdminServer {
         Ok(AdminServer {
             front,
             token,
-            _file: file,
+            file,
             waiting: Vec::new(),
             next_ticket: 1,
         })
+    }
+
+    /// The listener's descriptor and kind, to offer a successor (binary upgrade).
+    pub(super) fn offered(&self) -> Option<(RawFd, Kind)> {
+        match &self.front.listener {
+            AdminListener::Tcp(listener) => {
+                let local = listener.local_addr().ok()?;
+                Some((listener.as_raw_fd(), Kind::Tcp(local)))
+            }
+            AdminListener::Unix(listener) => Some((listener.as_raw_fd(), Kind::Unix)),
+        }
+    }
+
+    /// A successor took the listener over: stop serving (requests in progress are dropped, new
+    /// connections go to the successor), and leave a Unix socket's file where it is.
+    pub(super) fn hand_over(mut self, registry: &Registry) {
+        if let Some(file) = self.file.take() {
+            file.keep();
+        }
+        self.front.close(registry);
+    }
+
+    /// The predecessor let go of the handed-over listener: its socket file at `addr` is this process's
+    /// now, removed when the server goes.
+    pub(super) fn own_file(&mut self, addr: &AdminAddr) -> Result<(), String> {
+        if let (None, AdminAddr::Unix(UnixAddr::Path(path))) = (&self.file, addr) {
+            let file = SocketFile::created(path)
+                .map_err(|err| format!("cannot own the socket file {}: {err}", path.display()))?;
+            self.file = Some(file);
+        }
+        Ok(())
     }
 
     /// The TCP address it listens on (none for a Unix socket).
@@ -282,8 +323,14 @@ fn respond(result: Result<String, Refusal>) -> Vec<u8> {
 }
 
 impl Reactor {
-    /// Binds `--admin` (reactor 0 only).
-    pub(super) fn bind_admin(&mut self) -> Result<(), String> {
+    /// Serves `--admin` (reactor 0 only): on the listener a predecessor handed over for that address
+    /// (`tcp`, or the one at the same Unix address in `unix`), else on a new bind, which would fail
+    /// while the predecessor drains.
+    pub(super) fn bind_admin(
+        &mut self,
+        tcp: Option<Passed>,
+        unix: &mut Vec<UnixListening>,
+    ) -> Result<(), String> {
         let Some(addr) = self
             .config
             .admin
@@ -292,8 +339,24 @@ impl Reactor {
         else {
             return Ok(());
         };
+        let handed = match &addr {
+            AdminAddr::Tcp(_) => tcp.map(|passed| AdminListener::Tcp(passed.socket)),
+            AdminAddr::Unix(at) => unix
+                .iter()
+                .position(|listener| listener.addr == *at)
+                .map(|index| AdminListener::Unix(unix.swap_remove(index).socket)),
+        };
+        let (listener, file) = match handed {
+            Some(listener) => (listener, None),
+            None => AdminServer::bind(&addr)?,
+        };
         let token = self.config.admin_token.clone();
-        self.admin = Some(AdminServer::bind(&addr, token, self.poll.registry())?);
+        self.admin = Some(AdminServer::serve(
+            listener,
+            file,
+            token,
+            self.poll.registry(),
+        )?);
         Ok(())
     }
 

@@ -63,6 +63,7 @@ use crate::observe::routed::RouteBoard;
 use crate::reactor::scrape::MetricsServer;
 use crate::reactor::timer::{Entry, Timers};
 use crate::reactor::worker::{Inbox, Worker};
+use crate::service::activation::Passed;
 use crate::service::notify::Notifier;
 use crate::service::upgrade::PassedUnix;
 use crate::session::connect::Step;
@@ -151,6 +152,9 @@ pub struct Inherited {
     /// Unix stream listeners a predecessor handed over (binary upgrade; the first reactor only): each
     /// serves the route listening at its address instead of a new bind.
     pub unix: Vec<PassedUnix>,
+    /// The TCP `--admin` listener a predecessor handed over (the first reactor only; a Unix one comes
+    /// in `unix` and is found by its path).
+    pub admin: Option<Passed>,
 }
 
 /// The single-threaded forwarder.
@@ -301,9 +305,9 @@ impl Reactor {
             udp: Slab::new(),
             udp_yielded: Vec::new(),
         };
-        reactor.bind_admin()?;
-        let mut shared = inherited.tcp.into_iter();
         let mut handed_unix = upgrade::adopt_unix(inherited.unix);
+        reactor.bind_admin(inherited.admin, &mut handed_unix)?;
+        let mut shared = inherited.tcp.into_iter();
         for (index, route) in config.routes.iter().enumerate() {
             let route = route.clone();
             // Routes sharing an address (SNI routing) share its socket: the first one holds it.

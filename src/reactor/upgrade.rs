@@ -1,8 +1,9 @@
 //! Binary upgrade, the old process's side: reactor 0 serves `--upgrade-socket` ([`crate::service::upgrade`]
 //! has the exchange). A successor that connects is offered reactor 0's listening sockets (the other
 //! reactors of `--threads` hold duplicates of the same TCP sockets, and only reactor 0 has Unix ones, so
-//! these are all of them), and the `--metrics` listener, which the successor serves once the old one
-//! stops; when it says
+//! these are all of them), and the `--metrics` and `--admin` listeners, which the successor serves once
+//! the old one stops (the old one closes its admin connections in progress at the hand-over); when it
+//! says
 //! `take-over`, this process closes the upgrade socket and the connection, and stops accepting: it sends
 //! itself SIGTERM, so that every reactor deregisters and closes its listener descriptors and drains its
 //! pairs under `--shutdown-timeout`, exactly as on a signal from outside. Closing its descriptors closes
@@ -160,6 +161,11 @@ impl Reactor {
                 }
             }
         }
+        if let (Some(admin), Some(addr)) = (self.admin.as_mut(), self.config.admin.as_ref()) {
+            if let Err(err) = admin.own_file(addr) {
+                warn!("upgrade: {err}; it stays when this process exits");
+            }
+        }
     }
 
     /// Serves `--metrics` on the listener a predecessor handed over (see
@@ -243,6 +249,11 @@ impl Reactor {
                 Kind::Tcp(local),
             ))
         });
+        let admin = self
+            .admin
+            .as_ref()
+            .and_then(|server| server.offered())
+            .map(|(fd, kind)| (fd, upgrade::ADMIN_NAME, kind));
         let offered: Vec<Offered> = self
             .routes
             .iter()
@@ -259,6 +270,7 @@ impl Reactor {
                 tcp.chain(unix)
             })
             .chain(metrics)
+            .chain(admin)
             .collect();
         if let Err(err) = upgrade::offer(&conn, &offered) {
             warn!("upgrade socket: cannot offer the listening sockets: {err}");
@@ -360,6 +372,10 @@ impl Reactor {
         // The successor serves the metrics port from now on (it took the listener, see `main`).
         if let Some(metrics) = self.metrics_server.take() {
             metrics.close(registry);
+        }
+        // And the admin API: new admin connections reach the successor.
+        if let Some(admin) = self.admin.take() {
+            admin.hand_over(registry);
         }
         info!("upgrade: the successor took over the listening sockets; stopping");
         // Every reactor stops accepting on SIGTERM: signal-hook wakes each one's signal pipe.

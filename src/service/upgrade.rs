@@ -10,7 +10,7 @@
 //!    [`Passed`], matched to routes by the same plan), the Unix ones as [`PassedUnix`], which reactor 0
 //!    takes instead of binding a listen address equal to the socket's own (read from the socket: a path
 //!    may hold any byte, so it stays out of the text). The `--metrics` listener comes along under the
-//!    name [`METRICS_NAME`].
+//!    name [`METRICS_NAME`], the `--admin` one (TCP or Unix) under [`ADMIN_NAME`].
 //! 2. Once its own reactors have the sockets registered, the successor writes `take-over\n`
 //!    ([`Predecessor::take_over`]). The old process closes its upgrade socket, then this connection,
 //!    and stops accepting; the successor waits for that end of file, then binds PATH itself (`reactor::upgrade`, through `datapath::unix::bind`).
@@ -45,6 +45,9 @@ const END: &str = "end\n";
 /// The name the `--metrics` listener is offered under: no route's (route names do not start with `@`,
 /// and the successor takes it out before matching the others to routes).
 pub const METRICS_NAME: &str = "@metrics";
+/// The name the `--admin` listener is offered under, TCP or Unix (a Unix one is matched to the
+/// successor's `--admin` by its path, like a route's).
+pub const ADMIN_NAME: &str = "@admin";
 /// What the successor writes once it accepts on the sockets.
 pub(crate) const TAKE_OVER: &[u8] = b"take-over\n";
 /// Most bytes of text an offer may have: enough for [`MAX_SOCKETS`] lines with long route names.
@@ -261,7 +264,18 @@ fn parse(text: &str) -> Result<Vec<(Kind, String)>, String> {
 /// Takes the `--metrics` listener out of the sockets a predecessor handed over: it is returned when it
 /// is bound to `wanted` (this process's `--metrics`), else closed.
 pub fn take_metrics(passed: &mut Vec<Passed>, wanted: Option<SocketAddr>) -> Option<Passed> {
-    let at = passed.iter().position(|p| p.name == METRICS_NAME)?;
+    take_named(passed, METRICS_NAME, wanted)
+}
+
+/// Takes the TCP `--admin` listener out of the sockets a predecessor handed over, as
+/// [`take_metrics`] does: returned when it is bound to `wanted` (this process's TCP `--admin`), else
+/// closed.
+pub fn take_admin(passed: &mut Vec<Passed>, wanted: Option<SocketAddr>) -> Option<Passed> {
+    take_named(passed, ADMIN_NAME, wanted)
+}
+
+fn take_named(passed: &mut Vec<Passed>, name: &str, wanted: Option<SocketAddr>) -> Option<Passed> {
+    let at = passed.iter().position(|p| p.name == name)?;
     Some(passed.remove(at)).filter(|p| Some(p.local) == wanted)
 }
 
