@@ -38,6 +38,7 @@ use crate::session::pair::{Outcome, Pair};
 use crate::throttle::Throttle;
 use crate::token::{PairToken, Side};
 use crate::upstream::endpoint::Tried;
+use crate::upstream::health::Evidence;
 use crate::upstream::prewarm::WarmPool;
 use crate::upstream::route::{Lease, Route};
 use crate::wire::greeting::{Greeting, Rules, Target};
@@ -318,7 +319,7 @@ fn give_back(route: &mut Route, lease: Option<Lease>, failed: Option<&Failed>, n
         return;
     };
     if failed.is_some_and(|failed| !failed.exhausted()) {
-        route.connect_failed(lease.slot(), now);
+        route.connect_failed(lease.slot(), now, Evidence::Connect);
     }
     route.give_back(lease);
 }
