@@ -428,6 +428,7 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
         format: cli.log_format,
     };
     let admin_token = cli.admin_token.as_deref().map(read_token).transpose()?;
+    let has_token = admin_token.is_some();
     let (splice, pipe_size, threads, prewarm) = (
         cli.splice,
         cli.pipe_size,
@@ -435,7 +436,7 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
         usize::from(cli.prewarm),
     );
     let mut config = match cli.config.clone() {
-        Some(path) => from_file(&path, &cli, defaults)?,
+        Some(path) => from_file(&path, &cli, defaults, has_token)?,
         None => flags::from_flags(cli, defaults)?,
     };
     config.splice = splice;
@@ -447,8 +448,10 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
         config.access_log = access_log;
     }
     config.admin_token = admin_token;
+    // A file's `admin` that reaches here passed (`from_file` refuses it naming the file): a refusal
+    // here is `--admin`'s.
     if let Some(admin) = &config.admin {
-        admin.check(config.admin_token.is_some()).map_err(usage)?;
+        (admin.check(has_token)).map_err(|why| usage(format!("--admin {admin}: {why}")))?;
     }
     let start = format!(
         "nofile={nofile} fd-reserve={reserve} fd-budget={}",
@@ -648,13 +651,24 @@ fn run_reactors(
     Ok(exit)
 }
 
-/// `--config FILE`; the global flags fill in what the file leaves out.
-fn from_file(path: &std::path::Path, cli: &Cli, defaults: Defaults) -> Result<Config, Failure> {
+/// `--config FILE`; the global flags fill in what the file leaves out. `has_token`: `--admin-token`
+/// is given, which the file's `admin` may need.
+fn from_file(
+    path: &std::path::Path,
+    cli: &Cli,
+    defaults: Defaults,
+    has_token: bool,
+) -> Result<Config, Failure> {
     let mut config = file::load(path, defaults).map_err(|err| match err {
         // A file that cannot be read is a bad `--config` as much as one that says something wrong.
         FileError::Invalid(message) | FileError::Unavailable(message) => usage(message),
     })?;
     config.metrics = config.metrics.or(cli.metrics);
+    if let Some(admin) = &config.admin {
+        let file = path.display();
+        (admin.check(has_token))
+            .map_err(|why| usage(format!("{file}: admin = \"{admin}\": {why}")))?;
+    }
     config.admin = config.admin.take().or_else(|| cli.admin.clone());
     config.stats_interval = config
         .stats_interval
