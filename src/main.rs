@@ -221,9 +221,9 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
-    /// Serve the admin API (see docs/admin.md) at ADDR: IP:PORT, localhost:PORT or unix:/PATH (mode
-    /// 0600), from the same event loop [default: off] (a config file's `admin` wins). Loopback or Unix
-    /// only, unless --admin-token is given.
+    /// Serve the admin API (see docs/admin.md) at ADDR: IP:PORT, [IPv6]:PORT, localhost:PORT,
+    /// unix:/PATH (mode 0600) or unix:@NAME (abstract), from the same event loop [default: off] (a
+    /// config file's `admin` wins). Loopback or Unix only, unless --admin-token is given.
     #[arg(long, value_name = "ADDR", value_parser = str::parse::<AdminAddr>)]
     admin: Option<AdminAddr>,
 

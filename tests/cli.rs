@@ -445,3 +445,30 @@ fn test_readme_quick_start_forwards() {
     assert!(status.contains(" 200 "), "{status}");
     assert_eq!(body, "hello through edgefwd\n");
 }
+
+/// `--help` lists every form `--admin` takes, IPv6 and abstract Unix names included.
+#[test]
+fn test_help_lists_every_admin_address_form() {
+    let (code, stdout, stderr) = run_edgefwd_to_exit(&["--help"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let help = stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains(
+            "at ADDR: IP:PORT, [IPv6]:PORT, localhost:PORT, unix:/PATH (mode 0600) or unix:@NAME"
+        ),
+        "{stdout}"
+    );
+    // And a bad address is refused listing the same forms.
+    expect_exit(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            UP,
+            "--admin",
+            "nope",
+        ],
+        2,
+        "expected IP:PORT, [IPv6]:PORT, localhost:PORT, unix:/PATH or unix:@NAME",
+    );
+}

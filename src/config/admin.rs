@@ -53,7 +53,7 @@ impl FromStr for AdminAddr {
         }
         text.parse().map(AdminAddr::Tcp).map_err(|_| {
             format!(
-                "invalid admin address '{text}': expected IP:PORT, localhost:PORT or unix:/PATH"
+                "invalid admin address '{text}': expected IP:PORT, [IPv6]:PORT, localhost:PORT, unix:/PATH or unix:@NAME"
             )
         })
     }
