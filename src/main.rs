@@ -276,9 +276,10 @@ struct Cli {
     #[arg(long, value_name = "-|PATH", value_parser = str::parse::<access_log::Destination>)]
     access_log: Option<access_log::Destination>,
 
-    /// The access log's lines: text (logfmt, key=value) or json (one object per line).
-    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = str::parse::<access_log::Format>)]
-    log_format: access_log::Format,
+    /// The access log's lines: text (logfmt, key=value) or json (one object per line) [default: text].
+    /// Needs --access-log (or a config file's `access_log`).
+    #[arg(long, value_name = "FORMAT", value_parser = str::parse::<access_log::Format>)]
+    log_format: Option<access_log::Format>,
 
     /// Check the configuration (the flags or the --config file, --user, --group, the directories of
     /// --pid-file and --access-log) and exit: "configuration OK (N routes)" and 0, or the error and 2.
@@ -425,8 +426,9 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
     };
     let access_log = AccessLog {
         destination: cli.access_log.clone(),
-        format: cli.log_format,
+        format: cli.log_format.unwrap_or_default(),
     };
+    let log_format_given = cli.log_format.is_some();
     let admin_token = cli.admin_token.as_deref().map(read_token).transpose()?;
     let has_token = admin_token.is_some();
     let (splice, pipe_size, threads, prewarm) = (
@@ -445,6 +447,10 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
     config.prewarm = prewarm;
     // The file's `access_log` (with its `log_format`) wins over the flags.
     if config.access_log.destination.is_none() {
+        // A format for no log at all is a mistake, not a no-op: the user expects lines somewhere.
+        if log_format_given && access_log.destination.is_none() {
+            return Err(usage("--log-format needs --access-log".to_string()));
+        }
         config.access_log = access_log;
     }
     config.admin_token = admin_token;
