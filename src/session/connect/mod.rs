@@ -265,10 +265,16 @@ fn log_failure(cx: &mut Context<'_>, pair: &Pair, endpoint: Option<usize>, cause
         0 => String::new(),
         n => format!(" ({n} more since the last such line)"),
     };
+    // A CONNECT destination is no endpoint of the route: its address is the pair's.
+    let upstream = match endpoint {
+        Some(slot) => cx.route.endpoint_label(slot).to_string(),
+        None => pair
+            .upstream_addr()
+            .map_or_else(|| "-".to_string(), ToString::to_string),
+    };
     info!(
-        "route {}: upstream connect {what}: upstream={} client={} conn={}{more}",
+        "route {}: upstream connect {what}: upstream={upstream} client={} conn={}{more}",
         cx.route.name(),
-        endpoint.map_or("-", |slot| cx.route.endpoint_label(slot)),
         pair.client_addr,
         pair.id
     );
