@@ -270,8 +270,13 @@ fn test_stuck_pair_is_found_and_diagnosed() {
         diagnosis.contains("upstream has not read") && diagnosis.contains("upstream-bound"),
         "{diagnosis}"
     );
+    // The recorder keeps the last 32 events: the accept is the first of them unless the pair's reads
+    // (one per 64 KiB edge) have already pushed it out.
     assert_eq!(
-        jq(".events[0].event | startswith(\"accepted\")", &one),
+        jq(
+            "(.events[0].event | startswith(\"accepted\")) or (.events | length == 32)",
+            &one
+        ),
         "true",
         "{one}"
     );
