@@ -5,11 +5,18 @@
 //! the reactor counts it (`edgefwd_access_log_dropped_total`). The queue holds [`QUEUE_LINES`] records,
 //! enough for a reactor to close every pair of a large shutdown cut in one turn without dropping any.
 //!
-//! The thread renders lines into a buffer and writes it out whenever the queue runs dry (so `tail -f`
-//! sees a line as soon as its connection ends), when it holds [`BUFFER_BYTES`], or when lines have
-//! kept coming for [`FLUSH_EVERY`] without a pause. One thread writing whole buffers means lines from
-//! several `--threads` reactors never interleave within a line. It sleeps in `recv` while nothing
-//! comes: no periodic wakeup.
+//! The thread renders lines into a buffer and writes it out whenever the queue runs dry, when it holds
+//! [`BUFFER_BYTES`], or when lines have kept coming for [`FLUSH_EVERY`] without a pause. One thread
+//! writing whole buffers means lines from several `--threads` reactors never interleave within a line.
+//!
+//! After each write it naps for [`GATHER`] before it looks at the queue again, and only then, if the
+//! queue is empty, sleeps in `recv`. The nap is what keeps the log off the data path: a sender wakes
+//! the receiver (a futex call in the reactor's `try_send`) only when the receiver is parked in `recv`,
+//! so without it, at a few thousand closes a second, nearly every line cost the reactor a wake-up call
+//! and the writer a wakeup and a `write(2)` of its own (docs/benchmarks.md, "Observability on and
+//! off": 1.23x the forwarder's CPU per connection in churn). With it, a busy log is written about 40
+//! times a second in batches and the reactors never wake the writer; an idle one still has no periodic
+//! wakeup, and `tail -f` sees a line within about [`GATHER`] of its connection's end.
 //!
 //! SIGUSR1 (the reactor's signal handling calls [`AccessLog::reopen`]) makes the thread write out what
 //! it holds to the file it has, then open the path again: after logrotate renamed the file (its
@@ -39,6 +46,8 @@ pub const QUEUE_LINES: usize = 8192;
 const BUFFER_BYTES: usize = 64 * 1024;
 /// Lines are written out at least this often while they keep coming.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// The writer's nap after each write, gathering the next batch without being woken for each line.
+const GATHER: Duration = Duration::from_millis(25);
 /// Permission bits of a log file the writer creates (before the umask): client addresses are not for
 /// every local user.
 const FILE_MODE: u32 = 0o640;
@@ -162,6 +171,7 @@ fn write_lines(lines: &Receiver<Message>, mut sink: Sink, format: Format, reopen
         if !open {
             break;
         }
+        std::thread::sleep(GATHER);
     }
     sink.write_out(&mut buffer, &mut warning);
 }
