@@ -16,14 +16,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// The admin address from the forwarder's "admin API on http://ADDR/" start line.
-fn admin_addr(fwd: &Forwarder) -> String {
-    fwd.expect_log("admin API on http://", START_TIMEOUT);
-    let logs = fwd.logs();
-    let (_, rest) = logs.split_once("admin API on http://").expect("admin line");
-    rest.split('/').next().expect("address").to_string()
-}
-
 /// `edgefwd ctl --admin ADMIN ARGS`: (exit code, stdout, stderr).
 fn ctl(admin: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let mut all = vec!["ctl", "--admin", admin];
@@ -94,7 +86,7 @@ fn test_ctl_lists_shows_and_closes_a_held_pair() {
         "--admin",
         "127.0.0.1:0",
     ]);
-    let admin = admin_addr(&fwd);
+    let admin = fwd.admin_addr().to_string();
     let (mut client, mut server) = held_pair(&fwd, &upstream);
     let me = client.local_addr().expect("client addr");
     let id = id_of(&admin, me);
@@ -163,7 +155,7 @@ fn test_ctl_close_rst_and_filters() {
         "--admin",
         "127.0.0.1:0",
     ]);
-    let admin = admin_addr(&fwd);
+    let admin = fwd.admin_addr().to_string();
     let (mut client, _server) = held_pair(&fwd, &upstream);
     let id = id_of(&admin, client.local_addr().expect("client addr"));
     assert_eq!(
@@ -202,7 +194,7 @@ fn test_ctl_drain_enable_and_weight() {
         "--admin",
         "127.0.0.1:0",
     ]);
-    let admin = admin_addr(&fwd);
+    let admin = fwd.admin_addr().to_string();
     let a_addr = a.addr().to_string();
     let drained = ctl_ok(&admin, &["drain", &a_addr]);
     assert!(
@@ -251,7 +243,7 @@ fn test_ctl_top_once() {
         "--threads",
         "2",
     ]);
-    let admin = admin_addr(&fwd);
+    let admin = fwd.admin_addr().to_string();
     let idle = connect(fwd.addr());
     let mut streaming = connect(fwd.addr());
     let stream_id = id_of(&admin, streaming.local_addr().expect("addr"));
@@ -347,7 +339,7 @@ fn test_ctl_bad_arguments() {
         "--admin",
         "127.0.0.1:0",
     ]);
-    let admin = admin_addr(&fwd);
+    let admin = fwd.admin_addr().to_string();
     let (code, _, stderr) = ctl(&admin, &["weight", &backend.addr().to_string(), "0"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
@@ -456,7 +448,7 @@ fn test_ctl_top_on_a_terminal_quits_and_restores_it() {
         "--admin",
         "127.0.0.1:0",
     ]);
-    let admin = admin_addr(&fwd);
+    let admin = fwd.admin_addr().to_string();
     for quit in ["q", "SIGINT"] {
         let (controller, terminal) = pty(60);
         let before = local_modes(&terminal);
@@ -550,7 +542,7 @@ fn test_ctl_top_iterations_to_a_pipe() {
         "--admin",
         "127.0.0.1:0",
     ]);
-    let admin = admin_addr(&fwd);
+    let admin = fwd.admin_addr().to_string();
     let (code, out, stderr) = ctl(&admin, &["top", "--iterations", "2", "--interval", "100ms"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!out.contains('\x1b'), "{out}");
@@ -569,7 +561,7 @@ fn test_ctl_drain_a_unix_upstream() {
     let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind upstream");
     let upstream = format!("unix:{}", path.display());
     let fwd = Forwarder::start(&["--upstream", &upstream, "--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&fwd);
+    let admin = fwd.admin_addr().to_string();
     let listed = ctl_ok(&admin, &["upstreams"]);
     assert!(
         line_with(&listed, &upstream).contains(" enabled "),
@@ -601,7 +593,7 @@ fn test_ctl_explains_a_stuck_pair() {
         "--admin",
         "127.0.0.1:0",
     ]);
-    let admin = admin_addr(&fwd);
+    let admin = fwd.admin_addr().to_string();
     let mut client = connect(fwd.addr());
     let _server = upstream.accept(IO_TIMEOUT);
     // More than the rings, pipes and socket buffers hold: the last writes block, then time out.
@@ -671,7 +663,7 @@ fn test_ctl_top_counts_closed_pairs_from_metrics() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let (admin, metrics) = (admin_addr(&fwd), fwd.metrics_addr().to_string());
+    let (admin, metrics) = (fwd.admin_addr().to_string(), fwd.metrics_addr().to_string());
     let top = thread::spawn(move || {
         ctl(
             &admin,
