@@ -15,20 +15,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Whether `tool` runs; a test that needs it says so and returns when it does not (CI installs both).
-fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !found {
-        eprintln!("skipped: {tool} is not installed (.ci/run installs it)");
-    }
-    found
-}
-
 fn tools() -> bool {
     have("curl") && have("jq")
 }

@@ -491,18 +491,8 @@ fn test_ctl_top_on_a_terminal_quits_and_restores_it() {
             // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
             _ => assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0),
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{quit}: ctl top did not quit");
-            }
-            thread::sleep(Duration::from_millis(10));
-        };
+        let status = exit_within(&mut child, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{quit}: ctl top did not quit"));
         assert!(status.success(), "{quit}: {status}");
         assert_eq!(
             local_modes(&terminal),

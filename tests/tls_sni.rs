@@ -17,7 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    connect, expect_closed_without_data, sample, scrape, wait_until, Backend, ConfigFile, Forwarder,
+    connect, expect_closed_without_data, have, sample, scrape, wait_until, Backend, ConfigFile,
+    Forwarder,
 };
 
 /// A real ClientHello (curl, `--resolve api.example.com:...`), from the reader's corpus.
@@ -403,20 +404,6 @@ fn test_accept_proxy_then_hello_then_send_proxy() {
 // ---------------------------------------------------------------------------------------------
 // Real clients and servers: openssl s_server behind edgefwd, openssl s_client and curl in front.
 // ---------------------------------------------------------------------------------------------
-
-/// Whether `tool` runs here; if not, the test says SKIPPED.
-fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        eprintln!("SKIPPED: {tool} is not installed");
-    }
-    found
-}
 
 /// A directory under the temp dir, removed on drop.
 struct TempDir(PathBuf);

@@ -623,18 +623,8 @@ pub fn run_edgefwd_to_exit_with_env(
     };
     let stdout = read_all(Box::new(child.stdout.take().expect("stdout is piped")));
     let stderr = read_all(Box::new(child.stderr.take().expect("stderr is piped")));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("edgefwd {args:?} did not exit within 30s");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("edgefwd {args:?} did not exit within 30s"));
     let stdout = stdout.join().expect("stdout reader");
     let stderr = stderr.join().expect("stderr reader");
     (status.code(), stdout, stderr)
@@ -1298,6 +1288,38 @@ impl Forwarder {
             .and_then(|addr| addr.parse().ok())
             .expect("admin address")
     }
+}
+
+/// Waits up to `timeout` for `child` to exit and returns its status; past it, kills and reaps the
+/// child and returns `None`, so the caller's panic leaves no process behind.
+pub fn exit_within(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether `tool` can be started here; when not, says why the test skips (CI installs what the tests
+/// use). Only the start counts: `openssl` has no `--version` and fails it.
+pub fn have(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        eprintln!("skipped: {tool} is not installed (.ci/run installs it)");
+    }
+    found
 }
 
 /// One HTTP GET; returns (status line, headers + body).
