@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -79,6 +79,11 @@ impl LogPath {
         });
         assert!(enough, "expected {n} lines in {:?}, got {lines:?}", self.0);
         lines
+    }
+
+    /// Waits for line `i` (from 0) and returns its fields by key, the ten keys checked first.
+    fn fields(&self, i: usize) -> HashMap<String, String> {
+        by_key(logfmt(&self.wait_lines(i + 1)[i]))
     }
 }
 
@@ -195,16 +200,21 @@ fn expected_path() -> &'static str {
     }
 }
 
+/// Sends `bytes`, half-closes, and reads the answer until the forwarder closes.
+fn send_and_read(stream: &mut TcpStream, bytes: &[u8]) -> Vec<u8> {
+    stream.write_all(bytes).expect("write");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    read_until_end(stream, Duration::from_secs(10)).0
+}
+
 /// [`echo_roundtrip`], over a connection whose address is returned.
 fn echo_roundtrip_from(addr: SocketAddr, total: u64) -> SocketAddr {
     let mut stream = connect(addr);
     let client = stream.local_addr().expect("client address");
     let data = vec![b'x'; usize::try_from(total).expect("fits")];
-    stream.write_all(&data).expect("write");
-    stream
-        .shutdown(std::net::Shutdown::Write)
-        .expect("shutdown");
-    let (echoed, _) = read_until_end(&mut stream, Duration::from_secs(10));
+    let echoed = send_and_read(&mut stream, &data);
     assert_eq!(echoed.len(), data.len(), "echoed everything");
     client
 }
@@ -227,11 +237,7 @@ fn test_text_line_for_a_forwarded_connection() {
     ]);
     let mut stream = connect(fwd.addr());
     let client = stream.local_addr().expect("client address");
-    stream.write_all(&[b'x'; 10_000]).expect("write");
-    stream
-        .shutdown(std::net::Shutdown::Write)
-        .expect("shutdown");
-    let (answer, _) = read_until_end(&mut stream, Duration::from_secs(10));
+    let answer = send_and_read(&mut stream, &[b'x'; 10_000]);
     assert_eq!(answer.len(), 2500);
     let lines = log.wait_lines(1);
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -337,7 +343,7 @@ fn test_unreachable_upstream_is_connect_refused() {
         // The reset may come before connect() returns.
         Err(err) => assert_eq!(err.kind(), ErrorKind::ConnectionReset),
     }
-    let fields = by_key(logfmt(&log.wait_lines(1)[0]));
+    let fields = log.fields(0);
     assert_eq!(fields["cause"], "connect-refused");
     assert_eq!(fields["upstream"], refused.to_string());
     assert_eq!(fields["connect_ms"], "-");
@@ -364,15 +370,12 @@ fn test_accept_proxy_logs_the_real_client() {
     let fwd = Forwarder::start(&args);
     let mut stream = connect(fwd.addr());
     let peer = stream.local_addr().expect("address");
-    stream
-        .write_all(b"PROXY TCP4 192.0.2.7 198.51.100.9 5555 443\r\nping")
-        .expect("write");
-    stream
-        .shutdown(std::net::Shutdown::Write)
-        .expect("shutdown");
-    let (echoed, _) = read_until_end(&mut stream, Duration::from_secs(10));
+    let echoed = send_and_read(
+        &mut stream,
+        b"PROXY TCP4 192.0.2.7 198.51.100.9 5555 443\r\nping",
+    );
     assert_eq!(echoed, b"ping");
-    let fields = by_key(logfmt(&log.wait_lines(1)[0]));
+    let fields = log.fields(0);
     assert_eq!(fields["client"], "192.0.2.7:5555");
     assert_eq!(fields["proxy_peer"], peer.to_string());
     assert_eq!(fields["proxy_dst"], "198.51.100.9:443");
@@ -384,7 +387,7 @@ fn test_accept_proxy_logs_the_real_client() {
     bad.write_all(b"PROXY TCP4 not-an-address\r\n")
         .expect("write");
     expect_closed_without_data(&mut bad, Duration::from_secs(10));
-    let fields = by_key(logfmt(&log.wait_lines(2)[1]));
+    let fields = log.fields(1);
     assert_eq!(fields["client"], peer.to_string());
     assert_eq!(fields["cause"], "rejected");
     assert_eq!(fields["upstream"], "-");
@@ -406,16 +409,12 @@ fn test_sni_names_the_server_name() {
     ));
     let fwd = Forwarder::start(&["--config", config.path()]);
     let mut stream = connect(fwd.route_addr("api"));
-    stream.write_all(HELLO_API).expect("write");
-    stream
-        .shutdown(std::net::Shutdown::Write)
-        .expect("shutdown");
-    let (echoed, _) = read_until_end(&mut stream, Duration::from_secs(10));
+    let echoed = send_and_read(&mut stream, HELLO_API);
     assert_eq!(
         echoed, HELLO_API,
         "the hello reached the route's upstream unchanged"
     );
-    let fields = by_key(logfmt(&log.wait_lines(1)[0]));
+    let fields = log.fields(0);
     assert_eq!(fields["route"], "api");
     assert_eq!(fields["sni"], "api.example.com");
     assert_eq!(fields["c2u_bytes"], HELLO_API.len().to_string());
@@ -446,12 +445,12 @@ fn test_client_refused_by_acl() {
         .expect("inet");
     match socket.connect_timeout(&fwd.addr().into(), Duration::from_secs(5)) {
         Ok(()) => {
-            let mut stream = std::net::TcpStream::from(socket);
+            let mut stream = TcpStream::from(socket);
             expect_closed_without_data(&mut stream, Duration::from_secs(10));
         }
         Err(err) => assert_eq!(err.kind(), ErrorKind::ConnectionReset),
     }
-    let fields = by_key(logfmt(&log.wait_lines(1)[0]));
+    let fields = log.fields(0);
     assert_eq!(fields["client"], client.to_string());
     assert_eq!(fields["cause"], "rejected");
     assert_eq!(fields["limit"], "acl");
@@ -482,7 +481,7 @@ fn test_queue_timeout_line() {
     let mut queued = connect(fwd.addr());
     let client = queued.local_addr().expect("address");
     expect_closed_without_data(&mut queued, Duration::from_secs(15));
-    let fields = by_key(logfmt(&log.wait_lines(1)[0]));
+    let fields = log.fields(0);
     assert_eq!(fields["client"], client.to_string());
     assert_eq!(fields["cause"], "rejected");
     assert_eq!(fields["limit"], "queue-timeout");
@@ -540,7 +539,7 @@ fn test_connect_through_curl() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(output.stdout, b"hello\n");
-    let fields = by_key(logfmt(&log.wait_lines(1)[0]));
+    let fields = log.fields(0);
     assert_eq!(fields["connect_target"], format!("127.0.0.1:{port}"));
     assert_eq!(fields["upstream"], server.addr().to_string());
     let established = "HTTP/1.1 200 Connection Established\r\n\r\n".len();
