@@ -502,22 +502,12 @@ fn test_graceful_shutdown_finishes_a_unix_pair() {
     assert!(fwd.stop().success(), "a clean exit once the pair is done");
 }
 
-/// Backpressure from a TCP upstream that does not read reaches the Unix client: its writes stop
-/// (WouldBlock) after a bounded amount, and everything written arrives once the upstream reads.
-#[test]
-fn test_backpressure_reaches_the_unix_client() {
-    let dir = TempDir::new();
-    let path = dir.sock("slow.sock");
-    let up = Upstream::bind();
-    let unix = format!("unix:{}", path.display());
-    let (_fwd, _config) = start_route(&unix, &up.addr().to_string(), "");
-    let mut client = unix_client(|| UnixStream::connect(&path));
-    let mut upstream = up.try_accept(WAIT).expect("upstream connection");
-    client.set_nonblocking(true).expect("nonblocking");
-    let chunk = pattern_vec(64 * 1024);
+/// Writes `chunk` over and over to a non-blocking `client` until the writes have been refused
+/// (WouldBlock) for 500 ms: the whole path is full. Returns how many bytes it took, which must be
+/// some but bounded.
+fn write_until_refused(client: &mut impl Write, chunk: &[u8]) -> usize {
     let mut written = 0usize;
     let mut quiet_since = std::time::Instant::now();
-    // Write until the writes have been refused for a while: the whole path is full.
     while quiet_since.elapsed() < Duration::from_millis(500) {
         match client.write(&chunk[written % chunk.len()..]) {
             Ok(n) => {
@@ -535,8 +525,11 @@ fn test_backpressure_reaches_the_unix_client() {
         );
     }
     assert!(written > 0);
-    client.set_nonblocking(false).expect("blocking");
-    client.shutdown(Shutdown::Write).expect("FIN");
+    written
+}
+
+/// `upstream` reads to the end exactly the `written` bytes of `chunk` repeated, in order.
+fn assert_all_arrive(upstream: &mut impl Read, chunk: &[u8], written: usize) {
     let mut got = Vec::new();
     upstream
         .read_to_end(&mut got)
@@ -544,6 +537,25 @@ fn test_backpressure_reaches_the_unix_client() {
     assert_eq!(got.len(), written, "every byte written arrives");
     let expected: Vec<u8> = chunk.iter().copied().cycle().take(written).collect();
     assert!(got == expected, "the bytes arrive in order");
+}
+
+/// Backpressure from a TCP upstream that does not read reaches the Unix client: its writes stop
+/// (WouldBlock) after a bounded amount, and everything written arrives once the upstream reads.
+#[test]
+fn test_backpressure_reaches_the_unix_client() {
+    let dir = TempDir::new();
+    let path = dir.sock("slow.sock");
+    let up = Upstream::bind();
+    let unix = format!("unix:{}", path.display());
+    let (_fwd, _config) = start_route(&unix, &up.addr().to_string(), "");
+    let mut client = unix_client(|| UnixStream::connect(&path));
+    let mut upstream = up.try_accept(WAIT).expect("upstream connection");
+    client.set_nonblocking(true).expect("nonblocking");
+    let chunk = pattern_vec(64 * 1024);
+    let written = write_until_refused(&mut client, &chunk);
+    client.set_nonblocking(false).expect("blocking");
+    client.shutdown(Shutdown::Write).expect("FIN");
+    assert_all_arrive(&mut upstream, &chunk, written);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1016,33 +1028,10 @@ fn test_backpressure_from_a_unix_upstream_reaches_the_tcp_client() {
     let mut up = accept_unix(&listener);
     client.set_nonblocking(true).expect("nonblocking");
     let chunk = pattern_vec(64 * 1024);
-    let mut written = 0usize;
-    let mut quiet_since = std::time::Instant::now();
-    // Write until the writes have been refused for a while: the whole path is full.
-    while quiet_since.elapsed() < Duration::from_millis(500) {
-        match client.write(&chunk[written % chunk.len()..]) {
-            Ok(n) => {
-                written += n;
-                quiet_since = std::time::Instant::now();
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("write: {e}"),
-        }
-        assert!(
-            written < 256 << 20,
-            "no backpressure: {written} bytes taken"
-        );
-    }
-    assert!(written > 0);
+    let written = write_until_refused(&mut client, &chunk);
     client.set_nonblocking(false).expect("blocking");
     client.shutdown(Shutdown::Write).expect("FIN");
-    let mut got = Vec::new();
-    up.read_to_end(&mut got).expect("upstream reads it all");
-    assert_eq!(got.len(), written, "every byte written arrives");
-    let expected: Vec<u8> = chunk.iter().copied().cycle().take(written).collect();
-    assert!(got == expected, "the bytes arrive in order");
+    assert_all_arrive(&mut up, &chunk, written);
 }
 
 /// SIGTERM while a TCP client's transfer to a Unix upstream is under way: the pair finishes
