@@ -7,7 +7,9 @@ use std::io::{Read, Write};
 use std::thread;
 use std::time::Duration;
 
-use common::{connect, echo_roundtrip, log_counter, stats_total, Backend, Forwarder, Options};
+use common::{
+    connect, echo_roundtrip, log_counter, serve_forty, stats_total, Backend, Forwarder, Options,
+};
 
 /// Starts `edgefwd --threads 2` on `listen` in front of `echo` (plus `extra` flags), with a stats line
 /// every 100 ms (per reactor, so that each one's counters can be read).
@@ -29,36 +31,6 @@ fn two_reactors(listen: &str, echo: &Backend, extra: &[&str]) -> Forwarder {
     ];
     args.extend_from_slice(extra);
     Forwarder::start_with(&args, &opts)
-}
-
-/// 40 echo connections from 8 threads at once, every byte checked; returns how many each of the
-/// two reactors accepted, once all 40 are closed.
-fn serve_forty(fwd: &Forwarder) -> (u64, u64) {
-    let addr = fwd.addr();
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            thread::spawn(move || {
-                for _ in 0..5 {
-                    echo_roundtrip(addr, 64 * 1024, 8192);
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.join().expect("echo worker");
-    }
-    let served = common::wait_until(Duration::from_secs(10), || {
-        let logs = fwd.logs();
-        stats_total(&logs, 0, "closes") + stats_total(&logs, 1, "closes") == 40
-    });
-    let logs = fwd.logs();
-    assert!(served, "40 connections not all closed:\n{logs}");
-    let (zero, one) = (
-        stats_total(&logs, 0, "accepts"),
-        stats_total(&logs, 1, "accepts"),
-    );
-    assert_eq!(zero + one, 40, "{logs}");
-    (zero, one)
 }
 
 #[test]

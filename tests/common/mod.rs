@@ -1322,6 +1322,37 @@ pub fn have(tool: &str) -> bool {
     found
 }
 
+/// 40 echo connections from 8 threads at once, every byte checked, to a `--threads 2` forwarder that
+/// logs `--stats-interval` lines at info; returns how many each of the two reactors accepted, once
+/// all 40 are closed.
+pub fn serve_forty(fwd: &Forwarder) -> (u64, u64) {
+    let addr = fwd.addr();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            thread::spawn(move || {
+                for _ in 0..5 {
+                    echo_roundtrip(addr, 64 * 1024, 8192);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("echo worker");
+    }
+    let served = wait_until(Duration::from_secs(10), || {
+        let logs = fwd.logs();
+        stats_total(&logs, 0, "closes") + stats_total(&logs, 1, "closes") == 40
+    });
+    let logs = fwd.logs();
+    assert!(served, "40 connections not all closed:\n{logs}");
+    let (zero, one) = (
+        stats_total(&logs, 0, "accepts"),
+        stats_total(&logs, 1, "accepts"),
+    );
+    assert_eq!(zero + one, 40, "{logs}");
+    (zero, one)
+}
+
 /// One HTTP GET; returns (status line, headers + body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to metrics");
