@@ -57,6 +57,21 @@ fn start(text_for: impl Fn(u16) -> String, args: &[&str]) -> (Forwarder, ConfigF
     (fwd, file, addr)
 }
 
+/// [`start`] with two routes on one port: `api` for `api.example.com` to `api`, and `rest`, the
+/// default, to `rest`.
+fn start_api_and_rest(
+    api: &Backend,
+    rest: &Backend,
+    args: &[&str],
+) -> (Forwarder, ConfigFile, SocketAddr) {
+    let text = |port| {
+        let listen = SocketAddr::from(([127, 0, 0, 1], port));
+        route("api", listen, api.addr(), "sni = [\"api.example.com\"]")
+            + &route("rest", listen, rest.addr(), "default = true")
+    };
+    start(text, args)
+}
+
 /// Writes `bytes` one per write, with a short pause between (each its own segment: TCP_NODELAY).
 fn write_byte_by_byte(stream: &mut TcpStream, bytes: &[u8]) {
     stream.set_nodelay(true).expect("nodelay");
@@ -105,12 +120,7 @@ fn routed(metrics: SocketAddr, route: &str, by: &str) -> u64 {
 #[test]
 fn test_hello_split_byte_by_byte_reaches_its_route_unchanged() {
     let (api, rest) = (Backend::echo(), Backend::echo());
-    let text = |port| {
-        let listen = SocketAddr::from(([127, 0, 0, 1], port));
-        route("api", listen, api.addr(), "sni = [\"api.example.com\"]")
-            + &route("rest", listen, rest.addr(), "default = true")
-    };
-    let (fwd, _file, addr) = start(text, &["--threads", "2"]);
+    let (fwd, _file, addr) = start_api_and_rest(&api, &rest, &["--threads", "2"]);
     let metrics = fwd.metrics_addr();
     fwd.expect_log(&format!("listening on {addr} route=api "), IO);
     fwd.expect_log(&format!("sharing {addr} route=rest "), IO);
@@ -161,12 +171,7 @@ fn test_bad_sni_settings_name_their_key() {
 #[test]
 fn test_admin_connection_shows_the_routing_name() {
     let (api, rest) = (Backend::echo(), Backend::echo());
-    let text = |port| {
-        let listen = SocketAddr::from(([127, 0, 0, 1], port));
-        route("api", listen, api.addr(), "sni = [\"api.example.com\"]")
-            + &route("rest", listen, rest.addr(), "default = true")
-    };
-    let (fwd, _file, addr) = start(text, &["--admin", "127.0.0.1:0"]);
+    let (fwd, _file, addr) = start_api_and_rest(&api, &rest, &["--admin", "127.0.0.1:0"]);
     let admin = fwd.admin_addr();
     let mut named = connect(addr);
     named.write_all(HELLO_API).expect("hello");
@@ -228,12 +233,7 @@ fn test_no_route_and_no_default_sends_the_alert() {
 #[test]
 fn test_junk_truncated_and_oversized_are_closed_with_nothing_upstream() {
     let (api, rest) = (Backend::echo(), Backend::echo());
-    let text = |port| {
-        let listen = SocketAddr::from(([127, 0, 0, 1], port));
-        route("api", listen, api.addr(), "sni = [\"api.example.com\"]")
-            + &route("rest", listen, rest.addr(), "default = true")
-    };
-    let (fwd, _file, addr) = start(text, &[]);
+    let (fwd, _file, addr) = start_api_and_rest(&api, &rest, &[]);
     let metrics = fwd.metrics_addr();
     let oversized = [0x16, 0x03, 0x01, 0x40, 0x01];
     let cases: [(&[u8], &str); 3] = [
