@@ -200,6 +200,16 @@ fn expected_path() -> &'static str {
     }
 }
 
+/// A forwarder to `upstream` with `extra` flags, logging to a new [`LogPath`] named after `tag`.
+fn start_logged(tag: &str, upstream: &str, extra: &[&str]) -> (LogPath, Forwarder) {
+    let log = LogPath::new(tag);
+    let mut args = vec!["--upstream", upstream];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--access-log", log.arg()]);
+    let fwd = Forwarder::start(&args);
+    (log, fwd)
+}
+
 /// Sends `bytes`, half-closes, and reads the answer until the forwarder closes.
 fn send_and_read(stream: &mut TcpStream, bytes: &[u8]) -> Vec<u8> {
     stream.write_all(bytes).expect("write");
@@ -228,13 +238,7 @@ fn test_text_line_for_a_forwarded_connection() {
         let _ = stream.read_to_end(&mut sink);
         let _ = stream.write_all(&[b'y'; 2500]);
     });
-    let log = LogPath::new("text");
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--access-log",
-        log.arg(),
-    ]);
+    let (log, fwd) = start_logged("text", &backend.upstream_arg(), &[]);
     let mut stream = connect(fwd.addr());
     let client = stream.local_addr().expect("client address");
     let answer = send_and_read(&mut stream, &[b'x'; 10_000]);
@@ -265,16 +269,7 @@ fn test_text_line_for_a_forwarded_connection() {
 #[test]
 fn test_json_lines() {
     let backend = Backend::echo();
-    let log = LogPath::new("json");
-    let args = [
-        "--upstream",
-        &backend.upstream_arg(),
-        "--access-log",
-        log.arg(),
-        "--log-format",
-        "json",
-    ];
-    let fwd = Forwarder::start(&args);
+    let (log, fwd) = start_logged("json", &backend.upstream_arg(), &["--log-format", "json"]);
     let first = echo_roundtrip_from(fwd.addr(), 1);
     log.wait_lines(1);
     let second = echo_roundtrip_from(fwd.addr(), 70_000);
@@ -329,13 +324,7 @@ fn test_json_lines() {
 #[test]
 fn test_unreachable_upstream_is_connect_refused() {
     let refused = refused_addr();
-    let log = LogPath::new("refused");
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &refused.to_string(),
-        "--access-log",
-        log.arg(),
-    ]);
+    let (log, fwd) = start_logged("refused", &refused.to_string(), &[]);
     match try_connect(fwd.addr()) {
         Ok(mut stream) => {
             expect_closed_without_data(&mut stream, Duration::from_secs(10));
@@ -359,15 +348,7 @@ fn test_unreachable_upstream_is_connect_refused() {
 #[test]
 fn test_accept_proxy_logs_the_real_client() {
     let backend = Backend::echo();
-    let log = LogPath::new("proxy");
-    let args = [
-        "--upstream",
-        &backend.upstream_arg(),
-        "--accept-proxy",
-        "--access-log",
-        log.arg(),
-    ];
-    let fwd = Forwarder::start(&args);
+    let (log, fwd) = start_logged("proxy", &backend.upstream_arg(), &["--accept-proxy"]);
     let mut stream = connect(fwd.addr());
     let peer = stream.local_addr().expect("address");
     let echoed = send_and_read(
@@ -424,16 +405,11 @@ fn test_sni_names_the_server_name() {
 #[test]
 fn test_client_refused_by_acl() {
     let backend = Backend::echo();
-    let log = LogPath::new("acl");
-    let args = [
-        "--upstream",
+    let (log, fwd) = start_logged(
+        "acl",
         &backend.upstream_arg(),
-        "--client-deny",
-        "127.0.0.0/8",
-        "--access-log",
-        log.arg(),
-    ];
-    let fwd = Forwarder::start(&args);
+        &["--client-deny", "127.0.0.0/8"],
+    );
     // Bound before connecting: the reset may come before connect() returns.
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
     let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
@@ -461,18 +437,11 @@ fn test_client_refused_by_acl() {
 #[test]
 fn test_queue_timeout_line() {
     let backend = Backend::echo();
-    let log = LogPath::new("queue");
-    let args = [
-        "--upstream",
+    let (log, fwd) = start_logged(
+        "queue",
         &backend.upstream_arg(),
-        "--max-connections",
-        "1",
-        "--queue-timeout",
-        "200ms",
-        "--access-log",
-        log.arg(),
-    ];
-    let fwd = Forwarder::start(&args);
+        &["--max-connections", "1", "--queue-timeout", "200ms"],
+    );
     let mut held = connect(fwd.addr());
     held.write_all(b"held").expect("write");
     let mut echoed = [0u8; 4];
@@ -623,13 +592,7 @@ impl Drop for KillOnDrop<'_> {
 #[test]
 fn test_sigusr1_reopens_after_a_rename() {
     let backend = Backend::echo();
-    let log = LogPath::new("rotate");
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--access-log",
-        log.arg(),
-    ]);
+    let (log, fwd) = start_logged("rotate", &backend.upstream_arg(), &[]);
     let before = echo_roundtrip_from(fwd.addr(), 1);
     log.wait_lines(1);
     fs::rename(&log.0, log.rotated()).expect("rename");
@@ -655,16 +618,11 @@ fn test_sigusr1_reopens_after_a_rename() {
 #[test]
 fn test_shutdown_cut_is_logged_before_exit() {
     let backend = Backend::echo();
-    let log = LogPath::new("shutdown");
-    let args = [
-        "--upstream",
+    let (log, mut fwd) = start_logged(
+        "shutdown",
         &backend.upstream_arg(),
-        "--shutdown-timeout",
-        "100ms",
-        "--access-log",
-        log.arg(),
-    ];
-    let mut fwd = Forwarder::start(&args);
+        &["--shutdown-timeout", "100ms"],
+    );
     let mut held = connect(fwd.addr());
     held.write_all(b"held").expect("write");
     let mut echoed = [0u8; 4];
@@ -796,18 +754,11 @@ fn test_full_queue_drops_and_counts() {
 #[test]
 fn test_threads_share_one_file() {
     let backend = Backend::echo();
-    let log = LogPath::new("threads");
-    let args = [
-        "--upstream",
+    let (log, fwd) = start_logged(
+        "threads",
         &backend.upstream_arg(),
-        "--threads",
-        "2",
-        "--access-log",
-        log.arg(),
-        "--log-format",
-        "json",
-    ];
-    let fwd = Forwarder::start(&args);
+        &["--threads", "2", "--log-format", "json"],
+    );
     let addr = fwd.addr();
     let workers: Vec<_> = (0..4)
         .map(|_| {
