@@ -16,6 +16,15 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
+/// A forwarder started with `args` and an admin API on a free loopback port; that port's address.
+fn with_admin(args: &[&str]) -> (Forwarder, String) {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--admin", "127.0.0.1:0"]);
+    let fwd = Forwarder::start(&all);
+    let admin = fwd.admin_addr().to_string();
+    (fwd, admin)
+}
+
 /// `edgefwd ctl --admin ADMIN ARGS`: (exit code, stdout, stderr).
 fn ctl(admin: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let mut all = vec!["ctl", "--admin", admin];
@@ -80,13 +89,7 @@ fn line_with<'t>(table: &'t str, needle: &str) -> &'t str {
 #[test]
 fn test_ctl_lists_shows_and_closes_a_held_pair() {
     let upstream = Upstream::bind();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream.addr().to_string(),
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = fwd.admin_addr().to_string();
+    let (fwd, admin) = with_admin(&["--upstream", &upstream.addr().to_string()]);
     let (mut client, mut server) = held_pair(&fwd, &upstream);
     let me = client.local_addr().expect("client addr");
     let id = id_of(&admin, me);
@@ -149,13 +152,7 @@ fn test_ctl_lists_shows_and_closes_a_held_pair() {
 #[test]
 fn test_ctl_close_rst_and_filters() {
     let upstream = Upstream::bind();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream.addr().to_string(),
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = fwd.admin_addr().to_string();
+    let (fwd, admin) = with_admin(&["--upstream", &upstream.addr().to_string()]);
     let (mut client, _server) = held_pair(&fwd, &upstream);
     let id = id_of(&admin, client.local_addr().expect("client addr"));
     assert_eq!(
@@ -186,15 +183,12 @@ fn test_ctl_close_rst_and_filters() {
 #[test]
 fn test_ctl_drain_enable_and_weight() {
     let (a, b) = (Backend::echo(), Backend::echo());
-    let fwd = Forwarder::start(&[
+    let (fwd, admin) = with_admin(&[
         "--upstream",
         &a.upstream_arg(),
         "--upstream",
         &b.upstream_arg(),
-        "--admin",
-        "127.0.0.1:0",
     ]);
-    let admin = fwd.admin_addr().to_string();
     let a_addr = a.addr().to_string();
     let drained = ctl_ok(&admin, &["drain", &a_addr]);
     assert!(
@@ -235,15 +229,7 @@ fn test_ctl_drain_enable_and_weight() {
 #[test]
 fn test_ctl_top_once() {
     let (sink, _reports) = Backend::sink();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &sink.upstream_arg(),
-        "--admin",
-        "127.0.0.1:0",
-        "--threads",
-        "2",
-    ]);
-    let admin = fwd.admin_addr().to_string();
+    let (fwd, admin) = with_admin(&["--upstream", &sink.upstream_arg(), "--threads", "2"]);
     let idle = connect(fwd.addr());
     let mut streaming = connect(fwd.addr());
     let stream_id = id_of(&admin, streaming.local_addr().expect("addr"));
@@ -333,13 +319,7 @@ fn test_ctl_bad_arguments() {
     assert!(stderr.contains("'nowhere'"), "{stderr}");
 
     let backend = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = fwd.admin_addr().to_string();
+    let (_fwd, admin) = with_admin(&["--upstream", &backend.upstream_arg()]);
     let (code, _, stderr) = ctl(&admin, &["weight", &backend.addr().to_string(), "0"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
@@ -442,13 +422,7 @@ fn local_modes(terminal: &std::os::fd::OwnedFd) -> libc::tcflag_t {
 fn test_ctl_top_on_a_terminal_quits_and_restores_it() {
     use std::sync::Mutex;
     let backend = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = fwd.admin_addr().to_string();
+    let (_fwd, admin) = with_admin(&["--upstream", &backend.upstream_arg()]);
     for quit in ["q", "SIGINT"] {
         let (controller, terminal) = pty(60);
         let before = local_modes(&terminal);
@@ -526,13 +500,7 @@ fn test_ctl_top_on_a_terminal_quits_and_restores_it() {
 #[test]
 fn test_ctl_top_iterations_to_a_pipe() {
     let backend = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = fwd.admin_addr().to_string();
+    let (_fwd, admin) = with_admin(&["--upstream", &backend.upstream_arg()]);
     let (code, out, stderr) = ctl(&admin, &["top", "--iterations", "2", "--interval", "100ms"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!out.contains('\x1b'), "{out}");
@@ -550,8 +518,7 @@ fn test_ctl_drain_a_unix_upstream() {
     let _ = std::fs::remove_file(&path);
     let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind upstream");
     let upstream = format!("unix:{}", path.display());
-    let fwd = Forwarder::start(&["--upstream", &upstream, "--admin", "127.0.0.1:0"]);
-    let admin = fwd.admin_addr().to_string();
+    let (_fwd, admin) = with_admin(&["--upstream", &upstream]);
     let listed = ctl_ok(&admin, &["upstreams"]);
     assert!(
         line_with(&listed, &upstream).contains(" enabled "),
@@ -577,13 +544,7 @@ fn test_ctl_drain_a_unix_upstream() {
 #[test]
 fn test_ctl_explains_a_stuck_pair() {
     let upstream = Upstream::bind();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream.addr().to_string(),
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = fwd.admin_addr().to_string();
+    let (fwd, admin) = with_admin(&["--upstream", &upstream.addr().to_string()]);
     let mut client = connect(fwd.addr());
     let _server = upstream.accept(IO_TIMEOUT);
     // More than the rings, pipes and socket buffers hold: the last writes block, then time out.
