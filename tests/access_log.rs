@@ -22,8 +22,8 @@ use socket2::{Domain, Socket, Type};
 
 use common::{
     connect, echo_roundtrip, expect_closed_without_data, parse_listen_addr, read_until_end,
-    refused_addr, run_edgefwd_expect_fail, sample, scrape, splice_under_test, try_connect,
-    wait_until, Backend, ConfigFile, Forwarder,
+    refused_addr, run_edgefwd_expect_fail, run_with_upstream_expect_fail, sample, scrape,
+    splice_under_test, try_connect, wait_until, Backend, ConfigFile, Forwarder,
 };
 
 /// How long a line may take to reach the file: the writer writes out as soon as its queue is empty, so
@@ -864,24 +864,11 @@ impl Drop for RemoveDir {
 /// start; `--check` finds a missing directory.
 #[test]
 fn test_bad_settings() {
-    let (code, stderr) = run_edgefwd_expect_fail(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        "127.0.0.1:9",
-        "--log-format",
-        "xml",
-    ]);
+    let (code, stderr) = run_with_upstream_expect_fail(&["--log-format", "xml"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("'xml'"), "{stderr}");
-    let (code, stderr) = run_edgefwd_expect_fail(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        "127.0.0.1:9",
-        "--access-log",
-        "/nonexistent-dir/access.log",
-    ]);
+    let (code, stderr) =
+        run_with_upstream_expect_fail(&["--access-log", "/nonexistent-dir/access.log"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("cannot open access log /nonexistent-dir/access.log"),

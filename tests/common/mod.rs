@@ -593,6 +593,14 @@ pub fn run_edgefwd_expect_fail(args: &[&str]) -> (Option<i32>, String) {
     (code, stderr)
 }
 
+/// [`run_edgefwd_expect_fail`] with a listener and an upstream (`127.0.0.1:9`, never dialled: the
+/// run must fail before) and `extra`: for a flag whose bad value must be refused.
+pub fn run_with_upstream_expect_fail(extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9"];
+    args.extend_from_slice(extra);
+    run_edgefwd_expect_fail(&args)
+}
+
 /// Runs `edgefwd ARGS` (no RUST_LOG) expecting it to exit by itself within 30s;
 /// returns (exit code, stdout, stderr).
 pub fn run_edgefwd_to_exit(args: &[&str]) -> (Option<i32>, String, String) {
