@@ -5,6 +5,8 @@
 //! Unix socket) and `edgefwd ctl ...` as a child that must exit by itself (`run_edgefwd_to_exit`).
 
 mod common;
+#[path = "../src/main/ctl/test_pty.rs"]
+mod test_pty;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
+use test_pty::{local_modes, pty};
 
 /// A forwarder started with `args` and an admin API on a free loopback port; that port's address.
 fn with_admin(args: &[&str]) -> (Forwarder, String) {
@@ -371,48 +374,6 @@ fn test_ctl_unix_socket_and_token() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.starts_with("NAME  "), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A pseudo-terminal of `columns` x 24: (controller, terminal), closed on drop.
-fn pty(columns: u16) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-    use std::os::fd::FromRawFd;
-    let (mut controller, mut terminal) = (-1, -1);
-    let size = libc::winsize {
-        ws_row: 24,
-        ws_col: columns,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: the two out-pointers are valid ints, the window size a valid struct openpty only reads;
-    // the name and termios pointers may be null (openpty then writes no name, uses default settings).
-    let rc = unsafe {
-        libc::openpty(
-            &mut controller,
-            &mut terminal,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: openpty succeeded: both are open descriptors nothing else owns.
-    unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(controller),
-            std::os::fd::OwnedFd::from_raw_fd(terminal),
-        )
-    }
-}
-
-/// The local modes (`c_lflag`) of a terminal.
-fn local_modes(terminal: &std::os::fd::OwnedFd) -> libc::tcflag_t {
-    use std::os::fd::AsRawFd;
-    // SAFETY: all zeroes is a valid termios (plain integers), and tcgetattr overwrites it.
-    let mut termios: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: the descriptor is open (borrowed), and `termios` is a writable struct of the right type.
-    let rc = unsafe { libc::tcgetattr(terminal.as_raw_fd(), &mut termios) };
-    assert_eq!(rc, 0, "tcgetattr: {}", std::io::Error::last_os_error());
-    termios.c_lflag
 }
 
 /// `ctl top` on a terminal (a pty, 60 columns), as a user runs it: frames on a cleared screen with
