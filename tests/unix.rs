@@ -679,6 +679,18 @@ fn start_upstreams(unix: Option<&str>, upstreams: &[&str], extra: &str) -> (Forw
     (fwd, config)
 }
 
+/// [`start_upstreams`] to one Unix upstream, `name` in `dir`, that the test accepts from itself.
+fn start_to_unix_listener(
+    dir: &TempDir,
+    name: &str,
+    extra: &str,
+) -> (Forwarder, ConfigFile, std::os::unix::net::UnixListener) {
+    let upstream = format!("unix:{}", dir.sock(name).display());
+    let listener = bind_unix(&upstream);
+    let (fwd, config) = start_upstreams(None, &[&upstream], extra);
+    (fwd, config, listener)
+}
+
 /// TCP clients to a `unix:/PATH` upstream: byte-exact both ways, MiBs, several at once.
 #[test]
 fn test_tcp_client_to_unix_path_upstream_is_byte_exact() {
@@ -727,9 +739,7 @@ fn test_unix_client_to_unix_upstream_path_and_abstract_are_byte_exact() {
 #[test]
 fn test_half_close_passes_both_ways_to_a_unix_upstream() {
     let dir = TempDir::new();
-    let upstream = format!("unix:{}", dir.sock("half.sock").display());
-    let listener = bind_unix(&upstream);
-    let (fwd, _config) = start_upstreams(None, &[&upstream], "");
+    let (fwd, _config, listener) = start_to_unix_listener(&dir, "half.sock", "");
 
     // The client finishes first: the upstream sees the end of stream and can still answer.
     let mut client = connect(fwd.addr());
@@ -802,9 +812,8 @@ fn test_failover_from_missing_and_refused_unix_paths_to_a_live_one() {
 #[test]
 fn test_send_proxy_v2_to_a_unix_upstream_names_the_tcp_client() {
     let dir = TempDir::new();
-    let upstream = format!("unix:{}", dir.sock("proxy.sock").display());
-    let listener = bind_unix(&upstream);
-    let (fwd, _config) = start_upstreams(None, &[&upstream], "send_proxy = \"v2\"");
+    let (fwd, _config, listener) =
+        start_to_unix_listener(&dir, "proxy.sock", "send_proxy = \"v2\"");
     let mut client = connect(fwd.addr());
     client.write_all(b"payload").expect("write");
     client.shutdown(Shutdown::Write).expect("FIN");
@@ -998,9 +1007,7 @@ fn test_two_reactors_forward_to_a_unix_upstream() {
 #[test]
 fn test_backpressure_from_a_unix_upstream_reaches_the_tcp_client() {
     let dir = TempDir::new();
-    let upstream = format!("unix:{}", dir.sock("slow.sock").display());
-    let listener = bind_unix(&upstream);
-    let (fwd, _config) = start_upstreams(None, &[&upstream], "");
+    let (fwd, _config, listener) = start_to_unix_listener(&dir, "slow.sock", "");
     let mut client = connect(fwd.addr());
     let mut up = accept_unix(&listener);
     client.set_nonblocking(true).expect("nonblocking");
