@@ -984,19 +984,7 @@ fn test_two_reactors_forward_to_a_unix_upstream() {
     let dir = TempDir::new();
     let upstream = format!("unix:{}", dir.sock("up.sock").display());
     let echo = UnixEcho::on(&upstream);
-    let opts = Options {
-        rust_log: Some("info".into()),
-        ..Options::default()
-    };
-    let args = [
-        "--upstream",
-        &upstream,
-        "--threads",
-        "2",
-        "--stats-interval",
-        "100ms",
-    ];
-    let fwd = Forwarder::start_with(&args, &opts);
+    let fwd = two_reactors(&upstream, &[]);
     let (zero, one) = serve_forty(&fwd);
     assert_eq!(echo.accepted(), 40);
     assert!(zero > 0 && one > 0, "both reactors serve: {zero} and {one}");

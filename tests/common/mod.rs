@@ -1330,6 +1330,25 @@ pub fn have(tool: &str) -> bool {
     found
 }
 
+/// Starts `edgefwd --threads 2` in front of `upstream` (plus `extra` flags), logging at info with a
+/// stats line every 100 ms (per reactor, so that each one's counters can be read).
+pub fn two_reactors(upstream: &str, extra: &[&str]) -> Forwarder {
+    let opts = Options {
+        rust_log: Some("info".into()),
+        ..Options::default()
+    };
+    let mut args = vec![
+        "--upstream",
+        upstream,
+        "--threads",
+        "2",
+        "--stats-interval",
+        "100ms",
+    ];
+    args.extend_from_slice(extra);
+    Forwarder::start_with(&args, &opts)
+}
+
 /// 40 echo connections from 8 threads at once, every byte checked, to a `--threads 2` forwarder that
 /// logs `--stats-interval` lines at info; returns how many each of the two reactors accepted, once
 /// all 40 are closed.
