@@ -19,13 +19,10 @@ use common::*;
 use serde_json::Value;
 use test_pty::{local_modes, pty};
 
-/// A forwarder started with `args` and an admin API on a free loopback port; that port's address.
+/// [`start_with_admin`], the admin address as the text `ctl --admin` takes.
 fn with_admin(args: &[&str]) -> (Forwarder, String) {
-    let mut all = args.to_vec();
-    all.extend_from_slice(&["--admin", "127.0.0.1:0"]);
-    let fwd = Forwarder::start(&all);
-    let admin = fwd.admin_addr().to_string();
-    (fwd, admin)
+    let (fwd, admin) = start_with_admin(args);
+    (fwd, admin.to_string())
 }
 
 /// `edgefwd ctl --admin ADMIN ARGS`: (exit code, stdout, stderr).

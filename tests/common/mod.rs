@@ -1380,6 +1380,15 @@ pub fn serve_forty(fwd: &Forwarder) -> (u64, u64) {
     (zero, one)
 }
 
+/// A forwarder started with `args` and an admin API on a free loopback port; that port's address.
+pub fn start_with_admin(args: &[&str]) -> (Forwarder, SocketAddr) {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--admin", "127.0.0.1:0"]);
+    let fwd = Forwarder::start(&all);
+    let admin = fwd.admin_addr();
+    (fwd, admin)
+}
+
 /// One HTTP GET; returns (status line, headers + body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to metrics");
