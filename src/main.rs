@@ -221,9 +221,9 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
-    /// Serve the admin API (see docs/admin.md) at ADDR: IP:PORT, localhost:PORT or unix:/PATH (mode
-    /// 0600), from the same event loop [default: off] (a config file's `admin` wins). Loopback or Unix
-    /// only, unless --admin-token is given.
+    /// Serve the admin API (see docs/admin.md) at ADDR: IP:PORT, [IPv6]:PORT, localhost:PORT,
+    /// unix:/PATH (mode 0600) or unix:@NAME (abstract), from the same event loop [default: off] (a
+    /// config file's `admin` wins). Loopback or Unix only, unless --admin-token is given.
     #[arg(long, value_name = "ADDR", value_parser = str::parse::<AdminAddr>)]
     admin: Option<AdminAddr>,
 
@@ -276,9 +276,10 @@ struct Cli {
     #[arg(long, value_name = "-|PATH", value_parser = str::parse::<access_log::Destination>)]
     access_log: Option<access_log::Destination>,
 
-    /// The access log's lines: text (logfmt, key=value) or json (one object per line).
-    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = str::parse::<access_log::Format>)]
-    log_format: access_log::Format,
+    /// The access log's lines: text (logfmt, key=value) or json (one object per line) [default: text].
+    /// Needs --access-log (or a config file's `access_log`).
+    #[arg(long, value_name = "FORMAT", value_parser = str::parse::<access_log::Format>)]
+    log_format: Option<access_log::Format>,
 
     /// Check the configuration (the flags or the --config file, --user, --group, the directories of
     /// --pid-file and --access-log) and exit: "configuration OK (N routes)" and 0, or the error and 2.
@@ -425,9 +426,11 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
     };
     let access_log = AccessLog {
         destination: cli.access_log.clone(),
-        format: cli.log_format,
+        format: cli.log_format.unwrap_or_default(),
     };
+    let log_format_given = cli.log_format.is_some();
     let admin_token = cli.admin_token.as_deref().map(read_token).transpose()?;
+    let has_token = admin_token.is_some();
     let (splice, pipe_size, threads, prewarm) = (
         cli.splice,
         cli.pipe_size,
@@ -435,7 +438,7 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
         usize::from(cli.prewarm),
     );
     let mut config = match cli.config.clone() {
-        Some(path) => from_file(&path, &cli, defaults)?,
+        Some(path) => from_file(&path, &cli, defaults, has_token)?,
         None => flags::from_flags(cli, defaults)?,
     };
     config.splice = splice;
@@ -444,11 +447,17 @@ fn configure(cli: Cli) -> Result<Prepared, Failure> {
     config.prewarm = prewarm;
     // The file's `access_log` (with its `log_format`) wins over the flags.
     if config.access_log.destination.is_none() {
+        // A format for no log at all is a mistake, not a no-op: the user expects lines somewhere.
+        if log_format_given && access_log.destination.is_none() {
+            return Err(usage("--log-format needs --access-log".to_string()));
+        }
         config.access_log = access_log;
     }
     config.admin_token = admin_token;
+    // A file's `admin` that reaches here passed (`from_file` refuses it naming the file): a refusal
+    // here is `--admin`'s.
     if let Some(admin) = &config.admin {
-        admin.check(config.admin_token.is_some()).map_err(usage)?;
+        (admin.check(has_token)).map_err(|why| usage(format!("--admin {admin}: {why}")))?;
     }
     let start = format!(
         "nofile={nofile} fd-reserve={reserve} fd-budget={}",
@@ -648,13 +657,24 @@ fn run_reactors(
     Ok(exit)
 }
 
-/// `--config FILE`; the global flags fill in what the file leaves out.
-fn from_file(path: &std::path::Path, cli: &Cli, defaults: Defaults) -> Result<Config, Failure> {
+/// `--config FILE`; the global flags fill in what the file leaves out. `has_token`: `--admin-token`
+/// is given, which the file's `admin` may need.
+fn from_file(
+    path: &std::path::Path,
+    cli: &Cli,
+    defaults: Defaults,
+    has_token: bool,
+) -> Result<Config, Failure> {
     let mut config = file::load(path, defaults).map_err(|err| match err {
         // A file that cannot be read is a bad `--config` as much as one that says something wrong.
         FileError::Invalid(message) | FileError::Unavailable(message) => usage(message),
     })?;
     config.metrics = config.metrics.or(cli.metrics);
+    if let Some(admin) = &config.admin {
+        let file = path.display();
+        (admin.check(has_token))
+            .map_err(|why| usage(format!("{file}: admin = \"{admin}\": {why}")))?;
+    }
     config.admin = config.admin.take().or_else(|| cli.admin.clone());
     config.stats_interval = config
         .stats_interval

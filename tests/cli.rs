@@ -445,3 +445,55 @@ fn test_readme_quick_start_forwards() {
     assert!(status.contains(" 200 "), "{status}");
     assert_eq!(body, "hello through edgefwd\n");
 }
+
+/// `--help` lists every form `--admin` takes, IPv6 and abstract Unix names included.
+#[test]
+fn test_help_lists_every_admin_address_form() {
+    let (code, stdout, stderr) = run_edgefwd_to_exit(&["--help"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let help = stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains(
+            "at ADDR: IP:PORT, [IPv6]:PORT, localhost:PORT, unix:/PATH (mode 0600) or unix:@NAME"
+        ),
+        "{stdout}"
+    );
+    // And a bad address is refused listing the same forms.
+    expect_exit(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            UP,
+            "--admin",
+            "nope",
+        ],
+        2,
+        "expected IP:PORT, [IPv6]:PORT, localhost:PORT, unix:/PATH or unix:@NAME",
+    );
+}
+
+/// `--log-format` without an access log to format is refused (exit 2, naming both flags), with flags
+/// or with a file that has no `access_log`; with `--access-log`, or a file's `access_log`, it is fine.
+#[test]
+fn test_log_format_needs_an_access_log() {
+    let refused = "--log-format needs --access-log";
+    let flags = ["--listen", "127.0.0.1:0", "--upstream", UP];
+    let mut args = flags.to_vec();
+    args.extend(["--log-format", "json"]);
+    expect_exit(&args, 2, refused);
+    args.extend(["--access-log", "-", "--check"]);
+    let (code, _, stderr) = run_edgefwd_to_exit(&args);
+    assert_eq!(code, Some(0), "with --access-log: {stderr}");
+    let route = "[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"127.0.0.1:9\"]\n";
+    let bare = ConfigFile::new(route);
+    expect_exit(
+        &["--config", bare.path(), "--log-format", "json", "--check"],
+        2,
+        refused,
+    );
+    let logged = ConfigFile::new(&format!("access_log = \"-\"\n{route}"));
+    let (code, _, stderr) =
+        run_edgefwd_to_exit(&["--config", logged.path(), "--log-format", "json", "--check"]);
+    assert_eq!(code, Some(0), "the file's access_log: {stderr}");
+}

@@ -161,3 +161,21 @@ fn test_integer_durations_start() {
     }
     echo_roundtrip(fwd.addr(), 64 * 1024, 8192);
 }
+
+/// A non-loopback `admin` in the file without `--admin-token` is refused naming the file and its key
+/// (`admin = "..."`), not a `--admin` flag that was never given.
+#[test]
+fn test_non_loopback_admin_in_file_names_the_key() {
+    let file = ConfigFile::new(
+        "admin = \"10.1.1.1:9\"\n[[route]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"127.0.0.1:9\"]\n",
+    );
+    let (code, stderr) = run_edgefwd_expect_fail(&["--config", file.path()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line:\n{stderr}");
+    let expected = format!(
+        "{}: admin = \"10.1.1.1:9\": not a loopback address",
+        file.path()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!stderr.contains("--admin 10.1.1.1"), "{stderr}");
+}

@@ -136,6 +136,11 @@ fn test_unreachable_destination_is_502() {
         status_of(&fwd, request.as_bytes()),
         "HTTP/1.1 502 Bad Gateway"
     );
+    // The info line names the destination, not `-` (it is no endpoint of the route).
+    fwd.expect_log(
+        &format!("upstream connect refused: upstream={refused} "),
+        Duration::from_secs(5),
+    );
 }
 
 /// Where `localhost` leads first: the address edgefwd connects to for `CONNECT localhost:PORT` (127.0.0.1

@@ -602,3 +602,59 @@ fn test_ctl_top_counts_closed_pairs_from_metrics() {
         .collect();
     assert!(upstream[6].ends_with("K/s"), "upstream c2u rate: {frame}");
 }
+
+/// `top --interval` below 100ms would hammer the server: refused with exit 2, naming the value.
+#[test]
+fn test_ctl_top_refuses_a_too_short_interval() {
+    for short in ["1ms", "99ms"] {
+        let (code, _, stderr) = ctl("127.0.0.1:9", &["top", "--once", "--interval", short]);
+        assert_eq!(code, Some(2), "{short}: {stderr}");
+        assert!(
+            stderr.contains(&format!("'{short}'")) && stderr.contains("at least 100ms"),
+            "{short}: {stderr}"
+        );
+    }
+}
+
+/// Ctrl-Z (SIGTSTP, which the terminal sends to its foreground job) on `ctl top` on a terminal: the
+/// view ends like `q`, with the terminal's modes restored, instead of stopping with echo off.
+#[test]
+fn test_ctl_top_on_a_terminal_ctrl_z_restores_it() {
+    let backend = Backend::echo();
+    let (_fwd, admin) = with_admin(&["--upstream", &backend.upstream_arg()]);
+    let (controller, terminal) = pty(60);
+    let before = local_modes(&terminal);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgefwd"))
+        .args(["ctl", "--admin", &admin, "top", "--interval", "200ms"])
+        .stdin(terminal.try_clone().expect("dup"))
+        .stdout(terminal.try_clone().expect("dup"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ctl top");
+    let screen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut reader = std::fs::File::from(controller.try_clone().expect("dup"));
+    let sink = Arc::clone(&screen);
+    thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = reader.read(&mut chunk) {
+            sink.lock().expect("screen").extend_from_slice(&chunk[..n]);
+        }
+    });
+    let shown = || String::from_utf8_lossy(&screen.lock().expect("screen")).contains("UPSTREAMS");
+    assert!(
+        wait_until(Duration::from_secs(10), shown),
+        "no frame on the terminal"
+    );
+    assert_ne!(local_modes(&terminal), before, "the view set its modes");
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTSTP) }, 0);
+    let status = exit_within(&mut child, Duration::from_secs(10)).unwrap_or_else(|| {
+        panic!("ctl top did not end on SIGTSTP (stopped, its terminal left without echo?)")
+    });
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        local_modes(&terminal),
+        before,
+        "terminal modes not restored"
+    );
+}

@@ -55,7 +55,13 @@ fn test_refused_upstream_fails_over_and_is_marked_down() {
         echo_roundtrip(fwd.addr(), 4096, 4096);
     }
     assert_eq!(echo.accepted(), 10);
-    expect_marked(&fwd, down, "down", Duration::from_secs(5));
+    // Clients' connects took it down (no probes run): the line says so.
+    expect_marked(
+        &fwd,
+        down,
+        "down after 2 failed connects",
+        Duration::from_secs(5),
+    );
     assert!(
         fwd.closes().iter().all(|c| c.cause == "client-fin"),
         "no client may see the down upstream:\n{}",
@@ -118,7 +124,13 @@ fn test_active_probe_brings_a_backend_back() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    expect_marked(&fwd, port, "down", Duration::from_secs(10));
+    // No client came yet: the probe took it down, and the line says so.
+    expect_marked(
+        &fwd,
+        port,
+        "down after 1 failed probes",
+        Duration::from_secs(10),
+    );
     expect_up_gauge(&fwd, port, 0);
     // The backend comes back on the same port; a probe notices without any client.
     let back = Backend::echo_on(port);

@@ -229,6 +229,13 @@ fn hop(
     let new = start(port, backend, path, &flags);
     new.expect_log("upgrade: took over the listening sockets", EXIT_TIMEOUT);
     old.expect_log("the successor took over", EXIT_TIMEOUT);
+    // The hand-over's SIGTERM is the process's own: its log says why it stops, not a signal.
+    old.expect_log("handed over to the successor: draining", EXIT_TIMEOUT);
+    assert!(
+        !old.logs().contains("SIGTERM"),
+        "no signal was sent:\n{}",
+        old.logs()
+    );
     assert!(
         old.is_running(),
         "the old process must wait for its long transfers"

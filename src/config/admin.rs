@@ -25,14 +25,13 @@ impl AdminAddr {
         }
     }
 
-    /// Refuses an address other hosts can reach unless requests must carry a token.
-    pub fn check(&self, has_token: bool) -> Result<(), String> {
+    /// Refuses an address other hosts can reach unless requests must carry a token; the caller names
+    /// where the address was written (`--admin ADDR`, or the file's `admin = "ADDR"`).
+    pub fn check(&self, has_token: bool) -> Result<(), &'static str> {
         if self.is_local() || has_token {
             return Ok(());
         }
-        Err(format!(
-            "--admin {self}: not a loopback address; an admin API other hosts can reach needs --admin-token FILE"
-        ))
+        Err("not a loopback address; an admin API other hosts can reach needs --admin-token FILE")
     }
 }
 
@@ -54,7 +53,7 @@ impl FromStr for AdminAddr {
         }
         text.parse().map(AdminAddr::Tcp).map_err(|_| {
             format!(
-                "invalid admin address '{text}': expected IP:PORT, localhost:PORT or unix:/PATH"
+                "invalid admin address '{text}': expected IP:PORT, [IPv6]:PORT, localhost:PORT, unix:/PATH or unix:@NAME"
             )
         })
     }
@@ -93,7 +92,7 @@ mod tests {
         let public: AdminAddr = "0.0.0.0:9091".parse().expect("addr");
         let err = public.check(false).expect_err("refused");
         assert!(
-            err.contains("0.0.0.0:9091") && err.contains("--admin-token"),
+            err.contains("not a loopback address") && err.contains("--admin-token"),
             "{err}"
         );
         assert_eq!(public.check(true), Ok(()));

@@ -44,6 +44,7 @@ use crate::config::UpstreamAddr;
 use crate::datapath::net::ConnectState;
 use crate::datapath::stream::{Conn, Socket};
 use crate::token::{self, MAX_PROBES};
+use crate::upstream::health::Evidence;
 use crate::wire::tcp_check::{Expect, Verdict, MAX_BYTES};
 
 /// Where a probe stands.
@@ -191,7 +192,7 @@ impl Reactor {
                             route.config.name,
                             route.endpoint_label(slot)
                         );
-                        route.connect_failed(slot, now);
+                        route.connect_failed(slot, now, Evidence::Probe);
                         continue;
                     }
                 };
@@ -279,7 +280,7 @@ impl Reactor {
                     route.config.name,
                     route.endpoint_label(probe.endpoint)
                 );
-                route.connect_failed(probe.endpoint, now);
+                route.connect_failed(probe.endpoint, now, Evidence::Probe);
             }
         }
         // Last: a retired endpoint's slot may be freed once its probe is done.

@@ -20,6 +20,9 @@ use crate::close::Cause;
 /// The reactors that have finished their shutdown, and what they drained and cut, summed.
 #[derive(Debug, Default)]
 pub struct Stopped {
+    /// The stop comes from a binary upgrade's hand-over (its SIGTERM is this process's own), so the
+    /// shutdown logs that, not a signal nobody sent.
+    handed_over: bool,
     reactors: usize,
     drained: usize,
     cut: usize,
@@ -35,6 +38,13 @@ pub(super) struct Drain {
     cut: usize,
     /// A second signal arrived.
     forced: bool,
+}
+
+impl Stopped {
+    /// Marks the coming SIGTERM as the upgrade hand-over's own.
+    pub(super) fn hand_over(&mut self) {
+        self.handed_over = true;
+    }
 }
 
 impl Drain {
@@ -92,9 +102,17 @@ impl Reactor {
         }
         self.warm = None;
         self.notify_stopping();
+        let handed_over = (self.siblings.stopped.lock())
+            .unwrap_or_else(PoisonError::into_inner)
+            .handed_over;
+        let why = if handed_over {
+            "handed over to the successor: draining".to_string()
+        } else {
+            format!("{signal}: shutting down")
+        };
         log!(
             self.process_level(),
-            "{signal}: shutting down, stopped accepting; waiting up to {}ms for {} live pairs",
+            "{why}, stopped accepting; waiting up to {}ms for {} live pairs",
             self.config.shutdown_timeout.as_millis(),
             self.pairs_everywhere()
         );

@@ -5,7 +5,7 @@
 //! the old one stops (the old one closes its admin connections in progress at the hand-over); when it
 //! says
 //! `take-over`, this process closes the upgrade socket and the connection, and stops accepting: it sends
-//! itself SIGTERM, so that every reactor deregisters and closes its listener descriptors and drains its
+//! itself SIGTERM (and marks it as the hand-over's, so that the shutdown log says why), so that every reactor deregisters and closes its listener descriptors and drains its
 //! pairs under `--shutdown-timeout`, exactly as on a signal from outside. Closing its descriptors closes
 //! no socket: the successor holds them.
 //!
@@ -29,6 +29,7 @@ use std::os::fd::AsRawFd;
 #[cfg(target_os = "linux")]
 use std::os::linux::net::SocketAddrExt;
 use std::path::Path;
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -374,6 +375,9 @@ impl Reactor {
             admin.hand_over(registry);
         }
         info!("upgrade: the successor took over the listening sockets; stopping");
+        (self.siblings.stopped.lock())
+            .unwrap_or_else(PoisonError::into_inner)
+            .hand_over();
         // Every reactor stops accepting on SIGTERM: signal-hook wakes each one's signal pipe.
         if let Err(err) = signal_hook::low_level::raise(signal_hook::consts::SIGTERM) {
             warn!("upgrade: cannot signal this process to stop accepting: {err}");

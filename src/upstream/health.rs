@@ -1,4 +1,5 @@
 //! Health of one upstream, from passive evidence (the outcome of real connects) and active probes.
+//! Each failure says which it was ([`Evidence`]), so that the "down" log names what failed.
 //! Pure: the reactor reports each success or failure with the time and the route's [`Policy`] (`fall`,
 //! `rise`, whether probes run), and asks whether the upstream may be picked.
 //!
@@ -58,11 +59,38 @@ enum State {
     Probation,
 }
 
+/// What failed: a client's connect or an active probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Evidence {
+    Connect,
+    Probe,
+}
+
+/// What the `fall` failures that took an upstream down were, as the log line names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failures {
+    Connects,
+    Probes,
+    /// Some of each.
+    Mixed,
+}
+
+impl Failures {
+    /// The log's words: `down after 3 failed probes`.
+    pub(super) fn words(self) -> &'static str {
+        match self {
+            Failures::Connects => "failed connects",
+            Failures::Probes => "failed probes",
+            Failures::Mixed => "failures (connects and probes)",
+        }
+    }
+}
+
 /// A change the operator should hear about, once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Change {
     /// Marked down; not picked again for `backoff`.
-    WentDown { backoff: Duration },
+    WentDown { backoff: Duration, after: Failures },
     /// Back up.
     CameUp,
 }
@@ -73,6 +101,8 @@ pub(crate) struct Health {
     state: State,
     /// Consecutive failures while `Up`.
     failures: u32,
+    /// How many of those were probes (the rest were connects).
+    probe_failures: u32,
     /// Consecutive successes while `Down` or in `Probation`.
     successes: u32,
     /// The backoff the current (or next) `Down` period lasts.
@@ -84,6 +114,7 @@ impl Default for Health {
         Health {
             state: State::Up,
             failures: 0,
+            probe_failures: 0,
             successes: 0,
             backoff: INITIAL_BACKOFF,
         }
@@ -124,6 +155,7 @@ impl Health {
         name: &str,
     ) -> Option<Change> {
         self.failures = 0;
+        self.probe_failures = 0;
         match self.state(now, policy.probed, name) {
             State::Up => None,
             State::Down { .. } | State::Probation => {
@@ -145,14 +177,22 @@ impl Health {
         now: Instant,
         policy: Policy,
         name: &str,
+        by: Evidence,
     ) -> Option<Change> {
         match self.state(now, policy.probed, name) {
             State::Up => {
                 self.failures += 1;
+                self.probe_failures += u32::from(by == Evidence::Probe);
                 if self.failures < policy.fall {
                     return None;
                 }
+                let after = match self.probe_failures {
+                    0 => Failures::Connects,
+                    n if n == self.failures => Failures::Probes,
+                    _ => Failures::Mixed,
+                };
                 self.failures = 0;
+                self.probe_failures = 0;
                 self.successes = 0;
                 self.backoff = INITIAL_BACKOFF;
                 self.set_state(
@@ -163,6 +203,7 @@ impl Health {
                 );
                 Some(Change::WentDown {
                     backoff: self.backoff,
+                    after,
                 })
             }
             State::Down { .. } => {
@@ -215,12 +256,16 @@ mod tests {
     fn down_after(policy: Policy, now: Instant) -> Health {
         let mut health = Health::default();
         for _ in 1..policy.fall {
-            assert_eq!(health.on_failure(now, policy, NAME), None);
+            assert_eq!(
+                health.on_failure(now, policy, NAME, Evidence::Connect),
+                None
+            );
         }
         assert_eq!(
-            health.on_failure(now, policy, NAME),
+            health.on_failure(now, policy, NAME, Evidence::Connect),
             Some(Change::WentDown {
-                backoff: INITIAL_BACKOFF
+                backoff: INITIAL_BACKOFF,
+                after: Failures::Connects,
             })
         );
         health
@@ -231,13 +276,25 @@ mod tests {
         let now = Instant::now();
         let policy = passive(3, 2);
         let mut health = Health::default();
-        assert_eq!(health.on_failure(now, policy, NAME), None);
-        assert_eq!(health.on_failure(now, policy, NAME), None);
+        assert_eq!(
+            health.on_failure(now, policy, NAME, Evidence::Connect),
+            None
+        );
+        assert_eq!(
+            health.on_failure(now, policy, NAME, Evidence::Connect),
+            None
+        );
         assert!(health.is_up());
         // A success in between resets the count.
         assert_eq!(health.on_success(now, policy, NAME), None);
-        assert_eq!(health.on_failure(now, policy, NAME), None);
-        assert_eq!(health.on_failure(now, policy, NAME), None);
+        assert_eq!(
+            health.on_failure(now, policy, NAME, Evidence::Connect),
+            None
+        );
+        assert_eq!(
+            health.on_failure(now, policy, NAME, Evidence::Connect),
+            None
+        );
         assert!(health.is_up());
     }
 
@@ -305,7 +362,10 @@ mod tests {
         let policy = probed(1, 2);
         let mut health = down_after(policy, now);
         assert_eq!(health.on_success(now, policy, NAME), None);
-        assert_eq!(health.on_failure(now, policy, NAME), None);
+        assert_eq!(
+            health.on_failure(now, policy, NAME, Evidence::Connect),
+            None
+        );
         assert_eq!(
             health.on_success(now, policy, NAME),
             None,
@@ -320,7 +380,12 @@ mod tests {
         let policy = passive(1, 2);
         let mut health = down_after(policy, now);
         assert_eq!(
-            health.on_failure(now + Duration::from_millis(500), policy, NAME),
+            health.on_failure(
+                now + Duration::from_millis(500),
+                policy,
+                NAME,
+                Evidence::Connect
+            ),
             None
         );
         assert_eq!(
@@ -363,7 +428,10 @@ mod tests {
             assert_eq!(health.state(now, false, NAME), State::Probation);
             // One success, then a failure: the count starts over at the next probation.
             assert_eq!(health.on_success(now, policy, NAME), None);
-            assert_eq!(health.on_failure(now, policy, NAME), None);
+            assert_eq!(
+                health.on_failure(now, policy, NAME, Evidence::Connect),
+                None
+            );
             expected = (expected * 2).min(MAX_BACKOFF);
             assert_eq!(
                 health.state(now, false, NAME),
@@ -378,10 +446,46 @@ mod tests {
         assert_eq!(health.on_success(now, policy, NAME), None);
         assert_eq!(health.on_success(now, policy, NAME), Some(Change::CameUp));
         assert_eq!(
-            health.on_failure(now, policy, NAME),
+            health.on_failure(now, policy, NAME, Evidence::Connect),
             Some(Change::WentDown {
-                backoff: INITIAL_BACKOFF
+                backoff: INITIAL_BACKOFF,
+                after: Failures::Connects,
             })
         );
+    }
+
+    #[test]
+    fn test_up_fall_names_what_failed() {
+        let now = Instant::now();
+        let policy = probed(2, 1);
+        let after = |first, second| {
+            let mut health = Health::default();
+            assert_eq!(health.on_failure(now, policy, NAME, first), None);
+            match health.on_failure(now, policy, NAME, second) {
+                Some(Change::WentDown { after, .. }) => after,
+                other => panic!("expected WentDown, got {other:?}"),
+            }
+        };
+        assert_eq!(after(Evidence::Probe, Evidence::Probe), Failures::Probes);
+        assert_eq!(
+            after(Evidence::Connect, Evidence::Connect),
+            Failures::Connects
+        );
+        assert_eq!(after(Evidence::Probe, Evidence::Connect), Failures::Mixed);
+        // A success in between forgets the earlier probe failure.
+        let mut health = Health::default();
+        assert_eq!(health.on_failure(now, policy, NAME, Evidence::Probe), None);
+        assert_eq!(health.on_success(now, policy, NAME), None);
+        assert_eq!(
+            health.on_failure(now, policy, NAME, Evidence::Connect),
+            None
+        );
+        assert!(matches!(
+            health.on_failure(now, policy, NAME, Evidence::Connect),
+            Some(Change::WentDown {
+                after: Failures::Connects,
+                ..
+            })
+        ));
     }
 }

@@ -451,20 +451,22 @@ impl Route {
     }
 
     /// A connect or probe to endpoint `slot` failed (refused, timed out, or any other error).
-    pub(crate) fn connect_failed(&mut self, slot: usize, now: Instant) {
+    pub(crate) fn connect_failed(&mut self, slot: usize, now: Instant, by: health::Evidence) {
         let Some(endpoint) = self.upstreams.get_mut(slot) else {
             return;
         };
         endpoint.connect_failures += 1;
-        let change = endpoint
-            .health
-            .on_failure(now, health_policy(&self.config), &endpoint.label);
-        if let Some(health::Change::WentDown { backoff }) = change {
+        let change =
+            endpoint
+                .health
+                .on_failure(now, health_policy(&self.config), &endpoint.label, by);
+        if let Some(health::Change::WentDown { backoff, after }) = change {
             warn!(
-                "upstream {} of route {} is down after {} failed connects; retrying in {}ms",
+                "upstream {} of route {} is down after {} {}; retrying in {}ms",
                 endpoint.label,
                 self.config.name,
                 self.config.fall,
+                after.words(),
                 backoff.as_millis()
             );
         }

@@ -21,7 +21,12 @@
 //! each line cut to its width, and never with `--once` or when stdout is a pipe (frames then follow
 //! one another, whole). Keys are read
 //! one at a time ([`Keys`]); `q`, Ctrl-C, SIGTERM or SIGHUP end the view and the terminal's settings
-//! and cursor are restored on the way out, whatever the way out.
+//! and cursor are restored on the way out, whatever the way out. Ctrl-Z (SIGTSTP) ends it too: a
+//! stopped view would leave the shell a terminal without echo, and a view put back in the background
+//! has nothing to show.
+//!
+//! `--interval` is at least [`MIN_INTERVAL`]: every refresh is several requests served by the
+//! forwarder's own event loop, so a shorter one would load the server it is watching.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, IsTerminal, Read, Write};
@@ -32,7 +37,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTSTP};
 use signal_hook::iterator::Signals;
 
 use edgefwd::config;
@@ -46,10 +51,13 @@ use super::{call, describe, plain, print, Failure};
 /// Rows of each pair list (busiest, stuck) in one frame.
 const PAIR_ROWS: usize = 10;
 
+/// The shortest `--interval`.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct TopArgs {
-    /// How often the view refreshes (e.g. 1s, 500ms).
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = config::parse_timeout)]
+    /// How often the view refreshes (e.g. 1s, 500ms; at least 100ms).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
     interval: Duration,
 
     /// Print one frame, its throughput measured over one --interval, without terminal escapes, and exit.
@@ -65,6 +73,16 @@ pub(crate) struct TopArgs {
     /// exports its series).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+}
+
+/// `--interval`: a duration of at least [`MIN_INTERVAL`].
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match config::parse_timeout(text)? {
+        d if d < MIN_INTERVAL => Err(format!(
+            "interval '{text}' is too short: at least 100ms (each refresh queries the server)"
+        )),
+        d => Ok(d),
+    }
 }
 
 /// One look at the server.
@@ -105,7 +123,7 @@ pub(crate) fn run(client: &Client, args: &TopArgs) -> Result<(), Failure> {
 /// What ends the wait between two frames.
 enum Input {
     Key(u8),
-    /// SIGINT (Ctrl-C), SIGTERM, SIGHUP or SIGQUIT.
+    /// SIGINT (Ctrl-C), SIGTSTP (Ctrl-Z), SIGTERM, SIGHUP or SIGQUIT.
     Quit,
 }
 
@@ -172,7 +190,7 @@ fn wait(inputs: &Receiver<Input>, interval: Duration) -> Wait {
 /// process ends (the key reader blocks in `read` meanwhile, which is harmless).
 fn inputs() -> io::Result<Receiver<Input>> {
     let (send, receive) = mpsc::channel();
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])?;
+    let mut signals = Signals::new([SIGINT, SIGTSTP, SIGTERM, SIGHUP, SIGQUIT])?;
     let quit = send.clone();
     thread::Builder::new()
         .name(String::from("ctl-signals"))

@@ -38,6 +38,7 @@ use crate::session::pair::{Outcome, Pair};
 use crate::throttle::Throttle;
 use crate::token::{PairToken, Side};
 use crate::upstream::endpoint::Tried;
+use crate::upstream::health::Evidence;
 use crate::upstream::prewarm::WarmPool;
 use crate::upstream::route::{Lease, Route};
 use crate::wire::greeting::{Greeting, Rules, Target};
@@ -264,10 +265,16 @@ fn log_failure(cx: &mut Context<'_>, pair: &Pair, endpoint: Option<usize>, cause
         0 => String::new(),
         n => format!(" ({n} more since the last such line)"),
     };
+    // A CONNECT destination is no endpoint of the route: its address is the pair's.
+    let upstream = match endpoint {
+        Some(slot) => cx.route.endpoint_label(slot).to_string(),
+        None => pair
+            .upstream_addr()
+            .map_or_else(|| "-".to_string(), ToString::to_string),
+    };
     info!(
-        "route {}: upstream connect {what}: upstream={} client={} conn={}{more}",
+        "route {}: upstream connect {what}: upstream={upstream} client={} conn={}{more}",
         cx.route.name(),
-        endpoint.map_or("-", |slot| cx.route.endpoint_label(slot)),
         pair.client_addr,
         pair.id
     );
@@ -318,7 +325,7 @@ fn give_back(route: &mut Route, lease: Option<Lease>, failed: Option<&Failed>, n
         return;
     };
     if failed.is_some_and(|failed| !failed.exhausted()) {
-        route.connect_failed(lease.slot(), now);
+        route.connect_failed(lease.slot(), now, Evidence::Connect);
     }
     route.give_back(lease);
 }

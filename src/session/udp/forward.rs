@@ -34,6 +34,7 @@ use crate::session::udp::table::{Removed, Table};
 use crate::throttle::Throttle;
 use crate::token::{self, MAX_UDP_SESSIONS};
 use crate::upstream::endpoint::Tried;
+use crate::upstream::health::Evidence;
 use crate::upstream::route::{Lease, Route};
 use crate::way::Way;
 
@@ -399,7 +400,8 @@ impl UdpRoute {
         let Some(link) = self.table.get_mut(slot).and_then(|s| s.link.take()) else {
             return;
         };
-        self.route.connect_failed(link.lease.slot(), io.now);
+        self.route
+            .connect_failed(link.lease.slot(), io.now, Evidence::Connect);
         close_link(link, &mut self.route, io.registry);
     }
 }

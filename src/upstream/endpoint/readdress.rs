@@ -217,7 +217,12 @@ mod tests {
             rise: 1,
             probed: false,
         };
-        endpoint.health.on_failure(now, fall_at_once, "x");
+        endpoint.health.on_failure(
+            now,
+            fall_at_once,
+            "x",
+            crate::upstream::health::Evidence::Connect,
+        );
         upstreams.get_mut(second).expect("second").active = 1;
 
         now += Duration::from_secs(1);
