@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,8 +22,8 @@ use socket2::{Domain, Socket, Type};
 
 use common::{
     connect, echo_roundtrip, expect_closed_without_data, parse_listen_addr, read_until_end,
-    refused_addr, run_edgefwd_expect_fail, sample, scrape, splice_under_test, try_connect,
-    wait_until, Backend, ConfigFile, Forwarder,
+    refused_addr, run_edgefwd_expect_fail, run_with_upstream_expect_fail, sample, scrape,
+    splice_under_test, try_connect, wait_until, Backend, ConfigFile, Forwarder,
 };
 
 /// How long a line may take to reach the file: the writer writes out as soon as its queue is empty, so
@@ -79,6 +79,11 @@ impl LogPath {
         });
         assert!(enough, "expected {n} lines in {:?}, got {lines:?}", self.0);
         lines
+    }
+
+    /// Waits for line `i` (from 0) and returns its fields by key, the ten keys checked first.
+    fn fields(&self, i: usize) -> HashMap<String, String> {
+        by_key(logfmt(&self.wait_lines(i + 1)[i]))
     }
 }
 
@@ -195,16 +200,31 @@ fn expected_path() -> &'static str {
     }
 }
 
+/// A forwarder to `upstream` with `extra` flags, logging to a new [`LogPath`] named after `tag`.
+fn start_logged(tag: &str, upstream: &str, extra: &[&str]) -> (LogPath, Forwarder) {
+    let log = LogPath::new(tag);
+    let mut args = vec!["--upstream", upstream];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--access-log", log.arg()]);
+    let fwd = Forwarder::start(&args);
+    (log, fwd)
+}
+
+/// Sends `bytes`, half-closes, and reads the answer until the forwarder closes.
+fn send_and_read(stream: &mut TcpStream, bytes: &[u8]) -> Vec<u8> {
+    stream.write_all(bytes).expect("write");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    read_until_end(stream, Duration::from_secs(10)).0
+}
+
 /// [`echo_roundtrip`], over a connection whose address is returned.
 fn echo_roundtrip_from(addr: SocketAddr, total: u64) -> SocketAddr {
     let mut stream = connect(addr);
     let client = stream.local_addr().expect("client address");
     let data = vec![b'x'; usize::try_from(total).expect("fits")];
-    stream.write_all(&data).expect("write");
-    stream
-        .shutdown(std::net::Shutdown::Write)
-        .expect("shutdown");
-    let (echoed, _) = read_until_end(&mut stream, Duration::from_secs(10));
+    let echoed = send_and_read(&mut stream, &data);
     assert_eq!(echoed.len(), data.len(), "echoed everything");
     client
 }
@@ -218,20 +238,10 @@ fn test_text_line_for_a_forwarded_connection() {
         let _ = stream.read_to_end(&mut sink);
         let _ = stream.write_all(&[b'y'; 2500]);
     });
-    let log = LogPath::new("text");
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--access-log",
-        log.arg(),
-    ]);
+    let (log, fwd) = start_logged("text", &backend.upstream_arg(), &[]);
     let mut stream = connect(fwd.addr());
     let client = stream.local_addr().expect("client address");
-    stream.write_all(&[b'x'; 10_000]).expect("write");
-    stream
-        .shutdown(std::net::Shutdown::Write)
-        .expect("shutdown");
-    let (answer, _) = read_until_end(&mut stream, Duration::from_secs(10));
+    let answer = send_and_read(&mut stream, &[b'x'; 10_000]);
     assert_eq!(answer.len(), 2500);
     let lines = log.wait_lines(1);
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -259,16 +269,7 @@ fn test_text_line_for_a_forwarded_connection() {
 #[test]
 fn test_json_lines() {
     let backend = Backend::echo();
-    let log = LogPath::new("json");
-    let args = [
-        "--upstream",
-        &backend.upstream_arg(),
-        "--access-log",
-        log.arg(),
-        "--log-format",
-        "json",
-    ];
-    let fwd = Forwarder::start(&args);
+    let (log, fwd) = start_logged("json", &backend.upstream_arg(), &["--log-format", "json"]);
     let first = echo_roundtrip_from(fwd.addr(), 1);
     log.wait_lines(1);
     let second = echo_roundtrip_from(fwd.addr(), 70_000);
@@ -323,13 +324,7 @@ fn test_json_lines() {
 #[test]
 fn test_unreachable_upstream_is_connect_refused() {
     let refused = refused_addr();
-    let log = LogPath::new("refused");
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &refused.to_string(),
-        "--access-log",
-        log.arg(),
-    ]);
+    let (log, fwd) = start_logged("refused", &refused.to_string(), &[]);
     match try_connect(fwd.addr()) {
         Ok(mut stream) => {
             expect_closed_without_data(&mut stream, Duration::from_secs(10));
@@ -337,7 +332,7 @@ fn test_unreachable_upstream_is_connect_refused() {
         // The reset may come before connect() returns.
         Err(err) => assert_eq!(err.kind(), ErrorKind::ConnectionReset),
     }
-    let fields = by_key(logfmt(&log.wait_lines(1)[0]));
+    let fields = log.fields(0);
     assert_eq!(fields["cause"], "connect-refused");
     assert_eq!(fields["upstream"], refused.to_string());
     assert_eq!(fields["connect_ms"], "-");
@@ -353,26 +348,15 @@ fn test_unreachable_upstream_is_connect_refused() {
 #[test]
 fn test_accept_proxy_logs_the_real_client() {
     let backend = Backend::echo();
-    let log = LogPath::new("proxy");
-    let args = [
-        "--upstream",
-        &backend.upstream_arg(),
-        "--accept-proxy",
-        "--access-log",
-        log.arg(),
-    ];
-    let fwd = Forwarder::start(&args);
+    let (log, fwd) = start_logged("proxy", &backend.upstream_arg(), &["--accept-proxy"]);
     let mut stream = connect(fwd.addr());
     let peer = stream.local_addr().expect("address");
-    stream
-        .write_all(b"PROXY TCP4 192.0.2.7 198.51.100.9 5555 443\r\nping")
-        .expect("write");
-    stream
-        .shutdown(std::net::Shutdown::Write)
-        .expect("shutdown");
-    let (echoed, _) = read_until_end(&mut stream, Duration::from_secs(10));
+    let echoed = send_and_read(
+        &mut stream,
+        b"PROXY TCP4 192.0.2.7 198.51.100.9 5555 443\r\nping",
+    );
     assert_eq!(echoed, b"ping");
-    let fields = by_key(logfmt(&log.wait_lines(1)[0]));
+    let fields = log.fields(0);
     assert_eq!(fields["client"], "192.0.2.7:5555");
     assert_eq!(fields["proxy_peer"], peer.to_string());
     assert_eq!(fields["proxy_dst"], "198.51.100.9:443");
@@ -384,7 +368,7 @@ fn test_accept_proxy_logs_the_real_client() {
     bad.write_all(b"PROXY TCP4 not-an-address\r\n")
         .expect("write");
     expect_closed_without_data(&mut bad, Duration::from_secs(10));
-    let fields = by_key(logfmt(&log.wait_lines(2)[1]));
+    let fields = log.fields(1);
     assert_eq!(fields["client"], peer.to_string());
     assert_eq!(fields["cause"], "rejected");
     assert_eq!(fields["upstream"], "-");
@@ -406,16 +390,12 @@ fn test_sni_names_the_server_name() {
     ));
     let fwd = Forwarder::start(&["--config", config.path()]);
     let mut stream = connect(fwd.route_addr("api"));
-    stream.write_all(HELLO_API).expect("write");
-    stream
-        .shutdown(std::net::Shutdown::Write)
-        .expect("shutdown");
-    let (echoed, _) = read_until_end(&mut stream, Duration::from_secs(10));
+    let echoed = send_and_read(&mut stream, HELLO_API);
     assert_eq!(
         echoed, HELLO_API,
         "the hello reached the route's upstream unchanged"
     );
-    let fields = by_key(logfmt(&log.wait_lines(1)[0]));
+    let fields = log.fields(0);
     assert_eq!(fields["route"], "api");
     assert_eq!(fields["sni"], "api.example.com");
     assert_eq!(fields["c2u_bytes"], HELLO_API.len().to_string());
@@ -425,16 +405,11 @@ fn test_sni_names_the_server_name() {
 #[test]
 fn test_client_refused_by_acl() {
     let backend = Backend::echo();
-    let log = LogPath::new("acl");
-    let args = [
-        "--upstream",
+    let (log, fwd) = start_logged(
+        "acl",
         &backend.upstream_arg(),
-        "--client-deny",
-        "127.0.0.0/8",
-        "--access-log",
-        log.arg(),
-    ];
-    let fwd = Forwarder::start(&args);
+        &["--client-deny", "127.0.0.0/8"],
+    );
     // Bound before connecting: the reset may come before connect() returns.
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
     let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
@@ -446,12 +421,12 @@ fn test_client_refused_by_acl() {
         .expect("inet");
     match socket.connect_timeout(&fwd.addr().into(), Duration::from_secs(5)) {
         Ok(()) => {
-            let mut stream = std::net::TcpStream::from(socket);
+            let mut stream = TcpStream::from(socket);
             expect_closed_without_data(&mut stream, Duration::from_secs(10));
         }
         Err(err) => assert_eq!(err.kind(), ErrorKind::ConnectionReset),
     }
-    let fields = by_key(logfmt(&log.wait_lines(1)[0]));
+    let fields = log.fields(0);
     assert_eq!(fields["client"], client.to_string());
     assert_eq!(fields["cause"], "rejected");
     assert_eq!(fields["limit"], "acl");
@@ -462,18 +437,11 @@ fn test_client_refused_by_acl() {
 #[test]
 fn test_queue_timeout_line() {
     let backend = Backend::echo();
-    let log = LogPath::new("queue");
-    let args = [
-        "--upstream",
+    let (log, fwd) = start_logged(
+        "queue",
         &backend.upstream_arg(),
-        "--max-connections",
-        "1",
-        "--queue-timeout",
-        "200ms",
-        "--access-log",
-        log.arg(),
-    ];
-    let fwd = Forwarder::start(&args);
+        &["--max-connections", "1", "--queue-timeout", "200ms"],
+    );
     let mut held = connect(fwd.addr());
     held.write_all(b"held").expect("write");
     let mut echoed = [0u8; 4];
@@ -482,7 +450,7 @@ fn test_queue_timeout_line() {
     let mut queued = connect(fwd.addr());
     let client = queued.local_addr().expect("address");
     expect_closed_without_data(&mut queued, Duration::from_secs(15));
-    let fields = by_key(logfmt(&log.wait_lines(1)[0]));
+    let fields = log.fields(0);
     assert_eq!(fields["client"], client.to_string());
     assert_eq!(fields["cause"], "rejected");
     assert_eq!(fields["limit"], "queue-timeout");
@@ -540,7 +508,7 @@ fn test_connect_through_curl() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(output.stdout, b"hello\n");
-    let fields = by_key(logfmt(&log.wait_lines(1)[0]));
+    let fields = log.fields(0);
     assert_eq!(fields["connect_target"], format!("127.0.0.1:{port}"));
     assert_eq!(fields["upstream"], server.addr().to_string());
     let established = "HTTP/1.1 200 Connection Established\r\n\r\n".len();
@@ -624,13 +592,7 @@ impl Drop for KillOnDrop<'_> {
 #[test]
 fn test_sigusr1_reopens_after_a_rename() {
     let backend = Backend::echo();
-    let log = LogPath::new("rotate");
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--access-log",
-        log.arg(),
-    ]);
+    let (log, fwd) = start_logged("rotate", &backend.upstream_arg(), &[]);
     let before = echo_roundtrip_from(fwd.addr(), 1);
     log.wait_lines(1);
     fs::rename(&log.0, log.rotated()).expect("rename");
@@ -656,16 +618,11 @@ fn test_sigusr1_reopens_after_a_rename() {
 #[test]
 fn test_shutdown_cut_is_logged_before_exit() {
     let backend = Backend::echo();
-    let log = LogPath::new("shutdown");
-    let args = [
-        "--upstream",
+    let (log, mut fwd) = start_logged(
+        "shutdown",
         &backend.upstream_arg(),
-        "--shutdown-timeout",
-        "100ms",
-        "--access-log",
-        log.arg(),
-    ];
-    let mut fwd = Forwarder::start(&args);
+        &["--shutdown-timeout", "100ms"],
+    );
     let mut held = connect(fwd.addr());
     held.write_all(b"held").expect("write");
     let mut echoed = [0u8; 4];
@@ -797,18 +754,11 @@ fn test_full_queue_drops_and_counts() {
 #[test]
 fn test_threads_share_one_file() {
     let backend = Backend::echo();
-    let log = LogPath::new("threads");
-    let args = [
-        "--upstream",
+    let (log, fwd) = start_logged(
+        "threads",
         &backend.upstream_arg(),
-        "--threads",
-        "2",
-        "--access-log",
-        log.arg(),
-        "--log-format",
-        "json",
-    ];
-    let fwd = Forwarder::start(&args);
+        &["--threads", "2", "--log-format", "json"],
+    );
     let addr = fwd.addr();
     let workers: Vec<_> = (0..4)
         .map(|_| {
@@ -914,24 +864,11 @@ impl Drop for RemoveDir {
 /// start; `--check` finds a missing directory.
 #[test]
 fn test_bad_settings() {
-    let (code, stderr) = run_edgefwd_expect_fail(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        "127.0.0.1:9",
-        "--log-format",
-        "xml",
-    ]);
+    let (code, stderr) = run_with_upstream_expect_fail(&["--log-format", "xml"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("'xml'"), "{stderr}");
-    let (code, stderr) = run_edgefwd_expect_fail(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        "127.0.0.1:9",
-        "--access-log",
-        "/nonexistent-dir/access.log",
-    ]);
+    let (code, stderr) =
+        run_with_upstream_expect_fail(&["--access-log", "/nonexistent-dir/access.log"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("cannot open access log /nonexistent-dir/access.log"),

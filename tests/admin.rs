@@ -15,33 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Whether `tool` runs; a test that needs it says so and returns when it does not (CI installs both).
-fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !found {
-        eprintln!("skipped: {tool} is not installed (.ci/run installs it)");
-    }
-    found
-}
-
 fn tools() -> bool {
     have("curl") && have("jq")
-}
-
-/// The admin address from the "admin API on http://ADDR/" start line.
-fn admin_addr(fwd: &Forwarder) -> SocketAddr {
-    fwd.expect_log("admin API on http://", Duration::from_secs(10));
-    let logs = fwd.logs();
-    let (_, rest) = logs.split_once("admin API on http://").expect("admin line");
-    rest.split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("admin address")
 }
 
 /// `curl -s ARGS URL`: the status and the body.
@@ -124,8 +99,7 @@ fn test_connections_routes_upstreams_with_filters() {
     }
     let echo = Backend::echo();
     let upstream = echo.upstream_arg();
-    let fwd = Forwarder::start(&["--upstream", &upstream, "--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&fwd);
+    let (fwd, admin) = start_with_admin(&["--upstream", &upstream]);
     let mut first = echoing_client(fwd.addr());
     let second = echoing_client(fwd.addr());
     first.write_all(&[7u8; 999]).expect("write");
@@ -207,8 +181,7 @@ fn test_delete_closes_with_rst_or_fin() {
         return;
     }
     let echo = Backend::echo();
-    let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&fwd);
+    let (fwd, admin) = start_with_admin(&["--upstream", &echo.upstream_arg()]);
     let mut reset = echoing_client(fwd.addr());
     let mut finished = echoing_client(fwd.addr());
 
@@ -247,8 +220,7 @@ fn test_stuck_pair_is_found_and_diagnosed() {
         return;
     }
     let (deaf, _reports) = Backend::sink_stalled(Duration::from_secs(30));
-    let fwd = Forwarder::start(&["--upstream", &deaf.upstream_arg(), "--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&fwd);
+    let (fwd, admin) = start_with_admin(&["--upstream", &deaf.upstream_arg()]);
     let client = connect(fwd.addr());
     let mut writer = client.try_clone().expect("clone");
     writer
@@ -312,15 +284,12 @@ fn test_drain_sends_new_clients_elsewhere_and_live_ones_finish() {
         return;
     }
     let (a, b) = (Backend::echo(), Backend::echo());
-    let fwd = Forwarder::start(&[
+    let (fwd, admin) = start_with_admin(&[
         "--upstream",
         &a.upstream_arg(),
         "--upstream",
         &b.upstream_arg(),
-        "--admin",
-        "127.0.0.1:0",
     ]);
-    let admin = admin_addr(&fwd);
     let mut live = echoing_client(fwd.addr());
     let drained = upstream_of(admin, &live);
     let backends = if drained == a.upstream_arg() {
@@ -417,7 +386,7 @@ fn test_drain_survives_reloads() {
     let text = file_route("web", &[&a, &b], "");
     let file = ConfigFile::new(&text);
     let fwd = Forwarder::start(&["--config", file.path()]);
-    let admin = admin_addr(&fwd);
+    let admin = fwd.admin_addr();
     let drained = a.upstream_arg();
     let path = format!("/upstreams/{drained}/drain?route=web");
     assert_eq!(send(admin, "POST", &path, None).0, 200);
@@ -458,15 +427,7 @@ fn test_token_is_required_and_non_loopback_needs_one() {
     let echo = Backend::echo();
     let upstream = echo.upstream_arg();
     let token_path = token.to_str().expect("path");
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream,
-        "--admin",
-        "127.0.0.1:0",
-        "--admin-token",
-        token_path,
-    ]);
-    let admin = admin_addr(&fwd);
+    let (_fwd, admin) = start_with_admin(&["--upstream", &upstream, "--admin-token", token_path]);
     let url = format!("http://{admin}/routes");
     let (status, body) = curl(&[], &url);
     assert_eq!(status, 401, "{body}");
@@ -551,8 +512,7 @@ fn test_hostile_admin_clients_do_not_slow_a_transfer() {
         return;
     }
     let echo = Backend::echo();
-    let fwd = Forwarder::start(&["--upstream", &echo.upstream_arg(), "--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&fwd);
+    let (fwd, admin) = start_with_admin(&["--upstream", &echo.upstream_arg()]);
     let total = 64 << 20;
     let quiet = timed_transfer(fwd.addr(), total);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -598,17 +558,14 @@ fn test_threads_list_and_steer_every_reactor() {
         return;
     }
     let (a, b) = (Backend::echo(), Backend::echo());
-    let fwd = Forwarder::start(&[
+    let (fwd, admin) = start_with_admin(&[
         "--upstream",
         &a.upstream_arg(),
         "--upstream",
         &b.upstream_arg(),
-        "--admin",
-        "127.0.0.1:0",
         "--threads",
         "2",
     ]);
-    let admin = admin_addr(&fwd);
     let mut clients = Vec::new();
     let reactors = |admin: SocketAddr| {
         jq(

@@ -364,14 +364,7 @@ fn test_bad_values_exit_2_naming_them() {
         ("--max-conns-per-client", "0"),
         ("--queue-timeout", "soon"),
     ] {
-        let (code, stderr) = run_edgefwd_expect_fail(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            "127.0.0.1:9",
-            flag,
-            value,
-        ]);
+        let (code, stderr) = run_with_upstream_expect_fail(&[flag, value]);
         assert_eq!(code, Some(2), "{flag} {value}: {stderr}");
         assert!(stderr.contains(value), "{flag} {value}: {stderr}");
     }

@@ -5,6 +5,8 @@
 //! Unix socket) and `edgefwd ctl ...` as a child that must exit by itself (`run_edgefwd_to_exit`).
 
 mod common;
+#[path = "../src/main/ctl/test_pty.rs"]
+mod test_pty;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,13 +17,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
+use test_pty::{local_modes, pty};
 
-/// The admin address from the forwarder's "admin API on http://ADDR/" start line.
-fn admin_addr(fwd: &Forwarder) -> String {
-    fwd.expect_log("admin API on http://", START_TIMEOUT);
-    let logs = fwd.logs();
-    let (_, rest) = logs.split_once("admin API on http://").expect("admin line");
-    rest.split('/').next().expect("address").to_string()
+/// [`start_with_admin`], the admin address as the text `ctl --admin` takes.
+fn with_admin(args: &[&str]) -> (Forwarder, String) {
+    let (fwd, admin) = start_with_admin(args);
+    (fwd, admin.to_string())
 }
 
 /// `edgefwd ctl --admin ADMIN ARGS`: (exit code, stdout, stderr).
@@ -88,13 +89,7 @@ fn line_with<'t>(table: &'t str, needle: &str) -> &'t str {
 #[test]
 fn test_ctl_lists_shows_and_closes_a_held_pair() {
     let upstream = Upstream::bind();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream.addr().to_string(),
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = admin_addr(&fwd);
+    let (fwd, admin) = with_admin(&["--upstream", &upstream.addr().to_string()]);
     let (mut client, mut server) = held_pair(&fwd, &upstream);
     let me = client.local_addr().expect("client addr");
     let id = id_of(&admin, me);
@@ -157,13 +152,7 @@ fn test_ctl_lists_shows_and_closes_a_held_pair() {
 #[test]
 fn test_ctl_close_rst_and_filters() {
     let upstream = Upstream::bind();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream.addr().to_string(),
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = admin_addr(&fwd);
+    let (fwd, admin) = with_admin(&["--upstream", &upstream.addr().to_string()]);
     let (mut client, _server) = held_pair(&fwd, &upstream);
     let id = id_of(&admin, client.local_addr().expect("client addr"));
     assert_eq!(
@@ -194,15 +183,12 @@ fn test_ctl_close_rst_and_filters() {
 #[test]
 fn test_ctl_drain_enable_and_weight() {
     let (a, b) = (Backend::echo(), Backend::echo());
-    let fwd = Forwarder::start(&[
+    let (fwd, admin) = with_admin(&[
         "--upstream",
         &a.upstream_arg(),
         "--upstream",
         &b.upstream_arg(),
-        "--admin",
-        "127.0.0.1:0",
     ]);
-    let admin = admin_addr(&fwd);
     let a_addr = a.addr().to_string();
     let drained = ctl_ok(&admin, &["drain", &a_addr]);
     assert!(
@@ -243,15 +229,7 @@ fn test_ctl_drain_enable_and_weight() {
 #[test]
 fn test_ctl_top_once() {
     let (sink, _reports) = Backend::sink();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &sink.upstream_arg(),
-        "--admin",
-        "127.0.0.1:0",
-        "--threads",
-        "2",
-    ]);
-    let admin = admin_addr(&fwd);
+    let (fwd, admin) = with_admin(&["--upstream", &sink.upstream_arg(), "--threads", "2"]);
     let idle = connect(fwd.addr());
     let mut streaming = connect(fwd.addr());
     let stream_id = id_of(&admin, streaming.local_addr().expect("addr"));
@@ -341,13 +319,7 @@ fn test_ctl_bad_arguments() {
     assert!(stderr.contains("'nowhere'"), "{stderr}");
 
     let backend = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = admin_addr(&fwd);
+    let (_fwd, admin) = with_admin(&["--upstream", &backend.upstream_arg()]);
     let (code, _, stderr) = ctl(&admin, &["weight", &backend.addr().to_string(), "0"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
@@ -401,48 +373,6 @@ fn test_ctl_unix_socket_and_token() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A pseudo-terminal of `columns` x 24: (controller, terminal), closed on drop.
-fn pty(columns: u16) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-    use std::os::fd::FromRawFd;
-    let (mut controller, mut terminal) = (-1, -1);
-    let size = libc::winsize {
-        ws_row: 24,
-        ws_col: columns,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: the two out-pointers are valid ints, the window size a valid struct openpty only reads;
-    // the name and termios pointers may be null (openpty then writes no name, uses default settings).
-    let rc = unsafe {
-        libc::openpty(
-            &mut controller,
-            &mut terminal,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: openpty succeeded: both are open descriptors nothing else owns.
-    unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(controller),
-            std::os::fd::OwnedFd::from_raw_fd(terminal),
-        )
-    }
-}
-
-/// The local modes (`c_lflag`) of a terminal.
-fn local_modes(terminal: &std::os::fd::OwnedFd) -> libc::tcflag_t {
-    use std::os::fd::AsRawFd;
-    // SAFETY: all zeroes is a valid termios (plain integers), and tcgetattr overwrites it.
-    let mut termios: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: the descriptor is open (borrowed), and `termios` is a writable struct of the right type.
-    let rc = unsafe { libc::tcgetattr(terminal.as_raw_fd(), &mut termios) };
-    assert_eq!(rc, 0, "tcgetattr: {}", std::io::Error::last_os_error());
-    termios.c_lflag
-}
-
 /// `ctl top` on a terminal (a pty, 60 columns), as a user runs it: frames on a cleared screen with
 /// the cursor hidden, no line wider than the terminal, keys read one at a time without echo; `q` (no Enter) quits, SIGINT too, and either way the
 /// terminal's modes are as before and the cursor shown again.
@@ -450,13 +380,7 @@ fn local_modes(terminal: &std::os::fd::OwnedFd) -> libc::tcflag_t {
 fn test_ctl_top_on_a_terminal_quits_and_restores_it() {
     use std::sync::Mutex;
     let backend = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = admin_addr(&fwd);
+    let (_fwd, admin) = with_admin(&["--upstream", &backend.upstream_arg()]);
     for quit in ["q", "SIGINT"] {
         let (controller, terminal) = pty(60);
         let before = local_modes(&terminal);
@@ -499,18 +423,8 @@ fn test_ctl_top_on_a_terminal_quits_and_restores_it() {
             // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
             _ => assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0),
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{quit}: ctl top did not quit");
-            }
-            thread::sleep(Duration::from_millis(10));
-        };
+        let status = exit_within(&mut child, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{quit}: ctl top did not quit"));
         assert!(status.success(), "{quit}: {status}");
         assert_eq!(
             local_modes(&terminal),
@@ -544,13 +458,7 @@ fn test_ctl_top_on_a_terminal_quits_and_restores_it() {
 #[test]
 fn test_ctl_top_iterations_to_a_pipe() {
     let backend = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = admin_addr(&fwd);
+    let (_fwd, admin) = with_admin(&["--upstream", &backend.upstream_arg()]);
     let (code, out, stderr) = ctl(&admin, &["top", "--iterations", "2", "--interval", "100ms"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!out.contains('\x1b'), "{out}");
@@ -568,8 +476,7 @@ fn test_ctl_drain_a_unix_upstream() {
     let _ = std::fs::remove_file(&path);
     let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind upstream");
     let upstream = format!("unix:{}", path.display());
-    let fwd = Forwarder::start(&["--upstream", &upstream, "--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&fwd);
+    let (_fwd, admin) = with_admin(&["--upstream", &upstream]);
     let listed = ctl_ok(&admin, &["upstreams"]);
     assert!(
         line_with(&listed, &upstream).contains(" enabled "),
@@ -595,13 +502,7 @@ fn test_ctl_drain_a_unix_upstream() {
 #[test]
 fn test_ctl_explains_a_stuck_pair() {
     let upstream = Upstream::bind();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &upstream.addr().to_string(),
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = admin_addr(&fwd);
+    let (fwd, admin) = with_admin(&["--upstream", &upstream.addr().to_string()]);
     let mut client = connect(fwd.addr());
     let _server = upstream.accept(IO_TIMEOUT);
     // More than the rings, pipes and socket buffers hold: the last writes block, then time out.
@@ -671,7 +572,7 @@ fn test_ctl_top_counts_closed_pairs_from_metrics() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let (admin, metrics) = (admin_addr(&fwd), fwd.metrics_addr().to_string());
+    let (admin, metrics) = (fwd.admin_addr().to_string(), fwd.metrics_addr().to_string());
     let top = thread::spawn(move || {
         ctl(
             &admin,
@@ -720,13 +621,7 @@ fn test_ctl_top_refuses_a_too_short_interval() {
 #[test]
 fn test_ctl_top_on_a_terminal_ctrl_z_restores_it() {
     let backend = Backend::echo();
-    let fwd = Forwarder::start(&[
-        "--upstream",
-        &backend.upstream_arg(),
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    let admin = admin_addr(&fwd);
+    let (_fwd, admin) = with_admin(&["--upstream", &backend.upstream_arg()]);
     let (controller, terminal) = pty(60);
     let before = local_modes(&terminal);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgefwd"))
@@ -753,18 +648,9 @@ fn test_ctl_top_on_a_terminal_ctrl_z_restores_it() {
     assert_ne!(local_modes(&terminal), before, "the view set its modes");
     // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTSTP) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ctl top did not end on SIGTSTP (stopped, its terminal left without echo?)");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(10)).unwrap_or_else(|| {
+        panic!("ctl top did not end on SIGTSTP (stopped, its terminal left without echo?)")
+    });
     assert!(status.success(), "{status}");
     assert_eq!(
         local_modes(&terminal),

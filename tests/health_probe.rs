@@ -193,27 +193,13 @@ fn test_bad_send_and_expect_exit_2_naming_them() {
         ("--health-send", "PING\\q", "unknown escape \\q"),
         ("--health-send", "\\x4", "two hex digits"),
     ] {
-        let (code, stderr) = run_edgefwd_expect_fail(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            "127.0.0.1:9",
-            flag,
-            value,
-        ]);
+        let (code, stderr) = run_with_upstream_expect_fail(&[flag, value]);
         assert_eq!(code, Some(2), "{flag} {value:?}: {stderr}");
         assert!(stderr.contains(&format!("\"{value}\"")), "{stderr}");
         assert!(stderr.contains(why), "{stderr}");
     }
     // Without --health-interval no probe would use them: refused, not ignored.
-    let (code, stderr) = run_edgefwd_expect_fail(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        "127.0.0.1:9",
-        "--health-expect",
-        "+PONG",
-    ]);
+    let (code, stderr) = run_with_upstream_expect_fail(&["--health-expect", "+PONG"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("health_expect is set but health_interval is off"),

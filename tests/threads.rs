@@ -7,64 +7,15 @@ use std::io::{Read, Write};
 use std::thread;
 use std::time::Duration;
 
-use common::{connect, echo_roundtrip, log_counter, stats_total, Backend, Forwarder, Options};
-
-/// Starts `edgefwd --threads 2` on `listen` in front of `echo` (plus `extra` flags), with a stats line
-/// every 100 ms (per reactor, so that each one's counters can be read).
-fn two_reactors(listen: &str, echo: &Backend, extra: &[&str]) -> Forwarder {
-    let opts = Options {
-        rust_log: Some("info".into()),
-        ..Options::default()
-    };
-    let upstream = echo.upstream_arg();
-    let mut args = vec![
-        "--listen",
-        listen,
-        "--upstream",
-        &upstream,
-        "--threads",
-        "2",
-        "--stats-interval",
-        "100ms",
-    ];
-    args.extend_from_slice(extra);
-    Forwarder::start_with(&args, &opts)
-}
-
-/// 40 echo connections from 8 threads at once, every byte checked; returns how many each of the
-/// two reactors accepted, once all 40 are closed.
-fn serve_forty(fwd: &Forwarder) -> (u64, u64) {
-    let addr = fwd.addr();
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            thread::spawn(move || {
-                for _ in 0..5 {
-                    echo_roundtrip(addr, 64 * 1024, 8192);
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.join().expect("echo worker");
-    }
-    let served = common::wait_until(Duration::from_secs(10), || {
-        let logs = fwd.logs();
-        stats_total(&logs, 0, "closes") + stats_total(&logs, 1, "closes") == 40
-    });
-    let logs = fwd.logs();
-    assert!(served, "40 connections not all closed:\n{logs}");
-    let (zero, one) = (
-        stats_total(&logs, 0, "accepts"),
-        stats_total(&logs, 1, "accepts"),
-    );
-    assert_eq!(zero + one, 40, "{logs}");
-    (zero, one)
-}
+use common::{
+    connect, echo_roundtrip, log_counter, serve_forty, stats_total, two_reactors, Backend,
+    Forwarder, Options,
+};
 
 #[test]
 fn test_two_reactors_share_the_port_and_both_serve() {
     let echo = Backend::echo();
-    let fwd = two_reactors("127.0.0.1:0", &echo, &[]);
+    let fwd = two_reactors(&echo.upstream_arg(), &[]);
     let (zero, one) = serve_forty(&fwd);
     assert!(
         zero > 0 && one > 0,
@@ -77,7 +28,7 @@ fn test_two_reactors_share_the_port_and_both_serve() {
 /// the clients unseen), and the first must go on serving every client.
 fn second_process_is_refused(listen: &str) {
     let echo = Backend::echo();
-    let fwd = two_reactors(listen, &echo, &[]);
+    let fwd = two_reactors(&echo.upstream_arg(), &["--listen", listen]);
     let addr = fwd.addr().to_string();
     for threads in ["2", "1"] {
         let (code, stderr) = common::run_edgefwd_expect_fail(&[
@@ -206,7 +157,7 @@ fn test_metrics_sum_every_reactor() {
 #[test]
 fn test_metrics_totals_are_the_sum_of_each_reactors_stats_lines() {
     let echo = Backend::echo();
-    let fwd = two_reactors("127.0.0.1:0", &echo, &["--metrics", "127.0.0.1:0"]);
+    let fwd = two_reactors(&echo.upstream_arg(), &["--metrics", "127.0.0.1:0"]);
     let metrics = fwd.metrics_addr();
     let (zero, one) = serve_forty(&fwd);
     assert!(

@@ -17,7 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    connect, expect_closed_without_data, sample, scrape, wait_until, Backend, ConfigFile, Forwarder,
+    connect, expect_closed_without_data, have, sample, scrape, wait_until, Backend, ConfigFile,
+    Forwarder,
 };
 
 /// A real ClientHello (curl, `--resolve api.example.com:...`), from the reader's corpus.
@@ -45,15 +46,40 @@ fn route(name: &str, listen: SocketAddr, upstream: SocketAddr, extra: &str) -> S
     )
 }
 
-/// Starts edgefwd (with `--metrics` and `args`) on the file `text_for(port)`, for a port free now.
-fn start(text_for: impl Fn(u16) -> String, args: &[&str]) -> (Forwarder, ConfigFile, SocketAddr) {
-    let port = free_port();
-    let file = ConfigFile::new(&text_for(port));
+/// `routes` (name, upstream, extra TOML lines), each a [`route`] on `listen`.
+fn routes_on(listen: SocketAddr, routes: &[(&str, SocketAddr, &str)]) -> String {
+    routes
+        .iter()
+        .map(|&(name, upstream, extra)| route(name, listen, upstream, extra))
+        .collect()
+}
+
+/// Starts edgefwd (with `--metrics` and `args`) on a file of `routes` (name, upstream, extra TOML
+/// lines), all listening on one port free now, which is returned.
+fn start(
+    routes: &[(&str, SocketAddr, &str)],
+    args: &[&str],
+) -> (Forwarder, ConfigFile, SocketAddr) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let file = ConfigFile::new(&routes_on(addr, routes));
     let mut all = vec!["--config", file.path(), "--metrics", "127.0.0.1:0"];
     all.extend_from_slice(args);
     let fwd = Forwarder::start(&all);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     (fwd, file, addr)
+}
+
+/// [`start`] with two routes on one port: `api` for `api.example.com` to `api`, and `rest`, the
+/// default, to `rest`.
+fn start_api_and_rest(
+    api: &Backend,
+    rest: &Backend,
+    args: &[&str],
+) -> (Forwarder, ConfigFile, SocketAddr) {
+    let routes = [
+        ("api", api.addr(), "sni = [\"api.example.com\"]"),
+        ("rest", rest.addr(), "default = true"),
+    ];
+    start(&routes, args)
 }
 
 /// Writes `bytes` one per write, with a short pause between (each its own segment: TCP_NODELAY).
@@ -104,12 +130,7 @@ fn routed(metrics: SocketAddr, route: &str, by: &str) -> u64 {
 #[test]
 fn test_hello_split_byte_by_byte_reaches_its_route_unchanged() {
     let (api, rest) = (Backend::echo(), Backend::echo());
-    let text = |port| {
-        let listen = SocketAddr::from(([127, 0, 0, 1], port));
-        route("api", listen, api.addr(), "sni = [\"api.example.com\"]")
-            + &route("rest", listen, rest.addr(), "default = true")
-    };
-    let (fwd, _file, addr) = start(text, &["--threads", "2"]);
+    let (fwd, _file, addr) = start_api_and_rest(&api, &rest, &["--threads", "2"]);
     let metrics = fwd.metrics_addr();
     fwd.expect_log(&format!("listening on {addr} route=api "), IO);
     fwd.expect_log(&format!("sharing {addr} route=rest "), IO);
@@ -160,12 +181,7 @@ fn test_bad_sni_settings_name_their_key() {
 #[test]
 fn test_admin_connection_shows_the_routing_name() {
     let (api, rest) = (Backend::echo(), Backend::echo());
-    let text = |port| {
-        let listen = SocketAddr::from(([127, 0, 0, 1], port));
-        route("api", listen, api.addr(), "sni = [\"api.example.com\"]")
-            + &route("rest", listen, rest.addr(), "default = true")
-    };
-    let (fwd, _file, addr) = start(text, &["--admin", "127.0.0.1:0"]);
+    let (fwd, _file, addr) = start_api_and_rest(&api, &rest, &["--admin", "127.0.0.1:0"]);
     let admin = fwd.admin_addr();
     let mut named = connect(addr);
     named.write_all(HELLO_API).expect("hello");
@@ -204,11 +220,7 @@ fn test_admin_connection_shows_the_routing_name() {
 #[test]
 fn test_no_route_and_no_default_sends_the_alert() {
     let api = Backend::echo();
-    let text = |port| {
-        let listen = SocketAddr::from(([127, 0, 0, 1], port));
-        route("api", listen, api.addr(), "sni = [\"api.example.com\"]")
-    };
-    let (fwd, _file, addr) = start(text, &[]);
+    let (fwd, _file, addr) = start(&[("api", api.addr(), "sni = [\"api.example.com\"]")], &[]);
     let mut client = connect(addr);
     client.write_all(HELLO_WWW).expect("hello");
     client.set_read_timeout(Some(IO)).expect("timeout");
@@ -227,12 +239,7 @@ fn test_no_route_and_no_default_sends_the_alert() {
 #[test]
 fn test_junk_truncated_and_oversized_are_closed_with_nothing_upstream() {
     let (api, rest) = (Backend::echo(), Backend::echo());
-    let text = |port| {
-        let listen = SocketAddr::from(([127, 0, 0, 1], port));
-        route("api", listen, api.addr(), "sni = [\"api.example.com\"]")
-            + &route("rest", listen, rest.addr(), "default = true")
-    };
-    let (fwd, _file, addr) = start(text, &[]);
+    let (fwd, _file, addr) = start_api_and_rest(&api, &rest, &[]);
     let metrics = fwd.metrics_addr();
     let oversized = [0x16, 0x03, 0x01, 0x40, 0x01];
     let cases: [(&[u8], &str); 3] = [
@@ -286,17 +293,12 @@ fn test_junk_truncated_and_oversized_are_closed_with_nothing_upstream() {
 #[test]
 fn test_client_deny_is_the_chosen_routes() {
     let (api, rest) = (Backend::echo(), Backend::echo());
-    let text = |port| {
-        let listen = SocketAddr::from(([127, 0, 0, 1], port));
-        let deny = "client_deny = [\"127.0.0.0/8\"]";
-        route(
-            "api",
-            listen,
-            api.addr(),
-            &format!("sni = [\"api.example.com\"]\n{deny}"),
-        ) + &route("rest", listen, rest.addr(), "default = true")
-    };
-    let (fwd, _file, addr) = start(text, &[]);
+    let api_extra = "sni = [\"api.example.com\"]\nclient_deny = [\"127.0.0.0/8\"]";
+    let routes = [
+        ("api", api.addr(), api_extra),
+        ("rest", rest.addr(), "default = true"),
+    ];
+    let (fwd, _file, addr) = start(&routes, &[]);
     let mut denied = connect(addr);
     denied.write_all(HELLO_API).expect("hello");
     expect_closed_without_data(&mut denied, Duration::from_secs(5));
@@ -313,13 +315,13 @@ fn test_client_deny_is_the_chosen_routes() {
 #[test]
 fn test_alpn_picks_among_routes_of_one_name() {
     let (h2, plain) = (Backend::echo(), Backend::echo());
-    let text = |port| {
-        let listen = SocketAddr::from(([127, 0, 0, 1], port));
-        let name = "sni = [\"www.example.com\", \"api.example.com\"]";
-        route("h2", listen, h2.addr(), &format!("{name}\nalpn = [\"h2\"]"))
-            + &route("plain", listen, plain.addr(), name)
-    };
-    let (_fwd, _file, addr) = start(text, &[]);
+    let name = "sni = [\"www.example.com\", \"api.example.com\"]";
+    let with_alpn = format!("{name}\nalpn = [\"h2\"]");
+    let routes = [
+        ("h2", h2.addr(), with_alpn.as_str()),
+        ("plain", plain.addr(), name),
+    ];
+    let (_fwd, _file, addr) = start(&routes, &[]);
     let mut client = connect(addr);
     client.write_all(HELLO_WWW).expect("hello with h2");
     assert_eq!(read_exactly(&mut client, HELLO_WWW.len()), HELLO_WWW);
@@ -335,16 +337,8 @@ fn test_alpn_picks_among_routes_of_one_name() {
 #[test]
 fn test_hello_timeout_closes() {
     let api = Backend::echo();
-    let text = |port| {
-        let listen = SocketAddr::from(([127, 0, 0, 1], port));
-        route(
-            "api",
-            listen,
-            api.addr(),
-            "sni = [\"api.example.com\"]\nheader_timeout = \"300ms\"",
-        )
-    };
-    let (fwd, _file, addr) = start(text, &[]);
+    let api_extra = "sni = [\"api.example.com\"]\nheader_timeout = \"300ms\"";
+    let (fwd, _file, addr) = start(&[("api", api.addr(), api_extra)], &[]);
     let mut client = connect(addr);
     client.write_all(&HELLO_API[..20]).expect("a start");
     expect_closed_without_data(&mut client, Duration::from_secs(5));
@@ -358,22 +352,12 @@ fn test_hello_timeout_closes() {
 #[test]
 fn test_accept_proxy_then_hello_then_send_proxy() {
     let (api, rest) = (Backend::echo(), Backend::echo());
-    let text = |port| {
-        let listen = SocketAddr::from(([127, 0, 0, 1], port));
-        let both = "accept_proxy = true";
-        route(
-            "api",
-            listen,
-            api.addr(),
-            &format!("sni = [\"api.example.com\"]\n{both}\nsend_proxy = \"v1\""),
-        ) + &route(
-            "rest",
-            listen,
-            rest.addr(),
-            &format!("default = true\n{both}"),
-        )
-    };
-    let (_fwd, _file, addr) = start(text, &[]);
+    let api_extra = "sni = [\"api.example.com\"]\naccept_proxy = true\nsend_proxy = \"v1\"";
+    let routes = [
+        ("api", api.addr(), api_extra),
+        ("rest", rest.addr(), "default = true\naccept_proxy = true"),
+    ];
+    let (_fwd, _file, addr) = start(&routes, &[]);
     let received = b"PROXY TCP4 192.0.2.7 127.0.0.1 4000 443\r\n";
     let mut client = connect(addr);
     client.write_all(received).expect("header");
@@ -403,20 +387,6 @@ fn test_accept_proxy_then_hello_then_send_proxy() {
 // ---------------------------------------------------------------------------------------------
 // Real clients and servers: openssl s_server behind edgefwd, openssl s_client and curl in front.
 // ---------------------------------------------------------------------------------------------
-
-/// Whether `tool` runs here; if not, the test says SKIPPED.
-fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        eprintln!("SKIPPED: {tool} is not installed");
-    }
-    found
-}
 
 /// A directory under the temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -565,13 +535,12 @@ fn test_real_clients_reach_the_server_their_name_picks() {
         TlsServer::start("b.test"),
         TlsServer::start("c.test"),
     );
-    let text = |port| {
-        let listen = SocketAddr::from(([127, 0, 0, 1], port));
-        route("a", listen, a.addr, "sni = [\"a.test\"]")
-            + &route("b", listen, b.addr, "sni = [\"*.b.test\"]")
-            + &route("c", listen, c.addr, "default = true")
-    };
-    let (fwd, _file, addr) = start(text, &[]);
+    let routes = [
+        ("a", a.addr, "sni = [\"a.test\"]"),
+        ("b", b.addr, "sni = [\"*.b.test\"]"),
+        ("c", c.addr, "default = true"),
+    ];
+    let (fwd, _file, addr) = start(&routes, &[]);
     assert_eq!(curl_who("a.test", addr), "a.test");
     assert_eq!(curl_who("www.b.test", addr), "b.test", "the wildcard");
     assert_eq!(curl_who("x.y.b.test", addr), "c.test", "one label only");
@@ -601,11 +570,7 @@ fn test_s_client_sees_the_unrecognized_name_alert() {
         return;
     }
     let a = TlsServer::start("a.test");
-    let text = |port| {
-        let listen = SocketAddr::from(([127, 0, 0, 1], port));
-        route("a", listen, a.addr, "sni = [\"a.test\"]")
-    };
-    let (_fwd, _file, addr) = start(text, &[]);
+    let (_fwd, _file, addr) = start(&[("a", a.addr, "sni = [\"a.test\"]")], &[]);
     let output = s_client(addr, &["-servername", "nobody.test"]);
     assert!(
         output.contains("unrecognized name") || output.contains("alert number 112"),
@@ -626,17 +591,15 @@ fn test_reload_adds_a_name_and_keeps_the_socket() {
         TlsServer::start("b.test"),
         TlsServer::start("c.test"),
     );
-    let base = |listen: SocketAddr| {
-        route("a", listen, a.addr, "sni = [\"a.test\"]")
-            + &route("c", listen, c.addr, "default = true")
-    };
-    let (fwd, file, addr) = start(
-        |port| base(SocketAddr::from(([127, 0, 0, 1], port))),
-        &["--threads", "2"],
-    );
+    let routes = [
+        ("a", a.addr, "sni = [\"a.test\"]"),
+        ("c", c.addr, "default = true"),
+    ];
+    let (fwd, file, addr) = start(&routes, &["--threads", "2"]);
+    let base = routes_on(addr, &routes);
     assert_eq!(curl_who("b.test", addr), "c.test");
     let before = listening_inode(fwd.pid(), addr.port());
-    file.write(&(base(addr) + &route("b", addr, b.addr, "sni = [\"b.test\"]")));
+    file.write(&(base.clone() + &route("b", addr, b.addr, "sni = [\"b.test\"]")));
     fwd.signal(libc::SIGHUP);
     fwd.expect_log("reload: 3 routes", IO);
     for _ in 0..4 {
@@ -644,7 +607,7 @@ fn test_reload_adds_a_name_and_keeps_the_socket() {
         assert_eq!(curl_who("a.test", addr), "a.test");
     }
     assert_eq!(listening_inode(fwd.pid(), addr.port()), before);
-    file.write(&base(addr));
+    file.write(&base);
     fwd.signal(libc::SIGHUP);
     fwd.expect_log("reload: 2 routes", IO);
     assert_eq!(curl_who("b.test", addr), "c.test", "removed again");

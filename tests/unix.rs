@@ -502,22 +502,12 @@ fn test_graceful_shutdown_finishes_a_unix_pair() {
     assert!(fwd.stop().success(), "a clean exit once the pair is done");
 }
 
-/// Backpressure from a TCP upstream that does not read reaches the Unix client: its writes stop
-/// (WouldBlock) after a bounded amount, and everything written arrives once the upstream reads.
-#[test]
-fn test_backpressure_reaches_the_unix_client() {
-    let dir = TempDir::new();
-    let path = dir.sock("slow.sock");
-    let up = Upstream::bind();
-    let unix = format!("unix:{}", path.display());
-    let (_fwd, _config) = start_route(&unix, &up.addr().to_string(), "");
-    let mut client = unix_client(|| UnixStream::connect(&path));
-    let mut upstream = up.try_accept(WAIT).expect("upstream connection");
-    client.set_nonblocking(true).expect("nonblocking");
-    let chunk = pattern_vec(64 * 1024);
+/// Writes `chunk` over and over to a non-blocking `client` until the writes have been refused
+/// (WouldBlock) for 500 ms: the whole path is full. Returns how many bytes it took, which must be
+/// some but bounded.
+fn write_until_refused(client: &mut impl Write, chunk: &[u8]) -> usize {
     let mut written = 0usize;
     let mut quiet_since = std::time::Instant::now();
-    // Write until the writes have been refused for a while: the whole path is full.
     while quiet_since.elapsed() < Duration::from_millis(500) {
         match client.write(&chunk[written % chunk.len()..]) {
             Ok(n) => {
@@ -535,8 +525,11 @@ fn test_backpressure_reaches_the_unix_client() {
         );
     }
     assert!(written > 0);
-    client.set_nonblocking(false).expect("blocking");
-    client.shutdown(Shutdown::Write).expect("FIN");
+    written
+}
+
+/// `upstream` reads to the end exactly the `written` bytes of `chunk` repeated, in order.
+fn assert_all_arrive(upstream: &mut impl Read, chunk: &[u8], written: usize) {
     let mut got = Vec::new();
     upstream
         .read_to_end(&mut got)
@@ -544,6 +537,25 @@ fn test_backpressure_reaches_the_unix_client() {
     assert_eq!(got.len(), written, "every byte written arrives");
     let expected: Vec<u8> = chunk.iter().copied().cycle().take(written).collect();
     assert!(got == expected, "the bytes arrive in order");
+}
+
+/// Backpressure from a TCP upstream that does not read reaches the Unix client: its writes stop
+/// (WouldBlock) after a bounded amount, and everything written arrives once the upstream reads.
+#[test]
+fn test_backpressure_reaches_the_unix_client() {
+    let dir = TempDir::new();
+    let path = dir.sock("slow.sock");
+    let up = Upstream::bind();
+    let unix = format!("unix:{}", path.display());
+    let (_fwd, _config) = start_route(&unix, &up.addr().to_string(), "");
+    let mut client = unix_client(|| UnixStream::connect(&path));
+    let mut upstream = up.try_accept(WAIT).expect("upstream connection");
+    client.set_nonblocking(true).expect("nonblocking");
+    let chunk = pattern_vec(64 * 1024);
+    let written = write_until_refused(&mut client, &chunk);
+    client.set_nonblocking(false).expect("blocking");
+    client.shutdown(Shutdown::Write).expect("FIN");
+    assert_all_arrive(&mut upstream, &chunk, written);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -667,6 +679,18 @@ fn start_upstreams(unix: Option<&str>, upstreams: &[&str], extra: &str) -> (Forw
     (fwd, config)
 }
 
+/// [`start_upstreams`] to one Unix upstream, `name` in `dir`, that the test accepts from itself.
+fn start_to_unix_listener(
+    dir: &TempDir,
+    name: &str,
+    extra: &str,
+) -> (Forwarder, ConfigFile, std::os::unix::net::UnixListener) {
+    let upstream = format!("unix:{}", dir.sock(name).display());
+    let listener = bind_unix(&upstream);
+    let (fwd, config) = start_upstreams(None, &[&upstream], extra);
+    (fwd, config, listener)
+}
+
 /// TCP clients to a `unix:/PATH` upstream: byte-exact both ways, MiBs, several at once.
 #[test]
 fn test_tcp_client_to_unix_path_upstream_is_byte_exact() {
@@ -715,9 +739,7 @@ fn test_unix_client_to_unix_upstream_path_and_abstract_are_byte_exact() {
 #[test]
 fn test_half_close_passes_both_ways_to_a_unix_upstream() {
     let dir = TempDir::new();
-    let upstream = format!("unix:{}", dir.sock("half.sock").display());
-    let listener = bind_unix(&upstream);
-    let (fwd, _config) = start_upstreams(None, &[&upstream], "");
+    let (fwd, _config, listener) = start_to_unix_listener(&dir, "half.sock", "");
 
     // The client finishes first: the upstream sees the end of stream and can still answer.
     let mut client = connect(fwd.addr());
@@ -790,9 +812,8 @@ fn test_failover_from_missing_and_refused_unix_paths_to_a_live_one() {
 #[test]
 fn test_send_proxy_v2_to_a_unix_upstream_names_the_tcp_client() {
     let dir = TempDir::new();
-    let upstream = format!("unix:{}", dir.sock("proxy.sock").display());
-    let listener = bind_unix(&upstream);
-    let (fwd, _config) = start_upstreams(None, &[&upstream], "send_proxy = \"v2\"");
+    let (fwd, _config, listener) =
+        start_to_unix_listener(&dir, "proxy.sock", "send_proxy = \"v2\"");
     let mut client = connect(fwd.addr());
     client.write_all(b"payload").expect("write");
     client.shutdown(Shutdown::Write).expect("FIN");
@@ -963,44 +984,9 @@ fn test_two_reactors_forward_to_a_unix_upstream() {
     let dir = TempDir::new();
     let upstream = format!("unix:{}", dir.sock("up.sock").display());
     let echo = UnixEcho::on(&upstream);
-    let opts = Options {
-        rust_log: Some("info".into()),
-        ..Options::default()
-    };
-    let args = [
-        "--upstream",
-        &upstream,
-        "--threads",
-        "2",
-        "--stats-interval",
-        "100ms",
-    ];
-    let fwd = Forwarder::start_with(&args, &opts);
-    let addr = fwd.addr();
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            thread::spawn(move || {
-                for _ in 0..5 {
-                    echo_roundtrip(addr, 64 * 1024, 8192);
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.join().expect("client");
-    }
+    let fwd = two_reactors(&upstream, &[]);
+    let (zero, one) = serve_forty(&fwd);
     assert_eq!(echo.accepted(), 40);
-    let closes = |logs: &str| stats_total(logs, 0, "closes") + stats_total(logs, 1, "closes");
-    assert!(
-        wait_until(WAIT, || closes(&fwd.logs()) == 40),
-        "40 pairs not all closed:\n{}",
-        fwd.logs()
-    );
-    let logs = fwd.logs();
-    let (zero, one) = (
-        stats_total(&logs, 0, "accepts"),
-        stats_total(&logs, 1, "accepts"),
-    );
     assert!(zero > 0 && one > 0, "both reactors serve: {zero} and {one}");
 }
 
@@ -1009,40 +995,15 @@ fn test_two_reactors_forward_to_a_unix_upstream() {
 #[test]
 fn test_backpressure_from_a_unix_upstream_reaches_the_tcp_client() {
     let dir = TempDir::new();
-    let upstream = format!("unix:{}", dir.sock("slow.sock").display());
-    let listener = bind_unix(&upstream);
-    let (fwd, _config) = start_upstreams(None, &[&upstream], "");
+    let (fwd, _config, listener) = start_to_unix_listener(&dir, "slow.sock", "");
     let mut client = connect(fwd.addr());
     let mut up = accept_unix(&listener);
     client.set_nonblocking(true).expect("nonblocking");
     let chunk = pattern_vec(64 * 1024);
-    let mut written = 0usize;
-    let mut quiet_since = std::time::Instant::now();
-    // Write until the writes have been refused for a while: the whole path is full.
-    while quiet_since.elapsed() < Duration::from_millis(500) {
-        match client.write(&chunk[written % chunk.len()..]) {
-            Ok(n) => {
-                written += n;
-                quiet_since = std::time::Instant::now();
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("write: {e}"),
-        }
-        assert!(
-            written < 256 << 20,
-            "no backpressure: {written} bytes taken"
-        );
-    }
-    assert!(written > 0);
+    let written = write_until_refused(&mut client, &chunk);
     client.set_nonblocking(false).expect("blocking");
     client.shutdown(Shutdown::Write).expect("FIN");
-    let mut got = Vec::new();
-    up.read_to_end(&mut got).expect("upstream reads it all");
-    assert_eq!(got.len(), written, "every byte written arrives");
-    let expected: Vec<u8> = chunk.iter().copied().cycle().take(written).collect();
-    assert!(got == expected, "the bytes arrive in order");
+    assert_all_arrive(&mut up, &chunk, written);
 }
 
 /// SIGTERM while a TCP client's transfer to a Unix upstream is under way: the pair finishes

@@ -235,6 +235,15 @@ impl From<io::Result<usize>> for IoOutcome {
     }
 }
 
+/// True for the accept errors that concern one connection only (a signal, a client that reset
+/// before it was accepted): the next accept goes on as if nothing happened.
+pub(crate) fn is_passing_accept_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+    )
+}
+
 /// True for the accept errors that mean "out of descriptors or memory": back off instead of spinning.
 pub(crate) fn is_resource_exhaustion(err: &io::Error) -> bool {
     matches!(
@@ -305,6 +314,20 @@ mod tests {
         assert!(!is_resource_exhaustion(&io::Error::from_raw_os_error(
             libc::ECONNRESET
         )));
+    }
+
+    #[test]
+    fn test_passing_accept_error() {
+        for passing in [libc::EINTR, libc::ECONNABORTED] {
+            assert!(is_passing_accept_error(&io::Error::from_raw_os_error(
+                passing
+            )));
+        }
+        for stopping in [libc::EAGAIN, libc::EMFILE] {
+            assert!(!is_passing_accept_error(&io::Error::from_raw_os_error(
+                stopping
+            )));
+        }
     }
 
     /// What `ACCEPT_INHERITS_NODELAY` relies on (on Linux `apply_accepted_options` leaves TCP_NODELAY

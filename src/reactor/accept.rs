@@ -127,11 +127,7 @@ impl Reactor {
                     }
                 }
                 Some(Err(err)) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Some(Err(err))
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
+                Some(Err(err)) if net::is_passing_accept_error(&err) => {}
                 Some(Err(err)) => self.pause_accepting(&err),
             }
         }
@@ -412,11 +408,7 @@ fn reset_queued(
                 *ready = false;
                 break;
             }
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                ) => {}
+            Err(err) if net::is_passing_accept_error(&err) => {}
             Err(err) => {
                 *exhausted = Some(err);
                 break;

@@ -82,6 +82,16 @@ impl Accept for AdminListener {
     }
 }
 
+impl AdminListener {
+    /// The listener inside, for the `Source` calls that are the same on both kinds.
+    fn inner(&mut self) -> &mut dyn Source {
+        match self {
+            AdminListener::Tcp(listener) => listener,
+            AdminListener::Unix(listener) => listener,
+        }
+    }
+}
+
 impl Source for AdminListener {
     fn register(
         &mut self,
@@ -89,10 +99,7 @@ impl Source for AdminListener {
         token: Token,
         interest: Interest,
     ) -> io::Result<()> {
-        match self {
-            AdminListener::Tcp(listener) => listener.register(registry, token, interest),
-            AdminListener::Unix(listener) => listener.register(registry, token, interest),
-        }
+        self.inner().register(registry, token, interest)
     }
 
     fn reregister(
@@ -101,17 +108,11 @@ impl Source for AdminListener {
         token: Token,
         interest: Interest,
     ) -> io::Result<()> {
-        match self {
-            AdminListener::Tcp(listener) => listener.reregister(registry, token, interest),
-            AdminListener::Unix(listener) => listener.reregister(registry, token, interest),
-        }
+        self.inner().reregister(registry, token, interest)
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            AdminListener::Tcp(listener) => listener.deregister(registry),
-            AdminListener::Unix(listener) => listener.deregister(registry),
-        }
+        self.inner().deregister(registry)
     }
 }
 

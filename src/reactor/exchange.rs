@@ -142,11 +142,7 @@ impl<L: Accept> Front<L> {
                     self.ready = false;
                     return None;
                 }
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
+                Err(err) if net::is_passing_accept_error(&err) => {}
                 Err(err) if net::is_resource_exhaustion(&err) => {
                     debug!("{} accept failed: {err}", self.name);
                     return Some(err);

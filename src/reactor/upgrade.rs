@@ -200,11 +200,7 @@ impl Reactor {
             match server.listener.accept() {
                 Ok((conn, _)) => self.offer_to(conn),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
+                Err(err) if net::is_passing_accept_error(&err) => {}
                 Err(err) if net::is_resource_exhaustion(&err) => {
                     // The loop's first check sets the retry for the pause's end.
                     self.pause_accepting(&err);

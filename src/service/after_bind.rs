@@ -39,7 +39,7 @@ impl AfterBind {
     pub fn check_paths(&self) -> Result<(), String> {
         self.pid_file
             .as_deref()
-            .map_or(Ok(()), pidfile::check_directory)
+            .map_or(Ok(()), |path| super::check_directory("pid file", path))
     }
 
     /// Every listener is bound: writes the pid file (taking it from `predecessor`, the `--upgrade-from`

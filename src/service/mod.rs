@@ -7,6 +7,8 @@
 //! - [`pidfile`]: `--pid-file`, written once every listener is bound, removed on exit.
 //! - [`privilege`]: dropping root to `--user`/`--group` after binding, verified.
 //! - [`after_bind`]: those two steps in their order, which `main` runs once the reactors are bound.
+//! - [`check_directory`]: `--check` on a file the process creates once running (the pid file, the
+//!   access log): its directory exists.
 //!
 //! systemd's two speak through environment variables, which [`from_env`] reads once at start, before any thread
 //! exists, and unsets: nothing the process starts should take the sockets or speak for it.
@@ -23,6 +25,7 @@ pub(crate) mod privilege;
 pub mod upgrade;
 
 use std::env;
+use std::path::Path;
 use std::time::Instant;
 
 use activation::Passed;
@@ -62,4 +65,39 @@ pub fn from_env() -> Result<Handed, String> {
     )
     .map_err(|notify::Unusable(message)| message)?;
     Ok(Handed { notifier, passed })
+}
+
+/// For `--check`, which creates nothing: the directory `path` (the `what` file) would be created in
+/// exists.
+pub(crate) fn check_directory(what: &str, path: &Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_check_directory() {
+        assert!(check_directory("pid file", &env::temp_dir().join("edgefwd.pid")).is_ok());
+        assert!(check_directory("pid file", Path::new("edgefwd.pid")).is_ok());
+        let err = check_directory("pid file", Path::new("/no/such/dir/edgefwd.pid"))
+            .expect_err("missing");
+        assert_eq!(
+            err,
+            "pid file /no/such/dir/edgefwd.pid: directory /no/such/dir does not exist"
+        );
+    }
 }

@@ -69,23 +69,6 @@ pub(super) fn check_free(path: &Path, predecessor: Option<u32>) -> Result<(), St
     }
 }
 
-/// Checks that `path` can be created: its directory exists (for `--check`, which writes nothing).
-pub(super) fn check_directory(path: &Path) -> Result<(), String> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        Err(format!(
-            "pid file {}: directory {} does not exist",
-            path.display(),
-            dir.display()
-        ))
-    }
-}
-
 /// `PATH.PID.tmp` beside `path`: the same directory, so the rename is atomic.
 fn staging_path(path: &Path, pid: u32) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -180,14 +163,6 @@ mod tests {
         drop(file);
         assert_eq!(fs::read_to_string(&path).expect("kept"), "1\n");
         fs::remove_file(&path).expect("clean up");
-    }
-
-    #[test]
-    fn test_check_directory() {
-        assert!(check_directory(&temp_path("dir")).is_ok());
-        assert!(check_directory(Path::new("edgefwd.pid")).is_ok());
-        let err = check_directory(Path::new("/no/such/dir/edgefwd.pid")).expect_err("missing");
-        assert!(err.contains("/no/such/dir"), "{err}");
     }
 
     /// The pid of a child that has exited and been reaped: no process has it (until reused, which

@@ -593,6 +593,14 @@ pub fn run_edgefwd_expect_fail(args: &[&str]) -> (Option<i32>, String) {
     (code, stderr)
 }
 
+/// [`run_edgefwd_expect_fail`] with a listener and an upstream (`127.0.0.1:9`, never dialled: the
+/// run must fail before) and `extra`: for a flag whose bad value must be refused.
+pub fn run_with_upstream_expect_fail(extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9"];
+    args.extend_from_slice(extra);
+    run_edgefwd_expect_fail(&args)
+}
+
 /// Runs `edgefwd ARGS` (no RUST_LOG) expecting it to exit by itself within 30s;
 /// returns (exit code, stdout, stderr).
 pub fn run_edgefwd_to_exit(args: &[&str]) -> (Option<i32>, String, String) {
@@ -623,18 +631,8 @@ pub fn run_edgefwd_to_exit_with_env(
     };
     let stdout = read_all(Box::new(child.stdout.take().expect("stdout is piped")));
     let stderr = read_all(Box::new(child.stderr.take().expect("stderr is piped")));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("edgefwd {args:?} did not exit within 30s");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("edgefwd {args:?} did not exit within 30s"));
     let stdout = stdout.join().expect("stdout reader");
     let stderr = stderr.join().expect("stderr reader");
     (status.code(), stdout, stderr)
@@ -1298,6 +1296,97 @@ impl Forwarder {
             .and_then(|addr| addr.parse().ok())
             .expect("admin address")
     }
+}
+
+/// Waits up to `timeout` for `child` to exit and returns its status; past it, kills and reaps the
+/// child and returns `None`, so the caller's panic leaves no process behind.
+pub fn exit_within(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether `tool` can be started here; when not, says why the test skips (CI installs what the tests
+/// use). Only the start counts: `openssl` has no `--version` and fails it.
+pub fn have(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        eprintln!("skipped: {tool} is not installed (.ci/run installs it)");
+    }
+    found
+}
+
+/// Starts `edgefwd --threads 2` in front of `upstream` (plus `extra` flags), logging at info with a
+/// stats line every 100 ms (per reactor, so that each one's counters can be read).
+pub fn two_reactors(upstream: &str, extra: &[&str]) -> Forwarder {
+    let opts = Options {
+        rust_log: Some("info".into()),
+        ..Options::default()
+    };
+    let mut args = vec![
+        "--upstream",
+        upstream,
+        "--threads",
+        "2",
+        "--stats-interval",
+        "100ms",
+    ];
+    args.extend_from_slice(extra);
+    Forwarder::start_with(&args, &opts)
+}
+
+/// 40 echo connections from 8 threads at once, every byte checked, to a `--threads 2` forwarder that
+/// logs `--stats-interval` lines at info; returns how many each of the two reactors accepted, once
+/// all 40 are closed.
+pub fn serve_forty(fwd: &Forwarder) -> (u64, u64) {
+    let addr = fwd.addr();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            thread::spawn(move || {
+                for _ in 0..5 {
+                    echo_roundtrip(addr, 64 * 1024, 8192);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("echo worker");
+    }
+    let served = wait_until(Duration::from_secs(10), || {
+        let logs = fwd.logs();
+        stats_total(&logs, 0, "closes") + stats_total(&logs, 1, "closes") == 40
+    });
+    let logs = fwd.logs();
+    assert!(served, "40 connections not all closed:\n{logs}");
+    let (zero, one) = (
+        stats_total(&logs, 0, "accepts"),
+        stats_total(&logs, 1, "accepts"),
+    );
+    assert_eq!(zero + one, 40, "{logs}");
+    (zero, one)
+}
+
+/// A forwarder started with `args` and an admin API on a free loopback port; that port's address.
+pub fn start_with_admin(args: &[&str]) -> (Forwarder, SocketAddr) {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--admin", "127.0.0.1:0"]);
+    let fwd = Forwarder::start(&all);
+    let admin = fwd.admin_addr();
+    (fwd, admin)
 }
 
 /// One HTTP GET; returns (status line, headers + body).

@@ -16,6 +16,8 @@ mod counters;
 mod http;
 mod table;
 mod terminal;
+#[cfg(test)]
+mod test_pty;
 mod top;
 mod view;
 

@@ -81,60 +81,23 @@ fn apply(fd: BorrowedFd<'_>, termios: &libc::termios) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-
-    /// A pseudo-terminal's two ends (controller, terminal) of `columns` x 24, closed on drop.
-    fn pty(columns: u16) -> (OwnedFd, OwnedFd) {
-        let (mut controller, mut terminal) = (-1, -1);
-        let size = libc::winsize {
-            ws_row: 24,
-            ws_col: columns,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: the two out-pointers are valid ints, the window size a valid struct openpty only
-        // reads; the name and termios pointers may be null (openpty then writes no name and uses
-        // default settings).
-        let rc = unsafe {
-            libc::openpty(
-                &mut controller,
-                &mut terminal,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                &size,
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", io::Error::last_os_error());
-        // SAFETY: openpty succeeded, so both are open descriptors that nothing else owns.
-        unsafe {
-            (
-                OwnedFd::from_raw_fd(controller),
-                OwnedFd::from_raw_fd(terminal),
-            )
-        }
-    }
-
-    fn lflag(fd: BorrowedFd<'_>) -> libc::tcflag_t {
-        settings(fd)
-            .expect("tcgetattr")
-            .expect("a terminal")
-            .c_lflag
-    }
+    use crate::ctl::test_pty::{local_modes, pty};
+    use std::os::fd::AsFd;
 
     /// On a terminal: canonical mode and echo are off while `Keys` lives, back as they were after.
     #[test]
     fn test_keys_switch_and_restore_a_terminal() {
         let (_controller, terminal) = pty(80);
-        let before = lflag(terminal.as_fd());
+        let before = local_modes(&terminal);
         assert_ne!(before & libc::ICANON, 0, "a new pty starts canonical");
         let keys = Keys::start(terminal.as_fd())
             .expect("start")
             .expect("a terminal");
-        let during = lflag(terminal.as_fd());
+        let during = local_modes(&terminal);
         assert_eq!(during & (libc::ICANON | libc::ECHO), 0);
         assert_ne!(during & libc::ISIG, 0, "Ctrl-C still signals");
         drop(keys);
-        assert_eq!(lflag(terminal.as_fd()), before);
+        assert_eq!(local_modes(&terminal), before);
     }
 
     #[test]

@@ -38,6 +38,7 @@ use log::warn;
 
 use super::Record;
 use crate::config::access_log::{self, Destination, Format};
+use crate::service;
 use crate::throttle::Throttle;
 
 /// Records the queue holds before a reactor's next one is dropped.
@@ -110,19 +111,7 @@ impl AccessLog {
         let Some(Destination::File(path)) = &settings.destination else {
             return Ok(());
         };
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        if dir.is_dir() {
-            Ok(())
-        } else {
-            Err(format!(
-                "access log {}: directory {} does not exist",
-                path.display(),
-                dir.display()
-            ))
-        }
+        service::check_directory("access log", path)
     }
 
     /// Offers a line without waiting; false when it was dropped (the queue is full).

@@ -174,14 +174,7 @@ impl<S: Socket> Pair<S> {
         now: Instant,
         splice: Splice,
     ) -> Pair<S> {
-        let connecting = Connecting {
-            socket: Some(upstream),
-            addr: Some(addr),
-            lease,
-            plan,
-            since: now,
-            client_pipelined: false,
-        };
+        let connecting = Connecting::attempt((upstream, addr), lease, plan, now);
         Pair::with_stage(
             id,
             (client, client_addr),

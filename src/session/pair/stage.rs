@@ -51,6 +51,26 @@ pub(super) struct Connecting<S> {
     pub(super) client_pipelined: bool,
 }
 
+impl<S> Connecting<S> {
+    /// An attempt over `upstream` to `addr` that began at `now`, from a pair with no greeting (so no
+    /// pipelined bytes behind one).
+    pub(super) fn attempt(
+        (upstream, addr): (S, UpstreamAddr),
+        lease: Option<Lease>,
+        plan: Plan,
+        now: Instant,
+    ) -> Connecting<S> {
+        Connecting {
+            socket: Some(upstream),
+            addr: Some(addr),
+            lease,
+            plan,
+            since: now,
+            client_pipelined: false,
+        }
+    }
+}
+
 /// A connected upstream.
 #[derive(Debug)]
 pub(super) struct Established<S> {
@@ -118,17 +138,8 @@ impl<S: Socket> Pair<S> {
                 let plan = Plan::Upstreams {
                     tried: Default::default(),
                 };
-                self.set_stage(
-                    Stage::Connecting(Connecting {
-                        socket: Some(upstream),
-                        addr: Some(addr),
-                        lease,
-                        plan,
-                        since: now,
-                        client_pipelined: false,
-                    }),
-                    now,
-                );
+                let connecting = Connecting::attempt((upstream, addr), lease, plan, now);
+                self.set_stage(Stage::Connecting(connecting), now);
             }
         }
     }
