@@ -246,7 +246,12 @@ impl<S: Socket> Pair<S> {
         let Stage::Connecting(connecting) = &mut self.stage else {
             return self.run(shared, budget, now);
         };
-        let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr.clone()) else {
+        // Both or neither: an attempt sets its socket and address together, a lookup neither. Checked
+        // before either is taken, so a half-set stage never drops the socket.
+        if connecting.socket.is_none() || connecting.addr.is_none() {
+            return Outcome::Open;
+        }
+        let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr.take()) else {
             return Outcome::Open;
         };
         let lease = connecting.lease.take();
@@ -268,8 +273,7 @@ impl<S: Socket> Pair<S> {
     /// the socket holds (a greeting the upstream already sent, say).
     pub(crate) fn with_warm_upstream(mut self) -> Pair<S> {
         if let Stage::Connecting(connecting) = &mut self.stage {
-            if let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr.clone())
-            {
+            if let (Some(socket), Some(addr)) = (connecting.socket.take(), connecting.addr.take()) {
                 let lease = connecting.lease.take();
                 let established = Established {
                     socket,
